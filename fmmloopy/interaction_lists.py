@@ -1,0 +1,228 @@
+"""KIFMM interaction lists (U, V, W, X) of a :class:`~fmmloopy.tree.Tree`, stored as CSR.
+
+Definitions (Ying, Biros, Zorin 2004); "adjacent" means the closed boxes touch (face, edge or
+corner), colleagues of B are the same-level boxes adjacent to B (B included):
+
+- U(B), B a leaf: all leaves adjacent to B, B included.
+- V(B), any box: children of the colleagues of B's parent that are not adjacent to B.
+- W(B), B a leaf: descendants of B's colleagues that are not adjacent to B but whose parent is.
+- X(B), any box: the leaves A with B in W(A).
+
+Every list has a row per box: ``u_lists[u_starts[b]:u_starts[b + 1]]`` (starts of length
+``nboxes + 1``), empty where the list does not apply; each row is sorted by box index.
+Each V entry carries the index of its transfer vector, the integer offset
+``(centre(source box) - centre(target box)) / box side`` in ``{-3..3}^3`` outside ``{-1..1}^3``;
+:func:`transfer_vectors` maps index -> offset, :func:`transfer_vector_index` offset -> index.
+
+All of it is vectorised: Python loops run over levels and tree depth only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fmmloopy.tree import NEIGHBOUR_OFFSETS, OCTANT_BITS, Tree
+
+__all__ = [
+    "NTRANSFER_VECTORS",
+    "InteractionLists",
+    "build_interaction_lists",
+    "transfer_vector_index",
+    "transfer_vectors",
+]
+
+_INDEX = np.int32
+
+#: Number of M2L transfer vectors: 7**3 - 3**3.
+NTRANSFER_VECTORS = 316
+
+_ALL_OFFSETS = np.array(
+    [(i, j, k) for i in range(-3, 4) for j in range(-3, 4) for k in range(-3, 4)], dtype=np.int64
+)
+_TRANSFER = _ALL_OFFSETS[np.abs(_ALL_OFFSETS).max(axis=1) >= 2]
+# code (i+3)*49 + (j+3)*7 + (k+3) -> transfer index, -1 for the 27 adjacent offsets.
+_CODE_TO_INDEX = np.full(343, -1, dtype=np.int64)
+_CODE_TO_INDEX[np.flatnonzero(np.abs(_ALL_OFFSETS).max(axis=1) >= 2)] = np.arange(
+    NTRANSFER_VECTORS)
+
+
+def transfer_vectors() -> np.ndarray:
+    """(316, 3) int64: the offset of each transfer-vector index, lexicographic in (x, y, z)."""
+    return _TRANSFER.copy()
+
+
+def transfer_vector_index(offsets: np.ndarray) -> np.ndarray:
+    """Transfer-vector indices of integer offsets ``(..., 3)``; ValueError if one is not in V."""
+    off = np.asarray(offsets)
+    if off.shape[-1:] != (3,):
+        raise ValueError(f"offsets must have shape (..., 3), got {off.shape}")
+    off = off.astype(np.int64)
+    inside = np.all(np.abs(off) <= 3, axis=-1)
+    code = np.where(inside, ((off[..., 0] + 3) * 7 + off[..., 1] + 3) * 7 + off[..., 2] + 3, 0)
+    idx = np.where(inside, _CODE_TO_INDEX[code], -1)
+    if np.any(idx < 0):
+        raise ValueError("offsets must lie in {-3..3}^3 with some |component| >= 2")
+    return idx
+
+
+@dataclass(frozen=True, eq=False)
+class InteractionLists:
+    """CSR interaction lists; row b of list L is ``L_lists[L_starts[b]:L_starts[b + 1]]``.
+
+    All arrays are int32. Starts have length ``nboxes + 1``; rows are sorted by box index.
+    """
+
+    #: U: rows for leaves (empty for internal boxes); adjacent leaves incl. the box itself.
+    u_starts: np.ndarray
+    u_lists: np.ndarray
+    #: V: rows for every box (empty for levels 0 and 1).
+    v_starts: np.ndarray
+    v_lists: np.ndarray
+    #: Transfer-vector index (0..315) of each V entry, aligned with v_lists.
+    v_transfer: np.ndarray
+    #: W: rows for leaves (empty for internal boxes).
+    w_starts: np.ndarray
+    w_lists: np.ndarray
+    #: X: rows for every box (the transpose of W).
+    x_starts: np.ndarray
+    x_lists: np.ndarray
+    #: (nboxes, 27) int32: same-level adjacent box per offset slot 9(dx+1)+3(dy+1)+(dz+1)
+    #: (slot 13 is the box itself), -1 where none exists.
+    colleagues: np.ndarray
+
+
+def _colleague_tables() -> tuple[np.ndarray, np.ndarray]:
+    """For child octant ob and colleague slot s: the parent's colleague slot and child octant."""
+    v = OCTANT_BITS[:, None, :] + NEIGHBOUR_OFFSETS[None, :, :]  # (8, 27, 3) in -1..2
+    d, o = v // 2, v % 2
+    pslot = (d[..., 0] + 1) * 9 + (d[..., 1] + 1) * 3 + (d[..., 2] + 1)
+    octant = o[..., 0] * 4 + o[..., 1] * 2 + o[..., 2]
+    return pslot, octant
+
+
+def _v_table() -> np.ndarray:
+    """(8, 27 * 8) transfer index of (parent colleague slot, child octant) seen from octant ob."""
+    off = (2 * NEIGHBOUR_OFFSETS[None, :, None, :] + OCTANT_BITS[None, None, :, :]
+           - OCTANT_BITS[:, None, None, :])  # (8, 27, 8, 3)
+    far = np.abs(off).max(axis=-1) >= 2
+    code = ((off[..., 0] + 3) * 7 + off[..., 1] + 3) * 7 + off[..., 2] + 3
+    return np.where(far, _CODE_TO_INDEX[code], -1).reshape(8, 216)
+
+
+_PSLOT, _COCTANT = _colleague_tables()
+_VTABLE = _v_table()
+
+
+def _colleagues(tree: Tree) -> np.ndarray:
+    """(nboxes, 27) same-level neighbours, built top-down from the parents' colleagues."""
+    nb = tree.nboxes
+    coll = np.full((nb, 27), -1, dtype=_INDEX)
+    coll[0, 13] = 0
+    ls = tree.level_starts
+    for lev in range(1, tree.nlevels):
+        b = np.arange(ls[lev], ls[lev + 1])
+        ob = (tree.box_keys[b] & np.uint64(7)).astype(np.int64)
+        pcoll = coll[tree.box_parents[b][:, None], _PSLOT[ob]]
+        coll[b] = np.where(pcoll >= 0, tree.box_children[pcoll, _COCTANT[ob]], -1)
+    return coll
+
+
+def _csr(rows: np.ndarray, cols: np.ndarray, nboxes: int, *extra: np.ndarray
+         ) -> tuple[np.ndarray, ...]:
+    """Sort (row, col) pairs and return (starts, cols, *extra) in CSR form."""
+    order = np.argsort(rows.astype(np.int64) * nboxes + cols, kind="stable")
+    starts = np.zeros(nboxes + 1, dtype=_INDEX)
+    np.cumsum(np.bincount(rows, minlength=nboxes), out=starts[1:])
+    return (starts, cols[order].astype(_INDEX), *(e[order].astype(_INDEX) for e in extra))
+
+
+def _v_list(tree: Tree, coll: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """V list with transfer indices, level by level from the parents' colleagues' children."""
+    rows, cols, tvs = [], [], []
+    ls = tree.level_starts
+    for lev in range(2, tree.nlevels):
+        b = np.arange(ls[lev], ls[lev + 1])
+        ob = (tree.box_keys[b] & np.uint64(7)).astype(np.int64)
+        pcoll = coll[tree.box_parents[b]]  # (n, 27)
+        cand = np.where(pcoll[:, :, None] >= 0, tree.box_children[pcoll], -1).reshape(-1, 216)
+        tv = _VTABLE[ob]
+        cand = np.where(tv >= 0, cand, -1)
+        # Sort each row by box index (missing entries, -1, pushed to the end).
+        key = np.where(cand >= 0, cand, np.iinfo(_INDEX).max)
+        order = np.argsort(key, axis=1, kind="stable")
+        cand = np.take_along_axis(cand, order, axis=1)
+        tv = np.take_along_axis(tv, order, axis=1)
+        ok = cand >= 0
+        rows.append(np.repeat(b, ok.sum(axis=1)))
+        cols.append(cand[ok])
+        tvs.append(tv[ok])
+    starts = np.zeros(tree.nboxes + 1, dtype=_INDEX)
+    if not rows:
+        empty = np.zeros(0, dtype=_INDEX)
+        return starts, empty, empty
+    rows_a = np.concatenate(rows)
+    np.cumsum(np.bincount(rows_a, minlength=tree.nboxes), out=starts[1:])
+    return starts, np.concatenate(cols).astype(_INDEX), np.concatenate(tvs).astype(_INDEX)
+
+
+def _adjacent(tree: Tree, b: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Whether boxes ``a`` (level >= level of ``b``) touch boxes ``b``, in exact integers."""
+    lb = tree.box_levels[b].astype(np.int64)
+    la = tree.box_levels[a].astype(np.int64)
+    s = (np.int64(1) << (la - lb))[:, None]
+    lo = tree.box_coords[b].astype(np.int64) * s
+    ca = tree.box_coords[a]
+    return np.all((ca >= lo - 1) & (ca <= lo + s), axis=1)
+
+
+def _u_w_pairs(tree: Tree, coll: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """U pairs with a leaf at the same or a finer level, and all W pairs, for every leaf."""
+    leaves = tree.leaf_boxes
+    b = np.repeat(leaves, 27)
+    c = coll[leaves].ravel()
+    ok = c >= 0
+    b, c = b[ok], c[ok]
+    is_leaf = tree.box_is_leaf[c]
+    u_rows, u_cols = [b[is_leaf]], [c[is_leaf]]
+    w_rows, w_cols = [], []
+    b, c = b[~is_leaf], c[~is_leaf]
+    while b.shape[0]:
+        kids = tree.box_children[c].ravel()
+        b = np.repeat(b, 8)
+        ok = kids >= 0
+        b, c = b[ok], kids[ok]
+        adj = _adjacent(tree, b, c)
+        w_rows.append(b[~adj])
+        w_cols.append(c[~adj])
+        b, c = b[adj], c[adj]
+        is_leaf = tree.box_is_leaf[c]
+        u_rows.append(b[is_leaf])
+        u_cols.append(c[is_leaf])
+        b, c = b[~is_leaf], c[~is_leaf]
+    empty = np.zeros(0, dtype=_INDEX)
+    return (np.concatenate(u_rows), np.concatenate(u_cols),
+            np.concatenate(w_rows + [empty]), np.concatenate(w_cols + [empty]))
+
+
+def build_interaction_lists(tree: Tree) -> InteractionLists:
+    """Build the U, V, W and X lists (CSR, a row per box) of a balanced tree."""
+    coll = _colleagues(tree)
+    nb = tree.nboxes
+    u_rows, u_cols, w_rows, w_cols = _u_w_pairs(tree, coll)
+    # U is symmetric: the coarser neighbours of a leaf are the leaves that found it finer.
+    finer = tree.box_levels[u_cols] > tree.box_levels[u_rows]
+    u_starts, u_lists = _csr(np.concatenate([u_rows, u_cols[finer]]),
+                             np.concatenate([u_cols, u_rows[finer]]), nb)
+    w_starts, w_lists = _csr(w_rows, w_cols, nb)
+    x_starts, x_lists = _csr(w_cols, w_rows, nb)
+    v_starts, v_lists, v_transfer = _v_list(tree, coll)
+    return InteractionLists(
+        u_starts=u_starts, u_lists=u_lists,
+        v_starts=v_starts, v_lists=v_lists, v_transfer=v_transfer,
+        w_starts=w_starts, w_lists=w_lists,
+        x_starts=x_starts, x_lists=x_lists,
+        colleagues=coll,
+    )
