@@ -7,7 +7,9 @@ key so that every box, leaf or internal, owns one contiguous range of sorted par
 Only non-empty boxes exist: splitting a box creates the children that hold at least one source
 or target. A box is split while it holds more than ``n_crit`` sources *or* more than ``n_crit``
 targets (the count is ``max(n_sources, n_targets)``), until ``max_depth``. Afterwards leaves are
-refined until adjacent leaves (sharing a face, edge or corner) differ in level by at most one.
+refined until no box touches (shares a face, edge or corner with) a leaf more than one level
+coarser: the 2:1 balance of the full octree, restricted to the non-empty boxes. In particular
+adjacent leaves differ in level by at most one.
 
 Everything is vectorised; the only Python loops run over levels (at most ``max_depth + 1``).
 """
@@ -289,18 +291,20 @@ def _refine(builder: _Builder, n_crit: int, max_depth: int
 
 def _balance(builder: _Builder, keys: np.ndarray, levels: np.ndarray, leaf: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Split leaves until adjacent leaves differ by at most one level (2:1 balance).
+    """Split leaves until no box touches a leaf more than one level coarser (2:1 balance).
 
-    Sweeps levels m from the deepest up. For each leaf at level m and each of its 26 neighbour
-    cells, the box of level m-1 containing that cell must exist, unless the deepest existing box
-    containing it is internal (the region is empty). If that deepest box is a leaf of level
-    <= m-2 it is split; repeated until no such leaf remains. Splits only create leaves of level
-    < m, which later sweeps handle, so one sweep reaches the fixed point.
+    This is the balance of the full octree restricted to non-empty boxes; it implies that
+    adjacent leaves differ by at most one level, and it bounds W (and U) to boxes one level
+    finer. Sweeps levels m from the deepest up. For each box at level m and each of its 26
+    neighbour cells, the deepest existing box containing the neighbour's level m-1 cell must not
+    be a leaf of level <= m-2 (if it is internal the region is empty); such leaves are split,
+    repeated until none remains. Splits only create boxes of level < m, which later sweeps
+    handle, so one sweep reaches the fixed point.
     """
     offsets = NEIGHBOUR_OFFSETS[np.any(NEIGHBOUR_OFFSETS != 0, axis=1)]
     for m in range(int(levels.max()), 1, -1):
         while True:
-            lk = keys[leaf & (levels == m)]
+            lk = keys[levels == m]
             if lk.shape[0] == 0:
                 break
             cells = morton_decode(lk ^ _placeholder(np.full(1, m)))
