@@ -1,0 +1,153 @@
+"""The automatic check: every (operator, recipe) against the sequential recipe on real inputs.
+
+Inputs come from real point sets sorted into boxes with real neighbour lists, never from
+``lp.auto_test_vs_ref``'s zero-filled index arrays (which make every CSR loop empty). Outputs that
+a kernel accumulates into start from random values, so a kernel that overwrites instead of adding,
+skips a source box or a target, or reads the wrong box is caught.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pyopencl as cl
+import pyopencl.array as cla
+
+from fmmloopy.check_problems import CheckProblem, check_problems
+from fmmloopy.devices import context_for
+from fmmloopy.execution import CompiledOperator, compiled_operator
+from fmmloopy.kernels import get_kernel
+from fmmloopy.operators import OPERATORS, get_operator
+from fmmloopy.recipes import REFERENCE, applicable_recipe_names, ensure_loaded, registered
+
+#: Normwise relative difference allowed between a recipe and the reference, in float64. Both sum
+#: the same terms; only the order of summation and fused multiply-adds differ, which moves a sum
+#: of at most a few thousand terms by O(n * 1e-16) relative to its largest term.
+RELATIVE_TOLERANCE = 1e-12
+
+#: Template sizes used by the check: distinct target/source lengths catch swapped indices.
+CHECK_SIZES: dict[str, dict[str, int]] = {
+    "matvec": {"n_target_coeffs": 26, "n_source_coeffs": 56},
+}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one (operator, recipe, problem) comparison."""
+
+    operator: str
+    recipe: str
+    problem: str
+    max_relative_error: float
+    reference_seconds: float
+    recipe_seconds: float
+    ok: bool
+    message: str = ""
+
+    def line(self) -> str:
+        status = "ok  " if self.ok else "FAIL"
+        text = (f"{status} {self.operator:8s} {self.recipe:12s} {self.problem:14s} "
+                f"max rel err {self.max_relative_error:9.2e}  "
+                f"ref {self.reference_seconds * 1e3:8.2f} ms  "
+                f"recipe {self.recipe_seconds * 1e3:8.2f} ms")
+        return f"{text}  {self.message}" if self.message else text
+
+
+def _written_arguments(compiled: CompiledOperator) -> list[str]:
+    entry = compiled.t_unit.default_entrypoint
+    written = entry.get_written_variables()
+    return [arg.name for arg in entry.args if arg.name in written]
+
+
+def _run(compiled: CompiledOperator, queue: cl.CommandQueue, inputs: dict[str, np.ndarray],
+         ) -> tuple[dict[str, np.ndarray], float]:
+    """Run once to build, once more timed; return the outputs of the timed run and its seconds."""
+    entry = compiled.t_unit.default_entrypoint
+    names = {arg.name for arg in entry.args}
+    outputs = _written_arguments(compiled)
+    device_inputs = {name: cla.to_device(queue, value) for name, value in inputs.items()
+                     if name in names and name not in outputs and isinstance(value, np.ndarray)}
+    scalars = {name: value for name, value in inputs.items()
+               if name in names and not isinstance(value, np.ndarray)}
+
+    def once():
+        fresh = {name: cla.to_device(queue, inputs[name]) for name in outputs}
+        result = compiled(queue, **device_inputs, **scalars, **fresh)
+        queue.finish()
+        return result
+
+    once()
+    start = time.perf_counter()
+    result = once()
+    seconds = time.perf_counter() - start
+    return {name: result[name].get() for name in outputs}, seconds
+
+
+def _relative_error(value: np.ndarray, reference: np.ndarray) -> float:
+    scale = np.max(np.abs(reference)) if reference.size else 0.0
+    if not np.all(np.isfinite(value)):
+        return float("inf")
+    diff = np.max(np.abs(value - reference)) if reference.size else 0.0
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Device,
+               ) -> CheckResult:
+    """Compare ``operator`` under ``recipe`` with the sequential recipe on ``problem``.
+
+    The sequential recipe itself is compared with the operator's numpy host reference.
+    """
+    queue = cl.CommandQueue(context_for(device))
+    spec = get_operator(operator)
+    sizes = CHECK_SIZES.get(operator, {})
+    inputs = problem.arguments(spec.template, sizes)
+    try:
+        if recipe == REFERENCE:
+            start = time.perf_counter()
+            expected = spec.host_reference(get_kernel("laplace"), inputs)
+            reference_seconds, against = time.perf_counter() - start, "the numpy reference"
+        else:
+            reference = compiled_operator(operator, device, recipe=REFERENCE, **sizes)
+            expected, reference_seconds = _run(reference, queue, inputs)
+            against = repr(REFERENCE)
+        candidate = compiled_operator(operator, device, recipe=recipe, **sizes)
+        actual, recipe_seconds = _run(candidate, queue, inputs)
+    except Exception as exc:  # a recipe that breaks the build or the run is a failed check
+        return CheckResult(operator, recipe, problem.name, float("inf"), 0.0, 0.0, False,
+                           f"{type(exc).__name__}: {exc}")
+    error = max(_relative_error(actual[name], expected[name]) for name in expected)
+    ok = error <= RELATIVE_TOLERANCE
+    message = "" if ok else f"differs from {against} beyond {RELATIVE_TOLERANCE:g}"
+    return CheckResult(operator, recipe, problem.name, error, reference_seconds, recipe_seconds,
+                       ok, message)
+
+
+def run_checks(device: cl.Device, *, operators: Iterable[str] | None = None,
+               recipes: Iterable[str] | None = None, recipe_sources: Iterable[str] = (),
+               seed: int = 0) -> list[CheckResult]:
+    """Check every operator under every applicable recipe (or the ones named) on every problem.
+
+    Operators named explicitly are checked under every recipe named, and a recipe that does not
+    cover one of them fails; otherwise a named recipe is checked on the operators it covers.
+    """
+    ensure_loaded(recipe_sources)
+    known = {entry.name for entry in registered()}
+    unknown = [name for name in recipes or () if name not in known]
+    if unknown:
+        raise LookupError(f"no recipe named {unknown}; registered: {sorted(known)}")
+    explicit = bool(operators)
+    operators = list(operators) if operators else list(OPERATORS)
+    results = []
+    problems = check_problems(seed)
+    for operator in operators:
+        template = get_operator(operator).template
+        applicable = applicable_recipe_names(operator, template, device)
+        names = [name for name in recipes if explicit or name in applicable] if recipes \
+            else applicable
+        for name in names:
+            for problem in problems:
+                results.append(check_pair(operator, name, problem, device))
+    return results

@@ -1,0 +1,83 @@
+"""OpenCL device selection and device classes (``cpu-pocl`` -> ``cpu`` -> ``any``)."""
+
+from __future__ import annotations
+
+import os
+
+import pyopencl as cl
+
+#: Environment variable naming the device: ``cpu``, ``gpu`` or a substring of the device name.
+DEVICE_ENV = "FMMLOOPY_DEVICE"
+
+_VENDORS = (("nvidia", "nvidia"), ("advanced micro devices", "amd"), ("amd", "amd"),
+            ("intel", "intel"), ("apple", "apple"))
+
+
+def device_classes(device: cl.Device) -> list[str]:
+    """Classes of ``device`` from the most specific to ``any``, e.g. ``["cpu-pocl", "cpu", "any"]``.
+
+    The first part is the device type (``cpu``, ``gpu`` or ``accelerator``); refinements name the
+    platform (``pocl``) and the vendor (``nvidia``, ``amd``, ``intel``, ``apple``).
+    """
+    if device.type & cl.device_type.GPU:
+        kind = "gpu"
+    elif device.type & cl.device_type.CPU:
+        kind = "cpu"
+    else:
+        kind = "accelerator"
+    refinements = []
+    if "portable computing language" in device.platform.name.lower():
+        refinements.append("pocl")
+    vendor = device.vendor.lower()
+    for needle, short in _VENDORS:
+        if needle in vendor:
+            refinements.append(short)
+            break
+    return [f"{kind}-{r}" for r in refinements] + [kind, "any"]
+
+
+def _platforms_devices() -> list[cl.Device]:
+    devices = []
+    for platform in cl.get_platforms():
+        if "oclgrind" in platform.name.lower():
+            continue  # a simulator: only ever used on request (check --memcheck)
+        devices.extend(platform.get_devices())
+    return devices
+
+
+def choose_device(spec: str | cl.Device | None = None) -> cl.Device:
+    """Pick an OpenCL device: a ``pyopencl.Device``, ``"cpu"``, ``"gpu"``, a name substring.
+
+    ``None`` reads ``$FMMLOOPY_DEVICE`` and otherwise prefers a GPU, then a CPU. Devices without
+    float64 support are skipped: the toolkit computes in float64 by default.
+    """
+    if isinstance(spec, cl.Device):
+        return spec
+    spec = spec or os.environ.get(DEVICE_ENV) or None
+    try:
+        devices = [d for d in _platforms_devices() if d.double_fp_config]
+    except cl.Error as exc:
+        raise RuntimeError(f"no OpenCL platform found ({exc}); install 'pyopencl[pocl]'") from exc
+    if not devices:
+        raise RuntimeError("no OpenCL device with float64 support found; "
+                           "install 'pyopencl[pocl]' for a CPU device")
+    if spec is None:
+        ranked = sorted(devices, key=lambda d: 0 if d.type & cl.device_type.GPU else 1)
+        return ranked[0]
+    wanted = spec.lower()
+    for device in devices:
+        if wanted in device_classes(device) or wanted in device.name.lower():
+            return device
+    names = [f"{d.name} ({device_classes(d)[0]})" for d in devices]
+    raise ValueError(f"no OpenCL device matches {spec!r}; available: {names}")
+
+
+_CONTEXTS: dict[int, cl.Context] = {}
+
+
+def context_for(device: cl.Device) -> cl.Context:
+    """One OpenCL context per device, shared by every kernel (executors are cached per context)."""
+    key = device.int_ptr
+    if key not in _CONTEXTS:
+        _CONTEXTS[key] = cl.Context([device])
+    return _CONTEXTS[key]

@@ -1,0 +1,56 @@
+"""``fmmloopy check``: the shipped recipes pass; deliberately wrong recipes fail loudly."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+WRONG_RECIPES = Path(__file__).parent / "recipes" / "wrong_recipes.py"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """Run the real command line in a fresh process (a fresh recipe registry)."""
+    return subprocess.run([sys.executable, "-m", "fmmloopy.cli", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def _result_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith(("ok ", "FAIL"))]
+
+
+def test_shipped_recipes_pass_for_p2p_and_matvec():
+    done = run_cli("check", "--operator", "p2p", "--operator", "matvec",
+                   "--recipe", "sequential", "--recipe", "cpu", "--recipe", "generic")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = _result_lines(done.stdout)
+    # 2 operators x 3 recipes x 4 problems, each compared and within tolerance.
+    assert len(lines) == 24
+    assert all(line.startswith("ok ") for line in lines)
+    assert "24 of 24 checks passed" in done.stdout
+
+
+@pytest.mark.parametrize("recipe,operators", [
+    ("skip_first_source_box", 2),  # a transform that drops one source box per list
+    ("ilp_over_bound_loads", 1),   # DESIGN.md's trap: ilp around loop-bound loads
+    ("wrong_sign", 1),             # a transform that changes the arithmetic
+    ("raises", 2),                 # a recipe with a bug of its own
+])
+def test_wrong_recipe_from_a_file_fails_the_check(recipe, operators):
+    done = run_cli("check", "--recipes", str(WRONG_RECIPES), "--recipe", recipe)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = _result_lines(done.stdout)
+    assert len(lines) == 4 * operators
+    assert all(line.startswith("FAIL") and recipe in line for line in lines)
+
+
+def test_unknown_recipe_name_exits_with_a_message():
+    done = run_cli("check", "--recipe", "no_such_recipe")
+    assert done.returncode == 2
+    assert "no recipe named ['no_such_recipe']" in done.stderr
+
+
+def test_recipes_command_lists_the_default_choice():
+    done = run_cli("recipes")
+    assert done.returncode == 0, done.stderr
+    assert "p2p (pairwise)" in done.stdout and "default here: 'cpu'" in done.stdout

@@ -1,0 +1,33 @@
+"""Recipes for CPU OpenCL devices (PoCL first), from the measurements in DESIGN.md.
+
+PoCL turns a work-group into a loop over work-items and vectorises it with LLVM, so the recipes put
+one target box per work-group and the box's targets (or output coefficients) on ``l.0``, and let
+the compiler inline ``sqrt`` so that the loop vectorises.
+"""
+
+from fmmloopy.recipes import recipe
+from fmmloopy.transform_tools import (
+    add_build_options,
+    parallelize_box_loop,
+    spread_over_local_axis,
+    use_builtin_sqrt,
+)
+
+#: Work-items per group. 16 float64 lanes = two AVX-512 vectors; 16-128 measured alike on P2P.
+WORK_GROUP_SIZE = 16
+
+
+@recipe("pairwise", device="cpu")
+def pairwise_cpu(knl, ctx):
+    """Targets of a box across work-items; builtin sqrt and relaxed math so the loop vectorises."""
+    knl = parallelize_box_loop(knl)
+    knl = spread_over_local_axis(knl, "itgt", WORK_GROUP_SIZE)
+    knl = use_builtin_sqrt(knl)
+    return add_build_options(knl, "-cl-fast-relaxed-math")
+
+
+@recipe("matvec", device="cpu")
+def matvec_cpu(knl, ctx):
+    """Output coefficients of a box across work-items; each runs its dot products."""
+    knl = parallelize_box_loop(knl)
+    return spread_over_local_axis(knl, "iexp_tgt", WORK_GROUP_SIZE)

@@ -1,0 +1,10 @@
+"""The fallback for any device: one work-group (of one work-item) per target box."""
+
+from fmmloopy.recipes import recipe
+from fmmloopy.transform_tools import parallelize_box_loop
+
+
+@recipe("pairwise", "matvec", device="any")
+def generic(knl, ctx):
+    """Parallelise only the target-box loop."""
+    return parallelize_box_loop(knl)

@@ -1,0 +1,9 @@
+"""The reference recipe: the math-level kernel as written, no hardware-parallel tags."""
+
+from fmmloopy.recipes import recipe
+
+
+@recipe("pairwise", "matvec", device="any")
+def sequential(knl, ctx):
+    """Leave the kernel untouched: one work-item walks every loop in order."""
+    return knl
