@@ -7,8 +7,8 @@ key so that every box, leaf or internal, owns one contiguous range of sorted par
 Only non-empty boxes exist: splitting a box creates the children that hold at least one source
 or target. A box is split while it holds more than ``n_crit`` sources *or* more than ``n_crit``
 targets (the count is ``max(n_sources, n_targets)``), until ``max_depth``. Afterwards leaves are
-refined until no box touches (shares a face, edge or corner with) a leaf more than one level
-coarser: the 2:1 balance of the full octree, restricted to the non-empty boxes. In particular
+refined until no internal box touches (shares a face, edge or corner with) a leaf of a coarser
+level: the 2:1 balance of the full octree, restricted to the non-empty boxes. In particular
 adjacent leaves differ in level by at most one.
 
 Everything is vectorised; the only Python loops run over levels (at most ``max_depth + 1``).
@@ -291,32 +291,33 @@ def _refine(builder: _Builder, n_crit: int, max_depth: int
 
 def _balance(builder: _Builder, keys: np.ndarray, levels: np.ndarray, leaf: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Split leaves until no box touches a leaf more than one level coarser (2:1 balance).
+    """Split leaves until no internal box touches a leaf of a coarser level (2:1 balance).
 
-    This is the balance of the full octree restricted to non-empty boxes; it implies that
-    adjacent leaves differ by at most one level, and it bounds W (and U) to boxes one level
-    finer. Sweeps levels m from the deepest up. For each box at level m and each of its 26
-    neighbour cells, the deepest existing box containing the neighbour's level m-1 cell must not
-    be a leaf of level <= m-2 (if it is internal the region is empty); such leaves are split,
-    repeated until none remains. Splits only create boxes of level < m, which later sweeps
-    handle, so one sweep reaches the fixed point.
+    This is the 2:1 balance of the full octree (where every internal box has 8 children)
+    restricted to the non-empty boxes: it implies that adjacent leaves differ by at most one
+    level, and it keeps U within one level, W one level finer and X one level coarser, so the
+    classical list bounds hold. Sweeps levels k from the deepest internal one up: for each
+    internal box at level k and each of its 26 neighbour cells, the deepest existing box
+    containing the cell must not be a leaf of level < k (if it is internal, the region is
+    empty). Such leaves are split, repeated until none remains. Splits only make boxes of level
+    < k internal, which later sweeps handle, so one sweep reaches the fixed point.
     """
     offsets = NEIGHBOUR_OFFSETS[np.any(NEIGHBOUR_OFFSETS != 0, axis=1)]
-    for m in range(int(levels.max()), 1, -1):
+    for k in range(int(levels.max()) - 1, 0, -1):
         while True:
-            lk = keys[levels == m]
-            if lk.shape[0] == 0:
+            ik = keys[(levels == k) & ~leaf]
+            if ik.shape[0] == 0:
                 break
-            cells = morton_decode(lk ^ _placeholder(np.full(1, m)))
+            cells = morton_decode(ik ^ _placeholder(np.full(1, k)))
             nb = (cells[:, None, :] + offsets[None, :, :]).reshape(-1, 3)
-            nb = nb[np.all((nb >= 0) & (nb < (1 << m)), axis=1)]
-            # Query the level m-1 cells containing the neighbours, then walk up while missing.
-            q = np.unique(morton_encode(nb >> 1))
+            nb = nb[np.all((nb >= 0) & (nb < (1 << k)), axis=1)]
+            # Find the deepest existing box containing each neighbour cell, walking up.
+            q = np.unique(morton_encode(nb))
             found = np.full(q.shape[0], -1, dtype=np.int64)
             found_level = np.full(q.shape[0], -1, dtype=np.int64)
             pending = np.arange(q.shape[0])
-            for j in range(m - 1, -1, -1):
-                qk = (q[pending] >> _U64(3 * (m - 1 - j))) | _U64(1 << (3 * j))
+            for j in range(k, -1, -1):
+                qk = (q[pending] >> _U64(3 * (k - j))) | _U64(1 << (3 * j))
                 pos = np.minimum(np.searchsorted(keys, qk), keys.shape[0] - 1)
                 hit = keys[pos] == qk
                 found[pending[hit]] = pos[hit]
@@ -324,7 +325,7 @@ def _balance(builder: _Builder, keys: np.ndarray, levels: np.ndarray, leaf: np.n
                 pending = pending[~hit]
                 if pending.shape[0] == 0:
                     break
-            bad = found[(found_level <= m - 2) & leaf[found]]
+            bad = found[(found_level < k) & leaf[found]]
             if bad.shape[0] == 0:
                 break
             bad = np.unique(bad)

@@ -54,6 +54,9 @@ def make_case(name: str) -> tuple[np.ndarray, np.ndarray | None, int]:
     if name == "line":
         t = rng.uniform(size=600)
         return np.stack([t, 0.5 * t + 0.1, 0.3 * t], axis=1), None, 5
+    if name == "lattice":  # full octree down to level 3: interior boxes have |V| = 189
+        g = (np.arange(8) + 0.5) / 8
+        return np.stack(np.meshgrid(g, g, g, indexing="ij"), axis=-1).reshape(-1, 3), None, 1
     if name == "boundaries":
         return _boundary_points(), None, 5
     if name == "targets_differ":
@@ -63,8 +66,8 @@ def make_case(name: str) -> tuple[np.ndarray, np.ndarray | None, int]:
     raise KeyError(name)
 
 
-CASES = ["cube", "sphere", "plummer", "two_clusters", "line", "boundaries", "targets_differ",
-         "targets_disjoint"]
+CASES = ["cube", "sphere", "plummer", "two_clusters", "line", "lattice", "boundaries",
+         "targets_differ", "targets_disjoint"]
 
 _TREES: dict[str, Tree] = {}
 
@@ -188,13 +191,13 @@ def test_balance(name: str) -> None:
     dlev = np.abs(lev[:, None] - lev[None, :])
     # Adjacent leaves differ by at most one level.
     assert not np.any(touch & leaf[:, None] & leaf[None, :] & (dlev > 1))
-    # Stronger (full-octree) form: no box touches a leaf two or more levels coarser.
-    assert not np.any(touch & leaf[:, None] & (lev[None, :] >= lev[:, None] + 2))
+    # Full-octree form: no internal box touches a leaf of a coarser level.
+    assert not np.any(touch & leaf[:, None] & ~leaf[None, :] & (lev[None, :] > lev[:, None]))
     # No needless split: an internal box with <= n_crit points was split for balance, so a
-    # box two levels finer touches it.
+    # finer internal box touches it.
     nmax = np.maximum(tree.box_source_counts, tree.box_target_counts)
     for b in np.flatnonzero(~leaf & (nmax <= tree.n_crit)):
-        assert np.any(touch[b] & (lev >= lev[b] + 2))
+        assert np.any(touch[b] & ~leaf & (lev > lev[b]))
 
 
 def test_balance_refines_coarse_neighbours() -> None:
