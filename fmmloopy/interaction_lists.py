@@ -148,16 +148,12 @@ def _v_list(tree: Tree, coll: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
         pcoll = coll[tree.box_parents[b]]  # (n, 27)
         cand = np.where(pcoll[:, :, None] >= 0, tree.box_children[pcoll], -1).reshape(-1, 216)
         tv = _VTABLE[ob]
-        cand = np.where(tv >= 0, cand, -1)
-        # Sort each row by box index (missing entries, -1, pushed to the end).
-        key = np.where(cand >= 0, cand, np.iinfo(_INDEX).max)
-        order = np.argsort(key, axis=1, kind="stable")
-        cand = np.take_along_axis(cand, order, axis=1)
-        tv = np.take_along_axis(tv, order, axis=1)
-        ok = cand >= 0
-        rows.append(np.repeat(b, ok.sum(axis=1)))
-        cols.append(cand[ok])
-        tvs.append(tv[ok])
+        ok = (cand >= 0) & (tv >= 0)
+        r, c, t = np.repeat(b, ok.sum(axis=1)), cand[ok], tv[ok]
+        order = np.argsort(r * np.int64(tree.nboxes) + c)  # sort each row by box index
+        rows.append(r[order])
+        cols.append(c[order])
+        tvs.append(t[order])
     starts = np.zeros(tree.nboxes + 1, dtype=_INDEX)
     if not rows:
         empty = np.zeros(0, dtype=_INDEX)
