@@ -230,7 +230,7 @@ def _point_keys(points: np.ndarray, lo: np.ndarray, half_width: float, depth: in
 
 
 class _Builder:
-    """Box set under construction: sorted placeholder keys, levels and leaf flags."""
+    """Sorted particle keys at ``depth``: box counts and non-empty children during the build."""
 
     def __init__(self, src_keys: np.ndarray, tgt_keys: np.ndarray, all_keys: np.ndarray,
                  depth: int) -> None:
@@ -363,9 +363,12 @@ def build_tree(sources: np.ndarray, targets: np.ndarray | None = None, n_crit: i
     if tgt is not None:
         lo = np.minimum(lo, tgt.min(axis=0))
         hi = np.maximum(hi, tgt.max(axis=0))
-    centre = 0.5 * (lo + hi)
-    extent = float((hi - lo).max())
+    with np.errstate(over="ignore"):
+        centre = 0.5 * lo + 0.5 * hi
+        extent = float((hi - lo).max())
     half_width = 0.5 * extent * (1.0 + _PAD) if extent > 0 else 0.5 * max(1.0, abs(centre).max())
+    if not np.isfinite(half_width) or not np.all(np.isfinite(centre)):
+        raise ValueError("the points' extent overflows float64")
     root_lo = centre - half_width
 
     skeys = _point_keys(src, root_lo, half_width, depth)

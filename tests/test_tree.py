@@ -274,6 +274,7 @@ def test_max_depth_zero_and_limit() -> None:
         ({"sources": np.zeros((2, 3)), "max_depth": 22}, "max_depth"),
         ({"sources": np.zeros((2, 3)), "max_depth": -1}, "max_depth"),
         ({"sources": np.array([["a", "b", "c"]])}, "real"),
+        ({"sources": np.array([[-1e308, 0.0, 0.0], [1e308, 0.0, 0.0]])}, "overflows"),
     ],
 )
 def test_validation(kwargs: dict, match: str) -> None:
