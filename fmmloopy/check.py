@@ -8,8 +8,11 @@ skips a source box or a target, or reads the wrong box is caught.
 
 from __future__ import annotations
 
+import multiprocessing
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +20,7 @@ import pyopencl as cl
 import pyopencl.array as cla
 
 from fmmloopy.check_problems import CheckProblem, check_problems
-from fmmloopy.devices import context_for
+from fmmloopy.devices import context_for, device_from_key, device_key
 from fmmloopy.execution import CompiledOperator, compiled_operator
 from fmmloopy.kernels import get_kernel
 from fmmloopy.operators import OPERATORS, get_operator
@@ -125,29 +128,57 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
                        ok, message)
 
 
-def run_checks(device: cl.Device, *, operators: Iterable[str] | None = None,
-               recipes: Iterable[str] | None = None, recipe_sources: Iterable[str] = (),
-               seed: int = 0) -> list[CheckResult]:
-    """Check every operator under every applicable recipe (or the ones named) on every problem.
-
-    Operators named explicitly are checked under every recipe named, and a recipe that does not
-    cover one of them fails; otherwise a named recipe is checked on the operators it covers.
-    """
+def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],
+                           recipe_sources: tuple[str, ...], seed: int) -> list[CheckResult]:
+    """One (operator, recipe) pair on every problem; runs in the check's worker process."""
     ensure_loaded(recipe_sources)
+    device = device_from_key(device)
+    return [check_pair(operator, recipe, problem, device) for problem in check_problems(seed)]
+
+
+def _pairs_to_check(device: cl.Device, operators: Iterable[str] | None,
+                    recipes: Iterable[str] | None) -> list[tuple[str, str]]:
+    """(operator, recipe) pairs. Operators named explicitly are checked under every recipe
+    named, and a recipe that does not cover one of them fails; otherwise a named recipe is
+    checked on the operators it covers."""
     known = {entry.name for entry in registered()}
     unknown = [name for name in recipes or () if name not in known]
     if unknown:
         raise LookupError(f"no recipe named {unknown}; registered: {sorted(known)}")
-    explicit = bool(operators)
-    operators = list(operators) if operators else list(OPERATORS)
-    results = []
-    problems = check_problems(seed)
-    for operator in operators:
+    pairs = []
+    for operator in operators or OPERATORS:
         template = get_operator(operator).template
         applicable = applicable_recipe_names(operator, template, device)
-        names = [name for name in recipes if explicit or name in applicable] if recipes \
-            else applicable
-        for name in names:
-            for problem in problems:
-                results.append(check_pair(operator, name, problem, device))
-    return results
+        names = [n for n in recipes if operators or n in applicable] if recipes else applicable
+        pairs.extend((operator, name) for name in names)
+    return pairs
+
+
+def run_checks(device: cl.Device, *, operators: Iterable[str] | None = None,
+               recipes: Iterable[str] | None = None, recipe_sources: Iterable[str] = (),
+               seed: int = 0) -> Iterator[CheckResult]:
+    """Check every operator under every applicable recipe (or those named) on every problem.
+
+    Kernels run in a worker process: a transform that makes a kernel crash the process (an
+    out-of-bounds access can) is reported as a failed check, and checking goes on in a new
+    worker.
+    """
+    recipe_sources = tuple(str(source) for source in recipe_sources)
+    ensure_loaded(recipe_sources)
+    pairs = _pairs_to_check(device, list(operators or ()), list(recipes or ()))
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+    try:
+        for operator, recipe in pairs:
+            job = pool.submit(_check_in_this_process, operator, recipe, device_key(device),
+                              recipe_sources, seed)
+            try:
+                yield from job.result()
+            except BrokenProcessPool:
+                yield CheckResult(operator, recipe, "(all)", float("inf"), 0.0, 0.0, False,
+                                  "the kernel crashed the worker process (e.g. a segmentation "
+                                  "fault from an out-of-bounds access)")
+                pool.shutdown(wait=True)
+                pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+    finally:
+        pool.shutdown(wait=True)

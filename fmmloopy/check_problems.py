@@ -1,116 +1,84 @@
-"""Small real problems for the automatic check: point sets sorted into boxes, with box lists.
+"""Small real problems for the automatic check: adaptive octrees with their interaction lists.
 
-Each problem sorts sources and targets into the cells of a uniform grid over their bounding cube
-and lists, for every box holding targets, the boxes adjacent to it (itself included) -- the shape
-of the U list. Grids of several resolutions give boxes at several levels; distributions with
-empty boxes, crowded boxes and targets apart from sources exercise the CSR loops' edge cases.
+Each problem builds the octree (:mod:`fmmloopy.tree`) of a point distribution and its KIFMM
+lists. The pairwise template runs over the U list of every leaf holding targets (the near field);
+the matvec template over the V list of every box (one matrix per transfer vector, as M2L). The
+distributions give empty boxes, crowded leaves, several levels and targets apart from sources,
+which exercise every edge case of the CSR loops.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from fmmloopy.interaction_lists import (
+    NTRANSFER_VECTORS,
+    InteractionLists,
+    build_interaction_lists,
+    select_rows,
+)
 from fmmloopy.templates import INDEX_DTYPE
-
-_NEIGHBOUR_OFFSETS = np.array(
-    [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=np.int64)
+from fmmloopy.tree import Tree, build_tree
 
 
 @dataclass
 class CheckProblem:
-    """Points sorted by box, box geometry and a CSR list of source boxes per target box."""
+    """A named tree with its lists, from which any template's arguments are filled."""
 
     name: str
-    sources: np.ndarray  # (3, nsources), sorted by box
-    targets: np.ndarray  # (3, ntargets), sorted by box
-    box_source_starts: np.ndarray
-    box_target_starts: np.ndarray
-    box_centers: np.ndarray  # (3, nboxes)
-    box_levels: np.ndarray
-    level_half_widths: np.ndarray
-    target_boxes: np.ndarray
-    source_box_starts: np.ndarray
-    source_box_lists: np.ndarray
+    tree: Tree
+    lists: InteractionLists
     seed: int = 0
-    _cache: dict = field(default_factory=dict, repr=False)
 
-    @property
-    def nboxes(self) -> int:
-        return len(self.box_levels)
+    def tree_arguments(self) -> dict[str, np.ndarray | int]:
+        """Box geometry and particle layout, named as the templates name their arguments."""
+        tree = self.tree
+        return {
+            "sources": tree.sources_soa, "targets": tree.targets_soa,
+            "box_source_starts": tree.box_source_starts,
+            "box_source_counts": tree.box_source_counts,
+            "box_target_starts": tree.box_target_starts,
+            "box_target_counts": tree.box_target_counts,
+            "box_centres": tree.box_centres_soa, "box_levels": tree.box_levels,
+            "level_half_widths": tree.root_half_width / 2.0 ** np.arange(tree.nlevels),
+            "nboxes": tree.nboxes, "nlevels": tree.nlevels,
+            "nsources": tree.nsources, "ntargets": tree.ntargets,
+        }
 
     def arguments(self, template: str, sizes: dict[str, int]) -> dict[str, np.ndarray | int]:
         """Every array a kernel of ``template`` may take, filled from this problem."""
         rng = np.random.default_rng(self.seed + 1)
-        nboxes = self.nboxes
-        n_entries = len(self.source_box_lists)
-        common = {
-            "target_boxes": self.target_boxes, "source_box_starts": self.source_box_starts,
-            "source_box_lists": self.source_box_lists, "box_levels": self.box_levels,
-            "nboxes": nboxes, "ntarget_boxes": len(self.target_boxes),
-            "nsource_list_entries": n_entries, "nlevels": len(self.level_half_widths),
-        }
+        tree, lists = self.tree, self.lists
+        arguments = self.tree_arguments()
         if template == "pairwise":
-            counts = np.diff(self.box_target_starts)
-            return common | {
-                "sources": self.sources, "targets": self.targets,
-                "box_source_starts": self.box_source_starts,
-                "box_target_starts": self.box_target_starts,
-                "box_centers": self.box_centers, "level_half_widths": self.level_half_widths,
-                "strengths": rng.standard_normal(self.sources.shape[1]),
-                "result": rng.standard_normal(self.targets.shape[1]),
-                "nsources": self.sources.shape[1], "ntargets": self.targets.shape[1],
-                "max_box_targets": int(counts.max()),
+            target_boxes = np.flatnonzero(tree.box_is_leaf & (tree.box_target_counts > 0))
+            starts, entries = select_rows(lists.u_starts, lists.u_lists, target_boxes)
+            arguments |= {
+                "strengths": rng.standard_normal(tree.nsources),
+                "result": rng.standard_normal(tree.ntargets),
+                "max_box_targets": int(tree.box_target_counts[target_boxes].max()),
             }
-        if template == "matvec":
+        elif template == "matvec":
+            target_boxes = np.flatnonzero(np.diff(lists.v_starts))
+            starts, entries, matrix_indices = select_rows(
+                lists.v_starts, lists.v_lists, target_boxes, lists.v_transfer)
             n_out, n_in = sizes["n_target_coeffs"], sizes["n_source_coeffs"]
-            nmatrices = 7
-            return common | {
-                "matrices": rng.standard_normal((nmatrices, n_out, n_in)),
-                "matrix_indices": rng.integers(0, nmatrices, n_entries).astype(INDEX_DTYPE),
-                "source_vectors": rng.standard_normal((nboxes, n_in)),
-                "target_vectors": rng.standard_normal((nboxes, n_out)),
-                "level_scales": 2.0 ** -np.arange(len(self.level_half_widths)),
-                "nmatrices": nmatrices,
+            arguments |= {
+                "matrices": rng.standard_normal((NTRANSFER_VECTORS, n_out, n_in)),
+                "matrix_indices": matrix_indices, "nmatrices": NTRANSFER_VECTORS,
+                "source_vectors": rng.standard_normal((tree.nboxes, n_in)),
+                "target_vectors": rng.standard_normal((tree.nboxes, n_out)),
+                "level_scales": 2.0 ** -np.arange(tree.nlevels),
             }
-        raise ValueError(f"unknown template {template!r}")
-
-
-def _sort_into_grid(points: np.ndarray, lower: np.ndarray, width: float, cells: int,
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Sort ``(n, 3)`` points by grid cell; return them as ``(3, n)`` and the cell starts."""
-    ijk = np.clip(((points - lower) / width * cells).astype(np.int64), 0, cells - 1)
-    cell = (ijk[:, 0] * cells + ijk[:, 1]) * cells + ijk[:, 2]
-    order = np.argsort(cell, kind="stable")
-    starts = np.searchsorted(cell[order], np.arange(cells ** 3 + 1)).astype(INDEX_DTYPE)
-    return np.ascontiguousarray(points[order].T), starts
-
-
-def grid_problem(name: str, sources: np.ndarray, targets: np.ndarray, level: int,
-                 seed: int = 0) -> CheckProblem:
-    """Sort points into the ``2**level`` per axis grid; list adjacent boxes of target boxes."""
-    both = np.vstack([sources, targets])
-    lower = both.min(axis=0)
-    width = float((both.max(axis=0) - lower).max()) * (1 + 1e-9) or 1.0
-    cells = 2 ** level
-    src, box_source_starts = _sort_into_grid(sources, lower, width, cells)
-    tgt, box_target_starts = _sort_into_grid(targets, lower, width, cells)
-    ijk = np.stack(np.unravel_index(np.arange(cells ** 3), (cells,) * 3), axis=1)
-    centers = lower + (ijk + 0.5) * (width / cells)
-    target_boxes = np.flatnonzero(np.diff(box_target_starts)).astype(INDEX_DTYPE)
-    neighbours = ijk[target_boxes][:, None, :] + _NEIGHBOUR_OFFSETS[None, :, :]
-    inside = np.all((neighbours >= 0) & (neighbours < cells), axis=2)
-    flat = (neighbours[..., 0] * cells + neighbours[..., 1]) * cells + neighbours[..., 2]
-    source_box_lists = flat[inside].astype(INDEX_DTYPE)
-    source_box_starts = np.concatenate([[0], np.cumsum(inside.sum(axis=1))]).astype(INDEX_DTYPE)
-    half_widths = width / 2 ** (np.arange(level + 1) + 1)
-    return CheckProblem(
-        name=name, sources=src, targets=tgt, box_source_starts=box_source_starts,
-        box_target_starts=box_target_starts, box_centers=np.ascontiguousarray(centers.T),
-        box_levels=np.full(cells ** 3, level, dtype=INDEX_DTYPE),
-        level_half_widths=half_widths, target_boxes=target_boxes,
-        source_box_starts=source_box_starts, source_box_lists=source_box_lists, seed=seed)
+        else:
+            raise ValueError(f"unknown template {template!r}")
+        return arguments | {
+            "target_boxes": target_boxes.astype(INDEX_DTYPE), "source_box_starts": starts,
+            "source_box_lists": entries, "ntarget_boxes": len(target_boxes),
+            "nsource_list_entries": len(entries),
+        }
 
 
 def sphere_surface(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -126,15 +94,21 @@ def plummer(n: int, rng: np.random.Generator) -> np.ndarray:
     return sphere_surface(n, rng) * radius[:, None]
 
 
+def tree_problem(name: str, sources: np.ndarray, targets: np.ndarray | None = None,
+                 n_crit: int = 24, seed: int = 0) -> CheckProblem:
+    """Build the octree and lists of ``sources`` (and ``targets``) as a check problem."""
+    tree = build_tree(sources, targets, n_crit=n_crit)
+    return CheckProblem(name, tree, build_interaction_lists(tree), seed)
+
+
 def check_problems(seed: int = 0, n: int = 1500) -> list[CheckProblem]:
-    """The problems ``fmmloopy check`` runs: four distributions, three grid levels."""
+    """The problems ``fmmloopy check`` runs: four distributions, adaptive trees of 3-6 levels."""
     rng = np.random.default_rng(seed)
     cube = rng.random((n, 3))
-    sphere = sphere_surface(n, rng)
-    cluster = plummer(n, rng)
     return [
-        grid_problem("uniform-cube", cube, cube, level=2, seed=seed),
-        grid_problem("sphere", sphere, sphere, level=3, seed=seed),
-        grid_problem("plummer", cluster, cluster, level=3, seed=seed),
-        grid_problem("tgt!=src", cube, rng.random((n // 2, 3)) * 1.2 - 0.1, level=1, seed=seed),
+        tree_problem("uniform-cube", cube, seed=seed),
+        tree_problem("sphere", sphere_surface(n, rng), seed=seed),
+        tree_problem("plummer", plummer(n, rng), seed=seed),
+        tree_problem("tgt!=src", cube, rng.random((n // 2, 3)) * 1.2 - 0.1, n_crit=40,
+                     seed=seed),
     ]

@@ -42,9 +42,10 @@ def _check(args: argparse.Namespace) -> int:
 
     device = choose_device(args.device)
     print(f"device: {device.name} ({', '.join(device_classes(device))})")
-    results = run_checks(device, operators=args.operator, recipes=args.recipe,
-                         recipe_sources=args.recipes, seed=args.seed)
-    for result in results:
+    results = []
+    for result in run_checks(device, operators=args.operator, recipes=args.recipe,
+                             recipe_sources=args.recipes, seed=args.seed):
+        results.append(result)
         print(result.line(), flush=True)
     failures = [r for r in results if not r.ok]
     print(f"{len(results) - len(failures)} of {len(results)} checks passed")

@@ -72,6 +72,21 @@ def choose_device(spec: str | cl.Device | None = None) -> cl.Device:
     raise ValueError(f"no OpenCL device matches {spec!r}; available: {names}")
 
 
+def device_key(device: cl.Device) -> tuple[str, str]:
+    """A picklable name of ``device`` (platform, device) for use in another process."""
+    return device.platform.name, device.name
+
+
+def device_from_key(key: tuple[str, str]) -> cl.Device:
+    """The device :func:`device_key` named, in this process (simulators included)."""
+    for platform in cl.get_platforms():
+        if platform.name == key[0]:
+            for device in platform.get_devices():
+                if device.name == key[1]:
+                    return device
+    raise ValueError(f"no OpenCL device {key[1]!r} on platform {key[0]!r}")
+
+
 _CONTEXTS: dict[int, cl.Context] = {}
 
 

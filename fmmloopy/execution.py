@@ -28,7 +28,7 @@ class CompiledOperator:
     recipe: Recipe
     device: cl.Device
     t_unit: lp.TranslationUnit
-    _executor: Any = field(default=None, repr=False)
+    _executors: dict[int, Any] = field(default_factory=dict, repr=False)  # by OpenCL context
 
     @property
     def label(self) -> str:
@@ -37,10 +37,12 @@ class CompiledOperator:
 
     def __call__(self, queue: cl.CommandQueue, **arrays) -> dict[str, Any]:
         """Run the kernel; returns loopy's output dict. Build failures name operator and recipe."""
-        if self._executor is None:
-            self._executor = self.t_unit.executor(queue.context)
+        executor = self._executors.get(queue.context.int_ptr)
+        if executor is None:
+            executor = self._executors[queue.context.int_ptr] = self.t_unit.executor(
+                queue.context)
         try:
-            _event, outputs = self._executor(queue, **arrays)
+            _event, outputs = executor(queue, **arrays)
         except (cl.Error, lp.LoopyError) as exc:
             raise RecipeError(f"running {self.label} on {self.device.name!r} failed: "
                               f"{type(exc).__name__}: {exc}") from exc

@@ -30,12 +30,12 @@ def _box_points(inputs: dict, role: str, points: PointSet, box: int,
                 ) -> tuple[np.ndarray, slice | tuple]:
     """Coordinates ``(k, 3)`` of ``role``'s points in ``box`` and the index of their values."""
     if isinstance(points, BoxParticles):
-        starts = inputs[f"box_{role}_starts"]
-        span = slice(int(starts[box]), int(starts[box + 1]))
+        start = int(inputs[f"box_{role}_starts"][box])
+        span = slice(start, start + int(inputs[f"box_{role}_counts"][box]))
         return inputs[f"{role}s"][:, span].T, span
     surface = inputs[f"{role}_surface"]
     half_width = inputs["level_half_widths"][inputs["box_levels"][box]]
-    points = inputs["box_centers"][:, box][None, :] + half_width * surface.T
+    points = inputs["box_centres"][:, box][None, :] + half_width * surface.T
     return points, (box, slice(None))
 
 

@@ -36,7 +36,8 @@ _LANG_VERSION = (2018, 2)
 
 @dataclass(frozen=True)
 class BoxParticles:
-    """Points stored sorted by box: box ``b`` owns ``[box_<role>_starts[b], ...[b + 1])``.
+    """Points stored sorted by box: box ``b`` owns ``box_<role>_counts[b]`` points from
+    ``box_<role>_starts[b]`` on (leaf or not: a box's descendants are contiguous).
 
     Coordinates are ``<role>s[3, n]`` (structure of arrays); values (strengths of sources, results
     of targets) live in a flat array of the same order.
@@ -80,9 +81,10 @@ def _point_code(points: PointSet, role: str, dtype: np.dtype) -> _PointCode:
         values = "result" if role == "target" else "strengths"
         start, count = f"i{short}_start", f"n{short}"
         loads = (f"<> {start} = box_{role}_starts[{box}]",
-                 f"<> {count} = box_{role}_starts[{box} + 1] - {start}")
+                 f"<> {count} = box_{role}_counts[{box}]")
         args = (lp.GlobalArg(f"{role}s", dtype, f"3, n{role}s"),
-                lp.GlobalArg(f"box_{role}_starts", INDEX_DTYPE, "nboxes + 1"),
+                lp.GlobalArg(f"box_{role}_starts", INDEX_DTYPE, "nboxes"),
+                lp.GlobalArg(f"box_{role}_counts", INDEX_DTYPE, "nboxes"),
                 lp.GlobalArg(values, dtype, f"n{role}s"),
                 lp.ValueArg(f"n{role}s", INDEX_DTYPE))
         if role == "target":
@@ -98,12 +100,12 @@ def _point_code(points: PointSet, role: str, dtype: np.dtype) -> _PointCode:
         half_width = f"{short}_half_width"
         loads = (f"<> {half_width} = level_half_widths[box_levels[{box}]]",)
         args = (lp.GlobalArg(f"{role}_surface", dtype, f"3, {points.npoints}"),
-                lp.GlobalArg("box_centers", dtype, "3, nboxes"),
+                lp.GlobalArg("box_centres", dtype, "3, nboxes"),
                 lp.GlobalArg("box_levels", INDEX_DTYPE, "nboxes"),
                 lp.GlobalArg("level_half_widths", dtype, "nlevels"),
                 lp.GlobalArg(values, dtype, f"nboxes, {points.npoints}"),
                 lp.ValueArg("nlevels", INDEX_DTYPE))
-        coordinate = (f"box_centers[{{axis}}, {box}]"
+        coordinate = (f"box_centres[{{axis}}, {box}]"
                       f" + {half_width} * {role}_surface[{{axis}}, {index}]")
         return _PointCode(loads, f"0 <= {index} < {points.npoints}", None, coordinate,
                           f"{values}[{box}, {index}]", args)
@@ -113,7 +115,7 @@ def _point_code(points: PointSet, role: str, dtype: np.dtype) -> _PointCode:
 
 
 def _merge_args(args) -> list[lp.KernelArgument]:
-    """Drop repeated arguments (e.g. ``box_centers`` shared by two surfaces), keep the order."""
+    """Drop repeated arguments (e.g. ``box_centres`` shared by two surfaces), keep the order."""
     merged: dict[str, lp.KernelArgument] = {}
     for arg in args:
         merged.setdefault(arg.name, arg)

@@ -10,7 +10,7 @@ import numpy as np
 import pyopencl.array as cla
 import pytest
 
-from fmmloopy.check_problems import check_problems, grid_problem
+from fmmloopy.check_problems import check_problems, tree_problem
 from fmmloopy.execution import compiled_operator
 from fmmloopy.kernels import LAPLACE_3D
 from fmmloopy.recipes import RecipeContext, select_recipe
@@ -35,19 +35,26 @@ def test_p2p_all_boxes_equals_direct_sum(recipe, device, queue):
     rng = np.random.default_rng(7)
     sources = rng.random((1200, 3))
     targets = rng.random((700, 3)) * 1.4 - 0.2
-    problem = grid_problem("random-boxes", sources, targets, level=2, seed=3)
-    source_boxes = np.flatnonzero(np.diff(problem.box_source_starts)).astype(INDEX_DTYPE)
-    ntarget_boxes = len(problem.target_boxes)
-    # Every target box lists every non-empty source box: P2P becomes the full direct sum.
-    problem.source_box_lists = np.tile(source_boxes, ntarget_boxes)
-    problem.source_box_starts = (np.arange(ntarget_boxes + 1) * len(source_boxes)).astype(
-        INDEX_DTYPE)
-    inputs = problem.arguments("pairwise", {})
-    inputs["result"] = np.zeros_like(inputs["result"])
+    problem = tree_problem("random-boxes", sources, targets, n_crit=30, seed=3)
+    tree, inputs = problem.tree, problem.arguments("pairwise", {})
+    leaves = tree.leaf_boxes
+    target_leaves = leaves[tree.box_target_counts[leaves] > 0]
+    source_leaves = leaves[tree.box_source_counts[leaves] > 0]
+    # Every target leaf lists every source leaf: P2P becomes the full direct sum.
+    inputs |= {
+        "target_boxes": target_leaves, "ntarget_boxes": len(target_leaves),
+        "source_box_lists": np.tile(source_leaves, len(target_leaves)).astype(INDEX_DTYPE),
+        "source_box_starts": (np.arange(len(target_leaves) + 1) * len(source_leaves)).astype(
+            INDEX_DTYPE),
+        "nsource_list_entries": len(target_leaves) * len(source_leaves),
+        "result": np.zeros(tree.ntargets),
+    }
     p2p = compiled_operator("p2p", device, recipe=recipe)
     result = p2p(queue, **_to_device(queue, inputs, p2p.argument_names))["result"].get()
 
-    expected = direct_sum(LAPLACE_3D, problem.sources.T, inputs["strengths"], problem.targets.T)
+    # In tree order on both sides; map the user's charges and compare in the user's order too.
+    expected = direct_sum(LAPLACE_3D, tree.sources, inputs["strengths"], tree.targets)
+    assert np.array_equal(tree.targets_to_user(tree.targets), targets)
     # float64 sums of 1200 terms of size O(1): rounding stays near 1e-15 of the largest value.
     assert _normwise_error(result, expected) < 1e-13
 
@@ -70,9 +77,9 @@ def test_pairwise_surface_variants_match_numpy(recipe, targets_kind, sources_kin
     inputs = problem.arguments("pairwise", {})
     inputs["target_surface"] = inputs["source_surface"] = unit_surface
     if targets_kind == "surface":
-        inputs["result"] = rng.standard_normal((problem.nboxes, npoints))
+        inputs["result"] = rng.standard_normal((problem.tree.nboxes, npoints))
     if sources_kind == "surface":
-        inputs["strengths"] = rng.standard_normal((problem.nboxes, npoints))
+        inputs["strengths"] = rng.standard_normal((problem.tree.nboxes, npoints))
     names = {arg.name for arg in knl.default_entrypoint.args}
     _, outputs = executor(queue, **_to_device(queue, inputs, names))
 

@@ -39,3 +39,11 @@ def raises(knl, ctx):
 def wrong_sign(knl, ctx):
     """Flips the sign of every contribution (a transform that changes the math)."""
     return _rewrite_assignment(knl, "update", lambda rhs: 2 * var("acc") - rhs)
+
+
+@recipe("pairwise", device="any", name="writes_out_of_bounds")
+def writes_out_of_bounds(knl, ctx):
+    """Shifts every target index far past the end of the arrays: the process may crash."""
+    start_load, = [insn.id for insn in knl.default_entrypoint.instructions
+                   if insn.assignee_var_names() == ("itgt_start",)]
+    return _rewrite_assignment(knl, start_load, lambda rhs: rhs + 2 ** 30)
