@@ -17,9 +17,8 @@ from fmmloopy.interaction_lists import (
     NTRANSFER_VECTORS,
     InteractionLists,
     build_interaction_lists,
-    select_rows,
 )
-from fmmloopy.templates import INDEX_DTYPE
+from fmmloopy.kernel_arguments import box_list_arguments, tree_arguments
 from fmmloopy.tree import Tree, build_tree
 
 
@@ -32,53 +31,32 @@ class CheckProblem:
     lists: InteractionLists
     seed: int = 0
 
-    def tree_arguments(self) -> dict[str, np.ndarray | int]:
-        """Box geometry and particle layout, named as the templates name their arguments."""
-        tree = self.tree
-        return {
-            "sources": tree.sources_soa, "targets": tree.targets_soa,
-            "box_source_starts": tree.box_source_starts,
-            "box_source_counts": tree.box_source_counts,
-            "box_target_starts": tree.box_target_starts,
-            "box_target_counts": tree.box_target_counts,
-            "box_centres": tree.box_centres_soa, "box_levels": tree.box_levels,
-            "level_half_widths": tree.root_half_width / 2.0 ** np.arange(tree.nlevels),
-            "nboxes": tree.nboxes, "nlevels": tree.nlevels,
-            "nsources": tree.nsources, "ntargets": tree.ntargets,
-        }
-
     def arguments(self, template: str, sizes: dict[str, int]) -> dict[str, np.ndarray | int]:
         """Every array a kernel of ``template`` may take, filled from this problem."""
         rng = np.random.default_rng(self.seed + 1)
         tree, lists = self.tree, self.lists
-        arguments = self.tree_arguments()
+        arguments = tree_arguments(tree)
         if template == "pairwise":
             target_boxes = np.flatnonzero(tree.box_is_leaf & (tree.box_target_counts > 0))
-            starts, entries = select_rows(lists.u_starts, lists.u_lists, target_boxes)
-            arguments |= {
+            arguments |= box_list_arguments(lists.u_starts, lists.u_lists, target_boxes) | {
                 "strengths": rng.standard_normal(tree.nsources),
                 "result": rng.standard_normal(tree.ntargets),
                 "max_box_targets": int(tree.box_target_counts[target_boxes].max()),
             }
         elif template == "matvec":
             target_boxes = np.flatnonzero(np.diff(lists.v_starts))
-            starts, entries, matrix_indices = select_rows(
-                lists.v_starts, lists.v_lists, target_boxes, lists.v_transfer)
             n_out, n_in = sizes["n_target_coeffs"], sizes["n_source_coeffs"]
-            arguments |= {
+            arguments |= box_list_arguments(lists.v_starts, lists.v_lists, target_boxes,
+                                            lists.v_transfer) | {
                 "matrices": rng.standard_normal((NTRANSFER_VECTORS, n_out, n_in)),
-                "matrix_indices": matrix_indices, "nmatrices": NTRANSFER_VECTORS,
+                "nmatrices": NTRANSFER_VECTORS,
                 "source_vectors": rng.standard_normal((tree.nboxes, n_in)),
                 "target_vectors": rng.standard_normal((tree.nboxes, n_out)),
                 "level_scales": 2.0 ** -np.arange(tree.nlevels),
             }
         else:
             raise ValueError(f"unknown template {template!r}")
-        return arguments | {
-            "target_boxes": target_boxes.astype(INDEX_DTYPE), "source_box_starts": starts,
-            "source_box_lists": entries, "ntarget_boxes": len(target_boxes),
-            "nsource_list_entries": len(entries),
-        }
+        return arguments
 
 
 def sphere_surface(n: int, rng: np.random.Generator) -> np.ndarray:

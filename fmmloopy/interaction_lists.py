@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmmloopy.tree import NEIGHBOUR_OFFSETS, OCTANT_BITS, Tree
+from fmmloopy.tree import NEIGHBOUR_OFFSETS, OCTANT_BITS, Tree, ranges_to_indices
 
 __all__ = [
     "NTRANSFER_VECTORS",
@@ -231,11 +231,9 @@ def select_rows(starts: np.ndarray, lists: np.ndarray, rows: np.ndarray,
     Returns ``(new_starts, new_lists, *new_aligned)``; ``aligned`` arrays (e.g. ``v_transfer``)
     are cut like ``lists``. This is the layout the kernels take: one row per target box.
     """
-    from fmmloopy.tree import _ranges_to_indices
-
     rows = np.asarray(rows, dtype=np.int64)
     counts = (starts[rows + 1] - starts[rows]).astype(np.int64)
     new_starts = np.zeros(len(rows) + 1, dtype=_INDEX)
     np.cumsum(counts, out=new_starts[1:])
-    picked = _ranges_to_indices(starts[rows].astype(np.int64), counts)
+    picked = ranges_to_indices(starts[rows].astype(np.int64), counts)
     return (new_starts, lists[picked].astype(_INDEX), *(a[picked].astype(_INDEX) for a in aligned))

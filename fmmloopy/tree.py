@@ -84,7 +84,7 @@ def _placeholder(levels: np.ndarray) -> np.ndarray:
     return _U64(1) << (_U64(3) * levels.astype(_U64))
 
 
-def _ranges_to_indices(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def ranges_to_indices(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Concatenate ``arange(s, s + c)`` over all (s, c) without a Python loop."""
     total = int(counts.sum())
     if total == 0:
@@ -259,7 +259,7 @@ class _Builder:
         count = np.searchsorted(self.all_keys, hi) - start
         order = np.argsort(start, kind="stable")
         start, count, levels = start[order], count[order], levels[order]
-        idx = _ranges_to_indices(start, count)
+        idx = ranges_to_indices(start, count)
         child_levels = np.repeat(levels + 1, count)
         shift = _U64(3) * (self.depth - child_levels).astype(_U64)
         ck = (self.all_keys[idx] >> shift) | _placeholder(child_levels)

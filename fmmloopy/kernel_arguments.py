@@ -1,0 +1,54 @@
+"""Kernel arguments from a tree and its lists, named as the templates name them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fmmloopy.interaction_lists import select_rows
+from fmmloopy.templates import INDEX_DTYPE
+from fmmloopy.tree import Tree
+
+
+def tree_arguments(tree: Tree) -> dict[str, np.ndarray | int]:
+    """Box geometry and particle layout of ``tree`` (every template argument it determines)."""
+    return {
+        "sources": tree.sources_soa, "targets": tree.targets_soa,
+        "box_source_starts": tree.box_source_starts,
+        "box_source_counts": tree.box_source_counts,
+        "box_target_starts": tree.box_target_starts,
+        "box_target_counts": tree.box_target_counts,
+        "box_centres": tree.box_centres_soa, "box_levels": tree.box_levels,
+        "level_half_widths": tree.root_half_width / 2.0 ** np.arange(tree.nlevels),
+        "nboxes": tree.nboxes, "nlevels": tree.nlevels,
+        "nsources": tree.nsources, "ntargets": tree.ntargets,
+    }
+
+
+def box_list_arguments(starts: np.ndarray, lists: np.ndarray, target_boxes: np.ndarray,
+                       matrix_indices: np.ndarray | None = None) -> dict[str, np.ndarray | int]:
+    """The CSR source-box list of ``target_boxes`` from a per-box list ``(starts, lists)``.
+
+    With ``matrix_indices`` (aligned with ``lists``, e.g. V's transfer vectors) the matching
+    ``matrix_indices`` argument of the matvec template is cut too.
+    """
+    target_boxes = np.asarray(target_boxes, dtype=INDEX_DTYPE)
+    aligned = () if matrix_indices is None else (matrix_indices,)
+    row_starts, entries, *indices = select_rows(starts, lists, target_boxes, *aligned)
+    arguments = {
+        "target_boxes": target_boxes, "ntarget_boxes": len(target_boxes),
+        "source_box_starts": row_starts, "source_box_lists": entries,
+        "nsource_list_entries": len(entries),
+    }
+    if indices:
+        arguments["matrix_indices"] = indices[0]
+    return arguments
+
+
+def pair_count(arguments: dict) -> int:
+    """Target-source pairs a pairwise kernel over particles visits (work counted on the host)."""
+    counts_t = arguments["box_target_counts"][arguments["target_boxes"]].astype(np.int64)
+    per_entry = arguments["box_source_counts"][arguments["source_box_lists"]].astype(np.int64)
+    cumulative = np.concatenate([[0], np.cumsum(per_entry)])
+    row_starts = arguments["source_box_starts"]
+    sources_per_row = cumulative[row_starts[1:]] - cumulative[row_starts[:-1]]
+    return int(counts_t @ sources_per_row)
