@@ -23,7 +23,7 @@ from fmmloopy.check_problems import CheckProblem, check_problems
 from fmmloopy.devices import context_for, device_from_key, device_key
 from fmmloopy.execution import CompiledOperator, compiled_operator
 from fmmloopy.kernels import get_kernel
-from fmmloopy.operators import OPERATORS, get_operator
+from fmmloopy.operators import OPERATORS, get_operator, operator_sizes
 from fmmloopy.recipes import REFERENCE, applicable_recipe_names, ensure_loaded, registered
 
 #: Normwise relative difference allowed between a recipe and the reference, in float64. Both sum
@@ -31,10 +31,15 @@ from fmmloopy.recipes import REFERENCE, applicable_recipe_names, ensure_loaded, 
 #: of at most a few thousand terms by O(n * 1e-16) relative to its largest term.
 RELATIVE_TOLERANCE = 1e-12
 
-#: Template sizes used by the check: distinct target/source lengths catch swapped indices.
-CHECK_SIZES: dict[str, dict[str, int]] = {
-    "matvec": {"n_target_coeffs": 26, "n_source_coeffs": 56},
-}
+#: Surfaces of order 3 (26 points) in the check; c2e's distinct target and source lengths
+#: catch swapped indices.
+CHECK_SURFACE_SIZE = 26
+CHECK_RANK = 20
+
+
+def check_sizes(operator: str) -> dict[str, int]:
+    """The template sizes ``fmmloopy check`` uses for ``operator``."""
+    return operator_sizes(operator, CHECK_SURFACE_SIZE, rank=CHECK_RANK)
 
 
 @dataclass(frozen=True)
@@ -105,12 +110,12 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
     """
     queue = cl.CommandQueue(context_for(device))
     spec = get_operator(operator)
-    sizes = CHECK_SIZES.get(operator, {})
-    inputs = problem.arguments(spec.template, sizes)
+    sizes = check_sizes(operator)
+    inputs = problem.arguments(spec, sizes)
     try:
         if recipe == REFERENCE:
             start = time.perf_counter()
-            expected = spec.host_reference(get_kernel("laplace"), inputs)
+            expected = spec.host_reference(get_kernel("laplace"), inputs, sizes)
             reference_seconds, against = time.perf_counter() - start, "the numpy reference"
         else:
             reference = compiled_operator(operator, device, recipe=REFERENCE, **sizes)

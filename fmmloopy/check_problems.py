@@ -18,7 +18,9 @@ from fmmloopy.interaction_lists import (
     InteractionLists,
     build_interaction_lists,
 )
-from fmmloopy.kernel_arguments import box_list_arguments, tree_arguments
+from fmmloopy.kernel_arguments import box_list, box_list_arguments, tree_arguments
+from fmmloopy.operators import MATVEC, PARTICLES, SURFACE, OperatorSpec
+from fmmloopy.templates import INDEX_DTYPE
 from fmmloopy.tree import Tree, build_tree
 
 
@@ -31,32 +33,46 @@ class CheckProblem:
     lists: InteractionLists
     seed: int = 0
 
-    def arguments(self, template: str, sizes: dict[str, int]) -> dict[str, np.ndarray | int]:
-        """Every array a kernel of ``template`` may take, filled from this problem."""
+    def arguments(self, spec: OperatorSpec, sizes: dict[str, int]
+                  ) -> dict[str, np.ndarray | int]:
+        """Every argument the kernel of ``spec`` takes, filled from this problem.
+
+        Target boxes are all boxes with a non-empty row in the operator's list (for particle
+        targets: leaves with targets, as boxes that share particles would race on them); values
+        and matrices are random.
+        """
         rng = np.random.default_rng(self.seed + 1)
-        tree, lists = self.tree, self.lists
+        tree = self.tree
         arguments = tree_arguments(tree)
-        if template == "pairwise":
-            target_boxes = np.flatnonzero(tree.box_is_leaf & (tree.box_target_counts > 0))
-            arguments |= box_list_arguments(lists.u_starts, lists.u_lists, target_boxes) | {
-                "strengths": rng.standard_normal(tree.nsources),
-                "result": rng.standard_normal(tree.ntargets),
-                "max_box_targets": int(tree.box_target_counts[target_boxes].max()),
-            }
-        elif template == "matvec":
-            target_boxes = np.flatnonzero(np.diff(lists.v_starts))
+        starts, entries, matrix_indices = box_list(tree, self.lists, spec.box_list)
+        has_row = np.diff(starts) > 0
+        if spec.targets == PARTICLES:
+            has_row &= tree.box_is_leaf & (tree.box_target_counts > 0)
+        target_boxes = np.flatnonzero(has_row)
+        if spec.template == MATVEC:
+            nmatrices = {"v": NTRANSFER_VECTORS, "children": 8, "parent": 8}.get(spec.box_list, 1)
+            if matrix_indices is None:
+                matrix_indices = np.zeros(len(entries), dtype=INDEX_DTYPE)
             n_out, n_in = sizes["n_target_coeffs"], sizes["n_source_coeffs"]
-            arguments |= box_list_arguments(lists.v_starts, lists.v_lists, target_boxes,
-                                            lists.v_transfer) | {
-                "matrices": rng.standard_normal((NTRANSFER_VECTORS, n_out, n_in)),
-                "nmatrices": NTRANSFER_VECTORS,
+            arguments |= {
+                "matrices": rng.standard_normal((nmatrices, n_out, n_in)),
+                "nmatrices": nmatrices,
                 "source_vectors": rng.standard_normal((tree.nboxes, n_in)),
                 "target_vectors": rng.standard_normal((tree.nboxes, n_out)),
                 "level_scales": 2.0 ** -np.arange(tree.nlevels),
             }
         else:
-            raise ValueError(f"unknown template {template!r}")
-        return arguments
+            n_surface = sizes.get("n_surface")
+            shape = {PARTICLES: lambda n: (n,), SURFACE: lambda n: (tree.nboxes, n_surface)}
+            arguments |= {
+                "strengths": rng.standard_normal(shape[spec.sources](tree.nsources)),
+                "result": rng.standard_normal(shape[spec.targets](tree.ntargets)),
+                "max_box_targets": int(tree.box_target_counts[target_boxes].max()),
+            }
+            if n_surface is not None:
+                surface = rng.uniform(-3.0, 3.0, (3, n_surface))
+                arguments |= {"target_surface": surface, "source_surface": surface}
+        return arguments | box_list_arguments(starts, entries, target_boxes, matrix_indices)
 
 
 def sphere_surface(n: int, rng: np.random.Generator) -> np.ndarray:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from fmmloopy.interaction_lists import select_rows
+from fmmloopy.interaction_lists import InteractionLists, select_rows
 from fmmloopy.templates import INDEX_DTYPE
 from fmmloopy.tree import Tree
+
+#: Rows of a box list for every box: (starts[nboxes + 1], entries, matrix indices or None).
+BoxList = tuple[np.ndarray, np.ndarray, np.ndarray | None]
 
 
 def tree_arguments(tree: Tree) -> dict[str, np.ndarray | int]:
@@ -22,6 +25,35 @@ def tree_arguments(tree: Tree) -> dict[str, np.ndarray | int]:
         "nboxes": tree.nboxes, "nlevels": tree.nlevels,
         "nsources": tree.nsources, "ntargets": tree.ntargets,
     }
+
+
+def box_list(tree: Tree, lists: InteractionLists, name: str) -> BoxList:
+    """The box list ``name`` with a row for every box (see :mod:`fmmloopy.operators`).
+
+    ``u``/``v``/``w``/``x`` are the interaction lists (V carries transfer-vector indices);
+    ``self`` lists each box itself; ``children`` lists a box's children with their octant as
+    matrix index; ``parent`` lists a box's parent with the box's own octant as matrix index.
+    """
+    nboxes = tree.nboxes
+    if name in ("u", "v", "w", "x"):
+        indices = lists.v_transfer if name == "v" else None
+        return getattr(lists, f"{name}_starts"), getattr(lists, f"{name}_lists"), indices
+    if name == "self":
+        boxes = np.arange(nboxes, dtype=INDEX_DTYPE)
+        return np.arange(nboxes + 1, dtype=INDEX_DTYPE), boxes, None
+    if name == "children":
+        present = tree.box_children >= 0
+        starts = np.zeros(nboxes + 1, dtype=INDEX_DTYPE)
+        np.cumsum(present.sum(axis=1), out=starts[1:])
+        octants = np.broadcast_to(np.arange(8, dtype=INDEX_DTYPE), present.shape)
+        return starts, tree.box_children[present], octants[present]
+    if name == "parent":
+        has_parent = tree.box_parents >= 0
+        starts = np.zeros(nboxes + 1, dtype=INDEX_DTYPE)
+        np.cumsum(has_parent, out=starts[1:])
+        octants = (tree.box_keys[has_parent] & np.uint64(7)).astype(INDEX_DTYPE)
+        return starts, tree.box_parents[has_parent], octants
+    raise ValueError(f"unknown box list {name!r}")
 
 
 def box_list_arguments(starts: np.ndarray, lists: np.ndarray, target_boxes: np.ndarray,

@@ -127,6 +127,9 @@ def make_pairwise_kernel(name: str, green: GreenKernel, targets: PointSet, sourc
                          dtype: np.dtype = np.float64) -> lp.TranslationUnit:
     """The pairwise-sum template: ``result(t) (+)= sum_{s in list(box(t))} G(t - s) strength(s)``.
 
+    The target boxes must not share targets (for particles: leaves, or boxes of one level), so
+    that parallel target boxes never write the same output.
+
     ``target_boxes[ntarget_boxes]`` names the boxes whose targets are computed;
     ``source_box_starts[ntarget_boxes + 1]`` / ``source_box_lists`` is the CSR source list of each.
     With ``accumulate`` the sum is added to ``result``; otherwise it overwrites it.

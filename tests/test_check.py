@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from fmmloopy.operators import OPERATORS, PAIRWISE
+
 WRONG_RECIPES = Path(__file__).parent / "recipes" / "wrong_recipes.py"
+PAIRWISE_OPERATORS = {name for name, spec in OPERATORS.items() if spec.template == PAIRWISE}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -19,23 +22,24 @@ def _result_lines(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if line.startswith(("ok ", "FAIL"))]
 
 
-def test_shipped_recipes_pass_for_p2p_and_matvec():
-    done = run_cli("check", "--operator", "p2p", "--operator", "matvec",
-                   "--recipe", "sequential", "--recipe", "cpu", "--recipe", "generic")
+def test_shipped_recipes_pass_for_every_operator():
+    done = run_cli("check")
     assert done.returncode == 0, done.stdout + done.stderr
     lines = _result_lines(done.stdout)
-    # 2 operators x 3 recipes x 4 problems, each compared and within tolerance.
-    assert len(lines) == 24
+    # 9 operators (the eight and c2e) x 3 recipes x 4 problems, each within tolerance.
+    assert len(lines) == 108
     assert all(line.startswith("ok ") for line in lines)
-    assert "24 of 24 checks passed" in done.stdout
+    assert {line.split()[1] for line in lines} == set(OPERATORS)
+    assert {line.split()[2] for line in lines} == {"sequential", "generic", "cpu"}
+    assert "108 of 108 checks passed" in done.stdout
 
 
 @pytest.mark.parametrize("recipe,operators", [
-    ("skip_first_source_box", {"p2p", "matvec"}),  # drops one source box per list
-    ("ilp_over_bound_loads", {"p2p"}),  # DESIGN.md's trap: ilp around loop-bound loads
-    ("wrong_sign", {"p2p"}),  # a transform that changes the arithmetic
-    ("raises", {"p2p", "matvec"}),  # a recipe with a bug of its own
-    ("writes_out_of_bounds", {"p2p"}),  # crashes the process that runs it
+    ("skip_first_source_box", set(OPERATORS)),  # drops one source box per list
+    ("ilp_over_bound_loads", PAIRWISE_OPERATORS),  # DESIGN.md's trap: ilp around bound loads
+    ("wrong_sign", PAIRWISE_OPERATORS),  # a transform that changes the arithmetic
+    ("raises", set(OPERATORS)),  # a recipe with a bug of its own
+    ("writes_out_of_bounds", PAIRWISE_OPERATORS),  # crashes the process that runs it
 ])
 def test_wrong_recipe_from_a_file_fails_the_check(recipe, operators):
     done = run_cli("check", "--recipes", str(WRONG_RECIPES), "--recipe", recipe)

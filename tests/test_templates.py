@@ -13,6 +13,7 @@ import pytest
 from fmmloopy.check_problems import check_problems, tree_problem
 from fmmloopy.execution import compiled_operator
 from fmmloopy.kernels import LAPLACE_3D
+from fmmloopy.operators import get_operator
 from fmmloopy.recipes import RecipeContext, select_recipe
 from fmmloopy.reference import direct_sum, pairwise_reference
 from fmmloopy.templates import INDEX_DTYPE, BoxParticles, BoxSurface, make_pairwise_kernel
@@ -36,7 +37,7 @@ def test_p2p_all_boxes_equals_direct_sum(recipe, device, queue):
     sources = rng.random((1200, 3))
     targets = rng.random((700, 3)) * 1.4 - 0.2
     problem = tree_problem("random-boxes", sources, targets, n_crit=30, seed=3)
-    tree, inputs = problem.tree, problem.arguments("pairwise", {})
+    tree, inputs = problem.tree, problem.arguments(get_operator("p2p"), {})
     leaves = tree.leaf_boxes
     target_leaves = leaves[tree.box_target_counts[leaves] > 0]
     source_leaves = leaves[tree.box_source_counts[leaves] > 0]
@@ -74,7 +75,7 @@ def test_pairwise_surface_variants_match_numpy(recipe, targets_kind, sources_kin
     executor = knl.executor(queue.context)
 
     problem = check_problems(seed=2)[1]
-    inputs = problem.arguments("pairwise", {})
+    inputs = problem.arguments(get_operator("p2p"), {})
     inputs["target_surface"] = inputs["source_surface"] = unit_surface
     if targets_kind == "surface":
         inputs["result"] = rng.standard_normal((problem.tree.nboxes, npoints))
@@ -94,8 +95,8 @@ def test_matvec_matches_numpy(recipe, device, queue):
 
     problem = check_problems(seed=5)[2]
     sizes = {"n_target_coeffs": 26, "n_source_coeffs": 56}
-    inputs = problem.arguments("matvec", sizes)
-    matvec = compiled_operator("matvec", device, recipe=recipe, **sizes)
+    inputs = problem.arguments(get_operator("m2l"), sizes)
+    matvec = compiled_operator("m2l", device, recipe=recipe, **sizes)
     result = matvec(queue, **_to_device(queue, inputs, matvec.argument_names))
     result = result["target_vectors"].get()
     # Dot products of 56 terms per matrix, a handful of matrices per box: ~1e-15 relative.
