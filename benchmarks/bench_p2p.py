@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 
-from fmmloopy.check_problems import sphere_surface
+from fmmloopy.distributions import sphere_surface
 from fmmloopy.near_field import NearField
 
 

@@ -13,22 +13,14 @@ import time
 
 import numpy as np
 
-from fmmloopy.interaction_lists import build_interaction_lists
+from fmmloopy.distributions import DISTRIBUTIONS
+from fmmloopy.interaction_lists import build_interaction_lists, list_size_summary
 from fmmloopy.tree import build_tree
-
-
-def sphere_points(n: int, seed: int = 0) -> np.ndarray:
-    """``n`` points uniform on the unit sphere surface."""
-    x = np.random.default_rng(seed).normal(size=(n, 3))
-    return x / np.linalg.norm(x, axis=1)[:, None]
 
 
 def run(n: int, n_crit: int, repeat: int, distribution: str = "sphere") -> dict[str, float]:
     """Time tree and lists for ``n`` points; return the measurements."""
-    if distribution == "sphere":
-        pts = sphere_points(n)
-    else:
-        pts = np.random.default_rng(0).uniform(size=(n, 3))
+    pts = DISTRIBUTIONS[distribution](n, np.random.default_rng(0))
     t_tree, t_lists = np.inf, np.inf
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -40,10 +32,8 @@ def run(n: int, n_crit: int, repeat: int, distribution: str = "sphere") -> dict[
     leaf = tree.box_is_leaf
     out = {"n": n, "tree_s": t_tree, "lists_s": t_lists, "depth": tree.nlevels - 1,
            "boxes": tree.nboxes, "leaves": int(leaf.sum())}
-    for name in "uvwx":
-        sizes = np.diff(getattr(lists, f"{name}_starts"))
-        rows = sizes[leaf] if name in "uw" else sizes
-        out[f"{name}_mean"], out[f"{name}_max"] = float(rows.mean()), int(sizes.max())
+    for name, size in list_size_summary(tree, lists).items():
+        out[f"{name.lower()}_mean"], out[f"{name.lower()}_max"] = size["mean"], size["max"]
     return out
 
 
@@ -53,7 +43,7 @@ def main() -> None:
                         default=[100_000, 200_000, 500_000, 1_000_000])
     parser.add_argument("--n-crit", type=int, default=150)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--distribution", choices=["sphere", "cube"], default="sphere")
+    parser.add_argument("--distribution", choices=sorted(DISTRIBUTIONS), default="sphere")
     args = parser.parse_args()
     print(f"{args.distribution}, n_crit={args.n_crit}, best of {args.repeat}")
     print(f"{'N':>9} {'tree s':>7} {'lists s':>7} {'total s':>7} {'us/pt':>6} {'depth':>5} "

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fmmloopy.distributions import plummer, sphere_surface
 from fmmloopy.interaction_lists import (
     NTRANSFER_VECTORS,
     InteractionLists,
@@ -73,19 +74,6 @@ class CheckProblem:
                 surface = rng.uniform(-3.0, 3.0, (3, n_surface))
                 arguments |= {"target_surface": surface, "source_surface": surface}
         return arguments | box_list_arguments(starts, entries, target_boxes, matrix_indices)
-
-
-def sphere_surface(n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` points uniformly on the unit sphere's surface."""
-    points = rng.standard_normal((n, 3))
-    return points / np.linalg.norm(points, axis=1, keepdims=True)
-
-
-def plummer(n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` points of a Plummer sphere (scale radius 1), radii capped at 20."""
-    u = rng.uniform(0.0, 0.99, n)
-    radius = np.minimum(1 / np.sqrt(u ** (-2 / 3) - 1), 20.0)
-    return sphere_surface(n, rng) * radius[:, None]
 
 
 def tree_problem(name: str, sources: np.ndarray, targets: np.ndarray | None = None,

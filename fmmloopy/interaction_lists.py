@@ -237,3 +237,13 @@ def select_rows(starts: np.ndarray, lists: np.ndarray, rows: np.ndarray,
     np.cumsum(counts, out=new_starts[1:])
     picked = ranges_to_indices(starts[rows].astype(np.int64), counts)
     return (new_starts, lists[picked].astype(_INDEX), *(a[picked].astype(_INDEX) for a in aligned))
+
+
+def list_size_summary(tree: Tree, lists: InteractionLists) -> dict[str, dict[str, float]]:
+    """Mean and max list sizes: U and W over leaves, V and X over all boxes."""
+    summary = {}
+    for name in "uvwx":
+        sizes = np.diff(getattr(lists, f"{name}_starts"))
+        rows = sizes[tree.box_is_leaf] if name in "uw" else sizes
+        summary[name.upper()] = {"mean": float(rows.mean()), "max": int(sizes.max())}
+    return summary

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmmloopy.check_problems import plummer
+from fmmloopy.distributions import plummer
 from fmmloopy.near_field import NearField
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "laplace_sphere.py"
