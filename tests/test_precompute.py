@@ -1,0 +1,453 @@
+"""Tests of the precomputed KIFMM operators against direct summation, and of their disk cache.
+
+Expansions are built and evaluated here with numpy only, through :func:`kernel_matrix`:
+P2M = check potential of the particles, then the scaled UC2E; M2P/L2P = the equivalent density's
+potential. Every error is the relative 2-norm error against direct summation with positive
+charges. Tolerances are the errors measured with these seeds times a safety factor of ~5
+(docs/kifmm.md has the measured table).
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from fmmloopy import operator_cache, precompute
+from fmmloopy.interaction_lists import NTRANSFER_VECTORS, transfer_vector_index
+from fmmloopy.kernels import LAPLACE_3D
+from fmmloopy.operator_cache import OperatorCacheWarning
+from fmmloopy.precompute import (
+    DEFAULT_RCOND,
+    check_to_equivalent,
+    child_centres,
+    compute_operators,
+    get_operators,
+    kernel_matrix,
+)
+from fmmloopy.surfaces import (
+    DOWNWARD_CHECK_RADIUS,
+    DOWNWARD_EQUIVALENT_RADIUS,
+    UPWARD_CHECK_RADIUS,
+    UPWARD_EQUIVALENT_RADIUS,
+    surface,
+    surface_size,
+)
+
+KERNEL = LAPLACE_3D
+NPARTICLES = 200
+HALF_WIDTHS = [1.0, 0.125]
+# V-list offsets (in box sides) from the target to the source box: a face neighbour at
+# distance 2 (the worst case), a corner, and an asymmetric one (catches sign errors).
+V_OFFSETS = [(2, 0, 0), (-2, -2, -2), (3, -1, 2), (0, 2, -3)]
+
+# Measured errors with these seeds, times ~4-5 (measured in comments; identical at both
+# half-widths, as the level scaling is exact).
+# P2M evaluated in the V-list boxes, per order: 2.6e-2 2.5e-4 8.7e-5 2.4e-6 3.6e-7 5.0e-8 1.2e-8.
+P2M_TOLERANCES = {2: 1e-1, 3: 1e-3, 4: 4e-4, 5: 1e-5, 6: 2e-6, 7: 2.5e-7, 8: 6e-8}
+CHAIN_TOLERANCE_ORDER_6 = 1e-5  # P2M -> M2L -> DC2E -> L2P: 2.6e-6 (face offset), else <3e-7
+M2M_TOLERANCE_ORDER_6 = 3e-7  # vs parent P2M 4.2e-8, vs direct 6.5e-8
+L2L_TOLERANCE_ORDER_6 = 1.3e-6  # vs parent local 1.6e-7, vs direct 2.7e-7
+
+
+def relative_error(approximate: np.ndarray, exact: np.ndarray) -> float:
+    """Relative 2-norm error."""
+    return float(np.linalg.norm(approximate - exact) / np.linalg.norm(exact))
+
+
+def points_in_box(rng: np.random.Generator, centre, half_width: float, count: int) -> np.ndarray:
+    """(3, count) uniform random points in a box."""
+    return np.asarray(centre, dtype=float)[:, None] + half_width * rng.uniform(-1, 1, (3, count))
+
+
+def box_surface(centre, half_width: float, order: int, radius: float) -> np.ndarray:
+    """(3, n_e): a surface of a box of given centre and half-width."""
+    return np.asarray(centre, dtype=float)[:, None] + half_width * surface(order, radius)
+
+
+def apply_factors(first: np.ndarray, second: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """A check-to-equivalent map applied factor by factor."""
+    return second @ (first @ values)
+
+
+def p2m(ops, centre, half_width, sources, charges) -> np.ndarray:
+    """Multipole (upward equivalent density) of particles in a box."""
+    check_points = box_surface(centre, half_width, ops.order, UPWARD_CHECK_RADIUS)
+    check_potential = kernel_matrix(KERNEL, check_points, sources) @ charges
+    return ops.level_scales("uc2e", half_width) * apply_factors(
+        ops.uc2e_first, ops.uc2e_second, check_potential)
+
+
+def local_from_check(ops, half_width, check_potential) -> np.ndarray:
+    """Local (downward equivalent density) from a downward check potential."""
+    return ops.level_scales("dc2e", half_width) * apply_factors(
+        ops.dc2e_first, ops.dc2e_second, check_potential)
+
+
+def evaluate_density(order, centre, half_width, radius, density, targets) -> np.ndarray:
+    """Potential at targets of an equivalent density on a box's surface of ``radius``."""
+    surface_points = box_surface(centre, half_width, order, radius)
+    return kernel_matrix(KERNEL, targets, surface_points) @ density
+
+
+def direct(targets, sources, charges) -> np.ndarray:
+    """Direct summation."""
+    return kernel_matrix(KERNEL, targets, sources) @ charges
+
+
+@pytest.fixture(scope="module")
+def ops6():
+    return compute_operators(KERNEL, 6)
+
+
+# -- the operators' shape and scaling ------------------------------------------------------------
+
+def test_shapes_dtypes_and_read_only(ops6):
+    n_e = surface_size(6)
+    assert (ops6.kernel_name, ops6.order, ops6.n_e) == ("laplace", 6, n_e)
+    assert ops6.rcond == DEFAULT_RCOND
+    k_u, k_d = ops6.uc2e_first.shape[0], ops6.dc2e_first.shape[0]
+    assert ops6.uc2e_second.shape == (n_e, k_u) and ops6.dc2e_second.shape == (n_e, k_d)
+    assert ops6.uc2e_first.shape[1] == ops6.dc2e_first.shape[1] == n_e
+    assert ops6.m2m.shape == ops6.l2l.shape == (8, n_e, n_e)
+    assert ops6.m2l.shape == (NTRANSFER_VECTORS, n_e, n_e)
+    for name, array in ops6.arrays().items():
+        assert array.dtype == np.float64 and array.flags.c_contiguous, name
+        assert not array.flags.writeable, name
+
+
+def test_uc2e_is_the_pseudo_inverse(ops6):
+    matrix = kernel_matrix(KERNEL, surface(6, UPWARD_CHECK_RADIUS),
+                           surface(6, UPWARD_EQUIVALENT_RADIUS))
+    pinv = ops6.uc2e_second @ ops6.uc2e_first
+    np.testing.assert_allclose(pinv, np.linalg.pinv(matrix, rcond=DEFAULT_RCOND),
+                               rtol=0, atol=1e-6 * np.abs(pinv).max())
+
+
+def test_rcond_truncates():
+    ops = compute_operators(KERNEL, 4, rcond=1e-3)
+    assert 0 < ops.uc2e_first.shape[0] < ops.n_e
+    assert ops.uc2e_second.shape == (ops.n_e, ops.uc2e_first.shape[0])
+
+
+def test_m2l_matches_its_transfer_vector(ops6):
+    offset = np.array([3, -1, 2])
+    expected = kernel_matrix(KERNEL, surface(6, DOWNWARD_CHECK_RADIUS),
+                             box_surface(2.0 * offset, 1.0, 6, UPWARD_EQUIVALENT_RADIUS))
+    np.testing.assert_array_equal(ops6.m2l[transfer_vector_index(offset)], expected)
+
+
+def test_level_scales(ops6):
+    half_widths = np.array([1.0, 0.5, 0.125])
+    np.testing.assert_allclose(ops6.level_scales("uc2e", half_widths), half_widths)
+    np.testing.assert_allclose(ops6.level_scales("dc2e", half_widths), half_widths)
+    np.testing.assert_allclose(ops6.level_scales("m2l", half_widths), 1 / half_widths)
+    np.testing.assert_array_equal(ops6.level_scales("m2m", half_widths), 1.0)
+    np.testing.assert_array_equal(ops6.level_scales("l2l", half_widths), 1.0)
+    with pytest.raises(ValueError, match="unknown operator"):
+        ops6.level_scales("p2p", half_widths)
+    not_homogeneous = dataclasses.replace(KERNEL, name="no-scaling", homogeneity=None)
+    ops = compute_operators(not_homogeneous, 2)
+    with pytest.raises(ValueError, match="not homogeneous"):
+        ops.level_scales("m2l", half_widths)
+
+
+# -- accuracy against direct summation -----------------------------------------------------------
+
+def p2m_far_field_error(order: int, half_width: float, seed: int = 0) -> float:
+    """Worst error of a P2M multipole evaluated in the boxes of :data:`V_OFFSETS`."""
+    rng = np.random.default_rng(seed)
+    factors = check_to_equivalent(KERNEL, surface(order, UPWARD_CHECK_RADIUS),
+                                  surface(order, UPWARD_EQUIVALENT_RADIUS), DEFAULT_RCOND)
+    centre = np.array([0.3, -0.2, 0.1])
+    sources = points_in_box(rng, centre, half_width, NPARTICLES)
+    charges = rng.uniform(0, 1, NPARTICLES)
+    check_potential = direct(box_surface(centre, half_width, order, UPWARD_CHECK_RADIUS),
+                             sources, charges)
+    # The level scale h**-d, written out here as an independent check of level_scales.
+    multipole = half_width ** -KERNEL.homogeneity * apply_factors(*factors, check_potential)
+    errors = []
+    for offset in V_OFFSETS:
+        targets = points_in_box(rng, centre + 2 * half_width * np.array(offset), half_width, 300)
+        far_field = evaluate_density(order, centre, half_width, UPWARD_EQUIVALENT_RADIUS,
+                                     multipole, targets)
+        errors.append(relative_error(far_field, direct(targets, sources, charges)))
+    return max(errors)
+
+
+@pytest.mark.parametrize("half_width", HALF_WIDTHS)
+def test_p2m_error_falls_with_order(half_width):
+    errors = {order: p2m_far_field_error(order, half_width) for order in P2M_TOLERANCES}
+    for order, error in errors.items():
+        assert error <= P2M_TOLERANCES[order], (order, error)
+        if order > 2:
+            assert error < errors[order - 1], errors
+
+
+def m2m_errors(ops, half_width: float, seed: int = 1) -> tuple[float, float]:
+    """Far-field errors of the children's multipoles merged by M2M, vs parent P2M and direct."""
+    rng = np.random.default_rng(seed)
+    centre = np.array([-0.4, 0.7, 0.2])
+    sources = points_in_box(rng, centre, half_width, NPARTICLES)
+    charges = rng.uniform(0, 1, NPARTICLES)
+    bits = (sources > centre[:, None]).astype(int)
+    octants = 4 * bits[0] + 2 * bits[1] + bits[2]
+    merged = np.zeros(ops.n_e)
+    for octant in range(8):
+        mine = octants == octant
+        child_centre = centre + half_width * child_centres()[:, octant]
+        child_multipole = p2m(ops, child_centre, half_width / 2, sources[:, mine], charges[mine])
+        merged += ops.level_scales("m2m", half_width) * (ops.m2m[octant] @ child_multipole)
+    parent = p2m(ops, centre, half_width, sources, charges)
+    targets = points_in_box(rng, centre + 2 * half_width * np.array([2, 1, 0]), half_width, 300)
+    merged_field, parent_field = (
+        evaluate_density(ops.order, centre, half_width, UPWARD_EQUIVALENT_RADIUS, density, targets)
+        for density in (merged, parent))
+    exact = direct(targets, sources, charges)
+    return relative_error(merged_field, parent_field), relative_error(merged_field, exact)
+
+
+@pytest.mark.parametrize("half_width", HALF_WIDTHS)
+def test_m2m_children_equal_parent(ops6, half_width):
+    versus_parent, versus_direct = m2m_errors(ops6, half_width)
+    assert versus_parent <= M2M_TOLERANCE_ORDER_6
+    assert versus_direct <= M2M_TOLERANCE_ORDER_6
+
+
+def m2l_chain_error(ops, half_width: float, offset, seed: int = 2) -> float:
+    """Error of P2M -> M2L -> DC2E -> L2P for a source box at ``offset`` box sides."""
+    rng = np.random.default_rng(seed)
+    target_centre = np.array([0.1, 0.2, -0.3])
+    source_centre = target_centre + 2 * half_width * np.array(offset)
+    sources = points_in_box(rng, source_centre, half_width, NPARTICLES)
+    charges = rng.uniform(0, 1, NPARTICLES)
+    multipole = p2m(ops, source_centre, half_width, sources, charges)
+    check_potential = ops.level_scales("m2l", half_width) * (
+        ops.m2l[transfer_vector_index(np.array(offset))] @ multipole)
+    local = local_from_check(ops, half_width, check_potential)
+    targets = points_in_box(rng, target_centre, half_width, 300)
+    potential = evaluate_density(ops.order, target_centre, half_width, DOWNWARD_EQUIVALENT_RADIUS,
+                                 local, targets)
+    return relative_error(potential, direct(targets, sources, charges))
+
+
+@pytest.mark.parametrize("half_width", HALF_WIDTHS)
+@pytest.mark.parametrize("offset", V_OFFSETS)
+def test_m2l_chain_matches_direct(ops6, half_width, offset):
+    assert m2l_chain_error(ops6, half_width, offset) <= CHAIN_TOLERANCE_ORDER_6
+
+
+def l2l_errors(ops, half_width: float, seed: int = 3) -> tuple[float, float]:
+    """Worst errors in three children of the child local from L2L, vs parent local and direct."""
+    rng = np.random.default_rng(seed)
+    centre = np.array([0.5, -0.5, 0.25])
+    sources = points_in_box(rng, centre + 2 * half_width * np.array([-2, 3, 1]), half_width,
+                            NPARTICLES)
+    charges = rng.uniform(0, 1, NPARTICLES)
+    check_points = box_surface(centre, half_width, ops.order, DOWNWARD_CHECK_RADIUS)
+    parent_local = local_from_check(ops, half_width, direct(check_points, sources, charges))
+    versus_parent, versus_direct = [], []
+    for octant in (0, 5, 7):
+        child_centre = centre + half_width * child_centres()[:, octant]
+        child_local = ops.level_scales("l2l", half_width) * (ops.l2l[octant] @ parent_local)
+        targets = points_in_box(rng, child_centre, half_width / 2, 200)
+        child_field = evaluate_density(ops.order, child_centre, half_width / 2,
+                                       DOWNWARD_EQUIVALENT_RADIUS, child_local, targets)
+        parent_field = evaluate_density(ops.order, centre, half_width, DOWNWARD_EQUIVALENT_RADIUS,
+                                        parent_local, targets)
+        versus_parent.append(relative_error(child_field, parent_field))
+        versus_direct.append(relative_error(child_field, direct(targets, sources, charges)))
+    return max(versus_parent), max(versus_direct)
+
+
+@pytest.mark.parametrize("half_width", HALF_WIDTHS)
+def test_l2l_child_local_equals_parent_local(ops6, half_width):
+    versus_parent, versus_direct = l2l_errors(ops6, half_width)
+    assert versus_parent <= L2L_TOLERANCE_ORDER_6
+    assert versus_direct <= L2L_TOLERANCE_ORDER_6
+
+
+# -- the disk cache ------------------------------------------------------------------------------
+
+CACHE_ORDER = 3
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    """An empty cache directory, and no memoised operators before or after."""
+    directory = tmp_path / "cache"
+    monkeypatch.setenv("FMMLOOPY_CACHE_DIR", str(directory))
+    precompute.forget_operators()
+    yield directory
+    precompute.forget_operators()
+
+
+def the_cache_file(directory):
+    """The single cache file in ``directory``."""
+    (path,) = directory.glob("*.npz")
+    return path
+
+
+def assert_same_operators(first, second):
+    for name, array in first.arrays().items():
+        np.testing.assert_array_equal(array, getattr(second, name), err_msg=name)
+
+
+def forbid_computing(monkeypatch):
+    """Make any recomputation fail, so a result must come from the cache."""
+    def fail(*args, **kwargs):
+        raise AssertionError("operators were recomputed instead of loaded")
+    monkeypatch.setattr(precompute, "compute_operators", fail)
+
+
+def test_get_operators_stores_then_loads(cache_dir, monkeypatch):
+    computed = get_operators("laplace", CACHE_ORDER)
+    path = the_cache_file(cache_dir)
+    assert path == operator_cache.cache_path(
+        operator_cache.operator_key(KERNEL, CACHE_ORDER, DEFAULT_RCOND))
+    assert get_operators(KERNEL, CACHE_ORDER) is computed  # memoised in-process
+    precompute.forget_operators()
+    forbid_computing(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = get_operators("laplace", CACHE_ORDER)
+    assert loaded is not computed
+    assert_same_operators(loaded, computed)
+    assert list(cache_dir.iterdir()) == [path]  # no temporary files left behind
+
+
+def rewrite(path, change_key=None, change_arrays=None):
+    """Rewrite a cache file with a modified key or arrays, keeping a valid checksum."""
+    with np.load(path) as stored:
+        metadata = json.loads(str(stored["__metadata__"]))
+        arrays = {name: stored[name] for name in stored.files if name != "__metadata__"}
+    key = metadata["key"]
+    if change_key:
+        change_key(key)
+    if change_arrays:
+        change_arrays(arrays)
+    path.unlink()
+    operator_cache.save_arrays(path, key, arrays)
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def flip_bytes(path):
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 8] = bytes(255 - b for b in data[middle:middle + 8])
+    path.write_bytes(bytes(data))
+
+
+def tamper_without_checksum(path):
+    """Change one matrix entry but keep the old metadata (so only the checksum can tell)."""
+    with np.load(path) as stored:
+        entries = {name: stored[name] for name in stored.files}
+    entries["m2l"] = entries["m2l"].copy()
+    entries["m2l"][5, 1, 2] += 1e-3
+    with open(path, "wb") as stream:
+        np.savez(stream, **entries)
+
+
+def stale_version(path):
+    rewrite(path, change_key=lambda key: key.update(format_version=key["format_version"] - 1))
+
+
+def other_kernel(path):
+    rewrite(path, change_key=lambda key: key.update(kernel_fingerprint="0" * 64))
+
+
+def wrong_shape(path):
+    rewrite(path, change_arrays=lambda arrays: arrays.update(m2l=arrays["m2l"][:-1]))
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (truncate, "unreadable"),
+    (flip_bytes, "unreadable|checksum"),
+    (tamper_without_checksum, "checksum"),
+    (stale_version, "does not match the expected key"),
+    (other_kernel, "does not match the expected key"),
+    (wrong_shape, "shape"),
+])
+def test_damaged_file_is_rejected_and_rebuilt(cache_dir, damage, reason):
+    good = get_operators("laplace", CACHE_ORDER)
+    path = the_cache_file(cache_dir)
+    damage(path)
+    precompute.forget_operators()
+    with pytest.warns(OperatorCacheWarning, match=rf"{path.name}.*({reason}).*rebuilding"):
+        rebuilt = get_operators("laplace", CACHE_ORDER)
+    assert_same_operators(rebuilt, good)
+    key = operator_cache.operator_key(KERNEL, CACHE_ORDER, DEFAULT_RCOND)
+    operator_cache.load_arrays(path, key)  # the rebuilt file is valid again
+
+
+def test_unwritable_cache_dir_warns_once(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("FMMLOOPY_CACHE_DIR", str(blocker / "cache"))
+    precompute.forget_operators()
+    with pytest.warns(OperatorCacheWarning, match="cannot write") as caught:
+        ops = get_operators("laplace", 2)
+        get_operators("laplace", 3)
+    precompute.forget_operators()
+    assert len([w for w in caught if "cannot write" in str(w.message)]) == 1
+    assert ops.order == 2
+
+
+def test_cache_dir_from_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("FMMLOOPY_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert operator_cache.cache_dir() == tmp_path / "xdg" / "fmmloopy"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert operator_cache.cache_dir() == tmp_path / "home" / ".cache" / "fmmloopy"
+    monkeypatch.setenv("FMMLOOPY_CACHE_DIR", str(tmp_path / "mine"))
+    assert operator_cache.cache_dir() == tmp_path / "mine"
+
+
+_LOAD_IN_SUBPROCESS = """
+from fmmloopy import operator_cache, precompute
+def fail(*args, **kwargs):
+    raise AssertionError("recomputed")
+precompute.compute_operators = fail
+ops = precompute.get_operators("laplace", {order})
+print(operator_cache.array_checksum(ops.arrays()))
+"""
+
+
+def test_another_process_reuses_the_file(cache_dir):
+    ops = get_operators("laplace", CACHE_ORDER)
+    path = the_cache_file(cache_dir)
+    modified = path.stat().st_mtime_ns
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", _LOAD_IN_SUBPROCESS.format(order=CACHE_ORDER)],
+        capture_output=True, text=True, env=os.environ.copy(), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == operator_cache.array_checksum(ops.arrays())
+    assert path.stat().st_mtime_ns == modified
+
+
+_COMPUTE_IN_SUBPROCESS = """
+from fmmloopy import operator_cache, precompute
+print(operator_cache.array_checksum(precompute.get_operators("laplace", {order}).arrays()))
+"""
+
+
+def test_concurrent_processes_leave_one_valid_file(cache_dir):
+    command = [sys.executable, "-W", "error", "-c",
+               _COMPUTE_IN_SUBPROCESS.format(order=CACHE_ORDER)]
+    writers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=os.environ.copy()) for _ in range(2)]
+    outputs = [writer.communicate(timeout=60) for writer in writers]
+    assert [writer.returncode for writer in writers] == [0, 0], outputs
+    path = the_cache_file(cache_dir)
+    assert list(cache_dir.iterdir()) == [path]
+    key = operator_cache.operator_key(KERNEL, CACHE_ORDER, DEFAULT_RCOND)
+    stored = operator_cache.array_checksum(operator_cache.load_arrays(path, key))
+    assert {stdout.strip() for stdout, _ in outputs} == {stored}
