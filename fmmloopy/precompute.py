@@ -89,11 +89,11 @@ class KifmmOperators:
     m2l: np.ndarray
 
     def __post_init__(self) -> None:
-        n_e = self.n_e
-        if n_e != surface_size(self.order):
-            raise ValueError(f"n_e = {n_e} does not match order {self.order}")
-        for name, shape in _expected_shapes(self.arrays()).items():
-            array = getattr(self, name)
+        if self.n_e != surface_size(self.order):
+            raise ValueError(f"n_e = {self.n_e} does not match order {self.order}")
+        k_u, k_d = (_leading_size(self.uc2e_first), _leading_size(self.dc2e_first))
+        for name, shape in _expected_shapes(self.n_e, k_u, k_d).items():
+            array = np.asarray(getattr(self, name))
             if array.shape != shape or array.dtype != np.float64:
                 raise ValueError(
                     f"{name} has shape {array.shape} and dtype {array.dtype}, "
@@ -126,11 +126,14 @@ ARRAY_FIELDS: tuple[str, ...] = (
     "uc2e_first", "uc2e_second", "dc2e_first", "dc2e_second", "m2m", "l2l", "m2l")
 
 
-def _expected_shapes(arrays: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
-    """The shape each array must have, given n_e and the ranks k_u, k_d read off the arrays."""
-    n_e = arrays["m2m"].shape[-1]
-    k_u = arrays["uc2e_first"].shape[0]
-    k_d = arrays["dc2e_first"].shape[0]
+def _leading_size(array: np.ndarray) -> int:
+    """Length of the first axis, -1 for a scalar."""
+    shape = np.shape(array)
+    return shape[0] if shape else -1
+
+
+def _expected_shapes(n_e: int, k_u: int, k_d: int) -> dict[str, tuple[int, ...]]:
+    """The shape of each array for surfaces of n_e points and UC2E/DC2E ranks k_u, k_d."""
     return {
         "uc2e_first": (k_u, n_e), "uc2e_second": (n_e, k_u),
         "dc2e_first": (k_d, n_e), "dc2e_second": (n_e, k_d),

@@ -120,6 +120,17 @@ def test_shapes_dtypes_and_read_only(ops6):
         assert not array.flags.writeable, name
 
 
+@pytest.mark.parametrize("change", [
+    {"m2m": np.zeros((8, 5, 5))},
+    {"uc2e_first": np.zeros(3)},
+    {"m2l": np.zeros((NTRANSFER_VECTORS, 152, 152), dtype=np.float32)},
+    {"n_e": 151},
+])
+def test_operators_reject_wrong_shapes(ops6, change):
+    with pytest.raises(ValueError):
+        dataclasses.replace(ops6, **change)
+
+
 def test_uc2e_is_the_pseudo_inverse(ops6):
     matrix = kernel_matrix(KERNEL, surface(6, UPWARD_CHECK_RADIUS),
                            surface(6, UPWARD_EQUIVALENT_RADIUS))
