@@ -1,3 +1,11 @@
-"""fmmloopy: loopy kernels, transform recipes and a thin driver for the kernel-independent FMM."""
+"""fmmloopy: loopy kernels, transform recipes and a thin driver for the kernel-independent FMM.
 
+``fmmloopy.Fmm(sources, targets)(charges)`` evaluates potentials; ``fmmloopy.evaluate`` does one
+evaluation; ``fmmloopy.recipe`` registers a transform recipe (see ``docs/``).
+"""
+
+from fmmloopy.fmm import Fmm, evaluate
+from fmmloopy.recipes import recipe
+
+__all__ = ["Fmm", "evaluate", "recipe"]
 __version__ = "0.1.0"

@@ -76,10 +76,14 @@ def box_list_arguments(starts: np.ndarray, lists: np.ndarray, target_boxes: np.n
     return arguments
 
 
-def pair_count(arguments: dict) -> int:
-    """Target-source pairs a pairwise kernel over particles visits (work counted on the host)."""
-    counts_t = arguments["box_target_counts"][arguments["target_boxes"]].astype(np.int64)
-    per_entry = arguments["box_source_counts"][arguments["source_box_lists"]].astype(np.int64)
+def pair_count(arguments: dict, box_target_counts: np.ndarray,
+               box_source_counts: np.ndarray) -> int:
+    """Target-source pairs a pairwise kernel visits, counted on the host from its list.
+
+    ``box_*_counts`` are the points per box on each side (particle counts, or the surface size).
+    """
+    counts_t = box_target_counts[arguments["target_boxes"]].astype(np.int64)
+    per_entry = box_source_counts[arguments["source_box_lists"]].astype(np.int64)
     cumulative = np.concatenate([[0], np.cumsum(per_entry)])
     row_starts = arguments["source_box_starts"]
     sources_per_row = cumulative[row_starts[1:]] - cumulative[row_starts[:-1]]

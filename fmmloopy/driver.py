@@ -1,0 +1,247 @@
+"""The thin driver: orders kernel launches over the tree and moves arrays; it holds no math.
+
+Passes (KIFMM, Ying-Biros-Zorin 2004), each a few launches of the transformed operators:
+
+* upward: ``p2m`` at the leaves, ``c2e`` (check -> equivalent) there, ``m2m`` level by level up;
+* downward: ``m2l`` (V) and ``p2l`` (X) for all levels in one launch each, ``c2e``, then ``l2l``
+  level by level down;
+* leaves: ``l2p``, ``m2p`` (W) and ``p2p`` (U) into the potential.
+
+A :class:`Plan` is built once per tree (lists cut to the boxes each launch serves, device arrays
+uploaded, kernels compiled); :meth:`Plan.evaluate` then only uploads charges and runs it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyopencl as cl
+import pyopencl.array as cla
+
+from fmmloopy.execution import CompiledOperator, compiled_operator
+from fmmloopy.interaction_lists import InteractionLists
+from fmmloopy.kernel_arguments import box_list, box_list_arguments, pair_count, tree_arguments
+from fmmloopy.kernels import GreenKernel
+from fmmloopy.operators import PARTICLES, get_operator, operator_sizes
+from fmmloopy.precompute import KifmmOperators
+from fmmloopy.surfaces import (
+    DOWNWARD_CHECK_RADIUS,
+    DOWNWARD_EQUIVALENT_RADIUS,
+    UPWARD_CHECK_RADIUS,
+    UPWARD_EQUIVALENT_RADIUS,
+    surface,
+)
+from fmmloopy.tree import Tree
+
+#: Expansions exist from this level down: V and X lists are empty above it.
+FIRST_EXPANSION_LEVEL = 2
+
+
+@dataclass
+class Launch:
+    """One kernel launch: a transformed operator and its fixed arguments (device arrays)."""
+
+    step: str  # the name its time is reported under
+    kernel: CompiledOperator
+    arguments: dict[str, object]
+    buffers: dict[str, str]  # kernel argument -> name of a per-evaluation buffer
+    work: int  # pairs (pairwise) or flops (matvec), counted from the lists
+
+
+@dataclass
+class Plan:
+    """Every launch of one FMM evaluation, in order, with the buffers they share."""
+
+    queue: cl.CommandQueue
+    launches: list[Launch]
+    buffers: dict[str, cla.Array]
+    eval_seconds: dict[str, float] = field(default_factory=dict)
+
+    def evaluate(self, strengths: np.ndarray) -> np.ndarray:
+        """Potentials at the targets (tree order) for ``strengths`` (tree order)."""
+        seconds: dict[str, float] = {}
+        start = time.perf_counter()
+        self.buffers["strengths"].set(strengths, queue=self.queue)
+        for name, buffer in self.buffers.items():
+            if name != "strengths":
+                buffer.fill(0.0, queue=self.queue)
+        self.queue.finish()
+        seconds["setup_buffers"] = time.perf_counter() - start
+        for launch in self.launches:
+            clock = time.perf_counter()
+            launch.kernel(self.queue, **launch.arguments,
+                          **{arg: self.buffers[name] for arg, name in launch.buffers.items()})
+            self.queue.finish()
+            seconds[launch.step] = seconds.get(launch.step, 0.0) + time.perf_counter() - clock
+        potential = self.buffers["potential"].get(queue=self.queue)
+        seconds["total"] = time.perf_counter() - start
+        self.eval_seconds = seconds
+        return potential
+
+    def run_step(self, step: str) -> float:
+        """Run only the launches of ``step`` (on the current buffers); their seconds."""
+        clock = time.perf_counter()
+        for launch in self.launches:
+            if launch.step == step:
+                launch.kernel(self.queue, **launch.arguments,
+                              **{arg: self.buffers[name] for arg, name in launch.buffers.items()})
+        self.queue.finish()
+        return time.perf_counter() - clock
+
+    def work(self, step: str) -> int:
+        """Pairs (pairwise steps) or flops (matvec steps) of ``step``, counted from the lists."""
+        return sum(launch.work for launch in self.launches if launch.step == step)
+
+    def build(self) -> None:
+        """Compile every kernel now: run each once for one target box with an empty list.
+
+        (PoCL compiles a kernel for its work-group size at the first launch that runs a group.)
+        """
+        no_boxes = {"ntarget_boxes": 1,
+                    "target_boxes": cla.zeros(self.queue, 1, np.int32),
+                    "source_box_starts": cla.zeros(self.queue, 2, np.int32)}
+        for launch in self.launches:
+            launch.kernel(self.queue, **(launch.arguments | no_boxes),
+                          **{arg: self.buffers[name] for arg, name in launch.buffers.items()})
+        self.queue.finish()
+
+
+class _PlanBuilder:
+    """Cuts the lists for each launch and uploads what launches share, once."""
+
+    def __init__(self, tree: Tree, lists: InteractionLists, operators: KifmmOperators,
+                 green: GreenKernel, queue: cl.CommandQueue,
+                 recipes: str | Mapping[str, str] | None):
+        self.tree, self.lists, self.operators = tree, lists, operators
+        self.green, self.queue, self.recipes = green, queue, recipes
+        self.launches: list[Launch] = []
+        self.buffer_shapes: dict[str, tuple[int, ...]] = {}
+        self.shared = {name: self._device(value) for name, value in tree_arguments(tree).items()}
+        self.half_widths = tree.root_half_width / 2.0 ** np.arange(tree.nlevels)
+
+    def _device(self, value):
+        """Upload an array (once per launch, or once for all for the tree's arrays)."""
+        if not isinstance(value, np.ndarray):
+            return value
+        return cla.to_device(self.queue, np.ascontiguousarray(value))
+
+    def _kernel(self, operator: str, **sizes: int) -> CompiledOperator:
+        recipe = (self.recipes.get(operator) if isinstance(self.recipes, Mapping)
+                  else self.recipes)
+        return compiled_operator(operator, self.queue.device, recipe=recipe, kernel=self.green,
+                                 **sizes)
+
+    def add(self, step: str, operator: str, target_boxes: np.ndarray, buffers: dict[str, str],
+            sizes: dict[str, int], **extra) -> None:
+        """A launch of ``operator`` over ``target_boxes`` (skipped when there are none)."""
+        target_boxes = np.asarray(target_boxes)
+        if len(target_boxes) == 0:
+            return
+        spec = get_operator(operator)
+        starts, entries, matrix_indices = box_list(self.tree, self.lists, spec.box_list)
+        if matrix_indices is None and spec.template == "matvec":
+            matrix_indices = np.zeros(len(entries), dtype=entries.dtype)
+        cut = box_list_arguments(starts, entries, target_boxes, matrix_indices)
+        kernel = self._kernel(operator, **sizes)
+        names = set(kernel.argument_names)
+        arguments = {name: value for name, value in self.shared.items() if name in names}
+        arguments |= {name: self._device(value) for name, value in (cut | extra).items()
+                      if name in names}
+        if "max_box_targets" in names:
+            arguments["max_box_targets"] = int(self.tree.box_target_counts[target_boxes].max())
+        self.launches.append(Launch(step, kernel, arguments, buffers,
+                                    self._work(spec, cut, sizes)))
+
+    def _work(self, spec, cut: dict, sizes: dict[str, int]) -> int:
+        if spec.template == "matvec":
+            return 2 * sizes["n_target_coeffs"] * sizes["n_source_coeffs"] * len(
+                cut["source_box_lists"])
+        tree = self.tree
+
+        def points_per_box(kind: str, particle_counts: np.ndarray) -> np.ndarray:
+            if kind == PARTICLES:
+                return particle_counts
+            return np.full(tree.nboxes, sizes["n_surface"])
+        return pair_count(cut, points_per_box(spec.targets, tree.box_target_counts),
+                          points_per_box(spec.sources, tree.box_source_counts))
+
+    def matvec(self, step: str, operator: str, target_boxes, source: str, target: str,
+               matrices: np.ndarray, scale_name: str | None, **sizes: int) -> None:
+        """A matvec launch; matrices ``(nmatrices, n_out, n_in)``, scaled by level."""
+        scales = (self.operators.level_scales(scale_name, self.half_widths) if scale_name
+                  else np.ones(self.tree.nlevels))
+        self.add(step, operator, target_boxes,
+                 {"source_vectors": source, "target_vectors": target},
+                 {"n_target_coeffs": matrices.shape[1], "n_source_coeffs": matrices.shape[2]},
+                 matrices=matrices, nmatrices=len(matrices), level_scales=scales)
+
+    def check_to_equivalent(self, step: str, target_boxes, check: str, equivalent: str,
+                            first: np.ndarray, second: np.ndarray, scale_name: str) -> None:
+        """``equivalent = scale * second @ (first @ check)`` through a ``<check>_rank`` buffer."""
+        between = f"{check}_rank"
+        self.buffer_shapes[between] = (self.tree.nboxes, first.shape[0])
+        self.matvec(step, "c2e", target_boxes, check, between, first[None], scale_name)
+        self.matvec(step, "c2e", target_boxes, between, equivalent, second[None], None)
+
+
+def build_plan(tree: Tree, lists: InteractionLists, operators: KifmmOperators,
+               green: GreenKernel, queue: cl.CommandQueue,
+               recipes: str | Mapping[str, str] | None = None) -> Plan:
+    """Every launch of the FMM on ``tree``, in dependency order, with its buffers."""
+    ops, n_e = operators, operators.n_e
+    build = _PlanBuilder(tree, lists, ops, green, queue, recipes)
+    levels = tree.box_levels
+    has_sources = tree.box_source_counts > 0
+    has_targets = tree.box_target_counts > 0
+    expanded = levels >= FIRST_EXPANSION_LEVEL
+    leaves = tree.box_is_leaf
+    surface_sizes = operator_sizes("p2m", n_e)
+
+    def surface_at(radius: float) -> np.ndarray:
+        return surface(ops.order, radius)
+
+    # Upward pass: multipoles of every box with sources at level >= 2.
+    build.add("p2m", "p2m", np.flatnonzero(leaves & has_sources & expanded),
+              {"strengths": "strengths", "result": "check_up"}, surface_sizes,
+              target_surface=surface_at(UPWARD_CHECK_RADIUS))
+    build.check_to_equivalent("c2e", np.flatnonzero(leaves & has_sources & expanded),
+                              "check_up", "multipole", ops.uc2e_first, ops.uc2e_second, "uc2e")
+    for level in range(tree.nlevels - 2, FIRST_EXPANSION_LEVEL - 1, -1):
+        parents = np.flatnonzero(~leaves & has_sources & (levels == level))
+        build.matvec("m2m", "m2m", parents, "multipole", "multipole", ops.m2m, "m2m")
+
+    # Downward pass: local expansions of every box with targets at level >= 2.
+    with_v = np.diff(lists.v_starts) > 0
+    build.matvec("m2l", "m2l", np.flatnonzero(with_v & has_targets), "multipole", "check_down",
+                 ops.m2l, "m2l")
+    with_x = np.diff(lists.x_starts) > 0
+    build.add("p2l", "p2l", np.flatnonzero(with_x & has_targets),
+              {"strengths": "strengths", "result": "check_down"}, surface_sizes,
+              target_surface=surface_at(DOWNWARD_CHECK_RADIUS))
+    build.check_to_equivalent("c2e", np.flatnonzero(has_targets & expanded), "check_down",
+                              "local", ops.dc2e_first, ops.dc2e_second, "dc2e")
+    for level in range(FIRST_EXPANSION_LEVEL + 1, tree.nlevels):
+        children = np.flatnonzero(has_targets & (levels == level))
+        build.matvec("l2l", "l2l", children, "local", "local", ops.l2l, "l2l")
+
+    # Leaf pass: potentials at the targets.
+    target_leaves = leaves & has_targets
+    build.add("l2p", "l2p", np.flatnonzero(target_leaves & expanded),
+              {"strengths": "local", "result": "potential"}, surface_sizes,
+              source_surface=surface_at(DOWNWARD_EQUIVALENT_RADIUS))
+    with_w = np.diff(lists.w_starts) > 0
+    build.add("m2p", "m2p", np.flatnonzero(target_leaves & with_w),
+              {"strengths": "multipole", "result": "potential"}, surface_sizes,
+              source_surface=surface_at(UPWARD_EQUIVALENT_RADIUS))
+    build.add("p2p", "p2p", np.flatnonzero(target_leaves),
+              {"strengths": "strengths", "result": "potential"}, {})
+
+    shapes = {"strengths": (tree.nsources,), "potential": (tree.ntargets,),
+              "check_up": (tree.nboxes, n_e), "multipole": (tree.nboxes, n_e),
+              "check_down": (tree.nboxes, n_e), "local": (tree.nboxes, n_e),
+              **build.buffer_shapes}
+    buffers = {name: cla.zeros(queue, shape, np.float64) for name, shape in shapes.items()}
+    return Plan(queue, build.launches, buffers)
