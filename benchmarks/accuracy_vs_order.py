@@ -1,0 +1,42 @@
+"""Relative L2 error of fmmloopy.Fmm against direct summation as the order rises.
+
+Usage: ``python benchmarks/accuracy_vs_order.py [--n 20000] [--orders 2 3 ... 10]``: N random
+charges on the unit sphere's surface, error on every target (direct summation in numpy, O(N^2)).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+import fmmloopy
+from fmmloopy.distributions import DISTRIBUTIONS
+from fmmloopy.kernels import LAPLACE_3D
+from fmmloopy.reference import direct_sum
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--n-crit", type=int, default=150)
+    parser.add_argument("--orders", type=int, nargs="+", default=list(range(2, 11)))
+    parser.add_argument("--distribution", choices=sorted(DISTRIBUTIONS), default="sphere")
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    points = DISTRIBUTIONS[args.distribution](args.n, rng)
+    charges = rng.uniform(-1, 1, args.n)
+    expected = direct_sum(LAPLACE_3D, points, charges, points)
+    print(f"{args.n} points ({args.distribution}), n_crit {args.n_crit}, all targets")
+    print("order   n_e   rel L2 error   eval s")
+    for order in args.orders:
+        fmm = fmmloopy.Fmm(points, order=order, n_crit=args.n_crit)
+        potential = fmm(charges)
+        error = np.linalg.norm(potential - expected) / np.linalg.norm(expected)
+        seconds = fmm.eval_seconds["total"]
+        print(f"{order:5d} {fmm.operators.n_e:5d}   {error:12.3e}   {seconds:6.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
