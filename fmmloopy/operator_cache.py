@@ -89,9 +89,13 @@ def key_string(key: dict[str, Any]) -> str:
     return json.dumps(key, sort_keys=True)
 
 
+#: Environment variable overriding the cache directory.
+CACHE_ENV = "FMMLOOPY_CACHE_DIR"
+
+
 def cache_dir() -> Path:
     """The per-user cache directory (not created here)."""
-    explicit = os.environ.get("FMMLOOPY_CACHE_DIR")
+    explicit = os.environ.get(CACHE_ENV)
     if explicit:
         return Path(explicit)
     xdg = os.environ.get("XDG_CACHE_HOME")

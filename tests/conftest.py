@@ -14,3 +14,21 @@ def device() -> cl.Device:
 @pytest.fixture(scope="session")
 def queue(device) -> cl.CommandQueue:
     return cl.CommandQueue(context_for(device))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def operator_cache_in_a_temporary_directory(tmp_path_factory):
+    """Precomputed operators go to a throw-away cache, not the user's (subprocesses too)."""
+    import os
+
+    from fmmloopy.operator_cache import CACHE_ENV
+    from fmmloopy.precompute import forget_operators
+
+    previous = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("fmmloopy-cache"))
+    forget_operators()
+    yield
+    if previous is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = previous
