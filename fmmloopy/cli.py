@@ -1,10 +1,11 @@
-"""The ``fmmloopy`` command line: ``check`` (and ``recipes``)."""
+"""The ``fmmloopy`` command line: ``check``, ``bench``, ``show`` and ``recipes``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from fmmloopy.distributions import DISTRIBUTIONS
 from fmmloopy.operators import OPERATORS
 
 
@@ -30,6 +31,27 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=int, default=0, help="seed of the check problems")
     _add_common(check)
 
+    bench = commands.add_parser(
+        "bench", help="time every FMM step on a real tree, with rates and speed-ups")
+    bench.add_argument("--operator", action="append", choices=sorted(OPERATORS),
+                       help="step to time (repeatable; default: all)")
+    bench.add_argument("--recipe", default=None,
+                       help="recipe for every operator (default: the device's own)")
+    bench.add_argument("--n", type=int, default=100_000, help="number of points")
+    bench.add_argument("--order", type=int, default=6, help="points per surface edge")
+    bench.add_argument("--n-crit", type=int, default=150, help="most points per leaf")
+    bench.add_argument("--distribution", default="sphere", choices=sorted(DISTRIBUTIONS))
+    bench.add_argument("--repeats", type=int, default=3, help="timed runs per step (median)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_common(bench)
+
+    show = commands.add_parser(
+        "show", help="print an operator's math-level kernel and its generated device code")
+    show.add_argument("operator", choices=sorted(OPERATORS))
+    show.add_argument("--recipe", default=None, help="recipe (default: the device's own)")
+    show.add_argument("--order", type=int, default=6, help="points per surface edge")
+    _add_common(show)
+
     recipes = commands.add_parser(
         "recipes", help="list operators, recipes, device classes and the default choice")
     _add_common(recipes)
@@ -50,6 +72,40 @@ def _check(args: argparse.Namespace) -> int:
     failures = [r for r in results if not r.ok]
     print(f"{len(results) - len(failures)} of {len(results)} checks passed")
     return 1 if failures or not results else 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from fmmloopy.bench import as_json, format_table, run_bench
+    from fmmloopy.recipes import ensure_loaded
+
+    ensure_loaded(args.recipes)
+    rows, info = run_bench(n=args.n, order=args.order, n_crit=args.n_crit,
+                           distribution=args.distribution, recipe=args.recipe,
+                           operators=args.operator, repeats=args.repeats, device=args.device)
+    print(json.dumps(as_json(rows, info)) if args.json else format_table(rows, info))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from fmmloopy.devices import choose_device
+    from fmmloopy.execution import compiled_operator
+    from fmmloopy.operators import math_kernel, operator_sizes
+    from fmmloopy.recipes import ensure_loaded
+    from fmmloopy.surfaces import surface_size
+
+    ensure_loaded(args.recipes)
+    n_e = surface_size(args.order)
+    sizes = operator_sizes(args.operator, n_e, rank=n_e)
+    device = choose_device(args.device)
+    compiled = compiled_operator(args.operator, device, recipe=args.recipe, **sizes)
+    print(f"# {args.operator}: math-level kernel (order {args.order}, sizes {sizes})")
+    print(math_kernel(args.operator, **sizes))
+    print(f"# {args.operator} under recipe {compiled.recipe.name!r} ({compiled.recipe.source}) "
+          f"on {device.name}: generated OpenCL")
+    print(compiled.device_code())
+    return 0
 
 
 def _recipes(args: argparse.Namespace) -> int:
@@ -75,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     from fmmloopy.recipes import RecipeError
 
     try:
-        return {"check": _check, "recipes": _recipes}[args.command](args)
+        commands = {"check": _check, "bench": _bench, "show": _show, "recipes": _recipes}
+        return commands[args.command](args)
     except (RecipeError, LookupError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"fmmloopy {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,102 @@
+"""``fmmloopy bench``: time every FMM step on a real tree, per recipe, against the sequential one.
+
+Work is counted on the host from the lists (:meth:`fmmloopy.driver.Plan.work`): target-source
+pairs for pairwise operators, ``2 n_out n_in`` flops per list entry for matvecs. The peak float64
+rate comes from the device's properties (compute units x clock x float64 vector width x 2 for a
+fused multiply-add), a nominal figure that ignores a second FMA unit or turbo clocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from fmmloopy.distributions import DISTRIBUTIONS
+from fmmloopy.fmm import Fmm
+from fmmloopy.operators import OPERATORS, PAIRWISE
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One step of the FMM under one recipe."""
+
+    step: str
+    recipe: str
+    seconds: float  # median of the timed repeats
+    work: int
+    unit: str  # "pairs" or "flops"
+    rate: float  # work per second
+    peak_share: float | None  # flops / peak (matvec steps only)
+    speedup: float | None  # sequential seconds / seconds
+
+
+def nominal_peak_flops(device) -> float:
+    """Compute units x clock x float64 vector width x 2 (one FMA per lane per cycle)."""
+    width = max(1, device.preferred_vector_width_double)
+    return device.max_compute_units * device.max_clock_frequency * 1e6 * width * 2
+
+
+def _time_steps(fmm: Fmm, steps: list[str], repeats: int) -> dict[str, float]:
+    plan = fmm.plan
+    seconds = {}
+    for step in steps:
+        plan.run_step(step)  # warm-up (outputs accumulate: only the time matters here)
+        seconds[step] = float(np.median([plan.run_step(step) for _ in range(repeats)]))
+    return seconds
+
+
+def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int = 150,
+              distribution: str = "sphere", recipe: str | None = None,
+              operators: list[str] | None = None, repeats: int = 3, device=None,
+              seed: int = 0) -> tuple[list[BenchRow], dict]:
+    """Bench the steps of ``operators`` (default: all) under ``recipe`` and ``sequential``."""
+    rng = np.random.default_rng(seed)
+    points = DISTRIBUTIONS[distribution](n, rng)
+    charges = rng.uniform(-1, 1, n)
+    fmm = Fmm(points, order=order, n_crit=n_crit, device=device, recipes=recipe)
+    reference = Fmm(points, order=order, n_crit=n_crit, device=fmm.device, recipes="sequential")
+    fmm(charges)
+    reference(charges)
+    present = {launch.step for launch in fmm.plan.launches}
+    steps = [step for step in (operators or [*OPERATORS]) if step in present]
+    timed = _time_steps(fmm, steps, repeats)
+    baseline = _time_steps(reference, steps, repeats)
+    peak = nominal_peak_flops(fmm.device)
+    rows = []
+    for step in steps:
+        work = fmm.plan.work(step)
+        pairwise = OPERATORS[step].template == PAIRWISE
+        rate = work / timed[step]
+        chosen = {launch.kernel.recipe.name for launch in fmm.plan.launches
+                  if launch.step == step}
+        rows.append(BenchRow(step, "/".join(sorted(chosen)), timed[step], work,
+                             "pairs" if pairwise else "flops", rate,
+                             None if pairwise else rate / peak, baseline[step] / timed[step]))
+    info = {"n": n, "order": order, "n_crit": n_crit, "distribution": distribution,
+            "device": fmm.device.name, "nominal_peak_gflops": peak / 1e9,
+            "peak_source": "device properties: compute units x clock x fp64 width x 2",
+            "repeats": repeats}
+    return rows, info
+
+
+def format_table(rows: list[BenchRow], info: dict) -> str:
+    """A readable table of :func:`run_bench`'s result."""
+    lines = [f"{info['n']} points ({info['distribution']}), order {info['order']}, n_crit "
+             f"{info['n_crit']}, device {info['device']}, nominal fp64 peak "
+             f"{info['nominal_peak_gflops']:.0f} GFLOP/s (from device properties), "
+             f"median of {info['repeats']}",
+             f"{'step':6s} {'recipe':12s} {'seconds':>9s} {'work':>11s} {'rate':>16s} "
+             f"{'of peak':>8s} {'vs sequential':>13s}"]
+    for row in rows:
+        rate = (f"{row.rate / 1e6:9.0f} Mpair/s" if row.unit == "pairs"
+                else f"{row.rate / 1e9:8.2f} GFLOP/s")
+        share = "" if row.peak_share is None else f"{100 * row.peak_share:7.1f}%"
+        lines.append(f"{row.step:6s} {row.recipe:12s} {row.seconds:9.4f} {row.work:11.3e} "
+                     f"{rate:>16s} {share:>8s} {row.speedup:12.1f}x")
+    return "\n".join(lines)
+
+
+def as_json(rows: list[BenchRow], info: dict) -> dict:
+    """The result as plain data."""
+    return {"info": info, "steps": [asdict(row) for row in rows]}

@@ -1,0 +1,41 @@
+"""``fmmloopy bench`` and ``fmmloopy show`` on small problems."""
+
+import json
+import subprocess
+import sys
+
+from fmmloopy.operators import OPERATORS
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fmmloopy.cli", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_bench_reports_every_step_with_work_rate_and_speedup():
+    done = run_cli("bench", "--n", "4000", "--order", "3", "--n-crit", "40", "--repeats", "1",
+                   "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    steps = {row["step"]: row for row in report["steps"]}
+    assert set(steps) == set(OPERATORS)
+    for row in steps.values():
+        assert row["recipe"] == "cpu" and row["work"] > 0 and row["seconds"] > 0
+        assert row["rate"] == row["work"] / row["seconds"] and row["speedup"] > 0
+        assert (row["unit"] == "flops") == (row["peak_share"] is not None)
+    assert report["info"]["nominal_peak_gflops"] > 0
+
+
+def test_bench_table_for_one_operator_and_recipe():
+    done = run_cli("bench", "--n", "3000", "--order", "2", "--operator", "p2p",
+                   "--recipe", "generic", "--repeats", "1")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1].split()[:2] == ["p2p", "generic"] and "Mpair/s" in lines[-1]
+
+
+def test_show_prints_math_kernel_and_generated_code():
+    done = run_cli("show", "m2l", "--order", "3", "--recipe", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert "math-level kernel" in done.stdout and "iexp_src" in done.stdout
+    assert "__kernel void" in done.stdout and "lid(0)" in done.stdout
