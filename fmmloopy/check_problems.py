@@ -21,7 +21,6 @@ from fmmloopy.interaction_lists import (
 )
 from fmmloopy.kernel_arguments import box_list, box_list_arguments, tree_arguments
 from fmmloopy.operators import MATVEC, PARTICLES, SURFACE, OperatorSpec
-from fmmloopy.templates import INDEX_DTYPE
 from fmmloopy.tree import Tree, build_tree
 
 
@@ -52,8 +51,6 @@ class CheckProblem:
         target_boxes = np.flatnonzero(has_row)
         if spec.template == MATVEC:
             nmatrices = {"v": NTRANSFER_VECTORS, "children": 8, "parent": 8}.get(spec.box_list, 1)
-            if matrix_indices is None:
-                matrix_indices = np.zeros(len(entries), dtype=INDEX_DTYPE)
             n_out, n_in = sizes["n_target_coeffs"], sizes["n_source_coeffs"]
             arguments |= {
                 "matrices": rng.standard_normal((nmatrices, n_out, n_in)),

@@ -142,8 +142,6 @@ class _PlanBuilder:
             return
         spec = get_operator(operator)
         starts, entries, matrix_indices = box_list(self.tree, self.lists, spec.box_list)
-        if matrix_indices is None and spec.template == "matvec":
-            matrix_indices = np.zeros(len(entries), dtype=entries.dtype)
         cut = box_list_arguments(starts, entries, target_boxes, matrix_indices)
         kernel = self._kernel(operator, **sizes)
         names = set(kernel.argument_names)

@@ -14,7 +14,6 @@ import loopy as lp
 import numpy as np
 import pyopencl as cl
 
-from fmmloopy.devices import context_for
 from fmmloopy.kernels import GreenKernel, get_kernel
 from fmmloopy.operators import get_operator, math_kernel
 from fmmloopy.recipes import Recipe, RecipeContext, RecipeError, select_recipe
@@ -94,6 +93,5 @@ def compiled_operator(operator: str, device: cl.Device, *, recipe: str | Recipe 
         ctx = RecipeContext(operator=operator, template=spec.template, device=device,
                             parameters=dict(sizes, dtype=dtype))
         transformed = _apply_recipe(recipe, knl, ctx)
-        context_for(device)  # one context per device, shared with the caller
         _CACHE[key] = CompiledOperator(operator, recipe, device, transformed)
     return _CACHE[key]

@@ -31,8 +31,8 @@ def box_list(tree: Tree, lists: InteractionLists, name: str) -> BoxList:
     """The box list ``name`` with a row for every box (see :mod:`fmmloopy.operators`).
 
     ``u``/``v``/``w``/``x`` are the interaction lists (V carries transfer-vector indices);
-    ``self`` lists each box itself; ``children`` lists a box's children with their octant as
-    matrix index; ``parent`` lists a box's parent with the box's own octant as matrix index.
+    ``self`` lists each box itself (matrix index 0); ``children`` lists a box's children with
+    their octant as matrix index; ``parent`` lists a box's parent with the box's own octant.
     """
     nboxes = tree.nboxes
     if name in ("u", "v", "w", "x"):
@@ -40,7 +40,7 @@ def box_list(tree: Tree, lists: InteractionLists, name: str) -> BoxList:
         return getattr(lists, f"{name}_starts"), getattr(lists, f"{name}_lists"), indices
     if name == "self":
         boxes = np.arange(nboxes, dtype=INDEX_DTYPE)
-        return np.arange(nboxes + 1, dtype=INDEX_DTYPE), boxes, None
+        return np.arange(nboxes + 1, dtype=INDEX_DTYPE), boxes, np.zeros_like(boxes)
     if name == "children":
         present = tree.box_children >= 0
         starts = np.zeros(nboxes + 1, dtype=INDEX_DTYPE)

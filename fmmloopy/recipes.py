@@ -145,9 +145,12 @@ def select_recipe(operator: str, template: str, device, name: str | None = None)
     """
     ensure_loaded()
     classes = device_classes(device)
+    def wanted(candidate: Recipe) -> bool:
+        return candidate.name == name if name else candidate.name != REFERENCE
+
     for device_class in classes:
         for candidate in _candidates(operator, template, device_class):
-            if (candidate.name == name) if name else candidate.name != REFERENCE:
+            if wanted(candidate):
                 return candidate
     known = sorted({r.name for r in _REGISTRY
                     if operator in r.targets or template in r.targets})
