@@ -72,8 +72,7 @@ class Plan:
         seconds["setup_buffers"] = time.perf_counter() - start
         for launch in self.launches:
             clock = time.perf_counter()
-            launch.kernel(self.queue, **launch.arguments,
-                          **{arg: self.buffers[name] for arg, name in launch.buffers.items()})
+            self._run(launch)
             self.queue.finish()
             seconds[launch.step] = seconds.get(launch.step, 0.0) + time.perf_counter() - clock
         potential = self.buffers["potential"].get(queue=self.queue)
@@ -86,8 +85,7 @@ class Plan:
         clock = time.perf_counter()
         for launch in self.launches:
             if launch.step == step:
-                launch.kernel(self.queue, **launch.arguments,
-                              **{arg: self.buffers[name] for arg, name in launch.buffers.items()})
+                self._run(launch)
         self.queue.finish()
         return time.perf_counter() - clock
 
@@ -104,9 +102,13 @@ class Plan:
                     "target_boxes": cla.zeros(self.queue, 1, np.int32),
                     "source_box_starts": cla.zeros(self.queue, 2, np.int32)}
         for launch in self.launches:
-            launch.kernel(self.queue, **(launch.arguments | no_boxes),
-                          **{arg: self.buffers[name] for arg, name in launch.buffers.items()})
+            self._run(launch, **no_boxes)
         self.queue.finish()
+
+    def _run(self, launch: Launch, **overrides) -> None:
+        """Enqueue ``launch`` with its fixed arguments, the shared buffers and ``overrides``."""
+        buffers = {arg: self.buffers[name] for arg, name in launch.buffers.items()}
+        launch.kernel(self.queue, **(launch.arguments | buffers | overrides))
 
 
 class _PlanBuilder:
