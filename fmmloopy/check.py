@@ -24,7 +24,7 @@ from fmmloopy.devices import context_for, device_from_key, device_key
 from fmmloopy.execution import CompiledOperator, compiled_operator
 from fmmloopy.kernels import get_kernel
 from fmmloopy.operators import OPERATORS, get_operator, operator_sizes
-from fmmloopy.recipes import REFERENCE, applicable_recipe_names, ensure_loaded, registered
+from fmmloopy.recipes import REFERENCE, ensure_loaded, recipe_names_for, registered
 
 #: Normwise relative difference allowed between a recipe and the reference, in float64. Both sum
 #: the same terms; only the order of summation and fused multiply-adds differ, which moves a sum
@@ -141,7 +141,7 @@ def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],
     return [check_pair(operator, recipe, problem, device) for problem in check_problems(seed)]
 
 
-def _pairs_to_check(device: cl.Device, operators: Iterable[str] | None,
+def _pairs_to_check(operators: Iterable[str] | None,
                     recipes: Iterable[str] | None) -> list[tuple[str, str]]:
     """(operator, recipe) pairs. Operators named explicitly are checked under every recipe
     named, and a recipe that does not cover one of them fails; otherwise a named recipe is
@@ -153,7 +153,7 @@ def _pairs_to_check(device: cl.Device, operators: Iterable[str] | None,
     pairs = []
     for operator in operators or OPERATORS:
         template = get_operator(operator).template
-        applicable = applicable_recipe_names(operator, template, device)
+        applicable = recipe_names_for(operator, template)
         names = [n for n in recipes if operators or n in applicable] if recipes else applicable
         pairs.extend((operator, name) for name in names)
     return pairs
@@ -162,7 +162,8 @@ def _pairs_to_check(device: cl.Device, operators: Iterable[str] | None,
 def run_checks(device: cl.Device, *, operators: Iterable[str] | None = None,
                recipes: Iterable[str] | None = None, recipe_sources: Iterable[str] = (),
                seed: int = 0) -> Iterator[CheckResult]:
-    """Check every operator under every applicable recipe (or those named) on every problem.
+    """Check every operator under every recipe registered for it (for any device class: all
+    recipes produce plain OpenCL), or under those named, on every problem.
 
     Kernels run in a worker process: a transform that makes a kernel crash the process (an
     out-of-bounds access can) is reported as a failed check, and checking goes on in a new
@@ -170,7 +171,7 @@ def run_checks(device: cl.Device, *, operators: Iterable[str] | None = None,
     """
     recipe_sources = tuple(str(source) for source in recipe_sources)
     ensure_loaded(recipe_sources)
-    pairs = _pairs_to_check(device, list(operators or ()), list(recipes or ()))
+    pairs = _pairs_to_check(list(operators or ()), list(recipes or ()))
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
     try:

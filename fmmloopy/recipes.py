@@ -141,14 +141,17 @@ def select_recipe(operator: str, template: str, device, name: str | None = None)
     """The recipe to use for ``operator`` on ``device``: by ``name``, or the default chain.
 
     The default chain never picks the reference (``sequential``) recipe; the ``generic`` recipe
-    (parallelise the box loop) registered for ``any`` ends it.
+    (parallelise the box loop) registered for ``any`` ends it. A recipe asked for by name is
+    taken at the device's most specific class that has it, and otherwise from any other class:
+    every recipe produces plain OpenCL, so a GPU recipe can be run (and checked) on a CPU.
     """
     ensure_loaded()
     classes = device_classes(device)
     def wanted(candidate: Recipe) -> bool:
         return candidate.name == name if name else candidate.name != REFERENCE
 
-    for device_class in classes:
+    other_classes = [r.device for r in reversed(_REGISTRY) if name and r.device not in classes]
+    for device_class in [*classes, *dict.fromkeys(other_classes)]:
         for candidate in _candidates(operator, template, device_class):
             if wanted(candidate):
                 return candidate
@@ -159,10 +162,15 @@ def select_recipe(operator: str, template: str, device, name: str | None = None)
         f"recipes for this operator: {known}")
 
 
-def applicable_recipe_names(operator: str, template: str, device) -> list[str]:
-    """Names of all recipes that can transform ``operator`` on ``device``, reference first."""
+def recipe_names_for(operator: str, template: str, device=None) -> list[str]:
+    """Names of the recipes that transform ``operator``, reference first.
+
+    With ``device``, only those registered for one of its classes (what the default chain may
+    pick from); without, all of them (what ``fmmloopy check`` checks).
+    """
     ensure_loaded()
-    classes = set(device_classes(device))
-    names = {r.name for r in _REGISTRY if r.device in classes
+    classes = set(device_classes(device)) if device is not None else None
+    names = {r.name for r in _REGISTRY
+             if (classes is None or r.device in classes)
              and (operator in r.targets or template in r.targets)}
     return sorted(names, key=lambda n: (n != REFERENCE, n))

@@ -107,3 +107,13 @@ def test_executor_is_built_once_per_operator_recipe_device_dtype(device):
     assert compiled_operator("p2p", device, recipe="cpu") is first
     assert compiled_operator("p2p", device, recipe="sequential") is not first
     assert compiled_operator("p2p", device, recipe="cpu", dtype=np.float32) is not first
+
+
+def test_named_recipe_of_another_device_class_is_found(device):
+    """Every recipe is plain OpenCL: asked for by name, a recipe of another class runs here."""
+    @registry.recipe("p2p", device="gpu-imaginary", name="elsewhere")
+    def elsewhere(knl, ctx):
+        return knl
+
+    assert select_recipe("p2p", "pairwise", device, "elsewhere").name == "elsewhere"
+    assert select_recipe("p2p", "pairwise", device).name != "elsewhere"
