@@ -9,10 +9,12 @@ skips a source box or a target, or reads the wrong box is caught.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,9 +72,13 @@ def _written_arguments(compiled: CompiledOperator) -> list[str]:
     return [arg.name for arg in entry.args if arg.name in written]
 
 
-def _run(compiled: CompiledOperator, queue: cl.CommandQueue, inputs: dict[str, np.ndarray],
-         ) -> tuple[dict[str, np.ndarray], float]:
-    """Run once to build, once more timed; return the outputs of the timed run and its seconds."""
+def run_timed(compiled: CompiledOperator, queue: cl.CommandQueue, inputs: dict[str, np.ndarray],
+         warm_up: bool = True) -> tuple[dict[str, np.ndarray], float]:
+    """Run once to build, once more timed; return the outputs of the timed run and its seconds.
+
+    Without ``warm_up`` the kernel runs once and the time includes its build (for a simulator,
+    where every run is slow).
+    """
     entry = compiled.t_unit.default_entrypoint
     names = {arg.name for arg in entry.args}
     outputs = _written_arguments(compiled)
@@ -87,14 +93,15 @@ def _run(compiled: CompiledOperator, queue: cl.CommandQueue, inputs: dict[str, n
         queue.finish()
         return result
 
-    once()
+    if warm_up:
+        once()
     start = time.perf_counter()
     result = once()
     seconds = time.perf_counter() - start
     return {name: result[name].get() for name in outputs}, seconds
 
 
-def _relative_error(value: np.ndarray, reference: np.ndarray) -> float:
+def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
     scale = np.max(np.abs(reference)) if reference.size else 0.0
     if not np.all(np.isfinite(value)):
         return float("inf")
@@ -119,14 +126,14 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
             reference_seconds, against = time.perf_counter() - start, "the numpy reference"
         else:
             reference = compiled_operator(operator, device, recipe=REFERENCE, **sizes)
-            expected, reference_seconds = _run(reference, queue, inputs)
+            expected, reference_seconds = run_timed(reference, queue, inputs)
             against = repr(REFERENCE)
         candidate = compiled_operator(operator, device, recipe=recipe, **sizes)
-        actual, recipe_seconds = _run(candidate, queue, inputs)
+        actual, recipe_seconds = run_timed(candidate, queue, inputs)
     except Exception as exc:  # a recipe that breaks the build or the run is a failed check
         return CheckResult(operator, recipe, problem.name, float("inf"), 0.0, 0.0, False,
                            f"{type(exc).__name__}: {exc}")
-    error = max(_relative_error(actual[name], expected[name]) for name in expected)
+    error = max(relative_error(actual[name], expected[name]) for name in expected)
     ok = error <= RELATIVE_TOLERANCE
     message = "" if ok else f"differs from {against} beyond {RELATIVE_TOLERANCE:g}"
     return CheckResult(operator, recipe, problem.name, error, reference_seconds, recipe_seconds,
@@ -141,7 +148,7 @@ def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],
     return [check_pair(operator, recipe, problem, device) for problem in check_problems(seed)]
 
 
-def _pairs_to_check(operators: Iterable[str] | None,
+def pairs_to_check(operators: Iterable[str] | None,
                     recipes: Iterable[str] | None) -> list[tuple[str, str]]:
     """(operator, recipe) pairs. Operators named explicitly are checked under every recipe
     named, and a recipe that does not cover one of them fails; otherwise a named recipe is
@@ -171,13 +178,40 @@ def run_checks(device: cl.Device, *, operators: Iterable[str] | None = None,
     """
     recipe_sources = tuple(str(source) for source in recipe_sources)
     ensure_loaded(recipe_sources)
-    pairs = _pairs_to_check(list(operators or ()), list(recipes or ()))
+    pairs = pairs_to_check(list(operators or ()), list(recipes or ()))
+    yield from run_in_worker(pairs, _check_in_this_process, (device_key(device), recipe_sources,
+                                                             seed))
+
+
+@contextmanager
+def _environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """Set ``variables`` in ``os.environ`` for the duration (a spawned process inherits them)."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def run_in_worker(pairs: Iterable[tuple[str, str]],
+                  worker: Callable[..., list[CheckResult]], arguments: tuple = (),
+                  environment: Mapping[str, str] | None = None) -> Iterator[CheckResult]:
+    """``worker(operator, recipe, *arguments)`` for every pair, in one spawned worker process.
+
+    ``environment`` is set for the worker from its start (before it loads any OpenCL platform).
+    A pair whose kernel crashes the worker is a failed check; the next pair gets a new worker.
+    """
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
     try:
         for operator, recipe in pairs:
-            job = pool.submit(_check_in_this_process, operator, recipe, device_key(device),
-                              recipe_sources, seed)
+            with _environment(environment or {}):  # workers are spawned inside submit()
+                job = pool.submit(worker, operator, recipe, *arguments)
             try:
                 yield from job.result()
             except BrokenProcessPool:

@@ -91,3 +91,19 @@ def check_problems(seed: int = 0, n: int = 1500) -> list[CheckProblem]:
         tree_problem("tgt!=src", cube, rng.random((n // 2, 3)) * 1.2 - 0.1, n_crit=40,
                      seed=seed),
     ]
+
+
+def memcheck_problems(seed: int = 0) -> list[CheckProblem]:
+    """Tiny problems for ``fmmloopy check --memcheck`` (the Oclgrind simulator is slow).
+
+    A few hundred points still give adaptive trees of six levels with every list (U, V, W, X)
+    non-empty and leaves of up to ~20 targets (more than one 16-wide chunk); the second has
+    fewer targets than sources, apart from them, so an index that mixes the two sets up reads
+    out of bounds.
+    """
+    rng = np.random.default_rng(seed)
+    return [
+        tree_problem("tiny-plummer", plummer(200, rng), n_crit=20, seed=seed),
+        tree_problem("tiny-tgt!=src", plummer(150, rng), rng.random((100, 3)) * 4.0 - 2.0,
+                     n_crit=20, seed=seed),
+    ]

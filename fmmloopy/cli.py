@@ -29,6 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--recipe", action="append",
                        help="recipe name to check (repeatable; default: all that apply)")
     check.add_argument("--seed", type=int, default=0, help="seed of the check problems")
+    check.add_argument("--memcheck", action="store_true",
+                       help="run every kernel (as transformed for --device) on tiny trees on "
+                            "the Oclgrind simulator instead, and fail on any out-of-bounds "
+                            "access or data race as well as on wrong numbers (needs "
+                            "pip install 'fmmloopy[memcheck]')")
     _add_common(check)
 
     bench = commands.add_parser(
@@ -63,14 +68,24 @@ def _check(args: argparse.Namespace) -> int:
     from fmmloopy.devices import choose_device, device_classes
 
     device = choose_device(args.device)
-    print(f"device: {device.name} ({', '.join(device_classes(device))})")
+    selection = dict(operators=args.operator, recipes=args.recipe, recipe_sources=args.recipes,
+                     seed=args.seed)
+    if args.memcheck:
+        from fmmloopy.memcheck import oclgrind_device, run_memchecks
+
+        simulator = oclgrind_device()  # fails with how to install it before any work
+        print(f"device: {simulator.name} (memcheck: out-of-bounds accesses and data races); "
+              f"reference 'sequential' on {device.name} ({', '.join(device_classes(device))})")
+        checks, what = run_memchecks(device, **selection), "memchecks"
+    else:
+        print(f"device: {device.name} ({', '.join(device_classes(device))})")
+        checks, what = run_checks(device, **selection), "checks"
     results = []
-    for result in run_checks(device, operators=args.operator, recipes=args.recipe,
-                             recipe_sources=args.recipes, seed=args.seed):
+    for result in checks:
         results.append(result)
         print(result.line(), flush=True)
     failures = [r for r in results if not r.ok]
-    print(f"{len(results) - len(failures)} of {len(results)} checks passed")
+    print(f"{len(results) - len(failures)} of {len(results)} {what} passed")
     return 1 if failures or not results else 0
 
 
