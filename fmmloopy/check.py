@@ -33,15 +33,10 @@ from fmmloopy.recipes import REFERENCE, ensure_loaded, recipe_names_for, registe
 #: of at most a few thousand terms by O(n * 1e-16) relative to its largest term.
 RELATIVE_TOLERANCE = 1e-12
 
-#: Surfaces of order 3 (26 points) in the check; c2e's distinct target and source lengths
-#: catch swapped indices.
-CHECK_SURFACE_SIZE = 26
-CHECK_RANK = 20
-
-
-def check_sizes(operator: str) -> dict[str, int]:
-    """The template sizes ``fmmloopy check`` uses for ``operator``."""
-    return operator_sizes(operator, CHECK_SURFACE_SIZE, rank=CHECK_RANK)
+def check_sizes(operator: str, problem: CheckProblem) -> dict[str, int]:
+    """The template sizes ``fmmloopy check`` uses for ``operator`` on ``problem`` (surfaces of
+    order 3 or 4; c2e's distinct target and source lengths catch swapped indices)."""
+    return operator_sizes(operator, problem.surface_size, rank=problem.rank)
 
 
 @dataclass(frozen=True)
@@ -73,19 +68,17 @@ def _written_arguments(compiled: CompiledOperator) -> list[str]:
 
 
 def run_timed(compiled: CompiledOperator, queue: cl.CommandQueue, inputs: dict[str, np.ndarray],
-         warm_up: bool = True) -> tuple[dict[str, np.ndarray], float]:
+              warm_up: bool = True) -> tuple[dict[str, np.ndarray], float]:
     """Run once to build, once more timed; return the outputs of the timed run and its seconds.
 
     Without ``warm_up`` the kernel runs once and the time includes its build (for a simulator,
     where every run is slow).
     """
-    entry = compiled.t_unit.default_entrypoint
-    names = {arg.name for arg in entry.args}
+    inputs = compiled.arguments_from(inputs)  # the lists in the layout the recipe asked for
     outputs = _written_arguments(compiled)
     device_inputs = {name: cla.to_device(queue, value) for name, value in inputs.items()
-                     if name in names and name not in outputs and isinstance(value, np.ndarray)}
-    scalars = {name: value for name, value in inputs.items()
-               if name in names and not isinstance(value, np.ndarray)}
+                     if name not in outputs and isinstance(value, np.ndarray)}
+    scalars = {name: value for name, value in inputs.items() if not isinstance(value, np.ndarray)}
 
     def once():
         fresh = {name: cla.to_device(queue, inputs[name]) for name in outputs}
@@ -117,7 +110,7 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
     """
     queue = cl.CommandQueue(context_for(device))
     spec = get_operator(operator)
-    sizes = check_sizes(operator)
+    sizes = check_sizes(operator, problem)
     inputs = problem.arguments(spec, sizes)
     try:
         if recipe == REFERENCE:

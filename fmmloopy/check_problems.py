@@ -32,6 +32,11 @@ class CheckProblem:
     tree: Tree
     lists: InteractionLists
     seed: int = 0
+    #: Surface points (orders 3 and 4 give 26 and 56) and c2e rank of the kernels checked on this
+    #: problem. Problems differ in them, so a recipe's size-dependent branches (vector widths
+    #: that divide the size or not) are all exercised.
+    surface_size: int = 26
+    rank: int = 20
 
     def arguments(self, spec: OperatorSpec, sizes: dict[str, int]
                   ) -> dict[str, np.ndarray | int]:
@@ -74,10 +79,11 @@ class CheckProblem:
 
 
 def tree_problem(name: str, sources: np.ndarray, targets: np.ndarray | None = None,
-                 n_crit: int = 24, seed: int = 0) -> CheckProblem:
+                 n_crit: int = 24, seed: int = 0, surface_size: int = 26,
+                 rank: int = 20) -> CheckProblem:
     """Build the octree and lists of ``sources`` (and ``targets``) as a check problem."""
     tree = build_tree(sources, targets, n_crit=n_crit)
-    return CheckProblem(name, tree, build_interaction_lists(tree), seed)
+    return CheckProblem(name, tree, build_interaction_lists(tree), seed, surface_size, rank)
 
 
 def check_problems(seed: int = 0, n: int = 1500) -> list[CheckProblem]:
@@ -86,10 +92,10 @@ def check_problems(seed: int = 0, n: int = 1500) -> list[CheckProblem]:
     cube = rng.random((n, 3))
     return [
         tree_problem("uniform-cube", cube, seed=seed),
-        tree_problem("sphere", sphere_surface(n, rng), seed=seed),
+        tree_problem("sphere", sphere_surface(n, rng), seed=seed, surface_size=56, rank=24),
         tree_problem("plummer", plummer(n, rng), seed=seed),
         tree_problem("tgt!=src", cube, rng.random((n // 2, 3)) * 1.2 - 0.1, n_crit=40,
-                     seed=seed),
+                     seed=seed, surface_size=56, rank=24),
     ]
 
 
@@ -105,5 +111,5 @@ def memcheck_problems(seed: int = 0) -> list[CheckProblem]:
     return [
         tree_problem("tiny-plummer", plummer(200, rng), n_crit=20, seed=seed),
         tree_problem("tiny-tgt!=src", plummer(150, rng), rng.random((100, 3)) * 4.0 - 2.0,
-                     n_crit=20, seed=seed),
+                     n_crit=20, seed=seed, surface_size=56, rank=24),
     ]

@@ -25,6 +25,7 @@ from fmmloopy.execution import CompiledOperator, compiled_operator
 from fmmloopy.interaction_lists import InteractionLists
 from fmmloopy.kernel_arguments import box_list, box_list_arguments, pair_count, tree_arguments
 from fmmloopy.kernels import GreenKernel
+from fmmloopy.layouts import empty_launch_arguments
 from fmmloopy.operators import PARTICLES, get_operator, operator_sizes
 from fmmloopy.precompute import KifmmOperators
 from fmmloopy.surfaces import (
@@ -98,11 +99,11 @@ class Plan:
 
         (PoCL compiles a kernel for its work-group size at the first launch that runs a group.)
         """
-        no_boxes = {"ntarget_boxes": 1,
-                    "target_boxes": cla.zeros(self.queue, 1, np.int32),
-                    "source_box_starts": cla.zeros(self.queue, 2, np.int32)}
         for launch in self.launches:
-            self._run(launch, **no_boxes)
+            empty = empty_launch_arguments(launch.kernel.layout)
+            self._run(launch, **{name: cla.to_device(self.queue, value)
+                                 if isinstance(value, np.ndarray) else value
+                                 for name, value in empty.items()})
         self.queue.finish()
 
     def _run(self, launch: Launch, **overrides) -> None:
@@ -148,8 +149,8 @@ class _PlanBuilder:
         kernel = self._kernel(operator, **sizes)
         names = set(kernel.argument_names)
         arguments = {name: value for name, value in self.shared.items() if name in names}
-        arguments |= {name: self._device(value) for name, value in (cut | extra).items()
-                      if name in names}
+        arguments |= {name: self._device(value)
+                      for name, value in kernel.arguments_from(cut | extra).items()}
         if "max_box_targets" in names:
             arguments["max_box_targets"] = int(self.tree.box_target_counts[target_boxes].max())
         self.launches.append(Launch(step, kernel, arguments, buffers,

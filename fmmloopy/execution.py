@@ -13,8 +13,11 @@ from typing import Any
 import loopy as lp
 import numpy as np
 import pyopencl as cl
+from pymbolic import evaluate
+from pymbolic.primitives import Variable
 
 from fmmloopy.kernels import GreenKernel, get_kernel
+from fmmloopy.layouts import TARGET_MAJOR, layout_arguments
 from fmmloopy.operators import get_operator, math_kernel
 from fmmloopy.recipes import Recipe, RecipeContext, RecipeError, select_recipe
 
@@ -27,7 +30,15 @@ class CompiledOperator:
     recipe: Recipe
     device: cl.Device
     t_unit: lp.TranslationUnit
+    #: Arrays whose shape the recipe changed (an axis split for ``vec``): name -> (math-level
+    #: shape, transformed shape), as loopy expressions. Callers pass math-level shapes.
+    reshaped: dict[str, tuple[tuple, tuple]] = field(default_factory=dict)
     _executors: dict[int, Any] = field(default_factory=dict, repr=False)  # by OpenCL context
+
+    @property
+    def layout(self):
+        """The list layout this kernel walks (chosen by its recipe)."""
+        return self.recipe.layout
 
     @property
     def label(self) -> str:
@@ -40,12 +51,46 @@ class CompiledOperator:
         if executor is None:
             executor = self._executors[queue.context.int_ptr] = self.t_unit.executor(
                 queue.context)
+        given_shapes = {name: arrays[name].shape for name in self.reshaped if name in arrays}
+        arrays = self._reshape(arrays)
         try:
             _event, outputs = executor(queue, **arrays)
         except (cl.Error, lp.LoopyError) as exc:
             raise RecipeError(f"running {self.label} on {self.device.name!r} failed: "
                               f"{type(exc).__name__}: {exc}") from exc
-        return outputs
+        return {name: value.reshape(given_shapes[name]) if name in given_shapes else value
+                for name, value in outputs.items()}
+
+    def _reshape(self, arrays: dict[str, Any]) -> dict[str, Any]:
+        """Views of the arrays the recipe re-shaped, in the shapes the transformed kernel takes.
+
+        Sizes come from the scalar arguments given and from matching the math-level shape of
+        each array with the array itself (C order, so a split axis is a free view).
+        """
+        if not self.reshaped:
+            return arrays
+        sizes = {name: int(value) for name, value in arrays.items()
+                 if isinstance(value, (int, np.integer))}
+        for name, (math_shape, _) in self.reshaped.items():
+            if name in arrays:
+                given = zip(math_shape, arrays[name].shape, strict=False)
+                sizes.update({extent.name: length for extent, length in given
+                              if isinstance(extent, Variable) and extent.name not in sizes})
+        return arrays | {
+            name: arrays[name].reshape(tuple(int(evaluate(extent, sizes)) for extent in shape))
+            for name, (_, shape) in self.reshaped.items() if name in arrays}
+
+    def arguments_from(self, target_major: dict[str, Any]) -> dict[str, Any]:
+        """This kernel's host arguments from target-major ones (lists in the recipe's layout).
+
+        ``target_major`` holds the template's target-major lists (``target_boxes``,
+        ``source_box_starts``, ...) and whatever else the kernel takes; names it does not take
+        are dropped.
+        """
+        names = set(self.argument_names)
+        arguments = (layout_arguments(self.layout, target_major) if self.layout != TARGET_MAJOR
+                     else target_major)
+        return {name: value for name, value in arguments.items() if name in names}
 
     @property
     def argument_names(self) -> list[str]:
@@ -58,6 +103,15 @@ class CompiledOperator:
 
 
 _CACHE: dict[tuple, CompiledOperator] = {}
+
+
+def _reshaped_arrays(before: lp.TranslationUnit, after: lp.TranslationUnit,
+                     ) -> dict[str, tuple[tuple, tuple]]:
+    """Arrays whose shape a recipe changed without changing their size (split axes)."""
+    old = {arg.name: arg.shape for arg in before.default_entrypoint.args
+           if isinstance(arg, lp.ArrayArg)}
+    return {arg.name: (old[arg.name], arg.shape) for arg in after.default_entrypoint.args
+            if isinstance(arg, lp.ArrayArg) and arg.shape != old[arg.name]}
 
 
 def _apply_recipe(recipe: Recipe, knl: lp.TranslationUnit,
@@ -89,9 +143,10 @@ def compiled_operator(operator: str, device: cl.Device, *, recipe: str | Recipe 
     dtype = np.dtype(dtype)
     key = (operator, recipe, device.int_ptr, green, dtype, tuple(sorted(sizes.items())))
     if key not in _CACHE:
-        knl = math_kernel(operator, kernel=green, dtype=dtype, **sizes)
+        knl = math_kernel(operator, kernel=green, dtype=dtype, layout=recipe.layout, **sizes)
         ctx = RecipeContext(operator=operator, template=spec.template, device=device,
-                            parameters=dict(sizes, dtype=dtype))
+                            parameters=dict(sizes, dtype=dtype, layout=recipe.layout))
         transformed = _apply_recipe(recipe, knl, ctx)
-        _CACHE[key] = CompiledOperator(operator, recipe, device, transformed)
+        _CACHE[key] = CompiledOperator(operator, recipe, device, transformed,
+                                       _reshaped_arrays(knl, transformed))
     return _CACHE[key]

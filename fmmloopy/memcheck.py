@@ -211,7 +211,7 @@ def memcheck_pair(operator: str, recipe: str, problem: CheckProblem, simulator: 
     The recipe's time is that of its one run on the simulator, build included.
     """
     spec = get_operator(operator)
-    sizes = check_sizes(operator)
+    sizes = check_sizes(operator, problem)
     inputs = problem.arguments(spec, sizes)
     captured: list[str] = []
     try:

@@ -18,7 +18,8 @@ operator     template   targets                 sources                     box 
 ``c2e``      matvec     equivalent density      check potential (a factor)  the box itself
 ============ ========== ======================= =========================== =============
 
-Every operator adds into its output.
+Every operator adds into its output. Matvec operators can walk their list in either layout of
+:mod:`fmmloopy.layouts` (target-major, or grouped by matrix); the recipe chooses.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ import loopy as lp
 import numpy as np
 
 from fmmloopy.kernels import GreenKernel, get_kernel
+from fmmloopy.layouts import TARGET_MAJOR, Grouped, ListLayout
 from fmmloopy.reference import matvec_reference, pairwise_reference
 from fmmloopy.templates import (
     BoxParticles,
     BoxSurface,
     PointSet,
+    make_grouped_matvec_kernel,
     make_matvec_kernel,
     make_pairwise_kernel,
 )
@@ -67,15 +70,21 @@ class OperatorSpec:
             return BoxSurface(n_surface)
         return make(self.targets), make(self.sources)
 
-    def make(self, green: GreenKernel, dtype: np.dtype, **sizes: int) -> lp.TranslationUnit:
-        """The math-level kernel for these sizes."""
+    def make(self, green: GreenKernel, dtype: np.dtype, layout: ListLayout = TARGET_MAJOR,
+             **sizes: int) -> lp.TranslationUnit:
+        """The math-level kernel for these sizes, walking its list in ``layout``."""
         if self.template == PAIRWISE:
+            if layout != TARGET_MAJOR:
+                raise ValueError(f"operator {self.name!r} (pairwise template) has only the "
+                                 f"target-major layout, not {layout!r}")
             targets, sources = self.point_sets(sizes.pop("n_surface", None))
             _no_more(self.name, sizes)
             return make_pairwise_kernel(self.name, green, targets, sources, accumulate=True,
                                         dtype=dtype)
         n_target, n_source = sizes.pop("n_target_coeffs"), sizes.pop("n_source_coeffs")
         _no_more(self.name, sizes)
+        if isinstance(layout, Grouped):
+            return make_grouped_matvec_kernel(self.name, n_target, n_source, dtype=dtype)
         return make_matvec_kernel(self.name, n_target, n_source, accumulate=True, dtype=dtype)
 
     def host_reference(self, green: GreenKernel, inputs: dict,
@@ -122,15 +131,15 @@ def get_operator(name: str) -> OperatorSpec:
 
 
 @cache
-def _math_kernel(operator: str, green: GreenKernel, dtype: np.dtype,
+def _math_kernel(operator: str, green: GreenKernel, dtype: np.dtype, layout: ListLayout,
                  sizes: tuple[tuple[str, int], ...]) -> lp.TranslationUnit:
-    return get_operator(operator).make(green, dtype, **dict(sizes))
+    return get_operator(operator).make(green, dtype, layout, **dict(sizes))
 
 
-def math_kernel(operator: str, *, kernel: str | GreenKernel = "laplace",
-                dtype=np.float64, **sizes: int) -> lp.TranslationUnit:
+def math_kernel(operator: str, *, kernel: str | GreenKernel = "laplace", dtype=np.float64,
+                layout: ListLayout = TARGET_MAJOR, **sizes: int) -> lp.TranslationUnit:
     """The math-level kernel of ``operator`` (memoised; loopy kernels are immutable)."""
-    return _math_kernel(operator, get_kernel(kernel), np.dtype(dtype),
+    return _math_kernel(operator, get_kernel(kernel), np.dtype(dtype), layout,
                         tuple(sorted(sizes.items())))
 
 

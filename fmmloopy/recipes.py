@@ -31,6 +31,7 @@ from typing import Any
 import loopy as lp
 
 from fmmloopy.devices import device_classes
+from fmmloopy.layouts import TARGET_MAJOR, ListLayout
 
 #: Environment variable with extra recipe files or modules, separated by ``os.pathsep``.
 RECIPES_ENV = "FMMLOOPY_RECIPES"
@@ -62,6 +63,7 @@ class Recipe:
     device: str
     function: RecipeFunction
     source: str  # file or module it came from, for error messages
+    layout: ListLayout = TARGET_MAJOR  # the list layout its kernels walk (matvec template)
 
     def __call__(self, knl: lp.TranslationUnit, ctx: RecipeContext) -> lp.TranslationUnit:
         return self.function(knl, ctx)
@@ -75,9 +77,14 @@ _REGISTRY: list[Recipe] = []
 _LOADED_SOURCES: set[str] = set()
 
 
-def recipe(*targets: str, device: str = "any",
-           name: str | None = None) -> Callable[[RecipeFunction], RecipeFunction]:
-    """Register the decorated function as a recipe for operators or templates ``targets``."""
+def recipe(*targets: str, device: str = "any", name: str | None = None,
+           layout: ListLayout = TARGET_MAJOR) -> Callable[[RecipeFunction], RecipeFunction]:
+    """Register the decorated function as a recipe for operators or templates ``targets``.
+
+    ``layout`` asks for the list layout the kernel should walk (:mod:`fmmloopy.layouts`); the
+    recipe then receives the math-level kernel of that layout, and the driver builds the lists
+    to match.
+    """
     if not targets:
         raise TypeError("recipe() needs at least one operator or template name")
 
@@ -85,7 +92,8 @@ def recipe(*targets: str, device: str = "any",
         module = sys.modules.get(function.__module__)
         source = getattr(module, "__file__", None) or function.__module__
         recipe_name = name or function.__module__.rsplit(".", 1)[-1]
-        _REGISTRY.append(Recipe(recipe_name, tuple(targets), device, function, str(source)))
+        _REGISTRY.append(Recipe(recipe_name, tuple(targets), device, function, str(source),
+                                layout))
         return function
 
     return register

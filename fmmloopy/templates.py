@@ -238,6 +238,81 @@ def make_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs: int, *,
     return _finish(knl)
 
 
+def make_grouped_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs: int, *,
+                               dtype: np.dtype = np.float64) -> lp.TranslationUnit:
+    """The batched-matvec template over (target, source) pairs grouped by matrix.
+
+    The same sum as :func:`make_matvec_kernel` (always accumulating), walked in another order:
+    target boxes come in blocks; each block's pairs are grouped by matrix, so one matrix serves
+    every pair of its group (a small matrix-matrix product, DESIGN.md's "matrix-major" M2L)::
+
+        for each block, for each group of the block (matrix m), for each pair (t, s) of the group:
+            target_vectors[t] += level_scales[box_levels[t]] * matrices[m] @ source_vectors[s]
+
+    Matrices are stored transposed, ``transposed_matrices[m, iexp_src, iexp_tgt]``, so the
+    coefficients of one output run contiguously. The pair loop ``ipair`` runs to
+    ``max_group_pairs``; past the group's end it repeats the group's last pair and skips the
+    store, so a recipe may tile it with no branch in the inner loop. A group holds each target
+    box at most once and blocks hold disjoint target boxes, so blocks may run in parallel and
+    the pairs of a group too; groups of one block update the same boxes and must stay in order
+    (or be separated by a barrier). See :mod:`fmmloopy.layouts` for how the lists are built.
+    """
+    dtype = np.dtype(dtype)
+    instructions = """
+    for iblock
+      <> igroup_start = block_group_starts[iblock] {tags=bounds}
+      <> igroup_end = block_group_starts[iblock + 1] {tags=bounds}
+      for igroup
+        <> imatrix = group_matrices[igroup] {tags=bounds}
+        <> ipair_start = group_pair_starts[igroup] {tags=bounds}
+        <> group_size = group_pair_starts[igroup + 1] - ipair_start {tags=bounds}
+        for ipair
+          <> ipair_used = ipair_start + if(ipair < group_size, ipair, group_size - 1) \
+              {tags=bounds}
+          <> tgt_box = pair_targets[ipair_used] {tags=bounds}
+          <> src_box = pair_sources[ipair_used] {tags=bounds}
+          <> scale = level_scales[box_levels[tgt_box]] {tags=bounds}
+          for iexp_tgt
+            <> acc = 0 {id=init}
+            for iexp_src
+              acc = acc + transposed_matrices[imatrix, iexp_src, iexp_tgt] \
+                  * source_vectors[src_box, iexp_src] {id=update, dep=init}
+            end
+            if ipair < group_size
+              target_vectors[tgt_box, iexp_tgt] = target_vectors[tgt_box, iexp_tgt] \
+                  + scale * acc {id=store, dep=update}
+            end
+          end
+        end
+      end
+    end
+    """
+    domains = [
+        "{[iblock]: 0 <= iblock < nblocks}",
+        "{[igroup]: igroup_start <= igroup < igroup_end}",
+        "{[ipair]: 0 <= ipair < max_group_pairs}",
+        f"{{[iexp_tgt]: 0 <= iexp_tgt < {n_target_coeffs}}}",
+        f"{{[iexp_src]: 0 <= iexp_src < {n_source_coeffs}}}",
+    ]
+    args = [
+        lp.GlobalArg("block_group_starts", INDEX_DTYPE, "nblocks + 1"),
+        lp.GlobalArg("group_matrices", INDEX_DTYPE, "ngroups"),
+        lp.GlobalArg("group_pair_starts", INDEX_DTYPE, "ngroups + 1"),
+        lp.GlobalArg("pair_targets", INDEX_DTYPE, "npairs"),
+        lp.GlobalArg("pair_sources", INDEX_DTYPE, "npairs"),
+        lp.GlobalArg("transposed_matrices", dtype,
+                     f"nmatrices, {n_source_coeffs}, {n_target_coeffs}"),
+        lp.GlobalArg("source_vectors", dtype, f"nboxes, {n_source_coeffs}"),
+        lp.GlobalArg("target_vectors", dtype, f"nboxes, {n_target_coeffs}"),
+        lp.GlobalArg("box_levels", INDEX_DTYPE, "nboxes"),
+        lp.GlobalArg("level_scales", dtype, "nlevels"),
+        lp.ValueArg("nblocks, ngroups, npairs, max_group_pairs, nmatrices, nboxes, nlevels",
+                    INDEX_DTYPE),
+    ]
+    knl = lp.make_kernel(domains, instructions, args, name=name, lang_version=_LANG_VERSION)
+    return _finish(knl)
+
+
 def _finish(knl: lp.TranslationUnit) -> lp.TranslationUnit:
     """Options shared by every template: outputs returned as a dict, no false race warnings."""
     knl = lp.set_options(knl, return_dict=True)

@@ -97,7 +97,8 @@ def test_matvec_matches_numpy(recipe, device, queue):
     sizes = {"n_target_coeffs": 26, "n_source_coeffs": 56}
     inputs = problem.arguments(get_operator("m2l"), sizes)
     matvec = compiled_operator("m2l", device, recipe=recipe, **sizes)
-    result = matvec(queue, **_to_device(queue, inputs, matvec.argument_names))
+    result = matvec(queue, **_to_device(queue, matvec.arguments_from(inputs),
+                                        matvec.argument_names))
     result = result["target_vectors"].get()
     # Dot products of 56 terms per matrix, a handful of matrices per box: ~1e-15 relative.
     assert _normwise_error(result, matvec_reference(inputs)) < 1e-13
