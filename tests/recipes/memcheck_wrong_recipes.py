@@ -17,7 +17,7 @@ from pymbolic.primitives import Subscript
 from fmmloopy.recipes import recipe
 from fmmloopy.transform_tools import parallelize_box_loop, spread_over_local_axis
 
-#: Work-items per group; the 26-point surface is staged in two chunks (16 + 10).
+#: Work-items per group; a surface of 26 (56) points is staged in 2 (4) chunks, the last partial.
 WIDTH = 16
 
 
