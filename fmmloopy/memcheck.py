@@ -74,7 +74,7 @@ def worker_environment(device: cl.Device) -> dict[str, str]:
     }
 
 
-#: Reports quoted in a failed check's message (each as its first lines).
+#: Reports quoted in a failed check's message (the rest are counted).
 QUOTED_REPORTS = 1
 
 
@@ -118,7 +118,10 @@ class OclgrindReport:
     details: tuple[str, ...]
 
     def summary(self) -> str:
-        """Title, kernel and each source line quoted (``line N: <code>``), on one line."""
+        """Title, kernel and each source line quoted (``line N: <code>``), on one line; a
+        report not about a kernel's execution (a fatal error) with all its lines."""
+        if not any(detail.startswith("Kernel:") for detail in self.details):
+            return " | ".join([self.title, *self.details])
         parts = [self.title]
         for index, detail in enumerate(self.details):
             if detail.startswith("Kernel:"):
@@ -167,9 +170,8 @@ def parse_oclgrind(text: str) -> tuple[list[OclgrindReport], str]:
 
 def describe_reports(reports: list[OclgrindReport]) -> str:
     """The message of a check that Oclgrind's reports failed."""
-    counted = [r for r in reports if "suppressing" not in r.title]
-    quoted = "; ".join(report.summary() for report in counted[:QUOTED_REPORTS])
-    more = len(counted) - QUOTED_REPORTS
+    quoted = "; ".join(report.summary() for report in reports[:QUOTED_REPORTS])
+    more = len(reports) - QUOTED_REPORTS
     tail = f" (+{more} more report{'s' if more > 1 else ''})" if more > 0 else ""
     return f"Oclgrind: {quoted}{tail}"
 

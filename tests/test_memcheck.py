@@ -141,3 +141,13 @@ def test_oclgrind_reports_are_parsed_and_other_output_kept():
         "Kernel: race | line 9: tmp[i] = i; | line 10: (source not available)")
     assert rest == "/some/file.py:1: UserWarning: not Oclgrind's\n  warn()\n"
     assert describe_reports(reports).endswith("(+1 more report)")
+
+
+def test_oclgrind_fatal_error_is_a_report_with_its_message():
+    text = ("\nOCLGRIND FATAL ERROR (/deps/Oclgrind/src/core/WorkItem.cpp:1681)\n"
+            "Undefined external function: llvm.sqrt.f64\nWhen creating kernel 'p2p'\n\n")
+    reports, rest = parse_oclgrind(text)
+    assert rest == ""
+    assert describe_reports(reports) == (
+        "Oclgrind: OCLGRIND FATAL ERROR (/deps/Oclgrind/src/core/WorkItem.cpp:1681) | "
+        "Undefined external function: llvm.sqrt.f64 | When creating kernel 'p2p'")
