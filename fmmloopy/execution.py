@@ -88,8 +88,8 @@ class CompiledOperator:
         are dropped.
         """
         names = set(self.argument_names)
-        arguments = (layout_arguments(self.layout, target_major) if self.layout != TARGET_MAJOR
-                     else target_major)
+        arguments = (target_major if self.layout == TARGET_MAJOR else layout_arguments(
+            self.layout, target_major, self.device.max_compute_units))
         return {name: value for name, value in arguments.items() if name in names}
 
     @property

@@ -29,23 +29,32 @@ class TargetMajor:
 
 @dataclass(frozen=True)
 class Grouped:
-    """Pairs grouped by matrix inside blocks of ``target_block`` consecutive target boxes.
+    """Pairs grouped by matrix inside blocks of consecutive target boxes.
 
     A larger block reads each matrix for more pairs (less memory traffic); a smaller one gives
-    more blocks to run in parallel.
+    more blocks to run in parallel. ``target_block`` fixes the block size; without it, the
+    targets of a launch are cut into ``blocks_per_compute_unit`` blocks per compute unit of the
+    device (as large as the parallelism allows).
     """
 
-    target_block: int = 64
-    #: ``max_group_pairs`` is rounded up to a multiple of this, so a recipe that tiles the pair
-    #: loop by it may ``lp.assume`` so and drop the remainder branch.
-    pair_multiple: int = 1
+    target_block: int | None = None
+    #: Pairs of a group the kernel walks as one tile (a loop of fixed length a recipe may unroll).
+    pair_tile: int = 1
+    blocks_per_compute_unit: int = 2
     kind = "grouped"
 
     def __post_init__(self):
-        for name in ("target_block", "pair_multiple"):
+        for name in ("target_block", "pair_tile", "blocks_per_compute_unit"):
             value = getattr(self, name)
-            if int(value) != value or value < 1:
+            if value is not None and (int(value) != value or value < 1):
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
+
+    def block_size(self, ntarget_boxes: int, compute_units: int) -> int:
+        """Target boxes per block for a launch over ``ntarget_boxes``."""
+        if self.target_block is not None:
+            return self.target_block
+        nblocks = self.blocks_per_compute_unit * max(compute_units, 1)
+        return max(-(-ntarget_boxes // nblocks), 1)
 
 
 #: The default layout: what every recipe gets unless it asks for another.
@@ -54,8 +63,7 @@ TARGET_MAJOR = TargetMajor()
 ListLayout = TargetMajor | Grouped
 
 
-def grouped_arguments(target_major: dict, target_block: int,
-                      pair_multiple: int = 1) -> dict[str, np.ndarray | int]:
+def grouped_arguments(target_major: dict, target_block: int) -> dict[str, np.ndarray | int]:
     """The :class:`Grouped` lists of the same entries as the target-major arguments
     (``target_boxes``, ``source_box_starts``, ``source_box_lists``, ``matrix_indices``).
 
@@ -89,7 +97,6 @@ def grouped_arguments(target_major: dict, target_block: int,
     new_group[1:] = np.any(group_key[:, 1:] != group_key[:, :-1], axis=0)
     group_starts = np.flatnonzero(new_group)
     nblocks = -(-len(target_boxes) // target_block)
-    group_sizes = np.diff(np.append(group_starts, npairs))
     arguments = {
         "block_group_starts": np.searchsorted(block_of_entry[group_starts],
                                               np.arange(nblocks + 1)).astype(INDEX_DTYPE),
@@ -98,8 +105,6 @@ def grouped_arguments(target_major: dict, target_block: int,
         "pair_targets": target_boxes[row_of_entry[order]].astype(INDEX_DTYPE),
         "pair_sources": np.asarray(target_major["source_box_lists"])[order].astype(INDEX_DTYPE),
         "nblocks": nblocks, "ngroups": len(group_starts), "npairs": npairs,
-        "max_group_pairs": -(-int(group_sizes.max()) // pair_multiple) * pair_multiple
-        if npairs else 0,
     }
     if "matrices" in target_major:
         arguments["transposed_matrices"] = np.ascontiguousarray(
@@ -107,13 +112,14 @@ def grouped_arguments(target_major: dict, target_block: int,
     return arguments
 
 
-def layout_arguments(layout: ListLayout, target_major: dict) -> dict:
-    """The arguments ``layout`` needs, built from a launch's target-major arguments."""
+def layout_arguments(layout: ListLayout, target_major: dict, compute_units: int = 1) -> dict:
+    """The arguments ``layout`` needs, built from a launch's target-major arguments, for a
+    device of ``compute_units`` compute units."""
     if isinstance(layout, TargetMajor):
         return dict(target_major)
     if isinstance(layout, Grouped):
-        return dict(target_major) | grouped_arguments(target_major, layout.target_block,
-                                                      layout.pair_multiple)
+        block = layout.block_size(len(target_major["target_boxes"]), compute_units)
+        return dict(target_major) | grouped_arguments(target_major, block)
     raise TypeError(f"unknown list layout {layout!r}")
 
 

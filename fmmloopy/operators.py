@@ -84,7 +84,8 @@ class OperatorSpec:
         n_target, n_source = sizes.pop("n_target_coeffs"), sizes.pop("n_source_coeffs")
         _no_more(self.name, sizes)
         if isinstance(layout, Grouped):
-            return make_grouped_matvec_kernel(self.name, n_target, n_source, dtype=dtype)
+            return make_grouped_matvec_kernel(self.name, n_target, n_source,
+                                              pair_tile=layout.pair_tile, dtype=dtype)
         return make_matvec_kernel(self.name, n_target, n_source, accumulate=True, dtype=dtype)
 
     def host_reference(self, green: GreenKernel, inputs: dict,

@@ -239,6 +239,7 @@ def make_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs: int, *,
 
 
 def make_grouped_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs: int, *,
+                               pair_tile: int = 1,
                                dtype: np.dtype = np.float64) -> lp.TranslationUnit:
     """The batched-matvec template over (target, source) pairs grouped by matrix.
 
@@ -250,37 +251,43 @@ def make_grouped_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs:
             target_vectors[t] += level_scales[box_levels[t]] * matrices[m] @ source_vectors[s]
 
     Matrices are stored transposed, ``transposed_matrices[m, iexp_src, iexp_tgt]``, so the
-    coefficients of one output run contiguously. The pair loop ``ipair`` runs to
-    ``max_group_pairs``; past the group's end it repeats the group's last pair and skips the
-    store, so a recipe may tile it with no branch in the inner loop. A group holds each target
-    box at most once and blocks hold disjoint target boxes, so blocks may run in parallel and
-    the pairs of a group too; groups of one block update the same boxes and must stay in order
-    (or be separated by a barrier). See :mod:`fmmloopy.layouts` for how the lists are built.
+    coefficients of one output run contiguously. A group holds each target box at most once and
+    blocks hold disjoint target boxes, so blocks may run in parallel and the pairs of a group
+    too; groups of one block update the same boxes and must stay in order (or be separated by a
+    barrier). See :mod:`fmmloopy.layouts` for how the lists are built.
+
+    A group's pairs are walked in tiles of ``pair_tile`` (loop ``ipair_tile``, then ``ipair``
+    inside the tile, of fixed length so that a recipe may unroll it into a register tile); the
+    last tile repeats the group's last pair and skips its stores.
     """
     dtype = np.dtype(dtype)
-    instructions = """
+    instructions = f"""
     for iblock
-      <> igroup_start = block_group_starts[iblock] {tags=bounds}
-      <> igroup_end = block_group_starts[iblock + 1] {tags=bounds}
+      <> igroup_start = block_group_starts[iblock] {{tags=bounds}}
+      <> igroup_end = block_group_starts[iblock + 1] {{tags=bounds}}
       for igroup
-        <> imatrix = group_matrices[igroup] {tags=bounds}
-        <> ipair_start = group_pair_starts[igroup] {tags=bounds}
-        <> group_size = group_pair_starts[igroup + 1] - ipair_start {tags=bounds}
-        for ipair
-          <> ipair_used = ipair_start + if(ipair < group_size, ipair, group_size - 1) \
-              {tags=bounds}
-          <> tgt_box = pair_targets[ipair_used] {tags=bounds}
-          <> src_box = pair_sources[ipair_used] {tags=bounds}
-          <> scale = level_scales[box_levels[tgt_box]] {tags=bounds}
-          for iexp_tgt
-            <> acc = 0 {id=init}
-            for iexp_src
-              acc = acc + transposed_matrices[imatrix, iexp_src, iexp_tgt] \
-                  * source_vectors[src_box, iexp_src] {id=update, dep=init}
-            end
-            if ipair < group_size
-              target_vectors[tgt_box, iexp_tgt] = target_vectors[tgt_box, iexp_tgt] \
-                  + scale * acc {id=store, dep=update}
+        <> imatrix = group_matrices[igroup] {{tags=bounds}}
+        <> ipair_start = group_pair_starts[igroup] {{tags=bounds}}
+        <> group_size = group_pair_starts[igroup + 1] - ipair_start {{tags=bounds}}
+        <> group_tiles = (group_size + {pair_tile - 1}) // {pair_tile} {{tags=bounds}}
+        for ipair_tile
+          for ipair
+            <> pair = ipair_tile * {pair_tile} + ipair {{tags=bounds}}
+            <> pair_used = ipair_start + if(pair < group_size, pair, group_size - 1) \
+                {{tags=bounds}}
+            <> tgt_box = pair_targets[pair_used] {{tags=bounds}}
+            <> src_box = pair_sources[pair_used] {{tags=bounds}}
+            <> scale = level_scales[box_levels[tgt_box]] {{tags=bounds}}
+            for iexp_tgt
+              <> acc = 0 {{id=init}}
+              for iexp_src
+                acc = acc + transposed_matrices[imatrix, iexp_src, iexp_tgt] \
+                    * source_vectors[src_box, iexp_src] {{id=update, dep=init}}
+              end
+              if pair < group_size
+                target_vectors[tgt_box, iexp_tgt] = target_vectors[tgt_box, iexp_tgt] \
+                    + scale * acc {{id=store, dep=update}}
+              end
             end
           end
         end
@@ -290,7 +297,8 @@ def make_grouped_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs:
     domains = [
         "{[iblock]: 0 <= iblock < nblocks}",
         "{[igroup]: igroup_start <= igroup < igroup_end}",
-        "{[ipair]: 0 <= ipair < max_group_pairs}",
+        "{[ipair_tile]: 0 <= ipair_tile < group_tiles}",
+        f"{{[ipair]: 0 <= ipair < {pair_tile}}}",
         f"{{[iexp_tgt]: 0 <= iexp_tgt < {n_target_coeffs}}}",
         f"{{[iexp_src]: 0 <= iexp_src < {n_source_coeffs}}}",
     ]
@@ -306,8 +314,7 @@ def make_grouped_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs:
         lp.GlobalArg("target_vectors", dtype, f"nboxes, {n_target_coeffs}"),
         lp.GlobalArg("box_levels", INDEX_DTYPE, "nboxes"),
         lp.GlobalArg("level_scales", dtype, "nlevels"),
-        lp.ValueArg("nblocks, ngroups, npairs, max_group_pairs, nmatrices, nboxes, nlevels",
-                    INDEX_DTYPE),
+        lp.ValueArg("nblocks, ngroups, npairs, nmatrices, nboxes, nlevels", INDEX_DTYPE),
     ]
     knl = lp.make_kernel(domains, instructions, args, name=name, lang_version=_LANG_VERSION)
     return _finish(knl)
