@@ -39,7 +39,8 @@ RECIPES_ENV = "FMMLOOPY_RECIPES"
 #: Name of the reference recipe every other recipe is checked against.
 REFERENCE = "sequential"
 
-_SHIPPED_MODULES = ("transforms.sequential", "transforms.generic", "transforms.cpu")
+_SHIPPED_MODULES = ("transforms.sequential", "transforms.generic", "transforms.cpu",
+                     "transforms.gpu")
 
 RecipeFunction = Callable[[lp.TranslationUnit, "RecipeContext"], lp.TranslationUnit]
 

@@ -26,12 +26,12 @@ def test_shipped_recipes_pass_for_every_operator():
     done = run_cli("check")
     assert done.returncode == 0, done.stdout + done.stderr
     lines = _result_lines(done.stdout)
-    # 9 operators (the eight and c2e) x 3 recipes x 4 problems, each within tolerance.
-    assert len(lines) == 108
+    # 9 operators (the eight and c2e) x 4 recipes x 4 problems, each within tolerance.
+    assert len(lines) == 144
     assert all(line.startswith("ok ") for line in lines)
     assert {line.split()[1] for line in lines} == set(OPERATORS)
-    assert {line.split()[2] for line in lines} == {"sequential", "generic", "cpu"}
-    assert "108 of 108 checks passed" in done.stdout
+    assert {line.split()[2] for line in lines} == {"sequential", "generic", "cpu", "gpu"}
+    assert "144 of 144 checks passed" in done.stdout
 
 
 @pytest.mark.parametrize("recipe,operators", [

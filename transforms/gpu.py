@@ -1,0 +1,60 @@
+"""Recipes for GPUs: one work-group per target box, work-items over its targets, sources staged
+in local memory.
+
+Pairwise: targets across ``l.0``; the source points of each listed box are copied into local
+memory a work-group-wide chunk at a time (each work-item copies one point), then every work-item
+sums the chunk for its target. Matvec: output coefficients across ``l.0``; each listed box's
+source vector is copied into local memory once and read by every row. Work-group sizes come
+from the device: multiples of its SIMD width (NVIDIA warp 32, AMD wavefront 64, read from the
+vendor's device-attribute extension) within its ``max_work_group_size``.
+
+No build options: the ``cpu`` recipe's ``-cl-fast-relaxed-math`` and builtin ``sqrt`` are PoCL
+measures, and relaxed math on a GPU may trade float64 accuracy that ``fmmloopy check`` has not
+seen there. These recipes run (and are checked) on PoCL too.
+"""
+
+import loopy as lp
+import numpy as np
+
+from fmmloopy.operators import SURFACE, get_operator
+from fmmloopy.recipes import recipe
+from fmmloopy.transform_tools import (
+    local_work_size,
+    parallelize_box_loop,
+    spread_over_work_group,
+    stage_in_local_memory,
+)
+
+#: Work-items per group for particle targets (a leaf holds up to ``n_crit`` = 150 by default);
+#: rounded up to the SIMD width. Not measured on a GPU yet.
+PARTICLE_TARGETS_PER_GROUP = 64
+
+#: Largest group for surface targets and matvec rows (more rows run in chunks).
+MAX_GROUP = 256
+
+
+@recipe("pairwise", device="gpu")
+def pairwise_gpu(knl, ctx):
+    """Targets of a box across a work-group; sources staged in local memory in chunks of the
+    group size (coordinates, strengths; for surfaces the unit surface and strengths)."""
+    surface_targets = get_operator(ctx.operator).targets == SURFACE
+    targets = ctx.parameters["n_surface"] if surface_targets else PARTICLE_TARGETS_PER_GROUP
+    width = local_work_size(ctx.device, targets, MAX_GROUP)
+    knl = parallelize_box_loop(knl)
+    knl = spread_over_work_group(knl, "itgt", width)
+    knl = lp.split_iname(knl, "isrc", width, outer_iname="isrc_outer", inner_iname="isrc_inner")
+    return stage_in_local_memory(knl, "isrc_inner", ("sources", "strengths", "source_surface"),
+                                 width=width)
+
+
+@recipe("matvec", device="gpu")
+def matvec_gpu(knl, ctx):
+    """Rows (output coefficients) across a work-group; each source vector staged in local
+    memory once per listed box, while it fits."""
+    n_target, n_source = ctx.parameters["n_target_coeffs"], ctx.parameters["n_source_coeffs"]
+    width = local_work_size(ctx.device, n_target, MAX_GROUP)
+    knl = parallelize_box_loop(knl)
+    knl = spread_over_work_group(knl, "iexp_tgt", width)
+    if n_source * np.dtype(ctx.parameters["dtype"]).itemsize > ctx.device.local_mem_size // 2:
+        return knl  # leave room for the rest of the group's local memory
+    return stage_in_local_memory(knl, "iexp_src", ("source_vectors",), width=width)
