@@ -238,3 +238,11 @@ def stage_in_local_memory(knl: lp.TranslationUnit, loop: str, arrays, *, width: 
     return lp.tag_inames(pad_loop(knl, stage), {stage: "l.0"})
 
 # }}}
+
+
+def silence_warnings(knl: lp.TranslationUnit, *names: str) -> lp.TranslationUnit:
+    """Silence loopy warnings by name (e.g. ``v1_scheduler_fallback``, which loopy raises for
+    any kernel with ``vec`` or ``ilp`` loops: they are scheduled by its older scheduler)."""
+    entry = knl.default_entrypoint
+    return knl.with_kernel(entry.copy(
+        silenced_warnings=frozenset(entry.silenced_warnings) | set(names)))

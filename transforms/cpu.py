@@ -14,6 +14,7 @@ from fmmloopy.recipes import recipe
 from fmmloopy.transform_tools import (
     add_build_options,
     parallelize_box_loop,
+    silence_warnings,
     spread_over_local_axis,
     use_builtin_sqrt,
 )
@@ -62,6 +63,7 @@ def matvec_cpu(knl, ctx):
     else:
         knl = spread_over_local_axis(knl, "iexp_tgt", WORK_GROUP_SIZE)
     knl = lp.prioritize_loops(knl, "iexp_tgt_outer,iexp_src,ipair")
+    knl = silence_warnings(knl, "v1_scheduler_fallback")
     return add_build_options(knl, "-cl-fast-relaxed-math")
 
 
