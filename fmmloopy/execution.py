@@ -20,6 +20,8 @@ from fmmloopy.kernels import GreenKernel, get_kernel
 from fmmloopy.layouts import TARGET_MAJOR, layout_arguments
 from fmmloopy.operators import get_operator, math_kernel
 from fmmloopy.recipes import Recipe, RecipeContext, RecipeError, select_recipe
+from fmmloopy.resources import explain_opencl_error
+from fmmloopy.validation import where_in_recipe
 
 
 @dataclass
@@ -43,7 +45,9 @@ class CompiledOperator:
     @property
     def label(self) -> str:
         recipe = self.recipe
-        return f"operator {self.operator!r} under recipe {recipe.name!r} ({recipe.source})"
+        function = getattr(recipe.function, "__qualname__", "?")
+        return (f"operator {self.operator!r} under recipe {recipe.name!r} (function {function} in "
+                f"{recipe.source})")
 
     def __call__(self, queue: cl.CommandQueue, **arrays) -> dict[str, Any]:
         """Run the kernel; returns loopy's output dict. Build failures name operator and recipe."""
@@ -55,9 +59,10 @@ class CompiledOperator:
         arrays = self._reshape(arrays)
         try:
             _event, outputs = executor(queue, **arrays)
-        except (cl.Error, lp.LoopyError) as exc:
-            raise RecipeError(f"running {self.label} on {self.device.name!r} failed: "
-                              f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # code generation (loopy, islpy), the OpenCL build, the launch
+            hint = explain_opencl_error(exc, self.device)
+            raise RecipeError(f"running {self.label} on {self.device.name!r} failed: " + (
+                f"{hint} (OpenCL: {exc})" if hint else f"{type(exc).__name__}: {exc}")) from exc
         return {name: value.reshape(given_shapes[name]) if name in given_shapes else value
                 for name, value in outputs.items()}
 
@@ -120,7 +125,8 @@ def _apply_recipe(recipe: Recipe, knl: lp.TranslationUnit,
     try:
         transformed = recipe(knl, ctx)
     except Exception as exc:
-        raise RecipeError(f"{where} raised {type(exc).__name__}: {exc}") from exc
+        raise RecipeError(f"{where} raised {type(exc).__name__}"
+                          f"{where_in_recipe(exc, recipe.source)}: {exc}") from exc
     if not isinstance(transformed, lp.TranslationUnit):
         raise RecipeError(f"{where} returned {type(transformed).__name__}, "
                           "not a loopy TranslationUnit")

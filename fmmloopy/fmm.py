@@ -3,10 +3,15 @@
 ``Fmm(sources, targets)`` builds the tree, the lists, the precomputed KIFMM operators and the
 transformed kernels once; each call with new charges reuses all of it. Potentials are
 ``sum_{i, x_i != y} q_i / (4 pi |x_i - y|)`` at every target ``y``, in the user's order.
+
+Every input is checked first (:mod:`fmmloopy.validation`), and the memory the FMM needs is
+estimated and compared with what the host and the device have before anything large is
+allocated (:mod:`fmmloopy.resources`). docs/robustness.md says what each bad input gets.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 
@@ -14,53 +19,152 @@ import numpy as np
 import pyopencl as cl
 
 from fmmloopy.devices import choose_device, context_for
-from fmmloopy.driver import build_plan
+from fmmloopy.driver import Plan, build_plan
 from fmmloopy.interaction_lists import build_interaction_lists
-from fmmloopy.kernels import get_kernel
+from fmmloopy.kernels import GreenKernel, get_kernel
+from fmmloopy.operators import OPERATORS
 from fmmloopy.precompute import get_operators
-from fmmloopy.tree import build_tree
-from fmmloopy.validation import validate_charges
+from fmmloopy.resources import (
+    ResourceLimitError,
+    check_memory,
+    estimate_before_tree,
+    estimate_memory,
+    explain_opencl_error,
+)
+from fmmloopy.tree import MAX_DEPTH_LIMIT, build_tree
+from fmmloopy.validation import (
+    validate_charges,
+    validate_integer,
+    validate_memory_limit,
+    validate_points,
+    validate_recipes,
+)
 
 #: Orders (points per surface edge) the toolkit accepts.
 MIN_ORDER, MAX_ORDER = 2, 16
+
+#: Coordinates spanning less than 2**-SAFE_EXPONENT or more than 2**SAFE_EXPONENT, and charges
+#: beyond the same bounds, are rescaled by a power of two (exactly) before the kernels see them,
+#: so that squared distances and sums neither underflow (fast relaxed math flushes denormals) nor
+#: overflow; the potential is scaled back using the kernel's homogeneity.
+SAFE_EXPONENT = 100
+
+
+def _scale_exponent(magnitude: float) -> int:
+    """The ``e`` with ``magnitude * 2**-e`` in [0.5, 1) when ``magnitude`` is outside the safe
+    range, else 0 (no rescaling)."""
+    if magnitude == 0 or 2.0 ** -SAFE_EXPONENT <= magnitude <= 2.0 ** SAFE_EXPONENT:
+        return 0
+    return int(np.frexp(magnitude)[1])
+
+
+def _span(*point_sets: np.ndarray) -> float:
+    """Largest side of the bounding box of all points (0 for none or one)."""
+    present = [p for p in point_sets if p is not None and len(p)]
+    if not present:
+        return 0.0
+    lo = np.min([p.min(axis=0) for p in present], axis=0)
+    hi = np.max([p.max(axis=0) for p in present], axis=0)
+    with np.errstate(over="ignore"):
+        return float((hi - lo).max())
 
 
 class Fmm:
     """The kernel-independent FMM for fixed sources and targets, applied to many charge vectors.
 
-    ``sources`` and ``targets`` are ``(N, 3)`` float arrays (``targets=None``: the sources).
+    ``sources`` and ``targets`` are ``(N, 3)`` arrays of real numbers (``targets=None``: the
+    sources), in any memory layout; N may be 0 (the potentials are then zeros, or empty).
     ``order`` is the number of points per edge of the equivalent and check surfaces
-    (``6 (order - 1)**2 + 2`` points); ``n_crit`` the most points per leaf; ``device`` an OpenCL
-    device or ``"cpu"``/``"gpu"``/a name; ``recipes`` a recipe name for every operator or a
-    mapping operator -> recipe name (default: the device's own).
+    (``6 (order - 1)**2 + 2`` points), 2 to 16; ``n_crit`` the most points per leaf (a leaf at
+    ``max_depth`` holds more when points crowd closer than the tree resolves); ``device`` an
+    OpenCL device or ``"cpu"``/``"gpu"``/a name; ``recipes`` a recipe name for every operator or
+    a mapping operator -> recipe name (default: the device's own); ``memory_limit`` the most bytes
+    of host memory the FMM may take (default: what the host has available).
+
+    Raises ValueError for bad input and :class:`~fmmloopy.resources.ResourceLimitError` (a
+    MemoryError) with the estimate when the problem cannot fit.
     """
 
-    def __init__(self, sources, targets=None, *, kernel: str = "laplace", order: int = 6,
-                 n_crit: int = 150, device=None,
-                 recipes: str | Mapping[str, str] | None = None, max_depth: int = 20):
-        if isinstance(order, bool) or not isinstance(order, (int, np.integer)) \
-                or not MIN_ORDER <= order <= MAX_ORDER:
-            raise ValueError(f"order must be an integer in [{MIN_ORDER}, {MAX_ORDER}], "
-                             f"got {order!r}")
+    def __init__(self, sources, targets=None, *, kernel: str | GreenKernel = "laplace",
+                 order: int = 6, n_crit: int = 150, device=None,
+                 recipes: str | Mapping[str, str] | None = None, max_depth: int = 20,
+                 memory_limit: float | None = None):
+        self.order = validate_integer(order, "order", MIN_ORDER, MAX_ORDER)
+        n_crit = validate_integer(n_crit, "n_crit", 1)
+        max_depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
         self.kernel = get_kernel(kernel)
-        self.order = int(order)
+        recipes = validate_recipes(recipes, OPERATORS)
+        memory_limit = validate_memory_limit(memory_limit)
+        sources = validate_points(sources, "sources")
+        targets = None if targets is None else validate_points(targets, "targets")
+        self.nsources = len(sources)
+        self.ntargets = self.nsources if targets is None else len(targets)
         self.setup_seconds: dict[str, float] = {}
 
+        #: Coordinates were multiplied by ``2**-coordinate_exponent`` before the tree was built
+        #: (0 unless they span less than 2**-100 or more than 2**100); the tree is in those units.
+        self.coordinate_exponent = _scale_exponent(_span(sources, targets))
+        if self.coordinate_exponent:
+            if self.kernel.homogeneity is None:
+                raise ValueError(
+                    f"the points span {_span(sources, targets):.3g}, outside [2**-"
+                    f"{SAFE_EXPONENT}, 2**{SAFE_EXPONENT}], and kernel {self.kernel.name!r} has "
+                    "no homogeneity to rescale them by; scale the points first")
+            sources = np.ldexp(sources, -self.coordinate_exponent)
+            targets = None if targets is None else np.ldexp(targets, -self.coordinate_exponent)
+
+        self.device = choose_device(device)
+        self.queue = cl.CommandQueue(context_for(self.device))
+        self._what = (f"the FMM of {self.nsources} sources and {self.ntargets} targets at order "
+                      f"{self.order} (n_crit {n_crit})")
+        self._memory_limit = memory_limit
+        self.memory_estimate = estimate_before_tree(self.nsources, self.ntargets,
+                                                    targets is None, self.order, n_crit)
+        check_memory(self.memory_estimate, self.device, self._what, memory_limit)
+
+        if self.nsources == 0 or self.ntargets == 0:
+            # Nothing to sum: no tree (it needs a point), no kernels; calls return zeros.
+            self.tree = self.lists = self.operators = None
+            self.plan = Plan(self.queue, [], {})
+            return
+        try:
+            self._build(sources, targets, n_crit, max_depth, recipes)
+        except ResourceLimitError:
+            raise
+        except MemoryError as exc:
+            raise ResourceLimitError(
+                f"{self._what} ran out of host memory ({exc}); the estimate was "
+                f"{self.memory_estimate.describe()}") from exc
+
+    def _build(self, sources, targets, n_crit, max_depth, recipes) -> None:
         clock = time.perf_counter()
         self.tree = build_tree(sources, targets, n_crit=n_crit, max_depth=max_depth)
         self.setup_seconds["tree"] = time.perf_counter() - clock
         clock = time.perf_counter()
         self.lists = build_interaction_lists(self.tree)
         self.setup_seconds["lists"] = time.perf_counter() - clock
+
+        tree, lists = self.tree, self.lists
+        self.memory_estimate = estimate_memory(
+            nsources=tree.nsources, ntargets=tree.ntargets,
+            targets_are_sources=tree.targets_are_sources, order=self.order,
+            nboxes=tree.nboxes, nlevels=tree.nlevels,
+            list_entries={name: len(getattr(lists, f"{name}_lists")) for name in "uvwx"})
+        check_memory(self.memory_estimate, self.device, self._what, self._memory_limit)
+
         clock = time.perf_counter()
         self.operators = get_operators(self.kernel, self.order)
         self.setup_seconds["precompute"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
-        self.device = choose_device(device)
-        self.queue = cl.CommandQueue(context_for(self.device))
-        self.plan = build_plan(self.tree, self.lists, self.operators, self.kernel, self.queue,
-                               recipes)
+        try:
+            self.plan = build_plan(tree, lists, self.operators, self.kernel, self.queue, recipes)
+        except cl.Error as exc:  # buffers: kernels report their own errors (RecipeError)
+            explanation = explain_opencl_error(exc, self.device) or "allocation failed"
+            raise ResourceLimitError(
+                f"allocating the device buffers of {self._what} on {self.device.name!r} "
+                f"failed: {explanation} (OpenCL: {exc}); the estimate was "
+                f"{self.memory_estimate.describe()}") from exc
         self.plan.build()
         self.setup_seconds["build"] = time.perf_counter() - clock
 
@@ -71,9 +175,35 @@ class Fmm:
 
     def __call__(self, charges) -> np.ndarray:
         """Potentials at the targets, in the user's order, for ``charges`` (one per source)."""
-        charges = validate_charges(charges, self.tree.nsources)
-        potential = self.plan.evaluate(self.tree.sources_to_tree(charges))
-        return self.tree.targets_to_user(potential)
+        charges = validate_charges(charges, self.nsources)
+        if self.tree is None:
+            return np.zeros(self.ntargets)
+        # Charges far from 1 are scaled by a power of two (exact): the kernels see no denormals.
+        charge_exponent = _scale_exponent(float(np.abs(charges).max()))
+        if charge_exponent:
+            charges = np.ldexp(charges, -charge_exponent)
+        potential = self.tree.targets_to_user(
+            self.plan.evaluate(self.tree.sources_to_tree(charges)))
+        exponent = charge_exponent + self._potential_exponent()
+        if exponent:
+            with np.errstate(over="ignore"):
+                potential = (np.ldexp(potential, int(exponent)) if exponent == int(exponent)
+                             else potential * 2.0 ** exponent)
+        if not np.isfinite(potential).all():
+            bad = int(np.count_nonzero(~np.isfinite(potential)))
+            raise OverflowError(
+                f"the potential overflows float64 at {bad} of {len(potential)} targets "
+                f"(largest |charge| {np.abs(charges).max() * 2.0 ** charge_exponent:.3g}); "
+                "scale the charges down and the potentials up by the same factor")
+        return potential
+
+    def _potential_exponent(self) -> float:
+        """``log2`` of the factor that takes potentials from rescaled to user coordinates."""
+        if not self.coordinate_exponent:
+            return 0
+        # x = 2**k x'  =>  G(x - y) = 2**(k d) G(x' - y') for a kernel of homogeneity d.
+        value = self.coordinate_exponent * self.kernel.homogeneity
+        return int(value) if math.isclose(value, round(value)) else value
 
 
 def evaluate(sources, charges, targets=None, **options) -> np.ndarray:
