@@ -179,7 +179,8 @@ class Fmm:
         if self.tree is None:
             return np.zeros(self.ntargets)
         # Charges far from 1 are scaled by a power of two (exact): the kernels see no denormals.
-        charge_exponent = _scale_exponent(float(np.abs(charges).max()))
+        largest = float(np.abs(charges).max())
+        charge_exponent = _scale_exponent(largest)
         if charge_exponent:
             charges = np.ldexp(charges, -charge_exponent)
         potential = self.tree.targets_to_user(
@@ -187,13 +188,13 @@ class Fmm:
         exponent = charge_exponent + self._potential_exponent()
         if exponent:
             with np.errstate(over="ignore"):
-                potential = (np.ldexp(potential, int(exponent)) if exponent == int(exponent)
-                             else potential * 2.0 ** exponent)
+                potential = (np.ldexp(potential, exponent) if isinstance(exponent, int)
+                             else potential * np.exp2(exponent))
         if not np.isfinite(potential).all():
             bad = int(np.count_nonzero(~np.isfinite(potential)))
             raise OverflowError(
                 f"the potential overflows float64 at {bad} of {len(potential)} targets "
-                f"(largest |charge| {np.abs(charges).max() * 2.0 ** charge_exponent:.3g}); "
+                f"(largest |charge| {largest:.3g}); "
                 "scale the charges down and the potentials up by the same factor")
         return potential
 
@@ -203,7 +204,7 @@ class Fmm:
             return 0
         # x = 2**k x'  =>  G(x - y) = 2**(k d) G(x' - y') for a kernel of homogeneity d.
         value = self.coordinate_exponent * self.kernel.homogeneity
-        return int(value) if math.isclose(value, round(value)) else value
+        return round(value) if math.isclose(value, round(value)) else value
 
 
 def evaluate(sources, charges, targets=None, **options) -> np.ndarray:

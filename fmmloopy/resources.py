@@ -90,7 +90,8 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
     """Bytes the FMM of these sizes keeps on the host and on the device (module docstring).
 
     ``list_entries`` holds the U, V, W, X entry counts (``{"u": ..., ...}``; zeros if unknown),
-    ``ranks`` the UC2E/DC2E ranks (``n_e`` if unknown, their upper bound). Counts follow
+    ``ranks`` the UC2E/DC2E ranks (``n_e`` if unknown, their upper bound). Without V entries
+    the M2L matrices stay on the host (no M2L launch). Counts follow
     :func:`fmmloopy.driver.build_plan`: per-box expansions (check, multipole, local: four of
     ``n_e`` and two of the rank per box), the 316 M2L matrices once on each side plus a
     transposed host copy while the plan is built, M2M/L2L matrices per level launch.
@@ -113,10 +114,12 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
                           + _I32 * (all_entries + entries["v"]),
         "operators": m2l + m2m_l2l + c2e,
     }
+    # M2L matrices go to the device (and are transposed on the host) only for a V list.
+    m2l_used = m2l if entries["v"] else 0
     temporaries = {
         "tree build": TREE_BUILD_BYTES_PER_POINT * (nsources + separate_targets),
         "list build": LIST_BUILD_BYTES_PER_BOX * nboxes,
-        "plan build": m2l + GROUPING_BYTES_PER_PAIR * entries["v"],
+        "plan build": m2l_used + GROUPING_BYTES_PER_PAIR * entries["v"],
     }
     name, largest = max(temporaries.items(), key=lambda item: item[1])
     host[f"set-up temporaries ({name})"] = largest
@@ -125,12 +128,15 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
     device = {
         "particles": (3 * _F64 + _F64) * (nsources + ntargets),
         "expansions": 4 * expansion + nboxes * (k_u + k_d) * _F64,
-        "matrices": m2l + level_launches * m2m_l2l + c2e,
+        # Surfaces: the unit check/equivalent surface of four pairwise launches.
+        "matrices": m2l_used + level_launches * m2m_l2l + c2e + 4 * 3 * n_e * _F64,
         # Cut lists: a box index per entry, and a matrix index (or pair target) for V.
-        "lists": _I32 * (all_entries + entries["v"]) + DEVICE_LIST_BYTES_PER_BOX * nboxes,
+        # and per launch its target boxes and row starts (a few) and level scales.
+        "lists": _I32 * (all_entries + entries["v"]) + DEVICE_LIST_BYTES_PER_BOX * nboxes
+                 + (10 + 2 * level_launches) * (_F64 * nlevels + 64),
     }
     host["margin"] = MARGIN * (sum(host.values()) + sum(device.values()))
-    buffers = {"M2L matrices": m2l, "one expansion buffer": expansion,
+    buffers = {"M2L matrices": m2l_used, "one expansion buffer": expansion,
                "source coordinates": 3 * _F64 * nsources,
                "target coordinates": 3 * _F64 * ntargets}
     return MemoryEstimate(host=host, device=device,
@@ -139,7 +145,8 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
 
 def estimate_before_tree(nsources: int, ntargets: int, targets_are_sources: bool, order: int,
                          n_crit: int) -> MemoryEstimate:
-    """A lower bound known before the tree exists: every leaf full, no list entries."""
+    """A lower bound known before the tree exists: every leaf full, no list entries (so no M2L
+    matrices on the device); the precomputed operators are counted in full."""
     nboxes = max(1, math.ceil(max(nsources, ntargets) / n_crit))
     return estimate_memory(nsources=nsources, ntargets=ntargets,
                            targets_are_sources=targets_are_sources, order=order, nboxes=nboxes)
