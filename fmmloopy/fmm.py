@@ -103,11 +103,15 @@ class Fmm:
 
         #: Coordinates were multiplied by ``2**-coordinate_exponent`` before the tree was built
         #: (0 unless they span less than 2**-100 or more than 2**100); the tree is in those units.
-        self.coordinate_exponent = _scale_exponent(_span(sources, targets))
+        span = _span(sources, targets)
+        if not np.isfinite(span):
+            raise ValueError("the points span more than float64 holds (their coordinates differ "
+                             "by more than 1.8e308); scale them down first")
+        self.coordinate_exponent = _scale_exponent(span)
         if self.coordinate_exponent:
             if self.kernel.homogeneity is None:
                 raise ValueError(
-                    f"the points span {_span(sources, targets):.3g}, outside [2**-"
+                    f"the points span {span:.3g}, outside [2**-"
                     f"{SAFE_EXPONENT}, 2**{SAFE_EXPONENT}], and kernel {self.kernel.name!r} has "
                     "no homogeneity to rescale them by; scale the points first")
             sources = np.ldexp(sources, -self.coordinate_exponent)

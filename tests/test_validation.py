@@ -58,6 +58,9 @@ def _nan_at(index):
                   r"\[.* nan .*\]\); the kernels assume finite input"),
     (np.where(POINTS > 0.99, np.inf, POINTS), "sources contain NaN or inf"),
     (np.where(POINTS > 0.99, -np.inf, POINTS), "sources contain NaN or inf"),
+    (np.array([[-1e308, 0, 0], [1e308, 0, 0]]), r"the points span more than float64 holds "
+                                                r"\(their coordinates differ by more than "
+                                                r"1\.8e308\); scale them down first"),
 ])
 def test_bad_sources_are_rejected_with_a_clear_message(points, message):
     with pytest.raises(ValueError, match=message):
