@@ -3,6 +3,11 @@
 Prints the tree (depth, leaves, list sizes), set-up and evaluation times, time per operator and
 the relative L2 error against direct summation on sampled targets. ``--json`` prints one JSON
 object instead. ``python examples/laplace_sphere.py --help`` lists the options.
+
+Recipes: ``--recipes FILE_OR_MODULE`` loads recipes of your own (repeatable); ``--recipe NAME``
+uses one recipe for every operator, ``--recipe OP=NAME`` (repeatable) one for an operator, e.g.
+``--recipes my_recipes.py --recipe p2p=p2p_fast`` (docs/recipes.md); operators not named get
+the device's own.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -17,17 +23,66 @@ import fmmloopy
 from fmmloopy.distributions import sphere_surface
 from fmmloopy.interaction_lists import list_size_summary
 from fmmloopy.kernels import LAPLACE_3D
+from fmmloopy.operators import OPERATORS
+from fmmloopy.recipes import RecipeError, ensure_loaded, recipe_names_for
 from fmmloopy.reference import direct_sum
 
 
-def run(n: int, order: int, n_crit: int, device: str | None, recipe: str | None,
-        check_targets: int, repeats: int, seed: int) -> dict:
-    """Build the FMM, evaluate it ``repeats`` times, compare with direct summation."""
+def recipe_choice(values: list[str]) -> str | dict[str, str] | None:
+    """``--recipe`` values as ``Fmm(recipes=...)`` takes them: ``None`` (the device's own), one
+    name for every operator, or ``{operator: name}``; ``NAME`` and ``OP=NAME`` may be mixed (the
+    pairs win). Raises ``ValueError`` naming what is wrong: an unknown operator or recipe, or an
+    operator given twice. Load the recipe files first."""
+    every, chosen = None, {}
+    for value in values:
+        operator, separator, name = value.rpartition("=")
+        if not name:
+            raise ValueError(f"--recipe {value!r}: no recipe name")
+        if not separator:
+            if every is not None:
+                raise ValueError(f"--recipe {every!r} and {name!r}: one recipe name for every "
+                                 "operator at most (use OP=NAME for single operators)")
+            every = name
+        elif operator not in OPERATORS:
+            raise ValueError(f"--recipe {value!r}: unknown operator {operator!r}; operators: "
+                             f"{', '.join(sorted(OPERATORS))}")
+        elif operator in chosen:
+            raise ValueError(f"--recipe: operator {operator!r} given twice")
+        else:
+            chosen[operator] = name
+    ensure_loaded()
+    known = {operator: recipe_names_for(operator, spec.template)
+             for operator, spec in OPERATORS.items()}
+    for operator, name in chosen.items():
+        if name not in known[operator]:
+            raise ValueError(f"--recipe {operator}={name}: no recipe {name!r} for operator "
+                             f"{operator!r} (loaded with --recipes?); recipes for it: "
+                             f"{', '.join(known[operator])}")
+    missing = [operator for operator in OPERATORS
+               if every is not None and operator not in chosen and every not in known[operator]]
+    if missing:
+        has = [operator for operator in OPERATORS if every in known[operator]]
+        hint = (f"it has {', '.join(has)}: use OP=NAME for those" if has
+                else "no operator has it (loaded with --recipes?)")
+        raise ValueError(f"--recipe {every}: no recipe {every!r} for operators "
+                         f"{', '.join(missing)}; {hint}")
+    if every is None:
+        return chosen or None
+    return {operator: chosen.get(operator, every) for operator in OPERATORS} if chosen else every
+
+
+def run(n: int, order: int, n_crit: int, device: str | None,
+        recipes: str | Mapping[str, str] | None, check_targets: int, repeats: int,
+        seed: int) -> dict:
+    """Build the FMM, evaluate it ``repeats`` times, compare with direct summation.
+
+    ``recipes``: as :class:`fmmloopy.Fmm` takes them (a name, ``{operator: name}`` or ``None``).
+    """
     rng = np.random.default_rng(seed)
     points = sphere_surface(n, rng)
     charges = rng.uniform(-1.0, 1.0, n)
 
-    fmm = fmmloopy.Fmm(points, order=order, n_crit=n_crit, device=device, recipes=recipe)
+    fmm = fmmloopy.Fmm(points, order=order, n_crit=n_crit, device=device, recipes=recipes)
     best = None
     for _ in range(repeats):
         potential = fmm(charges)
@@ -40,10 +95,19 @@ def run(n: int, order: int, n_crit: int, device: str | None, recipe: str | None,
         "n": n, "order": order, "n_crit": n_crit, "device": fmm.device.name,
         "depth": fmm.tree.nlevels - 1, "nleaves": int(fmm.tree.box_is_leaf.sum()),
         "list_sizes": list_size_summary(fmm.tree, fmm.lists),
+        "recipes": used_recipes(fmm),
         "setup_seconds": fmm.setup_seconds,
         "eval_seconds": best,
         "rel_l2_error": float(error), "check_targets": len(sample),
     }
+
+
+def used_recipes(fmm: fmmloopy.Fmm) -> dict[str, str]:
+    """The recipe each operator's kernels were transformed by, ``{operator: name}``."""
+    used: dict[str, set[str]] = {}
+    for launch in fmm.plan.launches:
+        used.setdefault(launch.kernel.operator, set()).add(launch.kernel.recipe.name)
+    return {operator: "/".join(sorted(names)) for operator, names in sorted(used.items())}
 
 
 def print_report(report: dict) -> None:
@@ -53,6 +117,7 @@ def print_report(report: dict) -> None:
                       for name, s in report["list_sizes"].items())
     print(f"tree: depth {report['depth']}, {report['nleaves']} leaves; list sizes mean/max: "
           f"{sizes}")
+    print("recipes: " + ", ".join(f"{op} {name}" for op, name in report["recipes"].items()))
     print("setup: " + ", ".join(f"{k} {v:.3f} s" for k, v in report["setup_seconds"].items()))
     seconds = report["eval_seconds"]
     total = seconds["total"]
@@ -70,8 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--order", type=int, default=6, help="points per surface edge")
     parser.add_argument("--n-crit", type=int, default=150, help="most points per leaf")
     parser.add_argument("--device", default=None, help="'cpu', 'gpu' or part of a device name")
-    parser.add_argument("--recipe", default=None, help="recipe for every operator "
-                                                       "(default: the device's own)")
+    parser.add_argument("--recipes", action="append", default=[], metavar="FILE_OR_MODULE",
+                        help="load recipes from a Python file or module (repeatable)")
+    parser.add_argument("--recipe", action="append", default=[], metavar="NAME|OP=NAME",
+                        help="recipe for every operator (NAME) or for one (OP=NAME, repeatable; "
+                             f"operators: {', '.join(sorted(OPERATORS))}); default: the "
+                             "device's own")
     parser.add_argument("--check-targets", type=int, default=1000,
                         help="targets sampled for the comparison with direct summation")
     parser.add_argument("--repeats", type=int, default=2, help="evaluations (fastest reported)")
@@ -80,8 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n < 1 or args.check_targets < 1 or args.repeats < 1:
         parser.error("--n, --check-targets and --repeats must be at least 1")
+    for source in args.recipes:
+        try:
+            ensure_loaded([source])
+        except (OSError, ImportError, RecipeError) as exc:
+            parser.error(f"--recipes {source}: {exc}")
+    try:
+        recipes = recipe_choice(args.recipe)
+    except ValueError as exc:
+        parser.error(str(exc))
 
-    report = run(args.n, args.order, args.n_crit, args.device, args.recipe,
+    report = run(args.n, args.order, args.n_crit, args.device, recipes,
                  args.check_targets, args.repeats, args.seed)
     if args.json:
         print(json.dumps(report))

@@ -5,7 +5,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLE = Path(__file__).parents[1] / "examples" / "laplace_sphere.py"
+
+#: A recipe file of a user's own: one P2P recipe, registered for any device.
+USER_RECIPES = """
+from fmmloopy.recipes import recipe
+from fmmloopy.transform_tools import parallelize_box_loop
+
+
+@recipe("p2p", device="any", name="users_p2p")
+def users_p2p(knl, ctx):
+    return parallelize_box_loop(knl)
+"""
+
+
+def run_example(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(EXAMPLE), *args], capture_output=True,
+                          text=True, timeout=600, cwd=cwd)
 
 
 def test_example_reports_json_with_every_field():
@@ -19,6 +37,7 @@ def test_example_reports_json_with_every_field():
     assert set(report["list_sizes"]) == {"U", "V", "W", "X"}
     assert all(set(size) == {"mean", "max"} for size in report["list_sizes"].values())
     assert set(report["setup_seconds"]) == {"tree", "lists", "precompute", "build"}
+    assert report["recipes"]["p2p"] and set(report["recipes"]) <= set(report["eval_seconds"])
     operators = {"p2m", "m2m", "m2l", "l2l", "l2p", "m2p", "p2l", "p2p"}
     assert operators | {"total"} <= set(report["eval_seconds"])
     # Order 6: ~1e-6 measured on sphere points (docs/kifmm.md); a factor 3 for a small sample.
@@ -33,3 +52,41 @@ def test_example_prints_a_readable_report():
     for expected in ("2000 charges on the unit sphere", "tree: depth", "setup: tree",
                      "evaluation:", "relative L2 error"):
         assert expected in done.stdout
+
+
+def test_example_takes_a_recipe_file_and_recipes_per_operator(tmp_path):
+    (tmp_path / "my_recipes.py").write_text(USER_RECIPES)
+    done = run_example("--n", "3000", "--order", "4", "--n-crit", "40", "--check-targets", "100",
+                       "--repeats", "1", "--json", "--recipes", "my_recipes.py",
+                       "--recipe", "sequential", "--recipe", "p2p=users_p2p",
+                       "--recipe", "m2l=generic", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    recipes = report["recipes"]
+    assert recipes.pop("p2p") == "users_p2p" and recipes.pop("m2l") == "generic"
+    assert recipes and set(recipes.values()) == {"sequential"}  # the bare name: the others
+    assert report["rel_l2_error"] < 1e-3  # order 4
+
+
+def test_example_bare_recipe_name_means_every_operator():
+    done = run_example("--n", "2000", "--order", "3", "--check-targets", "50", "--repeats", "1",
+                       "--json", "--recipe", "generic")
+    assert done.returncode == 0, done.stderr
+    assert set(json.loads(done.stdout)["recipes"].values()) == {"generic"}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--recipe", "p2q=cpu"], "unknown operator 'p2q'; operators: c2e, l2l"),
+    (["--recipe", "p2p=no_such_recipe"], "no recipe 'no_such_recipe' for operator 'p2p'"),
+    (["--recipe", "no_such_recipe"], "no recipe 'no_such_recipe' for operators p2p, p2m"),
+    (["--recipes", "my_recipes.py", "--recipe", "users_p2p"],
+     "for operators p2m, p2l, m2p, l2p, m2m, l2l, m2l, c2e; it has p2p: use OP=NAME"),
+    (["--recipe", "p2p=cpu", "--recipe", "p2p=generic"], "operator 'p2p' given twice"),
+    (["--recipe", "cpu", "--recipe", "generic"], "one recipe name for every operator at most"),
+    (["--recipes", "no_such_file.py"], "--recipes no_such_file.py: recipe file"),
+])
+def test_example_rejects_unknown_operators_and_recipes(tmp_path, args, message):
+    (tmp_path / "my_recipes.py").write_text(USER_RECIPES)
+    done = run_example("--n", "100", *args, cwd=tmp_path)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
