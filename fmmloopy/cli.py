@@ -115,8 +115,9 @@ def _show(args: argparse.Namespace) -> int:
     sizes = operator_sizes(args.operator, n_e, rank=n_e)
     device = choose_device(args.device)
     compiled = compiled_operator(args.operator, device, recipe=args.recipe, **sizes)
-    print(f"# {args.operator}: math-level kernel (order {args.order}, sizes {sizes})")
-    print(math_kernel(args.operator, **sizes))
+    print(f"# {args.operator}: math-level kernel (order {args.order}, sizes {sizes}), "
+          f"list layout {compiled.layout} (as recipe {compiled.recipe.name!r} asks)")
+    print(math_kernel(args.operator, layout=compiled.layout, **sizes))
     print(f"# {args.operator} under recipe {compiled.recipe.name!r} ({compiled.recipe.source}) "
           f"on {device.name}: generated OpenCL")
     print(compiled.device_code())

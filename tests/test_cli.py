@@ -34,8 +34,25 @@ def test_bench_table_for_one_operator_and_recipe():
     assert lines[-1].split()[:2] == ["p2p", "generic"] and "Mpair/s" in lines[-1]
 
 
+def test_bench_recipe_for_one_operator_applies_to_that_operator_only(tmp_path):
+    recipe_file = tmp_path / "only_p2p.py"
+    recipe_file.write_text(
+        "from fmmloopy.recipes import recipe\n"
+        "from fmmloopy.transform_tools import parallelize_box_loop\n"
+        "@recipe('p2p', name='only_p2p')\n"
+        "def only_p2p(knl, ctx):\n"
+        "    return parallelize_box_loop(knl)\n")
+    done = run_cli("bench", "--recipes", str(recipe_file), "--n", "3000", "--order", "2",
+                   "--operator", "p2p", "--recipe", "only_p2p", "--repeats", "1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].split()[:2] == ["p2p", "only_p2p"]
+
+
 def test_show_prints_math_kernel_and_generated_code():
     done = run_cli("show", "m2l", "--order", "3", "--recipe", "cpu")
     assert done.returncode == 0, done.stderr
     assert "math-level kernel" in done.stdout and "iexp_src" in done.stdout
+    # The math-level kernel shown is the one the recipe transforms: cpu asks for the grouped
+    # layout.
+    assert "list layout Grouped" in done.stdout and "for iblock" in done.stdout
     assert "__kernel void" in done.stdout and "lid(0)" in done.stdout
