@@ -48,8 +48,9 @@ __all__ = [
     "save_arrays",
 ]
 
-#: Bump whenever the meaning or layout of the stored arrays changes.
-FORMAT_VERSION = 1
+#: Bump whenever the meaning or layout of the stored arrays changes. 2: equiangular surface
+#: points and least-squares M2M/L2L/M2L (docs/kifmm.md); 1: uniform points, square fits.
+FORMAT_VERSION = 2
 
 _METADATA = "__metadata__"
 _T = TypeVar("_T")

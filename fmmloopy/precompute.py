@@ -16,6 +16,18 @@ density (radius 2.95). The matrices, all built from :func:`kernel_matrix`:
 - ``m2l[t]``: source multipole -> target downward *check* potential for transfer vector ``t``
   (:func:`fmmloopy.interaction_lists.transfer_vectors`); follow it with ``dc2e``.
 
+Least-squares fits. ``uc2e``/``dc2e`` act on check potentials that the particle kernels (P2M,
+P2L) evaluate at the ``n_e`` check points, so they interpolate there. The translations are ours
+to define: where those square fits keep every singular value (``k_u = k_d = n_e``; orders <= 7 at
+:data:`DEFAULT_RCOND`), ``m2m``, ``l2l`` and ``m2l`` fit the equivalent density by least squares
+to the check potential on the *fine* check surface (:func:`fmmloopy.surfaces.fine_order`,
+``2 order - 1`` points per edge), which bounds the misfit between the check points too (what
+the maximum principle turns into the error inside/outside the check surface). ``m2l[t]`` is then
+``K(check <- equivalent)`` times that least-squares local, i.e. the check potential that the
+driver's ``dc2e`` maps back to exactly that local. Where a square fit drops singular values
+(orders >= 8) everything stays square: the least-squares translations were measured less
+accurate there (docs/kifmm.md).
+
 Level scaling. For a kernel of homogeneity ``d`` (``K(h x, h y) = h**d K(x, y)``) the kernel
 matrix between the surfaces of a box of half-width ``h`` is ``h**d`` times the one for half-width
 1, and its truncated pseudo-inverse ``h**-d`` times (``rcond`` is relative, so the same singular
@@ -38,6 +50,7 @@ from fmmloopy.surfaces import (
     DOWNWARD_EQUIVALENT_RADIUS,
     UPWARD_CHECK_RADIUS,
     UPWARD_EQUIVALENT_RADIUS,
+    fine_order,
     surface,
     surface_size,
 )
@@ -85,7 +98,8 @@ class KifmmOperators:
     m2m: np.ndarray
     #: (8, n_e, n_e): parent local -> child local (octant o).
     l2l: np.ndarray
-    #: (316, n_e, n_e): source multipole -> target downward check potential, per transfer vector.
+    #: (316, n_e, n_e): source multipole -> target downward check potential, per transfer vector
+    #: (of the least-squares local where the fits are least squares; module docstring).
     m2l: np.ndarray
 
     def __post_init__(self) -> None:
@@ -150,8 +164,12 @@ def kernel_matrix(kernel: GreenKernel, targets: np.ndarray, sources: np.ndarray)
 def check_to_equivalent(kernel: GreenKernel, check_points: np.ndarray,
                         equivalent_points: np.ndarray, rcond: float
                         ) -> tuple[np.ndarray, np.ndarray]:
-    """The factors ``(U_k^T, V_k S_k^-1)`` of the truncated pseudo-inverse of K(check <- equiv)."""
-    u, s, vt = np.linalg.svd(kernel_matrix(kernel, check_points, equivalent_points))
+    """The factors ``(U_k^T, V_k S_k^-1)`` of the truncated pseudo-inverse of K(check <- equiv).
+
+    With more check than equivalent points this is the least-squares fit.
+    """
+    u, s, vt = np.linalg.svd(kernel_matrix(kernel, check_points, equivalent_points),
+                             full_matrices=False)
     keep = s > rcond * s[0]
     first = np.ascontiguousarray(u[:, keep].T)
     second = np.ascontiguousarray(vt[keep].T / s[keep])
@@ -186,19 +204,38 @@ def compute_operators(kernel: GreenKernel | str, order: int,
     child_dc2e = check_to_equivalent(kernel, 0.5 * downward_check, 0.5 * downward_equivalent,
                                      rcond)
 
+    # The translations' check surfaces and fits: least squares on the fine surface where the
+    # square fits keep every singular value, else the square ones (module docstring).
+    least_squares = all(first.shape[0] == n_e for first, _ in (uc2e, dc2e, child_dc2e))
+    if least_squares:
+        translation_up_check = surface(fine_order(order), UPWARD_CHECK_RADIUS)
+        translation_down_check = surface(fine_order(order), DOWNWARD_CHECK_RADIUS)
+        m2m_fit = check_to_equivalent(kernel, translation_up_check, upward_equivalent, rcond)
+        l2l_fit = check_to_equivalent(kernel, 0.5 * translation_down_check,
+                                      0.5 * downward_equivalent, rcond)
+        m2l_fit = check_to_equivalent(kernel, translation_down_check, downward_equivalent,
+                                      rcond)
+        # check potential <- local: dc2e inverts it exactly (full rank), so dc2e(m2l M) is the
+        # least-squares local.
+        check_of_local = kernel_matrix(kernel, downward_check, downward_equivalent)
+    else:
+        translation_up_check, translation_down_check = upward_check, downward_check
+        m2m_fit, l2l_fit = uc2e, child_dc2e
+
     m2m = np.empty((8, n_e, n_e))
     l2l = np.empty((8, n_e, n_e))
     for octant, centre in enumerate(child_centres().T):
         centre = centre[:, None]
-        m2m[octant] = _apply_factors(
-            uc2e, kernel_matrix(kernel, upward_check, centre + 0.5 * upward_equivalent))
-        l2l[octant] = _apply_factors(
-            child_dc2e, kernel_matrix(kernel, centre + 0.5 * downward_check, downward_equivalent))
+        m2m[octant] = _apply_factors(m2m_fit, kernel_matrix(
+            kernel, translation_up_check, centre + 0.5 * upward_equivalent))
+        l2l[octant] = _apply_factors(l2l_fit, kernel_matrix(
+            kernel, centre + 0.5 * translation_down_check, downward_equivalent))
 
     m2l = np.empty((NTRANSFER_VECTORS, n_e, n_e))
     for index, offset in enumerate(transfer_vectors()):
         source_centre = 2.0 * offset[:, None]
-        m2l[index] = kernel_matrix(kernel, downward_check, source_centre + upward_equivalent)
+        check = kernel_matrix(kernel, translation_down_check, source_centre + upward_equivalent)
+        m2l[index] = check_of_local @ _apply_factors(m2l_fit, check) if least_squares else check
 
     return KifmmOperators(
         kernel_name=kernel.name, homogeneity=kernel.homogeneity, order=int(order), n_e=n_e,

@@ -1,4 +1,5 @@
-"""Tests of the KIFMM surfaces: size, points on the cube, uniqueness, symmetry, scaling."""
+"""Tests of the KIFMM surfaces: size, equiangular points on the cube, uniqueness, symmetry,
+scaling, the fine surface."""
 
 import numpy as np
 import pytest
@@ -8,8 +9,10 @@ from fmmloopy.surfaces import (
     DOWNWARD_EQUIVALENT_RADIUS,
     UPWARD_CHECK_RADIUS,
     UPWARD_EQUIVALENT_RADIUS,
+    fine_order,
     surface,
     surface_size,
+    surface_ticks,
     unit_surface,
 )
 
@@ -36,12 +39,34 @@ def test_size_rejects_bad_order(order):
 
 
 @pytest.mark.parametrize("order", ORDERS)
+def test_ticks_are_equiangular(order):
+    ticks = surface_ticks(order)
+    assert ticks[0] == -1.0 and ticks[-1] == 1.0
+    np.testing.assert_array_equal(ticks[::-1], -ticks)
+    if order % 2:
+        assert ticks[order // 2] == 0.0
+    # Equal angles as seen from the centre of a face at distance 1.
+    np.testing.assert_allclose(np.diff(np.arctan(ticks)), np.pi / 2 / (order - 1), rtol=1e-13)
+
+
+@pytest.mark.parametrize("order", ORDERS)
 def test_points_are_the_grid_points_on_the_cube_surface(order):
     points = unit_surface(order)
+    ticks = surface_ticks(order)
     assert np.all(np.abs(points).max(axis=0) == 1.0)
-    grid_index = (points + 1.0) * (order - 1) / 2.0
-    np.testing.assert_allclose(grid_index, np.round(grid_index), atol=1e-12)
+    assert np.isin(points, ticks).all()
+    grid = np.stack(np.meshgrid(ticks, ticks, ticks, indexing="ij")).reshape(3, -1)
+    on_boundary = np.abs(grid).max(axis=0) == 1.0
+    np.testing.assert_array_equal(points, grid[:, on_boundary])
     assert len(as_point_set(points)) == points.shape[1]
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_fine_surface_contains_the_surface(order):
+    fine = fine_order(order)
+    assert fine == 2 * order - 1
+    np.testing.assert_array_equal(surface_ticks(fine)[::2], surface_ticks(order))
+    assert as_point_set(unit_surface(order)) <= as_point_set(unit_surface(fine))
 
 
 @pytest.mark.parametrize("order", ORDERS)
@@ -62,7 +87,7 @@ def test_documented_order():
     np.testing.assert_array_equal(points[:, 0], [-1, -1, -1])
     np.testing.assert_array_equal(points[:, 1], [-1, -1, 0])
     np.testing.assert_array_equal(points[:, -1], [1, 1, 1])
-    keys = ((points + 1) * 1).astype(int)  # grid indices 0..2
+    keys = np.searchsorted(surface_ticks(3), points)  # grid indices 0..2
     codes = (keys[0] * 3 + keys[1]) * 3 + keys[2]
     assert np.all(np.diff(codes) > 0)
 
