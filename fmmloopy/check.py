@@ -102,6 +102,18 @@ def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
     return float(diff / scale) if scale > 0 else float(diff)
 
 
+def expected_outputs(operator: str, recipe: str, sizes: dict[str, int], inputs: dict,
+                     device: cl.Device) -> tuple[dict[str, np.ndarray], float]:
+    """What ``recipe`` must reproduce, and the seconds it took: the sequential recipe's outputs
+    on ``device``, or for the sequential recipe itself the numpy host reference's."""
+    if recipe == REFERENCE:
+        start = time.perf_counter()
+        expected = get_operator(operator).host_reference(get_kernel("laplace"), inputs, sizes)
+        return expected, time.perf_counter() - start
+    reference = compiled_operator(operator, device, recipe=REFERENCE, **sizes)
+    return run_timed(reference, cl.CommandQueue(context_for(device)), inputs)
+
+
 def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Device,
                ) -> CheckResult:
     """Compare ``operator`` under ``recipe`` with the sequential recipe on ``problem``.
@@ -113,14 +125,8 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
     sizes = check_sizes(operator, problem)
     inputs = problem.arguments(spec, sizes)
     try:
-        if recipe == REFERENCE:
-            start = time.perf_counter()
-            expected = spec.host_reference(get_kernel("laplace"), inputs, sizes)
-            reference_seconds, against = time.perf_counter() - start, "the numpy reference"
-        else:
-            reference = compiled_operator(operator, device, recipe=REFERENCE, **sizes)
-            expected, reference_seconds = run_timed(reference, queue, inputs)
-            against = repr(REFERENCE)
+        expected, reference_seconds = expected_outputs(operator, recipe, sizes, inputs, device)
+        against = "the numpy reference" if recipe == REFERENCE else repr(REFERENCE)
         candidate = compiled_operator(operator, device, recipe=recipe, **sizes)
         actual, recipe_seconds = run_timed(candidate, queue, inputs)
     except Exception as exc:  # a recipe that breaks the build or the run is a failed check

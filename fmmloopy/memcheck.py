@@ -24,7 +24,6 @@ import os
 import re
 import sys
 import tempfile
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from fmmloopy.check import (
     RELATIVE_TOLERANCE,
     CheckResult,
     check_sizes,
+    expected_outputs,
     pairs_to_check,
     relative_error,
     run_in_worker,
@@ -43,7 +43,6 @@ from fmmloopy.check import (
 from fmmloopy.check_problems import CheckProblem, memcheck_problems
 from fmmloopy.devices import context_for, device_from_key, device_key
 from fmmloopy.execution import compiled_operator
-from fmmloopy.kernels import get_kernel
 from fmmloopy.operators import get_operator
 from fmmloopy.recipes import REFERENCE, ensure_loaded
 
@@ -217,15 +216,9 @@ def memcheck_pair(operator: str, recipe: str, problem: CheckProblem, simulator: 
     inputs = problem.arguments(spec, sizes)
     captured: list[str] = []
     try:
-        if recipe == REFERENCE:
-            start = time.perf_counter()
-            expected = spec.host_reference(get_kernel("laplace"), inputs, sizes)
-            reference_seconds, against = time.perf_counter() - start, "the numpy reference"
-        else:
-            reference = compiled_operator(operator, device, recipe=REFERENCE, **sizes)
-            queue = cl.CommandQueue(context_for(device))
-            expected, reference_seconds = run_timed(reference, queue, inputs)
-            against = f"{REFERENCE!r} on {device.name!r}"
+        expected, reference_seconds = expected_outputs(operator, recipe, sizes, inputs, device)
+        against = ("the numpy reference" if recipe == REFERENCE
+                   else f"{REFERENCE!r} on {device.name!r}")
         # The kernel the recipe makes for ``device`` (the one the normal check runs),
         # launched on the simulator.
         candidate = compiled_operator(operator, device, recipe=recipe, **sizes)
