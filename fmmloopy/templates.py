@@ -227,10 +227,7 @@ def make_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs: int, *,
         lp.GlobalArg("source_box_lists", INDEX_DTYPE, "nsource_list_entries"),
         lp.GlobalArg("matrix_indices", INDEX_DTYPE, "nsource_list_entries"),
         lp.GlobalArg("matrices", dtype, f"nmatrices, {n_target_coeffs}, {n_source_coeffs}"),
-        lp.GlobalArg("source_vectors", dtype, f"nboxes, {n_source_coeffs}"),
-        lp.GlobalArg("target_vectors", dtype, f"nboxes, {n_target_coeffs}"),
-        lp.GlobalArg("box_levels", INDEX_DTYPE, "nboxes"),
-        lp.GlobalArg("level_scales", dtype, "nlevels"),
+        *_expansion_args(n_target_coeffs, n_source_coeffs, dtype),
         lp.ValueArg("nboxes, ntarget_boxes, nsource_list_entries, nmatrices, nlevels",
                     INDEX_DTYPE),
     ]
@@ -310,14 +307,21 @@ def make_grouped_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs:
         lp.GlobalArg("pair_sources", INDEX_DTYPE, "npairs"),
         lp.GlobalArg("transposed_matrices", dtype,
                      f"nmatrices, {n_source_coeffs}, {n_target_coeffs}"),
-        lp.GlobalArg("source_vectors", dtype, f"nboxes, {n_source_coeffs}"),
-        lp.GlobalArg("target_vectors", dtype, f"nboxes, {n_target_coeffs}"),
-        lp.GlobalArg("box_levels", INDEX_DTYPE, "nboxes"),
-        lp.GlobalArg("level_scales", dtype, "nlevels"),
+        *_expansion_args(n_target_coeffs, n_source_coeffs, dtype),
         lp.ValueArg("nblocks, ngroups, npairs, nmatrices, nboxes, nlevels", INDEX_DTYPE),
     ]
     knl = lp.make_kernel(domains, instructions, args, name=name, lang_version=_LANG_VERSION)
     return _finish(knl)
+
+
+def _expansion_args(n_target_coeffs: int, n_source_coeffs: int, dtype: np.dtype) -> list:
+    """The arguments both matvec layouts share: per-box expansion vectors and level scales."""
+    return [
+        lp.GlobalArg("source_vectors", dtype, f"nboxes, {n_source_coeffs}"),
+        lp.GlobalArg("target_vectors", dtype, f"nboxes, {n_target_coeffs}"),
+        lp.GlobalArg("box_levels", INDEX_DTYPE, "nboxes"),
+        lp.GlobalArg("level_scales", dtype, "nlevels"),
+    ]
 
 
 def _finish(knl: lp.TranslationUnit) -> lp.TranslationUnit:

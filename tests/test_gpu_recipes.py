@@ -63,14 +63,7 @@ def test_staging_is_synchronised_and_loops_are_uniform(operator):
     assert loops and not [line for line in loops if "lid(" in line]
 
 
-def test_gpu_recipe_is_chosen_by_name_on_any_device():
-    import pyopencl as cl
-
-    from fmmloopy.devices import choose_device
-    try:
-        device = choose_device()
-    except (RuntimeError, cl.Error):
-        pytest.skip("no OpenCL device")
+def test_gpu_recipe_is_chosen_by_name_on_any_device(device):
     assert select_recipe("p2p", PAIRWISE, device, "gpu").device == "gpu"
 
 
