@@ -61,12 +61,6 @@ class CheckResult:
         return f"{text}  {self.message}" if self.message else text
 
 
-def _written_arguments(compiled: CompiledOperator) -> list[str]:
-    entry = compiled.t_unit.default_entrypoint
-    written = entry.get_written_variables()
-    return [arg.name for arg in entry.args if arg.name in written]
-
-
 def run_timed(compiled: CompiledOperator, queue: cl.CommandQueue, inputs: dict[str, np.ndarray],
               warm_up: bool = True) -> tuple[dict[str, np.ndarray], float]:
     """Run once to build, once more timed; return the outputs of the timed run and its seconds.
@@ -75,7 +69,7 @@ def run_timed(compiled: CompiledOperator, queue: cl.CommandQueue, inputs: dict[s
     where every run is slow).
     """
     inputs = compiled.arguments_from(inputs)  # the lists in the layout the recipe asked for
-    outputs = _written_arguments(compiled)
+    outputs = compiled.written_names
     device_inputs = {name: cla.to_device(queue, value) for name, value in inputs.items()
                      if name not in outputs and isinstance(value, np.ndarray)}
     scalars = {name: value for name, value in inputs.items() if not isinstance(value, np.ndarray)}

@@ -1,13 +1,16 @@
-"""Transformed kernels and their executors, built once per (operator, recipe, device, dtype).
+"""Transformed kernels and their launchers, built once per (operator, recipe, device, dtype).
 
-:func:`compiled_operator` applies a recipe to an operator's math-level kernel and keeps one loopy
-executor for it; every caller of the same combination gets the same object, so code generation
-and the OpenCL build happen once per process (and loopy/PoCL disk caches make them cheap later).
+:func:`compiled_operator` applies a recipe to an operator's math-level kernel, generates its code
+through loopy and keeps one launcher per OpenCL context; every caller of the same combination
+gets the same object, so code generation and the OpenCL build happen once per process. The
+generated code goes to the disk kernel cache (:mod:`fmmloopy.kernel_cache`), so a later process
+skips the math-level kernel, the recipe and loopy, and builds from PoCL's binary cache.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import loopy as lp
@@ -16,6 +19,8 @@ import pyopencl as cl
 from pymbolic import evaluate
 from pymbolic.primitives import Variable
 
+from fmmloopy import kernel_cache
+from fmmloopy.devices import context_for
 from fmmloopy.kernels import GreenKernel, get_kernel
 from fmmloopy.layouts import TARGET_MAJOR, layout_arguments
 from fmmloopy.operators import get_operator, math_kernel
@@ -24,18 +29,42 @@ from fmmloopy.resources import explain_opencl_error
 from fmmloopy.validation import where_in_recipe
 
 
-@dataclass
 class CompiledOperator:
-    """One operator transformed by one recipe for one device; call it with a queue and arrays."""
+    """One operator transformed by one recipe for one device; call it with a queue and arrays.
 
-    operator: str
-    recipe: Recipe
-    device: cl.Device
-    t_unit: lp.TranslationUnit
-    #: Arrays whose shape the recipe changed (an axis split for ``vec``): name -> (math-level
-    #: shape, transformed shape), as loopy expressions. Callers pass math-level shapes.
-    reshaped: dict[str, tuple[tuple, tuple]] = field(default_factory=dict)
-    _executors: dict[int, Any] = field(default_factory=dict, repr=False)  # by OpenCL context
+    The generated code comes from the disk kernel cache (:mod:`fmmloopy.kernel_cache`) when it
+    holds it; the transformed loopy kernel (:attr:`t_unit`) is then built only if asked for.
+    """
+
+    def __init__(self, operator: str, recipe: Recipe, device: cl.Device,
+                 transform: Callable[[], tuple[lp.TranslationUnit, lp.TranslationUnit]], *,
+                 disk_key: dict[str, Any] | None = None,
+                 generated: kernel_cache.GeneratedKernel | None = None):
+        self.operator, self.recipe, self.device = operator, recipe, device
+        self._transform, self._disk_key, self._generated = transform, disk_key, generated
+        self._t_unit: lp.TranslationUnit | None = None
+        self._reshaped: dict[str, tuple[tuple, tuple]] = {}
+        #: Launchers by OpenCL context: ``launcher(queue, **arrays) -> (event, outputs)``.
+        self._executors: dict[int, Any] = {}
+        if generated is None:  # a recipe that raises fails here, not at the first launch
+            self._build_t_unit()
+
+    def _build_t_unit(self) -> None:
+        math_level, self._t_unit = self._transform()
+        self._reshaped = _reshaped_arrays(math_level, self._t_unit)
+
+    @property
+    def t_unit(self) -> lp.TranslationUnit:
+        """The transformed loopy kernel (built now if the code came from the disk cache)."""
+        if self._t_unit is None:
+            self._build_t_unit()
+        return self._t_unit
+
+    @property
+    def reshaped(self) -> dict[str, tuple[tuple, tuple]]:
+        """Arrays whose shape the recipe changed (an axis split for ``vec``): name -> (math-level
+        shape, transformed shape), as loopy expressions. Callers pass math-level shapes."""
+        return self._generated.reshaped if self._generated else self._reshaped
 
     @property
     def layout(self):
@@ -51,13 +80,13 @@ class CompiledOperator:
 
     def __call__(self, queue: cl.CommandQueue, **arrays) -> dict[str, Any]:
         """Run the kernel; returns loopy's output dict. Build failures name operator and recipe."""
-        executor = self._executors.get(queue.context.int_ptr)
-        if executor is None:
-            executor = self._executors[queue.context.int_ptr] = self.t_unit.executor(
-                queue.context)
         given_shapes = {name: arrays[name].shape for name in self.reshaped if name in arrays}
         arrays = self._reshape(arrays)
         try:
+            executor = self._executors.get(queue.context.int_ptr)
+            if executor is None:
+                executor = self._executors[queue.context.int_ptr] = self._launcher(
+                    queue.context)
             _event, outputs = executor(queue, **arrays)
         except Exception as exc:  # code generation (loopy, islpy), the OpenCL build, the launch
             hint = explain_opencl_error(exc, self.device)
@@ -65,6 +94,28 @@ class CompiledOperator:
                 f"{hint} (OpenCL: {exc})" if hint else f"{type(exc).__name__}: {exc}")) from exc
         return {name: value.reshape(given_shapes[name]) if name in given_shapes else value
                 for name, value in outputs.items()}
+
+    def _launcher(self, context: cl.Context):
+        """Generate the code (unless cached), build it for ``context``; store it once it builds."""
+        fresh = self._generated is None
+        if fresh:
+            executor = self.t_unit.executor(context)
+            if executor.has_runtime_typed_args or executor.packing_controller is not None:
+                return executor  # argument types fixed at call time: loopy's executor, uncached
+            self._generated = _generate(self.t_unit, executor, self._reshaped)
+        launcher = _Launcher(self._generated, context)
+        if fresh:
+            kernel_cache.store(self._disk_key, self._generated)
+        return launcher
+
+    @property
+    def generated(self) -> kernel_cache.GeneratedKernel | None:
+        """The generated code and launcher (generated now if not yet; None for a kernel whose
+        argument types are only known at call time, which loopy's executor runs)."""
+        context = context_for(self.device)
+        if self._generated is None and context.int_ptr not in self._executors:
+            self._executors[context.int_ptr] = self._launcher(context)
+        return self._generated
 
     def _reshape(self, arrays: dict[str, Any]) -> dict[str, Any]:
         """Views of the arrays the recipe re-shaped, in the shapes the transformed kernel takes.
@@ -100,11 +151,61 @@ class CompiledOperator:
     @property
     def argument_names(self) -> list[str]:
         """Names of the kernel's arguments, in order."""
+        if self._generated is not None:
+            return list(self._generated.argument_names)
         return [arg.name for arg in self.t_unit.default_entrypoint.args]
+
+    @property
+    def written_names(self) -> list[str]:
+        """Names of the arguments the kernel writes (its outputs), in argument order."""
+        if self._generated is not None:
+            return list(self._generated.written_names)
+        return _written_names(self.t_unit)
 
     def device_code(self) -> str:
         """The generated OpenCL source."""
-        return lp.generate_code_v2(self.t_unit).device_code()
+        generated = self.generated
+        return (generated.device_code if generated
+                else lp.generate_code_v2(self.t_unit).device_code())
+
+
+class _Launcher:
+    """Runs a generated kernel in one OpenCL context, as loopy's executor would, without loopy."""
+
+    def __init__(self, generated: kernel_cache.GeneratedKernel, context: cl.Context):
+        self.generated = generated
+        program = cl.Program(context, generated.device_code).build(
+            options=list(generated.build_options))
+        self.kernels = SimpleNamespace(**{name: getattr(program, name)
+                                          for name in program.kernel_names.split(";")})
+
+    def __call__(self, queue: cl.CommandQueue, **arrays):
+        missing = self.generated.input_array_names - arrays.keys()
+        if missing:
+            raise TypeError(f"missing array arguments: {sorted(missing)}")
+        return self.generated.invoker(self.kernels, queue, None, None, None, **arrays)
+
+
+def _written_names(t_unit: lp.TranslationUnit) -> list[str]:
+    entry = t_unit.default_entrypoint
+    written = entry.get_written_variables()
+    return [arg.name for arg in entry.args if arg.name in written]
+
+
+def _generate(t_unit: lp.TranslationUnit, executor,
+              reshaped: dict[str, tuple[tuple, tuple]]) -> kernel_cache.GeneratedKernel:
+    """Code generation through loopy's executor: device code, host launcher, argument facts."""
+    entrypoint = t_unit.default_entrypoint.name
+    scheduled = executor.get_typed_and_scheduled_translation_unit(None)
+    code = lp.generate_code_v2(scheduled)
+    return kernel_cache.GeneratedKernel(
+        device_code=code.device_code(),
+        build_options=tuple(scheduled[entrypoint].options.build_options or ()),
+        invoker=executor.get_invoker(scheduled, entrypoint, code),
+        argument_names=tuple(arg.name for arg in t_unit.default_entrypoint.args),
+        input_array_names=frozenset(executor.input_array_names),
+        written_names=tuple(_written_names(t_unit)),
+        reshaped=reshaped)
 
 
 _CACHE: dict[tuple, CompiledOperator] = {}
@@ -149,10 +250,13 @@ def compiled_operator(operator: str, device: cl.Device, *, recipe: str | Recipe 
     dtype = np.dtype(dtype)
     key = (operator, recipe, device.int_ptr, green, dtype, tuple(sorted(sizes.items())))
     if key not in _CACHE:
-        knl = math_kernel(operator, kernel=green, dtype=dtype, layout=recipe.layout, **sizes)
-        ctx = RecipeContext(operator=operator, template=spec.template, device=device,
-                            parameters=dict(sizes, dtype=dtype, layout=recipe.layout))
-        transformed = _apply_recipe(recipe, knl, ctx)
-        _CACHE[key] = CompiledOperator(operator, recipe, device, transformed,
-                                       _reshaped_arrays(knl, transformed))
+        def transform() -> tuple[lp.TranslationUnit, lp.TranslationUnit]:
+            knl = math_kernel(operator, kernel=green, dtype=dtype, layout=recipe.layout, **sizes)
+            ctx = RecipeContext(operator=operator, template=spec.template, device=device,
+                                parameters=dict(sizes, dtype=dtype, layout=recipe.layout))
+            return knl, _apply_recipe(recipe, knl, ctx)
+
+        disk_key = kernel_cache.kernel_key(operator, recipe, device, green, dtype, sizes)
+        _CACHE[key] = CompiledOperator(operator, recipe, device, transform, disk_key=disk_key,
+                                       generated=kernel_cache.load(disk_key))
     return _CACHE[key]

@@ -24,7 +24,7 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
@@ -46,6 +46,7 @@ __all__ = [
     "load_or_build",
     "operator_key",
     "save_arrays",
+    "write_atomically",
 ]
 
 #: Bump whenever the meaning or layout of the stored arrays changes. 2: equiangular surface
@@ -121,20 +122,27 @@ def array_checksum(arrays: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def save_arrays(path: Path, key: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` and their metadata to ``path`` atomically (temp file + os.replace)."""
-    metadata = {"key": key, "checksum": array_checksum(arrays)}
+def write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Create ``path`` with ``write(stream)``: a temporary file in its directory, then
+    ``os.replace``, so a reader sees either the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as stream:
-            np.savez(stream, **arrays, **{_METADATA: np.array(json.dumps(metadata))})
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+
+
+def save_arrays(path: Path, key: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` and their metadata to ``path`` atomically."""
+    metadata = {"key": key, "checksum": array_checksum(arrays)}
+    write_atomically(path, lambda stream: np.savez(
+        stream, **arrays, **{_METADATA: np.array(json.dumps(metadata))}))
 
 
 def load_arrays(path: Path, key: dict[str, Any]) -> dict[str, np.ndarray]:
