@@ -60,6 +60,9 @@ class Plan:
     launches: list[Launch]
     buffers: dict[str, cla.Array]
     eval_seconds: dict[str, float] = field(default_factory=dict)
+    #: Seconds spent getting the transformed kernels while the plan was made (the disk kernel
+    #: cache, or code generation); :meth:`build` adds the OpenCL builds.
+    kernel_seconds: float = 0.0
 
     def evaluate(self, strengths: np.ndarray) -> np.ndarray:
         """Potentials at the targets (tree order) for ``strengths`` (tree order)."""
@@ -98,13 +101,16 @@ class Plan:
         """Compile every kernel now: run each once for one target box with an empty list.
 
         (PoCL compiles a kernel for its work-group size at the first launch that runs a group.)
+        The seconds are added to :attr:`kernel_seconds`.
         """
+        clock = time.perf_counter()
         for launch in self.launches:
             empty = empty_launch_arguments(launch.kernel.layout)
             self._run(launch, **{name: cla.to_device(self.queue, value)
                                  if isinstance(value, np.ndarray) else value
                                  for name, value in empty.items()})
         self.queue.finish()
+        self.kernel_seconds += time.perf_counter() - clock
 
     def _run(self, launch: Launch, **overrides) -> None:
         """Enqueue ``launch`` with its fixed arguments, the shared buffers and ``overrides``."""
@@ -121,6 +127,7 @@ class _PlanBuilder:
         self.tree, self.lists, self.operators = tree, lists, operators
         self.green, self.queue, self.recipes = green, queue, recipes
         self.launches: list[Launch] = []
+        self.kernel_seconds = 0.0
         self.buffer_shapes: dict[str, tuple[int, ...]] = {}
         self.shared = {name: self._device(value) for name, value in tree_arguments(tree).items()}
         self.half_widths = tree.root_half_width / 2.0 ** np.arange(tree.nlevels)
@@ -134,8 +141,11 @@ class _PlanBuilder:
     def _kernel(self, operator: str, **sizes: int) -> CompiledOperator:
         recipe = (self.recipes.get(operator) if isinstance(self.recipes, Mapping)
                   else self.recipes)
-        return compiled_operator(operator, self.queue.device, recipe=recipe, kernel=self.green,
-                                 **sizes)
+        clock = time.perf_counter()
+        kernel = compiled_operator(operator, self.queue.device, recipe=recipe, kernel=self.green,
+                                   **sizes)
+        self.kernel_seconds += time.perf_counter() - clock
+        return kernel
 
     def add(self, step: str, operator: str, target_boxes: np.ndarray, buffers: dict[str, str],
             sizes: dict[str, int], **extra) -> None:
@@ -245,4 +255,4 @@ def build_plan(tree: Tree, lists: InteractionLists, operators: KifmmOperators,
               "check_down": (tree.nboxes, n_e), "local": (tree.nboxes, n_e),
               **build.buffer_shapes}
     buffers = {name: cla.zeros(queue, shape, np.float64) for name, shape in shapes.items()}
-    return Plan(queue, build.launches, buffers)
+    return Plan(queue, build.launches, buffers, kernel_seconds=build.kernel_seconds)

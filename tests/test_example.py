@@ -36,7 +36,7 @@ def test_example_reports_json_with_every_field():
     assert report["depth"] >= 3 and report["nleaves"] > 1
     assert set(report["list_sizes"]) == {"U", "V", "W", "X"}
     assert all(set(size) == {"mean", "max"} for size in report["list_sizes"].values())
-    assert set(report["setup_seconds"]) == {"tree", "lists", "precompute", "build"}
+    assert set(report["setup_seconds"]) == {"tree", "lists", "precompute", "plan", "kernels"}
     assert report["recipes"]["p2p"] and set(report["recipes"]) <= set(report["eval_seconds"])
     operators = {"p2m", "m2m", "m2l", "l2l", "l2p", "m2p", "p2l", "p2p"}
     assert operators | {"total"} <= set(report["eval_seconds"])
