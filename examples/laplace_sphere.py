@@ -73,7 +73,7 @@ def recipe_choice(values: list[str]) -> str | dict[str, str] | None:
 
 def run(n: int, order: int, n_crit: int, device: str | None,
         recipes: str | Mapping[str, str] | None, check_targets: int, repeats: int,
-        seed: int) -> dict:
+        seed: int, w_x_direct: bool = True) -> dict:
     """Build the FMM, evaluate it ``repeats`` times, compare with direct summation.
 
     ``recipes``: as :class:`fmmloopy.Fmm` takes them (a name, ``{operator: name}`` or ``None``).
@@ -82,7 +82,8 @@ def run(n: int, order: int, n_crit: int, device: str | None,
     points = sphere_surface(n, rng)
     charges = rng.uniform(-1.0, 1.0, n)
 
-    fmm = fmmloopy.Fmm(points, order=order, n_crit=n_crit, device=device, recipes=recipes)
+    fmm = fmmloopy.Fmm(points, order=order, n_crit=n_crit, device=device, recipes=recipes,
+                       w_x_direct=w_x_direct)
     best = None
     for _ in range(repeats):
         potential = fmm(charges)
@@ -95,6 +96,10 @@ def run(n: int, order: int, n_crit: int, device: str | None,
         "n": n, "order": order, "n_crit": n_crit, "device": fmm.device.name,
         "depth": fmm.tree.nlevels - 1, "nleaves": int(fmm.tree.box_is_leaf.sum()),
         "list_sizes": list_size_summary(fmm.tree, fmm.lists),
+        "w_x_direct": w_x_direct,
+        "w_x_moved_to_direct": {name: int(len(getattr(fmm.lists, f"{name}_lists"))
+                                          - len(getattr(fmm.evaluated_lists, f"{name}_lists")))
+                                for name in ("w", "x")},
         "recipes": used_recipes(fmm),
         "setup_seconds": fmm.setup_seconds,
         "eval_seconds": best,
@@ -117,6 +122,9 @@ def print_report(report: dict) -> None:
                       for name, s in report["list_sizes"].items())
     print(f"tree: depth {report['depth']}, {report['nleaves']} leaves; list sizes mean/max: "
           f"{sizes}")
+    moved = report["w_x_moved_to_direct"]
+    print(f"W/X entries summed directly (small boxes): {moved['w']} of W, {moved['x']} of X"
+          + ("" if report["w_x_direct"] else " (--no-w-x-direct)"))
     print("recipes: " + ", ".join(f"{op} {name}" for op, name in report["recipes"].items()))
     print("setup: " + ", ".join(f"{k} {v:.3f} s" for k, v in report["setup_seconds"].items()))
     seconds = report["eval_seconds"]
@@ -145,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="targets sampled for the comparison with direct summation")
     parser.add_argument("--repeats", type=int, default=2, help="evaluations (fastest reported)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-w-x-direct", dest="w_x_direct", action="store_false",
+                        help="M2P and P2L for every W and X entry (default: boxes with at most "
+                             "n_e particles are summed directly)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.n < 1 or args.check_targets < 1 or args.repeats < 1:
@@ -160,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
 
     report = run(args.n, args.order, args.n_crit, args.device, recipes,
-                 args.check_targets, args.repeats, args.seed)
+                 args.check_targets, args.repeats, args.seed, args.w_x_direct)
     if args.json:
         print(json.dumps(report))
     else:

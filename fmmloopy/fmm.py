@@ -19,6 +19,7 @@ import numpy as np
 import pyopencl as cl
 
 from fmmloopy.devices import choose_device, context_for
+from fmmloopy.direct_lists import direct_where_cheaper
 from fmmloopy.driver import Plan, build_plan
 from fmmloopy.interaction_lists import build_interaction_lists
 from fmmloopy.kernels import GreenKernel, get_kernel
@@ -31,9 +32,11 @@ from fmmloopy.resources import (
     estimate_memory,
     explain_opencl_error,
 )
+from fmmloopy.surfaces import surface_size
 from fmmloopy.tree import MAX_DEPTH_LIMIT, build_tree
 from fmmloopy.validation import (
     validate_charges,
+    validate_flag,
     validate_integer,
     validate_memory_limit,
     validate_points,
@@ -79,7 +82,9 @@ class Fmm:
     ``max_depth`` holds more when points crowd closer than the tree resolves); ``device`` an
     OpenCL device or ``"cpu"``/``"gpu"``/a name; ``recipes`` a recipe name for every operator or
     a mapping operator -> recipe name (default: the device's own); ``memory_limit`` the most bytes
-    of host memory the FMM may take (default: what the host has available).
+    of host memory the FMM may take (default: what the host has available); ``w_x_direct``:
+    W- and X-list interactions with a box of at most ``n_e`` particles are summed directly,
+    which is exact and cheaper (:mod:`fmmloopy.direct_lists`; False keeps M2P/P2L for all).
 
     Raises ValueError for bad input and :class:`~fmmloopy.resources.ResourceLimitError` (a
     MemoryError) with the estimate when the problem cannot fit.
@@ -88,13 +93,14 @@ class Fmm:
     def __init__(self, sources, targets=None, *, kernel: str | GreenKernel = "laplace",
                  order: int = 6, n_crit: int = 150, device=None,
                  recipes: str | Mapping[str, str] | None = None, max_depth: int = 20,
-                 memory_limit: float | None = None):
+                 memory_limit: float | None = None, w_x_direct: bool = True):
         self.order = validate_integer(order, "order", MIN_ORDER, MAX_ORDER)
         n_crit = validate_integer(n_crit, "n_crit", 1)
         max_depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
         self.kernel = get_kernel(kernel)
         recipes = validate_recipes(recipes, OPERATORS)
         memory_limit = validate_memory_limit(memory_limit)
+        self._w_x_direct = validate_flag(w_x_direct, "w_x_direct")
         sources = validate_points(sources, "sources")
         targets = None if targets is None else validate_points(targets, "targets")
         self.nsources = len(sources)
@@ -128,7 +134,7 @@ class Fmm:
 
         if self.nsources == 0 or self.ntargets == 0:
             # Nothing to sum: no tree (it needs a point), no kernels; calls return zeros.
-            self.tree = self.lists = self.operators = None
+            self.tree = self.lists = self.evaluated_lists = self.operators = None
             self.plan = Plan(self.queue, [], {})
             return
         try:
@@ -146,9 +152,13 @@ class Fmm:
         self.setup_seconds["tree"] = time.perf_counter() - clock
         clock = time.perf_counter()
         self.lists = build_interaction_lists(self.tree)
+        #: The lists the plan sums: :attr:`lists`, with small W/X boxes moved to U (w_x_direct).
+        self.evaluated_lists = (
+            direct_where_cheaper(self.tree, self.lists, surface_size(self.order))
+            if self._w_x_direct else self.lists)
         self.setup_seconds["lists"] = time.perf_counter() - clock
 
-        tree, lists = self.tree, self.lists
+        tree, lists = self.tree, self.evaluated_lists
         self.memory_estimate = estimate_memory(
             nsources=tree.nsources, ntargets=tree.ntargets,
             targets_are_sources=tree.targets_are_sources, order=self.order,

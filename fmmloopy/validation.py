@@ -105,6 +105,13 @@ def validate_integer(value, name: str, low: int, high: int | None = None) -> int
     return int(value)
 
 
+def validate_flag(value, name: str) -> bool:
+    """``value`` as a bool; only True or False are accepted."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def validate_recipes(recipes, operators) -> str | Mapping[str, str] | None:
     """``recipes`` as :class:`fmmloopy.Fmm` takes them: None, a name, or operator -> name."""
     if recipes is None or isinstance(recipes, str):

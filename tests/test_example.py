@@ -28,13 +28,15 @@ def run_example(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 def test_example_reports_json_with_every_field():
     done = subprocess.run([sys.executable, str(EXAMPLE), "--n", "5000", "--n-crit", "40",
-                           "--check-targets", "300", "--repeats", "1", "--json"],
+                           "--check-targets", "300", "--repeats", "1", "--json",
+                           "--no-w-x-direct"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["n"] == 5000 and report["order"] == 6 and report["n_crit"] == 40
     assert report["depth"] >= 3 and report["nleaves"] > 1
     assert set(report["list_sizes"]) == {"U", "V", "W", "X"}
+    assert report["w_x_direct"] is False and report["w_x_moved_to_direct"] == {"w": 0, "x": 0}
     assert all(set(size) == {"mean", "max"} for size in report["list_sizes"].values())
     assert set(report["setup_seconds"]) == {"tree", "lists", "precompute", "plan", "kernels"}
     assert report["recipes"]["p2p"] and set(report["recipes"]) <= set(report["eval_seconds"])
@@ -50,7 +52,8 @@ def test_example_prints_a_readable_report():
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     for expected in ("2000 charges on the unit sphere", "tree: depth", "setup: tree",
-                     "evaluation:", "relative L2 error"):
+                     "W/X entries summed directly (small boxes):", "evaluation:",
+                     "relative L2 error"):
         assert expected in done.stdout
 
 

@@ -79,7 +79,8 @@ def test_repeated_calls_reuse_everything_and_are_bitwise_reproducible():
     assert _relative_l2(fmm(3 * charges), 3 * first) < 1e-13
     assert fmm.plan is plan
     steps = set(fmm.eval_seconds)
-    assert {"p2m", "m2m", "m2l", "l2l", "l2p", "m2p", "p2l", "p2p", "total"} <= steps
+    # Uniform points, n_crit 40 < n_e = 56: every W/X box is small and summed directly.
+    assert {"p2m", "m2m", "m2l", "l2l", "l2p", "p2p", "total"} <= steps
 
 
 def test_single_leaf_is_the_direct_sum():
