@@ -23,7 +23,7 @@ import fmmloopy
 from fmmloopy.distributions import sphere_surface
 from fmmloopy.interaction_lists import list_size_summary
 from fmmloopy.kernels import LAPLACE_3D
-from fmmloopy.operators import OPERATORS
+from fmmloopy.operators import OPERATORS, get_operator
 from fmmloopy.recipes import RecipeError, ensure_loaded, recipe_names_for
 from fmmloopy.reference import direct_sum
 
@@ -103,6 +103,8 @@ def run(n: int, order: int, n_crit: int, device: str | None,
         "recipes": used_recipes(fmm),
         "setup_seconds": fmm.setup_seconds,
         "eval_seconds": best,
+        # pairs (pairwise operators) or flops (matvec operators) of each step, from the lists
+        "eval_work": {step: fmm.plan.work(step) for step in best if step in OPERATORS},
         "rel_l2_error": float(error), "check_targets": len(sample),
     }
 
@@ -113,6 +115,15 @@ def used_recipes(fmm: fmmloopy.Fmm) -> dict[str, str]:
     for launch in fmm.plan.launches:
         used.setdefault(launch.kernel.operator, set()).add(launch.kernel.recipe.name)
     return {operator: "/".join(sorted(names)) for operator, names in sorted(used.items())}
+
+
+def _rate(step: str, work: int | None, seconds: float) -> str:
+    """Pairs per second (pairwise operators) or flops per second (matvec operators)."""
+    if not work or seconds <= 0:
+        return ""
+    if get_operator(step).template == "pairwise":
+        return f"{work / seconds / 1e6:8.0f} Mpair/s"
+    return f"{work / seconds / 1e9:8.2f} GFLOP/s"
 
 
 def print_report(report: dict) -> None:
@@ -132,7 +143,8 @@ def print_report(report: dict) -> None:
     print(f"evaluation: {total:.3f} s")
     for step, value in seconds.items():
         if step != "total":
-            print(f"  {step:14s} {value:8.4f} s  {100 * value / total:5.1f} %")
+            print(f"  {step:14s} {value:8.4f} s  {100 * value / total:5.1f} %  "
+                  f"{_rate(step, report['eval_work'].get(step), value)}")
     print(f"relative L2 error against direct summation on {report['check_targets']} targets: "
           f"{report['rel_l2_error']:.2e}")
 

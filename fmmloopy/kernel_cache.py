@@ -14,7 +14,7 @@ The key (:func:`kernel_key`) holds everything the generated code depends on:
 - a sha256 of every module of ``fmmloopy`` and ``transforms`` (templates, transform tools);
 - the versions of Python, loopy, pyopencl, pymbolic, islpy and numpy;
 - the device: platform, name, vendor, versions and the properties a recipe may read
-  (:func:`device_fingerprint`).
+  (:func:`device_fingerprint`; not its memory sizes, which PoCL sets from the free memory).
 
 A recipe that imports helpers from *other* files of its own is keyed on its own file only: after
 changing such a helper, remove the cache or set ``FMMLOOPY_KERNEL_CACHE=off``. Recipes without a
@@ -53,9 +53,11 @@ KERNEL_CACHE_ENV = "FMMLOOPY_KERNEL_CACHE"
 _PACKAGES = ("loopy", "pyopencl", "pymbolic", "islpy", "numpy")
 _DEVICE_PROPERTIES = (
     "name", "vendor", "version", "driver_version", "type", "max_compute_units",
-    "max_work_group_size", "max_work_item_sizes", "local_mem_size", "global_mem_size",
-    "max_mem_alloc_size", "preferred_vector_width_double", "preferred_vector_width_float",
+    "max_work_group_size", "max_work_item_sizes", "local_mem_size",
+    "preferred_vector_width_double", "preferred_vector_width_float",
     "native_vector_width_double", "address_bits", "extensions")
+# Not global_mem_size or max_mem_alloc_size: PoCL derives them from the memory free when it
+# starts, which would change the key from one process to the next.
 _warned_unwritable: set[str] = set()
 
 

@@ -42,6 +42,8 @@ def test_example_reports_json_with_every_field():
     assert report["recipes"]["p2p"] and set(report["recipes"]) <= set(report["eval_seconds"])
     operators = {"p2m", "m2m", "m2l", "l2l", "l2p", "m2p", "p2l", "p2p"}
     assert operators | {"total"} <= set(report["eval_seconds"])
+    assert set(report["eval_work"]) == operators | {"c2e"}
+    assert all(work > 0 for work in report["eval_work"].values())
     # Order 6: ~1e-6 measured on sphere points (docs/kifmm.md); a factor 3 for a small sample.
     assert report["rel_l2_error"] < 3e-6
 
@@ -53,7 +55,7 @@ def test_example_prints_a_readable_report():
     assert done.returncode == 0, done.stderr
     for expected in ("2000 charges on the unit sphere", "tree: depth", "setup: tree",
                      "W/X entries summed directly (small boxes):", "evaluation:",
-                     "relative L2 error"):
+                     "Mpair/s", "GFLOP/s", "relative L2 error"):
         assert expected in done.stdout
 
 
