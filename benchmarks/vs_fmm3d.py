@@ -15,7 +15,10 @@ each; the table gives median times. fmmloopy's *evaluation* (``Fmm(charges)``: u
 upward and downward passes, download, back to user order) is timed apart from its set-up
 (tree, lists, precomputed operators, kernels), which is done once per point set; ``lfmm3d`` has
 no such split, so its time includes its own tree. Errors are relative L2 against direct
-summation on ``--check-targets`` sampled targets.
+summation on ``--check-targets`` sampled targets. "cores busy" is CPU time over wall time of
+the timed runs: the fmm3dpy 2.1.0 wheel from PyPI keeps one core busy whatever
+``OMP_NUM_THREADS`` says, so for a per-core comparison run fmmloopy on one core too
+(``POCL_MAX_PTHREAD_COUNT=1``, read by PoCL 3.0 when it starts).
 
 ``--setup`` runs each N in fresh processes instead: once with empty caches (a temporary
 ``XDG_CACHE_HOME``, ``POCL_CACHE_DIR`` and ``FMMLOOPY_CACHE_DIR``: cold) and once more with the
@@ -54,6 +57,12 @@ def sphere_problem(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return sphere_surface(n, rng), rng.uniform(-1.0, 1.0, n)
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
     return float(np.linalg.norm(value - reference) / np.linalg.norm(reference))
 
@@ -78,20 +87,24 @@ def compare(n: int, args: argparse.Namespace) -> dict:
             lambda eps=eps: fmm3dpy.lfmm3d(eps=eps, sources=points_fortran, charges=charges,
                                            pg=1).pot)
     times = {name: [] for name in runners}
+    cpu_times = {name: [] for name in runners}
     errors = {}
     for name, run in runners.items():  # warm-up, and the error of each
         errors[name] = relative_error(run()[sample], reference)
     for _ in range(args.repeats):  # alternating
         for name, run in runners.items():
-            clock = time.perf_counter()
+            cpu, clock = _cpu_seconds(), time.perf_counter()
             run()
             times[name].append(time.perf_counter() - clock)
+            cpu_times[name].append(_cpu_seconds() - cpu)
     medians = {name: statistics.median(values) for name, values in times.items()}
+    # CPU seconds over wall seconds: how many cores each one kept busy.
+    cores_busy = {name: sum(cpu_times[name]) / sum(times[name]) for name in times}
     return {"n": n, "order": args.order, "n_crit": args.n_crit, "repeats": args.repeats,
             "fmmloopy_setup_seconds": setup_seconds,
             "fmmloopy_setup_stages": dict(fmm.setup_seconds),
             "fmmloopy_steps": dict(fmm.eval_seconds),
-            "median_seconds": medians, "relative_l2_error": errors,
+            "median_seconds": medians, "relative_l2_error": errors, "cores_busy": cores_busy,
             "ratio_to_fmmloopy": {name: medians["fmmloopy"] / medians[name]
                                   for name in medians if name != "fmmloopy"}}
 
@@ -101,10 +114,12 @@ def print_comparison(row: dict) -> None:
     print(f"N = {row['n']}: fmmloopy order {row['order']}, n_crit {row['n_crit']} "
           f"(set-up {row['fmmloopy_setup_seconds']:.2f} s, once per point set); "
           f"median of {row['repeats']}")
-    print(f"  {'':22s} {'seconds':>9s} {'fmmloopy / it':>14s} {'rel. L2 error':>14s}")
+    print(f"  {'':22s} {'seconds':>9s} {'fmmloopy / it':>14s} {'rel. L2 error':>14s} "
+          f"{'cores busy':>11s}")
     for name, seconds in row["median_seconds"].items():
         ratio = fastest / seconds
-        print(f"  {name:22s} {seconds:9.3f} {ratio:14.3f} {row['relative_l2_error'][name]:14.2e}")
+        print(f"  {name:22s} {seconds:9.3f} {ratio:14.3f} {row['relative_l2_error'][name]:14.2e} "
+              f"{row['cores_busy'][name]:11.2f}")
 
 
 _SETUP_CHILD = """

@@ -42,7 +42,13 @@ from typing import Any
 
 import pyopencl as cl
 
-from fmmloopy.operator_cache import cache_dir, kernel_fingerprint, key_string, write_atomically
+from fmmloopy.operator_cache import (
+    cache_dir,
+    kernel_fingerprint,
+    key_string,
+    write_atomically,
+    write_or_warn,
+)
 
 #: Bump whenever :class:`GeneratedKernel` or the meaning of a key changes.
 FORMAT_VERSION = 1
@@ -192,11 +198,7 @@ def store(key: dict[str, Any] | None, kernel: GeneratedKernel) -> None:
         return
     path = kernel_path(key)
     data = pickle.dumps({"key": key, "kernel": kernel}, protocol=pickle.HIGHEST_PROTOCOL)
-    try:
-        write_atomically(path, lambda stream: stream.write(data))
-    except OSError as error:
-        if str(path.parent) not in _warned_unwritable:
-            _warned_unwritable.add(str(path.parent))
-            warnings.warn(f"fmmloopy kernel cache: cannot write to {path.parent} ({error}); "
-                          "kernels are generated but not cached", KernelCacheWarning,
-                          stacklevel=3)
+    write_or_warn(path, lambda: write_atomically(path, lambda stream: stream.write(data)),
+                  f"fmmloopy kernel cache: cannot write to {path.parent}",
+                  "kernels are generated but not cached", KernelCacheWarning,
+                  _warned_unwritable)

@@ -47,6 +47,7 @@ __all__ = [
     "operator_key",
     "save_arrays",
     "write_atomically",
+    "write_or_warn",
 ]
 
 #: Bump whenever the meaning or layout of the stored arrays changes. 2: equiangular surface
@@ -177,12 +178,20 @@ def load_or_build(key: dict[str, Any], build: Callable[[], dict[str, np.ndarray]
                           OperatorCacheWarning, stacklevel=3)
     arrays = build()
     result = make(arrays)
-    try:
-        save_arrays(path, key, arrays)
-    except OSError as error:
-        if str(path.parent) not in _warned_unwritable:
-            _warned_unwritable.add(str(path.parent))
-            warnings.warn(f"fmmloopy operator cache: cannot write to {path.parent} ({error}); "
-                          "operators are computed but not cached", OperatorCacheWarning,
-                          stacklevel=3)
+    write_or_warn(path, lambda: save_arrays(path, key, arrays),
+                  f"fmmloopy operator cache: cannot write to {path.parent}",
+                  "operators are computed but not cached", OperatorCacheWarning,
+                  _warned_unwritable)
     return result
+
+
+def write_or_warn(path: Path, write: Callable[[], Any], what: str, consequence: str,
+                  category: type[Warning], warned: set[str]) -> None:
+    """``write()``; if it fails with OSError, warn ``what (error); consequence`` once per
+    directory (``warned`` holds the directories already reported)."""
+    try:
+        write()
+    except OSError as error:
+        if str(path.parent) not in warned:
+            warned.add(str(path.parent))
+            warnings.warn(f"{what} ({error}); {consequence}", category, stacklevel=4)
