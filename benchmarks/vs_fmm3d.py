@@ -198,6 +198,8 @@ def main() -> None:
                         help="cold and warm set-up and peak memory, in fresh processes")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
+    if min(args.n) < 1 or args.repeats < 1 or args.check_targets < 1:
+        parser.error("--n, --repeats and --check-targets must be at least 1")
 
     rows = []
     for n in args.n:

@@ -15,6 +15,7 @@ import numpy as np
 from fmmloopy.distributions import DISTRIBUTIONS
 from fmmloopy.fmm import Fmm
 from fmmloopy.operators import OPERATORS, PAIRWISE
+from fmmloopy.validation import validate_integer
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int = 150,
     With ``operators`` named, ``recipe`` applies to those only (the other steps run under the
     device's own recipes), so a recipe written for one operator can be benched alone.
     """
+    n = validate_integer(n, "n (points to bench on)", 1)
+    repeats = validate_integer(repeats, "repeats", 1)
     rng = np.random.default_rng(seed)
     points = DISTRIBUTIONS[distribution](n, rng)
     charges = rng.uniform(-1, 1, n)

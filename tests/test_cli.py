@@ -56,3 +56,10 @@ def test_show_prints_math_kernel_and_generated_code():
     # layout.
     assert "list layout Grouped" in done.stdout and "for iblock" in done.stdout
     assert "__kernel void" in done.stdout and "lid(0)" in done.stdout
+
+
+def test_bench_refuses_nothing_to_time():
+    for flag, name in (("--n", "n (points to bench on)"), ("--repeats", "repeats")):
+        done = run_cli("bench", flag, "0")
+        assert done.returncode == 2
+        assert f"{name} must be an integer >= 1, got 0" in done.stderr
