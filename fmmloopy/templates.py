@@ -270,7 +270,7 @@ def make_grouped_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs:
         for ipair_tile
           for ipair
             <> pair = ipair_tile * {pair_tile} + ipair {{tags=bounds}}
-            <> pair_used = ipair_start + if(pair < group_size, pair, group_size - 1) \
+            <> pair_used = ipair_start + (pair if pair < group_size else group_size - 1) \
                 {{tags=bounds}}
             <> tgt_box = pair_targets[pair_used] {{tags=bounds}}
             <> src_box = pair_sources[pair_used] {{tags=bounds}}
