@@ -138,7 +138,8 @@ def test_small_max_depth_leaves_hold_more_points(rng):
     assert fmm.tree.nlevels == 3
     assert fmm.tree.box_source_counts[fmm.tree.box_is_leaf].max() > 16
     assert _error(fmm(charges), points, charges) < TOLERANCE
-    single_leaf = fmmloopy.Fmm(points, order=ORDER, n_crit=16, max_depth=0)
+    with pytest.warns(RuntimeWarning, match="max_depth=0 reached"):
+        single_leaf = fmmloopy.Fmm(points, order=ORDER, n_crit=16, max_depth=0)
     assert _error(single_leaf(charges), points, charges) < DIRECT_SUM_TOLERANCE
 
 
