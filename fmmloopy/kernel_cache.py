@@ -10,15 +10,19 @@ loopy's cache look-ups (~0.1-0.2 s a kernel).
 The key (:func:`kernel_key`) holds everything the generated code depends on:
 
 - the operator, its sizes, dtype, the Green's function's fingerprint and the recipe's list layout;
-- the recipe's name and function and a sha256 of the file that defines it;
+- the recipe's name and function and a sha256 of the file that defines it and of the user files
+  it draws on (:func:`_recipe_sources_digest`);
 - a sha256 of every module of ``fmmloopy`` and ``transforms`` (templates, transform tools);
 - the versions of Python, loopy, pyopencl, pymbolic, islpy and numpy;
 - the device: platform, name, vendor, versions and the properties a recipe may read
   (:func:`device_fingerprint`; not its memory sizes, which PoCL sets from the free memory).
 
-A recipe that imports helpers from *other* files of its own is keyed on its own file only: after
-changing such a helper, remove the cache or set ``FMMLOOPY_KERNEL_CACHE=off``. Recipes without a
-source file (defined in an interactive session) are never stored.
+The recipe's sources are its own file and the user files that file draws on (modules, functions
+or classes it names, followed transitively; installed packages are keyed by version instead), so
+editing a helper in another file of one's own also regenerates the kernel. What this cannot see
+(code reached only through ``importlib`` at call time, data files a recipe reads) needs
+``FMMLOOPY_KERNEL_CACHE=off``. Recipes without a source file (defined in an interactive session)
+are never stored.
 
 Files live in ``<cache_dir>/kernels`` (:func:`fmmloopy.operator_cache.cache_dir`), are written
 atomically and are checked on load: a file that cannot be read or whose stored key differs is
@@ -35,6 +39,10 @@ import inspect
 import os
 import pickle
 import platform
+import site
+import sys
+import sysconfig
+import types
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,11 +59,13 @@ from fmmloopy.operator_cache import (
 )
 
 #: Bump whenever :class:`GeneratedKernel` or the meaning of a key changes.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 #: Environment variable: ``off`` (or ``0``, ``no``, ``false``) disables the kernel cache.
 KERNEL_CACHE_ENV = "FMMLOOPY_KERNEL_CACHE"
 
+#: This project's packages: every source file of theirs is in every key.
+_PACKAGED = ("fmmloopy", "transforms")
 _PACKAGES = ("loopy", "pyopencl", "pymbolic", "islpy", "numpy")
 _DEVICE_PROPERTIES = (
     "name", "vendor", "version", "driver_version", "type", "max_compute_units",
@@ -107,7 +117,7 @@ def device_fingerprint(device: cl.Device) -> dict[str, str]:
 def _package_sources_digest() -> str:
     """sha256 of every ``.py`` file of ``fmmloopy`` and ``transforms`` (names and bytes)."""
     digest = hashlib.sha256()
-    for package in map(importlib.import_module, ("fmmloopy", "transforms")):
+    for package in map(importlib.import_module, _PACKAGED):
         root = Path(package.__file__).parent
         for path in sorted(root.glob("*.py")):
             digest.update(f"{package.__name__}/{path.name}\n".encode())
@@ -126,22 +136,75 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _file_digest(function: Any) -> str | None:
-    """sha256 of the file defining ``function``, or None when it has none on disk."""
+@functools.cache
+def _not_user_code() -> tuple[str, ...]:
+    """Folders whose files are not a recipe author's own: the standard library, site-packages,
+    and this project's packages (all of whose sources are in every key already)."""
+    roots = {sysconfig.get_paths()[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots.update(site.getsitepackages() + [site.getusersitepackages()])
+    roots.update(str(Path(importlib.import_module(name).__file__).parent) for name in _PACKAGED)
+    return tuple(os.path.join(os.path.realpath(root), "") for root in roots)
+
+
+def _user_module(value: Any) -> tuple[str, dict] | None:
+    """The ``.py`` file and namespace of the user module that ``value`` is or comes from.
+
+    None for installed code, this project's packages and anything without a file.
+    """
+    if isinstance(value, types.ModuleType):
+        module = value
+    else:
+        try:
+            name = getattr(value, "__module__", None)
+        except Exception:  # an object whose attribute look-up raises is no module
+            return None
+        module = sys.modules.get(name) if isinstance(name, str) else None
+    path = getattr(module, "__file__", None)
+    if not isinstance(path, str) or not path.endswith(".py") or not os.path.isfile(path):
+        return None
+    path = os.path.realpath(path)
+    if path.startswith(_not_user_code()):
+        return None
+    return path, vars(module)
+
+
+def _recipe_sources_digest(function: Any) -> str | None:
+    """sha256 of the recipe's file and of the user files it draws on, or None without a file.
+
+    Starting from the file that defines ``function``, the modules (and functions, classes) that
+    file's namespace names are followed, transitively, as long as they are the user's own files
+    (not installed packages, not ``fmmloopy``/``transforms``): a helper edited in another file
+    changes the key as an edit of the recipe's own file does.
+    """
     try:
         path = inspect.getsourcefile(function)
     except TypeError:
         return None
     if path is None or not os.path.isfile(path):
         return None
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    pending = [(os.path.realpath(path), getattr(function, "__globals__", {}))]
+    visited: set[str] = set()
+    while pending:
+        path, namespace = pending.pop()
+        if path in visited:
+            continue
+        visited.add(path)
+        for value in list(namespace.values()):
+            found = _user_module(value)
+            if found is not None and found[0] not in visited:
+                pending.append(found)
+    digest = hashlib.sha256()
+    for path in sorted(visited):
+        digest.update(f"{path}\n".encode())
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
 
 
 def kernel_key(operator: str, recipe: Any, device: cl.Device, green: Any, dtype: Any,
                sizes: dict[str, int]) -> dict[str, Any] | None:
     """The key of one generated kernel (JSON-serialisable), or None when it must not be stored."""
-    recipe_file = _file_digest(recipe.function)
-    if recipe_file is None:
+    recipe_sources = _recipe_sources_digest(recipe.function)
+    if recipe_sources is None:
         return None
     return {
         "format_version": FORMAT_VERSION,
@@ -152,7 +215,7 @@ def kernel_key(operator: str, recipe: Any, device: cl.Device, green: Any, dtype:
         "kernel_fingerprint": kernel_fingerprint(green),
         "recipe": [recipe.name, recipe.device, list(recipe.targets),
                    getattr(recipe.function, "__qualname__", "?"), repr(recipe.layout)],
-        "recipe_file": recipe_file,
+        "recipe_sources": recipe_sources,
         "package_sources": _package_sources_digest(),
         "versions": _versions(),
         "device": device_fingerprint(device),

@@ -3,6 +3,7 @@ anything that changes the code (recipe file, sizes, device, versions) changes th
 
 import importlib.util
 import pickle
+import sys
 import warnings
 
 import numpy as np
@@ -98,6 +99,35 @@ def test_key_follows_recipe_file_sizes_dtype_and_device(tmp_path, device):
     # PoCL sets its memory sizes from the memory free at start-up: not part of the key.
     assert not {"global_mem_size", "max_mem_alloc_size"} & set(key["device"])
     assert set(key["versions"]) == {"python", "loopy", "pyopencl", "pymbolic", "islpy", "numpy"}
+
+
+def test_key_follows_the_user_files_a_recipe_draws_on(tmp_path, device, monkeypatch):
+    """Helpers in other files of the recipe author's (imported as a module, or a function from
+    one, transitively) are in the key; installed packages are keyed by version instead."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "kc_inner_helpers.py").write_text(
+        "from fmmloopy.transform_tools import parallelize_box_loop\n\n\n"
+        "def parallel(knl):\n    return parallelize_box_loop(knl)\n")
+    (tmp_path / "kc_outer_helpers.py").write_text(
+        "import numpy\nfrom kc_inner_helpers import parallel\n\n\n"
+        "def box_loop(knl):\n    return parallel(knl)\n")
+    path = tmp_path / "recipe_with_helpers.py"
+    path.write_text("import kc_outer_helpers\nfrom kc_outer_helpers import box_loop\n\n\n"
+                    "def plain(knl, ctx):\n    return box_loop(knl)\n")
+    monkeypatch.delitem(sys.modules, "kc_inner_helpers", raising=False)
+    monkeypatch.delitem(sys.modules, "kc_outer_helpers", raising=False)
+    recipe = _recipe_from_file(path)
+
+    def key():
+        return kernel_key("p2m", recipe, device, LAPLACE_3D, np.float64, {"n_surface": 26})
+
+    keys = [key()]
+    for helper in ("kc_outer_helpers.py", "kc_inner_helpers.py"):
+        with open(tmp_path / helper, "a") as stream:
+            stream.write("# an edit of a helper file\n")
+        keys.append(key())
+    assert len({kernel_path(each) for each in keys}) == 3
+    assert keys[-1] == key()  # nothing else (numpy, fmmloopy) read differently
 
 
 def test_recipe_without_a_source_file_is_never_stored(device):
