@@ -19,24 +19,86 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyopencl as cl
-import pyopencl.array as cla
 
-from fmmloopy.check_problems import CheckProblem, check_problems
+from fmmloopy.check_problems import (
+    DEFAULT_N_CRIT,
+    DEFAULT_ORDER,
+    CheckProblem,
+    check_problems,
+    production_problems,
+)
 from fmmloopy.devices import context_for, device_from_key, device_key
 from fmmloopy.execution import CompiledOperator, compiled_operator
 from fmmloopy.kernels import get_kernel
-from fmmloopy.operators import OPERATORS, get_operator, operator_sizes
+from fmmloopy.operator_cache import cache_dir
+from fmmloopy.operators import OPERATORS, get_operator
 from fmmloopy.recipes import REFERENCE, ensure_loaded, recipe_names_for, registered
+from fmmloopy.verification import (
+    RELATIVE_TOLERANCE,
+    RowFacts,
+    compare,
+    run_once,
+    sample_rows,
+    sampled_inputs,
+)
 
-#: Normwise relative difference allowed between a recipe and the reference, in float64. Both sum
-#: the same terms; only the order of summation and fused multiply-adds differ, which moves a sum
-#: of at most a few thousand terms by O(n * 1e-16) relative to its largest term.
-RELATIVE_TOLERANCE = 1e-12
+__all__ = ["RELATIVE_TOLERANCE", "CheckResult", "ProductionSizes", "check_pair", "run_checks"]
+
+
+@dataclass(frozen=True)
+class ProductionSizes:
+    """The real-run sizes the check reaches: surfaces and c2e rank of ``order``, leaves of up to
+    ``n_crit`` points, ``n`` points per problem (None: as :func:`production_problems` says)."""
+
+    order: int = DEFAULT_ORDER
+    n_crit: int = DEFAULT_N_CRIT
+    n: int | None = None
+
+
+def _problems(seed: int, production: ProductionSizes | None) -> list[CheckProblem]:
+    """The small problems, then (unless ``production`` is None) the production-size ones."""
+    problems = check_problems(seed)
+    if production is not None:
+        problems += production_problems(production.order, production.n_crit, production.n, seed)
+    return problems
+
+
+def describe_problems(seed: int = 0, production: ProductionSizes | None = ProductionSizes(),
+                      ) -> list[str]:
+    """One line per check problem: the sizes it reaches (what ``fmmloopy check`` prints)."""
+    return [problem.describe() for problem in _problems(seed, production)]
+
+
+def loopy_log_path() -> str:
+    """The file that receives what loopy prints while the check generates code (it prints a
+    whole kernel when it rejects one)."""
+    return str(cache_dir() / "logs" / "loopy-check.log")
+
+
+@contextmanager
+def _loopy_output_to_log() -> Iterator[None]:
+    """Send standard output (where loopy prints rejected kernels) to :func:`loopy_log_path`."""
+    import contextlib
+    import sys
+
+    path = loopy_log_path()
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        log = open(path, "a")
+    except OSError:  # no log file: loopy's output stays where it was
+        yield
+        return
+    with log, contextlib.redirect_stdout(log):
+        print(f"--- fmmloopy check worker {os.getpid()} at {time.ctime()} ---")
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
 
 def check_sizes(operator: str, problem: CheckProblem) -> dict[str, int]:
-    """The template sizes ``fmmloopy check`` uses for ``operator`` on ``problem`` (surfaces of
-    order 3 or 4; c2e's distinct target and source lengths catch swapped indices)."""
-    return operator_sizes(operator, problem.surface_size, rank=problem.rank)
+    """The first template sizes ``fmmloopy check`` uses for ``operator`` on ``problem``
+    (:meth:`CheckProblem.sizes` lists all: both c2e factors where they differ)."""
+    return problem.sizes(operator)[0]
 
 
 @dataclass(frozen=True)
@@ -51,11 +113,16 @@ class CheckResult:
     recipe_seconds: float
     ok: bool
     message: str = ""
+    #: Target boxes compared with the reference, of those the launch computes (0: not known).
+    compared_rows: int = 0
+    total_rows: int = 0
 
     def line(self) -> str:
         status = "ok  " if self.ok else "FAIL"
-        text = (f"{status} {self.operator:8s} {self.recipe:12s} {self.problem:14s} "
-                f"max rel err {self.max_relative_error:9.2e}  "
+        rows = (f"rows {self.compared_rows:4d}/{self.total_rows:<5d}" if self.total_rows
+                else " " * 15)
+        text = (f"{status} {self.operator:8s} {self.recipe:12s} {self.problem:20s} "
+                f"max rel err {self.max_relative_error:9.2e}  {rows} "
                 f"ref {self.reference_seconds * 1e3:8.2f} ms  "
                 f"recipe {self.recipe_seconds * 1e3:8.2f} ms")
         return f"{text}  {self.message}" if self.message else text
@@ -68,24 +135,7 @@ def run_timed(compiled: CompiledOperator, queue: cl.CommandQueue, inputs: dict[s
     Without ``warm_up`` the kernel runs once and the time includes its build (for a simulator,
     where every run is slow).
     """
-    inputs = compiled.arguments_from(inputs)  # the lists in the layout the recipe asked for
-    outputs = compiled.written_names
-    device_inputs = {name: cla.to_device(queue, value) for name, value in inputs.items()
-                     if name not in outputs and isinstance(value, np.ndarray)}
-    scalars = {name: value for name, value in inputs.items() if not isinstance(value, np.ndarray)}
-
-    def once():
-        fresh = {name: cla.to_device(queue, inputs[name]) for name in outputs}
-        result = compiled(queue, **device_inputs, **scalars, **fresh)
-        queue.finish()
-        return result
-
-    if warm_up:
-        once()
-    start = time.perf_counter()
-    result = once()
-    seconds = time.perf_counter() - start
-    return {name: result[name].get() for name in outputs}, seconds
+    return run_once(compiled, queue, inputs, warm_up=warm_up)
 
 
 def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
@@ -108,37 +158,70 @@ def expected_outputs(operator: str, recipe: str, sizes: dict[str, int], inputs: 
     return run_timed(reference, cl.CommandQueue(context_for(device)), inputs)
 
 
-def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Device,
-               ) -> CheckResult:
-    """Compare ``operator`` under ``recipe`` with the sequential recipe on ``problem``.
+def _size_label(operator: str, problem: CheckProblem, sizes: dict[str, int]) -> str:
+    """The problem's name, with the c2e factor when the problem checks two."""
+    if len(problem.sizes(operator)) == 1:
+        return problem.name
+    return f"{problem.name} {sizes['n_target_coeffs']}x{sizes['n_source_coeffs']}"
 
-    The sequential recipe itself is compared with the operator's numpy host reference.
+
+def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Device,
+               ) -> list[CheckResult]:
+    """Compare ``operator`` under ``recipe`` with the sequential recipe on ``problem``, at each
+    of the problem's sizes for it (:meth:`CheckProblem.sizes`).
+
+    Small problems compare every row; production-size ones run the whole launch under
+    ``recipe`` and the reference on sampled rows (:mod:`fmmloopy.verification`). The sequential
+    recipe itself is compared with the operator's numpy host reference.
     """
     queue = cl.CommandQueue(context_for(device))
     spec = get_operator(operator)
-    sizes = check_sizes(operator, problem)
-    inputs = problem.arguments(spec, sizes)
-    try:
-        expected, reference_seconds = expected_outputs(operator, recipe, sizes, inputs, device)
+    results = []
+    for sizes in problem.sizes(operator):
+        label = _size_label(operator, problem, sizes)
+        try:
+            inputs = problem.arguments(spec, sizes)
+            if not inputs["ntarget_boxes"]:
+                continue  # this problem has no entry in the operator's list
+            candidate = compiled_operator(operator, device, recipe=recipe, **sizes)
+            if recipe == REFERENCE:
+                reference = None  # numpy; the sequential kernel, which branches on no size,
+                if problem.production:  # runs the sampled rows only
+                    inputs = sampled_inputs(inputs, sample_rows(RowFacts.of(spec, sizes, inputs)))
+            else:
+                reference = compiled_operator(operator, device, recipe=REFERENCE, **sizes)
+            rows = None if problem.production else np.arange(inputs["ntarget_boxes"])
+            comparison = compare(candidate, reference, spec, sizes, inputs, queue,
+                                 green=get_kernel("laplace"), rows=rows,
+                                 warm_up=not problem.production)
+        except Exception as exc:  # a recipe that breaks the build or the run is a failed check
+            results.append(CheckResult(operator, recipe, label, float("inf"), 0.0, 0.0, False,
+                                       f"{type(exc).__name__}: {exc}"))
+            continue
         against = "the numpy reference" if recipe == REFERENCE else repr(REFERENCE)
-        candidate = compiled_operator(operator, device, recipe=recipe, **sizes)
-        actual, recipe_seconds = run_timed(candidate, queue, inputs)
-    except Exception as exc:  # a recipe that breaks the build or the run is a failed check
-        return CheckResult(operator, recipe, problem.name, float("inf"), 0.0, 0.0, False,
-                           f"{type(exc).__name__}: {exc}")
-    error = max(relative_error(actual[name], expected[name]) for name in expected)
-    ok = error <= RELATIVE_TOLERANCE
-    message = "" if ok else f"differs from {against} beyond {RELATIVE_TOLERANCE:g}"
-    return CheckResult(operator, recipe, problem.name, error, reference_seconds, recipe_seconds,
-                       ok, message)
+        message = "" if comparison.ok else (
+            f"differs from {against} beyond {RELATIVE_TOLERANCE:g}: {comparison.mismatch}")
+        results.append(CheckResult(
+            operator, recipe, label, comparison.max_relative_error,
+            comparison.reference_seconds, comparison.candidate_seconds, comparison.ok, message,
+            comparison.compared_rows, comparison.total_rows))
+    return results
 
 
 def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],
-                           recipe_sources: tuple[str, ...], seed: int) -> list[CheckResult]:
-    """One (operator, recipe) pair on every problem; runs in the check's worker process."""
+                           recipe_sources: tuple[str, ...], seed: int,
+                           production: ProductionSizes | None) -> list[CheckResult]:
+    """One (operator, recipe) pair on every problem; runs in the check's worker process.
+
+    loopy prints a whole kernel to standard output when it rejects one: that goes to
+    :func:`loopy_log_path`, not to the screen.
+    """
     ensure_loaded(recipe_sources)
     device = device_from_key(device)
-    return [check_pair(operator, recipe, problem, device) for problem in check_problems(seed)]
+    problems = _problems(seed, production)
+    with _loopy_output_to_log():
+        return [result for problem in problems
+                for result in check_pair(operator, recipe, problem, device)]
 
 
 def pairs_to_check(operators: Iterable[str] | None,
@@ -159,21 +242,29 @@ def pairs_to_check(operators: Iterable[str] | None,
     return pairs
 
 
+#: The check never runs a kernel it did not generate: its workers do not read (or write) the
+#: disk kernel cache, so every recipe is applied and its code generated anew.
+CHECK_WORKER_ENVIRONMENT = {"FMMLOOPY_KERNEL_CACHE": "off"}
+
+
 def run_checks(device: cl.Device, *, operators: Iterable[str] | None = None,
                recipes: Iterable[str] | None = None, recipe_sources: Iterable[str] = (),
-               seed: int = 0) -> Iterator[CheckResult]:
+               seed: int = 0, production: ProductionSizes | None = ProductionSizes(),
+               ) -> Iterator[CheckResult]:
     """Check every operator under every recipe registered for it (for any device class: all
-    recipes produce plain OpenCL), or under those named, on every problem.
+    recipes produce plain OpenCL), or under those named, on every problem: the small ones and
+    (unless ``production`` is None) those at the sizes of a real run.
 
     Kernels run in a worker process: a transform that makes a kernel crash the process (an
     out-of-bounds access can) is reported as a failed check, and checking goes on in a new
-    worker.
+    worker. Kernels are generated anew, never taken from the disk kernel cache.
     """
     recipe_sources = tuple(str(source) for source in recipe_sources)
     ensure_loaded(recipe_sources)
     pairs = pairs_to_check(list(operators or ()), list(recipes or ()))
-    yield from run_in_worker(pairs, _check_in_this_process, (device_key(device), recipe_sources,
-                                                             seed))
+    yield from run_in_worker(pairs, _check_in_this_process,
+                             (device_key(device), recipe_sources, seed, production),
+                             CHECK_WORKER_ENVIRONMENT)
 
 
 @contextmanager

@@ -29,6 +29,17 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--recipe", action="append",
                        help="recipe name to check (repeatable; default: all that apply)")
     check.add_argument("--seed", type=int, default=0, help="seed of the check problems")
+    check.add_argument("--order", type=int, default=6,
+                       help="order of the production-size problems: surfaces and c2e rank "
+                            "(default 6, as fmmloopy.Fmm)")
+    check.add_argument("--n-crit", type=int, default=150,
+                       help="most points per leaf of the production-size problems (default "
+                            "150, as fmmloopy.Fmm)")
+    check.add_argument("--n", type=int, default=None,
+                       help="points of each production-size problem (default 120 * n_crit)")
+    check.add_argument("--small-only", action="store_true",
+                       help="only the small problems: quick, but blind to recipes that go "
+                            "wrong only at the sizes of a real run")
     check.add_argument("--memcheck", action="store_true",
                        help="run every kernel (as transformed for --device) on tiny trees on "
                             "the Oclgrind simulator instead, and fail on any out-of-bounds "
@@ -64,8 +75,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from fmmloopy.check import run_checks
+    from fmmloopy.check import ProductionSizes, describe_problems, loopy_log_path, run_checks
     from fmmloopy.devices import choose_device, device_classes
+    from fmmloopy.validation import validate_integer
 
     device = choose_device(args.device)
     selection = dict(operators=args.operator, recipes=args.recipe, recipe_sources=args.recipes,
@@ -78,14 +90,29 @@ def _check(args: argparse.Namespace) -> int:
               f"reference 'sequential' on {device.name} ({', '.join(device_classes(device))})")
         checks, what = run_memchecks(device, **selection), "memchecks"
     else:
+        production = None if args.small_only else ProductionSizes(
+            order=validate_integer(args.order, "--order", 2, 16),
+            n_crit=validate_integer(args.n_crit, "--n-crit", 1),
+            n=None if args.n is None else validate_integer(args.n, "--n", 1))
         print(f"device: {device.name} ({', '.join(device_classes(device))})")
-        checks, what = run_checks(device, **selection), "checks"
+        print("problems (production-size ones run whole launches, the reference on sampled "
+              "rows):")
+        for line in describe_problems(args.seed, production):
+            print(f"  {line}", flush=True)
+        checks, what = run_checks(device, production=production, **selection), "checks"
     results = []
     for result in checks:
         results.append(result)
         print(result.line(), flush=True)
     failures = [r for r in results if not r.ok]
     print(f"{len(results) - len(failures)} of {len(results)} {what} passed")
+    if not args.memcheck:
+        print("(numbers against 'sequential', and recipes' loops statically for write races; "
+              "out-of-bounds accesses and races at run time are not looked for: add --memcheck)")
+        if failures:
+            print(f"loopy's own output, if any, is in {loopy_log_path()}")
+    if args.small_only and not args.memcheck:
+        print("(small problems only: sizes of a real run not checked)")
     return 1 if failures or not results else 0
 
 
