@@ -14,6 +14,7 @@ uploaded, kernels compiled); :meth:`Plan.evaluate` then only uploads charges and
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ from fmmloopy.kernels import GreenKernel
 from fmmloopy.layouts import empty_launch_arguments
 from fmmloopy.operators import PARTICLES, get_operator, operator_sizes
 from fmmloopy.precompute import KifmmOperators
+from fmmloopy.recipes import REFERENCE, RecipeError
 from fmmloopy.surfaces import (
     DOWNWARD_CHECK_RADIUS,
     DOWNWARD_EQUIVALENT_RADIUS,
@@ -36,6 +38,7 @@ from fmmloopy.surfaces import (
     surface,
 )
 from fmmloopy.tree import Tree
+from fmmloopy.verification import compare, needs_verification, random_operands
 
 #: Expansions exist from this level down: V and X lists are empty above it.
 FIRST_EXPANSION_LEVEL = 2
@@ -63,6 +66,10 @@ class Plan:
     #: Seconds spent getting the transformed kernels while the plan was made (the disk kernel
     #: cache, or code generation); :meth:`build` adds the OpenCL builds.
     kernel_seconds: float = 0.0
+    #: Seconds spent verifying recipes that are not shipped against ``sequential``.
+    verify_seconds: float = 0.0
+    #: Names of the recipes that were compared with ``sequential`` on this tree.
+    verified_recipes: frozenset[str] = frozenset()
 
     def evaluate(self, strengths: np.ndarray) -> np.ndarray:
         """Potentials at the targets (tree order) for ``strengths`` (tree order)."""
@@ -123,11 +130,14 @@ class _PlanBuilder:
 
     def __init__(self, tree: Tree, lists: InteractionLists, operators: KifmmOperators,
                  green: GreenKernel, queue: cl.CommandQueue,
-                 recipes: str | Mapping[str, str] | None):
+                 recipes: str | Mapping[str, str] | None, verify: bool = True):
         self.tree, self.lists, self.operators = tree, lists, operators
         self.green, self.queue, self.recipes = green, queue, recipes
+        self.verify = verify
         self.launches: list[Launch] = []
-        self.kernel_seconds = 0.0
+        self.kernel_seconds = self.verify_seconds = 0.0
+        self.verified: set[str] = set()
+        self.unverified: set[str] = set()
         self.buffer_shapes: dict[str, tuple[int, ...]] = {}
         self.shared = {name: self._device(value) for name, value in tree_arguments(tree).items()}
         self.half_widths = tree.root_half_width / 2.0 ** np.arange(tree.nlevels)
@@ -163,8 +173,37 @@ class _PlanBuilder:
                       for name, value in kernel.arguments_from(cut | extra).items()}
         if "max_box_targets" in names:
             arguments["max_box_targets"] = int(self.tree.box_target_counts[target_boxes].max())
+        if needs_verification(kernel.recipe):
+            if self.verify:
+                self._verify(step, spec, kernel, sizes, cut | extra)
+            else:
+                self.unverified.add(kernel.recipe.name)
         self.launches.append(Launch(step, kernel, arguments, buffers,
                                     self._work(spec, cut, sizes)))
+
+    def _verify(self, step: str, spec, kernel: CompiledOperator, sizes: dict[str, int],
+                launch: dict) -> None:
+        """Compare ``kernel`` with ``sequential`` on this launch (the real tree, lists and
+        sizes; random values), the reference on sampled rows; RecipeError on a mismatch."""
+        clock = time.perf_counter()
+        tree = self.tree
+        inputs = tree_arguments(tree) | launch | random_operands(
+            spec, sizes, tree, np.random.default_rng(len(self.launches)))
+        if spec.template != "matvec":
+            inputs["max_box_targets"] = int(
+                tree.box_target_counts[launch["target_boxes"]].max())
+        reference = compiled_operator(spec.name, self.queue.device, recipe=REFERENCE,
+                                      kernel=self.green, **sizes)
+        comparison = compare(kernel, reference, spec, sizes, inputs, self.queue)
+        self.verify_seconds += time.perf_counter() - clock
+        if not comparison.ok:
+            raise RecipeError(
+                f"{kernel.label} differs from {REFERENCE!r} on this FMM's tree ({step} launch "
+                f"over {comparison.total_rows} target boxes, {comparison.compared_rows} "
+                f"compared; max relative error {comparison.max_relative_error:.3g}): "
+                f"{comparison.mismatch}. Run 'fmmloopy check' with this recipe to see it at "
+                "other sizes; verify_recipes=False skips this comparison")
+        self.verified.add(kernel.recipe.name)
 
     def _work(self, spec, cut: dict, sizes: dict[str, int]) -> int:
         if spec.template == "matvec":
@@ -198,12 +237,22 @@ class _PlanBuilder:
         self.matvec(step, "c2e", target_boxes, between, equivalent, second[None], None)
 
 
+class UnverifiedRecipeWarning(UserWarning):
+    """Recipes that are not shipped run without first-use verification (verify_recipes=False)."""
+
+
 def build_plan(tree: Tree, lists: InteractionLists, operators: KifmmOperators,
                green: GreenKernel, queue: cl.CommandQueue,
-               recipes: str | Mapping[str, str] | None = None) -> Plan:
-    """Every launch of the FMM on ``tree``, in dependency order, with its buffers."""
+               recipes: str | Mapping[str, str] | None = None, verify: bool = True) -> Plan:
+    """Every launch of the FMM on ``tree``, in dependency order, with its buffers.
+
+    With ``verify``, every launch under a recipe that is not shipped (or whose shipped files
+    were edited) is first compared with ``sequential`` on this tree
+    (:func:`fmmloopy.verification.needs_verification`); a mismatch raises RecipeError. Without,
+    such recipes run unverified, with an :class:`UnverifiedRecipeWarning`.
+    """
     ops, n_e = operators, operators.n_e
-    build = _PlanBuilder(tree, lists, ops, green, queue, recipes)
+    build = _PlanBuilder(tree, lists, ops, green, queue, recipes, verify)
     levels = tree.box_levels
     has_sources = tree.box_source_counts > 0
     has_targets = tree.box_target_counts > 0
@@ -255,4 +304,10 @@ def build_plan(tree: Tree, lists: InteractionLists, operators: KifmmOperators,
               "check_down": (tree.nboxes, n_e), "local": (tree.nboxes, n_e),
               **build.buffer_shapes}
     buffers = {name: cla.zeros(queue, shape, np.float64) for name, shape in shapes.items()}
-    return Plan(queue, build.launches, buffers, kernel_seconds=build.kernel_seconds)
+    if build.unverified:
+        warnings.warn(f"recipes {sorted(build.unverified)} are not shipped and run without "
+                      "first-use verification against 'sequential' (verify_recipes=False)",
+                      UnverifiedRecipeWarning, stacklevel=3)
+    return Plan(queue, build.launches, buffers, kernel_seconds=build.kernel_seconds,
+                verify_seconds=build.verify_seconds,
+                verified_recipes=frozenset(build.verified))

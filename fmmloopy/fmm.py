@@ -84,7 +84,12 @@ class Fmm:
     a mapping operator -> recipe name (default: the device's own); ``memory_limit`` the most bytes
     of host memory the FMM may take (default: what the host has available); ``w_x_direct``:
     W- and X-list interactions with a box of at most ``n_e`` particles are summed directly,
-    which is exact and cheaper (:mod:`fmmloopy.direct_lists`; False keeps M2P/P2L for all).
+    which is exact and cheaper (:mod:`fmmloopy.direct_lists`; False keeps M2P/P2L for all);
+    ``verify_recipes``: every launch under a recipe that is not shipped (a user's, or an edited
+    shipped file) is first compared with the ``sequential`` recipe on this tree, the reference on
+    sampled target boxes including the largest boxes and longest lists, and a mismatch raises
+    :class:`~fmmloopy.recipes.RecipeError` (False skips that, with an
+    :class:`~fmmloopy.driver.UnverifiedRecipeWarning`; for benchmarking).
 
     Raises ValueError for bad input and :class:`~fmmloopy.resources.ResourceLimitError` (a
     MemoryError) with the estimate when the problem cannot fit.
@@ -93,7 +98,8 @@ class Fmm:
     def __init__(self, sources, targets=None, *, kernel: str | GreenKernel = "laplace",
                  order: int = 6, n_crit: int = 150, device=None,
                  recipes: str | Mapping[str, str] | None = None, max_depth: int = 20,
-                 memory_limit: float | None = None, w_x_direct: bool = True):
+                 memory_limit: float | None = None, w_x_direct: bool = True,
+                 verify_recipes: bool = True):
         self.order = validate_integer(order, "order", MIN_ORDER, MAX_ORDER)
         n_crit = validate_integer(n_crit, "n_crit", 1)
         max_depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
@@ -101,6 +107,7 @@ class Fmm:
         recipes = validate_recipes(recipes, OPERATORS)
         memory_limit = validate_memory_limit(memory_limit)
         self._w_x_direct = validate_flag(w_x_direct, "w_x_direct")
+        self._verify_recipes = validate_flag(verify_recipes, "verify_recipes")
         sources = validate_points(sources, "sources")
         targets = None if targets is None else validate_points(targets, "targets")
         self.nsources = len(sources)
@@ -172,7 +179,8 @@ class Fmm:
 
         clock = time.perf_counter()
         try:
-            self.plan = build_plan(tree, lists, self.operators, self.kernel, self.queue, recipes)
+            self.plan = build_plan(tree, lists, self.operators, self.kernel, self.queue, recipes,
+                                   verify=self._verify_recipes)
         except cl.Error as exc:  # buffers: kernels report their own errors (RecipeError)
             explanation = explain_opencl_error(exc, self.device) or "allocation failed"
             raise ResourceLimitError(
@@ -181,9 +189,19 @@ class Fmm:
                 f"{self.memory_estimate.describe()}") from exc
         # "plan": lists cut per launch and laid out as recipes ask, uploads, buffers;
         # "kernels": transformed kernels (disk kernel cache or code generation), OpenCL builds.
-        self.setup_seconds["plan"] = time.perf_counter() - clock - self.plan.kernel_seconds
+        self.setup_seconds["plan"] = (time.perf_counter() - clock - self.plan.kernel_seconds
+                                      - self.plan.verify_seconds)
         self.plan.build()
         self.setup_seconds["kernels"] = self.plan.kernel_seconds
+        if self.plan.verified_recipes:
+            # Recipes that are not shipped, compared with 'sequential' on this tree.
+            self.setup_seconds["verify"] = self.plan.verify_seconds
+
+    @property
+    def verified_recipes(self) -> frozenset[str]:
+        """Recipes this FMM compared with ``sequential`` on its tree before use (those that are
+        not shipped; empty when all are shipped or ``verify_recipes=False``)."""
+        return self.plan.verified_recipes
 
     @property
     def eval_seconds(self) -> dict[str, float]:

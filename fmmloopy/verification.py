@@ -15,8 +15,12 @@ verification of recipes that are not shipped (:mod:`fmmloopy.driver`).
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyopencl as cl
@@ -25,6 +29,8 @@ import pyopencl.array as cla
 from fmmloopy.interaction_lists import select_rows
 from fmmloopy.kernels import GreenKernel
 from fmmloopy.operators import MATVEC, PARTICLES, OperatorSpec
+from fmmloopy.recipes import REFERENCE
+from fmmloopy.shipped_recipes import SHIPPED_SHA256
 from fmmloopy.tree import ranges_to_indices
 
 #: Normwise relative difference allowed between a recipe and the reference, in float64. Both sum
@@ -264,3 +270,47 @@ def _describe(spec: OperatorSpec, name: str, inputs: dict, facts: RowFacts, inde
     return (f"target box {box} (row {row} of {len(facts.boxes)}, level {int(facts.levels[row])},"
             f" list of {int(facts.list_lengths[row])} boxes with {int(facts.sources[row])} source"
             f" points), {what}: {values}")
+
+
+# {{{ which recipes Fmm verifies
+
+def _project_root() -> Path:
+    """The folder holding the ``fmmloopy`` and ``transforms`` packages."""
+    return Path(__file__).resolve().parent.parent
+
+
+@functools.cache
+def shipped_files_intact() -> bool:
+    """Whether every file of :data:`fmmloopy.shipped_recipes.SHIPPED_SHA256` is as shipped."""
+    root = _project_root()
+    for relative, digest in SHIPPED_SHA256.items():
+        try:
+            if hashlib.sha256((root / relative).read_bytes()).hexdigest() != digest:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def is_shipped(recipe) -> bool:
+    """Whether ``recipe`` (a :class:`~fmmloopy.recipes.Recipe`) is one of the shipped recipes,
+    unmodified: defined in a shipped ``transforms`` file, all shipped files intact."""
+    function = getattr(recipe, "function", None)
+    module = sys.modules.get(getattr(function, "__module__", ""), None)
+    path = getattr(module, "__file__", None)
+    if not path:
+        return False
+    try:
+        relative = Path(path).resolve().relative_to(_project_root()).as_posix()
+    except ValueError:
+        return False
+    return relative in SHIPPED_SHA256 and relative.startswith("transforms/") and (
+        shipped_files_intact())
+
+
+def needs_verification(recipe) -> bool:
+    """Whether :class:`fmmloopy.Fmm` compares ``recipe`` with ``sequential`` on its own tree
+    before use: every recipe but the reference and the unmodified shipped ones."""
+    return recipe.name != REFERENCE and not is_shipped(recipe)
+
+# }}}
