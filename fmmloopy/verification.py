@@ -267,9 +267,10 @@ def _describe(spec: OperatorSpec, name: str, inputs: dict, facts: RowFacts, inde
     if not len(positions):
         return f"box {box} (not a target of this launch: must keep its value), {what}: {values}"
     row = int(positions[0])
+    inputs_noun = "source coefficients" if spec.template == MATVEC else "source points"
     return (f"target box {box} (row {row} of {len(facts.boxes)}, level {int(facts.levels[row])},"
-            f" list of {int(facts.list_lengths[row])} boxes with {int(facts.sources[row])} source"
-            f" points), {what}: {values}")
+            f" list of {int(facts.list_lengths[row])} boxes with {int(facts.sources[row])} "
+            f"{inputs_noun}), {what}: {values}")
 
 
 # {{{ which recipes Fmm verifies
