@@ -50,11 +50,13 @@ def _time_steps(fmm: Fmm, steps: list[str], repeats: int) -> dict[str, float]:
 def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int = 150,
               distribution: str = "sphere", recipe: str | None = None,
               operators: list[str] | None = None, repeats: int = 3, device=None,
-              seed: int = 0) -> tuple[list[BenchRow], dict]:
+              seed: int = 0, verify_recipes: bool = True) -> tuple[list[BenchRow], dict]:
     """Bench the steps of ``operators`` (default: all) under ``recipe`` and ``sequential``.
 
     With ``operators`` named, ``recipe`` applies to those only (the other steps run under the
-    device's own recipes), so a recipe written for one operator can be benched alone.
+    device's own recipes), so a recipe written for one operator can be benched alone. A recipe
+    that is not shipped is compared with ``sequential`` on the bench's tree first (``Fmm``'s
+    first-use verification), unless ``verify_recipes`` is False.
     """
     n = validate_integer(n, "n (points to bench on)", 1)
     repeats = validate_integer(repeats, "repeats", 1)
@@ -64,7 +66,7 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int = 150,
     recipes = {operator: recipe for operator in operators} if recipe and operators else recipe
     # M2P and P2L for every W and X entry (no small boxes summed directly): every operator runs.
     fmm = Fmm(points, order=order, n_crit=n_crit, device=device, recipes=recipes,
-              w_x_direct=False)
+              w_x_direct=False, verify_recipes=verify_recipes)
     reference = Fmm(points, order=order, n_crit=n_crit, device=fmm.device, recipes="sequential",
                     w_x_direct=False)
     fmm(charges)
@@ -87,7 +89,8 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int = 150,
     info = {"n": n, "order": order, "n_crit": n_crit, "distribution": distribution,
             "device": fmm.device.name, "nominal_peak_gflops": peak / 1e9,
             "peak_source": "device properties: compute units x clock x fp64 width x 2",
-            "repeats": repeats}
+            "repeats": repeats, "verified_recipes": sorted(fmm.verified_recipes),
+            "unverified_recipes": sorted(fmm.plan.unverified_recipes)}
     return rows, info
 
 
@@ -99,6 +102,12 @@ def format_table(rows: list[BenchRow], info: dict) -> str:
              f"median of {info['repeats']}; M2P/P2L on every W/X entry (Fmm's w_x_direct=False)",
              f"{'step':6s} {'recipe':12s} {'seconds':>9s} {'work':>11s} {'rate':>16s} "
              f"{'of peak':>8s} {'vs sequential':>13s}"]
+    if info.get("verified_recipes"):
+        lines.append(f"recipes {', '.join(info['verified_recipes'])}: compared with "
+                     "'sequential' on this tree before timing (first-use verification)")
+    if info.get("unverified_recipes"):
+        lines.append(f"recipes {', '.join(info['unverified_recipes'])}: NOT verified against "
+                     "'sequential' (--no-verify-recipes); their numbers may be wrong")
     for row in rows:
         rate = (f"{row.rate / 1e6:9.0f} Mpair/s" if row.unit == "pairs"
                 else f"{row.rate / 1e9:8.2f} GFLOP/s")

@@ -70,6 +70,8 @@ class Plan:
     verify_seconds: float = 0.0
     #: Names of the recipes that were compared with ``sequential`` on this tree.
     verified_recipes: frozenset[str] = frozenset()
+    #: Names of the recipes that needed that comparison and ran without it (verify=False).
+    unverified_recipes: frozenset[str] = frozenset()
 
     def evaluate(self, strengths: np.ndarray) -> np.ndarray:
         """Potentials at the targets (tree order) for ``strengths`` (tree order)."""
@@ -202,7 +204,8 @@ class _PlanBuilder:
                 f"over {comparison.total_rows} target boxes, {comparison.compared_rows} "
                 f"compared; max relative error {comparison.max_relative_error:.3g}): "
                 f"{comparison.mismatch}. Run 'fmmloopy check' with this recipe to see it at "
-                "other sizes; verify_recipes=False skips this comparison")
+                "other sizes; verify_recipes=False (fmmloopy bench: --no-verify-recipes) skips "
+                "this comparison")
         self.verified.add(kernel.recipe.name)
 
     def _work(self, spec, cut: dict, sizes: dict[str, int]) -> int:
@@ -310,4 +313,5 @@ def build_plan(tree: Tree, lists: InteractionLists, operators: KifmmOperators,
                       UnverifiedRecipeWarning, stacklevel=3)
     return Plan(queue, build.launches, buffers, kernel_seconds=build.kernel_seconds,
                 verify_seconds=build.verify_seconds,
-                verified_recipes=frozenset(build.verified))
+                verified_recipes=frozenset(build.verified),
+                unverified_recipes=frozenset(build.unverified))

@@ -63,3 +63,33 @@ def test_bench_refuses_nothing_to_time():
         done = run_cli("bench", flag, "0")
         assert done.returncode == 2
         assert f"{name} must be an integer >= 1, got 0" in done.stderr
+
+
+ONE_PASS = '''
+import loopy as lp
+
+from fmmloopy.recipes import recipe
+from fmmloopy.transform_tools import pad_loop
+
+
+@recipe("p2p", device="any", name="one_pass")
+def one_pass(knl, ctx):
+    """All targets of a box in one 64-wide pass: wrong for boxes of more than 64 targets."""
+    knl = lp.tag_inames(knl, {"itgt_box": "g.0"})
+    return pad_loop(knl, "itgt", 64)
+'''
+
+
+def test_bench_verifies_a_recipe_that_is_not_shipped_unless_told_not_to(tmp_path):
+    recipe_file = tmp_path / "one_pass.py"
+    recipe_file.write_text(ONE_PASS)
+    common = ("bench", "--recipes", str(recipe_file), "--n", "5000", "--operator", "p2p",
+              "--recipe", "one_pass", "--repeats", "1")  # order 6, n_crit 150: leaves > 64
+    refused = run_cli(*common)
+    assert refused.returncode == 2
+    assert "one_pass" in refused.stderr and "differs from 'sequential'" in refused.stderr
+    assert "target 64 of" in refused.stderr  # the first target past the recipe's bound
+    timed = run_cli(*common, "--no-verify-recipes")
+    assert timed.returncode == 0, timed.stderr
+    assert "one_pass: NOT verified against 'sequential'" in timed.stdout
+    assert "p2p    one_pass" in timed.stdout
