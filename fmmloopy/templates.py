@@ -13,6 +13,10 @@ Loop indices (inames) are named after what they index, so recipes can refer to t
 coefficient). The instructions that load loop bounds carry the tag ``bounds`` and the final store
 the id ``store``.
 
+Loops summed over (``isrc_box``, ``isrc``, ``iexp_src``) or kept in order (``igroup`` of the
+grouped matvec) must not run in parallel; :mod:`fmmloopy.races` declares them
+(:data:`fmmloopy.races.TEMPLATE_LOOPS`) and checks recipes against them.
+
 Target loops over particles run to ``max_box_targets`` (the largest box) with a guard, so that a
 recipe may map them to hardware axes, which need bounds that do not come from data.
 """
@@ -325,10 +329,13 @@ def _expansion_args(n_target_coeffs: int, n_source_coeffs: int, dtype: np.dtype)
 
 
 def _finish(knl: lp.TranslationUnit) -> lp.TranslationUnit:
-    """Options shared by every template: outputs returned as a dict, no false race warnings."""
-    knl = lp.set_options(knl, return_dict=True)
-    # Each target box appears once in target_boxes, so stores indexed by tgt_box do not race
-    # when a recipe parallelises itgt_box; loopy cannot see that through the indirection.
-    entry = knl.default_entrypoint
-    return knl.with_kernel(entry.copy(
-        silenced_warnings=frozenset(entry.silenced_warnings) | {"write_race(store)"}))
+    """Options shared by every template: outputs returned as a dict.
+
+    No write-race warning is silenced here: the final store's races through the box loop are
+    benign (each target box is listed once), but a recipe that puts a summed-over loop on a
+    parallel axis races at the same store. :mod:`fmmloopy.races` tells the two apart on the
+    transformed kernel and silences ``write_race(<id>)`` only where it proves the race benign;
+    the loops the templates sum over or keep in order are declared there
+    (:data:`fmmloopy.races.TEMPLATE_LOOPS`).
+    """
+    return lp.set_options(knl, return_dict=True)
