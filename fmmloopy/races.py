@@ -32,6 +32,13 @@ other instruction and shipped kernels generate code without benign warnings.
 
 The template loops are declared here, by name, in :data:`TEMPLATE_LOOPS`: the templates name their
 loops after what they index, and a name means the same in every template that uses it.
+
+Limits. Rule 2 knows a loop by its name: a recipe that splits ``iexp_src`` into loops of
+unrelated names escapes it (rule 1, and loopy's warning, still see the store's race). Rule 1
+trusts the templates' contract for every index map it follows, including those a recipe adds.
+A parallel reduction a recipe writes correctly (partial sums in local memory, then a tree) on a
+summed loop is still reported: rule 2 has no exception for it. Loopy errors while preprocessing
+the kernel propagate, as code generation would raise them.
 """
 
 from __future__ import annotations
@@ -41,28 +48,24 @@ from dataclasses import dataclass
 
 import islpy as isl
 import loopy as lp
-from loopy.kernel.data import (
-    AddressSpace,
-    ConcurrentTag,
-    GroupInameTag,
-    LocalInameTagBase,
-)
+from loopy.check import _is_racing_iname_tag
+from loopy.kernel.data import ConcurrentTag, GroupInameTag, LocalInameTagBase
 from loopy.symbolic import get_dependencies
 from pymbolic.primitives import Subscript
 
-#: Loops of the templates whose iterations must not run in parallel, by name: the kind
-#: (``"summed"``: the template accumulates over it into one private sum per output;
-#: ``"ordered"``: its iterations update the same outputs one after another) and why.
-TEMPLATE_LOOPS: dict[str, tuple[str, str]] = {
-    "isrc_box": ("summed", "the source boxes listed for one target box"),
-    "isrc": ("summed", "the source points of one source box (pairwise)"),
-    "iexp_src": ("summed", "the source coefficients of one matvec row"),
-    "igroup": ("ordered", "the groups of one block of the grouped matvec, which update the "
-                          "same target boxes"),
-}
-
+#: The template accumulates over the loop into one private sum per output.
 SUMMED = "summed"
+#: The loop's iterations update the same outputs one after another.
 ORDERED = "ordered"
+
+#: Loops of the templates whose iterations must not run in parallel, by name, and their kind.
+#: A name means the same in every template that uses it.
+TEMPLATE_LOOPS: dict[str, str] = {
+    "isrc_box": SUMMED,  # the source boxes listed for a target box (both templates)
+    "isrc": SUMMED,  # the source points of a source box (pairwise)
+    "iexp_src": SUMMED,  # the source coefficients of a matvec row (both matvec layouts)
+    "igroup": ORDERED,  # the groups of a block (grouped matvec): they share target boxes
+}
 
 
 @dataclass(frozen=True)
@@ -133,19 +136,12 @@ def _who(kernel: lp.LoopKernel, iname: str) -> str:
 
 
 def _races_on(kernel: lp.LoopKernel, variable: str, iname: str) -> bool:
-    """Whether iterations of ``iname`` share ``variable`` (loopy's rule in ``check.py``)."""
-    tags = kernel.iname_tags(iname)
+    """Whether parallel iterations of ``iname`` share ``variable``: loopy's own rule
+    (:func:`loopy.check.check_for_write_races`)."""
     if variable in kernel.arg_dict:
-        return any(isinstance(tag, ConcurrentTag) for tag in tags)
+        return bool(kernel.iname_tags_of_type(iname, ConcurrentTag))
     temporary = kernel.temporary_variables[variable]
-    space = temporary.address_space
-    if space == AddressSpace.PRIVATE:
-        return any(isinstance(tag, ConcurrentTag) and not isinstance(
-            tag, (LocalInameTagBase, GroupInameTag)) for tag in tags)
-    if space == AddressSpace.LOCAL:
-        return any(isinstance(tag, ConcurrentTag) and not isinstance(tag, GroupInameTag)
-                   for tag in tags)
-    return any(isinstance(tag, ConcurrentTag) for tag in tags)
+    return any(_is_racing_iname_tag(temporary, tag) for tag in kernel.iname_tags(iname))
 
 
 def _index_of(assignee) -> tuple:
@@ -270,7 +266,7 @@ def _clause(kernel: lp.LoopKernel, iname: str, variable: str, loop: str | None) 
                 f"a copy of '{derived}' that accumulates nothing")
         return (f"loop '{iname}' ({what}) is tagged {tag} and the index of '{variable}' does "
                 f"not depend on it: {who} write the same elements")
-    kind, _what = TEMPLATE_LOOPS[loop]
+    kind = TEMPLATE_LOOPS[loop]
     origin = f"from '{loop}', which" if loop != iname else "which"
     if kind == SUMMED:
         return (f"loop '{iname}' ({origin} the template sums over) is tagged {tag}: "

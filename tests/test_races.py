@@ -236,9 +236,9 @@ def test_racing_recipe_is_reported_by_the_loop_name(device, case):
     [report] = [r for r in reports if _loop_named(r, loop)]
     assert (report.instruction, report.variable) == ("store", variable)
     assert report.template_loops[report.inames.index(loop)] == template_loop and report.summed
-    kind = races.TEMPLATE_LOOPS[template_loop][0]
+    kind = races.TEMPLATE_LOOPS[template_loop]
     assert f"from '{template_loop}', which the template " in report.message
-    assert ("sums over" if kind == "summed" else "keeps in order") in report.message
+    assert ("sums over" if kind == races.SUMMED else "keeps in order") in report.message
     assert "tagged l.0" in report.message
     # Independently of fmmloopy.races: loopy's own check finds a race across that loop ...
     assert loop in loopy_write_races(t_unit)["store"]
