@@ -28,9 +28,13 @@ from fmmloopy.check_problems import (
     production_problems,
 )
 from fmmloopy.devices import context_for, device_from_key, device_key
-from fmmloopy.execution import CompiledOperator, compiled_operator
+from fmmloopy.execution import (
+    CompiledOperator,
+    compiled_operator,
+    loopy_log_path,
+    loopy_output_to_log,
+)
 from fmmloopy.kernels import get_kernel
-from fmmloopy.operator_cache import cache_dir
 from fmmloopy.operators import OPERATORS, get_operator
 from fmmloopy.recipes import REFERENCE, ensure_loaded, recipe_names_for, registered
 from fmmloopy.verification import (
@@ -42,7 +46,8 @@ from fmmloopy.verification import (
     sampled_inputs,
 )
 
-__all__ = ["RELATIVE_TOLERANCE", "CheckResult", "ProductionSizes", "check_pair", "run_checks"]
+__all__ = ["RELATIVE_TOLERANCE", "CheckResult", "ProductionSizes", "check_pair", "loopy_log_path",
+           "run_checks"]
 
 
 @dataclass(frozen=True)
@@ -68,32 +73,6 @@ def describe_problems(seed: int = 0, production: ProductionSizes | None = Produc
     """One line per check problem: the sizes it reaches (what ``fmmloopy check`` prints)."""
     return [problem.describe() for problem in _problems(seed, production)]
 
-
-def loopy_log_path() -> str:
-    """The file that receives what loopy prints while the check generates code (it prints a
-    whole kernel when it rejects one)."""
-    return str(cache_dir() / "logs" / "loopy-check.log")
-
-
-@contextmanager
-def _loopy_output_to_log() -> Iterator[None]:
-    """Send standard output (where loopy prints rejected kernels) to :func:`loopy_log_path`."""
-    import contextlib
-    import sys
-
-    path = loopy_log_path()
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        log = open(path, "a")
-    except OSError:  # no log file: loopy's output stays where it was
-        yield
-        return
-    with log, contextlib.redirect_stdout(log):
-        print(f"--- fmmloopy check worker {os.getpid()} at {time.ctime()} ---")
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
 
 def check_sizes(operator: str, problem: CheckProblem) -> dict[str, int]:
     """The first template sizes ``fmmloopy check`` uses for ``operator`` on ``problem``
@@ -219,7 +198,7 @@ def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],
     ensure_loaded(recipe_sources)
     device = device_from_key(device)
     problems = _problems(seed, production)
-    with _loopy_output_to_log():
+    with loopy_output_to_log():
         return [result for problem in problems
                 for result in check_pair(operator, recipe, problem, device)]
 

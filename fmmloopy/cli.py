@@ -1,4 +1,4 @@
-"""The ``fmmloopy`` command line: ``check``, ``bench``, ``show`` and ``recipes``."""
+"""The ``fmmloopy`` command line: ``check``, ``bench``, ``show``, ``recipes`` and ``cache``."""
 
 from __future__ import annotations
 
@@ -70,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--recipe", default=None, help="recipe (default: the device's own)")
     show.add_argument("--order", type=int, default=6, help="points per surface edge")
     _add_common(show)
+
+    cache = commands.add_parser(
+        "cache", help="list or clear the disk caches (generated kernels, KIFMM operators)")
+    cache.add_argument("action", choices=("list", "clear"))
 
     recipes = commands.add_parser(
         "recipes", help="list operators, recipes, device classes and the default choice")
@@ -172,13 +176,35 @@ def _recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache(args: argparse.Namespace) -> int:
+    from fmmloopy.kernel_cache import cache_entries, clear_cache
+    from fmmloopy.operator_cache import cache_dir
+
+    try:
+        if args.action == "clear":
+            files, size = clear_cache()
+            print(f"{cache_dir()}: removed {files} file{'s' if files != 1 else ''} "
+                  f"({size} bytes)")
+            return 0
+        entries = cache_entries()
+    except OSError as exc:
+        raise RuntimeError(f"cannot {args.action} the cache in {cache_dir()}: {exc}") from exc
+    print(f"cache directory: {cache_dir()}")
+    for entry in entries:
+        print(f"  {entry.line()}")
+    total = sum(entry.size for entry in entries)
+    print(f"{len(entries)} file{'s' if len(entries) != 1 else ''}, {total} bytes")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fmmloopy`` console script."""
     args = _parser().parse_args(argv)
     from fmmloopy.recipes import RecipeError
 
     try:
-        commands = {"check": _check, "bench": _bench, "show": _show, "recipes": _recipes}
+        commands = {"check": _check, "bench": _bench, "show": _show, "recipes": _recipes,
+                    "cache": _cache}
         return commands[args.command](args)
     except (RecipeError, LookupError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"fmmloopy {args.command}: error: {exc}", file=sys.stderr)

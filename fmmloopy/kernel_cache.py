@@ -1,32 +1,36 @@
-"""Disk cache of generated kernels: a second process skips loopy and the recipe altogether.
+"""Disk cache of the generated kernels of the shipped recipes: data, verified before use.
 
-What is stored, per (operator, recipe, sizes, dtype, Green's function, device), is what running a
-transformed kernel needs (:class:`GeneratedKernel`): the OpenCL source, its build options,
-loopy's host-side launcher (a pickled Python function) and the argument names. A warm start then
-costs one small file read and one OpenCL build from PyOpenCL's and PoCL's binary caches
-(~25 ms a kernel here) instead of building the math-level kernel, applying the recipe, and
-loopy's cache look-ups (~0.1-0.2 s a kernel).
+A second process skips the math-level kernel, the recipe and loopy for the kernels of the
+shipped recipes: it reads what running one kernel needs (:class:`GeneratedKernel`), all of it
+*data*: the OpenCL source, its build options, the device kernel's name, its arguments in order
+(name, scalar or array, dtype, shape as an expression in the scalar arguments), the launch grid
+as expressions in the scalar arguments, the names of the outputs, and the arrays whose shape a
+recipe split. :class:`fmmloopy.execution.CompiledOperator` launches it with a launcher of its own
+that checks every argument first; nothing read from a cache file is executed as Python, and
+expressions are parsed with pymbolic's parser and evaluated over integers only.
 
-The key (:func:`kernel_key`) holds everything the generated code depends on:
+Which kernels are stored. Only those of the shipped recipes, unmodified
+(:func:`fmmloopy.verification.is_shipped`): their sources are the files of this package, all of
+which are in the key. A user's recipe is applied anew in every process -- whatever its file, the
+helpers it imports, the environment variables or data files it reads say *now* is what runs --
+and loopy's own caches, keyed by the transformed kernel itself, skip its code generation when
+nothing changed. So no recipe outside the package can be served a stale kernel.
 
-- the operator, its sizes, dtype, the Green's function's fingerprint and the recipe's list layout;
-- the recipe's name and function and a sha256 of the file that defines it and of the user files
-  it draws on (:func:`_recipe_sources_digest`);
-- a sha256 of every module of ``fmmloopy`` and ``transforms`` (templates, transform tools);
-- the versions of Python, loopy, pyopencl, pymbolic, islpy and numpy;
-- the device: platform, name, vendor, versions and the properties a recipe may read
-  (:func:`device_fingerprint`; not its memory sizes, which PoCL sets from the free memory).
+The key (:func:`kernel_key`) holds the operator, its sizes, dtype, the Green's function's
+fingerprint, the recipe (name, device class, targets, function, layout), a sha256 of every
+module of ``fmmloopy`` and ``transforms``, the versions of Python, loopy, pyopencl, pymbolic,
+islpy and numpy, and the device (platform, name, vendor, versions, the properties a recipe may
+read; not its memory sizes, which PoCL sets from the free memory at start-up).
 
-The recipe's sources are its own file and the user files that file draws on (modules, functions
-or classes it names, followed transitively; installed packages are keyed by version instead), so
-editing a helper in another file of one's own also regenerates the kernel. What this cannot see
-(code reached only through ``importlib`` at call time, data files a recipe reads) needs
-``FMMLOOPY_KERNEL_CACHE=off``. Recipes without a source file (defined in an interactive session)
-are never stored.
-
-Files live in ``<cache_dir>/kernels`` (:func:`fmmloopy.operator_cache.cache_dir`), are written
-atomically and are checked on load: a file that cannot be read or whose stored key differs is
-reported with :class:`KernelCacheWarning` and generated again.
+A file (``<cache_dir>/kernels/<operator>-<recipe>-<hash of the key>.json``) holds JSON: the key,
+the kernel and a sha256 of both. On load the file must parse, its key must equal the expected
+one, the digest must match and every field must have its type; anything else is reported with
+:class:`KernelCacheWarning`, the file is deleted and the kernel generated again. The digest
+guards against corruption, not against someone who can write the directory: files are read only
+from a directory owned by the user and writable by nobody else (created with mode 0700), and
+only if the file is owned by the user and writable by nobody else, as ssh and pip insist; a
+directory that fails this is neither read nor written (one warning). ``FMMLOOPY_KERNEL_CACHE=off``
+switches the cache off; ``fmmloopy cache list`` and ``fmmloopy cache clear`` show and empty it.
 """
 
 from __future__ import annotations
@@ -35,22 +39,20 @@ import functools
 import hashlib
 import importlib
 import importlib.metadata
-import inspect
+import json
 import os
-import pickle
 import platform
-import site
-import sys
-import sysconfig
-import types
+import stat
+import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pyopencl as cl
 
 from fmmloopy.operator_cache import (
+    CACHE_ENV,
     cache_dir,
     kernel_fingerprint,
     key_string,
@@ -58,8 +60,8 @@ from fmmloopy.operator_cache import (
     write_or_warn,
 )
 
-#: Bump whenever :class:`GeneratedKernel` or the meaning of a key changes.
-FORMAT_VERSION = 2
+#: Bump whenever :class:`GeneratedKernel` or the meaning of a key changes. 3: JSON, data only.
+FORMAT_VERSION = 3
 
 #: Environment variable: ``off`` (or ``0``, ``no``, ``false``) disables the kernel cache.
 KERNEL_CACHE_ENV = "FMMLOOPY_KERNEL_CACHE"
@@ -75,6 +77,10 @@ _DEVICE_PROPERTIES = (
 # Not global_mem_size or max_mem_alloc_size: PoCL derives them from the memory free when it
 # starts, which would change the key from one process to the next.
 _warned_unwritable: set[str] = set()
+_warned_unsafe: set[str] = set()
+
+#: Suffix of a kernel cache file.
+SUFFIX = ".json"
 
 
 class KernelCacheWarning(UserWarning):
@@ -82,19 +88,73 @@ class KernelCacheWarning(UserWarning):
 
 
 @dataclass(frozen=True)
+class KernelArgument:
+    """One argument of the device kernel, in the order the OpenCL kernel takes them."""
+
+    name: str
+    is_array: bool
+    dtype: str  # numpy dtype string, e.g. "<f8"
+    shape: tuple[str, ...] = ()  # arrays: the extents, as expressions in the scalars
+
+
+@dataclass(frozen=True)
 class GeneratedKernel:
-    """What running one transformed kernel needs, without loopy: code, launcher, argument names."""
+    """What running one transformed kernel needs, without loopy, as plain data."""
 
     device_code: str
     build_options: tuple[str, ...]
-    #: loopy's generated host code: ``invoker(cl_kernels, queue, allocator, wait_for,
-    #: out_host, **arguments) -> (event, outputs)``.
-    invoker: Any
+    kernel_name: str
+    #: The device kernel's arguments in order (loopy passes only those the kernel uses).
+    arguments: tuple[KernelArgument, ...]
+    #: Work-group counts and sizes per axis (global size = their product), as expressions.
+    groups: tuple[str, ...]
+    group_size: tuple[str, ...]
+    #: Names of the translation unit's arguments (math level), in order.
     argument_names: tuple[str, ...]
-    input_array_names: frozenset[str]
     written_names: tuple[str, ...]
     #: Arrays whose shape the recipe split: name -> (math-level shape, kernel shape).
-    reshaped: dict[str, tuple[tuple, tuple]]
+    reshaped: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]
+
+    def as_data(self) -> dict[str, Any]:
+        """Plain JSON-able data."""
+        return asdict(self)
+
+    @classmethod
+    def from_data(cls, data: Any) -> GeneratedKernel:
+        """The kernel of :meth:`as_data`'s output; ValueError for anything malformed."""
+        def strings(value, what: str) -> tuple[str, ...]:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{what} is not a list of strings")
+            return tuple(value)
+
+        if not isinstance(data, dict):
+            raise ValueError("the kernel is not an object")
+        expected = {"device_code", "build_options", "kernel_name", "arguments", "groups",
+                    "group_size", "argument_names", "written_names", "reshaped"}
+        if set(data) != expected:
+            raise ValueError(f"the kernel's fields are {sorted(data)}")
+        for name in ("device_code", "kernel_name"):
+            if not isinstance(data[name], str):
+                raise ValueError(f"{name} is not a string")
+        arguments = []
+        for entry in data["arguments"] if isinstance(data["arguments"], list) else [None]:
+            if (not isinstance(entry, dict) or set(entry) != {"name", "is_array", "dtype", "shape"}
+                    or not isinstance(entry["name"], str) or not isinstance(entry["dtype"], str)
+                    or not isinstance(entry["is_array"], bool)):
+                raise ValueError("an argument is malformed")
+            arguments.append(KernelArgument(entry["name"], entry["is_array"], entry["dtype"],
+                                            strings(entry["shape"], "a shape")))
+        reshaped = data["reshaped"]
+        if not isinstance(reshaped, dict) or not all(
+                isinstance(v, list) and len(v) == 2 for v in reshaped.values()):
+            raise ValueError("reshaped is malformed")
+        return cls(data["device_code"], strings(data["build_options"], "build_options"),
+                   data["kernel_name"], tuple(arguments), strings(data["groups"], "groups"),
+                   strings(data["group_size"], "group_size"),
+                   strings(data["argument_names"], "argument_names"),
+                   strings(data["written_names"], "written_names"),
+                   {name: (strings(v[0], "a shape"), strings(v[1], "a shape"))
+                    for name, v in reshaped.items()})
 
 
 def enabled() -> bool:
@@ -136,75 +196,13 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-@functools.cache
-def _not_user_code() -> tuple[str, ...]:
-    """Folders whose files are not a recipe author's own: the standard library, site-packages,
-    and this project's packages (all of whose sources are in every key already)."""
-    roots = {sysconfig.get_paths()[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")}
-    roots.update(site.getsitepackages() + [site.getusersitepackages()])
-    roots.update(str(Path(importlib.import_module(name).__file__).parent) for name in _PACKAGED)
-    return tuple(os.path.join(os.path.realpath(root), "") for root in roots)
-
-
-def _user_module(value: Any) -> tuple[str, dict] | None:
-    """The ``.py`` file and namespace of the user module that ``value`` is or comes from.
-
-    None for installed code, this project's packages and anything without a file.
-    """
-    if isinstance(value, types.ModuleType):
-        module = value
-    else:
-        try:
-            name = getattr(value, "__module__", None)
-        except Exception:  # an object whose attribute look-up raises is no module
-            return None
-        module = sys.modules.get(name) if isinstance(name, str) else None
-    path = getattr(module, "__file__", None)
-    if not isinstance(path, str) or not path.endswith(".py") or not os.path.isfile(path):
-        return None
-    path = os.path.realpath(path)
-    if path.startswith(_not_user_code()):
-        return None
-    return path, vars(module)
-
-
-def _recipe_sources_digest(function: Any) -> str | None:
-    """sha256 of the recipe's file and of the user files it draws on, or None without a file.
-
-    Starting from the file that defines ``function``, the modules (and functions, classes) that
-    file's namespace names are followed, transitively, as long as they are the user's own files
-    (not installed packages, not ``fmmloopy``/``transforms``): a helper edited in another file
-    changes the key as an edit of the recipe's own file does.
-    """
-    try:
-        path = inspect.getsourcefile(function)
-    except TypeError:
-        return None
-    if path is None or not os.path.isfile(path):
-        return None
-    pending = [(os.path.realpath(path), getattr(function, "__globals__", {}))]
-    visited: set[str] = set()
-    while pending:
-        path, namespace = pending.pop()
-        if path in visited:
-            continue
-        visited.add(path)
-        for value in list(namespace.values()):
-            found = _user_module(value)
-            if found is not None and found[0] not in visited:
-                pending.append(found)
-    digest = hashlib.sha256()
-    for path in sorted(visited):
-        digest.update(f"{path}\n".encode())
-        digest.update(Path(path).read_bytes())
-    return digest.hexdigest()
-
-
 def kernel_key(operator: str, recipe: Any, device: cl.Device, green: Any, dtype: Any,
                sizes: dict[str, int]) -> dict[str, Any] | None:
-    """The key of one generated kernel (JSON-serialisable), or None when it must not be stored."""
-    recipe_sources = _recipe_sources_digest(recipe.function)
-    if recipe_sources is None:
+    """The key of one generated kernel (JSON-serialisable), or None when it is not stored: the
+    recipe is not one of the shipped ones, unmodified."""
+    from fmmloopy.verification import is_shipped
+
+    if not is_shipped(recipe):
         return None
     return {
         "format_version": FORMAT_VERSION,
@@ -215,25 +213,91 @@ def kernel_key(operator: str, recipe: Any, device: cl.Device, green: Any, dtype:
         "kernel_fingerprint": kernel_fingerprint(green),
         "recipe": [recipe.name, recipe.device, list(recipe.targets),
                    getattr(recipe.function, "__qualname__", "?"), repr(recipe.layout)],
-        "recipe_sources": recipe_sources,
         "package_sources": _package_sources_digest(),
         "versions": _versions(),
         "device": device_fingerprint(device),
     }
 
 
+def kernels_dir() -> Path:
+    """Where kernel cache files live."""
+    return cache_dir() / "kernels"
+
+
 def kernel_path(key: dict[str, Any]) -> Path:
     """The file of ``key``: operator and recipe name, then a hash of the whole key."""
     digest = hashlib.sha256(key_string(key).encode()).hexdigest()[:24]
-    return cache_dir() / "kernels" / f"{key['operator']}-{key['recipe'][0]}-{digest}.pickle"
+    return kernels_dir() / f"{key['operator']}-{key['recipe'][0]}-{digest}{SUFFIX}"
+
+
+# {{{ who may have written the directory
+
+def _unsafe(path: Path) -> str | None:
+    """Why ``path`` (an existing file or directory) must not be trusted, or None: it must be
+    owned by this user and not writable by group or others."""
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        return f"{path} is a symbolic link"
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        return f"{path} is owned by user id {info.st_uid}, not by this user ({os.getuid()})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{path} is writable by other users (mode {stat.filemode(info.st_mode)})"
+    return None
+
+
+def _trusted_directory(create: bool) -> Path | None:
+    """The kernels directory if it may be used (created private when ``create``), else None
+    (absent, or unsafe: warned once)."""
+    directory = kernels_dir()
+    if create:
+        try:
+            directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, exist_ok=True)
+        except OSError:
+            return directory  # not writable: the write reports it
+    if not directory.exists():
+        return None
+    for folder in (directory.parent, directory):
+        reason = _unsafe(folder)
+        if reason is not None:
+            if str(directory) not in _warned_unsafe:
+                _warned_unsafe.add(str(directory))
+                warnings.warn(
+                    f"fmmloopy kernel cache: not using {directory}: {reason}; kernels are "
+                    "generated in this process instead (make the directory yours and private, "
+                    f"chmod 700, or point ${CACHE_ENV} elsewhere)", KernelCacheWarning,
+                    stacklevel=4)
+            return None
+    return directory
+
+# }}}
+
+
+def _digest(key: dict[str, Any], kernel: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps({"key": key, "kernel": kernel}, sort_keys=True)
+                          .encode()).hexdigest()
+
+
+def _reject(path: Path, why: str) -> None:
+    """Warn that ``path`` was rejected and delete it."""
+    warnings.warn(f"fmmloopy kernel cache: rejected {path} ({why}); deleted, generating the "
+                  "kernel again", KernelCacheWarning, stacklevel=4)
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 def load(key: dict[str, Any] | None) -> GeneratedKernel | None:
     """The kernel stored under ``key``, or None (missing, disabled, or rejected with a warning)."""
-    if key is None or not enabled():
+    if key is None or not enabled() or _trusted_directory(create=False) is None:
         return None
     path = kernel_path(key)
     try:
+        reason = _unsafe(path)
+        if reason is not None:
+            _reject(path, reason)
+            return None
         stored = path.read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         return None
@@ -242,26 +306,98 @@ def load(key: dict[str, Any] | None) -> GeneratedKernel | None:
                       "kernel again", KernelCacheWarning, stacklevel=3)
         return None
     try:
-        entry = pickle.loads(stored)
-        if not isinstance(entry, dict) or entry.get("key") != key:
+        entry = json.loads(stored.decode("utf-8"))
+        if not isinstance(entry, dict) or set(entry) != {"key", "kernel", "sha256"}:
+            raise ValueError("not a kernel cache entry")
+        if entry["key"] != key:
             raise ValueError("the stored key differs from the expected one")
-        kernel = entry["kernel"]
-        if not isinstance(kernel, GeneratedKernel):
-            raise ValueError(f"the stored object is a {type(kernel).__name__}")
+        if entry["sha256"] != _digest(entry["key"], entry["kernel"]):
+            raise ValueError("the content digest does not match")
+        return GeneratedKernel.from_data(entry["kernel"])
     except Exception as error:  # any failure to read means the file cannot be trusted
-        warnings.warn(f"fmmloopy kernel cache: rejected {path} ({type(error).__name__}: "
-                      f"{error}); generating the kernel again", KernelCacheWarning, stacklevel=3)
+        _reject(path, f"{type(error).__name__}: {error}")
         return None
-    return kernel
 
 
 def store(key: dict[str, Any] | None, kernel: GeneratedKernel) -> None:
-    """Write ``kernel`` under ``key`` (atomically); an unwritable directory warns once."""
-    if key is None or not enabled():
+    """Write ``kernel`` under ``key`` (atomically, privately); an unwritable directory warns
+    once, an unsafe one is left alone."""
+    if key is None or not enabled() or _trusted_directory(create=True) is None:
         return
     path = kernel_path(key)
-    data = pickle.dumps({"key": key, "kernel": kernel}, protocol=pickle.HIGHEST_PROTOCOL)
-    write_or_warn(path, lambda: write_atomically(path, lambda stream: stream.write(data)),
+    data = kernel.as_data()
+    text = json.dumps({"key": key, "kernel": data, "sha256": _digest(key, data)},
+                      sort_keys=True).encode()
+    write_or_warn(path, lambda: write_atomically(path, lambda stream: stream.write(text)),
                   f"fmmloopy kernel cache: cannot write to {path.parent}",
                   "kernels are generated but not cached", KernelCacheWarning,
                   _warned_unwritable)
+
+
+# {{{ fmmloopy cache list / clear
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One file of the kernel or operator cache, as ``fmmloopy cache list`` shows it."""
+
+    path: Path
+    kind: str  # "kernel", "operators" or "temporary"
+    size: int
+    modified: float
+    status: str  # "ok", or why it would be rejected
+
+    def line(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.modified))
+        return f"{self.kind:9s} {self.size:10d} B  {when}  {self.status:10s} {self.path.name}"
+
+
+def _kernel_status(path: Path) -> str:
+    try:
+        entry = json.loads(path.read_bytes().decode("utf-8"))
+        if not isinstance(entry, dict) or set(entry) != {"key", "kernel", "sha256"}:
+            return "foreign"
+        if entry["sha256"] != _digest(entry["key"], entry["kernel"]):
+            return "corrupt"
+        if not isinstance(entry["key"], dict) or (
+                entry["key"].get("format_version") != FORMAT_VERSION):
+            return "old format"
+        GeneratedKernel.from_data(entry["kernel"])
+    except Exception:
+        return "corrupt"
+    return "ok"
+
+
+def cache_entries() -> list[CacheEntry]:
+    """Every file of the kernel and operator caches (kernels, operator ``.npz`` files, leftover
+    temporary files), in name order."""
+    from fmmloopy.operator_cache import cache_file_status
+
+    entries = []
+    for folder in (cache_dir(), kernels_dir()):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if not path.is_file():
+                continue
+            info = path.stat()
+            if path.name.endswith(".tmp"):
+                kind, status = "temporary", "leftover"
+            elif folder == kernels_dir():
+                kind, status = "kernel", _kernel_status(path)
+            elif path.suffix == ".npz":
+                kind, status = "operators", cache_file_status(path)
+            else:
+                continue
+            entries.append(CacheEntry(path, kind, info.st_size, info.st_mtime, status))
+    return entries
+
+
+def clear_cache() -> tuple[int, int]:
+    """Delete every file :func:`cache_entries` lists; (files, bytes) removed."""
+    files = size = 0
+    for entry in cache_entries():
+        entry.path.unlink()
+        files, size = files + 1, size + entry.size
+    return files, size
+
+# }}}

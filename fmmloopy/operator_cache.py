@@ -40,6 +40,7 @@ __all__ = [
     "FORMAT_VERSION",
     "OperatorCacheWarning",
     "cache_dir",
+    "cache_file_status",
     "cache_path",
     "key_string",
     "load_arrays",
@@ -126,7 +127,7 @@ def array_checksum(arrays: dict[str, np.ndarray]) -> str:
 def write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     """Create ``path`` with ``write(stream)``: a temporary file in its directory, then
     ``os.replace``, so a reader sees either the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # private to this user
     fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as stream:
@@ -160,6 +161,18 @@ def load_arrays(path: Path, key: dict[str, Any]) -> dict[str, np.ndarray]:
     if array_checksum(arrays) != metadata.get("checksum"):
         raise CacheFileError("checksum of the arrays does not match")
     return arrays
+
+
+def cache_file_status(path: Path) -> str:
+    """``ok`` if the operator file ``path`` reads and its checksum matches its arrays, else
+    ``corrupt`` (for ``fmmloopy cache list``)."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            metadata = json.loads(str(stored[_METADATA]))
+            arrays = {name: stored[name] for name in stored.files if name != _METADATA}
+        return "ok" if array_checksum(arrays) == metadata.get("checksum") else "corrupt"
+    except Exception:
+        return "corrupt"
 
 
 def load_or_build(key: dict[str, Any], build: Callable[[], dict[str, np.ndarray]],

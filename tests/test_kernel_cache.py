@@ -1,21 +1,28 @@
-"""The disk kernel cache: a warm start runs the stored code without loopy or the recipe, and
-anything that changes the code (recipe file, sizes, device, versions) changes the key."""
+"""The disk kernel cache: a warm start runs the stored code (data: source, arguments, grid) of the
+shipped recipes without loopy or the recipe; anything that changes the code changes the key; a
+corrupt, foreign, planted or stale entry never runs."""
 
 import importlib.util
-import pickle
+import json
+import os
+import re
+import stat
 import sys
 import warnings
 
 import numpy as np
+import pyopencl.array as cla
 import pytest
 
 import fmmloopy
-from fmmloopy import execution, kernel_cache
+from fmmloopy import execution, kernel_cache, verification
+from fmmloopy.check_problems import check_problems
 from fmmloopy.distributions import plummer
 from fmmloopy.execution import compiled_operator
 from fmmloopy.kernel_cache import KernelCacheWarning, kernel_key, kernel_path
 from fmmloopy.kernels import LAPLACE_3D
-from fmmloopy.recipes import Recipe
+from fmmloopy.operators import get_operator
+from fmmloopy.recipes import Recipe, RecipeError, select_recipe
 
 POINTS = plummer(3000, np.random.default_rng(31))  # adaptive: every list is non-empty
 CHARGES = np.random.default_rng(32).uniform(-1.0, 1.0, len(POINTS))
@@ -64,77 +71,50 @@ def test_cached_code_equals_freshly_generated_code(cache_dir, device, monkeypatc
     assert warm.t_unit.default_entrypoint.name == fresh.t_unit.default_entrypoint.name
 
 
-RECIPE_MODULE = '''
-from fmmloopy.transform_tools import parallelize_box_loop
-
-
-def plain(knl, ctx):
-    return parallelize_box_loop(knl)
-'''
-
-
-def _recipe_from_file(path):
-    spec = importlib.util.spec_from_file_location(f"kernel_cache_recipe_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return Recipe("plain", ("p2p",), "any", module.plain, str(path))
-
-
-def test_key_follows_recipe_file_sizes_dtype_and_device(tmp_path, device):
-    path = tmp_path / "recipe_a.py"
-    path.write_text(RECIPE_MODULE)
-    recipe = _recipe_from_file(path)
+def test_key_follows_operator_sizes_dtype_and_device(device):
+    recipe = select_recipe("p2m", "pairwise", device, "cpu")
     key = kernel_key("p2m", recipe, device, LAPLACE_3D, np.float64, {"n_surface": 26})
     assert key == kernel_key("p2m", recipe, device, LAPLACE_3D, np.float64, {"n_surface": 26})
     changed = [
         kernel_key("p2m", recipe, device, LAPLACE_3D, np.float64, {"n_surface": 56}),
         kernel_key("p2m", recipe, device, LAPLACE_3D, np.float32, {"n_surface": 26}),
         kernel_key("p2l", recipe, device, LAPLACE_3D, np.float64, {"n_surface": 26}),
+        kernel_key("p2m", select_recipe("p2m", "pairwise", device, "gpu"), device, LAPLACE_3D,
+                   np.float64, {"n_surface": 26}),
     ]
-    path.write_text(RECIPE_MODULE + "# an edit that changes nothing the kernel does\n")
-    changed.append(kernel_key("p2m", recipe, device, LAPLACE_3D, np.float64, {"n_surface": 26}))
     paths = {kernel_path(key)} | {kernel_path(other) for other in changed}
     assert len(paths) == 1 + len(changed)
     assert key["device"]["max_compute_units"] == str(device.max_compute_units)
     # PoCL sets its memory sizes from the memory free at start-up: not part of the key.
     assert not {"global_mem_size", "max_mem_alloc_size"} & set(key["device"])
     assert set(key["versions"]) == {"python", "loopy", "pyopencl", "pymbolic", "islpy", "numpy"}
+    assert len(key["package_sources"]) == 64  # sha256 of every file of fmmloopy and transforms
 
 
-def test_key_follows_the_user_files_a_recipe_draws_on(tmp_path, device, monkeypatch):
-    """Helpers in other files of the recipe author's (imported as a module, or a function from
-    one, transitively) are in the key; installed packages are keyed by version instead."""
-    monkeypatch.syspath_prepend(str(tmp_path))
-    (tmp_path / "kc_inner_helpers.py").write_text(
-        "from fmmloopy.transform_tools import parallelize_box_loop\n\n\n"
-        "def parallel(knl):\n    return parallelize_box_loop(knl)\n")
-    (tmp_path / "kc_outer_helpers.py").write_text(
-        "import numpy\nfrom kc_inner_helpers import parallel\n\n\n"
-        "def box_loop(knl):\n    return parallel(knl)\n")
-    path = tmp_path / "recipe_with_helpers.py"
-    path.write_text("import kc_outer_helpers\nfrom kc_outer_helpers import box_loop\n\n\n"
-                    "def plain(knl, ctx):\n    return box_loop(knl)\n")
-    monkeypatch.delitem(sys.modules, "kc_inner_helpers", raising=False)
-    monkeypatch.delitem(sys.modules, "kc_outer_helpers", raising=False)
-    recipe = _recipe_from_file(path)
-
-    def key():
-        return kernel_key("p2m", recipe, device, LAPLACE_3D, np.float64, {"n_surface": 26})
-
-    keys = [key()]
-    for helper in ("kc_outer_helpers.py", "kc_inner_helpers.py"):
-        with open(tmp_path / helper, "a") as stream:
-            stream.write("# an edit of a helper file\n")
-        keys.append(key())
-    assert len({kernel_path(each) for each in keys}) == 3
-    assert keys[-1] == key()  # nothing else (numpy, fmmloopy) read differently
-
-
-def test_recipe_without_a_source_file_is_never_stored(device):
+def test_only_the_shipped_recipes_unmodified_are_stored(tmp_path, device, monkeypatch):
+    """A user's recipe (its helpers, environment, data files) is applied anew in every process;
+    an edited shipped file is a user's recipe too."""
+    path = tmp_path / "kc_user_recipe.py"
+    path.write_text("def plain(knl, ctx):\n    return knl\n")
+    spec = importlib.util.spec_from_file_location("kc_user_recipe", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    user = Recipe("plain", ("p2p",), "any", module.plain, str(path))
+    assert kernel_key("p2p", user, device, LAPLACE_3D, np.float64, {}) is None
     namespace = {}
     exec("def interactive(knl, ctx):\n    return knl\n", namespace)
-    recipe = Recipe("interactive", ("p2p",), "any", namespace["interactive"], "<session>")
-    assert kernel_key("p2p", recipe, device, LAPLACE_3D, np.float64, {}) is None
+    interactive = Recipe("interactive", ("p2p",), "any", namespace["interactive"], "<session>")
+    assert kernel_key("p2p", interactive, device, LAPLACE_3D, np.float64, {}) is None
+
+    shipped = select_recipe("p2p", "pairwise", device, "cpu")
+    assert kernel_key("p2p", shipped, device, LAPLACE_3D, np.float64, {}) is not None
+    monkeypatch.setitem(verification.SHIPPED_SHA256, "transforms/cpu.py", "0" * 64)
+    verification.shipped_files_intact.cache_clear()
+    try:
+        assert kernel_key("p2p", shipped, device, LAPLACE_3D, np.float64, {}) is None
+    finally:
+        monkeypatch.undo()
+        verification.shipped_files_intact.cache_clear()
 
 
 def _stored_p2p(device):
@@ -144,31 +124,137 @@ def _stored_p2p(device):
     return key
 
 
-def test_corrupt_or_foreign_file_is_rejected_with_a_warning(cache_dir, device, monkeypatch):
+def test_corrupt_or_foreign_file_is_rejected_deleted_and_regenerated(cache_dir, device,
+                                                                      monkeypatch):
     key = _stored_p2p(device)
     path = kernel_path(key)
     good = path.read_bytes()
     assert isinstance(kernel_cache.load(key), kernel_cache.GeneratedKernel)
 
-    path.write_bytes(good[: len(good) // 2])  # truncated
-    with pytest.warns(KernelCacheWarning, match="rejected .* generating the kernel again"):
-        assert kernel_cache.load(key) is None
+    def rejected(content: bytes, why: str) -> None:
+        path.write_bytes(content)
+        with pytest.warns(KernelCacheWarning, match=f"rejected .*{why}.*deleted"):
+            assert kernel_cache.load(key) is None
+        assert not path.exists()
 
-    entry = pickle.loads(good)
-    entry["key"] = dict(key, operator="p2l")  # a file that answers another key
-    path.write_bytes(pickle.dumps(entry))
-    with pytest.warns(KernelCacheWarning, match="stored key differs"):
-        assert kernel_cache.load(key) is None
-
-    path.write_bytes(pickle.dumps({"key": key, "kernel": "not a kernel"}))
-    with pytest.warns(KernelCacheWarning, match="stored object is a str"):
-        assert kernel_cache.load(key) is None
-
+    rejected(good[: len(good) // 2], "JSONDecodeError")  # truncated
+    entry = json.loads(good)
+    rejected(json.dumps(dict(entry, key=dict(key, operator="p2l"))).encode(),
+             "stored key differs")  # a file that answers another key
+    code = entry["kernel"]["device_code"]
+    digit = re.search(r"\d", code.split("__kernel", 1)[1]).start() + code.index("__kernel") + 8
+    entry["kernel"]["device_code"] = code[:digit] + str((int(code[digit]) + 1) % 10) + code[
+        digit + 1:]
+    rejected(json.dumps(entry).encode(), "digest does not match")  # one changed digit
     # After a rejection the kernel is generated again, runs, and the file is good again.
+    path.write_bytes(good[:-7])
     _forget_compiled(monkeypatch)
-    with pytest.warns(KernelCacheWarning, match="stored object is a str"):
+    with pytest.warns(KernelCacheWarning, match="rejected"):
         fmmloopy.Fmm(POINTS, order=3, n_crit=20)(CHARGES)
     assert isinstance(kernel_cache.load(key), kernel_cache.GeneratedKernel)
+    assert path.read_bytes() == good
+
+
+def test_a_flipped_byte_anywhere_is_caught(cache_dir, device):
+    """Every 61st byte flipped in turn (and every 500th prefix): each copy is rejected with a
+    warning and deleted, never loaded; the regenerated kernel gives the right numbers."""
+    key = _stored_p2p(device)
+    path = kernel_path(key)
+    good = path.read_bytes()
+    copies = [good[:offset] + bytes([good[offset] ^ 0x01]) + good[offset + 1:]
+              for offset in range(0, len(good), 61)]
+    copies += [good[:length] for length in range(0, len(good), 500)]
+    assert len(copies) > 100
+    for copy in copies:
+        path.write_bytes(copy)
+        with pytest.warns(KernelCacheWarning, match="rejected"):
+            assert kernel_cache.load(key) is None
+        assert not path.exists()
+
+
+SENTINEL_PAYLOAD = """
+import os, pickle
+class Planted:
+    def __reduce__(self):
+        return (os.system, ("touch {sentinel}",))
+print(pickle.dumps(Planted()).hex())
+"""
+
+
+def test_planted_entry_never_runs(cache_dir, device, tmp_path, monkeypatch):
+    """A pickle that runs a command when unpickled, planted under the file names the cache
+    reads (and the old format's): nothing runs; the kernel is generated and is right."""
+    import subprocess
+
+    sentinel = tmp_path / "planted-code-ran"
+    payload = bytes.fromhex(subprocess.run(
+        [sys.executable, "-c", SENTINEL_PAYLOAD.format(sentinel=sentinel)],
+        capture_output=True, text=True, check=True).stdout.strip())
+    assert not sentinel.exists()
+    key = _stored_p2p(device)
+    path = kernel_path(key)
+    path.write_bytes(payload)
+    path.with_suffix(".pickle").write_bytes(payload)
+    _forget_compiled(monkeypatch)
+    with pytest.warns(KernelCacheWarning, match="rejected"):
+        potential = fmmloopy.Fmm(POINTS, order=3, n_crit=20)(CHARGES)
+    assert not sentinel.exists()
+    _forget_compiled(monkeypatch)
+    monkeypatch.setenv(kernel_cache.KERNEL_CACHE_ENV, "off")
+    np.testing.assert_array_equal(potential, fmmloopy.Fmm(POINTS, order=3, n_crit=20)(CHARGES))
+
+
+def test_files_other_users_could_have_written_are_not_read(cache_dir, device, monkeypatch):
+    """The digest catches corruption, not a planted file with a matching digest: so files are
+    read only from a private directory, owned by this user and writable by nobody else."""
+    key = _stored_p2p(device)
+    path = kernel_path(key)
+    assert stat.S_IMODE((cache_dir / "kernels").stat().st_mode) == 0o700
+    # A file another user owns (root can give it away) is rejected and deleted.
+    if os.getuid() == 0:
+        os.chown(path, 12345, -1)
+        with pytest.warns(KernelCacheWarning, match="owned by user id 12345"):
+            assert kernel_cache.load(key) is None
+        assert not path.exists()
+        _stored_p2p_again(device, monkeypatch)
+    # A group-writable directory (a shared cache) is neither read nor written, with one warning.
+    (cache_dir / "kernels").chmod(0o770)
+    monkeypatch.setattr(kernel_cache, "_warned_unsafe", set())
+    with pytest.warns(KernelCacheWarning, match="writable by other users"):
+        assert kernel_cache.load(key) is None
+    assert path.exists()  # left alone: not ours to judge
+    _forget_compiled(monkeypatch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fmmloopy.Fmm(POINTS, order=3, n_crit=20)(CHARGES)
+    assert not [w for w in caught if issubclass(w.category, KernelCacheWarning)]  # warned once
+
+
+def _stored_p2p_again(device, monkeypatch):
+    _forget_compiled(monkeypatch)
+    _stored_p2p(device)
+
+
+def test_cache_list_and_clear(cache_dir, device, capsys):
+    from fmmloopy.cli import main
+
+    key = _stored_p2p(device)
+    fmmloopy.Fmm(POINTS, order=3, n_crit=20)  # the operator cache file too (its own dir)
+    kernel_path(key).with_name("stray.json.tmp").write_text("left by a killed writer")
+    assert main(["cache", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert str(cache_dir) in listed
+    assert re.search(r"kernel\s+\d+ B .* ok\s+p2p-cpu-", listed)
+    assert "temporary" in listed and "leftover" in listed
+    kernel_path(key).write_text("{}")
+    assert main(["cache", "list"]) == 0
+    assert re.search(r"kernel .* foreign\s+p2p-cpu-", capsys.readouterr().out)
+    assert main(["cache", "clear"]) == 0
+    cleared = capsys.readouterr().out
+    assert re.search(r"removed \d+ files? \(\d+ bytes\)", cleared)
+    assert not list((cache_dir / "kernels").iterdir())
+    assert main(["cache", "list"]) == 0
+    assert "0 files" in capsys.readouterr().out
 
 
 def test_switched_off_by_the_environment(cache_dir, device, monkeypatch):
@@ -188,10 +274,22 @@ def test_unwritable_directory_warns_once_and_still_runs(cache_dir, monkeypatch):
     assert np.isfinite(potential).all()
 
 
-def test_missing_array_argument_is_named(cache_dir, device, queue):
+def test_arguments_are_checked_and_named_before_launch(cache_dir, device, queue):
     p2p = compiled_operator("p2p", device)
     p2p.device_code()
-    launcher = p2p._executors[queue.context.int_ptr]
-    with pytest.raises(TypeError, match=r"missing array arguments: \[.*'sources'"):
-        launcher(queue, targets=None)
+    with pytest.raises(RecipeError, match=r"recipe 'cpu'.*missing array argument "
+                                          r"'target_boxes'"):
+        p2p(queue, targets=None)
+    problem = check_problems()[0]
+    inputs = {name: cla.to_device(queue, value) if isinstance(value, np.ndarray) else value
+              for name, value in problem.arguments(get_operator("p2p"), {}).items()}
+    inputs = {name: value for name, value in inputs.items() if name in p2p.argument_names}
+    wrong_dtype = dict(inputs, strengths=inputs["strengths"].astype(np.float32))
+    with pytest.raises(RecipeError, match=r"recipe 'cpu'.*'strengths' has dtype float32, the "
+                                          r"kernel takes float64"):
+        p2p(queue, **wrong_dtype)
+    short = dict(inputs, result=inputs["result"][:-1])
+    with pytest.raises(RecipeError, match=r"recipe 'cpu'.*'result' has shape \(\d+,\), the "
+                                          r"kernel takes \(\d+,\)"):
+        p2p(queue, **short)
 
