@@ -84,3 +84,33 @@ def test_size_dependent_recipe_is_wrong_caught_and_refused(name, operators, smal
     with pytest.raises(RecipeError, match=rf"recipe '{name}'.*differs from 'sequential' on "
                                           r"this FMM's tree.*target box"):
         fmmloopy.Fmm(POINTS, recipes=recipes)
+
+
+def test_summed_loop_on_work_items_is_a_race_caught_and_refused(device):
+    """A race PoCL hides: shown by loopy's own race check on the kernel (no fmmloopy code in
+    between), then failed by the default check with the loop's name, and refused by Fmm."""
+    import warnings
+
+    import loopy as lp
+    from loopy.diagnostic import WriteRaceConditionWarning
+
+    from fmmloopy.operators import math_kernel
+    from fmmloopy.recipes import RecipeContext, select_recipe
+
+    sizes = {"n_target_coeffs": 152, "n_source_coeffs": 152}
+    recipe = select_recipe("m2l", "matvec", device, "summed_loop_on_work_items")
+    kernel = recipe(math_kernel("m2l", **sizes),
+                    RecipeContext("m2l", "matvec", device, dict(sizes, dtype=np.float64)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lp.check.check_for_write_races(lp.preprocess_kernel(kernel).default_entrypoint)
+    raced = [str(w.message) for w in caught if issubclass(w.category, WriteRaceConditionWarning)]
+    assert any("'store'" in message and "iexp_src_inner" in message for message in raced)
+
+    results = list(run_checks(device, operators=["m2l"], recipes=[recipe.name],
+                              recipe_sources=[str(RECIPES)]))
+    assert results and not any(r.ok for r in results)
+    assert all("loop 'iexp_src_inner' (from 'iexp_src', which the template sums over) is "
+               "tagged l.0" in r.message for r in results)
+    with pytest.raises(RecipeError, match="write race.*iexp_src_inner"):
+        fmmloopy.Fmm(POINTS, recipes={"m2l": recipe.name})

@@ -9,7 +9,7 @@ default ``fmmloopy check`` and :class:`fmmloopy.Fmm`'s first-use verification re
 import pymbolic.primitives as prim
 
 from fmmloopy.recipes import recipe
-from fmmloopy.transform_tools import pad_loop, parallelize_box_loop
+from fmmloopy.transform_tools import pad_loop, parallelize_box_loop, spread_over_local_axis
 
 #: The bound these recipes assume (a work-group of 64, a 64-point local-memory chunk, ...).
 ASSUMED = 64
@@ -62,3 +62,11 @@ def u_list_up_to_27(knl, ctx):
                     if insn.assignee_var_names() == ("isrc_box_end",) else insn
                     for insn in entry.instructions]
     return knl.with_kernel(entry.copy(instructions=instructions))
+
+
+@recipe("m2l", device="any", name="summed_loop_on_work_items")
+def summed_loop_on_work_items(knl, ctx):
+    """The coefficients summed over (``iexp_src``) spread over 16 work-items: each keeps a
+    partial sum and all store to the same element, a race PoCL hides (it runs a work-group's
+    items one after another) and a GPU does not."""
+    return spread_over_local_axis(parallelize_box_loop(knl), "iexp_src", 16)
