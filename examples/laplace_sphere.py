@@ -7,7 +7,11 @@ object instead. ``python examples/laplace_sphere.py --help`` lists the options.
 Recipes: ``--recipes FILE_OR_MODULE`` loads recipes of your own (repeatable); ``--recipe NAME``
 uses one recipe for every operator, ``--recipe OP=NAME`` (repeatable) one for an operator, e.g.
 ``--recipes my_recipes.py --recipe p2p=p2p_fast`` (docs/recipes.md); operators not named get
-the device's own.
+the device's own. Recipes that are not shipped are compared with ``sequential`` on the tree
+first (``fmmloopy.Fmm``'s first-use verification); ``--no-verify-recipes`` skips that.
+
+Exit status 1, with a message, when the error exceeds what the order is known to reach
+(:data:`EXPECTED_ERROR`): a wrong answer never ends with status 0.
 """
 
 from __future__ import annotations
@@ -26,6 +30,21 @@ from fmmloopy.kernels import LAPLACE_3D
 from fmmloopy.operators import OPERATORS, get_operator
 from fmmloopy.recipes import RecipeError, ensure_loaded, recipe_names_for
 from fmmloopy.reference import direct_sum
+
+#: Relative L2 error of the FMM on the sphere by order, measured on 20 000 charges at every
+#: target (docs/fmm.md, benchmarks/accuracy_vs_order.py), and the factor allowed above it (runs
+#: of 10^5-4*10^6 charges measured 1.6-1.9x the 20 000-charge figure at order 6; sampled targets
+#: add noise). Orders past 10 are extrapolated by the measured factor of ~8 per order, but not
+#: below 1e-12 (float64 sums of 10^6 terms).
+MEASURED_ERROR = {2: 8.33e-3, 3: 4.38e-4, 4: 4.51e-5, 5: 4.46e-6, 6: 5.17e-7, 7: 7.16e-8,
+                  8: 1.49e-8, 9: 2.77e-9, 10: 4.18e-10}
+ERROR_MARGIN = 10.0
+
+
+def expected_error(order: int) -> float:
+    """The largest relative L2 error the example accepts at ``order``."""
+    measured = MEASURED_ERROR.get(order, MEASURED_ERROR[10] / 8.0 ** (order - 10))
+    return max(ERROR_MARGIN * measured, 1e-12)
 
 
 def recipe_choice(values: list[str]) -> str | dict[str, str] | None:
@@ -73,7 +92,7 @@ def recipe_choice(values: list[str]) -> str | dict[str, str] | None:
 
 def run(n: int, order: int, n_crit: int, device: str | None,
         recipes: str | Mapping[str, str] | None, check_targets: int, repeats: int,
-        seed: int, w_x_direct: bool = True) -> dict:
+        seed: int, w_x_direct: bool = True, verify_recipes: bool = True) -> dict:
     """Build the FMM, evaluate it ``repeats`` times, compare with direct summation.
 
     ``recipes``: as :class:`fmmloopy.Fmm` takes them (a name, ``{operator: name}`` or ``None``).
@@ -83,7 +102,7 @@ def run(n: int, order: int, n_crit: int, device: str | None,
     charges = rng.uniform(-1.0, 1.0, n)
 
     fmm = fmmloopy.Fmm(points, order=order, n_crit=n_crit, device=device, recipes=recipes,
-                       w_x_direct=w_x_direct)
+                       w_x_direct=w_x_direct, verify_recipes=verify_recipes)
     best = None
     for _ in range(repeats):
         potential = fmm(charges)
@@ -168,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-w-x-direct", dest="w_x_direct", action="store_false",
                         help="M2P and P2L for every W and X entry (default: boxes with at most "
                              "n_e particles are summed directly)")
+    parser.add_argument("--no-verify-recipes", dest="verify_recipes", action="store_false",
+                        help="run recipes that are not shipped without comparing them with "
+                             "'sequential' on the tree first")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.n < 1 or args.check_targets < 1 or args.repeats < 1:
@@ -182,12 +204,23 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
 
-    report = run(args.n, args.order, args.n_crit, args.device, recipes,
-                 args.check_targets, args.repeats, args.seed, args.w_x_direct)
+    try:
+        report = run(args.n, args.order, args.n_crit, args.device, recipes,
+                     args.check_targets, args.repeats, args.seed, args.w_x_direct,
+                     args.verify_recipes)
+    except RecipeError as exc:
+        print(f"laplace_sphere.py: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(report))
     else:
         print_report(report)
+    bound = expected_error(args.order)
+    if not report["rel_l2_error"] <= bound:
+        print(f"laplace_sphere.py: the relative L2 error {report['rel_l2_error']:.3g} exceeds "
+              f"{bound:.3g}, {ERROR_MARGIN:g} times what order {args.order} reaches: the result "
+              "is wrong (a recipe? run 'fmmloopy check')", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -95,3 +95,45 @@ def test_example_rejects_unknown_operators_and_recipes(tmp_path, args, message):
     done = run_example("--n", "100", *args, cwd=tmp_path)
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+#: A P2P recipe wrong for boxes of more than 64 targets (the default n_crit 150 has them).
+ONE_PASS_RECIPES = """
+import loopy as lp
+
+from fmmloopy.recipes import recipe
+from fmmloopy.transform_tools import pad_loop
+
+
+@recipe("p2p", device="any", name="one_pass")
+def one_pass(knl, ctx):
+    return pad_loop(lp.tag_inames(knl, {"itgt_box": "g.0"}), "itgt", 64)
+"""
+
+
+def test_a_wrong_answer_never_exits_with_status_0(tmp_path):
+    """Refused by the first-use verification (status 1); with it off, the error against the
+    direct sum exceeds what order 6 reaches, and the example says so (status 1)."""
+    (tmp_path / "wrong.py").write_text(ONE_PASS_RECIPES)
+    common = ("--n", "20000", "--check-targets", "200", "--repeats", "1", "--recipes",
+              "wrong.py", "--recipe", "p2p=one_pass")
+    refused = run_example(*common, cwd=tmp_path)
+    assert refused.returncode == 1
+    assert "one_pass" in refused.stderr and "differs from 'sequential'" in refused.stderr
+    unverified = run_example(*common, "--no-verify-recipes", cwd=tmp_path)
+    assert unverified.returncode == 1, unverified.stdout + unverified.stderr
+    error = float(unverified.stdout.split("direct summation on 200 targets:")[1].split()[0])
+    assert error > 1e-3  # order 6 reaches about 1e-6
+    assert f"the relative L2 error {error:.3g} exceeds 5.17e-06" in unverified.stderr
+
+
+def test_expected_error_follows_the_measured_table():
+    sys.path.insert(0, str(EXAMPLE.parent))
+    try:
+        import laplace_sphere
+    finally:
+        sys.path.pop(0)
+    assert laplace_sphere.expected_error(6) == pytest.approx(5.17e-6)
+    assert laplace_sphere.expected_error(2) == pytest.approx(8.33e-2)
+    assert laplace_sphere.expected_error(11) == pytest.approx(10 * 4.18e-10 / 8)
+    assert laplace_sphere.expected_error(16) == 1e-12
