@@ -19,6 +19,7 @@ separated by ``os.pathsep``).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -75,7 +76,32 @@ class RecipeError(RuntimeError):
 
 
 _REGISTRY: list[Recipe] = []
-_LOADED_SOURCES: set[str] = set()
+#: Sources loaded by :func:`load_recipes`: source -> (sha256 of the file, or "" for a module;
+#: the name of the module its recipes were registered from).
+_LOADED: dict[str, tuple[str, str]] = {}
+
+
+def _operators_of(targets: Iterable[str]) -> set[str]:
+    """The operators ``targets`` (operator or template names) cover."""
+    from fmmloopy.operators import OPERATORS
+
+    return {name for name, spec in OPERATORS.items()
+            if name in targets or spec.template in targets}
+
+
+def _check_no_clash(new: Recipe) -> None:
+    """RecipeError if a recipe of ``new``'s name is registered for the same device class and
+    an operator ``new`` covers too: the later one would silently replace the other."""
+    covered = _operators_of(new.targets)
+    for old in _REGISTRY:
+        if old.name != new.name or old.device != new.device:
+            continue
+        overlap = covered & _operators_of(old.targets)
+        if overlap:
+            raise RecipeError(
+                f"recipe {new.name!r} from {new.source} clashes with recipe {old.name!r} from "
+                f"{old.source}: both are for device class {new.device!r} and operators "
+                f"{sorted(overlap)}; give yours another name with @recipe(..., name=...)")
 
 
 def recipe(*targets: str, device: str = "any", name: str | None = None,
@@ -93,34 +119,79 @@ def recipe(*targets: str, device: str = "any", name: str | None = None,
         module = sys.modules.get(function.__module__)
         source = getattr(module, "__file__", None) or function.__module__
         recipe_name = name or function.__module__.rsplit(".", 1)[-1]
-        _REGISTRY.append(Recipe(recipe_name, tuple(targets), device, function, str(source),
-                                layout))
+        new = Recipe(recipe_name, tuple(targets), device, function, str(source), layout)
+        _check_no_clash(new)
+        _REGISTRY.append(new)
         return function
 
     return register
 
 
-def load_recipes(source: str | os.PathLike) -> None:
-    """Import a recipe file (``path/to/file.py``) or module (``package.module``) once."""
+def load_recipes(source: str | os.PathLike, reload: bool = False) -> None:
+    """Import a recipe file (``path/to/file.py``) or module (``package.module``).
+
+    A source is imported once, unless its file changed since (sha256 of its bytes) or
+    ``reload`` is true: then it is imported again and its recipes replace those it registered
+    before. If importing fails (an error in the file, a name that clashes with a registered
+    recipe) nothing it registered stays, and the previous version's recipes are kept.
+    """
     source = str(source)
-    if source in _LOADED_SOURCES:
-        return
     path = Path(source)
-    if source.endswith(".py") or path.exists():
-        if not path.is_file():
-            raise FileNotFoundError(f"recipe file {source!r} does not exist")
-        module_name = f"fmmloopy_user_recipes_{len(_LOADED_SOURCES)}_{path.stem}"
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
+    is_file = source.endswith(".py") or path.exists()
+    if is_file and not path.is_file():
+        raise FileNotFoundError(f"recipe file {source!r} does not exist")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if is_file else ""
+    previous = _LOADED.get(source)
+    if previous is not None and previous[0] == digest and not reload:
+        return
+    old_module = previous[1] if previous else None
+    kept = [r for r in _REGISTRY if r.function.__module__ != old_module]
+    replaced = [r for r in _REGISTRY if r.function.__module__ == old_module]
+    _REGISTRY[:] = kept
+    try:
+        module_name = _import(source, path, is_file, reload or previous is not None)
+    except BaseException:
+        _REGISTRY.extend(replaced)
+        raise
+    _LOADED[source] = (digest, module_name)
+
+
+def _import(source: str, path: Path, is_file: bool, again: bool) -> str:
+    """Import ``source``; the name of the module its recipes come from. On failure the
+    recipes it registered are removed again."""
+    if not is_file:
+        module_name = source
         try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            del sys.modules[module_name]
-            raise RecipeError(f"loading recipe file {source!r} failed: {exc!r}") from exc
-    else:
-        importlib.import_module(source)
-    _LOADED_SOURCES.add(source)
+            if again and source in sys.modules:
+                importlib.reload(sys.modules[source])
+            else:
+                importlib.import_module(source)
+        except BaseException:
+            _REGISTRY[:] = [r for r in _REGISTRY if r.function.__module__ != module_name]
+            raise
+        return module_name
+    module_name = f"fmmloopy_user_recipes_{_load_count()}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        _REGISTRY[:] = [r for r in _REGISTRY if r.function.__module__ != module_name]
+        if isinstance(exc, RecipeError):
+            raise RecipeError(f"loading recipe file {source!r} failed: {exc}") from exc
+        raise RecipeError(f"loading recipe file {source!r} failed: {exc!r}") from exc
+    return module_name
+
+
+_LOADS = [0]
+
+
+def _load_count() -> int:
+    """A number new for every file import (module names of reloaded files differ)."""
+    _LOADS[0] += 1
+    return _LOADS[0]
 
 
 def ensure_loaded(extra: Iterable[str] = ()) -> None:

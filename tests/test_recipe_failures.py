@@ -86,12 +86,12 @@ def recipe_file(tmp_path_factory):
 def isolated_registry(recipe_file):
     """These recipes are registered for this module only (``fmmloopy check`` checks all)."""
     registry.ensure_loaded()
-    recipes, sources = list(registry._REGISTRY), set(registry._LOADED_SOURCES)
+    recipes, sources = list(registry._REGISTRY), dict(registry._LOADED)
     load_recipes(str(recipe_file))
     yield
     registry._REGISTRY[:] = recipes
-    registry._LOADED_SOURCES.clear()
-    registry._LOADED_SOURCES.update(sources)
+    registry._LOADED.clear()
+    registry._LOADED.update(sources)
 
 
 def _line(text):

@@ -15,11 +15,11 @@ from fmmloopy.recipes import RecipeError, load_recipes, select_recipe
 def isolated_registry():
     """Recipes registered by a test do not leak into the next one."""
     registry.ensure_loaded()
-    recipes, sources = list(registry._REGISTRY), set(registry._LOADED_SOURCES)
+    recipes, sources = list(registry._REGISTRY), dict(registry._LOADED)
     yield
     registry._REGISTRY[:] = recipes
-    registry._LOADED_SOURCES.clear()
-    registry._LOADED_SOURCES.update(sources)
+    registry._LOADED.clear()
+    registry._LOADED.update(sources)
 
 
 def test_device_classes_of_pocl_run_from_specific_to_any(device):
@@ -117,3 +117,77 @@ def test_named_recipe_of_another_device_class_is_found(device):
 
     assert select_recipe("p2p", "pairwise", device, "elsewhere").name == "elsewhere"
     assert select_recipe("p2p", "pairwise", device).name != "elsewhere"
+
+
+WIDTH_RECIPE = """
+from fmmloopy.recipes import recipe
+
+@recipe("p2p", device="any", name="versioned")
+def versioned(knl, ctx):
+    return knl
+
+VERSION = {version}
+"""
+
+
+def _versioned(device):
+    chosen = select_recipe("p2p", "pairwise", device, "versioned")
+    return chosen.function.__globals__["VERSION"]
+
+
+def test_an_edited_file_is_loaded_again_and_replaces_its_recipes(tmp_path, device):
+    path = tmp_path / "versioned.py"
+    path.write_text(WIDTH_RECIPE.format(version=1))
+    load_recipes(path)
+    assert _versioned(device) == 1
+    load_recipes(path)  # unchanged: not imported again
+    assert _versioned(device) == 1
+    path.write_text(WIDTH_RECIPE.format(version=2))
+    load_recipes(path)
+    assert _versioned(device) == 2
+    assert [r.name for r in registry.registered()].count("versioned") == 1
+    load_recipes(path, reload=True)  # forced, same content
+    assert _versioned(device) == 2
+    assert [r.name for r in registry.registered()].count("versioned") == 1
+
+
+def test_a_failing_reload_keeps_the_previous_recipes(tmp_path, device):
+    path = tmp_path / "versioned.py"
+    path.write_text(WIDTH_RECIPE.format(version=1))
+    load_recipes(path)
+    path.write_text(WIDTH_RECIPE.format(version="undefined_name"))
+    with pytest.raises(RecipeError, match="loading recipe file .* failed.*undefined_name"):
+        load_recipes(path)
+    assert _versioned(device) == 1
+    assert [r.name for r in registry.registered()].count("versioned") == 1
+
+
+def test_a_name_that_clashes_with_a_registered_recipe_is_refused(tmp_path, device):
+    path = _write(tmp_path, "shadow.py", """
+        from fmmloopy.recipes import recipe
+
+        @recipe("m2p", device="any", name="fine_first")
+        def fine_first(knl, ctx):
+            return knl
+
+        @recipe("p2p", device="cpu", name="cpu")
+        def my_cpu(knl, ctx):
+            return knl
+        """)
+    before = registry.registered()
+    with pytest.raises(RecipeError, match=r"recipe 'cpu' from .*shadow.py clashes with recipe "
+                                          r"'cpu' from .*transforms/cpu.py: both are for device "
+                                          r"class 'cpu' and operators \['p2p'\]; give yours "
+                                          r"another name"):
+        load_recipes(path)
+    assert registry.registered() == before  # fine_first rolled back too
+    assert select_recipe("p2p", "pairwise", device, "cpu").source.endswith("transforms/cpu.py")
+    # The same name for other operators, or another device class, is no clash.
+    other = _write(tmp_path, "other.py", """
+        from fmmloopy.recipes import recipe
+
+        @recipe("p2p", device="gpu-nvidia", name="cpu")
+        def cpu_named_for_nvidia(knl, ctx):
+            return knl
+        """)
+    load_recipes(other)
