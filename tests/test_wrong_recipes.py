@@ -114,3 +114,72 @@ def test_summed_loop_on_work_items_is_a_race_caught_and_refused(device):
                "tagged l.0" in r.message for r in results)
     with pytest.raises(RecipeError, match="write race.*iexp_src_inner"):
         fmmloopy.Fmm(POINTS, recipes={"m2l": recipe.name})
+
+
+HELPER_RECIPE = '''
+from helper_widths import WIDTH  # a constant from a helper file of the user's
+
+from fmmloopy.recipes import recipe
+from fmmloopy.transform_tools import pad_loop, parallelize_box_loop
+
+
+@recipe("p2p", device="any", name="padded_to_helper_width")
+def padded_to_helper_width(knl, ctx):
+    return pad_loop(parallelize_box_loop(knl), "itgt", WIDTH)
+'''
+
+FMM_SCRIPT = '''
+import sys
+import numpy as np
+import fmmloopy
+from fmmloopy.distributions import sphere_surface
+from fmmloopy.kernels import get_kernel
+from fmmloopy.recipes import RecipeError, load_recipes
+from fmmloopy.reference import direct_sum
+
+load_recipes("recipe_with_helper.py")
+points = sphere_surface(20000, np.random.default_rng(7))
+charges = np.random.default_rng(8).uniform(-1.0, 1.0, len(points))
+try:
+    fmm = fmmloopy.Fmm(points, recipes={"p2p": "padded_to_helper_width"},
+                       verify_recipes=sys.argv[1] == "verify")
+except RecipeError as error:
+    print("refused:", str(error)[:200])
+    sys.exit(0)
+sample = np.arange(0, len(points), 97)
+expected = [direct_sum(get_kernel("laplace"), np.delete(points, i, 0), np.delete(charges, i),
+                       points[i:i + 1])[0] for i in sample]
+error = np.linalg.norm(fmm(charges)[sample] - expected) / np.linalg.norm(expected)
+print(f"error {error:.3e}")
+'''
+
+
+def test_a_helper_constant_edited_between_runs_is_what_runs(tmp_path):
+    """A recipe takes its width from a helper file; after the helper changes, nothing serves
+    the old kernel: the check (fresh workers, no disk kernel cache) fails the new, wrong
+    width, a new process's Fmm refuses it, and without verification its error is plain."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "recipe_with_helper.py").write_text(HELPER_RECIPE)
+    (tmp_path / "fmm_run.py").write_text(FMM_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+
+    def run(*command):
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=600)
+
+    check = (sys.executable, "-m", "fmmloopy.cli", "check", "--recipes",
+             "recipe_with_helper.py", "--recipe", "padded_to_helper_width", "--operator", "p2p")
+    (tmp_path / "helper_widths.py").write_text("WIDTH = 4096\n")  # every leaf fits: right
+    assert run(*check).returncode == 0
+    right = run(sys.executable, "fmm_run.py", "verify")
+    assert float(right.stdout.split("error")[1]) < 1e-5, right.stdout + right.stderr
+
+    (tmp_path / "helper_widths.py").write_text("WIDTH = 64\n")  # leaves of up to 150: wrong
+    failed = run(*check)
+    assert failed.returncode == 1 and "target 64 of" in failed.stdout
+    assert "refused:" in run(sys.executable, "fmm_run.py", "verify").stdout
+    wrong = run(sys.executable, "fmm_run.py", "no-verify")
+    assert float(wrong.stdout.split("error")[1]) > WRONG, wrong.stdout + wrong.stderr
