@@ -29,7 +29,6 @@ from fmmloopy.check_problems import (
 )
 from fmmloopy.devices import context_for, device_from_key, device_key
 from fmmloopy.execution import (
-    CompiledOperator,
     compiled_operator,
     loopy_log_path,
     loopy_output_to_log,
@@ -107,16 +106,6 @@ class CheckResult:
         return f"{text}  {self.message}" if self.message else text
 
 
-def run_timed(compiled: CompiledOperator, queue: cl.CommandQueue, inputs: dict[str, np.ndarray],
-              warm_up: bool = True) -> tuple[dict[str, np.ndarray], float]:
-    """Run once to build, once more timed; return the outputs of the timed run and its seconds.
-
-    Without ``warm_up`` the kernel runs once and the time includes its build (for a simulator,
-    where every run is slow).
-    """
-    return run_once(compiled, queue, inputs, warm_up=warm_up)
-
-
 def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
     scale = np.max(np.abs(reference)) if reference.size else 0.0
     if not np.all(np.isfinite(value)):
@@ -134,7 +123,7 @@ def expected_outputs(operator: str, recipe: str, sizes: dict[str, int], inputs: 
         expected = get_operator(operator).host_reference(get_kernel("laplace"), inputs, sizes)
         return expected, time.perf_counter() - start
     reference = compiled_operator(operator, device, recipe=REFERENCE, **sizes)
-    return run_timed(reference, cl.CommandQueue(context_for(device)), inputs)
+    return run_once(reference, cl.CommandQueue(context_for(device)), inputs, warm_up=True)
 
 
 def _size_label(operator: str, problem: CheckProblem, sizes: dict[str, int]) -> str:

@@ -38,13 +38,13 @@ from fmmloopy.check import (
     pairs_to_check,
     relative_error,
     run_in_worker,
-    run_timed,
 )
 from fmmloopy.check_problems import CheckProblem, memcheck_problems
 from fmmloopy.devices import context_for, device_from_key, device_key
 from fmmloopy.execution import compiled_operator
 from fmmloopy.operators import get_operator
 from fmmloopy.recipes import REFERENCE, ensure_loaded
+from fmmloopy.verification import run_once
 
 INSTALL_HINT = "pip install 'fmmloopy[memcheck]'"
 
@@ -224,7 +224,7 @@ def memcheck_pair(operator: str, recipe: str, problem: CheckProblem, simulator: 
         candidate = compiled_operator(operator, device, recipe=recipe, **sizes)
         simulator_queue = cl.CommandQueue(context_for(simulator))
         with captured_stderr(captured):
-            actual, recipe_seconds = run_timed(candidate, simulator_queue, inputs, warm_up=False)
+            actual, recipe_seconds = run_once(candidate, simulator_queue, inputs)
     except Exception as exc:  # a recipe that breaks the build or the run is a failed check
         reports = _reports_in(captured)
         message = f"{type(exc).__name__}: {exc}"
