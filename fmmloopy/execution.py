@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -54,6 +55,9 @@ class CompiledOperator:
         self._reshaped: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         #: Launchers by OpenCL context: ``launcher(queue, **arrays) -> (event, outputs)``.
         self._executors: dict[int, Any] = {}
+        #: Launches set the OpenCL kernel's arguments, then enqueue it: one thread at a time
+        #: (the arguments are captured at the enqueue), as FMMs in several threads share this.
+        self._lock = threading.Lock()
         if generated is None:  # a recipe that raises fails here, not at the first launch
             self._build_t_unit()
 
@@ -91,11 +95,12 @@ class CompiledOperator:
         given_shapes = {name: arrays[name].shape for name in self.reshaped if name in arrays}
         arrays = self._reshape(arrays)
         try:
-            executor = self._executors.get(queue.context.int_ptr)
-            if executor is None:
-                executor = self._executors[queue.context.int_ptr] = self._launcher(
-                    queue.context)
-            _event, outputs = executor(queue, **arrays)
+            with self._lock:
+                executor = self._executors.get(queue.context.int_ptr)
+                if executor is None:
+                    executor = self._executors[queue.context.int_ptr] = self._launcher(
+                        queue.context)
+                _event, outputs = executor(queue, **arrays)
         except Exception as exc:  # code generation (loopy, islpy), the OpenCL build, the launch
             hint = explain_opencl_error(exc, self.device)
             raise RecipeError(f"running {self.label} on {self.device.name!r} failed: " + (

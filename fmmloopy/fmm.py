@@ -12,6 +12,7 @@ allocated (:mod:`fmmloopy.resources`). docs/robustness.md says what each bad inp
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Mapping
 
@@ -93,6 +94,9 @@ class Fmm:
 
     Raises ValueError for bad input and :class:`~fmmloopy.resources.ResourceLimitError` (a
     MemoryError) with the estimate when the problem cannot fit.
+
+    Threads: calls on one ``Fmm`` from several threads are safe and run one after another (they
+    share its device buffers); for evaluations in parallel, build one ``Fmm`` per thread.
     """
 
     def __init__(self, sources, targets=None, *, kernel: str | GreenKernel = "laplace",
@@ -113,6 +117,7 @@ class Fmm:
         self.nsources = len(sources)
         self.ntargets = self.nsources if targets is None else len(targets)
         self.setup_seconds: dict[str, float] = {}
+        self._lock = threading.Lock()  # one evaluation at a time: they share the buffers
 
         #: Coordinates were multiplied by ``2**-coordinate_exponent`` before the tree was built
         #: (0 unless they span less than 2**-100 or more than 2**100); the tree is in those units.
@@ -218,8 +223,9 @@ class Fmm:
         charge_exponent = _scale_exponent(largest)
         if charge_exponent:
             charges = np.ldexp(charges, -charge_exponent)
-        potential = self.tree.targets_to_user(
-            self.plan.evaluate(self.tree.sources_to_tree(charges)))
+        with self._lock:
+            in_tree_order = self.plan.evaluate(self.tree.sources_to_tree(charges))
+        potential = self.tree.targets_to_user(in_tree_order)
         exponent = charge_exponent + self._potential_exponent()
         if exponent:
             with np.errstate(over="ignore"):
