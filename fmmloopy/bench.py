@@ -12,9 +12,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from fmmloopy.devices import choose_device
 from fmmloopy.distributions import DISTRIBUTIONS
 from fmmloopy.fmm import Fmm
 from fmmloopy.operators import OPERATORS, PAIRWISE
+from fmmloopy.resources import check_memory, estimate_before_tree
 from fmmloopy.validation import validate_integer
 
 
@@ -60,6 +62,9 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int = 150,
     """
     n = validate_integer(n, "n (points to bench on)", 1)
     repeats = validate_integer(repeats, "repeats", 1)
+    # Refuse what cannot fit before the points are drawn (the FMM checks it again, in detail).
+    check_memory(estimate_before_tree(n, n, True, order, n_crit), choose_device(device),
+                 f"the bench on {n} points at order {order}")
     rng = np.random.default_rng(seed)
     points = DISTRIBUTIONS[distribution](n, rng)
     charges = rng.uniform(-1, 1, n)

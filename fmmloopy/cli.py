@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from fmmloopy.distributions import DISTRIBUTIONS
@@ -206,9 +207,25 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"check": _check, "bench": _bench, "show": _show, "recipes": _recipes,
                     "cache": _cache}
         return commands[args.command](args)
-    except (RecipeError, LookupError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"fmmloopy {args.command}: error: {exc}", file=sys.stderr)
+    except (RecipeError, LookupError, ValueError, FileNotFoundError, RuntimeError,
+            MemoryError) as exc:
+        print(f"fmmloopy {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # anything else is still one line; the traceback on request
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        print(f"fmmloopy {args.command}: error: {type(exc).__name__}: {_one_line(exc)} "
+              f"(set {TRACEBACK_ENV}=1 for the traceback)", file=sys.stderr)
+        return 2
+
+
+#: Environment variable: set, a failing command shows Python's traceback.
+TRACEBACK_ENV = "FMMLOOPY_TRACEBACK"
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

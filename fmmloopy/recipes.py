@@ -166,8 +166,11 @@ def _import(source: str, path: Path, is_file: bool, again: bool) -> str:
                 importlib.reload(sys.modules[source])
             else:
                 importlib.import_module(source)
-        except BaseException:
+        except BaseException as exc:
             _REGISTRY[:] = [r for r in _REGISTRY if r.function.__module__ != module_name]
+            if isinstance(exc, ImportError):
+                raise RecipeError(f"recipe module {source!r} cannot be imported ({exc}); give "
+                                  "a module on the Python path or a file ending in .py") from exc
             raise
         return module_name
     module_name = f"fmmloopy_user_recipes_{_load_count()}_{path.stem}"

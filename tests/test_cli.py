@@ -1,8 +1,11 @@
 """``fmmloopy bench`` and ``fmmloopy show`` on small problems."""
 
 import json
+import os
 import subprocess
 import sys
+
+import pytest
 
 from fmmloopy.operators import OPERATORS
 
@@ -93,3 +96,20 @@ def test_bench_verifies_a_recipe_that_is_not_shipped_unless_told_not_to(tmp_path
     assert timed.returncode == 0, timed.stderr
     assert "one_pass: NOT verified against 'sequential'" in timed.stdout
     assert "p2p    one_pass" in timed.stdout
+
+
+@pytest.mark.parametrize("args,env,message", [
+    (("bench", "--n", "10000000000"), {}, "needs an estimated"),
+    (("recipes", "--recipes", "no_such_module"), {},
+     "recipe module 'no_such_module' cannot be imported"),
+    (("recipes",), {"FMMLOOPY_RECIPES": "no_such_mod"},
+     "recipe module 'no_such_mod' cannot be imported"),
+])
+def test_every_cli_failure_is_one_line_and_status_2(args, env, message):
+    """(issue 14, item 5: these printed 19- and 20-line tracebacks)"""
+    done = subprocess.run([sys.executable, "-m", "fmmloopy.cli", *args], capture_output=True,
+                          text=True, timeout=600, env=os.environ | env)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"fmmloopy {args[0]}: error: ")
+    assert message in lines[0]
