@@ -62,6 +62,17 @@ def _scale_exponent(magnitude: float) -> int:
     return int(np.frexp(magnitude)[1])
 
 
+def _centre(*point_sets: np.ndarray) -> np.ndarray:
+    """Centre of the bounding box of all points (the origin for none). Halves are added, so
+    that it does not overflow; differences from it are exact for points near it (Sterbenz)."""
+    present = [p for p in point_sets if p is not None and len(p)]
+    if not present:
+        return np.zeros(3)
+    lo = np.min([p.min(axis=0) for p in present], axis=0)
+    hi = np.max([p.max(axis=0) for p in present], axis=0)
+    return lo / 2 + hi / 2
+
+
 def _span(*point_sets: np.ndarray) -> float:
     """Largest side of the bounding box of all points (0 for none or one)."""
     present = [p for p in point_sets if p is not None and len(p)]
@@ -121,6 +132,12 @@ class Fmm:
 
         #: Coordinates were multiplied by ``2**-coordinate_exponent`` before the tree was built
         #: (0 unless they span less than 2**-100 or more than 2**100); the tree is in those units.
+        #: The centre of the points' bounding box: the FMM works in coordinates relative to it,
+        #: so that boxes and surfaces far from the origin keep their precision (the kernels are
+        #: translation invariant).
+        self.coordinate_origin = _centre(sources, targets)
+        sources = sources - self.coordinate_origin
+        targets = None if targets is None else targets - self.coordinate_origin
         span = _span(sources, targets)
         if not np.isfinite(span):
             raise ValueError("the points span more than float64 holds (their coordinates differ "
