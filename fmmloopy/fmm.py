@@ -62,15 +62,21 @@ def _scale_exponent(magnitude: float) -> int:
     return int(np.frexp(magnitude)[1])
 
 
-def _centre(*point_sets: np.ndarray) -> np.ndarray:
-    """Centre of the bounding box of all points (the origin for none). Halves are added, so
-    that it does not overflow; differences from it are exact for points near it (Sterbenz)."""
+def _origin(*point_sets: np.ndarray) -> np.ndarray:
+    """Where the FMM puts its origin: per axis, the centre of the points' bounding box where it
+    lies at least the box's extent from 0, else 0. Then every difference from it is exact
+    (Sterbenz's lemma: each coordinate is within a factor of 2 of the centre), so the points
+    are moved without rounding, and far from the origin boxes and surfaces keep their
+    precision; near it nothing moves (a fine cluster near 0 keeps its relative precision)."""
     present = [p for p in point_sets if p is not None and len(p)]
     if not present:
         return np.zeros(3)
     lo = np.min([p.min(axis=0) for p in present], axis=0)
     hi = np.max([p.max(axis=0) for p in present], axis=0)
-    return lo / 2 + hi / 2
+    centre = lo / 2 + hi / 2  # halves: no overflow
+    with np.errstate(over="ignore"):
+        extent = hi - lo
+    return np.where(np.abs(centre) >= extent, centre, 0.0)
 
 
 def _span(*point_sets: np.ndarray) -> float:
@@ -132,10 +138,10 @@ class Fmm:
 
         #: Coordinates were multiplied by ``2**-coordinate_exponent`` before the tree was built
         #: (0 unless they span less than 2**-100 or more than 2**100); the tree is in those units.
-        #: The centre of the points' bounding box: the FMM works in coordinates relative to it,
-        #: so that boxes and surfaces far from the origin keep their precision (the kernels are
-        #: translation invariant).
-        self.coordinate_origin = _centre(sources, targets)
+        #: The FMM works in coordinates relative to this point (:func:`_origin`): the centre of
+        #: the points' bounding box along the axes where it lies far from 0 (the kernels are
+        #: translation invariant), so boxes and surfaces far from the origin keep their precision.
+        self.coordinate_origin = _origin(sources, targets)
         sources = sources - self.coordinate_origin
         targets = None if targets is None else targets - self.coordinate_origin
         span = _span(sources, targets)
