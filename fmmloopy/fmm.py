@@ -19,11 +19,19 @@ from collections.abc import Mapping
 import numpy as np
 import pyopencl as cl
 
+from fmmloopy.coordinates import (
+    coordinate_exponent,
+    origin,
+    scale_exponent,
+    separation_lower_bound,
+    span,
+)
 from fmmloopy.devices import choose_device, context_for
 from fmmloopy.direct_lists import direct_where_cheaper
 from fmmloopy.driver import Plan, build_plan
 from fmmloopy.interaction_lists import build_interaction_lists
 from fmmloopy.kernels import GreenKernel, get_kernel
+from fmmloopy.nested import nest_heavy_rows
 from fmmloopy.operators import OPERATORS
 from fmmloopy.precompute import get_operators
 from fmmloopy.resources import (
@@ -46,48 +54,6 @@ from fmmloopy.validation import (
 
 #: Orders (points per surface edge) the toolkit accepts.
 MIN_ORDER, MAX_ORDER = 2, 16
-
-#: Coordinates spanning less than 2**-SAFE_EXPONENT or more than 2**SAFE_EXPONENT, and charges
-#: beyond the same bounds, are rescaled by a power of two (exactly) before the kernels see them,
-#: so that squared distances and sums neither underflow (fast relaxed math flushes denormals) nor
-#: overflow; the potential is scaled back using the kernel's homogeneity.
-SAFE_EXPONENT = 100
-
-
-def _scale_exponent(magnitude: float) -> int:
-    """The ``e`` with ``magnitude * 2**-e`` in [0.5, 1) when ``magnitude`` is outside the safe
-    range, else 0 (no rescaling)."""
-    if magnitude == 0 or 2.0 ** -SAFE_EXPONENT <= magnitude <= 2.0 ** SAFE_EXPONENT:
-        return 0
-    return int(np.frexp(magnitude)[1])
-
-
-def _origin(*point_sets: np.ndarray) -> np.ndarray:
-    """Where the FMM puts its origin: per axis, the centre of the points' bounding box where it
-    lies at least the box's extent from 0, else 0. Then every difference from it is exact
-    (Sterbenz's lemma: each coordinate is within a factor of 2 of the centre), so the points
-    are moved without rounding, and far from the origin boxes and surfaces keep their
-    precision; near it nothing moves (a fine cluster near 0 keeps its relative precision)."""
-    present = [p for p in point_sets if p is not None and len(p)]
-    if not present:
-        return np.zeros(3)
-    lo = np.min([p.min(axis=0) for p in present], axis=0)
-    hi = np.max([p.max(axis=0) for p in present], axis=0)
-    centre = lo / 2 + hi / 2  # halves: no overflow
-    with np.errstate(over="ignore"):
-        extent = hi - lo
-    return np.where(np.abs(centre) >= extent, centre, 0.0)
-
-
-def _span(*point_sets: np.ndarray) -> float:
-    """Largest side of the bounding box of all points (0 for none or one)."""
-    present = [p for p in point_sets if p is not None and len(p)]
-    if not present:
-        return 0.0
-    lo = np.min([p.min(axis=0) for p in present], axis=0)
-    hi = np.max([p.max(axis=0) for p in present], axis=0)
-    with np.errstate(over="ignore"):
-        return float((hi - lo).max())
 
 
 class Fmm:
@@ -136,30 +102,27 @@ class Fmm:
         self.setup_seconds: dict[str, float] = {}
         self._lock = threading.Lock()  # one evaluation at a time: they share the buffers
 
-        #: Coordinates were multiplied by ``2**-coordinate_exponent`` before the tree was built
-        #: (0 unless they span less than 2**-100 or more than 2**100); the tree is in those units.
-        #: The FMM works in coordinates relative to this point (:func:`_origin`): the centre of
-        #: the points' bounding box along the axes where it lies far from 0 (the kernels are
-        #: translation invariant), so boxes and surfaces far from the origin keep their precision.
-        self.coordinate_origin = _origin(sources, targets)
+        #: The FMM works in coordinates relative to ``coordinate_origin``
+        #: (:func:`~fmmloopy.coordinates.origin`): the centre of the points' bounding box along
+        #: the axes where it lies far from 0 (the kernels are translation invariant), so boxes
+        #: and surfaces far from the origin keep their precision; and multiplied by
+        #: ``2**-coordinate_exponent`` (0 unless they span less than 2**-100 or more than
+        #: 2**100, or a far point beside close ones needs it): the tree is in those units.
+        self.coordinate_origin = origin(sources, targets)
         sources = sources - self.coordinate_origin
         targets = None if targets is None else targets - self.coordinate_origin
-        span = _span(sources, targets)
-        if not np.isfinite(span):
-            raise ValueError("the points span more than float64 holds (their coordinates differ "
-                             "by more than 1.8e308); scale them down first")
-        self.coordinate_exponent = _scale_exponent(span)
+        self.coordinate_exponent = self._coordinate_exponent(sources, targets)
         if self.coordinate_exponent:
-            if self.kernel.homogeneity is None:
-                raise ValueError(
-                    f"the points span {span:.3g}, outside [2**-"
-                    f"{SAFE_EXPONENT}, 2**{SAFE_EXPONENT}], and kernel {self.kernel.name!r} has "
-                    "no homogeneity to rescale them by; scale the points first")
             sources = np.ldexp(sources, -self.coordinate_exponent)
             targets = None if targets is None else np.ldexp(targets, -self.coordinate_exponent)
 
         self.device = choose_device(device)
         self.queue = cl.CommandQueue(context_for(self.device))
+        self._options = dict(kernel=self.kernel, order=self.order, n_crit=n_crit,
+                             device=self.device, recipes=recipes, max_depth=max_depth,
+                             memory_limit=memory_limit, w_x_direct=self._w_x_direct,
+                             verify_recipes=self._verify_recipes)
+        self.nested_rows = []
         self._what = (f"the FMM of {self.nsources} sources and {self.ntargets} targets at order "
                       f"{self.order} (n_crit {n_crit})")
         self._memory_limit = memory_limit
@@ -181,6 +144,34 @@ class Fmm:
                 f"{self._what} ran out of host memory ({exc}); the estimate was "
                 f"{self.memory_estimate.describe()}") from exc
 
+    def _coordinate_exponent(self, sources, targets) -> int:
+        """The power of two the points are divided by (:mod:`fmmloopy.coordinates`): 0 unless
+        they span less than 2**-100 or more than 2**100, or distinct points lie so close
+        compared with the span that their squared distance would underflow."""
+        extent = span(sources, targets)
+        if not np.isfinite(extent):
+            raise ValueError("the points span more than float64 holds (their coordinates differ "
+                             "by more than 1.8e308); scale them down first")
+        homogeneity = self.kernel.homogeneity
+        separation = separation_lower_bound(sources, targets)
+        exponent = coordinate_exponent(extent, separation, homogeneity)
+        if exponent is None:  # the cheap bound may be far too low: the sharper one
+            separation = separation_lower_bound(sources, targets, exact_gaps=True)
+            exponent = coordinate_exponent(extent, separation, homogeneity)
+        if exponent is None:
+            ratio_log2 = math.log2(extent) - math.log2(separation)
+            raise ValueError(
+                f"the points span {extent:.3g} but two of them differ by only "
+                f"{separation:.3g} along an axis: squared distances over a range of "
+                f"2**{2 * ratio_log2:.0f} do not fit float64 at any scale; merge the points "
+                "that close or evaluate the far and the near ones separately")
+        if exponent and homogeneity is None:
+            raise ValueError(
+                f"the points span {extent:.3g} (closest distinct points >= {separation:.3g}), "
+                f"which needs rescaling, and kernel {self.kernel.name!r} has no homogeneity to "
+                "rescale them by; scale the points first")
+        return exponent
+
     def _build(self, sources, targets, n_crit, max_depth, recipes) -> None:
         clock = time.perf_counter()
         self.tree = build_tree(sources, targets, n_crit=n_crit, max_depth=max_depth)
@@ -192,6 +183,15 @@ class Fmm:
             direct_where_cheaper(self.tree, self.lists, surface_size(self.order))
             if self._w_x_direct else self.lists)
         self.setup_seconds["lists"] = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        #: Direct rows the tree cannot split (a leaf at max_depth holding a cluster, an
+        #: outlier's whole point set, coincident points), each summed by an FMM of its own
+        #: (:mod:`fmmloopy.nested`); the plan sums the rest.
+        self.evaluated_lists, self.nested_rows = nest_heavy_rows(
+            self.tree, self.evaluated_lists, self._nested_fmm)
+        if self.nested_rows:
+            self.setup_seconds["nested"] = time.perf_counter() - clock
 
         tree, lists = self.tree, self.evaluated_lists
         self.memory_estimate = estimate_memory(
@@ -225,6 +225,10 @@ class Fmm:
             # Recipes that are not shipped, compared with 'sequential' on this tree.
             self.setup_seconds["verify"] = self.plan.verify_seconds
 
+    def _nested_fmm(self, sources: np.ndarray, targets: np.ndarray) -> Fmm:
+        """An FMM with this one's options over points in this one's coordinates."""
+        return Fmm(sources, targets, **self._options)
+
     @property
     def verified_recipes(self) -> frozenset[str]:
         """Recipes this FMM compared with ``sequential`` on its tree before use (those that are
@@ -233,8 +237,12 @@ class Fmm:
 
     @property
     def eval_seconds(self) -> dict[str, float]:
-        """Seconds per operator (and ``total``) of the last call."""
-        return dict(self.plan.eval_seconds)
+        """Seconds per operator (and ``total``) of the last call; ``nested``: the nested rows."""
+        seconds = dict(self.plan.eval_seconds)
+        if self.nested_rows and seconds:
+            seconds["nested"] = self._nested_seconds
+            seconds["total"] += self._nested_seconds
+        return seconds
 
     def __call__(self, charges) -> np.ndarray:
         """Potentials at the targets, in the user's order, for ``charges`` (one per source)."""
@@ -243,11 +251,11 @@ class Fmm:
             return np.zeros(self.ntargets)
         # Charges far from 1 are scaled by a power of two (exact): the kernels see no denormals.
         largest = float(np.abs(charges).max())
-        charge_exponent = _scale_exponent(largest)
+        charge_exponent = scale_exponent(largest)
         if charge_exponent:
             charges = np.ldexp(charges, -charge_exponent)
         with self._lock:
-            in_tree_order = self.plan.evaluate(self.tree.sources_to_tree(charges))
+            in_tree_order = self._evaluate(self.tree.sources_to_tree(charges))
         potential = self.tree.targets_to_user(in_tree_order)
         exponent = charge_exponent + self._potential_exponent()
         if exponent:
@@ -260,6 +268,16 @@ class Fmm:
                 f"the potential overflows float64 at {bad} of {len(potential)} targets "
                 f"(largest |charge| {largest:.3g}); "
                 "scale the charges down and the potentials up by the same factor")
+        return potential
+
+    def _evaluate(self, charges: np.ndarray) -> np.ndarray:
+        """Potentials in tree order: the plan's, plus the nested rows'."""
+        potential = self.plan.evaluate(charges)
+        if self.nested_rows:
+            clock = time.perf_counter()
+            for row in self.nested_rows:
+                row.add_to(potential, charges)
+            self._nested_seconds = time.perf_counter() - clock
         return potential
 
     def _potential_exponent(self) -> float:

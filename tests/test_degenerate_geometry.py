@@ -7,9 +7,8 @@ of the charges' magnitudes. The FMM's truncation error is bounded by a fraction 
 ``|q_i| G``, so this measure does not depend on how much the signed charges cancel (with charges
 of one sign it is the relative L2 error). Tolerance at order 6: 9e-7 relative L2 on the sphere
 (docs/fmm.md), 3.2e-6 on a deep adaptive Plummer tree (tests/test_fmm.py); 1e-5 leaves a factor
-~3. Where the tree is one leaf, or the points sit in one leaf at ``max_depth``, the result is a
-direct sum in float64 (~1e-15). The direct sum, like the kernels, counts 0 at r = 0: coincident
-points do not interact (LAPLACE_3D).
+~3. Where the tree is one leaf the result is a direct sum in float64 (~1e-15). The direct sum,
+like the kernels, counts 0 at r = 0: coincident points do not interact (LAPLACE_3D).
 """
 
 import warnings
@@ -118,9 +117,10 @@ def test_dense_cluster_with_a_far_outlier_builds_a_deep_tree(rng):
     assert _error(fmm(charges), points, charges) < TOLERANCE
 
 
-def test_cluster_finer_than_max_depth_stays_in_one_leaf_and_is_right(rng):
+def test_cluster_finer_than_max_depth_gets_a_nested_fmm(rng):
     """2**-20 of the root is 1e-6: a cluster of radius 1e-9 cannot be split. Its leaf holds all
-    1000 points (a warning says so) and its sum is direct."""
+    1000 points (a warning says so); its direct row (10**6 pairs, over 16 full rows) goes to a
+    nested FMM rooted at the cluster (fmmloopy.nested), whose tree splits it."""
     points = np.concatenate([1e-9 * rng.standard_normal((1000, 3)), [[1.0, 1.0, 1.0]]])
     charges = _charges(rng, len(points))
     with pytest.warns(RuntimeWarning, match="max_depth=20 reached"):
@@ -128,7 +128,9 @@ def test_cluster_finer_than_max_depth_stays_in_one_leaf_and_is_right(rng):
     leaves = fmm.tree.box_is_leaf
     assert fmm.tree.box_source_counts[leaves].max() == 1000
     assert fmm.tree.box_levels[leaves].max() == 20
-    assert _error(fmm(charges), points, charges) < DIRECT_SUM_TOLERANCE
+    assert len(fmm.nested_rows) == 1
+    assert fmm.nested_rows[0].sum.fmm.tree.nlevels >= 3
+    assert _error(fmm(charges), points, charges) < TOLERANCE
 
 
 def test_small_max_depth_leaves_hold_more_points(rng):
