@@ -82,11 +82,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_sizes(args: argparse.Namespace) -> None:
+    """Refuse an ``--order`` or ``--n-crit`` that :class:`fmmloopy.Fmm` would refuse, before any
+    work, in every command that takes them (also where they go unused: ``check --small-only``)."""
+    if not hasattr(args, "order"):  # every command with --n-crit has --order
+        return
+    from fmmloopy.fmm import MAX_ORDER, MIN_ORDER
+    from fmmloopy.validation import validate_integer
+
+    validate_integer(args.order, "--order", MIN_ORDER, MAX_ORDER)
+    if hasattr(args, "n_crit"):
+        validate_integer(args.n_crit, "--n-crit", 1)
+
+
 def _check(args: argparse.Namespace) -> int:
     from fmmloopy.check import ProductionSizes, describe_problems, loopy_log_path, run_checks
     from fmmloopy.devices import choose_device, device_classes
     from fmmloopy.validation import validate_integer
 
+    n = None if args.n is None else validate_integer(args.n, "--n", 1)
     device = choose_device(args.device)
     selection = dict(operators=args.operator, recipes=args.recipe, recipe_sources=args.recipes,
                      seed=args.seed)
@@ -99,9 +113,7 @@ def _check(args: argparse.Namespace) -> int:
         checks, what = run_memchecks(device, **selection), "memchecks"
     else:
         production = None if args.small_only else ProductionSizes(
-            order=validate_integer(args.order, "--order", 2, 16),
-            n_crit=validate_integer(args.n_crit, "--n-crit", 1),
-            n=None if args.n is None else validate_integer(args.n, "--n", 1))
+            order=args.order, n_crit=args.n_crit, n=n)
         print(f"device: {device.name} ({', '.join(device_classes(device))})")
         print("problems (production-size ones run whole launches, the reference on sampled "
               "rows):")
@@ -204,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     from fmmloopy.recipes import RecipeError
 
     try:
+        _check_sizes(args)
         commands = {"check": _check, "bench": _bench, "show": _show, "recipes": _recipes,
                     "cache": _cache}
         return commands[args.command](args)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import reprlib
 
+import numpy as np
 import pyopencl as cl
 
 #: Environment variable naming the device: ``cpu``, ``gpu`` or a substring of the device name.
@@ -45,15 +47,28 @@ def _platforms_devices() -> list[cl.Device]:
     return devices
 
 
+def _checked_spec(spec) -> str | None:
+    """``spec`` if it is None or a string, else a ValueError naming what was given."""
+    if spec is None or isinstance(spec, str):
+        return spec
+    hint = ""
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, (bool, np.bool_)):
+        hint = " (devices are not numbered: their order depends on the OpenCL platforms installed)"
+    raise ValueError("device must be None, a pyopencl.Device, 'cpu', 'gpu' or a device name, "
+                     f"got {type(spec).__name__} {reprlib.repr(spec)}{hint}")
+
+
 def choose_device(spec: str | cl.Device | None = None) -> cl.Device:
     """Pick an OpenCL device: a ``pyopencl.Device``, ``"cpu"``, ``"gpu"``, a name substring.
 
-    ``None`` reads ``$FMMLOOPY_DEVICE`` and otherwise prefers a GPU, then a CPU. Devices without
-    float64 support are skipped: the toolkit computes in float64 by default.
+    ``None`` (or an empty string) reads ``$FMMLOOPY_DEVICE`` and otherwise prefers a GPU, then a
+    CPU. Devices without float64 support are skipped: the toolkit computes in float64 by default.
+    Anything else, integers and booleans included, is a ValueError: an index would name different
+    devices on machines whose OpenCL platforms differ or are listed in another order.
     """
     if isinstance(spec, cl.Device):
         return spec
-    spec = spec or os.environ.get(DEVICE_ENV) or None
+    spec = _checked_spec(spec) or os.environ.get(DEVICE_ENV) or None
     try:
         devices = [d for d in _platforms_devices() if d.double_fp_config]
     except cl.Error as exc:

@@ -44,11 +44,12 @@ from fmmloopy.resources import (
 from fmmloopy.surfaces import surface_size
 from fmmloopy.tree import MAX_DEPTH_LIMIT, build_tree
 from fmmloopy.validation import (
+    as_float64_points,
+    check_point_array,
     validate_charges,
     validate_flag,
     validate_integer,
     validate_memory_limit,
-    validate_points,
     validate_recipes,
 )
 
@@ -95,26 +96,13 @@ class Fmm:
         memory_limit = validate_memory_limit(memory_limit)
         self._w_x_direct = validate_flag(w_x_direct, "w_x_direct")
         self._verify_recipes = validate_flag(verify_recipes, "verify_recipes")
-        sources = validate_points(sources, "sources")
-        targets = None if targets is None else validate_points(targets, "targets")
+        # Shapes and dtypes first: the memory check comes before any copy of the points.
+        sources = check_point_array(sources, "sources")
+        targets = None if targets is None else check_point_array(targets, "targets")
         self.nsources = len(sources)
         self.ntargets = self.nsources if targets is None else len(targets)
         self.setup_seconds: dict[str, float] = {}
         self._lock = threading.Lock()  # one evaluation at a time: they share the buffers
-
-        #: The FMM works in coordinates relative to ``coordinate_origin``
-        #: (:func:`~fmmloopy.coordinates.origin`): the centre of the points' bounding box along
-        #: the axes where it lies far from 0 (the kernels are translation invariant), so boxes
-        #: and surfaces far from the origin keep their precision; and multiplied by
-        #: ``2**-coordinate_exponent`` (0 unless they span less than 2**-100 or more than
-        #: 2**100, or a far point beside close ones needs it): the tree is in those units.
-        self.coordinate_origin = origin(sources, targets)
-        sources = sources - self.coordinate_origin
-        targets = None if targets is None else targets - self.coordinate_origin
-        self.coordinate_exponent = self._coordinate_exponent(sources, targets)
-        if self.coordinate_exponent:
-            sources = np.ldexp(sources, -self.coordinate_exponent)
-            targets = None if targets is None else np.ldexp(targets, -self.coordinate_exponent)
 
         self.device = choose_device(device)
         self.queue = cl.CommandQueue(context_for(self.device))
@@ -129,6 +117,23 @@ class Fmm:
         self.memory_estimate = estimate_before_tree(self.nsources, self.ntargets,
                                                     targets is None, self.order, n_crit)
         check_memory(self.memory_estimate, self.device, self._what, memory_limit)
+        sources = as_float64_points(sources, "sources")
+        targets = None if targets is None else as_float64_points(targets, "targets")
+
+        #: The FMM works in coordinates relative to ``coordinate_origin``
+        #: (:func:`~fmmloopy.coordinates.origin`): the centre of the points' bounding box along
+        #: the axes where it lies far from 0 (the kernels are translation invariant), so boxes
+        #: and surfaces far from the origin keep their precision; and multiplied by
+        #: ``2**-coordinate_exponent`` (0 unless they span less than 2**-100 or more than
+        #: 2**100, or a far point beside close ones needs it): the tree is in those units.
+        self.coordinate_origin = origin(sources, targets)
+        if self.coordinate_origin.any():
+            sources = sources - self.coordinate_origin
+            targets = None if targets is None else targets - self.coordinate_origin
+        self.coordinate_exponent = self._coordinate_exponent(sources, targets)
+        if self.coordinate_exponent:
+            sources = np.ldexp(sources, -self.coordinate_exponent)
+            targets = None if targets is None else np.ldexp(targets, -self.coordinate_exponent)
 
         if self.nsources == 0 or self.ntargets == 0:
             # Nothing to sum: no tree (it needs a point), no kernels; calls return zeros.

@@ -166,22 +166,78 @@ def _meminfo_available() -> float | None:
         return None
 
 
-def _cgroup_available() -> float | None:
-    """What is left under a cgroup memory limit (v2, then v1), None without one."""
-    for limit_file, usage_file in (
-            ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-            ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-             "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        try:
-            with open(limit_file) as f:
-                limit = f.read().strip()
-            with open(usage_file) as f:
-                usage = float(f.read().strip())
-        except (OSError, ValueError):
-            continue
-        if limit.isdigit() and float(limit) < 2 ** 60:
-            return max(float(limit) - usage, 0.0)
-    return None
+#: Where the cgroup hierarchies are mounted, and the file naming the process's own cgroups.
+CGROUP_ROOT = "/sys/fs/cgroup"
+PROC_CGROUP = "/proc/self/cgroup"
+#: Limits at or above this are none (cgroup v1 writes 2**63 - 4096 for "no limit").
+_NO_LIMIT = 2 ** 60
+#: Sub-directory of the root, limit file and usage file of cgroup v2 and of v1's memory
+#: controller.
+_CGROUP_FILES = {"v2": ("", "memory.max", "memory.current"),
+                 "v1": ("memory", "memory.limit_in_bytes", "memory.usage_in_bytes")}
+
+
+def _own_cgroups(proc_cgroup: str | os.PathLike) -> dict[str, str]:
+    """The process's path in the v2 hierarchy (line ``0::/path``) and in v1's memory controller
+    (``N:memory:/path``) as ``proc_cgroup`` names them; ``/`` where it names none."""
+    paths = {"v2": "/", "v1": "/"}
+    try:
+        with open(proc_cgroup) as f:
+            lines = f.read().splitlines()
+    except (OSError, ValueError):
+        return paths
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and not controllers:
+            paths["v2"] = path
+        elif "memory" in controllers.split(","):
+            paths["v1"] = path
+    return paths
+
+
+def _cgroup_dirs(root: str | os.PathLike, sub: str, path: str) -> list[str]:
+    """The directory of cgroup ``path`` under ``root/sub`` and those of its parents, to the top.
+
+    Only the top for a path outside this cgroup namespace (``/../x``)."""
+    parts = [part for part in path.split("/") if part]
+    if ".." in parts:
+        parts = []
+    return [os.path.join(root, sub, *parts[:depth]) for depth in range(len(parts), -1, -1)]
+
+
+def _headroom(directory: str, limit_file: str, usage_file: str) -> float | None:
+    """Limit minus usage in one cgroup directory; None without a readable limit there. An
+    unreadable usage counts as 0: the limit alone still bounds what is left."""
+    try:
+        with open(os.path.join(directory, limit_file)) as f:
+            limit = int(f.read())  # v2's "max" is a ValueError too: no limit
+    except (OSError, ValueError):
+        return None
+    if limit >= _NO_LIMIT:
+        return None
+    try:
+        with open(os.path.join(directory, usage_file)) as f:
+            usage = float(f.read().strip())
+    except (OSError, ValueError):
+        usage = 0.0
+    return max(limit - usage, 0.0)
+
+
+def _cgroup_available(root: str | os.PathLike = CGROUP_ROOT,
+                      proc_cgroup: str | os.PathLike = PROC_CGROUP) -> float | None:
+    """What is left under the process's cgroup memory limits (v2, v1), None without one.
+
+    The limit of the process's own cgroup (found in ``proc_cgroup``) and of every parent up to
+    the top of the hierarchy under ``root`` applies: the smallest headroom wins. Directories or
+    files that are missing or unreadable are skipped, so where the process's path is not
+    mounted (containers) the top-level files are read.
+    """
+    paths = _own_cgroups(proc_cgroup)
+    headrooms = [_headroom(directory, limit_file, usage_file)
+                 for version, (sub, limit_file, usage_file) in _CGROUP_FILES.items()
+                 for directory in _cgroup_dirs(root, sub, paths[version])]
+    return min((h for h in headrooms if h is not None), default=None)
 
 
 def available_host_memory() -> float | None:

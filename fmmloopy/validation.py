@@ -48,8 +48,9 @@ def _first_bad(values: np.ndarray, name: str, what: str) -> None:
         "(they are built with -cl-fast-relaxed-math)")
 
 
-def validate_points(points, name: str = "sources") -> np.ndarray:
-    """``points`` as a C-contiguous float64 ``(N, 3)`` array (N may be 0), or a ValueError.
+def check_point_array(points, name: str = "sources") -> np.ndarray:
+    """``points`` as an array of real numbers of shape ``(N, 3)``, not yet copied or converted
+    (so that the memory an FMM needs can be estimated from shapes first), or a ValueError.
 
     The message of a ``(3, N)`` array (FMM3D's layout) says to transpose it.
     """
@@ -59,10 +60,21 @@ def validate_points(points, name: str = "sources") -> np.ndarray:
                          f"{array.shape}{_shape_hint(array.shape, name)}")
     if len(array) > MAX_POINTS:
         raise ValueError(f"{name}: {len(array)} points; at most {MAX_POINTS} (int32 indices)")
+    return array
+
+
+def as_float64_points(array: np.ndarray, name: str = "sources") -> np.ndarray:
+    """A checked ``(N, 3)`` array (:func:`check_point_array`) as C-contiguous float64 (a copy
+    only where it is not already), or a ValueError naming the first point that is not finite."""
     array = np.ascontiguousarray(array, dtype=np.float64)
     if not np.isfinite(array).all():
         _first_bad(array, name, "points")
     return array
+
+
+def validate_points(points, name: str = "sources") -> np.ndarray:
+    """``points`` as a C-contiguous float64 ``(N, 3)`` array (N may be 0), or a ValueError."""
+    return as_float64_points(check_point_array(points, name), name)
 
 
 def _shape_hint(shape: tuple[int, ...], name: str) -> str:

@@ -1,4 +1,4 @@
-"""``fmmloopy bench`` and ``fmmloopy show`` on small problems."""
+"""``fmmloopy bench`` and ``fmmloopy show`` on small problems; options out of range."""
 
 import json
 import os
@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from fmmloopy.cli import main
+from fmmloopy.fmm import MAX_ORDER, MIN_ORDER
 from fmmloopy.operators import OPERATORS
 
 
@@ -113,3 +115,34 @@ def test_every_cli_failure_is_one_line_and_status_2(args, env, message):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"fmmloopy {args[0]}: error: ")
     assert message in lines[0]
+
+
+ORDER_RANGE = f"--order must be an integer in [{MIN_ORDER}, {MAX_ORDER}]"
+ONLY_P2P = ("--operator", "p2p", "--recipe", "sequential")  # little work if not refused
+
+
+SIZES_OUT_OF_RANGE = [
+    (("show", "m2l", "--order", str(MAX_ORDER + 1)), f"{ORDER_RANGE}, got {MAX_ORDER + 1}"),
+    (("show", "p2p", "--order", str(MIN_ORDER - 1)), f"{ORDER_RANGE}, got {MIN_ORDER - 1}"),
+    (("bench", "--order", str(MAX_ORDER + 1)), f"{ORDER_RANGE}, got {MAX_ORDER + 1}"),
+    (("bench", "--n-crit", "0"), "--n-crit must be an integer >= 1, got 0"),
+    (("check", "--order", str(MAX_ORDER + 1)), f"{ORDER_RANGE}, got {MAX_ORDER + 1}"),
+    (("check", "--small-only", *ONLY_P2P, "--order", str(MAX_ORDER + 1)),
+     f"{ORDER_RANGE}, got {MAX_ORDER + 1}"),
+    (("check", "--small-only", *ONLY_P2P, "--n-crit", "0"),
+     "--n-crit must be an integer >= 1, got 0"),
+    (("check", "--small-only", *ONLY_P2P, "--n", "0"), "--n must be an integer >= 1, got 0"),
+    (("check", "--memcheck", *ONLY_P2P, "--order", str(MIN_ORDER - 1)),
+     f"{ORDER_RANGE}, got {MIN_ORDER - 1}"),
+]
+
+
+@pytest.mark.parametrize("args,message", SIZES_OUT_OF_RANGE,
+                         ids=[" ".join(args) for args, _ in SIZES_OUT_OF_RANGE])
+def test_sizes_fmm_refuses_are_refused_by_every_command_before_any_work(args, message, capsys):
+    """(show --order 17 ran, check --small-only and --memcheck ignored a bad --order, --n-crit
+    and --n, bench named its options 'order' and 'n_crit')"""
+    assert main(list(args)) == 2
+    out, err = capsys.readouterr()
+    assert err == f"fmmloopy {args[0]}: error: {message}\n"
+    assert out == ""

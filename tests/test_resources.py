@@ -192,3 +192,90 @@ def test_other_errors_get_no_explanation(device):
 def test_available_host_memory_is_read():
     available = resources.available_host_memory()
     assert available is not None and 0 < available
+
+
+UNLIMITED_V1 = "9223372036854771712"  # what cgroup v1 reports for "no limit"
+
+
+def _cgroup_available(tmp_path, proc_lines, files):
+    """``_cgroup_available`` on a fake ``/sys/fs/cgroup`` holding ``files`` (path -> content, a
+    directory where the content is None) and a fake ``/proc/self/cgroup`` of ``proc_lines``
+    (no such file if None)."""
+    root = tmp_path / "cgroup"
+    for path, content in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        if content is None:
+            (root / path).mkdir()
+        else:
+            (root / path).write_text(f"{content}\n")
+    proc = tmp_path / "proc_self_cgroup"
+    if proc_lines is not None:
+        proc.write_text("".join(f"{line}\n" for line in proc_lines))
+    return resources._cgroup_available(root=root, proc_cgroup=proc)
+
+
+V2_JOB = ["0::/user.slice/job.scope"]
+
+
+@pytest.mark.parametrize("files,expected", [
+    ({"user.slice/job.scope/memory.max": 4000, "user.slice/job.scope/memory.current": 1000,
+      "user.slice/memory.max": "max", "user.slice/memory.current": 5000}, 3000.0),
+    ({"user.slice/job.scope/memory.max": "max", "user.slice/job.scope/memory.current": 1000,
+      "user.slice/memory.max": 10000, "user.slice/memory.current": 8000}, 2000.0),
+    ({"user.slice/job.scope/memory.max": 5000, "user.slice/job.scope/memory.current": 1000,
+      "user.slice/memory.max": 10000, "user.slice/memory.current": 8000,
+      "memory.max": 100000, "memory.current": 9000}, 2000.0),
+    ({"user.slice/job.scope/memory.max": 1000, "user.slice/job.scope/memory.current": 1500},
+     0.0),
+    ({"user.slice/job.scope/memory.max": "max", "user.slice/job.scope/memory.current": 1000,
+      "user.slice/memory.max": "max", "user.slice/memory.current": 8000,
+      "memory.max": "max", "memory.current": 9000}, None),
+    ({"user.slice/job.scope/memory.max": 4000, "user.slice/job.scope/memory.current": None,
+      "memory.max": 8000, "memory.current": 3000}, 4000.0),
+], ids=["limit at the leaf", "limit only at a parent", "smallest headroom wins", "over the limit",
+        "max everywhere", "usage unreadable: the limit bounds the headroom"])
+def test_cgroup_v2_limits_along_the_process_path_apply(tmp_path, files, expected):
+    """(only /sys/fs/cgroup/memory.max was read, not the process's own cgroup or its parents)"""
+    assert _cgroup_available(tmp_path, V2_JOB, files) == expected
+
+
+def test_cgroup_v1_memory_controller_path_is_read(tmp_path):
+    proc = ["9:name=systemd:/", "5:cpu,cpuacct:/other", "4:memory:/process_api/b24",
+            "0::/"]
+    files = {"memory/process_api/b24/memory.limit_in_bytes": 6000,
+             "memory/process_api/b24/memory.usage_in_bytes": 1000,
+             "memory/process_api/memory.limit_in_bytes": UNLIMITED_V1,
+             "memory/process_api/memory.usage_in_bytes": 3000,
+             "memory/memory.limit_in_bytes": UNLIMITED_V1,
+             "memory/memory.usage_in_bytes": 9000,
+             "other/memory.max": 10}  # not the memory controller's path
+    assert _cgroup_available(tmp_path, proc, files) == 5000.0
+    files["memory/process_api/b24/memory.limit_in_bytes"] = UNLIMITED_V1
+    assert _cgroup_available(tmp_path, proc, files) is None
+
+
+TOP_LEVEL = {"memory.max": 8000, "memory.current": 3000}
+
+
+@pytest.mark.parametrize("proc,files", [
+    (None, TOP_LEVEL),
+    (["0::/docker/abc"], TOP_LEVEL),
+    (["0::/../elsewhere"], TOP_LEVEL | {"elsewhere/memory.max": 10,
+                                        "elsewhere/memory.current": 0}),
+    (V2_JOB, TOP_LEVEL | {"user.slice/job.scope/memory.max": None,
+                          "user.slice/job.scope/memory.current": 1}),
+    (V2_JOB, TOP_LEVEL | {"user.slice/job.scope/memory.max": "junk",
+                          "user.slice/job.scope/memory.current": 1}),
+    (["0:", "garbage", "4:memory"], {"memory/memory.limit_in_bytes": 8000,
+                                    "memory/memory.usage_in_bytes": 3000}),
+], ids=["no /proc/self/cgroup", "path not mounted here", "path outside the namespace",
+        "limit file unreadable", "limit not a number", "garbled lines"])
+def test_cgroup_files_missing_or_unreadable_fall_back_to_the_top_level(tmp_path, proc, files):
+    assert _cgroup_available(tmp_path, proc, files) == 5000.0
+
+
+def test_cgroup_nothing_readable_is_no_limit(tmp_path):
+    assert _cgroup_available(tmp_path, None, {}) is None
+    (tmp_path / "proc_self_cgroup").write_bytes(b"0::/\xff\xfe\n")
+    assert resources._cgroup_available(root=tmp_path / "absent",
+                                       proc_cgroup=tmp_path / "proc_self_cgroup") is None

@@ -187,9 +187,9 @@ def test_one_source_is_exact():
 # -- The command line ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args,message", [
-    (["--order", "1"], r"fmmloopy bench: error: order must be an integer in \[2, 16\], got 1"),
+    (["--order", "1"], r"fmmloopy bench: error: --order must be an integer in \[2, 16\], got 1"),
     (["--order", "17"], r"got 17"),
-    (["--n-crit", "0"], "fmmloopy bench: error: n_crit must be an integer >= 1, got 0"),
+    (["--n-crit", "0"], "fmmloopy bench: error: --n-crit must be an integer >= 1, got 0"),
     (["--device", "no-such-device"], "no OpenCL device matches 'no-such-device'"),
 ])
 def test_command_line_reports_bad_options_in_one_line(capsys, args, message):
