@@ -230,7 +230,7 @@ class Fmm:
             # Recipes that are not shipped, compared with 'sequential' on this tree.
             self.setup_seconds["verify"] = self.plan.verify_seconds
 
-    def _nested_fmm(self, sources: np.ndarray, targets: np.ndarray) -> Fmm:
+    def _nested_fmm(self, sources: np.ndarray, targets: np.ndarray | None) -> Fmm:
         """An FMM with this one's options over points in this one's coordinates."""
         return Fmm(sources, targets, **self._options)
 

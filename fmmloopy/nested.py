@@ -27,7 +27,8 @@ from fmmloopy.coordinates import span
 from fmmloopy.interaction_lists import InteractionLists
 from fmmloopy.tree import Tree, ranges_to_indices
 
-__all__ = ["NESTED_ROW_FACTOR", "NestedRow", "heavy_rows", "nest_heavy_rows"]
+__all__ = ["NESTED_ROW_FACTOR", "MergedSum", "NestedRow", "heavy_rows", "merge_coincident",
+           "nest_heavy_rows"]
 
 #: A row is heavy when it costs more pairs than this many times the most a row of full leaves
 #: costs (``27 n_crit**2``: the leaf and 26 neighbours with ``n_crit`` points each). A nested
@@ -38,18 +39,32 @@ NESTED_ROW_FACTOR = 16
 Evaluator = Callable[[np.ndarray], np.ndarray]
 
 
+def merge_coincident(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of ``points`` ``(n, 3)`` (sorted) and, per point, its row among them."""
+    points = points + 0.0  # -0.0 becomes 0.0, so that the two merge
+    order = np.lexsort(points.T[::-1])
+    ordered = points[order]
+    first = np.ones(len(points), dtype=bool)
+    first[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
+    inverse = np.empty(len(points), dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    return ordered[first], inverse
+
+
 class MergedSum:
-    """An FMM over ``sources`` and ``targets`` with coincident points merged (see above)."""
+    """An FMM over ``sources`` and ``targets`` with coincident points merged (see above); when
+    the two hold the same points, one FMM with targets = sources."""
 
     def __init__(self, sources: np.ndarray, targets: np.ndarray,
-                 make_fmm: Callable[[np.ndarray, np.ndarray], Evaluator]) -> None:
-        # + 0.0 turns -0.0 into 0.0, so that the two merge.
-        unique_sources, source_inverse = np.unique(sources + 0.0, axis=0, return_inverse=True)
-        unique_targets, target_inverse = np.unique(targets + 0.0, axis=0, return_inverse=True)
+                 make_fmm: Callable[[np.ndarray, np.ndarray | None], Evaluator]) -> None:
+        unique_sources, self.source_inverse = merge_coincident(sources)
         self.nsources = len(unique_sources)
-        self.source_inverse = source_inverse.ravel()
-        self.target_inverse = target_inverse.ravel()
-        self.fmm = make_fmm(unique_sources, unique_targets)
+        if sources.shape == targets.shape and np.array_equal(sources, targets):
+            self.target_inverse = self.source_inverse
+            self.fmm = make_fmm(unique_sources, None)
+        else:
+            unique_targets, self.target_inverse = merge_coincident(targets)
+            self.fmm = make_fmm(unique_sources, unique_targets)
 
     def __call__(self, charges: np.ndarray) -> np.ndarray:
         merged = np.bincount(self.source_inverse, weights=charges, minlength=self.nsources)
@@ -102,12 +117,13 @@ def _without_rows(lists: InteractionLists, leaves: np.ndarray) -> InteractionLis
 
 
 def nest_heavy_rows(tree: Tree, lists: InteractionLists,
-                    make_fmm: Callable[[np.ndarray, np.ndarray], Evaluator]
+                    make_fmm: Callable[[np.ndarray, np.ndarray | None], Evaluator]
                     ) -> tuple[InteractionLists, list[NestedRow]]:
     """The lists without the heavy rows that nest, and those rows with their nested FMMs.
 
     ``make_fmm(sources, targets)`` builds the FMM of a row (an ``Fmm`` with the caller's
-    options); points are in the tree's coordinates, in which the nested FMM returns potentials.
+    options; ``targets=None``: the sources); points are in the tree's coordinates, in which the
+    nested FMM returns potentials.
     """
     root_side = 2 * tree.root_half_width
     nested = []
