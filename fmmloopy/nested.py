@@ -11,8 +11,8 @@ leaf widths: some 15 levels finer) and nests again where needed.
 Removing a row removes exactly its pairs (each source-target pair is summed by one list entry),
 so the result is the same sum. Coincident points are merged first, sources with their charges
 added, targets evaluated once: a merged source contributes 0 at its own place, as each of its
-points did. The nested points are distinct, so nesting ends. A row nests only when its points
-span at most a quarter of the root (a tree with a small ``max_depth`` keeps its direct rows).
+points did. A row nests only when its points span at most a quarter of the root, so each
+nesting shrinks the extent at least fourfold; as the nested points are distinct, nesting ends.
 """
 
 from __future__ import annotations
