@@ -246,7 +246,7 @@ def make_grouped_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs:
 
     The same sum as :func:`make_matvec_kernel` (always accumulating), walked in another order:
     target boxes come in blocks; each block's pairs are grouped by matrix, so one matrix serves
-    every pair of its group (a small matrix-matrix product, DESIGN.md's "matrix-major" M2L)::
+    every pair of its group (a small matrix-matrix product: "matrix-major" M2L)::
 
         for each block, for each group of the block (matrix m), for each pair (t, s) of the group:
             target_vectors[t] += level_scales[box_levels[t]] * matrices[m] @ source_vectors[s]

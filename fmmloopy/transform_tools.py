@@ -21,7 +21,7 @@ from loopy.symbolic import (
 )
 
 #: A loopy preamble that maps OpenCL's ``sqrt`` onto the LLVM intrinsic. PoCL 3.0 otherwise calls
-#: a library ``sqrt``, which keeps LLVM from vectorising the work-group loop (DESIGN.md).
+#: a library ``sqrt``, which keeps LLVM from vectorising the work-group loop (docs/recipes.md).
 BUILTIN_SQRT_PREAMBLE = ("000_fmmloopy_builtin_sqrt",
                          "#ifdef sqrt\n#undef sqrt\n#endif\n#define sqrt(x) __builtin_sqrt(x)")
 
@@ -177,7 +177,7 @@ def stage_in_local_memory(knl: lp.TranslationUnit, loop: str, arrays, *, width: 
     work-items spread over a copy of it (``<loop>_stage``, ``l.0`` in chunks of ``width``), copy
     the elements in. Loopy puts a local barrier between filling and reading, and one before the
     next filling. Indices may come from data (a source box's first particle): this is the
-    staging that ``lp.add_prefetch`` cannot do for them (DESIGN.md).
+    staging that ``lp.add_prefetch`` cannot do for them (docs/recipes.md).
     """
     entry = knl.default_entrypoint
     if set(arrays) & entry.get_written_variables():

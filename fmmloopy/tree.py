@@ -1,6 +1,6 @@
 """Adaptive, 2:1-balanced linear octree stored as flat numpy arrays.
 
-The tree is a *linear* octree (DESIGN.md, "Data layout"): boxes are rows of arrays, numbered
+The tree is a *linear* octree (docs/tree.md): boxes are rows of arrays, numbered
 level by level (root = box 0) and in Morton order inside a level; particles are sorted by Morton
 key so that every box, leaf or internal, owns one contiguous range of sorted particles.
 

@@ -1,4 +1,5 @@
-"""Recipes for CPU OpenCL devices (PoCL first), from the measurements in DESIGN.md.
+"""Recipes for CPU OpenCL devices (PoCL first), from the measurements in docs/recipes.md and
+docs/performance.md.
 
 PoCL turns a work-group into a loop over work-items and vectorises it with LLVM, so the recipes put
 one target box per work-group and the box's targets (or output coefficients) on ``l.0``, and let
@@ -32,8 +33,8 @@ def pairwise_cpu(knl, ctx):
     return add_build_options(knl, "-cl-fast-relaxed-math")
 
 
-#: Matvec lists grouped by matrix (DESIGN.md: grouping made M2L fast) in this many blocks of
-#: target boxes per core: a matrix is read once per block and group, so blocks are made as
+#: Matvec lists grouped by matrix (grouping made M2L fast: docs/performance.md) in this many
+#: blocks of target boxes per core: a matrix is read once per block and group, so blocks are made as
 #: large as keeping every core busy allows (M2L at 1e5 points, one core: 7.7 GFLOP/s with
 #: blocks of 64 boxes, 23 with 1024).
 BLOCKS_PER_CORE = 2
