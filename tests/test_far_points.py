@@ -6,12 +6,12 @@ coincident points put all points in one leaf at ``max_depth``: an O(N**2) direct
 scale keeps every squared distance a normal float64 (:mod:`fmmloopy.coordinates`) and heavy
 direct rows are summed by nested FMMs (:mod:`fmmloopy.nested`).
 
-References: a direct sum whose distances are scaled by their largest component, so that
-neither squares of 1e200 nor of 1e-200 leave float64. Tolerances at order 6: 1e-5 relative
-L2 on the ordinary targets, as in test_degenerate_geometry.py (the sphere gives 9e-7, a deep
-Plummer tree 3.2e-6). A lone far target sees the sources through one expansion (M2L at a
-separation of two boxes, then L2P); its pointwise error was measured 6.6e-6 (1e200) and 6.1e-6
-(1e7), so it is held to 5e-5.
+References: a direct sum whose offsets are scaled by their largest component
+(``reference.scaled_direct_sum``), so that neither squares of 1e200 nor of 1e-200 leave
+float64. Tolerances at order 6: 1e-5 relative L2 on the ordinary targets, as in
+test_degenerate_geometry.py (the sphere gives 9e-7, a deep Plummer tree 3.2e-6). A lone far
+target sees the sources through one expansion (M2L at a separation of two boxes, then L2P); its
+pointwise error was measured 6.6e-6 (1e200) and 6.1e-6 (1e7), so it is held to 5e-5.
 """
 
 import warnings
@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 
 import fmmloopy
+from fmmloopy.kernels import LAPLACE_3D
+from fmmloopy.reference import direct_sum, scaled_direct_sum
 
 ORDER = 6
 TOLERANCE = 1e-5
@@ -27,16 +29,17 @@ FAR_TARGET_TOLERANCE = 5e-5
 
 
 def direct(sources, charges, targets):
-    """``sum_{x != y} q / (4 pi |x - y|)`` with overflow- and underflow-free distances."""
-    result = np.zeros(len(targets))
-    for row, target in enumerate(targets):
-        offsets = sources - target
-        scale = np.abs(offsets).max(axis=1)
-        apart = scale > 0
-        scaled = offsets[apart] / scale[apart, None]
-        distance = scale[apart] * np.sqrt((scaled * scaled).sum(axis=1))
-        result[row] = np.sum(charges[apart] / (4 * np.pi * distance))
-    return result
+    return scaled_direct_sum(LAPLACE_3D, sources, charges, targets)
+
+
+def _check(potential, sources, charges, targets, sample, far):
+    """Relative L2 error on ``sample`` below TOLERANCE; target ``far`` alone within
+    FAR_TARGET_TOLERANCE."""
+    expected = direct(sources, charges, targets[sample])
+    error = np.linalg.norm(potential[sample] - expected) / np.linalg.norm(expected)
+    assert error < TOLERANCE
+    far_expected = direct(sources, charges, targets[far:far + 1])[0]
+    assert abs(potential[far] / far_expected - 1) < FAR_TARGET_TOLERANCE
 
 
 def _fmm(sources, targets=None, **options):
@@ -63,12 +66,7 @@ def test_one_far_target_spoils_nothing(rng, far):
     targets = np.vstack([sources, [[far, 0.0, 0.0]]])
     charges = rng.random(4000)
     potential = _fmm(sources, targets)(charges)
-    sample = np.arange(0, 4000, 10)
-    expected = direct(sources, charges, targets[sample])
-    error = np.linalg.norm(potential[sample] - expected) / np.linalg.norm(expected)
-    assert error < TOLERANCE
-    far_expected = direct(sources, charges, targets[-1:])[0]
-    assert abs(potential[-1] / far_expected - 1) < FAR_TARGET_TOLERANCE
+    _check(potential, sources, charges, targets, np.arange(0, 4000, 10), far=4000)
 
 
 def test_one_far_source_is_felt_and_feels(rng):
@@ -76,12 +74,7 @@ def test_one_far_source_is_felt_and_feels(rng):
     points = np.vstack([rng.random((3000, 3)), [[0.0, 3e150, 0.0]]])
     charges = np.append(rng.random(3000), 3e154)  # about 800 at the cube, like the cube's own
     potential = _fmm(points)(charges)
-    sample = np.arange(0, 3000, 10)
-    expected = direct(points, charges, points[sample])
-    error = np.linalg.norm(potential[sample] - expected) / np.linalg.norm(expected)
-    assert error < TOLERANCE
-    far_expected = direct(points, charges, points[-1:])[0]
-    assert abs(potential[-1] / far_expected - 1) < FAR_TARGET_TOLERANCE
+    _check(potential, points, charges, points, np.arange(0, 3000, 10), far=3000)
 
 
 def test_outlier_does_not_make_the_sum_direct(rng):
@@ -181,3 +174,15 @@ def test_coordinates_at_the_rounding_limit_are_accepted(rng):
     sample = np.arange(0, len(points), 10)
     expected = direct(points, charges, points[sample])
     assert np.linalg.norm(potential[sample] - expected) / np.linalg.norm(expected) < TOLERANCE
+
+
+def test_the_scaled_reference_is_the_direct_sum(rng):
+    """The reference itself: equal to the plain direct sum where that is representable, and
+    q / (4 pi r) for r = 1e200 and 1e-200, where the plain sum gives 0 and inf."""
+    sources, targets, charges = rng.random((300, 3)), rng.random((40, 3)), rng.random(300)
+    np.testing.assert_allclose(direct(sources, charges, targets),
+                               direct_sum(LAPLACE_3D, sources, charges, targets), rtol=1e-13)
+    for r in (1e200, 1e-200):
+        got = direct(np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), np.array([1.0, 2.0]),
+                     np.array([[0.0, r, 0.0], [0.0, 0.0, 0.0]]))
+        np.testing.assert_allclose(got, [3.0 / (4 * np.pi * r), 0.0], rtol=1e-15)
