@@ -81,6 +81,12 @@ class Fmm:
 
     Threads: calls on one ``Fmm`` from several threads are safe and run one after another (they
     share its device buffers); for evaluations in parallel, build one ``Fmm`` per thread.
+
+    Far points and crowds: the points are shifted and scaled exactly so that every squared
+    distance is a normal float64 (:mod:`fmmloopy.coordinates`; a ValueError where no scale can
+    hold them), and a leaf at ``max_depth`` whose direct sum would be costly (a cluster, an
+    outlier's whole point set, coincident points) is summed by a nested FMM
+    (:attr:`nested_rows`, :mod:`fmmloopy.nested`).
     """
 
     def __init__(self, sources, targets=None, *, kernel: str | GreenKernel = "laplace",
