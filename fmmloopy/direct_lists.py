@@ -21,17 +21,18 @@ import numpy as np
 from fmmloopy.interaction_lists import InteractionLists
 from fmmloopy.tree import Tree, ranges_to_indices
 
-__all__ = ["direct_where_cheaper"]
+__all__ = ["csr_from_pairs", "direct_where_cheaper", "list_rows"]
 
 _INDEX = np.int32
 
 
-def _rows(starts: np.ndarray) -> np.ndarray:
+def list_rows(starts: np.ndarray) -> np.ndarray:
     """The row (box) of each entry of a CSR list."""
     return np.repeat(np.arange(len(starts) - 1, dtype=_INDEX), np.diff(starts))
 
 
-def _csr(rows: np.ndarray, entries: np.ndarray, nboxes: int) -> tuple[np.ndarray, np.ndarray]:
+def csr_from_pairs(rows: np.ndarray, entries: np.ndarray,
+                   nboxes: int) -> tuple[np.ndarray, np.ndarray]:
     """CSR starts and entries from (row, entry) pairs; entries keep their order within a row."""
     order = np.argsort(rows, kind="stable")
     starts = np.zeros(nboxes + 1, dtype=_INDEX)
@@ -60,16 +61,16 @@ def direct_where_cheaper(tree: Tree, lists: InteractionLists,
     X entries; W and X keep the rest. ``n_surface`` is the points of an expansion surface.
     """
     nboxes = tree.nboxes
-    w_rows = _rows(lists.w_starts)
+    w_rows = list_rows(lists.w_starts)
     w_direct = tree.box_source_counts[lists.w_lists] <= n_surface
-    x_rows = _rows(lists.x_starts)
+    x_rows = list_rows(lists.x_starts)
     x_direct = tree.box_target_counts[x_rows] <= n_surface
     x_leaves, x_sources = _to_target_leaves(tree, x_rows[x_direct], lists.x_lists[x_direct])
 
-    u_starts, u_lists = _csr(
-        np.concatenate([_rows(lists.u_starts), w_rows[w_direct], x_leaves]),
+    u_starts, u_lists = csr_from_pairs(
+        np.concatenate([list_rows(lists.u_starts), w_rows[w_direct], x_leaves]),
         np.concatenate([lists.u_lists, lists.w_lists[w_direct], x_sources]), nboxes)
-    w_starts, w_lists = _csr(w_rows[~w_direct], lists.w_lists[~w_direct], nboxes)
-    x_starts, x_lists = _csr(x_rows[~x_direct], lists.x_lists[~x_direct], nboxes)
+    w_starts, w_lists = csr_from_pairs(w_rows[~w_direct], lists.w_lists[~w_direct], nboxes)
+    x_starts, x_lists = csr_from_pairs(x_rows[~x_direct], lists.x_lists[~x_direct], nboxes)
     return dataclasses.replace(lists, u_starts=u_starts, u_lists=u_lists, w_starts=w_starts,
                                w_lists=w_lists, x_starts=x_starts, x_lists=x_lists)

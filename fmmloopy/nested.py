@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fmmloopy.coordinates import span
+from fmmloopy.direct_lists import csr_from_pairs, list_rows
 from fmmloopy.interaction_lists import InteractionLists
 from fmmloopy.tree import Tree, ranges_to_indices
 
@@ -94,7 +95,7 @@ def _row_sources(tree: Tree, lists: InteractionLists, leaf: int) -> np.ndarray:
 
 def heavy_rows(tree: Tree, lists: InteractionLists) -> np.ndarray:
     """Leaves at ``max_depth`` whose direct row costs more than ``NESTED_ROW_FACTOR`` full rows."""
-    rows = np.repeat(np.arange(tree.nboxes), np.diff(lists.u_starts))
+    rows = list_rows(lists.u_starts)
     row_sources = np.bincount(rows, weights=tree.box_source_counts[lists.u_lists],
                               minlength=tree.nboxes)
     pairs = tree.box_target_counts * row_sources
@@ -103,17 +104,13 @@ def heavy_rows(tree: Tree, lists: InteractionLists) -> np.ndarray:
     return np.flatnonzero(deepest & (pairs > limit))
 
 
-def _without_rows(lists: InteractionLists, leaves: np.ndarray) -> InteractionLists:
+def _without_rows(lists: InteractionLists, leaves: np.ndarray, nboxes: int
+                  ) -> InteractionLists:
     """``lists`` with the U rows of ``leaves`` emptied."""
-    counts = np.diff(lists.u_starts)
-    keep = np.ones(len(lists.u_lists), dtype=bool)
-    keep[ranges_to_indices(lists.u_starts[leaves].astype(np.int64),
-                           counts[leaves].astype(np.int64))] = False
-    counts = counts.copy()
-    counts[leaves] = 0
-    starts = np.zeros_like(lists.u_starts)
-    np.cumsum(counts, out=starts[1:])
-    return dataclasses.replace(lists, u_starts=starts, u_lists=lists.u_lists[keep])
+    rows = list_rows(lists.u_starts)
+    keep = ~np.isin(rows, leaves)
+    starts, entries = csr_from_pairs(rows[keep], lists.u_lists[keep], nboxes)
+    return dataclasses.replace(lists, u_starts=starts, u_lists=entries)
 
 
 def nest_heavy_rows(tree: Tree, lists: InteractionLists,
@@ -138,4 +135,4 @@ def nest_heavy_rows(tree: Tree, lists: InteractionLists,
                                 MergedSum(source_points, target_points, make_fmm)))
     if not nested:
         return lists, []
-    return _without_rows(lists, np.array([row.leaf for row in nested])), nested
+    return _without_rows(lists, np.array([row.leaf for row in nested]), tree.nboxes), nested
