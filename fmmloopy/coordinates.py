@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-__all__ = ["SAFE_EXPONENT", "coordinate_exponent", "origin", "scale_exponent",
+__all__ = ["SAFE_EXPONENT", "bounds", "coordinate_exponent", "origin", "scale_exponent",
            "separation_lower_bound", "span", "window"]
 
 #: Spans and charges inside ``[2**-SAFE_EXPONENT, 2**SAFE_EXPONENT]`` are not rescaled.
@@ -39,16 +39,24 @@ def _present(point_sets) -> list[np.ndarray]:
     return [p for p in point_sets if p is not None and len(p)]
 
 
+def bounds(*point_sets: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Lower and upper corner of the bounding box of all points; None for no points."""
+    present = _present(point_sets)
+    if not present:
+        return None
+    return (np.min([p.min(axis=0) for p in present], axis=0),
+            np.max([p.max(axis=0) for p in present], axis=0))
+
+
 def origin(*point_sets: np.ndarray) -> np.ndarray:
     """Per axis, the centre of the points' bounding box where it lies at least the box's extent
     from 0, else 0. Every coordinate is then within a factor of 2 of the centre, so differences
     from it are exact (Sterbenz's lemma): far from the origin boxes and surfaces keep their
     precision; near it nothing moves (a fine cluster near 0 keeps its relative precision)."""
-    present = _present(point_sets)
-    if not present:
+    box = bounds(*point_sets)
+    if box is None:
         return np.zeros(3)
-    lo = np.min([p.min(axis=0) for p in present], axis=0)
-    hi = np.max([p.max(axis=0) for p in present], axis=0)
+    lo, hi = box
     centre = lo / 2 + hi / 2  # halves: no overflow
     with np.errstate(over="ignore"):
         extent = hi - lo
@@ -57,11 +65,10 @@ def origin(*point_sets: np.ndarray) -> np.ndarray:
 
 def span(*point_sets: np.ndarray) -> float:
     """Largest side of the bounding box of all points (0 for none or one; inf on overflow)."""
-    present = _present(point_sets)
-    if not present:
+    box = bounds(*point_sets)
+    if box is None:
         return 0.0
-    lo = np.min([p.min(axis=0) for p in present], axis=0)
-    hi = np.max([p.max(axis=0) for p in present], axis=0)
+    lo, hi = box
     with np.errstate(over="ignore"):
         return float((hi - lo).max())
 
