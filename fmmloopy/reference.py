@@ -13,25 +13,14 @@ from fmmloopy.templates import BoxParticles, PointSet
 
 
 def direct_sum(green: GreenKernel, sources: np.ndarray, charges: np.ndarray,
-               targets: np.ndarray, chunk: int = 2 ** 22) -> np.ndarray:
-    """``sum_i G(target - source_i) charge_i`` for ``(n, 3)`` sources and ``(m, 3)`` targets."""
-    sources = np.asarray(sources, dtype=np.float64)
-    targets = np.asarray(targets, dtype=np.float64)
-    result = np.zeros(len(targets))
-    rows = max(1, chunk // max(1, len(sources)))
-    for start in range(0, len(targets), rows):
-        block = targets[start:start + rows]
-        values = green.evaluate(block[:, None, :] - sources[None, :, :])
-        result[start:start + rows] = values @ charges
-    return result
+               targets: np.ndarray, chunk: int = 2 ** 22, scaled: bool = False) -> np.ndarray:
+    """``sum_i G(target - source_i) charge_i`` for ``(n, 3)`` sources and ``(m, 3)`` targets.
 
-
-def scaled_direct_sum(green: GreenKernel, sources: np.ndarray, charges: np.ndarray,
-                      targets: np.ndarray, chunk: int = 2 ** 20) -> np.ndarray:
-    """:func:`direct_sum` for a homogeneous kernel, free of overflow and underflow: each offset
-    ``d`` is divided by ``s = max |d_i|`` and ``G(d) = s**k G(d / s)`` (``k`` the homogeneity),
-    so points 1e200 apart, or 1e-200, get their exact share (a plain float64 sum squares them)."""
-    if green.homogeneity is None:
+    ``scaled`` (a homogeneous kernel only): free of overflow and underflow, each offset ``d`` is
+    divided by ``s = max |d_i|`` and ``G(d) = s**k G(d / s)`` (``k`` the homogeneity), so points
+    1e200 apart, or 1e-200, get their exact share (the plain sum squares their distances).
+    """
+    if scaled and green.homogeneity is None:
         raise ValueError(f"kernel {green.name!r} has no homogeneity to scale distances by")
     sources = np.asarray(sources, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.float64)
@@ -39,9 +28,12 @@ def scaled_direct_sum(green: GreenKernel, sources: np.ndarray, charges: np.ndarr
     rows = max(1, chunk // max(1, len(sources)))
     for start in range(0, len(targets), rows):
         offsets = targets[start:start + rows, None, :] - sources[None, :, :]
-        scale = np.abs(offsets).max(axis=-1)
-        safe = np.where(scale > 0, scale, 1.0)  # G(0) = 0 whatever the scale
-        values = green.evaluate(offsets / safe[..., None]) * safe ** green.homogeneity
+        if scaled:
+            scale = np.abs(offsets).max(axis=-1)
+            scale[scale == 0] = 1.0  # G(0) = 0 whatever the scale
+            values = green.evaluate(offsets / scale[..., None]) * scale ** green.homogeneity
+        else:
+            values = green.evaluate(offsets)
         result[start:start + rows] = values @ charges
     return result
 

@@ -7,7 +7,7 @@ scale keeps every squared distance a normal float64 (:mod:`fmmloopy.coordinates`
 direct rows are summed by nested FMMs (:mod:`fmmloopy.nested`).
 
 References: a direct sum whose offsets are scaled by their largest component
-(``reference.scaled_direct_sum``), so that neither squares of 1e200 nor of 1e-200 leave
+(``reference.direct_sum(..., scaled=True)``), so that neither squares of 1e200 nor of 1e-200 leave
 float64. Tolerances at order 6: 1e-5 relative L2 on the ordinary targets, as in
 test_degenerate_geometry.py (the sphere gives 9e-7, a deep Plummer tree 3.2e-6). A lone far
 target sees the sources through one expansion (M2L at a separation of two boxes, then L2P); its
@@ -21,7 +21,7 @@ import pytest
 
 import fmmloopy
 from fmmloopy.kernels import LAPLACE_3D
-from fmmloopy.reference import direct_sum, scaled_direct_sum
+from fmmloopy.reference import direct_sum
 
 ORDER = 6
 TOLERANCE = 1e-5
@@ -29,7 +29,7 @@ FAR_TARGET_TOLERANCE = 5e-5
 
 
 def direct(sources, charges, targets):
-    return scaled_direct_sum(LAPLACE_3D, sources, charges, targets)
+    return direct_sum(LAPLACE_3D, sources, charges, targets, scaled=True)
 
 
 def _check(potential, sources, charges, targets, sample, far):
