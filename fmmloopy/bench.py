@@ -16,7 +16,7 @@ from fmmloopy.devices import choose_device
 from fmmloopy.distributions import DISTRIBUTIONS
 from fmmloopy.fmm import MAX_ORDER, MIN_ORDER, Fmm
 from fmmloopy.operators import OPERATORS, PAIRWISE
-from fmmloopy.resources import check_memory, estimate_before_tree
+from fmmloopy.resources import check_memory, describe_problem, estimate_before_tree
 from fmmloopy.validation import validate_integer
 
 
@@ -66,7 +66,7 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int = 150,
     n_crit = validate_integer(n_crit, "n_crit", 1)
     # Refuse what cannot fit before the points are drawn (the FMM checks it again, in detail).
     check_memory(estimate_before_tree(n, n, True, order, n_crit), choose_device(device),
-                 f"the FMM of {n} sources and {n} targets at order {order} (n_crit {n_crit})")
+                 describe_problem(n, n, order, n_crit))
     rng = np.random.default_rng(seed)
     points = DISTRIBUTIONS[distribution](n, rng)
     charges = rng.uniform(-1, 1, n)

@@ -37,6 +37,7 @@ from fmmloopy.precompute import get_operators
 from fmmloopy.resources import (
     ResourceLimitError,
     check_memory,
+    describe_problem,
     estimate_before_tree,
     estimate_memory,
     explain_opencl_error,
@@ -117,8 +118,7 @@ class Fmm:
                              memory_limit=memory_limit, w_x_direct=self._w_x_direct,
                              verify_recipes=self._verify_recipes)
         self.nested_rows = []
-        self._what = (f"the FMM of {self.nsources} sources and {self.ntargets} targets at order "
-                      f"{self.order} (n_crit {n_crit})")
+        self._what = describe_problem(self.nsources, self.ntargets, self.order, n_crit)
         self._memory_limit = memory_limit
         self.memory_estimate = estimate_before_tree(self.nsources, self.ntargets,
                                                     targets is None, self.order, n_crit)

@@ -143,6 +143,12 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
                           largest_buffer=max(buffers.items(), key=lambda item: item[1]))
 
 
+def describe_problem(nsources: int, ntargets: int, order: int, n_crit: int) -> str:
+    """How refusals name a problem: ``the FMM of N sources and M targets at order p (n_crit c)``."""
+    return (f"the FMM of {nsources} sources and {ntargets} targets at order {order} "
+            f"(n_crit {n_crit})")
+
+
 def estimate_before_tree(nsources: int, ntargets: int, targets_are_sources: bool, order: int,
                          n_crit: int) -> MemoryEstimate:
     """A lower bound known before the tree exists: every leaf full, no list entries (so no M2L
