@@ -11,9 +11,9 @@ import argparse
 import numpy as np
 
 import fmmloopy
-from fmmloopy.distributions import DISTRIBUTIONS
-from fmmloopy.kernels import LAPLACE_3D
-from fmmloopy.reference import direct_sum
+from fmmloopy.base.distributions import DISTRIBUTIONS
+from fmmloopy.maths.green import LAPLACE_3D
+from fmmloopy.maths.reference import direct_sum
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import json
 import numpy as np
 
 import fmmloopy
-from fmmloopy.distributions import sphere_surface
+from fmmloopy.base.distributions import sphere_surface
 
 
 def main() -> None:

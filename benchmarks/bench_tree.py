@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
-from fmmloopy.distributions import DISTRIBUTIONS
-from fmmloopy.interaction_lists import build_interaction_lists, list_size_summary
-from fmmloopy.tree import build_tree
+from fmmloopy.base.distributions import DISTRIBUTIONS
+from fmmloopy.tree.lists import build_interaction_lists, list_size_summary
+from fmmloopy.tree.octree import build_tree
 
 
 def run(n: int, n_crit: int, repeat: int, distribution: str = "sphere") -> dict[str, float]:

@@ -9,7 +9,7 @@ Usage: ``python benchmarks/cliffs.py [--case outlier coincident far-point] [--n 
 
 Prints the set-up and evaluation seconds, the tree's depth and largest leaf, and the relative
 L2 error on 300 sampled targets (and on the far target alone) against a direct sum free of
-overflow (``fmmloopy.reference.direct_sum(..., scaled=True)``).
+overflow (``fmmloopy.maths.reference.direct_sum(..., scaled=True)``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import warnings
 import numpy as np
 
 import fmmloopy
-from fmmloopy.kernels import LAPLACE_3D
-from fmmloopy.reference import direct_sum
+from fmmloopy.maths.green import LAPLACE_3D
+from fmmloopy.maths.reference import direct_sum
 
 CASES = ("outlier", "coincident", "far-point")
 

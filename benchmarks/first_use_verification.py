@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 
 import fmmloopy
-from fmmloopy.distributions import sphere_surface
-from fmmloopy.recipes import load_recipes
+from fmmloopy.base.distributions import sphere_surface
+from fmmloopy.tuning.registry import load_recipes
 
 COPY_OF_CPU = '''
-from fmmloopy.layouts import Grouped
-from fmmloopy.recipes import recipe
-from transforms import cpu
+from fmmloopy.maths.layouts import Grouped
+from fmmloopy.tuning.recipe import recipe
+from fmmloopy.transforms import cpu
 
 
 @recipe("pairwise", device="cpu", name="copy_of_cpu")

@@ -44,9 +44,9 @@ CORES = os.cpu_count() or 1
 os.environ.setdefault("OMP_NUM_THREADS", str(CORES))
 
 import fmmloopy  # noqa: E402  (after OMP_NUM_THREADS, which fmm3dpy's OpenMP reads on load)
-from fmmloopy.distributions import sphere_surface  # noqa: E402
-from fmmloopy.kernels import LAPLACE_3D  # noqa: E402
-from fmmloopy.reference import direct_sum  # noqa: E402
+from fmmloopy.base.distributions import sphere_surface  # noqa: E402
+from fmmloopy.maths.green import LAPLACE_3D  # noqa: E402
+from fmmloopy.maths.reference import direct_sum  # noqa: E402
 
 FMM3D_EPS = (1e-3, 1e-6)
 
@@ -128,7 +128,7 @@ import numpy as np
 sys.path.insert(0, {bench_dir!r})
 from vs_fmm3d import sphere_problem
 import fmmloopy
-from fmmloopy.devices import choose_device, context_for
+from fmmloopy.base.devices import choose_device, context_for
 context_for(choose_device())
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 points, charges = sphere_problem({n}, {seed})

@@ -24,12 +24,13 @@ from collections.abc import Mapping
 import numpy as np
 
 import fmmloopy
-from fmmloopy.distributions import sphere_surface
-from fmmloopy.interaction_lists import list_size_summary
-from fmmloopy.kernels import LAPLACE_3D
-from fmmloopy.operators import OPERATORS, get_operator
-from fmmloopy.recipes import RecipeError, ensure_loaded, recipe_names_for
-from fmmloopy.reference import direct_sum
+from fmmloopy.base.distributions import sphere_surface
+from fmmloopy.maths.green import LAPLACE_3D
+from fmmloopy.maths.operators import OPERATORS, get_operator
+from fmmloopy.maths.reference import direct_sum
+from fmmloopy.tree.lists import list_size_summary
+from fmmloopy.tuning.recipe import RecipeError
+from fmmloopy.tuning.registry import ensure_loaded, recipe_names_for
 
 #: Relative L2 error of the FMM on the sphere by order, measured on 20 000 charges at every
 #: target (docs/fmm.md, benchmarks/accuracy_vs_order.py), and the factor allowed above it (runs

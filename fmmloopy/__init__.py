@@ -4,8 +4,8 @@
 evaluation; ``fmmloopy.recipe`` registers a transform recipe (see ``docs/``).
 """
 
-from fmmloopy.fmm import Fmm, evaluate
-from fmmloopy.recipes import recipe
+from fmmloopy.api.fmm import Fmm, evaluate
+from fmmloopy.tuning.recipe import recipe
 
 __all__ = ["Fmm", "evaluate", "recipe"]
 __version__ = "0.1.0"

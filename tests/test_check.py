@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fmmloopy.operators import OPERATORS, PAIRWISE
+from fmmloopy.maths.operators import OPERATORS, PAIRWISE
 
 WRONG_RECIPES = Path(__file__).parent / "recipes" / "wrong_recipes.py"
 PAIRWISE_OPERATORS = {name for name, spec in OPERATORS.items() if spec.template == PAIRWISE}

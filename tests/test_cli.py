@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from fmmloopy.cli import main
-from fmmloopy.fmm import MAX_ORDER, MIN_ORDER
-from fmmloopy.operators import OPERATORS
+from fmmloopy.api.fmm import MAX_ORDER, MIN_ORDER
+from fmmloopy.cli.main import main
+from fmmloopy.maths.operators import OPERATORS
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -42,8 +42,8 @@ def test_bench_table_for_one_operator_and_recipe():
 def test_bench_recipe_for_one_operator_applies_to_that_operator_only(tmp_path):
     recipe_file = tmp_path / "only_p2p.py"
     recipe_file.write_text(
-        "from fmmloopy.recipes import recipe\n"
-        "from fmmloopy.transform_tools import parallelize_box_loop\n"
+        "from fmmloopy.tuning.recipe import recipe\n"
+        "from fmmloopy.tuning.tools import parallelize_box_loop\n"
         "@recipe('p2p', name='only_p2p')\n"
         "def only_p2p(knl, ctx):\n"
         "    return parallelize_box_loop(knl)\n")
@@ -73,8 +73,8 @@ def test_bench_refuses_nothing_to_time():
 ONE_PASS = '''
 import loopy as lp
 
-from fmmloopy.recipes import recipe
-from fmmloopy.transform_tools import pad_loop
+from fmmloopy.tuning.recipe import recipe
+from fmmloopy.tuning.tools import pad_loop
 
 
 @recipe("p2p", device="any", name="one_pass")

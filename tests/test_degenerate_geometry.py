@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fmmloopy
-from fmmloopy.kernels import LAPLACE_3D
-from fmmloopy.reference import direct_sum
-from fmmloopy.tree import build_tree
+from fmmloopy.maths.green import LAPLACE_3D
+from fmmloopy.maths.reference import direct_sum
+from fmmloopy.tree.octree import build_tree
 
 ORDER = 6
 TOLERANCE = 1e-5
@@ -120,7 +120,7 @@ def test_dense_cluster_with_a_far_outlier_builds_a_deep_tree(rng):
 def test_cluster_finer_than_max_depth_gets_a_nested_fmm(rng):
     """2**-20 of the root is 1e-6: a cluster of radius 1e-9 cannot be split. Its leaf holds all
     1000 points (a warning says so); its direct row (10**6 pairs, over 16 full rows) goes to a
-    nested FMM rooted at the cluster (fmmloopy.nested), whose tree splits it."""
+    nested FMM rooted at the cluster (fmmloopy.tree.nested), whose tree splits it."""
     points = np.concatenate([1e-9 * rng.standard_normal((1000, 3)), [[1.0, 1.0, 1.0]]])
     charges = _charges(rng, len(points))
     with pytest.warns(RuntimeWarning, match="max_depth=20 reached"):

@@ -5,7 +5,7 @@ import pyopencl as cl
 import pytest
 
 import fmmloopy
-from fmmloopy.devices import choose_device, device_classes
+from fmmloopy.base.devices import choose_device, device_classes
 
 ACCEPTED = "device must be None, a pyopencl.Device, 'cpu', 'gpu' or a device name"
 INDEX_HINT = (" (devices are not numbered: their order depends on the OpenCL platforms "

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 import fmmloopy
-from fmmloopy.direct_lists import direct_where_cheaper
-from fmmloopy.distributions import plummer
-from fmmloopy.interaction_lists import build_interaction_lists
-from fmmloopy.kernels import LAPLACE_3D
-from fmmloopy.reference import direct_sum
-from fmmloopy.tree import build_tree
+from fmmloopy.base.distributions import plummer
+from fmmloopy.maths.green import LAPLACE_3D
+from fmmloopy.maths.reference import direct_sum
+from fmmloopy.tree.direct_lists import direct_where_cheaper
+from fmmloopy.tree.lists import build_interaction_lists
+from fmmloopy.tree.octree import build_tree
 
 POINTS = plummer(4000, np.random.default_rng(41))  # adaptive: long W and X lists
 CHARGES = np.random.default_rng(42).uniform(-1.0, 1.0, len(POINTS))

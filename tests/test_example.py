@@ -11,8 +11,8 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "laplace_sphere.py"
 
 #: A recipe file of a user's own: one P2P recipe, registered for any device.
 USER_RECIPES = """
-from fmmloopy.recipes import recipe
-from fmmloopy.transform_tools import parallelize_box_loop
+from fmmloopy.tuning.recipe import recipe
+from fmmloopy.tuning.tools import parallelize_box_loop
 
 
 @recipe("p2p", device="any", name="users_p2p")
@@ -101,8 +101,8 @@ def test_example_rejects_unknown_operators_and_recipes(tmp_path, args, message):
 ONE_PASS_RECIPES = """
 import loopy as lp
 
-from fmmloopy.recipes import recipe
-from fmmloopy.transform_tools import pad_loop
+from fmmloopy.tuning.recipe import recipe
+from fmmloopy.tuning.tools import pad_loop
 
 
 @recipe("p2p", device="any", name="one_pass")

@@ -3,8 +3,8 @@
 A far point used to make every coordinate tiny (the points were scaled to fit it, and O(1)
 distances squared underflowed: exactly 0 at the other targets), and an outlier or a crowd of
 coincident points put all points in one leaf at ``max_depth``: an O(N**2) direct sum. Now the
-scale keeps every squared distance a normal float64 (:mod:`fmmloopy.coordinates`) and heavy
-direct rows are summed by nested FMMs (:mod:`fmmloopy.nested`).
+scale keeps every squared distance a normal float64 (:mod:`fmmloopy.tree.coordinates`) and heavy
+direct rows are summed by nested FMMs (:mod:`fmmloopy.tree.nested`).
 
 References: a direct sum whose offsets are scaled by their largest component
 (``reference.direct_sum(..., scaled=True)``), so that neither squares of 1e200 nor of 1e-200 leave
@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 import fmmloopy
-from fmmloopy.kernels import LAPLACE_3D
-from fmmloopy.reference import direct_sum
+from fmmloopy.maths.green import LAPLACE_3D
+from fmmloopy.maths.reference import direct_sum
 
 ORDER = 6
 TOLERANCE = 1e-5

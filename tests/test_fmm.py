@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import fmmloopy
-from fmmloopy.distributions import plummer, sphere_surface
-from fmmloopy.kernels import LAPLACE_3D
-from fmmloopy.reference import direct_sum
+from fmmloopy.base.distributions import plummer, sphere_surface
+from fmmloopy.maths.green import LAPLACE_3D
+from fmmloopy.maths.reference import direct_sum
 
 # Order 6 (152-point surfaces) gives ~8e-7 relative L2 error on 2e4 sphere points here
 # (docs/kifmm.md); 3e-6 leaves a factor ~3 for the smaller test sets.

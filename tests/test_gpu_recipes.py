@@ -9,10 +9,11 @@ import loopy as lp
 import numpy as np
 import pytest
 
-from fmmloopy.operators import OPERATORS, PAIRWISE, PARTICLES, math_kernel, operator_sizes
-from fmmloopy.races import silence_benign_races
-from fmmloopy.recipes import RecipeContext, select_recipe
-from fmmloopy.transform_tools import local_work_size, simd_width
+from fmmloopy.maths.operators import OPERATORS, PAIRWISE, PARTICLES, math_kernel, operator_sizes
+from fmmloopy.tuning.races import silence_benign_races
+from fmmloopy.tuning.recipe import RecipeContext
+from fmmloopy.tuning.registry import select_recipe
+from fmmloopy.tuning.tools import local_work_size, simd_width
 
 NVIDIA = SimpleNamespace(warp_size_nv=32, max_work_group_size=1024, local_mem_size=49152)
 AMD = SimpleNamespace(wavefront_width_amd=64, max_work_group_size=256, local_mem_size=65536)
@@ -25,13 +26,13 @@ def gpu_code(operator: str, device, order: int = 6) -> str:
     sizes = operator_sizes(operator, 6 * (order - 1) ** 2 + 2, rank=100)
     recipe = next(r for r in _gpu_recipes() if spec.template in r.targets)
     ctx = RecipeContext(operator, spec.template, device, dict(sizes, dtype=np.dtype(np.float64)))
-    # As fmmloopy.execution does: the recipe's proven-benign write races silenced, no other.
+    # As fmmloopy.execution.compiled does: the recipe's proven-benign write races silenced, no other.
     transformed = silence_benign_races(recipe(math_kernel(operator, **sizes), ctx))
     return lp.generate_code_v2(transformed).device_code()
 
 
 def _gpu_recipes():
-    from fmmloopy.recipes import ensure_loaded, registered
+    from fmmloopy.tuning.registry import ensure_loaded, registered
     ensure_loaded()
     return [r for r in registered() if r.name == "gpu" and r.device == "gpu"]
 
@@ -74,8 +75,8 @@ NARROW_RECIPES = '''
 import dataclasses
 from types import SimpleNamespace
 
-from fmmloopy.recipes import recipe
-from transforms.gpu import matvec_gpu, pairwise_gpu
+from fmmloopy.tuning.recipe import recipe
+from fmmloopy.transforms.gpu import matvec_gpu, pairwise_gpu
 
 #: Groups of 8: the check's leaves (up to 40 targets) and source boxes then take several chunks,
 #: and source vectors (26 or 56 coefficients) are staged in several rounds.

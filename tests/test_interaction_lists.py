@@ -1,4 +1,4 @@
-"""Tests for fmmloopy.interaction_lists against brute-force lists built from the definitions.
+"""Tests for fmmloopy.tree.lists against brute-force lists built from the definitions.
 
 The brute force uses only box geometry recomputed from centres and levels (exact integer bounds,
 see tests/test_tree.py), leaf flags and the parent array: O(nboxes**2) dense matrices.
@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from test_tree import CASES, CORNERS, exact_bounds, touch_matrix, tree_for
 
-from fmmloopy.interaction_lists import (
+from fmmloopy.maths.geometry import (
+    NEIGHBOUR_OFFSETS,
     NTRANSFER_VECTORS,
-    InteractionLists,
-    build_interaction_lists,
     transfer_vector_index,
     transfer_vectors,
 )
-from fmmloopy.tree import NEIGHBOUR_OFFSETS, Tree, build_tree
+from fmmloopy.tree.lists import InteractionLists, build_interaction_lists
+from fmmloopy.tree.octree import Tree, build_tree
 
 LISTS = ("u", "v", "w", "x")
 # The issue's bounds for 2:1-balanced 3D trees, except W: 152 (26 colleagues all split, each

@@ -15,14 +15,17 @@ import pyopencl.array as cla
 import pytest
 
 import fmmloopy
-from fmmloopy import execution, kernel_cache, verification
-from fmmloopy.check_problems import check_problems
-from fmmloopy.distributions import plummer
-from fmmloopy.execution import compiled_operator
-from fmmloopy.kernel_cache import KernelCacheWarning, kernel_key, kernel_path
-from fmmloopy.kernels import LAPLACE_3D
-from fmmloopy.operators import get_operator
-from fmmloopy.recipes import Recipe, RecipeError, select_recipe
+from fmmloopy.base.distributions import plummer
+from fmmloopy.checking.problems import check_problems
+from fmmloopy.execution import compiled as execution
+from fmmloopy.execution import kernel_cache
+from fmmloopy.execution.compiled import compiled_operator
+from fmmloopy.execution.kernel_cache import KernelCacheWarning, kernel_key, kernel_path
+from fmmloopy.maths.green import LAPLACE_3D
+from fmmloopy.maths.operators import get_operator
+from fmmloopy.tuning import shipped as shipped_module
+from fmmloopy.tuning.recipe import Recipe, RecipeError
+from fmmloopy.tuning.registry import select_recipe
 
 POINTS = plummer(3000, np.random.default_rng(31))  # adaptive: every list is non-empty
 CHARGES = np.random.default_rng(32).uniform(-1.0, 1.0, len(POINTS))
@@ -108,13 +111,13 @@ def test_only_the_shipped_recipes_unmodified_are_stored(tmp_path, device, monkey
 
     shipped = select_recipe("p2p", "pairwise", device, "cpu")
     assert kernel_key("p2p", shipped, device, LAPLACE_3D, np.float64, {}) is not None
-    monkeypatch.setitem(verification.SHIPPED_SHA256, "transforms/cpu.py", "0" * 64)
-    verification.shipped_files_intact.cache_clear()
+    monkeypatch.setitem(shipped_module.SHIPPED_SHA256, "fmmloopy.transforms.cpu", "0" * 64)
+    shipped_module.shipped_files_intact.cache_clear()
     try:
         assert kernel_key("p2p", shipped, device, LAPLACE_3D, np.float64, {}) is None
     finally:
         monkeypatch.undo()
-        verification.shipped_files_intact.cache_clear()
+        shipped_module.shipped_files_intact.cache_clear()
 
 
 def _stored_p2p(device):
@@ -236,7 +239,7 @@ def _stored_p2p_again(device, monkeypatch):
 
 
 def test_cache_list_and_clear(cache_dir, device, capsys):
-    from fmmloopy.cli import main
+    from fmmloopy.cli.main import main
 
     key = _stored_p2p(device)
     fmmloopy.Fmm(POINTS, order=3, n_crit=20)  # the operator cache file too (its own dir)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fmmloopy.kernels import LAPLACE_3D, get_kernel
+from fmmloopy.maths.green import LAPLACE_3D, get_kernel
 
 
 def test_laplace_values_match_one_over_four_pi_r():

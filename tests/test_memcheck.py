@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pyopencl as cl
 
-from fmmloopy import cli, memcheck
-from fmmloopy.check import RELATIVE_TOLERANCE
-from fmmloopy.devices import choose_device
-from fmmloopy.memcheck import INSTALL_HINT, describe_reports, parse_oclgrind
+from fmmloopy.base.devices import choose_device
+from fmmloopy.checking import memcheck
+from fmmloopy.checking.check import RELATIVE_TOLERANCE
+from fmmloopy.checking.memcheck import INSTALL_HINT, describe_reports, parse_oclgrind
+from fmmloopy.cli import main as cli
 
 WRONG_RECIPES = Path(__file__).parent / "recipes" / "memcheck_wrong_recipes.py"
 
@@ -34,7 +35,7 @@ def _error(line: str) -> float:
 def _registered_pairs() -> set[tuple[str, str]]:
     """Every (operator, recipe) pair ``fmmloopy check`` covers, from a fresh registry: whatever
     recipe modules are shipped now, not a list written here."""
-    script = ("import json; from fmmloopy.check import pairs_to_check; "
+    script = ("import json; from fmmloopy.checking.check import pairs_to_check; "
               "print(json.dumps(pairs_to_check([], [])))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           check=True)
@@ -42,7 +43,7 @@ def _registered_pairs() -> set[tuple[str, str]]:
 
 
 def _problem_names() -> list[str]:
-    from fmmloopy.check_problems import memcheck_problems
+    from fmmloopy.checking.problems import memcheck_problems
 
     return [problem.name for problem in memcheck_problems()]
 

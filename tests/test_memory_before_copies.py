@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fmmloopy
-from fmmloopy.resources import ResourceLimitError
+from fmmloopy.execution.resources import ResourceLimitError
 
 
 @pytest.mark.parametrize("separate_targets", [False, True])

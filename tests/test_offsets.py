@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import fmmloopy
-from fmmloopy.distributions import sphere_surface
-from fmmloopy.kernels import get_kernel
-from fmmloopy.reference import direct_sum
+from fmmloopy.base.distributions import sphere_surface
+from fmmloopy.maths.green import get_kernel
+from fmmloopy.maths.reference import direct_sum
 
 RNG = np.random.default_rng(61)
 SOURCES = sphere_surface(20_000, RNG)

@@ -1,6 +1,6 @@
 """Robustness of the operator cache: stale temporary files, one build per entry, closed files.
 
-These call :func:`fmmloopy.operator_cache.load_or_build` with a cheap fake build, so they take
+These call :func:`fmmloopy.execution.operator_cache.load_or_build` with a cheap fake build, so they take
 seconds, not the real precomputation.
 """
 
@@ -19,9 +19,9 @@ import warnings
 import numpy as np
 import pytest
 
-from fmmloopy import operator_cache
-from fmmloopy.kernels import LAPLACE_3D
-from fmmloopy.operator_cache import CacheFileError, OperatorCacheWarning
+from fmmloopy.execution import operator_cache
+from fmmloopy.execution.operator_cache import CacheFileError, OperatorCacheWarning
+from fmmloopy.maths.green import LAPLACE_3D
 
 KEY = operator_cache.operator_key(LAPLACE_3D, 2, 1e-12)
 ARRAYS = {"m2l": np.arange(24.0).reshape(2, 3, 4), "l2l": np.eye(3)}
@@ -111,7 +111,7 @@ _BUILD_IN_SUBPROCESS = """
 import json, os, sys, time
 from pathlib import Path
 import numpy as np
-from fmmloopy import operator_cache
+from fmmloopy.execution import operator_cache
 
 work, processes, key = Path(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
 (work / f"ready-{os.getpid()}").touch()

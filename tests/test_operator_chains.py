@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 import fmmloopy
-from fmmloopy.distributions import plummer
-from fmmloopy.kernels import LAPLACE_3D
-from fmmloopy.precompute import kernel_matrix
-from fmmloopy.reference import direct_sum
-from fmmloopy.surfaces import DOWNWARD_EQUIVALENT_RADIUS, UPWARD_EQUIVALENT_RADIUS, surface
-from fmmloopy.tree import ranges_to_indices
+from fmmloopy.base.distributions import plummer
+from fmmloopy.maths.green import LAPLACE_3D
+from fmmloopy.maths.precompute import kernel_matrix
+from fmmloopy.maths.reference import direct_sum
+from fmmloopy.maths.surfaces import DOWNWARD_EQUIVALENT_RADIUS, UPWARD_EQUIVALENT_RADIUS, surface
+from fmmloopy.tree.octree import ranges_to_indices
 
 ORDER = 6
 

@@ -17,19 +17,19 @@ import warnings
 import numpy as np
 import pytest
 
-from fmmloopy import operator_cache, precompute
-from fmmloopy.interaction_lists import NTRANSFER_VECTORS, transfer_vector_index
-from fmmloopy.kernels import LAPLACE_3D
-from fmmloopy.operator_cache import OperatorCacheWarning
-from fmmloopy.precompute import (
+from fmmloopy.execution import operator_cache, precomputed
+from fmmloopy.execution.operator_cache import OperatorCacheWarning
+from fmmloopy.execution.precomputed import get_operators
+from fmmloopy.maths import precompute
+from fmmloopy.maths.geometry import NTRANSFER_VECTORS, child_centres, transfer_vector_index
+from fmmloopy.maths.green import LAPLACE_3D
+from fmmloopy.maths.precompute import (
     DEFAULT_RCOND,
     check_to_equivalent,
-    child_centres,
     compute_operators,
-    get_operators,
     kernel_matrix,
 )
-from fmmloopy.surfaces import (
+from fmmloopy.maths.surfaces import (
     DOWNWARD_CHECK_RADIUS,
     DOWNWARD_EQUIVALENT_RADIUS,
     UPWARD_CHECK_RADIUS,
@@ -334,9 +334,9 @@ def cache_dir(tmp_path, monkeypatch):
     """An empty cache directory, and no memoised operators before or after."""
     directory = tmp_path / "cache"
     monkeypatch.setenv("FMMLOOPY_CACHE_DIR", str(directory))
-    precompute.forget_operators()
+    precomputed.forget_operators()
     yield directory
-    precompute.forget_operators()
+    precomputed.forget_operators()
 
 
 def the_cache_file(directory):
@@ -363,7 +363,7 @@ def test_get_operators_stores_then_loads(cache_dir, monkeypatch):
     assert path == operator_cache.cache_path(
         operator_cache.operator_key(KERNEL, CACHE_ORDER, DEFAULT_RCOND))
     assert get_operators(KERNEL, CACHE_ORDER) is computed  # memoised in-process
-    precompute.forget_operators()
+    precomputed.forget_operators()
     forbid_computing(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -432,7 +432,7 @@ def test_damaged_file_is_rejected_and_rebuilt(cache_dir, damage, reason):
     good = get_operators("laplace", CACHE_ORDER)
     path = the_cache_file(cache_dir)
     damage(path)
-    precompute.forget_operators()
+    precomputed.forget_operators()
     with pytest.warns(OperatorCacheWarning, match=rf"{path.name}.*({reason}).*rebuilding"):
         rebuilt = get_operators("laplace", CACHE_ORDER)
     assert_same_operators(rebuilt, good)
@@ -444,11 +444,11 @@ def test_unwritable_cache_dir_warns_once(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     monkeypatch.setenv("FMMLOOPY_CACHE_DIR", str(blocker / "cache"))
-    precompute.forget_operators()
+    precomputed.forget_operators()
     with pytest.warns(OperatorCacheWarning, match="cannot write") as caught:
         ops = get_operators("laplace", 2)
         get_operators("laplace", 3)
-    precompute.forget_operators()
+    precomputed.forget_operators()
     assert len([w for w in caught if "cannot write" in str(w.message)]) == 1
     assert ops.order == 2
 
@@ -465,11 +465,13 @@ def test_cache_dir_from_environment(tmp_path, monkeypatch):
 
 
 _LOAD_IN_SUBPROCESS = """
-from fmmloopy import operator_cache, precompute
+from fmmloopy.execution import operator_cache
+from fmmloopy.execution import precomputed
+from fmmloopy.maths import precompute
 def fail(*args, **kwargs):
     raise AssertionError("recomputed")
 precompute.compute_operators = fail
-ops = precompute.get_operators("laplace", {order})
+ops = precomputed.get_operators("laplace", {order})
 print(operator_cache.array_checksum(ops.arrays()))
 """
 
@@ -487,8 +489,10 @@ def test_another_process_reuses_the_file(cache_dir):
 
 
 _COMPUTE_IN_SUBPROCESS = """
-from fmmloopy import operator_cache, precompute
-print(operator_cache.array_checksum(precompute.get_operators("laplace", {order}).arrays()))
+from fmmloopy.execution import operator_cache
+from fmmloopy.execution import precomputed
+from fmmloopy.maths import precompute
+print(operator_cache.array_checksum(precomputed.get_operators("laplace", {order}).arrays()))
 """
 
 

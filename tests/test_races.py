@@ -1,11 +1,11 @@
-"""fmmloopy.races: shipped recipes race nowhere and print no benign race warning; recipes that put
+"""fmmloopy.tuning.races: shipped recipes race nowhere and print no benign race warning; recipes that put
 a summed-over or ordered loop on a parallel axis are reported by the loop's name.
 
-Every racing recipe here is also shown wrong without fmmloopy.races: by loopy's own
+Every racing recipe here is also shown wrong without fmmloopy.tuning.races: by loopy's own
 ``check_for_write_races`` on the kernel (which the templates no longer silence), by loopy
 refusing the kernel, and by the Oclgrind simulator's data-race detector, which reports the
 conflicting writes of a run whose numbers still come out right (work-items run one after another
-there, as on PoCL). The benign races that fmmloopy.races silences run clean on Oclgrind.
+there, as on PoCL). The benign races that fmmloopy.tuning.races silences run clean on Oclgrind.
 
 Run as ``python tests/test_races.py CASE`` this file is the Oclgrind worker: it runs one case on
 the simulator and prints what it found as JSON.
@@ -26,11 +26,12 @@ import pytest
 from loopy.check import check_for_write_races
 from loopy.diagnostic import LoopyError, WriteRaceConditionWarning
 
-from fmmloopy import races
-from fmmloopy.layouts import TARGET_MAJOR, Grouped, layout_arguments
-from fmmloopy.operators import get_operator, math_kernel, operator_sizes
-from fmmloopy.recipes import RecipeContext, select_recipe
-from fmmloopy.transform_tools import (
+from fmmloopy.maths.layouts import TARGET_MAJOR, Grouped, layout_arguments
+from fmmloopy.maths.operators import get_operator, math_kernel, operator_sizes
+from fmmloopy.tuning import races
+from fmmloopy.tuning.recipe import RecipeContext
+from fmmloopy.tuning.registry import select_recipe
+from fmmloopy.tuning.tools import (
     pad_loop,
     parallelize_box_loop,
     spread_over_local_axis,
@@ -80,7 +81,7 @@ def _parse_races(messages) -> dict[str, set[str]]:
 
 def loopy_write_races(t_unit: lp.TranslationUnit) -> dict[str, set[str]]:
     """What loopy's own ``check_for_write_races`` says about ``t_unit`` (as it stands: nothing
-    silenced by fmmloopy.races), run directly so that no loopy cache can hide it."""
+    silenced by fmmloopy.tuning.races), run directly so that no loopy cache can hide it."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_for_write_races(lp.preprocess_kernel(t_unit))
@@ -240,7 +241,7 @@ def test_racing_recipe_is_reported_by_the_loop_name(device, case):
     assert f"from '{template_loop}', which the template " in report.message
     assert ("sums over" if kind == races.SUMMED else "keeps in order") in report.message
     assert "tagged l.0" in report.message
-    # Independently of fmmloopy.races: loopy's own check finds a race across that loop ...
+    # Independently of fmmloopy.tuning.races: loopy's own check finds a race across that loop ...
     assert loop in loopy_write_races(t_unit)["store"]
     # ... and it is not silenced, so code generation still warns about it.
     analysis = races.analyse_races(t_unit)
@@ -427,9 +428,9 @@ def _oclgrind_worker(case: str) -> None:
     import pyopencl as cl
     import pyopencl.array as cla
 
-    from fmmloopy import memcheck
-    from fmmloopy.devices import choose_device
-    from fmmloopy.kernels import get_kernel
+    from fmmloopy.base.devices import choose_device
+    from fmmloopy.checking import memcheck
+    from fmmloopy.maths.green import get_kernel
 
     warnings.simplefilter("ignore")
     device = choose_device()
@@ -462,7 +463,7 @@ def _oclgrind_worker(case: str) -> None:
 
 
 def _run_on_oclgrind(case: str) -> dict:
-    from fmmloopy import memcheck
+    from fmmloopy.checking import memcheck
 
     memcheck.oclgrind_device()  # the test extra installs Oclgrind: its absence is a failure
     done = subprocess.run([sys.executable, __file__, case], capture_output=True, text=True,

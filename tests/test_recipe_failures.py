@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 
 import fmmloopy
-from fmmloopy import recipes as registry
-from fmmloopy.recipes import RecipeError, load_recipes
+from fmmloopy.tuning import registry
+from fmmloopy.tuning.recipe import RecipeError
+from fmmloopy.tuning.registry import load_recipes
 
 POINTS = np.random.default_rng(90).random((300, 3))
 
 RECIPES = '''
 import loopy as lp
 
-from fmmloopy.recipes import recipe
-from fmmloopy.transform_tools import (
+from fmmloopy.tuning.recipe import recipe
+from fmmloopy.tuning.tools import (
     add_build_options,
     add_preamble,
     parallelize_box_loop,
@@ -86,10 +87,10 @@ def recipe_file(tmp_path_factory):
 def isolated_registry(recipe_file):
     """These recipes are registered for this module only (``fmmloopy check`` checks all)."""
     registry.ensure_loaded()
-    recipes, sources = list(registry._REGISTRY), dict(registry._LOADED)
+    recipes, sources = list(registry.REGISTRY), dict(registry._LOADED)
     load_recipes(str(recipe_file))
     yield
-    registry._REGISTRY[:] = recipes
+    registry.REGISTRY[:] = recipes
     registry._LOADED.clear()
     registry._LOADED.update(sources)
 
@@ -120,7 +121,7 @@ def test_helper_that_raises_is_named(recipe_file):
     line = _line('("result",)')
     assert message.startswith(
         f"recipe 'stages_an_output' from {recipe_file} on operator 'p2p' raised ValueError in "
-        "transform stage_in_local_memory (fmmloopy.transform_tools) called at line "
+        "transform stage_in_local_memory (fmmloopy.tuning.tools) called at line "
         f"{line} of my_recipes.py"), message
     assert "cannot stage ['result']: the kernel writes them" in message
 

@@ -5,21 +5,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from fmmloopy import recipes as registry
-from fmmloopy.devices import device_classes
-from fmmloopy.execution import compiled_operator
-from fmmloopy.recipes import RecipeError, load_recipes, select_recipe
-
-
-@pytest.fixture(autouse=True)
-def isolated_registry():
-    """Recipes registered by a test do not leak into the next one."""
-    registry.ensure_loaded()
-    recipes, sources = list(registry._REGISTRY), dict(registry._LOADED)
-    yield
-    registry._REGISTRY[:] = recipes
-    registry._LOADED.clear()
-    registry._LOADED.update(sources)
+from fmmloopy.base.devices import device_classes
+from fmmloopy.execution.compiled import compiled_operator
+from fmmloopy.tuning import registry
+from fmmloopy.tuning.recipe import RecipeError, recipe
+from fmmloopy.tuning.registry import load_recipes, select_recipe
 
 
 def test_device_classes_of_pocl_run_from_specific_to_any(device):
@@ -37,7 +27,7 @@ def test_default_selection_prefers_device_recipe_and_never_the_reference(device)
 
 def test_fallback_reaches_generic_for_an_operator_without_device_recipe(device):
     # An operator of a template that only 'any' recipes cover falls back to 'generic'.
-    registry.recipe("only_any_template", device="any", name="generic")(lambda k, c: k)
+    recipe("only_any_template", device="any", name="generic")(lambda k, c: k)
     assert select_recipe("new_op", "only_any_template", device).name == "generic"
 
 
@@ -56,7 +46,7 @@ def test_user_recipe_file_via_environment_is_selected_for_its_device(tmp_path, m
                                                                     device):
     path = _write(tmp_path, "my_recipes.py", """
         import loopy as lp
-        from fmmloopy.recipes import recipe
+        from fmmloopy.tuning.recipe import recipe
 
         @recipe("p2p", device="cpu-pocl", name="mine")
         def mine(knl, ctx):
@@ -71,7 +61,7 @@ def test_user_recipe_file_via_environment_is_selected_for_its_device(tmp_path, m
 def test_recipe_that_raises_names_file_operator_and_error(tmp_path, device):
     path = _write(tmp_path, "broken.py", """
         import loopy as lp
-        from fmmloopy.recipes import recipe
+        from fmmloopy.tuning.recipe import recipe
 
         @recipe("p2p", device="any", name="broken_split")
         def broken(knl, ctx):
@@ -86,7 +76,7 @@ def test_recipe_that_raises_names_file_operator_and_error(tmp_path, device):
 def test_recipe_may_not_change_kernel_arguments(tmp_path, device):
     path = _write(tmp_path, "renaming.py", """
         import loopy as lp
-        from fmmloopy.recipes import recipe
+        from fmmloopy.tuning.recipe import recipe
 
         @recipe("p2p", device="any", name="renames_args")
         def renames(knl, ctx):
@@ -111,7 +101,7 @@ def test_executor_is_built_once_per_operator_recipe_device_dtype(device):
 
 def test_named_recipe_of_another_device_class_is_found(device):
     """Every recipe is plain OpenCL: asked for by name, a recipe of another class runs here."""
-    @registry.recipe("p2p", device="gpu-imaginary", name="elsewhere")
+    @recipe("p2p", device="gpu-imaginary", name="elsewhere")
     def elsewhere(knl, ctx):
         return knl
 
@@ -120,7 +110,7 @@ def test_named_recipe_of_another_device_class_is_found(device):
 
 
 WIDTH_RECIPE = """
-from fmmloopy.recipes import recipe
+from fmmloopy.tuning.recipe import recipe
 
 @recipe("p2p", device="any", name="versioned")
 def versioned(knl, ctx):
@@ -164,7 +154,7 @@ def test_a_failing_reload_keeps_the_previous_recipes(tmp_path, device):
 
 def test_a_name_that_clashes_with_a_registered_recipe_is_refused(tmp_path, device):
     path = _write(tmp_path, "shadow.py", """
-        from fmmloopy.recipes import recipe
+        from fmmloopy.tuning.recipe import recipe
 
         @recipe("m2p", device="any", name="fine_first")
         def fine_first(knl, ctx):
@@ -184,7 +174,7 @@ def test_a_name_that_clashes_with_a_registered_recipe_is_refused(tmp_path, devic
     assert select_recipe("p2p", "pairwise", device, "cpu").source.endswith("transforms/cpu.py")
     # The same name for other operators, or another device class, is no clash.
     other = _write(tmp_path, "other.py", """
-        from fmmloopy.recipes import recipe
+        from fmmloopy.tuning.recipe import recipe
 
         @recipe("p2p", device="gpu-nvidia", name="cpu")
         def cpu_named_for_nvidia(knl, ctx):

@@ -12,18 +12,18 @@ import pyopencl.array as cla
 import pytest
 
 import fmmloopy
-from fmmloopy import fmm as fmm_module
-from fmmloopy import resources
-from fmmloopy.cli import main
-from fmmloopy.distributions import plummer, sphere_surface
-from fmmloopy.execution import compiled_operator
-from fmmloopy.recipes import RecipeError
-from fmmloopy.resources import (
+from fmmloopy.api import fmm as fmm_module
+from fmmloopy.base.distributions import plummer, sphere_surface
+from fmmloopy.cli.main import main
+from fmmloopy.execution import resources
+from fmmloopy.execution.compiled import compiled_operator
+from fmmloopy.execution.resources import (
     ResourceLimitError,
     allocated_device_bytes,
     estimate_memory,
     explain_opencl_error,
 )
+from fmmloopy.tuning.recipe import RecipeError
 
 ORDER = 4
 POINTS = np.random.default_rng(80).random((600, 3))

@@ -4,7 +4,7 @@ scaling, the fine surface."""
 import numpy as np
 import pytest
 
-from fmmloopy.surfaces import (
+from fmmloopy.maths.surfaces import (
     DOWNWARD_CHECK_RADIUS,
     DOWNWARD_EQUIVALENT_RADIUS,
     UPWARD_CHECK_RADIUS,

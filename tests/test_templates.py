@@ -10,14 +10,15 @@ import numpy as np
 import pyopencl.array as cla
 import pytest
 
-from fmmloopy.check_problems import check_problems, tree_problem
-from fmmloopy.execution import compiled_operator
-from fmmloopy.kernels import LAPLACE_3D
-from fmmloopy.operators import get_operator
-from fmmloopy.races import silence_benign_races
-from fmmloopy.recipes import RecipeContext, select_recipe
-from fmmloopy.reference import direct_sum, pairwise_reference
-from fmmloopy.templates import INDEX_DTYPE, BoxParticles, BoxSurface, make_pairwise_kernel
+from fmmloopy.checking.problems import check_problems, tree_problem
+from fmmloopy.execution.compiled import compiled_operator
+from fmmloopy.maths.green import LAPLACE_3D
+from fmmloopy.maths.operators import get_operator
+from fmmloopy.maths.reference import direct_sum, pairwise_reference
+from fmmloopy.maths.templates import INDEX_DTYPE, BoxParticles, BoxSurface, make_pairwise_kernel
+from fmmloopy.tuning.races import silence_benign_races
+from fmmloopy.tuning.recipe import RecipeContext
+from fmmloopy.tuning.registry import select_recipe
 
 RECIPES = ["sequential", "cpu"]
 
@@ -72,7 +73,7 @@ def test_pairwise_surface_variants_match_numpy(recipe, targets_kind, sources_kin
     knl = make_pairwise_kernel("variant", LAPLACE_3D, point_sets[targets_kind],
                                point_sets[sources_kind], accumulate=True)
     chosen = select_recipe("variant", "pairwise", device, recipe)
-    # As fmmloopy.execution does: the recipe's proven-benign write races silenced, no other.
+    # As fmmloopy.execution.compiled does: the recipe's proven-benign write races silenced, no other.
     knl = silence_benign_races(chosen(knl, RecipeContext("variant", "pairwise", device)))
     executor = knl.executor(queue.context)
 
@@ -93,7 +94,7 @@ def test_pairwise_surface_variants_match_numpy(recipe, targets_kind, sources_kin
 
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_matvec_matches_numpy(recipe, device, queue):
-    from fmmloopy.reference import matvec_reference
+    from fmmloopy.maths.reference import matvec_reference
 
     problem = check_problems(seed=5)[2]
     sizes = {"n_target_coeffs": 26, "n_source_coeffs": 56}

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 import fmmloopy
-from fmmloopy.distributions import plummer, sphere_surface
+from fmmloopy.base.distributions import plummer, sphere_surface
 
 RNG = np.random.default_rng(41)
 SPHERE = sphere_surface(20_000, RNG)

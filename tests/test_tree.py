@@ -1,4 +1,4 @@
-"""Tests for fmmloopy.tree: structure, particle order and 2:1 balance, checked from geometry.
+"""Tests for fmmloopy.tree.octree: structure, particle order and 2:1 balance, checked from geometry.
 
 Box geometry is recomputed from the centres and levels alone (integer bounds on the finest
 lattice), independently of the keys and coordinates the tree stores. The point sets and the
@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
-from fmmloopy.tree import MAX_DEPTH_LIMIT, Tree, build_tree, morton_decode, morton_encode
+from fmmloopy.tree.octree import MAX_DEPTH_LIMIT, Tree, build_tree, morton_decode, morton_encode
 
 CORNERS = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=float)
 

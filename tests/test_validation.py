@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fmmloopy
-from fmmloopy.cli import main
-from fmmloopy.validation import validate_charges, validate_points
+from fmmloopy.base.validation import validate_charges, validate_points
+from fmmloopy.cli.main import main
 
 # Small problems at one order, so every kernel is compiled once for the whole module.
 ORDER = 4

@@ -1,48 +1,17 @@
-"""fmmloopy.verification: sampled rows, comparisons that say where, which recipes Fmm verifies."""
+"""fmmloopy.checking.verification: sampled rows, comparisons that say where, first-use
+verification of recipes that are not shipped."""
 
-import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import fmmloopy
-from fmmloopy.check_problems import production_problems, tree_problem
-from fmmloopy.distributions import plummer
-from fmmloopy.execution import compiled_operator
-from fmmloopy.operators import get_operator
-from fmmloopy.recipes import REFERENCE, Recipe, select_recipe
-from fmmloopy.shipped_recipes import SHIPPED_SHA256
-from fmmloopy.verification import (
-    RowFacts,
-    compare,
-    is_shipped,
-    needs_verification,
-    sample_rows,
-    sampled_inputs,
-)
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def test_shipped_table_matches_the_files():
-    """Update fmmloopy/shipped_recipes.py with the printed table after checking the recipes."""
-    actual = {name: hashlib.sha256((ROOT / name).read_bytes()).hexdigest()
-              for name in SHIPPED_SHA256}
-    table = "\n".join(f'    "{name}": "{digest}",' for name, digest in actual.items())
-    assert actual == SHIPPED_SHA256, f"new table:\n{table}"
-    shipped = {path.relative_to(ROOT).as_posix() for path in (ROOT / "transforms").glob("*.py")}
-    assert shipped <= set(SHIPPED_SHA256)
-
-
-def test_which_recipes_are_verified(device):
-    for name in ("cpu", "gpu", "generic"):
-        shipped = select_recipe("p2p", "pairwise", device, name)
-        assert is_shipped(shipped) and not needs_verification(shipped)
-    reference = select_recipe("p2p", "pairwise", device, REFERENCE)
-    assert not needs_verification(reference)
-    mine = Recipe("mine", ("p2p",), "any", lambda knl, ctx: knl, "test")
-    assert not is_shipped(mine) and needs_verification(mine)
+from fmmloopy.base.distributions import plummer
+from fmmloopy.checking.problems import production_problems, tree_problem
+from fmmloopy.checking.verification import RowFacts, compare, sample_rows, sampled_inputs
+from fmmloopy.execution.compiled import compiled_operator
+from fmmloopy.maths.operators import get_operator
+from fmmloopy.tuning.recipe import REFERENCE
 
 
 def _problem():
@@ -119,12 +88,12 @@ def test_first_use_verification_costs_one_launch_each_and_is_reported(tmp_path):
     """A user's copy of a shipped recipe passes verification; its time is reported."""
     path = tmp_path / "copy_of_generic.py"
     path.write_text(
-        "from fmmloopy.recipes import recipe\n"
-        "from fmmloopy.transform_tools import parallelize_box_loop\n\n\n"
+        "from fmmloopy.tuning.recipe import recipe\n"
+        "from fmmloopy.tuning.tools import parallelize_box_loop\n\n\n"
         "@recipe('pairwise', 'matvec', device='any', name='copy_of_generic')\n"
         "def copy_of_generic(knl, ctx):\n"
         "    return parallelize_box_loop(knl)\n")
-    fmmloopy.recipes.load_recipes(path)
+    fmmloopy.tuning.registry.load_recipes(path)
     points = plummer(3000, np.random.default_rng(5))
     fmm = fmmloopy.Fmm(points, order=3, n_crit=20, recipes="copy_of_generic")
     assert fmm.verified_recipes == {"copy_of_generic"}

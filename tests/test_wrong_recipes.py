@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 
 import fmmloopy
-from fmmloopy.check import run_checks
-from fmmloopy.distributions import sphere_surface
-from fmmloopy.driver import UnverifiedRecipeWarning
-from fmmloopy.kernels import get_kernel
-from fmmloopy.recipes import RecipeError, load_recipes
-from fmmloopy.reference import direct_sum
+from fmmloopy.base.distributions import sphere_surface
+from fmmloopy.checking.check import run_checks
+from fmmloopy.driver.plan import UnverifiedRecipeWarning
+from fmmloopy.maths.green import get_kernel
+from fmmloopy.maths.reference import direct_sum
+from fmmloopy.tuning.recipe import RecipeError
+from fmmloopy.tuning.registry import load_recipes
 
 RECIPES = Path(__file__).parent / "recipes" / "size_dependent_recipes.py"
 POINTS = sphere_surface(20_000, np.random.default_rng(7))  # leaves of up to ~150 points
@@ -94,8 +95,9 @@ def test_summed_loop_on_work_items_is_a_race_caught_and_refused(device):
     import loopy as lp
     from loopy.diagnostic import WriteRaceConditionWarning
 
-    from fmmloopy.operators import math_kernel
-    from fmmloopy.recipes import RecipeContext, select_recipe
+    from fmmloopy.maths.operators import math_kernel
+    from fmmloopy.tuning.recipe import RecipeContext
+    from fmmloopy.tuning.registry import select_recipe
 
     sizes = {"n_target_coeffs": 152, "n_source_coeffs": 152}
     recipe = select_recipe("m2l", "matvec", device, "summed_loop_on_work_items")
@@ -119,8 +121,8 @@ def test_summed_loop_on_work_items_is_a_race_caught_and_refused(device):
 HELPER_RECIPE = '''
 from helper_widths import WIDTH  # a constant from a helper file of the user's
 
-from fmmloopy.recipes import recipe
-from fmmloopy.transform_tools import pad_loop, parallelize_box_loop
+from fmmloopy.tuning.recipe import recipe
+from fmmloopy.tuning.tools import pad_loop, parallelize_box_loop
 
 
 @recipe("p2p", device="any", name="padded_to_helper_width")
@@ -132,10 +134,11 @@ FMM_SCRIPT = '''
 import sys
 import numpy as np
 import fmmloopy
-from fmmloopy.distributions import sphere_surface
-from fmmloopy.kernels import get_kernel
-from fmmloopy.recipes import RecipeError, load_recipes
-from fmmloopy.reference import direct_sum
+from fmmloopy.base.distributions import sphere_surface
+from fmmloopy.maths.green import get_kernel
+from fmmloopy.tuning.recipe import RecipeError
+from fmmloopy.tuning.registry import load_recipes
+from fmmloopy.maths.reference import direct_sum
 
 load_recipes("recipe_with_helper.py")
 points = sphere_surface(20000, np.random.default_rng(7))

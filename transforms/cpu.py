@@ -10,9 +10,9 @@ or inf. ``fmmloopy check`` holds both to 1e-12 of the sequential kernel.
 
 import loopy as lp
 
-from fmmloopy.layouts import Grouped
-from fmmloopy.recipes import recipe
-from fmmloopy.transform_tools import (
+from fmmloopy.maths.layouts import Grouped
+from fmmloopy.tuning.recipe import recipe
+from fmmloopy.tuning.tools import (
     add_build_options,
     parallelize_box_loop,
     silence_warnings,

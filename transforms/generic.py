@@ -1,7 +1,7 @@
 """The fallback for any device: one work-group (of one work-item) per target box."""
 
-from fmmloopy.recipes import recipe
-from fmmloopy.transform_tools import parallelize_box_loop
+from fmmloopy.tuning.recipe import recipe
+from fmmloopy.tuning.tools import parallelize_box_loop
 
 
 @recipe("pairwise", "matvec", device="any")

@@ -16,9 +16,9 @@ seen there. These recipes run (and are checked) on PoCL too.
 import loopy as lp
 import numpy as np
 
-from fmmloopy.operators import SURFACE, get_operator
-from fmmloopy.recipes import recipe
-from fmmloopy.transform_tools import (
+from fmmloopy.maths.operators import SURFACE, get_operator
+from fmmloopy.tuning.recipe import recipe
+from fmmloopy.tuning.tools import (
     local_work_size,
     parallelize_box_loop,
     spread_over_work_group,

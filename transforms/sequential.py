@@ -1,6 +1,6 @@
 """The reference recipe: the math-level kernel as written, no hardware-parallel tags."""
 
-from fmmloopy.recipes import recipe
+from fmmloopy.tuning.recipe import recipe
 
 
 @recipe("pairwise", "matvec", device="any")

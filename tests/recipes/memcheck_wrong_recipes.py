@@ -14,8 +14,8 @@ import loopy as lp
 from pymbolic import var
 from pymbolic.primitives import Subscript
 
-from fmmloopy.recipes import recipe
-from fmmloopy.transform_tools import parallelize_box_loop, spread_over_local_axis
+from fmmloopy.tuning.recipe import recipe
+from fmmloopy.tuning.tools import parallelize_box_loop, spread_over_local_axis
 
 #: Work-items per group; a surface of 26 (56) points is staged in 2 (4) chunks, the last partial.
 WIDTH = 16

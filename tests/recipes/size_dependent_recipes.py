@@ -8,8 +8,8 @@ default ``fmmloopy check`` and :class:`fmmloopy.Fmm`'s first-use verification re
 
 import pymbolic.primitives as prim
 
-from fmmloopy.recipes import recipe
-from fmmloopy.transform_tools import pad_loop, parallelize_box_loop, spread_over_local_axis
+from fmmloopy.tuning.recipe import recipe
+from fmmloopy.tuning.tools import pad_loop, parallelize_box_loop, spread_over_local_axis
 
 #: The bound these recipes assume (a work-group of 64, a 64-point local-memory chunk, ...).
 ASSUMED = 64

@@ -3,7 +3,7 @@
 import loopy as lp
 from pymbolic import var
 
-from fmmloopy.recipes import recipe
+from fmmloopy.tuning.recipe import recipe
 
 
 def _rewrite_assignment(knl, insn_id, rewrite):

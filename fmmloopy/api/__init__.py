@@ -1,0 +1,1 @@
+"""The public API: :class:`fmmloopy.Fmm` and :func:`fmmloopy.evaluate`."""

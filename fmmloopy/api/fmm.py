@@ -1,0 +1,305 @@
+"""The public API: :class:`Fmm`, a linear operator ``charges -> potentials``, and :func:`evaluate`.
+
+``Fmm(sources, targets)`` builds the tree, the lists, the precomputed KIFMM operators and the
+transformed kernels once; each call with new charges reuses all of it. Potentials are
+``sum_{i, x_i != y} q_i / (4 pi |x_i - y|)`` at every target ``y``, in the user's order.
+
+Every input is checked first (:mod:`fmmloopy.base.validation`), and the memory the FMM needs is
+estimated and compared with what the host and the device have before anything large is
+allocated (:mod:`fmmloopy.execution.resources`). docs/robustness.md says what each bad input gets.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import pyopencl as cl
+
+from fmmloopy.base.devices import choose_device, context_for
+from fmmloopy.base.validation import (
+    as_float64_points,
+    check_point_array,
+    validate_charges,
+    validate_flag,
+    validate_integer,
+    validate_memory_limit,
+    validate_recipes,
+)
+from fmmloopy.driver.plan import Plan, build_plan
+from fmmloopy.execution.precomputed import get_operators
+from fmmloopy.execution.resources import (
+    ResourceLimitError,
+    check_memory,
+    describe_problem,
+    estimate_before_tree,
+    estimate_memory,
+    explain_opencl_error,
+)
+from fmmloopy.maths.green import GreenKernel, get_kernel
+from fmmloopy.maths.operators import OPERATORS
+from fmmloopy.maths.surfaces import surface_size
+from fmmloopy.tree.coordinates import (
+    coordinate_exponent,
+    origin,
+    scale_exponent,
+    separation_lower_bound,
+    span,
+)
+from fmmloopy.tree.direct_lists import direct_where_cheaper
+from fmmloopy.tree.lists import build_interaction_lists
+from fmmloopy.tree.nested import nest_heavy_rows
+from fmmloopy.tree.octree import MAX_DEPTH_LIMIT, build_tree
+
+#: Orders (points per surface edge) the toolkit accepts.
+MIN_ORDER, MAX_ORDER = 2, 16
+
+
+class Fmm:
+    """The kernel-independent FMM for fixed sources and targets, applied to many charge vectors.
+
+    ``sources`` and ``targets`` are ``(N, 3)`` arrays of real numbers (``targets=None``: the
+    sources), in any memory layout; N may be 0 (the potentials are then zeros, or empty).
+    ``order`` is the number of points per edge of the equivalent and check surfaces
+    (``6 (order - 1)**2 + 2`` points), 2 to 16; ``n_crit`` the most points per leaf (a leaf at
+    ``max_depth`` holds more when points crowd closer than the tree resolves); ``device`` an
+    OpenCL device or ``"cpu"``/``"gpu"``/a name; ``recipes`` a recipe name for every operator or
+    a mapping operator -> recipe name (default: the device's own); ``memory_limit`` the most bytes
+    of host memory the FMM may take (default: what the host has available); ``w_x_direct``:
+    W- and X-list interactions with a box of at most ``n_e`` particles are summed directly,
+    which is exact and cheaper (:mod:`fmmloopy.tree.direct_lists`; False keeps M2P/P2L for all);
+    ``verify_recipes``: every launch under a recipe that is not shipped (a user's, or an edited
+    shipped file) is first compared with the ``sequential`` recipe on this tree, the reference on
+    sampled target boxes including the largest boxes and longest lists, and a mismatch raises
+    :class:`~fmmloopy.tuning.recipe.RecipeError` (False skips that, with an
+    :class:`~fmmloopy.driver.plan.UnverifiedRecipeWarning`; for benchmarking).
+
+    Raises ValueError for bad input and :class:`~fmmloopy.execution.resources.ResourceLimitError` (a
+    MemoryError) with the estimate when the problem cannot fit.
+
+    Threads: calls on one ``Fmm`` from several threads are safe and run one after another (they
+    share its device buffers); for evaluations in parallel, build one ``Fmm`` per thread.
+
+    Far points and crowds: the points are shifted and scaled exactly so that every squared
+    distance is a normal float64 (:mod:`fmmloopy.tree.coordinates`; a ValueError where no scale can
+    hold them), and a leaf at ``max_depth`` whose direct sum would be costly (a cluster, an
+    outlier's whole point set, coincident points) is summed by a nested FMM
+    (:attr:`nested_rows`, :mod:`fmmloopy.tree.nested`).
+    """
+
+    def __init__(self, sources, targets=None, *, kernel: str | GreenKernel = "laplace",
+                 order: int = 6, n_crit: int = 150, device=None,
+                 recipes: str | Mapping[str, str] | None = None, max_depth: int = 20,
+                 memory_limit: float | None = None, w_x_direct: bool = True,
+                 verify_recipes: bool = True):
+        self.order = validate_integer(order, "order", MIN_ORDER, MAX_ORDER)
+        n_crit = validate_integer(n_crit, "n_crit", 1)
+        max_depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
+        self.kernel = get_kernel(kernel)
+        recipes = validate_recipes(recipes, OPERATORS)
+        memory_limit = validate_memory_limit(memory_limit)
+        self._w_x_direct = validate_flag(w_x_direct, "w_x_direct")
+        self._verify_recipes = validate_flag(verify_recipes, "verify_recipes")
+        # Shapes and dtypes first: the memory check comes before any copy of the points.
+        sources = check_point_array(sources, "sources")
+        targets = None if targets is None else check_point_array(targets, "targets")
+        self.nsources = len(sources)
+        self.ntargets = self.nsources if targets is None else len(targets)
+        self.setup_seconds: dict[str, float] = {}
+        self._lock = threading.Lock()  # one evaluation at a time: they share the buffers
+
+        self.device = choose_device(device)
+        self.queue = cl.CommandQueue(context_for(self.device))
+        self._options = dict(kernel=self.kernel, order=self.order, n_crit=n_crit,
+                             device=self.device, recipes=recipes, max_depth=max_depth,
+                             memory_limit=memory_limit, w_x_direct=self._w_x_direct,
+                             verify_recipes=self._verify_recipes)
+        self.nested_rows = []
+        self._what = describe_problem(self.nsources, self.ntargets, self.order, n_crit)
+        self._memory_limit = memory_limit
+        self.memory_estimate = estimate_before_tree(self.nsources, self.ntargets,
+                                                    targets is None, self.order, n_crit)
+        check_memory(self.memory_estimate, self.device, self._what, memory_limit)
+        sources = as_float64_points(sources, "sources")
+        targets = None if targets is None else as_float64_points(targets, "targets")
+
+        #: The FMM works in coordinates relative to ``coordinate_origin``
+        #: (:func:`~fmmloopy.tree.coordinates.origin`): the centre of the points' bounding box along
+        #: the axes where it lies far from 0 (the kernels are translation invariant), so boxes
+        #: and surfaces far from the origin keep their precision; and multiplied by
+        #: ``2**-coordinate_exponent`` (0 unless they span less than 2**-100 or more than
+        #: 2**100, or a far point beside close ones needs it): the tree is in those units.
+        self.coordinate_origin = origin(sources, targets)
+        if self.coordinate_origin.any():
+            sources = sources - self.coordinate_origin
+            targets = None if targets is None else targets - self.coordinate_origin
+        self.coordinate_exponent = self._coordinate_exponent(sources, targets)
+        if self.coordinate_exponent:
+            sources = np.ldexp(sources, -self.coordinate_exponent)
+            targets = None if targets is None else np.ldexp(targets, -self.coordinate_exponent)
+
+        if self.nsources == 0 or self.ntargets == 0:
+            # Nothing to sum: no tree (it needs a point), no kernels; calls return zeros.
+            self.tree = self.lists = self.evaluated_lists = self.operators = None
+            self.plan = Plan(self.queue, [], {})
+            return
+        try:
+            self._build(sources, targets, n_crit, max_depth, recipes)
+        except ResourceLimitError:
+            raise
+        except MemoryError as exc:
+            raise ResourceLimitError(
+                f"{self._what} ran out of host memory ({exc}); the estimate was "
+                f"{self.memory_estimate.describe()}") from exc
+
+    def _coordinate_exponent(self, sources, targets) -> int:
+        """The power of two the points are divided by (:mod:`fmmloopy.tree.coordinates`): 0 unless
+        they span less than 2**-100 or more than 2**100, or distinct points lie so close
+        compared with the span that their squared distance would underflow."""
+        extent = span(sources, targets)
+        if not np.isfinite(extent):
+            raise ValueError("the points span more than float64 holds (their coordinates differ "
+                             "by more than 1.8e308); scale them down first")
+        homogeneity = self.kernel.homogeneity
+        separation = separation_lower_bound(sources, targets)
+        exponent = coordinate_exponent(extent, separation, homogeneity)
+        if exponent is None:  # the cheap bound may be far too low: the sharper one
+            separation = separation_lower_bound(sources, targets, exact_gaps=True)
+            exponent = coordinate_exponent(extent, separation, homogeneity)
+        if exponent is None:
+            ratio_log2 = math.log2(extent) - math.log2(separation)
+            raise ValueError(
+                f"the points span {extent:.3g} but two of them differ by only "
+                f"{separation:.3g} along an axis: squared distances over a range of "
+                f"2**{2 * ratio_log2:.0f} do not fit float64 at any scale; merge the points "
+                "that close or evaluate the far and the near ones separately")
+        if exponent and homogeneity is None:
+            raise ValueError(
+                f"the points span {extent:.3g} (closest distinct points >= {separation:.3g}), "
+                f"which needs rescaling, and kernel {self.kernel.name!r} has no homogeneity to "
+                "rescale them by; scale the points first")
+        return exponent
+
+    def _build(self, sources, targets, n_crit, max_depth, recipes) -> None:
+        clock = time.perf_counter()
+        self.tree = build_tree(sources, targets, n_crit=n_crit, max_depth=max_depth)
+        self.setup_seconds["tree"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        self.lists = build_interaction_lists(self.tree)
+        #: The lists the plan sums: :attr:`lists`, with small W/X boxes moved to U (w_x_direct).
+        self.evaluated_lists = (
+            direct_where_cheaper(self.tree, self.lists, surface_size(self.order))
+            if self._w_x_direct else self.lists)
+        self.setup_seconds["lists"] = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        #: Direct rows the tree cannot split (a leaf at max_depth holding a cluster, an
+        #: outlier's whole point set, coincident points), each summed by an FMM of its own
+        #: (:mod:`fmmloopy.tree.nested`); the plan sums the rest.
+        self.evaluated_lists, self.nested_rows = nest_heavy_rows(
+            self.tree, self.evaluated_lists, self._nested_fmm)
+        if self.nested_rows:
+            self.setup_seconds["nested"] = time.perf_counter() - clock
+
+        tree, lists = self.tree, self.evaluated_lists
+        self.memory_estimate = estimate_memory(
+            nsources=tree.nsources, ntargets=tree.ntargets,
+            targets_are_sources=tree.targets_are_sources, order=self.order,
+            nboxes=tree.nboxes, nlevels=tree.nlevels,
+            list_entries={name: len(getattr(lists, f"{name}_lists")) for name in "uvwx"})
+        check_memory(self.memory_estimate, self.device, self._what, self._memory_limit)
+
+        clock = time.perf_counter()
+        self.operators = get_operators(self.kernel, self.order)
+        self.setup_seconds["precompute"] = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        try:
+            self.plan = build_plan(tree, lists, self.operators, self.kernel, self.queue, recipes,
+                                   verify=self._verify_recipes)
+        except cl.Error as exc:  # buffers: kernels report their own errors (RecipeError)
+            explanation = explain_opencl_error(exc, self.device) or "allocation failed"
+            raise ResourceLimitError(
+                f"allocating the device buffers of {self._what} on {self.device.name!r} "
+                f"failed: {explanation} (OpenCL: {exc}); the estimate was "
+                f"{self.memory_estimate.describe()}") from exc
+        # "plan": lists cut per launch and laid out as recipes ask, uploads, buffers;
+        # "kernels": transformed kernels (disk kernel cache or code generation), OpenCL builds.
+        self.setup_seconds["plan"] = (time.perf_counter() - clock - self.plan.kernel_seconds
+                                      - self.plan.verify_seconds)
+        self.plan.build()
+        self.setup_seconds["kernels"] = self.plan.kernel_seconds
+        if self.plan.verified_recipes:
+            # Recipes that are not shipped, compared with 'sequential' on this tree.
+            self.setup_seconds["verify"] = self.plan.verify_seconds
+
+    def _nested_fmm(self, sources: np.ndarray, targets: np.ndarray | None) -> Fmm:
+        """An FMM with this one's options over points in this one's coordinates."""
+        return Fmm(sources, targets, **self._options)
+
+    @property
+    def verified_recipes(self) -> frozenset[str]:
+        """Recipes this FMM compared with ``sequential`` on its tree before use (those that are
+        not shipped; empty when all are shipped or ``verify_recipes=False``)."""
+        return self.plan.verified_recipes
+
+    @property
+    def eval_seconds(self) -> dict[str, float]:
+        """Seconds per operator (and ``total``) of the last call; ``nested``: the nested rows."""
+        seconds = dict(self.plan.eval_seconds)
+        if self.nested_rows and seconds:
+            seconds["nested"] = self._nested_seconds
+            seconds["total"] += self._nested_seconds
+        return seconds
+
+    def __call__(self, charges) -> np.ndarray:
+        """Potentials at the targets, in the user's order, for ``charges`` (one per source)."""
+        charges = validate_charges(charges, self.nsources)
+        if self.tree is None:
+            return np.zeros(self.ntargets)
+        # Charges far from 1 are scaled by a power of two (exact): the kernels see no denormals.
+        largest = float(np.abs(charges).max())
+        charge_exponent = scale_exponent(largest)
+        if charge_exponent:
+            charges = np.ldexp(charges, -charge_exponent)
+        with self._lock:
+            in_tree_order = self._evaluate(self.tree.sources_to_tree(charges))
+        potential = self.tree.targets_to_user(in_tree_order)
+        exponent = charge_exponent + self._potential_exponent()
+        if exponent:
+            with np.errstate(over="ignore"):
+                potential = (np.ldexp(potential, exponent) if isinstance(exponent, int)
+                             else potential * np.exp2(exponent))
+        if not np.isfinite(potential).all():
+            bad = int(np.count_nonzero(~np.isfinite(potential)))
+            raise OverflowError(
+                f"the potential overflows float64 at {bad} of {len(potential)} targets "
+                f"(largest |charge| {largest:.3g}); "
+                "scale the charges down and the potentials up by the same factor")
+        return potential
+
+    def _evaluate(self, charges: np.ndarray) -> np.ndarray:
+        """Potentials in tree order: the plan's, plus the nested rows'."""
+        potential = self.plan.evaluate(charges)
+        if self.nested_rows:
+            clock = time.perf_counter()
+            for row in self.nested_rows:
+                row.add_to(potential, charges)
+            self._nested_seconds = time.perf_counter() - clock
+        return potential
+
+    def _potential_exponent(self) -> float:
+        """``log2`` of the factor that takes potentials from rescaled to user coordinates."""
+        if not self.coordinate_exponent:
+            return 0
+        # x = 2**k x'  =>  G(x - y) = 2**(k d) G(x' - y') for a kernel of homogeneity d.
+        value = self.coordinate_exponent * self.kernel.homogeneity
+        return round(value) if math.isclose(value, round(value)) else value
+
+
+def evaluate(sources, charges, targets=None, **options) -> np.ndarray:
+    """One FMM evaluation: ``Fmm(sources, targets, **options)(charges)``."""
+    return Fmm(sources, targets, **options)(charges)

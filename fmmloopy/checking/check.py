@@ -1,0 +1,277 @@
+"""The automatic check: every (operator, recipe) against the sequential recipe on real inputs.
+
+Inputs come from real point sets sorted into boxes with real neighbour lists, never from
+``lp.auto_test_vs_ref``'s zero-filled index arrays (which make every CSR loop empty). Outputs that
+a kernel accumulates into start from random values, so a kernel that overwrites instead of adding,
+skips a source box or a target, or reads the wrong box is caught.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import pyopencl as cl
+
+from fmmloopy.base.devices import context_for, device_from_key, device_key
+from fmmloopy.checking.problems import (
+    DEFAULT_N_CRIT,
+    DEFAULT_ORDER,
+    CheckProblem,
+    check_problems,
+    production_problems,
+)
+from fmmloopy.checking.verification import (
+    RELATIVE_TOLERANCE,
+    RowFacts,
+    compare,
+    run_once,
+    sample_rows,
+    sampled_inputs,
+)
+from fmmloopy.execution.compiled import (
+    compiled_operator,
+    loopy_log_path,
+    loopy_output_to_log,
+)
+from fmmloopy.maths.green import get_kernel
+from fmmloopy.maths.operators import OPERATORS, get_operator
+from fmmloopy.tuning.recipe import REFERENCE
+from fmmloopy.tuning.registry import ensure_loaded, recipe_names_for, registered
+
+__all__ = ["RELATIVE_TOLERANCE", "CheckResult", "ProductionSizes", "check_pair", "loopy_log_path",
+           "run_checks"]
+
+
+@dataclass(frozen=True)
+class ProductionSizes:
+    """The real-run sizes the check reaches: surfaces and c2e rank of ``order``, leaves of up to
+    ``n_crit`` points, ``n`` points per problem (None: as :func:`production_problems` says)."""
+
+    order: int = DEFAULT_ORDER
+    n_crit: int = DEFAULT_N_CRIT
+    n: int | None = None
+
+
+def _problems(seed: int, production: ProductionSizes | None) -> list[CheckProblem]:
+    """The small problems, then (unless ``production`` is None) the production-size ones."""
+    problems = check_problems(seed)
+    if production is not None:
+        problems += production_problems(production.order, production.n_crit, production.n, seed)
+    return problems
+
+
+def describe_problems(seed: int = 0, production: ProductionSizes | None = ProductionSizes(),
+                      ) -> list[str]:
+    """One line per check problem: the sizes it reaches (what ``fmmloopy check`` prints)."""
+    return [problem.describe() for problem in _problems(seed, production)]
+
+
+def check_sizes(operator: str, problem: CheckProblem) -> dict[str, int]:
+    """The first template sizes ``fmmloopy check`` uses for ``operator`` on ``problem``
+    (:meth:`CheckProblem.sizes` lists all: both c2e factors where they differ)."""
+    return problem.sizes(operator)[0]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one (operator, recipe, problem) comparison."""
+
+    operator: str
+    recipe: str
+    problem: str
+    max_relative_error: float
+    reference_seconds: float
+    recipe_seconds: float
+    ok: bool
+    message: str = ""
+    #: Target boxes compared with the reference, of those the launch computes (0: not known).
+    compared_rows: int = 0
+    total_rows: int = 0
+
+    def line(self) -> str:
+        status = "ok  " if self.ok else "FAIL"
+        rows = (f"rows {self.compared_rows:4d}/{self.total_rows:<5d}" if self.total_rows
+                else " " * 15)
+        text = (f"{status} {self.operator:8s} {self.recipe:12s} {self.problem:20s} "
+                f"max rel err {self.max_relative_error:9.2e}  {rows} "
+                f"ref {self.reference_seconds * 1e3:8.2f} ms  "
+                f"recipe {self.recipe_seconds * 1e3:8.2f} ms")
+        return f"{text}  {self.message}" if self.message else text
+
+
+def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
+    scale = np.max(np.abs(reference)) if reference.size else 0.0
+    if not np.all(np.isfinite(value)):
+        return float("inf")
+    diff = np.max(np.abs(value - reference)) if reference.size else 0.0
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def expected_outputs(operator: str, recipe: str, sizes: dict[str, int], inputs: dict,
+                     device: cl.Device) -> tuple[dict[str, np.ndarray], float]:
+    """What ``recipe`` must reproduce, and the seconds it took: the sequential recipe's outputs
+    on ``device``, or for the sequential recipe itself the numpy host reference's."""
+    if recipe == REFERENCE:
+        start = time.perf_counter()
+        expected = get_operator(operator).host_reference(get_kernel("laplace"), inputs, sizes)
+        return expected, time.perf_counter() - start
+    reference = compiled_operator(operator, device, recipe=REFERENCE, **sizes)
+    return run_once(reference, cl.CommandQueue(context_for(device)), inputs, warm_up=True)
+
+
+def _size_label(operator: str, problem: CheckProblem, sizes: dict[str, int]) -> str:
+    """The problem's name, with the c2e factor when the problem checks two."""
+    if len(problem.sizes(operator)) == 1:
+        return problem.name
+    return f"{problem.name} {sizes['n_target_coeffs']}x{sizes['n_source_coeffs']}"
+
+
+def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Device,
+               ) -> list[CheckResult]:
+    """Compare ``operator`` under ``recipe`` with the sequential recipe on ``problem``, at each
+    of the problem's sizes for it (:meth:`CheckProblem.sizes`).
+
+    Small problems compare every row; production-size ones run the whole launch under
+    ``recipe`` and the reference on sampled rows (:mod:`fmmloopy.checking.verification`). The sequential
+    recipe itself is compared with the operator's numpy host reference.
+    """
+    queue = cl.CommandQueue(context_for(device))
+    spec = get_operator(operator)
+    results = []
+    for sizes in problem.sizes(operator):
+        label = _size_label(operator, problem, sizes)
+        try:
+            inputs = problem.arguments(spec, sizes)
+            if not inputs["ntarget_boxes"]:
+                continue  # this problem has no entry in the operator's list
+            candidate = compiled_operator(operator, device, recipe=recipe, **sizes)
+            if recipe == REFERENCE:
+                reference = None  # numpy; the sequential kernel, which branches on no size,
+                if problem.production:  # runs the sampled rows only
+                    inputs = sampled_inputs(inputs, sample_rows(RowFacts.of(spec, sizes, inputs)))
+            else:
+                reference = compiled_operator(operator, device, recipe=REFERENCE, **sizes)
+            rows = None if problem.production else np.arange(inputs["ntarget_boxes"])
+            comparison = compare(candidate, reference, spec, sizes, inputs, queue,
+                                 green=get_kernel("laplace"), rows=rows,
+                                 warm_up=not problem.production)
+        except Exception as exc:  # a recipe that breaks the build or the run is a failed check
+            results.append(CheckResult(operator, recipe, label, float("inf"), 0.0, 0.0, False,
+                                       f"{type(exc).__name__}: {exc}"))
+            continue
+        against = "the numpy reference" if recipe == REFERENCE else repr(REFERENCE)
+        message = "" if comparison.ok else (
+            f"differs from {against} beyond {RELATIVE_TOLERANCE:g}: {comparison.mismatch}")
+        results.append(CheckResult(
+            operator, recipe, label, comparison.max_relative_error,
+            comparison.reference_seconds, comparison.candidate_seconds, comparison.ok, message,
+            comparison.compared_rows, comparison.total_rows))
+    return results
+
+
+def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],
+                           recipe_sources: tuple[str, ...], seed: int,
+                           production: ProductionSizes | None) -> list[CheckResult]:
+    """One (operator, recipe) pair on every problem; runs in the check's worker process.
+
+    loopy prints a whole kernel to standard output when it rejects one: that goes to
+    :func:`loopy_log_path`, not to the screen.
+    """
+    ensure_loaded(recipe_sources)
+    device = device_from_key(device)
+    problems = _problems(seed, production)
+    with loopy_output_to_log():
+        return [result for problem in problems
+                for result in check_pair(operator, recipe, problem, device)]
+
+
+def pairs_to_check(operators: Iterable[str] | None,
+                    recipes: Iterable[str] | None) -> list[tuple[str, str]]:
+    """(operator, recipe) pairs. Operators named explicitly are checked under every recipe
+    named, and a recipe that does not cover one of them fails; otherwise a named recipe is
+    checked on the operators it covers."""
+    known = {entry.name for entry in registered()}
+    unknown = [name for name in recipes or () if name not in known]
+    if unknown:
+        raise LookupError(f"no recipe named {unknown}; registered: {sorted(known)}")
+    pairs = []
+    for operator in operators or OPERATORS:
+        template = get_operator(operator).template
+        applicable = recipe_names_for(operator, template)
+        names = [n for n in recipes if operators or n in applicable] if recipes else applicable
+        pairs.extend((operator, name) for name in names)
+    return pairs
+
+
+#: The check never runs a kernel it did not generate: its workers do not read (or write) the
+#: disk kernel cache, so every recipe is applied and its code generated anew.
+CHECK_WORKER_ENVIRONMENT = {"FMMLOOPY_KERNEL_CACHE": "off"}
+
+
+def run_checks(device: cl.Device, *, operators: Iterable[str] | None = None,
+               recipes: Iterable[str] | None = None, recipe_sources: Iterable[str] = (),
+               seed: int = 0, production: ProductionSizes | None = ProductionSizes(),
+               ) -> Iterator[CheckResult]:
+    """Check every operator under every recipe registered for it (for any device class: all
+    recipes produce plain OpenCL), or under those named, on every problem: the small ones and
+    (unless ``production`` is None) those at the sizes of a real run.
+
+    Kernels run in a worker process: a transform that makes a kernel crash the process (an
+    out-of-bounds access can) is reported as a failed check, and checking goes on in a new
+    worker. Kernels are generated anew, never taken from the disk kernel cache.
+    """
+    recipe_sources = tuple(str(source) for source in recipe_sources)
+    ensure_loaded(recipe_sources)
+    pairs = pairs_to_check(list(operators or ()), list(recipes or ()))
+    yield from run_in_worker(pairs, _check_in_this_process,
+                             (device_key(device), recipe_sources, seed, production),
+                             CHECK_WORKER_ENVIRONMENT)
+
+
+@contextmanager
+def _environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """Set ``variables`` in ``os.environ`` for the duration (a spawned process inherits them)."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def run_in_worker(pairs: Iterable[tuple[str, str]],
+                  worker: Callable[..., list[CheckResult]], arguments: tuple = (),
+                  environment: Mapping[str, str] | None = None) -> Iterator[CheckResult]:
+    """``worker(operator, recipe, *arguments)`` for every pair, in one spawned worker process.
+
+    ``environment`` is set for the worker from its start (before it loads any OpenCL platform).
+    A pair whose kernel crashes the worker is a failed check; the next pair gets a new worker.
+    """
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+    try:
+        for operator, recipe in pairs:
+            with _environment(environment or {}):  # workers are spawned inside submit()
+                job = pool.submit(worker, operator, recipe, *arguments)
+            try:
+                yield from job.result()
+            except BrokenProcessPool:
+                yield CheckResult(operator, recipe, "(all)", float("inf"), 0.0, 0.0, False,
+                                  "the kernel crashed the worker process (e.g. a segmentation "
+                                  "fault from an out-of-bounds access)")
+                pool.shutdown(wait=True)
+                pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+    finally:
+        pool.shutdown(wait=True)

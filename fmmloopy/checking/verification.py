@@ -1,0 +1,267 @@
+"""A transformed kernel against the sequential one, on a sample of the target boxes of a launch.
+
+The candidate kernel runs the whole launch, as it would in an FMM (every work-group, every list,
+every size); the reference (the ``sequential`` recipe, or for ``sequential`` itself the numpy
+reference) runs only on a sample of its target boxes (:func:`sample_rows`): the largest boxes,
+the longest lists, the most source points, the first and last rows, rows spread evenly over
+the launch and the first and last row of every level. Outputs of different target boxes never
+depend on each other, so the sampled rows must agree; rows of boxes the launch does not target
+must keep their initial values. A disagreement is described by where it is (:class:`Mismatch`):
+target box, its row in the launch, its level, its points and list, the point or coefficient.
+
+Used by ``fmmloopy check`` (:mod:`fmmloopy.checking.check`) and by :class:`fmmloopy.Fmm`'s first-use
+verification of recipes that are not shipped (:mod:`fmmloopy.driver.plan`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyopencl as cl
+import pyopencl.array as cla
+
+from fmmloopy.maths.green import GreenKernel
+from fmmloopy.maths.operators import MATVEC, PARTICLES, OperatorSpec
+from fmmloopy.tree.lists import select_rows
+from fmmloopy.tree.octree import ranges_to_indices
+
+#: Normwise relative difference allowed between a recipe and the reference, in float64. Both sum
+#: the same terms; only the order of summation and fused multiply-adds differ, which moves a sum
+#: of at most a few tens of thousands of terms by O(n * 1e-16) relative to its largest term.
+RELATIVE_TOLERANCE = 1e-12
+
+#: Rows taken by each criterion of :func:`sample_rows`.
+ROWS_PER_CRITERION = 8
+
+#: Wrong entries described in a failure message.
+DESCRIBED_ENTRIES = 2
+
+
+def run_once(kernel, queue: cl.CommandQueue, inputs: dict, warm_up: bool = False,
+             ) -> tuple[dict[str, np.ndarray], float]:
+    """Run ``kernel`` (a :class:`~fmmloopy.execution.compiled.CompiledOperator`) on host ``inputs``
+    (target-major lists, converted to the kernel's layout here); its outputs and seconds.
+
+    Outputs start from the values in ``inputs``. With ``warm_up`` it runs once untimed first.
+    """
+    inputs = kernel.arguments_from(inputs)
+    outputs = kernel.written_names
+    device_inputs = {name: cla.to_device(queue, value) for name, value in inputs.items()
+                     if name not in outputs and isinstance(value, np.ndarray)}
+    scalars = {name: value for name, value in inputs.items() if not isinstance(value, np.ndarray)}
+
+    def once():
+        fresh = {name: cla.to_device(queue, inputs[name]) for name in outputs}
+        result = kernel(queue, **device_inputs, **scalars, **fresh)
+        queue.finish()
+        return result
+
+    if warm_up:
+        once()
+    start = time.perf_counter()
+    result = once()
+    seconds = time.perf_counter() - start
+    return {name: result[name].get() for name in outputs}, seconds
+
+
+def random_operands(spec: OperatorSpec, sizes: dict[str, int], tree, rng: np.random.Generator,
+                    ) -> dict[str, np.ndarray]:
+    """Random values for what ``spec`` reads and adds into (strengths and results, or source and
+    target vectors), shaped for ``tree``: outputs start from random values, so a kernel that
+    overwrites instead of adding is caught."""
+    if spec.template == MATVEC:
+        return {"source_vectors": rng.standard_normal((tree.nboxes, sizes["n_source_coeffs"])),
+                "target_vectors": rng.standard_normal((tree.nboxes, sizes["n_target_coeffs"]))}
+
+    def shape(kind: str, npoints: int) -> tuple[int, ...]:
+        return (npoints,) if kind == PARTICLES else (tree.nboxes, sizes["n_surface"])
+    return {"strengths": rng.standard_normal(shape(spec.sources, tree.nsources)),
+            "result": rng.standard_normal(shape(spec.targets, tree.ntargets))}
+
+
+# {{{ which rows
+
+@dataclass(frozen=True)
+class RowFacts:
+    """Per row of a launch (one target box each): what makes a row large or special."""
+
+    boxes: np.ndarray  # target box of each row
+    levels: np.ndarray
+    list_lengths: np.ndarray  # source boxes listed
+    targets: np.ndarray  # target points (particles) or output coefficients/surface points
+    sources: np.ndarray  # source points (particles or surfaces) over the row's list
+
+    @classmethod
+    def of(cls, spec: OperatorSpec, sizes: dict[str, int], inputs: dict) -> RowFacts:
+        boxes = np.asarray(inputs["target_boxes"], dtype=np.int64)
+        starts = np.asarray(inputs["source_box_starts"], dtype=np.int64)
+        entries = np.asarray(inputs["source_box_lists"], dtype=np.int64)
+        lengths = np.diff(starts)
+        if spec.template == MATVEC:
+            targets = np.full(len(boxes), sizes["n_target_coeffs"])
+            per_entry = np.full(len(entries), sizes["n_source_coeffs"])
+        else:
+            targets = (inputs["box_target_counts"][boxes] if spec.targets == PARTICLES
+                       else np.full(len(boxes), sizes["n_surface"]))
+            per_entry = (inputs["box_source_counts"][entries] if spec.sources == PARTICLES
+                         else np.full(len(entries), sizes["n_surface"]))
+        cumulative = np.concatenate([[0], np.cumsum(per_entry, dtype=np.int64)])
+        sources = cumulative[starts[1:]] - cumulative[starts[:-1]]
+        return cls(boxes, np.asarray(inputs["box_levels"])[boxes], lengths,
+                   np.asarray(targets, dtype=np.int64), sources)
+
+
+def sample_rows(facts: RowFacts, per_criterion: int = ROWS_PER_CRITERION) -> np.ndarray:
+    """Rows (positions in ``target_boxes``) to compare: the ``per_criterion`` rows with the most
+    targets, the longest lists, the most source points; the first and last rows; rows spread
+    evenly; the first and last row of every level. Sorted, without repeats."""
+    nrows = len(facts.boxes)
+    if nrows <= 6 * per_criterion:
+        return np.arange(nrows)
+    picked = [np.arange(per_criterion), np.arange(nrows - per_criterion, nrows),
+              np.linspace(0, nrows - 1, per_criterion).round().astype(np.int64)]
+    for measure in (facts.targets, facts.list_lengths, facts.sources):
+        picked.append(np.argsort(-measure, kind="stable")[:per_criterion])
+    for level in np.unique(facts.levels):
+        rows = np.flatnonzero(facts.levels == level)
+        picked.append(rows[[0, -1]])
+    return np.unique(np.concatenate(picked))
+
+
+def sampled_inputs(inputs: dict, rows: np.ndarray) -> dict:
+    """``inputs`` with the launch cut to ``rows`` (target boxes and their CSR lists)."""
+    aligned = (inputs["matrix_indices"],) if "matrix_indices" in inputs else ()
+    starts, entries, *indices = select_rows(inputs["source_box_starts"],
+                                            inputs["source_box_lists"], rows, *aligned)
+    cut = dict(inputs, target_boxes=np.asarray(inputs["target_boxes"])[rows].astype(np.int32),
+               ntarget_boxes=len(rows), source_box_starts=starts, source_box_lists=entries,
+               nsource_list_entries=len(entries))
+    if indices:
+        cut["matrix_indices"] = indices[0]
+    if "max_box_targets" in inputs:
+        counts = inputs["box_target_counts"][cut["target_boxes"]]
+        cut["max_box_targets"] = int(counts.max()) if len(counts) else 0
+    return cut
+
+# }}}
+
+
+# {{{ where rows live in an output
+
+def _particle_outputs(spec: OperatorSpec) -> bool:
+    """Whether ``spec``'s output is indexed by target point (else by box and point/coeff)."""
+    return spec.template != MATVEC and spec.targets == PARTICLES
+
+
+def _output_rows(spec: OperatorSpec, name: str, inputs: dict, boxes: np.ndarray) -> np.ndarray:
+    """Flat indices of output ``name`` that belong to target ``boxes``."""
+    if _particle_outputs(spec):
+        return ranges_to_indices(inputs["box_target_starts"][boxes].astype(np.int64),
+                                 inputs["box_target_counts"][boxes].astype(np.int64))
+    width = np.shape(inputs[name])[1]
+    return (boxes[:, None].astype(np.int64) * width + np.arange(width)[None, :]).ravel()
+
+# }}}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of one candidate-against-reference comparison."""
+
+    max_relative_error: float
+    compared_rows: int
+    total_rows: int
+    candidate_seconds: float
+    reference_seconds: float
+    mismatch: str = ""  # where the first wrong entries are; empty when all agree
+
+    @property
+    def ok(self) -> bool:
+        return self.max_relative_error <= RELATIVE_TOLERANCE and not self.mismatch
+
+
+def compare(candidate, reference, spec: OperatorSpec, sizes: dict[str, int], inputs: dict,
+            queue: cl.CommandQueue, *, green: GreenKernel | None = None,
+            rows: np.ndarray | None = None, warm_up: bool = False) -> Comparison:
+    """Run ``candidate`` on the whole launch ``inputs`` and ``reference`` on sampled ``rows``
+    (default :func:`sample_rows`); compare the sampled rows, and the rows of boxes the launch
+    does not target with their initial values.
+
+    ``reference`` is a compiled kernel, or None for the numpy host reference (then ``green``
+    is the Green's function).
+    """
+    facts = RowFacts.of(spec, sizes, inputs)
+    rows = sample_rows(facts) if rows is None else rows
+    actual, candidate_seconds = run_once(candidate, queue, inputs, warm_up=warm_up)
+    cut = sampled_inputs(inputs, rows)
+    if reference is None:
+        start = time.perf_counter()
+        expected = spec.host_reference(green, cut, sizes)
+        reference_seconds = time.perf_counter() - start
+    else:
+        expected, reference_seconds = run_once(reference, queue, cut, warm_up=warm_up)
+    worst, mismatch = 0.0, ""
+    for name, value in expected.items():
+        error, where = _compare_output(spec, name, inputs, facts, rows, actual[name], value)
+        worst = max(worst, error)
+        mismatch = mismatch or where
+    return Comparison(worst, len(rows), len(facts.boxes), candidate_seconds, reference_seconds,
+                      mismatch)
+
+
+def _compare_output(spec: OperatorSpec, name: str, inputs: dict, facts: RowFacts,
+                    rows: np.ndarray, actual: np.ndarray, expected: np.ndarray,
+                    ) -> tuple[float, str]:
+    """Largest relative difference on the compared entries and, if beyond the tolerance, a
+    description of the first wrong ones."""
+    actual, expected = np.ravel(actual), np.ravel(expected)
+    initial = np.ravel(inputs[name])
+    targeted = np.zeros(actual.size, dtype=bool)
+    targeted[_output_rows(spec, name, inputs, facts.boxes)] = True
+    sampled = _output_rows(spec, name, inputs, facts.boxes[rows])
+    untouched = np.flatnonzero(~targeted)
+    compared = np.concatenate([sampled, untouched])
+    reference = np.concatenate([expected[sampled], initial[untouched]])
+    got = actual[compared]
+    scale = float(np.max(np.abs(reference))) if reference.size else 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        difference = np.abs(got - reference)
+    difference[~np.isfinite(got)] = np.inf
+    error = float(difference.max() / (scale or 1.0)) if difference.size else 0.0
+    if error <= RELATIVE_TOLERANCE:
+        return error, ""
+    wrong = np.flatnonzero(difference > RELATIVE_TOLERANCE * (scale or 1.0))
+    described = [_describe(spec, name, inputs, facts, int(compared[i]), got[i], reference[i])
+                 for i in wrong[:DESCRIBED_ENTRIES]]
+    return error, (f"{len(wrong)} of {len(compared)} compared entries of {name!r} wrong; first: "
+                   + "; ".join(described))
+
+
+def _describe(spec: OperatorSpec, name: str, inputs: dict, facts: RowFacts, index: int,
+              got: float, want: float) -> str:
+    """Where flat entry ``index`` of output ``name`` lives: box, row, point or coefficient."""
+    if _particle_outputs(spec):
+        starts = inputs["box_target_starts"][facts.boxes]
+        counts = inputs["box_target_counts"][facts.boxes]
+        rows = np.flatnonzero((starts <= index) & (index < starts + counts))
+        if not len(rows):
+            return (f"target point {index} (in no target box of this launch: must keep its "
+                    f"value): got {got:.6g}, expected {want:.6g}")
+        box = int(facts.boxes[rows[0]])
+        what = f"target {index - int(starts[rows[0]])} of {int(counts[rows[0]])} in the box"
+    else:
+        width = np.shape(inputs[name])[1]
+        box, within = divmod(index, width)
+        noun = "coefficient" if spec.template == MATVEC else "surface point"
+        what = f"{noun} {within} of {width}"
+    values = f"got {got:.6g}, expected {want:.6g}"
+    positions = np.flatnonzero(facts.boxes == box)
+    if not len(positions):
+        return f"box {box} (not a target of this launch: must keep its value), {what}: {values}"
+    row = int(positions[0])
+    inputs_noun = "source coefficients" if spec.template == MATVEC else "source points"
+    return (f"target box {box} (row {row} of {len(facts.boxes)}, level {int(facts.levels[row])},"
+            f" list of {int(facts.list_lengths[row])} boxes with {int(facts.sources[row])} "
+            f"{inputs_noun}), {what}: {values}")

@@ -1,0 +1,1 @@
+"""The ``fmmloopy`` command line (``check``, ``bench``, ``show``, ``recipes``, ``cache``)."""

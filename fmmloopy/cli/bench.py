@@ -1,0 +1,129 @@
+"""``fmmloopy bench``: time every FMM step on a real tree, per recipe, against the sequential one.
+
+Work is counted on the host from the lists (:meth:`fmmloopy.driver.plan.Plan.work`): target-source
+pairs for pairwise operators, ``2 n_out n_in`` flops per list entry for matvecs. The peak float64
+rate comes from the device's properties (compute units x clock x float64 vector width x 2 for a
+fused multiply-add), a nominal figure that ignores a second FMA unit or turbo clocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from fmmloopy.api.fmm import MAX_ORDER, MIN_ORDER, Fmm
+from fmmloopy.base.devices import choose_device
+from fmmloopy.base.distributions import DISTRIBUTIONS
+from fmmloopy.base.validation import validate_integer
+from fmmloopy.execution.resources import check_memory, describe_problem, estimate_before_tree
+from fmmloopy.maths.operators import OPERATORS, PAIRWISE
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One step of the FMM under one recipe."""
+
+    step: str
+    recipe: str
+    seconds: float  # median of the timed repeats
+    work: int
+    unit: str  # "pairs" or "flops"
+    rate: float  # work per second
+    peak_share: float | None  # flops / peak (matvec steps only)
+    speedup: float | None  # sequential seconds / seconds
+
+
+def nominal_peak_flops(device) -> float:
+    """Compute units x clock x float64 vector width x 2 (one FMA per lane per cycle)."""
+    width = max(1, device.preferred_vector_width_double)
+    return device.max_compute_units * device.max_clock_frequency * 1e6 * width * 2
+
+
+def _time_steps(fmm: Fmm, steps: list[str], repeats: int) -> dict[str, float]:
+    plan = fmm.plan
+    seconds = {}
+    for step in steps:
+        plan.run_step(step)  # warm-up (outputs accumulate: only the time matters here)
+        seconds[step] = float(np.median([plan.run_step(step) for _ in range(repeats)]))
+    return seconds
+
+
+def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int = 150,
+              distribution: str = "sphere", recipe: str | None = None,
+              operators: list[str] | None = None, repeats: int = 3, device=None,
+              seed: int = 0, verify_recipes: bool = True) -> tuple[list[BenchRow], dict]:
+    """Bench the steps of ``operators`` (default: all) under ``recipe`` and ``sequential``.
+
+    With ``operators`` named, ``recipe`` applies to those only (the other steps run under the
+    device's own recipes), so a recipe written for one operator can be benched alone. A recipe
+    that is not shipped is compared with ``sequential`` on the bench's tree first (``Fmm``'s
+    first-use verification), unless ``verify_recipes`` is False.
+    """
+    n = validate_integer(n, "n (points to bench on)", 1)
+    repeats = validate_integer(repeats, "repeats", 1)
+    order = validate_integer(order, "order", MIN_ORDER, MAX_ORDER)
+    n_crit = validate_integer(n_crit, "n_crit", 1)
+    # Refuse what cannot fit before the points are drawn (the FMM checks it again, in detail).
+    check_memory(estimate_before_tree(n, n, True, order, n_crit), choose_device(device),
+                 describe_problem(n, n, order, n_crit))
+    rng = np.random.default_rng(seed)
+    points = DISTRIBUTIONS[distribution](n, rng)
+    charges = rng.uniform(-1, 1, n)
+    recipes = {operator: recipe for operator in operators} if recipe and operators else recipe
+    # M2P and P2L for every W and X entry (no small boxes summed directly): every operator runs.
+    fmm = Fmm(points, order=order, n_crit=n_crit, device=device, recipes=recipes,
+              w_x_direct=False, verify_recipes=verify_recipes)
+    reference = Fmm(points, order=order, n_crit=n_crit, device=fmm.device, recipes="sequential",
+                    w_x_direct=False)
+    fmm(charges)
+    reference(charges)
+    present = {launch.step for launch in fmm.plan.launches}
+    steps = [step for step in (operators or [*OPERATORS]) if step in present]
+    timed = _time_steps(fmm, steps, repeats)
+    baseline = _time_steps(reference, steps, repeats)
+    peak = nominal_peak_flops(fmm.device)
+    rows = []
+    for step in steps:
+        work = fmm.plan.work(step)
+        pairwise = OPERATORS[step].template == PAIRWISE
+        rate = work / timed[step]
+        chosen = {launch.kernel.recipe.name for launch in fmm.plan.launches
+                  if launch.step == step}
+        rows.append(BenchRow(step, "/".join(sorted(chosen)), timed[step], work,
+                             "pairs" if pairwise else "flops", rate,
+                             None if pairwise else rate / peak, baseline[step] / timed[step]))
+    info = {"n": n, "order": order, "n_crit": n_crit, "distribution": distribution,
+            "device": fmm.device.name, "nominal_peak_gflops": peak / 1e9,
+            "peak_source": "device properties: compute units x clock x fp64 width x 2",
+            "repeats": repeats, "verified_recipes": sorted(fmm.verified_recipes),
+            "unverified_recipes": sorted(fmm.plan.unverified_recipes)}
+    return rows, info
+
+
+def format_table(rows: list[BenchRow], info: dict) -> str:
+    """A readable table of :func:`run_bench`'s result."""
+    lines = [f"{info['n']} points ({info['distribution']}), order {info['order']}, n_crit "
+             f"{info['n_crit']}, device {info['device']}, nominal fp64 peak "
+             f"{info['nominal_peak_gflops']:.0f} GFLOP/s (from device properties), "
+             f"median of {info['repeats']}; M2P/P2L on every W/X entry (Fmm's w_x_direct=False)",
+             f"{'step':6s} {'recipe':12s} {'seconds':>9s} {'work':>11s} {'rate':>16s} "
+             f"{'of peak':>8s} {'vs sequential':>13s}"]
+    if info.get("verified_recipes"):
+        lines.append(f"recipes {', '.join(info['verified_recipes'])}: compared with "
+                     "'sequential' on this tree before timing (first-use verification)")
+    if info.get("unverified_recipes"):
+        lines.append(f"recipes {', '.join(info['unverified_recipes'])}: NOT verified against "
+                     "'sequential' (--no-verify-recipes); their numbers may be wrong")
+    for row in rows:
+        rate = (f"{row.rate / 1e6:9.0f} Mpair/s" if row.unit == "pairs"
+                else f"{row.rate / 1e9:8.2f} GFLOP/s")
+        share = "" if row.peak_share is None else f"{100 * row.peak_share:7.1f}%"
+        lines.append(f"{row.step:6s} {row.recipe:12s} {row.seconds:9.4f} {row.work:11.3e} "
+                     f"{rate:>16s} {share:>8s} {row.speedup:12.1f}x")
+    return "\n".join(lines)
+
+
+def as_json(rows: list[BenchRow], info: dict) -> dict:
+    """The result as plain data."""
+    return {"info": info, "steps": [asdict(row) for row in rows]}

@@ -1,0 +1,247 @@
+"""The ``fmmloopy`` command line: ``check``, ``bench``, ``show``, ``recipes`` and ``cache``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from fmmloopy.base.distributions import DISTRIBUTIONS
+from fmmloopy.maths.operators import OPERATORS
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipes", action="append", default=[], metavar="FILE_OR_MODULE",
+                        help="load recipes from a Python file or module (repeatable; also "
+                             "$FMMLOOPY_RECIPES)")
+    parser.add_argument("--device", default=None,
+                        help="OpenCL device: 'cpu', 'gpu' or part of its name "
+                             "(default: $FMMLOOPY_DEVICE, else a GPU, else a CPU)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fmmloopy", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    check = commands.add_parser(
+        "check", help="compare every (operator, recipe) with the sequential recipe")
+    check.add_argument("--operator", action="append", choices=sorted(OPERATORS),
+                       help="operator to check (repeatable; default: all)")
+    check.add_argument("--recipe", action="append",
+                       help="recipe name to check (repeatable; default: all that apply)")
+    check.add_argument("--seed", type=int, default=0, help="seed of the check problems")
+    check.add_argument("--order", type=int, default=6,
+                       help="order of the production-size problems: surfaces and c2e rank "
+                            "(default 6, as fmmloopy.Fmm)")
+    check.add_argument("--n-crit", type=int, default=150,
+                       help="most points per leaf of the production-size problems (default "
+                            "150, as fmmloopy.Fmm)")
+    check.add_argument("--n", type=int, default=None,
+                       help="points of each production-size problem (default 120 * n_crit)")
+    check.add_argument("--small-only", action="store_true",
+                       help="only the small problems: quick, but blind to recipes that go "
+                            "wrong only at the sizes of a real run")
+    check.add_argument("--memcheck", action="store_true",
+                       help="run every kernel (as transformed for --device) on tiny trees on "
+                            "the Oclgrind simulator instead, and fail on any out-of-bounds "
+                            "access or data race as well as on wrong numbers (needs "
+                            "pip install 'fmmloopy[memcheck]')")
+    _add_common(check)
+
+    bench = commands.add_parser(
+        "bench", help="time every FMM step on a real tree, with rates and speed-ups")
+    bench.add_argument("--operator", action="append", choices=sorted(OPERATORS),
+                       help="step to time (repeatable; default: all)")
+    bench.add_argument("--recipe", default=None,
+                       help="recipe for every operator (default: the device's own)")
+    bench.add_argument("--n", type=int, default=100_000, help="number of points")
+    bench.add_argument("--order", type=int, default=6, help="points per surface edge")
+    bench.add_argument("--n-crit", type=int, default=150, help="most points per leaf")
+    bench.add_argument("--distribution", default="sphere", choices=sorted(DISTRIBUTIONS))
+    bench.add_argument("--repeats", type=int, default=3, help="timed runs per step (median)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--no-verify-recipes", action="store_true",
+                       help="time recipes that are not shipped without comparing them with "
+                            "'sequential' on the tree first (the output says so)")
+    _add_common(bench)
+
+    show = commands.add_parser(
+        "show", help="print an operator's math-level kernel and its generated device code")
+    show.add_argument("operator", choices=sorted(OPERATORS))
+    show.add_argument("--recipe", default=None, help="recipe (default: the device's own)")
+    show.add_argument("--order", type=int, default=6, help="points per surface edge")
+    _add_common(show)
+
+    cache = commands.add_parser(
+        "cache", help="list or clear the disk caches (generated kernels, KIFMM operators)")
+    cache.add_argument("action", choices=("list", "clear"))
+
+    recipes = commands.add_parser(
+        "recipes", help="list operators, recipes, device classes and the default choice")
+    _add_common(recipes)
+    return parser
+
+
+def _check_sizes(args: argparse.Namespace) -> None:
+    """Refuse an ``--order`` or ``--n-crit`` that :class:`fmmloopy.Fmm` would refuse, before any
+    work, in every command that takes them (also where they go unused: ``check --small-only``)."""
+    if not hasattr(args, "order"):  # every command with --n-crit has --order
+        return
+    from fmmloopy.api.fmm import MAX_ORDER, MIN_ORDER
+    from fmmloopy.base.validation import validate_integer
+
+    validate_integer(args.order, "--order", MIN_ORDER, MAX_ORDER)
+    if hasattr(args, "n_crit"):
+        validate_integer(args.n_crit, "--n-crit", 1)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from fmmloopy.base.devices import choose_device, device_classes
+    from fmmloopy.base.validation import validate_integer
+    from fmmloopy.checking.check import (
+        ProductionSizes,
+        describe_problems,
+        loopy_log_path,
+        run_checks,
+    )
+
+    n = None if args.n is None else validate_integer(args.n, "--n", 1)
+    device = choose_device(args.device)
+    selection = dict(operators=args.operator, recipes=args.recipe, recipe_sources=args.recipes,
+                     seed=args.seed)
+    if args.memcheck:
+        from fmmloopy.checking.memcheck import oclgrind_device, run_memchecks
+
+        simulator = oclgrind_device()  # fails with how to install it before any work
+        print(f"device: {simulator.name} (memcheck: out-of-bounds accesses and data races); "
+              f"reference 'sequential' on {device.name} ({', '.join(device_classes(device))})")
+        checks, what = run_memchecks(device, **selection), "memchecks"
+    else:
+        production = None if args.small_only else ProductionSizes(
+            order=args.order, n_crit=args.n_crit, n=n)
+        print(f"device: {device.name} ({', '.join(device_classes(device))})")
+        print("problems (production-size ones run whole launches, the reference on sampled "
+              "rows):")
+        for line in describe_problems(args.seed, production):
+            print(f"  {line}", flush=True)
+        checks, what = run_checks(device, production=production, **selection), "checks"
+    results = []
+    for result in checks:
+        results.append(result)
+        print(result.line(), flush=True)
+    failures = [r for r in results if not r.ok]
+    print(f"{len(results) - len(failures)} of {len(results)} {what} passed")
+    if not args.memcheck:
+        print("(numbers against 'sequential', and recipes' loops statically for write races; "
+              "out-of-bounds accesses and races at run time are not looked for: add --memcheck)")
+        if failures:
+            print(f"loopy's own output, if any, is in {loopy_log_path()}")
+    if args.small_only and not args.memcheck:
+        print("(small problems only: sizes of a real run not checked)")
+    return 1 if failures or not results else 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from fmmloopy.cli.bench import as_json, format_table, run_bench
+    from fmmloopy.tuning.registry import ensure_loaded
+
+    ensure_loaded(args.recipes)
+    rows, info = run_bench(n=args.n, order=args.order, n_crit=args.n_crit,
+                           distribution=args.distribution, recipe=args.recipe,
+                           operators=args.operator, repeats=args.repeats, device=args.device,
+                           verify_recipes=not args.no_verify_recipes)
+    print(json.dumps(as_json(rows, info)) if args.json else format_table(rows, info))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from fmmloopy.base.devices import choose_device
+    from fmmloopy.execution.compiled import compiled_operator
+    from fmmloopy.maths.operators import math_kernel, operator_sizes
+    from fmmloopy.maths.surfaces import surface_size
+    from fmmloopy.tuning.registry import ensure_loaded
+
+    ensure_loaded(args.recipes)
+    n_e = surface_size(args.order)
+    sizes = operator_sizes(args.operator, n_e, rank=n_e)
+    device = choose_device(args.device)
+    compiled = compiled_operator(args.operator, device, recipe=args.recipe, **sizes)
+    print(f"# {args.operator}: math-level kernel (order {args.order}, sizes {sizes}), "
+          f"list layout {compiled.layout} (as recipe {compiled.recipe.name!r} asks)")
+    print(math_kernel(args.operator, layout=compiled.layout, **sizes))
+    print(f"# {args.operator} under recipe {compiled.recipe.name!r} ({compiled.recipe.source}) "
+          f"on {device.name}: generated OpenCL")
+    print(compiled.device_code())
+    return 0
+
+
+def _recipes(args: argparse.Namespace) -> int:
+    from fmmloopy.base.devices import choose_device, device_classes
+    from fmmloopy.tuning.registry import ensure_loaded, registered, select_recipe
+
+    ensure_loaded(args.recipes)
+    device = choose_device(args.device)
+    print(f"device: {device.name}; classes, most specific first: {device_classes(device)}")
+    for name, spec in OPERATORS.items():
+        chosen = select_recipe(name, spec.template, device)
+        print(f"{name} ({spec.template}): {spec.summary}; default here: {chosen.name!r}")
+    print("registered recipes:")
+    for entry in registered():
+        print(f"  {entry.name:12s} for {', '.join(entry.targets):20s} device {entry.device:12s}"
+              f" {entry.source}")
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from fmmloopy.execution.kernel_cache import cache_entries, clear_cache
+    from fmmloopy.execution.operator_cache import cache_dir
+
+    try:
+        if args.action == "clear":
+            files, size = clear_cache()
+            print(f"{cache_dir()}: removed {files} file{'s' if files != 1 else ''} "
+                  f"({size} bytes)")
+            return 0
+        entries = cache_entries()
+    except OSError as exc:
+        raise RuntimeError(f"cannot {args.action} the cache in {cache_dir()}: {exc}") from exc
+    print(f"cache directory: {cache_dir()}")
+    for entry in entries:
+        print(f"  {entry.line()}")
+    total = sum(entry.size for entry in entries)
+    print(f"{len(entries)} file{'s' if len(entries) != 1 else ''}, {total} bytes")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fmmloopy`` console script."""
+    args = _parser().parse_args(argv)
+    from fmmloopy.tuning.recipe import RecipeError
+
+    try:
+        _check_sizes(args)
+        commands = {"check": _check, "bench": _bench, "show": _show, "recipes": _recipes,
+                    "cache": _cache}
+        return commands[args.command](args)
+    except (RecipeError, LookupError, ValueError, FileNotFoundError, RuntimeError,
+            MemoryError) as exc:
+        print(f"fmmloopy {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # anything else is still one line; the traceback on request
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        print(f"fmmloopy {args.command}: error: {type(exc).__name__}: {_one_line(exc)} "
+              f"(set {TRACEBACK_ENV}=1 for the traceback)", file=sys.stderr)
+        return 2
+
+
+#: Environment variable: set, a failing command shows Python's traceback.
+TRACEBACK_ENV = "FMMLOOPY_TRACEBACK"
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+

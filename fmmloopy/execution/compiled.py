@@ -1,0 +1,437 @@
+"""Transformed kernels and their launchers, built once per (operator, recipe, device, dtype).
+
+:func:`compiled_operator` applies a recipe to an operator's math-level kernel, refuses it if it
+changes what the kernel takes or makes its writes race (:mod:`fmmloopy.tuning.races`), generates its
+code through loopy and keeps one launcher per OpenCL context; every caller of the same
+combination gets the same object, so code generation and the OpenCL build happen once per
+process. The generated code of the shipped recipes goes to the disk kernel cache
+(:mod:`fmmloopy.execution.kernel_cache`) as data, and :class:`_Launcher` runs it: a later process skips
+the math-level kernel, the recipe and loopy for them. What loopy prints while it generates code
+(a whole kernel, when it rejects one) goes to :func:`loopy_log_path`, not to the screen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import loopy as lp
+import numpy as np
+import pyopencl as cl
+from pymbolic import evaluate, parse
+from pymbolic.primitives import Variable
+
+from fmmloopy.base.devices import context_for
+from fmmloopy.execution import kernel_cache
+from fmmloopy.execution.operator_cache import cache_dir
+from fmmloopy.execution.resources import explain_opencl_error
+from fmmloopy.maths.green import GreenKernel, get_kernel
+from fmmloopy.maths.layouts import TARGET_MAJOR, layout_arguments
+from fmmloopy.maths.operators import get_operator, math_kernel
+from fmmloopy.tuning.races import analyse_races, silence_benign_races
+from fmmloopy.tuning.recipe import Recipe, RecipeContext, RecipeError, where_in_recipe
+from fmmloopy.tuning.registry import select_recipe
+
+
+class CompiledOperator:
+    """One operator transformed by one recipe for one device; call it with a queue and arrays.
+
+    The generated code comes from the disk kernel cache (:mod:`fmmloopy.execution.kernel_cache`) when it
+    holds it; the transformed loopy kernel (:attr:`t_unit`) is then built only if asked for.
+    """
+
+    def __init__(self, operator: str, recipe: Recipe, device: cl.Device,
+                 transform: Callable[[], tuple[lp.TranslationUnit, lp.TranslationUnit]], *,
+                 disk_key: dict[str, Any] | None = None,
+                 generated: kernel_cache.GeneratedKernel | None = None):
+        self.operator, self.recipe, self.device = operator, recipe, device
+        self._transform, self._disk_key, self._generated = transform, disk_key, generated
+        self._t_unit: lp.TranslationUnit | None = None
+        self._reshaped: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        #: Launchers by OpenCL context: ``launcher(queue, **arrays) -> (event, outputs)``.
+        self._executors: dict[int, Any] = {}
+        #: Launches set the OpenCL kernel's arguments, then enqueue it: one thread at a time
+        #: (the arguments are captured at the enqueue), as FMMs in several threads share this.
+        self._lock = threading.Lock()
+        if generated is None:  # a recipe that raises fails here, not at the first launch
+            self._build_t_unit()
+
+    def _build_t_unit(self) -> None:
+        math_level, self._t_unit = self._transform()
+        self._reshaped = _reshaped_arrays(math_level, self._t_unit)
+
+    @property
+    def t_unit(self) -> lp.TranslationUnit:
+        """The transformed loopy kernel (built now if the code came from the disk cache)."""
+        if self._t_unit is None:
+            self._build_t_unit()
+        return self._t_unit
+
+    @property
+    def reshaped(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        """Arrays whose shape the recipe changed (an axis split for ``vec``): name -> (math-level
+        shape, transformed shape), extents as text. Callers pass math-level shapes."""
+        return self._generated.reshaped if self._generated else self._reshaped
+
+    @property
+    def layout(self):
+        """The list layout this kernel walks (chosen by its recipe)."""
+        return self.recipe.layout
+
+    @property
+    def label(self) -> str:
+        recipe = self.recipe
+        function = getattr(recipe.function, "__qualname__", "?")
+        return (f"operator {self.operator!r} under recipe {recipe.name!r} (function {function} in "
+                f"{recipe.source})")
+
+    def __call__(self, queue: cl.CommandQueue, **arrays) -> dict[str, Any]:
+        """Run the kernel; returns loopy's output dict. Build failures name operator and recipe."""
+        given_shapes = {name: arrays[name].shape for name in self.reshaped if name in arrays}
+        arrays = self._reshape(arrays)
+        try:
+            with self._lock:
+                executor = self._executors.get(queue.context.int_ptr)
+                if executor is None:
+                    executor = self._executors[queue.context.int_ptr] = self._launcher(
+                        queue.context)
+                _event, outputs = executor(queue, **arrays)
+        except Exception as exc:  # code generation (loopy, islpy), the OpenCL build, the launch
+            hint = explain_opencl_error(exc, self.device)
+            raise RecipeError(f"running {self.label} on {self.device.name!r} failed: " + (
+                f"{hint} (OpenCL: {exc})" if hint else f"{type(exc).__name__}: {exc}")) from exc
+        return {name: value.reshape(given_shapes[name]) if name in given_shapes else value
+                for name, value in outputs.items()}
+
+    def _launcher(self, context: cl.Context):
+        """Generate the code (unless cached), build it for ``context``; store it once it builds.
+
+        A kernel :func:`_generate` cannot describe as data (several device kernels, argument
+        types known only at call time) runs through loopy's executor, uncached.
+        """
+        fresh = self._generated is None
+        if fresh:
+            with loopy_output_to_log():
+                executor = self.t_unit.executor(context)
+                generated = (None if executor.has_runtime_typed_args
+                             or executor.packing_controller is not None
+                             else _generate(self.t_unit, executor, self._reshaped))
+            if generated is None:
+                return executor
+            self._generated = generated
+        launcher = _Launcher(self._generated, context)
+        if fresh:
+            kernel_cache.store(self._disk_key, self._generated)
+        return launcher
+
+    @property
+    def generated(self) -> kernel_cache.GeneratedKernel | None:
+        """The generated code and launcher (generated now if not yet; None for a kernel whose
+        argument types are only known at call time, which loopy's executor runs)."""
+        context = context_for(self.device)
+        if self._generated is None and context.int_ptr not in self._executors:
+            self._executors[context.int_ptr] = self._launcher(context)
+        return self._generated
+
+    def _reshape(self, arrays: dict[str, Any]) -> dict[str, Any]:
+        """Views of the arrays the recipe re-shaped, in the shapes the transformed kernel takes.
+
+        Sizes come from the scalar arguments given and from matching the math-level shape of
+        each array with the array itself (C order, so a split axis is a free view).
+        """
+        if not self.reshaped:
+            return arrays
+        sizes = {name: int(value) for name, value in arrays.items()
+                 if isinstance(value, (int, np.integer))}
+        for name, (math_shape, _) in self.reshaped.items():
+            if name in arrays:
+                given = zip(map(_expression, math_shape), arrays[name].shape, strict=False)
+                sizes.update({extent.name: length for extent, length in given
+                              if isinstance(extent, Variable) and extent.name not in sizes})
+        return arrays | {
+            name: arrays[name].reshape(tuple(int(evaluate(_expression(extent), sizes))
+                                             for extent in shape))
+            for name, (_, shape) in self.reshaped.items() if name in arrays}
+
+    def arguments_from(self, target_major: dict[str, Any]) -> dict[str, Any]:
+        """This kernel's host arguments from target-major ones (lists in the recipe's layout).
+
+        ``target_major`` holds the template's target-major lists (``target_boxes``,
+        ``source_box_starts``, ...) and whatever else the kernel takes; names it does not take
+        are dropped.
+        """
+        names = set(self.argument_names)
+        arguments = (target_major if self.layout == TARGET_MAJOR else layout_arguments(
+            self.layout, target_major, self.device.max_compute_units))
+        return {name: value for name, value in arguments.items() if name in names}
+
+    @property
+    def argument_names(self) -> list[str]:
+        """Names of the kernel's arguments, in order."""
+        if self._generated is not None:
+            return list(self._generated.argument_names)
+        return [arg.name for arg in self.t_unit.default_entrypoint.args]
+
+    @property
+    def written_names(self) -> list[str]:
+        """Names of the arguments the kernel writes (its outputs), in argument order."""
+        if self._generated is not None:
+            return list(self._generated.written_names)
+        return _written_names(self.t_unit)
+
+    def device_code(self) -> str:
+        """The generated OpenCL source."""
+        generated = self.generated
+        return (generated.device_code if generated
+                else lp.generate_code_v2(self.t_unit).device_code())
+
+
+class _Launcher:
+    """Runs a generated kernel (:class:`~fmmloopy.execution.kernel_cache.GeneratedKernel`, plain data) in
+    one OpenCL context, as loopy's executor would, after checking every argument."""
+
+    def __init__(self, generated: kernel_cache.GeneratedKernel, context: cl.Context):
+        self.generated = generated
+        program = cl.Program(context, generated.device_code).build(
+            options=list(generated.build_options))
+        self.kernel = getattr(program, generated.kernel_name)
+        if self.kernel.num_args != len(generated.arguments):
+            raise ValueError(f"kernel {generated.kernel_name!r} takes {self.kernel.num_args} "
+                             f"arguments, its description {len(generated.arguments)}")
+        self.groups = tuple(map(_expression, generated.groups))
+        self.group_size = tuple(map(_expression, generated.group_size))
+
+    def __call__(self, queue: cl.CommandQueue, **arrays):
+        generated = self.generated
+        scalars = {name: int(value) for name, value in arrays.items()
+                   if isinstance(value, (int, np.integer)) and not isinstance(value, bool)}
+        values = []
+        for argument in generated.arguments:
+            if argument.name not in arrays:
+                kind = "array" if argument.is_array else "scalar"
+                raise TypeError(f"missing {kind} argument {argument.name!r}")
+            value = arrays[argument.name]
+            values.append(_checked_array(argument, value, scalars) if argument.is_array
+                          else _checked_scalar(argument, value))
+        self.kernel.set_args(*values)
+        groups = tuple(int(evaluate(extent, scalars)) for extent in self.groups) or (1,)
+        size = tuple(int(evaluate(extent, scalars)) for extent in self.group_size) or (1,)
+        event = cl.enqueue_nd_range_kernel(queue, self.kernel, groups, size, None, None,
+                                           True, True)  # g_times_l, allow_empty_ndrange
+        return event, {name: arrays[name] for name in generated.written_names if name in arrays}
+
+
+_EXPRESSIONS: dict[str, Any] = {}
+
+
+def _expression(text: str):
+    """A pymbolic expression parsed (not executed) from ``text``, memoised."""
+    if text not in _EXPRESSIONS:
+        _EXPRESSIONS[text] = parse(text)
+    return _EXPRESSIONS[text]
+
+
+def _checked_array(argument: kernel_cache.KernelArgument, value, scalars: dict) -> cl.Buffer:
+    """The buffer of ``value`` after checking it is what ``argument`` says (TypeError if not)."""
+    if not hasattr(value, "base_data"):
+        raise TypeError(f"argument {argument.name!r} must be a pyopencl array, got "
+                        f"{type(value).__name__}")
+    if np.dtype(value.dtype) != np.dtype(argument.dtype):
+        raise TypeError(f"argument {argument.name!r} has dtype {value.dtype}, the kernel takes "
+                        f"{np.dtype(argument.dtype)}")
+    try:
+        shape = tuple(int(evaluate(_expression(extent), scalars)) for extent in argument.shape)
+    except Exception as exc:
+        raise TypeError(f"the shape of argument {argument.name!r} ({argument.shape}) cannot be "
+                        f"evaluated from the scalar arguments: {exc}") from exc
+    if tuple(value.shape) != shape:
+        raise TypeError(f"argument {argument.name!r} has shape {tuple(value.shape)}, the kernel "
+                        f"takes {shape}")
+    if not value.flags.c_contiguous or value.offset != 0:
+        raise TypeError(f"argument {argument.name!r} must be C-contiguous with no offset")
+    return value.base_data
+
+
+def _checked_scalar(argument: kernel_cache.KernelArgument, value):
+    """``value`` as the scalar type of ``argument`` (TypeError if it does not fit)."""
+    dtype = np.dtype(argument.dtype)
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
+        raise TypeError(f"argument {argument.name!r} must be a number, got "
+                        f"{type(value).__name__}")
+    converted = dtype.type(value)
+    if converted != value:
+        raise TypeError(f"argument {argument.name!r} = {value!r} does not fit {dtype}")
+    return converted
+
+
+def loopy_log_path() -> str:
+    """The file that receives what loopy prints while it generates code (a whole kernel, when
+    it rejects one)."""
+    return str(cache_dir() / "logs" / "loopy.log")
+
+
+@contextlib.contextmanager
+def loopy_output_to_log() -> Iterator[None]:
+    """Send standard output (where loopy prints rejected kernels) to :func:`loopy_log_path`."""
+    path = loopy_log_path()
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        log = open(path, "a")
+    except OSError:  # no log file: loopy's output stays where it was
+        yield
+        return
+    with log, contextlib.redirect_stdout(log):
+        print(f"--- fmmloopy process {os.getpid()} at {time.ctime()} ---")
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+
+
+def _written_names(t_unit: lp.TranslationUnit) -> list[str]:
+    entry = t_unit.default_entrypoint
+    written = entry.get_written_variables()
+    return [arg.name for arg in entry.args if arg.name in written]
+
+
+def _generate(t_unit: lp.TranslationUnit, executor, reshaped: dict,
+              ) -> kernel_cache.GeneratedKernel | None:
+    """The generated code of ``t_unit`` and how to launch it, as data; None when loopy's
+    launch cannot be described so (several device kernels, arguments passed another way)."""
+    from loopy.schedule import CallKernel, get_insn_ids_for_block_at
+    from loopy.schedule.tools import get_subkernel_arg_info
+
+    entrypoint = t_unit.default_entrypoint.name
+    scheduled = executor.get_typed_and_scheduled_translation_unit(None)
+    kernel = scheduled[entrypoint]
+    calls = [(index, item) for index, item in enumerate(kernel.linearization)
+             if isinstance(item, CallKernel)]
+    if len(calls) != 1:
+        return None
+    index, call = calls[0]
+    info = get_subkernel_arg_info(kernel, call.kernel_name)
+    if info.passed_inames or info.passed_temporaries:
+        return None
+    groups, group_size = kernel.get_grid_sizes_for_insn_ids_as_exprs(
+        get_insn_ids_for_block_at(kernel.linearization, index), scheduled.callables_table)
+    arguments = []
+    for name in info.passed_names:
+        arg = kernel.arg_dict.get(name)
+        if isinstance(arg, lp.ArrayArg) and arg.offset == 0:
+            shape = tuple(map(_as_text, arg.shape))
+            arguments.append(kernel_cache.KernelArgument(name, True, arg.dtype.numpy_dtype.str,
+                                                         shape))
+        elif isinstance(arg, lp.ValueArg):
+            arguments.append(kernel_cache.KernelArgument(name, False,
+                                                         arg.dtype.numpy_dtype.str))
+        else:
+            return None
+    try:
+        grid = tuple(map(_as_text, groups)), tuple(map(_as_text, group_size))
+    except ValueError:
+        return None
+    code = lp.generate_code_v2(scheduled)
+    return kernel_cache.GeneratedKernel(
+        device_code=code.device_code(),
+        build_options=tuple(kernel.options.build_options or ()),
+        kernel_name=call.kernel_name,
+        arguments=tuple(arguments),
+        groups=grid[0], group_size=grid[1],
+        argument_names=tuple(arg.name for arg in t_unit.default_entrypoint.args),
+        written_names=tuple(_written_names(t_unit)),
+        reshaped=reshaped)
+
+
+def _as_text(expression) -> str:
+    """``expression`` as text that :func:`_expression` parses back to it (ValueError if not)."""
+    text = str(expression)
+    if parse(text) != expression:
+        raise ValueError(f"{expression!r} does not survive a round trip through text")
+    return text
+
+
+_CACHE: dict[tuple, CompiledOperator] = {}
+
+
+def _reshaped_arrays(before: lp.TranslationUnit, after: lp.TranslationUnit,
+                     ) -> dict[str, tuple[tuple, tuple]]:
+    """Arrays whose shape a recipe changed without changing their size (split axes), with both
+    shapes as text (:func:`_expression` parses them back)."""
+    old = {arg.name: arg.shape for arg in before.default_entrypoint.args
+           if isinstance(arg, lp.ArrayArg)}
+    return {arg.name: (tuple(map(_as_text, old[arg.name])), tuple(map(_as_text, arg.shape)))
+            for arg in after.default_entrypoint.args
+            if isinstance(arg, lp.ArrayArg) and arg.shape != old[arg.name]}
+
+
+def _apply_recipe(recipe: Recipe, knl: lp.TranslationUnit,
+                  ctx: RecipeContext) -> lp.TranslationUnit:
+    where = f"recipe {recipe.name!r} from {recipe.source} on operator {ctx.operator!r}"
+    try:
+        transformed = recipe(knl, ctx)
+    except Exception as exc:
+        raise RecipeError(f"{where} raised {type(exc).__name__}"
+                          f"{where_in_recipe(exc, recipe.source)}: {exc}") from exc
+    if not isinstance(transformed, lp.TranslationUnit):
+        raise RecipeError(f"{where} returned {type(transformed).__name__}, "
+                          "not a loopy TranslationUnit")
+    before = [arg.name for arg in knl.default_entrypoint.args]
+    after = [arg.name for arg in transformed.default_entrypoint.args]
+    if sorted(before) != sorted(after):
+        raise RecipeError(f"{where} changed the kernel arguments from {before} to {after}; "
+                          "a recipe may transform how a kernel computes, not what it takes")
+    _check_argument_types(where, knl, transformed)
+    try:
+        with loopy_output_to_log():
+            races = analyse_races(transformed)
+    except Exception as exc:  # loopy refuses the kernel while preprocessing it
+        raise RecipeError(f"{where} made a kernel loopy cannot preprocess: "
+                          f"{type(exc).__name__}: {exc} (loopy's output: {loopy_log_path()})"
+                          ) from exc
+    if races.reports:
+        raise RecipeError(f"{where} makes parallel work-items or work-groups write the same "
+                          "element (a write race, which a CPU device may hide and a GPU will "
+                          "not): " + "; ".join(str(report) for report in races.reports))
+    return silence_benign_races(transformed, races)
+
+
+def _check_argument_types(where: str, knl: lp.TranslationUnit,
+                          transformed: lp.TranslationUnit) -> None:
+    """RecipeError naming the argument when a recipe changed an argument's dtype or kind (its
+    shape is checked at launch: only an axis split for ``vec`` keeps the arrays callers pass)."""
+    old = {arg.name: arg for arg in knl.default_entrypoint.args}
+    for arg in transformed.default_entrypoint.args:
+        previous = old[arg.name]
+        if type(arg) is not type(previous) or arg.dtype != previous.dtype:
+            raise RecipeError(
+                f"{where} changed argument {arg.name!r} from {type(previous).__name__} of "
+                f"{previous.dtype} to {type(arg).__name__} of {arg.dtype}; a recipe may "
+                "transform how a kernel computes, not what it takes")
+
+
+def compiled_operator(operator: str, device: cl.Device, *, recipe: str | Recipe | None = None,
+                      kernel: str | GreenKernel = "laplace", dtype=np.float64,
+                      **sizes: int) -> CompiledOperator:
+    """The cached, transformed ``operator`` for ``device`` (recipe by name, or the default)."""
+    spec = get_operator(operator)
+    if not isinstance(recipe, Recipe):
+        recipe = select_recipe(operator, spec.template, device, recipe)
+    green = get_kernel(kernel)
+    dtype = np.dtype(dtype)
+    key = (operator, recipe, device.int_ptr, green, dtype, tuple(sorted(sizes.items())))
+    if key not in _CACHE:
+        def transform() -> tuple[lp.TranslationUnit, lp.TranslationUnit]:
+            knl = math_kernel(operator, kernel=green, dtype=dtype, layout=recipe.layout, **sizes)
+            ctx = RecipeContext(operator=operator, template=spec.template, device=device,
+                                parameters=dict(sizes, dtype=dtype, layout=recipe.layout))
+            return knl, _apply_recipe(recipe, knl, ctx)
+
+        disk_key = kernel_cache.kernel_key(operator, recipe, device, green, dtype, sizes)
+        _CACHE[key] = CompiledOperator(operator, recipe, device, transform, disk_key=disk_key,
+                                       generated=kernel_cache.load(disk_key))
+    return _CACHE[key]

@@ -1,0 +1,90 @@
+"""Kernel arguments from a tree and its lists, named as the templates name them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fmmloopy.maths.templates import INDEX_DTYPE
+from fmmloopy.tree.lists import InteractionLists, select_rows
+from fmmloopy.tree.octree import Tree
+
+#: Rows of a box list for every box: (starts[nboxes + 1], entries, matrix indices or None).
+BoxList = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
+
+def tree_arguments(tree: Tree) -> dict[str, np.ndarray | int]:
+    """Box geometry and particle layout of ``tree`` (every template argument it determines)."""
+    return {
+        "sources": tree.sources_soa, "targets": tree.targets_soa,
+        "box_source_starts": tree.box_source_starts,
+        "box_source_counts": tree.box_source_counts,
+        "box_target_starts": tree.box_target_starts,
+        "box_target_counts": tree.box_target_counts,
+        "box_centres": tree.box_centres_soa, "box_levels": tree.box_levels,
+        "level_half_widths": tree.root_half_width / 2.0 ** np.arange(tree.nlevels),
+        "nboxes": tree.nboxes, "nlevels": tree.nlevels,
+        "nsources": tree.nsources, "ntargets": tree.ntargets,
+    }
+
+
+def box_list(tree: Tree, lists: InteractionLists, name: str) -> BoxList:
+    """The box list ``name`` with a row for every box (see :mod:`fmmloopy.maths.operators`).
+
+    ``u``/``v``/``w``/``x`` are the interaction lists (V carries transfer-vector indices);
+    ``self`` lists each box itself (matrix index 0); ``children`` lists a box's children with
+    their octant as matrix index; ``parent`` lists a box's parent with the box's own octant.
+    """
+    nboxes = tree.nboxes
+    if name in ("u", "v", "w", "x"):
+        indices = lists.v_transfer if name == "v" else None
+        return getattr(lists, f"{name}_starts"), getattr(lists, f"{name}_lists"), indices
+    if name == "self":
+        boxes = np.arange(nboxes, dtype=INDEX_DTYPE)
+        return np.arange(nboxes + 1, dtype=INDEX_DTYPE), boxes, np.zeros_like(boxes)
+    if name == "children":
+        present = tree.box_children >= 0
+        starts = np.zeros(nboxes + 1, dtype=INDEX_DTYPE)
+        np.cumsum(present.sum(axis=1), out=starts[1:])
+        octants = np.broadcast_to(np.arange(8, dtype=INDEX_DTYPE), present.shape)
+        return starts, tree.box_children[present], octants[present]
+    if name == "parent":
+        has_parent = tree.box_parents >= 0
+        starts = np.zeros(nboxes + 1, dtype=INDEX_DTYPE)
+        np.cumsum(has_parent, out=starts[1:])
+        octants = (tree.box_keys[has_parent] & np.uint64(7)).astype(INDEX_DTYPE)
+        return starts, tree.box_parents[has_parent], octants
+    raise ValueError(f"unknown box list {name!r}")
+
+
+def box_list_arguments(starts: np.ndarray, lists: np.ndarray, target_boxes: np.ndarray,
+                       matrix_indices: np.ndarray | None = None) -> dict[str, np.ndarray | int]:
+    """The CSR source-box list of ``target_boxes`` from a per-box list ``(starts, lists)``.
+
+    With ``matrix_indices`` (aligned with ``lists``, e.g. V's transfer vectors) the matching
+    ``matrix_indices`` argument of the matvec template is cut too.
+    """
+    target_boxes = np.asarray(target_boxes, dtype=INDEX_DTYPE)
+    aligned = () if matrix_indices is None else (matrix_indices,)
+    row_starts, entries, *indices = select_rows(starts, lists, target_boxes, *aligned)
+    arguments = {
+        "target_boxes": target_boxes, "ntarget_boxes": len(target_boxes),
+        "source_box_starts": row_starts, "source_box_lists": entries,
+        "nsource_list_entries": len(entries),
+    }
+    if indices:
+        arguments["matrix_indices"] = indices[0]
+    return arguments
+
+
+def pair_count(arguments: dict, box_target_counts: np.ndarray,
+               box_source_counts: np.ndarray) -> int:
+    """Target-source pairs a pairwise kernel visits, counted on the host from its list.
+
+    ``box_*_counts`` are the points per box on each side (particle counts, or the surface size).
+    """
+    counts_t = box_target_counts[arguments["target_boxes"]].astype(np.int64)
+    per_entry = box_source_counts[arguments["source_box_lists"]].astype(np.int64)
+    cumulative = np.concatenate([[0], np.cumsum(per_entry)])
+    row_starts = arguments["source_box_starts"]
+    sources_per_row = cumulative[row_starts[1:]] - cumulative[row_starts[:-1]]
+    return int(counts_t @ sources_per_row)

@@ -1,0 +1,402 @@
+"""Disk cache of the generated kernels of the shipped recipes: data, verified before use.
+
+A second process skips the math-level kernel, the recipe and loopy for the kernels of the
+shipped recipes: it reads what running one kernel needs (:class:`GeneratedKernel`), all of it
+*data*: the OpenCL source, its build options, the device kernel's name, its arguments in order
+(name, scalar or array, dtype, shape as an expression in the scalar arguments), the launch grid
+as expressions in the scalar arguments, the names of the outputs, and the arrays whose shape a
+recipe split. :class:`fmmloopy.execution.compiled.CompiledOperator` launches it with a launcher of its own
+that checks every argument first; nothing read from a cache file is executed as Python, and
+expressions are parsed with pymbolic's parser and evaluated over integers only.
+
+Which kernels are stored. Only those of the shipped recipes, unmodified
+(:func:`fmmloopy.tuning.shipped.is_shipped`): their sources are the files of this package, all of
+which are in the key. A user's recipe is applied anew in every process -- whatever its file, the
+helpers it imports, the environment variables or data files it reads say *now* is what runs --
+and loopy's own caches, keyed by the transformed kernel itself, skip its code generation when
+nothing changed. So no recipe outside the package can be served a stale kernel.
+
+The key (:func:`kernel_key`) holds the operator, its sizes, dtype, the Green's function's
+fingerprint, the recipe (name, device class, targets, function, layout), a sha256 of every
+module of ``fmmloopy`` and ``transforms``, the versions of Python, loopy, pyopencl, pymbolic,
+islpy and numpy, and the device (platform, name, vendor, versions, the properties a recipe may
+read; not its memory sizes, which PoCL sets from the free memory at start-up).
+
+A file (``<cache_dir>/kernels/<operator>-<recipe>-<hash of the key>.json``) holds JSON: the key,
+the kernel and a sha256 of both. On load the file must parse, its key must equal the expected
+one, the digest must match and every field must have its type; anything else is reported with
+:class:`KernelCacheWarning`, the file is deleted and the kernel generated again. The digest
+guards against corruption, not against someone who can write the directory: files are read only
+from a directory owned by the user and writable by nobody else (created with mode 0700), and
+only if the file is owned by the user and writable by nobody else, as ssh and pip insist; a
+directory that fails this is neither read nor written (one warning). ``FMMLOOPY_KERNEL_CACHE=off``
+switches the cache off; ``fmmloopy cache list`` and ``fmmloopy cache clear`` show and empty it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import stat
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyopencl as cl
+
+from fmmloopy.execution.operator_cache import (
+    CACHE_ENV,
+    cache_dir,
+    cache_file_status,
+    kernel_fingerprint,
+    key_string,
+    write_atomically,
+    write_or_warn,
+)
+from fmmloopy.tuning.shipped import is_shipped
+
+#: Bump whenever :class:`GeneratedKernel` or the meaning of a key changes. 3: JSON, data only.
+FORMAT_VERSION = 3
+
+#: Environment variable: ``off`` (or ``0``, ``no``, ``false``) disables the kernel cache.
+KERNEL_CACHE_ENV = "FMMLOOPY_KERNEL_CACHE"
+
+#: This project's packages: every source file of theirs (subpackages included) is in every key.
+_PACKAGED = ("fmmloopy", "fmmloopy.transforms")
+_PACKAGES = ("loopy", "pyopencl", "pymbolic", "islpy", "numpy")
+_DEVICE_PROPERTIES = (
+    "name", "vendor", "version", "driver_version", "type", "max_compute_units",
+    "max_work_group_size", "max_work_item_sizes", "local_mem_size",
+    "preferred_vector_width_double", "preferred_vector_width_float",
+    "native_vector_width_double", "address_bits", "extensions")
+# Not global_mem_size or max_mem_alloc_size: PoCL derives them from the memory free when it
+# starts, which would change the key from one process to the next.
+_warned_unwritable: set[str] = set()
+_warned_unsafe: set[str] = set()
+
+#: Suffix of a kernel cache file.
+SUFFIX = ".json"
+
+
+class KernelCacheWarning(UserWarning):
+    """A kernel cache file was rejected (and generated again), or could not be written."""
+
+
+@dataclass(frozen=True)
+class KernelArgument:
+    """One argument of the device kernel, in the order the OpenCL kernel takes them."""
+
+    name: str
+    is_array: bool
+    dtype: str  # numpy dtype string, e.g. "<f8"
+    shape: tuple[str, ...] = ()  # arrays: the extents, as expressions in the scalars
+
+
+@dataclass(frozen=True)
+class GeneratedKernel:
+    """What running one transformed kernel needs, without loopy, as plain data."""
+
+    device_code: str
+    build_options: tuple[str, ...]
+    kernel_name: str
+    #: The device kernel's arguments in order (loopy passes only those the kernel uses).
+    arguments: tuple[KernelArgument, ...]
+    #: Work-group counts and sizes per axis (global size = their product), as expressions.
+    groups: tuple[str, ...]
+    group_size: tuple[str, ...]
+    #: Names of the translation unit's arguments (math level), in order.
+    argument_names: tuple[str, ...]
+    written_names: tuple[str, ...]
+    #: Arrays whose shape the recipe split: name -> (math-level shape, kernel shape).
+    reshaped: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]
+
+    def as_data(self) -> dict[str, Any]:
+        """Plain JSON-able data."""
+        return asdict(self)
+
+    @classmethod
+    def from_data(cls, data: Any) -> GeneratedKernel:
+        """The kernel of :meth:`as_data`'s output; ValueError for anything malformed."""
+        def strings(value, what: str) -> tuple[str, ...]:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{what} is not a list of strings")
+            return tuple(value)
+
+        if not isinstance(data, dict):
+            raise ValueError("the kernel is not an object")
+        expected = {"device_code", "build_options", "kernel_name", "arguments", "groups",
+                    "group_size", "argument_names", "written_names", "reshaped"}
+        if set(data) != expected:
+            raise ValueError(f"the kernel's fields are {sorted(data)}")
+        for name in ("device_code", "kernel_name"):
+            if not isinstance(data[name], str):
+                raise ValueError(f"{name} is not a string")
+        arguments = []
+        for entry in data["arguments"] if isinstance(data["arguments"], list) else [None]:
+            if (not isinstance(entry, dict) or set(entry) != {"name", "is_array", "dtype", "shape"}
+                    or not isinstance(entry["name"], str) or not isinstance(entry["dtype"], str)
+                    or not isinstance(entry["is_array"], bool)):
+                raise ValueError("an argument is malformed")
+            arguments.append(KernelArgument(entry["name"], entry["is_array"], entry["dtype"],
+                                            strings(entry["shape"], "a shape")))
+        reshaped = data["reshaped"]
+        if not isinstance(reshaped, dict) or not all(
+                isinstance(v, list) and len(v) == 2 for v in reshaped.values()):
+            raise ValueError("reshaped is malformed")
+        return cls(data["device_code"], strings(data["build_options"], "build_options"),
+                   data["kernel_name"], tuple(arguments), strings(data["groups"], "groups"),
+                   strings(data["group_size"], "group_size"),
+                   strings(data["argument_names"], "argument_names"),
+                   strings(data["written_names"], "written_names"),
+                   {name: (strings(v[0], "a shape"), strings(v[1], "a shape"))
+                    for name, v in reshaped.items()})
+
+
+def enabled() -> bool:
+    """False when ``$FMMLOOPY_KERNEL_CACHE`` says ``off``/``0``/``no``/``false``."""
+    return os.environ.get(KERNEL_CACHE_ENV, "").strip().lower() not in ("off", "0", "no", "false")
+
+
+def device_fingerprint(device: cl.Device) -> dict[str, str]:
+    """The platform and the device properties a recipe may base a decision on, as text."""
+    fingerprint = {"platform": f"{device.platform.name} {device.platform.version}"}
+    for name in _DEVICE_PROPERTIES:
+        try:
+            fingerprint[name] = str(getattr(device, name))
+        except cl.Error:  # a property this device does not report
+            fingerprint[name] = "?"
+    return fingerprint
+
+
+@functools.cache
+def _package_sources_digest() -> str:
+    """sha256 of every ``.py`` file of ``fmmloopy`` and ``fmmloopy.transforms`` (relative names
+    and bytes)."""
+    digest = hashlib.sha256()
+    for package in map(importlib.import_module, _PACKAGED):
+        root = Path(package.__file__).parent
+        for path in sorted(root.rglob("*.py")):
+            digest.update(f"{package.__name__}/{path.relative_to(root).as_posix()}\n".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@functools.cache
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in _PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "?"
+    return versions
+
+
+def kernel_key(operator: str, recipe: Any, device: cl.Device, green: Any, dtype: Any,
+               sizes: dict[str, int]) -> dict[str, Any] | None:
+    """The key of one generated kernel (JSON-serialisable), or None when it is not stored: the
+    recipe is not one of the shipped ones, unmodified."""
+    if not is_shipped(recipe):
+        return None
+    return {
+        "format_version": FORMAT_VERSION,
+        "operator": operator,
+        "sizes": {name: int(value) for name, value in sorted(sizes.items())},
+        "dtype": str(dtype),
+        "kernel": green.name,
+        "kernel_fingerprint": kernel_fingerprint(green),
+        "recipe": [recipe.name, recipe.device, list(recipe.targets),
+                   getattr(recipe.function, "__qualname__", "?"), repr(recipe.layout)],
+        "package_sources": _package_sources_digest(),
+        "versions": _versions(),
+        "device": device_fingerprint(device),
+    }
+
+
+def kernels_dir() -> Path:
+    """Where kernel cache files live."""
+    return cache_dir() / "kernels"
+
+
+def kernel_path(key: dict[str, Any]) -> Path:
+    """The file of ``key``: operator and recipe name, then a hash of the whole key."""
+    digest = hashlib.sha256(key_string(key).encode()).hexdigest()[:24]
+    return kernels_dir() / f"{key['operator']}-{key['recipe'][0]}-{digest}{SUFFIX}"
+
+
+# {{{ who may have written the directory
+
+def _unsafe(path: Path) -> str | None:
+    """Why ``path`` (an existing file or directory) must not be trusted, or None: it must be
+    owned by this user and not writable by group or others."""
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        return f"{path} is a symbolic link"
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        return f"{path} is owned by user id {info.st_uid}, not by this user ({os.getuid()})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{path} is writable by other users (mode {stat.filemode(info.st_mode)})"
+    return None
+
+
+def _trusted_directory(create: bool) -> Path | None:
+    """The kernels directory if it may be used (created private when ``create``), else None
+    (absent, or unsafe: warned once)."""
+    directory = kernels_dir()
+    if create:
+        try:
+            directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, exist_ok=True)
+        except OSError:
+            return directory  # not writable: the write reports it
+    if not directory.exists():
+        return None
+    for folder in (directory.parent, directory):
+        reason = _unsafe(folder)
+        if reason is not None:
+            if str(directory) not in _warned_unsafe:
+                _warned_unsafe.add(str(directory))
+                warnings.warn(
+                    f"fmmloopy kernel cache: not using {directory}: {reason}; kernels are "
+                    "generated in this process instead (make the directory yours and private, "
+                    f"chmod 700, or point ${CACHE_ENV} elsewhere)", KernelCacheWarning,
+                    stacklevel=4)
+            return None
+    return directory
+
+# }}}
+
+
+def _digest(key: dict[str, Any], kernel: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps({"key": key, "kernel": kernel}, sort_keys=True)
+                          .encode()).hexdigest()
+
+
+def _reject(path: Path, why: str) -> None:
+    """Warn that ``path`` was rejected and delete it."""
+    warnings.warn(f"fmmloopy kernel cache: rejected {path} ({why}); deleted, generating the "
+                  "kernel again", KernelCacheWarning, stacklevel=4)
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def load(key: dict[str, Any] | None) -> GeneratedKernel | None:
+    """The kernel stored under ``key``, or None (missing, disabled, or rejected with a warning)."""
+    if key is None or not enabled() or _trusted_directory(create=False) is None:
+        return None
+    path = kernel_path(key)
+    try:
+        reason = _unsafe(path)
+        if reason is not None:
+            _reject(path, reason)
+            return None
+        stored = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as error:
+        warnings.warn(f"fmmloopy kernel cache: cannot read {path} ({error}); generating the "
+                      "kernel again", KernelCacheWarning, stacklevel=3)
+        return None
+    try:
+        entry = json.loads(stored.decode("utf-8"))
+        if not isinstance(entry, dict) or set(entry) != {"key", "kernel", "sha256"}:
+            raise ValueError("not a kernel cache entry")
+        if entry["key"] != key:
+            raise ValueError("the stored key differs from the expected one")
+        if entry["sha256"] != _digest(entry["key"], entry["kernel"]):
+            raise ValueError("the content digest does not match")
+        return GeneratedKernel.from_data(entry["kernel"])
+    except Exception as error:  # any failure to read means the file cannot be trusted
+        _reject(path, f"{type(error).__name__}: {error}")
+        return None
+
+
+def store(key: dict[str, Any] | None, kernel: GeneratedKernel) -> None:
+    """Write ``kernel`` under ``key`` (atomically, privately); an unwritable directory warns
+    once, an unsafe one is left alone."""
+    if key is None or not enabled() or _trusted_directory(create=True) is None:
+        return
+    path = kernel_path(key)
+    data = kernel.as_data()
+    text = json.dumps({"key": key, "kernel": data, "sha256": _digest(key, data)},
+                      sort_keys=True).encode()
+    write_or_warn(path, lambda: write_atomically(path, lambda stream: stream.write(text)),
+                  f"fmmloopy kernel cache: cannot write to {path.parent}",
+                  "kernels are generated but not cached", KernelCacheWarning,
+                  _warned_unwritable)
+
+
+# {{{ fmmloopy cache list / clear
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One file of the kernel or operator cache, as ``fmmloopy cache list`` shows it."""
+
+    path: Path
+    kind: str  # "kernel", "operators" or "temporary"
+    size: int
+    modified: float
+    status: str  # "ok", or why it would be rejected
+
+    def line(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.modified))
+        return f"{self.kind:9s} {self.size:10d} B  {when}  {self.status:10s} {self.path.name}"
+
+
+def _kernel_status(path: Path) -> str:
+    try:
+        entry = json.loads(path.read_bytes().decode("utf-8"))
+        if not isinstance(entry, dict) or set(entry) != {"key", "kernel", "sha256"}:
+            return "foreign"
+        if entry["sha256"] != _digest(entry["key"], entry["kernel"]):
+            return "corrupt"
+        if not isinstance(entry["key"], dict) or (
+                entry["key"].get("format_version") != FORMAT_VERSION):
+            return "old format"
+        GeneratedKernel.from_data(entry["kernel"])
+    except Exception:
+        return "corrupt"
+    return "ok"
+
+
+def cache_entries() -> list[CacheEntry]:
+    """Every file of the kernel and operator caches (kernels, operator ``.npz`` files, leftover
+    temporary files), in name order."""
+    entries = []
+    for folder in (cache_dir(), kernels_dir()):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if not path.is_file():
+                continue
+            info = path.stat()
+            if path.name.endswith(".tmp"):
+                kind, status = "temporary", "leftover"
+            elif folder == kernels_dir():
+                kind, status = "kernel", _kernel_status(path)
+            elif path.suffix == ".npz":
+                kind, status = "operators", cache_file_status(path)
+            else:
+                continue
+            entries.append(CacheEntry(path, kind, info.st_size, info.st_mtime, status))
+    return entries
+
+
+def clear_cache() -> tuple[int, int]:
+    """Delete every file :func:`cache_entries` lists; (files, bytes) removed."""
+    files = size = 0
+    for entry in cache_entries():
+        entry.path.unlink()
+        files, size = files + 1, size + entry.size
+    return files, size
+
+# }}}

@@ -1,0 +1,55 @@
+"""Integer geometry of the octree that the KIFMM operators are defined on.
+
+Octants of a box (:data:`OCTANT_BITS`), the 27 neighbour slots of a box at its own level
+(:data:`NEIGHBOUR_OFFSETS`) and the 316 M2L transfer vectors: the offsets
+``(centre(source box) - centre(target box)) / box side`` in ``{-3..3}^3`` outside ``{-1..1}^3``
+(:func:`transfer_vectors` maps index -> offset, :func:`transfer_vector_index` offset -> index).
+The precomputed matrices are indexed by these; the tree and its lists use the same tables.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# (dx, dy, dz) for the 27 neighbour slots, slot = 9 (dx+1) + 3 (dy+1) + (dz+1); slot 13 is self.
+NEIGHBOUR_OFFSETS = np.array(
+    [(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)], dtype=np.int64
+)
+#: (bx, by, bz) for the 8 octants, octant = 4 bx + 2 by + bz.
+OCTANT_BITS = np.array([((o >> 2) & 1, (o >> 1) & 1, o & 1) for o in range(8)], dtype=np.int64)
+
+#: Number of M2L transfer vectors: 7**3 - 3**3.
+NTRANSFER_VECTORS = 316
+
+_ALL_OFFSETS = np.array(
+    [(i, j, k) for i in range(-3, 4) for j in range(-3, 4) for k in range(-3, 4)], dtype=np.int64
+)
+_TRANSFER = _ALL_OFFSETS[np.abs(_ALL_OFFSETS).max(axis=1) >= 2]
+# code (i+3)*49 + (j+3)*7 + (k+3) -> transfer index, -1 for the 27 adjacent offsets.
+_CODE_TO_INDEX = np.full(343, -1, dtype=np.int64)
+_CODE_TO_INDEX[np.flatnonzero(np.abs(_ALL_OFFSETS).max(axis=1) >= 2)] = np.arange(
+    NTRANSFER_VECTORS)
+
+
+def transfer_vectors() -> np.ndarray:
+    """(316, 3) int64: the offset of each transfer-vector index, lexicographic in (x, y, z)."""
+    return _TRANSFER.copy()
+
+
+def transfer_vector_index(offsets: np.ndarray) -> np.ndarray:
+    """Transfer-vector indices of integer offsets ``(..., 3)``; ValueError if one is not in V."""
+    off = np.asarray(offsets)
+    if off.shape[-1:] != (3,):
+        raise ValueError(f"offsets must have shape (..., 3), got {off.shape}")
+    off = off.astype(np.int64)
+    inside = np.all(np.abs(off) <= 3, axis=-1)
+    code = np.where(inside, ((off[..., 0] + 3) * 7 + off[..., 1] + 3) * 7 + off[..., 2] + 3, 0)
+    idx = np.where(inside, _CODE_TO_INDEX[code], -1)
+    if np.any(idx < 0):
+        raise ValueError("offsets must lie in {-3..3}^3 with some |component| >= 2")
+    return idx
+
+
+def child_centres() -> np.ndarray:
+    """(3, 8): centre of the child of each octant of the box of half-width 1 centred at 0."""
+    return np.ascontiguousarray((OCTANT_BITS - 0.5).T.astype(np.float64))

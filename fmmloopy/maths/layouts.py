@@ -1,0 +1,132 @@
+"""List layouts of the matvec template: the order in which a kernel walks its (target, source,
+matrix) entries. Which layout a kernel uses is a tuning choice, so a recipe asks for one.
+
+* :data:`TARGET_MAJOR` -- a CSR list of source boxes per target box
+  (:func:`fmmloopy.maths.templates.make_matvec_kernel`); every entry re-reads its matrix.
+* :class:`Grouped` -- target boxes in blocks of ``target_block`` consecutive boxes; each block's
+  entries grouped by matrix (:func:`fmmloopy.maths.templates.make_grouped_matvec_kernel`), so a matrix is
+  read once per block and group and applied to all the group's pairs.
+
+:func:`layout_arguments` turns the target-major arguments of a launch into those of another
+layout, on the host and once per tree (the driver and the check both build them this way).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fmmloopy.maths.templates import INDEX_DTYPE
+
+
+@dataclass(frozen=True)
+class TargetMajor:
+    """Source boxes listed per target box (the template's own CSR order)."""
+
+    kind = "target-major"
+
+
+@dataclass(frozen=True)
+class Grouped:
+    """Pairs grouped by matrix inside blocks of consecutive target boxes.
+
+    A larger block reads each matrix for more pairs (less memory traffic); a smaller one gives
+    more blocks to run in parallel. ``target_block`` fixes the block size; without it, the
+    targets of a launch are cut into ``blocks_per_compute_unit`` blocks per compute unit of the
+    device (as large as the parallelism allows).
+    """
+
+    target_block: int | None = None
+    #: Pairs of a group the kernel walks as one tile (a loop of fixed length a recipe may unroll).
+    pair_tile: int = 1
+    blocks_per_compute_unit: int = 2
+    kind = "grouped"
+
+    def __post_init__(self):
+        for name in ("target_block", "pair_tile", "blocks_per_compute_unit"):
+            value = getattr(self, name)
+            if value is not None and (int(value) != value or value < 1):
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+
+    def block_size(self, ntarget_boxes: int, compute_units: int) -> int:
+        """Target boxes per block for a launch over ``ntarget_boxes``."""
+        if self.target_block is not None:
+            return self.target_block
+        nblocks = self.blocks_per_compute_unit * max(compute_units, 1)
+        return max(-(-ntarget_boxes // nblocks), 1)
+
+
+#: The default layout: what every recipe gets unless it asks for another.
+TARGET_MAJOR = TargetMajor()
+
+ListLayout = TargetMajor | Grouped
+
+
+def grouped_arguments(target_major: dict, target_block: int) -> dict[str, np.ndarray | int]:
+    """The :class:`Grouped` lists of the same entries as the target-major arguments
+    (``target_boxes``, ``source_box_starts``, ``source_box_lists``, ``matrix_indices``).
+
+    Blocks are runs of ``target_block`` consecutive entries of ``target_boxes``; inside a block,
+    pairs are grouped by matrix and sorted by target. A target box listed twice with the same
+    matrix goes into two groups, so no group holds a target box twice (its pairs may run in
+    parallel). ``matrices`` become ``transposed_matrices``.
+    """
+    target_boxes = np.asarray(target_major["target_boxes"])
+    row_lengths = np.diff(np.asarray(target_major["source_box_starts"]))
+    row_of_entry = np.repeat(np.arange(len(target_boxes)), row_lengths)
+    matrix_of_entry = np.asarray(target_major["matrix_indices"])
+    block_of_entry = row_of_entry // target_block
+    # The how-many-th entry with this (row, matrix) each entry is: 0 unless a row repeats a matrix.
+    by_row_matrix = np.lexsort((matrix_of_entry, row_of_entry))
+    same_as_previous = np.zeros(len(by_row_matrix), dtype=bool)
+    same_as_previous[1:] = ((row_of_entry[by_row_matrix][1:] == row_of_entry[by_row_matrix][:-1])
+                            & (matrix_of_entry[by_row_matrix][1:]
+                               == matrix_of_entry[by_row_matrix][:-1]))
+    run_starts = np.maximum.accumulate(np.where(same_as_previous, 0,
+                                                np.arange(len(by_row_matrix))))
+    repeat_of_entry = np.empty(len(by_row_matrix), dtype=np.int64)
+    repeat_of_entry[by_row_matrix] = np.arange(len(by_row_matrix)) - run_starts
+
+    order = np.lexsort((row_of_entry, repeat_of_entry, matrix_of_entry, block_of_entry))
+    group_key = np.stack([block_of_entry[order], matrix_of_entry[order], repeat_of_entry[order]])
+    block_of_entry, matrix_of_entry = group_key[0], group_key[1]
+
+    npairs = len(order)
+    new_group = np.ones(npairs, dtype=bool)
+    new_group[1:] = np.any(group_key[:, 1:] != group_key[:, :-1], axis=0)
+    group_starts = np.flatnonzero(new_group)
+    nblocks = -(-len(target_boxes) // target_block)
+    arguments = {
+        "block_group_starts": np.searchsorted(block_of_entry[group_starts],
+                                              np.arange(nblocks + 1)).astype(INDEX_DTYPE),
+        "group_matrices": matrix_of_entry[group_starts].astype(INDEX_DTYPE),
+        "group_pair_starts": np.append(group_starts, npairs).astype(INDEX_DTYPE),
+        "pair_targets": target_boxes[row_of_entry[order]].astype(INDEX_DTYPE),
+        "pair_sources": np.asarray(target_major["source_box_lists"])[order].astype(INDEX_DTYPE),
+        "nblocks": nblocks, "ngroups": len(group_starts), "npairs": npairs,
+    }
+    if "matrices" in target_major:
+        arguments["transposed_matrices"] = np.ascontiguousarray(
+            np.swapaxes(target_major["matrices"], 1, 2))
+    return arguments
+
+
+def layout_arguments(layout: ListLayout, target_major: dict, compute_units: int = 1) -> dict:
+    """The arguments ``layout`` needs, built from a launch's target-major arguments, for a
+    device of ``compute_units`` compute units."""
+    if isinstance(layout, TargetMajor):
+        return dict(target_major)
+    if isinstance(layout, Grouped):
+        block = layout.block_size(len(target_major["target_boxes"]), compute_units)
+        return dict(target_major) | grouped_arguments(target_major, block)
+    raise TypeError(f"unknown list layout {layout!r}")
+
+
+def empty_launch_arguments(layout: ListLayout) -> dict[str, np.ndarray | int]:
+    """Arguments that make a kernel of ``layout`` run one work-group that does nothing (the
+    driver compiles kernels this way before the first evaluation)."""
+    if isinstance(layout, Grouped):
+        return {"nblocks": 1, "block_group_starts": np.zeros(2, INDEX_DTYPE)}
+    return {"ntarget_boxes": 1, "target_boxes": np.zeros(1, INDEX_DTYPE),
+            "source_box_starts": np.zeros(2, INDEX_DTYPE)}

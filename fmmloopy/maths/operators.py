@@ -1,0 +1,161 @@
+"""The FMM operators as specialisations of the two templates in :mod:`fmmloopy.maths.templates`.
+
+An :class:`OperatorSpec` says which template an operator is, which point sets (pairwise) it sums
+between, which box list it walks and what matrices (matvec) it applies; :func:`math_kernel`
+builds its math-level (untransformed) loopy kernel.
+
+============ ========== ======================= =========================== =============
+operator     template   targets                 sources                     box list
+============ ========== ======================= =========================== =============
+``p2p``      pairwise   particles               particles                   U
+``p2m``      pairwise   upward check surface    particles                   the box itself
+``p2l``      pairwise   downward check surface  particles                   X
+``m2p``      pairwise   particles               upward equivalent surface   W
+``l2p``      pairwise   particles               downward equivalent surface the box itself
+``m2m``      matvec     parent's multipole      children's multipoles       children
+``l2l``      matvec     child's local           parent's local              parent
+``m2l``      matvec     downward check          multipoles                  V
+``c2e``      matvec     equivalent density      check potential (a factor)  the box itself
+============ ========== ======================= =========================== =============
+
+Every operator adds into its output. Matvec operators can walk their list in either layout of
+:mod:`fmmloopy.maths.layouts` (target-major, or grouped by matrix); the recipe chooses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import loopy as lp
+import numpy as np
+
+from fmmloopy.maths.green import GreenKernel, get_kernel
+from fmmloopy.maths.layouts import TARGET_MAJOR, Grouped, ListLayout
+from fmmloopy.maths.reference import matvec_reference, pairwise_reference
+from fmmloopy.maths.templates import (
+    BoxParticles,
+    BoxSurface,
+    PointSet,
+    make_grouped_matvec_kernel,
+    make_matvec_kernel,
+    make_pairwise_kernel,
+)
+
+PAIRWISE = "pairwise"
+MATVEC = "matvec"
+
+PARTICLES = "particles"
+SURFACE = "surface"
+
+
+@dataclass(frozen=True)
+class OperatorSpec:
+    """One operator: its template, what it sums between, and the box list it walks."""
+
+    name: str
+    template: str
+    box_list: str  # "u", "v", "w", "x", "self", "children" or "parent"
+    summary: str
+    targets: str | None = None  # PARTICLES or SURFACE (pairwise only)
+    sources: str | None = None
+
+    def point_sets(self, n_surface: int | None) -> tuple[PointSet, PointSet]:
+        """The template's point sets; surfaces need their size ``n_surface``."""
+        def make(kind: str) -> PointSet:
+            if kind == PARTICLES:
+                return BoxParticles()
+            if n_surface is None:
+                raise ValueError(f"operator {self.name!r} needs the size 'n_surface'")
+            return BoxSurface(n_surface)
+        return make(self.targets), make(self.sources)
+
+    def make(self, green: GreenKernel, dtype: np.dtype, layout: ListLayout = TARGET_MAJOR,
+             **sizes: int) -> lp.TranslationUnit:
+        """The math-level kernel for these sizes, walking its list in ``layout``."""
+        if self.template == PAIRWISE:
+            if layout != TARGET_MAJOR:
+                raise ValueError(f"operator {self.name!r} (pairwise template) has only the "
+                                 f"target-major layout, not {layout!r}")
+            targets, sources = self.point_sets(sizes.pop("n_surface", None))
+            _no_more(self.name, sizes)
+            return make_pairwise_kernel(self.name, green, targets, sources, accumulate=True,
+                                        dtype=dtype)
+        n_target, n_source = sizes.pop("n_target_coeffs"), sizes.pop("n_source_coeffs")
+        _no_more(self.name, sizes)
+        if isinstance(layout, Grouped):
+            return make_grouped_matvec_kernel(self.name, n_target, n_source,
+                                              pair_tile=layout.pair_tile, dtype=dtype)
+        return make_matvec_kernel(self.name, n_target, n_source, accumulate=True, dtype=dtype)
+
+    def host_reference(self, green: GreenKernel, inputs: dict,
+                       sizes: dict[str, int]) -> dict[str, np.ndarray]:
+        """What the kernel computes, in numpy: the new value of its output."""
+        if self.template == PAIRWISE:
+            targets, sources = self.point_sets(sizes.get("n_surface"))
+            return {"result": pairwise_reference(green, inputs, targets, sources)}
+        return {"target_vectors": matvec_reference(inputs)}
+
+
+def _no_more(operator: str, sizes: dict) -> None:
+    if sizes:
+        raise TypeError(f"operator {operator!r} takes no sizes {sorted(sizes)}")
+
+
+OPERATORS: dict[str, OperatorSpec] = {spec.name: spec for spec in (
+    OperatorSpec("p2p", PAIRWISE, "u", "near field: particles of U-list leaves -> particles",
+                 PARTICLES, PARTICLES),
+    OperatorSpec("p2m", PAIRWISE, "self", "particles -> the box's upward check potential",
+                 SURFACE, PARTICLES),
+    OperatorSpec("p2l", PAIRWISE, "x", "particles of X-list boxes -> downward check potential",
+                 SURFACE, PARTICLES),
+    OperatorSpec("m2p", PAIRWISE, "w", "multipoles of W-list boxes -> particles",
+                 PARTICLES, SURFACE),
+    OperatorSpec("l2p", PAIRWISE, "self", "the leaf's local expansion -> its particles",
+                 PARTICLES, SURFACE),
+    OperatorSpec("m2m", MATVEC, "children", "children's multipoles -> the parent's"),
+    OperatorSpec("l2l", MATVEC, "parent", "the parent's local expansion -> the child's"),
+    OperatorSpec("m2l", MATVEC, "v", "multipoles of V-list boxes -> downward check potential"),
+    OperatorSpec("c2e", MATVEC, "self", "check potential -> equivalent density (one factor)"),
+)}
+
+#: The eight FMM operators (``c2e`` is the check-to-equivalent step between them).
+FMM_OPERATORS = ("p2m", "m2m", "m2l", "l2l", "l2p", "m2p", "p2l", "p2p")
+
+
+def get_operator(name: str) -> OperatorSpec:
+    """The operator called ``name``, with a clear error for an unknown one."""
+    try:
+        return OPERATORS[name]
+    except KeyError:
+        raise ValueError(f"unknown operator {name!r}; operators: {sorted(OPERATORS)}") from None
+
+
+@cache
+def _math_kernel(operator: str, green: GreenKernel, dtype: np.dtype, layout: ListLayout,
+                 sizes: tuple[tuple[str, int], ...]) -> lp.TranslationUnit:
+    return get_operator(operator).make(green, dtype, layout, **dict(sizes))
+
+
+def math_kernel(operator: str, *, kernel: str | GreenKernel = "laplace", dtype=np.float64,
+                layout: ListLayout = TARGET_MAJOR, **sizes: int) -> lp.TranslationUnit:
+    """The math-level kernel of ``operator`` (memoised; loopy kernels are immutable)."""
+    return _math_kernel(operator, get_kernel(kernel), np.dtype(dtype), layout,
+                        tuple(sorted(sizes.items())))
+
+
+def operator_sizes(operator: str, n_e: int, rank: int | None = None,
+                   first_factor: bool = True) -> dict[str, int]:
+    """Template sizes of ``operator`` for surfaces of ``n_e`` points.
+
+    ``c2e`` is applied as two factors: ``(rank x n_e)`` first, then ``(n_e x rank)``.
+    """
+    spec = get_operator(operator)
+    if spec.template == PAIRWISE:
+        return {} if spec.targets == spec.sources == PARTICLES else {"n_surface": n_e}
+    if operator == "c2e":
+        if rank is None:
+            raise ValueError("c2e needs the rank of its factors")
+        return ({"n_target_coeffs": rank, "n_source_coeffs": n_e} if first_factor
+                else {"n_target_coeffs": n_e, "n_source_coeffs": rank})
+    return {"n_target_coeffs": n_e, "n_source_coeffs": n_e}

@@ -1,0 +1,341 @@
+"""The two math-level loopy templates every FMM operator is specialised from.
+
+* :func:`make_pairwise_kernel` -- for each target box, for each source box in its CSR list, for each
+  target point, for each source point: accumulate ``G(target - source) * strength``.
+* :func:`make_matvec_kernel` -- for each target box, for each listed source box: add
+  ``level_scales[level(target box)] * matrices[matrix index] @ source_vectors[source box]``.
+
+Both are *math only*: no hardware tags, no device knowledge. Recipes (``transforms/``) tune them.
+
+Loop indices (inames) are named after what they index, so recipes can refer to them:
+``itgt_box`` (position in ``target_boxes``), ``isrc_box`` (CSR entry of the source list), ``itgt``
+/ ``isrc`` (point inside a box) and, in the matvec, ``iexp_tgt`` / ``iexp_src`` (expansion
+coefficient). The instructions that load loop bounds carry the tag ``bounds`` and the final store
+the id ``store``.
+
+Loops summed over (``isrc_box``, ``isrc``, ``iexp_src``) or kept in order (``igroup`` of the
+grouped matvec) must not run in parallel; :mod:`fmmloopy.tuning.races` declares them
+(:data:`fmmloopy.tuning.races.TEMPLATE_LOOPS`) and checks recipes against them.
+
+Target loops over particles run to ``max_box_targets`` (the largest box) with a guard, so that a
+recipe may map them to hardware axes, which need bounds that do not come from data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import loopy as lp
+import numpy as np
+
+from fmmloopy.maths.green import OFFSET_VARIABLES, GreenKernel
+
+#: Integer type of every index array handed to a kernel.
+INDEX_DTYPE = np.dtype(np.int32)
+
+_LANG_VERSION = (2018, 2)
+
+
+# {{{ point sets
+
+@dataclass(frozen=True)
+class BoxParticles:
+    """Points stored sorted by box: box ``b`` owns ``box_<role>_counts[b]`` points from
+    ``box_<role>_starts[b]`` on (leaf or not: a box's descendants are contiguous).
+
+    Coordinates are ``<role>s[3, n]`` (structure of arrays); values (strengths of sources, results
+    of targets) live in a flat array of the same order.
+    """
+
+    kind = "particles"
+
+
+@dataclass(frozen=True)
+class BoxSurface:
+    """``npoints`` points per box, computed, not stored: ``centre + half_width * unit_surface``.
+
+    ``<role>_surface[3, npoints]`` is the template in units of the box half-width (the relative
+    radius of an equivalent or check surface is folded into it); values are ``[nboxes, npoints]``.
+    """
+
+    npoints: int
+    kind = "surface"
+
+
+PointSet = BoxParticles | BoxSurface
+
+
+@dataclass(frozen=True)
+class _PointCode:
+    """Loopy text fragments that describe one side (target or source) of a pairwise sum."""
+
+    loads: tuple[str, ...]
+    domain: str
+    guard: str | None
+    coordinate: str  # contains "{axis}"
+    value: str  # the array element holding this point's strength or result
+    args: tuple[lp.KernelArgument, ...]
+
+
+def _point_code(points: PointSet, role: str, dtype: np.dtype) -> _PointCode:
+    """Describe ``points`` in loopy text for the role ``"target"`` or ``"source"``."""
+    short = {"target": "tgt", "source": "src"}[role]
+    box, index = f"{short}_box", f"i{short}"
+    if isinstance(points, BoxParticles):
+        values = "result" if role == "target" else "strengths"
+        start, count = f"i{short}_start", f"n{short}"
+        loads = (f"<> {start} = box_{role}_starts[{box}]",
+                 f"<> {count} = box_{role}_counts[{box}]")
+        args = (lp.GlobalArg(f"{role}s", dtype, f"3, n{role}s"),
+                lp.GlobalArg(f"box_{role}_starts", INDEX_DTYPE, "nboxes"),
+                lp.GlobalArg(f"box_{role}_counts", INDEX_DTYPE, "nboxes"),
+                lp.GlobalArg(values, dtype, f"n{role}s"),
+                lp.ValueArg(f"n{role}s", INDEX_DTYPE))
+        if role == "target":
+            # Padded to the largest box so the loop may become a hardware axis.
+            domain, guard = f"0 <= {index} < max_box_targets", f"{index} < {count}"
+            args += (lp.ValueArg("max_box_targets", INDEX_DTYPE),)
+        else:
+            domain, guard = f"0 <= {index} < {count}", None
+        return _PointCode(loads, domain, guard, f"{role}s[{{axis}}, {start} + {index}]",
+                          f"{values}[{start} + {index}]", args)
+    if isinstance(points, BoxSurface):
+        values = "result" if role == "target" else "strengths"
+        half_width = f"{short}_half_width"
+        loads = (f"<> {half_width} = level_half_widths[box_levels[{box}]]",)
+        args = (lp.GlobalArg(f"{role}_surface", dtype, f"3, {points.npoints}"),
+                lp.GlobalArg("box_centres", dtype, "3, nboxes"),
+                lp.GlobalArg("box_levels", INDEX_DTYPE, "nboxes"),
+                lp.GlobalArg("level_half_widths", dtype, "nlevels"),
+                lp.GlobalArg(values, dtype, f"nboxes, {points.npoints}"),
+                lp.ValueArg("nlevels", INDEX_DTYPE))
+        coordinate = (f"box_centres[{{axis}}, {box}]"
+                      f" + {half_width} * {role}_surface[{{axis}}, {index}]")
+        return _PointCode(loads, f"0 <= {index} < {points.npoints}", None, coordinate,
+                          f"{values}[{box}, {index}]", args)
+    raise TypeError(f"unknown point set {points!r}")
+
+# }}}
+
+
+def _merge_args(args) -> list[lp.KernelArgument]:
+    """Drop repeated arguments (e.g. ``box_centres`` shared by two surfaces), keep the order."""
+    merged: dict[str, lp.KernelArgument] = {}
+    for arg in args:
+        merged.setdefault(arg.name, arg)
+    return list(merged.values())
+
+
+def make_pairwise_kernel(name: str, green: GreenKernel, targets: PointSet, sources: PointSet,
+                         *, accumulate: bool = False,
+                         dtype: np.dtype = np.float64) -> lp.TranslationUnit:
+    """The pairwise-sum template: ``result(t) (+)= sum_{s in list(box(t))} G(t - s) strength(s)``.
+
+    The target boxes must not share targets (for particles: leaves, or boxes of one level), so
+    that parallel target boxes never write the same output.
+
+    ``target_boxes[ntarget_boxes]`` names the boxes whose targets are computed;
+    ``source_box_starts[ntarget_boxes + 1]`` / ``source_box_lists`` is the CSR source list of each.
+    With ``accumulate`` the sum is added to ``result``; otherwise it overwrites it.
+    """
+    dtype = np.dtype(dtype)
+    tgt = _point_code(targets, "target", dtype)
+    src = _point_code(sources, "source", dtype)
+    offsets = "\n".join(
+        f"<> d{axis} = {tgt.coordinate.format(axis=axis)} - ({src.coordinate.format(axis=axis)})"
+        " {id=offset%d}" % axis for axis in range(3))
+    store = f"{tgt.value} + acc" if accumulate else "acc"
+    guard_open, guard_close = (f"if {tgt.guard}", "end") if tgt.guard else ("", "")
+    instructions = f"""
+    for itgt_box
+      <> tgt_box = target_boxes[itgt_box] {{tags=bounds}}
+      {tgt.loads[0]} {{tags=bounds}}
+      {tgt.loads[1] + ' {tags=bounds}' if len(tgt.loads) > 1 else ''}
+      <> isrc_box_start = source_box_starts[itgt_box] {{tags=bounds}}
+      <> isrc_box_end = source_box_starts[itgt_box + 1] {{tags=bounds}}
+      for itgt
+        {guard_open}
+          <> acc = 0 {{id=init}}
+          for isrc_box
+            <> src_box = source_box_lists[isrc_box] {{tags=bounds}}
+            {src.loads[0]} {{tags=bounds}}
+            {src.loads[1] + ' {tags=bounds}' if len(src.loads) > 1 else ''}
+            for isrc
+              {offsets}
+              acc = acc + green(d0, d1, d2) * {src.value} {{id=update, dep=init:offset*}}
+            end
+          end
+          {tgt.value} = {store} {{id=store, dep=update}}
+        {guard_close}
+      end
+    end
+    """
+    green_rule = lp.SubstitutionRule("green", OFFSET_VARIABLES, green.expression)
+    domains = [
+        f"{{[itgt_box, itgt]: 0 <= itgt_box < ntarget_boxes and {tgt.domain}}}",
+        "{[isrc_box]: isrc_box_start <= isrc_box < isrc_box_end}",
+        f"{{[isrc]: {src.domain}}}",
+    ]
+    args = _merge_args((
+        lp.GlobalArg("target_boxes", INDEX_DTYPE, "ntarget_boxes"),
+        lp.GlobalArg("source_box_starts", INDEX_DTYPE, "ntarget_boxes + 1"),
+        lp.GlobalArg("source_box_lists", INDEX_DTYPE, "nsource_list_entries"),
+        *tgt.args, *src.args,
+        lp.ValueArg("nboxes, ntarget_boxes, nsource_list_entries", INDEX_DTYPE),
+    ))
+    knl = lp.make_kernel(domains, [instructions, green_rule], args, name=name,
+                         lang_version=_LANG_VERSION)
+    return _finish(knl)
+
+
+def make_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs: int, *,
+                       accumulate: bool = False,
+                       dtype: np.dtype = np.float64) -> lp.TranslationUnit:
+    """The batched-matvec template over a CSR box list.
+
+    ``target_vectors[t] (+)= level_scales[box_levels[t]]
+    * sum_{e in list(t)} matrices[matrix_indices[e]] @ source_vectors[source_box_lists[e]]``
+    for every ``t`` in ``target_boxes``.
+    """
+    dtype = np.dtype(dtype)
+    store = "target_vectors[tgt_box, iexp_tgt] + scale * acc" if accumulate else "scale * acc"
+    instructions = f"""
+    for itgt_box
+      <> tgt_box = target_boxes[itgt_box] {{tags=bounds}}
+      <> isrc_box_start = source_box_starts[itgt_box] {{tags=bounds}}
+      <> isrc_box_end = source_box_starts[itgt_box + 1] {{tags=bounds}}
+      <> scale = level_scales[box_levels[tgt_box]]
+      for iexp_tgt
+        <> acc = 0 {{id=init}}
+        for isrc_box
+          <> src_box = source_box_lists[isrc_box] {{tags=bounds}}
+          <> imatrix = matrix_indices[isrc_box] {{tags=bounds}}
+          for iexp_src
+            acc = acc + matrices[imatrix, iexp_tgt, iexp_src] * source_vectors[src_box, iexp_src] \
+                {{id=update, dep=init}}
+          end
+        end
+        target_vectors[tgt_box, iexp_tgt] = {store} {{id=store, dep=update}}
+      end
+    end
+    """
+    domains = [
+        f"{{[itgt_box, iexp_tgt]: 0 <= itgt_box < ntarget_boxes "
+        f"and 0 <= iexp_tgt < {n_target_coeffs}}}",
+        "{[isrc_box]: isrc_box_start <= isrc_box < isrc_box_end}",
+        f"{{[iexp_src]: 0 <= iexp_src < {n_source_coeffs}}}",
+    ]
+    args = [
+        lp.GlobalArg("target_boxes", INDEX_DTYPE, "ntarget_boxes"),
+        lp.GlobalArg("source_box_starts", INDEX_DTYPE, "ntarget_boxes + 1"),
+        lp.GlobalArg("source_box_lists", INDEX_DTYPE, "nsource_list_entries"),
+        lp.GlobalArg("matrix_indices", INDEX_DTYPE, "nsource_list_entries"),
+        lp.GlobalArg("matrices", dtype, f"nmatrices, {n_target_coeffs}, {n_source_coeffs}"),
+        *_expansion_args(n_target_coeffs, n_source_coeffs, dtype),
+        lp.ValueArg("nboxes, ntarget_boxes, nsource_list_entries, nmatrices, nlevels",
+                    INDEX_DTYPE),
+    ]
+    knl = lp.make_kernel(domains, instructions, args, name=name, lang_version=_LANG_VERSION)
+    return _finish(knl)
+
+
+def make_grouped_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs: int, *,
+                               pair_tile: int = 1,
+                               dtype: np.dtype = np.float64) -> lp.TranslationUnit:
+    """The batched-matvec template over (target, source) pairs grouped by matrix.
+
+    The same sum as :func:`make_matvec_kernel` (always accumulating), walked in another order:
+    target boxes come in blocks; each block's pairs are grouped by matrix, so one matrix serves
+    every pair of its group (a small matrix-matrix product: "matrix-major" M2L)::
+
+        for each block, for each group of the block (matrix m), for each pair (t, s) of the group:
+            target_vectors[t] += level_scales[box_levels[t]] * matrices[m] @ source_vectors[s]
+
+    Matrices are stored transposed, ``transposed_matrices[m, iexp_src, iexp_tgt]``, so the
+    coefficients of one output run contiguously. A group holds each target box at most once and
+    blocks hold disjoint target boxes, so blocks may run in parallel and the pairs of a group
+    too; groups of one block update the same boxes and must stay in order (or be separated by a
+    barrier). See :mod:`fmmloopy.maths.layouts` for how the lists are built.
+
+    A group's pairs are walked in tiles of ``pair_tile`` (loop ``ipair_tile``, then ``ipair``
+    inside the tile, of fixed length so that a recipe may unroll it into a register tile); the
+    last tile repeats the group's last pair and skips its stores.
+    """
+    dtype = np.dtype(dtype)
+    instructions = f"""
+    for iblock
+      <> igroup_start = block_group_starts[iblock] {{tags=bounds}}
+      <> igroup_end = block_group_starts[iblock + 1] {{tags=bounds}}
+      for igroup
+        <> imatrix = group_matrices[igroup] {{tags=bounds}}
+        <> ipair_start = group_pair_starts[igroup] {{tags=bounds}}
+        <> group_size = group_pair_starts[igroup + 1] - ipair_start {{tags=bounds}}
+        <> group_tiles = (group_size + {pair_tile - 1}) // {pair_tile} {{tags=bounds}}
+        for ipair_tile
+          for ipair
+            <> pair = ipair_tile * {pair_tile} + ipair {{tags=bounds}}
+            <> pair_used = ipair_start + (pair if pair < group_size else group_size - 1) \
+                {{tags=bounds}}
+            <> tgt_box = pair_targets[pair_used] {{tags=bounds}}
+            <> src_box = pair_sources[pair_used] {{tags=bounds}}
+            <> scale = level_scales[box_levels[tgt_box]] {{tags=bounds}}
+            for iexp_tgt
+              <> acc = 0 {{id=init}}
+              for iexp_src
+                acc = acc + transposed_matrices[imatrix, iexp_src, iexp_tgt] \
+                    * source_vectors[src_box, iexp_src] {{id=update, dep=init}}
+              end
+              if pair < group_size
+                target_vectors[tgt_box, iexp_tgt] = target_vectors[tgt_box, iexp_tgt] \
+                    + scale * acc {{id=store, dep=update}}
+              end
+            end
+          end
+        end
+      end
+    end
+    """
+    domains = [
+        "{[iblock]: 0 <= iblock < nblocks}",
+        "{[igroup]: igroup_start <= igroup < igroup_end}",
+        "{[ipair_tile]: 0 <= ipair_tile < group_tiles}",
+        f"{{[ipair]: 0 <= ipair < {pair_tile}}}",
+        f"{{[iexp_tgt]: 0 <= iexp_tgt < {n_target_coeffs}}}",
+        f"{{[iexp_src]: 0 <= iexp_src < {n_source_coeffs}}}",
+    ]
+    args = [
+        lp.GlobalArg("block_group_starts", INDEX_DTYPE, "nblocks + 1"),
+        lp.GlobalArg("group_matrices", INDEX_DTYPE, "ngroups"),
+        lp.GlobalArg("group_pair_starts", INDEX_DTYPE, "ngroups + 1"),
+        lp.GlobalArg("pair_targets", INDEX_DTYPE, "npairs"),
+        lp.GlobalArg("pair_sources", INDEX_DTYPE, "npairs"),
+        lp.GlobalArg("transposed_matrices", dtype,
+                     f"nmatrices, {n_source_coeffs}, {n_target_coeffs}"),
+        *_expansion_args(n_target_coeffs, n_source_coeffs, dtype),
+        lp.ValueArg("nblocks, ngroups, npairs, nmatrices, nboxes, nlevels", INDEX_DTYPE),
+    ]
+    knl = lp.make_kernel(domains, instructions, args, name=name, lang_version=_LANG_VERSION)
+    return _finish(knl)
+
+
+def _expansion_args(n_target_coeffs: int, n_source_coeffs: int, dtype: np.dtype) -> list:
+    """The arguments both matvec layouts share: per-box expansion vectors and level scales."""
+    return [
+        lp.GlobalArg("source_vectors", dtype, f"nboxes, {n_source_coeffs}"),
+        lp.GlobalArg("target_vectors", dtype, f"nboxes, {n_target_coeffs}"),
+        lp.GlobalArg("box_levels", INDEX_DTYPE, "nboxes"),
+        lp.GlobalArg("level_scales", dtype, "nlevels"),
+    ]
+
+
+def _finish(knl: lp.TranslationUnit) -> lp.TranslationUnit:
+    """Options shared by every template: outputs returned as a dict.
+
+    No write-race warning is silenced here: the final store's races through the box loop are
+    benign (each target box is listed once), but a recipe that puts a summed-over loop on a
+    parallel axis races at the same store. :mod:`fmmloopy.tuning.races` tells the two apart on the
+    transformed kernel and silences ``write_race(<id>)`` only where it proves the race benign;
+    the loops the templates sum over or keep in order are declared there
+    (:data:`fmmloopy.tuning.races.TEMPLATE_LOOPS`).
+    """
+    return lp.set_options(knl, return_dict=True)

@@ -1,0 +1,217 @@
+"""KIFMM interaction lists (U, V, W, X) of a :class:`~fmmloopy.tree.octree.Tree`, stored as CSR.
+
+Definitions (Ying, Biros, Zorin 2004); "adjacent" means the closed boxes touch (face, edge or
+corner), colleagues of B are the same-level boxes adjacent to B (B included):
+
+- U(B), B a leaf: all leaves adjacent to B, B included.
+- V(B), any box: children of the colleagues of B's parent that are not adjacent to B.
+- W(B), B a leaf: descendants of B's colleagues that are not adjacent to B but whose parent is.
+- X(B), any box: the leaves A with B in W(A).
+
+Every list has a row per box: ``u_lists[u_starts[b]:u_starts[b + 1]]`` (starts of length
+``nboxes + 1``), empty where the list does not apply; each row is sorted by box index.
+Each V entry carries the index of its transfer vector, the integer offset
+``(centre(source box) - centre(target box)) / box side`` in ``{-3..3}^3`` outside ``{-1..1}^3``;
+:func:`transfer_vectors` maps index -> offset, :func:`transfer_vector_index` offset -> index.
+
+All of it is vectorised: Python loops run over levels and tree depth only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fmmloopy.maths.geometry import (
+    NEIGHBOUR_OFFSETS,
+    OCTANT_BITS,
+    transfer_vector_index,
+)
+from fmmloopy.tree.octree import Tree, ranges_to_indices
+
+__all__ = ["InteractionLists", "build_interaction_lists"]
+
+_INDEX = np.int32
+
+@dataclass(frozen=True, eq=False)
+class InteractionLists:
+    """CSR interaction lists; row b of list L is ``L_lists[L_starts[b]:L_starts[b + 1]]``.
+
+    All arrays are int32. Starts have length ``nboxes + 1``; rows are sorted by box index.
+    """
+
+    #: U: rows for leaves (empty for internal boxes); adjacent leaves incl. the box itself.
+    u_starts: np.ndarray
+    u_lists: np.ndarray
+    #: V: rows for every box (empty for levels 0 and 1).
+    v_starts: np.ndarray
+    v_lists: np.ndarray
+    #: Transfer-vector index (0..315) of each V entry, aligned with v_lists.
+    v_transfer: np.ndarray
+    #: W: rows for leaves (empty for internal boxes).
+    w_starts: np.ndarray
+    w_lists: np.ndarray
+    #: X: rows for every box (the transpose of W).
+    x_starts: np.ndarray
+    x_lists: np.ndarray
+    #: (nboxes, 27) int32: same-level adjacent box per offset slot 9(dx+1)+3(dy+1)+(dz+1)
+    #: (slot 13 is the box itself), -1 where none exists.
+    colleagues: np.ndarray
+
+
+def _colleague_tables() -> tuple[np.ndarray, np.ndarray]:
+    """For child octant ob and colleague slot s: the parent's colleague slot and child octant."""
+    v = OCTANT_BITS[:, None, :] + NEIGHBOUR_OFFSETS[None, :, :]  # (8, 27, 3) in -1..2
+    d, o = v // 2, v % 2
+    pslot = (d[..., 0] + 1) * 9 + (d[..., 1] + 1) * 3 + (d[..., 2] + 1)
+    octant = o[..., 0] * 4 + o[..., 1] * 2 + o[..., 2]
+    return pslot, octant
+
+
+def _v_table() -> np.ndarray:
+    """(8, 27 * 8) transfer index of (parent colleague slot, child octant) seen from octant ob."""
+    off = (2 * NEIGHBOUR_OFFSETS[None, :, None, :] + OCTANT_BITS[None, None, :, :]
+           - OCTANT_BITS[:, None, None, :])  # (8, 27, 8, 3)
+    far = np.abs(off).max(axis=-1) >= 2
+    table = np.full(far.shape, -1, dtype=np.int64)
+    table[far] = transfer_vector_index(off[far])
+    return table.reshape(8, 216)
+
+
+_PSLOT, _COCTANT = _colleague_tables()
+_VTABLE = _v_table()
+
+
+def _colleagues(tree: Tree) -> np.ndarray:
+    """(nboxes, 27) same-level neighbours, built top-down from the parents' colleagues."""
+    nb = tree.nboxes
+    coll = np.full((nb, 27), -1, dtype=_INDEX)
+    coll[0, 13] = 0
+    ls = tree.level_starts
+    for lev in range(1, tree.nlevels):
+        b = np.arange(ls[lev], ls[lev + 1])
+        ob = (tree.box_keys[b] & np.uint64(7)).astype(np.int64)
+        pcoll = coll[tree.box_parents[b][:, None], _PSLOT[ob]]
+        coll[b] = np.where(pcoll >= 0, tree.box_children[pcoll, _COCTANT[ob]], -1)
+    return coll
+
+
+def _csr(rows: np.ndarray, cols: np.ndarray, nboxes: int, *extra: np.ndarray
+         ) -> tuple[np.ndarray, ...]:
+    """Sort (row, col) pairs and return (starts, cols, *extra) in CSR form."""
+    order = np.argsort(rows.astype(np.int64) * nboxes + cols, kind="stable")
+    starts = np.zeros(nboxes + 1, dtype=_INDEX)
+    np.cumsum(np.bincount(rows, minlength=nboxes), out=starts[1:])
+    return (starts, cols[order].astype(_INDEX), *(e[order].astype(_INDEX) for e in extra))
+
+
+def _v_list(tree: Tree, coll: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """V list with transfer indices, level by level from the parents' colleagues' children."""
+    rows, cols, tvs = [], [], []
+    ls = tree.level_starts
+    for lev in range(2, tree.nlevels):
+        b = np.arange(ls[lev], ls[lev + 1])
+        ob = (tree.box_keys[b] & np.uint64(7)).astype(np.int64)
+        pcoll = coll[tree.box_parents[b]]  # (n, 27)
+        cand = np.where(pcoll[:, :, None] >= 0, tree.box_children[pcoll], -1).reshape(-1, 216)
+        tv = _VTABLE[ob]
+        ok = (cand >= 0) & (tv >= 0)
+        r, c, t = np.repeat(b, ok.sum(axis=1)), cand[ok], tv[ok]
+        order = np.argsort(r * np.int64(tree.nboxes) + c)  # sort each row by box index
+        rows.append(r[order])
+        cols.append(c[order])
+        tvs.append(t[order])
+    starts = np.zeros(tree.nboxes + 1, dtype=_INDEX)
+    if not rows:
+        empty = np.zeros(0, dtype=_INDEX)
+        return starts, empty, empty
+    rows_a = np.concatenate(rows)
+    np.cumsum(np.bincount(rows_a, minlength=tree.nboxes), out=starts[1:])
+    return starts, np.concatenate(cols).astype(_INDEX), np.concatenate(tvs).astype(_INDEX)
+
+
+def _adjacent(tree: Tree, b: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Whether boxes ``a`` (level >= level of ``b``) touch boxes ``b``, in exact integers."""
+    lb = tree.box_levels[b].astype(np.int64)
+    la = tree.box_levels[a].astype(np.int64)
+    s = (np.int64(1) << (la - lb))[:, None]
+    lo = tree.box_coords[b].astype(np.int64) * s
+    ca = tree.box_coords[a]
+    return np.all((ca >= lo - 1) & (ca <= lo + s), axis=1)
+
+
+def _u_w_pairs(tree: Tree, coll: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """U pairs with a leaf at the same or a finer level, and all W pairs, for every leaf."""
+    leaves = tree.leaf_boxes
+    b = np.repeat(leaves, 27)
+    c = coll[leaves].ravel()
+    ok = c >= 0
+    b, c = b[ok], c[ok]
+    is_leaf = tree.box_is_leaf[c]
+    u_rows, u_cols = [b[is_leaf]], [c[is_leaf]]
+    w_rows, w_cols = [], []
+    b, c = b[~is_leaf], c[~is_leaf]
+    while b.shape[0]:
+        kids = tree.box_children[c].ravel()
+        b = np.repeat(b, 8)
+        ok = kids >= 0
+        b, c = b[ok], kids[ok]
+        adj = _adjacent(tree, b, c)
+        w_rows.append(b[~adj])
+        w_cols.append(c[~adj])
+        b, c = b[adj], c[adj]
+        is_leaf = tree.box_is_leaf[c]
+        u_rows.append(b[is_leaf])
+        u_cols.append(c[is_leaf])
+        b, c = b[~is_leaf], c[~is_leaf]
+    empty = np.zeros(0, dtype=_INDEX)
+    return (np.concatenate(u_rows), np.concatenate(u_cols),
+            np.concatenate(w_rows + [empty]), np.concatenate(w_cols + [empty]))
+
+
+def build_interaction_lists(tree: Tree) -> InteractionLists:
+    """Build the U, V, W and X lists (CSR, a row per box) of a balanced tree."""
+    coll = _colleagues(tree)
+    nb = tree.nboxes
+    u_rows, u_cols, w_rows, w_cols = _u_w_pairs(tree, coll)
+    # U is symmetric: the coarser neighbours of a leaf are the leaves that found it finer.
+    finer = tree.box_levels[u_cols] > tree.box_levels[u_rows]
+    u_starts, u_lists = _csr(np.concatenate([u_rows, u_cols[finer]]),
+                             np.concatenate([u_cols, u_rows[finer]]), nb)
+    w_starts, w_lists = _csr(w_rows, w_cols, nb)
+    x_starts, x_lists = _csr(w_cols, w_rows, nb)
+    v_starts, v_lists, v_transfer = _v_list(tree, coll)
+    return InteractionLists(
+        u_starts=u_starts, u_lists=u_lists,
+        v_starts=v_starts, v_lists=v_lists, v_transfer=v_transfer,
+        w_starts=w_starts, w_lists=w_lists,
+        x_starts=x_starts, x_lists=x_lists,
+        colleagues=coll,
+    )
+
+
+def select_rows(starts: np.ndarray, lists: np.ndarray, rows: np.ndarray,
+                *aligned: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The CSR rows ``rows`` of ``(starts, lists)``, renumbered ``0..len(rows)-1``.
+
+    Returns ``(new_starts, new_lists, *new_aligned)``; ``aligned`` arrays (e.g. ``v_transfer``)
+    are cut like ``lists``. This is the layout the kernels take: one row per target box.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    counts = (starts[rows + 1] - starts[rows]).astype(np.int64)
+    new_starts = np.zeros(len(rows) + 1, dtype=_INDEX)
+    np.cumsum(counts, out=new_starts[1:])
+    picked = ranges_to_indices(starts[rows].astype(np.int64), counts)
+    return (new_starts, lists[picked].astype(_INDEX), *(a[picked].astype(_INDEX) for a in aligned))
+
+
+def list_size_summary(tree: Tree, lists: InteractionLists) -> dict[str, dict[str, float]]:
+    """Mean and max list sizes: U and W over leaves, V and X over all boxes."""
+    summary = {}
+    for name in "uvwx":
+        sizes = np.diff(getattr(lists, f"{name}_starts"))
+        rows = sizes[tree.box_is_leaf] if name in "uw" else sizes
+        summary[name.upper()] = {"mean": float(rows.mean()), "max": int(sizes.max())}
+    return summary

@@ -1,0 +1,145 @@
+"""What a recipe is: a transform ``TranslationUnit -> TranslationUnit`` for operators or
+templates on a device class, registered with the :func:`recipe` decorator.
+
+A recipe is registered for one or more operators (``"p2p"``) or whole templates (``"pairwise"``,
+``"matvec"``) and a device class (``"cpu"``, ``"gpu-nvidia"``, ``"any"``)::
+
+    @recipe("p2p", device="cpu")
+    def p2p_cpu(knl, ctx):
+        return lp.split_iname(knl, "itgt", 16, inner_tag="l.0")
+
+Recipes are named after the module that defines them (``transforms/cpu.py`` gives ``cpu``)
+unless ``name=`` says otherwise. This module holds the registered recipes; loading recipe files
+and choosing among them is :mod:`fmmloopy.tuning.registry` (which imports the shipped recipes of
+:mod:`fmmloopy.transforms`; they import only this module and :mod:`fmmloopy.tuning.tools`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import loopy as lp
+
+from fmmloopy.maths.layouts import TARGET_MAJOR, ListLayout
+from fmmloopy.maths.operators import OPERATORS
+
+#: Name of the reference recipe every other recipe is checked against.
+REFERENCE = "sequential"
+
+RecipeFunction = Callable[[lp.TranslationUnit, "RecipeContext"], lp.TranslationUnit]
+
+
+@dataclass(frozen=True)
+class RecipeContext:
+    """What a recipe may know: the operator, its template parameters and the target device."""
+
+    operator: str
+    template: str
+    device: Any  # pyopencl.Device
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One registered transform."""
+
+    name: str
+    targets: tuple[str, ...]  # operator or template names
+    device: str
+    function: RecipeFunction
+    source: str  # file or module it came from, for error messages
+    layout: ListLayout = TARGET_MAJOR  # the list layout its kernels walk (matvec template)
+
+    def __call__(self, knl: lp.TranslationUnit, ctx: RecipeContext) -> lp.TranslationUnit:
+        return self.function(knl, ctx)
+
+
+class RecipeError(RuntimeError):
+    """A recipe raised or produced an unusable kernel; the message names recipe and operator."""
+
+
+#: Every recipe registered so far, in registration order (:mod:`fmmloopy.tuning.registry`
+#: loads and selects them).
+REGISTRY: list[Recipe] = []
+
+
+def _operators_of(targets: Iterable[str]) -> set[str]:
+    """The operators ``targets`` (operator or template names) cover."""
+    return {name for name, spec in OPERATORS.items()
+            if name in targets or spec.template in targets}
+
+
+def _check_no_clash(new: Recipe) -> None:
+    """RecipeError if a recipe of ``new``'s name is registered for the same device class and
+    an operator ``new`` covers too: the later one would silently replace the other."""
+    covered = _operators_of(new.targets)
+    for old in REGISTRY:
+        if old.name != new.name or old.device != new.device:
+            continue
+        overlap = covered & _operators_of(old.targets)
+        if overlap:
+            raise RecipeError(
+                f"recipe {new.name!r} from {new.source} clashes with recipe {old.name!r} from "
+                f"{old.source}: both are for device class {new.device!r} and operators "
+                f"{sorted(overlap)}; give yours another name with @recipe(..., name=...)")
+
+
+def recipe(*targets: str, device: str = "any", name: str | None = None,
+           layout: ListLayout = TARGET_MAJOR) -> Callable[[RecipeFunction], RecipeFunction]:
+    """Register the decorated function as a recipe for operators or templates ``targets``.
+
+    ``layout`` asks for the list layout the kernel should walk (:mod:`fmmloopy.maths.layouts`); the
+    recipe then receives the math-level kernel of that layout, and the driver builds the lists
+    to match.
+    """
+    if not targets:
+        raise TypeError("recipe() needs at least one operator or template name")
+
+    def register(function: RecipeFunction) -> RecipeFunction:
+        module = sys.modules.get(function.__module__)
+        source = getattr(module, "__file__", None) or function.__module__
+        recipe_name = name or function.__module__.rsplit(".", 1)[-1]
+        new = Recipe(recipe_name, tuple(targets), device, function, str(source), layout)
+        _check_no_clash(new)
+        REGISTRY.append(new)
+        return function
+
+    return register
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def where_in_recipe(exc: BaseException, recipe_source: str) -> str:
+    """Where in the recipe file ``recipe_source`` the exception ``exc`` came from.
+
+    ``" in transform split_iname (loopy.transform.iname) called at line 9 of my.py
+    (`return lp.split_iname(knl, 'x', 4)`)"``: the function the recipe called when it failed
+    (a loopy transform or a helper) and the line; ``" at line 9 of my.py (`...`)"`` when the
+    recipe raised itself; ``""`` when no frame of the traceback is in that file.
+    """
+    entries = list(traceback.walk_tb(exc.__traceback__))
+    summary = traceback.StackSummary.extract(iter(entries), lookup_lines=True)
+    inside = [i for i, frame in enumerate(summary) if _same_file(frame.filename, recipe_source)]
+    if not inside:
+        return ""
+    last = inside[-1]
+    frame = summary[last]
+    where = f"line {frame.lineno} of {os.path.basename(frame.filename)} (`{frame.line}`)"
+    if last + 1 == len(summary):
+        return f" at {where}"
+    # The function the recipe called: the first public one (loopy wraps its transforms in
+    # decorators such as ``_collective_transform``).
+    called = next((i for i in range(last + 1, len(summary))
+                   if not summary[i].name.startswith("_")), last + 1)
+    module = entries[called][0].f_globals.get("__name__", "?")
+    return f" in transform {summary[called].name} ({module}) called at {where}"

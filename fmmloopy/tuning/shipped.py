@@ -1,0 +1,76 @@
+"""Which recipes are shipped, unmodified: the sha256 of every module they are made of.
+
+A recipe of :mod:`fmmloopy.transforms` is trusted by :class:`fmmloopy.Fmm` without first-use
+verification, and its generated kernels go to the disk kernel cache, only while all these
+modules are byte for byte what was shipped. An edited copy is verified like a user's recipe
+(:func:`needs_verification`). ``tests/test_shipped.py`` fails when a module changes and this table
+does not; it prints the new table.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import sys
+from pathlib import Path
+
+from fmmloopy.tuning.recipe import REFERENCE
+
+#: The package of the shipped recipes (``transforms/`` in the repository).
+SHIPPED_PACKAGE = "fmmloopy.transforms"
+
+SHIPPED_SHA256 = {
+    "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
+    "fmmloopy.transforms.cpu": "a25b3484b9c8cbd31da251bbe8766a78d4469c782f56eef30abb3633c077c616",
+    "fmmloopy.transforms.generic":
+        "3c1e11d782ffc30132bfc8ef355f173e7bf8ffa99f0fa1e9cf9c915a2586e304",
+    "fmmloopy.transforms.gpu": "840c7e0031e1d1032f6544df427ee2643ef99330fb6bbae3a14afa1b91e26c4a",
+    "fmmloopy.transforms.sequential":
+        "f24d3c6d3fe0c0060b3bd87e64bffefecffdb75de0388c42a42003be33fbb7d5",
+    "fmmloopy.tuning.tools": "dd4df643224e2821ee02e6c7aded12b46b650792384cec1bd2efdc4a8f286930",
+}
+
+
+def module_file(name: str) -> Path | None:
+    """The file module ``name`` is imported from (without importing it), None if none."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    origin = getattr(spec, "origin", None)
+    return Path(origin).resolve() if origin else None
+
+
+def file_digest(name: str) -> str | None:
+    """sha256 of the file of module ``name``; None where it cannot be read."""
+    path = module_file(name)
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path else None
+    except OSError:
+        return None
+
+
+@functools.cache
+def shipped_files_intact() -> bool:
+    """Whether every module of :data:`SHIPPED_SHA256` is as shipped."""
+    return all(file_digest(name) == digest for name, digest in SHIPPED_SHA256.items())
+
+
+def is_shipped(recipe) -> bool:
+    """Whether ``recipe`` (a :class:`~fmmloopy.tuning.recipe.Recipe`) is one of the shipped
+    recipes, unmodified: defined in a module of :data:`SHIPPED_PACKAGE` listed in the table,
+    imported from that module's own file, all shipped modules intact."""
+    module_name = getattr(getattr(recipe, "function", None), "__module__", "") or ""
+    module = sys.modules.get(module_name)
+    path = getattr(module, "__file__", None)
+    if (not path or module_name not in SHIPPED_SHA256
+            or not module_name.startswith(SHIPPED_PACKAGE + ".")):
+        return False
+    return Path(path).resolve() == module_file(module_name) and shipped_files_intact()
+
+
+def needs_verification(recipe) -> bool:
+    """Whether :class:`fmmloopy.Fmm` compares ``recipe`` with ``sequential`` on its own tree
+    before use: every recipe but the reference and the unmodified shipped ones."""
+    return recipe.name != REFERENCE and not is_shipped(recipe)
