@@ -15,12 +15,12 @@ import fmmloopy
 from fmmloopy.api import fmm as fmm_module
 from fmmloopy.base.distributions import plummer, sphere_surface
 from fmmloopy.cli.main import main
+from fmmloopy.driver.memory import estimate_before_tree, estimate_memory
 from fmmloopy.execution import resources
 from fmmloopy.execution.compiled import compiled_operator
 from fmmloopy.execution.resources import (
     ResourceLimitError,
     allocated_device_bytes,
-    estimate_memory,
     explain_opencl_error,
 )
 from fmmloopy.tuning.recipe import RecipeError
@@ -110,7 +110,7 @@ def test_refused_after_the_tree_when_the_boxes_do_not_fit(monkeypatch):
     """Before the tree the estimate is a lower bound (full leaves, no lists); with the real
     tree and lists it is checked again before the operators and the plan."""
     points = plummer(3000, np.random.default_rng(83))
-    before = resources.estimate_before_tree(3000, 3000, True, ORDER, 4)
+    before = estimate_before_tree(3000, 3000, True, ORDER, 4)
     full = fmmloopy.Fmm(points, order=ORDER, n_crit=4).memory_estimate
     assert before.host_bytes < full.host_bytes
     limit = (before.host_bytes + full.host_bytes + before.device_bytes + full.device_bytes) / 2

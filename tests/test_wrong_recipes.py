@@ -15,7 +15,7 @@ import pytest
 import fmmloopy
 from fmmloopy.base.distributions import sphere_surface
 from fmmloopy.checking.check import run_checks
-from fmmloopy.driver.plan import UnverifiedRecipeWarning
+from fmmloopy.driver.builder import UnverifiedRecipeWarning
 from fmmloopy.maths.green import get_kernel
 from fmmloopy.maths.reference import direct_sum
 from fmmloopy.tuning.recipe import RecipeError

@@ -29,26 +29,15 @@ from fmmloopy.base.validation import (
     validate_memory_limit,
     validate_recipes,
 )
-from fmmloopy.driver.plan import Plan, build_plan
+from fmmloopy.driver.builder import build_plan
+from fmmloopy.driver.memory import describe_problem, estimate_before_tree, estimate_memory
+from fmmloopy.driver.plan import Plan
 from fmmloopy.execution.precomputed import get_operators
-from fmmloopy.execution.resources import (
-    ResourceLimitError,
-    check_memory,
-    describe_problem,
-    estimate_before_tree,
-    estimate_memory,
-    explain_opencl_error,
-)
+from fmmloopy.execution.resources import ResourceLimitError, check_memory, explain_opencl_error
+from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.operators import OPERATORS
-from fmmloopy.maths.surfaces import surface_size
-from fmmloopy.tree.coordinates import (
-    coordinate_exponent,
-    origin,
-    scale_exponent,
-    separation_lower_bound,
-    span,
-)
+from fmmloopy.tree.coordinates import origin, scale_exponent, working_exponent
 from fmmloopy.tree.direct_lists import direct_where_cheaper
 from fmmloopy.tree.lists import build_interaction_lists
 from fmmloopy.tree.nested import nest_heavy_rows
@@ -75,7 +64,7 @@ class Fmm:
     shipped file) is first compared with the ``sequential`` recipe on this tree, the reference on
     sampled target boxes including the largest boxes and longest lists, and a mismatch raises
     :class:`~fmmloopy.tuning.recipe.RecipeError` (False skips that, with an
-    :class:`~fmmloopy.driver.plan.UnverifiedRecipeWarning`; for benchmarking).
+    :class:`~fmmloopy.driver.builder.UnverifiedRecipeWarning`; for benchmarking).
 
     Raises ValueError for bad input and :class:`~fmmloopy.execution.resources.ResourceLimitError` (a
     MemoryError) with the estimate when the problem cannot fit.
@@ -99,6 +88,9 @@ class Fmm:
         n_crit = validate_integer(n_crit, "n_crit", 1)
         max_depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
         self.kernel = get_kernel(kernel)
+        #: Order, ``n_e`` and surfaces of the expansions
+        #: (:class:`~fmmloopy.maths.expansion.Expansion`).
+        self.expansion = Expansion(self.order)
         recipes = validate_recipes(recipes, OPERATORS)
         memory_limit = validate_memory_limit(memory_limit)
         self._w_x_direct = validate_flag(w_x_direct, "w_x_direct")
@@ -136,7 +128,8 @@ class Fmm:
         if self.coordinate_origin.any():
             sources = sources - self.coordinate_origin
             targets = None if targets is None else targets - self.coordinate_origin
-        self.coordinate_exponent = self._coordinate_exponent(sources, targets)
+        self.coordinate_exponent = working_exponent(sources, targets, self.kernel.homogeneity,
+                                                   self.kernel.name)
         if self.coordinate_exponent:
             sources = np.ldexp(sources, -self.coordinate_exponent)
             targets = None if targets is None else np.ldexp(targets, -self.coordinate_exponent)
@@ -155,34 +148,6 @@ class Fmm:
                 f"{self._what} ran out of host memory ({exc}); the estimate was "
                 f"{self.memory_estimate.describe()}") from exc
 
-    def _coordinate_exponent(self, sources, targets) -> int:
-        """The power of two the points are divided by (:mod:`fmmloopy.tree.coordinates`): 0 unless
-        they span less than 2**-100 or more than 2**100, or distinct points lie so close
-        compared with the span that their squared distance would underflow."""
-        extent = span(sources, targets)
-        if not np.isfinite(extent):
-            raise ValueError("the points span more than float64 holds (their coordinates differ "
-                             "by more than 1.8e308); scale them down first")
-        homogeneity = self.kernel.homogeneity
-        separation = separation_lower_bound(sources, targets)
-        exponent = coordinate_exponent(extent, separation, homogeneity)
-        if exponent is None:  # the cheap bound may be far too low: the sharper one
-            separation = separation_lower_bound(sources, targets, exact_gaps=True)
-            exponent = coordinate_exponent(extent, separation, homogeneity)
-        if exponent is None:
-            ratio_log2 = math.log2(extent) - math.log2(separation)
-            raise ValueError(
-                f"the points span {extent:.3g} but two of them differ by only "
-                f"{separation:.3g} along an axis: squared distances over a range of "
-                f"2**{2 * ratio_log2:.0f} do not fit float64 at any scale; merge the points "
-                "that close or evaluate the far and the near ones separately")
-        if exponent and homogeneity is None:
-            raise ValueError(
-                f"the points span {extent:.3g} (closest distinct points >= {separation:.3g}), "
-                f"which needs rescaling, and kernel {self.kernel.name!r} has no homogeneity to "
-                "rescale them by; scale the points first")
-        return exponent
-
     def _build(self, sources, targets, n_crit, max_depth, recipes) -> None:
         clock = time.perf_counter()
         self.tree = build_tree(sources, targets, n_crit=n_crit, max_depth=max_depth)
@@ -191,7 +156,7 @@ class Fmm:
         self.lists = build_interaction_lists(self.tree)
         #: The lists the plan sums: :attr:`lists`, with small W/X boxes moved to U (w_x_direct).
         self.evaluated_lists = (
-            direct_where_cheaper(self.tree, self.lists, surface_size(self.order))
+            direct_where_cheaper(self.tree, self.lists, self.expansion.n_e)
             if self._w_x_direct else self.lists)
         self.setup_seconds["lists"] = time.perf_counter() - clock
 

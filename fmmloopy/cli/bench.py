@@ -16,7 +16,8 @@ from fmmloopy.api.fmm import MAX_ORDER, MIN_ORDER, Fmm
 from fmmloopy.base.devices import choose_device
 from fmmloopy.base.distributions import DISTRIBUTIONS
 from fmmloopy.base.validation import validate_integer
-from fmmloopy.execution.resources import check_memory, describe_problem, estimate_before_tree
+from fmmloopy.driver.memory import describe_problem, estimate_before_tree
+from fmmloopy.execution.resources import check_memory
 from fmmloopy.maths.operators import OPERATORS, PAIRWISE
 
 

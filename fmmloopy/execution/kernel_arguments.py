@@ -21,7 +21,7 @@ def tree_arguments(tree: Tree) -> dict[str, np.ndarray | int]:
         "box_target_starts": tree.box_target_starts,
         "box_target_counts": tree.box_target_counts,
         "box_centres": tree.box_centres_soa, "box_levels": tree.box_levels,
-        "level_half_widths": tree.root_half_width / 2.0 ** np.arange(tree.nlevels),
+        "level_half_widths": tree.level_half_widths,
         "nboxes": tree.nboxes, "nlevels": tree.nlevels,
         "nsources": tree.nsources, "ntargets": tree.ntargets,
     }
@@ -74,17 +74,3 @@ def box_list_arguments(starts: np.ndarray, lists: np.ndarray, target_boxes: np.n
     if indices:
         arguments["matrix_indices"] = indices[0]
     return arguments
-
-
-def pair_count(arguments: dict, box_target_counts: np.ndarray,
-               box_source_counts: np.ndarray) -> int:
-    """Target-source pairs a pairwise kernel visits, counted on the host from its list.
-
-    ``box_*_counts`` are the points per box on each side (particle counts, or the surface size).
-    """
-    counts_t = box_target_counts[arguments["target_boxes"]].astype(np.int64)
-    per_entry = box_source_counts[arguments["source_box_lists"]].astype(np.int64)
-    cumulative = np.concatenate([[0], np.cumsum(per_entry)])
-    row_starts = arguments["source_box_starts"]
-    sources_per_row = cumulative[row_starts[1:]] - cumulative[row_starts[:-1]]
-    return int(counts_t @ sources_per_row)

@@ -1,12 +1,10 @@
-"""Memory the FMM needs, estimated before it allocates, and the limits it has to fit in.
+"""The memory an FMM may use and the check that an estimate fits in it.
 
-:func:`estimate_memory` counts the arrays an FMM keeps (tree, lists, precomputed matrices, the
-plan's device buffers) and the largest temporary of its set-up, from sizes known before they are
-allocated: the point counts and order alone (before the tree), then the box and list counts
-(before the operators and the plan). :func:`check_memory` compares an estimate with the memory
-available on the host (``/proc/meminfo``, a cgroup limit, or a caller's ``memory_limit``) and with
-the device's ``global_mem_size`` and ``max_mem_alloc_size``, and raises :class:`ResourceLimitError`
-with the estimate when it cannot fit. On a CPU device (PoCL) device buffers are host memory too.
+An estimate (:class:`MemoryEstimate`, made by :mod:`fmmloopy.driver.memory` from the plan's
+buffers) is compared by :func:`check_memory` with the memory available on the host
+(``/proc/meminfo``, a cgroup limit, or a caller's ``memory_limit``) and with the device's
+``global_mem_size`` and ``max_mem_alloc_size``; :class:`ResourceLimitError` with the estimate
+when it cannot fit. On a CPU device (PoCL) device buffers are host memory too.
 
 :func:`explain_opencl_error` turns an OpenCL status (out of resources, work-group too large,
 build failure) into a sentence, for the errors that name the operator and recipe.
@@ -14,32 +12,10 @@ build failure) into a sentence, for the errors that name the operator and recipe
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 
 import pyopencl as cl
-
-from fmmloopy.maths.geometry import NTRANSFER_VECTORS
-from fmmloopy.maths.surfaces import surface_size
-
-_F64, _I32 = 8, 4
-
-#: Host bytes per point while the tree is built (Morton keys, sort order, integer coordinates).
-TREE_BUILD_BYTES_PER_POINT = 120
-#: Host bytes per box of the largest level while the V list is built (216 candidates per box).
-LIST_BUILD_BYTES_PER_BOX = 3000
-#: Host bytes per V entry while the plan groups the M2L pairs by matrix (sort keys, orders).
-GROUPING_BYTES_PER_PAIR = 70
-#: Bytes per box of tree arrays (keys, levels, coordinates, centres, family, particle ranges).
-TREE_BYTES_PER_BOX = 110
-#: Bytes per box of list arrays (four CSR starts, the 27 colleagues).
-LIST_BYTES_PER_BOX = 130
-#: Device bytes per box of tree arrays and of the per-launch cut lists (self, children, parent).
-DEVICE_LIST_BYTES_PER_BOX = 160
-#: Share of the total added for what is not counted (allocator, runtime copies, small arrays):
-#: the estimate came out 3 % below to 35 % above the measured peak without it (docs).
-MARGIN = 0.1
 
 
 class ResourceLimitError(MemoryError, RuntimeError):
@@ -82,80 +58,6 @@ class MemoryEstimate:
         """``"host 1.2 GB (operators 0.6 GB, ...); device 0.9 GB (...)"``."""
         return (f"host {gigabytes(self.host_bytes)} ({self._parts(self.host)}); device "
                 f"{gigabytes(self.device_bytes)} ({self._parts(self.device)})")
-
-
-def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, order: int,
-                    nboxes: int, nlevels: int = 1, list_entries: dict[str, int] | None = None,
-                    ranks: tuple[int, int] | None = None) -> MemoryEstimate:
-    """Bytes the FMM of these sizes keeps on the host and on the device (module docstring).
-
-    ``list_entries`` holds the U, V, W, X entry counts (``{"u": ..., ...}``; zeros if unknown),
-    ``ranks`` the UC2E/DC2E ranks (``n_e`` if unknown, their upper bound). Without V entries
-    the M2L matrices stay on the host (no M2L launch). Counts follow
-    :func:`fmmloopy.driver.plan.build_plan`: per-box expansions (check, multipole, local: four of
-    ``n_e`` and two of the rank per box), the 316 M2L matrices once on each side plus a
-    transposed host copy while the plan is built, M2M/L2L matrices per level launch.
-    """
-    n_e = surface_size(order)
-    k_u, k_d = ranks if ranks is not None else (n_e, n_e)
-    entries = {"u": 0, "v": 0, "w": 0, "x": 0} | dict(list_entries or {})
-    all_entries = sum(entries.values())
-    level_launches = max(nlevels - 3, 0)
-    separate_targets = 0 if targets_are_sources else ntargets
-
-    m2l = NTRANSFER_VECTORS * n_e * n_e * _F64
-    m2m_l2l = 2 * 8 * n_e * n_e * _F64
-    c2e = 2 * (k_u + k_d) * n_e * _F64
-    host = {
-        # Tree copies (coordinates, user <-> tree ids); charges and potentials of a call.
-        "particles": (3 * _F64 + 2 * _I32 + 2 * _F64) * nsources
-                     + (3 * _F64 + 2 * _I32) * separate_targets + 3 * _F64 * ntargets,
-        "tree and lists": (TREE_BYTES_PER_BOX + LIST_BYTES_PER_BOX) * nboxes
-                          + _I32 * (all_entries + entries["v"]),
-        "operators": m2l + m2m_l2l + c2e,
-    }
-    # M2L matrices go to the device (and are transposed on the host) only for a V list.
-    m2l_used = m2l if entries["v"] else 0
-    temporaries = {
-        "tree build": TREE_BUILD_BYTES_PER_POINT * (nsources + separate_targets),
-        "list build": LIST_BUILD_BYTES_PER_BOX * nboxes,
-        "plan build": m2l_used + GROUPING_BYTES_PER_PAIR * entries["v"],
-    }
-    name, largest = max(temporaries.items(), key=lambda item: item[1])
-    host[f"set-up temporaries ({name})"] = largest
-
-    expansion = nboxes * n_e * _F64
-    device = {
-        "particles": (3 * _F64 + _F64) * (nsources + ntargets),
-        "expansions": 4 * expansion + nboxes * (k_u + k_d) * _F64,
-        # Surfaces: the unit check/equivalent surface of four pairwise launches.
-        "matrices": m2l_used + level_launches * m2m_l2l + c2e + 4 * 3 * n_e * _F64,
-        # Cut lists: a box index per entry, and a matrix index (or pair target) for V.
-        # and per launch its target boxes and row starts (a few) and level scales.
-        "lists": _I32 * (all_entries + entries["v"]) + DEVICE_LIST_BYTES_PER_BOX * nboxes
-                 + (10 + 2 * level_launches) * (_F64 * nlevels + 64),
-    }
-    host["margin"] = MARGIN * (sum(host.values()) + sum(device.values()))
-    buffers = {"M2L matrices": m2l_used, "one expansion buffer": expansion,
-               "source coordinates": 3 * _F64 * nsources,
-               "target coordinates": 3 * _F64 * ntargets}
-    return MemoryEstimate(host=host, device=device,
-                          largest_buffer=max(buffers.items(), key=lambda item: item[1]))
-
-
-def describe_problem(nsources: int, ntargets: int, order: int, n_crit: int) -> str:
-    """How refusals name a problem: ``the FMM of N sources and M targets at order p (n_crit c)``."""
-    return (f"the FMM of {nsources} sources and {ntargets} targets at order {order} "
-            f"(n_crit {n_crit})")
-
-
-def estimate_before_tree(nsources: int, ntargets: int, targets_are_sources: bool, order: int,
-                         n_crit: int) -> MemoryEstimate:
-    """A lower bound known before the tree exists: every leaf full, no list entries (so no M2L
-    matrices on the device); the precomputed operators are counted in full."""
-    nboxes = max(1, math.ceil(max(nsources, ntargets) / n_crit))
-    return estimate_memory(nsources=nsources, ntargets=ntargets,
-                           targets_are_sources=targets_are_sources, order=order, nboxes=nboxes)
 
 
 def _meminfo_available() -> float | None:
@@ -349,8 +251,6 @@ __all__ = [
     "available_host_memory",
     "check_memory",
     "device_memory_limits",
-    "estimate_before_tree",
-    "estimate_memory",
     "explain_opencl_error",
     "gigabytes",
     "uses_host_memory",

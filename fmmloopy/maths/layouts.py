@@ -107,9 +107,21 @@ def grouped_arguments(target_major: dict, target_block: int) -> dict[str, np.nda
         "nblocks": nblocks, "ngroups": len(group_starts), "npairs": npairs,
     }
     if "matrices" in target_major:
-        arguments["transposed_matrices"] = np.ascontiguousarray(
-            np.swapaxes(target_major["matrices"], 1, 2))
+        arguments["transposed_matrices"] = _transposed(target_major["matrices"])
     return arguments
+
+
+def _transposed(matrices: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.swapaxes(matrices, 1, 2))
+
+
+def matrix_arguments(layout: ListLayout, matrices: np.ndarray) -> dict[str, np.ndarray]:
+    """The matrices ``(nmatrices, n_out, n_in)`` as a kernel of ``layout`` takes them:
+    ``matrices`` (target-major), ``transposed_matrices`` (grouped). They depend on nothing else
+    of a launch, so the driver uploads them once for every launch that applies them."""
+    if isinstance(layout, Grouped):
+        return {"transposed_matrices": _transposed(matrices)}
+    return {"matrices": matrices}
 
 
 def layout_arguments(layout: ListLayout, target_major: dict, compute_units: int = 1) -> dict:

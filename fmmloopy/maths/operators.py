@@ -88,6 +88,22 @@ class OperatorSpec:
                                               pair_tile=layout.pair_tile, dtype=dtype)
         return make_matvec_kernel(self.name, n_target, n_source, accumulate=True, dtype=dtype)
 
+    def work(self, rows: dict, sizes: dict[str, int], box_target_counts: np.ndarray,
+             box_source_counts: np.ndarray) -> int:
+        """The work of one launch over ``rows`` (the CSR list arguments of its target boxes):
+        ``2 n_out n_in`` flops per list entry (matvec) or the target-source pairs (pairwise;
+        ``box_*_counts`` are the particles per box, a surface side has ``n_surface`` points)."""
+        if self.template == MATVEC:
+            return (2 * sizes["n_target_coeffs"] * sizes["n_source_coeffs"]
+                    * len(rows["source_box_lists"]))
+
+        def points_per_box(kind: str, particle_counts: np.ndarray) -> np.ndarray:
+            if kind == PARTICLES:
+                return particle_counts
+            return np.full(len(particle_counts), sizes["n_surface"])
+        return pair_count(rows, points_per_box(self.targets, box_target_counts),
+                          points_per_box(self.sources, box_source_counts))
+
     def host_reference(self, green: GreenKernel, inputs: dict,
                        sizes: dict[str, int]) -> dict[str, np.ndarray]:
         """What the kernel computes, in numpy: the new value of its output."""
@@ -95,6 +111,18 @@ class OperatorSpec:
             targets, sources = self.point_sets(sizes.get("n_surface"))
             return {"result": pairwise_reference(green, inputs, targets, sources)}
         return {"target_vectors": matvec_reference(inputs)}
+
+
+def pair_count(rows: dict, box_target_counts: np.ndarray, box_source_counts: np.ndarray) -> int:
+    """Target-source pairs a pairwise kernel visits over the CSR list ``rows`` (its
+    ``target_boxes``, ``source_box_starts``, ``source_box_lists``), counted on the host;
+    ``box_*_counts`` are the points per box on each side."""
+    counts_t = box_target_counts[rows["target_boxes"]].astype(np.int64)
+    per_entry = box_source_counts[rows["source_box_lists"]].astype(np.int64)
+    cumulative = np.concatenate([[0], np.cumsum(per_entry)])
+    row_starts = rows["source_box_starts"]
+    sources_per_row = cumulative[row_starts[1:]] - cumulative[row_starts[:-1]]
+    return int(counts_t @ sources_per_row)
 
 
 def _no_more(operator: str, sizes: dict) -> None:
@@ -118,10 +146,6 @@ OPERATORS: dict[str, OperatorSpec] = {spec.name: spec for spec in (
     OperatorSpec("m2l", MATVEC, "v", "multipoles of V-list boxes -> downward check potential"),
     OperatorSpec("c2e", MATVEC, "self", "check potential -> equivalent density (one factor)"),
 )}
-
-#: The eight FMM operators (``c2e`` is the check-to-equivalent step between them).
-FMM_OPERATORS = ("p2m", "m2m", "m2l", "l2l", "l2p", "m2p", "p2l", "p2p")
-
 
 def get_operator(name: str) -> OperatorSpec:
     """The operator called ``name``, with a clear error for an unknown one."""

@@ -28,12 +28,8 @@ driver's ``dc2e`` maps back to exactly that local. Where a square fit drops sing
 (orders >= 8) everything stays square: the least-squares translations were measured less
 accurate there (docs/kifmm.md).
 
-Level scaling. For a kernel of homogeneity ``d`` (``K(h x, h y) = h**d K(x, y)``) the kernel
-matrix between the surfaces of a box of half-width ``h`` is ``h**d`` times the one for half-width
-1, and its truncated pseudo-inverse ``h**-d`` times (``rcond`` is relative, so the same singular
-values are kept). Hence ``uc2e``/``dc2e`` scale by ``h**-d``, ``m2l`` by ``h**d``, and
-``m2m``/``l2l`` (a pseudo-inverse times a kernel matrix of the same scale) not at all:
-:meth:`KifmmOperators.level_scales`.
+Level scaling (:mod:`fmmloopy.maths.kifmm`): the matrices are for half-width 1; for a
+homogeneous kernel each step scales them by a power of the box's half-width.
 """
 
 from __future__ import annotations
@@ -42,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import NTRANSFER_VECTORS, child_centres, transfer_vectors
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.surfaces import (
@@ -58,16 +55,13 @@ __all__ = [
     "DEFAULT_RCOND",
     "KifmmOperators",
     "check_to_equivalent",
-    "child_centres",
     "compute_operators",
     "kernel_matrix",
+    "matrix_shapes",
 ]
 
 #: Relative singular-value cutoff of the check-to-equivalent pseudo-inverses (docs/kifmm.md).
 DEFAULT_RCOND = 1e-12
-
-# Exponent of the half-width in each operator's level scale, in units of the homogeneity d.
-_SCALE_EXPONENTS = {"uc2e": -1, "dc2e": -1, "m2l": 1, "m2m": 0, "l2l": 0}
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,7 +96,7 @@ class KifmmOperators:
         if self.n_e != surface_size(self.order):
             raise ValueError(f"n_e = {self.n_e} does not match order {self.order}")
         k_u, k_d = (_leading_size(self.uc2e_first), _leading_size(self.dc2e_first))
-        for name, shape in _expected_shapes(self.n_e, k_u, k_d).items():
+        for name, shape in matrix_shapes(self.n_e, k_u, k_d).items():
             array = np.asarray(getattr(self, name))
             if array.shape != shape or array.dtype != np.float64:
                 raise ValueError(
@@ -116,20 +110,14 @@ class KifmmOperators:
         """The matrices by field name."""
         return {name: getattr(self, name) for name in ARRAY_FIELDS}
 
-    def level_scales(self, name: str, half_widths: np.ndarray) -> np.ndarray:
-        """Factors multiplying the half-width-1 matrix ``name`` for boxes of ``half_widths``.
+    @property
+    def expansion(self) -> Expansion:
+        """The expansion (order, ``n_e``, surfaces) these matrices are for."""
+        return Expansion(self.order)
 
-        ``uc2e``/``dc2e``: ``h**-d``; ``m2l``: ``h**d``; ``m2m``/``l2l``: 1. ValueError for a
-        kernel without homogeneity or an unknown name.
-        """
-        if name not in _SCALE_EXPONENTS:
-            raise ValueError(f"unknown operator {name!r}; expected one of {list(_SCALE_EXPONENTS)}")
-        if self.homogeneity is None:
-            raise ValueError(
-                f"kernel {self.kernel_name!r} is not homogeneous: its operators depend on the "
-                "level and cannot be scaled")
-        exponent = _SCALE_EXPONENTS[name] * self.homogeneity
-        return np.asarray(half_widths, dtype=np.float64) ** exponent
+    def ranks(self) -> tuple[int, int]:
+        """``(k_u, k_d)``: the numbers of singular values kept in ``uc2e`` and ``dc2e``."""
+        return self.uc2e_first.shape[0], self.dc2e_first.shape[0]
 
 
 ARRAY_FIELDS: tuple[str, ...] = (
@@ -142,8 +130,9 @@ def _leading_size(array: np.ndarray) -> int:
     return shape[0] if shape else -1
 
 
-def _expected_shapes(n_e: int, k_u: int, k_d: int) -> dict[str, tuple[int, ...]]:
-    """The shape of each array for surfaces of n_e points and UC2E/DC2E ranks k_u, k_d."""
+def matrix_shapes(n_e: int, k_u: int, k_d: int) -> dict[str, tuple[int, ...]]:
+    """The shape of each matrix for surfaces of ``n_e`` points and UC2E/DC2E ranks ``k_u``,
+    ``k_d`` (the memory estimate counts these too)."""
     return {
         "uc2e_first": (k_u, n_e), "uc2e_second": (n_e, k_u),
         "dc2e_first": (k_d, n_e), "dc2e_second": (n_e, k_d),

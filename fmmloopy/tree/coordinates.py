@@ -131,3 +131,33 @@ def coordinate_exponent(extent: float, separation: float, homogeneity: float | N
     if separation == 0 or math.log2(extent) - math.log2(separation) > 2 * limit:
         return None
     return round((math.log2(extent) + math.log2(separation)) / 2)
+
+
+def working_exponent(sources: np.ndarray, targets: np.ndarray | None,
+                     homogeneity: float | None, kernel_name: str) -> int:
+    """The power of two the points are divided by: 0 unless they span less than 2**-100 or more
+    than 2**100, or distinct points lie so close compared with the span that their squared
+    distance would underflow (:func:`coordinate_exponent`). ValueError where no power of two
+    fits them, or where they need one and the kernel (``kernel_name``) has no homogeneity."""
+    extent = span(sources, targets)
+    if not np.isfinite(extent):
+        raise ValueError("the points span more than float64 holds (their coordinates differ "
+                         "by more than 1.8e308); scale them down first")
+    separation = separation_lower_bound(sources, targets)
+    exponent = coordinate_exponent(extent, separation, homogeneity)
+    if exponent is None:  # the cheap bound may be far too low: the sharper one
+        separation = separation_lower_bound(sources, targets, exact_gaps=True)
+        exponent = coordinate_exponent(extent, separation, homogeneity)
+    if exponent is None:
+        ratio_log2 = math.log2(extent) - math.log2(separation)
+        raise ValueError(
+            f"the points span {extent:.3g} but two of them differ by only "
+            f"{separation:.3g} along an axis: squared distances over a range of "
+            f"2**{2 * ratio_log2:.0f} do not fit float64 at any scale; merge the points "
+            "that close or evaluate the far and the near ones separately")
+    if exponent and homogeneity is None:
+        raise ValueError(
+            f"the points span {extent:.3g} (closest distinct points >= {separation:.3g}), "
+            f"which needs rescaling, and kernel {kernel_name!r} has no homogeneity to "
+            "rescale them by; scale the points first")
+    return exponent

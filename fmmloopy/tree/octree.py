@@ -179,9 +179,14 @@ class Tree:
         return self.targets_soa.T
 
     @property
+    def level_half_widths(self) -> np.ndarray:
+        """(nlevels,) float64: half the side of a box of each level."""
+        return self.root_half_width / 2.0 ** np.arange(self.nlevels, dtype=np.float64)
+
+    @property
     def box_half_widths(self) -> np.ndarray:
         """(nboxes,) float64: half the side of each box."""
-        return self.root_half_width / 2.0 ** self.box_levels.astype(np.float64)
+        return self.level_half_widths[self.box_levels]
 
     @property
     def box_centres_soa(self) -> np.ndarray:

@@ -1,0 +1,36 @@
+"""The buffers one FMM evaluation shares between its launches, from the KIFMM's steps.
+
+The plan allocates exactly these (:func:`fmmloopy.driver.builder.build_plan`), and the memory
+estimate counts them (:mod:`fmmloopy.driver.memory`): one function, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+from fmmloopy.maths.expansion import Expansion
+from fmmloopy.maths.kifmm import STEPS, expansion_buffers, rank_buffers
+from fmmloopy.maths.precompute import matrix_shapes
+
+
+def evaluation_buffer_shapes(expansion: Expansion, ranks: tuple[int, int], nboxes: int,
+                             nsources: int, ntargets: int) -> dict[str, tuple[int, ...]]:
+    """Name -> shape (float64) of every per-evaluation buffer: charges, potentials, one
+    ``n_e`` vector per box of every expansion, and the buffers between two-factor steps, as
+    wide as the first factor's rank (``ranks``: ``(k_u, k_d)``)."""
+    shapes: dict[str, tuple[int, ...]] = {"strengths": (nsources,), "potential": (ntargets,)}
+    shapes |= {name: (nboxes, expansion.n_e) for name in expansion_buffers()}
+    matrices = matrix_shapes(expansion.n_e, *ranks)
+    shapes |= {name: (nboxes, matrices[field][-2]) for name, _, field in rank_buffers()}
+    return shapes
+
+
+def step_matrix_shapes(expansion: Expansion, ranks: tuple[int, int]
+                       ) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Step name -> the shapes of the matrices its launches take (uploaded once per plan)."""
+    shapes = matrix_shapes(expansion.n_e, *ranks)
+    return {name: {field: shapes[field] for field in step.matrices}
+            for name, step in STEPS.items() if step.matrices}
+
+
+def surface_uploads() -> int:
+    """Surfaces the plan uploads: one ``(3, n_e)`` array per pairwise step with a surface."""
+    return sum(len(step.surfaces) for step in STEPS.values())

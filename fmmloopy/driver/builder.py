@@ -1,0 +1,220 @@
+"""The thin driver: orders the KIFMM's steps over the tree's boxes and moves buffers.
+
+What each step computes (its operator, expansions, surfaces, matrices and level scaling) is the
+math layer's (:mod:`fmmloopy.maths.kifmm`); here only *which boxes* each launch serves and in
+which order the launches run (KIFMM, Ying-Biros-Zorin 2004):
+
+* upward: ``p2m`` at the leaves with sources, ``uc2e`` there, ``m2m`` level by level up;
+* downward: ``m2l`` (V) and ``p2l`` (X) for all levels in one launch each, ``dc2e``, then ``l2l``
+  level by level down;
+* leaves: ``l2p``, ``m2p`` (W) and ``p2p`` (U) into the potential.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import pyopencl as cl
+import pyopencl.array as cla
+
+from fmmloopy.checking.verification import compare, random_operands
+from fmmloopy.driver.buffers import evaluation_buffer_shapes
+from fmmloopy.driver.plan import Launch, Plan
+from fmmloopy.execution.compiled import CompiledOperator, compiled_operator
+from fmmloopy.execution.kernel_arguments import box_list, box_list_arguments, tree_arguments
+from fmmloopy.maths.green import GreenKernel
+from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL, STEPS, KifmmStep
+from fmmloopy.maths.layouts import matrix_arguments
+from fmmloopy.maths.operators import PAIRWISE, get_operator, operator_sizes
+from fmmloopy.maths.precompute import KifmmOperators
+from fmmloopy.tree.lists import InteractionLists
+from fmmloopy.tree.octree import Tree
+from fmmloopy.tuning.recipe import REFERENCE, RecipeError
+from fmmloopy.tuning.shipped import needs_verification
+
+
+class UnverifiedRecipeWarning(UserWarning):
+    """Recipes that are not shipped run without first-use verification (verify_recipes=False)."""
+
+
+def launch_order(tree: Tree, lists: InteractionLists) -> Iterator[tuple[str, np.ndarray]]:
+    """``(step name, target boxes)`` of every launch, in dependency order."""
+    levels = tree.box_levels
+    has_sources = tree.box_source_counts > 0
+    has_targets = tree.box_target_counts > 0
+    expanded = levels >= FIRST_EXPANSION_LEVEL
+    leaves = tree.box_is_leaf
+
+    def listed(name: str) -> np.ndarray:
+        return np.diff(getattr(lists, f"{name}_starts")) > 0
+
+    # Upward pass: multipoles of every box with sources, from the level of expansions down.
+    yield "p2m", np.flatnonzero(leaves & has_sources & expanded)
+    yield "uc2e", np.flatnonzero(leaves & has_sources & expanded)
+    for level in range(tree.nlevels - 2, FIRST_EXPANSION_LEVEL - 1, -1):
+        yield "m2m", np.flatnonzero(~leaves & has_sources & (levels == level))
+    # Downward pass: local expansions of every box with targets.
+    yield "m2l", np.flatnonzero(listed("v") & has_targets)
+    yield "p2l", np.flatnonzero(listed("x") & has_targets)
+    yield "dc2e", np.flatnonzero(has_targets & expanded)
+    for level in range(FIRST_EXPANSION_LEVEL + 1, tree.nlevels):
+        yield "l2l", np.flatnonzero(has_targets & (levels == level))
+    # Leaves: potentials at the targets.
+    target_leaves = leaves & has_targets
+    yield "l2p", np.flatnonzero(target_leaves & expanded)
+    yield "m2p", np.flatnonzero(target_leaves & listed("w"))
+    yield "p2p", np.flatnonzero(target_leaves)
+
+
+class _PlanBuilder:
+    """Cuts the lists for each launch and uploads what launches share, once."""
+
+    def __init__(self, tree: Tree, lists: InteractionLists, operators: KifmmOperators,
+                 green: GreenKernel, queue: cl.CommandQueue,
+                 recipes: str | Mapping[str, str] | None, verify: bool = True):
+        self.tree, self.lists, self.operators = tree, lists, operators
+        self.expansion = operators.expansion
+        self.green, self.queue, self.recipes = green, queue, recipes
+        self.verify = verify
+        self.launches: list[Launch] = []
+        self.kernel_seconds = self.verify_seconds = 0.0
+        self.verified: set[str] = set()
+        self.unverified: set[str] = set()
+        #: (id of a matrix stack, layout) -> (the stack, kept alive so that the id stays its;
+        #: its uploaded arguments).
+        self._uploaded: dict[tuple, tuple[np.ndarray, dict[str, cla.Array]]] = {}
+        self.shared = {name: self._device(value) for name, value in tree_arguments(tree).items()}
+
+    def _device(self, value):
+        """Upload an array for one launch (the tree's arrays: once for all)."""
+        if not isinstance(value, np.ndarray):
+            return value
+        return cla.to_device(self.queue, np.ascontiguousarray(value))
+
+    def _matrices(self, kernel: CompiledOperator, matrices: np.ndarray) -> dict[str, cla.Array]:
+        """``matrices`` in the form ``kernel``'s layout takes, uploaded once per plan."""
+        key = (id(matrices), kernel.layout)
+        if key not in self._uploaded:
+            host = matrix_arguments(kernel.layout, matrices)
+            self._uploaded[key] = (matrices, {name: self._device(value)
+                                              for name, value in host.items()})
+        return self._uploaded[key][1]
+
+    def _kernel(self, operator: str, **sizes: int) -> CompiledOperator:
+        recipe = (self.recipes.get(operator) if isinstance(self.recipes, Mapping)
+                  else self.recipes)
+        clock = time.perf_counter()
+        kernel = compiled_operator(operator, self.queue.device, recipe=recipe, kernel=self.green,
+                                   **sizes)
+        self.kernel_seconds += time.perf_counter() - clock
+        return kernel
+
+    def step(self, step: KifmmStep, target_boxes: np.ndarray) -> None:
+        """The launches of ``step`` over ``target_boxes`` (none when there are no boxes)."""
+        if len(target_boxes) == 0:
+            return
+        if get_operator(step.operator).template == PAIRWISE:
+            surfaces = {argument: self.expansion.surface(name) for argument, name in step.surfaces}
+            self.add(step.operator, target_boxes, {"strengths": step.source,
+                                                   "result": step.target},
+                     operator_sizes(step.operator, self.expansion.n_e), surfaces)
+            return
+        scales = step.level_scales(self.operators.homogeneity, self.tree.level_half_widths)
+        for index, (field, source, target) in enumerate(step.chain()):
+            matrices = self._stack(field)
+            self.add(step.operator, target_boxes,
+                     {"source_vectors": source, "target_vectors": target},
+                     {"n_target_coeffs": matrices.shape[1], "n_source_coeffs": matrices.shape[2]},
+                     {"matrices": matrices, "nmatrices": len(matrices),
+                      "level_scales": scales if index == 0 else np.ones_like(scales)})
+
+    def _stack(self, field: str) -> np.ndarray:
+        """The precomputed matrices ``field`` as a stack ``(nmatrices, n_out, n_in)`` (one
+        object per field, so that its upload is shared)."""
+        stacks = self.__dict__.setdefault("_stacks", {})
+        if field not in stacks:
+            matrices = getattr(self.operators, field)
+            stacks[field] = matrices if matrices.ndim == 3 else matrices[None]
+        return stacks[field]
+
+    def add(self, operator: str, target_boxes: np.ndarray, buffers: dict[str, str],
+            sizes: dict[str, int], extra: dict) -> None:
+        """A launch of ``operator`` over ``target_boxes`` with ``extra`` arguments (surfaces;
+        matrices, uploaded once for all the launches that apply them)."""
+        spec = get_operator(operator)
+        starts, entries, matrix_indices = box_list(self.tree, self.lists, spec.box_list)
+        cut = box_list_arguments(starts, entries, target_boxes, matrix_indices)
+        kernel = self._kernel(operator, **sizes)
+        names = set(kernel.argument_names)
+        arguments = {name: value for name, value in self.shared.items() if name in names}
+        extra = dict(extra)
+        matrices = extra.pop("matrices", None)
+        arguments |= {name: self._device(value)
+                      for name, value in kernel.arguments_from(cut | extra).items()}
+        if matrices is not None:
+            arguments |= {name: value for name, value in self._matrices(kernel, matrices).items()
+                          if name in names}
+        if "max_box_targets" in names:
+            arguments["max_box_targets"] = int(self.tree.box_target_counts[target_boxes].max())
+        if needs_verification(kernel.recipe):
+            if self.verify:
+                self._verify(spec, kernel, sizes,
+                             cut | extra | ({} if matrices is None else {"matrices": matrices}))
+            else:
+                self.unverified.add(kernel.recipe.name)
+        work = spec.work(cut, sizes, self.tree.box_target_counts, self.tree.box_source_counts)
+        self.launches.append(Launch(operator, kernel, arguments, buffers, work))
+
+    def _verify(self, spec, kernel: CompiledOperator, sizes: dict[str, int],
+                launch: dict) -> None:
+        """Compare ``kernel`` with ``sequential`` on this launch (the real tree, lists and
+        sizes; random values), the reference on sampled rows; RecipeError on a mismatch."""
+        clock = time.perf_counter()
+        tree = self.tree
+        inputs = tree_arguments(tree) | launch | random_operands(
+            spec, sizes, tree, np.random.default_rng(len(self.launches)))
+        if spec.template != "matvec":
+            inputs["max_box_targets"] = int(
+                tree.box_target_counts[launch["target_boxes"]].max())
+        reference = compiled_operator(spec.name, self.queue.device, recipe=REFERENCE,
+                                      kernel=self.green, **sizes)
+        comparison = compare(kernel, reference, spec, sizes, inputs, self.queue)
+        self.verify_seconds += time.perf_counter() - clock
+        if not comparison.ok:
+            raise RecipeError(
+                f"{kernel.label} differs from {REFERENCE!r} on this FMM's tree ({spec.name} "
+                f"launch over {comparison.total_rows} target boxes, {comparison.compared_rows} "
+                f"compared; max relative error {comparison.max_relative_error:.3g}): "
+                f"{comparison.mismatch}. Run 'fmmloopy check' with this recipe to see it at "
+                "other sizes; verify_recipes=False (fmmloopy bench: --no-verify-recipes) skips "
+                "this comparison")
+        self.verified.add(kernel.recipe.name)
+
+
+def build_plan(tree: Tree, lists: InteractionLists, operators: KifmmOperators,
+               green: GreenKernel, queue: cl.CommandQueue,
+               recipes: str | Mapping[str, str] | None = None, verify: bool = True) -> Plan:
+    """Every launch of the FMM on ``tree``, in dependency order, with its buffers.
+
+    With ``verify``, every launch under a recipe that is not shipped (or whose shipped files
+    were edited) is first compared with ``sequential`` on this tree
+    (:func:`fmmloopy.tuning.shipped.needs_verification`); a mismatch raises RecipeError.
+    Without, such recipes run unverified, with an :class:`UnverifiedRecipeWarning`.
+    """
+    build = _PlanBuilder(tree, lists, operators, green, queue, recipes, verify)
+    for name, target_boxes in launch_order(tree, lists):
+        build.step(STEPS[name], target_boxes)
+    shapes = evaluation_buffer_shapes(operators.expansion, operators.ranks(), tree.nboxes,
+                                      tree.nsources, tree.ntargets)
+    buffers = {name: cla.zeros(queue, shape, np.float64) for name, shape in shapes.items()}
+    if build.unverified:
+        warnings.warn(f"recipes {sorted(build.unverified)} are not shipped and run without "
+                      "first-use verification against 'sequential' (verify_recipes=False)",
+                      UnverifiedRecipeWarning, stacklevel=3)
+    return Plan(queue, build.launches, buffers, kernel_seconds=build.kernel_seconds,
+                verify_seconds=build.verify_seconds,
+                verified_recipes=frozenset(build.verified),
+                unverified_recipes=frozenset(build.unverified))

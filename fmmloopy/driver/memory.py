@@ -1,0 +1,127 @@
+"""Memory an FMM needs, estimated from the plan's buffers before anything large is allocated.
+
+:func:`estimate_memory` counts what an FMM keeps and the largest temporary of its set-up, from
+sizes known before they are allocated: the point counts and order alone (before the tree,
+:func:`estimate_before_tree`), then the box and list counts (before the operators and the plan).
+The device part is the plan's: its per-evaluation buffers
+(:func:`fmmloopy.driver.buffers.evaluation_buffer_shapes`), the matrices of its steps (each
+uploaded once), its surfaces and its cut lists. The per-box and per-point constants of the tree,
+the lists and their set-up were measured (docs/robustness.md); :data:`MARGIN` covers what is not
+counted.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fmmloopy.driver.buffers import (
+    evaluation_buffer_shapes,
+    step_matrix_shapes,
+    surface_uploads,
+)
+from fmmloopy.execution.resources import MemoryEstimate
+from fmmloopy.maths.expansion import Expansion
+from fmmloopy.maths.kifmm import STEPS
+from fmmloopy.maths.precompute import matrix_shapes
+
+_F64, _I32 = 8, 4
+
+#: Host bytes per point while the tree is built (Morton keys, sort order, integer coordinates).
+TREE_BUILD_BYTES_PER_POINT = 120
+#: Host bytes per box of the largest level while the V list is built (216 candidates per box).
+LIST_BUILD_BYTES_PER_BOX = 3000
+#: Host bytes per V entry while the plan groups the M2L pairs by matrix (sort keys, orders).
+GROUPING_BYTES_PER_PAIR = 70
+#: Bytes per box of tree arrays (keys, levels, coordinates, centres, family, particle ranges).
+TREE_BYTES_PER_BOX = 110
+#: Bytes per box of list arrays (four CSR starts, the 27 colleagues).
+LIST_BYTES_PER_BOX = 130
+#: Device bytes per box of tree arrays and of the per-launch cut lists (self, children, parent).
+DEVICE_LIST_BYTES_PER_BOX = 160
+#: Share of the total added for what is not counted (allocator, runtime copies, small arrays):
+#: the estimate came out 3 % below to 35 % above the measured peak without it (docs).
+MARGIN = 0.1
+
+
+def _bytes(shape: tuple[int, ...], itemsize: int = _F64) -> float:
+    return float(np.prod(shape, dtype=np.float64)) * itemsize
+
+
+def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, order: int,
+                    nboxes: int, nlevels: int = 1, list_entries: dict[str, int] | None = None,
+                    ranks: tuple[int, int] | None = None) -> MemoryEstimate:
+    """Bytes the FMM of these sizes keeps on the host and on the device (module docstring).
+
+    ``list_entries`` holds the U, V, W, X entry counts (``{"u": ..., ...}``; zeros if unknown),
+    ``ranks`` the UC2E/DC2E ranks (``n_e`` if unknown, their upper bound). Without V entries
+    the M2L matrices stay on the host (no M2L launch); the host keeps a transposed copy of them
+    while the plan is built.
+    """
+    expansion = Expansion(order)
+    n_e = expansion.n_e
+    ranks = ranks if ranks is not None else (n_e, n_e)
+    entries = {"u": 0, "v": 0, "w": 0, "x": 0} | dict(list_entries or {})
+    all_entries = sum(entries.values())
+    separate_targets = 0 if targets_are_sources else ntargets
+
+    operators = sum(_bytes(shape) for shape in matrix_shapes(n_e, *ranks).values())
+    launched = {name: sum(_bytes(shape) for shape in fields.values())
+                for name, fields in step_matrix_shapes(expansion, ranks).items()}
+    # M2L matrices go to the device (and are transposed on the host) only for a V list.
+    m2l_used = launched["m2l"] if entries["v"] else 0.0
+    host = {
+        # Tree copies (coordinates, user <-> tree ids); charges and potentials of a call.
+        "particles": (3 * _F64 + 2 * _I32 + 2 * _F64) * nsources
+                     + (3 * _F64 + 2 * _I32) * separate_targets + 3 * _F64 * ntargets,
+        "tree and lists": (TREE_BYTES_PER_BOX + LIST_BYTES_PER_BOX) * nboxes
+                          + _I32 * (all_entries + entries["v"]),
+        "operators": operators,
+    }
+    temporaries = {
+        "tree build": TREE_BUILD_BYTES_PER_POINT * (nsources + separate_targets),
+        "list build": LIST_BUILD_BYTES_PER_BOX * nboxes,
+        "plan build": m2l_used + GROUPING_BYTES_PER_PAIR * entries["v"],
+    }
+    name, largest = max(temporaries.items(), key=lambda item: item[1])
+    host[f"set-up temporaries ({name})"] = largest
+
+    buffers = evaluation_buffer_shapes(expansion, ranks, nboxes, nsources, ntargets)
+    # One launch per matrix of a step (per level for M2M and L2L), one per pairwise step.
+    launches = sum(max(1, len(step.matrices)) for step in STEPS.values())
+    device = {
+        # Coordinates of the sources and targets, charges and potentials.
+        "particles": 3 * _F64 * (nsources + ntargets) + _bytes(buffers["strengths"])
+                     + _bytes(buffers["potential"]),
+        "expansions": sum(_bytes(shape) for name, shape in buffers.items()
+                          if name not in ("strengths", "potential")),
+        "matrices": sum(launched.values()) - launched["m2l"] + m2l_used
+                    + surface_uploads() * 3 * n_e * _F64,
+        # Cut lists: a box index per entry, and a matrix index (or pair target) for V; per
+        # launch its target boxes and row starts and level scales.
+        "lists": _I32 * (all_entries + entries["v"]) + DEVICE_LIST_BYTES_PER_BOX * nboxes
+                 + (launches + 2 * max(nlevels - 3, 0)) * (_F64 * nlevels + 64),
+    }
+    host["margin"] = MARGIN * (sum(host.values()) + sum(device.values()))
+    largest_buffers = {"M2L matrices": m2l_used,
+                       "one expansion buffer": _bytes(buffers["multipole"]),
+                       "source coordinates": 3 * _F64 * nsources,
+                       "target coordinates": 3 * _F64 * ntargets}
+    return MemoryEstimate(host=host, device=device,
+                          largest_buffer=max(largest_buffers.items(), key=lambda item: item[1]))
+
+
+def estimate_before_tree(nsources: int, ntargets: int, targets_are_sources: bool, order: int,
+                         n_crit: int) -> MemoryEstimate:
+    """A lower bound known before the tree exists: every leaf full, no list entries (so no M2L
+    matrices on the device); the precomputed operators are counted in full."""
+    nboxes = max(1, math.ceil(max(nsources, ntargets) / n_crit))
+    return estimate_memory(nsources=nsources, ntargets=ntargets,
+                           targets_are_sources=targets_are_sources, order=order, nboxes=nboxes)
+
+
+def describe_problem(nsources: int, ntargets: int, order: int, n_crit: int) -> str:
+    """How refusals name a problem: ``the FMM of N sources and M targets at order p (n_crit c)``."""
+    return (f"the FMM of {nsources} sources and {ntargets} targets at order {order} "
+            f"(n_crit {n_crit})")

@@ -1,0 +1,126 @@
+"""The KIFMM as data: each step of the method, the operator it runs and the facts it needs.
+
+A :class:`KifmmStep` is one use of an operator (:mod:`fmmloopy.maths.operators`) in the
+kernel-independent FMM (Ying, Biros, Zorin 2004): the expansion it reads and the one it adds
+into, the surface a pairwise operator sums on, the precomputed matrices a matvec operator
+applies (in turn, through a buffer of the rank of the first: the check-to-equivalent maps are two
+factors, :mod:`fmmloopy.maths.precompute`) and how those matrices scale with the level. The
+driver (:mod:`fmmloopy.driver`) only orders the steps over the tree's boxes and moves buffers.
+
+Expansions (per box, ``n_e`` values): ``check_up`` -> ``multipole`` (upward equivalent density)
+and ``check_down`` -> ``local`` (downward equivalent density); ``strengths`` are the charges and
+``potential`` the result, one value per point.
+
+Level scaling. For a kernel of homogeneity ``d`` (``K(h x, h y) = h**d K(x, y)``) the kernel
+matrix between the surfaces of a box of half-width ``h`` is ``h**d`` times the one for half-width
+1, and its truncated pseudo-inverse ``h**-d`` times (``rcond`` is relative, so the same singular
+values are kept). Hence the check-to-equivalent maps scale by ``h**-d``, M2L by ``h**d`` and
+M2M/L2L (a pseudo-inverse times a kernel matrix of the same scale) not at all: each step's
+:attr:`KifmmStep.level_exponent`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Expansions exist from this level down: V and X lists are empty above it (the boxes of levels
+#: 0 and 1 are all adjacent to each other).
+FIRST_EXPANSION_LEVEL = 2
+
+#: Per-point buffers: the charges (one per source) and the potential (one per target).
+POINT_BUFFERS = ("strengths", "potential")
+
+
+@dataclass(frozen=True)
+class KifmmStep:
+    """One step of the KIFMM: ``operator`` from expansion ``source`` into ``target``."""
+
+    name: str
+    #: The operator (:data:`fmmloopy.maths.operators.OPERATORS`) the step launches; its time
+    #: and work are reported under this name.
+    operator: str
+    source: str
+    target: str
+    #: Pairwise operators with a surface side: ``{"target_surface" or "source_surface": surface
+    #: name}`` (:data:`fmmloopy.maths.expansion.SURFACE_RADII`).
+    surfaces: tuple[tuple[str, str], ...] = ()
+    #: Matvec operators: fields of :class:`~fmmloopy.maths.precompute.KifmmOperators`, applied
+    #: in turn (the first to ``source``, the last into ``target``).
+    matrices: tuple[str, ...] = ()
+    #: Exponent of the box half-width, in units of the kernel's homogeneity, that scales the
+    #: first matrix (module docstring).
+    level_exponent: int = 0
+
+    def level_scales(self, homogeneity: float | None, half_widths: np.ndarray) -> np.ndarray:
+        """Factors multiplying the half-width-1 matrices for boxes of ``half_widths`` (one per
+        level); ValueError for a kernel without homogeneity (its operators depend on the
+        level)."""
+        if homogeneity is None:
+            raise ValueError(
+                f"step {self.name!r}: the kernel is not homogeneous, so its operators depend on "
+                "the level and cannot be scaled from one precomputed set")
+        return np.asarray(half_widths, dtype=np.float64) ** (self.level_exponent * homogeneity)
+
+    def between(self, index: int) -> str:
+        """The buffer between factor ``index`` and the next (a matvec step of several
+        matrices): ``<source>_rank``."""
+        return f"{self.source}_rank{'' if index == 0 else index}"
+
+    def chain(self) -> list[tuple[str, str, str]]:
+        """``(matrix field, input buffer, output buffer)`` for each matrix, in order."""
+        names = [self.source, *(self.between(i) for i in range(len(self.matrices) - 1)),
+                 self.target]
+        return [(field, names[i], names[i + 1]) for i, field in enumerate(self.matrices)]
+
+
+def _steps(*steps: KifmmStep) -> dict[str, KifmmStep]:
+    return {step.name: step for step in steps}
+
+
+#: Every step of the method, by name, in the order of one evaluation.
+STEPS: dict[str, KifmmStep] = _steps(
+    # Upward pass: multipoles of the boxes with sources.
+    KifmmStep("p2m", "p2m", "strengths", "check_up",
+              surfaces=(("target_surface", "upward_check"),)),
+    KifmmStep("uc2e", "c2e", "check_up", "multipole", matrices=("uc2e_first", "uc2e_second"),
+              level_exponent=-1),
+    KifmmStep("m2m", "m2m", "multipole", "multipole", matrices=("m2m",)),
+    # Downward pass: locals of the boxes with targets.
+    KifmmStep("m2l", "m2l", "multipole", "check_down", matrices=("m2l",), level_exponent=1),
+    KifmmStep("p2l", "p2l", "strengths", "check_down",
+              surfaces=(("target_surface", "downward_check"),)),
+    KifmmStep("dc2e", "c2e", "check_down", "local", matrices=("dc2e_first", "dc2e_second"),
+              level_exponent=-1),
+    KifmmStep("l2l", "l2l", "local", "local", matrices=("l2l",)),
+    # Leaves: potentials at the targets.
+    KifmmStep("l2p", "l2p", "local", "potential",
+              surfaces=(("source_surface", "downward_equivalent"),)),
+    KifmmStep("m2p", "m2p", "multipole", "potential",
+              surfaces=(("source_surface", "upward_equivalent"),)),
+    KifmmStep("p2p", "p2p", "strengths", "potential"),
+)
+
+
+def get_step(name: str) -> KifmmStep:
+    """The step called ``name``, with a clear error for an unknown one."""
+    try:
+        return STEPS[name]
+    except KeyError:
+        raise ValueError(f"unknown KIFMM step {name!r}; steps: {list(STEPS)}") from None
+
+
+def expansion_buffers() -> list[str]:
+    """The per-box buffers of the method (every step's source and target but the point
+    buffers), in order of first use."""
+    names = [name for step in STEPS.values() for name in (step.source, step.target)]
+    return [name for name in dict.fromkeys(names) if name not in POINT_BUFFERS]
+
+
+def rank_buffers() -> list[tuple[str, str, str]]:
+    """``(buffer, step, matrix field)``: the buffers between the factors of matvec steps and
+    the matrix whose rows size them."""
+    return [(step.between(i), step.name, field)
+            for step in STEPS.values()
+            for i, field in enumerate(step.matrices[:-1])]
