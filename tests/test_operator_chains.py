@@ -17,7 +17,7 @@ from fmmloopy.maths.green import LAPLACE_3D
 from fmmloopy.maths.precompute import kernel_matrix
 from fmmloopy.maths.reference import direct_sum
 from fmmloopy.maths.surfaces import DOWNWARD_EQUIVALENT_RADIUS, UPWARD_EQUIVALENT_RADIUS, surface
-from fmmloopy.tree.octree import ranges_to_indices
+from fmmloopy.tree.csr import ranges_to_indices
 
 ORDER = 6
 

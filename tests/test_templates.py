@@ -12,10 +12,11 @@ import pytest
 
 from fmmloopy.checking.problems import check_problems, tree_problem
 from fmmloopy.execution.compiled import compiled_operator
+from fmmloopy.maths.geometry import INDEX_DTYPE
 from fmmloopy.maths.green import LAPLACE_3D
 from fmmloopy.maths.operators import get_operator
 from fmmloopy.maths.reference import direct_sum, pairwise_reference
-from fmmloopy.maths.templates import INDEX_DTYPE, BoxParticles, BoxSurface, make_pairwise_kernel
+from fmmloopy.maths.templates import BoxParticles, BoxSurface, make_pairwise_kernel
 from fmmloopy.tuning.races import silence_benign_races
 from fmmloopy.tuning.recipe import RecipeContext
 from fmmloopy.tuning.registry import select_recipe

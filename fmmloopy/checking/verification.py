@@ -24,8 +24,7 @@ import pyopencl.array as cla
 
 from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.operators import MATVEC, PARTICLES, OperatorSpec
-from fmmloopy.tree.lists import select_rows
-from fmmloopy.tree.octree import ranges_to_indices
+from fmmloopy.tree.csr import ranges_to_indices, select_rows
 
 #: Normwise relative difference allowed between a recipe and the reference, in float64. Both sum
 #: the same terms; only the order of summation and fused multiply-adds differ, which moves a sum

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from fmmloopy.maths.templates import INDEX_DTYPE
-from fmmloopy.tree.lists import InteractionLists, select_rows
+from fmmloopy.maths.geometry import INDEX_DTYPE
+from fmmloopy.tree.csr import select_rows, starts_from_counts
+from fmmloopy.tree.lists import InteractionLists
 from fmmloopy.tree.octree import Tree
 
 #: Rows of a box list for every box: (starts[nboxes + 1], entries, matrix indices or None).
@@ -43,14 +44,12 @@ def box_list(tree: Tree, lists: InteractionLists, name: str) -> BoxList:
         return np.arange(nboxes + 1, dtype=INDEX_DTYPE), boxes, np.zeros_like(boxes)
     if name == "children":
         present = tree.box_children >= 0
-        starts = np.zeros(nboxes + 1, dtype=INDEX_DTYPE)
-        np.cumsum(present.sum(axis=1), out=starts[1:])
+        starts = starts_from_counts(present.sum(axis=1))
         octants = np.broadcast_to(np.arange(8, dtype=INDEX_DTYPE), present.shape)
         return starts, tree.box_children[present], octants[present]
     if name == "parent":
         has_parent = tree.box_parents >= 0
-        starts = np.zeros(nboxes + 1, dtype=INDEX_DTYPE)
-        np.cumsum(has_parent, out=starts[1:])
+        starts = starts_from_counts(has_parent)
         octants = (tree.box_keys[has_parent] & np.uint64(7)).astype(INDEX_DTYPE)
         return starts, tree.box_parents[has_parent], octants
     raise ValueError(f"unknown box list {name!r}")

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Box and point indices of the tree, its lists and the kernels' index arguments.
+INDEX_DTYPE = np.dtype(np.int32)
+
 # (dx, dy, dz) for the 27 neighbour slots, slot = 9 (dx+1) + 3 (dy+1) + (dz+1); slot 13 is self.
 NEIGHBOUR_OFFSETS = np.array(
     [(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)], dtype=np.int64

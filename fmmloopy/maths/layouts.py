@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmmloopy.maths.templates import INDEX_DTYPE
+from fmmloopy.maths.geometry import INDEX_DTYPE
 
 
 @dataclass(frozen=True)

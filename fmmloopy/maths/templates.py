@@ -28,10 +28,8 @@ from dataclasses import dataclass
 import loopy as lp
 import numpy as np
 
+from fmmloopy.maths.geometry import INDEX_DTYPE
 from fmmloopy.maths.green import OFFSET_VARIABLES, GreenKernel
-
-#: Integer type of every index array handed to a kernel.
-INDEX_DTYPE = np.dtype(np.int32)
 
 _LANG_VERSION = (2018, 2)
 

@@ -18,27 +18,11 @@ import dataclasses
 
 import numpy as np
 
+from fmmloopy.tree.csr import csr_from_pairs, list_rows, ranges_to_indices
 from fmmloopy.tree.lists import InteractionLists
-from fmmloopy.tree.octree import Tree, ranges_to_indices
+from fmmloopy.tree.octree import Tree
 
-__all__ = ["csr_from_pairs", "direct_where_cheaper", "list_rows"]
-
-_INDEX = np.int32
-
-
-def list_rows(starts: np.ndarray) -> np.ndarray:
-    """The row (box) of each entry of a CSR list."""
-    return np.repeat(np.arange(len(starts) - 1, dtype=_INDEX), np.diff(starts))
-
-
-def csr_from_pairs(rows: np.ndarray, entries: np.ndarray,
-                   nboxes: int) -> tuple[np.ndarray, np.ndarray]:
-    """CSR starts and entries from (row, entry) pairs; entries keep their order within a row."""
-    order = np.argsort(rows, kind="stable")
-    starts = np.zeros(nboxes + 1, dtype=_INDEX)
-    np.cumsum(np.bincount(rows, minlength=nboxes), out=starts[1:])
-    return starts, entries[order].astype(_INDEX)
-
+__all__ = ["direct_where_cheaper"]
 
 def _to_target_leaves(tree: Tree, boxes: np.ndarray,
                       entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -24,15 +24,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from fmmloopy.maths.geometry import (
+    INDEX_DTYPE,
     NEIGHBOUR_OFFSETS,
     OCTANT_BITS,
     transfer_vector_index,
 )
-from fmmloopy.tree.octree import Tree, ranges_to_indices
+from fmmloopy.tree.csr import csr_from_pairs
+from fmmloopy.tree.octree import Tree
 
 __all__ = ["InteractionLists", "build_interaction_lists"]
 
-_INDEX = np.int32
+_INDEX = INDEX_DTYPE
 
 @dataclass(frozen=True, eq=False)
 class InteractionLists:
@@ -97,15 +99,6 @@ def _colleagues(tree: Tree) -> np.ndarray:
     return coll
 
 
-def _csr(rows: np.ndarray, cols: np.ndarray, nboxes: int, *extra: np.ndarray
-         ) -> tuple[np.ndarray, ...]:
-    """Sort (row, col) pairs and return (starts, cols, *extra) in CSR form."""
-    order = np.argsort(rows.astype(np.int64) * nboxes + cols, kind="stable")
-    starts = np.zeros(nboxes + 1, dtype=_INDEX)
-    np.cumsum(np.bincount(rows, minlength=nboxes), out=starts[1:])
-    return (starts, cols[order].astype(_INDEX), *(e[order].astype(_INDEX) for e in extra))
-
-
 def _v_list(tree: Tree, coll: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """V list with transfer indices, level by level from the parents' colleagues' children."""
     rows, cols, tvs = [], [], []
@@ -117,18 +110,12 @@ def _v_list(tree: Tree, coll: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
         cand = np.where(pcoll[:, :, None] >= 0, tree.box_children[pcoll], -1).reshape(-1, 216)
         tv = _VTABLE[ob]
         ok = (cand >= 0) & (tv >= 0)
-        r, c, t = np.repeat(b, ok.sum(axis=1)), cand[ok], tv[ok]
-        order = np.argsort(r * np.int64(tree.nboxes) + c)  # sort each row by box index
-        rows.append(r[order])
-        cols.append(c[order])
-        tvs.append(t[order])
-    starts = np.zeros(tree.nboxes + 1, dtype=_INDEX)
-    if not rows:
-        empty = np.zeros(0, dtype=_INDEX)
-        return starts, empty, empty
-    rows_a = np.concatenate(rows)
-    np.cumsum(np.bincount(rows_a, minlength=tree.nboxes), out=starts[1:])
-    return starts, np.concatenate(cols).astype(_INDEX), np.concatenate(tvs).astype(_INDEX)
+        rows.append(np.repeat(b, ok.sum(axis=1)))
+        cols.append(cand[ok])
+        tvs.append(tv[ok])
+    empty = np.zeros(0, dtype=np.int64)
+    return csr_from_pairs(np.concatenate([empty, *rows]), np.concatenate([empty, *cols]),
+                          tree.nboxes, np.concatenate([empty, *tvs]), sort_entries=True)
 
 
 def _adjacent(tree: Tree, b: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -178,10 +165,11 @@ def build_interaction_lists(tree: Tree) -> InteractionLists:
     u_rows, u_cols, w_rows, w_cols = _u_w_pairs(tree, coll)
     # U is symmetric: the coarser neighbours of a leaf are the leaves that found it finer.
     finer = tree.box_levels[u_cols] > tree.box_levels[u_rows]
-    u_starts, u_lists = _csr(np.concatenate([u_rows, u_cols[finer]]),
-                             np.concatenate([u_cols, u_rows[finer]]), nb)
-    w_starts, w_lists = _csr(w_rows, w_cols, nb)
-    x_starts, x_lists = _csr(w_cols, w_rows, nb)
+    u_starts, u_lists = csr_from_pairs(np.concatenate([u_rows, u_cols[finer]]),
+                                       np.concatenate([u_cols, u_rows[finer]]), nb,
+                                       sort_entries=True)
+    w_starts, w_lists = csr_from_pairs(w_rows, w_cols, nb, sort_entries=True)
+    x_starts, x_lists = csr_from_pairs(w_cols, w_rows, nb, sort_entries=True)
     v_starts, v_lists, v_transfer = _v_list(tree, coll)
     return InteractionLists(
         u_starts=u_starts, u_lists=u_lists,
@@ -190,21 +178,6 @@ def build_interaction_lists(tree: Tree) -> InteractionLists:
         x_starts=x_starts, x_lists=x_lists,
         colleagues=coll,
     )
-
-
-def select_rows(starts: np.ndarray, lists: np.ndarray, rows: np.ndarray,
-                *aligned: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The CSR rows ``rows`` of ``(starts, lists)``, renumbered ``0..len(rows)-1``.
-
-    Returns ``(new_starts, new_lists, *new_aligned)``; ``aligned`` arrays (e.g. ``v_transfer``)
-    are cut like ``lists``. This is the layout the kernels take: one row per target box.
-    """
-    rows = np.asarray(rows, dtype=np.int64)
-    counts = (starts[rows + 1] - starts[rows]).astype(np.int64)
-    new_starts = np.zeros(len(rows) + 1, dtype=_INDEX)
-    np.cumsum(counts, out=new_starts[1:])
-    picked = ranges_to_indices(starts[rows].astype(np.int64), counts)
-    return (new_starts, lists[picked].astype(_INDEX), *(a[picked].astype(_INDEX) for a in aligned))
 
 
 def list_size_summary(tree: Tree, lists: InteractionLists) -> dict[str, dict[str, float]]:

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from fmmloopy.tree.coordinates import span
-from fmmloopy.tree.direct_lists import csr_from_pairs, list_rows
+from fmmloopy.tree.csr import csr_from_pairs, list_rows, ranges_to_indices
 from fmmloopy.tree.lists import InteractionLists
-from fmmloopy.tree.octree import Tree, ranges_to_indices
+from fmmloopy.tree.octree import Tree
 
 __all__ = ["NESTED_ROW_FACTOR", "MergedSum", "NestedRow", "heavy_rows", "merge_coincident",
            "nest_heavy_rows"]

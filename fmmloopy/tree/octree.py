@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmmloopy.maths.geometry import NEIGHBOUR_OFFSETS
+from fmmloopy.maths.geometry import INDEX_DTYPE, NEIGHBOUR_OFFSETS
+from fmmloopy.tree.csr import ranges_to_indices
 
 __all__ = ["MAX_DEPTH_LIMIT", "Tree", "build_tree", "morton_decode", "morton_encode"]
 
@@ -29,7 +30,7 @@ __all__ = ["MAX_DEPTH_LIMIT", "Tree", "build_tree", "morton_decode", "morton_enc
 MAX_DEPTH_LIMIT = 21
 
 _U64 = np.uint64
-_INDEX = np.int32
+_INDEX = INDEX_DTYPE
 #: Relative padding of the root cube around the points' extent.
 _PAD = 1e-6
 
@@ -78,15 +79,6 @@ def morton_decode(keys: np.ndarray) -> np.ndarray:
 def _placeholder(levels: np.ndarray) -> np.ndarray:
     """The leading bit ``1 << 3 l`` that makes (level, Morton key) one sortable uint64."""
     return _U64(1) << (_U64(3) * levels.astype(_U64))
-
-
-def ranges_to_indices(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenate ``arange(s, s + c)`` over all (s, c) without a Python loop."""
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    offsets = np.cumsum(counts) - counts
-    return np.repeat(starts - offsets, counts) + np.arange(total, dtype=np.int64)
 
 
 @dataclass(frozen=True, eq=False)
