@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fmmloopy.base.validation import validate_integer, validate_points
 from fmmloopy.maths.geometry import INDEX_DTYPE, NEIGHBOUR_OFFSETS
+from fmmloopy.tree.coordinates import bounds
 from fmmloopy.tree.csr import ranges_to_indices
 
 __all__ = ["MAX_DEPTH_LIMIT", "Tree", "build_tree", "morton_decode", "morton_encode"]
@@ -199,21 +201,6 @@ class Tree:
         return np.asarray(values)[self.target_tree_ids]
 
 
-def _check_points(points: np.ndarray, name: str) -> np.ndarray:
-    """Validate an ``(N, 3)`` finite float array with N >= 1 and return it as float64."""
-    arr = np.asarray(points)
-    if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (N, 3), got {arr.shape}")
-    if arr.shape[0] < 1:
-        raise ValueError(f"{name} must hold at least one point")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise ValueError(f"{name} must be real numbers, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite (found NaN or inf)")
-    return arr
-
-
 def _point_keys(points: np.ndarray, lo: np.ndarray, half_width: float, depth: int) -> np.ndarray:
     """Morton keys at level ``depth`` of points in the cube ``[lo, lo + 2 half_width)``."""
     n = 1 << depth
@@ -341,21 +328,14 @@ def build_tree(sources: np.ndarray, targets: np.ndarray | None = None, n_crit: i
     ``n_crit`` sources or more than ``n_crit`` targets; boxes at ``max_depth`` (<= 21) are never
     split, and a warning is emitted when one of them holds more than ``n_crit``.
     """
-    src = _check_points(sources, "sources")
-    tgt = None if targets is None else _check_points(targets, "targets")
-    if isinstance(n_crit, bool) or not isinstance(n_crit, (int, np.integer)) or n_crit < 1:
-        raise ValueError(f"n_crit must be an integer >= 1, got {n_crit!r}")
-    if (isinstance(max_depth, bool) or not isinstance(max_depth, (int, np.integer))
-            or not 0 <= max_depth <= MAX_DEPTH_LIMIT):
-        raise ValueError(f"max_depth must be an integer in [0, {MAX_DEPTH_LIMIT}], "
-                         f"got {max_depth!r}")
-    n_crit, depth = int(n_crit), int(max_depth)
+    src = validate_points(sources, "sources")
+    tgt = None if targets is None else validate_points(targets, "targets")
+    if not len(src) or (tgt is not None and not len(tgt)):
+        raise ValueError(f"{'targets' if len(src) else 'sources'} must hold at least one point")
+    n_crit = validate_integer(n_crit, "n_crit", 1)
+    depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
 
-    lo = src.min(axis=0)
-    hi = src.max(axis=0)
-    if tgt is not None:
-        lo = np.minimum(lo, tgt.min(axis=0))
-        hi = np.maximum(hi, tgt.max(axis=0))
+    lo, hi = bounds(src, tgt)
     with np.errstate(over="ignore"):
         centre = 0.5 * lo + 0.5 * hi
         extent = float((hi - lo).max())
