@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
-from fmmloopy.tree.octree import MAX_DEPTH_LIMIT, Tree, build_tree, morton_decode, morton_encode
+from fmmloopy.tree.octree import MAX_DEPTH_LIMIT, Tree, build_tree
 
 CORNERS = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=float)
 
@@ -280,11 +280,3 @@ def test_max_depth_zero_and_limit() -> None:
 def test_validation(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         build_tree(**kwargs)
-
-
-def test_morton_round_trip() -> None:
-    rng = np.random.default_rng(5)
-    c = rng.integers(0, 2**21, size=(1000, 3))
-    keys = morton_encode(c)
-    assert np.array_equal(morton_decode(keys), c)
-    assert [int(k) for k in keys] == list(_interleave(c))

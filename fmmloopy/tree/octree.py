@@ -22,11 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from fmmloopy.base.validation import validate_integer, validate_points
-from fmmloopy.maths.geometry import INDEX_DTYPE, NEIGHBOUR_OFFSETS
+from fmmloopy.maths.geometry import INDEX_DTYPE
 from fmmloopy.tree.coordinates import bounds
-from fmmloopy.tree.csr import ranges_to_indices
+from fmmloopy.tree.morton import morton_decode, placeholder
+from fmmloopy.tree.refinement import Refinement, balance, point_keys, refine
 
-__all__ = ["MAX_DEPTH_LIMIT", "Tree", "build_tree", "morton_decode", "morton_encode"]
+__all__ = ["MAX_DEPTH_LIMIT", "Tree", "build_tree"]
 
 #: Deepest level a tree may have: 3 bits per level plus a placeholder bit fit in a uint64.
 MAX_DEPTH_LIMIT = 21
@@ -35,52 +36,6 @@ _U64 = np.uint64
 _INDEX = INDEX_DTYPE
 #: Relative padding of the root cube around the points' extent.
 _PAD = 1e-6
-
-
-
-def _spread_bits(v: np.ndarray) -> np.ndarray:
-    """Insert two zero bits between each of the low 21 bits of ``v`` (uint64)."""
-    v = v & _U64(0x1FFFFF)
-    v = (v | (v << _U64(32))) & _U64(0x1F00000000FFFF)
-    v = (v | (v << _U64(16))) & _U64(0x1F0000FF0000FF)
-    v = (v | (v << _U64(8))) & _U64(0x100F00F00F00F00F)
-    v = (v | (v << _U64(4))) & _U64(0x10C30C30C30C30C3)
-    v = (v | (v << _U64(2))) & _U64(0x1249249249249249)
-    return v
-
-
-def _compact_bits(v: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`_spread_bits`: gather every third bit of ``v`` (uint64)."""
-    v = v & _U64(0x1249249249249249)
-    v = (v ^ (v >> _U64(2))) & _U64(0x10C30C30C30C30C3)
-    v = (v ^ (v >> _U64(4))) & _U64(0x100F00F00F00F00F)
-    v = (v ^ (v >> _U64(8))) & _U64(0x1F0000FF0000FF)
-    v = (v ^ (v >> _U64(16))) & _U64(0x1F00000000FFFF)
-    v = (v ^ (v >> _U64(32))) & _U64(0x1FFFFF)
-    return v
-
-
-def morton_encode(coords: np.ndarray) -> np.ndarray:
-    """Morton keys (uint64) of integer coordinates ``(n, 3)`` < 2**21; x gives the high bit."""
-    c = np.asarray(coords).astype(_U64)
-    return (
-        (_spread_bits(c[:, 0]) << _U64(2)) | (_spread_bits(c[:, 1]) << _U64(1))
-    ) | _spread_bits(c[:, 2])
-
-
-def morton_decode(keys: np.ndarray) -> np.ndarray:
-    """Integer coordinates ``(n, 3)`` int64 of Morton keys (inverse of :func:`morton_encode`)."""
-    k = np.asarray(keys, dtype=_U64)
-    out = np.empty((k.shape[0], 3), dtype=np.int64)
-    out[:, 0] = _compact_bits(k >> _U64(2))
-    out[:, 1] = _compact_bits(k >> _U64(1))
-    out[:, 2] = _compact_bits(k)
-    return out
-
-
-def _placeholder(levels: np.ndarray) -> np.ndarray:
-    """The leading bit ``1 << 3 l`` that makes (level, Morton key) one sortable uint64."""
-    return _U64(1) << (_U64(3) * levels.astype(_U64))
 
 
 @dataclass(frozen=True, eq=False)
@@ -201,125 +156,6 @@ class Tree:
         return np.asarray(values)[self.target_tree_ids]
 
 
-def _point_keys(points: np.ndarray, lo: np.ndarray, half_width: float, depth: int) -> np.ndarray:
-    """Morton keys at level ``depth`` of points in the cube ``[lo, lo + 2 half_width)``."""
-    n = 1 << depth
-    ijk = np.floor((points - lo) * (n / (2.0 * half_width)))
-    np.clip(ijk, 0, n - 1, out=ijk)
-    return morton_encode(ijk.astype(np.int64))
-
-
-class _Builder:
-    """Sorted particle keys at ``depth``: box counts and non-empty children during the build."""
-
-    def __init__(self, src_keys: np.ndarray, tgt_keys: np.ndarray, all_keys: np.ndarray,
-                 depth: int) -> None:
-        self.src_keys, self.tgt_keys, self.all_keys, self.depth = (
-            src_keys, tgt_keys, all_keys, depth)
-
-    def key_range(self, pkeys: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Half-open range ``[lo, hi)`` of depth-``depth`` particle keys inside each box."""
-        morton = pkeys ^ _placeholder(levels)
-        shift = _U64(3) * (self.depth - levels).astype(_U64)
-        return morton << shift, (morton + _U64(1)) << shift
-
-    def counts(self, pkeys: np.ndarray, levels: np.ndarray) -> np.ndarray:
-        """``max(n_sources, n_targets)`` in each box."""
-        lo, hi = self.key_range(pkeys, levels)
-        ns = np.searchsorted(self.src_keys, hi) - np.searchsorted(self.src_keys, lo)
-        if self.tgt_keys is self.src_keys:
-            return ns
-        nt = np.searchsorted(self.tgt_keys, hi) - np.searchsorted(self.tgt_keys, lo)
-        return np.maximum(ns, nt)
-
-    def children(self, pkeys: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Non-empty children (placeholder keys, levels) of disjoint boxes, sorted per box."""
-        lo, hi = self.key_range(pkeys, levels)
-        start = np.searchsorted(self.all_keys, lo)
-        count = np.searchsorted(self.all_keys, hi) - start
-        order = np.argsort(start, kind="stable")
-        start, count, levels = start[order], count[order], levels[order]
-        idx = ranges_to_indices(start, count)
-        child_levels = np.repeat(levels + 1, count)
-        shift = _U64(3) * (self.depth - child_levels).astype(_U64)
-        ck = (self.all_keys[idx] >> shift) | _placeholder(child_levels)
-        keep = np.ones(ck.shape[0], dtype=bool)
-        keep[1:] = ck[1:] != ck[:-1]
-        return ck[keep], child_levels[keep]
-
-
-def _refine(builder: _Builder, n_crit: int, max_depth: int
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Top-down refinement; returns sorted (keys, levels, is_leaf) and the overfull leaf count."""
-    keys = [np.ones(1, dtype=_U64)]
-    levels = [np.zeros(1, dtype=np.int64)]
-    leaf = []
-    overfull = 0
-    while True:
-        k, lev = keys[-1], levels[-1]
-        full = builder.counts(k, lev) > n_crit
-        split = full & (lev < max_depth)
-        overfull += int(np.count_nonzero(full & ~split))
-        leaf.append(~split)
-        if not split.any():
-            break
-        ck, cl = builder.children(k[split], lev[split])
-        keys.append(ck)
-        levels.append(cl)
-    return np.concatenate(keys), np.concatenate(levels), np.concatenate(leaf), overfull
-
-
-def _balance(builder: _Builder, keys: np.ndarray, levels: np.ndarray, leaf: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Split leaves until no internal box touches a leaf of a coarser level (2:1 balance).
-
-    This is the 2:1 balance of the full octree (where every internal box has 8 children)
-    restricted to the non-empty boxes: it implies that adjacent leaves differ by at most one
-    level, and it keeps U within one level, W one level finer and X one level coarser, so the
-    classical list bounds hold. Sweeps levels k from the deepest internal one up: for each
-    internal box at level k and each of its 26 neighbour cells, the deepest existing box
-    containing the cell must not be a leaf of level < k (if it is internal, the region is
-    empty). Such leaves are split, repeated until none remains. Splits only make boxes of level
-    < k internal, which later sweeps handle, so one sweep reaches the fixed point.
-    """
-    offsets = NEIGHBOUR_OFFSETS[np.any(NEIGHBOUR_OFFSETS != 0, axis=1)]
-    for k in range(int(levels.max()) - 1, 0, -1):
-        while True:
-            ik = keys[(levels == k) & ~leaf]
-            if ik.shape[0] == 0:
-                break
-            cells = morton_decode(ik ^ _placeholder(np.full(1, k)))
-            nb = (cells[:, None, :] + offsets[None, :, :]).reshape(-1, 3)
-            nb = nb[np.all((nb >= 0) & (nb < (1 << k)), axis=1)]
-            # Find the deepest existing box containing each neighbour cell, walking up.
-            q = np.unique(morton_encode(nb))
-            found = np.full(q.shape[0], -1, dtype=np.int64)
-            found_level = np.full(q.shape[0], -1, dtype=np.int64)
-            pending = np.arange(q.shape[0])
-            for j in range(k, -1, -1):
-                qk = (q[pending] >> _U64(3 * (k - j))) | _U64(1 << (3 * j))
-                pos = np.minimum(np.searchsorted(keys, qk), keys.shape[0] - 1)
-                hit = keys[pos] == qk
-                found[pending[hit]] = pos[hit]
-                found_level[pending[hit]] = j
-                pending = pending[~hit]
-                if pending.shape[0] == 0:
-                    break
-            bad = found[(found_level < k) & leaf[found]]
-            if bad.shape[0] == 0:
-                break
-            bad = np.unique(bad)
-            ck, cl = builder.children(keys[bad], levels[bad])
-            leaf = leaf.copy()
-            leaf[bad] = False
-            keys = np.concatenate([keys, ck])
-            levels = np.concatenate([levels, cl])
-            leaf = np.concatenate([leaf, np.ones(ck.shape[0], dtype=bool)])
-            order = np.argsort(keys)
-            keys, levels, leaf = keys[order], levels[order], leaf[order]
-    return keys, levels, leaf
-
-
 def build_tree(sources: np.ndarray, targets: np.ndarray | None = None, n_crit: int = 32,
                max_depth: int = 20) -> Tree:
     """Build the 2:1-balanced adaptive octree of ``sources`` ``(ns, 3)`` and ``targets``.
@@ -344,23 +180,23 @@ def build_tree(sources: np.ndarray, targets: np.ndarray | None = None, n_crit: i
         raise ValueError("the points' extent overflows float64")
     root_lo = centre - half_width
 
-    skeys = _point_keys(src, root_lo, half_width, depth)
+    skeys = point_keys(src, root_lo, half_width, depth)
     sorder = np.argsort(skeys, kind="stable")
     skeys = skeys[sorder]
     if tgt is None:
         tkeys, torder, all_keys = skeys, sorder, skeys
     else:
-        tkeys = _point_keys(tgt, root_lo, half_width, depth)
+        tkeys = point_keys(tgt, root_lo, half_width, depth)
         torder = np.argsort(tkeys, kind="stable")
         tkeys = tkeys[torder]
         all_keys = np.sort(np.concatenate([skeys, tkeys]))
-    builder = _Builder(skeys, tkeys, all_keys, depth)
+    builder = Refinement(skeys, tkeys, all_keys, depth)
 
-    keys, levels, leaf, overfull = _refine(builder, n_crit, depth)
+    keys, levels, leaf, overfull = refine(builder, n_crit, depth)
     if overfull:
         warnings.warn(f"build_tree: max_depth={depth} reached; {overfull} leaves hold more than "
                       f"n_crit={n_crit} points", RuntimeWarning, stacklevel=2)
-    keys, levels, leaf = _balance(builder, keys, levels, leaf)
+    keys, levels, leaf = balance(builder, keys, levels, leaf)
 
     nboxes = keys.shape[0]
     nlevels = int(levels.max()) + 1
@@ -370,7 +206,7 @@ def build_tree(sources: np.ndarray, targets: np.ndarray | None = None, n_crit: i
     children = np.full((nboxes, 8), -1, dtype=_INDEX)
     octant = (keys[1:] & _U64(7)).astype(np.int64)
     children[parents[1:], octant] = np.arange(1, nboxes, dtype=_INDEX)
-    coords = morton_decode(keys ^ _placeholder(levels))
+    coords = morton_decode(keys ^ placeholder(levels))
     width = (2.0 * half_width) / 2.0 ** levels.astype(np.float64)
     centres = root_lo + (coords + 0.5) * width[:, None]
 

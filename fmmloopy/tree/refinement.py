@@ -1,0 +1,135 @@
+"""Building the octree's boxes: top-down refinement, then the 2:1 balance (:mod:`.octree`).
+
+Boxes are (placeholder Morton key, level) pairs (:mod:`fmmloopy.tree.morton`); the particles are
+represented by their sorted Morton keys at the deepest level, so a box's particles are one key
+range and its counts and non-empty children come from binary searches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fmmloopy.maths.geometry import NEIGHBOUR_OFFSETS
+from fmmloopy.tree.csr import ranges_to_indices
+from fmmloopy.tree.morton import morton_decode, morton_encode, placeholder
+
+_U64 = np.uint64
+
+
+def point_keys(points: np.ndarray, lo: np.ndarray, half_width: float, depth: int) -> np.ndarray:
+    """Morton keys at level ``depth`` of points in the cube ``[lo, lo + 2 half_width)``."""
+    n = 1 << depth
+    ijk = np.floor((points - lo) * (n / (2.0 * half_width)))
+    np.clip(ijk, 0, n - 1, out=ijk)
+    return morton_encode(ijk.astype(np.int64))
+
+
+class Refinement:
+    """Sorted particle keys at ``depth``: box counts and non-empty children during the build."""
+
+    def __init__(self, src_keys: np.ndarray, tgt_keys: np.ndarray, all_keys: np.ndarray,
+                 depth: int) -> None:
+        self.src_keys, self.tgt_keys, self.all_keys, self.depth = (
+            src_keys, tgt_keys, all_keys, depth)
+
+    def key_range(self, pkeys: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Half-open range ``[lo, hi)`` of depth-``depth`` particle keys inside each box."""
+        morton = pkeys ^ placeholder(levels)
+        shift = _U64(3) * (self.depth - levels).astype(_U64)
+        return morton << shift, (morton + _U64(1)) << shift
+
+    def counts(self, pkeys: np.ndarray, levels: np.ndarray) -> np.ndarray:
+        """``max(n_sources, n_targets)`` in each box."""
+        lo, hi = self.key_range(pkeys, levels)
+        ns = np.searchsorted(self.src_keys, hi) - np.searchsorted(self.src_keys, lo)
+        if self.tgt_keys is self.src_keys:
+            return ns
+        nt = np.searchsorted(self.tgt_keys, hi) - np.searchsorted(self.tgt_keys, lo)
+        return np.maximum(ns, nt)
+
+    def children(self, pkeys: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Non-empty children (placeholder keys, levels) of disjoint boxes, sorted per box."""
+        lo, hi = self.key_range(pkeys, levels)
+        start = np.searchsorted(self.all_keys, lo)
+        count = np.searchsorted(self.all_keys, hi) - start
+        order = np.argsort(start, kind="stable")
+        start, count, levels = start[order], count[order], levels[order]
+        idx = ranges_to_indices(start, count)
+        child_levels = np.repeat(levels + 1, count)
+        shift = _U64(3) * (self.depth - child_levels).astype(_U64)
+        ck = (self.all_keys[idx] >> shift) | placeholder(child_levels)
+        keep = np.ones(ck.shape[0], dtype=bool)
+        keep[1:] = ck[1:] != ck[:-1]
+        return ck[keep], child_levels[keep]
+
+
+def refine(builder: Refinement, n_crit: int, max_depth: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Top-down refinement; returns sorted (keys, levels, is_leaf) and the overfull leaf count."""
+    keys = [np.ones(1, dtype=_U64)]
+    levels = [np.zeros(1, dtype=np.int64)]
+    leaf = []
+    overfull = 0
+    while True:
+        k, lev = keys[-1], levels[-1]
+        full = builder.counts(k, lev) > n_crit
+        split = full & (lev < max_depth)
+        overfull += int(np.count_nonzero(full & ~split))
+        leaf.append(~split)
+        if not split.any():
+            break
+        ck, cl = builder.children(k[split], lev[split])
+        keys.append(ck)
+        levels.append(cl)
+    return np.concatenate(keys), np.concatenate(levels), np.concatenate(leaf), overfull
+
+
+def balance(builder: Refinement, keys: np.ndarray, levels: np.ndarray, leaf: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split leaves until no internal box touches a leaf of a coarser level (2:1 balance).
+
+    This is the 2:1 balance of the full octree (where every internal box has 8 children)
+    restricted to the non-empty boxes: it implies that adjacent leaves differ by at most one
+    level, and it keeps U within one level, W one level finer and X one level coarser, so the
+    classical list bounds hold. Sweeps levels k from the deepest internal one up: for each
+    internal box at level k and each of its 26 neighbour cells, the deepest existing box
+    containing the cell must not be a leaf of level < k (if it is internal, the region is
+    empty). Such leaves are split, repeated until none remains. Splits only make boxes of level
+    < k internal, which later sweeps handle, so one sweep reaches the fixed point.
+    """
+    offsets = NEIGHBOUR_OFFSETS[np.any(NEIGHBOUR_OFFSETS != 0, axis=1)]
+    for k in range(int(levels.max()) - 1, 0, -1):
+        while True:
+            ik = keys[(levels == k) & ~leaf]
+            if ik.shape[0] == 0:
+                break
+            cells = morton_decode(ik ^ placeholder(np.full(1, k)))
+            nb = (cells[:, None, :] + offsets[None, :, :]).reshape(-1, 3)
+            nb = nb[np.all((nb >= 0) & (nb < (1 << k)), axis=1)]
+            # Find the deepest existing box containing each neighbour cell, walking up.
+            q = np.unique(morton_encode(nb))
+            found = np.full(q.shape[0], -1, dtype=np.int64)
+            found_level = np.full(q.shape[0], -1, dtype=np.int64)
+            pending = np.arange(q.shape[0])
+            for j in range(k, -1, -1):
+                qk = (q[pending] >> _U64(3 * (k - j))) | _U64(1 << (3 * j))
+                pos = np.minimum(np.searchsorted(keys, qk), keys.shape[0] - 1)
+                hit = keys[pos] == qk
+                found[pending[hit]] = pos[hit]
+                found_level[pending[hit]] = j
+                pending = pending[~hit]
+                if pending.shape[0] == 0:
+                    break
+            bad = found[(found_level < k) & leaf[found]]
+            if bad.shape[0] == 0:
+                break
+            bad = np.unique(bad)
+            ck, cl = builder.children(keys[bad], levels[bad])
+            leaf = leaf.copy()
+            leaf[bad] = False
+            keys = np.concatenate([keys, ck])
+            levels = np.concatenate([levels, cl])
+            leaf = np.concatenate([leaf, np.ones(ck.shape[0], dtype=bool)])
+            order = np.argsort(keys)
+            keys, levels, leaf = keys[order], levels[order], leaf[order]
+    return keys, levels, leaf
