@@ -22,7 +22,7 @@ def operator_cache_in_a_temporary_directory(tmp_path_factory):
     """Precomputed operators go to a throw-away cache, not the user's (subprocesses too)."""
     import os
 
-    from fmmloopy.execution.operator_cache import CACHE_ENV
+    from fmmloopy.execution.cache_files import CACHE_ENV
     from fmmloopy.execution.precomputed import forget_operators
 
     previous = os.environ.get(CACHE_ENV)

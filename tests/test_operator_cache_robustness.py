@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 import pytest
 
-from fmmloopy.execution import operator_cache
+from fmmloopy.execution import cache_files, operator_cache
 from fmmloopy.execution.operator_cache import CacheFileError, OperatorCacheWarning
 from fmmloopy.maths.green import LAPLACE_3D
 
@@ -40,7 +40,7 @@ def make(arrays):
 def cache(tmp_path, monkeypatch):
     """An empty cache directory (subprocesses inherit it through the environment)."""
     directory = tmp_path / "cache"
-    monkeypatch.setenv(operator_cache.CACHE_ENV, str(directory))
+    monkeypatch.setenv(cache_files.CACHE_ENV, str(directory))
     return directory
 
 
@@ -102,7 +102,7 @@ def test_writing_a_cache_file_removes_stale_temporaries_beside_it(cache):
     kernels.mkdir(parents=True)
     stale = temporary(kernels / "p2p-cpu-0123.json", f"{this_host()}-{dead_pid()}.", "dead0002",
                       age=300)
-    operator_cache.write_atomically(kernels / "m2l-cpu-4567.json", lambda s: s.write(b"{}"))
+    cache_files.write_atomically(kernels / "m2l-cpu-4567.json", lambda s: s.write(b"{}"))
     assert not stale.exists()
     assert [path.name for path in kernels.iterdir()] == ["m2l-cpu-4567.json"]
 

@@ -17,12 +17,13 @@ import warnings
 import numpy as np
 import pytest
 
-from fmmloopy.execution import operator_cache, precomputed
+from fmmloopy.execution import cache_files, operator_cache, precomputed
 from fmmloopy.execution.operator_cache import OperatorCacheWarning
 from fmmloopy.execution.precomputed import get_operators
 from fmmloopy.maths import precompute
 from fmmloopy.maths.geometry import NTRANSFER_VECTORS, child_centres, transfer_vector_index
 from fmmloopy.maths.green import LAPLACE_3D
+from fmmloopy.maths.kifmm import STEPS
 from fmmloopy.maths.precompute import (
     DEFAULT_RCOND,
     check_to_equivalent,
@@ -75,17 +76,22 @@ def apply_factors(first: np.ndarray, second: np.ndarray, values: np.ndarray) -> 
     return second @ (first @ values)
 
 
+def level_scale(ops, step: str, half_width):
+    """The factor of ``step``'s half-width-1 matrices at ``half_width`` (the driver's scale)."""
+    return STEPS[step].level_scales(ops.homogeneity, half_width)
+
+
 def p2m(ops, centre, half_width, sources, charges) -> np.ndarray:
     """Multipole (upward equivalent density) of particles in a box."""
     check_points = box_surface(centre, half_width, ops.order, UPWARD_CHECK_RADIUS)
     check_potential = kernel_matrix(KERNEL, check_points, sources) @ charges
-    return ops.level_scales("uc2e", half_width) * apply_factors(
+    return level_scale(ops, "uc2e", half_width) * apply_factors(
         ops.uc2e_first, ops.uc2e_second, check_potential)
 
 
 def local_from_check(ops, half_width, check_potential) -> np.ndarray:
     """Local (downward equivalent density) from a downward check potential."""
-    return ops.level_scales("dc2e", half_width) * apply_factors(
+    return level_scale(ops, "dc2e", half_width) * apply_factors(
         ops.dc2e_first, ops.dc2e_second, check_potential)
 
 
@@ -194,21 +200,6 @@ def test_translations_stay_square_where_the_fit_truncates():
     np.testing.assert_allclose(ops.m2m[2], m2m, rtol=0, atol=1e-12 * np.abs(m2m).max())
 
 
-def test_level_scales(ops6):
-    half_widths = np.array([1.0, 0.5, 0.125])
-    np.testing.assert_allclose(ops6.level_scales("uc2e", half_widths), half_widths)
-    np.testing.assert_allclose(ops6.level_scales("dc2e", half_widths), half_widths)
-    np.testing.assert_allclose(ops6.level_scales("m2l", half_widths), 1 / half_widths)
-    np.testing.assert_array_equal(ops6.level_scales("m2m", half_widths), 1.0)
-    np.testing.assert_array_equal(ops6.level_scales("l2l", half_widths), 1.0)
-    with pytest.raises(ValueError, match="unknown operator"):
-        ops6.level_scales("p2p", half_widths)
-    not_homogeneous = dataclasses.replace(KERNEL, name="no-scaling", homogeneity=None)
-    ops = compute_operators(not_homogeneous, 2)
-    with pytest.raises(ValueError, match="not homogeneous"):
-        ops.level_scales("m2l", half_widths)
-
-
 # -- accuracy against direct summation -----------------------------------------------------------
 
 def p2m_far_field_error(order: int, half_width: float, seed: int = 0) -> float:
@@ -254,7 +245,7 @@ def m2m_errors(ops, half_width: float, seed: int = 1) -> tuple[float, float]:
         mine = octants == octant
         child_centre = centre + half_width * child_centres()[:, octant]
         child_multipole = p2m(ops, child_centre, half_width / 2, sources[:, mine], charges[mine])
-        merged += ops.level_scales("m2m", half_width) * (ops.m2m[octant] @ child_multipole)
+        merged += level_scale(ops, "m2m", half_width) * (ops.m2m[octant] @ child_multipole)
     parent = p2m(ops, centre, half_width, sources, charges)
     targets = points_in_box(rng, centre + 2 * half_width * np.array([2, 1, 0]), half_width, 300)
     merged_field, parent_field = (
@@ -279,7 +270,7 @@ def m2l_chain_error(ops, half_width: float, offset, seed: int = 2) -> float:
     sources = points_in_box(rng, source_centre, half_width, NPARTICLES)
     charges = rng.uniform(0, 1, NPARTICLES)
     multipole = p2m(ops, source_centre, half_width, sources, charges)
-    check_potential = ops.level_scales("m2l", half_width) * (
+    check_potential = level_scale(ops, "m2l", half_width) * (
         ops.m2l[transfer_vector_index(np.array(offset))] @ multipole)
     local = local_from_check(ops, half_width, check_potential)
     targets = points_in_box(rng, target_centre, half_width, 300)
@@ -306,7 +297,7 @@ def l2l_errors(ops, half_width: float, seed: int = 3) -> tuple[float, float]:
     versus_parent, versus_direct = [], []
     for octant in (0, 5, 7):
         child_centre = centre + half_width * child_centres()[:, octant]
-        child_local = ops.level_scales("l2l", half_width) * (ops.l2l[octant] @ parent_local)
+        child_local = level_scale(ops, "l2l", half_width) * (ops.l2l[octant] @ parent_local)
         targets = points_in_box(rng, child_centre, half_width / 2, 200)
         child_field = evaluate_density(ops.order, child_centre, half_width / 2,
                                        DOWNWARD_EQUIVALENT_RADIUS, child_local, targets)
@@ -456,12 +447,12 @@ def test_unwritable_cache_dir_warns_once(tmp_path, monkeypatch):
 def test_cache_dir_from_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("FMMLOOPY_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert operator_cache.cache_dir() == tmp_path / "xdg" / "fmmloopy"
+    assert cache_files.cache_dir() == tmp_path / "xdg" / "fmmloopy"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert operator_cache.cache_dir() == tmp_path / "home" / ".cache" / "fmmloopy"
+    assert cache_files.cache_dir() == tmp_path / "home" / ".cache" / "fmmloopy"
     monkeypatch.setenv("FMMLOOPY_CACHE_DIR", str(tmp_path / "mine"))
-    assert operator_cache.cache_dir() == tmp_path / "mine"
+    assert cache_files.cache_dir() == tmp_path / "mine"
 
 
 _LOAD_IN_SUBPROCESS = """

@@ -51,15 +51,14 @@ from typing import Any
 
 import pyopencl as cl
 
-from fmmloopy.execution.operator_cache import (
+from fmmloopy.execution.cache_files import (
     CACHE_ENV,
     cache_dir,
-    cache_file_status,
-    kernel_fingerprint,
     key_string,
     write_atomically,
     write_or_warn,
 )
+from fmmloopy.execution.operator_cache import cache_file_status, kernel_fingerprint
 from fmmloopy.tuning.shipped import is_shipped
 
 #: Bump whenever :class:`GeneratedKernel` or the meaning of a key changes. 3: JSON, data only.

@@ -6,7 +6,7 @@ keeps its results in :mod:`fmmloopy.execution.operator_cache`'s verified ``.npz`
 
 from __future__ import annotations
 
-from fmmloopy.execution import operator_cache
+from fmmloopy.execution import cache_files, operator_cache
 from fmmloopy.maths import precompute
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.precompute import DEFAULT_RCOND, KifmmOperators
@@ -22,7 +22,7 @@ def get_operators(kernel: str | GreenKernel = "laplace", order: int = 6,
     kernel = get_kernel(kernel)
     rcond = DEFAULT_RCOND if rcond is None else float(rcond)
     key = operator_cache.operator_key(kernel, order, rcond)
-    memo_key = operator_cache.key_string(key)
+    memo_key = cache_files.key_string(key)
     if memo_key not in _MEMO:
         scalars = {"kernel_name": kernel.name, "homogeneity": kernel.homogeneity,
                    "order": int(order), "n_e": surface_size(order), "rcond": rcond}
