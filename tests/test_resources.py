@@ -18,11 +18,8 @@ from fmmloopy.cli.main import main
 from fmmloopy.driver.memory import estimate_before_tree, estimate_memory
 from fmmloopy.execution import resources
 from fmmloopy.execution.compiled import compiled_operator
-from fmmloopy.execution.resources import (
-    ResourceLimitError,
-    allocated_device_bytes,
-    explain_opencl_error,
-)
+from fmmloopy.execution.opencl_errors import explain_opencl_error
+from fmmloopy.execution.resources import ResourceLimitError, allocated_device_bytes
 from fmmloopy.tuning.recipe import RecipeError
 
 ORDER = 4

@@ -29,7 +29,7 @@ from pymbolic.primitives import Variable
 from fmmloopy.base.devices import context_for
 from fmmloopy.execution import kernel_cache
 from fmmloopy.execution.cache_files import cache_dir
-from fmmloopy.execution.resources import explain_opencl_error
+from fmmloopy.execution.opencl_errors import explain_opencl_error
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.layouts import TARGET_MAJOR, layout_arguments
 from fmmloopy.maths.operators import get_operator, math_kernel
