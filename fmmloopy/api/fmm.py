@@ -32,8 +32,9 @@ from fmmloopy.base.validation import (
 from fmmloopy.driver.builder import build_plan
 from fmmloopy.driver.memory import describe_problem, estimate_before_tree, estimate_memory
 from fmmloopy.driver.plan import Plan
+from fmmloopy.execution.opencl_errors import explain_opencl_error
 from fmmloopy.execution.precomputed import get_operators
-from fmmloopy.execution.resources import ResourceLimitError, check_memory, explain_opencl_error
+from fmmloopy.execution.resources import ResourceLimitError, check_memory
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.operators import OPERATORS
