@@ -26,7 +26,8 @@ def gpu_code(operator: str, device, order: int = 6) -> str:
     sizes = operator_sizes(operator, 6 * (order - 1) ** 2 + 2, rank=100)
     recipe = next(r for r in _gpu_recipes() if spec.template in r.targets)
     ctx = RecipeContext(operator, spec.template, device, dict(sizes, dtype=np.dtype(np.float64)))
-    # As fmmloopy.execution.compiled does: the recipe's proven-benign write races silenced, no other.
+    # As fmmloopy.execution.compiled does: the recipe's proven-benign write races silenced, no
+    # other.
     transformed = silence_benign_races(recipe(math_kernel(operator, **sizes), ctx))
     return lp.generate_code_v2(transformed).device_code()
 

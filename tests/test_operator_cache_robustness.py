@@ -1,7 +1,7 @@
 """Robustness of the operator cache: stale temporary files, one build per entry, closed files.
 
-These call :func:`fmmloopy.execution.operator_cache.load_or_build` with a cheap fake build, so they take
-seconds, not the real precomputation.
+These call :func:`fmmloopy.execution.operator_cache.load_or_build` with a cheap fake build, so they
+take seconds, not the real precomputation.
 """
 
 import gc

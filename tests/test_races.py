@@ -1,5 +1,5 @@
-"""fmmloopy.tuning.races: shipped recipes race nowhere and print no benign race warning; recipes that put
-a summed-over or ordered loop on a parallel axis are reported by the loop's name.
+"""fmmloopy.tuning.races: shipped recipes race nowhere and print no benign race warning; recipes
+that put a summed-over or ordered loop on a parallel axis are reported by the loop's name.
 
 Every racing recipe here is also shown wrong without fmmloopy.tuning.races: by loopy's own
 ``check_for_write_races`` on the kernel (which the templates no longer silence), by loopy

@@ -74,7 +74,8 @@ def test_pairwise_surface_variants_match_numpy(recipe, targets_kind, sources_kin
     knl = make_pairwise_kernel("variant", LAPLACE_3D, point_sets[targets_kind],
                                point_sets[sources_kind], accumulate=True)
     chosen = select_recipe("variant", "pairwise", device, recipe)
-    # As fmmloopy.execution.compiled does: the recipe's proven-benign write races silenced, no other.
+    # As fmmloopy.execution.compiled does: the recipe's proven-benign write races silenced, no
+    # other.
     knl = silence_benign_races(chosen(knl, RecipeContext("variant", "pairwise", device)))
     executor = knl.executor(queue.context)
 

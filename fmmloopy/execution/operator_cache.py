@@ -1,8 +1,8 @@
 """Disk cache of precomputed KIFMM operators: one ``.npz`` file per key, never trusted blindly.
 
-Directory: :func:`fmmloopy.execution.cache_files.cache_dir`. A key (:func:`operator_key`) holds the kernel's name and a fingerprint of
-its expression and homogeneity, the surface order and radii, dtype, rcond and
-:data:`FORMAT_VERSION`; the file name is derived from it.
+Directory: :func:`fmmloopy.execution.cache_files.cache_dir`. A key (:func:`operator_key`) holds
+the kernel's name and a fingerprint of its expression and homogeneity, the surface order and radii,
+dtype, rcond and :data:`FORMAT_VERSION`; the file name is derived from it.
 
 A file holds the arrays (``np.savez``, loaded with ``allow_pickle=False``) and a JSON metadata
 entry: the key and a sha256 checksum of the arrays (names, dtypes, shapes, bytes). On load the
@@ -35,13 +35,8 @@ from fmmloopy.execution.cache_files import (
     write_atomically,
     write_or_warn,
 )
+from fmmloopy.maths.expansion import SURFACE_RADII
 from fmmloopy.maths.green import GreenKernel
-from fmmloopy.maths.surfaces import (
-    DOWNWARD_CHECK_RADIUS,
-    DOWNWARD_EQUIVALENT_RADIUS,
-    UPWARD_CHECK_RADIUS,
-    UPWARD_EQUIVALENT_RADIUS,
-)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -84,8 +79,7 @@ def operator_key(kernel: GreenKernel, order: int, rcond: float) -> dict[str, Any
         "kernel_name": kernel.name,
         "kernel_fingerprint": kernel_fingerprint(kernel),
         "order": int(order),
-        "surface_radii": [UPWARD_EQUIVALENT_RADIUS, UPWARD_CHECK_RADIUS,
-                          DOWNWARD_EQUIVALENT_RADIUS, DOWNWARD_CHECK_RADIUS],
+        "surface_radii": list(SURFACE_RADII.values()),
         "dtype": "float64",
         "rcond": float(rcond),
     }

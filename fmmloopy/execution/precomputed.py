@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from fmmloopy.execution import cache_files, operator_cache
 from fmmloopy.maths import precompute
+from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.precompute import DEFAULT_RCOND, KifmmOperators
-from fmmloopy.maths.surfaces import surface_size
 
 # In-process memo: cache key (as operator_cache builds it) -> operators.
 _MEMO: dict[str, KifmmOperators] = {}
@@ -25,7 +25,7 @@ def get_operators(kernel: str | GreenKernel = "laplace", order: int = 6,
     memo_key = cache_files.key_string(key)
     if memo_key not in _MEMO:
         scalars = {"kernel_name": kernel.name, "homogeneity": kernel.homogeneity,
-                   "order": int(order), "n_e": surface_size(order), "rcond": rcond}
+                   "order": int(order), "n_e": Expansion(order).n_e, "rcond": rcond}
         _MEMO[memo_key] = operator_cache.load_or_build(
             key,
             build=lambda: precompute.compute_operators(kernel, order, rcond).arrays(),

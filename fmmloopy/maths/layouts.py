@@ -4,8 +4,8 @@ matrix) entries. Which layout a kernel uses is a tuning choice, so a recipe asks
 * :data:`TARGET_MAJOR` -- a CSR list of source boxes per target box
   (:func:`fmmloopy.maths.templates.make_matvec_kernel`); every entry re-reads its matrix.
 * :class:`Grouped` -- target boxes in blocks of ``target_block`` consecutive boxes; each block's
-  entries grouped by matrix (:func:`fmmloopy.maths.templates.make_grouped_matvec_kernel`), so a matrix is
-  read once per block and group and applied to all the group's pairs.
+  entries grouped by matrix (:func:`fmmloopy.maths.templates.make_grouped_matvec_kernel`), so a
+  matrix is read once per block and group and applied to all the group's pairs.
 
 :func:`layout_arguments` turns the target-major arguments of a launch into those of another
 layout, on the host and once per tree (the driver and the check both build them this way).

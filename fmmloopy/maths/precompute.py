@@ -1,8 +1,8 @@
 """Precomputed KIFMM operators (numpy, float64) for a box of half-width 1 centred at the origin.
 
-Expansions are densities on equivalent surfaces (:mod:`fmmloopy.maths.surfaces`): a box's *multipole*
-is its upward equivalent density (surface radius 1.05), its *local* its downward equivalent
-density (radius 2.95). The matrices, all built from :func:`kernel_matrix`:
+Expansions are densities on equivalent surfaces (:mod:`fmmloopy.maths.surfaces`): a box's
+*multipole* is its upward equivalent density (surface radius 1.05), its *local* its downward
+equivalent density (radius 2.95). The matrices, all built from :func:`kernel_matrix`:
 
 - ``uc2e``: upward check potential (radius 2.95) -> upward equivalent density;
   ``dc2e``: downward check potential (radius 1.05) -> downward equivalent density. Each is the
@@ -42,13 +42,7 @@ from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import NTRANSFER_VECTORS, child_centres, transfer_vectors
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.surfaces import (
-    DOWNWARD_CHECK_RADIUS,
-    DOWNWARD_EQUIVALENT_RADIUS,
-    UPWARD_CHECK_RADIUS,
-    UPWARD_EQUIVALENT_RADIUS,
     fine_order,
-    surface,
-    surface_size,
 )
 
 __all__ = [
@@ -93,7 +87,7 @@ class KifmmOperators:
     m2l: np.ndarray
 
     def __post_init__(self) -> None:
-        if self.n_e != surface_size(self.order):
+        if self.n_e != self.expansion.n_e:
             raise ValueError(f"n_e = {self.n_e} does not match order {self.order}")
         k_u, k_d = (_leading_size(self.uc2e_first), _leading_size(self.dc2e_first))
         for name, shape in matrix_shapes(self.n_e, k_u, k_d).items():
@@ -172,11 +166,12 @@ def compute_operators(kernel: GreenKernel | str, order: int,
     """Compute all KIFMM matrices for a box of half-width 1 (no caching)."""
     kernel = get_kernel(kernel)
     rcond = DEFAULT_RCOND if rcond is None else float(rcond)
-    n_e = surface_size(order)
-    upward_equivalent = surface(order, UPWARD_EQUIVALENT_RADIUS)
-    upward_check = surface(order, UPWARD_CHECK_RADIUS)
-    downward_equivalent = surface(order, DOWNWARD_EQUIVALENT_RADIUS)
-    downward_check = surface(order, DOWNWARD_CHECK_RADIUS)
+    expansion = Expansion(order)
+    n_e = expansion.n_e
+    upward_equivalent = expansion.surface("upward_equivalent")
+    upward_check = expansion.surface("upward_check")
+    downward_equivalent = expansion.surface("downward_equivalent")
+    downward_check = expansion.surface("downward_check")
 
     uc2e = check_to_equivalent(kernel, upward_check, upward_equivalent, rcond)
     dc2e = check_to_equivalent(kernel, downward_check, downward_equivalent, rcond)
@@ -188,8 +183,9 @@ def compute_operators(kernel: GreenKernel | str, order: int,
     # square fits keep every singular value, else the square ones (module docstring).
     least_squares = all(first.shape[0] == n_e for first, _ in (uc2e, dc2e, child_dc2e))
     if least_squares:
-        translation_up_check = surface(fine_order(order), UPWARD_CHECK_RADIUS)
-        translation_down_check = surface(fine_order(order), DOWNWARD_CHECK_RADIUS)
+        fine = Expansion(fine_order(order))
+        translation_up_check = fine.surface("upward_check")
+        translation_down_check = fine.surface("downward_check")
         m2m_fit = check_to_equivalent(kernel, translation_up_check, upward_equivalent, rcond)
         l2l_fit = check_to_equivalent(kernel, 0.5 * translation_down_check,
                                       0.5 * downward_equivalent, rcond)

@@ -19,6 +19,10 @@ grouped matvec) must not run in parallel; :mod:`fmmloopy.tuning.races` declares 
 
 Target loops over particles run to ``max_box_targets`` (the largest box) with a guard, so that a
 recipe may map them to hardware axes, which need bounds that do not come from data.
+
+Why one module of some 340 lines: the two templates share the CSR loop header, the point sets
+and the naming contract above, which recipes and :mod:`fmmloopy.tuning.races` rely on; split, the
+contract would live in two places.
 """
 
 from __future__ import annotations

@@ -39,6 +39,10 @@ trusts the templates' contract for every index map it follows, including those a
 A parallel reduction a recipe writes correctly (partial sums in local memory, then a tree) on a
 summed loop is still reported: rule 2 has no exception for it. Loopy errors while preprocessing
 the kernel propagate, as code generation would raise them.
+
+Why one module of some 340 lines: :func:`analyse_kernel` merges both rules' findings per
+(instruction, loop) into one report that says which rule found the race, and both rules share
+the helpers that name loops and their tags; split, the merge would reach across modules.
 """
 
 from __future__ import annotations
