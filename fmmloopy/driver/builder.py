@@ -1,8 +1,9 @@
-"""The thin driver: orders the KIFMM's steps over the tree's boxes and moves buffers.
+"""The thin driver: runs the KIFMM's steps over the tree's boxes and moves buffers.
 
-What each step computes (its operator, expansions, surfaces, matrices and level scaling) is the
-math layer's (:mod:`fmmloopy.maths.kifmm`); here only *which boxes* each launch serves and in
-which order the launches run (KIFMM, Ying-Biros-Zorin 2004):
+What each step computes and which boxes it serves (its operator, expansions, surfaces, matrices,
+level scaling and box selection) is the math layer's (:mod:`fmmloopy.maths.kifmm`); here the
+selections are evaluated on the tree, the lists cut per launch, arrays uploaded and buffers
+allocated. The steps, in order (KIFMM, Ying-Biros-Zorin 2004):
 
 * upward: ``p2m`` at the leaves with sources, ``uc2e`` there, ``m2m`` level by level up;
 * downward: ``m2l`` (V) and ``p2l`` (X) for all levels in one launch each, ``dc2e``, then ``l2l``
@@ -26,7 +27,7 @@ from fmmloopy.driver.plan import Launch, Plan
 from fmmloopy.execution.compiled import CompiledOperator, compiled_operator
 from fmmloopy.execution.kernel_arguments import box_list, box_list_arguments, tree_arguments
 from fmmloopy.maths.green import GreenKernel
-from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL, STEPS, KifmmStep
+from fmmloopy.maths.kifmm import STEPS, Boxes, KifmmStep
 from fmmloopy.maths.layouts import matrix_arguments
 from fmmloopy.maths.operators import PAIRWISE, get_operator, operator_sizes
 from fmmloopy.maths.precompute import KifmmOperators
@@ -40,33 +41,28 @@ class UnverifiedRecipeWarning(UserWarning):
     """Recipes that are not shipped run without first-use verification (verify_recipes=False)."""
 
 
-def launch_order(tree: Tree, lists: InteractionLists) -> Iterator[tuple[str, np.ndarray]]:
-    """``(step name, target boxes)`` of every launch, in dependency order."""
-    levels = tree.box_levels
-    has_sources = tree.box_source_counts > 0
-    has_targets = tree.box_target_counts > 0
-    expanded = levels >= FIRST_EXPANSION_LEVEL
-    leaves = tree.box_is_leaf
+def served_boxes(tree: Tree, lists: InteractionLists, boxes: Boxes) -> np.ndarray:
+    """(nboxes,) bool: the boxes of ``tree`` a step's selection ``boxes`` asks for."""
+    counts = tree.box_source_counts if boxes.side == "sources" else tree.box_target_counts
+    mask = (counts > 0) & (tree.box_levels >= boxes.min_level)
+    if boxes.leaves is not None:
+        mask &= tree.box_is_leaf == boxes.leaves
+    if boxes.listed is not None:
+        mask &= np.diff(getattr(lists, f"{boxes.listed}_starts")) > 0
+    return mask
 
-    def listed(name: str) -> np.ndarray:
-        return np.diff(getattr(lists, f"{name}_starts")) > 0
 
-    # Upward pass: multipoles of every box with sources, from the level of expansions down.
-    yield "p2m", np.flatnonzero(leaves & has_sources & expanded)
-    yield "uc2e", np.flatnonzero(leaves & has_sources & expanded)
-    for level in range(tree.nlevels - 2, FIRST_EXPANSION_LEVEL - 1, -1):
-        yield "m2m", np.flatnonzero(~leaves & has_sources & (levels == level))
-    # Downward pass: local expansions of every box with targets.
-    yield "m2l", np.flatnonzero(listed("v") & has_targets)
-    yield "p2l", np.flatnonzero(listed("x") & has_targets)
-    yield "dc2e", np.flatnonzero(has_targets & expanded)
-    for level in range(FIRST_EXPANSION_LEVEL + 1, tree.nlevels):
-        yield "l2l", np.flatnonzero(has_targets & (levels == level))
-    # Leaves: potentials at the targets.
-    target_leaves = leaves & has_targets
-    yield "l2p", np.flatnonzero(target_leaves & expanded)
-    yield "m2p", np.flatnonzero(target_leaves & listed("w"))
-    yield "p2p", np.flatnonzero(target_leaves)
+def launch_order(tree: Tree, lists: InteractionLists) -> Iterator[tuple[KifmmStep, np.ndarray]]:
+    """``(step, target boxes)`` of every launch: the steps in their order, a step with
+    ``per_level`` once per level (finest first going up, coarsest first going down)."""
+    for step in STEPS.values():
+        mask = served_boxes(tree, lists, step.boxes)
+        if step.boxes.per_level is None:
+            yield step, np.flatnonzero(mask)
+            continue
+        levels = range(tree.nlevels)
+        for level in reversed(levels) if step.boxes.per_level == "up" else levels:
+            yield step, np.flatnonzero(mask & (tree.box_levels == level))
 
 
 class _PlanBuilder:
@@ -205,8 +201,8 @@ def build_plan(tree: Tree, lists: InteractionLists, operators: KifmmOperators,
     Without, such recipes run unverified, with an :class:`UnverifiedRecipeWarning`.
     """
     build = _PlanBuilder(tree, lists, operators, green, queue, recipes, verify)
-    for name, target_boxes in launch_order(tree, lists):
-        build.step(STEPS[name], target_boxes)
+    for step, target_boxes in launch_order(tree, lists):
+        build.step(step, target_boxes)
     shapes = evaluation_buffer_shapes(operators.expansion, operators.ranks(), tree.nboxes,
                                       tree.nsources, tree.ntargets)
     buffers = {name: cla.zeros(queue, shape, np.float64) for name, shape in shapes.items()}

@@ -9,7 +9,10 @@ driver (:mod:`fmmloopy.driver`) only orders the steps over the tree's boxes and 
 
 Expansions (per box, ``n_e`` values): ``check_up`` -> ``multipole`` (upward equivalent density)
 and ``check_down`` -> ``local`` (downward equivalent density); ``strengths`` are the charges and
-``potential`` the result, one value per point.
+``potential`` the result, one value per point. Each step also says which boxes it serves
+(:class:`Boxes`); :data:`STEPS` lists the steps in an order that respects their dependencies, so
+that a new step (a gradient evaluation, say) is a new entry here and a recipe, not a driver
+change.
 
 Level scaling. For a kernel of homogeneity ``d`` (``K(h x, h y) = h**d K(x, y)``) the kernel
 matrix between the surfaces of a box of half-width ``h`` is ``h**d`` times the one for half-width
@@ -34,6 +37,25 @@ POINT_BUFFERS = ("strengths", "potential")
 
 
 @dataclass(frozen=True)
+class Boxes:
+    """Which boxes a step serves: those holding any ``side`` ("sources" or "targets"), of
+    level at least ``min_level``, only leaves (True) or only non-leaves (False) or either
+    (None), only those with a non-empty row of list ``listed``; with ``per_level``, one launch
+    per level, ``"up"`` finest level first (children before parents), ``"down"`` coarsest first.
+    The driver evaluates it on the tree."""
+
+    side: str
+    min_level: int = 0
+    leaves: bool | None = None
+    listed: str | None = None
+    per_level: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.side not in ("sources", "targets") or self.per_level not in (None, "up", "down"):
+            raise ValueError(f"bad box selection {self!r}")
+
+
+@dataclass(frozen=True)
 class KifmmStep:
     """One step of the KIFMM: ``operator`` from expansion ``source`` into ``target``."""
 
@@ -43,6 +65,8 @@ class KifmmStep:
     operator: str
     source: str
     target: str
+    #: The boxes its launches serve (their targets).
+    boxes: Boxes
     #: Pairwise operators with a surface side: ``{"target_surface" or "source_surface": surface
     #: name}`` (:data:`fmmloopy.maths.expansion.SURFACE_RADII`).
     surfaces: tuple[tuple[str, str], ...] = ()
@@ -79,27 +103,36 @@ def _steps(*steps: KifmmStep) -> dict[str, KifmmStep]:
     return {step.name: step for step in steps}
 
 
+_EXPANDED = FIRST_EXPANSION_LEVEL
+
 #: Every step of the method, by name, in the order of one evaluation.
 STEPS: dict[str, KifmmStep] = _steps(
-    # Upward pass: multipoles of the boxes with sources.
+    # Upward pass: multipoles of the boxes with sources, leaves first, then parents bottom up.
     KifmmStep("p2m", "p2m", "strengths", "check_up",
+              Boxes("sources", min_level=_EXPANDED, leaves=True),
               surfaces=(("target_surface", "upward_check"),)),
-    KifmmStep("uc2e", "c2e", "check_up", "multipole", matrices=("uc2e_first", "uc2e_second"),
-              level_exponent=-1),
-    KifmmStep("m2m", "m2m", "multipole", "multipole", matrices=("m2m",)),
-    # Downward pass: locals of the boxes with targets.
-    KifmmStep("m2l", "m2l", "multipole", "check_down", matrices=("m2l",), level_exponent=1),
-    KifmmStep("p2l", "p2l", "strengths", "check_down",
+    KifmmStep("uc2e", "c2e", "check_up", "multipole",
+              Boxes("sources", min_level=_EXPANDED, leaves=True),
+              matrices=("uc2e_first", "uc2e_second"), level_exponent=-1),
+    KifmmStep("m2m", "m2m", "multipole", "multipole",
+              Boxes("sources", min_level=_EXPANDED, leaves=False, per_level="up"),
+              matrices=("m2m",)),
+    # Downward pass: locals of the boxes with targets, then children top down.
+    KifmmStep("m2l", "m2l", "multipole", "check_down", Boxes("targets", listed="v"),
+              matrices=("m2l",), level_exponent=1),
+    KifmmStep("p2l", "p2l", "strengths", "check_down", Boxes("targets", listed="x"),
               surfaces=(("target_surface", "downward_check"),)),
-    KifmmStep("dc2e", "c2e", "check_down", "local", matrices=("dc2e_first", "dc2e_second"),
-              level_exponent=-1),
-    KifmmStep("l2l", "l2l", "local", "local", matrices=("l2l",)),
+    KifmmStep("dc2e", "c2e", "check_down", "local", Boxes("targets", min_level=_EXPANDED),
+              matrices=("dc2e_first", "dc2e_second"), level_exponent=-1),
+    KifmmStep("l2l", "l2l", "local", "local",
+              Boxes("targets", min_level=_EXPANDED + 1, per_level="down"), matrices=("l2l",)),
     # Leaves: potentials at the targets.
     KifmmStep("l2p", "l2p", "local", "potential",
+              Boxes("targets", min_level=_EXPANDED, leaves=True),
               surfaces=(("source_surface", "downward_equivalent"),)),
-    KifmmStep("m2p", "m2p", "multipole", "potential",
+    KifmmStep("m2p", "m2p", "multipole", "potential", Boxes("targets", leaves=True, listed="w"),
               surfaces=(("source_surface", "upward_equivalent"),)),
-    KifmmStep("p2p", "p2p", "strengths", "potential"),
+    KifmmStep("p2p", "p2p", "strengths", "potential", Boxes("targets", leaves=True)),
 )
 
 
