@@ -1,15 +1,45 @@
-"""Shared fixtures: the OpenCL device every test runs on (PoCL's CPU device on CI)."""
+"""Shared fixtures: the OpenCL device every test runs on (PoCL's CPU device on CI).
+
+``FMMLOOPY_TEST_DEVICE`` (``cpu``, ``gpu`` or part of a device name) pins the device of a test
+run: it is copied into ``FMMLOOPY_DEVICE`` when the session starts, so the tests, and the
+command-line runs they start in subprocesses, all use that device. Unset, the toolkit's own
+choice applies (``FMMLOOPY_DEVICE``, else the first GPU, else a CPU). The suite holds on any
+OpenCL device: what a test expects of a device (its default recipe, say) is derived from it.
+"""
+
+import os
 
 import pyopencl as cl
 import pytest
 
-from fmmloopy.base.devices import choose_device, context_for
+from fmmloopy.base.devices import DEVICE_ENV, choose_device, context_for
 from fmmloopy.tuning import registry
+
+#: Environment variable pinning the device of a test run (module docstring).
+TEST_DEVICE_ENV = "FMMLOOPY_TEST_DEVICE"
+
+
+def pytest_configure(config):
+    pinned = os.environ.get(TEST_DEVICE_ENV, "").strip()
+    if pinned:
+        os.environ[DEVICE_ENV] = pinned
 
 
 @pytest.fixture(scope="session")
 def device() -> cl.Device:
     return choose_device()
+
+
+@pytest.fixture(scope="session")
+def default_recipe(device) -> str:
+    """The shipped recipe the default chain must pick on ``device``, stated from the device
+    type alone (not through the registry under test): CPUs get ``cpu``, GPUs ``gpu``, any other
+    device ``generic``."""
+    if device.type & cl.device_type.GPU:
+        return "gpu"
+    if device.type & cl.device_type.CPU:
+        return "cpu"
+    return "generic"
 
 
 @pytest.fixture(scope="session")
@@ -20,8 +50,6 @@ def queue(device) -> cl.CommandQueue:
 @pytest.fixture(scope="session", autouse=True)
 def operator_cache_in_a_temporary_directory(tmp_path_factory):
     """Precomputed operators go to a throw-away cache, not the user's (subprocesses too)."""
-    import os
-
     from fmmloopy.execution.cache_files import CACHE_ENV
     from fmmloopy.execution.precomputed import forget_operators
 

@@ -24,7 +24,6 @@ LISTS = ("u", "v", "w", "x")
 # contributing its children that do not touch B: 6*4 + 12*6 + 8*7) is reached, see
 # test_cavity_reaches_w_152, so 148 cannot hold.
 BOUNDS = {"u": 60, "v": 189, "w": 152, "x": 19}
-_MAXIMA: dict[str, int] = dict.fromkeys(LISTS, 0)
 
 
 def _ancestors(tree: Tree) -> np.ndarray:
@@ -168,9 +167,7 @@ def test_lists_match_brute_force_and_are_complete(name: str) -> None:
     tree, il = tree_for(name), lists_for(name)
     got = _check_against_brute_force(tree, il)
     _check_complete(tree, got)
-    sizes = _check_levels_and_bounds(tree, il)
-    for k, v in sizes.items():
-        _MAXIMA[k] = max(_MAXIMA[k], v)
+    sizes = _check_levels_and_bounds(tree, il)  # every list within BOUNDS
     if name == "lattice":
         assert sizes["v"] == 189
 
@@ -198,7 +195,6 @@ def test_cavity_reaches_w_152() -> None:
     _check_complete(tree, got)
     sizes = _check_levels_and_bounds(tree, il)
     assert sizes["w"] == 152 and sizes["u"] == 57
-    _MAXIMA.update({k: max(_MAXIMA[k], v) for k, v in sizes.items()})
 
 
 def test_split_box_among_leaves_reaches_x_19() -> None:
@@ -222,13 +218,6 @@ def test_split_box_among_leaves_reaches_x_19() -> None:
     _check_complete(tree, got)
     sizes = _check_levels_and_bounds(tree, il)
     assert sizes["x"] == 19
-    _MAXIMA.update({k: max(_MAXIMA[k], v) for k, v in sizes.items()})
-
-
-def test_report_maxima() -> None:
-    """Print the largest list sizes seen by the tests above (pytest -s shows them)."""
-    print("max list sizes seen:", _MAXIMA)
-    assert all(_MAXIMA[k] <= BOUNDS[k] for k in LISTS)
 
 
 def test_single_box_tree() -> None:

@@ -12,16 +12,19 @@ from fmmloopy.tuning.recipe import RecipeError, recipe
 from fmmloopy.tuning.registry import load_recipes, select_recipe
 
 
-def test_device_classes_of_pocl_run_from_specific_to_any(device):
+def test_device_classes_run_from_specific_to_any(device):
     classes = device_classes(device)
-    assert classes[-1] == "any"
-    assert "cpu" in classes  # the CI machine has only PoCL's CPU device
-    assert classes.index("cpu-pocl") < classes.index("cpu")
+    kind = classes[-2]
+    assert classes[-1] == "any" and kind in ("cpu", "gpu", "accelerator")
+    assert all(specific.startswith(kind + "-") for specific in classes[:-2])
+    if "portable computing language" in device.platform.name.lower():
+        assert classes[0] == f"{kind}-pocl"
 
 
-def test_default_selection_prefers_device_recipe_and_never_the_reference(device):
-    assert select_recipe("p2p", "pairwise", device).name == "cpu"
-    assert select_recipe("m2l", "matvec", device).name == "cpu"
+def test_default_selection_prefers_device_recipe_and_never_the_reference(device,
+                                                                        default_recipe):
+    assert select_recipe("p2p", "pairwise", device).name == default_recipe
+    assert select_recipe("m2l", "matvec", device).name == default_recipe
     assert select_recipe("p2p", "pairwise", device, "sequential").name == "sequential"
 
 
@@ -43,19 +46,21 @@ def _write(tmp_path, name, body):
 
 
 def test_user_recipe_file_via_environment_is_selected_for_its_device(tmp_path, monkeypatch,
-                                                                    device):
-    path = _write(tmp_path, "my_recipes.py", """
+                                                                    device, default_recipe):
+    most_specific = device_classes(device)[0]  # e.g. cpu-pocl
+    path = _write(tmp_path, "my_recipes.py", f"""
         import loopy as lp
         from fmmloopy.tuning.recipe import recipe
 
-        @recipe("p2p", device="cpu-pocl", name="mine")
+        @recipe("p2p", device="{most_specific}", name="mine")
         def mine(knl, ctx):
-            return lp.tag_inames(knl, {"itgt_box": "g.0"})
+            return lp.tag_inames(knl, {{"itgt_box": "g.0"}})
         """)
     monkeypatch.setenv(registry.RECIPES_ENV, str(path))
-    # More specific device class than 'cpu': it becomes the default on PoCL.
+    # Registered for the device's most specific class and for the operator itself: it becomes
+    # the default for p2p there; other operators keep the shipped default.
     assert select_recipe("p2p", "pairwise", device).name == "mine"
-    assert select_recipe("m2l", "matvec", device).name == "cpu"
+    assert select_recipe("m2l", "matvec", device).name == default_recipe
 
 
 def test_recipe_that_raises_names_file_operator_and_error(tmp_path, device):
