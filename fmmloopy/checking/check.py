@@ -41,7 +41,7 @@ from fmmloopy.execution.compiled import (
     loopy_log_path,
     loopy_output_to_log,
 )
-from fmmloopy.maths.green import get_kernel
+from fmmloopy.maths.green import LAPLACE_3D, GreenKernel, get_kernel
 from fmmloopy.maths.operators import OPERATORS, get_operator
 from fmmloopy.tuning.recipe import REFERENCE
 from fmmloopy.tuning.registry import ensure_loaded, recipe_names_for, registered
@@ -60,18 +60,20 @@ class ProductionSizes:
     n: int | None = None
 
 
-def _problems(seed: int, production: ProductionSizes | None) -> list[CheckProblem]:
+def _problems(seed: int, production: ProductionSizes | None,
+              green: GreenKernel = LAPLACE_3D) -> list[CheckProblem]:
     """The small problems, then (unless ``production`` is None) the production-size ones."""
     problems = check_problems(seed)
     if production is not None:
-        problems += production_problems(production.order, production.n_crit, production.n, seed)
+        problems += production_problems(production.order, production.n_crit, production.n, seed,
+                                        kernel=green)
     return problems
 
 
 def describe_problems(seed: int = 0, production: ProductionSizes | None = ProductionSizes(),
-                      ) -> list[str]:
+                      kernel: str | GreenKernel = "laplace") -> list[str]:
     """One line per check problem: the sizes it reaches (what ``fmmloopy check`` prints)."""
-    return [problem.describe() for problem in _problems(seed, production)]
+    return [problem.describe() for problem in _problems(seed, production, get_kernel(kernel))]
 
 
 def check_sizes(operator: str, problem: CheckProblem) -> dict[str, int]:
@@ -116,14 +118,16 @@ def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
 
 
 def expected_outputs(operator: str, recipe: str, sizes: dict[str, int], inputs: dict,
-                     device: cl.Device) -> tuple[dict[str, np.ndarray], float]:
+                     device: cl.Device, green: GreenKernel = LAPLACE_3D,
+                     ) -> tuple[dict[str, np.ndarray], float]:
     """What ``recipe`` must reproduce, and the seconds it took: the sequential recipe's outputs
-    on ``device``, or for the sequential recipe itself the numpy host reference's."""
+    on ``device``, or for the sequential recipe itself the numpy host reference's (both of the
+    Green's function ``green``)."""
     if recipe == REFERENCE:
         start = time.perf_counter()
-        expected = get_operator(operator).host_reference(get_kernel("laplace"), inputs, sizes)
+        expected = get_operator(operator).host_reference(green, inputs, sizes)
         return expected, time.perf_counter() - start
-    reference = compiled_operator(operator, device, recipe=REFERENCE, **sizes)
+    reference = compiled_operator(operator, device, recipe=REFERENCE, kernel=green, **sizes)
     return run_once(reference, cl.CommandQueue(context_for(device)), inputs, warm_up=True)
 
 
@@ -135,14 +139,16 @@ def _size_label(operator: str, problem: CheckProblem, sizes: dict[str, int]) -> 
 
 
 def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Device,
-               ) -> list[CheckResult]:
+               green: str | GreenKernel = "laplace") -> list[CheckResult]:
     """Compare ``operator`` under ``recipe`` with the sequential recipe on ``problem``, at each
-    of the problem's sizes for it (:meth:`CheckProblem.sizes`).
+    of the problem's sizes for it (:meth:`CheckProblem.sizes`), both built for the Green's
+    function ``green``.
 
     Small problems compare every row; production-size ones run the whole launch under
-    ``recipe`` and the reference on sampled rows (:mod:`fmmloopy.checking.verification`). The sequential
-    recipe itself is compared with the operator's numpy host reference.
+    ``recipe`` and the reference on sampled rows (:mod:`fmmloopy.checking.verification`). The
+    sequential recipe itself is compared with the operator's numpy host reference.
     """
+    green = get_kernel(green)
     queue = cl.CommandQueue(context_for(device))
     spec = get_operator(operator)
     results = []
@@ -152,16 +158,18 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
             inputs = problem.arguments(spec, sizes)
             if not inputs["ntarget_boxes"]:
                 continue  # this problem has no entry in the operator's list
-            candidate = compiled_operator(operator, device, recipe=recipe, **sizes)
+            candidate = compiled_operator(operator, device, recipe=recipe, kernel=green,
+                                          **sizes)
             if recipe == REFERENCE:
                 reference = None  # numpy; the sequential kernel, which branches on no size,
                 if problem.production:  # runs the sampled rows only
                     inputs = sampled_inputs(inputs, sample_rows(RowFacts.of(spec, sizes, inputs)))
             else:
-                reference = compiled_operator(operator, device, recipe=REFERENCE, **sizes)
+                reference = compiled_operator(operator, device, recipe=REFERENCE, kernel=green,
+                                              **sizes)
             rows = None if problem.production else np.arange(inputs["ntarget_boxes"])
             comparison = compare(candidate, reference, spec, sizes, inputs, queue,
-                                 green=get_kernel("laplace"), rows=rows,
+                                 green=green, rows=rows,
                                  warm_up=not problem.production)
         except Exception as exc:  # a recipe that breaks the build or the run is a failed check
             results.append(CheckResult(operator, recipe, label, float("inf"), 0.0, 0.0, False,
@@ -179,7 +187,8 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
 
 def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],
                            recipe_sources: tuple[str, ...], seed: int,
-                           production: ProductionSizes | None) -> list[CheckResult]:
+                           production: ProductionSizes | None,
+                           green: GreenKernel) -> list[CheckResult]:
     """One (operator, recipe) pair on every problem; runs in the check's worker process.
 
     loopy prints a whole kernel to standard output when it rejects one: that goes to
@@ -187,10 +196,10 @@ def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],
     """
     ensure_loaded(recipe_sources)
     device = device_from_key(device)
-    problems = _problems(seed, production)
+    problems = _problems(seed, production, green)
     with loopy_output_to_log():
         return [result for problem in problems
-                for result in check_pair(operator, recipe, problem, device)]
+                for result in check_pair(operator, recipe, problem, device, green)]
 
 
 def pairs_to_check(operators: Iterable[str] | None,
@@ -219,20 +228,23 @@ CHECK_WORKER_ENVIRONMENT = {"FMMLOOPY_KERNEL_CACHE": "off"}
 def run_checks(device: cl.Device, *, operators: Iterable[str] | None = None,
                recipes: Iterable[str] | None = None, recipe_sources: Iterable[str] = (),
                seed: int = 0, production: ProductionSizes | None = ProductionSizes(),
-               ) -> Iterator[CheckResult]:
+               kernel: str | GreenKernel = "laplace") -> Iterator[CheckResult]:
     """Check every operator under every recipe registered for it (for any device class: all
     recipes produce plain OpenCL), or under those named, on every problem: the small ones and
     (unless ``production`` is None) those at the sizes of a real run.
 
     Kernels run in a worker process: a transform that makes a kernel crash the process (an
     out-of-bounds access can) is reported as a failed check, and checking goes on in a new
-    worker. Kernels are generated anew, never taken from the disk kernel cache.
+    worker. Kernels are generated anew, never taken from the disk kernel cache. ``kernel`` is
+    the Green's function every kernel is built for (a name, or a :class:`GreenKernel`: the
+    worker receives it pickled).
     """
+    green = get_kernel(kernel)
     recipe_sources = tuple(str(source) for source in recipe_sources)
     ensure_loaded(recipe_sources)
     pairs = pairs_to_check(list(operators or ()), list(recipes or ()))
     yield from run_in_worker(pairs, _check_in_this_process,
-                             (device_key(device), recipe_sources, seed, production),
+                             (device_key(device), recipe_sources, seed, production, green),
                              CHECK_WORKER_ENVIRONMENT)
 
 

@@ -7,14 +7,15 @@ to the OpenCL ICD loader that pyopencl's wheel ships, and that loader reads its 
 well as ``/etc/OpenCL/vendors``: PyOpenCL lists an ``Oclgrind`` platform with no further setup.
 :func:`fmmloopy.base.devices.choose_device` never picks it.
 
-Each (operator, recipe) pair runs on tiny trees (:func:`fmmloopy.checking.problems.memcheck_problems`)
-in a worker process started with Oclgrind's data-race plugin on (``OCLGRIND_DATA_RACES=1`` must be
-in the environment before the platform loads; see :data:`WORKER_ENVIRONMENT`). The kernel is the
-one the recipe makes for the normal device (the one ``fmmloopy check`` runs), launched on the
-simulator with that device's work-group and local-memory limits. Oclgrind writes its reports to
-file descriptor 2 of the worker, which redirects it to a file around each run, parses the reports
-and fails the check on any. The outputs are still compared with the ``sequential`` recipe run on
-the normal device (``sequential`` itself with the numpy reference), as in the normal check.
+Each (operator, recipe) pair runs on tiny trees
+(:func:`fmmloopy.checking.problems.memcheck_problems`) in a worker process started with Oclgrind's
+data-race plugin on (``OCLGRIND_DATA_RACES=1`` must be in the environment before the platform loads;
+see :data:`WORKER_ENVIRONMENT`). The kernel is the one the recipe makes for the normal device (the
+one ``fmmloopy check`` runs), launched on the simulator with that device's work-group and
+local-memory limits. Oclgrind writes its reports to file descriptor 2 of the worker, which redirects
+it to a file around each run, parses the reports and fails the check on any. The outputs are still
+compared with the ``sequential`` recipe run on the normal device (``sequential`` itself with the
+numpy reference), as in the normal check.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from fmmloopy.checking.check import (
 from fmmloopy.checking.problems import CheckProblem, memcheck_problems
 from fmmloopy.checking.verification import run_once
 from fmmloopy.execution.compiled import compiled_operator
+from fmmloopy.maths.green import LAPLACE_3D, GreenKernel, get_kernel
 from fmmloopy.maths.operators import get_operator
 from fmmloopy.tuning.recipe import REFERENCE
 from fmmloopy.tuning.registry import ensure_loaded
@@ -205,7 +207,7 @@ def _reports_in(captured: list[str]) -> list[OclgrindReport]:
 
 
 def memcheck_pair(operator: str, recipe: str, problem: CheckProblem, simulator: cl.Device,
-                  device: cl.Device) -> CheckResult:
+                  device: cl.Device, green: GreenKernel = LAPLACE_3D) -> CheckResult:
     """Run ``operator`` as ``recipe`` transforms it for ``device`` on the Oclgrind ``simulator``
     on ``problem``; fail on any report or on numbers that differ from ``sequential`` on
     ``device`` (for ``sequential``: from numpy).
@@ -217,12 +219,13 @@ def memcheck_pair(operator: str, recipe: str, problem: CheckProblem, simulator: 
     inputs = problem.arguments(spec, sizes)
     captured: list[str] = []
     try:
-        expected, reference_seconds = expected_outputs(operator, recipe, sizes, inputs, device)
+        expected, reference_seconds = expected_outputs(operator, recipe, sizes, inputs, device,
+                                                       green)
         against = ("the numpy reference" if recipe == REFERENCE
                    else f"{REFERENCE!r} on {device.name!r}")
         # The kernel the recipe makes for ``device`` (the one the normal check runs),
         # launched on the simulator.
-        candidate = compiled_operator(operator, device, recipe=recipe, **sizes)
+        candidate = compiled_operator(operator, device, recipe=recipe, kernel=green, **sizes)
         simulator_queue = cl.CommandQueue(context_for(simulator))
         with captured_stderr(captured):
             actual, recipe_seconds = run_once(candidate, simulator_queue, inputs)
@@ -244,17 +247,18 @@ def memcheck_pair(operator: str, recipe: str, problem: CheckProblem, simulator: 
 
 def _memcheck_in_this_process(operator: str, recipe: str, simulator: tuple[str, str],
                               device: tuple[str, str], recipe_sources: tuple[str, ...],
-                              seed: int) -> list[CheckResult]:
+                              seed: int, green: GreenKernel) -> list[CheckResult]:
     """One (operator, recipe) pair on every tiny problem; runs in the memcheck worker."""
     ensure_loaded(recipe_sources)
     simulator, device = device_from_key(simulator), device_from_key(device)
-    return [memcheck_pair(operator, recipe, problem, simulator, device)
+    return [memcheck_pair(operator, recipe, problem, simulator, device, green)
             for problem in memcheck_problems(seed)]
 
 
 def run_memchecks(device: cl.Device, *, operators: Iterable[str] | None = None,
                   recipes: Iterable[str] | None = None, recipe_sources: Iterable[str] = (),
-                  seed: int = 0) -> Iterator[CheckResult]:
+                  seed: int = 0, kernel: str | GreenKernel = "laplace",
+                  ) -> Iterator[CheckResult]:
     """Like :func:`fmmloopy.checking.check.run_checks`, with every kernel run on Oclgrind.
 
     ``device`` runs the ``sequential`` reference the results are compared with. Raises
@@ -264,6 +268,7 @@ def run_memchecks(device: cl.Device, *, operators: Iterable[str] | None = None,
     recipe_sources = tuple(str(source) for source in recipe_sources)
     ensure_loaded(recipe_sources)
     pairs = pairs_to_check(list(operators or ()), list(recipes or ()))
-    arguments = (device_key(simulator), device_key(device), recipe_sources, seed)
+    arguments = (device_key(simulator), device_key(device), recipe_sources, seed,
+                 get_kernel(kernel))
     yield from run_in_worker(pairs, _memcheck_in_this_process, arguments,
                              worker_environment(device))

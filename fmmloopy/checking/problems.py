@@ -20,6 +20,7 @@ from fmmloopy.base.distributions import plummer, sphere_surface
 from fmmloopy.checking.verification import random_operands
 from fmmloopy.execution.kernel_arguments import box_list, box_list_arguments, tree_arguments
 from fmmloopy.maths.geometry import NTRANSFER_VECTORS
+from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.operators import MATVEC, PARTICLES, OperatorSpec, operator_sizes
 from fmmloopy.tree.direct_lists import direct_where_cheaper
 from fmmloopy.tree.lists import InteractionLists, build_interaction_lists
@@ -158,7 +159,8 @@ def cavity_points(n_crit: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def production_problems(order: int = DEFAULT_ORDER, n_crit: int = DEFAULT_N_CRIT,
-                        n: int | None = None, seed: int = 0) -> list[CheckProblem]:
+                        n: int | None = None, seed: int = 0,
+                        kernel: str | GreenKernel = "laplace") -> list[CheckProblem]:
     """Problems with the sizes a real FMM at ``order`` and ``n_crit`` reaches.
 
     Surfaces of ``6 (order - 1)^2 + 2`` points and the c2e rank of that order; a Plummer
@@ -166,13 +168,12 @@ def production_problems(order: int = DEFAULT_ORDER, n_crit: int = DEFAULT_N_CRIT
     about ``n_crit`` and V and X lists at their bounds (189, 19 for the defaults); ``2 n``
     points on the sphere surface with the lists :class:`fmmloopy.Fmm` evaluates by default
     (U lists grown by the small W/X boxes); a cavity whose W list reaches 152 and U list 57.
-    Hundreds to thousands of target boxes per launch.
+    Hundreds to thousands of target boxes per launch. The c2e rank is that of ``kernel``'s
+    precomputed operators.
     """
     from fmmloopy.execution.precomputed import get_operators
-    from fmmloopy.maths.green import get_kernel
-
     n = POINTS_PER_N_CRIT * n_crit if n is None else n
-    operators = get_operators(get_kernel("laplace"), order)
+    operators = get_operators(get_kernel(kernel), order)
     sizes = dict(seed=seed, n_crit=n_crit, surface_size=operators.n_e,
                  rank=operators.uc2e_first.shape[0], production=True)
     rng = np.random.default_rng(PRODUCTION_TREE_SEED)

@@ -7,6 +7,7 @@ import os
 import sys
 
 from fmmloopy.base.distributions import DISTRIBUTIONS
+from fmmloopy.maths.green import kernel_names
 from fmmloopy.maths.operators import OPERATORS
 
 
@@ -30,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--recipe", action="append",
                        help="recipe name to check (repeatable; default: all that apply)")
     check.add_argument("--seed", type=int, default=0, help="seed of the check problems")
+    check.add_argument("--kernel", default="laplace", choices=kernel_names(),
+                       help="the Green's function every kernel is built for (default laplace)")
     check.add_argument("--order", type=int, default=6,
                        help="order of the production-size problems: surfaces and c2e rank "
                             "(default 6, as fmmloopy.Fmm)")
@@ -108,7 +111,7 @@ def _check(args: argparse.Namespace) -> int:
     n = None if args.n is None else validate_integer(args.n, "--n", 1)
     device = choose_device(args.device)
     selection = dict(operators=args.operator, recipes=args.recipe, recipe_sources=args.recipes,
-                     seed=args.seed)
+                     seed=args.seed, kernel=args.kernel)
     if args.memcheck:
         from fmmloopy.checking.memcheck import oclgrind_device, run_memchecks
 
@@ -119,10 +122,11 @@ def _check(args: argparse.Namespace) -> int:
     else:
         production = None if args.small_only else ProductionSizes(
             order=args.order, n_crit=args.n_crit, n=n)
-        print(f"device: {device.name} ({', '.join(device_classes(device))})")
+        print(f"device: {device.name} ({', '.join(device_classes(device))}); kernel "
+              f"{args.kernel!r}")
         print("problems (production-size ones run whole launches, the reference on sampled "
               "rows):")
-        for line in describe_problems(args.seed, production):
+        for line in describe_problems(args.seed, production, args.kernel):
             print(f"  {line}", flush=True)
         checks, what = run_checks(device, production=production, **selection), "checks"
     results = []

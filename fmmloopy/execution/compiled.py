@@ -5,9 +5,9 @@ changes what the kernel takes or makes its writes race (:mod:`fmmloopy.tuning.ra
 code through loopy and keeps one launcher per OpenCL context; every caller of the same
 combination gets the same object, so code generation and the OpenCL build happen once per
 process. The generated code of the shipped recipes goes to the disk kernel cache
-(:mod:`fmmloopy.execution.kernel_cache`) as data, and :class:`_Launcher` runs it: a later process skips
-the math-level kernel, the recipe and loopy for them. What loopy prints while it generates code
-(a whole kernel, when it rejects one) goes to :func:`loopy_log_path`, not to the screen.
+(:mod:`fmmloopy.execution.kernel_cache`) as data, and :class:`_Launcher` runs it: a later process
+skips the math-level kernel, the recipe and loopy for them. What loopy prints while it generates
+code (a whole kernel, when it rejects one) goes to :func:`loopy_log_path`, not to the screen.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from fmmloopy.tuning.registry import select_recipe
 class CompiledOperator:
     """One operator transformed by one recipe for one device; call it with a queue and arrays.
 
-    The generated code comes from the disk kernel cache (:mod:`fmmloopy.execution.kernel_cache`) when it
-    holds it; the transformed loopy kernel (:attr:`t_unit`) is then built only if asked for.
+    The generated code comes from the disk kernel cache (:mod:`fmmloopy.execution.kernel_cache`)
+    when it holds it; the transformed loopy kernel (:attr:`t_unit`) is then built only if asked for.
     """
 
     def __init__(self, operator: str, recipe: Recipe, device: cl.Device,
@@ -192,8 +192,8 @@ class CompiledOperator:
 
 
 class _Launcher:
-    """Runs a generated kernel (:class:`~fmmloopy.execution.kernel_cache.GeneratedKernel`, plain data) in
-    one OpenCL context, as loopy's executor would, after checking every argument."""
+    """Runs a generated kernel (:class:`~fmmloopy.execution.kernel_cache.GeneratedKernel`, plain
+    data) in one OpenCL context, as loopy's executor would, after checking every argument."""
 
     def __init__(self, generated: kernel_cache.GeneratedKernel, context: cl.Context):
         self.generated = generated

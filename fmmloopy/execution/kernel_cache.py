@@ -5,8 +5,8 @@ shipped recipes: it reads what running one kernel needs (:class:`GeneratedKernel
 *data*: the OpenCL source, its build options, the device kernel's name, its arguments in order
 (name, scalar or array, dtype, shape as an expression in the scalar arguments), the launch grid
 as expressions in the scalar arguments, the names of the outputs, and the arrays whose shape a
-recipe split. :class:`fmmloopy.execution.compiled.CompiledOperator` launches it with a launcher of its own
-that checks every argument first; nothing read from a cache file is executed as Python, and
+recipe split. :class:`fmmloopy.execution.compiled.CompiledOperator` launches it with a launcher of
+its own that checks every argument first; nothing read from a cache file is executed as Python, and
 expressions are parsed with pymbolic's parser and evaluated over integers only.
 
 Which kernels are stored. Only those of the shipped recipes, unmodified

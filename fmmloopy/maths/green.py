@@ -63,6 +63,12 @@ LAPLACE_3D = _laplace_3d()
 _KERNELS: dict[str, GreenKernel] = {LAPLACE_3D.name: LAPLACE_3D}
 
 
+def kernel_names() -> list[str]:
+    """Names of the built-in kernels (what ``get_kernel`` and ``fmmloopy check --kernel``
+    take)."""
+    return sorted(_KERNELS)
+
+
 def get_kernel(kernel: str | GreenKernel) -> GreenKernel:
     """Look a kernel up by name (``"laplace"``), or pass a :class:`GreenKernel` through."""
     if isinstance(kernel, GreenKernel):
