@@ -33,6 +33,11 @@ from fmmloopy.execution.opencl_errors import explain_opencl_error
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.layouts import TARGET_MAJOR, layout_arguments
 from fmmloopy.maths.operators import get_operator, math_kernel
+from fmmloopy.tuning.loopy_internals import (
+    LoopyInternalsChanged,
+    describe_launch,
+    runs_plainly,
+)
 from fmmloopy.tuning.races import analyse_races, silence_benign_races
 from fmmloopy.tuning.recipe import Recipe, RecipeContext, RecipeError, where_in_recipe
 from fmmloopy.tuning.registry import select_recipe
@@ -118,9 +123,13 @@ class CompiledOperator:
         if fresh:
             with loopy_output_to_log():
                 executor = self.t_unit.executor(context)
-                generated = (None if executor.has_runtime_typed_args
-                             or executor.packing_controller is not None
-                             else _generate(self.t_unit, executor, self._reshaped))
+                try:
+                    generated = (_generate(self.t_unit, executor, self._reshaped)
+                                 if runs_plainly(executor) else None)
+                except LoopyInternalsChanged as exc:
+                    kernel_cache.warn_once(f"{exc}; kernels run through loopy's executor and "
+                                           "are not stored")
+                    generated = None
             if generated is None:
                 return executor
             self._generated = generated
@@ -302,25 +311,14 @@ def _written_names(t_unit: lp.TranslationUnit) -> list[str]:
 def _generate(t_unit: lp.TranslationUnit, executor, reshaped: dict,
               ) -> kernel_cache.GeneratedKernel | None:
     """The generated code of ``t_unit`` and how to launch it, as data; None when loopy's
-    launch cannot be described so (several device kernels, arguments passed another way)."""
-    from loopy.schedule import CallKernel, get_insn_ids_for_block_at
-    from loopy.schedule.tools import get_subkernel_arg_info
-
-    entrypoint = t_unit.default_entrypoint.name
-    scheduled = executor.get_typed_and_scheduled_translation_unit(None)
-    kernel = scheduled[entrypoint]
-    calls = [(index, item) for index, item in enumerate(kernel.linearization)
-             if isinstance(item, CallKernel)]
-    if len(calls) != 1:
+    launch cannot be described so (several device kernels, arguments passed another way).
+    :class:`LoopyInternalsChanged` when loopy's internals moved."""
+    launch = describe_launch(executor, t_unit.default_entrypoint.name)
+    if launch is None:
         return None
-    index, call = calls[0]
-    info = get_subkernel_arg_info(kernel, call.kernel_name)
-    if info.passed_inames or info.passed_temporaries:
-        return None
-    groups, group_size = kernel.get_grid_sizes_for_insn_ids_as_exprs(
-        get_insn_ids_for_block_at(kernel.linearization, index), scheduled.callables_table)
+    kernel = launch.kernel
     arguments = []
-    for name in info.passed_names:
+    for name in launch.passed_names:
         arg = kernel.arg_dict.get(name)
         if isinstance(arg, lp.ArrayArg) and arg.offset == 0:
             shape = tuple(map(_as_text, arg.shape))
@@ -332,14 +330,14 @@ def _generate(t_unit: lp.TranslationUnit, executor, reshaped: dict,
         else:
             return None
     try:
-        grid = tuple(map(_as_text, groups)), tuple(map(_as_text, group_size))
+        grid = tuple(map(_as_text, launch.groups)), tuple(map(_as_text, launch.group_size))
     except ValueError:
         return None
-    code = lp.generate_code_v2(scheduled)
+    code = lp.generate_code_v2(launch.scheduled)
     return kernel_cache.GeneratedKernel(
         device_code=code.device_code(),
         build_options=tuple(kernel.options.build_options or ()),
-        kernel_name=call.kernel_name,
+        kernel_name=launch.kernel_name,
         arguments=tuple(arguments),
         groups=grid[0], group_size=grid[1],
         argument_names=tuple(arg.name for arg in t_unit.default_entrypoint.args),

@@ -79,6 +79,7 @@ _DEVICE_PROPERTIES = (
 # starts, which would change the key from one process to the next.
 _warned_unwritable: set[str] = set()
 _warned_unsafe: set[str] = set()
+_warned_messages: set[str] = set()
 
 #: Suffix of a kernel cache file.
 SUFFIX = ".json"
@@ -276,6 +277,13 @@ def _trusted_directory(create: bool) -> Path | None:
 def _digest(key: dict[str, Any], kernel: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps({"key": key, "kernel": kernel}, sort_keys=True)
                           .encode()).hexdigest()
+
+
+def warn_once(message: str) -> None:
+    """A :class:`KernelCacheWarning` with ``message``, once per process."""
+    if message not in _warned_messages:
+        _warned_messages.add(message)
+        warnings.warn(f"fmmloopy kernel cache: {message}", KernelCacheWarning, stacklevel=3)
 
 
 def _reject(path: Path, why: str) -> None:

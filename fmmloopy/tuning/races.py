@@ -52,10 +52,11 @@ from dataclasses import dataclass
 
 import islpy as isl
 import loopy as lp
-from loopy.check import _is_racing_iname_tag
 from loopy.kernel.data import ConcurrentTag, GroupInameTag, LocalInameTagBase
 from loopy.symbolic import get_dependencies
 from pymbolic.primitives import Subscript
+
+from fmmloopy.tuning.loopy_internals import is_racing_iname_tag
 
 #: The template accumulates over the loop into one private sum per output.
 SUMMED = "summed"
@@ -145,7 +146,7 @@ def _races_on(kernel: lp.LoopKernel, variable: str, iname: str) -> bool:
     if variable in kernel.arg_dict:
         return bool(kernel.iname_tags_of_type(iname, ConcurrentTag))
     temporary = kernel.temporary_variables[variable]
-    return any(_is_racing_iname_tag(temporary, tag) for tag in kernel.iname_tags(iname))
+    return any(is_racing_iname_tag(temporary, tag) for tag in kernel.iname_tags(iname))
 
 
 def _index_of(assignee) -> tuple:
