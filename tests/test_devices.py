@@ -1,11 +1,26 @@
-"""Device selection: what ``device=`` accepts, and a clear error for anything else."""
+"""fmmloopy.base.devices: what ``device=`` accepts (a clear error for anything else), the device
+classes recipes are registered for, the choice of a default device (``$FMMLOOPY_DEVICE``, a GPU,
+else a CPU; float64 only; never the Oclgrind simulator), device keys and contexts.
+
+Classes and the choice are tested on fake devices and platforms too, so every kind is covered
+whatever the machine has; the rest runs on the test device."""
+
+import pickle
+from types import SimpleNamespace
 
 import numpy as np
 import pyopencl as cl
 import pytest
 
 import fmmloopy
-from fmmloopy.base.devices import choose_device, device_classes
+from fmmloopy.base.devices import (
+    DEVICE_ENV,
+    choose_device,
+    context_for,
+    device_classes,
+    device_from_key,
+    device_key,
+)
 
 ACCEPTED = "device must be None, a pyopencl.Device, 'cpu', 'gpu' or a device name"
 INDEX_HINT = (" (devices are not numbered: their order depends on the OpenCL platforms "
@@ -64,3 +79,134 @@ def test_accepted_specs_still_choose_a_device(device):
     assert choose_device(device.name.upper()).name == device.name
     with pytest.raises(ValueError, match="no OpenCL device matches 'no such device'"):
         choose_device("no such device")
+
+
+# -- device classes, from fake devices of every kind (no such hardware needed) -----------------
+
+
+def _fake_device(kind, platform: str, vendor: str, name: str = "fake", float64: bool = True):
+    """What device_classes and choose_device read of a pyopencl.Device."""
+    return SimpleNamespace(type=kind, platform=SimpleNamespace(name=platform), vendor=vendor,
+                           name=name, double_fp_config=7 if float64 else 0)
+
+
+@pytest.mark.parametrize("kind,platform,vendor,classes", [
+    (cl.device_type.CPU, "Portable Computing Language", "AuthenticAMD",
+     ["cpu-pocl", "cpu-amd", "cpu", "any"]),  # PoCL reports the CPU's vendor
+    (cl.device_type.CPU, "Portable Computing Language", "GenuineIntel",
+     ["cpu-pocl", "cpu-intel", "cpu", "any"]),
+    (cl.device_type.GPU, "NVIDIA CUDA", "NVIDIA Corporation", ["gpu-nvidia", "gpu", "any"]),
+    (cl.device_type.GPU, "AMD Accelerated Parallel Processing", "Advanced Micro Devices, Inc.",
+     ["gpu-amd", "gpu", "any"]),
+    (cl.device_type.GPU, "Intel(R) OpenCL Graphics", "Intel(R) Corporation",
+     ["gpu-intel", "gpu", "any"]),
+    (cl.device_type.GPU, "Apple", "Apple", ["gpu-apple", "gpu", "any"]),
+    (cl.device_type.GPU | cl.device_type.DEFAULT, "Portable Computing Language", "NVIDIA",
+     ["gpu-pocl", "gpu-nvidia", "gpu", "any"]),
+    (cl.device_type.ACCELERATOR, "Some FPGA SDK", "Someone", ["accelerator", "any"]),
+    (cl.device_type.CPU, "Another CPU platform", "Someone", ["cpu", "any"]),
+])
+def test_device_classes_from_type_platform_and_vendor(kind, platform, vendor, classes):
+    assert device_classes(_fake_device(kind, platform, vendor)) == classes
+
+
+def test_device_classes_of_this_device_follow_the_same_rule(device):
+    """Whatever device the tests run on: type, then the refinements its platform and vendor
+    give, from the most specific to ``any``."""
+    classes = device_classes(device)
+    kind = ("gpu" if device.type & cl.device_type.GPU
+            else "cpu" if device.type & cl.device_type.CPU else "accelerator")
+    assert classes[-2:] == [kind, "any"]
+    assert all(specific.startswith(f"{kind}-") for specific in classes[:-2])
+    pocl = "portable computing language" in device.platform.name.lower()
+    assert (f"{kind}-pocl" in classes) == pocl
+
+
+# -- choose_device: the rule, on fake platforms --------------------------------------------------
+
+
+@pytest.fixture
+def fake_platforms(monkeypatch):
+    """Replace the OpenCL platforms choose_device sees with fakes; returns a setter."""
+    def install(*platforms):
+        monkeypatch.setattr(cl, "get_platforms", lambda: list(platforms))
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    return install
+
+
+def _fake_platform(name: str, *devices):
+    return SimpleNamespace(name=name, get_devices=lambda: list(devices))
+
+
+def test_gpu_preferred_then_cpu_and_float32_only_devices_skipped(fake_platforms):
+    cpu = _fake_device(cl.device_type.CPU, "Portable Computing Language", "x", "a cpu")
+    gpu = _fake_device(cl.device_type.GPU, "NVIDIA CUDA", "NVIDIA", "a gpu")
+    gpu32 = _fake_device(cl.device_type.GPU, "Some GPU", "y", "single gpu", float64=False)
+    fake_platforms(_fake_platform("Portable Computing Language", cpu),
+                   _fake_platform("Some GPU", gpu32), _fake_platform("NVIDIA CUDA", gpu))
+    assert choose_device() is gpu and choose_device("") is gpu
+    assert choose_device("cpu") is cpu and choose_device("cpu-pocl") is cpu
+    assert choose_device("gpu-nvidia") is gpu and choose_device("A GPU") is gpu
+    with pytest.raises(ValueError, match=r"no OpenCL device matches 'single gpu'; available: "
+                                         r"\['a cpu \(cpu-pocl\)', 'a gpu \(gpu-nvidia\)'\]"):
+        choose_device("single gpu")  # no float64: not offered at all
+    fake_platforms(_fake_platform("Portable Computing Language", cpu))
+    assert choose_device() is cpu
+
+
+def test_the_environment_variable_names_the_default_device(fake_platforms, monkeypatch):
+    cpu = _fake_device(cl.device_type.CPU, "Portable Computing Language", "x", "a cpu")
+    gpu = _fake_device(cl.device_type.GPU, "NVIDIA CUDA", "NVIDIA", "a gpu")
+    fake_platforms(_fake_platform("P", cpu, gpu))
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    assert choose_device() is cpu and choose_device(None) is cpu
+    assert choose_device("gpu") is gpu  # a spec given beats the variable
+    monkeypatch.setenv(DEVICE_ENV, "no such thing")
+    with pytest.raises(ValueError, match="no OpenCL device matches 'no such thing'"):
+        choose_device()
+
+
+def test_oclgrind_is_never_chosen(fake_platforms):
+    simulator = _fake_device(cl.device_type.CPU, "Oclgrind", "University of Bristol",
+                             "Oclgrind Simulator")
+    cpu = _fake_device(cl.device_type.CPU, "Portable Computing Language", "x", "a cpu")
+    fake_platforms(_fake_platform("Oclgrind", simulator),
+                   _fake_platform("Portable Computing Language", cpu))
+    assert choose_device() is cpu
+    with pytest.raises(ValueError, match="no OpenCL device matches 'oclgrind'"):
+        choose_device("oclgrind")
+
+
+def test_no_platform_or_no_float64_device_says_what_to_install(fake_platforms, monkeypatch):
+    fake_platforms(_fake_platform("Some GPU", _fake_device(cl.device_type.GPU, "Some GPU", "y",
+                                                           float64=False)))
+    with pytest.raises(RuntimeError, match=r"no OpenCL device with float64 support found; "
+                                           r"install 'pyopencl\[pocl\]'"):
+        choose_device()
+
+    def no_platform():
+        raise cl.LogicError("clGetPlatformIDs failed: PLATFORM_NOT_FOUND_KHR")
+    monkeypatch.setattr(cl, "get_platforms", no_platform)
+    with pytest.raises(RuntimeError, match=r"no OpenCL platform found .*PLATFORM_NOT_FOUND_KHR"
+                                           r".*; install 'pyopencl\[pocl\]'"):
+        choose_device()
+
+
+# -- keys across processes, and one context per device ------------------------------------------
+
+
+def test_device_key_names_the_device_again(device):
+    key = device_key(device)
+    assert key == (device.platform.name, device.name)
+    assert device_from_key(key) == device
+    assert pickle.loads(pickle.dumps(key)) == key  # what a worker process receives
+    with pytest.raises(ValueError, match="no OpenCL device 'no such device' on platform"):
+        device_from_key((device.platform.name, "no such device"))
+    with pytest.raises(ValueError, match="on platform 'no such platform'"):
+        device_from_key(("no such platform", device.name))
+
+
+def test_one_context_per_device(device):
+    context = context_for(device)
+    assert context_for(device) is context
+    assert context.devices == [device]

@@ -77,7 +77,9 @@ class OperatorSpec:
             if layout != TARGET_MAJOR:
                 raise ValueError(f"operator {self.name!r} (pairwise template) has only the "
                                  f"target-major layout, not {layout!r}")
-            targets, sources = self.point_sets(sizes.pop("n_surface", None))
+            has_surface = SURFACE in (self.targets, self.sources)
+            targets, sources = self.point_sets(sizes.pop("n_surface", None) if has_surface
+                                               else None)
             _no_more(self.name, sizes)
             return make_pairwise_kernel(self.name, green, targets, sources, accumulate=True,
                                         dtype=dtype)
