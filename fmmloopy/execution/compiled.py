@@ -5,9 +5,10 @@ changes what the kernel takes or makes its writes race (:mod:`fmmloopy.tuning.ra
 code through loopy and keeps one launcher per OpenCL context; every caller of the same
 combination gets the same object, so code generation and the OpenCL build happen once per
 process. The generated code of the shipped recipes goes to the disk kernel cache
-(:mod:`fmmloopy.execution.kernel_cache`) as data, and :class:`_Launcher` runs it: a later process
-skips the math-level kernel, the recipe and loopy for them. What loopy prints while it generates
-code (a whole kernel, when it rejects one) goes to :func:`loopy_log_path`, not to the screen.
+(:mod:`fmmloopy.execution.kernel_cache`) as data (:mod:`fmmloopy.execution.generation`), and
+:class:`~fmmloopy.execution.launcher.Launcher` runs it: a later process skips the math-level
+kernel, the recipe and loopy for them. What loopy prints while it generates code (a whole kernel,
+when it rejects one) goes to :func:`loopy_log_path`, not to the screen.
 """
 
 from __future__ import annotations
@@ -23,21 +24,17 @@ from typing import Any
 import loopy as lp
 import numpy as np
 import pyopencl as cl
-from pymbolic import evaluate, parse
+from pymbolic import evaluate
 from pymbolic.primitives import Variable
 
 from fmmloopy.base.devices import context_for
-from fmmloopy.execution import kernel_cache
+from fmmloopy.execution import generation, kernel_cache
 from fmmloopy.execution.cache_files import cache_dir
+from fmmloopy.execution.launcher import Launcher, expression
 from fmmloopy.execution.opencl_errors import explain_opencl_error
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.layouts import TARGET_MAJOR, layout_arguments
 from fmmloopy.maths.operators import get_operator, math_kernel
-from fmmloopy.tuning.loopy_internals import (
-    LoopyInternalsChanged,
-    describe_launch,
-    runs_plainly,
-)
 from fmmloopy.tuning.races import analyse_races, silence_benign_races
 from fmmloopy.tuning.recipe import Recipe, RecipeContext, RecipeError, where_in_recipe
 from fmmloopy.tuning.registry import select_recipe
@@ -68,7 +65,7 @@ class CompiledOperator:
 
     def _build_t_unit(self) -> None:
         math_level, self._t_unit = self._transform()
-        self._reshaped = _reshaped_arrays(math_level, self._t_unit)
+        self._reshaped = generation.reshaped_arrays(math_level, self._t_unit)
 
     @property
     def t_unit(self) -> lp.TranslationUnit:
@@ -116,24 +113,19 @@ class CompiledOperator:
     def _launcher(self, context: cl.Context):
         """Generate the code (unless cached), build it for ``context``; store it once it builds.
 
-        A kernel :func:`_generate` cannot describe as data (several device kernels, argument
-        types known only at call time) runs through loopy's executor, uncached.
+        A kernel :func:`~fmmloopy.execution.generation.generate` cannot describe as data (several
+        device kernels, argument types known only at call time, loopy's internals moved) runs
+        through loopy's executor, uncached.
         """
         fresh = self._generated is None
         if fresh:
             with loopy_output_to_log():
                 executor = self.t_unit.executor(context)
-                try:
-                    generated = (_generate(self.t_unit, executor, self._reshaped)
-                                 if runs_plainly(executor) else None)
-                except LoopyInternalsChanged as exc:
-                    kernel_cache.warn_once(f"{exc}; kernels run through loopy's executor and "
-                                           "are not stored")
-                    generated = None
+                generated = generation.generate(self.t_unit, executor, self._reshaped)
             if generated is None:
                 return executor
             self._generated = generated
-        launcher = _Launcher(self._generated, context)
+        launcher = Launcher(self._generated, context)
         if fresh:
             kernel_cache.store(self._disk_key, self._generated)
         return launcher
@@ -159,11 +151,11 @@ class CompiledOperator:
                  if isinstance(value, (int, np.integer))}
         for name, (math_shape, _) in self.reshaped.items():
             if name in arrays:
-                given = zip(map(_expression, math_shape), arrays[name].shape, strict=False)
+                given = zip(map(expression, math_shape), arrays[name].shape, strict=False)
                 sizes.update({extent.name: length for extent, length in given
                               if isinstance(extent, Variable) and extent.name not in sizes})
         return arrays | {
-            name: arrays[name].reshape(tuple(int(evaluate(_expression(extent), sizes))
+            name: arrays[name].reshape(tuple(int(evaluate(expression(extent), sizes))
                                              for extent in shape))
             for name, (_, shape) in self.reshaped.items() if name in arrays}
 
@@ -191,91 +183,13 @@ class CompiledOperator:
         """Names of the arguments the kernel writes (its outputs), in argument order."""
         if self._generated is not None:
             return list(self._generated.written_names)
-        return _written_names(self.t_unit)
+        return generation.written_names(self.t_unit)
 
     def device_code(self) -> str:
         """The generated OpenCL source."""
         generated = self.generated
         return (generated.device_code if generated
                 else lp.generate_code_v2(self.t_unit).device_code())
-
-
-class _Launcher:
-    """Runs a generated kernel (:class:`~fmmloopy.execution.kernel_cache.GeneratedKernel`, plain
-    data) in one OpenCL context, as loopy's executor would, after checking every argument."""
-
-    def __init__(self, generated: kernel_cache.GeneratedKernel, context: cl.Context):
-        self.generated = generated
-        program = cl.Program(context, generated.device_code).build(
-            options=list(generated.build_options))
-        self.kernel = getattr(program, generated.kernel_name)
-        if self.kernel.num_args != len(generated.arguments):
-            raise ValueError(f"kernel {generated.kernel_name!r} takes {self.kernel.num_args} "
-                             f"arguments, its description {len(generated.arguments)}")
-        self.groups = tuple(map(_expression, generated.groups))
-        self.group_size = tuple(map(_expression, generated.group_size))
-
-    def __call__(self, queue: cl.CommandQueue, **arrays):
-        generated = self.generated
-        scalars = {name: int(value) for name, value in arrays.items()
-                   if isinstance(value, (int, np.integer)) and not isinstance(value, bool)}
-        values = []
-        for argument in generated.arguments:
-            if argument.name not in arrays:
-                kind = "array" if argument.is_array else "scalar"
-                raise TypeError(f"missing {kind} argument {argument.name!r}")
-            value = arrays[argument.name]
-            values.append(_checked_array(argument, value, scalars) if argument.is_array
-                          else _checked_scalar(argument, value))
-        self.kernel.set_args(*values)
-        groups = tuple(int(evaluate(extent, scalars)) for extent in self.groups) or (1,)
-        size = tuple(int(evaluate(extent, scalars)) for extent in self.group_size) or (1,)
-        event = cl.enqueue_nd_range_kernel(queue, self.kernel, groups, size, None, None,
-                                           True, True)  # g_times_l, allow_empty_ndrange
-        return event, {name: arrays[name] for name in generated.written_names if name in arrays}
-
-
-_EXPRESSIONS: dict[str, Any] = {}
-
-
-def _expression(text: str):
-    """A pymbolic expression parsed (not executed) from ``text``, memoised."""
-    if text not in _EXPRESSIONS:
-        _EXPRESSIONS[text] = parse(text)
-    return _EXPRESSIONS[text]
-
-
-def _checked_array(argument: kernel_cache.KernelArgument, value, scalars: dict) -> cl.Buffer:
-    """The buffer of ``value`` after checking it is what ``argument`` says (TypeError if not)."""
-    if not hasattr(value, "base_data"):
-        raise TypeError(f"argument {argument.name!r} must be a pyopencl array, got "
-                        f"{type(value).__name__}")
-    if np.dtype(value.dtype) != np.dtype(argument.dtype):
-        raise TypeError(f"argument {argument.name!r} has dtype {value.dtype}, the kernel takes "
-                        f"{np.dtype(argument.dtype)}")
-    try:
-        shape = tuple(int(evaluate(_expression(extent), scalars)) for extent in argument.shape)
-    except Exception as exc:
-        raise TypeError(f"the shape of argument {argument.name!r} ({argument.shape}) cannot be "
-                        f"evaluated from the scalar arguments: {exc}") from exc
-    if tuple(value.shape) != shape:
-        raise TypeError(f"argument {argument.name!r} has shape {tuple(value.shape)}, the kernel "
-                        f"takes {shape}")
-    if not value.flags.c_contiguous or value.offset != 0:
-        raise TypeError(f"argument {argument.name!r} must be C-contiguous with no offset")
-    return value.base_data
-
-
-def _checked_scalar(argument: kernel_cache.KernelArgument, value):
-    """``value`` as the scalar type of ``argument`` (TypeError if it does not fit)."""
-    dtype = np.dtype(argument.dtype)
-    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
-        raise TypeError(f"argument {argument.name!r} must be a number, got "
-                        f"{type(value).__name__}")
-    converted = dtype.type(value)
-    if converted != value:
-        raise TypeError(f"argument {argument.name!r} = {value!r} does not fit {dtype}")
-    return converted
 
 
 def loopy_log_path() -> str:
@@ -302,69 +216,7 @@ def loopy_output_to_log() -> Iterator[None]:
             sys.stdout.flush()
 
 
-def _written_names(t_unit: lp.TranslationUnit) -> list[str]:
-    entry = t_unit.default_entrypoint
-    written = entry.get_written_variables()
-    return [arg.name for arg in entry.args if arg.name in written]
-
-
-def _generate(t_unit: lp.TranslationUnit, executor, reshaped: dict,
-              ) -> kernel_cache.GeneratedKernel | None:
-    """The generated code of ``t_unit`` and how to launch it, as data; None when loopy's
-    launch cannot be described so (several device kernels, arguments passed another way).
-    :class:`LoopyInternalsChanged` when loopy's internals moved."""
-    launch = describe_launch(executor, t_unit.default_entrypoint.name)
-    if launch is None:
-        return None
-    kernel = launch.kernel
-    arguments = []
-    for name in launch.passed_names:
-        arg = kernel.arg_dict.get(name)
-        if isinstance(arg, lp.ArrayArg) and arg.offset == 0:
-            shape = tuple(map(_as_text, arg.shape))
-            arguments.append(kernel_cache.KernelArgument(name, True, arg.dtype.numpy_dtype.str,
-                                                         shape))
-        elif isinstance(arg, lp.ValueArg):
-            arguments.append(kernel_cache.KernelArgument(name, False,
-                                                         arg.dtype.numpy_dtype.str))
-        else:
-            return None
-    try:
-        grid = tuple(map(_as_text, launch.groups)), tuple(map(_as_text, launch.group_size))
-    except ValueError:
-        return None
-    code = lp.generate_code_v2(launch.scheduled)
-    return kernel_cache.GeneratedKernel(
-        device_code=code.device_code(),
-        build_options=tuple(kernel.options.build_options or ()),
-        kernel_name=launch.kernel_name,
-        arguments=tuple(arguments),
-        groups=grid[0], group_size=grid[1],
-        argument_names=tuple(arg.name for arg in t_unit.default_entrypoint.args),
-        written_names=tuple(_written_names(t_unit)),
-        reshaped=reshaped)
-
-
-def _as_text(expression) -> str:
-    """``expression`` as text that :func:`_expression` parses back to it (ValueError if not)."""
-    text = str(expression)
-    if parse(text) != expression:
-        raise ValueError(f"{expression!r} does not survive a round trip through text")
-    return text
-
-
 _CACHE: dict[tuple, CompiledOperator] = {}
-
-
-def _reshaped_arrays(before: lp.TranslationUnit, after: lp.TranslationUnit,
-                     ) -> dict[str, tuple[tuple, tuple]]:
-    """Arrays whose shape a recipe changed without changing their size (split axes), with both
-    shapes as text (:func:`_expression` parses them back)."""
-    old = {arg.name: arg.shape for arg in before.default_entrypoint.args
-           if isinstance(arg, lp.ArrayArg)}
-    return {arg.name: (tuple(map(_as_text, old[arg.name])), tuple(map(_as_text, arg.shape)))
-            for arg in after.default_entrypoint.args
-            if isinstance(arg, lp.ArrayArg) and arg.shape != old[arg.name]}
 
 
 def _apply_recipe(recipe: Recipe, knl: lp.TranslationUnit,

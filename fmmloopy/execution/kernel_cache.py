@@ -5,16 +5,21 @@ shipped recipes: it reads what running one kernel needs (:class:`GeneratedKernel
 *data*: the OpenCL source, its build options, the device kernel's name, its arguments in order
 (name, scalar or array, dtype, shape as an expression in the scalar arguments), the launch grid
 as expressions in the scalar arguments, the names of the outputs, and the arrays whose shape a
-recipe split. :class:`fmmloopy.execution.compiled.CompiledOperator` launches it with a launcher of
-its own that checks every argument first; nothing read from a cache file is executed as Python, and
-expressions are parsed with pymbolic's parser and evaluated over integers only.
+recipe split (:mod:`fmmloopy.execution.generation` describes it).
+:class:`fmmloopy.execution.launcher.Launcher` runs it and checks every argument first; nothing read
+from a cache file is executed as Python, and expressions are parsed with pymbolic's parser and
+evaluated over integers only. Describing a kernel as data takes loopy's internals
+(:mod:`fmmloopy.tuning.loopy_internals`); when they moved, kernels are generated through
+loopy's executor and not stored (one warning).
 
 Which kernels are stored. Only those of the shipped recipes, unmodified
 (:func:`fmmloopy.tuning.shipped.is_shipped`): their sources are the files of this package, all of
 which are in the key. A user's recipe is applied anew in every process -- whatever its file, the
 helpers it imports, the environment variables or data files it reads say *now* is what runs --
-and loopy's own caches, keyed by the transformed kernel itself, skip its code generation when
-nothing changed. So no recipe outside the package can be served a stale kernel.
+and loopy's own caches, keyed by the transformed kernel itself, are what may skip its code
+generation when nothing changed (within a process; across processes they miss as things stand,
+docs/performance.md, "Kernel cache: public API vs internals"). So no recipe outside the package
+can be served a stale kernel.
 
 The key (:func:`kernel_key`) holds the operator, its sizes, dtype, the Green's function's
 fingerprint, the recipe (name, device class, targets, function, layout), a sha256 of every

@@ -1,0 +1,96 @@
+"""Run a generated kernel from its description (plain data) in one OpenCL context, without loopy.
+
+:class:`Launcher` builds the OpenCL source of a
+:class:`~fmmloopy.execution.kernel_cache.GeneratedKernel` and launches it as loopy's executor
+would, after checking every argument against the description: arrays by dtype, shape (its extents
+evaluated over the integer scalar arguments), C order and offset, scalars by whether they fit
+their type. Nothing of the description is executed as Python: extents and the launch grid are
+pymbolic expressions, parsed by :func:`expression` and evaluated over integers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyopencl as cl
+from pymbolic import evaluate, parse
+
+from fmmloopy.execution.kernel_cache import GeneratedKernel, KernelArgument
+
+_EXPRESSIONS: dict[str, Any] = {}
+
+
+def expression(text: str):
+    """A pymbolic expression parsed (not executed) from ``text``, memoised."""
+    if text not in _EXPRESSIONS:
+        _EXPRESSIONS[text] = parse(text)
+    return _EXPRESSIONS[text]
+
+
+class Launcher:
+    """Runs ``generated`` in ``context``: ``launcher(queue, **arrays) -> (event, outputs)``, as
+    loopy's executor returns them (the outputs are the arrays passed for the written names)."""
+
+    def __init__(self, generated: GeneratedKernel, context: cl.Context):
+        self.generated = generated
+        program = cl.Program(context, generated.device_code).build(
+            options=list(generated.build_options))
+        self.kernel = getattr(program, generated.kernel_name)
+        if self.kernel.num_args != len(generated.arguments):
+            raise ValueError(f"kernel {generated.kernel_name!r} takes {self.kernel.num_args} "
+                             f"arguments, its description {len(generated.arguments)}")
+        self.groups = tuple(map(expression, generated.groups))
+        self.group_size = tuple(map(expression, generated.group_size))
+
+    def __call__(self, queue: cl.CommandQueue, **arrays):
+        generated = self.generated
+        scalars = {name: int(value) for name, value in arrays.items()
+                   if isinstance(value, (int, np.integer)) and not isinstance(value, bool)}
+        values = []
+        for argument in generated.arguments:
+            if argument.name not in arrays:
+                kind = "array" if argument.is_array else "scalar"
+                raise TypeError(f"missing {kind} argument {argument.name!r}")
+            value = arrays[argument.name]
+            values.append(_checked_array(argument, value, scalars) if argument.is_array
+                          else _checked_scalar(argument, value))
+        self.kernel.set_args(*values)
+        groups = tuple(int(evaluate(extent, scalars)) for extent in self.groups) or (1,)
+        size = tuple(int(evaluate(extent, scalars)) for extent in self.group_size) or (1,)
+        event = cl.enqueue_nd_range_kernel(queue, self.kernel, groups, size, None, None,
+                                           True, True)  # g_times_l, allow_empty_ndrange
+        return event, {name: arrays[name] for name in generated.written_names if name in arrays}
+
+
+def _checked_array(argument: KernelArgument, value, scalars: dict) -> cl.Buffer:
+    """The buffer of ``value`` after checking it is what ``argument`` says (TypeError if not)."""
+    if not hasattr(value, "base_data"):
+        raise TypeError(f"argument {argument.name!r} must be a pyopencl array, got "
+                        f"{type(value).__name__}")
+    if np.dtype(value.dtype) != np.dtype(argument.dtype):
+        raise TypeError(f"argument {argument.name!r} has dtype {value.dtype}, the kernel takes "
+                        f"{np.dtype(argument.dtype)}")
+    try:
+        shape = tuple(int(evaluate(expression(extent), scalars)) for extent in argument.shape)
+    except Exception as exc:
+        raise TypeError(f"the shape of argument {argument.name!r} ({argument.shape}) cannot be "
+                        f"evaluated from the scalar arguments: {exc}") from exc
+    if tuple(value.shape) != shape:
+        raise TypeError(f"argument {argument.name!r} has shape {tuple(value.shape)}, the kernel "
+                        f"takes {shape}")
+    if not value.flags.c_contiguous or value.offset != 0:
+        raise TypeError(f"argument {argument.name!r} must be C-contiguous with no offset")
+    return value.base_data
+
+
+def _checked_scalar(argument: KernelArgument, value):
+    """``value`` as the scalar type of ``argument`` (TypeError if it does not fit)."""
+    dtype = np.dtype(argument.dtype)
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
+        raise TypeError(f"argument {argument.name!r} must be a number, got "
+                        f"{type(value).__name__}")
+    converted = dtype.type(value)
+    if converted != value:
+        raise TypeError(f"argument {argument.name!r} = {value!r} does not fit {dtype}")
+    return converted
