@@ -20,6 +20,7 @@ from fmmloopy.checking.problems import check_problems
 from fmmloopy.execution import compiled as execution
 from fmmloopy.execution import kernel_cache
 from fmmloopy.execution.compiled import compiled_operator
+from fmmloopy.execution.generated_kernel import GeneratedKernel
 from fmmloopy.execution.kernel_cache import KernelCacheWarning, kernel_key, kernel_path
 from fmmloopy.maths.green import LAPLACE_3D
 from fmmloopy.maths.operators import get_operator
@@ -132,7 +133,7 @@ def test_corrupt_or_foreign_file_is_rejected_deleted_and_regenerated(cache_dir, 
     key = _stored_p2p(device)
     path = kernel_path(key)
     good = path.read_bytes()
-    assert isinstance(kernel_cache.load(key), kernel_cache.GeneratedKernel)
+    assert isinstance(kernel_cache.load(key), GeneratedKernel)
 
     def rejected(content: bytes, why: str) -> None:
         path.write_bytes(content)
@@ -154,7 +155,7 @@ def test_corrupt_or_foreign_file_is_rejected_deleted_and_regenerated(cache_dir, 
     _forget_compiled(monkeypatch)
     with pytest.warns(KernelCacheWarning, match="rejected"):
         fmmloopy.Fmm(POINTS, order=3, n_crit=20)(CHARGES)
-    assert isinstance(kernel_cache.load(key), kernel_cache.GeneratedKernel)
+    assert isinstance(kernel_cache.load(key), GeneratedKernel)
     assert path.read_bytes() == good
 
 

@@ -30,6 +30,7 @@ from pymbolic.primitives import Variable
 from fmmloopy.base.devices import context_for
 from fmmloopy.execution import generation, kernel_cache
 from fmmloopy.execution.cache_files import cache_dir
+from fmmloopy.execution.generated_kernel import GeneratedKernel
 from fmmloopy.execution.launcher import Launcher, expression
 from fmmloopy.execution.opencl_errors import explain_opencl_error
 from fmmloopy.maths.green import GreenKernel, get_kernel
@@ -50,7 +51,7 @@ class CompiledOperator:
     def __init__(self, operator: str, recipe: Recipe, device: cl.Device,
                  transform: Callable[[], tuple[lp.TranslationUnit, lp.TranslationUnit]], *,
                  disk_key: dict[str, Any] | None = None,
-                 generated: kernel_cache.GeneratedKernel | None = None):
+                 generated: GeneratedKernel | None = None):
         self.operator, self.recipe, self.device = operator, recipe, device
         self._transform, self._disk_key, self._generated = transform, disk_key, generated
         self._t_unit: lp.TranslationUnit | None = None
@@ -131,7 +132,7 @@ class CompiledOperator:
         return launcher
 
     @property
-    def generated(self) -> kernel_cache.GeneratedKernel | None:
+    def generated(self) -> GeneratedKernel | None:
         """The generated code and launcher (generated now if not yet; None for a kernel whose
         argument types are only known at call time, which loopy's executor runs)."""
         context = context_for(self.device)

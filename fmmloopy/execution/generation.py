@@ -1,7 +1,7 @@
 """A transformed kernel's generated code and launch as data, for the disk kernel cache.
 
 :func:`generate` turns what loopy's executor would run into a
-:class:`~fmmloopy.execution.kernel_cache.GeneratedKernel` (OpenCL source, build options, the
+:class:`~fmmloopy.execution.generated_kernel.GeneratedKernel` (OpenCL source, build options, the
 device kernel's arguments in order, the launch grid, all as text) that
 :class:`~fmmloopy.execution.launcher.Launcher` runs without loopy. Reading the launch from loopy
 takes its internals (:mod:`fmmloopy.tuning.loopy_internals`); when they moved, or the launch
@@ -17,7 +17,7 @@ import loopy as lp
 from pymbolic import parse
 
 from fmmloopy.execution import kernel_cache
-from fmmloopy.execution.kernel_cache import GeneratedKernel, KernelArgument
+from fmmloopy.execution.generated_kernel import GeneratedKernel, KernelArgument
 from fmmloopy.tuning import loopy_internals
 
 

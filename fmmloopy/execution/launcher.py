@@ -1,7 +1,7 @@
 """Run a generated kernel from its description (plain data) in one OpenCL context, without loopy.
 
 :class:`Launcher` builds the OpenCL source of a
-:class:`~fmmloopy.execution.kernel_cache.GeneratedKernel` and launches it as loopy's executor
+:class:`~fmmloopy.execution.generated_kernel.GeneratedKernel` and launches it as loopy's executor
 would, after checking every argument against the description: arrays by dtype, shape (its extents
 evaluated over the integer scalar arguments), C order and offset, scalars by whether they fit
 their type. Nothing of the description is executed as Python: extents and the launch grid are
@@ -16,7 +16,7 @@ import numpy as np
 import pyopencl as cl
 from pymbolic import evaluate, parse
 
-from fmmloopy.execution.kernel_cache import GeneratedKernel, KernelArgument
+from fmmloopy.execution.generated_kernel import GeneratedKernel, KernelArgument
 
 _EXPRESSIONS: dict[str, Any] = {}
 
