@@ -18,10 +18,14 @@ def _rows(starts, entries):
 
 
 @pytest.mark.parametrize("sort_entries", [False, True])
-def test_pairs_become_rows(sort_entries):
+@pytest.mark.parametrize("low, high", [(0, 100), (0, 3), (-50, 50)],
+                         ids=["entries", "repeated-entries", "negative-entries"])
+def test_pairs_become_rows(sort_entries, low, high):
+    """Rows in order, entries in input order or sorted (ties kept in input order) -- through
+    the one-key sort and, with negative entries, through lexsort."""
     rng = np.random.default_rng(0)
     rows = rng.integers(0, 7, 50)
-    entries = rng.integers(0, 100, 50)
+    entries = rng.integers(low, high, 50)
     aligned = np.arange(50)
     starts, got, got_aligned = csr_from_pairs(rows, entries, 9, aligned,
                                               sort_entries=sort_entries)
