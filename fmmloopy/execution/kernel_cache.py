@@ -36,6 +36,11 @@ from a directory owned by the user and writable by nobody else (created with mod
 only if the file is owned by the user and writable by nobody else, as ssh and pip insist; a
 directory that fails this is neither read nor written (one warning). ``FMMLOOPY_KERNEL_CACHE=off``
 switches the cache off; ``fmmloopy cache list`` and ``fmmloopy cache clear`` show and empty it.
+
+Why one module of some 340 lines (a fifth of it this docstring): the key, the checks on reading a
+file (ownership, permissions, digest, fields) and the listing and clearing all follow one file
+layout and one set of trust rules; split apart, each part would have to restate them. The data
+format, its generation from loopy and its launch are modules of their own.
 """
 
 from __future__ import annotations
