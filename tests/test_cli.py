@@ -27,8 +27,8 @@ def test_bench_reports_every_step_with_work_rate_and_speedup(default_recipe):
     for row in steps.values():
         assert row["recipe"] == default_recipe and row["work"] > 0 and row["seconds"] > 0
         assert row["rate"] == row["work"] / row["seconds"] and row["speedup"] > 0
-        assert (row["unit"] == "flops") == (row["peak_share"] is not None)
-    assert report["info"]["nominal_peak_gflops"] > 0
+        assert row["flops"] >= row["work"] and 0 < row["roof_share"] and row["intensity"] > 0
+    assert report["info"]["peak_gflops"] > 0 and report["info"]["bandwidth_gbytes"] > 0
 
 
 def test_bench_table_for_one_operator_and_recipe():

@@ -1,9 +1,13 @@
 """``fmmloopy bench``: time every FMM step on a real tree, per recipe, against the sequential one.
 
 Work is counted on the host from the lists (:meth:`fmmloopy.driver.plan.Plan.work`): target-source
-pairs for pairwise operators, ``2 n_out n_in`` flops per list entry for matvecs. The peak float64
-rate comes from the device's properties (compute units x clock x float64 vector width x 2 for a
-fused multiply-add), a nominal figure that ignores a second FMA unit or turbo clocks.
+pairs for pairwise operators, ``2 n_out n_in`` flops per list entry for matvecs. Each step is set
+against the device's roofline (:mod:`fmmloopy.execution.roofline`): its flops (a matvec's work; a
+pairwise step's pairs times the Green's function's flops per pair,
+:meth:`fmmloopy.maths.green.GreenKernel.flops_per_pair`) over the fewest bytes it must move
+(:meth:`fmmloopy.maths.operators.OperatorSpec.traffic`) give its arithmetic intensity, and the
+share printed is its flop rate over ``min(peak, intensity x bandwidth)``, both ceilings *measured*
+on the device (an FMA-bound and a streaming kernel), not derived from its properties.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from fmmloopy.base.distributions import DISTRIBUTIONS
 from fmmloopy.base.validation import validate_integer
 from fmmloopy.driver.memory import describe_problem, estimate_before_tree
 from fmmloopy.execution.resources import check_memory
+from fmmloopy.execution.roofline import Peaks, measure_peaks, roofline
 from fmmloopy.maths.operators import OPERATORS, PAIRWISE
 
 
@@ -31,14 +36,19 @@ class BenchRow:
     work: int
     unit: str  # "pairs" or "flops"
     rate: float  # work per second
-    peak_share: float | None  # flops / peak (matvec steps only)
+    flops: float  # floating-point operations of the step (pairs x flops per pair if pairwise)
+    intensity: float  # flops per byte of the step's least traffic
+    roof: float  # attainable flops per second: min(measured peak, intensity x bandwidth)
+    roof_share: float  # (flops / seconds) / roof
     speedup: float | None  # sequential seconds / seconds
 
 
-def nominal_peak_flops(device) -> float:
-    """Compute units x clock x float64 vector width x 2 (one FMA per lane per cycle)."""
-    width = max(1, device.preferred_vector_width_double)
-    return device.max_compute_units * device.max_clock_frequency * 1e6 * width * 2
+def step_roofline(flops: float, traffic: int, seconds: float, peaks: Peaks) -> tuple:
+    """(intensity, attainable rate, share of it reached) of a step of ``flops`` moving at least
+    ``traffic`` bytes in ``seconds``."""
+    intensity = flops / max(traffic, 1)
+    roof = roofline(peaks, intensity)
+    return intensity, roof, flops / seconds / roof
 
 
 def _time_steps(fmm: Fmm, steps: list[str], repeats: int) -> dict[str, float]:
@@ -53,13 +63,15 @@ def _time_steps(fmm: Fmm, steps: list[str], repeats: int) -> dict[str, float]:
 def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int = 150,
               distribution: str = "sphere", recipe: str | None = None,
               operators: list[str] | None = None, repeats: int = 3, device=None,
-              seed: int = 0, verify_recipes: bool = True) -> tuple[list[BenchRow], dict]:
+              seed: int = 0, verify_recipes: bool = True,
+              peaks: Peaks | None = None) -> tuple[list[BenchRow], dict]:
     """Bench the steps of ``operators`` (default: all) under ``recipe`` and ``sequential``.
 
     With ``operators`` named, ``recipe`` applies to those only (the other steps run under the
     device's own recipes), so a recipe written for one operator can be benched alone. A recipe
     that is not shipped is compared with ``sequential`` on the bench's tree first (``Fmm``'s
-    first-use verification), unless ``verify_recipes`` is False.
+    first-use verification), unless ``verify_recipes`` is False. ``peaks`` default: measured on
+    the device now (:func:`fmmloopy.execution.roofline.measure_peaks`, a few seconds).
     """
     n = validate_integer(n, "n (points to bench on)", 1)
     repeats = validate_integer(repeats, "repeats", 1)
@@ -83,21 +95,24 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int = 150,
     steps = [step for step in (operators or [*OPERATORS]) if step in present]
     timed = _time_steps(fmm, steps, repeats)
     baseline = _time_steps(reference, steps, repeats)
-    peak = nominal_peak_flops(fmm.device)
+    peaks = peaks or measure_peaks(fmm.queue)
+    flops_per_pair = fmm.kernel.flops_per_pair()
     rows = []
     for step in steps:
         work = fmm.plan.work(step)
         pairwise = OPERATORS[step].template == PAIRWISE
-        rate = work / timed[step]
+        flops = work * flops_per_pair if pairwise else work
         chosen = {launch.kernel.recipe.name for launch in fmm.plan.launches
                   if launch.step == step}
         rows.append(BenchRow(step, "/".join(sorted(chosen)), timed[step], work,
-                             "pairs" if pairwise else "flops", rate,
-                             None if pairwise else rate / peak, baseline[step] / timed[step]))
+                             "pairs" if pairwise else "flops", work / timed[step], flops,
+                             *step_roofline(flops, fmm.plan.traffic(step), timed[step], peaks),
+                             baseline[step] / timed[step]))
     info = {"n": n, "order": order, "n_crit": n_crit, "distribution": distribution,
-            "device": fmm.device.name, "nominal_peak_gflops": peak / 1e9,
-            "peak_source": "device properties: compute units x clock x fp64 width x 2",
-            "repeats": repeats, "verified_recipes": sorted(fmm.verified_recipes),
+            "device": fmm.device.name, "peak_gflops": peaks.flops / 1e9,
+            "bandwidth_gbytes": peaks.bandwidth / 1e9, "peak_source": peaks.source,
+            "flops_per_pair": flops_per_pair, "repeats": repeats,
+            "verified_recipes": sorted(fmm.verified_recipes),
             "unverified_recipes": sorted(fmm.plan.unverified_recipes)}
     return rows, info
 
@@ -105,11 +120,13 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int = 150,
 def format_table(rows: list[BenchRow], info: dict) -> str:
     """A readable table of :func:`run_bench`'s result."""
     lines = [f"{info['n']} points ({info['distribution']}), order {info['order']}, n_crit "
-             f"{info['n_crit']}, device {info['device']}, nominal fp64 peak "
-             f"{info['nominal_peak_gflops']:.0f} GFLOP/s (from device properties), "
-             f"median of {info['repeats']}; M2P/P2L on every W/X entry (Fmm's w_x_direct=False)",
+             f"{info['n_crit']}, device {info['device']}, median of {info['repeats']}; "
+             "M2P/P2L on every W/X entry (Fmm's w_x_direct=False)",
+             f"roofline: fp64 peak {info['peak_gflops']:.1f} GFLOP/s, bandwidth "
+             f"{info['bandwidth_gbytes']:.1f} GB/s ({info['peak_source']}); pairwise steps at "
+             f"{info['flops_per_pair']} flops per pair",
              f"{'step':6s} {'recipe':12s} {'seconds':>9s} {'work':>11s} {'rate':>16s} "
-             f"{'of peak':>8s} {'vs sequential':>13s}"]
+             f"{'GFLOP/s':>8s} {'flop/B':>7s} {'of roof':>8s} {'vs sequential':>13s}"]
     if info.get("verified_recipes"):
         lines.append(f"recipes {', '.join(info['verified_recipes'])}: compared with "
                      "'sequential' on this tree before timing (first-use verification)")
@@ -119,9 +136,9 @@ def format_table(rows: list[BenchRow], info: dict) -> str:
     for row in rows:
         rate = (f"{row.rate / 1e6:9.0f} Mpair/s" if row.unit == "pairs"
                 else f"{row.rate / 1e9:8.2f} GFLOP/s")
-        share = "" if row.peak_share is None else f"{100 * row.peak_share:7.1f}%"
         lines.append(f"{row.step:6s} {row.recipe:12s} {row.seconds:9.4f} {row.work:11.3e} "
-                     f"{rate:>16s} {share:>8s} {row.speedup:12.1f}x")
+                     f"{rate:>16s} {row.flops / row.seconds / 1e9:8.2f} {row.intensity:7.1f} "
+                     f"{100 * row.roof_share:7.1f}% {row.speedup:12.1f}x")
     return "\n".join(lines)
 
 

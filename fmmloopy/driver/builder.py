@@ -161,8 +161,10 @@ class _PlanBuilder:
                              cut | extra | ({} if matrices is None else {"matrices": matrices}))
             else:
                 self.unverified.add(kernel.recipe.name)
-        work = spec.work(cut, sizes, self.tree.box_target_counts, self.tree.box_source_counts)
-        self.launches.append(Launch(operator, kernel, arguments, buffers, work))
+        counts = (self.tree.box_target_counts, self.tree.box_source_counts)
+        self.launches.append(Launch(operator, kernel, arguments, buffers,
+                                    spec.work(cut, sizes, *counts),
+                                    spec.traffic(cut, sizes, *counts)))
 
     def _verify(self, spec, kernel: CompiledOperator, sizes: dict[str, int],
                 launch: dict) -> None:

@@ -27,6 +27,7 @@ class Launch:
     arguments: dict[str, object]
     buffers: dict[str, str]  # kernel argument -> name of a per-evaluation buffer
     work: int  # pairs (pairwise) or flops (matvec), counted from the lists
+    traffic: int = 0  # the fewest bytes of values it moves (OperatorSpec.traffic)
 
 
 @dataclass
@@ -79,6 +80,10 @@ class Plan:
     def work(self, step: str) -> int:
         """Pairs (pairwise steps) or flops (matvec steps) of ``step``, counted from the lists."""
         return sum(launch.work for launch in self.launches if launch.step == step)
+
+    def traffic(self, step: str) -> int:
+        """The fewest bytes of values the launches of ``step`` move (the roofline's traffic)."""
+        return sum(launch.traffic for launch in self.launches if launch.step == step)
 
     def build(self) -> None:
         """Compile every kernel now: run each once for one target box with an empty list.

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pymbolic.primitives as prim
 from pymbolic import var
+from pymbolic.mapper.dependency import DependencyMapper
 from pymbolic.mapper.evaluator import EvaluationMapper
 
 #: The offset components the expression is written in (target minus source).
@@ -39,6 +40,45 @@ class GreenKernel:
         with np.errstate(divide="ignore", invalid="ignore"):
             values = _ArrayEvaluationMapper(context)(self.expression)
         return np.broadcast_to(np.asarray(values, dtype=np.float64), offsets.shape[:-1]).copy()
+
+    def flops_per_pair(self) -> int:
+        """Floating-point operations per target-source pair of a pairwise kernel, counted from
+        the expression: each addition, multiplication, division, power and function call (a
+        ``sqrt`` counts 1, however many cycles it takes) on values that depend on the offset,
+        plus 3 for the offset and 2 for multiplying by the strength and adding into the sum.
+        Comparisons and selections are not counted. The roofline of ``fmmloopy bench`` uses it;
+        for the Laplace potential it is 13."""
+        return 3 + _count_flops(self.expression) + 2
+
+
+def get_variables(expr) -> set:
+    """The variables ``expr`` depends on (function names not included)."""
+    return DependencyMapper(include_calls=False)(expr)
+
+
+def _count_flops(expr, seen: set | None = None) -> int:
+    """Arithmetic operations in ``expr`` that depend on a variable (constants fold away), each
+    distinct subexpression once (a compiler computes a repeated one once)."""
+    seen = set() if seen is None else seen
+    if not isinstance(expr, prim.ExpressionNode) or expr in seen or not get_variables(expr):
+        return 0
+    seen.add(expr)
+
+    def count(*children) -> int:
+        return sum(_count_flops(child, seen) for child in children)
+    if isinstance(expr, (prim.Sum, prim.Product)):
+        return len(expr.children) - 1 + count(*expr.children)
+    if isinstance(expr, prim.Quotient):
+        return 1 + count(expr.numerator, expr.denominator)
+    if isinstance(expr, prim.Power):
+        return 1 + count(expr.base, expr.exponent)
+    if isinstance(expr, prim.Call):
+        return 1 + count(*expr.parameters)
+    if isinstance(expr, prim.If):
+        return count(expr.condition, expr.then, expr.else_)
+    if isinstance(expr, prim.Comparison):
+        return count(expr.left, expr.right)
+    return 0
 
 
 class _ArrayEvaluationMapper(EvaluationMapper):

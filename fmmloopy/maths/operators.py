@@ -106,6 +106,33 @@ class OperatorSpec:
         return pair_count(rows, points_per_box(self.targets, box_target_counts),
                           points_per_box(self.sources, box_source_counts))
 
+    def traffic(self, rows: dict, sizes: dict[str, int], box_target_counts: np.ndarray,
+                box_source_counts: np.ndarray, itemsize: int = 8) -> int:
+        """The fewest bytes of values one launch over ``rows`` moves: every input it reads once,
+        every output read and written once (index arrays not counted). The roofline of
+        ``fmmloopy bench`` divides :meth:`work` (in flops) by it.
+
+        Matvec: the distinct matrices, the distinct source vectors, the target vectors twice.
+        Pairwise: per particle 3 coordinates and a value (sources) or 3 coordinates and the
+        output twice (targets); a surface side, its values only (its points are shared)."""
+        target_boxes = np.asarray(rows["target_boxes"])
+        source_boxes = np.unique(np.asarray(rows["source_box_lists"]))
+        if self.template == MATVEC:
+            n_out, n_in = sizes["n_target_coeffs"], sizes["n_source_coeffs"]
+            matrices = len(np.unique(rows["matrix_indices"])) if "matrix_indices" in rows else 1
+            values = matrices * n_out * n_in + len(source_boxes) * n_in + 2 * len(
+                target_boxes) * n_out
+            return int(values * itemsize)
+
+        def side(kind: str, boxes: np.ndarray, counts: np.ndarray, per_particle: int,
+                 per_surface_point: int) -> int:
+            if kind == PARTICLES:
+                return int(counts[boxes].astype(np.int64).sum()) * per_particle
+            return len(boxes) * sizes["n_surface"] * per_surface_point
+        values = (side(self.targets, target_boxes, box_target_counts, 5, 2)
+                  + side(self.sources, source_boxes, box_source_counts, 4, 1))
+        return int(values * itemsize)
+
     def host_reference(self, green: GreenKernel, inputs: dict,
                        sizes: dict[str, int]) -> dict[str, np.ndarray]:
         """What the kernel computes, in numpy: the new value of its output."""
