@@ -91,7 +91,7 @@ def recipe_choice(values: list[str]) -> str | dict[str, str] | None:
     return {operator: chosen.get(operator, every) for operator in OPERATORS} if chosen else every
 
 
-def run(n: int, order: int, n_crit: int, device: str | None,
+def run(n: int, order: int, n_crit: int | str, device: str | None,
         recipes: str | Mapping[str, str] | None, check_targets: int, repeats: int,
         seed: int, w_x_direct: bool = True, verify_recipes: bool = True) -> dict:
     """Build the FMM, evaluate it ``repeats`` times, compare with direct summation.
@@ -113,7 +113,7 @@ def run(n: int, order: int, n_crit: int, device: str | None,
     expected = direct_sum(LAPLACE_3D, points, charges, points[sample])
     error = np.linalg.norm(potential[sample] - expected) / np.linalg.norm(expected)
     return {
-        "n": n, "order": order, "n_crit": n_crit, "device": fmm.device.name,
+        "n": n, "order": order, "n_crit": fmm.n_crit, "device": fmm.device.name,
         "depth": fmm.tree.nlevels - 1, "nleaves": int(fmm.tree.box_is_leaf.sum()),
         "list_sizes": list_size_summary(fmm.tree, fmm.lists),
         "w_x_direct": w_x_direct,
@@ -173,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=100_000, help="number of charges")
     parser.add_argument("--order", type=int, default=6, help="points per surface edge")
-    parser.add_argument("--n-crit", type=int, default=150, help="most points per leaf")
+    parser.add_argument("--n-crit", type=lambda text: text if text == "auto" else int(text),
+                        default="auto", help="most points per leaf, or 'auto' (default: chosen "
+                        "by cost for the points and the order)")
     parser.add_argument("--device", default=None, help="'cpu', 'gpu' or part of a device name")
     parser.add_argument("--recipes", action="append", default=[], metavar="FILE_OR_MODULE",
                         help="load recipes from a Python file or module (repeatable)")

@@ -39,10 +39,11 @@ from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.operators import OPERATORS
 from fmmloopy.tree.coordinates import origin, scale_exponent, working_exponent
+from fmmloopy.tree.cost import AUTO, CANDIDATES, choose_n_crit, pair_flops, validate_n_crit
 from fmmloopy.tree.direct_lists import direct_where_cheaper
 from fmmloopy.tree.lists import build_interaction_lists
 from fmmloopy.tree.nested import nest_heavy_rows
-from fmmloopy.tree.octree import MAX_DEPTH_LIMIT, build_tree
+from fmmloopy.tree.octree import MAX_DEPTH_LIMIT, build_tree_from, sort_points
 
 #: Orders (points per surface edge) the toolkit accepts.
 MIN_ORDER, MAX_ORDER = 2, 16
@@ -54,7 +55,9 @@ class Fmm:
     ``sources`` and ``targets`` are ``(N, 3)`` arrays of real numbers (``targets=None``: the
     sources), in any memory layout; N may be 0 (the potentials are then zeros, or empty).
     ``order`` is the number of points per edge of the equivalent and check surfaces
-    (``6 (order - 1)**2 + 2`` points), 2 to 16; ``n_crit`` the most points per leaf (a leaf at
+    (``6 (order - 1)**2 + 2`` points), 2 to 16; ``n_crit`` the most points per leaf (``"auto"``,
+    the default: chosen for these points and this order by a cost model,
+    :mod:`fmmloopy.tree.cost`; the choice is :attr:`n_crit`) (a leaf at
     ``max_depth`` holds more when points crowd closer than the tree resolves); ``device`` an
     OpenCL device or ``"cpu"``/``"gpu"``/a name; ``recipes`` a recipe name for every operator or
     a mapping operator -> recipe name (default: the device's own); ``memory_limit`` the most bytes
@@ -81,12 +84,12 @@ class Fmm:
     """
 
     def __init__(self, sources, targets=None, *, kernel: str | GreenKernel = "laplace",
-                 order: int = 6, n_crit: int = 150, device=None,
+                 order: int = 6, n_crit: int | str = "auto", device=None,
                  recipes: str | Mapping[str, str] | None = None, max_depth: int = 20,
                  memory_limit: float | None = None, w_x_direct: bool = True,
                  verify_recipes: bool = True):
         self.order = validate_integer(order, "order", MIN_ORDER, MAX_ORDER)
-        n_crit = validate_integer(n_crit, "n_crit", 1)
+        n_crit = validate_n_crit(n_crit)
         max_depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
         self.kernel = get_kernel(kernel)
         #: Order, ``n_e`` and surfaces of the expansions
@@ -111,10 +114,18 @@ class Fmm:
                              memory_limit=memory_limit, w_x_direct=self._w_x_direct,
                              verify_recipes=self._verify_recipes)
         self.nested_rows = []
+        #: The most points per leaf: the one given, or the one chosen for ``n_crit="auto"``
+        #: (None until a tree is built: no points).
+        self.n_crit = None if n_crit == AUTO else n_crit
+        #: ``n_crit="auto"``: the :class:`~fmmloopy.tree.cost.TreeWork` of each candidate tried.
+        self.n_crit_candidates = []
         self._what = describe_problem(self.nsources, self.ntargets, self.order, n_crit)
         self._memory_limit = memory_limit
-        self.memory_estimate = estimate_before_tree(self.nsources, self.ntargets,
-                                                    targets is None, self.order, n_crit)
+        # "auto" may choose any candidate: the check before the tree assumes the fewest boxes
+        # (it refuses only what cannot fit; the check after the tree has the real counts).
+        self.memory_estimate = estimate_before_tree(
+            self.nsources, self.ntargets, targets is None, self.order,
+            CANDIDATES[-1] if n_crit == AUTO else n_crit)
         check_memory(self.memory_estimate, self.device, self._what, memory_limit)
         sources = as_float64_points(sources, "sources")
         targets = None if targets is None else as_float64_points(targets, "targets")
@@ -151,7 +162,14 @@ class Fmm:
 
     def _build(self, sources, targets, n_crit, max_depth, recipes) -> None:
         clock = time.perf_counter()
-        self.tree = build_tree(sources, targets, n_crit=n_crit, max_depth=max_depth)
+        points = sort_points(sources, targets, max_depth)
+        if n_crit == AUTO:
+            n_crit, self.n_crit_candidates = choose_n_crit(
+                points, self.order,
+                pair_flops("gpu" if self.device.type & cl.device_type.GPU else "cpu"))
+            self.n_crit = n_crit
+            self._what = describe_problem(self.nsources, self.ntargets, self.order, n_crit)
+        self.tree = build_tree_from(points, n_crit)
         self.setup_seconds["tree"] = time.perf_counter() - clock
         clock = time.perf_counter()
         self.lists = build_interaction_lists(self.tree)

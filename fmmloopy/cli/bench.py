@@ -24,6 +24,7 @@ from fmmloopy.driver.memory import describe_problem, estimate_before_tree
 from fmmloopy.execution.resources import check_memory
 from fmmloopy.execution.roofline import Peaks, measure_peaks, roofline
 from fmmloopy.maths.operators import OPERATORS, PAIRWISE
+from fmmloopy.tree.cost import AUTO, CANDIDATES, validate_n_crit
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def _time_steps(fmm: Fmm, steps: list[str], repeats: int) -> dict[str, float]:
     return seconds
 
 
-def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int = 150,
+def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int | str = "auto",
               distribution: str = "sphere", recipe: str | None = None,
               operators: list[str] | None = None, repeats: int = 3, device=None,
               seed: int = 0, verify_recipes: bool = True,
@@ -76,9 +77,10 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int = 150,
     n = validate_integer(n, "n (points to bench on)", 1)
     repeats = validate_integer(repeats, "repeats", 1)
     order = validate_integer(order, "order", MIN_ORDER, MAX_ORDER)
-    n_crit = validate_integer(n_crit, "n_crit", 1)
+    n_crit = validate_n_crit(n_crit)
     # Refuse what cannot fit before the points are drawn (the FMM checks it again, in detail).
-    check_memory(estimate_before_tree(n, n, True, order, n_crit), choose_device(device),
+    leaf = CANDIDATES[-1] if n_crit == AUTO else n_crit  # "auto": the fewest boxes it may make
+    check_memory(estimate_before_tree(n, n, True, order, leaf), choose_device(device),
                  describe_problem(n, n, order, n_crit))
     rng = np.random.default_rng(seed)
     points = DISTRIBUTIONS[distribution](n, rng)
@@ -87,7 +89,7 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int = 150,
     # M2P and P2L for every W and X entry (no small boxes summed directly): every operator runs.
     fmm = Fmm(points, order=order, n_crit=n_crit, device=device, recipes=recipes,
               w_x_direct=False, verify_recipes=verify_recipes)
-    reference = Fmm(points, order=order, n_crit=n_crit, device=fmm.device, recipes="sequential",
+    reference = Fmm(points, order=order, n_crit=fmm.n_crit, device=fmm.device, recipes="sequential",
                     w_x_direct=False)
     fmm(charges)
     reference(charges)
@@ -108,7 +110,8 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int = 150,
                              "pairs" if pairwise else "flops", work / timed[step], flops,
                              *step_roofline(flops, fmm.plan.traffic(step), timed[step], peaks),
                              baseline[step] / timed[step]))
-    info = {"n": n, "order": order, "n_crit": n_crit, "distribution": distribution,
+    info = {"n": n, "order": order, "n_crit": fmm.n_crit, "n_crit_chosen": n_crit == AUTO,
+            "distribution": distribution,
             "device": fmm.device.name, "peak_gflops": peaks.flops / 1e9,
             "bandwidth_gbytes": peaks.bandwidth / 1e9, "peak_source": peaks.source,
             "flops_per_pair": flops_per_pair, "repeats": repeats,
@@ -119,8 +122,9 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int = 150,
 
 def format_table(rows: list[BenchRow], info: dict) -> str:
     """A readable table of :func:`run_bench`'s result."""
+    chosen = " (chosen by cost)" if info.get("n_crit_chosen") else ""
     lines = [f"{info['n']} points ({info['distribution']}), order {info['order']}, n_crit "
-             f"{info['n_crit']}, device {info['device']}, median of {info['repeats']}; "
+             f"{info['n_crit']}{chosen}, device {info['device']}, median of {info['repeats']}; "
              "M2P/P2L on every W/X entry (Fmm's w_x_direct=False)",
              f"roofline: fp64 peak {info['peak_gflops']:.1f} GFLOP/s, bandwidth "
              f"{info['bandwidth_gbytes']:.1f} GB/s ({info['peak_source']}); pairwise steps at "

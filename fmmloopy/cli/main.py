@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="recipe for every operator (default: the device's own)")
     bench.add_argument("--n", type=int, default=100_000, help="number of points")
     bench.add_argument("--order", type=int, default=6, help="points per surface edge")
-    bench.add_argument("--n-crit", type=int, default=150, help="most points per leaf")
+    bench.add_argument("--n-crit", type=n_crit_argument, default="auto",
+                       help="most points per leaf, or 'auto' (default: chosen by cost)")
     bench.add_argument("--distribution", default="sphere", choices=sorted(DISTRIBUTIONS))
     bench.add_argument("--repeats", type=int, default=3, help="timed runs per step (median)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
@@ -94,7 +95,7 @@ def _check_sizes(args: argparse.Namespace) -> None:
     from fmmloopy.base.validation import validate_integer
 
     validate_integer(args.order, "--order", MIN_ORDER, MAX_ORDER)
-    if hasattr(args, "n_crit"):
+    if getattr(args, "n_crit", "auto") != "auto":
         validate_integer(args.n_crit, "--n-crit", 1)
 
 
@@ -217,6 +218,11 @@ def _cache(args: argparse.Namespace) -> int:
     total = sum(entry.size for entry in entries)
     print(f"{len(entries)} file{'s' if len(entries) != 1 else ''}, {total} bytes")
     return 0
+
+
+def n_crit_argument(text: str) -> int | str:
+    """``--n-crit``: an integer or ``auto``."""
+    return text if text == "auto" else int(text)
 
 
 def main(argv: list[str] | None = None) -> int:

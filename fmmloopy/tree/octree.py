@@ -27,7 +27,10 @@ from fmmloopy.tree.coordinates import bounds
 from fmmloopy.tree.morton import morton_decode, placeholder
 from fmmloopy.tree.refinement import Refinement, balance, point_keys, refine
 
-__all__ = ["MAX_DEPTH_LIMIT", "Tree", "build_tree"]
+__all__ = [
+    "MAX_DEPTH_LIMIT", "SortedPoints", "Tree", "build_tree", "build_tree_from", "sort_points",
+    "tree_boxes",
+]
 
 #: Deepest level a tree may have: 3 bits per level plus a placeholder bit fit in a uint64.
 MAX_DEPTH_LIMIT = 21
@@ -156,19 +159,33 @@ class Tree:
         return np.asarray(values)[self.target_tree_ids]
 
 
-def build_tree(sources: np.ndarray, targets: np.ndarray | None = None, n_crit: int = 32,
-               max_depth: int = 20) -> Tree:
-    """Build the 2:1-balanced adaptive octree of ``sources`` ``(ns, 3)`` and ``targets``.
+@dataclass(frozen=True, eq=False)
+class SortedPoints:
+    """Points keyed and sorted for the tree: the root cube, Morton keys at ``depth`` and the
+    orders that sort them. Building a tree for any ``n_crit`` starts here
+    (:func:`build_tree_from`), so several candidate trees share one sort."""
 
-    ``targets=None`` means the targets are the sources. A box is split while it holds more than
-    ``n_crit`` sources or more than ``n_crit`` targets; boxes at ``max_depth`` (<= 21) are never
-    split, and a warning is emitted when one of them holds more than ``n_crit``.
-    """
+    sources: np.ndarray  # (ns, 3) as given
+    targets: np.ndarray | None  # None: the sources
+    centre: np.ndarray
+    half_width: float
+    depth: int  # max_depth: the keys' level
+    source_order: np.ndarray
+    target_order: np.ndarray
+    builder: Refinement  # the sorted keys
+
+    @property
+    def root_lo(self) -> np.ndarray:
+        return self.centre - self.half_width
+
+
+def sort_points(sources: np.ndarray, targets: np.ndarray | None = None,
+                max_depth: int = 20) -> SortedPoints:
+    """Validate the points, choose the root cube and sort the points by Morton key."""
     src = validate_points(sources, "sources")
     tgt = None if targets is None else validate_points(targets, "targets")
     if not len(src) or (tgt is not None and not len(tgt)):
         raise ValueError(f"{'targets' if len(src) else 'sources'} must hold at least one point")
-    n_crit = validate_integer(n_crit, "n_crit", 1)
     depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
 
     lo, hi = bounds(src, tgt)
@@ -190,13 +207,42 @@ def build_tree(sources: np.ndarray, targets: np.ndarray | None = None, n_crit: i
         torder = np.argsort(tkeys, kind="stable")
         tkeys = tkeys[torder]
         all_keys = np.sort(np.concatenate([skeys, tkeys]))
-    builder = Refinement(skeys, tkeys, all_keys, depth)
+    return SortedPoints(src, tgt, centre, float(half_width), depth, sorder, torder,
+                        Refinement(skeys, tkeys, all_keys, depth))
 
+
+def build_tree(sources: np.ndarray, targets: np.ndarray | None = None, n_crit: int = 32,
+               max_depth: int = 20) -> Tree:
+    """Build the 2:1-balanced adaptive octree of ``sources`` ``(ns, 3)`` and ``targets``.
+
+    ``targets=None`` means the targets are the sources. A box is split while it holds more than
+    ``n_crit`` sources or more than ``n_crit`` targets; boxes at ``max_depth`` (<= 21) are never
+    split, and a warning is emitted when one of them holds more than ``n_crit``.
+    """
+    n_crit = validate_integer(n_crit, "n_crit", 1)
+    return build_tree_from(sort_points(sources, targets, max_depth), n_crit)
+
+
+def tree_boxes(points: SortedPoints, n_crit: int, warn: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The boxes of the tree of ``points`` for ``n_crit``: sorted (placeholder keys, levels,
+    is_leaf), refined and 2:1 balanced."""
+    builder, depth = points.builder, points.depth
     keys, levels, leaf, overfull = refine(builder, n_crit, depth)
-    if overfull:
+    if overfull and warn:
         warnings.warn(f"build_tree: max_depth={depth} reached; {overfull} leaves hold more than "
-                      f"n_crit={n_crit} points", RuntimeWarning, stacklevel=2)
-    keys, levels, leaf = balance(builder, keys, levels, leaf)
+                      f"n_crit={n_crit} points", RuntimeWarning, stacklevel=4)
+    return balance(builder, keys, levels, leaf)
+
+
+def build_tree_from(points: SortedPoints, n_crit: int) -> Tree:
+    """The tree of :func:`build_tree` from points already sorted (:func:`sort_points`)."""
+    n_crit = validate_integer(n_crit, "n_crit", 1)
+    src, tgt, depth, builder = points.sources, points.targets, points.depth, points.builder
+    centre, half_width, root_lo = points.centre, points.half_width, points.root_lo
+    sorder, torder = points.source_order, points.target_order
+    skeys, tkeys = builder.src_keys, builder.tgt_keys
+    keys, levels, leaf = tree_boxes(points, n_crit, warn=True)
 
     nboxes = keys.shape[0]
     nlevels = int(levels.max()) + 1

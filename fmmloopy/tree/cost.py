@@ -1,0 +1,273 @@
+"""Choosing ``n_crit`` by cost: the leaf size that balances the near field against the far field.
+
+A small ``n_crit`` makes many small leaves: few P2P pairs, many boxes and V-list entries (M2L).
+A large one does the opposite. Where the optimum lies depends on the distribution, on the order
+(an M2L entry costs ``2 n_e^2`` flops, 128 at order 2 and 476 288 at order 10) and on the
+relative speed of the P2P and matvec recipes; and a uniform distribution jumps a whole level
+when ``n_crit`` crosses a box's count, a factor 8 in boxes (the *depth jump*). So the default
+``n_crit`` is chosen per problem: the trees of a range of candidates are built from one sort of
+the points (:func:`fmmloopy.tree.octree.tree_boxes`, without lists), their work is counted
+(:func:`tree_work`), and the candidate of least modelled time wins (:func:`choose_n_crit`).
+
+The model, in units of matvec flops:
+``P2P pairs x pair_flops + V entries x 2 n_e^2 + boxes x 12 n_e^2``, where ``pair_flops`` is
+what one P2P pair costs in matvec flops on the device (the ratio of the measured matvec flop
+rate to the measured P2P pair rate, :data:`PAIR_FLOPS`), and ``12 n_e^2`` is a box's two
+check-to-equivalent solves (two ``n_e x n_e`` factors each) and its M2M and L2L. P2M and L2P
+(``n_e`` per particle) do not depend on ``n_crit`` and are left out.
+
+Counts. V entries are exact for the tree's boxes: a box's V list is the children of its
+parent's colleagues that are not its own colleagues, so its length is the children of the
+parent's colleagues minus the box's existing colleagues (itself included). P2P pairs are
+estimated: each leaf's targets times the sources in the 27 cells of its level around it (exact
+where the neighbouring leaves are of the leaf's level; a coarser or finer neighbour is counted
+by the part of it in those cells). Both are computed on a sample of boxes where there are many
+(:data:`SAMPLE`) and scaled up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fmmloopy.base.validation import validate_integer
+from fmmloopy.maths.geometry import NEIGHBOUR_OFFSETS
+from fmmloopy.maths.surfaces import surface_size
+from fmmloopy.tree.morton import morton_decode, morton_encode, placeholder
+from fmmloopy.tree.octree import SortedPoints
+from fmmloopy.tree.refinement import balance
+
+__all__ = [
+    "AUTO", "CANDIDATES", "PAIR_FLOPS", "CellCounts", "TreeWork", "choose_n_crit", "pair_flops",
+    "tree_work", "validate_n_crit",
+]
+
+#: Candidate ``n_crit``: 32 to 2048, a factor sqrt(2) apart. Below 32 the model's flops miss
+#: what dominates there (per-box overheads, and matvecs too small to run at the flop rate the
+#: model assumes), and the candidate trees grow costly to count.
+CANDIDATES = tuple(int(round(32 * 2 ** (k / 2))) for k in range(13))
+#: ``n_crit`` value asking for the choice by cost.
+AUTO = "auto"
+#: Cost of one P2P pair in matvec flops on a CPU device: the measured M2L flop rate over the
+#: measured P2P pair rate of the shipped ``cpu`` recipes (docs/performance.md).
+PAIR_FLOPS = {"cpu": 45.0}
+#: Where a device type has no measurement (GPUs: none measured yet), the CPU value.
+DEFAULT_PAIR_FLOPS = PAIR_FLOPS["cpu"]
+#: Boxes (and leaves) whose lists are counted, at most; more are sampled and scaled up.
+SAMPLE = 1024
+_U64 = np.uint64
+
+
+def validate_n_crit(value) -> int | str:
+    """``value`` as :class:`fmmloopy.Fmm` takes ``n_crit``: an integer >= 1 or ``"auto"``."""
+    if isinstance(value, str):
+        if value != AUTO:
+            raise ValueError(f"n_crit must be an integer >= 1 or {AUTO!r}, got {value!r}")
+        return value
+    return validate_integer(value, "n_crit", 1)
+
+
+def pair_flops(device_kind: str) -> float:
+    """:data:`PAIR_FLOPS` for a device kind (``"cpu"``, ``"gpu"``)."""
+    return PAIR_FLOPS.get(device_kind, DEFAULT_PAIR_FLOPS)
+
+
+@dataclass(frozen=True)
+class TreeWork:
+    """The work of the tree of one ``n_crit``."""
+
+    n_crit: int
+    nboxes: int
+    v_entries: float
+    p2p_pairs: float  # estimated
+
+    def cost(self, order: int, pair_flops: float) -> float:
+        """Modelled time in matvec flops (module docstring)."""
+        n_e = surface_size(order)
+        return (self.p2p_pairs * pair_flops + self.v_entries * 2 * n_e ** 2
+                + self.nboxes * 12 * n_e ** 2)
+
+
+def _sample(count: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Indices of at most :data:`SAMPLE` of ``count`` items and the factor that scales a sum
+    over them to all."""
+    if count <= SAMPLE:
+        return np.arange(count), 1.0
+    return np.sort(rng.choice(count, SAMPLE, replace=False)), count / SAMPLE
+
+
+def _cells_around(keys: np.ndarray, levels: np.ndarray, offsets: np.ndarray = NEIGHBOUR_OFFSETS,
+                  finer: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes, offsets) placeholder keys of the cells ``offsets`` away from each box's first
+    descendant ``finer`` levels down (``finer=0``: its 27 colleagues' cells), and a mask of those
+    inside the root."""
+    coords = morton_decode(keys ^ placeholder(levels)) << finer
+    cells = coords[:, None, :] + offsets[None, :, :]
+    level = levels.astype(np.int64) + finer
+    inside = np.all((cells >= 0) & (cells < (1 << level)[:, None, None]), axis=2)
+    cells = np.where(inside[..., None], cells, 0)
+    lev = np.broadcast_to(level[:, None], inside.shape)
+    return morton_encode(cells.reshape(-1, 3)).reshape(inside.shape) | placeholder(lev), inside
+
+
+def _near_sources(keys: np.ndarray, levels: np.ndarray, leaf: np.ndarray, sources: np.ndarray,
+                  leaves: np.ndarray, n_e: int) -> np.ndarray:
+    """Sources each of ``leaves`` sums about one pair per target with: the boxes of its level
+    around it (its U list, and where they are internal, their descendants in its W list) and the
+    leaves of the level above around its parent (coarser U neighbours and its X list). In a
+    2:1 balanced tree that is all of its near field; W and X boxes cost about a pair per target
+    and source, summed directly where small, through ``n_e`` surface points otherwise: so an
+    internal neighbour counts at most ``8 n_e`` (its children's surfaces).
+    ``keys``, ``levels``, ``leaf``, ``sources``: the boxes and their source counts."""
+    own, inside = _cells_around(keys[leaves], levels[leaves])
+    found = np.maximum(_existing(keys, own), 0)
+    counted = np.where(leaf[found], sources[found], np.minimum(sources[found], 8 * n_e))
+    total = np.where(inside & (_existing(keys, own) >= 0), counted, 0).sum(axis=1)
+    deeper = levels[leaves] > 0
+    parents = _existing(keys, keys[leaves[deeper]] >> _U64(3))
+    coarse, inside = _cells_around(keys[parents], levels[parents])
+    found = _existing(keys, coarse)
+    coarse_leaf = inside & (found >= 0) & leaf[np.maximum(found, 0)]
+    total[deeper] += np.where(coarse_leaf, sources[np.maximum(found, 0)], 0).sum(axis=1)
+    return total
+
+
+def _existing(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Index of each query key among the sorted ``keys``, -1 where it is not a box."""
+    position = np.minimum(np.searchsorted(keys, queries), len(keys) - 1)
+    return np.where(keys[position] == queries, position, -1)
+
+
+@dataclass(frozen=True)
+class CellCounts:
+    """The non-empty cells of every level down to where no cell holds more than ``smallest``
+    points (pruned to cells whose parent holds more), with their counts: enough to know the
+    boxes of the tree of any ``n_crit >= smallest`` without building it."""
+
+    keys: list[np.ndarray]  # per level: sorted placeholder keys of the cells
+    sources: list[np.ndarray]  # per level: sources in each cell
+    targets: list[np.ndarray]  # per level: targets in each cell
+    parent_counts: list[np.ndarray]  # per level: max(sources, targets) of each cell's parent
+
+    @classmethod
+    def of(cls, points: SortedPoints, smallest: int) -> CellCounts:
+        builder = points.builder
+        keys, parent_counts = [np.ones(1, dtype=_U64)], [np.array([np.inf])]
+        sources, targets = [], []
+        for level in range(points.depth + 1):
+            lo, hi = builder.key_range(keys[-1], np.full(len(keys[-1]), level))
+            sources.append(np.searchsorted(builder.src_keys, hi)
+                           - np.searchsorted(builder.src_keys, lo))
+            targets.append(sources[-1] if builder.tgt_keys is builder.src_keys else
+                           np.searchsorted(builder.tgt_keys, hi)
+                           - np.searchsorted(builder.tgt_keys, lo))
+            count = np.maximum(sources[-1], targets[-1])
+            if level == points.depth or count.max() <= smallest:
+                break
+            # The next level's non-empty cells, where their parent holds more than smallest.
+            shift = _U64(3 * (points.depth - level - 1))
+            cells = builder.all_keys >> shift
+            cells = cells[np.concatenate([[True], cells[1:] != cells[:-1]])]
+            cells |= placeholder(np.full(1, level + 1))
+            parent = _existing(keys[-1], cells >> _U64(3))
+            keep = (parent >= 0) & (count[np.maximum(parent, 0)] > smallest)
+            keys.append(cells[keep])
+            parent_counts.append(count[parent[keep]])
+        return cls(keys, sources, targets, parent_counts)
+
+    def boxes(self, n_crit: int) -> tuple[np.ndarray, ...]:
+        """Sorted (placeholder keys, levels, is_leaf, sources, targets) of the boxes of the
+        tree for ``n_crit`` before its 2:1 balance: a cell is a box where its parent holds more
+        than ``n_crit``."""
+        columns = [], [], [], [], []
+        last = len(self.keys) - 1
+        for level, (cells, sources, targets, parent) in enumerate(zip(
+                self.keys, self.sources, self.targets, self.parent_counts, strict=True)):
+            exists = parent > n_crit
+            if not exists.any():
+                break
+            leaf = (np.maximum(sources, targets)[exists] <= n_crit) | (level == last)
+            for column, values in zip(columns, (cells[exists], np.full(leaf.shape, level),
+                                                leaf, sources[exists], targets[exists]),
+                                      strict=True):
+                column.append(values)
+        return tuple(np.concatenate(column) for column in columns)
+
+
+def tree_work(points: SortedPoints, n_crit: int, order: int, cells: CellCounts | None = None,
+              seed: int = 0) -> TreeWork:
+    """Boxes, V entries and estimated near-field pairs (order ``order``) of the tree of
+    ``points`` for ``n_crit`` (before
+    its 2:1 balance, which adds few boxes); ``cells`` from :meth:`CellCounts.of` with
+    ``smallest <= n_crit``."""
+    cells = CellCounts.of(points, n_crit) if cells is None else cells
+    keys, levels, leaf, sources, targets = cells.boxes(n_crit)
+    if len(keys) > 1:
+        # The 2:1 balance splits leaves beside much finer boxes: few on a sphere or a cube, up
+        # to as many again in a cluster's outskirts; the new boxes' counts from the points.
+        keys, levels, leaf = balance(points.builder, keys, levels, leaf)
+        builder = points.builder
+        lo, hi = builder.key_range(keys, levels)
+        sources = np.searchsorted(builder.src_keys, hi) - np.searchsorted(builder.src_keys, lo)
+        targets = sources if builder.tgt_keys is builder.src_keys else (
+            np.searchsorted(builder.tgt_keys, hi) - np.searchsorted(builder.tgt_keys, lo))
+    rng = np.random.default_rng(seed)
+
+    # V entries: children of the parent's colleagues minus the box's own existing colleagues.
+    nboxes = len(keys)
+    parents = np.searchsorted(keys, keys[1:] >> _U64(3))
+    n_children = np.bincount(parents, minlength=nboxes)
+    chosen, scale = _sample(nboxes - 1, rng)
+    boxes = chosen + 1
+    parent_cells, parent_inside = _cells_around(keys[parents[chosen]], levels[boxes] - 1)
+    found = _existing(keys, parent_cells)
+    found_ok = parent_inside & (found >= 0)
+    candidates = np.where(found_ok, n_children[np.maximum(found, 0)], 0).sum(axis=1)
+    own_cells, own_inside = _cells_around(keys[boxes], levels[boxes])
+    own = (own_inside & (_existing(keys, own_cells) >= 0)).sum(axis=1)
+    v_entries = float((candidates - own).sum()) * scale
+
+    # P2P pairs: each leaf's targets x the sources of its near field (U, W and X lists).
+    leaves = np.flatnonzero(leaf)
+    chosen, scale = _sample(len(leaves), rng)
+    leaves = leaves[chosen]
+    near = _near_sources(keys, levels, leaf, sources, leaves, surface_size(order))
+    pairs = float(targets[leaves].astype(np.float64) @ near) * scale
+    return TreeWork(int(n_crit), nboxes, v_entries, pairs)
+
+
+def choose_n_crit(points: SortedPoints, order: int, pair_flops: float) -> tuple[int, list]:
+    """The candidate ``n_crit`` of least modelled cost for ``order``, and the :class:`TreeWork`
+    of every candidate tried (ties: the smaller ``n_crit``).
+
+    Every other candidate of :data:`CANDIDATES` (a factor 2 apart) is tried from the largest
+    down (those beyond the number of points make the same one-box tree and are not tried); the
+    far-field part of the cost (V entries and boxes) only grows as ``n_crit`` falls, so the
+    sweep stops once it alone exceeds the best cost so far. Then the candidates beside the best
+    (a factor sqrt(2) away) are tried too.
+    """
+    largest = max(len(points.builder.src_keys), len(points.builder.tgt_keys))
+    top = next((k for k, n_crit in enumerate(CANDIDATES) if n_crit >= largest),
+               len(CANDIDATES) - 1)
+    cells = CellCounts.of(points, CANDIDATES[0])
+    n_e = surface_size(order)
+    tried = {}
+
+    def cost(index: int) -> float:
+        if index not in tried:
+            tried[index] = tree_work(points, CANDIDATES[index], order, cells)
+        return tried[index].cost(order, pair_flops)
+
+    best = np.inf
+    for index in range(top, -1, -2):
+        best = min(best, cost(index))
+        work = tried[index]
+        if work.v_entries * 2 * n_e ** 2 + work.nboxes * 12 * n_e ** 2 > best:
+            break
+    coarse = min(tried, key=lambda index: (cost(index), index))
+    for index in (coarse - 1, coarse + 1):
+        if 0 <= index <= top:
+            cost(index)
+    chosen = min(tried, key=lambda index: (cost(index), index))
+    return CANDIDATES[chosen], [tried[index] for index in sorted(tried)]

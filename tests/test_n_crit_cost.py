@@ -1,0 +1,110 @@
+"""``n_crit="auto"``: the boxes of every candidate tree from one sort, the work counted without
+lists against the real tree and lists, and the choice against trying every candidate."""
+
+import numpy as np
+import pytest
+
+import fmmloopy
+from fmmloopy.base.distributions import DISTRIBUTIONS
+from fmmloopy.tree.cost import CANDIDATES, CellCounts, choose_n_crit, tree_work
+from fmmloopy.tree.octree import sort_points
+from fmmloopy.tree.refinement import refine
+
+DISTRIBUTION_NAMES = ["sphere", "cube", "plummer"]
+
+
+def _points(distribution, n, seed=0):
+    return DISTRIBUTIONS[distribution](n, np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("distribution", DISTRIBUTION_NAMES)
+def test_cell_counts_give_the_boxes_of_the_refinement_for_every_n_crit(distribution):
+    points = sort_points(_points(distribution, 20000))
+    cells = CellCounts.of(points, 8)
+    for n_crit in (8, 20, 64, 150, 400, 5000):  # cells for >= 8: any n_crit >= 8
+        keys, levels, leaf, sources, targets = cells.boxes(n_crit)
+        expected_keys, expected_levels, expected_leaf, _ = refine(points.builder, n_crit,
+                                                                  points.depth)
+        order = np.argsort(expected_keys)
+        np.testing.assert_array_equal(keys, expected_keys[order])
+        np.testing.assert_array_equal(levels, expected_levels[order])
+        np.testing.assert_array_equal(leaf, expected_leaf[order])
+        np.testing.assert_array_equal(sources, targets)  # targets are the sources
+        assert sources[0] == 20000 and sources[leaf].sum() == 20000
+
+
+def test_cell_counts_with_distinct_targets_split_on_either():
+    rng = np.random.default_rng(4)
+    sources, targets = rng.random((3000, 3)), 0.5 * rng.random((500, 3))
+    points = sort_points(sources, targets)
+    keys, levels, leaf, n_sources, n_targets = CellCounts.of(points, 10).boxes(40)
+    assert n_sources[leaf].sum() == 3000 and n_targets[leaf].sum() == 500
+    assert np.all(np.maximum(n_sources, n_targets)[leaf] <= 40)
+    assert np.all(np.maximum(n_sources, n_targets)[~leaf] > 40)
+
+
+#: How far the counts may fall from the real tree's: the 2:1 balance, which the model leaves out,
+#: adds few boxes on a sphere or a cube (measured: <= 3 %) and up to a quarter in Plummer's
+#: core, where the density changes fast; the near-field pairs are an estimate (measured within
+#: 10 % of the plan's on all three).
+TOLERANCE = {"sphere": 0.1, "cube": 0.1, "plummer": 0.3}
+
+
+@pytest.mark.parametrize("distribution", DISTRIBUTION_NAMES)
+def test_counted_work_is_close_to_the_real_tree_and_plan(distribution):
+    """Boxes and V entries of the unbalanced tree against the balanced tree's, near-field pairs
+    against the plan's P2P, M2P and P2L work."""
+    points = _points(distribution, 20000)
+    tolerance = TOLERANCE[distribution]
+    for n_crit in (40, 150):
+        fmm = fmmloopy.Fmm(points, n_crit=n_crit, order=4)
+        work = tree_work(sort_points(points), n_crit, 4)
+        near = sum(fmm.plan.work(step) for step in ("p2p", "m2p", "p2l"))
+        assert (1 - tolerance) * fmm.tree.nboxes <= work.nboxes <= fmm.tree.nboxes
+        assert work.v_entries == pytest.approx(len(fmm.lists.v_lists), rel=tolerance)
+        assert work.p2p_pairs == pytest.approx(near, rel=0.2)
+
+
+@pytest.mark.parametrize("distribution", DISTRIBUTION_NAMES)
+@pytest.mark.parametrize("order", [2, 6, 10])
+def test_the_choice_is_as_cheap_as_trying_every_candidate(distribution, order):
+    """The sweep tries a factor 2 apart, then beside the best: at most a few per cent above
+    the cheapest of all candidates (the model's cost is piecewise constant in n_crit)."""
+    points = sort_points(_points(distribution, 30000, seed=order))
+    chosen, tried = choose_n_crit(points, order, pair_flops=45.0)
+    every = {n_crit: tree_work(points, n_crit, order).cost(order, 45.0) for n_crit in CANDIDATES}
+    assert chosen in [work.n_crit for work in tried]
+    assert every[chosen] <= 1.05 * min(every.values())
+    assert every[chosen] == min(work.cost(order, 45.0) for work in tried)
+
+
+def test_a_higher_order_or_dearer_pairs_never_choose_smaller_leaves():
+    points = sort_points(_points("cube", 50000))
+    by_order = [choose_n_crit(points, order, 45.0)[0] for order in (3, 5, 7, 9)]
+    assert by_order == sorted(by_order) and by_order[0] < by_order[-1]
+    by_pair_cost = [choose_n_crit(points, 6, cost)[0] for cost in (400.0, 45.0, 5.0)]
+    assert by_pair_cost == sorted(by_pair_cost) and by_pair_cost[0] < by_pair_cost[-1]
+
+
+def test_fmm_chooses_n_crit_and_stays_accurate():
+    rng = np.random.default_rng(7)
+    points, charges = _points("cube", 5000, seed=7), rng.random(5000)
+    fmm = fmmloopy.Fmm(points)
+    assert fmm.n_crit in CANDIDATES and fmm.tree.n_crit == fmm.n_crit
+    assert fmm.n_crit in [work.n_crit for work in fmm.n_crit_candidates]
+    given = fmmloopy.Fmm(points, n_crit=fmm.n_crit)
+    assert given.n_crit == fmm.n_crit and given.n_crit_candidates == []
+    np.testing.assert_array_equal(fmm(charges), given(charges))
+    sample = rng.choice(5000, 100, replace=False)
+    offsets = points[sample, None, :] - points[None, :, :]
+    distance = np.sqrt((offsets ** 2).sum(axis=-1))
+    with np.errstate(divide="ignore"):
+        direct = np.where(distance > 0, charges / (4 * np.pi * distance), 0).sum(axis=1)
+    error = np.linalg.norm(fmm(charges)[sample] - direct) / np.linalg.norm(direct)
+    assert error < 1e-6  # order 6: errors ~1e-7 (docs/kifmm.md)
+
+
+@pytest.mark.parametrize("bad", ["Auto", "", 0, -3, 2.5, True, None])
+def test_a_bad_n_crit_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match="n_crit"):
+        fmmloopy.Fmm(np.random.default_rng(0).random((10, 3)), n_crit=bad)
