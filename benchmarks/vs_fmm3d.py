@@ -7,7 +7,9 @@ Usage::
     python benchmarks/vs_fmm3d.py --setup --n 1000000    # cold and warm set-up, peak memory
     python benchmarks/vs_fmm3d.py --n 4000000 --repeats 1 --eps 1e-3   # FMM3D's memory allows
 
-N random charges on the unit sphere. fmmloopy runs at ``--order`` (6) with ``--n-crit`` (150);
+N random charges (uniform in [-1, 1)) on the unit sphere, or in the cube [-1, 1]^3 (``--dist
+sphere cube``: the uniform cube is the field's standard volume benchmark). fmmloopy runs at
+``--order`` (6) with ``--n-crit`` (default ``auto``: chosen by its cost model, printed);
 ``lfmm3d`` at eps = 1e-3 and 1e-6, potential only (its Laplace kernel includes the 1/(4 pi), as
 ours does). Both run in this process on all cores (``OMP_NUM_THREADS`` is set to the core count
 before fmm3dpy loads, PoCL uses every core), alternating, ``--repeats`` times after a warm-up
@@ -44,7 +46,7 @@ CORES = os.cpu_count() or 1
 os.environ.setdefault("OMP_NUM_THREADS", str(CORES))
 
 import fmmloopy  # noqa: E402  (after OMP_NUM_THREADS, which fmm3dpy's OpenMP reads on load)
-from fmmloopy.base.distributions import sphere_surface  # noqa: E402
+from fmmloopy.base.distributions import DISTRIBUTIONS, sphere_surface  # noqa: E402
 from fmmloopy.maths.green import LAPLACE_3D  # noqa: E402
 from fmmloopy.maths.reference import direct_sum  # noqa: E402
 
@@ -57,6 +59,15 @@ def sphere_problem(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return sphere_surface(n, rng), rng.uniform(-1.0, 1.0, n)
 
 
+def problem(distribution: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points of ``distribution`` (``sphere``: :func:`sphere_problem`'s points; ``cube``:
+    uniform in [-1, 1]^3) and charges uniform in [-1, 1]."""
+    if distribution == "sphere":
+        return sphere_problem(n, seed)
+    rng = np.random.default_rng(seed)
+    return DISTRIBUTIONS[distribution](n, rng), rng.uniform(-1.0, 1.0, n)
+
+
 def _cpu_seconds() -> float:
     """User + system CPU seconds of this process, all threads."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -67,11 +78,11 @@ def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
     return float(np.linalg.norm(value - reference) / np.linalg.norm(reference))
 
 
-def compare(n: int, args: argparse.Namespace) -> dict:
+def compare(n: int, args: argparse.Namespace, distribution: str = "sphere") -> dict:
     """Median times and errors of fmmloopy and lfmm3d at both eps on ``n`` points."""
     import fmm3dpy
 
-    points, charges = sphere_problem(n, args.seed)
+    points, charges = problem(distribution, n, args.seed)
     sample = np.random.default_rng(args.seed + 1).choice(n, min(args.check_targets, n),
                                                          replace=False)
     reference = direct_sum(LAPLACE_3D, points, charges, points[sample])
@@ -100,7 +111,8 @@ def compare(n: int, args: argparse.Namespace) -> dict:
     medians = {name: statistics.median(values) for name, values in times.items()}
     # CPU seconds over wall seconds: how many cores each one kept busy.
     cores_busy = {name: sum(cpu_times[name]) / sum(times[name]) for name in times}
-    return {"n": n, "order": args.order, "n_crit": args.n_crit, "repeats": args.repeats,
+    return {"n": n, "distribution": distribution, "order": args.order, "n_crit": fmm.n_crit,
+            "n_crit_chosen": args.n_crit == "auto", "repeats": args.repeats,
             "fmmloopy_setup_seconds": setup_seconds,
             "fmmloopy_setup_stages": dict(fmm.setup_seconds),
             "fmmloopy_steps": dict(fmm.eval_seconds),
@@ -111,7 +123,9 @@ def compare(n: int, args: argparse.Namespace) -> dict:
 
 def print_comparison(row: dict) -> None:
     fastest = row["median_seconds"]["fmmloopy"]
-    print(f"N = {row['n']}: fmmloopy order {row['order']}, n_crit {row['n_crit']} "
+    chosen = " (chosen by cost)" if row.get("n_crit_chosen") else ""
+    print(f"N = {row['n']} ({row.get('distribution', 'sphere')}): fmmloopy order {row['order']}, "
+          f"n_crit {row['n_crit']}{chosen} "
           f"(set-up {row['fmmloopy_setup_seconds']:.2f} s, once per point set); "
           f"median of {row['repeats']}")
     print(f"  {'':22s} {'seconds':>9s} {'fmmloopy / it':>14s} {'rel. L2 error':>14s} "
@@ -133,7 +147,7 @@ context_for(choose_device())
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 points, charges = sphere_problem({n}, {seed})
 clock = time.perf_counter()
-fmm = fmmloopy.Fmm(points, order={order}, n_crit={n_crit})
+fmm = fmmloopy.Fmm(points, order={order}, n_crit={n_crit!r})
 total = time.perf_counter() - clock
 fmm(charges)
 clock = time.perf_counter()
@@ -188,7 +202,10 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--order", type=int, default=6)
-    parser.add_argument("--n-crit", type=int, default=150)
+    parser.add_argument("--n-crit", type=lambda text: text if text == "auto" else int(text),
+                        default="auto", help="fmmloopy's n_crit (default: auto)")
+    parser.add_argument("--dist", nargs="+", default=["sphere"], choices=["sphere", "cube"],
+                        help="point distributions (default: sphere)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--check-targets", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
@@ -202,11 +219,12 @@ def main() -> None:
         parser.error("--n, --repeats and --check-targets must be at least 1")
 
     rows = []
-    for n in args.n:
-        row = setup_times(n, args) if args.setup else compare(n, args)
-        rows.append(row)
-        if not args.json:
-            (print_setup if args.setup else print_comparison)(row)
+    for distribution in args.dist:
+        for n in args.n:
+            row = setup_times(n, args) if args.setup else compare(n, args, distribution)
+            rows.append(row)
+            if not args.json:
+                (print_setup if args.setup else print_comparison)(row)
     if args.json:
         print(json.dumps({"cores": CORES, "omp_num_threads": os.environ["OMP_NUM_THREADS"],
                           "rows": rows, "peak_rss_bytes":
