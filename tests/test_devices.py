@@ -13,6 +13,7 @@ import pyopencl as cl
 import pytest
 
 import fmmloopy
+from fmmloopy.base import devices
 from fmmloopy.base.devices import (
     DEVICE_ENV,
     choose_device,
@@ -84,10 +85,13 @@ def test_accepted_specs_still_choose_a_device(device):
 # -- device classes, from fake devices of every kind (no such hardware needed) -----------------
 
 
-def _fake_device(kind, platform: str, vendor: str, name: str = "fake", float64: bool = True):
-    """What device_classes and choose_device read of a pyopencl.Device."""
+def _fake_device(kind, platform: str, vendor: str, name: str = "fake", float64: bool = True,
+                 compile_error: str | None = None):
+    """What device_classes and choose_device read of a pyopencl.Device; ``compile_error`` is
+    what its compiler says to every program (None: it builds)."""
     return SimpleNamespace(type=kind, platform=SimpleNamespace(name=platform), vendor=vendor,
-                           name=name, double_fp_config=7 if float64 else 0)
+                           name=name, double_fp_config=7 if float64 else 0,
+                           compile_error=compile_error)
 
 
 @pytest.mark.parametrize("kind,platform,vendor,classes", [
@@ -130,6 +134,7 @@ def fake_platforms(monkeypatch):
     """Replace the OpenCL platforms choose_device sees with fakes; returns a setter."""
     def install(*platforms):
         monkeypatch.setattr(cl, "get_platforms", lambda: list(platforms))
+    monkeypatch.setattr(devices, "compiler_problem", lambda device: device.compile_error)
     monkeypatch.delenv(DEVICE_ENV, raising=False)
     return install
 
@@ -190,6 +195,61 @@ def test_no_platform_or_no_float64_device_says_what_to_install(fake_platforms, m
     with pytest.raises(RuntimeError, match=r"no OpenCL platform found .*PLATFORM_NOT_FOUND_KHR"
                                            r".*; install 'pyopencl\[pocl\]'"):
         choose_device()
+
+
+ZEN5 = "error: unknown target CPU 'generic'"  # PoCL 3.0 (LLVM 14) on a CPU it does not know
+
+
+def test_a_device_whose_compiler_fails_is_passed_over_for_one_that_works(fake_platforms):
+    broken = _fake_device(cl.device_type.CPU, "Portable Computing Language", "AuthenticAMD",
+                          "pthread-AMD EPYC", compile_error=ZEN5)
+    working = _fake_device(cl.device_type.CPU, "Portable Computing Language", "AuthenticAMD",
+                           "pthread-skylake-avx512-AMD EPYC")
+    fake_platforms(_fake_platform("Portable Computing Language", broken),
+                   _fake_platform("Portable Computing Language", working))
+    assert choose_device() is working and choose_device("cpu") is working
+    assert choose_device("skylake") is working
+    with pytest.raises(RuntimeError, match=r"no usable OpenCL device matches 'pthread-AMD': "
+                                           r"'pthread-AMD EPYC' .*unknown target CPU 'generic'.*"
+                                           r"apt-get install pocl-opencl-icd"):
+        choose_device("pthread-AMD")
+
+
+def test_only_broken_compilers_is_an_error_naming_each_device_and_the_fix(fake_platforms):
+    broken = _fake_device(cl.device_type.CPU, "Portable Computing Language", "AuthenticAMD",
+                          "pthread-AMD EPYC", compile_error=ZEN5)
+    gpu = _fake_device(cl.device_type.GPU, "Some GPU", "y", "a gpu",
+                       compile_error="error: no such builtin")
+    fake_platforms(_fake_platform("Portable Computing Language", broken),
+                   _fake_platform("Some GPU", gpu))
+    with pytest.raises(RuntimeError) as raised:
+        choose_device()
+    message = str(raised.value)
+    assert message.startswith("no usable OpenCL device: 'a gpu' (Some GPU): error: no such builtin; "
+                              "'pthread-AMD EPYC' (Portable Computing Language): " + ZEN5)
+    assert "install a newer PoCL" in message
+
+
+def test_the_probe_reads_the_compilers_own_error(monkeypatch):
+    """compiler_problem builds a real program and keeps the compiler's first error line."""
+    class FailingProgram:
+        def __init__(self, context, source):
+            assert "double" in source  # the probe needs float64, as the toolkit does
+        def build(self):
+            raise cl.RuntimeError("clBuildProgram failed: BUILD_PROGRAM_FAILURE\n\n"
+                                  f"Build on <device>:\n\n{ZEN5}\nDevice failed to build")
+    fake = _fake_device(cl.device_type.CPU, "Fake platform for the probe", "x", "probe test cpu")
+    monkeypatch.setattr(devices, "context_for", lambda device: None)
+    monkeypatch.setattr(cl, "Program", FailingProgram)
+    assert devices.compiler_problem(fake) == ZEN5
+    with pytest.raises(RuntimeError, match="OpenCL device 'probe test cpu' .*cannot compile a "
+                                           "kernel: error: unknown target CPU"):
+        devices.usable(fake)
+
+
+def test_the_device_the_suite_runs_on_compiles(device):
+    assert devices.compiler_problem(device) is None
+    assert choose_device(device) is device
 
 
 # -- keys across processes, and one context per device ------------------------------------------

@@ -32,7 +32,8 @@ def _refuse_to_build(monkeypatch, tree=True):
     def never(*args, **kwargs):
         raise AssertionError("the problem should have been refused before this")
     if tree:
-        monkeypatch.setattr(fmm_module, "build_tree", never)
+        monkeypatch.setattr(fmm_module, "sort_points", never)
+        monkeypatch.setattr(fmm_module, "build_tree_from", never)
     monkeypatch.setattr(fmm_module, "get_operators", never)
 
 
@@ -70,7 +71,7 @@ def test_memory_limit_refuses_with_the_estimate_before_building(monkeypatch):
         fmmloopy.Fmm(POINTS, order=ORDER, memory_limit=1e6)
     message = str(refused.value)
     assert isinstance(refused.value, MemoryError)
-    assert re.search(r"the FMM of 600 sources and 600 targets at order 4 \(n_crit 150\) needs "
+    assert re.search(r"the FMM of 600 sources and 600 targets at order 4 \(n_crit auto\) needs "
                      r"an estimated [0-9.]+ GB of host memory, including the device buffers "
                      r"of '.*', which live in host memory, more than the memory_limit given "
                      r"\(0\.001 GB\); lower the order, raise n_crit", message), message
@@ -81,7 +82,7 @@ def test_high_order_refused_when_the_host_has_too_little(monkeypatch):
     """Order 16: 316 M2L matrices of 1352**2 float64 are 4.6 GB on each side."""
     _refuse_to_build(monkeypatch)
     monkeypatch.setattr(resources, "available_host_memory", lambda: 4e9)
-    with pytest.raises(ResourceLimitError, match=r"at order 16 \(n_crit 150\) needs an estimated "
+    with pytest.raises(ResourceLimitError, match=r"at order 16 \(n_crit auto\) needs an estimated "
                                                  r"[5-9]\.\d+ GB of host memory.*more than the "
                                                  r"host memory available now \(4 GB\)"):
         fmmloopy.Fmm(POINTS, order=16)
@@ -127,7 +128,7 @@ def test_command_line_prints_the_refusal_in_one_line(monkeypatch, capsys):
     error = capsys.readouterr().err
     assert error.count("\n") == 1, error
     assert error.startswith("fmmloopy bench: error: the FMM of 1000 sources and 1000 targets at "
-                            "order 16 (n_crit 150) needs an estimated")
+                            "order 16 (n_crit auto) needs an estimated")
 
 
 def test_device_allocation_failure_is_explained_with_the_estimate(monkeypatch, device):

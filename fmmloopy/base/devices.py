@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import reprlib
 
@@ -38,6 +39,46 @@ def device_classes(device: cl.Device) -> list[str]:
     return [f"{kind}-{r}" for r in refinements] + [kind, "any"]
 
 
+_LOG = logging.getLogger(__name__)
+
+#: What a device that cannot compile needs, said in every message about one.
+COMPILER_FIX = ("PoCL 3.0 from PyPI (LLVM 14) cannot compile for CPUs newer than LLVM 14 knows "
+                "(e.g. AMD Zen 5: 'unknown target CPU'); install a newer PoCL beside it, e.g. "
+                "'apt-get install pocl-opencl-icd' on Debian/Ubuntu, and fmmloopy picks the "
+                "device that works")
+
+_PROBE_SOURCE = ("__kernel void fmmloopy_probe(__global double *x)"
+                 "{ x[get_global_id(0)] = sqrt(x[get_global_id(0)]) + 1.0; }")
+_COMPILER_PROBLEMS: dict[tuple[str, str], str | None] = {}
+
+
+def compiler_problem(device: cl.Device) -> str | None:
+    """None if ``device``'s OpenCL compiler builds a small float64 kernel, else why not.
+
+    An installed OpenCL driver may list a device whose compiler fails on every program (PoCL
+    3.0 from PyPI on a CPU its LLVM does not know). Probed once per device and process.
+    """
+    key = (device.platform.name, device.name)
+    if key not in _COMPILER_PROBLEMS:
+        try:
+            cl.Program(context_for(device), _PROBE_SOURCE).build()
+            _COMPILER_PROBLEMS[key] = None
+        except cl.Error as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            errors = [line for line in lines if "error" in line.lower() and "clBuild" not in line]
+            _COMPILER_PROBLEMS[key] = (errors or lines or [type(exc).__name__])[0]
+    return _COMPILER_PROBLEMS[key]
+
+
+def usable(device: cl.Device) -> cl.Device:
+    """``device`` if its compiler works, else a RuntimeError naming the device and the fix."""
+    problem = compiler_problem(device)
+    if problem is not None:
+        raise RuntimeError(f"OpenCL device {device.name!r} ({device.platform.name}) cannot "
+                           f"compile a kernel: {problem}. {COMPILER_FIX}")
+    return device
+
+
 def _platforms_devices() -> list[cl.Device]:
     devices = []
     for platform in cl.get_platforms():
@@ -64,10 +105,12 @@ def choose_device(spec: str | cl.Device | None = None) -> cl.Device:
     ``None`` (or an empty string) reads ``$FMMLOOPY_DEVICE`` and otherwise prefers a GPU, then a
     CPU. Devices without float64 support are skipped: the toolkit computes in float64 by default.
     Anything else, integers and booleans included, is a ValueError: an index would name different
-    devices on machines whose OpenCL platforms differ or are listed in another order.
+    devices on machines whose OpenCL platforms differ or are listed in another order. A device
+    whose compiler cannot build a kernel (:func:`compiler_problem`) is passed over for one that
+    can; where none can, the RuntimeError names each device, the compiler's error and the fix.
     """
     if isinstance(spec, cl.Device):
-        return spec
+        return usable(spec)
     spec = _checked_spec(spec) or os.environ.get(DEVICE_ENV) or None
     try:
         devices = [d for d in _platforms_devices() if d.double_fp_config]
@@ -77,12 +120,21 @@ def choose_device(spec: str | cl.Device | None = None) -> cl.Device:
         raise RuntimeError("no OpenCL device with float64 support found; "
                            "install 'pyopencl[pocl]' for a CPU device")
     if spec is None:
-        ranked = sorted(devices, key=lambda d: 0 if d.type & cl.device_type.GPU else 1)
-        return ranked[0]
-    wanted = spec.lower()
-    for device in devices:
-        if wanted in device_classes(device) or wanted in device.name.lower():
+        candidates = sorted(devices, key=lambda d: 0 if d.type & cl.device_type.GPU else 1)
+    else:
+        wanted = spec.lower()
+        candidates = [d for d in devices
+                      if wanted in device_classes(d) or wanted in d.name.lower()]
+    broken = []
+    for device in candidates:
+        problem = compiler_problem(device)
+        if problem is None:
             return device
+        broken.append(f"{device.name!r} ({device.platform.name}): {problem}")
+        _LOG.info("skipping OpenCL device %r: its compiler fails: %s", device.name, problem)
+    if broken:
+        raise RuntimeError(f"no usable OpenCL device{'' if spec is None else f' matches {spec!r}'}"
+                           f": {'; '.join(broken)}. {COMPILER_FIX}")
     names = [f"{d.name} ({device_classes(d)[0]})" for d in devices]
     raise ValueError(f"no OpenCL device matches {spec!r}; available: {names}")
 

@@ -22,13 +22,13 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "a25b3484b9c8cbd31da251bbe8766a78d4469c782f56eef30abb3633c077c616",
+    "fmmloopy.transforms.cpu": "bd66d4ab7eb8ba32b5606fa4c314ad7ed02f1e415d8507397f77f01f071e7c2d",
     "fmmloopy.transforms.generic":
         "3c1e11d782ffc30132bfc8ef355f173e7bf8ffa99f0fa1e9cf9c915a2586e304",
     "fmmloopy.transforms.gpu": "840c7e0031e1d1032f6544df427ee2643ef99330fb6bbae3a14afa1b91e26c4a",
     "fmmloopy.transforms.sequential":
         "f24d3c6d3fe0c0060b3bd87e64bffefecffdb75de0388c42a42003be33fbb7d5",
-    "fmmloopy.tuning.tools": "dd4df643224e2821ee02e6c7aded12b46b650792384cec1bd2efdc4a8f286930",
+    "fmmloopy.tuning.tools": "f77dd38f2f5545853044d5569e9b09dd5ddb7c244dcc4029615a004dc34e5158",
 }
 
 
