@@ -225,8 +225,9 @@ def test_only_broken_compilers_is_an_error_naming_each_device_and_the_fix(fake_p
     with pytest.raises(RuntimeError) as raised:
         choose_device()
     message = str(raised.value)
-    assert message.startswith("no usable OpenCL device: 'a gpu' (Some GPU): error: no such builtin; "
-                              "'pthread-AMD EPYC' (Portable Computing Language): " + ZEN5)
+    assert message.startswith("no usable OpenCL device: 'a gpu' (Some GPU): error: no such "
+                              "builtin; 'pthread-AMD EPYC' (Portable Computing Language): "
+                              + ZEN5)
     assert "install a newer PoCL" in message
 
 
