@@ -29,12 +29,13 @@ def test_shipped_recipes_pass_for_every_operator():
     assert all(line.startswith("ok ") for line in lines)
     assert {line.split()[1] for line in lines} == set(OPERATORS)
     assert {line.split()[2] for line in lines} == {"sequential", "generic", "cpu", "gpu"}
-    # 9 operators (the eight and c2e) x 4 recipes x 4 small problems, plus c2e's second factor
+    # 11 operators (the eight, c2e, and the compressed M2L's m2l_compress and m2l_expand) x 4
+    # recipes x 4 small problems, plus c2e's second factor
     # (n_e x rank, as the FMM applies it) where the rank differs from n_e (all four small
     # problems); then the production-size problems: every operator at order 6 (152-point
     # surfaces, leaves of up to n_crit = 150).
     small = [line for line in lines if not line.split()[3].endswith("-150")]
-    assert len(small) == 9 * 4 * 4 + 4 * 4
+    assert len(small) == 11 * 4 * 4 + 4 * 4
     production = [line for line in lines if line.split()[3].endswith("-150")]
     assert {(line.split()[1], line.split()[2]) for line in production} == {
         (operator, recipe) for operator in OPERATORS

@@ -42,7 +42,7 @@ def test_example_reports_json_with_every_field():
     assert report["recipes"]["p2p"] and set(report["recipes"]) <= set(report["eval_seconds"])
     operators = {"p2m", "m2m", "m2l", "l2l", "l2p", "m2p", "p2l", "p2p"}
     assert operators | {"total"} <= set(report["eval_seconds"])
-    assert set(report["eval_work"]) == operators | {"c2e"}
+    assert set(report["eval_work"]) == operators | {"c2e", "m2l_compress", "m2l_expand"}
     assert all(work > 0 for work in report["eval_work"].values())
     # Order 6: ~1e-6 measured on sphere points (docs/kifmm.md); a factor 3 for a small sample.
     assert report["rel_l2_error"] < 3e-6
@@ -85,7 +85,8 @@ def test_example_bare_recipe_name_means_every_operator():
     (["--recipe", "p2p=no_such_recipe"], "no recipe 'no_such_recipe' for operator 'p2p'"),
     (["--recipe", "no_such_recipe"], "no recipe 'no_such_recipe' for operators p2p, p2m"),
     (["--recipes", "my_recipes.py", "--recipe", "users_p2p"],
-     "for operators p2m, p2l, m2p, l2p, m2m, l2l, m2l, c2e; it has p2p: use OP=NAME"),
+     "for operators p2m, p2l, m2p, l2p, m2m, l2l, m2l, m2l_compress, m2l_expand, c2e; it has "
+     "p2p: use OP=NAME"),
     (["--recipe", "p2p=cpu", "--recipe", "p2p=generic"], "operator 'p2p' given twice"),
     (["--recipe", "cpu", "--recipe", "generic"], "one recipe name for every operator at most"),
     (["--recipes", "no_such_file.py"], "--recipes no_such_file.py: recipe file"),

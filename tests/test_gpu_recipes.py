@@ -46,9 +46,10 @@ def test_simd_width_and_group_size_come_from_the_device():
     assert local_work_size(NVIDIA, 5, 256) == 32
 
 
-@pytest.mark.parametrize("device,m2l_group", [(NVIDIA, 160), (AMD, 192), (OTHER, 160)])
-def test_work_group_sizes_in_the_generated_code(device, m2l_group):
-    assert f"reqd_work_group_size({m2l_group}, 1, 1)" in gpu_code("m2l", device)
+@pytest.mark.parametrize("device,matvec_group", [(NVIDIA, 160), (AMD, 192), (OTHER, 160)])
+def test_work_group_sizes_in_the_generated_code(device, matvec_group):
+    # M2M at order 6: 152 output coefficients, rounded up to whole warps or wavefronts.
+    assert f"reqd_work_group_size({matvec_group}, 1, 1)" in gpu_code("m2m", device)
     assert "reqd_work_group_size(64, 1, 1)" in gpu_code("p2p", device)
 
 

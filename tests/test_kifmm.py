@@ -6,16 +6,23 @@ import numpy as np
 import pytest
 
 from fmmloopy.maths.expansion import SURFACE_RADII, Expansion
+from fmmloopy.maths.geometry import M2L_CLASSES
 from fmmloopy.maths.green import LAPLACE_3D
 from fmmloopy.maths.kifmm import (
     POINT_BUFFERS,
     STEPS,
+    buffer_widths,
     expansion_buffers,
     get_step,
     rank_buffers,
 )
 from fmmloopy.maths.operators import OPERATORS, PAIRWISE, SURFACE
-from fmmloopy.maths.precompute import ARRAY_FIELDS, check_to_equivalent, kernel_matrix
+from fmmloopy.maths.precompute import (
+    ARRAY_FIELDS,
+    check_to_equivalent,
+    kernel_matrix,
+    matrix_shapes,
+)
 from fmmloopy.maths.surfaces import surface, surface_size
 
 HALF_WIDTHS = np.array([1.0, 0.5, 0.125])
@@ -45,13 +52,24 @@ def test_every_step_is_consistent_with_its_operator():
         else:
             assert step.matrices and not step.surfaces
             assert set(step.matrices) <= set(ARRAY_FIELDS)
-    assert set(STEPS) >= {"p2m", "uc2e", "m2m", "m2l", "p2l", "dc2e", "l2l", "l2p", "m2p", "p2p"}
+    assert set(STEPS) >= {"p2m", "uc2e", "m2m", "p2l", "dc2e", "l2l", "l2p", "m2p", "p2p"}
+    # M2L, compressed per transfer-vector class: compress, the cores over the class's V
+    # entries, expand into the downward check potential.
+    for name in M2L_CLASSES:
+        compress, m2l, expand = (STEPS[f"m2l_{name}{part}"]
+                                 for part in ("_compress", "", "_expand"))
+        assert (compress.source, compress.target) == ("multipole", m2l.source)
+        assert (m2l.target, expand.source, expand.target) == (
+            expand.source, m2l.target, "check_down")
+        assert m2l.box_list == f"v_{name}" and m2l.operator == "m2l"
+        assert (compress.level_exponent, m2l.level_exponent, expand.level_exponent) == (0, 1, 0)
     with pytest.raises(ValueError, match="unknown KIFMM step"):
         get_step("x2y")
 
 
 def test_buffers_follow_the_steps():
-    assert expansion_buffers() == ["check_up", "multipole", "check_down", "local"]
+    assert expansion_buffers() == ["check_up", "multipole", "multipole_near", "check_down_near",
+                                   "check_down", "multipole_far", "check_down_far", "local"]
     assert rank_buffers() == [("check_up_rank", "uc2e", "uc2e_first"),
                               ("check_down_rank", "dc2e", "dc2e_first")]
     assert STEPS["uc2e"].chain() == [("uc2e_first", "check_up", "check_up_rank"),
@@ -60,17 +78,31 @@ def test_buffers_follow_the_steps():
                for step in STEPS.values())
 
 
+def test_buffer_widths_come_from_the_matrices_that_write_them():
+    ranks = {"uc2e": 50, "dc2e": 52, "m2l_near": 40, "m2l_far": 30}
+    widths = buffer_widths(56, matrix_shapes(56, ranks))
+    assert widths == {"check_up": 56, "check_up_rank": 50, "multipole": 56,
+                      "multipole_near": 40, "check_down_near": 40, "check_down": 56,
+                      "multipole_far": 30, "check_down_far": 30, "check_down_rank": 52,
+                      "local": 56}
+    # A step reading a buffer at another width than the step that writes it is refused.
+    shapes = matrix_shapes(56, ranks) | {"m2l_far_core": (218, 31, 31)}
+    with pytest.raises(ValueError, match="step 'm2l_far' takes buffer 'multipole_far' as 31 "
+                                         "values per box, another step as 30"):
+        buffer_widths(56, shapes)
+
+
 def test_level_scales():
     np.testing.assert_allclose(STEPS["uc2e"].level_scales(-1.0, HALF_WIDTHS), HALF_WIDTHS)
     np.testing.assert_allclose(STEPS["dc2e"].level_scales(-1.0, HALF_WIDTHS), HALF_WIDTHS)
-    np.testing.assert_allclose(STEPS["m2l"].level_scales(-1.0, HALF_WIDTHS), 1 / HALF_WIDTHS)
+    np.testing.assert_allclose(STEPS["m2l_near"].level_scales(-1.0, HALF_WIDTHS), 1 / HALF_WIDTHS)
     np.testing.assert_array_equal(STEPS["m2m"].level_scales(-1.0, HALF_WIDTHS), 1.0)
     np.testing.assert_array_equal(STEPS["l2l"].level_scales(-1.0, HALF_WIDTHS), 1.0)
     with pytest.raises(ValueError, match="not homogeneous"):
-        STEPS["m2l"].level_scales(None, HALF_WIDTHS)
+        STEPS["m2l_near"].level_scales(None, HALF_WIDTHS)
 
 
-@pytest.mark.parametrize("step", ["uc2e", "m2l"])
+@pytest.mark.parametrize("step", ["uc2e", "m2l_near", "m2l_far"])
 def test_level_scale_is_what_the_matrices_do_at_that_half_width(step):
     """The scale times the half-width-1 matrix equals the matrix computed directly at h."""
     order, h = 3, 0.125

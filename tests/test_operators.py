@@ -23,13 +23,13 @@ from fmmloopy.maths.operators import (
 from fmmloopy.maths.templates import BoxParticles, BoxSurface
 
 PAIRWISE_OPERATORS = ("p2p", "p2m", "p2l", "m2p", "l2p")
-MATVEC_OPERATORS = ("m2m", "l2l", "m2l", "c2e")
+MATVEC_OPERATORS = ("m2m", "l2l", "m2l", "m2l_compress", "m2l_expand", "c2e")
 
 
 # -- the table and get_operator ------------------------------------------------------------------
 
 
-def test_the_table_holds_the_nine_operators_under_their_names():
+def test_the_table_holds_the_eleven_operators_under_their_names():
     assert set(OPERATORS) == set(PAIRWISE_OPERATORS) | set(MATVEC_OPERATORS)
     for name, spec in OPERATORS.items():
         assert spec.name == name and get_operator(name) is spec
@@ -51,8 +51,17 @@ def test_operator_sizes_of_every_operator():
     assert operator_sizes("p2p", n_e) == {}  # particles on both sides: no size
     for name in ("p2m", "p2l", "m2p", "l2p"):  # one side a surface of n_e points
         assert operator_sizes(name, n_e) == {"n_surface": n_e}
-    for name in ("m2m", "l2l", "m2l"):
+    for name in ("m2m", "l2l"):
         assert operator_sizes(name, n_e) == {"n_target_coeffs": n_e, "n_source_coeffs": n_e}
+    # The compressed M2L: n_e -> k, k -> k over V, k -> n_e (k: the rank given, else c2e's).
+    assert operator_sizes("m2l_compress", n_e, m2l_rank=30) == {
+        "n_target_coeffs": 30, "n_source_coeffs": n_e}
+    assert operator_sizes("m2l", n_e, m2l_rank=30) == {
+        "n_target_coeffs": 30, "n_source_coeffs": 30}
+    assert operator_sizes("m2l_expand", n_e, rank) == {
+        "n_target_coeffs": n_e, "n_source_coeffs": rank}
+    with pytest.raises(ValueError, match="m2l needs the rank of the compressed M2L"):
+        operator_sizes("m2l", n_e)
     # c2e is applied as two factors: (rank x n_e), then (n_e x rank).
     assert operator_sizes("c2e", n_e, rank) == {"n_target_coeffs": rank, "n_source_coeffs": n_e}
     assert operator_sizes("c2e", n_e, rank, first_factor=False) == {

@@ -21,7 +21,14 @@ from fmmloopy.execution import cache_files, operator_cache, precomputed
 from fmmloopy.execution.operator_cache import OperatorCacheWarning
 from fmmloopy.execution.precomputed import get_operators
 from fmmloopy.maths import precompute
-from fmmloopy.maths.geometry import NTRANSFER_VECTORS, child_centres, transfer_vector_index
+from fmmloopy.maths.geometry import (
+    M2L_CLASSES,
+    NTRANSFER_VECTORS,
+    child_centres,
+    transfer_class,
+    transfer_vector_index,
+    transfer_vectors,
+)
 from fmmloopy.maths.green import LAPLACE_3D
 from fmmloopy.maths.kifmm import STEPS
 from fmmloopy.maths.precompute import (
@@ -29,6 +36,7 @@ from fmmloopy.maths.precompute import (
     check_to_equivalent,
     compute_operators,
     kernel_matrix,
+    m2l_threshold,
 )
 from fmmloopy.maths.surfaces import (
     DOWNWARD_CHECK_RADIUS,
@@ -270,7 +278,7 @@ def m2l_chain_error(ops, half_width: float, offset, seed: int = 2) -> float:
     sources = points_in_box(rng, source_centre, half_width, NPARTICLES)
     charges = rng.uniform(0, 1, NPARTICLES)
     multipole = p2m(ops, source_centre, half_width, sources, charges)
-    check_potential = level_scale(ops, "m2l", half_width) * (
+    check_potential = level_scale(ops, "m2l_near", half_width) * (
         ops.m2l[transfer_vector_index(np.array(offset))] @ multipole)
     local = local_from_check(ops, half_width, check_potential)
     targets = points_in_box(rng, target_centre, half_width, 300)
@@ -283,6 +291,75 @@ def m2l_chain_error(ops, half_width: float, offset, seed: int = 2) -> float:
 @pytest.mark.parametrize("offset", V_OFFSETS)
 def test_m2l_chain_matches_direct(ops6, half_width, offset):
     assert m2l_chain_error(ops6, half_width, offset) <= CHAIN_TOLERANCE_ORDER_6
+
+
+# -- the compressed M2L ---------------------------------------------------------------------------
+
+def decompressed_m2l(ops) -> np.ndarray:
+    """(316, n_e, n_e): ``expand @ core @ compress`` of each transfer vector's class."""
+    dense = np.empty_like(ops.m2l)
+    for name in M2L_CLASSES:
+        compress, core, expand = (getattr(ops, f"m2l_{name}_{part}")
+                                  for part in ("compress", "core", "expand"))
+        dense[transfer_class(name)] = expand @ core @ compress
+    return dense
+
+
+def test_compressed_m2l_classes_split_the_transfer_vectors():
+    near, far = transfer_class("near"), transfer_class("far")
+    assert (len(near), len(far)) == (98, 218)
+    assert sorted(np.concatenate([near, far])) == list(range(NTRANSFER_VECTORS))
+    lengths = np.abs(transfer_vectors()).max(axis=1)
+    assert set(lengths[near]) == {2} and set(lengths[far]) == {3}
+    with pytest.raises(ValueError, match="unknown transfer-vector class 'middle'"):
+        transfer_class("middle")
+
+
+@pytest.mark.parametrize("order", [3, 4, 6])
+def test_compressed_m2l_is_within_its_cutoff_of_the_dense_one(order):
+    """Both bases are orthonormal, and each matrix differs from the dense one by at most twice
+    the cutoff in the 2-norm: ``K - U U^T K V V^T = (I - U U^T) K + U U^T K (I - V V^T)``,
+    each term bounded by the first singular value dropped from its stack (below the cutoff)."""
+    ops = compute_operators(KERNEL, order)
+    n_e = ops.n_e
+    largest = np.linalg.norm(ops.m2l.transpose(1, 0, 2).reshape(n_e, -1), ord=2)
+    cutoff = m2l_threshold(order) * largest
+    ranks = ops.ranks()
+    for name in M2L_CLASSES:
+        compress, expand = ops.arrays()[f"m2l_{name}_compress"], ops.arrays()[f"m2l_{name}_expand"]
+        k = ranks[f"m2l_{name}"]
+        assert compress.shape == (k, n_e) and expand.shape == (n_e, k)
+        np.testing.assert_allclose(compress @ compress.T, np.eye(k), atol=1e-12)
+        np.testing.assert_allclose(expand.T @ expand, np.eye(k), atol=1e-12)
+    difference = np.linalg.norm(decompressed_m2l(ops) - ops.m2l, ord=2, axis=(1, 2))
+    assert difference.max() <= 2 * cutoff, (difference.max(), cutoff)
+    # The far vectors (Chebyshev length 3) compress further than the near ones.
+    assert ranks["m2l_far"] <= ranks["m2l_near"] <= n_e
+
+
+def test_compression_saves_work_where_the_order_is_high(ops6):
+    """Order 6: near 128, far 72 of 152 (measured); a V list of 98 near and 91 far entries
+    (an interior box) costs under half the dense flops."""
+    ranks = ops6.ranks()
+    compressed = 98 * ranks["m2l_near"] ** 2 + 91 * ranks["m2l_far"] ** 2
+    assert compressed < 0.5 * 189 * ops6.n_e ** 2, ranks
+
+
+@pytest.mark.parametrize("order", [4, 6])
+def test_compressed_m2l_chain_adds_a_fraction_of_the_truncation_error(order):
+    """P2M -> compressed M2L -> DC2E -> L2P against the dense chain, for near and far offsets
+    at two half-widths: the compression adds to each pair at most ``M2L_SVD_FACTOR`` (0.3) of
+    the worst dense pair's error, the order's truncation error (the cutoff is that fraction of
+    the order's expected error). Measured at order 6: face 9.8e-7 -> 9.98e-7, far offsets
+    4-8e-9 -> 1.0-1.7e-7; order 4: 1.9e-4 -> 1.9e-4, far 0.8-1.4e-5 -> 0.8-1.5e-5."""
+    ops = compute_operators(KERNEL, order)
+    compressed = dataclasses.replace(ops, m2l=decompressed_m2l(ops))
+    for half_width in HALF_WIDTHS:
+        dense = [m2l_chain_error(ops, half_width, offset) for offset in V_OFFSETS]
+        errors = [m2l_chain_error(compressed, half_width, offset) for offset in V_OFFSETS]
+        budget = precompute.M2L_SVD_FACTOR * max(dense)
+        for offset, error, reference in zip(V_OFFSETS, errors, dense, strict=True):
+            assert error <= reference + budget, (offset, error, reference, budget)
 
 
 def l2l_errors(ops, half_width: float, seed: int = 3) -> tuple[float, float]:
@@ -411,6 +488,16 @@ def wrong_shape(path):
     rewrite(path, change_arrays=lambda arrays: arrays.update(m2l=arrays["m2l"][:-1]))
 
 
+def missing_array(path):
+    """A file of another layout under this key (an array the operators need is absent)."""
+    rewrite(path, change_arrays=lambda arrays: arrays.pop("m2l_far_core"))
+
+
+def foreign_array(path):
+    """A file of another layout under this key (an array the operators do not have)."""
+    rewrite(path, change_arrays=lambda arrays: arrays.update(m2l_svd=arrays["m2l_near_core"]))
+
+
 @pytest.mark.parametrize("damage, reason", [
     (truncate, "unreadable"),
     (flip_bytes, "unreadable|checksum"),
@@ -418,6 +505,8 @@ def wrong_shape(path):
     (stale_version, "does not match the expected key"),
     (other_kernel, "does not match the expected key"),
     (wrong_shape, "shape"),
+    (missing_array, "the file holds arrays"),
+    (foreign_array, "the file holds arrays"),
 ])
 def test_damaged_file_is_rejected_and_rebuilt(cache_dir, damage, reason):
     good = get_operators("laplace", CACHE_ORDER)

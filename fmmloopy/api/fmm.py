@@ -189,16 +189,23 @@ class Fmm:
             self.setup_seconds["nested"] = time.perf_counter() - clock
 
         tree, lists = self.tree, self.evaluated_lists
-        self.memory_estimate = estimate_memory(
-            nsources=tree.nsources, ntargets=tree.ntargets,
-            targets_are_sources=tree.targets_are_sources, order=self.order,
-            nboxes=tree.nboxes, nlevels=tree.nlevels,
-            list_entries={name: len(getattr(lists, f"{name}_lists")) for name in "uvwx"})
+
+        def estimate(ranks=None):
+            return estimate_memory(
+                nsources=tree.nsources, ntargets=tree.ntargets,
+                targets_are_sources=tree.targets_are_sources, order=self.order,
+                nboxes=tree.nboxes, nlevels=tree.nlevels, ranks=ranks,
+                list_entries={name: len(getattr(lists, f"{name}_lists")) for name in "uvwx"})
+        # Before the precomputation, with the ranks' upper bound n_e; then with the ranks the
+        # operators have (the compressed M2L's matrices are several times smaller).
+        self.memory_estimate = estimate()
         check_memory(self.memory_estimate, self.device, self._what, self._memory_limit)
 
         clock = time.perf_counter()
         self.operators = get_operators(self.kernel, self.order)
         self.setup_seconds["precompute"] = time.perf_counter() - clock
+        self.memory_estimate = estimate(self.operators.ranks())
+        check_memory(self.memory_estimate, self.device, self._what, self._memory_limit)
 
         clock = time.perf_counter()
         try:

@@ -42,11 +42,14 @@ class CheckProblem:
     rank: int = 20
     #: Whether the problem has the sizes of a real FMM run (checked on a sample of rows).
     production: bool = False
+    #: Rank of the compressed M2L (``m2l_compress``, ``m2l``, ``m2l_expand``); None: ``rank``.
+    m2l_rank: int | None = None
 
     def sizes(self, operator: str) -> list[dict[str, int]]:
         """The template sizes ``operator`` is checked at on this problem: for c2e both factors
         (``rank x n_e`` and ``n_e x rank``) when they differ."""
-        first = operator_sizes(operator, self.surface_size, rank=self.rank)
+        first = operator_sizes(operator, self.surface_size, rank=self.rank,
+                               m2l_rank=self.m2l_rank)
         if operator != "c2e" or self.rank == self.surface_size:
             return [first]
         return [first, operator_sizes(operator, self.surface_size, rank=self.rank,
@@ -96,13 +99,14 @@ class CheckProblem:
                 f"{tree.nboxes} boxes on {tree.nlevels} levels, leaves of up to "
                 f"{int(tree.box_target_counts[leaves].max())} targets and "
                 f"{int(tree.box_source_counts[leaves].max())} sources, lists {lists_text}, "
-                f"surfaces of {self.surface_size} points, c2e rank {self.rank}")
+                f"surfaces of {self.surface_size} points, c2e rank {self.rank}, "
+                f"M2L rank {self.rank if self.m2l_rank is None else self.m2l_rank}")
 
 
 def tree_problem(name: str, sources: np.ndarray, targets: np.ndarray | None = None,
                  n_crit: int = 24, seed: int = 0, surface_size: int = 26,
                  rank: int = 20, direct_lists: bool = False,
-                 production: bool = False) -> CheckProblem:
+                 production: bool = False, m2l_rank: int | None = None) -> CheckProblem:
     """Build the octree and lists of ``sources`` (and ``targets``) as a check problem; with
     ``direct_lists``, the lists an :class:`fmmloopy.Fmm` evaluates by default (small W/X boxes
     summed directly, which makes U lists longer)."""
@@ -110,7 +114,7 @@ def tree_problem(name: str, sources: np.ndarray, targets: np.ndarray | None = No
     lists = build_interaction_lists(tree)
     if direct_lists:
         lists = direct_where_cheaper(tree, lists, surface_size)
-    return CheckProblem(name, tree, lists, seed, surface_size, rank, production)
+    return CheckProblem(name, tree, lists, seed, surface_size, rank, production, m2l_rank)
 
 
 def check_problems(seed: int = 0, n: int = 1500) -> list[CheckProblem]:
@@ -175,7 +179,8 @@ def production_problems(order: int = DEFAULT_ORDER, n_crit: int = DEFAULT_N_CRIT
     n = POINTS_PER_N_CRIT * n_crit if n is None else n
     operators = get_operators(get_kernel(kernel), order)
     sizes = dict(seed=seed, n_crit=n_crit, surface_size=operators.n_e,
-                 rank=operators.uc2e_first.shape[0], production=True)
+                 rank=operators.uc2e_first.shape[0], m2l_rank=operators.ranks()["m2l_near"],
+                 production=True)
     rng = np.random.default_rng(PRODUCTION_TREE_SEED)
     return [
         tree_problem(f"plummer-{n_crit}", plummer(n, rng), **sizes),

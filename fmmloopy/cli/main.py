@@ -164,13 +164,16 @@ def _bench(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from fmmloopy.base.devices import choose_device
     from fmmloopy.execution.compiled import compiled_operator
+    from fmmloopy.execution.precomputed import get_operators
     from fmmloopy.maths.operators import math_kernel, operator_sizes
     from fmmloopy.maths.surfaces import surface_size
     from fmmloopy.tuning.registry import ensure_loaded
 
     ensure_loaded(args.recipes)
     n_e = surface_size(args.order)
-    sizes = operator_sizes(args.operator, n_e, rank=n_e)
+    # The sizes an FMM of this order runs: the ranks of its precomputed operators.
+    ranks = get_operators("laplace", args.order).ranks()
+    sizes = operator_sizes(args.operator, n_e, rank=ranks["uc2e"], m2l_rank=ranks["m2l_near"])
     device = choose_device(args.device)
     compiled = compiled_operator(args.operator, device, recipe=args.recipe, **sizes)
     print(f"# {args.operator}: math-level kernel (order {args.order}, sizes {sizes}), "

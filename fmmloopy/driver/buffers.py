@@ -7,26 +7,26 @@ estimate counts them (:mod:`fmmloopy.driver.memory`): one function, so the two c
 from __future__ import annotations
 
 from fmmloopy.maths.expansion import Expansion
-from fmmloopy.maths.kifmm import STEPS, expansion_buffers, rank_buffers
+from fmmloopy.maths.kifmm import STEPS, buffer_widths
 from fmmloopy.maths.precompute import matrix_shapes
 
 
-def evaluation_buffer_shapes(expansion: Expansion, ranks: tuple[int, int], nboxes: int,
+def evaluation_buffer_shapes(expansion: Expansion, ranks: dict[str, int], nboxes: int,
                              nsources: int, ntargets: int) -> dict[str, tuple[int, ...]]:
-    """Name -> shape (float64) of every per-evaluation buffer: charges, potentials, one
-    ``n_e`` vector per box of every expansion, and the buffers between two-factor steps, as
-    wide as the first factor's rank (``ranks``: ``(k_u, k_d)``)."""
+    """Name -> shape (float64) of every per-evaluation buffer: charges, potentials, and per box
+    every expansion and every buffer between factors, as wide as the matrices that write them
+    (``ranks`` as :meth:`~fmmloopy.maths.precompute.KifmmOperators.ranks` gives them,
+    :func:`fmmloopy.maths.kifmm.buffer_widths`)."""
     shapes: dict[str, tuple[int, ...]] = {"strengths": (nsources,), "potential": (ntargets,)}
-    shapes |= {name: (nboxes, expansion.n_e) for name in expansion_buffers()}
-    matrices = matrix_shapes(expansion.n_e, *ranks)
-    shapes |= {name: (nboxes, matrices[field][-2]) for name, _, field in rank_buffers()}
+    widths = buffer_widths(expansion.n_e, matrix_shapes(expansion.n_e, ranks))
+    shapes |= {name: (nboxes, width) for name, width in widths.items()}
     return shapes
 
 
-def step_matrix_shapes(expansion: Expansion, ranks: tuple[int, int]
+def step_matrix_shapes(expansion: Expansion, ranks: dict[str, int]
                        ) -> dict[str, dict[str, tuple[int, ...]]]:
     """Step name -> the shapes of the matrices its launches take (uploaded once per plan)."""
-    shapes = matrix_shapes(expansion.n_e, *ranks)
+    shapes = matrix_shapes(expansion.n_e, ranks)
     return {name: {field: shapes[field] for field in step.matrices}
             for name, step in STEPS.items() if step.matrices}
 

@@ -125,7 +125,8 @@ class _PlanBuilder:
                      {"source_vectors": source, "target_vectors": target},
                      {"n_target_coeffs": matrices.shape[1], "n_source_coeffs": matrices.shape[2]},
                      {"matrices": matrices, "nmatrices": len(matrices),
-                      "level_scales": scales if index == 0 else np.ones_like(scales)})
+                      "level_scales": scales if index == 0 else np.ones_like(scales)},
+                     list_name=step.box_list)
 
     def _stack(self, field: str) -> np.ndarray:
         """The precomputed matrices ``field`` as a stack ``(nmatrices, n_out, n_in)`` (one
@@ -137,11 +138,13 @@ class _PlanBuilder:
         return stacks[field]
 
     def add(self, operator: str, target_boxes: np.ndarray, buffers: dict[str, str],
-            sizes: dict[str, int], extra: dict) -> None:
+            sizes: dict[str, int], extra: dict, list_name: str | None = None) -> None:
         """A launch of ``operator`` over ``target_boxes`` with ``extra`` arguments (surfaces;
-        matrices, uploaded once for all the launches that apply them)."""
+        matrices, uploaded once for all the launches that apply them), walking box list
+        ``list_name`` (default: the operator's own)."""
         spec = get_operator(operator)
-        starts, entries, matrix_indices = box_list(self.tree, self.lists, spec.box_list)
+        starts, entries, matrix_indices = box_list(self.tree, self.lists,
+                                                   list_name or spec.box_list)
         cut = box_list_arguments(starts, entries, target_boxes, matrix_indices)
         kernel = self._kernel(operator, **sizes)
         names = set(kernel.argument_names)

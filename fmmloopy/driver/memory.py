@@ -24,7 +24,7 @@ from fmmloopy.driver.buffers import (
 from fmmloopy.execution.resources import MemoryEstimate
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.kifmm import STEPS
-from fmmloopy.maths.precompute import matrix_shapes
+from fmmloopy.maths.precompute import full_ranks, matrix_shapes
 
 _F64, _I32 = 8, 4
 
@@ -51,26 +51,28 @@ def _bytes(shape: tuple[int, ...], itemsize: int = _F64) -> float:
 
 def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, order: int,
                     nboxes: int, nlevels: int = 1, list_entries: dict[str, int] | None = None,
-                    ranks: tuple[int, int] | None = None) -> MemoryEstimate:
+                    ranks: dict[str, int] | None = None) -> MemoryEstimate:
     """Bytes the FMM of these sizes keeps on the host and on the device (module docstring).
 
     ``list_entries`` holds the U, V, W, X entry counts (``{"u": ..., ...}``; zeros if unknown),
-    ``ranks`` the UC2E/DC2E ranks (``n_e`` if unknown, their upper bound). Without V entries
-    the M2L matrices stay on the host (no M2L launch); the host keeps a transposed copy of them
-    while the plan is built.
+    ``ranks`` the UC2E/DC2E and compressed-M2L ranks (``n_e`` if unknown, their upper bound).
+    Without V entries the M2L matrices stay on the host (no M2L launch); the host keeps a
+    transposed copy of them while the plan is built.
     """
     expansion = Expansion(order)
     n_e = expansion.n_e
-    ranks = ranks if ranks is not None else (n_e, n_e)
+    ranks = ranks if ranks is not None else full_ranks(n_e)
     entries = {"u": 0, "v": 0, "w": 0, "x": 0} | dict(list_entries or {})
     all_entries = sum(entries.values())
     separate_targets = 0 if targets_are_sources else ntargets
 
-    operators = sum(_bytes(shape) for shape in matrix_shapes(n_e, *ranks).values())
+    operators = sum(_bytes(shape) for shape in matrix_shapes(n_e, ranks).values())
     launched = {name: sum(_bytes(shape) for shape in fields.values())
                 for name, fields in step_matrix_shapes(expansion, ranks).items()}
     # M2L matrices go to the device (and are transposed on the host) only for a V list.
-    m2l_used = launched["m2l"] if entries["v"] else 0.0
+    m2l_steps = [name for name, step in STEPS.items() if step.operator == "m2l"]
+    m2l_launched = sum(launched[name] for name in m2l_steps)
+    m2l_used = m2l_launched if entries["v"] else 0.0
     host = {
         # Tree copies (coordinates, user <-> tree ids); charges and potentials of a call.
         "particles": (3 * _F64 + 2 * _I32 + 2 * _F64) * nsources
@@ -96,7 +98,7 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
                      + _bytes(buffers["potential"]),
         "expansions": sum(_bytes(shape) for name, shape in buffers.items()
                           if name not in ("strengths", "potential")),
-        "matrices": sum(launched.values()) - launched["m2l"] + m2l_used
+        "matrices": sum(launched.values()) - m2l_launched + m2l_used
                     + surface_uploads() * 3 * n_e * _F64,
         # Cut lists: a box index per entry, and a matrix index (or pair target) for V; per
         # launch its target boxes and row starts and level scales.

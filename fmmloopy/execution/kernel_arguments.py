@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fmmloopy.maths.geometry import INDEX_DTYPE
+from fmmloopy.maths.geometry import INDEX_DTYPE, NTRANSFER_VECTORS, transfer_class
 from fmmloopy.tree.csr import select_rows, starts_from_counts
 from fmmloopy.tree.lists import InteractionLists
 from fmmloopy.tree.octree import Tree
@@ -32,6 +32,8 @@ def box_list(tree: Tree, lists: InteractionLists, name: str) -> BoxList:
     """The box list ``name`` with a row for every box (see :mod:`fmmloopy.maths.operators`).
 
     ``u``/``v``/``w``/``x`` are the interaction lists (V carries transfer-vector indices);
+    ``v_<class>`` is V restricted to one transfer-vector class
+    (:data:`fmmloopy.maths.geometry.M2L_CLASSES`), with the vectors' indices within the class;
     ``self`` lists each box itself (matrix index 0); ``children`` lists a box's children with
     their octant as matrix index; ``parent`` lists a box's parent with the box's own octant.
     """
@@ -39,6 +41,15 @@ def box_list(tree: Tree, lists: InteractionLists, name: str) -> BoxList:
     if name in ("u", "v", "w", "x"):
         indices = lists.v_transfer if name == "v" else None
         return getattr(lists, f"{name}_starts"), getattr(lists, f"{name}_lists"), indices
+    if name.startswith("v_"):
+        members = transfer_class(name[2:])
+        within_class = np.full(NTRANSFER_VECTORS, -1, dtype=INDEX_DTYPE)
+        within_class[members] = np.arange(len(members), dtype=INDEX_DTYPE)
+        indices = within_class[lists.v_transfer]
+        keep = indices >= 0
+        rows = np.repeat(np.arange(nboxes), np.diff(lists.v_starts))
+        starts = starts_from_counts(np.bincount(rows[keep], minlength=nboxes))
+        return starts, lists.v_lists[keep], indices[keep]
     if name == "self":
         boxes = np.arange(nboxes, dtype=INDEX_DTYPE)
         return np.arange(nboxes + 1, dtype=INDEX_DTYPE), boxes, np.zeros_like(boxes)

@@ -49,9 +49,10 @@ __all__ = [
     "save_arrays",
 ]
 
-#: Bump whenever the meaning or layout of the stored arrays changes. 2: equiangular surface
-#: points and least-squares M2M/L2L/M2L (docs/kifmm.md); 1: uniform points, square fits.
-FORMAT_VERSION = 2
+#: Bump whenever the meaning or layout of the stored arrays changes. 3: the SVD-compressed M2L
+#: added; 2: equiangular surface points and least-squares M2M/L2L/M2L (docs/kifmm.md);
+#: 1: uniform points, square fits.
+FORMAT_VERSION = 3
 
 _METADATA = "__metadata__"
 _T = TypeVar("_T")

@@ -39,6 +39,23 @@ def transfer_vectors() -> np.ndarray:
     return _TRANSFER.copy()
 
 
+#: Classes of transfer vectors by Chebyshev length: 2 (98 vectors, about half of a V list) and
+#: 3 (218). The far class interacts more weakly and compresses to a much lower rank, so the
+#: compressed M2L keeps one basis per class (:func:`fmmloopy.maths.precompute.compress_m2l`).
+M2L_CLASSES = {"near": 2, "far": 3}
+
+
+def transfer_class(name: str) -> np.ndarray:
+    """(n,) int64, increasing: the transfer-vector indices of class ``name``
+    (:data:`M2L_CLASSES`); a class's own matrix index of a vector is its position here."""
+    try:
+        length = M2L_CLASSES[name]
+    except KeyError:
+        raise ValueError(f"unknown transfer-vector class {name!r}; classes: "
+                         f"{sorted(M2L_CLASSES)}") from None
+    return np.flatnonzero(np.abs(_TRANSFER).max(axis=1) == length)
+
+
 def transfer_vector_index(offsets: np.ndarray) -> np.ndarray:
     """Transfer-vector indices of integer offsets ``(..., 3)``; ValueError if one is not in V."""
     off = np.asarray(offsets)

@@ -8,8 +8,11 @@ factors, :mod:`fmmloopy.maths.precompute`) and how those matrices scale with the
 driver (:mod:`fmmloopy.driver`) only orders the steps over the tree's boxes and moves buffers.
 
 Expansions (per box, ``n_e`` values): ``check_up`` -> ``multipole`` (upward equivalent density)
-and ``check_down`` -> ``local`` (downward equivalent density); ``strengths`` are the charges and
-``potential`` the result, one value per point. Each step also says which boxes it serves
+and ``check_down`` -> ``local`` (downward equivalent density); ``multipole_<class>`` and
+``check_down_<class>`` hold the compressed M2L's ``k`` coefficients per box and transfer-vector
+class (the matrices size every
+buffer: :func:`buffer_widths`); ``strengths`` are the charges and ``potential`` the result, one
+value per point. Each step also says which boxes it serves
 (:class:`Boxes`); :data:`STEPS` lists the steps in an order that respects their dependencies, so
 that a new step (a gradient evaluation, say) is a new entry here and a recipe, not a driver
 change.
@@ -27,6 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from fmmloopy.maths.geometry import M2L_CLASSES
 
 #: Expansions exist from this level down: V and X lists are empty above it (the boxes of levels
 #: 0 and 1 are all adjacent to each other).
@@ -76,6 +81,9 @@ class KifmmStep:
     #: Exponent of the box half-width, in units of the kernel's homogeneity, that scales the
     #: first matrix (module docstring).
     level_exponent: int = 0
+    #: The box list its launches walk where it is not the operator's own: ``v_near``/``v_far``,
+    #: the V entries of one transfer-vector class (:data:`~fmmloopy.maths.geometry.M2L_CLASSES`).
+    box_list: str | None = None
 
     def level_scales(self, homogeneity: float | None, half_widths: np.ndarray) -> np.ndarray:
         """Factors multiplying the half-width-1 matrices for boxes of ``half_widths`` (one per
@@ -103,6 +111,23 @@ def _steps(*steps: KifmmStep) -> dict[str, KifmmStep]:
     return {step.name: step for step in steps}
 
 
+def _compressed_m2l_steps() -> list[KifmmStep]:
+    """Compress, M2L over the class's V entries, expand: for each transfer-vector class."""
+    steps = []
+    for name in M2L_CLASSES:
+        compressed, summed = f"multipole_{name}", f"check_down_{name}"
+        steps += [
+            KifmmStep(f"m2l_{name}_compress", "m2l_compress", "multipole", compressed,
+                      Boxes("sources", min_level=FIRST_EXPANSION_LEVEL),
+                      matrices=(f"m2l_{name}_compress",)),
+            KifmmStep(f"m2l_{name}", "m2l", compressed, summed, Boxes("targets", listed="v"),
+                      matrices=(f"m2l_{name}_core",), level_exponent=1, box_list=f"v_{name}"),
+            KifmmStep(f"m2l_{name}_expand", "m2l_expand", summed, "check_down",
+                      Boxes("targets", listed="v"), matrices=(f"m2l_{name}_expand",)),
+        ]
+    return steps
+
+
 _EXPANDED = FIRST_EXPANSION_LEVEL
 
 #: Every step of the method, by name, in the order of one evaluation.
@@ -118,8 +143,10 @@ STEPS: dict[str, KifmmStep] = _steps(
               Boxes("sources", min_level=_EXPANDED, leaves=False, per_level="up"),
               matrices=("m2m",)),
     # Downward pass: locals of the boxes with targets, then children top down.
-    KifmmStep("m2l", "m2l", "multipole", "check_down", Boxes("targets", listed="v"),
-              matrices=("m2l",), level_exponent=1),
+    # M2L, SVD-compressed per transfer-vector class (precompute.compress_m2l): multipoles into
+    # the class's basis once per source box, the k x k cores over the class's part of the V
+    # list, the sums expanded once per target box.
+    *_compressed_m2l_steps(),
     KifmmStep("p2l", "p2l", "strengths", "check_down", Boxes("targets", listed="x"),
               surfaces=(("target_surface", "downward_check"),)),
     KifmmStep("dc2e", "c2e", "check_down", "local", Boxes("targets", min_level=_EXPANDED),
@@ -157,3 +184,25 @@ def rank_buffers() -> list[tuple[str, str, str]]:
     return [(step.between(i), step.name, field)
             for step in STEPS.values()
             for i, field in enumerate(step.matrices[:-1])]
+
+
+def buffer_widths(n_e: int, matrix_shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    """Values per box of every per-box buffer (expansions and the buffers between factors):
+    the rows of the matrix that writes it, ``n_e`` for those written by a pairwise step.
+    ValueError where two steps disagree (a step reading a buffer of another width)."""
+    widths: dict[str, int] = {}
+
+    def settle(name: str, width: int, step: str) -> None:
+        if name in POINT_BUFFERS:
+            return
+        if widths.setdefault(name, width) != width:
+            raise ValueError(f"step {step!r} takes buffer {name!r} as {width} values per box, "
+                             f"another step as {widths[name]}")
+    for step in STEPS.values():
+        if not step.matrices:
+            settle(step.source, n_e, step.name)
+            settle(step.target, n_e, step.name)
+        for field, source, target in step.chain():
+            settle(target, matrix_shapes[field][-2], step.name)
+            settle(source, matrix_shapes[field][-1], step.name)
+    return widths

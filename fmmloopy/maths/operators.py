@@ -14,9 +14,15 @@ operator     template   targets                 sources                     box 
 ``l2p``      pairwise   particles               downward equivalent surface the box itself
 ``m2m``      matvec     parent's multipole      children's multipoles       children
 ``l2l``      matvec     child's local           parent's local              parent
-``m2l``      matvec     downward check          multipoles                  V
+``m2l``      matvec     compressed check        compressed multipoles       V
+``m2l_...``  matvec     (de)compressed vector   (a ``_compress``/``_expand``) the box itself
 ``c2e``      matvec     equivalent density      check potential (a factor)  the box itself
 ============ ========== ======================= =========================== =============
+
+M2L is SVD-compressed (:func:`fmmloopy.maths.precompute.compress_m2l`): ``m2l_compress`` takes
+each source box's multipole to ``k`` coefficients, ``m2l`` applies the ``k x k`` core of each V
+pair's transfer vector, ``m2l_expand`` takes each target box's sum back to its ``n_e``-point
+downward check potential.
 
 Every operator adds into its output. Matvec operators can walk their list in either layout of
 :mod:`fmmloopy.maths.layouts` (target-major, or grouped by matrix); the recipe chooses.
@@ -172,7 +178,11 @@ OPERATORS: dict[str, OperatorSpec] = {spec.name: spec for spec in (
                  PARTICLES, SURFACE),
     OperatorSpec("m2m", MATVEC, "children", "children's multipoles -> the parent's"),
     OperatorSpec("l2l", MATVEC, "parent", "the parent's local expansion -> the child's"),
-    OperatorSpec("m2l", MATVEC, "v", "multipoles of V-list boxes -> downward check potential"),
+    OperatorSpec("m2l", MATVEC, "v",
+                 "compressed multipoles of V-list boxes -> compressed downward check potential"),
+    OperatorSpec("m2l_compress", MATVEC, "self", "multipole -> its k compressed M2L coefficients"),
+    OperatorSpec("m2l_expand", MATVEC, "self",
+                 "k compressed M2L coefficients -> downward check potential"),
     OperatorSpec("c2e", MATVEC, "self", "check potential -> equivalent density (one factor)"),
 )}
 
@@ -198,11 +208,14 @@ def math_kernel(operator: str, *, kernel: str | GreenKernel = "laplace", dtype=n
 
 
 def operator_sizes(operator: str, n_e: int, rank: int | None = None,
-                   first_factor: bool = True) -> dict[str, int]:
+                   first_factor: bool = True, m2l_rank: int | None = None) -> dict[str, int]:
     """Template sizes of ``operator`` for surfaces of ``n_e`` points.
 
-    ``c2e`` is applied as two factors: ``(rank x n_e)`` first, then ``(n_e x rank)``.
+    ``c2e`` is applied as two factors: ``(rank x n_e)`` first, then ``(n_e x rank)``. The
+    compressed M2L has rank ``m2l_rank`` (``rank`` if not given): ``m2l_compress`` is
+    ``(m2l_rank x n_e)``, ``m2l`` ``(m2l_rank x m2l_rank)``, ``m2l_expand`` ``(n_e x m2l_rank)``.
     """
+    m2l_rank = rank if m2l_rank is None else m2l_rank
     spec = get_operator(operator)
     if spec.template == PAIRWISE:
         return {} if spec.targets == spec.sources == PARTICLES else {"n_surface": n_e}
@@ -211,4 +224,10 @@ def operator_sizes(operator: str, n_e: int, rank: int | None = None,
             raise ValueError("c2e needs the rank of its factors")
         return ({"n_target_coeffs": rank, "n_source_coeffs": n_e} if first_factor
                 else {"n_target_coeffs": n_e, "n_source_coeffs": rank})
+    if operator.startswith("m2l"):
+        if m2l_rank is None:
+            raise ValueError(f"{operator} needs the rank of the compressed M2L")
+        n_out, n_in = {"m2l": (m2l_rank, m2l_rank), "m2l_compress": (m2l_rank, n_e),
+                       "m2l_expand": (n_e, m2l_rank)}[operator]
+        return {"n_target_coeffs": n_out, "n_source_coeffs": n_in}
     return {"n_target_coeffs": n_e, "n_source_coeffs": n_e}
