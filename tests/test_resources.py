@@ -84,9 +84,9 @@ def test_high_order_refused_when_the_host_has_too_little(monkeypatch):
     again."""
     _refuse_to_build(monkeypatch)
     monkeypatch.setattr(resources, "available_host_memory", lambda: 4e9)
-    with pytest.raises(ResourceLimitError, match=r"at order 16 \(n_crit auto\) needs an estimated "
-                                                 r"(9|1[0-4])\.\d+ GB of host memory.*more than the "
-                                                 r"host memory available now \(4 GB\)"):
+    with pytest.raises(ResourceLimitError,
+                       match=r"at order 16 \(n_crit auto\) needs an estimated (9|1[0-4])\.\d+ GB "
+                             r"of host memory.*more than the host memory available now \(4 GB\)"):
         fmmloopy.Fmm(POINTS, order=16)
 
 
