@@ -27,14 +27,16 @@ POINTS = np.random.default_rng(80).random((600, 3))
 
 
 def _refuse_to_build(monkeypatch, tree=True):
-    """Make precomputing operators (and building the tree) fail the test: a refusal comes
-    first. Before the tree the estimate is a lower bound (full leaves, no lists)."""
+    """Make precomputing operators and building the tree (``tree``), or else building the
+    plan, fail the test: a refusal comes first. Before the tree the estimate is a lower bound
+    (full leaves, no lists) that counts the operators in full."""
     def never(*args, **kwargs):
         raise AssertionError("the problem should have been refused before this")
     if tree:
         monkeypatch.setattr(fmm_module, "sort_points", never)
         monkeypatch.setattr(fmm_module, "build_tree_from", never)
-    monkeypatch.setattr(fmm_module, "get_operators", never)
+        monkeypatch.setattr(fmm_module, "get_operators", never)
+    monkeypatch.setattr(fmm_module, "build_plan", never)
 
 
 @pytest.mark.parametrize("name,points,order,n_crit", [
@@ -60,9 +62,11 @@ def test_estimate_grows_with_boxes_entries_and_order():
     higher = estimate_memory(nsources=1000, ntargets=1000, targets_are_sources=True, order=12,
                              nboxes=100, nlevels=4, list_entries={"v": 1000})
     assert small.device_bytes < more_boxes.device_bytes < higher.device_bytes
-    # Order 12: n_e = 728, 316 M2L matrices of 728**2 float64 = 1.34 GB, on each side.
+    # Order 12: n_e = 728. Without the operators' ranks, the compressed M2L's are bounded by
+    # n_e: 98 near and 218 far cores of 728**2 float64 (0.42 and 0.92 GB), the far class the
+    # largest single allocation.
     assert higher.device["matrices"] > 316 * 728 ** 2 * 8
-    assert higher.largest_buffer == ("M2L matrices", 316 * 728 ** 2 * 8)
+    assert higher.largest_buffer == ("M2L matrices", 218 * 728 ** 2 * 8)
 
 
 def test_memory_limit_refuses_with_the_estimate_before_building(monkeypatch):
@@ -99,7 +103,8 @@ def test_refused_when_the_device_memory_is_too_small(monkeypatch):
                                                  r"\(0\.001 GB\)"):
         fmmloopy.Fmm(POINTS, order=ORDER, n_crit=20)
     monkeypatch.setattr(resources, "device_memory_limits", lambda device: (1e12, 1e6))
-    with pytest.raises(ResourceLimitError, match=r"needs a buffer of 0\.00793 GB \(M2L "
+    # The larger class of the compressed M2L at order 4: 218 far cores of 40 x 40 float64.
+    with pytest.raises(ResourceLimitError, match=r"needs a buffer of 0\.00279 GB \(M2L "
                                                  r"matrices\) on device '.*', more than it "
                                                  r"allocates at once \(max_mem_alloc_size "
                                                  r"0\.001 GB\)"):
@@ -108,13 +113,13 @@ def test_refused_when_the_device_memory_is_too_small(monkeypatch):
 
 def test_refused_after_the_tree_when_the_boxes_do_not_fit(monkeypatch):
     """Before the tree the estimate is a lower bound (full leaves, no lists); with the real
-    tree and lists it is checked again before the operators and the plan."""
+    tree and lists it is checked again before the plan."""
     points = plummer(3000, np.random.default_rng(83))
     before = estimate_before_tree(3000, 3000, True, ORDER, 4)
     full = fmmloopy.Fmm(points, order=ORDER, n_crit=4).memory_estimate
     assert before.host_bytes < full.host_bytes
     limit = (before.host_bytes + full.host_bytes + before.device_bytes + full.device_bytes) / 2
-    monkeypatch.setattr(fmm_module, "get_operators", _fail)
+    monkeypatch.setattr(fmm_module, "build_plan", _fail)
     with pytest.raises(ResourceLimitError, match="needs an estimated"):
         fmmloopy.Fmm(points, order=ORDER, n_crit=4, memory_limit=limit)
 

@@ -161,12 +161,19 @@ class Fmm:
                 f"{self.memory_estimate.describe()}") from exc
 
     def _build(self, sources, targets, n_crit, max_depth, recipes) -> None:
+        # The operators first (they do not depend on the points): the choice of n_crit weighs
+        # the far field by the flops of the compressed M2L they hold.
+        clock = time.perf_counter()
+        self.operators = get_operators(self.kernel, self.order)
+        self.setup_seconds["precompute"] = time.perf_counter() - clock
+
         clock = time.perf_counter()
         points = sort_points(sources, targets, max_depth)
         if n_crit == AUTO:
             n_crit, self.n_crit_candidates = choose_n_crit(
                 points, self.order,
-                pair_flops("gpu" if self.device.type & cl.device_type.GPU else "cpu"))
+                pair_flops("gpu" if self.device.type & cl.device_type.GPU else "cpu"),
+                self.operators.far_field_flops())
             self.n_crit = n_crit
             self._what = describe_problem(self.nsources, self.ntargets, self.order, n_crit)
         self.tree = build_tree_from(points, n_crit)
@@ -190,21 +197,11 @@ class Fmm:
 
         tree, lists = self.tree, self.evaluated_lists
 
-        def estimate(ranks=None):
-            return estimate_memory(
-                nsources=tree.nsources, ntargets=tree.ntargets,
-                targets_are_sources=tree.targets_are_sources, order=self.order,
-                nboxes=tree.nboxes, nlevels=tree.nlevels, ranks=ranks,
-                list_entries={name: len(getattr(lists, f"{name}_lists")) for name in "uvwx"})
-        # Before the precomputation, with the ranks' upper bound n_e; then with the ranks the
-        # operators have (the compressed M2L's matrices are several times smaller).
-        self.memory_estimate = estimate()
-        check_memory(self.memory_estimate, self.device, self._what, self._memory_limit)
-
-        clock = time.perf_counter()
-        self.operators = get_operators(self.kernel, self.order)
-        self.setup_seconds["precompute"] = time.perf_counter() - clock
-        self.memory_estimate = estimate(self.operators.ranks())
+        self.memory_estimate = estimate_memory(
+            nsources=tree.nsources, ntargets=tree.ntargets,
+            targets_are_sources=tree.targets_are_sources, order=self.order,
+            nboxes=tree.nboxes, nlevels=tree.nlevels, ranks=self.operators.ranks(),
+            list_entries={name: len(getattr(lists, f"{name}_lists")) for name in "uvwx"})
         check_memory(self.memory_estimate, self.device, self._what, self._memory_limit)
 
         clock = time.perf_counter()

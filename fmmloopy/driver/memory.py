@@ -106,7 +106,9 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
                  + (launches + 2 * max(nlevels - 3, 0)) * (_F64 * nlevels + 64),
     }
     host["margin"] = MARGIN * (sum(host.values()) + sum(device.values()))
-    largest_buffers = {"M2L matrices": m2l_used,
+    # The matrices of each M2L class are one allocation each.
+    largest_buffers = {"M2L matrices": max(launched[name] for name in m2l_steps)
+                       if entries["v"] else 0.0,
                        "one expansion buffer": _bytes(buffers["multipole"]),
                        "source coordinates": 3 * _F64 * nsources,
                        "target coordinates": 3 * _F64 * ntargets}

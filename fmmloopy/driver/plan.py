@@ -18,6 +18,17 @@ from fmmloopy.execution.compiled import CompiledOperator
 from fmmloopy.maths.layouts import empty_launch_arguments
 
 
+def _zero(queue: cl.CommandQueue, array: cla.Array) -> None:
+    """Set ``array`` to 0 with the runtime's buffer fill (``clEnqueueFillBuffer``).
+
+    ``Array.fill`` runs a generated kernel instead: on PoCL 3 it moved 0.36 GB of expansion
+    buffers in 0.32 s, the fill in 0.012 s (a sixth of a 10^6-point evaluation saved).
+    """
+    if array.nbytes:
+        cl.enqueue_fill_buffer(queue, array.base_data, np.zeros(1, array.dtype), array.offset,
+                               array.nbytes)
+
+
 @dataclass
 class Launch:
     """One kernel launch: a transformed operator and its fixed arguments (device arrays)."""
@@ -55,7 +66,7 @@ class Plan:
         self.buffers["strengths"].set(strengths, queue=self.queue)
         for name, buffer in self.buffers.items():
             if name != "strengths":
-                buffer.fill(0.0, queue=self.queue)
+                _zero(self.queue, buffer)
         self.queue.finish()
         seconds["setup_buffers"] = time.perf_counter() - start
         for launch in self.launches:

@@ -45,6 +45,12 @@ def transfer_vectors() -> np.ndarray:
 M2L_CLASSES = {"near": 2, "far": 3}
 
 
+#: The V list of an interior box of a uniform tree: 189 entries, by class (the children of the
+#: parent's 27 colleagues, a 6 x 6 x 6 block, less the box's 27 neighbours; 98 of them at
+#: Chebyshev length 2, the 91 others at 3).
+INTERIOR_V_ENTRIES = {"near": 98, "far": 91}
+
+
 def transfer_class(name: str) -> np.ndarray:
     """(n,) int64, increasing: the transfer-vector indices of class ``name``
     (:data:`M2L_CLASSES`); a class's own matrix index of a vector is its position here."""

@@ -46,6 +46,7 @@ import numpy as np
 
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import (
+    INTERIOR_V_ENTRIES,
     M2L_CLASSES,
     NTRANSFER_VECTORS,
     child_centres,
@@ -139,6 +140,22 @@ class KifmmOperators:
         return {"uc2e": self.uc2e_first.shape[0], "dc2e": self.dc2e_first.shape[0]} | {
             f"m2l_{name}": getattr(self, f"m2l_{name}_compress").shape[0]
             for name in M2L_CLASSES}
+
+
+    def far_field_flops(self) -> tuple[float, float]:
+        """``(per V entry, per box)``: the flops of the far field as the FMM applies these
+        matrices, for the model that chooses ``n_crit`` (:mod:`fmmloopy.tree.cost`). A V entry
+        is one compressed core (``2 k^2``), weighted by the classes of an interior box's V list
+        (:data:`~fmmloopy.maths.geometry.INTERIOR_V_ENTRIES`); a box has its two
+        check-to-equivalent maps (two factors each), M2M, L2L and, per class, a compression
+        and an expansion (``2 k n_e`` each)."""
+        ranks, n_e = self.ranks(), self.n_e
+        entries = sum(INTERIOR_V_ENTRIES.values())
+        per_entry = sum(2.0 * ranks[f"m2l_{name}"] ** 2 * count / entries
+                        for name, count in INTERIOR_V_ENTRIES.items())
+        per_box = (4.0 * n_e * (ranks["uc2e"] + ranks["dc2e"]) + 4.0 * n_e ** 2
+                   + sum(4.0 * n_e * ranks[f"m2l_{name}"] for name in M2L_CLASSES))
+        return per_entry, per_box
 
 
 ARRAY_FIELDS: tuple[str, ...] = (

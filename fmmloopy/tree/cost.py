@@ -10,10 +10,13 @@ the points (:func:`fmmloopy.tree.octree.tree_boxes`, without lists), their work 
 (:func:`tree_work`), and the candidate of least modelled time wins (:func:`choose_n_crit`).
 
 The model, in units of matvec flops:
-``P2P pairs x pair_flops + V entries x 2 n_e^2 + boxes x 12 n_e^2``, where ``pair_flops`` is
-what one P2P pair costs in matvec flops on the device (the ratio of the measured matvec flop
-rate to the measured P2P pair rate, :data:`PAIR_FLOPS`), and ``12 n_e^2`` is a box's two
-check-to-equivalent solves (two ``n_e x n_e`` factors each) and its M2M and L2L. P2M and L2P
+``P2P pairs x pair_flops + V entries x entry flops + boxes x box flops``, where ``pair_flops``
+is what one P2P pair costs in matvec flops on the device (the ratio of the measured matvec flop
+rate to the measured P2P pair rate, :data:`PAIR_FLOPS`), and the far field's flops per V entry
+and per box come from the operators that will run
+(:meth:`fmmloopy.maths.precompute.KifmmOperators.far_field_flops`: a compressed M2L core per
+entry; two check-to-equivalent maps, M2M, L2L and the M2L compressions per box). Without them,
+dense ``n_e x n_e`` matrices: ``2 n_e^2`` per entry and ``12 n_e^2`` per box. P2M and L2P
 (``n_e`` per particle) do not depend on ``n_crit`` and are left out.
 
 Counts. V entries are exact for the tree's boxes: a box's V list is the children of its
@@ -82,11 +85,22 @@ class TreeWork:
     v_entries: float
     p2p_pairs: float  # estimated
 
-    def cost(self, order: int, pair_flops: float) -> float:
-        """Modelled time in matvec flops (module docstring)."""
-        n_e = surface_size(order)
-        return (self.p2p_pairs * pair_flops + self.v_entries * 2 * n_e ** 2
-                + self.nboxes * 12 * n_e ** 2)
+    def cost(self, order: int, pair_flops: float,
+             far_field: tuple[float, float] | None = None) -> float:
+        """Modelled time in matvec flops (module docstring); ``far_field`` is ``(flops per V
+        entry, flops per box)``, dense ``n_e x n_e`` matrices if None."""
+        return self.p2p_pairs * pair_flops + self.far_field_cost(order, far_field)
+
+    def far_field_cost(self, order: int, far_field: tuple[float, float] | None = None) -> float:
+        """The far-field part of :meth:`cost`: it only grows as ``n_crit`` falls."""
+        per_entry, per_box = far_field or dense_far_field_flops(order)
+        return self.v_entries * per_entry + self.nboxes * per_box
+
+
+def dense_far_field_flops(order: int) -> tuple[float, float]:
+    """``(2 n_e^2, 12 n_e^2)``: a V entry's and a box's far-field flops with dense matrices."""
+    n_e = surface_size(order)
+    return 2.0 * n_e ** 2, 12.0 * n_e ** 2
 
 
 def _sample(count: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
@@ -237,9 +251,11 @@ def tree_work(points: SortedPoints, n_crit: int, order: int, cells: CellCounts |
     return TreeWork(int(n_crit), nboxes, v_entries, pairs)
 
 
-def choose_n_crit(points: SortedPoints, order: int, pair_flops: float) -> tuple[int, list]:
+def choose_n_crit(points: SortedPoints, order: int, pair_flops: float,
+                  far_field: tuple[float, float] | None = None) -> tuple[int, list]:
     """The candidate ``n_crit`` of least modelled cost for ``order``, and the :class:`TreeWork`
-    of every candidate tried (ties: the smaller ``n_crit``).
+    of every candidate tried (ties: the smaller ``n_crit``); ``far_field`` as for
+    :meth:`TreeWork.cost`.
 
     Every other candidate of :data:`CANDIDATES` (a factor 2 apart) is tried from the largest
     down (those beyond the number of points make the same one-box tree and are not tried); the
@@ -251,19 +267,17 @@ def choose_n_crit(points: SortedPoints, order: int, pair_flops: float) -> tuple[
     top = next((k for k, n_crit in enumerate(CANDIDATES) if n_crit >= largest),
                len(CANDIDATES) - 1)
     cells = CellCounts.of(points, CANDIDATES[0])
-    n_e = surface_size(order)
     tried = {}
 
     def cost(index: int) -> float:
         if index not in tried:
             tried[index] = tree_work(points, CANDIDATES[index], order, cells)
-        return tried[index].cost(order, pair_flops)
+        return tried[index].cost(order, pair_flops, far_field)
 
     best = np.inf
     for index in range(top, -1, -2):
         best = min(best, cost(index))
-        work = tried[index]
-        if work.v_entries * 2 * n_e ** 2 + work.nboxes * 12 * n_e ** 2 > best:
+        if tried[index].far_field_cost(order, far_field) > best:
             break
     coarse = min(tried, key=lambda index: (cost(index), index))
     for index in (coarse - 1, coarse + 1):
