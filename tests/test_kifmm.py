@@ -69,7 +69,8 @@ def test_every_step_is_consistent_with_its_operator():
 
 def test_buffers_follow_the_steps():
     assert expansion_buffers() == ["check_up", "multipole", "multipole_near", "check_down_near",
-                                   "check_down", "multipole_far", "check_down_far", "local"]
+                                   "check_down", "multipole_middle", "check_down_middle",
+                                   "multipole_far", "check_down_far", "local"]
     assert rank_buffers() == [("check_up_rank", "uc2e", "uc2e_first"),
                               ("check_down_rank", "dc2e", "dc2e_first")]
     assert STEPS["uc2e"].chain() == [("uc2e_first", "check_up", "check_up_rank"),
@@ -79,14 +80,15 @@ def test_buffers_follow_the_steps():
 
 
 def test_buffer_widths_come_from_the_matrices_that_write_them():
-    ranks = {"uc2e": 50, "dc2e": 52, "m2l_near": 40, "m2l_far": 30}
+    ranks = {"uc2e": 50, "dc2e": 52, "m2l_near": 40, "m2l_middle": 35, "m2l_far": 30}
     widths = buffer_widths(56, matrix_shapes(56, ranks))
     assert widths == {"check_up": 56, "check_up_rank": 50, "multipole": 56,
                       "multipole_near": 40, "check_down_near": 40, "check_down": 56,
+                      "multipole_middle": 35, "check_down_middle": 35,
                       "multipole_far": 30, "check_down_far": 30, "check_down_rank": 52,
                       "local": 56}
     # A step reading a buffer at another width than the step that writes it is refused.
-    shapes = matrix_shapes(56, ranks) | {"m2l_far_core": (218, 31, 31)}
+    shapes = matrix_shapes(56, ranks) | {"m2l_far_core": (164, 31, 31)}
     with pytest.raises(ValueError, match="step 'm2l_far' takes buffer 'multipole_far' as 31 "
                                          "values per box, another step as 30"):
         buffer_widths(56, shapes)
@@ -102,7 +104,7 @@ def test_level_scales():
         STEPS["m2l_near"].level_scales(None, HALF_WIDTHS)
 
 
-@pytest.mark.parametrize("step", ["uc2e", "m2l_near", "m2l_far"])
+@pytest.mark.parametrize("step", ["uc2e", "m2l_near", "m2l_middle", "m2l_far"])
 def test_level_scale_is_what_the_matrices_do_at_that_half_width(step):
     """The scale times the half-width-1 matrix equals the matrix computed directly at h."""
     order, h = 3, 0.125

@@ -25,6 +25,7 @@ from fmmloopy.maths.geometry import (
     M2L_CLASSES,
     NTRANSFER_VECTORS,
     child_centres,
+    interior_v_entries,
     transfer_class,
     transfer_vector_index,
     transfer_vectors,
@@ -306,13 +307,31 @@ def decompressed_m2l(ops) -> np.ndarray:
 
 
 def test_compressed_m2l_classes_split_the_transfer_vectors():
-    near, far = transfer_class("near"), transfer_class("far")
-    assert (len(near), len(far)) == (98, 218)
-    assert sorted(np.concatenate([near, far])) == list(range(NTRANSFER_VECTORS))
-    lengths = np.abs(transfer_vectors()).max(axis=1)
-    assert set(lengths[near]) == {2} and set(lengths[far]) == {3}
-    with pytest.raises(ValueError, match="unknown transfer-vector class 'middle'"):
-        transfer_class("middle")
+    classes = {name: transfer_class(name) for name in ("near", "middle", "far")}
+    assert {name: len(members) for name, members in classes.items()} == {
+        "near": 54, "middle": 98, "far": 164}
+    assert sorted(np.concatenate(list(classes.values()))) == list(range(NTRANSFER_VECTORS))
+    squared = (transfer_vectors() ** 2).sum(axis=1)
+    assert set(squared[classes["near"]]) == {4, 5, 6}
+    assert set(squared[classes["middle"]]) == {8, 9, 10, 11, 12}
+    assert min(squared[classes["far"]]) == 13
+    with pytest.raises(ValueError, match="unknown transfer-vector class 'nearby'"):
+        transfer_class("nearby")
+
+
+def test_interior_v_entries_count_the_189_of_an_interior_box():
+    """Counted here by brute force: the V list of a box at each octant of an interior parent
+    (offsets to the children of the parent's colleagues that are not the box's neighbours)."""
+    counts = dict.fromkeys(M2L_CLASSES, 0)
+    index = {int(t): name for name in M2L_CLASSES for t in transfer_class(name)}
+    for octant in np.ndindex(2, 2, 2):
+        for child in np.ndindex(6, 6, 6):
+            offset = np.array(child) - 2 - np.array(octant)
+            if np.abs(offset).max() >= 2:
+                counts[index[int(transfer_vector_index(offset))]] += 1
+    assert {name: interior_v_entries(name) for name in M2L_CLASSES} == {
+        name: count / 8 for name, count in counts.items()}
+    assert sum(counts.values()) == 8 * 189
 
 
 @pytest.mark.parametrize("order", [3, 4, 6])
@@ -333,16 +352,17 @@ def test_compressed_m2l_is_within_its_cutoff_of_the_dense_one(order):
         np.testing.assert_allclose(expand.T @ expand, np.eye(k), atol=1e-12)
     difference = np.linalg.norm(decompressed_m2l(ops) - ops.m2l, ord=2, axis=(1, 2))
     assert difference.max() <= 2 * cutoff, (difference.max(), cutoff)
-    # The far vectors (Chebyshev length 3) compress further than the near ones.
-    assert ranks["m2l_far"] <= ranks["m2l_near"] <= n_e
+    # The longer the transfer vectors, the further they compress.
+    assert ranks["m2l_far"] <= ranks["m2l_middle"] <= ranks["m2l_near"] <= n_e
 
 
 def test_compression_saves_work_where_the_order_is_high(ops6):
-    """Order 6: near 128, far 72 of 152 (measured); a V list of 98 near and 91 far entries
-    (an interior box) costs under half the dense flops."""
+    """Order 6: ranks 128, 88, 64 of 152 (measured); an interior box's V list (54, 71 and 64
+    entries) costs under 40 % of the dense flops."""
     ranks = ops6.ranks()
-    compressed = 98 * ranks["m2l_near"] ** 2 + 91 * ranks["m2l_far"] ** 2
-    assert compressed < 0.5 * 189 * ops6.n_e ** 2, ranks
+    compressed = sum(interior_v_entries(name) * ranks[f"m2l_{name}"] ** 2
+                     for name in M2L_CLASSES)
+    assert compressed < 0.4 * 189 * ops6.n_e ** 2, ranks
 
 
 @pytest.mark.parametrize("order", [4, 6])
@@ -350,8 +370,8 @@ def test_compressed_m2l_chain_adds_a_fraction_of_the_truncation_error(order):
     """P2M -> compressed M2L -> DC2E -> L2P against the dense chain, for near and far offsets
     at two half-widths: the compression adds to each pair at most ``M2L_SVD_FACTOR`` (0.3) of
     the worst dense pair's error, the order's truncation error (the cutoff is that fraction of
-    the order's expected error). Measured at order 6: face 9.8e-7 -> 9.98e-7, far offsets
-    4-8e-9 -> 1.0-1.7e-7; order 4: 1.9e-4 -> 1.9e-4, far 0.8-1.4e-5 -> 0.8-1.5e-5."""
+    the order's expected error). Measured at order 6: face 9.8e-7 -> 9.96e-7, farther offsets
+    4-8e-9 -> 0.6-1.1e-7; order 4: 1.9e-4 -> 1.9e-4, farther 0.8-1.4e-5 -> 0.9-2.7e-5."""
     ops = compute_operators(KERNEL, order)
     compressed = dataclasses.replace(ops, m2l=decompressed_m2l(ops))
     for half_width in HALF_WIDTHS:
@@ -411,6 +431,21 @@ def the_cache_file(directory):
     """The single cache file in ``directory``."""
     (path,) = directory.glob("*.npz")
     return path
+
+
+def test_operators_of_other_math_sources_are_not_loaded(cache_dir, monkeypatch):
+    """The key holds a digest of fmmloopy.maths: after an edit there (a cutoff, a surface) the
+    stored operators are not loaded but computed anew, under a key of their own."""
+    get_operators("laplace", CACHE_ORDER)
+    precomputed.forget_operators()
+    monkeypatch.setattr(operator_cache, "maths_sources_digest", lambda: "0" * 64)
+    built = []
+    compute = precompute.compute_operators
+    monkeypatch.setattr(precompute, "compute_operators",
+                        lambda *args: built.append(args) or compute(*args))
+    get_operators("laplace", CACHE_ORDER)
+    assert len(built) == 1
+    assert len(list(cache_dir.glob("*.npz"))) == 2
 
 
 def assert_same_operators(first, second):
@@ -490,7 +525,7 @@ def wrong_shape(path):
 
 def missing_array(path):
     """A file of another layout under this key (an array the operators need is absent)."""
-    rewrite(path, change_arrays=lambda arrays: arrays.pop("m2l_far_core"))
+    rewrite(path, change_arrays=lambda arrays: arrays.pop("m2l_middle_core"))
 
 
 def foreign_array(path):

@@ -63,10 +63,10 @@ def test_estimate_grows_with_boxes_entries_and_order():
                              nboxes=100, nlevels=4, list_entries={"v": 1000})
     assert small.device_bytes < more_boxes.device_bytes < higher.device_bytes
     # Order 12: n_e = 728. Without the operators' ranks, the compressed M2L's are bounded by
-    # n_e: 98 near and 218 far cores of 728**2 float64 (0.42 and 0.92 GB), the far class the
-    # largest single allocation.
+    # n_e: 54 near, 98 middle and 164 far cores of 728**2 float64, the far class the largest
+    # single allocation (0.70 GB).
     assert higher.device["matrices"] > 316 * 728 ** 2 * 8
-    assert higher.largest_buffer == ("M2L matrices", 218 * 728 ** 2 * 8)
+    assert higher.largest_buffer == ("M2L matrices", 164 * 728 ** 2 * 8)
 
 
 def test_memory_limit_refuses_with_the_estimate_before_building(monkeypatch):
@@ -89,8 +89,9 @@ def test_high_order_refused_when_the_host_has_too_little(monkeypatch):
     _refuse_to_build(monkeypatch)
     monkeypatch.setattr(resources, "available_host_memory", lambda: 4e9)
     with pytest.raises(ResourceLimitError,
-                       match=r"at order 16 \(n_crit auto\) needs an estimated (9|1[0-4])\.\d+ GB "
-                             r"of host memory.*more than the host memory available now \(4 GB\)"):
+                       match=r"at order 16 \(n_crit auto\) needs an estimated "
+                             r"(9\.\d+|1[0-4](\.\d+)?) GB of host memory.*more than the host "
+                             r"memory available now \(4 GB\)"):
         fmmloopy.Fmm(POINTS, order=16)
 
 
@@ -103,8 +104,8 @@ def test_refused_when_the_device_memory_is_too_small(monkeypatch):
                                                  r"\(0\.001 GB\)"):
         fmmloopy.Fmm(POINTS, order=ORDER, n_crit=20)
     monkeypatch.setattr(resources, "device_memory_limits", lambda device: (1e12, 1e6))
-    # The larger class of the compressed M2L at order 4: 218 far cores of 40 x 40 float64.
-    with pytest.raises(ResourceLimitError, match=r"needs a buffer of 0\.00279 GB \(M2L "
+    # The largest class of the compressed M2L at order 4: 98 middle cores of 48 x 48 float64.
+    with pytest.raises(ResourceLimitError, match=r"needs a buffer of 0\.00181 GB \(M2L "
                                                  r"matrices\) on device '.*', more than it "
                                                  r"allocates at once \(max_mem_alloc_size "
                                                  r"0\.001 GB\)"):

@@ -179,7 +179,7 @@ def production_problems(order: int = DEFAULT_ORDER, n_crit: int = DEFAULT_N_CRIT
     n = POINTS_PER_N_CRIT * n_crit if n is None else n
     operators = get_operators(get_kernel(kernel), order)
     sizes = dict(seed=seed, n_crit=n_crit, surface_size=operators.n_e,
-                 rank=operators.uc2e_first.shape[0], m2l_rank=operators.ranks()["m2l_near"],
+                 rank=operators.uc2e_first.shape[0], m2l_rank=operators.m2l_rank(),
                  production=True)
     rng = np.random.default_rng(PRODUCTION_TREE_SEED)
     return [

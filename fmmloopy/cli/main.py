@@ -172,8 +172,9 @@ def _show(args: argparse.Namespace) -> int:
     ensure_loaded(args.recipes)
     n_e = surface_size(args.order)
     # The sizes an FMM of this order runs: the ranks of its precomputed operators.
-    ranks = get_operators("laplace", args.order).ranks()
-    sizes = operator_sizes(args.operator, n_e, rank=ranks["uc2e"], m2l_rank=ranks["m2l_near"])
+    operators = get_operators("laplace", args.order)
+    sizes = operator_sizes(args.operator, n_e, rank=operators.ranks()["uc2e"],
+                           m2l_rank=operators.m2l_rank())
     device = choose_device(args.device)
     compiled = compiled_operator(args.operator, device, recipe=args.recipe, **sizes)
     print(f"# {args.operator}: math-level kernel (order {args.order}, sizes {sizes}), "

@@ -38,8 +38,13 @@ GROUPING_BYTES_PER_PAIR = 70
 TREE_BYTES_PER_BOX = 110
 #: Bytes per box of list arrays (four CSR starts, the 27 colleagues).
 LIST_BYTES_PER_BOX = 130
-#: Device bytes per box of tree arrays and of the per-launch cut lists (self, children, parent).
+#: Device bytes per box of tree arrays and of the per-launch cut lists (self, children, parent)
+#: of the steps before the compressed M2L (eight such launches).
 DEVICE_LIST_BYTES_PER_BOX = 160
+#: Device bytes per box of each further launch: one over the box's own row (its target box, row
+#: start, entry and matrix index), or over a class of the V list (target box and row start).
+SELF_LAUNCH_BYTES_PER_BOX = 4 * _I32
+V_CLASS_LAUNCH_BYTES_PER_BOX = 2 * _I32
 #: Share of the total added for what is not counted (allocator, runtime copies, small arrays):
 #: the estimate came out 3 % below to 35 % above the measured peak without it (docs).
 MARGIN = 0.1
@@ -103,6 +108,7 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
         # Cut lists: a box index per entry, and a matrix index (or pair target) for V; per
         # launch its target boxes and row starts and level scales.
         "lists": _I32 * (all_entries + entries["v"]) + DEVICE_LIST_BYTES_PER_BOX * nboxes
+                 + _compressed_m2l_list_bytes_per_box() * nboxes
                  + (launches + 2 * max(nlevels - 3, 0)) * (_F64 * nlevels + 64),
     }
     host["margin"] = MARGIN * (sum(host.values()) + sum(device.values()))
@@ -114,6 +120,16 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
                        "target coordinates": 3 * _F64 * ntargets}
     return MemoryEstimate(host=host, device=device,
                           largest_buffer=max(largest_buffers.items(), key=lambda item: item[1]))
+
+
+def _compressed_m2l_list_bytes_per_box() -> int:
+    """Device bytes per box of the compressed M2L's cut lists: its compress and expand launches
+    over the boxes' own rows, its launches over the classes of the V list beyond the one V
+    launch that :data:`DEVICE_LIST_BYTES_PER_BOX` counts."""
+    m2l_steps = [step for step in STEPS.values() if step.operator.startswith("m2l")]
+    own_rows = sum(1 for step in m2l_steps if step.operator != "m2l")
+    v_classes = sum(1 for step in m2l_steps if step.operator == "m2l")
+    return own_rows * SELF_LAUNCH_BYTES_PER_BOX + v_classes * V_CLASS_LAUNCH_BYTES_PER_BOX
 
 
 def estimate_before_tree(nsources: int, ntargets: int, targets_are_sources: bool, order: int,

@@ -2,7 +2,9 @@
 
 Directory: :func:`fmmloopy.execution.cache_files.cache_dir`. A key (:func:`operator_key`) holds
 the kernel's name and a fingerprint of its expression and homogeneity, the surface order and radii,
-dtype, rcond and :data:`FORMAT_VERSION`; the file name is derived from it.
+dtype, rcond, :data:`FORMAT_VERSION` and a sha256 of the math layer's sources (the precomputation
+is made of them: an edited cutoff or surface cannot load operators computed before); the file
+name is derived from it.
 
 A file holds the arrays (``np.savez``, loaded with ``allow_pickle=False``) and a JSON metadata
 entry: the key and a sha256 checksum of the arrays (names, dtypes, shapes, bytes). On load the
@@ -17,6 +19,7 @@ warning).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -27,6 +30,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from fmmloopy import maths as maths_package
 from fmmloopy.execution.cache_files import (
     cache_dir,
     entry_lock,
@@ -73,10 +77,21 @@ def kernel_fingerprint(kernel: GreenKernel) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+@functools.cache
+def maths_sources_digest() -> str:
+    """sha256 of every module of :mod:`fmmloopy.maths` (names relative to it, and contents)."""
+    root = Path(maths_package.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def operator_key(kernel: GreenKernel, order: int, rcond: float) -> dict[str, Any]:
     """The fields that identify one set of operators (JSON-serialisable)."""
     return {
         "format_version": FORMAT_VERSION,
+        "maths_sources": maths_sources_digest(),
         "kernel_name": kernel.name,
         "kernel_fingerprint": kernel_fingerprint(kernel),
         "order": int(order),

@@ -39,27 +39,33 @@ def transfer_vectors() -> np.ndarray:
     return _TRANSFER.copy()
 
 
-#: Classes of transfer vectors by Chebyshev length: 2 (98 vectors, about half of a V list) and
-#: 3 (218). The far class interacts more weakly and compresses to a much lower rank, so the
-#: compressed M2L keeps one basis per class (:func:`fmmloopy.maths.precompute.compress_m2l`).
-M2L_CLASSES = {"near": 2, "far": 3}
-
-
-#: The V list of an interior box of a uniform tree: 189 entries, by class (the children of the
-#: parent's 27 colleagues, a 6 x 6 x 6 block, less the box's 27 neighbours; 98 of them at
-#: Chebyshev length 2, the 91 others at 3).
-INTERIOR_V_ENTRIES = {"near": 98, "far": 91}
+#: Classes of transfer vectors by squared length ``|t|^2`` (in box sides), each a range: ``near``
+#: (4-6: the 54 vectors like (2, 0, 0), (2, 1, 0), (2, 1, 1)), ``middle`` (8-12: 98) and ``far``
+#: (13-27: 164). The closer the source box, the more its M2L matrix needs of the expansion: at
+#: order 6 the compressed ranks are 128, 88 and 64 (docs/kifmm.md), so the compressed M2L keeps
+#: one basis per class (:func:`fmmloopy.maths.precompute.compress_m2l`).
+M2L_CLASSES = {"near": (4, 6), "middle": (8, 12), "far": (13, 27)}
 
 
 def transfer_class(name: str) -> np.ndarray:
     """(n,) int64, increasing: the transfer-vector indices of class ``name``
     (:data:`M2L_CLASSES`); a class's own matrix index of a vector is its position here."""
     try:
-        length = M2L_CLASSES[name]
+        shortest, longest = M2L_CLASSES[name]
     except KeyError:
         raise ValueError(f"unknown transfer-vector class {name!r}; classes: "
                          f"{sorted(M2L_CLASSES)}") from None
-    return np.flatnonzero(np.abs(_TRANSFER).max(axis=1) == length)
+    squared = (_TRANSFER ** 2).sum(axis=1)
+    return np.flatnonzero((squared >= shortest) & (squared <= longest))
+
+
+def interior_v_entries(name: str) -> float:
+    """The V entries of class ``name`` of an interior box of a uniform tree, averaged over its
+    octant: 189 in all classes (the children of the parent's 27 colleagues, a 6 x 6 x 6 block,
+    less the box's 27 neighbours). A vector with a component of +-3 is in the block for half the
+    octants along that axis."""
+    vectors = _TRANSFER[transfer_class(name)]
+    return float(np.prod(np.where(np.abs(vectors) == 3, 0.5, 1.0), axis=1).sum())
 
 
 def transfer_vector_index(offsets: np.ndarray) -> np.ndarray:

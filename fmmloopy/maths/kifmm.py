@@ -81,8 +81,8 @@ class KifmmStep:
     #: Exponent of the box half-width, in units of the kernel's homogeneity, that scales the
     #: first matrix (module docstring).
     level_exponent: int = 0
-    #: The box list its launches walk where it is not the operator's own: ``v_near``/``v_far``,
-    #: the V entries of one transfer-vector class (:data:`~fmmloopy.maths.geometry.M2L_CLASSES`).
+    #: The box list its launches walk where it is not the operator's own: ``v_<class>``, the V
+    #: entries of one transfer-vector class (:data:`~fmmloopy.maths.geometry.M2L_CLASSES`).
     box_list: str | None = None
 
     def level_scales(self, homogeneity: float | None, half_widths: np.ndarray) -> np.ndarray:

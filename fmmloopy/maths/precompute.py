@@ -16,7 +16,7 @@ equivalent density (radius 2.95). The matrices, all built from :func:`kernel_mat
 - ``m2l[t]``: source multipole -> target downward *check* potential for transfer vector ``t``
   (:func:`fmmloopy.tree.lists.transfer_vectors`); follow it with ``dc2e``.
 - ``m2l_<class>_compress`` (k x n_e), ``m2l_<class>_core[i]`` (k x k), ``m2l_<class>_expand``
-  (n_e x k), for the transfer-vector classes ``near`` and ``far``
+  (n_e x k), for the transfer-vector classes ``near``, ``middle`` and ``far``
   (:data:`fmmloopy.maths.geometry.M2L_CLASSES`): the SVD-compressed M2L, ``m2l[t] ~ expand @
   core[i] @ compress`` for the class's ``i``-th vector ``t`` (:func:`compress_m2l`). The FMM
   applies these: each source box's multipole is compressed once per class, each V pair costs
@@ -46,10 +46,10 @@ import numpy as np
 
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import (
-    INTERIOR_V_ENTRIES,
     M2L_CLASSES,
     NTRANSFER_VECTORS,
     child_centres,
+    interior_v_entries,
     transfer_class,
     transfer_vectors,
 )
@@ -100,11 +100,15 @@ class KifmmOperators:
     #: (316, n_e, n_e): source multipole -> target downward check potential, per transfer vector
     #: (of the least-squares local where the fits are least squares; module docstring).
     m2l: np.ndarray
-    #: Per transfer-vector class (near: 98 vectors, far: 218), the SVD-compressed ``m2l``
+    #: Per transfer-vector class (near: 54 vectors, middle: 98, far: 164;
+    #: :data:`~fmmloopy.maths.geometry.M2L_CLASSES`), the SVD-compressed ``m2l``
     #: (:func:`compress_m2l`): (k, n_e), (vectors, k, k), (n_e, k).
     m2l_near_compress: np.ndarray
     m2l_near_core: np.ndarray
     m2l_near_expand: np.ndarray
+    m2l_middle_compress: np.ndarray
+    m2l_middle_core: np.ndarray
+    m2l_middle_expand: np.ndarray
     m2l_far_compress: np.ndarray
     m2l_far_core: np.ndarray
     m2l_far_expand: np.ndarray
@@ -136,23 +140,27 @@ class KifmmOperators:
 
     def ranks(self) -> dict[str, int]:
         """The numbers of singular values kept: ``uc2e``, ``dc2e`` and, per transfer-vector
-        class, the compressed M2L (``m2l_near``, ``m2l_far``)."""
+        class, the compressed M2L (``m2l_near``, ``m2l_middle``, ``m2l_far``)."""
         return {"uc2e": self.uc2e_first.shape[0], "dc2e": self.dc2e_first.shape[0]} | {
             f"m2l_{name}": getattr(self, f"m2l_{name}_compress").shape[0]
             for name in M2L_CLASSES}
 
 
+    def m2l_rank(self) -> int:
+        """The largest rank of the compressed M2L's classes."""
+        return max(self.ranks()[f"m2l_{name}"] for name in M2L_CLASSES)
+
     def far_field_flops(self) -> tuple[float, float]:
         """``(per V entry, per box)``: the flops of the far field as the FMM applies these
         matrices, for the model that chooses ``n_crit`` (:mod:`fmmloopy.tree.cost`). A V entry
         is one compressed core (``2 k^2``), weighted by the classes of an interior box's V list
-        (:data:`~fmmloopy.maths.geometry.INTERIOR_V_ENTRIES`); a box has its two
+        (:func:`~fmmloopy.maths.geometry.interior_v_entries`); a box has its two
         check-to-equivalent maps (two factors each), M2M, L2L and, per class, a compression
         and an expansion (``2 k n_e`` each)."""
         ranks, n_e = self.ranks(), self.n_e
-        entries = sum(INTERIOR_V_ENTRIES.values())
-        per_entry = sum(2.0 * ranks[f"m2l_{name}"] ** 2 * count / entries
-                        for name, count in INTERIOR_V_ENTRIES.items())
+        counts = {name: interior_v_entries(name) for name in M2L_CLASSES}
+        per_entry = sum(2.0 * ranks[f"m2l_{name}"] ** 2 * count / sum(counts.values())
+                        for name, count in counts.items())
         per_box = (4.0 * n_e * (ranks["uc2e"] + ranks["dc2e"]) + 4.0 * n_e ** 2
                    + sum(4.0 * n_e * ranks[f"m2l_{name}"] for name in M2L_CLASSES))
         return per_entry, per_box
