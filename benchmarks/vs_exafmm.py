@@ -25,7 +25,8 @@ What is compared. ``--n`` points, ``sphere`` (uniform on the unit sphere's surfa
 the sources themselves, ``sum_{j != i} q_j / (4 pi |x_i - x_j|)``: exafmm-t's Laplace kernel
 includes the 1/(4 pi) and skips r = 0, as fmmloopy's does. Both use KIFMM surfaces of
 ``6 (order - 1)^2 + 2`` points (fmmloopy's ``order``, exafmm-t's ``P``: the same number).
-fmmloopy: ``fmmloopy.Fmm(points, order=..., n_crit=...)``, its defaults otherwise; exafmm-t: each
+fmmloopy: ``fmmloopy.Fmm(points, order=..., n_crit=...)`` (``--n-crit``, default ``auto``, the
+chosen value printed), its defaults otherwise; exafmm-t: each
 ``--ncrit`` (most points per leaf; its example uses 400), the fastest reported as "best".
 exafmm-t always computes the gradient as well as the potential at every target (its P2P, M2P and
 L2P use its gradient kernel; there is no potential-only evaluation in its API), so its evaluation
@@ -281,7 +282,8 @@ def compare(dist: str, n: int, driver: Path, args: argparse.Namespace) -> dict:
             for d in drivers:
                 d.close()
 
-    settings = f"order {args.order}, n_crit {args.n_crit}"
+    chosen = " (auto)" if args.n_crit == "auto" else ""
+    settings = f"order {args.order}, n_crit {fmm.n_crit}{chosen}"
     if fmm.setup_seconds.get("verify"):  # recipes not as shipped: first-use verification
         settings += f", set-up incl. {fmm.setup_seconds['verify']:.2f} s recipe verification"
     codes = {"fmmloopy": {
@@ -350,7 +352,9 @@ def main() -> None:
     parser.add_argument("--dist", default="sphere,cube",
                         help="comma-separated: sphere, cube (default: %(default)s)")
     parser.add_argument("--order", type=int, default=6)
-    parser.add_argument("--n-crit", type=int, default=150, help="fmmloopy's (default: 150)")
+    parser.add_argument("--n-crit", type=lambda value: value if value == "auto" else int(value),
+                        default="auto",
+                        help="fmmloopy's: an integer or 'auto' (the default: chosen by cost)")
     parser.add_argument("--ncrit", type=int, nargs="+", default=[150, 400],
                         help="exafmm-t's, each run (default: 150 400)")
     parser.add_argument("--repeats", type=int, default=3)
