@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pyopencl.array as cla
 import pytest
-from fmmloopy.transforms.cpu import pairwise_cpu
+from fmmloopy.transforms.cpu import vectorised_pairwise
 
 from fmmloopy.checking.check import ProductionSizes, run_checks
 from fmmloopy.execution.compiled import compiled_operator
@@ -34,10 +34,10 @@ PAIRWISE = ("p2p", "p2m", "l2p", "m2p", "p2l")
 
 
 def _newton_recipe(estimate: str, steps: int | None = None) -> Recipe:
-    """The shipped CPU pairwise recipe with the Newton rsqrt (a recipe object of the test's own,
-    not registered)."""
+    """The shipped CPU pairwise recipe's transforms (without its P2P split) with the Newton rsqrt
+    (a recipe object of the test's own, not registered)."""
     return Recipe(f"newton_{estimate}_{steps}", ("pairwise",), "any",
-                  lambda knl, ctx: use_newton_rsqrt(pairwise_cpu(knl, ctx), estimate, steps),
+                  lambda knl, ctx: use_newton_rsqrt(vectorised_pairwise(knl), estimate, steps),
                   __file__)
 
 
@@ -152,17 +152,17 @@ def _write(tmp_path, body: str):
 
 def test_the_check_passes_the_newton_rsqrt_on_every_pairwise_operator(tmp_path, device):
     path = _write(tmp_path, """
-        from fmmloopy.transforms.cpu import pairwise_cpu
+        from fmmloopy.transforms.cpu import vectorised_pairwise
         from fmmloopy.tuning.recipe import recipe
         from fmmloopy.tuning.tools import use_newton_rsqrt
 
         @recipe("pairwise", device="any", name="newton_bits")
         def newton_bits(knl, ctx):
-            return use_newton_rsqrt(pairwise_cpu(knl, ctx), "bits")
+            return use_newton_rsqrt(vectorised_pairwise(knl), "bits")
 
         @recipe("pairwise", device="any", name="newton_float")
         def newton_float(knl, ctx):
-            return use_newton_rsqrt(pairwise_cpu(knl, ctx), "float")
+            return use_newton_rsqrt(vectorised_pairwise(knl), "float")
         """)
     results = list(run_checks(device, operators=PAIRWISE, recipes=["newton_bits", "newton_float"],
                               recipe_sources=[path], production=None))
@@ -175,13 +175,13 @@ def test_the_check_passes_the_newton_rsqrt_on_every_pairwise_operator(tmp_path, 
 @pytest.mark.parametrize("steps", [1, 3])  # relative errors about 2e-3 and 3e-11
 def test_too_few_newton_steps_are_caught_by_the_check(steps, tmp_path, device):
     path = _write(tmp_path, f"""
-        from fmmloopy.transforms.cpu import pairwise_cpu
+        from fmmloopy.transforms.cpu import vectorised_pairwise
         from fmmloopy.tuning.recipe import recipe
         from fmmloopy.tuning.tools import use_newton_rsqrt
 
         @recipe("p2p", device="any", name="newton_{steps}_steps")
         def newton_short(knl, ctx):
-            return use_newton_rsqrt(pairwise_cpu(knl, ctx), "bits", steps={steps})
+            return use_newton_rsqrt(vectorised_pairwise(knl), "bits", steps={steps})
         """)
     results = list(run_checks(device, operators=["p2p"], recipes=[f"newton_{steps}_steps"],
                               recipe_sources=[path], production=ProductionSizes()))

@@ -22,13 +22,13 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "bd66d4ab7eb8ba32b5606fa4c314ad7ed02f1e415d8507397f77f01f071e7c2d",
+    "fmmloopy.transforms.cpu": "a4850f6cd877dc1a8bbf1eeda537846c8a5d20251a36037760743d9fa0a87d45",
     "fmmloopy.transforms.generic":
         "3c1e11d782ffc30132bfc8ef355f173e7bf8ffa99f0fa1e9cf9c915a2586e304",
     "fmmloopy.transforms.gpu": "840c7e0031e1d1032f6544df427ee2643ef99330fb6bbae3a14afa1b91e26c4a",
     "fmmloopy.transforms.sequential":
         "f24d3c6d3fe0c0060b3bd87e64bffefecffdb75de0388c42a42003be33fbb7d5",
-    "fmmloopy.tuning.tools": "f77dd38f2f5545853044d5569e9b09dd5ddb7c244dcc4029615a004dc34e5158",
+    "fmmloopy.tuning.tools": "6fc1fd5b38657249b3f048c8ac0d860fbb1db53c268b1da3642302965e9f2ad6",
 }
 
 

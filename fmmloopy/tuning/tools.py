@@ -65,11 +65,15 @@ NEWTON_RSQRT_ESTIMATES = {
              "      __builtin_fminf(__builtin_fmaxf((float) x, 0x1p-126f), 0x1p127f)));",
 }
 
-#: The refinement steps of :func:`newton_rsqrt_preamble`, by order (FMA form; ``h = x / 2``).
+#: The refinement steps of :func:`newton_rsqrt_preamble`, by order (``h = x / 2``), written as
+#: multiply-adds that ``-cl-fast-relaxed-math`` lets the compiler contract to FMAs (PoCL does).
+#: Not ``__builtin_fma``: the Oclgrind simulator of ``fmmloopy check --memcheck`` cannot run
+#: ``llvm.fma``, and OpenCL's ``fma()`` is a library call on PoCL that stops vectorisation.
+#: Uncontracted, a step rounds its correction ``r`` (a difference near the unit) once more: the
+#: result stays within a few units in the last place.
 _NEWTON_RSQRT_STEP = {
-    2: "  r = __builtin_fma(-h * y, y, 0.5);\n  y = __builtin_fma(y, r, y);\n",
-    3: "  r = __builtin_fma(-x * y, y, 1.0);\n"
-       "  y = __builtin_fma(y * r, __builtin_fma(r, 0.375, 0.5), y);\n",
+    2: "  r = 0.5 - h * y * y;\n  y = y + y * r;\n",
+    3: "  r = 1.0 - x * y * y;\n  y = y + y * r * (0.5 + 0.375 * r);\n",
 }
 
 #: Name of the preamble's helper, and of the key under which :func:`use_newton_rsqrt` adds it.
