@@ -22,7 +22,6 @@ from fmmloopy.base.distributions import sphere_surface
 from fmmloopy.tuning.registry import load_recipes
 
 COPY_OF_CPU = '''
-from fmmloopy.maths.layouts import Grouped
 from fmmloopy.tuning.recipe import recipe
 from fmmloopy.transforms import cpu
 
@@ -33,7 +32,7 @@ def pairwise(knl, ctx):
 
 
 @recipe("matvec", device="cpu", name="copy_of_cpu",
-        layout=Grouped(pair_tile=cpu.PAIR_TILE, blocks_per_compute_unit=cpu.BLOCKS_PER_CORE))
+        layout=cpu.matvec_layout)
 def matvec(knl, ctx):
     return cpu.matvec_cpu(knl, ctx)
 '''

@@ -8,6 +8,7 @@ over work-items instead, at less than half the speed (M2L at order 5 slower than
 import loopy as lp
 import numpy as np
 import pytest
+from fmmloopy.transforms import cpu
 from fmmloopy.transforms.cpu import VECTOR_WIDTH
 
 from fmmloopy.checking.check import check_pair
@@ -61,7 +62,8 @@ def test_c2e_factors_of_any_rank_take_the_vector_path(device, n_target, n_source
         assert_vector_path(code, n_target)
     else:  # no whole chunk: the coefficients unrolled, no vector of unused lanes
         assert VECTOR_TYPE not in code and "slab" not in code
-        assert f"double acc[4 * {n_target}];" in code
+        tile = cpu.matvec_layout(device).pair_tile  # one accumulator per pair of the tile
+        assert f"double acc[{tile} * {n_target}];" in code
 
 
 @pytest.fixture(scope="module")

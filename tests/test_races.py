@@ -53,8 +53,8 @@ def shipped(operator: str, name: str, device, **sizes) -> lp.TranslationUnit:
     """``operator``'s math kernel transformed by the shipped recipe ``name``."""
     recipe = select_recipe(operator, get_operator(operator).template, device, name)
     sizes = sizes or operator_sizes(operator, 56, rank=24)
-    knl = math_kernel(operator, layout=recipe.layout, **sizes)
-    return recipe(knl, _context(operator, device, recipe.layout, sizes))
+    knl = math_kernel(operator, layout=recipe.layout_for(device), **sizes)
+    return recipe(knl, _context(operator, device, recipe.layout_for(device), sizes))
 
 
 def transformed(operator: str, function, device, layout=TARGET_MAJOR, **sizes,

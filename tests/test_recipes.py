@@ -186,3 +186,24 @@ def test_a_name_that_clashes_with_a_registered_recipe_is_refused(tmp_path, devic
             return knl
         """)
     load_recipes(other)
+
+
+def test_a_layout_may_follow_the_device():
+    """The cpu matvec recipe sizes its pair tile to the device's vectors: 8 pairs where they
+    hold 8 doubles (AVX-512), 4 otherwise; a layout function returning no layout is refused."""
+    from types import SimpleNamespace
+
+    from fmmloopy.transforms import cpu
+
+    from fmmloopy.maths.layouts import Grouped
+    from fmmloopy.tuning.recipe import Recipe, RecipeError
+
+    shipped = next(r for r in registry.REGISTRY if r.name == "cpu" and "matvec" in r.targets)
+    avx512, avx2 = (SimpleNamespace(preferred_vector_width_double=w) for w in (8, 4))
+    assert shipped.layout_for(avx512) == Grouped(pair_tile=8, blocks_per_compute_unit=2)
+    assert shipped.layout_for(avx2) == Grouped(pair_tile=4, blocks_per_compute_unit=2)
+    assert cpu.matvec_layout(SimpleNamespace()).pair_tile == cpu.PAIR_TILE  # nothing reported
+    odd = Recipe("odd", ("matvec",), "any", lambda knl, ctx: knl, "here", lambda device: 4)
+    with pytest.raises(RecipeError, match="recipe 'odd' from here asks for list layout 4: not a "
+                                          "layout of fmmloopy.maths.layouts"):
+        odd.layout_for(avx512)

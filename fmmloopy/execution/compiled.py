@@ -83,8 +83,8 @@ class CompiledOperator:
 
     @property
     def layout(self):
-        """The list layout this kernel walks (chosen by its recipe)."""
-        return self.recipe.layout
+        """The list layout this kernel walks (chosen by its recipe for this device)."""
+        return self.recipe.layout_for(self.device)
 
     @property
     def label(self) -> str:
@@ -277,9 +277,10 @@ def compiled_operator(operator: str, device: cl.Device, *, recipe: str | Recipe 
     key = (operator, recipe, device.int_ptr, green, dtype, tuple(sorted(sizes.items())))
     if key not in _CACHE:
         def transform() -> tuple[lp.TranslationUnit, lp.TranslationUnit]:
-            knl = math_kernel(operator, kernel=green, dtype=dtype, layout=recipe.layout, **sizes)
+            layout = recipe.layout_for(device)
+            knl = math_kernel(operator, kernel=green, dtype=dtype, layout=layout, **sizes)
             ctx = RecipeContext(operator=operator, template=spec.template, device=device,
-                                parameters=dict(sizes, dtype=dtype, layout=recipe.layout))
+                                parameters=dict(sizes, dtype=dtype, layout=layout))
             return knl, _apply_recipe(recipe, knl, ctx)
 
         disk_key = kernel_cache.kernel_key(operator, recipe, device, green, dtype, sizes)

@@ -25,7 +25,7 @@ from typing import Any
 
 import loopy as lp
 
-from fmmloopy.maths.layouts import TARGET_MAJOR, ListLayout
+from fmmloopy.maths.layouts import TARGET_MAJOR, Grouped, ListLayout, TargetMajor
 from fmmloopy.maths.operators import OPERATORS
 
 #: Name of the reference recipe every other recipe is checked against.
@@ -53,10 +53,20 @@ class Recipe:
     device: str
     function: RecipeFunction
     source: str  # file or module it came from, for error messages
-    layout: ListLayout = TARGET_MAJOR  # the list layout its kernels walk (matvec template)
+    #: The list layout its kernels walk (matvec template), or a function of the OpenCL device
+    #: that gives it (a register tile sized to the device's vectors, say): :meth:`layout_for`.
+    layout: ListLayout | Callable[[Any], ListLayout] = TARGET_MAJOR
 
     def __call__(self, knl: lp.TranslationUnit, ctx: RecipeContext) -> lp.TranslationUnit:
         return self.function(knl, ctx)
+
+    def layout_for(self, device: Any) -> ListLayout:
+        """The list layout this recipe's kernels walk on ``device``."""
+        layout = self.layout(device) if callable(self.layout) else self.layout
+        if not isinstance(layout, (TargetMajor, Grouped)):
+            raise RecipeError(f"recipe {self.name!r} from {self.source} asks for list layout "
+                              f"{layout!r}: not a layout of fmmloopy.maths.layouts")
+        return layout
 
 
 class RecipeError(RuntimeError):
@@ -90,12 +100,13 @@ def _check_no_clash(new: Recipe) -> None:
 
 
 def recipe(*targets: str, device: str = "any", name: str | None = None,
-           layout: ListLayout = TARGET_MAJOR) -> Callable[[RecipeFunction], RecipeFunction]:
+           layout: ListLayout | Callable[[Any], ListLayout] = TARGET_MAJOR
+           ) -> Callable[[RecipeFunction], RecipeFunction]:
     """Register the decorated function as a recipe for operators or templates ``targets``.
 
-    ``layout`` asks for the list layout the kernel should walk (:mod:`fmmloopy.maths.layouts`); the
-    recipe then receives the math-level kernel of that layout, and the driver builds the lists
-    to match.
+    ``layout`` asks for the list layout the kernel should walk (:mod:`fmmloopy.maths.layouts`),
+    or is a function of the OpenCL device that returns one; the recipe then receives the
+    math-level kernel of that layout, and the driver builds the lists to match.
     """
     if not targets:
         raise TypeError("recipe() needs at least one operator or template name")

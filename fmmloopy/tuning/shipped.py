@@ -22,7 +22,7 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "a4850f6cd877dc1a8bbf1eeda537846c8a5d20251a36037760743d9fa0a87d45",
+    "fmmloopy.transforms.cpu": "61d06216d36c242f375b579237f9c76d03f10db8e4a4f4cea7c069fcbd778443",
     "fmmloopy.transforms.generic":
         "3c1e11d782ffc30132bfc8ef355f173e7bf8ffa99f0fa1e9cf9c915a2586e304",
     "fmmloopy.transforms.gpu": "840c7e0031e1d1032f6544df427ee2643ef99330fb6bbae3a14afa1b91e26c4a",
