@@ -64,8 +64,17 @@ BLOCKS_PER_CORE = 2
 #: fit; with 16 of 4 (AVX2: each accumulator two registers) 4 pairs do.
 PAIR_TILE = 4
 WIDE_PAIR_TILE = 8
-#: Float64 lanes of one accumulator vector.
+#: Float64 lanes of one accumulator vector, and where the device's vectors hold 8 doubles
+#: (AVX-512) twice that: two registers per accumulator, measured 5-9 % faster there (M2L at 10^6
+#: points, tile 8: cube 198-201 -> 218-219 GFLOP/s, sphere 145 -> 151-155).
 VECTOR_WIDTH = 8
+WIDE_VECTOR_WIDTH = 16
+
+
+def has_wide_vectors(device) -> bool:
+    """Whether ``device``'s vectors hold 8 doubles or more (``preferred_vector_width_double``;
+    PoCL reports 8 on AVX-512)."""
+    return getattr(device, "preferred_vector_width_double", 0) >= 8
 
 
 def matvec_layout(device):
@@ -73,8 +82,7 @@ def matvec_layout(device):
     where they hold 8 doubles or more (``preferred_vector_width_double``; PoCL reports 8 on
     AVX-512), else :data:`PAIR_TILE`. M2L at order 6 on a 2-core AVX-512 EPYC, 10^6 points:
     135-138 GFLOP/s with 4 pairs, 192-207 with 8 to 12, 167 with 24 (cube); sphere 100 -> 148."""
-    wide = getattr(device, "preferred_vector_width_double", 0) >= VECTOR_WIDTH
-    return Grouped(pair_tile=WIDE_PAIR_TILE if wide else PAIR_TILE,
+    return Grouped(pair_tile=WIDE_PAIR_TILE if has_wide_vectors(device) else PAIR_TILE,
                    blocks_per_compute_unit=BLOCKS_PER_CORE)
 
 
@@ -82,15 +90,22 @@ def matvec_layout(device):
 def matvec_cpu(knl, ctx):
     """One work-item per block of target boxes; within a group, the layout's pair tile
     (:func:`matvec_layout`) of pairs at a time share each matrix load, and output coefficients
-    go ``VECTOR_WIDTH`` to a vector register (:func:`vectorize_output_coefficients`, for any
-    coefficient count).
+    go :func:`vector_width` at a time to vector registers (:func:`vectorize_output_coefficients`,
+    for any coefficient count).
     """
     knl = lp.tag_inames(knl, {"iblock": "g.0"})
     knl = unroll_pair_tile(knl)
-    knl = vectorize_output_coefficients(knl, ctx.parameters["n_target_coeffs"])
+    knl = vectorize_output_coefficients(knl, ctx.parameters["n_target_coeffs"],
+                                        vector_width(ctx.device))
     knl = lp.prioritize_loops(knl, "iexp_tgt_outer,iexp_src,ipair")
     knl = silence_warnings(knl, "v1_scheduler_fallback", "vectorize_failed")
     return add_build_options(knl, "-cl-fast-relaxed-math")
+
+
+def vector_width(device) -> int:
+    """Output coefficients per accumulator vector on ``device``: :data:`WIDE_VECTOR_WIDTH` where
+    its vectors hold 8 doubles, else :data:`VECTOR_WIDTH`."""
+    return WIDE_VECTOR_WIDTH if has_wide_vectors(device) else VECTOR_WIDTH
 
 
 def unroll_pair_tile(knl):
