@@ -10,9 +10,8 @@ driver (:mod:`fmmloopy.driver`) only orders the steps over the tree's boxes and 
 Expansions (per box, ``n_e`` values): ``check_up`` -> ``multipole`` (upward equivalent density)
 and ``check_down`` -> ``local`` (downward equivalent density); ``multipole_<class>`` and
 ``check_down_<class>`` hold the compressed M2L's ``k`` coefficients per box and transfer-vector
-class (the matrices size every
-buffer: :func:`buffer_widths`); ``strengths`` are the charges and ``potential`` the result, one
-value per point. Each step also says which boxes it serves
+class (the matrices size every buffer: :func:`buffer_widths`); ``strengths`` are the charges and
+``potential`` the result, one value per point. Each step also says which boxes it serves
 (:class:`Boxes`); :data:`STEPS` lists the steps in an order that respects their dependencies, so
 that a new step (a gradient evaluation, say) is a new entry here and a recipe, not a driver
 change.
@@ -169,21 +168,6 @@ def get_step(name: str) -> KifmmStep:
         return STEPS[name]
     except KeyError:
         raise ValueError(f"unknown KIFMM step {name!r}; steps: {list(STEPS)}") from None
-
-
-def expansion_buffers() -> list[str]:
-    """The per-box buffers of the method (every step's source and target but the point
-    buffers), in order of first use."""
-    names = [name for step in STEPS.values() for name in (step.source, step.target)]
-    return [name for name in dict.fromkeys(names) if name not in POINT_BUFFERS]
-
-
-def rank_buffers() -> list[tuple[str, str, str]]:
-    """``(buffer, step, matrix field)``: the buffers between the factors of matvec steps and
-    the matrix whose rows size them."""
-    return [(step.between(i), step.name, field)
-            for step in STEPS.values()
-            for i, field in enumerate(step.matrices[:-1])]
 
 
 def buffer_widths(n_e: int, matrix_shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
