@@ -12,6 +12,9 @@ under its lock (:func:`entry_lock`): one thread of one process builds it, the ot
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import importlib
 import json
 import os
 import re
@@ -63,6 +66,20 @@ DEAD_WRITER_GRACE = 60.0
 _TEMPORARY = re.compile(
     r"(?P<entry>.+\.(?:npz|json))\.(?:(?P<host>[A-Za-z0-9_-]*)-(?P<pid>[0-9]+)\.)?"
     r"[a-z0-9_]+\.tmp")
+
+
+@functools.cache
+def sources_digest(*packages: str) -> str:
+    """sha256 of every ``.py`` file of the named packages, subpackages included (each file's
+    name relative to its package, and its bytes): what a cache entry computed by this code is
+    keyed by, so that entries made by other code are never used."""
+    digest = hashlib.sha256()
+    for package in map(importlib.import_module, packages):
+        root = Path(package.__file__).parent
+        for path in sorted(root.rglob("*.py")):
+            digest.update(f"{package.__name__}/{path.relative_to(root).as_posix()}\n".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def _host() -> str:

@@ -65,6 +65,7 @@ from fmmloopy.execution.cache_files import (
     CACHE_ENV,
     cache_dir,
     key_string,
+    sources_digest,
     write_atomically,
     write_or_warn,
 )
@@ -117,17 +118,9 @@ def device_fingerprint(device: cl.Device) -> dict[str, str]:
     return fingerprint
 
 
-@functools.cache
 def _package_sources_digest() -> str:
-    """sha256 of every ``.py`` file of ``fmmloopy`` and ``fmmloopy.transforms`` (relative names
-    and bytes)."""
-    digest = hashlib.sha256()
-    for package in map(importlib.import_module, _PACKAGED):
-        root = Path(package.__file__).parent
-        for path in sorted(root.rglob("*.py")):
-            digest.update(f"{package.__name__}/{path.relative_to(root).as_posix()}\n".encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
+    """sha256 of every ``.py`` file of ``fmmloopy`` and ``fmmloopy.transforms``."""
+    return sources_digest(*_PACKAGED)
 
 
 @functools.cache

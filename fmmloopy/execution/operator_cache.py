@@ -19,7 +19,6 @@ warning).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -30,12 +29,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from fmmloopy import maths as maths_package
 from fmmloopy.execution.cache_files import (
     cache_dir,
     entry_lock,
     key_string,
     remove_stale_temporaries,
+    sources_digest,
     write_atomically,
     write_or_warn,
 )
@@ -77,14 +76,9 @@ def kernel_fingerprint(kernel: GreenKernel) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@functools.cache
 def maths_sources_digest() -> str:
-    """sha256 of every module of :mod:`fmmloopy.maths` (names relative to it, and contents)."""
-    root = Path(maths_package.__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(root.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    """sha256 of every module of :mod:`fmmloopy.maths`, the code the operators are made by."""
+    return sources_digest("fmmloopy.maths")
 
 
 def operator_key(kernel: GreenKernel, order: int, rcond: float) -> dict[str, Any]:
