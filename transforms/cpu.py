@@ -59,9 +59,9 @@ def _targets_on_work_items(knl):
 #: large as keeping every core busy allows (M2L at 1e5 points, one core: 7.7 GFLOP/s with
 #: blocks of 64 boxes, 23 with 1024).
 BLOCKS_PER_CORE = 2
-#: Pairs of a group computed together (register tile): one accumulator vector of
-#: ``VECTOR_WIDTH`` doubles per pair. With 32 vector registers of 8 doubles (AVX-512) 8 pairs
-#: fit; with 16 of 4 (AVX2: each accumulator two registers) 4 pairs do.
+#: Pairs of a group computed together (register tile), one accumulator vector per pair: 4, and
+#: 8 where the device's vectors hold 8 doubles (AVX-512: 32 registers, two per 16-double
+#: accumulator, :func:`vector_width`).
 PAIR_TILE = 4
 WIDE_PAIR_TILE = 8
 #: Float64 lanes of one accumulator vector, and where the device's vectors hold 8 doubles
@@ -79,9 +79,9 @@ def has_wide_vectors(device) -> bool:
 
 def matvec_layout(device):
     """The grouped layout, its pair tile sized to the device's vectors: :data:`WIDE_PAIR_TILE`
-    where they hold 8 doubles or more (``preferred_vector_width_double``; PoCL reports 8 on
-    AVX-512), else :data:`PAIR_TILE`. M2L at order 6 on a 2-core AVX-512 EPYC, 10^6 points:
-    135-138 GFLOP/s with 4 pairs, 192-207 with 8 to 12, 167 with 24 (cube); sphere 100 -> 148."""
+    where :func:`has_wide_vectors`, else :data:`PAIR_TILE`. M2L at order 6 on a 2-core AVX-512
+    EPYC, 10^6 points, 8-double accumulators: 135-138 GFLOP/s with 4 pairs, 192-207 with 8 to
+    12, 167 with 24 (cube); sphere 100 -> 148."""
     return Grouped(pair_tile=WIDE_PAIR_TILE if has_wide_vectors(device) else PAIR_TILE,
                    blocks_per_compute_unit=BLOCKS_PER_CORE)
 

@@ -22,7 +22,7 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "49da337337022004a4f6ad53ef5f62354435584dd6b43ded3091cb942a9b7e4d",
+    "fmmloopy.transforms.cpu": "693d36886abe12f1a6f61e3b762932f3c5b3f38663d93eda2592c724e27df3e2",
     "fmmloopy.transforms.generic":
         "3c1e11d782ffc30132bfc8ef355f173e7bf8ffa99f0fa1e9cf9c915a2586e304",
     "fmmloopy.transforms.gpu": "840c7e0031e1d1032f6544df427ee2643ef99330fb6bbae3a14afa1b91e26c4a",
