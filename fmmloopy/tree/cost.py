@@ -53,8 +53,11 @@ CANDIDATES = tuple(int(round(32 * 2 ** (k / 2))) for k in range(13))
 #: ``n_crit`` value asking for the choice by cost.
 AUTO = "auto"
 #: Cost of one P2P pair in matvec flops on a CPU device: the measured M2L flop rate over the
-#: measured P2P pair rate of the shipped ``cpu`` recipes (docs/performance.md).
-PAIR_FLOPS = {"cpu": 45.0}
+#: measured P2P pair rate of the shipped ``cpu`` recipes (docs/performance.md): on a 2-core
+#: AVX-512 EPYC, 10^6 cube points, order 6, about 218 GFLOP/s over 7.3·10^9 pairs/s. Values from
+#: 25 to 35 choose the same ``n_crit`` for 10^5-4·10^6 sphere and cube points there (before the
+#: P2P targets went to vector lanes, the ratio was 45).
+PAIR_FLOPS = {"cpu": 30.0}
 #: Where a device type has no measurement (GPUs: none measured yet), the CPU value.
 DEFAULT_PAIR_FLOPS = PAIR_FLOPS["cpu"]
 #: Boxes (and leaves) whose lists are counted, at most; more are sampled and scaled up.

@@ -22,13 +22,14 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "693d36886abe12f1a6f61e3b762932f3c5b3f38663d93eda2592c724e27df3e2",
+    "fmmloopy.transforms.cpu": "359e6497cf786e9a5d035ae712d3abf631f0f6c261f8106209d755c8e8c3b6c8",
     "fmmloopy.transforms.generic":
         "3c1e11d782ffc30132bfc8ef355f173e7bf8ffa99f0fa1e9cf9c915a2586e304",
     "fmmloopy.transforms.gpu": "840c7e0031e1d1032f6544df427ee2643ef99330fb6bbae3a14afa1b91e26c4a",
     "fmmloopy.transforms.sequential":
         "f24d3c6d3fe0c0060b3bd87e64bffefecffdb75de0388c42a42003be33fbb7d5",
-    "fmmloopy.tuning.tools": "6fc1fd5b38657249b3f048c8ac0d860fbb1db53c268b1da3642302965e9f2ad6",
+    "fmmloopy.tuning.target_lanes": "dd10964ee04cbc538e28894d97dbb243c110cb5f7a70225dd18a18241dbcddff",
+    "fmmloopy.tuning.tools": "54b16533291115fa29d4d9912d0a43f82d0fd69b74ae27196b2b1eadc2b4290a",
 }
 
 

@@ -101,7 +101,7 @@ def newton_rsqrt_preamble(estimate: str = "bits", steps: int | None = None,
     return f"001_{NEWTON_RSQRT_HELPER}", text
 
 
-class _ReciprocalSqrt(IdentityMapper):
+class ReciprocalSqrt(IdentityMapper):
     """``c / sqrt(e)`` -> ``c * rsqrt(e)`` (``rsqrt(e)`` where ``c`` is 1); counts them."""
 
     def __init__(self):
@@ -171,7 +171,7 @@ def use_newton_rsqrt(knl: lp.TranslationUnit, estimate: str = "bits",
     if entry.state >= lp.KernelState.CALLS_RESOLVED:
         raise ValueError("use_newton_rsqrt needs a kernel whose calls are not resolved yet "
                          "(apply it to the kernel a recipe receives)")
-    mapper = _ReciprocalSqrt()
+    mapper = ReciprocalSqrt()
     substitutions = {name: rule.copy(expression=mapper(rule.expression))
                      for name, rule in entry.substitutions.items()}
     instructions = [insn.with_transformed_expressions(mapper) for insn in entry.instructions]
@@ -248,7 +248,7 @@ def split_targets_over_rsqrt(knl: lp.TranslationUnit, estimate: str = "float",
             or rule not in entry.substitutions
             or acc not in entry.temporary_variables or "itgt" not in entry.all_inames()):
         return knl
-    mapper = _ReciprocalSqrt()
+    mapper = ReciprocalSqrt()
     newton = entry.substitutions[rule]
     newton = newton.copy(name=f"{rule}_newton", expression=mapper(newton.expression))
     if not mapper.count:
