@@ -91,9 +91,9 @@ def test_the_check_passes_every_pairwise_operator_at_every_shape(tmp_path, devic
                 return add_build_options(targets_in_vector_lanes(knl, width, chains),
                                          "-cl-fast-relaxed-math")
 
-        for width, chains in %r:
+        for width, chains in SHAPES:
             register(width, chains)
-        """ % (SHAPES,)))
+        """).replace("SHAPES", repr(SHAPES)))
     names = [f"lanes_{w}x{c}" for w, c in SHAPES]
     results = list(run_checks(device, operators=PAIRWISE, recipes=names,
                               recipe_sources=[str(path)], production=None))
