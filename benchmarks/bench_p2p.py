@@ -1,6 +1,7 @@
 """P2P near field (CSR over the U list of a real octree): pairs per second for each recipe.
 
-Usage: ``python benchmarks/bench_p2p.py [--n 200000] [--n-crit 150] [--repeats 5]``. Times the
+Usage: ``python benchmarks/bench_p2p.py [--n 200000] [--dist sphere|cube] [--n-crit 150]
+[--repeats 5] [--recipes sequential generic cpu]``. Times the
 ``p2p`` launch of an :class:`fmmloopy.Fmm` plan alone (median of the repeats after a warm-up);
 pairs are counted on the host from the lists. All recipes run in one process on the same
 points, so their ratios are comparable.
@@ -14,12 +15,15 @@ import json
 import numpy as np
 
 import fmmloopy
-from fmmloopy.base.distributions import sphere_surface
+from fmmloopy.base.distributions import sphere_surface, uniform_cube
+
+DISTRIBUTIONS = {"sphere": sphere_surface, "cube": uniform_cube}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=200_000)
+    parser.add_argument("--dist", choices=sorted(DISTRIBUTIONS), default="sphere")
     parser.add_argument("--n-crit", type=int, default=150)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--recipes", nargs="+", default=["sequential", "generic", "cpu"])
@@ -27,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
-    points = sphere_surface(args.n, rng)
+    points = DISTRIBUTIONS[args.dist](args.n, rng)
     charges = rng.uniform(-1, 1, args.n)
     rows, reference = [], None
     for recipe in args.recipes:
@@ -53,7 +57,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows))
         return
-    print(f"P2P over U, {args.n} points on the sphere, n_crit {args.n_crit}, "
+    print(f"P2P over U, {args.n} points ({args.dist}), n_crit {args.n_crit}, "
           f"{rows[0]['pairs']:.3e} pairs, median of {args.repeats}")
     for row in rows:
         print(f"{row['recipe']:12s} {row['seconds'] * 1e3:9.2f} ms "
