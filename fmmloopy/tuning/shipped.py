@@ -29,7 +29,7 @@ SHIPPED_SHA256 = {
     "fmmloopy.transforms.sequential":
         "f24d3c6d3fe0c0060b3bd87e64bffefecffdb75de0388c42a42003be33fbb7d5",
     "fmmloopy.tuning.target_lanes":
-        "dd10964ee04cbc538e28894d97dbb243c110cb5f7a70225dd18a18241dbcddff",
+        "3b9173dc21a3790ce22c96ff2c3e7bd772354cd6010a9c04f9b980316a3eba68",
     "fmmloopy.tuning.tools": "54b16533291115fa29d4d9912d0a43f82d0fd69b74ae27196b2b1eadc2b4290a",
 }
 

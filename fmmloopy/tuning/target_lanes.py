@@ -18,7 +18,7 @@ from loopy.kernel.instruction import CallInstruction
 from loopy.symbolic import IdentityMapper, get_dependencies
 from pymbolic.mapper.substitutor import substitute
 
-from fmmloopy.tuning.tools import ReciprocalSqrt, add_preamble, pad_loop
+from fmmloopy.tuning.tools import ReciprocalSqrt, add_preamble, pad_loop, parallelize_box_loop
 
 #: Loops made from the target loop ``itgt``: chunks of a box's targets (sequential), vectors of
 #: a chunk (unrolled) and lanes of a vector (``vec``).
@@ -120,14 +120,14 @@ def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1
     if not {"itgt", "itgt_box"} <= entry.all_inames() or not {"init", "update", "store"} <= ids:
         raise ValueError(f"targets_in_vector_lanes: kernel {entry.name!r} is not of the pairwise "
                          "template (loops itgt_box, itgt; instructions init, update, store)")
-    knl = lp.expand_subst(knl)
-    knl = lp.tag_inames(knl, {"itgt_box": "g.0"})
+    knl = parallelize_box_loop(lp.expand_subst(knl))
     knl = lp.split_iname(knl, "itgt", width * chains, outer_iname=CHUNK, inner_iname="itgt_in")
     knl = lp.split_iname(knl, "itgt_in", width, outer_iname=CHAIN, inner_iname=LANE)
     knl = pad_loop(knl, LANE, width)
     knl = pad_loop(knl, CHAIN, chains)
     entry = knl.default_entrypoint
     lanes = frozenset({CHAIN, LANE})
+    target_loops = lanes | {CHUNK}
     index = (prim.Variable(CHAIN), prim.Variable(LANE))
     first_lane = {prim.Variable(CHAIN): 0, prim.Variable(LANE): 0}
     offsets = [insn for insn in entry.instructions if insn.id.startswith("offset")]
@@ -161,8 +161,8 @@ def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1
         if insn in offsets:
             # target coordinate (terms that depend on the target) - source coordinate
             terms = expression.children if isinstance(expression, prim.Sum) else (expression,)
-            target = [t for t in terms if get_dependencies(t) & (lanes | {CHUNK})]
-            source = [t for t in terms if not get_dependencies(t) & (lanes | {CHUNK})]
+            target = [t for t in terms if get_dependencies(t) & target_loops]
+            source = [t for t in terms if not get_dependencies(t) & target_loops]
             name, fetch = f"target_{insn.id}", f"fetch_{insn.id}"
             outside = insn.within_inames - SOURCE_LOOPS
             target_deps = frozenset(d for d in insn.depends_on
