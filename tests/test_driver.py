@@ -1,5 +1,7 @@
 """fmmloopy.driver: the launches of a plan, the boxes each serves, the buffers they share."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,7 @@ from fmmloopy.base.distributions import plummer
 from fmmloopy.driver.buffers import evaluation_buffer_shapes
 from fmmloopy.driver.builder import build_plan, launch_order, served_boxes
 from fmmloopy.execution.precomputed import get_operators
+from fmmloopy.maths.geometry import transfer_class
 from fmmloopy.maths.green import LAPLACE_3D
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL, STEPS, Boxes
 from fmmloopy.maths.reference import direct_sum
@@ -34,12 +37,28 @@ def _brute_force(tree, lists, boxes: Boxes) -> set[int]:
             continue
         if boxes.leaves is not None and bool(tree.box_is_leaf[box]) != boxes.leaves:
             continue
-        if boxes.listed is not None:
-            starts = getattr(lists, f"{boxes.listed}_starts")
-            if starts[box + 1] == starts[box]:
-                continue
+        if boxes.listed is not None and box not in {t for t, _ in _entries(lists, boxes.listed)}:
+            continue
+        if boxes.source_in is not None and box not in {
+                s for _, s in _entries(lists, boxes.source_in)}:
+            continue
         chosen.add(box)
     return chosen
+
+
+@functools.cache
+def _entries(lists, name: str) -> tuple[tuple[int, int], ...]:
+    """The (target, source) entries of list ``name`` (``v_<class>``: the V entries whose
+    transfer vector is in the class), entry by entry."""
+    base, _, kind = name.partition("_")
+    starts, entries = getattr(lists, f"{base}_starts"), getattr(lists, f"{base}_lists")
+    members = set(transfer_class(kind)) if kind else None
+    found = []
+    for row in range(len(starts) - 1):
+        for e in range(starts[row], starts[row + 1]):
+            if members is None or int(lists.v_transfer[e]) in members:
+                found.append((row, int(entries[e])))
+    return tuple(found)
 
 
 def test_served_boxes_match_their_definition(problem):

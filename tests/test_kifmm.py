@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fmmloopy.maths.expansion import SURFACE_RADII, Expansion
-from fmmloopy.maths.geometry import M2L_CLASSES
+from fmmloopy.maths.geometry import M2L_CLASSES, transfer_class
 from fmmloopy.maths.green import LAPLACE_3D
 from fmmloopy.maths.kifmm import (
     POINT_BUFFERS,
@@ -73,31 +73,34 @@ def test_buffers_follow_the_steps():
 
 
 def test_buffer_widths_come_from_the_matrices_that_write_them():
-    ranks = {"uc2e": 50, "dc2e": 52, "m2l_near": 40, "m2l_middle": 35, "m2l_far": 30}
+    class_ranks = {name: 20 + i for i, name in enumerate(M2L_CLASSES)}
+    ranks = {"uc2e": 50, "dc2e": 52} | {f"m2l_{name}": k for name, k in class_ranks.items()}
     widths = buffer_widths(56, matrix_shapes(56, ranks))
-    assert widths == {"check_up": 56, "check_up_rank": 50, "multipole": 56,
-                      "multipole_near": 40, "check_down_near": 40, "check_down": 56,
-                      "multipole_middle": 35, "check_down_middle": 35,
-                      "multipole_far": 30, "check_down_far": 30, "check_down_rank": 52,
-                      "local": 56}
+    assert widths == {"check_up": 56, "check_up_rank": 50, "multipole": 56, "check_down": 56,
+                      "check_down_rank": 52, "local": 56} | {
+        f"{buffer}_{name}": k for name, k in class_ranks.items()
+        for buffer in ("multipole", "check_down")}
     # A step reading a buffer at another width than the step that writes it is refused.
-    shapes = matrix_shapes(56, ranks) | {"m2l_far_core": (164, 31, 31)}
-    with pytest.raises(ValueError, match="step 'm2l_far' takes buffer 'multipole_far' as 31 "
-                                         "values per box, another step as 30"):
+    far = len(transfer_class("far_xp"))
+    shapes = matrix_shapes(56, ranks) | {"m2l_far_xp_core": (far, 31, 31)}
+    k = class_ranks["far_xp"]
+    with pytest.raises(ValueError, match=f"step 'm2l_far_xp' takes buffer 'multipole_far_xp' "
+                                         f"as 31 values per box, another step as {k}"):
         buffer_widths(56, shapes)
 
 
 def test_level_scales():
     np.testing.assert_allclose(STEPS["uc2e"].level_scales(-1.0, HALF_WIDTHS), HALF_WIDTHS)
     np.testing.assert_allclose(STEPS["dc2e"].level_scales(-1.0, HALF_WIDTHS), HALF_WIDTHS)
-    np.testing.assert_allclose(STEPS["m2l_near"].level_scales(-1.0, HALF_WIDTHS), 1 / HALF_WIDTHS)
+    np.testing.assert_allclose(STEPS["m2l_near_xp"].level_scales(-1.0, HALF_WIDTHS),
+                               1 / HALF_WIDTHS)
     np.testing.assert_array_equal(STEPS["m2m"].level_scales(-1.0, HALF_WIDTHS), 1.0)
     np.testing.assert_array_equal(STEPS["l2l"].level_scales(-1.0, HALF_WIDTHS), 1.0)
     with pytest.raises(ValueError, match="not homogeneous"):
-        STEPS["m2l_near"].level_scales(None, HALF_WIDTHS)
+        STEPS["m2l_near_xp"].level_scales(None, HALF_WIDTHS)
 
 
-@pytest.mark.parametrize("step", ["uc2e", "m2l_near", "m2l_middle", "m2l_far"])
+@pytest.mark.parametrize("step", ["uc2e", "m2l_near_xp", "m2l_middle_yn", "m2l_far_zp"])
 def test_level_scale_is_what_the_matrices_do_at_that_half_width(step):
     """The scale times the half-width-1 matrix equals the matrix computed directly at h."""
     order, h = 3, 0.125

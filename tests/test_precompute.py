@@ -22,7 +22,9 @@ from fmmloopy.execution.operator_cache import OperatorCacheWarning
 from fmmloopy.execution.precomputed import get_operators
 from fmmloopy.maths import precompute
 from fmmloopy.maths.geometry import (
+    M2L_BANDS,
     M2L_CLASSES,
+    M2L_DIRECTIONS,
     NTRANSFER_VECTORS,
     child_centres,
     interior_v_entries,
@@ -279,7 +281,7 @@ def m2l_chain_error(ops, half_width: float, offset, seed: int = 2) -> float:
     sources = points_in_box(rng, source_centre, half_width, NPARTICLES)
     charges = rng.uniform(0, 1, NPARTICLES)
     multipole = p2m(ops, source_centre, half_width, sources, charges)
-    check_potential = level_scale(ops, "m2l_near", half_width) * (
+    check_potential = level_scale(ops, "m2l_near_xp", half_width) * (
         ops.m2l[transfer_vector_index(np.array(offset))] @ multipole)
     local = local_from_check(ops, half_width, check_potential)
     targets = points_in_box(rng, target_centre, half_width, 300)
@@ -300,21 +302,37 @@ def decompressed_m2l(ops) -> np.ndarray:
     """(316, n_e, n_e): ``expand @ core @ compress`` of each transfer vector's class."""
     dense = np.empty_like(ops.m2l)
     for name in M2L_CLASSES:
-        compress, core, expand = (getattr(ops, f"m2l_{name}_{part}")
+        compress, core, expand = (ops.matrix(f"m2l_{name}_{part}")
                                   for part in ("compress", "core", "expand"))
         dense[transfer_class(name)] = expand @ core @ compress
     return dense
 
 
 def test_compressed_m2l_classes_split_the_transfer_vectors():
-    classes = {name: transfer_class(name) for name in ("near", "middle", "far")}
-    assert {name: len(members) for name, members in classes.items()} == {
-        "near": 54, "middle": 98, "far": 164}
+    """Bands by squared length, each cut into 6 directions (the axis of the largest component,
+    the first on ties, and its sign)."""
+    classes = {name: transfer_class(name) for name in M2L_CLASSES}
+    assert len(classes) == 18
     assert sorted(np.concatenate(list(classes.values()))) == list(range(NTRANSFER_VECTORS))
-    squared = (transfer_vectors() ** 2).sum(axis=1)
-    assert set(squared[classes["near"]]) == {4, 5, 6}
-    assert set(squared[classes["middle"]]) == {8, 9, 10, 11, 12}
-    assert min(squared[classes["far"]]) == 13
+    vectors = transfer_vectors()
+    squared = (vectors ** 2).sum(axis=1)
+    bands = {band: np.concatenate([classes[f"{band}_{d}"] for d in M2L_DIRECTIONS])
+             for band in M2L_BANDS}
+    assert {band: len(members) for band, members in bands.items()} == {
+        "near": 54, "middle": 98, "far": 164}
+    assert set(squared[bands["near"]]) == {4, 5, 6}
+    assert set(squared[bands["middle"]]) == {8, 9, 10, 11, 12}
+    assert min(squared[bands["far"]]) == 13
+    for name, members in classes.items():
+        direction = name.split("_")[1]
+        axis, sign = "xyz".index(direction[0]), 1 if direction[1] == "p" else -1
+        for t in vectors[members]:  # brute force: the first largest component, its sign
+            largest = max(abs(t))
+            assert next(i for i in range(3) if abs(t[i]) == largest) == axis
+            assert np.sign(t[axis]) == sign
+    # The near band splits evenly: the 9 vectors (2, j, k), |j|, |k| <= 1, for +x.
+    assert sorted(map(tuple, vectors[classes["near_xp"]])) == [
+        (2, j, k) for j in (-1, 0, 1) for k in (-1, 0, 1)]
     with pytest.raises(ValueError, match="unknown transfer-vector class 'nearby'"):
         transfer_class("nearby")
 
@@ -352,17 +370,24 @@ def test_compressed_m2l_is_within_its_cutoff_of_the_dense_one(order):
         np.testing.assert_allclose(expand.T @ expand, np.eye(k), atol=1e-12)
     difference = np.linalg.norm(decompressed_m2l(ops) - ops.m2l, ord=2, axis=(1, 2))
     assert difference.max() <= 2 * cutoff, (difference.max(), cutoff)
-    # The longer the transfer vectors, the further they compress.
-    assert ranks["m2l_far"] <= ranks["m2l_middle"] <= ranks["m2l_near"] <= n_e
+    # The longer the transfer vectors, the further they compress (in each direction).
+    for direction in M2L_DIRECTIONS:
+        assert (ranks[f"m2l_far_{direction}"] <= ranks[f"m2l_middle_{direction}"]
+                <= ranks[f"m2l_near_{direction}"] <= n_e), ranks
 
 
 def test_compression_saves_work_where_the_order_is_high(ops6):
-    """Order 6: ranks 128, 88, 64 of 152 (measured); an interior box's V list (54, 71 and 64
-    entries) costs under 40 % of the dense flops."""
-    ranks = ops6.ranks()
-    compressed = sum(interior_v_entries(name) * ranks[f"m2l_{name}"] ** 2
-                     for name in M2L_CLASSES)
-    assert compressed < 0.4 * 189 * ops6.n_e ** 2, ranks
+    """Order 6: ranks 56 (near), 32-48 (middle), 32 (far) of 152 (measured); the cores of an
+    interior box's V list cost 0.089 of the dense flops (0.39 with one basis per band of
+    lengths), 0.143 with the box's compressions and expansions (2 k n_e flops each per class)."""
+    ranks, n_e = ops6.ranks(), ops6.n_e
+    dense = 189 * 2 * n_e ** 2
+    cores = sum(interior_v_entries(name) * 2 * ranks[f"m2l_{name}"] ** 2
+                for name in M2L_CLASSES)
+    bases = sum(4 * n_e * ranks[f"m2l_{name}"] for name in M2L_CLASSES)
+    assert cores < 0.1 * dense and cores + bases < 0.15 * dense, ranks
+    per_entry, _ = ops6.far_field_flops()
+    assert per_entry == pytest.approx(cores / 189)
 
 
 @pytest.mark.parametrize("order", [4, 6])
@@ -450,7 +475,7 @@ def test_operators_of_other_math_sources_are_not_loaded(cache_dir, monkeypatch):
 
 def assert_same_operators(first, second):
     for name, array in first.arrays().items():
-        np.testing.assert_array_equal(array, getattr(second, name), err_msg=name)
+        np.testing.assert_array_equal(array, second.matrix(name), err_msg=name)
 
 
 def forbid_computing(monkeypatch):
@@ -525,12 +550,12 @@ def wrong_shape(path):
 
 def missing_array(path):
     """A file of another layout under this key (an array the operators need is absent)."""
-    rewrite(path, change_arrays=lambda arrays: arrays.pop("m2l_middle_core"))
+    rewrite(path, change_arrays=lambda arrays: arrays.pop("m2l_middle_yp_core"))
 
 
 def foreign_array(path):
     """A file of another layout under this key (an array the operators do not have)."""
-    rewrite(path, change_arrays=lambda arrays: arrays.update(m2l_svd=arrays["m2l_near_core"]))
+    rewrite(path, change_arrays=lambda arrays: arrays.update(m2l_svd=arrays["m2l_near_xp_core"]))
 
 
 @pytest.mark.parametrize("damage, reason", [
@@ -540,8 +565,8 @@ def foreign_array(path):
     (stale_version, "does not match the expected key"),
     (other_kernel, "does not match the expected key"),
     (wrong_shape, "shape"),
-    (missing_array, "the file holds arrays"),
-    (foreign_array, "the file holds arrays"),
+    (missing_array, "do not match the operators' fields"),
+    (foreign_array, "do not match the operators' fields"),
 ])
 def test_damaged_file_is_rejected_and_rebuilt(cache_dir, damage, reason):
     good = get_operators("laplace", CACHE_ORDER)

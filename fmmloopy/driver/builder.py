@@ -48,7 +48,11 @@ def served_boxes(tree: Tree, lists: InteractionLists, boxes: Boxes) -> np.ndarra
     if boxes.leaves is not None:
         mask &= tree.box_is_leaf == boxes.leaves
     if boxes.listed is not None:
-        mask &= np.diff(getattr(lists, f"{boxes.listed}_starts")) > 0
+        mask &= np.diff(box_list(tree, lists, boxes.listed)[0]) > 0
+    if boxes.source_in is not None:
+        listed = np.zeros(tree.nboxes, dtype=bool)
+        listed[box_list(tree, lists, boxes.source_in)[1]] = True
+        mask &= listed
     return mask
 
 
@@ -133,7 +137,7 @@ class _PlanBuilder:
         object per field, so that its upload is shared)."""
         stacks = self.__dict__.setdefault("_stacks", {})
         if field not in stacks:
-            matrices = getattr(self.operators, field)
+            matrices = self.operators.matrix(field)
             stacks[field] = matrices if matrices.ndim == 3 else matrices[None]
         return stacks[field]
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from weakref import WeakKeyDictionary
+
 import numpy as np
 
-from fmmloopy.maths.geometry import INDEX_DTYPE, NTRANSFER_VECTORS, transfer_class
+from fmmloopy.maths.geometry import (
+    INDEX_DTYPE,
+    M2L_CLASSES,
+    NTRANSFER_VECTORS,
+    transfer_class,
+)
 from fmmloopy.tree.csr import select_rows, starts_from_counts
 from fmmloopy.tree.lists import InteractionLists
 from fmmloopy.tree.octree import Tree
@@ -42,14 +49,10 @@ def box_list(tree: Tree, lists: InteractionLists, name: str) -> BoxList:
         indices = lists.v_transfer if name == "v" else None
         return getattr(lists, f"{name}_starts"), getattr(lists, f"{name}_lists"), indices
     if name.startswith("v_"):
-        members = transfer_class(name[2:])
-        within_class = np.full(NTRANSFER_VECTORS, -1, dtype=INDEX_DTYPE)
-        within_class[members] = np.arange(len(members), dtype=INDEX_DTYPE)
-        indices = within_class[lists.v_transfer]
-        keep = indices >= 0
-        rows = np.repeat(np.arange(nboxes), np.diff(lists.v_starts))
-        starts = starts_from_counts(np.bincount(rows[keep], minlength=nboxes))
-        return starts, lists.v_lists[keep], indices[keep]
+        classes = _v_classes(lists, nboxes)
+        if name[2:] not in classes:
+            transfer_class(name[2:])  # names the classes
+        return classes[name[2:]]
     if name == "self":
         boxes = np.arange(nboxes, dtype=INDEX_DTYPE)
         return np.arange(nboxes + 1, dtype=INDEX_DTYPE), boxes, np.zeros_like(boxes)
@@ -64,6 +67,39 @@ def box_list(tree: Tree, lists: InteractionLists, name: str) -> BoxList:
         octants = (tree.box_keys[has_parent] & np.uint64(7)).astype(INDEX_DTYPE)
         return starts, tree.box_parents[has_parent], octants
     raise ValueError(f"unknown box list {name!r}")
+
+
+#: The V list cut by transfer-vector class, per lists object (cut once: an FMM asks for each
+#: class several times).
+_V_CLASSES: WeakKeyDictionary = WeakKeyDictionary()
+
+
+def _v_classes(lists: InteractionLists, nboxes: int) -> dict[str, BoxList]:
+    """``{class: (starts, entries, indices within the class)}`` of the V list of ``lists``, for
+    every class of :data:`~fmmloopy.maths.geometry.M2L_CLASSES` (read-only arrays)."""
+    cached = _V_CLASSES.get(lists)
+    if cached is not None:
+        return cached
+    class_of_vector = np.empty(NTRANSFER_VECTORS, dtype=np.int64)
+    within_class = np.empty(NTRANSFER_VECTORS, dtype=INDEX_DTYPE)
+    for number, name in enumerate(M2L_CLASSES):
+        members = transfer_class(name)
+        class_of_vector[members] = number
+        within_class[members] = np.arange(len(members), dtype=INDEX_DTYPE)
+    entry_class = class_of_vector[lists.v_transfer]
+    rows = np.repeat(np.arange(nboxes), np.diff(lists.v_starts))
+    by_class = np.argsort(entry_class, kind="stable")  # rows stay in order within a class
+    bounds = np.searchsorted(entry_class[by_class], np.arange(len(M2L_CLASSES) + 1))
+    cached = {}
+    for number, name in enumerate(M2L_CLASSES):
+        chosen = by_class[bounds[number]:bounds[number + 1]]
+        arrays = (starts_from_counts(np.bincount(rows[chosen], minlength=nboxes)),
+                  lists.v_lists[chosen], within_class[lists.v_transfer[chosen]])
+        for array in arrays:
+            array.setflags(write=False)
+        cached[name] = arrays
+    _V_CLASSES[lists] = cached
+    return cached
 
 
 def box_list_arguments(starts: np.ndarray, lists: np.ndarray, target_boxes: np.ndarray,

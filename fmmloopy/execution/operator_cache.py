@@ -52,10 +52,11 @@ __all__ = [
     "save_arrays",
 ]
 
-#: Bump whenever the meaning or layout of the stored arrays changes. 3: the SVD-compressed M2L
+#: Bump whenever the meaning or layout of the stored arrays changes. 4: the compressed M2L in
+#: 18 classes (band and direction); 3: the SVD-compressed M2L
 #: added; 2: equiangular surface points and least-squares M2M/L2L/M2L (docs/kifmm.md);
 #: 1: uniform points, square fits.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 _METADATA = "__metadata__"
 _T = TypeVar("_T")

@@ -10,7 +10,7 @@ from fmmloopy.execution import cache_files, operator_cache
 from fmmloopy.maths import precompute
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel, get_kernel
-from fmmloopy.maths.precompute import ARRAY_FIELDS, DEFAULT_RCOND, KifmmOperators
+from fmmloopy.maths.precompute import DEFAULT_RCOND, KifmmOperators
 
 # In-process memo: cache key (as operator_cache builds it) -> operators.
 _MEMO: dict[str, KifmmOperators] = {}
@@ -29,18 +29,11 @@ def get_operators(kernel: str | GreenKernel = "laplace", order: int = 6,
         _MEMO[memo_key] = operator_cache.load_or_build(
             key,
             build=lambda: precompute.compute_operators(kernel, order, rcond).arrays(),
-            make=lambda arrays: KifmmOperators(**scalars, **_all_fields(arrays)),
+            # A file of another layout raises ValueError, which the cache treats like a
+            # corrupt file: rebuilt.
+            make=lambda arrays: KifmmOperators.from_arrays(arrays, **scalars),
         )
     return _MEMO[memo_key]
-
-
-def _all_fields(arrays: dict) -> dict:
-    """``arrays`` if they are exactly the operators' fields, else a ValueError (which the
-    cache treats like a corrupt file: a file of another layout under this key is rebuilt)."""
-    if set(arrays) != set(ARRAY_FIELDS):
-        raise ValueError(f"the file holds arrays {sorted(arrays)}, the operators are "
-                         f"{sorted(ARRAY_FIELDS)}")
-    return arrays
 
 
 def forget_operators() -> None:

@@ -39,24 +39,48 @@ def transfer_vectors() -> np.ndarray:
     return _TRANSFER.copy()
 
 
-#: Classes of transfer vectors by squared length ``|t|^2`` (in box sides), each a range: ``near``
+#: Bands of transfer vectors by squared length ``|t|^2`` (in box sides), each a range: ``near``
 #: (4-6: the 54 vectors like (2, 0, 0), (2, 1, 0), (2, 1, 1)), ``middle`` (8-12: 98) and ``far``
-#: (13-27: 164). The closer the source box, the more its M2L matrix needs of the expansion: at
-#: order 6 the compressed ranks are 128, 88 and 64 (docs/kifmm.md), so the compressed M2L keeps
-#: one basis per class (:func:`fmmloopy.maths.precompute.compress_m2l`).
-M2L_CLASSES = {"near": (4, 6), "middle": (8, 12), "far": (13, 27)}
+#: (13-27: 164). The closer the source box, the more its M2L matrix needs of the expansion.
+M2L_BANDS = {"near": (4, 6), "middle": (8, 12), "far": (13, 27)}
+
+#: Directions of transfer vectors: the axis of the largest ``|component|`` (the first such axis
+#: where two or three tie) and its sign, ``xp`` for +x, ``xn`` for -x, ...
+M2L_DIRECTIONS = ("xp", "xn", "yp", "yn", "zp", "zn")
+
+#: Classes of transfer vectors, ``<band>_<direction>`` (:data:`M2L_BANDS`,
+#: :data:`M2L_DIRECTIONS`): 18 classes of 9 to 40 vectors. The matrices of one class share
+#: their ranges far more than those of a whole band (the sources all lie on one side of the
+#: target), so the compressed M2L keeps one basis per class: order 6 ranks 56 (near), 32-48
+#: (middle) and 32 (far) of 152, against 128/88/64 with one basis per band
+#: (:func:`fmmloopy.maths.precompute.compress_m2l`, docs/kifmm.md).
+M2L_CLASSES = {f"{band}_{direction}": (band, direction)
+               for band in M2L_BANDS for direction in M2L_DIRECTIONS}
+
+
+def transfer_directions(vectors: np.ndarray) -> np.ndarray:
+    """(n,) int64: the index in :data:`M2L_DIRECTIONS` of each integer vector ``(n, 3)``."""
+    vectors = np.asarray(vectors)
+    axis = np.argmax(np.abs(vectors), axis=1)  # the first of the largest components
+    negative = np.take_along_axis(vectors, axis[:, None], axis=1)[:, 0] < 0
+    return 2 * axis + negative
+
+
+_DIRECTIONS = transfer_directions(_TRANSFER)
 
 
 def transfer_class(name: str) -> np.ndarray:
     """(n,) int64, increasing: the transfer-vector indices of class ``name``
     (:data:`M2L_CLASSES`); a class's own matrix index of a vector is its position here."""
     try:
-        shortest, longest = M2L_CLASSES[name]
+        band, direction = M2L_CLASSES[name]
     except KeyError:
         raise ValueError(f"unknown transfer-vector class {name!r}; classes: "
                          f"{sorted(M2L_CLASSES)}") from None
+    shortest, longest = M2L_BANDS[band]
     squared = (_TRANSFER ** 2).sum(axis=1)
-    return np.flatnonzero((squared >= shortest) & (squared <= longest))
+    in_band = (squared >= shortest) & (squared <= longest)
+    return np.flatnonzero(in_band & (_DIRECTIONS == M2L_DIRECTIONS.index(direction)))
 
 
 def interior_v_entries(name: str) -> float:

@@ -44,15 +44,18 @@ POINT_BUFFERS = ("strengths", "potential")
 class Boxes:
     """Which boxes a step serves: those holding any ``side`` ("sources" or "targets"), of
     level at least ``min_level``, only leaves (True) or only non-leaves (False) or either
-    (None), only those with a non-empty row of list ``listed``; with ``per_level``, one launch
-    per level, ``"up"`` finest level first (children before parents), ``"down"`` coarsest first.
-    The driver evaluates it on the tree."""
+    (None), only those with a non-empty row of list ``listed``, only those some row of list
+    ``source_in`` holds; with ``per_level``, one launch per level, ``"up"`` finest level first
+    (children before parents), ``"down"`` coarsest first. Lists are named as
+    :func:`fmmloopy.execution.kernel_arguments.box_list` names them (``v_<class>``: the V
+    entries of one transfer-vector class). The driver evaluates it on the tree."""
 
     side: str
     min_level: int = 0
     leaves: bool | None = None
     listed: str | None = None
     per_level: str | None = None
+    source_in: str | None = None
 
     def __post_init__(self) -> None:
         if self.side not in ("sources", "targets") or self.per_level not in (None, "up", "down"):
@@ -111,18 +114,20 @@ def _steps(*steps: KifmmStep) -> dict[str, KifmmStep]:
 
 
 def _compressed_m2l_steps() -> list[KifmmStep]:
-    """Compress, M2L over the class's V entries, expand: for each transfer-vector class."""
+    """Compress, M2L over the class's V entries, expand: for each transfer-vector class, only
+    the boxes that class's V entries use (a box on a surface has few V entries in the
+    direction of its normal, say)."""
     steps = []
     for name in M2L_CLASSES:
-        compressed, summed = f"multipole_{name}", f"check_down_{name}"
+        compressed, summed, entries = f"multipole_{name}", f"check_down_{name}", f"v_{name}"
         steps += [
             KifmmStep(f"m2l_{name}_compress", "m2l_compress", "multipole", compressed,
-                      Boxes("sources", min_level=FIRST_EXPANSION_LEVEL),
+                      Boxes("sources", min_level=FIRST_EXPANSION_LEVEL, source_in=entries),
                       matrices=(f"m2l_{name}_compress",)),
-            KifmmStep(f"m2l_{name}", "m2l", compressed, summed, Boxes("targets", listed="v"),
-                      matrices=(f"m2l_{name}_core",), level_exponent=1, box_list=f"v_{name}"),
+            KifmmStep(f"m2l_{name}", "m2l", compressed, summed, Boxes("targets", listed=entries),
+                      matrices=(f"m2l_{name}_core",), level_exponent=1, box_list=entries),
             KifmmStep(f"m2l_{name}_expand", "m2l_expand", summed, "check_down",
-                      Boxes("targets", listed="v"), matrices=(f"m2l_{name}_expand",)),
+                      Boxes("targets", listed=entries), matrices=(f"m2l_{name}_expand",)),
         ]
     return steps
 

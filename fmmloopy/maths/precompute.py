@@ -16,11 +16,12 @@ equivalent density (radius 2.95). The matrices, all built from :func:`kernel_mat
 - ``m2l[t]``: source multipole -> target downward *check* potential for transfer vector ``t``
   (:func:`fmmloopy.tree.lists.transfer_vectors`); follow it with ``dc2e``.
 - ``m2l_<class>_compress`` (k x n_e), ``m2l_<class>_core[i]`` (k x k), ``m2l_<class>_expand``
-  (n_e x k), for the transfer-vector classes ``near``, ``middle`` and ``far``
-  (:data:`fmmloopy.maths.geometry.M2L_CLASSES`): the SVD-compressed M2L, ``m2l[t] ~ expand @
-  core[i] @ compress`` for the class's ``i``-th vector ``t`` (:func:`compress_m2l`). The FMM
-  applies these: each source box's multipole is compressed once per class, each V pair costs
-  ``2 k^2`` flops instead of ``2 n_e^2``, and each target box's sums are expanded once.
+  (n_e x k), for the 18 transfer-vector classes (a band of lengths, ``near``, ``middle`` or
+  ``far``, and a direction, e.g. ``near_xp``: :data:`fmmloopy.maths.geometry.M2L_CLASSES`): the
+  SVD-compressed M2L, ``m2l[t] ~ expand @ core[i] @ compress`` for the class's ``i``-th vector
+  ``t`` (:func:`compress_m2l`). The FMM applies these: each source box's multipole is
+  compressed once per class, each V pair costs ``2 k^2`` flops instead of ``2 n_e^2``, and each
+  target box's sums are expanded once per class.
 
 Least-squares fits. ``uc2e``/``dc2e`` act on check potentials that the particle kernels (P2M,
 P2L) evaluate at the ``n_e`` check points, so they interpolate there. The translations are ours
@@ -40,7 +41,9 @@ homogeneous kernel each step scales them by a power of the box's half-width.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
@@ -100,38 +103,62 @@ class KifmmOperators:
     #: (316, n_e, n_e): source multipole -> target downward check potential, per transfer vector
     #: (of the least-squares local where the fits are least squares; module docstring).
     m2l: np.ndarray
-    #: Per transfer-vector class (near: 54 vectors, middle: 98, far: 164;
-    #: :data:`~fmmloopy.maths.geometry.M2L_CLASSES`), the SVD-compressed ``m2l``
-    #: (:func:`compress_m2l`): (k, n_e), (vectors, k, k), (n_e, k).
-    m2l_near_compress: np.ndarray
-    m2l_near_core: np.ndarray
-    m2l_near_expand: np.ndarray
-    m2l_middle_compress: np.ndarray
-    m2l_middle_core: np.ndarray
-    m2l_middle_expand: np.ndarray
-    m2l_far_compress: np.ndarray
-    m2l_far_core: np.ndarray
-    m2l_far_expand: np.ndarray
+    #: Per transfer-vector class (:data:`~fmmloopy.maths.geometry.M2L_CLASSES`: a band of
+    #: lengths and a direction), the SVD-compressed ``m2l`` (:func:`compress_m2l`), by field name
+    #: ``m2l_<class>_compress`` (k, n_e), ``m2l_<class>_core`` (vectors, k, k) and
+    #: ``m2l_<class>_expand`` (n_e, k); :meth:`matrix` reads any field.
+    compressed_m2l: Mapping[str, np.ndarray]
 
     def __post_init__(self) -> None:
         if self.n_e != self.expansion.n_e:
             raise ValueError(f"n_e = {self.n_e} does not match order {self.order}")
+        compressed = dict(self.compressed_m2l)
+        unknown = set(compressed) - set(COMPRESSED_M2L_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown compressed M2L matrices {sorted(unknown)}")
+        missing = set(COMPRESSED_M2L_FIELDS) - set(compressed)
+        if missing:
+            raise ValueError(f"missing compressed M2L matrices {sorted(missing)}")
         ranks = {"uc2e": _leading_size(self.uc2e_first), "dc2e": _leading_size(self.dc2e_first)}
-        ranks |= {f"m2l_{name}": _leading_size(getattr(self, f"m2l_{name}_compress"))
+        ranks |= {f"m2l_{name}": _leading_size(compressed[f"m2l_{name}_compress"])
                   for name in M2L_CLASSES}
         for name, shape in matrix_shapes(self.n_e, ranks).items():
-            array = np.asarray(getattr(self, name))
+            array = np.asarray(compressed[name] if name in compressed else getattr(self, name))
             if array.shape != shape or array.dtype != np.float64:
                 raise ValueError(
                     f"{name} has shape {array.shape} and dtype {array.dtype}, "
                     f"expected {shape} float64")
             array = np.ascontiguousarray(array)
             array.setflags(write=False)
-            object.__setattr__(self, name, array)
+            if name in compressed:
+                compressed[name] = array
+            else:
+                object.__setattr__(self, name, array)
+        object.__setattr__(self, "compressed_m2l", MappingProxyType(compressed))
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], **scalars) -> KifmmOperators:
+        """The operators from :meth:`arrays`' dict (every field of :data:`ARRAY_FIELDS`) and the
+        scalar fields; ValueError for any other set of arrays."""
+        missing, extra = set(ARRAY_FIELDS) - set(arrays), set(arrays) - set(ARRAY_FIELDS)
+        if missing or extra:
+            raise ValueError(f"the arrays do not match the operators' fields: missing "
+                             f"{sorted(missing)}, not fields {sorted(extra)}")
+        plain = {name: arrays[name] for name in PLAIN_FIELDS}
+        compressed = {name: arrays[name] for name in COMPRESSED_M2L_FIELDS}
+        return cls(**scalars, **plain, compressed_m2l=compressed)
+
+    def matrix(self, name: str) -> np.ndarray:
+        """The matrix (or stack) of field ``name`` of :data:`ARRAY_FIELDS`."""
+        if name in self.compressed_m2l:
+            return self.compressed_m2l[name]
+        if name not in PLAIN_FIELDS:
+            raise ValueError(f"unknown operator matrix {name!r}")
+        return getattr(self, name)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The matrices by field name."""
-        return {name: getattr(self, name) for name in ARRAY_FIELDS}
+        return {name: self.matrix(name) for name in ARRAY_FIELDS}
 
     @property
     def expansion(self) -> Expansion:
@@ -140,9 +167,9 @@ class KifmmOperators:
 
     def ranks(self) -> dict[str, int]:
         """The numbers of singular values kept: ``uc2e``, ``dc2e`` and, per transfer-vector
-        class, the compressed M2L (``m2l_near``, ``m2l_middle``, ``m2l_far``)."""
+        class, the compressed M2L (``m2l_<class>``, e.g. ``m2l_near_xp``)."""
         return {"uc2e": self.uc2e_first.shape[0], "dc2e": self.dc2e_first.shape[0]} | {
-            f"m2l_{name}": getattr(self, f"m2l_{name}_compress").shape[0]
+            f"m2l_{name}": self.compressed_m2l[f"m2l_{name}_compress"].shape[0]
             for name in M2L_CLASSES}
 
 
@@ -166,9 +193,13 @@ class KifmmOperators:
         return per_entry, per_box
 
 
-ARRAY_FIELDS: tuple[str, ...] = (
-    "uc2e_first", "uc2e_second", "dc2e_first", "dc2e_second", "m2m", "l2l", "m2l",
-    *(f"m2l_{name}_{part}" for name in M2L_CLASSES for part in ("compress", "core", "expand")))
+#: The matrices that are fields of their own, and those of the compressed M2L.
+PLAIN_FIELDS: tuple[str, ...] = (
+    "uc2e_first", "uc2e_second", "dc2e_first", "dc2e_second", "m2m", "l2l", "m2l")
+COMPRESSED_M2L_FIELDS: tuple[str, ...] = tuple(
+    f"m2l_{name}_{part}" for name in M2L_CLASSES for part in ("compress", "core", "expand"))
+#: Every matrix of :class:`KifmmOperators`, by field name (:meth:`KifmmOperators.matrix`).
+ARRAY_FIELDS: tuple[str, ...] = PLAIN_FIELDS + COMPRESSED_M2L_FIELDS
 
 
 def full_ranks(n_e: int) -> dict[str, int]:
@@ -341,4 +372,4 @@ def compute_operators(kernel: GreenKernel | str, order: int,
     return KifmmOperators(
         kernel_name=kernel.name, homogeneity=kernel.homogeneity, order=int(order), n_e=n_e,
         rcond=rcond, uc2e_first=uc2e[0], uc2e_second=uc2e[1], dc2e_first=dc2e[0],
-        dc2e_second=dc2e[1], m2m=m2m, l2l=l2l, m2l=m2l, **compressed)
+        dc2e_second=dc2e[1], m2m=m2m, l2l=l2l, m2l=m2l, compressed_m2l=compressed)

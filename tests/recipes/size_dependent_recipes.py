@@ -27,13 +27,13 @@ def one_source_chunk(knl, ctx):
     return pad_loop(parallelize_box_loop(knl), "isrc", ASSUMED)
 
 
-@recipe("m2l", "c2e", device="any", name="rows_in_one_group")
+@recipe("m2l", "m2l_expand", "c2e", device="any", name="rows_in_one_group")
 def rows_in_one_group(knl, ctx):
     """Output coefficients in one 64-row work-group: rows past the 64th stay unchanged."""
     return pad_loop(parallelize_box_loop(knl), "iexp_tgt", ASSUMED)
 
 
-@recipe("m2l", device="any", name="fast_path_above_64")
+@recipe("m2l", "c2e", device="any", name="fast_path_above_64")
 def fast_path_above_64(knl, ctx):
     """A 'fast path' taken only when there are more than 64 coefficients, which forgets the
     level scale (2.7e-2 in an FMM looks like low accuracy)."""
