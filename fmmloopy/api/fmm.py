@@ -32,10 +32,12 @@ from fmmloopy.base.validation import (
 from fmmloopy.driver.builder import build_plan
 from fmmloopy.driver.memory import describe_problem, estimate_before_tree, estimate_memory
 from fmmloopy.driver.plan import Plan
+from fmmloopy.execution.kernel_arguments import box_list
 from fmmloopy.execution.opencl_errors import explain_opencl_error
 from fmmloopy.execution.precomputed import get_operators
 from fmmloopy.execution.resources import ResourceLimitError, check_memory
 from fmmloopy.maths.expansion import Expansion
+from fmmloopy.maths.geometry import M2L_CLASSES
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.operators import OPERATORS
 from fmmloopy.tree.coordinates import origin, scale_exponent, working_exponent
@@ -201,7 +203,8 @@ class Fmm:
             nsources=tree.nsources, ntargets=tree.ntargets,
             targets_are_sources=tree.targets_are_sources, order=self.order,
             nboxes=tree.nboxes, nlevels=tree.nlevels, ranks=self.operators.ranks(),
-            list_entries={name: len(getattr(lists, f"{name}_lists")) for name in "uvwx"})
+            list_entries={name: len(getattr(lists, f"{name}_lists")) for name in "uvwx"}
+            | {f"v_{name}": len(box_list(tree, lists, f"v_{name}")[1]) for name in M2L_CLASSES})
         check_memory(self.memory_estimate, self.device, self._what, self._memory_limit)
 
         clock = time.perf_counter()

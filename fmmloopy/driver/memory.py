@@ -59,25 +59,29 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
                     ranks: dict[str, int] | None = None) -> MemoryEstimate:
     """Bytes the FMM of these sizes keeps on the host and on the device (module docstring).
 
-    ``list_entries`` holds the U, V, W, X entry counts (``{"u": ..., ...}``; zeros if unknown),
+    ``list_entries`` holds the U, V, W, X entry counts (``{"u": ..., ...}``; zeros if unknown)
+    and may hold those of V per transfer-vector class (``"v_<class>"``; V's if absent),
     ``ranks`` the UC2E/DC2E and compressed-M2L ranks (``n_e`` if unknown, their upper bound).
-    Without V entries the M2L matrices stay on the host (no M2L launch); the host keeps a
+    Without V entries (of a class) the M2L matrices (of the class) stay on the host (no M2L
+    launch); the host keeps a
     transposed copy of them while the plan is built.
     """
     expansion = Expansion(order)
     n_e = expansion.n_e
     ranks = ranks if ranks is not None else full_ranks(n_e)
     entries = {"u": 0, "v": 0, "w": 0, "x": 0} | dict(list_entries or {})
-    all_entries = sum(entries.values())
+    all_entries = sum(entries[name] for name in "uvwx")
     separate_targets = 0 if targets_are_sources else ntargets
 
     operators = sum(_bytes(shape) for shape in matrix_shapes(n_e, ranks).values())
     launched = {name: sum(_bytes(shape) for shape in fields.values())
                 for name, fields in step_matrix_shapes(expansion, ranks).items()}
-    # M2L matrices go to the device (and are transposed on the host) only for a V list.
+    # Matrices go to the device only for steps that launch (M2L: a V list of its class), and
+    # M2L's are transposed on the host.
     m2l_steps = [name for name, step in STEPS.items() if step.operator == "m2l"]
-    m2l_launched = sum(launched[name] for name in m2l_steps)
-    m2l_used = m2l_launched if entries["v"] else 0.0
+    running = {name for name in launched if _runs(STEPS[name], entries)}
+    used_steps = [name for name in m2l_steps if name in running]
+    m2l_used = sum(launched[name] for name in used_steps)
     host = {
         # Tree copies (coordinates, user <-> tree ids); charges and potentials of a call.
         "particles": (3 * _F64 + 2 * _I32 + 2 * _F64) * nsources
@@ -103,8 +107,7 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
                      + _bytes(buffers["potential"]),
         "expansions": sum(_bytes(shape) for name, shape in buffers.items()
                           if name not in ("strengths", "potential")),
-        "matrices": sum(launched.values()) - m2l_launched + m2l_used
-                    + surface_uploads() * 3 * n_e * _F64,
+        "matrices": sum(launched[name] for name in running) + surface_uploads() * 3 * n_e * _F64,
         # Cut lists: a box index per entry, and a matrix index (or pair target) for V; per
         # launch its target boxes and row starts and level scales.
         "lists": _I32 * (all_entries + entries["v"]) + DEVICE_LIST_BYTES_PER_BOX * nboxes
@@ -113,13 +116,20 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
     }
     host["margin"] = MARGIN * (sum(host.values()) + sum(device.values()))
     # The matrices of each M2L class are one allocation each.
-    largest_buffers = {"M2L matrices": max(launched[name] for name in m2l_steps)
-                       if entries["v"] else 0.0,
+    largest_buffers = {"M2L matrices": max((launched[name] for name in used_steps),
+                                           default=0.0),
                        "one expansion buffer": _bytes(buffers["multipole"]),
                        "source coordinates": 3 * _F64 * nsources,
                        "target coordinates": 3 * _F64 * ntargets}
     return MemoryEstimate(host=host, device=device,
                           largest_buffer=max(largest_buffers.items(), key=lambda item: item[1]))
+
+
+def _runs(step, entries: dict[str, int]) -> bool:
+    """Whether ``step`` launches (and uploads its matrices): every list it walks or selects
+    its boxes by has entries (a ``v_<class>`` count absent: V's)."""
+    names = [name for name in (step.box_list, step.boxes.listed, step.boxes.source_in) if name]
+    return all(entries.get(name, entries[name.partition("_")[0]]) for name in names)
 
 
 def _compressed_m2l_list_bytes_per_box() -> int:
