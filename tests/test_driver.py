@@ -37,28 +37,28 @@ def _brute_force(tree, lists, boxes: Boxes) -> set[int]:
             continue
         if boxes.leaves is not None and bool(tree.box_is_leaf[box]) != boxes.leaves:
             continue
-        if boxes.listed is not None and box not in {t for t, _ in _entries(lists, boxes.listed)}:
+        if boxes.listed is not None and box not in _listed(lists, boxes.listed, "targets"):
             continue
-        if boxes.source_in is not None and box not in {
-                s for _, s in _entries(lists, boxes.source_in)}:
+        if boxes.source_in is not None and box not in _listed(lists, boxes.source_in,
+                                                              "sources"):
             continue
         chosen.add(box)
     return chosen
 
 
 @functools.cache
-def _entries(lists, name: str) -> tuple[tuple[int, int], ...]:
-    """The (target, source) entries of list ``name`` (``v_<class>``: the V entries whose
-    transfer vector is in the class), entry by entry."""
+def _listed(lists, name: str, side: str) -> frozenset[int]:
+    """The target (row) or source (entry) boxes of list ``name`` (``v_<class>``: the V entries
+    whose transfer vector is in the class), entry by entry."""
     base, _, kind = name.partition("_")
     starts, entries = getattr(lists, f"{base}_starts"), getattr(lists, f"{base}_lists")
     members = set(transfer_class(kind)) if kind else None
-    found = []
+    found = set()
     for row in range(len(starts) - 1):
         for e in range(starts[row], starts[row + 1]):
             if members is None or int(lists.v_transfer[e]) in members:
-                found.append((row, int(entries[e])))
-    return tuple(found)
+                found.add(row if side == "targets" else int(entries[e]))
+    return frozenset(found)
 
 
 def test_served_boxes_match_their_definition(problem):

@@ -63,8 +63,7 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
     and may hold those of V per transfer-vector class (``"v_<class>"``; V's if absent),
     ``ranks`` the UC2E/DC2E and compressed-M2L ranks (``n_e`` if unknown, their upper bound).
     Without V entries (of a class) the M2L matrices (of the class) stay on the host (no M2L
-    launch); the host keeps a
-    transposed copy of them while the plan is built.
+    launch); the host keeps a transposed copy of them while the plan is built.
     """
     expansion = Expansion(order)
     n_e = expansion.n_e

@@ -12,7 +12,7 @@ from fmmloopy.maths.geometry import (
     NTRANSFER_VECTORS,
     transfer_class,
 )
-from fmmloopy.tree.csr import select_rows, starts_from_counts
+from fmmloopy.tree.csr import csr_from_pairs, list_rows, select_rows, starts_from_counts
 from fmmloopy.tree.lists import InteractionLists
 from fmmloopy.tree.octree import Tree
 
@@ -87,14 +87,14 @@ def _v_classes(lists: InteractionLists, nboxes: int) -> dict[str, BoxList]:
         class_of_vector[members] = number
         within_class[members] = np.arange(len(members), dtype=INDEX_DTYPE)
     entry_class = class_of_vector[lists.v_transfer]
-    rows = np.repeat(np.arange(nboxes), np.diff(lists.v_starts))
+    rows = list_rows(lists.v_starts)
     by_class = np.argsort(entry_class, kind="stable")  # rows stay in order within a class
     bounds = np.searchsorted(entry_class[by_class], np.arange(len(M2L_CLASSES) + 1))
     cached = {}
     for number, name in enumerate(M2L_CLASSES):
         chosen = by_class[bounds[number]:bounds[number + 1]]
-        arrays = (starts_from_counts(np.bincount(rows[chosen], minlength=nboxes)),
-                  lists.v_lists[chosen], within_class[lists.v_transfer[chosen]])
+        arrays = csr_from_pairs(rows[chosen], lists.v_lists[chosen], nboxes,
+                                within_class[lists.v_transfer[chosen]])
         for array in arrays:
             array.setflags(write=False)
         cached[name] = arrays
