@@ -15,6 +15,7 @@ import math
 import threading
 import time
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 import pyopencl as cl
@@ -24,6 +25,7 @@ from fmmloopy.base.validation import (
     as_float64_points,
     check_point_array,
     validate_charges,
+    validate_dipoles,
     validate_flag,
     validate_integer,
     validate_memory_limit,
@@ -40,7 +42,7 @@ from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import M2L_CLASSES
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.operators import OPERATORS
-from fmmloopy.tree.coordinates import origin, scale_exponent, working_exponent
+from fmmloopy.tree.coordinates import SAFE_EXPONENT, origin, working_exponent
 from fmmloopy.tree.cost import AUTO, CANDIDATES, choose_n_crit, pair_flops, validate_n_crit
 from fmmloopy.tree.direct_lists import direct_where_cheaper
 from fmmloopy.tree.lists import build_interaction_lists
@@ -93,7 +95,7 @@ class Fmm:
         self.order = validate_integer(order, "order", MIN_ORDER, MAX_ORDER)
         n_crit = validate_n_crit(n_crit)
         max_depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
-        self.kernel = get_kernel(kernel)
+        self.kernel = get_kernel(kernel).base
         #: Order, ``n_e`` and surfaces of the expansions
         #: (:class:`~fmmloopy.maths.expansion.Expansion`).
         self.expansion = Expansion(self.order)
@@ -108,6 +110,9 @@ class Fmm:
         self.ntargets = self.nsources if targets is None else len(targets)
         self.setup_seconds: dict[str, float] = {}
         self._lock = threading.Lock()  # one evaluation at a time: they share the buffers
+        #: Plans of other fields (gradients, dipoles) by kernel, built on first use.
+        self._plans: dict[GreenKernel, Plan] = {}
+        self._last_plan: Plan | None = None
 
         self.device = choose_device(device)
         self.queue = cl.CommandQueue(context_for(self.device))
@@ -238,47 +243,105 @@ class Fmm:
         return self.plan.verified_recipes
 
     @property
+    def last_plan(self) -> Plan:
+        """The plan of the last call (of its fields: potentials, gradients, dipoles), or
+        :attr:`plan` (the potential of charges) before any call."""
+        return self._last_plan or self.plan
+
+    @property
     def eval_seconds(self) -> dict[str, float]:
         """Seconds per operator (and ``total``) of the last call; ``nested``: the nested rows."""
-        seconds = dict(self.plan.eval_seconds)
+        seconds = dict(self.last_plan.eval_seconds)
         if self.nested_rows and seconds:
             seconds["nested"] = self._nested_seconds
             seconds["total"] += self._nested_seconds
         return seconds
 
-    def __call__(self, charges) -> np.ndarray:
-        """Potentials at the targets, in the user's order, for ``charges`` (one per source)."""
-        charges = validate_charges(charges, self.nsources)
-        if self.tree is None:
-            return np.zeros(self.ntargets)
-        # Charges far from 1 are scaled by a power of two (exact): the kernels see no denormals.
-        largest = float(np.abs(charges).max())
-        charge_exponent = scale_exponent(largest)
-        if charge_exponent:
-            charges = np.ldexp(charges, -charge_exponent)
-        with self._lock:
-            in_tree_order = self._evaluate(self.tree.sources_to_tree(charges))
-        potential = self.tree.targets_to_user(in_tree_order)
-        exponent = charge_exponent + self._potential_exponent()
-        if exponent:
-            with np.errstate(over="ignore"):
-                potential = (np.ldexp(potential, exponent) if isinstance(exponent, int)
-                             else potential * np.exp2(exponent))
-        if not np.isfinite(potential).all():
-            bad = int(np.count_nonzero(~np.isfinite(potential)))
-            raise OverflowError(
-                f"the potential overflows float64 at {bad} of {len(potential)} targets "
-                f"(largest |charge| {largest:.3g}); "
-                "scale the charges down and the potentials up by the same factor")
-        return potential
+    def __call__(self, charges=None, *, dipoles=None, gradient: bool = False):
+        """Potentials at the targets, in the user's order, of ``charges`` (one per source)
+        and/or ``dipoles`` (``(N, 3)``: a moment vector per source, whose potential is
+        ``m . grad_source G``); with ``gradient=True``, a :class:`Fields` ``(potential,
+        gradient)`` with the gradient at the targets, ``(M, 3)``."""
+        if charges is None and dipoles is None:
+            raise ValueError("give charges, dipoles or both")
+        gradient = validate_flag(gradient, "gradient")
+        parts = []
+        if charges is not None:
+            parts.append(validate_charges(charges, self.nsources)[None])
+        if dipoles is not None:
+            parts.append(validate_dipoles(dipoles, self.nsources).T)
+        kernel = self.kernel.with_fields(
+            ("potential", "gradient") if gradient else ("potential",),
+            (("charge",) if charges is not None else ()) + (
+                ("dipole",) if dipoles is not None else ()))
+        strengths = np.concatenate(parts)
+        outputs = self.apply(strengths[0] if kernel.n_inputs == 1 else strengths, kernel)
+        if not gradient:
+            return outputs
+        return Fields(outputs[0], np.ascontiguousarray(outputs[1:].T))
 
-    def _evaluate(self, charges: np.ndarray) -> np.ndarray:
-        """Potentials in tree order: the plan's, plus the nested rows'."""
-        potential = self.plan.evaluate(charges)
+    def apply(self, strengths: np.ndarray, kernel: GreenKernel) -> np.ndarray:
+        """``kernel``'s outputs at the targets (user order; ``(M,)``, or ``(n_outputs, M)``) for
+        ``strengths`` (user order, checked finite float64; ``(N,)``, or ``(n_inputs, N)``):
+        this FMM's Green's function with the fields of ``kernel``
+        (:meth:`~fmmloopy.maths.green.GreenKernel.with_fields`). What :meth:`__call__` and the
+        nested FMMs run."""
+        kernel = self.kernel.with_fields(kernel.outputs, kernel.inputs)
+        shape = (kernel.n_outputs, self.ntargets) if kernel.n_outputs > 1 else (self.ntargets,)
+        if self.tree is None:
+            return np.zeros(shape)
+        strengths = np.asarray(strengths, dtype=np.float64).reshape(
+            (kernel.n_inputs, self.nsources))
+        # Derivatives in the working coordinates: x = 2**k x' scales each derivative by 2**-k,
+        # so dipole moments are taken to working units here and gradients back below. Then
+        # strengths far from 1 are scaled by a power of two: the kernels see no denormals.
+        # Both are powers of two, applied at once (exact).
+        input_shifts = -self.coordinate_exponent * _derivatives(kernel, "inputs")
+        largest = float(np.abs(strengths).max())
+        charge_exponent = _strength_exponent(strengths, input_shifts)
+        strengths = np.ldexp(strengths, (input_shifts - charge_exponent)[:, None])
+        in_tree = np.ascontiguousarray(self.tree.sources_to_tree(strengths.T).T)
+        with self._lock:
+            in_tree_order = self._evaluate(in_tree[0] if kernel.n_inputs == 1 else in_tree,
+                                           kernel)
+        outputs = np.atleast_2d(self.tree.targets_to_user(np.atleast_2d(in_tree_order).T).T)
+        exponents = charge_exponent + self._potential_exponent() - (
+            self.coordinate_exponent * _derivatives(kernel, "outputs"))
+        outputs = outputs.copy() if outputs.base is not None else outputs
+        for row, exponent in zip(outputs, exponents, strict=True):
+            if exponent:
+                with np.errstate(over="ignore"):
+                    row[:] = (np.ldexp(row, int(exponent)) if float(exponent).is_integer()
+                              else row * np.exp2(exponent))
+        if not np.isfinite(outputs).all():
+            bad = int(np.count_nonzero(~np.isfinite(outputs).all(axis=0)))
+            raise OverflowError(
+                f"the {'potential' if kernel.n_outputs == 1 else 'outputs'} overflow float64 "
+                f"at {bad} of {self.ntargets} targets (largest |strength| {largest:.3g}); "
+                "scale the strengths down and the results up by the same factor")
+        return outputs[0] if kernel.n_outputs == 1 else outputs
+
+    def plan_for(self, kernel: GreenKernel) -> Plan:
+        """The plan that evaluates ``kernel``'s fields (built on first use, sharing the
+        expansions' buffers of :attr:`plan`; call under the lock)."""
+        if kernel == self.kernel:
+            return self.plan
+        if kernel not in self._plans:
+            plan = build_plan(self.tree, self.evaluated_lists, self.operators, kernel,
+                              self.queue, self._options["recipes"],
+                              verify=self._verify_recipes, share_buffers=self.plan)
+            plan.build()
+            self._plans[kernel] = plan
+        return self._plans[kernel]
+
+    def _evaluate(self, charges: np.ndarray, kernel: GreenKernel) -> np.ndarray:
+        """Outputs in tree order: the plan's, plus the nested rows'."""
+        self._last_plan = self.plan_for(kernel)
+        potential = self._last_plan.evaluate(charges)
         if self.nested_rows:
             clock = time.perf_counter()
             for row in self.nested_rows:
-                row.add_to(potential, charges)
+                row.add_to(potential, charges, kernel)
             self._nested_seconds = time.perf_counter() - clock
         return potential
 
@@ -289,6 +352,39 @@ class Fmm:
         # x = 2**k x'  =>  G(x - y) = 2**(k d) G(x' - y') for a kernel of homogeneity d.
         value = self.coordinate_exponent * self.kernel.homogeneity
         return round(value) if math.isclose(value, round(value)) else value
+
+
+class Fields(NamedTuple):
+    """What :meth:`Fmm.__call__` returns with ``gradient=True``."""
+
+    #: ``(M,)``: the potential at each target.
+    potential: np.ndarray
+    #: ``(M, 3)``: its gradient at each target.
+    gradient: np.ndarray
+
+
+def _strength_exponent(strengths: np.ndarray, shifts: np.ndarray) -> int:
+    """The power of two the strengths (rows multiplied by ``2**shifts``) are divided by: 0
+    while the largest lies in ``[2**-100, 2**100]``, else the one that brings it to [0.5, 1)
+    (:func:`~fmmloopy.tree.coordinates.scale_exponent`, per row in log2 so that no shift
+    overflows first)."""
+    largest = np.abs(strengths).max(axis=1)
+    present = largest > 0
+    if not present.any():
+        return 0
+    mantissas, exponents = np.frexp(largest[present])
+    exponents = exponents + shifts[present]  # largest of each row: mantissa * 2**exponent
+    top = int(np.argmax(exponents + mantissas))
+    if abs(exponents[top] + math.log2(mantissas[top])) <= SAFE_EXPONENT:
+        return 0
+    return int(exponents[top])
+
+
+def _derivatives(kernel: GreenKernel, side: str) -> np.ndarray:
+    """Per input (``side="inputs"``) or output component of ``kernel``: the derivatives of the
+    Green's function it takes (0 or 1)."""
+    orders = kernel.derivative_orders()
+    return orders[:, 0] - orders[0, 0] if side == "outputs" else orders[0, :] - orders[0, 0]
 
 
 def evaluate(sources, charges, targets=None, **options) -> np.ndarray:

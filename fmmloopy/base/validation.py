@@ -104,6 +104,20 @@ def validate_charges(charges, nsources: int) -> np.ndarray:
     return array
 
 
+def validate_dipoles(dipoles, nsources: int) -> np.ndarray:
+    """``dipoles`` (one moment vector per source) as float64 of shape ``(nsources, 3)``, or a
+    ValueError that says what is wrong."""
+    array = _as_real_array(dipoles, "dipoles")
+    if array.shape != (nsources, 3):
+        hint = "; pass dipoles.T (one row per source)" if array.shape == (3, nsources) else ""
+        raise ValueError(f"dipoles must have shape ({nsources}, 3), one moment vector per "
+                         f"source; got {array.shape}{hint}")
+    array = array.astype(np.float64, copy=False)
+    if not np.isfinite(array).all():
+        _first_bad(array, "dipoles", "dipole moments")
+    return array
+
+
 def validate_integer(value, name: str, low: int, high: int | None = None) -> int:
     """``value`` as an int in ``[low, high]`` (no upper bound if ``high`` is None)."""
     ok = (not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer))

@@ -42,6 +42,7 @@ from fmmloopy.execution.compiled import (
     loopy_output_to_log,
 )
 from fmmloopy.maths.green import LAPLACE_3D, GreenKernel, get_kernel
+from fmmloopy.maths.kifmm import operator_kernels
 from fmmloopy.maths.operators import OPERATORS, get_operator
 from fmmloopy.tuning.recipe import REFERENCE
 from fmmloopy.tuning.registry import ensure_loaded, recipe_names_for, registered
@@ -152,10 +153,11 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
     queue = cl.CommandQueue(context_for(device))
     spec = get_operator(operator)
     results = []
+    name = operator_label(operator, green)
     for sizes in problem.sizes(operator):
         label = _size_label(operator, problem, sizes)
         try:
-            inputs = problem.arguments(spec, sizes)
+            inputs = problem.arguments(spec, sizes, green)
             if not inputs["ntarget_boxes"]:
                 continue  # this problem has no entry in the operator's list
             candidate = compiled_operator(operator, device, recipe=recipe, kernel=green,
@@ -172,24 +174,39 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
                                  green=green, rows=rows,
                                  warm_up=not problem.production)
         except Exception as exc:  # a recipe that breaks the build or the run is a failed check
-            results.append(CheckResult(operator, recipe, label, float("inf"), 0.0, 0.0, False,
+            results.append(CheckResult(name, recipe, label, float("inf"), 0.0, 0.0, False,
                                        f"{type(exc).__name__}: {exc}"))
             continue
         against = "the numpy reference" if recipe == REFERENCE else repr(REFERENCE)
         message = "" if comparison.ok else (
             f"differs from {against} beyond {RELATIVE_TOLERANCE:g}: {comparison.mismatch}")
         results.append(CheckResult(
-            operator, recipe, label, comparison.max_relative_error,
+            name, recipe, label, comparison.max_relative_error,
             comparison.reference_seconds, comparison.candidate_seconds, comparison.ok, message,
             comparison.compared_rows, comparison.total_rows))
     return results
+
+
+_FIELD_ABBREVIATIONS = {"potential": "pot", "gradient": "grad", "charge": "q", "dipole": "dip"}
+
+
+def operator_label(operator: str, green: GreenKernel) -> str:
+    """``operator``, with the fields of ``green`` where they are not the potential of charges
+    (``p2p[pot+grad<q+dip]``: potential and gradient of charges and dipoles)."""
+    if green == green.base:
+        return operator
+    def short(fields):
+        return "+".join(_FIELD_ABBREVIATIONS[name] for name in fields)
+    return f"{operator}[{short(green.outputs)}<{short(green.inputs)}]"
 
 
 def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],
                            recipe_sources: tuple[str, ...], seed: int,
                            production: ProductionSizes | None,
                            green: GreenKernel) -> list[CheckResult]:
-    """One (operator, recipe) pair on every problem; runs in the check's worker process.
+    """One (operator, recipe) pair on every problem, for every kernel an FMM may build the
+    operator for (:func:`~fmmloopy.maths.kifmm.operator_kernels`: the potential of charges and,
+    at the user's points, gradients and dipoles); runs in the check's worker process.
 
     loopy prints a whole kernel to standard output when it rejects one: that goes to
     :func:`loopy_log_path`, not to the screen.
@@ -198,8 +215,9 @@ def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],
     device = device_from_key(device)
     problems = _problems(seed, production, green)
     with loopy_output_to_log():
-        return [result for problem in problems
-                for result in check_pair(operator, recipe, problem, device, green)]
+        return [result for variant in operator_kernels(operator, green)
+                for problem in problems
+                for result in check_pair(operator, recipe, problem, device, variant)]
 
 
 def pairs_to_check(operators: Iterable[str] | None,

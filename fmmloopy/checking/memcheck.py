@@ -37,6 +37,7 @@ from fmmloopy.checking.check import (
     CheckResult,
     check_sizes,
     expected_outputs,
+    operator_label,
     pairs_to_check,
     relative_error,
     run_in_worker,
@@ -45,6 +46,7 @@ from fmmloopy.checking.problems import CheckProblem, memcheck_problems
 from fmmloopy.checking.verification import run_once
 from fmmloopy.execution.compiled import compiled_operator
 from fmmloopy.maths.green import LAPLACE_3D, GreenKernel, get_kernel
+from fmmloopy.maths.kifmm import operator_kernels
 from fmmloopy.maths.operators import get_operator
 from fmmloopy.tuning.recipe import REFERENCE
 from fmmloopy.tuning.registry import ensure_loaded
@@ -216,7 +218,8 @@ def memcheck_pair(operator: str, recipe: str, problem: CheckProblem, simulator: 
     """
     spec = get_operator(operator)
     sizes = check_sizes(operator, problem)
-    inputs = problem.arguments(spec, sizes)
+    inputs = problem.arguments(spec, sizes, green)
+    name = operator_label(operator, green)
     captured: list[str] = []
     try:
         expected, reference_seconds = expected_outputs(operator, recipe, sizes, inputs, device,
@@ -234,24 +237,27 @@ def memcheck_pair(operator: str, recipe: str, problem: CheckProblem, simulator: 
         message = f"{type(exc).__name__}: {exc}"
         if reports:
             message = f"{describe_reports(reports)}; {message}"
-        return CheckResult(operator, recipe, problem.name, float("inf"), 0.0, 0.0, False,
+        return CheckResult(name, recipe, problem.name, float("inf"), 0.0, 0.0, False,
                            message)
     reports = _reports_in(captured)
     error = max(relative_error(actual[name], expected[name]) for name in expected)
     failures = [describe_reports(reports)] if reports else []
     if error > RELATIVE_TOLERANCE:
         failures.append(f"differs from {against} beyond {RELATIVE_TOLERANCE:g}")
-    return CheckResult(operator, recipe, problem.name, error, reference_seconds, recipe_seconds,
+    return CheckResult(name, recipe, problem.name, error, reference_seconds, recipe_seconds,
                        not failures, "; ".join(failures))
 
 
 def _memcheck_in_this_process(operator: str, recipe: str, simulator: tuple[str, str],
                               device: tuple[str, str], recipe_sources: tuple[str, ...],
                               seed: int, green: GreenKernel) -> list[CheckResult]:
-    """One (operator, recipe) pair on every tiny problem; runs in the memcheck worker."""
+    """One (operator, recipe) pair on every tiny problem, for every kernel an FMM may build
+    the operator for (:func:`~fmmloopy.maths.kifmm.operator_kernels`); runs in the memcheck
+    worker."""
     ensure_loaded(recipe_sources)
     simulator, device = device_from_key(simulator), device_from_key(device)
-    return [memcheck_pair(operator, recipe, problem, simulator, device, green)
+    return [memcheck_pair(operator, recipe, problem, simulator, device, variant)
+            for variant in operator_kernels(operator, green)
             for problem in memcheck_problems(seed)]
 
 

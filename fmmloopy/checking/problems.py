@@ -55,9 +55,10 @@ class CheckProblem:
         return [first, operator_sizes(operator, self.surface_size, rank=self.rank,
                                       first_factor=False)]
 
-    def arguments(self, spec: OperatorSpec, sizes: dict[str, int]
-                  ) -> dict[str, np.ndarray | int]:
-        """Every argument the kernel of ``spec`` takes, filled from this problem.
+    def arguments(self, spec: OperatorSpec, sizes: dict[str, int],
+                  green: GreenKernel | None = None) -> dict[str, np.ndarray | int]:
+        """Every argument the kernel of ``spec`` (summing ``green``: its input and output
+        components) takes, filled from this problem.
 
         Target boxes are all boxes with a non-empty row in the operator's list (for particle
         targets: leaves with targets, as boxes that share particles would race on them); values
@@ -65,7 +66,7 @@ class CheckProblem:
         """
         rng = np.random.default_rng(self.seed + 1)
         tree = self.tree
-        arguments = tree_arguments(tree) | random_operands(spec, sizes, tree, rng)
+        arguments = tree_arguments(tree) | random_operands(spec, sizes, tree, rng, green)
         starts, entries, matrix_indices = box_list(tree, self.lists, spec.box_list)
         has_row = np.diff(starts) > 0
         if spec.targets == PARTICLES:

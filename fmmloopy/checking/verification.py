@@ -66,18 +66,22 @@ def run_once(kernel, queue: cl.CommandQueue, inputs: dict, warm_up: bool = False
 
 
 def random_operands(spec: OperatorSpec, sizes: dict[str, int], tree, rng: np.random.Generator,
-                    ) -> dict[str, np.ndarray]:
+                    green: GreenKernel | None = None) -> dict[str, np.ndarray]:
     """Random values for what ``spec`` reads and adds into (strengths and results, or source and
-    target vectors), shaped for ``tree``: outputs start from random values, so a kernel that
-    overwrites instead of adding is caught."""
+    target vectors), shaped for ``tree`` (and, for particles, for the components of ``green``'s
+    inputs and outputs): outputs start from random values, so a kernel that overwrites instead
+    of adding is caught."""
     if spec.template == MATVEC:
         return {"source_vectors": rng.standard_normal((tree.nboxes, sizes["n_source_coeffs"])),
                 "target_vectors": rng.standard_normal((tree.nboxes, sizes["n_target_coeffs"]))}
 
-    def shape(kind: str, npoints: int) -> tuple[int, ...]:
-        return (npoints,) if kind == PARTICLES else (tree.nboxes, sizes["n_surface"])
-    return {"strengths": rng.standard_normal(shape(spec.sources, tree.nsources)),
-            "result": rng.standard_normal(shape(spec.targets, tree.ntargets))}
+    def shape(kind: str, npoints: int, components: int) -> tuple[int, ...]:
+        if kind != PARTICLES:
+            return (tree.nboxes, sizes["n_surface"])
+        return (components, npoints) if components > 1 else (npoints,)
+    n_in, n_out = (1, 1) if green is None else (green.n_inputs, green.n_outputs)
+    return {"strengths": rng.standard_normal(shape(spec.sources, tree.nsources, n_in)),
+            "result": rng.standard_normal(shape(spec.targets, tree.ntargets, n_out))}
 
 
 # {{{ which rows
@@ -203,9 +207,15 @@ def compare(candidate, reference, spec: OperatorSpec, sizes: dict[str, int], inp
         expected, reference_seconds = run_once(reference, queue, cut, warm_up=warm_up)
     worst, mismatch = 0.0, ""
     for name, value in expected.items():
-        error, where = _compare_output(spec, name, inputs, facts, rows, actual[name], value)
-        worst = max(worst, error)
-        mismatch = mismatch or where
+        if _particle_outputs(spec) and np.ndim(value) == 2:  # components of each target
+            parts = [(f"component {k} of ", dict(inputs, **{name: inputs[name][k]}),
+                      actual[name][k], value[k]) for k in range(len(value))]
+        else:
+            parts = [("", inputs, actual[name], value)]
+        for prefix, part_inputs, got, want in parts:
+            error, where = _compare_output(spec, name, part_inputs, facts, rows, got, want)
+            worst = max(worst, error)
+            mismatch = mismatch or (prefix + where if where else "")
     return Comparison(worst, len(rows), len(facts.boxes), candidate_seconds, reference_seconds,
                       mismatch)
 

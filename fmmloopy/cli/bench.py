@@ -52,8 +52,7 @@ def step_roofline(flops: float, traffic: int, seconds: float, peaks: Peaks) -> t
     return intensity, roof, flops / seconds / roof
 
 
-def _time_steps(fmm: Fmm, steps: list[str], repeats: int) -> dict[str, float]:
-    plan = fmm.plan
+def _time_steps(plan, steps: list[str], repeats: int) -> dict[str, float]:
     seconds = {}
     for step in steps:
         plan.run_step(step)  # warm-up (outputs accumulate: only the time matters here)
@@ -65,8 +64,11 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int | str = "auto",
               distribution: str = "sphere", recipe: str | None = None,
               operators: list[str] | None = None, repeats: int = 3, device=None,
               seed: int = 0, verify_recipes: bool = True,
-              peaks: Peaks | None = None) -> tuple[list[BenchRow], dict]:
-    """Bench the steps of ``operators`` (default: all) under ``recipe`` and ``sequential``.
+              peaks: Peaks | None = None, kernel: str = "laplace", gradient: bool = False,
+              dipoles: bool = False) -> tuple[list[BenchRow], dict]:
+    """Bench the steps of ``operators`` (default: all) under ``recipe`` and ``sequential``,
+    for the potential of charges of Green's function ``kernel`` (with ``gradient``: and its
+    gradient; with ``dipoles``: of charges and dipoles).
 
     With ``operators`` named, ``recipe`` applies to those only (the other steps run under the
     device's own recipes), so a recipe written for one operator can be benched alone. A recipe
@@ -84,34 +86,40 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int | str = "auto",
                  describe_problem(n, n, order, n_crit))
     rng = np.random.default_rng(seed)
     points = DISTRIBUTIONS[distribution](n, rng)
-    charges = rng.uniform(-1, 1, n)
+    fields = {"charges": rng.uniform(-1, 1, n),
+              "dipoles": rng.uniform(-1, 1, (n, 3)) if dipoles else None, "gradient": gradient}
     recipes = {operator: recipe for operator in operators} if recipe and operators else recipe
     # M2P and P2L for every W and X entry (no small boxes summed directly): every operator runs.
-    fmm = Fmm(points, order=order, n_crit=n_crit, device=device, recipes=recipes,
+    fmm = Fmm(points, kernel=kernel, order=order, n_crit=n_crit, device=device, recipes=recipes,
               w_x_direct=False, verify_recipes=verify_recipes)
-    reference = Fmm(points, order=order, n_crit=fmm.n_crit, device=fmm.device, recipes="sequential",
-                    w_x_direct=False)
-    fmm(charges)
-    reference(charges)
-    present = {launch.step for launch in fmm.plan.launches}
+    reference = Fmm(points, kernel=kernel, order=order, n_crit=fmm.n_crit, device=fmm.device,
+                    recipes="sequential", w_x_direct=False)
+    fmm(**fields)
+    reference(**fields)
+    plan, reference_plan = fmm.last_plan, reference.last_plan
+    present = {launch.step for launch in plan.launches}
     steps = [step for step in (operators or [*OPERATORS]) if step in present]
-    timed = _time_steps(fmm, steps, repeats)
-    baseline = _time_steps(reference, steps, repeats)
+    timed = _time_steps(plan, steps, repeats)
+    baseline = _time_steps(reference_plan, steps, repeats)
     peaks = peaks or measure_peaks(fmm.queue)
-    flops_per_pair = fmm.kernel.flops_per_pair()
     rows = []
     for step in steps:
-        work = fmm.plan.work(step)
+        work = plan.work(step)
         pairwise = OPERATORS[step].template == PAIRWISE
-        flops = work * flops_per_pair if pairwise else work
-        chosen = {launch.kernel.recipe.name for launch in fmm.plan.launches
+        flops = plan.flops(step)
+        chosen = {launch.kernel.recipe.name for launch in plan.launches
                   if launch.step == step}
         rows.append(BenchRow(step, "/".join(sorted(chosen)), timed[step], work,
                              "pairs" if pairwise else "flops", work / timed[step], flops,
-                             *step_roofline(flops, fmm.plan.traffic(step), timed[step], peaks),
+                             *step_roofline(flops, plan.traffic(step), timed[step], peaks),
                              baseline[step] / timed[step]))
+    flops_per_pair = {step: round(plan.flops(step) / max(plan.work(step), 1))
+                      for step in steps if OPERATORS[step].template == PAIRWISE}
     info = {"n": n, "order": order, "n_crit": fmm.n_crit, "n_crit_chosen": n_crit == AUTO,
             "distribution": distribution,
+            "kernel": fmm.kernel.with_fields(
+                ("potential", "gradient") if gradient else ("potential",),
+                ("charge", "dipole") if dipoles else ("charge",)).label,
             "device": fmm.device.name, "peak_gflops": peaks.flops / 1e9,
             "bandwidth_gbytes": peaks.bandwidth / 1e9, "peak_source": peaks.source,
             "flops_per_pair": flops_per_pair, "repeats": repeats,
@@ -123,12 +131,13 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int | str = "auto",
 def format_table(rows: list[BenchRow], info: dict) -> str:
     """A readable table of :func:`run_bench`'s result."""
     chosen = " (chosen by cost)" if info.get("n_crit_chosen") else ""
-    lines = [f"{info['n']} points ({info['distribution']}), order {info['order']}, n_crit "
+    lines = [f"{info['kernel']}: "
+             f"{info['n']} points ({info['distribution']}), order {info['order']}, n_crit "
              f"{info['n_crit']}{chosen}, device {info['device']}, median of {info['repeats']}; "
              "M2P/P2L on every W/X entry (Fmm's w_x_direct=False)",
              f"roofline: fp64 peak {info['peak_gflops']:.1f} GFLOP/s, bandwidth "
-             f"{info['bandwidth_gbytes']:.1f} GB/s ({info['peak_source']}); pairwise steps at "
-             f"{info['flops_per_pair']} flops per pair",
+             f"{info['bandwidth_gbytes']:.1f} GB/s ({info['peak_source']}); flops per pair: "
+             + ", ".join(f"{step} {flops}" for step, flops in info["flops_per_pair"].items()),
              f"{'step':6s} {'recipe':12s} {'seconds':>9s} {'work':>11s} {'rate':>16s} "
              f"{'GFLOP/s':>8s} {'flop/B':>7s} {'of roof':>8s} {'vs sequential':>13s}"]
     if info.get("verified_recipes"):

@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--distribution", default="sphere", choices=sorted(DISTRIBUTIONS))
     bench.add_argument("--repeats", type=int, default=3, help="timed runs per step (median)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--kernel", default="laplace", choices=kernel_names(),
+                       help="Green's function (default: laplace)")
+    bench.add_argument("--gradient", action="store_true",
+                       help="the potential and its gradient at the targets")
+    bench.add_argument("--dipoles", action="store_true",
+                       help="sources with charges and dipole moments")
     bench.add_argument("--no-verify-recipes", action="store_true",
                        help="time recipes that are not shipped without comparing them with "
                             "'sequential' on the tree first (the output says so)")
@@ -156,7 +162,8 @@ def _bench(args: argparse.Namespace) -> int:
     rows, info = run_bench(n=args.n, order=args.order, n_crit=args.n_crit,
                            distribution=args.distribution, recipe=args.recipe,
                            operators=args.operator, repeats=args.repeats, device=args.device,
-                           verify_recipes=not args.no_verify_recipes)
+                           verify_recipes=not args.no_verify_recipes, kernel=args.kernel,
+                           gradient=args.gradient, dipoles=args.dipoles)
     print(json.dumps(as_json(rows, info)) if args.json else format_table(rows, info))
     return 0
 

@@ -7,17 +7,24 @@ estimate counts them (:mod:`fmmloopy.driver.memory`): one function, so the two c
 from __future__ import annotations
 
 from fmmloopy.maths.expansion import Expansion
+from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.kifmm import STEPS, buffer_widths
 from fmmloopy.maths.precompute import matrix_shapes
 
 
 def evaluation_buffer_shapes(expansion: Expansion, ranks: dict[str, int], nboxes: int,
-                             nsources: int, ntargets: int) -> dict[str, tuple[int, ...]]:
-    """Name -> shape (float64) of every per-evaluation buffer: charges, potentials, and per box
-    every expansion and every buffer between factors, as wide as the matrices that write them
-    (``ranks`` as :meth:`~fmmloopy.maths.precompute.KifmmOperators.ranks` gives them,
+                             nsources: int, ntargets: int, green: GreenKernel | None = None,
+                             ) -> dict[str, tuple[int, ...]]:
+    """Name -> shape (float64) of every per-evaluation buffer: charges, potentials (``(n,
+    points)`` for ``green``'s ``n`` input or output components where there are several: dipoles,
+    a gradient), and per box every expansion and every buffer between factors, as wide as the
+    matrices that write them (``ranks`` as
+    :meth:`~fmmloopy.maths.precompute.KifmmOperators.ranks` gives them,
     :func:`fmmloopy.maths.kifmm.buffer_widths`)."""
-    shapes: dict[str, tuple[int, ...]] = {"strengths": (nsources,), "potential": (ntargets,)}
+    n_in, n_out = (1, 1) if green is None else (green.n_inputs, green.n_outputs)
+    shapes: dict[str, tuple[int, ...]] = {
+        "strengths": (n_in, nsources) if n_in > 1 else (nsources,),
+        "potential": (n_out, ntargets) if n_out > 1 else (ntargets,)}
     widths = buffer_widths(expansion.n_e, matrix_shapes(expansion.n_e, ranks))
     shapes |= {name: (nboxes, width) for name, width in widths.items()}
     return shapes

@@ -27,7 +27,7 @@ from fmmloopy.driver.plan import Launch, Plan
 from fmmloopy.execution.compiled import CompiledOperator, compiled_operator
 from fmmloopy.execution.kernel_arguments import box_list, box_list_arguments, tree_arguments
 from fmmloopy.maths.green import GreenKernel
-from fmmloopy.maths.kifmm import STEPS, Boxes, KifmmStep
+from fmmloopy.maths.kifmm import STEPS, Boxes, KifmmStep, step_kernel
 from fmmloopy.maths.layouts import matrix_arguments
 from fmmloopy.maths.operators import PAIRWISE, get_operator, operator_sizes
 from fmmloopy.maths.precompute import KifmmOperators
@@ -103,11 +103,11 @@ class _PlanBuilder:
                                               for name, value in host.items()})
         return self._uploaded[key][1]
 
-    def _kernel(self, operator: str, **sizes: int) -> CompiledOperator:
+    def _kernel(self, operator: str, green: GreenKernel, **sizes: int) -> CompiledOperator:
         recipe = (self.recipes.get(operator) if isinstance(self.recipes, Mapping)
                   else self.recipes)
         clock = time.perf_counter()
-        kernel = compiled_operator(operator, self.queue.device, recipe=recipe, kernel=self.green,
+        kernel = compiled_operator(operator, self.queue.device, recipe=recipe, kernel=green,
                                    **sizes)
         self.kernel_seconds += time.perf_counter() - clock
         return kernel
@@ -120,7 +120,8 @@ class _PlanBuilder:
             surfaces = {argument: self.expansion.surface(name) for argument, name in step.surfaces}
             self.add(step.operator, target_boxes, {"strengths": step.source,
                                                    "result": step.target},
-                     operator_sizes(step.operator, self.expansion.n_e), surfaces)
+                     operator_sizes(step.operator, self.expansion.n_e), surfaces,
+                     green=step_kernel(step, self.green))
             return
         scales = step.level_scales(self.operators.homogeneity, self.tree.level_half_widths)
         for index, (field, source, target) in enumerate(step.chain()):
@@ -142,15 +143,18 @@ class _PlanBuilder:
         return stacks[field]
 
     def add(self, operator: str, target_boxes: np.ndarray, buffers: dict[str, str],
-            sizes: dict[str, int], extra: dict, list_name: str | None = None) -> None:
-        """A launch of ``operator`` over ``target_boxes`` with ``extra`` arguments (surfaces;
-        matrices, uploaded once for all the launches that apply them), walking box list
-        ``list_name`` (default: the operator's own)."""
+            sizes: dict[str, int], extra: dict, list_name: str | None = None,
+            green: GreenKernel | None = None) -> None:
+        """A launch of ``operator`` (a pairwise one summing ``green``, default the potential of
+        charges) over ``target_boxes`` with ``extra`` arguments (surfaces; matrices, uploaded
+        once for all the launches that apply them), walking box list ``list_name`` (default:
+        the operator's own)."""
         spec = get_operator(operator)
+        green = self.green.base if green is None else green
         starts, entries, matrix_indices = box_list(self.tree, self.lists,
                                                    list_name or spec.box_list)
         cut = box_list_arguments(starts, entries, target_boxes, matrix_indices)
-        kernel = self._kernel(operator, **sizes)
+        kernel = self._kernel(operator, green, **sizes)
         names = set(kernel.argument_names)
         arguments = {name: value for name, value in self.shared.items() if name in names}
         extra = dict(extra)
@@ -165,27 +169,30 @@ class _PlanBuilder:
         if needs_verification(kernel.recipe):
             if self.verify:
                 self._verify(spec, kernel, sizes,
-                             cut | extra | ({} if matrices is None else {"matrices": matrices}))
+                             cut | extra | ({} if matrices is None else {"matrices": matrices}),
+                             green)
             else:
                 self.unverified.add(kernel.recipe.name)
         counts = (self.tree.box_target_counts, self.tree.box_source_counts)
-        self.launches.append(Launch(operator, kernel, arguments, buffers,
-                                    spec.work(cut, sizes, *counts),
-                                    spec.traffic(cut, sizes, *counts)))
+        work = spec.work(cut, sizes, *counts)
+        self.launches.append(Launch(
+            operator, kernel, arguments, buffers, work,
+            spec.traffic(cut, sizes, *counts, green=green),
+            work * green.flops_per_pair() if spec.template == PAIRWISE else float(work)))
 
     def _verify(self, spec, kernel: CompiledOperator, sizes: dict[str, int],
-                launch: dict) -> None:
+                launch: dict, green: GreenKernel) -> None:
         """Compare ``kernel`` with ``sequential`` on this launch (the real tree, lists and
         sizes; random values), the reference on sampled rows; RecipeError on a mismatch."""
         clock = time.perf_counter()
         tree = self.tree
         inputs = tree_arguments(tree) | launch | random_operands(
-            spec, sizes, tree, np.random.default_rng(len(self.launches)))
+            spec, sizes, tree, np.random.default_rng(len(self.launches)), green)
         if spec.template != "matvec":
             inputs["max_box_targets"] = int(
                 tree.box_target_counts[launch["target_boxes"]].max())
         reference = compiled_operator(spec.name, self.queue.device, recipe=REFERENCE,
-                                      kernel=self.green, **sizes)
+                                      kernel=green, **sizes)
         comparison = compare(kernel, reference, spec, sizes, inputs, self.queue)
         self.verify_seconds += time.perf_counter() - clock
         if not comparison.ok:
@@ -201,8 +208,15 @@ class _PlanBuilder:
 
 def build_plan(tree: Tree, lists: InteractionLists, operators: KifmmOperators,
                green: GreenKernel, queue: cl.CommandQueue,
-               recipes: str | Mapping[str, str] | None = None, verify: bool = True) -> Plan:
-    """Every launch of the FMM on ``tree``, in dependency order, with its buffers.
+               recipes: str | Mapping[str, str] | None = None, verify: bool = True,
+               share_buffers: Plan | None = None) -> Plan:
+    """Every launch of the FMM on ``tree``, in dependency order, with its buffers: the
+    potentials (and ``green``'s other outputs) of ``green``'s inputs
+    (:func:`~fmmloopy.maths.kifmm.step_kernel`).
+
+    ``share_buffers``: a plan of the same tree and operators whose buffers this one uses where
+    they have the same shape (the expansions), so that plans for other fields of one FMM cost
+    only their point buffers; the two must not evaluate at the same time.
 
     With ``verify``, every launch under a recipe that is not shipped (or whose shipped files
     were edited) is first compared with ``sequential`` on this tree
@@ -213,8 +227,10 @@ def build_plan(tree: Tree, lists: InteractionLists, operators: KifmmOperators,
     for step, target_boxes in launch_order(tree, lists):
         build.step(step, target_boxes)
     shapes = evaluation_buffer_shapes(operators.expansion, operators.ranks(), tree.nboxes,
-                                      tree.nsources, tree.ntargets)
-    buffers = {name: cla.zeros(queue, shape, np.float64) for name, shape in shapes.items()}
+                                      tree.nsources, tree.ntargets, green)
+    shared = {} if share_buffers is None else share_buffers.buffers
+    buffers = {name: shared[name] if name in shared and shared[name].shape == shape
+               else cla.zeros(queue, shape, np.float64) for name, shape in shapes.items()}
     if build.unverified:
         warnings.warn(f"recipes {sorted(build.unverified)} are not shipped and run without "
                       "first-use verification against 'sequential' (verify_recipes=False)",

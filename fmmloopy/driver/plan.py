@@ -39,6 +39,9 @@ class Launch:
     buffers: dict[str, str]  # kernel argument -> name of a per-evaluation buffer
     work: int  # pairs (pairwise) or flops (matvec), counted from the lists
     traffic: int = 0  # the fewest bytes of values it moves (OperatorSpec.traffic)
+    #: Its floating-point operations: the work of a matvec; a pairwise launch's pairs times
+    #: its kernel's flops per pair (GreenKernel.flops_per_pair: more for a gradient).
+    flops: float = 0.0
 
 
 @dataclass
@@ -91,6 +94,10 @@ class Plan:
     def work(self, step: str) -> int:
         """Pairs (pairwise steps) or flops (matvec steps) of ``step``, counted from the lists."""
         return sum(launch.work for launch in self.launches if launch.step == step)
+
+    def flops(self, step: str) -> float:
+        """Floating-point operations of the launches of ``step`` (:attr:`Launch.flops`)."""
+        return sum(launch.flops for launch in self.launches if launch.step == step)
 
     def traffic(self, step: str) -> int:
         """The fewest bytes of values the launches of ``step`` move (the roofline's traffic)."""

@@ -6,8 +6,10 @@ their loops, so a new kernel (a gradient, Yukawa, ...) is a new expression, not 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pymbolic.primitives as prim
@@ -15,40 +17,155 @@ from pymbolic import var
 from pymbolic.mapper.dependency import DependencyMapper
 from pymbolic.mapper.evaluator import EvaluationMapper
 
+from fmmloopy.maths.derivatives import differentiate, simplify, to_code_form, to_power_form
+
 #: The offset components the expression is written in (target minus source).
 OFFSET_VARIABLES: tuple[str, str, str] = ("d0", "d1", "d2")
+
+#: What a pairwise sum can produce at its targets: per field, the derivatives of ``G`` (offset
+#: components differentiated by) of each of its components.
+TARGET_FIELDS: dict[str, tuple[tuple[int, ...], ...]] = {
+    "potential": ((),), "gradient": ((0,), (1,), (2,))}
+#: What its sources can carry: a charge multiplies ``G``; a dipole ``m`` gives
+#: ``m . grad_source G = -m . grad_d G`` (derivatives in the source point, whence the sign).
+SOURCE_FIELDS: dict[str, tuple[tuple[int, ...], ...]] = {
+    "charge": ((),), "dipole": ((0,), (1,), (2,))}
+
+_NUMPY_FUNCTIONS = {"sqrt": np.sqrt, "exp": np.exp, "log": np.log, "sin": np.sin,
+                    "cos": np.cos}
+
+
+def _validate_fields(fields: tuple[str, ...], known: dict, what: str) -> tuple[str, ...]:
+    fields = tuple(fields)
+    if not fields or len(set(fields)) != len(fields) or not set(fields) <= set(known):
+        raise ValueError(f"{what} must be distinct names among {list(known)}, not {fields!r}")
+    return tuple(name for name in known if name in fields)  # the canonical order
 
 
 @dataclass(frozen=True)
 class GreenKernel:
-    """A translation-invariant Green's function ``G(target - source)``.
+    """A translation-invariant Green's function ``G(target - source)`` and the derivatives of it
+    a pairwise sum applies.
 
     ``expression`` is written in the variables :data:`OFFSET_VARIABLES` and must contribute exactly
     zero at ``d == 0`` (no self-interaction). ``homogeneity`` is the degree ``k`` with
     ``G(s d) = s**k G(d)``; it lets precomputed operators be scaled from level to level.
+
+    ``outputs`` (:data:`TARGET_FIELDS`) and ``inputs`` (:data:`SOURCE_FIELDS`) say what a pairwise
+    sum with this kernel produces and takes: the default is the potential of charges; a
+    gradient adds three target derivatives, dipoles three source derivatives. Together they make
+    a matrix of expressions (:attr:`expressions`, ``n_outputs x n_inputs``), each one symbolic
+    derivative of ``expression`` (:mod:`fmmloopy.maths.derivatives`).
     """
 
     name: str
     expression: prim.ExpressionNode
     homogeneity: float | None = None
+    outputs: tuple[str, ...] = ("potential",)
+    inputs: tuple[str, ...] = ("charge",)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outputs",
+                           _validate_fields(self.outputs, TARGET_FIELDS, "outputs"))
+        object.__setattr__(self, "inputs", _validate_fields(self.inputs, SOURCE_FIELDS, "inputs"))
+
+    def with_fields(self, outputs=("potential",), inputs=("charge",)) -> GreenKernel:
+        """This Green's function producing ``outputs`` from ``inputs``."""
+        return dataclasses.replace(self, outputs=tuple(outputs), inputs=tuple(inputs))
+
+    @property
+    def base(self) -> GreenKernel:
+        """The potential of charges (what the precomputed operators are made of)."""
+        return self.with_fields()
+
+    @property
+    def is_scalar(self) -> bool:
+        """One output component from one input component (the potential of charges)."""
+        return self.n_outputs == self.n_inputs == 1
+
+    @property
+    def n_outputs(self) -> int:
+        return sum(len(TARGET_FIELDS[name]) for name in self.outputs)
+
+    @property
+    def n_inputs(self) -> int:
+        return sum(len(SOURCE_FIELDS[name]) for name in self.inputs)
+
+    @property
+    def label(self) -> str:
+        """The name, with the fields where they are not the potential of charges."""
+        if self.outputs == ("potential",) and self.inputs == ("charge",):
+            return self.name
+        return f"{self.name} ({'+'.join(self.outputs)} of {'+'.join(self.inputs)})"
+
+    def derivative_orders(self) -> np.ndarray:
+        """``(n_outputs, n_inputs)``: how many derivatives each entry of the matrix takes (an
+        entry of a kernel of homogeneity ``k`` has homogeneity ``k`` minus that)."""
+        targets = [len(d) for name in self.outputs for d in TARGET_FIELDS[name]]
+        sources = [len(d) for name in self.inputs for d in SOURCE_FIELDS[name]]
+        return np.add.outer(targets, sources)
+
+    @cached_property
+    def expressions(self) -> tuple[tuple[prim.ExpressionNode, ...], ...]:
+        """``[output component][input component]``: the derivative of ``G`` each pair of
+        components applies, in the form the generated code computes (the potential of
+        charges: ``expression`` itself)."""
+        if self.is_scalar:
+            return ((self.expression,),)
+        power_form = simplify(to_power_form(self.expression))
+        derivatives: dict[tuple[int, ...], object] = {(): power_form}
+
+        def derivative(axes: tuple[int, ...]):
+            key = tuple(sorted(axes))
+            if key not in derivatives:
+                derivatives[key] = differentiate(derivative(key[:-1]),
+                                                 OFFSET_VARIABLES[key[-1]])
+            return derivatives[key]
+        rows = []
+        for target in (d for name in self.outputs for d in TARGET_FIELDS[name]):
+            row = []
+            for source in (d for name in self.inputs for d in SOURCE_FIELDS[name]):
+                entry = derivative(target + source)
+                if len(source) % 2:
+                    entry = _negated(entry)
+                row.append(to_code_form(entry))
+            rows.append(tuple(row))
+        return tuple(rows)
 
     def evaluate(self, offsets: np.ndarray) -> np.ndarray:
-        """Evaluate on the host for offsets of shape ``(..., 3)`` (numpy, float64)."""
+        """Evaluate on the host for offsets of shape ``(..., 3)`` (numpy, float64): shape
+        ``(...)`` for the potential of charges, else ``(..., n_outputs, n_inputs)``."""
         offsets = np.asarray(offsets, dtype=np.float64)
         context = {name: offsets[..., i] for i, name in enumerate(OFFSET_VARIABLES)}
-        context["sqrt"] = np.sqrt
-        with np.errstate(divide="ignore", invalid="ignore"):
-            values = _ArrayEvaluationMapper(context)(self.expression)
-        return np.broadcast_to(np.asarray(values, dtype=np.float64), offsets.shape[:-1]).copy()
+        context |= _NUMPY_FUNCTIONS
+
+        def value(expression) -> np.ndarray:
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                values = _ArrayEvaluationMapper(context)(expression)
+            return np.broadcast_to(np.asarray(values, dtype=np.float64), offsets.shape[:-1])
+        if self.is_scalar:
+            return value(self.expression).copy()
+        return np.stack([np.stack([value(e) for e in row], axis=-1)
+                         for row in self.expressions], axis=-2)
 
     def flops_per_pair(self) -> int:
         """Floating-point operations per target-source pair of a pairwise kernel, counted from
-        the expression: each addition, multiplication, division, power and function call (a
+        the expressions: each addition, multiplication, division, power and function call (a
         ``sqrt`` counts 1, however many cycles it takes) on values that depend on the offset,
-        plus 3 for the offset and 2 for multiplying by the strength and adding into the sum.
-        Comparisons and selections are not counted. The roofline of ``fmmloopy bench`` uses it;
-        for the Laplace potential it is 13."""
-        return 3 + _count_flops(self.expression) + 2
+        each distinct subexpression once over all entries, plus 3 for the offset and 2 per
+        entry for multiplying by the strength and adding into the sum. Comparisons and
+        selections are not counted. The roofline of ``fmmloopy bench`` uses it; for the
+        Laplace potential it is 13."""
+        seen: set = set()
+        entries = [e for row in self.expressions for e in row]
+        return 3 + sum(_count_flops(e, seen) for e in entries) + 2 * len(entries)
+
+
+def _negated(expr):
+    """``-expr`` in power form, the sign taken inside selections."""
+    if isinstance(expr, prim.If):
+        return prim.If(expr.condition, _negated(expr.then), _negated(expr.else_))
+    return simplify(prim.Product((-1, expr)))
 
 
 def get_variables(expr) -> set:

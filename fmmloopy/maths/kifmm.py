@@ -31,12 +31,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from fmmloopy.maths.geometry import M2L_CLASSES
+from fmmloopy.maths.green import SOURCE_FIELDS, TARGET_FIELDS, GreenKernel
 
 #: Expansions exist from this level down: V and X lists are empty above it (the boxes of levels
 #: 0 and 1 are all adjacent to each other).
 FIRST_EXPANSION_LEVEL = 2
 
-#: Per-point buffers: the charges (one per source) and the potential (one per target).
+#: Per-point buffers: the charges (one per source) and the potential (one per target); with
+#: dipoles or a gradient, ``(components, points)`` (the user's fields, :func:`step_kernel`).
 POINT_BUFFERS = ("strengths", "potential")
 
 
@@ -165,6 +167,30 @@ STEPS: dict[str, KifmmStep] = _steps(
               surfaces=(("source_surface", "upward_equivalent"),)),
     KifmmStep("p2p", "p2p", "strengths", "potential", Boxes("targets", leaves=True)),
 )
+
+
+def step_kernel(step: KifmmStep, green: GreenKernel) -> GreenKernel:
+    """The kernel ``step`` sums with when the user asks ``green``'s outputs from its inputs:
+    a step that reads the user's strengths takes their fields (charges, dipoles), a step that
+    writes the potentials produces the user's outputs (a gradient); the expansions between are
+    the potentials of equivalent charges, whatever the user's fields (the far field does not
+    change)."""
+    return green.with_fields(
+        green.outputs if step.target == "potential" else ("potential",),
+        green.inputs if step.source == "strengths" else ("charge",))
+
+
+def operator_kernels(operator: str, green: GreenKernel) -> list[GreenKernel]:
+    """The kernels an FMM may build ``operator`` for: the potential of charges and, for the
+    steps at the user's points, the one with every output and input field (what ``fmmloopy
+    check`` runs: fewer fields take the same template code with fewer components)."""
+    full = green.with_fields(tuple(TARGET_FIELDS), tuple(SOURCE_FIELDS))
+    kernels = [green.base]
+    for step in STEPS.values():
+        kernel = step_kernel(step, full)
+        if step.operator == operator and kernel not in kernels:
+            kernels.append(kernel)
+    return kernels
 
 
 def get_step(name: str) -> KifmmStep:

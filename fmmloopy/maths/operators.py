@@ -113,14 +113,17 @@ class OperatorSpec:
                           points_per_box(self.sources, box_source_counts))
 
     def traffic(self, rows: dict, sizes: dict[str, int], box_target_counts: np.ndarray,
-                box_source_counts: np.ndarray, itemsize: int = 8) -> int:
+                box_source_counts: np.ndarray, itemsize: int = 8,
+                green: GreenKernel | None = None) -> int:
         """The fewest bytes of values one launch over ``rows`` moves: every input it reads once,
         every output read and written once (index arrays not counted). The roofline of
         ``fmmloopy bench`` divides :meth:`work` (in flops) by it.
 
         Matvec: the distinct matrices, the distinct source vectors, the target vectors twice.
-        Pairwise: per particle 3 coordinates and a value (sources) or 3 coordinates and the
-        output twice (targets); a surface side, its values only (its points are shared)."""
+        Pairwise: per particle 3 coordinates and its values (sources: ``green``'s input
+        components) or 3 coordinates and the outputs twice (targets); a surface side, its values
+        only (its points are shared)."""
+        n_out, n_in = (1, 1) if green is None else (green.n_outputs, green.n_inputs)
         target_boxes = np.asarray(rows["target_boxes"])
         source_boxes = np.unique(np.asarray(rows["source_box_lists"]))
         if self.template == MATVEC:
@@ -135,8 +138,8 @@ class OperatorSpec:
             if kind == PARTICLES:
                 return int(counts[boxes].astype(np.int64).sum()) * per_particle
             return len(boxes) * sizes["n_surface"] * per_surface_point
-        values = (side(self.targets, target_boxes, box_target_counts, 5, 2)
-                  + side(self.sources, source_boxes, box_source_counts, 4, 1))
+        values = (side(self.targets, target_boxes, box_target_counts, 3 + 2 * n_out, 2)
+                  + side(self.sources, source_boxes, box_source_counts, 3 + n_in, 1))
         return int(values * itemsize)
 
     def host_reference(self, green: GreenKernel, inputs: dict,

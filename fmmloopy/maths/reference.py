@@ -16,26 +16,42 @@ def direct_sum(green: GreenKernel, sources: np.ndarray, charges: np.ndarray,
                targets: np.ndarray, chunk: int = 2 ** 22, scaled: bool = False) -> np.ndarray:
     """``sum_i G(target - source_i) charge_i`` for ``(n, 3)`` sources and ``(m, 3)`` targets.
 
+    For a kernel of several outputs or inputs (``green.with_fields``: gradients, dipoles)
+    ``charges`` is ``(n_inputs, n)`` and the result ``(n_outputs, m)``: output ``o`` is
+    ``sum_i sum_k G_ok(target - source_i) charges[k, i]``.
+
     ``scaled`` (a homogeneous kernel only): free of overflow and underflow, each offset ``d`` is
-    divided by ``s = max |d_i|`` and ``G(d) = s**k G(d / s)`` (``k`` the homogeneity), so points
-    1e200 apart, or 1e-200, get their exact share (the plain sum squares their distances).
+    divided by ``s = max |d_i|`` and ``G(d) = s**k G(d / s)`` (``k`` the homogeneity, less one
+    per derivative an entry takes), so points 1e200 apart, or 1e-200, get their exact share
+    (the plain sum squares their distances).
     """
     if scaled and green.homogeneity is None:
         raise ValueError(f"kernel {green.name!r} has no homogeneity to scale distances by")
     sources = np.asarray(sources, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.float64)
-    result = np.zeros(len(targets))
-    rows = max(1, chunk // max(1, len(sources)))
+    strengths = np.asarray(charges).reshape(green.n_inputs, len(sources))
+    result = np.zeros((green.n_outputs, len(targets)))
+    rows = max(1, chunk // max(1, len(sources) * green.n_outputs * green.n_inputs))
+    degrees = None if green.homogeneity is None else (
+        green.homogeneity - green.derivative_orders())
     for start in range(0, len(targets), rows):
         offsets = targets[start:start + rows, None, :] - sources[None, :, :]
         if scaled:
             scale = np.abs(offsets).max(axis=-1)
             scale[scale == 0] = 1.0  # G(0) = 0 whatever the scale
-            values = green.evaluate(offsets / scale[..., None]) * scale ** green.homogeneity
+            values = _entries(green, offsets / scale[..., None])
+            values = values * scale[..., None, None] ** degrees
         else:
-            values = green.evaluate(offsets)
-        result[start:start + rows] = values @ charges
-    return result
+            values = _entries(green, offsets)
+        # values: (rows, n, n_outputs, n_inputs)
+        result[:, start:start + rows] = np.einsum("tsoi,is->ot", values, strengths)
+    return result[0] if green.is_scalar else result
+
+
+def _entries(green: GreenKernel, offsets: np.ndarray) -> np.ndarray:
+    """``green.evaluate`` with the entry axes ``(n_outputs, n_inputs)`` always present."""
+    values = green.evaluate(offsets)
+    return values[..., None, None] if green.is_scalar else values
 
 
 def _box_points(inputs: dict, role: str, points: PointSet, box: int,
@@ -56,17 +72,24 @@ _PARTICLES = BoxParticles()
 
 def pairwise_reference(green: GreenKernel, inputs: dict, targets: PointSet = _PARTICLES,
                        sources: PointSet = _PARTICLES, accumulate: bool = True) -> np.ndarray:
-    """What the pairwise template computes, box by box in numpy: the new ``result``."""
+    """What the pairwise template computes, box by box in numpy: the new ``result``
+    (``(n_outputs, ...)`` for a kernel of several outputs, as the template stores it)."""
+    n_out, n_in = green.n_outputs, green.n_inputs
     result = np.array(inputs["result"], dtype=np.float64, copy=True)
+    outputs = result.reshape((n_out, -1)) if n_out > 1 else result[None]
+    strengths = np.asarray(inputs["strengths"])
+    strengths = strengths.reshape((n_in, -1)) if n_in > 1 else strengths[None]
     starts, lists = inputs["source_box_starts"], inputs["source_box_lists"]
     for itgt_box, tgt_box in enumerate(inputs["target_boxes"]):
         target_points, target_index = _box_points(inputs, "target", targets, tgt_box)
-        total = np.zeros(len(target_points))
+        total = np.zeros((n_out, len(target_points)))
         for src_box in lists[starts[itgt_box]:starts[itgt_box + 1]]:
             source_points, source_index = _box_points(inputs, "source", sources, src_box)
             offsets = target_points[:, None, :] - source_points[None, :, :]
-            total += green.evaluate(offsets) @ inputs["strengths"][source_index]
-        result[target_index] = (result[target_index] if accumulate else 0) + total
+            total += np.einsum("tsoi,is->ot", _entries(green, offsets),
+                               strengths[(slice(None), *np.index_exp[source_index])])
+        index = (slice(None), *np.index_exp[target_index])
+        outputs[index] = (outputs[index] if accumulate else 0) + total
     return result
 
 

@@ -75,12 +75,17 @@ class _PointCode:
     domain: str
     guard: str | None
     coordinate: str  # contains "{axis}"
-    value: str  # the array element holding this point's strength or result
+    value: str  # the array element holding this point's strength or result; "{component}"
     args: tuple[lp.KernelArgument, ...]
 
+    def value_of(self, component: int, components: int) -> str:
+        """The element of value ``component`` (of ``components`` per point)."""
+        return self.value.format(component=f"{component}, " if components > 1 else "")
 
-def _point_code(points: PointSet, role: str, dtype: np.dtype) -> _PointCode:
-    """Describe ``points`` in loopy text for the role ``"target"`` or ``"source"``."""
+
+def _point_code(points: PointSet, role: str, dtype: np.dtype, components: int = 1) -> _PointCode:
+    """Describe ``points`` in loopy text for the role ``"target"`` or ``"source"``, with
+    ``components`` values per point (particles only: ``values[component, point]``)."""
     short = {"target": "tgt", "source": "src"}[role]
     box, index = f"{short}_box", f"i{short}"
     if isinstance(points, BoxParticles):
@@ -88,10 +93,11 @@ def _point_code(points: PointSet, role: str, dtype: np.dtype) -> _PointCode:
         start, count = f"i{short}_start", f"n{short}"
         loads = (f"<> {start} = box_{role}_starts[{box}]",
                  f"<> {count} = box_{role}_counts[{box}]")
+        shape = f"{components}, n{role}s" if components > 1 else f"n{role}s"
         args = (lp.GlobalArg(f"{role}s", dtype, f"3, n{role}s"),
                 lp.GlobalArg(f"box_{role}_starts", INDEX_DTYPE, "nboxes"),
                 lp.GlobalArg(f"box_{role}_counts", INDEX_DTYPE, "nboxes"),
-                lp.GlobalArg(values, dtype, f"n{role}s"),
+                lp.GlobalArg(values, dtype, shape),
                 lp.ValueArg(f"n{role}s", INDEX_DTYPE))
         if role == "target":
             # Padded to the largest box so the loop may become a hardware axis.
@@ -100,8 +106,11 @@ def _point_code(points: PointSet, role: str, dtype: np.dtype) -> _PointCode:
         else:
             domain, guard = f"0 <= {index} < {count}", None
         return _PointCode(loads, domain, guard, f"{role}s[{{axis}}, {start} + {index}]",
-                          f"{values}[{start} + {index}]", args)
+                          f"{values}[{{component}}{start} + {index}]", args)
     if isinstance(points, BoxSurface):
+        if components != 1:
+            raise ValueError(f"a surface holds one value per point, not {components} "
+                             f"({role}s of several components must be particles)")
         values = "result" if role == "target" else "strengths"
         half_width = f"{short}_half_width"
         loads = (f"<> {half_width} = level_half_widths[box_levels[{box}]]",)
@@ -114,7 +123,7 @@ def _point_code(points: PointSet, role: str, dtype: np.dtype) -> _PointCode:
         coordinate = (f"box_centres[{{axis}}, {box}]"
                       f" + {half_width} * {role}_surface[{{axis}}, {index}]")
         return _PointCode(loads, f"0 <= {index} < {points.npoints}", None, coordinate,
-                          f"{values}[{box}, {index}]", args)
+                          f"{values}[{{component}}{box}, {index}]", args)
     raise TypeError(f"unknown point set {points!r}")
 
 # }}}
@@ -128,6 +137,28 @@ def _merge_args(args) -> list[lp.KernelArgument]:
     return list(merged.values())
 
 
+def pairwise_part(kind: str, component: int) -> str:
+    """The name of a part of the pairwise template for output ``component``: ``acc`` (the
+    accumulator), instruction ids ``init``, ``update``, ``store``; ``<part>_<component>`` for
+    components after the first (a gradient's, say)."""
+    return kind if component == 0 else f"{kind}_{component}"
+
+
+def pairwise_role(name: str) -> str | None:
+    """``"acc"``, ``"init"``, ``"update"`` or ``"store"`` for a part named by
+    :func:`pairwise_part` (of any component), else None."""
+    kind, _, component = name.partition("_")
+    if kind in ("acc", "init", "update", "store") and (not component or component.isdigit()):
+        return kind
+    return None
+
+
+def green_rule_name(output: int, source: int) -> str:
+    """The substitution rule of kernel entry (``output``, ``source``): ``green`` for the first,
+    ``green_<output>_<source>`` for the others."""
+    return "green" if output == source == 0 else f"green_{output}_{source}"
+
+
 def make_pairwise_kernel(name: str, green: GreenKernel, targets: PointSet, sources: PointSet,
                          *, accumulate: bool = False,
                          dtype: np.dtype = np.float64) -> lp.TranslationUnit:
@@ -139,14 +170,29 @@ def make_pairwise_kernel(name: str, green: GreenKernel, targets: PointSet, sourc
     ``target_boxes[ntarget_boxes]`` names the boxes whose targets are computed;
     ``source_box_starts[ntarget_boxes + 1]`` / ``source_box_lists`` is the CSR source list of each.
     With ``accumulate`` the sum is added to ``result``; otherwise it overwrites it.
+
+    A kernel of several outputs or inputs (``green.expressions``, a gradient or dipoles) sums
+    ``result[o, t] (+)= sum_s sum_i G_oi(t - s) strengths[i, s]`` with one accumulator per
+    output (:func:`pairwise_part`) and one rule per entry (:func:`green_rule_name`), all in
+    the same source loop (the offset and the common subexpressions computed once per pair).
     """
     dtype = np.dtype(dtype)
-    tgt = _point_code(targets, "target", dtype)
-    src = _point_code(sources, "source", dtype)
+    n_out, n_in = green.n_outputs, green.n_inputs
+    tgt = _point_code(targets, "target", dtype, n_out)
+    src = _point_code(sources, "source", dtype, n_in)
     offsets = "\n".join(
         f"<> d{axis} = {tgt.coordinate.format(axis=axis)} - ({src.coordinate.format(axis=axis)})"
         " {id=offset%d}" % axis for axis in range(3))
-    store = f"{tgt.value} + acc" if accumulate else "acc"
+
+    def each_output(line: str) -> str:
+        return "\n".join(line.format(
+            acc=pairwise_part("acc", o), init=pairwise_part("init", o),
+            update=pairwise_part("update", o), store=pairwise_part("store", o),
+            value=tgt.value_of(o, n_out),
+            terms=" + ".join(f"{green_rule_name(o, i)}(d0, d1, d2) * {src.value_of(i, n_in)}"
+                             for i in range(n_in)))
+            for o in range(n_out))
+    store = "{value} + {acc}" if accumulate else "{acc}"
     guard_open, guard_close = (f"if {tgt.guard}", "end") if tgt.guard else ("", "")
     instructions = f"""
     for itgt_box
@@ -157,22 +203,23 @@ def make_pairwise_kernel(name: str, green: GreenKernel, targets: PointSet, sourc
       <> isrc_box_end = source_box_starts[itgt_box + 1] {{tags=bounds}}
       for itgt
         {guard_open}
-          <> acc = 0 {{id=init}}
+          {each_output("<> {acc} = 0 {{id={init}}}")}
           for isrc_box
             <> src_box = source_box_lists[isrc_box] {{tags=bounds}}
             {src.loads[0]} {{tags=bounds}}
             {src.loads[1] + ' {tags=bounds}' if len(src.loads) > 1 else ''}
             for isrc
               {offsets}
-              acc = acc + green(d0, d1, d2) * {src.value} {{id=update, dep=init:offset*}}
+              {each_output("{acc} = {acc} + {terms} {{id={update}, dep={init}:offset*}}")}
             end
           end
-          {tgt.value} = {store} {{id=store, dep=update}}
+          {each_output("{value} = " + store + " {{id={store}, dep={update}}}")}
         {guard_close}
       end
     end
     """
-    green_rule = lp.SubstitutionRule("green", OFFSET_VARIABLES, green.expression)
+    rules = [lp.SubstitutionRule(green_rule_name(o, i), OFFSET_VARIABLES, expression)
+             for o, row in enumerate(green.expressions) for i, expression in enumerate(row)]
     domains = [
         f"{{[itgt_box, itgt]: 0 <= itgt_box < ntarget_boxes and {tgt.domain}}}",
         "{[isrc_box]: isrc_box_start <= isrc_box < isrc_box_end}",
@@ -185,7 +232,7 @@ def make_pairwise_kernel(name: str, green: GreenKernel, targets: PointSet, sourc
         *tgt.args, *src.args,
         lp.ValueArg("nboxes, ntarget_boxes, nsource_list_entries", INDEX_DTYPE),
     ))
-    knl = lp.make_kernel(domains, [instructions, green_rule], args, name=name,
+    knl = lp.make_kernel(domains, [instructions, *rules], args, name=name,
                          lang_version=_LANG_VERSION)
     return _finish(knl)
 

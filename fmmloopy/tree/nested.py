@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -37,7 +38,13 @@ __all__ = ["NESTED_ROW_FACTOR", "MergedSum", "NestedRow", "heavy_rows", "merge_c
 #: ~10**7 pairs, some 10 ms of direct summation.
 NESTED_ROW_FACTOR = 16
 
-Evaluator = Callable[[np.ndarray], np.ndarray]
+class Evaluator(Protocol):
+    """What a nested FMM is to this module: ``apply(strengths, kernel)`` sums ``kernel`` (the
+    fields asked for: potentials or gradients of charges or dipoles; opaque here) over its
+    sources with ``strengths`` (``(n,)``, or ``(components, n)``) and returns the outputs at its
+    targets (``(m,)``, or ``(components, m)``)."""
+
+    def apply(self, strengths: np.ndarray, kernel: Any) -> np.ndarray: ...
 
 
 def merge_coincident(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -67,9 +74,15 @@ class MergedSum:
             unique_targets, self.target_inverse = merge_coincident(targets)
             self.fmm = make_fmm(unique_sources, unique_targets)
 
-    def __call__(self, charges: np.ndarray) -> np.ndarray:
-        merged = np.bincount(self.source_inverse, weights=charges, minlength=self.nsources)
-        return self.fmm(merged)[self.target_inverse]
+    def __call__(self, strengths: np.ndarray, kernel: Any = None) -> np.ndarray:
+        """The sum for ``strengths`` (``(n,)`` or ``(components, n)``, one per original
+        source), at every original target (``(m,)`` or ``(components, m)``)."""
+        strengths = np.asarray(strengths)
+        merged = np.stack([np.bincount(self.source_inverse, weights=row,
+                                       minlength=self.nsources)
+                           for row in np.atleast_2d(strengths)])
+        result = self.fmm.apply(merged[0] if strengths.ndim == 1 else merged, kernel)
+        return result[..., self.target_inverse]
 
 
 @dataclass(frozen=True)
@@ -82,9 +95,10 @@ class NestedRow:
     targets: slice
     sum: MergedSum
 
-    def add_to(self, potential: np.ndarray, charges: np.ndarray) -> None:
-        """Add the row's sum to ``potential`` (tree order) for ``charges`` (tree order)."""
-        potential[self.targets] += self.sum(charges[self.sources])
+    def add_to(self, potential: np.ndarray, charges: np.ndarray, kernel: Any = None) -> None:
+        """Add the row's sum of ``kernel`` to ``potential`` (tree order; ``(m,)`` or
+        ``(components, m)``) for ``charges`` (tree order; ``(n,)`` or ``(components, n)``)."""
+        potential[..., self.targets] += self.sum(charges[..., self.sources], kernel)
 
 
 def _row_sources(tree: Tree, lists: InteractionLists, leaf: int) -> np.ndarray:

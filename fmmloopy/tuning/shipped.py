@@ -29,8 +29,8 @@ SHIPPED_SHA256 = {
     "fmmloopy.transforms.sequential":
         "f24d3c6d3fe0c0060b3bd87e64bffefecffdb75de0388c42a42003be33fbb7d5",
     "fmmloopy.tuning.target_lanes":
-        "3b9173dc21a3790ce22c96ff2c3e7bd772354cd6010a9c04f9b980316a3eba68",
-    "fmmloopy.tuning.tools": "54b16533291115fa29d4d9912d0a43f82d0fd69b74ae27196b2b1eadc2b4290a",
+        "feaef03a64f675de944eb67d5d508be78652e5b05652ec8bc7a423f5e6c5beb8",
+    "fmmloopy.tuning.tools": "2353e05527460be573e28b1b1586b021292ac1bbd73f1b89d986b340ae109c00",
 }
 
 

@@ -18,6 +18,7 @@ from loopy.kernel.instruction import CallInstruction
 from loopy.symbolic import IdentityMapper, get_dependencies
 from pymbolic.mapper.substitutor import substitute
 
+from fmmloopy.maths.templates import pairwise_role
 from fmmloopy.tuning.tools import ReciprocalSqrt, add_preamble, pad_loop, parallelize_box_loop
 
 #: Loops made from the target loop ``itgt``: chunks of a box's targets (sequential), vectors of
@@ -73,20 +74,27 @@ class _PerLane(IdentityMapper):
 class _HoistCalls(IdentityMapper):
     """Each call whose arguments depend on the lanes -> a temporary per lane, to be assigned by
     a call instruction of its own: loopy vectorises call instructions, not calls inside an
-    expression. The calls are collected in :attr:`calls` as ``(temporary, call)``."""
+    expression. New calls are collected in :attr:`calls` as ``(temporary, call)``; a call
+    already hoisted for an earlier instruction (``known``: call -> temporary, shared by the
+    instructions of one source loop) is reused, its temporary listed in :attr:`reused`."""
 
-    def __init__(self, prefix, index):
+    def __init__(self, prefix, index, known: dict):
         super().__init__()
-        self.prefix, self.index = prefix, index
+        self.prefix, self.index, self.known = prefix, index, known
         self.calls: list[tuple[str, prim.Call]] = []
+        self.reused: set[str] = set()
 
     def map_call(self, expr, *args, **kwargs):
         parameters = tuple(self.rec(p, *args, **kwargs) for p in expr.parameters)
+        call = prim.Call(expr.function, parameters)
         if not any(LANE in get_dependencies(p) for p in parameters):
-            return prim.Call(expr.function, parameters)
-        name = f"{self.prefix}_call{len(self.calls)}"
-        self.calls.append((name, prim.Call(expr.function, parameters)))
-        return prim.Variable(name)[self.index]
+            return call
+        if call in self.known:
+            self.reused.add(self.known[call])
+        else:
+            name = self.known[call] = f"{self.prefix}_call{len(self.calls)}"
+            self.calls.append((name, call))
+        return prim.Variable(self.known[call])[self.index]
 
 
 def _is_bounds(insn) -> bool:
@@ -113,7 +121,8 @@ def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1
     - the store looks at each lane's guard.
 
     Apply it to the kernel a recipe receives (any operator of the pairwise template: particles
-    or surfaces on either side).
+    or surfaces on either side, any number of outputs and inputs: a call the updates of
+    several outputs make, ``rsqrt`` of the same squared distance say, is computed once).
     """
     entry = knl.default_entrypoint
     ids = {insn.id for insn in entry.instructions}
@@ -131,8 +140,11 @@ def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1
     index = (prim.Variable(CHAIN), prim.Variable(LANE))
     first_lane = {prim.Variable(CHAIN): 0, prim.Variable(LANE): 0}
     offsets = [insn for insn in entry.instructions if insn.id.startswith("offset")]
-    per_lane = _PerLane({"acc", *(insn.assignee_var_names()[0] for insn in offsets)}, index)
+    accumulators = {name for name in entry.temporary_variables if pairwise_role(name) == "acc"}
+    per_lane = _PerLane({*accumulators, *(insn.assignee_var_names()[0] for insn in offsets)},
+                        index)
     vectors = set(per_lane.names)
+    hoisted: dict[prim.Call, str] = {}  # calls made lane-wise, shared by the updates
 
     instructions, fetches = [], []
     for insn in entry.instructions:
@@ -143,18 +155,19 @@ def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1
         other_guards = insn.predicates - lane_guards
         # The chunk runs where its first lane is active (the guards fall along the lanes).
         chunk_guards = other_guards | {substitute(p, first_lane) for p in lane_guards}
-        if insn.id == "store":
+        role = pairwise_role(insn.id)
+        if role == "store":
             instructions.append(insn.copy(expression=per_lane(insn.expression)))
             continue
         if _is_bounds(insn):  # the source loops' bounds: once per chunk
             instructions.append(insn.copy(within_inames=insn.within_inames - lanes,
                                           predicates=chunk_guards))
             continue
-        if insn.id == "init":
+        if role == "init":
             instructions.append(insn.copy(assignee=per_lane(insn.assignee),
                                           predicates=chunk_guards))
             continue
-        if insn.id != "update" and insn not in offsets:
+        if role != "update" and insn not in offsets:
             raise ValueError(f"targets_in_vector_lanes: unexpected instruction {insn.id!r} in "
                              "the target loop (not the pairwise template?)")
         expression, depends_on = insn.expression, set(insn.depends_on)
@@ -178,8 +191,9 @@ def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1
             vectors.add(name)
             expression = _sum([prim.Variable(name)[index], *source])
             depends_on.add(fetch)
-        hoist = _HoistCalls(insn.id, index)
+        hoist = _HoistCalls(insn.id, index, hoisted)
         expression = hoist(ReciprocalSqrt()(per_lane(expression)))
+        depends_on |= {f"{name}_insn" for name in hoist.reused}
         for name, call in hoist.calls:
             instructions.append(CallInstruction(
                 assignees=(prim.Variable(name)[index],), expression=call, id=f"{name}_insn",
@@ -198,7 +212,10 @@ def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1
     tags = {CHAIN: "unr", LANE: "vec"}
     # Loops of their own for the fetches (outside the source loops), init and store; only
     # init's lanes are a vector (the fetches and the store read or write lane by lane).
-    for suffix, within, lane_tag in (("init", "id:init", "vec"), ("store", "id:store", "unr"),
+    def parts(role: str) -> str:
+        return " or ".join(f"id:{i}" for i in sorted(ids) if pairwise_role(i) == role)
+    for suffix, within, lane_tag in (("init", parts("init"), "vec"),
+                                     ("store", parts("store"), "unr"),
                                      ("fetch", " or ".join(f"id:{i}" for i in fetches), "unr")):
         for iname in (CHAIN, LANE):
             knl = lp.duplicate_inames(knl, iname, within=within, new_inames=f"{iname}_{suffix}")

@@ -239,13 +239,14 @@ def split_targets_over_rsqrt(knl: lp.TranslationUnit, estimate: str = "float",
     spread over work-items (``spread_over_local_axis(knl, "itgt", ...)`` then spreads the pairs).
     Kernels other than the P2P template (kernel ``p2p`` with instructions ``update``,
     ``offset0..2``, ``init``, ``store``, rule ``green``, temporary ``acc``) are returned
-    unchanged: the other pairwise operators keep the plain ``sqrt``.
+    unchanged: the other pairwise operators keep the plain ``sqrt``, and so does a P2P of
+    several outputs or inputs (a gradient, dipoles).
     """
     _check_newton_arguments(estimate, steps, order)
     entry = knl.default_entrypoint
     ids, rule, acc = _P2P_PARTS
     if (entry.name != "p2p" or not ids <= {insn.id for insn in entry.instructions}
-            or rule not in entry.substitutions
+            or set(entry.substitutions) != {rule}
             or acc not in entry.temporary_variables or "itgt" not in entry.all_inames()):
         return knl
     mapper = ReciprocalSqrt()
