@@ -72,3 +72,22 @@ def isolated_registry():
     registry.REGISTRY[:] = recipes
     registry._LOADED.clear()
     registry._LOADED.update(sources)
+
+
+#: The kernels ``fmmloopy check`` runs each pairwise operator with besides the potential of
+#: charges, as its result lines label them: the steps at the user's points take every field
+#: (P2P: potential and gradient of charges and dipoles; P2M/P2L: the potential of charges and
+#: dipoles; M2P/L2P: the potential and gradient of the equivalent charges).
+CHECKED_FIELDS = {"p2p": "pot+grad<q+dip", "p2m": "pot<q+dip", "p2l": "pot<q+dip",
+                  "m2p": "pot+grad<q", "l2p": "pot+grad<q"}
+
+
+def check_labels(operator: str) -> list[str]:
+    """The operator labels of ``operator``'s lines in ``fmmloopy check``'s output."""
+    fields = CHECKED_FIELDS.get(operator)
+    return [operator] + ([f"{operator}[{fields}]"] if fields else [])
+
+
+def operator_of(label: str) -> str:
+    """The operator of a check line's label (``p2p[pot+grad<q+dip]`` -> ``p2p``)."""
+    return label.partition("[")[0]

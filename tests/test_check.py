@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import CHECKED_FIELDS, check_labels, operator_of
 
 from fmmloopy.maths.operators import OPERATORS, PAIRWISE
 
@@ -27,18 +28,20 @@ def test_shipped_recipes_pass_for_every_operator():
     assert done.returncode == 0, done.stdout + done.stderr
     lines = _result_lines(done.stdout)
     assert all(line.startswith("ok ") for line in lines)
-    assert {line.split()[1] for line in lines} == set(OPERATORS)
+    assert {line.split()[1] for line in lines} == {
+        label for operator in OPERATORS for label in check_labels(operator)}
     assert {line.split()[2] for line in lines} == {"sequential", "generic", "cpu", "gpu"}
     # 11 operators (the eight, c2e, and the compressed M2L's m2l_compress and m2l_expand) x 4
     # recipes x 4 small problems, plus c2e's second factor
     # (n_e x rank, as the FMM applies it) where the rank differs from n_e (all four small
-    # problems); then the production-size problems: every operator at order 6 (152-point
-    # surfaces, leaves of up to n_crit = 150).
+    # problems), plus the 5 pairwise operators again with gradients and dipoles; then the
+    # production-size problems: every operator at order 6 (152-point surfaces, leaves of up
+    # to n_crit = 150).
     small = [line for line in lines if not line.split()[3].endswith("-150")]
-    assert len(small) == 11 * 4 * 4 + 4 * 4
+    assert len(small) == 11 * 4 * 4 + 4 * 4 + len(CHECKED_FIELDS) * 4 * 4
     production = [line for line in lines if line.split()[3].endswith("-150")]
     assert {(line.split()[1], line.split()[2]) for line in production} == {
-        (operator, recipe) for operator in OPERATORS
+        (label, recipe) for operator in OPERATORS for label in check_labels(operator)
         for recipe in ("sequential", "generic", "cpu", "gpu")}
     assert f"{len(lines)} of {len(lines)} checks passed" in done.stdout
     # The sizes covered are printed, and what was not looked for is said.
@@ -62,7 +65,7 @@ def test_wrong_recipe_from_a_file_fails_the_check(recipe, operators):
     # One line per problem, or one line for the pair when the kernel crashed its process
     # (reading loop bounds wrongly may do either); every line must be a failure.
     assert lines and all(line.startswith("FAIL") and recipe in line for line in lines)
-    assert {line.split()[1] for line in lines} == operators
+    assert {operator_of(line.split()[1]) for line in lines} == operators
     assert "0 of" in done.stdout
 
 
@@ -73,7 +76,8 @@ def test_crashing_kernel_is_reported_and_checking_goes_on():
     lines = _result_lines(done.stdout)
     assert any("writes_out_of_bounds" in line and "crashed" in line for line in lines)
     cpu_lines = [line for line in lines if " cpu " in line]
-    assert len(cpu_lines) == 4 and all(line.startswith("ok ") for line in cpu_lines)
+    assert len(cpu_lines) == 4 * len(check_labels("p2p"))
+    assert all(line.startswith("ok ") for line in cpu_lines)
 
 
 def test_unknown_recipe_name_exits_with_a_message():

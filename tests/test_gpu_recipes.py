@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import loopy as lp
 import numpy as np
 import pytest
+from conftest import check_labels
 
 from fmmloopy.maths.operators import OPERATORS, PAIRWISE, PARTICLES, math_kernel, operator_sizes
 from fmmloopy.tuning.races import silence_benign_races
@@ -115,7 +116,8 @@ def test_narrow_work_groups_pass_the_check(narrow_recipes):
     for size in ("small", "production"):
         checked = {line.split()[1] for line in lines
                    if line.split()[3].endswith("-150") == (size == "production")}
-        assert checked == set(OPERATORS), size
+        assert checked == {label for operator in OPERATORS
+                           for label in check_labels(operator)}, size
 
 
 def test_narrow_work_groups_have_no_races_or_out_of_bounds_accesses(narrow_recipes):
@@ -125,4 +127,5 @@ def test_narrow_work_groups_have_no_races_or_out_of_bounds_accesses(narrow_recip
                    "--operator", "p2p", "--operator", "m2p", "--operator", "m2m")
     assert done.returncode == 0, done.stdout + done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith(("ok ", "FAIL"))]
-    assert len(lines) == 6 and all(line.startswith("ok ") for line in lines)
+    # p2p and m2p with and without their fields, m2m: on each of the two tiny problems
+    assert len(lines) == 2 * 5 and all(line.startswith("ok ") for line in lines)

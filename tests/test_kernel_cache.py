@@ -87,6 +87,10 @@ def test_key_follows_operator_sizes_dtype_and_device(device):
         kernel_key("p2l", recipe, device, LAPLACE_3D, np.float64, {"n_surface": 26}),
         kernel_key("p2m", select_recipe("p2m", "pairwise", device, "gpu"), device, LAPLACE_3D,
                    np.float64, {"n_surface": 26}),
+        # Another field of the same Green's function is another kernel (dipole sources): a
+        # stored scalar P2M must never run for it.
+        kernel_key("p2m", recipe, device, LAPLACE_3D.with_fields(inputs=("charge", "dipole")),
+                   np.float64, {"n_surface": 26}),
     ]
     paths = {kernel_path(key)} | {kernel_path(other) for other in changed}
     assert len(paths) == 1 + len(changed)

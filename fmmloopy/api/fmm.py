@@ -263,7 +263,8 @@ class Fmm:
         ``m . grad_source G``); with ``gradient=True``, a :class:`Fields` ``(potential,
         gradient)`` with the gradient at the targets, ``(M, 3)``."""
         if charges is None and dipoles is None:
-            raise ValueError("give charges, dipoles or both")
+            raise ValueError("charges must be an array of real numbers, got None (give "
+                             "charges, dipoles=... or both)")
         gradient = validate_flag(gradient, "gradient")
         parts = []
         if charges is not None:
@@ -316,7 +317,8 @@ class Fmm:
         if not np.isfinite(outputs).all():
             bad = int(np.count_nonzero(~np.isfinite(outputs).all(axis=0)))
             raise OverflowError(
-                f"the {'potential' if kernel.n_outputs == 1 else 'outputs'} overflow float64 "
+                f"the {'potential overflows' if kernel.n_outputs == 1 else 'outputs overflow'} "
+                "float64 "
                 f"at {bad} of {self.ntargets} targets (largest |strength| {largest:.3g}); "
                 "scale the strengths down and the results up by the same factor")
         return outputs[0] if kernel.n_outputs == 1 else outputs

@@ -98,12 +98,19 @@ class CheckResult:
     #: Target boxes compared with the reference, of those the launch computes (0: not known).
     compared_rows: int = 0
     total_rows: int = 0
+    #: The kernel's fields where they are not the potential of charges (:func:`fields_label`).
+    fields: str = ""
+
+    @property
+    def label(self) -> str:
+        """The operator, with its fields: ``p2p[pot+grad<q+dip]``."""
+        return f"{self.operator}[{self.fields}]" if self.fields else self.operator
 
     def line(self) -> str:
         status = "ok  " if self.ok else "FAIL"
         rows = (f"rows {self.compared_rows:4d}/{self.total_rows:<5d}" if self.total_rows
                 else " " * 15)
-        text = (f"{status} {self.operator:8s} {self.recipe:12s} {self.problem:20s} "
+        text = (f"{status} {self.label:8s} {self.recipe:12s} {self.problem:20s} "
                 f"max rel err {self.max_relative_error:9.2e}  {rows} "
                 f"ref {self.reference_seconds * 1e3:8.2f} ms  "
                 f"recipe {self.recipe_seconds * 1e3:8.2f} ms")
@@ -153,7 +160,7 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
     queue = cl.CommandQueue(context_for(device))
     spec = get_operator(operator)
     results = []
-    name = operator_label(operator, green)
+    fields = fields_label(green)
     for sizes in problem.sizes(operator):
         label = _size_label(operator, problem, sizes)
         try:
@@ -174,30 +181,31 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
                                  green=green, rows=rows,
                                  warm_up=not problem.production)
         except Exception as exc:  # a recipe that breaks the build or the run is a failed check
-            results.append(CheckResult(name, recipe, label, float("inf"), 0.0, 0.0, False,
-                                       f"{type(exc).__name__}: {exc}"))
+            results.append(CheckResult(operator, recipe, label, float("inf"), 0.0, 0.0, False,
+                                       f"{type(exc).__name__}: {exc}", fields=fields))
             continue
         against = "the numpy reference" if recipe == REFERENCE else repr(REFERENCE)
         message = "" if comparison.ok else (
             f"differs from {against} beyond {RELATIVE_TOLERANCE:g}: {comparison.mismatch}")
         results.append(CheckResult(
-            name, recipe, label, comparison.max_relative_error,
+            operator, recipe, label, comparison.max_relative_error,
             comparison.reference_seconds, comparison.candidate_seconds, comparison.ok, message,
-            comparison.compared_rows, comparison.total_rows))
+            comparison.compared_rows, comparison.total_rows, fields))
     return results
 
 
 _FIELD_ABBREVIATIONS = {"potential": "pot", "gradient": "grad", "charge": "q", "dipole": "dip"}
 
 
-def operator_label(operator: str, green: GreenKernel) -> str:
-    """``operator``, with the fields of ``green`` where they are not the potential of charges
-    (``p2p[pot+grad<q+dip]``: potential and gradient of charges and dipoles)."""
+def fields_label(green: GreenKernel) -> str:
+    """``green``'s fields in short, empty for the potential of charges (``pot+grad<q+dip``:
+    potential and gradient of charges and dipoles)."""
     if green == green.base:
-        return operator
+        return ""
+
     def short(fields):
         return "+".join(_FIELD_ABBREVIATIONS[name] for name in fields)
-    return f"{operator}[{short(green.outputs)}<{short(green.inputs)}]"
+    return f"{short(green.outputs)}<{short(green.inputs)}"
 
 
 def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],

@@ -37,7 +37,7 @@ from fmmloopy.checking.check import (
     CheckResult,
     check_sizes,
     expected_outputs,
-    operator_label,
+    fields_label,
     pairs_to_check,
     relative_error,
     run_in_worker,
@@ -219,7 +219,7 @@ def memcheck_pair(operator: str, recipe: str, problem: CheckProblem, simulator: 
     spec = get_operator(operator)
     sizes = check_sizes(operator, problem)
     inputs = problem.arguments(spec, sizes, green)
-    name = operator_label(operator, green)
+    fields = fields_label(green)
     captured: list[str] = []
     try:
         expected, reference_seconds = expected_outputs(operator, recipe, sizes, inputs, device,
@@ -237,15 +237,15 @@ def memcheck_pair(operator: str, recipe: str, problem: CheckProblem, simulator: 
         message = f"{type(exc).__name__}: {exc}"
         if reports:
             message = f"{describe_reports(reports)}; {message}"
-        return CheckResult(name, recipe, problem.name, float("inf"), 0.0, 0.0, False,
-                           message)
+        return CheckResult(operator, recipe, problem.name, float("inf"), 0.0, 0.0, False,
+                           message, fields=fields)
     reports = _reports_in(captured)
     error = max(relative_error(actual[name], expected[name]) for name in expected)
     failures = [describe_reports(reports)] if reports else []
     if error > RELATIVE_TOLERANCE:
         failures.append(f"differs from {against} beyond {RELATIVE_TOLERANCE:g}")
-    return CheckResult(name, recipe, problem.name, error, reference_seconds, recipe_seconds,
-                       not failures, "; ".join(failures))
+    return CheckResult(operator, recipe, problem.name, error, reference_seconds, recipe_seconds,
+                       not failures, "; ".join(failures), fields=fields)
 
 
 def _memcheck_in_this_process(operator: str, recipe: str, simulator: tuple[str, str],

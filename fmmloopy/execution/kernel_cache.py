@@ -145,7 +145,7 @@ def kernel_key(operator: str, recipe: Any, device: cl.Device, green: Any, dtype:
         "operator": operator,
         "sizes": {name: int(value) for name, value in sorted(sizes.items())},
         "dtype": str(dtype),
-        "kernel": green.name,
+        "kernel": green.label,
         "kernel_fingerprint": kernel_fingerprint(green),
         "recipe": [recipe.name, recipe.device, list(recipe.targets),
                    getattr(recipe.function, "__qualname__", "?"),

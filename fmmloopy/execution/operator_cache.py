@@ -72,8 +72,10 @@ class CacheFileError(Exception):
 
 
 def kernel_fingerprint(kernel: GreenKernel) -> str:
-    """sha256 of the kernel's name, expression and homogeneity."""
-    text = f"{kernel.name}\n{kernel.expression}\n{kernel.homogeneity!r}"
+    """sha256 of the kernel's name, expression, homogeneity and fields (what a pairwise sum
+    with it takes and produces: a gradient's kernel is another kernel)."""
+    text = (f"{kernel.name}\n{kernel.expression}\n{kernel.homogeneity!r}\n"
+            f"{kernel.outputs!r}\n{kernel.inputs!r}")
     return hashlib.sha256(text.encode()).hexdigest()
 
 
