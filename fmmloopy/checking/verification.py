@@ -208,23 +208,25 @@ def compare(candidate, reference, spec: OperatorSpec, sizes: dict[str, int], inp
     worst, mismatch = 0.0, ""
     for name, value in expected.items():
         if _particle_outputs(spec) and np.ndim(value) == 2:  # components of each target
-            parts = [(f"component {k} of ", dict(inputs, **{name: inputs[name][k]}),
+            parts = [(f"{name!r} (component {k})", dict(inputs, **{name: inputs[name][k]}),
                       actual[name][k], value[k]) for k in range(len(value))]
         else:
-            parts = [("", inputs, actual[name], value)]
-        for prefix, part_inputs, got, want in parts:
-            error, where = _compare_output(spec, name, part_inputs, facts, rows, got, want)
+            parts = [(repr(name), inputs, actual[name], value)]
+        for label, part_inputs, got, want in parts:
+            error, where = _compare_output(spec, name, part_inputs, facts, rows, got, want,
+                                           label)
             worst = max(worst, error)
-            mismatch = mismatch or (prefix + where if where else "")
+            mismatch = mismatch or where
     return Comparison(worst, len(rows), len(facts.boxes), candidate_seconds, reference_seconds,
                       mismatch)
 
 
 def _compare_output(spec: OperatorSpec, name: str, inputs: dict, facts: RowFacts,
                     rows: np.ndarray, actual: np.ndarray, expected: np.ndarray,
-                    ) -> tuple[float, str]:
+                    label: str | None = None) -> tuple[float, str]:
     """Largest relative difference on the compared entries and, if beyond the tolerance, a
-    description of the first wrong ones."""
+    description of the first wrong ones (of the output called ``label``, default
+    ``repr(name)``)."""
     actual, expected = np.ravel(actual), np.ravel(expected)
     initial = np.ravel(inputs[name])
     targeted = np.zeros(actual.size, dtype=bool)
@@ -244,7 +246,8 @@ def _compare_output(spec: OperatorSpec, name: str, inputs: dict, facts: RowFacts
     wrong = np.flatnonzero(difference > RELATIVE_TOLERANCE * (scale or 1.0))
     described = [_describe(spec, name, inputs, facts, int(compared[i]), got[i], reference[i])
                  for i in wrong[:DESCRIBED_ENTRIES]]
-    return error, (f"{len(wrong)} of {len(compared)} compared entries of {name!r} wrong; first: "
+    return error, (f"{len(wrong)} of {len(compared)} compared entries of "
+                   f"{label or repr(name)} wrong; first: "
                    + "; ".join(described))
 
 

@@ -47,3 +47,13 @@ def writes_out_of_bounds(knl, ctx):
     start_load, = [insn.id for insn in knl.default_entrypoint.instructions
                    if insn.assignee_var_names() == ("itgt_start",)]
     return _rewrite_assignment(knl, start_load, lambda rhs: rhs + 2 ** 30)
+
+
+@recipe("pairwise", device="any", name="first_output_only")
+def first_output_only(knl, ctx):
+    """Stores only the first output (the potential): right for the potential of charges and
+    dipoles, wrong for every gradient (its components are never written)."""
+    knl = lp.tag_inames(knl, {"itgt_box": "g.0"})
+    entry = knl.default_entrypoint
+    kept = [insn for insn in entry.instructions if not insn.id.startswith("store_")]
+    return knl.with_kernel(entry.copy(instructions=kept))
