@@ -2,7 +2,9 @@
 
 ``Fmm(sources, targets)`` builds the tree, the lists, the precomputed KIFMM operators and the
 transformed kernels once; each call with new charges reuses all of it. Potentials are
-``sum_{i, x_i != y} q_i / (4 pi |x_i - y|)`` at every target ``y``, in the user's order.
+``sum_{i, x_i != y} q_i / (4 pi |x_i - y|)`` at every target ``y``, in the user's order; dipole
+sources and gradients at the targets (:class:`Fields`) come from the same tree and operators
+(docs/kernels.md).
 
 Every input is checked first (:mod:`fmmloopy.base.validation`), and the memory the FMM needs is
 estimated and compared with what the host and the device have before anything large is

@@ -95,7 +95,11 @@ def to_power_form(expr):
             return prim.Power(argument, _HALF)
         return prim.Call(expr.function, tuple(to_power_form(p) for p in expr.parameters))
     if isinstance(expr, prim.If):
-        return prim.If(expr.condition, to_power_form(expr.then), to_power_form(expr.else_))
+        return prim.If(to_power_form(expr.condition), to_power_form(expr.then),
+                       to_power_form(expr.else_))
+    if isinstance(expr, prim.Comparison):
+        return prim.Comparison(to_power_form(expr.left), expr.operator,
+                               to_power_form(expr.right))
     return expr
 
 # }}}
@@ -179,7 +183,9 @@ def simplify(expr):
         then, else_ = simplify(expr.then), simplify(expr.else_)
         if _is_zero(then) and _is_zero(else_):
             return 0
-        return prim.If(expr.condition, then, else_)
+        return prim.If(simplify(expr.condition), then, else_)
+    if isinstance(expr, prim.Comparison):
+        return prim.Comparison(simplify(expr.left), expr.operator, simplify(expr.right))
     return expr
 
 
@@ -275,13 +281,20 @@ def to_code_form(expr):
     if isinstance(expr, prim.Sum):
         return prim.Sum(tuple(to_code_form(c) for c in expr.children))
     if isinstance(expr, prim.Product):
-        return prim.Product(tuple(to_code_form(c) for c in expr.children))
+        factors = []
+        for child in map(to_code_form, expr.children):  # flat: one product per term
+            factors.extend(child.children if isinstance(child, prim.Product) else (child,))
+        return prim.Product(tuple(factors))
     if isinstance(expr, prim.Power):
         return _power_code(to_code_form(expr.base), expr.exponent)
     if isinstance(expr, prim.Call):
         return prim.Call(expr.function, tuple(to_code_form(p) for p in expr.parameters))
     if isinstance(expr, prim.If):
-        return prim.If(expr.condition, to_code_form(expr.then), to_code_form(expr.else_))
+        return prim.If(to_code_form(expr.condition), to_code_form(expr.then),
+                       to_code_form(expr.else_))
+    if isinstance(expr, prim.Comparison):
+        return prim.Comparison(to_code_form(expr.left), expr.operator,
+                               to_code_form(expr.right))
     return expr
 
 

@@ -189,7 +189,7 @@ def make_pairwise_kernel(name: str, green: GreenKernel, targets: PointSet, sourc
             acc=pairwise_part("acc", o), init=pairwise_part("init", o),
             update=pairwise_part("update", o), store=pairwise_part("store", o),
             value=tgt.value_of(o, n_out),
-            terms=" + ".join(f"{green_rule_name(o, i)}(d0, d1, d2) * {src.value_of(i, n_in)}"
+            terms=" + ".join(f"{src.value_of(i, n_in)} * {green_rule_name(o, i)}(d0, d1, d2)"
                              for i in range(n_in)))
             for o in range(n_out))
     store = "{value} + {acc}" if accumulate else "{acc}"

@@ -29,7 +29,7 @@ SHIPPED_SHA256 = {
     "fmmloopy.transforms.sequential":
         "f24d3c6d3fe0c0060b3bd87e64bffefecffdb75de0388c42a42003be33fbb7d5",
     "fmmloopy.tuning.target_lanes":
-        "feaef03a64f675de944eb67d5d508be78652e5b05652ec8bc7a423f5e6c5beb8",
+        "cfed9e7864576510eb7476ff7fc64e872fe572a67ce9f20954cc6bb01191cc7c",
     "fmmloopy.tuning.tools": "2353e05527460be573e28b1b1586b021292ac1bbd73f1b89d986b340ae109c00",
 }
 

@@ -97,6 +97,65 @@ class _HoistCalls(IdentityMapper):
         return prim.Variable(self.known[call])[self.index]
 
 
+def _finite_at_zero(expr, root) -> bool:
+    """Whether ``expr`` is finite wherever its operands are, when ``root`` (``1 / sqrt(x)``)
+    is replaced by 0: no division and no other call than ``sqrt``, ``exp``, ``sin``, ``cos``
+    outside ``root`` itself."""
+    if expr == root or not isinstance(expr, prim.ExpressionNode):
+        return True
+    if isinstance(expr, prim.Variable | prim.Subscript):
+        return True
+    if isinstance(expr, prim.Sum | prim.Product):
+        return all(_finite_at_zero(child, root) for child in expr.children)
+    if isinstance(expr, prim.Power):
+        return (isinstance(expr.exponent, int) and expr.exponent >= 0
+                and _finite_at_zero(expr.base, root))
+    if isinstance(expr, prim.Call):
+        return (getattr(expr.function, "name", None) in ("sqrt", "exp", "sin", "cos")
+                and all(_finite_at_zero(p, root) for p in expr.parameters))
+    return False
+
+
+def _vanishes_with(expr, root) -> bool:
+    """Whether ``expr`` is 0 when ``root`` is: a product with ``root`` as a factor, or a sum
+    of such products."""
+    if isinstance(expr, prim.Sum):
+        return all(_vanishes_with(term, root) for term in expr.children)
+    return isinstance(expr, prim.Product) and any(
+        child == root or isinstance(child, prim.Product) and _vanishes_with(child, root)
+        for child in expr.children)
+
+
+class _GuardTheRoot(IdentityMapper):
+    """``If(x > 0, p, 0)`` -> ``p`` with ``1 / sqrt(x)`` as ``If(x > 0, 1 / sqrt(x), 0)``, where
+    ``p`` vanishes with that factor and is otherwise finite at ``x == 0`` (the templates' guard
+    of ``d == 0`` around a derivative of ``1/r``): the same values (``p`` is 0 where the
+    guard says 0, and the guarded root keeps ``inf`` out), but one selection per pair that every
+    output shares, instead of one per output, and products the compiler can factor."""
+
+    def map_if(self, expr, *args, **kwargs):
+        condition = expr.condition
+        if (isinstance(condition, prim.Comparison) and condition.operator == ">"
+                and condition.right == 0 and expr.else_ == 0):
+            root = prim.Quotient(1, prim.Call(prim.Variable("sqrt"), (condition.left,)))
+            then = expr.then
+            if _vanishes_with(then, root) and _finite_at_zero(then, root):
+                guarded = prim.If(condition, root, 0)
+                return _Replace(root, guarded)(then)
+        return super().map_if(expr, *args, **kwargs)
+
+
+class _Replace(IdentityMapper):
+    def __init__(self, old, new):
+        super().__init__()
+        self.old, self.new = old, new
+
+    def map_quotient(self, expr, *args, **kwargs):
+        if expr == self.old:
+            return self.new
+        return super().map_quotient(expr, *args, **kwargs)
+
+
 def _is_bounds(insn) -> bool:
     return any(getattr(tag, "value", None) == "bounds" for tag in insn.tags)
 
@@ -117,7 +176,11 @@ def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1
       target, so they compute a copy that is never stored;
     - in the source loops every instruction works on whole vectors, the source broadcast;
       ``c / sqrt(e)`` becomes ``c * rsqrt(e)`` (:func:`rsqrt_preamble`) and each call an
-      instruction of its own, so loopy emits vector code for it too;
+      instruction of its own, so loopy emits vector code for it too; the guard
+      ``If(r2 > 0, p, 0)`` of a derivative of ``1/r`` moves onto its ``1/sqrt(r2)``
+      (:class:`_GuardTheRoot`), so the outputs of a gradient share one selection and their
+      products a common prefix (P2P with the gradient at 3*10^5 sphere points: 4.9 G pairs/s,
+      against 7.9 for the potential alone);
     - the store looks at each lane's guard.
 
     Apply it to the kernel a recipe receives (any operator of the pairwise template: particles
@@ -192,7 +255,7 @@ def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1
             expression = _sum([prim.Variable(name)[index], *source])
             depends_on.add(fetch)
         hoist = _HoistCalls(insn.id, index, hoisted)
-        expression = hoist(ReciprocalSqrt()(per_lane(expression)))
+        expression = hoist(ReciprocalSqrt()(_GuardTheRoot()(per_lane(expression))))
         depends_on |= {f"{name}_insn" for name in hoist.reused}
         for name, call in hoist.calls:
             instructions.append(CallInstruction(
