@@ -41,12 +41,23 @@ MEASURED_ERROR = {2: 8.33e-3, 3: 4.38e-4, 4: 4.51e-5, 5: 4.46e-6, 6: 5.17e-7, 7:
                   8: 1.49e-8, 9: 2.77e-9, 10: 4.18e-10}
 ERROR_MARGIN = 10.0
 
+#: The gradient's error (``--gradient``), measured by this example at its defaults (10^5
+#: charges, 1000 sampled targets, seed 0) for each order, and the factor allowed above it. The
+#: gradient's relative L2 error over sampled targets varies tenfold from sample to sample: its
+#: norm is dominated by the few targets with a very close source (1/r^2), so whether the sample
+#: holds them moves it (order 6, 2*10^4 sphere points: 1.7e-8 over all targets, 7.4e-7 over 200
+#: sampled ones). Hence 100, not 10: a wrong gradient is wrong by O(1).
+MEASURED_GRADIENT_ERROR = {2: 4.24e-4, 3: 4.72e-5, 4: 4.31e-6, 5: 5.86e-7, 6: 4.94e-8,
+                           7: 5.28e-9, 8: 1.46e-9, 9: 3.06e-10, 10: 4.78e-11}
+GRADIENT_ERROR_MARGIN = 100.0
 
-def expected_error(order: int, measured_errors: Mapping[int, float] = MEASURED_ERROR) -> float:
+
+def expected_error(order: int, measured_errors: Mapping[int, float] = MEASURED_ERROR,
+                   margin: float = ERROR_MARGIN) -> float:
     """The largest relative L2 error the example accepts at ``order`` (of the potential, or of
-    what ``measured_errors`` gives by order)."""
+    what ``measured_errors`` gives by order, ``margin`` times the measured one)."""
     measured = measured_errors.get(order, measured_errors[10] / 8.0 ** (order - 10))
-    return max(ERROR_MARGIN * measured, 1e-12)
+    return max(margin * measured, 1e-12)
 
 
 def recipe_choice(values: list[str]) -> str | dict[str, str] | None:
@@ -237,14 +248,15 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
     else:
         print_report(report)
-    checks = [("rel_l2_error", "", expected_error(args.order))]
+    checks = [("rel_l2_error", "", ERROR_MARGIN, expected_error(args.order))]
     if args.gradient:
-        checks.append(("rel_l2_error_gradient", " of the gradient",
-                       expected_error(args.order, MEASURED_GRADIENT_ERROR)))
-    for key, what, bound in checks:
+        checks.append(("rel_l2_error_gradient", " of the gradient", GRADIENT_ERROR_MARGIN,
+                       expected_error(args.order, MEASURED_GRADIENT_ERROR,
+                                      GRADIENT_ERROR_MARGIN)))
+    for key, what, margin, bound in checks:
         if not report[key] <= bound:
             print(f"laplace_sphere.py: the relative L2 error{what} {report[key]:.3g} exceeds "
-                  f"{bound:.3g}, {ERROR_MARGIN:g} times what order {args.order} reaches: the "
+                  f"{bound:.3g}, {margin:g} times what order {args.order} reaches: the "
                   "result is wrong (a recipe? run 'fmmloopy check')", file=sys.stderr)
             return 1
     return 0
