@@ -148,9 +148,10 @@ def test_potential_and_gradient_match_the_formulas(sphere_case, given):
                                          points[sample])
     assert relative(result.potential[sample], potential) < POTENTIAL_BOUND
     assert relative(result.gradient[sample], gradient) < GRADIENT_BOUND
-    # The potential alone is the same sum.
+    # The potential alone is the same sum (in another kernel: rounding differs, relative to
+    # the largest value).
     alone = fmm(q, dipoles=m)
-    np.testing.assert_allclose(alone, result.potential, rtol=1e-12, atol=0)
+    assert np.abs(alone - result.potential).max() <= 1e-13 * np.abs(alone).max()
 
 
 def test_the_fmm_is_linear_in_charges_and_dipoles(sphere_case):

@@ -97,9 +97,18 @@ def test_bench_rows_carry_the_roofline_of_each_step():
     peaks = Peaks(flops=50e9, bandwidth=10e9, source="by hand")
     rows, info = run_bench(n=3000, order=3, n_crit=40, repeats=1, peaks=peaks,
                            operators=["p2p", "m2l"])
-    assert info["peak_gflops"] == 50 and info["flops_per_pair"] == 13
+    assert info["peak_gflops"] == 50 and info["flops_per_pair"] == {"p2p": 13}
     for row in rows:
         per_unit = 13 if row.unit == "pairs" else 1
         assert row.flops == row.work * per_unit
         assert row.roof == min(50e9, row.intensity * 10e9)
         assert row.roof_share == pytest.approx(row.flops / row.seconds / row.roof)
+    # With the gradient of charges and dipoles, P2P's pairs cost the kernel matrix's flops and
+    # move 4 strengths per source and 4 outputs per target.
+    rows, info = run_bench(n=3000, order=3, n_crit=40, repeats=1, peaks=peaks,
+                           operators=["p2p"], gradient=True, dipoles=True)
+    per_pair = get_kernel("laplace").with_fields(("potential", "gradient"),
+                                                 ("charge", "dipole")).flops_per_pair()
+    assert info["flops_per_pair"] == {"p2p": per_pair} and per_pair > 13
+    assert info["kernel"] == "laplace (potential+gradient of charge+dipole)"
+    assert rows[0].flops == rows[0].work * per_pair
