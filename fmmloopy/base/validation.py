@@ -98,9 +98,14 @@ def validate_charges(charges, nsources: int) -> np.ndarray:
             hint = f": {len(array)} charges for {nsources} sources"
         raise ValueError(f"charges must have shape ({nsources},), one per source; "
                          f"got {array.shape}{hint}")
+    return _finite_float64(array, "charges", "charges")
+
+
+def _finite_float64(array: np.ndarray, name: str, what: str) -> np.ndarray:
+    """``array`` as float64, or a ValueError naming its first value that is not finite."""
     array = array.astype(np.float64, copy=False)
     if not np.isfinite(array).all():
-        _first_bad(array, "charges", "charges")
+        _first_bad(array, name, what)
     return array
 
 
@@ -112,10 +117,7 @@ def validate_dipoles(dipoles, nsources: int) -> np.ndarray:
         hint = "; pass dipoles.T (one row per source)" if array.shape == (3, nsources) else ""
         raise ValueError(f"dipoles must have shape ({nsources}, 3), one moment vector per "
                          f"source; got {array.shape}{hint}")
-    array = array.astype(np.float64, copy=False)
-    if not np.isfinite(array).all():
-        _first_bad(array, "dipoles", "dipole moments")
-    return array
+    return _finite_float64(array, "dipoles", "dipole moments")
 
 
 def validate_integer(value, name: str, low: int, high: int | None = None) -> int:

@@ -70,16 +70,24 @@ def _function(expr: prim.Call) -> str:
 
 # {{{ power form
 
+def _map_operands(expr, function):
+    """``expr`` rebuilt with ``function`` applied to each operand of a sum, product, call,
+    selection or comparison; any other node as it is."""
+    if isinstance(expr, prim.Sum):
+        return prim.Sum(tuple(map(function, expr.children)))
+    if isinstance(expr, prim.Product):
+        return prim.Product(tuple(map(function, expr.children)))
+    if isinstance(expr, prim.Call):
+        return prim.Call(expr.function, tuple(map(function, expr.parameters)))
+    if isinstance(expr, prim.If):
+        return prim.If(function(expr.condition), function(expr.then), function(expr.else_))
+    if isinstance(expr, prim.Comparison):
+        return prim.Comparison(function(expr.left), expr.operator, function(expr.right))
+    return expr
+
+
 def to_power_form(expr):
     """``expr`` with quotients as products of ``**-1`` and ``sqrt(x)`` as ``x**(1/2)``."""
-    if isinstance(expr, Number) or not isinstance(expr, prim.ExpressionNode):
-        return expr
-    if isinstance(expr, prim.Variable):
-        return expr
-    if isinstance(expr, prim.Sum):
-        return prim.Sum(tuple(to_power_form(c) for c in expr.children))
-    if isinstance(expr, prim.Product):
-        return prim.Product(tuple(to_power_form(c) for c in expr.children))
     if isinstance(expr, prim.Quotient):
         return prim.Product((to_power_form(expr.numerator),
                              prim.Power(to_power_form(expr.denominator), -1)))
@@ -89,18 +97,10 @@ def to_power_form(expr):
                 == exponent:
             exponent = Fraction(exponent).limit_denominator(64)
         return prim.Power(to_power_form(expr.base), to_power_form(exponent))
-    if isinstance(expr, prim.Call):
-        argument = to_power_form(expr.parameters[0]) if len(expr.parameters) == 1 else None
-        if getattr(expr.function, "name", None) == "sqrt" and argument is not None:
-            return prim.Power(argument, _HALF)
-        return prim.Call(expr.function, tuple(to_power_form(p) for p in expr.parameters))
-    if isinstance(expr, prim.If):
-        return prim.If(to_power_form(expr.condition), to_power_form(expr.then),
-                       to_power_form(expr.else_))
-    if isinstance(expr, prim.Comparison):
-        return prim.Comparison(to_power_form(expr.left), expr.operator,
-                               to_power_form(expr.right))
-    return expr
+    if (isinstance(expr, prim.Call) and getattr(expr.function, "name", None) == "sqrt"
+            and len(expr.parameters) == 1):
+        return prim.Power(to_power_form(expr.parameters[0]), _HALF)
+    return _map_operands(expr, to_power_form)
 
 # }}}
 
@@ -278,8 +278,6 @@ def to_code_form(expr):
         return _number(expr) if expr.denominator == 1 else float(expr)
     if isinstance(expr, Number) or not isinstance(expr, prim.ExpressionNode):
         return expr
-    if isinstance(expr, prim.Sum):
-        return prim.Sum(tuple(to_code_form(c) for c in expr.children))
     if isinstance(expr, prim.Product):
         factors = []
         for child in map(to_code_form, expr.children):  # flat: one product per term
@@ -287,15 +285,7 @@ def to_code_form(expr):
         return prim.Product(tuple(factors))
     if isinstance(expr, prim.Power):
         return _power_code(to_code_form(expr.base), expr.exponent)
-    if isinstance(expr, prim.Call):
-        return prim.Call(expr.function, tuple(to_code_form(p) for p in expr.parameters))
-    if isinstance(expr, prim.If):
-        return prim.If(to_code_form(expr.condition), to_code_form(expr.then),
-                       to_code_form(expr.else_))
-    if isinstance(expr, prim.Comparison):
-        return prim.Comparison(to_code_form(expr.left), expr.operator,
-                               to_code_form(expr.right))
-    return expr
+    return _map_operands(expr, to_code_form)
 
 
 def _repeat(factor, times: int):
