@@ -25,7 +25,7 @@ import numpy as np
 
 import fmmloopy
 from fmmloopy.base.distributions import sphere_surface
-from fmmloopy.maths.green import get_kernel, kernel_names
+from fmmloopy.maths.green import kernel_names
 from fmmloopy.maths.operators import OPERATORS, get_operator
 from fmmloopy.maths.reference import direct_sum
 from fmmloopy.tree.lists import list_size_summary
@@ -125,8 +125,7 @@ def run(n: int, order: int, n_crit: int | str, device: str | None,
             best = fmm.eval_seconds
     potential = result.potential if gradient else result
     sample = rng.choice(n, size=min(check_targets, n), replace=False)
-    green = get_kernel(kernel).with_fields(
-        ("potential", "gradient") if gradient else ("potential",))
+    green = fmm.fields_kernel(gradient=gradient)
     expected = np.atleast_2d(direct_sum(green, points, charges, points[sample]))
     error = np.linalg.norm(potential[sample] - expected[0]) / np.linalg.norm(expected[0])
     errors = {"rel_l2_error": float(error)}

@@ -273,15 +273,21 @@ class Fmm:
             parts.append(validate_charges(charges, self.nsources)[None])
         if dipoles is not None:
             parts.append(validate_dipoles(dipoles, self.nsources).T)
-        kernel = self.kernel.with_fields(
-            ("potential", "gradient") if gradient else ("potential",),
-            (("charge",) if charges is not None else ()) + (
-                ("dipole",) if dipoles is not None else ()))
+        kernel = self.fields_kernel(charges=charges is not None, dipoles=dipoles is not None,
+                                    gradient=gradient)
         strengths = np.concatenate(parts)
         outputs = self.apply(strengths[0] if kernel.n_inputs == 1 else strengths, kernel)
         if not gradient:
             return outputs
         return Fields(outputs[0], np.ascontiguousarray(outputs[1:].T))
+
+    def fields_kernel(self, *, charges: bool = True, dipoles: bool = False,
+                      gradient: bool = False) -> GreenKernel:
+        """This FMM's Green's function with the fields of a call: the potential (and with
+        ``gradient`` its gradient) of ``charges`` and/or ``dipoles``."""
+        return self.kernel.with_fields(
+            ("potential", "gradient") if gradient else ("potential",),
+            ("charge",) * charges + ("dipole",) * dipoles)
 
     def apply(self, strengths: np.ndarray, kernel: GreenKernel) -> np.ndarray:
         """``kernel``'s outputs at the targets (user order; ``(M,)``, or ``(n_outputs, M)``) for
@@ -299,7 +305,7 @@ class Fmm:
         # so dipole moments are taken to working units here and gradients back below. Then
         # strengths far from 1 are scaled by a power of two: the kernels see no denormals.
         # Both are powers of two, applied at once (exact).
-        input_shifts = -self.coordinate_exponent * _derivatives(kernel, "inputs")
+        input_shifts = -self.coordinate_exponent * kernel.input_derivatives()
         largest = float(np.abs(strengths).max())
         charge_exponent = _strength_exponent(strengths, input_shifts)
         strengths = np.ldexp(strengths, (input_shifts - charge_exponent)[:, None])
@@ -309,8 +315,7 @@ class Fmm:
                                            kernel)
         outputs = np.atleast_2d(self.tree.targets_to_user(np.atleast_2d(in_tree_order).T).T)
         exponents = charge_exponent + self._potential_exponent() - (
-            self.coordinate_exponent * _derivatives(kernel, "outputs"))
-        outputs = outputs.copy() if outputs.base is not None else outputs
+            self.coordinate_exponent * kernel.output_derivatives())
         for row, exponent in zip(outputs, exponents, strict=True):
             if exponent:
                 with np.errstate(over="ignore"):
@@ -382,13 +387,6 @@ def _strength_exponent(strengths: np.ndarray, shifts: np.ndarray) -> int:
     if abs(exponents[top] + math.log2(mantissas[top])) <= SAFE_EXPONENT:
         return 0
     return int(exponents[top])
-
-
-def _derivatives(kernel: GreenKernel, side: str) -> np.ndarray:
-    """Per input (``side="inputs"``) or output component of ``kernel``: the derivatives of the
-    Green's function it takes (0 or 1)."""
-    orders = kernel.derivative_orders()
-    return orders[:, 0] - orders[0, 0] if side == "outputs" else orders[0, :] - orders[0, 0]
 
 
 def evaluate(sources, charges, targets=None, **options) -> np.ndarray:

@@ -117,9 +117,7 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int | str = "auto",
                       for step in steps if OPERATORS[step].template == PAIRWISE}
     info = {"n": n, "order": order, "n_crit": fmm.n_crit, "n_crit_chosen": n_crit == AUTO,
             "distribution": distribution,
-            "kernel": fmm.kernel.with_fields(
-                ("potential", "gradient") if gradient else ("potential",),
-                ("charge", "dipole") if dipoles else ("charge",)).label,
+            "kernel": fmm.fields_kernel(dipoles=dipoles, gradient=gradient).label,
             "device": fmm.device.name, "peak_gflops": peaks.flops / 1e9,
             "bandwidth_gbytes": peaks.bandwidth / 1e9, "peak_source": peaks.source,
             "flops_per_pair": flops_per_pair, "repeats": repeats,

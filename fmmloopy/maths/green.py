@@ -17,7 +17,13 @@ from pymbolic import var
 from pymbolic.mapper.dependency import DependencyMapper
 from pymbolic.mapper.evaluator import EvaluationMapper
 
-from fmmloopy.maths.derivatives import differentiate, simplify, to_code_form, to_power_form
+from fmmloopy.maths.derivatives import (
+    KNOWN_FUNCTIONS,
+    differentiate,
+    simplify,
+    to_code_form,
+    to_power_form,
+)
 
 #: The offset components the expression is written in (target minus source).
 OFFSET_VARIABLES: tuple[str, str, str] = ("d0", "d1", "d2")
@@ -31,8 +37,8 @@ TARGET_FIELDS: dict[str, tuple[tuple[int, ...], ...]] = {
 SOURCE_FIELDS: dict[str, tuple[tuple[int, ...], ...]] = {
     "charge": ((),), "dipole": ((0,), (1,), (2,))}
 
-_NUMPY_FUNCTIONS = {"sqrt": np.sqrt, "exp": np.exp, "log": np.log, "sin": np.sin,
-                    "cos": np.cos}
+#: numpy's function of each name the derivative rules know (host evaluation).
+_NUMPY_FUNCTIONS = {name: getattr(np, name) for name in KNOWN_FUNCTIONS}
 
 
 def _validate_fields(fields: tuple[str, ...], known: dict, what: str) -> tuple[str, ...]:
@@ -98,12 +104,18 @@ class GreenKernel:
             return self.name
         return f"{self.name} ({'+'.join(self.outputs)} of {'+'.join(self.inputs)})"
 
+    def output_derivatives(self) -> np.ndarray:
+        """Per output component: how many derivatives of ``G`` it takes (0 or 1)."""
+        return np.array([len(d) for name in self.outputs for d in TARGET_FIELDS[name]])
+
+    def input_derivatives(self) -> np.ndarray:
+        """Per input component: how many derivatives of ``G`` it takes (0 or 1)."""
+        return np.array([len(d) for name in self.inputs for d in SOURCE_FIELDS[name]])
+
     def derivative_orders(self) -> np.ndarray:
         """``(n_outputs, n_inputs)``: how many derivatives each entry of the matrix takes (an
         entry of a kernel of homogeneity ``k`` has homogeneity ``k`` minus that)."""
-        targets = [len(d) for name in self.outputs for d in TARGET_FIELDS[name]]
-        sources = [len(d) for name in self.inputs for d in SOURCE_FIELDS[name]]
-        return np.add.outer(targets, sources)
+        return np.add.outer(self.output_derivatives(), self.input_derivatives())
 
     @cached_property
     def expressions(self) -> tuple[tuple[prim.ExpressionNode, ...], ...]:

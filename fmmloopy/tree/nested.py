@@ -38,6 +38,7 @@ __all__ = ["NESTED_ROW_FACTOR", "MergedSum", "NestedRow", "heavy_rows", "merge_c
 #: ~10**7 pairs, some 10 ms of direct summation.
 NESTED_ROW_FACTOR = 16
 
+
 class Evaluator(Protocol):
     """What a nested FMM is to this module: ``apply(strengths, kernel)`` sums ``kernel`` (the
     fields asked for: potentials or gradients of charges or dipoles; opaque here) over its
