@@ -25,7 +25,7 @@ import numpy as np
 
 import fmmloopy
 from fmmloopy.base.distributions import sphere_surface
-from fmmloopy.maths.green import kernel_names
+from fmmloopy.cli.main import KERNEL_HELP, kernel_argument
 from fmmloopy.maths.operators import OPERATORS, get_operator
 from fmmloopy.maths.reference import direct_sum
 from fmmloopy.tree.lists import list_size_summary
@@ -218,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-verify-recipes", dest="verify_recipes", action="store_false",
                         help="run recipes that are not shipped without comparing them with "
                              "'sequential' on the tree first")
-    parser.add_argument("--kernel", default="laplace", choices=kernel_names(),
-                        help="Green's function (default: laplace)")
+    parser.add_argument("--kernel", default="laplace", type=kernel_argument,
+                        help=f"Green's function: {KERNEL_HELP} (default: laplace)")
     parser.add_argument("--gradient", action="store_true",
                         help="evaluate the gradient too and report its error")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

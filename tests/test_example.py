@@ -70,7 +70,7 @@ def test_example_prints_a_readable_report():
                            "--check-targets", "100", "--repeats", "1"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    for expected in ("2000 charges on the unit sphere", "tree: depth", "setup: precompute",
+    for expected in ("2000 charges on the unit sphere", "tree: depth", "setup: tree",
                      "W/X entries summed directly (small boxes):", "evaluation:",
                      "Mpair/s", "GFLOP/s", "relative L2 error"):
         assert expected in done.stdout

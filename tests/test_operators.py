@@ -135,8 +135,8 @@ def test_math_kernel_of_a_pairwise_operator_and_its_arguments():
 def test_math_kernel_errors():
     with pytest.raises(ValueError, match="unknown operator 'p2q'"):
         math_kernel("p2q")
-    with pytest.raises(ValueError, match="unknown kernel 'yukawa'"):
-        math_kernel("p2p", kernel="yukawa")
+    with pytest.raises(ValueError, match="unknown kernel 'laplase'"):
+        math_kernel("p2p", kernel="laplase")
     with pytest.raises(TypeError, match=r"operator 'p2p' takes no sizes \['n_target_coeffs'\]"):
         math_kernel("p2p", n_target_coeffs=4)
     with pytest.raises(TypeError, match=r"operator 'm2l' takes no sizes \['n_surface'\]"):

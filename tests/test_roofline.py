@@ -51,11 +51,13 @@ def test_flops_per_pair_counts_each_distinct_subexpression_once():
     r2 = d0 * d0 + d1 * d1 + d2 * d2
     r = prim.Call(var("sqrt"), (r2,))
     # exp(-2 r) / r: r^2 (5), sqrt (1), -2 r (1), exp (1), quotient (1); r appears twice.
-    yukawa = prim.Quotient(prim.Call(var("exp"), (-2 * r,)), r)
-    green = GreenKernel("test-yukawa", yukawa, 0)
+    # The guard r2 > 0 counts nothing more: its r2 is the one counted.
+    yukawa = prim.If(prim.Comparison(r2, ">", 0),
+                     prim.Quotient(prim.Call(var("exp"), (-2 * r,)), r), 0)
+    green = GreenKernel("test-yukawa", yukawa)
     assert green.flops_per_pair() == 3 + 9 + 2
     # Constants fold away: (2 * 3) * d0 counts one product.
-    assert GreenKernel("c", prim.Product((2, 3, d0)), 0).flops_per_pair() == 3 + 2 + 2
+    assert GreenKernel("c", prim.Product((2, 3, d0)), 1).flops_per_pair() == 3 + 2 + 2
 
 
 def _rows(target_boxes, lists, matrices=None):

@@ -38,11 +38,12 @@ from fmmloopy.driver.memory import describe_problem, estimate_before_tree, estim
 from fmmloopy.driver.plan import Plan
 from fmmloopy.execution.kernel_arguments import box_list
 from fmmloopy.execution.opencl_errors import explain_opencl_error
-from fmmloopy.execution.precomputed import get_operators
+from fmmloopy.execution.precomputed import get_operators, level_operators
 from fmmloopy.execution.resources import ResourceLimitError, check_memory
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import M2L_CLASSES
 from fmmloopy.maths.green import GreenKernel, get_kernel
+from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
 from fmmloopy.maths.operators import OPERATORS
 from fmmloopy.tree.coordinates import SAFE_EXPONENT, origin, working_exponent
 from fmmloopy.tree.cost import AUTO, CANDIDATES, choose_n_crit, pair_flops, validate_n_crit
@@ -170,23 +171,33 @@ class Fmm:
                 f"{self.memory_estimate.describe()}") from exc
 
     def _build(self, sources, targets, n_crit, max_depth, recipes) -> None:
-        # The operators first (they do not depend on the points): the choice of n_crit weighs
-        # the far field by the flops of the compressed M2L they hold.
         clock = time.perf_counter()
-        self.operators = get_operators(self.kernel, self.order)
+        points = sort_points(sources, targets, max_depth)
+        self.setup_seconds["tree"] = time.perf_counter() - clock
+        # The operators before the tree: the choice of n_crit weighs the far field by the
+        # flops of the compressed M2L they hold (a kernel without homogeneity: those of the
+        # first level with expansions, whose half-width the root cube fixes).
+        clock = time.perf_counter()
+        first = get_operators(self.kernel, self.order) if self.kernel.homogeneity is not None \
+            else get_operators(self.kernel, self.order,
+                               half_width=math.ldexp(points.half_width, -FIRST_EXPANSION_LEVEL))
         self.setup_seconds["precompute"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
-        points = sort_points(sources, targets, max_depth)
         if n_crit == AUTO:
             n_crit, self.n_crit_candidates = choose_n_crit(
                 points, self.order,
                 pair_flops("gpu" if self.device.type & cl.device_type.GPU else "cpu"),
-                self.operators.far_field_flops())
+                first.far_field_flops())
             self.n_crit = n_crit
             self._what = describe_problem(self.nsources, self.ntargets, self.order, n_crit)
         self.tree = build_tree_from(points, n_crit)
-        self.setup_seconds["tree"] = time.perf_counter() - clock
+        self.setup_seconds["tree"] += time.perf_counter() - clock
+        clock = time.perf_counter()
+        #: The precomputed operators of every level (:class:`~fmmloopy.maths.levels.LevelOperators`:
+        #: one set scaled per level, or a set per level for a kernel without homogeneity).
+        self.operators = level_operators(self.kernel, self.order, self.tree.level_half_widths)
+        self.setup_seconds["precompute"] += time.perf_counter() - clock
         clock = time.perf_counter()
         self.lists = build_interaction_lists(self.tree)
         #: The lists the plan sums: :attr:`lists`, with small W/X boxes moved to U (w_x_direct).
@@ -210,6 +221,7 @@ class Fmm:
             nsources=tree.nsources, ntargets=tree.ntargets,
             targets_are_sources=tree.targets_are_sources, order=self.order,
             nboxes=tree.nboxes, nlevels=tree.nlevels, ranks=self.operators.ranks(),
+            operator_sets=len(self.operators.sets),
             list_entries={name: len(getattr(lists, f"{name}_lists")) for name in "uvwx"}
             | {f"v_{name}": len(box_list(tree, lists, f"v_{name}")[1]) for name in M2L_CLASSES})
         check_memory(self.memory_estimate, self.device, self._what, self._memory_limit)

@@ -7,7 +7,7 @@ import os
 import sys
 
 from fmmloopy.base.distributions import DISTRIBUTIONS
-from fmmloopy.maths.green import kernel_names
+from fmmloopy.maths.green import get_kernel, kernel_names
 from fmmloopy.maths.operators import OPERATORS
 
 
@@ -31,8 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--recipe", action="append",
                        help="recipe name to check (repeatable; default: all that apply)")
     check.add_argument("--seed", type=int, default=0, help="seed of the check problems")
-    check.add_argument("--kernel", default="laplace", choices=kernel_names(),
-                       help="the Green's function every kernel is built for (default laplace)")
+    check.add_argument("--kernel", default="laplace", type=kernel_argument,
+                       help="the Green's function every kernel is built for: "
+                            f"{KERNEL_HELP} (default laplace)")
     check.add_argument("--order", type=int, default=6,
                        help="order of the production-size problems: surfaces and c2e rank "
                             "(default 6, as fmmloopy.Fmm)")
@@ -64,8 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--distribution", default="sphere", choices=sorted(DISTRIBUTIONS))
     bench.add_argument("--repeats", type=int, default=3, help="timed runs per step (median)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
-    bench.add_argument("--kernel", default="laplace", choices=kernel_names(),
-                       help="Green's function (default: laplace)")
+    bench.add_argument("--kernel", default="laplace", type=kernel_argument,
+                       help=f"Green's function: {KERNEL_HELP} (default: laplace)")
     bench.add_argument("--gradient", action="store_true",
                        help="the potential and its gradient at the targets")
     bench.add_argument("--dipoles", action="store_true",
@@ -229,6 +230,22 @@ def _cache(args: argparse.Namespace) -> int:
     total = sum(entry.size for entry in entries)
     print(f"{len(entries)} file{'s' if len(entries) != 1 else ''}, {total} bytes")
     return 0
+
+
+#: What ``--kernel`` takes, for the help texts.
+KERNEL_HELP = (f"one of {', '.join(kernel_names())} with parameters after a colon "
+               "(yukawa:kappa=10), or an expression in d0, d1, d2, r "
+               "('exp(-kappa*r)/(4*pi*r):kappa=10')")
+
+
+def kernel_argument(text: str) -> str:
+    """``--kernel``: a kernel :func:`~fmmloopy.maths.green.get_kernel` reads (checked here, so
+    that a bad one is an argument error with the reason)."""
+    try:
+        get_kernel(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def n_crit_argument(text: str) -> int | str:

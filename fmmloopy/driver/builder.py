@@ -29,6 +29,7 @@ from fmmloopy.execution.kernel_arguments import box_list, box_list_arguments, tr
 from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.kifmm import STEPS, Boxes, KifmmStep, step_kernel
 from fmmloopy.maths.layouts import matrix_arguments
+from fmmloopy.maths.levels import LevelOperators
 from fmmloopy.maths.operators import PAIRWISE, get_operator, operator_sizes
 from fmmloopy.maths.precompute import KifmmOperators
 from fmmloopy.tree.lists import InteractionLists
@@ -72,7 +73,7 @@ def launch_order(tree: Tree, lists: InteractionLists) -> Iterator[tuple[KifmmSte
 class _PlanBuilder:
     """Cuts the lists for each launch and uploads what launches share, once."""
 
-    def __init__(self, tree: Tree, lists: InteractionLists, operators: KifmmOperators,
+    def __init__(self, tree: Tree, lists: InteractionLists, operators: LevelOperators,
                  green: GreenKernel, queue: cl.CommandQueue,
                  recipes: str | Mapping[str, str] | None, verify: bool = True):
         self.tree, self.lists, self.operators = tree, lists, operators
@@ -123,37 +124,41 @@ class _PlanBuilder:
                      operator_sizes(step.operator, self.expansion.n_e), surfaces,
                      green=step_kernel(step, self.green))
             return
-        scales = step.level_scales(self.operators.homogeneity, self.tree.level_half_widths)
+        scales = self.operators.level_scales(step, self.tree.level_half_widths)
         for index, (field, source, target) in enumerate(step.chain()):
-            matrices = self._stack(field)
+            matrices = self.operators.stack(field)
             self.add(step.operator, target_boxes,
                      {"source_vectors": source, "target_vectors": target},
                      {"n_target_coeffs": matrices.shape[1], "n_source_coeffs": matrices.shape[2]},
                      {"matrices": matrices, "nmatrices": len(matrices),
                       "level_scales": scales if index == 0 else np.ones_like(scales)},
-                     list_name=step.box_list)
-
-    def _stack(self, field: str) -> np.ndarray:
-        """The precomputed matrices ``field`` as a stack ``(nmatrices, n_out, n_in)`` (one
-        object per field, so that its upload is shared)."""
-        stacks = self.__dict__.setdefault("_stacks", {})
-        if field not in stacks:
-            matrices = self.operators.matrix(field)
-            stacks[field] = matrices if matrices.ndim == 3 else matrices[None]
-        return stacks[field]
+                     list_name=step.box_list,
+                     matrix_offsets=self.operators.matrix_offsets(step, field,
+                                                                  self.tree.box_levels))
 
     def add(self, operator: str, target_boxes: np.ndarray, buffers: dict[str, str],
             sizes: dict[str, int], extra: dict, list_name: str | None = None,
-            green: GreenKernel | None = None) -> None:
+            green: GreenKernel | None = None, matrix_offsets: np.ndarray | None = None) -> None:
         """A launch of ``operator`` (a pairwise one summing ``green``, default the potential of
         charges) over ``target_boxes`` with ``extra`` arguments (surfaces; matrices, uploaded
         once for all the launches that apply them), walking box list ``list_name`` (default:
-        the operator's own)."""
+        the operator's own); ``matrix_offsets`` (per box) are added to the matrix indices of
+        the entries into each box (the matrices of its level's set)."""
         spec = get_operator(operator)
         green = self.green.base if green is None else green
         starts, entries, matrix_indices = box_list(self.tree, self.lists,
                                                    list_name or spec.box_list)
+        if matrix_offsets is not None:
+            if (matrix_offsets[target_boxes] < 0).any():
+                raise ValueError(f"{operator}: boxes of levels without operators in this launch")
+            matrix_indices = (matrix_indices + np.repeat(matrix_offsets, np.diff(starts))
+                              ).astype(matrix_indices.dtype)
         cut = box_list_arguments(starts, entries, target_boxes, matrix_indices)
+        if matrix_indices is not None and "nmatrices" in extra and len(cut["matrix_indices"]) \
+                and not 0 <= cut["matrix_indices"].min() <= cut["matrix_indices"].max() \
+                < extra["nmatrices"]:
+            raise ValueError(f"{operator}: matrix indices outside the {extra['nmatrices']} "
+                             "matrices of this launch")
         kernel = self._kernel(operator, green, **sizes)
         names = set(kernel.argument_names)
         arguments = {name: value for name, value in self.shared.items() if name in names}
@@ -206,7 +211,8 @@ class _PlanBuilder:
         self.verified.add(kernel.recipe.name)
 
 
-def build_plan(tree: Tree, lists: InteractionLists, operators: KifmmOperators,
+def build_plan(tree: Tree, lists: InteractionLists,
+               operators: LevelOperators | KifmmOperators,
                green: GreenKernel, queue: cl.CommandQueue,
                recipes: str | Mapping[str, str] | None = None, verify: bool = True,
                share_buffers: Plan | None = None) -> Plan:
@@ -223,6 +229,8 @@ def build_plan(tree: Tree, lists: InteractionLists, operators: KifmmOperators,
     (:func:`fmmloopy.tuning.shipped.needs_verification`); a mismatch raises RecipeError.
     Without, such recipes run unverified, with an :class:`UnverifiedRecipeWarning`.
     """
+    if isinstance(operators, KifmmOperators):
+        operators = LevelOperators.scaled_from(operators)
     build = _PlanBuilder(tree, lists, operators, green, queue, recipes, verify)
     for step, target_boxes in launch_order(tree, lists):
         build.step(step, target_boxes)

@@ -56,12 +56,15 @@ def _bytes(shape: tuple[int, ...], itemsize: int = _F64) -> float:
 
 def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, order: int,
                     nboxes: int, nlevels: int = 1, list_entries: dict[str, int] | None = None,
-                    ranks: dict[str, int] | None = None) -> MemoryEstimate:
+                    ranks: dict[str, int] | None = None,
+                    operator_sets: int = 1) -> MemoryEstimate:
     """Bytes the FMM of these sizes keeps on the host and on the device (module docstring).
 
     ``list_entries`` holds the U, V, W, X entry counts (``{"u": ..., ...}``; zeros if unknown)
     and may hold those of V per transfer-vector class (``"v_<class>"``; V's if absent),
-    ``ranks`` the UC2E/DC2E and compressed-M2L ranks (``n_e`` if unknown, their upper bound).
+    ``ranks`` the UC2E/DC2E and compressed-M2L ranks (``n_e`` if unknown, their upper bound),
+    ``operator_sets`` how many sets of operators there are (one per level with expansions for
+    a kernel without homogeneity).
     Without V entries (of a class) the M2L matrices (of the class) stay on the host (no M2L
     launch); the host keeps a transposed copy of them while the plan is built.
     """
@@ -72,8 +75,8 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
     all_entries = sum(entries[name] for name in "uvwx")
     separate_targets = 0 if targets_are_sources else ntargets
 
-    operators = sum(_bytes(shape) for shape in matrix_shapes(n_e, ranks).values())
-    launched = {name: sum(_bytes(shape) for shape in fields.values())
+    operators = operator_sets * sum(_bytes(shape) for shape in matrix_shapes(n_e, ranks).values())
+    launched = {name: operator_sets * sum(_bytes(shape) for shape in fields.values())
                 for name, fields in step_matrix_shapes(expansion, ranks).items()}
     # Matrices go to the device only for steps that launch (M2L: a V list of its class), and
     # M2L's are transposed on the host.

@@ -52,11 +52,12 @@ __all__ = [
     "save_arrays",
 ]
 
-#: Bump whenever the meaning or layout of the stored arrays changes. 4: the compressed M2L in
+#: Bump whenever the meaning or layout of the stored arrays changes. 5: a set per box
+#: half-width (kernels without homogeneity); 4: the compressed M2L in
 #: 18 classes (band and direction); 3: the SVD-compressed M2L
 #: added; 2: equiangular surface points and least-squares M2M/L2L/M2L (docs/kifmm.md);
 #: 1: uniform points, square fits.
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 _METADATA = "__metadata__"
 _T = TypeVar("_T")
@@ -72,10 +73,10 @@ class CacheFileError(Exception):
 
 
 def kernel_fingerprint(kernel: GreenKernel) -> str:
-    """sha256 of the kernel's name, expression, homogeneity and fields (what a pairwise sum
-    with it takes and produces: a gradient's kernel is another kernel)."""
-    text = (f"{kernel.name}\n{kernel.expression}\n{kernel.homogeneity!r}\n"
-            f"{kernel.outputs!r}\n{kernel.inputs!r}")
+    """sha256 of the kernel's name, expression, parameters, homogeneity and fields (what a
+    pairwise sum with it takes and produces: a gradient's kernel is another kernel)."""
+    text = (f"{kernel.name}\n{kernel.expression}\n{kernel.parameters!r}\n"
+            f"{kernel.homogeneity!r}\n{kernel.outputs!r}\n{kernel.inputs!r}")
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -84,8 +85,11 @@ def maths_sources_digest() -> str:
     return sources_digest("fmmloopy.maths")
 
 
-def operator_key(kernel: GreenKernel, order: int, rcond: float) -> dict[str, Any]:
-    """The fields that identify one set of operators (JSON-serialisable)."""
+def operator_key(kernel: GreenKernel, order: int, rcond: float,
+                 half_width: float = 1.0) -> dict[str, Any]:
+    """The fields that identify one set of operators (JSON-serialisable): the kernel and its
+    parameters, the order, the cutoff and the box's half-width (a kernel without homogeneity
+    has a set per level)."""
     return {
         "format_version": FORMAT_VERSION,
         "maths_sources": maths_sources_digest(),
@@ -95,6 +99,7 @@ def operator_key(kernel: GreenKernel, order: int, rcond: float) -> dict[str, Any
         "surface_radii": list(SURFACE_RADII.values()),
         "dtype": "float64",
         "rcond": float(rcond),
+        "half_width": float(half_width).hex(),
     }
 
 

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
+from numbers import Real
 
 import numpy as np
+import pymbolic
 import pymbolic.primitives as prim
 from pymbolic import var
 from pymbolic.mapper.dependency import DependencyMapper
-from pymbolic.mapper.evaluator import EvaluationMapper
+from pymbolic.mapper.evaluator import EvaluationMapper, UnknownVariableError
+from pymbolic.mapper.substitutor import substitute
 
 from fmmloopy.maths.derivatives import (
     KNOWN_FUNCTIONS,
@@ -37,6 +42,9 @@ TARGET_FIELDS: dict[str, tuple[tuple[int, ...], ...]] = {
 SOURCE_FIELDS: dict[str, tuple[tuple[int, ...], ...]] = {
     "charge": ((),), "dipole": ((0,), (1,), (2,))}
 
+#: What a kernel's name may hold (it is part of cache file names).
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
 #: numpy's function of each name the derivative rules know (host evaluation).
 _NUMPY_FUNCTIONS = {name: getattr(np, name) for name in KNOWN_FUNCTIONS}
 
@@ -53,9 +61,15 @@ class GreenKernel:
     """A translation-invariant Green's function ``G(target - source)`` and the derivatives of it
     a pairwise sum applies.
 
-    ``expression`` is written in the variables :data:`OFFSET_VARIABLES` and must contribute exactly
-    zero at ``d == 0`` (no self-interaction). ``homogeneity`` is the degree ``k`` with
-    ``G(s d) = s**k G(d)``; it lets precomputed operators be scaled from level to level.
+    ``expression`` is written in the variables :data:`OFFSET_VARIABLES` and the names of
+    ``parameters`` (``{"kappa": 10.0}``: real numbers, substituted before use), with the functions
+    of :data:`~fmmloopy.maths.derivatives.KNOWN_FUNCTIONS`, and must be exactly zero at
+    ``d == 0`` (no self-interaction: an ``If(r2 > 0, ..., 0)`` guard). ``homogeneity`` is the
+    degree ``k`` with ``G(s d) = s**k G(d)``, None if there is none; it lets precomputed
+    operators be scaled from level to level (without it they are computed per level). A kernel
+    is checked when it is made (:func:`check_expression`): unknown variables or functions,
+    a nonzero or non-finite value at ``d == 0``, non-finite values elsewhere and a declared
+    homogeneity the values do not have raise ValueError.
 
     ``outputs`` (:data:`TARGET_FIELDS`) and ``inputs`` (:data:`SOURCE_FIELDS`) say what a pairwise
     sum with this kernel produces and takes: the default is the potential of charges; a
@@ -69,11 +83,29 @@ class GreenKernel:
     homogeneity: float | None = None
     outputs: tuple[str, ...] = ("potential",)
     inputs: tuple[str, ...] = ("charge",)
+    #: ``((name, value), ...)`` in name order (a mapping is accepted and converted).
+    parameters: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "outputs",
                            _validate_fields(self.outputs, TARGET_FIELDS, "outputs"))
         object.__setattr__(self, "inputs", _validate_fields(self.inputs, SOURCE_FIELDS, "inputs"))
+        object.__setattr__(self, "parameters", _validate_parameters(self.parameters))
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+            raise ValueError("a kernel's name must be letters, digits, '_', '-' and '.' "
+                             f"(it names cache files), not {self.name!r}")
+        if self.homogeneity is not None:
+            homogeneity = float(self.homogeneity)
+            if not math.isfinite(homogeneity):
+                raise ValueError(f"kernel {self.name!r}: homogeneity must be a finite number "
+                                 f"or None, not {self.homogeneity!r}")
+            object.__setattr__(self, "homogeneity", homogeneity)
+        check_expression(self.name, self.expression, self.parameters, self.homogeneity)
+
+    @property
+    def bound_expression(self) -> prim.ExpressionNode:
+        """``expression`` with the parameters' values in place of their names."""
+        return _bind(self.expression, self.parameters)
 
     def with_fields(self, outputs=("potential",), inputs=("charge",)) -> GreenKernel:
         """This Green's function producing ``outputs`` from ``inputs``."""
@@ -98,11 +130,19 @@ class GreenKernel:
         return sum(len(SOURCE_FIELDS[name]) for name in self.inputs)
 
     @property
-    def label(self) -> str:
-        """The name, with the fields where they are not the potential of charges."""
-        if self.outputs == ("potential",) and self.inputs == ("charge",):
+    def spec(self) -> str:
+        """The name with the parameters, as :func:`get_kernel` reads it (``yukawa:kappa=10``)."""
+        if not self.parameters:
             return self.name
-        return f"{self.name} ({'+'.join(self.outputs)} of {'+'.join(self.inputs)})"
+        return self.name + ":" + ",".join(f"{name}={value!r}" for name, value in self.parameters)
+
+    @property
+    def label(self) -> str:
+        """The name and parameters, with the fields where they are not the potential of
+        charges."""
+        if self.outputs == ("potential",) and self.inputs == ("charge",):
+            return self.spec
+        return f"{self.spec} ({'+'.join(self.outputs)} of {'+'.join(self.inputs)})"
 
     def output_derivatives(self) -> np.ndarray:
         """Per output component: how many derivatives of ``G`` it takes (0 or 1)."""
@@ -123,8 +163,8 @@ class GreenKernel:
         components applies, in the form the generated code computes (the potential of
         charges: ``expression`` itself)."""
         if self.is_scalar:
-            return ((self.expression,),)
-        power_form = simplify(to_power_form(self.expression))
+            return ((self.bound_expression,),)
+        power_form = simplify(to_power_form(self.bound_expression))
         derivatives: dict[tuple[int, ...], object] = {(): power_form}
 
         def derivative(axes: tuple[int, ...]):
@@ -148,16 +188,9 @@ class GreenKernel:
         """Evaluate on the host for offsets of shape ``(..., 3)`` (numpy, float64): shape
         ``(...)`` for the potential of charges, else ``(..., n_outputs, n_inputs)``."""
         offsets = np.asarray(offsets, dtype=np.float64)
-        context = {name: offsets[..., i] for i, name in enumerate(OFFSET_VARIABLES)}
-        context |= _NUMPY_FUNCTIONS
-
-        def value(expression) -> np.ndarray:
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                values = _ArrayEvaluationMapper(context)(expression)
-            return np.broadcast_to(np.asarray(values, dtype=np.float64), offsets.shape[:-1])
         if self.is_scalar:
-            return value(self.expression).copy()
-        return np.stack([np.stack([value(e) for e in row], axis=-1)
+            return _evaluate(self.bound_expression, offsets).copy()
+        return np.stack([np.stack([_evaluate(e, offsets) for e in row], axis=-1)
                          for row in self.expressions], axis=-2)
 
     def flops_per_pair(self) -> int:
@@ -171,6 +204,91 @@ class GreenKernel:
         seen: set = set()
         entries = [e for row in self.expressions for e in row]
         return 3 + sum(_count_flops(e, seen) for e in entries) + 2 * len(entries)
+
+
+def _evaluate(expression, offsets: np.ndarray) -> np.ndarray:
+    """``expression`` (parameters bound) at ``offsets`` ``(..., 3)``, shape ``(...)``."""
+    context = {name: offsets[..., i] for i, name in enumerate(OFFSET_VARIABLES)}
+    context |= _NUMPY_FUNCTIONS
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        values = _ArrayEvaluationMapper(context)(expression)
+    return np.broadcast_to(np.asarray(values, dtype=np.float64), offsets.shape[:-1])
+
+
+def _validate_parameters(parameters) -> tuple[tuple[str, float], ...]:
+    """Parameters as ``((name, value), ...)`` in name order: identifiers other than the offset's
+    variables, finite real values."""
+    items = parameters.items() if isinstance(parameters, Mapping) else parameters
+    try:
+        pairs = [(name, value) for name, value in items]
+    except (TypeError, ValueError):
+        raise ValueError(f"parameters must be a mapping name -> number, not {parameters!r}"
+                         ) from None
+    result = {}
+    for name, value in pairs:
+        if not isinstance(name, str) or not name.isidentifier() or name in OFFSET_VARIABLES \
+                or name in KNOWN_FUNCTIONS:
+            raise ValueError(f"parameter name {name!r} must be an identifier other than "
+                             f"{', '.join(OFFSET_VARIABLES + KNOWN_FUNCTIONS)}")
+        if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+            raise ValueError(f"parameter {name!r} must be a finite real number, not {value!r}")
+        if name in result:
+            raise ValueError(f"parameter {name!r} is given twice")
+        result[name] = float(value)
+    return tuple(sorted(result.items()))
+
+
+def _bind(expression, parameters: tuple[tuple[str, float], ...]):
+    return substitute(expression, dict(parameters)) if parameters else expression
+
+
+#: Offsets at which :func:`check_expression` evaluates a kernel: 64 directions, lengths from
+#: 1e-3 to 1e3 (fixed, so that a kernel's check does not depend on a random draw).
+_CHECK_OFFSETS = (np.random.default_rng(20261123).standard_normal((64, 3))
+                  * np.logspace(-3, 3, 64)[:, None])
+
+
+@lru_cache(maxsize=256)
+def check_expression(name: str, expression, parameters: tuple[tuple[str, float], ...],
+                     homogeneity: float | None) -> None:
+    """ValueError, naming the problem, unless ``expression`` is a usable Green's function: only
+    the offset's variables, the parameters and known functions; exactly 0 at ``d == 0``; finite
+    elsewhere (on offsets of lengths 1e-3 to 1e3); and ``G(2 d) = 2**k G(d)`` to 1e-12 where a
+    homogeneity ``k`` is declared."""
+    if not isinstance(expression, prim.ExpressionNode | Real):
+        raise ValueError(f"kernel {name!r}: the expression must be a pymbolic expression, not "
+                         f"{type(expression).__name__}")
+    unknown = {v.name for v in get_variables(expression)} - set(OFFSET_VARIABLES) - {
+        parameter for parameter, _ in parameters} - set(KNOWN_FUNCTIONS)
+    if unknown:
+        raise ValueError(f"kernel {name!r}: the expression uses {sorted(unknown)}, which are "
+                         f"neither offset variables {list(OFFSET_VARIABLES)}, parameters "
+                         f"{[parameter for parameter, _ in parameters]} nor known functions "
+                         f"{list(KNOWN_FUNCTIONS)}")
+    bound = _bind(expression, parameters)
+    try:
+        at_zero = _evaluate(bound, np.zeros((1, 3)))
+        values = _evaluate(bound, _CHECK_OFFSETS)
+        doubled = _evaluate(bound, 2.0 * _CHECK_OFFSETS)
+    except UnknownVariableError as error:
+        raise ValueError(f"kernel {name!r}: unknown function {error} (known: "
+                         f"{', '.join(KNOWN_FUNCTIONS)})") from None
+    except (TypeError, ValueError, ZeroDivisionError) as error:
+        raise ValueError(f"kernel {name!r}: the expression cannot be evaluated ({error})"
+                         ) from None
+    if at_zero[0] != 0:
+        raise ValueError(f"kernel {name!r} is {at_zero[0]!r} at d == 0, not exactly 0: guard "
+                         "the self-interaction, e.g. If(r2 > 0, G, 0)")
+    if not np.isfinite(values).all() or not np.isfinite(doubled).all():
+        raise ValueError(f"kernel {name!r} is not finite at some offsets d != 0 (lengths "
+                         "1e-3 to 2e3)")
+    if homogeneity is not None:
+        expected = np.exp2(homogeneity) * values
+        error = np.abs(doubled - expected).max() / max(np.abs(expected).max(), 1e-300)
+        if not error <= 1e-12:
+            raise ValueError(f"kernel {name!r} declares homogeneity {homogeneity} but "
+                             f"G(2 d) differs from 2**{homogeneity} G(d) by {error:.2g} "
+                             "(relative); declare None if it has none")
 
 
 def _negated(expr):
@@ -217,9 +335,13 @@ class _ArrayEvaluationMapper(EvaluationMapper):
         return np.where(self.rec(expr.condition), self.rec(expr.then), self.rec(expr.else_))
 
 
-def _laplace_3d() -> GreenKernel:
+def _offset_length_squared():
     d0, d1, d2 = (var(name) for name in OFFSET_VARIABLES)
-    r_squared = d0 * d0 + d1 * d1 + d2 * d2
+    return d0 * d0 + d1 * d1 + d2 * d2
+
+
+def _laplace_3d() -> GreenKernel:
+    r_squared = _offset_length_squared()
     inverse_r = 1 / var("sqrt")(r_squared)
     expression = prim.If(
         prim.Comparison(r_squared, ">", 0), inverse_r * (1 / (4 * math.pi)), 0)
@@ -229,7 +351,49 @@ def _laplace_3d() -> GreenKernel:
 #: ``1 / (4 pi |d|)``, and exactly 0 at ``d == 0``.
 LAPLACE_3D = _laplace_3d()
 
-_KERNELS: dict[str, GreenKernel] = {LAPLACE_3D.name: LAPLACE_3D}
+
+def yukawa(kappa: float) -> GreenKernel:
+    """The Yukawa (modified Helmholtz, screened Coulomb) kernel ``exp(-kappa |d|) / (4 pi |d|)``,
+    the fundamental solution of ``-Laplacian u + kappa**2 u = delta`` (``kappa >= 0``; 0 is
+    Laplace's). Not homogeneous: its operators are computed per level."""
+    if not (isinstance(kappa, Real) and not isinstance(kappa, bool) and 0 <= kappa < math.inf):
+        raise ValueError(f"yukawa: kappa must be a finite real number >= 0, not {kappa!r}")
+    r_squared = _offset_length_squared()
+    inverse_r = 1 / var("sqrt")(r_squared)
+    decay = var("exp")(-var("kappa") * var("sqrt")(r_squared))
+    expression = prim.If(prim.Comparison(r_squared, ">", 0),
+                         decay * inverse_r * (1 / (4 * math.pi)), 0)
+    return GreenKernel(name="yukawa", expression=expression, parameters={"kappa": kappa})
+
+
+def user_kernel(expression, *, name: str = "user", parameters=None,
+                homogeneity: float | None = None) -> GreenKernel:
+    """A Green's function written by the user: ``expression`` (pymbolic, or text pymbolic
+    parses, e.g. ``"exp(-kappa*r)/(4*pi*r)"``) in the offset ``d0, d1, d2`` and its length
+    ``r``, with ``pi`` and the ``parameters`` (``{"kappa": 2.0}``) as constants. It is taken
+    as ``G`` away from ``d = 0`` and 0 at it (an ``If(r2 > 0, G, 0)`` guard is added unless
+    the expression is already a selection). The KIFMM is accurate for the fundamental solution
+    of an elliptic PDE with constant coefficients, smooth away from 0 (docs/kernels.md);
+    ``homogeneity``, if given, is checked on sample offsets."""
+    parameters = dict(_validate_parameters(parameters or {}))
+    if isinstance(expression, str):
+        try:
+            expression = pymbolic.parse(expression)
+        except Exception as error:  # pymbolic's parser raises several kinds
+            raise ValueError(f"kernel {name!r}: cannot parse {expression!r} ({error})"
+                             ) from None
+    r_squared = _offset_length_squared()
+    constants = {"r": var("sqrt")(r_squared), "pi": math.pi}
+    expression = substitute(expression, {key: value for key, value in constants.items()
+                                         if key not in parameters})
+    if not isinstance(expression, prim.If):
+        expression = prim.If(prim.Comparison(r_squared, ">", 0), expression, 0)
+    return GreenKernel(name=name, expression=expression, homogeneity=homogeneity,
+                       parameters=parameters)
+
+
+#: Built-in kernels by name: a kernel, or a function of its parameters.
+_KERNELS: dict[str, object] = {LAPLACE_3D.name: LAPLACE_3D, "yukawa": yukawa}
 
 
 def kernel_names() -> list[str]:
@@ -239,11 +403,45 @@ def kernel_names() -> list[str]:
 
 
 def get_kernel(kernel: str | GreenKernel) -> GreenKernel:
-    """Look a kernel up by name (``"laplace"``), or pass a :class:`GreenKernel` through."""
+    """A built-in kernel by name, with its parameters after a colon (``"laplace"``,
+    ``"yukawa:kappa=10"``); an expression as :func:`user_kernel` reads it, with its parameters
+    after a colon (``"exp(-kappa*r)/(4*pi*r):kappa=10"``); or a :class:`GreenKernel` passed
+    through."""
     if isinstance(kernel, GreenKernel):
         return kernel
+    if not isinstance(kernel, str):
+        raise ValueError(f"kernel must be a name or a GreenKernel, not {type(kernel).__name__}")
+    name, _, arguments = kernel.partition(":")
+    parameters = _parse_parameters(kernel, arguments)
+    made = _KERNELS.get(name.strip())
+    if made is None:
+        try:
+            return user_kernel(name, parameters=parameters)
+        except ValueError as error:
+            raise ValueError(
+                f"unknown kernel {kernel!r}: not one of {kernel_names()} (parameters after a "
+                "colon: 'yukawa:kappa=10'), nor an expression in d0, d1, d2, r ("
+                f"{error})") from None
+    if isinstance(made, GreenKernel):
+        if parameters:
+            raise ValueError(f"kernel {name!r} takes no parameters, got {sorted(parameters)}")
+        return made
     try:
-        return _KERNELS[kernel]
-    except KeyError:
-        raise ValueError(
-            f"unknown kernel {kernel!r}; available kernels: {sorted(_KERNELS)}") from None
+        return made(**parameters)
+    except TypeError as error:
+        raise ValueError(f"kernel {kernel!r}: {error} (e.g. 'yukawa:kappa=10')") from None
+
+
+def _parse_parameters(spec: str, text: str) -> dict[str, float]:
+    """``{"kappa": 10.0}`` from ``"kappa=10"`` (comma-separated assignments)."""
+    parameters = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, equals, value = item.partition("=")
+        try:
+            if not equals:
+                raise ValueError
+            parameters[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"kernel {spec!r}: parameters are name=number, not {item!r}"
+                             ) from None
+    return parameters

@@ -88,6 +88,10 @@ class KifmmStep:
     #: The box list its launches walk where it is not the operator's own: ``v_<class>``, the V
     #: entries of one transfer-vector class (:data:`~fmmloopy.maths.geometry.M2L_CLASSES`).
     box_list: str | None = None
+    #: Where a kernel without homogeneity has operators per level: the level of the set that
+    #: holds this step's matrices, relative to the target box's (L2L's are its parent's: a set
+    #: holds the translations from its box to the box's children).
+    operators_level: int = 0
 
     def level_scales(self, homogeneity: float | None, half_widths: np.ndarray) -> np.ndarray:
         """Factors multiplying the half-width-1 matrices for boxes of ``half_widths`` (one per
@@ -158,7 +162,8 @@ STEPS: dict[str, KifmmStep] = _steps(
     KifmmStep("dc2e", "c2e", "check_down", "local", Boxes("targets", min_level=_EXPANDED),
               matrices=("dc2e_first", "dc2e_second"), level_exponent=-1),
     KifmmStep("l2l", "l2l", "local", "local",
-              Boxes("targets", min_level=_EXPANDED + 1, per_level="down"), matrices=("l2l",)),
+              Boxes("targets", min_level=_EXPANDED + 1, per_level="down"), matrices=("l2l",),
+              operators_level=-1),
     # Leaves: potentials at the targets.
     KifmmStep("l2p", "l2p", "local", "potential",
               Boxes("targets", min_level=_EXPANDED, leaves=True),

@@ -1,4 +1,6 @@
-"""Precomputed KIFMM operators (numpy, float64) for a box of half-width 1 centred at the origin.
+"""Precomputed KIFMM operators (numpy, float64) for a box of half-width ``h`` centred at the origin
+(``h = 1`` for a homogeneous kernel, whose FMM scales them from level to level; each level's own
+``h`` otherwise).
 
 Expansions are densities on equivalent surfaces (:mod:`fmmloopy.maths.surfaces`): a box's
 *multipole* is its upward equivalent density (surface radius 1.05), its *local* its downward
@@ -41,6 +43,7 @@ homogeneous kernel each step scales them by a power of the box's half-width.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -70,6 +73,7 @@ __all__ = [
     "full_ranks",
     "kernel_matrix",
     "matrix_shapes",
+    "pad_ranks",
 ]
 
 #: Relative singular-value cutoff of the check-to-equivalent pseudo-inverses (docs/kifmm.md).
@@ -108,6 +112,8 @@ class KifmmOperators:
     #: ``m2l_<class>_compress`` (k, n_e), ``m2l_<class>_core`` (vectors, k, k) and
     #: ``m2l_<class>_expand`` (n_e, k); :meth:`matrix` reads any field.
     compressed_m2l: Mapping[str, np.ndarray]
+    #: The half-width of the box these matrices are for (the child of M2M and L2L: half that).
+    half_width: float = 1.0
 
     def __post_init__(self) -> None:
         if self.n_e != self.expansion.n_e:
@@ -202,6 +208,24 @@ COMPRESSED_M2L_FIELDS: tuple[str, ...] = tuple(
 ARRAY_FIELDS: tuple[str, ...] = PLAIN_FIELDS + COMPRESSED_M2L_FIELDS
 
 
+def pad_ranks(operators: KifmmOperators, ranks: dict[str, int]) -> KifmmOperators:
+    """``operators`` with ranks raised to ``ranks`` (each at least the operators' own): the
+    factors and cores padded with zero rows and columns, which add nothing to any product, so
+    that the sets of several levels share their shapes (and the FMM's buffers)."""
+    own = operators.ranks()
+    if any(ranks[name] < rank for name, rank in own.items()):
+        raise ValueError(f"ranks {ranks} are below the operators' own {own}")
+    shapes = matrix_shapes(operators.n_e, ranks)
+    arrays = {}
+    for name, array in operators.arrays().items():
+        padded = np.zeros(shapes[name])
+        padded[tuple(slice(0, size) for size in array.shape)] = array
+        arrays[name] = padded
+    scalars = {field: getattr(operators, field) for field in (
+        "kernel_name", "homogeneity", "order", "n_e", "rcond", "half_width")}
+    return KifmmOperators.from_arrays(arrays, **scalars)
+
+
 def full_ranks(n_e: int) -> dict[str, int]:
     """The ranks' upper bound: every singular value kept (:meth:`KifmmOperators.ranks`)."""
     return {"uc2e": n_e, "dc2e": n_e} | {f"m2l_{name}": n_e for name in M2L_CLASSES}
@@ -289,14 +313,16 @@ def kernel_matrix(kernel: GreenKernel, targets: np.ndarray, sources: np.ndarray)
 
 
 def check_to_equivalent(kernel: GreenKernel, check_points: np.ndarray,
-                        equivalent_points: np.ndarray, rcond: float
+                        equivalent_points: np.ndarray, rcond: float, half_width: float = 1.0
                         ) -> tuple[np.ndarray, np.ndarray]:
-    """The factors ``(U_k^T, V_k S_k^-1)`` of the truncated pseudo-inverse of K(check <- equiv).
+    """The factors ``(U_k^T, V_k S_k^-1)`` of the truncated pseudo-inverse of K(check <- equiv)
+    (points in units of ``half_width``).
 
     With more check than equivalent points this is the least-squares fit.
     """
-    u, s, vt = np.linalg.svd(kernel_matrix(kernel, check_points, equivalent_points),
-                             full_matrices=False)
+    u, s, vt = np.linalg.svd(
+        kernel_matrix(kernel, half_width * check_points, half_width * equivalent_points),
+        full_matrices=False)
     keep = s > rcond * s[0]
     first = np.ascontiguousarray(u[:, keep].T)
     second = np.ascontiguousarray(vt[keep].T / s[keep])
@@ -309,11 +335,22 @@ def _apply_factors(factors: tuple[np.ndarray, np.ndarray], matrix: np.ndarray) -
     return second @ (first @ matrix)
 
 
-def compute_operators(kernel: GreenKernel | str, order: int,
-                      rcond: float | None = None) -> KifmmOperators:
-    """Compute all KIFMM matrices for a box of half-width 1 (no caching)."""
+def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None = None,
+                      half_width: float = 1.0) -> KifmmOperators:
+    """Compute all KIFMM matrices for a box of ``half_width`` (no caching)."""
     kernel = get_kernel(kernel)
     rcond = DEFAULT_RCOND if rcond is None else float(rcond)
+    half_width = float(half_width)
+    if not (math.isfinite(half_width) and half_width > 0):
+        raise ValueError(f"half_width must be a positive finite number, not {half_width!r}")
+
+    def matrix(targets: np.ndarray, sources: np.ndarray) -> np.ndarray:
+        """The kernel between points given in units of the half-width."""
+        return kernel_matrix(kernel, half_width * targets, half_width * sources)
+
+    def fit(check: np.ndarray, equivalent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return check_to_equivalent(kernel, check, equivalent, rcond, half_width)
+
     expansion = Expansion(order)
     n_e = expansion.n_e
     upward_equivalent = expansion.surface("upward_equivalent")
@@ -321,11 +358,10 @@ def compute_operators(kernel: GreenKernel | str, order: int,
     downward_equivalent = expansion.surface("downward_equivalent")
     downward_check = expansion.surface("downward_check")
 
-    uc2e = check_to_equivalent(kernel, upward_check, upward_equivalent, rcond)
-    dc2e = check_to_equivalent(kernel, downward_check, downward_equivalent, rcond)
+    uc2e = fit(upward_check, upward_equivalent)
+    dc2e = fit(downward_check, downward_equivalent)
     # The child's DC2E at half-width 1/2, computed directly (no homogeneity needed).
-    child_dc2e = check_to_equivalent(kernel, 0.5 * downward_check, 0.5 * downward_equivalent,
-                                     rcond)
+    child_dc2e = fit(0.5 * downward_check, 0.5 * downward_equivalent)
 
     # The translations' check surfaces and fits: least squares on the fine surface where the
     # square fits keep every singular value, else the square ones (module docstring).
@@ -334,14 +370,12 @@ def compute_operators(kernel: GreenKernel | str, order: int,
         fine = Expansion(fine_order(order))
         translation_up_check = fine.surface("upward_check")
         translation_down_check = fine.surface("downward_check")
-        m2m_fit = check_to_equivalent(kernel, translation_up_check, upward_equivalent, rcond)
-        l2l_fit = check_to_equivalent(kernel, 0.5 * translation_down_check,
-                                      0.5 * downward_equivalent, rcond)
-        m2l_fit = check_to_equivalent(kernel, translation_down_check, downward_equivalent,
-                                      rcond)
+        m2m_fit = fit(translation_up_check, upward_equivalent)
+        l2l_fit = fit(0.5 * translation_down_check, 0.5 * downward_equivalent)
+        m2l_fit = fit(translation_down_check, downward_equivalent)
         # check potential <- local: dc2e inverts it exactly (full rank), so dc2e(m2l M) is the
         # least-squares local.
-        check_of_local = kernel_matrix(kernel, downward_check, downward_equivalent)
+        check_of_local = matrix(downward_check, downward_equivalent)
     else:
         translation_up_check, translation_down_check = upward_check, downward_check
         m2m_fit, l2l_fit = uc2e, child_dc2e
@@ -350,15 +384,15 @@ def compute_operators(kernel: GreenKernel | str, order: int,
     l2l = np.empty((8, n_e, n_e))
     for octant, centre in enumerate(child_centres().T):
         centre = centre[:, None]
-        m2m[octant] = _apply_factors(m2m_fit, kernel_matrix(
-            kernel, translation_up_check, centre + 0.5 * upward_equivalent))
-        l2l[octant] = _apply_factors(l2l_fit, kernel_matrix(
-            kernel, centre + 0.5 * translation_down_check, downward_equivalent))
+        m2m[octant] = _apply_factors(
+            m2m_fit, matrix(translation_up_check, centre + 0.5 * upward_equivalent))
+        l2l[octant] = _apply_factors(
+            l2l_fit, matrix(centre + 0.5 * translation_down_check, downward_equivalent))
 
     m2l = np.empty((NTRANSFER_VECTORS, n_e, n_e))
     for index, offset in enumerate(transfer_vectors()):
         source_centre = 2.0 * offset[:, None]
-        check = kernel_matrix(kernel, translation_down_check, source_centre + upward_equivalent)
+        check = matrix(translation_down_check, source_centre + upward_equivalent)
         m2l[index] = check_of_local @ _apply_factors(m2l_fit, check) if least_squares else check
 
     # One cutoff for every class, relative to the largest singular value of all the M2L
@@ -372,4 +406,5 @@ def compute_operators(kernel: GreenKernel | str, order: int,
     return KifmmOperators(
         kernel_name=kernel.name, homogeneity=kernel.homogeneity, order=int(order), n_e=n_e,
         rcond=rcond, uc2e_first=uc2e[0], uc2e_second=uc2e[1], dc2e_first=dc2e[0],
-        dc2e_second=dc2e[1], m2m=m2m, l2l=l2l, m2l=m2l, compressed_m2l=compressed)
+        dc2e_second=dc2e[1], m2m=m2m, l2l=l2l, m2l=m2l, compressed_m2l=compressed,
+        half_width=half_width)

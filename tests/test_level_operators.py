@@ -1,0 +1,220 @@
+"""Operators of kernels without homogeneity (Yukawa): a set per level, checked step by step
+against direct summation with numpy only, as the FMM composes them (each box's expansions with
+its own level's set; M2M and L2L from the parent's set), and the sets' padding.
+
+Errors are relative to the potential, or, where screening makes it smaller, to the potential the
+same charges make one box side away (:func:`relative_error`): every target of an FMM also sums
+its neighbours' charges directly, so that is the scale a far-field error is added to (an error
+of 1e-2 on a contribution of 1e-11 is harmless). Tolerances are the errors measured with these
+seeds (in the comments) times ~5.
+"""
+
+import numpy as np
+import pytest
+
+from fmmloopy.maths.geometry import (
+    M2L_CLASSES,
+    child_centres,
+    transfer_class,
+    transfer_vector_index,
+)
+from fmmloopy.maths.green import yukawa
+from fmmloopy.maths.kifmm import STEPS
+from fmmloopy.maths.levels import LevelOperators
+from fmmloopy.maths.precompute import compute_operators, kernel_matrix, pad_ranks
+from fmmloopy.maths.surfaces import (
+    DOWNWARD_EQUIVALENT_RADIUS,
+    UPWARD_CHECK_RADIUS,
+    UPWARD_EQUIVALENT_RADIUS,
+    surface,
+)
+
+ORDER = 6
+NPARTICLES = 200
+# kappa * half-width from 0.125 to 2.5: the decay across a box from weak to strong.
+CASES = [(1.0, 0.125), (1.0, 0.5), (10.0, 0.0625), (10.0, 0.25)]
+# Measured maxima at order 6 where kappa h <= 1: P2M 2.0e-7, M2M 2.3e-7, M2L chain 1.6e-6,
+# L2L 1.3e-9; at kappa h = 2.5 (the potential varies by e^-5 across a check surface, harder to
+# fit): P2M 2.0e-6, M2M 2.1e-6, M2L chain 1.7e-5, L2L 1.3e-10.
+TOLERANCES = {"moderate": {"p2m": 1e-6, "m2m": 1.2e-6, "chain": 8e-6, "l2l": 7e-9},
+              "strong": {"p2m": 1e-5, "m2m": 1e-5, "chain": 1e-4, "l2l": 7e-9}}
+
+
+def tolerance(step: str, kappa: float, half_width: float) -> float:
+    return TOLERANCES["moderate" if kappa * half_width <= 1 else "strong"][step]
+
+
+@pytest.fixture(scope="module")
+def operator_sets():
+    """``(kappa, half_width) -> operators`` for each case's box and its children."""
+    sets = {}
+    for kappa, half_width in CASES:
+        for width in (half_width, half_width / 2):
+            if (kappa, width) not in sets:
+                sets[kappa, width] = compute_operators(yukawa(kappa), ORDER, half_width=width)
+    return sets
+
+
+def relative_error(approximate, exact, kernel, half_width, charges) -> float:
+    """``|approximate - exact|`` relative to ``|exact|`` or, if larger, to the potential of
+    ``charges`` at one box side (``2 half_width``) at as many targets."""
+    near = np.sqrt(len(exact)) * abs(float(kernel.evaluate(np.array([2 * half_width, 0, 0]))))
+    scale = max(np.linalg.norm(exact), near * np.abs(charges).sum())
+    return float(np.linalg.norm(approximate - exact) / scale)
+
+
+def points_in_box(rng, centre, half_width: float, count: int) -> np.ndarray:
+    return np.asarray(centre, dtype=float)[:, None] + half_width * rng.uniform(-1, 1, (3, count))
+
+
+def box_surface(centre, half_width: float, radius: float) -> np.ndarray:
+    return np.asarray(centre, dtype=float)[:, None] + half_width * surface(ORDER, radius)
+
+
+def p2m(kernel, ops, centre, sources, charges) -> np.ndarray:
+    """Multipole of particles in a box of ``ops.half_width`` (no level scale: the set is the
+    level's own)."""
+    check = kernel_matrix(kernel, box_surface(centre, ops.half_width, UPWARD_CHECK_RADIUS),
+                          sources) @ charges
+    return ops.uc2e_second @ (ops.uc2e_first @ check)
+
+
+def field(kernel, centre, half_width, radius, density, targets) -> np.ndarray:
+    return kernel_matrix(kernel, targets, box_surface(centre, half_width, radius)) @ density
+
+
+@pytest.mark.parametrize("kappa, half_width", CASES)
+def test_level_sets_are_not_scaled(kappa, half_width):
+    """A set per level: the steps of such sets take no level scale."""
+    for step in STEPS.values():
+        if step.matrices:
+            sets = LevelOperators.per_level(
+                [compute_operators(yukawa(kappa), 3, half_width=half_width)], 2)
+            assert (sets.level_scales(step, np.array([1.0, 0.5, 0.25])) == 1).all()
+            break
+
+
+@pytest.mark.parametrize("kappa, half_width", CASES)
+def test_p2m_then_far_field(operator_sets, kappa, half_width):
+    kernel, ops = yukawa(kappa), operator_sets[kappa, half_width]
+    rng = np.random.default_rng(0)
+    centre = np.array([0.3, -0.2, 0.1])
+    sources = points_in_box(rng, centre, half_width, NPARTICLES)
+    charges = rng.uniform(0, 1, NPARTICLES)
+    multipole = p2m(kernel, ops, centre, sources, charges)
+    targets = points_in_box(rng, centre + 2 * half_width * np.array([2, 1, 0]), half_width, 300)
+    far = field(kernel, centre, half_width, UPWARD_EQUIVALENT_RADIUS, multipole, targets)
+    exact = kernel_matrix(kernel, targets, sources) @ charges
+    assert relative_error(far, exact, kernel, half_width, charges) \
+        <= tolerance("p2m", kappa, half_width)
+
+
+@pytest.mark.parametrize("kappa, half_width", CASES)
+def test_m2m_of_children_equals_parent_p2m(operator_sets, kappa, half_width):
+    kernel = yukawa(kappa)
+    parent_ops, child_ops = operator_sets[kappa, half_width], operator_sets[kappa, half_width / 2]
+    rng = np.random.default_rng(1)
+    centre = np.array([-0.4, 0.7, 0.2])
+    sources = points_in_box(rng, centre, half_width, NPARTICLES)
+    charges = rng.uniform(0, 1, NPARTICLES)
+    bits = (sources > centre[:, None]).astype(int)
+    octants = 4 * bits[0] + 2 * bits[1] + bits[2]
+    merged = sum(parent_ops.m2m[octant] @ p2m(
+        kernel, child_ops, centre + half_width * child_centres()[:, octant],
+        sources[:, octants == octant], charges[octants == octant]) for octant in range(8))
+    parent = p2m(kernel, parent_ops, centre, sources, charges)
+    targets = points_in_box(rng, centre + 2 * half_width * np.array([2, 1, 0]), half_width, 300)
+    merged_field, parent_field = (field(kernel, centre, half_width, UPWARD_EQUIVALENT_RADIUS,
+                                        density, targets) for density in (merged, parent))
+    exact = kernel_matrix(kernel, targets, sources) @ charges
+    bound = tolerance("m2m", kappa, half_width)
+    assert relative_error(merged_field, parent_field, kernel, half_width, charges) <= bound
+    assert relative_error(merged_field, exact, kernel, half_width, charges) \
+        <= bound + tolerance("p2m", kappa, half_width)
+
+
+def local_of_source_box(kernel, ops, target_centre, offset, rng, compressed: bool):
+    """A source box at ``offset`` box sides: P2M, M2L (dense or compressed), DC2E."""
+    half_width = ops.half_width
+    source_centre = target_centre + 2 * half_width * np.array(offset)
+    sources = points_in_box(rng, source_centre, half_width, NPARTICLES)
+    charges = rng.uniform(0, 1, NPARTICLES)
+    multipole = p2m(kernel, ops, source_centre, sources, charges)
+    index = transfer_vector_index(np.array(offset))
+    if compressed:
+        name = next(name for name in M2L_CLASSES if index in transfer_class(name))
+        within = list(transfer_class(name)).index(index)
+        check = ops.matrix(f"m2l_{name}_expand") @ (ops.matrix(f"m2l_{name}_core")[within] @ (
+            ops.matrix(f"m2l_{name}_compress") @ multipole))
+    else:
+        check = ops.m2l[index] @ multipole
+    return ops.dc2e_second @ (ops.dc2e_first @ check), sources, charges
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("kappa, half_width", CASES)
+@pytest.mark.parametrize("offset", [(2, 0, 0), (3, -1, 2), (-3, -3, -3)])
+def test_m2l_then_l2p_matches_direct(operator_sets, kappa, half_width, offset, compressed):
+    kernel, ops = yukawa(kappa), operator_sets[kappa, half_width]
+    rng = np.random.default_rng(2)
+    centre = np.array([0.1, 0.2, -0.3])
+    local, sources, charges = local_of_source_box(kernel, ops, centre, offset, rng, compressed)
+    targets = points_in_box(rng, centre, half_width, 300)
+    potential = field(kernel, centre, half_width, DOWNWARD_EQUIVALENT_RADIUS, local, targets)
+    exact = kernel_matrix(kernel, targets, sources) @ charges
+    assert relative_error(potential, exact, kernel, half_width, charges) \
+        <= tolerance("chain", kappa, half_width)
+
+
+@pytest.mark.parametrize("kappa, half_width", CASES)
+def test_l2l_child_local_equals_parent_local(operator_sets, kappa, half_width):
+    kernel, ops = yukawa(kappa), operator_sets[kappa, half_width]
+    rng = np.random.default_rng(3)
+    centre = np.array([0.1, 0.2, -0.3])
+    local, sources, charges = local_of_source_box(kernel, ops, centre, (3, 0, 1), rng, False)
+    for octant in range(8):
+        child_centre = centre + half_width * child_centres()[:, octant]
+        child_local = ops.l2l[octant] @ local
+        targets = points_in_box(rng, child_centre, half_width / 2, 100)
+        from_child, from_parent = (
+            field(kernel, c, w, DOWNWARD_EQUIVALENT_RADIUS, density, targets)
+            for c, w, density in ((child_centre, half_width / 2, child_local),
+                                  (centre, half_width, local)))
+        assert relative_error(from_child, from_parent, kernel, half_width, charges) \
+            <= tolerance("l2l", kappa, half_width)
+
+
+def test_padding_adds_nothing(operator_sets):
+    ops = operator_sets[10.0, 0.25]
+    ranks = {name: min(ops.n_e, rank + 8) for name, rank in ops.ranks().items()}
+    padded = pad_ranks(ops, ranks)
+    assert padded.ranks() == ranks
+    rng = np.random.default_rng(4)
+    vector = rng.standard_normal(ops.n_e)
+    for name in M2L_CLASSES:
+        parts = [(o.matrix(f"m2l_{name}_compress"), o.matrix(f"m2l_{name}_core")[0],
+                  o.matrix(f"m2l_{name}_expand")) for o in (ops, padded)]
+        original, again = ((expand @ (core @ (compress @ vector))) for compress, core, expand
+                           in parts)
+        np.testing.assert_array_equal(original, again)
+    np.testing.assert_array_equal(ops.uc2e_second @ (ops.uc2e_first @ vector),
+                                  padded.uc2e_second @ (padded.uc2e_first @ vector))
+    with pytest.raises(ValueError, match="below"):
+        pad_ranks(padded, ops.ranks() | {"uc2e": ops.ranks()["uc2e"] - 1})
+
+
+def test_per_level_stacks_offset_each_box_to_its_level(operator_sets):
+    sets = [operator_sets[1.0, 0.5], operator_sets[1.0, 0.25], operator_sets[1.0, 0.125]]
+    levels = LevelOperators.per_level(sets, first_level=2)
+    assert {tuple(o.ranks().items()) for o in levels.sets} == {tuple(levels.ranks().items())}
+    box_levels = np.array([0, 1, 2, 3, 4, 5])
+    m2m = levels.matrix_offsets(STEPS["m2m"], "m2m", box_levels)
+    l2l = levels.matrix_offsets(STEPS["l2l"], "l2l", box_levels)
+    np.testing.assert_array_equal(m2m, [-1, -1, 0, 8, 16, -1])
+    np.testing.assert_array_equal(l2l, [-1, -1, -1, 0, 8, 16])  # the parent's set
+    stack = levels.stack("l2l")
+    assert stack.shape == (24, *sets[0].l2l.shape[1:])
+    np.testing.assert_array_equal(stack[8 + 3], levels.sets[1].l2l[3])
+    assert levels.matrix_offsets(STEPS["uc2e"], "uc2e_first", box_levels)[3] == 1
+    assert LevelOperators.scaled_from(compute_operators("laplace", 3)).matrix_offsets(
+        STEPS["m2m"], "m2m", box_levels) is None
