@@ -1,12 +1,15 @@
 """fmmloopy: loopy kernels, transform recipes and a thin driver for the kernel-independent FMM.
 
 ``fmmloopy.Fmm(sources, targets)(charges)`` evaluates potentials (``dipoles=``, ``gradient=True``:
-dipole sources, gradients as ``fmmloopy.Fields``); ``fmmloopy.evaluate`` does one
-evaluation; ``fmmloopy.recipe`` registers a transform recipe (see ``docs/``).
+dipole sources, gradients as ``fmmloopy.Fields``; ``kernel=``: ``"laplace"``,
+``"yukawa:kappa=10"``, :func:`yukawa` or a kernel of the user's own, :func:`user_kernel` or
+:class:`GreenKernel`); ``fmmloopy.evaluate`` does one evaluation; ``fmmloopy.recipe``
+registers a transform recipe (see ``docs/``).
 """
 
 from fmmloopy.api.fmm import Fields, Fmm, evaluate
+from fmmloopy.maths.green import GreenKernel, user_kernel, yukawa
 from fmmloopy.tuning.recipe import recipe
 
-__all__ = ["Fields", "Fmm", "evaluate", "recipe"]
+__all__ = ["Fields", "Fmm", "GreenKernel", "evaluate", "recipe", "user_kernel", "yukawa"]
 __version__ = "0.1.0"

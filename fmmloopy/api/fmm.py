@@ -61,6 +61,10 @@ class Fmm:
 
     ``sources`` and ``targets`` are ``(N, 3)`` arrays of real numbers (``targets=None``: the
     sources), in any memory layout; N may be 0 (the potentials are then zeros, or empty).
+    ``kernel`` is the Green's function: ``"laplace"`` (the default), a built-in one with its
+    parameters (``"yukawa:kappa=10"``), an expression (``"exp(-kappa*r)/(4*pi*r):kappa=10"``)
+    or a :class:`~fmmloopy.maths.green.GreenKernel` (docs/kernels.md); a kernel without
+    homogeneity has its operators precomputed per level.
     ``order`` is the number of points per edge of the equivalent and check surfaces
     (``6 (order - 1)**2 + 2`` points), 2 to 16; ``n_crit`` the most points per leaf (``"auto"``,
     the default: chosen for these points and this order by a cost model,
