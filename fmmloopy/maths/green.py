@@ -340,12 +340,15 @@ def _offset_length_squared():
     return d0 * d0 + d1 * d1 + d2 * d2
 
 
+def _guarded(expression):
+    """``If(r2 > 0, expression, 0)``: no self-interaction."""
+    return prim.If(prim.Comparison(_offset_length_squared(), ">", 0), expression, 0)
+
+
 def _laplace_3d() -> GreenKernel:
-    r_squared = _offset_length_squared()
-    inverse_r = 1 / var("sqrt")(r_squared)
-    expression = prim.If(
-        prim.Comparison(r_squared, ">", 0), inverse_r * (1 / (4 * math.pi)), 0)
-    return GreenKernel(name="laplace", expression=expression, homogeneity=-1.0)
+    inverse_r = 1 / var("sqrt")(_offset_length_squared())
+    return GreenKernel(name="laplace", expression=_guarded(inverse_r * (1 / (4 * math.pi))),
+                       homogeneity=-1.0)
 
 
 #: ``1 / (4 pi |d|)``, and exactly 0 at ``d == 0``.
@@ -358,12 +361,10 @@ def yukawa(kappa: float) -> GreenKernel:
     Laplace's). Not homogeneous: its operators are computed per level."""
     if not (isinstance(kappa, Real) and not isinstance(kappa, bool) and 0 <= kappa < math.inf):
         raise ValueError(f"yukawa: kappa must be a finite real number >= 0, not {kappa!r}")
-    r_squared = _offset_length_squared()
-    inverse_r = 1 / var("sqrt")(r_squared)
-    decay = var("exp")(-var("kappa") * var("sqrt")(r_squared))
-    expression = prim.If(prim.Comparison(r_squared, ">", 0),
-                         decay * inverse_r * (1 / (4 * math.pi)), 0)
-    return GreenKernel(name="yukawa", expression=expression, parameters={"kappa": kappa})
+    r = var("sqrt")(_offset_length_squared())
+    decay = var("exp")(-var("kappa") * r)
+    return GreenKernel(name="yukawa", expression=_guarded(decay * (1 / r) * (1 / (4 * math.pi))),
+                       parameters={"kappa": kappa})
 
 
 def user_kernel(expression, *, name: str = "user", parameters=None,
@@ -382,12 +383,11 @@ def user_kernel(expression, *, name: str = "user", parameters=None,
         except Exception as error:  # pymbolic's parser raises several kinds
             raise ValueError(f"kernel {name!r}: cannot parse {expression!r} ({error})"
                              ) from None
-    r_squared = _offset_length_squared()
-    constants = {"r": var("sqrt")(r_squared), "pi": math.pi}
+    constants = {"r": var("sqrt")(_offset_length_squared()), "pi": math.pi}
     expression = substitute(expression, {key: value for key, value in constants.items()
                                          if key not in parameters})
     if not isinstance(expression, prim.If):
-        expression = prim.If(prim.Comparison(r_squared, ">", 0), expression, 0)
+        expression = _guarded(expression)
     return GreenKernel(name=name, expression=expression, homogeneity=homogeneity,
                        parameters=parameters)
 

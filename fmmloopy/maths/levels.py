@@ -11,8 +11,7 @@ matrices, an index per list entry and a scale per level.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,6 +28,8 @@ class LevelOperators:
     sets: tuple[KifmmOperators, ...]
     first_level: int = 0
     scaled: bool = False
+    #: Field -> :meth:`stack` (built on first use).
+    _stacks: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.sets:
@@ -85,20 +86,16 @@ class LevelOperators:
         return sum(array.nbytes for operators in self.sets
                    for array in operators.arrays().values())
 
-    @cached_property
-    def _stacks(self) -> dict[str, np.ndarray]:
-        return {}
-
-    def stack(self, field: str) -> np.ndarray:
-        """The matrices ``field`` of every set as one stack ``(sets x matrices per set, n_out,
+    def stack(self, name: str) -> np.ndarray:
+        """The matrices ``name`` of every set as one stack ``(sets x matrices per set, n_out,
         n_in)`` (one object per field, so that an upload of it is shared)."""
-        if field not in self._stacks:
-            parts = [operators.matrix(field) for operators in self.sets]
+        if name not in self._stacks:
+            parts = [operators.matrix(name) for operators in self.sets]
             parts = [part if part.ndim == 3 else part[None] for part in parts]
             stack = parts[0] if len(parts) == 1 else np.concatenate(parts)
             stack.setflags(write=False)
-            self._stacks[field] = stack
-        return self._stacks[field]
+            self._stacks[name] = stack
+        return self._stacks[name]
 
     def level_scales(self, step: KifmmStep, half_widths: np.ndarray) -> np.ndarray:
         """The factor of ``step``'s first matrix at each level (ones for sets per level)."""
@@ -106,13 +103,13 @@ class LevelOperators:
             return step.level_scales(self.homogeneity, half_widths)
         return np.ones(len(half_widths))
 
-    def matrix_offsets(self, step: KifmmStep, field: str, box_levels: np.ndarray
+    def matrix_offsets(self, step: KifmmStep, name: str, box_levels: np.ndarray
                        ) -> np.ndarray | None:
         """Per box: what to add to the matrix index of a list entry of ``step`` (matrix
-        ``field``) into that box, the first matrix of its level's set (-1 where that level has
+        ``name``) into that box, the first matrix of its level's set (-1 where that level has
         no set); None for a scaled set."""
         if self.scaled:
             return None
-        per_set = len(self.stack(field)) // len(self.sets)
+        per_set = len(self.stack(name)) // len(self.sets)
         index = np.asarray(box_levels) + step.operators_level - self.first_level
         return np.where((index >= 0) & (index < len(self.sets)), index * per_set, -1)
