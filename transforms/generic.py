@@ -4,7 +4,7 @@ from fmmloopy.tuning.recipe import recipe
 from fmmloopy.tuning.tools import parallelize_box_loop
 
 
-@recipe("pairwise", "matvec", device="any")
+@recipe("pairwise", "matvec", device="any", complex_values=True)
 def generic(knl, ctx):
     """Parallelise only the target-box loop."""
     return parallelize_box_loop(knl)

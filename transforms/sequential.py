@@ -3,7 +3,7 @@
 from fmmloopy.tuning.recipe import recipe
 
 
-@recipe("pairwise", "matvec", device="any")
+@recipe("pairwise", "matvec", device="any", complex_values=True)
 def sequential(knl, ctx):
     """Leave the kernel untouched: one work-item walks every loop in order."""
     return knl

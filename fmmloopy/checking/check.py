@@ -187,6 +187,9 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
         against = "the numpy reference" if recipe == REFERENCE else repr(REFERENCE)
         message = "" if comparison.ok else (
             f"differs from {against} beyond {RELATIVE_TOLERANCE:g}: {comparison.mismatch}")
+        if candidate.recipe.name != recipe:  # it declined the kernel's complex values
+            message = (f"{recipe!r} declines complex values: {candidate.recipe.name!r} ran"
+                       + (f"; {message}" if message else ""))
         results.append(CheckResult(
             operator, recipe, label, comparison.max_relative_error,
             comparison.reference_seconds, comparison.candidate_seconds, comparison.ok, message,

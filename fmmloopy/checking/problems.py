@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fmmloopy.base.distributions import plummer, sphere_surface
-from fmmloopy.checking.verification import random_operands
+from fmmloopy.checking.verification import random_operands, random_values
 from fmmloopy.execution.kernel_arguments import box_list, box_list_arguments, tree_arguments
 from fmmloopy.maths.geometry import NTRANSFER_VECTORS
 from fmmloopy.maths.green import GreenKernel, get_kernel
@@ -76,7 +76,8 @@ class CheckProblem:
             nmatrices = {"v": NTRANSFER_VECTORS, "children": 8, "parent": 8}.get(spec.box_list, 1)
             n_out, n_in = sizes["n_target_coeffs"], sizes["n_source_coeffs"]
             arguments |= {
-                "matrices": rng.standard_normal((nmatrices, n_out, n_in)),
+                "matrices": random_values(rng, (nmatrices, n_out, n_in),
+                                          green is not None and green.is_complex),
                 "nmatrices": nmatrices,
                 "level_scales": 2.0 ** -np.arange(tree.nlevels),
             }

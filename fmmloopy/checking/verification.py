@@ -70,18 +70,29 @@ def random_operands(spec: OperatorSpec, sizes: dict[str, int], tree, rng: np.ran
     """Random values for what ``spec`` reads and adds into (strengths and results, or source and
     target vectors), shaped for ``tree`` (and, for particles, for the components of ``green``'s
     inputs and outputs): outputs start from random values, so a kernel that overwrites instead
-    of adding is caught."""
+    of adding is caught. A complex kernel's values are complex, with independent random real
+    and imaginary parts (a kernel that loses either is caught)."""
+    def values(shape: tuple[int, ...]) -> np.ndarray:
+        return random_values(rng, shape, green is not None and green.is_complex)
     if spec.template == MATVEC:
-        return {"source_vectors": rng.standard_normal((tree.nboxes, sizes["n_source_coeffs"])),
-                "target_vectors": rng.standard_normal((tree.nboxes, sizes["n_target_coeffs"]))}
+        return {"source_vectors": values((tree.nboxes, sizes["n_source_coeffs"])),
+                "target_vectors": values((tree.nboxes, sizes["n_target_coeffs"]))}
 
     def shape(kind: str, npoints: int, components: int) -> tuple[int, ...]:
         if kind != PARTICLES:
             return (tree.nboxes, sizes["n_surface"])
         return (components, npoints) if components > 1 else (npoints,)
     n_in, n_out = (1, 1) if green is None else (green.n_inputs, green.n_outputs)
-    return {"strengths": rng.standard_normal(shape(spec.sources, tree.nsources, n_in)),
-            "result": rng.standard_normal(shape(spec.targets, tree.ntargets, n_out))}
+    return {"strengths": values(shape(spec.sources, tree.nsources, n_in)),
+            "result": values(shape(spec.targets, tree.ntargets, n_out))}
+
+
+def random_values(rng: np.random.Generator, shape: tuple[int, ...],
+                  complex_values: bool = False) -> np.ndarray:
+    """Standard normal values of ``shape``; complex ones with independent real and imaginary
+    parts where ``complex_values``."""
+    real = rng.standard_normal(shape)
+    return real + 1j * rng.standard_normal(shape) if complex_values else real
 
 
 # {{{ which rows

@@ -268,11 +268,16 @@ def _check_argument_types(where: str, knl: lp.TranslationUnit,
 def compiled_operator(operator: str, device: cl.Device, *, recipe: str | Recipe | None = None,
                       kernel: str | GreenKernel = "laplace", dtype=np.float64,
                       **sizes: int) -> CompiledOperator:
-    """The cached, transformed ``operator`` for ``device`` (recipe by name, or the default)."""
+    """The cached, transformed ``operator`` for ``device`` (recipe by name, or the default).
+
+    A recipe that declines a complex kernel's values gives way to the default chain's
+    (:func:`~fmmloopy.tuning.registry.select_recipe`); ``.recipe`` says which ran."""
     spec = get_operator(operator)
-    if not isinstance(recipe, Recipe):
-        recipe = select_recipe(operator, spec.template, device, recipe)
     green = get_kernel(kernel)
+    if not isinstance(recipe, Recipe):
+        recipe = select_recipe(operator, spec.template, device, recipe, green.is_complex)
+    elif not recipe.handles(green.is_complex):  # it declines complex values: the default's
+        recipe = select_recipe(operator, spec.template, device, None, green.is_complex)
     dtype = np.dtype(dtype)
     key = (operator, recipe, device.int_ptr, green, dtype, tuple(sorted(sizes.items())))
     if key not in _CACHE:
@@ -280,7 +285,8 @@ def compiled_operator(operator: str, device: cl.Device, *, recipe: str | Recipe 
             layout = recipe.layout_for(device)
             knl = math_kernel(operator, kernel=green, dtype=dtype, layout=layout, **sizes)
             ctx = RecipeContext(operator=operator, template=spec.template, device=device,
-                                parameters=dict(sizes, dtype=dtype, layout=layout))
+                                parameters=dict(sizes, dtype=dtype, layout=layout,
+                                                value_dtype=green.value_dtype(dtype)))
             return knl, _apply_recipe(recipe, knl, ctx)
 
         disk_key = kernel_cache.kernel_key(operator, recipe, device, green, dtype, sizes)

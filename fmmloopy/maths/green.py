@@ -19,6 +19,7 @@ import pymbolic
 import pymbolic.primitives as prim
 from pymbolic import var
 from pymbolic.mapper.dependency import DependencyMapper
+from pymbolic.mapper import IdentityMapper
 from pymbolic.mapper.evaluator import EvaluationMapper, UnknownVariableError
 from pymbolic.mapper.substitutor import substitute
 
@@ -144,6 +145,18 @@ class GreenKernel:
             return self.spec
         return f"{self.spec} ({'+'.join(self.outputs)} of {'+'.join(self.inputs)})"
 
+    @cached_property
+    def is_complex(self) -> bool:
+        """Whether the kernel has complex values (a complex constant in its expression, as in
+        Helmholtz's ``exp(1j k r)``): its strengths, results and operators are then complex."""
+        return bool(np.iscomplexobj(_evaluate(self.bound_expression, _CHECK_OFFSETS)))
+
+    def value_dtype(self, dtype=np.float64) -> np.dtype:
+        """The dtype of strengths, results, expansions and operators for coordinates of the
+        real ``dtype``: ``dtype`` itself, or its complex counterpart for a complex kernel."""
+        dtype = np.dtype(dtype)
+        return np.result_type(dtype, np.complex64) if self.is_complex else dtype
+
     def output_derivatives(self) -> np.ndarray:
         """Per output component: how many derivatives of ``G`` it takes (0 or 1)."""
         return np.array([len(d) for name in self.outputs for d in TARGET_FIELDS[name]])
@@ -163,7 +176,7 @@ class GreenKernel:
         components applies, in the form the generated code computes (the potential of
         charges: ``expression`` itself)."""
         if self.is_scalar:
-            return ((self.bound_expression,),)
+            return ((_sized_constants(self.bound_expression),),)
         power_form = simplify(to_power_form(self.bound_expression))
         derivatives: dict[tuple[int, ...], object] = {(): power_form}
 
@@ -180,12 +193,13 @@ class GreenKernel:
                 entry = derivative(target + source)
                 if len(source) % 2:
                     entry = _negated(entry)
-                row.append(to_code_form(entry))
+                row.append(_sized_constants(to_code_form(entry)))
             rows.append(tuple(row))
         return tuple(rows)
 
     def evaluate(self, offsets: np.ndarray) -> np.ndarray:
-        """Evaluate on the host for offsets of shape ``(..., 3)`` (numpy, float64): shape
+        """Evaluate on the host for offsets of shape ``(..., 3)`` (numpy, float64, or complex128
+        for a complex kernel): shape
         ``(...)`` for the potential of charges, else ``(..., n_outputs, n_inputs)``."""
         offsets = np.asarray(offsets, dtype=np.float64)
         if self.is_scalar:
@@ -212,7 +226,9 @@ def _evaluate(expression, offsets: np.ndarray) -> np.ndarray:
     context |= _NUMPY_FUNCTIONS
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         values = _ArrayEvaluationMapper(context)(expression)
-    return np.broadcast_to(np.asarray(values, dtype=np.float64), offsets.shape[:-1])
+    values = np.asarray(values)
+    dtype = np.complex128 if np.iscomplexobj(values) else np.float64
+    return np.broadcast_to(values.astype(dtype, copy=False), offsets.shape[:-1])
 
 
 def _validate_parameters(parameters) -> tuple[tuple[str, float], ...]:
@@ -291,6 +307,19 @@ def check_expression(name: str, expression, parameters: tuple[tuple[str, float],
                              "(relative); declare None if it has none")
 
 
+class _SizedComplexConstants(IdentityMapper):
+    """Python complex constants as ``numpy.complex128`` (loopy infers no type for a bare
+    ``complex``)."""
+
+    def map_constant(self, expr):
+        return np.complex128(expr) if isinstance(expr, complex) else expr
+
+
+def _sized_constants(expr):
+    """``expr`` with its complex constants sized (:class:`_SizedComplexConstants`)."""
+    return _SizedComplexConstants()(expr)
+
+
 def _negated(expr):
     """``-expr`` in power form, the sign taken inside selections."""
     if isinstance(expr, prim.If):
@@ -367,6 +396,21 @@ def yukawa(kappa: float) -> GreenKernel:
                        parameters={"kappa": kappa})
 
 
+def helmholtz(k: float) -> GreenKernel:
+    """The Helmholtz kernel ``exp(1j k |d|) / (4 pi |d|)`` (outgoing waves of wavenumber
+    ``k >= 0``, wavelength ``2 pi / k``), the fundamental solution of ``-Laplacian u - k**2 u =
+    delta``: complex values, charges and potentials. Not homogeneous: its operators are
+    computed per level. The KIFMM used here is a low-frequency method, accurate while boxes
+    are at most a few wavelengths wide (docs/kernels.md states the range; ``Fmm`` refuses
+    trees beyond it)."""
+    if not (isinstance(k, Real) and not isinstance(k, bool) and 0 <= k < math.inf):
+        raise ValueError(f"helmholtz: k must be a finite real number >= 0, not {k!r}")
+    r = var("sqrt")(_offset_length_squared())
+    wave = var("exp")(1j * var("k") * r)
+    return GreenKernel(name="helmholtz", expression=_guarded(wave * (1 / r) * (1 / (4 * math.pi))),
+                       parameters={"k": k})
+
+
 def user_kernel(expression, *, name: str = "user", parameters=None,
                 homogeneity: float | None = None) -> GreenKernel:
     """A Green's function written by the user: ``expression`` (pymbolic, or text pymbolic
@@ -393,7 +437,8 @@ def user_kernel(expression, *, name: str = "user", parameters=None,
 
 
 #: Built-in kernels by name: a kernel, or a function of its parameters.
-_KERNELS: dict[str, object] = {LAPLACE_3D.name: LAPLACE_3D, "yukawa": yukawa}
+_KERNELS: dict[str, object] = {LAPLACE_3D.name: LAPLACE_3D, "yukawa": yukawa,
+                               "helmholtz": helmholtz}
 
 
 def kernel_names() -> list[str]:

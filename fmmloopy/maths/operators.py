@@ -91,10 +91,11 @@ class OperatorSpec:
                                         dtype=dtype)
         n_target, n_source = sizes.pop("n_target_coeffs"), sizes.pop("n_source_coeffs")
         _no_more(self.name, sizes)
+        dtypes = {"dtype": dtype, "value_dtype": green.value_dtype(dtype)}
         if isinstance(layout, Grouped):
             return make_grouped_matvec_kernel(self.name, n_target, n_source,
-                                              pair_tile=layout.pair_tile, dtype=dtype)
-        return make_matvec_kernel(self.name, n_target, n_source, accumulate=True, dtype=dtype)
+                                              pair_tile=layout.pair_tile, **dtypes)
+        return make_matvec_kernel(self.name, n_target, n_source, accumulate=True, **dtypes)
 
     def work(self, rows: dict, sizes: dict[str, int], box_target_counts: np.ndarray,
              box_source_counts: np.ndarray) -> int:

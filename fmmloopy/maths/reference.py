@@ -30,7 +30,8 @@ def direct_sum(green: GreenKernel, sources: np.ndarray, charges: np.ndarray,
     sources = np.asarray(sources, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.float64)
     strengths = np.asarray(charges).reshape(green.n_inputs, len(sources))
-    result = np.zeros((green.n_outputs, len(targets)))
+    result = np.zeros((green.n_outputs, len(targets)),
+                      dtype=np.result_type(strengths, green.value_dtype()))
     rows = max(1, chunk // max(1, len(sources) * green.n_outputs * green.n_inputs))
     degrees = None if green.homogeneity is None else (
         green.homogeneity - green.derivative_orders())
@@ -75,14 +76,14 @@ def pairwise_reference(green: GreenKernel, inputs: dict, targets: PointSet = _PA
     """What the pairwise template computes, box by box in numpy: the new ``result``
     (``(n_outputs, ...)`` for a kernel of several outputs, as the template stores it)."""
     n_out, n_in = green.n_outputs, green.n_inputs
-    result = np.array(inputs["result"], dtype=np.float64, copy=True)
+    result = np.array(inputs["result"], dtype=_value_dtype(inputs["result"]), copy=True)
     outputs = result.reshape((n_out, -1)) if n_out > 1 else result[None]
     strengths = np.asarray(inputs["strengths"])
     strengths = strengths.reshape((n_in, -1)) if n_in > 1 else strengths[None]
     starts, lists = inputs["source_box_starts"], inputs["source_box_lists"]
     for itgt_box, tgt_box in enumerate(inputs["target_boxes"]):
         target_points, target_index = _box_points(inputs, "target", targets, tgt_box)
-        total = np.zeros((n_out, len(target_points)))
+        total = np.zeros((n_out, len(target_points)), dtype=result.dtype)
         for src_box in lists[starts[itgt_box]:starts[itgt_box + 1]]:
             source_points, source_index = _box_points(inputs, "source", sources, src_box)
             offsets = target_points[:, None, :] - source_points[None, :, :]
@@ -93,15 +94,21 @@ def pairwise_reference(green: GreenKernel, inputs: dict, targets: PointSet = _PA
     return result
 
 
+def _value_dtype(values) -> np.dtype:
+    """float64, or complex128 for complex values (the references compute in double)."""
+    return np.dtype(np.complex128 if np.iscomplexobj(values) else np.float64)
+
+
 def matvec_reference(inputs: dict, accumulate: bool = True) -> np.ndarray:
     """What the matvec template computes, box by box in numpy: the new ``target_vectors``."""
-    result = np.array(inputs["target_vectors"], dtype=np.float64, copy=True)
+    result = np.array(inputs["target_vectors"], dtype=_value_dtype(inputs["target_vectors"]),
+                      copy=True)
     starts, lists = inputs["source_box_starts"], inputs["source_box_lists"]
     matrices, indices = inputs["matrices"], inputs["matrix_indices"]
     for itgt_box, tgt_box in enumerate(inputs["target_boxes"]):
         entries = range(starts[itgt_box], starts[itgt_box + 1])
         total = sum((matrices[indices[e]] @ inputs["source_vectors"][lists[e]] for e in entries),
-                    np.zeros(result.shape[1]))
+                    np.zeros(result.shape[1], dtype=result.dtype))
         scale = inputs["level_scales"][inputs["box_levels"][tgt_box]]
         result[tgt_box] = (result[tgt_box] if accumulate else 0) + scale * total
     return result

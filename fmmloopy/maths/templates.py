@@ -83,9 +83,12 @@ class _PointCode:
         return self.value.format(component=f"{component}, " if components > 1 else "")
 
 
-def _point_code(points: PointSet, role: str, dtype: np.dtype, components: int = 1) -> _PointCode:
+def _point_code(points: PointSet, role: str, dtype: np.dtype, components: int = 1,
+                value_dtype: np.dtype | None = None) -> _PointCode:
     """Describe ``points`` in loopy text for the role ``"target"`` or ``"source"``, with
-    ``components`` values per point (particles only: ``values[component, point]``)."""
+    ``components`` values per point (particles only: ``values[component, point]``);
+    coordinates are ``dtype``, values ``value_dtype`` (complex for a complex kernel)."""
+    value_dtype = dtype if value_dtype is None else value_dtype
     short = {"target": "tgt", "source": "src"}[role]
     box, index = f"{short}_box", f"i{short}"
     if isinstance(points, BoxParticles):
@@ -97,7 +100,7 @@ def _point_code(points: PointSet, role: str, dtype: np.dtype, components: int = 
         args = (lp.GlobalArg(f"{role}s", dtype, f"3, n{role}s"),
                 lp.GlobalArg(f"box_{role}_starts", INDEX_DTYPE, "nboxes"),
                 lp.GlobalArg(f"box_{role}_counts", INDEX_DTYPE, "nboxes"),
-                lp.GlobalArg(values, dtype, shape),
+                lp.GlobalArg(values, value_dtype, shape),
                 lp.ValueArg(f"n{role}s", INDEX_DTYPE))
         if role == "target":
             # Padded to the largest box so the loop may become a hardware axis.
@@ -118,7 +121,7 @@ def _point_code(points: PointSet, role: str, dtype: np.dtype, components: int = 
                 lp.GlobalArg("box_centres", dtype, "3, nboxes"),
                 lp.GlobalArg("box_levels", INDEX_DTYPE, "nboxes"),
                 lp.GlobalArg("level_half_widths", dtype, "nlevels"),
-                lp.GlobalArg(values, dtype, f"nboxes, {points.npoints}"),
+                lp.GlobalArg(values, value_dtype, f"nboxes, {points.npoints}"),
                 lp.ValueArg("nlevels", INDEX_DTYPE))
         coordinate = (f"box_centres[{{axis}}, {box}]"
                       f" + {half_width} * {role}_surface[{{axis}}, {index}]")
@@ -169,7 +172,8 @@ def make_pairwise_kernel(name: str, green: GreenKernel, targets: PointSet, sourc
 
     ``target_boxes[ntarget_boxes]`` names the boxes whose targets are computed;
     ``source_box_starts[ntarget_boxes + 1]`` / ``source_box_lists`` is the CSR source list of each.
-    With ``accumulate`` the sum is added to ``result``; otherwise it overwrites it.
+    With ``accumulate`` the sum is added to ``result``; otherwise it overwrites it. Coordinates
+    are ``dtype``; strengths and results ``green.value_dtype(dtype)`` (complex for Helmholtz).
 
     A kernel of several outputs or inputs (``green.expressions``, a gradient or dipoles) sums
     ``result[o, t] (+)= sum_s sum_i G_oi(t - s) strengths[i, s]`` with one accumulator per
@@ -178,8 +182,9 @@ def make_pairwise_kernel(name: str, green: GreenKernel, targets: PointSet, sourc
     """
     dtype = np.dtype(dtype)
     n_out, n_in = green.n_outputs, green.n_inputs
-    tgt = _point_code(targets, "target", dtype, n_out)
-    src = _point_code(sources, "source", dtype, n_in)
+    value_dtype = green.value_dtype(dtype)
+    tgt = _point_code(targets, "target", dtype, n_out, value_dtype)
+    src = _point_code(sources, "source", dtype, n_in, value_dtype)
     offsets = "\n".join(
         f"<> d{axis} = {tgt.coordinate.format(axis=axis)} - ({src.coordinate.format(axis=axis)})"
         " {id=offset%d}" % axis for axis in range(3))
@@ -238,15 +243,17 @@ def make_pairwise_kernel(name: str, green: GreenKernel, targets: PointSet, sourc
 
 
 def make_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs: int, *,
-                       accumulate: bool = False,
-                       dtype: np.dtype = np.float64) -> lp.TranslationUnit:
+                       accumulate: bool = False, dtype: np.dtype = np.float64,
+                       value_dtype: np.dtype | None = None) -> lp.TranslationUnit:
     """The batched-matvec template over a CSR box list.
 
     ``target_vectors[t] (+)= level_scales[box_levels[t]]
     * sum_{e in list(t)} matrices[matrix_indices[e]] @ source_vectors[source_box_lists[e]]``
-    for every ``t`` in ``target_boxes``.
+    for every ``t`` in ``target_boxes``. The level scales are ``dtype``; matrices and vectors
+    ``value_dtype`` (default ``dtype``; complex for a complex kernel).
     """
     dtype = np.dtype(dtype)
+    value_dtype = dtype if value_dtype is None else np.dtype(value_dtype)
     store = "target_vectors[tgt_box, iexp_tgt] + scale * acc" if accumulate else "scale * acc"
     instructions = f"""
     for itgt_box
@@ -279,8 +286,9 @@ def make_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs: int, *,
         lp.GlobalArg("source_box_starts", INDEX_DTYPE, "ntarget_boxes + 1"),
         lp.GlobalArg("source_box_lists", INDEX_DTYPE, "nsource_list_entries"),
         lp.GlobalArg("matrix_indices", INDEX_DTYPE, "nsource_list_entries"),
-        lp.GlobalArg("matrices", dtype, f"nmatrices, {n_target_coeffs}, {n_source_coeffs}"),
-        *_expansion_args(n_target_coeffs, n_source_coeffs, dtype),
+        lp.GlobalArg("matrices", value_dtype,
+                     f"nmatrices, {n_target_coeffs}, {n_source_coeffs}"),
+        *_expansion_args(n_target_coeffs, n_source_coeffs, dtype, value_dtype),
         lp.ValueArg("nboxes, ntarget_boxes, nsource_list_entries, nmatrices, nlevels",
                     INDEX_DTYPE),
     ]
@@ -289,8 +297,8 @@ def make_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs: int, *,
 
 
 def make_grouped_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs: int, *,
-                               pair_tile: int = 1,
-                               dtype: np.dtype = np.float64) -> lp.TranslationUnit:
+                               pair_tile: int = 1, dtype: np.dtype = np.float64,
+                               value_dtype: np.dtype | None = None) -> lp.TranslationUnit:
     """The batched-matvec template over (target, source) pairs grouped by matrix.
 
     The same sum as :func:`make_matvec_kernel` (always accumulating), walked in another order:
@@ -308,9 +316,11 @@ def make_grouped_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs:
 
     A group's pairs are walked in tiles of ``pair_tile`` (loop ``ipair_tile``, then ``ipair``
     inside the tile, of fixed length so that a recipe may unroll it into a register tile); the
-    last tile repeats the group's last pair and skips its stores.
+    last tile repeats the group's last pair and skips its stores. Dtypes as in
+    :func:`make_matvec_kernel`.
     """
     dtype = np.dtype(dtype)
+    value_dtype = dtype if value_dtype is None else np.dtype(value_dtype)
     instructions = f"""
     for iblock
       <> igroup_start = block_group_starts[iblock] {{tags=bounds}}
@@ -358,20 +368,21 @@ def make_grouped_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs:
         lp.GlobalArg("group_pair_starts", INDEX_DTYPE, "ngroups + 1"),
         lp.GlobalArg("pair_targets", INDEX_DTYPE, "npairs"),
         lp.GlobalArg("pair_sources", INDEX_DTYPE, "npairs"),
-        lp.GlobalArg("transposed_matrices", dtype,
+        lp.GlobalArg("transposed_matrices", value_dtype,
                      f"nmatrices, {n_source_coeffs}, {n_target_coeffs}"),
-        *_expansion_args(n_target_coeffs, n_source_coeffs, dtype),
+        *_expansion_args(n_target_coeffs, n_source_coeffs, dtype, value_dtype),
         lp.ValueArg("nblocks, ngroups, npairs, nmatrices, nboxes, nlevels", INDEX_DTYPE),
     ]
     knl = lp.make_kernel(domains, instructions, args, name=name, lang_version=_LANG_VERSION)
     return _finish(knl)
 
 
-def _expansion_args(n_target_coeffs: int, n_source_coeffs: int, dtype: np.dtype) -> list:
+def _expansion_args(n_target_coeffs: int, n_source_coeffs: int, dtype: np.dtype,
+                    value_dtype: np.dtype) -> list:
     """The arguments both matvec layouts share: per-box expansion vectors and level scales."""
     return [
-        lp.GlobalArg("source_vectors", dtype, f"nboxes, {n_source_coeffs}"),
-        lp.GlobalArg("target_vectors", dtype, f"nboxes, {n_target_coeffs}"),
+        lp.GlobalArg("source_vectors", value_dtype, f"nboxes, {n_source_coeffs}"),
+        lp.GlobalArg("target_vectors", value_dtype, f"nboxes, {n_target_coeffs}"),
         lp.GlobalArg("box_levels", INDEX_DTYPE, "nboxes"),
         lp.GlobalArg("level_scales", dtype, "nlevels"),
     ]

@@ -56,6 +56,14 @@ class Recipe:
     #: The list layout its kernels walk (matvec template), or a function of the OpenCL device
     #: that gives it (a register tile sized to the device's vectors, say): :meth:`layout_for`.
     layout: ListLayout | Callable[[Any], ListLayout] = TARGET_MAJOR
+    #: Whether it transforms kernels of complex values (Helmholtz) correctly. A recipe that
+    #: does not say so declines them: the default chain passes it by, and the recipe after it
+    #: runs (:func:`fmmloopy.tuning.registry.select_recipe`).
+    complex_values: bool = False
+
+    def handles(self, complex_values: bool) -> bool:
+        """Whether this recipe may transform kernels of complex (or real) values."""
+        return self.complex_values or not complex_values
 
     def __call__(self, knl: lp.TranslationUnit, ctx: RecipeContext) -> lp.TranslationUnit:
         return self.function(knl, ctx)
@@ -100,13 +108,18 @@ def _check_no_clash(new: Recipe) -> None:
 
 
 def recipe(*targets: str, device: str = "any", name: str | None = None,
-           layout: ListLayout | Callable[[Any], ListLayout] = TARGET_MAJOR
-           ) -> Callable[[RecipeFunction], RecipeFunction]:
+           layout: ListLayout | Callable[[Any], ListLayout] = TARGET_MAJOR,
+           complex_values: bool = False) -> Callable[[RecipeFunction], RecipeFunction]:
     """Register the decorated function as a recipe for operators or templates ``targets``.
 
     ``layout`` asks for the list layout the kernel should walk (:mod:`fmmloopy.maths.layouts`),
     or is a function of the OpenCL device that returns one; the recipe then receives the
     math-level kernel of that layout, and the driver builds the lists to match.
+
+    ``complex_values`` says the recipe is right for kernels of complex values too (their
+    strengths, results and matrices are ``complex128``; ``ctx.parameters["value_dtype"]``).
+    Recipes that assume real data (``double8`` vectors, say) leave it False and are passed by
+    for complex kernels.
     """
     if not targets:
         raise TypeError("recipe() needs at least one operator or template name")
@@ -115,7 +128,8 @@ def recipe(*targets: str, device: str = "any", name: str | None = None,
         module = sys.modules.get(function.__module__)
         source = getattr(module, "__file__", None) or function.__module__
         recipe_name = name or function.__module__.rsplit(".", 1)[-1]
-        new = Recipe(recipe_name, tuple(targets), device, function, str(source), layout)
+        new = Recipe(recipe_name, tuple(targets), device, function, str(source), layout,
+                     bool(complex_values))
         _check_no_clash(new)
         REGISTRY.append(new)
         return function

@@ -128,17 +128,27 @@ def _candidates(operator: str, template: str, device_class: str) -> list[Recipe]
             + [r for r in at_class if template in r.targets])
 
 
-def select_recipe(operator: str, template: str, device, name: str | None = None) -> Recipe:
+def select_recipe(operator: str, template: str, device, name: str | None = None,
+                  complex_values: bool = False) -> Recipe:
     """The recipe to use for ``operator`` on ``device``: by ``name``, or the default chain.
 
     The default chain never picks the reference (``sequential``) recipe; the ``generic`` recipe
     (parallelise the box loop) registered for ``any`` ends it. A recipe asked for by name is
     taken at the device's most specific class that has it, and otherwise from any other class:
     every recipe produces plain OpenCL, so a GPU recipe can be run (and checked) on a CPU.
+
+    For kernels of ``complex_values`` only recipes that handle them
+    (:attr:`~fmmloopy.tuning.recipe.Recipe.complex_values`) are taken: one asked for by name
+    that declines them gives way to the default chain's (:func:`declined`).
     """
     ensure_loaded()
     classes = device_classes(device)
+    if name and complex_values and declined(operator, template, name):
+        name = None
+
     def wanted(candidate: Recipe) -> bool:
+        if not candidate.handles(complex_values):
+            return False
         return candidate.name == name if name else candidate.name != REFERENCE
 
     other_classes = [r.device for r in reversed(REGISTRY) if name and r.device not in classes]
@@ -151,6 +161,15 @@ def select_recipe(operator: str, template: str, device, name: str | None = None)
     raise LookupError(
         f"no recipe {name!r} for operator {operator!r} on a device of classes {classes}; "
         f"recipes for this operator: {known}")
+
+
+def declined(operator: str, template: str, name: str) -> bool:
+    """Whether the recipes called ``name`` for ``operator`` all decline complex values (and
+    at least one exists)."""
+    ensure_loaded()
+    named = [r for r in REGISTRY if r.name == name
+             and (operator in r.targets or template in r.targets)]
+    return bool(named) and not any(r.complex_values for r in named)
 
 
 def recipe_names_for(operator: str, template: str, device=None) -> list[str]:
