@@ -225,7 +225,7 @@ class Fmm:
             nsources=tree.nsources, ntargets=tree.ntargets,
             targets_are_sources=tree.targets_are_sources, order=self.order,
             nboxes=tree.nboxes, nlevels=tree.nlevels, ranks=self.operators.ranks(),
-            operator_sets=len(self.operators.sets),
+            operator_sets=len(self.operators.sets), complex_values=self.kernel.is_complex,
             list_entries={name: len(getattr(lists, f"{name}_lists")) for name in "uvwx"}
             | {f"v_{name}": len(box_list(tree, lists, f"v_{name}")[1]) for name in M2L_CLASSES})
         check_memory(self.memory_estimate, self.device, self._what, self._memory_limit)
@@ -285,10 +285,11 @@ class Fmm:
                              "charges, dipoles=... or both)")
         gradient = validate_flag(gradient, "gradient")
         parts = []
+        complex_values = self.kernel.is_complex
         if charges is not None:
-            parts.append(validate_charges(charges, self.nsources)[None])
+            parts.append(validate_charges(charges, self.nsources, complex_values)[None])
         if dipoles is not None:
-            parts.append(validate_dipoles(dipoles, self.nsources).T)
+            parts.append(validate_dipoles(dipoles, self.nsources, complex_values).T)
         kernel = self.fields_kernel(charges=charges is not None, dipoles=dipoles is not None,
                                     gradient=gradient)
         strengths = np.concatenate(parts)
@@ -307,15 +308,17 @@ class Fmm:
 
     def apply(self, strengths: np.ndarray, kernel: GreenKernel) -> np.ndarray:
         """``kernel``'s outputs at the targets (user order; ``(M,)``, or ``(n_outputs, M)``) for
-        ``strengths`` (user order, checked finite float64; ``(N,)``, or ``(n_inputs, N)``):
+        ``strengths`` (user order, checked finite float64, complex128 for a complex kernel;
+        ``(N,)``, or ``(n_inputs, N)``):
         this FMM's Green's function with the fields of ``kernel``
         (:meth:`~fmmloopy.maths.green.GreenKernel.with_fields`). What :meth:`__call__` and the
         nested FMMs run."""
         kernel = self.kernel.with_fields(kernel.outputs, kernel.inputs)
         shape = (kernel.n_outputs, self.ntargets) if kernel.n_outputs > 1 else (self.ntargets,)
+        dtype = kernel.value_dtype()
         if self.tree is None:
-            return np.zeros(shape)
-        strengths = np.asarray(strengths, dtype=np.float64).reshape(
+            return np.zeros(shape, dtype)
+        strengths = np.asarray(strengths, dtype=dtype).reshape(
             (kernel.n_inputs, self.nsources))
         # Derivatives in the working coordinates: x = 2**k x' scales each derivative by 2**-k,
         # so dipole moments are taken to working units here and gradients back below. Then
@@ -324,7 +327,7 @@ class Fmm:
         input_shifts = -self.coordinate_exponent * kernel.input_derivatives()
         largest = float(np.abs(strengths).max())
         charge_exponent = _strength_exponent(strengths, input_shifts)
-        strengths = np.ldexp(strengths, (input_shifts - charge_exponent)[:, None])
+        strengths = _ldexp(strengths, (input_shifts - charge_exponent)[:, None])
         in_tree = np.ascontiguousarray(self.tree.sources_to_tree(strengths.T).T)
         with self._lock:
             in_tree_order = self._evaluate(in_tree[0] if kernel.n_inputs == 1 else in_tree,
@@ -335,7 +338,7 @@ class Fmm:
         for row, exponent in zip(outputs, exponents, strict=True):
             if exponent:
                 with np.errstate(over="ignore"):
-                    row[:] = (np.ldexp(row, int(exponent)) if float(exponent).is_integer()
+                    row[:] = (_ldexp(row, int(exponent)) if float(exponent).is_integer()
                               else row * np.exp2(exponent))
         if not np.isfinite(outputs).all():
             bad = int(np.count_nonzero(~np.isfinite(outputs).all(axis=0)))
@@ -377,6 +380,13 @@ class Fmm:
         # x = 2**k x'  =>  G(x - y) = 2**(k d) G(x' - y') for a kernel of homogeneity d.
         value = self.coordinate_exponent * self.kernel.homogeneity
         return round(value) if math.isclose(value, round(value)) else value
+
+
+def _ldexp(values: np.ndarray, exponents) -> np.ndarray:
+    """``values * 2**exponents``, exact; complex values part by part."""
+    if np.iscomplexobj(values):
+        return np.ldexp(values.real, exponents) + 1j * np.ldexp(values.imag, exponents)
+    return np.ldexp(values, exponents)
 
 
 class Fields(NamedTuple):

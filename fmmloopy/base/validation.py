@@ -18,18 +18,20 @@ import numpy as np
 MAX_POINTS = 2 ** 31 - 1
 
 
-def _as_real_array(value, name: str) -> np.ndarray:
-    """``np.asarray(value)``, with a clear error for what cannot be an array of real numbers."""
+def _as_real_array(value, name: str, complex_allowed: bool = False) -> np.ndarray:
+    """``np.asarray(value)``, with a clear error for what cannot be an array of real (or, where
+    ``complex_allowed``, complex) numbers."""
+    numbers = "complex numbers" if complex_allowed else "real numbers"
     if value is None:
-        raise ValueError(f"{name} must be an array of real numbers, got None")
+        raise ValueError(f"{name} must be an array of {numbers}, got None")
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as exc:  # ragged nested lists and the like
-        raise ValueError(f"{name} could not be read as an array of real numbers: {exc}") from exc
-    if array.dtype.kind == "c":
-        raise ValueError(f"{name} must be real numbers, got dtype {array.dtype}; "
-                         "pass the real and imaginary parts separately")
-    if array.dtype.kind not in "fiu":
+        raise ValueError(f"{name} could not be read as an array of {numbers}: {exc}") from exc
+    if array.dtype.kind == "c" and not complex_allowed:
+        raise ValueError(f"{name} must be real numbers for a real kernel, got dtype "
+                         f"{array.dtype}; pass the real and imaginary parts in two calls")
+    if array.dtype.kind not in ("fiuc" if complex_allowed else "fiu"):
         raise ValueError(f"{name} must be real numbers (float or integer), got dtype "
                          f"{array.dtype}")
     return array
@@ -87,9 +89,10 @@ def _shape_hint(shape: tuple[int, ...], name: str) -> str:
     return ""
 
 
-def validate_charges(charges, nsources: int) -> np.ndarray:
-    """``charges`` as float64 of shape ``(nsources,)``, or a ValueError that says what is wrong."""
-    array = _as_real_array(charges, "charges")
+def validate_charges(charges, nsources: int, complex_allowed: bool = False) -> np.ndarray:
+    """``charges`` as float64 (complex128 where ``complex_allowed``: a complex kernel's) of
+    shape ``(nsources,)``, or a ValueError that says what is wrong."""
+    array = _as_real_array(charges, "charges", complex_allowed)
     if array.shape != (nsources,):
         hint = ""
         if array.size == nsources and array.ndim > 1:
@@ -98,26 +101,29 @@ def validate_charges(charges, nsources: int) -> np.ndarray:
             hint = f": {len(array)} charges for {nsources} sources"
         raise ValueError(f"charges must have shape ({nsources},), one per source; "
                          f"got {array.shape}{hint}")
-    return _finite_float64(array, "charges", "charges")
+    return _finite_float64(array, "charges", "charges", complex_allowed)
 
 
-def _finite_float64(array: np.ndarray, name: str, what: str) -> np.ndarray:
-    """``array`` as float64, or a ValueError naming its first value that is not finite."""
-    array = array.astype(np.float64, copy=False)
+def _finite_float64(array: np.ndarray, name: str, what: str,
+                    complex_values: bool = False) -> np.ndarray:
+    """``array`` as float64 (complex128 with ``complex_values``), or a ValueError naming its
+    first value that is not finite."""
+    array = array.astype(np.complex128 if complex_values else np.float64, copy=False)
     if not np.isfinite(array).all():
         _first_bad(array, name, what)
     return array
 
 
-def validate_dipoles(dipoles, nsources: int) -> np.ndarray:
-    """``dipoles`` (one moment vector per source) as float64 of shape ``(nsources, 3)``, or a
-    ValueError that says what is wrong."""
-    array = _as_real_array(dipoles, "dipoles")
+def validate_dipoles(dipoles, nsources: int, complex_allowed: bool = False) -> np.ndarray:
+    """``dipoles`` (one moment vector per source) as float64 (complex128 where
+    ``complex_allowed``) of shape ``(nsources, 3)``, or a ValueError that says what is
+    wrong."""
+    array = _as_real_array(dipoles, "dipoles", complex_allowed)
     if array.shape != (nsources, 3):
         hint = "; pass dipoles.T (one row per source)" if array.shape == (3, nsources) else ""
         raise ValueError(f"dipoles must have shape ({nsources}, 3), one moment vector per "
                          f"source; got {array.shape}{hint}")
-    return _finite_float64(array, "dipoles", "dipole moments")
+    return _finite_float64(array, "dipoles", "dipole moments", complex_allowed)
 
 
 def validate_integer(value, name: str, low: int, high: int | None = None) -> int:

@@ -15,7 +15,8 @@ from fmmloopy.maths.precompute import matrix_shapes
 def evaluation_buffer_shapes(expansion: Expansion, ranks: dict[str, int], nboxes: int,
                              nsources: int, ntargets: int, green: GreenKernel | None = None,
                              ) -> dict[str, tuple[int, ...]]:
-    """Name -> shape (float64) of every per-evaluation buffer: charges, potentials (``(n,
+    """Name -> shape (``green.value_dtype()``: float64, complex128 for a complex kernel) of
+    every per-evaluation buffer: charges, potentials (``(n,
     points)`` for ``green``'s ``n`` input or output components where there are several: dipoles,
     a gradient), and per box every expansion and every buffer between factors, as wide as the
     matrices that write them (``ranks`` as

@@ -238,7 +238,7 @@ def build_plan(tree: Tree, lists: InteractionLists,
                                       tree.nsources, tree.ntargets, green)
     shared = {} if share_buffers is None else share_buffers.buffers
     buffers = {name: shared[name] if name in shared and shared[name].shape == shape
-               else cla.zeros(queue, shape, np.float64) for name, shape in shapes.items()}
+               else cla.zeros(queue, shape, green.value_dtype()) for name, shape in shapes.items()}
     if build.unverified:
         warnings.warn(f"recipes {sorted(build.unverified)} are not shipped and run without "
                       "first-use verification against 'sequential' (verify_recipes=False)",

@@ -57,14 +57,15 @@ def _bytes(shape: tuple[int, ...], itemsize: int = _F64) -> float:
 def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, order: int,
                     nboxes: int, nlevels: int = 1, list_entries: dict[str, int] | None = None,
                     ranks: dict[str, int] | None = None,
-                    operator_sets: int = 1) -> MemoryEstimate:
+                    operator_sets: int = 1, complex_values: bool = False) -> MemoryEstimate:
     """Bytes the FMM of these sizes keeps on the host and on the device (module docstring).
 
     ``list_entries`` holds the U, V, W, X entry counts (``{"u": ..., ...}``; zeros if unknown)
     and may hold those of V per transfer-vector class (``"v_<class>"``; V's if absent),
     ``ranks`` the UC2E/DC2E and compressed-M2L ranks (``n_e`` if unknown, their upper bound),
     ``operator_sets`` how many sets of operators there are (one per level with expansions for
-    a kernel without homogeneity).
+    a kernel without homogeneity), ``complex_values`` whether values and matrices are complex
+    (twice the bytes).
     Without V entries (of a class) the M2L matrices (of the class) stay on the host (no M2L
     launch); the host keeps a transposed copy of them while the plan is built.
     """
@@ -75,8 +76,10 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
     all_entries = sum(entries[name] for name in "uvwx")
     separate_targets = 0 if targets_are_sources else ntargets
 
-    operators = operator_sets * sum(_bytes(shape) for shape in matrix_shapes(n_e, ranks).values())
-    launched = {name: operator_sets * sum(_bytes(shape) for shape in fields.values())
+    value = _F64 * (2 if complex_values else 1)  # bytes of one value, matrix entry included
+    operators = operator_sets * sum(_bytes(shape, value)
+                                    for shape in matrix_shapes(n_e, ranks).values())
+    launched = {name: operator_sets * sum(_bytes(shape, value) for shape in fields.values())
                 for name, fields in step_matrix_shapes(expansion, ranks).items()}
     # Matrices go to the device only for steps that launch (M2L: a V list of its class), and
     # M2L's are transposed on the host.
@@ -86,8 +89,8 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
     m2l_used = sum(launched[name] for name in used_steps)
     host = {
         # Tree copies (coordinates, user <-> tree ids); charges and potentials of a call.
-        "particles": (3 * _F64 + 2 * _I32 + 2 * _F64) * nsources
-                     + (3 * _F64 + 2 * _I32) * separate_targets + 3 * _F64 * ntargets,
+        "particles": (3 * _F64 + 2 * _I32 + 2 * value) * nsources
+                     + (3 * _F64 + 2 * _I32) * separate_targets + 3 * value * ntargets,
         "tree and lists": (TREE_BYTES_PER_BOX + LIST_BYTES_PER_BOX) * nboxes
                           + _I32 * (all_entries + entries["v"]),
         "operators": operators,
@@ -105,9 +108,9 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
     launches = sum(max(1, len(step.matrices)) for step in STEPS.values())
     device = {
         # Coordinates of the sources and targets, charges and potentials.
-        "particles": 3 * _F64 * (nsources + ntargets) + _bytes(buffers["strengths"])
-                     + _bytes(buffers["potential"]),
-        "expansions": sum(_bytes(shape) for name, shape in buffers.items()
+        "particles": 3 * _F64 * (nsources + ntargets) + _bytes(buffers["strengths"], value)
+                     + _bytes(buffers["potential"], value),
+        "expansions": sum(_bytes(shape, value) for name, shape in buffers.items()
                           if name not in ("strengths", "potential")),
         "matrices": sum(launched[name] for name in running) + surface_uploads() * 3 * n_e * _F64,
         # Cut lists: a box index per entry, and a matrix index (or pair target) for V; per
@@ -120,7 +123,7 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
     # The matrices of each M2L class are one allocation each.
     largest_buffers = {"M2L matrices": max((launched[name] for name in used_steps),
                                            default=0.0),
-                       "one expansion buffer": _bytes(buffers["multipole"]),
+                       "one expansion buffer": _bytes(buffers["multipole"], value),
                        "source coordinates": 3 * _F64 * nsources,
                        "target coordinates": 3 * _F64 * ntargets}
     return MemoryEstimate(host=host, device=device,

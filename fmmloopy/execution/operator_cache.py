@@ -97,7 +97,7 @@ def operator_key(kernel: GreenKernel, order: int, rcond: float,
         "kernel_fingerprint": kernel_fingerprint(kernel),
         "order": int(order),
         "surface_radii": list(SURFACE_RADII.values()),
-        "dtype": "float64",
+        "dtype": kernel.value_dtype().name,
         "rcond": float(rcond),
         "half_width": float(half_width).hex(),
     }

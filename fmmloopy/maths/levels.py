@@ -70,6 +70,11 @@ class LevelOperators:
     def homogeneity(self) -> float | None:
         return self.sets[0].homogeneity
 
+    @property
+    def dtype(self) -> np.dtype:
+        """float64, or complex128 for a complex kernel."""
+        return self.sets[0].dtype
+
     def ranks(self) -> dict[str, int]:
         """The ranks of every set (:meth:`KifmmOperators.ranks`)."""
         return self.sets[0].ranks()

@@ -84,8 +84,8 @@ DEFAULT_RCOND = 1e-12
 class KifmmOperators:
     """The KIFMM matrices of one kernel and surface order, for half-width 1 (module docstring).
 
-    All arrays are float64, C-contiguous and read-only; ``k_u``/``k_d`` are the numbers of
-    singular values kept in ``uc2e``/``dc2e``.
+    All arrays are float64 (complex128 for a complex kernel: :attr:`dtype`), C-contiguous and
+    read-only; ``k_u``/``k_d`` are the numbers of singular values kept in ``uc2e``/``dc2e``.
     """
 
     kernel_name: str
@@ -128,12 +128,15 @@ class KifmmOperators:
         ranks = {"uc2e": _leading_size(self.uc2e_first), "dc2e": _leading_size(self.dc2e_first)}
         ranks |= {f"m2l_{name}": _leading_size(compressed[f"m2l_{name}_compress"])
                   for name in M2L_CLASSES}
+        dtype = np.asarray(self.uc2e_first).dtype
+        if dtype not in (np.float64, np.complex128):
+            raise ValueError(f"operators are float64 or complex128, not {dtype}")
         for name, shape in matrix_shapes(self.n_e, ranks).items():
             array = np.asarray(compressed[name] if name in compressed else getattr(self, name))
-            if array.shape != shape or array.dtype != np.float64:
+            if array.shape != shape or array.dtype != dtype:
                 raise ValueError(
                     f"{name} has shape {array.shape} and dtype {array.dtype}, "
-                    f"expected {shape} float64")
+                    f"expected {shape} {dtype}")
             array = np.ascontiguousarray(array)
             array.setflags(write=False)
             if name in compressed:
@@ -165,6 +168,11 @@ class KifmmOperators:
     def arrays(self) -> dict[str, np.ndarray]:
         """The matrices by field name."""
         return {name: self.matrix(name) for name in ARRAY_FIELDS}
+
+    @property
+    def dtype(self) -> np.dtype:
+        """float64, or complex128 for a complex kernel's operators."""
+        return self.uc2e_first.dtype
 
     @property
     def expansion(self) -> Expansion:
@@ -218,7 +226,7 @@ def pad_ranks(operators: KifmmOperators, ranks: dict[str, int]) -> KifmmOperator
     shapes = matrix_shapes(operators.n_e, ranks)
     arrays = {}
     for name, array in operators.arrays().items():
-        padded = np.zeros(shapes[name])
+        padded = np.zeros(shapes[name], dtype=array.dtype)
         padded[tuple(slice(0, size) for size in array.shape)] = array
         arrays[name] = padded
     scalars = {field: getattr(operators, field) for field in (
@@ -283,7 +291,8 @@ def compress_m2l(m2l: np.ndarray, cutoff: float
 
     ``expand`` (n_e x k) holds the leading left singular vectors of the matrices side by side
     ``[m2l[0] ... m2l[T-1]]``, ``compress`` (k x n_e) the leading right singular vectors of them
-    stacked ``[m2l[0]; ...; m2l[T-1]]``, transposed; ``core[t] = expand^T m2l[t] compress^T``.
+    stacked ``[m2l[0]; ...; m2l[T-1]]``, conjugate-transposed; ``core[t] = expand^H m2l[t]
+    compress^H`` (``^H``: the conjugate transpose, the transpose for real matrices).
     ``k`` keeps the singular values of both stacks above ``cutoff`` (the larger of the two
     counts, at least 1), rounded up to a multiple of :data:`M2L_RANK_MULTIPLE` (at most
     ``n_e``). Both bases are orthonormal, so the core carries the scale, and level scaling
@@ -295,19 +304,19 @@ def compress_m2l(m2l: np.ndarray, cutoff: float
     # SVDs of the stacks themselves: their Gram matrices would square the singular values,
     # and the cutoff at order 10 (~2e-9) squared is below the float64 round-off.
     left, left_values, _ = np.linalg.svd(side_by_side, full_matrices=False)
-    _, right_values, right_t = np.linalg.svd(stacked, full_matrices=False)
-    right = right_t.T
+    _, right_values, right_h = np.linalg.svd(stacked, full_matrices=False)
     singular = (left_values, right_values)
     rank = max(1, *(int(np.count_nonzero(s > cutoff)) for s in singular))
     rank = min(n_e, -(-rank // M2L_RANK_MULTIPLE) * M2L_RANK_MULTIPLE)
     expand = np.ascontiguousarray(left[:, :rank])
-    compress = np.ascontiguousarray(right[:, :rank].T)
-    core = np.ascontiguousarray(expand.T @ m2l @ compress.T)
+    compress = np.ascontiguousarray(right_h[:rank])
+    core = np.ascontiguousarray(expand.conj().T @ m2l @ compress.conj().T)
     return compress, core, expand
 
 
 def kernel_matrix(kernel: GreenKernel, targets: np.ndarray, sources: np.ndarray) -> np.ndarray:
-    """(nt, ns) float64: ``K(targets[:, i] - sources[:, j])`` for points of shape (3, n)."""
+    """(nt, ns) float64 (complex128 for a complex kernel): ``K(targets[:, i] - sources[:, j])``
+    for points of shape (3, n)."""
     offsets = np.asarray(targets).T[:, None, :] - np.asarray(sources).T[None, :, :]
     return kernel.evaluate(offsets)
 
@@ -315,7 +324,7 @@ def kernel_matrix(kernel: GreenKernel, targets: np.ndarray, sources: np.ndarray)
 def check_to_equivalent(kernel: GreenKernel, check_points: np.ndarray,
                         equivalent_points: np.ndarray, rcond: float, half_width: float = 1.0
                         ) -> tuple[np.ndarray, np.ndarray]:
-    """The factors ``(U_k^T, V_k S_k^-1)`` of the truncated pseudo-inverse of K(check <- equiv)
+    """The factors ``(U_k^H, V_k S_k^-1)`` of the truncated pseudo-inverse of K(check <- equiv)
     (points in units of ``half_width``).
 
     With more check than equivalent points this is the least-squares fit.
@@ -324,8 +333,8 @@ def check_to_equivalent(kernel: GreenKernel, check_points: np.ndarray,
         kernel_matrix(kernel, half_width * check_points, half_width * equivalent_points),
         full_matrices=False)
     keep = s > rcond * s[0]
-    first = np.ascontiguousarray(u[:, keep].T)
-    second = np.ascontiguousarray(vt[keep].T / s[keep])
+    first = np.ascontiguousarray(u[:, keep].conj().T)
+    second = np.ascontiguousarray(vt[keep].conj().T / s[keep])
     return first, second
 
 
@@ -380,8 +389,9 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
         translation_up_check, translation_down_check = upward_check, downward_check
         m2m_fit, l2l_fit = uc2e, child_dc2e
 
-    m2m = np.empty((8, n_e, n_e))
-    l2l = np.empty((8, n_e, n_e))
+    dtype = kernel.value_dtype()
+    m2m = np.empty((8, n_e, n_e), dtype)
+    l2l = np.empty((8, n_e, n_e), dtype)
     for octant, centre in enumerate(child_centres().T):
         centre = centre[:, None]
         m2m[octant] = _apply_factors(
@@ -389,7 +399,7 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
         l2l[octant] = _apply_factors(
             l2l_fit, matrix(centre + 0.5 * translation_down_check, downward_equivalent))
 
-    m2l = np.empty((NTRANSFER_VECTORS, n_e, n_e))
+    m2l = np.empty((NTRANSFER_VECTORS, n_e, n_e), dtype)
     for index, offset in enumerate(transfer_vectors()):
         source_centre = 2.0 * offset[:, None]
         check = matrix(translation_down_check, source_centre + upward_equivalent)
