@@ -1,7 +1,7 @@
 """Relative L2 errors of potentials and gradients against direct summation, by order.
 
 Usage: ``python benchmarks/kernel_accuracy.py [--n 20000] [--orders 4 6 8 10]
-[--distributions sphere cube] [--targets 2000]``.
+[--distributions sphere cube] [--targets 2000] [--kernel laplace] [--wavelengths W]``.
 
 For each distribution and order one ``fmmloopy.Fmm`` is built and called with charges, with
 dipoles and with both, each with ``gradient=True``; strengths are uniform in [0, 1) (charges and
@@ -9,6 +9,10 @@ every dipole component: the PyExaFMM/exafmm-t protocol). Errors are relative L2 
 targets sampled once per distribution, against a numpy direct sum
 (:func:`fmmloopy.maths.reference.direct_sum`) computed once and reused for every order; the
 charges' and the dipoles' contributions are summed separately, so "both" is their sum.
+
+A complex kernel (Helmholtz) gets complex strengths, real and imaginary parts uniform in [0, 1).
+``--wavelengths W`` (Helmholtz) sets ``k`` so that the root box of each distribution (the cube
+the FMM's tree starts from) is ``W`` wavelengths wide.
 """
 
 from __future__ import annotations
@@ -38,17 +42,25 @@ def main() -> None:
                         choices=sorted(DISTRIBUTIONS))
     parser.add_argument("--targets", type=int, default=2000)
     parser.add_argument("--kernel", default="laplace")
+    parser.add_argument("--wavelengths", type=float, default=None,
+                        help="Helmholtz: k such that the root box is this many wavelengths wide")
     args = parser.parse_args()
 
-    green = get_kernel(args.kernel)
     print(f"{args.kernel}: {args.n} points, strengths in [0, 1), errors on {args.targets} "
           "sampled targets; columns: potential / gradient")
     print("distribution order " + " ".join(f"{case:>21s}" for case in CASES) + "   eval s")
     for distribution in args.distributions:
         rng = np.random.default_rng(0)
         points = DISTRIBUTIONS[distribution](args.n, rng)
-        charges = rng.random(args.n)
-        dipoles = rng.random((args.n, 3))
+        green = get_kernel(args.kernel)
+        if args.wavelengths is not None:
+            side = fmmloopy.root_box_side(points)
+            green = fmmloopy.helmholtz(2 * np.pi * args.wavelengths / side)
+            print(f"{distribution}: root box side {side:.4g}, {green.spec}")
+        charges, dipoles = rng.random(args.n), rng.random((args.n, 3))
+        if green.is_complex:
+            charges = charges + 1j * rng.random(args.n)
+            dipoles = dipoles + 1j * rng.random((args.n, 3))
         sample = rng.choice(args.n, size=min(args.targets, args.n), replace=False)
         fields = ("potential", "gradient")
         from_charges = direct_sum(green.with_fields(fields, ("charge",)), points,

@@ -2,14 +2,17 @@
 
 ``fmmloopy.Fmm(sources, targets)(charges)`` evaluates potentials (``dipoles=``, ``gradient=True``:
 dipole sources, gradients as ``fmmloopy.Fields``; ``kernel=``: ``"laplace"``,
-``"yukawa:kappa=10"``, :func:`yukawa` or a kernel of the user's own, :func:`user_kernel` or
+``"yukawa:kappa=10"``, :func:`yukawa`, ``"helmholtz:k=3"`` or :func:`helmholtz` (complex
+charges and potentials), or a kernel of the user's own, :func:`user_kernel` or
 :class:`GreenKernel`); ``fmmloopy.evaluate`` does one evaluation; ``fmmloopy.recipe``
 registers a transform recipe (see ``docs/``).
 """
 
 from fmmloopy.api.fmm import Fields, Fmm, evaluate
-from fmmloopy.maths.green import GreenKernel, user_kernel, yukawa
+from fmmloopy.maths.green import GreenKernel, helmholtz, user_kernel, yukawa
+from fmmloopy.tree.octree import root_box_side
 from fmmloopy.tuning.recipe import recipe
 
-__all__ = ["Fields", "Fmm", "GreenKernel", "evaluate", "recipe", "user_kernel", "yukawa"]
+__all__ = ["Fields", "Fmm", "GreenKernel", "evaluate", "helmholtz", "recipe", "root_box_side",
+           "user_kernel", "yukawa"]
 __version__ = "0.1.0"

@@ -179,6 +179,28 @@ class SortedPoints:
         return self.centre - self.half_width
 
 
+def root_cube(sources: np.ndarray, targets: np.ndarray | None = None
+              ) -> tuple[np.ndarray, float]:
+    """``(centre, half_width)`` of the tree's root cube: the points' bounding cube, padded a
+    little so that no point lies on its upper faces."""
+    lo, hi = bounds(sources, targets)
+    with np.errstate(over="ignore"):
+        centre = 0.5 * lo + 0.5 * hi
+        extent = float((hi - lo).max())
+    half_width = 0.5 * extent * (1.0 + _PAD) if extent > 0 else 0.5 * max(1.0, abs(centre).max())
+    if not np.isfinite(half_width) or not np.all(np.isfinite(centre)):
+        raise ValueError("the points' extent overflows float64")
+    return centre, float(half_width)
+
+
+def root_box_side(sources, targets=None) -> float:
+    """The side of the root box an FMM over these points builds its tree in (what a
+    Helmholtz FMM's range is measured by, in wavelengths)."""
+    src = validate_points(sources, "sources")
+    tgt = None if targets is None else validate_points(targets, "targets")
+    return 2.0 * root_cube(src, tgt)[1]
+
+
 def sort_points(sources: np.ndarray, targets: np.ndarray | None = None,
                 max_depth: int = 20) -> SortedPoints:
     """Validate the points, choose the root cube and sort the points by Morton key."""
@@ -188,13 +210,7 @@ def sort_points(sources: np.ndarray, targets: np.ndarray | None = None,
         raise ValueError(f"{'targets' if len(src) else 'sources'} must hold at least one point")
     depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
 
-    lo, hi = bounds(src, tgt)
-    with np.errstate(over="ignore"):
-        centre = 0.5 * lo + 0.5 * hi
-        extent = float((hi - lo).max())
-    half_width = 0.5 * extent * (1.0 + _PAD) if extent > 0 else 0.5 * max(1.0, abs(centre).max())
-    if not np.isfinite(half_width) or not np.all(np.isfinite(centre)):
-        raise ValueError("the points' extent overflows float64")
+    centre, half_width = root_cube(src, tgt)
     root_lo = centre - half_width
 
     skeys = point_keys(src, root_lo, half_width, depth)

@@ -2,6 +2,7 @@
 
 import loopy as lp
 from pymbolic import var
+from pymbolic.mapper import IdentityMapper
 
 from fmmloopy.tuning.recipe import recipe
 
@@ -57,3 +58,24 @@ def first_output_only(knl, ctx):
     entry = knl.default_entrypoint
     kept = [insn for insn in entry.instructions if not insn.id.startswith("store_")]
     return knl.with_kernel(entry.copy(instructions=kept))
+
+
+class _RealPartOfStrengths(IdentityMapper):
+    def map_subscript(self, expr):
+        if expr.aggregate == var("strengths"):
+            return var("real")(expr)
+        return super().map_subscript(expr)
+
+
+@recipe("pairwise", device="any", name="drops_imaginary_part", complex_values=True)
+def drops_imaginary_part(knl, ctx):
+    """Claims complex values but reads only the real part of every strength (as a temporary of
+    the real dtype would): right for real kernels, wrong for Helmholtz."""
+    knl = lp.tag_inames(knl, {"itgt_box": "g.0"})
+    entry = knl.default_entrypoint
+    if ctx.parameters["value_dtype"].kind != "c":
+        return knl
+    mapper = _RealPartOfStrengths()
+    instructions = [insn.copy(expression=mapper(insn.expression))
+                    if insn.id.startswith("update") else insn for insn in entry.instructions]
+    return knl.with_kernel(entry.copy(instructions=instructions))
