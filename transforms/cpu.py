@@ -34,7 +34,7 @@ LANE_WIDTH = 8
 LANE_CHAINS = 1
 
 
-@recipe("pairwise", device="cpu")
+@recipe("pairwise", device="cpu", complex_values=True)
 def pairwise_cpu(knl, ctx):
     """Where the device's vectors hold 8 doubles (:func:`has_wide_vectors`): a box's targets in
     the lanes of ``double8`` vectors (:func:`targets_in_vector_lanes`; on AVX-512, ``1/sqrt``
@@ -47,7 +47,12 @@ def pairwise_cpu(knl, ctx):
     at once: 1.05-1.09x on a Zen 1 CPU (AVX2). The ``bits`` estimate holds for every normal
     double, so any squared distance ``Fmm`` makes (its coordinates keep them within 2^+-960)
     gets ``1/sqrt`` to a few units in the last place.
+
+    Complex values (Helmholtz): :func:`vectorised_pairwise` everywhere (the lanes of
+    ``double8`` vectors and the split ``rsqrt`` assume real values).
     """
+    if ctx.complex_values:
+        return vectorised_pairwise(knl)
     if has_wide_vectors(ctx.device):
         knl = targets_in_vector_lanes(knl, LANE_WIDTH, LANE_CHAINS)
         knl = silence_warnings(knl, "v1_scheduler_fallback")
@@ -101,18 +106,22 @@ def matvec_layout(device):
                    blocks_per_compute_unit=BLOCKS_PER_CORE)
 
 
-@recipe("matvec", device="cpu", layout=matvec_layout)
+@recipe("matvec", device="cpu", layout=matvec_layout, complex_values=True)
 def matvec_cpu(knl, ctx):
     """One work-item per block of target boxes; within a group, the layout's pair tile
     (:func:`matvec_layout`) of pairs at a time share each matrix load, and output coefficients
     go :func:`vector_width` at a time to vector registers (:func:`vectorize_output_coefficients`,
-    for any coefficient count).
+    for any coefficient count). Complex values keep the pair tile and leave the coefficients
+    scalar (the accumulator vectors are of doubles).
     """
     knl = lp.tag_inames(knl, {"iblock": "g.0"})
     knl = unroll_pair_tile(knl)
-    knl = vectorize_output_coefficients(knl, ctx.parameters["n_target_coeffs"],
-                                        vector_width(ctx.device))
-    knl = lp.prioritize_loops(knl, "iexp_tgt_outer,iexp_src,ipair")
+    if ctx.complex_values:
+        knl = lp.prioritize_loops(knl, "iexp_tgt,iexp_src,ipair")
+    else:
+        knl = vectorize_output_coefficients(knl, ctx.parameters["n_target_coeffs"],
+                                            vector_width(ctx.device))
+        knl = lp.prioritize_loops(knl, "iexp_tgt_outer,iexp_src,ipair")
     knl = silence_warnings(knl, "v1_scheduler_fallback", "vectorize_failed")
     return add_build_options(knl, "-cl-fast-relaxed-math")
 

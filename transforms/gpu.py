@@ -33,10 +33,11 @@ PARTICLE_TARGETS_PER_GROUP = 64
 MAX_GROUP = 256
 
 
-@recipe("pairwise", device="gpu")
+@recipe("pairwise", device="gpu", complex_values=True)
 def pairwise_gpu(knl, ctx):
     """Targets of a box across a work-group; sources staged in local memory in chunks of the
-    group size (coordinates, strengths; for surfaces the unit surface and strengths)."""
+    group size (coordinates, strengths; for surfaces the unit surface and strengths). Complex
+    values too: staging copies them whole."""
     surface_targets = get_operator(ctx.operator).targets == SURFACE
     targets = ctx.parameters["n_surface"] if surface_targets else PARTICLE_TARGETS_PER_GROUP
     width = local_work_size(ctx.device, targets, MAX_GROUP)
@@ -47,14 +48,15 @@ def pairwise_gpu(knl, ctx):
                                  width=width)
 
 
-@recipe("matvec", device="gpu")
+@recipe("matvec", device="gpu", complex_values=True)
 def matvec_gpu(knl, ctx):
     """Rows (output coefficients) across a work-group; each source vector staged in local
-    memory once per listed box, while it fits."""
+    memory once per listed box, while it fits (complex values: twice the bytes)."""
     n_target, n_source = ctx.parameters["n_target_coeffs"], ctx.parameters["n_source_coeffs"]
     width = local_work_size(ctx.device, n_target, MAX_GROUP)
     knl = parallelize_box_loop(knl)
     knl = spread_over_work_group(knl, "iexp_tgt", width)
-    if n_source * np.dtype(ctx.parameters["dtype"]).itemsize > ctx.device.local_mem_size // 2:
+    value_dtype = ctx.parameters.get("value_dtype", ctx.parameters["dtype"])
+    if n_source * np.dtype(value_dtype).itemsize > ctx.device.local_mem_size // 2:
         return knl  # leave room for the rest of the group's local memory
     return stage_in_local_memory(knl, "iexp_src", ("source_vectors",), width=width)

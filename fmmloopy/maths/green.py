@@ -202,10 +202,11 @@ class GreenKernel:
         for a complex kernel): shape
         ``(...)`` for the potential of charges, else ``(..., n_outputs, n_inputs)``."""
         offsets = np.asarray(offsets, dtype=np.float64)
+        dtype = self.value_dtype()  # complex even where a parameter's value made it real
         if self.is_scalar:
-            return _evaluate(self.bound_expression, offsets).copy()
+            return _evaluate(self.bound_expression, offsets).astype(dtype)
         return np.stack([np.stack([_evaluate(e, offsets) for e in row], axis=-1)
-                         for row in self.expressions], axis=-2)
+                         for row in self.expressions], axis=-2).astype(dtype, copy=False)
 
     def flops_per_pair(self) -> int:
         """Floating-point operations per target-source pair of a pairwise kernel, counted from

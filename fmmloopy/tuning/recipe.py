@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import loopy as lp
+import numpy as np
 
 from fmmloopy.maths.layouts import TARGET_MAJOR, Grouped, ListLayout, TargetMajor
 from fmmloopy.maths.operators import OPERATORS
@@ -42,6 +43,13 @@ class RecipeContext:
     template: str
     device: Any  # pyopencl.Device
     parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def complex_values(self) -> bool:
+        """Whether the kernel's values (strengths, results, matrices) are complex
+        (``parameters["value_dtype"]``, default ``parameters["dtype"]``)."""
+        dtype = self.parameters.get("value_dtype", self.parameters.get("dtype", "float64"))
+        return np.dtype(dtype).kind == "c"
 
 
 @dataclass(frozen=True)

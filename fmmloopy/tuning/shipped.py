@@ -22,12 +22,12 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "359e6497cf786e9a5d035ae712d3abf631f0f6c261f8106209d755c8e8c3b6c8",
+    "fmmloopy.transforms.cpu": "351467cf9a338cfc01011a84cb016699048818ae16853c006ca15c251c7aad21",
     "fmmloopy.transforms.generic":
-        "3c1e11d782ffc30132bfc8ef355f173e7bf8ffa99f0fa1e9cf9c915a2586e304",
-    "fmmloopy.transforms.gpu": "840c7e0031e1d1032f6544df427ee2643ef99330fb6bbae3a14afa1b91e26c4a",
+        "d5c1dd918e9b4941de6a396615bb1593a78906cbe08dcd91d9d754ab82659d83",
+    "fmmloopy.transforms.gpu": "073eef74ffa3df5edb50bd1bf1569e299d8b5ae8cfee9ddeb5f0c96c343cadaa",
     "fmmloopy.transforms.sequential":
-        "f24d3c6d3fe0c0060b3bd87e64bffefecffdb75de0388c42a42003be33fbb7d5",
+        "ed0069adbb495edd7a15545d39511f0b8bef199b6c9b077ca881157e8dcdfbdb",
     "fmmloopy.tuning.target_lanes":
         "cfed9e7864576510eb7476ff7fc64e872fe572a67ce9f20954cc6bb01191cc7c",
     "fmmloopy.tuning.tools": "2353e05527460be573e28b1b1586b021292ac1bbd73f1b89d986b340ae109c00",

@@ -1,0 +1,190 @@
+"""Helmholtz: complex values through every layer (kernel, precomputation, templates, recipes,
+check, driver, ``Fmm``).
+
+References: direct summation of the closed forms written here by hand (``exp(1j k r) / (4 pi
+r)`` and its gradient ``(1j k r - 1) exp(1j k r) d / (4 pi r^3)``), independent of the symbolic
+machinery. Bounds at order 6 with the root box one wavelength wide: the issue's 2e-6 for
+potentials of charges, 1e-5 for gradients; dipoles' potentials as for Laplace and Yukawa
+(:data:`DIPOLE_POTENTIAL_BOUND`). docs/kernels.md has the measured tables.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fmmloopy
+from fmmloopy.base.distributions import sphere_surface
+from fmmloopy.checking.check import run_checks
+from fmmloopy.maths.green import LAPLACE_3D, get_kernel, helmholtz, yukawa
+from fmmloopy.maths.precompute import compute_operators
+from fmmloopy.maths.reference import direct_sum
+from fmmloopy.tuning.recipe import RecipeError
+from fmmloopy.tuning.registry import ensure_loaded, select_recipe
+
+POTENTIAL_BOUND, GRADIENT_BOUND, DIPOLE_POTENTIAL_BOUND = 2e-6, 1e-5, 1e-5
+WRONG_RECIPES = Path(__file__).parent / "recipes" / "wrong_recipes.py"
+
+
+def helmholtz_fields(k, sources, charges, targets):
+    """Potential and gradient of Helmholtz charges, by the closed forms."""
+    d = targets[:, None, :] - sources[None, :, :]
+    r = np.sqrt(np.einsum("tsk,tsk->ts", d, d))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g = np.where(r > 0, np.exp(1j * k * r) / (4 * np.pi * r), 0.0)
+        radial = np.where(r > 0, (1j * k * r - 1) * g / r ** 2, 0.0)
+    return g @ charges, np.einsum("ts,tsk,s->tk", radial, d, charges)
+
+
+def relative(value, reference):
+    return np.linalg.norm(value - reference) / np.linalg.norm(reference)
+
+
+def one_wavelength(points) -> float:
+    """The wavenumber for which the root box of ``points`` is one wavelength wide."""
+    return 2 * np.pi / fmmloopy.root_box_side(points)
+
+
+# {{{ the kernel
+
+def test_helmholtz_and_its_gradient_match_the_closed_forms():
+    rng = np.random.default_rng(0)
+    offsets = rng.standard_normal((100, 3))
+    for k in (0.0, 1.0, 7.5):
+        values = helmholtz(k).with_fields(("potential", "gradient")).evaluate(offsets)
+        potential, gradient = helmholtz_fields(k, np.zeros((1, 3)), np.ones(1), offsets)
+        assert values.dtype == np.complex128
+        np.testing.assert_allclose(values[:, 0, 0], potential, rtol=1e-13)
+        np.testing.assert_allclose(values[:, 1:, 0], gradient, rtol=1e-12, atol=1e-14)
+
+
+def test_helmholtz_is_complex_and_the_others_are_not():
+    kernel = get_kernel("helmholtz:k=2")
+    assert kernel == helmholtz(2.0) and kernel.spec == "helmholtz:k=2.0"
+    assert kernel.is_complex and kernel.value_dtype() == np.complex128
+    assert kernel.with_fields(("potential", "gradient"), ("dipole",)).is_complex
+    for real in (LAPLACE_3D, yukawa(1.0)):
+        assert not real.is_complex and real.value_dtype() == np.float64
+
+
+@pytest.mark.parametrize("k", [-1.0, float("inf"), float("nan"), True, "2"])
+def test_bad_wavenumbers_are_refused(k):
+    with pytest.raises(ValueError, match="helmholtz: k must be a finite real number >= 0"):
+        helmholtz(k)
+
+
+def test_operators_are_complex_and_the_pseudo_inverse_inverts():
+    """The check-to-equivalent factors invert the (complex, non-Hermitian) kernel matrix: a
+    transpose where the conjugate transpose belongs would not."""
+    ops = compute_operators(helmholtz(3.0), 4, half_width=0.5)
+    assert ops.dtype == np.complex128 and ops.m2l.dtype == np.complex128
+    from fmmloopy.maths.precompute import kernel_matrix
+    expansion = ops.expansion
+    forward = kernel_matrix(helmholtz(3.0), 0.5 * expansion.surface("upward_check"),
+                            0.5 * expansion.surface("upward_equivalent"))
+    inverse = ops.uc2e_second @ ops.uc2e_first
+    np.testing.assert_allclose(inverse @ forward, np.eye(ops.n_e), atol=1e-6)
+
+# }}}
+
+
+# {{{ the FMM
+
+@pytest.fixture(scope="module")
+def sphere():
+    rng = np.random.default_rng(11)
+    points = sphere_surface(4000, rng)
+    k = one_wavelength(points)
+    fmm = fmmloopy.Fmm(points, kernel=helmholtz(k), order=6)
+    charges = rng.random(len(points)) + 1j * rng.random(len(points))
+    dipoles = rng.random((len(points), 3)) + 1j * rng.random((len(points), 3))
+    sample = rng.choice(len(points), 300, replace=False)
+    return fmm, k, points, charges, dipoles, sample
+
+
+def test_fmm_potential_and_gradient_of_complex_charges_match_the_closed_forms(sphere):
+    fmm, k, points, charges, _, sample = sphere
+    result = fmm(charges, gradient=True)
+    assert result.potential.dtype == np.complex128 and result.gradient.shape == (4000, 3)
+    potential, gradient = helmholtz_fields(k, points, charges, points[sample])
+    assert relative(result.potential[sample], potential) <= POTENTIAL_BOUND
+    assert relative(result.gradient[sample], gradient) <= GRADIENT_BOUND
+    # Linear in complex charges: the imaginary part is not lost anywhere (to round-off: the
+    # real and imaginary parts trade places in every sum).
+    assert relative(fmm(1j * charges), 1j * result.potential) <= 1e-13
+
+
+def test_fmm_dipoles_match_the_direct_sum(sphere):
+    fmm, k, points, _, dipoles, sample = sphere
+    kernel = helmholtz(k).with_fields(("potential", "gradient"), ("dipole",))
+    expected = direct_sum(kernel, points, dipoles.T, points[sample])
+    result = fmm(dipoles=dipoles, gradient=True)
+    assert relative(result.potential[sample], expected[0]) <= DIPOLE_POTENTIAL_BOUND
+    assert relative(result.gradient[sample], expected[1:].T) <= GRADIENT_BOUND
+
+
+def test_real_charges_are_taken_as_complex(sphere):
+    fmm, _, _, charges, _, _ = sphere
+    np.testing.assert_array_equal(fmm(charges.real), fmm(charges.real + 0j))
+
+
+def test_complex_charges_are_refused_by_a_real_kernel():
+    points = np.random.default_rng(0).random((50, 3))
+    fmm = fmmloopy.Fmm(points)
+    with pytest.raises(ValueError, match="charges must be real numbers for a real kernel"):
+        fmm(np.ones(50) + 1j)
+    with pytest.raises(ValueError, match="dipoles must be real numbers for a real kernel"):
+        fmm(dipoles=np.ones((50, 3)) * 1j)
+
+
+def test_complex_charges_with_nan_are_refused(sphere):
+    fmm, _, _, charges, _, _ = sphere
+    bad = charges.copy()
+    bad[7] = complex(1.0, np.nan)
+    with pytest.raises(ValueError, match="charges contain NaN or inf.*index 7"):
+        fmm(bad)
+
+# }}}
+
+
+# {{{ recipes and the check
+
+def test_the_shipped_recipes_handle_complex_values(device):
+    """cpu and gpu (both run here: every recipe produces plain OpenCL) transform complex
+    kernels themselves, and agree with 'sequential'."""
+    results = list(run_checks(device, operators=["p2p", "l2p", "m2l"], recipes=["cpu", "gpu"],
+                              kernel="helmholtz:k=2", production=None))
+    assert {result.recipe for result in results} == {"cpu", "gpu"}
+    assert all(result.ok and "declines" not in result.message for result in results)
+
+
+def test_a_recipe_that_does_not_declare_complex_values_is_passed_by(device):
+    """``wrong_sign`` says nothing of complex values: for Helmholtz the default chain's recipe
+    runs in its place and the check says which; for Laplace it runs, and fails."""
+    sources = [str(WRONG_RECIPES)]
+    declined = list(run_checks(device, operators=["p2p"], recipes=["wrong_sign"],
+                               recipe_sources=sources, kernel="helmholtz:k=2", production=None))
+    assert declined and all(result.ok for result in declined)
+    ran = select_recipe("p2p", "pairwise", device, complex_values=True).name
+    assert all(f"'wrong_sign' declines complex values: {ran!r} ran" in result.message
+               for result in declined)
+    real = list(run_checks(device, operators=["p2p"], recipes=["wrong_sign"],
+                           recipe_sources=sources, production=None))
+    assert real and not any(result.ok for result in real)
+
+
+def test_a_recipe_that_drops_the_imaginary_part_fails_the_check_and_is_refused(device):
+    """``drops_imaginary_part`` claims complex values and reads only the real part of the
+    strengths: right for Laplace, wrong for Helmholtz; the check must fail it and an FMM
+    must refuse it at first use."""
+    sources = [str(WRONG_RECIPES)]
+    for kernel, ok in (("laplace", True), ("helmholtz:k=2", False)):
+        results = list(run_checks(device, operators=["p2p"], recipes=["drops_imaginary_part"],
+                                  recipe_sources=sources, production=None, kernel=kernel))
+        assert results and all(result.ok == ok for result in results), kernel
+    ensure_loaded(sources)
+    points = np.random.default_rng(3).random((3000, 3))
+    with pytest.raises(RecipeError, match="drops_imaginary_part.*differs from 'sequential'"):
+        fmmloopy.Fmm(points, kernel="helmholtz:k=2", recipes={"p2p": "drops_imaginary_part"})
+
+# }}}
