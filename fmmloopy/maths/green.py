@@ -18,8 +18,8 @@ import numpy as np
 import pymbolic
 import pymbolic.primitives as prim
 from pymbolic import var
-from pymbolic.mapper.dependency import DependencyMapper
 from pymbolic.mapper import IdentityMapper
+from pymbolic.mapper.dependency import DependencyMapper
 from pymbolic.mapper.evaluator import EvaluationMapper, UnknownVariableError
 from pymbolic.mapper.substitutor import substitute
 
