@@ -118,6 +118,8 @@ def run(n: int, order: int, n_crit: int | str, device: str | None,
 
     fmm = fmmloopy.Fmm(points, kernel=kernel, order=order, n_crit=n_crit, device=device,
                        recipes=recipes, w_x_direct=w_x_direct, verify_recipes=verify_recipes)
+    if fmm.kernel.is_complex:  # Helmholtz: complex charges
+        charges = charges + 1j * rng.uniform(-1.0, 1.0, n)
     best = None
     for _ in range(repeats):
         result = fmm(charges, gradient=gradient)

@@ -16,7 +16,13 @@ import pytest
 import fmmloopy
 from fmmloopy.base.distributions import sphere_surface
 from fmmloopy.checking.check import run_checks
-from fmmloopy.maths.green import LAPLACE_3D, get_kernel, helmholtz, yukawa
+from fmmloopy.maths.green import (
+    LAPLACE_3D,
+    MAX_ROOT_WAVELENGTHS,
+    get_kernel,
+    helmholtz,
+    yukawa,
+)
 from fmmloopy.maths.precompute import compute_operators
 from fmmloopy.maths.reference import direct_sum
 from fmmloopy.tuning.recipe import RecipeError
@@ -131,10 +137,19 @@ def test_real_charges_are_taken_as_complex(sphere):
 def test_complex_charges_are_refused_by_a_real_kernel():
     points = np.random.default_rng(0).random((50, 3))
     fmm = fmmloopy.Fmm(points)
-    with pytest.raises(ValueError, match="charges must be real numbers for a real kernel"):
+    with pytest.raises(ValueError, match="charges must be real numbers.*complex kernel"):
         fmm(np.ones(50) + 1j)
-    with pytest.raises(ValueError, match="dipoles must be real numbers for a real kernel"):
+    with pytest.raises(ValueError, match="dipoles must be real numbers.*complex kernel"):
         fmm(dipoles=np.ones((50, 3)) * 1j)
+
+
+def test_a_root_box_of_too_many_wavelengths_is_refused():
+    points = np.random.default_rng(5).random((200, 3))
+    side = fmmloopy.root_box_side(points)
+    k = 2 * np.pi * 1.01 * MAX_ROOT_WAVELENGTHS / side
+    with pytest.raises(ValueError, match=r"wavelengths wide .*accurate up to 4 wavelengths"):
+        fmmloopy.Fmm(points, kernel=helmholtz(k))
+    fmmloopy.Fmm(points, kernel=helmholtz(k / 1.02), order=3)  # just inside: built
 
 
 def test_complex_charges_with_nan_are_refused(sphere):

@@ -115,7 +115,7 @@ def test_bad_charges_are_rejected_with_a_clear_message(fmm, charges, message):
     ({"max_depth": -1}, r"max_depth must be an integer in \[0, 21\]"),
     ({"memory_limit": 0}, "memory_limit must be a positive number of bytes, got 0"),
     ({"memory_limit": "8GB"}, "memory_limit must be a positive number of bytes"),
-    ({"kernel": "laplase"}, r"unknown kernel 'laplase': not one of \['laplace', "),
+    ({"kernel": "laplase"}, r"unknown kernel 'laplase': not one of \[.*'laplace', "),
     ({"device": "no-such-device"}, "no OpenCL device matches 'no-such-device'; available"),
     ({"recipes": {"p2q": "cpu"}}, r"recipes: unknown operator\(s\) \['p2q'\]; operators: "),
     ({"recipes": {"p2p": 3}}, "recipe names must be strings"),

@@ -42,7 +42,7 @@ from fmmloopy.execution.precomputed import get_operators, level_operators
 from fmmloopy.execution.resources import ResourceLimitError, check_memory
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import M2L_CLASSES
-from fmmloopy.maths.green import GreenKernel, get_kernel
+from fmmloopy.maths.green import GreenKernel, check_wave_range, get_kernel
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
 from fmmloopy.maths.operators import OPERATORS
 from fmmloopy.tree.coordinates import SAFE_EXPONENT, origin, working_exponent
@@ -178,6 +178,7 @@ class Fmm:
         clock = time.perf_counter()
         points = sort_points(sources, targets, max_depth)
         self.setup_seconds["tree"] = time.perf_counter() - clock
+        check_wave_range(self.kernel, 2 * points.half_width)  # before any precomputation
         # The operators before the tree: the choice of n_crit weighs the far field by the
         # flops of the compressed M2L they hold (a kernel without homogeneity: those of the
         # first level with expansions, whose half-width the root cube fixes).

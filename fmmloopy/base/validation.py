@@ -29,8 +29,9 @@ def _as_real_array(value, name: str, complex_allowed: bool = False) -> np.ndarra
     except (ValueError, TypeError) as exc:  # ragged nested lists and the like
         raise ValueError(f"{name} could not be read as an array of {numbers}: {exc}") from exc
     if array.dtype.kind == "c" and not complex_allowed:
-        raise ValueError(f"{name} must be real numbers for a real kernel, got dtype "
-                         f"{array.dtype}; pass the real and imaginary parts in two calls")
+        raise ValueError(f"{name} must be real numbers, got dtype {array.dtype}; pass the real "
+                         "and imaginary parts separately (complex strengths: a complex "
+                         "kernel, such as Helmholtz)")
     if array.dtype.kind not in ("fiuc" if complex_allowed else "fiu"):
         raise ValueError(f"{name} must be real numbers (float or integer), got dtype "
                          f"{array.dtype}")

@@ -23,6 +23,7 @@ from fmmloopy.base.validation import validate_integer
 from fmmloopy.driver.memory import describe_problem, estimate_before_tree
 from fmmloopy.execution.resources import check_memory
 from fmmloopy.execution.roofline import Peaks, measure_peaks, roofline
+from fmmloopy.maths.green import get_kernel
 from fmmloopy.maths.operators import OPERATORS, PAIRWISE
 from fmmloopy.tree.cost import AUTO, CANDIDATES, validate_n_crit
 
@@ -88,6 +89,10 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int | str = "auto",
     points = DISTRIBUTIONS[distribution](n, rng)
     fields = {"charges": rng.uniform(-1, 1, n),
               "dipoles": rng.uniform(-1, 1, (n, 3)) if dipoles else None, "gradient": gradient}
+    if get_kernel(kernel).is_complex:  # complex strengths: real and imaginary parts random
+        fields["charges"] = fields["charges"] + 1j * rng.uniform(-1, 1, n)
+        if dipoles:
+            fields["dipoles"] = fields["dipoles"] + 1j * rng.uniform(-1, 1, (n, 3))
     recipes = {operator: recipe for operator in operators} if recipe and operators else recipe
     # M2P and P2L for every W and X entry (no small boxes summed directly): every operator runs.
     fmm = Fmm(points, kernel=kernel, order=order, n_crit=n_crit, device=device, recipes=recipes,

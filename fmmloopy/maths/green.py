@@ -412,6 +412,37 @@ def helmholtz(k: float) -> GreenKernel:
                        parameters={"k": k})
 
 
+#: The widest root box, in wavelengths, over which the Helmholtz FMM is accurate: the KIFMM
+#: here is a low-frequency method (equivalent surfaces of ``order`` points a side, one set of
+#: translation operators per level, no directional splitting); docs/kernels.md gives the
+#: errors measured at 0.5 to 8 wavelengths.
+MAX_ROOT_WAVELENGTHS = 4.0
+
+
+def wavelength(kernel: GreenKernel) -> float | None:
+    """The wavelength of an oscillating built-in kernel (Helmholtz: ``2 pi / k``; ``inf`` at
+    ``k = 0``), None for the others."""
+    if kernel.name != "helmholtz":
+        return None
+    k = dict(kernel.parameters)["k"]
+    return 2 * math.pi / k if k > 0 else math.inf
+
+
+def check_wave_range(kernel: GreenKernel, root_side: float) -> None:
+    """ValueError, with the numbers, where ``kernel`` oscillates too fast for the FMM over a
+    root box of side ``root_side`` (more than :data:`MAX_ROOT_WAVELENGTHS` wavelengths)."""
+    length = wavelength(kernel)
+    if length is None:
+        return
+    across = root_side / length
+    if across > MAX_ROOT_WAVELENGTHS:
+        raise ValueError(
+            f"kernel {kernel.spec}: the points' root box (side {root_side:.4g}) is "
+            f"{across:.3g} wavelengths wide (wavelength {length:.4g}); this FMM (a "
+            f"low-frequency KIFMM) is accurate up to {MAX_ROOT_WAVELENGTHS:g} wavelengths "
+            "(docs/kernels.md, 'Helmholtz'): lower k or split the points into smaller groups")
+
+
 def user_kernel(expression, *, name: str = "user", parameters=None,
                 homogeneity: float | None = None) -> GreenKernel:
     """A Green's function written by the user: ``expression`` (pymbolic, or text pymbolic
