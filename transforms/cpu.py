@@ -16,6 +16,7 @@ from fmmloopy.tuning.recipe import recipe
 from fmmloopy.tuning.target_lanes import targets_in_vector_lanes
 from fmmloopy.tuning.tools import (
     add_build_options,
+    hoist_shared_calls,
     parallelize_box_loop,
     silence_warnings,
     split_targets_over_rsqrt,
@@ -64,8 +65,9 @@ def pairwise_cpu(knl, ctx):
 
 
 def vectorised_pairwise(knl):
-    """Targets of a box across work-items; builtin sqrt and relaxed math so the loop vectorises."""
-    return _targets_on_work_items(parallelize_box_loop(knl))
+    """Targets of a box across work-items; builtin sqrt and relaxed math so the loop vectorises;
+    calls the entries share (``exp(1j k r)``) once per pair (:func:`hoist_shared_calls`)."""
+    return _targets_on_work_items(parallelize_box_loop(hoist_shared_calls(knl)))
 
 
 def _targets_on_work_items(knl):

@@ -19,6 +19,7 @@ import numpy as np
 from fmmloopy.maths.operators import SURFACE, get_operator
 from fmmloopy.tuning.recipe import recipe
 from fmmloopy.tuning.tools import (
+    hoist_shared_calls,
     local_work_size,
     parallelize_box_loop,
     spread_over_work_group,
@@ -36,12 +37,13 @@ MAX_GROUP = 256
 @recipe("pairwise", device="gpu", complex_values=True)
 def pairwise_gpu(knl, ctx):
     """Targets of a box across a work-group; sources staged in local memory in chunks of the
-    group size (coordinates, strengths; for surfaces the unit surface and strengths). Complex
-    values too: staging copies them whole."""
+    group size (coordinates, strengths; for surfaces the unit surface and strengths). Calls the
+    entries share computed once per pair (:func:`hoist_shared_calls`). Complex values too:
+    staging copies them whole."""
     surface_targets = get_operator(ctx.operator).targets == SURFACE
     targets = ctx.parameters["n_surface"] if surface_targets else PARTICLE_TARGETS_PER_GROUP
     width = local_work_size(ctx.device, targets, MAX_GROUP)
-    knl = parallelize_box_loop(knl)
+    knl = parallelize_box_loop(hoist_shared_calls(knl))
     knl = spread_over_work_group(knl, "itgt", width)
     knl = lp.split_iname(knl, "isrc", width, outer_iname="isrc_outer", inner_iname="isrc_inner")
     return stage_in_local_memory(knl, "isrc_inner", ("sources", "strengths", "source_surface"),

@@ -22,15 +22,15 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "351467cf9a338cfc01011a84cb016699048818ae16853c006ca15c251c7aad21",
+    "fmmloopy.transforms.cpu": "c1e50462bb9e14d5929bb44e2160a5acd0d13eb3c6cbc32e4e945cb4e8eeed00",
     "fmmloopy.transforms.generic":
         "d5c1dd918e9b4941de6a396615bb1593a78906cbe08dcd91d9d754ab82659d83",
-    "fmmloopy.transforms.gpu": "073eef74ffa3df5edb50bd1bf1569e299d8b5ae8cfee9ddeb5f0c96c343cadaa",
+    "fmmloopy.transforms.gpu": "f204565e7afd01ab937b61214773b3d5704787f7de48cfc2ab5e0c63f54add61",
     "fmmloopy.transforms.sequential":
         "ed0069adbb495edd7a15545d39511f0b8bef199b6c9b077ca881157e8dcdfbdb",
     "fmmloopy.tuning.target_lanes":
         "cfed9e7864576510eb7476ff7fc64e872fe572a67ce9f20954cc6bb01191cc7c",
-    "fmmloopy.tuning.tools": "2353e05527460be573e28b1b1586b021292ac1bbd73f1b89d986b340ae109c00",
+    "fmmloopy.tuning.tools": "15928726a73b2f97f6dbc7e2b2f4d048dc5460312965ae464d5ab04c9a6811a9",
 }
 
 
