@@ -16,6 +16,7 @@ import pytest
 import fmmloopy
 from fmmloopy.base.distributions import sphere_surface
 from fmmloopy.checking.check import run_checks
+from fmmloopy.execution.compiled import compiled_operator
 from fmmloopy.maths.green import (
     LAPLACE_3D,
     MAX_ROOT_WAVELENGTHS,
@@ -171,6 +172,16 @@ def test_the_shipped_recipes_handle_complex_values(device):
                               kernel="helmholtz:k=2", production=None))
     assert {result.recipe for result in results} == {"cpu", "gpu"}
     assert all(result.ok and "declines" not in result.message for result in results)
+
+
+def test_the_entries_share_one_complex_exponential_per_pair(device):
+    """The potential and gradient of Helmholtz call ``exp(1j k r)`` seven times in their
+    entries; the cpu recipe computes it once per pair (``hoist_shared_calls``)."""
+    kernel = helmholtz(2.0).with_fields(("potential", "gradient"))
+    code = compiled_operator("p2p", device, recipe="cpu", kernel=kernel).device_code()
+    assert code.count("cdouble_exp(") == 1
+    plain = compiled_operator("p2p", device, recipe="sequential", kernel=kernel).device_code()
+    assert plain.count("cdouble_exp(") == 7
 
 
 def test_a_recipe_that_does_not_declare_complex_values_is_passed_by(device):
