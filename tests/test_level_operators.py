@@ -1,4 +1,4 @@
-"""Operators of kernels without homogeneity (Yukawa): a set per level, checked step by step
+"""Operators of kernels without homogeneity (Yukawa, Helmholtz): a set per level, checked step by step
 against direct summation with numpy only, as the FMM composes them (each box's expansions with
 its own level's set; M2M and L2L from the parent's set), and the sets' padding.
 
@@ -18,7 +18,7 @@ from fmmloopy.maths.geometry import (
     transfer_class,
     transfer_vector_index,
 )
-from fmmloopy.maths.green import yukawa
+from fmmloopy.maths.green import get_kernel
 from fmmloopy.maths.kifmm import STEPS
 from fmmloopy.maths.levels import LevelOperators
 from fmmloopy.maths.precompute import compute_operators, kernel_matrix, pad_ranks
@@ -31,34 +31,44 @@ from fmmloopy.maths.surfaces import (
 
 ORDER = 6
 NPARTICLES = 200
-# kappa * half-width from 0.125 to 2.5: the decay across a box from weak to strong.
-CASES = [(1.0, 0.125), (1.0, 0.5), (10.0, 0.0625), (10.0, 0.25)]
+# Yukawa: kappa * half-width from 0.125 to 2.5, the decay across a box from weak to strong.
+# Helmholtz (complex): boxes a quarter and a whole wavelength wide (wavelength 1), the widest a
+# level with expansions has within the range Fmm accepts (a root box of 4 wavelengths).
+CASES = [("yukawa:kappa=1", 0.125, "moderate"), ("yukawa:kappa=1", 0.5, "moderate"),
+         ("yukawa:kappa=10", 0.0625, "moderate"), ("yukawa:kappa=10", 0.25, "strong"),
+         ("helmholtz:k=6.283185307179586", 0.125, "quarter wave"),
+         ("helmholtz:k=6.283185307179586", 0.5, "wave")]
 # Measured maxima at order 6 where kappa h <= 1: P2M 2.0e-7, M2M 2.3e-7, M2L chain 1.6e-6,
 # L2L 1.3e-9; at kappa h = 2.5 (the potential varies by e^-5 across a check surface, harder to
-# fit): P2M 2.0e-6, M2M 2.1e-6, M2L chain 1.7e-5, L2L 1.3e-10.
+# fit): P2M 2.0e-6, M2M 2.1e-6, M2L chain 1.7e-5, L2L 1.3e-10. Helmholtz, boxes a quarter
+# wavelength wide: P2M 7.6e-8, M2M 9.7e-8, chain 6.0e-7, L2L 4.8e-9; a wavelength wide: P2M
+# 1.9e-6, M2M 3.0e-6, chain 7.3e-6, L2L 1.2e-8.
 TOLERANCES = {"moderate": {"p2m": 1e-6, "m2m": 1.2e-6, "chain": 8e-6, "l2l": 7e-9},
-              "strong": {"p2m": 1e-5, "m2m": 1e-5, "chain": 1e-4, "l2l": 7e-9}}
+              "strong": {"p2m": 1e-5, "m2m": 1e-5, "chain": 1e-4, "l2l": 7e-9},
+              "quarter wave": {"p2m": 4e-7, "m2m": 5e-7, "chain": 3e-6, "l2l": 2.5e-8},
+              "wave": {"p2m": 1e-5, "m2m": 1.5e-5, "chain": 4e-5, "l2l": 6e-8}}
+PARAMETERS = "spec, half_width, regime"
 
 
-def tolerance(step: str, kappa: float, half_width: float) -> float:
-    return TOLERANCES["moderate" if kappa * half_width <= 1 else "strong"][step]
+def tolerance(step: str, regime: str) -> float:
+    return TOLERANCES[regime][step]
 
 
 @pytest.fixture(scope="module")
 def operator_sets():
-    """``(kappa, half_width) -> operators`` for each case's box and its children."""
+    """``(spec, half_width) -> operators`` for each case's box and its children."""
     sets = {}
-    for kappa, half_width in CASES:
+    for spec, half_width, _ in CASES:
         for width in (half_width, half_width / 2):
-            if (kappa, width) not in sets:
-                sets[kappa, width] = compute_operators(yukawa(kappa), ORDER, half_width=width)
+            if (spec, width) not in sets:
+                sets[spec, width] = compute_operators(get_kernel(spec), ORDER, half_width=width)
     return sets
 
 
 def relative_error(approximate, exact, kernel, half_width, charges) -> float:
     """``|approximate - exact|`` relative to ``|exact|`` or, if larger, to the potential of
     ``charges`` at one box side (``2 half_width``) at as many targets."""
-    near = np.sqrt(len(exact)) * abs(float(kernel.evaluate(np.array([2 * half_width, 0, 0]))))
+    near = np.sqrt(len(exact)) * abs(complex(kernel.evaluate(np.array([2 * half_width, 0, 0]))))
     scale = max(np.linalg.norm(exact), near * np.abs(charges).sum())
     return float(np.linalg.norm(approximate - exact) / scale)
 
@@ -91,20 +101,20 @@ def density_error(kernel, centre, half_width, radius, density, targets, sources,
                           kernel, half_width, charges)
 
 
-@pytest.mark.parametrize("kappa, half_width", CASES)
-def test_level_sets_are_not_scaled(kappa, half_width):
+@pytest.mark.parametrize(PARAMETERS, CASES)
+def test_level_sets_are_not_scaled(spec, half_width, regime):
     """A set per level: the steps of such sets take no level scale."""
     for step in STEPS.values():
         if step.matrices:
             sets = LevelOperators.per_level(
-                [compute_operators(yukawa(kappa), 3, half_width=half_width)], 2)
+                [compute_operators(get_kernel(spec), 3, half_width=half_width)], 2)
             assert (sets.level_scales(step, np.array([1.0, 0.5, 0.25])) == 1).all()
             break
 
 
-@pytest.mark.parametrize("kappa, half_width", CASES)
-def test_p2m_then_far_field(operator_sets, kappa, half_width):
-    kernel, ops = yukawa(kappa), operator_sets[kappa, half_width]
+@pytest.mark.parametrize(PARAMETERS, CASES)
+def test_p2m_then_far_field(operator_sets, spec, half_width, regime):
+    kernel, ops = get_kernel(spec), operator_sets[spec, half_width]
     rng = np.random.default_rng(0)
     centre = np.array([0.3, -0.2, 0.1])
     sources = points_in_box(rng, centre, half_width, NPARTICLES)
@@ -112,13 +122,13 @@ def test_p2m_then_far_field(operator_sets, kappa, half_width):
     multipole = p2m(kernel, ops, centre, sources, charges)
     targets = points_in_box(rng, centre + 2 * half_width * np.array([2, 1, 0]), half_width, 300)
     assert density_error(kernel, centre, half_width, UPWARD_EQUIVALENT_RADIUS, multipole,
-                         targets, sources, charges) <= tolerance("p2m", kappa, half_width)
+                         targets, sources, charges) <= tolerance("p2m", regime)
 
 
-@pytest.mark.parametrize("kappa, half_width", CASES)
-def test_m2m_of_children_equals_parent_p2m(operator_sets, kappa, half_width):
-    kernel = yukawa(kappa)
-    parent_ops, child_ops = operator_sets[kappa, half_width], operator_sets[kappa, half_width / 2]
+@pytest.mark.parametrize(PARAMETERS, CASES)
+def test_m2m_of_children_equals_parent_p2m(operator_sets, spec, half_width, regime):
+    kernel = get_kernel(spec)
+    parent_ops, child_ops = operator_sets[spec, half_width], operator_sets[spec, half_width / 2]
     rng = np.random.default_rng(1)
     centre = np.array([-0.4, 0.7, 0.2])
     sources = points_in_box(rng, centre, half_width, NPARTICLES)
@@ -133,10 +143,10 @@ def test_m2m_of_children_equals_parent_p2m(operator_sets, kappa, half_width):
     merged_field, parent_field = (field(kernel, centre, half_width, UPWARD_EQUIVALENT_RADIUS,
                                         density, targets) for density in (merged, parent))
     exact = kernel_matrix(kernel, targets, sources) @ charges
-    bound = tolerance("m2m", kappa, half_width)
+    bound = tolerance("m2m", regime)
     assert relative_error(merged_field, parent_field, kernel, half_width, charges) <= bound
     assert relative_error(merged_field, exact, kernel, half_width, charges) \
-        <= bound + tolerance("p2m", kappa, half_width)
+        <= bound + tolerance("p2m", regime)
 
 
 def local_of_source_box(kernel, ops, target_centre, offset, rng, compressed: bool):
@@ -158,21 +168,22 @@ def local_of_source_box(kernel, ops, target_centre, offset, rng, compressed: boo
 
 
 @pytest.mark.parametrize("compressed", [False, True])
-@pytest.mark.parametrize("kappa, half_width", CASES)
+@pytest.mark.parametrize(PARAMETERS, CASES)
 @pytest.mark.parametrize("offset", [(2, 0, 0), (3, -1, 2), (-3, -3, -3)])
-def test_m2l_then_l2p_matches_direct(operator_sets, kappa, half_width, offset, compressed):
-    kernel, ops = yukawa(kappa), operator_sets[kappa, half_width]
+def test_m2l_then_l2p_matches_direct(operator_sets, spec, half_width, regime, offset,
+                                     compressed):
+    kernel, ops = get_kernel(spec), operator_sets[spec, half_width]
     rng = np.random.default_rng(2)
     centre = np.array([0.1, 0.2, -0.3])
     local, sources, charges = local_of_source_box(kernel, ops, centre, offset, rng, compressed)
     targets = points_in_box(rng, centre, half_width, 300)
     assert density_error(kernel, centre, half_width, DOWNWARD_EQUIVALENT_RADIUS, local,
-                         targets, sources, charges) <= tolerance("chain", kappa, half_width)
+                         targets, sources, charges) <= tolerance("chain", regime)
 
 
-@pytest.mark.parametrize("kappa, half_width", CASES)
-def test_l2l_child_local_equals_parent_local(operator_sets, kappa, half_width):
-    kernel, ops = yukawa(kappa), operator_sets[kappa, half_width]
+@pytest.mark.parametrize(PARAMETERS, CASES)
+def test_l2l_child_local_equals_parent_local(operator_sets, spec, half_width, regime):
+    kernel, ops = get_kernel(spec), operator_sets[spec, half_width]
     rng = np.random.default_rng(3)
     centre = np.array([0.1, 0.2, -0.3])
     local, sources, charges = local_of_source_box(kernel, ops, centre, (3, 0, 1), rng, False)
@@ -185,11 +196,11 @@ def test_l2l_child_local_equals_parent_local(operator_sets, kappa, half_width):
             for c, w, density in ((child_centre, half_width / 2, child_local),
                                   (centre, half_width, local)))
         assert relative_error(from_child, from_parent, kernel, half_width, charges) \
-            <= tolerance("l2l", kappa, half_width)
+            <= tolerance("l2l", regime)
 
 
 def test_padding_adds_nothing(operator_sets):
-    ops = operator_sets[10.0, 0.25]
+    ops = operator_sets["yukawa:kappa=10", 0.25]
     ranks = {name: min(ops.n_e, rank + 8) for name, rank in ops.ranks().items()}
     padded = pad_ranks(ops, ranks)
     assert padded.ranks() == ranks
@@ -208,7 +219,9 @@ def test_padding_adds_nothing(operator_sets):
 
 
 def test_per_level_stacks_offset_each_box_to_its_level(operator_sets):
-    sets = [operator_sets[1.0, 0.5], operator_sets[1.0, 0.25], operator_sets[1.0, 0.125]]
+    kappa_1 = "yukawa:kappa=1"
+    sets = [operator_sets[kappa_1, 0.5], operator_sets[kappa_1, 0.25],
+            operator_sets[kappa_1, 0.125]]
     levels = LevelOperators.per_level(sets, first_level=2)
     assert {tuple(o.ranks().items()) for o in levels.sets} == {tuple(levels.ranks().items())}
     box_levels = np.array([0, 1, 2, 3, 4, 5])
