@@ -1,6 +1,6 @@
-"""Operators of kernels without homogeneity (Yukawa, Helmholtz): a set per level, checked step by step
-against direct summation with numpy only, as the FMM composes them (each box's expansions with
-its own level's set; M2M and L2L from the parent's set), and the sets' padding.
+"""Operators of kernels without homogeneity (Yukawa, Helmholtz): a set per level, checked step
+by step against direct summation with numpy only, as the FMM composes them (each box's
+expansions with its own level's set; M2M and L2L from the parent's set), and the sets' padding.
 
 Errors are relative to the potential, or, where screening makes it smaller, to the potential the
 same charges make one box side away (:func:`relative_error`): every target of an FMM also sums
