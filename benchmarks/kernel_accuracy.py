@@ -12,7 +12,8 @@ charges' and the dipoles' contributions are summed separately, so "both" is thei
 
 A complex kernel (Helmholtz) gets complex strengths, real and imaginary parts uniform in [0, 1).
 ``--wavelengths W`` (Helmholtz) sets ``k`` so that the root box of each distribution (the cube
-the FMM's tree starts from) is ``W`` wavelengths wide.
+the FMM's tree starts from) is ``W`` wavelengths wide; ``--beyond-range`` lets ``Fmm`` past its
+limit (:data:`fmmloopy.maths.green.MAX_ROOT_WAVELENGTHS`) to measure what lies there.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 
 import fmmloopy
 from fmmloopy.base.distributions import DISTRIBUTIONS
+from fmmloopy.maths import green as green_module
 from fmmloopy.maths.green import get_kernel
 from fmmloopy.maths.reference import direct_sum
 
@@ -44,7 +46,12 @@ def main() -> None:
     parser.add_argument("--kernel", default="laplace")
     parser.add_argument("--wavelengths", type=float, default=None,
                         help="Helmholtz: k such that the root box is this many wavelengths wide")
+    parser.add_argument("--beyond-range", action="store_true",
+                        help="lift Fmm's limit on the root box in wavelengths (to measure the "
+                             "errors that set it)")
     args = parser.parse_args()
+    if args.beyond_range:
+        green_module.MAX_ROOT_WAVELENGTHS = np.inf
 
     print(f"{args.kernel}: {args.n} points, strengths in [0, 1), errors on {args.targets} "
           "sampled targets; columns: potential / gradient")
