@@ -29,5 +29,7 @@ def test_homogeneity_degree_is_minus_one():
 def test_lookup_by_name_and_unknown_name():
     assert get_kernel("laplace") is LAPLACE_3D
     assert get_kernel(LAPLACE_3D) is LAPLACE_3D
-    with pytest.raises(ValueError, match="unknown kernel 'helmholtz'"):
-        get_kernel("helmholtz")
+    with pytest.raises(ValueError, match="unknown kernel 'stokeslet'"):
+        get_kernel("stokeslet")
+    with pytest.raises(ValueError, match="kernel 'helmholtz'.*'k'"):
+        get_kernel("helmholtz")  # its wavenumber is missing
