@@ -13,7 +13,8 @@ charges' and the dipoles' contributions are summed separately, so "both" is thei
 A complex kernel (Helmholtz) gets complex strengths, real and imaginary parts uniform in [0, 1).
 ``--wavelengths W`` (Helmholtz) sets ``k`` so that the root box of each distribution (the cube
 the FMM's tree starts from) is ``W`` wavelengths wide; ``--beyond-range`` lets ``Fmm`` past its
-limit (:data:`fmmloopy.maths.green.MAX_ROOT_WAVELENGTHS`) to measure what lies there.
+limit (``order / 3`` wavelengths, :func:`fmmloopy.maths.green.max_root_wavelengths`) to measure
+what lies there.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def main() -> None:
                              "errors that set it)")
     args = parser.parse_args()
     if args.beyond_range:
-        green_module.MAX_ROOT_WAVELENGTHS = np.inf
+        green_module.WAVELENGTHS_PER_ORDER = np.inf
 
     print(f"{args.kernel}: {args.n} points, strengths in [0, 1), errors on {args.targets} "
           "sampled targets; columns: potential / gradient")

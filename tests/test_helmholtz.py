@@ -22,9 +22,9 @@ from fmmloopy.checking.check import run_checks
 from fmmloopy.execution.compiled import compiled_operator
 from fmmloopy.maths.green import (
     LAPLACE_3D,
-    MAX_ROOT_WAVELENGTHS,
     get_kernel,
     helmholtz,
+    max_root_wavelengths,
     yukawa,
 )
 from fmmloopy.maths.precompute import compute_operators
@@ -147,13 +147,19 @@ def test_complex_charges_are_refused_by_a_real_kernel():
         fmm(dipoles=np.ones((50, 3)) * 1j)
 
 
-def test_a_root_box_of_too_many_wavelengths_is_refused():
+def test_a_root_box_beyond_the_orders_range_is_refused():
+    """order / 3 wavelengths: 2 at order 6; the message names the order that would do."""
     points = np.random.default_rng(5).random((200, 3))
     side = fmmloopy.root_box_side(points)
-    k = 2 * np.pi * 1.01 * MAX_ROOT_WAVELENGTHS / side
-    with pytest.raises(ValueError, match=r"wavelengths wide .*accurate up to 4 wavelengths"):
-        fmmloopy.Fmm(points, kernel=helmholtz(k))
-    fmmloopy.Fmm(points, kernel=helmholtz(k / 1.02), order=3)  # just inside: built
+    assert max_root_wavelengths(6) == pytest.approx(2)
+    assert max_root_wavelengths(16) == pytest.approx(10 / 3)
+    k = 2 * np.pi * 2.02 / side
+    with pytest.raises(ValueError, match=r"is 2.02 wavelengths wide .*at order 6 .*accurate up "
+                                         r"to 2 wavelengths .*raise the order to 7"):
+        fmmloopy.Fmm(points, kernel=helmholtz(k), order=6)
+    assert fmmloopy.Fmm(points, kernel=helmholtz(k), order=7).order == 7  # within its range
+    with pytest.raises(ValueError, match=r"3.5 wavelengths wide .*: lower k or split"):
+        fmmloopy.Fmm(points, kernel=helmholtz(2 * np.pi * 3.5 / side), order=10)
 
 
 def test_complex_charges_with_nan_are_refused(sphere):

@@ -178,7 +178,7 @@ class Fmm:
         clock = time.perf_counter()
         points = sort_points(sources, targets, max_depth)
         self.setup_seconds["tree"] = time.perf_counter() - clock
-        check_wave_range(self.kernel, 2 * points.half_width)  # before any precomputation
+        check_wave_range(self.kernel, 2 * points.half_width, self.order)  # before precomputing
         # The operators before the tree: the choice of n_crit weighs the far field by the
         # flops of the compressed M2L they hold (a kernel without homogeneity: those of the
         # first level with expansions, whose half-width the root cube fixes).

@@ -401,9 +401,9 @@ def helmholtz(k: float) -> GreenKernel:
     """The Helmholtz kernel ``exp(1j k |d|) / (4 pi |d|)`` (outgoing waves of wavenumber
     ``k >= 0``, wavelength ``2 pi / k``), the fundamental solution of ``-Laplacian u - k**2 u =
     delta``: complex values, charges and potentials. Not homogeneous: its operators are
-    computed per level. The KIFMM used here is a low-frequency method, accurate while boxes
-    are at most a few wavelengths wide (docs/kernels.md states the range; ``Fmm`` refuses
-    trees beyond it)."""
+    computed per level. The KIFMM used here is a low-frequency method: ``Fmm`` refuses a root
+    box wider than ``order / 3`` wavelengths (:func:`max_root_wavelengths`; docs/kernels.md
+    gives the errors measured)."""
     if not (isinstance(k, Real) and not isinstance(k, bool) and 0 <= k < math.inf):
         raise ValueError(f"helmholtz: k must be a finite real number >= 0, not {k!r}")
     r = var("sqrt")(_offset_length_squared())
@@ -412,11 +412,20 @@ def helmholtz(k: float) -> GreenKernel:
                        parameters={"k": k})
 
 
-#: The widest root box, in wavelengths, over which the Helmholtz FMM is accurate: the KIFMM
-#: here is a low-frequency method (equivalent surfaces of ``order`` points a side, one set of
-#: translation operators per level, no directional splitting); docs/kernels.md gives the
-#: errors measured at 0.5 to 8 wavelengths.
-MAX_ROOT_WAVELENGTHS = 4.0
+#: Wavelengths of root box per unit of order within which the Helmholtz FMM is accurate: the
+#: KIFMM here is a low-frequency method (every level's surfaces have ``order`` points a side,
+#: one set of translation operators per level, no directional splitting), so the widest box it
+#: resolves grows with the order. At ``order / 3`` wavelengths the error measured is within
+#: about ten times Laplace's at that order (docs/kernels.md, 'Helmholtz').
+WAVELENGTHS_PER_ORDER = 1 / 3
+#: The highest order the range was measured at; higher orders get its range.
+RANGE_MEASURED_TO_ORDER = 10
+
+
+def max_root_wavelengths(order: int) -> float:
+    """The widest root box, in wavelengths, over which the Helmholtz FMM of ``order`` is
+    accurate: ``order / 3`` (orders above 10: 10 / 3)."""
+    return min(order, RANGE_MEASURED_TO_ORDER) * WAVELENGTHS_PER_ORDER
 
 
 def wavelength(kernel: GreenKernel) -> float | None:
@@ -428,19 +437,25 @@ def wavelength(kernel: GreenKernel) -> float | None:
     return 2 * math.pi / k if k > 0 else math.inf
 
 
-def check_wave_range(kernel: GreenKernel, root_side: float) -> None:
-    """ValueError, with the numbers, where ``kernel`` oscillates too fast for the FMM over a
-    root box of side ``root_side`` (more than :data:`MAX_ROOT_WAVELENGTHS` wavelengths)."""
+def check_wave_range(kernel: GreenKernel, root_side: float, order: int) -> None:
+    """ValueError, with the numbers, where ``kernel`` oscillates too fast for the FMM of
+    ``order`` over a root box of side ``root_side`` (more than :func:`max_root_wavelengths`
+    wavelengths)."""
     length = wavelength(kernel)
     if length is None:
         return
-    across = root_side / length
-    if across > MAX_ROOT_WAVELENGTHS:
-        raise ValueError(
-            f"kernel {kernel.spec}: the points' root box (side {root_side:.4g}) is "
-            f"{across:.3g} wavelengths wide (wavelength {length:.4g}); this FMM (a "
-            f"low-frequency KIFMM) is accurate up to {MAX_ROOT_WAVELENGTHS:g} wavelengths "
-            "(docs/kernels.md, 'Helmholtz'): lower k or split the points into smaller groups")
+    across, limit = root_side / length, max_root_wavelengths(order)
+    if across <= limit:
+        return
+    needed = math.ceil(across / WAVELENGTHS_PER_ORDER - 1e-9)
+    remedy = (f"raise the order to {needed}, lower k or split the points into smaller groups"
+              if needed <= RANGE_MEASURED_TO_ORDER else
+              "lower k or split the points into smaller groups")
+    raise ValueError(
+        f"kernel {kernel.spec}: the points' root box (side {root_side:.4g}) is {across:.3g} "
+        f"wavelengths wide (wavelength {length:.4g}); at order {order} this FMM (a "
+        f"low-frequency KIFMM) is accurate up to {limit:.3g} wavelengths (order / 3; "
+        f"docs/kernels.md, 'Helmholtz'): {remedy}")
 
 
 def user_kernel(expression, *, name: str = "user", parameters=None,
