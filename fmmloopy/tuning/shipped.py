@@ -30,7 +30,7 @@ SHIPPED_SHA256 = {
         "ed0069adbb495edd7a15545d39511f0b8bef199b6c9b077ca881157e8dcdfbdb",
     "fmmloopy.tuning.target_lanes":
         "cfed9e7864576510eb7476ff7fc64e872fe572a67ce9f20954cc6bb01191cc7c",
-    "fmmloopy.tuning.tools": "15928726a73b2f97f6dbc7e2b2f4d048dc5460312965ae464d5ab04c9a6811a9",
+    "fmmloopy.tuning.tools": "0550d1ed925615a7e8e44602bcbdf6d0200eb92b68081392d4e8787d1767eaf7",
 }
 
 

@@ -298,7 +298,7 @@ HOISTED_FUNCTIONS = ("exp", "sin", "cos")
 
 class _CallCollector(CombineMapper):
     """The calls of :data:`HOISTED_FUNCTIONS` in an expression, with their multiplicity, whose
-    arguments divide by nothing (so they are finite at ``d = 0`` too)."""
+    arguments are finite at ``d = 0`` too (:func:`_may_be_infinite`)."""
 
     def combine(self, values):
         total: Counter = Counter()
@@ -314,7 +314,7 @@ class _CallCollector(CombineMapper):
     def map_call(self, expr):
         inner = self.combine(self.rec(parameter) for parameter in expr.parameters)
         name = getattr(expr.function, "name", None)
-        if name in HOISTED_FUNCTIONS and not any(_divides(p) for p in expr.parameters):
+        if name in HOISTED_FUNCTIONS and not any(_may_be_infinite(p) for p in expr.parameters):
             inner[expr] += 1
         return inner
 
@@ -322,23 +322,19 @@ class _CallCollector(CombineMapper):
         return self.combine((self.rec(expr.left), self.rec(expr.right)))
 
 
-def _divides(expr) -> bool:
-    """Whether ``expr`` holds a quotient or a negative power (may be infinite at ``d = 0``)."""
-    if isinstance(expr, prim.Quotient):
+def _may_be_infinite(expr) -> bool:
+    """Whether ``expr`` may be infinite or NaN at ``d = 0``: it holds a quotient, a negative
+    or symbolic power or a ``log`` (selections are not analysed: they count as such too)."""
+    if isinstance(expr, prim.Quotient | prim.If):
         return True
-    if isinstance(expr, prim.Power) and not (isinstance(expr.exponent, (int, float))
-                                             and expr.exponent >= 0):
-        return True
-    children = {prim.Sum: "children", prim.Product: "children"}
-    for kind, attribute in children.items():
-        if isinstance(expr, kind):
-            return any(_divides(child) for child in getattr(expr, attribute))
     if isinstance(expr, prim.Power):
-        return _divides(expr.base)
+        whole = isinstance(expr.exponent, int | float) and expr.exponent >= 0
+        return not whole or _may_be_infinite(expr.base)
+    if isinstance(expr, prim.Sum | prim.Product):
+        return any(_may_be_infinite(child) for child in expr.children)
     if isinstance(expr, prim.Call):
-        return any(_divides(p) for p in expr.parameters)
-    if isinstance(expr, prim.If):
-        return True  # not worth the analysis: a selection stays where it is
+        return (getattr(expr.function, "name", None) == "log"
+                or any(_may_be_infinite(p) for p in expr.parameters))
     return False
 
 
@@ -358,7 +354,8 @@ def hoist_shared_calls(knl: lp.TranslationUnit) -> lp.TranslationUnit:
     (its ``green*`` rules) make more than once, once per pair, into a temporary
     ``shared_<k>`` beside the offset: the OpenCL compiler does not merge such calls across
     the entries (Helmholtz's potential and gradient call ``exp(1j k r)`` seven times per
-    pair). Kernels without such calls are returned unchanged. Apply it before the target loop
+    pair). Only calls whose arguments are finite at ``d = 0`` are moved out of the entries'
+    guards. Kernels without such calls are returned unchanged. Apply it before the target loop
     is split."""
     entry = knl.default_entrypoint
     updates = [insn for insn in entry.instructions if insn.id.startswith("update")]
