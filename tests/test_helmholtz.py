@@ -19,6 +19,7 @@ import pytest
 import fmmloopy
 from fmmloopy.base.distributions import sphere_surface
 from fmmloopy.checking.check import run_checks
+from fmmloopy.driver.builder import DeclinedRecipeWarning
 from fmmloopy.execution.compiled import compiled_operator
 from fmmloopy.maths.green import (
     LAPLACE_3D,
@@ -206,6 +207,12 @@ def test_a_recipe_that_does_not_declare_complex_values_is_passed_by(device):
     real = list(run_checks(device, operators=["p2p"], recipes=["wrong_sign"],
                            recipe_sources=sources, production=None))
     assert real and not any(result.ok for result in real)
+    ensure_loaded(sources)
+    points = np.random.default_rng(4).random((2000, 3))
+    with pytest.warns(DeclinedRecipeWarning, match="'wrong_sign' declines the complex values"):
+        fmm = fmmloopy.Fmm(points, kernel="helmholtz:k=2", recipes={"p2p": "wrong_sign"})
+    assert {launch.kernel.recipe.name for launch in fmm.plan.launches
+            if launch.step == "p2p"} == {ran}
 
 
 def test_a_recipe_that_drops_the_imaginary_part_fails_the_check_and_is_refused(device):

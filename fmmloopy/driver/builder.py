@@ -42,6 +42,10 @@ class UnverifiedRecipeWarning(UserWarning):
     """Recipes that are not shipped run without first-use verification (verify_recipes=False)."""
 
 
+class DeclinedRecipeWarning(UserWarning):
+    """A recipe asked for by name declines the kernel's complex values; another runs."""
+
+
 def served_boxes(tree: Tree, lists: InteractionLists, boxes: Boxes) -> np.ndarray:
     """(nboxes,) bool: the boxes of ``tree`` a step's selection ``boxes`` asks for."""
     counts = tree.box_source_counts if boxes.side == "sources" else tree.box_target_counts
@@ -111,6 +115,10 @@ class _PlanBuilder:
         kernel = compiled_operator(operator, self.queue.device, recipe=recipe, kernel=green,
                                    **sizes)
         self.kernel_seconds += time.perf_counter() - clock
+        if recipe is not None and kernel.recipe.name != recipe:
+            warnings.warn(f"recipe {recipe!r} declines the complex values of {green.spec}: "
+                          f"{kernel.recipe.name!r} runs {operator} in its place",
+                          DeclinedRecipeWarning, stacklevel=4)
         return kernel
 
     def step(self, step: KifmmStep, target_boxes: np.ndarray) -> None:
