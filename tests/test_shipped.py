@@ -39,7 +39,9 @@ def test_a_copy_of_a_shipped_file_is_not_shipped(tmp_path):
     """Loaded from another file, the shipped code is a user's recipe: verified before use."""
     source = shipped.module_file("fmmloopy.transforms.generic").read_text()
     copy = tmp_path / "copy_of_generic.py"
-    copy.write_text(source.replace('device="any")', 'device="any", name="copy_of_generic")'))
+    renamed = source.replace('device="any",', 'device="any", name="copy_of_generic",')
+    assert renamed != source
+    copy.write_text(renamed)
     load_recipes(copy)
     copies = [r for r in registered() if r.name == "copy_of_generic"]
     assert copies and all(not is_shipped(r) and needs_verification(r) for r in copies)
