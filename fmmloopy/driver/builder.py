@@ -187,7 +187,7 @@ class _PlanBuilder:
             else:
                 self.unverified.add(kernel.recipe.name)
         counts = (self.tree.box_target_counts, self.tree.box_source_counts)
-        work = spec.work(cut, sizes, *counts)
+        work = spec.work(cut, sizes, *counts, complex_values=green.is_complex)
         self.launches.append(Launch(
             operator, kernel, arguments, buffers, work,
             spec.traffic(cut, sizes, *counts, green=green),

@@ -98,13 +98,14 @@ class OperatorSpec:
         return make_matvec_kernel(self.name, n_target, n_source, accumulate=True, **dtypes)
 
     def work(self, rows: dict, sizes: dict[str, int], box_target_counts: np.ndarray,
-             box_source_counts: np.ndarray) -> int:
+             box_source_counts: np.ndarray, complex_values: bool = False) -> int:
         """The work of one launch over ``rows`` (the CSR list arguments of its target boxes):
-        ``2 n_out n_in`` flops per list entry (matvec) or the target-source pairs (pairwise;
+        ``2 n_out n_in`` flops per list entry (matvec; ``8 n_out n_in`` for complex values, a
+        complex multiply-add being 8 real operations) or the target-source pairs (pairwise;
         ``box_*_counts`` are the particles per box, a surface side has ``n_surface`` points)."""
         if self.template == MATVEC:
-            return (2 * sizes["n_target_coeffs"] * sizes["n_source_coeffs"]
-                    * len(rows["source_box_lists"]))
+            return ((8 if complex_values else 2) * sizes["n_target_coeffs"]
+                    * sizes["n_source_coeffs"] * len(rows["source_box_lists"]))
 
         def points_per_box(kind: str, particle_counts: np.ndarray) -> np.ndarray:
             if kind == PARTICLES:
