@@ -155,3 +155,19 @@ def test_expected_error_follows_the_measured_table():
     assert laplace_sphere.expected_error(2) == pytest.approx(8.33e-2)
     assert laplace_sphere.expected_error(11) == pytest.approx(10 * 4.18e-10 / 8)
     assert laplace_sphere.expected_error(16) == 1e-12
+
+
+@pytest.mark.parametrize("kernel, label, bounds", [
+    # Order 4 on the sphere, 5-25 times the errors measured: Yukawa ~4e-5 potential, 1.5e-6
+    # gradient (docs/kernels.md); Helmholtz, complex charges, the root box (side ~2) one
+    # wavelength wide: 7.3e-5 and 9.8e-6 here.
+    ("yukawa:kappa=1", "yukawa:kappa=1.0", (4e-4, 4e-5)),
+    ("helmholtz:k=3.14", "helmholtz:k=3.14", (4e-4, 1e-4)),
+])
+def test_example_runs_other_kernels(kernel, label, bounds):
+    done = run_example("--n", "3000", "--order", "4", "--check-targets", "200", "--repeats", "1",
+                       "--json", "--gradient", "--kernel", kernel)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["kernel"].startswith(f"{label} (potential+gradient")
+    assert report["rel_l2_error"] < bounds[0] and report["rel_l2_error_gradient"] < bounds[1]

@@ -8,9 +8,6 @@ potentials of charges, 1e-5 for gradients; dipoles' potentials as for Laplace an
 (:data:`DIPOLE_POTENTIAL_BOUND`). docs/kernels.md has the measured tables.
 """
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -231,17 +228,3 @@ def test_a_recipe_that_drops_the_imaginary_part_fails_the_check_and_is_refused(d
 
 # }}}
 
-
-def test_example_runs_helmholtz():
-    """The sphere example with complex charges: the root box (side ~2) one wavelength wide."""
-    example = Path(__file__).parents[1] / "examples" / "laplace_sphere.py"
-    done = subprocess.run([sys.executable, str(example), "--n", "3000", "--order", "4",
-                           "--check-targets", "200", "--repeats", "1", "--json", "--gradient",
-                           "--kernel", "helmholtz:k=3.14"], capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
-    assert report["kernel"].startswith("helmholtz:k=3.14 (potential+gradient")
-    # Order 4 on the sphere at half a wavelength: 3.4e-5 potential, 3.9e-5 gradient
-    # (docs/kernels.md); the example's own bound at order 4 is ten times Laplace's 4.5e-5.
-    assert report["rel_l2_error"] < 4e-4 and report["rel_l2_error_gradient"] < 4e-4
