@@ -23,6 +23,8 @@ from fmmloopy.maths.green import (
     get_kernel,
     helmholtz,
     max_root_wavelengths,
+    user_kernel,
+    wavelength,
     yukawa,
 )
 from fmmloopy.maths.precompute import compute_operators
@@ -228,3 +230,16 @@ def test_a_recipe_that_drops_the_imaginary_part_fails_the_check_and_is_refused(d
 
 # }}}
 
+
+
+def test_a_users_oscillating_kernel_names_its_wavenumber():
+    """The range applies to any kernel that names its wavenumber, not only to Helmholtz."""
+    mine = user_kernel(helmholtz(1.0).expression, name="mine", parameters={"k": 60.0},
+                       wavenumber="k")
+    assert mine.is_complex and wavelength(mine) == pytest.approx(2 * np.pi / 60)
+    points = np.random.default_rng(6).random((100, 3))
+    with pytest.raises(ValueError, match="kernel mine:k=60.0: the points' root box"):
+        fmmloopy.Fmm(points, kernel=mine)
+    with pytest.raises(ValueError, match="the wavenumber 'q' is not one of its parameters"):
+        user_kernel("exp(-k*r)/r", parameters={"k": 1.0}, wavenumber="q")
+    assert wavelength(yukawa(1.0)) is None

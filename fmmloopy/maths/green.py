@@ -86,12 +86,18 @@ class GreenKernel:
     inputs: tuple[str, ...] = ("charge",)
     #: ``((name, value), ...)`` in name order (a mapping is accepted and converted).
     parameters: tuple[tuple[str, float], ...] = ()
+    #: The parameter that is the kernel's wavenumber, for an oscillating kernel (Helmholtz's
+    #: ``k``): ``Fmm`` then limits the root box in wavelengths (:func:`check_wave_range`).
+    wavenumber: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "outputs",
                            _validate_fields(self.outputs, TARGET_FIELDS, "outputs"))
         object.__setattr__(self, "inputs", _validate_fields(self.inputs, SOURCE_FIELDS, "inputs"))
         object.__setattr__(self, "parameters", _validate_parameters(self.parameters))
+        if self.wavenumber is not None and self.wavenumber not in dict(self.parameters):
+            raise ValueError(f"kernel {self.name!r}: the wavenumber {self.wavenumber!r} is not "
+                             f"one of its parameters {[name for name, _ in self.parameters]}")
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise ValueError("a kernel's name must be letters, digits, '_', '-' and '.' "
                              f"(it names cache files), not {self.name!r}")
@@ -409,7 +415,7 @@ def helmholtz(k: float) -> GreenKernel:
     r = var("sqrt")(_offset_length_squared())
     wave = var("exp")(1j * var("k") * r)
     return GreenKernel(name="helmholtz", expression=_guarded(wave * (1 / r) * (1 / (4 * math.pi))),
-                       parameters={"k": k})
+                       parameters={"k": k}, wavenumber="k")
 
 
 #: Wavelengths of root box per unit of order within which the Helmholtz FMM is accurate: the
@@ -429,11 +435,11 @@ def max_root_wavelengths(order: int) -> float:
 
 
 def wavelength(kernel: GreenKernel) -> float | None:
-    """The wavelength of an oscillating built-in kernel (Helmholtz: ``2 pi / k``; ``inf`` at
-    ``k = 0``), None for the others."""
-    if kernel.name != "helmholtz":
+    """The wavelength ``2 pi / k`` of a kernel with a :attr:`~GreenKernel.wavenumber` ``k``
+    (``inf`` at ``k = 0``), None for the others."""
+    if kernel.wavenumber is None:
         return None
-    k = dict(kernel.parameters)["k"]
+    k = abs(dict(kernel.parameters)[kernel.wavenumber])
     return 2 * math.pi / k if k > 0 else math.inf
 
 
@@ -459,14 +465,15 @@ def check_wave_range(kernel: GreenKernel, root_side: float, order: int) -> None:
 
 
 def user_kernel(expression, *, name: str = "user", parameters=None,
-                homogeneity: float | None = None) -> GreenKernel:
+                homogeneity: float | None = None, wavenumber: str | None = None) -> GreenKernel:
     """A Green's function written by the user: ``expression`` (pymbolic, or text pymbolic
     parses, e.g. ``"exp(-kappa*r)/(4*pi*r)"``) in the offset ``d0, d1, d2`` and its length
     ``r``, with ``pi`` and the ``parameters`` (``{"kappa": 2.0}``) as constants. It is taken
     as ``G`` away from ``d = 0`` and 0 at it (an ``If(r2 > 0, G, 0)`` guard is added unless
     the expression is already a selection). The KIFMM is accurate for the fundamental solution
     of an elliptic PDE with constant coefficients, smooth away from 0 (docs/kernels.md);
-    ``homogeneity``, if given, is checked on sample offsets."""
+    ``homogeneity``, if given, is checked on sample offsets; ``wavenumber`` names the parameter
+    that is an oscillating kernel's wavenumber (the FMM's range is limited in wavelengths)."""
     parameters = dict(_validate_parameters(parameters or {}))
     if isinstance(expression, str):
         try:
@@ -480,7 +487,7 @@ def user_kernel(expression, *, name: str = "user", parameters=None,
     if not isinstance(expression, prim.If):
         expression = _guarded(expression)
     return GreenKernel(name=name, expression=expression, homogeneity=homogeneity,
-                       parameters=parameters)
+                       parameters=parameters, wavenumber=wavenumber)
 
 
 #: Built-in kernels by name: a kernel, or a function of its parameters.
