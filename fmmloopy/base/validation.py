@@ -18,7 +18,7 @@ import numpy as np
 MAX_POINTS = 2 ** 31 - 1
 
 
-def _as_real_array(value, name: str, complex_allowed: bool = False) -> np.ndarray:
+def _as_number_array(value, name: str, complex_allowed: bool = False) -> np.ndarray:
     """``np.asarray(value)``, with a clear error for what cannot be an array of real (or, where
     ``complex_allowed``, complex) numbers."""
     numbers = "complex numbers" if complex_allowed else "real numbers"
@@ -54,7 +54,7 @@ def check_point_array(points, name: str = "sources") -> np.ndarray:
 
     The message of a ``(3, N)`` array (FMM3D's layout) says to transpose it.
     """
-    array = _as_real_array(points, name)
+    array = _as_number_array(points, name)
     if array.ndim != 2 or array.shape[1] != 3:
         raise ValueError(f"{name} must have shape (N, 3), one point per row; got shape "
                          f"{array.shape}{_shape_hint(array.shape, name)}")
@@ -93,7 +93,7 @@ def _shape_hint(shape: tuple[int, ...], name: str) -> str:
 def validate_charges(charges, nsources: int, complex_allowed: bool = False) -> np.ndarray:
     """``charges`` as float64 (complex128 where ``complex_allowed``: a complex kernel's) of
     shape ``(nsources,)``, or a ValueError that says what is wrong."""
-    array = _as_real_array(charges, "charges", complex_allowed)
+    array = _as_number_array(charges, "charges", complex_allowed)
     if array.shape != (nsources,):
         hint = ""
         if array.size == nsources and array.ndim > 1:
@@ -102,10 +102,10 @@ def validate_charges(charges, nsources: int, complex_allowed: bool = False) -> n
             hint = f": {len(array)} charges for {nsources} sources"
         raise ValueError(f"charges must have shape ({nsources},), one per source; "
                          f"got {array.shape}{hint}")
-    return _finite_float64(array, "charges", "charges", complex_allowed)
+    return _finite_values(array, "charges", "charges", complex_allowed)
 
 
-def _finite_float64(array: np.ndarray, name: str, what: str,
+def _finite_values(array: np.ndarray, name: str, what: str,
                     complex_values: bool = False) -> np.ndarray:
     """``array`` as float64 (complex128 with ``complex_values``), or a ValueError naming its
     first value that is not finite."""
@@ -119,12 +119,12 @@ def validate_dipoles(dipoles, nsources: int, complex_allowed: bool = False) -> n
     """``dipoles`` (one moment vector per source) as float64 (complex128 where
     ``complex_allowed``) of shape ``(nsources, 3)``, or a ValueError that says what is
     wrong."""
-    array = _as_real_array(dipoles, "dipoles", complex_allowed)
+    array = _as_number_array(dipoles, "dipoles", complex_allowed)
     if array.shape != (nsources, 3):
         hint = "; pass dipoles.T (one row per source)" if array.shape == (3, nsources) else ""
         raise ValueError(f"dipoles must have shape ({nsources}, 3), one moment vector per "
                          f"source; got {array.shape}{hint}")
-    return _finite_float64(array, "dipoles", "dipole moments", complex_allowed)
+    return _finite_values(array, "dipoles", "dipole moments", complex_allowed)
 
 
 def validate_integer(value, name: str, low: int, high: int | None = None) -> int:
