@@ -464,11 +464,18 @@ def check_wave_range(kernel: GreenKernel, root_side: float, order: int) -> None:
         f"docs/kernels.md, 'Helmholtz'): {remedy}")
 
 
+#: Python's imaginary literals (``1j``, ``2.5j``), which pymbolic's parser does not read: they
+#: are rewritten as a product with a name that :func:`user_kernel` replaces by ``1j``.
+_IMAGINARY_LITERAL = re.compile(r"(?<![\w.])(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)[jJ]\b")
+_IMAGINARY_UNIT = "imaginary_unit_"
+
+
 def user_kernel(expression, *, name: str = "user", parameters=None,
                 homogeneity: float | None = None, wavenumber: str | None = None) -> GreenKernel:
     """A Green's function written by the user: ``expression`` (pymbolic, or text pymbolic
-    parses, e.g. ``"exp(-kappa*r)/(4*pi*r)"``) in the offset ``d0, d1, d2`` and its length
-    ``r``, with ``pi`` and the ``parameters`` (``{"kappa": 2.0}``) as constants. It is taken
+    parses, e.g. ``"exp(-kappa*r)/(4*pi*r)"``, ``"exp(1j*k*r)/(4*pi*r)"``) in the offset
+    ``d0, d1, d2`` and its length ``r``, with ``pi``, imaginary literals (``1j``) and the
+    ``parameters`` (``{"kappa": 2.0}``) as constants. It is taken
     as ``G`` away from ``d = 0`` and 0 at it (an ``If(r2 > 0, G, 0)`` guard is added unless
     the expression is already a selection). The KIFMM is accurate for the fundamental solution
     of an elliptic PDE with constant coefficients, smooth away from 0 (docs/kernels.md);
@@ -477,11 +484,13 @@ def user_kernel(expression, *, name: str = "user", parameters=None,
     parameters = dict(_validate_parameters(parameters or {}))
     if isinstance(expression, str):
         try:
-            expression = pymbolic.parse(expression)
+            expression = pymbolic.parse(_IMAGINARY_LITERAL.sub(rf"(\1*{_IMAGINARY_UNIT})",
+                                                               expression))
         except Exception as error:  # pymbolic's parser raises several kinds
             raise ValueError(f"kernel {name!r}: cannot parse {expression!r} ({error})"
                              ) from None
-    constants = {"r": var("sqrt")(_offset_length_squared()), "pi": math.pi}
+    constants = {"r": var("sqrt")(_offset_length_squared()), "pi": math.pi,
+                 _IMAGINARY_UNIT: 1j}
     expression = substitute(expression, {key: value for key, value in constants.items()
                                          if key not in parameters})
     if not isinstance(expression, prim.If):
