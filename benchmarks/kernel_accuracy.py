@@ -15,6 +15,12 @@ A complex kernel (Helmholtz) gets complex strengths, real and imaginary parts un
 the FMM's tree starts from) is ``W`` wavelengths wide; ``--beyond-range`` lets ``Fmm`` past its
 limit (``order / 3`` wavelengths, :func:`fmmloopy.maths.green.max_root_wavelengths`) to measure
 what lies there.
+
+Each distribution's line also gives the *conditioning* of the reference sums, potential /
+gradient: ``|| sum_i |G_i q_i| || / || sum_i G_i q_i ||`` over the sampled targets
+(:func:`~fmmloopy.maths.reference.direct_sum` with ``magnitudes=True``). Where the terms cancel
+it exceeds 1, and an error of ``eps`` relative to each term (the far field's) shows as up to that
+many times ``eps`` relative to the sum.
 """
 
 from __future__ import annotations
@@ -35,6 +41,11 @@ CASES = ("charges", "dipoles", "both")
 
 def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
     return float(np.linalg.norm(value - reference) / np.linalg.norm(reference))
+
+
+def conditioning(magnitudes: np.ndarray, sums: np.ndarray) -> float:
+    """``||magnitudes|| / ||sums||``: how much the terms of the sums cancel."""
+    return float(np.linalg.norm(magnitudes) / np.linalg.norm(sums))
 
 
 def main() -> None:
@@ -77,6 +88,15 @@ def main() -> None:
                                   points[sample])
         expected = {"charges": from_charges, "dipoles": from_dipoles,
                     "both": from_charges + from_dipoles}
+        magnitudes = {case: direct_sum(green.with_fields(fields, (field,)), points, strengths,
+                                       points[sample], magnitudes=True)
+                      for case, field, strengths in (("charges", "charge", charges[None]),
+                                                     ("dipoles", "dipole", dipoles.T))}
+        magnitudes["both"] = magnitudes["charges"] + magnitudes["dipoles"]
+        print(f"{distribution}: conditioning of the sums, potential / gradient: " + ", ".join(
+            f"{case} {conditioning(magnitudes[case][0], expected[case][0]):.3g} / "
+            f"{conditioning(magnitudes[case][1:], expected[case][1:]):.3g}"
+            for case in CASES), flush=True)
         for order in args.orders:
             fmm = fmmloopy.Fmm(points, kernel=green, order=order)
             columns, seconds = [], []

@@ -13,7 +13,8 @@ from fmmloopy.maths.templates import BoxParticles, PointSet
 
 
 def direct_sum(green: GreenKernel, sources: np.ndarray, charges: np.ndarray,
-               targets: np.ndarray, chunk: int = 2 ** 22, scaled: bool = False) -> np.ndarray:
+               targets: np.ndarray, chunk: int = 2 ** 22, scaled: bool = False,
+               magnitudes: bool = False) -> np.ndarray:
     """``sum_i G(target - source_i) charge_i`` for ``(n, 3)`` sources and ``(m, 3)`` targets.
 
     For a kernel of several outputs or inputs (``green.with_fields``: gradients, dipoles)
@@ -24,14 +25,21 @@ def direct_sum(green: GreenKernel, sources: np.ndarray, charges: np.ndarray,
     divided by ``s = max |d_i|`` and ``G(d) = s**k G(d / s)`` (``k`` the homogeneity, less one
     per derivative an entry takes), so points 1e200 apart, or 1e-200, get their exact share
     (the plain sum squares their distances).
+
+    ``magnitudes``: the sum of the terms' magnitudes, ``sum_i sum_k |G_ok charges[k, i]|``
+    (real, >= the magnitude of the sum). Its ratio to the sum is the sum's condition number:
+    an error of ``eps`` relative to each term (an FMM's far field) is up to that many times
+    ``eps`` relative to the sum where the terms cancel.
     """
     if scaled and green.homogeneity is None:
         raise ValueError(f"kernel {green.name!r} has no homogeneity to scale distances by")
     sources = np.asarray(sources, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.float64)
     strengths = np.asarray(charges).reshape(green.n_inputs, len(sources))
-    result = np.zeros((green.n_outputs, len(targets)),
-                      dtype=np.result_type(strengths, green.value_dtype()))
+    if magnitudes:
+        strengths = np.abs(strengths)
+    result = np.zeros((green.n_outputs, len(targets)), dtype=np.float64 if magnitudes
+                      else np.result_type(strengths, green.value_dtype()))
     rows = max(1, chunk // max(1, len(sources) * green.n_outputs * green.n_inputs))
     degrees = None if green.homogeneity is None else (
         green.homogeneity - green.derivative_orders())
@@ -44,6 +52,8 @@ def direct_sum(green: GreenKernel, sources: np.ndarray, charges: np.ndarray,
             values = values * scale[..., None, None] ** degrees
         else:
             values = _entries(green, offsets)
+        if magnitudes:
+            values = np.abs(values)
         # values: (rows, n, n_outputs, n_inputs)
         result[:, start:start + rows] = np.einsum("tsoi,is->ot", values, strengths)
     return result[0] if green.is_scalar else result
