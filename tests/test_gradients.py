@@ -21,6 +21,7 @@ from fmmloopy.base.distributions import plummer, sphere_surface
 from fmmloopy.checking.check import run_checks
 from fmmloopy.maths.derivatives import differentiate, simplify, to_code_form, to_power_form
 from fmmloopy.maths.green import LAPLACE_3D, GreenKernel
+from fmmloopy.maths.operators import get_operator
 from fmmloopy.maths.reference import direct_sum
 from fmmloopy.tuning.recipe import RecipeError
 from fmmloopy.tuning.registry import ensure_loaded
@@ -162,6 +163,26 @@ def test_the_fmm_is_linear_in_charges_and_dipoles(sphere_case):
         total = getattr(apart[0], field) + getattr(apart[1], field)
         scale = np.abs(getattr(both, field)).max()
         assert np.abs(getattr(both, field) - total).max() <= 1e-13 * scale
+
+
+def test_plans_for_other_fields_take_the_far_field_launches_as_they_are(sphere_case):
+    """A plan for a gradient or for dipoles makes only its launches at the user's points: the
+    far field's (the matvecs: M2L, the check-to-equivalent maps, M2M and L2L where the tree has
+    them) are the potential plan's own
+    objects, with their lists, matrices and kernels; the results above are made this way."""
+    fmm, _, charges, dipoles, _ = sphere_case
+    base = {id(launch) for launch in fmm.plan.launches}
+    far_field = {launch.step for launch in fmm.plan.launches
+                 if get_operator(launch.step).template == "matvec"}
+    assert {"m2l", "m2l_compress", "m2l_expand", "c2e"} <= far_field
+    for call, own in (({"gradient": True}, {"l2p", "m2p", "p2p"}),
+                      ({"dipoles": dipoles}, {"p2m", "p2l", "p2p"})):
+        fmm(None if "dipoles" in call else charges, **call)
+        plan = fmm.last_plan
+        assert plan is not fmm.plan and len(plan.launches) == len(fmm.plan.launches)
+        taken = {launch.step for launch in plan.launches if id(launch) in base}
+        made = {launch.step for launch in plan.launches if id(launch) not in base}
+        assert far_field <= taken and made == own & {launch.step for launch in fmm.plan.launches}
 
 
 def test_targets_apart_from_sources_and_a_plummer_cluster():

@@ -79,8 +79,11 @@ class _PlanBuilder:
 
     def __init__(self, tree: Tree, lists: InteractionLists, operators: LevelOperators,
                  green: GreenKernel, queue: cl.CommandQueue,
-                 recipes: str | Mapping[str, str] | None, verify: bool = True):
+                 recipes: str | Mapping[str, str] | None, verify: bool = True,
+                 reuse: Mapping[tuple, Launch] | None = None):
         self.tree, self.lists, self.operators = tree, lists, operators
+        #: Launch key -> a launch of another plan on this tree to take as it is.
+        self.reuse = dict(reuse or {})
         self.expansion = operators.expansion
         self.green, self.queue, self.recipes = green, queue, recipes
         self.verify = verify
@@ -125,12 +128,14 @@ class _PlanBuilder:
         """The launches of ``step`` over ``target_boxes`` (none when there are no boxes)."""
         if len(target_boxes) == 0:
             return
+        key = (step.name, int(target_boxes[0]), len(target_boxes))
         if get_operator(step.operator).template == PAIRWISE:
             surfaces = {argument: self.expansion.surface(name) for argument, name in step.surfaces}
+            green = step_kernel(step, self.green)
             self.add(step.operator, target_boxes, {"strengths": step.source,
                                                    "result": step.target},
                      operator_sizes(step.operator, self.expansion.n_e), surfaces,
-                     green=step_kernel(step, self.green))
+                     green=green, key=(*key, 0, green))
             return
         scales = self.operators.level_scales(step, self.tree.level_half_widths)
         for index, (field, source, target) in enumerate(step.chain()):
@@ -142,16 +147,22 @@ class _PlanBuilder:
                       "level_scales": scales if index == 0 else np.ones_like(scales)},
                      list_name=step.box_list,
                      matrix_offsets=self.operators.matrix_offsets(step, field,
-                                                                  self.tree.box_levels))
+                                                                  self.tree.box_levels),
+                     key=(*key, index, None))
 
     def add(self, operator: str, target_boxes: np.ndarray, buffers: dict[str, str],
             sizes: dict[str, int], extra: dict, list_name: str | None = None,
-            green: GreenKernel | None = None, matrix_offsets: np.ndarray | None = None) -> None:
+            green: GreenKernel | None = None, matrix_offsets: np.ndarray | None = None,
+            key: tuple = ()) -> None:
         """A launch of ``operator`` (a pairwise one summing ``green``, default the potential of
         charges) over ``target_boxes`` with ``extra`` arguments (surfaces; matrices, uploaded
         once for all the launches that apply them), walking box list ``list_name`` (default:
         the operator's own); ``matrix_offsets`` (per box) are added to the matrix indices of
-        the entries into each box (the matrices of its level's set)."""
+        the entries into each box (the matrices of its level's set). A launch of :attr:`reuse`
+        with the same ``key`` is taken as it is (lists, matrices and kernel already there)."""
+        if key and key in self.reuse:
+            self.launches.append(self.reuse[key])
+            return
         spec = get_operator(operator)
         green = self.green.base if green is None else green
         starts, entries, matrix_indices = box_list(self.tree, self.lists,
@@ -191,7 +202,7 @@ class _PlanBuilder:
         self.launches.append(Launch(
             operator, kernel, arguments, buffers, work,
             spec.traffic(cut, sizes, *counts, green=green),
-            work * green.flops_per_pair() if spec.template == PAIRWISE else float(work)))
+            work * green.flops_per_pair() if spec.template == PAIRWISE else float(work), key))
 
     def _verify(self, spec, kernel: CompiledOperator, sizes: dict[str, int],
                 launch: dict, green: GreenKernel) -> None:
@@ -229,8 +240,10 @@ def build_plan(tree: Tree, lists: InteractionLists,
     (:func:`~fmmloopy.maths.kifmm.step_kernel`).
 
     ``share_buffers``: a plan of the same tree and operators whose buffers this one uses where
-    they have the same shape (the expansions), so that plans for other fields of one FMM cost
-    only their point buffers; the two must not evaluate at the same time.
+    they have the same shape (the expansions), and whose launches it takes as they are where
+    they sum the same kernel (the far field: its cut lists, matrices and kernels are not made
+    again), so that plans for other fields of one FMM cost only their point buffers and their
+    launches at the user's points; the two must not evaluate at the same time.
 
     With ``verify``, every launch under a recipe that is not shipped (or whose shipped files
     were edited) is first compared with ``sequential`` on this tree
@@ -239,7 +252,9 @@ def build_plan(tree: Tree, lists: InteractionLists,
     """
     if isinstance(operators, KifmmOperators):
         operators = LevelOperators.scaled_from(operators)
-    build = _PlanBuilder(tree, lists, operators, green, queue, recipes, verify)
+    reuse = {} if share_buffers is None else {
+        launch.key: launch for launch in share_buffers.launches if launch.key}
+    build = _PlanBuilder(tree, lists, operators, green, queue, recipes, verify, reuse)
     for step, target_boxes in launch_order(tree, lists):
         build.step(step, target_boxes)
     shapes = evaluation_buffer_shapes(operators.expansion, operators.ranks(), tree.nboxes,

@@ -42,6 +42,9 @@ class Launch:
     #: Its floating-point operations: the work of a matvec; a pairwise launch's pairs times
     #: its kernel's flops per pair (GreenKernel.flops_per_pair: more for a gradient).
     flops: float = 0.0
+    #: What makes two plans' launches of one tree the same launch: the step, its target boxes
+    #: (first and count), the factor of its chain and, for a pairwise step, the kernel it sums.
+    key: tuple = ()
 
 
 @dataclass
