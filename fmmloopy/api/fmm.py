@@ -33,7 +33,7 @@ from fmmloopy.base.validation import (
     validate_memory_limit,
     validate_recipes,
 )
-from fmmloopy.driver.builder import build_plan
+from fmmloopy.driver.builder import RankBoxes, build_plan
 from fmmloopy.driver.memory import describe_problem, estimate_before_tree, estimate_memory
 from fmmloopy.driver.plan import Plan
 from fmmloopy.execution.kernel_arguments import box_list
@@ -44,13 +44,14 @@ from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import M2L_CLASSES
 from fmmloopy.maths.green import GreenKernel, check_wave_range, get_kernel
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
+from fmmloopy.maths.levels import LevelOperators
 from fmmloopy.maths.operators import OPERATORS
 from fmmloopy.tree.coordinates import SAFE_EXPONENT, origin, working_exponent
 from fmmloopy.tree.cost import AUTO, CANDIDATES, choose_n_crit, pair_flops, validate_n_crit
 from fmmloopy.tree.direct_lists import direct_where_cheaper
-from fmmloopy.tree.lists import build_interaction_lists
+from fmmloopy.tree.lists import InteractionLists, build_interaction_lists
 from fmmloopy.tree.nested import nest_heavy_rows
-from fmmloopy.tree.octree import MAX_DEPTH_LIMIT, build_tree_from, sort_points
+from fmmloopy.tree.octree import MAX_DEPTH_LIMIT, Tree, build_tree_from, sort_points
 
 #: Orders (points per surface edge) the toolkit accepts.
 MIN_ORDER, MAX_ORDER = 2, 16
@@ -120,6 +121,7 @@ class Fmm:
         #: Plans of other fields (gradients, dipoles) by kernel, built on first use.
         self._plans: dict[GreenKernel, Plan] = {}
         self._last_plan: Plan | None = None
+        self._rank_boxes: RankBoxes | None = None  # a distributed FMM's rank: for_rank
 
         self.device = choose_device(device)
         self.queue = cl.CommandQueue(context_for(self.device))
@@ -210,7 +212,41 @@ class Fmm:
             direct_where_cheaper(self.tree, self.lists, self.expansion.n_e)
             if self._w_x_direct else self.lists)
         self.setup_seconds["lists"] = time.perf_counter() - clock
+        self._plan_tree(recipes)
 
+    @classmethod
+    def for_rank(cls, tree: Tree, lists: InteractionLists, operators: LevelOperators,
+                 rank_boxes: RankBoxes, *, kernel: GreenKernel, order: int, n_crit: int,
+                 device: cl.Device, recipes, max_depth: int, memory_limit: float | None,
+                 w_x_direct: bool, verify_recipes: bool) -> Fmm:
+        """The FMM of one rank of a distributed FMM (:mod:`fmmloopy.api.distributed`): its own
+        tree and lists (the rank's essential boxes, its own and its ghost points, in the
+        working coordinates) and the rank's box selection; it sums in tree order through
+        :meth:`_evaluate` (the distributed FMM moves strengths and results)."""
+        self = cls.__new__(cls)
+        self.order, self.kernel, self.n_crit = order, kernel, n_crit
+        self.expansion = Expansion(order)
+        self._w_x_direct, self._verify_recipes = w_x_direct, verify_recipes
+        self.nsources, self.ntargets = tree.nsources, tree.ntargets
+        self.setup_seconds = {}
+        self._lock = threading.Lock()
+        self._plans, self._last_plan = {}, None
+        self.device = device
+        self.queue = cl.CommandQueue(context_for(device))
+        self._options = dict(kernel=kernel, order=order, n_crit=n_crit, device=device,
+                             recipes=recipes, max_depth=max_depth, memory_limit=memory_limit,
+                             w_x_direct=w_x_direct, verify_recipes=verify_recipes)
+        self.nested_rows, self.n_crit_candidates = [], []
+        self._what = describe_problem(self.nsources, self.ntargets, order, n_crit)
+        self._memory_limit = memory_limit
+        self.coordinate_origin, self.coordinate_exponent = np.zeros(3), 0
+        self.tree, self.lists, self.evaluated_lists, self.operators = tree, lists, lists, operators
+        self._rank_boxes = rank_boxes
+        self._plan_tree(recipes)
+        return self
+
+    def _plan_tree(self, recipes) -> None:
+        """Nested rows, the memory check with the real counts, and the plan."""
         clock = time.perf_counter()
         #: Direct rows the tree cannot split (a leaf at max_depth holding a cluster, an
         #: outlier's whole point set, coincident points), each summed by an FMM of its own
@@ -234,7 +270,7 @@ class Fmm:
         clock = time.perf_counter()
         try:
             self.plan = build_plan(tree, lists, self.operators, self.kernel, self.queue, recipes,
-                                   verify=self._verify_recipes)
+                                   verify=self._verify_recipes, rank_boxes=self._rank_boxes)
         except cl.Error as exc:  # buffers: kernels report their own errors (RecipeError)
             explanation = explain_opencl_error(exc, self.device) or "allocation failed"
             raise ResourceLimitError(
@@ -321,33 +357,18 @@ class Fmm:
             return np.zeros(shape, dtype)
         strengths = np.asarray(strengths, dtype=dtype).reshape(
             (kernel.n_inputs, self.nsources))
-        # Derivatives in the working coordinates: x = 2**k x' scales each derivative by 2**-k,
-        # so dipole moments are taken to working units here and gradients back below. Then
-        # strengths far from 1 are scaled by a power of two: the kernels see no denormals.
-        # Both are powers of two, applied at once (exact).
-        input_shifts = -self.coordinate_exponent * kernel.input_derivatives()
-        largest = float(np.abs(strengths).max())
-        charge_exponent = _strength_exponent(strengths, input_shifts)
-        strengths = _ldexp(strengths, (input_shifts - charge_exponent)[:, None])
+        largest = np.abs(strengths).max(axis=1)
+        strengths, charge_exponent = working_strengths(strengths, kernel, largest,
+                                                       self.coordinate_exponent)
         in_tree = np.ascontiguousarray(self.tree.sources_to_tree(strengths.T).T)
         with self._lock:
             in_tree_order = self._evaluate(in_tree[0] if kernel.n_inputs == 1 else in_tree,
                                            kernel)
         outputs = np.atleast_2d(self.tree.targets_to_user(np.atleast_2d(in_tree_order).T).T)
-        exponents = charge_exponent + self._potential_exponent() - (
-            self.coordinate_exponent * kernel.output_derivatives())
-        for row, exponent in zip(outputs, exponents, strict=True):
-            if exponent:
-                with np.errstate(over="ignore"):
-                    row[:] = (_ldexp(row, int(exponent)) if float(exponent).is_integer()
-                              else row * np.exp2(exponent))
-        if not np.isfinite(outputs).all():
-            bad = int(np.count_nonzero(~np.isfinite(outputs).all(axis=0)))
-            raise OverflowError(
-                f"the {'potential overflows' if kernel.n_outputs == 1 else 'outputs overflow'} "
-                "float64 "
-                f"at {bad} of {self.ntargets} targets (largest |strength| {largest:.3g}); "
-                "scale the strengths down and the results up by the same factor")
+        to_user_units(outputs, kernel, charge_exponent, self.coordinate_exponent)
+        overflow = overflow_message(outputs, kernel, float(largest.max()))
+        if overflow:
+            raise OverflowError(overflow)
         return outputs[0] if kernel.n_outputs == 1 else outputs
 
     def plan_for(self, kernel: GreenKernel) -> Plan:
@@ -358,30 +379,24 @@ class Fmm:
         if kernel not in self._plans:
             plan = build_plan(self.tree, self.evaluated_lists, self.operators, kernel,
                               self.queue, self._options["recipes"],
-                              verify=self._verify_recipes, share_buffers=self.plan)
+                              verify=self._verify_recipes, share_buffers=self.plan,
+                              rank_boxes=self._rank_boxes)
             plan.build()
             self._plans[kernel] = plan
         return self._plans[kernel]
 
-    def _evaluate(self, charges: np.ndarray, kernel: GreenKernel) -> np.ndarray:
-        """Outputs in tree order: the plan's, plus the nested rows'."""
+    def _evaluate(self, charges: np.ndarray, kernel: GreenKernel,
+                  between_passes=None) -> np.ndarray:
+        """Outputs in tree order: the plan's, plus the nested rows'
+        (``between_passes``: :meth:`~fmmloopy.driver.plan.Plan.evaluate`'s)."""
         self._last_plan = self.plan_for(kernel)
-        potential = self._last_plan.evaluate(charges)
+        potential = self._last_plan.evaluate(charges, between_passes)
         if self.nested_rows:
             clock = time.perf_counter()
             for row in self.nested_rows:
                 row.add_to(potential, charges, kernel)
             self._nested_seconds = time.perf_counter() - clock
         return potential
-
-    def _potential_exponent(self) -> float:
-        """``log2`` of the factor that takes potentials from rescaled to user coordinates."""
-        if not self.coordinate_exponent:
-            return 0
-        # x = 2**k x'  =>  G(x - y) = 2**(k d) G(x' - y') for a kernel of homogeneity d.
-        value = self.coordinate_exponent * self.kernel.homogeneity
-        return round(value) if math.isclose(value, round(value)) else value
-
 
 def _ldexp(values: np.ndarray, exponents) -> np.ndarray:
     """``values * 2**exponents``, exact; complex values part by part."""
@@ -399,12 +414,57 @@ class Fields(NamedTuple):
     gradient: np.ndarray
 
 
-def _strength_exponent(strengths: np.ndarray, shifts: np.ndarray) -> int:
-    """The power of two the strengths (rows multiplied by ``2**shifts``) are divided by: 0
+def working_strengths(strengths: np.ndarray, kernel: GreenKernel, largest: np.ndarray,
+                      coordinate_exponent: int) -> tuple[np.ndarray, int]:
+    """``strengths`` (``(n_inputs, N)``) in working units, and the power of two they were
+    divided by; ``largest``: the largest magnitude of each row (over every rank's)."""
+    # Derivatives in the working coordinates: x = 2**k x' scales each derivative by 2**-k,
+    # so dipole moments are taken to working units here and gradients back below. Then
+    # strengths far from 1 are scaled by a power of two: the kernels see no denormals.
+    # Both are powers of two, applied at once (exact).
+    input_shifts = -coordinate_exponent * kernel.input_derivatives()
+    charge_exponent = _strength_exponent(largest, input_shifts)
+    return _ldexp(strengths, (input_shifts - charge_exponent)[:, None]), charge_exponent
+
+
+def to_user_units(outputs: np.ndarray, kernel: GreenKernel, charge_exponent: int,
+                  coordinate_exponent: int) -> None:
+    """Outputs (``(n_outputs, M)``, in place) from working to user units."""
+    exponents = charge_exponent + _potential_exponent(kernel, coordinate_exponent) - (
+        coordinate_exponent * kernel.output_derivatives())
+    for row, exponent in zip(outputs, exponents, strict=True):
+        if exponent:
+            with np.errstate(over="ignore"):
+                row[:] = (_ldexp(row, int(exponent)) if float(exponent).is_integer()
+                          else row * np.exp2(exponent))
+
+
+def _potential_exponent(kernel: GreenKernel, coordinate_exponent: int) -> float:
+    """``log2`` of the factor that takes potentials from rescaled to user coordinates."""
+    if not coordinate_exponent:
+        return 0
+    # x = 2**k x'  =>  G(x - y) = 2**(k d) G(x' - y') for a kernel of homogeneity d.
+    value = coordinate_exponent * kernel.homogeneity
+    return round(value) if math.isclose(value, round(value)) else value
+
+
+def overflow_message(outputs: np.ndarray, kernel: GreenKernel, largest: float) -> str | None:
+    """What to say where ``outputs`` (``(n_outputs, M)``) hold a non-finite value (None where
+    they do not); ``largest``: the largest strength's magnitude."""
+    if np.isfinite(outputs).all():
+        return None
+    bad = int(np.count_nonzero(~np.isfinite(outputs).all(axis=0)))
+    return (f"the {'potential overflows' if kernel.n_outputs == 1 else 'outputs overflow'} "
+            f"float64 at {bad} of {outputs.shape[1]} targets (largest |strength| "
+            f"{largest:.3g}); scale the strengths down and the results up by the same factor")
+
+
+def _strength_exponent(largest: np.ndarray, shifts: np.ndarray) -> int:
+    """The power of two the strengths (rows multiplied by ``2**shifts``; ``largest``: each
+    row's largest magnitude) are divided by: 0
     while the largest lies in ``[2**-100, 2**100]``, else the one that brings it to [0.5, 1)
     (:func:`~fmmloopy.tree.coordinates.scale_exponent`, per row in log2 so that no shift
     overflows first)."""
-    largest = np.abs(strengths).max(axis=1)
     present = largest > 0
     if not present.any():
         return 0

@@ -163,3 +163,35 @@ def context_for(device: cl.Device) -> cl.Context:
     if key not in _CONTEXTS:
         _CONTEXTS[key] = cl.Context([device])
     return _CONTEXTS[key]
+
+
+#: PoCL's CPU device runs this many threads (read when PoCL starts in a process).
+POCL_THREADS_ENV = "POCL_MAX_PTHREAD_COUNT"
+
+
+def share_cpu(ranks_on_node: int) -> int | None:
+    """Give each of ``ranks_on_node`` ranks its share of this node's cores on PoCL's CPU
+    device, by setting ``POCL_MAX_PTHREAD_COUNT`` (unless it is set already); the threads per
+    rank, or None where it was set already. It takes effect only where PoCL has not started
+    in this process yet (no OpenCL device listed), so call it first."""
+    if os.environ.get(POCL_THREADS_ENV):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cores or 1) // max(1, ranks_on_node))
+    os.environ[POCL_THREADS_ENV] = str(threads)
+    return threads
+
+
+def device_for_rank(spec: str | cl.Device | None, node_rank: int) -> cl.Device:
+    """The device of the ``node_rank``-th rank on a node: ``spec`` as :func:`choose_device`
+    takes it, where it is not None; else GPU ``node_rank`` where the node has that many
+    usable GPUs with float64, and the CPU device otherwise (one share of it per rank,
+    :func:`share_cpu`)."""
+    if spec is not None or os.environ.get(DEVICE_ENV):
+        return choose_device(spec)
+    gpus = [d for d in _platforms_devices()
+            if d.type & cl.device_type.GPU and d.double_fp_config
+            and compiler_problem(d) is None]
+    if node_rank < len(gpus):
+        return gpus[node_rank]
+    return choose_device("cpu")

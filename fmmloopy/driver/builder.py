@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pyopencl as cl
@@ -46,10 +47,28 @@ class DeclinedRecipeWarning(UserWarning):
     """A recipe asked for by name declines the kernel's complex values; another runs."""
 
 
-def served_boxes(tree: Tree, lists: InteractionLists, boxes: Boxes) -> np.ndarray:
-    """(nboxes,) bool: the boxes of ``tree`` a step's selection ``boxes`` asks for."""
-    counts = tree.box_source_counts if boxes.side == "sources" else tree.box_target_counts
-    mask = (counts > 0) & (tree.box_levels >= boxes.min_level)
+@dataclass(frozen=True)
+class RankBoxes:
+    """A distributed FMM's rank: which boxes its plan serves beyond what its tree shows
+    (docs/scale-out.md). ``with_sources``: (nboxes,) bool, the boxes with sources on any rank
+    (the rank's tree holds only its own and its ghost points); ``upward``: the boxes whose
+    (partial) multipoles the rank forms, the only ones its upward steps serve."""
+
+    with_sources: np.ndarray
+    upward: np.ndarray
+
+
+def served_boxes(tree: Tree, lists: InteractionLists, boxes: Boxes,
+                 rank_boxes: RankBoxes | None = None, upward: bool = False) -> np.ndarray:
+    """(nboxes,) bool: the boxes of ``tree`` a step's selection ``boxes`` asks for (a step of
+    the ``upward`` pass of a distributed FMM's rank: only its ``rank_boxes.upward``)."""
+    if boxes.side == "targets":
+        present = tree.box_target_counts > 0
+    else:
+        present = tree.box_source_counts > 0 if rank_boxes is None else rank_boxes.with_sources
+    mask = present & (tree.box_levels >= boxes.min_level)
+    if upward and rank_boxes is not None:
+        mask &= rank_boxes.upward
     if boxes.leaves is not None:
         mask &= tree.box_is_leaf == boxes.leaves
     if boxes.listed is not None:
@@ -61,11 +80,12 @@ def served_boxes(tree: Tree, lists: InteractionLists, boxes: Boxes) -> np.ndarra
     return mask
 
 
-def launch_order(tree: Tree, lists: InteractionLists) -> Iterator[tuple[KifmmStep, np.ndarray]]:
+def launch_order(tree: Tree, lists: InteractionLists, rank_boxes: RankBoxes | None = None
+                 ) -> Iterator[tuple[KifmmStep, np.ndarray]]:
     """``(step, target boxes)`` of every launch: the steps in their order, a step with
     ``per_level`` once per level (finest first going up, coarsest first going down)."""
     for step in STEPS.values():
-        mask = served_boxes(tree, lists, step.boxes)
+        mask = served_boxes(tree, lists, step.boxes, rank_boxes, step.upward)
         if step.boxes.per_level is None:
             yield step, np.flatnonzero(mask)
             continue
@@ -135,7 +155,7 @@ class _PlanBuilder:
             self.add(step.operator, target_boxes, {"strengths": step.source,
                                                    "result": step.target},
                      operator_sizes(step.operator, self.expansion.n_e), surfaces,
-                     green=green, key=(*key, 0, green))
+                     green=green, key=(*key, 0, green), upward=step.upward)
             return
         scales = self.operators.level_scales(step, self.tree.level_half_widths)
         for index, (field, source, target) in enumerate(step.chain()):
@@ -148,12 +168,12 @@ class _PlanBuilder:
                      list_name=step.box_list,
                      matrix_offsets=self.operators.matrix_offsets(step, field,
                                                                   self.tree.box_levels),
-                     key=(*key, index, None))
+                     key=(*key, index, None), upward=step.upward)
 
     def add(self, operator: str, target_boxes: np.ndarray, buffers: dict[str, str],
             sizes: dict[str, int], extra: dict, list_name: str | None = None,
             green: GreenKernel | None = None, matrix_offsets: np.ndarray | None = None,
-            key: tuple = ()) -> None:
+            key: tuple = (), upward: bool = False) -> None:
         """A launch of ``operator`` (a pairwise one summing ``green``, default the potential of
         charges) over ``target_boxes`` with ``extra`` arguments (surfaces; matrices, uploaded
         once for all the launches that apply them), walking box list ``list_name`` (default:
@@ -202,7 +222,8 @@ class _PlanBuilder:
         self.launches.append(Launch(
             operator, kernel, arguments, buffers, work,
             spec.traffic(cut, sizes, *counts, green=green),
-            work * green.flops_per_pair() if spec.template == PAIRWISE else float(work), key))
+            work * green.flops_per_pair() if spec.template == PAIRWISE else float(work), key,
+            upward))
 
     def _verify(self, spec, kernel: CompiledOperator, sizes: dict[str, int],
                 launch: dict, green: GreenKernel) -> None:
@@ -234,7 +255,7 @@ def build_plan(tree: Tree, lists: InteractionLists,
                operators: LevelOperators | KifmmOperators,
                green: GreenKernel, queue: cl.CommandQueue,
                recipes: str | Mapping[str, str] | None = None, verify: bool = True,
-               share_buffers: Plan | None = None) -> Plan:
+               share_buffers: Plan | None = None, rank_boxes: RankBoxes | None = None) -> Plan:
     """Every launch of the FMM on ``tree``, in dependency order, with its buffers: the
     potentials (and ``green``'s other outputs) of ``green``'s inputs
     (:func:`~fmmloopy.maths.kifmm.step_kernel`).
@@ -249,13 +270,15 @@ def build_plan(tree: Tree, lists: InteractionLists,
     were edited) is first compared with ``sequential`` on this tree
     (:func:`fmmloopy.tuning.shipped.needs_verification`); a mismatch raises RecipeError.
     Without, such recipes run unverified, with an :class:`UnverifiedRecipeWarning`.
+
+    ``rank_boxes``: the plan of one rank of a distributed FMM (:class:`RankBoxes`).
     """
     if isinstance(operators, KifmmOperators):
         operators = LevelOperators.scaled_from(operators)
     reuse = {} if share_buffers is None else {
         launch.key: launch for launch in share_buffers.launches if launch.key}
     build = _PlanBuilder(tree, lists, operators, green, queue, recipes, verify, reuse)
-    for step, target_boxes in launch_order(tree, lists):
+    for step, target_boxes in launch_order(tree, lists, rank_boxes):
         build.step(step, target_boxes)
     shapes = evaluation_buffer_shapes(operators.expansion, operators.ranks(), tree.nboxes,
                                       tree.nsources, tree.ntargets, green)

@@ -8,6 +8,7 @@ charges and runs the launches.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +46,8 @@ class Launch:
     #: What makes two plans' launches of one tree the same launch: the step, its target boxes
     #: (first and count), the factor of its chain and, for a pairwise step, the kernel it sums.
     key: tuple = ()
+    #: Whether it belongs to the upward pass (a distributed FMM exchanges multipoles after).
+    upward: bool = False
 
 
 @dataclass
@@ -65,8 +68,14 @@ class Plan:
     #: Names of the recipes that needed that comparison and ran without it (verify=False).
     unverified_recipes: frozenset[str] = frozenset()
 
-    def evaluate(self, strengths: np.ndarray) -> np.ndarray:
-        """Potentials at the targets (tree order) for ``strengths`` (tree order)."""
+    def evaluate(self, strengths: np.ndarray,
+                 between_passes: Callable[[Plan], dict[str, float]] | None = None
+                 ) -> np.ndarray:
+        """Potentials at the targets (tree order) for ``strengths`` (tree order).
+
+        ``between_passes(plan)``, where given, runs once the upward pass is done and before
+        anything reads a multipole (a distributed FMM completes its multipoles there); it
+        returns seconds to report by name."""
         seconds: dict[str, float] = {}
         start = time.perf_counter()
         self.buffers["strengths"].set(strengths, queue=self.queue)
@@ -75,11 +84,17 @@ class Plan:
                 _zero(self.queue, buffer)
         self.queue.finish()
         seconds["setup_buffers"] = time.perf_counter() - start
+        pending = between_passes
         for launch in self.launches:
+            if pending is not None and not launch.upward:
+                seconds |= pending(self)
+                pending = None
             clock = time.perf_counter()
             self._run(launch)
             self.queue.finish()
             seconds[launch.step] = seconds.get(launch.step, 0.0) + time.perf_counter() - clock
+        if pending is not None:
+            seconds |= pending(self)
         potential = self.buffers["potential"].get(queue=self.queue)
         seconds["total"] = time.perf_counter() - start
         self.eval_seconds = seconds

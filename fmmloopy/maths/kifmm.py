@@ -40,6 +40,8 @@ FIRST_EXPANSION_LEVEL = 2
 #: Per-point buffers: the charges (one per source) and the potential (one per target); with
 #: dipoles or a gradient, ``(components, points)`` (the user's fields, :func:`step_kernel`).
 POINT_BUFFERS = ("strengths", "potential")
+#: The expansions the upward pass writes.
+UPWARD_EXPANSIONS = ("check_up", "multipole")
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,12 @@ class KifmmStep:
     #: holds this step's matrices, relative to the target box's (L2L's are its parent's: a set
     #: holds the translations from its box to the box's children).
     operators_level: int = 0
+
+    @property
+    def upward(self) -> bool:
+        """Whether the step belongs to the upward pass (it writes the multipoles or their check
+        potentials): a distributed FMM exchanges multipoles after the last such step."""
+        return self.target in UPWARD_EXPANSIONS
 
     def level_scales(self, homogeneity: float | None, half_widths: np.ndarray) -> np.ndarray:
         """Factors multiplying the half-width-1 matrices for boxes of ``half_widths`` (one per

@@ -17,8 +17,8 @@ import math
 
 import numpy as np
 
-__all__ = ["SAFE_EXPONENT", "bounds", "coordinate_exponent", "origin", "scale_exponent",
-           "separation_lower_bound", "span", "window"]
+__all__ = ["SAFE_EXPONENT", "bounds", "coordinate_exponent", "exponent_for", "origin",
+           "origin_of_bounds", "scale_exponent", "separation_lower_bound", "span", "window"]
 
 #: Spans and charges inside ``[2**-SAFE_EXPONENT, 2**SAFE_EXPONENT]`` are not rescaled.
 SAFE_EXPONENT = 100
@@ -54,9 +54,11 @@ def origin(*point_sets: np.ndarray) -> np.ndarray:
     from it are exact (Sterbenz's lemma): far from the origin boxes and surfaces keep their
     precision; near it nothing moves (a fine cluster near 0 keeps its relative precision)."""
     box = bounds(*point_sets)
-    if box is None:
-        return np.zeros(3)
-    lo, hi = box
+    return np.zeros(3) if box is None else origin_of_bounds(*box)
+
+
+def origin_of_bounds(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """:func:`origin` from the corners of the points' bounding box."""
     centre = lo / 2 + hi / 2  # halves: no overflow
     with np.errstate(over="ignore"):
         extent = hi - lo
@@ -139,14 +141,21 @@ def working_exponent(sources: np.ndarray, targets: np.ndarray | None,
     than 2**100, or distinct points lie so close compared with the span that their squared
     distance would underflow (:func:`coordinate_exponent`). ValueError where no power of two
     fits them, or where they need one and the kernel (``kernel_name``) has no homogeneity."""
-    extent = span(sources, targets)
+    return exponent_for(span(sources, targets), separation_lower_bound(sources, targets),
+                        lambda: separation_lower_bound(sources, targets, exact_gaps=True),
+                        homogeneity, kernel_name)
+
+
+def exponent_for(extent: float, separation: float, sharper_separation,
+                 homogeneity: float | None, kernel_name: str) -> int:
+    """:func:`working_exponent` from the points' span, the cheap bound on their separation and
+    a callable giving the sharper bound (called only where the cheap one does not do)."""
     if not np.isfinite(extent):
         raise ValueError("the points span more than float64 holds (their coordinates differ "
                          "by more than 1.8e308); scale them down first")
-    separation = separation_lower_bound(sources, targets)
     exponent = coordinate_exponent(extent, separation, homogeneity)
     if exponent is None:  # the cheap bound may be far too low: the sharper one
-        separation = separation_lower_bound(sources, targets, exact_gaps=True)
+        separation = sharper_separation()
         exponent = coordinate_exponent(extent, separation, homogeneity)
     if exponent is None:
         ratio_log2 = math.log2(extent) - math.log2(separation)

@@ -173,20 +173,15 @@ class CellCounts:
         keys, parent_counts = [np.ones(1, dtype=_U64)], [np.array([np.inf])]
         sources, targets = [], []
         for level in range(points.depth + 1):
-            lo, hi = builder.key_range(keys[-1], np.full(len(keys[-1]), level))
-            sources.append(np.searchsorted(builder.src_keys, hi)
-                           - np.searchsorted(builder.src_keys, lo))
-            targets.append(sources[-1] if builder.tgt_keys is builder.src_keys else
-                           np.searchsorted(builder.tgt_keys, hi)
-                           - np.searchsorted(builder.tgt_keys, lo))
+            cell_levels = np.full(len(keys[-1]), level)
+            sources.append(builder.source_counts(keys[-1], cell_levels))
+            targets.append(sources[-1] if builder.targets_are_sources else
+                           builder.target_counts(keys[-1], cell_levels))
             count = np.maximum(sources[-1], targets[-1])
             if level == points.depth or count.max() <= smallest:
                 break
             # The next level's non-empty cells, where their parent holds more than smallest.
-            shift = _U64(3 * (points.depth - level - 1))
-            cells = builder.all_keys >> shift
-            cells = cells[np.concatenate([[True], cells[1:] != cells[:-1]])]
-            cells |= placeholder(np.full(1, level + 1))
+            cells = builder.cells(level + 1)
             parent = _existing(keys[-1], cells >> _U64(3))
             keep = (parent >= 0) & (count[np.maximum(parent, 0)] > smallest)
             keys.append(cells[keep])
@@ -225,10 +220,8 @@ def tree_work(points: SortedPoints, n_crit: int, order: int, cells: CellCounts |
         # to as many again in a cluster's outskirts; the new boxes' counts from the points.
         keys, levels, leaf = balance(points.builder, keys, levels, leaf)
         builder = points.builder
-        lo, hi = builder.key_range(keys, levels)
-        sources = np.searchsorted(builder.src_keys, hi) - np.searchsorted(builder.src_keys, lo)
-        targets = sources if builder.tgt_keys is builder.src_keys else (
-            np.searchsorted(builder.tgt_keys, hi) - np.searchsorted(builder.tgt_keys, lo))
+        sources = builder.source_counts(keys, levels)
+        targets = sources if builder.targets_are_sources else builder.target_counts(keys, levels)
     rng = np.random.default_rng(seed)
 
     # V entries: children of the parent's colleagues minus the box's own existing colleagues.
@@ -266,7 +259,7 @@ def choose_n_crit(points: SortedPoints, order: int, pair_flops: float,
     sweep stops once it alone exceeds the best cost so far. Then the candidates beside the best
     (a factor sqrt(2) away) are tried too.
     """
-    largest = max(len(points.builder.src_keys), len(points.builder.tgt_keys))
+    largest = max(points.builder.point_counts())
     top = next((k for k, n_crit in enumerate(CANDIDATES) if n_crit >= largest),
                len(CANDIDATES) - 1)
     cells = CellCounts.of(points, CANDIDATES[0])

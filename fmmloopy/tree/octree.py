@@ -28,8 +28,8 @@ from fmmloopy.tree.morton import morton_decode, placeholder
 from fmmloopy.tree.refinement import Refinement, balance, point_keys, refine
 
 __all__ = [
-    "MAX_DEPTH_LIMIT", "SortedPoints", "Tree", "build_tree", "build_tree_from", "sort_points",
-    "tree_boxes",
+    "MAX_DEPTH_LIMIT", "SortedPoints", "Tree", "build_tree", "build_tree_from", "cube_around",
+    "sort_in_cube", "sort_points", "tree_boxes", "tree_of_boxes",
 ]
 
 #: Deepest level a tree may have: 3 bits per level plus a placeholder bit fit in a uint64.
@@ -183,7 +183,11 @@ def root_cube(sources: np.ndarray, targets: np.ndarray | None = None
               ) -> tuple[np.ndarray, float]:
     """``(centre, half_width)`` of the tree's root cube: the points' bounding cube, padded a
     little so that no point lies on its upper faces."""
-    lo, hi = bounds(sources, targets)
+    return cube_around(*bounds(sources, targets))
+
+
+def cube_around(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, float]:
+    """:func:`root_cube` from the corners ``lo``, ``hi`` of the points' bounding box."""
     with np.errstate(over="ignore"):
         centre = 0.5 * lo + 0.5 * hi
         extent = float((hi - lo).max())
@@ -210,9 +214,14 @@ def sort_points(sources: np.ndarray, targets: np.ndarray | None = None,
         raise ValueError(f"{'targets' if len(src) else 'sources'} must hold at least one point")
     depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
 
-    centre, half_width = root_cube(src, tgt)
-    root_lo = centre - half_width
+    return sort_in_cube(src, tgt, *root_cube(src, tgt), depth)
 
+
+def sort_in_cube(src: np.ndarray, tgt: np.ndarray | None, centre: np.ndarray,
+                 half_width: float, depth: int) -> SortedPoints:
+    """Points (checked; none is fine) keyed at level ``depth`` of the cube ``(centre,
+    half_width)`` and sorted by key (:func:`sort_points` with the cube given)."""
+    root_lo = centre - half_width
     skeys = point_keys(src, root_lo, half_width, depth)
     sorder = np.argsort(skeys, kind="stable")
     skeys = skeys[sorder]
@@ -254,11 +263,18 @@ def tree_boxes(points: SortedPoints, n_crit: int, warn: bool = False
 def build_tree_from(points: SortedPoints, n_crit: int) -> Tree:
     """The tree of :func:`build_tree` from points already sorted (:func:`sort_points`)."""
     n_crit = validate_integer(n_crit, "n_crit", 1)
+    return tree_of_boxes(points, n_crit, *tree_boxes(points, n_crit, warn=True))
+
+
+def tree_of_boxes(points: SortedPoints, n_crit: int, keys: np.ndarray, levels: np.ndarray,
+                  leaf: np.ndarray) -> Tree:
+    """The :class:`Tree` of the boxes ``(keys, levels, leaf)`` (:func:`tree_boxes`) over
+    ``points``: any points in the root cube, which need not be those the boxes were made for
+    (a rank's share of a distributed tree)."""
     src, tgt, depth, builder = points.sources, points.targets, points.depth, points.builder
     centre, half_width, root_lo = points.centre, points.half_width, points.root_lo
     sorder, torder = points.source_order, points.target_order
     skeys, tkeys = builder.src_keys, builder.tgt_keys
-    keys, levels, leaf = tree_boxes(points, n_crit, warn=True)
 
     nboxes = keys.shape[0]
     nlevels = int(levels.max()) + 1

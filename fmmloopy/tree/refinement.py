@@ -38,14 +38,39 @@ class Refinement:
         shift = _U64(3) * (self.depth - levels).astype(_U64)
         return morton << shift, (morton + _U64(1)) << shift
 
+    @property
+    def targets_are_sources(self) -> bool:
+        """Whether the targets are the sources (one key array)."""
+        return self.tgt_keys is self.src_keys
+
+    def point_counts(self) -> tuple[int, int]:
+        """Sources and targets in all."""
+        return len(self.src_keys), len(self.tgt_keys)
+
+    def source_counts(self, pkeys: np.ndarray, levels: np.ndarray) -> np.ndarray:
+        """Sources in each box (int64)."""
+        lo, hi = self.key_range(pkeys, levels)
+        return np.searchsorted(self.src_keys, hi) - np.searchsorted(self.src_keys, lo)
+
+    def target_counts(self, pkeys: np.ndarray, levels: np.ndarray) -> np.ndarray:
+        """Targets in each box (int64; the source counts when targets are the sources)."""
+        if self.targets_are_sources:
+            return self.source_counts(pkeys, levels)
+        lo, hi = self.key_range(pkeys, levels)
+        return np.searchsorted(self.tgt_keys, hi) - np.searchsorted(self.tgt_keys, lo)
+
     def counts(self, pkeys: np.ndarray, levels: np.ndarray) -> np.ndarray:
         """``max(n_sources, n_targets)`` in each box."""
-        lo, hi = self.key_range(pkeys, levels)
-        ns = np.searchsorted(self.src_keys, hi) - np.searchsorted(self.src_keys, lo)
-        if self.tgt_keys is self.src_keys:
+        ns = self.source_counts(pkeys, levels)
+        if self.targets_are_sources:
             return ns
-        nt = np.searchsorted(self.tgt_keys, hi) - np.searchsorted(self.tgt_keys, lo)
-        return np.maximum(ns, nt)
+        return np.maximum(ns, self.target_counts(pkeys, levels))
+
+    def cells(self, level: int) -> np.ndarray:
+        """Sorted placeholder keys of the non-empty cells of ``level``."""
+        cells = self.all_keys >> _U64(3 * (self.depth - level))
+        cells = cells[np.concatenate([[True], cells[1:] != cells[:-1]])] if len(cells) else cells
+        return cells | placeholder(np.full(1, level))
 
     def children(self, pkeys: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Non-empty children (placeholder keys, levels) of disjoint boxes, sorted per box."""

@@ -1,0 +1,463 @@
+"""One FMM over many processes: :class:`DistributedFmm`, under ``mpiexec`` (docs/scale-out.md).
+
+Each rank passes its own sources and targets (any split, a rank may have none) and gets back the
+potentials of its own targets in its own order. Set-up, all collective:
+
+1. the inputs are checked on every rank and any error is raised on every rank
+   (:meth:`~fmmloopy.base.collective.Collectives.agree`);
+2. the working coordinates (origin, power-of-two scale) and the root cube come from the global
+   bounding box, so they are those one process would choose;
+3. the tree's boxes are refined from counts summed over ranks
+   (:mod:`fmmloopy.tree.distributed`): every rank holds the same skeleton (boxes, global
+   counts, interaction lists), which equals the single-process tree, and ``n_crit="auto"`` is
+   chosen from it as one process would;
+4. the leaves in Morton order are cut into runs of equal modelled cost, weighted by each
+   rank's speed (:mod:`fmmloopy.tree.partition`), and the points are sent to the ranks owning
+   their leaves (an all-to-all: a bucket sort with the tree's leaves as splitters);
+5. each rank fetches its ghost particles and builds its own tree over its essential boxes, its
+   lists and its plan (:meth:`fmmloopy.Fmm.for_rank`).
+
+An evaluation sends the charges to the owners and the ghosts' charges to the ranks that need
+them, runs each rank's upward pass, sums the partial multipoles of the boxes shared by ranks
+into the ranks that read them (an all-to-all between the passes), runs the downward pass and the
+near field, and returns the potentials to the ranks that passed the targets. The result equals
+the single-process one up to the order of floating-point sums (relative differences ~1e-15).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pyopencl as cl
+
+from fmmloopy.api.fmm import (
+    MAX_ORDER,
+    MIN_ORDER,
+    Fields,
+    Fmm,
+    overflow_message,
+    to_user_units,
+    working_strengths,
+)
+from fmmloopy.base.collective import Collectives, mpi_module
+from fmmloopy.base.devices import device_for_rank, share_cpu
+from fmmloopy.base.validation import (
+    as_float64_points,
+    check_point_array,
+    validate_charges,
+    validate_dipoles,
+    validate_flag,
+    validate_integer,
+    validate_memory_limit,
+    validate_recipes,
+)
+from fmmloopy.driver.builder import RankBoxes
+from fmmloopy.execution.precomputed import get_operators, level_operators
+from fmmloopy.maths.expansion import Expansion
+from fmmloopy.maths.green import GreenKernel, check_wave_range, get_kernel
+from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
+from fmmloopy.maths.operators import OPERATORS
+from fmmloopy.tree.coordinates import exponent_for, origin_of_bounds
+from fmmloopy.tree.cost import AUTO, choose_n_crit, pair_flops, validate_n_crit
+from fmmloopy.tree.csr import ranges_to_indices
+from fmmloopy.tree.direct_lists import direct_where_cheaper
+from fmmloopy.tree.distributed import global_bounds, skeleton_tree, sort_distributed
+from fmmloopy.tree.lists import build_interaction_lists
+from fmmloopy.tree.octree import MAX_DEPTH_LIMIT, sort_in_cube, tree_boxes, tree_of_boxes
+from fmmloopy.tree.partition import (
+    contributors,
+    essential_lists,
+    essential_set,
+    leaf_costs,
+    morton_order,
+    morton_ranges,
+    partition_leaves,
+)
+
+__all__ = ["DistributedFmm"]
+
+
+@dataclass
+class _Route:
+    """Where one rank's points go and come back from (an all-to-all each way)."""
+
+    send_order: np.ndarray  # user index of each point sent, grouped by destination
+    send_counts: np.ndarray  # points to each rank
+    receive_counts: np.ndarray  # points from each rank
+    received_to_owned: np.ndarray  # received position of each owned point (owned: by key)
+
+
+class DistributedFmm:
+    """The FMM of :class:`fmmloopy.Fmm` over the points of every rank of ``comm``.
+
+    Every rank of ``comm`` (default ``MPI.COMM_WORLD``) constructs it together, each with its
+    own ``sources`` and ``targets`` (``(n, 3)``; ``targets=None`` on every rank: the targets
+    are the sources) and calls it together with charges for its own sources; each gets the
+    potentials (or :class:`~fmmloopy.api.fmm.Fields`) at its own targets, in its own order.
+    Options are those of :class:`~fmmloopy.api.fmm.Fmm` and must be equal on every rank;
+    ``device`` (default: GPU ``i`` for the ``i``-th rank of a node where the node has one,
+    else a share of the CPU device's cores) may differ. ``speed``: this rank's relative
+    speed (any positive number; None on every rank: equal shares), which weighs its part of
+    the work.
+
+    Bad input on any rank raises on every rank (the same error type, naming the rank).
+    """
+
+    def __init__(self, sources, targets=None, *, comm=None,
+                 kernel: str | GreenKernel = "laplace", order: int = 6,
+                 n_crit: int | str = AUTO, device=None,
+                 recipes: str | Mapping[str, str] | None = None, max_depth: int = 20,
+                 memory_limit: float | None = None, w_x_direct: bool = True,
+                 verify_recipes: bool = True, speed: float | None = None):
+        mpi = mpi_module()
+        self.collectives = collectives = Collectives(mpi.COMM_WORLD if comm is None else comm)
+        self.rank, self.size = collectives.rank, collectives.size
+        node = collectives.comm.Split_type(mpi.COMM_TYPE_SHARED)
+        self.node_rank, node_size = node.Get_rank(), node.Get_size()
+        node.Free()
+        self.setup_seconds: dict[str, float] = {}
+        clock = time.perf_counter()
+        with collectives.agree("checking the inputs"):
+            self.order = validate_integer(order, "order", MIN_ORDER, MAX_ORDER)
+            n_crit = validate_n_crit(n_crit)
+            max_depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
+            self.kernel = get_kernel(kernel).base
+            recipes = validate_recipes(recipes, OPERATORS)
+            memory_limit = validate_memory_limit(memory_limit)
+            w_x_direct = validate_flag(w_x_direct, "w_x_direct")
+            verify_recipes = validate_flag(verify_recipes, "verify_recipes")
+            if speed is not None and not (isinstance(speed, (int, float, np.floating))
+                                          and not isinstance(speed, bool)
+                                          and np.isfinite(speed) and speed > 0):
+                raise ValueError(f"speed must be a positive number or None, got {speed!r}")
+            sources = as_float64_points(check_point_array(sources, "sources"), "sources")
+            targets = None if targets is None else as_float64_points(
+                check_point_array(targets, "targets"), "targets")
+            if device is None:
+                share_cpu(node_size)
+            self.device = device_for_rank(device, self.node_rank)
+        with collectives.agree("comparing the ranks' options"):
+            options = (self.order, n_crit, max_depth, self.kernel.spec, w_x_direct,
+                       targets is None, speed is None)
+            _same_on_every_rank(collectives.gather(options),
+                                ("order", "n_crit", "max_depth", "kernel", "w_x_direct",
+                                 "targets=None", "speed=None"))
+        self.nsources, self.ntargets = len(sources), len(sources if targets is None else targets)
+        self.total_sources, self.total_targets = (int(n) for n in collectives.sum(
+            np.array([self.nsources, self.ntargets], dtype=np.int64)))
+        self._options = dict(kernel=self.kernel, order=self.order, device=self.device,
+                             recipes=recipes, max_depth=max_depth, memory_limit=memory_limit,
+                             w_x_direct=w_x_direct, verify_recipes=verify_recipes)
+        self.n_crit = None if n_crit == AUTO else n_crit
+        self.coordinate_origin, self.coordinate_exponent = np.zeros(3), 0
+        self.local: Fmm | None = None
+        self.eval_seconds: dict[str, float] = {}
+        if not self.total_sources or not self.total_targets:
+            self._sources_route = self._targets_route = None
+            return
+        self.setup_seconds["checks"] = time.perf_counter() - clock
+        self._build(sources, targets, n_crit, max_depth, speed)
+
+    # -- set-up ----------------------------------------------------------------------------
+    def _build(self, sources, targets, n_crit, max_depth, speed) -> None:
+        collectives = self.collectives
+        clock = time.perf_counter()
+        with collectives.agree("choosing the coordinates"):
+            sources, targets = self._working_coordinates(sources, targets)
+        with collectives.agree("building the tree"):
+            points = sort_distributed(sources, targets, max_depth, collectives)
+            check_wave_range(self.kernel, 2 * points.half_width, self.order)
+            first = get_operators(self.kernel, self.order) \
+                if self.kernel.homogeneity is not None else get_operators(
+                    self.kernel, self.order,
+                    half_width=np.ldexp(points.half_width, -FIRST_EXPANSION_LEVEL))
+            # The model's constants from rank 0, so that every rank makes the same choices.
+            kind = "gpu" if self.device.type & cl.device_type.GPU else "cpu"
+            flops_per_pair, far_field = collectives.gather(
+                (pair_flops(kind), tuple(first.far_field_flops())))[0]
+            if n_crit == AUTO:
+                n_crit, _ = choose_n_crit(points, self.order, flops_per_pair, far_field)
+                self.n_crit = n_crit
+            keys, levels, leaf = tree_boxes(points, n_crit, warn=self.rank == 0)
+            #: The tree's boxes with every rank's counts (the same on every rank, and the
+            #: boxes of the single-process tree of all the points).
+            self.skeleton = skeleton = skeleton_tree(points, n_crit, keys, levels, leaf)
+        self.setup_seconds["tree"] = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        lists = build_interaction_lists(skeleton)
+        expansion_points = Expansion(self.order).n_e
+        if self._options["w_x_direct"]:
+            lists = direct_where_cheaper(skeleton, lists, expansion_points)
+        weights = collectives.gather(speed)
+        weights = np.ones(self.size) if weights[0] is None else np.array(weights, float)
+        #: The rank owning each leaf (-1 for other boxes).
+        self.owners = partition_leaves(
+            skeleton, leaf_costs(skeleton, lists, expansion_points, flops_per_pair, far_field),
+            weights)
+        self.essential = essential_set(skeleton, lists, self.owners, self.rank)
+        self.setup_seconds["lists"] = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        leaf_starts = morton_ranges(skeleton)[0]
+        leaves = morton_order(skeleton)
+        self._sources_route, owned_sources, owned_keys = self._send_points(
+            points.sources, points.source_order, points.builder.src_keys, leaves, leaf_starts)
+        if targets is None:
+            self._targets_route, owned_targets = self._sources_route, owned_sources
+        else:
+            self._targets_route, owned_targets, _ = self._send_points(
+                points.targets, points.target_order, points.builder.tgt_keys, leaves,
+                leaf_starts)
+        ghosts = self._fetch_ghosts(owned_sources, owned_keys)
+        self.setup_seconds["partition"] = time.perf_counter() - clock
+
+        with collectives.agree("building each rank's tree and plan"):
+            clock = time.perf_counter()
+            self._build_local(points, owned_sources, ghosts, owned_targets, n_crit, keys,
+                              levels, leaf, lists)
+            self.setup_seconds["local"] = time.perf_counter() - clock
+        self._plan_multipoles()
+
+    def _working_coordinates(self, sources, targets):
+        """The points shifted and scaled as one process would (global bounds)."""
+        collectives = self.collectives
+        lo, hi = global_bounds(collectives, sources, targets)
+        self.coordinate_origin = origin_of_bounds(lo, hi)
+        if self.coordinate_origin.any():
+            sources = sources - self.coordinate_origin
+            targets = None if targets is None else targets - self.coordinate_origin
+            lo, hi = global_bounds(collectives, sources, targets)
+        with np.errstate(over="ignore"):
+            extent = float((hi - lo).max())
+        magnitudes = [np.abs(p) for p in (sources, targets) if p is not None and len(p)]
+        nonzero = [m[m > 0] for m in magnitudes]
+        smallest = min((float(m.min()) for m in nonzero if m.size), default=np.inf)
+        smallest = float(collectives.min(np.array([smallest]))[0])
+        separation = np.ldexp(smallest, -53) if np.isfinite(smallest) else np.inf
+
+        def sharper() -> float:
+            raise ValueError(
+                f"the points span {extent:.3g} and their closest coordinates are too close "
+                "for the quick separation bound (smallest nonzero |coordinate| "
+                f"{smallest:.3g}); the sharper bound sorts all points and is not available "
+                "to a distributed FMM: scale or merge the points first, or use fmmloopy.Fmm")
+
+        self.coordinate_exponent = exponent_for(extent, separation, sharper,
+                                                self.kernel.homogeneity, self.kernel.name)
+        if self.coordinate_exponent:
+            sources = np.ldexp(sources, -self.coordinate_exponent)
+            targets = None if targets is None else np.ldexp(targets, -self.coordinate_exponent)
+        return sources, targets
+
+    def _send_points(self, points, order, keys, leaves, leaf_starts):
+        """Send this rank's points (sorted by ``keys``: ``points[order]``) to the owners of
+        their leaves; the route, and the points this rank owns with their keys (by key)."""
+        leaf = leaves[np.searchsorted(leaf_starts[leaves], keys, side="right") - 1] \
+            if len(keys) else np.zeros(0, dtype=np.int64)
+        counts = np.bincount(self.owners[leaf], minlength=self.size)
+        rows = np.column_stack([points[order], keys.view(np.float64)])
+        received, received_counts = self.collectives.exchange(rows, counts, "points")
+        received_keys = np.ascontiguousarray(received[:, 3]).view(np.uint64)
+        by_key = np.argsort(received_keys, kind="stable")
+        route = _Route(order, counts, received_counts, by_key)
+        return route, np.ascontiguousarray(received[by_key, :3]), received_keys[by_key]
+
+    def _fetch_ghosts(self, owned_sources: np.ndarray, owned_keys: np.ndarray) -> np.ndarray:
+        """The sources of this rank's ghost leaves, from their owners; records what this rank
+        sends to others at each evaluation (:attr:`_ghost_sends`)."""
+        ghost_leaves = np.flatnonzero(self.essential.ghost_leaves)
+        ghost_leaves = ghost_leaves[np.argsort(self.owners[ghost_leaves], kind="stable")]
+        counts = np.bincount(self.owners[ghost_leaves], minlength=self.size)
+        asked, asked_counts = self.collectives.exchange(ghost_leaves.astype(np.int64), counts,
+                                                        "ghost requests")
+        lo, hi = morton_ranges(self.skeleton)
+        first = np.searchsorted(owned_keys, lo[asked])
+        sizes = np.searchsorted(owned_keys, hi[asked]) - first
+        #: Owned sources (by key) sent to other ranks as their ghosts, grouped by rank.
+        self._ghost_sends = ranges_to_indices(first, sizes)
+        per_request = np.repeat(np.arange(self.size), asked_counts)
+        self._ghost_send_counts = np.bincount(per_request, weights=sizes,
+                                              minlength=self.size).astype(np.int64)
+        ghosts, self._ghost_receive_counts = self.collectives.exchange(
+            owned_sources[self._ghost_sends], self._ghost_send_counts, "ghosts")
+        return ghosts
+
+    def _build_local(self, points, owned_sources, ghosts, owned_targets, n_crit, keys, levels,
+                     leaf, lists) -> None:
+        """This rank's tree over its essential boxes, with its own and its ghost sources, its
+        lists and its plan (nothing where it owns no leaf)."""
+        essential = self.essential
+        self.operators = level_operators(self.kernel, self.order,
+                                         self.skeleton.level_half_widths)
+        if not essential.owned_leaves.any():
+            self._local_ids = np.full(self.skeleton.nboxes, -1, dtype=np.int32)
+            return
+        local_points = sort_in_cube(np.concatenate([owned_sources, ghosts]), owned_targets,
+                                    points.centre, points.half_width, points.depth)
+        boxes = essential.boxes
+        tree = tree_of_boxes(local_points, n_crit, keys[boxes], levels[boxes], leaf[boxes])
+        self._local_ids = essential.local_ids()
+        rank_boxes = RankBoxes(with_sources=self.skeleton.box_source_counts[boxes] > 0,
+                               upward=essential.upward[boxes])
+        self.local = Fmm.for_rank(tree, essential_lists(lists, essential), self.operators,
+                                  rank_boxes, n_crit=n_crit, **self._options)
+
+    def _plan_multipoles(self) -> None:
+        """Which partial multipoles this rank sends and receives at each evaluation: for each
+        box it reads, the parts of the ranks owning leaves with sources under it."""
+        first, last = contributors(self.skeleton, self.owners)
+        wanted = np.flatnonzero(self.essential.multipoles)
+        spans = np.maximum(last[wanted] - first[wanted] + 1, 0)
+        ranks = ranges_to_indices(first[wanted].astype(np.int64), spans)
+        boxes = np.repeat(wanted, spans)
+        remote = ranks != self.rank
+        ranks, boxes = ranks[remote], boxes[remote]
+        by_rank = np.argsort(ranks, kind="stable")
+        self._multipoles_received = self._local_ids[boxes[by_rank]]
+        asked, self._multipole_send_counts = self.collectives.exchange(
+            boxes[by_rank].astype(np.int64), np.bincount(ranks, minlength=self.size),
+            "multipole requests")
+        self._multipoles_sent = self._local_ids[asked]
+
+    # -- evaluation ------------------------------------------------------------------------
+    def __call__(self, charges=None, *, dipoles=None, gradient: bool = False):
+        """Potentials at this rank's targets, in its order, of every rank's ``charges`` and/or
+        ``dipoles`` (each rank passes those of its own sources); with ``gradient=True``, a
+        :class:`~fmmloopy.api.fmm.Fields`. Every rank calls it together."""
+        with self.collectives.agree("checking the charges"):
+            if charges is None and dipoles is None:
+                raise ValueError("charges must be an array of real numbers, got None (give "
+                                 "charges, dipoles=... or both)")
+            gradient = validate_flag(gradient, "gradient")
+            parts = []
+            complex_values = self.kernel.is_complex
+            if charges is not None:
+                parts.append(validate_charges(charges, self.nsources, complex_values)[None])
+            if dipoles is not None:
+                parts.append(validate_dipoles(dipoles, self.nsources, complex_values).T)
+        kernel = self.kernel.with_fields(
+            ("potential", "gradient") if gradient else ("potential",),
+            ("charge",) * (charges is not None) + ("dipole",) * (dipoles is not None))
+        outputs = self.apply(np.concatenate(parts), kernel)
+        if not gradient:
+            return outputs[0]
+        return Fields(outputs[0], np.ascontiguousarray(outputs[1:].T))
+
+    def apply(self, strengths: np.ndarray, kernel: GreenKernel) -> np.ndarray:
+        """``kernel``'s outputs ``(n_outputs, M)`` at this rank's targets for ``strengths``
+        ``(n_inputs, N)`` of its sources (checked), as :meth:`fmmloopy.Fmm.apply`."""
+        collectives = self.collectives
+        kernel = self.kernel.with_fields(kernel.outputs, kernel.inputs)
+        dtype = kernel.value_dtype()
+        strengths = np.asarray(strengths, dtype=dtype).reshape(kernel.n_inputs, self.nsources)
+        if self._sources_route is None:
+            return np.zeros((kernel.n_outputs, self.ntargets), dtype)
+        start = time.perf_counter()
+        for phase in collectives.traffic.values():
+            phase.update(bytes=0.0, seconds=0.0, waiting=0.0)
+        largest = collectives.max(np.abs(strengths).max(axis=1) if self.nsources
+                                  else np.zeros(kernel.n_inputs))
+        strengths, charge_exponent = working_strengths(strengths, kernel, largest,
+                                                       self.coordinate_exponent)
+        route = self._sources_route
+        received, _ = collectives.exchange(strengths[:, route.send_order].T,
+                                           route.send_counts, "charges")
+        owned = received[route.received_to_owned]
+        ghosts, _ = collectives.exchange(owned[self._ghost_sends], self._ghost_send_counts,
+                                         "ghost charges")
+        outputs = np.zeros((len(self._targets_route.received_to_owned), kernel.n_outputs),
+                           dtype)
+        compute_clock = time.perf_counter()
+        with collectives.agree("evaluating"):
+            if self.local is not None:
+                tree = self.local.tree
+                in_tree = np.concatenate([owned, ghosts])[tree.source_user_ids].T
+                in_tree = np.ascontiguousarray(in_tree)
+                with self.local._lock:
+                    result = self.local._evaluate(
+                        in_tree[0] if kernel.n_inputs == 1 else in_tree, kernel,
+                        self._exchange_multipoles)
+                outputs = tree.targets_to_user(np.atleast_2d(result).T)
+            else:
+                self._exchange_multipoles(None)
+        compute = time.perf_counter() - compute_clock
+        route = self._targets_route
+        in_received_order = np.empty_like(outputs)
+        in_received_order[route.received_to_owned] = outputs
+        returned, _ = collectives.exchange(in_received_order, route.receive_counts,
+                                           "potentials")
+        result = np.empty((self.ntargets, kernel.n_outputs), dtype)
+        result[route.send_order] = returned
+        result = np.ascontiguousarray(result.T)
+        to_user_units(result, kernel, charge_exponent, self.coordinate_exponent)
+        with collectives.agree("checking the results"):
+            overflow = overflow_message(result, kernel, float(largest.max()))
+            if overflow:
+                raise OverflowError(overflow)
+        self._record_seconds(time.perf_counter() - start, compute)
+        return result
+
+    def _exchange_multipoles(self, plan) -> dict[str, float]:
+        """Between the passes: send this rank's partial multipoles of the boxes others read
+        and add theirs into the boxes this rank reads."""
+        clock = time.perf_counter()
+        if plan is None:
+            width = self.operators.expansion.n_e
+            multipoles = np.zeros((0, width), self.kernel.value_dtype())
+        else:
+            multipoles = plan.buffers["multipole"].get(queue=plan.queue)
+        zero = np.zeros((1, multipoles.shape[1]), multipoles.dtype)
+        padded = np.concatenate([multipoles, zero])  # index -1: a box this rank does not have
+        received, _ = self.collectives.exchange(padded[self._multipoles_sent],
+                                                self._multipole_send_counts, "multipoles")
+        if plan is not None and len(received):
+            np.add.at(multipoles, self._multipoles_received, received)
+            plan.buffers["multipole"].set(multipoles, queue=plan.queue)
+        return {"multipole exchange": time.perf_counter() - clock}
+
+    def _record_seconds(self, total: float, compute: float) -> None:
+        """:attr:`eval_seconds`: the local operators' seconds, the exchanges' transfer and
+        waiting times, and the total."""
+        seconds = dict(self.local.eval_seconds) if self.local is not None else {}
+        seconds.pop("total", None)
+        traffic = self.collectives.traffic
+        communication = sum(phase["seconds"] for phase in traffic.values())
+        waiting = sum(phase["waiting"] for phase in traffic.values())
+        exchange_in_compute = traffic["multipoles"]["seconds"] + traffic["multipoles"]["waiting"]
+        seconds.pop("multipole exchange", None)
+        seconds |= {"compute": compute - exchange_in_compute, "communication": communication,
+                    "waiting": waiting,
+                    "bytes sent": sum(phase["bytes"] for phase in traffic.values()),
+                    "total": total}
+        self.eval_seconds = seconds
+
+    def report(self) -> list[dict[str, float]]:
+        """Every rank's points, work and last evaluation's seconds (compute, communication,
+        waiting) and bytes sent: a list in rank order, on every rank (collective)."""
+        essential = getattr(self, "essential", None)
+        mine = {
+            "rank": self.rank,
+            "device": self.device.name,
+            "owned sources": 0 if self._sources_route is None
+            else len(self._sources_route.received_to_owned),
+            "ghost sources": int(self._ghost_receive_counts.sum())
+            if hasattr(self, "_ghost_receive_counts") else 0,
+            "remote multipoles": len(getattr(self, "_multipoles_received", ())),
+            "owned leaves": 0 if essential is None else int(essential.owned_leaves.sum()),
+            **self.eval_seconds,
+        }
+        return self.collectives.gather(mine)
+
+
+def _same_on_every_rank(values: list[tuple], names: tuple[str, ...]) -> None:
+    """ValueError naming the first option whose value differs between ranks."""
+    for index, name in enumerate(names):
+        seen = {repr(value[index]) for value in values}
+        if len(seen) > 1:
+            per_rank = ", ".join(f"rank {rank}: {value[index]!r}"
+                                 for rank, value in enumerate(values))
+            raise ValueError(f"{name} must be the same on every rank, got {per_rank}")
