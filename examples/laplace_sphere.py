@@ -10,6 +10,10 @@ uses one recipe for every operator, ``--recipe OP=NAME`` (repeatable) one for an
 the device's own. Recipes that are not shipped are compared with ``sequential`` on the tree
 first (``fmmloopy.Fmm``'s first-use verification); ``--no-verify-recipes`` skips that.
 
+Under ``mpiexec -n R`` (R > 1), or with ``--distributed``, the FMM runs over the ranks
+(``fmmloopy.DistributedFmm``): each rank draws its share of the points, and the report adds each
+rank's seconds (compute, communication, waiting), bytes sent and the balance (docs/scale-out.md).
+
 Exit status 1, with a message, when the error exceeds what the order is known to reach
 (:data:`EXPECTED_ERROR`): a wrong answer never ends with status 0.
 """
@@ -25,6 +29,7 @@ import numpy as np
 
 import fmmloopy
 from fmmloopy.base.distributions import sphere_surface
+from fmmloopy.cli.distributed import launched_ranks, print_rank_table, run_distributed
 from fmmloopy.cli.main import KERNEL_HELP, kernel_argument
 from fmmloopy.maths.operators import OPERATORS, get_operator
 from fmmloopy.maths.reference import direct_sum
@@ -171,9 +176,11 @@ def _rate(step: str, work: int | None, seconds: float) -> str:
 
 
 def print_report(report: dict) -> None:
+    ranks = report.get("ranks")
     print(f"{report['kernel']}: "
           f"{report['n']} charges on the unit sphere, order {report['order']}, "
-          f"n_crit {report['n_crit']}, device {report['device']}")
+          f"n_crit {report['n_crit']}, device {report['device']}"
+          + (f", {len(ranks)} MPI ranks" if ranks else ""))
     sizes = ", ".join(f"{name} {s['mean']:.1f}/{s['max']}"
                       for name, s in report["list_sizes"].items())
     print(f"tree: depth {report['depth']}, {report['nleaves']} leaves; list sizes mean/max: "
@@ -181,15 +188,19 @@ def print_report(report: dict) -> None:
     moved = report["w_x_moved_to_direct"]
     print(f"W/X entries summed directly (small boxes): {moved['w']} of W, {moved['x']} of X"
           + ("" if report["w_x_direct"] else " (--no-w-x-direct)"))
-    print("recipes: " + ", ".join(f"{op} {name}" for op, name in report["recipes"].items()))
+    if report["recipes"]:
+        print("recipes: " + ", ".join(f"{op} {name}" for op, name in report["recipes"].items()))
     print("setup: " + ", ".join(f"{k} {v:.3f} s" for k, v in report["setup_seconds"].items()))
     seconds = report["eval_seconds"]
     total = seconds["total"]
-    print(f"evaluation: {total:.3f} s")
+    print(f"evaluation: {total:.3f} s" + (" (wall time, slowest rank)" if ranks else ""))
     for step, value in seconds.items():
         if step != "total":
             print(f"  {step:14s} {value:8.4f} s  {100 * value / total:5.1f} %  "
                   f"{_rate(step, report['eval_work'].get(step), value)}")
+    if ranks:
+        print("per rank (an evaluation's seconds; the steps above: the slowest rank's):")
+        print_rank_table(ranks)
     print(f"relative L2 error against direct summation on {report['check_targets']} targets: "
           f"{report['rel_l2_error']:.2e}"
           + (f" (potential), {report['rel_l2_error_gradient']:.2e} (gradient)"
@@ -225,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gradient", action="store_true",
                         help="evaluate the gradient too and report its error")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--distributed", action="store_true",
+                        help="run fmmloopy.DistributedFmm over the MPI ranks (the default "
+                             "under mpiexec -n R with R > 1; each rank draws its share of the "
+                             "points; docs/scale-out.md)")
     args = parser.parse_args(argv)
     if args.n < 1 or args.check_targets < 1 or args.repeats < 1:
         parser.error("--n, --check-targets and --repeats must be at least 1")
@@ -238,10 +253,22 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
 
+    distributed = args.distributed or launched_ranks() > 1
+    if distributed and args.gradient:
+        parser.error("--gradient is not reported by a distributed run (docs/scale-out.md)")
     try:
-        report = run(args.n, args.order, args.n_crit, args.device, recipes,
-                     args.check_targets, args.repeats, args.seed, args.w_x_direct,
-                     args.verify_recipes, args.kernel, args.gradient)
+        if distributed:
+            report = run_distributed(
+                args.n, "sphere", order=args.order, n_crit=args.n_crit, device=args.device,
+                recipes=recipes, check_targets=args.check_targets, repeats=args.repeats,
+                seed=args.seed, kernel=args.kernel, w_x_direct=args.w_x_direct,
+                verify_recipes=args.verify_recipes)
+            if report is None:  # ranks other than 0: rank 0 reports
+                return 0
+        else:
+            report = run(args.n, args.order, args.n_crit, args.device, recipes,
+                         args.check_targets, args.repeats, args.seed, args.w_x_direct,
+                         args.verify_recipes, args.kernel, args.gradient)
     except RecipeError as exc:
         print(f"laplace_sphere.py: {exc}", file=sys.stderr)
         return 1

@@ -188,10 +188,12 @@ class DistributedFmm:
         self.setup_seconds["tree"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
-        lists = build_interaction_lists(skeleton)
+        #: The skeleton's interaction lists, and those evaluated (small W/X boxes in U).
+        self.lists = lists = build_interaction_lists(skeleton)
         expansion_points = Expansion(self.order).n_e
         if self._options["w_x_direct"]:
             lists = direct_where_cheaper(skeleton, lists, expansion_points)
+        self.evaluated_lists = lists
         weights = collectives.gather(speed)
         weights = np.ones(self.size) if weights[0] is None else np.array(weights, float)
         #: The rank owning each leaf (-1 for other boxes).
