@@ -5,14 +5,16 @@ dipole sources, gradients as ``fmmloopy.Fields``; ``kernel=``: ``"laplace"``,
 ``"yukawa:kappa=10"``, :func:`yukawa`, ``"helmholtz:k=3"`` or :func:`helmholtz` (complex
 charges and potentials), or a kernel of the user's own, :func:`user_kernel` or
 :class:`GreenKernel`); ``fmmloopy.evaluate`` does one evaluation; ``fmmloopy.recipe``
-registers a transform recipe (see ``docs/``).
+registers a transform recipe (see ``docs/``); ``fmmloopy.DistributedFmm`` is the same FMM over
+the ranks of an MPI job (``pip install "fmmloopy[mpi]"``, docs/scale-out.md).
 """
 
+from fmmloopy.api.distributed import DistributedFmm
 from fmmloopy.api.fmm import Fields, Fmm, evaluate
 from fmmloopy.maths.green import GreenKernel, helmholtz, user_kernel, yukawa
 from fmmloopy.tree.octree import root_box_side
 from fmmloopy.tuning.recipe import recipe
 
-__all__ = ["Fields", "Fmm", "GreenKernel", "evaluate", "helmholtz", "recipe", "root_box_side",
-           "user_kernel", "yukawa"]
+__all__ = ["DistributedFmm", "Fields", "Fmm", "GreenKernel", "evaluate", "helmholtz", "recipe",
+           "root_box_side", "user_kernel", "yukawa"]
 __version__ = "0.1.0"

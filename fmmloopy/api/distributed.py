@@ -115,9 +115,9 @@ class DistributedFmm:
         mpi = mpi_module()
         self.collectives = collectives = Collectives(mpi.COMM_WORLD if comm is None else comm)
         self.rank, self.size = collectives.rank, collectives.size
-        node = collectives.comm.Split_type(mpi.COMM_TYPE_SHARED)
-        self.node_rank, node_size = node.Get_rank(), node.Get_size()
-        node.Free()
+        #: The ranks on this rank's node (shared memory): they share the operator cache.
+        self._node = collectives.comm.Split_type(mpi.COMM_TYPE_SHARED)
+        self.node_rank, node_size = self._node.Get_rank(), self._node.Get_size()
         self.setup_seconds: dict[str, float] = {}
         clock = time.perf_counter()
         with collectives.agree("checking the inputs"):
@@ -170,10 +170,11 @@ class DistributedFmm:
         with collectives.agree("building the tree"):
             points = sort_distributed(sources, targets, max_depth, collectives)
             check_wave_range(self.kernel, 2 * points.half_width, self.order)
-            first = get_operators(self.kernel, self.order) \
+            first = self._node_first(
+                lambda: get_operators(self.kernel, self.order)
                 if self.kernel.homogeneity is not None else get_operators(
                     self.kernel, self.order,
-                    half_width=np.ldexp(points.half_width, -FIRST_EXPANSION_LEVEL))
+                    half_width=np.ldexp(points.half_width, -FIRST_EXPANSION_LEVEL)))
             # The model's constants from rank 0, so that every rank makes the same choices.
             kind = "gpu" if self.device.type & cl.device_type.GPU else "cpu"
             flops_per_pair, far_field = collectives.gather(
@@ -223,6 +224,20 @@ class DistributedFmm:
                               levels, leaf, lists)
             self.setup_seconds["local"] = time.perf_counter() - clock
         self._plan_multipoles()
+
+    def _node_first(self, compute):
+        """``compute()`` (precomputed operators) on the node's first rank, then on the others,
+        which then find it in the operator cache on disk instead of computing it again."""
+        result, error = None, None
+        if self.node_rank == 0:
+            try:
+                result = compute()
+            except Exception as exc:  # noqa: BLE001 - raised after the others may go on
+                error = exc
+        self.collectives.sleeping_barrier(self._node)
+        if error is not None:
+            raise error
+        return result if self.node_rank == 0 else compute()
 
     def _working_coordinates(self, sources, targets):
         """The points shifted and scaled as one process would (global bounds)."""
@@ -293,8 +308,8 @@ class DistributedFmm:
         """This rank's tree over its essential boxes, with its own and its ghost sources, its
         lists and its plan (nothing where it owns no leaf)."""
         essential = self.essential
-        self.operators = level_operators(self.kernel, self.order,
-                                         self.skeleton.level_half_widths)
+        self.operators = self._node_first(lambda: level_operators(
+            self.kernel, self.order, self.skeleton.level_half_widths))
         if not essential.owned_leaves.any():
             self._local_ids = np.full(self.skeleton.nboxes, -1, dtype=np.int32)
             return

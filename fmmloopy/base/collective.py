@@ -91,6 +91,13 @@ class Collectives:
         unique, first = np.unique(columns[0], return_index=True)
         return (unique, *(column[first] for column in columns[1:]))
 
+    def sleeping_barrier(self, comm=None, interval: float = 0.005) -> None:
+        """A barrier over ``comm`` (default: all ranks) that waits asleep, not polling: ranks
+        waiting while another computes (on the same node) leave it the cores."""
+        request = (self.comm if comm is None else comm).Ibarrier()
+        while not request.Test():
+            time.sleep(interval)
+
     # -- all-to-all ------------------------------------------------------------------------
     def exchange(self, rows: np.ndarray, counts: np.ndarray, phase: str = "exchange"
                  ) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,48 @@
+"""The distributed tests run under ``mpiexec -n R`` (every rank runs the same tests) and in the
+plain test run (R = 1); ``tests/test_mpi_ranks.py`` starts them under 2, 3 and 4 ranks.
+
+Every assertion is made on every rank about a value all ranks share (:func:`check`), so a
+failure fails every rank at the same test and no rank waits in a collective for one that moved
+on; each rank keeps its pytest files in a folder of its own.
+"""
+
+import os
+import tempfile
+
+import pytest
+
+from fmmloopy.cli.distributed import launched_ranks
+
+
+def pytest_configure(config):
+    if launched_ranks() > 1 and not config.option.basetemp:
+        from mpi4py import MPI
+
+        config.option.basetemp = os.path.join(
+            tempfile.gettempdir(), f"fmmloopy-mpi-tests-{os.getppid()}-rank{MPI.COMM_WORLD.rank}")
+
+
+@pytest.fixture(scope="session")
+def comm():
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD
+
+
+@pytest.fixture(scope="session", autouse=True)
+def operator_cache_in_a_temporary_directory(tmp_path_factory, comm):
+    """One throw-away operator cache for all ranks (rank 0's folder): a node's first rank
+    precomputes, the others load (DistributedFmm), as with a user's cache."""
+    from fmmloopy.execution.cache_files import CACHE_ENV
+    from fmmloopy.execution.precomputed import forget_operators
+
+    previous = os.environ.get(CACHE_ENV)
+    folder = str(tmp_path_factory.mktemp("fmmloopy-cache")) if comm.Get_rank() == 0 else None
+    os.environ[CACHE_ENV] = comm.bcast(folder, root=0)
+    forget_operators()
+    yield
+    if previous is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = previous
+    forget_operators()

@@ -1,0 +1,188 @@
+"""DistributedFmm against the single-process Fmm on the same points (docs/scale-out.md).
+
+Every rank draws the same global problem (the test may hold it all; the FMM does not), passes
+its random share, and compares its own results with the single-process FMM's at its own
+targets. The bound, 1e-12 relative to the largest value, is the issue's: the two sum the same
+terms in a different order (partial multipoles added over ranks, points of one leaf in another
+order), which moves a result by a few units in the last place (measured: 2e-16 to 5e-16).
+"""
+
+import time
+
+import numpy as np
+import pytest
+
+import fmmloopy
+from fmmloopy.api.distributed import DistributedFmm
+from fmmloopy.base.distributions import DISTRIBUTIONS
+
+#: Relative to the largest value of a result (module docstring).
+EQUAL = 1e-12
+
+
+def check(comm, ok: bool, message: str) -> None:
+    """Assert ``ok`` on every rank, naming each rank where it failed."""
+    failures = [f"rank {rank}: {text}" for rank, (good, text) in
+                enumerate(comm.allgather((bool(ok), message))) if not good]
+    assert not failures, "; ".join(failures)
+
+
+def shares(comm, n: int, rng: np.random.Generator, empty_rank: int | None = None) -> np.ndarray:
+    """This rank's indices of a random split of ``n`` items (none on ``empty_rank``)."""
+    size = comm.Get_size()
+    owner = rng.integers(0, size, n)
+    if empty_rank is not None and size > 1:
+        owner[owner == empty_rank] = (empty_rank + 1) % size
+    return np.flatnonzero(owner == comm.Get_rank())
+
+
+def single_process(comm, *args, call=None, **options):
+    """The single-process FMM's result on rank 0, sent to every rank."""
+    result = None
+    if comm.Get_rank() == 0:
+        result = call(fmmloopy.Fmm(*args, **options))
+    request = comm.Ibarrier()  # the others wait asleep: rank 0 gets the cores
+    while not request.Test():
+        time.sleep(0.005)
+    return comm.bcast(result, root=0)
+
+
+def relative_difference(got: np.ndarray, expected: np.ndarray, scale: float) -> float:
+    return float(np.abs(got - expected).max() / scale) if got.size else 0.0
+
+
+@pytest.mark.parametrize("distribution, separate_targets, n_crit, empty_rank", [
+    ("sphere", False, 64, None),
+    ("cube", False, "auto", 0),
+    ("plummer", False, 40, None),
+    ("sphere", True, 64, 1),
+    ("plummer", True, "auto", None),
+])
+def test_equals_the_single_process_fmm(comm, distribution, separate_targets, n_crit,
+                                       empty_rank):
+    rng = np.random.default_rng(7)
+    n = 6000
+    sources = DISTRIBUTIONS[distribution](n, rng)
+    charges = rng.uniform(-1, 1, n)
+    targets = rng.uniform(-1.2, 1.2, (2500, 3)) if separate_targets else None
+    mine = shares(comm, n, rng, empty_rank)
+    my_targets = mine if targets is None else shares(comm, len(targets), rng, empty_rank)
+    fmm = DistributedFmm(sources[mine], None if targets is None else targets[my_targets],
+                         order=5, n_crit=n_crit)
+    got = fmm(charges[mine])
+    expected = single_process(comm, sources, targets, order=5, n_crit=n_crit,
+                              call=lambda f: (f(charges), f.n_crit, f.tree.nboxes))
+    potential, chosen, nboxes = expected
+    check(comm, fmm.n_crit == chosen and fmm.skeleton.nboxes == nboxes,
+          f"tree n_crit {fmm.n_crit}, {fmm.skeleton.nboxes} boxes; one process: {chosen}, "
+          f"{nboxes}")
+    scale = np.abs(potential).max()
+    difference = relative_difference(got, potential[my_targets], scale)
+    check(comm, got.shape == (len(my_targets),) and difference <= EQUAL,
+          f"shape {got.shape}, difference {difference:.3g}")
+
+
+def test_dipoles_and_gradients_equal_the_single_process_fmm(comm):
+    rng = np.random.default_rng(3)
+    n = 4000
+    sources = DISTRIBUTIONS["cube"](n, rng)
+    charges, dipoles = rng.uniform(-1, 1, n), rng.uniform(-1, 1, (n, 3))
+    mine = shares(comm, n, rng)
+    fmm = DistributedFmm(sources[mine], order=4, n_crit=50)
+    got = fmm(charges[mine], dipoles=dipoles[mine], gradient=True)
+    potential, gradient = single_process(
+        comm, sources, order=4, n_crit=50,
+        call=lambda f: tuple(f(charges, dipoles=dipoles, gradient=True)))
+    differences = (relative_difference(got.potential, potential[mine], np.abs(potential).max()),
+                   relative_difference(got.gradient, gradient[mine], np.abs(gradient).max()))
+    check(comm, max(differences) <= EQUAL, f"potential, gradient differ by {differences}")
+
+
+@pytest.mark.parametrize("kernel", ["yukawa:kappa=3", "helmholtz:k=2"])
+def test_other_kernels_equal_the_single_process_fmm(comm, kernel):
+    """A kernel without homogeneity (operators per level) and a complex one."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    sources = DISTRIBUTIONS["sphere"](n, rng)
+    charges = rng.uniform(-1, 1, n) + (1j * rng.uniform(-1, 1, n) if "helm" in kernel else 0)
+    mine = shares(comm, n, rng)
+    fmm = DistributedFmm(sources[mine], kernel=kernel, order=4, n_crit=60)
+    got = fmm(charges[mine])
+    potential = single_process(comm, sources, kernel=kernel, order=4, n_crit=60,
+                               call=lambda f: f(charges))
+    difference = relative_difference(got, potential[mine], np.abs(potential).max())
+    check(comm, got.dtype == potential.dtype and difference <= EQUAL,
+          f"{got.dtype}, difference {difference:.3g}")
+
+
+def test_far_offset_points_equal_the_single_process_fmm(comm):
+    """A large offset and a tiny scale: the working coordinates come from the global bounds."""
+    rng = np.random.default_rng(11)
+    n = 3000
+    sources = 1e6 + 1e-9 * DISTRIBUTIONS["cube"](n, rng)
+    charges = rng.uniform(-1, 1, n)
+    mine = shares(comm, n, rng)
+    fmm = DistributedFmm(sources[mine], order=4, n_crit=60)
+    got = fmm(charges[mine])
+    potential = single_process(comm, sources, order=4, n_crit=60, call=lambda f: f(charges))
+    difference = relative_difference(got, potential[mine], np.abs(potential).max())
+    check(comm, difference <= EQUAL and np.any(fmm.coordinate_origin != 0),
+          f"difference {difference:.3g}, origin {fmm.coordinate_origin}")
+
+
+def test_more_ranks_than_leaves_and_no_points(comm):
+    """Ranks may own no leaf; no rank with points at all gives zeros."""
+    rng = np.random.default_rng(2)
+    sources = rng.random((12, 3))
+    charges = rng.uniform(-1, 1, 12)
+    mine = shares(comm, 12, rng)
+    got = DistributedFmm(sources[mine], order=3, n_crit=4)(charges[mine])
+    potential = single_process(comm, sources, order=3, n_crit=4, call=lambda f: f(charges))
+    difference = relative_difference(got, potential[mine], np.abs(potential).max())
+    nothing = DistributedFmm(np.zeros((0, 3)), order=3)(np.zeros(0))
+    check(comm, difference <= EQUAL and nothing.shape == (0,),
+          f"difference {difference:.3g}, no points: {nothing.shape}")
+
+
+def test_bad_points_on_one_rank_raise_on_every_rank(comm):
+    rng = np.random.default_rng(1)
+    last = comm.Get_size() - 1
+    sources = rng.random((100, 3))
+    if comm.Get_rank() == last:
+        sources[7, 1] = np.nan
+    with pytest.raises(ValueError) as info:
+        DistributedFmm(sources, order=3)
+    message = str(info.value)
+    own = comm.Get_rank() == last
+    check(comm, "NaN" in message or "finite" in message if own else f"rank {last}" in message,
+          message)
+
+
+def test_options_must_agree_over_ranks(comm):
+    rng = np.random.default_rng(1)
+    size, rank = comm.Get_size(), comm.Get_rank()
+    order = 5 if rank == size - 1 else 4
+    if size == 1:  # one rank always agrees with itself
+        fmm = DistributedFmm(rng.random((50, 3)), order=order)
+        check(comm, fmm.order == order, "one rank")
+        return
+    with pytest.raises(ValueError) as info:
+        DistributedFmm(rng.random((50, 3)), order=order)
+    check(comm, "order must be the same on every rank" in str(info.value), str(info.value))
+
+
+def test_bad_charges_on_one_rank_raise_on_every_rank_and_the_fmm_goes_on(comm):
+    rng = np.random.default_rng(4)
+    sources = rng.random((400, 3))
+    fmm = DistributedFmm(sources, order=3, n_crit=40)
+    last = comm.Get_size() - 1
+    charges = np.ones(400)
+    bad = charges.copy()
+    if comm.Get_rank() == last:
+        bad = np.ones(399)  # wrong length on one rank
+    with pytest.raises(ValueError) as info:
+        fmm(bad)
+    first = fmm(charges)
+    again = fmm(charges)
+    check(comm, np.array_equal(first, again) and first.shape == (400,),
+          f"after the error: {info.value}")
