@@ -56,6 +56,7 @@ from fmmloopy.base.validation import (
 )
 from fmmloopy.driver.builder import RankBoxes
 from fmmloopy.execution.precomputed import get_operators, level_operators
+from fmmloopy.execution.rows import add_rows, gather_rows
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel, check_wave_range, get_kernel
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
@@ -422,18 +423,18 @@ class DistributedFmm:
         """Between the passes: send this rank's partial multipoles of the boxes others read
         and add theirs into the boxes this rank reads."""
         clock = time.perf_counter()
-        if plan is None:
-            width = self.operators.expansion.n_e
-            multipoles = np.zeros((0, width), self.kernel.value_dtype())
-        else:
-            multipoles = plan.buffers["multipole"].get(queue=plan.queue)
-        zero = np.zeros((1, multipoles.shape[1]), multipoles.dtype)
-        padded = np.concatenate([multipoles, zero])  # index -1: a box this rank does not have
-        received, _ = self.collectives.exchange(padded[self._multipoles_sent],
-                                                self._multipole_send_counts, "multipoles")
+        sent = self._multipoles_sent
+        present = sent >= 0  # -1: a box this rank does not have (its part is zero)
+        rows = np.zeros((len(sent), self.operators.expansion.n_e), self.kernel.value_dtype())
+        if plan is not None:
+            rows[present] = gather_rows(plan.queue, plan.buffers["multipole"], sent[present])
+        received, _ = self.collectives.exchange(rows, self._multipole_send_counts,
+                                                "multipoles")
         if plan is not None and len(received):
-            np.add.at(multipoles, self._multipoles_received, received)
-            plan.buffers["multipole"].set(multipoles, queue=plan.queue)
+            boxes, where = np.unique(self._multipoles_received, return_inverse=True)
+            sums = np.zeros((len(boxes), received.shape[1]), received.dtype)
+            np.add.at(sums, where, received)
+            add_rows(plan.queue, plan.buffers["multipole"], boxes, sums)
         return {"multipole exchange": time.perf_counter() - clock}
 
     def _record_seconds(self, total: float, compute: float) -> None:
