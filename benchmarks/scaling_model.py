@@ -52,10 +52,11 @@ import numpy as np
 
 from fmmloopy.base.distributions import DISTRIBUTIONS
 from fmmloopy.execution.precomputed import get_operators
+from fmmloopy.maths.geometry import M2L_CLASSES, NTRANSFER_VECTORS, transfer_class
 from fmmloopy.maths.green import get_kernel
 from fmmloopy.maths.surfaces import surface_size
 from fmmloopy.tree.cost import PAIR_FLOPS, choose_n_crit
-from fmmloopy.tree.csr import list_rows
+from fmmloopy.tree.csr import list_rows, select_rows
 from fmmloopy.tree.direct_lists import direct_where_cheaper
 from fmmloopy.tree.lists import InteractionLists, build_interaction_lists
 from fmmloopy.tree.octree import Tree, build_tree_from, sort_points
@@ -114,27 +115,32 @@ class FarField:
     order: int
     n_e: int
     per_entry: float  # one compressed M2L core (the mix of an interior box's V list)
-    up: float  # per box with sources: upward check-to-equivalent, M2M, the M2L compressions
-    down: float  # per box with targets: downward check-to-equivalent, L2L, the M2L expansions
-    compress: float  # the compressions of one multipole
+    up: float  # per box with sources: upward check-to-equivalent and M2M
+    down: float  # per box with targets: downward check-to-equivalent and L2L
+    class_flops: np.ndarray  # per transfer-vector class: one compression (or expansion)
+    class_of: np.ndarray  # the class of each transfer vector
 
     @classmethod
     def of(cls, order: int) -> FarField:
         """From the Laplace operators of ``order`` (their ranks; cached on disk)."""
         operators = get_operators(get_kernel("laplace").base, order)
         ranks, n_e = operators.ranks(), surface_size(order)
-        compress = 2.0 * n_e * sum(k for name, k in ranks.items() if name.startswith("m2l_"))
-        per_entry, per_box = operators.far_field_flops()
-        up = 4.0 * n_e * ranks["uc2e"] + 2.0 * n_e ** 2 + compress
-        down = 4.0 * n_e * ranks["dc2e"] + 2.0 * n_e ** 2 + compress
-        if not math.isclose(up + down, per_box):
-            raise RuntimeError(f"per-box flops {up} + {down} differ from {per_box}")
-        return cls(order, n_e, per_entry, up, down, compress)
+        class_flops = np.array([2.0 * n_e * ranks[f"m2l_{name}"] for name in M2L_CLASSES])
+        class_of = np.zeros(NTRANSFER_VECTORS, dtype=np.int64)
+        for index, name in enumerate(M2L_CLASSES):
+            class_of[transfer_class(name)] = index
+        up = 4.0 * n_e * ranks["uc2e"] + 2.0 * n_e ** 2
+        down = 4.0 * n_e * ranks["dc2e"] + 2.0 * n_e ** 2
+        far = cls(order, n_e, operators.far_field_flops()[0], up, down, class_flops, class_of)
+        if not math.isclose(far.flops[1], operators.far_field_flops()[1]):
+            raise RuntimeError(f"per-box flops {far.flops} differ from the operators'")
+        return far
 
     @property
     def flops(self) -> tuple[float, float]:
-        """``(per V entry, per box)`` as :mod:`fmmloopy.tree.cost` takes them."""
-        return self.per_entry, self.up + self.down
+        """``(per V entry, per box)`` as :mod:`fmmloopy.tree.cost` takes them: every box with
+        every class's compression and expansion."""
+        return self.per_entry, self.up + self.down + 2.0 * self.class_flops.sum()
 
 
 @dataclass(frozen=True)
@@ -143,20 +149,17 @@ class BoxWork:
 
     near: np.ndarray  # leaves: P2P with the sources of their U rows
     leaf: np.ndarray  # leaves: P2M, L2P and M2P
-    m2l: np.ndarray  # every box: the compressed M2L of its V row
-    down: np.ndarray  # boxes with targets: L2L, downward check-to-equivalent, expansions, P2L
-    up: np.ndarray  # boxes with sources: M2M, upward check-to-equivalent, compressions
-    compress: float  # compressing one multipole received from other ranks
-
-    @property
-    def total(self) -> float:
-        """The one-rank time: every box's work."""
-        return float(sum(part.sum() for part in (self.near, self.leaf, self.m2l, self.down,
-                                                 self.up)))
+    m2l: np.ndarray  # every box: the compressed M2L cores of its V row
+    down: np.ndarray  # boxes with targets: L2L, downward check-to-equivalent, P2L
+    up: np.ndarray  # boxes with sources: M2M, upward check-to-equivalent
+    per_class: np.ndarray  # one M2L compression or expansion of a box, per class
+    class_of: np.ndarray  # the class of each transfer vector
 
 
 def box_work(tree: Tree, lists: InteractionLists, far: FarField, rates: Rates) -> BoxWork:
-    """Each box's work (the counts of :func:`fmmloopy.tree.partition.leaf_costs`) in seconds."""
+    """Each box's work (the counts of :func:`fmmloopy.tree.partition.leaf_costs`) in seconds.
+    The M2L's compressions and expansions are counted per (box, class) pair a rank uses
+    (:func:`v_pairs`), as the FMM runs them."""
     sources = tree.box_source_counts.astype(np.float64)
     targets = tree.box_target_counts.astype(np.float64)
 
@@ -172,7 +175,23 @@ def box_work(tree: Tree, lists: InteractionLists, far: FarField, rates: Rates) -
         down=(np.where(targets > 0, far.down, 0.0) / rates.matvec
               + far.n_e * row_sums("x", sources) / rates.expansion),
         up=np.where(sources > 0, far.up, 0.0) / rates.matvec,
-        compress=far.compress / rates.matvec)
+        per_class=far.class_flops / rates.matvec, class_of=far.class_of)
+
+
+def v_pairs(lists: InteractionLists, boxes: np.ndarray, class_of: np.ndarray
+            ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The distinct (source box, class) and (target box, class) pairs of the V rows of
+    ``boxes``: the compressions and expansions of the M2L of those boxes."""
+    starts, entries, transfer = select_rows(lists.v_starts, lists.v_lists, boxes,
+                                            lists.v_transfer)
+    classes = class_of[transfer]
+    nclasses = len(M2L_CLASSES)
+    rows = np.repeat(np.asarray(boxes, dtype=np.int64), np.diff(starts))
+    pairs = []
+    for owner in (entries.astype(np.int64), rows):
+        codes = np.unique(owner * nclasses + classes)
+        pairs.append((codes // nclasses, codes % nclasses))
+    return pairs[0], pairs[1]
 
 
 @dataclass
@@ -188,6 +207,7 @@ class Problem:
     costs: np.ndarray  # leaf_costs: what the partition balances
     lists_seconds: float  # building the lists, which every rank does for the whole skeleton
     skeleton_bytes: int  # the boxes' arrays and the evaluated lists, held by every rank
+    serial: float = 0.0  # the one-rank time of the evaluation
 
     @property
     def nleaves(self) -> int:
@@ -217,8 +237,10 @@ def build_problem(distribution: str, n: int, n_crit: int | str, far: FarField,
     lists_seconds = time.perf_counter() - clock
     costs = leaf_costs(tree, lists, far.n_e, PAIR_FLOPS["cpu"], far.flops)
     work = box_work(tree, lists, far, RATES[distribution])
-    return Problem(distribution, n, int(n_crit), tree, lists, work, costs, lists_seconds,
-                   skeleton_bytes(tree, lists))
+    problem = Problem(distribution, n, int(n_crit), tree, lists, work, costs, lists_seconds,
+                      skeleton_bytes(tree, lists))
+    problem.serial = float(partition(problem, 1).compute[0])
+    return problem
 
 
 @dataclass(frozen=True)
@@ -229,10 +251,12 @@ class Partition:
     leaves: np.ndarray
     points: np.ndarray  # sources owned (the targets are the sources)
     near: np.ndarray  # P2P seconds
-    m2l: np.ndarray  # M2L seconds
+    m2l: np.ndarray  # M2L cores' seconds
     other: np.ndarray  # other translations and point-surface evaluations, seconds
     repeated_m2l: np.ndarray  # the parts of m2l and other on boxes other ranks compute too
     repeated_other: np.ndarray
+    compress_boundary: np.ndarray  # compressing the remote multipoles for the M2L, seconds
+    compress_coarse: np.ndarray
     ghosts: np.ndarray  # ghost sources received
     ghosts_sent: np.ndarray
     ghost_partners: np.ndarray  # the larger of the ranks sent to and received from
@@ -250,9 +274,14 @@ class Partition:
         return len(self.leaves)
 
     @property
+    def compress(self) -> np.ndarray:
+        """Seconds per rank compressing remote multipoles."""
+        return self.compress_boundary + self.compress_coarse
+
+    @property
     def compute(self) -> np.ndarray:
         """Seconds of compute per rank."""
-        return self.near + self.m2l + self.other
+        return self.near + self.m2l + self.other + self.compress
 
     @property
     def repeated(self) -> np.ndarray:
@@ -272,6 +301,27 @@ def _partners(matrix: np.ndarray) -> np.ndarray:
     return np.maximum(np.count_nonzero(matrix, axis=1), np.count_nonzero(matrix, axis=0))
 
 
+def _rank_compute(work: BoxWork, lists: InteractionLists, owned: np.ndarray, up: np.ndarray,
+                  down: np.ndarray, shared: np.ndarray, remote: np.ndarray) -> dict:
+    """One rank's compute seconds by part. ``shared``: boxes other ranks compute too (over
+    all boxes); ``remote``: 0 for the boxes it forms, 1 for remote multipoles formed by one
+    other rank, 2 for those formed by several."""
+    (sources, source_classes), (targets, target_classes) = v_pairs(lists, down, work.class_of)
+    compress = work.per_class[source_classes]
+    expand = work.per_class[target_classes]
+    kind = remote[sources]
+    shared_down, shared_up = down[shared[down]], up[shared[up]]
+    return {
+        "near": work.near[owned].sum(), "m2l": work.m2l[down].sum(),
+        "other": (work.leaf[owned].sum() + work.down[down].sum() + work.up[up].sum()
+                  + expand.sum() + compress[kind == 0].sum()),
+        "repeated_m2l": work.m2l[shared_down].sum(),
+        "repeated_other": (work.down[shared_down].sum() + work.up[shared_up].sum()
+                           + expand[shared[targets]].sum()),
+        "compress_boundary": compress[kind == 1].sum(),
+        "compress_coarse": compress[kind == 2].sum()}
+
+
 def partition(problem: Problem, nranks: int) -> Partition:
     """Every rank's share under the partition of ``problem``'s leaves over ``nranks`` equal
     ranks (:func:`partition_leaves`), from the ranks' essential sets."""
@@ -284,33 +334,30 @@ def partition(problem: Problem, nranks: int) -> Partition:
         sets.append(tuple(np.flatnonzero(mask) for mask in (
             essential.owned_leaves, essential.upward, essential.downward,
             essential.ghost_leaves, essential.multipoles)))
-    up_count = np.bincount(np.concatenate([s[1] for s in sets]), minlength=tree.nboxes)
-    down_count = np.bincount(np.concatenate([s[2] for s in sets]), minlength=tree.nboxes)
+    up_shared = np.bincount(np.concatenate([s[1] for s in sets]), minlength=tree.nboxes) > 1
+    down_shared = np.bincount(np.concatenate([s[2] for s in sets]), minlength=tree.nboxes) > 1
     sources = tree.box_source_counts.astype(np.float64)
     ghost_matrix, boundary, coarse = (np.zeros((nranks, nranks)) for _ in range(3))
-    row = {name: np.zeros(nranks) for name in (
-        "leaves", "points", "near", "m2l", "other", "repeated_m2l", "repeated_other",
-        "remote_boundary", "remote_coarse")}
+    columns: dict[str, np.ndarray] = {}
+    remote = np.zeros(tree.nboxes, dtype=np.int8)
     for rank, (owned, up, down, ghost, boxes) in enumerate(sets):
         start, stop = first[boxes], last[boxes]
-        remote = (start >= 0) & ~((start == rank) & (stop == rank))
-        single, several = remote & (start == stop), remote & (start < stop)
-        shared_down, shared_up = down[down_count[down] > 1], up[up_count[up] > 1]
-        row["leaves"][rank], row["points"][rank] = len(owned), sources[owned].sum()
-        row["near"][rank] = work.near[owned].sum()
-        row["m2l"][rank] = work.m2l[down].sum()
-        row["other"][rank] = (work.leaf[owned].sum() + work.down[down].sum()
-                              + work.up[up].sum() + work.compress * remote.sum())
-        row["repeated_m2l"][rank] = work.m2l[shared_down].sum()
-        row["repeated_other"][rank] = work.down[shared_down].sum() + work.up[shared_up].sum()
-        row["remote_boundary"][rank], row["remote_coarse"][rank] = single.sum(), several.sum()
+        is_remote = (start >= 0) & ~((start == rank) & (stop == rank))
+        single, several = is_remote & (start == stop), is_remote & (start < stop)
+        remote[boxes[single]], remote[boxes[several]] = 1, 2
+        row = _rank_compute(work, lists, owned, up, down, up_shared | down_shared, remote)
+        remote[boxes] = 0
+        row |= {"leaves": len(owned), "points": sources[owned].sum(),
+                "remote_boundary": single.sum(), "remote_coarse": several.sum()}
+        for name, value in row.items():
+            columns.setdefault(name, np.zeros(nranks))[rank] = value
         ghost_matrix[rank] = np.bincount(owners[ghost], weights=sources[ghost],
                                          minlength=nranks)
         boundary[rank] = _range_counts(start[single], stop[single], nranks)
         coarse[rank] = _range_counts(start[several], stop[several], nranks)
         boundary[rank, rank] = coarse[rank, rank] = 0.0
     return Partition(
-        **row, ghosts=ghost_matrix.sum(axis=1), ghosts_sent=ghost_matrix.sum(axis=0),
+        **columns, ghosts=ghost_matrix.sum(axis=1), ghosts_sent=ghost_matrix.sum(axis=0),
         ghost_partners=_partners(ghost_matrix),
         parts_boundary=boundary.sum(axis=1), parts_coarse=coarse.sum(axis=1),
         sent_boundary=boundary.sum(axis=0), sent_coarse=coarse.sum(axis=0),
@@ -361,7 +408,8 @@ def summarise(part: Partition, times: Times, serial: float) -> dict:
         "points_max": float(part.points.max()),
         "compute_max_s": float(times.compute.max()), "compute_mean_s": float(times.compute.mean()),
         "near_s": float(part.near[slowest]), "m2l_s": float(part.m2l[slowest]),
-        "other_s": float(part.other[slowest]), "repeated_max_s": float(part.repeated.max()),
+        "other_s": float(part.other[slowest]), "compress_s": float(part.compress[slowest]),
+        "repeated_max_s": float(part.repeated.max()),
         "comm_max_s": float(times.communication.max()),
         "ghost_comm_s": float(times.ghosts.max()),
         "multipole_comm_s": float(times.multipoles.max()),
@@ -397,7 +445,7 @@ def strong_study(distribution: str, n: int, ranks: list[int], n_crit, far: FarFi
                  network: Network) -> list[dict]:
     """Rows of the strong-scaling table of ``n`` points, R from ``ranks``."""
     problem = build_problem(distribution, n, n_crit, far)
-    tree, serial = problem.tree, problem.work.total
+    tree, serial = problem.tree, problem.serial
     base = {"study": "strong", "distribution": distribution, "n_points": n,
             "n_crit": problem.n_crit, "source": "real tree", "t1_s": serial}
     rows = [base | {"ranks": 1, "efficiency": 1.0, "t_max_s": serial,
@@ -454,7 +502,7 @@ def weak_series(distribution: str, grain: float, ranks: list[int], max_points: f
         if problem.nleaves / nranks < MIN_LEAVES:
             continue
         log(f"  R={nranks}")
-        series[nranks] = Measured(n, partition(problem, nranks), problem.work.total,
+        series[nranks] = Measured(n, partition(problem, nranks), problem.serial,
                                   problem.tree.nboxes, problem.tree.nlevels,
                                   problem.skeleton_bytes, problem.lists_seconds)
     return series
@@ -467,8 +515,9 @@ def extrapolate(part: Partition, scale: float, p: float, levels_ratio: float) ->
     Laws: a rank's own work grows as its points (``scale``; the serial time of a tree refined
     ``k`` more levels grows as its points); what lies at its boundary (ghost sources, remote
     multipoles formed by one other rank, their messages) as ``scale ** p`` (surface to
-    volume); what belongs to the coarse levels (the work repeated on boxes other ranks compute
-    too, remote multipoles formed by several ranks, their messages) as the number of levels
+    volume), and so does compressing those multipoles for the M2L; what belongs to the
+    coarse levels (the work repeated on boxes other ranks compute too, remote multipoles
+    formed by several ranks, their messages and compressions) as the number of levels
     (``levels_ratio``); the partners do not change (each rank covers the same region).
     """
     surface = scale ** p
@@ -480,6 +529,8 @@ def extrapolate(part: Partition, scale: float, p: float, levels_ratio: float) ->
         part, leaves=part.leaves * scale, points=part.points * scale,
         near=part.near * scale, m2l=mixed(part.m2l, part.repeated_m2l),
         other=mixed(part.other, part.repeated_other),
+        compress_boundary=part.compress_boundary * surface,
+        compress_coarse=part.compress_coarse * levels_ratio,
         repeated_m2l=part.repeated_m2l * levels_ratio,
         repeated_other=part.repeated_other * levels_ratio,
         ghosts=part.ghosts * surface, ghosts_sent=part.ghosts_sent * surface,

@@ -6,6 +6,7 @@ count of ranks, with ranks that own no leaf and ranks given no points.
 cores are shared by the ranks), and a hung rank fails the test at the timeout.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -40,3 +41,29 @@ def test_the_distributed_tests_pass_under_mpiexec(ranks):
     summaries = [line for line in result.stdout.splitlines() if " passed" in line]
     assert len(summaries) == ranks and all("failed" not in line for line in summaries), \
         output[-3000:]
+
+
+def test_the_example_and_the_cli_run_distributed():
+    """``mpiexec -n 2 examples/laplace_sphere.py`` reports both ranks and an error within the
+    example's own bound (it exits 1 past it); ``mpiexec -n 3 fmmloopy distributed`` prints
+    the per-rank table for three ranks."""
+    environment = dict(os.environ, POCL_MAX_PTHREAD_COUNT="1")
+    environment.pop("PYTHONUNBUFFERED", None)
+    example = subprocess.run(
+        [mpiexec(), "-n", "2", sys.executable, str(ROOT / "examples" / "laplace_sphere.py"),
+         "--n", "4000", "--order", "4", "--json", "--repeats", "1"],
+        capture_output=True, text=True, timeout=TIMEOUT, env=environment, cwd=ROOT)
+    assert example.returncode == 0, example.stdout[-3000:] + example.stderr[-3000:]
+    report = json.loads(example.stdout)
+    assert [entry["rank"] for entry in report["ranks"]] == [0, 1]
+    assert sum(entry["owned sources"] for entry in report["ranks"]) == 4000
+    assert report["rel_l2_error"] < 1e-3
+    fmmloopy = shutil.which("fmmloopy", path=str(Path(sys.executable).parent))
+    cli = subprocess.run(
+        [mpiexec(), "-n", "3", fmmloopy, "distributed", "--n", "3000", "--order", "4",
+         "--distribution", "plummer", "--repeats", "1"],
+        capture_output=True, text=True, timeout=TIMEOUT, env=environment, cwd=ROOT)
+    assert cli.returncode == 0, cli.stdout[-3000:] + cli.stderr[-3000:]
+    table = cli.stdout.split("MB sent", 1)[1].splitlines()[1:4]
+    assert [int(line.split()[0]) for line in table] == [0, 1, 2], cli.stdout
+    assert "relative L2 error" in cli.stdout

@@ -43,7 +43,7 @@ from fmmloopy.api.fmm import (
     working_strengths,
 )
 from fmmloopy.base.collective import Collectives, mpi_module
-from fmmloopy.base.devices import device_for_rank, share_cpu
+from fmmloopy.base.devices import context_for, device_for_rank, share_cpu
 from fmmloopy.base.validation import (
     as_float64_points,
     check_point_array,
@@ -56,6 +56,7 @@ from fmmloopy.base.validation import (
 )
 from fmmloopy.driver.builder import RankBoxes
 from fmmloopy.execution.precomputed import get_operators, level_operators
+from fmmloopy.execution.roofline import measure_peaks
 from fmmloopy.execution.rows import add_rows, gather_rows
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel, check_wave_range, get_kernel
@@ -78,7 +79,10 @@ from fmmloopy.tree.partition import (
     partition_leaves,
 )
 
-__all__ = ["DistributedFmm"]
+__all__ = ["MEASURE", "DistributedFmm"]
+
+#: ``speed=MEASURE``: each rank's share follows its device's measured float64 peak.
+MEASURE = "measure"
 
 
 @dataclass
@@ -101,8 +105,9 @@ class DistributedFmm:
     Options are those of :class:`~fmmloopy.api.fmm.Fmm` and must be equal on every rank;
     ``device`` (default: GPU ``i`` for the ``i``-th rank of a node where the node has one,
     else a share of the CPU device's cores) may differ. ``speed``: this rank's relative
-    speed (any positive number; None on every rank: equal shares), which weighs its part of
-    the work.
+    speed (any positive number, or ``"measure"``: its device's measured float64 peak; None
+    on every rank: equal shares), which weighs its part of the work, so that a GPU rank
+    beside CPU ranks takes a larger share.
 
     Bad input on any rank raises on every rank (the same error type, naming the rank).
     """
@@ -130,16 +135,23 @@ class DistributedFmm:
             memory_limit = validate_memory_limit(memory_limit)
             w_x_direct = validate_flag(w_x_direct, "w_x_direct")
             verify_recipes = validate_flag(verify_recipes, "verify_recipes")
-            if speed is not None and not (isinstance(speed, (int, float, np.floating))
-                                          and not isinstance(speed, bool)
-                                          and np.isfinite(speed) and speed > 0):
-                raise ValueError(f"speed must be a positive number or None, got {speed!r}")
+            if speed is not None and speed != MEASURE and not (
+                    isinstance(speed, (int, float, np.floating)) and not isinstance(speed, bool)
+                    and np.isfinite(speed) and speed > 0):
+                raise ValueError(f"speed must be a positive number, {MEASURE!r} or None, got "
+                                 f"{speed!r}")
             sources = as_float64_points(check_point_array(sources, "sources"), "sources")
             targets = None if targets is None else as_float64_points(
                 check_point_array(targets, "targets"), "targets")
             if device is None:
                 share_cpu(node_size)
             self.device = device_for_rank(device, self.node_rank)
+            if speed == MEASURE:
+                # The device's measured float64 peak (an FMA-bound kernel), in GFLOP/s.
+                queue = cl.CommandQueue(context_for(self.device))
+                speed = measure_peaks(queue).flops / 1e9
+            #: This rank's relative speed (None: equal shares), which weighs its share.
+            self.speed = speed
         with collectives.agree("comparing the ranks' options"):
             options = (self.order, n_crit, max_depth, self.kernel.spec, w_x_direct,
                        targets is None, speed is None)
@@ -198,10 +210,11 @@ class DistributedFmm:
         self.evaluated_lists = lists
         weights = collectives.gather(speed)
         weights = np.ones(self.size) if weights[0] is None else np.array(weights, float)
-        #: The rank owning each leaf (-1 for other boxes).
-        self.owners = partition_leaves(
-            skeleton, leaf_costs(skeleton, lists, expansion_points, flops_per_pair, far_field),
-            weights)
+        #: The modelled cost of each leaf's work (:func:`~fmmloopy.tree.partition.leaf_costs`)
+        #: and the rank owning each leaf (-1 for other boxes).
+        self.leaf_costs = leaf_costs(skeleton, lists, expansion_points, flops_per_pair,
+                                     far_field)
+        self.owners = partition_leaves(skeleton, self.leaf_costs, weights)
         self.essential = essential_set(skeleton, lists, self.owners, self.rank)
         self.setup_seconds["lists"] = time.perf_counter() - clock
 

@@ -21,7 +21,8 @@ from fmmloopy.maths.operators import OPERATORS
 from fmmloopy.maths.reference import direct_sum
 from fmmloopy.tree.lists import list_size_summary
 
-__all__ = ["BLOCK", "launched_ranks", "print_rank_table", "rank_share", "run_distributed"]
+__all__ = ["BLOCK", "launched_ranks", "print_distributed_report", "print_rank_table",
+           "rank_share", "run_distributed"]
 
 #: Points drawn from one seed: the global sequence is made of such blocks.
 BLOCK = 1 << 16
@@ -147,3 +148,19 @@ def print_rank_table(ranks: list[dict]) -> None:
     compute = np.array([entry.get("compute", 0.0) for entry in ranks])
     if compute.mean() > 0:
         print(f"balance: slowest rank's compute / mean = {compute.max() / compute.mean():.3f}")
+
+
+def print_distributed_report(report: dict) -> None:
+    """The report of :func:`run_distributed`, as ``fmmloopy distributed`` prints it."""
+    print(f"{report['kernel']}: {report['n']} points ({report['distribution']}), order "
+          f"{report['order']}, n_crit {report['n_crit']}, {report['ranks_count']} ranks on "
+          f"{report['device']}")
+    print(f"tree: depth {report['depth']}, {report['nleaves']} leaves")
+    print("setup: " + ", ".join(f"{k} {v:.3f} s" for k, v in report["setup_seconds"].items()))
+    seconds = report["eval_seconds"]
+    print(f"evaluation: {seconds['total']:.3f} s (wall time); per step, the slowest rank: "
+          + ", ".join(f"{step} {value:.4f}" for step, value in seconds.items()
+                      if step != "total"))
+    print_rank_table(report["ranks"])
+    print(f"relative L2 error against direct summation on {report['check_targets']} targets: "
+          f"{report['rel_l2_error']:.2e}")

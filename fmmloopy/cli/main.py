@@ -1,4 +1,5 @@
-"""The ``fmmloopy`` command line: ``check``, ``bench``, ``show``, ``recipes`` and ``cache``."""
+"""The ``fmmloopy`` command line: ``check``, ``bench``, ``distributed``, ``show``, ``recipes`` and
+``cache``."""
 
 from __future__ import annotations
 
@@ -75,6 +76,27 @@ def _parser() -> argparse.ArgumentParser:
                        help="time recipes that are not shipped without comparing them with "
                             "'sequential' on the tree first (the output says so)")
     _add_common(bench)
+
+    distributed = commands.add_parser(
+        "distributed", help="one FMM over the ranks of an MPI job (run it under mpiexec -n R): "
+        "accuracy, times per step, each rank's compute, communication, waiting and bytes")
+    distributed.add_argument("--n", type=int, default=1_000_000, help="number of points")
+    distributed.add_argument("--distribution", default="sphere", choices=sorted(DISTRIBUTIONS))
+    distributed.add_argument("--order", type=int, default=6, help="points per surface edge")
+    distributed.add_argument("--n-crit", type=n_crit_argument, default="auto",
+                             help="most points per leaf, or 'auto' (default: chosen by cost)")
+    distributed.add_argument("--kernel", default="laplace", type=kernel_argument,
+                             help=f"Green's function: {KERNEL_HELP} (default: laplace)")
+    distributed.add_argument("--check-targets", type=int, default=1000,
+                             help="targets sampled for the comparison with direct summation")
+    distributed.add_argument("--repeats", type=int, default=2,
+                             help="evaluations (fastest reported)")
+    distributed.add_argument("--seed", type=int, default=0)
+    distributed.add_argument("--json", action="store_true", help="print one JSON object")
+    distributed.add_argument("--device", default=None,
+                             help="OpenCL device: 'cpu', 'gpu' or part of its name (default: "
+                                  "GPU i for a node's i-th rank where there is one, else a "
+                                  "share of the CPU)")
 
     show = commands.add_parser(
         "show", help="print an operator's math-level kernel and its generated device code")
@@ -169,6 +191,23 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distributed(args: argparse.Namespace) -> int:
+    import json
+
+    from fmmloopy.cli.distributed import print_distributed_report, run_distributed
+
+    if args.n < 1 or args.check_targets < 1 or args.repeats < 1:
+        raise ValueError("--n, --check-targets and --repeats must be at least 1")
+    report = run_distributed(args.n, args.distribution, order=args.order, n_crit=args.n_crit,
+                             device=args.device, check_targets=args.check_targets,
+                             repeats=args.repeats, seed=args.seed, kernel=args.kernel)
+    if report is not None:
+        print(json.dumps(report) if args.json else "", end="\n" if args.json else "")
+        if not args.json:
+            print_distributed_report(report)
+    return 0
+
+
 def _show(args: argparse.Namespace) -> int:
     from fmmloopy.base.devices import choose_device
     from fmmloopy.execution.compiled import compiled_operator
@@ -260,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         _check_sizes(args)
-        commands = {"check": _check, "bench": _bench, "show": _show, "recipes": _recipes,
-                    "cache": _cache}
+        commands = {"check": _check, "bench": _bench, "distributed": _distributed,
+                    "show": _show, "recipes": _recipes, "cache": _cache}
         return commands[args.command](args)
     except (RecipeError, LookupError, ValueError, FileNotFoundError, RuntimeError,
             MemoryError) as exc:

@@ -186,3 +186,30 @@ def test_bad_charges_on_one_rank_raise_on_every_rank_and_the_fmm_goes_on(comm):
     again = fmm(charges)
     check(comm, np.array_equal(first, again) and first.shape == (400,),
           f"after the error: {info.value}")
+
+
+@pytest.mark.parametrize("speed", ["given", "measure"])
+def test_shares_follow_the_ranks_speeds(comm, speed):
+    """Rank 0 three times as fast as the others takes three shares of the modelled work (to
+    within the largest leaf), and the result is unchanged; ``"measure"`` weighs by each device's
+    measured peak."""
+    rng = np.random.default_rng(9)
+    n = 5000
+    sources = DISTRIBUTIONS["cube"](n, rng)
+    charges = rng.uniform(-1, 1, n)
+    mine = shares(comm, n, rng)
+    rank, size = comm.Get_rank(), comm.Get_size()
+    given = 3.0 if rank == 0 else 1.0
+    fmm = DistributedFmm(sources[mine], order=4, n_crit=40,
+                         speed=given if speed == "given" else "measure")
+    got = fmm(charges[mine])
+    potential = single_process(comm, sources, order=4, n_crit=40, call=lambda f: f(charges))
+    difference = relative_difference(got, potential[mine], np.abs(potential).max())
+    speeds = np.array(comm.allgather(fmm.speed))
+    share = fmm.leaf_costs[fmm.owners == 0].sum() / fmm.leaf_costs.sum()
+    wanted = speeds[0] / speeds.sum()
+    check(comm, difference <= EQUAL and np.all(speeds > 0)
+          and abs(share - wanted) <= fmm.leaf_costs.max() / fmm.leaf_costs.sum() + 1e-12
+          and (speed == "measure" or np.isclose(wanted, 3 / (size + 2))),
+          f"difference {difference:.3g}, speeds {speeds}, rank 0's share {share:.4f} "
+          f"(wanted {wanted:.4f})")
