@@ -42,7 +42,7 @@ from fmmloopy.api.fmm import (
     to_user_units,
     working_strengths,
 )
-from fmmloopy.base.collective import Collectives, mpi_module
+from fmmloopy.base.collective import Collectives, RankError, mpi_module
 from fmmloopy.base.devices import context_for, device_for_rank, share_cpu
 from fmmloopy.base.validation import (
     as_float64_points,
@@ -403,18 +403,24 @@ class DistributedFmm:
         outputs = np.zeros((len(self._targets_route.received_to_owned), kernel.n_outputs),
                            dtype)
         compute_clock = time.perf_counter()
+        self._exchanged = False
         with collectives.agree("evaluating"):
-            if self.local is not None:
-                tree = self.local.tree
-                in_tree = np.concatenate([owned, ghosts])[tree.source_user_ids].T
-                in_tree = np.ascontiguousarray(in_tree)
-                with self.local._lock:
-                    result = self.local._evaluate(
-                        in_tree[0] if kernel.n_inputs == 1 else in_tree, kernel,
-                        self._exchange_multipoles)
-                outputs = tree.targets_to_user(np.atleast_2d(result).T)
-            else:
-                self._exchange_multipoles(None)
+            try:
+                if self.local is not None:
+                    tree = self.local.tree
+                    in_tree = np.concatenate([owned, ghosts])[tree.source_user_ids].T
+                    in_tree = np.ascontiguousarray(in_tree)
+                    with self.local._lock:
+                        result = self.local._evaluate(
+                            in_tree[0] if kernel.n_inputs == 1 else in_tree, kernel,
+                            self._exchange_multipoles)
+                    outputs = tree.targets_to_user(np.atleast_2d(result).T)
+                else:
+                    self._exchange_multipoles(None)
+            except Exception as exc:
+                if not self._exchanged:  # the others wait in the exchange: tell them
+                    self._exchange_multipoles(None, failure=exc)
+                raise
         compute = time.perf_counter() - compute_clock
         route = self._targets_route
         in_received_order = np.empty_like(outputs)
@@ -432,10 +438,18 @@ class DistributedFmm:
         self._record_seconds(time.perf_counter() - start, compute)
         return result
 
-    def _exchange_multipoles(self, plan) -> dict[str, float]:
+    def _exchange_multipoles(self, plan, failure: Exception | None = None) -> dict[str, float]:
         """Between the passes: send this rank's partial multipoles of the boxes others read
-        and add theirs into the boxes this rank reads."""
+        and add theirs into the boxes this rank reads. First the ranks learn whether one of
+        them failed in its upward pass (``failure``): then none exchanges, every rank raises."""
         clock = time.perf_counter()
+        self._exchanged = True
+        failures = self.collectives.gather(None if failure is None else repr(failure))
+        failed = [(rank, text) for rank, text in enumerate(failures) if text]
+        if failed:
+            if failure is not None:
+                return {}
+            raise RankError(f"rank {failed[0][0]} failed in its upward pass: {failed[0][1]}")
         sent = self._multipoles_sent
         present = sent >= 0  # -1: a box this rank does not have (its part is zero)
         rows = np.zeros((len(sent), self.operators.expansion.n_e), self.kernel.value_dtype())

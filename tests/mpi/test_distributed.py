@@ -213,3 +213,23 @@ def test_shares_follow_the_ranks_speeds(comm, speed):
           and (speed == "measure" or np.isclose(wanted, 3 / (size + 2))),
           f"difference {difference:.3g}, speeds {speeds}, rank 0's share {share:.4f} "
           f"(wanted {wanted:.4f})")
+
+
+def test_a_rank_failing_in_its_upward_pass_fails_every_rank_and_the_fmm_goes_on(comm):
+    """No rank is left waiting in the multipole exchange for one that raised before it."""
+    rng = np.random.default_rng(6)
+    fmm = DistributedFmm(rng.random((600, 3)), order=3, n_crit=30)
+    charges = np.ones(600)
+    expected = fmm(charges)
+    last = comm.Get_size() - 1
+    failing = comm.Get_rank() == last and fmm.local is not None
+    if failing:
+        evaluate = fmm.local._evaluate
+        fmm.local._evaluate = lambda *args: (_ for _ in ()).throw(RuntimeError("device lost"))
+    with pytest.raises(RuntimeError) as info:
+        fmm(charges)
+    if failing:
+        fmm.local._evaluate = evaluate
+    again = fmm(charges)
+    check(comm, "device lost" in str(info.value) and np.array_equal(again, expected),
+          str(info.value))
