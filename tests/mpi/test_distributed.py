@@ -233,3 +233,24 @@ def test_a_rank_failing_in_its_upward_pass_fails_every_rank_and_the_fmm_goes_on(
     again = fmm(charges)
     check(comm, "device lost" in str(info.value) and np.array_equal(again, expected),
           str(info.value))
+
+
+def test_a_heavy_leaf_is_summed_by_a_nested_fmm_on_its_rank(comm):
+    """A cluster finer than the tree resolves (max_depth 6) and coincident points: the rank
+    owning the leaf sums its row with a nested FMM, as one process does."""
+    rng = np.random.default_rng(8)
+    n = 6000
+    sources = rng.random((n, 3))
+    sources[:1500] = 0.5 + 1e-7 * rng.random((1500, 3))
+    sources[1500:1550] = sources[1500]
+    charges = rng.uniform(-1, 1, n)
+    mine = shares(comm, n, rng)
+    fmm = DistributedFmm(sources[mine], order=4, n_crit=40, max_depth=6)
+    got = fmm(charges[mine])
+    nested = sum(comm.allgather(len(fmm.local.nested_rows) if fmm.local else 0))
+    potential, single_nested = single_process(
+        comm, sources, order=4, n_crit=40, max_depth=6,
+        call=lambda f: (f(charges), len(f.nested_rows)))
+    difference = relative_difference(got, potential[mine], np.abs(potential).max())
+    check(comm, difference <= EQUAL and nested == single_nested >= 1,
+          f"difference {difference:.3g}, nested rows {nested} (one process {single_nested})")
