@@ -30,7 +30,9 @@ def mpiexec() -> str:
 
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_the_distributed_tests_pass_under_mpiexec(ranks):
-    environment = dict(os.environ, POCL_MAX_PTHREAD_COUNT="1")
+    # One PoCL thread per rank; this session's throw-away operator cache, kept by every run.
+    environment = dict(os.environ, POCL_MAX_PTHREAD_COUNT="1",
+                       FMMLOOPY_TEST_KEEP_OPERATOR_CACHE="1")
     environment.pop("PYTHONUNBUFFERED", None)  # each rank's output in one piece
     command = [mpiexec(), "-n", str(ranks), sys.executable, "-m", "pytest", "-q",
                "-p", "no:cacheprovider", str(ROOT / "tests" / "mpi")]

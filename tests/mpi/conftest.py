@@ -13,6 +13,10 @@ import pytest
 
 from fmmloopy.cli.distributed import launched_ranks
 
+#: Set by tests/test_mpi_ranks.py: keep the operator cache its session passes down (itself a
+#: throw-away folder), so that runs under several rank counts precompute each operator once.
+KEEP_CACHE_ENV = "FMMLOOPY_TEST_KEEP_OPERATOR_CACHE"
+
 
 def pytest_configure(config):
     if launched_ranks() > 1 and not config.option.basetemp:
@@ -37,6 +41,9 @@ def operator_cache_in_a_temporary_directory(tmp_path_factory, comm):
     from fmmloopy.execution.precomputed import forget_operators
 
     previous = os.environ.get(CACHE_ENV)
+    if previous and os.environ.get(KEEP_CACHE_ENV):
+        yield  # started by tests/test_mpi_ranks.py: that session's throw-away cache
+        return
     folder = str(tmp_path_factory.mktemp("fmmloopy-cache")) if comm.Get_rank() == 0 else None
     os.environ[CACHE_ENV] = comm.bcast(folder, root=0)
     forget_operators()

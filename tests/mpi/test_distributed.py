@@ -68,9 +68,9 @@ def test_equals_the_single_process_fmm(comm, distribution, separate_targets, n_c
     mine = shares(comm, n, rng, empty_rank)
     my_targets = mine if targets is None else shares(comm, len(targets), rng, empty_rank)
     fmm = DistributedFmm(sources[mine], None if targets is None else targets[my_targets],
-                         order=5, n_crit=n_crit)
+                         order=4, n_crit=n_crit)
     got = fmm(charges[mine])
-    expected = single_process(comm, sources, targets, order=5, n_crit=n_crit,
+    expected = single_process(comm, sources, targets, order=4, n_crit=n_crit,
                               call=lambda f: (f(charges), f.n_crit, f.tree.nboxes))
     potential, chosen, nboxes = expected
     check(comm, fmm.n_crit == chosen and fmm.skeleton.nboxes == nboxes,
