@@ -238,6 +238,9 @@ class DistributedFmm:
                               levels, leaf, lists)
             self.setup_seconds["local"] = time.perf_counter() - clock
         self._plan_multipoles()
+        #: The set-up's traffic per phase (bytes sent, seconds, waiting), this rank's.
+        self.setup_traffic = {phase: dict(record)
+                              for phase, record in collectives.traffic.items()}
 
     def _node_first(self, compute):
         """``compute()`` (precomputed operators) on the node's first rank, then on the others,
@@ -493,6 +496,8 @@ class DistributedFmm:
             if hasattr(self, "_ghost_receive_counts") else 0,
             "remote multipoles": len(getattr(self, "_multipoles_received", ())),
             "owned leaves": 0 if essential is None else int(essential.owned_leaves.sum()),
+            "setup bytes sent": sum(record["bytes"]
+                                    for record in getattr(self, "setup_traffic", {}).values()),
             **self.eval_seconds,
         }
         return self.collectives.gather(mine)
