@@ -38,6 +38,7 @@ from fmmloopy.api.fmm import (
     MIN_ORDER,
     Fields,
     Fmm,
+    checked_strengths,
     overflow_message,
     to_user_units,
     working_strengths,
@@ -47,8 +48,6 @@ from fmmloopy.base.devices import context_for, device_for_rank, share_cpu
 from fmmloopy.base.validation import (
     as_float64_points,
     check_point_array,
-    validate_charges,
-    validate_dipoles,
     validate_flag,
     validate_integer,
     validate_memory_limit,
@@ -363,21 +362,10 @@ class DistributedFmm:
         ``dipoles`` (each rank passes those of its own sources); with ``gradient=True``, a
         :class:`~fmmloopy.api.fmm.Fields`. Every rank calls it together."""
         with self.collectives.agree("checking the charges"):
-            if charges is None and dipoles is None:
-                raise ValueError("charges must be an array of real numbers, got None (give "
-                                 "charges, dipoles=... or both)")
-            gradient = validate_flag(gradient, "gradient")
-            parts = []
-            complex_values = self.kernel.is_complex
-            if charges is not None:
-                parts.append(validate_charges(charges, self.nsources, complex_values)[None])
-            if dipoles is not None:
-                parts.append(validate_dipoles(dipoles, self.nsources, complex_values).T)
-        kernel = self.kernel.with_fields(
-            ("potential", "gradient") if gradient else ("potential",),
-            ("charge",) * (charges is not None) + ("dipole",) * (dipoles is not None))
-        outputs = self.apply(np.concatenate(parts), kernel)
-        if not gradient:
+            strengths, kernel = checked_strengths(self.kernel, self.nsources, charges, dipoles,
+                                                  gradient)
+        outputs = self.apply(strengths, kernel)
+        if kernel.n_outputs == 1:
             return outputs[0]
         return Fields(outputs[0], np.ascontiguousarray(outputs[1:].T))
 

@@ -317,19 +317,8 @@ class Fmm:
         and/or ``dipoles`` (``(N, 3)``: a moment vector per source, whose potential is
         ``m . grad_source G``); with ``gradient=True``, a :class:`Fields` ``(potential,
         gradient)`` with the gradient at the targets, ``(M, 3)``."""
-        if charges is None and dipoles is None:
-            raise ValueError("charges must be an array of real numbers, got None (give "
-                             "charges, dipoles=... or both)")
-        gradient = validate_flag(gradient, "gradient")
-        parts = []
-        complex_values = self.kernel.is_complex
-        if charges is not None:
-            parts.append(validate_charges(charges, self.nsources, complex_values)[None])
-        if dipoles is not None:
-            parts.append(validate_dipoles(dipoles, self.nsources, complex_values).T)
-        kernel = self.fields_kernel(charges=charges is not None, dipoles=dipoles is not None,
-                                    gradient=gradient)
-        strengths = np.concatenate(parts)
+        strengths, kernel = checked_strengths(self.kernel, self.nsources, charges, dipoles,
+                                              gradient)
         outputs = self.apply(strengths[0] if kernel.n_inputs == 1 else strengths, kernel)
         if not gradient:
             return outputs
@@ -412,6 +401,25 @@ class Fields(NamedTuple):
     potential: np.ndarray
     #: ``(M, 3)``: its gradient at each target.
     gradient: np.ndarray
+
+
+def checked_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradient
+                      ) -> tuple[np.ndarray, GreenKernel]:
+    """A call's ``charges`` and/or ``dipoles`` checked and stacked, ``(n_inputs, nsources)``,
+    and ``green`` with the call's fields (:meth:`Fmm.fields_kernel`)."""
+    if charges is None and dipoles is None:
+        raise ValueError("charges must be an array of real numbers, got None (give "
+                         "charges, dipoles=... or both)")
+    gradient = validate_flag(gradient, "gradient")
+    parts = []
+    if charges is not None:
+        parts.append(validate_charges(charges, nsources, green.is_complex)[None])
+    if dipoles is not None:
+        parts.append(validate_dipoles(dipoles, nsources, green.is_complex).T)
+    kernel = green.with_fields(("potential", "gradient") if gradient else ("potential",),
+                               ("charge",) * (charges is not None)
+                               + ("dipole",) * (dipoles is not None))
+    return np.concatenate(parts), kernel
 
 
 def working_strengths(strengths: np.ndarray, kernel: GreenKernel, largest: np.ndarray,

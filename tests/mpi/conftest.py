@@ -40,16 +40,12 @@ def operator_cache_in_a_temporary_directory(tmp_path_factory, comm):
     from fmmloopy.execution.cache_files import CACHE_ENV
     from fmmloopy.execution.precomputed import forget_operators
 
-    previous = os.environ.get(CACHE_ENV)
-    if previous and os.environ.get(KEEP_CACHE_ENV):
+    if os.environ.get(CACHE_ENV) and os.environ.get(KEEP_CACHE_ENV):
         yield  # started by tests/test_mpi_ranks.py: that session's throw-away cache
         return
     folder = str(tmp_path_factory.mktemp("fmmloopy-cache")) if comm.Get_rank() == 0 else None
-    os.environ[CACHE_ENV] = comm.bcast(folder, root=0)
-    forget_operators()
-    yield
-    if previous is None:
-        os.environ.pop(CACHE_ENV, None)
-    else:
-        os.environ[CACHE_ENV] = previous
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, comm.bcast(folder, root=0))
+        forget_operators()
+        yield
     forget_operators()
