@@ -27,6 +27,9 @@ the same model's one-rank time of the same tree. Set-up is reported apart: the s
 count all-reduces (``nlevels ceil(log2 R) alpha + 2 * 8 * nboxes / beta``), the points sent
 to their owners and the ghosts' positions (24 bytes each), and what every rank holds and
 builds whatever R is (the replicated skeleton's bytes, the measured list-building time).
+"E, fixes" estimates two fixes of the communication: no redistribution (the points already
+on their owners) and the partial multipoles of boxes formed by three ranks or more summed by
+one all-reduce (``ceil(log2 R) alpha + 2 * 8 n_e * boxes / beta``) instead of the all-to-all.
 
 Strong scaling: the trees of ``--n`` points, up to the R where ranks would own fewer than
 :data:`MIN_LEAVES` leaves on average. Weak scaling, ``--grain`` points per rank at a fixed
@@ -208,6 +211,7 @@ class Problem:
     lists_seconds: float  # building the lists, which every rank does for the whole skeleton
     skeleton_bytes: int  # the boxes' arrays and the evaluated lists, held by every rank
     serial: float = 0.0  # the one-rank time of the evaluation
+    serial_parts: tuple[float, float, float] = (0.0, 0.0, 0.0)  # of it P2P, M2L cores, other
 
     @property
     def nleaves(self) -> int:
@@ -239,7 +243,9 @@ def build_problem(distribution: str, n: int, n_crit: int | str, far: FarField,
     work = box_work(tree, lists, far, RATES[distribution])
     problem = Problem(distribution, n, int(n_crit), tree, lists, work, costs, lists_seconds,
                       skeleton_bytes(tree, lists))
-    problem.serial = float(partition(problem, 1).compute[0])
+    one = partition(problem, 1)
+    problem.serial = float(one.compute[0])
+    problem.serial_parts = (float(one.near[0]), float(one.m2l[0]), float(one.other[0]))
     return problem
 
 
@@ -250,6 +256,7 @@ class Partition:
 
     leaves: np.ndarray
     points: np.ndarray  # sources owned (the targets are the sources)
+    cost_share: np.ndarray  # the part of the modelled cost (leaf_costs) the partition gave it
     near: np.ndarray  # P2P seconds
     m2l: np.ndarray  # M2L cores' seconds
     other: np.ndarray  # other translations and point-surface evaluations, seconds
@@ -267,6 +274,13 @@ class Partition:
     sent_boundary: np.ndarray  # partial multipoles sent
     sent_coarse: np.ndarray
     multipole_partners: np.ndarray
+    # For the fixes' estimate: the partial multipoles of boxes formed by three ranks or more
+    # (received, sent; summed instead by one all-reduce of ``wide_boxes`` multipoles), and the
+    # partners of the rest.
+    parts_wide: np.ndarray
+    sent_wide: np.ndarray
+    narrow_partners: np.ndarray
+    wide_boxes: float
 
     @property
     def ranks(self) -> int:
@@ -337,9 +351,10 @@ def partition(problem: Problem, nranks: int) -> Partition:
     up_shared = np.bincount(np.concatenate([s[1] for s in sets]), minlength=tree.nboxes) > 1
     down_shared = np.bincount(np.concatenate([s[2] for s in sets]), minlength=tree.nboxes) > 1
     sources = tree.box_source_counts.astype(np.float64)
-    ghost_matrix, boundary, coarse = (np.zeros((nranks, nranks)) for _ in range(3))
+    ghost_matrix, boundary, narrow, wide = (np.zeros((nranks, nranks)) for _ in range(4))
     columns: dict[str, np.ndarray] = {}
     remote = np.zeros(tree.nboxes, dtype=np.int8)
+    wide_boxes = np.zeros(tree.nboxes, dtype=bool)
     for rank, (owned, up, down, ghost, boxes) in enumerate(sets):
         start, stop = first[boxes], last[boxes]
         is_remote = (start >= 0) & ~((start == rank) & (stop == rank))
@@ -348,20 +363,27 @@ def partition(problem: Problem, nranks: int) -> Partition:
         row = _rank_compute(work, lists, owned, up, down, up_shared | down_shared, remote)
         remote[boxes] = 0
         row |= {"leaves": len(owned), "points": sources[owned].sum(),
+                "cost_share": problem.costs[owned].sum() / problem.costs.sum(),
                 "remote_boundary": single.sum(), "remote_coarse": several.sum()}
         for name, value in row.items():
             columns.setdefault(name, np.zeros(nranks))[rank] = value
         ghost_matrix[rank] = np.bincount(owners[ghost], weights=sources[ghost],
                                          minlength=nranks)
         boundary[rank] = _range_counts(start[single], stop[single], nranks)
-        coarse[rank] = _range_counts(start[several], stop[several], nranks)
-        boundary[rank, rank] = coarse[rank, rank] = 0.0
+        spread = several & (stop - start >= 2)
+        narrow[rank] = _range_counts(start[several & ~spread], stop[several & ~spread], nranks)
+        wide[rank] = _range_counts(start[spread], stop[spread], nranks)
+        wide_boxes[boxes[spread]] = True
+        boundary[rank, rank] = narrow[rank, rank] = wide[rank, rank] = 0.0
+    coarse = narrow + wide
     return Partition(
         **columns, ghosts=ghost_matrix.sum(axis=1), ghosts_sent=ghost_matrix.sum(axis=0),
         ghost_partners=_partners(ghost_matrix),
         parts_boundary=boundary.sum(axis=1), parts_coarse=coarse.sum(axis=1),
         sent_boundary=boundary.sum(axis=0), sent_coarse=coarse.sum(axis=0),
-        multipole_partners=_partners(boundary + coarse))
+        multipole_partners=_partners(boundary + coarse),
+        parts_wide=wide.sum(axis=1), sent_wide=wide.sum(axis=0),
+        narrow_partners=_partners(boundary + narrow), wide_boxes=float(wide_boxes.sum()))
 
 
 @dataclass(frozen=True)
@@ -373,6 +395,9 @@ class Times:
     multipoles: np.ndarray
     redistribution: np.ndarray  # charges to the owners, potentials back
     nbytes: np.ndarray  # per rank: the larger of sent and received, summed over exchanges
+    ghost_bytes: np.ndarray  # per rank: the larger of sent and received, ghost charges
+    multipole_bytes: np.ndarray  # the same, partial multipoles
+    multipoles_fixed: np.ndarray  # the multipoles' exchange with the wide boxes all-reduced
 
     @property
     def communication(self) -> np.ndarray:
@@ -394,9 +419,22 @@ def rank_times(part: Partition, network: Network, n_e: int, n_points: float) -> 
     # A random initial split: each rank passed n_points / R points, (R-1)/R of them elsewhere.
     moved = VALUE_BYTES * (nranks - 1) / nranks * np.maximum(n_points / nranks, part.points)
     redistribution = 2 * network.exchange(nranks - 1, moved) if nranks > 1 else 0 * moved
+    narrow_bytes = VALUE_BYTES * n_e * np.maximum(
+        part.parts_boundary + part.parts_coarse - part.parts_wide,
+        part.sent_boundary + part.sent_coarse - part.sent_wide)
+    allreduce = (math.ceil(math.log2(nranks)) * network.alpha
+                 + 2 * VALUE_BYTES * n_e * part.wide_boxes / network.beta
+                 if part.wide_boxes else 0.0)
     return Times(part.compute, network.exchange(part.ghost_partners, ghost_bytes),
                  network.exchange(part.multipole_partners, multipole_bytes), redistribution,
-                 ghost_bytes + multipole_bytes + (2 * moved if nranks > 1 else 0 * moved))
+                 ghost_bytes + multipole_bytes + (2 * moved if nranks > 1 else 0 * moved),
+                 ghost_bytes, multipole_bytes,
+                 network.exchange(part.narrow_partners, narrow_bytes) + allreduce)
+
+
+def _per_message(nbytes: np.ndarray, partners: np.ndarray) -> float:
+    """The largest over ranks of a rank's mean message, kB."""
+    return float((nbytes / np.maximum(partners, 1)).max()) / 1e3
 
 
 def summarise(part: Partition, times: Times, serial: float) -> dict:
@@ -421,7 +459,13 @@ def summarise(part: Partition, times: Times, serial: float) -> dict:
         "mbytes_max": float(times.nbytes.max()) / 1e6,
         "ghost_partners_max": float(part.ghost_partners.max()),
         "multipole_partners_max": float(part.multipole_partners.max()),
-        "t_max_s": t_max, "t1_s": serial, "efficiency": serial / (part.ranks * t_max)}
+        "ghost_message_kb_max": _per_message(times.ghost_bytes, part.ghost_partners),
+        "multipole_message_kb_max": _per_message(times.multipole_bytes,
+                                                 part.multipole_partners),
+        "t_max_s": t_max, "t1_s": serial, "efficiency": serial / (part.ranks * t_max),
+        "wide_boxes": float(part.wide_boxes),
+        "efficiency_fixed": serial / (part.ranks * float(
+            (times.compute + times.ghosts + times.multipoles_fixed).max()))}
 
 
 def setup_row(part: Partition, network: Network, n_points: float, nboxes: float,
@@ -448,9 +492,11 @@ def strong_study(distribution: str, n: int, ranks: list[int], n_crit, far: FarFi
     tree, serial = problem.tree, problem.serial
     base = {"study": "strong", "distribution": distribution, "n_points": n,
             "n_crit": problem.n_crit, "source": "real tree", "t1_s": serial}
+    near, m2l, other = problem.serial_parts
     rows = [base | {"ranks": 1, "efficiency": 1.0, "t_max_s": serial,
-                    "compute_max_s": serial, "compute_mean_s": serial,
-                    "leaves_min": problem.nleaves, "nboxes": tree.nboxes}]
+                    "compute_max_s": serial, "compute_mean_s": serial, "near_s": near,
+                    "m2l_s": m2l, "other_s": other, "leaves_min": problem.nleaves,
+                    "nboxes": tree.nboxes}]
     for nranks in ranks:
         if problem.nleaves / nranks < MIN_LEAVES:
             log(f"  stop at R={nranks}: {problem.nleaves / nranks:.1f} leaves per rank")
@@ -508,26 +554,36 @@ def weak_series(distribution: str, grain: float, ranks: list[int], max_points: f
     return series
 
 
-def extrapolate(part: Partition, scale: float, p: float, levels_ratio: float) -> Partition:
+def extrapolate(part: Partition, scale: float, p: float, levels_ratio: float,
+                own_total: float) -> Partition:
     """``part`` (R ranks of ``g`` points each) as R ranks of ``scale * g`` points would have
     it, the tree being ``part``'s refined by more levels at the same ``n_crit``.
 
-    Laws: a rank's own work grows as its points (``scale``; the serial time of a tree refined
-    ``k`` more levels grows as its points); what lies at its boundary (ghost sources, remote
-    multipoles formed by one other rank, their messages) as ``scale ** p`` (surface to
-    volume), and so does compressing those multipoles for the M2L; what belongs to the
-    coarse levels (the work repeated on boxes other ranks compute too, remote multipoles
-    formed by several ranks, their messages and compressions) as the number of levels
-    (``levels_ratio``); the partners do not change (each rank covers the same region).
+    Laws. The ranks' own work (compute less the repeated work and the compressions of remote
+    multipoles) adds up to ``own_total``, shared in proportion to each rank's own seconds per
+    unit of its partition cost: the partition balances modelled cost, and at the larger grain
+    (many more leaves per rank) it balances it exactly, while a region's seconds per unit of
+    cost stay. What lies at a rank's boundary (ghost sources, remote multipoles formed by one
+    other rank, their messages and their compressions for the M2L) grows as ``scale ** p``
+    (surface to volume); what belongs to the coarse levels (the work repeated on boxes other
+    ranks compute too, remote multipoles formed by several ranks, their messages and
+    compressions) as the number of levels (``levels_ratio``); the partners do not change
+    (each rank covers the same region).
     """
     surface = scale ** p
+    own = part.compute - part.repeated - part.compress
+    per_cost = np.divide(own, part.cost_share, out=np.zeros_like(own),
+                         where=part.cost_share > 0)
+    factor = np.divide(own_total * per_cost / per_cost.sum(), own, out=np.zeros_like(own),
+                       where=own > 0)
 
     def mixed(total: np.ndarray, repeated: np.ndarray) -> np.ndarray:
-        return (total - repeated) * scale + repeated * levels_ratio
+        return (total - repeated) * factor + repeated * levels_ratio
 
     return replace(
         part, leaves=part.leaves * scale, points=part.points * scale,
-        near=part.near * scale, m2l=mixed(part.m2l, part.repeated_m2l),
+        cost_share=np.full(part.ranks, 1.0 / part.ranks),
+        near=part.near * factor, m2l=mixed(part.m2l, part.repeated_m2l),
         other=mixed(part.other, part.repeated_other),
         compress_boundary=part.compress_boundary * surface,
         compress_coarse=part.compress_coarse * levels_ratio,
@@ -538,19 +594,22 @@ def extrapolate(part: Partition, scale: float, p: float, levels_ratio: float) ->
         remote_coarse=part.remote_coarse * levels_ratio,
         parts_boundary=part.parts_boundary * surface,
         parts_coarse=part.parts_coarse * levels_ratio,
-        sent_boundary=part.sent_boundary * surface, sent_coarse=part.sent_coarse * levels_ratio)
+        sent_boundary=part.sent_boundary * surface, sent_coarse=part.sent_coarse * levels_ratio,
+        parts_wide=part.parts_wide * levels_ratio, sent_wide=part.sent_wide * levels_ratio,
+        wide_boxes=part.wide_boxes * levels_ratio)
 
 
 def predict(base: Measured, steps: int, distribution: str) -> Measured:
     """The tree and partition of the same R ranks with ``factor**steps`` times ``base``'s
     points (:data:`LAWS`): ``steps`` more levels, ``factor**steps`` times the serial time,
-    boxes, skeleton and list building, the partition by :func:`extrapolate`."""
+    boxes, skeleton and list building, the partition by :func:`extrapolate`, whose ranks' own
+    work adds up to the larger tree's serial time."""
     p, factor = LAWS[distribution]
     scale = factor ** steps
     levels = base.nlevels + steps
-    return Measured(base.n * scale, extrapolate(base.part, scale, p, levels / base.nlevels),
-                    base.serial * scale, base.nboxes * scale, levels, base.skeleton * scale,
-                    base.lists_seconds * scale)
+    part = extrapolate(base.part, scale, p, levels / base.nlevels, base.serial * scale)
+    return Measured(base.n * scale, part, base.serial * scale, base.nboxes * scale, levels,
+                    base.skeleton * scale, base.lists_seconds * scale)
 
 
 def measured_row(measured: Measured, network: Network, n_e: int) -> dict:
@@ -642,7 +701,8 @@ SCALING_COLUMNS = [
     ("of it repeated s", "repeated_max_s", ".2g"), ("comm s", "comm_max_s", ".3g"),
     ("ghost / mult. / redistr. s", "comm_parts", "s"), ("ghosts", "ghosts_max", ".3g"),
     ("remote mult. (coarse)", "remote_text", "s"), ("MB/rank", "mbytes_max", ".3g"),
-    ("partners g/m", "partners_text", "s"), ("E", "efficiency", ".3f")]
+    ("partners g/m", "partners_text", "s"), ("kB/message g/m", "message_text", "s"),
+    ("E", "efficiency", ".3f"), ("E, fixes", "efficiency_fixed", ".3f")]
 SETUP_COLUMNS = [
     ("R", "ranks", "d"), ("N", "n_points", ".3g"), ("boxes", "nboxes", ".3g"),
     ("all-reduces s", "setup_allreduce_s", ".3g"), ("migration s", "setup_migration_s", ".3g"),
@@ -666,6 +726,8 @@ def with_text(row: dict) -> dict:
         row["remote_text"] = f"{row['remote_max']:.3g} ({row['remote_coarse_max']:.3g})"
         row["partners_text"] = (f"{row['ghost_partners_max']:.0f} / "
                                 f"{row['multipole_partners_max']:.0f}")
+        row["message_text"] = (f"{row['ghost_message_kb_max']:.3g} / "
+                               f"{row['multipole_message_kb_max']:.3g}")
     return row
 
 
@@ -675,7 +737,8 @@ def print_tables(strong: list[dict], weak: list[dict], checks: list[dict]) -> No
         rows = [with_text(row) for row in strong if (row["distribution"], row["n_points"]) == key]
         head = rows[0]
         print(f"\n### Strong scaling: {key[0]}, N = {key[1]:.3g}, n_crit {head['n_crit']}, "
-              f"T(1) = {head['t1_s']:.4g} s (model, one rank)\n")
+              f"T(1) = {head['t1_s']:.4g} s (model, one rank: P2P {head['near_s']:.3g}, "
+              f"M2L cores {head['m2l_s']:.3g}, other {head['other_s']:.3g})\n")
         stopped = [row["source"] for row in rows if row["source"].startswith("stopped")]
         print(markdown([row for row in rows if "comm_max_s" in row], SCALING_COLUMNS))
         if stopped:
@@ -787,7 +850,11 @@ def main() -> None:
         weak += weak_rows(distribution, grains, all_series, ranks, network, far.n_e, n_crit)
         checks += law_checks(distribution, grains, all_series, network, far.n_e)
     print(f"Network: alpha = {args.alpha:g} s per message, beta = {args.beta:g} bytes/s per "
-          f"rank. Rates: {RATES}. Order {args.order}, n_e = {far.n_e}.")
+          f"rank. Order {args.order}, n_e = {far.n_e}. Rates per rank (docs/performance.md):")
+    for distribution in args.distribution:
+        rates = RATES[distribution]
+        print(f"- {distribution}: P2P {rates.p2p:.3g} pairs/s, P2M/L2P/M2P/P2L "
+              f"{rates.expansion:.3g} evaluations/s, matvecs {rates.matvec / 1e9:.0f} GFLOP/s")
     print_tables(strong, weak, checks)
     write_csv([*strong, *weak, *checks], args.csv)
     print(f"\nwrote {args.csv}")

@@ -436,6 +436,8 @@ class DistributedFmm:
         clock = time.perf_counter()
         self._exchanged = True
         failures = self.collectives.gather(None if failure is None else repr(failure))
+        # A synchronisation: its time is the wait for the slowest rank's upward pass.
+        self.collectives.traffic["multipoles"]["waiting"] += time.perf_counter() - clock
         failed = [(rank, text) for rank, text in enumerate(failures) if text]
         if failed:
             if failure is not None:
