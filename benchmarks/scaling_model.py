@@ -828,10 +828,14 @@ def main() -> None:
                         help="'auto' or an integer (default: 150 for the sphere, else auto)")
     parser.add_argument("--no-weak", action="store_true", help="strong scaling only")
     parser.add_argument("--quick", action="store_true", help="a small run (smoke test)")
-    parser.add_argument("--csv", type=Path, default=RESULTS / "scaling_model.csv")
+    parser.add_argument("--csv", type=Path, default=None,
+                        help="default: benchmarks/results/scaling_model.csv (--quick: "
+                             "scaling_model_quick.csv); the plot beside it as .png")
     args = parser.parse_args()
     if args.quick:
         args.n, args.ranks, args.grain, args.max_points = [3e4], [2, 4, 8, 16], 2e4, 1e5
+    if args.csv is None:
+        args.csv = RESULTS / f"scaling_model{'_quick' if args.quick else ''}.csv"
     network, far = Network(args.alpha, args.beta), FarField.of(args.order)
     ranks = sorted(set(args.ranks) - {1})
     strong, weak, checks = [], [], []
