@@ -142,7 +142,7 @@ def test_command_line_prints_the_refusal_in_one_line(monkeypatch, capsys):
 
 def test_device_allocation_failure_is_explained_with_the_estimate(monkeypatch, device):
     """A real OpenCL failure: a buffer one byte over max_mem_alloc_size (refused at once)."""
-    def build_plan_too_large(tree, lists, operators, kernel, queue, recipes, verify):
+    def build_plan_too_large(tree, lists, operators, kernel, queue, recipes, verify, **options):
         cla.empty(queue, (device.max_mem_alloc_size // 8 + 1,), np.float64)
 
     monkeypatch.setattr(fmm_module, "build_plan", build_plan_too_large)
