@@ -78,7 +78,7 @@ from fmmloopy.tree.partition import (
     partition_leaves,
 )
 
-__all__ = ["MEASURE", "DistributedFmm"]
+__all__ = ["MEASURE", "DistributedFmm", "rank_speed"]
 
 #: ``speed=MEASURE``: each rank's share follows its device's measured float64 peak.
 MEASURE = "measure"
@@ -105,8 +105,9 @@ class DistributedFmm:
     ``device`` (default: GPU ``i`` for the ``i``-th rank of a node where the node has one,
     else a share of the CPU device's cores) may differ. ``speed``: this rank's relative
     speed (any positive number, or ``"measure"``: its device's measured float64 peak; None
-    on every rank: equal shares), which weighs its part of the work, so that a GPU rank
-    beside CPU ranks takes a larger share.
+    on every rank: equal shares where every rank has the same kind of device, measured
+    peaks where they differ), which weighs its part of the work, so that a GPU rank beside
+    CPU ranks takes a larger share.
 
     Bad input on any rank raises on every rank (the same error type, naming the rank).
     """
@@ -145,18 +146,19 @@ class DistributedFmm:
             if device is None:
                 share_cpu(node_size)
             self.device = device_for_rank(device, self.node_rank)
-            if speed == MEASURE:
-                # The device's measured float64 peak (an FMA-bound kernel), in GFLOP/s.
-                queue = cl.CommandQueue(context_for(self.device))
-                speed = measure_peaks(queue).flops / 1e9
-            #: This rank's relative speed (None: equal shares), which weighs its share.
-            self.speed = speed
         with collectives.agree("comparing the ranks' options"):
             options = (self.order, n_crit, max_depth, self.kernel.spec, w_x_direct,
                        targets is None, speed is None)
             _same_on_every_rank(collectives.gather(options),
                                 ("order", "n_crit", "max_depth", "kernel", "w_x_direct",
                                  "targets=None", "speed=None"))
+        devices = collectives.gather((self.device.platform.name, self.device.name,
+                                      self.device.max_compute_units))
+        with collectives.agree("measuring the devices' speed"):
+            #: This rank's relative speed (None: equal shares), which weighs its share.
+            self.speed = rank_speed(speed, devices, lambda: measure_peaks(
+                cl.CommandQueue(context_for(self.device))).flops / 1e9)
+        speed = self.speed
         self.nsources, self.ntargets = len(sources), len(sources if targets is None else targets)
         self.total_sources, self.total_targets = (int(n) for n in collectives.sum(
             np.array([self.nsources, self.ntargets], dtype=np.int64)))
@@ -491,6 +493,16 @@ class DistributedFmm:
             **self.eval_seconds,
         }
         return self.collectives.gather(mine)
+
+
+def rank_speed(speed, devices: list[tuple], measure) -> float | None:
+    """A rank's weight in the partition: ``speed`` as given, else ``measure()`` (its device's
+    peak in GFLOP/s) where ``speed`` is ``"measure"`` or where ``devices`` (every rank's
+    ``(platform, device, compute units)``) are not all the same; None (equal shares)
+    otherwise."""
+    if speed == MEASURE or (speed is None and len(set(devices)) > 1):
+        return float(measure())
+    return speed
 
 
 def _same_on_every_rank(values: list[tuple], names: tuple[str, ...]) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fmmloopy
-from fmmloopy.api.distributed import DistributedFmm
+from fmmloopy.api.distributed import DistributedFmm, rank_speed
 from fmmloopy.base.distributions import DISTRIBUTIONS
 
 #: Relative to the largest value of a result (module docstring).
@@ -254,3 +254,13 @@ def test_a_heavy_leaf_is_summed_by_a_nested_fmm_on_its_rank(comm):
     difference = relative_difference(got, potential[mine], np.abs(potential).max())
     check(comm, difference <= EQUAL and nested == single_nested >= 1,
           f"difference {difference:.3g}, nested rows {nested} (one process {single_nested})")
+
+
+def test_ranks_on_different_devices_are_weighed_by_measured_speed():
+    """Not collective: the choice of a rank's weight."""
+    cpu, gpu = ("PoCL", "cpu", 2), ("NVIDIA CUDA", "H200", 132)
+    measured = lambda: 250.0  # noqa: E731
+    assert rank_speed(None, [cpu, cpu], measured) is None  # alike: equal shares
+    assert rank_speed(None, [cpu, gpu], measured) == 250.0  # unlike: measured
+    assert rank_speed("measure", [cpu, cpu], measured) == 250.0
+    assert rank_speed(3.0, [cpu, gpu], measured) == 3.0  # given: as given
