@@ -26,6 +26,7 @@ the single-process one up to the order of floating-point sums (relative differen
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -110,6 +111,7 @@ class DistributedFmm:
     CPU ranks takes a larger share.
 
     Bad input on any rank raises on every rank (the same error type, naming the rank).
+    Threads: calls on one rank run one after another (each is a sequence of collectives).
     """
 
     def __init__(self, sources, targets=None, *, comm=None,
@@ -125,6 +127,9 @@ class DistributedFmm:
         self._node = collectives.comm.Split_type(mpi.COMM_TYPE_SHARED)
         self.node_rank, node_size = self._node.Get_rank(), self._node.Get_size()
         self.setup_seconds: dict[str, float] = {}
+        # One call at a time on a rank: a call is a sequence of collectives that another
+        # thread's call must not interleave with.
+        self._lock = threading.RLock()
         clock = time.perf_counter()
         with collectives.agree("checking the inputs"):
             self.order = validate_integer(order, "order", MIN_ORDER, MAX_ORDER)
@@ -363,10 +368,11 @@ class DistributedFmm:
         """Potentials at this rank's targets, in its order, of every rank's ``charges`` and/or
         ``dipoles`` (each rank passes those of its own sources); with ``gradient=True``, a
         :class:`~fmmloopy.api.fmm.Fields`. Every rank calls it together."""
-        with self.collectives.agree("checking the charges"):
-            strengths, kernel = checked_strengths(self.kernel, self.nsources, charges, dipoles,
-                                                  gradient)
-        outputs = self.apply(strengths, kernel)
+        with self._lock:
+            with self.collectives.agree("checking the charges"):
+                strengths, kernel = checked_strengths(self.kernel, self.nsources, charges,
+                                                      dipoles, gradient)
+            outputs = self.apply(strengths, kernel)
         if kernel.n_outputs == 1:
             return outputs[0]
         return Fields(outputs[0], np.ascontiguousarray(outputs[1:].T))
@@ -374,12 +380,17 @@ class DistributedFmm:
     def apply(self, strengths: np.ndarray, kernel: GreenKernel) -> np.ndarray:
         """``kernel``'s outputs ``(n_outputs, M)`` at this rank's targets for ``strengths``
         ``(n_inputs, N)`` of its sources (checked), as :meth:`fmmloopy.Fmm.apply`."""
-        collectives = self.collectives
         kernel = self.kernel.with_fields(kernel.outputs, kernel.inputs)
         dtype = kernel.value_dtype()
         strengths = np.asarray(strengths, dtype=dtype).reshape(kernel.n_inputs, self.nsources)
         if self._sources_route is None:
             return np.zeros((kernel.n_outputs, self.ntargets), dtype)
+        with self._lock:
+            return self._apply(strengths, kernel, dtype)
+
+    def _apply(self, strengths: np.ndarray, kernel: GreenKernel, dtype) -> np.ndarray:
+        """:meth:`apply` where there are points (under the lock)."""
+        collectives = self.collectives
         start = time.perf_counter()
         for phase in collectives.traffic.values():
             phase.update(bytes=0.0, seconds=0.0, waiting=0.0)
