@@ -40,11 +40,6 @@ class DistributedRefinement(Refinement):
             return self.source_counts(pkeys, levels)
         return self.collectives.sum(super().target_counts(pkeys, levels).astype(np.int64))
 
-    def counts(self, pkeys: np.ndarray, levels: np.ndarray) -> np.ndarray:
-        ns = self.source_counts(pkeys, levels)
-        return ns if self.targets_are_sources else np.maximum(
-            ns, self.target_counts(pkeys, levels))
-
     def children(self, pkeys: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keys, child_levels = super().children(pkeys, levels)
         return self.collectives.union(keys, child_levels.astype(np.int64))
