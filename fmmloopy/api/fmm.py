@@ -100,43 +100,23 @@ class Fmm:
                  recipes: str | Mapping[str, str] | None = None, max_depth: int = 20,
                  memory_limit: float | None = None, w_x_direct: bool = True,
                  verify_recipes: bool = True):
-        self.order = validate_integer(order, "order", MIN_ORDER, MAX_ORDER)
+        order = validate_integer(order, "order", MIN_ORDER, MAX_ORDER)
         n_crit = validate_n_crit(n_crit)
         max_depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
-        self.kernel = get_kernel(kernel).base
-        #: Order, ``n_e`` and surfaces of the expansions
-        #: (:class:`~fmmloopy.maths.expansion.Expansion`).
-        self.expansion = Expansion(self.order)
+        kernel = get_kernel(kernel).base
         recipes = validate_recipes(recipes, OPERATORS)
         memory_limit = validate_memory_limit(memory_limit)
-        self._w_x_direct = validate_flag(w_x_direct, "w_x_direct")
-        self._verify_recipes = validate_flag(verify_recipes, "verify_recipes")
+        w_x_direct = validate_flag(w_x_direct, "w_x_direct")
+        verify_recipes = validate_flag(verify_recipes, "verify_recipes")
         # Shapes and dtypes first: the memory check comes before any copy of the points.
         sources = check_point_array(sources, "sources")
         targets = None if targets is None else check_point_array(targets, "targets")
         self.nsources = len(sources)
         self.ntargets = self.nsources if targets is None else len(targets)
-        self.setup_seconds: dict[str, float] = {}
-        self._lock = threading.Lock()  # one evaluation at a time: they share the buffers
-        #: Plans of other fields (gradients, dipoles) by kernel, built on first use.
-        self._plans: dict[GreenKernel, Plan] = {}
-        self._last_plan: Plan | None = None
-        self._rank_boxes: RankBoxes | None = None  # a distributed FMM's rank: for_rank
-
-        self.device = choose_device(device)
-        self.queue = cl.CommandQueue(context_for(self.device))
-        self._options = dict(kernel=self.kernel, order=self.order, n_crit=n_crit,
-                             device=self.device, recipes=recipes, max_depth=max_depth,
-                             memory_limit=memory_limit, w_x_direct=self._w_x_direct,
-                             verify_recipes=self._verify_recipes)
-        self.nested_rows = []
-        #: The most points per leaf: the one given, or the one chosen for ``n_crit="auto"``
-        #: (None until a tree is built: no points).
-        self.n_crit = None if n_crit == AUTO else n_crit
-        #: ``n_crit="auto"``: the :class:`~fmmloopy.tree.cost.TreeWork` of each candidate tried.
-        self.n_crit_candidates = []
-        self._what = describe_problem(self.nsources, self.ntargets, self.order, n_crit)
-        self._memory_limit = memory_limit
+        self._take_options(kernel=kernel, order=order, n_crit=n_crit,
+                           device=choose_device(device), recipes=recipes, max_depth=max_depth,
+                           memory_limit=memory_limit, w_x_direct=w_x_direct,
+                           verify_recipes=verify_recipes)
         # "auto" may choose any candidate: the check before the tree assumes the fewest boxes
         # (it refuses only what cannot fit; the check after the tree has the real counts).
         self.memory_estimate = estimate_before_tree(
@@ -224,26 +204,45 @@ class Fmm:
         working coordinates) and the rank's box selection; it sums in tree order through
         :meth:`_evaluate` (the distributed FMM moves strengths and results)."""
         self = cls.__new__(cls)
-        self.order, self.kernel, self.n_crit = order, kernel, n_crit
-        self.expansion = Expansion(order)
-        self._w_x_direct, self._verify_recipes = w_x_direct, verify_recipes
         self.nsources, self.ntargets = tree.nsources, tree.ntargets
-        self.setup_seconds = {}
-        self._lock = threading.Lock()
-        self._plans, self._last_plan = {}, None
-        self.device = device
-        self.queue = cl.CommandQueue(context_for(device))
-        self._options = dict(kernel=kernel, order=order, n_crit=n_crit, device=device,
-                             recipes=recipes, max_depth=max_depth, memory_limit=memory_limit,
-                             w_x_direct=w_x_direct, verify_recipes=verify_recipes)
-        self.nested_rows, self.n_crit_candidates = [], []
-        self._what = describe_problem(self.nsources, self.ntargets, order, n_crit)
-        self._memory_limit = memory_limit
+        self._take_options(kernel=kernel, order=order, n_crit=n_crit, device=device,
+                           recipes=recipes, max_depth=max_depth, memory_limit=memory_limit,
+                           w_x_direct=w_x_direct, verify_recipes=verify_recipes)
         self.coordinate_origin, self.coordinate_exponent = np.zeros(3), 0
         self.tree, self.lists, self.evaluated_lists, self.operators = tree, lists, lists, operators
         self._rank_boxes = rank_boxes
         self._plan_tree(recipes)
         return self
+
+    def _take_options(self, *, kernel: GreenKernel, order: int, n_crit: int | str,
+                      device: cl.Device, recipes, max_depth: int, memory_limit: float | None,
+                      w_x_direct: bool, verify_recipes: bool) -> None:
+        """The checked options as attributes, the device's queue and the empty state of a new
+        FMM (``nsources`` and ``ntargets`` set first)."""
+        self.order, self.kernel = order, kernel
+        #: Order, ``n_e`` and surfaces of the expansions
+        #: (:class:`~fmmloopy.maths.expansion.Expansion`).
+        self.expansion = Expansion(order)
+        self._w_x_direct, self._verify_recipes = w_x_direct, verify_recipes
+        self.setup_seconds: dict[str, float] = {}
+        self._lock = threading.Lock()  # one evaluation at a time: they share the buffers
+        #: Plans of other fields (gradients, dipoles) by kernel, built on first use.
+        self._plans: dict[GreenKernel, Plan] = {}
+        self._last_plan: Plan | None = None
+        self._rank_boxes: RankBoxes | None = None  # a distributed FMM's rank: for_rank
+        self.device = device
+        self.queue = cl.CommandQueue(context_for(device))
+        self._options = dict(kernel=kernel, order=order, n_crit=n_crit, device=device,
+                             recipes=recipes, max_depth=max_depth, memory_limit=memory_limit,
+                             w_x_direct=w_x_direct, verify_recipes=verify_recipes)
+        self.nested_rows = []
+        #: The most points per leaf: the one given, or the one chosen for ``n_crit="auto"``
+        #: (None until a tree is built: no points).
+        self.n_crit = None if n_crit == AUTO else n_crit
+        #: ``n_crit="auto"``: the :class:`~fmmloopy.tree.cost.TreeWork` of each candidate tried.
+        self.n_crit_candidates = []
+        self._what = describe_problem(self.nsources, self.ntargets, order, n_crit)
+        self._memory_limit = memory_limit
 
     def _plan_tree(self, recipes) -> None:
         """Nested rows, the memory check with the real counts, and the plan."""
