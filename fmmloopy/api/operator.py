@@ -10,16 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from fmmloopy.base.optional import optional_module
+
 __all__ = ["linear_operator"]
-
-
-def _scipy_linalg():
-    try:
-        from scipy.sparse import linalg
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("fmmloopy.linear_operator needs SciPy: pip install "
-                          "'fmmloopy[scipy]'") from exc
-    return linalg
 
 
 def linear_operator(fmm):
@@ -27,7 +20,7 @@ def linear_operator(fmm):
     of shape ``(targets, sources)``: ``matvec`` is one evaluation, ``matmat`` one per column.
     Its dtype is the kernel's (float64; complex128 for a complex kernel); complex vectors given
     to a real kernel are applied part by part."""
-    linalg = _scipy_linalg()
+    linalg = optional_module("scipy.sparse.linalg", "scipy", "fmmloopy.linear_operator")
     dtype = np.dtype(fmm.kernel.value_dtype())
 
     def matvec(vector: np.ndarray) -> np.ndarray:

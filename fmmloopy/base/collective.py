@@ -20,6 +20,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from fmmloopy.base.optional import optional_module
+
 __all__ = ["Collectives", "RankError", "mpi_module"]
 
 #: Exceptions another rank's error is raised as, by name; anything else is a RankError.
@@ -33,12 +35,8 @@ class RankError(RuntimeError):
 
 def mpi_module():
     """``mpi4py.MPI``, with a clear error where mpi4py is missing."""
-    try:
-        from mpi4py import MPI
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the distributed FMM needs mpi4py and an MPI: pip install "
-                          "'fmmloopy[mpi]' (mpi4py and MPICH from PyPI)") from exc
-    return MPI
+    return optional_module("mpi4py.MPI", "mpi", "the distributed FMM",
+                           " (mpi4py and MPICH from PyPI), or mpi4py built for a site's MPI")
 
 
 class Collectives:
