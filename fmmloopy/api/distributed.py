@@ -370,8 +370,12 @@ class DistributedFmm:
         :class:`~fmmloopy.api.fmm.Fields`. Every rank calls it together."""
         with self._lock:
             with self.collectives.agree("checking the charges"):
-                strengths, kernel = checked_strengths(self.kernel, self.nsources, charges,
-                                                      dipoles, gradient)
+                strengths, kernel, batched = checked_strengths(self.kernel, self.nsources,
+                                                               charges, dipoles, gradient)
+                if batched:
+                    raise ValueError("DistributedFmm takes one strength vector per call "
+                                     "(charges (N,), dipoles (N, 3)), not columns of "
+                                     "several: call it once per column")
             outputs = self.apply(strengths, kernel)
         if kernel.n_outputs == 1:
             return outputs[0]

@@ -315,13 +315,23 @@ class Fmm:
         """Potentials at the targets, in the user's order, of ``charges`` (one per source)
         and/or ``dipoles`` (``(N, 3)``: a moment vector per source, whose potential is
         ``m . grad_source G``); with ``gradient=True``, a :class:`Fields` ``(potential,
-        gradient)`` with the gradient at the targets, ``(M, 3)``."""
-        strengths, kernel = checked_strengths(self.kernel, self.nsources, charges, dipoles,
-                                              gradient)
+        gradient)`` with the gradient at the targets, ``(M, 3)``.
+
+        Several strength vectors at once: charges ``(N, k)`` give potentials ``(M, k)``
+        (dipoles ``(N, 3, k)``, gradients ``(M, 3, k)``), column ``j`` that of column ``j``.
+        One call evaluates each pair of the near field once for all ``k`` and applies each
+        far-field matrix to the ``k`` expansions together."""
+        strengths, kernel, batched = checked_strengths(self.kernel, self.nsources, charges,
+                                                       dipoles, gradient)
         outputs = self.apply(strengths[0] if kernel.n_inputs == 1 else strengths, kernel)
+        if not batched:
+            return Fields(outputs[0], np.ascontiguousarray(outputs[1:].T)) if gradient \
+                else outputs
+        per_vector = outputs.reshape((kernel.vectors, -1, self.ntargets))
+        potential = np.ascontiguousarray(per_vector[:, 0].T)
         if not gradient:
-            return outputs
-        return Fields(outputs[0], np.ascontiguousarray(outputs[1:].T))
+            return potential
+        return Fields(potential, np.ascontiguousarray(per_vector[:, 1:].transpose(2, 1, 0)))
 
     def fields_kernel(self, *, charges: bool = True, dipoles: bool = False,
                       gradient: bool = False) -> GreenKernel:
@@ -338,7 +348,8 @@ class Fmm:
         this FMM's Green's function with the fields of ``kernel``
         (:meth:`~fmmloopy.maths.green.GreenKernel.with_fields`). What :meth:`__call__` and the
         nested FMMs run."""
-        kernel = self.kernel.with_fields(kernel.outputs, kernel.inputs)
+        kernel = self.kernel.with_fields(kernel.outputs, kernel.inputs).with_vectors(
+            kernel.vectors)
         shape = (kernel.n_outputs, self.ntargets) if kernel.n_outputs > 1 else (self.ntargets,)
         dtype = kernel.value_dtype()
         if self.tree is None:
@@ -346,14 +357,14 @@ class Fmm:
         strengths = np.asarray(strengths, dtype=dtype).reshape(
             (kernel.n_inputs, self.nsources))
         largest = np.abs(strengths).max(axis=1)
-        strengths, charge_exponent = working_strengths(strengths, kernel, largest,
-                                                       self.coordinate_exponent)
+        strengths, charge_exponents = working_strengths(strengths, kernel, largest,
+                                                        self.coordinate_exponent)
         in_tree = np.ascontiguousarray(self.tree.sources_to_tree(strengths.T).T)
         with self._lock:
             in_tree_order = self._evaluate(in_tree[0] if kernel.n_inputs == 1 else in_tree,
                                            kernel)
         outputs = np.atleast_2d(self.tree.targets_to_user(np.atleast_2d(in_tree_order).T).T)
-        to_user_units(outputs, kernel, charge_exponent, self.coordinate_exponent)
+        to_user_units(outputs, kernel, charge_exponents, self.coordinate_exponent)
         overflow = overflow_message(outputs, kernel, float(largest.max()))
         if overflow:
             raise OverflowError(overflow)
@@ -403,42 +414,64 @@ class Fields(NamedTuple):
 
 
 def checked_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradient
-                      ) -> tuple[np.ndarray, GreenKernel]:
-    """A call's ``charges`` and/or ``dipoles`` checked and stacked, ``(n_inputs, nsources)``,
-    and ``green`` with the call's fields (:meth:`Fmm.fields_kernel`)."""
+                      ) -> tuple[np.ndarray, GreenKernel, bool]:
+    """A call's ``charges`` and/or ``dipoles`` checked and stacked, ``(n_inputs, nsources)``
+    (over ``k`` strength vectors: each vector's components in turn,
+    :attr:`~fmmloopy.maths.green.GreenKernel.vectors`), ``green`` with the call's fields and
+    vectors (:meth:`Fmm.fields_kernel`), and whether the strengths came as columns of vectors
+    (``(N, k)``, ``(N, 3, k)``: the results are then shaped so too)."""
     if charges is None and dipoles is None:
         raise ValueError("charges must be an array of real numbers, got None (give "
                          "charges, dipoles=... or both)")
     gradient = validate_flag(gradient, "gradient")
-    parts = []
+    parts, batched = [], []
     if charges is not None:
-        parts.append(validate_charges(charges, nsources, green.is_complex)[None])
+        values = validate_charges(charges, nsources, green.is_complex, vectors_allowed=True)
+        batched.append(values.ndim == 2)
+        parts.append(values.reshape((nsources, 1, -1)).transpose(2, 1, 0))
     if dipoles is not None:
-        parts.append(validate_dipoles(dipoles, nsources, green.is_complex).T)
+        values = validate_dipoles(dipoles, nsources, green.is_complex, vectors_allowed=True)
+        batched.append(values.ndim == 3)
+        parts.append(values.reshape((nsources, 3, -1)).transpose(2, 1, 0))
+    if len(parts) == 2 and (batched[0] != batched[1] or len(parts[0]) != len(parts[1])):
+        raise ValueError(f"charges and dipoles must hold as many strength vectors: charges "
+                         f"{charges.shape if batched[0] else 'one'}, dipoles "
+                         f"{dipoles.shape if batched[1] else 'one'} (shapes (N, k) and "
+                         "(N, 3, k))")
+    vectors = len(parts[0])
     kernel = green.with_fields(("potential", "gradient") if gradient else ("potential",),
                                ("charge",) * (charges is not None)
-                               + ("dipole",) * (dipoles is not None))
-    return np.concatenate(parts), kernel
+                               + ("dipole",) * (dipoles is not None)).with_vectors(vectors)
+    strengths = np.concatenate(parts, axis=1).reshape((kernel.n_inputs, nsources))
+    return strengths, kernel, batched[0]
 
 
 def working_strengths(strengths: np.ndarray, kernel: GreenKernel, largest: np.ndarray,
-                      coordinate_exponent: int) -> tuple[np.ndarray, int]:
-    """``strengths`` (``(n_inputs, N)``) in working units, and the power of two they were
-    divided by; ``largest``: the largest magnitude of each row (over every rank's)."""
+                      coordinate_exponent: int) -> tuple[np.ndarray, np.ndarray]:
+    """``strengths`` (``(n_inputs, N)``) in working units, and the power of two each strength
+    vector was divided by (``(vectors,)``); ``largest``: the largest magnitude of each row
+    (over every rank's)."""
     # Derivatives in the working coordinates: x = 2**k x' scales each derivative by 2**-k,
     # so dipole moments are taken to working units here and gradients back below. Then
     # strengths far from 1 are scaled by a power of two: the kernels see no denormals.
-    # Both are powers of two, applied at once (exact).
+    # Both are powers of two, applied at once (exact). Each vector gets its own power, so
+    # that vectors of very different sizes keep every digit.
     input_shifts = -coordinate_exponent * kernel.input_derivatives()
-    charge_exponent = _strength_exponent(largest, input_shifts)
-    return _ldexp(strengths, (input_shifts - charge_exponent)[:, None]), charge_exponent
+    per_vector = kernel.n_inputs // kernel.vectors
+    charge_exponents = np.array([
+        _strength_exponent(largest[rows], input_shifts[rows]) for rows in (
+            slice(v * per_vector, (v + 1) * per_vector) for v in range(kernel.vectors))])
+    return (_ldexp(strengths, (input_shifts - np.repeat(charge_exponents, per_vector)
+                               )[:, None]), charge_exponents)
 
 
-def to_user_units(outputs: np.ndarray, kernel: GreenKernel, charge_exponent: int,
+def to_user_units(outputs: np.ndarray, kernel: GreenKernel, charge_exponents,
                   coordinate_exponent: int) -> None:
-    """Outputs (``(n_outputs, M)``, in place) from working to user units."""
-    exponents = charge_exponent + _potential_exponent(kernel, coordinate_exponent) - (
-        coordinate_exponent * kernel.output_derivatives())
+    """Outputs (``(n_outputs, M)``, in place) from working to user units
+    (``charge_exponents``: per strength vector, from :func:`working_strengths`)."""
+    exponents = np.repeat(np.asarray(charge_exponents), kernel.n_outputs // kernel.vectors) + (
+        _potential_exponent(kernel, coordinate_exponent)
+        - coordinate_exponent * kernel.output_derivatives())
     for row, exponent in zip(outputs, exponents, strict=True):
         if exponent:
             with np.errstate(over="ignore"):

@@ -90,17 +90,26 @@ def _shape_hint(shape: tuple[int, ...], name: str) -> str:
     return ""
 
 
-def validate_charges(charges, nsources: int, complex_allowed: bool = False) -> np.ndarray:
+def validate_charges(charges, nsources: int, complex_allowed: bool = False,
+                     vectors_allowed: bool = False) -> np.ndarray:
     """``charges`` as float64 (complex128 where ``complex_allowed``: a complex kernel's) of
-    shape ``(nsources,)``, or a ValueError that says what is wrong."""
+    shape ``(nsources,)`` or, where ``vectors_allowed``, ``(nsources, k)`` (``k >= 1`` charge
+    vectors, one per column), or a ValueError that says what is wrong."""
     array = _as_number_array(charges, "charges", complex_allowed)
-    if array.shape != (nsources,):
+    batched = vectors_allowed and array.ndim == 2 and array.shape[0] == nsources
+    if batched and array.shape[1] == 0:
+        raise ValueError(f"charges of shape {array.shape} hold no charge vector (give at "
+                         "least one column)")
+    if array.shape != (nsources,) and not batched:
+        shapes = f"({nsources},) or ({nsources}, k)" if vectors_allowed else f"({nsources},)"
         hint = ""
-        if array.size == nsources and array.ndim > 1:
+        if vectors_allowed and array.ndim == 2 and array.shape[1] == nsources:
+            hint = "; pass charges.T (one row per source, one column per vector)"
+        elif array.size == nsources and array.ndim > 1:
             hint = "; pass charges.ravel()"
         elif array.ndim == 1:
             hint = f": {len(array)} charges for {nsources} sources"
-        raise ValueError(f"charges must have shape ({nsources},), one per source; "
+        raise ValueError(f"charges must have shape {shapes}, one row per source; "
                          f"got {array.shape}{hint}")
     return _finite_values(array, "charges", "charges", complex_allowed)
 
@@ -115,14 +124,20 @@ def _finite_values(array: np.ndarray, name: str, what: str,
     return array
 
 
-def validate_dipoles(dipoles, nsources: int, complex_allowed: bool = False) -> np.ndarray:
+def validate_dipoles(dipoles, nsources: int, complex_allowed: bool = False,
+                     vectors_allowed: bool = False) -> np.ndarray:
     """``dipoles`` (one moment vector per source) as float64 (complex128 where
-    ``complex_allowed``) of shape ``(nsources, 3)``, or a ValueError that says what is
+    ``complex_allowed``) of shape ``(nsources, 3)`` or, where ``vectors_allowed``,
+    ``(nsources, 3, k)`` (``k >= 1`` strength vectors), or a ValueError that says what is
     wrong."""
     array = _as_number_array(dipoles, "dipoles", complex_allowed)
-    if array.shape != (nsources, 3):
+    batched = vectors_allowed and array.ndim == 3 and array.shape[:2] == (nsources, 3)
+    if batched and array.shape[2] == 0:
+        raise ValueError(f"dipoles of shape {array.shape} hold no strength vector")
+    if array.shape != (nsources, 3) and not batched:
         hint = "; pass dipoles.T (one row per source)" if array.shape == (3, nsources) else ""
-        raise ValueError(f"dipoles must have shape ({nsources}, 3), one moment vector per "
+        shapes = f"({nsources}, 3)" + (f" or ({nsources}, 3, k)" if vectors_allowed else "")
+        raise ValueError(f"dipoles must have shape {shapes}, one moment vector per "
                          f"source; got {array.shape}{hint}")
     return _finite_values(array, "dipoles", "dipole moments", complex_allowed)
 

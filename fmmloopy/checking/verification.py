@@ -66,21 +66,25 @@ def run_once(kernel, queue: cl.CommandQueue, inputs: dict, warm_up: bool = False
 
 
 def random_operands(spec: OperatorSpec, sizes: dict[str, int], tree, rng: np.random.Generator,
-                    green: GreenKernel | None = None) -> dict[str, np.ndarray]:
+                    green: GreenKernel | None = None, nboxes: int | None = None
+                    ) -> dict[str, np.ndarray]:
     """Random values for what ``spec`` reads and adds into (strengths and results, or source and
     target vectors), shaped for ``tree`` (and, for particles, for the components of ``green``'s
     inputs and outputs): outputs start from random values, so a kernel that overwrites instead
     of adding is caught. A complex kernel's values are complex, with independent random real
-    and imaginary parts (a kernel that loses either is caught)."""
+    and imaginary parts (a kernel that loses either is caught). ``nboxes``: the rows of a
+    matvec's vectors where they are not the tree's boxes (several strength vectors folded
+    into the boxes, :func:`~fmmloopy.execution.kernel_arguments.fold_vectors`)."""
+    nboxes = tree.nboxes if nboxes is None else nboxes
     def values(shape: tuple[int, ...]) -> np.ndarray:
         return random_values(rng, shape, green is not None and green.is_complex)
     if spec.template == MATVEC:
-        return {"source_vectors": values((tree.nboxes, sizes["n_source_coeffs"])),
-                "target_vectors": values((tree.nboxes, sizes["n_target_coeffs"]))}
+        return {"source_vectors": values((nboxes, sizes["n_source_coeffs"])),
+                "target_vectors": values((nboxes, sizes["n_target_coeffs"]))}
 
     def shape(kind: str, npoints: int, components: int) -> tuple[int, ...]:
         if kind != PARTICLES:
-            return (tree.nboxes, sizes["n_surface"])
+            return (tree.nboxes * components, sizes["n_surface"])
         return (components, npoints) if components > 1 else (npoints,)
     n_in, n_out = (1, 1) if green is None else (green.n_inputs, green.n_outputs)
     return {"strengths": values(shape(spec.sources, tree.nsources, n_in)),

@@ -18,7 +18,9 @@ def evaluation_buffer_shapes(expansion: Expansion, ranks: dict[str, int], nboxes
     """Name -> shape (``green.value_dtype()``: float64, complex128 for a complex kernel) of
     every per-evaluation buffer: charges, potentials (``(n,
     points)`` for ``green``'s ``n`` input or output components where there are several: dipoles,
-    a gradient), and per box every expansion and every buffer between factors, as wide as the
+    a gradient; several strength vectors are components too, see
+    :attr:`~fmmloopy.maths.green.GreenKernel.vectors`), and per box (and vector) every
+    expansion and every buffer between factors, as wide as the
     matrices that write them (``ranks`` as
     :meth:`~fmmloopy.maths.precompute.KifmmOperators.ranks` gives them,
     :func:`fmmloopy.maths.kifmm.buffer_widths`)."""
@@ -27,7 +29,9 @@ def evaluation_buffer_shapes(expansion: Expansion, ranks: dict[str, int], nboxes
         "strengths": (n_in, nsources) if n_in > 1 else (nsources,),
         "potential": (n_out, ntargets) if n_out > 1 else (ntargets,)}
     widths = buffer_widths(expansion.n_e, matrix_shapes(expansion.n_e, ranks))
-    shapes |= {name: (nboxes, width) for name, width in widths.items()}
+    # Several strength vectors: a box's expansions of each vector in turn (row b * k + v).
+    rows = nboxes * (1 if green is None else green.vectors)
+    shapes |= {name: (rows, width) for name, width in widths.items()}
     return shapes
 
 

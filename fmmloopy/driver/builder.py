@@ -26,12 +26,17 @@ from fmmloopy.checking.verification import compare, random_operands
 from fmmloopy.driver.buffers import evaluation_buffer_shapes
 from fmmloopy.driver.plan import Launch, Plan
 from fmmloopy.execution.compiled import CompiledOperator, compiled_operator
-from fmmloopy.execution.kernel_arguments import box_list, box_list_arguments, tree_arguments
+from fmmloopy.execution.kernel_arguments import (
+    box_list,
+    box_list_arguments,
+    fold_vectors,
+    tree_arguments,
+)
 from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.kifmm import STEPS, Boxes, KifmmStep, step_kernel
 from fmmloopy.maths.layouts import matrix_arguments
 from fmmloopy.maths.levels import LevelOperators
-from fmmloopy.maths.operators import PAIRWISE, get_operator, operator_sizes
+from fmmloopy.maths.operators import MATVEC, PAIRWISE, get_operator, operator_sizes
 from fmmloopy.maths.precompute import KifmmOperators
 from fmmloopy.tree.lists import InteractionLists
 from fmmloopy.tree.octree import Tree
@@ -168,7 +173,7 @@ class _PlanBuilder:
                      list_name=step.box_list,
                      matrix_offsets=self.operators.matrix_offsets(step, field,
                                                                   self.tree.box_levels),
-                     key=(*key, index, None), upward=step.upward)
+                     key=(*key, index, self.green.vectors), upward=step.upward)
 
     def add(self, operator: str, target_boxes: np.ndarray, buffers: dict[str, str],
             sizes: dict[str, int], extra: dict, list_name: str | None = None,
@@ -198,6 +203,8 @@ class _PlanBuilder:
                 < extra["nmatrices"]:
             raise ValueError(f"{operator}: matrix indices outside the {extra['nmatrices']} "
                              "matrices of this launch")
+        if spec.template == MATVEC:
+            cut = fold_vectors(cut, self.green.vectors, self.tree.box_levels)
         kernel = self._kernel(operator, green, **sizes)
         names = set(kernel.argument_names)
         arguments = {name: value for name, value in self.shared.items() if name in names}
@@ -232,7 +239,8 @@ class _PlanBuilder:
         clock = time.perf_counter()
         tree = self.tree
         inputs = tree_arguments(tree) | launch | random_operands(
-            spec, sizes, tree, np.random.default_rng(len(self.launches)), green)
+            spec, sizes, tree, np.random.default_rng(len(self.launches)), green,
+            nboxes=launch.get("nboxes", tree.nboxes))
         if spec.template != "matvec":
             inputs["max_box_targets"] = int(
                 tree.box_target_counts[launch["target_boxes"]].max())

@@ -44,7 +44,8 @@ class Launch:
     #: its kernel's flops per pair (GreenKernel.flops_per_pair: more for a gradient).
     flops: float = 0.0
     #: What makes two plans' launches of one tree the same launch: the step, its target boxes
-    #: (first and count), the factor of its chain and, for a pairwise step, the kernel it sums.
+    #: (first and count), the factor of its chain and, for a pairwise step, the kernel it sums
+    #: (for a matvec step, the strength vectors folded into its boxes).
     key: tuple = ()
     #: Whether it belongs to the upward pass (a distributed FMM exchanges multipoles after).
     upward: bool = False

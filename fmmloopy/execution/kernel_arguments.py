@@ -120,3 +120,42 @@ def box_list_arguments(starts: np.ndarray, lists: np.ndarray, target_boxes: np.n
     if indices:
         arguments["matrix_indices"] = indices[0]
     return arguments
+
+
+def fold_vectors(arguments: dict, vectors: int, box_levels: np.ndarray) -> dict:
+    """A matvec launch's list ``arguments`` (:func:`box_list_arguments`) over ``vectors``
+    strength vectors, the vectors folded into the boxes.
+
+    Box ``b``'s expansion of vector ``v`` is row ``b * vectors + v`` of a buffer of
+    ``nboxes * vectors`` rows (the pairwise template's rows of a surface of several
+    components), and an entry ``(t, s, matrix)`` of the list becomes one entry
+    ``(t * vectors + v, s * vectors + v, matrix)`` per vector: the matvec template, unchanged,
+    applies each matrix to every vector, and the grouped layout gives each of its matrices the
+    pairs of all the vectors at once (one matrix load for them). Returns the arguments with the
+    folded ``target_boxes``, CSR list, ``matrix_indices``, ``nboxes`` and ``box_levels``
+    (``box_levels``: the tree's, per box).
+    """
+    if vectors == 1:
+        return arguments
+    targets = np.asarray(arguments["target_boxes"], dtype=np.int64)
+    starts = np.asarray(arguments["source_box_starts"], dtype=np.int64)
+    rows = np.repeat(np.arange(len(targets)), vectors)
+    vector_of_row = np.tile(np.arange(vectors), len(targets))
+    aligned = (arguments["matrix_indices"],) if "matrix_indices" in arguments else ()
+    new_starts, entries, *indices = select_rows(starts, arguments["source_box_lists"], rows,
+                                                *aligned)
+    entries = (entries.astype(np.int64) * vectors
+               + np.repeat(vector_of_row, np.diff(new_starts)))
+    folded = dict(arguments)
+    folded |= {
+        "target_boxes": (targets[rows] * vectors + vector_of_row).astype(INDEX_DTYPE),
+        "ntarget_boxes": len(rows),
+        "source_box_starts": new_starts.astype(INDEX_DTYPE),
+        "source_box_lists": entries.astype(INDEX_DTYPE),
+        "nsource_list_entries": len(entries),
+        "box_levels": np.repeat(np.asarray(box_levels, dtype=INDEX_DTYPE), vectors),
+        "nboxes": len(box_levels) * vectors,
+    }
+    if indices:
+        folded["matrix_indices"] = indices[0]
+    return folded

@@ -89,8 +89,17 @@ class GreenKernel:
     #: The parameter that is the kernel's wavenumber, for an oscillating kernel (Helmholtz's
     #: ``k``): ``Fmm`` then limits the root box in wavelengths (:func:`check_wave_range`).
     wavenumber: str | None = None
+    #: Independent strength vectors summed at once (``k``): the kernel is then ``G ⊗ I_k``,
+    #: block-diagonal, its components vector-major (component ``v * n + c`` is component ``c``
+    #: of vector ``v``, ``n`` the components of one vector). A pairwise sum evaluates each
+    #: pair's entries once for all ``k`` vectors (:meth:`with_vectors`).
+    vectors: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.vectors, bool) or not isinstance(self.vectors, int | np.integer) \
+                or self.vectors < 1:
+            raise ValueError(f"vectors must be a positive integer, not {self.vectors!r}")
+        object.__setattr__(self, "vectors", int(self.vectors))
         object.__setattr__(self, "outputs",
                            _validate_fields(self.outputs, TARGET_FIELDS, "outputs"))
         object.__setattr__(self, "inputs", _validate_fields(self.inputs, SOURCE_FIELDS, "inputs"))
@@ -118,10 +127,19 @@ class GreenKernel:
         """This Green's function producing ``outputs`` from ``inputs``."""
         return dataclasses.replace(self, outputs=tuple(outputs), inputs=tuple(inputs))
 
+    def with_vectors(self, vectors: int) -> GreenKernel:
+        """This kernel applied to ``vectors`` strength vectors at once (:attr:`vectors`)."""
+        return dataclasses.replace(self, vectors=vectors)
+
+    @property
+    def single(self) -> GreenKernel:
+        """This kernel for one strength vector (its fields kept)."""
+        return self.with_vectors(1)
+
     @property
     def base(self) -> GreenKernel:
-        """The potential of charges (what the precomputed operators are made of)."""
-        return self.with_fields()
+        """The potential of charges, one vector (what the precomputed operators are made of)."""
+        return dataclasses.replace(self, outputs=("potential",), inputs=("charge",), vectors=1)
 
     @property
     def is_scalar(self) -> bool:
@@ -130,11 +148,13 @@ class GreenKernel:
 
     @property
     def n_outputs(self) -> int:
-        return sum(len(TARGET_FIELDS[name]) for name in self.outputs)
+        """Output components, over all :attr:`vectors`."""
+        return self.vectors * sum(len(TARGET_FIELDS[name]) for name in self.outputs)
 
     @property
     def n_inputs(self) -> int:
-        return sum(len(SOURCE_FIELDS[name]) for name in self.inputs)
+        """Input components, over all :attr:`vectors`."""
+        return self.vectors * sum(len(SOURCE_FIELDS[name]) for name in self.inputs)
 
     @property
     def spec(self) -> str:
@@ -147,9 +167,10 @@ class GreenKernel:
     def label(self) -> str:
         """The name and parameters, with the fields where they are not the potential of
         charges."""
-        if self.outputs == ("potential",) and self.inputs == ("charge",):
-            return self.spec
-        return f"{self.spec} ({'+'.join(self.outputs)} of {'+'.join(self.inputs)})"
+        label = self.spec
+        if self.outputs != ("potential",) or self.inputs != ("charge",):
+            label += f" ({'+'.join(self.outputs)} of {'+'.join(self.inputs)})"
+        return label if self.vectors == 1 else f"{label} x {self.vectors} vectors"
 
     @cached_property
     def is_complex(self) -> bool:
@@ -165,11 +186,13 @@ class GreenKernel:
 
     def output_derivatives(self) -> np.ndarray:
         """Per output component: how many derivatives of ``G`` it takes (0 or 1)."""
-        return np.array([len(d) for name in self.outputs for d in TARGET_FIELDS[name]])
+        return np.tile([len(d) for name in self.outputs for d in TARGET_FIELDS[name]],
+                       self.vectors)
 
     def input_derivatives(self) -> np.ndarray:
         """Per input component: how many derivatives of ``G`` it takes (0 or 1)."""
-        return np.array([len(d) for name in self.inputs for d in SOURCE_FIELDS[name]])
+        return np.tile([len(d) for name in self.inputs for d in SOURCE_FIELDS[name]],
+                       self.vectors)
 
     def derivative_orders(self) -> np.ndarray:
         """``(n_outputs, n_inputs)``: how many derivatives each entry of the matrix takes (an
@@ -180,7 +203,13 @@ class GreenKernel:
     def expressions(self) -> tuple[tuple[prim.ExpressionNode, ...], ...]:
         """``[output component][input component]``: the derivative of ``G`` each pair of
         components applies, in the form the generated code computes (the potential of
-        charges: ``expression`` itself)."""
+        charges: ``expression`` itself). Over several :attr:`vectors`, block-diagonal: the
+        entries between components of different vectors are the integer 0."""
+        if self.vectors > 1:
+            block = self.single.expressions
+            return tuple(tuple(block[o][i] if v == w else 0
+                               for w in range(self.vectors) for i in range(len(block[0])))
+                         for v in range(self.vectors) for o in range(len(block)))
         if self.is_scalar:
             return ((_sized_constants(self.bound_expression),),)
         power_form = simplify(to_power_form(self.bound_expression))
@@ -209,6 +238,11 @@ class GreenKernel:
         ``(...)`` for the potential of charges, else ``(..., n_outputs, n_inputs)``."""
         offsets = np.asarray(offsets, dtype=np.float64)
         dtype = self.value_dtype()  # complex even where a parameter's value made it real
+        if self.vectors > 1:
+            block = self.single.evaluate(offsets)
+            if block.ndim == offsets.ndim - 1:
+                block = block[..., None, None]
+            return np.kron(np.eye(self.vectors, dtype=dtype), block)
         if self.is_scalar:
             return _evaluate(self.bound_expression, offsets).astype(dtype)
         return np.stack([np.stack([_evaluate(e, offsets) for e in row], axis=-1)
@@ -221,10 +255,16 @@ class GreenKernel:
         each distinct subexpression once over all entries, plus 3 for the offset and 2 per
         entry for multiplying by the strength and adding into the sum. Comparisons and
         selections are not counted. The roofline of ``fmmloopy bench`` uses it; for the
-        Laplace potential it is 13."""
+        Laplace potential it is 13, and 13 + 2 (k - 1) over ``k`` :attr:`vectors` (the zero
+        entries between vectors are not computed)."""
         seen: set = set()
-        entries = [e for row in self.expressions for e in row]
+        entries = [e for row in self.expressions for e in row if not is_zero_entry(e)]
         return 3 + sum(_count_flops(e, seen) for e in entries) + 2 * len(entries)
+
+
+def is_zero_entry(expression) -> bool:
+    """Whether a kernel entry is the constant 0 (between the components of two vectors)."""
+    return isinstance(expression, Real) and expression == 0
 
 
 def _evaluate(expression, offsets: np.ndarray) -> np.ndarray:

@@ -84,12 +84,11 @@ _PARTICLES = BoxParticles()
 def pairwise_reference(green: GreenKernel, inputs: dict, targets: PointSet = _PARTICLES,
                        sources: PointSet = _PARTICLES, accumulate: bool = True) -> np.ndarray:
     """What the pairwise template computes, box by box in numpy: the new ``result``
-    (``(n_outputs, ...)`` for a kernel of several outputs, as the template stores it)."""
+    (in the template's layout of several components: :func:`_by_component`)."""
     n_out, n_in = green.n_outputs, green.n_inputs
     result = np.array(inputs["result"], dtype=_value_dtype(inputs["result"]), copy=True)
-    outputs = result.reshape((n_out, -1)) if n_out > 1 else result[None]
-    strengths = np.asarray(inputs["strengths"])
-    strengths = strengths.reshape((n_in, -1)) if n_in > 1 else strengths[None]
+    outputs = _by_component(result, targets, n_out)
+    strengths = _by_component(np.asarray(inputs["strengths"]), sources, n_in)
     starts, lists = inputs["source_box_starts"], inputs["source_box_lists"]
     for itgt_box, tgt_box in enumerate(inputs["target_boxes"]):
         target_points, target_index = _box_points(inputs, "target", targets, tgt_box)
@@ -102,6 +101,15 @@ def pairwise_reference(green: GreenKernel, inputs: dict, targets: PointSet = _PA
         index = (slice(None), *np.index_exp[target_index])
         outputs[index] = (outputs[index] if accumulate else 0) + total
     return result
+
+
+def _by_component(values: np.ndarray, points: PointSet, components: int) -> np.ndarray:
+    """A view of a point set's values with the component first: particles store
+    ``(components, n)`` (or ``(n,)``), surfaces ``(nboxes * components, npoints)`` (a box's
+    components in turn); the view is ``(components, n)`` or ``(components, nboxes, npoints)``."""
+    if isinstance(points, BoxParticles):
+        return values.reshape((components, -1)) if components > 1 else values[None]
+    return values.reshape((-1, components, values.shape[-1])).transpose(1, 0, 2)
 
 
 def _value_dtype(values) -> np.dtype:

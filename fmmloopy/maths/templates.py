@@ -33,7 +33,7 @@ import loopy as lp
 import numpy as np
 
 from fmmloopy.maths.geometry import INDEX_DTYPE
-from fmmloopy.maths.green import OFFSET_VARIABLES, GreenKernel
+from fmmloopy.maths.green import OFFSET_VARIABLES, GreenKernel, is_zero_entry
 
 _LANG_VERSION = (2018, 2)
 
@@ -78,15 +78,22 @@ class _PointCode:
     value: str  # the array element holding this point's strength or result; "{component}"
     args: tuple[lp.KernelArgument, ...]
 
+    #: Whether ``value`` takes the component as a leading index (``"{component}"`` is then
+    #: ``"c, "``, or nothing for one component) rather than as a number in an expression.
+    leading_component: bool = True
+
     def value_of(self, component: int, components: int) -> str:
         """The element of value ``component`` (of ``components`` per point)."""
+        if not self.leading_component:
+            return self.value.format(component=component)
         return self.value.format(component=f"{component}, " if components > 1 else "")
 
 
 def _point_code(points: PointSet, role: str, dtype: np.dtype, components: int = 1,
                 value_dtype: np.dtype | None = None) -> _PointCode:
     """Describe ``points`` in loopy text for the role ``"target"`` or ``"source"``, with
-    ``components`` values per point (particles only: ``values[component, point]``);
+    ``components`` values per point (particles: ``values[component, point]``; surfaces:
+    ``values[box * components + component, point]``);
     coordinates are ``dtype``, values ``value_dtype`` (complex for a complex kernel)."""
     value_dtype = dtype if value_dtype is None else value_dtype
     short = {"target": "tgt", "source": "src"}[role]
@@ -111,22 +118,24 @@ def _point_code(points: PointSet, role: str, dtype: np.dtype, components: int = 
         return _PointCode(loads, domain, guard, f"{role}s[{{axis}}, {start} + {index}]",
                           f"{values}[{{component}}{start} + {index}]", args)
     if isinstance(points, BoxSurface):
-        if components != 1:
-            raise ValueError(f"a surface holds one value per point, not {components} "
-                             f"({role}s of several components must be particles)")
         values = "result" if role == "target" else "strengths"
         half_width = f"{short}_half_width"
+        # Several components (strength vectors): row box * components + component, so that a
+        # box's rows are those of the matvec's folded boxes (fold_vectors).
+        rows = f" * {components}" if components > 1 else ""
         loads = (f"<> {half_width} = level_half_widths[box_levels[{box}]]",)
         args = (lp.GlobalArg(f"{role}_surface", dtype, f"3, {points.npoints}"),
                 lp.GlobalArg("box_centres", dtype, "3, nboxes"),
                 lp.GlobalArg("box_levels", INDEX_DTYPE, "nboxes"),
                 lp.GlobalArg("level_half_widths", dtype, "nlevels"),
-                lp.GlobalArg(values, value_dtype, f"nboxes, {points.npoints}"),
+                lp.GlobalArg(values, value_dtype, f"nboxes{rows}, {points.npoints}"),
                 lp.ValueArg("nlevels", INDEX_DTYPE))
         coordinate = (f"box_centres[{{axis}}, {box}]"
                       f" + {half_width} * {role}_surface[{{axis}}, {index}]")
+        value = (f"{values}[{box} * {components} + {{component}}, {index}]" if components > 1
+                 else f"{values}[{box}, {index}]")
         return _PointCode(loads, f"0 <= {index} < {points.npoints}", None, coordinate,
-                          f"{values}[{{component}}{box}, {index}]", args)
+                          value, args, leading_component=False)
     raise TypeError(f"unknown point set {points!r}")
 
 # }}}
@@ -179,6 +188,9 @@ def make_pairwise_kernel(name: str, green: GreenKernel, targets: PointSet, sourc
     ``result[o, t] (+)= sum_s sum_i G_oi(t - s) strengths[i, s]`` with one accumulator per
     output (:func:`pairwise_part`) and one rule per entry (:func:`green_rule_name`), all in
     the same source loop (the offset and the common subexpressions computed once per pair).
+    Over several strength vectors (``green.vectors``) the components are the vectors' in turn
+    and the zero entries between vectors are left out: each pair's entries are computed once
+    and applied to every vector.
     """
     dtype = np.dtype(dtype)
     n_out, n_in = green.n_outputs, green.n_inputs
@@ -195,7 +207,8 @@ def make_pairwise_kernel(name: str, green: GreenKernel, targets: PointSet, sourc
             update=pairwise_part("update", o), store=pairwise_part("store", o),
             value=tgt.value_of(o, n_out),
             terms=" + ".join(f"{src.value_of(i, n_in)} * {green_rule_name(o, i)}(d0, d1, d2)"
-                             for i in range(n_in)))
+                             for i in range(n_in)
+                             if not is_zero_entry(green.expressions[o][i])))
             for o in range(n_out))
     store = "{value} + {acc}" if accumulate else "{acc}"
     guard_open, guard_close = (f"if {tgt.guard}", "end") if tgt.guard else ("", "")
@@ -224,7 +237,8 @@ def make_pairwise_kernel(name: str, green: GreenKernel, targets: PointSet, sourc
     end
     """
     rules = [lp.SubstitutionRule(green_rule_name(o, i), OFFSET_VARIABLES, expression)
-             for o, row in enumerate(green.expressions) for i, expression in enumerate(row)]
+             for o, row in enumerate(green.expressions) for i, expression in enumerate(row)
+             if not is_zero_entry(expression)]
     domains = [
         f"{{[itgt_box, itgt]: 0 <= itgt_box < ntarget_boxes and {tgt.domain}}}",
         "{[isrc_box]: isrc_box_start <= isrc_box < isrc_box_end}",
@@ -239,6 +253,10 @@ def make_pairwise_kernel(name: str, green: GreenKernel, targets: PointSet, sourc
     ))
     knl = lp.make_kernel(domains, [instructions, *rules], args, name=name,
                          lang_version=_LANG_VERSION)
+    if isinstance(targets, BoxSurface) and n_out > 1:
+        # The components' rows (box * n_out + o) are disjoint, which loopy cannot prove.
+        knl = lp.add_nosync(knl, "any", "id:store*", "id:store*", bidirectional=True,
+                             force=True)
     return _finish(knl)
 
 
