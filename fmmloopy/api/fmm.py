@@ -34,7 +34,12 @@ from fmmloopy.base.validation import (
     validate_recipes,
 )
 from fmmloopy.driver.builder import RankBoxes, build_plan
-from fmmloopy.driver.memory import describe_problem, estimate_before_tree, estimate_memory
+from fmmloopy.driver.memory import (
+    describe_problem,
+    estimate_before_tree,
+    estimate_memory,
+    with_vectors,
+)
 from fmmloopy.driver.plan import Plan
 from fmmloopy.execution.kernel_arguments import box_list
 from fmmloopy.execution.opencl_errors import explain_opencl_error
@@ -52,6 +57,11 @@ from fmmloopy.tree.direct_lists import direct_where_cheaper
 from fmmloopy.tree.lists import InteractionLists, build_interaction_lists
 from fmmloopy.tree.nested import nest_heavy_rows
 from fmmloopy.tree.octree import MAX_DEPTH_LIMIT, Tree, build_tree_from, sort_points
+
+#: The most strength vectors one evaluation carries; a call with more runs in passes. The
+#: pairwise kernels keep one accumulator per vector and output component, and each count of
+#: vectors is a kernel of its own (built once, then cached on disk).
+MAX_VECTORS_PER_PASS = 16
 
 #: Orders (points per surface edge) the toolkit accepts.
 MIN_ORDER, MAX_ORDER = 2, 16
@@ -257,13 +267,15 @@ class Fmm:
 
         tree, lists = self.tree, self.evaluated_lists
 
-        self.memory_estimate = estimate_memory(
-            nsources=tree.nsources, ntargets=tree.ntargets,
-            targets_are_sources=tree.targets_are_sources, order=self.order,
-            nboxes=tree.nboxes, nlevels=tree.nlevels, ranks=self.operators.ranks(),
-            operator_sets=len(self.operators.sets), complex_values=self.kernel.is_complex,
+        self._sizes = dict(
+            nsources=tree.nsources, ntargets=tree.ntargets, order=self.order,
+            nboxes=tree.nboxes, ranks=self.operators.ranks(),
+            complex_values=self.kernel.is_complex,
             list_entries={name: len(getattr(lists, f"{name}_lists")) for name in "uvwx"}
             | {f"v_{name}": len(box_list(tree, lists, f"v_{name}")[1]) for name in M2L_CLASSES})
+        self.memory_estimate = estimate_memory(
+            targets_are_sources=tree.targets_are_sources, nlevels=tree.nlevels,
+            operator_sets=len(self.operators.sets), **self._sizes)
         check_memory(self.memory_estimate, self.device, self._what, self._memory_limit)
 
         clock = time.perf_counter()
@@ -356,25 +368,52 @@ class Fmm:
             return np.zeros(shape, dtype)
         strengths = np.asarray(strengths, dtype=dtype).reshape(
             (kernel.n_inputs, self.nsources))
+        chunk = self.vectors_per_pass(kernel.vectors)
+        if chunk < kernel.vectors:  # in passes of `chunk` vectors: rows of whole vectors
+            single = kernel.single
+            rows = single.n_inputs
+            parts = [self.apply(strengths[first * rows:(first + chunk) * rows],
+                                single.with_vectors(min(chunk, kernel.vectors - first)))
+                     for first in range(0, kernel.vectors, chunk)]
+            return np.concatenate([np.atleast_2d(part) for part in parts]).reshape(shape)
         largest = np.abs(strengths).max(axis=1)
         strengths, charge_exponents = working_strengths(strengths, kernel, largest,
                                                         self.coordinate_exponent)
-        in_tree = np.ascontiguousarray(self.tree.sources_to_tree(strengths.T).T)
+        in_tree = np.take(strengths, self.tree.source_user_ids, axis=1)
         with self._lock:
             in_tree_order = self._evaluate(in_tree[0] if kernel.n_inputs == 1 else in_tree,
                                            kernel)
-        outputs = np.atleast_2d(self.tree.targets_to_user(np.atleast_2d(in_tree_order).T).T)
+        outputs = np.take(np.atleast_2d(in_tree_order), self.tree.target_tree_ids, axis=1)
         to_user_units(outputs, kernel, charge_exponents, self.coordinate_exponent)
         overflow = overflow_message(outputs, kernel, float(largest.max()))
         if overflow:
             raise OverflowError(overflow)
         return outputs[0] if kernel.n_outputs == 1 else outputs
 
+    def vectors_per_pass(self, vectors: int) -> int:
+        """How many of ``vectors`` strength vectors one evaluation carries: at most
+        :data:`MAX_VECTORS_PER_PASS`, halved until a plan for them fits in memory beside
+        this FMM (:func:`~fmmloopy.driver.memory.with_vectors`); ResourceLimitError where
+        not even one does."""
+        chunk = min(vectors, MAX_VECTORS_PER_PASS)
+        while chunk > 1:
+            estimate = with_vectors(self.memory_estimate, chunk, **self._sizes)
+            try:
+                check_memory(estimate, self.device, self._what, self._memory_limit)
+                break
+            except ResourceLimitError:
+                chunk //= 2
+        return chunk
+
     def plan_for(self, kernel: GreenKernel) -> Plan:
         """The plan that evaluates ``kernel``'s fields (built on first use, sharing the
-        expansions' buffers of :attr:`plan`; call under the lock)."""
+        expansions' buffers of :attr:`plan`; call under the lock). One plan of several
+        strength vectors is kept at a time (its buffers are the large ones)."""
         if kernel == self.kernel:
             return self.plan
+        if kernel not in self._plans and kernel.vectors > 1:
+            self._plans = {known: plan for known, plan in self._plans.items()
+                           if known.vectors == 1}
         if kernel not in self._plans:
             plan = build_plan(self.tree, self.evaluated_lists, self.operators, kernel,
                               self.queue, self._options["recipes"],
@@ -428,15 +467,17 @@ def checked_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradi
     if charges is not None:
         values = validate_charges(charges, nsources, green.is_complex, vectors_allowed=True)
         batched.append(values.ndim == 2)
-        parts.append(values.reshape((nsources, 1, -1)).transpose(2, 1, 0))
+        vectors = values.shape[1] if values.ndim == 2 else 1
+        parts.append(values.reshape((nsources, 1, vectors)).transpose(2, 1, 0))
     if dipoles is not None:
         values = validate_dipoles(dipoles, nsources, green.is_complex, vectors_allowed=True)
         batched.append(values.ndim == 3)
-        parts.append(values.reshape((nsources, 3, -1)).transpose(2, 1, 0))
+        vectors = values.shape[2] if values.ndim == 3 else 1
+        parts.append(values.reshape((nsources, 3, vectors)).transpose(2, 1, 0))
     if len(parts) == 2 and (batched[0] != batched[1] or len(parts[0]) != len(parts[1])):
         raise ValueError(f"charges and dipoles must hold as many strength vectors: charges "
-                         f"{charges.shape if batched[0] else 'one'}, dipoles "
-                         f"{dipoles.shape if batched[1] else 'one'} (shapes (N, k) and "
+                         f"{np.shape(charges) if batched[0] else 'one'}, dipoles "
+                         f"{np.shape(dipoles) if batched[1] else 'one'} (shapes (N, k) and "
                          "(N, 3, k))")
     vectors = len(parts[0])
     kernel = green.with_fields(("potential", "gradient") if gradient else ("potential",),

@@ -202,13 +202,15 @@ _FIELD_ABBREVIATIONS = {"potential": "pot", "gradient": "grad", "charge": "q", "
 
 def fields_label(green: GreenKernel) -> str:
     """``green``'s fields in short, empty for the potential of charges (``pot+grad<q+dip``:
-    potential and gradient of charges and dipoles)."""
-    if green == green.base:
-        return ""
+    potential and gradient of charges and dipoles), with ``x<k>`` for ``k`` strength
+    vectors."""
+    vectors = f"x{green.vectors}" if green.vectors > 1 else ""
+    if green.single == green.base:
+        return vectors
 
     def short(fields):
         return "+".join(_FIELD_ABBREVIATIONS[name] for name in fields)
-    return f"{short(green.outputs)}<{short(green.inputs)}"
+    return f"{short(green.outputs)}<{short(green.inputs)}" + (f" {vectors}" if vectors else "")
 
 
 def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],

@@ -18,7 +18,12 @@ import numpy as np
 
 from fmmloopy.base.distributions import plummer, sphere_surface
 from fmmloopy.checking.verification import random_operands, random_values
-from fmmloopy.execution.kernel_arguments import box_list, box_list_arguments, tree_arguments
+from fmmloopy.execution.kernel_arguments import (
+    box_list,
+    box_list_arguments,
+    fold_vectors,
+    tree_arguments,
+)
 from fmmloopy.maths.geometry import NTRANSFER_VECTORS
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.operators import MATVEC, PARTICLES, OperatorSpec, operator_sizes
@@ -66,12 +71,16 @@ class CheckProblem:
         """
         rng = np.random.default_rng(self.seed + 1)
         tree = self.tree
-        arguments = tree_arguments(tree) | random_operands(spec, sizes, tree, rng, green)
         starts, entries, matrix_indices = box_list(tree, self.lists, spec.box_list)
         has_row = np.diff(starts) > 0
         if spec.targets == PARTICLES:
             has_row &= tree.box_is_leaf & (tree.box_target_counts > 0)
         target_boxes = np.flatnonzero(has_row)
+        lists = box_list_arguments(starts, entries, target_boxes, matrix_indices)
+        if spec.template == MATVEC and green is not None:  # vectors folded into the boxes
+            lists = fold_vectors(lists, green.vectors, tree.box_levels)
+        arguments = tree_arguments(tree) | random_operands(
+            spec, sizes, tree, rng, green, nboxes=lists.get("nboxes", tree.nboxes))
         if spec.template == MATVEC:
             nmatrices = {"v": NTRANSFER_VECTORS, "children": 8, "parent": 8}.get(spec.box_list, 1)
             n_out, n_in = sizes["n_target_coeffs"], sizes["n_source_coeffs"]
@@ -88,7 +97,7 @@ class CheckProblem:
             if n_surface is not None:
                 surface = rng.uniform(-3.0, 3.0, (3, n_surface))
                 arguments |= {"target_surface": surface, "source_surface": surface}
-        return arguments | box_list_arguments(starts, entries, target_boxes, matrix_indices)
+        return arguments | lists
 
     def describe(self) -> str:
         """One line: the sizes this problem reaches (points, boxes, leaves, lists, surfaces)."""

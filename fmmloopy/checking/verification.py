@@ -225,6 +225,19 @@ def compare(candidate, reference, spec: OperatorSpec, sizes: dict[str, int], inp
         if _particle_outputs(spec) and np.ndim(value) == 2:  # components of each target
             parts = [(f"{name!r} (component {k})", dict(inputs, **{name: inputs[name][k]}),
                       actual[name][k], value[k]) for k in range(len(value))]
+        elif not _particle_outputs(spec) and spec.template != MATVEC \
+                and len(value) > inputs["nboxes"]:
+            # A surface of several components: row box * components + component.
+            components = len(value) // inputs["nboxes"]
+
+            def component(array, k, components=components):
+                array = np.asarray(array)
+                return np.ascontiguousarray(
+                    array.reshape((-1, components, array.shape[-1]))[:, k])
+            parts = [(f"{name!r} (component {k})",
+                      dict(inputs, **{name: component(inputs[name], k)}),
+                      component(actual[name], k), component(value, k))
+                     for k in range(components)]
         else:
             parts = [(repr(name), inputs, actual[name], value)]
         for label, part_inputs, got, want in parts:

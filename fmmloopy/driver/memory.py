@@ -160,3 +160,34 @@ def describe_problem(nsources: int, ntargets: int, order: int, n_crit: int) -> s
     """How refusals name a problem: ``the FMM of N sources and M targets at order p (n_crit c)``."""
     return (f"the FMM of {nsources} sources and {ntargets} targets at order {order} "
             f"(n_crit {n_crit})")
+
+
+def with_vectors(estimate: MemoryEstimate, vectors: int, *, nsources: int, ntargets: int,
+                 nboxes: int, order: int, ranks: dict[str, int] | None,
+                 list_entries: dict[str, int], complex_values: bool = False) -> MemoryEstimate:
+    """``estimate`` (an FMM with its single-vector plan) plus a plan for ``vectors`` strength
+    vectors at once beside it: that plan's expansions and point values (``vectors`` times the
+    single plan's), its matvec lists with the vectors folded into the boxes (three indices per
+    entry and per box row, per vector; V's entries and eight rows per box for the other matvec
+    launches), and on the host the call's strengths and results in four copies (the user's,
+    stacked, tree order, scaled)."""
+    if vectors == 1:
+        return estimate
+    value = _F64 * (2 if complex_values else 1)
+    expansion = Expansion(order)
+    buffers = evaluation_buffer_shapes(expansion, ranks if ranks is not None
+                                       else full_ranks(expansion.n_e), nboxes, nsources,
+                                       ntargets)
+    per_vector = sum(_bytes(shape, value) for shape in buffers.values())
+    folded_entries = list_entries.get("v", 0) + 8 * nboxes
+    device = dict(estimate.device)
+    device[f"plan for {vectors} vectors"] = vectors * (per_vector + 3 * _I32 * folded_entries)
+    host = {name: bytes_ for name, bytes_ in estimate.host.items() if name != "margin"}
+    host[f"strengths and results of {vectors} vectors"] = 4 * vectors * value * (
+        nsources + ntargets)
+    host["margin"] = MARGIN * (sum(host.values()) + sum(device.values()))
+    expansion_buffer = (f"one expansion buffer of {vectors} vectors",
+                        vectors * _bytes(buffers["multipole"], value))
+    return MemoryEstimate(host=host, device=device,
+                          largest_buffer=max(estimate.largest_buffer, expansion_buffer,
+                                             key=lambda item: item[1]))

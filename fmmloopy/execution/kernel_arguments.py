@@ -12,6 +12,7 @@ from fmmloopy.maths.geometry import (
     NTRANSFER_VECTORS,
     transfer_class,
 )
+from fmmloopy.maths.layouts import FOLDED_VECTORS
 from fmmloopy.tree.csr import csr_from_pairs, list_rows, select_rows, starts_from_counts
 from fmmloopy.tree.lists import InteractionLists
 from fmmloopy.tree.octree import Tree
@@ -133,7 +134,7 @@ def fold_vectors(arguments: dict, vectors: int, box_levels: np.ndarray) -> dict:
     applies each matrix to every vector, and the grouped layout gives each of its matrices the
     pairs of all the vectors at once (one matrix load for them). Returns the arguments with the
     folded ``target_boxes``, CSR list, ``matrix_indices``, ``nboxes`` and ``box_levels``
-    (``box_levels``: the tree's, per box).
+    (``box_levels``: the tree's, per box) and :data:`~fmmloopy.maths.layouts.FOLDED_VECTORS`.
     """
     if vectors == 1:
         return arguments
@@ -155,6 +156,7 @@ def fold_vectors(arguments: dict, vectors: int, box_levels: np.ndarray) -> dict:
         "nsource_list_entries": len(entries),
         "box_levels": np.repeat(np.asarray(box_levels, dtype=INDEX_DTYPE), vectors),
         "nboxes": len(box_levels) * vectors,
+        FOLDED_VECTORS: vectors,
     }
     if indices:
         folded["matrix_indices"] = indices[0]

@@ -193,12 +193,18 @@ def step_kernel(step: KifmmStep, green: GreenKernel) -> GreenKernel:
         green.inputs if step.source == "strengths" else ("charge",))
 
 
+#: Strength vectors of the batched kernel ``fmmloopy check`` runs every operator for (odd, so
+#: that no vector width divides the components).
+CHECKED_VECTORS = 3
+
+
 def operator_kernels(operator: str, green: GreenKernel) -> list[GreenKernel]:
-    """The kernels an FMM may build ``operator`` for: the potential of charges and, for the
-    steps at the user's points, the one with every output and input field (what ``fmmloopy
-    check`` runs: fewer fields take the same template code with fewer components)."""
+    """The kernels an FMM may build ``operator`` for: the potential of charges, the same for
+    :data:`CHECKED_VECTORS` strength vectors at once and, for the steps at the user's points,
+    the one with every output and input field (what ``fmmloopy check`` runs: fewer fields
+    or vectors take the same template code with fewer components)."""
     full = green.with_fields(tuple(TARGET_FIELDS), tuple(SOURCE_FIELDS))
-    kernels = [green.base]
+    kernels = [green.base, green.base.with_vectors(CHECKED_VECTORS)]
     for step in STEPS.values():
         kernel = step_kernel(step, full)
         if step.operator == operator and kernel not in kernels:
