@@ -17,23 +17,24 @@ __all__ = ["linear_operator"]
 
 def linear_operator(fmm):
     """``fmm`` (an :class:`~fmmloopy.api.fmm.Fmm`) as a ``scipy.sparse.linalg.LinearOperator``
-    of shape ``(targets, sources)``: ``matvec`` is one evaluation, ``matmat`` one per column.
+    of shape ``(targets, sources)``: ``matvec`` is one evaluation, ``matmat`` one evaluation of
+    all its columns at once (several strength vectors, :meth:`~fmmloopy.api.fmm.Fmm.__call__`).
     Its dtype is the kernel's (float64; complex128 for a complex kernel); complex vectors given
     to a real kernel are applied part by part."""
     linalg = optional_module("scipy.sparse.linalg", "scipy", "fmmloopy.linear_operator")
     dtype = np.dtype(fmm.kernel.value_dtype())
 
     def matvec(vector: np.ndarray) -> np.ndarray:
-        vector = np.asarray(vector).reshape(fmm.nsources)
-        if np.iscomplexobj(vector) and dtype.kind != "c":
-            return fmm(np.ascontiguousarray(vector.real)) + 1j * fmm(
-                np.ascontiguousarray(vector.imag))
-        return fmm(vector)
+        return matmat(np.asarray(vector).reshape(fmm.nsources, 1))[:, 0]
 
     def matmat(block: np.ndarray) -> np.ndarray:
-        block = np.asarray(block)
-        columns = [matvec(block[:, k]) for k in range(block.shape[1])]
-        return np.column_stack(columns) if columns else np.zeros((fmm.ntargets, 0), dtype)
+        block = np.asarray(block).reshape(fmm.nsources, -1)
+        if block.shape[1] == 0:
+            return np.zeros((fmm.ntargets, 0), dtype)
+        if np.iscomplexobj(block) and dtype.kind != "c":  # real and imaginary parts at once
+            parts = fmm(np.hstack([block.real, block.imag]))
+            return parts[:, :block.shape[1]] + 1j * parts[:, block.shape[1]:]
+        return fmm(block)
 
     return linalg.LinearOperator((fmm.ntargets, fmm.nsources), matvec=matvec, matmat=matmat,
                                  dtype=dtype)

@@ -1,0 +1,169 @@
+"""Several strength vectors in one call: charges ``(N, k)`` -> potentials ``(M, k)``.
+
+The reference for each column is the single-vector call on it (the path every other test
+checks against direct summation), plus a direct sum for the batched call itself. A batched
+call does the same floating-point operations per vector as a single one (the pairwise kernels
+keep one accumulator per vector and sum in the same order; the matvecs apply the same matrices
+to each vector's rows in the same groups), so columns agree to 1e-13 relative (the issue's
+bound; measured: bitwise equal).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fmmloopy
+from fmmloopy.api.fmm import MAX_VECTORS_PER_PASS
+from fmmloopy.base.distributions import sphere_surface
+from fmmloopy.checking.check import run_checks
+from fmmloopy.driver.memory import with_vectors
+from fmmloopy.maths.green import get_kernel
+from fmmloopy.maths.reference import direct_sum
+from fmmloopy.tuning.recipe import RecipeError
+from fmmloopy.tuning.registry import ensure_loaded
+
+WRONG_RECIPES = Path(__file__).parent / "recipes" / "wrong_recipes.py"
+#: Columns against single-vector calls (module docstring).
+COLUMN_BOUND = 1e-13
+#: The FMM against direct summation at order 6 (docs/kernels.md: ~1e-7 to 1e-6 relative L2).
+ORDER_6_BOUND = 2e-6
+
+
+def relative(value, reference):
+    """Relative L2 difference, with both scaled first (values of 1e-290 square to 0)."""
+    scale = np.abs(reference).max()
+    return float(np.linalg.norm((value - reference) / scale)
+                 / np.linalg.norm(reference / scale))
+
+
+def assert_columns_equal_single_calls(fmm, batched_result, charges, **single_options):
+    for column in range(charges.shape[1]):
+        single = fmm(charges[:, column], **single_options)
+        assert relative(batched_result[:, column], single) <= COLUMN_BOUND, column
+
+
+@pytest.fixture(scope="module")
+def sphere_fmm():
+    points = sphere_surface(6000, np.random.default_rng(3))
+    return points, fmmloopy.Fmm(points, order=6)
+
+
+def test_columns_equal_single_calls_and_direct_sums(sphere_fmm):
+    """Five columns of very different sizes (1e-290 to 1e290, and one of zeros): each is
+    scaled on its own, so each keeps every digit; the sums match direct summation."""
+    points, fmm = sphere_fmm
+    rng = np.random.default_rng(0)
+    charges = rng.standard_normal((len(points), 5))
+    charges[:, 1] *= 1e-290
+    charges[:, 2] *= 1e290
+    charges[:, 4] = 0.0
+    potentials = fmm(charges)
+    assert potentials.shape == (len(points), 5) and potentials.dtype == np.float64
+    assert not potentials[:, 4].any()
+    assert_columns_equal_single_calls(fmm, potentials, charges[:, :4])
+    sample = np.arange(0, len(points), 20)
+    green = get_kernel("laplace")
+    for column in range(4):
+        expected = direct_sum(green, points, charges[:, column], points[sample])
+        assert relative(potentials[sample, column], expected) <= ORDER_6_BOUND, column
+    assert fmm(charges[:, :1]).shape == (len(points), 1)  # one column stays a column
+
+
+def test_dipoles_and_gradients_of_several_vectors(sphere_fmm):
+    points, fmm = sphere_fmm
+    rng = np.random.default_rng(1)
+    charges, dipoles = rng.standard_normal((len(points), 3)), rng.standard_normal(
+        (len(points), 3, 3))
+    fields = fmm(charges, dipoles=dipoles, gradient=True)
+    assert fields.potential.shape == (len(points), 3)
+    assert fields.gradient.shape == (len(points), 3, 3)
+    for column in range(3):
+        single = fmm(charges[:, column], dipoles=dipoles[:, :, column], gradient=True)
+        assert relative(fields.potential[:, column], single.potential) <= COLUMN_BOUND
+        assert relative(fields.gradient[:, :, column], single.gradient) <= COLUMN_BOUND
+    only_dipoles = fmm(dipoles=dipoles)
+    assert only_dipoles.shape == (len(points), 3)
+    assert relative(only_dipoles[:, 2], fmm(dipoles=dipoles[:, :, 2])) <= COLUMN_BOUND
+
+
+def test_complex_kernel_with_several_vectors():
+    rng = np.random.default_rng(2)
+    points = rng.random((3000, 3))
+    fmm = fmmloopy.Fmm(points, kernel="helmholtz:k=3.0", order=6)
+    charges = rng.standard_normal((3000, 2)) + 1j * rng.standard_normal((3000, 2))
+    potentials = fmm(charges)
+    assert potentials.dtype == np.complex128 and potentials.shape == (3000, 2)
+    assert_columns_equal_single_calls(fmm, potentials, charges)
+
+
+@pytest.mark.filterwarnings("ignore:build_tree. max_depth=20 reached:RuntimeWarning")
+def test_nested_rows_take_several_vectors():
+    """10**4 copies of one point: their leaf is summed by a nested FMM (its merged copies'
+    charges added per vector)."""
+    rng = np.random.default_rng(4)
+    points = np.vstack([np.full((10_000, 3), 0.25), rng.random((2000, 3))])
+    fmm = fmmloopy.Fmm(points, n_crit=64)
+    assert fmm.nested_rows
+    charges = rng.uniform(-1, 1, (len(points), 3))
+    assert_columns_equal_single_calls(fmm, fmm(charges), charges)
+
+
+def test_more_vectors_than_one_pass_and_than_memory_allows():
+    rng = np.random.default_rng(5)
+    points = rng.random((2500, 3))
+    fmm = fmmloopy.Fmm(points, order=4)
+    charges = rng.standard_normal((2500, MAX_VECTORS_PER_PASS + 3))
+    assert fmm.vectors_per_pass(charges.shape[1]) == MAX_VECTORS_PER_PASS
+    assert_columns_equal_single_calls(fmm, fmm(charges), charges)
+
+    # A memory limit between what 4 and 16 vectors at once need: fewer per pass, same sums.
+    def need(vectors):
+        estimate = with_vectors(fmm.memory_estimate, vectors, **fmm._sizes)
+        return estimate.host_bytes + estimate.device_bytes  # a CPU device: host memory
+    assert need(1) < need(4) < need(MAX_VECTORS_PER_PASS)
+    limited = fmmloopy.Fmm(points, order=4,
+                           memory_limit=(need(4) + need(MAX_VECTORS_PER_PASS)) / 2)
+    passes = limited.vectors_per_pass(MAX_VECTORS_PER_PASS)
+    assert 4 <= passes < MAX_VECTORS_PER_PASS
+    assert_columns_equal_single_calls(limited, limited(charges[:, :9]), charges[:, :9])
+
+
+@pytest.mark.parametrize(("charges", "dipoles", "message"), [
+    (np.zeros((50, 0)), None, r"hold no charge vector"),
+    (np.zeros((2, 50)), None, r"pass charges\.T"),
+    (np.zeros((50, 2, 2)), None, r"must have shape \(50,\) or \(50, k\)"),
+    (np.zeros((50, 2)), np.zeros((50, 3, 3)), r"as many strength vectors"),
+    (np.zeros(50), np.zeros((50, 3, 1)), r"as many strength vectors"),
+    (None, np.zeros((50, 3, 0)), r"hold no strength vector"),
+    (np.full((50, 2), np.nan), None, r"not finite|NaN"),
+])
+def test_bad_strength_vectors_are_named(charges, dipoles, message):
+    fmm = fmmloopy.Fmm(np.random.default_rng(6).random((50, 3)))
+    with pytest.raises(ValueError, match=message):
+        fmm(charges, dipoles=dipoles)
+
+
+def test_the_check_runs_operators_for_several_vectors(device, default_recipe):
+    """``fmmloopy check`` builds every operator for 3 vectors too; a recipe right for one
+    vector but storing only the first output fails it there, and an FMM given several vectors
+    refuses that recipe at first use."""
+    results = list(run_checks(device, operators=["p2m", "m2l", "p2p"],
+                              recipes=[default_recipe], production=None))
+    batched = [r for r in results if r.fields == "x3"]
+    assert {r.operator for r in batched} == {"p2m", "m2l", "p2p"}
+    assert all(r.ok for r in results), [r.message for r in results if not r.ok]
+
+    wrong = list(run_checks(device, operators=["p2p"], recipes=["first_output_only"],
+                            recipe_sources=[str(WRONG_RECIPES)], production=None))
+    assert all(r.ok for r in wrong if not r.fields)
+    assert [r for r in wrong if r.fields == "x3"]
+    assert not any(r.ok for r in wrong if r.fields == "x3")
+
+    ensure_loaded([str(WRONG_RECIPES)])
+    rng = np.random.default_rng(7)
+    points = rng.random((3000, 3))
+    fmm = fmmloopy.Fmm(points, recipes={"p2p": "first_output_only"})
+    fmm(rng.random(3000))  # one vector: verified on the tree, and right
+    with pytest.raises(RecipeError, match="first_output_only.*differs from 'sequential'"):
+        fmm(rng.random((3000, 2)))
