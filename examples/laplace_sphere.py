@@ -253,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
 
+    fmmloopy.show_progress()  # set-up stages that take more than a few seconds, on standard error
     distributed = args.distributed or launched_ranks() > 1
     if distributed and args.gradient:
         parser.error("--gradient is not reported by a distributed run (docs/scale-out.md)")

@@ -23,6 +23,7 @@ import numpy as np
 import pyopencl as cl
 
 from fmmloopy.base.devices import choose_device, context_for
+from fmmloopy.base.progress import stage
 from fmmloopy.base.validation import (
     as_float64_points,
     check_point_array,
@@ -168,39 +169,50 @@ class Fmm:
 
     def _build(self, sources, targets, n_crit, max_depth, recipes) -> None:
         clock = time.perf_counter()
-        points = sort_points(sources, targets, max_depth)
+        with stage(f"sorting {self.nsources} sources and {self.ntargets} targets"):
+            points = sort_points(sources, targets, max_depth)
         self.setup_seconds["tree"] = time.perf_counter() - clock
         check_wave_range(self.kernel, 2 * points.half_width, self.order)  # before precomputing
         # The operators before the tree: the choice of n_crit weighs the far field by the
         # flops of the compressed M2L they hold (a kernel without homogeneity: those of the
         # first level with expansions, whose half-width the root cube fixes).
         clock = time.perf_counter()
-        first = get_operators(self.kernel, self.order) if self.kernel.homogeneity is not None \
-            else get_operators(self.kernel, self.order,
-                               half_width=math.ldexp(points.half_width, -FIRST_EXPANSION_LEVEL))
+        with stage(f"operators of {self.kernel.label} at order {self.order} (precomputed or "
+                   "from the operator cache)"):
+            first = get_operators(self.kernel, self.order) \
+                if self.kernel.homogeneity is not None else get_operators(
+                    self.kernel, self.order,
+                    half_width=math.ldexp(points.half_width, -FIRST_EXPANSION_LEVEL))
         self.setup_seconds["precompute"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
-        if n_crit == AUTO:
-            n_crit, self.n_crit_candidates = choose_n_crit(
-                points, self.order,
-                pair_flops("gpu" if self.device.type & cl.device_type.GPU else "cpu"),
-                first.far_field_flops())
-            self.n_crit = n_crit
-            self._what = describe_problem(self.nsources, self.ntargets, self.order, n_crit)
-        self.tree = build_tree_from(points, n_crit)
+        with stage("the tree" + (" (n_crit chosen by the cost model)" if n_crit == AUTO
+                                 else "")):
+            if n_crit == AUTO:
+                n_crit, self.n_crit_candidates = choose_n_crit(
+                    points, self.order,
+                    pair_flops("gpu" if self.device.type & cl.device_type.GPU else "cpu"),
+                    first.far_field_flops())
+                self.n_crit = n_crit
+                self._what = describe_problem(self.nsources, self.ntargets, self.order, n_crit)
+            self.tree = build_tree_from(points, n_crit)
         self.setup_seconds["tree"] += time.perf_counter() - clock
         clock = time.perf_counter()
-        #: The precomputed operators of every level (:class:`~fmmloopy.maths.levels.LevelOperators`:
-        #: one set scaled per level, or a set per level for a kernel without homogeneity).
-        self.operators = level_operators(self.kernel, self.order, self.tree.level_half_widths)
+        with stage(f"operators of the tree's {self.tree.nlevels} levels"):
+            #: The precomputed operators of every level (:class:`~fmmloopy.maths.levels.
+            #: LevelOperators`: one set scaled per level, or a set per level for a kernel
+            #: without homogeneity).
+            self.operators = level_operators(self.kernel, self.order,
+                                             self.tree.level_half_widths)
         self.setup_seconds["precompute"] += time.perf_counter() - clock
         clock = time.perf_counter()
-        self.lists = build_interaction_lists(self.tree)
-        #: The lists the plan sums: :attr:`lists`, with small W/X boxes moved to U (w_x_direct).
-        self.evaluated_lists = (
-            direct_where_cheaper(self.tree, self.lists, self.expansion.n_e)
-            if self._w_x_direct else self.lists)
+        with stage(f"interaction lists of {self.tree.nboxes} boxes"):
+            self.lists = build_interaction_lists(self.tree)
+            #: The lists the plan sums: :attr:`lists`, with small W/X boxes moved to U
+            #: (w_x_direct).
+            self.evaluated_lists = (
+                direct_where_cheaper(self.tree, self.lists, self.expansion.n_e)
+                if self._w_x_direct else self.lists)
         self.setup_seconds["lists"] = time.perf_counter() - clock
         self._plan_tree(recipes)
 
@@ -260,8 +272,9 @@ class Fmm:
         #: Direct rows the tree cannot split (a leaf at max_depth holding a cluster, an
         #: outlier's whole point set, coincident points), each summed by an FMM of its own
         #: (:mod:`fmmloopy.tree.nested`); the plan sums the rest.
-        self.evaluated_lists, self.nested_rows = nest_heavy_rows(
-            self.tree, self.evaluated_lists, self._nested_fmm)
+        with stage("nested FMMs of the leaves the tree cannot split"):
+            self.evaluated_lists, self.nested_rows = nest_heavy_rows(
+                self.tree, self.evaluated_lists, self._nested_fmm)
         if self.nested_rows:
             self.setup_seconds["nested"] = time.perf_counter() - clock
 
@@ -280,8 +293,11 @@ class Fmm:
 
         clock = time.perf_counter()
         try:
-            self.plan = build_plan(tree, lists, self.operators, self.kernel, self.queue, recipes,
-                                   verify=self._verify_recipes, rank_boxes=self._rank_boxes)
+            with stage("the plan: lists per launch, transformed kernels (kernel cache or code "
+                       "generation), uploads"):
+                self.plan = build_plan(tree, lists, self.operators, self.kernel, self.queue,
+                                       recipes, verify=self._verify_recipes,
+                                       rank_boxes=self._rank_boxes)
         except cl.Error as exc:  # buffers: kernels report their own errors (RecipeError)
             explanation = explain_opencl_error(exc, self.device) or "allocation failed"
             raise ResourceLimitError(
@@ -292,7 +308,8 @@ class Fmm:
         # "kernels": transformed kernels (disk kernel cache or code generation), OpenCL builds.
         self.setup_seconds["plan"] = (time.perf_counter() - clock - self.plan.kernel_seconds
                                       - self.plan.verify_seconds)
-        self.plan.build()
+        with stage(f"OpenCL builds of the plan's kernels on {self.device.name!r}"):
+            self.plan.build()
         self.setup_seconds["kernels"] = self.plan.kernel_seconds
         if self.plan.verified_recipes:
             # Recipes that are not shipped, compared with 'sequential' on this tree.
@@ -415,11 +432,12 @@ class Fmm:
             self._plans = {known: plan for known, plan in self._plans.items()
                            if known.vectors == 1}
         if kernel not in self._plans:
-            plan = build_plan(self.tree, self.evaluated_lists, self.operators, kernel,
-                              self.queue, self._options["recipes"],
-                              verify=self._verify_recipes, share_buffers=self.plan,
-                              rank_boxes=self._rank_boxes)
-            plan.build()
+            with stage(f"the plan of {kernel.label} (kernels, lists, buffers)"):
+                plan = build_plan(self.tree, self.evaluated_lists, self.operators, kernel,
+                                  self.queue, self._options["recipes"],
+                                  verify=self._verify_recipes, share_buffers=self.plan,
+                                  rank_boxes=self._rank_boxes)
+                plan.build()
             self._plans[kernel] = plan
         return self._plans[kernel]
 

@@ -295,7 +295,10 @@ def n_crit_argument(text: str) -> int | str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fmmloopy`` console script."""
     args = _parser().parse_args(argv)
+    from fmmloopy.base.progress import show_progress
     from fmmloopy.tuning.recipe import RecipeError
+
+    show_progress()  # set-up stages that take more than a few seconds, on standard error
 
     try:
         _check_sizes(args)

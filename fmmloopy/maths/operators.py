@@ -15,7 +15,7 @@ operator     template   targets                 sources                     box 
 ``m2m``      matvec     parent's multipole      children's multipoles       children
 ``l2l``      matvec     child's local           parent's local              parent
 ``m2l``      matvec     compressed check        compressed multipoles       V
-``m2l_...``  matvec     (de)compressed vector   (a ``_compress``/``_expand``) the box itself
+``m2l_...``  matvec     compressed or check     multipole or compressed     the box itself
 ``c2e``      matvec     equivalent density      check potential (a factor)  the box itself
 ============ ========== ======================= =========================== =============
 
