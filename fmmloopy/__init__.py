@@ -7,11 +7,13 @@ charges and potentials), or a kernel of the user's own, :func:`user_kernel` or
 :class:`GreenKernel`); ``fmmloopy.evaluate`` does one evaluation; ``fmmloopy.recipe``
 registers a transform recipe (see ``docs/``); ``fmmloopy.DistributedFmm`` is the same FMM over
 the ranks of an MPI job (``pip install "fmmloopy[mpi]"``, docs/scale-out.md);
-``fmmloopy.linear_operator(fmm)`` is an ``Fmm`` as a SciPy ``LinearOperator``. Charges of
+``fmmloopy.linear_operator(fmm)`` is an ``Fmm`` as a SciPy ``LinearOperator``;
+``fmmloopy.DirectSum`` (``fmmloopy.direct``) sums every pair on the device, a reference. Charges of
 shape ``(N, k)`` give potentials ``(M, k)`` in one call. Set-up stages report through
 :mod:`logging` (logger ``fmmloopy``); ``fmmloopy.show_progress()`` prints the slow ones.
 """
 
+from fmmloopy.api.direct import DirectSum, direct
 from fmmloopy.api.distributed import DistributedFmm
 from fmmloopy.api.fmm import Fields, Fmm, evaluate
 from fmmloopy.api.operator import linear_operator
@@ -20,7 +22,7 @@ from fmmloopy.maths.green import GreenKernel, helmholtz, user_kernel, yukawa
 from fmmloopy.tree.octree import root_box_side
 from fmmloopy.tuning.recipe import recipe
 
-__all__ = ["DistributedFmm", "Fields", "Fmm", "GreenKernel", "evaluate", "helmholtz",
-           "linear_operator", "recipe", "root_box_side", "show_progress", "user_kernel",
-           "yukawa"]
+__all__ = ["DirectSum", "DistributedFmm", "Fields", "Fmm", "GreenKernel", "direct", "evaluate",
+           "helmholtz", "linear_operator", "recipe", "root_box_side", "show_progress",
+           "user_kernel", "yukawa"]
 __version__ = "0.1.0"

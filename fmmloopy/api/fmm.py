@@ -353,14 +353,7 @@ class Fmm:
         strengths, kernel, batched = checked_strengths(self.kernel, self.nsources, charges,
                                                        dipoles, gradient)
         outputs = self.apply(strengths[0] if kernel.n_inputs == 1 else strengths, kernel)
-        if not batched:
-            return Fields(outputs[0], np.ascontiguousarray(outputs[1:].T)) if gradient \
-                else outputs
-        per_vector = outputs.reshape((kernel.vectors, -1, self.ntargets))
-        potential = np.ascontiguousarray(per_vector[:, 0].T)
-        if not gradient:
-            return potential
-        return Fields(potential, np.ascontiguousarray(per_vector[:, 1:].transpose(2, 1, 0)))
+        return shaped_results(np.atleast_2d(outputs), kernel, batched)
 
     def fields_kernel(self, *, charges: bool = True, dipoles: bool = False,
                       gradient: bool = False) -> GreenKernel:
@@ -503,6 +496,21 @@ def checked_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradi
                                + ("dipole",) * (dipoles is not None)).with_vectors(vectors)
     strengths = np.concatenate(parts, axis=1).reshape((kernel.n_inputs, nsources))
     return strengths, kernel, batched[0]
+
+
+def shaped_results(outputs: np.ndarray, kernel: GreenKernel, batched: bool):
+    """A call's results from ``outputs`` ``(n_outputs, M)`` of ``kernel``: potentials ``(M,)``
+    or, with a gradient, :class:`Fields` (``(M, 3)``); for strengths given as columns
+    (``batched``), potentials ``(M, k)`` and gradients ``(M, 3, k)``."""
+    per_vector = outputs.reshape((kernel.vectors, kernel.n_outputs // kernel.vectors, -1))
+    gradient = per_vector.shape[1] > 1
+    if not batched:
+        return Fields(per_vector[0, 0], np.ascontiguousarray(per_vector[0, 1:].T)) \
+            if gradient else per_vector[0, 0]
+    potential = np.ascontiguousarray(per_vector[:, 0].T)
+    if not gradient:
+        return potential
+    return Fields(potential, np.ascontiguousarray(per_vector[:, 1:].transpose(2, 1, 0)))
 
 
 def working_strengths(strengths: np.ndarray, kernel: GreenKernel, largest: np.ndarray,

@@ -15,10 +15,10 @@ import os
 
 import numpy as np
 
+from fmmloopy.api.direct import DirectSum
 from fmmloopy.api.distributed import DistributedFmm
 from fmmloopy.base.distributions import DISTRIBUTIONS
 from fmmloopy.maths.operators import OPERATORS
-from fmmloopy.maths.reference import direct_sum
 from fmmloopy.tree.lists import list_size_summary
 
 __all__ = ["BLOCK", "launched_ranks", "print_distributed_report", "print_rank_table",
@@ -129,9 +129,9 @@ def _sampled_error(fmm: DistributedFmm, comm, points, charges, potential, check_
     sample = rng.choice(len(points), size=min(wanted, len(points)), replace=False)
     targets = np.concatenate(comm.allgather(points[sample])).reshape(-1, 3)
     values = np.concatenate(comm.allgather(potential[sample]))
-    green = fmm.kernel.with_fields(("potential",), ("charge",))
-    part = np.atleast_2d(direct_sum(green, points, charges, targets))[0] if len(points) \
-        else np.zeros(len(targets), values.dtype)
+    # Each rank's part by the device's P2P kernel (DirectSum), with the rank's device.
+    part = DirectSum(points, targets, kernel=fmm.kernel, device=fmm.device)(charges) \
+        if len(points) else np.zeros(len(targets), values.dtype)
     expected = np.empty_like(part)
     comm.Allreduce(np.ascontiguousarray(part), expected)
     return float(np.linalg.norm(values - expected) / np.linalg.norm(expected))
