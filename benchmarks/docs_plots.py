@@ -61,7 +61,7 @@ ORDER = 6  # the default order of fmmloopy.Fmm: figures operators, scaling and b
 FULL = {"accuracy_n": 100_000, "orders": [3, 4, 5, 6, 7, 8],
         "operator_n": [100_000, 1_000_000],
         "scaling_n": [10_000, 30_000, 100_000, 300_000, 1_000_000],
-        "batched_n": 100_000, "vectors": [1, 2, 4, 8, 16]}
+        "batched_n": 1_000_000, "vectors": [1, 2, 4, 8, 16]}
 QUICK = {"accuracy_n": 20_000, "orders": [3, 4, 5],
          "operator_n": [20_000, 50_000],
          "scaling_n": [20_000, 50_000],

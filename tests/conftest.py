@@ -82,10 +82,15 @@ CHECKED_FIELDS = {"p2p": "pot+grad<q+dip", "p2m": "pot<q+dip", "p2l": "pot<q+dip
                   "m2p": "pot+grad<q", "l2p": "pot+grad<q"}
 
 
+#: Every operator is also checked for this many strength vectors at once (label ``x3``).
+CHECKED_VECTORS = 3
+
+
 def check_labels(operator: str) -> list[str]:
     """The operator labels of ``operator``'s lines in ``fmmloopy check``'s output."""
     fields = CHECKED_FIELDS.get(operator)
-    return [operator] + ([f"{operator}[{fields}]"] if fields else [])
+    return ([operator, f"{operator}[x{CHECKED_VECTORS}]"]
+            + ([f"{operator}[{fields}]"] if fields else []))
 
 
 def operator_of(label: str) -> str:

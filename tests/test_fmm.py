@@ -107,7 +107,7 @@ def small_fmm():
 
 @pytest.mark.parametrize("charges,message", [
     (np.ones(5), r"shape \(500,\)"),
-    (np.ones((500, 1)), r"shape \(500,\)"),
+    (np.ones((1, 500)), r"shape \(500,\) or \(500, k\)"),
     (np.full(500, np.nan), "NaN or inf"),
     (np.ones(500, dtype=complex), "real numbers"),
 ])

@@ -41,6 +41,9 @@ def test_an_fmm_reports_its_set_up_stages(caplog):
 
 
 def test_show_progress_prints_info_once(monkeypatch):
+    # Without a progress handler of an earlier test (the command line adds one in-process).
+    monkeypatch.setattr(progress.LOGGER, "handlers", [
+        h for h in progress.LOGGER.handlers if not getattr(h, "fmmloopy_progress", False)])
     stream = io.StringIO()
     handler = fmmloopy.show_progress(stream)
     try:

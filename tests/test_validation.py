@@ -86,10 +86,11 @@ def _charges_with(value, index=3):
 
 
 @pytest.mark.parametrize("charges,message", [
-    (CHARGES[:-1], r"shape \(400,\), one per source; got \(399,\): 399 charges for 400 "
-                   "sources"),
-    (CHARGES[:, None], r"got \(400, 1\); pass charges\.ravel\(\)"),
-    (CHARGES[None, :], r"got \(1, 400\); pass charges\.ravel\(\)"),
+    (CHARGES[:-1], r"shape \(400,\) or \(400, k\), one row per source; got \(399,\): 399 "
+                   "charges for 400 sources"),
+    (CHARGES[:, None, None], r"got \(400, 1, 1\); pass charges\.ravel\(\)"),
+    (CHARGES[None, :], r"got \(1, 400\); pass charges\.T \(one row per source, one column "
+                       r"per vector\)"),
     (1.0, r"got \(\)"),
     (_charges_with(np.nan), r"charges contain NaN or inf: 1 of 400 charges \(the first at "
                             r"index 3: nan\)"),
@@ -172,7 +173,8 @@ def test_no_sources_or_no_targets_give_zeros_or_nothing():
     targets = RNG.random((5, 3))
     assert np.array_equal(fmmloopy.evaluate(empty, [], targets, order=ORDER), np.zeros(5))
     assert fmmloopy.evaluate(POINTS, CHARGES, empty, order=ORDER).shape == (0,)
-    with pytest.raises(ValueError, match=r"shape \(0,\), one per source; got \(1,\)"):
+    with pytest.raises(ValueError, match=r"shape \(0,\) or \(0, k\), one row per source; "
+                                         r"got \(1,\)"):
         fmmloopy.Fmm(empty, order=ORDER)([1.0])
 
 

@@ -188,6 +188,14 @@ def test_bad_charges_on_one_rank_raise_on_every_rank_and_the_fmm_goes_on(comm):
           f"after the error: {info.value}")
 
 
+def test_several_strength_vectors_are_refused_by_name(comm):
+    """Charges (N, k) are not distributed yet: every rank gets the error naming it."""
+    fmm = DistributedFmm(np.random.default_rng(5).random((300, 3)), order=3, n_crit=40)
+    with pytest.raises(ValueError, match="one strength vector per call"):
+        fmm(np.ones((300, 2)))
+    check(comm, fmm(np.ones(300)).shape == (300,), "one vector still works")
+
+
 @pytest.mark.parametrize("speed", ["given", "measure"])
 def test_shares_follow_the_ranks_speeds(comm, speed):
     """Rank 0 three times as fast as the others takes three shares of the modelled work (to
