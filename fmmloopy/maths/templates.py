@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import loopy as lp
 import numpy as np
+from pymbolic.mapper import IdentityMapper
 
 from fmmloopy.maths.geometry import INDEX_DTYPE
 from fmmloopy.maths.green import OFFSET_VARIABLES, GreenKernel, is_zero_entry
@@ -141,6 +142,30 @@ def _point_code(points: PointSet, role: str, dtype: np.dtype, components: int = 
 # }}}
 
 
+class _TypedConstants(IdentityMapper):
+    """Floating-point constants as numbers of one precision (float32 kernels: a float64
+    constant would promote a float vector, which OpenCL C refuses)."""
+
+    def __init__(self, real: type, complex_: type):
+        super().__init__()
+        self.real, self.complex = real, complex_
+
+    def map_constant(self, expr):
+        if isinstance(expr, complex | np.complexfloating):
+            return self.complex(expr)
+        if isinstance(expr, float | np.floating):
+            return self.real(expr)
+        return expr
+
+
+def _constants_of(expression, value_dtype: np.dtype):
+    """``expression`` with its floating-point constants in ``value_dtype``'s precision
+    (unchanged for float64 and complex128)."""
+    if np.dtype(value_dtype) in (np.dtype(np.float64), np.dtype(np.complex128)):
+        return expression
+    return _TypedConstants(np.float32, np.complex64)(expression)
+
+
 def _merge_args(args) -> list[lp.KernelArgument]:
     """Drop repeated arguments (e.g. ``box_centres`` shared by two surfaces), keep the order."""
     merged: dict[str, lp.KernelArgument] = {}
@@ -236,7 +261,8 @@ def make_pairwise_kernel(name: str, green: GreenKernel, targets: PointSet, sourc
       end
     end
     """
-    rules = [lp.SubstitutionRule(green_rule_name(o, i), OFFSET_VARIABLES, expression)
+    rules = [lp.SubstitutionRule(green_rule_name(o, i), OFFSET_VARIABLES,
+                                 _constants_of(expression, value_dtype))
              for o, row in enumerate(green.expressions) for i, expression in enumerate(row)
              if not is_zero_entry(expression)]
     domains = [

@@ -13,6 +13,7 @@ template with loopy's ``vec`` tag; :func:`rsqrt_preamble` is the reciprocal squa
 from __future__ import annotations
 
 import loopy as lp
+import numpy as np
 import pymbolic.primitives as prim
 from loopy.kernel.instruction import CallInstruction
 from loopy.symbolic import IdentityMapper, get_dependencies
@@ -30,8 +31,10 @@ SOURCE_LOOPS = frozenset({"isrc_box", "isrc"})
 RSQRT_HELPER = "fmmloopy_vrsqrt"
 
 
-def rsqrt_preamble(width: int) -> tuple[str, str]:
-    """A preamble (key, text) that defines ``rsqrt`` for ``double`` and ``double<width>``.
+def rsqrt_preamble(width: int, single: bool = False) -> tuple[str, str]:
+    """A preamble (key, text) that defines ``rsqrt`` for ``double`` and ``double<width>``
+    (``single``: for ``float`` and ``float<width>``, as ``1 / sqrt(x)``, which the compiler
+    turns into its single-precision estimate and a Newton step under relaxed math).
 
     Where the OpenCL compiler targets AVX-512 (``__AVX512F__``: PoCL on such a CPU) and
     ``width`` is 8, the vector form starts from ``vrsqrt14pd`` (relative error below 2^-14)
@@ -45,6 +48,11 @@ def rsqrt_preamble(width: int) -> tuple[str, str]:
         return (f"inline __attribute__((overloadable, always_inline)) {type_name} "
                 f"{RSQRT_HELPER}({type_name} x)\n{{\n{body}}}\n")
 
+    if single:
+        divide = "  return 1.0f / sqrt(x);\n"
+        text = (function("float", divide) + function(f"float{width}", divide)
+                + f"#ifdef rsqrt\n#undef rsqrt\n#endif\n#define rsqrt(x) {RSQRT_HELPER}(x)\n")
+        return f"002_{RSQRT_HELPER}_float{width}", text
     divide = "  return 1.0 / sqrt(x);\n"
     vector = function(f"double{width}", divide)
     if width == 8:
@@ -287,4 +295,6 @@ def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1
     for name in sorted(vectors):
         knl = lp.tag_array_axes(knl, name, "c,vec")
     knl = lp.prioritize_loops(knl, f"isrc_box,isrc,{CHAIN},{LANE}")
-    return add_preamble(knl, *rsqrt_preamble(width))
+    single = entry.arg_dict["targets" if "targets" in entry.arg_dict
+                            else "target_surface"].dtype.numpy_dtype == np.float32
+    return add_preamble(knl, *rsqrt_preamble(width, single))
