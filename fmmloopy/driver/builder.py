@@ -34,7 +34,7 @@ from fmmloopy.execution.kernel_arguments import (
 )
 from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.kifmm import STEPS, Boxes, KifmmStep, step_kernel
-from fmmloopy.maths.layouts import matrix_arguments
+from fmmloopy.maths.layouts import FOLDED_VECTORS, matrix_arguments
 from fmmloopy.maths.levels import LevelOperators
 from fmmloopy.maths.operators import MATVEC, PAIRWISE, get_operator, operator_sizes
 from fmmloopy.maths.precompute import KifmmOperators
@@ -120,6 +120,8 @@ class _PlanBuilder:
         #: its uploaded arguments).
         self._uploaded: dict[tuple, tuple[np.ndarray, dict[str, cla.Array]]] = {}
         self.shared = {name: self._device(value) for name, value in tree_arguments(tree).items()}
+        #: The folded boxes' levels (several strength vectors), uploaded by the first launch.
+        self._folded_levels: cla.Array | None = None
 
     def _device(self, value):
         """Upload an array for one launch (the tree's arrays: once for all)."""
@@ -135,6 +137,12 @@ class _PlanBuilder:
             self._uploaded[key] = (matrices, {name: self._device(value)
                                               for name, value in host.items()})
         return self._uploaded[key][1]
+
+    def _folded_box_levels(self, levels: np.ndarray) -> cla.Array:
+        """The level of each row of the folded boxes (``fold_vectors``), uploaded once."""
+        if self._folded_levels is None:
+            self._folded_levels = self._device(levels)
+        return self._folded_levels
 
     def _kernel(self, operator: str, green: GreenKernel, **sizes: int) -> CompiledOperator:
         recipe = (self.recipes.get(operator) if isinstance(self.recipes, Mapping)
@@ -210,8 +218,11 @@ class _PlanBuilder:
         arguments = {name: value for name, value in self.shared.items() if name in names}
         extra = dict(extra)
         matrices = extra.pop("matrices", None)
-        arguments |= {name: self._device(value)
-                      for name, value in kernel.arguments_from(cut | extra).items()}
+        host = kernel.arguments_from(cut | extra)
+        if "box_levels" in host and FOLDED_VECTORS in cut:  # the same for every launch
+            host.pop("box_levels")
+            arguments["box_levels"] = self._folded_box_levels(cut["box_levels"])
+        arguments |= {name: self._device(value) for name, value in host.items()}
         if matrices is not None:
             arguments |= {name: value for name, value in self._matrices(kernel, matrices).items()
                           if name in names}
