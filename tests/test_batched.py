@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fmmloopy
-from fmmloopy.api.fmm import MAX_VECTORS_PER_PASS
+import fmmloopy.api.fmm as fmm_module
 from fmmloopy.base.distributions import sphere_surface
 from fmmloopy.checking.check import run_checks
 from fmmloopy.driver.memory import with_vectors
@@ -50,23 +50,28 @@ def sphere_fmm():
 
 
 def test_columns_equal_single_calls_and_direct_sums(sphere_fmm):
-    """Five columns of very different sizes (1e-290 to 1e290, and one of zeros): each is
-    scaled on its own, so each keeps every digit; the sums match direct summation."""
+    """Columns of very different sizes (1e-290 to 1e290, and one of zeros): each is scaled
+    on its own, so each keeps every digit; the sums match direct summation. (Three vectors
+    per call throughout this file: each count of vectors is a kernel of its own.)"""
     points, fmm = sphere_fmm
     rng = np.random.default_rng(0)
-    charges = rng.standard_normal((len(points), 5))
+    charges = rng.standard_normal((len(points), 4))
     charges[:, 1] *= 1e-290
     charges[:, 2] *= 1e290
-    charges[:, 4] = 0.0
-    potentials = fmm(charges)
-    assert potentials.shape == (len(points), 5) and potentials.dtype == np.float64
-    assert not potentials[:, 4].any()
-    assert_columns_equal_single_calls(fmm, potentials, charges[:, :4])
     sample = np.arange(0, len(points), 20)
     green = get_kernel("laplace")
-    for column in range(4):
-        expected = direct_sum(green, points, charges[:, column], points[sample])
-        assert relative(potentials[sample, column], expected) <= ORDER_6_BOUND, column
+    for columns in ([0, 1, 2], [3, 0, 1]):
+        block = charges[:, columns]
+        block[:, 2] = 0.0 if columns[0] == 0 else block[:, 2]
+        potentials = fmm(block)
+        assert potentials.shape == (len(points), 3) and potentials.dtype == np.float64
+        if columns[0] == 0:
+            assert not potentials[:, 2].any()
+            block = block[:, :2]
+        assert_columns_equal_single_calls(fmm, potentials, block)
+        for column in range(block.shape[1]):
+            expected = direct_sum(green, points, block[:, column], points[sample])
+            assert relative(potentials[sample, column], expected) <= ORDER_6_BOUND, column
     assert fmm(charges[:, :1]).shape == (len(points), 1)  # one column stays a column
 
 
@@ -91,9 +96,9 @@ def test_complex_kernel_with_several_vectors():
     rng = np.random.default_rng(2)
     points = rng.random((3000, 3))
     fmm = fmmloopy.Fmm(points, kernel="helmholtz:k=3.0", order=6)
-    charges = rng.standard_normal((3000, 2)) + 1j * rng.standard_normal((3000, 2))
+    charges = rng.standard_normal((3000, 3)) + 1j * rng.standard_normal((3000, 3))
     potentials = fmm(charges)
-    assert potentials.dtype == np.complex128 and potentials.shape == (3000, 2)
+    assert potentials.dtype == np.complex128 and potentials.shape == (3000, 3)
     assert_columns_equal_single_calls(fmm, potentials, charges)
 
 
@@ -109,24 +114,25 @@ def test_nested_rows_take_several_vectors():
     assert_columns_equal_single_calls(fmm, fmm(charges), charges)
 
 
-def test_more_vectors_than_one_pass_and_than_memory_allows():
+def test_more_vectors_than_one_pass_and_than_memory_allows(monkeypatch):
+    """Passes of at most MAX_VECTORS_PER_PASS (3 here, to build no other kernels), and of
+    fewer where a plan for them does not fit in memory beside the FMM."""
+    monkeypatch.setattr(fmm_module, "MAX_VECTORS_PER_PASS", 3)
     rng = np.random.default_rng(5)
-    points = rng.random((2500, 3))
+    points = rng.random((20_000, 3))  # expansions large enough to matter beside the operators
     fmm = fmmloopy.Fmm(points, order=4)
-    charges = rng.standard_normal((2500, MAX_VECTORS_PER_PASS + 3))
-    assert fmm.vectors_per_pass(charges.shape[1]) == MAX_VECTORS_PER_PASS
+    charges = rng.standard_normal((20_000, 7))  # passes of 3, 3 and 1
+    assert fmm.vectors_per_pass(charges.shape[1]) == 3
     assert_columns_equal_single_calls(fmm, fmm(charges), charges)
 
-    # A memory limit between what 4 and 16 vectors at once need: fewer per pass, same sums.
+    # A memory limit between what one and three vectors at once need: one at a time.
     def need(vectors):
         estimate = with_vectors(fmm.memory_estimate, vectors, **fmm._sizes)
         return estimate.host_bytes + estimate.device_bytes  # a CPU device: host memory
-    assert need(1) < need(4) < need(MAX_VECTORS_PER_PASS)
-    limited = fmmloopy.Fmm(points, order=4,
-                           memory_limit=(need(4) + need(MAX_VECTORS_PER_PASS)) / 2)
-    passes = limited.vectors_per_pass(MAX_VECTORS_PER_PASS)
-    assert 4 <= passes < MAX_VECTORS_PER_PASS
-    assert_columns_equal_single_calls(limited, limited(charges[:, :9]), charges[:, :9])
+    assert need(1) < need(3)
+    limited = fmmloopy.Fmm(points, order=4, memory_limit=(need(1) + need(3)) / 2)
+    assert limited.vectors_per_pass(3) == 1
+    assert_columns_equal_single_calls(limited, limited(charges[:, :3]), charges[:, :3])
 
 
 @pytest.mark.parametrize(("charges", "dipoles", "message"), [
