@@ -16,19 +16,13 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cla
 
-from fmmloopy.api.fmm import (
-    checked_strengths,
-    overflow_message,
-    shaped_results,
-    to_user_units,
-    working_strengths,
-)
+from fmmloopy.api.fmm import checked_strengths, shaped_results, summed_in_user_units
 from fmmloopy.base.devices import choose_device, context_for
 from fmmloopy.base.validation import as_float64_points, check_point_array
 from fmmloopy.execution.compiled import compiled_operator
 from fmmloopy.maths.geometry import INDEX_DTYPE
 from fmmloopy.maths.green import GreenKernel, get_kernel
-from fmmloopy.tree.coordinates import origin, working_exponent
+from fmmloopy.tree.coordinates import working_coordinates
 
 __all__ = ["DirectSum", "direct"]
 
@@ -53,12 +47,10 @@ class DirectSum:
         self.queue = cl.CommandQueue(context_for(self.device))
         # The working coordinates of an Fmm: relative to the bounding box's centre where it
         # lies far from 0, times a power of two where the points are very close or far apart.
-        shift = origin(sources, targets)
-        sources, targets = sources - shift, targets - shift
-        self.coordinate_exponent = working_exponent(sources, targets, self.kernel.homogeneity,
-                                                    self.kernel.name)
-        self._sources = np.ascontiguousarray(np.ldexp(sources, -self.coordinate_exponent).T)
-        self._targets = np.ascontiguousarray(np.ldexp(targets, -self.coordinate_exponent).T)
+        _, self.coordinate_exponent, sources, targets = working_coordinates(
+            sources, targets, self.kernel.homogeneity, self.kernel.name)
+        self._sources = np.ascontiguousarray(sources.T)
+        self._targets = np.ascontiguousarray(targets.T)
 
     def __call__(self, charges=None, *, dipoles=None, gradient: bool = False):
         """Potentials at the targets (and with ``gradient``, :class:`Fields`), as
@@ -72,9 +64,12 @@ class DirectSum:
         dtype = kernel.value_dtype()
         if not self.nsources or not self.ntargets:
             return np.zeros((kernel.n_outputs, self.ntargets), dtype)
-        largest = np.abs(strengths).max(axis=1)
-        strengths, charge_exponents = working_strengths(strengths, kernel, largest,
-                                                        self.coordinate_exponent)
+        return summed_in_user_units(strengths, kernel, self.coordinate_exponent,
+                                    lambda scaled: self._launch(scaled, kernel))
+
+    def _launch(self, strengths: np.ndarray, kernel: GreenKernel) -> np.ndarray:
+        """The P2P launch over all pairs: ``kernel``'s outputs for working-unit ``strengths``."""
+        dtype = kernel.value_dtype()
         nboxes = 1 + -(-self.ntargets // TARGETS_PER_BOX)  # box 0 holds every source
         target_starts = np.zeros(nboxes, INDEX_DTYPE)
         target_starts[1:] = np.arange(0, self.ntargets, TARGETS_PER_BOX)
@@ -103,13 +98,7 @@ class DirectSum:
             name: cla.to_device(self.queue, np.ascontiguousarray(value))
             if isinstance(value, np.ndarray) else value
             for name, value in arguments.items() if name in operator.argument_names}
-        result = operator(self.queue, **device_arguments)["result"].get(queue=self.queue)
-        outputs = np.atleast_2d(result).astype(dtype, copy=True)
-        to_user_units(outputs, kernel, charge_exponents, self.coordinate_exponent)
-        overflow = overflow_message(outputs, kernel, float(largest.max()))
-        if overflow:
-            raise OverflowError(overflow)
-        return outputs
+        return operator(self.queue, **device_arguments)["result"].get(queue=self.queue)
 
 
 def direct(sources, charges, targets=None, **options) -> np.ndarray:

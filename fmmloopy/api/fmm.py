@@ -52,7 +52,7 @@ from fmmloopy.maths.green import GreenKernel, check_wave_range, get_kernel
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
 from fmmloopy.maths.levels import LevelOperators
 from fmmloopy.maths.operators import OPERATORS
-from fmmloopy.tree.coordinates import SAFE_EXPONENT, origin, working_exponent
+from fmmloopy.tree.coordinates import SAFE_EXPONENT, working_coordinates
 from fmmloopy.tree.cost import AUTO, CANDIDATES, choose_n_crit, pair_flops, validate_n_crit
 from fmmloopy.tree.direct_lists import direct_where_cheaper
 from fmmloopy.tree.lists import InteractionLists, build_interaction_lists
@@ -143,15 +143,8 @@ class Fmm:
         #: and surfaces far from the origin keep their precision; and multiplied by
         #: ``2**-coordinate_exponent`` (0 unless they span less than 2**-100 or more than
         #: 2**100, or a far point beside close ones needs it): the tree is in those units.
-        self.coordinate_origin = origin(sources, targets)
-        if self.coordinate_origin.any():
-            sources = sources - self.coordinate_origin
-            targets = None if targets is None else targets - self.coordinate_origin
-        self.coordinate_exponent = working_exponent(sources, targets, self.kernel.homogeneity,
-                                                   self.kernel.name)
-        if self.coordinate_exponent:
-            sources = np.ldexp(sources, -self.coordinate_exponent)
-            targets = None if targets is None else np.ldexp(targets, -self.coordinate_exponent)
+        self.coordinate_origin, self.coordinate_exponent, sources, targets = \
+            working_coordinates(sources, targets, self.kernel.homogeneity, self.kernel.name)
 
         if self.nsources == 0 or self.ntargets == 0:
             # Nothing to sum: no tree (it needs a point), no kernels; calls return zeros.
@@ -386,18 +379,15 @@ class Fmm:
                                 single.with_vectors(min(chunk, kernel.vectors - first)))
                      for first in range(0, kernel.vectors, chunk)]
             return np.concatenate([np.atleast_2d(part) for part in parts]).reshape(shape)
-        largest = np.abs(strengths).max(axis=1)
-        strengths, charge_exponents = working_strengths(strengths, kernel, largest,
-                                                        self.coordinate_exponent)
-        in_tree = np.take(strengths, self.tree.source_user_ids, axis=1)
-        with self._lock:
-            in_tree_order = self._evaluate(in_tree[0] if kernel.n_inputs == 1 else in_tree,
-                                           kernel)
-        outputs = np.take(np.atleast_2d(in_tree_order), self.tree.target_tree_ids, axis=1)
-        to_user_units(outputs, kernel, charge_exponents, self.coordinate_exponent)
-        overflow = overflow_message(outputs, kernel, float(largest.max()))
-        if overflow:
-            raise OverflowError(overflow)
+        def in_user_order(scaled: np.ndarray) -> np.ndarray:
+            in_tree = np.take(scaled, self.tree.source_user_ids, axis=1)
+            with self._lock:
+                in_tree_order = self._evaluate(in_tree[0] if kernel.n_inputs == 1 else in_tree,
+                                               kernel)
+            return np.take(np.atleast_2d(in_tree_order), self.tree.target_tree_ids, axis=1)
+
+        outputs = summed_in_user_units(strengths, kernel, self.coordinate_exponent,
+                                       in_user_order)
         return outputs[0] if kernel.n_outputs == 1 else outputs
 
     def vectors_per_pass(self, vectors: int) -> int:
@@ -511,6 +501,21 @@ def shaped_results(outputs: np.ndarray, kernel: GreenKernel, batched: bool):
     if not gradient:
         return potential
     return Fields(potential, np.ascontiguousarray(per_vector[:, 1:].transpose(2, 1, 0)))
+
+
+def summed_in_user_units(strengths: np.ndarray, kernel: GreenKernel, coordinate_exponent: int,
+                         evaluate) -> np.ndarray:
+    """``evaluate``'s outputs ``(n_outputs, M)`` for ``strengths`` ``(n_inputs, N)`` taken to
+    working units (:func:`working_strengths`), back in user units (:func:`to_user_units`);
+    OverflowError where they do not fit (:func:`overflow_message`)."""
+    largest = np.abs(strengths).max(axis=1)
+    scaled, charge_exponents = working_strengths(strengths, kernel, largest, coordinate_exponent)
+    outputs = np.atleast_2d(evaluate(scaled))
+    to_user_units(outputs, kernel, charge_exponents, coordinate_exponent)
+    overflow = overflow_message(outputs, kernel, float(largest.max()))
+    if overflow:
+        raise OverflowError(overflow)
+    return outputs
 
 
 def working_strengths(strengths: np.ndarray, kernel: GreenKernel, largest: np.ndarray,

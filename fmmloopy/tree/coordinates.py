@@ -18,7 +18,8 @@ import math
 import numpy as np
 
 __all__ = ["SAFE_EXPONENT", "bounds", "coordinate_exponent", "exponent_for", "origin",
-           "origin_of_bounds", "scale_exponent", "separation_lower_bound", "span", "window"]
+           "origin_of_bounds", "scale_exponent", "separation_lower_bound", "span", "window",
+           "working_coordinates"]
 
 #: Spans and charges inside ``[2**-SAFE_EXPONENT, 2**SAFE_EXPONENT]`` are not rescaled.
 SAFE_EXPONENT = 100
@@ -170,3 +171,20 @@ def exponent_for(extent: float, separation: float, sharper_separation,
             f"which needs rescaling, and kernel {kernel_name!r} has no homogeneity to "
             "rescale them by; scale the points first")
     return exponent
+
+
+def working_coordinates(sources: np.ndarray, targets: np.ndarray | None,
+                        homogeneity: float | None, kernel_name: str
+                        ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray | None]:
+    """``(origin, exponent, sources, targets)``: the points in the working coordinates
+    ``(x - origin) * 2**-exponent`` (:func:`origin`, :func:`working_exponent`; ``targets``
+    None stays None)."""
+    shift = origin(sources, targets)
+    if shift.any():
+        sources = sources - shift
+        targets = None if targets is None else targets - shift
+    exponent = working_exponent(sources, targets, homogeneity, kernel_name)
+    if exponent:
+        sources = np.ldexp(sources, -exponent)
+        targets = None if targets is None else np.ldexp(targets, -exponent)
+    return shift, exponent, sources, targets
