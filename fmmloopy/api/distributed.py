@@ -46,6 +46,7 @@ from fmmloopy.api.fmm import (
 )
 from fmmloopy.base.collective import Collectives, RankError, mpi_module
 from fmmloopy.base.devices import context_for, device_for_rank, share_cpu
+from fmmloopy.base.precision import FLOAT64, get_precision
 from fmmloopy.base.validation import (
     as_float64_points,
     check_point_array,
@@ -119,7 +120,7 @@ class DistributedFmm:
                  n_crit: int | str = AUTO, device=None,
                  recipes: str | Mapping[str, str] | None = None, max_depth: int = 20,
                  memory_limit: float | None = None, w_x_direct: bool = True,
-                 verify_recipes: bool = True, speed: float | None = None):
+                 verify_recipes: bool = True, speed: float | None = None, dtype=np.float64):
         mpi = mpi_module()
         self.collectives = collectives = Collectives(mpi.COMM_WORLD if comm is None else comm)
         self.rank, self.size = collectives.rank, collectives.size
@@ -140,6 +141,9 @@ class DistributedFmm:
             memory_limit = validate_memory_limit(memory_limit)
             w_x_direct = validate_flag(w_x_direct, "w_x_direct")
             verify_recipes = validate_flag(verify_recipes, "verify_recipes")
+            if get_precision(dtype) != FLOAT64:
+                raise ValueError(f"DistributedFmm runs in float64 only, got dtype "
+                                 f"{get_precision(dtype).name} (float32 FMMs: fmmloopy.Fmm)")
             if speed is not None and speed != MEASURE and not (
                     isinstance(speed, (int, float, np.floating)) and not isinstance(speed, bool)
                     and np.isfinite(speed) and speed > 0):

@@ -23,6 +23,7 @@ import numpy as np
 import pyopencl as cl
 
 from fmmloopy.base.devices import choose_device, context_for
+from fmmloopy.base.precision import FLOAT64, Precision, get_precision
 from fmmloopy.base.progress import stage
 from fmmloopy.base.validation import (
     as_float64_points,
@@ -52,7 +53,7 @@ from fmmloopy.maths.green import GreenKernel, check_wave_range, get_kernel
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
 from fmmloopy.maths.levels import LevelOperators
 from fmmloopy.maths.operators import OPERATORS
-from fmmloopy.tree.coordinates import SAFE_EXPONENT, working_coordinates
+from fmmloopy.tree.coordinates import working_coordinates
 from fmmloopy.tree.cost import AUTO, CANDIDATES, choose_n_crit, pair_flops, validate_n_crit
 from fmmloopy.tree.direct_lists import direct_where_cheaper
 from fmmloopy.tree.lists import InteractionLists, build_interaction_lists
@@ -91,7 +92,11 @@ class Fmm:
     shipped file) is first compared with the ``sequential`` recipe on this tree, the reference on
     sampled target boxes including the largest boxes and longest lists, and a mismatch raises
     :class:`~fmmloopy.tuning.recipe.RecipeError` (False skips that, with an
-    :class:`~fmmloopy.driver.builder.UnverifiedRecipeWarning`; for benchmarking).
+    :class:`~fmmloopy.driver.builder.UnverifiedRecipeWarning`; for benchmarking);
+    ``dtype``: the kernels' precision, ``np.float64`` (the default) or ``np.float32`` (half the
+    bytes moved and twice the vector lanes, for about 4 to 6 correct digits; the points are
+    rounded to float32 once, the precomputed operators are rounded from float64, and results
+    come back as float32; docs/fmm.md).
 
     Raises ValueError for bad input and :class:`~fmmloopy.execution.resources.ResourceLimitError` (a
     MemoryError) with the estimate when the problem cannot fit.
@@ -110,8 +115,9 @@ class Fmm:
                  order: int = 6, n_crit: int | str = "auto", device=None,
                  recipes: str | Mapping[str, str] | None = None, max_depth: int = 20,
                  memory_limit: float | None = None, w_x_direct: bool = True,
-                 verify_recipes: bool = True):
+                 verify_recipes: bool = True, dtype=np.float64):
         order = validate_integer(order, "order", MIN_ORDER, MAX_ORDER)
+        precision = get_precision(dtype)
         n_crit = validate_n_crit(n_crit)
         max_depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
         kernel = get_kernel(kernel).base
@@ -127,12 +133,13 @@ class Fmm:
         self._take_options(kernel=kernel, order=order, n_crit=n_crit,
                            device=choose_device(device), recipes=recipes, max_depth=max_depth,
                            memory_limit=memory_limit, w_x_direct=w_x_direct,
-                           verify_recipes=verify_recipes)
+                           verify_recipes=verify_recipes, precision=precision)
         # "auto" may choose any candidate: the check before the tree assumes the fewest boxes
         # (it refuses only what cannot fit; the check after the tree has the real counts).
         self.memory_estimate = estimate_before_tree(
             self.nsources, self.ntargets, targets is None, self.order,
-            CANDIDATES[-1] if n_crit == AUTO else n_crit)
+            CANDIDATES[-1] if n_crit == AUTO else n_crit,
+            real_bytes=precision.dtype.itemsize)
         check_memory(self.memory_estimate, self.device, self._what, memory_limit)
         sources = as_float64_points(sources, "sources")
         targets = None if targets is None else as_float64_points(targets, "targets")
@@ -144,7 +151,8 @@ class Fmm:
         #: ``2**-coordinate_exponent`` (0 unless they span less than 2**-100 or more than
         #: 2**100, or a far point beside close ones needs it): the tree is in those units.
         self.coordinate_origin, self.coordinate_exponent, sources, targets = \
-            working_coordinates(sources, targets, self.kernel.homogeneity, self.kernel.name)
+            working_coordinates(sources, targets, self.kernel.homogeneity, self.kernel.name,
+                                precision)
 
         if self.nsources == 0 or self.ntargets == 0:
             # Nothing to sum: no tree (it needs a point), no kernels; calls return zeros.
@@ -213,7 +221,8 @@ class Fmm:
     def for_rank(cls, tree: Tree, lists: InteractionLists, operators: LevelOperators,
                  rank_boxes: RankBoxes, *, kernel: GreenKernel, order: int, n_crit: int,
                  device: cl.Device, recipes, max_depth: int, memory_limit: float | None,
-                 w_x_direct: bool, verify_recipes: bool) -> Fmm:
+                 w_x_direct: bool, verify_recipes: bool, precision: Precision = FLOAT64
+                 ) -> Fmm:
         """The FMM of one rank of a distributed FMM (:mod:`fmmloopy.api.distributed`): its own
         tree and lists (the rank's essential boxes, its own and its ghost points, in the
         working coordinates) and the rank's box selection; it sums in tree order through
@@ -222,7 +231,8 @@ class Fmm:
         self.nsources, self.ntargets = tree.nsources, tree.ntargets
         self._take_options(kernel=kernel, order=order, n_crit=n_crit, device=device,
                            recipes=recipes, max_depth=max_depth, memory_limit=memory_limit,
-                           w_x_direct=w_x_direct, verify_recipes=verify_recipes)
+                           w_x_direct=w_x_direct, verify_recipes=verify_recipes,
+                           precision=precision)
         self.coordinate_origin, self.coordinate_exponent = np.zeros(3), 0
         self.tree, self.lists, self.evaluated_lists, self.operators = tree, lists, lists, operators
         self._rank_boxes = rank_boxes
@@ -231,10 +241,14 @@ class Fmm:
 
     def _take_options(self, *, kernel: GreenKernel, order: int, n_crit: int | str,
                       device: cl.Device, recipes, max_depth: int, memory_limit: float | None,
-                      w_x_direct: bool, verify_recipes: bool) -> None:
+                      w_x_direct: bool, verify_recipes: bool, precision: Precision) -> None:
         """The checked options as attributes, the device's queue and the empty state of a new
         FMM (``nsources`` and ``ntargets`` set first)."""
         self.order, self.kernel = order, kernel
+        #: The kernels' precision (:class:`~fmmloopy.base.precision.Precision`).
+        self.precision = precision
+        #: The real dtype of the kernels and of the results (complex of it for a complex kernel).
+        self.dtype = precision.dtype
         #: Order, ``n_e`` and surfaces of the expansions
         #: (:class:`~fmmloopy.maths.expansion.Expansion`).
         self.expansion = Expansion(order)
@@ -249,7 +263,8 @@ class Fmm:
         self.queue = cl.CommandQueue(context_for(device))
         self._options = dict(kernel=kernel, order=order, n_crit=n_crit, device=device,
                              recipes=recipes, max_depth=max_depth, memory_limit=memory_limit,
-                             w_x_direct=w_x_direct, verify_recipes=verify_recipes)
+                             w_x_direct=w_x_direct, verify_recipes=verify_recipes,
+                             dtype=precision.dtype)
         self.nested_rows = []
         #: The most points per leaf: the one given, or the one chosen for ``n_crit="auto"``
         #: (None until a tree is built: no points).
@@ -281,7 +296,8 @@ class Fmm:
             | {f"v_{name}": len(box_list(tree, lists, f"v_{name}")[1]) for name in M2L_CLASSES})
         self.memory_estimate = estimate_memory(
             targets_are_sources=tree.targets_are_sources, nlevels=tree.nlevels,
-            operator_sets=len(self.operators.sets), **self._sizes)
+            operator_sets=len(self.operators.sets), real_bytes=self.dtype.itemsize,
+            **self._sizes)
         check_memory(self.memory_estimate, self.device, self._what, self._memory_limit)
 
         clock = time.perf_counter()
@@ -290,7 +306,7 @@ class Fmm:
                        "generation), uploads"):
                 self.plan = build_plan(tree, lists, self.operators, self.kernel, self.queue,
                                        recipes, verify=self._verify_recipes,
-                                       rank_boxes=self._rank_boxes)
+                                       rank_boxes=self._rank_boxes, precision=self.precision)
         except cl.Error as exc:  # buffers: kernels report their own errors (RecipeError)
             explanation = explain_opencl_error(exc, self.device) or "allocation failed"
             raise ResourceLimitError(
@@ -368,7 +384,7 @@ class Fmm:
         shape = (kernel.n_outputs, self.ntargets) if kernel.n_outputs > 1 else (self.ntargets,)
         dtype = kernel.value_dtype()
         if self.tree is None:
-            return np.zeros(shape, dtype)
+            return np.zeros(shape, kernel.value_dtype(self.dtype))
         strengths = np.asarray(strengths, dtype=dtype).reshape(
             (kernel.n_inputs, self.nsources))
         chunk = self.vectors_per_pass(kernel.vectors)
@@ -387,7 +403,7 @@ class Fmm:
             return np.take(np.atleast_2d(in_tree_order), self.tree.target_tree_ids, axis=1)
 
         outputs = summed_in_user_units(strengths, kernel, self.coordinate_exponent,
-                                       in_user_order)
+                                       in_user_order, self.precision)
         return outputs[0] if kernel.n_outputs == 1 else outputs
 
     def vectors_per_pass(self, vectors: int) -> int:
@@ -397,7 +413,8 @@ class Fmm:
         not even one does."""
         chunk = min(vectors, MAX_VECTORS_PER_PASS)
         while chunk > 1:
-            estimate = with_vectors(self.memory_estimate, chunk, **self._sizes)
+            estimate = with_vectors(self.memory_estimate, chunk,
+                                    real_bytes=self.dtype.itemsize, **self._sizes)
             try:
                 check_memory(estimate, self.device, self._what, self._memory_limit)
                 break
@@ -419,7 +436,7 @@ class Fmm:
                 plan = build_plan(self.tree, self.evaluated_lists, self.operators, kernel,
                                   self.queue, self._options["recipes"],
                                   verify=self._verify_recipes, share_buffers=self.plan,
-                                  rank_boxes=self._rank_boxes)
+                                  rank_boxes=self._rank_boxes, precision=self.precision)
                 plan.build()
             self._plans[kernel] = plan
         return self._plans[kernel]
@@ -504,25 +521,58 @@ def shaped_results(outputs: np.ndarray, kernel: GreenKernel, batched: bool):
 
 
 def summed_in_user_units(strengths: np.ndarray, kernel: GreenKernel, coordinate_exponent: int,
-                         evaluate) -> np.ndarray:
+                         evaluate, precision: Precision = FLOAT64) -> np.ndarray:
     """``evaluate``'s outputs ``(n_outputs, M)`` for ``strengths`` ``(n_inputs, N)`` taken to
-    working units (:func:`working_strengths`), back in user units (:func:`to_user_units`);
-    OverflowError where they do not fit (:func:`overflow_message`)."""
+    working units (:func:`working_strengths`), back in user units (:func:`to_user_units`, in
+    float64) and in ``precision``; OverflowError where they do not fit
+    (:func:`overflow_message`), and for float32 ValueError where results lose their digits to
+    float32's subnormals (:func:`in_precision`)."""
     largest = np.abs(strengths).max(axis=1)
-    scaled, charge_exponents = working_strengths(strengths, kernel, largest, coordinate_exponent)
+    scaled, charge_exponents = working_strengths(strengths, kernel, largest, coordinate_exponent,
+                                                 precision.safe_exponent)
     outputs = np.atleast_2d(evaluate(scaled))
+    if precision != FLOAT64:
+        outputs = outputs.astype(kernel.value_dtype())
     to_user_units(outputs, kernel, charge_exponents, coordinate_exponent)
     overflow = overflow_message(outputs, kernel, float(largest.max()))
     if overflow:
         raise OverflowError(overflow)
-    return outputs
+    return outputs if precision == FLOAT64 else in_precision(outputs, kernel, precision,
+                                                             float(largest.max()))
+
+
+def in_precision(outputs: np.ndarray, kernel: GreenKernel, precision: Precision,
+                 largest: float) -> np.ndarray:
+    """float64 ``outputs`` ``(n_outputs, M)`` (user units) rounded to ``precision``:
+    OverflowError where one does not fit it, ValueError where a result that is not negligible
+    beside the largest of its row (more than the unit round-off times it) falls below the
+    smallest normal number, where it would keep fewer digits than the rest."""
+    with np.errstate(over="ignore"):
+        rounded = outputs.astype(kernel.value_dtype(precision.dtype))
+    overflow = overflow_message(rounded, kernel, largest, precision)
+    if overflow:
+        raise OverflowError(overflow)
+    magnitude = np.abs(outputs)
+    row_largest = magnitude.max(axis=1, keepdims=True)
+    lost = (magnitude < precision.smallest_normal) \
+        & (magnitude > precision.unit_roundoff * row_largest)
+    if lost.any():
+        raise ValueError(
+            f"{int(lost.any(axis=0).sum())} of {outputs.shape[1]} results are below "
+            f"{precision.name}'s smallest normal number ({precision.smallest_normal:.3g}; "
+            f"largest |result| {float(row_largest.max()):.3g}, largest |strength| "
+            f"{largest:.3g}) and would lose digits; scale the strengths up and the results "
+            "down by the same factor, or use float64")
+    return rounded
 
 
 def working_strengths(strengths: np.ndarray, kernel: GreenKernel, largest: np.ndarray,
-                      coordinate_exponent: int) -> tuple[np.ndarray, np.ndarray]:
+                      coordinate_exponent: int, safe_exponent: int = FLOAT64.safe_exponent
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """``strengths`` (``(n_inputs, N)``) in working units, and the power of two each strength
     vector was divided by (``(vectors,)``); ``largest``: the largest magnitude of each row
-    (over every rank's)."""
+    (over every rank's); vectors whose largest lies outside ``2**±safe_exponent`` are scaled
+    (the precision's, :attr:`~fmmloopy.base.precision.Precision.safe_exponent`)."""
     # Derivatives in the working coordinates: x = 2**k x' scales each derivative by 2**-k,
     # so dipole moments are taken to working units here and gradients back below. Then
     # strengths far from 1 are scaled by a power of two: the kernels see no denormals.
@@ -531,7 +581,7 @@ def working_strengths(strengths: np.ndarray, kernel: GreenKernel, largest: np.nd
     input_shifts = -coordinate_exponent * kernel.input_derivatives()
     per_vector = kernel.n_inputs // kernel.vectors
     charge_exponents = np.array([
-        _strength_exponent(largest[rows], input_shifts[rows]) for rows in (
+        _strength_exponent(largest[rows], input_shifts[rows], safe_exponent) for rows in (
             slice(v * per_vector, (v + 1) * per_vector) for v in range(kernel.vectors))])
     return (_ldexp(strengths, (input_shifts - np.repeat(charge_exponents, per_vector)
                                )[:, None]), charge_exponents)
@@ -560,21 +610,22 @@ def _potential_exponent(kernel: GreenKernel, coordinate_exponent: int) -> float:
     return round(value) if math.isclose(value, round(value)) else value
 
 
-def overflow_message(outputs: np.ndarray, kernel: GreenKernel, largest: float) -> str | None:
+def overflow_message(outputs: np.ndarray, kernel: GreenKernel, largest: float,
+                     precision: Precision = FLOAT64) -> str | None:
     """What to say where ``outputs`` (``(n_outputs, M)``) hold a non-finite value (None where
     they do not); ``largest``: the largest strength's magnitude."""
     if np.isfinite(outputs).all():
         return None
     bad = int(np.count_nonzero(~np.isfinite(outputs).all(axis=0)))
     return (f"the {'potential overflows' if kernel.n_outputs == 1 else 'outputs overflow'} "
-            f"float64 at {bad} of {outputs.shape[1]} targets (largest |strength| "
+            f"{precision.name} at {bad} of {outputs.shape[1]} targets (largest |strength| "
             f"{largest:.3g}); scale the strengths down and the results up by the same factor")
 
 
-def _strength_exponent(largest: np.ndarray, shifts: np.ndarray) -> int:
+def _strength_exponent(largest: np.ndarray, shifts: np.ndarray, safe_exponent: int) -> int:
     """The power of two the strengths (rows multiplied by ``2**shifts``; ``largest``: each
-    row's largest magnitude) are divided by: 0
-    while the largest lies in ``[2**-100, 2**100]``, else the one that brings it to [0.5, 1)
+    row's largest magnitude) are divided by: 0 while the largest lies in
+    ``[2**-safe_exponent, 2**safe_exponent]``, else the one that brings it to [0.5, 1)
     (:func:`~fmmloopy.tree.coordinates.scale_exponent`, per row in log2 so that no shift
     overflows first)."""
     present = largest > 0
@@ -583,7 +634,7 @@ def _strength_exponent(largest: np.ndarray, shifts: np.ndarray) -> int:
     mantissas, exponents = np.frexp(largest[present])
     exponents = exponents + shifts[present]  # largest of each row: mantissa * 2**exponent
     top = int(np.argmax(exponents + mantissas))
-    if abs(exponents[top] + math.log2(mantissas[top])) <= SAFE_EXPONENT:
+    if abs(exponents[top] + math.log2(mantissas[top])) <= safe_exponent:
         return 0
     return int(exponents[top])
 

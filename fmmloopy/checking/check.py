@@ -21,6 +21,7 @@ import numpy as np
 import pyopencl as cl
 
 from fmmloopy.base.devices import context_for, device_from_key, device_key
+from fmmloopy.base.precision import FLOAT64, Precision
 from fmmloopy.checking.problems import (
     DEFAULT_N_CRIT,
     DEFAULT_ORDER,
@@ -100,6 +101,9 @@ class CheckResult:
     total_rows: int = 0
     #: The kernel's fields where they are not the potential of charges (:func:`fields_label`).
     fields: str = ""
+    #: What :attr:`max_relative_error` is: the normwise relative error (float64), or below
+    #: float64 the largest error as a fraction of its entry's rounding bound (``of bound``).
+    measure: str = "max rel err"
 
     @property
     def label(self) -> str:
@@ -111,7 +115,7 @@ class CheckResult:
         rows = (f"rows {self.compared_rows:4d}/{self.total_rows:<5d}" if self.total_rows
                 else " " * 15)
         text = (f"{status} {self.label:8s} {self.recipe:12s} {self.problem:20s} "
-                f"max rel err {self.max_relative_error:9.2e}  {rows} "
+                f"{self.measure} {self.max_relative_error:9.2e}  {rows} "
                 f"ref {self.reference_seconds * 1e3:8.2f} ms  "
                 f"recipe {self.recipe_seconds * 1e3:8.2f} ms")
         return f"{text}  {self.message}" if self.message else text
@@ -147,7 +151,8 @@ def _size_label(operator: str, problem: CheckProblem, sizes: dict[str, int]) -> 
 
 
 def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Device,
-               green: str | GreenKernel = "laplace") -> list[CheckResult]:
+               green: str | GreenKernel = "laplace",
+               precision: Precision = FLOAT64) -> list[CheckResult]:
     """Compare ``operator`` under ``recipe`` with the sequential recipe on ``problem``, at each
     of the problem's sizes for it (:meth:`CheckProblem.sizes`), both built for the Green's
     function ``green``.
@@ -155,8 +160,13 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
     Small problems compare every row; production-size ones run the whole launch under
     ``recipe`` and the reference on sampled rows (:mod:`fmmloopy.checking.verification`). The
     sequential recipe itself is compared with the operator's numpy host reference.
+
+    ``precision`` below float64 (float32): the kernel of that precision, on the inputs rounded
+    to it, is compared with the float64 host reference on the same rounded inputs, each entry
+    within its rounding bound (:func:`~fmmloopy.checking.verification.rounding_bounds`).
     """
     green = get_kernel(green)
+    reduced = precision != FLOAT64
     queue = cl.CommandQueue(context_for(device))
     spec = get_operator(operator)
     results = []
@@ -168,8 +178,8 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
             if not inputs["ntarget_boxes"]:
                 continue  # this problem has no entry in the operator's list
             candidate = compiled_operator(operator, device, recipe=recipe, kernel=green,
-                                          **sizes)
-            if recipe == REFERENCE:
+                                          dtype=precision.dtype, **sizes)
+            if recipe == REFERENCE or reduced:
                 reference = None  # numpy; the sequential kernel, which branches on no size,
                 if problem.production:  # runs the sampled rows only
                     inputs = sampled_inputs(inputs, sample_rows(RowFacts.of(spec, sizes, inputs)))
@@ -179,21 +189,24 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
             rows = None if problem.production else np.arange(inputs["ntarget_boxes"])
             comparison = compare(candidate, reference, spec, sizes, inputs, queue,
                                  green=green, rows=rows,
-                                 warm_up=not problem.production)
+                                 warm_up=not problem.production, precision=precision)
         except Exception as exc:  # a recipe that breaks the build or the run is a failed check
             results.append(CheckResult(operator, recipe, label, float("inf"), 0.0, 0.0, False,
                                        f"{type(exc).__name__}: {exc}", fields=fields))
             continue
-        against = "the numpy reference" if recipe == REFERENCE else repr(REFERENCE)
+        against = "the numpy reference" if recipe == REFERENCE or reduced \
+            else repr(REFERENCE)
+        beyond = f"its {precision.name} rounding bound" if reduced else f"{RELATIVE_TOLERANCE:g}"
         message = "" if comparison.ok else (
-            f"differs from {against} beyond {RELATIVE_TOLERANCE:g}: {comparison.mismatch}")
+            f"differs from {against} beyond {beyond}: {comparison.mismatch}")
         if candidate.recipe.name != recipe:  # it declined the kernel's complex values
             message = (f"{recipe!r} declines complex values: {candidate.recipe.name!r} ran"
                        + (f"; {message}" if message else ""))
         results.append(CheckResult(
             operator, recipe, label, comparison.max_relative_error,
             comparison.reference_seconds, comparison.candidate_seconds, comparison.ok, message,
-            comparison.compared_rows, comparison.total_rows, fields))
+            comparison.compared_rows, comparison.total_rows, fields,
+            f"{precision.name} of bound" if reduced else "max rel err"))
     return results
 
 
@@ -216,7 +229,8 @@ def fields_label(green: GreenKernel) -> str:
 def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],
                            recipe_sources: tuple[str, ...], seed: int,
                            production: ProductionSizes | None,
-                           green: GreenKernel) -> list[CheckResult]:
+                           green: GreenKernel, precision: Precision = FLOAT64
+                           ) -> list[CheckResult]:
     """One (operator, recipe) pair on every problem, for every kernel an FMM may build the
     operator for (:func:`~fmmloopy.maths.kifmm.operator_kernels`: the potential of charges and,
     at the user's points, gradients and dipoles); runs in the check's worker process.
@@ -230,7 +244,8 @@ def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],
     with loopy_output_to_log():
         return [result for variant in operator_kernels(operator, green)
                 for problem in problems
-                for result in check_pair(operator, recipe, problem, device, variant)]
+                for result in check_pair(operator, recipe, problem, device, variant,
+                                         precision)]
 
 
 def pairs_to_check(operators: Iterable[str] | None,
@@ -259,7 +274,8 @@ CHECK_WORKER_ENVIRONMENT = {"FMMLOOPY_KERNEL_CACHE": "off"}
 def run_checks(device: cl.Device, *, operators: Iterable[str] | None = None,
                recipes: Iterable[str] | None = None, recipe_sources: Iterable[str] = (),
                seed: int = 0, production: ProductionSizes | None = ProductionSizes(),
-               kernel: str | GreenKernel = "laplace") -> Iterator[CheckResult]:
+               kernel: str | GreenKernel = "laplace",
+               precision: Precision = FLOAT64) -> Iterator[CheckResult]:
     """Check every operator under every recipe registered for it (for any device class: all
     recipes produce plain OpenCL), or under those named, on every problem: the small ones and
     (unless ``production`` is None) those at the sizes of a real run.
@@ -268,14 +284,15 @@ def run_checks(device: cl.Device, *, operators: Iterable[str] | None = None,
     out-of-bounds access can) is reported as a failed check, and checking goes on in a new
     worker. Kernels are generated anew, never taken from the disk kernel cache. ``kernel`` is
     the Green's function every kernel is built for (a name, or a :class:`GreenKernel`: the
-    worker receives it pickled).
+    worker receives it pickled); ``precision`` the kernels' (:func:`check_pair`).
     """
     green = get_kernel(kernel)
     recipe_sources = tuple(str(source) for source in recipe_sources)
     ensure_loaded(recipe_sources)
     pairs = pairs_to_check(list(operators or ()), list(recipes or ()))
     yield from run_in_worker(pairs, _check_in_this_process,
-                             (device_key(device), recipe_sources, seed, production, green),
+                             (device_key(device), recipe_sources, seed, production, green,
+                              precision),
                              CHECK_WORKER_ENVIRONMENT)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cla
 
+from fmmloopy.base.precision import FLOAT64, Precision
 from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.operators import MATVEC, PARTICLES, OperatorSpec
 from fmmloopy.tree.csr import ranges_to_indices, select_rows
@@ -30,6 +31,23 @@ from fmmloopy.tree.csr import ranges_to_indices, select_rows
 #: the same terms; only the order of summation and fused multiply-adds differ, which moves a sum
 #: of at most a few tens of thousands of terms by O(n * 1e-16) relative to its largest term.
 RELATIVE_TOLERANCE = 1e-12
+
+#: Below float64 (float32), each compared entry must lie within its own rounding bound
+#: (:func:`rounding_bounds`): ``u (C + lam sqrt(n + 1)) T + u K X`` for the unit round-off
+#: ``u``, the sum ``T`` of the magnitudes of the entry's ``n`` terms and ``X`` the same weighted
+#: by how far the kernel's computed coordinates can move each term
+#: (:meth:`~fmmloopy.maths.operators.OperatorSpec.host_magnitudes`). ``C``: the roundings of one
+#: term (offset, squared distance, reciprocal square root, the kernel's products, the strength,
+#: the level scale), at most 16 for the kernels here.
+TERM_ROUNDINGS = 16
+#: ``lam``: the probabilistic bound of a sum of ``n`` rounded terms, ``lam sqrt(n) u`` relative to
+#: the sum of their magnitudes, fails with probability below ``2 exp(-lam**2 / 2)`` (Higham and
+#: Mary, SIAM J. Sci. Comput. 2019): 7.5 gives under 1e-12 per entry, 1e-6 over 10**6 entries.
+PROBABILISTIC_FACTOR = 7.5
+#: ``K``: a computed surface coordinate ``centre + half_width * unit`` carries two roundings of
+#: its magnitude per axis (the product, the sum), so the offset moves by at most ``2 sqrt(3) u E``
+#: in the 2-norm for ``E`` the coordinates' magnitudes (both sides where both are surfaces).
+COORDINATE_ROUNDINGS = 2 * 3 ** 0.5
 
 #: Rows taken by each criterion of :func:`sample_rows`.
 ROWS_PER_CRITERION = 8
@@ -194,24 +212,37 @@ class Comparison:
     candidate_seconds: float
     reference_seconds: float
     mismatch: str = ""  # where the first wrong entries are; empty when all agree
+    #: What :attr:`max_relative_error` must not exceed: :data:`RELATIVE_TOLERANCE` in float64;
+    #: below, the error is the largest difference as a fraction of its entry's rounding bound
+    #: (:data:`TERM_ROUNDINGS`), which must not exceed 1.
+    tolerance: float = RELATIVE_TOLERANCE
 
     @property
     def ok(self) -> bool:
-        return self.max_relative_error <= RELATIVE_TOLERANCE and not self.mismatch
+        return self.max_relative_error <= self.tolerance and not self.mismatch
 
 
 def compare(candidate, reference, spec: OperatorSpec, sizes: dict[str, int], inputs: dict,
             queue: cl.CommandQueue, *, green: GreenKernel | None = None,
-            rows: np.ndarray | None = None, warm_up: bool = False) -> Comparison:
+            rows: np.ndarray | None = None, warm_up: bool = False,
+            precision: Precision = FLOAT64) -> Comparison:
     """Run ``candidate`` on the whole launch ``inputs`` and ``reference`` on sampled ``rows``
     (default :func:`sample_rows`); compare the sampled rows, and the rows of boxes the launch
     does not target with their initial values.
 
     ``reference`` is a compiled kernel, or None for the numpy host reference (then ``green``
     is the Green's function).
+
+    ``precision`` below float64: ``candidate`` is a kernel of that precision and runs on the
+    inputs rounded to it; the reference is the float64 host reference on the same rounded
+    inputs, and each compared entry must lie within its rounding bound
+    (:func:`rounding_bounds`; ``reference`` is not used).
     """
     facts = RowFacts.of(spec, sizes, inputs)
     rows = sample_rows(facts) if rows is None else rows
+    if precision != FLOAT64:
+        return _compare_rounded(candidate, spec, sizes, inputs, queue, green, facts, rows,
+                                warm_up, precision)
     actual, candidate_seconds = run_once(candidate, queue, inputs, warm_up=warm_up)
     cut = sampled_inputs(inputs, rows)
     if reference is None:
@@ -222,25 +253,8 @@ def compare(candidate, reference, spec: OperatorSpec, sizes: dict[str, int], inp
         expected, reference_seconds = run_once(reference, queue, cut, warm_up=warm_up)
     worst, mismatch = 0.0, ""
     for name, value in expected.items():
-        if _particle_outputs(spec) and np.ndim(value) == 2:  # components of each target
-            parts = [(f"{name!r} (component {k})", dict(inputs, **{name: inputs[name][k]}),
-                      actual[name][k], value[k]) for k in range(len(value))]
-        elif not _particle_outputs(spec) and spec.template != MATVEC \
-                and len(value) > inputs["nboxes"]:
-            # A surface of several components: row box * components + component.
-            components = len(value) // inputs["nboxes"]
-
-            def component(array, k, components=components):
-                array = np.asarray(array)
-                return np.ascontiguousarray(
-                    array.reshape((-1, components, array.shape[-1]))[:, k])
-            parts = [(f"{name!r} (component {k})",
-                      dict(inputs, **{name: component(inputs[name], k)}),
-                      component(actual[name], k), component(value, k))
-                     for k in range(components)]
-        else:
-            parts = [(repr(name), inputs, actual[name], value)]
-        for label, part_inputs, got, want in parts:
+        for label, part_inputs, (got, want) in _components(spec, name, inputs,
+                                                           actual[name], value):
             error, where = _compare_output(spec, name, part_inputs, facts, rows, got, want,
                                            label)
             worst = max(worst, error)
@@ -249,12 +263,97 @@ def compare(candidate, reference, spec: OperatorSpec, sizes: dict[str, int], inp
                       mismatch)
 
 
+def _components(spec: OperatorSpec, name: str, inputs: dict, *arrays: np.ndarray):
+    """``(label, inputs, arrays)`` per component of output ``name``: the components of each
+    target point (particles ``(components, n)``), or of each box of a surface of several
+    components (row ``box * components + component``), each as an output of its own; one part
+    for an output of one component."""
+    value = arrays[0]
+    if _particle_outputs(spec) and np.ndim(value) == 2:
+        for k in range(len(value)):
+            yield (f"{name!r} (component {k})", dict(inputs, **{name: inputs[name][k]}),
+                   tuple(np.asarray(array)[k] for array in arrays))
+    elif not _particle_outputs(spec) and spec.template != MATVEC \
+            and len(value) > inputs["nboxes"]:
+        components = len(value) // inputs["nboxes"]
+
+        def component(array, k):
+            array = np.asarray(array)
+            return np.ascontiguousarray(
+                array.reshape((-1, components, array.shape[-1]))[:, k])
+        for k in range(components):
+            yield (f"{name!r} (component {k})",
+                   dict(inputs, **{name: component(inputs[name], k)}),
+                   tuple(component(array, k) for array in arrays))
+    else:
+        yield repr(name), inputs, arrays
+
+
+def rounded_inputs(inputs: dict, precision: Precision, wide: bool = False) -> dict:
+    """``inputs`` with their real and complex arrays rounded to ``precision`` (kept in float64
+    or complex128 where ``wide``: the same numbers, for the references)."""
+    def rounded(value):
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "fc":
+            return value
+        complex_values = value.dtype.kind == "c"
+        narrow = value.astype(precision.value_dtype(complex_values))
+        return narrow.astype(np.complex128 if complex_values else np.float64) if wide \
+            else narrow
+    return {name: rounded(value) for name, value in inputs.items()}
+
+
+def rounding_bounds(precision: Precision, terms: np.ndarray, coordinates: np.ndarray,
+                    term_counts: np.ndarray) -> np.ndarray:
+    """Per entry, the most a kernel of ``precision`` may differ from the exact sum of the same
+    rounded inputs: ``u ((C + lam sqrt(n + 1)) terms + K coordinates)`` (:data:`TERM_ROUNDINGS`,
+    :data:`PROBABILISTIC_FACTOR`, :data:`COORDINATE_ROUNDINGS`) for ``n = term_counts`` (the
+    initial value counts as one more term)."""
+    return precision.unit_roundoff * (
+        (TERM_ROUNDINGS + PROBABILISTIC_FACTOR * np.sqrt(term_counts + 1.0)) * terms
+        + COORDINATE_ROUNDINGS * coordinates)
+
+
+def _compare_rounded(candidate, spec: OperatorSpec, sizes: dict[str, int], inputs: dict,
+                     queue: cl.CommandQueue, green: GreenKernel | None, facts: RowFacts,
+                     rows: np.ndarray, warm_up: bool, precision: Precision) -> Comparison:
+    """:func:`compare` below float64: every compared entry within its rounding bound."""
+    actual, candidate_seconds = run_once(candidate, queue, rounded_inputs(inputs, precision),
+                                         warm_up=warm_up)
+    wide = rounded_inputs(inputs, precision, wide=True)
+    cut = sampled_inputs(wide, rows)
+    start = time.perf_counter()
+    expected = spec.host_reference(green, cut, sizes)
+    magnitudes = spec.host_magnitudes(green, cut, sizes)
+    reference_seconds = time.perf_counter() - start
+    worst, mismatch = 0.0, ""
+    for name, value in expected.items():
+        terms, coordinates = magnitudes[name]
+        for label, part_inputs, (got, want, part_terms, part_coordinates) in _components(
+                spec, name, wide, actual[name], value, terms, coordinates):
+            sampled = [_output_rows(spec, name, part_inputs, facts.boxes[[row]]) for row in rows]
+            counts = np.concatenate([np.full(len(indices), facts.sources[row])
+                                     for indices, row in zip(sampled, rows, strict=True)])
+            sampled = np.concatenate(sampled)
+            bound = rounding_bounds(precision, np.ravel(part_terms)[sampled],
+                                    np.ravel(part_coordinates)[sampled], counts)
+            error, where = _compare_output(spec, name, part_inputs, facts, rows, got, want,
+                                           label, bound)
+            worst = max(worst, error)
+            mismatch = mismatch or where
+    return Comparison(worst, len(rows), len(facts.boxes), candidate_seconds, reference_seconds,
+                      mismatch, tolerance=1.0)
+
+
 def _compare_output(spec: OperatorSpec, name: str, inputs: dict, facts: RowFacts,
                     rows: np.ndarray, actual: np.ndarray, expected: np.ndarray,
-                    label: str | None = None) -> tuple[float, str]:
+                    label: str | None = None, bounds: np.ndarray | None = None
+                    ) -> tuple[float, str]:
     """Largest relative difference on the compared entries and, if beyond the tolerance, a
     description of the first wrong ones (of the output called ``label``, default
-    ``repr(name)``)."""
+    ``repr(name)``). With ``bounds`` (one per entry of the sampled rows, in the order of
+    :func:`_output_rows`), the largest difference as a fraction of its entry's bound, which
+    must not exceed 1; entries of rows the launch does not target must keep their values
+    exactly."""
     actual, expected = np.ravel(actual), np.ravel(expected)
     initial = np.ravel(inputs[name])
     targeted = np.zeros(actual.size, dtype=bool)
@@ -268,10 +367,17 @@ def _compare_output(spec: OperatorSpec, name: str, inputs: dict, facts: RowFacts
     with np.errstate(invalid="ignore", over="ignore"):
         difference = np.abs(got - reference)
     difference[~np.isfinite(got)] = np.inf
-    error = float(difference.max() / (scale or 1.0)) if difference.size else 0.0
-    if error <= RELATIVE_TOLERANCE:
+    if bounds is None:
+        allowed = np.full(difference.shape, RELATIVE_TOLERANCE * (scale or 1.0))
+        error = float(difference.max() / (scale or 1.0)) if difference.size else 0.0
+    else:
+        allowed = np.concatenate([bounds, np.zeros(len(untouched))])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(difference == 0, 0.0, difference / allowed)
+        error = float(ratio.max(initial=0.0))
+    wrong = np.flatnonzero(difference > allowed)
+    if not len(wrong):
         return error, ""
-    wrong = np.flatnonzero(difference > RELATIVE_TOLERANCE * (scale or 1.0))
     described = [_describe(spec, name, inputs, facts, int(compared[i]), got[i], reference[i])
                  for i in wrong[:DESCRIBED_ENTRIES]]
     return error, (f"{len(wrong)} of {len(compared)} compared entries of "

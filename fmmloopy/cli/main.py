@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--small-only", action="store_true",
                        help="only the small problems: quick, but blind to recipes that go "
                             "wrong only at the sizes of a real run")
+    check.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                       help="the kernels' precision: float32 kernels run on inputs rounded to "
+                            "float32 and must lie within float32's rounding bound of the float64 "
+                            "numpy reference, entry by entry (default float64)")
     check.add_argument("--memcheck", action="store_true",
                        help="run every kernel (as transformed for --device) on tiny trees on "
                             "the Oclgrind simulator instead, and fail on any out-of-bounds "
@@ -130,6 +134,7 @@ def _check_sizes(args: argparse.Namespace) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     from fmmloopy.base.devices import choose_device, device_classes
+    from fmmloopy.base.precision import get_precision
     from fmmloopy.base.validation import validate_integer
     from fmmloopy.checking.check import (
         ProductionSizes,
@@ -145,6 +150,9 @@ def _check(args: argparse.Namespace) -> int:
     if args.memcheck:
         from fmmloopy.checking.memcheck import oclgrind_device, run_memchecks
 
+        if args.dtype != "float64":
+            raise ValueError("--memcheck runs float64 kernels only; leave out --dtype")
+
         simulator = oclgrind_device()  # fails with how to install it before any work
         print(f"device: {simulator.name} (memcheck: out-of-bounds accesses and data races); "
               f"reference 'sequential' on {device.name} ({', '.join(device_classes(device))})")
@@ -153,12 +161,13 @@ def _check(args: argparse.Namespace) -> int:
         production = None if args.small_only else ProductionSizes(
             order=args.order, n_crit=args.n_crit, n=n)
         print(f"device: {device.name} ({', '.join(device_classes(device))}); kernel "
-              f"{args.kernel!r}")
+              f"{args.kernel!r}; {args.dtype}")
         print("problems (production-size ones run whole launches, the reference on sampled "
               "rows):")
         for line in describe_problems(args.seed, production, args.kernel):
             print(f"  {line}", flush=True)
-        checks, what = run_checks(device, production=production, **selection), "checks"
+        checks, what = run_checks(device, production=production,
+                                  precision=get_precision(args.dtype), **selection), "checks"
     results = []
     for result in checks:
         results.append(result)

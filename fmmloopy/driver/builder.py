@@ -22,6 +22,7 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cla
 
+from fmmloopy.base.precision import FLOAT64, Precision
 from fmmloopy.checking.verification import compare, random_operands
 from fmmloopy.driver.buffers import evaluation_buffer_shapes
 from fmmloopy.driver.plan import Launch, Plan
@@ -105,8 +106,10 @@ class _PlanBuilder:
     def __init__(self, tree: Tree, lists: InteractionLists, operators: LevelOperators,
                  green: GreenKernel, queue: cl.CommandQueue,
                  recipes: str | Mapping[str, str] | None, verify: bool = True,
-                 reuse: Mapping[tuple, Launch] | None = None):
+                 reuse: Mapping[tuple, Launch] | None = None,
+                 precision: Precision = FLOAT64):
         self.tree, self.lists, self.operators = tree, lists, operators
+        self.precision = precision
         #: Launch key -> a launch of another plan on this tree to take as it is.
         self.reuse = dict(reuse or {})
         self.expansion = operators.expansion
@@ -124,9 +127,13 @@ class _PlanBuilder:
         self._folded_levels: cla.Array | None = None
 
     def _device(self, value):
-        """Upload an array for one launch (the tree's arrays: once for all)."""
+        """Upload an array for one launch (the tree's arrays: once for all), its real or complex
+        numbers rounded to the kernels' precision (indices as they are)."""
         if not isinstance(value, np.ndarray):
             return value
+        if value.dtype.kind in "fc":
+            value = value.astype(self.precision.value_dtype(value.dtype.kind == "c"),
+                                 copy=False)
         return cla.to_device(self.queue, np.ascontiguousarray(value))
 
     def _matrices(self, kernel: CompiledOperator, matrices: np.ndarray) -> dict[str, cla.Array]:
@@ -149,7 +156,7 @@ class _PlanBuilder:
                   else self.recipes)
         clock = time.perf_counter()
         kernel = compiled_operator(operator, self.queue.device, recipe=recipe, kernel=green,
-                                   **sizes)
+                                   dtype=self.precision.dtype, **sizes)
         self.kernel_seconds += time.perf_counter() - clock
         if recipe is not None and kernel.recipe.name != recipe:
             warnings.warn(f"recipe {recipe!r} declines the complex values of {green.spec}: "
@@ -239,14 +246,18 @@ class _PlanBuilder:
         work = spec.work(cut, sizes, *counts, complex_values=green.is_complex)
         self.launches.append(Launch(
             operator, kernel, arguments, buffers, work,
-            spec.traffic(cut, sizes, *counts, green=green),
+            spec.traffic(cut, sizes, *counts, itemsize=self.precision.dtype.itemsize,
+                         green=green),
             work * green.flops_per_pair() if spec.template == PAIRWISE else float(work), key,
             upward))
 
     def _verify(self, spec, kernel: CompiledOperator, sizes: dict[str, int],
                 launch: dict, green: GreenKernel) -> None:
         """Compare ``kernel`` with ``sequential`` on this launch (the real tree, lists and
-        sizes; random values), the reference on sampled rows; RecipeError on a mismatch."""
+        sizes; random values), the reference on sampled rows; RecipeError on a mismatch.
+        A kernel of another precision than float64 is compared with the float64 host reference
+        on the same inputs rounded to it, within that precision's rounding bound
+        (:func:`~fmmloopy.checking.verification.compare`)."""
         clock = time.perf_counter()
         tree = self.tree
         inputs = tree_arguments(tree) | launch | random_operands(
@@ -255,9 +266,13 @@ class _PlanBuilder:
         if spec.template != "matvec":
             inputs["max_box_targets"] = int(
                 tree.box_target_counts[launch["target_boxes"]].max())
-        reference = compiled_operator(spec.name, self.queue.device, recipe=REFERENCE,
-                                      kernel=green, **sizes)
-        comparison = compare(kernel, reference, spec, sizes, inputs, self.queue)
+        if self.precision == FLOAT64:
+            reference = compiled_operator(spec.name, self.queue.device, recipe=REFERENCE,
+                                          kernel=green, **sizes)
+        else:
+            reference = None
+        comparison = compare(kernel, reference, spec, sizes, inputs, self.queue, green=green,
+                             precision=self.precision)
         self.verify_seconds += time.perf_counter() - clock
         if not comparison.ok:
             raise RecipeError(
@@ -274,7 +289,8 @@ def build_plan(tree: Tree, lists: InteractionLists,
                operators: LevelOperators | KifmmOperators,
                green: GreenKernel, queue: cl.CommandQueue,
                recipes: str | Mapping[str, str] | None = None, verify: bool = True,
-               share_buffers: Plan | None = None, rank_boxes: RankBoxes | None = None) -> Plan:
+               share_buffers: Plan | None = None, rank_boxes: RankBoxes | None = None,
+               precision: Precision = FLOAT64) -> Plan:
     """Every launch of the FMM on ``tree``, in dependency order, with its buffers: the
     potentials (and ``green``'s other outputs) of ``green``'s inputs
     (:func:`~fmmloopy.maths.kifmm.step_kernel`).
@@ -291,19 +307,24 @@ def build_plan(tree: Tree, lists: InteractionLists,
     Without, such recipes run unverified, with an :class:`UnverifiedRecipeWarning`.
 
     ``rank_boxes``: the plan of one rank of a distributed FMM (:class:`RankBoxes`).
+
+    ``precision``: the kernels' (:mod:`fmmloopy.base.precision`); coordinates, surfaces,
+    matrices and level scales are rounded to it when uploaded, and the buffers hold it.
     """
     if isinstance(operators, KifmmOperators):
         operators = LevelOperators.scaled_from(operators)
     reuse = {} if share_buffers is None else {
         launch.key: launch for launch in share_buffers.launches if launch.key}
-    build = _PlanBuilder(tree, lists, operators, green, queue, recipes, verify, reuse)
+    build = _PlanBuilder(tree, lists, operators, green, queue, recipes, verify, reuse,
+                         precision)
     for step, target_boxes in launch_order(tree, lists, rank_boxes):
         build.step(step, target_boxes)
     shapes = evaluation_buffer_shapes(operators.expansion, operators.ranks(), tree.nboxes,
                                       tree.nsources, tree.ntargets, green)
     shared = {} if share_buffers is None else share_buffers.buffers
     buffers = {name: shared[name] if name in shared and shared[name].shape == shape
-               else cla.zeros(queue, shape, green.value_dtype()) for name, shape in shapes.items()}
+               else cla.zeros(queue, shape, green.value_dtype(precision.dtype))
+               for name, shape in shapes.items()}
     if build.unverified:
         warnings.warn(f"recipes {sorted(build.unverified)} are not shipped and run without "
                       "first-use verification against 'sequential' (verify_recipes=False)",

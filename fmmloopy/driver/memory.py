@@ -57,7 +57,8 @@ def _bytes(shape: tuple[int, ...], itemsize: int = _F64) -> float:
 def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, order: int,
                     nboxes: int, nlevels: int = 1, list_entries: dict[str, int] | None = None,
                     ranks: dict[str, int] | None = None,
-                    operator_sets: int = 1, complex_values: bool = False) -> MemoryEstimate:
+                    operator_sets: int = 1, complex_values: bool = False,
+                    real_bytes: int = _F64) -> MemoryEstimate:
     """Bytes the FMM of these sizes keeps on the host and on the device (module docstring).
 
     ``list_entries`` holds the U, V, W, X entry counts (``{"u": ..., ...}``; zeros if unknown)
@@ -65,7 +66,8 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
     ``ranks`` the UC2E/DC2E and compressed-M2L ranks (``n_e`` if unknown, their upper bound),
     ``operator_sets`` how many sets of operators there are (one per level with expansions for
     a kernel without homogeneity), ``complex_values`` whether values and matrices are complex
-    (twice the bytes).
+    (twice the bytes), ``real_bytes`` the bytes of a real number on the device (8, or 4 for
+    float32 kernels; the host keeps float64).
     Without V entries (of a class) the M2L matrices (of the class) stay on the host (no M2L
     launch); the host keeps a transposed copy of them while the plan is built.
     """
@@ -77,6 +79,7 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
     separate_targets = 0 if targets_are_sources else ntargets
 
     value = _F64 * (2 if complex_values else 1)  # bytes of one value, matrix entry included
+    on_device = real_bytes / _F64  # device values and matrices: the kernels' precision
     operators = operator_sets * sum(_bytes(shape, value)
                                     for shape in matrix_shapes(n_e, ranks).values())
     launched = {name: operator_sets * sum(_bytes(shape, value) for shape in fields.values())
@@ -108,11 +111,13 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
     launches = sum(max(1, len(step.matrices)) for step in STEPS.values())
     device = {
         # Coordinates of the sources and targets, charges and potentials.
-        "particles": 3 * _F64 * (nsources + ntargets) + _bytes(buffers["strengths"], value)
-                     + _bytes(buffers["potential"], value),
-        "expansions": sum(_bytes(shape, value) for name, shape in buffers.items()
-                          if name not in ("strengths", "potential")),
-        "matrices": sum(launched[name] for name in running) + surface_uploads() * 3 * n_e * _F64,
+        "particles": on_device * (3 * _F64 * (nsources + ntargets)
+                                  + _bytes(buffers["strengths"], value)
+                                  + _bytes(buffers["potential"], value)),
+        "expansions": on_device * sum(_bytes(shape, value) for name, shape in buffers.items()
+                                      if name not in ("strengths", "potential")),
+        "matrices": on_device * (sum(launched[name] for name in running)
+                                 + surface_uploads() * 3 * n_e * _F64),
         # Cut lists: a box index per entry, and a matrix index (or pair target) for V; per
         # launch its target boxes and row starts and level scales.
         "lists": _I32 * (all_entries + entries["v"]) + DEVICE_LIST_BYTES_PER_BOX * nboxes
@@ -121,11 +126,11 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
     }
     host["margin"] = MARGIN * (sum(host.values()) + sum(device.values()))
     # The matrices of each M2L class are one allocation each.
-    largest_buffers = {"M2L matrices": max((launched[name] for name in used_steps),
-                                           default=0.0),
-                       "one expansion buffer": _bytes(buffers["multipole"], value),
-                       "source coordinates": 3 * _F64 * nsources,
-                       "target coordinates": 3 * _F64 * ntargets}
+    largest_buffers = {"M2L matrices": on_device * max(
+                           (launched[name] for name in used_steps), default=0.0),
+                       "one expansion buffer": on_device * _bytes(buffers["multipole"], value),
+                       "source coordinates": 3 * real_bytes * nsources,
+                       "target coordinates": 3 * real_bytes * ntargets}
     return MemoryEstimate(host=host, device=device,
                           largest_buffer=max(largest_buffers.items(), key=lambda item: item[1]))
 
@@ -148,12 +153,13 @@ def _compressed_m2l_list_bytes_per_box() -> int:
 
 
 def estimate_before_tree(nsources: int, ntargets: int, targets_are_sources: bool, order: int,
-                         n_crit: int) -> MemoryEstimate:
+                         n_crit: int, real_bytes: int = _F64) -> MemoryEstimate:
     """A lower bound known before the tree exists: every leaf full, no list entries (so no M2L
     matrices on the device); the precomputed operators are counted in full."""
     nboxes = max(1, math.ceil(max(nsources, ntargets) / n_crit))
     return estimate_memory(nsources=nsources, ntargets=ntargets,
-                           targets_are_sources=targets_are_sources, order=order, nboxes=nboxes)
+                           targets_are_sources=targets_are_sources, order=order, nboxes=nboxes,
+                           real_bytes=real_bytes)
 
 
 def describe_problem(nsources: int, ntargets: int, order: int, n_crit: int) -> str:
@@ -164,13 +170,14 @@ def describe_problem(nsources: int, ntargets: int, order: int, n_crit: int) -> s
 
 def with_vectors(estimate: MemoryEstimate, vectors: int, *, nsources: int, ntargets: int,
                  nboxes: int, order: int, ranks: dict[str, int] | None,
-                 list_entries: dict[str, int], complex_values: bool = False) -> MemoryEstimate:
+                 list_entries: dict[str, int], complex_values: bool = False,
+                 real_bytes: int = _F64) -> MemoryEstimate:
     """``estimate`` (an FMM with its single-vector plan) plus a plan for ``vectors`` strength
     vectors at once beside it: that plan's expansions and point values (``vectors`` times the
     single plan's), its matvec lists with the vectors folded into the boxes (three indices per
     entry and per box row, per vector; V's entries and eight rows per box for the other matvec
     launches), and on the host the call's strengths and results in four copies (the user's,
-    stacked, tree order, scaled)."""
+    stacked, tree order, scaled; ``real_bytes``: as :func:`estimate_memory`'s)."""
     if vectors == 1:
         return estimate
     value = _F64 * (2 if complex_values else 1)
@@ -178,7 +185,7 @@ def with_vectors(estimate: MemoryEstimate, vectors: int, *, nsources: int, ntarg
     buffers = evaluation_buffer_shapes(expansion, ranks if ranks is not None
                                        else full_ranks(expansion.n_e), nboxes, nsources,
                                        ntargets)
-    per_vector = sum(_bytes(shape, value) for shape in buffers.values())
+    per_vector = real_bytes / _F64 * sum(_bytes(shape, value) for shape in buffers.values())
     folded_entries = list_entries.get("v", 0) + 8 * nboxes
     device = dict(estimate.device)
     device[f"plan for {vectors} vectors"] = vectors * (per_vector + 3 * _I32 * folded_entries)
@@ -187,7 +194,7 @@ def with_vectors(estimate: MemoryEstimate, vectors: int, *, nsources: int, ntarg
         nsources + ntargets)
     host["margin"] = MARGIN * (sum(host.values()) + sum(device.values()))
     expansion_buffer = (f"one expansion buffer of {vectors} vectors",
-                        vectors * _bytes(buffers["multipole"], value))
+                        vectors * real_bytes / _F64 * _bytes(buffers["multipole"], value))
     return MemoryEstimate(host=host, device=device,
                           largest_buffer=max(estimate.largest_buffer, expansion_buffer,
                                              key=lambda item: item[1]))

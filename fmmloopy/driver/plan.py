@@ -79,7 +79,8 @@ class Plan:
         returns seconds to report by name."""
         seconds: dict[str, float] = {}
         start = time.perf_counter()
-        self.buffers["strengths"].set(strengths, queue=self.queue)
+        buffer = self.buffers["strengths"]
+        buffer.set(np.asarray(strengths, dtype=buffer.dtype), queue=self.queue)
         for name, buffer in self.buffers.items():
             if name != "strengths":
                 _zero(self.queue, buffer)

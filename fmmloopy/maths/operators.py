@@ -38,7 +38,12 @@ import numpy as np
 
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.layouts import TARGET_MAJOR, Grouped, ListLayout
-from fmmloopy.maths.reference import matvec_reference, pairwise_reference
+from fmmloopy.maths.reference import (
+    matvec_magnitudes,
+    matvec_reference,
+    pairwise_magnitudes,
+    pairwise_reference,
+)
 from fmmloopy.maths.templates import (
     BoxParticles,
     BoxSurface,
@@ -151,6 +156,17 @@ class OperatorSpec:
             targets, sources = self.point_sets(sizes.get("n_surface"))
             return {"result": pairwise_reference(green, inputs, targets, sources)}
         return {"target_vectors": matvec_reference(inputs)}
+
+    def host_magnitudes(self, green: GreenKernel, inputs: dict, sizes: dict[str, int]
+                        ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """What bounds the kernel's rounding error per output entry, in numpy: the sum of its
+        terms' magnitudes and the same weighted by how its computed coordinates move them
+        (:func:`~fmmloopy.maths.reference.pairwise_magnitudes`; a matvec computes none)."""
+        if self.template == PAIRWISE:
+            targets, sources = self.point_sets(sizes.get("n_surface"))
+            return {"result": pairwise_magnitudes(green, inputs, targets, sources)}
+        terms = matvec_magnitudes(inputs)
+        return {"target_vectors": (terms, np.zeros_like(terms))}
 
 
 def pair_count(rows: dict, box_target_counts: np.ndarray, box_source_counts: np.ndarray) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fmmloopy.maths.green import GreenKernel
+from fmmloopy.maths.green import GreenKernel, is_zero_entry
 from fmmloopy.maths.templates import BoxParticles, PointSet
 
 
@@ -101,6 +101,71 @@ def pairwise_reference(green: GreenKernel, inputs: dict, targets: PointSet = _PA
         index = (slice(None), *np.index_exp[target_index])
         outputs[index] = (outputs[index] if accumulate else 0) + total
     return result
+
+
+#: Relative step of the radial perturbation that measures a kernel's sensitivity to its offset.
+_RADIAL_STEP = 2.0 ** -20
+
+
+def pairwise_magnitudes(green: GreenKernel, inputs: dict, targets: PointSet = _PARTICLES,
+                        sources: PointSet = _PARTICLES) -> tuple[np.ndarray, np.ndarray]:
+    """What bounds the rounding error of the pairwise template, per output entry (in
+    ``result``'s layout), for :func:`fmmloopy.checking.verification.compare` in a precision
+    below float64: ``(terms, coordinates)``.
+
+    ``terms``: ``|result| + sum_s sum_i m_s |strengths[i, s]|`` over the entries ``(o, i)`` the
+    kernel has (not the zeros between strength vectors), ``m_s`` the largest magnitude of the
+    pair's entries (a gradient component that cancels still gets its pair's size).
+    ``coordinates``: the same sum with each term weighted by ``(1 + rho) E / r``: ``r`` the
+    pair's distance, ``E`` the magnitude (max norm) of the surface coordinates the kernel
+    computes (``centre + half_width * unit``, whose roundings scale with it; particles are
+    stored, their difference is rounded relative to itself), ``rho`` the kernel's radial
+    sensitivity ``r |dG/dr| / m`` (measured: 1 for the Laplace potential, 2 for its gradient).
+    """
+    n_out, n_in = green.n_outputs, green.n_inputs
+    present = np.array([[not is_zero_entry(green.expressions[o][i]) for i in range(n_in)]
+                        for o in range(n_out)], dtype=np.float64)
+    result = np.abs(np.asarray(inputs["result"])).astype(np.float64)
+    coordinates = np.zeros_like(result)
+    terms_view = _by_component(result, targets, n_out)
+    coordinates_view = _by_component(coordinates, targets, n_out)
+    strengths = _by_component(np.abs(np.asarray(inputs["strengths"])), sources, n_in)
+    starts, lists = inputs["source_box_starts"], inputs["source_box_lists"]
+
+    def computed(points: PointSet, coordinates_: np.ndarray) -> np.ndarray:
+        if isinstance(points, BoxParticles):
+            return np.zeros(len(coordinates_))
+        return np.abs(coordinates_).max(axis=1)
+    for itgt_box, tgt_box in enumerate(inputs["target_boxes"]):
+        target_points, target_index = _box_points(inputs, "target", targets, tgt_box)
+        index = (slice(None), *np.index_exp[target_index])
+        target_size = computed(targets, target_points)
+        for src_box in lists[starts[itgt_box]:starts[itgt_box + 1]]:
+            source_points, source_index = _box_points(inputs, "source", sources, src_box)
+            offsets = target_points[:, None, :] - source_points[None, :, :]
+            largest = np.abs(_entries(green, offsets)).reshape(offsets.shape[:2] + (-1,)) \
+                .max(axis=-1)
+            moved = np.abs(_entries(green, offsets * (1 + _RADIAL_STEP)) - _entries(
+                green, offsets)).reshape(offsets.shape[:2] + (-1,)).max(axis=-1)
+            distance = np.linalg.norm(offsets, axis=-1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sensitivity = np.where(largest > 0, moved / (_RADIAL_STEP * largest), 0.0)
+                growth = np.where(distance > 0, (target_size[:, None] + computed(
+                    sources, source_points)[None, :]) / distance, 0.0)
+            weights = strengths[(slice(None), *np.index_exp[source_index])]  # (n_in, s)
+            per_input = np.einsum("ts,is->ti", largest, weights)
+            weighted = np.einsum("ts,is->ti", largest * (1 + sensitivity) * growth, weights)
+            terms_view[index] += (per_input @ present.T).T
+            coordinates_view[index] += (weighted @ present.T).T
+    return result, coordinates
+
+
+def matvec_magnitudes(inputs: dict) -> np.ndarray:
+    """``|target_vectors| + |scale| sum_e |matrix_e| @ |source_vector_e|`` per entry: what
+    bounds the matvec template's rounding error (:func:`pairwise_magnitudes`)."""
+    absolute = {name: np.abs(np.asarray(inputs[name])).astype(np.float64)
+                for name in ("target_vectors", "source_vectors", "matrices", "level_scales")}
+    return matvec_reference(dict(inputs, **absolute))
 
 
 def _by_component(values: np.ndarray, points: PointSet, components: int) -> np.ndarray:

@@ -5,10 +5,16 @@ in any coordinates ``(x - origin) * 2**-exponent`` and scale the potentials back
 exact: the shift by Sterbenz's lemma (:func:`origin`), the scale because it is a power of two
 that keeps every nonzero coordinate a normal number (:func:`coordinate_exponent`).
 
-The scale is chosen so that every squared distance the kernels form is a normal float64: the
-smallest distance between distinct points and the span of all points must both fit in
-``[2**-window, 2**window]`` (squares within ``2**±2 window``; fast relaxed math flushes
-subnormals to zero, and a squared distance that underflows would make two points coincide).
+The scale is chosen so that every squared distance the kernels form is a normal number of the
+kernels' precision (:mod:`fmmloopy.base.precision`): the smallest distance between distinct
+points and the span of all points must both fit in ``[2**-window, 2**window]`` (squares within
+``2**±2 window``; fast relaxed math flushes subnormals to zero, and a squared distance that
+underflows would make two points coincide).
+
+In float32 the points are rounded to float32 once, after the shift and before the scale is
+chosen, so that the tree, the scale and the kernels all see the same points; distinct points
+that float32 cannot tell apart are refused (:func:`refuse_merged_points`): the kernels would
+take them for one point and leave their interaction out.
 """
 
 from __future__ import annotations
@@ -17,23 +23,24 @@ import math
 
 import numpy as np
 
+from fmmloopy.base.precision import FLOAT64, Precision
+
 __all__ = ["SAFE_EXPONENT", "bounds", "coordinate_exponent", "exponent_for", "origin",
-           "origin_of_bounds", "scale_exponent", "separation_lower_bound", "span", "window",
-           "working_coordinates"]
+           "origin_of_bounds", "refuse_merged_points", "scale_exponent",
+           "separation_lower_bound", "span", "window", "working_coordinates"]
 
-#: Spans and charges inside ``[2**-SAFE_EXPONENT, 2**SAFE_EXPONENT]`` are not rescaled.
-SAFE_EXPONENT = 100
-
-#: Scaled coordinates and distances stay within ``2**±window(homogeneity)``: squared distances
-#: within ``2**±960`` and kernel values ``r**d`` within ``2**±960``, which leaves ``2**60`` of
-#: float64's range (``2**±1022``) for sums over points, charges and constants.
-_RANGE_LOG2 = 960
+#: Spans and charges inside ``[2**-SAFE_EXPONENT, 2**SAFE_EXPONENT]`` are not rescaled (float64;
+#: :attr:`~fmmloopy.base.precision.Precision.safe_exponent` for each precision).
+SAFE_EXPONENT = FLOAT64.safe_exponent
 
 
-def window(homogeneity: float | None) -> int:
-    """Largest ``log2`` of a scaled distance (and of its inverse) the kernels may see."""
+def window(homogeneity: float | None, precision: Precision = FLOAT64) -> int:
+    """Largest ``log2`` of a scaled distance (and of its inverse) the kernels may see: squared
+    distances and kernel values ``r**d`` stay within ``2**±range_log2`` of the precision
+    (float64: ``2**±960``, which leaves ``2**60`` of float64's range for sums over points,
+    charges and constants; float32: ``2**±96`` of ``2**±126``)."""
     degree = max(2.0, abs(homogeneity or 0.0))
-    return int(_RANGE_LOG2 // degree)
+    return int(precision.range_log2 // degree)
 
 
 def _present(point_sets) -> list[np.ndarray]:
@@ -76,21 +83,23 @@ def span(*point_sets: np.ndarray) -> float:
         return float((hi - lo).max())
 
 
-def scale_exponent(magnitude: float) -> int:
+def scale_exponent(magnitude: float, safe_exponent: int = SAFE_EXPONENT) -> int:
     """The ``e`` with ``magnitude * 2**-e`` in [0.5, 1) when ``magnitude`` is outside
-    ``[2**-SAFE_EXPONENT, 2**SAFE_EXPONENT]``, else 0 (no rescaling)."""
-    if magnitude == 0 or 2.0 ** -SAFE_EXPONENT <= magnitude <= 2.0 ** SAFE_EXPONENT:
+    ``[2**-safe_exponent, 2**safe_exponent]``, else 0 (no rescaling)."""
+    if magnitude == 0 or 2.0 ** -safe_exponent <= magnitude <= 2.0 ** safe_exponent:
         return 0
     return int(np.frexp(magnitude)[1])
 
 
-def separation_lower_bound(*point_sets: np.ndarray, exact_gaps: bool = False) -> float:
+def separation_lower_bound(*point_sets: np.ndarray, exact_gaps: bool = False,
+                           significand_bits: int = 53) -> float:
     """A lower bound on the distance between any two distinct points (inf if all coincide).
 
     Cheap (``exact_gaps=False``): two distinct points differ along some axis, by at least the
     unit in the last place of the smaller coordinate's magnitude, or by a whole coordinate when
-    the other is 0 or of the other sign; so the distance is at least ``m * 2**-53`` for ``m``
-    the smallest nonzero ``|coordinate|`` (0 when ``m`` is subnormal). Sharper
+    the other is 0 or of the other sign; so the distance is at least ``m * 2**-p`` for ``m``
+    the smallest nonzero ``|coordinate|`` and ``p`` the ``significand_bits`` of the numbers
+    the coordinates are (53, or 24 for float32 values; 0 when ``m`` is subnormal). Sharper
     (``exact_gaps=True``, three sorts): the smallest nonzero gap between sorted coordinates
     along any axis, which the difference along that axis cannot undercut.
     """
@@ -104,7 +113,8 @@ def separation_lower_bound(*point_sets: np.ndarray, exact_gaps: bool = False) ->
             nonzero = magnitude[magnitude > 0]
             if nonzero.size:
                 smallest = min(smallest, float(nonzero.min()))
-        return math.ldexp(smallest, -53) if math.isfinite(smallest) else math.inf
+        return math.ldexp(smallest, -significand_bits) if math.isfinite(smallest) \
+            else math.inf
     bound = math.inf
     for axis in range(3):
         values = np.sort(np.concatenate([p[:, axis] for p in present]))
@@ -115,18 +125,19 @@ def separation_lower_bound(*point_sets: np.ndarray, exact_gaps: bool = False) ->
     return bound
 
 
-def coordinate_exponent(extent: float, separation: float, homogeneity: float | None
-                        ) -> int | None:
+def coordinate_exponent(extent: float, separation: float, homogeneity: float | None,
+                        precision: Precision = FLOAT64) -> int | None:
     """The ``e`` such that points spanning ``extent`` whose distinct points are at least
     ``separation`` apart fit ``2**±window`` once multiplied by ``2**-e``; None if no ``e`` does.
 
-    Spans inside ``[2**-100, 2**100]`` with separations above ``2**-window`` keep ``e = 0``;
+    Spans inside ``[2**-safe, 2**safe]`` (``safe``: the precision's, 100 for float64) with
+    separations above ``2**-window`` keep ``e = 0``;
     other spans are brought to [0.5, 1) (:func:`scale_exponent`) when the separation still fits;
     otherwise the scale is centred: span ``2**(r/2)``, separation ``2**(-r/2)`` for the ratio
     ``2**r`` between them (a far point beside a dense set of points).
     """
-    limit = window(homogeneity)
-    exponent = scale_exponent(extent)
+    limit = window(homogeneity, precision)
+    exponent = scale_exponent(extent, precision.safe_exponent)
     if separation == math.inf or extent == 0:
         return exponent
     if separation > 0 and math.log2(separation) - exponent >= -limit:
@@ -137,34 +148,40 @@ def coordinate_exponent(extent: float, separation: float, homogeneity: float | N
 
 
 def working_exponent(sources: np.ndarray, targets: np.ndarray | None,
-                     homogeneity: float | None, kernel_name: str) -> int:
+                     homogeneity: float | None, kernel_name: str,
+                     precision: Precision = FLOAT64) -> int:
     """The power of two the points are divided by: 0 unless they span less than 2**-100 or more
     than 2**100, or distinct points lie so close compared with the span that their squared
     distance would underflow (:func:`coordinate_exponent`). ValueError where no power of two
     fits them, or where they need one and the kernel (``kernel_name``) has no homogeneity."""
-    return exponent_for(span(sources, targets), separation_lower_bound(sources, targets),
-                        lambda: separation_lower_bound(sources, targets, exact_gaps=True),
-                        homogeneity, kernel_name)
+    bits = np.finfo(precision.dtype).nmant + 1
+    return exponent_for(
+        span(sources, targets),
+        separation_lower_bound(sources, targets, significand_bits=bits),
+        lambda: separation_lower_bound(sources, targets, exact_gaps=True),
+        homogeneity, kernel_name, precision)
 
 
 def exponent_for(extent: float, separation: float, sharper_separation,
-                 homogeneity: float | None, kernel_name: str) -> int:
+                 homogeneity: float | None, kernel_name: str,
+                 precision: Precision = FLOAT64) -> int:
     """:func:`working_exponent` from the points' span, the cheap bound on their separation and
     a callable giving the sharper bound (called only where the cheap one does not do)."""
     if not np.isfinite(extent):
         raise ValueError("the points span more than float64 holds (their coordinates differ "
                          "by more than 1.8e308); scale them down first")
-    exponent = coordinate_exponent(extent, separation, homogeneity)
+    exponent = coordinate_exponent(extent, separation, homogeneity, precision)
     if exponent is None:  # the cheap bound may be far too low: the sharper one
         separation = sharper_separation()
-        exponent = coordinate_exponent(extent, separation, homogeneity)
+        exponent = coordinate_exponent(extent, separation, homogeneity, precision)
     if exponent is None:
         ratio_log2 = math.log2(extent) - math.log2(separation)
         raise ValueError(
             f"the points span {extent:.3g} but two of them differ by only "
             f"{separation:.3g} along an axis: squared distances over a range of "
-            f"2**{2 * ratio_log2:.0f} do not fit float64 at any scale; merge the points "
-            "that close or evaluate the far and the near ones separately")
+            f"2**{2 * ratio_log2:.0f} do not fit {precision.name} at any scale; merge the "
+            "points that close or evaluate the far and the near ones separately"
+            + (" (or use float64)" if precision != FLOAT64 else ""))
     if exponent and homogeneity is None:
         raise ValueError(
             f"the points span {extent:.3g} (closest distinct points >= {separation:.3g}), "
@@ -173,18 +190,66 @@ def exponent_for(extent: float, separation: float, sharper_separation,
     return exponent
 
 
+def refuse_merged_points(exact: np.ndarray, rounded: np.ndarray, precision: Precision,
+                         sources: int) -> None:
+    """ValueError naming two points that differ in ``exact`` but not in ``rounded`` (both
+    ``(n, 3)``, rows in the same order: the sources, ``sources`` of them, then the targets):
+    the kernels would take them for one point and leave their interaction out."""
+    if len(exact) < 2:
+        return
+    order = np.lexsort(rounded.T[::-1])
+    same = (rounded[order[1:]] == rounded[order[:-1]]).all(axis=1)
+    if not same.any():
+        return
+    differ = same & (exact[order[1:]] != exact[order[:-1]]).any(axis=1)
+    if not differ.any():
+        return
+    first = int(np.argmax(differ))
+    pair = sorted((int(order[first]), int(order[first + 1])))
+
+    def name(index: int) -> str:
+        return f"source {index}" if index < sources else f"target {index - sources}"
+    distance = float(np.linalg.norm(exact[pair[0]] - exact[pair[1]]))
+    raise ValueError(
+        f"{int(differ.sum())} pairs of distinct points are the same point in "
+        f"{precision.name}, where the kernels would leave their interaction out; the first: "
+        f"{name(pair[0])} and {name(pair[1])}, {distance:.3g} apart (at "
+        f"{exact[pair[0]].tolist()} relative to the points' centre). Use dtype=np.float64, "
+        "or merge the points that close")
+
+
 def working_coordinates(sources: np.ndarray, targets: np.ndarray | None,
-                        homogeneity: float | None, kernel_name: str
+                        homogeneity: float | None, kernel_name: str,
+                        precision: Precision = FLOAT64
                         ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray | None]:
     """``(origin, exponent, sources, targets)``: the points in the working coordinates
     ``(x - origin) * 2**-exponent`` (:func:`origin`, :func:`working_exponent`; ``targets``
-    None stays None)."""
+    None stays None), float64 arrays holding values of ``precision`` (rounded to it after the
+    shift; distinct points it merges are refused, :func:`refuse_merged_points`)."""
     shift = origin(sources, targets)
     if shift.any():
         sources = sources - shift
         targets = None if targets is None else targets - shift
-    exponent = working_exponent(sources, targets, homogeneity, kernel_name)
-    if exponent:
-        sources = np.ldexp(sources, -exponent)
-        targets = None if targets is None else np.ldexp(targets, -exponent)
-    return shift, exponent, sources, targets
+    exponent = 0
+    if precision != FLOAT64:
+        # First into the precision's range (the span's scale alone), then rounded to it: the
+        # points the tree, the scale below and the kernels see.
+        extent = span(sources, targets)
+        exponent = scale_exponent(extent, precision.safe_exponent) \
+            if np.isfinite(extent) else 0
+        if exponent and homogeneity is None:
+            raise ValueError(
+                f"the points span {extent:.3g}, which needs rescaling in {precision.name}, "
+                f"and kernel {kernel_name!r} has no homogeneity to rescale them by; scale the "
+                "points first (or use float64)")
+        exact = sources if targets is None else np.concatenate([sources, targets])
+        exact = np.ldexp(exact, -exponent) if exponent else exact
+        rounded = exact.astype(precision.dtype).astype(np.float64)
+        refuse_merged_points(exact, rounded, precision, len(sources))
+        sources, targets = (rounded, None) if targets is None else (
+            rounded[:len(sources)], rounded[len(sources):])
+    more = working_exponent(sources, targets, homogeneity, kernel_name, precision)
+    if more:
+        sources = np.ldexp(sources, -more)
+        targets = None if targets is None else np.ldexp(targets, -more)
+    return shift, exponent + more, sources, targets
