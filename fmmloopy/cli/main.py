@@ -175,7 +175,9 @@ def _check(args: argparse.Namespace) -> int:
     failures = [r for r in results if not r.ok]
     print(f"{len(results) - len(failures)} of {len(results)} {what} passed")
     if not args.memcheck:
-        print("(numbers against 'sequential', and recipes' loops statically for write races; "
+        against = "'sequential'" if args.dtype == "float64" else (
+            f"the float64 numpy reference within {args.dtype}'s rounding bound")
+        print(f"(numbers against {against}, and recipes' loops statically for write races; "
               "out-of-bounds accesses and races at run time are not looked for: add --memcheck)")
         if failures:
             print(f"loopy's own output, if any, is in {loopy_log_path()}")

@@ -75,9 +75,12 @@ class _PointCode:
     loads: tuple[str, ...]
     domain: str
     guard: str | None
-    coordinate: str  # contains "{axis}"
+    #: The point's coordinate: ``base + relative`` (a surface: ``centre + half_width * unit``;
+    #: a particle: its stored coordinate, no relative part); both contain ``"{axis}"``.
+    base: str
     value: str  # the array element holding this point's strength or result; "{component}"
     args: tuple[lp.KernelArgument, ...]
+    relative: str | None = None
 
     #: Whether ``value`` takes the component as a leading index (``"{component}"`` is then
     #: ``"c, "``, or nothing for one component) rather than as a number in an expression.
@@ -131,15 +134,35 @@ def _point_code(points: PointSet, role: str, dtype: np.dtype, components: int = 
                 lp.GlobalArg("level_half_widths", dtype, "nlevels"),
                 lp.GlobalArg(values, value_dtype, f"nboxes{rows}, {points.npoints}"),
                 lp.ValueArg("nlevels", INDEX_DTYPE))
-        coordinate = (f"box_centres[{{axis}}, {box}]"
-                      f" + {half_width} * {role}_surface[{{axis}}, {index}]")
         value = (f"{values}[{box} * {components} + {{component}}, {index}]" if components > 1
                  else f"{values}[{box}, {index}]")
-        return _PointCode(loads, f"0 <= {index} < {points.npoints}", None, coordinate,
-                          value, args, leading_component=False)
+        return _PointCode(loads, f"0 <= {index} < {points.npoints}", None,
+                          f"box_centres[{{axis}}, {box}]", value, args,
+                          relative=f"{half_width} * {role}_surface[{{axis}}, {index}]",
+                          leading_component=False)
     raise TypeError(f"unknown point set {points!r}")
 
 # }}}
+
+
+def _offset(target: _PointCode, source: _PointCode, axis: int) -> str:
+    """``target - source`` along ``axis``, summed left to right as ``target base - source base
+    + target relative - source relative``: a surface point's offset from a particle is its box
+    centre's offset plus the surface's, so the rounding of ``centre + half_width * unit`` (of
+    the centre's size, far above the offset's in deep boxes) never enters; the two bases lie
+    close together, and their difference is exact or rounded relative to itself. Two surfaces
+    (no operator of the FMM) are each summed first: a surface point then meets itself at
+    exactly 0 offset (a fused multiply-add of one side's ``relative`` would leave its rounding
+    residue)."""
+    if target.relative and source.relative:
+        return (f"{target.base.format(axis=axis)} + {target.relative.format(axis=axis)} - "
+                f"({source.base.format(axis=axis)} + {source.relative.format(axis=axis)})")
+    terms = f"{target.base.format(axis=axis)} - {source.base.format(axis=axis)}"
+    if target.relative:
+        terms += f" + {target.relative.format(axis=axis)}"
+    elif source.relative:
+        terms += f" - {source.relative.format(axis=axis)}"
+    return terms
 
 
 class _TypedConstants(IdentityMapper):
@@ -223,8 +246,7 @@ def make_pairwise_kernel(name: str, green: GreenKernel, targets: PointSet, sourc
     tgt = _point_code(targets, "target", dtype, n_out, value_dtype)
     src = _point_code(sources, "source", dtype, n_in, value_dtype)
     offsets = "\n".join(
-        f"<> d{axis} = {tgt.coordinate.format(axis=axis)} - ({src.coordinate.format(axis=axis)})"
-        " {id=offset%d}" % axis for axis in range(3))
+        f"<> d{axis} = {_offset(tgt, src, axis)}" " {id=offset%d}" % axis for axis in range(3))
 
     def each_output(line: str) -> str:
         return "\n".join(line.format(

@@ -29,7 +29,7 @@ SHIPPED_SHA256 = {
     "fmmloopy.transforms.sequential":
         "ed0069adbb495edd7a15545d39511f0b8bef199b6c9b077ca881157e8dcdfbdb",
     "fmmloopy.tuning.target_lanes":
-        "124c978717319164e09964d8b14fe9018baa12132993b7e42ad5e65d29596a25",
+        "c53862d963ac479379951a14ffa70f4bb9f5e4c42a002d662b1a0e097539dd4c",
     "fmmloopy.tuning.tools": "0550d1ed925615a7e8e44602bcbdf6d0200eb92b68081392d4e8787d1767eaf7",
 }
 

@@ -172,6 +172,23 @@ def _sum(terms):
     return terms[0] if len(terms) == 1 else prim.Sum(tuple(terms))
 
 
+def _terms(expression, target_loops: frozenset, source_names: frozenset) -> list:
+    """The terms of a sum, in order (the order C sums them in), a nested sum taken apart where
+    it mixes what depends on the target with what depends on the source (``source_names``:
+    the source loops and what is assigned in them), so that the target's part can be
+    fetched outside the source loops."""
+    if not isinstance(expression, prim.Sum):
+        return [expression]
+    terms = []
+    for child in expression.children:
+        depends = get_dependencies(child)
+        if isinstance(child, prim.Sum) and depends & target_loops and depends & source_names:
+            terms += _terms(child, target_loops, source_names)
+        else:
+            terms.append(child)
+    return terms
+
+
 def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1,
                             ) -> lp.TranslationUnit:
     """The pairwise template with ``width`` targets per vector, ``chains`` vectors at a time.
@@ -211,6 +228,9 @@ def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1
     index = (prim.Variable(CHAIN), prim.Variable(LANE))
     first_lane = {prim.Variable(CHAIN): 0, prim.Variable(LANE): 0}
     offsets = [insn for insn in entry.instructions if insn.id.startswith("offset")]
+    source_names = frozenset(SOURCE_LOOPS) | frozenset(
+        name for insn in entry.instructions if insn.within_inames & SOURCE_LOOPS
+        and insn not in offsets for name in insn.assignee_var_names())
     accumulators = {name for name in entry.temporary_variables if pairwise_role(name) == "acc"}
     per_lane = _PerLane({*accumulators, *(insn.assignee_var_names()[0] for insn in offsets)},
                         index)
@@ -243,10 +263,12 @@ def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1
                              "the target loop (not the pairwise template?)")
         expression, depends_on = insn.expression, set(insn.depends_on)
         if insn in offsets:
-            # target coordinate (terms that depend on the target) - source coordinate
-            terms = expression.children if isinstance(expression, prim.Sum) else (expression,)
+            # The terms that depend on the target are fetched once per chunk; the sum keeps
+            # the template's order (its rounding: templates._offset), the fetched part in the
+            # place of the first of them.
+            terms = _terms(expression, target_loops, source_names)
             target = [t for t in terms if get_dependencies(t) & target_loops]
-            source = [t for t in terms if not get_dependencies(t) & target_loops]
+            first_target = next(k for k, t in enumerate(terms) if t in target)
             name, fetch = f"target_{insn.id}", f"fetch_{insn.id}"
             outside = insn.within_inames - SOURCE_LOOPS
             target_deps = frozenset(d for d in insn.depends_on
@@ -260,7 +282,9 @@ def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1
                               depends_on=target_deps | {f"{fetch}_first"})]
             fetches += [f"{fetch}_first", fetch]
             vectors.add(name)
-            expression = _sum([prim.Variable(name)[index], *source])
+            expression = _sum([prim.Variable(name)[index] if k == first_target else term
+                               for k, term in enumerate(terms)
+                               if k == first_target or term not in target])
             depends_on.add(fetch)
         hoist = _HoistCalls(insn.id, index, hoisted)
         expression = hoist(ReciprocalSqrt()(_GuardTheRoot()(per_lane(expression))))
