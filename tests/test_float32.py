@@ -1,11 +1,13 @@
 """float32 FMMs (``Fmm(..., dtype=np.float32)``): accuracy against the float64 direct sum, the
 refusals of what float32 cannot hold, and the first-use verification of float32 kernels.
 
-Accuracy: float32 adds rounding to the FMM's truncation error. The contract (docs/fmm.md) is
-that it adds at most :data:`FLOAT32_FLOOR` relative L2 error, 4.7 digits, what "4 to 5 digits"
-promises; measured: 6e-6 at order 6, from 10**4 to 10**6 points on the sphere (the note of
-issue 19). At order 4 the truncation error (7e-5) is ten times that floor, so float32 must be
-as accurate as float64 there, to the floor.
+Accuracy: a float32 FMM is given the points and charges rounded to float32, and its own
+arithmetic adds rounding to the FMM's truncation error. The contract (docs/fmm.md): against the
+exact potential of the rounded inputs, it adds at most :data:`FLOAT32_FLOOR` relative L2 error
+(about 170 unit round-offs; measured 1.2e-6, 20 of them, at 2*10**5 and 10**6 sphere points,
+benchmarks/float32.py). The rounding of the inputs moves the potential itself by what the sum's
+condition number makes of it (1e-4 at 10**6 sphere points, a property of the inputs, not of the
+FMM); the test measures both.
 """
 
 import numpy as np
@@ -18,8 +20,8 @@ from fmmloopy.maths.green import get_kernel
 from fmmloopy.maths.reference import direct_sum
 from fmmloopy.tuning.recipe import RecipeError
 
-#: The most relative L2 error float32 may add to an FMM's (module docstring).
-FLOAT32_FLOOR = 2e-5
+#: The most relative L2 error float32 arithmetic may add to an FMM's (module docstring).
+FLOAT32_FLOOR = 1e-5
 
 POINTS = sphere_surface(6000, np.random.default_rng(3))
 CHARGES = np.random.default_rng(4).uniform(-1.0, 1.0, len(POINTS))
@@ -31,23 +33,33 @@ def _relative_error(potential: np.ndarray, expected: np.ndarray) -> float:
                  / np.linalg.norm(expected))
 
 
+def _rounded(values: np.ndarray) -> np.ndarray:
+    return values.astype(np.float32).astype(np.float64)
+
+
 @pytest.fixture(scope="module")
 def expected():
     """The float64 direct sum at the sampled targets (no self term: a coincident source gives
-    nothing, as in the FMM)."""
-    return direct_sum(get_kernel("laplace"), POINTS, CHARGES, POINTS[SAMPLE])
+    nothing, as in the FMM), of the inputs and of the inputs rounded to float32."""
+    laplace = get_kernel("laplace")
+    return (direct_sum(laplace, POINTS, CHARGES, POINTS[SAMPLE]),
+            direct_sum(laplace, _rounded(POINTS), _rounded(CHARGES), _rounded(POINTS[SAMPLE])))
 
 
-@pytest.mark.parametrize("order", [4, 6])
-def test_float32_fmm_adds_at_most_its_floor(order, expected):
+def test_float32_fmm_adds_at_most_its_floor(expected):
+    order = 6
     single = fmmloopy.Fmm(POINTS, order=order, dtype=np.float32)
     double = fmmloopy.Fmm(POINTS, order=order)
     potential = single(CHARGES)
     assert potential.dtype == np.float32 and potential.shape == (len(POINTS),)
     assert single.dtype == np.float32 and single.precision is FLOAT32
-    error32 = _relative_error(potential[SAMPLE], expected)
-    error64 = _relative_error(double(CHARGES)[SAMPLE], expected)
+    exact, of_rounded = expected
+    error64 = _relative_error(double(CHARGES)[SAMPLE], exact)
+    error32 = _relative_error(potential[SAMPLE], of_rounded)
     assert error32 <= error64 + FLOAT32_FLOOR, (order, error32, error64)
+    # Against the inputs as given: the rounding of the inputs as well (measured here: 4e-7).
+    inputs_moved = _relative_error(of_rounded, exact)
+    assert _relative_error(potential[SAMPLE], exact) <= error64 + FLOAT32_FLOOR + inputs_moved
     # Not float64's numbers rounded at the end: the kernels ran in float32.
     assert np.abs(potential.astype(np.float64) - double(CHARGES)).max() \
         > 4 * FLOAT32.unit_roundoff * np.abs(potential).max()
@@ -60,7 +72,7 @@ def test_float32_gradients_and_several_vectors(expected):
     assert fields.potential.dtype == np.float32 and fields.potential.shape == (len(POINTS), 3)
     assert fields.gradient.dtype == np.float32 and fields.gradient.shape == (len(POINTS), 3, 3)
     reference = direct_sum(get_kernel("laplace").with_fields(("potential", "gradient")),
-                           POINTS, CHARGES, POINTS[SAMPLE])
+                           _rounded(POINTS), _rounded(CHARGES), _rounded(POINTS[SAMPLE]))
     # Order 5's truncation (6.5e-6 for the potential in float64; a gradient loses about a
     # digit more) plus float32's floor, for each column; column 1 is -2 times column 0.
     assert _relative_error(fields.potential[SAMPLE, 0], reference[0]) \
@@ -90,9 +102,11 @@ def test_results_float32_cannot_hold_are_refused():
         fmm(np.full(len(points), 1e37))
     with pytest.raises(ValueError, match="smallest normal"):
         fmm(np.full(len(points), 1e-40))
-    # Strengths far from 1 but results inside float32's range: scaled exactly, as in float64.
-    small = fmm(np.full(len(points), 1e-30))
-    assert np.allclose(small.astype(np.float64) * 1e30, fmm(np.ones(len(points))), rtol=1e-6)
+    # Strengths far from 1 but results inside float32's range: scaled by a power of two, as
+    # in float64; the charges' mantissas differ, so the two sums round apart within the floor.
+    small = fmm(np.full(len(points), 1e-30)).astype(np.float64) * 1e30
+    ones = fmm(np.ones(len(points))).astype(np.float64)
+    assert np.linalg.norm(small - ones) <= FLOAT32_FLOOR * np.linalg.norm(ones)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.int32, "complex64", None])
