@@ -29,8 +29,10 @@ WORK_GROUP_SIZE = 16
 
 
 #: Targets per vector of :func:`targets_in_vector_lanes` where the device's vectors hold 8
-#: doubles, and vectors per chunk of a box's targets (more chains pad small boxes more: P2P at
-#: 2e5 sphere points, n_crit 64, 6.5 G pairs/s with one, 5.4 with two, 4.2 with four).
+#: doubles (twice that for float32 kernels: one 512-bit vector either way; P2P at 10^6 sphere
+#: points, order 6, float32: 1.0e10 pairs/s with 8, 1.7e10 with 16), and vectors per chunk of a
+#: box's targets (more chains pad small boxes more: P2P at 2e5 sphere points, n_crit 64,
+#: 6.5 G pairs/s with one, 5.4 with two, 4.2 with four).
 LANE_WIDTH = 8
 LANE_CHAINS = 1
 
@@ -55,7 +57,9 @@ def pairwise_cpu(knl, ctx):
     if ctx.complex_values:
         return vectorised_pairwise(knl)
     if has_wide_vectors(ctx.device):
-        knl = targets_in_vector_lanes(knl, LANE_WIDTH, LANE_CHAINS)
+        single = np.dtype(ctx.parameters.get("dtype", np.float64)) == np.float32
+        knl = targets_in_vector_lanes(knl, 2 * LANE_WIDTH if single else LANE_WIDTH,
+                                      LANE_CHAINS)
         knl = silence_warnings(knl, "v1_scheduler_fallback")
         return add_build_options(knl, "-cl-fast-relaxed-math")
     if ctx.operator != "p2p":
