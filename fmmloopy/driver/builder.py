@@ -275,10 +275,14 @@ class _PlanBuilder:
                              precision=self.precision)
         self.verify_seconds += time.perf_counter() - clock
         if not comparison.ok:
+            measure = (f"max relative error {comparison.max_relative_error:.3g}"
+                       if self.precision == FLOAT64 else
+                       f"largest error {comparison.max_relative_error:.3g} times its "
+                       f"{self.precision.name} rounding bound")
             raise RecipeError(
                 f"{kernel.label} differs from {REFERENCE!r} on this FMM's tree ({spec.name} "
                 f"launch over {comparison.total_rows} target boxes, {comparison.compared_rows} "
-                f"compared; max relative error {comparison.max_relative_error:.3g}): "
+                f"compared; {measure}): "
                 f"{comparison.mismatch}. Run 'fmmloopy check' with this recipe to see it at "
                 "other sizes; verify_recipes=False (fmmloopy bench: --no-verify-recipes) skips "
                 "this comparison")

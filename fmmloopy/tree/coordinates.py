@@ -210,8 +210,10 @@ def refuse_merged_points(exact: np.ndarray, rounded: np.ndarray, precision: Prec
     def name(index: int) -> str:
         return f"source {index}" if index < sources else f"target {index - sources}"
     distance = float(np.linalg.norm(exact[pair[0]] - exact[pair[1]]))
+    count = int(differ.sum())
     raise ValueError(
-        f"{int(differ.sum())} pairs of distinct points are the same point in "
+        f"{count} pair{'s' if count > 1 else ''} of distinct points "
+        f"{'are' if count > 1 else 'is'} the same point in "
         f"{precision.name}, where the kernels would leave their interaction out; the first: "
         f"{name(pair[0])} and {name(pair[1])}, {distance:.3g} apart (at "
         f"{exact[pair[0]].tolist()} relative to the points' centre). Use dtype=np.float64, "
