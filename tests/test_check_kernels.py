@@ -54,13 +54,21 @@ def test_the_kernel_given_is_the_one_compared(device):
                                rtol=1e-12, atol=1e-12 * np.abs(laplace["result"]).max())
 
 
-def test_command_line_kernel_option():
-    run = [sys.executable, "-m", "fmmloopy.cli", "check", "--small-only", "--operator", "p2p",
+def test_command_line_kernel_and_dtype_options():
+    """``--kernel`` and ``--dtype`` reach the check (M2M: the cheapest operator to build; the
+    kernel's expression matters to the pairwise operators, which the Yukawa test runs)."""
+    run = [sys.executable, "-m", "fmmloopy.cli", "check", "--small-only", "--operator", "m2m",
            "--recipe", "sequential"]
-    done = subprocess.run([*run, "--kernel", "laplace"], capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run([*run, "--kernel", "laplace", "--dtype", "float32"],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "kernel 'laplace'" in done.stdout
+    assert "kernel 'laplace'; float32" in done.stdout
+    lines = [line for line in done.stdout.splitlines() if line.startswith("ok ")]
+    assert lines and all("float32 of bound" in line for line in lines)
+    assert "within float32's rounding bound" in done.stdout
+    wrong = subprocess.run([*run, "--dtype", "float16"], capture_output=True, text=True,
+                           timeout=120)
+    assert wrong.returncode == 2 and "float16" in wrong.stderr
     refused = subprocess.run([*run, "--kernel", "laplase"], capture_output=True, text=True,
                              timeout=120)
     assert refused.returncode == 2 and "unknown kernel 'laplase'" in refused.stderr
