@@ -10,6 +10,8 @@ condition number makes of it (1e-4 at 10**6 sphere points, a property of the inp
 FMM); the test measures both.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -19,6 +21,7 @@ from fmmloopy.base.precision import FLOAT32, FLOAT64, get_precision
 from fmmloopy.maths.green import get_kernel
 from fmmloopy.maths.reference import direct_sum
 from fmmloopy.tuning.recipe import RecipeError
+from fmmloopy.tuning.registry import load_recipes
 
 #: The most relative L2 error float32 arithmetic may add to an FMM's (module docstring).
 FLOAT32_FLOOR = 1e-5
@@ -120,13 +123,9 @@ def test_precisions():
     assert FLOAT32.unit_roundoff == 2.0 ** -24 and FLOAT64.unit_roundoff == 2.0 ** -53
 
 
-def test_unshipped_recipe_in_float32_is_verified_against_float64(tmp_path):
+def test_unshipped_recipe_in_float32_is_verified_against_float64():
     """A wrong recipe is refused at first use in float32 too: its float32 kernel is compared
     with the float64 host reference within float32's rounding bound."""
-    from pathlib import Path
-
-    from fmmloopy.tuning.registry import load_recipes
-
     load_recipes(Path(__file__).parent / "recipes" / "wrong_recipes.py")
     with pytest.raises(RecipeError, match="p2p"):
         fmmloopy.Fmm(POINTS[:3000], dtype=np.float32, recipes={"p2p": "wrong_sign"})

@@ -81,6 +81,24 @@ def _box_points(inputs: dict, role: str, points: PointSet, box: int,
 _PARTICLES = BoxParticles()
 
 
+def _box_pairs(inputs: dict, targets: PointSet, sources: PointSet):
+    """The pairwise template's walk, box by box: per target box ``(target_points, index,
+    sources)``, ``index`` that of its values in a ``(components, ...)`` view
+    (:func:`_by_component`) and ``sources`` an iterator of ``(source_points, index, offsets)``
+    over the boxes of its list, ``offsets`` ``(targets, sources, 3)``."""
+    starts, lists = inputs["source_box_starts"], inputs["source_box_lists"]
+
+    def listed(itgt_box: int, target_points: np.ndarray):
+        for src_box in lists[starts[itgt_box]:starts[itgt_box + 1]]:
+            source_points, source_index = _box_points(inputs, "source", sources, src_box)
+            yield (source_points, (slice(None), *np.index_exp[source_index]),
+                   target_points[:, None, :] - source_points[None, :, :])
+    for itgt_box, tgt_box in enumerate(inputs["target_boxes"]):
+        target_points, target_index = _box_points(inputs, "target", targets, tgt_box)
+        yield (target_points, (slice(None), *np.index_exp[target_index]),
+               listed(itgt_box, target_points))
+
+
 def pairwise_reference(green: GreenKernel, inputs: dict, targets: PointSet = _PARTICLES,
                        sources: PointSet = _PARTICLES, accumulate: bool = True) -> np.ndarray:
     """What the pairwise template computes, box by box in numpy: the new ``result``
@@ -89,16 +107,11 @@ def pairwise_reference(green: GreenKernel, inputs: dict, targets: PointSet = _PA
     result = np.array(inputs["result"], dtype=_value_dtype(inputs["result"]), copy=True)
     outputs = _by_component(result, targets, n_out)
     strengths = _by_component(np.asarray(inputs["strengths"]), sources, n_in)
-    starts, lists = inputs["source_box_starts"], inputs["source_box_lists"]
-    for itgt_box, tgt_box in enumerate(inputs["target_boxes"]):
-        target_points, target_index = _box_points(inputs, "target", targets, tgt_box)
+    for target_points, index, listed in _box_pairs(inputs, targets, sources):
         total = np.zeros((n_out, len(target_points)), dtype=result.dtype)
-        for src_box in lists[starts[itgt_box]:starts[itgt_box + 1]]:
-            source_points, source_index = _box_points(inputs, "source", sources, src_box)
-            offsets = target_points[:, None, :] - source_points[None, :, :]
+        for _, source_index, offsets in listed:
             total += np.einsum("tsoi,is->ot", _entries(green, offsets),
-                               strengths[(slice(None), *np.index_exp[source_index])])
-        index = (slice(None), *np.index_exp[target_index])
+                               strengths[source_index])
         outputs[index] = (outputs[index] if accumulate else 0) + total
     return result
 
@@ -130,29 +143,25 @@ def pairwise_magnitudes(green: GreenKernel, inputs: dict, targets: PointSet = _P
     terms_view = _by_component(result, targets, n_out)
     coordinates_view = _by_component(coordinates, targets, n_out)
     strengths = _by_component(np.abs(np.asarray(inputs["strengths"])), sources, n_in)
-    starts, lists = inputs["source_box_starts"], inputs["source_box_lists"]
 
     def computed(points: PointSet, coordinates_: np.ndarray) -> np.ndarray:
         if isinstance(points, BoxParticles):
             return np.zeros(len(coordinates_))
         return np.abs(coordinates_).max(axis=1)
-    for itgt_box, tgt_box in enumerate(inputs["target_boxes"]):
-        target_points, target_index = _box_points(inputs, "target", targets, tgt_box)
-        index = (slice(None), *np.index_exp[target_index])
+    for target_points, index, listed in _box_pairs(inputs, targets, sources):
         target_size = computed(targets, target_points)
-        for src_box in lists[starts[itgt_box]:starts[itgt_box + 1]]:
-            source_points, source_index = _box_points(inputs, "source", sources, src_box)
-            offsets = target_points[:, None, :] - source_points[None, :, :]
-            largest = np.abs(_entries(green, offsets)).reshape(offsets.shape[:2] + (-1,)) \
-                .max(axis=-1)
-            moved = np.abs(_entries(green, offsets * (1 + _RADIAL_STEP)) - _entries(
-                green, offsets)).reshape(offsets.shape[:2] + (-1,)).max(axis=-1)
+        for source_points, source_index, offsets in listed:
+            values = _entries(green, offsets)
+            per_pair = offsets.shape[:2] + (-1,)
+            largest = np.abs(values).reshape(per_pair).max(axis=-1)
+            moved = np.abs(_entries(green, offsets * (1 + _RADIAL_STEP)) - values) \
+                .reshape(per_pair).max(axis=-1)
             distance = np.linalg.norm(offsets, axis=-1)
             with np.errstate(invalid="ignore", divide="ignore"):
                 sensitivity = np.where(largest > 0, moved / (_RADIAL_STEP * largest), 0.0)
                 growth = np.where(distance > 0, (target_size[:, None] + computed(
                     sources, source_points)[None, :]) / distance, 0.0)
-            weights = strengths[(slice(None), *np.index_exp[source_index])]  # (n_in, s)
+            weights = strengths[source_index]  # (n_in, s)
             per_input = np.einsum("ts,is->ti", largest, weights)
             weighted = np.einsum("ts,is->ti", largest * (1 + sensitivity) * growth, weights)
             terms_view[index] += (per_input @ present.T).T
