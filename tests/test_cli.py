@@ -147,3 +147,24 @@ def test_sizes_fmm_refuses_are_refused_by_every_command_before_any_work(args, me
     out, err = capsys.readouterr()
     assert err == f"fmmloopy {args[0]}: error: {message}\n"
     assert out == ""
+
+
+BAD_SELECTIONS = [
+    (("check", "--recipes", "no_such_module"), "recipe module 'no_such_module' cannot be imported"),
+    (("check", "--small-only", "--dtype", "float32", "--recipes", "no_such_module"),
+     "recipe module 'no_such_module' cannot be imported"),
+    (("check", "--memcheck", "--recipes", "no_such_module"),
+     "recipe module 'no_such_module' cannot be imported"),
+    (("check", "--recipe", "no_such_recipe"), "no recipe named ['no_such_recipe']"),
+    (("check", "--memcheck", "--recipe", "no_such_recipe"), "no recipe named ['no_such_recipe']"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_SELECTIONS,
+                         ids=[" ".join(args) for args, _ in BAD_SELECTIONS])
+def test_check_refuses_a_bad_recipe_selection_before_printing_anything(args, message, capsys):
+    """(issue 35: check described every problem, and memcheck named its device, first)"""
+    assert main(list(args)) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"fmmloopy {args[0]}: error: ") and message in err, err
+    assert out == ""

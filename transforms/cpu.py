@@ -11,6 +11,7 @@ or inf. ``fmmloopy check`` holds both to 1e-12 of the sequential kernel.
 import loopy as lp
 import numpy as np
 
+from fmmloopy.base.devices import vector_doubles
 from fmmloopy.maths.layouts import Grouped
 from fmmloopy.tuning.recipe import recipe
 from fmmloopy.tuning.target_lanes import targets_in_vector_lanes
@@ -98,9 +99,10 @@ WIDE_VECTOR_WIDTH = 16
 
 
 def has_wide_vectors(device) -> bool:
-    """Whether ``device``'s vectors hold 8 doubles or more (``preferred_vector_width_double``;
-    PoCL reports 8 on AVX-512)."""
-    return getattr(device, "preferred_vector_width_double", 0) >= 8
+    """Whether ``device``'s vectors hold 8 doubles or more (:func:`vector_doubles`: PoCL's
+    ``preferred_vector_width_double``, 8 on AVX-512, 4 on AVX2; ``$FMMLOOPY_VECTOR_DOUBLES``
+    overrides it, so that one machine runs the other class's paths)."""
+    return vector_doubles(device) >= 8
 
 
 def matvec_layout(device):

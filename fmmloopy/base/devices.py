@@ -41,6 +41,31 @@ def device_classes(device: cl.Device) -> list[str]:
 
 _LOG = logging.getLogger(__name__)
 
+#: Environment variable: the float64 lanes of a vector as recipes are to see the device (a power
+#: of two), in place of its ``preferred_vector_width_double``. It lets one machine run the code
+#: paths of another class of CPU: ``4`` takes AVX2's narrow paths on an AVX-512 CPU, ``8`` the
+#: AVX-512 paths (as generic vectors) on an AVX2 CPU. Unset or ``native``: the device's own.
+VECTOR_DOUBLES_ENV = "FMMLOOPY_VECTOR_DOUBLES"
+_LARGEST_VECTOR_DOUBLES = 64
+
+
+def vector_doubles(device) -> int:
+    """float64 lanes per vector that recipes are to assume on ``device``: its
+    ``preferred_vector_width_double`` (PoCL: 8 on AVX-512, 4 on AVX2), unless
+    ``$FMMLOOPY_VECTOR_DOUBLES`` says otherwise (:data:`VECTOR_DOUBLES_ENV`); a value there that
+    is not a power of two from 1 to 64 (or ``native``) is a ValueError naming it."""
+    text = os.environ.get(VECTOR_DOUBLES_ENV, "").strip().lower()
+    if text in ("", "native"):
+        return int(getattr(device, "preferred_vector_width_double", 0) or 0)
+    try:
+        lanes = int(text)
+    except ValueError:
+        lanes = 0
+    if not (1 <= lanes <= _LARGEST_VECTOR_DOUBLES and lanes & (lanes - 1) == 0):
+        raise ValueError(f"${VECTOR_DOUBLES_ENV} must be a power of two from 1 to "
+                         f"{_LARGEST_VECTOR_DOUBLES} or 'native', got {text!r}")
+    return lanes
+
 #: What a device that cannot compile needs, said in every message about one.
 COMPILER_FIX = ("PoCL 3.0 from PyPI (LLVM 14) cannot compile for CPUs newer than LLVM 14 knows "
                 "(e.g. AMD Zen 5: 'unknown target CPU'); install a newer PoCL beside it, e.g. "

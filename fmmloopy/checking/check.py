@@ -285,12 +285,15 @@ def run_checks(device: cl.Device, *, operators: Iterable[str] | None = None,
     worker. Kernels are generated anew, never taken from the disk kernel cache. ``kernel`` is
     the Green's function every kernel is built for (a name, or a :class:`GreenKernel`: the
     worker receives it pickled); ``precision`` the kernels' (:func:`check_pair`).
+
+    Not a generator itself: a kernel, recipe file, recipe or operator it cannot take raises
+    here, at the call, before any check runs or any line is printed.
     """
     green = get_kernel(kernel)
     recipe_sources = tuple(str(source) for source in recipe_sources)
     ensure_loaded(recipe_sources)
     pairs = pairs_to_check(list(operators or ()), list(recipes or ()))
-    yield from run_in_worker(pairs, _check_in_this_process,
+    return run_in_worker(pairs, _check_in_this_process,
                              (device_key(device), recipe_sources, seed, production, green,
                               precision),
                              CHECK_WORKER_ENVIRONMENT)

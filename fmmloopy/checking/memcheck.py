@@ -268,7 +268,8 @@ def run_memchecks(device: cl.Device, *, operators: Iterable[str] | None = None,
     """Like :func:`fmmloopy.checking.check.run_checks`, with every kernel run on Oclgrind.
 
     ``device`` runs the ``sequential`` reference the results are compared with. Raises
-    :class:`MemcheckUnavailable` when Oclgrind cannot be found.
+    :class:`MemcheckUnavailable` when Oclgrind cannot be found; like ``run_checks``, it raises
+    for what it cannot take at the call, before any check runs.
     """
     simulator = oclgrind_device()
     recipe_sources = tuple(str(source) for source in recipe_sources)
@@ -276,5 +277,5 @@ def run_memchecks(device: cl.Device, *, operators: Iterable[str] | None = None,
     pairs = pairs_to_check(list(operators or ()), list(recipes or ()))
     arguments = (device_key(simulator), device_key(device), recipe_sources, seed,
                  get_kernel(kernel))
-    yield from run_in_worker(pairs, _memcheck_in_this_process, arguments,
+    return run_in_worker(pairs, _memcheck_in_this_process, arguments,
                              worker_environment(device))

@@ -154,20 +154,21 @@ def _check(args: argparse.Namespace) -> int:
             raise ValueError("--memcheck runs float64 kernels only; leave out --dtype")
 
         simulator = oclgrind_device()  # fails with how to install it before any work
+        # Recipe files, recipes and operators are refused here, before anything is printed.
+        checks, what = run_memchecks(device, **selection), "memchecks"
         print(f"device: {simulator.name} (memcheck: out-of-bounds accesses and data races); "
               f"reference 'sequential' on {device.name} ({', '.join(device_classes(device))})")
-        checks, what = run_memchecks(device, **selection), "memchecks"
     else:
         production = None if args.small_only else ProductionSizes(
             order=args.order, n_crit=args.n_crit, n=n)
+        checks, what = run_checks(device, production=production,
+                                  precision=get_precision(args.dtype), **selection), "checks"
         print(f"device: {device.name} ({', '.join(device_classes(device))}); kernel "
               f"{args.kernel!r}; {args.dtype}")
         print("problems (production-size ones run whole launches, the reference on sampled "
               "rows):")
         for line in describe_problems(args.seed, production, args.kernel):
             print(f"  {line}", flush=True)
-        checks, what = run_checks(device, production=production,
-                                  precision=get_precision(args.dtype), **selection), "checks"
     results = []
     for result in checks:
         results.append(result)

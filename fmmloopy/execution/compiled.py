@@ -27,7 +27,7 @@ import pyopencl as cl
 from pymbolic import evaluate
 from pymbolic.primitives import Variable
 
-from fmmloopy.base.devices import context_for
+from fmmloopy.base.devices import context_for, vector_doubles
 from fmmloopy.execution import generation, kernel_cache
 from fmmloopy.execution.cache_files import cache_dir
 from fmmloopy.execution.generated_kernel import GeneratedKernel
@@ -53,6 +53,7 @@ class CompiledOperator:
                  disk_key: dict[str, Any] | None = None,
                  generated: GeneratedKernel | None = None):
         self.operator, self.recipe, self.device = operator, recipe, device
+        self._layout = recipe.layout_for(device)  # fixed with the kernel it was made for
         self._transform, self._disk_key, self._generated = transform, disk_key, generated
         self._t_unit: lp.TranslationUnit | None = None
         self._reshaped: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
@@ -84,7 +85,7 @@ class CompiledOperator:
     @property
     def layout(self):
         """The list layout this kernel walks (chosen by its recipe for this device)."""
-        return self.recipe.layout_for(self.device)
+        return self._layout
 
     @property
     def label(self) -> str:
@@ -279,7 +280,8 @@ def compiled_operator(operator: str, device: cl.Device, *, recipe: str | Recipe 
     elif not recipe.handles(green.is_complex):  # it declines complex values: the default's
         recipe = select_recipe(operator, spec.template, device, None, green.is_complex)
     dtype = np.dtype(dtype)
-    key = (operator, recipe, device.int_ptr, green, dtype, tuple(sorted(sizes.items())))
+    key = (operator, recipe, device.int_ptr, vector_doubles(device), green, dtype,
+           tuple(sorted(sizes.items())))
     if key not in _CACHE:
         def transform() -> tuple[lp.TranslationUnit, lp.TranslationUnit]:
             layout = recipe.layout_for(device)

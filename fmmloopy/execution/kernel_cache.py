@@ -61,6 +61,7 @@ from typing import Any
 
 import pyopencl as cl
 
+from fmmloopy.base.devices import vector_doubles
 from fmmloopy.execution.cache_files import (
     CACHE_ENV,
     cache_dir,
@@ -115,6 +116,9 @@ def device_fingerprint(device: cl.Device) -> dict[str, str]:
             fingerprint[name] = str(getattr(device, name))
         except cl.Error:  # a property this device does not report
             fingerprint[name] = "?"
+    # What the recipes take the vectors to be (an override of the device's own, to run another
+    # class's paths, changes the kernels they make).
+    fingerprint["vector_doubles_for_recipes"] = str(vector_doubles(device))
     return fingerprint
 
 
