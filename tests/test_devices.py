@@ -16,6 +16,7 @@ import fmmloopy
 from fmmloopy.base import devices
 from fmmloopy.base.devices import (
     DEVICE_ENV,
+    VECTOR_DOUBLES_ENV,
     choose_device,
     context_for,
     device_classes,
@@ -271,3 +272,25 @@ def test_one_context_per_device(device):
     context = context_for(device)
     assert context_for(device) is context
     assert context.devices == [device]
+
+
+# -- the vector width recipes see ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("setting,lanes", [(None, 8), ("native", 8), (" 4 ", 4), ("8", 8),
+                                           ("1", 1), ("64", 64)])
+def test_the_vector_width_is_the_devices_unless_overridden(monkeypatch, setting, lanes):
+    avx512 = SimpleNamespace(preferred_vector_width_double=8)
+    if setting is None:
+        monkeypatch.delenv(VECTOR_DOUBLES_ENV, raising=False)
+    else:
+        monkeypatch.setenv(VECTOR_DOUBLES_ENV, setting)
+    assert devices.vector_doubles(avx512) == lanes
+
+
+@pytest.mark.parametrize("setting", ["3", "0", "-4", "128", "wide", "4.0"])
+def test_a_vector_width_that_is_no_power_of_two_is_refused_by_name(monkeypatch, setting):
+    monkeypatch.setenv(VECTOR_DOUBLES_ENV, setting)
+    with pytest.raises(ValueError, match=rf"\$FMMLOOPY_VECTOR_DOUBLES must be a power of two "
+                                         rf"from 1 to 64 or 'native', got '{setting}'"):
+        devices.vector_doubles(SimpleNamespace(preferred_vector_width_double=4))

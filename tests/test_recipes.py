@@ -5,7 +5,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from fmmloopy.base.devices import device_classes
+from fmmloopy.base.devices import VECTOR_DOUBLES_ENV, device_classes
 from fmmloopy.execution.compiled import compiled_operator
 from fmmloopy.tuning import registry
 from fmmloopy.tuning.recipe import RecipeError, recipe
@@ -188,10 +188,11 @@ def test_a_name_that_clashes_with_a_registered_recipe_is_refused(tmp_path, devic
     load_recipes(other)
 
 
-def test_a_layout_may_follow_the_device():
+def test_a_layout_may_follow_the_device(monkeypatch):
     """The cpu matvec recipe sizes its pair tile to the device's vectors: 8 pairs where they
     hold 8 doubles (AVX-512), 4 otherwise; a layout function returning no layout is refused."""
     from types import SimpleNamespace
+    monkeypatch.delenv(VECTOR_DOUBLES_ENV, raising=False)  # the devices' own widths
 
     from fmmloopy.transforms import cpu
 
@@ -207,3 +208,26 @@ def test_a_layout_may_follow_the_device():
     with pytest.raises(RecipeError, match="recipe 'odd' from here asks for list layout 4: not a "
                                           "layout of fmmloopy.maths.layouts"):
         odd.layout_for(avx512)
+
+
+@pytest.mark.filterwarnings("ignore:This function is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("lanes", [4, 8])
+def test_the_cpu_recipes_take_the_path_of_the_vector_width_asked_for(device, monkeypatch, lanes):
+    """``$FMMLOOPY_VECTOR_DOUBLES`` makes one machine take another CPU class's paths (AVX2's
+    with 4, AVX-512's with 8): target lanes in P2P and the wide pair tile only with 8; the
+    kernel cache keys the kernels by it, and a kernel compiled for one width is not served
+    for the other."""
+    from fmmloopy.transforms import cpu
+
+    from fmmloopy.execution.kernel_cache import device_fingerprint
+
+    monkeypatch.setenv(VECTOR_DOUBLES_ENV, str(lanes))
+    assert cpu.has_wide_vectors(device) == (lanes == 8)
+    assert cpu.matvec_layout(device).pair_tile == (8 if lanes == 8 else 4)
+    assert device_fingerprint(device)["vector_doubles_for_recipes"] == str(lanes)
+    code = compiled_operator("p2p", device, recipe="cpu").device_code()
+    assert ("double8 acc[" in code) == (lanes == 8), code[:2000]
+    matvec = compiled_operator("m2l", device, recipe="cpu", n_target_coeffs=56,
+                               n_source_coeffs=56)
+    assert matvec.layout.pair_tile == (8 if lanes == 8 else 4)
+    assert f"double{cpu.vector_width(device)} acc[" in matvec.device_code()
