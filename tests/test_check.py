@@ -91,3 +91,4 @@ def test_recipes_command_lists_the_default_choice(default_recipe):
     assert done.returncode == 0, done.stderr
     assert "p2p (pairwise)" in done.stdout
     assert f"default here: '{default_recipe}'" in done.stdout
+    assert "\nvectors: " in done.stdout and " doubles (" in done.stdout

@@ -66,6 +66,16 @@ def vector_doubles(device) -> int:
                          f"{_LARGEST_VECTOR_DOUBLES} or 'native', got {text!r}")
     return lanes
 
+
+def describe_vector_width(device) -> str:
+    """One line: the float64 vector width recipes assume on ``device`` and where it comes from."""
+    own = int(getattr(device, "preferred_vector_width_double", 0) or 0)
+    lanes = vector_doubles(device)
+    if lanes == own:
+        return f"vectors: {lanes} doubles (the device's preferred width)"
+    return (f"vectors: {lanes} doubles (${VECTOR_DOUBLES_ENV}; the device's own: {own}): "
+            "recipes take the paths of that width")
+
 #: What a device that cannot compile needs, said in every message about one.
 COMPILER_FIX = ("PoCL 3.0 from PyPI (LLVM 14) cannot compile for CPUs newer than LLVM 14 knows "
                 "(e.g. AMD Zen 5: 'unknown target CPU'); install a newer PoCL beside it, e.g. "

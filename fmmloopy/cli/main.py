@@ -246,12 +246,13 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _recipes(args: argparse.Namespace) -> int:
-    from fmmloopy.base.devices import choose_device, device_classes
+    from fmmloopy.base.devices import choose_device, describe_vector_width, device_classes
     from fmmloopy.tuning.registry import ensure_loaded, registered, select_recipe
 
     ensure_loaded(args.recipes)
     device = choose_device(args.device)
     print(f"device: {device.name}; classes, most specific first: {device_classes(device)}")
+    print(describe_vector_width(device))
     for name, spec in OPERATORS.items():
         chosen = select_recipe(name, spec.template, device)
         print(f"{name} ({spec.template}): {spec.summary}; default here: {chosen.name!r}")
