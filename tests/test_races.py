@@ -213,17 +213,6 @@ def test_templates_silence_no_race_warning(device):
             assert entry.options.return_dict
 
 
-def test_analysis_alone_is_fast_enough(device):
-    """The analysis runs on every transformed kernel; beyond loopy's preprocessing (which code
-    generation needs anyway) it must cost little."""
-    import time
-
-    t_unit = shipped("m2l", "cpu", device)
-    preprocessed = lp.preprocess_kernel(t_unit).default_entrypoint
-    start = time.perf_counter()
-    races.analyse_kernel(preprocessed)
-    assert time.perf_counter() - start < 0.5
-
 # }}}
 
 
