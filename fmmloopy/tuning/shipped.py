@@ -22,7 +22,7 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "d7d27dea5336daf209870c6e185ebde3a320263c6263ff465d33ea4b71e9903d",
+    "fmmloopy.transforms.cpu": "0a23b4f78766dc993ae749ad9b16a6addec6e006aa380190ca45879a6ed7a292",
     "fmmloopy.transforms.generic":
         "d5c1dd918e9b4941de6a396615bb1593a78906cbe08dcd91d9d754ab82659d83",
     "fmmloopy.transforms.gpu": "f204565e7afd01ab937b61214773b3d5704787f7de48cfc2ab5e0c63f54add61",
