@@ -1,7 +1,9 @@
 """Host (numpy) references, independent of loopy: direct summation and the templates' meaning.
 
-These are what the sequential recipe is itself checked against; they are written for clarity on
-small inputs, except :func:`direct_sum`, which is chunked to run on sampled targets of large N.
+These are what the sequential recipe is itself checked against. The pairwise references
+evaluate all target-source pairs of a launch in chunks of whole arrays (one call of the Green's
+function per chunk, not per box pair: a kernel's symbolic derivatives are evaluated node by
+node); :func:`direct_sum` is chunked to run on sampled targets of large N.
 """
 
 from __future__ import annotations
@@ -65,54 +67,125 @@ def _entries(green: GreenKernel, offsets: np.ndarray) -> np.ndarray:
     return values[..., None, None] if green.is_scalar else values
 
 
-def _box_points(inputs: dict, role: str, points: PointSet, box: int,
-                ) -> tuple[np.ndarray, slice | tuple]:
-    """Coordinates ``(k, 3)`` of ``role``'s points in ``box`` and the index of their values."""
-    if isinstance(points, BoxParticles):
-        start = int(inputs[f"box_{role}_starts"][box])
-        span = slice(start, start + int(inputs[f"box_{role}_counts"][box]))
-        return inputs[f"{role}s"][:, span].T, span
-    surface = inputs[f"{role}_surface"]
-    half_width = inputs["level_half_widths"][inputs["box_levels"][box]]
-    points = inputs["box_centres"][:, box][None, :] + half_width * surface.T
-    return points, (box, slice(None))
+class _Side:
+    """One side (``target`` or ``source``) of the pairwise template's inputs: its points as
+    *slots*, one per point, numbered box by box (particles: their sorted index; surfaces:
+    ``box * npoints + j``), with their coordinates computed as the kernels compute them."""
+
+    def __init__(self, inputs: dict, role: str, points: PointSet):
+        self.inputs, self.role, self.points = inputs, role, points
+        self.surface = not isinstance(points, BoxParticles)
+
+    def boxes(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """First slot and slot count of each of ``boxes``."""
+        boxes = np.asarray(boxes, dtype=np.int64)
+        if self.surface:
+            npoints = self.points.npoints
+            return boxes * npoints, np.full(len(boxes), npoints, dtype=np.int64)
+        return (np.asarray(self.inputs[f"box_{self.role}_starts"], dtype=np.int64)[boxes],
+                np.asarray(self.inputs[f"box_{self.role}_counts"], dtype=np.int64)[boxes])
+
+    def index(self, slots: np.ndarray) -> tuple:
+        """The index of ``slots``' values in a ``(components, ...)`` view
+        (:func:`_by_component`)."""
+        if self.surface:
+            return (slice(None), *np.divmod(slots, self.points.npoints))
+        return (slice(None), slots)
+
+    def coordinates(self, slots: np.ndarray) -> np.ndarray:
+        """``(k, 3)`` coordinates of ``slots``: stored particles, or ``centre + half_width *
+        unit`` for surface points (the same operations as the template's, so the same bits)."""
+        if not self.surface:
+            return self.inputs[f"{self.role}s"][:, slots].T
+        box, point = np.divmod(slots, self.points.npoints)
+        half_width = self.inputs["level_half_widths"][self.inputs["box_levels"][box]]
+        return (self.inputs["box_centres"][:, box].T
+                + half_width[:, None] * self.inputs[f"{self.role}_surface"][:, point].T)
+
+    def computed_size(self, slots: np.ndarray) -> np.ndarray:
+        """The magnitude (max norm) of the coordinates the kernel computes at ``slots``: that
+        of surface points; 0 for particles, which are stored."""
+        if not self.surface:
+            return np.zeros(len(slots))
+        return np.abs(self.coordinates(slots)).max(axis=1)
 
 
 _PARTICLES = BoxParticles()
+#: Target-source pairs evaluated at once by the references (bounds their memory).
+_PAIRS_PER_CHUNK = 2 ** 18
 
 
-def _box_pairs(inputs: dict, targets: PointSet, sources: PointSet):
-    """The pairwise template's walk, box by box: per target box ``(target_points, index,
-    sources)``, ``index`` that of its values in a ``(components, ...)`` view
-    (:func:`_by_component`) and ``sources`` an iterator of ``(source_points, index, offsets)``
-    over the boxes of its list, ``offsets`` ``(targets, sources, 3)``."""
-    starts, lists = inputs["source_box_starts"], inputs["source_box_lists"]
+def _pair_chunks(inputs: dict, targets: _Side, sources: _Side, max_pairs: int = _PAIRS_PER_CHUNK):
+    """The pairwise template's walk, flattened: every (target point, source point) pair of
+    every target box and every box of its list, as ``(target_slots, source_slots, offsets)``
+    arrays of at most about ``max_pairs`` pairs (one list entry may exceed it alone)."""
+    starts = np.asarray(inputs["source_box_starts"], dtype=np.int64)
+    lists = np.asarray(inputs["source_box_lists"], dtype=np.int64)
+    target_boxes = np.asarray(inputs["target_boxes"], dtype=np.int64)
+    first_entry, end_entry = int(starts[0]), int(starts[len(target_boxes)])
+    rows = np.repeat(np.arange(len(target_boxes)), np.diff(starts[:len(target_boxes) + 1]))
+    target_first, target_count = targets.boxes(target_boxes[rows])
+    source_first, source_count = sources.boxes(lists[first_entry:end_entry])
+    pairs = target_count * source_count
+    ends = np.cumsum(pairs)
+    begin = 0
+    while begin < len(pairs):
+        limit = (ends[begin - 1] if begin else 0) + max_pairs
+        end = max(begin + 1, int(np.searchsorted(ends, limit, side="right")))
+        chunk = slice(begin, end)
+        entry = np.repeat(np.arange(end - begin), pairs[chunk])
+        local = np.arange(len(entry)) - np.repeat(
+            np.cumsum(pairs[chunk]) - pairs[chunk], pairs[chunk])
+        within_target, within_source = np.divmod(local, source_count[chunk][entry])
+        target_slots = target_first[chunk][entry] + within_target
+        source_slots = source_first[chunk][entry] + within_source
+        offsets = targets.coordinates(target_slots) - sources.coordinates(source_slots)
+        yield target_slots, source_slots, offsets
+        begin = end
 
-    def listed(itgt_box: int, target_points: np.ndarray):
-        for src_box in lists[starts[itgt_box]:starts[itgt_box + 1]]:
-            source_points, source_index = _box_points(inputs, "source", sources, src_box)
-            yield (source_points, (slice(None), *np.index_exp[source_index]),
-                   target_points[:, None, :] - source_points[None, :, :])
-    for itgt_box, tgt_box in enumerate(inputs["target_boxes"]):
-        target_points, target_index = _box_points(inputs, "target", targets, tgt_box)
-        yield (target_points, (slice(None), *np.index_exp[target_index]),
-               listed(itgt_box, target_points))
+
+def _target_slots(inputs: dict, targets: _Side) -> np.ndarray:
+    """Every slot of every target box of the launch."""
+    first, count = targets.boxes(np.asarray(inputs["target_boxes"], dtype=np.int64))
+    box = np.repeat(np.arange(len(first)), count)
+    return first[box] + np.arange(len(box)) - np.repeat(np.cumsum(count) - count, count)
+
+
+def _summed_by_slot(values: np.ndarray, slots: np.ndarray, size: int) -> np.ndarray:
+    """``(components, size)``: ``values`` ``(k, components)`` summed by target slot."""
+    def summed(column: np.ndarray) -> np.ndarray:
+        if np.iscomplexobj(column):
+            return summed(column.real) + 1j * summed(column.imag)
+        return np.bincount(slots, weights=column, minlength=size)
+    return np.stack([summed(values[:, o]) for o in range(values.shape[1])])
+
+
+def _slot_space(inputs: dict, side: _Side) -> int:
+    """How many slots ``side`` numbers (the length of a component's values)."""
+    if side.surface:
+        return len(inputs["box_levels"]) * side.points.npoints
+    return np.shape(inputs[f"{side.role}s"])[1]
 
 
 def pairwise_reference(green: GreenKernel, inputs: dict, targets: PointSet = _PARTICLES,
                        sources: PointSet = _PARTICLES, accumulate: bool = True) -> np.ndarray:
-    """What the pairwise template computes, box by box in numpy: the new ``result``
-    (in the template's layout of several components: :func:`_by_component`)."""
+    """What the pairwise template computes, in numpy (all pairs of a chunk at once): the new
+    ``result`` (in the template's layout of several components: :func:`_by_component`)."""
     n_out, n_in = green.n_outputs, green.n_inputs
+    target_side = _Side(inputs, "target", targets)
+    source_side = _Side(inputs, "source", sources)
     result = np.array(inputs["result"], dtype=_value_dtype(inputs["result"]), copy=True)
     outputs = _by_component(result, targets, n_out)
     strengths = _by_component(np.asarray(inputs["strengths"]), sources, n_in)
-    for target_points, index, listed in _box_pairs(inputs, targets, sources):
-        total = np.zeros((n_out, len(target_points)), dtype=result.dtype)
-        for _, source_index, offsets in listed:
-            total += np.einsum("tsoi,is->ot", _entries(green, offsets),
-                               strengths[source_index])
-        outputs[index] = (outputs[index] if accumulate else 0) + total
+    space = _slot_space(inputs, target_side)
+    totals = np.zeros((n_out, space), dtype=result.dtype)
+    for target_slots, source_slots, offsets in _pair_chunks(inputs, target_side, source_side):
+        weights = strengths[source_side.index(source_slots)]  # (n_in, k)
+        terms = np.einsum("koi,ik->ko", _entries(green, offsets), weights)
+        totals += _summed_by_slot(terms, target_slots, space)
+    slots = _target_slots(inputs, target_side)
+    index = target_side.index(slots)
+    outputs[index] = (outputs[index] if accumulate else 0) + totals[:, slots]
     return result
 
 
@@ -138,34 +211,34 @@ def pairwise_magnitudes(green: GreenKernel, inputs: dict, targets: PointSet = _P
     n_out, n_in = green.n_outputs, green.n_inputs
     present = np.array([[not is_zero_entry(green.expressions[o][i]) for i in range(n_in)]
                         for o in range(n_out)], dtype=np.float64)
+    target_side = _Side(inputs, "target", targets)
+    source_side = _Side(inputs, "source", sources)
     result = np.abs(np.asarray(inputs["result"])).astype(np.float64)
     coordinates = np.zeros_like(result)
-    terms_view = _by_component(result, targets, n_out)
-    coordinates_view = _by_component(coordinates, targets, n_out)
     strengths = _by_component(np.abs(np.asarray(inputs["strengths"])), sources, n_in)
-
-    def computed(points: PointSet, coordinates_: np.ndarray) -> np.ndarray:
-        if isinstance(points, BoxParticles):
-            return np.zeros(len(coordinates_))
-        return np.abs(coordinates_).max(axis=1)
-    for target_points, index, listed in _box_pairs(inputs, targets, sources):
-        target_size = computed(targets, target_points)
-        for source_points, source_index, offsets in listed:
-            values = _entries(green, offsets)
-            per_pair = offsets.shape[:2] + (-1,)
-            largest = np.abs(values).reshape(per_pair).max(axis=-1)
-            moved = np.abs(_entries(green, offsets * (1 + _RADIAL_STEP)) - values) \
-                .reshape(per_pair).max(axis=-1)
-            distance = np.linalg.norm(offsets, axis=-1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                sensitivity = np.where(largest > 0, moved / (_RADIAL_STEP * largest), 0.0)
-                growth = np.where(distance > 0, (target_size[:, None] + computed(
-                    sources, source_points)[None, :]) / distance, 0.0)
-            weights = strengths[source_index]  # (n_in, s)
-            per_input = np.einsum("ts,is->ti", largest, weights)
-            weighted = np.einsum("ts,is->ti", largest * (1 + sensitivity) * growth, weights)
-            terms_view[index] += (per_input @ present.T).T
-            coordinates_view[index] += (weighted @ present.T).T
+    space = _slot_space(inputs, target_side)
+    term_totals = np.zeros((n_out, space))
+    coordinate_totals = np.zeros((n_out, space))
+    for target_slots, source_slots, offsets in _pair_chunks(inputs, target_side, source_side):
+        values = _entries(green, offsets)
+        largest = np.abs(values).reshape(len(values), -1).max(axis=-1)
+        moved = np.abs(_entries(green, offsets * (1 + _RADIAL_STEP)) - values) \
+            .reshape(len(values), -1).max(axis=-1)
+        distance = np.linalg.norm(offsets, axis=-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sensitivity = np.where(largest > 0, moved / (_RADIAL_STEP * largest), 0.0)
+            growth = np.where(distance > 0, (target_side.computed_size(target_slots)
+                                             + source_side.computed_size(source_slots))
+                              / distance, 0.0)
+        weights = strengths[source_side.index(source_slots)].T  # (k, n_in)
+        per_input = largest[:, None] * weights
+        weighted = (largest * (1 + sensitivity) * growth)[:, None] * weights
+        term_totals += _summed_by_slot(per_input @ present.T, target_slots, space)
+        coordinate_totals += _summed_by_slot(weighted @ present.T, target_slots, space)
+    slots = _target_slots(inputs, target_side)
+    index = target_side.index(slots)
+    _by_component(result, targets, n_out)[index] += term_totals[:, slots]
+    _by_component(coordinates, targets, n_out)[index] += coordinate_totals[:, slots]
     return result, coordinates
 
 
