@@ -48,14 +48,25 @@ def queue(device) -> cl.CommandQueue:
     return cl.CommandQueue(context_for(device))
 
 
+def _run_directory(tmp_path_factory) -> "os.PathLike":
+    """The temporary directory of this test run, shared by pytest-xdist's workers (each worker
+    has a directory of its own inside it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session", autouse=True)
 def operator_cache_in_a_temporary_directory(tmp_path_factory):
-    """Precomputed operators go to a throw-away cache, not the user's (subprocesses too)."""
+    """Precomputed operators and generated kernels go to a throw-away cache, not the user's
+    (subprocesses too), shared by the run's workers: a kernel or operator one worker built,
+    another loads (the caches' files are written atomically, one writer per entry)."""
     from fmmloopy.execution.cache_files import CACHE_ENV
     from fmmloopy.execution.precomputed import forget_operators
 
     previous = os.environ.get(CACHE_ENV)
-    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("fmmloopy-cache"))
+    shared = _run_directory(tmp_path_factory) / "fmmloopy-cache"
+    shared.mkdir(mode=0o700, exist_ok=True)
+    os.environ[CACHE_ENV] = str(shared)
     forget_operators()
     yield
     if previous is None:
