@@ -13,17 +13,34 @@ import numpy as np
 import pyopencl as cl
 import pytest
 
-from fmmloopy.base.devices import DEVICE_ENV, choose_device, context_for
+from fmmloopy.base.devices import DEVICE_ENV, POCL_THREADS_ENV, choose_device, context_for
 from fmmloopy.tuning import registry
 
 #: Environment variable pinning the device of a test run (module docstring).
 TEST_DEVICE_ENV = "FMMLOOPY_TEST_DEVICE"
 
 
+#: Thread pools each test process sizes to its share of the cores where pytest-xdist runs
+#: several processes: OpenMP/OpenBLAS/MKL (numpy's SVDs and products) and PoCL's CPU device.
+#: With two processes on two cores each running two busy-waiting BLAS threads, the precomputed
+#: operators of tests/test_level_operators.py took 440 s instead of 62 s.
+THREAD_POOL_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                         POCL_THREADS_ENV)
+
+
 def pytest_configure(config):
     pinned = os.environ.get(TEST_DEVICE_ENV, "").strip()
     if pinned:
         os.environ[DEVICE_ENV] = pinned
+    workers = len(getattr(config.option, "tx", None) or ())
+    if workers > 1 and not os.environ.get("PYTEST_XDIST_WORKER"):
+        # The controller, before it starts the workers: they (and the processes their tests
+        # start) inherit the shares. A value the user set is kept.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+        share = str(max(1, cores // workers))
+        for name in THREAD_POOL_VARIABLES:
+            os.environ.setdefault(name, share)
 
 
 @pytest.fixture(scope="session")
