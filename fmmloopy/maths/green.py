@@ -20,7 +20,10 @@ import pymbolic.primitives as prim
 from pymbolic import var
 from pymbolic.mapper import IdentityMapper
 from pymbolic.mapper.dependency import DependencyMapper
-from pymbolic.mapper.evaluator import EvaluationMapper, UnknownVariableError
+from pymbolic.mapper.evaluator import (
+    CachedEvaluationMapper,
+    UnknownVariableError,
+)
 from pymbolic.mapper.substitutor import substitute
 
 from fmmloopy.maths.derivatives import (
@@ -245,7 +248,8 @@ class GreenKernel:
             return np.kron(np.eye(self.vectors, dtype=dtype), block)
         if self.is_scalar:
             return _evaluate(self.bound_expression, offsets).astype(dtype)
-        return np.stack([np.stack([_evaluate(e, offsets) for e in row], axis=-1)
+        mapper = _array_mapper(offsets)  # one mapper: entries share their subexpressions
+        return np.stack([np.stack([_evaluate(e, offsets, mapper) for e in row], axis=-1)
                          for row in self.expressions], axis=-2).astype(dtype, copy=False)
 
     def flops_per_pair(self) -> int:
@@ -267,12 +271,21 @@ def is_zero_entry(expression) -> bool:
     return isinstance(expression, Real) and expression == 0
 
 
-def _evaluate(expression, offsets: np.ndarray) -> np.ndarray:
-    """``expression`` (parameters bound) at ``offsets`` ``(..., 3)``, shape ``(...)``."""
-    context = {name: offsets[..., i] for i, name in enumerate(OFFSET_VARIABLES)}
-    context |= _NUMPY_FUNCTIONS
+def _array_mapper(offsets: np.ndarray) -> _ArrayEvaluationMapper:
+    """An evaluator at ``offsets`` ``(..., 3)`` (each axis's values made contiguous once) that
+    remembers every subexpression it has evaluated."""
+    context = {name: np.ascontiguousarray(offsets[..., i])
+               for i, name in enumerate(OFFSET_VARIABLES)}
+    return _ArrayEvaluationMapper(context | _NUMPY_FUNCTIONS)
+
+
+def _evaluate(expression, offsets: np.ndarray, mapper: _ArrayEvaluationMapper | None = None
+              ) -> np.ndarray:
+    """``expression`` (parameters bound) at ``offsets`` ``(..., 3)``, shape ``(...)``;
+    ``mapper``: an evaluator of :func:`_array_mapper` at the same offsets, to share."""
+    mapper = _array_mapper(offsets) if mapper is None else mapper
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        values = _ArrayEvaluationMapper(context)(expression)
+        values = mapper(expression)
     values = np.asarray(values)
     dtype = np.complex128 if np.iscomplexobj(values) else np.float64
     return np.broadcast_to(values.astype(dtype, copy=False), offsets.shape[:-1])
@@ -404,8 +417,9 @@ def _count_flops(expr, seen: set | None = None) -> int:
     return 0
 
 
-class _ArrayEvaluationMapper(EvaluationMapper):
-    """Evaluates element-wise on numpy arrays (``If`` becomes ``np.where``)."""
+class _ArrayEvaluationMapper(CachedEvaluationMapper):
+    """Evaluates element-wise on numpy arrays (``If`` becomes ``np.where``), each distinct
+    subexpression once: a kernel's derivatives repeat the same powers and products."""
 
     def map_if(self, expr: prim.If) -> np.ndarray:
         return np.where(self.rec(expr.condition), self.rec(expr.then), self.rec(expr.else_))

@@ -75,6 +75,7 @@ class _Side:
     def __init__(self, inputs: dict, role: str, points: PointSet):
         self.inputs, self.role, self.points = inputs, role, points
         self.surface = not isinstance(points, BoxParticles)
+        self._coordinates = None  # (3, slots), computed on first use
 
     def boxes(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """First slot and slot count of each of ``boxes``."""
@@ -85,6 +86,22 @@ class _Side:
         return (np.asarray(self.inputs[f"box_{self.role}_starts"], dtype=np.int64)[boxes],
                 np.asarray(self.inputs[f"box_{self.role}_counts"], dtype=np.int64)[boxes])
 
+    @property
+    def slot_coordinates(self) -> np.ndarray:
+        """``(3, slots)`` coordinates of every slot, each axis contiguous (gathers are fast):
+        stored particles, or ``centre + half_width * unit`` for surface points (the template's
+        operations, so the template's bits)."""
+        if self._coordinates is None:
+            if self.surface:
+                half_width = self.inputs["level_half_widths"][self.inputs["box_levels"]]
+                unit = np.asarray(self.inputs[f"{self.role}_surface"])  # (3, npoints)
+                centres = np.asarray(self.inputs["box_centres"])  # (3, nboxes)
+                self._coordinates = (centres[:, :, None] + half_width[None, :, None]
+                                     * unit[:, None, :]).reshape(3, -1)
+            else:
+                self._coordinates = np.ascontiguousarray(self.inputs[f"{self.role}s"])
+        return self._coordinates
+
     def index(self, slots: np.ndarray) -> tuple:
         """The index of ``slots``' values in a ``(components, ...)`` view
         (:func:`_by_component`)."""
@@ -93,14 +110,9 @@ class _Side:
         return (slice(None), slots)
 
     def coordinates(self, slots: np.ndarray) -> np.ndarray:
-        """``(k, 3)`` coordinates of ``slots``: stored particles, or ``centre + half_width *
-        unit`` for surface points (the same operations as the template's, so the same bits)."""
-        if not self.surface:
-            return self.inputs[f"{self.role}s"][:, slots].T
-        box, point = np.divmod(slots, self.points.npoints)
-        half_width = self.inputs["level_half_widths"][self.inputs["box_levels"][box]]
-        return (self.inputs["box_centres"][:, box].T
-                + half_width[:, None] * self.inputs[f"{self.role}_surface"][:, point].T)
+        """``(k, 3)`` coordinates of ``slots`` (:attr:`slot_coordinates`; a view of ``(3, k)``
+        values)."""
+        return np.take(self.slot_coordinates, slots, axis=1).T
 
     def computed_size(self, slots: np.ndarray) -> np.ndarray:
         """The magnitude (max norm) of the coordinates the kernel computes at ``slots``: that
