@@ -43,6 +43,35 @@ def pytest_configure(config):
             os.environ.setdefault(name, share)
 
 
+#: The tests (``file::name``, every parametrization, or a whole file) that take minutes on two
+#: cores, longest first. They run before the rest, so that pytest-xdist's processes share out
+#: the many short tests while these run; one started last would run alone at the end.
+LONG_RUNNING = (
+    "test_check.py::test_shipped_recipes_pass_for_every_operator",
+    "test_target_lanes.py::test_the_check_passes_every_pairwise_operator_at_every_shape",
+    "test_tutorial.py::test_tutorial_runs_as_written",
+    "test_memcheck.py::test_every_registered_recipe_passes_memcheck_on_every_operator",
+    "test_mpi_ranks.py::test_the_distributed_tests_pass_under_mpiexec",
+    "test_yukawa_and_user_kernels.py::test_check_runs_user_kernels",
+    "test_fast_rsqrt.py::test_the_check_passes_the_newton_rsqrt_on_every_pairwise_operator",
+    "test_helmholtz.py::test_the_shipped_recipes_handle_complex_values",
+)
+
+
+def _long_running_rank(nodeid: str) -> int:
+    """The position of ``nodeid``'s entry in :data:`LONG_RUNNING`; past the end if none."""
+    path, _, name = nodeid.partition("[")[0].partition("::")
+    file = path.rpartition("/")[2]
+    for rank, entry in enumerate(LONG_RUNNING):
+        if entry in (file, f"{file}::{name}"):
+            return rank
+    return len(LONG_RUNNING)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: _long_running_rank(item.nodeid))  # stable: the rest in order
+
+
 @pytest.fixture(scope="session")
 def device() -> cl.Device:
     return choose_device()

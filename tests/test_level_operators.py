@@ -54,15 +54,24 @@ def tolerance(step: str, regime: str) -> float:
     return TOLERANCES[regime][step]
 
 
-@pytest.fixture(scope="module")
+class _OperatorSets(dict):
+    """``(spec, half_width) -> operators``, each computed when a test first asks for it (once per
+    test process: where pytest-xdist shares this file's tests out, each process computes only
+    the sets its tests use)."""
+
+    def __missing__(self, key):
+        spec, half_width = key
+        self[key] = compute_operators(get_kernel(spec), ORDER, half_width=half_width)
+        return self[key]
+
+
+_OPERATOR_SETS = _OperatorSets()
+
+
+@pytest.fixture
 def operator_sets():
     """``(spec, half_width) -> operators`` for each case's box and its children."""
-    sets = {}
-    for spec, half_width, _ in CASES:
-        for width in (half_width, half_width / 2):
-            if (spec, width) not in sets:
-                sets[spec, width] = compute_operators(get_kernel(spec), ORDER, half_width=width)
-    return sets
+    return _OPERATOR_SETS
 
 
 def relative_error(approximate, exact, kernel, half_width, charges) -> float:

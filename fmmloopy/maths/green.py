@@ -274,7 +274,7 @@ def is_zero_entry(expression) -> bool:
 def _array_mapper(offsets: np.ndarray) -> _ArrayEvaluationMapper:
     """An evaluator at ``offsets`` ``(..., 3)`` (each axis's values made contiguous once) that
     remembers every subexpression it has evaluated."""
-    context = {name: np.ascontiguousarray(offsets[..., i])
+    context = {name: np.asarray(offsets[..., i], order="C")
                for i, name in enumerate(OFFSET_VARIABLES)}
     return _ArrayEvaluationMapper(context | _NUMPY_FUNCTIONS)
 
