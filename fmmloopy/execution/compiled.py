@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import loopy as lp
@@ -36,7 +37,7 @@ from fmmloopy.execution.opencl_errors import explain_opencl_error
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.layouts import TARGET_MAJOR, layout_arguments
 from fmmloopy.maths.operators import get_operator, math_kernel
-from fmmloopy.tuning.races import analyse_races, silence_benign_races
+from fmmloopy.tuning.races import preprocess_and_analyse, silence_benign_races
 from fmmloopy.tuning.recipe import Recipe, RecipeContext, RecipeError, where_in_recipe
 from fmmloopy.tuning.registry import select_recipe
 
@@ -49,13 +50,14 @@ class CompiledOperator:
     """
 
     def __init__(self, operator: str, recipe: Recipe, device: cl.Device,
-                 transform: Callable[[], tuple[lp.TranslationUnit, lp.TranslationUnit]], *,
+                 transform: Callable[[], tuple[lp.TranslationUnit, Transformed]], *,
                  disk_key: dict[str, Any] | None = None,
                  generated: GeneratedKernel | None = None):
         self.operator, self.recipe, self.device = operator, recipe, device
         self._layout = recipe.layout_for(device)  # fixed with the kernel it was made for
         self._transform, self._disk_key, self._generated = transform, disk_key, generated
         self._t_unit: lp.TranslationUnit | None = None
+        self._preprocessed: lp.TranslationUnit | None = None  # what the code is generated from
         self._reshaped: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         #: Launchers by OpenCL context: ``launcher(queue, **arrays) -> (event, outputs)``.
         self._executors: dict[int, Any] = {}
@@ -66,7 +68,8 @@ class CompiledOperator:
             self._build_t_unit()
 
     def _build_t_unit(self) -> None:
-        math_level, self._t_unit = self._transform()
+        math_level, transformed = self._transform()
+        self._t_unit, self._preprocessed = transformed.t_unit, transformed.preprocessed
         self._reshaped = generation.reshaped_arrays(math_level, self._t_unit)
 
     @property
@@ -122,7 +125,7 @@ class CompiledOperator:
         fresh = self._generated is None
         if fresh:
             with loopy_output_to_log():
-                executor = self.t_unit.executor(context)
+                executor = self._preprocessed.executor(context)
                 generated = generation.generate(self.t_unit, executor, self._reshaped)
             if generated is None:
                 return executor
@@ -221,8 +224,18 @@ def loopy_output_to_log() -> Iterator[None]:
 _CACHE: dict[tuple, CompiledOperator] = {}
 
 
+@dataclass(frozen=True)
+class Transformed:
+    """A recipe's kernel, its benign write races silenced: as the recipe returned it
+    (:attr:`CompiledOperator.t_unit`), and preprocessed by loopy, which code generation starts
+    from (preprocessed once, for the race analysis)."""
+
+    t_unit: lp.TranslationUnit
+    preprocessed: lp.TranslationUnit
+
+
 def _apply_recipe(recipe: Recipe, knl: lp.TranslationUnit,
-                  ctx: RecipeContext) -> lp.TranslationUnit:
+                  ctx: RecipeContext) -> Transformed:
     where = f"recipe {recipe.name!r} from {recipe.source} on operator {ctx.operator!r}"
     try:
         transformed = recipe(knl, ctx)
@@ -240,7 +253,7 @@ def _apply_recipe(recipe: Recipe, knl: lp.TranslationUnit,
     _check_argument_types(where, knl, transformed)
     try:
         with loopy_output_to_log():
-            races = analyse_races(transformed)
+            preprocessed, races = preprocess_and_analyse(transformed)
     except Exception as exc:  # loopy refuses the kernel while preprocessing it
         raise RecipeError(f"{where} made a kernel loopy cannot preprocess: "
                           f"{type(exc).__name__}: {exc} (loopy's output: {loopy_log_path()})"
@@ -249,7 +262,8 @@ def _apply_recipe(recipe: Recipe, knl: lp.TranslationUnit,
         raise RecipeError(f"{where} makes parallel work-items or work-groups write the same "
                           "element (a write race, which a CPU device may hide and a GPU will "
                           "not): " + "; ".join(str(report) for report in races.reports))
-    return silence_benign_races(transformed, races)
+    return Transformed(silence_benign_races(transformed, races),
+                       silence_benign_races(preprocessed, races))
 
 
 def _check_argument_types(where: str, knl: lp.TranslationUnit,
@@ -283,7 +297,7 @@ def compiled_operator(operator: str, device: cl.Device, *, recipe: str | Recipe 
     key = (operator, recipe, device.int_ptr, vector_doubles(device), green, dtype,
            tuple(sorted(sizes.items())))
     if key not in _CACHE:
-        def transform() -> tuple[lp.TranslationUnit, lp.TranslationUnit]:
+        def transform() -> tuple[lp.TranslationUnit, Transformed]:
             layout = recipe.layout_for(device)
             knl = math_kernel(operator, kernel=green, dtype=dtype, layout=layout, **sizes)
             ctx = RecipeContext(operator=operator, template=spec.template, device=device,

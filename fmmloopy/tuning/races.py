@@ -324,8 +324,17 @@ def analyse_races(t_unit: lp.TranslationUnit) -> RaceAnalysis:
     The kernel is preprocessed by loopy first (as code generation would; loopy caches it), so
     that temporaries' address spaces and ``vec``/``ilp`` privatisation are those loopy checks.
     """
+    return preprocess_and_analyse(t_unit)[1]
+
+
+def preprocess_and_analyse(t_unit: lp.TranslationUnit
+                           ) -> tuple[lp.TranslationUnit, RaceAnalysis]:
+    """``t_unit`` preprocessed by loopy, and :func:`analyse_races` of it. Code generation may
+    start from the preprocessed unit (with :func:`silence_benign_races` applied to it: loopy
+    checks write races when it linearizes, after preprocessing), which spares preprocessing the
+    kernel a second time."""
     preprocessed = lp.preprocess_kernel(t_unit)
-    return analyse_kernel(preprocessed.default_entrypoint)
+    return preprocessed, analyse_kernel(preprocessed.default_entrypoint)
 
 
 def find_races(t_unit: lp.TranslationUnit) -> list[RaceReport]:
