@@ -14,11 +14,11 @@ n_crit=150)`` ready, every cache warm:
   (math-level kernel, recipe, race analysis) and run through ``t_unit.executor(context)``, whose
   persistent dictionaries (pytools, keyed by the transformed kernel) are meant to hold the
   scheduled kernel, the generated code and the host wrapper; pyopencl's cache holds the binary.
-  They miss in every new process: ``lp.make_kernel`` orders the parameters of a kernel's
-  assumptions (an isl set) by iterating a set of names, so the order, and the kernel's key,
-  follows Python's per-process string hashing (``PYTHONHASHSEED``).
-* ``public-seeded`` -- the same with ``PYTHONHASHSEED=0`` in every process, so that loopy's
-  caches hit: the public path at its best.
+  They missed in every new process until the templates put the parameters of a kernel's
+  assumptions in name order (``lp.make_kernel`` orders them by iterating a set of names, so the
+  kernel's key followed Python's per-process string hashing, ``PYTHONHASHSEED``).
+* ``public-seeded`` -- the same with ``PYTHONHASHSEED=0`` in every process (before that change,
+  the only way loopy's caches hit; now it should measure as ``public``).
 
 Each path gets caches of its own (``XDG_CACHE_HOME``, ``POCL_CACHE_DIR``, ``FMMLOOPY_CACHE_DIR``
 in a temporary folder): one cold process fills them, then ``--repeats`` warm processes per path,

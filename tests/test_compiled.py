@@ -129,3 +129,44 @@ def test_p2p_on_a_tiny_tree_equals_the_direct_sum(recipe, device, queue):
         assert np.all(np.isfinite(result))  # the self terms are 0, not inf
         np.testing.assert_allclose(result, expected, rtol=1e-13,
                                    atol=1e-14 * np.abs(expected).max())
+
+
+KERNEL_HASHES = """
+import os
+os.environ["FMMLOOPY_KERNEL_CACHE"] = "off"  # transform every kernel
+from loopy.tools import LoopyKeyBuilder
+from fmmloopy.base.devices import choose_device
+from fmmloopy.checking.check import check_sizes
+from fmmloopy.checking.problems import check_problems
+from fmmloopy.execution.compiled import compiled_operator
+from fmmloopy.maths.operators import OPERATORS, get_operator, math_kernel
+from fmmloopy.tuning.registry import recipe_names_for
+key, device, problem = LoopyKeyBuilder(), choose_device(), check_problems(0)[0]
+for operator in OPERATORS:
+    sizes = check_sizes(operator, problem)
+    print(operator, key(math_kernel(operator, **sizes)))
+for operator in ("p2p", "m2l"):
+    for recipe in recipe_names_for(operator, get_operator(operator).template):
+        print(operator, recipe, key(compiled_operator(operator, device, recipe=recipe,
+                                                      **check_sizes(operator, problem)).t_unit))
+"""
+
+
+def test_kernels_hash_alike_in_every_process():
+    """loopy's persistent caches (preprocessing, scheduling, code generation) are keyed by a
+    hash of the whole kernel: it must not follow Python's per-process string hashing, or every
+    new process (every check worker, every test process) misses them and generates every
+    kernel again. Two processes with different hash seeds: the same hashes, math-level and
+    transformed."""
+    import os
+    import subprocess
+    import sys
+
+    def hashes(seed: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", KERNEL_HASHES], capture_output=True,
+                              text=True, timeout=600, env=dict(os.environ, PYTHONHASHSEED=seed))
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+    first = hashes("1")
+    assert len(first) >= 11 + 2 * 3  # every operator; p2p and m2l under three recipes or more
+    assert hashes("2") == first

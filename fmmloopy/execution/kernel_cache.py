@@ -17,9 +17,9 @@ Which kernels are stored. Only those of the shipped recipes, unmodified
 which are in the key. A user's recipe is applied anew in every process -- whatever its file, the
 helpers it imports, the environment variables or data files it reads say *now* is what runs --
 and loopy's own caches, keyed by the transformed kernel itself, are what may skip its code
-generation when nothing changed (within a process; across processes they miss as things stand,
-docs/performance.md, "Kernel cache: public API vs internals"). So no recipe outside the package
-can be served a stale kernel.
+generation when nothing changed (in this process and in later ones: the templates give every kernel
+a hash that does not depend on the process, docs/performance.md, "Kernel cache: public API vs
+internals"). So no recipe outside the package can be served a stale kernel.
 
 The key (:func:`kernel_key`) holds the operator, its sizes, dtype, the Green's function's
 fingerprint, the recipe (name, device class, targets, function, layout), a sha256 of every

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import islpy as isl
 import loopy as lp
 import numpy as np
 from pymbolic.mapper import IdentityMapper
@@ -464,4 +465,20 @@ def _finish(knl: lp.TranslationUnit) -> lp.TranslationUnit:
     the loops the templates sum over or keep in order are declared there
     (:data:`fmmloopy.tuning.races.TEMPLATE_LOOPS`).
     """
-    return lp.set_options(knl, return_dict=True)
+    return lp.set_options(_parameters_in_name_order(knl), return_dict=True)
+
+
+def _parameters_in_name_order(knl: lp.TranslationUnit) -> lp.TranslationUnit:
+    """The kernel with the parameters of its (empty) assumptions in name order.
+
+    ``lp.make_kernel`` takes them from a set of names, so their order, and with it the kernel's
+    hash, would follow Python's per-process string hashing: loopy's persistent caches (code
+    generation, preprocessing, scheduling), keyed by that hash, would then miss in every new
+    process."""
+    kernel = knl.default_entrypoint
+    assumptions = kernel.assumptions
+    if not assumptions.plain_is_universe():
+        return knl
+    names = sorted(assumptions.get_var_dict(isl.dim_type.param))
+    ordered = isl.BasicSet.read_from_str(assumptions.get_ctx(), f"[{', '.join(names)}] -> {{ : }}")
+    return knl.with_kernel(kernel.copy(assumptions=ordered))

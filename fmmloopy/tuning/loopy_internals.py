@@ -44,13 +44,14 @@ data-only kernel cache (this module)    0.509 / 0.530    0.813 / 0.843
 the same, ``PYTHONHASHSEED=0``          1.501 / 1.594    1.825 / 1.929
 ======================================  ===============  ===============
 
-loopy's caches miss in every new process: ``lp.make_kernel`` orders the parameters of a kernel's
-assumptions by iterating a set of names, so the kernel's hash follows Python's per-process string
-hashing; with a fixed seed they hit, and building the transformed kernels (0.87 s) plus loopy's
-look-ups and the builds still cost 1.06 s more than the data path. The public path costs over
-1 s more even at its best, far above the 0.1 s under which fmmloopy prefers loopy's public API,
-so the data path and these internals stay (docs/performance.md, "Kernel cache: public API vs
-internals").
+loopy's caches missed in every new process (the second row, measured before the templates put the
+parameters of a kernel's assumptions in name order: ``lp.make_kernel`` orders them by iterating a
+set of names, so the kernel's hash followed Python's per-process string hashing); with a fixed
+seed they hit (now they do in every process), and building the transformed kernels (0.87 s)
+plus loopy's look-ups and the builds still cost 1.06 s more than the data path. The public
+path costs over 1 s more even at its best, far above the 0.1 s under which fmmloopy prefers
+loopy's public API, so the data path and these internals stay (docs/performance.md, "Kernel
+cache: public API vs internals").
 """
 
 from __future__ import annotations
