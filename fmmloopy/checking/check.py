@@ -266,8 +266,9 @@ def pairs_to_check(operators: Iterable[str] | None,
     return pairs
 
 
-#: The check never runs a kernel it did not generate: its workers do not read (or write) the
-#: disk kernel cache, so every recipe is applied and its code generated anew.
+#: The check never runs a kernel its recipe did not make: its workers do not read (or write) the
+#: disk kernel cache, so every recipe is applied anew (loopy's own caches, keyed by the whole
+#: transformed kernel, may hold the code of the very same kernel).
 CHECK_WORKER_ENVIRONMENT = {"FMMLOOPY_KERNEL_CACHE": "off"}
 
 
@@ -282,7 +283,7 @@ def run_checks(device: cl.Device, *, operators: Iterable[str] | None = None,
 
     Kernels run in a worker process: a transform that makes a kernel crash the process (an
     out-of-bounds access can) is reported as a failed check, and checking goes on in a new
-    worker. Kernels are generated anew, never taken from the disk kernel cache. ``kernel`` is
+    worker. Recipes are applied anew, kernels never taken from the disk kernel cache. ``kernel`` is
     the Green's function every kernel is built for (a name, or a :class:`GreenKernel`: the
     worker receives it pickled); ``precision`` the kernels' (:func:`check_pair`).
 
