@@ -51,10 +51,11 @@ LONG_RUNNING = (
     "test_target_lanes.py::test_the_check_passes_every_pairwise_operator_at_every_shape",
     "test_tutorial.py::test_tutorial_runs_as_written",
     "test_memcheck.py::test_every_registered_recipe_passes_memcheck_on_every_operator",
-    "test_mpi_ranks.py::test_the_distributed_tests_pass_under_mpiexec",
+    "test_gpu_recipes.py::test_narrow_work_groups_pass_the_check",
     "test_yukawa_and_user_kernels.py::test_check_runs_user_kernels",
-    "test_fast_rsqrt.py::test_the_check_passes_the_newton_rsqrt_on_every_pairwise_operator",
+    "test_mpi_ranks.py::test_the_distributed_tests_pass_under_mpiexec",
     "test_helmholtz.py::test_the_shipped_recipes_handle_complex_values",
+    "test_fast_rsqrt.py::test_the_check_passes_the_newton_rsqrt_on_every_pairwise_operator",
 )
 
 
