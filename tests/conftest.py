@@ -41,23 +41,19 @@ def pytest_configure(config):
         share = str(max(1, cores // workers))
         for name in THREAD_POOL_VARIABLES:
             os.environ.setdefault(name, share)
-        if config.option.dist == "load" and not any(
-                arg == "-d" or arg.startswith("--dist") for arg in config.invocation_params.args):
-            # pytest-xdist's default, load scheduling, hands out tests in chunks: its first
-            # chunk held every test of LONG_RUNNING, which the first process ran one after the
-            # other while the second one, done with the short tests, waited 4 minutes; handed
-            # out one at a time instead, the tests of a file went to both processes, which both
-            # built the file's fixtures and kernels (+10 % CPU). Whole files, handed out in
-            # the order of the collection (LONG_RUNNING's files first), do neither. A --dist
-            # the user gives is kept.
-            config.option.dist = "loadscope"
-            config.option.loadscopereorder = False
+        if getattr(config.option, "maxschedchunk", None) is None:
+            # pytest-xdist's load scheduling hands each process a first chunk of a quarter of
+            # its share of consecutive tests: every test of LONG_RUNNING went to the first
+            # process, which ran them one after the other while the second one, done with the
+            # short tests, waited 4 minutes. One test at a time (two queued per process) spreads
+            # them; a value the user gives is kept.
+            config.option.maxschedchunk = 1
 
 
 #: The tests (``file::name``, every parametrization, or a whole file) that take minutes on two
-#: cores, longest first. Their files run before the rest, spread over pytest-xdist's processes
-#: (a file at a time: :func:`pytest_configure`), so that the processes share out the many short
-#: files while these run; one started last would run alone at the end.
+#: cores, longest first. They run before the rest, spread over pytest-xdist's processes (handed
+#: out one at a time: :func:`pytest_configure`), so that the processes share out the many short
+#: tests while these run; one started last would run alone at the end.
 LONG_RUNNING = (
     "test_check.py::test_shipped_recipes_pass_for_every_operator",
     "test_target_lanes.py::test_the_check_passes_every_pairwise_operator_at_every_shape",
