@@ -3,6 +3,9 @@ device, kernel, dtype, sizes); recipes that change what a kernel takes are refus
 tree equals the direct sum written out here in numpy, on whatever device the tests run on."""
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import loopy as lp
 import numpy as np
@@ -158,10 +161,6 @@ def test_kernels_hash_alike_in_every_process():
     new process (every check worker, every test process) misses them and generates every
     kernel again. Two processes with different hash seeds: the same hashes, math-level and
     transformed."""
-    import os
-    import subprocess
-    import sys
-
     def hashes(seed: str) -> list[str]:
         done = subprocess.run([sys.executable, "-c", KERNEL_HASHES], capture_output=True,
                               text=True, timeout=600, env=dict(os.environ, PYTHONHASHSEED=seed))
