@@ -78,26 +78,28 @@ def grouped_arguments(target_major: dict, target_block: int) -> dict[str, np.nda
     target_boxes = np.asarray(target_major["target_boxes"])
     row_lengths = np.diff(np.asarray(target_major["source_box_starts"]))
     row_of_entry = np.repeat(np.arange(len(target_boxes)), row_lengths)
-    matrix_of_entry = np.asarray(target_major["matrix_indices"])
+    matrix_of_entry = np.asarray(target_major["matrix_indices"]).astype(np.int64)
     block_of_entry = row_of_entry // target_block
     # The how-many-th entry with this (row, matrix) each entry is: 0 unless a row repeats a matrix.
-    by_row_matrix = np.lexsort((matrix_of_entry, row_of_entry))
+    by_row_matrix = stable_lexsort((matrix_of_entry, row_of_entry))
+    sorted_rows, sorted_matrices = row_of_entry[by_row_matrix], matrix_of_entry[by_row_matrix]
     same_as_previous = np.zeros(len(by_row_matrix), dtype=bool)
-    same_as_previous[1:] = ((row_of_entry[by_row_matrix][1:] == row_of_entry[by_row_matrix][:-1])
-                            & (matrix_of_entry[by_row_matrix][1:]
-                               == matrix_of_entry[by_row_matrix][:-1]))
+    same_as_previous[1:] = ((sorted_rows[1:] == sorted_rows[:-1])
+                            & (sorted_matrices[1:] == sorted_matrices[:-1]))
     run_starts = np.maximum.accumulate(np.where(same_as_previous, 0,
                                                 np.arange(len(by_row_matrix))))
     repeat_of_entry = np.empty(len(by_row_matrix), dtype=np.int64)
     repeat_of_entry[by_row_matrix] = np.arange(len(by_row_matrix)) - run_starts
 
-    order = np.lexsort((row_of_entry, repeat_of_entry, matrix_of_entry, block_of_entry))
-    group_key = np.stack([block_of_entry[order], matrix_of_entry[order], repeat_of_entry[order]])
-    block_of_entry, matrix_of_entry = group_key[0], group_key[1]
+    order = stable_lexsort((row_of_entry, repeat_of_entry, matrix_of_entry, block_of_entry))
+    block_of_entry, matrix_of_entry, repeat_of_entry = (
+        block_of_entry[order], matrix_of_entry[order], repeat_of_entry[order])
 
     npairs = len(order)
     new_group = np.ones(npairs, dtype=bool)
-    new_group[1:] = np.any(group_key[:, 1:] != group_key[:, :-1], axis=0)
+    new_group[1:] = ((block_of_entry[1:] != block_of_entry[:-1])
+                     | (matrix_of_entry[1:] != matrix_of_entry[:-1])
+                     | (repeat_of_entry[1:] != repeat_of_entry[:-1]))
     group_starts = np.flatnonzero(new_group)
     nblocks = -(-len(target_boxes) // target_block)
     arguments = {
@@ -112,6 +114,23 @@ def grouped_arguments(target_major: dict, target_block: int) -> dict[str, np.nda
     if "matrices" in target_major:
         arguments["transposed_matrices"] = _transposed(target_major["matrices"])
     return arguments
+
+
+def stable_lexsort(keys: tuple[np.ndarray, ...]) -> np.ndarray:
+    """``np.lexsort(keys)`` (the last key primary, ties in input order) as one stable sort of a
+    single int64 key made of them, where they are non-negative and their ranges fit in 62 bits
+    (else ``np.lexsort`` itself). :func:`grouped_arguments` on the 6·10^6 M2L entries of 10^6
+    cube points: 4.6-5.0 s with ``np.lexsort``, 1.4-2.0 s so."""
+    combined, span = np.zeros(len(keys[0]), dtype=np.int64), 1
+    for key in keys:
+        if len(key) and key.min() < 0:
+            return np.lexsort(keys)
+        size = int(key.max()) + 1 if len(key) else 1
+        if span * size >= 2 ** 62:
+            return np.lexsort(keys)
+        combined += key.astype(np.int64) * span
+        span *= size
+    return np.argsort(combined, kind="stable")
 
 
 def _transposed(matrices: np.ndarray) -> np.ndarray:
