@@ -4,15 +4,10 @@ safe to run in parallel, checked entry by entry against the target-major definit
 import numpy as np
 import pytest
 
+from fmmloopy.base.sorting import stable_lexsort
 from fmmloopy.checking.problems import check_problems
 from fmmloopy.execution.kernel_arguments import box_list, box_list_arguments
-from fmmloopy.maths.layouts import (
-    TARGET_MAJOR,
-    Grouped,
-    grouped_arguments,
-    layout_arguments,
-    stable_lexsort,
-)
+from fmmloopy.maths.layouts import TARGET_MAJOR, Grouped, grouped_arguments, layout_arguments
 
 
 def _entries(target_major):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fmmloopy.base.sorting import stable_lexsort
 from fmmloopy.maths.geometry import INDEX_DTYPE
 
 __all__ = [
@@ -43,15 +44,9 @@ def csr_from_pairs(rows: np.ndarray, entries: np.ndarray, nrows: int, *aligned: 
     row, or are sorted there with ``sort_entries``."""
     rows = np.asarray(rows, dtype=np.int64)
     entries = np.asarray(entries)
-    if (sort_entries and len(entries) and entries.min() >= 0
-            and (int(entries.max()) + 1) * max(nrows, 1) < 2**62):
-        # One int64 key, row-major: a stable sort of it is lexsort's order, 2-3x faster.
-        key = rows * (np.int64(entries.max()) + 1) + entries.astype(np.int64)
-        order = np.argsort(key, kind="stable")
-    elif sort_entries:
-        order = np.lexsort((entries, rows))
-    else:
-        order = np.argsort(rows, kind="stable")
+    # Sorted within a row: lexsort's order, by one stable sort of a combined key where it fits.
+    order = (stable_lexsort((entries, rows)) if sort_entries
+             else np.argsort(rows, kind="stable"))
     starts = starts_from_counts(np.bincount(rows, minlength=nrows))
     return (starts, entries[order].astype(INDEX_DTYPE),
             *(np.asarray(a)[order].astype(INDEX_DTYPE) for a in aligned))
