@@ -4,7 +4,6 @@ safe to run in parallel, checked entry by entry against the target-major definit
 import numpy as np
 import pytest
 
-from fmmloopy.base.sorting import stable_lexsort
 from fmmloopy.checking.problems import check_problems
 from fmmloopy.execution.kernel_arguments import box_list, box_list_arguments
 from fmmloopy.maths.layouts import TARGET_MAJOR, Grouped, grouped_arguments, layout_arguments
@@ -101,16 +100,3 @@ def test_layout_parameters_must_be_positive_integers(bad):
     with pytest.raises(ValueError, match="positive integer"):
         Grouped(pair_tile=bad)
 
-
-@pytest.mark.parametrize("high", [1, 3, 1000, 2 ** 40])
-def test_stable_lexsort_is_numpys_lexsort(high):
-    """The one-key sort gives np.lexsort's order, ties included (few distinct values), and
-    falls back to it where the combined key would not fit (2**40 per key) or a key is
-    negative."""
-    rng = np.random.default_rng(high)
-    for count in (0, 1, 257):
-        for nkeys in (1, 2, 4):
-            keys = tuple(rng.integers(0, high, count) for _ in range(nkeys))
-            assert np.array_equal(stable_lexsort(keys), np.lexsort(keys))
-    negative = (rng.integers(-5, 5, 100), rng.integers(0, 3, 100))
-    assert np.array_equal(stable_lexsort(negative), np.lexsort(negative))

@@ -79,7 +79,7 @@ def grouped_arguments(target_major: dict, target_block: int) -> dict[str, np.nda
     target_boxes = np.asarray(target_major["target_boxes"])
     row_lengths = np.diff(np.asarray(target_major["source_box_starts"]))
     row_of_entry = np.repeat(np.arange(len(target_boxes)), row_lengths)
-    matrix_of_entry = np.asarray(target_major["matrix_indices"]).astype(np.int64)
+    matrix_of_entry = np.asarray(target_major["matrix_indices"])
     block_of_entry = row_of_entry // target_block
     # The how-many-th entry with this (row, matrix) each entry is: 0 unless a row repeats a matrix.
     by_row_matrix = stable_lexsort((matrix_of_entry, row_of_entry))
