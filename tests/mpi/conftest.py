@@ -1,5 +1,5 @@
 """The distributed tests run under ``mpiexec -n R`` (every rank runs the same tests) and in the
-plain test run (R = 1); ``tests/test_mpi_ranks.py`` starts them under 2, 3 and 4 ranks.
+plain test run (R = 1); ``tests/test_mpi_ranks.py`` starts them under 2 and 3 ranks.
 
 Every assertion is made on every rank about a value all ranks share (:func:`check`), so a
 failure fails every rank at the same test and no rank waits in a collective for one that moved
