@@ -130,6 +130,7 @@ class Fmm:
         targets = None if targets is None else check_point_array(targets, "targets")
         self.nsources = len(sources)
         self.ntargets = self.nsources if targets is None else len(targets)
+        self._targets_are_sources = targets is None
         self._take_options(kernel=kernel, order=order, n_crit=n_crit,
                            device=choose_device(device), recipes=recipes, max_depth=max_depth,
                            memory_limit=memory_limit, w_x_direct=w_x_direct,
@@ -141,6 +142,12 @@ class Fmm:
             CANDIDATES[-1] if n_crit == AUTO else n_crit,
             real_bytes=precision.dtype.itemsize)
         check_memory(self.memory_estimate, self.device, self._what, memory_limit)
+        self._set_points(sources, targets, n_crit)
+
+    def _set_points(self, sources: np.ndarray, targets: np.ndarray | None,
+                    n_crit: int | str) -> None:
+        """Working coordinates, tree, lists and plan of checked ``sources`` and ``targets``."""
+        clock = time.perf_counter()
         sources = as_float64_points(sources, "sources")
         targets = None if targets is None else as_float64_points(targets, "targets")
 
@@ -152,7 +159,11 @@ class Fmm:
         #: 2**100, or a far point beside close ones needs it): the tree is in those units.
         self.coordinate_origin, self.coordinate_exponent, sources, targets = \
             working_coordinates(sources, targets, self.kernel.homogeneity, self.kernel.name,
-                                precision)
+                                self.precision)
+        # What the previous positions built (update): the new ones rebuild it. The points'
+        # copy and working coordinates count as the tree's set-up.
+        self.setup_seconds = {"tree": time.perf_counter() - clock}
+        self._plans, self._last_plan, self.nested_rows = {}, None, []
 
         if self.nsources == 0 or self.ntargets == 0:
             # Nothing to sum: no tree (it needs a point), no kernels; calls return zeros.
@@ -160,7 +171,8 @@ class Fmm:
             self.plan = Plan(self.queue, [], {})
             return
         try:
-            self._build(sources, targets, n_crit, max_depth, recipes)
+            self._build(sources, targets, n_crit, self._options["max_depth"],
+                        self._options["recipes"])
         except ResourceLimitError:
             raise
         except MemoryError as exc:
@@ -168,11 +180,43 @@ class Fmm:
                 f"{self._what} ran out of host memory ({exc}); the estimate was "
                 f"{self.memory_estimate.describe()}") from exc
 
+    def update(self, sources, targets=None) -> None:
+        """Move the points: new positions of the same number of sources (and of targets, given
+        here exactly when they were given to the constructor), in the same order as before.
+
+        Kept: the options, :attr:`n_crit` (for ``n_crit="auto"`` the one chosen for the first
+        positions; build a new ``Fmm`` to choose again), the device and its queue, the
+        precomputed operators and the transformed, built kernels (this process holds them).
+        Rebuilt: the working coordinates, the tree, the interaction lists and the plan (lists
+        per launch, uploads, device buffers); :attr:`setup_seconds` holds this rebuild's
+        stages. A call after ``update`` gives what a new ``Fmm`` with these options and this
+        ``n_crit`` gives for the new positions. Input the constructor would refuse (shapes,
+        NaN or inf, points no working coordinates hold) raises the same ValueError here, before
+        anything is rebuilt: the FMM stays as it was."""
+        if self._rank_boxes is not None:
+            raise TypeError("update() moves the points of a whole FMM; a rank of a "
+                            "DistributedFmm is rebuilt by the DistributedFmm")
+        if (targets is None) != self._targets_are_sources:
+            raise ValueError(
+                "update() takes targets exactly when the FMM was built with them: this one "
+                + ("has none (its targets are its sources); pass sources only"
+                   if self._targets_are_sources else "has targets of its own; pass both"))
+        sources = check_point_array(sources, "sources")
+        targets = None if targets is None else check_point_array(targets, "targets")
+        for name, points, count in (("sources", sources, self.nsources),
+                                    ("targets", targets, self.ntargets)):
+            if points is not None and len(points) != count:
+                raise ValueError(f"update() moves the FMM's {count} {name}: got {len(points)} "
+                                 f"{name} (build a new Fmm for a different number of points)")
+        with self._lock:
+            self._set_points(sources, targets, self.n_crit if self.n_crit is not None
+                             else self._options["n_crit"])
+
     def _build(self, sources, targets, n_crit, max_depth, recipes) -> None:
         clock = time.perf_counter()
         with stage(f"sorting {self.nsources} sources and {self.ntargets} targets"):
             points = sort_points(sources, targets, max_depth)
-        self.setup_seconds["tree"] = time.perf_counter() - clock
+        self.setup_seconds["tree"] += time.perf_counter() - clock
         check_wave_range(self.kernel, 2 * points.half_width, self.order)  # before precomputing
         # The operators before the tree: the choice of n_crit weighs the far field by the
         # flops of the compressed M2L they hold (a kernel without homogeneity: those of the
@@ -285,7 +329,9 @@ class Fmm:
                 self.tree, self.evaluated_lists, self._nested_fmm)
         if self.nested_rows:
             self.setup_seconds["nested"] = time.perf_counter() - clock
-
+            clock = time.perf_counter()
+        # "plan" from here (or from the search for heavy rows, where there are none): the
+        # launches' sizes and memory check, lists per launch, uploads.
         tree, lists = self.tree, self.evaluated_lists
 
         self._sizes = dict(
@@ -300,7 +346,6 @@ class Fmm:
             **self._sizes)
         check_memory(self.memory_estimate, self.device, self._what, self._memory_limit)
 
-        clock = time.perf_counter()
         try:
             with stage("the plan: lists per launch, transformed kernels (kernel cache or code "
                        "generation), uploads"):
