@@ -76,6 +76,15 @@ def test_bad_updates_are_refused_and_the_fmm_goes_on():
         fmm.update(points.T)
     assert np.array_equal(fmm(charges), before)
 
+    # Refused part-way through the rebuild (the working coordinates already made): a Helmholtz
+    # box past what order 4 resolves. The FMM keeps its previous points, tree and plan.
+    wave = fmmloopy.Fmm(points, kernel="helmholtz:k=1", order=4, n_crit=40)
+    complex_charges = charges + 0.5j
+    wave_before = wave(complex_charges)
+    with pytest.raises(ValueError, match="wavelengths wide"):
+        wave.update(1000 * points)
+    assert np.array_equal(wave(complex_charges), wave_before)
+
     with_targets = fmmloopy.Fmm(points, points[:100], order=4, n_crit=40)
     with pytest.raises(ValueError, match="has targets of its own; pass both"):
         with_targets.update(points)

@@ -190,9 +190,10 @@ class Fmm:
         Rebuilt: the working coordinates, the tree, the interaction lists and the plan (lists
         per launch, uploads, device buffers); :attr:`setup_seconds` holds this rebuild's
         stages. A call after ``update`` gives what a new ``Fmm`` with these options and this
-        ``n_crit`` gives for the new positions. Input the constructor would refuse (shapes,
-        NaN or inf, points no working coordinates hold) raises the same ValueError here, before
-        anything is rebuilt: the FMM stays as it was."""
+        ``n_crit`` gives for the new positions. What the constructor would refuse (shapes, NaN or
+        inf, points no working coordinates hold, a Helmholtz box beyond the order's range, a
+        problem that does not fit in memory) raises the same error here, and the FMM stays as
+        it was."""
         if self._rank_boxes is not None:
             raise TypeError("update() moves the points of a whole FMM; a rank of a "
                             "DistributedFmm is rebuilt by the DistributedFmm")
@@ -209,8 +210,17 @@ class Fmm:
                 raise ValueError(f"update() moves the FMM's {count} {name}: got {len(points)} "
                                  f"{name} (build a new Fmm for a different number of points)")
         with self._lock:
-            self._set_points(sources, targets, self.n_crit if self.n_crit is not None
-                             else self._options["n_crit"])
+            # The rebuild only rebinds attributes: a refusal part-way (a Helmholtz box past the
+            # order's range, memory) puts the previous ones back, so nothing mixes the new
+            # working coordinates with the old tree.
+            previous = dict(self.__dict__)
+            try:
+                self._set_points(sources, targets, self.n_crit if self.n_crit is not None
+                                 else self._options["n_crit"])
+            except BaseException:
+                self.__dict__.clear()
+                self.__dict__.update(previous)
+                raise
 
     def _build(self, sources, targets, n_crit, max_depth, recipes) -> None:
         clock = time.perf_counter()
