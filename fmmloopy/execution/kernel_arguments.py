@@ -13,7 +13,7 @@ from fmmloopy.maths.geometry import (
     transfer_class,
 )
 from fmmloopy.maths.layouts import FOLDED_VECTORS
-from fmmloopy.tree.csr import csr_from_pairs, list_rows, select_rows, starts_from_counts
+from fmmloopy.tree.csr import list_rows, select_rows, starts_from_counts
 from fmmloopy.tree.lists import InteractionLists
 from fmmloopy.tree.octree import Tree
 
@@ -89,13 +89,14 @@ def _v_classes(lists: InteractionLists, nboxes: int) -> dict[str, BoxList]:
         within_class[members] = np.arange(len(members), dtype=INDEX_DTYPE)
     entry_class = class_of_vector[lists.v_transfer]
     rows = list_rows(lists.v_starts)
-    by_class = np.argsort(entry_class, kind="stable")  # rows stay in order within a class
-    bounds = np.searchsorted(entry_class[by_class], np.arange(len(M2L_CLASSES) + 1))
     cached = {}
     for number, name in enumerate(M2L_CLASSES):
-        chosen = by_class[bounds[number]:bounds[number + 1]]
-        arrays = csr_from_pairs(rows[chosen], lists.v_lists[chosen], nboxes,
-                                within_class[lists.v_transfer[chosen]])
+        # The class's entries in list order: rows ascending, a row's entries in their order
+        # (what a stable sort by row of the class's pairs gives, without sorting).
+        chosen = np.flatnonzero(entry_class == number)
+        arrays = (starts_from_counts(np.bincount(rows[chosen], minlength=nboxes)),
+                  lists.v_lists[chosen].astype(INDEX_DTYPE),
+                  within_class[lists.v_transfer[chosen]])
         for array in arrays:
             array.setflags(write=False)
         cached[name] = arrays
