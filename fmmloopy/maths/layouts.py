@@ -81,18 +81,23 @@ def grouped_arguments(target_major: dict, target_block: int) -> dict[str, np.nda
     row_of_entry = np.repeat(np.arange(len(target_boxes)), row_lengths)
     matrix_of_entry = np.asarray(target_major["matrix_indices"])
     block_of_entry = row_of_entry // target_block
-    # The how-many-th entry with this (row, matrix) each entry is: 0 unless a row repeats a matrix.
-    by_row_matrix = stable_lexsort((matrix_of_entry, row_of_entry))
-    sorted_rows, sorted_matrices = row_of_entry[by_row_matrix], matrix_of_entry[by_row_matrix]
-    same_as_previous = np.zeros(len(by_row_matrix), dtype=bool)
+    # Pairs by block, matrix and target row (ties in list order): a row's entries with one
+    # matrix are then side by side, and each one's repeat (the how-many-th entry with this row
+    # and matrix it is) is its place in that run. Repeats are rare (none in the V list's
+    # classes); where there are some, the later ones go to groups of their own: by block,
+    # matrix, repeat and row.
+    order = stable_lexsort((row_of_entry, matrix_of_entry, block_of_entry))
+    sorted_rows, sorted_matrices = row_of_entry[order], matrix_of_entry[order]
+    same_as_previous = np.zeros(len(order), dtype=bool)
     same_as_previous[1:] = ((sorted_rows[1:] == sorted_rows[:-1])
                             & (sorted_matrices[1:] == sorted_matrices[:-1]))
-    run_starts = np.maximum.accumulate(np.where(same_as_previous, 0,
-                                                np.arange(len(by_row_matrix))))
-    repeat_of_entry = np.empty(len(by_row_matrix), dtype=np.int64)
-    repeat_of_entry[by_row_matrix] = np.arange(len(by_row_matrix)) - run_starts
-
-    order = stable_lexsort((row_of_entry, repeat_of_entry, matrix_of_entry, block_of_entry))
+    repeat_of_entry = np.zeros(len(order), dtype=np.int64)
+    if same_as_previous.any():
+        run_starts = np.maximum.accumulate(np.where(same_as_previous, 0,
+                                                    np.arange(len(order))))
+        repeat_of_entry[order] = np.arange(len(order)) - run_starts
+        order = stable_lexsort((row_of_entry, repeat_of_entry, matrix_of_entry,
+                                block_of_entry))
     block_of_entry, matrix_of_entry, repeat_of_entry = (
         block_of_entry[order], matrix_of_entry[order], repeat_of_entry[order])
 
