@@ -99,4 +99,3 @@ def test_layout_parameters_must_be_positive_integers(bad):
         Grouped(target_block=bad)
     with pytest.raises(ValueError, match="positive integer"):
         Grouped(pair_tile=bad)
-
