@@ -59,6 +59,9 @@ def test_grouped_lists_hold_every_entry_once_in_parallel_safe_groups(block):
     # run in parallel.
     assert all(len(t) == len(set(t)) for t in targets_of_group.values())
     assert all(len(b) == 1 for b in blocks_of_target.values())
+    # Inside a group, pairs follow the targets' order in the launch (the documented order).
+    assert all(np.all(np.diff([position[t] for t in targets]) > 0)
+               for targets in targets_of_group.values())
 
 
 def test_a_target_repeating_a_matrix_goes_into_two_groups():

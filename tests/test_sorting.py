@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fmmloopy.base.sorting import stable_lexsort
+from fmmloopy.base.sorting import stable_argsort, stable_lexsort
 
 
 @pytest.mark.parametrize("high", [1, 3, 1000, 2 ** 40])
@@ -18,3 +18,14 @@ def test_stable_lexsort_is_numpys_lexsort(high):
             assert np.array_equal(stable_lexsort(keys), np.lexsort(keys))
     negative = (rng.integers(-5, 5, 100), rng.integers(0, 3, 100))
     assert np.array_equal(stable_lexsort(negative), np.lexsort(negative))
+
+
+@pytest.mark.parametrize("high", [1, 200, 256, 257, 65536, 65537, 2 ** 40])
+def test_stable_argsort_is_numpys_stable_argsort(high):
+    """Keys sorted as 8- or 16-bit integers where their range fits (at and across each
+    boundary) and as themselves past it: numpy's stable order, ties included."""
+    rng = np.random.default_rng(high)
+    for count in (0, 1, 3000):
+        key = rng.integers(0, high, count)
+        assert np.array_equal(stable_argsort(key), np.argsort(key, kind="stable"))
+        assert np.array_equal(stable_argsort(key, high), np.argsort(key, kind="stable"))

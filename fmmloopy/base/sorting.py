@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["stable_lexsort"]
+__all__ = ["stable_argsort", "stable_lexsort"]
 
 
 def stable_lexsort(keys: tuple[np.ndarray, ...]) -> np.ndarray:
@@ -22,4 +22,16 @@ def stable_lexsort(keys: tuple[np.ndarray, ...]) -> np.ndarray:
             return np.lexsort(keys)
         combined += key.astype(np.int64) * span
         span *= size
-    return np.argsort(combined, kind="stable")
+    return stable_argsort(combined, span)
+
+
+def stable_argsort(key: np.ndarray, span: int | None = None) -> np.ndarray:
+    """``np.argsort(key, kind="stable")`` of a non-negative integer ``key`` below ``span``
+    (its maximum + 1 unless given): numpy radix-sorts 8- and 16-bit integers, so a key whose
+    range fits is sorted as one (7·10^6 keys below 160: 0.08 s as uint16, 0.63 s as int64)."""
+    if span is None:
+        span = int(key.max()) + 1 if len(key) else 1
+    for narrow in (np.uint8, np.uint16):
+        if span <= np.iinfo(narrow).max + 1:
+            return np.argsort(key.astype(narrow), kind="stable")
+    return np.argsort(key, kind="stable")

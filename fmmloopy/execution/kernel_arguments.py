@@ -6,6 +6,7 @@ from weakref import WeakKeyDictionary
 
 import numpy as np
 
+from fmmloopy.base.sorting import stable_argsort
 from fmmloopy.maths.geometry import (
     INDEX_DTYPE,
     M2L_CLASSES,
@@ -81,6 +82,7 @@ def _v_classes(lists: InteractionLists, nboxes: int) -> dict[str, BoxList]:
     cached = _V_CLASSES.get(lists)
     if cached is not None:
         return cached
+    nclasses = len(M2L_CLASSES)
     class_of_vector = np.empty(NTRANSFER_VECTORS, dtype=np.int64)
     within_class = np.empty(NTRANSFER_VECTORS, dtype=INDEX_DTYPE)
     for number, name in enumerate(M2L_CLASSES):
@@ -88,18 +90,22 @@ def _v_classes(lists: InteractionLists, nboxes: int) -> dict[str, BoxList]:
         class_of_vector[members] = number
         within_class[members] = np.arange(len(members), dtype=INDEX_DTYPE)
     entry_class = class_of_vector[lists.v_transfer]
-    rows = list_rows(lists.v_starts)
-    cached = {}
+    # The entries class by class, each class's in list order (rows ascending, a row's entries
+    # in their order): one stable radix sort by class; each class's rows counted at once.
+    order = stable_argsort(entry_class, nclasses)
+    class_rows = np.bincount(list_rows(lists.v_starts).astype(np.int64) * nclasses
+                             + entry_class, minlength=nboxes * nclasses).reshape(nboxes, nclasses)
+    entries = lists.v_lists[order].astype(INDEX_DTYPE)
+    within = within_class[lists.v_transfer[order]]
+    cached, first = {}, 0
     for number, name in enumerate(M2L_CLASSES):
-        # The class's entries in list order: rows ascending, a row's entries in their order
-        # (what a stable sort by row of the class's pairs gives, without sorting).
-        chosen = np.flatnonzero(entry_class == number)
-        arrays = (starts_from_counts(np.bincount(rows[chosen], minlength=nboxes)),
-                  lists.v_lists[chosen].astype(INDEX_DTYPE),
-                  within_class[lists.v_transfer[chosen]])
+        starts = starts_from_counts(class_rows[:, number])
+        last = first + int(starts[-1])
+        arrays = (starts, entries[first:last], within[first:last])
         for array in arrays:
             array.setflags(write=False)
         cached[name] = arrays
+        first = last
     _V_CLASSES[lists] = cached
     return cached
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmmloopy.base.sorting import stable_lexsort
+from fmmloopy.base.sorting import stable_argsort, stable_lexsort
 from fmmloopy.maths.geometry import INDEX_DTYPE
 
 
@@ -86,7 +86,10 @@ def grouped_arguments(target_major: dict, target_block: int) -> dict[str, np.nda
     # and matrix it is) is its place in that run. Repeats are rare (none in the V list's
     # classes); where there are some, the later ones go to groups of their own: by block,
     # matrix, repeat and row.
-    order = stable_lexsort((row_of_entry, matrix_of_entry, block_of_entry))
+    # Rows ascend in list order, so a stable sort by block and matrix keeps them sorted.
+    nmatrices = int(matrix_of_entry.max()) + 1 if len(matrix_of_entry) else 1
+    order = stable_argsort(block_of_entry * nmatrices + matrix_of_entry,
+                           -(-len(target_boxes) // target_block) * nmatrices)
     sorted_rows, sorted_matrices = row_of_entry[order], matrix_of_entry[order]
     same_as_previous = np.zeros(len(order), dtype=bool)
     same_as_previous[1:] = ((sorted_rows[1:] == sorted_rows[:-1])

@@ -29,7 +29,7 @@ from fmmloopy.maths.geometry import (
     OCTANT_BITS,
     transfer_vector_index,
 )
-from fmmloopy.tree.csr import csr_from_pairs
+from fmmloopy.tree.csr import csr_from_pairs, starts_from_counts
 from fmmloopy.tree.octree import Tree
 
 __all__ = ["InteractionLists", "build_interaction_lists"]
@@ -72,13 +72,14 @@ def _colleague_tables() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _v_table() -> np.ndarray:
-    """(8, 27 * 8) transfer index of (parent colleague slot, child octant) seen from octant ob."""
+    """(8, 27, 8) transfer index of (parent colleague slot, child octant) seen from octant ob,
+    -1 where the child is adjacent."""
     off = (2 * NEIGHBOUR_OFFSETS[None, :, None, :] + OCTANT_BITS[None, None, :, :]
            - OCTANT_BITS[:, None, None, :])  # (8, 27, 8, 3)
     far = np.abs(off).max(axis=-1) >= 2
     table = np.full(far.shape, -1, dtype=np.int64)
     table[far] = transfer_vector_index(off[far])
-    return table.reshape(8, 216)
+    return table
 
 
 _PSLOT, _COCTANT = _colleague_tables()
@@ -100,22 +101,35 @@ def _colleagues(tree: Tree) -> np.ndarray:
 
 
 def _v_list(tree: Tree, coll: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """V list with transfer indices, level by level from the parents' colleagues' children."""
-    rows, cols, tvs = [], [], []
+    """V list with transfer indices, level by level from the parents' colleagues' children.
+
+    Rows come out sorted without sorting their entries: boxes of a level are in Morton order,
+    so the children of one box are consecutive and those of two boxes do not interleave; taking
+    the parent's colleagues by box index, and each one's children by octant, lists a row's
+    entries in box order (a sort of 27 colleagues per box instead of one of all the entries).
+    """
+    counts = np.zeros(tree.nboxes, dtype=np.int64)
+    cols, tvs = [], []
     ls = tree.level_starts
+    none = np.int64(1) << 40  # above every box index: absent colleagues sort last
     for lev in range(2, tree.nlevels):
         b = np.arange(ls[lev], ls[lev + 1])
         ob = (tree.box_keys[b] & np.uint64(7)).astype(np.int64)
-        pcoll = coll[tree.box_parents[b]]  # (n, 27)
-        cand = np.where(pcoll[:, :, None] >= 0, tree.box_children[pcoll], -1).reshape(-1, 216)
-        tv = _VTABLE[ob]
+        pcoll = coll[tree.box_parents[b]].astype(np.int64)  # (n, 27)
+        # colleague and slot in one key, sorted by colleague
+        key = np.where(pcoll >= 0, pcoll, none) * 32 + np.arange(27)
+        key.sort(axis=1)
+        slot, pcoll = key & 31, key >> 5
+        cand = np.where(pcoll[:, :, None] != none, tree.box_children[
+            np.where(pcoll != none, pcoll, 0)], -1)  # (n, 27, 8)
+        tv = _VTABLE[ob[:, None], slot]
         ok = (cand >= 0) & (tv >= 0)
-        rows.append(np.repeat(b, ok.sum(axis=1)))
+        counts[b] = ok.sum(axis=(1, 2))
         cols.append(cand[ok])
         tvs.append(tv[ok])
-    empty = np.zeros(0, dtype=np.int64)
-    return csr_from_pairs(np.concatenate([empty, *rows]), np.concatenate([empty, *cols]),
-                          tree.nboxes, np.concatenate([empty, *tvs]), sort_entries=True)
+    empty = np.zeros(0, dtype=_INDEX)
+    return (starts_from_counts(counts), np.concatenate([empty, *cols]).astype(_INDEX),
+            np.concatenate([empty, *tvs]).astype(_INDEX))
 
 
 def _adjacent(tree: Tree, b: np.ndarray, a: np.ndarray) -> np.ndarray:
