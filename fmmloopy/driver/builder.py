@@ -25,7 +25,7 @@ import pyopencl.array as cla
 from fmmloopy.base.precision import FLOAT64, Precision
 from fmmloopy.checking.verification import compare, random_operands
 from fmmloopy.driver.buffers import evaluation_buffer_shapes
-from fmmloopy.driver.plan import Launch, Plan
+from fmmloopy.driver.plan import Launch, Plan, zero_buffer
 from fmmloopy.execution.compiled import CompiledOperator, compiled_operator
 from fmmloopy.execution.kernel_arguments import (
     box_list,
@@ -319,16 +319,25 @@ def build_plan(tree: Tree, lists: InteractionLists,
         operators = LevelOperators.scaled_from(operators)
     reuse = {} if share_buffers is None else {
         launch.key: launch for launch in share_buffers.launches if launch.key}
+    # The buffers first, zeroed on a queue of their own: the runtime's threads touch their
+    # pages (most of the plan's memory, 0.76 GB at 10^6 cube points) while the host cuts the
+    # lists below, instead of after (cube 10^6: 0.26 s that the lists' time now hides).
+    shapes = evaluation_buffer_shapes(operators.expansion, operators.ranks(), tree.nboxes,
+                                      tree.nsources, tree.ntargets, green)
+    shared = {} if share_buffers is None else share_buffers.buffers
+    first_touch = cl.CommandQueue(queue.context, queue.device)
+    buffers = {}
+    for name, shape in shapes.items():
+        if name in shared and shared[name].shape == shape:
+            buffers[name] = shared[name]
+        else:
+            buffers[name] = cla.empty(queue, shape, green.value_dtype(precision.dtype))
+            zero_buffer(first_touch, buffers[name])
     build = _PlanBuilder(tree, lists, operators, green, queue, recipes, verify, reuse,
                          precision)
     for step, target_boxes in launch_order(tree, lists, rank_boxes):
         build.step(step, target_boxes)
-    shapes = evaluation_buffer_shapes(operators.expansion, operators.ranks(), tree.nboxes,
-                                      tree.nsources, tree.ntargets, green)
-    shared = {} if share_buffers is None else share_buffers.buffers
-    buffers = {name: shared[name] if name in shared and shared[name].shape == shape
-               else cla.zeros(queue, shape, green.value_dtype(precision.dtype))
-               for name, shape in shapes.items()}
+    first_touch.finish()
     if build.unverified:
         warnings.warn(f"recipes {sorted(build.unverified)} are not shipped and run without "
                       "first-use verification against 'sequential' (verify_recipes=False)",

@@ -19,7 +19,7 @@ from fmmloopy.execution.compiled import CompiledOperator
 from fmmloopy.maths.layouts import empty_launch_arguments
 
 
-def _zero(queue: cl.CommandQueue, array: cla.Array) -> None:
+def zero_buffer(queue: cl.CommandQueue, array: cla.Array) -> None:
     """Set ``array`` to 0 with the runtime's buffer fill (``clEnqueueFillBuffer``).
 
     ``Array.fill`` runs a generated kernel instead: on PoCL 3 it moved 0.36 GB of expansion
@@ -83,7 +83,7 @@ class Plan:
         buffer.set(np.asarray(strengths, dtype=buffer.dtype), queue=self.queue)
         for name, buffer in self.buffers.items():
             if name != "strengths":
-                _zero(self.queue, buffer)
+                zero_buffer(self.queue, buffer)
         self.queue.finish()
         seconds["setup_buffers"] = time.perf_counter() - start
         pending = between_passes
