@@ -29,3 +29,14 @@ def test_stable_argsort_is_numpys_stable_argsort(high):
         key = rng.integers(0, high, count)
         assert np.array_equal(stable_argsort(key), np.argsort(key, kind="stable"))
         assert np.array_equal(stable_argsort(key, high), np.argsort(key, kind="stable"))
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+@pytest.mark.parametrize("distinct", [5, 100, 3000, 10 ** 6])
+def test_stable_argsort_puts_equal_wide_keys_in_input_order(dtype, distinct):
+    """Wide keys (beyond 16 bits) with no, few and many equal values, signed and unsigned
+    (Morton keys are uint64): the order of numpy's stable sort."""
+    rng = np.random.default_rng(distinct)
+    values = rng.integers(0, 2 ** 60, distinct)
+    key = values[rng.integers(0, distinct, 4000)].astype(dtype)
+    assert np.array_equal(stable_argsort(key), np.argsort(key, kind="stable"))

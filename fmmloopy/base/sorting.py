@@ -26,12 +26,29 @@ def stable_lexsort(keys: tuple[np.ndarray, ...]) -> np.ndarray:
 
 
 def stable_argsort(key: np.ndarray, span: int | None = None) -> np.ndarray:
-    """``np.argsort(key, kind="stable")`` of a non-negative integer ``key`` below ``span``
-    (its maximum + 1 unless given): numpy radix-sorts 8- and 16-bit integers, so a key whose
-    range fits is sorted as one (7·10^6 keys below 160: 0.08 s as uint16, 0.63 s as int64)."""
+    """``np.argsort(key, kind="stable")`` of a non-negative integer ``key`` (signed or
+    unsigned) below ``span`` (its maximum + 1 unless given): numpy radix-sorts 8- and 16-bit
+    integers, so a key whose range fits is sorted as one (7·10^6 keys below 160: 0.08 s as
+    uint16, 0.63 s as int64)."""
     if span is None:
         span = int(key.max()) + 1 if len(key) else 1
     for narrow in (np.uint8, np.uint16):
         if span <= np.iinfo(narrow).max + 1:
             return np.argsort(key.astype(narrow), kind="stable")
-    return np.argsort(key, kind="stable")
+    # Wider keys: numpy's default sort (vectorised where the CPU allows; 10^6 Morton keys:
+    # 0.024 s against 0.091 s stable), then equal keys put back in input order; where many
+    # keys are equal, the stable sort itself.
+    order = np.argsort(key)
+    ranked = key[order]
+    tied = ranked[1:] == ranked[:-1]
+    ties = int(np.count_nonzero(tied))
+    if ties == 0:
+        return order
+    if ties > len(key) // 16:
+        return np.argsort(key, kind="stable")
+    member = np.zeros(len(key), dtype=bool)
+    member[1:] = tied
+    member[:-1] |= tied
+    at = np.flatnonzero(member)
+    order[at] = order[at][np.lexsort((order[at], ranked[at]))]
+    return order

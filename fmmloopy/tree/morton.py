@@ -55,3 +55,42 @@ def morton_decode(keys: np.ndarray) -> np.ndarray:
 def placeholder(levels: np.ndarray) -> np.ndarray:
     """The leading bit ``1 << 3 l`` that makes (level, Morton key) one sortable uint64."""
     return _U64(1) << (_U64(3) * levels.astype(_U64))
+
+
+def _axis_bits(axis: int, level: int) -> np.uint64:
+    """The bits of axis ``axis`` (0: x) in a Morton key of ``level`` (without placeholder)."""
+    bits = 0
+    for place in range(level):
+        bits |= 1 << (3 * place + 2 - axis)
+    return _U64(bits)
+
+
+def neighbour_keys(keys: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(n, 26)`` Morton keys (no placeholder) of the 26 cells of ``level`` around each cell
+    ``keys`` (same level, no placeholder), offsets in the order of ``(dx, dy, dz)`` over
+    ``-1..1`` without ``(0, 0, 0)``, and an ``(n, 26)`` mask of those inside the cube.
+
+    Computed on the interleaved bits (one axis's bits at a time, the others' gaps filled so a
+    carry runs through them), without decoding the keys: about ten operations per neighbour
+    instead of a decode and an encode."""
+    keys = np.asarray(keys, dtype=_U64)
+    every = _U64((1 << (3 * level)) - 1)
+    shifted, inside = [], []
+    for axis in range(3):
+        bits = _axis_bits(axis, level)
+        step = _U64(1 << (2 - axis))
+        own = keys & bits
+        shifted.append(((own - step) & bits, own, ((keys | (every ^ bits)) + step) & bits))
+        inside.append((own != 0, np.ones(len(keys), dtype=bool), own != bits))
+    out = np.empty((len(keys), 26), dtype=_U64)
+    valid = np.empty((len(keys), 26), dtype=bool)
+    column = 0
+    for dx in range(3):
+        for dy in range(3):
+            for dz in range(3):
+                if dx == dy == dz == 1:
+                    continue
+                out[:, column] = shifted[0][dx] | shifted[1][dy] | shifted[2][dz]
+                valid[:, column] = inside[0][dx] & inside[1][dy] & inside[2][dz]
+                column += 1
+    return out, valid

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fmmloopy.base.sorting import stable_argsort
 from fmmloopy.base.validation import validate_integer, validate_points
 from fmmloopy.maths.geometry import INDEX_DTYPE
 from fmmloopy.tree.coordinates import bounds
@@ -223,13 +224,13 @@ def sort_in_cube(src: np.ndarray, tgt: np.ndarray | None, centre: np.ndarray,
     half_width)`` and sorted by key (:func:`sort_points` with the cube given)."""
     root_lo = centre - half_width
     skeys = point_keys(src, root_lo, half_width, depth)
-    sorder = np.argsort(skeys, kind="stable")
+    sorder = stable_argsort(skeys)
     skeys = skeys[sorder]
     if tgt is None:
         tkeys, torder, all_keys = skeys, sorder, skeys
     else:
         tkeys = point_keys(tgt, root_lo, half_width, depth)
-        torder = np.argsort(tkeys, kind="stable")
+        torder = stable_argsort(tkeys)
         tkeys = tkeys[torder]
         all_keys = np.sort(np.concatenate([skeys, tkeys]))
     return SortedPoints(src, tgt, centre, float(half_width), depth, sorder, torder,

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fmmloopy.maths.geometry import NEIGHBOUR_OFFSETS
 from fmmloopy.tree.csr import ranges_to_indices
-from fmmloopy.tree.morton import morton_decode, morton_encode, placeholder
+from fmmloopy.tree.morton import morton_encode, neighbour_keys, placeholder
 
 _U64 = np.uint64
 
@@ -122,30 +121,33 @@ def balance(builder: Refinement, keys: np.ndarray, levels: np.ndarray, leaf: np.
     empty). Such leaves are split, repeated until none remains. Splits only make boxes of level
     < k internal, which later sweeps handle, so one sweep reaches the fixed point.
     """
-    offsets = NEIGHBOUR_OFFSETS[np.any(NEIGHBOUR_OFFSETS != 0, axis=1)]
     for k in range(int(levels.max()) - 1, 0, -1):
+        tag = _U64(1 << (3 * k))  # the placeholder bit of level k
         while True:
-            ik = keys[(levels == k) & ~leaf]
-            if ik.shape[0] == 0:
+            # Level k's boxes are one run of the sorted keys.
+            first, end = np.searchsorted(keys, [tag, tag << _U64(3)])
+            level_keys = keys[first:end]
+            internal = level_keys[~leaf[first:end]]
+            if internal.shape[0] == 0:
                 break
-            cells = morton_decode(ik ^ placeholder(np.full(1, k)))
-            nb = (cells[:, None, :] + offsets[None, :, :]).reshape(-1, 3)
-            nb = nb[np.all((nb >= 0) & (nb < (1 << k)), axis=1)]
-            # Find the deepest existing box containing each neighbour cell, walking up.
-            q = np.unique(morton_encode(nb))
+            cells, inside = neighbour_keys(internal ^ tag, k)
+            cells = cells[inside] | tag
+            # A neighbour cell that is a box of level k is fine; for the others, the deepest
+            # existing box containing the cell, walking up.
+            at = np.minimum(np.searchsorted(level_keys, cells), len(level_keys) - 1)
+            q = np.unique(cells[level_keys[at] != cells] ^ tag)
             found = np.full(q.shape[0], -1, dtype=np.int64)
-            found_level = np.full(q.shape[0], -1, dtype=np.int64)
             pending = np.arange(q.shape[0])
-            for j in range(k, -1, -1):
+            for j in range(k - 1, -1, -1):
                 qk = (q[pending] >> _U64(3 * (k - j))) | _U64(1 << (3 * j))
                 pos = np.minimum(np.searchsorted(keys, qk), keys.shape[0] - 1)
                 hit = keys[pos] == qk
                 found[pending[hit]] = pos[hit]
-                found_level[pending[hit]] = j
                 pending = pending[~hit]
                 if pending.shape[0] == 0:
                     break
-            bad = found[(found_level < k) & leaf[found]]
+            found = found[found >= 0]  # (the root holds every cell)
+            bad = found[leaf[found]]
             if bad.shape[0] == 0:
                 break
             bad = np.unique(bad)
