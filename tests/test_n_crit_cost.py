@@ -8,7 +8,7 @@ import fmmloopy
 from fmmloopy.base.distributions import DISTRIBUTIONS
 from fmmloopy.maths.geometry import M2L_CLASSES, interior_v_entries
 from fmmloopy.tree.cost import CANDIDATES, CellCounts, choose_n_crit, tree_work
-from fmmloopy.tree.octree import sort_points
+from fmmloopy.tree.octree import build_tree_from, sort_points, tree_boxes
 from fmmloopy.tree.refinement import refine
 
 DISTRIBUTION_NAMES = ["sphere", "cube", "plummer"]
@@ -32,6 +32,34 @@ def test_cell_counts_give_the_boxes_of_the_refinement_for_every_n_crit(distribut
         np.testing.assert_array_equal(leaf, expected_leaf[order])
         np.testing.assert_array_equal(sources, targets)  # targets are the sources
         assert sources[0] == 20000 and sources[leaf].sum() == 20000
+
+
+@pytest.mark.parametrize("distribution", DISTRIBUTION_NAMES)
+def test_the_chosen_tree_is_built_from_the_candidates_boxes_as_from_scratch(distribution):
+    """Every candidate's balanced boxes are tree_boxes' for its n_crit, and the tree built from
+    them holds the same arrays as one refined and balanced anew (distinct targets too)."""
+    sources = _points(distribution, 20000)
+    for targets in (None, 0.5 * sources[:3000]):
+        points = sort_points(sources, targets)
+        chosen, candidates = choose_n_crit(points, 6, 30.0)
+        assert chosen in [work.n_crit for work in candidates]
+        for work in candidates:
+            for got, expected in zip(work.boxes, tree_boxes(points, work.n_crit), strict=True):
+                np.testing.assert_array_equal(got, expected)
+        work = next(work for work in candidates if work.n_crit == chosen)
+        reused, anew = build_tree_from(points, chosen, work.boxes), build_tree_from(points, chosen)
+        for name, value in vars(anew).items():
+            if isinstance(value, np.ndarray):
+                np.testing.assert_array_equal(getattr(reused, name), value, err_msg=name)
+
+
+def test_a_tree_from_given_boxes_warns_of_leaves_past_n_crit():
+    """Coincident points stop at max_depth: the warning counts them whichever way the boxes
+    came."""
+    points = sort_points(np.vstack([np.zeros((50, 3)), np.random.default_rng(2).random((200, 3))]))
+    work = tree_work(points, 32, 6)
+    with pytest.warns(RuntimeWarning, match="max_depth=20 reached; 1 leaves hold more than"):
+        build_tree_from(points, 32, work.boxes)
 
 
 def test_cell_counts_with_distinct_targets_split_on_either():

@@ -250,7 +250,10 @@ class Fmm:
                     first.far_field_flops())
                 self.n_crit = n_crit
                 self._what = describe_problem(self.nsources, self.ntargets, self.order, n_crit)
-            self.tree = build_tree_from(points, n_crit)
+            # The chosen candidate's boxes, made while choosing (none for a given n_crit).
+            boxes = next((work.boxes for work in self.n_crit_candidates
+                          if work.n_crit == n_crit), None)
+            self.tree = build_tree_from(points, n_crit, boxes)
         self.setup_seconds["tree"] += time.perf_counter() - clock
         clock = time.perf_counter()
         with stage(f"operators of the tree's {self.tree.nlevels} levels"):

@@ -30,7 +30,7 @@ by the part of it in those cells). Both are computed on a sample of boxes where 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -87,6 +87,11 @@ class TreeWork:
     nboxes: int
     v_entries: float
     p2p_pairs: float  # estimated
+    #: The tree's boxes, 2:1 balanced: (placeholder keys, levels, is_leaf) as
+    #: :func:`~fmmloopy.tree.octree.tree_boxes` makes them (the tree of the chosen candidate
+    #: is built from them).
+    boxes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(
+        default=None, repr=False, compare=False)
 
     def cost(self, order: int, pair_flops: float,
              far_field: tuple[float, float] | None = None) -> float:
@@ -209,19 +214,24 @@ class CellCounts:
 
 def tree_work(points: SortedPoints, n_crit: int, order: int, cells: CellCounts | None = None,
               seed: int = 0) -> TreeWork:
-    """Boxes, V entries and estimated near-field pairs (order ``order``) of the tree of
-    ``points`` for ``n_crit`` (before
-    its 2:1 balance, which adds few boxes); ``cells`` from :meth:`CellCounts.of` with
-    ``smallest <= n_crit``."""
+    """Boxes, V entries and estimated near-field pairs (order ``order``) of the 2:1 balanced
+    tree of ``points`` for ``n_crit``, and its boxes; ``cells`` from :meth:`CellCounts.of`
+    with ``smallest <= n_crit``."""
     cells = CellCounts.of(points, n_crit) if cells is None else cells
     keys, levels, leaf, sources, targets = cells.boxes(n_crit)
     if len(keys) > 1:
         # The 2:1 balance splits leaves beside much finer boxes: few on a sphere or a cube, up
         # to as many again in a cluster's outskirts; the new boxes' counts from the points.
+        counted = keys
         keys, levels, leaf = balance(points.builder, keys, levels, leaf)
-        builder = points.builder
-        sources = builder.source_counts(keys, levels)
-        targets = sources if builder.targets_are_sources else builder.target_counts(keys, levels)
+        if len(keys) > len(counted):  # the added boxes' counts from the points
+            builder = points.builder
+            at = np.minimum(np.searchsorted(counted, keys), len(counted) - 1)
+            new = counted[at] != keys
+            sources, targets = sources[at], targets[at]
+            sources[new] = builder.source_counts(keys[new], levels[new])
+            targets[new] = sources[new] if builder.targets_are_sources else \
+                builder.target_counts(keys[new], levels[new])
     rng = np.random.default_rng(seed)
 
     # V entries: children of the parent's colleagues minus the box's own existing colleagues.
@@ -244,7 +254,7 @@ def tree_work(points: SortedPoints, n_crit: int, order: int, cells: CellCounts |
     leaves = leaves[chosen]
     near = _near_sources(keys, levels, leaf, sources, leaves, surface_size(order))
     pairs = float(targets[leaves].astype(np.float64) @ near) * scale
-    return TreeWork(int(n_crit), nboxes, v_entries, pairs)
+    return TreeWork(int(n_crit), nboxes, v_entries, pairs, (keys, levels, leaf))
 
 
 def choose_n_crit(points: SortedPoints, order: int, pair_flops: float,

@@ -256,15 +256,31 @@ def tree_boxes(points: SortedPoints, n_crit: int, warn: bool = False
     builder, depth = points.builder, points.depth
     keys, levels, leaf, overfull = refine(builder, n_crit, depth)
     if overfull and warn:
-        warnings.warn(f"build_tree: max_depth={depth} reached; {overfull} leaves hold more than "
-                      f"n_crit={n_crit} points", RuntimeWarning, stacklevel=4)
+        _warn_overfull(depth, overfull, n_crit)
     return balance(builder, keys, levels, leaf)
 
 
-def build_tree_from(points: SortedPoints, n_crit: int) -> Tree:
-    """The tree of :func:`build_tree` from points already sorted (:func:`sort_points`)."""
+def _warn_overfull(depth: int, overfull: int, n_crit: int) -> None:
+    warnings.warn(f"build_tree: max_depth={depth} reached; {overfull} leaves hold more than "
+                  f"n_crit={n_crit} points", RuntimeWarning, stacklevel=5)
+
+
+def build_tree_from(points: SortedPoints, n_crit: int,
+                    boxes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Tree:
+    """The tree of :func:`build_tree` from points already sorted (:func:`sort_points`).
+
+    ``boxes``: the tree's boxes as :func:`tree_boxes` gives them, where they are made already
+    (the candidate trees of :func:`fmmloopy.tree.cost.choose_n_crit`), else made here."""
     n_crit = validate_integer(n_crit, "n_crit", 1)
-    return tree_of_boxes(points, n_crit, *tree_boxes(points, n_crit, warn=True))
+    if boxes is None:
+        return tree_of_boxes(points, n_crit, *tree_boxes(points, n_crit, warn=True))
+    tree = tree_of_boxes(points, n_crit, *boxes)
+    # Leaves past n_crit are those max_depth kept from splitting.
+    overfull = np.count_nonzero(tree.box_is_leaf & (np.maximum(
+        tree.box_source_counts, tree.box_target_counts) > n_crit))
+    if overfull:
+        _warn_overfull(points.depth, overfull, n_crit)
+    return tree
 
 
 def tree_of_boxes(points: SortedPoints, n_crit: int, keys: np.ndarray, levels: np.ndarray,
