@@ -55,6 +55,22 @@ def test_select_rows_renumbers_the_chosen_rows():
     assert np.array_equal(new_aligned, 2 * new_entries)
 
 
+@pytest.mark.parametrize("rows", [[0, 2, 3], [0, 1, 2, 3], [2, 0, 3], [0, 2], [0, 0, 2, 3]])
+def test_select_rows_of_every_entry_is_the_general_selection(rows):
+    """Rows holding every entry in order come back without a gather, as read-only views; any
+    other choice (out of order, one short, a row twice) is gathered: the same rows either way."""
+    starts = starts_from_counts(np.array([2, 0, 3, 1]))
+    entries = np.array([10, 11, 20, 21, 22, 30], dtype=np.int32)
+    new_starts, new_entries, new_aligned = select_rows(starts, entries, np.array(rows),
+                                                       entries * 2)
+    assert _rows(new_starts, new_entries) == [
+        entries[starts[r]:starts[r + 1]].tolist() for r in rows]
+    assert np.array_equal(new_aligned, 2 * new_entries)
+    assert new_entries.dtype == INDEX_DTYPE and new_aligned.dtype == INDEX_DTYPE
+    if rows in ([0, 2, 3], [0, 1, 2, 3]):
+        assert not new_entries.flags.writeable and entries.flags.writeable
+
+
 def test_ranges_to_indices_concatenates_ranges():
     starts, counts = np.array([5, 0, 9]), np.array([2, 0, 3])
     expected = [i for s, c in zip(starts, counts, strict=True) for i in range(s, s + c)]

@@ -77,46 +77,46 @@ def grouped_arguments(target_major: dict, target_block: int) -> dict[str, np.nda
     parallel). ``matrices`` become ``transposed_matrices``.
     """
     target_boxes = np.asarray(target_major["target_boxes"])
-    row_lengths = np.diff(np.asarray(target_major["source_box_starts"]))
-    row_of_entry = np.repeat(np.arange(len(target_boxes)), row_lengths)
+    starts = np.asarray(target_major["source_box_starts"])
     matrix_of_entry = np.asarray(target_major["matrix_indices"])
-    block_of_entry = row_of_entry // target_block
-    # Pairs by block, matrix and target row (ties in list order): a row's entries with one
-    # matrix are then side by side, and each one's repeat (the how-many-th entry with this row
-    # and matrix it is) is its place in that run. Repeats are rare (none in the V list's
-    # classes); where there are some, the later ones go to groups of their own: by block,
-    # matrix, repeat and row.
-    # Rows ascend in list order, so a stable sort by block and matrix keeps them sorted.
-    nmatrices = int(matrix_of_entry.max()) + 1 if len(matrix_of_entry) else 1
-    order = stable_argsort(block_of_entry * nmatrices + matrix_of_entry,
-                           -(-len(target_boxes) // target_block) * nmatrices)
-    sorted_rows, sorted_matrices = row_of_entry[order], matrix_of_entry[order]
-    same_as_previous = np.zeros(len(order), dtype=bool)
-    same_as_previous[1:] = ((sorted_rows[1:] == sorted_rows[:-1])
-                            & (sorted_matrices[1:] == sorted_matrices[:-1]))
-    repeat_of_entry = np.zeros(len(order), dtype=np.int64)
-    if same_as_previous.any():
-        run_starts = np.maximum.accumulate(np.where(same_as_previous, 0,
-                                                    np.arange(len(order))))
-        repeat_of_entry[order] = np.arange(len(order)) - run_starts
-        order = stable_lexsort((row_of_entry, repeat_of_entry, matrix_of_entry,
-                                block_of_entry))
-    block_of_entry, matrix_of_entry, repeat_of_entry = (
-        block_of_entry[order], matrix_of_entry[order], repeat_of_entry[order])
-
-    npairs = len(order)
+    ntargets, npairs = len(target_boxes), len(matrix_of_entry)
+    nblocks = -(-ntargets // target_block)
+    nmatrices = int(matrix_of_entry.max()) + 1 if npairs else 1
+    row_of_entry = np.repeat(np.arange(ntargets, dtype=INDEX_DTYPE), np.diff(starts))
+    # Pairs by (block, matrix), ties in list order: rows ascend in list order, so a row's
+    # entries with one matrix are then side by side, sorted by row. One key per entry (its
+    # block from the blocks' first entries), 32-bit, radix-sorted where it fits 16 bits.
+    block_firsts = starts[np.minimum(np.arange(nblocks + 1) * target_block, ntargets)]
+    group_key = (np.repeat(np.arange(nblocks, dtype=np.int32) * np.int32(nmatrices),
+                           np.diff(block_firsts))
+                 + matrix_of_entry.astype(np.int32, copy=False))
+    order = stable_argsort(group_key, nblocks * nmatrices)
+    sorted_rows, sorted_keys = row_of_entry[order], group_key[order]
     new_group = np.ones(npairs, dtype=bool)
-    new_group[1:] = ((block_of_entry[1:] != block_of_entry[:-1])
-                     | (matrix_of_entry[1:] != matrix_of_entry[:-1])
-                     | (repeat_of_entry[1:] != repeat_of_entry[:-1]))
+    new_group[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    # A row's repeat of a matrix (none in the V list's classes) is the how-many-th entry with
+    # this row and matrix it is; the later ones go to groups of their own: by block, matrix,
+    # repeat and row.
+    repeated = ~new_group[1:] & (sorted_rows[1:] == sorted_rows[:-1])
+    if repeated.any():
+        run_starts = np.maximum.accumulate(np.where(np.append(False, repeated), 0,
+                                                    np.arange(npairs)))
+        repeat_of_entry = np.zeros(npairs, dtype=np.int64)
+        repeat_of_entry[order] = np.arange(npairs) - run_starts
+        order = stable_lexsort((row_of_entry, repeat_of_entry, matrix_of_entry,
+                                group_key // nmatrices))
+        sorted_rows, sorted_keys = row_of_entry[order], group_key[order]
+        sorted_repeats = repeat_of_entry[order]
+        new_group[1:] = ((sorted_keys[1:] != sorted_keys[:-1])
+                         | (sorted_repeats[1:] != sorted_repeats[:-1]))
     group_starts = np.flatnonzero(new_group)
-    nblocks = -(-len(target_boxes) // target_block)
+    group_keys = sorted_keys[group_starts]
     arguments = {
-        "block_group_starts": np.searchsorted(block_of_entry[group_starts],
+        "block_group_starts": np.searchsorted(group_keys // nmatrices,
                                               np.arange(nblocks + 1)).astype(INDEX_DTYPE),
-        "group_matrices": matrix_of_entry[group_starts].astype(INDEX_DTYPE),
+        "group_matrices": (group_keys % nmatrices).astype(INDEX_DTYPE),
         "group_pair_starts": np.append(group_starts, npairs).astype(INDEX_DTYPE),
-        "pair_targets": target_boxes[row_of_entry[order]].astype(INDEX_DTYPE),
+        "pair_targets": target_boxes[sorted_rows].astype(INDEX_DTYPE),
         "pair_sources": np.asarray(target_major["source_box_lists"])[order].astype(INDEX_DTYPE),
         "nblocks": nblocks, "ngroups": len(group_starts), "npairs": npairs,
     }

@@ -57,15 +57,28 @@ def list_rows(starts: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(starts) - 1, dtype=INDEX_DTYPE), np.diff(starts))
 
 
+def _read_only_view(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.setflags(write=False)
+    return view
+
+
 def select_rows(starts: np.ndarray, entries: np.ndarray, rows: np.ndarray,
                 *aligned: np.ndarray) -> tuple[np.ndarray, ...]:
     """The rows ``rows`` of ``(starts, entries)``, renumbered ``0..len(rows)-1``.
 
     Returns ``(new_starts, new_entries, *new_aligned)``. This is the layout the kernels take:
-    one row per target box of a launch.
+    one row per target box of a launch. Where the rows hold every entry, the entries come back
+    as read-only views instead of copies.
     """
     rows = np.asarray(rows, dtype=np.int64)
     counts = (starts[rows + 1] - starts[rows]).astype(np.int64)
+    if counts.sum() == len(entries) and np.all(rows[1:] > rows[:-1]):
+        # Ascending rows holding every entry: all of them, in their order (no gather; a
+        # launch over every box its list serves, as most are).
+        return (starts_from_counts(counts),
+                *(_read_only_view(a.astype(INDEX_DTYPE, copy=False))
+                  for a in (entries, *aligned)))
     picked = ranges_to_indices(starts[rows].astype(np.int64), counts)
     return (starts_from_counts(counts), entries[picked].astype(INDEX_DTYPE),
             *(a[picked].astype(INDEX_DTYPE) for a in aligned))
