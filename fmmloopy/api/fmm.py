@@ -17,6 +17,7 @@ import math
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -43,6 +44,7 @@ from fmmloopy.driver.memory import (
     with_vectors,
 )
 from fmmloopy.driver.plan import Plan
+from fmmloopy.driver.preparation import KernelPreparation, kernel_requests
 from fmmloopy.execution.kernel_arguments import box_list
 from fmmloopy.execution.opencl_errors import explain_opencl_error
 from fmmloopy.execution.precomputed import get_operators, level_operators
@@ -223,22 +225,34 @@ class Fmm:
                 raise
 
     def _build(self, sources, targets, n_crit, max_depth, recipes) -> None:
-        clock = time.perf_counter()
-        with stage(f"sorting {self.nsources} sources and {self.ntargets} targets"):
-            points = sort_points(sources, targets, max_depth)
-        self.setup_seconds["tree"] += time.perf_counter() - clock
-        check_wave_range(self.kernel, 2 * points.half_width, self.order)  # before precomputing
         # The operators before the tree: the choice of n_crit weighs the far field by the
-        # flops of the compressed M2L they hold (a kernel without homogeneity: those of the
-        # first level with expansions, whose half-width the root cube fixes).
-        clock = time.perf_counter()
-        with stage(f"operators of {self.kernel.label} at order {self.order} (precomputed or "
-                   "from the operator cache)"):
-            first = get_operators(self.kernel, self.order) \
-                if self.kernel.homogeneity is not None else get_operators(
+        # flops of the compressed M2L they hold. A homogeneous kernel's do not depend on the
+        # points: loaded (or precomputed) on a thread while the points are sorted.
+        loader = ThreadPoolExecutor(1, thread_name_prefix="fmmloopy operators")
+        try:
+            loading = loader.submit(get_operators, self.kernel, self.order) \
+                if self.kernel.homogeneity is not None else None
+            clock = time.perf_counter()
+            with stage(f"sorting {self.nsources} sources and {self.ntargets} targets"):
+                points = sort_points(sources, targets, max_depth)
+            self.setup_seconds["tree"] += time.perf_counter() - clock
+            check_wave_range(self.kernel, 2 * points.half_width, self.order)  # before
+            # precomputing; a kernel without homogeneity: the operators of the first level with
+            # expansions, whose half-width the root cube fixes.
+            clock = time.perf_counter()
+            with stage(f"operators of {self.kernel.label} at order {self.order} (precomputed "
+                       "or from the operator cache)"):
+                first = loading.result() if loading is not None else get_operators(
                     self.kernel, self.order,
                     half_width=math.ldexp(points.half_width, -FIRST_EXPANSION_LEVEL))
-        self.setup_seconds["precompute"] = time.perf_counter() - clock
+            self.setup_seconds["precompute"] = time.perf_counter() - clock
+        finally:
+            loader.shutdown(wait=False)
+        # The plan's kernels from the disk kernel cache, built on a thread while the host
+        # builds the tree and lists (the plan finds them ready, or waits for them).
+        self._preparation = KernelPreparation(
+            kernel_requests(self.expansion, first.ranks(), self.kernel), self.queue, recipes,
+            self.precision)
 
         clock = time.perf_counter()
         with stage("the tree" + (" (n_crit chosen by the cost model)" if n_crit == AUTO
@@ -316,6 +330,7 @@ class Fmm:
         self._plans: dict[GreenKernel, Plan] = {}
         self._last_plan: Plan | None = None
         self._rank_boxes: RankBoxes | None = None  # a distributed FMM's rank: for_rank
+        self._preparation: KernelPreparation | None = None  # the plan's kernels, on a thread
         self.device = device
         self.queue = cl.CommandQueue(context_for(device))
         self._options = dict(kernel=kernel, order=order, n_crit=n_crit, device=device,
@@ -378,6 +393,9 @@ class Fmm:
         with stage(f"OpenCL builds of the plan's kernels on {self.device.name!r}"):
             self.plan.build()
         self.setup_seconds["kernels"] = self.plan.kernel_seconds
+        preparation, self._preparation = self._preparation, None
+        if preparation is not None:
+            preparation.join()
         if self.plan.verified_recipes:
             # Recipes that are not shipped, compared with 'sequential' on this tree.
             self.setup_seconds["verify"] = self.plan.verify_seconds

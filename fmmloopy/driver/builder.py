@@ -100,6 +100,12 @@ def launch_order(tree: Tree, lists: InteractionLists, rank_boxes: RankBoxes | No
             yield step, np.flatnonzero(mask & (tree.box_levels == level))
 
 
+def recipe_for(recipes: str | Mapping[str, str] | None, operator: str) -> str | None:
+    """The recipe ``recipes`` (a name for all operators, or one per operator) names for
+    ``operator``; None: the device's default."""
+    return recipes.get(operator) if isinstance(recipes, Mapping) else recipes
+
+
 class _PlanBuilder:
     """Cuts the lists for each launch and uploads what launches share, once."""
 
@@ -152,8 +158,7 @@ class _PlanBuilder:
         return self._folded_levels
 
     def _kernel(self, operator: str, green: GreenKernel, **sizes: int) -> CompiledOperator:
-        recipe = (self.recipes.get(operator) if isinstance(self.recipes, Mapping)
-                  else self.recipes)
+        recipe = recipe_for(self.recipes, operator)
         clock = time.perf_counter()
         kernel = compiled_operator(operator, self.queue.device, recipe=recipe, kernel=green,
                                    dtype=self.precision.dtype, **sizes)

@@ -103,17 +103,29 @@ class CompiledOperator:
         arrays = self._reshape(arrays)
         try:
             with self._lock:
-                executor = self._executors.get(queue.context.int_ptr)
-                if executor is None:
-                    executor = self._executors[queue.context.int_ptr] = self._launcher(
-                        queue.context)
-                _event, outputs = executor(queue, **arrays)
+                _event, outputs = self._executor(queue.context)(queue, **arrays)
         except Exception as exc:  # code generation (loopy, islpy), the OpenCL build, the launch
             hint = explain_opencl_error(exc, self.device)
             raise RecipeError(f"running {self.label} on {self.device.name!r} failed: " + (
                 f"{hint} (OpenCL: {exc})" if hint else f"{type(exc).__name__}: {exc}")) from exc
         return {name: value.reshape(given_shapes[name]) if name in given_shapes else value
                 for name, value in outputs.items()}
+
+    def prepare(self, context: cl.Context) -> None:
+        """Build the kernel for ``context`` now, as its first call would (its OpenCL
+        program), where its generated code is at hand (the disk kernel cache); a kernel still
+        to be generated waits for its first call. Errors are left to that call to report."""
+        with self._lock:
+            if self._generated is not None:
+                with contextlib.suppress(Exception):
+                    self._executor(context)
+
+    def _executor(self, context: cl.Context):
+        """The launcher for ``context`` (built at the first call; the caller holds the lock)."""
+        executor = self._executors.get(context.int_ptr)
+        if executor is None:
+            executor = self._executors[context.int_ptr] = self._launcher(context)
+        return executor
 
     def _launcher(self, context: cl.Context):
         """Generate the code (unless cached), build it for ``context``; store it once it builds.
@@ -222,6 +234,7 @@ def loopy_output_to_log() -> Iterator[None]:
 
 
 _CACHE: dict[tuple, CompiledOperator] = {}
+_CACHE_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -282,11 +295,13 @@ def _check_argument_types(where: str, knl: lp.TranslationUnit,
 
 def compiled_operator(operator: str, device: cl.Device, *, recipe: str | Recipe | None = None,
                       kernel: str | GreenKernel = "laplace", dtype=np.float64,
-                      **sizes: int) -> CompiledOperator:
+                      only_cached: bool = False, **sizes: int) -> CompiledOperator | None:
     """The cached, transformed ``operator`` for ``device`` (recipe by name, or the default).
 
     A recipe that declines a complex kernel's values gives way to the default chain's
-    (:func:`~fmmloopy.tuning.registry.select_recipe`); ``.recipe`` says which ran."""
+    (:func:`~fmmloopy.tuning.registry.select_recipe`); ``.recipe`` says which ran.
+    ``only_cached``: None instead of transforming a kernel that neither this process nor the
+    disk kernel cache holds (what a thread may ask for without running loopy)."""
     spec = get_operator(operator)
     green = get_kernel(kernel)
     if not isinstance(recipe, Recipe):
@@ -296,16 +311,29 @@ def compiled_operator(operator: str, device: cl.Device, *, recipe: str | Recipe 
     dtype = np.dtype(dtype)
     key = (operator, recipe, device.int_ptr, vector_doubles(device), green, dtype,
            tuple(sorted(sizes.items())))
-    if key not in _CACHE:
-        def transform() -> tuple[lp.TranslationUnit, Transformed]:
-            layout = recipe.layout_for(device)
-            knl = math_kernel(operator, kernel=green, dtype=dtype, layout=layout, **sizes)
-            ctx = RecipeContext(operator=operator, template=spec.template, device=device,
-                                parameters=dict(sizes, dtype=dtype, layout=layout,
-                                                value_dtype=green.value_dtype(dtype)))
-            return knl, _apply_recipe(recipe, knl, ctx)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            disk_key = kernel_cache.kernel_key(operator, recipe, device, green, dtype, sizes)
+            generated = kernel_cache.load(disk_key)
+            if generated is None and only_cached:
+                return None
+            _CACHE[key] = _compiled(operator, recipe, device, green, dtype, sizes, spec,
+                                    disk_key, generated)
+        return _CACHE[key]
 
-        disk_key = kernel_cache.kernel_key(operator, recipe, device, green, dtype, sizes)
-        _CACHE[key] = CompiledOperator(operator, recipe, device, transform, disk_key=disk_key,
-                                       generated=kernel_cache.load(disk_key))
-    return _CACHE[key]
+
+def _compiled(operator: str, recipe: Recipe, device: cl.Device, green: GreenKernel, dtype,
+              sizes: dict[str, int], spec, disk_key: dict[str, Any],
+              generated: GeneratedKernel | None) -> CompiledOperator:
+    """The :class:`CompiledOperator` of :func:`compiled_operator`'s choices (transformed now
+    unless ``generated`` holds its code)."""
+    def transform() -> tuple[lp.TranslationUnit, Transformed]:
+        layout = recipe.layout_for(device)
+        knl = math_kernel(operator, kernel=green, dtype=dtype, layout=layout, **sizes)
+        ctx = RecipeContext(operator=operator, template=spec.template, device=device,
+                            parameters=dict(sizes, dtype=dtype, layout=layout,
+                                            value_dtype=green.value_dtype(dtype)))
+        return knl, _apply_recipe(recipe, knl, ctx)
+
+    return CompiledOperator(operator, recipe, device, transform, disk_key=disk_key,
+                            generated=generated)

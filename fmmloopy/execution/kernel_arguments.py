@@ -14,7 +14,7 @@ from fmmloopy.maths.geometry import (
     transfer_class,
 )
 from fmmloopy.maths.layouts import FOLDED_VECTORS
-from fmmloopy.tree.csr import list_rows, select_rows, starts_from_counts
+from fmmloopy.tree.csr import select_rows, starts_from_counts
 from fmmloopy.tree.lists import InteractionLists
 from fmmloopy.tree.octree import Tree
 
@@ -83,7 +83,7 @@ def _v_classes(lists: InteractionLists, nboxes: int) -> dict[str, BoxList]:
     if cached is not None:
         return cached
     nclasses = len(M2L_CLASSES)
-    class_of_vector = np.empty(NTRANSFER_VECTORS, dtype=np.int64)
+    class_of_vector = np.empty(NTRANSFER_VECTORS, dtype=np.uint8)
     within_class = np.empty(NTRANSFER_VECTORS, dtype=INDEX_DTYPE)
     for number, name in enumerate(M2L_CLASSES):
         members = transfer_class(name)
@@ -91,21 +91,20 @@ def _v_classes(lists: InteractionLists, nboxes: int) -> dict[str, BoxList]:
         within_class[members] = np.arange(len(members), dtype=INDEX_DTYPE)
     entry_class = class_of_vector[lists.v_transfer]
     # The entries class by class, each class's in list order (rows ascending, a row's entries
-    # in their order): one stable radix sort by class; each class's rows counted at once.
+    # in their order): one stable radix sort by class (8-bit keys). A class's positions in the
+    # list then ascend, so its entries per row are a binary search of the rows' bounds.
     order = stable_argsort(entry_class, nclasses)
-    class_rows = np.bincount(list_rows(lists.v_starts).astype(np.int64) * nclasses
-                             + entry_class, minlength=nboxes * nclasses).reshape(nboxes, nclasses)
-    entries = lists.v_lists[order].astype(INDEX_DTYPE)
+    bounds = np.searchsorted(entry_class[order], np.arange(nclasses + 1))
+    entries = lists.v_lists[order]
     within = within_class[lists.v_transfer[order]]
-    cached, first = {}, 0
+    cached = {}
     for number, name in enumerate(M2L_CLASSES):
-        starts = starts_from_counts(class_rows[:, number])
-        last = first + int(starts[-1])
+        first, last = bounds[number], bounds[number + 1]
+        starts = np.searchsorted(order[first:last], lists.v_starts).astype(INDEX_DTYPE)
         arrays = (starts, entries[first:last], within[first:last])
         for array in arrays:
             array.setflags(write=False)
         cached[name] = arrays
-        first = last
     _V_CLASSES[lists] = cached
     return cached
 

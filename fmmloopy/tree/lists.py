@@ -77,7 +77,7 @@ def _v_table() -> np.ndarray:
     off = (2 * NEIGHBOUR_OFFSETS[None, :, None, :] + OCTANT_BITS[None, None, :, :]
            - OCTANT_BITS[:, None, None, :])  # (8, 27, 8, 3)
     far = np.abs(off).max(axis=-1) >= 2
-    table = np.full(far.shape, -1, dtype=np.int64)
+    table = np.full(far.shape, -1, dtype=np.int16)  # 316 vectors: small tables, small gathers
     table[far] = transfer_vector_index(off[far])
     return table
 
@@ -111,7 +111,9 @@ def _v_list(tree: Tree, coll: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     counts = np.zeros(tree.nboxes, dtype=np.int64)
     cols, tvs = [], []
     ls = tree.level_starts
-    none = np.int64(1) << 40  # above every box index: absent colleagues sort last
+    # Children by box, with a last row of none for the colleagues that do not exist.
+    children = np.vstack([tree.box_children, np.full((1, 8), -1, dtype=_INDEX)])
+    none = np.int64(tree.nboxes)  # that row; above every box: absent colleagues sort last
     for lev in range(2, tree.nlevels):
         b = np.arange(ls[lev], ls[lev + 1])
         ob = (tree.box_keys[b] & np.uint64(7)).astype(np.int64)
@@ -119,17 +121,15 @@ def _v_list(tree: Tree, coll: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
         # colleague and slot in one key, sorted by colleague
         key = np.where(pcoll >= 0, pcoll, none) * 32 + np.arange(27)
         key.sort(axis=1)
-        slot, pcoll = key & 31, key >> 5
-        cand = np.where(pcoll[:, :, None] != none, tree.box_children[
-            np.where(pcoll != none, pcoll, 0)], -1)  # (n, 27, 8)
-        tv = _VTABLE[ob[:, None], slot]
+        cand = children[key >> 5]  # (n, 27, 8)
+        tv = _VTABLE[ob[:, None], key & 31]
         ok = (cand >= 0) & (tv >= 0)
         counts[b] = ok.sum(axis=(1, 2))
         cols.append(cand[ok])
         tvs.append(tv[ok])
     empty = np.zeros(0, dtype=_INDEX)
-    return (starts_from_counts(counts), np.concatenate([empty, *cols]).astype(_INDEX),
-            np.concatenate([empty, *tvs]).astype(_INDEX))
+    return (starts_from_counts(counts), np.concatenate([empty, *cols], dtype=_INDEX),
+            np.concatenate([empty, *tvs], dtype=_INDEX))
 
 
 def _adjacent(tree: Tree, b: np.ndarray, a: np.ndarray) -> np.ndarray:

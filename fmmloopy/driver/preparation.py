@@ -1,0 +1,79 @@
+"""The plan's kernels, loaded and built while the host builds the tree.
+
+Which transformed kernels a plan launches depends on the operators (their sizes, the matrices'
+shapes), the kernel summed, the recipes and the device, not on the tree: so an FMM can load them
+from the disk kernel cache and build their OpenCL programs on a thread of its own while it sorts
+the points and builds the tree and lists, instead of after (10^6 points in a new process: the
+0.36 s of OpenCL builds then overlap the tree). The plan asks for the same kernels and finds them
+built; a kernel the disk cache does not hold is left to the plan, which generates it (loopy runs
+on the calling thread only).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+import pyopencl as cl
+
+from fmmloopy.base.precision import Precision
+from fmmloopy.driver.builder import recipe_for
+from fmmloopy.execution.compiled import compiled_operator
+from fmmloopy.maths.expansion import Expansion
+from fmmloopy.maths.green import GreenKernel
+from fmmloopy.maths.kifmm import STEPS, step_kernel
+from fmmloopy.maths.operators import PAIRWISE, get_operator, operator_sizes
+from fmmloopy.maths.precompute import matrix_shapes
+
+__all__ = ["KernelPreparation", "kernel_requests"]
+
+#: (operator, kernel it sums, sizes) of one transformed kernel.
+KernelRequest = tuple[str, GreenKernel, dict[str, int]]
+
+
+def kernel_requests(expansion: Expansion, ranks: dict[str, int], green: GreenKernel
+                    ) -> list[KernelRequest]:
+    """Every kernel a plan of operators with ``ranks`` asks for, summing ``green``, whatever
+    boxes its tree holds (a tree without boxes for a step asks for fewer), each once."""
+    shapes = matrix_shapes(expansion.n_e, ranks)
+    requests: list[KernelRequest] = []
+    for step in STEPS.values():
+        if get_operator(step.operator).template == PAIRWISE:
+            asked = [(step.operator, step_kernel(step, green),
+                      operator_sizes(step.operator, expansion.n_e))]
+        else:
+            asked = [(step.operator, green.base,
+                      {"n_target_coeffs": shapes[field][-2],
+                       "n_source_coeffs": shapes[field][-1]})
+                     for field, _, _ in step.chain()]
+        requests += [request for request in asked if request not in requests]
+    return requests
+
+
+class KernelPreparation:
+    """Loads the kernels of ``requests`` from the disk kernel cache and builds them for
+    ``queue``'s context on a thread; :meth:`join` waits for it. Failures are left to the plan,
+    which asks for the same kernels and reports them."""
+
+    def __init__(self, requests: list[KernelRequest], queue: cl.CommandQueue,
+                 recipes: str | Mapping[str, str] | None, precision: Precision):
+        self._thread = threading.Thread(
+            target=self._prepare, args=(requests, queue, recipes, precision),
+            name="fmmloopy kernel preparation", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _prepare(requests: list[KernelRequest], queue: cl.CommandQueue,
+                 recipes: str | Mapping[str, str] | None, precision: Precision) -> None:
+        for operator, green, sizes in requests:
+            try:
+                kernel = compiled_operator(operator, queue.device,
+                                           recipe=recipe_for(recipes, operator), kernel=green,
+                                           dtype=precision.dtype, only_cached=True, **sizes)
+            except Exception:  # the plan asks again and reports it
+                continue
+            if kernel is not None:
+                kernel.prepare(queue.context)
+
+    def join(self) -> None:
+        self._thread.join()
