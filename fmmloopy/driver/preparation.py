@@ -46,7 +46,9 @@ def kernel_requests(expansion: Expansion, ranks: dict[str, int], green: GreenKer
                       {"n_target_coeffs": shapes[field][-2],
                        "n_source_coeffs": shapes[field][-1]})
                      for field, _, _ in step.chain()]
-        requests += [request for request in asked if request not in requests]
+        for request in asked:
+            if request not in requests:
+                requests.append(request)
     return requests
 
 
