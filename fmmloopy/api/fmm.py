@@ -181,6 +181,12 @@ class Fmm:
             raise ResourceLimitError(
                 f"{self._what} ran out of host memory ({exc}); the estimate was "
                 f"{self.memory_estimate.describe()}") from exc
+        finally:
+            # The kernel thread ends with the set-up, also a refused one (a process that
+            # exits while it builds in the OpenCL runtime aborts).
+            preparation, self._preparation = self._preparation, None
+            if preparation is not None:
+                preparation.join()
 
     def update(self, sources, targets=None) -> None:
         """Move the points: new positions of the same number of sources (and of targets, given
@@ -393,9 +399,6 @@ class Fmm:
         with stage(f"OpenCL builds of the plan's kernels on {self.device.name!r}"):
             self.plan.build()
         self.setup_seconds["kernels"] = self.plan.kernel_seconds
-        preparation, self._preparation = self._preparation, None
-        if preparation is not None:
-            preparation.join()
         if self.plan.verified_recipes:
             # Recipes that are not shipped, compared with 'sequential' on this tree.
             self.setup_seconds["verify"] = self.plan.verify_seconds
