@@ -284,18 +284,21 @@ def choose_n_crit(points: SortedPoints, order: int, pair_flops: float,
     def cost(index: int) -> float:
         return tried[index].cost(order, pair_flops, far_field)
 
-    with ThreadPoolExecutor(_WORKERS) as pool:
+    # Counted side by side (numpy releases the GIL in most of it: 10^6 sphere points, 8
+    # candidates: 0.23 s alone, 0.13 s on two threads), except where the counts are collective
+    # calls (a distributed tree): those on the calling thread, in order.
+    workers = _WORKERS if points.builder.thread_safe else 1
+    with ThreadPoolExecutor(workers) as pool:
         def count(indices) -> list[TreeWork]:
-            """The candidates' work, counted side by side (numpy releases the GIL in most
-            of it: 10^6 sphere points, 8 candidates: 0.23 s alone, 0.13 s on two threads)."""
-            return list(pool.map(lambda index: tree_work(points, CANDIDATES[index], order,
-                                                         cells), indices))
+            def work(index: int) -> TreeWork:
+                return tree_work(points, CANDIDATES[index], order, cells)
+            return list(pool.map(work, indices) if workers > 1 else map(work, indices))
 
         # The sweep, a few candidates at a time: a candidate counted beyond the one where
         # the sweep stops is dropped, so what is tried is the sequential sweep's.
         best, sweep = np.inf, list(range(top, -1, -2))
         while sweep:
-            batch, sweep = sweep[:_WORKERS], sweep[_WORKERS:]
+            batch, sweep = sweep[:workers], sweep[workers:]
             for index, work in zip(batch, count(batch), strict=True):
                 tried[index] = work
                 best = min(best, cost(index))

@@ -25,6 +25,8 @@ __all__ = ["DistributedRefinement", "global_bounds", "skeleton_tree", "sort_dist
 class DistributedRefinement(Refinement):
     """A :class:`Refinement` whose counts and cells are those of every rank's points."""
 
+    thread_safe = False  # its counts are collective calls
+
     def __init__(self, local: Refinement, collectives: Collectives) -> None:
         super().__init__(local.src_keys, local.tgt_keys, local.all_keys, local.depth)
         self.collectives = collectives

@@ -26,6 +26,10 @@ def point_keys(points: np.ndarray, lo: np.ndarray, half_width: float, depth: int
 class Refinement:
     """Sorted particle keys at ``depth``: box counts and non-empty children during the build."""
 
+    #: Whether several threads may ask for counts and children at once (not where they are
+    #: collective calls every rank must make in the same order).
+    thread_safe = True
+
     def __init__(self, src_keys: np.ndarray, tgt_keys: np.ndarray, all_keys: np.ndarray,
                  depth: int) -> None:
         self.src_keys, self.tgt_keys, self.all_keys, self.depth = (
