@@ -140,7 +140,9 @@ class _PlanBuilder:
         if value.dtype.kind in "fc":
             value = value.astype(self.precision.value_dtype(value.dtype.kind == "c"),
                                  copy=False)
-        return cla.to_device(self.queue, np.ascontiguousarray(value))
+        # Asynchronous: the runtime copies while the host cuts the next launch's lists (PyOpenCL
+        # keeps the host array alive until the copy is done).
+        return cla.to_device(self.queue, np.ascontiguousarray(value), async_=True)
 
     def _matrices(self, kernel: CompiledOperator, matrices: np.ndarray) -> dict[str, cla.Array]:
         """``matrices`` in the form ``kernel``'s layout takes, uploaded once per plan."""
