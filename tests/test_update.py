@@ -26,13 +26,17 @@ def test_moved_points_give_what_a_new_fmm_gives():
     fmm = fmmloopy.Fmm(points, order=4)
     first = fmm(charges)
     chosen = fmm.n_crit
-    for step in range(2):  # a drift, then a large move: the box, origin and tree all change
-        points = points + (0.01 * rng.standard_normal(points.shape) if step == 0 else 1e5)
+    # A drift; a large move (the box and origin change); a stretch along two axes (another
+    # tree: other boxes than those the first positions' n_crit choice made).
+    moves = (lambda p: p + 0.01 * rng.standard_normal(p.shape), lambda p: p + 1e5,
+             lambda p: (p - 1e5) * [1.0, 3.0, 0.2])
+    for move in moves:
+        points = move(points)
         fmm.update(points)
         moved = fmm(charges)
         fresh = fmmloopy.Fmm(points, order=4, n_crit=chosen)
         assert fmm.n_crit == chosen
-        assert fmm.tree.nboxes == fresh.tree.nboxes
+        assert np.array_equal(fmm.tree.box_keys, fresh.tree.box_keys)
         assert np.array_equal(moved, fresh(charges))
         assert not np.array_equal(moved, first)
         expected = direct_sum(get_kernel("laplace"), points, charges, points)

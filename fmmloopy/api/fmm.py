@@ -263,6 +263,7 @@ class Fmm:
         clock = time.perf_counter()
         with stage("the tree" + (" (n_crit chosen by the cost model)" if n_crit == AUTO
                                  else "")):
+            boxes = None  # the boxes of these points for n_crit, where made already
             if n_crit == AUTO:
                 n_crit, self.n_crit_candidates = choose_n_crit(
                     points, self.order,
@@ -270,9 +271,9 @@ class Fmm:
                     first.far_field_flops())
                 self.n_crit = n_crit
                 self._what = describe_problem(self.nsources, self.ntargets, self.order, n_crit)
-            # The chosen candidate's boxes, made while choosing (none for a given n_crit).
-            boxes = next((work.boxes for work in self.n_crit_candidates
-                          if work.n_crit == n_crit), None)
+                # The chosen candidate's boxes, made while choosing.
+                boxes = next(work.boxes for work in self.n_crit_candidates
+                             if work.n_crit == n_crit)
             self.tree = build_tree_from(points, n_crit, boxes)
         self.setup_seconds["tree"] += time.perf_counter() - clock
         clock = time.perf_counter()
