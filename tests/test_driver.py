@@ -9,9 +9,9 @@ from fmmloopy.base.distributions import plummer
 from fmmloopy.driver.buffers import evaluation_buffer_shapes
 from fmmloopy.driver.builder import build_plan, launch_order, served_boxes
 from fmmloopy.execution.precomputed import get_operators
-from fmmloopy.maths.geometry import transfer_class
+from fmmloopy.maths.geometry import M2L_CLASSES, transfer_class
 from fmmloopy.maths.green import LAPLACE_3D
-from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL, STEPS, Boxes
+from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL, STEPS, Boxes, buffer_pools
 from fmmloopy.maths.reference import direct_sum
 from fmmloopy.tree.lists import build_interaction_lists
 from fmmloopy.tree.octree import build_tree
@@ -101,6 +101,39 @@ def test_plan_evaluates_the_sum_and_allocates_its_buffers(problem, queue):
     # Plummer points with separate targets lose up to a few times that.
     assert error < 5e-4, error
     assert set(plan.eval_seconds) >= {step.operator for step in STEPS.values()} | {"total"}
+
+
+def test_pooled_buffers_share_an_allocation_and_start_from_zero(problem, queue):
+    """The compressed M2L's per-class buffers are views of two allocations (as large as the
+    largest of each pool); each is zeroed just before the first launch that writes it, which
+    comes after the last launch of the previous class that reads its pool-mate; and a second
+    call, on buffers the first left full, gives the same potentials."""
+    sources, _, tree, lists = problem
+    plan = build_plan(tree, lists, get_operators(LAPLACE_3D, ORDER), LAPLACE_3D, queue)
+    pools = buffer_pools()
+    allocation = {name: buffer.base_data.int_ptr for name, buffer in plan.buffers.items()}
+    for pool in set(pools.values()):
+        members = [name for name in plan.buffers if pools.get(name) == pool]
+        assert len(members) == len(M2L_CLASSES)
+        assert len({allocation[name] for name in members}) == 1
+        assert plan.buffers[members[0]].base_data.size == 8 * max(
+            plan.buffers[name].size for name in members)
+    others = [allocation[name] for name in plan.buffers if name not in pools]
+    assert len(set(others)) == len(others)  # every other buffer its own allocation
+    zeroed = [(index, name) for index, names in plan.zero_before.items() for name in names]
+    assert sorted(name for _, name in zeroed) == sorted(pools)
+    uses = {}  # buffer -> launch indices that read or write it
+    for index, launch in enumerate(plan.launches):
+        for name in launch.buffers.values():
+            uses.setdefault(name, []).append(index)
+    for index, name in zeroed:
+        assert index == uses[name][0]  # zeroed at its first use, which writes it
+        for other in pools:  # no pool-mate is in use across that point
+            if other != name and pools[other] == pools[name]:
+                assert uses[other][-1] < index or uses[other][0] > index
+    charges = np.random.default_rng(4).uniform(-1, 1, len(sources))
+    first = plan.evaluate(tree.sources_to_tree(charges))
+    assert np.array_equal(plan.evaluate(tree.sources_to_tree(charges)), first)
 
 
 def test_shared_matrices_are_uploaded_once(problem, queue):

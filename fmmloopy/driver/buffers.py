@@ -6,9 +6,11 @@ estimate counts them (:mod:`fmmloopy.driver.memory`): one function, so the two c
 
 from __future__ import annotations
 
+import math
+
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel
-from fmmloopy.maths.kifmm import STEPS, buffer_widths
+from fmmloopy.maths.kifmm import STEPS, buffer_pools, buffer_widths
 from fmmloopy.maths.precompute import matrix_shapes
 
 
@@ -33,6 +35,18 @@ def evaluation_buffer_shapes(expansion: Expansion, ranks: dict[str, int], nboxes
     rows = nboxes * (1 if green is None else green.vectors)
     shapes |= {name: (rows, width) for name, width in widths.items()}
     return shapes
+
+
+def allocations(shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    """Allocation -> its values, for the buffers ``shapes`` (:func:`evaluation_buffer_shapes`):
+    a buffer alone is its own allocation; buffers that share one
+    (:func:`~fmmloopy.maths.kifmm.buffer_pools`) get the largest of them."""
+    pools = buffer_pools()
+    sizes: dict[str, int] = {}
+    for name, shape in shapes.items():
+        allocation = pools.get(name, name)
+        sizes[allocation] = max(sizes.get(allocation, 0), math.prod(shape))
+    return sizes
 
 
 def step_matrix_shapes(expansion: Expansion, ranks: dict[str, int]

@@ -24,7 +24,7 @@ import pyopencl.array as cla
 
 from fmmloopy.base.precision import FLOAT64, Precision
 from fmmloopy.checking.verification import compare, random_operands
-from fmmloopy.driver.buffers import evaluation_buffer_shapes
+from fmmloopy.driver.buffers import allocations, evaluation_buffer_shapes
 from fmmloopy.driver.plan import Launch, Plan, zero_buffer
 from fmmloopy.execution.compiled import CompiledOperator, compiled_operator
 from fmmloopy.execution.kernel_arguments import (
@@ -34,7 +34,7 @@ from fmmloopy.execution.kernel_arguments import (
     tree_arguments,
 )
 from fmmloopy.maths.green import GreenKernel
-from fmmloopy.maths.kifmm import STEPS, Boxes, KifmmStep, step_kernel
+from fmmloopy.maths.kifmm import STEPS, Boxes, KifmmStep, buffer_pools, step_kernel
 from fmmloopy.maths.layouts import FOLDED_VECTORS, matrix_arguments
 from fmmloopy.maths.levels import LevelOperators
 from fmmloopy.maths.operators import MATVEC, PAIRWISE, get_operator, operator_sizes
@@ -333,13 +333,19 @@ def build_plan(tree: Tree, lists: InteractionLists,
                                       tree.nsources, tree.ntargets, green)
     shared = {} if share_buffers is None else share_buffers.buffers
     first_touch = cl.CommandQueue(queue.context, queue.device)
-    buffers = {}
+    buffers = {name: shared[name] for name, shape in shapes.items()
+               if name in shared and shared[name].shape == shape}
+    dtype = green.value_dtype(precision.dtype)
+    sizes, pools = allocations(shapes), buffer_pools()
+    storage: dict[str, cla.Array] = {}
     for name, shape in shapes.items():
-        if name in shared and shared[name].shape == shape:
-            buffers[name] = shared[name]
-        else:
-            buffers[name] = cla.empty(queue, shape, green.value_dtype(precision.dtype))
-            zero_buffer(first_touch, buffers[name])
+        if name in buffers:
+            continue
+        allocation = pools.get(name, name)
+        if allocation not in storage:  # buffers of one pool: views of one allocation
+            storage[allocation] = cla.empty(queue, (sizes[allocation],), dtype)
+            zero_buffer(first_touch, storage[allocation])
+        buffers[name] = cla.Array(queue, shape, dtype, data=storage[allocation].base_data)
     build = _PlanBuilder(tree, lists, operators, green, queue, recipes, verify, reuse,
                          precision)
     for step, target_boxes in launch_order(tree, lists, rank_boxes):
@@ -352,4 +358,19 @@ def build_plan(tree: Tree, lists: InteractionLists,
     return Plan(queue, build.launches, buffers, kernel_seconds=build.kernel_seconds,
                 verify_seconds=build.verify_seconds,
                 verified_recipes=frozenset(build.verified),
-                unverified_recipes=frozenset(build.unverified))
+                unverified_recipes=frozenset(build.unverified),
+                zero_before=first_writes(build.launches, set(pools)))
+
+
+def first_writes(launches: list[Launch], names: set[str]) -> dict[int, tuple[str, ...]]:
+    """Launch index -> the buffers of ``names`` it is the first launch to write."""
+    written: set[str] = set()
+    first: dict[int, tuple[str, ...]] = {}
+    for index, launch in enumerate(launches):
+        new = tuple(name for argument, name in launch.buffers.items()
+                    if argument in launch.kernel.written_names and name in names
+                    and name not in written)
+        if new:
+            first[index] = new
+            written.update(new)
+    return first

@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from fmmloopy.driver.buffers import (
+    allocations,
     evaluation_buffer_shapes,
     step_matrix_shapes,
     surface_uploads,
@@ -114,8 +115,9 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
         "particles": on_device * (3 * _F64 * (nsources + ntargets)
                                   + _bytes(buffers["strengths"], value)
                                   + _bytes(buffers["potential"], value)),
-        "expansions": on_device * sum(_bytes(shape, value) for name, shape in buffers.items()
-                                      if name not in ("strengths", "potential")),
+        "expansions": on_device * value * sum(
+            values for name, values in allocations(buffers).items()
+            if name not in ("strengths", "potential")),
         "matrices": on_device * (sum(launched[name] for name in running)
                                  + surface_uploads() * 3 * n_e * _F64),
         # Cut lists: a box index per entry, and a matrix index (or pair target) for V; per
@@ -185,7 +187,7 @@ def with_vectors(estimate: MemoryEstimate, vectors: int, *, nsources: int, ntarg
     buffers = evaluation_buffer_shapes(expansion, ranks if ranks is not None
                                        else full_ranks(expansion.n_e), nboxes, nsources,
                                        ntargets)
-    per_vector = real_bytes / _F64 * sum(_bytes(shape, value) for shape in buffers.values())
+    per_vector = real_bytes / _F64 * value * sum(allocations(buffers).values())
     folded_entries = list_entries.get("v", 0) + 8 * nboxes
     device = dict(estimate.device)
     device[f"plan for {vectors} vectors"] = vectors * (per_vector + 3 * _I32 * folded_entries)

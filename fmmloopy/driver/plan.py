@@ -68,6 +68,10 @@ class Plan:
     verified_recipes: frozenset[str] = frozenset()
     #: Names of the recipes that needed that comparison and ran without it (verify=False).
     unverified_recipes: frozenset[str] = frozenset()
+    #: Launch index -> buffers zeroed just before it: those that share an allocation with
+    #: others (:func:`fmmloopy.maths.kifmm.buffer_pools`) start from zero at their first write
+    #: instead of with the call.
+    zero_before: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
     def evaluate(self, strengths: np.ndarray,
                  between_passes: Callable[[Plan], dict[str, float]] | None = None
@@ -81,17 +85,19 @@ class Plan:
         start = time.perf_counter()
         buffer = self.buffers["strengths"]
         buffer.set(np.asarray(strengths, dtype=buffer.dtype), queue=self.queue)
+        zeroed_later = {name for names in self.zero_before.values() for name in names}
         for name, buffer in self.buffers.items():
-            if name != "strengths":
+            if name != "strengths" and name not in zeroed_later:
                 zero_buffer(self.queue, buffer)
         self.queue.finish()
         seconds["setup_buffers"] = time.perf_counter() - start
         pending = between_passes
-        for launch in self.launches:
+        for index, launch in enumerate(self.launches):
             if pending is not None and not launch.upward:
                 seconds |= pending(self)
                 pending = None
             clock = time.perf_counter()
+            self._start_from_zero(index)
             self._run(launch)
             self.queue.finish()
             seconds[launch.step] = seconds.get(launch.step, 0.0) + time.perf_counter() - clock
@@ -105,11 +111,16 @@ class Plan:
     def run_step(self, step: str) -> float:
         """Run only the launches of ``step`` (on the current buffers); their seconds."""
         clock = time.perf_counter()
-        for launch in self.launches:
+        for index, launch in enumerate(self.launches):
             if launch.step == step:
+                self._start_from_zero(index)
                 self._run(launch)
         self.queue.finish()
         return time.perf_counter() - clock
+
+    def _start_from_zero(self, index: int) -> None:
+        for name in self.zero_before.get(index, ()):
+            zero_buffer(self.queue, self.buffers[name])
 
     def work(self, step: str) -> int:
         """Pairs (pairwise steps) or flops (matvec steps) of ``step``, counted from the lists."""

@@ -206,8 +206,8 @@ def allocated_device_bytes(plan) -> int:
         arrays.extend(launch.arguments.values())
     for array in arrays:
         data = getattr(array, "base_data", None)
-        if data is not None:
-            seen[data.int_ptr] = int(array.nbytes)
+        if data is not None:  # the allocation's size: several buffers may be views of one
+            seen[data.int_ptr] = int(data.size)
     return sum(seen.values())
 
 
