@@ -105,8 +105,8 @@ def test_plan_evaluates_the_sum_and_allocates_its_buffers(problem, queue):
 
 def test_pooled_buffers_share_an_allocation_and_start_from_zero(problem, queue):
     """The compressed M2L's per-class buffers are views of two allocations (as large as the
-    largest of each pool); each is zeroed just before the first launch that writes it, which
-    comes after the last launch of the previous class that reads its pool-mate; and a second
+    largest of each pool); each is zeroed just before the first launch that uses it, which
+    comes after the last launch of the previous class that uses its pool-mate; and a second
     call, on buffers the first left full, gives the same potentials."""
     sources, _, tree, lists = problem
     plan = build_plan(tree, lists, get_operators(LAPLACE_3D, ORDER), LAPLACE_3D, queue)
@@ -127,7 +127,7 @@ def test_pooled_buffers_share_an_allocation_and_start_from_zero(problem, queue):
         for name in launch.buffers.values():
             uses.setdefault(name, []).append(index)
     for index, name in zeroed:
-        assert index == uses[name][0]  # zeroed at its first use, which writes it
+        assert index == uses[name][0]  # zeroed at its first use
         for other in pools:  # no pool-mate is in use across that point
             if other != name and pools[other] == pools[name]:
                 assert uses[other][-1] < index or uses[other][0] > index

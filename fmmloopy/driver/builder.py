@@ -359,18 +359,19 @@ def build_plan(tree: Tree, lists: InteractionLists,
                 verify_seconds=build.verify_seconds,
                 verified_recipes=frozenset(build.verified),
                 unverified_recipes=frozenset(build.unverified),
-                zero_before=first_writes(build.launches, set(pools)))
+                zero_before=first_uses(build.launches, set(pools)))
 
 
-def first_writes(launches: list[Launch], names: set[str]) -> dict[int, tuple[str, ...]]:
-    """Launch index -> the buffers of ``names`` it is the first launch to write."""
-    written: set[str] = set()
+def first_uses(launches: list[Launch], names: set[str]) -> dict[int, tuple[str, ...]]:
+    """Launch index -> the buffers of ``names`` it is the first launch to use. (A launch may
+    read a buffer no launch wrote: M2L entries whose source boxes hold no sources read
+    compressed multipoles that no compress step formed, zeros.)"""
+    used: set[str] = set()
     first: dict[int, tuple[str, ...]] = {}
     for index, launch in enumerate(launches):
-        new = tuple(name for argument, name in launch.buffers.items()
-                    if argument in launch.kernel.written_names and name in names
-                    and name not in written)
+        new = tuple(dict.fromkeys(name for name in launch.buffers.values()
+                                  if name in names and name not in used))
         if new:
             first[index] = new
-            written.update(new)
+            used.update(new)
     return first

@@ -69,7 +69,7 @@ class Plan:
     #: Names of the recipes that needed that comparison and ran without it (verify=False).
     unverified_recipes: frozenset[str] = frozenset()
     #: Launch index -> buffers zeroed just before it: those that share an allocation with
-    #: others (:func:`fmmloopy.maths.kifmm.buffer_pools`) start from zero at their first write
+    #: others (:func:`fmmloopy.maths.kifmm.buffer_pools`) start from zero at their first use
     #: instead of with the call.
     zero_before: dict[int, tuple[str, ...]] = field(default_factory=dict)
 

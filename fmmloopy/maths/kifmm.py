@@ -223,7 +223,8 @@ def get_step(name: str) -> KifmmStep:
 def buffer_pools() -> dict[str, str]:
     """Buffer -> the allocation it shares with others that never hold values at the same time:
     the compressed M2L's per-class buffers. A class's compress, M2L and expand steps run one
-    after another and the next class's start from zero, so every class's compressed
+    after another and the next class's start from zero (each buffer is zeroed before the first
+    launch that uses it: one may read rows no launch wrote), so every class's compressed
     multipoles can live in one allocation (``m2l_compressed``) and its summed check potentials
     in another (``m2l_summed``): 10^6 cube points at order 6, 0.76 GB of buffers -> 0.31 GB."""
     pools = {}
