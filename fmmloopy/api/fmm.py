@@ -13,6 +13,7 @@ allocated (:mod:`fmmloopy.execution.resources`). docs/robustness.md says what ea
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -271,9 +272,12 @@ class Fmm:
                     first.far_field_flops())
                 self.n_crit = n_crit
                 self._what = describe_problem(self.nsources, self.ntargets, self.order, n_crit)
-                # The chosen candidate's boxes, made while choosing.
+                # The chosen candidate's boxes, made while choosing; the FMM keeps the
+                # candidates' counts, not their boxes (at 10^7 points tens of MB).
                 boxes = next(work.boxes for work in self.n_crit_candidates
                              if work.n_crit == n_crit)
+                self.n_crit_candidates = [dataclasses.replace(work, boxes=None)
+                                          for work in self.n_crit_candidates]
             self.tree = build_tree_from(points, n_crit, boxes)
         self.setup_seconds["tree"] += time.perf_counter() - clock
         clock = time.perf_counter()

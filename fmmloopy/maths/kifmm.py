@@ -226,7 +226,7 @@ def buffer_pools() -> dict[str, str]:
     after another and the next class's start from zero (each buffer is zeroed before the first
     launch that uses it: one may read rows no launch wrote), so every class's compressed
     multipoles can live in one allocation (``m2l_compressed``) and its summed check potentials
-    in another (``m2l_summed``): 10^6 cube points at order 6, 0.76 GB of buffers -> 0.31 GB."""
+    in another (``m2l_summed``): 10^6 cube points at order 6, 0.76 GB of buffers -> 0.32 GB."""
     pools = {}
     for name in M2L_CLASSES:
         pools[f"multipole_{name}"] = "m2l_compressed"
