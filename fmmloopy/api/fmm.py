@@ -46,6 +46,7 @@ from fmmloopy.driver.memory import (
 )
 from fmmloopy.driver.plan import Plan
 from fmmloopy.driver.preparation import KernelPreparation, kernel_requests
+from fmmloopy.execution.device_lists import DeviceVClasses
 from fmmloopy.execution.kernel_arguments import box_list
 from fmmloopy.execution.opencl_errors import explain_opencl_error
 from fmmloopy.execution.precomputed import get_operators, level_operators
@@ -372,13 +373,24 @@ class Fmm:
         # "plan" from here (or from the search for heavy rows, where there are none): the
         # launches' sizes and memory check, lists per launch, uploads.
         tree, lists = self.tree, self.evaluated_lists
+        # The V list by class from the device (the compressed M2L's lists, left there): an
+        # FMM of one process whose V list is the tree's (a distributed rank's plan serves boxes
+        # its own tree does not show).
+        device_v = (DeviceVClasses(tree, lists, self.queue)
+                    if self._rank_boxes is None and lists.v_lists is self.lists.v_lists
+                    else None)
+
+        def class_entries(name: str) -> int:
+            if device_v is not None:
+                return int(device_v.entries_per_box(name).sum())
+            return len(box_list(tree, lists, f"v_{name}")[1])
 
         self._sizes = dict(
             nsources=tree.nsources, ntargets=tree.ntargets, order=self.order,
             nboxes=tree.nboxes, ranks=self.operators.ranks(),
             complex_values=self.kernel.is_complex,
             list_entries={name: len(getattr(lists, f"{name}_lists")) for name in "uvwx"}
-            | {f"v_{name}": len(box_list(tree, lists, f"v_{name}")[1]) for name in M2L_CLASSES})
+            | {f"v_{name}": class_entries(name) for name in M2L_CLASSES})
         self.memory_estimate = estimate_memory(
             targets_are_sources=tree.targets_are_sources, nlevels=tree.nlevels,
             operator_sets=len(self.operators.sets), real_bytes=self.dtype.itemsize,
@@ -390,7 +402,8 @@ class Fmm:
                        "generation), uploads"):
                 self.plan = build_plan(tree, lists, self.operators, self.kernel, self.queue,
                                        recipes, verify=self._verify_recipes,
-                                       rank_boxes=self._rank_boxes, precision=self.precision)
+                                       rank_boxes=self._rank_boxes, precision=self.precision,
+                                       device_v=device_v)
         except cl.Error as exc:  # buffers: kernels report their own errors (RecipeError)
             explanation = explain_opencl_error(exc, self.device) or "allocation failed"
             raise ResourceLimitError(

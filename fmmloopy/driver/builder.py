@@ -27,6 +27,7 @@ from fmmloopy.checking.verification import compare, random_operands
 from fmmloopy.driver.buffers import allocations, evaluation_buffer_shapes
 from fmmloopy.driver.plan import Launch, Plan, zero_buffer
 from fmmloopy.execution.compiled import CompiledOperator, compiled_operator
+from fmmloopy.execution.device_lists import DeviceVClasses
 from fmmloopy.execution.kernel_arguments import (
     box_list,
     box_list_arguments,
@@ -35,9 +36,15 @@ from fmmloopy.execution.kernel_arguments import (
 )
 from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.kifmm import STEPS, Boxes, KifmmStep, buffer_pools, step_kernel
-from fmmloopy.maths.layouts import FOLDED_VECTORS, matrix_arguments
+from fmmloopy.maths.layouts import FOLDED_VECTORS, Grouped, matrix_arguments
 from fmmloopy.maths.levels import LevelOperators
-from fmmloopy.maths.operators import MATVEC, PAIRWISE, get_operator, operator_sizes
+from fmmloopy.maths.operators import (
+    MATVEC,
+    PAIRWISE,
+    get_operator,
+    matvec_traffic,
+    operator_sizes,
+)
 from fmmloopy.maths.precompute import KifmmOperators
 from fmmloopy.tree.lists import InteractionLists
 from fmmloopy.tree.octree import Tree
@@ -64,10 +71,17 @@ class RankBoxes:
     upward: np.ndarray
 
 
+def _device_class(name: str, device_v: DeviceVClasses | None) -> str | None:
+    """The V class of list ``name`` where ``device_v`` holds it (``v_<class>``), else None."""
+    return name[2:] if device_v is not None and name.startswith("v_") else None
+
+
 def served_boxes(tree: Tree, lists: InteractionLists, boxes: Boxes,
-                 rank_boxes: RankBoxes | None = None, upward: bool = False) -> np.ndarray:
+                 rank_boxes: RankBoxes | None = None, upward: bool = False,
+                 device_v: DeviceVClasses | None = None) -> np.ndarray:
     """(nboxes,) bool: the boxes of ``tree`` a step's selection ``boxes`` asks for (a step of
-    the ``upward`` pass of a distributed FMM's rank: only its ``rank_boxes.upward``)."""
+    the ``upward`` pass of a distributed FMM's rank: only its ``rank_boxes.upward``); the V
+    classes' rows from ``device_v`` where given (the same boxes, counted on the device)."""
     if boxes.side == "targets":
         present = tree.box_target_counts > 0
     else:
@@ -78,20 +92,27 @@ def served_boxes(tree: Tree, lists: InteractionLists, boxes: Boxes,
     if boxes.leaves is not None:
         mask &= tree.box_is_leaf == boxes.leaves
     if boxes.listed is not None:
-        mask &= np.diff(box_list(tree, lists, boxes.listed)[0]) > 0
+        name = _device_class(boxes.listed, device_v)
+        mask &= (device_v.entries_per_box(name) if name else
+                 np.diff(box_list(tree, lists, boxes.listed)[0])) > 0
     if boxes.source_in is not None:
-        listed = np.zeros(tree.nboxes, dtype=bool)
-        listed[box_list(tree, lists, boxes.source_in)[1]] = True
-        mask &= listed
+        name = _device_class(boxes.source_in, device_v)
+        if name:
+            mask &= device_v.source_boxes(name)
+        else:
+            listed = np.zeros(tree.nboxes, dtype=bool)
+            listed[box_list(tree, lists, boxes.source_in)[1]] = True
+            mask &= listed
     return mask
 
 
-def launch_order(tree: Tree, lists: InteractionLists, rank_boxes: RankBoxes | None = None
+def launch_order(tree: Tree, lists: InteractionLists, rank_boxes: RankBoxes | None = None,
+                 device_v: DeviceVClasses | None = None
                  ) -> Iterator[tuple[KifmmStep, np.ndarray]]:
     """``(step, target boxes)`` of every launch: the steps in their order, a step with
     ``per_level`` once per level (finest first going up, coarsest first going down)."""
     for step in STEPS.values():
-        mask = served_boxes(tree, lists, step.boxes, rank_boxes, step.upward)
+        mask = served_boxes(tree, lists, step.boxes, rank_boxes, step.upward, device_v)
         if step.boxes.per_level is None:
             yield step, np.flatnonzero(mask)
             continue
@@ -113,8 +134,10 @@ class _PlanBuilder:
                  green: GreenKernel, queue: cl.CommandQueue,
                  recipes: str | Mapping[str, str] | None, verify: bool = True,
                  reuse: Mapping[tuple, Launch] | None = None,
-                 precision: Precision = FLOAT64):
+                 precision: Precision = FLOAT64, device_v: DeviceVClasses | None = None):
         self.tree, self.lists, self.operators = tree, lists, operators
+        #: The V classes built on the device, where the plan has them.
+        self.device_v = device_v
         self.precision = precision
         #: Launch key -> a launch of another plan on this tree to take as it is.
         self.reuse = dict(reuse or {})
@@ -212,6 +235,12 @@ class _PlanBuilder:
             return
         spec = get_operator(operator)
         green = self.green.base if green is None else green
+        kernel = self._kernel(operator, green, **sizes)
+        on_device = self._grouped_on_device(list_name, kernel, matrix_offsets)
+        if on_device:
+            self._add_device_grouped(operator, kernel, on_device, target_boxes, buffers, sizes,
+                                     extra, key, upward)
+            return
         starts, entries, matrix_indices = box_list(self.tree, self.lists,
                                                    list_name or spec.box_list)
         if matrix_offsets is not None:
@@ -227,7 +256,6 @@ class _PlanBuilder:
                              "matrices of this launch")
         if spec.template == MATVEC:
             cut = fold_vectors(cut, self.green.vectors, self.tree.box_levels)
-        kernel = self._kernel(operator, green, **sizes)
         names = set(kernel.argument_names)
         arguments = {name: value for name, value in self.shared.items() if name in names}
         extra = dict(extra)
@@ -257,6 +285,49 @@ class _PlanBuilder:
                          green=green),
             work * green.flops_per_pair() if spec.template == PAIRWISE else float(work), key,
             upward))
+
+    def _grouped_on_device(self, list_name: str | None, kernel: CompiledOperator,
+                           matrix_offsets: np.ndarray | None) -> str | None:
+        """The V class whose grouped lists this launch takes from the device, or None: a
+        launch over one class's V entries (one strength vector, one matrix set for all levels)
+        by a kernel of the grouped layout whose first use is not compared with the reference
+        on the host lists."""
+        name = _device_class(list_name or "", self.device_v)
+        if (name is None or matrix_offsets is not None or self.green.vectors != 1
+                or not isinstance(kernel.layout, Grouped)
+                or needs_verification(kernel.recipe)):
+            return None
+        return name
+
+    def _add_device_grouped(self, operator: str, kernel: CompiledOperator, name: str,
+                            target_boxes: np.ndarray, buffers: dict[str, str],
+                            sizes: dict[str, int], extra: dict, key: tuple,
+                            upward: bool) -> None:
+        """:meth:`add` for a launch over V class ``name`` whose grouped lists the device builds
+        (:class:`~fmmloopy.execution.device_lists.DeviceVClasses`; the same arrays as the host
+        would cut, left on the device)."""
+        block = kernel.layout.block_size(len(target_boxes), self.queue.device.max_compute_units)
+        grouped = self.device_v.grouped(name, target_boxes, block)
+        extra = dict(extra)
+        matrices = extra.pop("matrices")
+        if grouped["ngroups"] and grouped["group_matrices"].max() >= extra["nmatrices"]:
+            raise ValueError(f"{operator}: matrix indices outside the {extra['nmatrices']} "
+                             "matrices of this launch")
+        names = set(kernel.argument_names)
+        arguments = {name: value for name, value in self.shared.items() if name in names}
+        arguments |= {argument: self._device(value)
+                      for argument, value in (grouped | extra).items() if argument in names}
+        arguments |= {argument: value for argument, value in
+                      self._matrices(kernel, matrices).items() if argument in names}
+        work = get_operator(operator).work({"source_box_lists": grouped["pair_sources"]}, sizes,
+                                           self.tree.box_target_counts,
+                                           self.tree.box_source_counts,
+                                           complex_values=self.green.is_complex)
+        traffic = matvec_traffic(sizes, len(np.unique(grouped["group_matrices"])),
+                                 grouped["distinct_sources"], len(target_boxes),
+                                 self.precision.dtype.itemsize)
+        self.launches.append(Launch(operator, kernel, arguments, buffers, work, traffic,
+                                    float(work), key, upward))
 
     def _verify(self, spec, kernel: CompiledOperator, sizes: dict[str, int],
                 launch: dict, green: GreenKernel) -> None:
@@ -301,7 +372,7 @@ def build_plan(tree: Tree, lists: InteractionLists,
                green: GreenKernel, queue: cl.CommandQueue,
                recipes: str | Mapping[str, str] | None = None, verify: bool = True,
                share_buffers: Plan | None = None, rank_boxes: RankBoxes | None = None,
-               precision: Precision = FLOAT64) -> Plan:
+               precision: Precision = FLOAT64, device_v: DeviceVClasses | None = None) -> Plan:
     """Every launch of the FMM on ``tree``, in dependency order, with its buffers: the
     potentials (and ``green``'s other outputs) of ``green``'s inputs
     (:func:`~fmmloopy.maths.kifmm.step_kernel`).
@@ -321,6 +392,11 @@ def build_plan(tree: Tree, lists: InteractionLists,
 
     ``precision``: the kernels' (:mod:`fmmloopy.base.precision`); coordinates, surfaces,
     matrices and level scales are rounded to it when uploaded, and the buffers hold it.
+
+    ``device_v``: the V list by class as the device built it from ``tree``
+    (:class:`~fmmloopy.execution.device_lists.DeviceVClasses`, the same lists as ``lists``
+    holds): which boxes the compressed M2L's steps serve, and the grouped lists of the launches
+    that can take them from the device (:meth:`_PlanBuilder._grouped_on_device`).
     """
     if isinstance(operators, KifmmOperators):
         operators = LevelOperators.scaled_from(operators)
@@ -347,8 +423,8 @@ def build_plan(tree: Tree, lists: InteractionLists,
             zero_buffer(first_touch, storage[allocation])
         buffers[name] = cla.Array(queue, shape, dtype, data=storage[allocation].base_data)
     build = _PlanBuilder(tree, lists, operators, green, queue, recipes, verify, reuse,
-                         precision)
-    for step, target_boxes in launch_order(tree, lists, rank_boxes):
+                         precision, device_v)
+    for step, target_boxes in launch_order(tree, lists, rank_boxes, device_v):
         build.step(step, target_boxes)
     first_touch.finish()
     if build.unverified:

@@ -19,6 +19,7 @@ import pyopencl as cl
 from fmmloopy.base.precision import Precision
 from fmmloopy.driver.builder import recipe_for
 from fmmloopy.execution.compiled import compiled_operator
+from fmmloopy.execution.device_lists import prepare_setup_kernels
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.kifmm import STEPS, step_kernel
@@ -76,6 +77,10 @@ class KernelPreparation:
                 continue
             if kernel is not None:
                 kernel.prepare(queue.context)
+        try:  # the set-up's own kernels (the V list by class)
+            prepare_setup_kernels(queue.context)
+        except Exception:  # the plan builds them again and reports it
+            pass
 
     def join(self) -> None:
         self._thread.join()

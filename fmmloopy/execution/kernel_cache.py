@@ -160,6 +160,21 @@ def kernel_key(operator: str, recipe: Any, device: cl.Device, green: Any, dtype:
     }
 
 
+def setup_kernel_key(name: str, device: cl.Device) -> dict[str, Any]:
+    """The key of one of the set-up's kernels (:mod:`fmmloopy.execution.device_lists`): its
+    name, the package sources (its math-level kernel and its mapping to the device are
+    among them), the versions and the device. Stored under the operator ``setup-<name>`` and
+    the recipe ``setup``."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "operator": f"setup-{name}",
+        "recipe": ["setup"],
+        "package_sources": _package_sources_digest(),
+        "versions": _versions(),
+        "device": device_fingerprint(device),
+    }
+
+
 def kernels_dir() -> Path:
     """Where kernel cache files live."""
     return cache_dir() / "kernels"

@@ -134,11 +134,9 @@ class OperatorSpec:
         target_boxes = np.asarray(rows["target_boxes"])
         source_boxes = _distinct(rows["source_box_lists"])
         if self.template == MATVEC:
-            n_out, n_in = sizes["n_target_coeffs"], sizes["n_source_coeffs"]
             matrices = len(_distinct(rows["matrix_indices"])) if "matrix_indices" in rows else 1
-            values = matrices * n_out * n_in + len(source_boxes) * n_in + 2 * len(
-                target_boxes) * n_out
-            return int(values * itemsize)
+            return matvec_traffic(sizes, matrices, len(source_boxes), len(target_boxes),
+                                  itemsize)
 
         def side(kind: str, boxes: np.ndarray, counts: np.ndarray, per_particle: int,
                  per_surface_point: int) -> int:
@@ -167,6 +165,15 @@ class OperatorSpec:
             return {"result": pairwise_magnitudes(green, inputs, targets, sources)}
         terms = matvec_magnitudes(inputs)
         return {"target_vectors": (terms, np.zeros_like(terms))}
+
+
+def matvec_traffic(sizes: dict[str, int], matrices: int, source_boxes: int, target_boxes: int,
+                   itemsize: int = 8) -> int:
+    """:meth:`OperatorSpec.traffic` of a matvec launch from its counts: ``matrices`` distinct
+    matrices, ``source_boxes`` distinct source vectors, ``target_boxes`` target vectors."""
+    n_out, n_in = sizes["n_target_coeffs"], sizes["n_source_coeffs"]
+    return int((matrices * n_out * n_in + source_boxes * n_in + 2 * target_boxes * n_out)
+               * itemsize)
 
 
 def _distinct(indices) -> np.ndarray:

@@ -1,0 +1,113 @@
+"""The V list by class built on the device equals the numpy lists, array for array: the
+per-box counts and the boxes each class reads against the host's cut by class, the grouped
+lists against :func:`~fmmloopy.maths.layouts.grouped_arguments` of the host's target-major
+lists (any block size, any ascending target boxes), and a plan made with them evaluates
+bitwise as the host's (the same kernels on the same lists)."""
+
+import numpy as np
+import pytest
+
+from fmmloopy.base.distributions import plummer, sphere_surface, uniform_cube
+from fmmloopy.driver.builder import build_plan
+from fmmloopy.execution.device_lists import DeviceVClasses
+from fmmloopy.execution.kernel_arguments import box_list, box_list_arguments
+from fmmloopy.execution.precomputed import get_operators
+from fmmloopy.maths.geometry import M2L_CLASSES
+from fmmloopy.maths.green import LAPLACE_3D
+from fmmloopy.maths.layouts import grouped_arguments
+from fmmloopy.maths.list_kernels import v_source_codes
+from fmmloopy.maths.reference import direct_sum
+from fmmloopy.tree.lists import _v_table, build_interaction_lists
+from fmmloopy.tree.octree import build_tree
+
+
+def _two_clusters(rng):
+    """An adaptive set: a dense cluster beside a sparse one (balance adds empty boxes)."""
+    return np.vstack([0.01 * rng.standard_normal((1500, 3)),
+                      rng.uniform(-1, 1, (300, 3)) + [3.0, 0.0, 0.0]])
+
+
+TREES = {
+    "cube": lambda rng: (build_tree(uniform_cube(4000, rng), n_crit=16)),
+    "sphere": lambda rng: build_tree(sphere_surface(4000, rng), n_crit=16),
+    "plummer, separate targets": lambda rng: build_tree(plummer(2500, rng), plummer(900, rng),
+                                                        n_crit=12),
+    "two clusters": lambda rng: build_tree(_two_clusters(rng), n_crit=8),
+    "one box": lambda rng: build_tree(uniform_cube(5, rng), n_crit=16),
+}
+
+
+@pytest.fixture(scope="module", params=list(TREES))
+def built(request, queue):
+    tree = TREES[request.param](np.random.default_rng(5))
+    lists = build_interaction_lists(tree)
+    return tree, lists, DeviceVClasses(tree, lists, queue)
+
+
+def test_source_codes_are_the_lists_transfer_table():
+    """Each (octant, vector) code names the parent colleague slot and child octant that
+    :mod:`fmmloopy.tree.lists` finds the vector at (its own table, built the other way)."""
+    codes = v_source_codes()
+    table = _v_table()  # (octant, slot, child octant) -> vector, -1 adjacent
+    for octant in range(8):
+        slots, children = np.nonzero(table[octant] >= 0)
+        vectors = table[octant][slots, children]
+        assert np.array_equal(codes[octant, vectors], 8 * slots + children)
+        assert (codes[octant] >= 0).sum() == len(vectors)  # no other vector is in V
+    assert (codes[8] == -1).all()
+
+
+def test_counts_and_read_boxes_are_the_host_classes(built):
+    tree, lists, device_v = built
+    for name in M2L_CLASSES:
+        starts, entries, _ = box_list(tree, lists, f"v_{name}")
+        assert np.array_equal(device_v.entries_per_box(name), np.diff(starts)), name
+        read = np.zeros(tree.nboxes, dtype=bool)
+        read[entries] = True
+        assert np.array_equal(device_v.source_boxes(name), read), name
+
+
+@pytest.mark.parametrize("block", [1, 7, None, 100_000])
+@pytest.mark.parametrize("every", [1, 3])
+def test_grouped_lists_are_the_host_grouped_lists(built, block, every):
+    tree, lists, device_v = built
+    compared = 0
+    for name in M2L_CLASSES:
+        starts, entries, indices = box_list(tree, lists, f"v_{name}")
+        targets = np.flatnonzero(np.diff(starts) > 0)[::every]  # a rank's part: a subset
+        if not len(targets):
+            continue
+        size = block or -(-len(targets) // 4)
+        host = grouped_arguments(box_list_arguments(starts, entries, targets, indices), size)
+        device = device_v.grouped(name, targets, size)
+        for key in ("block_group_starts", "group_matrices", "group_pair_starts", "nblocks",
+                    "ngroups", "npairs"):
+            assert np.array_equal(device[key], host[key]), (name, key)
+        for key in ("pair_targets", "pair_sources"):
+            assert np.array_equal(device[key].get(), host[key]), (name, key)
+        assert device["distinct_sources"] == len(np.unique(host["pair_sources"]))
+        compared += 1
+    if tree.nlevels > 2:
+        assert compared
+
+
+def test_a_plan_with_the_device_lists_evaluates_as_the_host_one(queue):
+    rng = np.random.default_rng(8)
+    sources = plummer(3000, rng)
+    charges = rng.standard_normal(len(sources))
+    tree = build_tree(sources, n_crit=24)
+    lists = build_interaction_lists(tree)
+    operators = get_operators(LAPLACE_3D, 4)
+    device_v = DeviceVClasses(tree, lists, queue)
+    results = []
+    for given in (None, device_v):
+        plan = build_plan(tree, lists, operators, LAPLACE_3D, queue, device_v=given)
+        potential = tree.targets_to_user(plan.evaluate(tree.sources_to_tree(charges)))
+        results.append((potential, plan.traffic("m2l"),
+                        sum(launch.work for launch in plan.launches if launch.step == "m2l")))
+    (host, host_traffic, host_work), (device, device_traffic, device_work) = results
+    assert np.array_equal(device, host)
+    assert (device_traffic, device_work) == (host_traffic, host_work) and device_work > 0
+    # And both are the FMM's sum: order 4 on Plummer points, as tests/test_driver.py bounds it.
+    expected = direct_sum(LAPLACE_3D, sources, charges, sources)
+    assert np.linalg.norm(device - expected) / np.linalg.norm(expected) < 5e-4
