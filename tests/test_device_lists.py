@@ -5,10 +5,12 @@ lists (any block size, any ascending target boxes), and a plan made with them ev
 bitwise as the host's (the same kernels on the same lists)."""
 
 import numpy as np
+import pyopencl as cl
 import pytest
 
 from fmmloopy.base.distributions import plummer, sphere_surface, uniform_cube
 from fmmloopy.driver.builder import build_plan
+from fmmloopy.execution import device_lists, kernel_cache
 from fmmloopy.execution.device_lists import DeviceVClasses
 from fmmloopy.execution.kernel_arguments import box_list, box_list_arguments
 from fmmloopy.execution.precomputed import get_operators
@@ -111,3 +113,24 @@ def test_a_plan_with_the_device_lists_evaluates_as_the_host_one(queue):
     # And both are the FMM's sum: order 4 on Plummer points, as tests/test_driver.py bounds it.
     expected = direct_sum(LAPLACE_3D, sources, charges, sources)
     assert np.linalg.norm(device - expected) / np.linalg.norm(expected) < 5e-4
+
+
+def test_a_corrupted_cached_set_up_kernel_is_rejected_and_made_again(queue, monkeypatch):
+    """The set-up kernels' cache files get the kernel cache's checks: a corrupted one is
+    rejected with a warning, generated again, and the lists are still the host's."""
+    device_lists._launcher("v_class_counts", queue.context)  # stored once generated
+    path = kernel_cache.kernel_path(kernel_cache.setup_kernel_key("v_class_counts",
+                                                                  queue.device))
+    assert path.is_file()
+    path.write_bytes(path.read_bytes().replace(b"counts", b"COUNTS", 1))
+    monkeypatch.setattr(device_lists, "_LAUNCHERS", {})
+    # A new context: nothing of this process's kernels is reused either.
+    context = cl.Context([queue.device])
+    tree = build_tree(plummer(2000, np.random.default_rng(2)), n_crit=12)
+    lists = build_interaction_lists(tree)
+    with pytest.warns(kernel_cache.KernelCacheWarning):
+        device_v = DeviceVClasses(tree, lists, cl.CommandQueue(context))
+    for name in M2L_CLASSES:
+        starts = box_list(tree, lists, f"v_{name}")[0]
+        assert np.array_equal(device_v.entries_per_box(name), np.diff(starts))
+    assert kernel_cache.load(kernel_cache.setup_kernel_key("v_class_counts", queue.device))
