@@ -4,11 +4,15 @@ lists against :func:`~fmmloopy.maths.layouts.grouped_arguments` of the host's ta
 lists (any block size, any ascending target boxes), and a plan made with them evaluates
 bitwise as the host's (the same kernels on the same lists)."""
 
+import functools
+
 import numpy as np
 import pyopencl as cl
 import pytest
 
+import fmmloopy
 from fmmloopy.base.distributions import plummer, sphere_surface, uniform_cube
+from fmmloopy.checking.problems import check_problems
 from fmmloopy.driver.builder import build_plan
 from fmmloopy.execution import device_lists, kernel_cache
 from fmmloopy.execution.device_lists import DeviceVClasses
@@ -29,6 +33,11 @@ def _two_clusters(rng):
                       rng.uniform(-1, 1, (300, 3)) + [3.0, 0.0, 0.0]])
 
 
+@functools.cache
+def _check_trees():
+    return [problem.tree for problem in check_problems()]
+
+
 TREES = {
     "cube": lambda rng: (build_tree(uniform_cube(4000, rng), n_crit=16)),
     "sphere": lambda rng: build_tree(sphere_surface(4000, rng), n_crit=16),
@@ -36,6 +45,9 @@ TREES = {
                                                         n_crit=12),
     "two clusters": lambda rng: build_tree(_two_clusters(rng), n_crit=8),
     "one box": lambda rng: build_tree(uniform_cube(5, rng), n_crit=16),
+    # The four trees of `fmmloopy check` (adaptive, 3-6 levels, empty boxes, targets apart).
+    **{f"check problem {index}": (lambda rng, index=index: _check_trees()[index])
+       for index in range(4)},
 }
 
 
@@ -69,17 +81,24 @@ def test_counts_and_read_boxes_are_the_host_classes(built):
         assert np.array_equal(device_v.source_boxes(name), read), name
 
 
-@pytest.mark.parametrize("block", [1, 7, None, 100_000])
-@pytest.mark.parametrize("every", [1, 3])
-def test_grouped_lists_are_the_host_grouped_lists(built, block, every):
+@pytest.mark.parametrize(("block", "every", "ahead"), [
+    *((block, every, "alone") for block in (1, 7, None, 100_000) for every in (1, 3)),
+    (None, 1, "prepared"), (None, 3, "prepared"), (7, 1, "prepared otherwise")])
+def test_grouped_lists_are_the_host_grouped_lists(built, block, every, ahead):
+    """Made one class at a time, all at once ahead (``prepare``), or ahead for another block
+    size (then made again alone): the host's arrays every time."""
     tree, lists, device_v = built
-    compared = 0
+    requests = {}
     for name in M2L_CLASSES:
-        starts, entries, indices = box_list(tree, lists, f"v_{name}")
+        starts = box_list(tree, lists, f"v_{name}")[0]
         targets = np.flatnonzero(np.diff(starts) > 0)[::every]  # a rank's part: a subset
-        if not len(targets):
-            continue
-        size = block or -(-len(targets) // 4)
+        if len(targets):
+            requests[name] = targets, block or -(-len(targets) // 4)
+    if ahead != "alone":
+        device_v.prepare({name: (targets, size + (ahead == "prepared otherwise"))
+                          for name, (targets, size) in requests.items()})
+    for name, (targets, size) in requests.items():
+        starts, entries, indices = box_list(tree, lists, f"v_{name}")
         host = grouped_arguments(box_list_arguments(starts, entries, targets, indices), size)
         device = device_v.grouped(name, targets, size)
         for key in ("block_group_starts", "group_matrices", "group_pair_starts", "nblocks",
@@ -88,9 +107,7 @@ def test_grouped_lists_are_the_host_grouped_lists(built, block, every):
         for key in ("pair_targets", "pair_sources"):
             assert np.array_equal(device[key].get(), host[key]), (name, key)
         assert device["distinct_sources"] == len(np.unique(host["pair_sources"]))
-        compared += 1
-    if tree.nlevels > 2:
-        assert compared
+    assert requests or tree.nlevels <= 2
 
 
 def test_a_plan_with_the_device_lists_evaluates_as_the_host_one(queue):
@@ -134,3 +151,24 @@ def test_a_corrupted_cached_set_up_kernel_is_rejected_and_made_again(queue, monk
         starts = box_list(tree, lists, f"v_{name}")[0]
         assert np.array_equal(device_v.entries_per_box(name), np.diff(starts))
     assert kernel_cache.load(kernel_cache.setup_kernel_key("v_class_counts", queue.device))
+
+
+def test_every_check_problem_is_among_the_trees():
+    assert sum(name.startswith("check problem") for name in TREES) == len(_check_trees())
+
+
+def test_an_fmm_with_the_device_lists_never_makes_the_host_v_list():
+    """The host's V list is made at first use: a Laplace FMM (one strength vector, shipped
+    recipes) takes every V launch from the device and never asks for it; its sum is right."""
+    rng = np.random.default_rng(9)
+    sources = uniform_cube(3000, rng)
+    charges = rng.standard_normal(len(sources))
+    fmm = fmmloopy.Fmm(sources, order=4, n_crit=24)
+    potential = fmm(charges)
+    assert not fmm.lists.v.made
+    expected = direct_sum(LAPLACE_3D, sources, charges, sources)
+    # Order 4: a few 1e-5 on uniform points (docs/fmm.md); the bound leaves room.
+    assert np.linalg.norm(potential - expected) / np.linalg.norm(expected) < 5e-4
+    # Asked for, it is made; its size is what the memory estimate counted from the device.
+    assert int(np.diff(fmm.lists.v_starts).sum()) == fmm._sizes["list_entries"]["v"]
+    assert fmm.lists.v.made

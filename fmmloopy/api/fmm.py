@@ -377,20 +377,22 @@ class Fmm:
         # FMM of one process whose V list is the tree's (a distributed rank's plan serves boxes
         # its own tree does not show).
         device_v = (DeviceVClasses(tree, lists, self.queue)
-                    if self._rank_boxes is None and lists.v_lists is self.lists.v_lists
-                    else None)
+                    if self._rank_boxes is None and lists.v is self.lists.v else None)
 
-        def class_entries(name: str) -> int:
-            if device_v is not None:
-                return int(device_v.entries_per_box(name).sum())
-            return len(box_list(tree, lists, f"v_{name}")[1])
+        def entries(name: str) -> int:  # of a list or a V class (v_<class>)
+            if device_v is not None and name.startswith("v"):
+                counts = device_v.counts if name == "v" else device_v.entries_per_box(name[2:])
+                return int(counts.sum())
+            if name.startswith("v_"):
+                return len(box_list(tree, lists, name)[1])
+            return len(getattr(lists, f"{name}_lists"))
 
         self._sizes = dict(
             nsources=tree.nsources, ntargets=tree.ntargets, order=self.order,
             nboxes=tree.nboxes, ranks=self.operators.ranks(),
             complex_values=self.kernel.is_complex,
-            list_entries={name: len(getattr(lists, f"{name}_lists")) for name in "uvwx"}
-            | {f"v_{name}": class_entries(name) for name in M2L_CLASSES})
+            list_entries={name: entries(name)
+                          for name in [*"uvwx", *(f"v_{name}" for name in M2L_CLASSES)]})
         self.memory_estimate = estimate_memory(
             targets_are_sources=tree.targets_are_sources, nlevels=tree.nlevels,
             operator_sets=len(self.operators.sets), real_bytes=self.dtype.itemsize,

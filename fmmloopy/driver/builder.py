@@ -136,8 +136,10 @@ class _PlanBuilder:
                  reuse: Mapping[tuple, Launch] | None = None,
                  precision: Precision = FLOAT64, device_v: DeviceVClasses | None = None):
         self.tree, self.lists, self.operators = tree, lists, operators
-        #: The V classes built on the device, where the plan has them.
+        #: The V classes built on the device, where the plan has them, and the target boxes of
+        #: each class's M2L launch, for the first launch to have all made at once.
         self.device_v = device_v
+        self.v_class_targets: dict[str, np.ndarray] = {}
         self.precision = precision
         #: Launch key -> a launch of another plan on this tree to take as it is.
         self.reuse = dict(reuse or {})
@@ -306,8 +308,14 @@ class _PlanBuilder:
         """:meth:`add` for a launch over V class ``name`` whose grouped lists the device builds
         (:class:`~fmmloopy.execution.device_lists.DeviceVClasses`; the same arrays as the host
         would cut, left on the device)."""
-        block = kernel.layout.block_size(len(target_boxes), self.queue.device.max_compute_units)
-        grouped = self.device_v.grouped(name, target_boxes, block)
+        units = self.queue.device.max_compute_units
+        if self.v_class_targets:  # every class's lists at once (what grouped() then hands out)
+            self.device_v.prepare({other: (targets, kernel.layout.block_size(len(targets), units))
+                                   for other, targets in self.v_class_targets.items()
+                                   if len(targets)})
+            self.v_class_targets = {}
+        grouped = self.device_v.grouped(name, target_boxes,
+                                        kernel.layout.block_size(len(target_boxes), units))
         extra = dict(extra)
         matrices = extra.pop("matrices")
         if grouped["ngroups"] and grouped["group_matrices"].max() >= extra["nmatrices"]:
@@ -424,7 +432,11 @@ def build_plan(tree: Tree, lists: InteractionLists,
         buffers[name] = cla.Array(queue, shape, dtype, data=storage[allocation].base_data)
     build = _PlanBuilder(tree, lists, operators, green, queue, recipes, verify, reuse,
                          precision, device_v)
-    for step, target_boxes in launch_order(tree, lists, rank_boxes, device_v):
+    launches = list(launch_order(tree, lists, rank_boxes, device_v))
+    if device_v is not None:
+        build.v_class_targets = {step.box_list[2:]: target_boxes for step, target_boxes in launches
+                                 if (step.box_list or "").startswith("v_")}
+    for step, target_boxes in launches:
         build.step(step, target_boxes)
     first_touch.finish()
     if build.unverified:

@@ -11,7 +11,9 @@ path of :mod:`fmmloopy.tree.lists`, :mod:`fmmloopy.execution.kernel_arguments` a
 * one launch counts the V entries of every box per class (:attr:`DeviceVClasses.counts`);
   the host reads them back (which boxes a class's launches serve, how many entries each);
 * per class launch, one kernel counts the pairs of each (block, vector) group, the host sums
-  them (a few hundred numbers), and a second kernel writes the pairs, which stay on the device.
+  them (a few hundred numbers), and a second kernel writes the pairs, which stay on the device;
+  the classes of a plan go together (:meth:`DeviceVClasses.prepare`: every count, one wait,
+  every fill, one wait).
 
 The kernels come from the disk kernel cache like the operators' (their generated code as data;
 loopy only where the cache does not hold them) and are mapped to the device here: boxes over
@@ -164,6 +166,8 @@ class DeviceVClasses:
         #: (nboxes, classes) V entries of each box in each class (in M2L_CLASSES order).
         self.counts = counts.get()
         self.counts.setflags(write=False)
+        #: class -> (target boxes, block size, grouped lists) made ahead by :meth:`prepare`.
+        self._prepared: dict[str, tuple[np.ndarray, int, dict[str, Any]]] = {}
 
     def entries_per_box(self, name: str) -> np.ndarray:
         """(nboxes,) the entries of each box's row of class ``name``."""
@@ -177,36 +181,69 @@ class DeviceVClasses:
         """The grouped-layout arguments of class ``name`` over ``target_boxes`` (ascending) in
         blocks of ``block`` rows, as :func:`~fmmloopy.maths.layouts.grouped_arguments` gives
         them (matrix indices: the vectors' positions in the class): the pairs as device
-        arrays, the rest on the host; ``distinct_sources``: how many boxes the pairs read."""
-        queue, codes = self.queue, self._codes[name]
-        nvectors = codes.shape[1]
-        ntargets = len(target_boxes)
-        nblocks = -(-ntargets // block)
-        arguments = dict(self._tree, target_boxes=cla.to_device(
-            queue, np.ascontiguousarray(target_boxes, INDEX_DTYPE)),
-            codes=cla.to_device(queue, codes), ntargets=ntargets, block=block,
-            nblocks=nblocks, nvectors=nvectors)
-        item_counts = cla.empty(queue, (nblocks, nvectors), INDEX_DTYPE)
-        _launcher("v_class_pair_counts", queue.context)(queue, **arguments,
-                                                         item_counts=item_counts)
-        counts = item_counts.get().ravel()
-        starts = np.zeros(len(counts) + 1, dtype=INDEX_DTYPE)
-        np.cumsum(counts, out=starts[1:])
-        npairs = int(starts[-1])
-        pairs = {"pair_targets": cla.empty(queue, npairs, INDEX_DTYPE),
-                 "pair_sources": cla.empty(queue, npairs, INDEX_DTYPE)}
-        marks = cla.zeros(queue, self.nboxes, np.int8)
-        if npairs:
-            _launcher("v_class_pairs", queue.context)(
-                queue, **arguments, item_starts=cla.to_device(queue, starts[:-1].reshape(
-                    nblocks, nvectors)), npairs=npairs, source_marks=marks, **pairs)
-        groups = counts > 0
-        return {
-            "distinct_sources": int(np.count_nonzero(marks.get())),
-            "block_group_starts": np.append(0, np.cumsum(groups.reshape(nblocks, nvectors).sum(
-                axis=1))).astype(INDEX_DTYPE),
-            "group_matrices": np.tile(np.arange(nvectors, dtype=INDEX_DTYPE), nblocks)[groups],
-            "group_pair_starts": np.append(starts[:-1][groups], npairs).astype(INDEX_DTYPE),
-            **pairs,
-            "nblocks": nblocks, "ngroups": int(groups.sum()), "npairs": npairs,
-        }
+        arrays, the rest on the host; ``distinct_sources``: how many boxes the pairs read.
+        Made by :meth:`prepare` ahead for these boxes and block size, or now."""
+        prepared = self._prepared.pop(name, None)
+        if prepared is not None and prepared[1] == block and np.array_equal(prepared[0],
+                                                                            target_boxes):
+            return prepared[2]
+        return self._layouts({name: (target_boxes, block)})[name]
+
+    def prepare(self, requests: dict[str, tuple[np.ndarray, int]]) -> None:
+        """Make the grouped lists of several classes at once (``{class: (target boxes, block
+        size)}``, as :meth:`grouped` takes them): the host waits for the device twice in all
+        instead of twice per class; :meth:`grouped` hands them out."""
+        for name, layout in self._layouts(requests).items():
+            self._prepared[name] = (*requests[name], layout)
+
+    def _layouts(self, requests: dict[str, tuple[np.ndarray, int]]) -> dict[str, dict]:
+        """:meth:`grouped` of each request: every count launch, one wait, every fill launch,
+        one wait."""
+        queue = self.queue
+        counting = {}
+        for name, (target_boxes, block) in requests.items():
+            codes = self._codes[name]
+            ntargets, nvectors = len(target_boxes), codes.shape[1]
+            nblocks = -(-ntargets // block)
+            arguments = dict(self._tree, target_boxes=cla.to_device(
+                queue, np.ascontiguousarray(target_boxes, INDEX_DTYPE)),
+                codes=cla.to_device(queue, codes), ntargets=ntargets, block=block,
+                nblocks=nblocks, nvectors=nvectors)
+            item_counts = cla.empty(queue, (nblocks, nvectors), INDEX_DTYPE)
+            if ntargets:
+                _launcher("v_class_pair_counts", queue.context)(queue, **arguments,
+                                                                 item_counts=item_counts)
+            counting[name] = arguments, item_counts
+        filling = {}
+        for name, (arguments, item_counts) in counting.items():
+            counts = (item_counts.get().ravel() if arguments["ntargets"] else
+                      np.zeros(0, INDEX_DTYPE))  # the first read waits for every count
+            starts = np.zeros(len(counts) + 1, dtype=INDEX_DTYPE)
+            np.cumsum(counts, out=starts[1:])
+            npairs = int(starts[-1])
+            pairs = {"pair_targets": cla.empty(queue, npairs, INDEX_DTYPE),
+                     "pair_sources": cla.empty(queue, npairs, INDEX_DTYPE)}
+            marks = cla.zeros(queue, self.nboxes, np.int8)
+            if npairs:
+                _launcher("v_class_pairs", queue.context)(
+                    queue, **arguments, item_starts=cla.to_device(queue, starts[:-1].reshape(
+                        arguments["nblocks"], arguments["nvectors"])), npairs=npairs,
+                    source_marks=marks, **pairs)
+            filling[name] = counts, starts, pairs, marks
+        layouts = {}
+        for name, (counts, starts, pairs, marks) in filling.items():
+            nblocks, nvectors = counting[name][0]["nblocks"], counting[name][0]["nvectors"]
+            groups = counts > 0
+            npairs = int(starts[-1])
+            layouts[name] = {
+                # The first read waits for every fill: the pairs are complete on return.
+                "distinct_sources": int(np.count_nonzero(marks.get())),
+                "block_group_starts": np.append(0, np.cumsum(groups.reshape(
+                    nblocks, nvectors).sum(axis=1))).astype(INDEX_DTYPE),
+                "group_matrices": np.tile(np.arange(nvectors, dtype=INDEX_DTYPE),
+                                          nblocks)[groups],
+                "group_pair_starts": np.append(starts[:-1][groups], npairs).astype(INDEX_DTYPE),
+                **pairs,
+                "nblocks": nblocks, "ngroups": int(groups.sum()), "npairs": npairs,
+            }
+        return layouts

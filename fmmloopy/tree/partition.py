@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fmmloopy.tree.csr import list_rows, ranges_to_indices, select_rows, starts_from_counts
-from fmmloopy.tree.lists import InteractionLists
+from fmmloopy.tree.lists import InteractionLists, VList
 from fmmloopy.tree.morton import placeholder
 from fmmloopy.tree.octree import Tree
 
@@ -218,4 +218,6 @@ def essential_lists(lists: InteractionLists, essential: EssentialSet) -> Interac
     colleagues = lists.colleagues[essential.boxes]
     arrays["colleagues"] = np.where(colleagues >= 0, ids[np.maximum(colleagues, 0)], -1
                                     ).astype(np.int32)
+    arrays["v"] = VList.of(*(arrays.pop(f"v_{name}") for name in ("starts", "lists",
+                                                                   "transfer")))
     return InteractionLists(**arrays)
