@@ -46,7 +46,7 @@ from fmmloopy.driver.memory import (
 )
 from fmmloopy.driver.plan import Plan
 from fmmloopy.driver.preparation import KernelPreparation, kernel_requests
-from fmmloopy.execution.device_lists import DeviceVClasses
+from fmmloopy.execution.device_setup import DeviceVClasses, device_point_keys
 from fmmloopy.execution.kernel_arguments import box_list
 from fmmloopy.execution.opencl_errors import explain_opencl_error
 from fmmloopy.execution.precomputed import get_operators, level_operators
@@ -242,7 +242,9 @@ class Fmm:
                 if self.kernel.homogeneity is not None else None
             clock = time.perf_counter()
             with stage(f"sorting {self.nsources} sources and {self.ntargets} targets"):
-                points = sort_points(sources, targets, max_depth)
+                # The Morton keys on the device (the same keys: tests/test_device_setup.py).
+                points = sort_points(sources, targets, max_depth,
+                                     keys_of=device_point_keys(self.queue))
             self.setup_seconds["tree"] += time.perf_counter() - clock
             check_wave_range(self.kernel, 2 * points.half_width, self.order)  # before
             # precomputing; a kernel without homogeneity: the operators of the first level with

@@ -27,7 +27,7 @@ from fmmloopy.checking.verification import compare, random_operands
 from fmmloopy.driver.buffers import allocations, evaluation_buffer_shapes
 from fmmloopy.driver.plan import Launch, Plan, zero_buffer
 from fmmloopy.execution.compiled import CompiledOperator, compiled_operator
-from fmmloopy.execution.device_lists import DeviceVClasses
+from fmmloopy.execution.device_setup import DeviceVClasses
 from fmmloopy.execution.kernel_arguments import (
     box_list,
     box_list_arguments,
@@ -306,7 +306,7 @@ class _PlanBuilder:
                             sizes: dict[str, int], extra: dict, key: tuple,
                             upward: bool) -> None:
         """:meth:`add` for a launch over V class ``name`` whose grouped lists the device builds
-        (:class:`~fmmloopy.execution.device_lists.DeviceVClasses`; the same arrays as the host
+        (:class:`~fmmloopy.execution.device_setup.DeviceVClasses`; the same arrays as the host
         would cut, left on the device)."""
         units = self.queue.device.max_compute_units
         if self.v_class_targets:  # every class's lists at once (what grouped() then hands out)
@@ -402,7 +402,7 @@ def build_plan(tree: Tree, lists: InteractionLists,
     matrices and level scales are rounded to it when uploaded, and the buffers hold it.
 
     ``device_v``: the V list by class as the device built it from ``tree``
-    (:class:`~fmmloopy.execution.device_lists.DeviceVClasses`, the same lists as ``lists``
+    (:class:`~fmmloopy.execution.device_setup.DeviceVClasses`, the same lists as ``lists``
     holds): which boxes the compressed M2L's steps serve, and the grouped lists of the launches
     that can take them from the device (:meth:`_PlanBuilder._grouped_on_device`).
     """

@@ -19,7 +19,7 @@ import pyopencl as cl
 from fmmloopy.base.precision import Precision
 from fmmloopy.driver.builder import recipe_for
 from fmmloopy.execution.compiled import compiled_operator
-from fmmloopy.execution.device_lists import prepare_setup_kernels
+from fmmloopy.execution.device_setup import prepare_setup_kernels
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.kifmm import STEPS, step_kernel

@@ -161,7 +161,7 @@ def kernel_key(operator: str, recipe: Any, device: cl.Device, green: Any, dtype:
 
 
 def setup_kernel_key(name: str, device: cl.Device) -> dict[str, Any]:
-    """The key of one of the set-up's kernels (:mod:`fmmloopy.execution.device_lists`): its
+    """The key of one of the set-up's kernels (:mod:`fmmloopy.execution.device_setup`): its
     name, the package sources (its math-level kernel and its mapping to the device are
     among them), the versions and the device. Stored under the operator ``setup-<name>`` and
     the recipe ``setup``."""

@@ -17,6 +17,7 @@ Everything is vectorised; the only Python loops run over levels (at most ``max_d
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,10 @@ __all__ = [
 MAX_DEPTH_LIMIT = 21
 
 _U64 = np.uint64
+
+#: What computes the points' Morton keys: ``keys_of(points, lo, half_width, depth)``, as
+#: :func:`~fmmloopy.tree.refinement.point_keys` does.
+KeysOf = Callable[[np.ndarray, np.ndarray, float, int], np.ndarray]
 _INDEX = INDEX_DTYPE
 #: Relative padding of the root cube around the points' extent.
 _PAD = 1e-6
@@ -207,29 +212,31 @@ def root_box_side(sources, targets=None) -> float:
 
 
 def sort_points(sources: np.ndarray, targets: np.ndarray | None = None,
-                max_depth: int = 20) -> SortedPoints:
-    """Validate the points, choose the root cube and sort the points by Morton key."""
+                max_depth: int = 20, keys_of: KeysOf = point_keys) -> SortedPoints:
+    """Validate the points, choose the root cube and sort the points by Morton key
+    (``keys_of``: what computes them, :func:`~fmmloopy.tree.refinement.point_keys` or the same
+    on a device)."""
     src = validate_points(sources, "sources")
     tgt = None if targets is None else validate_points(targets, "targets")
     if not len(src) or (tgt is not None and not len(tgt)):
         raise ValueError(f"{'targets' if len(src) else 'sources'} must hold at least one point")
     depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
 
-    return sort_in_cube(src, tgt, *root_cube(src, tgt), depth)
+    return sort_in_cube(src, tgt, *root_cube(src, tgt), depth, keys_of)
 
 
 def sort_in_cube(src: np.ndarray, tgt: np.ndarray | None, centre: np.ndarray,
-                 half_width: float, depth: int) -> SortedPoints:
+                 half_width: float, depth: int, keys_of: KeysOf = point_keys) -> SortedPoints:
     """Points (checked; none is fine) keyed at level ``depth`` of the cube ``(centre,
     half_width)`` and sorted by key (:func:`sort_points` with the cube given)."""
     root_lo = centre - half_width
-    skeys = point_keys(src, root_lo, half_width, depth)
+    skeys = keys_of(src, root_lo, half_width, depth)
     sorder = stable_argsort(skeys)
     skeys = skeys[sorder]
     if tgt is None:
         tkeys, torder, all_keys = skeys, sorder, skeys
     else:
-        tkeys = point_keys(tgt, root_lo, half_width, depth)
+        tkeys = keys_of(tgt, root_lo, half_width, depth)
         torder = stable_argsort(tkeys)
         tkeys = tkeys[torder]
         all_keys = np.sort(np.concatenate([skeys, tkeys]))

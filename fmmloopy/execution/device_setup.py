@@ -1,10 +1,15 @@
-"""The V list by transfer-vector class, built on the OpenCL device from the tree.
+"""The set-up's kernels on the OpenCL device: the points' Morton keys (:func:`device_point_keys`)
+and the V list by transfer-vector class, built from the tree (:class:`DeviceVClasses`).
+
+Morton keys: the same keys as :func:`fmmloopy.tree.refinement.point_keys` (bit for bit,
+``tests/test_device_setup.py``), 0.03 s instead of 0.06 s at 10^6 points with the copies (1.5-2.2
+s at 10^7 on the host).
 
 The compressed M2L walks the V list one class at a time, in the grouped layout
 (:class:`~fmmloopy.maths.layouts.Grouped`). On the host that takes three passes over millions of
 entries (the V list, its cut by class, each class's grouping: 0.3 s at 10^6 uniform points);
-here the kernels of :mod:`fmmloopy.maths.list_kernels` make them from the tree's colleagues,
-in the arrays the host makes (``tests/test_device_lists.py`` compares every array with the numpy
+here the kernels of :mod:`fmmloopy.maths.setup_kernels` make them from the tree's colleagues,
+in the arrays the host makes (``tests/test_device_setup.py`` compares every array with the numpy
 path of :mod:`fmmloopy.tree.lists`, :mod:`fmmloopy.execution.kernel_arguments` and
 :mod:`fmmloopy.maths.layouts`, which stays the reference):
 
@@ -23,6 +28,7 @@ work-items in groups of 32 for the counts, one work-item per (block, vector) gro
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import loopy as lp
@@ -34,8 +40,9 @@ from fmmloopy.execution import generation, kernel_cache
 from fmmloopy.execution.compiled import loopy_output_to_log
 from fmmloopy.execution.launcher import Launcher
 from fmmloopy.maths.geometry import INDEX_DTYPE, M2L_CLASSES, M2L_DIRECTIONS, transfer_class
-from fmmloopy.maths.list_kernels import (
+from fmmloopy.maths.setup_kernels import (
     NO_V_OCTANT,
+    make_point_keys_kernel,
     make_v_class_counts_kernel,
     make_v_class_pairs_kernel,
     v_source_codes,
@@ -43,10 +50,11 @@ from fmmloopy.maths.list_kernels import (
 from fmmloopy.tree.lists import InteractionLists
 from fmmloopy.tree.octree import Tree
 
-__all__ = ["SETUP_KERNELS", "DeviceVClasses", "prepare_setup_kernels"]
+__all__ = ["SETUP_KERNELS", "DeviceVClasses", "device_point_keys", "prepare_setup_kernels"]
 
-#: Boxes per work-group of the counting kernel.
+#: Boxes per work-group of the counting kernel, points per work-group of the keys.
 _BOXES_PER_GROUP = 32
+_POINTS_PER_GROUP = 64
 
 
 def _counts_on_device() -> lp.TranslationUnit:
@@ -58,8 +66,14 @@ def _pairs_on_device(fill: bool) -> lp.TranslationUnit:
     return lp.tag_inames(make_v_class_pairs_kernel(fill), {"blk": "g.1", "j": "g.0"})
 
 
+def _point_keys_on_device() -> lp.TranslationUnit:
+    return lp.split_iname(make_point_keys_kernel(), "i", _POINTS_PER_GROUP, outer_tag="g.0",
+                          inner_tag="l.0")
+
+
 #: The set-up's kernels by name, each as mapped to the device.
 SETUP_KERNELS = {
+    "point_keys": _point_keys_on_device,
     "v_class_counts": _counts_on_device,
     "v_class_pair_counts": lambda: _pairs_on_device(False),
     "v_class_pairs": lambda: _pairs_on_device(True),
@@ -114,6 +128,25 @@ def prepare_setup_kernels(context: cl.Context) -> None:
     may do while the host builds the tree: loopy is not run)."""
     for name in SETUP_KERNELS:
         _launcher(name, context, only_cached=True)
+
+
+def device_point_keys(queue: cl.CommandQueue
+                      ) -> Callable[[np.ndarray, np.ndarray, float, int], np.ndarray]:
+    """``keys_of(points, lo, half_width, depth)``: :func:`fmmloopy.tree.refinement.point_keys`
+    computed on ``queue``'s device (what :func:`fmmloopy.tree.octree.sort_points` takes)."""
+    def keys_of(points: np.ndarray, lo: np.ndarray, half_width: float,
+                depth: int) -> np.ndarray:
+        if not len(points):
+            return np.zeros(0, dtype=np.uint64)
+        cells = 1 << depth
+        keys = cla.empty(queue, len(points), np.uint64)
+        _launcher("point_keys", queue.context)(
+            queue, points=cla.to_device(queue, np.ascontiguousarray(points, np.float64)),
+            lo=cla.to_device(queue, np.asarray(lo, np.float64)),
+            scale=cells / (2.0 * half_width), top=float(cells - 1), keys=keys,
+            npoints=len(points))
+        return keys.get()
+    return keys_of
 
 
 def _class_tables() -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, str]]:

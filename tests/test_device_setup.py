@@ -1,4 +1,5 @@
-"""The V list by class built on the device equals the numpy lists, array for array: the
+"""The set-up's device kernels equal the numpy set-up. Morton keys: bit for bit, on every point
+set, depth and edge (faces, outside the cube). The V list by class: array for array, the
 per-box counts and the boxes each class reads against the host's cut by class, the grouped
 lists against :func:`~fmmloopy.maths.layouts.grouped_arguments` of the host's target-major
 lists (any block size, any ascending target boxes), and a plan made with them evaluates
@@ -14,17 +15,18 @@ import fmmloopy
 from fmmloopy.base.distributions import plummer, sphere_surface, uniform_cube
 from fmmloopy.checking.problems import check_problems
 from fmmloopy.driver.builder import build_plan
-from fmmloopy.execution import device_lists, kernel_cache
-from fmmloopy.execution.device_lists import DeviceVClasses
+from fmmloopy.execution import device_setup, kernel_cache
+from fmmloopy.execution.device_setup import DeviceVClasses, device_point_keys
 from fmmloopy.execution.kernel_arguments import box_list, box_list_arguments
 from fmmloopy.execution.precomputed import get_operators
 from fmmloopy.maths.geometry import M2L_CLASSES
 from fmmloopy.maths.green import LAPLACE_3D
 from fmmloopy.maths.layouts import grouped_arguments
-from fmmloopy.maths.list_kernels import v_source_codes
 from fmmloopy.maths.reference import direct_sum
+from fmmloopy.maths.setup_kernels import v_source_codes
 from fmmloopy.tree.lists import _v_table, build_interaction_lists
-from fmmloopy.tree.octree import build_tree
+from fmmloopy.tree.octree import MAX_DEPTH_LIMIT, build_tree, sort_points
+from fmmloopy.tree.refinement import point_keys
 
 
 def _two_clusters(rng):
@@ -135,12 +137,12 @@ def test_a_plan_with_the_device_lists_evaluates_as_the_host_one(queue):
 def test_a_corrupted_cached_set_up_kernel_is_rejected_and_made_again(queue, monkeypatch):
     """The set-up kernels' cache files get the kernel cache's checks: a corrupted one is
     rejected with a warning, generated again, and the lists are still the host's."""
-    device_lists._launcher("v_class_counts", queue.context)  # stored once generated
+    device_setup._launcher("v_class_counts", queue.context)  # stored once generated
     path = kernel_cache.kernel_path(kernel_cache.setup_kernel_key("v_class_counts",
                                                                   queue.device))
     assert path.is_file()
     path.write_bytes(path.read_bytes().replace(b"counts", b"COUNTS", 1))
-    monkeypatch.setattr(device_lists, "_LAUNCHERS", {})
+    monkeypatch.setattr(device_setup, "_LAUNCHERS", {})
     # A new context: nothing of this process's kernels is reused either.
     context = cl.Context([queue.device])
     tree = build_tree(plummer(2000, np.random.default_rng(2)), n_crit=12)
@@ -172,3 +174,27 @@ def test_an_fmm_with_the_device_lists_never_makes_the_host_v_list():
     # Asked for, it is made; its size is what the memory estimate counted from the device.
     assert int(np.diff(fmm.lists.v_starts).sum()) == fmm._sizes["list_entries"]["v"]
     assert fmm.lists.v.made
+
+
+@pytest.mark.parametrize("depth", [0, 1, 9, 20, MAX_DEPTH_LIMIT])
+def test_device_keys_are_the_host_keys(queue, depth):
+    rng = np.random.default_rng(depth)
+    keys_of = device_point_keys(queue)
+    lo, half_width = np.array([-1.0, -1.0, -1.0]), 1.0
+    edges = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0],
+                      [-1.5, 0.3, 2.0], [np.nextafter(1.0, 0), -np.nextafter(1.0, 0), 0.5]])
+    for points in (uniform_cube(20_000, rng), sphere_surface(20_000, rng),
+                   0.01 * plummer(20_000, rng), _two_clusters(rng) / 4, edges):
+        assert np.array_equal(keys_of(points, lo, half_width, depth),
+                              point_keys(points, lo, half_width, depth))
+    assert keys_of(np.zeros((0, 3)), lo, half_width, depth).shape == (0,)
+
+
+def test_points_sorted_with_device_keys_are_sorted_as_on_the_host(queue):
+    rng = np.random.default_rng(4)
+    sources, targets = plummer(5000, rng), uniform_cube(3000, rng)
+    host = sort_points(sources, targets)
+    device = sort_points(sources, targets, keys_of=device_point_keys(queue))
+    assert np.array_equal(device.source_order, host.source_order)
+    assert np.array_equal(device.target_order, host.target_order)
+    assert np.array_equal(device.builder.all_keys, host.builder.all_keys)

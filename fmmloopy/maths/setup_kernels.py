@@ -1,6 +1,11 @@
-"""Math-level loopy kernels of the set-up: the V list by transfer-vector class, built where the
-evaluation runs (:mod:`fmmloopy.execution.device_lists` maps them to the device and launches
-them; the numpy lists of :mod:`fmmloopy.tree.lists` are their reference).
+"""Math-level loopy kernels of the set-up, run where the evaluation runs
+(:mod:`fmmloopy.execution.device_setup` maps them to the device and launches them; the numpy
+code of :mod:`fmmloopy.tree` is their reference): the points' Morton keys and the V list by
+transfer-vector class.
+
+Morton keys (:func:`make_point_keys_kernel`): what :func:`fmmloopy.tree.refinement.point_keys`
+computes, operation for operation: each coordinate's cell ``floor((x - lo) * scale)`` clamped to
+``[0, top]``, its 21 bits spread two apart, x the highest.
 
 V source of a box for a transfer vector. Box ``b`` (level >= 2, octant ``o`` in its parent)
 finds the source box of vector ``v`` among the children of its parent's colleagues: the
@@ -38,8 +43,8 @@ from fmmloopy.maths.geometry import (
     transfer_vector_index,
 )
 
-__all__ = ["NO_V_OCTANT", "make_v_class_counts_kernel", "make_v_class_pairs_kernel",
-           "v_source_codes"]
+__all__ = ["NO_V_OCTANT", "make_point_keys_kernel", "make_v_class_counts_kernel",
+           "make_v_class_pairs_kernel", "v_source_codes"]
 
 _LANG_VERSION = (2018, 2)
 
@@ -60,6 +65,48 @@ def v_source_codes() -> np.ndarray:
         codes[octant, transfer_vector_index(offsets[octant][slots, children])] = (
             8 * slots + children)
     return codes
+
+
+#: The steps that spread 21 bits two apart: shift, then the mask of the bits kept
+#: (:func:`fmmloopy.tree.morton.morton_encode` takes the same).
+_SPREAD_STEPS = ((32, 0x1F00000000FFFF), (16, 0x1F0000FF0000FF), (8, 0x100F00F00F00F00F),
+                 (4, 0x10C30C30C30C30C3), (2, 0x1249249249249249))
+
+
+def _spread(axis: int) -> str:
+    """Instructions that set ``spread_<axis>``: the bits of ``cell_<axis>`` (uint64) spread."""
+    lines = [f"<uint64> bits_{axis}_0 = cell_{axis} & {(1 << 21) - 1}"]
+    for step, (shift, mask) in enumerate(_SPREAD_STEPS):
+        value = f"bits_{axis}_{step}"
+        lines.append(f"<uint64> bits_{axis}_{step + 1} = ({value} | ({value} << {shift})) "
+                     f"& {mask}")
+    lines.append(f"<uint64> spread_{axis} = bits_{axis}_{len(_SPREAD_STEPS)}")
+    return "\n".join(lines)
+
+
+def make_point_keys_kernel() -> lp.TranslationUnit:
+    """``keys[i]``: the Morton key of ``points[i]`` (``(npoints, 3)``) at the level whose cells
+    are ``1 / scale`` wide from ``lo``, ``top`` the last cell."""
+    cells = "\n".join(
+        f"<> scaled_{axis} = floor((points[i, {axis}] - lo[{axis}]) * scale)\n"
+        f"<uint64> cell_{axis} = (0 if scaled_{axis} < 0 else "
+        f"(top if scaled_{axis} > top else scaled_{axis}))\n" + _spread(axis)
+        for axis in range(3))
+    instructions = f"""
+    for i
+        {cells}
+        keys[i] = (spread_0 << 2) | (spread_1 << 1) | spread_2
+    end
+    """
+    knl = lp.make_kernel(
+        "{[i]: 0 <= i < npoints}", instructions,
+        [lp.GlobalArg("points", np.float64, "npoints, 3"),
+         lp.GlobalArg("lo", np.float64, "3"),
+         lp.ValueArg("scale", np.float64), lp.ValueArg("top", np.float64),
+         lp.GlobalArg("keys", np.uint64, "npoints"),
+         lp.ValueArg("npoints", INDEX_DTYPE)],
+        name="point_keys", lang_version=_LANG_VERSION)
+    return lp.set_options(knl, return_dict=True)
 
 
 def _tree_arguments() -> list:
