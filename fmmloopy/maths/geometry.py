@@ -106,6 +106,22 @@ def transfer_vector_index(offsets: np.ndarray) -> np.ndarray:
     return idx
 
 
+def parent_colleague_children() -> tuple[np.ndarray, np.ndarray]:
+    """``(offsets, far)``: for a box of octant ``o``, the child of octant ``c`` of its parent's
+    colleague in slot ``s`` (:data:`NEIGHBOUR_OFFSETS`) lies ``offsets[o, s, c]`` (box sides,
+    ``(8, 27, 8, 3)``) away; ``far[o, s, c]``: not adjacent, so in the box's V list (its
+    transfer vector is that offset). The tree's V list and the set-up kernels both read it."""
+    offsets = (2 * NEIGHBOUR_OFFSETS[None, :, None, :] + OCTANT_BITS[None, None, :, :]
+               - OCTANT_BITS[:, None, None, :])
+    return offsets, np.abs(offsets).max(axis=-1) >= 2
+
+
+#: The steps that spread the 21 bits of a coordinate two apart (a Morton key's axis): shift
+#: left, OR, then keep the bits of the mask (``fmmloopy.tree.morton`` and the device keys).
+MORTON_SPREAD_STEPS = ((32, 0x1F00000000FFFF), (16, 0x1F0000FF0000FF), (8, 0x100F00F00F00F00F),
+                       (4, 0x10C30C30C30C30C3), (2, 0x1249249249249249))
+
+
 def child_centres() -> np.ndarray:
     """(3, 8): centre of the child of each octant of the box of half-width 1 centred at 0."""
     return np.ascontiguousarray((OCTANT_BITS - 0.5).T.astype(np.float64))

@@ -37,9 +37,9 @@ import numpy as np
 
 from fmmloopy.maths.geometry import (
     INDEX_DTYPE,
-    NEIGHBOUR_OFFSETS,
+    MORTON_SPREAD_STEPS,
     NTRANSFER_VECTORS,
-    OCTANT_BITS,
+    parent_colleague_children,
     transfer_vector_index,
 )
 
@@ -56,9 +56,7 @@ def v_source_codes() -> np.ndarray:
     """(9, 316) int32: ``8 * slot + child octant`` of the source of each transfer vector for a
     box of each octant (module docstring), -1 where the vector is not in V; row
     :data:`NO_V_OCTANT` all -1."""
-    offsets = (2 * NEIGHBOUR_OFFSETS[None, :, None, :] + OCTANT_BITS[None, None, :, :]
-               - OCTANT_BITS[:, None, None, :])  # (octant, slot, child octant, 3)
-    far = np.abs(offsets).max(axis=-1) >= 2
+    offsets, far = parent_colleague_children()
     codes = np.full((NO_V_OCTANT + 1, NTRANSFER_VECTORS), -1, dtype=INDEX_DTYPE)
     for octant in range(8):
         slots, children = np.nonzero(far[octant])
@@ -67,20 +65,14 @@ def v_source_codes() -> np.ndarray:
     return codes
 
 
-#: The steps that spread 21 bits two apart: shift, then the mask of the bits kept
-#: (:func:`fmmloopy.tree.morton.morton_encode` takes the same).
-_SPREAD_STEPS = ((32, 0x1F00000000FFFF), (16, 0x1F0000FF0000FF), (8, 0x100F00F00F00F00F),
-                 (4, 0x10C30C30C30C30C3), (2, 0x1249249249249249))
-
-
 def _spread(axis: int) -> str:
     """Instructions that set ``spread_<axis>``: the bits of ``cell_<axis>`` (uint64) spread."""
     lines = [f"<uint64> bits_{axis}_0 = cell_{axis} & {(1 << 21) - 1}"]
-    for step, (shift, mask) in enumerate(_SPREAD_STEPS):
+    for step, (shift, mask) in enumerate(MORTON_SPREAD_STEPS):
         value = f"bits_{axis}_{step}"
         lines.append(f"<uint64> bits_{axis}_{step + 1} = ({value} | ({value} << {shift})) "
                      f"& {mask}")
-    lines.append(f"<uint64> spread_{axis} = bits_{axis}_{len(_SPREAD_STEPS)}")
+    lines.append(f"<uint64> spread_{axis} = bits_{axis}_{len(MORTON_SPREAD_STEPS)}")
     return "\n".join(lines)
 
 

@@ -29,6 +29,7 @@ from fmmloopy.maths.geometry import (
     INDEX_DTYPE,
     NEIGHBOUR_OFFSETS,
     OCTANT_BITS,
+    parent_colleague_children,
     transfer_vector_index,
 )
 from fmmloopy.tree.csr import csr_from_pairs, starts_from_counts
@@ -116,9 +117,7 @@ def _colleague_tables() -> tuple[np.ndarray, np.ndarray]:
 def _v_table() -> np.ndarray:
     """(8, 27, 8) transfer index of (parent colleague slot, child octant) seen from octant ob,
     -1 where the child is adjacent."""
-    off = (2 * NEIGHBOUR_OFFSETS[None, :, None, :] + OCTANT_BITS[None, None, :, :]
-           - OCTANT_BITS[:, None, None, :])  # (8, 27, 8, 3)
-    far = np.abs(off).max(axis=-1) >= 2
+    off, far = parent_colleague_children()
     table = np.full(far.shape, -1, dtype=np.int16)  # 316 vectors: small tables, small gathers
     table[far] = transfer_vector_index(off[far])
     return table

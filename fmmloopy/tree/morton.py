@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from fmmloopy.maths.geometry import MORTON_SPREAD_STEPS
+
 _U64 = np.uint64
 
 
 def _spread_bits(v: np.ndarray) -> np.ndarray:
     """Insert two zero bits between each of the low 21 bits of ``v`` (uint64)."""
     v = v & _U64(0x1FFFFF)
-    v = (v | (v << _U64(32))) & _U64(0x1F00000000FFFF)
-    v = (v | (v << _U64(16))) & _U64(0x1F0000FF0000FF)
-    v = (v | (v << _U64(8))) & _U64(0x100F00F00F00F00F)
-    v = (v | (v << _U64(4))) & _U64(0x10C30C30C30C30C3)
-    v = (v | (v << _U64(2))) & _U64(0x1249249249249249)
+    for shift, mask in MORTON_SPREAD_STEPS:
+        v = (v | (v << _U64(shift))) & _U64(mask)
     return v
 
 
