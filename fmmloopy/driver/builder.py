@@ -76,6 +76,13 @@ def _device_class(name: str, device_v: DeviceVClasses | None) -> str | None:
     return name[2:] if device_v is not None and name.startswith("v_") else None
 
 
+def _check_matrix_indices(operator: str, indices: np.ndarray, nmatrices: int) -> None:
+    """ValueError where a launch's matrix indices leave its ``nmatrices`` matrices."""
+    if len(indices) and not 0 <= indices.min() <= indices.max() < nmatrices:
+        raise ValueError(f"{operator}: matrix indices outside the {nmatrices} matrices of this "
+                         "launch")
+
+
 def served_boxes(tree: Tree, lists: InteractionLists, boxes: Boxes,
                  rank_boxes: RankBoxes | None = None, upward: bool = False,
                  device_v: DeviceVClasses | None = None) -> np.ndarray:
@@ -251,26 +258,20 @@ class _PlanBuilder:
             matrix_indices = (matrix_indices + np.repeat(matrix_offsets, np.diff(starts))
                               ).astype(matrix_indices.dtype)
         cut = box_list_arguments(starts, entries, target_boxes, matrix_indices)
-        if matrix_indices is not None and "nmatrices" in extra and len(cut["matrix_indices"]) \
-                and not 0 <= cut["matrix_indices"].min() <= cut["matrix_indices"].max() \
-                < extra["nmatrices"]:
-            raise ValueError(f"{operator}: matrix indices outside the {extra['nmatrices']} "
-                             "matrices of this launch")
+        if matrix_indices is not None and "nmatrices" in extra:
+            _check_matrix_indices(operator, cut["matrix_indices"], extra["nmatrices"])
         if spec.template == MATVEC:
             cut = fold_vectors(cut, self.green.vectors, self.tree.box_levels)
-        names = set(kernel.argument_names)
-        arguments = {name: value for name, value in self.shared.items() if name in names}
         extra = dict(extra)
         matrices = extra.pop("matrices", None)
         host = kernel.arguments_from(cut | extra)
-        if "box_levels" in host and FOLDED_VECTORS in cut:  # the same for every launch
+        folded_levels = "box_levels" in host and FOLDED_VECTORS in cut
+        if folded_levels:  # the same for every launch
             host.pop("box_levels")
+        arguments = self._launch_arguments(kernel, host, matrices)
+        if folded_levels:
             arguments["box_levels"] = self._folded_box_levels(cut["box_levels"])
-        arguments |= {name: self._device(value) for name, value in host.items()}
-        if matrices is not None:
-            arguments |= {name: value for name, value in self._matrices(kernel, matrices).items()
-                          if name in names}
-        if "max_box_targets" in names:
+        if "max_box_targets" in kernel.argument_names:
             arguments["max_box_targets"] = int(self.tree.box_target_counts[target_boxes].max())
         if needs_verification(kernel.recipe):
             if self.verify:
@@ -287,6 +288,18 @@ class _PlanBuilder:
                          green=green),
             work * green.flops_per_pair() if spec.template == PAIRWISE else float(work), key,
             upward))
+
+    def _launch_arguments(self, kernel: CompiledOperator, host: dict,
+                          matrices: np.ndarray | None) -> dict:
+        """What ``kernel`` takes of the tree's shared arrays, of ``host`` (uploaded; arrays
+        already on the device as they are) and of ``matrices`` (in its layout, uploaded once)."""
+        names = set(kernel.argument_names)
+        arguments = {name: value for name, value in self.shared.items() if name in names}
+        arguments |= {name: self._device(value) for name, value in host.items() if name in names}
+        if matrices is not None:
+            arguments |= {name: value for name, value in self._matrices(kernel, matrices).items()
+                          if name in names}
+        return arguments
 
     def _grouped_on_device(self, list_name: str | None, kernel: CompiledOperator,
                            matrix_offsets: np.ndarray | None) -> str | None:
@@ -318,15 +331,8 @@ class _PlanBuilder:
                                         kernel.layout.block_size(len(target_boxes), units))
         extra = dict(extra)
         matrices = extra.pop("matrices")
-        if grouped["ngroups"] and grouped["group_matrices"].max() >= extra["nmatrices"]:
-            raise ValueError(f"{operator}: matrix indices outside the {extra['nmatrices']} "
-                             "matrices of this launch")
-        names = set(kernel.argument_names)
-        arguments = {name: value for name, value in self.shared.items() if name in names}
-        arguments |= {argument: self._device(value)
-                      for argument, value in (grouped | extra).items() if argument in names}
-        arguments |= {argument: value for argument, value in
-                      self._matrices(kernel, matrices).items() if argument in names}
+        _check_matrix_indices(operator, grouped["group_matrices"], extra["nmatrices"])
+        arguments = self._launch_arguments(kernel, grouped | extra, matrices)
         work = get_operator(operator).work({"source_box_lists": grouped["pair_sources"]}, sizes,
                                            self.tree.box_target_counts,
                                            self.tree.box_source_counts,
