@@ -299,12 +299,17 @@ def compress_m2l(m2l: np.ndarray, cutoff: float
     applies to it alone.
     """
     n_e = m2l.shape[1]
-    side_by_side = m2l.transpose(1, 0, 2).reshape(n_e, -1)
-    stacked = m2l.reshape(-1, n_e)
-    # SVDs of the stacks themselves: their Gram matrices would square the singular values,
-    # and the cutoff at order 10 (~2e-9) squared is below the float64 round-off.
-    left, left_values, _ = np.linalg.svd(side_by_side, full_matrices=False)
-    _, right_values, right_h = np.linalg.svd(stacked, full_matrices=False)
+    # Each stack's SVD from its triangular QR factor: ``[m2l[0]; ...] = Q R`` gives the
+    # stack's singular values and right vectors as R's, and the side-by-side matrices are the
+    # conjugate transpose of ``[m2l[0]^H; ...]``, whose R gives their left vectors. Householder
+    # QR keeps the accuracy of an SVD of the stack itself (its Gram matrix would square the
+    # singular values, and the cutoff at order 10, ~2e-9, squared is below the float64
+    # round-off) without forming the tall factor an SVD computes and this discards (an SVD of
+    # the 152 x 48032 stack of order 6: 0.2-0.4 s each; the QR a fraction of it).
+    side_by_side_r = np.linalg.qr(m2l.conj().transpose(0, 2, 1).reshape(-1, n_e), mode="r")
+    stacked_r = np.linalg.qr(m2l.reshape(-1, n_e), mode="r")
+    left, left_values, _ = np.linalg.svd(side_by_side_r.conj().T)
+    _, right_values, right_h = np.linalg.svd(stacked_r)
     singular = (left_values, right_values)
     rank = max(1, *(int(np.count_nonzero(s > cutoff)) for s in singular))
     rank = min(n_e, -(-rank // M2L_RANK_MULTIPLE) * M2L_RANK_MULTIPLE)
