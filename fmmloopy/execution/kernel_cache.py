@@ -103,9 +103,28 @@ class KernelCacheWarning(UserWarning):
     """A kernel cache file was rejected (and generated again), or could not be written."""
 
 
+#: ``$FMMLOOPY_KERNEL_CACHE`` values that switch off generated kernels and built programs alike.
+_OFF = ("off", "0", "no", "false")
+#: The value that keeps built programs only (:mod:`fmmloopy.execution.program_cache`): every
+#: kernel generated anew, a source built before loaded as the device's binary (the check's
+#: workers, which apply every recipe anew).
+PROGRAMS_ONLY = "programs"
+
+
+def _mode() -> str:
+    return os.environ.get(KERNEL_CACHE_ENV, "").strip().lower()
+
+
 def enabled() -> bool:
-    """False when ``$FMMLOOPY_KERNEL_CACHE`` says ``off``/``0``/``no``/``false``."""
-    return os.environ.get(KERNEL_CACHE_ENV, "").strip().lower() not in ("off", "0", "no", "false")
+    """False when ``$FMMLOOPY_KERNEL_CACHE`` says ``off``/``0``/``no``/``false`` or
+    ``programs``."""
+    return _mode() not in (*_OFF, PROGRAMS_ONLY)
+
+
+def programs_enabled() -> bool:
+    """Whether built programs are read and stored: unless ``$FMMLOOPY_KERNEL_CACHE`` says
+    ``off``/``0``/``no``/``false``."""
+    return _mode() not in _OFF
 
 
 def device_fingerprint(device: cl.Device) -> dict[str, str]:
@@ -188,7 +207,7 @@ def kernel_path(key: dict[str, Any]) -> Path:
 
 # {{{ who may have written the directory
 
-def _unsafe(path: Path) -> str | None:
+def unsafe(path: Path) -> str | None:
     """Why ``path`` (an existing file or directory) must not be trusted, or None: it must be
     owned by this user and not writable by group or others."""
     info = path.lstat()
@@ -202,9 +221,13 @@ def _unsafe(path: Path) -> str | None:
 
 
 def _trusted_directory(create: bool) -> Path | None:
-    """The kernels directory if it may be used (created private when ``create``), else None
-    (absent, or unsafe: warned once)."""
-    directory = kernels_dir()
+    """The kernels directory if it may be used (:func:`trusted_directory`)."""
+    return trusted_directory(kernels_dir(), create, "kernels are generated in this process")
+
+
+def trusted_directory(directory: Path, create: bool, instead: str) -> Path | None:
+    """``directory`` (a folder of the cache directory) if it may be used (created private when
+    ``create``), else None (absent, or unsafe: warned once, saying what is done ``instead``)."""
     if create:
         try:
             directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -214,15 +237,14 @@ def _trusted_directory(create: bool) -> Path | None:
     if not directory.exists():
         return None
     for folder in (directory.parent, directory):
-        reason = _unsafe(folder)
+        reason = unsafe(folder)
         if reason is not None:
             if str(directory) not in _warned_unsafe:
                 _warned_unsafe.add(str(directory))
                 warnings.warn(
-                    f"fmmloopy kernel cache: not using {directory}: {reason}; kernels are "
-                    "generated in this process instead (make the directory yours and private, "
-                    f"chmod 700, or point ${CACHE_ENV} elsewhere)", KernelCacheWarning,
-                    stacklevel=4)
+                    f"fmmloopy kernel cache: not using {directory}: {reason}; {instead} "
+                    "instead (make the directory yours and private, chmod 700, or point "
+                    f"${CACHE_ENV} elsewhere)", KernelCacheWarning, stacklevel=5)
             return None
     return directory
 
@@ -257,7 +279,7 @@ def load(key: dict[str, Any] | None) -> GeneratedKernel | None:
         return None
     path = kernel_path(key)
     try:
-        reason = _unsafe(path)
+        reason = unsafe(path)
         if reason is not None:
             _reject(path, reason)
             return None
@@ -304,7 +326,7 @@ class CacheEntry:
     """One file of the kernel or operator cache, as ``fmmloopy cache list`` shows it."""
 
     path: Path
-    kind: str  # "kernel", "operators" or "temporary"
+    kind: str  # "kernel", "program", "operators" or "temporary"
     size: int
     modified: float
     status: str  # "ok", or why it would be rejected
@@ -331,10 +353,12 @@ def _kernel_status(path: Path) -> str:
 
 
 def cache_entries() -> list[CacheEntry]:
-    """Every file of the kernel and operator caches (kernels, operator ``.npz`` files, leftover
-    temporary files), in name order."""
+    """Every file of the kernel and operator caches (kernels, built programs, operator ``.npz``
+    files, leftover temporary files), in name order."""
+    from fmmloopy.execution.program_cache import program_file_status, programs_dir
+
     entries = []
-    for folder in (cache_dir(), kernels_dir()):
+    for folder in (cache_dir(), kernels_dir(), programs_dir()):
         if not folder.is_dir():
             continue
         for path in sorted(folder.iterdir()):
@@ -345,6 +369,8 @@ def cache_entries() -> list[CacheEntry]:
                 kind, status = "temporary", "leftover"
             elif folder == kernels_dir():
                 kind, status = "kernel", _kernel_status(path)
+            elif folder == programs_dir():
+                kind, status = "program", program_file_status(path)
             elif path.suffix == ".npz":
                 kind, status = "operators", cache_file_status(path)
             else:

@@ -1,7 +1,9 @@
 """Run a generated kernel from its description (plain data) in one OpenCL context, without loopy.
 
 :class:`Launcher` builds the OpenCL source of a
-:class:`~fmmloopy.execution.generated_kernel.GeneratedKernel` and launches it as loopy's executor
+:class:`~fmmloopy.execution.generated_kernel.GeneratedKernel` (once per process and source,
+loaded as the device's binary where a process built it before:
+:mod:`fmmloopy.execution.program_cache`) and launches it as loopy's executor
 would, after checking every argument against the description: arrays by dtype, shape (its extents
 evaluated over the integer scalar arguments), C order and offset, scalars by whether they fit
 their type. Nothing of the description is executed as Python: extents and the launch grid are
@@ -17,6 +19,7 @@ import pyopencl as cl
 from pymbolic import evaluate, parse
 
 from fmmloopy.execution.generated_kernel import GeneratedKernel, KernelArgument
+from fmmloopy.execution.program_cache import built_program
 
 _EXPRESSIONS: dict[str, Any] = {}
 
@@ -34,9 +37,8 @@ class Launcher:
 
     def __init__(self, generated: GeneratedKernel, context: cl.Context):
         self.generated = generated
-        program = cl.Program(context, generated.device_code).build(
-            options=list(generated.build_options))
-        self.kernel = getattr(program, generated.kernel_name)
+        program = built_program(context, generated.device_code, generated.build_options)
+        self.kernel = cl.Kernel(program, generated.kernel_name)  # its own: launchers set args
         if self.kernel.num_args != len(generated.arguments):
             raise ValueError(f"kernel {generated.kernel_name!r} takes {self.kernel.num_args} "
                              f"arguments, its description {len(generated.arguments)}")
