@@ -263,14 +263,35 @@ def warn_once(message: str) -> None:
         warnings.warn(f"fmmloopy kernel cache: {message}", KernelCacheWarning, stacklevel=3)
 
 
-def _reject(path: Path, why: str) -> None:
-    """Warn that ``path`` was rejected and delete it."""
-    warnings.warn(f"fmmloopy kernel cache: rejected {path} ({why}); deleted, generating the "
-                  "kernel again", KernelCacheWarning, stacklevel=4)
+#: What is done instead of using a rejected or unreadable kernel file.
+_REGENERATE = "generating the kernel again"
+
+
+def reject(path: Path, why: str, instead: str = _REGENERATE) -> None:
+    """Warn that ``path`` was rejected (saying what is done ``instead``) and delete it."""
+    warnings.warn(f"fmmloopy kernel cache: rejected {path} ({why}); deleted, {instead}",
+                  KernelCacheWarning, stacklevel=4)
     try:
         path.unlink()
     except OSError:
         pass
+
+
+def read_trusted(path: Path, instead: str = _REGENERATE) -> bytes | None:
+    """The bytes of the cache file ``path``, or None: missing, unsafe (rejected: :func:`reject`)
+    or unreadable (warned, saying what is done ``instead``)."""
+    try:
+        reason = unsafe(path)
+        if reason is not None:
+            reject(path, reason, instead)
+            return None
+        return path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as error:
+        warnings.warn(f"fmmloopy kernel cache: cannot read {path} ({error}); {instead}",
+                      KernelCacheWarning, stacklevel=4)
+        return None
 
 
 def load(key: dict[str, Any] | None) -> GeneratedKernel | None:
@@ -278,17 +299,8 @@ def load(key: dict[str, Any] | None) -> GeneratedKernel | None:
     if key is None or not enabled() or _trusted_directory(create=False) is None:
         return None
     path = kernel_path(key)
-    try:
-        reason = unsafe(path)
-        if reason is not None:
-            _reject(path, reason)
-            return None
-        stored = path.read_bytes()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as error:
-        warnings.warn(f"fmmloopy kernel cache: cannot read {path} ({error}); generating the "
-                      "kernel again", KernelCacheWarning, stacklevel=3)
+    stored = read_trusted(path)
+    if stored is None:
         return None
     try:
         entry = json.loads(stored.decode("utf-8"))
@@ -300,7 +312,7 @@ def load(key: dict[str, Any] | None) -> GeneratedKernel | None:
             raise ValueError("the content digest does not match")
         return GeneratedKernel.from_data(entry["kernel"])
     except Exception as error:  # any failure to read means the file cannot be trusted
-        _reject(path, f"{type(error).__name__}: {error}")
+        reject(path, f"{type(error).__name__}: {error}")
         return None
 
 

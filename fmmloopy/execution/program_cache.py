@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,8 +38,9 @@ from fmmloopy.execution.kernel_cache import (
     KernelCacheWarning,
     device_fingerprint,
     programs_enabled,
+    read_trusted,
+    reject,
     trusted_directory,
-    unsafe,
 )
 
 #: Bump when the file layout or the key's meaning changes.
@@ -126,30 +126,16 @@ def _parse(stored: bytes) -> tuple[dict, bytes]:
     return header, binary
 
 
-def _reject(path: Path, why: str) -> None:
-    warnings.warn(f"fmmloopy kernel cache: rejected {path} ({why}); deleted, building the "
-                  "program from its source", KernelCacheWarning, stacklevel=4)
-    try:
-        path.unlink()
-    except OSError:
-        pass
+#: What is done instead of loading a rejected or unreadable program file.
+_BUILD_SOURCE = "building the program from its source"
 
 
 def _load(context: cl.Context, key: str, options: tuple[str, ...]) -> cl.Program | None:
     if _directory(create=False) is None:
         return None
     path = programs_dir() / f"{key}{SUFFIX}"
-    try:
-        reason = unsafe(path)
-        if reason is not None:
-            _reject(path, reason)
-            return None
-        stored = path.read_bytes()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as error:
-        warnings.warn(f"fmmloopy kernel cache: cannot read {path} ({error}); building the "
-                      "program from its source", KernelCacheWarning, stacklevel=3)
+    stored = read_trusted(path, _BUILD_SOURCE)
+    if stored is None:
         return None
     try:
         header, binary = _parse(stored)
@@ -158,7 +144,7 @@ def _load(context: cl.Context, key: str, options: tuple[str, ...]) -> cl.Program
         return cl.Program(context, list(context.devices), [binary]).build(
             options=list(options))
     except Exception as error:  # a file that cannot be read or built is not trusted
-        _reject(path, f"{type(error).__name__}: {error}")
+        reject(path, f"{type(error).__name__}: {error}", _BUILD_SOURCE)
         return None
 
 
