@@ -12,6 +12,7 @@ seeds (in the comments) times ~5.
 import numpy as np
 import pytest
 
+from fmmloopy.execution.precomputed import get_operators
 from fmmloopy.maths.geometry import (
     M2L_CLASSES,
     child_centres,
@@ -55,13 +56,15 @@ def tolerance(step: str, regime: str) -> float:
 
 
 class _OperatorSets(dict):
-    """``(spec, half_width) -> operators``, each computed when a test first asks for it (once per
-    test process: where pytest-xdist shares this file's tests out, each process computes only
-    the sets its tests use)."""
+    """``(spec, half_width) -> operators``, each taken when a test first asks for it from where
+    an FMM takes it (:func:`~fmmloopy.execution.precomputed.get_operators`: computed by
+    :func:`~fmmloopy.maths.precompute.compute_operators` once for the test run, in its disk
+    cache; where pytest-xdist shares this file's tests out, a set one process computed the
+    other reads)."""
 
     def __missing__(self, key):
         spec, half_width = key
-        self[key] = compute_operators(get_kernel(spec), ORDER, half_width=half_width)
+        self[key] = get_operators(get_kernel(spec), ORDER, half_width=half_width)
         return self[key]
 
 
