@@ -35,7 +35,9 @@ guards against corruption, not against someone who can write the directory: file
 from a directory owned by the user and writable by nobody else (created with mode 0700), and
 only if the file is owned by the user and writable by nobody else, as ssh and pip insist; a
 directory that fails this is neither read nor written (one warning). ``FMMLOOPY_KERNEL_CACHE=off``
-switches the cache off; ``fmmloopy cache list`` and ``fmmloopy cache clear`` show and empty it.
+switches the cache off, and the built programs' binaries with it
+(:mod:`fmmloopy.execution.program_cache`); ``FMMLOOPY_KERNEL_CACHE=programs`` keeps the binaries
+only; ``fmmloopy cache list`` and ``fmmloopy cache clear`` show and empty both.
 
 Why one module of some 340 lines (a fifth of it this docstring): the key, the checks on reading a
 file (ownership, permissions, digest, fields) and the listing and clearing all follow one file
