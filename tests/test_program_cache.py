@@ -1,5 +1,6 @@
-"""fmmloopy.execution.program_cache: a source is built once per process; a later process loads
-the device's binary, which computes what the source does; a file that is damaged, foreign,
+"""fmmloopy.execution.program_cache: a source is built once per process; once it is built
+from source a second time, later processes load the device's binary, which computes what the
+source does; a file that is damaged, foreign,
 unsafe or refused by the driver is deleted and the source built; ``FMMLOOPY_KERNEL_CACHE``
 switches it off (``off``) or keeps it alone (``programs``)."""
 
@@ -43,6 +44,14 @@ def _origin(context, source) -> tuple[str, cl.Program]:
     return changed[0], program
 
 
+def _built_twice(context, source, options=("-cl-mad-enable",)) -> None:
+    """``source`` built from source in two processes (as far as this cache can tell): the first
+    leaves its mark, the second stores the binary."""
+    for _ in range(2):
+        program_cache.built_program(context, source, options)
+        program_cache.forget_programs()
+
+
 def _runs_axpy(queue, program) -> None:
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal(100), rng.standard_normal(100)
@@ -56,23 +65,31 @@ def _runs_axpy(queue, program) -> None:
             <= 2.3e-16 * (np.abs(2.5 * x) + np.abs(expected))).all()
 
 
-def test_a_source_is_built_once_then_loaded_as_a_binary(cache, queue):
+def test_a_source_built_in_two_processes_is_then_loaded_as_a_binary(cache, queue):
     source = _source()
     origin, built = _origin(queue.context, source)
-    assert origin == "source" and len(list(cache.iterdir())) == 1
+    (mark,) = cache.iterdir()  # the first build leaves a mark, no binary
+    assert origin == "source" and mark.suffix == program_cache.SEEN_SUFFIX
+    assert mark.stat().st_size == 0
+    assert [entry.status for entry in cache_entries() if entry.kind == "program"] == [
+        "built once"]
     assert _origin(queue.context, source) == ("memory", built)
     program_cache.forget_programs()  # as a new process finds it
+    origin, again = _origin(queue.context, source)
+    (path,) = cache.iterdir()  # the second build stores the binary in place of the mark
+    assert origin == "source" and path.suffix == program_cache.SUFFIX
+    program_cache.forget_programs()
     origin, loaded = _origin(queue.context, source)
-    assert origin == "binary" and loaded is not built
+    assert origin == "binary" and loaded is not again
     _runs_axpy(queue, loaded)
     assert [entry.status for entry in cache_entries() if entry.kind == "program"] == ["ok"]
 
 
 def test_other_options_are_another_program(cache, queue):
     source = _source()
-    program_cache.built_program(queue.context, source, ())
-    program_cache.built_program(queue.context, source, ("-cl-mad-enable",))
-    assert len(list(cache.iterdir())) == 2
+    _built_twice(queue.context, source, ())
+    _built_twice(queue.context, source, ("-cl-mad-enable",))
+    assert sorted(path.suffix for path in cache.iterdir()) == [program_cache.SUFFIX] * 2
 
 
 @pytest.mark.parametrize("damage", ["flip a byte of the binary", "cut the binary",
@@ -80,7 +97,7 @@ def test_other_options_are_another_program(cache, queue):
                                     "a binary the driver refuses"])
 def test_a_damaged_file_is_deleted_and_the_source_built(cache, queue, damage):
     source = _source()
-    program_cache.built_program(queue.context, source, ("-cl-mad-enable",))
+    _built_twice(queue.context, source)
     (path,) = cache.iterdir()
     header, _, binary = path.read_bytes().partition(b"\n")
     if damage == "flip a byte of the binary":
@@ -105,14 +122,14 @@ def test_a_damaged_file_is_deleted_and_the_source_built(cache, queue, damage):
         origin, program = _origin(queue.context, source)
     assert origin == "source"
     _runs_axpy(queue, program)
-    assert path.exists()  # written again from the new build
+    assert path.exists()  # written again from the new build (at once: it was built before)
     program_cache.forget_programs()
     assert _origin(queue.context, source)[0] == "binary"
 
 
 def test_a_file_others_may_write_is_not_read(cache, queue):
     source = _source()
-    program_cache.built_program(queue.context, source, ("-cl-mad-enable",))
+    _built_twice(queue.context, source)
     (path,) = cache.iterdir()
     os.chmod(path, 0o666)
     program_cache.forget_programs()
@@ -123,16 +140,18 @@ def test_a_file_others_may_write_is_not_read(cache, queue):
 def test_off_stores_nothing_and_programs_keeps_programs_only(cache, queue, monkeypatch):
     monkeypatch.setenv(KERNEL_CACHE_ENV, "off")
     assert not kernel_cache.programs_enabled()
-    program_cache.built_program(queue.context, _source())
+    _built_twice(queue.context, _source())
     assert not cache.exists()
     monkeypatch.setenv(KERNEL_CACHE_ENV, kernel_cache.PROGRAMS_ONLY)
     assert kernel_cache.programs_enabled() and not kernel_cache.enabled()
-    program_cache.built_program(queue.context, _source())
-    assert len(list(cache.iterdir())) == 1
+    _built_twice(queue.context, _source())
+    assert [path.suffix for path in cache.iterdir()] == [program_cache.SUFFIX]
 
 
-def test_cache_clear_removes_programs(cache, queue):
+def test_cache_clear_removes_programs_and_marks(cache, queue):
     from fmmloopy.execution.kernel_cache import clear_cache
+    _built_twice(queue.context, _source())
     program_cache.built_program(queue.context, _source())
+    assert sorted(path.suffix for path in cache.iterdir()) == [".bin", ".seen"]
     files, size = clear_cache()
-    assert files >= 1 and size > 0 and not list(cache.iterdir())
+    assert files == 2 and size > 0 and not list(cache.iterdir())

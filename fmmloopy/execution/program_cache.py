@@ -5,7 +5,14 @@ PoCL compiles a kernel's OpenCL source in 0.15-0.7 s (2-core AMD EPYC with AVX2)
 process that builds the same source finds it in PoCL's own cache, which still costs about 30 ms
 a program (the 14 programs of a default FMM: 0.4 s); a program created from the binary PoCL
 returned for it builds in about 1 ms. So :func:`built_program` builds a source once per context
-and keeps it for the process, and stores the binary for later processes.
+and keeps it for the process, and stores the binary for later processes once the source is
+built a second time.
+
+Why not at once: asking PoCL for a binary costs a compile of its own (the kernel for any
+work-group size; 0.26 s a program, 5 s for the 19 programs of a first FMM, PoCL's cache cold),
+28 ms saved for each later process that loads it. A source built once (a checked or tuned
+candidate, a one-off size) would pay and never gain: the first build from source leaves a mark
+(``<key>.seen``, empty), the second one, in another process, stores the binary.
 
 What a binary is reused for: the exact source text, build options, device (the platform and
 the properties of :func:`~fmmloopy.execution.kernel_cache.device_fingerprint`, driver version
@@ -47,6 +54,8 @@ from fmmloopy.execution.kernel_cache import (
 FORMAT_VERSION = 1
 #: Suffix of a program file.
 SUFFIX = ".bin"
+#: Suffix of the mark of a source built once from its source (module docstring).
+SEEN_SUFFIX = ".seen"
 
 #: How each program of this process was obtained: ``source`` (built by the driver), ``binary``
 #: (from a program file), ``memory`` (built before in this process).
@@ -83,12 +92,12 @@ def built_program(context: cl.Context, source: str, options: Sequence[str] = ())
     if program is not None:
         ORIGINS["memory"] += 1
         return program
-    program = _load(context, key, options) if single else None
+    program, rejected = _load(context, key, options) if single else (None, False)
     if program is None:
         program = cl.Program(context, source).build(options=list(options))
         ORIGINS["source"] += 1
         if single:
-            _store(key, program)
+            _store(key, program, reused=rejected)
     else:
         ORIGINS["binary"] += 1
     with _LOCK:  # the program keeps its context alive, so the context's address stays its own
@@ -130,26 +139,40 @@ def _parse(stored: bytes) -> tuple[dict, bytes]:
 _BUILD_SOURCE = "building the program from its source"
 
 
-def _load(context: cl.Context, key: str, options: tuple[str, ...]) -> cl.Program | None:
+def _load(context: cl.Context, key: str, options: tuple[str, ...]
+          ) -> tuple[cl.Program | None, bool]:
+    """The program built from its stored binary, or None; and whether a file was there and
+    rejected (the source was built before: its binary is stored again at once)."""
     if _directory(create=False) is None:
-        return None
+        return None, False
     path = programs_dir() / f"{key}{SUFFIX}"
+    if not path.exists():
+        return None, False
     stored = read_trusted(path, _BUILD_SOURCE)
     if stored is None:
-        return None
+        return None, True
     try:
         header, binary = _parse(stored)
         if header["key"] != key:
             raise ValueError("the stored key differs from the expected one")
         return cl.Program(context, list(context.devices), [binary]).build(
-            options=list(options))
+            options=list(options)), False
     except Exception as error:  # a file that cannot be read or built is not trusted
         reject(path, f"{type(error).__name__}: {error}", _BUILD_SOURCE)
-        return None
+        return None, True
 
 
-def _store(key: str, program: cl.Program) -> None:
+def _store(key: str, program: cl.Program, reused: bool) -> None:
+    """Store ``program``'s binary if its source was built before (``reused``, or its mark is
+    there); else leave the mark."""
     if _directory(create=True) is None:
+        return
+    mark = programs_dir() / f"{key}{SEEN_SUFFIX}"
+    if not (reused or mark.exists()):
+        write_or_warn(mark, lambda: mark.touch(mode=0o600),
+                      f"fmmloopy kernel cache: cannot write to {mark.parent}",
+                      "programs are built but not cached", KernelCacheWarning,
+                      _warned_unwritable)
         return
     try:
         binary = bytes(program.get_info(cl.program_info.BINARIES)[0])
@@ -162,10 +185,14 @@ def _store(key: str, program: cl.Program) -> None:
     write_or_warn(path, lambda: write_atomically(path, lambda stream: stream.write(text)),
                   f"fmmloopy kernel cache: cannot write to {path.parent}",
                   "programs are built but not cached", KernelCacheWarning, _warned_unwritable)
+    mark.unlink(missing_ok=True)
 
 
 def program_file_status(path: Path) -> str:
-    """``ok``, or why :func:`built_program` would reject the program file ``path``."""
+    """``ok``, ``built once`` for a mark, or why :func:`built_program` would reject the
+    program file ``path``."""
+    if path.name.endswith(SEEN_SUFFIX):
+        return "built once" if path.stat().st_size == 0 else "corrupt"
     try:
         header, _ = _parse(path.read_bytes())
     except Exception:
