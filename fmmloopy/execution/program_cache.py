@@ -169,10 +169,7 @@ def _store(key: str, program: cl.Program, reused: bool) -> None:
         return
     mark = programs_dir() / f"{key}{SEEN_SUFFIX}"
     if not (reused or mark.exists()):
-        write_or_warn(mark, lambda: mark.touch(mode=0o600),
-                      f"fmmloopy kernel cache: cannot write to {mark.parent}",
-                      "programs are built but not cached", KernelCacheWarning,
-                      _warned_unwritable)
+        _write(mark, lambda: mark.touch(mode=0o600))
         return
     try:
         binary = bytes(program.get_info(cl.program_info.BINARIES)[0])
@@ -182,10 +179,14 @@ def _store(key: str, program: cl.Program, reused: bool) -> None:
         return
     path = programs_dir() / f"{key}{SUFFIX}"
     text = json.dumps(_header(key, binary), sort_keys=True).encode() + b"\n" + binary
-    write_or_warn(path, lambda: write_atomically(path, lambda stream: stream.write(text)),
-                  f"fmmloopy kernel cache: cannot write to {path.parent}",
-                  "programs are built but not cached", KernelCacheWarning, _warned_unwritable)
+    _write(path, lambda: write_atomically(path, lambda stream: stream.write(text)))
     mark.unlink(missing_ok=True)
+
+
+def _write(path: Path, write) -> None:
+    """``write()`` a file of the programs' directory, warning once if it cannot."""
+    write_or_warn(path, write, f"fmmloopy kernel cache: cannot write to {path.parent}",
+                  "programs are built but not cached", KernelCacheWarning, _warned_unwritable)
 
 
 def program_file_status(path: Path) -> str:
