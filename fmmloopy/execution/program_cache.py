@@ -82,7 +82,8 @@ def program_key(device: cl.Device, source: str, options: Sequence[str]) -> str:
 
 def built_program(context: cl.Context, source: str, options: Sequence[str] = ()) -> cl.Program:
     """``source`` built with ``options`` in ``context``: the program built before in this
-    process, else from its stored binary, else from the source (and its binary stored)."""
+    process, else from its stored binary, else from the source (its binary stored if the
+    source was built from source before: its mark, or a rejected binary)."""
     options = tuple(options)
     single = len(context.devices) == 1
     key = program_key(context.devices[0], source, options) if single else None
@@ -179,8 +180,11 @@ def _store(key: str, program: cl.Program, reused: bool) -> None:
         return
     path = programs_dir() / f"{key}{SUFFIX}"
     text = json.dumps(_header(key, binary), sort_keys=True).encode() + b"\n" + binary
-    _write(path, lambda: write_atomically(path, lambda stream: stream.write(text)))
-    mark.unlink(missing_ok=True)
+
+    def write_binary_drop_mark():
+        write_atomically(path, lambda stream: stream.write(text))
+        mark.unlink(missing_ok=True)
+    _write(path, write_binary_drop_mark)
 
 
 def _write(path: Path, write) -> None:
