@@ -156,7 +156,8 @@ def test_the_check_runs_operators_for_several_vectors(device, default_recipe):
     assert all(r.ok for r in results), [r.message for r in results if not r.ok]
 
     wrong = list(run_checks(device, operators=["p2p"], recipes=["first_output_only"],
-                            recipe_sources=[str(WRONG_RECIPES)], production=None))
+                            recipe_sources=[str(WRONG_RECIPES)], production=None,
+                            fail_fast=True))
     assert all(r.ok for r in wrong if not r.fields)
     assert [r for r in wrong if r.fields == "x3"]
     assert not any(r.ok for r in wrong if r.fields == "x3")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import CHECKED_FIELDS, check_labels, operator_of
 
+from fmmloopy.checking.check import NOT_RUN_AFTER_FAILURE, CheckResult, until_first_failure
 from fmmloopy.maths.operators import OPERATORS, PAIRWISE
 
 WRONG_RECIPES = Path(__file__).parent / "recipes" / "wrong_recipes.py"
@@ -59,14 +60,42 @@ def test_shipped_recipes_pass_for_every_operator():
     ("writes_out_of_bounds", PAIRWISE_OPERATORS),  # crashes the process that runs it
 ])
 def test_wrong_recipe_from_a_file_fails_the_check(recipe, operators):
-    done = run_cli("check", "--small-only", "--recipes", str(WRONG_RECIPES), "--recipe", recipe)
+    done = run_cli("check", "--small-only", "--fail-fast", "--recipes", str(WRONG_RECIPES),
+                   "--recipe", recipe)
     assert done.returncode == 1, done.stdout + done.stderr
     lines = _result_lines(done.stdout)
-    # One line per problem, or one line for the pair when the kernel crashed its process
-    # (reading loop bounds wrongly may do either); every line must be a failure.
+    # --fail-fast: each operator's checking stops at its first failure (a kernel that crashed
+    # its process is one line for the pair), so every line is that failure, on the first
+    # problem each recipe here gets wrong (c2e: one line per factor of that problem).
     assert lines and all(line.startswith("FAIL") and recipe in line for line in lines)
     assert {operator_of(line.split()[1]) for line in lines} == operators
-    assert "0 of" in done.stdout
+    assert all(len({line.split()[3] for line in lines if operator_of(line.split()[1]) == op}) == 1
+               for op in operators)
+    for operator in operators:
+        last = [line for line in lines if operator_of(line.split()[1]) == operator][-1]
+        assert NOT_RUN_AFTER_FAILURE in last or "crashed" in last, last
+    assert f"0 of {len(lines)} checks passed" in done.stdout
+
+
+def test_fail_fast_keeps_the_results_up_to_the_first_failure_only():
+    def result(problem, ok):
+        return CheckResult("c2e", "r", problem, 0.0 if ok else 1.0, 0.0, 0.0, ok,
+                           "" if ok else "off")
+
+    batches = [[result("a", True)], [result("b", True), result("b'", False)],
+               [result("c", False)], [result("d", True)]]
+    everything = until_first_failure((list(batch) for batch in batches), fail_fast=False)
+    assert [r.problem for r in everything] == ["a", "b", "b'", "c", "d"]
+    assert [r.message for r in everything] == ["", "", "off", "off", ""]
+    stopped = until_first_failure((list(batch) for batch in batches), fail_fast=True)
+    assert [r.problem for r in stopped] == ["a", "b", "b'"]  # the failing batch whole
+    assert stopped[2].message == f"off; {NOT_RUN_AFTER_FAILURE}"
+    made = []  # the batches after the failure are not even made (their kernels not built)
+    until_first_failure((made.append(i) or list(batch) for i, batch in enumerate(batches)),
+                        fail_fast=True)
+    assert made == [0, 1]
+    passing = [[result("a", True)], [result("b", True)]]
+    assert len(until_first_failure(iter(passing), fail_fast=True)) == 2
 
 
 def test_crashing_kernel_is_reported_and_checking_goes_on():

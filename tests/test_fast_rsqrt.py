@@ -195,6 +195,7 @@ def test_too_few_newton_steps_are_caught_by_the_check(steps, tmp_path, device):
             return use_newton_rsqrt(vectorised_pairwise(knl), "bits", steps={steps})
         """)
     results = list(run_checks(device, operators=["p2p"], recipes=[f"newton_{steps}_steps"],
-                              recipe_sources=[path], production=ProductionSizes()))
+                              recipe_sources=[path], production=ProductionSizes(),
+                              fail_fast=True))
     assert results and not any(r.ok for r in results)
     assert all("differs from 'sequential' beyond 1e-12" in r.message for r in results)

@@ -262,7 +262,8 @@ def test_a_recipe_wrong_only_for_gradients_fails_the_check_and_is_refused(device
     of charges and must fail it for the kernels with a gradient; an FMM asked for a gradient
     refuses it at first use."""
     results = list(run_checks(device, operators=["l2p", "p2p"], recipes=["first_output_only"],
-                              recipe_sources=[str(WRONG_RECIPES)], production=None))
+                              recipe_sources=[str(WRONG_RECIPES)], production=None,
+                              fail_fast=True))
     scalar = [r for r in results if not r.fields]
     with_fields = [r for r in results if r.fields]
     assert scalar and all(r.ok for r in scalar)

@@ -234,7 +234,7 @@ def test_a_recipe_that_does_not_declare_complex_values_is_passed_by(device):
     assert all(f"'wrong_sign' declines complex values: {ran!r} ran" in result.message
                for result in declined)
     real = list(run_checks(device, operators=["p2p"], recipes=["wrong_sign"],
-                           recipe_sources=sources, production=None))
+                           recipe_sources=sources, production=None, fail_fast=True))
     assert real and not any(result.ok for result in real)
     ensure_loaded(sources)
     points = np.random.default_rng(4).random((2000, 3))
@@ -251,7 +251,8 @@ def test_a_recipe_that_drops_the_imaginary_part_fails_the_check_and_is_refused(d
     sources = [str(WRONG_RECIPES)]
     for kernel, ok in (("laplace", True), ("helmholtz:k=2", False)):
         results = list(run_checks(device, operators=["p2p"], recipes=["drops_imaginary_part"],
-                                  recipe_sources=sources, production=None, kernel=kernel))
+                                  recipe_sources=sources, production=None, kernel=kernel,
+                                  fail_fast=True))
         assert results and all(result.ok == ok for result in results), kernel
     ensure_loaded(sources)
     points = np.random.default_rng(3).random((3000, 3))

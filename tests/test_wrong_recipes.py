@@ -73,14 +73,14 @@ def test_size_dependent_recipe_is_wrong_caught_and_refused(name, operators, smal
     # 2. The default check fails it, at the production sizes; the small problems alone do not
     # (except for the U-list cap, which the adaptive small trees already exceed).
     results = list(run_checks(unverified.device, operators=operators, recipes=[name],
-                              recipe_sources=[str(RECIPES)]))
+                              recipe_sources=[str(RECIPES)], fail_fast=True))
     failed = [r for r in results if not r.ok]
     assert failed and all("differs from 'sequential'" in r.message for r in failed)
     assert all("target box" in r.message for r in failed)  # says where
     assert {r.operator for r in failed} == set(operators)
     assert any(r.problem.endswith("-150") for r in failed)
     small = list(run_checks(unverified.device, operators=operators, recipes=[name],
-                            recipe_sources=[str(RECIPES)], production=None))
+                            recipe_sources=[str(RECIPES)], production=None, fail_fast=True))
     assert all(r.ok for r in small) != small_catches
 
     # 3. Fmm refuses it on first use, saying where it differs.
@@ -112,7 +112,7 @@ def test_summed_loop_on_work_items_is_a_race_caught_and_refused(device):
     assert any("'store'" in message and "iexp_src_inner" in message for message in raced)
 
     results = list(run_checks(device, operators=["m2l"], recipes=[recipe.name],
-                              recipe_sources=[str(RECIPES)]))
+                              recipe_sources=[str(RECIPES)], fail_fast=True))
     assert results and not any(r.ok for r in results)
     assert all("loop 'iexp_src_inner' (from 'iexp_src', which the template sums over) is "
                "tagged l.0" in r.message for r in results)
@@ -176,7 +176,8 @@ def test_a_helper_constant_edited_between_runs_is_what_runs(tmp_path):
                               timeout=600)
 
     check = (sys.executable, "-m", "fmmloopy.cli", "check", "--recipes",
-             "recipe_with_helper.py", "--recipe", "padded_to_helper_width", "--operator", "p2p")
+             "recipe_with_helper.py", "--recipe", "padded_to_helper_width", "--operator", "p2p",
+             "--fail-fast")
     (tmp_path / "helper_widths.py").write_text("WIDTH = 4096\n")  # every leaf fits: right
     assert run(*check).returncode == 0
     right = run(sys.executable, "fmm_run.py", "verify")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyopencl as cl
@@ -230,8 +230,8 @@ def fields_label(green: GreenKernel) -> str:
 def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],
                            recipe_sources: tuple[str, ...], seed: int,
                            production: ProductionSizes | None,
-                           green: GreenKernel, precision: Precision = FLOAT64
-                           ) -> list[CheckResult]:
+                           green: GreenKernel, precision: Precision = FLOAT64,
+                           fail_fast: bool = False) -> list[CheckResult]:
     """One (operator, recipe) pair on every problem, for every kernel an FMM may build the
     operator for (:func:`~fmmloopy.maths.kifmm.operator_kernels`: the potential of charges and,
     at the user's points, gradients and dipoles); runs in the check's worker process.
@@ -243,10 +243,31 @@ def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],
     device = device_from_key(device)
     problems = _problems(seed, production, green)
     with loopy_output_to_log():
-        return [result for variant in operator_kernels(operator, green)
-                for problem in problems
-                for result in check_pair(operator, recipe, problem, device, variant,
-                                         precision)]
+        return until_first_failure(
+            (check_pair(operator, recipe, problem, device, variant, precision)
+             for variant in operator_kernels(operator, green) for problem in problems),
+            fail_fast)
+
+
+#: Appended to the message of the failure that stopped a pair under ``fail_fast``.
+NOT_RUN_AFTER_FAILURE = ("the pair's other problems and kernels were not run (--fail-fast; "
+                         "leave it out to see them all)")
+
+
+def until_first_failure(batches: Iterable[list[CheckResult]],
+                        fail_fast: bool) -> list[CheckResult]:
+    """The results of ``batches`` (one list per problem and kernel, made lazily), in order; with
+    ``fail_fast``, none after the batch of the first failure, whose last failure's message then
+    says so."""
+    results = []
+    for batch in batches:
+        failed = [index for index, result in enumerate(batch) if not result.ok]
+        if fail_fast and failed:  # the note on the batch's last failure: its last line
+            last = batch[failed[-1]]
+            batch[failed[-1]] = replace(last, message=f"{last.message}; {NOT_RUN_AFTER_FAILURE}")
+            return results + batch
+        results.extend(batch)
+    return results
 
 
 def pairs_to_check(operators: Iterable[str] | None,
@@ -278,7 +299,8 @@ def run_checks(device: cl.Device, *, operators: Iterable[str] | None = None,
                recipes: Iterable[str] | None = None, recipe_sources: Iterable[str] = (),
                seed: int = 0, production: ProductionSizes | None = ProductionSizes(),
                kernel: str | GreenKernel = "laplace",
-               precision: Precision = FLOAT64) -> Iterator[CheckResult]:
+               precision: Precision = FLOAT64, fail_fast: bool = False
+               ) -> Iterator[CheckResult]:
     """Check every operator under every recipe registered for it (for any device class: all
     recipes produce plain OpenCL), or under those named, on every problem: the small ones and
     (unless ``production`` is None) those at the sizes of a real run.
@@ -287,7 +309,9 @@ def run_checks(device: cl.Device, *, operators: Iterable[str] | None = None,
     out-of-bounds access can) is reported as a failed check, and checking goes on in a new
     worker. Recipes are applied anew, kernels never taken from the disk kernel cache. ``kernel`` is
     the Green's function every kernel is built for (a name, or a :class:`GreenKernel`: the
-    worker receives it pickled); ``precision`` the kernels' (:func:`check_pair`).
+    worker receives it pickled); ``precision`` the kernels' (:func:`check_pair`). With
+    ``fail_fast``, a pair's checking stops at its first failure (the problems and kernels after
+    it are not run; the failure's message says so): a wrong recipe is told wrong sooner.
 
     Not a generator itself: a kernel, recipe file, recipe or operator it cannot take raises
     here, at the call, before any check runs or any line is printed.
@@ -298,7 +322,7 @@ def run_checks(device: cl.Device, *, operators: Iterable[str] | None = None,
     pairs = pairs_to_check(list(operators or ()), list(recipes or ()))
     return run_in_worker(pairs, _check_in_this_process,
                              (device_key(device), recipe_sources, seed, production, green,
-                              precision),
+                              precision, fail_fast),
                              CHECK_WORKER_ENVIRONMENT)
 
 

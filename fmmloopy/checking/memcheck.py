@@ -41,6 +41,7 @@ from fmmloopy.checking.check import (
     pairs_to_check,
     relative_error,
     run_in_worker,
+    until_first_failure,
 )
 from fmmloopy.checking.problems import CheckProblem, memcheck_problems
 from fmmloopy.checking.verification import run_once
@@ -250,21 +251,23 @@ def memcheck_pair(operator: str, recipe: str, problem: CheckProblem, simulator: 
 
 def _memcheck_in_this_process(operator: str, recipe: str, simulator: tuple[str, str],
                               device: tuple[str, str], recipe_sources: tuple[str, ...],
-                              seed: int, green: GreenKernel) -> list[CheckResult]:
+                              seed: int, green: GreenKernel, fail_fast: bool = False
+                              ) -> list[CheckResult]:
     """One (operator, recipe) pair on every tiny problem, for every kernel an FMM may build
     the operator for (:func:`~fmmloopy.maths.kifmm.operator_kernels`); runs in the memcheck
-    worker."""
+    worker. ``fail_fast``: as :func:`~fmmloopy.checking.check.run_checks`."""
     ensure_loaded(recipe_sources)
     simulator, device = device_from_key(simulator), device_from_key(device)
-    return [memcheck_pair(operator, recipe, problem, simulator, device, variant)
-            for variant in operator_kernels(operator, green)
-            for problem in memcheck_problems(seed)]
+    return until_first_failure(
+        ([memcheck_pair(operator, recipe, problem, simulator, device, variant)]
+         for variant in operator_kernels(operator, green) for problem in memcheck_problems(seed)),
+        fail_fast)
 
 
 def run_memchecks(device: cl.Device, *, operators: Iterable[str] | None = None,
                   recipes: Iterable[str] | None = None, recipe_sources: Iterable[str] = (),
                   seed: int = 0, kernel: str | GreenKernel = "laplace",
-                  ) -> Iterator[CheckResult]:
+                  fail_fast: bool = False) -> Iterator[CheckResult]:
     """Like :func:`fmmloopy.checking.check.run_checks`, with every kernel run on Oclgrind.
 
     ``device`` runs the ``sequential`` reference the results are compared with. Raises
@@ -276,6 +279,6 @@ def run_memchecks(device: cl.Device, *, operators: Iterable[str] | None = None,
     ensure_loaded(recipe_sources)
     pairs = pairs_to_check(list(operators or ()), list(recipes or ()))
     arguments = (device_key(simulator), device_key(device), recipe_sources, seed,
-                 get_kernel(kernel))
+                 get_kernel(kernel), fail_fast)
     return run_in_worker(pairs, _memcheck_in_this_process, arguments,
                              worker_environment(device))

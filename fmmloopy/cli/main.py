@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
                             "the Oclgrind simulator instead, and fail on any out-of-bounds "
                             "access or data race as well as on wrong numbers (needs "
                             "pip install 'fmmloopy[memcheck]')")
+    check.add_argument("--fail-fast", action="store_true",
+                       help="stop checking an (operator, recipe) pair at its first failure: "
+                            "a wrong recipe is told wrong sooner, the problems and kernels "
+                            "after that failure are not run")
     _add_common(check)
 
     bench = commands.add_parser(
@@ -146,7 +150,7 @@ def _check(args: argparse.Namespace) -> int:
     n = None if args.n is None else validate_integer(args.n, "--n", 1)
     device = choose_device(args.device)
     selection = dict(operators=args.operator, recipes=args.recipe, recipe_sources=args.recipes,
-                     seed=args.seed, kernel=args.kernel)
+                     seed=args.seed, kernel=args.kernel, fail_fast=args.fail_fast)
     if args.memcheck:
         from fmmloopy.checking.memcheck import oclgrind_device, run_memchecks
 
