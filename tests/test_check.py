@@ -34,12 +34,13 @@ def test_shipped_recipes_pass_for_every_operator():
     assert {line.split()[2] for line in lines} == {"sequential", "generic", "cpu", "gpu"}
     # 11 operators (the eight, c2e, and the compressed M2L's m2l_compress and m2l_expand) x 4
     # recipes x 4 small problems, plus c2e's second factor
-    # (n_e x rank, as the FMM applies it) where the rank differs from n_e (all four small
-    # problems), all of it twice (one and three strength vectors), plus the 5 pairwise
-    # operators again with gradients and dipoles; then the production-size problems: every
-    # operator at order 6 (152-point surfaces, leaves of up to n_crit = 150).
+    # (n_e x rank, as the FMM applies it) where the rank differs from n_e (the two small
+    # problems of 26-point surfaces and rank 20; the other two take the production sizes),
+    # all of it twice (one and three strength vectors), plus the 5 pairwise operators again
+    # with gradients and dipoles; then the production-size problems: every operator at order 6
+    # (152-point surfaces, leaves of up to n_crit = 150).
     small = [line for line in lines if not line.split()[3].endswith("-150")]
-    assert len(small) == 2 * (11 * 4 * 4 + 4 * 4) + len(CHECKED_FIELDS) * 4 * 4
+    assert len(small) == 2 * (11 * 4 * 4 + 2 * 4) + len(CHECKED_FIELDS) * 4 * 4
     production = [line for line in lines if line.split()[3].endswith("-150")]
     assert {(line.split()[1], line.split()[2]) for line in production} == {
         (label, recipe) for operator in OPERATORS for label in check_labels(operator)

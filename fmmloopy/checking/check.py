@@ -28,6 +28,7 @@ from fmmloopy.checking.problems import (
     CheckProblem,
     check_problems,
     production_problems,
+    production_sizes,
 )
 from fmmloopy.checking.verification import (
     RELATIVE_TOLERANCE,
@@ -65,12 +66,13 @@ class ProductionSizes:
 
 def _problems(seed: int, production: ProductionSizes | None,
               green: GreenKernel = LAPLACE_3D) -> list[CheckProblem]:
-    """The small problems, then (unless ``production`` is None) the production-size ones."""
-    problems = check_problems(seed)
-    if production is not None:
-        problems += production_problems(production.order, production.n_crit, production.n, seed,
-                                        kernel=green)
-    return problems
+    """The small problems, then (unless ``production`` is None) the production-size ones, whose
+    surfaces and ranks two of the small problems then take (:func:`check_problems`)."""
+    if production is None:
+        return check_problems(seed)
+    sizes = production_sizes(production.order, green)
+    return check_problems(seed, second_sizes=sizes) + production_problems(
+        production.order, production.n_crit, production.n, seed, kernel=green)
 
 
 def describe_problems(seed: int = 0, production: ProductionSizes | None = ProductionSizes(),

@@ -128,17 +128,32 @@ def tree_problem(name: str, sources: np.ndarray, targets: np.ndarray | None = No
     return CheckProblem(name, tree, lists, seed, surface_size, rank, production, m2l_rank)
 
 
-def check_problems(seed: int = 0, n: int = 1500) -> list[CheckProblem]:
+#: Surfaces and ranks of the small "sphere" and "tgt!=src" problems on their own: order 4's 56
+#: points (a multiple of 8, where order 3's 26 is not) and c2e and M2L rank 24.
+SMALL_SECOND_SIZES = {"surface_size": 56, "rank": 24, "m2l_rank": None}
+
+
+def check_problems(seed: int = 0, n: int = 1500,
+                   second_sizes: dict[str, int | None] | None = None) -> list[CheckProblem]:
     """The small problems ``fmmloopy check`` runs: four distributions, adaptive trees of 3-6
-    levels, empty boxes, crowded leaves, targets apart from sources."""
+    levels, empty boxes, crowded leaves, targets apart from sources.
+
+    "uniform-cube" and "plummer" have surfaces of 26 points and c2e rank 20; "sphere" and
+    "tgt!=src" the ``second_sizes`` (``surface_size``, ``rank``, ``m2l_rank``; default
+    :data:`SMALL_SECOND_SIZES`). A check that also runs production-size problems gives them
+    those problems' sizes (:func:`production_sizes`): the kernels built for one serve both, and
+    every size a recipe may branch on (a multiple of the vector width or not, a second c2e
+    factor or not) is still reached.
+    """
+    second = SMALL_SECOND_SIZES if second_sizes is None else second_sizes
     rng = np.random.default_rng(seed)
     cube = rng.random((n, 3))
     return [
         tree_problem("uniform-cube", cube, seed=seed),
-        tree_problem("sphere", sphere_surface(n, rng), seed=seed, surface_size=56, rank=24),
+        tree_problem("sphere", sphere_surface(n, rng), seed=seed, **second),
         tree_problem("plummer", plummer(n, rng), seed=seed),
         tree_problem("tgt!=src", cube, rng.random((n // 2, 3)) * 1.2 - 0.1, n_crit=40,
-                     seed=seed, surface_size=56, rank=24),
+                     seed=seed, **second),
     ]
 
 
@@ -173,6 +188,16 @@ def cavity_points(n_crit: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate(points)
 
 
+def production_sizes(order: int = DEFAULT_ORDER,
+                     kernel: str | GreenKernel = "laplace") -> dict[str, int]:
+    """Surfaces and ranks of an FMM of ``kernel`` at ``order``: ``surface_size``, the c2e
+    ``rank`` and the compressed M2L's ``m2l_rank``, from its precomputed operators."""
+    from fmmloopy.execution.precomputed import get_operators
+    operators = get_operators(get_kernel(kernel), order)
+    return {"surface_size": operators.n_e, "rank": operators.uc2e_first.shape[0],
+            "m2l_rank": operators.m2l_rank()}
+
+
 def production_problems(order: int = DEFAULT_ORDER, n_crit: int = DEFAULT_N_CRIT,
                         n: int | None = None, seed: int = 0,
                         kernel: str | GreenKernel = "laplace") -> list[CheckProblem]:
@@ -186,12 +211,8 @@ def production_problems(order: int = DEFAULT_ORDER, n_crit: int = DEFAULT_N_CRIT
     Hundreds to thousands of target boxes per launch. The c2e rank is that of ``kernel``'s
     precomputed operators.
     """
-    from fmmloopy.execution.precomputed import get_operators
     n = POINTS_PER_N_CRIT * n_crit if n is None else n
-    operators = get_operators(get_kernel(kernel), order)
-    sizes = dict(seed=seed, n_crit=n_crit, surface_size=operators.n_e,
-                 rank=operators.uc2e_first.shape[0], m2l_rank=operators.m2l_rank(),
-                 production=True)
+    sizes = dict(seed=seed, n_crit=n_crit, production=True) | production_sizes(order, kernel)
     rng = np.random.default_rng(PRODUCTION_TREE_SEED)
     return [
         tree_problem(f"plummer-{n_crit}", plummer(n, rng), **sizes),
