@@ -292,8 +292,8 @@ def build_tree_from(points: SortedPoints, n_crit: int,
 
 def _gathered_by_coordinate(points: np.ndarray, order: np.ndarray) -> np.ndarray:
     """``points[order]`` with one row per coordinate (the kernels' layout), gathered coordinate
-    by coordinate: 10^6 points in Morton order 17 ms, against 94 ms for gathering the rows and
-    then copying their transpose."""
+    by coordinate: 10^6 and 10^7 points put in Morton order in 17 ms and 0.6-0.9 s, against 94 ms
+    and 2.2-2.5 s for gathering the rows and then copying their transpose."""
     gathered = np.empty((points.shape[1], len(order)), dtype=points.dtype)
     for axis in range(points.shape[1]):
         np.take(points[:, axis], order, out=gathered[axis])
