@@ -20,6 +20,8 @@ import fmmloopy.api.fmm as fmm_module
 from fmmloopy.base.distributions import sphere_surface
 from fmmloopy.checking.check import run_checks
 from fmmloopy.driver.memory import with_vectors
+from fmmloopy.execution import resources
+from fmmloopy.execution.resources import host_bytes_needed
 from fmmloopy.maths.green import get_kernel
 from fmmloopy.maths.reference import direct_sum
 from fmmloopy.tuning.recipe import RecipeError
@@ -120,14 +122,21 @@ def test_more_vectors_than_one_pass_and_than_memory_allows(monkeypatch):
     assert fmm.vectors_per_pass(charges.shape[1]) == 3
     assert_columns_equal_single_calls(fmm, fmm(charges), charges)
 
-    # A memory limit between what one and three vectors at once need: one at a time.
+    # A memory limit between what one and three vectors at once need of the host (a CPU
+    # device's buffers included): one at a time.
     def need(vectors):
         estimate = with_vectors(fmm.memory_estimate, vectors, **fmm._sizes)
-        return estimate.host_bytes + estimate.device_bytes  # a CPU device: host memory
-    assert need(1) < need(3)
-    limited = fmmloopy.Fmm(points, order=4, memory_limit=(need(1) + need(3)) / 2)
+        return host_bytes_needed(estimate, fmm.device), estimate.device_bytes
+    assert need(1)[0] < need(3)[0]
+    limited = fmmloopy.Fmm(points, order=4, memory_limit=(need(1)[0] + need(3)[0]) / 2)
     assert limited.vectors_per_pass(3) == 1
     assert_columns_equal_single_calls(limited, limited(charges[:, :3]), charges[:, :3])
+    # A device whose global memory lies between what one and three vectors need of it (a GPU's
+    # limit, tried on any device): one at a time too.
+    assert need(1)[1] < need(3)[1]
+    global_size = (need(1)[1] + need(3)[1]) / 2
+    monkeypatch.setattr(resources, "device_memory_limits", lambda device: (global_size, 1e15))
+    assert fmm.vectors_per_pass(3) == 1
 
 
 @pytest.mark.parametrize(("charges", "dipoles", "message"), [

@@ -18,6 +18,7 @@ from fmmloopy.driver.builder import build_plan
 from fmmloopy.execution import device_setup, kernel_cache
 from fmmloopy.execution.device_setup import DeviceVClasses, device_point_keys
 from fmmloopy.execution.kernel_arguments import box_list, box_list_arguments
+from fmmloopy.maths.layouts import Grouped
 from fmmloopy.execution.precomputed import get_operators
 from fmmloopy.maths.geometry import M2L_CLASSES
 from fmmloopy.maths.green import LAPLACE_3D
@@ -161,13 +162,18 @@ def test_every_check_problem_is_among_the_trees():
 
 def test_an_fmm_with_the_device_lists_never_makes_the_host_v_list():
     """The host's V list is made at first use: a Laplace FMM (one strength vector, shipped
-    recipes) takes every V launch from the device and never asks for it; its sum is right."""
+    recipes) whose M2L walks the grouped layout (the CPU recipes') takes every V launch from
+    the device and never asks for it; its sum is right. The device builds the grouped layout
+    only: a recipe of the target-major layout (the GPU recipes') takes the host's lists."""
     rng = np.random.default_rng(9)
     sources = uniform_cube(3000, rng)
     charges = rng.standard_normal(len(sources))
     fmm = fmmloopy.Fmm(sources, order=4, n_crit=24)
     potential = fmm(charges)
-    assert not fmm.lists.v.made
+    m2l_layouts = {type(launch.kernel.layout) for launch in fmm.plan.launches
+                   if launch.kernel.operator == "m2l"}
+    assert len(m2l_layouts) == 1
+    assert fmm.lists.v.made == (m2l_layouts != {Grouped})
     expected = direct_sum(LAPLACE_3D, sources, charges, sources)
     # Order 4: a few 1e-5 on uniform points (docs/fmm.md); the bound leaves room.
     assert np.linalg.norm(potential - expected) / np.linalg.norm(expected) < 5e-4

@@ -67,11 +67,14 @@ def test_warm_start_runs_the_stored_code_bitwise_equal(cache_dir, monkeypatch):
 
 
 def test_cached_code_equals_freshly_generated_code(cache_dir, device, monkeypatch):
-    fresh = compiled_operator("m2l", device, n_target_coeffs=64, n_source_coeffs=64)
+    # The cpu recipe on every device: its split axes are what the cache must restore.
+    fresh = compiled_operator("m2l", device, recipe="cpu", n_target_coeffs=64,
+                              n_source_coeffs=64)
     fresh_code = fresh.device_code()
     _forget_compiled(monkeypatch)
     monkeypatch.setattr(execution, "math_kernel", _no_loopy)
-    warm = compiled_operator("m2l", device, n_target_coeffs=64, n_source_coeffs=64)
+    warm = compiled_operator("m2l", device, recipe="cpu", n_target_coeffs=64,
+                             n_source_coeffs=64)
     assert warm.device_code() == fresh_code
     assert warm.argument_names == fresh.argument_names
     assert warm.written_names == fresh.written_names == ["target_vectors"]
@@ -289,7 +292,7 @@ def test_unwritable_directory_warns_once_and_still_runs(cache_dir, monkeypatch):
 
 
 def test_arguments_are_checked_and_named_before_launch(cache_dir, device, queue):
-    p2p = compiled_operator("p2p", device)
+    p2p = compiled_operator("p2p", device, recipe="cpu")
     p2p.device_code()
     with pytest.raises(RecipeError, match=r"recipe 'cpu'.*missing array argument "
                                           r"'target_boxes'"):

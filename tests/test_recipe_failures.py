@@ -150,8 +150,10 @@ def _run_failure_prefix(recipe, recipe_file):
                  r"work-items, \[.*\] per axis\) \(OpenCL: .*INVALID_WORK_GROUP_SIZE\)"),
     ("not_c", r"the OpenCL compiler rejected the code generated for the recipe \(build log "
               r"below\) \(OpenCL: clBuildProgram failed: BUILD_PROGRAM_FAILURE"),
+    # PoCL refuses the option by status; NVIDIA's OpenCL by a failed build whose log says so.
     ("unknown_option", r"the recipe added build options this OpenCL compiler does not accept "
-                       r"\(OpenCL: clBuildProgram failed: INVALID_BUILD_OPTIONS"),
+                       r"(\(build log below\) )?\(OpenCL: clBuildProgram failed: "
+                       r"(INVALID_BUILD_OPTIONS|BUILD_PROGRAM_FAILURE)"),
     ("local_loop_alone", r"LoopyError: instruction '.*' does not use all local hw axes"),
     # islpy, not loopy, raises here: every exception of code generation is reported alike.
     ("unrolls_a_data_dependent_loop", r"\w*Error: "),

@@ -6,6 +6,8 @@ build failure) into a sentence, for the errors that name the operator and recipe
 
 from __future__ import annotations
 
+import re
+
 import pyopencl as cl
 
 from fmmloopy.execution.resources import gigabytes
@@ -31,6 +33,14 @@ def _hints(device: cl.Device) -> dict[str, str]:
     }
 
 
+#: What a build log says where the compiler refused its options rather than the code: NVIDIA's
+#: OpenCL reports an unknown option as BUILD_PROGRAM_FAILURE ("Don't understand command line
+#: argument"), where PoCL returns INVALID_BUILD_OPTIONS.
+_REFUSED_OPTIONS = re.compile(r"command[ -]line (argument|option)|unknown (argument|option)|"
+                              r"unrecognized (command[ -]line )?option|invalid build option",
+                              re.IGNORECASE)
+
+
 def explain_opencl_error(exc: BaseException, device: cl.Device) -> str | None:
     """A sentence for an OpenCL error's status, or None if ``exc`` has no known status."""
     code = getattr(exc, "code", None)
@@ -39,4 +49,6 @@ def explain_opencl_error(exc: BaseException, device: cl.Device) -> str | None:
     names = [name for name in dir(cl.status_code)
              if not name.startswith("_") and getattr(cl.status_code, name) == code]
     hints = _hints(device)
+    if "BUILD_PROGRAM_FAILURE" in names and _REFUSED_OPTIONS.search(str(exc)):
+        return f"{hints['INVALID_BUILD_OPTIONS']} (build log below)"
     return next((hints[name] for name in names if name in hints), None)

@@ -162,6 +162,12 @@ def uses_host_memory(device: cl.Device) -> bool:
     return bool(device.type & cl.device_type.CPU)
 
 
+def host_bytes_needed(estimate: MemoryEstimate, device: cl.Device) -> float:
+    """Host memory ``estimate`` takes on ``device``: its host bytes, and its device bytes too
+    where the device's buffers live in host memory (:func:`uses_host_memory`)."""
+    return estimate.host_bytes + (estimate.device_bytes if uses_host_memory(device) else 0.0)
+
+
 def check_memory(estimate: MemoryEstimate, device: cl.Device, what: str,
                  memory_limit: float | None = None) -> None:
     """Raise :class:`ResourceLimitError` when ``estimate`` does not fit (module docstring).
@@ -170,7 +176,7 @@ def check_memory(estimate: MemoryEstimate, device: cl.Device, what: str,
     the available host memory.
     """
     shared = uses_host_memory(device)
-    host_needed = estimate.host_bytes + (estimate.device_bytes if shared else 0.0)
+    host_needed = host_bytes_needed(estimate, device)
     if memory_limit is not None:
         host_limit, source = memory_limit, "the memory_limit given"
     else:
@@ -219,5 +225,6 @@ __all__ = [
     "check_memory",
     "device_memory_limits",
     "gigabytes",
+    "host_bytes_needed",
     "uses_host_memory",
 ]

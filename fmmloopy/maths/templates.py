@@ -152,9 +152,10 @@ def _offset(target: _PointCode, source: _PointCode, axis: int) -> str:
     centre's offset plus the surface's, so the rounding of ``centre + half_width * unit`` (of
     the centre's size, far above the offset's in deep boxes) never enters; the two bases lie
     close together, and their difference is exact or rounded relative to itself. Two surfaces
-    (no operator of the FMM) are each summed first: a surface point then meets itself at
-    exactly 0 offset (a fused multiply-add of one side's ``relative`` would leave its rounding
-    residue)."""
+    (no operator of the FMM) are each summed first, so that a surface point meets itself at
+    exactly 0 offset where the compiler rounds both sides alike; one that contracts only one
+    side into a fused multiply-add (NVIDIA's OpenCL under the cpu recipe) leaves its rounding
+    residue, so two surfaces must not share points (the FMM's never do)."""
     if target.relative and source.relative:
         return (f"{target.base.format(axis=axis)} + {target.relative.format(axis=axis)} - "
                 f"({source.base.format(axis=axis)} + {source.relative.format(axis=axis)})")
