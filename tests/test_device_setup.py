@@ -18,11 +18,10 @@ from fmmloopy.driver.builder import build_plan
 from fmmloopy.execution import device_setup, kernel_cache
 from fmmloopy.execution.device_setup import DeviceVClasses, device_point_keys
 from fmmloopy.execution.kernel_arguments import box_list, box_list_arguments
-from fmmloopy.maths.layouts import Grouped
 from fmmloopy.execution.precomputed import get_operators
 from fmmloopy.maths.geometry import M2L_CLASSES
 from fmmloopy.maths.green import LAPLACE_3D
-from fmmloopy.maths.layouts import grouped_arguments
+from fmmloopy.maths.layouts import Grouped, grouped_arguments
 from fmmloopy.maths.reference import direct_sum
 from fmmloopy.maths.setup_kernels import v_source_codes
 from fmmloopy.tree.lists import _v_table, build_interaction_lists
