@@ -141,6 +141,35 @@ def _stored_p2p(device):
     return key
 
 
+def test_the_checks_workers_store_what_they_generate_and_never_read_it(cache_dir, device,
+                                                                       monkeypatch):
+    """``store`` (the check's workers, CHECK_WORKER_ENVIRONMENT): a generated kernel of a
+    shipped recipe is stored for later processes, and a stored one is never taken: the recipe is
+    applied and the code generated anew, even over a file that holds other code."""
+    from fmmloopy.checking.check import CHECK_WORKER_ENVIRONMENT
+
+    assert CHECK_WORKER_ENVIRONMENT == {kernel_cache.KERNEL_CACHE_ENV: kernel_cache.STORE_ONLY}
+    monkeypatch.setenv(kernel_cache.KERNEL_CACHE_ENV, kernel_cache.STORE_ONLY)
+    assert kernel_cache.storing() and not kernel_cache.enabled()
+    key = _stored_p2p(device)  # generated, then stored
+    path = kernel_path(key)
+    entry = json.loads(path.read_text())
+    generated_code = entry["kernel"]["device_code"]
+    entry["kernel"]["device_code"] = generated_code.replace("+", "-")  # planted, digest redone
+    entry["sha256"] = kernel_cache._digest(entry["key"], entry["kernel"])
+    path.write_text(json.dumps(entry, sort_keys=True))
+    assert kernel_cache.load(key) is None
+    _forget_compiled(monkeypatch)
+    made, original = [], execution.math_kernel
+    monkeypatch.setattr(execution, "math_kernel",
+                        lambda *args, **kwargs: made.append(1) or original(*args, **kwargs))
+    assert compiled_operator("p2p", device).device_code() == generated_code
+    assert made
+    # What it generated was stored over the planted file; an FMM's process reads it.
+    monkeypatch.delenv(kernel_cache.KERNEL_CACHE_ENV)
+    assert kernel_cache.load(key).device_code == generated_code
+
+
 def test_corrupt_or_foreign_file_is_rejected_deleted_and_regenerated(cache_dir, device,
                                                                       monkeypatch):
     key = _stored_p2p(device)

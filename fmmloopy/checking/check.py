@@ -43,7 +43,7 @@ from fmmloopy.execution.compiled import (
     loopy_log_path,
     loopy_output_to_log,
 )
-from fmmloopy.execution.kernel_cache import KERNEL_CACHE_ENV, PROGRAMS_ONLY
+from fmmloopy.execution.kernel_cache import KERNEL_CACHE_ENV, STORE_ONLY
 from fmmloopy.maths.green import LAPLACE_3D, GreenKernel, get_kernel
 from fmmloopy.maths.kifmm import operator_kernels
 from fmmloopy.maths.operators import OPERATORS, get_operator
@@ -290,11 +290,13 @@ def pairs_to_check(operators: Iterable[str] | None,
     return pairs
 
 
-#: The check never runs a kernel its recipe did not make: its workers do not read (or write) the
-#: disk kernel cache's generated kernels, so every recipe is applied anew (loopy's own caches,
-#: keyed by the whole transformed kernel, may hold the code of the very same kernel); a source
-#: built before is loaded as the device's binary (:mod:`fmmloopy.execution.program_cache`).
-CHECK_WORKER_ENVIRONMENT = {KERNEL_CACHE_ENV: PROGRAMS_ONLY}
+#: The check never runs a kernel its recipe did not make: its workers do not read the disk
+#: kernel cache's generated kernels, so every recipe is applied anew (loopy's own caches, keyed
+#: by the whole transformed kernel, may hold the code of the very same kernel); what they
+#: generate for a shipped recipe is stored, for the FMMs of later processes, never for a check;
+#: a source built before is loaded as the device's binary
+#: (:mod:`fmmloopy.execution.program_cache`).
+CHECK_WORKER_ENVIRONMENT = {KERNEL_CACHE_ENV: STORE_ONLY}
 
 
 def run_checks(device: cl.Device, *, operators: Iterable[str] | None = None,

@@ -108,9 +108,12 @@ class KernelCacheWarning(UserWarning):
 #: ``$FMMLOOPY_KERNEL_CACHE`` values that switch off generated kernels and built programs alike.
 _OFF = ("off", "0", "no", "false")
 #: The value that keeps built programs only (:mod:`fmmloopy.execution.program_cache`): every
-#: kernel generated anew, a source built before loaded as the device's binary (the check's
-#: workers, which apply every recipe anew).
+#: kernel generated anew, a source built before loaded as the device's binary.
 PROGRAMS_ONLY = "programs"
+#: The value that never reads a generated kernel but stores those it generates, and keeps built
+#: programs (the check's workers: they apply every recipe anew, and what they generate for a
+#: shipped recipe spares a later process generating it again).
+STORE_ONLY = "store"
 
 
 def _mode() -> str:
@@ -118,9 +121,14 @@ def _mode() -> str:
 
 
 def enabled() -> bool:
-    """False when ``$FMMLOOPY_KERNEL_CACHE`` says ``off``/``0``/``no``/``false`` or
-    ``programs``."""
-    return _mode() not in (*_OFF, PROGRAMS_ONLY)
+    """Whether generated kernels are read from the cache: False when ``$FMMLOOPY_KERNEL_CACHE``
+    says ``off``/``0``/``no``/``false``, ``programs`` or ``store``."""
+    return _mode() not in (*_OFF, PROGRAMS_ONLY, STORE_ONLY)
+
+
+def storing() -> bool:
+    """Whether generated kernels are stored: :func:`enabled`, or ``store``."""
+    return enabled() or _mode() == STORE_ONLY
 
 
 def programs_enabled() -> bool:
@@ -319,9 +327,10 @@ def load(key: dict[str, Any] | None) -> GeneratedKernel | None:
 
 
 def store(key: dict[str, Any] | None, kernel: GeneratedKernel) -> None:
-    """Write ``kernel`` under ``key`` (atomically, privately); an unwritable directory warns
-    once, an unsafe one is left alone."""
-    if key is None or not enabled() or _trusted_directory(create=True) is None:
+    """Write ``kernel`` under ``key`` (atomically, privately; also where generated kernels are
+    only stored, :data:`STORE_ONLY`); an unwritable directory warns once, an unsafe one is left
+    alone."""
+    if key is None or not storing() or _trusted_directory(create=True) is None:
         return
     path = kernel_path(key)
     data = kernel.as_data()

@@ -18,7 +18,7 @@ What a binary is reused for: the exact source text, build options, device (the p
 the properties of :func:`~fmmloopy.execution.kernel_cache.device_fingerprint`, driver version
 included) and pyopencl version it was built for, all in the key; nothing else is cached, so a
 recipe is still applied and its code generated in every process wherever the kernel cache says
-so (the check's workers, ``FMMLOOPY_KERNEL_CACHE=programs``, reuse only the binaries of
+so (the check's workers, ``FMMLOOPY_KERNEL_CACHE=store``, reuse only the binaries of
 identical sources, as PoCL's own cache would). ``FMMLOOPY_KERNEL_CACHE=off`` turns this off too.
 
 Trust: the kernel cache's rules. The directory and each file must be owned by this user and
