@@ -39,6 +39,27 @@ def test_bench_table_for_one_operator_and_recipe():
     assert lines[-1].split()[:2] == ["p2p", "generic"] and "Mpair/s" in lines[-1]
 
 
+def test_bench_without_sequential_times_no_sequential_kernel(monkeypatch, capsys):
+    """``--no-sequential``: no FMM under 'sequential' is built or timed (on a GPU its kernels
+    run on one work-item each), and the speedup column is left empty."""
+    from fmmloopy.cli import bench
+
+    built = []
+    real_fmm = bench.Fmm
+    monkeypatch.setattr(bench, "Fmm", lambda *args, **kwargs: built.append(
+        kwargs.get("recipes")) or real_fmm(*args, **kwargs))
+    arguments = ["bench", "--n", "3000", "--order", "2", "--operator", "p2p", "--recipe",
+                 "generic", "--repeats", "1", "--no-sequential"]
+    assert main([*arguments, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [step["speedup"] for step in result["steps"]] == [None]
+    assert result["info"]["sequential"] is False
+    assert main(arguments) == 0
+    last = capsys.readouterr().out.splitlines()[-1].split()
+    assert last[:2] == ["p2p", "generic"] and last[-1] == "-"
+    assert "sequential" not in built and built
+
+
 def test_bench_recipe_for_one_operator_applies_to_that_operator_only(tmp_path):
     recipe_file = tmp_path / "only_p2p.py"
     recipe_file.write_text(

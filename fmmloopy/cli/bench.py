@@ -66,7 +66,7 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int | str = "auto",
               operators: list[str] | None = None, repeats: int = 3, device=None,
               seed: int = 0, verify_recipes: bool = True,
               peaks: Peaks | None = None, kernel: str = "laplace", gradient: bool = False,
-              dipoles: bool = False) -> tuple[list[BenchRow], dict]:
+              dipoles: bool = False, sequential: bool = True) -> tuple[list[BenchRow], dict]:
     """Bench the steps of ``operators`` (default: all) under ``recipe`` and ``sequential``,
     for the potential of charges of Green's function ``kernel`` (with ``gradient``: and its
     gradient; with ``dipoles``: of charges and dipoles).
@@ -76,6 +76,8 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int | str = "auto",
     that is not shipped is compared with ``sequential`` on the bench's tree first (``Fmm``'s
     first-use verification), unless ``verify_recipes`` is False. ``peaks`` default: measured on
     the device now (:func:`fmmloopy.execution.roofline.measure_peaks`, a few seconds).
+    ``sequential`` False: the steps are not timed under ``sequential`` too (no speedup; on a GPU
+    its kernels run a box, or a whole launch, on one work-item).
     """
     n = validate_integer(n, "n (points to bench on)", 1)
     repeats = validate_integer(repeats, "repeats", 1)
@@ -97,15 +99,17 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int | str = "auto",
     # M2P and P2L for every W and X entry (no small boxes summed directly): every operator runs.
     fmm = Fmm(points, kernel=kernel, order=order, n_crit=n_crit, device=device, recipes=recipes,
               w_x_direct=False, verify_recipes=verify_recipes)
-    reference = Fmm(points, kernel=kernel, order=order, n_crit=fmm.n_crit, device=fmm.device,
-                    recipes="sequential", w_x_direct=False)
     fmm(**fields)
-    reference(**fields)
-    plan, reference_plan = fmm.last_plan, reference.last_plan
+    plan = fmm.last_plan
     present = {launch.step for launch in plan.launches}
     steps = [step for step in (operators or [*OPERATORS]) if step in present]
     timed = _time_steps(plan, steps, repeats)
-    baseline = _time_steps(reference_plan, steps, repeats)
+    baseline = {}
+    if sequential:
+        reference = Fmm(points, kernel=kernel, order=order, n_crit=fmm.n_crit,
+                        device=fmm.device, recipes="sequential", w_x_direct=False)
+        reference(**fields)
+        baseline = _time_steps(reference.last_plan, steps, repeats)
     peaks = peaks or measure_peaks(fmm.queue)
     rows = []
     for step in steps:
@@ -117,7 +121,7 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int | str = "auto",
         rows.append(BenchRow(step, "/".join(sorted(chosen)), timed[step], work,
                              "pairs" if pairwise else "flops", work / timed[step], flops,
                              *step_roofline(flops, plan.traffic(step), timed[step], peaks),
-                             baseline[step] / timed[step]))
+                             baseline[step] / timed[step] if baseline else None))
     flops_per_pair = {step: round(plan.flops(step) / max(plan.work(step), 1))
                       for step in steps if OPERATORS[step].template == PAIRWISE}
     info = {"n": n, "order": order, "n_crit": fmm.n_crit, "n_crit_chosen": n_crit == AUTO,
@@ -125,7 +129,7 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int | str = "auto",
             "kernel": fmm.fields_kernel(dipoles=dipoles, gradient=gradient).label,
             "device": fmm.device.name, "peak_gflops": peaks.flops / 1e9,
             "bandwidth_gbytes": peaks.bandwidth / 1e9, "peak_source": peaks.source,
-            "flops_per_pair": flops_per_pair, "repeats": repeats,
+            "flops_per_pair": flops_per_pair, "repeats": repeats, "sequential": sequential,
             "verified_recipes": sorted(fmm.verified_recipes),
             "unverified_recipes": sorted(fmm.plan.unverified_recipes)}
     return rows, info
@@ -154,7 +158,8 @@ def format_table(rows: list[BenchRow], info: dict) -> str:
                 else f"{row.rate / 1e9:8.2f} GFLOP/s")
         lines.append(f"{row.step:6s} {row.recipe:12s} {row.seconds:9.4f} {row.work:11.3e} "
                      f"{rate:>16s} {row.flops / row.seconds / 1e9:8.2f} {row.intensity:7.1f} "
-                     f"{100 * row.roof_share:7.1f}% {row.speedup:12.1f}x")
+                     f"{100 * row.roof_share:7.1f}% "
+                     + (f"{row.speedup:12.1f}x" if row.speedup is not None else f"{'-':>13s}"))
     return "\n".join(lines)
 
 

@@ -80,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="the potential and its gradient at the targets")
     bench.add_argument("--dipoles", action="store_true",
                        help="sources with charges and dipole moments")
+    bench.add_argument("--no-sequential", action="store_true",
+                       help="do not time the steps under 'sequential' too (no 'vs sequential' "
+                            "column): on a GPU its kernels run on one work-item per box or "
+                            "per launch, hundreds of times slower than the device's recipes")
     bench.add_argument("--no-verify-recipes", action="store_true",
                        help="time recipes that are not shipped without comparing them with "
                             "'sequential' on the tree first (the output says so)")
@@ -202,7 +206,8 @@ def _bench(args: argparse.Namespace) -> int:
                            distribution=args.distribution, recipe=args.recipe,
                            operators=args.operator, repeats=args.repeats, device=args.device,
                            verify_recipes=not args.no_verify_recipes, kernel=args.kernel,
-                           gradient=args.gradient, dipoles=args.dipoles)
+                           gradient=args.gradient, dipoles=args.dipoles,
+                           sequential=not args.no_sequential)
     print(json.dumps(as_json(rows, info)) if args.json else format_table(rows, info))
     return 0
 
