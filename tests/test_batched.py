@@ -122,19 +122,18 @@ def test_more_vectors_than_one_pass_and_than_memory_allows(monkeypatch):
     assert fmm.vectors_per_pass(charges.shape[1]) == 3
     assert_columns_equal_single_calls(fmm, fmm(charges), charges)
 
+    one, three = (with_vectors(fmm.memory_estimate, vectors, **fmm._sizes) for vectors in (1, 3))
     # A memory limit between what one and three vectors at once need of the host (a CPU
     # device's buffers included): one at a time.
-    def need(vectors):
-        estimate = with_vectors(fmm.memory_estimate, vectors, **fmm._sizes)
-        return host_bytes_needed(estimate, fmm.device), estimate.device_bytes
-    assert need(1)[0] < need(3)[0]
-    limited = fmmloopy.Fmm(points, order=4, memory_limit=(need(1)[0] + need(3)[0]) / 2)
+    host_one, host_three = (host_bytes_needed(estimate, fmm.device) for estimate in (one, three))
+    assert host_one < host_three
+    limited = fmmloopy.Fmm(points, order=4, memory_limit=(host_one + host_three) / 2)
     assert limited.vectors_per_pass(3) == 1
     assert_columns_equal_single_calls(limited, limited(charges[:, :3]), charges[:, :3])
     # A device whose global memory lies between what one and three vectors need of it (a GPU's
     # limit, tried on any device): one at a time too.
-    assert need(1)[1] < need(3)[1]
-    global_size = (need(1)[1] + need(3)[1]) / 2
+    assert one.device_bytes < three.device_bytes
+    global_size = (one.device_bytes + three.device_bytes) / 2
     monkeypatch.setattr(resources, "device_memory_limits", lambda device: (global_size, 1e15))
     assert fmm.vectors_per_pass(3) == 1
 
