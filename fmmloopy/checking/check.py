@@ -16,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 import pyopencl as cl
@@ -64,15 +65,19 @@ class ProductionSizes:
     n: int | None = None
 
 
+@lru_cache(maxsize=4)
 def _problems(seed: int, production: ProductionSizes | None,
-              green: GreenKernel = LAPLACE_3D) -> list[CheckProblem]:
+              green: GreenKernel = LAPLACE_3D) -> tuple[CheckProblem, ...]:
     """The small problems, then (unless ``production`` is None) the production-size ones, whose
-    surfaces and ranks two of the small problems then take (:func:`check_problems`)."""
+    surfaces and ranks two of the small problems then take (:func:`check_problems`).
+
+    Built once per process for all the pairs it checks (a problem's trees and lists are only
+    read; each check draws its arguments anew from the problem's seed)."""
     if production is None:
-        return check_problems(seed)
+        return tuple(check_problems(seed))
     sizes = production_sizes(production.order, green)
-    return check_problems(seed, second_sizes=sizes) + production_problems(
-        production.order, production.n_crit, production.n, seed, kernel=green)
+    return tuple(check_problems(seed, second_sizes=sizes) + production_problems(
+        production.order, production.n_crit, production.n, seed, kernel=green))
 
 
 def describe_problems(seed: int = 0, production: ProductionSizes | None = ProductionSizes(),

@@ -67,6 +67,20 @@ def _entries(green: GreenKernel, offsets: np.ndarray) -> np.ndarray:
     return values[..., None, None] if green.is_scalar else values
 
 
+def _terms(green: GreenKernel, offsets: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``(k, n_outputs)``: each pair's entries ``G(offset)`` applied to its source's
+    ``(n_inputs, k)`` ``weights``. Several strength vectors: the single kernel's entries applied
+    to each vector's block of weights (the entries between vectors are zero: not evaluated)."""
+    if green.is_scalar:
+        return (green.evaluate(offsets) * weights[0])[:, None]
+    if green.vectors == 1:
+        return np.einsum("koi,ik->ko", green.evaluate(offsets), weights)
+    single = green.single
+    blocks = weights.reshape(green.vectors, single.n_inputs, len(offsets))
+    terms = np.einsum("koi,vik->kvo", _entries(single, offsets), blocks)
+    return terms.reshape(len(offsets), green.n_outputs)
+
+
 class _Side:
     """One side (``target`` or ``source``) of the pairwise template's inputs: its points as
     *slots*, one per point, numbered box by box (particles: their sorted index; surfaces:
@@ -193,8 +207,7 @@ def pairwise_reference(green: GreenKernel, inputs: dict, targets: PointSet = _PA
     totals = np.zeros((n_out, space), dtype=result.dtype)
     for target_slots, source_slots, offsets in _pair_chunks(inputs, target_side, source_side):
         weights = strengths[source_side.index(source_slots)]  # (n_in, k)
-        terms = np.einsum("koi,ik->ko", _entries(green, offsets), weights)
-        totals += _summed_by_slot(terms, target_slots, space)
+        totals += _summed_by_slot(_terms(green, offsets, weights), target_slots, space)
     slots = _target_slots(inputs, target_side)
     index = target_side.index(slots)
     outputs[index] = (outputs[index] if accumulate else 0) + totals[:, slots]
