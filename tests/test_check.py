@@ -4,10 +4,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import CHECKED_FIELDS, check_labels, operator_of
 
-from fmmloopy.checking.check import NOT_RUN_AFTER_FAILURE, CheckResult, until_first_failure
+from fmmloopy.checking.check import (
+    NOT_RUN_AFTER_FAILURE,
+    CheckResult,
+    check_pair,
+    until_first_failure,
+)
+from fmmloopy.checking.problems import check_problems
 from fmmloopy.maths.operators import OPERATORS, PAIRWISE
 
 WRONG_RECIPES = Path(__file__).parent / "recipes" / "wrong_recipes.py"
@@ -97,6 +104,26 @@ def test_fail_fast_keeps_the_results_up_to_the_first_failure_only():
     assert made == [0, 1]
     passing = [[result("a", True)], [result("b", True)]]
     assert len(until_first_failure(iter(passing), fail_fast=True)) == 2
+
+
+def _arrays(*objects) -> dict[str, np.ndarray]:
+    return {f"{type(o).__name__}.{name}": np.copy(value) for o in objects
+            for name, value in vars(o).items() if isinstance(value, np.ndarray)}
+
+
+def test_a_check_leaves_its_problem_as_it_was(device):
+    # A check's worker builds its problems once for all the pairs it checks: no check may
+    # change a problem's tree or lists (each draws its values anew from the problem's seed).
+    problem = check_problems(0)[3]  # targets apart from sources
+    before = _arrays(problem.tree, problem.lists)
+    first = [check_pair(op, "cpu", problem, device) for op in ("p2p", "m2l", "l2p")]
+    after = _arrays(problem.tree, problem.lists)
+    assert before.keys() == after.keys() and len(before) > 20
+    assert all(np.array_equal(before[name], after[name]) for name in before)
+    again = [check_pair(op, "cpu", problem, device) for op in ("p2p", "m2l", "l2p")]
+    assert all(r.ok for results in first + again for r in results)
+    assert [[r.max_relative_error for r in results] for results in again] == \
+        [[r.max_relative_error for r in results] for results in first]
 
 
 def test_crashing_kernel_is_reported_and_checking_goes_on():
