@@ -111,16 +111,16 @@ def _arrays(*objects) -> dict[str, np.ndarray]:
             for name, value in vars(o).items() if isinstance(value, np.ndarray)}
 
 
-def test_a_check_leaves_its_problem_as_it_was(device):
+def test_a_check_leaves_its_problem_as_it_was(device, default_recipe):
     # A check's worker builds its problems once for all the pairs it checks: no check may
     # change a problem's tree or lists (each draws its values anew from the problem's seed).
     problem = check_problems(0)[3]  # targets apart from sources
     before = _arrays(problem.tree, problem.lists)
-    first = [check_pair(op, "cpu", problem, device) for op in ("p2p", "m2l", "l2p")]
+    first = [check_pair(op, default_recipe, problem, device) for op in ("p2p", "m2l", "l2p")]
     after = _arrays(problem.tree, problem.lists)
     assert before.keys() == after.keys() and len(before) > 20
     assert all(np.array_equal(before[name], after[name]) for name in before)
-    again = [check_pair(op, "cpu", problem, device) for op in ("p2p", "m2l", "l2p")]
+    again = [check_pair(op, default_recipe, problem, device) for op in ("p2p", "m2l", "l2p")]
     assert all(r.ok for results in first + again for r in results)
     assert [[r.max_relative_error for r in results] for results in again] == \
         [[r.max_relative_error for r in results] for results in first]
