@@ -59,16 +59,16 @@ def pytest_configure(config):
     pinned = os.environ.get(TEST_DEVICE_ENV, "").strip()
     if pinned:
         os.environ[DEVICE_ENV] = pinned
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        # The controller, before the workers start: they and the processes their tests start
-        # inherit both.
-        _compile_the_sources()
-        for name, value in ALLOCATOR_SETTINGS.items():
-            os.environ.setdefault(name, value)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    # The controller, before it starts any worker: the workers, and the processes their tests
+    # start, inherit the bytecode, the allocator's settings and the thread pools' shares. A
+    # value the user set is kept.
+    _compile_the_sources()
+    for name, value in ALLOCATOR_SETTINGS.items():
+        os.environ.setdefault(name, value)
     workers = len(getattr(config.option, "tx", None) or ())
-    if workers > 1 and not os.environ.get("PYTEST_XDIST_WORKER"):
-        # The controller, before it starts the workers: they (and the processes their tests
-        # start) inherit the shares. A value the user set is kept.
+    if workers > 1:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
             os.cpu_count() or 1)
         share = str(max(1, cores // workers))
