@@ -34,6 +34,7 @@ from fmmloopy.execution.kernel_arguments import (
     fold_vectors,
     tree_arguments,
 )
+from fmmloopy.execution.uploads import upload
 from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.kifmm import STEPS, Boxes, KifmmStep, buffer_pools, step_kernel
 from fmmloopy.maths.layouts import FOLDED_VECTORS, Grouped, matrix_arguments
@@ -172,9 +173,9 @@ class _PlanBuilder:
         if value.dtype.kind in "fc":
             value = value.astype(self.precision.value_dtype(value.dtype.kind == "c"),
                                  copy=False)
-        # Asynchronous: the runtime copies while the host cuts the next launch's lists (PyOpenCL
-        # keeps the host array alive until the copy is done).
-        return cla.to_device(self.queue, np.ascontiguousarray(value), async_=True)
+        # Large arrays asynchronously: the runtime copies while the host cuts the next launch's
+        # lists; small ones at the buffer's creation, no command enqueued.
+        return upload(self.queue, value)
 
     def _matrices(self, kernel: CompiledOperator, matrices: np.ndarray) -> dict[str, cla.Array]:
         """``matrices`` in the form ``kernel``'s layout takes, uploaded once per plan."""

@@ -137,11 +137,14 @@ class Plan:
     def build(self) -> None:
         """Compile every kernel now: run each once for one target box with an empty list.
 
-        (PoCL compiles a kernel for its work-group size at the first launch that runs a group.)
+        (PoCL compiles a kernel for its work-group size at the first launch that runs a group;
+        kernels this process has launched with their work-group size are left alone.)
         The seconds are added to :attr:`kernel_seconds`.
         """
         clock = time.perf_counter()
         for launch in self.launches:
+            if launch.kernel.compiled_for(self.queue.context):
+                continue
             empty = empty_launch_arguments(launch.kernel.layout)
             self._run(launch, **{name: cla.to_device(self.queue, value)
                                  if isinstance(value, np.ndarray) else value

@@ -120,6 +120,12 @@ class CompiledOperator:
                 with contextlib.suppress(Exception):
                     self._executor(context)
 
+    def compiled_for(self, context: cl.Context) -> bool:
+        """Whether a launch in ``context`` runs code already compiled (a launch of the same
+        work-group size has run: :attr:`Launcher.compiled`)."""
+        executor = self._executors.get(context.int_ptr)
+        return isinstance(executor, Launcher) and executor.compiled
+
     def _executor(self, context: cl.Context):
         """The launcher for ``context`` (built at the first call; the caller holds the lock)."""
         executor = self._executors.get(context.int_ptr)

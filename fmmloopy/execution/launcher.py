@@ -44,6 +44,16 @@ class Launcher:
                              f"arguments, its description {len(generated.arguments)}")
         self.groups = tuple(map(expression, generated.groups))
         self.group_size = tuple(map(expression, generated.group_size))
+        #: Work-group sizes a non-empty grid was enqueued with: PoCL compiles a kernel for its
+        #: work-group size at the first such launch; later launches of the size reuse it.
+        self.launched_sizes: set[tuple[int, ...]] = set()
+
+    @property
+    def compiled(self) -> bool:
+        """Whether every launch of this kernel runs code already compiled: its work-group
+        size is the same for any arguments and a launch with it has run."""
+        fixed = all(isinstance(extent, (int, np.integer)) for extent in self.group_size)
+        return fixed and (tuple(map(int, self.group_size)) or (1,)) in self.launched_sizes
 
     def __call__(self, queue: cl.CommandQueue, **arrays):
         generated = self.generated
@@ -62,6 +72,8 @@ class Launcher:
         size = tuple(int(evaluate(extent, scalars)) for extent in self.group_size) or (1,)
         event = cl.enqueue_nd_range_kernel(queue, self.kernel, groups, size, None, None,
                                            True, True)  # g_times_l, allow_empty_ndrange
+        if all(groups):
+            self.launched_sizes.add(size)
         return event, {name: arrays[name] for name in generated.written_names if name in arrays}
 
 
