@@ -175,7 +175,8 @@ def local_of_source_box(kernel, ops, target_centre, offset, rng, compressed: boo
         check = ops.matrix(f"m2l_{name}_expand") @ (ops.matrix(f"m2l_{name}_core")[within] @ (
             ops.matrix(f"m2l_{name}_compress") @ multipole))
     else:
-        check = ops.m2l[index] @ multipole
+        check = get_operators(kernel, ops.order, half_width=ops.half_width,
+                              dense_m2l=True).m2l[index] @ multipole
     return ops.dc2e_second @ (ops.dc2e_first @ check), sources, charges
 
 

@@ -35,6 +35,7 @@ from fmmloopy.maths.geometry import (
 from fmmloopy.maths.green import LAPLACE_3D
 from fmmloopy.maths.kifmm import STEPS
 from fmmloopy.maths.precompute import (
+    ARRAY_FIELDS,
     DEFAULT_RCOND,
     check_to_equivalent,
     compute_operators,
@@ -453,8 +454,17 @@ def cache_dir(tmp_path, monkeypatch):
 
 
 def the_cache_file(directory):
-    """The single cache file in ``directory``."""
-    (path,) = directory.glob("*.npz")
+    """The file of the order-``CACHE_ORDER`` Laplace operators in ``directory`` (the dense M2L's
+    file is beside it)."""
+    path = operator_cache.cache_path(operator_cache.operator_key(KERNEL, CACHE_ORDER,
+                                                                 DEFAULT_RCOND))
+    assert path.parent == directory and path.exists()
+    return path
+
+
+def the_dense_m2l_file(directory):
+    """The file of the dense M2L of the order-``CACHE_ORDER`` Laplace operators."""
+    (path,) = set(directory.glob("*.npz")) - {the_cache_file(directory)}
     return path
 
 
@@ -470,7 +480,7 @@ def test_operators_of_other_math_sources_are_not_loaded(cache_dir, monkeypatch):
                         lambda *args: built.append(args) or compute(*args))
     get_operators("laplace", CACHE_ORDER)
     assert len(built) == 1
-    assert len(list(cache_dir.glob("*.npz"))) == 2
+    assert len(list(cache_dir.glob("*.npz"))) == 4  # operators and dense M2L, twice
 
 
 def assert_same_operators(first, second):
@@ -498,7 +508,37 @@ def test_get_operators_stores_then_loads(cache_dir, monkeypatch):
         loaded = get_operators("laplace", CACHE_ORDER)
     assert loaded is not computed
     assert_same_operators(loaded, computed)
-    assert list(cache_dir.iterdir()) == [path]  # no temporary files left behind
+    # No temporary files left behind: the operators and, apart, the dense M2L.
+    assert sorted(cache_dir.iterdir()) == sorted([path, the_dense_m2l_file(cache_dir)])
+
+
+def test_the_dense_m2l_is_kept_apart_and_read_only_where_asked_for(cache_dir, monkeypatch):
+    """An FMM's operators (and their cache file) leave out the dense M2L it does not apply;
+    asked for, it comes from its own file, bit for bit what the precomputation made."""
+    expected = precompute.compute_operators(KERNEL, CACHE_ORDER)
+    operators = get_operators("laplace", CACHE_ORDER)
+    assert operators.m2l is None and set(operators.arrays()) == set(ARRAY_FIELDS)
+    with np.load(the_cache_file(cache_dir)) as stored:
+        assert "m2l" not in stored.files
+    precomputed.forget_operators()
+    forbid_computing(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dense = get_operators("laplace", CACHE_ORDER, dense_m2l=True)
+    np.testing.assert_array_equal(dense.m2l, expected.m2l)
+    assert_same_operators(dense, expected)
+    assert get_operators("laplace", CACHE_ORDER).m2l is dense.m2l  # memoised with it now
+
+
+def test_a_damaged_dense_m2l_file_is_rejected_and_rebuilt(cache_dir):
+    get_operators("laplace", CACHE_ORDER)
+    path = the_dense_m2l_file(cache_dir)
+    rewrite(path, change_arrays=lambda arrays: arrays.update(m2l=arrays["m2l"][:-1]))
+    precomputed.forget_operators()
+    with pytest.warns(OperatorCacheWarning, match=rf"{path.name}.*shape.*rebuilding"):
+        dense = get_operators("laplace", CACHE_ORDER, dense_m2l=True)
+    np.testing.assert_array_equal(dense.m2l, precompute.compute_operators(KERNEL,
+                                                                          CACHE_ORDER).m2l)
 
 
 def rewrite(path, change_key=None, change_arrays=None):
@@ -530,8 +570,8 @@ def tamper_without_checksum(path):
     """Change one matrix entry but keep the old metadata (so only the checksum can tell)."""
     with np.load(path) as stored:
         entries = {name: stored[name] for name in stored.files}
-    entries["m2l"] = entries["m2l"].copy()
-    entries["m2l"][5, 1, 2] += 1e-3
+    entries["m2m"] = entries["m2m"].copy()
+    entries["m2m"][5, 1, 2] += 1e-3
     with open(path, "wb") as stream:
         np.savez(stream, **entries)
 
@@ -545,7 +585,7 @@ def other_kernel(path):
 
 
 def wrong_shape(path):
-    rewrite(path, change_arrays=lambda arrays: arrays.update(m2l=arrays["m2l"][:-1]))
+    rewrite(path, change_arrays=lambda arrays: arrays.update(m2m=arrays["m2m"][:-1]))
 
 
 def missing_array(path):
@@ -643,8 +683,9 @@ def test_concurrent_processes_leave_one_valid_file(cache_dir):
                                 text=True, env=os.environ.copy()) for _ in range(2)]
     outputs = [writer.communicate(timeout=60) for writer in writers]
     assert [writer.returncode for writer in writers] == [0, 0], outputs
-    path = the_cache_file(cache_dir)
-    assert list(cache_dir.iterdir()) == [path]
+    path, dense = the_cache_file(cache_dir), the_dense_m2l_file(cache_dir)
+    assert sorted(cache_dir.iterdir()) == sorted([path, dense])  # no temporaries or locks
     key = operator_cache.operator_key(KERNEL, CACHE_ORDER, DEFAULT_RCOND)
     stored = operator_cache.array_checksum(operator_cache.load_arrays(path, key))
     assert {stdout.strip() for stdout, _ in outputs} == {stored}
+    operator_cache.load_arrays(dense, key | {"part": "dense m2l"})  # valid too

@@ -50,14 +50,16 @@ __all__ = [
     "load_or_build",
     "operator_key",
     "save_arrays",
+    "store",
 ]
 
-#: Bump whenever the meaning or layout of the stored arrays changes. 5: a set per box
+#: Bump whenever the meaning or layout of the stored arrays changes. 6: the dense M2L in a file
+#: of its own (read only where asked for); 5: a set per box
 #: half-width (kernels without homogeneity); 4: the compressed M2L in
 #: 18 classes (band and direction); 3: the SVD-compressed M2L
 #: added; 2: equiangular surface points and least-squares M2M/L2L/M2L (docs/kifmm.md);
 #: 1: uniform points, square fits.
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 
 _METADATA = "__metadata__"
 _T = TypeVar("_T")
@@ -210,3 +212,14 @@ def load_or_build(key: dict[str, Any], build: Callable[[], dict[str, np.ndarray]
                       "operators are computed but not cached", OperatorCacheWarning,
                       _warned_unwritable)
         return result
+
+
+def store(key: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` as the cache file of ``key`` (replacing one there); where the cache
+    directory cannot be written, warn once and go on."""
+    path = cache_path(key)
+    with entry_lock(path):
+        write_or_warn(path, lambda: save_arrays(path, key, arrays),
+                      f"fmmloopy operator cache: cannot write to {path.parent}",
+                      "operators are computed but not cached", OperatorCacheWarning,
+                      _warned_unwritable)

@@ -16,7 +16,10 @@ equivalent density (radius 2.95). The matrices, all built from :func:`kernel_mat
 - ``m2m[o]``: child (octant ``o``, half-width 1/2) multipole -> parent multipole.
 - ``l2l[o]``: parent local -> child (octant ``o``) local.
 - ``m2l[t]``: source multipole -> target downward *check* potential for transfer vector ``t``
-  (:func:`fmmloopy.tree.lists.transfer_vectors`); follow it with ``dc2e``.
+  (:func:`fmmloopy.tree.lists.transfer_vectors`); follow it with ``dc2e``. What the compressed
+  classes below approximate: the FMM does not apply it, so the operators an FMM holds and the
+  operator cache's file of them leave it out (316 n_e^2 numbers, 58 MB at order 6, 85 % of
+  the rest); :func:`compute_operators` returns it, and the operator cache keeps it apart.
 - ``m2l_<class>_compress`` (k x n_e), ``m2l_<class>_core[i]`` (k x k), ``m2l_<class>_expand``
   (n_e x k), for the 18 transfer-vector classes (a band of lengths, ``near``, ``middle`` or
   ``far``, and a direction, e.g. ``near_xp``: :data:`fmmloopy.maths.geometry.M2L_CLASSES`): the
@@ -104,9 +107,6 @@ class KifmmOperators:
     m2m: np.ndarray
     #: (8, n_e, n_e): parent local -> child local (octant o).
     l2l: np.ndarray
-    #: (316, n_e, n_e): source multipole -> target downward check potential, per transfer vector
-    #: (of the least-squares local where the fits are least squares; module docstring).
-    m2l: np.ndarray
     #: Per transfer-vector class (:data:`~fmmloopy.maths.geometry.M2L_CLASSES`: a band of
     #: lengths and a direction), the SVD-compressed ``m2l`` (:func:`compress_m2l`), by field name
     #: ``m2l_<class>_compress`` (k, n_e), ``m2l_<class>_core`` (vectors, k, k) and
@@ -114,6 +114,11 @@ class KifmmOperators:
     compressed_m2l: Mapping[str, np.ndarray]
     #: The half-width of the box these matrices are for (the child of M2M and L2L: half that).
     half_width: float = 1.0
+    #: (316, n_e, n_e): source multipole -> target downward check potential, per transfer vector
+    #: (of the least-squares local where the fits are least squares; module docstring), which
+    #: the compressed M2L approximates and the FMM does not apply; None where these operators
+    #: were made without it (:data:`ARRAY_FIELDS`: an FMM's, the operator cache's).
+    m2l: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.n_e != self.expansion.n_e:
@@ -131,7 +136,10 @@ class KifmmOperators:
         dtype = np.asarray(self.uc2e_first).dtype
         if dtype not in (np.float64, np.complex128):
             raise ValueError(f"operators are float64 or complex128, not {dtype}")
-        for name, shape in matrix_shapes(self.n_e, ranks).items():
+        shapes = matrix_shapes(self.n_e, ranks)
+        if self.m2l is not None:
+            shapes["m2l"] = (NTRANSFER_VECTORS, self.n_e, self.n_e)
+        for name, shape in shapes.items():
             array = np.asarray(compressed[name] if name in compressed else getattr(self, name))
             if array.shape != shape or array.dtype != dtype:
                 raise ValueError(
@@ -148,25 +156,29 @@ class KifmmOperators:
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], **scalars) -> KifmmOperators:
         """The operators from :meth:`arrays`' dict (every field of :data:`ARRAY_FIELDS`) and the
-        scalar fields; ValueError for any other set of arrays."""
-        missing, extra = set(ARRAY_FIELDS) - set(arrays), set(arrays) - set(ARRAY_FIELDS)
+        scalar fields (the dense ``m2l`` among them, or not); ValueError for any other set of
+        arrays."""
+        fields = set(arrays) - {"m2l"}
+        missing, extra = set(ARRAY_FIELDS) - fields, fields - set(ARRAY_FIELDS)
         if missing or extra:
             raise ValueError(f"the arrays do not match the operators' fields: missing "
                              f"{sorted(missing)}, not fields {sorted(extra)}")
         plain = {name: arrays[name] for name in PLAIN_FIELDS}
         compressed = {name: arrays[name] for name in COMPRESSED_M2L_FIELDS}
-        return cls(**scalars, **plain, compressed_m2l=compressed)
+        return cls(**scalars, **plain, compressed_m2l=compressed, m2l=arrays.get("m2l"))
 
     def matrix(self, name: str) -> np.ndarray:
         """The matrix (or stack) of field ``name`` of :data:`ARRAY_FIELDS`."""
         if name in self.compressed_m2l:
             return self.compressed_m2l[name]
+        if name == "m2l" and self.m2l is not None:
+            return self.m2l
         if name not in PLAIN_FIELDS:
             raise ValueError(f"unknown operator matrix {name!r}")
         return getattr(self, name)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The matrices by field name."""
+        """The matrices the FMM applies (:data:`ARRAY_FIELDS`), by field name."""
         return {name: self.matrix(name) for name in ARRAY_FIELDS}
 
     @property
@@ -207,12 +219,13 @@ class KifmmOperators:
         return per_entry, per_box
 
 
-#: The matrices that are fields of their own, and those of the compressed M2L.
+#: The matrices the FMM applies that are fields of their own, and those of the compressed M2L
+#: (the dense ``m2l``, which it does not apply, is neither).
 PLAIN_FIELDS: tuple[str, ...] = (
-    "uc2e_first", "uc2e_second", "dc2e_first", "dc2e_second", "m2m", "l2l", "m2l")
+    "uc2e_first", "uc2e_second", "dc2e_first", "dc2e_second", "m2m", "l2l")
 COMPRESSED_M2L_FIELDS: tuple[str, ...] = tuple(
     f"m2l_{name}_{part}" for name in M2L_CLASSES for part in ("compress", "core", "expand"))
-#: Every matrix of :class:`KifmmOperators`, by field name (:meth:`KifmmOperators.matrix`).
+#: Every matrix the FMM applies, by field name (:meth:`KifmmOperators.matrix`).
 ARRAY_FIELDS: tuple[str, ...] = PLAIN_FIELDS + COMPRESSED_M2L_FIELDS
 
 
@@ -252,7 +265,7 @@ def matrix_shapes(n_e: int, ranks: dict[str, int]) -> dict[str, tuple[int, ...]]
     shapes = {
         "uc2e_first": (k_u, n_e), "uc2e_second": (n_e, k_u),
         "dc2e_first": (k_d, n_e), "dc2e_second": (n_e, k_d),
-        "m2m": (8, n_e, n_e), "l2l": (8, n_e, n_e), "m2l": (NTRANSFER_VECTORS, n_e, n_e),
+        "m2m": (8, n_e, n_e), "l2l": (8, n_e, n_e),
     }
     for name in M2L_CLASSES:
         k, vectors = ranks[f"m2l_{name}"], len(transfer_class(name))
