@@ -51,9 +51,11 @@ class Launcher:
     @property
     def compiled(self) -> bool:
         """Whether every launch of this kernel runs code already compiled: its work-group
-        size is the same for any arguments and a launch with it has run."""
-        fixed = all(isinstance(extent, (int, np.integer)) for extent in self.group_size)
-        return fixed and (tuple(map(int, self.group_size)) or (1,)) in self.launched_sizes
+        size is the same for any arguments (no extent names one) and a launch with it has
+        run."""
+        if not all(isinstance(extent, (int, np.integer)) for extent in self.group_size):
+            return False
+        return (tuple(map(int, self.group_size)) or (1,)) in self.launched_sizes
 
     def __call__(self, queue: cl.CommandQueue, **arrays):
         generated = self.generated

@@ -207,10 +207,7 @@ def load_or_build(key: dict[str, Any], build: Callable[[], dict[str, np.ndarray]
             return result
         arrays = build()
         result = make(arrays)
-        write_or_warn(path, lambda: save_arrays(path, key, arrays),
-                      f"fmmloopy operator cache: cannot write to {path.parent}",
-                      "operators are computed but not cached", OperatorCacheWarning,
-                      _warned_unwritable)
+        _write(path, key, arrays)
         return result
 
 
@@ -219,7 +216,12 @@ def store(key: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     directory cannot be written, warn once and go on."""
     path = cache_path(key)
     with entry_lock(path):
-        write_or_warn(path, lambda: save_arrays(path, key, arrays),
-                      f"fmmloopy operator cache: cannot write to {path.parent}",
-                      "operators are computed but not cached", OperatorCacheWarning,
-                      _warned_unwritable)
+        _write(path, key, arrays)
+
+
+def _write(path: Path, key: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """:func:`save_arrays`, or where the directory cannot be written, a warning (once)."""
+    write_or_warn(path, lambda: save_arrays(path, key, arrays),
+                  f"fmmloopy operator cache: cannot write to {path.parent}",
+                  "operators are computed but not cached", OperatorCacheWarning,
+                  _warned_unwritable)
