@@ -24,6 +24,7 @@ from fmmloopy.driver.buffers import (
 )
 from fmmloopy.execution.resources import MemoryEstimate
 from fmmloopy.maths.expansion import Expansion
+from fmmloopy.maths.geometry import NTRANSFER_VECTORS
 from fmmloopy.maths.kifmm import STEPS
 from fmmloopy.maths.precompute import full_ranks, matrix_shapes
 
@@ -100,6 +101,9 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
         "operators": operators,
     }
     temporaries = {
+        # Computing a set of operators (unless the operator cache holds it) makes the dense M2L
+        # of every transfer vector before compressing it; the FMM does not keep it.
+        "precomputation (dense M2L)": _bytes((NTRANSFER_VECTORS, n_e, n_e), value),
         "tree build": TREE_BUILD_BYTES_PER_POINT * (nsources + separate_targets),
         "list build": LIST_BUILD_BYTES_PER_BOX * nboxes,
         "plan build": m2l_used + GROUPING_BYTES_PER_PAIR * entries["v"],
