@@ -60,10 +60,9 @@ def get_operators(kernel: str | GreenKernel = "laplace", order: int = 6,
         )
     operators = _MEMO[memo_key]
     if dense_m2l and operators.m2l is None:
-        m2l = operator_cache.load_or_build(
+        operators = _MEMO[memo_key] = operator_cache.load_or_build(
             dense_key, build=lambda: {"m2l": computed().m2l},
-            make=lambda arrays: _with_dense_m2l(operators, arrays).m2l)
-        operators = _MEMO[memo_key] = dataclasses.replace(operators, m2l=m2l)
+            make=lambda arrays: _with_dense_m2l(operators, arrays))
     return operators
 
 
