@@ -53,6 +53,38 @@ def test_the_chosen_tree_is_built_from_the_candidates_boxes_as_from_scratch(dist
                 np.testing.assert_array_equal(getattr(reused, name), value, err_msg=name)
 
 
+@pytest.mark.parametrize("distribution", DISTRIBUTION_NAMES)
+def test_candidates_of_the_same_boxes_are_counted_once_with_their_own_counts(distribution,
+                                                                            monkeypatch):
+    """A uniform cube's candidates share trees (a level at a time): each tree is counted once,
+    and every candidate's work is what counting it alone gives."""
+    from fmmloopy.tree import cost
+    points = sort_points(_points(distribution, 60000))
+    counted = []
+    monkeypatch.setattr(cost, "tree_work", lambda *args, **kwargs: counted.append(args[1])
+                        or tree_work(*args, **kwargs))
+    _, candidates = choose_n_crit(points, 4, 30.0)
+    cells = CellCounts.of(points, CANDIDATES[0])
+    boxes = {}
+    for work in candidates:
+        alone = tree_work(points, work.n_crit, 4, cells)
+        assert (work.n_crit, work.nboxes, work.v_entries, work.p2p_pairs) == (
+            alone.n_crit, alone.nboxes, alone.v_entries, alone.p2p_pairs)
+        for got, expected in zip(work.boxes, alone.boxes, strict=True):
+            np.testing.assert_array_equal(got, expected)
+        unbalanced = cells.boxes(work.n_crit)
+        boxes.setdefault((unbalanced[0].tobytes(), unbalanced[2].tobytes()), set()).add(
+            work.n_crit)
+    # Each distinct tree among those tried was counted once, for one of its candidates (the
+    # sweep may count one more beside them, in vain); on the cube, fewer than the candidates.
+    assert len(set(counted)) == len(counted)
+    for n_crits in boxes.values():
+        assert len(n_crits & set(counted)) == 1, (sorted(n_crits), counted)
+    assert len(counted) <= len(boxes) + cost._WORKERS - 1
+    if distribution == "cube":
+        assert len(boxes) < len(candidates) and len(counted) < len(candidates)
+
+
 def test_a_tree_from_given_boxes_warns_of_leaves_past_n_crit():
     """Coincident points stop at max_depth: the warning counts them whichever way the boxes
     came."""

@@ -155,6 +155,8 @@ class _PlanBuilder:
         self.green, self.queue, self.recipes = green, queue, recipes
         self.verify = verify
         self.launches: list[Launch] = []
+        #: (index in :attr:`launches`, arguments) of the launches :meth:`finish` makes.
+        self._deferred: list[tuple[int, tuple]] = []
         self.kernel_seconds = self.verify_seconds = 0.0
         self.verified: set[str] = set()
         self.unverified: set[str] = set()
@@ -248,8 +250,8 @@ class _PlanBuilder:
         kernel = self._kernel(operator, green, **sizes)
         on_device = self._grouped_on_device(list_name, kernel, matrix_offsets)
         if on_device:
-            self._add_device_grouped(operator, kernel, on_device, target_boxes, buffers, sizes,
-                                     extra, key, upward)
+            self._defer_device_grouped(operator, kernel, on_device, target_boxes, buffers, sizes,
+                                       extra, key, upward)
             return
         starts, entries, matrix_indices = box_list(self.tree, self.lists,
                                                    list_name or spec.box_list)
@@ -315,19 +317,34 @@ class _PlanBuilder:
             return None
         return name
 
-    def _add_device_grouped(self, operator: str, kernel: CompiledOperator, name: str,
-                            target_boxes: np.ndarray, buffers: dict[str, str],
-                            sizes: dict[str, int], extra: dict, key: tuple,
-                            upward: bool) -> None:
+    def _defer_device_grouped(self, operator: str, kernel: CompiledOperator, name: str,
+                              target_boxes: np.ndarray, *rest) -> None:
         """:meth:`add` for a launch over V class ``name`` whose grouped lists the device builds
         (:class:`~fmmloopy.execution.device_setup.DeviceVClasses`; the same arrays as the host
-        would cut, left on the device)."""
+        would cut, left on the device): the first such launch enqueues every class's counts;
+        the launch takes its place now and is made by :meth:`finish`, so that the host cuts
+        the other launches' lists while the device counts."""
         units = self.queue.device.max_compute_units
         if self.v_class_targets:  # every class's lists at once (what grouped() then hands out)
-            self.device_v.prepare({other: (targets, kernel.layout.block_size(len(targets), units))
-                                   for other, targets in self.v_class_targets.items()
-                                   if len(targets)})
+            self.device_v.start({other: (targets, kernel.layout.block_size(len(targets), units))
+                                 for other, targets in self.v_class_targets.items()
+                                 if len(targets)})
             self.v_class_targets = {}
+        self._deferred.append((len(self.launches), (operator, kernel, name, target_boxes, *rest)))
+        self.launches.append(None)
+
+    def finish(self) -> None:
+        """Make the launches :meth:`_defer_device_grouped` left for later, in their places."""
+        deferred, self._deferred = self._deferred, []
+        for index, arguments in deferred:
+            self.launches[index] = self._device_grouped(*arguments)
+
+    def _device_grouped(self, operator: str, kernel: CompiledOperator, name: str,
+                        target_boxes: np.ndarray, buffers: dict[str, str],
+                        sizes: dict[str, int], extra: dict, key: tuple,
+                        upward: bool) -> Launch:
+        """The launch over V class ``name`` of :meth:`_defer_device_grouped`."""
+        units = self.queue.device.max_compute_units
         grouped = self.device_v.grouped(name, target_boxes,
                                         kernel.layout.block_size(len(target_boxes), units))
         extra = dict(extra)
@@ -338,11 +355,14 @@ class _PlanBuilder:
                                            self.tree.box_target_counts,
                                            self.tree.box_source_counts,
                                            complex_values=self.green.is_complex)
-        traffic = matvec_traffic(sizes, len(np.unique(grouped["group_matrices"])),
-                                 grouped["distinct_sources"], len(target_boxes),
-                                 self.precision.dtype.itemsize)
-        self.launches.append(Launch(operator, kernel, arguments, buffers, work, traffic,
-                                    float(work), key, upward))
+        matrices_read = len(np.unique(grouped["group_matrices"]))
+        marks, itemsize = grouped["source_marks"], self.precision.dtype.itemsize
+
+        def traffic() -> int:  # read when asked (bench): the set-up does not wait for the fill
+            return matvec_traffic(sizes, matrices_read, int(np.count_nonzero(marks.get())),
+                                  len(target_boxes), itemsize)
+        return Launch(operator, kernel, arguments, buffers, work, traffic, float(work), key,
+                      upward)
 
     def _verify(self, spec, kernel: CompiledOperator, sizes: dict[str, int],
                 launch: dict, green: GreenKernel) -> None:
@@ -445,6 +465,7 @@ def build_plan(tree: Tree, lists: InteractionLists,
                                  if (step.box_list or "").startswith("v_")}
     for step, target_boxes in launches:
         build.step(step, target_boxes)
+    build.finish()
     first_touch.finish()
     if build.unverified:
         warnings.warn(f"recipes {sorted(build.unverified)} are not shipped and run without "

@@ -39,7 +39,9 @@ class Launch:
     arguments: dict[str, object]
     buffers: dict[str, str]  # kernel argument -> name of a per-evaluation buffer
     work: int  # pairs (pairwise) or flops (matvec), counted from the lists
-    traffic: int = 0  # the fewest bytes of values it moves (OperatorSpec.traffic)
+    #: The fewest bytes of values it moves (OperatorSpec.traffic), or a function that counts
+    #: them from device arrays when first asked (:meth:`Plan.traffic`).
+    traffic: int | Callable[[], int] = 0
     #: Its floating-point operations: the work of a matvec; a pairwise launch's pairs times
     #: its kernel's flops per pair (GreenKernel.flops_per_pair: more for a gradient).
     flops: float = 0.0
@@ -132,7 +134,13 @@ class Plan:
 
     def traffic(self, step: str) -> int:
         """The fewest bytes of values the launches of ``step`` move (the roofline's traffic)."""
-        return sum(launch.traffic for launch in self.launches if launch.step == step)
+        total = 0
+        for launch in self.launches:
+            if launch.step == step:
+                if callable(launch.traffic):
+                    launch.traffic = launch.traffic()
+                total += launch.traffic
+        return total
 
     def build(self) -> None:
         """Compile every kernel now: run each once for one target box with an empty list.

@@ -17,8 +17,10 @@ path of :mod:`fmmloopy.tree.lists`, :mod:`fmmloopy.execution.kernel_arguments` a
   the host reads them back (which boxes a class's launches serve, how many entries each);
 * per class launch, one kernel counts the pairs of each (block, vector) group, the host sums
   them (a few hundred numbers), and a second kernel writes the pairs, which stay on the device;
-  the classes of a plan go together (:meth:`DeviceVClasses.prepare`: every count, one wait,
-  every fill, one wait).
+  the classes of a plan go together: every count is enqueued at once
+  (:meth:`DeviceVClasses.start`), the plan cuts its other launches' lists meanwhile, and one
+  wait reads them all; the fills are enqueued without a wait (the queue runs them before the
+  launches that read the pairs).
 
 The kernels come from the disk kernel cache like the operators' (their generated code as data;
 loopy only where the cache does not hold them) and are mapped to the device here: boxes over
@@ -39,6 +41,7 @@ import pyopencl.array as cla
 from fmmloopy.execution import generation, kernel_cache
 from fmmloopy.execution.compiled import loopy_output_to_log
 from fmmloopy.execution.launcher import Launcher
+from fmmloopy.execution.uploads import upload
 from fmmloopy.maths.geometry import INDEX_DTYPE, M2L_CLASSES, M2L_DIRECTIONS, transfer_class
 from fmmloopy.maths.setup_kernels import (
     NO_V_OCTANT,
@@ -182,25 +185,27 @@ class DeviceVClasses:
         self._numbers = {name: number for number, name in enumerate(M2L_CLASSES)}
         octants = np.where(tree.box_levels >= 2, tree.box_keys & np.uint64(7),
                            NO_V_OCTANT).astype(INDEX_DTYPE)
-        def upload(array: np.ndarray) -> cla.Array:
-            return cla.to_device(queue, np.ascontiguousarray(array, INDEX_DTYPE))
+        def indices(array: np.ndarray) -> cla.Array:
+            return upload(queue, np.asarray(array, INDEX_DTYPE))
         self._tree = {
-            "box_parents": upload(np.maximum(tree.box_parents, 0)),
-            "box_octants": upload(octants),
-            "colleagues": upload(lists.colleagues),
-            "box_children": upload(tree.box_children),
+            "box_parents": indices(np.maximum(tree.box_parents, 0)),
+            "box_octants": indices(octants),
+            "colleagues": indices(lists.colleagues),
+            "box_children": indices(tree.box_children),
             "nboxes": tree.nboxes,
         }
         counts = cla.empty(queue, (tree.nboxes, len(M2L_CLASSES)), INDEX_DTYPE)
         if tree.nboxes:
             _launcher("v_class_counts", queue.context)(
-                queue, **self._tree, class_codes=upload(padded), counts=counts,
+                queue, **self._tree, class_codes=indices(padded), counts=counts,
                 nclasses=len(M2L_CLASSES), width=padded.shape[2])
         #: (nboxes, classes) V entries of each box in each class (in M2L_CLASSES order).
         self.counts = counts.get()
         self.counts.setflags(write=False)
         #: class -> (target boxes, block size, grouped lists) made ahead by :meth:`prepare`.
         self._prepared: dict[str, tuple[np.ndarray, int, dict[str, Any]]] = {}
+        #: class -> the counts :meth:`start` enqueued, read by the next :meth:`grouped`.
+        self._counting: dict[str, tuple] = {}
 
     def entries_per_box(self, name: str) -> np.ndarray:
         """(nboxes,) the entries of each box's row of class ``name``."""
@@ -214,63 +219,75 @@ class DeviceVClasses:
         """The grouped-layout arguments of class ``name`` over ``target_boxes`` (ascending) in
         blocks of ``block`` rows, as :func:`~fmmloopy.maths.layouts.grouped_arguments` gives
         them (matrix indices: the vectors' positions in the class): the pairs as device
-        arrays, the rest on the host; ``distinct_sources``: how many boxes the pairs read.
-        Made by :meth:`prepare` ahead for these boxes and block size, or now."""
+        arrays, the rest on the host; ``source_marks``: (nboxes,) int8 on the device, non-zero
+        for the boxes the pairs read (once the fill has run). Made by :meth:`start` or
+        :meth:`prepare` ahead for these boxes and block size, or now."""
+        if self._counting:  # the counts started ahead: read them, enqueue the fills
+            counting, self._counting = self._counting, {}
+            self._prepared.update(self._fill(counting))
         prepared = self._prepared.pop(name, None)
         if prepared is not None and prepared[1] == block and np.array_equal(prepared[0],
                                                                             target_boxes):
             return prepared[2]
-        return self._layouts({name: (target_boxes, block)})[name]
+        return self._fill(self._count({name: (target_boxes, block)}))[name][2]
+
+    def start(self, requests: dict[str, tuple[np.ndarray, int]]) -> None:
+        """Enqueue the counts of several classes' grouped lists (``{class: (target boxes,
+        block size)}``, as :meth:`grouped` takes them) and return: the device counts while the
+        host goes on; the first :meth:`grouped` reads them all (one wait) and enqueues every
+        fill (no wait: later launches on the queue run after them)."""
+        self._counting.update(self._count(requests))
 
     def prepare(self, requests: dict[str, tuple[np.ndarray, int]]) -> None:
-        """Make the grouped lists of several classes at once (``{class: (target boxes, block
-        size)}``, as :meth:`grouped` takes them): the host waits for the device twice in all
-        instead of twice per class; :meth:`grouped` hands them out."""
-        for name, layout in self._layouts(requests).items():
-            self._prepared[name] = (*requests[name], layout)
+        """:meth:`start`, then read the counts and enqueue the fills now."""
+        self.start(requests)
+        counting, self._counting = self._counting, {}
+        self._prepared.update(self._fill(counting))
 
-    def _layouts(self, requests: dict[str, tuple[np.ndarray, int]]) -> dict[str, dict]:
-        """:meth:`grouped` of each request: every count launch, one wait, every fill launch,
-        one wait."""
+    def _count(self, requests: dict[str, tuple[np.ndarray, int]]) -> dict[str, tuple]:
+        """Enqueue each request's count launch: ``{class: (target boxes, block, launch
+        arguments, per-group counts on the device)}``."""
         queue = self.queue
         counting = {}
         for name, (target_boxes, block) in requests.items():
             codes = self._codes[name]
             ntargets, nvectors = len(target_boxes), codes.shape[1]
             nblocks = -(-ntargets // block)
-            arguments = dict(self._tree, target_boxes=cla.to_device(
-                queue, np.ascontiguousarray(target_boxes, INDEX_DTYPE)),
-                codes=cla.to_device(queue, codes), ntargets=ntargets, block=block,
+            arguments = dict(self._tree, target_boxes=upload(
+                queue, np.asarray(target_boxes, INDEX_DTYPE)),
+                codes=upload(queue, codes), ntargets=ntargets, block=block,
                 nblocks=nblocks, nvectors=nvectors)
             item_counts = cla.empty(queue, (nblocks, nvectors), INDEX_DTYPE)
             if ntargets:
                 _launcher("v_class_pair_counts", queue.context)(queue, **arguments,
                                                                  item_counts=item_counts)
-            counting[name] = arguments, item_counts
-        filling = {}
-        for name, (arguments, item_counts) in counting.items():
+            counting[name] = target_boxes, block, arguments, item_counts
+        return counting
+
+    def _fill(self, counting: dict[str, tuple]) -> dict[str, tuple]:
+        """Read the counts of :meth:`_count` (the first read waits for them all), enqueue
+        each class's fill: ``{class: (target boxes, block, grouped arguments)}``."""
+        queue = self.queue
+        layouts = {}
+        for name, (target_boxes, block, arguments, item_counts) in counting.items():
             counts = (item_counts.get().ravel() if arguments["ntargets"] else
-                      np.zeros(0, INDEX_DTYPE))  # the first read waits for every count
+                      np.zeros(0, INDEX_DTYPE))
             starts = np.zeros(len(counts) + 1, dtype=INDEX_DTYPE)
             np.cumsum(counts, out=starts[1:])
             npairs = int(starts[-1])
             pairs = {"pair_targets": cla.empty(queue, npairs, INDEX_DTYPE),
                      "pair_sources": cla.empty(queue, npairs, INDEX_DTYPE)}
             marks = cla.zeros(queue, self.nboxes, np.int8)
+            nblocks, nvectors = arguments["nblocks"], arguments["nvectors"]
             if npairs:
                 _launcher("v_class_pairs", queue.context)(
-                    queue, **arguments, item_starts=cla.to_device(queue, starts[:-1].reshape(
-                        arguments["nblocks"], arguments["nvectors"])), npairs=npairs,
-                    source_marks=marks, **pairs)
-            filling[name] = counts, starts, pairs, marks
-        layouts = {}
-        for name, (counts, starts, pairs, marks) in filling.items():
-            nblocks, nvectors = counting[name][0]["nblocks"], counting[name][0]["nvectors"]
+                    queue, **arguments, item_starts=upload(queue, starts[:-1].reshape(
+                        nblocks, nvectors)), npairs=npairs, source_marks=marks, **pairs)
             groups = counts > 0
-            npairs = int(starts[-1])
-            layouts[name] = {
-                # The first read waits for every fill: the pairs are complete on return.
-                "distinct_sources": int(np.count_nonzero(marks.get())),
+            layouts[name] = target_boxes, block, {
+                # Written by the fill, which the queue runs before anything enqueued later:
+                # nothing here waits for it.
+                "source_marks": marks,
                 "block_group_starts": np.append(0, np.cumsum(groups.reshape(
                     nblocks, nvectors).sum(axis=1))).astype(INDEX_DTYPE),
                 "group_matrices": np.tile(np.arange(nvectors, dtype=INDEX_DTYPE),

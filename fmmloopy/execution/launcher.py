@@ -22,6 +22,8 @@ from fmmloopy.execution.generated_kernel import GeneratedKernel, KernelArgument
 from fmmloopy.execution.program_cache import built_program
 
 _EXPRESSIONS: dict[str, Any] = {}
+#: Distinct scalar sets whose extents a launcher keeps (:meth:`Launcher._extents`).
+_MOST_EVALUATED = 4096
 
 
 def expression(text: str):
@@ -47,6 +49,25 @@ class Launcher:
         #: Work-group sizes a non-empty grid was enqueued with: PoCL compiles a kernel for its
         #: work-group size at the first such launch; later launches of the size reuse it.
         self.launched_sizes: set[tuple[int, ...]] = set()
+        #: Sorted integer scalars -> (array shapes, grid, work-group size): :meth:`_extents`.
+        self._evaluated: dict[tuple, tuple[dict, tuple, tuple]] = {}
+
+    def _extents(self, scalars: dict[str, int]) -> tuple[dict, tuple, tuple]:
+        """The array arguments' shapes, the grid and the work-group size for the integer
+        ``scalars``, evaluated once per distinct set of them (a plan's launches repeat
+        theirs at every evaluation; evaluating the expressions took 0.3-1 ms a launch)."""
+        key = tuple(sorted(scalars.items()))
+        extents = self._evaluated.get(key)
+        if extents is None:
+            shapes = {argument.name: _array_shape(argument, scalars)
+                      for argument in self.generated.arguments if argument.is_array}
+            groups = tuple(int(evaluate(extent, scalars)) for extent in self.groups) or (1,)
+            size = tuple(int(evaluate(extent, scalars)) for extent in self.group_size) or (1,)
+            extents = shapes, groups, size
+            if len(self._evaluated) >= _MOST_EVALUATED:
+                self._evaluated.clear()
+            self._evaluated[key] = extents
+        return extents
 
     @property
     def compiled(self) -> bool:
@@ -61,17 +82,15 @@ class Launcher:
         generated = self.generated
         scalars = {name: int(value) for name, value in arrays.items()
                    if isinstance(value, (int, np.integer)) and not isinstance(value, bool)}
-        values = []
         for argument in generated.arguments:
             if argument.name not in arrays:
                 kind = "array" if argument.is_array else "scalar"
                 raise TypeError(f"missing {kind} argument {argument.name!r}")
-            value = arrays[argument.name]
-            values.append(_checked_array(argument, value, scalars) if argument.is_array
-                          else _checked_scalar(argument, value))
+        shapes, groups, size = self._extents(scalars)
+        values = [_checked_array(argument, arrays[argument.name], shapes[argument.name])
+                  if argument.is_array else _checked_scalar(argument, arrays[argument.name])
+                  for argument in generated.arguments]
         self.kernel.set_args(*values)
-        groups = tuple(int(evaluate(extent, scalars)) for extent in self.groups) or (1,)
-        size = tuple(int(evaluate(extent, scalars)) for extent in self.group_size) or (1,)
         event = cl.enqueue_nd_range_kernel(queue, self.kernel, groups, size, None, None,
                                            True, True)  # g_times_l, allow_empty_ndrange
         if all(groups):
@@ -79,19 +98,24 @@ class Launcher:
         return event, {name: arrays[name] for name in generated.written_names if name in arrays}
 
 
-def _checked_array(argument: KernelArgument, value, scalars: dict) -> cl.Buffer:
-    """The buffer of ``value`` after checking it is what ``argument`` says (TypeError if not)."""
+def _array_shape(argument: KernelArgument, scalars: dict) -> tuple[int, ...]:
+    """The shape ``argument`` has for the integer ``scalars`` (TypeError if they do not say)."""
+    try:
+        return tuple(int(evaluate(expression(extent), scalars)) for extent in argument.shape)
+    except Exception as exc:
+        raise TypeError(f"the shape of argument {argument.name!r} ({argument.shape}) cannot be "
+                        f"evaluated from the scalar arguments: {exc}") from exc
+
+
+def _checked_array(argument: KernelArgument, value, shape: tuple[int, ...]) -> cl.Buffer:
+    """The buffer of ``value`` after checking it is what ``argument`` says, of ``shape``
+    (TypeError if not)."""
     if not hasattr(value, "base_data"):
         raise TypeError(f"argument {argument.name!r} must be a pyopencl array, got "
                         f"{type(value).__name__}")
     if np.dtype(value.dtype) != np.dtype(argument.dtype):
         raise TypeError(f"argument {argument.name!r} has dtype {value.dtype}, the kernel takes "
                         f"{np.dtype(argument.dtype)}")
-    try:
-        shape = tuple(int(evaluate(expression(extent), scalars)) for extent in argument.shape)
-    except Exception as exc:
-        raise TypeError(f"the shape of argument {argument.name!r} ({argument.shape}) cannot be "
-                        f"evaluated from the scalar arguments: {exc}") from exc
     if tuple(value.shape) != shape:
         raise TypeError(f"argument {argument.name!r} has shape {tuple(value.shape)}, the kernel "
                         f"takes {shape}")

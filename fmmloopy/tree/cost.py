@@ -30,6 +30,7 @@ by the part of it in those cells). Both are computed on a sample of boxes where 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -263,6 +264,50 @@ def tree_work(points: SortedPoints, n_crit: int, order: int, cells: CellCounts |
     return TreeWork(int(n_crit), nboxes, v_entries, pairs, (keys, levels, leaf))
 
 
+class _SameBoxes:
+    """The :class:`TreeWork` counted so far, found again for any ``n_crit`` whose boxes before
+    the 2:1 balance are the same (the balance and every count follow from them)."""
+
+    def __init__(self, cells: CellCounts):
+        self._cells = cells
+        self._by_boxes: dict[tuple, list[tuple[np.ndarray, np.ndarray, TreeWork]]] = {}
+        self._of: dict[int, tuple[tuple, np.ndarray, np.ndarray]] = {}
+
+    def _boxes(self, n_crit: int) -> tuple[tuple, np.ndarray, np.ndarray]:
+        """(signature, keys, is_leaf) of ``n_crit``'s boxes before the balance."""
+        if n_crit not in self._of:
+            keys, _levels, leaf, _sources, _targets = self._cells.boxes(n_crit)
+            self._of[n_crit] = ((len(keys), int(np.count_nonzero(leaf)), hash(keys.tobytes())),
+                                keys, leaf)
+        return self._of[n_crit]
+
+    def counted(self, n_crit: int) -> TreeWork | None:
+        """The work of ``n_crit``'s tree if a tree of the same boxes was counted, else None."""
+        signature, keys, leaf = self._boxes(n_crit)
+        for known_keys, known_leaf, work in self._by_boxes.get(signature, ()):
+            if np.array_equal(known_keys, keys) and np.array_equal(known_leaf, leaf):
+                return work if work.n_crit == n_crit else dataclasses.replace(work,
+                                                                              n_crit=n_crit)
+        return None
+
+    def new(self, candidates) -> list[int]:
+        """Of the ``n_crit`` ``candidates``, those to count: none counted has their boxes,
+        nor does an earlier one of them."""
+        new: list[int] = []
+        for n_crit in candidates:
+            signature, keys, leaf = self._boxes(n_crit)
+            if self.counted(n_crit) is None and not any(
+                    self._boxes(other)[0] == signature
+                    and np.array_equal(self._boxes(other)[1], keys)
+                    and np.array_equal(self._boxes(other)[2], leaf) for other in new):
+                new.append(n_crit)
+        return new
+
+    def add(self, work: TreeWork) -> None:
+        signature, keys, leaf = self._boxes(work.n_crit)
+        self._by_boxes.setdefault(signature, []).append((keys, leaf, work))
+
+
 def choose_n_crit(points: SortedPoints, order: int, pair_flops: float,
                   far_field: tuple[float, float] | None = None) -> tuple[int, list]:
     """The candidate ``n_crit`` of least modelled cost for ``order``, and the :class:`TreeWork`
@@ -288,17 +333,33 @@ def choose_n_crit(points: SortedPoints, order: int, pair_flops: float,
     # candidates: 0.23 s alone, 0.13 s on two threads), except where the counts are collective
     # calls (a distributed tree): those on the calling thread, in order.
     workers = _WORKERS if points.builder.thread_safe else 1
+    # Candidates whose boxes are the same (a uniform distribution's trees jump a level at a
+    # time: at 10^6 cube points, 1024 and 512 make one tree, so do 128, 91 and 64) have the
+    # same work: counted once.
+    same_boxes = _SameBoxes(cells)
     with ThreadPoolExecutor(workers) as pool:
         def count(indices) -> list[TreeWork]:
-            def work(index: int) -> TreeWork:
-                return tree_work(points, CANDIDATES[index], order, cells)
-            return list(pool.map(work, indices) if workers > 1 else map(work, indices))
+            new = same_boxes.new(CANDIDATES[index] for index in indices)
+            for work_of in pool.map(tree_work_of, new) if workers > 1 else map(tree_work_of,
+                                                                                new):
+                same_boxes.add(work_of)
+            return [same_boxes.counted(CANDIDATES[index]) for index in indices]
+
+        def tree_work_of(n_crit: int) -> TreeWork:
+            return tree_work(points, n_crit, order, cells)
+
+        def next_batch(sweep: list[int]) -> tuple[list[int], list[int]]:
+            """The next candidates of ``sweep``, up to ``workers`` of them to be counted."""
+            for taken in range(1, len(sweep) + 1):
+                if len(same_boxes.new(CANDIDATES[index] for index in sweep[:taken])) > workers:
+                    return sweep[:taken - 1], sweep[taken - 1:]
+            return sweep, []
 
         # The sweep, a few candidates at a time: a candidate counted beyond the one where
         # the sweep stops is dropped, so what is tried is the sequential sweep's.
         best, sweep = np.inf, list(range(top, -1, -2))
         while sweep:
-            batch, sweep = sweep[:workers], sweep[workers:]
+            batch, sweep = next_batch(sweep)
             for index, work in zip(batch, count(batch), strict=True):
                 tried[index] = work
                 best = min(best, cost(index))
