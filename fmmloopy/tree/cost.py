@@ -60,8 +60,13 @@ AUTO = "auto"
 #: AVX-512 EPYC, 10^6 cube points, order 6, about 218 GFLOP/s over 7.3·10^9 pairs/s. Values from
 #: 25 to 35 choose the same ``n_crit`` for 10^5-4·10^6 sphere and cube points there (before the
 #: P2P targets went to vector lanes, the ratio was 45).
-PAIR_FLOPS = {"cpu": 30.0}
-#: Where a device type has no measurement (GPUs: none measured yet), the CPU value.
+#: On a GPU, measured on an NVIDIA H100 (NVIDIA's OpenCL, shipped ``gpu`` recipes, 10^6 sphere
+#: points, order 6, ``fmmloopy bench``): the M2L's 5.4·10^11 flop/s over P2P's 2.2·10^11
+#: pairs/s, 2.5; there 10^6 sphere points evaluate in 0.058 s at n_crit 512 and 0.074 s at the
+#: 128 that the CPU's ratio chose, uniform-cube points in 0.061-0.068 s at 512 against 0.134 s
+#: at 64 (docs/performance.md, "On a GPU").
+PAIR_FLOPS = {"cpu": 30.0, "gpu": 2.5}
+#: Where a device type has no measurement, the CPU value.
 DEFAULT_PAIR_FLOPS = PAIR_FLOPS["cpu"]
 #: Boxes (and leaves) whose lists are counted, at most; more are sampled and scaled up.
 SAMPLE = 1024
