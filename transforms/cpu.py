@@ -13,7 +13,7 @@ import numpy as np
 
 from fmmloopy.base.devices import vector_doubles
 from fmmloopy.maths.layouts import Grouped
-from fmmloopy.tuning.recipe import recipe
+from fmmloopy.tuning.recipe import Parameter, recipe
 from fmmloopy.tuning.target_lanes import targets_in_vector_lanes
 from fmmloopy.tuning.tools import (
     add_build_options,
@@ -37,8 +37,19 @@ WORK_GROUP_SIZE = 16
 LANE_WIDTH = 8
 LANE_CHAINS = 1
 
+#: The pairwise recipe's speed choices, the constants above their defaults.
+PAIRWISE_PARAMETERS = {
+    "work_group_size": Parameter((8, 16, 32, 64, 128), WORK_GROUP_SIZE,
+                                 "work-items per group where targets go to work-items"),
+    "lane_width": Parameter((4, 8), LANE_WIDTH,
+                            "float64 targets per vector where they go to vector lanes "
+                            "(twice as many float32)"),
+    "lane_chains": Parameter((1, 2, 4), LANE_CHAINS,
+                             "vectors per chunk of a box's targets in vector lanes"),
+}
 
-@recipe("pairwise", device="cpu", complex_values=True)
+
+@recipe("pairwise", device="cpu", complex_values=True, parameters=PAIRWISE_PARAMETERS)
 def pairwise_cpu(knl, ctx):
     """Where the device's vectors hold 8 doubles (:func:`has_wide_vectors`): a box's targets in
     the lanes of ``double8`` vectors (:func:`targets_in_vector_lanes`; on AVX-512, ``1/sqrt``
@@ -55,28 +66,31 @@ def pairwise_cpu(knl, ctx):
     Complex values (Helmholtz): :func:`vectorised_pairwise` everywhere (the lanes of
     ``double8`` vectors and the split ``rsqrt`` assume real values).
     """
+    group = ctx.settings.get("work_group_size", WORK_GROUP_SIZE)
     if ctx.complex_values:
-        return vectorised_pairwise(knl)
+        return vectorised_pairwise(knl, group)
     if has_wide_vectors(ctx.device):
         single = np.dtype(ctx.parameters.get("dtype", np.float64)) == np.float32
-        knl = targets_in_vector_lanes(knl, 2 * LANE_WIDTH if single else LANE_WIDTH,
-                                      LANE_CHAINS)
+        width = ctx.settings.get("lane_width", LANE_WIDTH)
+        knl = targets_in_vector_lanes(knl, 2 * width if single else width,
+                                      ctx.settings.get("lane_chains", LANE_CHAINS))
         knl = silence_warnings(knl, "v1_scheduler_fallback")
         return add_build_options(knl, "-cl-fast-relaxed-math")
     if ctx.operator != "p2p":
-        return vectorised_pairwise(knl)
+        return vectorised_pairwise(knl, group)
     knl = split_targets_over_rsqrt(parallelize_box_loop(knl), "bits")
-    return _targets_on_work_items(knl)
+    return _targets_on_work_items(knl, group)
 
 
-def vectorised_pairwise(knl):
+def vectorised_pairwise(knl, work_group_size=WORK_GROUP_SIZE):
     """Targets of a box across work-items; builtin sqrt and relaxed math so the loop vectorises;
     calls the entries share (``exp(1j k r)``) once per pair (:func:`hoist_shared_calls`)."""
-    return _targets_on_work_items(parallelize_box_loop(hoist_shared_calls(knl)))
+    return _targets_on_work_items(parallelize_box_loop(hoist_shared_calls(knl)),
+                                  work_group_size)
 
 
-def _targets_on_work_items(knl):
-    knl = spread_over_local_axis(knl, "itgt", WORK_GROUP_SIZE)
+def _targets_on_work_items(knl, work_group_size=WORK_GROUP_SIZE):
+    knl = spread_over_local_axis(knl, "itgt", work_group_size)
     knl = use_builtin_sqrt(knl)
     return add_build_options(knl, "-cl-fast-relaxed-math")
 
@@ -105,16 +119,41 @@ def has_wide_vectors(device) -> bool:
     return vector_doubles(device) >= 8
 
 
-def matvec_layout(device):
-    """The grouped layout, its pair tile sized to the device's vectors: :data:`WIDE_PAIR_TILE`
-    where :func:`has_wide_vectors`, else :data:`PAIR_TILE`. M2L at order 6 on a 2-core AVX-512
+def pair_tile(device) -> int:
+    """The default pair tile on ``device``: :data:`WIDE_PAIR_TILE` where
+    :func:`has_wide_vectors`, else :data:`PAIR_TILE`. M2L at order 6 on a 2-core AVX-512
     EPYC, 10^6 points, 8-double accumulators: 135-138 GFLOP/s with 4 pairs, 192-207 with 8 to
     12, 167 with 24 (cube); sphere 100 -> 148."""
-    return Grouped(pair_tile=WIDE_PAIR_TILE if has_wide_vectors(device) else PAIR_TILE,
-                   blocks_per_compute_unit=BLOCKS_PER_CORE)
+    return WIDE_PAIR_TILE if has_wide_vectors(device) else PAIR_TILE
 
 
-@recipe("matvec", device="cpu", layout=matvec_layout, complex_values=True)
+def vector_width(device) -> int:
+    """Output coefficients per accumulator vector on ``device``: :data:`WIDE_VECTOR_WIDTH` where
+    its vectors hold 8 doubles, else :data:`VECTOR_WIDTH`."""
+    return WIDE_VECTOR_WIDTH if has_wide_vectors(device) else VECTOR_WIDTH
+
+
+def matvec_layout(device, settings=None):
+    """The grouped layout of the matvec recipe's ``settings`` (default: its defaults on
+    ``device``: the pair tile sized to the device's vectors, :func:`pair_tile`)."""
+    settings = settings or {}
+    return Grouped(pair_tile=settings.get("pair_tile", pair_tile(device)),
+                   blocks_per_compute_unit=settings.get("blocks_per_core", BLOCKS_PER_CORE))
+
+
+#: The matvec recipe's speed choices, the functions and constants above their defaults.
+MATVEC_PARAMETERS = {
+    "pair_tile": Parameter((2, 4, 6, 8, 12, 16), pair_tile,
+                           "pairs of a group that share each matrix load (register tile)"),
+    "vector_width": Parameter((4, 8, 16), vector_width,
+                              "output coefficients per accumulator vector"),
+    "blocks_per_core": Parameter((1, 2, 4, 8), BLOCKS_PER_CORE,
+                                 "blocks of target boxes per compute unit"),
+}
+
+
+@recipe("matvec", device="cpu", layout=matvec_layout, complex_values=True,
+        parameters=MATVEC_PARAMETERS)
 def matvec_cpu(knl, ctx):
     """One work-item per block of target boxes; within a group, the layout's pair tile
     (:func:`matvec_layout`) of pairs at a time share each matrix load, and output coefficients
@@ -128,16 +167,11 @@ def matvec_cpu(knl, ctx):
         knl = lp.prioritize_loops(knl, "iexp_tgt,iexp_src,ipair")
     else:
         knl = vectorize_output_coefficients(knl, ctx.parameters["n_target_coeffs"],
-                                            vector_width(ctx.device))
+                                            ctx.settings.get("vector_width",
+                                                             vector_width(ctx.device)))
         knl = lp.prioritize_loops(knl, "iexp_tgt_outer,iexp_src,ipair")
     knl = silence_warnings(knl, "v1_scheduler_fallback", "vectorize_failed")
     return add_build_options(knl, "-cl-fast-relaxed-math")
-
-
-def vector_width(device) -> int:
-    """Output coefficients per accumulator vector on ``device``: :data:`WIDE_VECTOR_WIDTH` where
-    its vectors hold 8 doubles, else :data:`VECTOR_WIDTH`."""
-    return WIDE_VECTOR_WIDTH if has_wide_vectors(device) else VECTOR_WIDTH
 
 
 def unroll_pair_tile(knl):

@@ -17,7 +17,7 @@ import loopy as lp
 import numpy as np
 
 from fmmloopy.maths.operators import SURFACE, get_operator
-from fmmloopy.tuning.recipe import recipe
+from fmmloopy.tuning.recipe import Parameter, recipe
 from fmmloopy.tuning.tools import (
     hoist_shared_calls,
     local_work_size,
@@ -34,15 +34,28 @@ PARTICLE_TARGETS_PER_GROUP = 64
 MAX_GROUP = 256
 
 
-@recipe("pairwise", device="gpu", complex_values=True)
+#: The recipes' speed choices, the constants above their defaults.
+PARAMETERS = {
+    "max_group": Parameter((64, 128, 256, 512, 1024), MAX_GROUP,
+                           "largest work-group for surface targets and matvec rows"),
+}
+PAIRWISE_PARAMETERS = {
+    "particle_targets_per_group": Parameter((32, 64, 128, 256), PARTICLE_TARGETS_PER_GROUP,
+                                            "work-items per group for particle targets"),
+    **PARAMETERS,
+}
+
+
+@recipe("pairwise", device="gpu", complex_values=True, parameters=PAIRWISE_PARAMETERS)
 def pairwise_gpu(knl, ctx):
     """Targets of a box across a work-group; sources staged in local memory in chunks of the
     group size (coordinates, strengths; for surfaces the unit surface and strengths). Calls the
     entries share computed once per pair (:func:`hoist_shared_calls`). Complex values too:
     staging copies them whole."""
     surface_targets = get_operator(ctx.operator).targets == SURFACE
-    targets = ctx.parameters["n_surface"] if surface_targets else PARTICLE_TARGETS_PER_GROUP
-    width = local_work_size(ctx.device, targets, MAX_GROUP)
+    targets = ctx.parameters["n_surface"] if surface_targets else ctx.settings.get(
+        "particle_targets_per_group", PARTICLE_TARGETS_PER_GROUP)
+    width = local_work_size(ctx.device, targets, ctx.settings.get("max_group", MAX_GROUP))
     knl = parallelize_box_loop(hoist_shared_calls(knl))
     knl = spread_over_work_group(knl, "itgt", width)
     knl = lp.split_iname(knl, "isrc", width, outer_iname="isrc_outer", inner_iname="isrc_inner")
@@ -50,12 +63,12 @@ def pairwise_gpu(knl, ctx):
                                  width=width)
 
 
-@recipe("matvec", device="gpu", complex_values=True)
+@recipe("matvec", device="gpu", complex_values=True, parameters=PARAMETERS)
 def matvec_gpu(knl, ctx):
     """Rows (output coefficients) across a work-group; each source vector staged in local
     memory once per listed box, while it fits (complex values: twice the bytes)."""
     n_target, n_source = ctx.parameters["n_target_coeffs"], ctx.parameters["n_source_coeffs"]
-    width = local_work_size(ctx.device, n_target, MAX_GROUP)
+    width = local_work_size(ctx.device, n_target, ctx.settings.get("max_group", MAX_GROUP))
     knl = parallelize_box_loop(knl)
     knl = spread_over_work_group(knl, "iexp_tgt", width)
     value_dtype = ctx.parameters.get("value_dtype", ctx.parameters["dtype"])

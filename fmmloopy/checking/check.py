@@ -160,7 +160,8 @@ def _size_label(operator: str, problem: CheckProblem, sizes: dict[str, int]) -> 
 
 def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Device,
                green: str | GreenKernel = "laplace",
-               precision: Precision = FLOAT64) -> list[CheckResult]:
+               precision: Precision = FLOAT64,
+               settings: Mapping[str, object] | None = None) -> list[CheckResult]:
     """Compare ``operator`` under ``recipe`` with the sequential recipe on ``problem``, at each
     of the problem's sizes for it (:meth:`CheckProblem.sizes`), both built for the Green's
     function ``green``.
@@ -172,6 +173,9 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
     ``precision`` below float64 (float32): the kernel of that precision, on the inputs rounded
     to it, is compared with the float64 host reference on the same rounded inputs, each entry
     within its rounding bound (:func:`~fmmloopy.checking.verification.rounding_bounds`).
+
+    ``settings``: values of ``recipe``'s parameters for the candidate (its defaults on the
+    device for the rest), as ``fmmloopy tune`` tries them.
     """
     green = get_kernel(green)
     reduced = precision != FLOAT64
@@ -186,7 +190,7 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
             if not inputs["ntarget_boxes"]:
                 continue  # this problem has no entry in the operator's list
             candidate = compiled_operator(operator, device, recipe=recipe, kernel=green,
-                                          dtype=precision.dtype, **sizes)
+                                          dtype=precision.dtype, settings=settings, **sizes)
             if recipe == REFERENCE or reduced:
                 reference = None  # numpy; the sequential kernel, which branches on no size,
                 if problem.production:  # runs the sampled rows only

@@ -122,8 +122,29 @@ def _parser() -> argparse.ArgumentParser:
     cache.add_argument("action", choices=("list", "clear"))
 
     recipes = commands.add_parser(
-        "recipes", help="list operators, recipes, device classes and the default choice")
+        "recipes", help="list operators, recipes, device classes, the default choice and the "
+                        "values of the recipes' parameters in force (tuned or declared)")
     _add_common(recipes)
+
+    tune = commands.add_parser(
+        "tune", help="search the recipes' parameters on this device, each candidate compared "
+                     "with 'sequential' before it is timed; keep the fastest values")
+    tune.add_argument("--n", type=int, default=100_000, help="points of the FMM tuned on")
+    tune.add_argument("--order", type=int, default=6, help="points per surface edge")
+    tune.add_argument("--distribution", choices=sorted(DISTRIBUTIONS), default="sphere")
+    tune.add_argument("--repeats", type=int, default=5,
+                      help="alternated timed runs of each candidate and of the defaults")
+    tune.add_argument("--operator", action="append", default=None, choices=sorted(OPERATORS),
+                      help="tune this operator (repeatable; default: every step of at least "
+                           "3 %% of the evaluation)")
+    tune.add_argument("--recipe", default=None,
+                      help="tune this recipe's parameters (with --operator: for those "
+                           "operators only; default: the device's own recipes)")
+    tune.add_argument("--reset", action="store_true",
+                      help="drop this device's tuning record (the declared defaults run) and "
+                           "tune nothing")
+    tune.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_common(tune)
     return parser
 
 
@@ -212,6 +233,27 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    import json
+
+    from fmmloopy.cli.tune import format_report, reset, run_tune
+    from fmmloopy.tuning.registry import ensure_loaded
+
+    ensure_loaded(args.recipes)
+    if args.reset:
+        print(reset(args.device))
+        return 0
+    log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else \
+        (lambda line: print(line, flush=True))
+    recipes = ({operator: args.recipe for operator in args.operator}
+               if args.recipe and args.operator else args.recipe)
+    report = run_tune(n=args.n, order=args.order, distribution=args.distribution,
+                      repeats=args.repeats, device=args.device, operators=args.operator,
+                      recipes=recipes, log=log)
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
+
+
 def _distributed(args: argparse.Namespace) -> int:
     import json
 
@@ -256,6 +298,7 @@ def _show(args: argparse.Namespace) -> int:
 
 def _recipes(args: argparse.Namespace) -> int:
     from fmmloopy.base.devices import choose_device, describe_vector_width, device_classes
+    from fmmloopy.execution.tuning_records import describe_record, tuned_settings
     from fmmloopy.tuning.registry import ensure_loaded, registered, select_recipe
 
     ensure_loaded(args.recipes)
@@ -269,6 +312,18 @@ def _recipes(args: argparse.Namespace) -> int:
     for entry in registered():
         print(f"  {entry.name:12s} for {', '.join(entry.targets):20s} device {entry.device:12s}"
               f" {entry.source}")
+        for parameter, declared in entry.parameters:
+            print(f"      {parameter}: one of {declared.values}; default here "
+                  f"{declared.default_for(device)!r} ({declared.doc})")
+    print(f"parameter values in force here ({describe_record(device)}):")
+    for name, spec in OPERATORS.items():
+        chosen = select_recipe(name, spec.template, device)
+        if chosen.parameters:
+            tuned = tuned_settings(chosen, name, device)
+            values = chosen.settings_for(device, tuned)
+            print(f"  {name:12s} {chosen.name!r}: " + ", ".join(
+                f"{key}={value!r}" + (" (tuned)" if key in tuned else "")
+                for key, value in values.items()))
     return 0
 
 
@@ -325,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_sizes(args)
         commands = {"check": _check, "bench": _bench, "distributed": _distributed,
-                    "show": _show, "recipes": _recipes, "cache": _cache}
+                    "show": _show, "recipes": _recipes, "cache": _cache, "tune": _tune}
         return commands[args.command](args)
     except (RecipeError, LookupError, ValueError, FileNotFoundError, RuntimeError,
             MemoryError) as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,7 +142,8 @@ class _PlanBuilder:
                  green: GreenKernel, queue: cl.CommandQueue,
                  recipes: str | Mapping[str, str] | None, verify: bool = True,
                  reuse: Mapping[tuple, Launch] | None = None,
-                 precision: Precision = FLOAT64, device_v: DeviceVClasses | None = None):
+                 precision: Precision = FLOAT64, device_v: DeviceVClasses | None = None,
+                 check_operators: Iterable[str] = ()):
         self.tree, self.lists, self.operators = tree, lists, operators
         #: The V classes built on the device, where the plan has them, and the target boxes of
         #: each class's M2L launch, for the first launch to have all made at once.
@@ -154,6 +155,8 @@ class _PlanBuilder:
         self.expansion = operators.expansion
         self.green, self.queue, self.recipes = green, queue, recipes
         self.verify = verify
+        #: Operators whose every launch is compared with ``sequential``, shipped or not.
+        self.check_operators = frozenset(check_operators)
         self.launches: list[Launch] = []
         #: (index in :attr:`launches`, arguments) of the launches :meth:`finish` makes.
         self._deferred: list[tuple[int, tuple]] = []
@@ -276,8 +279,8 @@ class _PlanBuilder:
             arguments["box_levels"] = self._folded_box_levels(cut["box_levels"])
         if "max_box_targets" in kernel.argument_names:
             arguments["max_box_targets"] = int(self.tree.box_target_counts[target_boxes].max())
-        if needs_verification(kernel.recipe):
-            if self.verify:
+        if needs_verification(kernel.recipe) or operator in self.check_operators:
+            if self.verify or operator in self.check_operators:
                 self._verify(spec, kernel, sizes,
                              cut | extra | ({} if matrices is None else {"matrices": matrices}),
                              green)
@@ -313,7 +316,7 @@ class _PlanBuilder:
         name = _device_class(list_name or "", self.device_v)
         if (name is None or matrix_offsets is not None or self.green.vectors != 1
                 or not isinstance(kernel.layout, Grouped)
-                or needs_verification(kernel.recipe)):
+                or needs_verification(kernel.recipe) or kernel.operator in self.check_operators):
             return None
         return name
 
@@ -407,7 +410,8 @@ def build_plan(tree: Tree, lists: InteractionLists,
                green: GreenKernel, queue: cl.CommandQueue,
                recipes: str | Mapping[str, str] | None = None, verify: bool = True,
                share_buffers: Plan | None = None, rank_boxes: RankBoxes | None = None,
-               precision: Precision = FLOAT64, device_v: DeviceVClasses | None = None) -> Plan:
+               precision: Precision = FLOAT64, device_v: DeviceVClasses | None = None,
+               check_operators: Iterable[str] = ()) -> Plan:
     """Every launch of the FMM on ``tree``, in dependency order, with its buffers: the
     potentials (and ``green``'s other outputs) of ``green``'s inputs
     (:func:`~fmmloopy.maths.kifmm.step_kernel`).
@@ -432,6 +436,10 @@ def build_plan(tree: Tree, lists: InteractionLists,
     (:class:`~fmmloopy.execution.device_setup.DeviceVClasses`, the same lists as ``lists``
     holds): which boxes the compressed M2L's steps serve, and the grouped lists of the launches
     that can take them from the device (:meth:`_PlanBuilder._grouped_on_device`).
+
+    ``check_operators``: operators whose launches are all compared with ``sequential`` on this
+    tree first, under shipped recipes too (what ``fmmloopy tune`` asks of each candidate);
+    a mismatch raises RecipeError.
     """
     if isinstance(operators, KifmmOperators):
         operators = LevelOperators.scaled_from(operators)
@@ -458,7 +466,7 @@ def build_plan(tree: Tree, lists: InteractionLists,
             zero_buffer(first_touch, storage[allocation])
         buffers[name] = cla.Array(queue, shape, dtype, data=storage[allocation].base_data)
     build = _PlanBuilder(tree, lists, operators, green, queue, recipes, verify, reuse,
-                         precision, device_v)
+                         precision, device_v, check_operators)
     launches = list(launch_order(tree, lists, rank_boxes, device_v))
     if device_v is not None:
         build.v_class_targets = {step.box_list[2:]: target_boxes for step, target_boxes in launches

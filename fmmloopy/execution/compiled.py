@@ -18,7 +18,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from fmmloopy.execution.cache_files import cache_dir
 from fmmloopy.execution.generated_kernel import GeneratedKernel
 from fmmloopy.execution.launcher import Launcher, expression
 from fmmloopy.execution.opencl_errors import explain_opencl_error
+from fmmloopy.execution.tuning_records import tuned_settings
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.layouts import TARGET_MAJOR, layout_arguments
 from fmmloopy.maths.operators import get_operator, math_kernel
@@ -52,9 +53,13 @@ class CompiledOperator:
     def __init__(self, operator: str, recipe: Recipe, device: cl.Device,
                  transform: Callable[[], tuple[lp.TranslationUnit, Transformed]], *,
                  disk_key: dict[str, Any] | None = None,
-                 generated: GeneratedKernel | None = None):
+                 generated: GeneratedKernel | None = None,
+                 settings: Mapping[str, Any] | None = None):
         self.operator, self.recipe, self.device = operator, recipe, device
-        self._layout = recipe.layout_for(device)  # fixed with the kernel it was made for
+        #: The values of the recipe's parameters this kernel was made with.
+        self.settings = recipe.settings_for(device, settings)
+        # Fixed with the kernel it was made for.
+        self._layout = recipe.layout_for(device, self.settings)
         self._transform, self._disk_key, self._generated = transform, disk_key, generated
         self._t_unit: lp.TranslationUnit | None = None
         self._preprocessed: lp.TranslationUnit | None = None  # what the code is generated from
@@ -301,13 +306,18 @@ def _check_argument_types(where: str, knl: lp.TranslationUnit,
 
 def compiled_operator(operator: str, device: cl.Device, *, recipe: str | Recipe | None = None,
                       kernel: str | GreenKernel = "laplace", dtype=np.float64,
-                      only_cached: bool = False, **sizes: int) -> CompiledOperator | None:
+                      only_cached: bool = False, settings: Mapping[str, Any] | None = None,
+                      **sizes: int) -> CompiledOperator | None:
     """The cached, transformed ``operator`` for ``device`` (recipe by name, or the default).
 
     A recipe that declines a complex kernel's values gives way to the default chain's
     (:func:`~fmmloopy.tuning.registry.select_recipe`); ``.recipe`` says which ran.
-    ``only_cached``: None instead of transforming a kernel that neither this process nor the
-    disk kernel cache holds (what a thread may ask for without running loopy)."""
+    ``settings``: values of the recipe's parameters (:class:`~fmmloopy.tuning.recipe.
+    Parameter`), default: those tuned for this device and operator
+    (:func:`~fmmloopy.execution.tuning_records.tuned_settings`), the recipe's declared
+    defaults for the rest; each set of values is a kernel of its own. ``only_cached``: None
+    instead of transforming a kernel that neither this process nor the disk kernel cache holds
+    (what a thread may ask for without running loopy)."""
     spec = get_operator(operator)
     green = get_kernel(kernel)
     if not isinstance(recipe, Recipe):
@@ -315,31 +325,35 @@ def compiled_operator(operator: str, device: cl.Device, *, recipe: str | Recipe 
     elif not recipe.handles(green.is_complex):  # it declines complex values: the default's
         recipe = select_recipe(operator, spec.template, device, None, green.is_complex)
     dtype = np.dtype(dtype)
+    settings = recipe.settings_for(device, tuned_settings(recipe, operator, device)
+                                   if settings is None else settings)
     key = (operator, recipe, device.int_ptr, vector_doubles(device), green, dtype,
-           tuple(sorted(sizes.items())))
+           tuple(sorted(sizes.items())), tuple(settings.items()))
     with _CACHE_LOCK:
         if key not in _CACHE:
-            disk_key = kernel_cache.kernel_key(operator, recipe, device, green, dtype, sizes)
+            disk_key = kernel_cache.kernel_key(operator, recipe, device, green, dtype, sizes,
+                                               settings)
             generated = kernel_cache.load(disk_key)
             if generated is None and only_cached:
                 return None
             _CACHE[key] = _compiled(operator, recipe, device, green, dtype, sizes, spec,
-                                    disk_key, generated)
+                                    disk_key, generated, settings)
         return _CACHE[key]
 
 
 def _compiled(operator: str, recipe: Recipe, device: cl.Device, green: GreenKernel, dtype,
               sizes: dict[str, int], spec, disk_key: dict[str, Any],
-              generated: GeneratedKernel | None) -> CompiledOperator:
+              generated: GeneratedKernel | None, settings: dict[str, Any]) -> CompiledOperator:
     """The :class:`CompiledOperator` of :func:`compiled_operator`'s choices (transformed now
     unless ``generated`` holds its code)."""
     def transform() -> tuple[lp.TranslationUnit, Transformed]:
-        layout = recipe.layout_for(device)
+        layout = recipe.layout_for(device, settings)
         knl = math_kernel(operator, kernel=green, dtype=dtype, layout=layout, **sizes)
         ctx = RecipeContext(operator=operator, template=spec.template, device=device,
                             parameters=dict(sizes, dtype=dtype, layout=layout,
-                                            value_dtype=green.value_dtype(dtype)))
+                                            value_dtype=green.value_dtype(dtype)),
+                            settings=dict(settings))
         return knl, _apply_recipe(recipe, knl, ctx)
 
     return CompiledOperator(operator, recipe, device, transform, disk_key=disk_key,
-                            generated=generated)
+                            generated=generated, settings=settings)

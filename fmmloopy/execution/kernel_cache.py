@@ -168,11 +168,14 @@ def _versions() -> dict[str, str]:
 
 
 def kernel_key(operator: str, recipe: Any, device: cl.Device, green: Any, dtype: Any,
-               sizes: dict[str, int]) -> dict[str, Any] | None:
+               sizes: dict[str, int], settings: dict[str, Any] | None = None
+               ) -> dict[str, Any] | None:
     """The key of one generated kernel (JSON-serialisable), or None when it is not stored: the
-    recipe is not one of the shipped ones, unmodified."""
+    recipe is not one of the shipped ones, unmodified. ``settings``: the values of the
+    recipe's parameters (default: its defaults on ``device``)."""
     if not is_shipped(recipe):
         return None
+    settings = recipe.settings_for(device, settings)
     return {
         "format_version": FORMAT_VERSION,
         "operator": operator,
@@ -182,7 +185,8 @@ def kernel_key(operator: str, recipe: Any, device: cl.Device, green: Any, dtype:
         "kernel_fingerprint": kernel_fingerprint(green),
         "recipe": [recipe.name, recipe.device, list(recipe.targets),
                    getattr(recipe.function, "__qualname__", "?"),
-                   repr(recipe.layout_for(device))],
+                   repr(recipe.layout_for(device, settings))],
+        "settings": {name: repr(value) for name, value in settings.items()},
         "package_sources": _package_sources_digest(),
         "versions": _versions(),
         "device": device_fingerprint(device),

@@ -16,10 +16,11 @@ and choosing among them is :mod:`fmmloopy.tuning.registry` (which imports the sh
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,12 +38,16 @@ RecipeFunction = Callable[[lp.TranslationUnit, "RecipeContext"], lp.TranslationU
 
 @dataclass(frozen=True)
 class RecipeContext:
-    """What a recipe may know: the operator, its template parameters and the target device."""
+    """What a recipe may know: the operator, its template parameters, the target device and
+    the values of the recipe's own parameters (:class:`Parameter`) in force."""
 
     operator: str
     template: str
     device: Any  # pyopencl.Device
     parameters: dict[str, Any] = field(default_factory=dict)
+    #: The recipe's declared parameters -> their values for this kernel
+    #: (:meth:`Recipe.settings_for`).
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def complex_values(self) -> bool:
@@ -50,6 +55,23 @@ class RecipeContext:
         (``parameters["value_dtype"]``, default ``parameters["dtype"]``)."""
         dtype = self.parameters.get("value_dtype", self.parameters.get("dtype", "float64"))
         return np.dtype(dtype).kind == "c"
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A speed choice a recipe declares instead of a module constant (a work-group size, a
+    register tile, vector lanes): the values it may take, which ``fmmloopy tune`` searches,
+    and its default, a value or a function of the OpenCL device (a tile sized to the device's
+    vectors, say). Every value must give a correct kernel: the check and the tuner compare
+    each with ``sequential``."""
+
+    values: tuple
+    default: Any
+    doc: str = ""
+
+    def default_for(self, device: Any) -> Any:
+        """The default on ``device``."""
+        return self.default(device) if callable(self.default) else self.default
 
 
 @dataclass(frozen=True)
@@ -68,6 +90,8 @@ class Recipe:
     #: does not say so declines them: the default chain passes it by, and the recipe after it
     #: runs (:func:`fmmloopy.tuning.registry.select_recipe`).
     complex_values: bool = False
+    #: Its declared parameters, ``(name, Parameter)`` in declaration order.
+    parameters: tuple[tuple[str, Parameter], ...] = ()
 
     def handles(self, complex_values: bool) -> bool:
         """Whether this recipe may transform kernels of complex (or real) values."""
@@ -76,13 +100,53 @@ class Recipe:
     def __call__(self, knl: lp.TranslationUnit, ctx: RecipeContext) -> lp.TranslationUnit:
         return self.function(knl, ctx)
 
-    def layout_for(self, device: Any) -> ListLayout:
-        """The list layout this recipe's kernels walk on ``device``."""
-        layout = self.layout(device) if callable(self.layout) else self.layout
+    def settings_for(self, device: Any, given: Mapping[str, Any] | None = None
+                     ) -> dict[str, Any]:
+        """The values of this recipe's parameters on ``device``: those ``given``, the
+        defaults there for the rest. RecipeError for a name the recipe does not declare or a
+        value outside the declared ones."""
+        declared = dict(self.parameters)
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            raise RecipeError(f"recipe {self.name!r} from {self.source} has no parameter "
+                              f"{unknown[0]!r} (its parameters: {sorted(declared) or 'none'})")
+        settings = {}
+        for name, parameter in self.parameters:
+            value = given[name] if name in given else parameter.default_for(device)
+            if value not in parameter.values:
+                origin = "given" if name in given else "its default on this device"
+                raise RecipeError(f"recipe {self.name!r} from {self.source}: parameter {name!r} "
+                                  f"= {value!r} ({origin}) is not one of its values "
+                                  f"{parameter.values}")
+            settings[name] = value
+        return settings
+
+    def layout_for(self, device: Any, settings: Mapping[str, Any] | None = None) -> ListLayout:
+        """The list layout this recipe's kernels walk on ``device`` with the parameter values
+        ``settings`` (default: :meth:`settings_for` the device). A layout function of two
+        arguments receives the settings as its second."""
+        layout = self.layout
+        if callable(layout):
+            if _positional_count(layout) >= 2:
+                layout = layout(device, self.settings_for(device, settings))
+            else:
+                layout = layout(device)
         if not isinstance(layout, (TargetMajor, Grouped)):
             raise RecipeError(f"recipe {self.name!r} from {self.source} asks for list layout "
                               f"{layout!r}: not a layout of fmmloopy.maths.layouts")
         return layout
+
+
+def _positional_count(function: Callable) -> int:
+    """How many positional arguments ``function`` takes (a layout function: the device, and
+    the recipe's settings where it takes them)."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return 1
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(parameter.kind in kinds for parameter in signature.parameters.values())
 
 
 class RecipeError(RuntimeError):
@@ -116,13 +180,19 @@ def _check_no_clash(new: Recipe) -> None:
 
 
 def recipe(*targets: str, device: str = "any", name: str | None = None,
-           layout: ListLayout | Callable[[Any], ListLayout] = TARGET_MAJOR,
-           complex_values: bool = False) -> Callable[[RecipeFunction], RecipeFunction]:
+           layout: ListLayout | Callable[..., ListLayout] = TARGET_MAJOR,
+           complex_values: bool = False, parameters: Mapping[str, Parameter] | None = None
+           ) -> Callable[[RecipeFunction], RecipeFunction]:
     """Register the decorated function as a recipe for operators or templates ``targets``.
 
     ``layout`` asks for the list layout the kernel should walk (:mod:`fmmloopy.maths.layouts`),
-    or is a function of the OpenCL device that returns one; the recipe then receives the
-    math-level kernel of that layout, and the driver builds the lists to match.
+    or is a function of the OpenCL device (and, if it takes a second argument, of the
+    recipe's settings) that returns one; the recipe then receives the math-level kernel of
+    that layout, and the driver builds the lists to match.
+
+    ``parameters`` declares the recipe's speed choices by name (:class:`Parameter`: the
+    values each may take, its default); the recipe reads the values in force from
+    ``ctx.settings``, and kernels of different values are different kernels (cached apart).
 
     ``complex_values`` says the recipe is right for kernels of complex values too (their
     strengths, results and matrices are ``complex128``; ``ctx.parameters["value_dtype"]``).
@@ -136,8 +206,16 @@ def recipe(*targets: str, device: str = "any", name: str | None = None,
         module = sys.modules.get(function.__module__)
         source = getattr(module, "__file__", None) or function.__module__
         recipe_name = name or function.__module__.rsplit(".", 1)[-1]
+        declared = tuple((parameters or {}).items())
+        for parameter_name, parameter in declared:
+            if (not isinstance(parameter, Parameter) or not tuple(parameter.values)
+                    or not all(isinstance(value, (bool, int, float, str))
+                               for value in parameter.values)):
+                raise TypeError(f"recipe {recipe_name!r}: parameter {parameter_name!r} must be "
+                                "a Parameter with at least one value, each a number, string or "
+                                "boolean (a tuning record stores them as data)")
         new = Recipe(recipe_name, tuple(targets), device, function, str(source), layout,
-                     bool(complex_values))
+                     bool(complex_values), declared)
         _check_no_clash(new)
         REGISTRY.append(new)
         return function

@@ -22,10 +22,10 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "0a23b4f78766dc993ae749ad9b16a6addec6e006aa380190ca45879a6ed7a292",
+    "fmmloopy.transforms.cpu": "b88ea09eaffe3e61e7adc4b11de08943b48bd2687c37966b7103c8d648aee256",
     "fmmloopy.transforms.generic":
         "d5c1dd918e9b4941de6a396615bb1593a78906cbe08dcd91d9d754ab82659d83",
-    "fmmloopy.transforms.gpu": "f204565e7afd01ab937b61214773b3d5704787f7de48cfc2ab5e0c63f54add61",
+    "fmmloopy.transforms.gpu": "3230d47b4fdafe2cf9e1e50ebd4fda3696e56738c86ee265bf76e53e2d38e115",
     "fmmloopy.transforms.sequential":
         "ed0069adbb495edd7a15545d39511f0b8bef199b6c9b077ca881157e8dcdfbdb",
     "fmmloopy.tuning.target_lanes":

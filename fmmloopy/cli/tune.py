@@ -1,0 +1,284 @@
+"""``fmmloopy tune``: search the declared parameters of the recipes the device runs, on an FMM
+of production size, and keep the fastest values for this device.
+
+What it does, in order:
+
+1. An FMM of ``n`` points (``Fmm``'s defaults: ``n_crit`` by cost, the device's own recipes)
+   under the recipes' declared defaults, one evaluation to see what each step costs. The
+   operators whose step takes at least :data:`MIN_SHARE` of it, under a recipe that declares
+   parameters, are tuned; the others keep their defaults.
+2. Per operator, the candidates: each declared value of each parameter, the others at their
+   defaults (:func:`one_at_a_time`); then, where several parameters gained, the winners
+   together.
+3. Every candidate's kernels are first compared with ``sequential`` on the FMM's own tree and
+   lists, launch by launch (the plan's first-use verification, forced for the operator): a
+   candidate that differs is refused and never timed. A candidate whose generated code is the
+   defaults', on the lists of the same layout (a parameter of a path this device does not
+   take), is not timed either.
+4. Timing: the operator's step under the candidate and under the defaults, alternated,
+   ``repeats`` times each (after a warm-up); medians compared. The noise is the spread of the
+   defaults' own times (half the range over the median): a candidate wins only by more than
+   that, and by at least :data:`MIN_GAIN`.
+5. The winners (or the defaults, where nothing won) are written to the device's tuning record
+   (:mod:`fmmloopy.execution.tuning_records`) with the report, and used by default from then
+   on; ``fmmloopy recipes`` shows them, ``fmmloopy tune --reset`` drops them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fmmloopy.api.fmm import Fmm
+from fmmloopy.base.devices import choose_device
+from fmmloopy.base.distributions import DISTRIBUTIONS
+from fmmloopy.base.validation import validate_integer
+from fmmloopy.driver.builder import build_plan, recipe_for
+from fmmloopy.execution.tuning_records import (
+    drop_record,
+    entry_name,
+    recipe_digest,
+    store_record,
+    trying,
+)
+from fmmloopy.maths.operators import OPERATORS
+from fmmloopy.tuning.recipe import Recipe, RecipeError
+from fmmloopy.tuning.registry import select_recipe
+
+__all__ = ["MIN_GAIN", "MIN_SHARE", "Trial", "one_at_a_time", "run_tune"]
+
+#: Steps below this share of the evaluation keep their defaults.
+MIN_SHARE = 0.03
+#: The least relative gain a candidate must show over the defaults to be kept.
+MIN_GAIN = 0.03
+
+
+@dataclass
+class Trial:
+    """One candidate's outcome."""
+
+    operator: str
+    recipe: str
+    settings: dict[str, Any]
+    status: str  # "defaults", "timed", "refused: ...", "same code as the defaults"
+    seconds: float | None = None  # median of its step
+    default_seconds: float | None = None  # median of the defaults' step, alternated with it
+    noise: float | None = None  # relative spread of the defaults' times
+
+    @property
+    def gain(self) -> float | None:
+        """Default time over this candidate's, where both were timed."""
+        if self.seconds and self.default_seconds:
+            return self.default_seconds / self.seconds
+        return None
+
+
+@dataclass
+class OperatorResult:
+    """The tuning of one operator: its trials and the values kept."""
+
+    operator: str
+    recipe: str
+    share: float
+    defaults: dict[str, Any]
+    kept: dict[str, Any]
+    trials: list[Trial] = field(default_factory=list)
+
+    @property
+    def gain(self) -> float:
+        """The kept values' gain over the defaults (1.0: the defaults kept)."""
+        timed = [trial for trial in self.trials if trial.settings == self.kept and trial.gain]
+        return max((trial.gain for trial in timed), default=1.0)
+
+
+def one_at_a_time(recipe: Recipe, defaults: dict[str, Any]) -> list[dict[str, Any]]:
+    """The candidates of :func:`run_tune`'s first round: each declared value of each
+    parameter with the others at ``defaults``."""
+    candidates = []
+    for name, parameter in recipe.parameters:
+        for value in parameter.values:
+            if value != defaults[name]:
+                candidates.append({**defaults, name: value})
+    return candidates
+
+
+def _codes(plan, operator: str) -> list[tuple[str, str]]:
+    """What makes ``operator``'s launches in ``plan`` run as they do: each kernel's generated
+    code and the list layout its arguments were cut for."""
+    return [(launch.kernel.device_code(), repr(launch.kernel.layout))
+            for launch in plan.launches if launch.step == operator]
+
+
+def _alternated(default_plan, plan, operator: str, repeats: int
+                ) -> tuple[float, float, float]:
+    """Medians of ``operator``'s step under the defaults and under ``plan``, run alternately
+    ``repeats`` times each after a warm-up, and the defaults' relative spread."""
+    default_plan.run_step(operator)
+    plan.run_step(operator)
+    defaults, candidate = [], []
+    for _ in range(repeats):
+        defaults.append(default_plan.run_step(operator))
+        candidate.append(plan.run_step(operator))
+    median = float(np.median(defaults))
+    spread = 0.5 * (max(defaults) - min(defaults)) / median if median > 0 else 0.0
+    return median, float(np.median(candidate)), spread
+
+
+def run_tune(*, n: int = 100_000, order: int = 6, distribution: str = "sphere",
+             repeats: int = 5, device=None, seed: int = 0,
+             operators: Iterable[str] | None = None, min_share: float = MIN_SHARE,
+             recipes: str | Mapping[str, str] | None = None, store: bool = True,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Tune the recipes' parameters on an FMM of ``n`` ``distribution`` points (module
+    docstring); returns the report (also stored in the record with the values kept, unless
+    ``store`` is False). ``operators``: tune these only (default: every step of at least
+    ``min_share`` of the evaluation). ``recipes``: as :class:`~fmmloopy.Fmm` takes them (a
+    recipe for every operator, or one per operator; default: the device's own), the recipes
+    whose parameters are tuned."""
+    n = validate_integer(n, "n (points to tune on)", 1)
+    repeats = validate_integer(repeats, "repeats", 1)
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"unknown distribution {distribution!r}: one of "
+                         f"{sorted(DISTRIBUTIONS)}")
+    wanted = None if operators is None else list(operators)
+    for name in wanted or ():
+        if name not in OPERATORS:
+            raise ValueError(f"unknown operator {name!r}: one of {sorted(OPERATORS)}")
+    device = choose_device(device)
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    points = DISTRIBUTIONS[distribution](n, rng)
+    charges = rng.uniform(-1, 1, n)
+
+    # The recipe of each operator on this device, and its declared defaults.
+    chosen_recipes = {name: select_recipe(name, spec.template, device,
+                                          recipe_for(recipes, name))
+                      for name, spec in OPERATORS.items()}
+    defaults = {name: recipe.settings_for(device) for name, recipe in chosen_recipes.items()
+                if recipe.parameters}
+    in_force = {entry_name(chosen_recipes[name].name, name): values
+                for name, values in defaults.items()}
+    with trying(in_force):
+        log(f"tune: {device.name}: an FMM of {n} {distribution} points, order {order}, under "
+            "the recipes' declared defaults")
+        fmm = Fmm(points, order=order, device=device, recipes=recipes)
+        fmm(charges)
+        steps = fmm.eval_seconds
+        total = sum(seconds for step, seconds in steps.items() if step in OPERATORS)
+
+        def plan(check: Iterable[str] = ()):
+            return build_plan(fmm.tree, fmm.evaluated_lists, fmm.operators, fmm.kernel,
+                              fmm.queue, recipes, check_operators=check)
+
+        default_plan = plan()
+        shares = {step: steps.get(step, 0.0) / total for step in OPERATORS if total > 0}
+        chosen = [step for step in OPERATORS if step in defaults and step in shares
+                  and (step in wanted if wanted is not None else shares[step] >= min_share)]
+        skipped = sorted(step for step in shares if step not in chosen and shares[step] > 0)
+        log(f"tune: n_crit {fmm.n_crit}; evaluation {total:.3f} s; tuning "
+            f"{', '.join(f'{step} ({shares[step]:.0%})' for step in chosen) or 'nothing'}"
+            + (f"; defaults kept for {', '.join(skipped)}" if skipped else ""))
+        results = []
+        for operator in chosen:
+            results.append(_tune_operator(operator, chosen_recipes[operator], defaults[operator],
+                                          shares[operator], default_plan, plan, in_force,
+                                          repeats, log))
+    report = {
+        "device": device.name, "n": n, "order": order, "distribution": distribution,
+        "n_crit": fmm.n_crit, "repeats": repeats, "seconds": time.perf_counter() - started,
+        "operators": [{**{key: value for key, value in asdict(result).items()
+                          if key != "trials"},
+                       "gain": result.gain,
+                       "trials": [{**asdict(trial), "gain": trial.gain}
+                                  for trial in result.trials]}
+                      for result in results],
+    }
+    if store:
+        entries = {entry_name(result.recipe, result.operator):
+                   (result.kept, recipe_digest(chosen_recipes[result.operator]) or "")
+                   for result in results}
+        path = store_record(device, entries, report)
+        log(f"tune: record written to {path}")
+    log(f"tune: done in {report['seconds']:.0f} s")
+    return report
+
+
+def _tune_operator(operator: str, recipe: Recipe, defaults: dict[str, Any], share: float,
+                   default_plan, plan, in_force: dict, repeats: int,
+                   log: Callable[[str], None]) -> OperatorResult:
+    """The trials of one operator and the values kept (:func:`run_tune`)."""
+    name = entry_name(recipe.name, operator)
+    result = OperatorResult(operator, recipe.name, share, dict(defaults), dict(defaults))
+    result.trials.append(Trial(operator, recipe.name, dict(defaults), "defaults"))
+    default_codes = _codes(default_plan, operator)
+
+    def attempt(settings: dict[str, Any]) -> Trial:
+        with trying({**in_force, name: settings}):
+            try:
+                candidate = plan(check=[operator])
+            except RecipeError as error:
+                trial = Trial(operator, recipe.name, settings, f"refused: {error}")
+                log(f"tune: {operator} {settings}: refused (differs from 'sequential' or "
+                    "does not build)")
+                return trial
+        if _codes(candidate, operator) == default_codes:
+            return Trial(operator, recipe.name, settings, "same code as the defaults")
+        default_seconds, seconds, noise = _alternated(default_plan, candidate, operator,
+                                                      repeats)
+        trial = Trial(operator, recipe.name, settings, "timed", seconds, default_seconds,
+                      noise)
+        log(f"tune: {operator} {settings}: {seconds * 1e3:.2f} ms against the defaults' "
+            f"{default_seconds * 1e3:.2f} ms (noise {noise:.0%})")
+        return trial
+
+    def winner(trials: list[Trial]) -> Trial | None:
+        better = [trial for trial in trials if trial.gain
+                  and trial.gain > 1 + max(MIN_GAIN, trial.noise or 0.0)]
+        return max(better, key=lambda trial: trial.gain, default=None)
+
+    log(f"tune: {operator} under recipe {recipe.name!r}, defaults {defaults}")
+    first = [attempt(settings) for settings in one_at_a_time(recipe, defaults)]
+    result.trials += first
+    best = winner(first)
+    # Where more than one parameter gained alone, the gains together.
+    gained = {}
+    for trial in first:
+        if winner([trial]) is not None:
+            for key, value in trial.settings.items():
+                if value != defaults[key] and (key not in gained or trial.gain
+                                               > gained[key][1]):
+                    gained[key] = (value, trial.gain)
+    if len(gained) > 1:
+        together = attempt({**defaults, **{key: value for key, (value, _) in gained.items()}})
+        result.trials.append(together)
+        best = winner([trial for trial in (best, together) if trial is not None])
+    if best is not None:
+        result.kept = dict(best.settings)
+    log(f"tune: {operator}: keeping {result.kept}"
+        + (f" ({best.gain:.2f}x the defaults)" if best is not None else " (the defaults)"))
+    return result
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as a table: per operator, its share, the values kept and their gain."""
+    lines = [f"{report['device']}: {report['n']} {report['distribution']} points, order "
+             f"{report['order']}, n_crit {report['n_crit']}, {report['repeats']} alternated "
+             f"repeats; {report['seconds']:.0f} s",
+             f"{'operator':14s} {'share':>6s} {'gain':>6s} {'tried':>5s} {'refused':>7s}  kept"]
+    for result in report["operators"]:
+        refused = sum(trial["status"].startswith("refused") for trial in result["trials"])
+        lines.append(f"{result['operator']:14s} {result['share']:6.1%} {result['gain']:6.2f} "
+                     f"{len(result['trials']) - 1:5d} {refused:7d}  {result['kept']}")
+    return "\n".join(lines)
+
+
+def reset(device=None) -> str:
+    """Drop the device's tuning record; what was done, in words."""
+    device = choose_device(device)
+    if drop_record(device):
+        return f"{device.name}: tuning record dropped; the recipes' declared defaults run"
+    return f"{device.name}: no tuning record; the recipes' declared defaults run"

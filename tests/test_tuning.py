@@ -1,0 +1,184 @@
+"""Recipe parameters, tuning records and ``fmmloopy tune``: declared values reach the kernels
+(and their cache keys), records are data that are checked before use, and the tuner refuses
+a wrong candidate before timing it."""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from fmmloopy.base.devices import VECTOR_DOUBLES_ENV
+from fmmloopy.checking.check import check_pair
+from fmmloopy.checking.problems import check_problems
+from fmmloopy.execution import tuning_records
+from fmmloopy.execution.cache_files import CACHE_ENV
+from fmmloopy.execution.compiled import compiled_operator
+from fmmloopy.execution.kernel_cache import kernel_key
+from fmmloopy.maths.green import LAPLACE_3D
+from fmmloopy.tuning import registry
+from fmmloopy.tuning.recipe import Parameter, RecipeError, recipe
+
+TUNABLE = str(Path(__file__).parent / "recipes" / "tunable_recipes.py")
+M2L_SIZES = {"n_target_coeffs": 56, "n_source_coeffs": 56}
+
+
+def _shipped(name, template):
+    return next(r for r in registry.REGISTRY if r.name == name and template in r.targets)
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """A cache directory of the test's own: records written here reach no other test."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_the_shipped_recipes_declare_their_constants_as_defaults(monkeypatch):
+    from fmmloopy.transforms import cpu, gpu
+
+    monkeypatch.delenv(VECTOR_DOUBLES_ENV, raising=False)
+    avx512, avx2 = (SimpleNamespace(preferred_vector_width_double=w) for w in (8, 4))
+    matvec = _shipped("cpu", "matvec")
+    assert matvec.settings_for(avx512) == {"pair_tile": cpu.WIDE_PAIR_TILE,
+                                           "vector_width": cpu.WIDE_VECTOR_WIDTH,
+                                           "blocks_per_core": cpu.BLOCKS_PER_CORE}
+    assert matvec.settings_for(avx2) == {"pair_tile": cpu.PAIR_TILE,
+                                         "vector_width": cpu.VECTOR_WIDTH,
+                                         "blocks_per_core": cpu.BLOCKS_PER_CORE}
+    assert _shipped("cpu", "pairwise").settings_for(avx2) == {
+        "work_group_size": cpu.WORK_GROUP_SIZE, "lane_width": cpu.LANE_WIDTH,
+        "lane_chains": cpu.LANE_CHAINS}
+    assert _shipped("gpu", "pairwise").settings_for(avx2) == {
+        "particle_targets_per_group": gpu.PARTICLE_TARGETS_PER_GROUP,
+        "max_group": gpu.MAX_GROUP}
+    # The layout follows the settings given, the defaults otherwise.
+    assert matvec.layout_for(avx2, {"pair_tile": 12, "blocks_per_core": 8}).pair_tile == 12
+    assert matvec.layout_for(avx2).blocks_per_compute_unit == cpu.BLOCKS_PER_CORE
+
+
+def test_unknown_parameters_and_values_are_refused_by_name(device):
+    matvec = _shipped("cpu", "matvec")
+    with pytest.raises(RecipeError, match="has no parameter 'tile' .*'blocks_per_core'"):
+        matvec.settings_for(device, {"tile": 4})
+    with pytest.raises(RecipeError, match=r"parameter 'pair_tile' = 5 \(given\) is not one of "
+                                          r"its values \(2, 4, 6, 8, 12, 16\)"):
+        compiled_operator("m2l", device, recipe="cpu", settings={"pair_tile": 5}, **M2L_SIZES)
+    with pytest.raises(TypeError, match="parameter 'tile' must be a Parameter"):
+        recipe("p2p", name="bad_parameter", parameters={"tile": (1, 2)})(lambda knl, ctx: knl)
+    with pytest.raises(TypeError, match="each a number, string or boolean"):
+        recipe("p2p", name="bad_value", parameters={"tile": Parameter((np.float64,), 1)})(
+            lambda knl, ctx: knl)
+
+
+@pytest.mark.filterwarnings("ignore:This function is deprecated:DeprecationWarning")
+def test_settings_make_kernels_of_their_own_that_are_checked_like_any(device, monkeypatch):
+    """Other values: another kernel (layout, code, cache key), compared with 'sequential'."""
+    monkeypatch.setenv(VECTOR_DOUBLES_ENV, "4")
+    matvec = _shipped("cpu", "matvec")
+    default = compiled_operator("m2l", device, recipe="cpu", **M2L_SIZES)
+    other = compiled_operator("m2l", device, recipe="cpu",
+                              settings={"pair_tile": 2, "vector_width": 4}, **M2L_SIZES)
+    assert other is not default and other.layout.pair_tile == 2
+    assert other.settings == {"pair_tile": 2, "vector_width": 4, "blocks_per_core": 2}
+    assert "double4 acc[" in other.device_code() and "double8 acc[" in default.device_code()
+    keys = [kernel_key("m2l", matvec, device, LAPLACE_3D, np.float64, M2L_SIZES, settings)
+            for settings in (None, {"pair_tile": 2, "vector_width": 4})]
+    assert keys[0] != keys[1] and keys[1]["settings"]["pair_tile"] == "2"
+    problem = next(p for p in check_problems() if p.name == "sphere")
+    results = check_pair("m2l", "cpu", problem, device,
+                         settings={"pair_tile": 2, "vector_width": 4})
+    assert results and all(result.ok for result in results), results
+
+
+def _record(device, entries):
+    path = tuning_records.store_record(device, entries, {"by": "test"})
+    tuning_records._read.clear()  # read back from the file, as a new process would
+    return path
+
+
+def test_a_record_sets_the_values_in_force_and_is_checked_before_use(device, own_cache):
+    matvec = _shipped("cpu", "matvec")
+    digest = tuning_records.recipe_digest(matvec)
+    name = tuning_records.entry_name("cpu", "m2l")
+    path = _record(device, {name: ({"pair_tile": 6}, digest)})
+    assert oct(path.stat().st_mode & 0o777) == "0o600" or path.stat().st_mode & 0o022 == 0
+    assert tuning_records.tuned_settings(matvec, "m2l", device) == {"pair_tile": 6}
+    assert tuning_records.tuned_settings(matvec, "c2e", device) == {}  # not tuned
+    kernel = compiled_operator("m2l", device, recipe="cpu", **M2L_SIZES)
+    assert kernel.settings["pair_tile"] == 6 and kernel.layout.pair_tile == 6
+
+    # A value the recipe does not declare, or a recipe changed since: that entry is ignored.
+    _record(device, {name: ({"pair_tile": 5}, digest)})
+    with pytest.warns(tuning_records.TuningRecordWarning, match="pair_tile = 5 is not a value"):
+        assert tuning_records.tuned_settings(matvec, "m2l", device) == {}
+    _record(device, {name: ({"pair_tile": 6}, "0" * 64)})
+    with pytest.warns(tuning_records.TuningRecordWarning, match="changed since"):
+        assert tuning_records.tuned_settings(matvec, "m2l", device) == {}
+
+    # A damaged record (its digest no longer matches) is rejected and deleted.
+    _record(device, {name: ({"pair_tile": 6}, digest)})
+    data = json.loads(path.read_text())
+    data["body"]["entries"][name]["settings"]["pair_tile"] = 8
+    path.write_text(json.dumps(data))
+    with pytest.warns(tuning_records.TuningRecordWarning, match="digest does not match"):
+        assert tuning_records.tuned_settings(matvec, "m2l", device) == {}
+    assert not path.exists()
+    # Another device's record (its fingerprint differs) is rejected too; so is one not JSON.
+    _record(device, {name: ({"pair_tile": 6}, digest)})
+    data = json.loads(path.read_text())
+    data["body"]["device"]["name"] = "another device"
+    data["sha256"] = tuning_records._digest(data["body"])
+    path.write_text(json.dumps(data))
+    with pytest.warns(tuning_records.TuningRecordWarning, match="another device"):
+        assert tuning_records.read_record(device) == {}
+    path.write_text("{not json")
+    tuning_records._read.clear()
+    with pytest.warns(tuning_records.TuningRecordWarning, match="rejected"):
+        assert tuning_records.read_record(device) == {}
+
+    _record(device, {name: ({"pair_tile": 6}, digest)})
+    assert tuning_records.drop_record(device) and not path.exists()
+    assert tuning_records.tuned_settings(matvec, "m2l", device) == {}
+
+
+@pytest.mark.filterwarnings("ignore:This function is deprecated:DeprecationWarning")
+def test_tune_refuses_a_wrong_candidate_and_stores_what_it_keeps(device, own_cache):
+    """The planted candidate (group 32 drops each source box's last source) is compared with
+    'sequential' on the tuned FMM's tree and refused, never timed; the record holds a value
+    that was checked, and is in force afterwards."""
+    from fmmloopy.cli.tune import format_report, run_tune
+
+    registry.load_recipes(TUNABLE)
+    lines = []
+    report = run_tune(n=3000, order=3, distribution="cube", repeats=1, device=device,
+                      operators=["p2p"], recipes={"p2p": "group_32_drops_last_pair"},
+                      log=lines.append)
+    (result,) = report["operators"]
+    statuses = {trial["settings"]["group"]: trial["status"] for trial in result["trials"]}
+    assert statuses[16] == "defaults"
+    assert statuses[32].startswith("refused: ") and "differs" in statuses[32], statuses
+    assert statuses[8] == "timed"
+    refused = next(trial for trial in result["trials"] if trial["settings"]["group"] == 32)
+    assert refused["seconds"] is None  # never timed
+    assert result["kept"]["group"] in (8, 16)
+    assert any("refused" in line for line in lines)
+    assert "group_32" not in format_report(report) or "refused" in format_report(report)
+    chosen = registry.select_recipe("p2p", "pairwise", device, "group_32_drops_last_pair")
+    tuning_records._read.clear()
+    assert tuning_records.tuned_settings(chosen, "p2p", device) == result["kept"]
+
+
+def test_check_operators_compare_shipped_recipes_too(device):
+    """What tune asks of every candidate: the plan compares the operator's launches with
+    'sequential' on its own tree, though the recipe is shipped (normally trusted as it is)."""
+    import fmmloopy
+    from fmmloopy.driver.builder import build_plan
+
+    points = np.random.default_rng(3).random((2000, 3))
+    fmm = fmmloopy.Fmm(points, order=3, device=device)
+    assert "cpu" not in fmm.plan.verified_recipes
+    plan = build_plan(fmm.tree, fmm.evaluated_lists, fmm.operators, fmm.kernel, fmm.queue,
+                      "cpu", check_operators=["p2p"])
+    assert plan.verified_recipes == frozenset({"cpu"})
