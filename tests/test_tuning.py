@@ -92,9 +92,9 @@ def test_settings_make_kernels_of_their_own_that_are_checked_like_any(device, mo
     assert results and all(result.ok for result in results), results
 
 
-def _record(device, entries):
-    path = tuning_records.store_record(device, entries, {"by": "test"})
-    tuning_records._read.clear()  # read back from the file, as a new process would
+def _record(device, entries, rates=None):
+    path = tuning_records.store_record(device, entries, {"by": "test"}, rates)
+    tuning_records.forget_records()  # read back from the file, as a new process would
     return path
 
 
@@ -133,8 +133,15 @@ def test_a_record_sets_the_values_in_force_and_is_checked_before_use(device, own
     path.write_text(json.dumps(data))
     with pytest.warns(tuning_records.TuningRecordWarning, match="another device"):
         assert tuning_records.read_record(device) == {}
+    _record(device, {name: ({"pair_tile": 6}, digest)}, {"pair_flops": 2.0})
+    data = json.loads(path.read_text())
+    data["body"]["rates"]["pair_flops"] = -1.0  # digested again: well-formed JSON, bad rate
+    data["sha256"] = tuning_records._digest(data["body"])
+    path.write_text(json.dumps(data))
+    with pytest.warns(tuning_records.TuningRecordWarning, match="rates are malformed"):
+        assert tuning_records.measured_rates(device) is None
     path.write_text("{not json")
-    tuning_records._read.clear()
+    tuning_records.forget_records()
     with pytest.warns(tuning_records.TuningRecordWarning, match="rejected"):
         assert tuning_records.read_record(device) == {}
 
@@ -166,8 +173,11 @@ def test_tune_refuses_a_wrong_candidate_and_stores_what_it_keeps(device, own_cac
     assert any("refused" in line for line in lines)
     assert "group_32" not in format_report(report) or "refused" in format_report(report)
     chosen = registry.select_recipe("p2p", "pairwise", device, "group_32_drops_last_pair")
-    tuning_records._read.clear()
+    tuning_records.forget_records()
     assert tuning_records.tuned_settings(chosen, "p2p", device) == result["kept"]
+    rates = tuning_records.measured_rates(device)
+    assert rates == report["rates"] and rates["pair_flops"] == pytest.approx(
+        rates["matvec_flops_per_second"] / rates["p2p_pairs_per_second"])
 
 
 def test_check_operators_compare_shipped_recipes_too(device):
@@ -182,3 +192,28 @@ def test_check_operators_compare_shipped_recipes_too(device):
     plan = build_plan(fmm.tree, fmm.evaluated_lists, fmm.operators, fmm.kernel, fmm.queue,
                       "cpu", check_operators=["p2p"])
     assert plan.verified_recipes == frozenset({"cpu"})
+
+
+def test_the_n_crit_model_takes_the_pair_cost_a_record_measured(device, own_cache):
+    """With a record, Fmm's n_crit="auto" weighs a P2P pair as the record says (the
+    choice of choose_n_crit with that cost), without, as the device kind's constant."""
+    import fmmloopy
+    from fmmloopy.execution.precomputed import get_operators
+    from fmmloopy.tree.cost import PAIR_FLOPS, choose_n_crit
+    from fmmloopy.tree.octree import sort_points
+
+    points = np.random.default_rng(5).random((30000, 3))
+    far = get_operators("laplace", 4).far_field_flops()
+    sorted_points = sort_points(points)
+
+    def expected(cost):
+        return choose_n_crit(sorted_points, 4, cost, far)[0]
+
+    assert tuning_records.device_pair_flops(device) == PAIR_FLOPS["cpu"]
+    assert fmmloopy.Fmm(points, order=4, device=device).n_crit == expected(PAIR_FLOPS["cpu"])
+    for cost in (0.5, 300.0):
+        _record(device, {}, {"pair_flops": cost, "p2p_pairs_per_second": 1e9,
+                             "matvec_flops_per_second": cost * 1e9})
+        assert tuning_records.device_pair_flops(device) == cost
+        assert fmmloopy.Fmm(points, order=4, device=device).n_crit == expected(cost)
+    assert expected(0.5) > expected(300.0)  # cheaper pairs choose larger leaves

@@ -59,12 +59,13 @@ from fmmloopy.driver.builder import RankBoxes
 from fmmloopy.execution.precomputed import get_operators, level_operators
 from fmmloopy.execution.roofline import measure_peaks
 from fmmloopy.execution.rows import add_rows, gather_rows
+from fmmloopy.execution.tuning_records import device_pair_flops
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel, check_wave_range, get_kernel
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
 from fmmloopy.maths.operators import OPERATORS
 from fmmloopy.tree.coordinates import exponent_for, origin_of_bounds
-from fmmloopy.tree.cost import AUTO, choose_n_crit, pair_flops, validate_n_crit
+from fmmloopy.tree.cost import AUTO, choose_n_crit, validate_n_crit
 from fmmloopy.tree.csr import ranges_to_indices
 from fmmloopy.tree.direct_lists import direct_where_cheaper
 from fmmloopy.tree.distributed import global_bounds, skeleton_tree, sort_distributed
@@ -199,9 +200,8 @@ class DistributedFmm:
                     self.kernel, self.order,
                     half_width=np.ldexp(points.half_width, -FIRST_EXPANSION_LEVEL)))
             # The model's constants from rank 0, so that every rank makes the same choices.
-            kind = "gpu" if self.device.type & cl.device_type.GPU else "cpu"
             flops_per_pair, far_field = collectives.gather(
-                (pair_flops(kind), tuple(first.far_field_flops())))[0]
+                (device_pair_flops(self.device), tuple(first.far_field_flops())))[0]
             if n_crit == AUTO:
                 n_crit, _ = choose_n_crit(points, self.order, flops_per_pair, far_field)
                 self.n_crit = n_crit

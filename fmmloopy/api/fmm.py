@@ -51,6 +51,7 @@ from fmmloopy.execution.kernel_arguments import box_list
 from fmmloopy.execution.opencl_errors import explain_opencl_error
 from fmmloopy.execution.precomputed import get_operators, level_operators
 from fmmloopy.execution.resources import ResourceLimitError, check_memory
+from fmmloopy.execution.tuning_records import device_pair_flops
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import M2L_CLASSES
 from fmmloopy.maths.green import GreenKernel, check_wave_range, get_kernel
@@ -58,7 +59,7 @@ from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
 from fmmloopy.maths.levels import LevelOperators
 from fmmloopy.maths.operators import OPERATORS
 from fmmloopy.tree.coordinates import working_coordinates
-from fmmloopy.tree.cost import AUTO, CANDIDATES, choose_n_crit, pair_flops, validate_n_crit
+from fmmloopy.tree.cost import AUTO, CANDIDATES, choose_n_crit, validate_n_crit
 from fmmloopy.tree.direct_lists import direct_where_cheaper
 from fmmloopy.tree.lists import InteractionLists, build_interaction_lists
 from fmmloopy.tree.nested import nest_heavy_rows
@@ -271,7 +272,7 @@ class Fmm:
             if n_crit == AUTO:
                 n_crit, self.n_crit_candidates = choose_n_crit(
                     points, self.order,
-                    pair_flops("gpu" if self.device.type & cl.device_type.GPU else "cpu"),
+                    device_pair_flops(self.device),
                     first.far_field_flops())
                 self.n_crit = n_crit
                 self._what = describe_problem(self.nsources, self.ntargets, self.order, n_crit)

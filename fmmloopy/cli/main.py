@@ -298,7 +298,12 @@ def _show(args: argparse.Namespace) -> int:
 
 def _recipes(args: argparse.Namespace) -> int:
     from fmmloopy.base.devices import choose_device, describe_vector_width, device_classes
-    from fmmloopy.execution.tuning_records import describe_record, tuned_settings
+    from fmmloopy.execution.tuning_records import (
+        describe_record,
+        device_pair_flops,
+        measured_rates,
+        tuned_settings,
+    )
     from fmmloopy.tuning.registry import ensure_loaded, registered, select_recipe
 
     ensure_loaded(args.recipes)
@@ -315,6 +320,9 @@ def _recipes(args: argparse.Namespace) -> int:
         for parameter, declared in entry.parameters:
             print(f"      {parameter}: one of {declared.values}; default here "
                   f"{declared.default_for(device)!r} ({declared.doc})")
+    print(f"n_crit cost model: a P2P pair costs {device_pair_flops(device):.3g} matvec flops "
+          "here" + (" (measured by fmmloopy tune)" if measured_rates(device) else
+                    " (the constant of this kind of device)"))
     print(f"parameter values in force here ({describe_record(device)}):")
     for name, spec in OPERATORS.items():
         chosen = select_recipe(name, spec.template, device)

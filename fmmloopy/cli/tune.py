@@ -18,10 +18,15 @@ What it does, in order:
 4. Timing: the operator's step under the candidate and under the defaults, alternated,
    ``repeats`` times each (after a warm-up); medians compared. The noise is the spread of the
    defaults' own times (half the range over the median): a candidate wins only by more than
-   that, and by at least :data:`MIN_GAIN`.
+   that, and by at least :data:`MIN_GAIN`; the best is then timed again against the defaults,
+   three times as long, and kept only if it wins again (of a dozen candidates timed against
+   noise, one may win by chance).
 5. The winners (or the defaults, where nothing won) are written to the device's tuning record
    (:mod:`fmmloopy.execution.tuning_records`) with the report, and used by default from then
-   on; ``fmmloopy recipes`` shows them, ``fmmloopy tune --reset`` drops them.
+   on; ``fmmloopy recipes`` shows them, ``fmmloopy tune --reset`` drops them. With them, the
+   rates measured in step 1 (:func:`rates_of`): what a P2P pair costs in matvec flops
+   on this device, which the ``n_crit`` cost model takes from then on instead of the constant
+   of the device's kind.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import pyopencl as cl
 
 from fmmloopy.api.fmm import Fmm
 from fmmloopy.base.devices import choose_device
@@ -46,10 +52,11 @@ from fmmloopy.execution.tuning_records import (
     trying,
 )
 from fmmloopy.maths.operators import OPERATORS
+from fmmloopy.tree.cost import pair_flops
 from fmmloopy.tuning.recipe import Recipe, RecipeError
 from fmmloopy.tuning.registry import select_recipe
 
-__all__ = ["MIN_GAIN", "MIN_SHARE", "Trial", "one_at_a_time", "run_tune"]
+__all__ = ["MIN_GAIN", "MIN_SHARE", "Trial", "one_at_a_time", "rates_of", "run_tune"]
 
 #: Steps below this share of the evaluation keep their defaults.
 MIN_SHARE = 0.03
@@ -64,7 +71,8 @@ class Trial:
     operator: str
     recipe: str
     settings: dict[str, Any]
-    status: str  # "defaults", "timed", "refused: ...", "same code as the defaults"
+    #: "defaults", "timed", "confirmation", "refused: ...", "same code as the defaults"
+    status: str
     seconds: float | None = None  # median of its step
     default_seconds: float | None = None  # median of the defaults' step, alternated with it
     noise: float | None = None  # relative spread of the defaults' times
@@ -91,8 +99,9 @@ class OperatorResult:
     @property
     def gain(self) -> float:
         """The kept values' gain over the defaults (1.0: the defaults kept)."""
-        timed = [trial for trial in self.trials if trial.settings == self.kept and trial.gain]
-        return max((trial.gain for trial in timed), default=1.0)
+        confirmed = [trial.gain for trial in self.trials
+                     if trial.status == "confirmation" and trial.settings == self.kept]
+        return confirmed[-1] if confirmed else 1.0
 
 
 def one_at_a_time(recipe: Recipe, defaults: dict[str, Any]) -> list[dict[str, Any]]:
@@ -104,6 +113,25 @@ def one_at_a_time(recipe: Recipe, defaults: dict[str, Any]) -> list[dict[str, An
             if value != defaults[name]:
                 candidates.append({**defaults, name: value})
     return candidates
+
+
+#: The steps whose flop rate is the cost model's "matvec flops" (the far field's matrices).
+MATVEC_STEPS = ("m2m", "l2l", "m2l", "m2l_compress", "m2l_expand", "c2e")
+
+
+def rates_of(plan, seconds: Mapping[str, float]) -> dict[str, float] | None:
+    """P2P's pairs per second, the matvec steps' flops per second and their ratio (a pair's
+    cost in matvec flops, ``pair_flops``) from ``plan``'s work and the steps' ``seconds``;
+    None where the plan has no P2P or no matvec step."""
+    pairs, pair_seconds = plan.work("p2p"), seconds.get("p2p", 0.0)
+    steps = [step for step in MATVEC_STEPS if seconds.get(step, 0.0) > 0]
+    flops, flop_seconds = (sum(plan.flops(step) for step in steps),
+                           sum(seconds[step] for step in steps))
+    if not (pairs and pair_seconds > 0 and flops and flop_seconds > 0):
+        return None
+    pair_rate, flop_rate = pairs / pair_seconds, flops / flop_seconds
+    return {"pair_flops": flop_rate / pair_rate, "p2p_pairs_per_second": pair_rate,
+            "matvec_flops_per_second": flop_rate}
 
 
 def _codes(plan, operator: str) -> list[tuple[str, str]]:
@@ -166,9 +194,19 @@ def run_tune(*, n: int = 100_000, order: int = 6, distribution: str = "sphere",
         log(f"tune: {device.name}: an FMM of {n} {distribution} points, order {order}, under "
             "the recipes' declared defaults")
         fmm = Fmm(points, order=order, device=device, recipes=recipes)
-        fmm(charges)
-        steps = fmm.eval_seconds
+        steps: dict[str, float] = {}
+        for _ in range(3):  # each step's best of three evaluations
+            fmm(charges)
+            steps = {step: min(seconds, steps.get(step, seconds))
+                     for step, seconds in fmm.eval_seconds.items()}
         total = sum(seconds for step, seconds in steps.items() if step in OPERATORS)
+        rates = rates_of(fmm.last_plan, steps)
+        if rates is not None:
+            log(f"tune: P2P {rates['p2p_pairs_per_second']:.3g} pairs/s, matvec steps "
+                f"{rates['matvec_flops_per_second']:.3g} flop/s: a pair costs "
+                f"{rates['pair_flops']:.3g} matvec flops here (the n_crit cost model's "
+                "constant for this kind of device: "
+                f"{pair_flops('gpu' if device.type & cl.device_type.GPU else 'cpu'):g})")
 
         def plan(check: Iterable[str] = ()):
             return build_plan(fmm.tree, fmm.evaluated_lists, fmm.operators, fmm.kernel,
@@ -190,6 +228,7 @@ def run_tune(*, n: int = 100_000, order: int = 6, distribution: str = "sphere",
     report = {
         "device": device.name, "n": n, "order": order, "distribution": distribution,
         "n_crit": fmm.n_crit, "repeats": repeats, "seconds": time.perf_counter() - started,
+        "rates": rates,
         "operators": [{**{key: value for key, value in asdict(result).items()
                           if key != "trials"},
                        "gain": result.gain,
@@ -201,7 +240,7 @@ def run_tune(*, n: int = 100_000, order: int = 6, distribution: str = "sphere",
         entries = {entry_name(result.recipe, result.operator):
                    (result.kept, recipe_digest(chosen_recipes[result.operator]) or "")
                    for result in results}
-        path = store_record(device, entries, report)
+        path = store_record(device, entries, report, rates)
         log(f"tune: record written to {path}")
     log(f"tune: done in {report['seconds']:.0f} s")
     return report
@@ -216,7 +255,8 @@ def _tune_operator(operator: str, recipe: Recipe, defaults: dict[str, Any], shar
     result.trials.append(Trial(operator, recipe.name, dict(defaults), "defaults"))
     default_codes = _codes(default_plan, operator)
 
-    def attempt(settings: dict[str, Any]) -> Trial:
+    def attempt(settings: dict[str, Any], times: int = repeats,
+                status: str = "timed") -> Trial:
         with trying({**in_force, name: settings}):
             try:
                 candidate = plan(check=[operator])
@@ -228,11 +268,12 @@ def _tune_operator(operator: str, recipe: Recipe, defaults: dict[str, Any], shar
         if _codes(candidate, operator) == default_codes:
             return Trial(operator, recipe.name, settings, "same code as the defaults")
         default_seconds, seconds, noise = _alternated(default_plan, candidate, operator,
-                                                      repeats)
-        trial = Trial(operator, recipe.name, settings, "timed", seconds, default_seconds,
+                                                      times)
+        trial = Trial(operator, recipe.name, settings, status, seconds, default_seconds,
                       noise)
-        log(f"tune: {operator} {settings}: {seconds * 1e3:.2f} ms against the defaults' "
-            f"{default_seconds * 1e3:.2f} ms (noise {noise:.0%})")
+        log(f"tune: {operator} {settings}{' (' + status + ')' if status != 'timed' else ''}: "
+            f"{seconds * 1e3:.2f} ms against the defaults' {default_seconds * 1e3:.2f} ms "
+            f"(noise {noise:.0%})")
         return trial
 
     def winner(trials: list[Trial]) -> Trial | None:
@@ -257,6 +298,12 @@ def _tune_operator(operator: str, recipe: Recipe, defaults: dict[str, Any], shar
         result.trials.append(together)
         best = winner([trial for trial in (best, together) if trial is not None])
     if best is not None:
+        # Of a dozen candidates timed against noise, one may win by chance: the winner is
+        # timed again, three times as long, and kept only if it wins again.
+        confirmation = attempt(best.settings, 3 * repeats, "confirmation")
+        result.trials.append(confirmation)
+        best = winner([confirmation])
+    if best is not None:
         result.kept = dict(best.settings)
     log(f"tune: {operator}: keeping {result.kept}"
         + (f" ({best.gain:.2f}x the defaults)" if best is not None else " (the defaults)"))
@@ -270,9 +317,11 @@ def format_report(report: dict[str, Any]) -> str:
              f"repeats; {report['seconds']:.0f} s",
              f"{'operator':14s} {'share':>6s} {'gain':>6s} {'tried':>5s} {'refused':>7s}  kept"]
     for result in report["operators"]:
-        refused = sum(trial["status"].startswith("refused") for trial in result["trials"])
+        tried = [trial for trial in result["trials"]
+                 if trial["status"] not in ("defaults", "confirmation")]
+        refused = sum(trial["status"].startswith("refused") for trial in tried)
         lines.append(f"{result['operator']:14s} {result['share']:6.1%} {result['gain']:6.2f} "
-                     f"{len(result['trials']) - 1:5d} {refused:7d}  {result['kept']}")
+                     f"{len(tried):5d} {refused:7d}  {result['kept']}")
     return "\n".join(lines)
 
 

@@ -5,7 +5,9 @@ One JSON file per device (``<cache>/tuning/<digest>.json``), named by a digest o
 fingerprint (:func:`~fmmloopy.execution.kernel_cache.device_fingerprint`: platform, name,
 driver, vector widths). It holds, per recipe and operator, the values of the recipe's
 parameters (``{"cpu/m2l": {"pair_tile": 6}}``), the sha256 of each tuned recipe's source
-file when it was tuned, the tuner's report, and the sha256 of all that.
+file when it was tuned, the rates measured on the tuned FMM (what a P2P pair costs in matvec
+flops there, which the ``n_crit`` cost model then takes: :func:`device_pair_flops`), the
+tuner's report, and the sha256 of all that.
 
 Nothing in a record is executed: its values are JSON numbers, strings or booleans, and each is
 used only if it equals one of the values its recipe declares (:class:`~fmmloopy.tuning.recipe.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 import warnings
 from collections.abc import Iterator, Mapping
@@ -32,11 +35,13 @@ import pyopencl as cl
 
 from fmmloopy.execution.cache_files import cache_dir, write_atomically
 from fmmloopy.execution.kernel_cache import device_fingerprint, read_trusted, trusted_directory
+from fmmloopy.tree.cost import pair_flops
 from fmmloopy.tuning.recipe import Recipe
 from fmmloopy.tuning.shipped import file_digest
 
-__all__ = ["TuningRecordWarning", "describe_record", "drop_record", "entry_name", "read_record",
-           "record_path", "recipe_digest", "store_record", "trying", "tuned_settings"]
+__all__ = ["TuningRecordWarning", "describe_record", "device_pair_flops", "drop_record",
+           "entry_name", "forget_records", "measured_rates", "read_record", "record_path",
+           "recipe_digest", "store_record", "trying", "tuned_settings"]
 
 #: Version of the record's form: a record of another version is rejected.
 RECORD_VERSION = 1
@@ -73,6 +78,8 @@ def _digest(body: Mapping[str, Any]) -> str:
 _lock = threading.Lock()
 #: Record path -> its entries as read (``{entry name: (settings, recipe digest)}``).
 _read: dict[str, dict[str, tuple[dict[str, Any], str]]] = {}
+#: Record path -> its measured rates (None: none).
+_rates: dict[str, dict[str, float] | None] = {}
 #: Entries being tried (``fmmloopy tune``): ``{entry name: settings}``, ahead of the record.
 _trials: dict[str, dict[str, Any]] = {}
 _warned: set[str] = set()
@@ -84,8 +91,10 @@ def _warn_once(message: str) -> None:
         warnings.warn(f"fmmloopy tuning record: {message}", TuningRecordWarning, stacklevel=4)
 
 
-def _checked(data: Any, device: cl.Device) -> dict[str, tuple[dict[str, Any], str]]:
-    """The entries of a record's parsed JSON (ValueError naming what is wrong)."""
+def _checked(data: Any, device: cl.Device
+             ) -> tuple[dict[str, tuple[dict[str, Any], str]], dict[str, float] | None]:
+    """The entries and measured rates of a record's parsed JSON (ValueError naming what is
+    wrong)."""
     if not isinstance(data, dict) or set(data) != {"body", "sha256"}:
         raise ValueError("not a tuning record")
     body = data["body"]
@@ -98,6 +107,11 @@ def _checked(data: Any, device: cl.Device) -> dict[str, tuple[dict[str, Any], st
     entries = body.get("entries")
     if not isinstance(entries, dict):
         raise ValueError("no entries")
+    rates = body.get("rates")
+    if rates is not None and (not isinstance(rates, dict) or not all(
+            isinstance(value, float) and math.isfinite(value) and value > 0
+            for value in rates.values()) or "pair_flops" not in rates):
+        raise ValueError("its measured rates are malformed")
     checked = {}
     for name, entry in entries.items():
         if (not isinstance(entry, dict) or set(entry) != {"settings", "recipe_sha256"}
@@ -106,7 +120,7 @@ def _checked(data: Any, device: cl.Device) -> dict[str, tuple[dict[str, Any], st
                 or not all(isinstance(value, _SCALARS) for value in entry["settings"].values())):
             raise ValueError(f"entry {name!r} is malformed")
         checked[name] = dict(entry["settings"]), entry["recipe_sha256"]
-    return checked
+    return checked, rates
 
 
 def read_record(device: cl.Device) -> dict[str, tuple[dict[str, Any], str]]:
@@ -117,19 +131,47 @@ def read_record(device: cl.Device) -> dict[str, tuple[dict[str, Any], str]]:
         if str(path) in _read:
             return _read[str(path)]
     entries: dict[str, tuple[dict[str, Any], str]] = {}
+    rates = None
     instead = "the recipes' declared defaults run (fmmloopy tune writes a new record)"
     if trusted_directory(path.parent, create=False, instead=instead) is not None:
         stored = read_trusted(path, instead)
         if stored is not None:
             try:
-                entries = _checked(json.loads(stored.decode("utf-8")), device)
+                entries, rates = _checked(json.loads(stored.decode("utf-8")), device)
             except Exception as error:  # any failure means the record cannot be trusted
                 warnings.warn(f"fmmloopy tuning record: rejected {path} ({type(error).__name__}: "
                               f"{error}); deleted, {instead}", TuningRecordWarning, stacklevel=3)
                 path.unlink(missing_ok=True)
-                entries = {}
+                entries, rates = {}, None
     with _lock:
-        return _read.setdefault(str(path), entries)
+        if str(path) not in _read:
+            _read[str(path)], _rates[str(path)] = entries, rates
+        return _read[str(path)]
+
+
+def forget_records() -> None:
+    """Read the records from their files again at the next use (as a new process would)."""
+    with _lock:
+        _read.clear()
+        _rates.clear()
+
+
+def measured_rates(device: cl.Device) -> dict[str, float] | None:
+    """The rates ``fmmloopy tune`` measured on ``device`` (``pair_flops``: a P2P pair's cost
+    in matvec flops; the P2P pairs and matvec flops per second), None without a record."""
+    read_record(device)
+    with _lock:
+        return _rates.get(str(record_path(device)))
+
+
+def device_pair_flops(device: cl.Device) -> float:
+    """What a P2P pair costs in matvec flops on ``device``, as the ``n_crit`` cost model takes
+    it: measured by ``fmmloopy tune`` where the device has a record, else the constant of its
+    kind (:data:`~fmmloopy.tree.cost.PAIR_FLOPS`)."""
+    rates = measured_rates(device)
+    if rates is not None:
+        return rates["pair_flops"]
+    return pair_flops("gpu" if device.type & cl.device_type.GPU else "cpu")
 
 
 def tuned_settings(recipe: Recipe, operator: str, device: cl.Device) -> dict[str, Any]:
@@ -174,13 +216,16 @@ def trying(entries: Mapping[str, Mapping[str, Any]]) -> Iterator[None]:
 
 
 def store_record(device: cl.Device, entries: Mapping[str, tuple[Mapping[str, Any], str]],
-                 report: Any = None) -> Path:
-    """Write ``device``'s record: ``{entry name: (settings, recipe digest)}`` and the tuner's
-    ``report`` (JSON data); in force in this process at once. OSError if it cannot be written."""
+                 report: Any = None, rates: Mapping[str, float] | None = None) -> Path:
+    """Write ``device``'s record: ``{entry name: (settings, recipe digest)}``, the measured
+    ``rates`` (:func:`measured_rates`) and the tuner's ``report`` (JSON data); in force in this
+    process at once. OSError if it cannot be written."""
     path = record_path(device)
     body = {"version": RECORD_VERSION, "device": device_fingerprint(device),
             "entries": {name: {"settings": dict(settings), "recipe_sha256": digest}
                         for name, (settings, digest) in entries.items()},
+            "rates": None if rates is None else {key: float(value)
+                                                 for key, value in rates.items()},
             "report": report}
     text = json.dumps({"body": body, "sha256": _digest(body)}, sort_keys=True, indent=1)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -188,6 +233,7 @@ def store_record(device: cl.Device, entries: Mapping[str, tuple[Mapping[str, Any
     with _lock:
         _read[str(path)] = {name: (dict(settings), digest)
                             for name, (settings, digest) in entries.items()}
+        _rates[str(path)] = body["rates"]
     return path
 
 
@@ -207,4 +253,5 @@ def drop_record(device: cl.Device) -> bool:
     path.unlink(missing_ok=True)
     with _lock:
         _read.pop(str(path), None)
+        _rates.pop(str(path), None)
     return existed
