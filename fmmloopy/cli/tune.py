@@ -53,7 +53,7 @@ from fmmloopy.execution.tuning_records import (
 )
 from fmmloopy.maths.operators import OPERATORS
 from fmmloopy.tree.cost import pair_flops
-from fmmloopy.tuning.recipe import Recipe, RecipeError
+from fmmloopy.tuning.recipe import Recipe
 from fmmloopy.tuning.registry import select_recipe
 
 __all__ = ["MIN_GAIN", "MIN_SHARE", "Trial", "one_at_a_time", "rates_of", "run_tune"]
@@ -260,8 +260,9 @@ def _tune_operator(operator: str, recipe: Recipe, defaults: dict[str, Any], shar
         with trying({**in_force, name: settings}):
             try:
                 candidate = plan(check=[operator])
-            except RecipeError as error:
-                trial = Trial(operator, recipe.name, settings, f"refused: {error}")
+            except Exception as error:  # a candidate that differs or does not build
+                trial = Trial(operator, recipe.name, settings,
+                              f"refused: {type(error).__name__}: {error}")
                 log(f"tune: {operator} {settings}: refused (differs from 'sequential' or "
                     "does not build)")
                 return trial
