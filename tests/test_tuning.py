@@ -174,7 +174,8 @@ def test_tune_refuses_a_wrong_candidate_and_stores_what_it_keeps(device, own_cac
     assert refused["seconds"] is None  # never timed
     assert result["kept"]["group"] in (8, 16)
     assert any("refused" in line for line in lines)
-    assert "group_32" not in format_report(report) or "refused" in format_report(report)
+    row = format_report(report).splitlines()[-1].split()
+    assert (row[0], row[3], row[4]) == ("p2p", "2", "1")  # operator, tried, refused
     chosen = registry.select_recipe("p2p", "pairwise", device, "group_32_drops_last_pair")
     tuning_records.forget_records()
     assert tuning_records.tuned_settings(chosen, "p2p", device) == result["kept"]
