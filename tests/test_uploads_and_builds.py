@@ -60,3 +60,21 @@ def test_a_second_fmm_launches_no_kernel_to_build_it_and_gives_the_same_numbers(
     assert runs == []  # its plan's build launched nothing: every kernel ran before
     assert np.array_equal(second(charges), expected)
     assert len(runs) == len(second.plan.launches)
+
+
+def test_an_evaluation_waits_once_and_times_its_steps_from_the_events(device):
+    """The FMM's queue is profiled: every launch is enqueued without a wait and each step's
+    seconds are its launches' device times; the numbers are bitwise those of an evaluation
+    that waits for every launch (a queue without profiling, timed on the host)."""
+    points = DISTRIBUTIONS["plummer"](20000, np.random.default_rng(4))
+    charges = np.random.default_rng(5).uniform(-1, 1, len(points))
+    fmm = fmmloopy.Fmm(points, order=4, device=device)
+    assert fmm.queue.properties & cl.command_queue_properties.PROFILING_ENABLE
+    profiled = fmm(charges)
+    steps = {launch.step for launch in fmm.plan.launches}
+    seconds = fmm.eval_seconds
+    assert steps <= set(seconds) and all(seconds[step] > 0 for step in steps)
+    assert sum(seconds[step] for step in steps) <= seconds["total"]
+    fmm.plan.queue = cl.CommandQueue(fmm.queue.context, fmm.queue.device)  # no profiling
+    assert np.array_equal(fmm(charges), profiled)
+    assert steps <= set(fmm.eval_seconds)

@@ -347,7 +347,10 @@ class Fmm:
         self._rank_boxes: RankBoxes | None = None  # a distributed FMM's rank: for_rank
         self._preparation: KernelPreparation | None = None  # the plan's kernels, on a thread
         self.device = device
-        self.queue = cl.CommandQueue(context_for(device))
+        # Profiled: an evaluation enqueues every launch without a wait and reports each
+        # step's seconds from the events (Plan.evaluate).
+        self.queue = cl.CommandQueue(context_for(device),
+                                     properties=cl.command_queue_properties.PROFILING_ENABLE)
         self._options = dict(kernel=kernel, order=order, n_crit=n_crit, device=device,
                              recipes=recipes, max_depth=max_depth, memory_limit=memory_limit,
                              w_x_direct=w_x_direct, verify_recipes=verify_recipes,

@@ -94,18 +94,30 @@ class Plan:
         self.queue.finish()
         seconds["setup_buffers"] = time.perf_counter() - start
         pending = between_passes
+        # A queue with profiling: every launch enqueued without a wait, each step's seconds
+        # from its launches' events (the device's time); otherwise each launch waited for and
+        # timed on the host.
+        profiled = bool(self.queue.properties & cl.command_queue_properties.PROFILING_ENABLE)
+        events = []
         for index, launch in enumerate(self.launches):
             if pending is not None and not launch.upward:
                 seconds |= pending(self)
                 pending = None
             clock = time.perf_counter()
             self._start_from_zero(index)
-            self._run(launch)
+            event = self._run(launch)
+            if profiled:
+                events.append((launch.step, event))
+                continue
             self.queue.finish()
             seconds[launch.step] = seconds.get(launch.step, 0.0) + time.perf_counter() - clock
         if pending is not None:
             seconds |= pending(self)
         potential = self.buffers["potential"].get(queue=self.queue)
+        for step, event in events:  # all complete: the read waited for them
+            seconds[step] = seconds.get(step, 0.0) + 1e-9 * (
+                event.get_profiling_info(cl.profiling_info.END)
+                - event.get_profiling_info(cl.profiling_info.START))
         seconds["total"] = time.perf_counter() - start
         self.eval_seconds = seconds
         return potential
@@ -160,7 +172,8 @@ class Plan:
         self.queue.finish()
         self.kernel_seconds += time.perf_counter() - clock
 
-    def _run(self, launch: Launch, **overrides) -> None:
-        """Enqueue ``launch`` with its fixed arguments, the shared buffers and ``overrides``."""
+    def _run(self, launch: Launch, **overrides) -> cl.Event:
+        """Enqueue ``launch`` with its fixed arguments, the shared buffers and ``overrides``;
+        its event."""
         buffers = {arg: self.buffers[name] for arg, name in launch.buffers.items()}
-        launch.kernel(self.queue, **(launch.arguments | buffers | overrides))
+        return launch.kernel.launch(self.queue, **(launch.arguments | buffers | overrides))[0]

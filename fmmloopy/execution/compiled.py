@@ -104,17 +104,22 @@ class CompiledOperator:
 
     def __call__(self, queue: cl.CommandQueue, **arrays) -> dict[str, Any]:
         """Run the kernel; returns loopy's output dict. Build failures name operator and recipe."""
+        return self.launch(queue, **arrays)[1]
+
+    def launch(self, queue: cl.CommandQueue, **arrays) -> tuple[cl.Event, dict[str, Any]]:
+        """Enqueue the kernel: its event (nothing waits for it) and loopy's output dict.
+        Build failures name operator and recipe."""
         given_shapes = {name: arrays[name].shape for name in self.reshaped if name in arrays}
         arrays = self._reshape(arrays)
         try:
             with self._lock:
-                _event, outputs = self._executor(queue.context)(queue, **arrays)
+                event, outputs = self._executor(queue.context)(queue, **arrays)
         except Exception as exc:  # code generation (loopy, islpy), the OpenCL build, the launch
             hint = explain_opencl_error(exc, self.device)
             raise RecipeError(f"running {self.label} on {self.device.name!r} failed: " + (
                 f"{hint} (OpenCL: {exc})" if hint else f"{type(exc).__name__}: {exc}")) from exc
-        return {name: value.reshape(given_shapes[name]) if name in given_shapes else value
-                for name, value in outputs.items()}
+        return event, {name: value.reshape(given_shapes[name]) if name in given_shapes
+                       else value for name, value in outputs.items()}
 
     def prepare(self, context: cl.Context) -> None:
         """Build the kernel for ``context`` now, as its first call would (its OpenCL
