@@ -78,3 +78,24 @@ def test_an_evaluation_waits_once_and_times_its_steps_from_the_events(device):
     fmm.plan.queue = cl.CommandQueue(fmm.queue.context, fmm.queue.device)  # no profiling
     assert np.array_equal(fmm(charges), profiled)
     assert steps <= set(fmm.eval_seconds)
+
+
+def test_a_launch_checks_its_arguments_once_and_stays_right(device, monkeypatch):
+    """A plan's launch is bound at its first run (arguments checked, re-shaped) and enqueued
+    as bound after: the second evaluation checks nothing, and every evaluation, with other
+    charges, gives what a fresh FMM gives."""
+    points = DISTRIBUTIONS["sphere"](8000, np.random.default_rng(6))
+    rng = np.random.default_rng(7)
+    first, second = rng.uniform(-1, 1, (2, len(points)))
+    fmm = fmmloopy.Fmm(points, order=4, device=device)
+    bound = []
+    original = Launcher.bind
+    monkeypatch.setattr(Launcher, "bind", lambda self, **arrays: bound.append(1)
+                        or original(self, **arrays))
+    out_first = fmm(first)
+    assert 0 < len(bound) <= len(fmm.plan.launches)
+    checked = len(bound)
+    out_second = fmm(second)
+    assert len(bound) == checked  # nothing checked again
+    fresh = fmmloopy.Fmm(points, order=4, device=device)
+    assert np.array_equal(out_first, fresh(first)) and np.array_equal(out_second, fresh(second))

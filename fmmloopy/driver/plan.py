@@ -74,6 +74,8 @@ class Plan:
     #: others (:func:`fmmloopy.maths.kifmm.buffer_pools`) start from zero at their first use
     #: instead of with the call.
     zero_before: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    #: id of a launch -> (the queue, the launch, its bound enqueue): :meth:`_run`.
+    _bound: dict[int, tuple] = field(default_factory=dict, repr=False)
 
     def evaluate(self, strengths: np.ndarray,
                  between_passes: Callable[[Plan], dict[str, float]] | None = None
@@ -174,6 +176,16 @@ class Plan:
 
     def _run(self, launch: Launch, **overrides) -> cl.Event:
         """Enqueue ``launch`` with its fixed arguments, the shared buffers and ``overrides``;
-        its event."""
+        its event. Without overrides, its arguments are checked at its first run on this
+        plan's queue and bound for the next (:meth:`CompiledOperator.bind`)."""
         buffers = {arg: self.buffers[name] for arg, name in launch.buffers.items()}
-        return launch.kernel.launch(self.queue, **(launch.arguments | buffers | overrides))[0]
+        arguments = launch.arguments | buffers | overrides
+        if overrides:
+            return launch.kernel.launch(self.queue, **arguments)[0]
+        bound = self._bound.get(id(launch))
+        if bound is None or bound[0] is not self.queue:
+            enqueue = launch.kernel.bind(self.queue, **arguments)
+            if enqueue is None:  # loopy's executor runs this kernel
+                return launch.kernel.launch(self.queue, **arguments)[0]
+            bound = self._bound[id(launch)] = (self.queue, launch, enqueue)
+        return bound[2]()

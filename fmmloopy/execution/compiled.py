@@ -121,6 +121,26 @@ class CompiledOperator:
         return event, {name: value.reshape(given_shapes[name]) if name in given_shapes
                        else value for name, value in outputs.items()}
 
+    def bind(self, queue: cl.CommandQueue, **arrays) -> Callable[[], cl.Event] | None:
+        """A function that enqueues the kernel on ``queue`` with ``arrays``, checked and
+        re-shaped once here (a plan's launch repeats its arguments at every evaluation: the
+        checks cost more than the launch on a GPU); None where loopy's executor runs the
+        kernel (no launcher to bind). The arrays must stay what they are."""
+        with self._lock:
+            executor = self._executor(queue.context)
+        if not isinstance(executor, Launcher):
+            return None
+        try:
+            bound = executor.bind(**self._reshape(arrays))
+        except Exception as exc:
+            raise RecipeError(f"running {self.label} on {self.device.name!r} failed: "
+                              f"{type(exc).__name__}: {exc}") from exc
+
+        def enqueue() -> cl.Event:
+            with self._lock:
+                return executor.enqueue(queue, bound)
+        return enqueue
+
     def prepare(self, context: cl.Context) -> None:
         """Build the kernel for ``context`` now, as its first call would (its OpenCL
         program), where its generated code is at hand (the disk kernel cache); a kernel still

@@ -79,6 +79,13 @@ class Launcher:
         return (tuple(map(int, self.group_size)) or (1,)) in self.launched_sizes
 
     def __call__(self, queue: cl.CommandQueue, **arrays):
+        return self.enqueue(queue, self.bind(**arrays)), {
+            name: arrays[name] for name in self.generated.written_names if name in arrays}
+
+    def bind(self, **arrays) -> tuple[list, tuple[int, ...], tuple[int, ...]]:
+        """The kernel's argument values, grid and work-group size for ``arrays``, after
+        checking each (TypeError naming the argument): what :meth:`enqueue` launches, as many
+        times as asked, while the arrays stay what they are."""
         generated = self.generated
         scalars = {name: int(value) for name, value in arrays.items()
                    if isinstance(value, (int, np.integer)) and not isinstance(value, bool)}
@@ -90,12 +97,18 @@ class Launcher:
         values = [_checked_array(argument, arrays[argument.name], shapes[argument.name])
                   if argument.is_array else _checked_scalar(argument, arrays[argument.name])
                   for argument in generated.arguments]
+        return values, groups, size
+
+    def enqueue(self, queue: cl.CommandQueue,
+                bound: tuple[list, tuple[int, ...], tuple[int, ...]]) -> cl.Event:
+        """Launch with arguments :meth:`bind` checked; the event (nothing waits for it)."""
+        values, groups, size = bound
         self.kernel.set_args(*values)
         event = cl.enqueue_nd_range_kernel(queue, self.kernel, groups, size, None, None,
                                            True, True)  # g_times_l, allow_empty_ndrange
         if all(groups):
             self.launched_sizes.add(size)
-        return event, {name: arrays[name] for name in generated.written_names if name in arrays}
+        return event
 
 
 def _array_shape(argument: KernelArgument, scalars: dict) -> tuple[int, ...]:
