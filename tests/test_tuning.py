@@ -47,9 +47,10 @@ def test_the_shipped_recipes_declare_their_constants_as_defaults(monkeypatch):
     assert matvec.settings_for(avx2) == {"pair_tile": cpu.PAIR_TILE,
                                          "vector_width": cpu.VECTOR_WIDTH,
                                          "blocks_per_core": cpu.BLOCKS_PER_CORE}
-    assert _shipped("cpu", "pairwise").settings_for(avx2) == {
-        "work_group_size": cpu.WORK_GROUP_SIZE, "lane_width": cpu.LANE_WIDTH,
-        "lane_chains": cpu.LANE_CHAINS}
+    for device, path in ((avx2, "work_items"), (avx512, "vector_lanes")):
+        assert _shipped("cpu", "pairwise").settings_for(device) == {
+            "targets_in": path, "work_group_size": cpu.WORK_GROUP_SIZE,
+            "lane_width": cpu.LANE_WIDTH, "lane_chains": cpu.LANE_CHAINS}
     assert _shipped("gpu", "pairwise").settings_for(avx2) == {
         "particle_targets_per_group": gpu.PARTICLE_TARGETS_PER_GROUP,
         "max_group": gpu.MAX_GROUP}

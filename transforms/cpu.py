@@ -37,8 +37,19 @@ WORK_GROUP_SIZE = 16
 LANE_WIDTH = 8
 LANE_CHAINS = 1
 
-#: The pairwise recipe's speed choices, the constants above their defaults.
+def targets_in(device) -> str:
+    """Where a box's targets go by default on ``device``: ``"vector_lanes"`` where its vectors
+    hold 8 doubles (:func:`has_wide_vectors`), else ``"work_items"``. (On a 2-core Zen 3 with
+    AVX2, ``double4`` lanes ran P2P at 1.6 G pairs/s at n_crit 128 against 1.5 on work-items,
+    and slower at the n_crit the cost model chose: docs/performance.md, "P2P on AVX2".)"""
+    return "vector_lanes" if has_wide_vectors(device) else "work_items"
+
+
+#: The pairwise recipe's speed choices, the constants and functions above their defaults.
 PAIRWISE_PARAMETERS = {
+    "targets_in": Parameter(("work_items", "vector_lanes"), targets_in,
+                            "a box's targets across work-items, or in the lanes of vectors "
+                            "(real values only)", chooses_path=True),
     "work_group_size": Parameter((8, 16, 32, 64, 128), WORK_GROUP_SIZE,
                                  "work-items per group where targets go to work-items"),
     "lane_width": Parameter((4, 8), LANE_WIDTH,
@@ -51,15 +62,16 @@ PAIRWISE_PARAMETERS = {
 
 @recipe("pairwise", device="cpu", complex_values=True, parameters=PAIRWISE_PARAMETERS)
 def pairwise_cpu(knl, ctx):
-    """Where the device's vectors hold 8 doubles (:func:`has_wide_vectors`): a box's targets in
-    the lanes of ``double8`` vectors (:func:`targets_in_vector_lanes`; on AVX-512, ``1/sqrt``
-    from the hardware's estimate and two Newton steps). P2P at 2e5 sphere points, n_crit 64,
-    on a 2-core AVX-512 EPYC: 2.46 -> 6.5 G pairs/s.
+    """With ``targets_in`` = ``"vector_lanes"`` (the default where the device's vectors hold
+    8 doubles, :func:`targets_in`): a box's targets in the lanes of vectors of ``lane_width``
+    doubles (:func:`targets_in_vector_lanes`; on AVX-512, ``1/sqrt`` from the hardware's
+    estimate and two Newton steps). P2P at 2e5 sphere points, n_crit 64, on a 2-core AVX-512
+    EPYC: 2.46 -> 6.5 G pairs/s.
 
-    Elsewhere :func:`vectorised_pairwise`, P2P with its targets split in pairs, one's
-    ``1/sqrt`` by ``sqrt`` and a division, the other's by a Newton ``rsqrt`` from the bits of
-    the double (:func:`split_targets_over_rsqrt`), so that the divider and the FMA pipes work
-    at once: 1.05-1.09x on a Zen 1 CPU (AVX2). The ``bits`` estimate holds for every normal
+    Otherwise (``"work_items"``) :func:`vectorised_pairwise`, P2P with its targets split in
+    pairs, one's ``1/sqrt`` by ``sqrt`` and a division, the other's by a Newton ``rsqrt`` from
+    the bits of the double (:func:`split_targets_over_rsqrt`), so that the divider and the
+    FMA pipes work at once: 1.05-1.09x on a Zen 1 CPU (AVX2). The ``bits`` estimate holds for every normal
     double, so any squared distance ``Fmm`` makes (its coordinates keep them within 2^+-960)
     gets ``1/sqrt`` to a few units in the last place.
 
@@ -69,7 +81,7 @@ def pairwise_cpu(knl, ctx):
     group = ctx.settings.get("work_group_size", WORK_GROUP_SIZE)
     if ctx.complex_values:
         return vectorised_pairwise(knl, group)
-    if has_wide_vectors(ctx.device):
+    if ctx.settings.get("targets_in", targets_in(ctx.device)) == "vector_lanes":
         single = np.dtype(ctx.parameters.get("dtype", np.float64)) == np.float32
         width = ctx.settings.get("lane_width", LANE_WIDTH)
         knl = targets_in_vector_lanes(knl, 2 * width if single else width,

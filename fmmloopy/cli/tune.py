@@ -8,8 +8,8 @@ What it does, in order:
    operators whose step takes at least :data:`MIN_SHARE` of it, under a recipe that declares
    parameters, are tuned; the others keep their defaults.
 2. Per operator, the candidates: each declared value of each parameter, the others at their
-   defaults (:func:`one_at_a_time`); then, where several parameters gained, the winners
-   together.
+   defaults, under each value of a parameter that chooses a code path (:func:`one_at_a_time`);
+   then, where several parameters gained, the winners together.
 3. Every candidate's kernels are first compared with ``sequential`` on the FMM's own tree and
    lists, launch by launch (the plan's first-use verification, forced for the operator): a
    candidate that differs is refused and never timed. A candidate whose generated code is the
@@ -71,7 +71,8 @@ class Trial:
     operator: str
     recipe: str
     settings: dict[str, Any]
-    #: "defaults", "timed", "confirmation", "refused: ...", "same code as the defaults"
+    #: "defaults", "timed", "confirmation", "refused: ...", "same code as the defaults" (or as
+    #: another candidate's settings)
     status: str
     seconds: float | None = None  # median of its step
     default_seconds: float | None = None  # median of the defaults' step, alternated with it
@@ -106,12 +107,25 @@ class OperatorResult:
 
 def one_at_a_time(recipe: Recipe, defaults: dict[str, Any]) -> list[dict[str, Any]]:
     """The candidates of :func:`run_tune`'s first round: each declared value of each
-    parameter with the others at ``defaults``."""
-    candidates = []
+    parameter with the others at ``defaults``; under each value of a parameter that chooses a
+    path (:attr:`~fmmloopy.tuning.recipe.Parameter.chooses_path`), the others' values again
+    (their defaults may suit only the default path)."""
+    paths = [{}]
     for name, parameter in recipe.parameters:
-        for value in parameter.values:
-            if value != defaults[name]:
-                candidates.append({**defaults, name: value})
+        if parameter.chooses_path:
+            paths = [{**path, name: value} for path in paths for value in parameter.values]
+    candidates = []
+    for path in paths:
+        base = {**defaults, **path}
+        if base != defaults and base not in candidates:
+            candidates.append(base)
+        for name, parameter in recipe.parameters:
+            if parameter.chooses_path:
+                continue
+            for value in parameter.values:
+                candidate = {**base, name: value}
+                if value != base[name] and candidate not in candidates:
+                    candidates.append(candidate)
     return candidates
 
 
@@ -254,6 +268,9 @@ def _tune_operator(operator: str, recipe: Recipe, defaults: dict[str, Any], shar
     result = OperatorResult(operator, recipe.name, share, dict(defaults), dict(defaults))
     result.trials.append(Trial(operator, recipe.name, dict(defaults), "defaults"))
     default_codes = _codes(default_plan, operator)
+    #: Code and layout of each candidate timed so far -> its settings (the same code is not
+    #: timed twice: a parameter of a path the candidate does not take).
+    timed_codes: dict[tuple, dict[str, Any]] = {}
 
     def attempt(settings: dict[str, Any], times: int = repeats,
                 status: str = "timed") -> Trial:
@@ -266,8 +283,13 @@ def _tune_operator(operator: str, recipe: Recipe, defaults: dict[str, Any], shar
                 log(f"tune: {operator} {settings}: refused (differs from 'sequential' or "
                     "does not build)")
                 return trial
-        if _codes(candidate, operator) == default_codes:
+        codes = _codes(candidate, operator)
+        if codes == default_codes:
             return Trial(operator, recipe.name, settings, "same code as the defaults")
+        if status == "timed" and tuple(codes) in timed_codes:
+            return Trial(operator, recipe.name, settings,
+                         f"same code as {timed_codes[tuple(codes)]}")
+        timed_codes.setdefault(tuple(codes), settings)
         default_seconds, seconds, noise = _alternated(default_plan, candidate, operator,
                                                       times)
         trial = Trial(operator, recipe.name, settings, status, seconds, default_seconds,

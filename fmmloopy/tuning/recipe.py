@@ -68,6 +68,9 @@ class Parameter:
     values: tuple
     default: Any
     doc: str = ""
+    #: Whether its values choose between code paths that other parameters tune (vector lanes
+    #: or work-items, say): ``fmmloopy tune`` then sweeps the others under each of its values.
+    chooses_path: bool = False
 
     def default_for(self, device: Any) -> Any:
         """The default on ``device``."""
