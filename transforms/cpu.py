@@ -71,9 +71,9 @@ def pairwise_cpu(knl, ctx):
     Otherwise (``"work_items"``) :func:`vectorised_pairwise`, P2P with its targets split in
     pairs, one's ``1/sqrt`` by ``sqrt`` and a division, the other's by a Newton ``rsqrt`` from
     the bits of the double (:func:`split_targets_over_rsqrt`), so that the divider and the
-    FMA pipes work at once: 1.05-1.09x on a Zen 1 CPU (AVX2). The ``bits`` estimate holds for every normal
-    double, so any squared distance ``Fmm`` makes (its coordinates keep them within 2^+-960)
-    gets ``1/sqrt`` to a few units in the last place.
+    FMA pipes work at once: 1.05-1.09x on a Zen 1 CPU (AVX2). The ``bits`` estimate holds for
+    every normal double, so any squared distance ``Fmm`` makes (its coordinates keep them
+    within 2^+-960) gets ``1/sqrt`` to a few units in the last place.
 
     Complex values (Helmholtz): :func:`vectorised_pairwise` everywhere (the lanes of
     ``double8`` vectors and the split ``rsqrt`` assume real values).
