@@ -178,14 +178,13 @@ class Plan:
         """Enqueue ``launch`` with its fixed arguments, the shared buffers and ``overrides``;
         its event. Without overrides, its arguments are checked at its first run on this
         plan's queue and bound for the next (:meth:`CompiledOperator.bind`)."""
+        bound = None if overrides else self._bound.get(id(launch))
+        if bound is not None and bound[0] is self.queue:
+            return bound[2]()
         buffers = {arg: self.buffers[name] for arg, name in launch.buffers.items()}
         arguments = launch.arguments | buffers | overrides
-        if overrides:
+        enqueue = None if overrides else launch.kernel.bind(self.queue, **arguments)
+        if enqueue is None:  # arguments for this run only, or loopy's executor runs it
             return launch.kernel.launch(self.queue, **arguments)[0]
-        bound = self._bound.get(id(launch))
-        if bound is None or bound[0] is not self.queue:
-            enqueue = launch.kernel.bind(self.queue, **arguments)
-            if enqueue is None:  # loopy's executor runs this kernel
-                return launch.kernel.launch(self.queue, **arguments)[0]
-            bound = self._bound[id(launch)] = (self.queue, launch, enqueue)
-        return bound[2]()
+        self._bound[id(launch)] = (self.queue, launch, enqueue)
+        return enqueue()
