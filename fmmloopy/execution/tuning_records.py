@@ -240,7 +240,7 @@ def store_record(device: cl.Device, entries: Mapping[str, tuple[Mapping[str, Any
 def describe_record(device: cl.Device) -> str:
     """Whether ``device`` has a tuning record, in words (for ``fmmloopy recipes``)."""
     entries = read_record(device)
-    if not entries:
+    if not entries and measured_rates(device) is None:
         return ("no tuning record: the declared defaults (fmmloopy tune writes "
                 f"{record_path(device)})")
     return f"tuning record {record_path(device)}, {len(entries)} entries"
