@@ -33,6 +33,7 @@ from typing import Any
 
 import pyopencl as cl
 
+from fmmloopy.base.devices import vector_doubles
 from fmmloopy.execution.cache_files import cache_dir, write_atomically
 from fmmloopy.execution.kernel_cache import device_fingerprint, read_trusted, trusted_directory
 from fmmloopy.tree.cost import pair_flops
@@ -65,10 +66,15 @@ def recipe_digest(recipe: Recipe) -> str | None:
 
 
 def record_path(device: cl.Device) -> Path:
-    """The record file of ``device``."""
-    digest = hashlib.sha256(json.dumps(device_fingerprint(device), sort_keys=True)
-                            .encode()).hexdigest()[:24]
-    return cache_dir() / "tuning" / f"{digest}.json"
+    """The record file of ``device`` (its fingerprint's digest, made once per device, cache
+    directory and vector width asked for: every kernel a plan asks for looks it up)."""
+    directory = cache_dir()
+    key = (device.int_ptr, str(directory), vector_doubles(device))
+    name = _names.get(key)
+    if name is None:
+        name = _names[key] = hashlib.sha256(json.dumps(
+            device_fingerprint(device), sort_keys=True).encode()).hexdigest()[:24]
+    return directory / "tuning" / f"{name}.json"
 
 
 def _digest(body: Mapping[str, Any]) -> str:
@@ -76,6 +82,8 @@ def _digest(body: Mapping[str, Any]) -> str:
 
 
 _lock = threading.Lock()
+#: (device, cache directory, vector doubles) -> the digest naming its record: record_path.
+_names: dict[tuple, str] = {}
 #: Record path -> its entries as read (``{entry name: (settings, recipe digest)}``).
 _read: dict[str, dict[str, tuple[dict[str, Any], str]]] = {}
 #: Record path -> its measured rates (None: none).
