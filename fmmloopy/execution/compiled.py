@@ -115,9 +115,7 @@ class CompiledOperator:
             with self._lock:
                 event, outputs = self._executor(queue.context)(queue, **arrays)
         except Exception as exc:  # code generation (loopy, islpy), the OpenCL build, the launch
-            hint = explain_opencl_error(exc, self.device)
-            raise RecipeError(f"running {self.label} on {self.device.name!r} failed: " + (
-                f"{hint} (OpenCL: {exc})" if hint else f"{type(exc).__name__}: {exc}")) from exc
+            raise self._failure(exc) from exc
         return event, {name: value.reshape(given_shapes[name]) if name in given_shapes
                        else value for name, value in outputs.items()}
 
@@ -132,14 +130,20 @@ class CompiledOperator:
             return None
         try:
             bound = executor.bind(**self._reshape(arrays))
-        except Exception as exc:
-            raise RecipeError(f"running {self.label} on {self.device.name!r} failed: "
-                              f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # an argument the kernel does not take
+            raise self._failure(exc) from exc
 
         def enqueue() -> cl.Event:
             with self._lock:
                 return executor.enqueue(queue, bound)
         return enqueue
+
+    def _failure(self, exc: Exception) -> RecipeError:
+        """The error of a failed launch or binding, naming operator, recipe and device, with
+        what the OpenCL status means where it is one."""
+        hint = explain_opencl_error(exc, self.device)
+        return RecipeError(f"running {self.label} on {self.device.name!r} failed: " + (
+            f"{hint} (OpenCL: {exc})" if hint else f"{type(exc).__name__}: {exc}"))
 
     def prepare(self, context: cl.Context) -> None:
         """Build the kernel for ``context`` now, as its first call would (its OpenCL
