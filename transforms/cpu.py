@@ -13,6 +13,7 @@ import numpy as np
 
 from fmmloopy.base.devices import vector_doubles
 from fmmloopy.maths.layouts import Grouped
+from fmmloopy.tuning.complex_split import split_complex_temporaries
 from fmmloopy.tuning.recipe import Parameter, recipe
 from fmmloopy.tuning.target_lanes import targets_in_vector_lanes
 from fmmloopy.tuning.tools import (
@@ -96,9 +97,12 @@ def pairwise_cpu(knl, ctx):
 
 def vectorised_pairwise(knl, work_group_size=WORK_GROUP_SIZE):
     """Targets of a box across work-items; builtin sqrt and relaxed math so the loop vectorises;
-    calls the entries share (``exp(1j k r)``) once per pair (:func:`hoist_shared_calls`)."""
-    return _targets_on_work_items(parallelize_box_loop(hoist_shared_calls(knl)),
-                                  work_group_size)
+    calls the entries share (``exp(1j k r)``) once per pair (:func:`hoist_shared_calls`);
+    complex values as pairs of doubles, with a ``sin``/``cos`` LLVM inlines
+    (:func:`split_complex_temporaries`: Helmholtz P2P at 10^5 sphere points on a 2-core AVX2
+    Zen 3, 60 -> 431·10^6 pairs/s)."""
+    knl = split_complex_temporaries(hoist_shared_calls(knl))
+    return _targets_on_work_items(parallelize_box_loop(knl), work_group_size)
 
 
 def _targets_on_work_items(knl, work_group_size=WORK_GROUP_SIZE):
