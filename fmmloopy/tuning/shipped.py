@@ -22,7 +22,7 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "823d668e1f074e9ce387c2659a18e0d9655b11413cb157943374b06ab1a3d3d7",
+    "fmmloopy.transforms.cpu": "92fcad553556ca25fb2050a44ecb31a86a2a6b337f23b27d4c378adba5546743",
     "fmmloopy.transforms.generic":
         "d5c1dd918e9b4941de6a396615bb1593a78906cbe08dcd91d9d754ab82659d83",
     "fmmloopy.transforms.gpu": "3230d47b4fdafe2cf9e1e50ebd4fda3696e56738c86ee265bf76e53e2d38e115",
