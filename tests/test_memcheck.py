@@ -155,3 +155,14 @@ def test_oclgrind_fatal_error_is_a_report_with_its_message():
     assert describe_reports(reports) == (
         "Oclgrind: OCLGRIND FATAL ERROR (/deps/Oclgrind/src/core/WorkItem.cpp:1681) | "
         "Undefined external function: llvm.sqrt.f64 | When creating kernel 'p2p'")
+
+
+def test_helmholtz_kernels_of_the_cpu_recipe_pass_memcheck():
+    """The cpu recipe's complex kernels (pairs of doubles, arithmetic ``sin``/``cos`` whose
+    ``rint``/``floor`` fall back to OpenCL's on Oclgrind) run clean and right there."""
+    done = run_cli("check", "--memcheck", "--kernel", "helmholtz:k=2", "--recipe", "cpu",
+                   "--operator", "p2p", "--operator", "l2p", "--operator", "m2l")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = _result_lines(done.stdout)
+    assert lines and all(line.startswith("ok ") for line in lines), "\n".join(lines)
+    assert {operator_of(line.split()[1]) for line in lines} == {"p2p", "l2p", "m2l"}

@@ -54,6 +54,17 @@ def _estrin(coefficients, t: str, t2: str, t4: str) -> str:
             f"+ {t4} * ({c[4]} + {t} * {c[5]}))")
 
 
+#: ``rint`` and ``floor`` as LLVM's intrinsics, which a CPU compiler inlines (OpenCL's are library
+#: calls on PoCL); on SPIR (the Oclgrind simulator of ``fmmloopy check --memcheck``, which
+#: cannot run the intrinsics) OpenCL's own.
+_ROUNDING = ("#if defined(__SPIR__) || defined(__SPIR32__) || defined(__SPIR64__)\n"
+             "#define FMMLOOPY_RINT(x) rint(x)\n#define FMMLOOPY_FLOOR(x) floor(x)\n"
+             "#else\n"
+             "#define FMMLOOPY_RINT(x) __builtin_rint(x)\n"
+             "#define FMMLOOPY_FLOOR(x) __builtin_floor(x)\n"
+             "#endif\n")
+
+
 def trig_preamble() -> tuple[str, str]:
     """A preamble (key, text) defining ``sin(x)`` and ``cos(x)`` for ``double`` as inline
     helpers: ``n = rint(x 2 / pi)``, ``r = x - n pi / 2`` in two parts, the polynomials of
@@ -69,13 +80,13 @@ def trig_preamble() -> tuple[str, str]:
     """
     pi_half = _PI_HALF_PARTS
     reduction = (
-        "  double n = __builtin_rint(x * 0x1.45f306dc9c883p-1);\n"
+        "  double n = FMMLOOPY_RINT(x * 0x1.45f306dc9c883p-1);\n"
         f"  double r = x - n * {pi_half[0]};\n"
         f"  r = r - n * {pi_half[1]};\n"
         "  double t = r * r, t2 = t * t, t4 = t2 * t2;\n"
         f"  double s = r + r * t * {_estrin(_SIN_COEFFICIENTS, 't', 't2', 't4')};\n"
         f"  double c = 1.0 - 0.5 * t + t2 * {_estrin(_COS_COEFFICIENTS, 't', 't2', 't4')};\n"
-        "  double q = n - 4.0 * __builtin_floor(n * 0.25);\n"
+        "  double q = n - 4.0 * FMMLOOPY_FLOOR(n * 0.25);\n"
         "  int odd = q == 1.0 || q == 3.0;\n")
     sine = ("  double v = odd ? c : s;\n"
             "  return q >= 2.0 ? -v : v;\n")
@@ -85,7 +96,7 @@ def trig_preamble() -> tuple[str, str]:
         f"inline __attribute__((always_inline)) double {TRIG_HELPER}_{name}(double x)\n"
         "{\n" + reduction + body + "}\n"
         for name, body in (("sin", sine), ("cos", cosine)))
-    text = (helpers
+    text = (_ROUNDING + helpers
             + "#ifdef sin\n#undef sin\n#endif\n#ifdef cos\n#undef cos\n#endif\n"
             f"#define sin(x) {TRIG_HELPER}_sin(x)\n"
             f"#define cos(x) {TRIG_HELPER}_cos(x)")
