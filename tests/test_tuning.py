@@ -222,3 +222,25 @@ def test_the_n_crit_model_takes_the_pair_cost_a_record_measured(device, own_cach
         assert tuning_records.device_pair_flops(device) == cost
         assert fmmloopy.Fmm(points, order=4, device=device).n_crit == expected(cost)
     assert expected(0.5) > expected(300.0)  # cheaper pairs choose larger leaves
+
+
+def test_the_rates_only_probe_measures_under_the_values_in_force_and_keeps_them(device,
+                                                                                own_cache):
+    """``fmmloopy tune --rates-only``: nothing searched; the rates measured are stored and
+    weighed by the n_crit model, and the record's tuned entry (m2l's pair tile 6) stays."""
+    from fmmloopy.cli.tune import run_tune
+
+    matvec = _shipped("cpu", "matvec")
+    name = tuning_records.entry_name("cpu", "m2l")
+    _record(device, {name: ({"pair_tile": 6}, tuning_records.recipe_digest(matvec))})
+    lines = []
+    report = run_tune(n=3000, order=3, distribution="cube", repeats=1, device=device,
+                      rates_only=True, log=lines.append)
+    assert report["operators"] == [] and any("rates only" in line for line in lines)
+    tuning_records.forget_records()
+    rates = tuning_records.measured_rates(device)
+    assert rates == report["rates"] and rates["p2p_pairs_per_second"] > 0
+    assert tuning_records.device_pair_flops(device) == rates["pair_flops"]
+    assert tuning_records.tuned_settings(matvec, "m2l", device) == {"pair_tile": 6}
+    with pytest.raises(ValueError, match="tunes nothing"):
+        run_tune(n=3000, device=device, rates_only=True, operators=["p2p"])

@@ -143,6 +143,10 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--reset", action="store_true",
                       help="drop this device's tuning record (the declared defaults run) and "
                            "tune nothing")
+    tune.add_argument("--rates-only", action="store_true",
+                      help="the quick probe: measure this device's P2P and matvec rates under "
+                           "the values in force (what the n_crit cost model weighs), tune "
+                           "nothing; tuned values already stored stay")
     tune.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_common(tune)
     return parser
@@ -249,7 +253,7 @@ def _tune(args: argparse.Namespace) -> int:
                if args.recipe and args.operator else args.recipe)
     report = run_tune(n=args.n, order=args.order, distribution=args.distribution,
                       repeats=args.repeats, device=args.device, operators=args.operator,
-                      recipes=recipes, log=log)
+                      recipes=recipes, rates_only=args.rates_only, log=log)
     print(json.dumps(report) if args.json else format_report(report))
     return 0
 

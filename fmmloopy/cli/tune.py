@@ -47,6 +47,7 @@ from fmmloopy.driver.builder import build_plan, recipe_for
 from fmmloopy.execution.tuning_records import (
     drop_record,
     entry_name,
+    read_record,
     recipe_digest,
     store_record,
     trying,
@@ -174,19 +175,26 @@ def run_tune(*, n: int = 100_000, order: int = 6, distribution: str = "sphere",
              repeats: int = 5, device=None, seed: int = 0,
              operators: Iterable[str] | None = None, min_share: float = MIN_SHARE,
              recipes: str | Mapping[str, str] | None = None, store: bool = True,
+             rates_only: bool = False,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Tune the recipes' parameters on an FMM of ``n`` ``distribution`` points (module
     docstring); returns the report (also stored in the record with the values kept, unless
     ``store`` is False). ``operators``: tune these only (default: every step of at least
     ``min_share`` of the evaluation). ``recipes``: as :class:`~fmmloopy.Fmm` takes them (a
     recipe for every operator, or one per operator; default: the device's own), the recipes
-    whose parameters are tuned."""
+    whose parameters are tuned.
+
+    ``rates_only``: the quick probe: step 1 only, under the values in force (a record's tuned
+    values, else the defaults), nothing searched; the record keeps its tuned values and takes
+    the rates measured (what the ``n_crit`` cost model reads)."""
     n = validate_integer(n, "n (points to tune on)", 1)
     repeats = validate_integer(repeats, "repeats", 1)
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"unknown distribution {distribution!r}: one of "
                          f"{sorted(DISTRIBUTIONS)}")
-    wanted = None if operators is None else list(operators)
+    if rates_only and operators:
+        raise ValueError("rates_only measures the rates and tunes nothing: give no operators")
+    wanted = [] if rates_only else None if operators is None else list(operators)
     for name in wanted or ():
         if name not in OPERATORS:
             raise ValueError(f"unknown operator {name!r}: one of {sorted(OPERATORS)}")
@@ -202,11 +210,12 @@ def run_tune(*, n: int = 100_000, order: int = 6, distribution: str = "sphere",
                       for name, spec in OPERATORS.items()}
     defaults = {name: recipe.settings_for(device) for name, recipe in chosen_recipes.items()
                 if recipe.parameters}
-    in_force = {entry_name(chosen_recipes[name].name, name): values
-                for name, values in defaults.items()}
+    in_force = {} if rates_only else {entry_name(chosen_recipes[name].name, name): values
+                                      for name, values in defaults.items()}
     with trying(in_force):
         log(f"tune: {device.name}: an FMM of {n} {distribution} points, order {order}, under "
-            "the recipes' declared defaults")
+            + ("the values in force (rates only)" if rates_only
+               else "the recipes' declared defaults"))
         fmm = Fmm(points, order=order, device=device, recipes=recipes)
         steps: dict[str, float] = {}
         for _ in range(3):  # each step's best of three evaluations
@@ -254,6 +263,8 @@ def run_tune(*, n: int = 100_000, order: int = 6, distribution: str = "sphere",
         entries = {entry_name(result.recipe, result.operator):
                    (result.kept, recipe_digest(chosen_recipes[result.operator]) or "")
                    for result in results}
+        if rates_only:  # the values tuned before stay
+            entries = dict(read_record(device))
         path = store_record(device, entries, report, rates)
         log(f"tune: record written to {path}")
     log(f"tune: done in {report['seconds']:.0f} s")
