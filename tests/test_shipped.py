@@ -1,6 +1,7 @@
 """fmmloopy.tuning.shipped: which recipes are shipped and unmodified (trusted without first-use
 verification, stored in the disk kernel cache)."""
 
+import ast
 import pkgutil
 
 import fmmloopy.transforms
@@ -22,6 +23,20 @@ def test_every_shipped_module_is_in_the_table():
     modules = {f"fmmloopy.transforms.{info.name}"
                for info in pkgutil.iter_modules(fmmloopy.transforms.__path__)}
     assert modules | {"fmmloopy.transforms"} <= set(SHIPPED_SHA256)
+
+
+def test_every_tuning_module_a_shipped_recipe_imports_is_in_the_table():
+    """The transforms' building blocks (``fmmloopy.tuning.tools``, ``complex_split``, ...) decide
+    what a shipped recipe computes as much as the recipe's own file does."""
+    imported = set()
+    for info in pkgutil.iter_modules(fmmloopy.transforms.__path__):
+        path = shipped.module_file(f"fmmloopy.transforms.{info.name}")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "fmmloopy.tuning.") and node.module != "fmmloopy.tuning.recipe":
+                imported.add(node.module)
+    assert {"fmmloopy.tuning.tools", "fmmloopy.tuning.complex_split"} <= imported
+    assert imported <= set(SHIPPED_SHA256)
 
 
 def test_which_recipes_are_verified(device):

@@ -22,14 +22,16 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "92fcad553556ca25fb2050a44ecb31a86a2a6b337f23b27d4c378adba5546743",
+    "fmmloopy.transforms.cpu": "0cbb944b0b17b7dbc1921d52b7685ae00d810025dd8e71df247266c82dbae3e9",
     "fmmloopy.transforms.generic":
         "d5c1dd918e9b4941de6a396615bb1593a78906cbe08dcd91d9d754ab82659d83",
     "fmmloopy.transforms.gpu": "3230d47b4fdafe2cf9e1e50ebd4fda3696e56738c86ee265bf76e53e2d38e115",
     "fmmloopy.transforms.sequential":
         "ed0069adbb495edd7a15545d39511f0b8bef199b6c9b077ca881157e8dcdfbdb",
+    "fmmloopy.tuning.complex_split":
+        "d8a852fccfa6d8f2388f54531b7b8a5d088c7195f01af7617b6d01610cf882f1",
     "fmmloopy.tuning.target_lanes":
-        "c53862d963ac479379951a14ffa70f4bb9f5e4c42a002d662b1a0e097539dd4c",
+        "c6c0c0496519f0771776da323fe7dbff5c0d41cb4de14005fe609fcfe9ba49bf",
     "fmmloopy.tuning.tools": "0550d1ed925615a7e8e44602bcbdf6d0200eb92b68081392d4e8787d1767eaf7",
 }
 
