@@ -269,6 +269,9 @@ def split_complex_temporaries(knl: lp.TranslationUnit) -> lp.TranslationUnit:
     if entry.state >= lp.KernelState.CALLS_RESOLVED:
         raise ValueError("split_complex_temporaries needs a kernel whose calls are not resolved "
                          "yet (apply it to the kernel a recipe receives)")
+    if not any(getattr(arg, "dtype", None) is not None and arg.dtype.is_complex()
+               for arg in entry.args):
+        return knl  # real values (the templates' temporaries are complex only with them)
     # The temporaries' types from a typed copy; the kernel itself stays unresolved, so that
     # the calls the split writes (real, imag, cos, sin) are resolved with the others.
     typed = lp.infer_unknown_types(knl, expect_completion=True).default_entrypoint

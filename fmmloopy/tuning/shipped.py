@@ -29,7 +29,7 @@ SHIPPED_SHA256 = {
     "fmmloopy.transforms.sequential":
         "ed0069adbb495edd7a15545d39511f0b8bef199b6c9b077ca881157e8dcdfbdb",
     "fmmloopy.tuning.complex_split":
-        "862946197582e12a5cde19c5cd7411263369a08fc5b8680f1cf2f8824bc21f51",
+        "530a665078c0f72d152d84f7eafb28881b2b0be6871659adddb5e490662d1f58",
     "fmmloopy.tuning.target_lanes":
         "c6c0c0496519f0771776da323fe7dbff5c0d41cb4de14005fe609fcfe9ba49bf",
     "fmmloopy.tuning.tools": "0550d1ed925615a7e8e44602bcbdf6d0200eb92b68081392d4e8787d1767eaf7",
