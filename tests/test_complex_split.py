@@ -1,11 +1,9 @@
 """Complex kernels as pairs of doubles (``fmmloopy/tuning/complex_split.py``): the real-part
-expressions equal the complex ones, the arithmetic ``sin``/``cos`` are accurate, and the
-``cpu`` recipe's split kernels agree with ``sequential``."""
+expressions equal the complex ones, and the ``cpu`` recipe's split kernels agree with
+``sequential``."""
 
 import numpy as np
 import pymbolic.primitives as prim
-import pyopencl as cl
-import pyopencl.array as cla
 import pytest
 from pymbolic import var
 from pymbolic.mapper.evaluator import EvaluationMapper
@@ -18,47 +16,7 @@ from fmmloopy.tuning.complex_split import (
     ComplexSplitter,
     NotSplittable,
     split_complex_temporaries,
-    trig_preamble,
 )
-
-# {{{ sin and cos in arithmetic
-
-
-def _device_sin_cos(context, x, options):
-    source = trig_preamble()[1] + """
-    __kernel void trig(__global const double *x, __global double *s, __global double *c)
-    { int i = get_global_id(0); s[i] = sin(x[i]); c[i] = cos(x[i]); }"""
-    program = cl.Program(context, source).build(options=options)
-    queue = cl.CommandQueue(context)
-    x_dev = cla.to_device(queue, x)
-    s, c = cla.empty_like(x_dev), cla.empty_like(x_dev)
-    program.trig(queue, x.shape, None, x_dev.data, s.data, c.data)
-    return s.get(), c.get()
-
-
-@pytest.mark.parametrize("options", [[], ["-cl-fast-relaxed-math"]])
-def test_sin_and_cos_are_within_a_few_units_of_the_last_place(device, options):
-    """Against numpy's correctly rounded ``sin``/``cos`` on the same doubles: random arguments
-    up to 1.6e6 (the range of the exact reduction) and 1e9 (where the reduction relies on the
-    compiler's FMA contraction, OpenCL C's default), multiples of pi/4 and points just beside
-    multiples of pi/2 (where the reduction cancels), tiny and zero arguments. The error bound,
-    4 units of the last place of 1 (8.9e-16, absolute), is the polynomials' (below 1e-16) plus
-    the rounding of a handful of operations; the recipe's build option (relaxed math, which
-    lets the compiler reassociate) must not loosen it."""
-    rng = np.random.default_rng(7)
-    x = np.concatenate([rng.uniform(-8, 8, 20000), rng.uniform(0, 200, 20000),
-                        rng.uniform(-1.6e6, 1.6e6, 20000), rng.uniform(-1e9, 1e9, 20000),
-                        np.arange(-400, 400) * np.pi / 4,
-                        np.arange(-400, 400) * np.pi / 2 + 1e-9, [0.0, -0.0, 1e-300, 1e-20]])
-    sin, cos = _device_sin_cos(cl.Context([device]), x, options)
-    bound = 4 * np.spacing(1.0)
-    assert np.abs(sin - np.sin(x)).max() <= bound
-    assert np.abs(cos - np.cos(x)).max() <= bound
-    tiny = np.abs(x) < 1e-8
-    assert np.array_equal(sin[tiny], x[tiny]) and np.all(cos[tiny] == 1.0)
-
-# }}}
-
 
 # {{{ the splitter on expressions
 

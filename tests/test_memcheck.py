@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pyopencl as cl
+import pytest
 from conftest import check_labels, operator_of
 
 from fmmloopy.base.devices import choose_device
@@ -157,10 +158,12 @@ def test_oclgrind_fatal_error_is_a_report_with_its_message():
         "Undefined external function: llvm.sqrt.f64 | When creating kernel 'p2p'")
 
 
-def test_helmholtz_kernels_of_the_cpu_recipe_pass_memcheck():
-    """The cpu recipe's complex kernels (pairs of doubles, arithmetic ``sin``/``cos`` whose
-    ``rint``/``floor`` fall back to OpenCL's on Oclgrind) run clean and right there."""
-    done = run_cli("check", "--memcheck", "--kernel", "helmholtz:k=2", "--recipe", "cpu",
+@pytest.mark.parametrize("kernel", ["helmholtz:k=2", "yukawa:kappa=3"])
+def test_the_cpu_recipes_inline_math_passes_memcheck(kernel):
+    """The cpu recipe's complex kernels (pairs of doubles, arithmetic ``sin``/``cos``) and
+    Yukawa's (arithmetic ``exp``), whose ``rint``/``floor`` fall back to OpenCL's on Oclgrind,
+    run clean and right there."""
+    done = run_cli("check", "--memcheck", "--kernel", kernel, "--recipe", "cpu",
                    "--operator", "p2p", "--operator", "l2p", "--operator", "m2l")
     assert done.returncode == 0, done.stdout + done.stderr
     lines = _result_lines(done.stdout)

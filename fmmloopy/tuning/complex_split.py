@@ -11,8 +11,8 @@ real ones (``acc`` -> ``acc_re``, ``acc_im``) computed by real expressions: prod
 expanded into their real and imaginary parts, ``exp(a + 1j b)`` as ``exp(a) (cos b + 1j sin b)``,
 the real and imaginary parts of complex array elements read by ``real()`` / ``imag()``. Results
 written to complex arrays are made complex again (``acc_re + 1j acc_im``), once per target.
-:data:`TRIG_PREAMBLE` defines ``sin`` and ``cos`` by a reduction modulo pi/2 and polynomials,
-arithmetic only, which LLVM inlines and vectorises (the two share the reduction).
+:func:`~fmmloopy.tuning.inline_math.trig_preamble` defines the ``sin`` and ``cos`` it writes in
+arithmetic, which LLVM inlines and vectorises.
 """
 
 from __future__ import annotations
@@ -25,93 +25,8 @@ import numpy as np
 import pymbolic.primitives as prim
 from loopy.symbolic import get_dependencies
 
+from fmmloopy.tuning.inline_math import FMA_PREAMBLE, trig_preamble
 from fmmloopy.tuning.tools import add_preamble
-
-# {{{ sin and cos in arithmetic
-
-#: ``(sin x - x) / x^3`` and ``(cos x - 1 + x^2 / 2) / x^4`` as polynomials in ``x^2`` on
-#: ``|x| <= pi / 4``: least-squares fits on 400 Chebyshev nodes of the Taylor series (made with
-#: numpy for this module); the error of ``sin`` and ``cos`` from them is below 1e-16 there.
-_SIN_COEFFICIENTS = (-0.16666666666666677, 0.008333333333332697, -0.00019841269838274857,
-                     2.7557316636507914e-06, -2.5051214621479335e-08, 1.5922812851218437e-10)
-_COS_COEFFICIENTS = (0.04166666666666669, -0.0013888888888891329, 2.480158730245631e-05,
-                     -2.755731868446065e-07, 2.0876383815550924e-09, -1.1397195456819796e-11)
-
-#: ``pi / 2`` as two doubles, the first of 33 significant bits (``n`` times it is exact for
-#: ``|n| < 2^20``), the second the rest rounded (their sum is within 3.6e-27 of ``pi / 2``):
-#: the Cody-Waite reduction.
-_PI_HALF_PARTS = ("0x1.921fb544p+0", "0x1.0b4611a626331p-34")
-
-TRIG_HELPER = "fmmloopy"
-
-
-def _estrin(coefficients, t: str, t2: str, t4: str) -> str:
-    """``sum c_i t^i`` for six coefficients, by Estrin's scheme (pairs, then powers of ``t^2``):
-    three multiply-adds deep instead of Horner's six, which keeps a pairwise loop, whose
-    iterations are long chains, from waiting on latency."""
-    c = [repr(value) for value in coefficients]
-    return (f"(({c[0]} + {t} * {c[1]}) + {t2} * ({c[2]} + {t} * {c[3]}) "
-            f"+ {t4} * ({c[4]} + {t} * {c[5]}))")
-
-
-#: ``rint`` and ``floor`` as LLVM's intrinsics, which a CPU compiler inlines (OpenCL's are library
-#: calls on PoCL); on SPIR (the Oclgrind simulator of ``fmmloopy check --memcheck``, which
-#: cannot run the intrinsics) OpenCL's own.
-_ROUNDING = ("#if defined(__SPIR__) || defined(__SPIR32__) || defined(__SPIR64__)\n"
-             "#define FMMLOOPY_RINT(x) rint(x)\n#define FMMLOOPY_FLOOR(x) floor(x)\n"
-             "#else\n"
-             "#define FMMLOOPY_RINT(x) __builtin_rint(x)\n"
-             "#define FMMLOOPY_FLOOR(x) __builtin_floor(x)\n"
-             "#endif\n")
-
-
-def trig_preamble() -> tuple[str, str]:
-    """A preamble (key, text) defining ``sin(x)`` and ``cos(x)`` for ``double`` as inline
-    helpers: ``n = rint(x 2 / pi)``, ``r = x - n pi / 2`` in two parts, the polynomials of
-    ``r`` on ``[-pi/4, pi/4]``, the quadrant ``n mod 4`` chosen by selects. The two helpers
-    compute the reduction, both polynomials and the quadrant alike, so that where a kernel
-    takes both of one argument the compiler computes them once.
-
-    Accuracy: within a few units in the last place of 1 (absolute) for ``|x| < 2^20 pi / 2``
-    (1.6e6), where ``n`` times the first part is exact; beyond, as long as the compiler
-    contracts ``x - n C1`` into an FMA (OpenCL C's default ``FP_CONTRACT``; PoCL does, with or
-    without relaxed math): measured the same up to 1e9 and 2.3e-15 at 1e12, far below the
-    ``|x| 2^-53`` by which the argument itself (``k r``) is uncertain. ``x`` must be finite.
-    Written so that a compiler allowed to reassociate (``-cl-fast-relaxed-math``) cannot merge
-    the reduction's steps: each part is subtracted from a value the previous step rounded.
-    """
-    pi_half = _PI_HALF_PARTS
-    reduction = (
-        "  double n = FMMLOOPY_RINT(x * 0x1.45f306dc9c883p-1);\n"
-        f"  double r = x - n * {pi_half[0]};\n"
-        f"  r = r - n * {pi_half[1]};\n"
-        "  double t = r * r, t2 = t * t, t4 = t2 * t2;\n"
-        f"  double s = r + r * t * {_estrin(_SIN_COEFFICIENTS, 't', 't2', 't4')};\n"
-        f"  double c = 1.0 - 0.5 * t + t2 * {_estrin(_COS_COEFFICIENTS, 't', 't2', 't4')};\n"
-        "  double q = n - 4.0 * FMMLOOPY_FLOOR(n * 0.25);\n"
-        "  int odd = q == 1.0 || q == 3.0;\n")
-    sine = ("  double v = odd ? c : s;\n"
-            "  return q >= 2.0 ? -v : v;\n")
-    cosine = ("  double v = odd ? s : c;\n"
-              "  return (q == 1.0 || q == 2.0) ? -v : v;\n")
-    helpers = "".join(
-        f"inline __attribute__((always_inline)) double {TRIG_HELPER}_{name}(double x)\n"
-        "{\n" + reduction + body + "}\n"
-        for name, body in (("sin", sine), ("cos", cosine)))
-    text = (_ROUNDING + helpers
-            + "#ifdef sin\n#undef sin\n#endif\n#ifdef cos\n#undef cos\n#endif\n"
-            f"#define sin(x) {TRIG_HELPER}_sin(x)\n"
-            f"#define cos(x) {TRIG_HELPER}_cos(x)")
-    return f"002_{TRIG_HELPER}", text
-
-
-#: OpenCL's ``fma`` is a library call on PoCL (``cdouble_fma`` of ``pyopencl-complex.h`` uses
-#: it); as a multiply-add the compiler contracts it under ``-cl-fast-relaxed-math``.
-FMA_PREAMBLE = ("000_fmmloopy_fma",
-                "#ifdef fma\n#undef fma\n#endif\n#define fma(a, b, c) ((a) * (b) + (c))")
-
-# }}}
-
 
 # {{{ expressions as real and imaginary parts
 

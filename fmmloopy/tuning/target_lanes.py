@@ -167,12 +167,13 @@ class _Replace(IdentityMapper):
 def guard_the_root(knl: lp.TranslationUnit) -> lp.TranslationUnit:
     """Every instruction's ``If(x > 0, p, 0)`` guard of a derivative of ``1/r`` moved onto its
     ``1/sqrt(x)`` (:class:`_GuardTheRoot`: the same values, one selection per pair instead of
-    one per output and part). Apply it where the substitution rules are expanded (after
-    :func:`~fmmloopy.tuning.complex_split.split_complex_temporaries`, say)."""
+    one per output and part), in the instructions and the substitution rules."""
     entry = knl.default_entrypoint
     guard = _GuardTheRoot()
-    return knl.with_kernel(entry.copy(instructions=[
-        insn.with_transformed_expressions(guard) for insn in entry.instructions]))
+    return knl.with_kernel(entry.copy(
+        instructions=[insn.with_transformed_expressions(guard) for insn in entry.instructions],
+        substitutions={name: rule.copy(expression=guard(rule.expression))
+                       for name, rule in entry.substitutions.items()}))
 
 
 def _is_bounds(insn) -> bool:
