@@ -54,19 +54,30 @@ time over wall time of the timed runs. Errors: relative L2 against a direct sum 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import resource
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from peer_process import (
+    ServedDriver,
+    Skipped,
+    add_problem_arguments,
+    build_cached,
+    checked_distributions,
+    compare_all,
+    default_cache_dir,
+    driver_or_skip,
+    fmmloopy_entry,
+    summarise,
+    time_alternated,
+    write_problem,
+)
 
 import fmmloopy
 from fmmloopy.base.devices import choose_device, context_for
@@ -74,13 +85,10 @@ from fmmloopy.base.distributions import sphere_surface, uniform_cube
 
 CORES = os.cpu_count() or 1
 HERE = Path(__file__).resolve().parent
+SUPPORT_HEADER = HERE / "driver_support.hpp"  # included by the driver
 DRIVER_SOURCE = HERE / "exafmm_driver" / "laplace_driver.cpp"
 CXXFLAGS = ("-std=c++14", "-O3", "-march=native", "-fopenmp")
 LDFLAGS = "-lfftw3 -lopenblas"
-
-
-class Skipped(Exception):
-    """exafmm-t's source is missing or the driver does not build: nothing to compare with."""
 
 
 def make_problem(dist: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,21 +116,6 @@ def direct_potential(points: np.ndarray, charges: np.ndarray, index: np.ndarray)
     return result / (4 * np.pi)
 
 
-def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
-    return float(np.linalg.norm(value - reference) / np.linalg.norm(reference))
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU seconds of this process, all threads."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "fmmloopy-benchmarks" / "exafmm-t"
-
-
 def source_commit(source: Path) -> str | None:
     """The git commit of exafmm-t's source tree, when it is a git work tree."""
     try:
@@ -147,84 +140,24 @@ def build_driver(source: Path | None, cache_dir: Path, cxx: str, ldflags: str) -
         raise Skipped(f"no C++ compiler {cxx!r} (--cxx)")
     command = [compiler, *CXXFLAGS, f"-I{include}", str(DRIVER_SOURCE), "-o", "OUT",
                *shlex.split(ldflags)]
-    digest = hashlib.sha256(DRIVER_SOURCE.read_bytes())
-    for header in sorted(include.glob("*.h")):
-        digest.update(header.name.encode() + header.read_bytes())
-    digest.update(" ".join(command).encode())
-    target = cache_dir / digest.hexdigest()[:16] / "laplace_driver"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"laplace_driver.{os.getpid()}.partial")
-    command[command.index("OUT")] = str(partial)
-    print(f"building the exafmm-t driver: {shlex.join(command)}", file=sys.stderr)
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        partial.unlink(missing_ok=True)
-        raise Skipped(f"the exafmm-t driver did not build ({shlex.join(command)}):\n"
-                      f"{done.stderr[-3000:]}")
-    os.replace(partial, target)
-    return target
+    headers = [header.name.encode() + header.read_bytes()
+               for header in sorted(include.glob("*.h"))]
+    sources = [DRIVER_SOURCE.read_bytes(), SUPPORT_HEADER.read_bytes(), *headers]
+    return build_cached(command, sources, cache_dir, "exafmm-t")
 
 
-class ExafmmDriver:
-    """One running ``laplace_driver --serve``: set up on start, one evaluation per call."""
-
-    def __init__(self, driver: Path, problem_file: Path, workdir: Path, order: int,
-                 ncrit: int, matrix_file: Path, threads: int):
-        self.ncrit = ncrit
-        self.output = workdir / f"potential_ncrit{ncrit}.bin"
-        self._log = open(workdir / f"driver_ncrit{ncrit}.log", "w+")
-        #: The stage times of the latest evaluation.
-        self.last_stages: dict[str, float] = {}
-        env = os.environ | {"OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": "1"}
-        self.command = [str(driver), "--input", str(problem_file), "--output", str(self.output),
-                        "--order", str(order), "--ncrit", str(ncrit),
-                        "--matrix-file", str(matrix_file), "--serve"]
-        clock = time.perf_counter()
-        self._process = subprocess.Popen(self.command, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=self._log, text=True,
-                                         env=env)
-        #: The driver's set-up line (tree, lists, precompute seconds, depth, leaves...).
-        self.setup = self._reply("setup")
-        #: Wall seconds from start to set-up done, reading the input file included.
-        self.start_seconds = time.perf_counter() - clock
-
-    def _reply(self, event: str) -> dict:
-        line = self._process.stdout.readline()
-        if not line:
-            self._process.wait()
-            self._log.seek(0)
-            raise RuntimeError(f"exafmm-t driver (ncrit {self.ncrit}) ended with status "
-                               f"{self._process.returncode}: {self._log.read()[-2000:]}\n"
-                               f"command: {shlex.join(self.command)}")
-        reply = json.loads(line)
-        if reply.get("event") != event:
-            raise RuntimeError(f"exafmm-t driver: expected {event!r}, got {line!r}")
-        return reply
-
-    def evaluate(self) -> dict:
-        """One evaluation: the driver's JSON line (``seconds``, ``cpu_seconds``, ``stages``)."""
-        self._process.stdin.write("eval\n")
-        self._process.stdin.flush()
-        return self._reply("eval")
-
-    def potential(self) -> np.ndarray:
-        return np.fromfile(self.output, dtype=np.float64)
-
-    def close(self) -> None:
-        if self._process.poll() is None:
-            try:
-                self._process.stdin.write("quit\n")
-                self._process.stdin.close()
-            except BrokenPipeError:
-                pass
-            try:
-                self._process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._log.close()
+def exafmm_driver(driver: Path, problem_file: Path, workdir: Path, order: int, ncrit: int,
+                  matrix_file: Path, threads: int) -> ServedDriver:
+    """One running ``laplace_driver --serve`` of exafmm-t (``.ncrit`` set)."""
+    command = [str(driver), "--input", str(problem_file),
+               "--output", str(workdir / f"potential_ncrit{ncrit}.bin"), "--order", str(order),
+               "--ncrit", str(ncrit), "--matrix-file", str(matrix_file), "--serve"]
+    running = ServedDriver(f"exafmm-t driver (ncrit {ncrit})", command,
+                           workdir / f"potential_ncrit{ncrit}.bin",
+                           workdir / f"driver_ncrit{ncrit}.log",
+                           {"OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": "1"})
+    running.ncrit = ncrit
+    return running
 
 
 def compare(dist: str, n: int, driver: Path, args: argparse.Namespace) -> dict:
@@ -241,55 +174,26 @@ def compare(dist: str, n: int, driver: Path, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="vs_exafmm_") as workdir:
         workdir = Path(workdir)
         problem_file = workdir / "problem.bin"
-        with open(problem_file, "wb") as file:
-            np.ascontiguousarray(points).tofile(file)
-            charges.tofile(file)
+        write_problem(problem_file, points, charges)
 
         clock = time.perf_counter()
         fmm = fmmloopy.Fmm(points, order=args.order, n_crit=args.n_crit)
         fmm_setup = time.perf_counter() - clock
 
-        drivers: list[ExafmmDriver] = []
+        drivers: list[ServedDriver] = []
         try:
             for ncrit in args.ncrit:  # one after another: the first may write the matrices
-                drivers.append(ExafmmDriver(driver, problem_file, workdir, args.order, ncrit,
+                drivers.append(exafmm_driver(driver, problem_file, workdir, args.order, ncrit,
                                             matrix_file, args.threads))
             names = ["fmmloopy"] + [f"exafmm-t ncrit={d.ncrit}" for d in drivers]
 
-            def run_fmmloopy() -> tuple[float, float]:
-                cpu, clock = _cpu_seconds(), time.perf_counter()
-                fmm(charges)
-                return time.perf_counter() - clock, _cpu_seconds() - cpu
-
-            def run_driver(d: ExafmmDriver) -> tuple[float, float]:
-                reply = d.evaluate()
-                d.last_stages = reply["stages"]
-                return reply["seconds"], reply["cpu_seconds"]
-
-            runners = [run_fmmloopy] + [lambda d=d: run_driver(d) for d in drivers]
-            errors = {"fmmloopy": relative_error(fmm(charges)[sample], reference)}  # warm-up
-            for name, d in zip(names[1:], drivers, strict=True):
-                run_driver(d)
-                errors[name] = relative_error(d.potential()[sample], reference)
-            times = {name: [] for name in names}
-            cpu_times = {name: [] for name in names}
-            for _ in range(args.repeats):  # alternating
-                for name, run in zip(names, runners, strict=True):
-                    seconds, cpu = run()
-                    times[name].append(seconds)
-                    cpu_times[name].append(cpu)
+            errors, times, cpu_times = time_alternated(fmm, charges, drivers, names, sample,
+                                                       reference, args.repeats)
         finally:
             for d in drivers:
                 d.close()
 
-    chosen = " (auto)" if args.n_crit == "auto" else ""
-    settings = f"order {args.order}, n_crit {fmm.n_crit}{chosen}"
-    if fmm.setup_seconds.get("verify"):  # recipes not as shipped: first-use verification
-        settings += f", set-up incl. {fmm.setup_seconds['verify']:.2f} s recipe verification"
-    codes = {"fmmloopy": {
-        "settings": settings,
-        "setup_seconds": fmm_setup, "setup_stages": dict(fmm.setup_seconds),
-        "eval_stages": dict(fmm.eval_seconds), "tree_depth": int(fmm.tree.nlevels) - 1}}
+    codes = {"fmmloopy": fmmloopy_entry(fmm, args.order, args.n_crit, fmm_setup)}
     for name, d in zip(names[1:], drivers, strict=True):
         setup = d.setup
         seconds = setup["tree_seconds"] + setup["lists_seconds"] + setup["precompute_seconds"]
@@ -302,37 +206,9 @@ def compare(dist: str, n: int, driver: Path, args: argparse.Namespace) -> dict:
             "precompute_loaded": setup["precompute_loaded"], "eval_stages": d.last_stages,
             "tree_depth": setup["depth"], "leaves": setup["leaves"],
             "omp_threads": setup["threads"], "simd_bytes": setup["simd_bytes"]}
-    for name, code in codes.items():
-        code["eval_seconds"] = min(times[name])
-        code["eval_seconds_all"] = times[name]
-        code["cores_busy"] = sum(cpu_times[name]) / sum(times[name])
-        code["relative_l2_error"] = errors[name]
-    exafmm_names = names[1:]
-    best = min(exafmm_names, key=lambda name: codes[name]["eval_seconds"])
-    fastest = codes["fmmloopy"]["eval_seconds"]
-    for name in exafmm_names:
-        codes[name]["eval_ratio_to_fmmloopy"] = codes[name]["eval_seconds"] / fastest
-        codes[name]["setup_ratio_to_fmmloopy"] = (codes[name]["setup_seconds"]
-                                                  / codes["fmmloopy"]["setup_seconds"])
+    best = summarise(codes, times, cpu_times, errors, names[1:])
     return {"distribution": dist, "n": n, "order": args.order, "repeats": args.repeats,
             "check_targets": len(sample), "best_exafmm": best, "codes": codes}
-
-
-TABLE_HEADER = ("| distribution | N | code | settings | set-up s | evaluation s | rel. L2 error "
-                "| cores busy | exafmm-t / fmmloopy |\n"
-                "|---|---:|---|---|---:|---:|---:|---:|---:|")
-
-
-def table_rows(row: dict) -> list[str]:
-    lines = []
-    for name, code in row["codes"].items():
-        label = name.split(" ")[0] + (" (best)" if name == row["best_exafmm"] else "")
-        ratio = code.get("eval_ratio_to_fmmloopy")
-        lines.append(f"| {row['distribution']} | {row['n']} | {label} | {code['settings']} "
-                     f"| {code['setup_seconds']:.3f} | {code['eval_seconds']:.3f} "
-                     f"| {code['relative_l2_error']:.2e} | {code['cores_busy']:.2f} "
-                     f"| {'' if ratio is None else f'{ratio:.2f}'} |")
-    return lines
 
 
 def main() -> None:
@@ -340,61 +216,27 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exafmm-src", type=Path, default=os.environ.get("EXAFMM_T_SRC"),
                         help="exafmm-t's source tree (default: $EXAFMM_T_SRC)")
-    parser.add_argument("--driver", type=Path,
-                        help="a laplace_driver already built (skips building)")
-    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
+    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir("exafmm-t"),
                         help="where the driver and exafmm-t's matrix files go "
                              "(default: %(default)s)")
     parser.add_argument("--cxx", default=os.environ.get("CXX", "g++"))
     parser.add_argument("--ldflags", default=LDFLAGS,
                         help="libraries for the driver (default: %(default)r)")
-    parser.add_argument("--n", type=int, nargs="+", default=[1_000_000])
-    parser.add_argument("--dist", default="sphere,cube",
-                        help="comma-separated: sphere, cube (default: %(default)s)")
-    parser.add_argument("--order", type=int, default=6)
-    parser.add_argument("--n-crit", type=lambda value: value if value == "auto" else int(value),
-                        default="auto",
-                        help="fmmloopy's: an integer or 'auto' (the default: chosen by cost)")
     parser.add_argument("--ncrit", type=int, nargs="+", default=[150, 400],
                         help="exafmm-t's, each run (default: 150 400)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--check-targets", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=CORES,
-                        help="OMP_NUM_THREADS of the exafmm-t driver (default: all cores)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_problem_arguments(parser, "exafmm-t")
     args = parser.parse_args()
-    dists = [d.strip() for d in args.dist.split(",") if d.strip()]
-    if not dists or not set(dists) <= {"sphere", "cube"}:
-        parser.error("--dist takes sphere and/or cube, comma-separated")
-    if (min(args.n) < 1 or args.repeats < 1 or args.check_targets < 1 or args.threads < 1
-            or min(args.ncrit) < 1):
-        parser.error("--n, --ncrit, --repeats, --check-targets and --threads must be >= 1")
+    dists = checked_distributions(parser, args)
 
-    try:
-        if args.driver is not None:
-            if not args.driver.is_file():
-                raise Skipped(f"--driver {args.driver} does not exist")
-            driver = args.driver.resolve()
-        else:
-            driver = build_driver(args.exafmm_src, args.cache_dir, args.cxx, args.ldflags)
-    except Skipped as reason:
-        if args.json:
-            print(json.dumps({"skipped": str(reason)}))
-        else:
-            print(f"vs_exafmm: skipped: {reason}")
+    driver = driver_or_skip(
+        args, lambda: build_driver(args.exafmm_src, args.cache_dir, args.cxx, args.ldflags),
+        "vs_exafmm")
+    if driver is None:
         return
 
     context_for(choose_device())  # OpenCL's start-up is no part of fmmloopy's set-up
-    rows = []
-    if not args.json:
-        print(TABLE_HEADER)
-    for n in args.n:
-        for dist in dists:
-            row = compare(dist, n, driver, args)
-            rows.append(row)
-            if not args.json:
-                print("\n".join(table_rows(row)), flush=True)
+    rows = compare_all(args, dists, lambda dist, n: compare(dist, n, driver, args),
+                       "exafmm-t", "best_exafmm")
     if args.json:
         source = args.exafmm_src
         print(json.dumps({"cores": CORES, "driver": str(driver),

@@ -66,24 +66,33 @@ relative L2 against a direct sum in numpy (``1 / (4 pi r)``, self excluded) on
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shlex
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from peer_process import (
+    ServedDriver,
+    Skipped,
+    add_problem_arguments,
+    build_cached,
+    checked_distributions,
+    compare_all,
+    default_cache_dir,
+    driver_or_skip,
+    fmmloopy_entry,
+    summarise,
+    time_alternated,
+    write_problem,
+)
 from vs_exafmm import (
     CORES,
-    _cpu_seconds,
     direct_potential,
     make_problem,
-    relative_error,
     source_commit,
 )
 
@@ -91,20 +100,12 @@ import fmmloopy
 from fmmloopy.base.devices import choose_device, context_for
 
 HERE = Path(__file__).resolve().parent
+SUPPORT_HEADER = HERE / "driver_support.hpp"  # included by the driver
 DRIVER_SOURCE = HERE / "pvfmm_driver" / "laplace_driver.cpp"
 # The defines are those PVFMM's CMake build compiles libpvfmm with (its headers depend on them).
 CXXFLAGS = ("-std=c++17", "-O3", "-march=native", "-fopenmp", "-DSCTL_QUAD_T=__float128",
             "-DSCTL_HAVE_BLAS", "-DSCTL_HAVE_LAPACK", "-DSCTL_HAVE_FFTW")
 LDFLAGS = "-lfftw3 -lfftw3f -lopenblas"
-
-
-class Skipped(Exception):
-    """PVFMM's source or build is missing or the driver does not build: nothing to compare."""
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "fmmloopy-benchmarks" / "pvfmm"
 
 
 def _library(build: Path) -> Path | None:
@@ -140,94 +141,31 @@ def build_driver(source: Path | None, build: Path | None, cache_dir: Path, cxx: 
     command = [compiler, *CXXFLAGS, f"-I{include}", f"-I{sctl}", f"-I{build}",
                str(DRIVER_SOURCE), "-o", "OUT", f"-L{build}", f"-Wl,-rpath,{build}", "-lpvfmm",
                *shlex.split(ldflags)]
-    digest = hashlib.sha256(DRIVER_SOURCE.read_bytes())
+    inputs = [DRIVER_SOURCE.read_bytes(), SUPPORT_HEADER.read_bytes(),
+              (build / "pvfmm_config.h").read_bytes(),
+              library.read_bytes()]
     for folder in (include, sctl, sctl / "sctl"):
-        for header in sorted(folder.glob("*.*")):
-            if header.is_file():
-                digest.update(header.name.encode() + header.read_bytes())
-    digest.update((build / "pvfmm_config.h").read_bytes() + library.read_bytes())
-    digest.update(" ".join(command).encode())
-    target = cache_dir / digest.hexdigest()[:16] / "laplace_driver"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"laplace_driver.{os.getpid()}.partial")
-    command[command.index("OUT")] = str(partial)
-    print(f"building the PVFMM driver: {shlex.join(command)}", file=sys.stderr)
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        partial.unlink(missing_ok=True)
-        raise Skipped(f"the PVFMM driver did not build ({shlex.join(command)}):\n"
-                      f"{done.stderr[-3000:]}")
-    os.replace(partial, target)
-    return target
+        inputs += [header.name.encode() + header.read_bytes()
+                   for header in sorted(folder.glob("*.*")) if header.is_file()]
+    return build_cached(command, inputs, cache_dir, "PVFMM")
 
 
-class PvfmmDriver:
-    """One running ``laplace_driver --serve``: set up on start, one evaluation per call."""
-
-    def __init__(self, driver: Path, problem_file: Path, workdir: Path, m: int, ncrit: int,
-                 precomp_dir: Path, threads: int, launcher: list[str]):
-        self.m, self.ncrit = m, ncrit
-        self.output = workdir / f"potential_m{m}_ncrit{ncrit}.bin"
-        self._log = open(workdir / f"driver_m{m}_ncrit{ncrit}.log", "w+")
-        #: The stage times of the latest evaluation.
-        self.last_stages: dict[str, float] = {}
-        env = os.environ | {"OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": "1",
+def pvfmm_driver(driver: Path, problem_file: Path, workdir: Path, m: int, ncrit: int,
+                 precomp_dir: Path, threads: int, launcher: list[str]) -> ServedDriver:
+    """One running ``laplace_driver --serve`` of PVFMM (``.m``, ``.ncrit`` and ``.name`` set).
+    PVFMM's ``max_pts`` counts sources and targets, and the points are both: ``2 ncrit``."""
+    output = workdir / f"potential_m{m}_ncrit{ncrit}.bin"
+    command = [*launcher, str(driver), "--input", str(problem_file), "--output", str(output),
+               "--m", str(m), "--max-pts", str(2 * ncrit), "--precomp-dir", str(precomp_dir),
+               "--serve"]
+    running = ServedDriver(f"PVFMM driver (m {m}, ncrit {ncrit})", command, output,
+                           workdir / f"driver_m{m}_ncrit{ncrit}.log",
+                           {"OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": "1",
                             "OMPI_ALLOW_RUN_AS_ROOT": "1",
-                            "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-        # PVFMM's max_pts counts sources and targets: the points are both.
-        self.command = [*launcher, str(driver), "--input", str(problem_file),
-                        "--output", str(self.output), "--m", str(m), "--max-pts", str(2 * ncrit),
-                        "--precomp-dir", str(precomp_dir), "--serve"]
-        clock = time.perf_counter()
-        self._process = subprocess.Popen(self.command, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=self._log, text=True,
-                                         env=env)
-        #: The driver's set-up line (tree, precompute, SetupFMM seconds, depth, leaves...).
-        self.setup = self._reply("setup")
-        #: Wall seconds from start to set-up done, MPI's start and reading the input included.
-        self.start_seconds = time.perf_counter() - clock
-
-    @property
-    def name(self) -> str:
-        return f"pvfmm m={self.m} ncrit={self.ncrit}"
-
-    def _reply(self, event: str) -> dict:
-        line = self._process.stdout.readline()
-        if not line:
-            self._process.wait()
-            self._log.seek(0)
-            raise RuntimeError(f"PVFMM driver (m {self.m}, ncrit {self.ncrit}) ended with "
-                               f"status {self._process.returncode}: {self._log.read()[-2000:]}"
-                               f"\ncommand: {shlex.join(self.command)}")
-        reply = json.loads(line)
-        if reply.get("event") != event:
-            raise RuntimeError(f"PVFMM driver: expected {event!r}, got {line!r}")
-        return reply
-
-    def evaluate(self) -> dict:
-        """One evaluation: the driver's JSON line (``seconds``, ``cpu_seconds``, ``stages``)."""
-        self._process.stdin.write("eval\n")
-        self._process.stdin.flush()
-        return self._reply("eval")
-
-    def potential(self) -> np.ndarray:
-        return np.fromfile(self.output, dtype=np.float64)
-
-    def close(self) -> None:
-        if self._process.poll() is None:
-            try:
-                self._process.stdin.write("quit\n")
-                self._process.stdin.close()
-            except BrokenPipeError:
-                pass
-            try:
-                self._process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._log.close()
+                            "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"})
+    running.m, running.ncrit = m, ncrit
+    running.name = f"pvfmm m={m} ncrit={ncrit}"
+    return running
 
 
 def compare(dist: str, n: int, driver: Path, args: argparse.Namespace) -> dict:
@@ -242,56 +180,27 @@ def compare(dist: str, n: int, driver: Path, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="vs_pvfmm_") as workdir:
         workdir = Path(workdir)
         problem_file = workdir / "problem.bin"
-        with open(problem_file, "wb") as file:
-            np.ascontiguousarray(points).tofile(file)
-            charges.tofile(file)
+        write_problem(problem_file, points, charges)
 
         clock = time.perf_counter()
         fmm = fmmloopy.Fmm(points, order=args.order, n_crit=args.n_crit)
         fmm_setup = time.perf_counter() - clock
 
-        drivers: list[PvfmmDriver] = []
+        drivers: list[ServedDriver] = []
         try:
             for m in args.m:  # one after another: the first of each m may write its file
                 for ncrit in args.ncrit:
-                    drivers.append(PvfmmDriver(driver, problem_file, workdir, m, ncrit,
+                    drivers.append(pvfmm_driver(driver, problem_file, workdir, m, ncrit,
                                                precomp_dir, args.threads, args.launcher))
             names = ["fmmloopy"] + [d.name for d in drivers]
 
-            def run_fmmloopy() -> tuple[float, float]:
-                cpu, clock = _cpu_seconds(), time.perf_counter()
-                fmm(charges)
-                return time.perf_counter() - clock, _cpu_seconds() - cpu
-
-            def run_driver(d: PvfmmDriver) -> tuple[float, float]:
-                reply = d.evaluate()
-                d.last_stages = reply["stages"]
-                return reply["seconds"], reply["cpu_seconds"]
-
-            runners = [run_fmmloopy] + [lambda d=d: run_driver(d) for d in drivers]
-            errors = {"fmmloopy": relative_error(fmm(charges)[sample], reference)}  # warm-up
-            for name, d in zip(names[1:], drivers, strict=True):
-                run_driver(d)
-                errors[name] = relative_error(d.potential()[sample], reference)
-            times = {name: [] for name in names}
-            cpu_times = {name: [] for name in names}
-            for _ in range(args.repeats):  # alternating
-                for name, run in zip(names, runners, strict=True):
-                    seconds, cpu = run()
-                    times[name].append(seconds)
-                    cpu_times[name].append(cpu)
+            errors, times, cpu_times = time_alternated(fmm, charges, drivers, names, sample,
+                                                       reference, args.repeats)
         finally:
             for d in drivers:
                 d.close()
 
-    chosen = " (auto)" if args.n_crit == "auto" else ""
-    settings = f"order {args.order}, n_crit {fmm.n_crit}{chosen}"
-    if fmm.setup_seconds.get("verify"):  # recipes not as shipped: first-use verification
-        settings += f", set-up incl. {fmm.setup_seconds['verify']:.2f} s recipe verification"
-    codes = {"fmmloopy": {
-        "settings": settings,
-        "setup_seconds": fmm_setup, "setup_stages": dict(fmm.setup_seconds),
-        "eval_stages": dict(fmm.eval_seconds), "tree_depth": int(fmm.tree.nlevels) - 1}}
+    codes = {"fmmloopy": fmmloopy_entry(fmm, args.order, args.n_crit, fmm_setup)}
     for name, d in zip(names[1:], drivers, strict=True):
         setup = d.setup
         stages = ("tree_seconds", "precompute_seconds", "setup_fmm_seconds")
@@ -307,37 +216,9 @@ def compare(dist: str, n: int, driver: Path, args: argparse.Namespace) -> dict:
             "precompute_loaded": setup["precompute_loaded"], "eval_stages": d.last_stages,
             "tree_depth": setup["depth"], "leaves": setup["leaves"],
             "omp_threads": setup["threads"], "unit_cube_scale": setup["scale"]}
-    for name, code in codes.items():
-        code["eval_seconds"] = min(times[name])
-        code["eval_seconds_all"] = times[name]
-        code["cores_busy"] = sum(cpu_times[name]) / sum(times[name])
-        code["relative_l2_error"] = errors[name]
-    pvfmm_names = names[1:]
-    best = min(pvfmm_names, key=lambda name: codes[name]["eval_seconds"])
-    fastest = codes["fmmloopy"]["eval_seconds"]
-    for name in pvfmm_names:
-        codes[name]["eval_ratio_to_fmmloopy"] = codes[name]["eval_seconds"] / fastest
-        codes[name]["setup_ratio_to_fmmloopy"] = (codes[name]["setup_seconds"]
-                                                  / codes["fmmloopy"]["setup_seconds"])
+    best = summarise(codes, times, cpu_times, errors, names[1:])
     return {"distribution": dist, "n": n, "order": args.order, "repeats": args.repeats,
             "check_targets": len(sample), "best_pvfmm": best, "codes": codes}
-
-
-TABLE_HEADER = ("| distribution | N | code | settings | set-up s | evaluation s | rel. L2 error "
-                "| cores busy | PVFMM / fmmloopy |\n"
-                "|---|---:|---|---|---:|---:|---:|---:|---:|")
-
-
-def table_rows(row: dict) -> list[str]:
-    lines = []
-    for name, code in row["codes"].items():
-        label = name.split(" ")[0] + (" (best)" if name == row["best_pvfmm"] else "")
-        ratio = code.get("eval_ratio_to_fmmloopy")
-        lines.append(f"| {row['distribution']} | {row['n']} | {label} | {code['settings']} "
-                     f"| {code['setup_seconds']:.3f} | {code['eval_seconds']:.3f} "
-                     f"| {code['relative_l2_error']:.2e} | {code['cores_busy']:.2f} "
-                     f"| {'' if ratio is None else f'{ratio:.2f}'} |")
-    return lines
 
 
 def main() -> None:
@@ -349,9 +230,7 @@ def main() -> None:
     parser.add_argument("--pvfmm-build", type=Path, default=os.environ.get("PVFMM_BUILD"),
                         help="PVFMM's CMake build folder (default: $PVFMM_BUILD, else build "
                              "inside the source)")
-    parser.add_argument("--driver", type=Path,
-                        help="a laplace_driver already built (skips building)")
-    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
+    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir("pvfmm"),
                         help="where the driver and PVFMM's precomputed operators go "
                              "(default: %(default)s)")
     parser.add_argument("--cxx", default=os.environ.get("MPICXX", "mpicxx"))
@@ -360,59 +239,27 @@ def main() -> None:
     parser.add_argument("--launcher", type=shlex.split, default=[],
                         help="command before the driver, e.g. 'mpirun -n 1' (default: none, "
                              "MPI's singleton start)")
-    parser.add_argument("--n", type=int, nargs="+", default=[1_000_000])
-    parser.add_argument("--dist", default="sphere,cube",
-                        help="comma-separated: sphere, cube (default: %(default)s)")
-    parser.add_argument("--order", type=int, default=6, help="fmmloopy's (default: 6)")
-    parser.add_argument("--n-crit", type=lambda value: value if value == "auto" else int(value),
-                        default="auto",
-                        help="fmmloopy's: an integer or 'auto' (the default: chosen by cost)")
     parser.add_argument("--m", type=int, nargs="+", default=[6],
                         help="PVFMM's multipole orders (even), each run (default: 6)")
     parser.add_argument("--ncrit", type=int, nargs="+", default=[64, 128, 256],
                         help="most points per PVFMM leaf (its max_pts is twice that), each run "
                              "(default: 64 128 256)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--check-targets", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=CORES,
-                        help="OMP_NUM_THREADS of the PVFMM driver (default: all cores)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_problem_arguments(parser, "PVFMM")
     args = parser.parse_args()
-    dists = [d.strip() for d in args.dist.split(",") if d.strip()]
-    if not dists or not set(dists) <= {"sphere", "cube"}:
-        parser.error("--dist takes sphere and/or cube, comma-separated")
-    if (min(args.n) < 1 or args.repeats < 1 or args.check_targets < 1 or args.threads < 1
-            or min(args.ncrit) < 1):
-        parser.error("--n, --ncrit, --repeats, --check-targets and --threads must be >= 1")
+    dists = checked_distributions(parser, args)
     if min(args.m) < 2 or any(m % 2 for m in args.m):
         parser.error("--m takes even numbers >= 2 (PVFMM's multipole order)")
 
-    try:
-        if args.driver is not None:
-            if not args.driver.is_file():
-                raise Skipped(f"--driver {args.driver} does not exist")
-            driver = args.driver.resolve()
-        else:
-            driver = build_driver(args.pvfmm_src, args.pvfmm_build, args.cache_dir, args.cxx,
-                                  args.ldflags)
-    except Skipped as reason:
-        if args.json:
-            print(json.dumps({"skipped": str(reason)}))
-        else:
-            print(f"vs_pvfmm: skipped: {reason}")
+    driver = driver_or_skip(
+        args, lambda: build_driver(args.pvfmm_src, args.pvfmm_build, args.cache_dir, args.cxx,
+                                   args.ldflags),
+        "vs_pvfmm")
+    if driver is None:
         return
 
     context_for(choose_device())  # OpenCL's start-up is no part of fmmloopy's set-up
-    rows = []
-    if not args.json:
-        print(TABLE_HEADER)
-    for n in args.n:
-        for dist in dists:
-            row = compare(dist, n, driver, args)
-            rows.append(row)
-            if not args.json:
-                print("\n".join(table_rows(row)), flush=True)
+    rows = compare_all(args, dists, lambda dist, n: compare(dist, n, driver, args),
+                       "PVFMM", "best_pvfmm")
     if args.json:
         source = args.pvfmm_src
         print(json.dumps({"cores": CORES, "driver": str(driver),

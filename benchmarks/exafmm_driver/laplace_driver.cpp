@@ -39,29 +39,21 @@
 #include "build_list.h"
 #include "laplace.h"
 
+#include "../driver_support.hpp"
+
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using driver_support::Clock;
+using driver_support::cpu_seconds;
+using driver_support::fail;
+using driver_support::read_problem;
+using driver_support::seconds_since;
+using driver_support::to_int;
+using driver_support::write_values;
+
 using exafmm_t::real_t;
 
 static_assert(sizeof(real_t) == 8, "build exafmm-t in double precision (no -DFLOAT)");
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-// User + system CPU seconds of the process, all threads.
-double cpu_seconds() {
-  rusage usage;
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_utime.tv_sec + usage.ru_stime.tv_sec
-         + 1e-6 * (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
-}
-
-[[noreturn]] void fail(const std::string& message) {
-  std::cerr << "laplace_driver: " << message << std::endl;
-  std::exit(2);
-}
 
 struct Options {
   std::string input, output, matrix_file;
@@ -70,14 +62,6 @@ struct Options {
   int evals = 1;
   bool serve = false;
 };
-
-int to_int(const std::string& text, const std::string& name, int lowest) {
-  char* end = nullptr;
-  long value = std::strtol(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || value < lowest || value > 1000000000)
-    fail(name + " must be an integer >= " + std::to_string(lowest) + ", not '" + text + "'");
-  return static_cast<int>(value);
-}
 
 Options parse(int argc, char** argv) {
   Options options;
@@ -99,28 +83,6 @@ Options parse(int argc, char** argv) {
   }
   if (options.input.empty() || options.output.empty()) fail("--input and --output are needed");
   return options;
-}
-
-// Points (n x 3) and charges (n) from the raw float64 file.
-void read_problem(const std::string& path, std::vector<double>& points,
-                  std::vector<double>& charges) {
-  std::ifstream file(path, std::ios::binary | std::ios::ate);
-  if (!file) fail("cannot open " + path);
-  std::streamoff bytes = file.tellg();
-  if (bytes <= 0 || bytes % 32 != 0) fail(path + ": size is not a positive multiple of 32 bytes");
-  size_t n = static_cast<size_t>(bytes / 32);
-  points.resize(3 * n);
-  charges.resize(n);
-  file.seekg(0);
-  file.read(reinterpret_cast<char*>(points.data()), 24 * n);
-  file.read(reinterpret_cast<char*>(charges.data()), 8 * n);
-  if (!file) fail("short read from " + path);
-}
-
-void write_values(const std::string& path, const std::vector<double>& values) {
-  std::ofstream file(path, std::ios::binary | std::ios::trunc);
-  file.write(reinterpret_cast<const char*>(values.data()), 8 * values.size());
-  if (!file) fail("cannot write " + path);
 }
 
 // One FMM problem set up once and evaluated on demand.
