@@ -24,6 +24,7 @@ import loopy as lp
 import numpy as np
 import pymbolic.primitives as prim
 from loopy.symbolic import get_dependencies
+from pymbolic.mapper import CombineMapper
 
 from fmmloopy.tuning.inline_math import FMA_PREAMBLE, trig_preamble
 from fmmloopy.tuning.tools import add_preamble
@@ -124,8 +125,8 @@ class ComplexSplitter:
 
     def _real(self, expr) -> None:
         """NotSplittable unless every name in ``expr`` is real (conditions, real functions)."""
-        names = {getattr(dep, "name", dep) for dep in get_dependencies(expr)}
-        if names & (self.complex_arrays | set(self.split_names)) or _has_complex_constant(expr):
+        if (_names(expr) & (self.complex_arrays | set(self.split_names))
+                or _ComplexConstant()(expr)):
             raise NotSplittable(f"a complex value where a real one is needed: {expr}")
 
     def _power(self, expr):
@@ -155,20 +156,21 @@ class ComplexSplitter:
         raise NotSplittable(f"{name} of a complex value")
 
 
-def _has_complex_constant(expr) -> bool:
-    from pymbolic.mapper import CombineMapper
+class _ComplexConstant(CombineMapper):
+    """Whether an expression holds a complex constant."""
 
-    class _Finder(CombineMapper):
-        def combine(self, values):
-            return any(values)
+    def combine(self, values):
+        return any(values)
 
-        def map_constant(self, expr):
-            return isinstance(expr, complex | np.complexfloating)
+    def map_constant(self, expr):
+        return isinstance(expr, complex | np.complexfloating)
 
-        def map_variable(self, expr):
-            return False
+    def map_variable(self, expr):
+        return False
 
-    return _Finder()(expr)
+
+def _names(expr) -> set:
+    return {getattr(dep, "name", dep) for dep in get_dependencies(expr)}
 
 # }}}
 
@@ -226,10 +228,6 @@ def split_complex_temporaries(knl: lp.TranslationUnit) -> lp.TranslationUnit:
                                      temporary_variables=temporaries))
     knl = add_preamble(knl, *FMA_PREAMBLE)
     return add_preamble(knl, *trig_preamble())
-
-
-def _names(expr) -> set:
-    return {getattr(dep, "name", dep) for dep in get_dependencies(expr)}
 
 
 def _split_instructions(entry, splitter: ComplexSplitter, split_names: dict):

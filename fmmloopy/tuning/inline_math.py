@@ -28,7 +28,8 @@ _COS_COEFFICIENTS = (0.04166666666666669, -0.0013888888888891329, 2.480158730245
 #: the Cody-Waite reduction.
 _PI_HALF_PARTS = ("0x1.921fb544p+0", "0x1.0b4611a626331p-34")
 
-TRIG_HELPER = "fmmloopy"
+#: The helpers' names: ``fmmloopy_sin``, ``fmmloopy_cos``, ``fmmloopy_exp``.
+_PREFIX = "fmmloopy"
 
 
 def _estrin(coefficients, powers) -> str:
@@ -86,14 +87,14 @@ def trig_preamble() -> tuple[str, str]:
     cosine = ("  double v = odd ? s : c;\n"
               "  return (q == 1.0 || q == 2.0) ? -v : v;\n")
     helpers = "".join(
-        f"inline __attribute__((always_inline)) double {TRIG_HELPER}_{name}(double x)\n"
+        f"inline __attribute__((always_inline)) double {_PREFIX}_{name}(double x)\n"
         "{\n" + reduction + body + "}\n"
         for name, body in (("sin", sine), ("cos", cosine)))
     text = (_ROUNDING + helpers
             + "#ifdef sin\n#undef sin\n#endif\n#ifdef cos\n#undef cos\n#endif\n"
-            f"#define sin(x) {TRIG_HELPER}_sin(x)\n"
-            f"#define cos(x) {TRIG_HELPER}_cos(x)")
-    return f"002_{TRIG_HELPER}", text
+            f"#define sin(x) {_PREFIX}_sin(x)\n"
+            f"#define cos(x) {_PREFIX}_cos(x)")
+    return f"002_{_PREFIX}", text
 
 
 #: OpenCL's ``fma`` is a library call on PoCL (``cdouble_fma`` of ``pyopencl-complex.h`` uses
@@ -151,8 +152,7 @@ class _CalledFunctions(Collector):
 
 
 #: The preamble of each function :func:`use_inline_math` replaces, by the name called.
-INLINE_FUNCTIONS = {"exp": exp_preamble, "sin": lambda: trig_preamble(),
-                    "cos": lambda: trig_preamble()}
+INLINE_FUNCTIONS = {"exp": exp_preamble, "sin": trig_preamble, "cos": trig_preamble}
 
 
 def called_functions(knl: lp.TranslationUnit) -> set[str]:

@@ -22,16 +22,16 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "a4f1aa7a3b484a55f78981b5283ca8abc3606abf69619fceaa7ae0dd30707cb0",
+    "fmmloopy.transforms.cpu": "9f938abfd8dad2187f69deab7c71fcbee0a63fb2b3b70a02f912378e8c7f9be7",
     "fmmloopy.transforms.generic":
         "d5c1dd918e9b4941de6a396615bb1593a78906cbe08dcd91d9d754ab82659d83",
     "fmmloopy.transforms.gpu": "3230d47b4fdafe2cf9e1e50ebd4fda3696e56738c86ee265bf76e53e2d38e115",
     "fmmloopy.transforms.sequential":
         "ed0069adbb495edd7a15545d39511f0b8bef199b6c9b077ca881157e8dcdfbdb",
     "fmmloopy.tuning.complex_split":
-        "3b48b1cb636538d1fde90fd35bab6b38d8799dad37f01ffc3bdfa3d5ffed5bb1",
+        "372c40570371f8c4b5e9e233dc173bdd2ecf1cf3c79d2a569b6f82ac776a5942",
     "fmmloopy.tuning.inline_math":
-        "8136c81d32b6c66702ec877272fdd4a427b71f267a6a795e4c5bf01accc07bb5",
+        "38985fbe57cf2d02ce65a920e84dc7fab68bdb7b84f8c398ec31ef2767bd7970",
     "fmmloopy.tuning.target_lanes":
         "5f324baf157f9e6b48399bcc0b2a4273717336d5f7f8f4739fc07114aea5fd08",
     "fmmloopy.tuning.tools": "0550d1ed925615a7e8e44602bcbdf6d0200eb92b68081392d4e8787d1767eaf7",
