@@ -71,12 +71,14 @@ def test_exp_is_within_a_few_units_of_the_last_place_and_clamps(device, options)
 
 
 def test_the_cpu_recipe_computes_yukawa_with_the_inline_exp(device):
-    """Yukawa's pairwise kernels call the helper (no library ``exp`` left to stop the
-    vectorisation) and agree with ``sequential``: potential and gradient of charges and
-    dipoles, every pairwise operator (the check's tolerance, 1e-12 relative)."""
+    """Yukawa's pairwise kernels with a box's targets on work-items (the path of CPUs whose
+    vectors hold 4 doubles) call the helper: no library ``exp`` left to stop the
+    vectorisation; and on this device's own path they agree with ``sequential``: potential and
+    gradient of charges and dipoles, every pairwise operator (the check's tolerance, 1e-12
+    relative)."""
     kernel = yukawa(4.0).with_fields(("potential", "gradient"), ("charge", "dipole"))
-    code = compiled_operator("l2p", device, recipe="cpu", kernel=kernel,
-                             n_surface=56).device_code()
+    code = compiled_operator("l2p", device, recipe="cpu", kernel=kernel, n_surface=56,
+                             settings={"targets_in": "work_items"}).device_code()
     assert "#define exp(x) fmmloopy_exp(x)" in code
     results = list(run_checks(device, operators=["p2p", "p2m", "l2p", "m2p", "p2l"],
                               recipes=["cpu"], kernel=kernel, production=None))
