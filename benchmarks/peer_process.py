@@ -260,3 +260,21 @@ def compare_all(args, dists: list[str], compare, peer: str, best_key: str) -> li
             if not args.json:
                 print("\n".join(table_rows(row, row[best_key])), flush=True)
     return rows
+
+
+def print_report(args, rows: list[dict], driver: Path, source: Path | None, key: str,
+                 peer: str, remark: str, commit) -> None:
+    """The JSON object (``--json``: cores, the driver, the peer's source ``<key>_src`` and its
+    commit ``<key>_commit``, the rows) or the table's closing line (``remark``: what the peer
+    computes beside the potentials)."""
+    cores = os.cpu_count() or 1
+    if args.json:
+        print(json.dumps({"cores": cores, "driver": str(driver),
+                          f"{key}_src": None if source is None else str(source),
+                          f"{key}_commit": None if source is None else commit(source),
+                          "rows": rows}))
+    else:
+        print(f"\nminimum of {args.repeats} alternating runs after a warm-up; errors on "
+              f"{rows[0]['check_targets']} sampled targets; {peer} / fmmloopy: evaluation "
+              f"time ratio (> 1: fmmloopy faster); {remark}; {cores} cores, driver "
+              f"OMP_NUM_THREADS={args.threads}")

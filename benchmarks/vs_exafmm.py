@@ -54,7 +54,6 @@ time over wall time of the timed runs. Errors: relative L2 against a direct sum 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -74,6 +73,7 @@ from peer_process import (
     default_cache_dir,
     driver_or_skip,
     fmmloopy_entry,
+    print_report,
     summarise,
     time_alternated,
     write_problem,
@@ -83,7 +83,6 @@ import fmmloopy
 from fmmloopy.base.devices import choose_device, context_for
 from fmmloopy.base.distributions import sphere_surface, uniform_cube
 
-CORES = os.cpu_count() or 1
 HERE = Path(__file__).resolve().parent
 SUPPORT_HEADER = HERE / "driver_support.hpp"  # included by the driver
 DRIVER_SOURCE = HERE / "exafmm_driver" / "laplace_driver.cpp"
@@ -237,17 +236,8 @@ def main() -> None:
     context_for(choose_device())  # OpenCL's start-up is no part of fmmloopy's set-up
     rows = compare_all(args, dists, lambda dist, n: compare(dist, n, driver, args),
                        "exafmm-t", "best_exafmm")
-    if args.json:
-        source = args.exafmm_src
-        print(json.dumps({"cores": CORES, "driver": str(driver),
-                          "exafmm_src": None if source is None else str(source),
-                          "exafmm_commit": None if source is None else source_commit(source),
-                          "rows": rows}))
-    else:
-        print(f"\nminimum of {args.repeats} alternating runs after a warm-up; errors on "
-              f"{rows[0]['check_targets']} sampled targets; exafmm-t / fmmloopy: evaluation "
-              f"time ratio (> 1: fmmloopy faster); exafmm-t also computes gradients; "
-              f"{CORES} cores, driver OMP_NUM_THREADS={args.threads}")
+    print_report(args, rows, driver, args.exafmm_src, "exafmm", "exafmm-t",
+                 "exafmm-t also computes gradients", source_commit)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,6 @@ relative L2 against a direct sum in numpy (``1 / (4 pi r)``, self excluded) on
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -85,12 +84,12 @@ from peer_process import (
     default_cache_dir,
     driver_or_skip,
     fmmloopy_entry,
+    print_report,
     summarise,
     time_alternated,
     write_problem,
 )
 from vs_exafmm import (
-    CORES,
     direct_potential,
     make_problem,
     source_commit,
@@ -260,17 +259,8 @@ def main() -> None:
     context_for(choose_device())  # OpenCL's start-up is no part of fmmloopy's set-up
     rows = compare_all(args, dists, lambda dist, n: compare(dist, n, driver, args),
                        "PVFMM", "best_pvfmm")
-    if args.json:
-        source = args.pvfmm_src
-        print(json.dumps({"cores": CORES, "driver": str(driver),
-                          "pvfmm_src": None if source is None else str(source),
-                          "pvfmm_commit": None if source is None else source_commit(source),
-                          "rows": rows}))
-    else:
-        print(f"\nminimum of {args.repeats} alternating runs after a warm-up; errors on "
-              f"{rows[0]['check_targets']} sampled targets; PVFMM / fmmloopy: evaluation "
-              f"time ratio (> 1: fmmloopy faster); PVFMM computes potentials only, as "
-              f"fmmloopy; {CORES} cores, driver OMP_NUM_THREADS={args.threads}")
+    print_report(args, rows, driver, args.pvfmm_src, "pvfmm", "PVFMM",
+                 "PVFMM computes potentials only, as fmmloopy", source_commit)
 
 
 if __name__ == "__main__":
