@@ -688,8 +688,10 @@ def working_strengths(strengths: np.ndarray, kernel: GreenKernel, largest: np.nd
     charge_exponents = np.array([
         _strength_exponent(largest[rows], input_shifts[rows], safe_exponent) for rows in (
             slice(v * per_vector, (v + 1) * per_vector) for v in range(kernel.vectors))])
-    return (_ldexp(strengths, (input_shifts - np.repeat(charge_exponents, per_vector)
-                               )[:, None]), charge_exponents)
+    shifts = input_shifts - np.repeat(charge_exponents, per_vector)
+    if not shifts.any():  # the common case: strengths already in working units
+        return strengths, charge_exponents
+    return _ldexp(strengths, shifts[:, None]), charge_exponents
 
 
 def to_user_units(outputs: np.ndarray, kernel: GreenKernel, charge_exponents,
