@@ -29,6 +29,7 @@ from collections.abc import Mapping
 import numpy as np
 
 import fmmloopy
+from fmmloopy.api.fmm import DEFAULT_ORDER
 from fmmloopy.base.distributions import sphere_surface
 from fmmloopy.cli.distributed import launched_ranks, print_rank_table, run_distributed
 from fmmloopy.cli.main import KERNEL_HELP, kernel_argument
@@ -117,21 +118,28 @@ def recipe_choice(values: list[str]) -> str | dict[str, str] | None:
 def run(n: int, order: int, n_crit: int | str, device: str | None,
         recipes: str | Mapping[str, str] | None, check_targets: int, repeats: int,
         seed: int, w_x_direct: bool = True, verify_recipes: bool = True,
-        kernel: str = "laplace", gradient: bool = False, dtype: str = "float64") -> dict:
+        kernel: str = "laplace", gradient: bool = False, dtype: str = "float64",
+        eps: float | None = None) -> dict:
     """Build the FMM, evaluate it ``repeats`` times, compare with direct summation.
 
     ``recipes``: as :class:`fmmloopy.Fmm` takes them (a name, ``{operator: name}`` or ``None``).
     With ``gradient``, the gradient is evaluated too and its error reported. With ``dtype``
     ``"float32"``, the errors against the direct sum of the inputs rounded to float32 are
-    reported too (``..._rounded_inputs``).
+    reported too (``..._rounded_inputs``). With ``eps``, the FMM chooses the order for that
+    relative L2 error (of the gradient too with ``gradient``) instead of taking ``order``.
+
+    The error is :meth:`fmmloopy.Fmm.estimate_error`'s: over all targets, estimated from
+    ``check_targets`` sampled ones, with its 95 % interval.
     """
     rng = np.random.default_rng(seed)
     points = sphere_surface(n, rng)
     charges = rng.uniform(-1.0, 1.0, n)
 
-    fmm = fmmloopy.Fmm(points, kernel=kernel, order=order, n_crit=n_crit, device=device,
-                       recipes=recipes, w_x_direct=w_x_direct, verify_recipes=verify_recipes,
-                       dtype=dtype)
+    accuracy = dict(order=order) if eps is None else dict(
+        eps=eps, eps_for=("charges", "gradient") if gradient else "charges")
+    fmm = fmmloopy.Fmm(points, kernel=kernel, n_crit=n_crit, device=device, recipes=recipes,
+                       w_x_direct=w_x_direct, verify_recipes=verify_recipes, dtype=dtype,
+                       **accuracy)
     if fmm.kernel.is_complex:  # Helmholtz: complex charges
         charges = charges + 1j * rng.uniform(-1.0, 1.0, n)
     best = None
@@ -141,12 +149,17 @@ def run(n: int, order: int, n_crit: int | str, device: str | None,
             best = fmm.eval_seconds
     sample = rng.choice(n, size=min(check_targets, n), replace=False)
     green = fmm.fields_kernel(gradient=gradient)
-    # The reference: every source at each sampled target, by the device's P2P kernel.
+    # The reference: every source at sampled targets, by the device's P2P kernel.
     clock = time.perf_counter()
-    expected = fmmloopy.DirectSum(points, points[sample], kernel=fmm.kernel,
-                                  device=fmm.device)(charges, gradient=gradient)
+    estimates = fmm.estimate_error(charges, gradient=gradient, samples=check_targets,
+                                   seed=seed, result=result)
     reference_seconds = time.perf_counter() - clock
-    errors = _errors(result, expected, sample, gradient)
+    errors = {}
+    for field, suffix in (("potential", ""), ("gradient", "_gradient")):
+        if field in estimates:
+            errors[f"rel_l2_error{suffix}"] = estimates[field].relative_l2
+            errors[f"rel_l2_error{suffix}_interval"] = [estimates[field].low,
+                                                        estimates[field].high]
     if fmm.dtype != np.float64:  # the sum the FMM was given: its inputs rounded to its dtype
         def rounded(values):
             return values.astype(fmm.dtype).astype(values.dtype)
@@ -156,7 +169,8 @@ def run(n: int, order: int, n_crit: int | str, device: str | None,
                    for name, value in _errors(result, given, sample, gradient).items()}
     return {
         "kernel": green.label, "gradient": gradient, "dtype": np.dtype(fmm.dtype).name,
-        "n": n, "order": order, "n_crit": fmm.n_crit, "device": fmm.device.name,
+        "n": n, "order": fmm.order, "eps": eps, "n_crit": fmm.n_crit,
+        "device": fmm.device.name,
         "depth": fmm.tree.nlevels - 1, "nleaves": int(fmm.tree.box_is_leaf.sum()),
         "list_sizes": list_size_summary(fmm.tree, fmm.lists),
         "w_x_direct": w_x_direct,
@@ -228,10 +242,15 @@ def print_report(report: dict) -> None:
     if ranks:
         print("per rank (an evaluation's seconds; the steps above: the slowest rank's):")
         print_rank_table(ranks)
-    print(f"relative L2 error against direct summation on {report['check_targets']} targets: "
-          f"{report['rel_l2_error']:.2e}"
-          + (f" (potential), {report['rel_l2_error_gradient']:.2e} (gradient)"
+    def with_interval(key: str) -> str:
+        interval = report.get(key + "_interval")
+        return f"{report[key]:.2e}" + (f" (95 % interval {interval[0]:.2e} to "
+                                       f"{interval[1]:.2e})" if interval else "")
+    print(f"relative L2 error over all targets, estimated against direct summation on "
+          f"{report['check_targets']} sampled ones: {with_interval('rel_l2_error')}"
+          + (f" potential, {with_interval('rel_l2_error_gradient')} gradient"
              if report["gradient"] else "")
+          + (f" (eps {report['eps']:g})" if report.get("eps") else "")
           + (f" (the direct sum on the device: {report['reference_seconds']:.2f} s)"
              if "reference_seconds" in report else ""))
     if "rel_l2_error_rounded_inputs" in report:
@@ -244,7 +263,12 @@ def print_report(report: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=100_000, help="number of charges")
-    parser.add_argument("--order", type=int, default=6, help="points per surface edge")
+    accuracy = parser.add_mutually_exclusive_group()
+    accuracy.add_argument("--order", type=int, default=None,
+                          help="points per surface edge (default 6)")
+    accuracy.add_argument("--eps", type=float, default=None,
+                          help="the relative L2 error asked for: the FMM chooses the order "
+                               "(docs/kernels.md, 'Accuracy by eps')")
     parser.add_argument("--n-crit", type=lambda text: text if text == "auto" else int(text),
                         default="auto", help="most points per leaf, or 'auto' (default: chosen "
                         "by cost for the points and the order)")
@@ -277,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                              "under mpiexec -n R with R > 1; each rank draws its share of the "
                              "points; docs/scale-out.md)")
     args = parser.parse_args(argv)
+    if args.order is None and args.eps is None:
+        args.order = DEFAULT_ORDER
     if args.n < 1 or args.check_targets < 1 or args.repeats < 1:
         parser.error("--n, --check-targets and --repeats must be at least 1")
     for source in args.recipes:
@@ -298,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if distributed:
             report = run_distributed(
-                args.n, "sphere", order=args.order, n_crit=args.n_crit, device=args.device,
+                args.n, "sphere", order=None if args.eps else args.order, eps=args.eps,
+                n_crit=args.n_crit, device=args.device,
                 recipes=recipes, check_targets=args.check_targets, repeats=args.repeats,
                 seed=args.seed, kernel=args.kernel, w_x_direct=args.w_x_direct,
                 verify_recipes=args.verify_recipes)
@@ -307,8 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             report = run(args.n, args.order, args.n_crit, args.device, recipes,
                          args.check_targets, args.repeats, args.seed, args.w_x_direct,
-                         args.verify_recipes, args.kernel, args.gradient, args.dtype)
-    except RecipeError as exc:
+                         args.verify_recipes, args.kernel, args.gradient, args.dtype,
+                         args.eps)
+    except (RecipeError, ValueError) as exc:
         print(f"laplace_sphere.py: {exc}", file=sys.stderr)
         return 1
     if args.json:
@@ -318,16 +346,17 @@ def main(argv: list[str] | None = None) -> int:
     # float32: against the inputs it was given, within float64's bound plus what float32 adds.
     suffix, added = ("", 0.0) if args.dtype == "float64" else (
         "_rounded_inputs", FLOAT32_ADDED_ERROR)
-    checks = [("rel_l2_error" + suffix, "", ERROR_MARGIN, expected_error(args.order) + added)]
+    order = report["order"]
+    checks = [("rel_l2_error" + suffix, "", ERROR_MARGIN, expected_error(order) + added)]
     if args.gradient:
         checks.append(("rel_l2_error_gradient" + suffix, " of the gradient",
                        GRADIENT_ERROR_MARGIN,
-                       expected_error(args.order, MEASURED_GRADIENT_ERROR,
+                       expected_error(order, MEASURED_GRADIENT_ERROR,
                                       GRADIENT_ERROR_MARGIN) + added))
     for key, what, margin, bound in checks:
         if not report[key] <= bound:
             print(f"laplace_sphere.py: the relative L2 error{what} {report[key]:.3g} exceeds "
-                  f"{bound:.3g}, {margin:g} times what order {args.order} reaches"
+                  f"{bound:.3g}, {margin:g} times what order {order} reaches"
                   + (f" plus float32's {added:g}" if added else "") + ": the "
                   "result is wrong (a recipe? run 'fmmloopy check')", file=sys.stderr)
             return 1

@@ -175,6 +175,7 @@ def test_the_wheel_installs_only_fmmloopy(tmp_path):
     assert archive.read(f"{dist_info}/top_level.txt").decode().split() == ["fmmloopy"]
     assert {name for name in names if name.endswith(".py")} == _source_modules()
     assert {f"fmmloopy/transforms/{name}.py" for name in SHIPPED_RECIPES} <= set(names)
+    assert "fmmloopy/maths/eps_calibration.json" in names  # the table eps= reads
     assert "fmmloopy = fmmloopy.cli.main:main" in archive.read(
         f"{dist_info}/entry_points.txt").decode()
 

@@ -26,19 +26,22 @@ the single-process one up to the order of floating-point sums (relative differen
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pyopencl as cl
 
 from fmmloopy.api.fmm import (
+    DEFAULT_ORDER,
     MAX_ORDER,
     MIN_ORDER,
     Fields,
     Fmm,
+    check_eps_covers,
     checked_strengths,
     overflow_message,
     to_user_units,
@@ -60,6 +63,7 @@ from fmmloopy.execution.precomputed import get_operators, level_operators
 from fmmloopy.execution.roofline import measure_peaks
 from fmmloopy.execution.rows import add_rows, gather_rows
 from fmmloopy.execution.tuning_records import device_pair_flops
+from fmmloopy.maths.accuracy import eps_quantities, order_for_eps, validate_eps
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel, check_wave_range, get_kernel
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
@@ -117,11 +121,12 @@ class DistributedFmm:
     """
 
     def __init__(self, sources, targets=None, *, comm=None,
-                 kernel: str | GreenKernel = "laplace", order: int = 6,
+                 kernel: str | GreenKernel = "laplace", order: int | None = None,
                  n_crit: int | str = AUTO, device=None,
                  recipes: str | Mapping[str, str] | None = None, max_depth: int = 20,
                  memory_limit: float | None = None, w_x_direct: bool = True,
-                 verify_recipes: bool = True, speed: float | None = None, dtype=np.float64):
+                 verify_recipes: bool = True, speed: float | None = None, dtype=np.float64,
+                 eps: float | None = None, eps_for: str | Iterable[str] = "charges"):
         mpi = mpi_module()
         self.collectives = collectives = Collectives(mpi.COMM_WORLD if comm is None else comm)
         self.rank, self.size = collectives.rank, collectives.size
@@ -134,7 +139,14 @@ class DistributedFmm:
         self._lock = threading.RLock()
         clock = time.perf_counter()
         with collectives.agree("checking the inputs"):
-            self.order = validate_integer(order, "order", MIN_ORDER, MAX_ORDER)
+            if eps is not None and order is not None:
+                raise ValueError(f"give order or eps, not both (order={order!r}, eps={eps!r})")
+            #: ``eps`` and the quantities it holds for, as :class:`~fmmloopy.api.fmm.Fmm`'s;
+            #: the order is chosen with the tree (None until then).
+            self.eps = None if eps is None else validate_eps(eps)
+            self.eps_quantities = () if eps is None else eps_quantities(eps_for)
+            self.order = None if eps is not None else validate_integer(
+                DEFAULT_ORDER if order is None else order, "order", MIN_ORDER, MAX_ORDER)
             n_crit = validate_n_crit(n_crit)
             max_depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
             self.kernel = get_kernel(kernel).base
@@ -157,11 +169,11 @@ class DistributedFmm:
                 share_cpu(node_size)
             self.device = device_for_rank(device, self.node_rank)
         with collectives.agree("comparing the ranks' options"):
-            options = (self.order, n_crit, max_depth, self.kernel.spec, w_x_direct,
-                       targets is None, speed is None)
+            options = (self.order, self.eps, self.eps_quantities, n_crit, max_depth,
+                       self.kernel.spec, w_x_direct, targets is None, speed is None)
             _same_on_every_rank(collectives.gather(options),
-                                ("order", "n_crit", "max_depth", "kernel", "w_x_direct",
-                                 "targets=None", "speed=None"))
+                                ("order", "eps", "eps_for", "n_crit", "max_depth", "kernel",
+                                 "w_x_direct", "targets=None", "speed=None"))
         devices = collectives.gather((self.device.platform.name, self.device.name,
                                       self.device.max_compute_units))
         with collectives.agree("measuring the devices' speed"):
@@ -180,6 +192,9 @@ class DistributedFmm:
         self.local: Fmm | None = None
         self.eval_seconds: dict[str, float] = {}
         if not self.total_sources or not self.total_targets:
+            if self.eps is not None:  # nothing to sum: the order of an empty box
+                self.order = self._options["order"] = order_for_eps(
+                    self.eps, self.kernel, 0.0, self.eps_quantities)
             self._sources_route = self._targets_route = None
             return
         self.setup_seconds["checks"] = time.perf_counter() - clock
@@ -193,6 +208,11 @@ class DistributedFmm:
             sources, targets = self._working_coordinates(sources, targets)
         with collectives.agree("building the tree"):
             points = sort_distributed(sources, targets, max_depth, collectives)
+            if self.eps is not None:  # the order eps needs over the root box (every rank's)
+                self.order = self._options["order"] = order_for_eps(
+                    self.eps, self.kernel, math.ldexp(2 * points.half_width,
+                                                      self.coordinate_exponent),
+                    self.eps_quantities)
             check_wave_range(self.kernel, 2 * points.half_width, self.order)
             first = self._node_first(
                 lambda: get_operators(self.kernel, self.order)
@@ -376,6 +396,7 @@ class DistributedFmm:
             with self.collectives.agree("checking the charges"):
                 strengths, kernel, batched = checked_strengths(self.kernel, self.nsources,
                                                                charges, dipoles, gradient)
+                check_eps_covers(self, kernel)
                 if batched:
                     raise ValueError("DistributedFmm takes one strength vector per call "
                                      "(charges (N,), dipoles (N, 3)), not columns of "

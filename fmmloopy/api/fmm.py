@@ -17,13 +17,14 @@ import dataclasses
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
 import pyopencl as cl
 
+from fmmloopy.api.error_estimate import estimate_error
 from fmmloopy.base.devices import choose_device, context_for
 from fmmloopy.base.precision import FLOAT64, Precision, get_precision
 from fmmloopy.base.progress import stage
@@ -52,6 +53,7 @@ from fmmloopy.execution.opencl_errors import explain_opencl_error
 from fmmloopy.execution.precomputed import get_operators, level_operators
 from fmmloopy.execution.resources import ResourceLimitError, check_memory
 from fmmloopy.execution.tuning_records import device_pair_flops
+from fmmloopy.maths.accuracy import eps_quantities, order_for_eps, validate_eps
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import M2L_CLASSES
 from fmmloopy.maths.green import GreenKernel, check_wave_range, get_kernel
@@ -63,7 +65,13 @@ from fmmloopy.tree.cost import AUTO, CANDIDATES, choose_n_crit, validate_n_crit
 from fmmloopy.tree.direct_lists import direct_where_cheaper
 from fmmloopy.tree.lists import InteractionLists, build_interaction_lists
 from fmmloopy.tree.nested import nest_heavy_rows
-from fmmloopy.tree.octree import MAX_DEPTH_LIMIT, Tree, build_tree_from, sort_points
+from fmmloopy.tree.octree import (
+    MAX_DEPTH_LIMIT,
+    Tree,
+    build_tree_from,
+    root_box_side,
+    sort_points,
+)
 
 #: The most strength vectors one evaluation carries; a call with more runs in passes. The
 #: pairwise kernels keep one accumulator per vector and output component, and each count of
@@ -72,6 +80,8 @@ MAX_VECTORS_PER_PASS = 16
 
 #: Orders (points per surface edge) the toolkit accepts.
 MIN_ORDER, MAX_ORDER = 2, 16
+#: The order without ``order`` or ``eps``.
+DEFAULT_ORDER = 6
 
 
 class Fmm:
@@ -117,11 +127,21 @@ class Fmm:
     """
 
     def __init__(self, sources, targets=None, *, kernel: str | GreenKernel = "laplace",
-                 order: int = 6, n_crit: int | str = "auto", device=None,
+                 order: int | None = None, n_crit: int | str = "auto", device=None,
                  recipes: str | Mapping[str, str] | None = None, max_depth: int = 20,
                  memory_limit: float | None = None, w_x_direct: bool = True,
-                 verify_recipes: bool = True, dtype=np.float64):
-        order = validate_integer(order, "order", MIN_ORDER, MAX_ORDER)
+                 verify_recipes: bool = True, dtype=np.float64, eps: float | None = None,
+                 eps_for: str | Iterable[str] = "charges"):
+        if eps is not None and order is not None:
+            raise ValueError(f"give order or eps, not both (order={order!r}, eps={eps!r})")
+        #: The relative L2 error asked for (``eps=``), None where the order was given.
+        self.eps = None if eps is None else validate_eps(eps)
+        #: The quantities ``eps`` holds for (:func:`~fmmloopy.maths.accuracy.eps_quantities`:
+        #: ``"charge potential"``, ...); empty without ``eps``.
+        self.eps_quantities = () if eps is None else eps_quantities(eps_for)
+        if eps is None:
+            order = validate_integer(DEFAULT_ORDER if order is None else order, "order",
+                                     MIN_ORDER, MAX_ORDER)
         precision = get_precision(dtype)
         n_crit = validate_n_crit(n_crit)
         max_depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
@@ -133,6 +153,10 @@ class Fmm:
         # Shapes and dtypes first: the memory check comes before any copy of the points.
         sources = check_point_array(sources, "sources")
         targets = None if targets is None else check_point_array(targets, "targets")
+        if eps is not None:  # the order eps needs over these points' root box
+            empty = not len(sources) or (targets is not None and not len(targets))
+            order = order_for_eps(eps, kernel, 0.0 if empty else root_box_side(sources, targets),
+                                  self.eps_quantities)
         self.nsources = len(sources)
         self.ntargets = self.nsources if targets is None else len(targets)
         self._targets_are_sources = targets is None
@@ -155,6 +179,10 @@ class Fmm:
         clock = time.perf_counter()
         sources = as_float64_points(sources, "sources")
         targets = None if targets is None else as_float64_points(targets, "targets")
+        #: ``(sources, targets)`` in user coordinates, float64 (targets None: the sources;
+        #: the arrays given where they were float64 already): what :meth:`estimate_error`
+        #: sums directly.
+        self.user_points = (sources, targets)
 
         #: The FMM works in coordinates relative to ``coordinate_origin``
         #: (:func:`~fmmloopy.tree.coordinates.origin`): the centre of the points' bounding box along
@@ -466,8 +494,18 @@ class Fmm:
         far-field matrix to the ``k`` expansions together."""
         strengths, kernel, batched = checked_strengths(self.kernel, self.nsources, charges,
                                                        dipoles, gradient)
+        check_eps_covers(self, kernel)
         outputs = self.apply(strengths[0] if kernel.n_inputs == 1 else strengths, kernel)
         return shaped_results(np.atleast_2d(outputs), kernel, batched)
+
+    def estimate_error(self, charges=None, *, dipoles=None, gradient: bool = False,
+                       samples: int = 1000, seed: int | None = 0, result=None):
+        """The relative L2 error of this FMM for these strengths, estimated against a direct
+        sum on ``samples`` targets: ``{"potential": ErrorEstimate}`` (and ``"gradient"``),
+        each with a 95 % interval (:func:`fmmloopy.api.error_estimate.estimate_error`);
+        ``result``: what this FMM returned for these arguments (else it evaluates them)."""
+        return estimate_error(self, charges, dipoles=dipoles, gradient=gradient,
+                              samples=samples, seed=seed, result=result)
 
     def fields_kernel(self, *, charges: bool = True, dipoles: bool = False,
                       gradient: bool = False) -> GreenKernel:
@@ -558,6 +596,24 @@ class Fmm:
                 row.add_to(potential, charges, kernel)
             self._nested_seconds = time.perf_counter() - clock
         return potential
+
+def check_eps_covers(fmm, kernel: GreenKernel) -> None:
+    """ValueError where a call (``kernel``: its fields) asks ``fmm`` (an :class:`Fmm` or a
+    :class:`~fmmloopy.api.distributed.DistributedFmm`) for a quantity its order was not chosen
+    for (``eps_for``)."""
+    if fmm.eps is None:
+        return
+    asked = {f"{kind} {field}" for kind in kernel.inputs for field in kernel.outputs}
+    missing = sorted(asked - set(fmm.eps_quantities))
+    if missing:
+        both = [quantity.split() for quantity in asked | set(fmm.eps_quantities)]
+        words = sorted({kind + "s" for kind, _ in both}
+                       | {field for _, field in both if field != "potential"})
+        raise ValueError(
+            f"this FMM's order ({fmm.order}) was chosen for eps={fmm.eps:g} on "
+            f"{', '.join(fmm.eps_quantities)}; this call asks for {', '.join(missing)} too: "
+            f"build it with eps_for={tuple(words)!r}")
+
 
 def _ldexp(values: np.ndarray, exponents) -> np.ndarray:
     """``values * 2**exponents``, exact; complex values part by part."""

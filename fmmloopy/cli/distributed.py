@@ -62,14 +62,16 @@ def rank_share(distribution: str, n: int, seed: int, rank: int, size: int
     return indices, np.concatenate(points), np.concatenate(charges)
 
 
-def run_distributed(n: int, distribution: str = "sphere", *, order: int = 6,
+def run_distributed(n: int, distribution: str = "sphere", *, order: int | None = None,
                     n_crit: int | str = "auto", device=None, recipes=None,
                     check_targets: int = 1000, repeats: int = 2, seed: int = 0,
                     kernel: str = "laplace", w_x_direct: bool = True,
-                    verify_recipes: bool = True, comm=None) -> dict | None:
-    """Set up and evaluate a :class:`DistributedFmm` over ``n`` points on every rank; the
-    report (rank 0; None on the others), shaped as ``examples/laplace_sphere.py``'s, with
-    ``ranks``: every rank's counts, seconds and bytes."""
+                    verify_recipes: bool = True, comm=None, eps: float | None = None
+                    ) -> dict | None:
+    """Set up and evaluate a :class:`DistributedFmm` over ``n`` points on every rank (at
+    ``order``, or the order ``eps`` asks for); the report (rank 0; None on the others), shaped
+    as ``examples/laplace_sphere.py``'s, with ``ranks``: every rank's counts, seconds and
+    bytes."""
     from fmmloopy.base.collective import mpi_module
 
     mpi = mpi_module()
@@ -78,9 +80,9 @@ def run_distributed(n: int, distribution: str = "sphere", *, order: int = 6,
     _, points, charges = rank_share(distribution, n, seed, rank, size)
     comm.Barrier()
     clock = mpi.Wtime()
-    fmm = DistributedFmm(points, comm=comm, kernel=kernel, order=order, n_crit=n_crit,
-                         device=device, recipes=recipes, w_x_direct=w_x_direct,
-                         verify_recipes=verify_recipes)
+    fmm = DistributedFmm(points, comm=comm, kernel=kernel, order=order, eps=eps,
+                         n_crit=n_crit, device=device, recipes=recipes,
+                         w_x_direct=w_x_direct, verify_recipes=verify_recipes)
     setup = mpi.Wtime() - clock
     if fmm.kernel.is_complex:
         charges = charges + 1j * np.random.default_rng([seed, rank, 1]).uniform(
@@ -101,7 +103,7 @@ def run_distributed(n: int, distribution: str = "sphere", *, order: int = 6,
     steps = {step for entry in best_ranks for step in entry if step in OPERATORS}
     return {
         "kernel": fmm.kernel.label, "gradient": False, "distribution": distribution,
-        "n": n, "order": order, "n_crit": fmm.n_crit, "ranks_count": size,
+        "n": n, "order": fmm.order, "eps": eps, "n_crit": fmm.n_crit, "ranks_count": size,
         "device": ", ".join(sorted({entry["device"] for entry in best_ranks})),
         "depth": skeleton.nlevels - 1, "nleaves": int(skeleton.box_is_leaf.sum()),
         "list_sizes": list_size_summary(skeleton, fmm.lists),

@@ -272,3 +272,23 @@ def test_ranks_on_different_devices_are_weighed_by_measured_speed():
     assert rank_speed(None, [cpu, gpu], measured) == 250.0  # unlike: measured
     assert rank_speed("measure", [cpu, cpu], measured) == 250.0
     assert rank_speed(3.0, [cpu, gpu], measured) == 3.0  # given: as given
+
+
+def test_eps_chooses_the_single_process_order(comm):
+    """``eps=``: the order chosen over every rank's root box is the single-process FMM's, the
+    results equal, and a call for a quantity the order was not chosen for is refused."""
+    rng = np.random.default_rng(8)
+    n = 2000
+    sources = DISTRIBUTIONS["cube"](n, rng)
+    charges = rng.uniform(-1, 1, n)
+    mine = shares(comm, n, rng)
+    fmm = DistributedFmm(sources[mine], kernel="yukawa:kappa=4", eps=1e-4, n_crit=60)
+    got = fmm(charges[mine])
+    order, potential = single_process(
+        comm, sources, kernel="yukawa:kappa=4", eps=1e-4, n_crit=60,
+        call=lambda f: (f.order, f(charges)))
+    difference = relative_difference(got, potential[mine], np.abs(potential).max())
+    check(comm, fmm.order == order and difference <= EQUAL,
+          f"order {fmm.order} against {order}, difference {difference:.3g}")
+    with pytest.raises(ValueError, match="eps_for"):
+        fmm(charges[mine], gradient=True)

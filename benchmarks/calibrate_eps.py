@@ -1,0 +1,183 @@
+"""Calibrate the order that ``Fmm(..., eps=...)`` chooses: measured errors by kernel and order.
+
+Usage: ``python benchmarks/calibrate_eps.py [--n 10000] [--out FILE]``. For every built-in
+kernel family at a grid of its dimensionless parameter (Laplace; Yukawa at ``kappa L``, Helmholtz
+at ``L`` in wavelengths, ``L`` the side of the FMM's root box) and every order from 3 up, it
+runs ``fmmloopy.Fmm`` on four point sets, each scaled to the unit box:
+
+- ``sphere``: points on a sphere's surface (sources = targets);
+- ``cube``: uniform in a cube (sources = targets);
+- ``plummer``: a Plummer sphere (sources = targets; a deep, uneven tree);
+- ``shell``: sources uniform in the central half-cube, targets on the enclosing sphere,
+
+with charges and dipole moments uniform in [-1, 1] (real and imaginary parts for Helmholtz),
+and measures the relative L2 error, over **every** target, of the potential and the gradient of
+each strength kind against :class:`fmmloopy.DirectSum`. An order's row stops the family's
+parameter once every quantity is below :data:`STOP_BELOW`, or at ``--max-order``
+(default :data:`MAX_CALIBRATED_ORDER`).
+
+It writes the JSON table that :mod:`fmmloopy.maths.accuracy` reads (``--out``; the shipped one
+is ``fmmloopy/maths/eps_calibration.json``): each row the family, parameter, order, the largest
+error of each quantity over the point sets, and each point set's errors and evaluation seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+import fmmloopy
+from fmmloopy.base.distributions import DISTRIBUTIONS
+from fmmloopy.maths.accuracy import (
+    CALIBRATION_FILE,
+    FAMILY_GRIDS,
+    MAX_CALIBRATED_ORDER,
+    QUANTITIES,
+    STOP_BELOW,
+    kernel_at,
+)
+from fmmloopy.maths.green import max_root_wavelengths
+from fmmloopy.tree.octree import root_box_side
+
+POINT_SETS = ("sphere", "cube", "plummer", "shell")
+
+
+def unit_box(points: np.ndarray) -> np.ndarray:
+    """``points`` shifted and scaled so that their bounding box's longest side is 1."""
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    return (points - lo) / float((hi - lo).max())
+
+
+def point_set(name: str, n: int, rng: np.random.Generator
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(sources, targets)`` of a calibration point set (targets None: the sources)."""
+    if name == "shell":
+        sources = 0.25 + 0.5 * rng.random((n, 3))
+        targets = 0.5 + 0.5 * DISTRIBUTIONS["sphere"](n, rng)
+        return sources, targets
+    return unit_box(DISTRIBUTIONS[name](n, rng)), None
+
+
+def strengths(n: int, complex_values: bool, rng: np.random.Generator
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Charges ``(n,)`` and dipole moments ``(n, 3)`` uniform in [-1, 1] (parts of each)."""
+    def draw(shape):
+        values = rng.uniform(-1, 1, shape)
+        return values + 1j * rng.uniform(-1, 1, shape) if complex_values else values
+    return draw(n), draw((n, 3))
+
+
+def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.linalg.norm(value - reference) / np.linalg.norm(reference))
+
+
+def measure(family: str, parameter: float, order: int, cases: dict) -> dict:
+    """Errors of every quantity on every point set at ``order`` (and the seconds)."""
+    row = {"family": family, "parameter": parameter, "order": order, "sets": {}}
+    for name, (sources, targets, charges, dipoles, references) in cases.items():
+        side = root_box_side(sources, targets)
+        kernel = kernel_at(family, parameter, side)
+        fmm = fmmloopy.Fmm(sources, targets, kernel=kernel, order=order)
+        errors, seconds = {}, 0.0
+        for kind, values in (("charge", {"charges": charges}), ("dipole", {"dipoles": dipoles})):
+            result = fmm(**values, gradient=True)
+            seconds += fmm.eval_seconds["total"]
+            reference = references(kernel)[kind]
+            errors[f"{kind} potential"] = relative_error(result.potential, reference.potential)
+            errors[f"{kind} gradient"] = relative_error(result.gradient, reference.gradient)
+        row["sets"][name] = {"errors": errors, "seconds": round(seconds, 4),
+                             "n_crit": fmm.n_crit}
+    for quantity in QUANTITIES:
+        row[quantity] = max(case["errors"][quantity] for case in row["sets"].values())
+    return row
+
+
+def cached_references(sources, targets, charges, dipoles):
+    """The direct sums of a point set, by kernel (computed once per kernel)."""
+    memo = {}
+
+    def references(kernel):
+        if kernel.spec not in memo:
+            direct = fmmloopy.DirectSum(sources, targets, kernel=kernel)
+            memo[kernel.spec] = {"charge": direct(charges, gradient=True),
+                                 "dipole": direct(dipoles=dipoles, gradient=True)}
+        return memo[kernel.spec]
+    return references
+
+
+def markdown(table: dict) -> str:
+    """The table as docs/kernels.md shows it: the largest error of each quantity over the
+    point sets, by family, parameter and order."""
+    lines = ["| kernel | parameter | order | " + " | ".join(QUANTITIES) + " |",
+             "|---|---:|---:|" + "---:|" * len(QUANTITIES)]
+    for row in table["rows"]:
+        lines.append(f"| {row['family']} | {row['parameter']:g} | {row['order']} | "
+                     + " | ".join(f"{row[q]:.1e}" for q in QUANTITIES) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=10_000, help="points of each set")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--family", action="append", choices=sorted(FAMILY_GRIDS),
+                        help="calibrate only this family (repeatable; default: all)")
+    parser.add_argument("--max-order", type=int, default=MAX_CALIBRATED_ORDER,
+                        help="the highest order measured (the operators' precomputation grows "
+                             "fast with it: 2 minutes at order 11 for Laplace)")
+    parser.add_argument("--out", type=Path, default=CALIBRATION_FILE)
+    parser.add_argument("--keep-others", action="store_true",
+                        help="keep the rows of the families not calibrated now from --out")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the table in --out as markdown and stop")
+    args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.out.read_text())))
+        return
+
+    families = args.family or list(FAMILY_GRIDS)
+    rows = []
+    if args.keep_others and args.out.exists():
+        rows = [row for row in json.loads(args.out.read_text())["rows"]
+                if row["family"] not in families]
+    table = {"format": 1, "written_by": "benchmarks/calibrate_eps.py", "seed": args.seed,
+             "point_sets": list(POINT_SETS),
+             "machine": platform.processor() or platform.machine(), "rows": rows}
+    for family in families:
+        rng = np.random.default_rng([args.seed, list(FAMILY_GRIDS).index(family)])
+        complex_values = family == "helmholtz"
+        cases = {}
+        for name in POINT_SETS:
+            sources, targets = point_set(name, args.n, rng)
+            charges, dipoles = strengths(len(sources), complex_values, rng)
+            cases[name] = (sources, targets, charges, dipoles,
+                           cached_references(sources, targets, charges, dipoles))
+        for parameter in FAMILY_GRIDS[family]:
+            first = 3
+            if family == "helmholtz":  # the FMM's range: order / 3 wavelengths
+                first = max(first, math.ceil(3 * parameter - 1e-9))
+            for order in range(first, args.max_order + 1):
+                if family == "helmholtz" and parameter > max_root_wavelengths(order):
+                    continue
+                clock = time.perf_counter()
+                row = measure(family, parameter, order, cases) | {"n": args.n}
+                rows.append(row)
+                worst = max(row[q] for q in QUANTITIES)
+                print(f"{family:9s} {parameter:6g} order {order:2d}: "
+                      + "  ".join(f"{q} {row[q]:.2e}" for q in QUANTITIES)
+                      + f"  ({time.perf_counter() - clock:.0f} s)", flush=True)
+                args.out.write_text(json.dumps(table, indent=1) + "\n")
+                if worst < STOP_BELOW:
+                    break
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""The order an accuracy asks for: ``eps`` -> expansion order, from a measured table.
+
+``Fmm(..., eps=...)`` chooses the lowest order whose measured relative L2 error, times
+:data:`MARGIN`, is at most ``eps`` for every quantity the FMM is built for (the potential and/or
+gradient of charges and/or dipoles). The errors come from ``eps_calibration.json`` beside this
+module, written by ``benchmarks/calibrate_eps.py``: for each built-in kernel family at a grid of
+its dimensionless parameter (:data:`FAMILY_GRIDS`) and each order, the largest error over
+four point sets (sphere, uniform cube, Plummer, targets on a shell outside the sources) at every
+target against a direct sum. A kernel that is not scale-invariant is placed on the grid by its
+parameter over the root box (Yukawa ``kappa L``, Helmholtz ``L`` in wavelengths); between two
+grid points the larger of their errors is taken, and below the first one Laplace's too.
+
+What ``eps`` means: the relative L2 error over all targets, ``||u_fmm - u|| / ||u||``, of each
+quantity asked for. Expression kernels have no calibration: ``eps`` refuses them (give
+``order``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from fmmloopy.maths.green import (
+    LAPLACE_3D,
+    GreenKernel,
+    helmholtz,
+    max_root_wavelengths,
+    yukawa,
+)
+
+__all__ = ["CALIBRATION_FILE", "EPS_FOR", "FAMILY_GRIDS", "MARGIN", "QUANTITIES",
+           "calibrated_family", "eps_quantities", "kernel_at", "order_for_eps",
+           "validate_eps"]
+
+#: The measured table (``benchmarks/calibrate_eps.py`` writes it).
+CALIBRATION_FILE = Path(__file__).with_name("eps_calibration.json")
+#: The quantities measured: (strength kind, field).
+QUANTITIES = ("charge potential", "charge gradient", "dipole potential", "dipole gradient")
+#: What ``eps_for`` takes: strengths (``"charges"``, ``"dipoles"``) and fields (``"potential"``,
+#: always included, and ``"gradient"``).
+EPS_FOR = ("charges", "dipoles", "potential", "gradient")
+#: The grid of each family's dimensionless parameter: Laplace none; Yukawa ``kappa L``;
+#: Helmholtz the root box ``L`` in wavelengths (its range ends at 10 / 3: order / 3 up to order
+#: 10; beyond 3.3 the last row is taken).
+FAMILY_GRIDS = {"laplace": (0.0,), "yukawa": (1.0, 10.0, 100.0),
+                "helmholtz": (0.5, 1.0, 2.0, 3.3)}
+#: The factor between the table's error and ``eps``: the table holds the worst of its four point
+#: sets at 10^4 points, and an FMM's error grows slowly with N (1.6-1.9x from 2*10^4 to
+#: 10^6 points on the sphere at order 6) and differs between point sets.
+MARGIN = 2.0
+#: Rows stop where every quantity measured below this (the smallest ``eps`` the table serves
+#: is ``MARGIN`` times the last row's error), or at :data:`MAX_CALIBRATED_ORDER`.
+STOP_BELOW = 1e-10
+MAX_CALIBRATED_ORDER = 12
+
+
+def eps_quantities(eps_for: str | Iterable[str]) -> tuple[str, ...]:
+    """The :data:`QUANTITIES` named by ``eps_for`` (a word of :data:`EPS_FOR` or several):
+    the strength kinds given (charges if none) times the potential, and the gradient where
+    ``"gradient"`` is given (a call with ``gradient=True`` returns both)."""
+    words = (eps_for,) if isinstance(eps_for, str) else tuple(eps_for)
+    unknown = [word for word in words if word not in EPS_FOR]
+    if unknown or not words:
+        raise ValueError(f"eps_for takes one or more of {', '.join(EPS_FOR)}, not "
+                         f"{eps_for!r}")
+    kinds = [kind for kind in ("charges", "dipoles") if kind in words] or ["charges"]
+    fields = ["potential"] + ["gradient"] * ("gradient" in words)  # a call gives both
+    return tuple(f"{kind[:-1]} {field}" for kind in kinds for field in fields)
+
+
+def validate_eps(eps) -> float:
+    """``eps`` as a float; ValueError unless it is a number strictly between 0 and 1."""
+    if not (isinstance(eps, (int, float, np.floating)) and not isinstance(eps, bool)
+            and 0 < eps < 1):
+        raise ValueError(f"eps must be a number between 0 and 1 (a relative L2 error), not "
+                         f"{eps!r}")
+    return float(eps)
+
+
+def calibrated_family(kernel: GreenKernel) -> str | None:
+    """``"laplace"``, ``"yukawa"`` or ``"helmholtz"`` where ``kernel`` is that built-in
+    Green's function (a kernel of the same name and another expression is not); else None."""
+    base = kernel.base
+    parameters = dict(base.parameters)
+    try:
+        builtin = {"laplace": lambda: LAPLACE_3D, "yukawa": lambda: yukawa(**parameters),
+                   "helmholtz": lambda: helmholtz(**parameters)}[base.name]()
+    except (KeyError, TypeError, ValueError):
+        return None
+    return base.name if builtin.base == base else None
+
+
+def family_parameter(kernel: GreenKernel, root_side: float) -> float:
+    """Where ``kernel`` lies on its family's grid for a root box of side ``root_side``."""
+    family = calibrated_family(kernel)
+    parameters = dict(kernel.parameters)
+    if family == "yukawa":
+        return abs(parameters["kappa"]) * root_side
+    if family == "helmholtz":
+        return abs(parameters["k"]) * root_side / (2 * math.pi)
+    return 0.0
+
+
+def kernel_at(family: str, parameter: float, root_side: float) -> GreenKernel:
+    """The family's kernel at ``parameter`` for a root box of side ``root_side`` (the inverse of
+    :func:`family_parameter`; what the calibration runs)."""
+    if family == "yukawa":
+        return yukawa(parameter / root_side)
+    if family == "helmholtz":
+        return helmholtz(2 * math.pi * parameter / root_side)
+    return LAPLACE_3D
+
+
+@lru_cache(maxsize=1)
+def _table() -> dict:
+    try:
+        return json.loads(CALIBRATION_FILE.read_text())
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"fmmloopy's accuracy table {CALIBRATION_FILE} cannot be read "
+                           f"({exc}); reinstall fmmloopy or give order= instead of eps=") from exc
+
+
+def _rows_near(family: str, parameter: float) -> list[list[dict]]:
+    """The table's rows (by grid point) that bound ``parameter``: the grid points on both
+    sides of it (one where it lies on the grid or beyond its end), and Laplace's below the
+    first."""
+    grid = FAMILY_GRIDS[family]
+    below = [value for value in grid if value <= parameter]
+    above = [value for value in grid if value >= parameter]
+    points = {below[-1] if below else None, above[0] if above else grid[-1]}
+    rows = _table()["rows"]
+    near = []
+    if None in points:
+        points.discard(None)
+        near.append([row for row in rows if row["family"] == "laplace"])
+    for point in points:
+        near.append([row for row in rows if row["family"] == family
+                     and math.isclose(row["parameter"], point)])
+    return near
+
+
+def order_for_eps(eps: float, kernel: GreenKernel, root_side: float,
+                  quantities: Iterable[str] = ("charge potential",)) -> int:
+    """The lowest order whose measured error of every one of ``quantities`` is at most
+    ``eps / MARGIN`` (module docstring) for ``kernel`` over a root box of side ``root_side``;
+    ValueError naming the reason where no order does or the kernel has no calibration."""
+    validate_eps(eps)
+    family = calibrated_family(kernel)
+    if family is None:
+        raise ValueError(f"eps: kernel {kernel.spec} has no accuracy calibration (the built-in "
+                         "laplace, yukawa and helmholtz have); give order= instead")
+    quantities = tuple(quantities)
+    parameter = family_parameter(kernel, root_side)
+    measured = [{row["order"]: max(row[q] for q in quantities) for row in rows}
+                for rows in _rows_near(family, parameter)]
+    # An order counts where every bounding grid point measured it; its error is the largest.
+    orders = set.intersection(*(set(by_order) for by_order in measured)) if measured else set()
+    errors = {order: max(by_order[order] for by_order in measured) for order in orders}
+    enough = sorted(order for order, error in errors.items() if MARGIN * error <= eps)
+    if family == "helmholtz":
+        wavelengths = parameter
+        enough = [order for order in enough if wavelengths <= max_root_wavelengths(order)]
+    if enough:
+        return enough[0]
+    best = min(errors.values()) if errors else math.nan
+    where = f" at {parameter:.3g} {'wavelengths' if family == 'helmholtz' else 'kappa L'}" \
+        if family != "laplace" else ""
+    raise ValueError(
+        f"eps={eps:g} for {', '.join(quantities)} of {kernel.spec}{where}: the most accurate "
+        f"order measured reaches {best:.2g} (times the margin {MARGIN:g}; fmmloopy's accuracy "
+        "table, docs/kernels.md); ask for a larger eps, or give order= (up to 16) and check the "
+        "error with Fmm.estimate_error")
