@@ -189,3 +189,24 @@ def test_check_refuses_a_bad_recipe_selection_before_printing_anything(args, mes
     out, err = capsys.readouterr()
     assert err.startswith(f"fmmloopy {args[0]}: error: ") and message in err, err
     assert out == ""
+
+
+def test_bench_with_eps_reports_the_order_chosen_and_the_estimated_error(capsys):
+    """``--eps``: the order comes from the accuracy table, and the call's error, estimated on
+    sampled targets, is printed and lies within eps (2e-3 at this order and size)."""
+    from fmmloopy.maths.accuracy import order_for_eps
+    from fmmloopy.maths.green import LAPLACE_3D
+
+    arguments = ["bench", "--n", "3000", "--eps", "1e-2", "--operator", "p2p", "--repeats",
+                 "1", "--no-sequential", "--error-samples", "300"]
+    assert main([*arguments, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)["info"]
+    assert info["order"] == order_for_eps(1e-2, LAPLACE_3D, 1.0) and info["eps"] == 1e-2
+    estimate = info["error_estimate"]["potential"]
+    assert estimate["samples"] == 300 and 0 < estimate["relative_l2"] <= 1e-2
+    assert estimate["low"] <= estimate["relative_l2"] <= estimate["high"]
+    assert main(arguments) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("relative L2 error, estimated") and "(eps 0.01)" in lines[2]
+    with pytest.raises(SystemExit):
+        main(["bench", "--order", "4", "--eps", "1e-3"])

@@ -143,6 +143,9 @@ class Fmm:
             order = validate_integer(DEFAULT_ORDER if order is None else order, "order",
                                      MIN_ORDER, MAX_ORDER)
         precision = get_precision(dtype)
+        if eps is not None and precision != FLOAT64:
+            raise ValueError(f"eps is measured for float64 FMMs; give order= for dtype "
+                             f"{precision.name} (docs/fmm.md, 'float32')")
         n_crit = validate_n_crit(n_crit)
         max_depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
         kernel = get_kernel(kernel).base

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from fmmloopy.api.error_estimate import ErrorEstimate
 from fmmloopy.api.fmm import MAX_ORDER, MIN_ORDER, Fmm
 from fmmloopy.base.devices import choose_device
 from fmmloopy.base.distributions import DISTRIBUTIONS
@@ -66,7 +67,8 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int | str = "auto",
               operators: list[str] | None = None, repeats: int = 3, device=None,
               seed: int = 0, verify_recipes: bool = True,
               peaks: Peaks | None = None, kernel: str = "laplace", gradient: bool = False,
-              dipoles: bool = False, sequential: bool = True) -> tuple[list[BenchRow], dict]:
+              dipoles: bool = False, sequential: bool = True, eps: float | None = None,
+              error_samples: int = 500) -> tuple[list[BenchRow], dict]:
     """Bench the steps of ``operators`` (default: all) under ``recipe`` and ``sequential``,
     for the potential of charges of Green's function ``kernel`` (with ``gradient``: and its
     gradient; with ``dipoles``: of charges and dipoles).
@@ -77,11 +79,14 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int | str = "auto",
     first-use verification), unless ``verify_recipes`` is False. ``peaks`` default: measured on
     the device now (:func:`fmmloopy.execution.roofline.measure_peaks`, a few seconds).
     ``sequential`` False: the steps are not timed under ``sequential`` too (no speedup; on a GPU
-    its kernels run a box, or a whole launch, on one work-item).
+    its kernels run a box, or a whole launch, on one work-item). ``eps``: the order chosen for
+    that error instead of ``order``. The call's error is estimated against a direct sum on
+    ``error_samples`` targets (:meth:`fmmloopy.Fmm.estimate_error`; 0: not estimated).
     """
     n = validate_integer(n, "n (points to bench on)", 1)
     repeats = validate_integer(repeats, "repeats", 1)
     order = validate_integer(order, "order", MIN_ORDER, MAX_ORDER)
+    error_samples = validate_integer(error_samples, "error_samples", 0)
     n_crit = validate_n_crit(n_crit)
     # Refuse what cannot fit before the points are drawn (the FMM checks it again, in detail).
     leaf = CANDIDATES[-1] if n_crit == AUTO else n_crit  # "auto": the fewest boxes it may make
@@ -97,9 +102,14 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int | str = "auto",
             fields["dipoles"] = fields["dipoles"] + 1j * rng.uniform(-1, 1, (n, 3))
     recipes = {operator: recipe for operator in operators} if recipe and operators else recipe
     # M2P and P2L for every W and X entry (no small boxes summed directly): every operator runs.
-    fmm = Fmm(points, kernel=kernel, order=order, n_crit=n_crit, device=device, recipes=recipes,
-              w_x_direct=False, verify_recipes=verify_recipes)
-    fmm(**fields)
+    accuracy = dict(order=order) if eps is None else dict(
+        eps=eps, eps_for=("charges",) + ("dipoles",) * dipoles + ("gradient",) * gradient)
+    fmm = Fmm(points, kernel=kernel, n_crit=n_crit, device=device, recipes=recipes,
+              w_x_direct=False, verify_recipes=verify_recipes, **accuracy)
+    order = fmm.order
+    result = fmm(**fields)
+    estimates = {} if not error_samples else fmm.estimate_error(
+        **fields, samples=error_samples, result=result)
     plan = fmm.last_plan
     present = {launch.step for launch in plan.launches}
     steps = [step for step in (operators or [*OPERATORS]) if step in present]
@@ -130,6 +140,8 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int | str = "auto",
             "device": fmm.device.name, "peak_gflops": peaks.flops / 1e9,
             "bandwidth_gbytes": peaks.bandwidth / 1e9, "peak_source": peaks.source,
             "flops_per_pair": flops_per_pair, "repeats": repeats, "sequential": sequential,
+            "eps": eps, "error_estimate": {field: estimate._asdict()
+                                           for field, estimate in estimates.items()},
             "verified_recipes": sorted(fmm.verified_recipes),
             "unverified_recipes": sorted(fmm.plan.unverified_recipes)}
     return rows, info
@@ -160,6 +172,13 @@ def format_table(rows: list[BenchRow], info: dict) -> str:
                      f"{rate:>16s} {row.flops / row.seconds / 1e9:8.2f} {row.intensity:7.1f} "
                      f"{100 * row.roof_share:7.1f}% "
                      + (f"{row.speedup:12.1f}x" if row.speedup is not None else f"{'-':>13s}"))
+    if info.get("error_estimate"):
+        estimates = {field: ErrorEstimate(**values)
+                     for field, values in info["error_estimate"].items()}
+        lines.insert(2, "relative L2 error, estimated against a direct sum on sampled "
+                     "targets: " + "; ".join(f"{field} {estimate}"
+                                             for field, estimate in estimates.items())
+                     + (f" (eps {info['eps']:g})" if info.get("eps") else ""))
     return "\n".join(lines)
 
 

@@ -68,7 +68,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--recipe", default=None,
                        help="recipe for every operator (default: the device's own)")
     bench.add_argument("--n", type=int, default=100_000, help="number of points")
-    bench.add_argument("--order", type=int, default=6, help="points per surface edge")
+    bench_accuracy = bench.add_mutually_exclusive_group()
+    bench_accuracy.add_argument("--order", type=int, default=6, help="points per surface edge")
+    bench_accuracy.add_argument("--eps", type=float, default=None,
+                                help="the relative L2 error asked for: the order is chosen "
+                                     "for it (of the fields benched; docs/kernels.md)")
+    bench.add_argument("--error-samples", type=int, default=500,
+                       help="targets the error estimate sums directly (0: no estimate)")
     bench.add_argument("--n-crit", type=n_crit_argument, default="auto",
                        help="most points per leaf, or 'auto' (default: chosen by cost)")
     bench.add_argument("--distribution", default="sphere", choices=sorted(DISTRIBUTIONS))
@@ -232,7 +238,8 @@ def _bench(args: argparse.Namespace) -> int:
                            operators=args.operator, repeats=args.repeats, device=args.device,
                            verify_recipes=not args.no_verify_recipes, kernel=args.kernel,
                            gradient=args.gradient, dipoles=args.dipoles,
-                           sequential=not args.no_sequential)
+                           sequential=not args.no_sequential, eps=args.eps,
+                           error_samples=args.error_samples)
     print(json.dumps(as_json(rows, info)) if args.json else format_table(rows, info))
     return 0
 

@@ -1,10 +1,11 @@
 """The order an accuracy asks for: ``eps`` -> expansion order, from a measured table.
 
 ``Fmm(..., eps=...)`` chooses the lowest order whose measured relative L2 error, times
-:data:`MARGIN`, is at most ``eps`` for every quantity the FMM is built for (the potential and/or
-gradient of charges and/or dipoles). The errors come from ``eps_calibration.json`` beside this
-module, written by ``benchmarks/calibrate_eps.py``: for each built-in kernel family at a grid of
-its dimensionless parameter (:data:`FAMILY_GRIDS`) and each order, the largest error over
+:data:`MARGIN` (more for rows measured on fewer points), is at most ``eps`` for every quantity
+the FMM is built for (the potential and/or gradient of charges and/or dipoles). The errors
+come from ``eps_calibration.json`` beside this module, written by
+``benchmarks/calibrate_eps.py``: for each built-in kernel family at a grid of its
+dimensionless parameter (:data:`FAMILY_GRIDS`) and each order, the largest error over
 four point sets (sphere, uniform cube, Plummer, targets on a shell outside the sources) at every
 target against a direct sum. A kernel that is not scale-invariant is placed on the grid by its
 parameter over the root box (Yukawa ``kappa L``, Helmholtz ``L`` in wavelengths); between two
@@ -45,18 +46,22 @@ QUANTITIES = ("charge potential", "charge gradient", "dipole potential", "dipole
 #: always included, and ``"gradient"``).
 EPS_FOR = ("charges", "dipoles", "potential", "gradient")
 #: The grid of each family's dimensionless parameter: Laplace none; Yukawa ``kappa L``;
-#: Helmholtz the root box ``L`` in wavelengths (its range ends at 10 / 3: order / 3 up to order
-#: 10; beyond 3.3 the last row is taken).
+#: Helmholtz the root box ``L`` in wavelengths (the range of order 8, the highest measured for
+#: it, ends at 8 / 3 wavelengths; wider boxes are refused under ``eps``).
 FAMILY_GRIDS = {"laplace": (0.0,), "yukawa": (1.0, 10.0, 100.0),
-                "helmholtz": (0.5, 1.0, 2.0, 3.3)}
+                "helmholtz": (0.5, 1.0, 2.0, 2.6)}
 #: The factor between the table's error and ``eps``: the table holds the worst of its four point
-#: sets at 10^4 points, and an FMM's error grows slowly with N (1.6-1.9x from 2*10^4 to
-#: 10^6 points on the sphere at order 6) and differs between point sets.
-MARGIN = 2.0
+#: sets at :data:`REFERENCE_N` points; an FMM's error grows slowly with N (1.6-1.9x from 2*10^4
+#: to 10^6 points on the sphere at order 6), and the worst set's error moved by up to 2.9x
+#: between draws of 5*10^3 and 10^4 points (Yukawa, kappa L = 1, orders 4-6).
+MARGIN = 3.0
+#: The points of each set the margin is stated for; a row measured on fewer points (its ``n``)
+#: takes the margin times ``sqrt(REFERENCE_N / n)``.
+REFERENCE_N = 10_000
 #: Rows stop where every quantity measured below this (the smallest ``eps`` the table serves
 #: is ``MARGIN`` times the last row's error), or at :data:`MAX_CALIBRATED_ORDER`.
 STOP_BELOW = 1e-10
-MAX_CALIBRATED_ORDER = 12
+MAX_CALIBRATED_ORDER = 11
 
 
 def eps_quantities(eps_for: str | Iterable[str]) -> tuple[str, ...]:
@@ -147,7 +152,8 @@ def _rows_near(family: str, parameter: float) -> list[list[dict]]:
 def order_for_eps(eps: float, kernel: GreenKernel, root_side: float,
                   quantities: Iterable[str] = ("charge potential",)) -> int:
     """The lowest order whose measured error of every one of ``quantities`` is at most
-    ``eps / MARGIN`` (module docstring) for ``kernel`` over a root box of side ``root_side``;
+    ``eps / MARGIN`` (rows of fewer than :data:`REFERENCE_N` points: a larger margin; module
+    docstring) for ``kernel`` over a root box of side ``root_side``;
     ValueError naming the reason where no order does or the kernel has no calibration."""
     validate_eps(eps)
     family = calibrated_family(kernel)
@@ -156,15 +162,23 @@ def order_for_eps(eps: float, kernel: GreenKernel, root_side: float,
                          "laplace, yukawa and helmholtz have); give order= instead")
     quantities = tuple(quantities)
     parameter = family_parameter(kernel, root_side)
-    measured = [{row["order"]: max(row[q] for q in quantities) for row in rows}
+    measured = [{row["order"]: max(row[q] for q in quantities)
+                 * math.sqrt(max(1.0, REFERENCE_N / row.get("n", REFERENCE_N)))
+                 for row in rows}
                 for rows in _rows_near(family, parameter)]
     # An order counts where every bounding grid point measured it; its error is the largest.
     orders = set.intersection(*(set(by_order) for by_order in measured)) if measured else set()
     errors = {order: max(by_order[order] for by_order in measured) for order in orders}
+    if family == "helmholtz":  # its range: order / 3 wavelengths
+        errors = {order: error for order, error in errors.items()
+                  if parameter <= max_root_wavelengths(order)}
+        if not errors:
+            raise ValueError(
+                f"eps={eps:g} for {kernel.spec}: the root box is {parameter:.3g} wavelengths "
+                "wide, beyond the range of every order fmmloopy's accuracy table measured "
+                "(order / 3 wavelengths; docs/kernels.md, 'Accuracy by eps'); give order= "
+                "(up to 16) and check the error with Fmm.estimate_error")
     enough = sorted(order for order, error in errors.items() if MARGIN * error <= eps)
-    if family == "helmholtz":
-        wavelengths = parameter
-        enough = [order for order in enough if wavelengths <= max_root_wavelengths(order)]
     if enough:
         return enough[0]
     best = min(errors.values()) if errors else math.nan
