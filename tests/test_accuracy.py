@@ -79,6 +79,28 @@ def test_the_lowest_order_within_eps_over_the_margin(written_table):
         order_for_eps(1e-7, LAPLACE_3D, 1.0)
 
 
+def test_targets_that_are_the_sources_take_the_sets_with_a_near_field(tmp_path, monkeypatch):
+    """Rows hold each point set's errors: an FMM whose targets are its sources takes the worst
+    of the sets whose targets are theirs, one with targets of its own the worst of all (the
+    shell's, 100x here)."""
+    rows = []
+    for order, error in {3: 1e-3, 4: 1e-4, 5: 1e-5, 6: 1e-6}.items():
+        sets = {name: {"errors": dict.fromkeys(QUANTITIES, error)}
+                for name in accuracy.SELF_TARGET_SETS}
+        sets["shell"] = {"errors": dict.fromkeys(QUANTITIES, 100 * error)}
+        rows.append({"family": "laplace", "parameter": 0.0, "order": order, "sets": sets}
+                    | dict.fromkeys(QUANTITIES, 100 * error))
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps({"format": 1, "rows": rows}))
+    monkeypatch.setattr(accuracy, "CALIBRATION_FILE", path)
+    accuracy._table.cache_clear()
+    try:
+        assert order_for_eps(1e-3, LAPLACE_3D, 1.0, targets_are_sources=True) == 4
+        assert order_for_eps(1e-3, LAPLACE_3D, 1.0, targets_are_sources=False) == 6
+    finally:
+        accuracy._table.cache_clear()
+
+
 def test_a_scaled_kernel_takes_the_worse_of_its_neighbours(written_table):
     # Yukawa's rows at kappa L = 1, 10, 100 are 1x, 10x, 100x Laplace's.
     at = {value: yukawa(value / 2.0) for value in (0.5, 1.0, 5.0, 10.0, 500.0)}  # L = 2
@@ -172,12 +194,12 @@ def test_eps_and_order_exclude_each_other_and_calls_keep_to_eps_for():
     with pytest.raises(ValueError, match="eps is measured for float64"):
         fmmloopy.Fmm(points, eps=1e-3, dtype=np.float32)
     fmm = fmmloopy.Fmm(points, eps=1e-3)
-    assert fmm.order == order_for_eps(1e-3, LAPLACE_3D, 1.0)
+    assert fmm.order == order_for_eps(1e-3, LAPLACE_3D, 1.0, targets_are_sources=True)
     with pytest.raises(ValueError, match=r"charge gradient too: build it with "
                                          r"eps_for=\('charges', 'gradient'\)"):
-        fmm(rng.random(500), gradient=True)
+        fmm(rng.random(300), gradient=True)
     with pytest.raises(ValueError, match="dipole potential"):
-        fmm(dipoles=rng.random((500, 3)))
+        fmm(dipoles=rng.random((300, 3)))
     default = fmmloopy.Fmm(points, n_crit=400)
     assert default.order == 6 and default.eps is None and default.eps_quantities == ()
     assert fmmloopy.Fmm(np.zeros((0, 3)), eps=1e-3)(np.zeros(0)).shape == (0,)

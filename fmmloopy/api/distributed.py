@@ -194,7 +194,8 @@ class DistributedFmm:
         if not self.total_sources or not self.total_targets:
             if self.eps is not None:  # nothing to sum: the order of an empty box
                 self.order = self._options["order"] = order_for_eps(
-                    self.eps, self.kernel, 0.0, self.eps_quantities)
+                    self.eps, self.kernel, 0.0, self.eps_quantities,
+                    targets_are_sources=targets is None)
             self._sources_route = self._targets_route = None
             return
         self.setup_seconds["checks"] = time.perf_counter() - clock
@@ -212,7 +213,7 @@ class DistributedFmm:
                 self.order = self._options["order"] = order_for_eps(
                     self.eps, self.kernel, math.ldexp(2 * points.half_width,
                                                       self.coordinate_exponent),
-                    self.eps_quantities)
+                    self.eps_quantities, targets_are_sources=targets is None)
             check_wave_range(self.kernel, 2 * points.half_width, self.order)
             first = self._node_first(
                 lambda: get_operators(self.kernel, self.order)

@@ -159,7 +159,7 @@ class Fmm:
         if eps is not None:  # the order eps needs over these points' root box
             empty = not len(sources) or (targets is not None and not len(targets))
             order = order_for_eps(eps, kernel, 0.0 if empty else root_box_side(sources, targets),
-                                  self.eps_quantities)
+                                  self.eps_quantities, targets_are_sources=targets is None)
         self.nsources = len(sources)
         self.ntargets = self.nsources if targets is None else len(targets)
         self._targets_are_sources = targets is None

@@ -7,7 +7,8 @@ come from ``eps_calibration.json`` beside this module, written by
 ``benchmarks/calibrate_eps.py``: for each built-in kernel family at a grid of its
 dimensionless parameter (:data:`FAMILY_GRIDS`) and each order, the largest error over
 four point sets (sphere, uniform cube, Plummer, targets on a shell outside the sources) at every
-target against a direct sum. A kernel that is not scale-invariant is placed on the grid by its
+target against a direct sum (an FMM whose targets are its sources: the worst of the three sets
+whose targets are theirs). A kernel that is not scale-invariant is placed on the grid by its
 parameter over the root box (Yukawa ``kappa L``, Helmholtz ``L`` in wavelengths); between two
 grid points the larger of their errors is taken, and below the first one Laplace's too.
 
@@ -149,12 +150,28 @@ def _rows_near(family: str, parameter: float) -> list[list[dict]]:
     return near
 
 
+#: The table's point sets whose targets are their sources: an FMM without targets of its own
+#: takes the worst of these (the ``shell`` set, targets apart from the sources, has no near
+#: field to carry the norm and is by far the worst for gradients and dipoles).
+SELF_TARGET_SETS = ("sphere", "cube", "plummer")
+
+
+def _row_error(row: dict, quantity: str, targets_are_sources: bool) -> float:
+    """The error a row holds for ``quantity``: the worst of every point set, or of the sets
+    whose targets are the sources."""
+    if targets_are_sources and "sets" in row:
+        return max(row["sets"][name]["errors"][quantity] for name in SELF_TARGET_SETS)
+    return row[quantity]
+
+
 def order_for_eps(eps: float, kernel: GreenKernel, root_side: float,
-                  quantities: Iterable[str] = ("charge potential",)) -> int:
+                  quantities: Iterable[str] = ("charge potential",),
+                  targets_are_sources: bool = False) -> int:
     """The lowest order whose measured error of every one of ``quantities`` is at most
-    ``eps / MARGIN`` (rows of fewer than :data:`REFERENCE_N` points: a larger margin; module
-    docstring) for ``kernel`` over a root box of side ``root_side``;
-    ValueError naming the reason where no order does or the kernel has no calibration."""
+    ``eps / MARGIN`` for ``kernel`` over a root box of side ``root_side`` (rows of fewer than
+    :data:`REFERENCE_N` points: a larger margin; module docstring); ``targets_are_sources``:
+    the point sets of :data:`SELF_TARGET_SETS` only. ValueError naming the reason where no
+    order does or the kernel has no calibration."""
     validate_eps(eps)
     family = calibrated_family(kernel)
     if family is None:
@@ -162,7 +179,7 @@ def order_for_eps(eps: float, kernel: GreenKernel, root_side: float,
                          "laplace, yukawa and helmholtz have); give order= instead")
     quantities = tuple(quantities)
     parameter = family_parameter(kernel, root_side)
-    measured = [{row["order"]: max(row[q] for q in quantities)
+    measured = [{row["order"]: max(_row_error(row, q, targets_are_sources) for q in quantities)
                  * math.sqrt(max(1.0, REFERENCE_N / row.get("n", REFERENCE_N)))
                  for row in rows}
                 for rows in _rows_near(family, parameter)]
