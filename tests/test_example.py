@@ -62,7 +62,10 @@ def test_example_reports_the_gradient_and_its_error():
     text = run_example("--n", "3000", "--order", "4", "--check-targets", "100", "--repeats", "1",
                        "--gradient")
     assert text.returncode == 0, text.stderr
-    assert "(potential)," in text.stdout and "(gradient)" in text.stdout
+    assert " potential, " in text.stdout and " gradient" in text.stdout
+    assert text.stdout.count("95 % interval") == 2  # the estimate of each field, its interval
+    interval = report["rel_l2_error_gradient_interval"]
+    assert interval[0] <= report["rel_l2_error_gradient"] <= interval[1]
 
 
 def test_example_prints_a_readable_report():
@@ -140,7 +143,7 @@ def test_a_wrong_answer_never_exits_with_status_0(tmp_path):
     assert "one_pass" in refused.stderr and "differs from 'sequential'" in refused.stderr
     unverified = run_example(*common, "--no-verify-recipes", cwd=tmp_path)
     assert unverified.returncode == 1, unverified.stdout + unverified.stderr
-    error = float(unverified.stdout.split("direct summation on 200 targets:")[1].split()[0])
+    error = float(unverified.stdout.split("direct summation on 200 sampled ones:")[1].split()[0])
     assert error > 1e-3  # order 6 reaches about 1e-6
     assert f"the relative L2 error {error:.3g} exceeds 5.17e-06" in unverified.stderr
 
@@ -185,3 +188,20 @@ def test_example_in_float32_reports_both_errors():
     # Order 6 in float64: < 3e-6 here (test above); float32 adds at most 1e-5.
     assert 0 < report["rel_l2_error_rounded_inputs"] < 3e-6 + 1e-5
     assert report["rel_l2_error"] < 3e-6 + 1e-5 + 1e-5  # and the inputs' rounding (~1e-6)
+
+
+def test_example_with_eps_chooses_the_order_and_meets_it():
+    """``--eps``: the order comes from the accuracy table (the example's points are their own
+    targets), and the estimated error lies within eps."""
+    from fmmloopy.maths.accuracy import order_for_eps
+    from fmmloopy.maths.green import LAPLACE_3D
+
+    done = run_example("--n", "4000", "--eps", "1e-4", "--check-targets", "300", "--repeats",
+                       "1", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["eps"] == 1e-4
+    assert report["order"] == order_for_eps(1e-4, LAPLACE_3D, 2.0, targets_are_sources=True)
+    assert 0 < report["rel_l2_error"] <= 1e-4
+    refused = run_example("--n", "100", "--eps", "2")
+    assert refused.returncode == 1 and "eps must be a number between 0 and 1" in refused.stderr

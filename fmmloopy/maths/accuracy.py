@@ -36,7 +36,7 @@ from fmmloopy.maths.green import (
 )
 
 __all__ = ["CALIBRATION_FILE", "EPS_FOR", "FAMILY_GRIDS", "MARGIN", "QUANTITIES",
-           "calibrated_family", "eps_quantities", "kernel_at", "order_for_eps",
+           "calibrated_family", "eps_quantities", "kernel_at", "order_for_eps", "row_error",
            "validate_eps"]
 
 #: The measured table (``benchmarks/calibrate_eps.py`` writes it).
@@ -156,7 +156,7 @@ def _rows_near(family: str, parameter: float) -> list[list[dict]]:
 SELF_TARGET_SETS = ("sphere", "cube", "plummer")
 
 
-def _row_error(row: dict, quantity: str, targets_are_sources: bool) -> float:
+def row_error(row: dict, quantity: str, targets_are_sources: bool) -> float:
     """The error a row holds for ``quantity``: the worst of every point set, or of the sets
     whose targets are the sources."""
     if targets_are_sources and "sets" in row:
@@ -179,7 +179,7 @@ def order_for_eps(eps: float, kernel: GreenKernel, root_side: float,
                          "laplace, yukawa and helmholtz have); give order= instead")
     quantities = tuple(quantities)
     parameter = family_parameter(kernel, root_side)
-    measured = [{row["order"]: max(_row_error(row, q, targets_are_sources) for q in quantities)
+    measured = [{row["order"]: max(row_error(row, q, targets_are_sources) for q in quantities)
                  * math.sqrt(max(1.0, REFERENCE_N / row.get("n", REFERENCE_N)))
                  for row in rows}
                 for rows in _rows_near(family, parameter)]
