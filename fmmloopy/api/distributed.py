@@ -36,12 +36,10 @@ import numpy as np
 import pyopencl as cl
 
 from fmmloopy.api.fmm import (
-    DEFAULT_ORDER,
-    MAX_ORDER,
-    MIN_ORDER,
     Fields,
     Fmm,
     check_eps_covers,
+    checked_accuracy,
     checked_strengths,
     overflow_message,
     to_user_units,
@@ -63,7 +61,7 @@ from fmmloopy.execution.precomputed import get_operators, level_operators
 from fmmloopy.execution.roofline import measure_peaks
 from fmmloopy.execution.rows import add_rows, gather_rows
 from fmmloopy.execution.tuning_records import device_pair_flops
-from fmmloopy.maths.accuracy import eps_quantities, order_for_eps, validate_eps
+from fmmloopy.maths.accuracy import order_for_eps
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel, check_wave_range, get_kernel
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
@@ -139,14 +137,9 @@ class DistributedFmm:
         self._lock = threading.RLock()
         clock = time.perf_counter()
         with collectives.agree("checking the inputs"):
-            if eps is not None and order is not None:
-                raise ValueError(f"give order or eps, not both (order={order!r}, eps={eps!r})")
             #: ``eps`` and the quantities it holds for, as :class:`~fmmloopy.api.fmm.Fmm`'s;
-            #: the order is chosen with the tree (None until then).
-            self.eps = None if eps is None else validate_eps(eps)
-            self.eps_quantities = () if eps is None else eps_quantities(eps_for)
-            self.order = None if eps is not None else validate_integer(
-                DEFAULT_ORDER if order is None else order, "order", MIN_ORDER, MAX_ORDER)
+            #: with ``eps`` the order is chosen with the tree (None until then).
+            self.order, self.eps, self.eps_quantities = checked_accuracy(order, eps, eps_for)
             n_crit = validate_n_crit(n_crit)
             max_depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
             self.kernel = get_kernel(kernel).base

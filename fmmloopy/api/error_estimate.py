@@ -42,7 +42,7 @@ class ErrorEstimate(NamedTuple):
 
     def __str__(self) -> str:
         if self.low == self.high:
-            return f"{self.relative_l2:.2e} (all {self.samples} targets)"
+            return f"{self.relative_l2:.2e} (over {self.samples} targets)"
         return (f"{self.relative_l2:.2e} (95 % interval {self.low:.2e} to {self.high:.2e}, "
                 f"{self.samples} sampled targets)")
 

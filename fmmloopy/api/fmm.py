@@ -132,16 +132,10 @@ class Fmm:
                  memory_limit: float | None = None, w_x_direct: bool = True,
                  verify_recipes: bool = True, dtype=np.float64, eps: float | None = None,
                  eps_for: str | Iterable[str] = "charges"):
-        if eps is not None and order is not None:
-            raise ValueError(f"give order or eps, not both (order={order!r}, eps={eps!r})")
-        #: The relative L2 error asked for (``eps=``), None where the order was given.
-        self.eps = None if eps is None else validate_eps(eps)
-        #: The quantities ``eps`` holds for (:func:`~fmmloopy.maths.accuracy.eps_quantities`:
-        #: ``"charge potential"``, ...); empty without ``eps``.
-        self.eps_quantities = () if eps is None else eps_quantities(eps_for)
-        if eps is None:
-            order = validate_integer(DEFAULT_ORDER if order is None else order, "order",
-                                     MIN_ORDER, MAX_ORDER)
+        #: ``eps``: the relative L2 error asked for, None where the order was given;
+        #: ``eps_quantities``: what it holds for (:func:`~fmmloopy.maths.accuracy.
+        #: eps_quantities`: ``"charge potential"``, ...), empty without ``eps``.
+        order, self.eps, self.eps_quantities = checked_accuracy(order, eps, eps_for)
         precision = get_precision(dtype)
         if eps is not None and precision != FLOAT64:
             raise ValueError(f"eps is measured for float64 FMMs; give order= for dtype "
@@ -599,6 +593,19 @@ class Fmm:
                 row.add_to(potential, charges, kernel)
             self._nested_seconds = time.perf_counter() - clock
         return potential
+
+
+def checked_accuracy(order, eps, eps_for) -> tuple[int | None, float | None, tuple[str, ...]]:
+    """``(order, eps, eps_quantities)`` of a constructor's ``order``, ``eps`` and ``eps_for``:
+    the order checked (:data:`DEFAULT_ORDER` without either), or None where ``eps`` chooses it
+    (with the points); ValueError where both are given or either is bad."""
+    if eps is not None and order is not None:
+        raise ValueError(f"give order or eps, not both (order={order!r}, eps={eps!r})")
+    if eps is not None:
+        return None, validate_eps(eps), eps_quantities(eps_for)
+    return (validate_integer(DEFAULT_ORDER if order is None else order, "order", MIN_ORDER,
+                             MAX_ORDER), None, ())
+
 
 def check_eps_covers(fmm, kernel: GreenKernel) -> None:
     """ValueError where a call (``kernel``: its fields) asks ``fmm`` (an :class:`Fmm` or a
