@@ -32,6 +32,7 @@ from fmmloopy.maths.green import (
     GreenKernel,
     helmholtz,
     max_root_wavelengths,
+    wavelength,
     yukawa,
 )
 
@@ -101,14 +102,13 @@ def calibrated_family(kernel: GreenKernel) -> str | None:
     return base.name if builtin.base == base else None
 
 
-def family_parameter(kernel: GreenKernel, root_side: float) -> float:
-    """Where ``kernel`` lies on its family's grid for a root box of side ``root_side``."""
-    family = calibrated_family(kernel)
-    parameters = dict(kernel.parameters)
+def family_parameter(family: str, kernel: GreenKernel, root_side: float) -> float:
+    """Where ``kernel`` (of ``family``, :func:`calibrated_family`) lies on its family's grid for
+    a root box of side ``root_side``."""
     if family == "yukawa":
-        return abs(parameters["kappa"]) * root_side
+        return abs(dict(kernel.parameters)["kappa"]) * root_side
     if family == "helmholtz":
-        return abs(parameters["k"]) * root_side / (2 * math.pi)
+        return root_side / wavelength(kernel)
     return 0.0
 
 
@@ -178,7 +178,7 @@ def order_for_eps(eps: float, kernel: GreenKernel, root_side: float,
         raise ValueError(f"eps: kernel {kernel.spec} has no accuracy calibration (the built-in "
                          "laplace, yukawa and helmholtz have); give order= instead")
     quantities = tuple(quantities)
-    parameter = family_parameter(kernel, root_side)
+    parameter = family_parameter(family, kernel, root_side)
     measured = [{row["order"]: max(row_error(row, q, targets_are_sources) for q in quantities)
                  * math.sqrt(max(1.0, REFERENCE_N / row.get("n", REFERENCE_N)))
                  for row in rows}
