@@ -92,6 +92,26 @@ def test_every_particle_pair_is_summed_exactly_once(tree_and_lists):
     assert after == before
 
 
+def test_source_leaves_list_the_same_particles_by_their_leaves(tree_and_lists):
+    """``source_leaves``: every U source is a leaf, and each row sums the same sources (the
+    moved W boxes' particles, now by the leaves that hold them)."""
+    tree, lists = tree_and_lists
+    boxes = direct_where_cheaper(tree, lists, 56)
+    leaves = direct_where_cheaper(tree, lists, 56, source_leaves=True)
+    assert tree.box_is_leaf[leaves.u_lists].all()
+    assert not tree.box_is_leaf[boxes.u_lists].all()  # the problem moves a W box that is not
+
+    def sources_of(starts, entries, row):
+        return sorted(i for box in entries[starts[row]:starts[row + 1]]
+                      for i in range(tree.box_source_starts[box],
+                                     tree.box_source_starts[box] + tree.box_source_counts[box]))
+    for row in range(tree.nboxes):
+        assert sources_of(leaves.u_starts, leaves.u_lists, row) \
+            == sources_of(boxes.u_starts, boxes.u_lists, row), row
+    for name in "vwx":
+        assert np.array_equal(getattr(leaves, f"{name}_lists"), getattr(boxes, f"{name}_lists"))
+
+
 @pytest.mark.parametrize("order", [4, 6])
 def test_fmm_with_and_without_direct_w_x_match_direct_summation(order):
     expected = direct_sum(LAPLACE_3D, POINTS, CHARGES, POINTS)

@@ -63,11 +63,11 @@ def test_a_kernel_off_by_more_than_its_bound_fails(device, problem, monkeypatch)
     import fmmloopy.checking.verification as verification
 
     spec = get_operator("p2p")
-    inputs = problem.arguments(spec, {})
+    inputs = problem.arguments(spec, {}, precision=FLOAT32)  # points relative to their leaves
     queue = cl.CommandQueue(context_for(device))
     single = compiled_operator("p2p", device, dtype=np.float32)
-    monkeypatch.setattr(verification, "TERM_ROUNDINGS", 16 / 50)
-    monkeypatch.setattr(verification, "PROBABILISTIC_FACTOR", 7.5 / 50)
+    for name in ("TERM_ROUNDINGS", "PROBABILISTIC_FACTOR", "COORDINATE_ROUNDINGS"):
+        monkeypatch.setattr(verification, name, getattr(verification, name) / 50)
     comparison = compare(single, None, spec, {}, inputs, queue, green=LAPLACE_3D,
                          precision=FLOAT32)
     assert not comparison.ok and "wrong" in comparison.mismatch

@@ -60,9 +60,11 @@ from fmmloopy.maths.green import GreenKernel, check_wave_range, get_kernel
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
 from fmmloopy.maths.levels import LevelOperators
 from fmmloopy.maths.operators import OPERATORS
+from fmmloopy.maths.templates import particles_for
 from fmmloopy.tree.coordinates import working_coordinates
 from fmmloopy.tree.cost import AUTO, CANDIDATES, choose_n_crit, validate_n_crit
 from fmmloopy.tree.direct_lists import direct_where_cheaper
+from fmmloopy.tree.leaf_relative import refuse_unresolved_points
 from fmmloopy.tree.lists import InteractionLists, build_interaction_lists
 from fmmloopy.tree.nested import nest_heavy_rows
 from fmmloopy.tree.octree import (
@@ -308,6 +310,8 @@ class Fmm:
                 self.n_crit_candidates = [dataclasses.replace(work, boxes=None)
                                           for work in self.n_crit_candidates]
             self.tree = build_tree_from(points, n_crit, boxes)
+            if self._leaf_relative:
+                refuse_unresolved_points(self.tree, self.precision)
         self.setup_seconds["tree"] += time.perf_counter() - clock
         clock = time.perf_counter()
         with stage(f"operators of the tree's {self.tree.nlevels} levels"):
@@ -323,7 +327,8 @@ class Fmm:
             #: The lists the plan sums: :attr:`lists`, with small W/X boxes moved to U
             #: (w_x_direct).
             self.evaluated_lists = (
-                direct_where_cheaper(self.tree, self.lists, self.expansion.n_e)
+                direct_where_cheaper(self.tree, self.lists, self.expansion.n_e,
+                                     source_leaves=self._leaf_relative)
                 if self._w_x_direct else self.lists)
         self.setup_seconds["lists"] = time.perf_counter() - clock
         self._plan_tree(recipes)
@@ -360,6 +365,9 @@ class Fmm:
         self.precision = precision
         #: The real dtype of the kernels and of the results (complex of it for a complex kernel).
         self.dtype = precision.dtype
+        #: Whether the kernels store particles relative to their leaf's centre (float32:
+        #: :mod:`fmmloopy.tree.leaf_relative`).
+        self._leaf_relative = particles_for(precision.dtype).relative
         #: Order, ``n_e`` and surfaces of the expansions
         #: (:class:`~fmmloopy.maths.expansion.Expansion`).
         self.expansion = Expansion(order)

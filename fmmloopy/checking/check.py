@@ -186,7 +186,7 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
     for sizes in problem.sizes(operator):
         label = _size_label(operator, problem, sizes)
         try:
-            inputs = problem.arguments(spec, sizes, green)
+            inputs = problem.arguments(spec, sizes, green, precision)
             if not inputs["ntarget_boxes"]:
                 continue  # this problem has no entry in the operator's list
             candidate = compiled_operator(operator, device, recipe=recipe, kernel=green,

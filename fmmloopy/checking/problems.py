@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fmmloopy.base.distributions import plummer, sphere_surface
+from fmmloopy.base.precision import FLOAT64, Precision
 from fmmloopy.checking.verification import random_operands, random_values
 from fmmloopy.execution.kernel_arguments import (
     box_list,
@@ -61,9 +62,10 @@ class CheckProblem:
                                       first_factor=False)]
 
     def arguments(self, spec: OperatorSpec, sizes: dict[str, int],
-                  green: GreenKernel | None = None) -> dict[str, np.ndarray | int]:
+                  green: GreenKernel | None = None,
+                  precision: Precision = FLOAT64) -> dict[str, np.ndarray | int]:
         """Every argument the kernel of ``spec`` (summing ``green``: its input and output
-        components) takes, filled from this problem.
+        components) of ``precision`` takes, filled from this problem.
 
         Target boxes are all boxes with a non-empty row in the operator's list (for particle
         targets: leaves with targets, as boxes that share particles would race on them); values
@@ -79,7 +81,7 @@ class CheckProblem:
         lists = box_list_arguments(starts, entries, target_boxes, matrix_indices)
         if spec.template == MATVEC and green is not None:  # vectors folded into the boxes
             lists = fold_vectors(lists, green.vectors, tree.box_levels)
-        arguments = tree_arguments(tree) | random_operands(
+        arguments = tree_arguments(tree, precision) | random_operands(
             spec, sizes, tree, rng, green, nboxes=lists.get("nboxes", tree.nboxes))
         if spec.template == MATVEC:
             nmatrices = {"v": NTRANSFER_VECTORS, "children": 8, "parent": 8}.get(spec.box_list, 1)

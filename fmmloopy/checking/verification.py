@@ -322,8 +322,8 @@ def _compare_rounded(candidate, spec: OperatorSpec, sizes: dict[str, int], input
     wide = rounded_inputs(inputs, precision, wide=True)
     cut = sampled_inputs(wide, rows)
     start = time.perf_counter()
-    expected = spec.host_reference(green, cut, sizes)
-    magnitudes = spec.host_magnitudes(green, cut, sizes)
+    expected = spec.host_reference(green, cut, sizes, precision.dtype)
+    magnitudes = spec.host_magnitudes(green, cut, sizes, precision.dtype)
     reference_seconds = time.perf_counter() - start
     worst, mismatch = 0.0, ""
     for name, value in expected.items():

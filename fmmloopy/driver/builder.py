@@ -166,7 +166,8 @@ class _PlanBuilder:
         #: (id of a matrix stack, layout) -> (the stack, kept alive so that the id stays its;
         #: its uploaded arguments).
         self._uploaded: dict[tuple, tuple[np.ndarray, dict[str, cla.Array]]] = {}
-        self.shared = {name: self._device(value) for name, value in tree_arguments(tree).items()}
+        self.shared = {name: self._device(value)
+                       for name, value in tree_arguments(tree, precision).items()}
         #: The folded boxes' levels (several strength vectors), uploaded by the first launch.
         self._folded_levels: cla.Array | None = None
 
@@ -376,7 +377,7 @@ class _PlanBuilder:
         (:func:`~fmmloopy.checking.verification.compare`)."""
         clock = time.perf_counter()
         tree = self.tree
-        inputs = tree_arguments(tree) | launch | random_operands(
+        inputs = tree_arguments(tree, self.precision) | launch | random_operands(
             spec, sizes, tree, np.random.default_rng(len(self.launches)), green,
             nboxes=launch.get("nboxes", tree.nboxes))
         if spec.template != "matvec":

@@ -6,6 +6,7 @@ from weakref import WeakKeyDictionary
 
 import numpy as np
 
+from fmmloopy.base.precision import FLOAT64, Precision
 from fmmloopy.base.sorting import stable_argsort
 from fmmloopy.maths.geometry import (
     INDEX_DTYPE,
@@ -14,7 +15,9 @@ from fmmloopy.maths.geometry import (
     transfer_class,
 )
 from fmmloopy.maths.layouts import FOLDED_VECTORS
+from fmmloopy.maths.templates import particles_for
 from fmmloopy.tree.csr import select_rows, starts_from_counts
+from fmmloopy.tree.leaf_relative import leaf_relative_points
 from fmmloopy.tree.lists import InteractionLists
 from fmmloopy.tree.octree import Tree
 
@@ -22,10 +25,15 @@ from fmmloopy.tree.octree import Tree
 BoxList = tuple[np.ndarray, np.ndarray, np.ndarray | None]
 
 
-def tree_arguments(tree: Tree) -> dict[str, np.ndarray | int]:
-    """Box geometry and particle layout of ``tree`` (every template argument it determines)."""
+def tree_arguments(tree: Tree, precision: Precision = FLOAT64) -> dict[str, np.ndarray | int]:
+    """Box geometry and particle layout of ``tree`` (every template argument it determines)
+    for kernels of ``precision``: particles relative to their leaf's centre where its kernels
+    store them so (:func:`~fmmloopy.maths.templates.particles_for`)."""
+    sources, targets = tree.sources_soa, tree.targets_soa
+    if particles_for(precision.dtype).relative:
+        sources, targets = leaf_relative_points(tree, precision)
     return {
-        "sources": tree.sources_soa, "targets": tree.targets_soa,
+        "sources": sources, "targets": targets,
         "box_source_starts": tree.box_source_starts,
         "box_source_counts": tree.box_source_counts,
         "box_target_starts": tree.box_target_starts,

@@ -45,12 +45,12 @@ from fmmloopy.maths.reference import (
     pairwise_reference,
 )
 from fmmloopy.maths.templates import (
-    BoxParticles,
     BoxSurface,
     PointSet,
     make_grouped_matvec_kernel,
     make_matvec_kernel,
     make_pairwise_kernel,
+    particles_for,
 )
 
 PAIRWISE = "pairwise"
@@ -71,11 +71,13 @@ class OperatorSpec:
     targets: str | None = None  # PARTICLES or SURFACE (pairwise only)
     sources: str | None = None
 
-    def point_sets(self, n_surface: int | None) -> tuple[PointSet, PointSet]:
-        """The template's point sets; surfaces need their size ``n_surface``."""
+    def point_sets(self, n_surface: int | None, dtype=np.float64) -> tuple[PointSet, PointSet]:
+        """The template's point sets for coordinates of ``dtype`` (particles:
+        :func:`~fmmloopy.maths.templates.particles_for`); surfaces need their size
+        ``n_surface``."""
         def make(kind: str) -> PointSet:
             if kind == PARTICLES:
-                return BoxParticles()
+                return particles_for(dtype)
             if n_surface is None:
                 raise ValueError(f"operator {self.name!r} needs the size 'n_surface'")
             return BoxSurface(n_surface)
@@ -90,7 +92,7 @@ class OperatorSpec:
                                  f"target-major layout, not {layout!r}")
             has_surface = SURFACE in (self.targets, self.sources)
             targets, sources = self.point_sets(sizes.pop("n_surface", None) if has_surface
-                                               else None)
+                                               else None, dtype)
             _no_more(self.name, sizes)
             return make_pairwise_kernel(self.name, green, targets, sources, accumulate=True,
                                         dtype=dtype)
@@ -147,21 +149,22 @@ class OperatorSpec:
                   + side(self.sources, source_boxes, box_source_counts, 3 + n_in, 1))
         return int(values * itemsize)
 
-    def host_reference(self, green: GreenKernel, inputs: dict,
-                       sizes: dict[str, int]) -> dict[str, np.ndarray]:
-        """What the kernel computes, in numpy: the new value of its output."""
+    def host_reference(self, green: GreenKernel, inputs: dict, sizes: dict[str, int],
+                       dtype=np.float64) -> dict[str, np.ndarray]:
+        """What the kernel of ``dtype`` coordinates computes, in numpy: the new value of its
+        output."""
         if self.template == PAIRWISE:
-            targets, sources = self.point_sets(sizes.get("n_surface"))
+            targets, sources = self.point_sets(sizes.get("n_surface"), dtype)
             return {"result": pairwise_reference(green, inputs, targets, sources)}
         return {"target_vectors": matvec_reference(inputs)}
 
-    def host_magnitudes(self, green: GreenKernel, inputs: dict, sizes: dict[str, int]
-                        ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def host_magnitudes(self, green: GreenKernel, inputs: dict, sizes: dict[str, int],
+                        dtype=np.float64) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """What bounds the kernel's rounding error per output entry, in numpy: the sum of its
         terms' magnitudes and the same weighted by how its computed coordinates move them
         (:func:`~fmmloopy.maths.reference.pairwise_magnitudes`; a matvec computes none)."""
         if self.template == PAIRWISE:
-            targets, sources = self.point_sets(sizes.get("n_surface"))
+            targets, sources = self.point_sets(sizes.get("n_surface"), dtype)
             return {"result": pairwise_magnitudes(green, inputs, targets, sources)}
         terms = matvec_magnitudes(inputs)
         return {"target_vectors": (terms, np.zeros_like(terms))}

@@ -123,16 +123,29 @@ class _Side:
             return (slice(None), *np.divmod(slots, self.points.npoints))
         return (slice(None), slots)
 
-    def coordinates(self, slots: np.ndarray) -> np.ndarray:
+    @property
+    def relative(self) -> bool:
+        """Whether the points are particles stored relative to their box's centre."""
+        return not self.surface and self.points.relative
+
+    def coordinates(self, slots: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:
         """``(k, 3)`` coordinates of ``slots`` (:attr:`slot_coordinates`; a view of ``(3, k)``
-        values)."""
-        return np.take(self.slot_coordinates, slots, axis=1).T
+        values); particles stored relative to a box's centre are taken in ``boxes`` (the box
+        that lists each slot)."""
+        stored = np.take(self.slot_coordinates, slots, axis=1).T
+        if not self.relative:
+            return stored
+        return np.take(np.asarray(self.inputs["box_centres"]), boxes, axis=1).T + stored
 
     def computed_size(self, slots: np.ndarray) -> np.ndarray:
         """The magnitude (max norm) of the coordinates the kernel computes at ``slots``: that
-        of surface points; 0 for particles, which are stored."""
+        of surface points; 0 for particles, which are stored, and twice the stored part for
+        particles relative to their box's centre (the kernel's partial sums
+        ``(c_t - c_s) + x_t`` exceed the offset by up to the stored parts)."""
         if not self.surface:
-            return np.zeros(len(slots))
+            if not self.relative:
+                return np.zeros(len(slots))
+            return 2 * np.abs(np.take(self.slot_coordinates, slots, axis=1)).max(axis=0)
         return np.abs(self.coordinates(slots)).max(axis=1)
 
 
@@ -143,8 +156,9 @@ _PAIRS_PER_CHUNK = 2 ** 18
 
 def _pair_chunks(inputs: dict, targets: _Side, sources: _Side, max_pairs: int = _PAIRS_PER_CHUNK):
     """The pairwise template's walk, flattened: every (target point, source point) pair of
-    every target box and every box of its list, as ``(target_slots, source_slots, offsets)``
-    arrays of at most about ``max_pairs`` pairs (one list entry may exceed it alone)."""
+    every target box and every box of its list, as ``(target_slots, source_slots, offsets,
+    same_box)`` arrays of at most about ``max_pairs`` pairs (one list entry may exceed it
+    alone); ``same_box``: whether the pair's target and source box are one box."""
     starts = np.asarray(inputs["source_box_starts"], dtype=np.int64)
     lists = np.asarray(inputs["source_box_lists"], dtype=np.int64)
     target_boxes = np.asarray(inputs["target_boxes"], dtype=np.int64)
@@ -165,8 +179,11 @@ def _pair_chunks(inputs: dict, targets: _Side, sources: _Side, max_pairs: int = 
         within_target, within_source = np.divmod(local, source_count[chunk][entry])
         target_slots = target_first[chunk][entry] + within_target
         source_slots = source_first[chunk][entry] + within_source
-        offsets = targets.coordinates(target_slots) - sources.coordinates(source_slots)
-        yield target_slots, source_slots, offsets
+        pair_targets = target_boxes[rows[chunk][entry]]
+        pair_sources = lists[first_entry + begin:first_entry + end][entry]
+        offsets = (targets.coordinates(target_slots, pair_targets)
+                   - sources.coordinates(source_slots, pair_sources))
+        yield target_slots, source_slots, offsets, pair_targets == pair_sources
         begin = end
 
 
@@ -205,7 +222,8 @@ def pairwise_reference(green: GreenKernel, inputs: dict, targets: PointSet = _PA
     strengths = _by_component(np.asarray(inputs["strengths"]), sources, n_in)
     space = _slot_space(inputs, target_side)
     totals = np.zeros((n_out, space), dtype=result.dtype)
-    for target_slots, source_slots, offsets in _pair_chunks(inputs, target_side, source_side):
+    for target_slots, source_slots, offsets, _ in _pair_chunks(inputs, target_side,
+                                                                source_side):
         weights = strengths[source_side.index(source_slots)]  # (n_in, k)
         totals += _summed_by_slot(_terms(green, offsets, weights), target_slots, space)
     slots = _target_slots(inputs, target_side)
@@ -230,7 +248,8 @@ def pairwise_magnitudes(green: GreenKernel, inputs: dict, targets: PointSet = _P
     ``coordinates``: the same sum with each term weighted by ``(1 + rho) E / r``: ``r`` the
     pair's distance, ``E`` the magnitude (max norm) of the surface coordinates the kernel
     computes (``centre + half_width * unit``, whose roundings scale with it; particles are
-    stored, their difference is rounded relative to itself), ``rho`` the kernel's radial
+    stored, their difference is rounded relative to itself; particles stored relative to their
+    leaves count twice their stored parts, except two of one leaf), ``rho`` the kernel's radial
     sensitivity ``r |dG/dr| / m`` (measured: 1 for the Laplace potential, 2 for its gradient).
     """
     n_out, n_in = green.n_outputs, green.n_inputs
@@ -244,7 +263,11 @@ def pairwise_magnitudes(green: GreenKernel, inputs: dict, targets: PointSet = _P
     space = _slot_space(inputs, target_side)
     term_totals = np.zeros((n_out, space))
     coordinate_totals = np.zeros((n_out, space))
-    for target_slots, source_slots, offsets in _pair_chunks(inputs, target_side, source_side):
+    # Two particles of one box, both stored relative to its centre: their offset is one
+    # rounding of the stored parts' difference, relative to itself.
+    one_box = target_side.relative and source_side.relative
+    for target_slots, source_slots, offsets, same_box in _pair_chunks(inputs, target_side,
+                                                                       source_side):
         values = _entries(green, offsets)
         largest = np.abs(values).reshape(len(values), -1).max(axis=-1)
         moved = np.abs(_entries(green, offsets * (1 + _RADIAL_STEP)) - values) \
@@ -252,9 +275,9 @@ def pairwise_magnitudes(green: GreenKernel, inputs: dict, targets: PointSet = _P
         distance = np.linalg.norm(offsets, axis=-1)
         with np.errstate(invalid="ignore", divide="ignore"):
             sensitivity = np.where(largest > 0, moved / (_RADIAL_STEP * largest), 0.0)
-            growth = np.where(distance > 0, (target_side.computed_size(target_slots)
-                                             + source_side.computed_size(source_slots))
-                              / distance, 0.0)
+            growth = np.where((distance > 0) & ~(one_box & same_box),
+                              (target_side.computed_size(target_slots)
+                               + source_side.computed_size(source_slots)) / distance, 0.0)
         weights = strengths[source_side.index(source_slots)].T  # (k, n_in)
         per_input = largest[:, None] * weights
         weighted = (largest * (1 + sensitivity) * growth)[:, None] * weights

@@ -49,9 +49,24 @@ class BoxParticles:
 
     Coordinates are ``<role>s[3, n]`` (structure of arrays); values (strengths of sources, results
     of targets) live in a flat array of the same order.
+
+    ``relative``: each point is stored relative to the centre of the box that lists it (a point
+    is ``box_centres[:, b] + <role>s[:, i]``; every box listed with particles must then be the
+    leaf that holds them). Float32 kernels store points so (:func:`particles_for`): a stored
+    coordinate is then rounded relative to its leaf's width, not to the point's distance from
+    the origin, and two near points' offset ``(c_t - c_s) + (x_t - x_s)`` keeps that accuracy.
     """
 
+    relative: bool = False
     kind = "particles"
+
+
+def particles_for(dtype) -> BoxParticles:
+    """The particle point set of kernels whose coordinates are ``dtype``: relative to their
+    leaf's centre below float64 (float32 has 24 bits: the absolute coordinates of 10^6 points
+    would round each near pair's offset by ``u |x|``, 1e-4 of the potential), absolute in
+    float64."""
+    return BoxParticles(relative=np.dtype(dtype) != np.dtype(np.float64))
 
 
 @dataclass(frozen=True)
@@ -77,11 +92,15 @@ class _PointCode:
     domain: str
     guard: str | None
     #: The point's coordinate: ``base + relative`` (a surface: ``centre + half_width * unit``;
-    #: a particle: its stored coordinate, no relative part); both contain ``"{axis}"``.
+    #: a particle: its stored coordinate, no relative part, or its leaf's centre plus its
+    #: stored coordinate, :attr:`BoxParticles.relative`); both contain ``"{axis}"``.
     base: str
     value: str  # the array element holding this point's strength or result; "{component}"
     args: tuple[lp.KernelArgument, ...]
     relative: str | None = None
+
+    #: Whether the point is on a computed surface (else a stored particle).
+    surface: bool = False
 
     #: Whether ``value`` takes the component as a leading index (``"{component}"`` is then
     #: ``"c, "``, or nothing for one component) rather than as a number in an expression.
@@ -120,8 +139,13 @@ def _point_code(points: PointSet, role: str, dtype: np.dtype, components: int = 
             args += (lp.ValueArg("max_box_targets", INDEX_DTYPE),)
         else:
             domain, guard = f"0 <= {index} < {count}", None
-        return _PointCode(loads, domain, guard, f"{role}s[{{axis}}, {start} + {index}]",
-                          f"{values}[{{component}}{start} + {index}]", args)
+        stored = f"{role}s[{{axis}}, {start} + {index}]"
+        value = f"{values}[{{component}}{start} + {index}]"
+        if points.relative:
+            args += (lp.GlobalArg("box_centres", dtype, "3, nboxes"),)
+            return _PointCode(loads, domain, guard, f"box_centres[{{axis}}, {box}]", value,
+                              args, relative=stored)
+        return _PointCode(loads, domain, guard, stored, value, args)
     if isinstance(points, BoxSurface):
         values = "result" if role == "target" else "strengths"
         half_width = f"{short}_half_width"
@@ -140,7 +164,7 @@ def _point_code(points: PointSet, role: str, dtype: np.dtype, components: int = 
         return _PointCode(loads, f"0 <= {index} < {points.npoints}", None,
                           f"box_centres[{{axis}}, {box}]", value, args,
                           relative=f"{half_width} * {role}_surface[{{axis}}, {index}]",
-                          leading_component=False)
+                          leading_component=False, surface=True)
     raise TypeError(f"unknown point set {points!r}")
 
 # }}}
@@ -151,18 +175,20 @@ def _offset(target: _PointCode, source: _PointCode, axis: int) -> str:
     + target relative - source relative``: a surface point's offset from a particle is its box
     centre's offset plus the surface's, so the rounding of ``centre + half_width * unit`` (of
     the centre's size, far above the offset's in deep boxes) never enters; the two bases lie
-    close together, and their difference is exact or rounded relative to itself. Two surfaces
+    close together, and their difference is exact or rounded relative to itself. Particles
+    stored relative to their leaf's centre take the same sum: two leaves' centres, then the
+    stored parts (a point meets itself at exactly 0). Two surfaces
     (no operator of the FMM) are each summed first, so that a surface point meets itself at
     exactly 0 offset where the compiler rounds both sides alike; one that contracts only one
     side into a fused multiply-add (NVIDIA's OpenCL under the cpu recipe) leaves its rounding
     residue, so two surfaces must not share points (the FMM's never do)."""
-    if target.relative and source.relative:
+    if target.surface and source.surface:
         return (f"{target.base.format(axis=axis)} + {target.relative.format(axis=axis)} - "
                 f"({source.base.format(axis=axis)} + {source.relative.format(axis=axis)})")
     terms = f"{target.base.format(axis=axis)} - {source.base.format(axis=axis)}"
     if target.relative:
         terms += f" + {target.relative.format(axis=axis)}"
-    elif source.relative:
+    if source.relative:
         terms += f" - {source.relative.format(axis=axis)}"
     return terms
 

@@ -11,10 +11,10 @@ points and the span of all points must both fit in ``[2**-window, 2**window]`` (
 ``2**±2 window``; fast relaxed math flushes subnormals to zero, and a squared distance that
 underflows would make two points coincide).
 
-In float32 the points are rounded to float32 once, after the shift and before the scale is
-chosen, so that the tree, the scale and the kernels all see the same points; distinct points
-that float32 cannot tell apart are refused (:func:`refuse_merged_points`): the kernels would
-take them for one point and leave their interaction out.
+In float32 the points stay float64 here: the tree is built from them, and the kernels store
+each point relative to its leaf's centre, rounded to float32 then
+(:mod:`fmmloopy.tree.leaf_relative`, which refuses distinct points float32 cannot tell apart
+there). :func:`refuse_merged_points` refuses points that round to one point of a precision.
 """
 
 from __future__ import annotations
@@ -231,16 +231,16 @@ def working_coordinates(sources: np.ndarray, targets: np.ndarray | None,
                         ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray | None]:
     """``(origin, exponent, sources, targets)``: the points in the working coordinates
     ``(x - origin) * 2**-exponent`` (:func:`origin`, :func:`working_exponent`; ``targets``
-    None stays None), float64 arrays holding values of ``precision`` (rounded to it after the
-    shift; distinct points it merges are refused, :func:`refuse_merged_points`)."""
+    None stays None), float64 (below float64 first scaled into ``precision``'s range by the
+    span alone; its kernels round them relative to their leaves,
+    :mod:`fmmloopy.tree.leaf_relative`)."""
     shift = origin(sources, targets)
     if shift.any():
         sources = sources - shift
         targets = None if targets is None else targets - shift
     exponent = 0
     if precision != FLOAT64:
-        # First into the precision's range (the span's scale alone), then rounded to it: the
-        # points the tree, the scale below and the kernels see.
+        # First into the precision's range (the span's scale alone).
         extent = span(sources, targets)
         exponent = scale_exponent(extent, precision.safe_exponent) \
             if np.isfinite(extent) else 0
@@ -249,12 +249,9 @@ def working_coordinates(sources: np.ndarray, targets: np.ndarray | None,
                 f"the points span {extent:.3g}, which needs rescaling in {precision.name}, "
                 f"and kernel {kernel_name!r} has no homogeneity to rescale them by; scale the "
                 "points first (or use float64)")
-        exact = sources if targets is None else np.concatenate([sources, targets])
-        exact = np.ldexp(exact, -exponent) if exponent else exact
-        rounded = exact.astype(precision.dtype).astype(np.float64)
-        refuse_merged_points(exact, rounded, precision, len(sources))
-        sources, targets = (rounded, None) if targets is None else (
-            rounded[:len(sources)], rounded[len(sources):])
+        if exponent:
+            sources = np.ldexp(sources, -exponent)
+            targets = None if targets is None else np.ldexp(targets, -exponent)
     more = working_exponent(sources, targets, homogeneity, kernel_name, precision)
     if more:
         sources = np.ldexp(sources, -more)

@@ -24,36 +24,44 @@ from fmmloopy.tree.octree import Tree
 
 __all__ = ["direct_where_cheaper"]
 
-def _to_target_leaves(tree: Tree, boxes: np.ndarray,
-                      entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each (box, entry) pair repeated for every leaf with targets under (or equal to) the box."""
-    leaves = np.flatnonzero(tree.box_is_leaf & (tree.box_target_counts > 0))
-    leaves = leaves[np.argsort(tree.box_target_starts[leaves], kind="stable")]
-    leaf_starts = tree.box_target_starts[leaves]  # strictly increasing: leaves partition targets
-    first = np.searchsorted(leaf_starts, tree.box_target_starts[boxes], side="left")
-    stop = np.searchsorted(leaf_starts, tree.box_target_starts[boxes]
-                           + tree.box_target_counts[boxes], side="left")
+def _to_leaves(tree: Tree, role: str, boxes: np.ndarray,
+               entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each (box, entry) pair repeated for every leaf with ``role`` points (``"source"`` or
+    ``"target"``) under (or equal to) the box: ``(leaves, entries)``."""
+    starts = getattr(tree, f"box_{role}_starts")
+    counts_of = getattr(tree, f"box_{role}_counts")
+    leaves = np.flatnonzero(tree.box_is_leaf & (counts_of > 0))
+    leaves = leaves[np.argsort(starts[leaves], kind="stable")]
+    leaf_starts = starts[leaves]  # strictly increasing: leaves partition the points
+    first = np.searchsorted(leaf_starts, starts[boxes], side="left")
+    stop = np.searchsorted(leaf_starts, starts[boxes] + counts_of[boxes], side="left")
     counts = stop - first
     return leaves[ranges_to_indices(first, counts)], np.repeat(entries, counts)
 
 
-def direct_where_cheaper(tree: Tree, lists: InteractionLists,
-                         n_surface: int) -> InteractionLists:
+def direct_where_cheaper(tree: Tree, lists: InteractionLists, n_surface: int,
+                         source_leaves: bool = False) -> InteractionLists:
     """``lists`` with the W and X entries cheaper to sum directly moved into U (see above).
 
     The result's U rows hold the adjacent leaves first, then the moved W entries, then the moved
     X entries; W and X keep the rest. ``n_surface`` is the points of an expansion surface.
+    ``source_leaves``: a moved W entry's source box that is not a leaf is listed as its leaves
+    with sources instead (kernels that store particles relative to their leaf's centre need
+    every particle box to be that leaf).
     """
     nboxes = tree.nboxes
     w_rows = list_rows(lists.w_starts)
     w_direct = tree.box_source_counts[lists.w_lists] <= n_surface
+    w_sources, w_targets = lists.w_lists[w_direct], w_rows[w_direct]
+    if source_leaves:
+        w_sources, w_targets = _to_leaves(tree, "source", w_sources, w_targets)
     x_rows = list_rows(lists.x_starts)
     x_direct = tree.box_target_counts[x_rows] <= n_surface
-    x_leaves, x_sources = _to_target_leaves(tree, x_rows[x_direct], lists.x_lists[x_direct])
+    x_leaves, x_sources = _to_leaves(tree, "target", x_rows[x_direct], lists.x_lists[x_direct])
 
     u_starts, u_lists = csr_from_pairs(
-        np.concatenate([list_rows(lists.u_starts), w_rows[w_direct], x_leaves]),
-        np.concatenate([lists.u_lists, lists.w_lists[w_direct], x_sources]), nboxes)
+        np.concatenate([list_rows(lists.u_starts), w_targets, x_leaves]),
+        np.concatenate([lists.u_lists, w_sources, x_sources]), nboxes)
     w_starts, w_lists = csr_from_pairs(w_rows[~w_direct], lists.w_lists[~w_direct], nboxes)
     x_starts, x_lists = csr_from_pairs(x_rows[~x_direct], lists.x_lists[~x_direct], nboxes)
     return dataclasses.replace(lists, u_starts=u_starts, u_lists=u_lists, w_starts=w_starts,
