@@ -5,8 +5,10 @@ Usage: ``python benchmarks/float32.py [--n 1000000] [--orders 3 4 5 6] [--repeat
 [-1, 1), seed 0), one FMM per order and precision on the same points; the evaluation time is the
 best of ``--repeats`` calls, the error the relative L2 error at ``--check-targets`` sampled
 targets against the float64 direct sum (:class:`fmmloopy.DirectSum`), and against the float64
-direct sum of the points and charges rounded to float32 (what a float32 FMM is given: its own
-arithmetic's error), the P2P rate the near field's pairs over its seconds in the best call.
+direct sum of the charges rounded to float32 (what a float32 FMM is given; it stores each point
+relative to its leaf's centre, so the points move by float32's unit at the leaf's width only),
+the P2P rate the near field's pairs over its seconds in the best call. It also prints how much
+rounding the points as they are (absolute coordinates in float32) would move the potential.
 """
 
 from __future__ import annotations
@@ -42,15 +44,17 @@ def main() -> None:
                                              replace=False)
     # Coincident points are left out of the direct sum, as of the FMM: no self term.
     reference = fmmloopy.DirectSum(points, points[sample])(charges)
+    rounded_charges = charges.astype(np.float32).astype(np.float64)
+    rounded = fmmloopy.DirectSum(points, points[sample])(rounded_charges)
     rounded_points = points.astype(np.float32).astype(np.float64)
-    rounded = fmmloopy.DirectSum(rounded_points, rounded_points[sample])(
-        charges.astype(np.float32).astype(np.float64))
-    print(f"rounding the inputs to float32 moves the potential by "
-          f"{_relative(rounded, reference):.3e} (relative L2)")
+    absolute = fmmloopy.DirectSum(rounded_points, rounded_points[sample])(rounded_charges)
+    print(f"rounding the charges to float32 moves the potential by "
+          f"{_relative(rounded, reference):.3e}, rounding the points as they are too by "
+          f"{_relative(absolute, reference):.3e} (relative L2)")
     rows = []
     print(f"{args.n} points on the sphere; best of {args.repeats} calls; error at "
           f"{len(sample)} targets against the float64 direct sum")
-    print("order  dtype    eval s   float32/float64   rel L2 error   vs rounded inputs   "
+    print("order  dtype    eval s   float32/float64   rel L2 error   vs rounded charges  "
           "P2P pairs/s   n_crit")
     for order in args.orders:
         seconds64 = None
@@ -78,7 +82,7 @@ def main() -> None:
         with open(args.csv, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["order", "dtype", "eval_seconds", "time_vs_float64",
-                             "relative_l2_error", "error_vs_rounded_inputs",
+                             "relative_l2_error", "error_vs_rounded_charges",
                              "p2p_pairs_per_second", "n_crit"])
             writer.writerows(rows)
 

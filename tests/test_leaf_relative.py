@@ -41,9 +41,9 @@ def test_each_point_lies_in_its_leaf_and_is_stored_relative_to_its_centre():
 
 
 def test_points_of_two_leaves_closer_than_float32_resolves_are_refused():
-    """Two points on either side of a leaf's corner, 1e-12 of its width apart: absolutely in float32 they
-    would be one point, and relative to two leaves' centres their offset is rounded by about
-    float32's unit at the leaves' width."""
+    """Two points on either side of a leaf's corner, 1e-12 of its width apart: absolutely in
+    float32 they would be one point, and relative to two leaves' centres their offset is
+    rounded by about float32's unit at the leaves' width."""
     face = build_tree(POINTS, n_crit=16)
     leaf = int(np.flatnonzero(face.box_is_leaf & (face.box_source_counts > 0))[0])
     half_width = face.level_half_widths[face.box_levels[leaf]]
