@@ -23,7 +23,7 @@ import numpy as np
 
 from fmmloopy.base.validation import validate_integer
 
-__all__ = ["ErrorEstimate", "estimate_error", "estimate_from_sample"]
+__all__ = ["ErrorEstimate", "estimate_error", "estimate_from_errors", "estimate_from_sample"]
 
 #: Bootstrap resamples of the interval.
 RESAMPLES = 1000
@@ -57,6 +57,14 @@ def estimate_from_sample(values: np.ndarray, sample: np.ndarray, reference: np.n
     squared_errors = (np.abs(flat[sample] - exact) ** 2).sum(axis=1)
     norm_squared = float((np.abs(flat) ** 2).sum() - (np.abs(flat[sample]) ** 2).sum()
                          + (np.abs(exact) ** 2).sum())
+    return estimate_from_errors(squared_errors, norm_squared, total, rng)
+
+
+def estimate_from_errors(squared_errors: np.ndarray, norm_squared: float, total: int,
+                         rng: np.random.Generator) -> ErrorEstimate:
+    """The estimate from the squared errors ``(m,)`` at ``m`` targets sampled from ``total``
+    and the squared norm over all of them (the direct sum's values where it was made)."""
+    squared_errors = np.asarray(squared_errors, dtype=np.float64)
 
     def relative(error_sum: np.ndarray) -> np.ndarray:
         if norm_squared > 0:
@@ -64,11 +72,12 @@ def estimate_from_sample(values: np.ndarray, sample: np.ndarray, reference: np.n
         return np.where(error_sum > 0, np.inf, 0.0)
 
     estimate = float(relative(total * squared_errors.mean()))
-    if len(sample) == total:
+    count = len(squared_errors)
+    if count == total:
         return ErrorEstimate(estimate, estimate, estimate, total)
-    draws = rng.integers(0, len(sample), (RESAMPLES, len(sample)))
+    draws = rng.integers(0, count, (RESAMPLES, count))
     low, high = relative(total * np.percentile(squared_errors[draws].mean(axis=1), [2.5, 97.5]))
-    return ErrorEstimate(estimate, float(low), float(high), len(sample))
+    return ErrorEstimate(estimate, float(low), float(high), count)
 
 
 def estimate_error(fmm, charges=None, *, dipoles=None, gradient: bool = False,

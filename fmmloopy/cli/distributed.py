@@ -17,6 +17,7 @@ import numpy as np
 
 from fmmloopy.api.direct import DirectSum
 from fmmloopy.api.distributed import DistributedFmm
+from fmmloopy.api.error_estimate import ErrorEstimate, estimate_from_errors
 from fmmloopy.base.distributions import DISTRIBUTIONS
 from fmmloopy.maths.operators import OPERATORS
 from fmmloopy.tree.lists import list_size_summary
@@ -117,15 +118,18 @@ def run_distributed(n: int, distribution: str = "sphere", *, order: int | None =
         "eval_seconds": {**{step: max(entry.get(step, 0.0) for entry in best_ranks)
                             for step in sorted(steps)}, "total": best},
         "eval_work": {},
-        "rel_l2_error": error, "check_targets": min(check_targets, n),
+        "rel_l2_error": error.relative_l2,
+        "rel_l2_error_interval": [error.low, error.high], "check_targets": error.samples,
         "ranks": best_ranks,
     }
 
 
 def _sampled_error(fmm: DistributedFmm, comm, points, charges, potential, check_targets: int,
-                   n: int, seed: int) -> float:
-    """Relative L2 error at ``check_targets`` sampled sources (each rank samples its share),
-    against a direct sum whose parts each rank adds over its own sources."""
+                   n: int, seed: int) -> ErrorEstimate:
+    """The relative L2 error over all ``n`` targets (the points), estimated as
+    :meth:`Fmm.estimate_error <fmmloopy.api.fmm.Fmm.estimate_error>` does from
+    ``check_targets`` sampled ones (each rank samples its share) against a direct sum whose
+    parts each rank adds over its own sources; the norm from every rank's results."""
     rng = np.random.default_rng([seed, comm.Get_rank(), 2])
     wanted = round(check_targets * len(points) / n)
     sample = rng.choice(len(points), size=min(wanted, len(points)), replace=False)
@@ -136,7 +140,10 @@ def _sampled_error(fmm: DistributedFmm, comm, points, charges, potential, check_
         if len(points) else np.zeros(len(targets), values.dtype)
     expected = np.empty_like(part)
     comm.Allreduce(np.ascontiguousarray(part), expected)
-    return float(np.linalg.norm(values - expected) / np.linalg.norm(expected))
+    norm_squared = comm.allreduce(float((np.abs(potential) ** 2).sum()))
+    norm_squared += float((np.abs(expected) ** 2).sum() - (np.abs(values) ** 2).sum())
+    return estimate_from_errors(np.abs(values - expected) ** 2, norm_squared, n,
+                                np.random.default_rng([seed, 3]))
 
 
 def print_rank_table(ranks: list[dict]) -> None:
@@ -164,5 +171,7 @@ def print_distributed_report(report: dict) -> None:
           + ", ".join(f"{step} {value:.4f}" for step, value in seconds.items()
                       if step != "total"))
     print_rank_table(report["ranks"])
-    print(f"relative L2 error against direct summation on {report['check_targets']} targets: "
-          f"{report['rel_l2_error']:.2e}")
+    low, high = report["rel_l2_error_interval"]
+    print(f"relative L2 error over all {report['n']} targets, estimated from "
+          f"{report['check_targets']} sampled ones against direct summation: "
+          f"{report['rel_l2_error']:.2e} (95 % interval {low:.2e} to {high:.2e})")
