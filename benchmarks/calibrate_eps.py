@@ -138,6 +138,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=CALIBRATION_FILE)
     parser.add_argument("--keep-others", action="store_true",
                         help="keep the rows of the families not calibrated now from --out")
+    parser.add_argument("--from-order", type=int, default=3,
+                        help="measure from this order on, keeping the family's rows below it "
+                             "from --out (extends a table to higher orders)")
     parser.add_argument("--markdown", action="store_true",
                         help="print the table in --out as markdown and stop")
     args = parser.parse_args()
@@ -147,9 +150,10 @@ def main() -> None:
 
     families = args.family or list(FAMILY_GRIDS)
     rows = []
-    if args.keep_others and args.out.exists():
+    if (args.keep_others or args.from_order > 3) and args.out.exists():
         rows = [row for row in json.loads(args.out.read_text())["rows"]
-                if row["family"] not in families]
+                if (args.keep_others and row["family"] not in families)
+                or (row["family"] in families and row["order"] < args.from_order)]
     table = {"format": 1, "written_by": "benchmarks/calibrate_eps.py", "seed": args.seed,
              "point_sets": list(POINT_SETS),
              "machine": platform.processor() or platform.machine(), "rows": rows}
@@ -163,9 +167,12 @@ def main() -> None:
             cases[name] = (sources, targets, charges, dipoles,
                            cached_references(sources, targets, charges, dipoles))
         for parameter in FAMILY_GRIDS[family]:
-            first = 3
+            first = args.from_order
             if family == "helmholtz":  # the FMM's range: order / 3 wavelengths
                 first = max(first, math.ceil(3 * parameter - 1e-9))
+            if any(row["family"] == family and row["parameter"] == parameter
+                   and max(row[q] for q in QUANTITIES) < STOP_BELOW for row in rows):
+                continue  # the kept rows reached the stop already
             for order in range(first, args.max_order + 1):
                 if family == "helmholtz" and parameter > max_root_wavelengths(order):
                     continue
