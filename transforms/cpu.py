@@ -21,6 +21,7 @@ from fmmloopy.tuning.tools import (
     add_build_options,
     add_preamble,
     hoist_shared_calls,
+    is_single_precision,
     parallelize_box_loop,
     silence_warnings,
     split_targets_over_rsqrt,
@@ -91,7 +92,8 @@ def pairwise_cpu(knl, ctx):
                                       ctx.settings.get("lane_chains", LANE_CHAINS))
         knl = silence_warnings(knl, "v1_scheduler_fallback")
         return add_build_options(knl, "-cl-fast-relaxed-math")
-    if ctx.operator != "p2p":
+    if ctx.operator != "p2p" or is_single_precision(knl):
+        # float32: the split rsqrt's helpers are double's; float's 1/sqrt vectorises as it is.
         return vectorised_pairwise(knl, group)
     knl = split_targets_over_rsqrt(parallelize_box_loop(knl), "bits")
     return _targets_on_work_items(knl, group)

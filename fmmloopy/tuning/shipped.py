@@ -22,7 +22,7 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "9f938abfd8dad2187f69deab7c71fcbee0a63fb2b3b70a02f912378e8c7f9be7",
+    "fmmloopy.transforms.cpu": "8140207fb56d76c7d67159379b59ef23b29e61cafac5ff840894e7c0c49be254",
     "fmmloopy.transforms.generic":
         "d5c1dd918e9b4941de6a396615bb1593a78906cbe08dcd91d9d754ab82659d83",
     "fmmloopy.transforms.gpu": "3230d47b4fdafe2cf9e1e50ebd4fda3696e56738c86ee265bf76e53e2d38e115",
@@ -34,7 +34,7 @@ SHIPPED_SHA256 = {
         "38985fbe57cf2d02ce65a920e84dc7fab68bdb7b84f8c398ec31ef2767bd7970",
     "fmmloopy.tuning.target_lanes":
         "5f324baf157f9e6b48399bcc0b2a4273717336d5f7f8f4739fc07114aea5fd08",
-    "fmmloopy.tuning.tools": "0550d1ed925615a7e8e44602bcbdf6d0200eb92b68081392d4e8787d1767eaf7",
+    "fmmloopy.tuning.tools": "c8ff576849faa48e24b45b50570452e768627fb152bc9dde0e6731a7f62a2933",
 }
 
 

@@ -10,6 +10,7 @@ from functools import cache
 
 import islpy as isl
 import loopy as lp
+import numpy as np
 import pymbolic.primitives as prim
 import pyopencl as cl
 from loopy.isl_helpers import make_slab, static_min_of_pw_aff
@@ -27,6 +28,13 @@ from pymbolic.mapper.substitutor import substitute
 #: a library ``sqrt``, which keeps LLVM from vectorising the work-group loop (docs/recipes.md).
 BUILTIN_SQRT_PREAMBLE = ("000_fmmloopy_builtin_sqrt",
                          "#ifdef sqrt\n#undef sqrt\n#endif\n#define sqrt(x) __builtin_sqrt(x)")
+#: The same for kernels in float: the float intrinsic (``__builtin_sqrt`` would take every float
+#: to double and back, and halve the lanes of every vector that holds it).
+BUILTIN_SQRTF_PREAMBLE = ("000_fmmloopy_builtin_sqrt",
+                          "#ifdef sqrt\n#undef sqrt\n#endif\n#define sqrt(x) __builtin_sqrtf(x)")
+
+#: Arguments whose dtype is a pairwise kernel's coordinate precision.
+_COORDINATE_ARGUMENTS = ("targets", "sources", "target_surface", "source_surface")
 
 
 def add_preamble(knl: lp.TranslationUnit, key: str, text: str) -> lp.TranslationUnit:
@@ -37,9 +45,18 @@ def add_preamble(knl: lp.TranslationUnit, key: str, text: str) -> lp.Translation
     return knl.with_kernel(entry.copy(preambles=(*entry.preambles, (key, text))))
 
 
+def is_single_precision(knl: lp.TranslationUnit) -> bool:
+    """Whether a pairwise kernel's coordinates are float32 (False for a kernel without them)."""
+    arguments = knl.default_entrypoint.arg_dict
+    return any(arguments[name].dtype.numpy_dtype == np.float32
+               for name in _COORDINATE_ARGUMENTS if name in arguments)
+
+
 def use_builtin_sqrt(knl: lp.TranslationUnit) -> lp.TranslationUnit:
-    """Let the OpenCL compiler inline and vectorise ``sqrt`` (see :data:`BUILTIN_SQRT_PREAMBLE`)."""
-    return add_preamble(knl, *BUILTIN_SQRT_PREAMBLE)
+    """Let the OpenCL compiler inline and vectorise ``sqrt`` (see :data:`BUILTIN_SQRT_PREAMBLE`;
+    the float intrinsic in a float32 kernel, :data:`BUILTIN_SQRTF_PREAMBLE`)."""
+    return add_preamble(knl, *(BUILTIN_SQRTF_PREAMBLE if is_single_precision(knl)
+                               else BUILTIN_SQRT_PREAMBLE))
 
 
 # {{{ reciprocal square root by Newton steps (CPU recipes)
