@@ -66,28 +66,32 @@ def refuse_unresolved_points(tree: Tree, precision: Precision) -> None:
     with points stored relative to their leaves (module docstring): equal stored parts in one
     leaf, or points of two leaves closer than ``_RESOLVED_UNITS`` units of the precision at the
     larger leaf's half-width along every axis."""
-    exact = [tree.sources_soa] + ([] if tree.targets_are_sources else [tree.targets_soa])
     roles = ["source"] + ([] if tree.targets_are_sources else ["target"])
+    exact = np.concatenate([tree.sources_soa] + ([] if tree.targets_are_sources
+                                                 else [tree.targets_soa]), axis=1)  # (3, n)
     leaves = np.concatenate([leaf_of_points(tree, role) for role in roles])
-    exact = np.concatenate(exact, axis=1).T
-    centres = leaf_centres(tree, precision)
-    stored = (exact - centres[:, leaves].T).astype(precision.dtype).astype(np.float64)
+    stored = (exact - leaf_centres(tree, precision)[:, leaves]).astype(precision.dtype)
+    stored += 0  # -0.0 -> +0.0: equal values must hash alike
     half_width = tree.level_half_widths[tree.box_levels[leaves]]
     unit = 2 * precision.unit_roundoff * half_width  # a float32 unit at the leaf's size
-    # One leaf: the same stored part. Two leaves: both points near a face of their leaf.
-    _refuse_pairs(exact, np.column_stack([leaves, stored]), tree, roles,
-                  f"the same point in {precision.name}")
-    # Neighbouring leaves differ in width by at most 2 (the tree is 2:1 balanced).
-    near_face = np.flatnonzero(
-        np.abs(stored).max(axis=1) >= half_width - 2 * _RESOLVED_UNITS * unit)
+    # One leaf: the same stored part, among the points whose leaf and stored part hash alike
+    # (one sort of 64-bit hashes, not a sort of four keys: 1 s at 10^6 points).
+    candidates = _same_hash([leaves, *stored])
+    _refuse_pairs(exact[:, candidates].T,
+                  np.column_stack([leaves[candidates], stored[:, candidates].T]), tree, roles,
+                  f"the same point in {precision.name}", indices=candidates)
+    # Two leaves: both points near a face of their leaf. Neighbouring leaves differ in width
+    # by at most 2 (the tree is 2:1 balanced).
+    largest = np.abs(stored).max(axis=0)
+    near_face = np.flatnonzero(largest >= half_width - 2 * _RESOLVED_UNITS * unit)
     if len(near_face) < 2:
         return
     grid = float(np.ldexp(1.0, int(np.ceil(np.log2(8 * _RESOLVED_UNITS * unit[near_face].max())))))
+    points = exact[:, near_face].T
     for shift in (0.0, 0.25, 0.5, 0.75):
         # A pair closer than grid / 8 along every axis shares a cell of one of these four
         # shifted grids (each axis's cell walls of the four lie grid / 4 apart).
-        cells = np.floor(exact[near_face] / grid + shift)
-        _refuse_pairs(exact[near_face], cells, tree, roles,
+        _refuse_pairs(points, np.floor(points / grid + shift), tree, roles,
                       f"closer than {precision.name} resolves beside their leaves' width",
                       indices=near_face,
                       close=lambda a, b, i, j: (leaves[i] != leaves[j])
@@ -95,17 +99,35 @@ def refuse_unresolved_points(tree: Tree, precision: Precision) -> None:
                          < _RESOLVED_UNITS * np.maximum(unit[i], unit[j])))
 
 
+def _same_hash(columns: list[np.ndarray]) -> np.ndarray:
+    """The positions whose 64-bit hash of the ``columns`` (equal-length arrays of 4- or 8-byte
+    numbers) another position shares, ascending: every group of equal rows is among them."""
+    hashed = np.zeros(len(columns[0]), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for column in columns:
+            column = np.ascontiguousarray(column)
+            bits = column.view(np.uint32 if column.itemsize == 4 else np.uint64)
+            hashed = (hashed ^ bits.astype(np.uint64)) * np.uint64(0x9E3779B97F4A7C15)
+            hashed ^= hashed >> np.uint64(29)
+    ordered = np.sort(hashed)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if not len(repeated):
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.isin(hashed, repeated))
+
+
 def _refuse_pairs(points: np.ndarray, keys: np.ndarray, tree: Tree, roles: list[str],
                   what: str, indices: np.ndarray | None = None, close=None) -> None:
     """Refuse neighbours in the order of ``keys`` (rows) that share a key and differ in
-    ``points``, and satisfy ``close(points_a, points_b, index_a, index_b)`` where given."""
+    ``points``, and satisfy ``close(points_a, points_b, index_a, index_b)`` where given;
+    ``indices``: the rows' numbers among all points (for the message and ``close``)."""
     if len(points) < 2:
         return
     order = np.lexsort(keys.T[::-1])
     first, second = order[:-1], order[1:]
     same = (keys[first] == keys[second]).all(axis=1) \
         & (points[first] != points[second]).any(axis=1)
-    if indices is not None:
+    if close is not None:
         same &= close(points[first], points[second], indices[first], indices[second])
     if not same.any():
         return
