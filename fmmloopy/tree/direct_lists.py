@@ -30,8 +30,7 @@ def _to_leaves(tree: Tree, role: str, boxes: np.ndarray,
     ``"target"``) under (or equal to) the box: ``(leaves, entries)``."""
     starts = getattr(tree, f"box_{role}_starts")
     counts_of = getattr(tree, f"box_{role}_counts")
-    leaves = np.flatnonzero(tree.box_is_leaf & (counts_of > 0))
-    leaves = leaves[np.argsort(starts[leaves], kind="stable")]
+    leaves = tree.leaves_in_point_order(role)
     leaf_starts = starts[leaves]  # strictly increasing: leaves partition the points
     first = np.searchsorted(leaf_starts, starts[boxes], side="left")
     stop = np.searchsorted(leaf_starts, starts[boxes] + counts_of[boxes], side="left")

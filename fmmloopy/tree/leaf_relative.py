@@ -32,8 +32,7 @@ def leaf_of_points(tree: Tree, role: str) -> np.ndarray:
     order (the leaves with points partition them)."""
     starts = getattr(tree, f"box_{role}_starts")
     counts = getattr(tree, f"box_{role}_counts")
-    leaves = np.flatnonzero(tree.box_is_leaf & (counts > 0))
-    leaves = leaves[np.argsort(starts[leaves], kind="stable")]
+    leaves = tree.leaves_in_point_order(role)
     npoints = getattr(tree, f"n{role}s")
     if int(counts[leaves].sum()) != npoints or (
             len(leaves) and np.any(starts[leaves] != np.cumsum(counts[leaves]) - counts[leaves])):

@@ -156,6 +156,13 @@ class Tree:
         """(nleaves,) int32: indices of the leaves, ascending."""
         return np.flatnonzero(self.box_is_leaf).astype(_INDEX)
 
+    def leaves_in_point_order(self, role: str) -> np.ndarray:
+        """The leaves holding ``role`` points (``"source"`` or ``"target"``), ordered by their
+        first point: they partition the points in tree order."""
+        starts = getattr(self, f"box_{role}_starts")
+        leaves = np.flatnonzero(self.box_is_leaf & (getattr(self, f"box_{role}_counts") > 0))
+        return leaves[np.argsort(starts[leaves], kind="stable")]
+
     def sources_to_tree(self, values: np.ndarray) -> np.ndarray:
         """Reorder per-source values (first axis) from user order to tree order."""
         return np.asarray(values)[self.source_user_ids]
