@@ -1,6 +1,8 @@
-"""The far lattice operator of periodic FMMs (``fmmloopy.maths.periodic``): the root's multipole
-through it, then its local expansion and the mean-potential constant, against an Ewald sum less
-the near images, summed directly."""
+"""The far lattice of periodic FMMs (``fmmloopy.maths.periodic``): its remainder function and
+operators against Ewald sums less the near images, and the far images' field through the cell's
+children against the same."""
+
+import itertools
 
 import numpy as np
 import pytest
@@ -9,19 +11,52 @@ from fmmloopy.maths.ewald import ewald_sum
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import LAPLACE_3D
 from fmmloopy.maths.periodic import (
-    far_lattice_operator,
+    CHILD_OFFSETS,
+    lattice_operators,
+    lattice_remainder,
     mean_potential_constant,
     near_image_shifts,
+    offset_code,
 )
 from fmmloopy.maths.precompute import DEFAULT_RCOND, check_to_equivalent, kernel_matrix
 from fmmloopy.maths.reference import direct_sum
 
-#: Relative L2 error of the far images' field through the operator: an M2L at the FMM's own
-#: V-list separation (the nearest far image's equivalent surface touches the root's downward
-#: equivalent surface, as a V-list pair's do), so an M2L's truncation error relative to the
-#: field it carries: measured 4.2e-4, 1.4e-5 and 3.4e-7 at orders 4, 6 and 8 here (each order
-#: about 6 times less), with a factor 3.
-BOUNDS = {4: 1.5e-3, 6: 5e-5}  # order 8: 3.4e-7 measured (30 s more here)
+#: Relative L2 error of the far images' field through the children's operators, relative to
+#: that field: measured 1.7e-4 and 7.7e-8 at orders 4 and 6 (2000 random charges), with a
+#: factor 3.
+BOUNDS = {4: 5e-4, 6: 2.5e-7}
+
+
+def _ewald_less_near(sources, charges, targets):
+    near = sum(direct_sum(LAPLACE_3D, sources + shift, charges, targets)
+               for shift in near_image_shifts(2.0))
+    return ewald_sum(sources, charges, targets, cell=2.0) - near
+
+
+def test_the_remainder_is_ewald_less_the_near_images():
+    rng = np.random.default_rng(0)
+    offsets = rng.uniform(-2.4, 2.4, (300, 3))
+    offsets[0] = 0.0  # the limit, with the near image at 0 left out
+    expected = np.array([ewald_sum(np.zeros((1, 3)), [1.0], offset[None], cell=2.0)[0]
+                         - sum(LAPLACE_3D.evaluate((offset - shift)[None, None])[0, 0]
+                               for shift in near_image_shifts(2.0))
+                         for offset in offsets])
+    np.testing.assert_allclose(lattice_remainder(offsets), expected, rtol=0, atol=2e-15)
+
+
+def test_the_operators_of_every_offset_hold_the_remainder():
+    """Four offsets are computed, the others carried by the cube's symmetries: each of the 27
+    against the remainder at its own points."""
+    order = 3
+    operators = lattice_operators(order)
+    expansion = Expansion(order)
+    check = 0.5 * expansion.surface("downward_check")
+    equivalent = 0.5 * expansion.surface("upward_equivalent")
+    for code, offset in enumerate(CHILD_OFFSETS):
+        assert offset_code(offset) == code
+        points = (check.T[:, None, :] - equivalent.T[None, :, :] - offset).reshape(-1, 3)
+        np.testing.assert_allclose(operators[code], lattice_remainder(points).reshape(
+            operators[code].shape), rtol=0, atol=2e-15)
 
 
 def _fit(check, equivalent, values):
@@ -30,36 +65,45 @@ def _fit(check, equivalent, values):
 
 
 @pytest.mark.parametrize("order", sorted(BOUNDS))
-def test_far_images_through_the_operator_match_ewald_less_the_near_images(order):
-    rng = np.random.default_rng(order)
-    sources = rng.uniform(-1, 1, (300, 3))  # the cell: the root box, half-width 1
-    charges = rng.uniform(-1, 1, 300)
-    charges -= charges.mean()  # neutral
-    targets = rng.uniform(-1, 1, (60, 3))
+def test_far_images_through_the_children_match_ewald_less_the_near_images(order):
+    """The cell (half-width 1) of 2000 random neutral charges: each child's multipole, the
+    operators to every child's check potential, its local expansion at targets, plus the
+    mean-potential constant; against an Ewald sum less the 27 near images."""
+    rng = np.random.default_rng(0)
+    sources = rng.uniform(-1, 1, (2000, 3))
+    charges = rng.uniform(-1, 1, 2000)
+    charges -= charges.mean()
+    targets = rng.uniform(-1, 1, (200, 3))
+    expected = _ewald_less_near(sources, charges, targets)
+
     expansion = Expansion(order)
-    up_check, up_equivalent = (expansion.surface("upward_check"),
-                               expansion.surface("upward_equivalent"))
-    down_check, down_equivalent = (expansion.surface("downward_check"),
-                                   expansion.surface("downward_equivalent"))
-    multipole = _fit(up_check, up_equivalent,
-                     kernel_matrix(LAPLACE_3D, up_check, sources.T) @ charges)
-    local = _fit(down_check, down_equivalent, far_lattice_operator("laplace", order) @ multipole)
-    through_operator = kernel_matrix(LAPLACE_3D, targets.T, down_equivalent) @ local
-    second_moment = float(charges @ (sources ** 2).sum(axis=1))
-    far = through_operator + mean_potential_constant(second_moment, multipole, order)
-
-    near = sum(direct_sum(LAPLACE_3D, sources + shift, charges, targets)
-               for shift in near_image_shifts(2.0))
-    expected = ewald_sum(sources, charges, targets, cell=2.0) - near
-    error = np.linalg.norm(far - expected) / np.linalg.norm(expected)
+    up_check, up_equivalent, down_check, down_equivalent = (
+        0.5 * expansion.surface(name) for name in ("upward_check", "upward_equivalent",
+                                                   "downward_check", "downward_equivalent"))
+    operators = lattice_operators(order)
+    positions = np.array(list(itertools.product((0, 1), repeat=3)))
+    centres = positions - 0.5
+    child_of_source = np.floor(sources + 1).astype(int)
+    child_of_target = np.floor(targets + 1).astype(int)
+    densities, density_moment = [], 0.0
+    for position, centre in zip(positions, centres, strict=True):
+        inside = np.all(child_of_source == position, axis=1)
+        density = _fit(up_check, up_equivalent, kernel_matrix(
+            LAPLACE_3D, up_check, (sources[inside] - centre).T) @ charges[inside])
+        densities.append(density)
+        density_moment += density @ ((up_equivalent.T + centre) ** 2).sum(axis=1)
+    result = np.zeros(len(targets))
+    for position, centre in zip(positions, centres, strict=True):
+        check = sum(operators[offset_code(other - position)] @ density
+                    for other, density in zip(positions, densities, strict=True))
+        local = _fit(down_check, down_equivalent, check)
+        inside = np.all(child_of_target == position, axis=1)
+        result[inside] = kernel_matrix(LAPLACE_3D, (targets[inside] - centre).T,
+                                       down_equivalent) @ local
+    result += mean_potential_constant(float(charges @ (sources ** 2).sum(axis=1)),
+                                      density_moment)
+    error = np.linalg.norm(result - expected) / np.linalg.norm(expected)
     assert error < BOUNDS[order], error
-    # Not vacuous: the far images' field is not small beside the whole periodic sum, and the
-    # constant matters (without it the error is 7e-2 here).
-    assert np.linalg.norm(expected) > 1e-3 * np.linalg.norm(expected + near)
-    assert np.linalg.norm(through_operator - expected) > 10 * BOUNDS[order] \
-        * np.linalg.norm(expected)
-
-
-def test_only_the_laplace_potential():
-    with pytest.raises(ValueError, match="Laplace potential"):
-        far_lattice_operator("yukawa:kappa=1", 4)
+    # Not vacuous: the far images' field is about the whole periodic sum's size here.
+    total = ewald_sum(sources, charges, targets, cell=2.0)
+    assert np.linalg.norm(expected) > 0.5 * np.linalg.norm(total)

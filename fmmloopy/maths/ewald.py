@@ -20,8 +20,11 @@ so that each part's truncation is below ``tolerance`` relative to the sum of ``|
 does not depend on ``alpha`` (``tests/test_ewald.py`` checks it, and NaCl's and CsCl's Madelung
 constants).
 
-This is an O(N M) reference for tests and benchmarks (10^3-10^4 charges), not a solver. It
-needs SciPy (``erfc``; the ``scipy`` extra).
+This is a reference for tests and benchmarks, not a solver: its waves cost O((N + M) / tolerance
+-ish) per wave and it sums ``N + M`` times several thousand of them (10^5 charges at a few
+hundred targets: about a minute). The real-space pairs come from SciPy's periodic k-d tree
+where the cutoff is below half the cell (one image per pair). It needs SciPy (the ``scipy``
+extra).
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ import numpy as np
 from fmmloopy.base.optional import optional_module
 
 __all__ = ["ewald_sum"]
+
+#: Index and offset blocks of the real-space pairs: ``(target rows, source columns,
+#: offsets (n, 3))``.
+_Pairs = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 #: ``sqrt(-ln(tolerance))`` is where ``erfc`` and the reciprocal Gaussian fall below
 #: ``tolerance``; the cutoffs take this many times more (their tails' prefactors are below 1).
@@ -67,48 +74,65 @@ def ewald_sum(sources, charges, targets=None, cell=1.0, *, gradient: bool = Fals
     cutoff = reach / alpha
     k_cutoff = 2 * alpha * reach
 
-    # Real space: every image within the cutoff of the cell (targets and sources wrapped into
-    # it, so that the images to visit do not depend on where the points were given).
+    # Real space: every image within the cutoff (targets and sources wrapped into the cell,
+    # so that the images to visit do not depend on where the points were given).
     wrapped_sources = np.mod(sources, sides)
     wrapped_targets = np.mod(targets, sides)
-    reach_cells = np.ceil(cutoff / sides).astype(int) + 1
-    shifts = np.array(list(itertools.product(*(range(-r, r + 1) for r in reach_cells)))) * sides
+    wrapped_sources[wrapped_sources >= sides] = 0.0  # mod of a tiny negative number
+    wrapped_targets[wrapped_targets >= sides] = 0.0
+    if cutoff <= 0.5 * float(sides.min()):
+        parts = _nearest_images(wrapped_targets, wrapped_sources, sides, cutoff)
+    else:
+        parts = _all_images(wrapped_targets, wrapped_sources, sides, cutoff)
     potential = np.zeros(len(targets))
     field = np.zeros((len(targets), 3))
     on_source = np.zeros(len(targets))  # the charge of a source (image) at each target
-    rows = max(1, _CHUNK // max(1, len(sources) * len(shifts)))
-    for start in range(0, len(targets), rows):
-        block = slice(start, start + rows)
-        offsets = (wrapped_targets[block, None, None, :] - wrapped_sources[None, :, None, :]
-                   - shifts[None, None, :, :])
+    for rows, columns, offsets in parts:
         distance = np.linalg.norm(offsets, axis=-1)
         # A target on a source (at n = 0 after wrapping) leaves that pair out.
         inside = (distance > 0) & (distance < cutoff)
         r = np.where(inside, distance, 1.0)
         screened = np.where(inside, special.erfc(alpha * r) / r, 0.0)
-        potential[block] = np.einsum("tsi,s->t", screened, charges)
-        on_source[block] = np.einsum("tsi,s->t", distance == 0, charges)
+        weights = charges[columns]
+        potential += np.bincount(rows, screened * weights, len(targets))
+        on_source += np.bincount(rows, (distance == 0) * weights, len(targets))
         if gradient:
             radial = np.where(inside, -(screened + 2 * alpha / math.sqrt(math.pi)
                                         * np.exp(-(alpha * r) ** 2)) / r ** 2, 0.0)
-            field[block] = np.einsum("tsi,tsia,s->ta", radial, offsets, charges)
+            for axis in range(3):
+                field[:, axis] += np.bincount(rows, radial * offsets[:, axis] * weights,
+                                              len(targets))
 
-    # Reciprocal space: every k = 2 pi m / L with 0 < |k| < k_cutoff.
+    # Reciprocal space: every k = 2 pi m / L with 0 < |k| < k_cutoff, summed axis by axis:
+    # e^(i k . x) is the product of one phase per axis, so the structure factors and the sums
+    # at the targets are products of small per-axis tables (matrix products, not one
+    # exponential per point and wave).
     extent = np.floor(k_cutoff * sides / (2 * np.pi)).astype(int)
-    grid = np.array(list(itertools.product(*(range(-e, e + 1) for e in extent))))
-    waves = 2 * np.pi * grid / sides
-    squared = (waves ** 2).sum(axis=1)
-    keep = (squared > 0) & (squared < k_cutoff ** 2)
-    waves, squared = waves[keep], squared[keep]
-    weights = (4 * np.pi / volume) * np.exp(-squared / (4 * alpha ** 2)) / squared
-    per_wave = max(1, _CHUNK // max(1, len(sources) + len(targets)))
-    for start in range(0, len(waves), per_wave):
-        part = slice(start, start + per_wave)
-        structure = np.exp(-1j * (sources @ waves[part].T)).T @ charges  # S(k)
-        phases = np.exp(1j * (targets @ waves[part].T)) * (weights[part] * structure)
-        potential += phases.real.sum(axis=1)
+    axis_waves = [2 * np.pi * np.arange(-e, e + 1) / side for e, side in zip(extent, sides,
+                                                                             strict=True)]
+    grids = np.meshgrid(*axis_waves, indexing="ij")
+    squared = sum(grid ** 2 for grid in grids)
+    with np.errstate(divide="ignore"):
+        weights = np.where((squared > 0) & (squared < k_cutoff ** 2),
+                           (4 * np.pi / volume) * np.exp(-squared / (4 * alpha ** 2))
+                           / np.where(squared > 0, squared, 1.0), 0.0)
+    structure = np.zeros(weights.shape, dtype=complex)  # S(k) = sum_j q_j e^(-i k x_j)
+    rows = max(1, _CHUNK // weights[:, :, 0].size)
+    for start in range(0, len(sources), rows):
+        part = slice(start, start + rows)
+        phases = _axis_phases(sources[part], axis_waves, -1)
+        pairs = (charges[part, None, None] * phases[0][:, :, None] * phases[1][:, None, :])
+        structure += np.tensordot(pairs, phases[2], axes=([0], [0]))
+    weighted = weights * structure
+    terms = [weighted] + ([1j * grid * weighted for grid in grids] if gradient else [])
+    for start in range(0, len(targets), rows):
+        part = slice(start, start + rows)
+        phases = _axis_phases(targets[part], axis_waves, 1)
+        sums = [np.einsum("txy,tx,ty->t", np.tensordot(phases[2], term, axes=([1], [2])),
+                          phases[0], phases[1]).real for term in terms]
+        potential[part] += sums[0]
         if gradient:
-            field += -phases.imag @ waves[part]
+            field[part] += np.column_stack(sums[1:])
 
     # A target on a source: that source's own Gaussian, which the reciprocal sum holds.
     potential -= 2 * alpha / math.sqrt(math.pi) * on_source
@@ -117,3 +141,41 @@ def ewald_sum(sources, charges, targets=None, cell=1.0, *, gradient: bool = Fals
     if not gradient:
         return potential
     return potential, field / (4 * np.pi)
+
+
+def _nearest_images(targets: np.ndarray, sources: np.ndarray, sides: np.ndarray,
+                    cutoff: float) -> list[_Pairs]:
+    """The pairs closer than ``cutoff`` (below half the cell: each through one image), by a
+    periodic k-d tree; offsets ``target - source - n L``."""
+    spatial = optional_module("scipy.spatial", "scipy", "fmmloopy.maths.ewald")
+    source_tree = spatial.cKDTree(sources, boxsize=sides)
+    target_tree = spatial.cKDTree(targets, boxsize=sides)
+    pairs = target_tree.sparse_distance_matrix(source_tree, cutoff, output_type="coo_matrix")
+    rows, columns = pairs.row.astype(np.int64), pairs.col.astype(np.int64)  # coincident
+    # points too, at distance 0
+    offsets = targets[rows] - sources[columns]
+    offsets -= sides * np.round(offsets / sides)
+    return [(rows, columns, offsets)]
+
+
+def _all_images(targets: np.ndarray, sources: np.ndarray, sides: np.ndarray,
+                cutoff: float):
+    """Every (target, source, image) within reach of the cell, in blocks."""
+    reach_cells = np.ceil(cutoff / sides).astype(int) + 1
+    shifts = np.array(list(itertools.product(*(range(-r, r + 1) for r in reach_cells)))) * sides
+    rows_per_block = max(1, _CHUNK // max(1, len(sources) * len(shifts)))
+    pair_sources = np.tile(np.repeat(np.arange(len(sources)), len(shifts)), 1)
+    for start in range(0, len(targets), rows_per_block):
+        block = np.arange(start, min(start + rows_per_block, len(targets)))
+        offsets = (targets[block, None, None, :] - sources[None, :, None, :]
+                   - shifts[None, None, :, :]).reshape(-1, 3)
+        rows = np.repeat(block, len(sources) * len(shifts))
+        columns = np.tile(pair_sources, len(block))
+        yield rows, columns, offsets
+
+
+def _axis_phases(points: np.ndarray, axis_waves: list[np.ndarray], sign: int
+                 ) -> list[np.ndarray]:
+    """``e^(sign i k_a x_a)`` per axis ``a``: ``(n, waves along a)`` each."""
+    return [np.exp(sign * 1j * np.outer(points[:, axis], axis_waves[axis]))
+            for axis in range(3)]
