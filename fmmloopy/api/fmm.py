@@ -577,7 +577,13 @@ class Fmm:
         """The relative L2 error of this FMM for these strengths, estimated against a direct
         sum on ``samples`` targets: ``{"potential": ErrorEstimate}`` (and ``"gradient"``),
         each with a 95 % interval (:func:`fmmloopy.api.error_estimate.estimate_error`);
-        ``result``: what this FMM returned for these arguments (else it evaluates them)."""
+        ``result``: what this FMM returned for these arguments (else it evaluates them).
+        A periodic FMM's reference is an Ewald sum, not a direct sum: ValueError (compare with
+        :func:`fmmloopy.maths.ewald.ewald_sum` on sampled targets)."""
+        if self.periodic is not None:
+            raise ValueError("estimate_error compares with a free-space direct sum; a periodic "
+                             "FMM's reference is an Ewald sum (fmmloopy.maths.ewald.ewald_sum "
+                             "on sampled targets)")
         return estimate_error(self, charges, dipoles=dipoles, gradient=gradient,
                               samples=samples, seed=seed, result=result)
 

@@ -1,0 +1,18 @@
+"""``examples/periodic_madelung.py`` runs, reaches its accuracies and says so."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "periodic_madelung.py"
+
+
+def test_example_reports_madelung_constants_and_a_random_system():
+    done = subprocess.run([sys.executable, str(EXAMPLE), "--cells", "1", "--n", "2000",
+                           "--samples", "100"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("NaCl: Madelung constant 1.7475645") and "(ok)" in lines[0]
+    assert lines[1].startswith("CsCl: Madelung constant 1.7626747") and "(ok)" in lines[1]
+    assert "2000 random neutral charges, order 7" in lines[2] and "(ok)" in lines[2]
+    assert "periodic" in lines[3] and "free space" in lines[3]
