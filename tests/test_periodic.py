@@ -107,3 +107,24 @@ def test_far_images_through_the_children_match_ewald_less_the_near_images(order)
     # Not vacuous: the far images' field is about the whole periodic sum's size here.
     total = ewald_sum(sources, charges, targets, cell=2.0)
     assert np.linalg.norm(expected) > 0.5 * np.linalg.norm(total)
+
+
+def test_lattice_operators_are_cached_and_checked_when_read():
+    """The operators are stored beside the order's operators; a file whose arrays are whole
+    but wrong (the checksum cannot tell) fails the recomputed entries and is rebuilt."""
+    from fmmloopy.execution import operator_cache, precomputed
+    from fmmloopy.maths.green import get_kernel
+    from fmmloopy.maths.precompute import DEFAULT_RCOND
+
+    operators = precomputed.get_lattice_operators(3)
+    np.testing.assert_array_equal(operators, lattice_operators(3))
+    key = operator_cache.operator_key(get_kernel("laplace"), 3, DEFAULT_RCOND) | {
+        "part": "periodic lattice"}
+    assert operator_cache.cache_path(key).exists()
+    operator_cache.store(key, {"lattice": operators * (1 + 1e-9)})
+    precomputed.forget_operators()
+    with pytest.warns(operator_cache.OperatorCacheWarning, match="remainder recomputed"):
+        again = precomputed.get_lattice_operators(3)
+    np.testing.assert_array_equal(again, operators)
+    precomputed.forget_operators()
+    np.testing.assert_array_equal(precomputed.get_lattice_operators(3), operators)  # the file

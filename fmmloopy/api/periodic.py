@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import pyopencl as cl
 
+from fmmloopy.execution.precomputed import get_lattice_operators
 from fmmloopy.execution.rows import add_rows, gather_rows
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel
-from fmmloopy.maths.periodic import lattice_operators, mean_potential_constant, offset_code
+from fmmloopy.maths.periodic import mean_potential_constant, offset_code
 from fmmloopy.tree.periodic import Periodic
 
 __all__ = ["PeriodicCell", "PeriodicImages", "checked_cell"]
@@ -95,13 +95,6 @@ def check_periodic_kernel(kernel: GreenKernel) -> None:
                          "state first)")
 
 
-@lru_cache(maxsize=4)
-def _lattice(order: int) -> np.ndarray:
-    operators = lattice_operators(order)
-    operators.setflags(write=False)
-    return operators
-
-
 class PeriodicImages:
     """What an evaluation of a periodic FMM adds to the passes over :class:`Periodic`'s tree
     (module docstring), in working units; ``cell``: the cell in working coordinates."""
@@ -125,7 +118,7 @@ class PeriodicImages:
         half_width = 0.5 * cell.side
         #: The far images' check potentials per unit equivalent density (the operators are
         #: for a cell of half-width 1; the Laplace kernel scales as 1/h).
-        self.lattice = _lattice(order) / half_width
+        self.lattice = get_lattice_operators(order) / half_width
         centre = cell.lower + 0.5 * cell.side
         equivalent = 0.5 * half_width * Expansion(order).surface("upward_equivalent")
         #: |e - c|^2 of each child's equivalent points, (children, n_e).

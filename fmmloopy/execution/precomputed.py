@@ -17,10 +17,12 @@ from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
 from fmmloopy.maths.levels import LevelOperators
+from fmmloopy.maths.periodic import CHILD_OFFSETS, lattice_entries, lattice_operators
 from fmmloopy.maths.precompute import DEFAULT_RCOND, KifmmOperators
 
 # In-process memo: cache key (as operator_cache builds it) -> operators.
 _MEMO: dict[str, KifmmOperators] = {}
+_LATTICE_MEMO: dict[str, np.ndarray] = {}
 
 
 def get_operators(kernel: str | GreenKernel = "laplace", order: int = 6,
@@ -93,6 +95,35 @@ def level_operators(kernel: str | GreenKernel, order: int,
 
 
 def forget_operators() -> None:
-    """Empty the in-process memo of :func:`get_operators` (the disk cache stays)."""
+    """Empty the in-process memos of :func:`get_operators` and :func:`get_lattice_operators`
+    (the disk cache stays)."""
     _MEMO.clear()
+    _LATTICE_MEMO.clear()
 
+
+def get_lattice_operators(order: int) -> np.ndarray:
+    """The far lattice's 27 operators of a periodic Laplace FMM at ``order``
+    (:func:`fmmloopy.maths.periodic.lattice_operators`, read-only): memoised in-process, cached
+    on disk beside the order's operators. A file's arrays must have the operators' shape and
+    agree with the lattice's remainder at sampled entries, recomputed; else it is rebuilt."""
+    kernel = get_kernel("laplace")
+    key = operator_cache.operator_key(kernel, order, DEFAULT_RCOND) | {"part": "periodic lattice"}
+    memo_key = cache_files.key_string(key)
+    if memo_key not in _LATTICE_MEMO:
+        n_e = Expansion(order).n_e
+
+        def make(arrays: dict[str, np.ndarray]) -> np.ndarray:
+            operators = arrays.get("lattice")
+            if set(arrays) != {"lattice"} or operators.shape != (len(CHILD_OFFSETS), n_e, n_e):
+                raise ValueError(f"the lattice file holds {sorted(arrays)}, not the "
+                                 f"(27, {n_e}, {n_e}) operators")
+            sampled = lattice_entries(order, operators, samples=16)
+            if not np.allclose(sampled[0], sampled[1], rtol=0, atol=1e-13):
+                raise ValueError("the lattice file's entries differ from the lattice's "
+                                 "remainder recomputed")
+            operators.setflags(write=False)
+            return operators
+
+        _LATTICE_MEMO[memo_key] = operator_cache.load_or_build(
+            key, build=lambda: {"lattice": lattice_operators(order)}, make=make)
+    return _LATTICE_MEMO[memo_key]

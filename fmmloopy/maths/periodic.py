@@ -38,7 +38,8 @@ from fmmloopy.base.optional import optional_module
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.surfaces import surface_ticks, unit_surface
 
-__all__ = ["CHILD_OFFSETS", "NEAR_IMAGES", "lattice_operators", "lattice_remainder",
+__all__ = ["CHILD_OFFSETS", "NEAR_IMAGES", "lattice_entries", "lattice_operators",
+           "lattice_remainder",
            "mean_potential_constant", "near_image_shifts", "offset_code"]
 
 #: The near images: lattice vectors ``n`` with ``|n|_inf <=`` this (the cell and its 26
@@ -175,6 +176,21 @@ def _moved_indices(index: np.ndarray, perm: np.ndarray, signs: np.ndarray,
     """The grid indices ``(n, 3)`` of the points ``g s`` for ``g = (perm, signs)``."""
     moved = index[:, perm]
     return np.where(signs[None] > 0, moved, order - 1 - moved)
+
+
+def lattice_entries(order: int, operators: np.ndarray, samples: int = 16, seed: int = 0
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``(stored, recomputed)``: ``samples`` entries of ``operators`` (as
+    :func:`lattice_operators` gives them at ``order``) at random (offset, row, column), and the
+    same from :func:`lattice_remainder` (the check of operators read from a file)."""
+    expansion = Expansion(order)
+    check = 0.5 * expansion.surface("downward_check")
+    equivalent = 0.5 * expansion.surface("upward_equivalent")
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, len(CHILD_OFFSETS), samples)
+    rows, columns = rng.integers(0, check.shape[1], (2, samples))
+    offsets = check.T[rows] - equivalent.T[columns] - CHILD_OFFSETS[codes]
+    return operators[codes, rows, columns], lattice_remainder(offsets)
 
 
 def mean_potential_constant(second_moment: float, density_moment: float,
