@@ -127,6 +127,7 @@ def test_few_charges():
     ({"periodic": 1.0, "kernel": "yukawa:kappa=1"}, "Laplace kernel"),
     ({"periodic": 1.0, "dtype": np.float32}, "float64"),
     ({"periodic": 1.0, "max_depth": 2}, "max_depth"),
+    ({"periodic": 1.0, "eps": 1e-6}, "eps is calibrated on free-space"),
 ])
 def test_bad_cells_and_options_are_refused(options, message):
     with pytest.raises(ValueError, match=message):

@@ -163,6 +163,10 @@ class Fmm:
         cell = checked_cell(periodic)
         if cell is not None:
             check_periodic_kernel(kernel)
+            if eps is not None:
+                raise ValueError("eps is calibrated on free-space FMMs; give order= for a "
+                                 "periodic one (docs/fmm.md, 'Periodic boundaries': the "
+                                 "error at each order)")
             if precision != FLOAT64:
                 raise ValueError(f"periodic boundaries are built for float64 FMMs, not "
                                  f"{precision.name}")
@@ -178,10 +182,9 @@ class Fmm:
         targets = None if targets is None else check_point_array(targets, "targets")
         if eps is not None:  # the order eps needs over these points' root box
             empty = not len(sources) or (targets is not None and not len(targets))
-            side = cell.side if cell is not None else (
-                0.0 if empty else root_box_side(sources, targets))
-            order = order_for_eps(eps, kernel, side, self.eps_quantities,
-                                  targets_are_sources=targets is None)
+            order = order_for_eps(eps, kernel,
+                                  0.0 if empty else root_box_side(sources, targets),
+                                  self.eps_quantities, targets_are_sources=targets is None)
         self.nsources = len(sources)
         self.ntargets = self.nsources if targets is None else len(targets)
         self._targets_are_sources = targets is None
