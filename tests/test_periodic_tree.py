@@ -27,7 +27,7 @@ def _periodic(points, lower, side, n_crit, small=26):
 def _coverage(periodic, lists, side):
     """For each target leaf of the cell: how often each (source, lattice vector) is summed."""
     tree = periodic.tree
-    sources = periodic.sources_in_tree_order()
+    sources = periodic.source_order
     real_box = periodic.real_box
 
     def entries(box):
@@ -101,7 +101,7 @@ def test_images_and_ghosts():
     # cell's points, in their own boxes.
     ghosts = tree.sources[tree.nsources - len(periodic.ghost_sources):]
     assert len(ghosts) == len(periodic.ghost_sources)
-    ids = periodic.sources_in_tree_order()
+    ids = periodic.source_order
     moved = (tree.sources - inside[ids]) / side
     assert np.allclose(moved, np.rint(moved), atol=1e-12)
     assert np.all(periodic.real[tree.box_levels >= CELL_LEVEL] | ~(

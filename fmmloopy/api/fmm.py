@@ -182,8 +182,7 @@ class Fmm:
         targets = None if targets is None else check_point_array(targets, "targets")
         if eps is not None:  # the order eps needs over these points' root box
             empty = not len(sources) or (targets is not None and not len(targets))
-            order = order_for_eps(eps, kernel,
-                                  0.0 if empty else root_box_side(sources, targets),
+            order = order_for_eps(eps, kernel, 0.0 if empty else root_box_side(sources, targets),
                                   self.eps_quantities, targets_are_sources=targets is None)
         self.nsources = len(sources)
         self.ntargets = self.nsources if targets is None else len(targets)
@@ -624,7 +623,7 @@ class Fmm:
                      for first in range(0, kernel.vectors, chunk)]
             return np.concatenate([np.atleast_2d(part) for part in parts]).reshape(shape)
         source_order = (self.tree.source_user_ids if self.periodic_tree is None
-                        else self.periodic_tree.sources_in_tree_order())
+                        else self.periodic_tree.source_order)
 
         def in_user_order(scaled: np.ndarray) -> np.ndarray:
             in_tree = np.take(scaled, source_order, axis=1)

@@ -98,22 +98,15 @@ class Periodic:
     ghost_sources: np.ndarray
     #: (nboxes,) int32: sources under each box, an image box counting its real box's.
     source_counts: np.ndarray
+    #: (ns + nghosts,) int64: the user source each source of the tree is (a ghost: the source
+    #: it copies): ``values[..., source_order]`` puts per-source values in the tree's order.
+    source_order: np.ndarray
 
     @property
     def image_boxes(self) -> np.ndarray:
         """The image boxes at levels with expansions, whose multipoles are their real box's."""
         return np.flatnonzero(~self.real & (self.tree.box_levels >= CELL_LEVEL)
                               & (self.source_counts > 0)).astype(np.int32)
-
-    def sources_in_tree_order(self) -> np.ndarray:
-        """(ns + nghosts,) int64: the user source each source of the tree is (a ghost: the
-        source it copies), so ``values[..., sources_in_tree_order()]`` puts per-source values
-        in the tree's order."""
-        ids = self.tree.source_user_ids.astype(np.int64)
-        nsources = len(ids) - len(self.ghost_sources)
-        ghosts = ids >= nsources
-        ids[ghosts] = self.ghost_sources[ids[ghosts] - nsources]
-        return ids
 
 
 def _image_boxes(tree: Tree, small: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -215,9 +208,13 @@ def periodic_tree(points: SortedPoints, n_crit: int,
                              tree.box_source_counts)
     cell_key = morton_encode(np.ones((1, 3), np.int64)) | placeholder(np.array([CELL_LEVEL]))
     cell_box = int(np.searchsorted(all_keys, cell_key[0]))
+    source_order = tree.source_user_ids.astype(np.int64)
+    ghosts = source_order >= len(sources)
+    source_order[ghosts] = ghost_sources[source_order[ghosts] - len(sources)]
     return Periodic(tree=tree, real=real, real_box=real_box.astype(np.int32), cell_box=cell_box,
                     ghost_sources=ghost_sources,
-                    source_counts=source_counts.astype(tree.box_source_counts.dtype))
+                    source_counts=source_counts.astype(tree.box_source_counts.dtype),
+                    source_order=source_order)
 
 
 def real_rows(lists: InteractionLists, real: np.ndarray) -> InteractionLists:
