@@ -164,7 +164,7 @@ def _all_images(targets: np.ndarray, sources: np.ndarray, sides: np.ndarray,
     reach_cells = np.ceil(cutoff / sides).astype(int) + 1
     shifts = np.array(list(itertools.product(*(range(-r, r + 1) for r in reach_cells)))) * sides
     rows_per_block = max(1, _CHUNK // max(1, len(sources) * len(shifts)))
-    pair_sources = np.tile(np.repeat(np.arange(len(sources)), len(shifts)), 1)
+    pair_sources = np.repeat(np.arange(len(sources)), len(shifts))
     for start in range(0, len(targets), rows_per_block):
         block = np.arange(start, min(start + rows_per_block, len(targets)))
         offsets = (targets[block, None, None, :] - sources[None, :, None, :]
