@@ -40,14 +40,17 @@ def test_shipped_recipes_pass_for_every_operator():
         label for operator in OPERATORS for label in check_labels(operator)}
     assert {line.split()[2] for line in lines} == {"sequential", "generic", "cpu", "gpu"}
     # 11 operators (the eight, c2e, and the compressed M2L's m2l_compress and m2l_expand) x 4
-    # recipes x 4 small problems, plus c2e's second factor
-    # (n_e x rank, as the FMM applies it) where the rank differs from n_e (the two small
-    # problems of 26-point surfaces and rank 20; the other two take the production sizes),
+    # recipes x 5 small problems (the fifth a periodic cell, M2M on the far lattice's list),
+    # plus c2e's second factor (n_e x rank, as the FMM applies it) where the rank differs from
+    # n_e (the three small problems of 26-point surfaces and rank 20; the other two take the
+    # production sizes),
     # all of it twice (one and three strength vectors), plus the 5 pairwise operators again
     # with gradients and dipoles; then the production-size problems: every operator at order 6
     # (152-point surfaces, leaves of up to n_crit = 150).
     small = [line for line in lines if not line.split()[3].endswith("-150")]
-    assert len(small) == 2 * (11 * 4 * 4 + 2 * 4) + len(CHECKED_FIELDS) * 4 * 4
+    assert len(small) == 2 * (11 * 4 * 5 + 3 * 4) + len(CHECKED_FIELDS) * 4 * 5
+    assert {line.split()[3] for line in small} == {"uniform-cube", "sphere", "plummer",
+                                                  "tgt!=src", "periodic"}
     production = [line for line in lines if line.split()[3].endswith("-150")]
     assert {(line.split()[1], line.split()[2]) for line in production} == {
         (label, recipe) for operator in OPERATORS for label in check_labels(operator)
@@ -133,7 +136,7 @@ def test_crashing_kernel_is_reported_and_checking_goes_on():
     lines = _result_lines(done.stdout)
     assert any("writes_out_of_bounds" in line and "crashed" in line for line in lines)
     cpu_lines = [line for line in lines if " cpu " in line]
-    assert len(cpu_lines) == 4 * len(check_labels("p2p"))
+    assert len(cpu_lines) == 5 * len(check_labels("p2p"))  # the 5 small problems
     assert all(line.startswith("ok ") for line in cpu_lines)
 
 

@@ -47,9 +47,10 @@ TREES = {
                                                         n_crit=12),
     "two clusters": lambda rng: build_tree(_two_clusters(rng), n_crit=8),
     "one box": lambda rng: build_tree(uniform_cube(5, rng), n_crit=16),
-    # The four trees of `fmmloopy check` (adaptive, 3-6 levels, empty boxes, targets apart).
+    # The five trees of `fmmloopy check` (adaptive, 3-6 levels, empty boxes, targets apart, a
+    # periodic cell with its images).
     **{f"check problem {index}": (lambda rng, index=index: _check_trees()[index])
-       for index in range(4)},
+       for index in range(5)},
 }
 
 

@@ -2,11 +2,17 @@
 random charges, neutral or not, potentials and gradients; the lattice's invariances; bad
 input."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from fmmloopy import Fmm
 from fmmloopy.maths.ewald import ewald_sum
+from fmmloopy.tuning.recipe import RecipeError
+from fmmloopy.tuning.registry import load_recipes
+
+WRONG_RECIPES = Path(__file__).parent / "recipes" / "wrong_recipes.py"
 
 #: Relative L2 errors at the default order (7), measured on 1000 random charges in a shifted
 #: cell: potential 4.3e-7 (neutral) and 4.4e-7 (net charge 19), gradient 5.2e-7; the bounds are
@@ -107,6 +113,40 @@ def test_targets_of_their_own_and_update(charges_in_a_cell):
     assert _relative(fmm(charges), expected) < POTENTIAL_BOUND
 
 
+def test_the_far_lattice_is_a_launch_of_the_plan(periodic_fmm):
+    """The 27 far-lattice operators are applied on the device by a launch of the plan, first in
+    the downward pass, reported as ``lattice``: M2M's kernel (its matvec template at the same
+    sizes, n_e by n_e) over the cell's children, 27 matrices."""
+    launches = periodic_fmm.plan.launches
+    lattice = [index for index, launch in enumerate(launches) if launch.step == "lattice"]
+    assert len(lattice) == 1
+    index = lattice[0]
+    assert all(launch.upward for launch in launches[:index])
+    assert not any(launch.upward for launch in launches[index:])
+    launch = launches[index]
+    assert launch.kernel.operator == "m2m"
+    n_e = periodic_fmm.expansion.n_e
+    assert launch.work == 2 * n_e * n_e * 8 * 8  # every child with targets lists all 8
+    assert periodic_fmm.plan.work("lattice") == launch.work
+
+
+def test_a_wrong_lattice_recipe_is_refused_at_first_use(charges_in_a_cell):
+    """First-use verification covers the lattice's launch like any other: a recipe that is
+    not shipped and skips a source box is compared with ``sequential`` on the lattice's own
+    list and refused; run unverified, it is wrong by far more than the method's error."""
+    load_recipes(WRONG_RECIPES)
+    points, charges, lower, side = charges_in_a_cell
+    charges = charges - charges.mean()
+    recipes = {"lattice": "skip_first_source_box"}
+    with pytest.raises(RecipeError, match="lattice launch"):
+        Fmm(points, periodic=(lower, lower + side), recipes=recipes)
+    with pytest.warns(UserWarning, match="without first-use verification"):
+        unverified = Fmm(points, periodic=(lower, lower + side), recipes=recipes,
+                         verify_recipes=False)
+    reference = ewald_sum(points - lower, charges, cell=side)
+    assert _relative(unverified(charges), reference) > 100 * POTENTIAL_BOUND
+
+
 def test_few_charges():
     """Fewer charges than a leaf holds: the cell is split anyway (the far lattice acts on its
     children)."""
@@ -128,6 +168,7 @@ def test_few_charges():
     ({"periodic": 1.0, "dtype": np.float32}, "float64"),
     ({"periodic": 1.0, "max_depth": 2}, "max_depth"),
     ({"periodic": 1.0, "eps": 1e-6}, "eps is calibrated on free-space"),
+    ({"recipes": {"lattice": "cpu"}}, "unknown operator"),  # free space has no lattice
 ])
 def test_bad_cells_and_options_are_refused(options, message):
     with pytest.raises(ValueError, match=message):

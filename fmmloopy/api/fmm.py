@@ -109,7 +109,9 @@ class Fmm:
     :mod:`fmmloopy.tree.cost`; the choice is :attr:`n_crit`) (a leaf at
     ``max_depth`` holds more when points crowd closer than the tree resolves); ``device`` an
     OpenCL device or ``"cpu"``/``"gpu"``/a name; ``recipes`` a recipe name for every operator or
-    a mapping operator -> recipe name (default: the device's own); ``memory_limit`` the most bytes
+    a mapping operator -> recipe name (default: the device's own; a periodic FMM's mapping may
+    name ``"lattice"`` too, its far lattice's launch, else M2M's recipe runs it);
+    ``memory_limit`` the most bytes
     of host memory the FMM may take (default: what the host has available); ``w_x_direct``:
     W- and X-list interactions with a box of at most ``n_e`` particles are summed directly,
     which is exact and cheaper (:mod:`fmmloopy.tree.direct_lists`; False keeps M2P/P2L for all);
@@ -173,7 +175,10 @@ class Fmm:
             if max_depth <= CELL_LEVEL:
                 raise ValueError(f"a periodic FMM needs max_depth > {CELL_LEVEL} (its cell is "
                                  f"a box of level {CELL_LEVEL}), got {max_depth}")
-        recipes = validate_recipes(recipes, OPERATORS)
+        # A periodic FMM's far lattice is a launch of its own ("lattice": M2M's kernel, under
+        # M2M's recipe unless named).
+        recipes = validate_recipes(recipes, [*OPERATORS] + (["lattice"] if cell is not None
+                                                             else []))
         memory_limit = validate_memory_limit(memory_limit)
         w_x_direct = validate_flag(w_x_direct, "w_x_direct")
         verify_recipes = validate_flag(verify_recipes, "verify_recipes")
@@ -502,7 +507,7 @@ class Fmm:
                 self.plan = build_plan(tree, lists, self.operators, self.kernel, self.queue,
                                        recipes, verify=self._verify_recipes,
                                        rank_boxes=self._rank_boxes, precision=self.precision,
-                                       device_v=device_v)
+                                       device_v=device_v, extras=self._extra_launches())
         except cl.Error as exc:  # buffers: kernels report their own errors (RecipeError)
             explanation = explain_opencl_error(exc, self.device) or "allocation failed"
             raise ResourceLimitError(
@@ -666,10 +671,15 @@ class Fmm:
                 plan = build_plan(self.tree, self.evaluated_lists, self.operators, kernel,
                                   self.queue, self._options["recipes"],
                                   verify=self._verify_recipes, share_buffers=self.plan,
-                                  rank_boxes=self._rank_boxes, precision=self.precision)
+                                  rank_boxes=self._rank_boxes, precision=self.precision,
+                                  extras=self._extra_launches())
                 plan.build()
             self._plans[kernel] = plan
         return self._plans[kernel]
+
+    def _extra_launches(self) -> list:
+        """The plan's launches beside the KIFMM's steps: a periodic FMM's far lattice."""
+        return [] if self._images is None else [self._images.lattice_launch()]
 
     def _evaluate(self, charges: np.ndarray, kernel: GreenKernel,
                   between_passes=None) -> np.ndarray:

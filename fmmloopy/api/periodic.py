@@ -18,13 +18,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyopencl as cl
+import pyopencl.array as cla
 
+from fmmloopy.driver.builder import ExtraMatvec
 from fmmloopy.execution.precomputed import get_lattice_operators
-from fmmloopy.execution.rows import add_rows, gather_rows
+from fmmloopy.execution.rows import add_rows, copy_rows, gather_rows
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.periodic import mean_potential_constant, offset_code
-from fmmloopy.tree.periodic import Periodic
+from fmmloopy.tree.periodic import Periodic, lattice_list
 
 __all__ = ["PeriodicCell", "PeriodicImages", "checked_cell"]
 
@@ -101,6 +103,7 @@ class PeriodicImages:
 
     def __init__(self, periodic: Periodic, cell: PeriodicCell, order: int):
         tree = periodic.tree
+        self._periodic = periodic
         self.images = periodic.image_boxes
         self.originals = periodic.real_box[self.images]
         children = tree.box_children[periodic.cell_box]
@@ -116,9 +119,12 @@ class PeriodicImages:
         #: Per (target child, source child): the index of its operator.
         self.codes = offset_code(positions[None, :, :] - positions[:, None, :])
         half_width = 0.5 * cell.side
-        #: The far images' check potentials per unit equivalent density (the operators are
-        #: for a cell of half-width 1; the Laplace kernel scales as 1/h).
-        self.lattice = get_lattice_operators(order) / half_width
+        #: The far images' operators for a cell of half-width 1 (the Laplace kernel scales
+        #: as 1/h: :meth:`lattice_launch` scales them by 1/half-width).
+        self.operators = get_lattice_operators(order)
+        #: Each operator applied to a unit density on every equivalent point, in working
+        #: units, (27, n_e): the exact-charge correction of :meth:`between_passes`.
+        self.row_sums = self.operators.sum(axis=2) / half_width
         centre = cell.lower + 0.5 * cell.side
         equivalent = 0.5 * half_width * Expansion(order).surface("upward_equivalent")
         #: |e - c|^2 of each child's equivalent points, (children, n_e).
@@ -139,35 +145,48 @@ class PeriodicImages:
         self.check_moment = ((tree.box_centres[self.children][:, :, None] + check
                               - centre[None, :, None]) ** 2).sum(axis=1)
         self._densities: np.ndarray | None = None
+        #: Strength vectors -> the image rows and their real rows, on the device.
+        self._copies: dict[int, tuple[cla.Array, cla.Array]] = {}
+
+    def lattice_launch(self) -> ExtraMatvec:
+        """The far images' check potentials at the cell's children, a launch of the plan
+        (:class:`~fmmloopy.driver.builder.ExtraMatvec`): the 27 lattice operators applied to
+        the children's multipoles by M2M's kernel (its matvec template at the same sizes),
+        under the recipe ``recipes`` names for ``"lattice"``, else M2M's, verified at first
+        use as every launch is. Entries: each child with targets lists the children with
+        sources, with the operator of their offset."""
+        targets, rows = lattice_list(self._periodic)
+        return ExtraMatvec("lattice", "m2m", targets, rows, self.operators,
+                           1.0 / self.half_width)
 
     def between_passes(self, plan, charges: np.ndarray) -> dict[str, float]:
-        """Copy the real boxes' multipoles to their images and add the far images' check
-        potentials at the cell's children (``charges``: ``(vectors, ns)`` in tree order); keeps
-        the children's densities for :meth:`constants`.
+        """Copy the real boxes' multipoles to their images, on the device, and add to the
+        cell's children's check potentials what the plan's lattice launch
+        (:meth:`lattice_launch`) leaves out; keeps the children's densities for
+        :meth:`finish` (``charges``: ``(vectors, ns)`` in tree order).
 
-        Each child's density is first given the child's charge exactly (its missing charge
-        spread evenly over its equivalent points): a far image's field holds each child's
+        What it leaves out: each child's density given the child's exact charge (its missing
+        charge spread evenly over its equivalent points; linear, so added here as that
+        charge times the operators' row sums): a far image's field holds each child's
         charge times the smooth remainder ``F``, so a relative error of the densities' sums
         would move every potential by about that much (measured at order 6 with densities
         from M2M, 2000 random charges: the far field's error 2.2e-6 of it, almost all of it
-        one constant, before; 1.9e-7 after)."""
+        one constant, before; 1.9e-7 after). And the background of a net charge, below."""
         vectors = len(charges)
         queue: cl.CommandQueue = plan.queue
         multipole = plan.buffers["multipole"]
         per_vector = np.arange(vectors)
         if len(self.images):
-            rows = (self.originals[:, None] * vectors + per_vector).reshape(-1)
-            values = gather_rows(queue, multipole, rows)
-            add_rows(queue, multipole, (self.images[:, None] * vectors + per_vector).reshape(-1),
-                     values)
+            copy_rows(queue, multipole, *self._copy_rows(queue, vectors))
         child_rows = (self.children[:, None] * vectors + per_vector).reshape(-1)
         densities = gather_rows(queue, multipole, child_rows).reshape(
             len(self.children), vectors, -1)
         densities[~self.sources] = 0.0
         totals = np.stack([charges[:, first:first + count].sum(axis=1)
                            for first, count in self.source_ranges])  # (children, vectors)
-        densities += ((totals - densities.sum(axis=2)) / densities.shape[2])[:, :, None]
-        checks = np.einsum("tsij,svj->tvi", self.lattice[self.codes], densities)
+        missing = (totals - densities.sum(axis=2)) / densities.shape[2]
+        densities += missing[:, :, None]
+        checks = np.einsum("tsi,sv->tvi", self.row_sums[self.codes], missing)
         # The background's part of a net charge Q, Q |r - c|^2 / (6 V), is not harmonic: no
         # local expansion holds it. Left out of the check potentials here, :meth:`finish`
         # adds it at the targets.
@@ -179,6 +198,16 @@ class PeriodicImages:
                  checks[self.targets].reshape(len(rows), -1))
         self._densities = densities
         return {}
+
+    def _copy_rows(self, queue: cl.CommandQueue, vectors: int) -> tuple[cla.Array, cla.Array]:
+        """The real rows and the image rows of the multipole buffer for ``vectors`` strength
+        vectors, uploaded once."""
+        if vectors not in self._copies:
+            per_vector = np.arange(vectors)
+            self._copies[vectors] = tuple(
+                cla.to_device(queue, (boxes[:, None] * vectors + per_vector).reshape(-1)
+                              .astype(np.int64)) for boxes in (self.originals, self.images))
+        return self._copies[vectors]
 
     def finish(self, outputs: np.ndarray, charges: np.ndarray, kernel: GreenKernel) -> None:
         """Add to ``outputs`` (``(n_outputs, M)`` in tree order, in place) what the passes

@@ -12,7 +12,7 @@ which exercise every edge case of the CSR loops.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,9 +28,11 @@ from fmmloopy.execution.kernel_arguments import (
 from fmmloopy.maths.geometry import NTRANSFER_VECTORS
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.operators import MATVEC, PARTICLES, OperatorSpec, operator_sizes
+from fmmloopy.maths.periodic import CHILD_OFFSETS
 from fmmloopy.tree.direct_lists import direct_where_cheaper
 from fmmloopy.tree.lists import InteractionLists, build_interaction_lists
-from fmmloopy.tree.octree import Tree, build_tree
+from fmmloopy.tree.octree import Tree, build_tree, sort_in_cube, tree_boxes
+from fmmloopy.tree.periodic import cell_root, into_cell, lattice_list, periodic_tree, real_rows
 
 
 @dataclass
@@ -50,6 +52,10 @@ class CheckProblem:
     production: bool = False
     #: Rank of the compressed M2L (``m2l_compress``, ``m2l``, ``m2l_expand``); None: ``rank``.
     m2l_rank: int | None = None
+    #: Operator -> ``(box list, matrices)`` it is checked on here instead of its own list: the
+    #: periodic problem checks M2M's kernel on the far lattice's list, the launch a periodic
+    #: FMM makes of it (:func:`periodic_problem`).
+    lists_for: dict[str, tuple[tuple[np.ndarray, ...], int]] = field(default_factory=dict)
 
     def sizes(self, operator: str) -> list[dict[str, int]]:
         """The template sizes ``operator`` is checked at on this problem: for c2e both factors
@@ -73,7 +79,9 @@ class CheckProblem:
         """
         rng = np.random.default_rng(self.seed + 1)
         tree = self.tree
-        starts, entries, matrix_indices = box_list(tree, self.lists, spec.box_list)
+        override = self.lists_for.get(spec.name)
+        starts, entries, matrix_indices = (override[0] if override is not None
+                                           else box_list(tree, self.lists, spec.box_list))
         has_row = np.diff(starts) > 0
         if spec.targets == PARTICLES:
             has_row &= tree.box_is_leaf & (tree.box_target_counts > 0)
@@ -84,7 +92,9 @@ class CheckProblem:
         arguments = tree_arguments(tree, precision) | random_operands(
             spec, sizes, tree, rng, green, nboxes=lists.get("nboxes", tree.nboxes))
         if spec.template == MATVEC:
-            nmatrices = {"v": NTRANSFER_VECTORS, "children": 8, "parent": 8}.get(spec.box_list, 1)
+            nmatrices = (override[1] if override is not None else
+                         {"v": NTRANSFER_VECTORS, "children": 8, "parent": 8}.get(spec.box_list,
+                                                                                  1))
             n_out, n_in = sizes["n_target_coeffs"], sizes["n_source_coeffs"]
             arguments |= {
                 "matrices": random_values(rng, (nmatrices, n_out, n_in),
@@ -113,7 +123,14 @@ class CheckProblem:
                 f"{int(tree.box_target_counts[leaves].max())} targets and "
                 f"{int(tree.box_source_counts[leaves].max())} sources, lists {lists_text}, "
                 f"surfaces of {self.surface_size} points, c2e rank {self.rank}, "
-                f"M2L rank {self.rank if self.m2l_rank is None else self.m2l_rank}")
+                f"M2L rank {self.rank if self.m2l_rank is None else self.m2l_rank}"
+                + "".join(f"; {operator} on the {LIST_NAMES.get(operator, 'given')} list "
+                          f"({matrices} matrices)"
+                          for operator, (_, matrices) in self.lists_for.items()))
+
+
+#: What :func:`periodic_problem`'s replaced lists are.
+LIST_NAMES = {"m2m": "far lattice's"}
 
 
 def tree_problem(name: str, sources: np.ndarray, targets: np.ndarray | None = None,
@@ -130,6 +147,26 @@ def tree_problem(name: str, sources: np.ndarray, targets: np.ndarray | None = No
     return CheckProblem(name, tree, lists, seed, surface_size, rank, production, m2l_rank)
 
 
+def periodic_problem(name: str, points: np.ndarray, side: float = 1.0, n_crit: int = 24,
+                     seed: int = 0, surface_size: int = 26, rank: int = 20,
+                     production: bool = False, m2l_rank: int | None = None) -> CheckProblem:
+    """A periodic cell of side ``side`` holding ``points`` (wrapped into ``[0, side)^3``): the
+    tree of the cell and its images a periodic FMM builds (:mod:`fmmloopy.tree.periodic`),
+    whose lists reach image boxes and ghost sources, rows of the cell's boxes only; M2M's
+    kernel is checked on the far lattice's list (each child of the cell lists the 8
+    children, with 27 operators) instead of the children list."""
+    depth = 20
+    lower = np.zeros(3)
+    wrapped = into_cell(points, lower, side, depth)
+    cell_points = sort_in_cube(wrapped, wrapped, *cell_root(lower, side), depth)
+    periodic = periodic_tree(cell_points, n_crit, tree_boxes(cell_points, n_crit), side,
+                             surface_size)
+    lists = real_rows(build_interaction_lists(periodic.tree), periodic.real)
+    _, lattice = lattice_list(periodic)
+    return CheckProblem(name, periodic.tree, lists, seed, surface_size, rank, production,
+                        m2l_rank, lists_for={"m2m": (lattice, NLATTICE_OPERATORS)})
+
+
 #: Surfaces and ranks of the small "sphere" and "tgt!=src" problems on their own: order 4's 56
 #: points (a multiple of 8, where order 3's 26 is not) and c2e and M2L rank 24.
 SMALL_SECOND_SIZES = {"surface_size": 56, "rank": 24, "m2l_rank": None}
@@ -138,7 +175,8 @@ SMALL_SECOND_SIZES = {"surface_size": 56, "rank": 24, "m2l_rank": None}
 def check_problems(seed: int = 0, n: int = 1500,
                    second_sizes: dict[str, int | None] | None = None) -> list[CheckProblem]:
     """The small problems ``fmmloopy check`` runs: four distributions, adaptive trees of 3-6
-    levels, empty boxes, crowded leaves, targets apart from sources.
+    levels, empty boxes, crowded leaves, targets apart from sources; and a periodic cell of
+    ``n // 4`` points with its images (:func:`periodic_problem`).
 
     "uniform-cube" and "plummer" have surfaces of 26 points and c2e rank 20; "sphere" and
     "tgt!=src" the ``second_sizes`` (``surface_size``, ``rank``, ``m2l_rank``; default
@@ -156,6 +194,7 @@ def check_problems(seed: int = 0, n: int = 1500,
         tree_problem("plummer", plummer(n, rng), seed=seed),
         tree_problem("tgt!=src", cube, rng.random((n // 2, 3)) * 1.2 - 0.1, n_crit=40,
                      seed=seed, **second),
+        periodic_problem("periodic", plummer(n // 4, rng) * 0.2 + 0.5, seed=seed),
     ]
 
 
@@ -166,6 +205,9 @@ DEFAULT_ORDER, DEFAULT_N_CRIT = 6, 150
 #: (:data:`PRODUCTION_TREE_SEED`) give 838 boxes on 8 levels, leaves of up to 149 points, and
 #: lists of up to U 39, V 189, W 56, X 19 entries.
 POINTS_PER_N_CRIT = 120
+
+#: The far lattice's operators, one per offset between two children of the cell.
+NLATTICE_OPERATORS = len(CHILD_OFFSETS)
 
 #: Seed of the points of the production-size trees: fixed, so that the sizes reached do not
 #: depend on ``--seed`` (which draws the values).

@@ -9,6 +9,9 @@ allocated. The steps, in order (KIFMM, Ying-Biros-Zorin 2004):
 * downward: ``m2l`` (V) and ``p2l`` (X) for all levels in one launch each, ``dc2e``, then ``l2l``
   level by level down;
 * leaves: ``l2p``, ``m2p`` (W) and ``p2p`` (U) into the potential.
+
+A plan may hold matvec launches beside these steps (:class:`ExtraMatvec`, run first in the
+downward pass: a periodic FMM's far lattice), made and verified as every launch is.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from fmmloopy.driver.plan import Launch, Plan, zero_buffer
 from fmmloopy.execution.compiled import CompiledOperator, compiled_operator
 from fmmloopy.execution.device_setup import DeviceVClasses
 from fmmloopy.execution.kernel_arguments import (
+    BoxList,
     box_list,
     box_list_arguments,
     fold_vectors,
@@ -51,6 +55,26 @@ from fmmloopy.tree.lists import InteractionLists
 from fmmloopy.tree.octree import Tree
 from fmmloopy.tuning.recipe import REFERENCE, RecipeError
 from fmmloopy.tuning.shipped import needs_verification
+
+
+@dataclass(frozen=True)
+class ExtraMatvec:
+    """A matvec launch a plan makes beside the KIFMM's steps, first in the downward pass:
+    ``target[t] += scale * matrices[m] @ source[s]`` over the entries ``(t, s, m)`` of
+    ``rows`` (a box list with a row per box: starts, source boxes, matrix indices), for the
+    target boxes ``target_boxes``. It runs ``operator``'s kernel (its matvec template at the
+    matrices' sizes) under the recipe ``recipes`` names for ``step``, else for ``operator``;
+    its time is reported as ``step``. First-use verification compares it with
+    ``sequential`` on its own list, as every launch (:meth:`_PlanBuilder.add`)."""
+
+    step: str
+    operator: str
+    target_boxes: np.ndarray
+    rows: BoxList
+    matrices: np.ndarray
+    scale: float
+    source: str = "multipole"
+    target: str = "check_down"
 
 
 class UnverifiedRecipeWarning(UserWarning):
@@ -198,8 +222,11 @@ class _PlanBuilder:
             self._folded_levels = self._device(levels)
         return self._folded_levels
 
-    def _kernel(self, operator: str, green: GreenKernel, **sizes: int) -> CompiledOperator:
+    def _kernel(self, operator: str, green: GreenKernel, step: str | None = None,
+                **sizes: int) -> CompiledOperator:
         recipe = recipe_for(self.recipes, operator)
+        if step is not None and isinstance(self.recipes, Mapping) and step in self.recipes:
+            recipe = self.recipes[step]
         clock = time.perf_counter()
         kernel = compiled_operator(operator, self.queue.device, recipe=recipe, kernel=green,
                                    dtype=self.precision.dtype, **sizes)
@@ -239,26 +266,30 @@ class _PlanBuilder:
     def add(self, operator: str, target_boxes: np.ndarray, buffers: dict[str, str],
             sizes: dict[str, int], extra: dict, list_name: str | None = None,
             green: GreenKernel | None = None, matrix_offsets: np.ndarray | None = None,
-            key: tuple = (), upward: bool = False) -> None:
+            key: tuple = (), upward: bool = False, rows: BoxList | None = None,
+            step: str | None = None) -> None:
         """A launch of ``operator`` (a pairwise one summing ``green``, default the potential of
         charges) over ``target_boxes`` with ``extra`` arguments (surfaces; matrices, uploaded
         once for all the launches that apply them), walking box list ``list_name`` (default:
-        the operator's own); ``matrix_offsets`` (per box) are added to the matrix indices of
-        the entries into each box (the matrices of its level's set). A launch of :attr:`reuse`
-        with the same ``key`` is taken as it is (lists, matrices and kernel already there)."""
+        the operator's own) or the list ``rows`` given; ``matrix_offsets`` (per box) are added
+        to the matrix indices of the entries into each box (the matrices of its level's set).
+        ``step``: the name its time is reported under (default ``operator``), which
+        ``recipes`` may name too (:class:`ExtraMatvec`). A launch of :attr:`reuse` with the
+        same ``key`` is taken as it is (lists, matrices and kernel already there)."""
         if key and key in self.reuse:
             self.launches.append(self.reuse[key])
             return
         spec = get_operator(operator)
         green = self.green.base if green is None else green
-        kernel = self._kernel(operator, green, **sizes)
-        on_device = self._grouped_on_device(list_name, kernel, matrix_offsets)
+        kernel = self._kernel(operator, green, step, **sizes)
+        on_device = None if rows is not None else self._grouped_on_device(list_name, kernel,
+                                                                          matrix_offsets)
         if on_device:
             self._defer_device_grouped(operator, kernel, on_device, target_boxes, buffers, sizes,
                                        extra, key, upward)
             return
-        starts, entries, matrix_indices = box_list(self.tree, self.lists,
-                                                   list_name or spec.box_list)
+        starts, entries, matrix_indices = rows if rows is not None else box_list(
+            self.tree, self.lists, list_name or spec.box_list)
         if matrix_offsets is not None:
             if (matrix_offsets[target_boxes] < 0).any():
                 raise ValueError(f"{operator}: boxes of levels without operators in this launch")
@@ -284,13 +315,13 @@ class _PlanBuilder:
             if self.verify or operator in self.check_operators:
                 self._verify(spec, kernel, sizes,
                              cut | extra | ({} if matrices is None else {"matrices": matrices}),
-                             green)
+                             green, step or operator)
             else:
                 self.unverified.add(kernel.recipe.name)
         counts = (self.tree.box_target_counts, self.tree.box_source_counts)
         work = spec.work(cut, sizes, *counts, complex_values=green.is_complex)
         self.launches.append(Launch(
-            operator, kernel, arguments, buffers, work,
+            step or operator, kernel, arguments, buffers, work,
             spec.traffic(cut, sizes, *counts, itemsize=self.precision.dtype.itemsize,
                          green=green),
             work * green.flops_per_pair() if spec.template == PAIRWISE else float(work), key,
@@ -368,8 +399,20 @@ class _PlanBuilder:
         return Launch(operator, kernel, arguments, buffers, work, traffic, float(work), key,
                       upward)
 
+    def extra(self, extra: ExtraMatvec) -> None:
+        """The launch of ``extra``, appended (:func:`build_plan` moves it into place)."""
+        matrices = np.asarray(extra.matrices)
+        self.add(extra.operator, np.asarray(extra.target_boxes),
+                 {"source_vectors": extra.source, "target_vectors": extra.target},
+                 {"n_target_coeffs": matrices.shape[1], "n_source_coeffs": matrices.shape[2]},
+                 {"matrices": matrices, "nmatrices": len(matrices),
+                  "level_scales": np.full(self.tree.nlevels, extra.scale)},
+                 rows=extra.rows, step=extra.step,
+                 key=(extra.step, int(extra.target_boxes[0]), len(extra.target_boxes),
+                      self.green.vectors))
+
     def _verify(self, spec, kernel: CompiledOperator, sizes: dict[str, int],
-                launch: dict, green: GreenKernel) -> None:
+                launch: dict, green: GreenKernel, step: str) -> None:
         """Compare ``kernel`` with ``sequential`` on this launch (the real tree, lists and
         sizes; random values), the reference on sampled rows; RecipeError on a mismatch.
         A kernel of another precision than float64 is compared with the float64 host reference
@@ -397,7 +440,7 @@ class _PlanBuilder:
                        f"largest error {comparison.max_relative_error:.3g} times its "
                        f"{self.precision.name} rounding bound")
             raise RecipeError(
-                f"{kernel.label} differs from {REFERENCE!r} on this FMM's tree ({spec.name} "
+                f"{kernel.label} differs from {REFERENCE!r} on this FMM's tree ({step} "
                 f"launch over {comparison.total_rows} target boxes, {comparison.compared_rows} "
                 f"compared; {measure}): "
                 f"{comparison.mismatch}. Run 'fmmloopy check' with this recipe to see it at "
@@ -412,7 +455,8 @@ def build_plan(tree: Tree, lists: InteractionLists,
                recipes: str | Mapping[str, str] | None = None, verify: bool = True,
                share_buffers: Plan | None = None, rank_boxes: RankBoxes | None = None,
                precision: Precision = FLOAT64, device_v: DeviceVClasses | None = None,
-               check_operators: Iterable[str] = ()) -> Plan:
+               check_operators: Iterable[str] = (),
+               extras: Iterable[ExtraMatvec] = ()) -> Plan:
     """Every launch of the FMM on ``tree``, in dependency order, with its buffers: the
     potentials (and ``green``'s other outputs) of ``green``'s inputs
     (:func:`~fmmloopy.maths.kifmm.step_kernel`).
@@ -441,6 +485,9 @@ def build_plan(tree: Tree, lists: InteractionLists,
     ``check_operators``: operators whose launches are all compared with ``sequential`` on this
     tree first, under shipped recipes too (what ``fmmloopy tune`` asks of each candidate);
     a mismatch raises RecipeError.
+
+    ``extras``: matvec launches beside the steps (:class:`ExtraMatvec`), run first in the
+    downward pass, after whatever ``between_passes`` a call of :meth:`Plan.evaluate` gives.
     """
     if isinstance(operators, KifmmOperators):
         operators = LevelOperators.scaled_from(operators)
@@ -475,6 +522,15 @@ def build_plan(tree: Tree, lists: InteractionLists,
     for step, target_boxes in launches:
         build.step(step, target_boxes)
     build.finish()
+    made = len(build.launches)
+    for extra in extras:
+        if len(extra.target_boxes):
+            build.extra(extra)
+    extra_launches = build.launches[made:]
+    del build.launches[made:]
+    downward = next((index for index, launch in enumerate(build.launches)
+                     if not launch.upward), len(build.launches))
+    build.launches[downward:downward] = extra_launches
     first_touch.finish()
     if build.unverified:
         warnings.warn(f"recipes {sorted(build.unverified)} are not shipped and run without "

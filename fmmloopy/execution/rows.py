@@ -13,9 +13,10 @@ import pyopencl as cl
 import pyopencl.array as cla
 from pyopencl.elementwise import ElementwiseKernel
 
-__all__ = ["add_rows", "gather_rows"]
+__all__ = ["add_rows", "copy_rows", "gather_rows"]
 
 _ADD: dict[int, ElementwiseKernel] = {}
+_COPY: dict[int, ElementwiseKernel] = {}
 
 
 def _flat_indices(rows: np.ndarray, width: int) -> np.ndarray:
@@ -54,3 +55,27 @@ def add_rows(queue: cl.CommandQueue, array: cla.Array, rows: np.ndarray,
     values = np.ascontiguousarray(values, dtype=array.dtype).view(np.float64).reshape(-1)
     kernel(cla.to_device(queue, _flat_indices(rows, width)), cla.to_device(queue, values),
            flat, queue=queue)
+
+
+def copy_rows(queue: cl.CommandQueue, array: cla.Array, from_rows: cla.Array,
+              to_rows: cla.Array) -> None:
+    """``array[to_rows] = array[from_rows]`` on the device (``*_rows``: device arrays of int64
+    row indices, as many of each; ``to_rows`` distinct and none of them in ``from_rows``).
+    Nothing moves through the host: a periodic FMM copies its boxes' multipoles to their
+    images this way, tens of MB per evaluation at 10^6 points."""
+    if (from_rows.shape != to_rows.shape or from_rows.dtype != np.int64
+            or to_rows.dtype != np.int64):
+        raise ValueError(f"copy_rows takes two int64 index arrays of one shape, got "
+                         f"{from_rows.dtype}{from_rows.shape} and {to_rows.dtype}{to_rows.shape}")
+    if not from_rows.size:
+        return
+    flat, width = _as_doubles(array)
+    kernel = _COPY.get(queue.context.int_ptr)
+    if kernel is None:
+        kernel = _COPY[queue.context.int_ptr] = ElementwiseKernel(
+            queue.context, "const long *from_rows, const long *to_rows, double *out, long width",
+            "long row = i / width, column = i - row * width; "
+            "out[to_rows[row] * width + column] = out[from_rows[row] * width + column]",
+            "fmmloopy_copy_rows")
+    kernel(from_rows, to_rows, flat, np.int64(width), range=slice(from_rows.size * width),
+           queue=queue)

@@ -31,14 +31,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmmloopy.tree.csr import ranges_to_indices, select_rows, starts_from_counts
+from fmmloopy.maths.periodic import offset_code
+from fmmloopy.tree.csr import INDEX_DTYPE, ranges_to_indices, select_rows, starts_from_counts
 from fmmloopy.tree.lists import InteractionLists, VList
 from fmmloopy.tree.morton import morton_encode, placeholder
 from fmmloopy.tree.octree import KeysOf, SortedPoints, Tree, sort_in_cube, tree_of_boxes
 from fmmloopy.tree.refinement import point_keys
 
-__all__ = ["CELL_LEVEL", "IMAGE_SHIFTS", "Periodic", "cell_root", "into_cell", "periodic_tree",
-           "real_rows"]
+__all__ = ["CELL_LEVEL", "IMAGE_SHIFTS", "Periodic", "cell_root", "into_cell", "lattice_list",
+           "periodic_tree", "real_rows"]
 
 _U64 = np.uint64
 
@@ -215,6 +216,27 @@ def periodic_tree(points: SortedPoints, n_crit: int,
                     ghost_sources=ghost_sources,
                     source_counts=source_counts.astype(tree.box_source_counts.dtype),
                     source_order=source_order)
+
+
+def lattice_list(periodic: Periodic) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The far lattice's box list: ``(target boxes, (starts, source boxes, operator indices))``
+    with a row per box. Each child of the cell box with targets lists every child with sources,
+    with the index of the far-lattice operator of their offset
+    (:func:`~fmmloopy.maths.periodic.offset_code` of the source's position in the cell less
+    the target's: :data:`~fmmloopy.maths.periodic.CHILD_OFFSETS`)."""
+    tree = periodic.tree
+    children = tree.box_children[periodic.cell_box]
+    children = children[children >= 0]  # box numbers ascending with the octant
+    positions = ((tree.box_keys[children] & _U64(7)).astype(np.int64)[:, None]
+                 >> np.array([2, 1, 0])) & 1
+    targets = np.flatnonzero(tree.box_target_counts[children] > 0)
+    sources = np.flatnonzero(periodic.source_counts[children] > 0)
+    targets = targets[np.argsort(children[targets])]  # rows in the order of their boxes
+    counts = np.zeros(tree.nboxes, dtype=INDEX_DTYPE)
+    counts[children[targets]] = len(sources)
+    entries = np.tile(children[sources], len(targets)).astype(INDEX_DTYPE)
+    codes = offset_code(positions[None, sources] - positions[targets, None]).reshape(-1)
+    return children[targets], (starts_from_counts(counts), entries, codes.astype(INDEX_DTYPE))
 
 
 def real_rows(lists: InteractionLists, real: np.ndarray) -> InteractionLists:
