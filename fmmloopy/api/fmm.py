@@ -692,7 +692,7 @@ class Fmm:
             between_passes = lambda plan: images.between_passes(plan, in_vectors)  # noqa: E731
         potential = self._last_plan.evaluate(charges, between_passes)
         if images is not None:
-            images.finish(np.atleast_2d(potential), in_vectors, kernel)
+            images.finish(self._last_plan, np.atleast_2d(potential), in_vectors, kernel)
         if self.nested_rows:
             clock = time.perf_counter()
             for row in self.nested_rows:

@@ -14,6 +14,7 @@ background.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,12 +120,18 @@ class PeriodicImages:
         #: Per (target child, source child): the index of its operator.
         self.codes = offset_code(positions[None, :, :] - positions[:, None, :])
         half_width = 0.5 * cell.side
-        #: The far images' operators for a cell of half-width 1 (the Laplace kernel scales
-        #: as 1/h: :meth:`lattice_launch` scales them by 1/half-width).
-        self.operators = get_lattice_operators(order)
-        #: Each operator applied to a unit density on every equivalent point, in working
-        #: units, (27, n_e): the exact-charge correction of :meth:`between_passes`.
-        self.row_sums = self.operators.sum(axis=2) / half_width
+        operators = get_lattice_operators(order)  # for a cell of half-width 1
+        n_e = operators.shape[1]
+        row_sums = operators.sum(axis=2)
+        #: The far images' operators as the lattice launch applies them (for a cell of
+        #: half-width 1; the Laplace kernel scales as 1/h: the launch scales them by
+        #: 1/half-width): each less its row sums spread over the equivalent points, so that a
+        #: density's sum (its charge, as the upward pass made it) does not enter
+        #: (:meth:`between_passes` adds the children's exact charges' part).
+        self.operators = operators - row_sums[:, :, None] / n_e
+        #: Each operator applied to a unit charge spread evenly over the equivalent points, in
+        #: working units, (27, n_e): the part of the children's exact charges.
+        self.unit_charge = row_sums / (n_e * half_width)
         centre = cell.lower + 0.5 * cell.side
         equivalent = 0.5 * half_width * Expansion(order).surface("upward_equivalent")
         #: |e - c|^2 of each child's equivalent points, (children, n_e).
@@ -144,7 +151,7 @@ class PeriodicImages:
         #: |r - c|^2 of each child's downward check points, (children, n_e).
         self.check_moment = ((tree.box_centres[self.children][:, :, None] + check
                               - centre[None, :, None]) ** 2).sum(axis=1)
-        self._densities: np.ndarray | None = None
+        self._totals = self._net = None
         #: Strength vectors -> the image rows and their real rows, on the device.
         self._copies: dict[int, tuple[cla.Array, cla.Array]] = {}
 
@@ -160,44 +167,38 @@ class PeriodicImages:
                            1.0 / self.half_width)
 
     def between_passes(self, plan, charges: np.ndarray) -> dict[str, float]:
-        """Copy the real boxes' multipoles to their images, on the device, and add to the
-        cell's children's check potentials what the plan's lattice launch
-        (:meth:`lattice_launch`) leaves out; keeps the children's densities for
-        :meth:`finish` (``charges``: ``(vectors, ns)`` in tree order).
+        """Copy the real boxes' multipoles to their images and add to the cell's children's
+        check potentials what the plan's lattice launch (:meth:`lattice_launch`) leaves out,
+        all of it enqueued without waiting for the upward pass (``charges``: ``(vectors,
+        ns)`` in tree order). Its seconds, as ``periodic``.
 
-        What it leaves out: each child's density given the child's exact charge (its missing
-        charge spread evenly over its equivalent points; linear, so added here as that
-        charge times the operators' row sums): a far image's field holds each child's
-        charge times the smooth remainder ``F``, so a relative error of the densities' sums
-        would move every potential by about that much (measured at order 6 with densities
-        from M2M, 2000 random charges: the far field's error 2.2e-6 of it, almost all of it
-        one constant, before; 1.9e-7 after). And the background of a net charge, below."""
+        What the launch leaves out: each child's far images act with the child's exact charge
+        (the launch's operators ignore a density's sum; here that charge, spread evenly over
+        the equivalent points, goes through the operators): a far image's field holds each
+        child's charge times the smooth remainder ``F``, so a relative error of the densities'
+        sums would move every potential by about that much (measured at order 6 with
+        densities from M2M, 2000 random charges: the far field's error 2.2e-6 of it, almost
+        all of it one constant, before; 1.9e-7 after). And the background of a net charge,
+        below."""
+        clock = time.perf_counter()
         vectors = len(charges)
         queue: cl.CommandQueue = plan.queue
-        multipole = plan.buffers["multipole"]
-        per_vector = np.arange(vectors)
         if len(self.images):
-            copy_rows(queue, multipole, *self._copy_rows(queue, vectors))
-        child_rows = (self.children[:, None] * vectors + per_vector).reshape(-1)
-        densities = gather_rows(queue, multipole, child_rows).reshape(
-            len(self.children), vectors, -1)
-        densities[~self.sources] = 0.0
-        totals = np.stack([charges[:, first:first + count].sum(axis=1)
-                           for first, count in self.source_ranges])  # (children, vectors)
-        missing = (totals - densities.sum(axis=2)) / densities.shape[2]
-        densities += missing[:, :, None]
-        checks = np.einsum("tsi,sv->tvi", self.row_sums[self.codes], missing)
+            copy_rows(queue, plan.buffers["multipole"], *self._copy_rows(queue, vectors))
+        #: The children's charges, (children, vectors).
+        self._totals = np.stack([charges[:, first:first + count].sum(axis=1)
+                                 for first, count in self.source_ranges])
+        checks = np.einsum("tsi,sv->tvi", self.unit_charge[self.codes], self._totals)
         # The background's part of a net charge Q, Q |r - c|^2 / (6 V), is not harmonic: no
         # local expansion holds it. Left out of the check potentials here, :meth:`finish`
         # adds it at the targets.
-        self._net = totals.sum(axis=0)  # (vectors,)
+        self._net = self._totals.sum(axis=0)  # (vectors,)
         checks -= (self._net[None, :, None] * self.check_moment[:, None, :]
                    / (6.0 * self.volume))
-        rows = (self.children[self.targets, None] * vectors + per_vector).reshape(-1)
+        rows = (self.children[self.targets, None] * vectors + np.arange(vectors)).reshape(-1)
         add_rows(queue, plan.buffers["check_down"], rows,
                  checks[self.targets].reshape(len(rows), -1))
-        self._densities = densities
-        return {}
+        return {"periodic": time.perf_counter() - clock}
 
     def _copy_rows(self, queue: cl.CommandQueue, vectors: int) -> tuple[cla.Array, cla.Array]:
         """The real rows and the image rows of the multipole buffer for ``vectors`` strength
@@ -209,14 +210,22 @@ class PeriodicImages:
                               .astype(np.int64)) for boxes in (self.originals, self.images))
         return self._copies[vectors]
 
-    def finish(self, outputs: np.ndarray, charges: np.ndarray, kernel: GreenKernel) -> None:
+    def finish(self, plan, outputs: np.ndarray, charges: np.ndarray,
+               kernel: GreenKernel) -> None:
         """Add to ``outputs`` (``(n_outputs, M)`` in tree order, in place) what the passes
         leave out: the tin-foil sum's constant and the background's quadratic potential (and
-        its gradient, for a gradient), from the charges and the densities the last
-        :meth:`between_passes` read."""
+        its gradient, for a gradient), from the charges, the children's charges the last
+        :meth:`between_passes` summed and their densities in ``plan``'s multipole buffer (read
+        now, after the passes: the children's densities, given their exact charges)."""
+        clock = time.perf_counter()
+        vectors = len(charges)
+        child_rows = (self.children[:, None] * vectors + np.arange(vectors)).reshape(-1)
+        densities = np.real(gather_rows(plan.queue, plan.buffers["multipole"], child_rows)
+                            ).reshape(len(self.children), vectors, -1)
+        densities[~self.sources] = 0.0
+        densities += ((self._totals - densities.sum(axis=2)) / densities.shape[2])[:, :, None]
         charge_moment = charges @ self.source_moment
-        density_moment = np.einsum("cvj,cj->v", np.real(self._densities),
-                                   self.equivalent_moment)
+        density_moment = np.einsum("cvj,cj->v", densities, self.equivalent_moment)
         constants = np.array([mean_potential_constant(charge, density, self.half_width)
                               for charge, density in zip(charge_moment, density_moment,
                                                          strict=True)])
@@ -229,3 +238,5 @@ class PeriodicImages:
                     row[0] += constants[vector] + background[vector] * self.target_moment
                 elif field == "gradient":
                     row[:3] += 2.0 * background[vector] * self.target_offsets
+        plan.eval_seconds["periodic"] = (plan.eval_seconds.get("periodic", 0.0)
+                                         + time.perf_counter() - clock)

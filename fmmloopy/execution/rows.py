@@ -13,6 +13,8 @@ import pyopencl as cl
 import pyopencl.array as cla
 from pyopencl.elementwise import ElementwiseKernel
 
+from fmmloopy.execution.uploads import upload
+
 __all__ = ["add_rows", "copy_rows", "gather_rows"]
 
 _ADD: dict[int, ElementwiseKernel] = {}
@@ -52,9 +54,11 @@ def add_rows(queue: cl.CommandQueue, array: cla.Array, rows: np.ndarray,
             # The first array argument sets the range: the indices, not the buffer.
             queue.context, "const long *where, const double *values, double *out",
             "out[where[i]] += values[i]", "fmmloopy_add_rows")
-    values = np.ascontiguousarray(values, dtype=array.dtype).view(np.float64).reshape(-1)
-    kernel(cla.to_device(queue, _flat_indices(rows, width)), cla.to_device(queue, values),
-           flat, queue=queue)
+    # A copy of the caller's values, so that it may change them at once: uploaded without
+    # waiting for the queue (an in-order queue's blocking write would wait for every kernel
+    # before it; a periodic FMM adds rows between the passes).
+    values = np.array(values, dtype=array.dtype, order="C").view(np.float64).reshape(-1)
+    kernel(upload(queue, _flat_indices(rows, width)), upload(queue, values), flat, queue=queue)
 
 
 def copy_rows(queue: cl.CommandQueue, array: cla.Array, from_rows: cla.Array,
