@@ -98,7 +98,10 @@ def test_the_check_passes_every_pairwise_operator_at_every_shape(tmp_path, devic
     assert {(r.operator, r.recipe) for r in results} == {
         (operator, name) for operator in PAIRWISE for name in names}
     assert all(r.ok for r in results), [r.message for r in results if not r.ok]
-    assert max(r.max_relative_error for r in results) < 1e-14
+    # Normwise: the same sums of up to ~800 terms (U lists of up to 39 leaves of up to 24
+    # sources) in another order, with fast relaxed math: measured up to 1.1e-14 (the periodic
+    # problem, whose lists hold image sources), far below the check's own 1e-12.
+    assert max(r.max_relative_error for r in results) < 5e-14
 
 
 def test_a_kernel_of_another_template_is_refused():

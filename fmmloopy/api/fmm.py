@@ -125,10 +125,10 @@ class Fmm:
     rounded to float32 once, the precomputed operators are rounded from float64, and results
     come back as float32; docs/fmm.md);
     ``periodic``: the side ``L`` of a periodic cell ``[0, L)^3``, or its corners ``(lower,
-    upper)`` (a cube): the potentials (and gradients) of the charges and of all their images
-    under the lattice ``n L``, in the Ewald sum's convention (tin-foil boundary; a net charge
-    neutralised by a uniform background), every point wrapped into the cell first; Laplace
-    charges in float64; default order 7 (docs/fmm.md, "Periodic boundaries").
+    upper)`` (a cube): the potentials (and gradients) of the charges (and dipoles) and of all
+    their images under the lattice ``n L``, in the Ewald sum's convention (tin-foil boundary; a
+    net charge neutralised by a uniform background), every point wrapped into the cell first;
+    the Laplace kernel in float64; default order 7 (docs/fmm.md, "Periodic boundaries").
 
     Raises ValueError for bad input and :class:`~fmmloopy.execution.resources.ResourceLimitError` (a
     MemoryError) with the estimate when the problem cannot fit.
@@ -688,11 +688,12 @@ class Fmm:
         self._last_plan = self.plan_for(kernel)
         images = self._images
         if images is not None:
-            in_vectors = np.reshape(charges, (kernel.vectors, -1))
-            between_passes = lambda plan: images.between_passes(plan, in_vectors)  # noqa: E731
+            strengths = np.reshape(charges, (kernel.n_inputs, -1))
+            between_passes = lambda plan: images.between_passes(  # noqa: E731
+                plan, strengths, kernel)
         potential = self._last_plan.evaluate(charges, between_passes)
         if images is not None:
-            images.finish(self._last_plan, np.atleast_2d(potential), in_vectors, kernel)
+            images.finish(self._last_plan, np.atleast_2d(potential), strengths, kernel)
         if self.nested_rows:
             clock = time.perf_counter()
             for row in self.nested_rows:

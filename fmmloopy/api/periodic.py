@@ -3,12 +3,14 @@ working coordinates, and what an evaluation adds to the free-space passes over t
 cell and its images (:mod:`fmmloopy.tree.periodic`).
 
 Between the passes (:meth:`PeriodicImages.between_passes`) the image boxes get their real box's
-multipole, and the cell's children's downward check potentials get the far images' (their
-multipoles through the far lattice operators, :func:`~fmmloopy.maths.periodic.
-lattice_operators`); after them every potential gets the tin-foil sum's constant
+multipole (copied on the device), and the cell's children's downward check potentials get the
+far images': their multipoles through the far lattice operators
+(:func:`~fmmloopy.maths.periodic.lattice_operators`), a launch of the plan
+(:meth:`PeriodicImages.lattice_launch`), and the children's exact charges' part, from the host.
+After the passes every potential gets the tin-foil sum's constant
 (:func:`~fmmloopy.maths.periodic.mean_potential_constant`). The convention is the Ewald sum's
 (:mod:`fmmloopy.maths.ewald`): tin-foil boundary, and a net charge neutralised by a uniform
-background.
+background. Charges and dipoles.
 """
 
 from __future__ import annotations
@@ -87,15 +89,11 @@ def checked_cell(periodic) -> PeriodicCell | None:
 
 
 def check_periodic_kernel(kernel: GreenKernel) -> None:
-    """ValueError for a kernel or field the periodic FMM does not sum: it sums the Laplace
-    potential (and its gradient) of charges."""
+    """ValueError for a kernel the periodic FMM does not sum: it sums the Laplace potential
+    (and its gradient) of charges and dipoles."""
     if kernel.name != "laplace":
         raise ValueError(f"periodic boundaries are for the Laplace kernel; got "
                          f"{kernel.label!r} (its lattice sums are not built)")
-    if "dipole" in kernel.inputs:
-        raise ValueError("periodic boundaries take charges; dipole sources are not supported "
-                         "yet (their lattice sum is conditionally convergent: a convention to "
-                         "state first)")
 
 
 class PeriodicImages:
@@ -137,11 +135,11 @@ class PeriodicImages:
         #: |e - c|^2 of each child's equivalent points, (children, n_e).
         self.equivalent_moment = ((tree.box_centres[self.children][:, :, None] + equivalent
                                    - centre[None, :, None]) ** 2).sum(axis=1)
-        nreal = tree.nsources - len(periodic.ghost_sources)
-        #: |x - c|^2 of each source in tree order, 0 for the ghosts (the cell's charges only).
-        self.source_moment = np.where(tree.source_user_ids < nreal,
-                                      ((tree.sources_soa - centre[:, None]) ** 2).sum(axis=0),
-                                      0.0)
+        real = tree.source_user_ids < tree.nsources - len(periodic.ghost_sources)
+        #: x - c of each source in tree order, (3, ns), and |x - c|^2, (ns,); 0 for the
+        #: ghosts (the second moments are the cell's sources' only).
+        self.source_offsets = np.where(real, tree.sources_soa - centre[:, None], 0.0)
+        self.source_moment = (self.source_offsets ** 2).sum(axis=0)
         self.half_width = half_width
         self.volume = cell.volume
         #: The targets less the cell's centre, (3, nt), and their squared distances to it.
@@ -166,11 +164,24 @@ class PeriodicImages:
         return ExtraMatvec("lattice", "m2m", targets, rows, self.operators,
                            1.0 / self.half_width)
 
-    def between_passes(self, plan, charges: np.ndarray) -> dict[str, float]:
+    @staticmethod
+    def strengths_of(strengths: np.ndarray, kernel: GreenKernel
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(charges (vectors, ns), dipoles (vectors, 3, ns) or None)`` of a call's
+        ``strengths`` ``(n_inputs, ns)`` (tree order) for ``kernel``'s inputs (no charges:
+        zeros)."""
+        per_vector = strengths.reshape(kernel.vectors, -1, strengths.shape[-1])
+        charges = (per_vector[:, 0] if "charge" in kernel.inputs
+                   else np.zeros((kernel.vectors, strengths.shape[-1])))
+        return charges, per_vector[:, -3:] if "dipole" in kernel.inputs else None
+
+    def between_passes(self, plan, strengths: np.ndarray,
+                       kernel: GreenKernel) -> dict[str, float]:
         """Copy the real boxes' multipoles to their images and add to the cell's children's
         check potentials what the plan's lattice launch (:meth:`lattice_launch`) leaves out,
-        all of it enqueued without waiting for the upward pass (``charges``: ``(vectors,
-        ns)`` in tree order). Its seconds, as ``periodic``.
+        all of it enqueued without waiting for the upward pass (``strengths``: the call's,
+        ``(n_inputs, ns)`` in tree order, of ``kernel``'s inputs). Its seconds, as
+        ``periodic``.
 
         What the launch leaves out: each child's far images act with the child's exact charge
         (the launch's operators ignore a density's sum; here that charge, spread evenly over
@@ -181,11 +192,12 @@ class PeriodicImages:
         all of it one constant, before; 1.9e-7 after). And the background of a net charge,
         below."""
         clock = time.perf_counter()
+        charges, _ = self.strengths_of(strengths, kernel)
         vectors = len(charges)
         queue: cl.CommandQueue = plan.queue
         if len(self.images):
             copy_rows(queue, plan.buffers["multipole"], *self._copy_rows(queue, vectors))
-        #: The children's charges, (children, vectors).
+        #: The children's charges, (children, vectors) (a dipole carries none).
         self._totals = np.stack([charges[:, first:first + count].sum(axis=1)
                                  for first, count in self.source_ranges])
         checks = np.einsum("tsi,sv->tvi", self.unit_charge[self.codes], self._totals)
@@ -210,14 +222,19 @@ class PeriodicImages:
                               .astype(np.int64)) for boxes in (self.originals, self.images))
         return self._copies[vectors]
 
-    def finish(self, plan, outputs: np.ndarray, charges: np.ndarray,
+    def finish(self, plan, outputs: np.ndarray, strengths: np.ndarray,
                kernel: GreenKernel) -> None:
         """Add to ``outputs`` (``(n_outputs, M)`` in tree order, in place) what the passes
         leave out: the tin-foil sum's constant and the background's quadratic potential (and
-        its gradient, for a gradient), from the charges, the children's charges the last
+        its gradient, for a gradient), from the call's ``strengths`` (as
+        :meth:`between_passes` takes them), the children's charges the last
         :meth:`between_passes` summed and their densities in ``plan``'s multipole buffer (read
-        now, after the passes: the children's densities, given their exact charges)."""
+        now, after the passes: the children's densities, given their exact charges).
+
+        The constant is fixed by the sources' second moment ``sum q |x - c|^2`` (a dipole
+        ``p``'s is ``2 p . (x - c)``) against the densities' (module docstring)."""
         clock = time.perf_counter()
+        charges, dipoles = self.strengths_of(strengths, kernel)
         vectors = len(charges)
         child_rows = (self.children[:, None] * vectors + np.arange(vectors)).reshape(-1)
         densities = np.real(gather_rows(plan.queue, plan.buffers["multipole"], child_rows)
@@ -225,6 +242,9 @@ class PeriodicImages:
         densities[~self.sources] = 0.0
         densities += ((self._totals - densities.sum(axis=2)) / densities.shape[2])[:, :, None]
         charge_moment = charges @ self.source_moment
+        if dipoles is not None:
+            charge_moment = charge_moment + 2.0 * np.einsum("vas,as->v", dipoles,
+                                                            self.source_offsets)
         density_moment = np.einsum("cvj,cj->v", densities, self.equivalent_moment)
         constants = np.array([mean_potential_constant(charge, density, self.half_width)
                               for charge, density in zip(charge_moment, density_moment,

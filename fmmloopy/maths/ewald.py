@@ -1,5 +1,5 @@
-"""Ewald sums in numpy: potentials and gradients of charges in a periodic box, the reference
-periodic FMMs are compared with.
+"""Ewald sums in numpy: potentials and gradients of charges and dipoles in a periodic box, the
+reference periodic FMMs are compared with.
 
 The potential at ``x`` of charges ``q_j`` at ``x_j`` in an orthorhombic cell of sides ``L`` is
 
@@ -15,7 +15,11 @@ over the cell (the ``k = 0`` term left out). With ``erfc`` splitting at ``alpha`
                 + (4 pi / V) sum_(k != 0) exp(-k^2 / 4 alpha^2) / k^2 Re(S(k) e^(i k x))
                 - 2 alpha / sqrt(pi) q_self - pi Q / (alpha^2 V),
 
-``S(k) = sum_j q_j exp(-i k x_j)``, ``k = 2 pi m / L``. ``alpha`` and the two cutoffs are chosen
+``S(k) = sum_j q_j exp(-i k x_j)``, ``k = 2 pi m / L``. A dipole ``p_j`` acts as ``-p_j . grad``
+of its point's terms: ``-p_j . grad erfc(alpha r) / r`` in real space, ``q_j`` becomes
+``q_j - i k . p_j`` in ``S(k)``, and its own Gaussian's field, ``4 alpha^3 / (3 sqrt(pi)) p``, is
+taken from the gradient at a target on it (its potential there is 0); dipoles carry no net
+charge. ``alpha`` and the two cutoffs are chosen
 so that each part's truncation is below ``tolerance`` relative to the sum of ``|q|``; the result
 does not depend on ``alpha`` (``tests/test_ewald.py`` checks it, and NaCl's and CsCl's Madelung
 constants).
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -50,19 +55,28 @@ _CUTOFF_FACTOR = 1.1
 _CHUNK = 2 ** 21
 
 
-def ewald_sum(sources, charges, targets=None, cell=1.0, *, gradient: bool = False,
-              tolerance: float = 1e-13, alpha: float | None = None):
+def ewald_sum(sources, charges=None, targets=None, cell=1.0, *, dipoles=None,
+              gradient: bool = False, tolerance: float = 1e-13, alpha: float | None = None):
     """The periodic potential at ``targets`` (``(M, 3)``; default the sources) of ``charges``
-    ``(N,)`` at ``sources`` ``(N, 3)`` in the cell ``[0, L)^3`` (``cell``: ``L``, a number or
-    three sides), as the module docstring defines it; with ``gradient``, ``(potential,
-    gradient)``, the gradient ``(M, 3)`` with respect to the target. Points may lie outside the
-    cell (the lattice is the same). ``alpha``: the splitting parameter (default balanced for
-    ``tolerance`` with a real-space cutoff of half the shortest side)."""
+    ``(N,)`` and/or ``dipoles`` ``(N, 3)`` at ``sources`` ``(N, 3)`` in the cell ``[0, L)^3``
+    (``cell``: ``L``, a number or three sides), as the module docstring defines it; with
+    ``gradient``, ``(potential, gradient)``, the gradient ``(M, 3)`` with respect to the
+    target. Points may lie outside the cell (the lattice is the same). ``alpha``: the splitting
+    parameter (default balanced for ``tolerance`` with a real-space cutoff of half the shortest
+    side)."""
     special = optional_module("scipy.special", "scipy", "fmmloopy.maths.ewald")
     sources = np.asarray(sources, dtype=np.float64).reshape(-1, 3)
-    charges = np.asarray(charges, dtype=np.float64).reshape(-1)
+    if charges is None and dipoles is None:
+        raise ValueError("give charges, dipoles or both")
+    charges = (np.zeros(len(sources)) if charges is None
+               else np.asarray(charges, dtype=np.float64).reshape(-1))
     if len(charges) != len(sources):
         raise ValueError(f"{len(charges)} charges for {len(sources)} sources")
+    if dipoles is not None:
+        dipoles = np.asarray(dipoles, dtype=np.float64)
+        if dipoles.shape != sources.shape:
+            raise ValueError(f"dipoles must be (N, 3) for {len(sources)} sources, got shape "
+                             f"{dipoles.shape}")
     targets = sources if targets is None else np.asarray(targets, dtype=np.float64).reshape(-1, 3)
     sides = np.broadcast_to(np.asarray(cell, dtype=np.float64), (3,)).copy()
     if not (np.all(np.isfinite(sides)) and np.all(sides > 0)):
@@ -87,6 +101,8 @@ def ewald_sum(sources, charges, targets=None, cell=1.0, *, gradient: bool = Fals
     potential = np.zeros(len(targets))
     field = np.zeros((len(targets), 3))
     on_source = np.zeros(len(targets))  # the charge of a source (image) at each target
+    dipole_on_source = np.zeros((len(targets), 3))  # and its dipole
+    gaussian = 2 * alpha / math.sqrt(math.pi)
     for rows, columns, offsets in parts:
         distance = np.linalg.norm(offsets, axis=-1)
         # A target on a source (at n = 0 after wrapping) leaves that pair out.
@@ -96,9 +112,26 @@ def ewald_sum(sources, charges, targets=None, cell=1.0, *, gradient: bool = Fals
         weights = charges[columns]
         potential += np.bincount(rows, screened * weights, len(targets))
         on_source += np.bincount(rows, (distance == 0) * weights, len(targets))
+        if not gradient and dipoles is None:
+            continue
+        # f = erfc(alpha r) / r: grad f = radial * offset, its Hessian
+        # radial I + curvature * offset offset^T.
+        decay = np.where(inside, gaussian * np.exp(-(alpha * r) ** 2), 0.0)
+        radial = -(screened + decay) / r ** 2
+        if dipoles is not None:
+            moments = dipoles[columns]
+            along = (moments * offsets).sum(axis=1)  # p . offset
+            potential -= np.bincount(rows, radial * along, len(targets))
+            for axis in range(3):
+                dipole_on_source[:, axis] += np.bincount(rows, (distance == 0)
+                                                         * moments[:, axis], len(targets))
+            if gradient:
+                curvature = (3 * screened + decay * (3 + 2 * (alpha * r) ** 2)) / r ** 4
+                for axis in range(3):
+                    field[:, axis] -= np.bincount(
+                        rows, radial * moments[:, axis] + curvature * offsets[:, axis] * along,
+                        len(targets))
         if gradient:
-            radial = np.where(inside, -(screened + 2 * alpha / math.sqrt(math.pi)
-                                        * np.exp(-(alpha * r) ** 2)) / r ** 2, 0.0)
             for axis in range(3):
                 field[:, axis] += np.bincount(rows, radial * offsets[:, axis] * weights,
                                               len(targets))
@@ -116,13 +149,12 @@ def ewald_sum(sources, charges, targets=None, cell=1.0, *, gradient: bool = Fals
         weights = np.where((squared > 0) & (squared < k_cutoff ** 2),
                            (4 * np.pi / volume) * np.exp(-squared / (4 * alpha ** 2))
                            / np.where(squared > 0, squared, 1.0), 0.0)
-    structure = np.zeros(weights.shape, dtype=complex)  # S(k) = sum_j q_j e^(-i k x_j)
     rows = max(1, _CHUNK // weights[:, :, 0].size)
-    for start in range(0, len(sources), rows):
-        part = slice(start, start + rows)
-        phases = _axis_phases(sources[part], axis_waves, -1)
-        pairs = (charges[part, None, None] * phases[0][:, :, None] * phases[1][:, None, :])
-        structure += np.tensordot(pairs, phases[2], axes=([0], [0]))
+    # S(k) = sum_j (q_j - i k . p_j) e^(-i k x_j)
+    structure = _structure(sources, charges, axis_waves, rows)
+    if dipoles is not None:
+        for axis, grid in enumerate(grids):
+            structure -= 1j * grid * _structure(sources, dipoles[:, axis], axis_waves, rows)
     weighted = weights * structure
     terms = [weighted] + ([1j * grid * weighted for grid in grids] if gradient else [])
     for start in range(0, len(targets), rows):
@@ -135,7 +167,8 @@ def ewald_sum(sources, charges, targets=None, cell=1.0, *, gradient: bool = Fals
             field[part] += np.column_stack(sums[1:])
 
     # A target on a source: that source's own Gaussian, which the reciprocal sum holds.
-    potential -= 2 * alpha / math.sqrt(math.pi) * on_source
+    potential -= gaussian * on_source
+    field -= (4 * alpha ** 3 / (3 * math.sqrt(math.pi))) * dipole_on_source
     potential -= math.pi * float(charges.sum()) / (alpha ** 2 * volume)  # the background
     potential /= 4 * np.pi
     if not gradient:
@@ -143,10 +176,22 @@ def ewald_sum(sources, charges, targets=None, cell=1.0, *, gradient: bool = Fals
     return potential, field / (4 * np.pi)
 
 
+def _structure(sources: np.ndarray, weights: np.ndarray, axis_waves: list[np.ndarray],
+               rows: int) -> np.ndarray:
+    """``sum_j w_j e^(-i k x_j)`` on the grid of ``axis_waves``, ``rows`` sources at a time."""
+    structure = np.zeros(tuple(len(waves) for waves in axis_waves), dtype=complex)
+    for start in range(0, len(sources), rows):
+        part = slice(start, start + rows)
+        phases = _axis_phases(sources[part], axis_waves, -1)
+        pairs = weights[part, None, None] * phases[0][:, :, None] * phases[1][:, None, :]
+        structure += np.tensordot(pairs, phases[2], axes=([0], [0]))
+    return structure
+
+
 def _nearest_images(targets: np.ndarray, sources: np.ndarray, sides: np.ndarray,
-                    cutoff: float) -> list[_Pairs]:
+                    cutoff: float) -> Iterator[_Pairs]:
     """The pairs closer than ``cutoff`` (below half the cell: each through one image), by a
-    periodic k-d tree; offsets ``target - source - n L``."""
+    periodic k-d tree, in one block; offsets ``target - source - n L``."""
     spatial = optional_module("scipy.spatial", "scipy", "fmmloopy.maths.ewald")
     source_tree = spatial.cKDTree(sources, boxsize=sides)
     target_tree = spatial.cKDTree(targets, boxsize=sides)
@@ -155,11 +200,11 @@ def _nearest_images(targets: np.ndarray, sources: np.ndarray, sides: np.ndarray,
     # points too, at distance 0
     offsets = targets[rows] - sources[columns]
     offsets -= sides * np.round(offsets / sides)
-    return [(rows, columns, offsets)]
+    yield rows, columns, offsets
 
 
 def _all_images(targets: np.ndarray, sources: np.ndarray, sides: np.ndarray,
-                cutoff: float):
+                cutoff: float) -> Iterator[_Pairs]:
     """Every (target, source, image) within reach of the cell, in blocks."""
     reach_cells = np.ceil(cutoff / sides).astype(int) + 1
     shifts = np.array(list(itertools.product(*(range(-r, r + 1) for r in reach_cells)))) * sides
