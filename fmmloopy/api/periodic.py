@@ -29,7 +29,7 @@ from fmmloopy.execution.rows import add_rows, copy_rows, gather_rows
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.periodic import mean_potential_constant, offset_code
-from fmmloopy.tree.periodic import Periodic, lattice_list
+from fmmloopy.tree.periodic import Periodic, cell_children, lattice_list
 
 __all__ = ["PeriodicCell", "PeriodicImages", "checked_cell"]
 
@@ -105,11 +105,8 @@ class PeriodicImages:
         self._periodic = periodic
         self.images = periodic.image_boxes
         self.originals = periodic.real_box[self.images]
-        children = tree.box_children[periodic.cell_box]
-        octants = np.flatnonzero(children >= 0)
         #: The cell's children (boxes) and their positions in it (0 or 1 per axis).
-        self.children = children[octants]
-        positions = (octants[:, None] >> np.array([2, 1, 0])) & 1
+        self.children, positions = cell_children(periodic)
         self.sources = tree.box_source_counts[self.children] > 0
         #: The children's ranges of sources (tree order): ``(first, count)``.
         self.source_ranges = [(int(tree.box_source_starts[child]),

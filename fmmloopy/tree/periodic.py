@@ -38,8 +38,8 @@ from fmmloopy.tree.morton import morton_encode, placeholder
 from fmmloopy.tree.octree import KeysOf, SortedPoints, Tree, sort_in_cube, tree_of_boxes
 from fmmloopy.tree.refinement import point_keys
 
-__all__ = ["CELL_LEVEL", "IMAGE_SHIFTS", "Periodic", "cell_root", "into_cell", "lattice_list",
-           "periodic_tree", "real_rows"]
+__all__ = ["CELL_LEVEL", "IMAGE_SHIFTS", "Periodic", "cell_children", "cell_root", "into_cell",
+           "lattice_list", "periodic_tree", "real_rows"]
 
 _U64 = np.uint64
 
@@ -218,6 +218,14 @@ def periodic_tree(points: SortedPoints, n_crit: int,
                     source_order=source_order)
 
 
+def cell_children(periodic: Periodic) -> tuple[np.ndarray, np.ndarray]:
+    """The cell box's children (box numbers, by octant) and their positions in the cell,
+    ``(children, 3)`` of 0 or 1 per axis (the octant's bits: x, y, z)."""
+    children = periodic.tree.box_children[periodic.cell_box]
+    octants = np.flatnonzero(children >= 0)
+    return children[octants], (octants[:, None] >> np.array([2, 1, 0])) & 1
+
+
 def lattice_list(periodic: Periodic) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """The far lattice's box list: ``(target boxes, (starts, source boxes, operator indices))``
     with a row per box. Each child of the cell box with targets lists every child with sources,
@@ -225,10 +233,7 @@ def lattice_list(periodic: Periodic) -> tuple[np.ndarray, tuple[np.ndarray, ...]
     (:func:`~fmmloopy.maths.periodic.offset_code` of the source's position in the cell less
     the target's: :data:`~fmmloopy.maths.periodic.CHILD_OFFSETS`)."""
     tree = periodic.tree
-    children = tree.box_children[periodic.cell_box]
-    children = children[children >= 0]  # box numbers ascending with the octant
-    positions = ((tree.box_keys[children] & _U64(7)).astype(np.int64)[:, None]
-                 >> np.array([2, 1, 0])) & 1
+    children, positions = cell_children(periodic)
     targets = np.flatnonzero(tree.box_target_counts[children] > 0)
     sources = np.flatnonzero(periodic.source_counts[children] > 0)
     targets = targets[np.argsort(children[targets])]  # rows in the order of their boxes
