@@ -17,8 +17,17 @@ from fmmloopy.execution.uploads import upload
 
 __all__ = ["add_rows", "copy_rows", "gather_rows"]
 
-_ADD: dict[int, ElementwiseKernel] = {}
-_COPY: dict[int, ElementwiseKernel] = {}
+#: (context, kernel name) -> the elementwise kernel built for it.
+_KERNELS: dict[tuple[int, str], ElementwiseKernel] = {}
+
+
+def _elementwise(queue: cl.CommandQueue, name: str, arguments: str,
+                 operation: str) -> ElementwiseKernel:
+    """The elementwise kernel ``name`` for ``queue``'s context, built at its first use there."""
+    key = (queue.context.int_ptr, name)
+    if key not in _KERNELS:
+        _KERNELS[key] = ElementwiseKernel(queue.context, arguments, operation, name)
+    return _KERNELS[key]
 
 
 def _flat_indices(rows: np.ndarray, width: int) -> np.ndarray:
@@ -48,12 +57,10 @@ def add_rows(queue: cl.CommandQueue, array: cla.Array, rows: np.ndarray,
     if not len(rows):
         return
     flat, width = _as_doubles(array)
-    kernel = _ADD.get(queue.context.int_ptr)
-    if kernel is None:
-        kernel = _ADD[queue.context.int_ptr] = ElementwiseKernel(
-            # The first array argument sets the range: the indices, not the buffer.
-            queue.context, "const long *where, const double *values, double *out",
-            "out[where[i]] += values[i]", "fmmloopy_add_rows")
+    # The first array argument sets the range: the indices, not the buffer.
+    kernel = _elementwise(queue, "fmmloopy_add_rows",
+                          "const long *where, const double *values, double *out",
+                          "out[where[i]] += values[i]")
     # A copy of the caller's values, so that it may change them at once: uploaded without
     # waiting for the queue (an in-order queue's blocking write would wait for every kernel
     # before it; a periodic FMM adds rows between the passes).
@@ -74,12 +81,10 @@ def copy_rows(queue: cl.CommandQueue, array: cla.Array, from_rows: cla.Array,
     if not from_rows.size:
         return
     flat, width = _as_doubles(array)
-    kernel = _COPY.get(queue.context.int_ptr)
-    if kernel is None:
-        kernel = _COPY[queue.context.int_ptr] = ElementwiseKernel(
-            queue.context, "const long *from_rows, const long *to_rows, double *out, long width",
-            "long row = i / width, column = i - row * width; "
-            "out[to_rows[row] * width + column] = out[from_rows[row] * width + column]",
-            "fmmloopy_copy_rows")
+    kernel = _elementwise(
+        queue, "fmmloopy_copy_rows",
+        "const long *from_rows, const long *to_rows, double *out, long width",
+        "long row = i / width, column = i - row * width; "
+        "out[to_rows[row] * width + column] = out[from_rows[row] * width + column]")
     kernel(from_rows, to_rows, flat, np.int64(width), range=slice(from_rows.size * width),
            queue=queue)
