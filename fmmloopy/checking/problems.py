@@ -52,10 +52,10 @@ class CheckProblem:
     production: bool = False
     #: Rank of the compressed M2L (``m2l_compress``, ``m2l``, ``m2l_expand``); None: ``rank``.
     m2l_rank: int | None = None
-    #: Operator -> ``(box list, matrices)`` it is checked on here instead of its own list: the
-    #: periodic problem checks M2M's kernel on the far lattice's list, the launch a periodic
-    #: FMM makes of it (:func:`periodic_problem`).
-    lists_for: dict[str, tuple[tuple[np.ndarray, ...], int]] = field(default_factory=dict)
+    #: Operator -> ``(name, box list, matrices)`` of the list it is checked on here instead of
+    #: its own: the periodic problem checks M2M's kernel on the far lattice's list, the launch
+    #: a periodic FMM makes of it (:func:`periodic_problem`).
+    lists_for: dict[str, tuple[str, tuple[np.ndarray, ...], int]] = field(default_factory=dict)
 
     def sizes(self, operator: str) -> list[dict[str, int]]:
         """The template sizes ``operator`` is checked at on this problem: for c2e both factors
@@ -80,7 +80,7 @@ class CheckProblem:
         rng = np.random.default_rng(self.seed + 1)
         tree = self.tree
         override = self.lists_for.get(spec.name)
-        starts, entries, matrix_indices = (override[0] if override is not None
+        starts, entries, matrix_indices = (override[1] if override is not None
                                            else box_list(tree, self.lists, spec.box_list))
         has_row = np.diff(starts) > 0
         if spec.targets == PARTICLES:
@@ -92,7 +92,7 @@ class CheckProblem:
         arguments = tree_arguments(tree, precision) | random_operands(
             spec, sizes, tree, rng, green, nboxes=lists.get("nboxes", tree.nboxes))
         if spec.template == MATVEC:
-            nmatrices = (override[1] if override is not None else
+            nmatrices = (override[2] if override is not None else
                          {"v": NTRANSFER_VECTORS, "children": 8, "parent": 8}.get(spec.box_list,
                                                                                   1))
             n_out, n_in = sizes["n_target_coeffs"], sizes["n_source_coeffs"]
@@ -124,13 +124,9 @@ class CheckProblem:
                 f"{int(tree.box_source_counts[leaves].max())} sources, lists {lists_text}, "
                 f"surfaces of {self.surface_size} points, c2e rank {self.rank}, "
                 f"M2L rank {self.rank if self.m2l_rank is None else self.m2l_rank}"
-                + "".join(f"; {operator} on the {LIST_NAMES.get(operator, 'given')} list "
+                + "".join(f"; {operator} on the {name} list "
                           f"({matrices} matrices)"
-                          for operator, (_, matrices) in self.lists_for.items()))
-
-
-#: What :func:`periodic_problem`'s replaced lists are.
-LIST_NAMES = {"m2m": "far lattice's"}
+                          for operator, (name, _, matrices) in self.lists_for.items()))
 
 
 def tree_problem(name: str, sources: np.ndarray, targets: np.ndarray | None = None,
@@ -164,7 +160,8 @@ def periodic_problem(name: str, points: np.ndarray, side: float = 1.0, n_crit: i
     lists = real_rows(build_interaction_lists(periodic.tree), periodic.real)
     _, lattice = lattice_list(periodic)
     return CheckProblem(name, periodic.tree, lists, seed, surface_size, rank, production,
-                        m2l_rank, lists_for={"m2m": (lattice, NLATTICE_OPERATORS)})
+                        m2l_rank,
+                        lists_for={"m2m": ("far lattice's", lattice, NLATTICE_OPERATORS)})
 
 
 #: Surfaces and ranks of the small "sphere" and "tgt!=src" problems on their own: order 4's 56
