@@ -25,7 +25,12 @@ import numpy as np
 import pyopencl as cl
 
 from fmmloopy.api.error_estimate import estimate_error
-from fmmloopy.api.periodic import PeriodicImages, check_periodic_kernel, checked_cell
+from fmmloopy.api.periodic import (
+    LATTICE_STEP,
+    PeriodicImages,
+    check_periodic_kernel,
+    checked_cell,
+)
 from fmmloopy.base.devices import choose_device, context_for
 from fmmloopy.base.precision import FLOAT64, Precision, get_precision
 from fmmloopy.base.progress import stage
@@ -175,9 +180,9 @@ class Fmm:
             if max_depth <= CELL_LEVEL:
                 raise ValueError(f"a periodic FMM needs max_depth > {CELL_LEVEL} (its cell is "
                                  f"a box of level {CELL_LEVEL}), got {max_depth}")
-        # A periodic FMM's far lattice is a launch of its own ("lattice": M2M's kernel, under
-        # M2M's recipe unless named).
-        recipes = validate_recipes(recipes, [*OPERATORS] + (["lattice"] if cell is not None
+        # A periodic FMM's far lattice is a launch of its own (M2M's kernel, under M2M's
+        # recipe unless named).
+        recipes = validate_recipes(recipes, [*OPERATORS] + ([LATTICE_STEP] if cell is not None
                                                              else []))
         memory_limit = validate_memory_limit(memory_limit)
         w_x_direct = validate_flag(w_x_direct, "w_x_direct")
@@ -611,8 +616,6 @@ class Fmm:
         nested FMMs run."""
         kernel = self.kernel.with_fields(kernel.outputs, kernel.inputs).with_vectors(
             kernel.vectors)
-        if self.periodic is not None:
-            check_periodic_kernel(kernel)
         shape = (kernel.n_outputs, self.ntargets) if kernel.n_outputs > 1 else (self.ntargets,)
         dtype = kernel.value_dtype()
         if self.tree is None:

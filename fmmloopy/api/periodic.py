@@ -31,7 +31,10 @@ from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.periodic import mean_potential_constant, offset_code
 from fmmloopy.tree.periodic import Periodic, cell_children, lattice_list
 
-__all__ = ["PeriodicCell", "PeriodicImages", "checked_cell"]
+__all__ = ["LATTICE_STEP", "PeriodicCell", "PeriodicImages", "checked_cell"]
+
+#: The far lattice's launch: the name its time is reported under and ``recipes`` may give.
+LATTICE_STEP = "lattice"
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,7 @@ class PeriodicImages:
         use as every launch is. Entries: each child with targets lists the children with
         sources, with the operator of their offset."""
         targets, rows = lattice_list(self._periodic)
-        return ExtraMatvec("lattice", "m2m", targets, rows, self.operators,
+        return ExtraMatvec(LATTICE_STEP, "m2m", targets, rows, self.operators,
                            1.0 / self.half_width)
 
     @staticmethod
