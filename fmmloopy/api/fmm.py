@@ -153,7 +153,8 @@ class Fmm:
                  recipes: str | Mapping[str, str] | None = None, max_depth: int = 20,
                  memory_limit: float | None = None, w_x_direct: bool = True,
                  verify_recipes: bool = True, dtype=np.float64, eps: float | None = None,
-                 eps_for: str | Iterable[str] = "charges", periodic=None):
+                 eps_for: str | Iterable[str] = "charges", periodic=None,
+                 periodic_axes: str = "xyz"):
         #: ``eps``: the relative L2 error asked for, None where the order was given;
         #: ``eps_quantities``: what it holds for (:func:`~fmmloopy.maths.accuracy.
         #: eps_quantities`: ``"charge potential"``, ...), empty without ``eps``.
@@ -167,7 +168,7 @@ class Fmm:
         n_crit = validate_n_crit(n_crit)
         max_depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
         kernel = get_kernel(kernel).base
-        cell = checked_cell(periodic)
+        cell = checked_cell(periodic, periodic_axes)
         if cell is not None:
             check_periodic_kernel(kernel)
             if eps is not None:
@@ -365,7 +366,8 @@ class Fmm:
                 cell = self._working_cell
                 self.periodic_tree = periodic_tree(
                     points, n_crit, tree_boxes(points, n_crit, warn=True) if boxes is None
-                    else boxes, cell.side, self.expansion.n_e, device_point_keys(self.queue))
+                    else boxes, cell.side, self.expansion.n_e, device_point_keys(self.queue),
+                    cell.free_axis)
                 self.tree = self.periodic_tree.tree
                 self._rank_boxes = RankBoxes(
                     with_sources=self.periodic_tree.source_counts > 0,
@@ -537,9 +539,9 @@ class Fmm:
         if self.periodic is None:
             return sort_points(sources, targets, max_depth, keys_of=keys_of)
         cell = self._working_cell
-        sources = into_cell(sources, cell.lower, cell.side, max_depth)
+        sources = into_cell(sources, cell.lower, cell.side, max_depth, cell.free_axis)
         targets = sources if targets is None else into_cell(targets, cell.lower, cell.side,
-                                                            max_depth)
+                                                            max_depth, cell.free_axis)
         return sort_in_cube(sources, targets, *cell_root(cell.lower, cell.side), max_depth,
                             keys_of)
 
@@ -692,6 +694,7 @@ class Fmm:
         images = self._images
         if images is not None:
             strengths = np.reshape(charges, (kernel.n_inputs, -1))
+            images.check_strengths(strengths, kernel)
             between_passes = lambda plan: images.between_passes(  # noqa: E731
                 plan, strengths, kernel)
         potential = self._last_plan.evaluate(charges, between_passes)

@@ -29,20 +29,29 @@ from fmmloopy.execution.rows import add_rows, copy_rows, gather_rows
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.periodic import mean_potential_constant, offset_code
-from fmmloopy.tree.periodic import Periodic, cell_children, lattice_list
+from fmmloopy.tree.periodic import AXIS_NAMES, Periodic, cell_children, lattice_list
 
-__all__ = ["LATTICE_STEP", "PeriodicCell", "PeriodicImages", "checked_cell"]
+__all__ = ["LATTICE_STEP", "SLAB_NET_CHARGE", "PeriodicCell", "PeriodicImages", "checked_cell"]
 
 #: The far lattice's launch: the name its time is reported under and ``recipes`` may give.
 LATTICE_STEP = "lattice"
+#: The largest net charge of a "neutral" slab, relative to its charges' absolute sum.
+SLAB_NET_CHARGE = 1e-10
 
 
 @dataclass(frozen=True)
 class PeriodicCell:
-    """A cubic cell ``[lower, lower + side)^3``, repeated along the three axes."""
+    """A cubic cell ``[lower, lower + side)^3``, repeated along the three axes, or along two
+    (a slab, free along ``free_axis``, where the points must lie in the cell's range)."""
 
     lower: np.ndarray
     side: float
+    free_axis: int | None = None
+
+    @property
+    def axes(self) -> str:
+        """The periodic axes' names (``"xyz"``, or a slab's two)."""
+        return "".join(name for axis, name in enumerate(AXIS_NAMES) if axis != self.free_axis)
 
     @property
     def volume(self) -> float:
@@ -55,13 +64,18 @@ class PeriodicCell:
         origin = self.lower + 0.5 * self.side
         exponent = math.frexp(self.side)[1] - 1
         side = math.ldexp(self.side, -exponent)
-        return origin, exponent, PeriodicCell(np.full(3, -0.5 * side), side)
+        return origin, exponent, PeriodicCell(np.full(3, -0.5 * side), side, self.free_axis)
 
 
-def checked_cell(periodic) -> PeriodicCell | None:
+def checked_cell(periodic, periodic_axes: str = "xyz") -> PeriodicCell | None:
     """The cell of ``periodic=``: None, the side ``L`` of the cell ``[0, L)^3``, or its corners
-    ``(lower, upper)`` (a cube); ValueError for anything else."""
+    ``(lower, upper)`` (a cube), periodic along ``periodic_axes`` (``"xyz"``, or two of the
+    axes: a slab); ValueError for anything else."""
+    free_axis = _free_axis(periodic_axes)
     if periodic is None:
+        if free_axis is not None:
+            raise ValueError(f"periodic_axes={periodic_axes!r} needs a periodic cell "
+                             "(periodic=)")
         return None
     if np.ndim(periodic) == 0:
         try:
@@ -88,7 +102,23 @@ def checked_cell(periodic) -> PeriodicCell | None:
     if not np.allclose(sides, sides[0], rtol=1e-12, atol=0):
         raise ValueError(f"the periodic cell must be a cube (sides {sides.tolist()}); "
                          "orthorhombic cells are not supported yet")
-    return PeriodicCell(np.array(lower, dtype=np.float64), float(sides[0]))
+    return PeriodicCell(np.array(lower, dtype=np.float64), float(sides[0]), free_axis)
+
+
+def _free_axis(periodic_axes) -> int | None:
+    """The free axis of ``periodic_axes`` (None for ``"xyz"``); ValueError for what is not two
+    or three distinct axes of ``"xyz"``."""
+    if not isinstance(periodic_axes, str) or not periodic_axes or (
+            set(periodic_axes) - set(AXIS_NAMES)) or len(set(periodic_axes)) != len(
+            periodic_axes):
+        raise ValueError(f"periodic_axes must name distinct axes of 'xyz' (e.g. 'xyz', or 'xy' "
+                         f"for a slab); got {periodic_axes!r}")
+    if len(periodic_axes) == 1:
+        raise ValueError(f"periodic_axes={periodic_axes!r}: a cell periodic along one axis (a "
+                         "wire) is not built; 'xyz' and two axes (a slab) are")
+    if len(periodic_axes) == 3:
+        return None
+    return next(axis for axis, name in enumerate(AXIS_NAMES) if name not in periodic_axes)
 
 
 def check_periodic_kernel(kernel: GreenKernel) -> None:
@@ -118,7 +148,9 @@ class PeriodicImages:
         #: Per (target child, source child): the index of its operator.
         self.codes = offset_code(positions[None, :, :] - positions[:, None, :])
         half_width = 0.5 * cell.side
-        operators = get_lattice_operators(order)  # for a cell of half-width 1
+        #: A slab's free axis (None: periodic along every axis).
+        self.free_axis = cell.free_axis
+        operators = get_lattice_operators(order, cell.free_axis)  # for a cell of half-width 1
         n_e = operators.shape[1]
         row_sums = operators.sum(axis=2)
         #: The far images' operators as the lattice launch applies them (for a cell of
@@ -175,6 +207,33 @@ class PeriodicImages:
                    else np.zeros((kernel.vectors, strengths.shape[-1])))
         return charges, per_vector[:, -3:] if "dipole" in kernel.inputs else None
 
+    def _child_charges(self, charges: np.ndarray) -> np.ndarray:
+        """``(children, vectors)``: the charges ``(vectors, ns)`` (tree order) summed per child
+        of the cell."""
+        return np.stack([charges[:, first:first + count].sum(axis=1)
+                         for first, count in self.source_ranges])
+
+    def check_strengths(self, strengths: np.ndarray, kernel: GreenKernel) -> None:
+        """ValueError where a slab's charges (``strengths`` as :meth:`between_passes` takes
+        them) are not neutral: a charged sheet's potential grows without bound along the free
+        axis and its lattice sum diverges. Neutral means a net charge of at most
+        :data:`SLAB_NET_CHARGE` of the charges' absolute sum (rounding)."""
+        if self.free_axis is None:
+            return
+        charges, _ = self.strengths_of(strengths, kernel)
+        totals = self._child_charges(charges)
+        net = totals.sum(axis=0)
+        scale = self._child_charges(np.abs(charges)).sum(axis=0)
+        charged = np.abs(net) > SLAB_NET_CHARGE * scale
+        if charged.any():
+            vector = int(np.argmax(charged))
+            raise ValueError(
+                f"a slab's charges must be neutral: net charge {net[vector]:.6g} (of "
+                f"{scale[vector]:.6g} in absolute value"
+                f"{f', vector {vector}' if len(net) > 1 else ''}); "
+                "the potential of a charged periodic sheet grows without bound along the "
+                f"free axis {AXIS_NAMES[self.free_axis]}")
+
     def between_passes(self, plan, strengths: np.ndarray,
                        kernel: GreenKernel) -> dict[str, float]:
         """Copy the real boxes' multipoles to their images and add to the cell's children's
@@ -198,15 +257,15 @@ class PeriodicImages:
         if len(self.images):
             copy_rows(queue, plan.buffers["multipole"], *self._copy_rows(queue, vectors))
         #: The children's charges, (children, vectors) (a dipole carries none).
-        self._totals = np.stack([charges[:, first:first + count].sum(axis=1)
-                                 for first, count in self.source_ranges])
+        self._totals = self._child_charges(charges)
         checks = np.einsum("tsi,sv->tvi", self.unit_charge[self.codes], self._totals)
-        # The background's part of a net charge Q, Q |r - c|^2 / (6 V), is not harmonic: no
-        # local expansion holds it. Left out of the check potentials here, :meth:`finish`
-        # adds it at the targets.
         self._net = self._totals.sum(axis=0)  # (vectors,)
-        checks -= (self._net[None, :, None] * self.check_moment[:, None, :]
-                   / (6.0 * self.volume))
+        if self.free_axis is None:
+            # The background's part of a net charge Q, Q |r - c|^2 / (6 V), is not harmonic:
+            # no local expansion holds it. Left out of the check potentials here,
+            # :meth:`finish` adds it at the targets. (A slab has no background: neutral.)
+            checks -= (self._net[None, :, None] * self.check_moment[:, None, :]
+                       / (6.0 * self.volume))
         rows = (self.children[self.targets, None] * vectors + np.arange(vectors)).reshape(-1)
         add_rows(queue, plan.buffers["check_down"], rows,
                  checks[self.targets].reshape(len(rows), -1))
@@ -232,7 +291,11 @@ class PeriodicImages:
         now, after the passes: the children's densities, given their exact charges).
 
         The constant is fixed by the sources' second moment ``sum q |x - c|^2`` (a dipole
-        ``p``'s is ``2 p . (x - c)``) against the densities' (module docstring)."""
+        ``p``'s is ``2 p . (x - c)``) against the densities' (module docstring). A slab's
+        sum has neither (neutral, and no constant to fix: it is the plain sum over the images,
+        :mod:`fmmloopy.maths.periodic`): nothing is added."""
+        if self.free_axis is not None:
+            return
         clock = time.perf_counter()
         charges, dipoles = self.strengths_of(strengths, kernel)
         vectors = len(charges)

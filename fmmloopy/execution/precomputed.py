@@ -101,13 +101,15 @@ def forget_operators() -> None:
     _LATTICE_MEMO.clear()
 
 
-def get_lattice_operators(order: int) -> np.ndarray:
-    """The far lattice's 27 operators of a periodic Laplace FMM at ``order``
+def get_lattice_operators(order: int, free_axis: int | None = None) -> np.ndarray:
+    """The far lattice's 27 operators of a periodic Laplace FMM at ``order``, periodic along
+    every axis or a slab's (``free_axis``)
     (:func:`fmmloopy.maths.periodic.lattice_operators`, read-only): memoised in-process, cached
     on disk beside the order's operators. A file's arrays must have the operators' shape and
     agree with the lattice's remainder at sampled entries, recomputed; else it is rebuilt."""
     kernel = get_kernel("laplace")
-    key = operator_cache.operator_key(kernel, order, DEFAULT_RCOND) | {"part": "periodic lattice"}
+    key = operator_cache.operator_key(kernel, order, DEFAULT_RCOND) | {"part": "periodic lattice" if free_axis is None
+                                             else f"slab lattice, free axis {free_axis}"}
     memo_key = cache_files.key_string(key)
     if memo_key not in _LATTICE_MEMO:
         n_e = Expansion(order).n_e
@@ -117,7 +119,7 @@ def get_lattice_operators(order: int) -> np.ndarray:
             if set(arrays) != {"lattice"} or operators.shape != (len(CHILD_OFFSETS), n_e, n_e):
                 raise ValueError(f"the lattice file holds {sorted(arrays)}, not the "
                                  f"(27, {n_e}, {n_e}) operators")
-            sampled = lattice_entries(order, operators, samples=16)
+            sampled = lattice_entries(order, operators, samples=16, free_axis=free_axis)
             if not np.allclose(sampled[0], sampled[1], rtol=0, atol=1e-13):
                 raise ValueError("the lattice file's entries differ from the lattice's "
                                  "remainder recomputed")
@@ -125,5 +127,5 @@ def get_lattice_operators(order: int) -> np.ndarray:
             return operators
 
         _LATTICE_MEMO[memo_key] = operator_cache.load_or_build(
-            key, build=lambda: {"lattice": lattice_operators(order)}, make=make)
+            key, build=lambda: {"lattice": lattice_operators(order, free_axis)}, make=make)
     return _LATTICE_MEMO[memo_key]

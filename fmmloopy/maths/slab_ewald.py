@@ -46,16 +46,29 @@ _CUTOFF_FACTOR = 1.1
 _CHUNK = 2 ** 16
 
 
-def slab_ewald_sum(sources, charges, targets=None, side: float = 1.0, *,
-                   tolerance: float = 1e-13, alpha: float | None = None) -> np.ndarray:
+def slab_ewald_sum(sources, charges, targets=None, side: float = 1.0, *, dipoles=None,
+                   gradient: bool = False, tolerance: float = 1e-13,
+                   alpha: float | None = None):
     """The potential at ``targets`` (``(M, 3)``; default the sources) of neutral ``charges``
-    ``(N,)`` at ``sources`` ``(N, 3)``, periodic in x and y with period ``side`` and free in
-    z, as the module docstring defines it. ``alpha``: the splitting parameter (default
-    balanced for ``tolerance`` with a real-space cutoff of ``0.75 side``)."""
+    ``(N,)`` (or None) and ``dipoles`` ``(N, 3)`` (or None) at ``sources`` ``(N, 3)``,
+    periodic in x and y with period ``side`` and free in z, as the module docstring defines
+    it; with ``gradient``, ``(potential, gradient (M, 3))`` (of charges only). ``alpha``: the
+    splitting parameter (default balanced for ``tolerance`` with a real-space cutoff of
+    ``0.75 side``).
+
+    A dipole ``p`` at ``x_j`` is the limit of charges ``+-q`` at ``x_j +- p / (2 q)``: its
+    potential is ``-p . grad G_2(x - x_j)``."""
     sources = np.asarray(sources, dtype=np.float64).reshape(-1, 3)
-    charges = np.asarray(charges, dtype=np.float64).reshape(-1)
+    charges = (np.zeros(len(sources)) if charges is None
+               else np.asarray(charges, dtype=np.float64).reshape(-1))
     if len(charges) != len(sources):
         raise ValueError(f"{len(charges)} charges for {len(sources)} sources")
+    if dipoles is not None:
+        dipoles = np.asarray(dipoles, dtype=np.float64).reshape(-1, 3)
+        if len(dipoles) != len(sources):
+            raise ValueError(f"{len(dipoles)} dipoles for {len(sources)} sources")
+        if gradient:
+            raise ValueError("the slab sum's gradient of dipoles is not built")
     side = float(side)
     if not (math.isfinite(side) and side > 0):
         raise ValueError(f"the slab's period must be positive and finite, got {side}")
@@ -68,6 +81,7 @@ def slab_ewald_sum(sources, charges, targets=None, side: float = 1.0, *,
     alpha = reach / cutoff if alpha is None else float(alpha)
     cutoff = reach / alpha
     potential = np.zeros(len(targets))
+    field = np.zeros((len(targets), 3))
     per_block = max(1, _CHUNK // max(1, len(sources)))
     for start in range(0, len(targets), per_block):
         block = targets[start:start + per_block]
@@ -75,19 +89,26 @@ def slab_ewald_sum(sources, charges, targets=None, side: float = 1.0, *,
         # The nearest copy in the plane (the sum is periodic there): the images visited below
         # then reach the cutoff whichever copies the points were given in.
         offsets[:, :2] -= side * np.round(offsets[:, :2] / side)
-        green, coincident = _slab_green(offsets, side, alpha, cutoff, reach)
+        green, green_gradient, coincident = _slab_green(offsets, side, alpha, cutoff, reach)
         green -= 2 * alpha / math.sqrt(math.pi) * coincident
+        green_gradient = green_gradient.reshape(len(block), len(sources), 3)
         potential[start:start + per_block] = green.reshape(len(block), -1) @ charges
-    return potential / (4 * np.pi)
+        if dipoles is not None:
+            potential[start:start + per_block] -= np.einsum("tsa,sa->t", green_gradient,
+                                                             dipoles)
+        field[start:start + per_block] = np.einsum("tsa,s->ta", green_gradient, charges)
+    potential /= 4 * np.pi
+    return (potential, field / (4 * np.pi)) if gradient else potential
 
 
 def _slab_green(offsets: np.ndarray, side: float, alpha: float, cutoff: float,
-                reach: float) -> tuple[np.ndarray, np.ndarray]:
+                reach: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``4 pi G_2`` of each offset (the module docstring's sum, the ``n = 0`` term left out at
-    offset 0) and whether the offset is 0."""
+    offset 0), its gradient ``(P, 3)`` and whether the offset is 0."""
     special = optional_module("scipy.special", "scipy", "fmmloopy.maths.slab_ewald")
     area = side * side
     total = np.zeros(len(offsets))
+    gradient = np.zeros((len(offsets), 3))
     coincident = np.zeros(len(offsets))
     images = int(math.ceil(cutoff / side)) + 1
     for first, second in itertools.product(range(-images, images + 1), repeat=2):
@@ -95,7 +116,11 @@ def _slab_green(offsets: np.ndarray, side: float, alpha: float, cutoff: float,
         distance = np.linalg.norm(shifted, axis=1)
         inside = (distance > 0) & (distance < cutoff)
         r = np.where(inside, distance, 1.0)
-        total += np.where(inside, special.erfc(alpha * r) / r, 0.0)
+        screened = special.erfc(alpha * r) / r
+        total += np.where(inside, screened, 0.0)
+        # d/dr erfc(alpha r) / r = -(erfc(alpha r) / r + 2 alpha / sqrt(pi) e^(-alpha^2 r^2)) / r
+        slope = -(screened + 2 * alpha / math.sqrt(math.pi) * np.exp(-(alpha * r) ** 2)) / r
+        gradient += np.where(inside, slope / r, 0.0)[:, None] * shifted
         if first == second == 0:
             coincident = (distance == 0).astype(np.float64)
     z = offsets[:, 2]
@@ -108,10 +133,16 @@ def _slab_green(offsets: np.ndarray, side: float, alpha: float, cutoff: float,
         if k == 0 or k >= k_cutoff:
             continue
         u = k / (2 * alpha)
-        # e^(+-k z) erfc(u +- alpha z) = erfcx(u +- alpha z) e^(-u^2 - alpha^2 z^2)
-        pair = (special.erfcx(u + alpha * z) + special.erfcx(u - alpha * z)) * np.exp(
-            -u * u - gaussian_z)
-        total += (math.pi / (area * k)) * np.cos(offsets[:, :2] @ wave) * pair
+        # e^(+-k z) erfc(u +- alpha z) = erfcx(u +- alpha z) e^(-u^2 - alpha^2 z^2); along z
+        # the pair's derivative is k times their difference (the Gaussians cancel).
+        decay = np.exp(-u * u - gaussian_z)
+        above, below = special.erfcx(u + alpha * z) * decay, special.erfcx(u - alpha * z) * decay
+        phase = offsets[:, :2] @ wave
+        weight = math.pi / (area * k)
+        total += weight * np.cos(phase) * (above + below)
+        gradient[:, :2] -= (weight * np.sin(phase) * (above + below))[:, None] * wave
+        gradient[:, 2] += weight * k * np.cos(phase) * (above - below)
     total -= (2 * math.sqrt(math.pi) / area) * (np.exp(-gaussian_z) / alpha
                                                  + math.sqrt(math.pi) * z * special.erf(alpha * z))
-    return total, coincident
+    gradient[:, 2] -= (2 * math.pi / area) * special.erf(alpha * z)
+    return total, gradient, coincident

@@ -38,16 +38,22 @@ from fmmloopy.tree.morton import morton_encode, placeholder
 from fmmloopy.tree.octree import KeysOf, SortedPoints, Tree, sort_in_cube, tree_of_boxes
 from fmmloopy.tree.refinement import point_keys
 
-__all__ = ["CELL_LEVEL", "IMAGE_SHIFTS", "Periodic", "cell_children", "cell_root", "into_cell",
-           "lattice_list", "periodic_tree", "real_rows"]
+__all__ = ["AXIS_NAMES", "CELL_LEVEL", "Periodic", "cell_children", "cell_root", "image_shifts",
+           "into_cell", "lattice_list", "periodic_tree", "real_rows"]
 
 _U64 = np.uint64
 
 #: The level of the cell box in the tree with its images.
 CELL_LEVEL = 2
-#: The 26 neighbours' lattice vectors ``n`` (``|n|_inf = 1``), as integers.
-IMAGE_SHIFTS = np.array([n for n in itertools.product((-1, 0, 1), repeat=3) if any(n)],
-                        dtype=np.int64)
+#: The names of the axes, as ``periodic_axes`` and messages give them.
+AXIS_NAMES = "xyz"
+
+
+def image_shifts(free_axis: int | None = None) -> np.ndarray:
+    """The neighbours' lattice vectors ``n`` (``|n|_inf = 1``), as integers: the 26 of a
+    lattice periodic along every axis, or a slab's 8 (``n`` 0 along ``free_axis``)."""
+    return np.array([n for n in itertools.product((-1, 0, 1), repeat=3)
+                     if any(n) and (free_axis is None or n[free_axis] == 0)], dtype=np.int64)
 
 
 def cell_root(lower: np.ndarray, side: float) -> tuple[np.ndarray, float]:
@@ -56,15 +62,28 @@ def cell_root(lower: np.ndarray, side: float) -> tuple[np.ndarray, float]:
     return np.asarray(lower, np.float64) + side, 2.0 * side
 
 
-def into_cell(points: np.ndarray, lower: np.ndarray, side: float, depth: int) -> np.ndarray:
+def into_cell(points: np.ndarray, lower: np.ndarray, side: float, depth: int,
+              free_axis: int | None = None) -> np.ndarray:
     """``points`` wrapped into the cell ``[lower, lower + L)`` (``x - L floor((x - lower) /
     L)``), then moved by a few units in the last place where rounding would key them into a
     neighbour's box at level ``depth`` of :func:`cell_root`'s cube (a point on an upper face
-    goes to the lower face: they are one face of the lattice)."""
+    goes to the lower face: they are one face of the lattice).
+
+    A slab's ``free_axis`` is not wrapped: there the points must lie in ``[lower, lower +
+    L]`` (ValueError naming the axis otherwise), the upper face moved just inside."""
     points = np.asarray(points, np.float64)
     lower = np.asarray(lower, np.float64)
     offsets = np.mod(points - lower, side)
     offsets[offsets >= side] = 0.0  # mod of a tiny negative number rounds to the side
+    if free_axis is not None and len(points):
+        along = points[:, free_axis] - lower[free_axis]
+        if along.min() < 0 or along.max() > side:
+            name = AXIS_NAMES[free_axis]
+            raise ValueError(
+                f"a slab's points must lie in its cell along the free axis {name}, "
+                f"[{lower[free_axis]!r}, {lower[free_axis] + side!r}]; got {name} from "
+                f"{points[:, free_axis].min()!r} to {points[:, free_axis].max()!r}")
+        offsets[:, free_axis] = along
     wrapped = lower + offsets
     centre, half_width = cell_root(lower, side)
     cells = 1 << depth
@@ -110,19 +129,21 @@ class Periodic:
                               & (self.source_counts > 0)).astype(np.int32)
 
 
-def _image_boxes(tree: Tree, small: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _image_boxes(tree: Tree, small: int, shifts: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(shift index, box, image key)`` of every kept image (module docstring) of the boxes
-    of ``tree`` at levels >= 2 (the cell's), level by level."""
+    of ``tree`` at levels >= 2 (the cell's), level by level, under the lattice vectors
+    ``shifts`` (:func:`image_shifts`)."""
     levels = tree.box_levels.astype(np.int64)
     cell = levels >= CELL_LEVEL
     boxes = np.flatnonzero(cell)
-    kept = np.zeros((len(IMAGE_SHIFTS), tree.nboxes), dtype=bool)
+    kept = np.zeros((len(shifts), tree.nboxes), dtype=bool)
     small_box = tree.box_source_counts <= small
     coords = {}
     for level in range(CELL_LEVEL, tree.nlevels):
         at = np.arange(tree.level_starts[level], tree.level_starts[level + 1])
         start = 1 << (level - CELL_LEVEL)  # the cell's first index at this level, = its size
-        moved = tree.box_coords[at].astype(np.int64)[None] + start * IMAGE_SHIFTS[:, None, :]
+        moved = tree.box_coords[at].astype(np.int64)[None] + start * shifts[:, None, :]
         near = np.all((moved >= start - 2) & (moved <= 2 * start + 1), axis=2)
         parents = tree.box_parents[at]
         under_small = (kept[:, parents] & small_box[parents][None]) if level > CELL_LEVEL \
@@ -157,19 +178,21 @@ def _split_cell(points: SortedPoints, level_dtype) -> tuple[np.ndarray, np.ndarr
 
 def periodic_tree(points: SortedPoints, n_crit: int,
                   boxes: tuple[np.ndarray, np.ndarray, np.ndarray], side: float, small: int,
-                  keys_of: KeysOf = point_keys) -> Periodic:
+                  keys_of: KeysOf = point_keys, free_axis: int | None = None) -> Periodic:
     """The tree of the cell's points with its images (:class:`Periodic`).
 
     ``points``: the cell's points (:func:`into_cell`) sorted in :func:`cell_root`'s cube
     (:func:`~fmmloopy.tree.octree.sort_in_cube`, targets given even where they are the
     sources); ``boxes``: their tree's boxes (:func:`~fmmloopy.tree.octree.tree_boxes`);
     ``side``: the cell's ``L``; ``small``: the most sources of a box whose images are kept
-    whole (the W boxes summed directly)."""
+    whole (the W boxes summed directly); ``free_axis``: a slab's (images along the other two
+    axes only)."""
     keys, levels, leaf = boxes
     if not np.any(levels > CELL_LEVEL):
         keys, levels, leaf = _split_cell(points, levels.dtype)
     cell_tree = tree_of_boxes(points, n_crit, keys, levels, leaf)
-    shift_index, copied, image_keys = _image_boxes(cell_tree, small)
+    shifts = image_shifts(free_axis)
+    shift_index, copied, image_keys = _image_boxes(cell_tree, small, shifts)
     # The ancestors of the 27 level-2 boxes: the root's 8 children.
     level_one = np.arange(8, dtype=_U64) | placeholder(np.ones(8, dtype=np.int64))
     level_one = level_one[~np.isin(level_one, keys)]
@@ -193,7 +216,7 @@ def periodic_tree(points: SortedPoints, n_crit: int,
     counts = cell_tree.box_source_counts[leaf_boxes].astype(np.int64)
     in_tree = ranges_to_indices(starts, counts)
     ghost_sources = cell_tree.source_user_ids[in_tree].astype(np.int32)
-    ghost_shifts = side * np.repeat(IMAGE_SHIFTS[shift_index[image_leaves]], counts, axis=0)
+    ghost_shifts = side * np.repeat(shifts[shift_index[image_leaves]], counts, axis=0)
     sources = points.sources
     targets = points.targets if points.targets is not None else points.sources
     with_ghosts = sort_in_cube(np.concatenate([sources, sources[ghost_sources] + ghost_shifts]),
