@@ -98,7 +98,7 @@ def test_targets_of_their_own_and_update(slab):
 
 
 @pytest.mark.parametrize(("points", "options", "strengths", "message"), [
-    (np.zeros((4, 3)), {"periodic": 1.0, "periodic_axes": "x"}, None, "wire"),
+    (np.zeros((4, 3)), {"periodic": 1.0, "periodic_axes": ""}, None, "distinct axes"),
     (np.zeros((4, 3)), {"periodic": 1.0, "periodic_axes": "xx"}, None, "distinct axes"),
     (np.zeros((4, 3)), {"periodic": 1.0, "periodic_axes": "xw"}, None, "distinct axes"),
     (np.zeros((4, 3)), {"periodic": 1.0, "periodic_axes": ["x", "y"]}, None, "distinct axes"),

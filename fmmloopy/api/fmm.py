@@ -367,7 +367,7 @@ class Fmm:
                 self.periodic_tree = periodic_tree(
                     points, n_crit, tree_boxes(points, n_crit, warn=True) if boxes is None
                     else boxes, cell.side, self.expansion.n_e, device_point_keys(self.queue),
-                    cell.free_axis)
+                    cell.axes)
                 self.tree = self.periodic_tree.tree
                 self._rank_boxes = RankBoxes(
                     with_sources=self.periodic_tree.source_counts > 0,
@@ -539,9 +539,9 @@ class Fmm:
         if self.periodic is None:
             return sort_points(sources, targets, max_depth, keys_of=keys_of)
         cell = self._working_cell
-        sources = into_cell(sources, cell.lower, cell.side, max_depth, cell.free_axis)
+        sources = into_cell(sources, cell.lower, cell.side, max_depth, cell.axes)
         targets = sources if targets is None else into_cell(targets, cell.lower, cell.side,
-                                                            max_depth, cell.free_axis)
+                                                            max_depth, cell.axes)
         return sort_in_cube(sources, targets, *cell_root(cell.lower, cell.side), max_depth,
                             keys_of)
 

@@ -28,30 +28,26 @@ from fmmloopy.execution.precomputed import get_lattice_operators
 from fmmloopy.execution.rows import add_rows, copy_rows, gather_rows
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel
-from fmmloopy.maths.periodic import mean_potential_constant, offset_code
+from fmmloopy.maths.periodic import ALL_AXES, mean_potential_constant, offset_code
 from fmmloopy.tree.periodic import AXIS_NAMES, Periodic, cell_children, lattice_list
 
-__all__ = ["LATTICE_STEP", "SLAB_NET_CHARGE", "PeriodicCell", "PeriodicImages", "checked_cell"]
+__all__ = ["LATTICE_STEP", "NET_CHARGE", "PeriodicCell", "PeriodicImages", "checked_cell"]
 
 #: The far lattice's launch: the name its time is reported under and ``recipes`` may give.
 LATTICE_STEP = "lattice"
-#: The largest net charge of a "neutral" slab, relative to its charges' absolute sum.
-SLAB_NET_CHARGE = 1e-10
+#: The largest net charge of a "neutral" slab or wire, relative to its charges' absolute sum.
+NET_CHARGE = 1e-10
 
 
 @dataclass(frozen=True)
 class PeriodicCell:
-    """A cubic cell ``[lower, lower + side)^3``, repeated along the three axes, or along two
-    (a slab, free along ``free_axis``, where the points must lie in the cell's range)."""
+    """A cubic cell ``[lower, lower + side)^3``, repeated along the three axes, or along the
+    periodic ``axes`` only (a slab's two, a wire's one; along the others the points must lie
+    in the cell's range)."""
 
     lower: np.ndarray
     side: float
-    free_axis: int | None = None
-
-    @property
-    def axes(self) -> str:
-        """The periodic axes' names (``"xyz"``, or a slab's two)."""
-        return "".join(name for axis, name in enumerate(AXIS_NAMES) if axis != self.free_axis)
+    axes: tuple[int, ...] = ALL_AXES
 
     @property
     def volume(self) -> float:
@@ -64,16 +60,16 @@ class PeriodicCell:
         origin = self.lower + 0.5 * self.side
         exponent = math.frexp(self.side)[1] - 1
         side = math.ldexp(self.side, -exponent)
-        return origin, exponent, PeriodicCell(np.full(3, -0.5 * side), side, self.free_axis)
+        return origin, exponent, PeriodicCell(np.full(3, -0.5 * side), side, self.axes)
 
 
 def checked_cell(periodic, periodic_axes: str = "xyz") -> PeriodicCell | None:
     """The cell of ``periodic=``: None, the side ``L`` of the cell ``[0, L)^3``, or its corners
-    ``(lower, upper)`` (a cube), periodic along ``periodic_axes`` (``"xyz"``, or two of the
-    axes: a slab); ValueError for anything else."""
-    free_axis = _free_axis(periodic_axes)
+    ``(lower, upper)`` (a cube), periodic along ``periodic_axes`` (``"xyz"``, two of the axes:
+    a slab, or one: a wire); ValueError for anything else."""
+    axes = _periodic_axes(periodic_axes)
     if periodic is None:
-        if free_axis is not None:
+        if axes != ALL_AXES:
             raise ValueError(f"periodic_axes={periodic_axes!r} needs a periodic cell "
                              "(periodic=)")
         return None
@@ -102,23 +98,18 @@ def checked_cell(periodic, periodic_axes: str = "xyz") -> PeriodicCell | None:
     if not np.allclose(sides, sides[0], rtol=1e-12, atol=0):
         raise ValueError(f"the periodic cell must be a cube (sides {sides.tolist()}); "
                          "orthorhombic cells are not supported yet")
-    return PeriodicCell(np.array(lower, dtype=np.float64), float(sides[0]), free_axis)
+    return PeriodicCell(np.array(lower, dtype=np.float64), float(sides[0]), axes)
 
 
-def _free_axis(periodic_axes) -> int | None:
-    """The free axis of ``periodic_axes`` (None for ``"xyz"``); ValueError for what is not two
-    or three distinct axes of ``"xyz"``."""
+def _periodic_axes(periodic_axes) -> tuple[int, ...]:
+    """The axes ``periodic_axes`` names, in order; ValueError for what is not one to three
+    distinct axes of ``"xyz"``."""
     if not isinstance(periodic_axes, str) or not periodic_axes or (
             set(periodic_axes) - set(AXIS_NAMES)) or len(set(periodic_axes)) != len(
             periodic_axes):
-        raise ValueError(f"periodic_axes must name distinct axes of 'xyz' (e.g. 'xyz', or 'xy' "
-                         f"for a slab); got {periodic_axes!r}")
-    if len(periodic_axes) == 1:
-        raise ValueError(f"periodic_axes={periodic_axes!r}: a cell periodic along one axis (a "
-                         "wire) is not built; 'xyz' and two axes (a slab) are")
-    if len(periodic_axes) == 3:
-        return None
-    return next(axis for axis, name in enumerate(AXIS_NAMES) if name not in periodic_axes)
+        raise ValueError(f"periodic_axes must name distinct axes of 'xyz' (e.g. 'xyz', 'xy' "
+                         f"for a slab, 'z' for a wire); got {periodic_axes!r}")
+    return tuple(sorted(AXIS_NAMES.index(name) for name in periodic_axes))
 
 
 def check_periodic_kernel(kernel: GreenKernel) -> None:
@@ -148,9 +139,9 @@ class PeriodicImages:
         #: Per (target child, source child): the index of its operator.
         self.codes = offset_code(positions[None, :, :] - positions[:, None, :])
         half_width = 0.5 * cell.side
-        #: A slab's free axis (None: periodic along every axis).
-        self.free_axis = cell.free_axis
-        operators = get_lattice_operators(order, cell.free_axis)  # for a cell of half-width 1
+        #: The periodic axes.
+        self.axes = cell.axes
+        operators = get_lattice_operators(order, cell.axes)  # for a cell of half-width 1
         n_e = operators.shape[1]
         row_sums = operators.sum(axis=2)
         #: The far images' operators as the lattice launch applies them (for a cell of
@@ -214,25 +205,26 @@ class PeriodicImages:
                          for first, count in self.source_ranges])
 
     def check_strengths(self, strengths: np.ndarray, kernel: GreenKernel) -> None:
-        """ValueError where a slab's charges (``strengths`` as :meth:`between_passes` takes
-        them) are not neutral: a charged sheet's potential grows without bound along the free
-        axis and its lattice sum diverges. Neutral means a net charge of at most
-        :data:`SLAB_NET_CHARGE` of the charges' absolute sum (rounding)."""
-        if self.free_axis is None:
+        """ValueError where the charges of a slab or a wire (``strengths`` as
+        :meth:`between_passes` takes them) are not neutral: a charged sheet's or line's
+        potential grows without bound away from it and its lattice sum diverges. Neutral means
+        a net charge of at most :data:`NET_CHARGE` of the charges' absolute sum (rounding)."""
+        if self.axes == ALL_AXES:
             return
         charges, _ = self.strengths_of(strengths, kernel)
         totals = self._child_charges(charges)
         net = totals.sum(axis=0)
         scale = self._child_charges(np.abs(charges)).sum(axis=0)
-        charged = np.abs(net) > SLAB_NET_CHARGE * scale
+        charged = np.abs(net) > NET_CHARGE * scale
         if charged.any():
             vector = int(np.argmax(charged))
+            shape = "slab" if len(self.axes) == 2 else "wire"
             raise ValueError(
-                f"a slab's charges must be neutral: net charge {net[vector]:.6g} (of "
+                f"a {shape}'s charges must be neutral: net charge {net[vector]:.6g} (of "
                 f"{scale[vector]:.6g} in absolute value"
-                f"{f', vector {vector}' if len(net) > 1 else ''}); "
-                "the potential of a charged periodic sheet grows without bound along the "
-                f"free axis {AXIS_NAMES[self.free_axis]}")
+                f"{f', vector {vector}' if len(net) > 1 else ''}); the potential of a charged "
+                f"periodic {'sheet' if shape == 'slab' else 'line'} grows without bound away "
+                "from it")
 
     def between_passes(self, plan, strengths: np.ndarray,
                        kernel: GreenKernel) -> dict[str, float]:
@@ -260,10 +252,10 @@ class PeriodicImages:
         self._totals = self._child_charges(charges)
         checks = np.einsum("tsi,sv->tvi", self.unit_charge[self.codes], self._totals)
         self._net = self._totals.sum(axis=0)  # (vectors,)
-        if self.free_axis is None:
+        if self.axes == ALL_AXES:
             # The background's part of a net charge Q, Q |r - c|^2 / (6 V), is not harmonic:
             # no local expansion holds it. Left out of the check potentials here,
-            # :meth:`finish` adds it at the targets. (A slab has no background: neutral.)
+            # :meth:`finish` adds it at the targets. (A slab or a wire has none: neutral.)
             checks -= (self._net[None, :, None] * self.check_moment[:, None, :]
                        / (6.0 * self.volume))
         rows = (self.children[self.targets, None] * vectors + np.arange(vectors)).reshape(-1)
@@ -291,10 +283,10 @@ class PeriodicImages:
         now, after the passes: the children's densities, given their exact charges).
 
         The constant is fixed by the sources' second moment ``sum q |x - c|^2`` (a dipole
-        ``p``'s is ``2 p . (x - c)``) against the densities' (module docstring). A slab's
-        sum has neither (neutral, and no constant to fix: it is the plain sum over the images,
-        :mod:`fmmloopy.maths.periodic`): nothing is added."""
-        if self.free_axis is not None:
+        ``p``'s is ``2 p . (x - c)``) against the densities' (module docstring). The sum of a
+        slab or a wire has neither (neutral, and no constant to fix: it is the plain sum over
+        the images, :mod:`fmmloopy.maths.periodic`): nothing is added."""
+        if self.axes != ALL_AXES:
             return
         clock = time.perf_counter()
         charges, dipoles = self.strengths_of(strengths, kernel)

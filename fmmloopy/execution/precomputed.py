@@ -17,7 +17,12 @@ from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
 from fmmloopy.maths.levels import LevelOperators
-from fmmloopy.maths.periodic import CHILD_OFFSETS, lattice_entries, lattice_operators
+from fmmloopy.maths.periodic import (
+    ALL_AXES,
+    CHILD_OFFSETS,
+    lattice_entries,
+    lattice_operators,
+)
 from fmmloopy.maths.precompute import DEFAULT_RCOND, KifmmOperators
 
 # In-process memo: cache key (as operator_cache builds it) -> operators.
@@ -101,15 +106,16 @@ def forget_operators() -> None:
     _LATTICE_MEMO.clear()
 
 
-def get_lattice_operators(order: int, free_axis: int | None = None) -> np.ndarray:
+def get_lattice_operators(order: int, axes: tuple[int, ...] = ALL_AXES) -> np.ndarray:
     """The far lattice's 27 operators of a periodic Laplace FMM at ``order``, periodic along
-    every axis or a slab's (``free_axis``)
+    ``axes``
     (:func:`fmmloopy.maths.periodic.lattice_operators`, read-only): memoised in-process, cached
     on disk beside the order's operators. A file's arrays must have the operators' shape and
     agree with the lattice's remainder at sampled entries, recomputed; else it is rebuilt."""
     kernel = get_kernel("laplace")
-    key = operator_cache.operator_key(kernel, order, DEFAULT_RCOND) | {"part": "periodic lattice" if free_axis is None
-                                             else f"slab lattice, free axis {free_axis}"}
+    part = ("periodic lattice" if tuple(axes) == ALL_AXES
+            else f"lattice periodic along axes {tuple(axes)}")
+    key = operator_cache.operator_key(kernel, order, DEFAULT_RCOND) | {"part": part}
     memo_key = cache_files.key_string(key)
     if memo_key not in _LATTICE_MEMO:
         n_e = Expansion(order).n_e
@@ -119,7 +125,7 @@ def get_lattice_operators(order: int, free_axis: int | None = None) -> np.ndarra
             if set(arrays) != {"lattice"} or operators.shape != (len(CHILD_OFFSETS), n_e, n_e):
                 raise ValueError(f"the lattice file holds {sorted(arrays)}, not the "
                                  f"(27, {n_e}, {n_e}) operators")
-            sampled = lattice_entries(order, operators, samples=16, free_axis=free_axis)
+            sampled = lattice_entries(order, operators, samples=16, axes=axes)
             if not np.allclose(sampled[0], sampled[1], rtol=0, atol=1e-13):
                 raise ValueError("the lattice file's entries differ from the lattice's "
                                  "remainder recomputed")
@@ -127,5 +133,5 @@ def get_lattice_operators(order: int, free_axis: int | None = None) -> np.ndarra
             return operators
 
         _LATTICE_MEMO[memo_key] = operator_cache.load_or_build(
-            key, build=lambda: {"lattice": lattice_operators(order, free_axis)}, make=make)
+            key, build=lambda: {"lattice": lattice_operators(order, axes)}, make=make)
     return _LATTICE_MEMO[memo_key]

@@ -39,10 +39,12 @@ from fmmloopy.base.optional import optional_module
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.surfaces import surface_ticks, unit_surface
 
-__all__ = ["CHILD_OFFSETS", "NEAR_IMAGES", "lattice_entries", "lattice_operators",
+__all__ = ["ALL_AXES", "CHILD_OFFSETS", "NEAR_IMAGES", "lattice_entries", "lattice_operators",
            "lattice_remainder",
            "mean_potential_constant", "near_image_shifts", "offset_code"]
 
+#: The periodic axes of a cell periodic along every axis.
+ALL_AXES = (0, 1, 2)
 #: The near images: lattice vectors ``n`` with ``|n|_inf <=`` this (the cell and its 26
 #: neighbours), summed by the tree's own lists.
 NEAR_IMAGES = 1
@@ -59,6 +61,11 @@ _REACH = math.sqrt(-math.log(1e-17))
 _REAL_CUTOFF = _REACH / _ALPHA
 _WAVE_CUTOFF = 2.0 * _ALPHA * _REACH
 _CHUNK = 4096
+#: A wire's images summed one by one (``2 <= |n| <=`` this); beyond, the Legendre series to
+#: degree ``_WIRE_DEGREE``: its terms fall as ``(|r| / (n L))^l``, below 1e-18 for ``|r| <
+#: 4.5`` at ``n = 9``.
+_WIRE_IMAGES = 8
+_WIRE_DEGREE = 30
 
 
 def offset_code(offsets: np.ndarray) -> np.ndarray:
@@ -73,34 +80,73 @@ def near_image_shifts(cell: float) -> np.ndarray:
     return cell * np.array(list(itertools.product(steps, steps, steps)), dtype=np.float64)
 
 
-def lattice_remainder(offsets: np.ndarray, free_axis: int | None = None) -> np.ndarray:
+def lattice_remainder(offsets: np.ndarray, axes: tuple[int, ...] = ALL_AXES) -> np.ndarray:
     """``F(r)``: the periodic Green's function of a unit charge in the cell of side 2 less its
-    near images, ``(M,)`` at ``offsets`` ``(M, 3)`` (``|r|_inf`` up to about 2.5 along the
-    periodic axes, where ``F`` is smooth: its nearest singularities are the far images at
-    ``|r|_inf = 4``). At ``r = 0`` it is the limit (the near image at 0 left out with its
-    singularity).
+    near images, ``(M,)`` at ``offsets`` ``(M, 3)`` (``|r|_inf`` up to about 2.5, where ``F``
+    is smooth: its nearest singularities are the far images, 4 away along a periodic axis). At
+    ``r = 0`` it is the limit (the near image at 0 left out with its singularity).
 
-    ``free_axis`` None: periodic along the three axes, the Ewald sum's convention (27 near
-    images). An axis: periodic along the other two only (a slab, free along ``free_axis``: 9
-    near images), the slab sum's Green's function (:mod:`fmmloopy.maths.slab_ewald`: no
-    background, no constant to fix; it grows as ``-|z| / (2 A)`` away from the plane, the
-    field of a charged sheet, which a neutral cell's sum cancels)."""
+    ``axes``: the periodic axes. All three: the Ewald sum's convention (27 near images). Two
+    (a slab, 9 near images): the slab sum's Green's function (:mod:`fmmloopy.maths.
+    slab_ewald`: no background, no constant to fix; it grows as ``-|z| / (2 A)`` away from
+    the plane, the field of a charged sheet, which a neutral cell's sum cancels). One (a wire,
+    3 near images): the plain sum over the far images, each less its value ``1 / (4 pi |n|
+    L)`` at the origin (:func:`_wire_remainder`; a constant per unit charge, which a neutral
+    cell's sum cancels)."""
     offsets = np.asarray(offsets, dtype=np.float64).reshape(-1, 3)
+    axes = tuple(axes)
+    if len(axes) == 1:
+        return _wire_remainder(offsets, axes[0])
     reach = int(np.ceil((_REAL_CUTOFF + 2.5) / _SIDE))
     steps = range(-reach, reach + 1)
     lattice = np.array(list(itertools.product(steps, steps, steps)), dtype=np.int64)
-    if free_axis is not None:
-        lattice = lattice[lattice[:, free_axis] == 0]
+    lattice = lattice[np.all(lattice[:, _free_axes(axes)] == 0, axis=1)]
     near = np.abs(lattice).max(axis=1) <= NEAR_IMAGES
     near_shifts, far_shifts = _SIDE * lattice[near], _SIDE * lattice[~near]
-    waves = _cell_waves if free_axis is None else functools.partial(_slab_waves,
-                                                                      free_axis=free_axis)
+    waves = _cell_waves if len(axes) == 3 else functools.partial(
+        _slab_waves, free_axis=_free_axes(axes)[0])
     result = np.empty(len(offsets))
     for start in range(0, len(offsets), _CHUNK):
         r = offsets[start:start + _CHUNK]
         result[start:start + _CHUNK] = (_images_real_part(r, near_shifts, far_shifts)
                                         + waves(r)) / (4 * np.pi)
     return result
+
+
+def _free_axes(axes: tuple[int, ...]) -> list[int]:
+    """The axes not in ``axes``."""
+    return [axis for axis in ALL_AXES if axis not in axes]
+
+
+def _wire_remainder(offsets: np.ndarray, axis: int) -> np.ndarray:
+    """A wire's ``F`` (:func:`lattice_remainder`), periodic along ``axis``:
+
+        4 pi F(r) = sum over |n| >= 2 of (1 / |r - n L e| - 1 / (|n| L)),
+
+    ``L = 2``, ``e`` the axis. The images up to :data:`_WIRE_IMAGES` are summed; beyond, the
+    pair ``+-n`` expanded in Legendre polynomials: ``1 / |r - n L e| + 1 / |r + n L e| -
+    2 / (n L) = 2 sum over even l >= 2 of |r|^l P_l(cos t) / (n L)^(l + 1)`` (``cos t`` the
+    axis's share of ``r``), each degree's sum over ``n`` a Hurwitz zeta value."""
+    special = optional_module("scipy.special", "scipy", "fmmloopy.maths.periodic")
+    along = offsets[:, axis]
+    total = np.zeros(len(offsets))
+    for n in range(2, _WIRE_IMAGES + 1):
+        for sign in (1, -1):
+            shifted = offsets.copy()
+            shifted[:, axis] -= sign * n * _SIDE
+            total += 1.0 / np.linalg.norm(shifted, axis=1)
+        total -= 2.0 / (n * _SIDE)
+    # |r|^l P_l(cos t) by Bonnet's recurrence on the homogeneous polynomials:
+    # (l + 1) Q_(l+1) = (2 l + 1) a Q_l - l |r|^2 Q_(l-1), Q_0 = 1, Q_1 = a.
+    squared = (offsets ** 2).sum(axis=1)
+    previous, current = np.ones(len(offsets)), along
+    for degree in range(1, _WIRE_DEGREE):
+        previous, current = current, ((2 * degree + 1) * along * current
+                                      - degree * squared * previous) / (degree + 1)
+        if degree % 2:  # current is Q_(degree + 1), an even degree
+            total += 2 * current * special.zeta(degree + 2, _WIRE_IMAGES + 1) \
+                / _SIDE ** (degree + 2)
+    return total / (4 * np.pi)
 
 
 def _images_real_part(r: np.ndarray, near_shifts: np.ndarray,
@@ -186,25 +232,27 @@ def _grid_indices(points: np.ndarray, order: int) -> np.ndarray:
     return index
 
 
-def _symmetries(free_axis: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The symmetries of the cube as (axis permutation, signs), ``x -> signs * x[perm]``: the
-    48 of a lattice periodic along every axis; of a slab's (``free_axis``), the 16 that keep
-    the free axis (the square's 8, each with the free axis flipped or not)."""
+def _symmetries(axes: tuple[int, ...] = ALL_AXES) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The symmetries of the cube that keep the periodic ``axes`` periodic, as (axis
+    permutation, signs), ``x -> signs * x[perm]``: all 48 for a cell periodic along every
+    axis, 16 for a slab or a wire (the square's 8 about the odd axis out, each with it flipped
+    or not)."""
     return [(np.array(perm), np.array(signs))
             for perm in itertools.permutations(range(3))
             for signs in itertools.product((1, -1), repeat=3)
-            if free_axis is None or perm[free_axis] == free_axis]
+            if all(perm[axis] in axes for axis in axes)]
 
 
-def lattice_operators(order: int, free_axis: int | None = None) -> np.ndarray:
+def lattice_operators(order: int, axes: tuple[int, ...] = ALL_AXES) -> np.ndarray:
     """``(27, n_e, n_e)``: :math:`T_d` (module docstring) for each offset of
     :data:`CHILD_OFFSETS`, children of half-width 1/2 in a cell of half-width 1, periodic
-    along every axis or, with ``free_axis``, a slab's (:func:`lattice_remainder`).
+    along ``axes`` (:func:`lattice_remainder`).
 
     ``F`` is computed for one offset of each kind (for a fully periodic lattice the child
-    itself, a face, an edge and a corner neighbour; a slab's six) and carried to the others by
-    the symmetries ``F``, the lattice and the surfaces share: ``T_{g d}[g i, g j] = T_d[i,
-    j]``."""
+    itself, a face, an edge and a corner neighbour; a slab's or a wire's six) and carried to
+    the others by the symmetries ``F``, the lattice and the surfaces share: ``T_{g d}[g i, g
+    j] = T_d[i, j]``."""
+    axes = tuple(axes)
     expansion = Expansion(order)
     check = 0.5 * expansion.surface("downward_check")
     equivalent = 0.5 * expansion.surface("upward_equivalent")
@@ -218,8 +266,8 @@ def lattice_operators(order: int, free_axis: int | None = None) -> np.ndarray:
         if done[offset_code(representative)]:
             continue
         offsets = check.T[:, None, :] - equivalent.T[None, :, :] - representative
-        block = lattice_remainder(offsets.reshape(-1, 3), free_axis).reshape(n_e, n_e)
-        for perm, signs in _symmetries(free_axis):
+        block = lattice_remainder(offsets.reshape(-1, 3), axes).reshape(n_e, n_e)
+        for perm, signs in _symmetries(axes):
             image = offset_code(signs * representative[perm])
             if done[image]:
                 continue
@@ -238,9 +286,9 @@ def _moved_indices(index: np.ndarray, perm: np.ndarray, signs: np.ndarray,
 
 
 def lattice_entries(order: int, operators: np.ndarray, samples: int = 16, seed: int = 0,
-                    free_axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    axes: tuple[int, ...] = ALL_AXES) -> tuple[np.ndarray, np.ndarray]:
     """``(stored, recomputed)``: ``samples`` entries of ``operators`` (as
-    :func:`lattice_operators` gives them at ``order`` and ``free_axis``) at random (offset,
+    :func:`lattice_operators` gives them at ``order`` and ``axes``) at random (offset,
     row, column), and the same from :func:`lattice_remainder` (the check of operators read
     from a file)."""
     expansion = Expansion(order)
@@ -250,7 +298,7 @@ def lattice_entries(order: int, operators: np.ndarray, samples: int = 16, seed: 
     codes = rng.integers(0, len(CHILD_OFFSETS), samples)
     rows, columns = rng.integers(0, check.shape[1], (2, samples))
     offsets = check.T[rows] - equivalent.T[columns] - CHILD_OFFSETS[codes]
-    return operators[codes, rows, columns], lattice_remainder(offsets, free_axis)
+    return operators[codes, rows, columns], lattice_remainder(offsets, axes)
 
 
 def mean_potential_constant(second_moment: float, density_moment: float,

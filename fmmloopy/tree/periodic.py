@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmmloopy.maths.periodic import offset_code
+from fmmloopy.maths.periodic import ALL_AXES, offset_code
 from fmmloopy.tree.csr import INDEX_DTYPE, ranges_to_indices, select_rows, starts_from_counts
 from fmmloopy.tree.lists import InteractionLists, VList
 from fmmloopy.tree.morton import morton_encode, placeholder
@@ -49,11 +49,13 @@ CELL_LEVEL = 2
 AXIS_NAMES = "xyz"
 
 
-def image_shifts(free_axis: int | None = None) -> np.ndarray:
-    """The neighbours' lattice vectors ``n`` (``|n|_inf = 1``), as integers: the 26 of a
-    lattice periodic along every axis, or a slab's 8 (``n`` 0 along ``free_axis``)."""
+def image_shifts(axes: tuple[int, ...] = ALL_AXES) -> np.ndarray:
+    """The neighbours' lattice vectors ``n`` (``|n|_inf = 1``, 0 along the axes not in
+    ``axes``, the periodic ones), as integers: 26 for a cell periodic along every axis, a
+    slab's 8, a wire's 2."""
     return np.array([n for n in itertools.product((-1, 0, 1), repeat=3)
-                     if any(n) and (free_axis is None or n[free_axis] == 0)], dtype=np.int64)
+                     if any(n) and all(n[axis] == 0 for axis in ALL_AXES if axis not in axes)],
+                    dtype=np.int64)
 
 
 def cell_root(lower: np.ndarray, side: float) -> tuple[np.ndarray, float]:
@@ -63,27 +65,29 @@ def cell_root(lower: np.ndarray, side: float) -> tuple[np.ndarray, float]:
 
 
 def into_cell(points: np.ndarray, lower: np.ndarray, side: float, depth: int,
-              free_axis: int | None = None) -> np.ndarray:
+              axes: tuple[int, ...] = ALL_AXES) -> np.ndarray:
     """``points`` wrapped into the cell ``[lower, lower + L)`` (``x - L floor((x - lower) /
     L)``), then moved by a few units in the last place where rounding would key them into a
     neighbour's box at level ``depth`` of :func:`cell_root`'s cube (a point on an upper face
     goes to the lower face: they are one face of the lattice).
 
-    A slab's ``free_axis`` is not wrapped: there the points must lie in ``[lower, lower +
-    L]`` (ValueError naming the axis otherwise), the upper face moved just inside."""
+    Only the periodic ``axes`` wrap: along the others (a slab's or a wire's free axes) the
+    points must lie in ``[lower, lower + L]`` (ValueError naming the axis otherwise), the
+    upper face moved just inside."""
     points = np.asarray(points, np.float64)
     lower = np.asarray(lower, np.float64)
     offsets = np.mod(points - lower, side)
     offsets[offsets >= side] = 0.0  # mod of a tiny negative number rounds to the side
-    if free_axis is not None and len(points):
-        along = points[:, free_axis] - lower[free_axis]
+    for free in (axis for axis in ALL_AXES if axis not in axes and len(points)):
+        along = points[:, free] - lower[free]
         if along.min() < 0 or along.max() > side:
-            name = AXIS_NAMES[free_axis]
+            name = AXIS_NAMES[free]
             raise ValueError(
-                f"a slab's points must lie in its cell along the free axis {name}, "
-                f"[{lower[free_axis]!r}, {lower[free_axis] + side!r}]; got {name} from "
-                f"{points[:, free_axis].min()!r} to {points[:, free_axis].max()!r}")
-        offsets[:, free_axis] = along
+                f"the points must lie in the cell along its free axis {name}, "
+                f"[{lower[free]!r}, {lower[free] + side!r}] (periodic along "
+                f"{''.join(AXIS_NAMES[axis] for axis in axes)} only); got {name} from "
+                f"{points[:, free].min()!r} to {points[:, free].max()!r}")
+        offsets[:, free] = along
     wrapped = lower + offsets
     centre, half_width = cell_root(lower, side)
     cells = 1 << depth
@@ -178,20 +182,20 @@ def _split_cell(points: SortedPoints, level_dtype) -> tuple[np.ndarray, np.ndarr
 
 def periodic_tree(points: SortedPoints, n_crit: int,
                   boxes: tuple[np.ndarray, np.ndarray, np.ndarray], side: float, small: int,
-                  keys_of: KeysOf = point_keys, free_axis: int | None = None) -> Periodic:
+                  keys_of: KeysOf = point_keys, axes: tuple[int, ...] = ALL_AXES) -> Periodic:
     """The tree of the cell's points with its images (:class:`Periodic`).
 
     ``points``: the cell's points (:func:`into_cell`) sorted in :func:`cell_root`'s cube
     (:func:`~fmmloopy.tree.octree.sort_in_cube`, targets given even where they are the
     sources); ``boxes``: their tree's boxes (:func:`~fmmloopy.tree.octree.tree_boxes`);
     ``side``: the cell's ``L``; ``small``: the most sources of a box whose images are kept
-    whole (the W boxes summed directly); ``free_axis``: a slab's (images along the other two
-    axes only)."""
+    whole (the W boxes summed directly); ``axes``: the periodic axes (the images along those
+    only)."""
     keys, levels, leaf = boxes
     if not np.any(levels > CELL_LEVEL):
         keys, levels, leaf = _split_cell(points, levels.dtype)
     cell_tree = tree_of_boxes(points, n_crit, keys, levels, leaf)
-    shifts = image_shifts(free_axis)
+    shifts = image_shifts(axes)
     shift_index, copied, image_keys = _image_boxes(cell_tree, small, shifts)
     # The ancestors of the 27 level-2 boxes: the root's 8 children.
     level_one = np.arange(8, dtype=_U64) | placeholder(np.ones(8, dtype=np.int64))
