@@ -1,9 +1,16 @@
-"""Periodic boundaries (``fmmloopy.Fmm(points, periodic=L)``): two ionic crystals' Madelung
-constants and a random neutral system against an Ewald sum.
+"""Periodic boundaries (``fmmloopy.Fmm(points, periodic=L)``): ionic crystals' Madelung
+constants, a layer's in a slab and a chain's in a wire, and a random neutral system against an
+Ewald sum.
 
 * NaCl (rock salt) and CsCl: a crystal of ``--cells``^3 conventional cells, every ion's
   potential times ``-4 pi r0 / q`` (``r0`` the nearest-neighbour distance) against the known
   constants (1.747564594633182 and 1.762674773070; Madelung, Ewald);
+* a square layer of alternating charges (rock salt's (001) plane alone), periodic along x and
+  y only (``periodic_axes="xy"``, a slab), against its constant 1.615542626712826 (Borwein,
+  Glasser, McPhedran, Wan and Zucker, *Lattice Sums Then and Now*, 2013; also
+  :func:`fmmloopy.maths.slab_ewald.slab_ewald_sum`'s to all 16 digits), and a chain of
+  alternating charges periodic along z only (``periodic_axes="z"``, a wire), against
+  ``2 ln 2``;
 * ``--n`` random charges (net charge 0) in a cell: the relative L2 error of the potentials and
   gradients against :func:`fmmloopy.maths.ewald.ewald_sum` on ``--samples`` targets, and the
   FMM's evaluation time beside the free-space FMM's on the same points.
@@ -25,6 +32,8 @@ from fmmloopy.maths.ewald import ewald_sum
 
 NACL = 1.747564594633182  # Madelung constant of rock salt, nearest-neighbour distance
 CSCL = 1.762674773070  # of cesium chloride (12 digits)
+SQUARE = 1.615542626712826  # of a square layer of alternating charges (two dimensions)
+CHAIN = 2 * np.log(2.0)  # of a chain of alternating charges (one dimension)
 #: Madelung constants' error the order reaches (measured: below 1e-11 at order 10).
 MADELUNG_TOLERANCE = {10: 1e-9, 12: 1e-10}
 #: Random charges: the potentials' relative L2 error the order reaches (docs/fmm.md: measured
@@ -50,6 +59,27 @@ def cesium_chloride(cells: int) -> tuple[np.ndarray, np.ndarray, float]:
     return points, charges, np.sqrt(3) / 2
 
 
+def square_layer(cells: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Ions of ``cells``^2 squares of side 1 in the plane z = 0 (ions every 1/2, charges
+    ``(-1)^(i+j)``), periodic along x and y."""
+    ticks = np.arange(2 * cells) / 2.0
+    x, y = np.meshgrid(ticks, ticks, indexing="ij")
+    points = np.column_stack([x.ravel(), y.ravel(), np.zeros(x.size)])
+    return points, (-1.0) ** np.round(2 * points.sum(axis=1)), 0.5
+
+
+def chain(cells: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Ions every 1/2 along the z axis over ``cells`` periods of 1, alternating in sign,
+    periodic along z."""
+    points = np.zeros((2 * cells, 3))
+    points[:, 2] = np.arange(2 * cells) / 2.0
+    return points, (-1.0) ** np.arange(2 * cells), 0.5
+
+
+#: Each crystal's periodic axes.
+AXES = {rock_salt: "xyz", cesium_chloride: "xyz", square_layer: "xy", chain: "z"}
+
+
 def madelung(crystal, cells: int, order: int) -> tuple[float, float]:
     """``(constant, spread)``: the mean over the ions of ``-4 pi r0 phi / q`` and its largest
     departure from that mean."""
@@ -58,7 +88,8 @@ def madelung(crystal, cells: int, order: int) -> tuple[float, float]:
     # 1/4): the constant does not depend on where the lattice sits, the FMM's accuracy does
     # (points on the faces of the leaves lie nearest to their equivalent surfaces).
     points = points + 0.125
-    potentials = fmmloopy.Fmm(points, order=order, periodic=float(cells))(charges)
+    potentials = fmmloopy.Fmm(points, order=order, periodic=float(cells),
+                              periodic_axes=AXES[crystal])(charges)
     constants = -4 * np.pi * nearest * potentials / charges
     return float(constants.mean()), float(np.abs(constants - constants.mean()).max())
 
@@ -106,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     failed = False
-    for name, crystal, exact in (("NaCl", rock_salt, NACL), ("CsCl", cesium_chloride, CSCL)):
+    for name, crystal, exact in (("NaCl", rock_salt, NACL), ("CsCl", cesium_chloride, CSCL),
+                                 ("square layer (slab)", square_layer, SQUARE),
+                                 ("chain (wire)", chain, CHAIN)):
         ions = len(crystal(args.cells)[0])
         constant, spread = madelung(crystal, args.cells, args.order)
         error = abs(constant - exact)

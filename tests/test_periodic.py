@@ -20,6 +20,7 @@ from fmmloopy.maths.periodic import (
 )
 from fmmloopy.maths.precompute import DEFAULT_RCOND, check_to_equivalent, kernel_matrix
 from fmmloopy.maths.reference import direct_sum
+from fmmloopy.maths.slab_ewald import _slab_green
 
 #: Relative L2 error of the far images' field through the children's operators, relative to
 #: that field: measured 1.7e-4 and 7.7e-8 at orders 4 and 6 (2000 random charges), with a
@@ -44,18 +45,60 @@ def test_the_remainder_is_ewald_less_the_near_images():
     np.testing.assert_allclose(lattice_remainder(offsets), expected, rtol=0, atol=2e-15)
 
 
-def test_the_operators_of_every_offset_hold_the_remainder():
-    """Four offsets are computed, the others carried by the cube's symmetries: each of the 27
-    against the remainder at its own points."""
+def test_a_slabs_remainder_is_its_sum_less_the_near_images():
+    """A slab's (periodic along x and y) against the slab sum's own Green's function
+    (``fmmloopy.maths.slab_ewald``, its own splitting and cutoffs) less the 9 near images."""
+    rng = np.random.default_rng(1)
+    offsets = rng.uniform(-2.4, 2.4, (300, 3))
+    offsets[0] = 0.0
+    reach = np.sqrt(-np.log(1e-15)) * 1.1
+    green, _, coincident = _slab_green(offsets, 2.0, reach / 1.5, 1.5, reach)
+    expected = (green - 2 * (reach / 1.5) / np.sqrt(np.pi) * coincident) / (4 * np.pi)
+    for first, second in itertools.product((-2.0, 0.0, 2.0), repeat=2):
+        distance = np.linalg.norm(offsets - [first, second, 0.0], axis=1)
+        expected -= np.divide(1.0, 4 * np.pi * distance, out=np.zeros_like(distance),
+                              where=distance > 0)
+    np.testing.assert_allclose(lattice_remainder(offsets, (0, 1)), expected, rtol=0,
+                               atol=3e-15)
+
+
+def test_a_wires_remainder_is_the_sum_over_its_far_images():
+    """A wire's (periodic along z) against its definition, ``sum over |n| >= 2 of 1 / |r - n
+    L e_z| - 1 / (|n| L)``: summed to 4000 and 8000 images (the outermost at half weight) and
+    extrapolated in ``1 / images^2``."""
+    rng = np.random.default_rng(2)
+    offsets = rng.uniform(-2.4, 2.4, (200, 3))
+    offsets[0] = 0.0
+
+    def summed(images):
+        n = np.arange(2, images + 1)
+        weights = np.where(n == images, 0.5, 1.0)
+        total = np.zeros(len(offsets))
+        for sign in (1, -1):
+            along = offsets[:, 2:3] - sign * 2.0 * n
+            across = (offsets[:, :2] ** 2).sum(axis=1)[:, None]
+            total += (weights / np.sqrt(along ** 2 + across)).sum(axis=1)
+        return (total - (weights / n).sum()) / (4 * np.pi)
+
+    expected = (4 * summed(8000) - summed(4000)) / 3
+    np.testing.assert_allclose(lattice_remainder(offsets, (2,)), expected, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("axes", [(0, 1, 2), (0, 1), (1, 2), (2,), (0,)],
+                         ids=["cell", "slab xy", "slab yz", "wire z", "wire x"])
+def test_the_operators_of_every_offset_hold_the_remainder(axes):
+    """One offset of each kind is computed (four for a cell, six for a slab or a wire), the
+    others carried by the symmetries: each of the 27 against the remainder at its own
+    points."""
     order = 3
-    operators = lattice_operators(order)
+    operators = lattice_operators(order, axes)
     expansion = Expansion(order)
     check = 0.5 * expansion.surface("downward_check")
     equivalent = 0.5 * expansion.surface("upward_equivalent")
     for code, offset in enumerate(CHILD_OFFSETS):
         assert offset_code(offset) == code
         points = (check.T[:, None, :] - equivalent.T[None, :, :] - offset).reshape(-1, 3)
-        np.testing.assert_allclose(operators[code], lattice_remainder(points).reshape(
+        np.testing.assert_allclose(operators[code], lattice_remainder(points, axes).reshape(
             operators[code].shape), rtol=0, atol=2e-15)
 
 
@@ -128,3 +171,8 @@ def test_lattice_operators_are_cached_and_checked_when_read():
     np.testing.assert_array_equal(again, operators)
     precomputed.forget_operators()
     np.testing.assert_array_equal(precomputed.get_lattice_operators(3), operators)  # the file
+    # A slab's and a wire's are their own, in files of their own.
+    for axes in ((0, 1), (2,)):
+        np.testing.assert_array_equal(precomputed.get_lattice_operators(3, axes),
+                                      lattice_operators(3, axes))
+        assert np.abs(precomputed.get_lattice_operators(3, axes) - operators).max() > 1e-3

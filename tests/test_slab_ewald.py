@@ -63,3 +63,36 @@ def test_bad_input_is_refused():
         slab_ewald_sum([[0, 0, 0], [0.5, 0.5, 0.1]], [1.0, -1.0], side=0.0)
     with pytest.raises(ValueError, match="2 charges for 1 sources"):
         slab_ewald_sum([[0, 0, 0]], [1.0, -1.0])
+    with pytest.raises(ValueError, match="1 dipoles for 2 sources"):
+        slab_ewald_sum([[0, 0, 0], [0.5, 0.5, 0.1]], None, dipoles=[[1.0, 0, 0]])
+    with pytest.raises(ValueError, match="gradient of dipoles"):
+        slab_ewald_sum([[0, 0, 0]], None, dipoles=[[1.0, 0, 0]], gradient=True)
+
+
+def test_gradients_and_dipoles():
+    """The gradient against central differences of the potential (step 1e-5: error ~1e-10
+    of it, measured 7e-10 of the largest), a dipole's potential against a pair of charges
+    ``+-1/h`` at ``x +- h p / 2``, extrapolated (Richardson, ``h`` 1e-3 and 5e-4: measured
+    4.6e-12)."""
+    rng = np.random.default_rng(3)
+    points, charges = _slab(rng, 20)
+    targets = rng.random((5, 3)) * [1.0, 1.0, 1.0] - [0, 0, 0.25]
+    potential, gradient = slab_ewald_sum(points, charges, targets, gradient=True)
+    step = 1e-5
+    differences = np.stack([
+        (slab_ewald_sum(points, charges, targets + step * unit)
+         - slab_ewald_sum(points, charges, targets - step * unit)) / (2 * step)
+        for unit in np.eye(3)], axis=1)
+    assert np.abs(differences - gradient).max() < 1e-8 * np.abs(gradient).max()
+    dipoles = rng.uniform(-1, 1, (20, 3))
+    of_dipoles = slab_ewald_sum(points, None, targets, dipoles=dipoles)
+
+    def pairs(h):
+        sources = np.concatenate([points + h / 2 * dipoles, points - h / 2 * dipoles])
+        return slab_ewald_sum(sources, np.concatenate([np.ones(20), -np.ones(20)]) / h,
+                              targets)
+
+    extrapolated = (4 * pairs(5e-4) - pairs(1e-3)) / 3
+    assert np.abs(extrapolated - of_dipoles).max() < 1e-10 * np.abs(of_dipoles).max()
+    both = slab_ewald_sum(points, charges, targets, dipoles=dipoles)
+    np.testing.assert_allclose(both, potential + of_dipoles, rtol=0, atol=1e-14)
