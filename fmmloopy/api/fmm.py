@@ -134,6 +134,10 @@ class Fmm:
     their images under the lattice ``n L``, in the Ewald sum's convention (tin-foil boundary; a
     net charge neutralised by a uniform background), every point wrapped into the cell first;
     the Laplace kernel in float64; default order 7 (docs/fmm.md, "Periodic boundaries").
+    ``periodic_axes``: the cell's periodic axes, ``"xyz"`` (the default), two of them (a slab,
+    e.g. ``"xy"``) or one (a wire, e.g. ``"z"``): the plain sum over the images along those
+    axes only, of neutral charges (a net charge is refused), with the points inside the cell
+    along the free axes (docs/fmm.md, "Slabs and wires").
 
     Raises ValueError for bad input and :class:`~fmmloopy.execution.resources.ResourceLimitError` (a
     MemoryError) with the estimate when the problem cannot fit.

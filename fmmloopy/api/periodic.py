@@ -10,7 +10,9 @@ far images': their multipoles through the far lattice operators
 After the passes every potential gets the tin-foil sum's constant
 (:func:`~fmmloopy.maths.periodic.mean_potential_constant`). The convention is the Ewald sum's
 (:mod:`fmmloopy.maths.ewald`): tin-foil boundary, and a net charge neutralised by a uniform
-background. Charges and dipoles.
+background. Charges and dipoles. A slab or a wire (``periodic_axes`` of two axes or one) sums
+its images along those axes only, a plain sum of neutral charges: a net charge is refused
+(:meth:`PeriodicImages.check_strengths`) and nothing is added after the passes.
 """
 
 from __future__ import annotations

@@ -23,6 +23,16 @@ centre), which equivalent densities with the same exterior field do not share; e
 gets :func:`mean_potential_constant` (measured: the far images' field through the operators
 differs from Ewald less the near images by that constant to 1e-8 of it).
 
+A slab (periodic along two axes, free along the third) or a wire (periodic along one) has the
+same 27 operators with its own sum: its near images are its 9 or 3 with ``|n|_inf <= 1``, and
+``F`` is the slab's Green's function (Parry's sum, :mod:`fmmloopy.maths.slab_ewald`) or the
+wire's plain sum over ``|n| >= 2`` less those (:func:`lattice_remainder`). Both are plain sums
+over the images for a neutral cell: no constant to fix, and each child's exact charge enters
+as in three dimensions (a constant per unit charge in the wire's ``F`` cancels in a neutral
+cell's sum). Measured: the slab FMM against :func:`~fmmloopy.maths.slab_ewald.slab_ewald_sum`
+shows no constant in its error (300 random charges at order 10: the error's mean 1.0e-10 of
+the potentials' RMS, its relative L2 norm 9.0e-10).
+
 Everything here is for the Laplace kernel ``1 / (4 pi r)`` and a cell of half-width 1 (side 2);
 a cell of half-width ``h`` scales the operators by ``1 / h``.
 """

@@ -19,6 +19,9 @@ build_interaction_lists` over this tree, rows of the real boxes only), and the m
 image box is its real box's. The images farther away, ``|n|_inf >= 2``, are the far lattice
 operator's (:mod:`fmmloopy.maths.periodic`), applied at the cell box.
 
+A slab (periodic along two axes) or a wire (along one) has images along its periodic axes only:
+its 8 or 2 neighbours (:func:`image_shifts`); along a free axis the points are not wrapped.
+
 The cell box is at level 2, the first level with expansions: levels 0 and 1 hold only the
 ancestors of the cell and its neighbours. The cell is always split (the far lattice acts on its
 children).
@@ -78,7 +81,8 @@ def into_cell(points: np.ndarray, lower: np.ndarray, side: float, depth: int,
     lower = np.asarray(lower, np.float64)
     offsets = np.mod(points - lower, side)
     offsets[offsets >= side] = 0.0  # mod of a tiny negative number rounds to the side
-    for free in (axis for axis in ALL_AXES if axis not in axes and len(points)):
+    free_axes = [axis for axis in ALL_AXES if axis not in axes] if len(points) else []
+    for free in free_axes:
         along = points[:, free] - lower[free]
         if along.min() < 0 or along.max() > side:
             name = AXIS_NAMES[free]
