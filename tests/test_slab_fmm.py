@@ -101,7 +101,10 @@ def test_targets_of_their_own_and_update(slab):
     (np.zeros((4, 3)), {"periodic": 1.0, "periodic_axes": ""}, None, "distinct axes"),
     (np.zeros((4, 3)), {"periodic": 1.0, "periodic_axes": "xx"}, None, "distinct axes"),
     (np.zeros((4, 3)), {"periodic": 1.0, "periodic_axes": "xw"}, None, "distinct axes"),
-    (np.zeros((4, 3)), {"periodic": 1.0, "periodic_axes": ["x", "y"]}, None, "distinct axes"),
+    (np.zeros((4, 3)), {"periodic": 1.0, "periodic_axes": ["x", "x"]}, None, "distinct axes"),
+    (np.zeros((4, 3)), {"periodic": 1.0, "periodic_axes": (True, False)}, None, "distinct axes"),
+    (np.zeros((4, 3)), {"periodic": 1.0, "periodic_axes": 3}, None, "distinct axes"),
+    (np.zeros((4, 3)), {"periodic": 1.0, "periodic_axes": [False] * 3}, None, "no periodic axis"),
     (np.zeros((4, 3)), {"periodic_axes": "xy"}, None, "needs a periodic cell"),
     ([[0.5, 0.5, 1.5], [0.5, 0.5, 0.5]], {"periodic": 1.0, "periodic_axes": "xy"}, None,
      "free axis z"),
@@ -114,6 +117,17 @@ def test_bad_slabs_are_refused(points, options, strengths, message):
     with pytest.raises(ValueError, match=message):
         fmm = Fmm(np.asarray(points, dtype=np.float64), **options)
         fmm(np.asarray(strengths))
+
+
+@pytest.mark.parametrize("axes", ["yx", ("x", "y"), (True, True, False), np.array([1, 1, 0],
+                                                                                  dtype=bool)])
+def test_the_periodic_axes_may_be_named_in_several_ways(axes):
+    """Names in any order, a sequence of names, or three booleans (as ASE's ``pbc``)."""
+    points = np.array([[0.1, 0.2, 0.3], [0.6, 0.7, 0.2]])
+    fmm = Fmm(points, periodic=1.0, periodic_axes=axes)
+    assert fmm.periodic.axes == (0, 1)
+    assert _relative(fmm(np.array([1.0, -1.0])),
+                     slab_ewald_sum(points, np.array([1.0, -1.0]))) < POTENTIAL_BOUND
 
 
 def test_a_neutral_slab_to_rounding_is_summed():

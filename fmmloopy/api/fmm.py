@@ -135,7 +135,8 @@ class Fmm:
     net charge neutralised by a uniform background), every point wrapped into the cell first;
     the Laplace kernel in float64; default order 7 (docs/fmm.md, "Periodic boundaries").
     ``periodic_axes``: the cell's periodic axes, ``"xyz"`` (the default), two of them (a slab,
-    e.g. ``"xy"``) or one (a wire, e.g. ``"z"``): the plain sum over the images along those
+    e.g. ``"xy"``) or one (a wire, e.g. ``"z"``), as a string, a sequence of names or three
+    booleans (``(True, True, False)``): the plain sum over the images along those
     axes only, of neutral charges (a net charge is refused), with the points inside the cell
     along the free axes (docs/fmm.md, "Slabs and wires").
 

@@ -104,14 +104,29 @@ def checked_cell(periodic, periodic_axes: str = "xyz") -> PeriodicCell | None:
 
 
 def _periodic_axes(periodic_axes) -> tuple[int, ...]:
-    """The axes ``periodic_axes`` names, in order; ValueError for what is not one to three
-    distinct axes of ``"xyz"``."""
-    if not isinstance(periodic_axes, str) or not periodic_axes or (
-            set(periodic_axes) - set(AXIS_NAMES)) or len(set(periodic_axes)) != len(
-            periodic_axes):
+    """The axes ``periodic_axes`` names, in order: a string of distinct axes of ``"xyz"``, a
+    sequence of such names, or three booleans (``(True, True, False)``: x and y); ValueError
+    for anything else or for no axis."""
+    names = periodic_axes
+    if not isinstance(names, str):
+        try:
+            items = list(names)
+        except TypeError:
+            items = None
+        if items is not None and len(items) == 3 and all(
+                isinstance(item, (bool, np.bool_)) for item in items):
+            names = "".join(name for name, flag in zip(AXIS_NAMES, items, strict=True) if flag)
+            if not names:
+                raise ValueError("periodic_axes (False, False, False) names no periodic axis; "
+                                 "for free space leave periodic= out")
+        elif items is not None and all(isinstance(item, str) for item in items):
+            names = "".join(items)
+    if not isinstance(names, str) or not names or (set(names) - set(AXIS_NAMES)) or len(
+            set(names)) != len(names):
         raise ValueError(f"periodic_axes must name distinct axes of 'xyz' (e.g. 'xyz', 'xy' "
-                         f"for a slab, 'z' for a wire); got {periodic_axes!r}")
-    return tuple(sorted(AXIS_NAMES.index(name) for name in periodic_axes))
+                         f"for a slab, 'z' for a wire, or three booleans); got "
+                         f"{periodic_axes!r}")
+    return tuple(sorted(AXIS_NAMES.index(name) for name in names))
 
 
 def check_periodic_kernel(kernel: GreenKernel) -> None:
