@@ -95,6 +95,10 @@ def test_targets_of_their_own_and_update(slab):
     moved[:, :2] += SIDE  # the same slab, one copy over
     fmm.update(moved, targets)
     assert _relative(fmm(charges), expected) < POTENTIAL_BOUND
+    # Moved off the cell along the free axis: refused, and the FMM stays as it was.
+    with pytest.raises(ValueError, match="free axis z"):
+        fmm.update(points + [0.0, 0.0, 0.5 * SIDE], targets)
+    assert _relative(fmm(charges), expected) < POTENTIAL_BOUND
 
 
 @pytest.mark.parametrize(("points", "options", "strengths", "message"), [
