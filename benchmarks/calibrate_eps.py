@@ -11,10 +11,14 @@ runs ``fmmloopy.Fmm`` on four point sets, each scaled to the unit box:
 - ``shell``: sources uniform in the central half-cube, targets on the enclosing sphere,
 
 with charges and dipole moments uniform in [-1, 1] (real and imaginary parts for Helmholtz),
-and measures the relative L2 error, over **every** target, of the potential and the gradient of
-each strength kind against :class:`fmmloopy.DirectSum`. An order's row stops the family's
-parameter once every quantity is below :data:`STOP_BELOW`, or at ``--max-order``
-(default :data:`MAX_CALIBRATED_ORDER`).
+on a tree whose leaves hold at most ``--n-crit-cap`` points (the cost model's ``n_crit`` where it
+is smaller): the cost model's leaves grow with the order, and at high orders on 10^4 points they
+left the tree one or two levels deep, with little far field to measure (every pair direct at
+order 12 on ``shell``), while the same order at 10^6 points has a deep tree whose error is the
+far field's. It measures the relative L2 error, over **every** target, of the potential and
+the gradient of each strength kind against :class:`fmmloopy.DirectSum`. An order's row stops
+the family's parameter once every quantity is below :data:`STOP_BELOW`, or at
+``--max-order`` (default :data:`MAX_CALIBRATED_ORDER`).
 
 It writes the JSON table that :mod:`fmmloopy.maths.accuracy` reads (``--out``; the shipped one
 is ``fmmloopy/maths/eps_calibration.json``): each row the family, parameter, order, the largest
@@ -47,6 +51,9 @@ from fmmloopy.maths.green import max_root_wavelengths
 from fmmloopy.tree.octree import root_box_side
 
 POINT_SETS = ("sphere", "cube", "plummer", "shell")
+#: The largest leaf the calibration's trees take (``--n-crit-cap``): three or four levels on
+#: 10^4 points, so that every row measures a far field like that of a large problem.
+N_CRIT_CAP = 64
 
 
 def unit_box(points: np.ndarray) -> np.ndarray:
@@ -78,13 +85,18 @@ def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
     return float(np.linalg.norm(value - reference) / np.linalg.norm(reference))
 
 
-def measure(family: str, parameter: float, order: int, cases: dict) -> dict:
-    """Errors of every quantity on every point set at ``order`` (and the seconds)."""
+def measure(family: str, parameter: float, order: int, cases: dict,
+            n_crit_cap: int = N_CRIT_CAP) -> dict:
+    """Errors of every quantity on every point set at ``order`` (and the seconds), on trees
+    whose leaves hold at most ``n_crit_cap`` points."""
     row = {"family": family, "parameter": parameter, "order": order, "sets": {}}
     for name, (sources, targets, charges, dipoles, references) in cases.items():
         side = root_box_side(sources, targets)
         kernel = kernel_at(family, parameter, side)
         fmm = fmmloopy.Fmm(sources, targets, kernel=kernel, order=order)
+        auto_n_crit = fmm.n_crit
+        if auto_n_crit > n_crit_cap:
+            fmm = fmmloopy.Fmm(sources, targets, kernel=kernel, order=order, n_crit=n_crit_cap)
         errors, seconds = {}, 0.0
         for kind, values in (("charge", {"charges": charges}), ("dipole", {"dipoles": dipoles})):
             result = fmm(**values, gradient=True)
@@ -93,7 +105,8 @@ def measure(family: str, parameter: float, order: int, cases: dict) -> dict:
             errors[f"{kind} potential"] = relative_error(result.potential, reference.potential)
             errors[f"{kind} gradient"] = relative_error(result.gradient, reference.gradient)
         row["sets"][name] = {"errors": errors, "seconds": round(seconds, 4),
-                             "n_crit": fmm.n_crit}
+                             "n_crit": fmm.n_crit, "auto_n_crit": auto_n_crit,
+                             "depth": int(fmm.tree.box_levels.max())}
     for quantity in QUANTITIES:
         row[quantity] = max(case["errors"][quantity] for case in row["sets"].values())
     return row
@@ -132,9 +145,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--family", action="append", choices=sorted(FAMILY_GRIDS),
                         help="calibrate only this family (repeatable; default: all)")
+    parser.add_argument("--parameter", type=float, action="append",
+                        help="calibrate only this grid point of the family (repeatable; "
+                             "default: all; the point sets are the same, so separate runs' "
+                             "rows join into one table)")
     parser.add_argument("--max-order", type=int, default=MAX_CALIBRATED_ORDER,
                         help="the highest order measured (the operators' precomputation grows "
                              "fast with it: 2 minutes at order 11 for Laplace)")
+    parser.add_argument("--n-crit-cap", type=int, default=N_CRIT_CAP,
+                        help="the most points per leaf of the trees measured")
     parser.add_argument("--out", type=Path, default=CALIBRATION_FILE)
     parser.add_argument("--keep-others", action="store_true",
                         help="keep the rows of the families not calibrated now from --out")
@@ -155,6 +174,7 @@ def main() -> None:
                 if (args.keep_others and row["family"] not in families)
                 or (row["family"] in families and row["order"] < args.from_order)]
     table = {"format": 1, "written_by": "benchmarks/calibrate_eps.py", "seed": args.seed,
+             "n_crit_cap": args.n_crit_cap,
              "point_sets": list(POINT_SETS),
              "machine": platform.processor() or platform.machine(), "rows": rows}
     for family in families:
@@ -167,6 +187,9 @@ def main() -> None:
             cases[name] = (sources, targets, charges, dipoles,
                            cached_references(sources, targets, charges, dipoles))
         for parameter in FAMILY_GRIDS[family]:
+            if args.parameter and not any(math.isclose(parameter, value)
+                                          for value in args.parameter):
+                continue
             first = args.from_order
             if family == "helmholtz":  # the FMM's range: order / 3 wavelengths
                 first = max(first, math.ceil(3 * parameter - 1e-9))
@@ -177,7 +200,7 @@ def main() -> None:
                 if family == "helmholtz" and parameter > max_root_wavelengths(order):
                     continue
                 clock = time.perf_counter()
-                row = measure(family, parameter, order, cases) | {"n": args.n}
+                row = measure(family, parameter, order, cases, args.n_crit_cap) | {"n": args.n}
                 rows.append(row)
                 worst = max(row[q] for q in QUANTITIES)
                 print(f"{family:9s} {parameter:6g} order {order:2d}: "

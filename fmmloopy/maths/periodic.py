@@ -49,9 +49,9 @@ from fmmloopy.base.optional import optional_module
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.surfaces import surface_ticks, unit_surface
 
-__all__ = ["ALL_AXES", "CHILD_OFFSETS", "NEAR_IMAGES", "lattice_entries", "lattice_operators",
-           "lattice_remainder",
-           "mean_potential_constant", "near_image_shifts", "offset_code"]
+__all__ = ["ALL_AXES", "CHILD_OFFSETS", "NEAR_IMAGES", "free_axes", "lattice_entries",
+           "lattice_operators", "lattice_remainder", "mean_potential_constant",
+           "near_image_shifts", "offset_code"]
 
 #: The periodic axes of a cell periodic along every axis.
 ALL_AXES = (0, 1, 2)
@@ -110,11 +110,11 @@ def lattice_remainder(offsets: np.ndarray, axes: tuple[int, ...] = ALL_AXES) -> 
     reach = int(np.ceil((_REAL_CUTOFF + 2.5) / _SIDE))
     steps = range(-reach, reach + 1)
     lattice = np.array(list(itertools.product(steps, steps, steps)), dtype=np.int64)
-    lattice = lattice[np.all(lattice[:, _free_axes(axes)] == 0, axis=1)]
+    lattice = lattice[np.all(lattice[:, free_axes(axes)] == 0, axis=1)]
     near = np.abs(lattice).max(axis=1) <= NEAR_IMAGES
     near_shifts, far_shifts = _SIDE * lattice[near], _SIDE * lattice[~near]
     waves = _cell_waves if len(axes) == 3 else functools.partial(
-        _slab_waves, free_axis=_free_axes(axes)[0])
+        _slab_waves, free_axis=free_axes(axes)[0])
     result = np.empty(len(offsets))
     for start in range(0, len(offsets), _CHUNK):
         r = offsets[start:start + _CHUNK]
@@ -123,8 +123,8 @@ def lattice_remainder(offsets: np.ndarray, axes: tuple[int, ...] = ALL_AXES) -> 
     return result
 
 
-def _free_axes(axes: tuple[int, ...]) -> list[int]:
-    """The axes not in ``axes``."""
+def free_axes(axes: tuple[int, ...]) -> list[int]:
+    """The axes not in ``axes`` (the periodic ones): a slab's one, a wire's two."""
     return [axis for axis in ALL_AXES if axis not in axes]
 
 

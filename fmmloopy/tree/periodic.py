@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmmloopy.maths.periodic import ALL_AXES, offset_code
+from fmmloopy.maths.periodic import ALL_AXES, free_axes, offset_code
 from fmmloopy.tree.csr import INDEX_DTYPE, ranges_to_indices, select_rows, starts_from_counts
 from fmmloopy.tree.lists import InteractionLists, VList
 from fmmloopy.tree.morton import morton_encode, placeholder
@@ -57,7 +57,7 @@ def image_shifts(axes: tuple[int, ...] = ALL_AXES) -> np.ndarray:
     ``axes``, the periodic ones), as integers: 26 for a cell periodic along every axis, a
     slab's 8, a wire's 2."""
     return np.array([n for n in itertools.product((-1, 0, 1), repeat=3)
-                     if any(n) and all(n[axis] == 0 for axis in ALL_AXES if axis not in axes)],
+                     if any(n) and all(n[axis] == 0 for axis in free_axes(axes))],
                     dtype=np.int64)
 
 
@@ -81,8 +81,7 @@ def into_cell(points: np.ndarray, lower: np.ndarray, side: float, depth: int,
     lower = np.asarray(lower, np.float64)
     offsets = np.mod(points - lower, side)
     offsets[offsets >= side] = 0.0  # mod of a tiny negative number rounds to the side
-    free_axes = [axis for axis in ALL_AXES if axis not in axes] if len(points) else []
-    for free in free_axes:
+    for free in free_axes(axes) if len(points) else []:
         along = points[:, free] - lower[free]
         if along.min() < 0 or along.max() > side:
             name = AXIS_NAMES[free]
