@@ -51,7 +51,7 @@ from fmmloopy.maths.green import max_root_wavelengths
 from fmmloopy.tree.octree import root_box_side
 
 POINT_SETS = ("sphere", "cube", "plummer", "shell")
-#: The largest leaf the calibration's trees take (``--n-crit-cap``): three or four levels on
+#: The largest leaf the calibration's trees take (``--n-crit-cap``): three to seven levels on
 #: 10^4 points, so that every row measures a far field like that of a large problem.
 N_CRIT_CAP = 64
 
