@@ -109,6 +109,7 @@ def measure(family: str, parameter: float, order: int, cases: dict,
                              "depth": int(fmm.tree.box_levels.max())}
     for quantity in QUANTITIES:
         row[quantity] = max(case["errors"][quantity] for case in row["sets"].values())
+    row["device"] = fmm.device.name.strip()  # the OpenCL device that measured the row
     return row
 
 

@@ -13,6 +13,7 @@ import pytest
 
 import fmmloopy
 from fmmloopy.api.error_estimate import estimate_from_sample
+from fmmloopy.api.fmm import MAX_ORDER
 from fmmloopy.base.distributions import DISTRIBUTIONS
 from fmmloopy.maths import accuracy
 from fmmloopy.maths.accuracy import (
@@ -159,6 +160,16 @@ def test_the_shipped_table_serves_the_rule():
     assert order_for_eps(1e-9, LAPLACE_3D, 1.0) <= accuracy.MAX_CALIBRATED_ORDER
     for kernel in (yukawa(1.0), yukawa(10.0), yukawa(200.0)):
         assert order_for_eps(1e-6, kernel, 1.0, targets_are_sources=True) <= 8
+    # Laplace's rows run to the FMM's largest order, and serve gradients and dipoles to 1e-9
+    # where the targets are the sources; Yukawa's (to order 10) serve charges to 1e-6 with
+    # targets of their own at kappa L = 10.
+    assert accuracy.MAX_CALIBRATED_ORDER == MAX_ORDER
+    assert max(row["order"] for row in rows if row["family"] == "laplace") == MAX_ORDER
+    for eps_for in (("charges", "gradient"), "dipoles"):
+        assert order_for_eps(1e-9, LAPLACE_3D, 1.0, eps_quantities(eps_for),
+                             targets_are_sources=True) <= MAX_ORDER
+    assert order_for_eps(1e-6, yukawa(10.0), 1.0) <= 10
+    assert all(isinstance(row.get("device", ""), str) for row in rows)
 
 
 def direct_error(result, reference) -> float:
