@@ -530,6 +530,18 @@ def test_the_dense_m2l_is_kept_apart_and_read_only_where_asked_for(cache_dir, mo
     assert get_operators("laplace", CACHE_ORDER).m2l is dense.m2l  # memoised with it now
 
 
+def test_a_large_dense_m2l_is_not_stored_unasked(cache_dir, monkeypatch):
+    """Past DENSE_M2L_KEPT_BYTES (4.6 GB at order 16) only the operators an FMM applies are
+    written; the dense M2L, asked for, is computed again and is the same."""
+    monkeypatch.setattr(precomputed, "DENSE_M2L_KEPT_BYTES", 0)
+    get_operators("laplace", CACHE_ORDER)
+    assert sorted(cache_dir.iterdir()) == [the_cache_file(cache_dir)]
+    precomputed.forget_operators()
+    dense = get_operators("laplace", CACHE_ORDER, dense_m2l=True)
+    np.testing.assert_array_equal(dense.m2l, precompute.compute_operators(KERNEL,
+                                                                          CACHE_ORDER).m2l)
+
+
 def test_a_damaged_dense_m2l_file_is_rejected_and_rebuilt(cache_dir):
     get_operators("laplace", CACHE_ORDER)
     path = the_dense_m2l_file(cache_dir)

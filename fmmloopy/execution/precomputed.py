@@ -28,6 +28,11 @@ from fmmloopy.maths.precompute import DEFAULT_RCOND, KifmmOperators
 # In-process memo: cache key (as operator_cache builds it) -> operators.
 _MEMO: dict[str, KifmmOperators] = {}
 _LATTICE_MEMO: dict[str, np.ndarray] = {}
+#: The largest dense M2L (bytes) the operator cache stores beside the operators unasked. No FMM
+#: applies it, and it grows as ``316 n_e^2`` numbers: 58 MB at order 6 (kept), 1.3 GB at order
+#: 12 and 4.6 GB at order 16, eight times the operators an FMM of that order applies, for every
+#: set of operators (a set per level for Yukawa and Helmholtz).
+DENSE_M2L_KEPT_BYTES = 64 * 2**20
 
 
 def get_operators(kernel: str | GreenKernel = "laplace", order: int = 6,
@@ -38,8 +43,9 @@ def get_operators(kernel: str | GreenKernel = "laplace", order: int = 6,
 
     ``dense_m2l``: with the dense M2L of every transfer vector (:attr:`KifmmOperators.m2l`),
     which the FMM does not apply (it applies the compressed classes): the operator cache keeps
-    it in a file of its own, written with the operators and read only where asked for (58 MB
-    at order 6, against 10 MB for all the FMM applies)."""
+    it in a file of its own, written with the operators where it is at most
+    :data:`DENSE_M2L_KEPT_BYTES` and read only where asked for (58 MB at order 6, against 10 MB
+    for all the FMM applies); a larger one is computed again where asked for."""
     kernel = get_kernel(kernel).base
     rcond = DEFAULT_RCOND if rcond is None else float(rcond)
     half_width = float(half_width)
@@ -52,7 +58,8 @@ def get_operators(kernel: str | GreenKernel = "laplace", order: int = 6,
 
     def build() -> dict[str, np.ndarray]:  # the dense M2L stored beside, made with the rest
         operators = computed()
-        operator_cache.store(dense_key, {"m2l": operators.m2l})
+        if operators.m2l.nbytes <= DENSE_M2L_KEPT_BYTES:
+            operator_cache.store(dense_key, {"m2l": operators.m2l})
         return operators.arrays()
 
     if memo_key not in _MEMO:
