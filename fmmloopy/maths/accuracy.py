@@ -69,7 +69,7 @@ REFERENCE_N = 10_000
 STOP_BELOW = 1e-10
 #: The highest order the calibration measures by default: the largest the FMM takes. The
 #: shipped table has Laplace to it, Yukawa to order 10 and Helmholtz to order 8 (their
-#: operators per level make each row of theirs cost minutes of precomputation per level).
+#: operators are computed per level of each set's tree: 14 sets of operators a row).
 MAX_CALIBRATED_ORDER = 16
 
 
