@@ -88,6 +88,21 @@ def test_wrong_recipe_from_a_file_fails_the_check(recipe, operators):
     assert f"0 of {len(lines)} checks passed" in done.stdout
 
 
+def test_a_failure_with_a_build_log_is_one_line_and_the_log_follows_it():
+    # A compiler that rejects a recipe's code (PoCL 3.1 on the ilp recipe) prints a log of many
+    # lines; the result stays one line that starts with FAIL and keeps the fail-fast note.
+    log = "RecipeError: the OpenCL compiler rejected the code\n<source>:3: error: bad\n  ^"
+    failed = CheckResult("m2p", "r", "uniform-cube", float("inf"), 0.0, 0.0, False, log,
+                         note=NOT_RUN_AFTER_FAILURE)
+    line = failed.line()
+    assert "\n" not in line and line.startswith("FAIL m2p")
+    assert "rejected the code (2 more lines below)" in line
+    assert line.endswith(NOT_RUN_AFTER_FAILURE)
+    assert failed.detail_lines() == ["    <source>:3: error: bad", "      ^"]
+    passed = CheckResult("m2p", "r", "uniform-cube", 0.0, 0.0, 0.0, True)
+    assert "\n" not in passed.line() and passed.detail_lines() == []
+
+
 def test_fail_fast_keeps_the_results_up_to_the_first_failure_only():
     def result(problem, ok):
         return CheckResult("c2e", "r", problem, 0.0 if ok else 1.0, 0.0, 0.0, ok,
@@ -100,7 +115,8 @@ def test_fail_fast_keeps_the_results_up_to_the_first_failure_only():
     assert [r.message for r in everything] == ["", "", "off", "off", ""]
     stopped = until_first_failure((list(batch) for batch in batches), fail_fast=True)
     assert [r.problem for r in stopped] == ["a", "b", "b'"]  # the failing batch whole
-    assert stopped[2].message == f"off; {NOT_RUN_AFTER_FAILURE}"
+    assert stopped[2].message == "off" and stopped[2].note == NOT_RUN_AFTER_FAILURE
+    assert stopped[2].line().endswith(f"off; {NOT_RUN_AFTER_FAILURE}")
     made = []  # the batches after the failure are not even made (their kernels not built)
     until_first_failure((made.append(i) or list(batch) for i, batch in enumerate(batches)),
                         fail_fast=True)

@@ -112,6 +112,9 @@ class CheckResult:
     #: What :attr:`max_relative_error` is: the normwise relative error (float64), or below
     #: float64 the largest error as a fraction of its entry's rounding bound (``of bound``).
     measure: str = "max rel err"
+    #: A remark on the outcome, kept on the result's line however long the message (the
+    #: ``--fail-fast`` note on the failure that stopped a pair).
+    note: str = ""
 
     @property
     def label(self) -> str:
@@ -126,7 +129,16 @@ class CheckResult:
                 f"{self.measure} {self.max_relative_error:9.2e}  {rows} "
                 f"ref {self.reference_seconds * 1e3:8.2f} ms  "
                 f"recipe {self.recipe_seconds * 1e3:8.2f} ms")
-        return f"{text}  {self.message}" if self.message else text
+        first, *rest = self.message.splitlines() or [""]
+        if rest:  # a build log: one line here, the log after it (:meth:`detail_lines`)
+            first += f" ({len(rest)} more line{'s' if len(rest) != 1 else ''} below)"
+        remarks = "; ".join(part for part in (first, self.note) if part)
+        return f"{text}  {remarks}" if remarks else text
+
+    def detail_lines(self) -> list[str]:
+        """The message's lines after its first (a compiler's build log), indented, so that
+        every result is one line that starts with ``ok`` or ``FAIL`` (:meth:`line`)."""
+        return [f"    {line}" for line in self.message.splitlines()[1:]]
 
 
 def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
@@ -260,7 +272,7 @@ def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],
             fail_fast)
 
 
-#: Appended to the message of the failure that stopped a pair under ``fail_fast``.
+#: The note on the failure that stopped a pair under ``fail_fast``.
 NOT_RUN_AFTER_FAILURE = ("the pair's other problems and kernels were not run (--fail-fast; "
                          "leave it out to see them all)")
 
@@ -268,14 +280,14 @@ NOT_RUN_AFTER_FAILURE = ("the pair's other problems and kernels were not run (--
 def until_first_failure(batches: Iterable[list[CheckResult]],
                         fail_fast: bool) -> list[CheckResult]:
     """The results of ``batches`` (one list per problem and kernel, made lazily), in order; with
-    ``fail_fast``, none after the batch of the first failure, whose last failure's message then
+    ``fail_fast``, none after the batch of the first failure, whose last failure's note then
     says so."""
     results = []
     for batch in batches:
         failed = [index for index, result in enumerate(batch) if not result.ok]
         if fail_fast and failed:  # the note on the batch's last failure: its last line
             last = batch[failed[-1]]
-            batch[failed[-1]] = replace(last, message=f"{last.message}; {NOT_RUN_AFTER_FAILURE}")
+            batch[failed[-1]] = replace(last, note=NOT_RUN_AFTER_FAILURE)
             return results + batch
         results.extend(batch)
     return results

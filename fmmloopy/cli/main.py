@@ -212,6 +212,8 @@ def _check(args: argparse.Namespace) -> int:
     for result in checks:
         results.append(result)
         print(result.line(), flush=True)
+        for line in result.detail_lines():
+            print(line, flush=True)
     failures = [r for r in results if not r.ok]
     print(f"{len(results) - len(failures)} of {len(results)} {what} passed")
     if not args.memcheck:
