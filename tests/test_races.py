@@ -193,8 +193,10 @@ def test_shipped_recipe_has_no_race_and_generates_code_without_race_warning(devi
     if name == "sequential":
         assert not warned
     else:
-        assert analysis.benign == {"store"}
-        assert warned["store"] in ({"itgt_box"}, {"iblock"}), warned
+        # (the cpu matvec stores whole chunks and the last, partial one apart)
+        assert analysis.benign in ({"store"}, {"store", "store_tail"})
+        assert all(warned[store] in ({"itgt_box"}, {"iblock"}) for store in analysis.benign), \
+            warned
     # ... and code generation after silencing them prints no race warning.
     silenced = races.silence_benign_races(t_unit, analysis)
     assert codegen_race_warnings(silenced) == {}

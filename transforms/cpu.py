@@ -10,9 +10,11 @@ or inf. ``fmmloopy check`` holds both to 1e-12 of the sequential kernel.
 
 import loopy as lp
 import numpy as np
+from pymbolic.primitives import Comparison, LogicalAnd, Variable
 
 from fmmloopy.base.devices import vector_doubles
-from fmmloopy.maths.layouts import Grouped
+from fmmloopy.maths.layouts import TARGET_STRIDE, Grouped
+from fmmloopy.maths.templates import assume
 from fmmloopy.tuning.complex_split import split_complex_temporaries
 from fmmloopy.tuning.inline_math import FMA_PREAMBLE, use_inline_math
 from fmmloopy.tuning.recipe import Parameter, recipe
@@ -164,10 +166,12 @@ def vector_width(device) -> int:
 
 def matvec_layout(device, settings=None):
     """The grouped layout of the matvec recipe's ``settings`` (default: its defaults on
-    ``device``: the pair tile sized to the device's vectors, :func:`pair_tile`)."""
+    ``device``: the pair tile sized to the device's vectors, :func:`pair_tile`), the matrices'
+    rows padded to whole accumulator vectors (:func:`vector_width`)."""
     settings = settings or {}
     return Grouped(pair_tile=settings.get("pair_tile", pair_tile(device)),
-                   blocks_per_compute_unit=settings.get("blocks_per_core", BLOCKS_PER_CORE))
+                   blocks_per_compute_unit=settings.get("blocks_per_core", BLOCKS_PER_CORE),
+                   row_multiple=settings.get("vector_width", vector_width(device)))
 
 
 #: The matvec recipe's speed choices, the functions and constants above their defaults.
@@ -198,9 +202,7 @@ def matvec_cpu(knl, ctx):
         knl = add_preamble(knl, *FMA_PREAMBLE)
         knl = lp.prioritize_loops(knl, "iexp_tgt,iexp_src,ipair")
     else:
-        knl = vectorize_output_coefficients(knl, ctx.parameters["n_target_coeffs"],
-                                            ctx.settings.get("vector_width",
-                                                             vector_width(ctx.device)))
+        knl = vectorize_output_coefficients(knl, ctx.parameters["layout"].row_multiple)
         knl = lp.prioritize_loops(knl, "iexp_tgt_outer,iexp_src,ipair")
     knl = silence_warnings(knl, "v1_scheduler_fallback", "vectorize_failed")
     return add_build_options(knl, "-cl-fast-relaxed-math")
@@ -218,54 +220,70 @@ def unroll_pair_tile(knl):
     return lp.tag_inames(knl, {"ipair": "unr"})
 
 
-def vectorize_output_coefficients(knl, n_target_coeffs, width=VECTOR_WIDTH):
-    """Output coefficients ``width`` at a time in vector registers, for any ``n_target_coeffs``.
+def vectorize_output_coefficients(knl, width=VECTOR_WIDTH):
+    """Output coefficients ``width`` at a time in vector registers, for any number of them.
 
-    ``iexp_tgt`` is split by ``width``: whole chunks run as vectors (``iexp_tgt_inner`` ->
-    ``vec``; the accumulators ``acc`` become ``double8``), and a last partial chunk (odd
-    orders: 6 (p-1)^2 + 2 = 2 mod 8; any rank of c2e's first factor) runs as a slab of its own
-    whose lanes loopy unrolls behind exact bounds. Fewer coefficients than ``width``: no
-    vectors, the coefficients unrolled.
-
-    For each source coefficient the chunk's matrix entries go to a private vector
-    ``matrix_lanes`` that the tile's pairs share. Where ``width`` divides the coefficient count,
-    rows start on vector boundaries: ``transposed_matrices`` and ``target_vectors`` are split
-    and tagged ``vec`` and entries and results move as whole vectors. Otherwise the arrays keep
-    their shapes (a row need not start on a vector boundary) and both are copied lane by lane
-    (the results once per chunk). Indices are computed in 64 bits: with ``int`` indices the
-    compiler sign-extends each lane's index on its own, does not see that the lanes are
-    consecutive and loads them one by one (M2L at order 6, 2e5 points: 21 GFLOP/s, against 33
-    with 64-bit indices, as fast as with the arrays split).
+    The grouped layout pads the transposed matrices' rows to a multiple of ``width``
+    (:attr:`~fmmloopy.maths.layouts.Grouped.row_multiple`, which :func:`matvec_layout` sets to
+    the same width), so ``iexp_tgt``, which runs over the padded row, splits into whole chunks:
+    the accumulators ``acc`` become ``double8`` or ``double16`` vectors, the matrix entries of
+    a chunk move as whole vectors into a private ``matrix_lanes`` that the tile's pairs share,
+    and the padded lanes compute zeros that the store leaves out
+    (:func:`store_whole_chunks_unguarded`). One kernel serves every order and rank; a chunk
+    that is partly padding costs a vector operation, not a lane each (the kernels specialised
+    to each size ran a partial chunk lane by lane). Indices are computed in 64
+    bits: with ``int`` indices the compiler sign-extends each lane's index on its own and
+    loads the lanes one by one.
     """
-    aligned = n_target_coeffs % width == 0
-    # Where width divides the rows, chunks start on vector boundaries: the arrays are split
-    # to match, and the matrix entries and results move as whole vectors.
-    whole_vectors = "vec" if aligned else "unr"
-    partial_chunk = not aligned and n_target_coeffs > width
-    knl = lp.split_iname(knl, "iexp_tgt", width, slabs=(0, 1) if partial_chunk else (0, 0))
+    knl = assume(knl, f"{TARGET_STRIDE} mod {width} = 0")
+    knl = lp.split_iname(knl, "iexp_tgt", width)
     knl = lp.extract_subst(knl, "matrix_entry", "transposed_matrices[imatrix, iexp_src, c]",
                            parameters="c")
     knl = lp.precompute(knl, "matrix_entry", sweep_inames="iexp_tgt_inner",
                         precompute_inames="iexp_tgt_fetch", temporary_name="matrix_lanes",
                         temporary_address_space=lp.AddressSpace.PRIVATE,
-                        default_tag=whole_vectors, compute_insn_id="fetch_matrix_lanes",
+                        default_tag="vec", compute_insn_id="fetch_matrix_lanes",
                         precompute_outer_inames=frozenset(
                             {"iblock", "igroup", "ipair_tile", "iexp_tgt_outer", "iexp_src"}))
     knl = lp.privatize_temporaries_with_inames(knl, "iexp_tgt_inner", only_var_names={"acc"})
-    # Fewer coefficients than lanes (no whole chunk): unrolled, no vector of unused lanes.
-    lanes = "vec" if n_target_coeffs >= width else "unr"
-    for within, copy, tag in (("id:init", "iexp_tgt_init", lanes),
-                              ("id:store", "iexp_tgt_store", whole_vectors)):
+    knl = store_whole_chunks_unguarded(knl, width)
+    for within, copy, tag in (("id:init", "iexp_tgt_init", "vec"),
+                              ("id:store", "iexp_tgt_store", "unr"),
+                              ("id:store_tail", "iexp_tgt_tail", "unr")):
         knl = lp.duplicate_inames(knl, "iexp_tgt_inner", within=within, new_inames=copy)
         knl = lp.tag_inames(knl, {copy: tag})
-    knl = lp.tag_inames(knl, {"iexp_tgt_inner": lanes})
-    if lanes == "vec":
-        knl = lp.tag_array_axes(knl, "matrix_lanes", "vec")
-        knl = lp.tag_array_axes(knl, "acc", "c,vec")
-    if aligned:
-        knl = lp.split_array_axis(knl, "transposed_matrices", 2, width)
-        knl = lp.tag_array_axes(knl, "transposed_matrices", "c,c,c,vec")
-        knl = lp.split_array_axis(knl, "target_vectors", 1, width)
-        knl = lp.tag_array_axes(knl, "target_vectors", "c,c,vec")
+    knl = lp.tag_inames(knl, {"iexp_tgt_inner": "vec"})
+    knl = lp.tag_array_axes(knl, "matrix_lanes", "vec")
+    knl = lp.tag_array_axes(knl, "acc", "c,vec")
+    knl = lp.split_array_axis(knl, "transposed_matrices", 2, width)
+    knl = lp.tag_array_axes(knl, "transposed_matrices", "c,c,c,vec")
     entry = knl.default_entrypoint
     return knl.with_kernel(entry.copy(index_dtype=lp.types.to_loopy_type(np.int64)))
+
+
+def store_whole_chunks_unguarded(knl, width):
+    """The grouped matvec's store (guarded per coefficient by ``iexp_tgt < n_target_coeffs``)
+    as two stores: chunks of ``width`` coefficients that are whole, under one guard for the
+    chunk, and the last, partial chunk, guarded per coefficient. The two cover what the one
+    did; the whole chunks' lanes then share one condition, so the compiler stores them
+    without a branch per lane."""
+    entry = knl.default_entrypoint
+    store = entry.id_to_insn["store"]
+    conditions = set()
+    for predicate in store.predicates:  # ``a and b`` as two conditions
+        conditions |= set(predicate.children if isinstance(predicate, LogicalAnd)
+                          else (predicate,))
+    rows = {condition for condition in conditions if "n_target_coeffs" in str(condition)}
+    if len(rows) != 1:
+        raise ValueError(f"expected one guard on n_target_coeffs in the store, found {rows}")
+    last_lane = Variable("iexp_tgt_outer") * width + (width - 1)
+    limit = Variable("n_target_coeffs")
+    # The two write disjoint chunks: no order between them.
+    whole = store.copy(predicates=frozenset((conditions - rows)
+                                            | {Comparison(last_lane, "<", limit)}),
+                       no_sync_with=store.no_sync_with | {("store_tail", "any")})
+    tail = store.copy(id="store_tail",
+                      predicates=frozenset(conditions | {Comparison(last_lane, ">=", limit)}),
+                      no_sync_with=store.no_sync_with | {("store", "any")})
+    instructions = [insn for insn in entry.instructions if insn.id != "store"]
+    return knl.with_kernel(entry.copy(instructions=[*instructions, whole, tail]))

@@ -4,7 +4,7 @@ in local memory.
 Pairwise: targets across ``l.0``; the source points of each listed box are copied into local
 memory a work-group-wide chunk at a time (each work-item copies one point), then every work-item
 sums the chunk for its target. Matvec: output coefficients across ``l.0``; each listed box's
-source vector is copied into local memory once and read by every row. Work-group sizes come
+source vector is copied into local memory a group-wide chunk at a time and read by every row. Work-group sizes come
 from the device: multiples of its SIMD width (NVIDIA warp 32, AMD wavefront 64, read from the
 vendor's device-attribute extension) within its ``max_work_group_size``.
 
@@ -14,7 +14,6 @@ seen there. These recipes run (and are checked) on PoCL too.
 """
 
 import loopy as lp
-import numpy as np
 
 from fmmloopy.maths.operators import SURFACE, get_operator
 from fmmloopy.tuning.recipe import Parameter, recipe
@@ -65,13 +64,14 @@ def pairwise_gpu(knl, ctx):
 
 @recipe("matvec", device="gpu", complex_values=True, parameters=PARAMETERS)
 def matvec_gpu(knl, ctx):
-    """Rows (output coefficients) across a work-group; each source vector staged in local
-    memory once per listed box, while it fits (complex values: twice the bytes)."""
-    n_target, n_source = ctx.parameters["n_target_coeffs"], ctx.parameters["n_source_coeffs"]
-    width = local_work_size(ctx.device, n_target, ctx.settings.get("max_group", MAX_GROUP))
+    """Rows (output coefficients) across a work-group of ``max_group`` work-items (in chunks
+    where there are more); each listed box's source vector staged in local memory a
+    group-wide chunk at a time. The coefficient counts are launch arguments, so the group is
+    sized by the parameter, not by the matrices."""
+    width = local_work_size(ctx.device, ctx.settings.get("max_group", MAX_GROUP),
+                            ctx.settings.get("max_group", MAX_GROUP))
     knl = parallelize_box_loop(knl)
     knl = spread_over_work_group(knl, "iexp_tgt", width)
-    value_dtype = ctx.parameters.get("value_dtype", ctx.parameters["dtype"])
-    if n_source * np.dtype(value_dtype).itemsize > ctx.device.local_mem_size // 2:
-        return knl  # leave room for the rest of the group's local memory
-    return stage_in_local_memory(knl, "iexp_src", ("source_vectors",), width=width)
+    knl = lp.split_iname(knl, "iexp_src", width, outer_iname="iexp_src_outer",
+                         inner_iname="iexp_src_inner")
+    return stage_in_local_memory(knl, "iexp_src_inner", ("source_vectors",), width=width)

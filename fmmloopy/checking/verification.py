@@ -98,7 +98,9 @@ def random_operands(spec: OperatorSpec, sizes: dict[str, int], tree, rng: np.ran
         return random_values(rng, shape, green is not None and green.is_complex)
     if spec.template == MATVEC:
         return {"source_vectors": values((nboxes, sizes["n_source_coeffs"])),
-                "target_vectors": values((nboxes, sizes["n_target_coeffs"]))}
+                "target_vectors": values((nboxes, sizes["n_target_coeffs"])),
+                "n_target_coeffs": sizes["n_target_coeffs"],
+                "n_source_coeffs": sizes["n_source_coeffs"]}
 
     def shape(kind: str, npoints: int, components: int) -> tuple[int, ...]:
         if kind != PARTICLES:

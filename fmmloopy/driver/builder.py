@@ -41,7 +41,7 @@ from fmmloopy.execution.kernel_arguments import (
 from fmmloopy.execution.uploads import upload
 from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.kifmm import STEPS, Boxes, KifmmStep, buffer_pools, step_kernel
-from fmmloopy.maths.layouts import FOLDED_VECTORS, Grouped, matrix_arguments
+from fmmloopy.maths.layouts import FOLDED_VECTORS, TARGET_STRIDE, Grouped, matrix_arguments
 from fmmloopy.maths.levels import LevelOperators
 from fmmloopy.maths.operators import (
     MATVEC,
@@ -282,6 +282,8 @@ class _PlanBuilder:
         spec = get_operator(operator)
         green = self.green.base if green is None else green
         kernel = self._kernel(operator, green, step, **sizes)
+        if spec.template == MATVEC:  # the matrices' sizes are launch arguments
+            extra = sizes | extra
         on_device = None if rows is not None else self._grouped_on_device(list_name, kernel,
                                                                           matrix_offsets)
         if on_device:
@@ -337,6 +339,8 @@ class _PlanBuilder:
         if matrices is not None:
             arguments |= {name: value for name, value in self._matrices(kernel, matrices).items()
                           if name in names}
+        if TARGET_STRIDE in names:
+            arguments[TARGET_STRIDE] = kernel.layout.target_stride(host["n_target_coeffs"])
         return arguments
 
     def _grouped_on_device(self, list_name: str | None, kernel: CompiledOperator,

@@ -348,6 +348,7 @@ def compiled_operator(operator: str, device: cl.Device, *, recipe: str | Recipe 
     instead of transforming a kernel that neither this process nor the disk kernel cache holds
     (what a thread may ask for without running loopy)."""
     spec = get_operator(operator)
+    sizes = spec.kernel_sizes(sizes)  # the others are launch arguments
     green = get_kernel(kernel)
     if not isinstance(recipe, Recipe):
         recipe = select_recipe(operator, spec.template, device, recipe, green.is_complex)

@@ -20,6 +20,11 @@ import numpy as np
 from fmmloopy.base.sorting import stable_argsort, stable_lexsort
 from fmmloopy.maths.geometry import INDEX_DTYPE
 
+#: The grouped matvec's row length of ``transposed_matrices``, a launch argument:
+#: ``n_target_coeffs`` rounded up to a multiple the layout asks for
+#: (:attr:`Grouped.row_multiple`), the rows' entries past ``n_target_coeffs`` zero.
+TARGET_STRIDE = "n_target_stride"
+
 
 @dataclass(frozen=True)
 class TargetMajor:
@@ -42,10 +47,14 @@ class Grouped:
     #: Pairs of a group the kernel walks as one tile (a loop of fixed length a recipe may unroll).
     pair_tile: int = 1
     blocks_per_compute_unit: int = 2
+    #: Rows of the transposed matrices padded with zeros to a multiple of this many output
+    #: coefficients (:data:`~fmmloopy.maths.templates.TARGET_STRIDE`), so that a recipe may cut
+    #: them into whole vectors whatever the order or rank.
+    row_multiple: int = 1
     kind = "grouped"
 
     def __post_init__(self):
-        for name in ("target_block", "pair_tile", "blocks_per_compute_unit"):
+        for name in ("target_block", "pair_tile", "blocks_per_compute_unit", "row_multiple"):
             value = getattr(self, name)
             if value is not None and (int(value) != value or value < 1):
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
@@ -60,6 +69,10 @@ class Grouped:
         nblocks = self.blocks_per_compute_unit * max(compute_units, 1) * vectors
         return max(-(-ntarget_boxes // nblocks), 1)
 
+    def target_stride(self, n_target_coeffs: int) -> int:
+        """The row length of the transposed matrices for ``n_target_coeffs`` outputs."""
+        return -(-int(n_target_coeffs) // self.row_multiple) * self.row_multiple
+
 
 #: The default layout: what every recipe gets unless it asks for another.
 TARGET_MAJOR = TargetMajor()
@@ -67,14 +80,16 @@ TARGET_MAJOR = TargetMajor()
 ListLayout = TargetMajor | Grouped
 
 
-def grouped_arguments(target_major: dict, target_block: int) -> dict[str, np.ndarray | int]:
+def grouped_arguments(target_major: dict, target_block: int, row_multiple: int = 1
+                      ) -> dict[str, np.ndarray | int]:
     """The :class:`Grouped` lists of the same entries as the target-major arguments
     (``target_boxes``, ``source_box_starts``, ``source_box_lists``, ``matrix_indices``).
 
     Blocks are runs of ``target_block`` consecutive entries of ``target_boxes``; inside a block,
     pairs are grouped by matrix and sorted by target. A target box listed twice with the same
     matrix goes into two groups, so no group holds a target box twice (its pairs may run in
-    parallel). ``matrices`` become ``transposed_matrices``.
+    parallel). ``matrices`` become ``transposed_matrices``, their rows padded to a multiple of
+    ``row_multiple`` (:attr:`Grouped.row_multiple`).
     """
     target_boxes = np.asarray(target_major["target_boxes"])
     starts = np.asarray(target_major["source_box_starts"])
@@ -121,12 +136,18 @@ def grouped_arguments(target_major: dict, target_block: int) -> dict[str, np.nda
         "nblocks": nblocks, "ngroups": len(group_starts), "npairs": npairs,
     }
     if "matrices" in target_major:
-        arguments["transposed_matrices"] = _transposed(target_major["matrices"])
+        arguments["transposed_matrices"] = _transposed(target_major["matrices"], row_multiple)
     return arguments
 
 
-def _transposed(matrices: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.swapaxes(matrices, 1, 2))
+def _transposed(matrices: np.ndarray, row_multiple: int = 1) -> np.ndarray:
+    """``matrices[m, i, j]`` as ``[m, j, i]``, the rows padded with zeros to a multiple of
+    ``row_multiple``."""
+    nmatrices, n_out, n_in = matrices.shape
+    stride = -(-n_out // row_multiple) * row_multiple
+    transposed = np.zeros((nmatrices, n_in, stride), dtype=matrices.dtype)
+    transposed[:, :, :n_out] = np.swapaxes(matrices, 1, 2)
+    return transposed
 
 
 def matrix_arguments(layout: ListLayout, matrices: np.ndarray) -> dict[str, np.ndarray]:
@@ -134,7 +155,7 @@ def matrix_arguments(layout: ListLayout, matrices: np.ndarray) -> dict[str, np.n
     ``matrices`` (target-major), ``transposed_matrices`` (grouped). They depend on nothing else
     of a launch, so the driver uploads them once for every launch that applies them."""
     if isinstance(layout, Grouped):
-        return {"transposed_matrices": _transposed(matrices)}
+        return {"transposed_matrices": _transposed(matrices, layout.row_multiple)}
     return {"matrices": matrices}
 
 
@@ -151,7 +172,11 @@ def layout_arguments(layout: ListLayout, target_major: dict, compute_units: int 
     if isinstance(layout, Grouped):
         block = layout.block_size(len(target_major["target_boxes"]), compute_units,
                                   target_major.get(FOLDED_VECTORS, 1))
-        return dict(target_major) | grouped_arguments(target_major, block)
+        arguments = dict(target_major) | grouped_arguments(target_major, block,
+                                                           layout.row_multiple)
+        if "n_target_coeffs" in target_major:
+            arguments[TARGET_STRIDE] = layout.target_stride(target_major["n_target_coeffs"])
+        return arguments
     raise TypeError(f"unknown list layout {layout!r}")
 
 

@@ -45,6 +45,7 @@ from fmmloopy.maths.reference import (
     pairwise_reference,
 )
 from fmmloopy.maths.templates import (
+    MATVEC_SIZES,
     BoxSurface,
     PointSet,
     make_grouped_matvec_kernel,
@@ -96,13 +97,19 @@ class OperatorSpec:
             _no_more(self.name, sizes)
             return make_pairwise_kernel(self.name, green, targets, sources, accumulate=True,
                                         dtype=dtype)
-        n_target, n_source = sizes.pop("n_target_coeffs"), sizes.pop("n_source_coeffs")
         _no_more(self.name, sizes)
         dtypes = {"dtype": dtype, "value_dtype": green.value_dtype(dtype)}
         if isinstance(layout, Grouped):
-            return make_grouped_matvec_kernel(self.name, n_target, n_source,
-                                              pair_tile=layout.pair_tile, **dtypes)
-        return make_matvec_kernel(self.name, n_target, n_source, accumulate=True, **dtypes)
+            return make_grouped_matvec_kernel(self.name, pair_tile=layout.pair_tile, **dtypes)
+        return make_matvec_kernel(self.name, accumulate=True, **dtypes)
+
+    def kernel_sizes(self, sizes: dict[str, int]) -> dict[str, int]:
+        """The sizes of ``sizes`` a kernel of this operator is generated for; the rest are
+        arguments of its launches (the matvec's coefficient counts,
+        :data:`~fmmloopy.maths.templates.MATVEC_SIZES`)."""
+        if self.template != MATVEC:
+            return dict(sizes)
+        return {name: value for name, value in sizes.items() if name not in MATVEC_SIZES}
 
     def work(self, rows: dict, sizes: dict[str, int], box_target_counts: np.ndarray,
              box_source_counts: np.ndarray, complex_values: bool = False) -> int:
@@ -243,7 +250,9 @@ def _math_kernel(operator: str, green: GreenKernel, dtype: np.dtype, layout: Lis
 
 def math_kernel(operator: str, *, kernel: str | GreenKernel = "laplace", dtype=np.float64,
                 layout: ListLayout = TARGET_MAJOR, **sizes: int) -> lp.TranslationUnit:
-    """The math-level kernel of ``operator`` (memoised; loopy kernels are immutable)."""
+    """The math-level kernel of ``operator`` (memoised; loopy kernels are immutable); of
+    ``sizes``, those it is generated for (:meth:`OperatorSpec.kernel_sizes`)."""
+    sizes = get_operator(operator).kernel_sizes(sizes)
     return _math_kernel(operator, get_kernel(kernel), np.dtype(dtype), layout,
                         tuple(sorted(sizes.items())))
 

@@ -36,6 +36,7 @@ from pymbolic.mapper import IdentityMapper
 
 from fmmloopy.maths.geometry import INDEX_DTYPE
 from fmmloopy.maths.green import OFFSET_VARIABLES, GreenKernel, is_zero_entry
+from fmmloopy.maths.layouts import TARGET_STRIDE
 
 _LANG_VERSION = (2018, 2)
 
@@ -336,15 +337,21 @@ def make_pairwise_kernel(name: str, green: GreenKernel, targets: PointSet, sourc
     return _finish(knl)
 
 
-def make_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs: int, *,
-                       accumulate: bool = False, dtype: np.dtype = np.float64,
+#: The matvec templates' sizes, arguments of every launch (not fixed in the kernel): one kernel
+#: serves every order and rank. The grouped layout also takes the row stride of its transposed
+#: matrices (:data:`~fmmloopy.maths.layouts.TARGET_STRIDE`).
+MATVEC_SIZES = ("n_target_coeffs", "n_source_coeffs")
+
+
+def make_matvec_kernel(name: str, *, accumulate: bool = False, dtype: np.dtype = np.float64,
                        value_dtype: np.dtype | None = None) -> lp.TranslationUnit:
     """The batched-matvec template over a CSR box list.
 
     ``target_vectors[t] (+)= level_scales[box_levels[t]]
     * sum_{e in list(t)} matrices[matrix_indices[e]] @ source_vectors[source_box_lists[e]]``
-    for every ``t`` in ``target_boxes``. The level scales are ``dtype``; matrices and vectors
-    ``value_dtype`` (default ``dtype``; complex for a complex kernel).
+    for every ``t`` in ``target_boxes``. The matrices are ``n_target_coeffs x n_source_coeffs``,
+    both launch arguments (:data:`MATVEC_SIZES`). The level scales are ``dtype``; matrices and
+    vectors ``value_dtype`` (default ``dtype``; complex for a complex kernel).
     """
     dtype = np.dtype(dtype)
     value_dtype = dtype if value_dtype is None else np.dtype(value_dtype)
@@ -370,28 +377,26 @@ def make_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs: int, *,
     end
     """
     domains = [
-        f"{{[itgt_box, iexp_tgt]: 0 <= itgt_box < ntarget_boxes "
-        f"and 0 <= iexp_tgt < {n_target_coeffs}}}",
+        "{[itgt_box, iexp_tgt]: 0 <= itgt_box < ntarget_boxes "
+        "and 0 <= iexp_tgt < n_target_coeffs}",
         "{[isrc_box]: isrc_box_start <= isrc_box < isrc_box_end}",
-        f"{{[iexp_src]: 0 <= iexp_src < {n_source_coeffs}}}",
+        "{[iexp_src]: 0 <= iexp_src < n_source_coeffs}",
     ]
     args = [
         lp.GlobalArg("target_boxes", INDEX_DTYPE, "ntarget_boxes"),
         lp.GlobalArg("source_box_starts", INDEX_DTYPE, "ntarget_boxes + 1"),
         lp.GlobalArg("source_box_lists", INDEX_DTYPE, "nsource_list_entries"),
         lp.GlobalArg("matrix_indices", INDEX_DTYPE, "nsource_list_entries"),
-        lp.GlobalArg("matrices", value_dtype,
-                     f"nmatrices, {n_target_coeffs}, {n_source_coeffs}"),
-        *_expansion_args(n_target_coeffs, n_source_coeffs, dtype, value_dtype),
-        lp.ValueArg("nboxes, ntarget_boxes, nsource_list_entries, nmatrices, nlevels",
-                    INDEX_DTYPE),
+        lp.GlobalArg("matrices", value_dtype, "nmatrices, n_target_coeffs, n_source_coeffs"),
+        *_expansion_args(dtype, value_dtype),
+        lp.ValueArg("nboxes, ntarget_boxes, nsource_list_entries, nmatrices, nlevels, "
+                    "n_target_coeffs, n_source_coeffs", INDEX_DTYPE),
     ]
     knl = lp.make_kernel(domains, instructions, args, name=name, lang_version=_LANG_VERSION)
-    return _finish(knl)
+    return _finish(knl, "n_target_coeffs >= 1 and n_source_coeffs >= 1")
 
 
-def make_grouped_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs: int, *,
-                               pair_tile: int = 1, dtype: np.dtype = np.float64,
+def make_grouped_matvec_kernel(name: str, *, pair_tile: int = 1, dtype: np.dtype = np.float64,
                                value_dtype: np.dtype | None = None) -> lp.TranslationUnit:
     """The batched-matvec template over (target, source) pairs grouped by matrix.
 
@@ -403,10 +408,13 @@ def make_grouped_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs:
             target_vectors[t] += level_scales[box_levels[t]] * matrices[m] @ source_vectors[s]
 
     Matrices are stored transposed, ``transposed_matrices[m, iexp_src, iexp_tgt]``, so the
-    coefficients of one output run contiguously. A group holds each target box at most once and
-    blocks hold disjoint target boxes, so blocks may run in parallel and the pairs of a group
-    too; groups of one block update the same boxes and must stay in order (or be separated by a
-    barrier). See :mod:`fmmloopy.maths.layouts` for how the lists are built.
+    coefficients of one output run contiguously, each row ``n_target_stride`` long
+    (:data:`TARGET_STRIDE`, at least ``n_target_coeffs``, the entries past it zero): the
+    accumulators run over the whole stride, so that a recipe may cut it into whole vectors, and
+    only the first ``n_target_coeffs`` are stored. A group holds each target box at most once
+    and blocks hold disjoint target boxes, so blocks may run in parallel and the pairs of a
+    group too; groups of one block update the same boxes and must stay in order (or be
+    separated by a barrier). See :mod:`fmmloopy.maths.layouts` for how the lists are built.
 
     A group's pairs are walked in tiles of ``pair_tile`` (loop ``ipair_tile``, then ``ipair``
     inside the tile, of fixed length so that a recipe may unroll it into a register tile); the
@@ -438,7 +446,7 @@ def make_grouped_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs:
                 acc = acc + transposed_matrices[imatrix, iexp_src, iexp_tgt] \
                     * source_vectors[src_box, iexp_src] {{id=update, dep=init}}
               end
-              if pair < group_size
+              if pair < group_size and iexp_tgt < n_target_coeffs
                 target_vectors[tgt_box, iexp_tgt] = target_vectors[tgt_box, iexp_tgt] \
                     + scale * acc {{id=store, dep=update}}
               end
@@ -453,8 +461,8 @@ def make_grouped_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs:
         "{[igroup]: igroup_start <= igroup < igroup_end}",
         "{[ipair_tile]: 0 <= ipair_tile < group_tiles}",
         f"{{[ipair]: 0 <= ipair < {pair_tile}}}",
-        f"{{[iexp_tgt]: 0 <= iexp_tgt < {n_target_coeffs}}}",
-        f"{{[iexp_src]: 0 <= iexp_src < {n_source_coeffs}}}",
+        f"{{[iexp_tgt]: 0 <= iexp_tgt < {TARGET_STRIDE}}}",
+        "{[iexp_src]: 0 <= iexp_src < n_source_coeffs}",
     ]
     args = [
         lp.GlobalArg("block_group_starts", INDEX_DTYPE, "nblocks + 1"),
@@ -463,27 +471,28 @@ def make_grouped_matvec_kernel(name: str, n_target_coeffs: int, n_source_coeffs:
         lp.GlobalArg("pair_targets", INDEX_DTYPE, "npairs"),
         lp.GlobalArg("pair_sources", INDEX_DTYPE, "npairs"),
         lp.GlobalArg("transposed_matrices", value_dtype,
-                     f"nmatrices, {n_source_coeffs}, {n_target_coeffs}"),
-        *_expansion_args(n_target_coeffs, n_source_coeffs, dtype, value_dtype),
-        lp.ValueArg("nblocks, ngroups, npairs, nmatrices, nboxes, nlevels", INDEX_DTYPE),
+                     f"nmatrices, n_source_coeffs, {TARGET_STRIDE}"),
+        *_expansion_args(dtype, value_dtype),
+        lp.ValueArg("nblocks, ngroups, npairs, nmatrices, nboxes, nlevels, "
+                    f"n_target_coeffs, n_source_coeffs, {TARGET_STRIDE}", INDEX_DTYPE),
     ]
     knl = lp.make_kernel(domains, instructions, args, name=name, lang_version=_LANG_VERSION)
-    return _finish(knl)
+    return _finish(knl, f"n_source_coeffs >= 1 and {TARGET_STRIDE} >= 1")
 
 
-def _expansion_args(n_target_coeffs: int, n_source_coeffs: int, dtype: np.dtype,
-                    value_dtype: np.dtype) -> list:
+def _expansion_args(dtype: np.dtype, value_dtype: np.dtype) -> list:
     """The arguments both matvec layouts share: per-box expansion vectors and level scales."""
     return [
-        lp.GlobalArg("source_vectors", value_dtype, f"nboxes, {n_source_coeffs}"),
-        lp.GlobalArg("target_vectors", value_dtype, f"nboxes, {n_target_coeffs}"),
+        lp.GlobalArg("source_vectors", value_dtype, "nboxes, n_source_coeffs"),
+        lp.GlobalArg("target_vectors", value_dtype, "nboxes, n_target_coeffs"),
         lp.GlobalArg("box_levels", INDEX_DTYPE, "nboxes"),
         lp.GlobalArg("level_scales", dtype, "nlevels"),
     ]
 
 
-def _finish(knl: lp.TranslationUnit) -> lp.TranslationUnit:
-    """Options shared by every template: outputs returned as a dict.
+def _finish(knl: lp.TranslationUnit, assumptions: str | None = None) -> lp.TranslationUnit:
+    """Options shared by every template: outputs returned as a dict; ``assumptions`` on the
+    parameters (:func:`assume`).
 
     No write-race warning is silenced here: the final store's races through the box loop are
     benign (each target box is listed once), but a recipe that puts a summed-over loop on a
@@ -492,20 +501,27 @@ def _finish(knl: lp.TranslationUnit) -> lp.TranslationUnit:
     the loops the templates sum over or keep in order are declared there
     (:data:`fmmloopy.tuning.races.TEMPLATE_LOOPS`).
     """
-    return lp.set_options(_parameters_in_name_order(knl), return_dict=True)
+    knl = parameters_in_name_order(knl)
+    if assumptions:
+        knl = assume(knl, assumptions)
+    return lp.set_options(knl, return_dict=True)
 
 
-def _parameters_in_name_order(knl: lp.TranslationUnit) -> lp.TranslationUnit:
-    """The kernel with the parameters of its (empty) assumptions in name order.
+def assume(knl: lp.TranslationUnit, assumptions: str) -> lp.TranslationUnit:
+    """``lp.assume(knl, assumptions)`` with the parameters kept in name order
+    (:func:`parameters_in_name_order`; loopy writes them in the order of a set)."""
+    return parameters_in_name_order(lp.assume(knl, assumptions))
 
-    ``lp.make_kernel`` takes them from a set of names, so their order, and with it the kernel's
-    hash, would follow Python's per-process string hashing: loopy's persistent caches (code
-    generation, preprocessing, scheduling), keyed by that hash, would then miss in every new
-    process."""
+
+def parameters_in_name_order(knl: lp.TranslationUnit) -> lp.TranslationUnit:
+    """The kernel with the parameters of its assumptions in name order.
+
+    ``lp.make_kernel`` and ``lp.assume`` take them from a set of names, so their order, and with
+    it the kernel's hash, would follow Python's per-process string hashing: loopy's persistent
+    caches (code generation, preprocessing, scheduling), keyed by that hash, would then miss in
+    every new process."""
     kernel = knl.default_entrypoint
     assumptions = kernel.assumptions
-    if not assumptions.plain_is_universe():
-        return knl
     names = sorted(assumptions.get_var_dict(isl.dim_type.param))
-    ordered = isl.BasicSet.read_from_str(assumptions.get_ctx(), f"[{', '.join(names)}] -> {{ : }}")
-    return knl.with_kernel(kernel.copy(assumptions=ordered))
+    model = isl.Space.create_from_names(assumptions.get_ctx(), set=[], params=names)
+    return knl.with_kernel(kernel.copy(assumptions=assumptions.align_params(model)))

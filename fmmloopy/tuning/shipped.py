@@ -22,10 +22,10 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "8140207fb56d76c7d67159379b59ef23b29e61cafac5ff840894e7c0c49be254",
+    "fmmloopy.transforms.cpu": "9f879acd416a5f005ae94813dd2f65f6b7d2c3a77161927ee1e4df7d91a3a0a0",
     "fmmloopy.transforms.generic":
         "d5c1dd918e9b4941de6a396615bb1593a78906cbe08dcd91d9d754ab82659d83",
-    "fmmloopy.transforms.gpu": "3230d47b4fdafe2cf9e1e50ebd4fda3696e56738c86ee265bf76e53e2d38e115",
+    "fmmloopy.transforms.gpu": "73a0f255bbc5867bbc182e63ef2f25a2473ebea2d54d209b9562bd059dc17e3c",
     "fmmloopy.transforms.sequential":
         "ed0069adbb495edd7a15545d39511f0b8bef199b6c9b077ca881157e8dcdfbdb",
     "fmmloopy.tuning.complex_split":

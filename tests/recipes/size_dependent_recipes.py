@@ -35,21 +35,21 @@ def rows_in_one_group(knl, ctx):
 
 @recipe("m2l", "c2e", device="any", name="fast_path_above_64")
 def fast_path_above_64(knl, ctx):
-    """A 'fast path' taken only when there are more than 64 coefficients, which forgets the
-    level scale (2.7e-2 in an FMM looks like low accuracy)."""
+    """A 'fast path' taken only when there are more than 64 coefficients (a launch argument),
+    which forgets the level scale (2.7e-2 in an FMM looks like low accuracy)."""
     knl = parallelize_box_loop(knl)
-    if ctx.parameters["n_target_coeffs"] <= ASSUMED:
-        return knl
     entry = knl.default_entrypoint
-    instructions = [insn.copy(expression=_drop_scale(insn.expression))
+    instructions = [insn.copy(expression=_drop_scale_above(insn.expression, ASSUMED))
                     if insn.id == "store" else insn for insn in entry.instructions]
     return knl.with_kernel(entry.copy(instructions=instructions))
 
 
-def _drop_scale(expression):
-    """``target + scale * acc`` -> ``target + acc``."""
+def _drop_scale_above(expression, rows):
+    """``target + scale * acc`` -> ``target + acc`` where there are more than ``rows``
+    output coefficients."""
     target, scaled = expression.children
-    return prim.Sum((target, scaled.children[-1]))
+    small = prim.Comparison(prim.Variable("n_target_coeffs"), "<=", rows)
+    return prim.Sum((target, prim.If(small, scaled, scaled.children[-1])))
 
 
 @recipe("p2p", device="any", name="u_list_up_to_27")
