@@ -143,8 +143,9 @@ def test_math_kernel_errors():
         math_kernel("p2p", n_target_coeffs=4)
     with pytest.raises(TypeError, match=r"operator 'm2l' takes no sizes \['n_surface'\]"):
         math_kernel("m2l", n_target_coeffs=4, n_source_coeffs=4, n_surface=3)
-    with pytest.raises(ValueError, match="needs the size 'n_surface'"):
-        math_kernel("m2p")
+    # The surface size is a launch argument: a kernel without it is the kernel of every size.
+    assert math_kernel("m2p") is math_kernel("m2p", n_surface=152)
+    assert "n_surface" in {arg.name for arg in math_kernel("m2p").default_entrypoint.args}
     with pytest.raises(ValueError, match="has only the target-major layout"):
         math_kernel("p2p", layout=Grouped(pair_tile=4))
 

@@ -29,6 +29,10 @@ from fmmloopy.tuning.tools import (
 #: rounded up to the SIMD width. Not measured on a GPU yet.
 PARTICLE_TARGETS_PER_GROUP = 64
 
+#: Work-items per group for surface targets (the surface size is a launch argument; more
+#: points run in chunks). Not measured on a GPU yet.
+SURFACE_TARGETS_PER_GROUP = 128
+
 #: Largest group for surface targets and matvec rows (more rows run in chunks).
 MAX_GROUP = 256
 
@@ -41,6 +45,8 @@ PARAMETERS = {
 PAIRWISE_PARAMETERS = {
     "particle_targets_per_group": Parameter((32, 64, 128, 256), PARTICLE_TARGETS_PER_GROUP,
                                             "work-items per group for particle targets"),
+    "surface_targets_per_group": Parameter((32, 64, 128, 256), SURFACE_TARGETS_PER_GROUP,
+                                           "work-items per group for surface targets"),
     **PARAMETERS,
 }
 
@@ -52,8 +58,10 @@ def pairwise_gpu(knl, ctx):
     entries share computed once per pair (:func:`hoist_shared_calls`). Complex values too:
     staging copies them whole."""
     surface_targets = get_operator(ctx.operator).targets == SURFACE
-    targets = ctx.parameters["n_surface"] if surface_targets else ctx.settings.get(
-        "particle_targets_per_group", PARTICLE_TARGETS_PER_GROUP)
+    targets = ctx.settings.get("surface_targets_per_group" if surface_targets
+                               else "particle_targets_per_group",
+                               SURFACE_TARGETS_PER_GROUP if surface_targets
+                               else PARTICLE_TARGETS_PER_GROUP)
     width = local_work_size(ctx.device, targets, ctx.settings.get("max_group", MAX_GROUP))
     knl = parallelize_box_loop(hoist_shared_calls(knl))
     knl = spread_over_work_group(knl, "itgt", width)

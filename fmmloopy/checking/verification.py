@@ -107,8 +107,9 @@ def random_operands(spec: OperatorSpec, sizes: dict[str, int], tree, rng: np.ran
             return (tree.nboxes * components, sizes["n_surface"])
         return (components, npoints) if components > 1 else (npoints,)
     n_in, n_out = (1, 1) if green is None else (green.n_inputs, green.n_outputs)
+    sizes = {"n_surface": sizes["n_surface"]} if "n_surface" in sizes else {}
     return {"strengths": values(shape(spec.sources, tree.nsources, n_in)),
-            "result": values(shape(spec.targets, tree.ntargets, n_out))}
+            "result": values(shape(spec.targets, tree.ntargets, n_out))} | sizes
 
 
 def random_values(rng: np.random.Generator, shape: tuple[int, ...],

@@ -282,8 +282,7 @@ class _PlanBuilder:
         spec = get_operator(operator)
         green = self.green.base if green is None else green
         kernel = self._kernel(operator, green, step, **sizes)
-        if spec.template == MATVEC:  # the matrices' sizes are launch arguments
-            extra = sizes | extra
+        extra = sizes | extra  # the kernels take their sizes at launch
         on_device = None if rows is not None else self._grouped_on_device(list_name, kernel,
                                                                           matrix_offsets)
         if on_device:

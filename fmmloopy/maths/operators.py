@@ -46,6 +46,7 @@ from fmmloopy.maths.reference import (
 )
 from fmmloopy.maths.templates import (
     MATVEC_SIZES,
+    SURFACE_SIZE,
     BoxSurface,
     PointSet,
     make_grouped_matvec_kernel,
@@ -91,8 +92,9 @@ class OperatorSpec:
             if layout != TARGET_MAJOR:
                 raise ValueError(f"operator {self.name!r} (pairwise template) has only the "
                                  f"target-major layout, not {layout!r}")
+            # The kernel takes the surface size at launch (any number stands for it here).
             has_surface = SURFACE in (self.targets, self.sources)
-            targets, sources = self.point_sets(sizes.pop("n_surface", None) if has_surface
+            targets, sources = self.point_sets(sizes.pop(SURFACE_SIZE, 1) if has_surface
                                                else None, dtype)
             _no_more(self.name, sizes)
             return make_pairwise_kernel(self.name, green, targets, sources, accumulate=True,
@@ -104,12 +106,14 @@ class OperatorSpec:
         return make_matvec_kernel(self.name, accumulate=True, **dtypes)
 
     def kernel_sizes(self, sizes: dict[str, int]) -> dict[str, int]:
-        """The sizes of ``sizes`` a kernel of this operator is generated for; the rest are
-        arguments of its launches (the matvec's coefficient counts,
-        :data:`~fmmloopy.maths.templates.MATVEC_SIZES`)."""
-        if self.template != MATVEC:
-            return dict(sizes)
-        return {name: value for name, value in sizes.items() if name not in MATVEC_SIZES}
+        """The sizes of ``sizes`` a kernel of this operator is generated for: none of its own,
+        which are arguments of its launches (the matvec's coefficient counts,
+        :data:`~fmmloopy.maths.templates.MATVEC_SIZES`; the pairwise template's surface size,
+        :data:`~fmmloopy.maths.templates.SURFACE_SIZE`); sizes it does not take are kept, for
+        :meth:`make` to refuse."""
+        own = (MATVEC_SIZES if self.template == MATVEC
+               else (SURFACE_SIZE,) if SURFACE in (self.targets, self.sources) else ())
+        return {name: value for name, value in sizes.items() if name not in own}
 
     def work(self, rows: dict, sizes: dict[str, int], box_target_counts: np.ndarray,
              box_source_counts: np.ndarray, complex_values: bool = False) -> int:

@@ -70,12 +70,19 @@ def particles_for(dtype) -> BoxParticles:
     return BoxParticles(relative=np.dtype(dtype) != np.dtype(np.float64))
 
 
+#: The pairwise template's number of points per box surface, a launch argument (not fixed in
+#: the kernel): one kernel serves every order.
+SURFACE_SIZE = "n_surface"
+
+
 @dataclass(frozen=True)
 class BoxSurface:
     """``npoints`` points per box, computed, not stored: ``centre + half_width * unit_surface``.
 
     ``<role>_surface[3, npoints]`` is the template in units of the box half-width (the relative
     radius of an equivalent or check surface is folded into it); values are ``[nboxes, npoints]``.
+    The kernel takes ``npoints`` as its argument :data:`SURFACE_SIZE`: ``npoints`` here is what
+    the references (:mod:`fmmloopy.maths.reference`) compute with.
     """
 
     npoints: int
@@ -154,15 +161,15 @@ def _point_code(points: PointSet, role: str, dtype: np.dtype, components: int = 
         # box's rows are those of the matvec's folded boxes (fold_vectors).
         rows = f" * {components}" if components > 1 else ""
         loads = (f"<> {half_width} = level_half_widths[box_levels[{box}]]",)
-        args = (lp.GlobalArg(f"{role}_surface", dtype, f"3, {points.npoints}"),
+        args = (lp.GlobalArg(f"{role}_surface", dtype, f"3, {SURFACE_SIZE}"),
                 lp.GlobalArg("box_centres", dtype, "3, nboxes"),
                 lp.GlobalArg("box_levels", INDEX_DTYPE, "nboxes"),
                 lp.GlobalArg("level_half_widths", dtype, "nlevels"),
-                lp.GlobalArg(values, value_dtype, f"nboxes{rows}, {points.npoints}"),
-                lp.ValueArg("nlevels", INDEX_DTYPE))
+                lp.GlobalArg(values, value_dtype, f"nboxes{rows}, {SURFACE_SIZE}"),
+                lp.ValueArg(f"nlevels, {SURFACE_SIZE}", INDEX_DTYPE))
         value = (f"{values}[{box} * {components} + {{component}}, {index}]" if components > 1
                  else f"{values}[{box}, {index}]")
-        return _PointCode(loads, f"0 <= {index} < {points.npoints}", None,
+        return _PointCode(loads, f"0 <= {index} < {SURFACE_SIZE}", None,
                           f"box_centres[{{axis}}, {box}]", value, args,
                           relative=f"{half_width} * {role}_surface[{{axis}}, {index}]",
                           leading_component=False, surface=True)
