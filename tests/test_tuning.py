@@ -53,6 +53,7 @@ def test_the_shipped_recipes_declare_their_constants_as_defaults(monkeypatch):
             "lane_width": cpu.LANE_WIDTH, "lane_chains": cpu.LANE_CHAINS}
     assert _shipped("gpu", "pairwise").settings_for(avx2) == {
         "particle_targets_per_group": gpu.PARTICLE_TARGETS_PER_GROUP,
+        "surface_targets_per_group": gpu.SURFACE_TARGETS_PER_GROUP,
         "max_group": gpu.MAX_GROUP}
     # The layout follows the settings given, the defaults otherwise.
     assert matvec.layout_for(avx2, {"pair_tile": 12, "blocks_per_core": 8}).pair_tile == 12

@@ -84,7 +84,8 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
     on_device = real_bytes / _F64  # device values and matrices: the kernels' precision
     operators = operator_sets * sum(_bytes(shape, value)
                                     for shape in matrix_shapes(n_e, ranks).values())
-    launched = {name: operator_sets * sum(_bytes(shape, value) for shape in fields.values())
+    launched = {name: operator_sets * sum(_bytes(_rows_padded(shape), value)
+                                          for shape in fields.values())
                 for name, fields in step_matrix_shapes(expansion, ranks).items()}
     # Matrices go to the device only for steps that launch (M2L: a V list of its class), and
     # M2L's are transposed on the host.
@@ -139,6 +140,20 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
                        "target coordinates": 3 * real_bytes * ntargets}
     return MemoryEstimate(host=host, device=device,
                           largest_buffer=max(largest_buffers.items(), key=lambda item: item[1]))
+
+
+#: The most output coefficients a layout pads each matrix row to a multiple of
+#: (:attr:`fmmloopy.maths.layouts.Grouped.row_multiple`: the cpu recipe's 16-double vectors).
+ROW_PADDING = 16
+
+
+def _rows_padded(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A matrix (stack) shape ``(..., n_out, n_in)`` with ``n_out`` padded as a grouped layout
+    may pad it on the device (:data:`ROW_PADDING`)."""
+    if len(shape) < 2:
+        return shape
+    *outer, n_out, n_in = shape
+    return (*outer, -(-n_out // ROW_PADDING) * ROW_PADDING, n_in)
 
 
 def _runs(step, entries: dict[str, int]) -> bool:

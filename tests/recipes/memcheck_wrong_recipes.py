@@ -15,10 +15,16 @@ from pymbolic import var
 from pymbolic.primitives import Subscript
 
 from fmmloopy.tuning.recipe import recipe
-from fmmloopy.tuning.tools import parallelize_box_loop, spread_over_local_axis
+from fmmloopy.tuning.tools import (
+    parallelize_box_loop,
+    spread_over_local_axis,
+    spread_over_work_group,
+)
 
 #: Work-items per group; a surface of 26 (56) points is staged in 2 (4) chunks, the last partial.
 WIDTH = 16
+#: Surface points staged at a time (a surface of 26 points: two chunks, the last partial).
+STAGED = 16
 
 
 @recipe("p2p", device="any", name="speculative_target_loads")
@@ -64,11 +70,14 @@ def _replace(expression, old, new):
 
 
 def _staged_surface(knl):
-    """Targets over ``l.0``; ``source_surface`` copied to local memory once per work-group."""
+    """Targets over ``l.0``; ``source_surface`` copied to local memory by the work-group a chunk
+    of :data:`STAGED` points at a time (the surface's size is a launch argument)."""
     knl = parallelize_box_loop(knl)
-    knl = spread_over_local_axis(knl, "itgt", WIDTH)
-    knl = lp.add_prefetch(knl, "source_surface", sweep_inames=["isrc"],
-                          fetch_outer_inames=frozenset({"itgt_box"}),
+    knl = spread_over_work_group(knl, "itgt", WIDTH)  # every work-item meets the barriers
+    knl = lp.split_iname(knl, "isrc", STAGED, outer_iname="isrc_chunk", inner_iname="isrc_in")
+    knl = lp.add_prefetch(knl, "source_surface", sweep_inames=["isrc_in"],
+                          fetch_outer_inames=frozenset({"itgt_box", "itgt_outer", "isrc_box",
+                                                        "isrc_chunk"}),
                           dim_arg_names=["iaxis_stage", "isrc_stage"],
                           temporary_address_space=lp.AddressSpace.LOCAL,
                           temporary_name="surface_local", prefetch_insn_id="stage_surface",
