@@ -4,9 +4,10 @@ in local memory.
 Pairwise: targets across ``l.0``; the source points of each listed box are copied into local
 memory a work-group-wide chunk at a time (each work-item copies one point), then every work-item
 sums the chunk for its target. Matvec: output coefficients across ``l.0``; each listed box's
-source vector is copied into local memory a group-wide chunk at a time and read by every row. Work-group sizes come
-from the device: multiples of its SIMD width (NVIDIA warp 32, AMD wavefront 64, read from the
-vendor's device-attribute extension) within its ``max_work_group_size``.
+source vector is copied into local memory a group-wide chunk at a time and read by every row.
+Work-group sizes come from the device: multiples of its SIMD width (NVIDIA warp 32, AMD
+wavefront 64, read from the vendor's device-attribute extension) within its
+``max_work_group_size``.
 
 No build options: the ``cpu`` recipe's ``-cl-fast-relaxed-math`` and builtin ``sqrt`` are PoCL
 measures, and relaxed math on a GPU may trade float64 accuracy that ``fmmloopy check`` has not

@@ -25,7 +25,7 @@ SHIPPED_SHA256 = {
     "fmmloopy.transforms.cpu": "9f879acd416a5f005ae94813dd2f65f6b7d2c3a77161927ee1e4df7d91a3a0a0",
     "fmmloopy.transforms.generic":
         "d5c1dd918e9b4941de6a396615bb1593a78906cbe08dcd91d9d754ab82659d83",
-    "fmmloopy.transforms.gpu": "90bde7b67f01ccca6f5aab2efcbb6dbfd1db903f93dff9424c0d8061a07ee49f",
+    "fmmloopy.transforms.gpu": "4c2df52c8aa46195409f033873f423ba409f874db7a9647766e6365ed8860a66",
     "fmmloopy.transforms.sequential":
         "ed0069adbb495edd7a15545d39511f0b8bef199b6c9b077ca881157e8dcdfbdb",
     "fmmloopy.tuning.complex_split":

@@ -17,7 +17,6 @@ from pymbolic.primitives import Subscript
 from fmmloopy.tuning.recipe import recipe
 from fmmloopy.tuning.tools import (
     parallelize_box_loop,
-    spread_over_local_axis,
     spread_over_work_group,
 )
 
