@@ -57,6 +57,9 @@ from fmmloopy.maths.templates import (
 
 PAIRWISE = "pairwise"
 MATVEC = "matvec"
+#: The kernel name of the matvec template in the grouped layout (:data:`MATVEC` in the
+#: target-major one).
+GROUPED_MATVEC = "grouped_matvec"
 
 PARTICLES = "particles"
 SURFACE = "surface"
@@ -101,9 +104,12 @@ class OperatorSpec:
                                         dtype=dtype)
         _no_more(self.name, sizes)
         dtypes = {"dtype": dtype, "value_dtype": green.value_dtype(dtype)}
+        # Named after the template, not the operator: every matvec operator is then the same
+        # kernel (its sizes are launch arguments), generated and built once for all of them.
         if isinstance(layout, Grouped):
-            return make_grouped_matvec_kernel(self.name, pair_tile=layout.pair_tile, **dtypes)
-        return make_matvec_kernel(self.name, accumulate=True, **dtypes)
+            return make_grouped_matvec_kernel(GROUPED_MATVEC, pair_tile=layout.pair_tile,
+                                              **dtypes)
+        return make_matvec_kernel(MATVEC, accumulate=True, **dtypes)
 
     def kernel_sizes(self, sizes: dict[str, int]) -> dict[str, int]:
         """The sizes of ``sizes`` a kernel of this operator is generated for: none of its own,
