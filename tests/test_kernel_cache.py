@@ -6,10 +6,13 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import stat
 import sys
 import warnings
+from pathlib import Path
 
+import fmmloopy.transforms
 import numpy as np
 import pyopencl.array as cla
 import pytest
@@ -106,7 +109,41 @@ def test_key_follows_operator_sizes_dtype_and_device(device):
     # PoCL sets its memory sizes from the memory free at start-up: not part of the key.
     assert not {"global_mem_size", "max_mem_alloc_size"} & set(key["device"])
     assert set(key["versions"]) == {"python", "loopy", "pyopencl", "pymbolic", "islpy", "numpy"}
-    assert len(key["package_sources"]) == 64  # sha256 of every file of fmmloopy and transforms
+    assert len(key["generators"]) == 64  # sha256 of the modules that generate kernels
+
+
+def test_the_key_follows_the_modules_that_generate_kernels_only(tmp_path, monkeypatch):
+    """An edit of the driver, the tree or the API keeps every stored kernel; one of a module that
+    generates kernels (a template, a recipe, a building block) changes their key."""
+    from fmmloopy.execution import cache_files
+
+    copy = tmp_path / "fmmloopy"
+    shutil.copytree(Path(fmmloopy.__file__).parent, copy,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(Path(fmmloopy.transforms.__file__).parent, copy / "transforms",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+
+    def digest() -> str:
+        roots = {"fmmloopy": copy, "fmmloopy.transforms": copy / "transforms"}
+        monkeypatch.setattr(cache_files, "_package_folder", roots.__getitem__)
+        cache_files.modules_digest.cache_clear()
+        return kernel_cache.generator_digest()
+
+    before = digest()
+    generating = (set(cache_files.modules_closure(*kernel_cache.OPERATOR_GENERATORS))
+                  | set(kernel_cache.OPERATOR_GENERATORS_ALONE))
+    assert {"fmmloopy.maths.templates", "fmmloopy.transforms.cpu", "fmmloopy.maths.green",
+            "fmmloopy.tuning.tools", "fmmloopy.execution.compiled"} <= generating
+    assert not {"fmmloopy.api.fmm", "fmmloopy.driver.builder", "fmmloopy.tree.octree",
+                "fmmloopy.cli.main", "fmmloopy.checking.check"} & generating
+    for module in ("api/fmm.py", "driver/builder.py", "tree/octree.py"):
+        with open(copy / module, "a") as stream:
+            stream.write("\n# an edit\n")
+    assert digest() == before
+    with open(copy / "maths" / "templates.py", "a") as stream:
+        stream.write("\n# an edit\n")
+    assert digest() != before
+    cache_files.modules_digest.cache_clear()
 
 
 def test_only_the_shipped_recipes_unmodified_are_stored(tmp_path, device, monkeypatch):

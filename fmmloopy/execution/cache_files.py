@@ -11,6 +11,7 @@ under its lock (:func:`entry_lock`): one thread of one process builds it, the ot
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import hashlib
@@ -79,6 +80,72 @@ def sources_digest(*packages: str) -> str:
         for path in sorted(root.rglob("*.py")):
             digest.update(f"{package.__name__}/{path.relative_to(root).as_posix()}\n".encode())
             digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+#: The packages whose modules :func:`modules_digest` follows (the shipped recipes are installed
+#: as ``fmmloopy.transforms`` from a folder of their own).
+_PROJECT_PACKAGES = ("fmmloopy.transforms", "fmmloopy")
+
+
+def _package_folder(package: str) -> Path:
+    """The folder of one of :data:`_PROJECT_PACKAGES`."""
+    return Path(importlib.import_module(package).__file__).parent
+
+
+def _module_file(name: str) -> Path | None:
+    """The source file of this project's module ``name`` (found from the package folders, not
+    imported), None for anything else (a name imported from a module, another package)."""
+    for package in _PROJECT_PACKAGES:
+        if name != package and not name.startswith(package + "."):
+            continue
+        path = _package_folder(package)
+        if name != package:
+            path = path.joinpath(*name[len(package) + 1:].split("."))
+            if path.with_suffix(".py").is_file():
+                return path.with_suffix(".py")
+        init = path / "__init__.py"
+        return init if init.is_file() else None
+    return None
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """This project's modules that the file ``path`` imports (anywhere in it)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in names if _module_file(name) is not None}
+
+
+def modules_closure(*modules: str) -> dict[str, Path]:
+    """The named modules of this project and every module of it they import, directly or
+    through others (read from the import statements, nothing imported): name -> file."""
+    seen: dict[str, Path] = {}
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        path = _module_file(name)
+        if name in seen or path is None:
+            continue
+        seen[name] = path
+        todo.extend(sorted(_imported_modules(path)))
+    return dict(sorted(seen.items()))
+
+
+@functools.cache
+def modules_digest(*modules: str, alone: tuple[str, ...] = ()) -> str:
+    """sha256 of the files of :func:`modules_closure` of ``modules`` and of the modules
+    ``alone`` (their imports not followed), each module's name and bytes: what a cache entry
+    made by that code is keyed by, so that an edit elsewhere in the package leaves the entry
+    valid."""
+    files = modules_closure(*modules) | {name: _module_file(name) for name in alone}
+    digest = hashlib.sha256()
+    for name, path in sorted(files.items()):
+        digest.update(f"{name}\n".encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 

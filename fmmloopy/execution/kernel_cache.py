@@ -13,8 +13,8 @@ as data takes loopy's internals (:mod:`fmmloopy.tuning.loopy_internals`); when t
 are generated through loopy's executor and not stored (one warning).
 
 Which kernels are stored. Only those of the shipped recipes, unmodified
-(:func:`fmmloopy.tuning.shipped.is_shipped`): their sources are the files of this package, all of
-which are in the key. A user's recipe is applied anew in every process -- whatever its file, the
+(:func:`fmmloopy.tuning.shipped.is_shipped`): their sources are files of this package, in the
+key. A user's recipe is applied anew in every process -- whatever its file, the
 helpers it imports, the environment variables or data files it reads say *now* is what runs --
 and loopy's own caches, keyed by the transformed kernel itself, are what may skip its code
 generation when nothing changed (in this process and in later ones: the templates give every kernel
@@ -22,8 +22,11 @@ a hash that does not depend on the process, docs/performance.md, "Kernel cache: 
 internals"). So no recipe outside the package can be served a stale kernel.
 
 The key (:func:`kernel_key`) holds the operator, its sizes, dtype, the Green's function's
-fingerprint, the recipe (name, device class, targets, function, layout), a sha256 of every
-module of ``fmmloopy`` and ``transforms``, the versions of Python, loopy, pyopencl, pymbolic,
+fingerprint, the recipe (name, device class, targets, function, layout), a sha256 of the modules
+that generate kernels and of every module of the package they import
+(:func:`generator_digest`: an edit of the driver, the tree or the API keeps the stored kernels;
+one of a template, a recipe or a building block of recipes does not), the versions of Python,
+loopy, pyopencl, pymbolic,
 islpy and numpy, and the device (platform, name, vendor, versions, the properties a recipe may
 read; not its memory sizes, which PoCL sets from the free memory at start-up).
 
@@ -68,23 +71,21 @@ from fmmloopy.execution.cache_files import (
     CACHE_ENV,
     cache_dir,
     key_string,
-    sources_digest,
+    modules_digest,
     write_atomically,
     write_or_warn,
 )
 from fmmloopy.execution.generated_kernel import GeneratedKernel
 from fmmloopy.execution.operator_cache import cache_file_status, kernel_fingerprint
-from fmmloopy.tuning.shipped import is_shipped
+from fmmloopy.tuning.shipped import SHIPPED_SHA256, is_shipped
 
 #: Bump whenever :class:`~fmmloopy.execution.generated_kernel.GeneratedKernel` or the meaning of
-#: a key changes. 3: JSON, data only.
-FORMAT_VERSION = 3
+#: a key changes. 3: JSON, data only. 4: keyed by the generating modules, not the package.
+FORMAT_VERSION = 4
 
 #: Environment variable: ``off`` (or ``0``, ``no``, ``false``) disables the kernel cache.
 KERNEL_CACHE_ENV = "FMMLOOPY_KERNEL_CACHE"
 
-#: This project's packages: every source file of theirs (subpackages included) is in every key.
-_PACKAGED = ("fmmloopy", "fmmloopy.transforms")
 _PACKAGES = ("loopy", "pyopencl", "pymbolic", "islpy", "numpy")
 _DEVICE_PROPERTIES = (
     "name", "vendor", "version", "driver_version", "type", "max_compute_units",
@@ -151,9 +152,27 @@ def device_fingerprint(device: cl.Device) -> dict[str, str]:
     return fingerprint
 
 
-def _package_sources_digest() -> str:
-    """sha256 of every ``.py`` file of ``fmmloopy`` and ``fmmloopy.transforms``."""
-    return sources_digest(*_PACKAGED)
+#: What generates the operators' kernels, with every module of the package they import: the
+#: math-level kernels (templates, Green's functions), the recipes (the shipped ones are loaded
+#: by name) and their building blocks, the race analysis that silences benign races, the
+#: description of the generated code; :data:`OPERATOR_GENERATORS_ALONE` without their imports.
+OPERATOR_GENERATORS = ("fmmloopy.maths.operators", "fmmloopy.tuning.races",
+                       "fmmloopy.tuning.recipe", "fmmloopy.execution.generation",
+                       *SHIPPED_SHA256)
+#: The module that applies a recipe to a math-level kernel (its imports: the launcher, the
+#: tuning records, ... do not change the code).
+OPERATOR_GENERATORS_ALONE = ("fmmloopy.execution.compiled",)
+#: What generates the set-up's kernels.
+SETUP_GENERATORS = ("fmmloopy.maths.setup_kernels", "fmmloopy.execution.generation")
+SETUP_GENERATORS_ALONE = ("fmmloopy.execution.device_setup",)
+
+
+def generator_digest(modules: tuple[str, ...] = OPERATOR_GENERATORS,
+                     alone: tuple[str, ...] = OPERATOR_GENERATORS_ALONE) -> str:
+    """sha256 of the modules that generate a kernel
+    (:func:`~fmmloopy.execution.cache_files.modules_digest`): an edit anywhere else in the
+    package (the driver, the tree, the API) keeps the stored kernels."""
+    return modules_digest(*modules, alone=alone)
 
 
 @functools.cache
@@ -187,7 +206,7 @@ def kernel_key(operator: str, recipe: Any, device: cl.Device, green: Any, dtype:
                    getattr(recipe.function, "__qualname__", "?"),
                    repr(recipe.layout_for(device, settings))],
         "settings": {name: repr(value) for name, value in settings.items()},
-        "package_sources": _package_sources_digest(),
+        "generators": generator_digest(),
         "versions": _versions(),
         "device": device_fingerprint(device),
     }
@@ -195,14 +214,14 @@ def kernel_key(operator: str, recipe: Any, device: cl.Device, green: Any, dtype:
 
 def setup_kernel_key(name: str, device: cl.Device) -> dict[str, Any]:
     """The key of one of the set-up's kernels (:mod:`fmmloopy.execution.device_setup`): its
-    name, the package sources (its math-level kernel and its mapping to the device are
-    among them), the versions and the device. Stored under the operator ``setup-<name>`` and
-    the recipe ``setup``."""
+    name, the modules that generate it (its math-level kernel and its mapping to the device
+    are among them), the versions and the device. Stored under the operator ``setup-<name>``
+    and the recipe ``setup``."""
     return {
         "format_version": FORMAT_VERSION,
         "operator": f"setup-{name}",
         "recipe": ["setup"],
-        "package_sources": _package_sources_digest(),
+        "generators": generator_digest(SETUP_GENERATORS, SETUP_GENERATORS_ALONE),
         "versions": _versions(),
         "device": device_fingerprint(device),
     }
