@@ -177,6 +177,15 @@ def operator_cache_in_a_temporary_directory(tmp_path_factory):
         os.environ[CACHE_ENV] = previous
 
 
+@pytest.fixture
+def no_shipped_kernels(monkeypatch):
+    """The shipped generated kernels out of the way: kernels come from the disk kernel cache or
+    from loopy, as the tests of that cache need."""
+    from fmmloopy.execution import shipped_kernels
+
+    monkeypatch.setattr(shipped_kernels, "_entries", lambda: {})
+
+
 @pytest.fixture(autouse=True)
 def isolated_registry():
     """Recipes a test registers or loads do not leak into the next test."""

@@ -136,9 +136,11 @@ def test_a_plan_with_the_device_lists_evaluates_as_the_host_one(queue):
     assert np.linalg.norm(device - expected) / np.linalg.norm(expected) < 5e-4
 
 
-def test_a_corrupted_cached_set_up_kernel_is_rejected_and_made_again(queue, monkeypatch):
+def test_a_corrupted_cached_set_up_kernel_is_rejected_and_made_again(queue, monkeypatch,
+                                                                     no_shipped_kernels):
     """The set-up kernels' cache files get the kernel cache's checks: a corrupted one is
     rejected with a warning, generated again, and the lists are still the host's."""
+    monkeypatch.setattr(device_setup, "_LAUNCHERS", {})
     device_setup._launcher("v_class_counts", queue.context)  # stored once generated
     path = kernel_cache.kernel_path(kernel_cache.setup_kernel_key("v_class_counts",
                                                                   queue.device))

@@ -36,8 +36,9 @@ CHARGES = np.random.default_rng(32).uniform(-1.0, 1.0, len(POINTS))
 
 
 @pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    """An empty cache directory and an empty in-process kernel table (restored afterwards)."""
+def cache_dir(tmp_path, monkeypatch, no_shipped_kernels):
+    """An empty cache directory and an empty in-process kernel table (restored afterwards); the
+    shipped kernels out of the way."""
     monkeypatch.setenv("FMMLOOPY_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv(kernel_cache.KERNEL_CACHE_ENV, raising=False)
     monkeypatch.setattr(execution, "_CACHE", {})

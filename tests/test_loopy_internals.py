@@ -201,7 +201,7 @@ def test_a_changed_signature_is_reported_not_called(monkeypatch, context):
 
 
 @pytest.fixture
-def empty_kernel_cache(tmp_path, monkeypatch):
+def empty_kernel_cache(tmp_path, monkeypatch, no_shipped_kernels):
     monkeypatch.setenv("FMMLOOPY_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv(kernel_cache.KERNEL_CACHE_ENV, raising=False)
     monkeypatch.setattr(compiled, "_CACHE", {})

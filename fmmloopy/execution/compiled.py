@@ -29,7 +29,7 @@ from pymbolic import evaluate
 from pymbolic.primitives import Variable
 
 from fmmloopy.base.devices import context_for, vector_doubles
-from fmmloopy.execution import generation, kernel_cache
+from fmmloopy.execution import generation, kernel_cache, shipped_kernels
 from fmmloopy.execution.cache_files import cache_dir
 from fmmloopy.execution.generated_kernel import GeneratedKernel
 from fmmloopy.execution.launcher import Launcher, expression
@@ -89,6 +89,11 @@ class CompiledOperator:
         """Arrays whose shape the recipe changed (an axis split for ``vec``): name -> (math-level
         shape, transformed shape), extents as text. Callers pass math-level shapes."""
         return self._generated.reshaped if self._generated else self._reshaped
+
+    @property
+    def disk_key(self) -> dict[str, Any] | None:
+        """The key of this kernel in the disk kernel cache (None: not stored, a user's recipe)."""
+        return self._disk_key
 
     @property
     def layout(self):
@@ -277,6 +282,12 @@ _CACHE: dict[tuple, CompiledOperator] = {}
 _CACHE_LOCK = threading.RLock()
 
 
+def forget_compiled() -> None:
+    """Drop this process's transformed kernels (the next request looks in the caches again)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
 @dataclass(frozen=True)
 class Transformed:
     """A recipe's kernel, its benign write races silenced: as the recipe returned it
@@ -363,7 +374,7 @@ def compiled_operator(operator: str, device: cl.Device, *, recipe: str | Recipe 
         if key not in _CACHE:
             disk_key = kernel_cache.kernel_key(operator, recipe, device, green, dtype, sizes,
                                                settings)
-            generated = kernel_cache.load(disk_key)
+            generated = kernel_cache.load(disk_key) or shipped_kernels.load(disk_key, device)
             if generated is None and only_cached:
                 return None
             _CACHE[key] = _compiled(operator, recipe, device, green, dtype, sizes, spec,

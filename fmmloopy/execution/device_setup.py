@@ -38,7 +38,7 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cla
 
-from fmmloopy.execution import generation, kernel_cache
+from fmmloopy.execution import generation, kernel_cache, shipped_kernels
 from fmmloopy.execution.compiled import loopy_output_to_log
 from fmmloopy.execution.launcher import Launcher
 from fmmloopy.execution.uploads import upload
@@ -107,14 +107,11 @@ def _launcher(name: str, context: cl.Context, only_cached: bool = False):
             return _LAUNCHERS[key]
     device = context.devices[0]
     disk_key = kernel_cache.setup_kernel_key(name, device)
-    generated = kernel_cache.load(disk_key)
+    generated = kernel_cache.load(disk_key) or shipped_kernels.load(disk_key, device)
     if generated is None:
         if only_cached:
             return None
-        t_unit = SETUP_KERNELS[name]()
-        with loopy_output_to_log():
-            executor = t_unit.executor(context)
-            generated = generation.generate(t_unit, executor, {})
+        generated, executor = generated_setup_kernel(name, context)
         if generated is None:  # loopy's internals moved: its executor, uncached
             launcher = executor
         else:
@@ -124,6 +121,15 @@ def _launcher(name: str, context: cl.Context, only_cached: bool = False):
         launcher = Launcher(generated, context)
     with _LOCK:
         return _LAUNCHERS.setdefault(key, _Serialised(launcher))
+
+
+def generated_setup_kernel(name: str, context: cl.Context):
+    """The generated code of the set-up kernel ``name`` (loopy run now; None where loopy's
+    internals moved) and loopy's executor of it in ``context``."""
+    t_unit = SETUP_KERNELS[name]()
+    with loopy_output_to_log():
+        executor = t_unit.executor(context)
+        return generation.generate(t_unit, executor, {}), executor
 
 
 def prepare_setup_kernels(context: cl.Context) -> None:

@@ -1,0 +1,113 @@
+"""Generate the kernels fmmloopy ships (:mod:`fmmloopy.execution.shipped_kernels`) and write them.
+
+``python -m fmmloopy.cli.ship_kernels`` generates, on this machine's OpenCL CPU device, every
+kernel a Laplace FMM asks for (the potential, and the gradient, of charges, dipoles or both)
+under the shipped ``cpu`` recipes, in float64 and float32, for each vector class
+(:data:`VECTOR_CLASSES`, made through ``$FMMLOOPY_VECTOR_DOUBLES``: the recipes read nothing else
+of the device), and the set-up's kernels; the disk kernel cache is neither read nor written.
+Run it after a change to what generates kernels (``tests/test_shipped_kernels.py`` fails until
+then); ``--check`` compares instead of writing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyopencl as cl
+
+from fmmloopy.base.devices import VECTOR_DOUBLES_ENV, choose_device
+from fmmloopy.driver.preparation import kernel_requests
+from fmmloopy.execution import compiled, device_setup, kernel_cache, shipped_kernels
+from fmmloopy.execution.cache_files import key_string
+from fmmloopy.maths.expansion import Expansion
+from fmmloopy.maths.geometry import M2L_CLASSES
+from fmmloopy.maths.green import get_kernel
+
+#: The doubles per vector of the CPU classes shipped: AVX2 and AVX-512.
+VECTOR_CLASSES = (4, 8)
+#: The precisions shipped.
+DTYPES = (np.float64, np.float32)
+#: The fields of the Laplace kernel shipped: (outputs, inputs).
+FIELDS = tuple((outputs, inputs) for outputs in (("potential",), ("potential", "gradient"))
+               for inputs in (("charge",), ("dipole",), ("charge", "dipole")))
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """The environment variables ``values`` set while inside (restored after)."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def generate_entries(device: cl.Device) -> list[dict[str, Any]]:
+    """Every shipped entry, generated now on ``device`` (an OpenCL CPU device)."""
+    expansion = Expansion(4)  # any order: the sizes are launch arguments
+    ranks = {"uc2e": expansion.n_e, "dc2e": expansion.n_e} | {
+        f"m2l_{name}": expansion.n_e for name in M2L_CLASSES}
+    laplace = get_kernel("laplace")
+    entries = {}
+
+    def add(key: dict[str, Any] | None, generated) -> None:
+        wanted = shipped_kernels.shipped_key(key, device)
+        if wanted is None or generated is None:
+            raise RuntimeError(f"the kernel of {key and key['operator']!r} cannot be shipped "
+                               f"(recipe {key and key['recipe'][0]!r} on {device.name!r})")
+        entries[key_string(wanted)] = shipped_kernels.entry(wanted, generated)
+
+    with _environment(**{kernel_cache.KERNEL_CACHE_ENV: "off"}):
+        compiled.forget_compiled()
+        for lanes in VECTOR_CLASSES:
+            with _environment(**{VECTOR_DOUBLES_ENV: str(lanes)}):
+                for dtype in map(np.dtype, DTYPES):
+                    for outputs, inputs in FIELDS:
+                        green = laplace.with_fields(outputs, inputs)
+                        for operator, kernel, sizes in kernel_requests(expansion, ranks, green):
+                            made = compiled.compiled_operator(
+                                operator, device, recipe="cpu", kernel=kernel, dtype=dtype,
+                                settings={}, **sizes)  # the defaults, not a tuning record
+                            add(made.disk_key, made.generated)
+        context = cl.Context([device])
+        for name in device_setup.SETUP_KERNELS:
+            add(kernel_cache.setup_kernel_key(name, device),
+                device_setup.generated_setup_kernel(name, context)[0])
+        compiled.forget_compiled()
+    return list(entries.values())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fmmloopy.cli.ship_kernels",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="compare with the shipped file instead of writing it")
+    args = parser.parse_args(argv)
+    device = choose_device("cpu")
+    entries = generate_entries(device)
+    if args.check:
+        shipped = shipped_kernels.read(shipped_kernels.SHIPPED_PATH)
+        same = sorted(map(key_string, shipped)) == sorted(
+            map(key_string, entries))
+        print(f"{len(entries)} kernels generated on {device.name!r}: "
+              f"{'the same as' if same else 'NOT the same as'} {shipped_kernels.SHIPPED_PATH}")
+        return 0 if same else 1
+    shipped_kernels.write(entries)
+    print(f"{len(entries)} kernels generated on {device.name!r} written to "
+          f"{shipped_kernels.SHIPPED_PATH}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
