@@ -201,7 +201,8 @@ def test_a_layout_may_follow_the_device(monkeypatch):
 
     shipped = next(r for r in registry.REGISTRY if r.name == "cpu" and "matvec" in r.targets)
     avx512, avx2 = (SimpleNamespace(preferred_vector_width_double=w) for w in (8, 4))
-    assert shipped.layout_for(avx512) == Grouped(pair_tile=8, blocks_per_compute_unit=2)
+    assert shipped.layout_for(avx512) == Grouped(pair_tile=8, blocks_per_compute_unit=2,
+                                                 row_multiple=16)
     assert shipped.layout_for(avx2) == Grouped(pair_tile=4, blocks_per_compute_unit=2,
                                                row_multiple=8)
     assert cpu.matvec_layout(SimpleNamespace()).pair_tile == cpu.PAIR_TILE  # nothing reported
