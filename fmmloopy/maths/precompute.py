@@ -53,6 +53,12 @@ from types import MappingProxyType
 
 import numpy as np
 
+from fmmloopy.maths.cube_symmetry import (
+    cube_symmetries,
+    is_cube_invariant,
+    orbits,
+    surface_permutation,
+)
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import (
     M2L_CLASSES,
@@ -63,9 +69,7 @@ from fmmloopy.maths.geometry import (
     transfer_vectors,
 )
 from fmmloopy.maths.green import GreenKernel, get_kernel
-from fmmloopy.maths.surfaces import (
-    fine_order,
-)
+from fmmloopy.maths.surfaces import fine_order, surface_size
 
 __all__ = [
     "DEFAULT_RCOND",
@@ -362,6 +366,30 @@ def _apply_factors(factors: tuple[np.ndarray, np.ndarray], matrix: np.ndarray) -
     return second @ (first @ matrix)
 
 
+def _by_symmetry(translation, offsets: np.ndarray, lattice: np.ndarray, order: int,
+                 symmetric: bool, dtype) -> np.ndarray:
+    """``translation(offset)`` (an ``n_e x n_e`` matrix between surfaces of ``order``) for each
+    row of ``offsets`` (``lattice``: the same as integers). Where the kernel is invariant
+    under the cube's symmetries (``symmetric``), computed for one offset of each orbit and
+    permuted for the others: ``T(g r)[i, j] = T(r)[q[i], q[j]]``, ``q`` the permutation of
+    the surface by ``g^-1`` (:mod:`fmmloopy.maths.cube_symmetry`)."""
+    n_e = surface_size(order)
+    result = np.empty((len(offsets), n_e, n_e), dtype)
+    if not symmetric:
+        for index, offset in enumerate(offsets):
+            result[index] = translation(offset)
+        return result
+    representative, symmetry = orbits(lattice)
+    for index in np.unique(representative):
+        result[index] = translation(offsets[index])
+    symmetries = cube_symmetries()
+    for index, (first, number) in enumerate(zip(representative, symmetry, strict=True)):
+        if first != index:
+            permutation = surface_permutation(order, symmetries[number].T)
+            result[index] = result[first][np.ix_(permutation, permutation)]
+    return result
+
+
 def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None = None,
                       half_width: float = 1.0) -> KifmmOperators:
     """Compute all KIFMM matrices for a box of ``half_width`` (no caching)."""
@@ -408,20 +436,28 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
         m2m_fit, l2l_fit = uc2e, child_dc2e
 
     dtype = kernel.value_dtype()
-    m2m = np.empty((8, n_e, n_e), dtype)
-    l2l = np.empty((8, n_e, n_e), dtype)
-    for octant, centre in enumerate(child_centres().T):
-        centre = centre[:, None]
-        m2m[octant] = _apply_factors(
-            m2m_fit, matrix(translation_up_check, centre + 0.5 * upward_equivalent))
-        l2l[octant] = _apply_factors(
-            l2l_fit, matrix(centre + 0.5 * translation_down_check, downward_equivalent))
+    # A kernel the cube's symmetries leave unchanged has translations that are each other's
+    # with rows and columns permuted: one octant's M2M and L2L, 16 of the 316 M2L.
+    symmetric = is_cube_invariant(lambda offsets: kernel.evaluate(half_width * offsets))
 
-    m2l = np.empty((NTRANSFER_VECTORS, n_e, n_e), dtype)
-    for index, offset in enumerate(transfer_vectors()):
-        source_centre = 2.0 * offset[:, None]
-        check = matrix(translation_down_check, source_centre + upward_equivalent)
-        m2l[index] = check_of_local @ _apply_factors(m2l_fit, check) if least_squares else check
+    def m2m_of(centre: np.ndarray) -> np.ndarray:
+        return _apply_factors(m2m_fit, matrix(translation_up_check,
+                                              centre[:, None] + 0.5 * upward_equivalent))
+
+    def l2l_of(centre: np.ndarray) -> np.ndarray:
+        return _apply_factors(l2l_fit, matrix(centre[:, None] + 0.5 * translation_down_check,
+                                              downward_equivalent))
+
+    def m2l_of(offset: np.ndarray) -> np.ndarray:
+        check = matrix(translation_down_check, 2.0 * offset[:, None] + upward_equivalent)
+        return check_of_local @ _apply_factors(m2l_fit, check) if least_squares else check
+
+    centres = child_centres().T
+    octants = np.rint(2 * centres).astype(np.int64)
+    m2m = _by_symmetry(m2m_of, centres, octants, order, symmetric, dtype)
+    l2l = _by_symmetry(l2l_of, centres, octants, order, symmetric, dtype)
+    vectors = transfer_vectors()
+    m2l = _by_symmetry(m2l_of, vectors.astype(np.float64), vectors, order, symmetric, dtype)
 
     # One cutoff for every class, relative to the largest singular value of all the M2L
     # matrices side by side: the same absolute accuracy for near and far pairs.
