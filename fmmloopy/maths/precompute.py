@@ -302,7 +302,26 @@ def m2l_threshold(order: int) -> float:
     return M2L_SVD_FACTOR * expected_error(order)
 
 
-def compress_m2l(m2l: np.ndarray, cutoff: float
+def m2l_factors(m2l: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The triangular QR factors of a class's matrices side by side and stacked, what
+    :func:`compress_m2l` takes their singular values and vectors from.
+
+    Each stack's SVD comes from its triangular QR factor: ``[m2l[0]; ...] = Q R`` gives the
+    stack's singular values and right vectors as R's, and the side-by-side matrices are the
+    conjugate transpose of ``[m2l[0]^H; ...]``, whose R gives their left vectors (and
+    ``R^H R = sum_t m2l[t] m2l[t]^H``, their Gram matrix). Householder QR keeps the accuracy of
+    an SVD of the stack itself (its Gram matrix would square the singular values, and the
+    cutoff at order 10, ~2e-9, squared is below the float64 round-off) without forming the
+    tall factor an SVD computes and this discards (an SVD of the 152 x 48032 stack of order 6:
+    0.2-0.4 s each; the QR a fraction of it)."""
+    n_e = m2l.shape[1]
+    side_by_side_r = np.linalg.qr(m2l.conj().transpose(0, 2, 1).reshape(-1, n_e), mode="r")
+    stacked_r = np.linalg.qr(m2l.reshape(-1, n_e), mode="r")
+    return side_by_side_r, stacked_r
+
+
+def compress_m2l(m2l: np.ndarray, cutoff: float,
+                 factors: tuple[np.ndarray, np.ndarray] | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(compress, core, expand)`` with ``m2l[t] ~ expand @ core[t] @ compress``.
 
@@ -313,18 +332,10 @@ def compress_m2l(m2l: np.ndarray, cutoff: float
     ``k`` keeps the singular values of both stacks above ``cutoff`` (the larger of the two
     counts, at least 1), rounded up to a multiple of :data:`M2L_RANK_MULTIPLE` (at most
     ``n_e``). Both bases are orthonormal, so the core carries the scale, and level scaling
-    applies to it alone.
+    applies to it alone. ``factors``: :func:`m2l_factors` of ``m2l``, if computed already.
     """
     n_e = m2l.shape[1]
-    # Each stack's SVD from its triangular QR factor: ``[m2l[0]; ...] = Q R`` gives the
-    # stack's singular values and right vectors as R's, and the side-by-side matrices are the
-    # conjugate transpose of ``[m2l[0]^H; ...]``, whose R gives their left vectors. Householder
-    # QR keeps the accuracy of an SVD of the stack itself (its Gram matrix would square the
-    # singular values, and the cutoff at order 10, ~2e-9, squared is below the float64
-    # round-off) without forming the tall factor an SVD computes and this discards (an SVD of
-    # the 152 x 48032 stack of order 6: 0.2-0.4 s each; the QR a fraction of it).
-    side_by_side_r = np.linalg.qr(m2l.conj().transpose(0, 2, 1).reshape(-1, n_e), mode="r")
-    stacked_r = np.linalg.qr(m2l.reshape(-1, n_e), mode="r")
+    side_by_side_r, stacked_r = m2l_factors(m2l) if factors is None else factors
     left, left_values, _ = np.linalg.svd(side_by_side_r.conj().T)
     _, right_values, right_h = np.linalg.svd(stacked_r)
     singular = (left_values, right_values)
@@ -388,6 +399,29 @@ def _by_symmetry(translation, offsets: np.ndarray, lattice: np.ndarray, order: i
             permutation = surface_permutation(order, symmetries[number].T)
             result[index] = result[first][np.ix_(permutation, permutation)]
     return result
+
+
+def _reflected(compressed: dict[str, np.ndarray], mirrored: str, name: str, axis: int,
+               order: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The compressed M2L of class ``name`` from that of class ``mirrored`` (``compressed``
+    holds its parts), its mirror image through the plane normal to ``axis``: the reflection
+    ``g`` maps each vector ``t`` of ``name`` to one of ``mirrored`` and ``M(t)`` is ``M(g t)``
+    with rows and columns permuted by the surface's permutation ``q`` of ``g``
+    (:mod:`fmmloopy.maths.cube_symmetry`), so the bases are permuted and the cores are the
+    mirrored vectors' (the classes' directions are the sign of one axis: a reflection keeps
+    the band and the axis)."""
+    reflection = np.eye(3, dtype=np.int64)
+    reflection[axis, axis] = -1
+    permutation = surface_permutation(order, reflection)
+    vectors = transfer_vectors()
+    position = {tuple(vectors[index].tolist()): number
+                for number, index in enumerate(transfer_class(mirrored))}
+    images = [position[tuple((reflection @ vectors[index]).tolist())]
+              for index in transfer_class(name)]
+    compress = np.ascontiguousarray(compressed[f"m2l_{mirrored}_compress"][:, permutation])
+    core = np.ascontiguousarray(compressed[f"m2l_{mirrored}_core"][images])
+    expand = np.ascontiguousarray(compressed[f"m2l_{mirrored}_expand"][permutation])
+    return compress, core, expand
 
 
 def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None = None,
@@ -459,16 +493,40 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
     vectors = transfer_vectors()
     m2l = _by_symmetry(m2l_of, vectors.astype(np.float64), vectors, order, symmetric, dtype)
 
+    # The classes' QR factors; a class that mirrors another (a kernel the symmetries leave
+    # unchanged) is derived from it below.
+    def mirrored(name: str) -> tuple[str, int] | None:
+        band, direction = M2L_CLASSES[name]
+        if symmetric and direction.endswith("n"):
+            return f"{band}_{direction[0]}p", "xyz".index(direction[0])
+        return None
+    factors = {name: m2l_factors(m2l[transfer_class(name)])
+               for name in M2L_CLASSES if mirrored(name) is None}
     # One cutoff for every class, relative to the largest singular value of all the M2L
-    # matrices side by side: the same absolute accuracy for near and far pairs.
-    # (From the n_e x n_e Gram matrix: squaring costs the largest singular value no accuracy,
-    # and spares an SVD of n_e x 316 n_e.)
-    side_by_side = m2l.transpose(1, 0, 2).reshape(n_e, -1)
-    largest = float(np.sqrt(max(np.linalg.eigvalsh(side_by_side @ side_by_side.conj().T)[-1],
-                                0.0)))
+    # matrices side by side: the same absolute accuracy for near and far pairs. Their Gram
+    # matrix is the sum of the classes' (``R^H R`` of the side-by-side factors; a mirrored
+    # class's is its mirror's with rows and columns permuted); squaring costs the largest
+    # singular value no accuracy.
+    gram = np.zeros((n_e, n_e), dtype)
+    for name in M2L_CLASSES:
+        twin = mirrored(name)
+        side = factors[name if twin is None else twin[0]][0]
+        part = side.conj().T @ side
+        if twin is not None:
+            reflection = np.eye(3, dtype=np.int64)
+            reflection[twin[1], twin[1]] = -1
+            permutation = surface_permutation(order, reflection)
+            part = part[np.ix_(permutation, permutation)]
+        gram += part
+    largest = float(np.sqrt(max(np.linalg.eigvalsh(gram)[-1], 0.0)))
     compressed = {}
     for name in M2L_CLASSES:
-        parts = compress_m2l(m2l[transfer_class(name)], m2l_threshold(order) * largest)
+        twin = mirrored(name)
+        if twin is not None:  # the mirror image of the +axis class
+            parts = _reflected(compressed, twin[0], name, twin[1], order)
+        else:
+            parts = compress_m2l(m2l[transfer_class(name)], m2l_threshold(order) * largest,
+                                 factors[name])
         compressed |= {f"m2l_{name}_{part}": array
                        for part, array in zip(("compress", "core", "expand"), parts, strict=True)}
     return KifmmOperators(
