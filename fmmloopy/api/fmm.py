@@ -267,9 +267,11 @@ class Fmm:
                 f"{self.memory_estimate.describe()}") from exc
         finally:
             # The kernel thread ends with the set-up, also a refused one (a process that
-            # exits while it builds in the OpenCL runtime aborts).
+            # exits while it builds in the OpenCL runtime aborts); the plan has built what it
+            # launches, so the thread builds nothing more.
             preparation, self._preparation = self._preparation, None
             if preparation is not None:
+                preparation.stop()
                 preparation.join()
 
     def update(self, sources, targets=None) -> None:
@@ -339,8 +341,10 @@ class Fmm:
             self.setup_seconds["precompute"] = time.perf_counter() - clock
         finally:
             loader.shutdown(wait=False)
-        # The plan's kernels from the disk kernel cache, built on a thread while the host
-        # builds the tree and lists (the plan finds them ready, or waits for them).
+        # The plan's kernels from the disk kernel cache or the shipped ones, built on a thread
+        # while the host builds the tree and lists (the plan finds them ready, or waits for
+        # them). Started here, not before: with the precomputation on a thread too, three
+        # threads on two cores made the set-up slower.
         self._preparation = KernelPreparation(
             kernel_requests(self.expansion, first.ranks(), self.kernel), self.queue, recipes,
             self.precision)

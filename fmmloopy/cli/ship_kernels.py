@@ -26,7 +26,6 @@ from fmmloopy.driver.preparation import kernel_requests
 from fmmloopy.execution import compiled, device_setup, kernel_cache, shipped_kernels
 from fmmloopy.execution.cache_files import key_string
 from fmmloopy.maths.expansion import Expansion
-from fmmloopy.maths.geometry import M2L_CLASSES
 from fmmloopy.maths.green import get_kernel
 
 #: The doubles per vector of the CPU classes shipped: AVX2 and AVX-512.
@@ -56,8 +55,6 @@ def _environment(**values: str) -> Iterator[None]:
 def generate_entries(device: cl.Device) -> list[dict[str, Any]]:
     """Every shipped entry, generated now on ``device`` (an OpenCL CPU device)."""
     expansion = Expansion(4)  # any order: the sizes are launch arguments
-    ranks = {"uc2e": expansion.n_e, "dc2e": expansion.n_e} | {
-        f"m2l_{name}": expansion.n_e for name in M2L_CLASSES}
     laplace = get_kernel("laplace")
     entries = {}
 
@@ -75,7 +72,7 @@ def generate_entries(device: cl.Device) -> list[dict[str, Any]]:
                 for dtype in map(np.dtype, DTYPES):
                     for outputs, inputs in FIELDS:
                         green = laplace.with_fields(outputs, inputs)
-                        for operator, kernel, sizes in kernel_requests(expansion, ranks, green):
+                        for operator, kernel, sizes in kernel_requests(expansion, None, green):
                             made = compiled.compiled_operator(
                                 operator, device, recipe="cpu", kernel=kernel, dtype=dtype,
                                 settings={}, **sizes)  # the defaults, not a tuning record

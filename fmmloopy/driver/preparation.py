@@ -24,7 +24,7 @@ from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.kifmm import STEPS, step_kernel
 from fmmloopy.maths.operators import PAIRWISE, get_operator, operator_sizes
-from fmmloopy.maths.precompute import matrix_shapes
+from fmmloopy.maths.precompute import full_ranks, matrix_shapes
 
 __all__ = ["KernelPreparation", "kernel_requests"]
 
@@ -32,10 +32,14 @@ __all__ = ["KernelPreparation", "kernel_requests"]
 KernelRequest = tuple[str, GreenKernel, dict[str, int]]
 
 
-def kernel_requests(expansion: Expansion, ranks: dict[str, int], green: GreenKernel
+def kernel_requests(expansion: Expansion, ranks: dict[str, int] | None, green: GreenKernel
                     ) -> list[KernelRequest]:
     """Every kernel a plan of operators with ``ranks`` asks for, summing ``green``, whatever
-    boxes its tree holds (a tree without boxes for a step asks for fewer), each once."""
+    boxes its tree holds (a tree without boxes for a step asks for fewer), each once. The
+    sizes are launch arguments, so ``ranks`` only fills them in: None (before the operators
+    are computed) asks for the same kernels."""
+    if ranks is None:
+        ranks = full_ranks(expansion.n_e)
     shapes = matrix_shapes(expansion.n_e, ranks)
     requests: list[KernelRequest] = []
     for step in STEPS.values():
@@ -53,22 +57,36 @@ def kernel_requests(expansion: Expansion, ranks: dict[str, int], green: GreenKer
     return requests
 
 
+#: Operators whose lists are often empty or summed directly (W and X): prepared last, so that
+#: a plan that does not launch them seldom waits for their build (:meth:`KernelPreparation.stop`).
+PREPARED_LAST = ("m2p", "p2l")
+
+
 class KernelPreparation:
-    """Loads the kernels of ``requests`` from the disk kernel cache and builds them for
-    ``queue``'s context on a thread; :meth:`join` waits for it. Failures are left to the plan,
-    which asks for the same kernels and reports them."""
+    """Loads the kernels of ``requests`` from the disk kernel cache (or the shipped kernels) and
+    builds them for ``queue``'s context on a thread: the set-up's own kernels first (the V list
+    by class), then the operators', those of :data:`PREPARED_LAST` last. :meth:`stop` asks it
+    to build no more (the plan has built what it launches), :meth:`join` waits for it.
+    Failures are left to the plan, which asks for the same kernels and reports them."""
 
     def __init__(self, requests: list[KernelRequest], queue: cl.CommandQueue,
                  recipes: str | Mapping[str, str] | None, precision: Precision):
+        requests = sorted(requests, key=lambda request: request[0] in PREPARED_LAST)
+        self._stopped = threading.Event()
         self._thread = threading.Thread(
             target=self._prepare, args=(requests, queue, recipes, precision),
             name="fmmloopy kernel preparation", daemon=True)
         self._thread.start()
 
-    @staticmethod
-    def _prepare(requests: list[KernelRequest], queue: cl.CommandQueue,
+    def _prepare(self, requests: list[KernelRequest], queue: cl.CommandQueue,
                  recipes: str | Mapping[str, str] | None, precision: Precision) -> None:
+        try:
+            prepare_setup_kernels(queue.context)
+        except Exception:  # the set-up builds them again and reports it
+            pass
         for operator, green, sizes in requests:
+            if self._stopped.is_set():
+                return
             try:
                 kernel = compiled_operator(operator, queue.device,
                                            recipe=recipe_for(recipes, operator), kernel=green,
@@ -77,10 +95,10 @@ class KernelPreparation:
                 continue
             if kernel is not None:
                 kernel.prepare(queue.context)
-        try:  # the set-up's own kernels (the V list by class)
-            prepare_setup_kernels(queue.context)
-        except Exception:  # the plan builds them again and reports it
-            pass
+
+    def stop(self) -> None:
+        """Build no kernel after the one in progress."""
+        self._stopped.set()
 
     def join(self) -> None:
         self._thread.join()
