@@ -15,7 +15,7 @@ from pymbolic import evaluate
 
 from fmmloopy.base.devices import context_for
 from fmmloopy.checking.problems import check_problems
-from fmmloopy.execution import compiled, generation, kernel_cache
+from fmmloopy.execution import cache_files, compiled, generation, kernel_cache
 from fmmloopy.execution.compiled import compiled_operator
 from fmmloopy.execution.kernel_cache import KernelCacheWarning
 from fmmloopy.execution.launcher import Launcher
@@ -205,7 +205,7 @@ def empty_kernel_cache(tmp_path, monkeypatch, no_shipped_kernels):
     monkeypatch.setenv("FMMLOOPY_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv(kernel_cache.KERNEL_CACHE_ENV, raising=False)
     monkeypatch.setattr(compiled, "_CACHE", {})
-    monkeypatch.setattr(kernel_cache, "_warned_messages", set())
+    monkeypatch.setattr(cache_files, "_warned_messages", set())
     return tmp_path
 
 

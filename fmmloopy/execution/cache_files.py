@@ -38,6 +38,20 @@ except ImportError:  # not POSIX: threads are still serialised, processes are no
 CACHE_ENV = "FMMLOOPY_CACHE_DIR"
 
 
+class KernelCacheWarning(UserWarning):
+    """A kernel cache file was rejected (and generated again), or could not be written."""
+
+
+_warned_messages: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """A :class:`KernelCacheWarning` with ``message``, once per process."""
+    if message not in _warned_messages:
+        _warned_messages.add(message)
+        warnings.warn(f"fmmloopy kernel cache: {message}", KernelCacheWarning, stacklevel=3)
+
+
 def cache_dir() -> Path:
     """The per-user cache directory (not created here): ``$FMMLOOPY_CACHE_DIR`` if set, else
     ``$XDG_CACHE_HOME/fmmloopy``, else ``~/.cache/fmmloopy``."""

@@ -16,7 +16,7 @@ from typing import Any
 import loopy as lp
 from pymbolic import parse
 
-from fmmloopy.execution import kernel_cache
+from fmmloopy.execution.cache_files import warn_once
 from fmmloopy.execution.generated_kernel import GeneratedKernel, KernelArgument
 from fmmloopy.tuning import loopy_internals
 
@@ -53,7 +53,7 @@ def generate(t_unit: lp.TranslationUnit, executor: Any,
     """The generated code of ``t_unit`` and its launch as data, as ``executor`` (of
     ``t_unit.executor(context)``) would run it; None when it cannot be described so (argument
     types known only at call time, several device kernels, arguments passed another way) or when
-    loopy's internals moved (then one :class:`~fmmloopy.execution.kernel_cache.KernelCacheWarning`
+    loopy's internals moved (then one :class:`~fmmloopy.execution.cache_files.KernelCacheWarning`
     per process says which)."""
     problem = loopy_internals.self_check()
     if problem is None:
@@ -61,7 +61,7 @@ def generate(t_unit: lp.TranslationUnit, executor: Any,
             return _describe(t_unit, executor, reshaped)
         except loopy_internals.LoopyInternalsChanged as exc:
             problem = str(exc)
-    kernel_cache.warn_once(f"{problem}; kernels run through loopy's executor and are not stored")
+    warn_once(f"{problem}; kernels run through loopy's executor and are not stored")
     return None
 
 

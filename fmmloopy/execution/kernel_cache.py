@@ -67,11 +67,13 @@ from typing import Any
 import pyopencl as cl
 
 from fmmloopy.base.devices import vector_doubles
-from fmmloopy.execution.cache_files import (
+from fmmloopy.execution.cache_files import (  # noqa: F401 (KernelCacheWarning, warn_once)
     CACHE_ENV,
+    KernelCacheWarning,
     cache_dir,
     key_string,
     modules_digest,
+    warn_once,
     write_atomically,
     write_or_warn,
 )
@@ -96,14 +98,11 @@ _DEVICE_PROPERTIES = (
 # starts, which would change the key from one process to the next.
 _warned_unwritable: set[str] = set()
 _warned_unsafe: set[str] = set()
-_warned_messages: set[str] = set()
 
 #: Suffix of a kernel cache file.
 SUFFIX = ".json"
 
 
-class KernelCacheWarning(UserWarning):
-    """A kernel cache file was rejected (and generated again), or could not be written."""
 
 
 #: ``$FMMLOOPY_KERNEL_CACHE`` values that switch off generated kernels and built programs alike.
@@ -287,13 +286,6 @@ def trusted_directory(directory: Path, create: bool, instead: str) -> Path | Non
 def _digest(key: dict[str, Any], kernel: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps({"key": key, "kernel": kernel}, sort_keys=True)
                           .encode()).hexdigest()
-
-
-def warn_once(message: str) -> None:
-    """A :class:`KernelCacheWarning` with ``message``, once per process."""
-    if message not in _warned_messages:
-        _warned_messages.add(message)
-        warnings.warn(f"fmmloopy kernel cache: {message}", KernelCacheWarning, stacklevel=3)
 
 
 #: What is done instead of using a rejected or unreadable kernel file.

@@ -262,11 +262,6 @@ def _leading_size(array: np.ndarray) -> int:
     return shape[0] if shape else -1
 
 
-def full_ranks(n_e: int) -> dict[str, int]:
-    """Ranks as :meth:`KifmmOperators.ranks` names them, each the largest, ``n_e``."""
-    return {"uc2e": n_e, "dc2e": n_e} | {f"m2l_{name}": n_e for name in M2L_CLASSES}
-
-
 def matrix_shapes(n_e: int, ranks: dict[str, int]) -> dict[str, tuple[int, ...]]:
     """The shape of each matrix for surfaces of ``n_e`` points and ``ranks`` (as
     :meth:`KifmmOperators.ranks` gives them; the memory estimate counts these too)."""
