@@ -35,11 +35,15 @@ def cpu_kernel(device, operator: str, n_target: int, n_source: int):
                              n_source_coeffs=n_source)
 
 
-def test_one_kernel_serves_every_order_and_rank(device):
+def test_two_kernels_serve_every_order_and_rank(device, width):
+    """One kernel for every size whose rows are whole vectors (a multiple of the width), one
+    for every other size."""
     sizes = [(surface_size(order), surface_size(order)) for order in ORDERS]
-    sizes += [(13, 98), (98, 13), (3, 26), (363, 20)]
-    kernels = {id(cpu_kernel(device, "m2l", *size)) for size in sizes}
-    assert len(kernels) == 1
+    sizes += [(13, 98), (98, 13), (3, 26), (363, 20), (2 * width, 7), (5 * width, 300)]
+    kernels = {}
+    for size in sizes:
+        kernels.setdefault(size[0] % width == 0, set()).add(id(cpu_kernel(device, "m2l", *size)))
+    assert {aligned: len(ids) for aligned, ids in kernels.items()} == {True: 1, False: 1}
     names = cpu_kernel(device, "m2l", 152, 152).argument_names
     assert {"n_target_coeffs", "n_source_coeffs", "n_target_stride"} <= set(names)
 
@@ -47,14 +51,19 @@ def test_one_kernel_serves_every_order_and_rank(device):
 def test_the_coefficients_take_the_vector_path(device, width):
     # One work-item per block (no coefficients spread over work-items), accumulators and the
     # matrix entries of a chunk in vectors, one vector update per pair and source coefficient;
-    # whole chunks stored under one guard, the last chunk's lanes each under its own.
-    code = lp.generate_code_v2(cpu_kernel(device, "m2l", 56, 56).t_unit).device_code()
-    assert "reqd_work_group_size(1, 1, 1)" in code and "lid(0)" not in code
-    assert f"double{width} acc[" in code and f"double{width} matrix_lanes;" in code
-    assert "acc[0] = acc[0] + matrix_lanes * source_vectors[" in code
-    assert f"if (iexp_tgt_outer * {width} + {width - 1} < n_target_coeffs)" in code
-    assert f"if ({width - 1} + iexp_tgt_outer * {width} < n_target_coeffs)" in code
-    assert code.count("< n_target_coeffs)") == cpu.pair_tile(device) * (width + 1)
+    # whole chunks stored under one guard, the last chunk's lanes each under its own; where
+    # the rows are whole vectors, the results stored as vectors.
+    for rows, aligned in ((2 * width + 4, False), (2 * width, True)):
+        kernel = cpu_kernel(device, "m2l", rows, 56)
+        assert kernel.layout.aligned_rows == aligned
+        code = lp.generate_code_v2(kernel.t_unit).device_code()
+        assert "reqd_work_group_size(1, 1, 1)" in code and "lid(0)" not in code
+        assert f"double{width} acc[" in code and f"double{width} matrix_lanes;" in code
+        assert "acc[0] = acc[0] + matrix_lanes * source_vectors[" in code
+        assert f"if (iexp_tgt_outer * {width} + {width - 1} < n_target_coeffs)" in code
+        assert f"if ({width - 1} + iexp_tgt_outer * {width} < n_target_coeffs)" in code
+        assert (f"__global double{width} *__restrict__ target_vectors" in code) == aligned
+        assert ("+ scale[0] * acc[0];" in code) == aligned  # a whole vector's store
 
 
 def test_the_layout_pads_the_rows_to_whole_vectors(device, width):

@@ -52,6 +52,19 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
+#: Output coefficients of a matvec that make rows of whole vectors in both classes (8 and 16
+#: doubles) and rows that do not: each a kernel of its own (``layouts.for_sizes``).
+MATVEC_ROWS = (48, 52)
+
+
+def _variants(sizes: dict[str, int]) -> list[dict[str, int]]:
+    """The sizes of a request, for each kernel they may select: a matvec's with rows of whole
+    vectors and without (:data:`MATVEC_ROWS`), a pairwise operator's as they are."""
+    if "n_target_coeffs" not in sizes:
+        return [sizes]
+    return [sizes | {"n_target_coeffs": rows} for rows in MATVEC_ROWS]
+
+
 def generate_entries(device: cl.Device) -> list[dict[str, Any]]:
     """Every shipped entry, generated now on ``device`` (an OpenCL CPU device)."""
     expansion = Expansion(4)  # any order: the sizes are launch arguments
@@ -73,10 +86,11 @@ def generate_entries(device: cl.Device) -> list[dict[str, Any]]:
                     for outputs, inputs in FIELDS:
                         green = laplace.with_fields(outputs, inputs)
                         for operator, kernel, sizes in kernel_requests(expansion, None, green):
-                            made = compiled.compiled_operator(
-                                operator, device, recipe="cpu", kernel=kernel, dtype=dtype,
-                                settings={}, **sizes)  # the defaults, not a tuning record
-                            add(made.disk_key, made.generated)
+                            for size in _variants(sizes):
+                                made = compiled.compiled_operator(
+                                    operator, device, recipe="cpu", kernel=kernel, dtype=dtype,
+                                    settings={}, **size)  # the defaults, not a tuning record
+                                add(made.disk_key, made.generated)
         context = cl.Context([device])
         for name in device_setup.SETUP_KERNELS:
             add(kernel_cache.setup_kernel_key(name, device),

@@ -36,7 +36,7 @@ from fmmloopy.execution.launcher import Launcher, expression
 from fmmloopy.execution.opencl_errors import explain_opencl_error
 from fmmloopy.execution.tuning_records import tuned_settings
 from fmmloopy.maths.green import GreenKernel, get_kernel
-from fmmloopy.maths.layouts import TARGET_MAJOR, layout_arguments
+from fmmloopy.maths.layouts import TARGET_MAJOR, for_sizes, layout_arguments
 from fmmloopy.maths.operators import get_operator, math_kernel
 from fmmloopy.tuning.races import preprocess_and_analyse, silence_benign_races
 from fmmloopy.tuning.recipe import Recipe, RecipeContext, RecipeError, where_in_recipe
@@ -54,12 +54,12 @@ class CompiledOperator:
                  transform: Callable[[], tuple[lp.TranslationUnit, Transformed]], *,
                  disk_key: dict[str, Any] | None = None,
                  generated: GeneratedKernel | None = None,
-                 settings: Mapping[str, Any] | None = None):
+                 settings: Mapping[str, Any] | None = None, layout=None):
         self.operator, self.recipe, self.device = operator, recipe, device
         #: The values of the recipe's parameters this kernel was made with.
         self.settings = recipe.settings_for(device, settings)
         # Fixed with the kernel it was made for.
-        self._layout = recipe.layout_for(device, self.settings)
+        self._layout = recipe.layout_for(device, self.settings) if layout is None else layout
         self._transform, self._disk_key, self._generated = transform, disk_key, generated
         self._t_unit: lp.TranslationUnit | None = None
         self._preprocessed: lp.TranslationUnit | None = None  # what the code is generated from
@@ -359,6 +359,7 @@ def compiled_operator(operator: str, device: cl.Device, *, recipe: str | Recipe 
     instead of transforming a kernel that neither this process nor the disk kernel cache holds
     (what a thread may ask for without running loopy)."""
     spec = get_operator(operator)
+    rows = sizes.get("n_target_coeffs")
     sizes = spec.kernel_sizes(sizes)  # the others are launch arguments
     green = get_kernel(kernel)
     if not isinstance(recipe, Recipe):
@@ -368,27 +369,30 @@ def compiled_operator(operator: str, device: cl.Device, *, recipe: str | Recipe 
     dtype = np.dtype(dtype)
     settings = recipe.settings_for(device, tuned_settings(recipe, operator, device)
                                    if settings is None else settings)
+    # The recipe's layout, with whole-vector rows where the coefficient count allows (a kernel
+    # of its own: layouts.for_sizes).
+    layout = for_sizes(recipe.layout_for(device, settings), rows)
     key = (operator, recipe, device.int_ptr, vector_doubles(device), green, dtype,
-           tuple(sorted(sizes.items())), tuple(settings.items()))
+           tuple(sorted(sizes.items())), tuple(settings.items()), layout)
     with _CACHE_LOCK:
         if key not in _CACHE:
             disk_key = kernel_cache.kernel_key(operator, recipe, device, green, dtype, sizes,
-                                               settings)
+                                               settings, layout)
             generated = kernel_cache.load(disk_key) or shipped_kernels.load(disk_key, device)
             if generated is None and only_cached:
                 return None
             _CACHE[key] = _compiled(operator, recipe, device, green, dtype, sizes, spec,
-                                    disk_key, generated, settings)
+                                    disk_key, generated, settings, layout)
         return _CACHE[key]
 
 
 def _compiled(operator: str, recipe: Recipe, device: cl.Device, green: GreenKernel, dtype,
               sizes: dict[str, int], spec, disk_key: dict[str, Any],
-              generated: GeneratedKernel | None, settings: dict[str, Any]) -> CompiledOperator:
+              generated: GeneratedKernel | None, settings: dict[str, Any],
+              layout) -> CompiledOperator:
     """The :class:`CompiledOperator` of :func:`compiled_operator`'s choices (transformed now
     unless ``generated`` holds its code)."""
     def transform() -> tuple[lp.TranslationUnit, Transformed]:
-        layout = recipe.layout_for(device, settings)
         knl = math_kernel(operator, kernel=green, dtype=dtype, layout=layout, **sizes)
         ctx = RecipeContext(operator=operator, template=spec.template, device=device,
                             parameters=dict(sizes, dtype=dtype, layout=layout,
@@ -397,4 +401,4 @@ def _compiled(operator: str, recipe: Recipe, device: cl.Device, green: GreenKern
         return knl, _apply_recipe(recipe, knl, ctx)
 
     return CompiledOperator(operator, recipe, device, transform, disk_key=disk_key,
-                            generated=generated, settings=settings)
+                            generated=generated, settings=settings, layout=layout)

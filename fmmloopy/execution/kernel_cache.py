@@ -186,14 +186,16 @@ def _versions() -> dict[str, str]:
 
 
 def kernel_key(operator: str, recipe: Any, device: cl.Device, green: Any, dtype: Any,
-               sizes: dict[str, int], settings: dict[str, Any] | None = None
-               ) -> dict[str, Any] | None:
+               sizes: dict[str, int], settings: dict[str, Any] | None = None,
+               layout: Any = None) -> dict[str, Any] | None:
     """The key of one generated kernel (JSON-serialisable), or None when it is not stored: the
     recipe is not one of the shipped ones, unmodified. ``settings``: the values of the
-    recipe's parameters (default: its defaults on ``device``)."""
+    recipe's parameters (default: its defaults on ``device``); ``layout``: the list layout the
+    kernel walks (default: the recipe's for these settings)."""
     if not is_shipped(recipe):
         return None
     settings = recipe.settings_for(device, settings)
+    layout = recipe.layout_for(device, settings) if layout is None else layout
     return {
         "format_version": FORMAT_VERSION,
         "operator": operator,
@@ -203,7 +205,7 @@ def kernel_key(operator: str, recipe: Any, device: cl.Device, green: Any, dtype:
         "kernel_fingerprint": kernel_fingerprint(green),
         "recipe": [recipe.name, recipe.device, list(recipe.targets),
                    getattr(recipe.function, "__qualname__", "?"),
-                   repr(recipe.layout_for(device, settings))],
+                   repr(layout)],
         "settings": {name: repr(value) for name, value in settings.items()},
         "generators": generator_digest(),
         "versions": _versions(),

@@ -13,7 +13,7 @@ layout, on the host and once per tree (the driver and the check both build them 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -51,6 +51,9 @@ class Grouped:
     #: coefficients (:data:`~fmmloopy.maths.templates.TARGET_STRIDE`), so that a recipe may cut
     #: them into whole vectors whatever the order or rank.
     row_multiple: int = 1
+    #: Whether every launch's ``n_target_coeffs`` is a multiple of :attr:`row_multiple` (each
+    #: target row then starts on a whole vector: :func:`for_sizes` sets it).
+    aligned_rows: bool = False
     kind = "grouped"
 
     def __post_init__(self):
@@ -72,6 +75,16 @@ class Grouped:
     def target_stride(self, n_target_coeffs: int) -> int:
         """The row length of the transposed matrices for ``n_target_coeffs`` outputs."""
         return -(-int(n_target_coeffs) // self.row_multiple) * self.row_multiple
+
+
+def for_sizes(layout: ListLayout, n_target_coeffs: int | None) -> ListLayout:
+    """``layout`` for launches of ``n_target_coeffs`` output coefficients: a grouped layout
+    whose :attr:`~Grouped.row_multiple` (above 1) divides them has aligned rows, a kernel of its
+    own that may store whole vectors; any other is the layout as it is."""
+    if (isinstance(layout, Grouped) and n_target_coeffs is not None and layout.row_multiple > 1
+            and n_target_coeffs % layout.row_multiple == 0):
+        return replace(layout, aligned_rows=True)
+    return layout
 
 
 #: The default layout: what every recipe gets unless it asks for another.
