@@ -9,12 +9,10 @@ skips a source box or a target, or reads the wrong box is caught.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -22,6 +20,7 @@ import numpy as np
 import pyopencl as cl
 
 from fmmloopy.base.devices import context_for, device_from_key, device_key
+from fmmloopy.base.environment import set_environment
 from fmmloopy.base.precision import FLOAT64, Precision
 from fmmloopy.checking.problems import (
     DEFAULT_N_CRIT,
@@ -351,21 +350,6 @@ def run_checks(device: cl.Device, *, operators: Iterable[str] | None = None,
                              CHECK_WORKER_ENVIRONMENT)
 
 
-@contextmanager
-def _environment(variables: Mapping[str, str]) -> Iterator[None]:
-    """Set ``variables`` in ``os.environ`` for the duration (a spawned process inherits them)."""
-    saved = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def run_in_worker(pairs: Iterable[tuple[str, str]],
                   worker: Callable[..., list[CheckResult]], arguments: tuple = (),
                   environment: Mapping[str, str] | None = None) -> Iterator[CheckResult]:
@@ -378,7 +362,7 @@ def run_in_worker(pairs: Iterable[tuple[str, str]],
     pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
     try:
         for operator, recipe in pairs:
-            with _environment(environment or {}):  # workers are spawned inside submit()
+            with set_environment(environment or {}):  # workers are spawned inside submit()
                 job = pool.submit(worker, operator, recipe, *arguments)
             try:
                 yield from job.result()

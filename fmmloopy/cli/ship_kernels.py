@@ -12,16 +12,14 @@ then); ``--check`` compares instead of writing.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pyopencl as cl
 
 from fmmloopy.base.devices import VECTOR_DOUBLES_ENV, choose_device
+from fmmloopy.base.environment import set_environment
 from fmmloopy.driver.preparation import kernel_requests
 from fmmloopy.execution import compiled, device_setup, kernel_cache, shipped_kernels
 from fmmloopy.execution.cache_files import key_string
@@ -35,21 +33,6 @@ DTYPES = (np.float64, np.float32)
 #: The fields of the Laplace kernel shipped: (outputs, inputs).
 FIELDS = tuple((outputs, inputs) for outputs in (("potential",), ("potential", "gradient"))
                for inputs in (("charge",), ("dipole",), ("charge", "dipole")))
-
-
-@contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    """The environment variables ``values`` set while inside (restored after)."""
-    previous = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 #: Output coefficients of a matvec that make rows of whole vectors in both classes (8 and 16
@@ -78,10 +61,10 @@ def generate_entries(device: cl.Device) -> list[dict[str, Any]]:
                                f"(recipe {key and key['recipe'][0]!r} on {device.name!r})")
         entries[key_string(wanted)] = shipped_kernels.entry(wanted, generated)
 
-    with _environment(**{kernel_cache.KERNEL_CACHE_ENV: "off"}):
+    with set_environment({kernel_cache.KERNEL_CACHE_ENV: "off"}):
         compiled.forget_compiled()
         for lanes in VECTOR_CLASSES:
-            with _environment(**{VECTOR_DOUBLES_ENV: str(lanes)}):
+            with set_environment({VECTOR_DOUBLES_ENV: str(lanes)}):
                 for dtype in map(np.dtype, DTYPES):
                     for outputs, inputs in FIELDS:
                         green = laplace.with_fields(outputs, inputs)
