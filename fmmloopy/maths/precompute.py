@@ -393,11 +393,13 @@ def _by_symmetry(translation, offsets: np.ndarray, lattice: np.ndarray, order: i
     representative, symmetry = orbits(lattice)
     for index in np.unique(representative):
         result[index] = translation(offsets[index])
-    symmetries = cube_symmetries()
-    for index, (first, number) in enumerate(zip(representative, symmetry, strict=True)):
-        if first != index:
-            permutation = surface_permutation(order, symmetries[number].T)
-            result[index] = result[first][np.ix_(permutation, permutation)]
+    derived = representative != np.arange(len(offsets))
+    for number in np.unique(symmetry[derived]):
+        # One gather per matrix: entry (i, j) from (q[i], q[j]), as flat indices.
+        permutation = surface_permutation(order, cube_symmetries()[number].T)
+        flat = (permutation[:, None] * n_e + permutation[None, :]).astype(np.intp)
+        for index in np.flatnonzero(derived & (symmetry == number)):
+            np.take(result[representative[index]].reshape(-1), flat, out=result[index])
     return result
 
 
@@ -500,8 +502,22 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
         if symmetric and direction.endswith("n"):
             return f"{band}_{direction[0]}p", "xyz".index(direction[0])
         return None
-    factors = {name: m2l_factors(m2l[transfer_class(name)])
-               for name in M2L_CLASSES if mirrored(name) is None}
+    # Where the M2L matrices are the kernel's between one surface and itself moved (the square
+    # fits: downward check = upward equivalent) and the kernel is real and even (cube-invariant),
+    # M(-t) = M(t)^T: a class's matrices side by side are its opposite class's stacked, which is
+    # its own stacked under a reflection, so one QR per class gives both factors.
+    transposes = (symmetric and not least_squares and np.dtype(dtype).kind == "f"
+                  and np.array_equal(downward_check, upward_equivalent))
+
+    def factors_of(name: str) -> tuple[np.ndarray, np.ndarray]:
+        if not transposes:
+            return m2l_factors(m2l[transfer_class(name)])
+        stacked_r = np.linalg.qr(m2l[transfer_class(name)].reshape(-1, n_e), mode="r")
+        reflection = np.eye(3, dtype=np.int64)
+        axis = "xyz".index(M2L_CLASSES[name][1][0])
+        reflection[axis, axis] = -1
+        return stacked_r[:, surface_permutation(order, reflection)], stacked_r
+    factors = {name: factors_of(name) for name in M2L_CLASSES if mirrored(name) is None}
     # One cutoff for every class, relative to the largest singular value of all the M2L
     # matrices side by side: the same absolute accuracy for near and far pairs. Their Gram
     # matrix is the sum of the classes' (``R^H R`` of the side-by-side factors; a mirrored
