@@ -264,8 +264,8 @@ def vectorize_output_coefficients(knl, width=VECTOR_WIDTH, aligned_rows=False):
     knl = lp.split_array_axis(knl, "transposed_matrices", 2, width)
     knl = lp.tag_array_axes(knl, "transposed_matrices", "c,c,c,vec")
     if aligned_rows:  # rows of whole vectors: the results move as vectors
-        knl = lp.assume(knl, isl.BasicSet(f"[n_target_coeffs] -> {{ : n_target_coeffs > 0 and "
-                                          f"n_target_coeffs mod {width} = 0 }}"))
+        knl = assume(knl, isl.BasicSet(f"[n_target_coeffs] -> {{ : n_target_coeffs > 0 and "
+                                       f"n_target_coeffs mod {width} = 0 }}"))
         knl = lp.split_array_axis(knl, "target_vectors", 1, width)
         knl = lp.tag_array_axes(knl, "target_vectors", "c,c,vec")
     entry = knl.default_entrypoint

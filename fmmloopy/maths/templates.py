@@ -514,9 +514,10 @@ def _finish(knl: lp.TranslationUnit, assumptions: str | None = None) -> lp.Trans
     return lp.set_options(knl, return_dict=True)
 
 
-def assume(knl: lp.TranslationUnit, assumptions: str) -> lp.TranslationUnit:
+def assume(knl: lp.TranslationUnit, assumptions: str | isl.BasicSet) -> lp.TranslationUnit:
     """``lp.assume(knl, assumptions)`` with the parameters kept in name order
-    (:func:`parameters_in_name_order`; loopy writes them in the order of a set)."""
+    (:func:`parameters_in_name_order`; loopy writes them in the order of a set). A set (not
+    text) may name parameters the loop domains do not (a size used in a guard alone)."""
     return parameters_in_name_order(lp.assume(knl, assumptions))
 
 
