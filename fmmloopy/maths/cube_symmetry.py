@@ -63,6 +63,13 @@ def surface_permutation(order: int, symmetry: np.ndarray) -> np.ndarray:
     return permutation
 
 
+def reflection(axis: int) -> np.ndarray:
+    """(3, 3) int64: the symmetry that mirrors ``axis`` (0, 1, 2 for x, y, z), the others kept."""
+    matrix = np.eye(3, dtype=np.int64)
+    matrix[axis, axis] = -1
+    return matrix
+
+
 def orbits(offsets: np.ndarray, symmetries: np.ndarray | None = None
            ) -> tuple[np.ndarray, np.ndarray]:
     """For each row ``t`` of ``offsets`` (n, 3), a row ``r`` of its orbit and a symmetry ``g``

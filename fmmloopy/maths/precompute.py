@@ -57,6 +57,7 @@ from fmmloopy.maths.cube_symmetry import (
     cube_symmetries,
     is_cube_invariant,
     orbits,
+    reflection,
     surface_permutation,
 )
 from fmmloopy.maths.expansion import Expansion
@@ -412,13 +413,12 @@ def _reflected(compressed: dict[str, np.ndarray], mirrored: str, name: str, axis
     (:mod:`fmmloopy.maths.cube_symmetry`), so the bases are permuted and the cores are the
     mirrored vectors' (the classes' directions are the sign of one axis: a reflection keeps
     the band and the axis)."""
-    reflection = np.eye(3, dtype=np.int64)
-    reflection[axis, axis] = -1
-    permutation = surface_permutation(order, reflection)
+    mirror = reflection(axis)
+    permutation = surface_permutation(order, mirror)
     vectors = transfer_vectors()
     position = {tuple(vectors[index].tolist()): number
                 for number, index in enumerate(transfer_class(mirrored))}
-    images = [position[tuple((reflection @ vectors[index]).tolist())]
+    images = [position[tuple((mirror @ vectors[index]).tolist())]
               for index in transfer_class(name)]
     compress = np.ascontiguousarray(compressed[f"m2l_{mirrored}_compress"][:, permutation])
     core = np.ascontiguousarray(compressed[f"m2l_{mirrored}_core"][images])
@@ -513,10 +513,8 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
         if not transposes:
             return m2l_factors(m2l[transfer_class(name)])
         stacked_r = np.linalg.qr(m2l[transfer_class(name)].reshape(-1, n_e), mode="r")
-        reflection = np.eye(3, dtype=np.int64)
         axis = "xyz".index(M2L_CLASSES[name][1][0])
-        reflection[axis, axis] = -1
-        return stacked_r[:, surface_permutation(order, reflection)], stacked_r
+        return stacked_r[:, surface_permutation(order, reflection(axis))], stacked_r
     factors = {name: factors_of(name) for name in M2L_CLASSES if mirrored(name) is None}
     # One cutoff for every class, relative to the largest singular value of all the M2L
     # matrices side by side: the same absolute accuracy for near and far pairs. Their Gram
@@ -529,9 +527,7 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
         side = factors[name if twin is None else twin[0]][0]
         part = side.conj().T @ side
         if twin is not None:
-            reflection = np.eye(3, dtype=np.int64)
-            reflection[twin[1], twin[1]] = -1
-            permutation = surface_permutation(order, reflection)
+            permutation = surface_permutation(order, reflection(twin[1]))
             part = part[np.ix_(permutation, permutation)]
         gram += part
     largest = float(np.sqrt(max(np.linalg.eigvalsh(gram)[-1], 0.0)))
