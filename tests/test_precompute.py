@@ -470,9 +470,22 @@ def the_dense_m2l_file(directory):
     return path
 
 
+def test_the_key_follows_the_modules_that_compute_operators():
+    """The operator cache's key holds the modules that compute operators and those they import
+    (surfaces, Green's functions, symmetries), not the kernels' templates or the driver."""
+    from fmmloopy.execution.cache_files import modules_closure
+
+    makers = set(modules_closure(*operator_cache.OPERATOR_MAKERS))
+    assert {"fmmloopy.maths.precompute", "fmmloopy.maths.periodic", "fmmloopy.maths.surfaces",
+            "fmmloopy.maths.green", "fmmloopy.maths.cube_symmetry"} <= makers
+    assert not {"fmmloopy.maths.templates", "fmmloopy.maths.operators",
+                "fmmloopy.driver.builder", "fmmloopy.api.fmm"} & makers
+
+
 def test_operators_of_other_math_sources_are_not_loaded(cache_dir, monkeypatch):
-    """The key holds a digest of fmmloopy.maths: after an edit there (a cutoff, a surface) the
-    stored operators are not loaded but computed anew, under a key of their own."""
+    """The key holds a digest of the modules that compute operators: after an edit there (a
+    cutoff, a surface) the stored operators are not loaded but computed anew, under a key of
+    their own."""
     get_operators("laplace", CACHE_ORDER)
     precomputed.forget_operators()
     monkeypatch.setattr(operator_cache, "maths_sources_digest", lambda: "0" * 64)

@@ -83,20 +83,6 @@ _TEMPORARY = re.compile(
     r"[a-z0-9_]+\.tmp")
 
 
-@functools.cache
-def sources_digest(*packages: str) -> str:
-    """sha256 of every ``.py`` file of the named packages, subpackages included (each file's
-    name relative to its package, and its bytes): what a cache entry computed by this code is
-    keyed by, so that entries made by other code are never used."""
-    digest = hashlib.sha256()
-    for package in map(importlib.import_module, packages):
-        root = Path(package.__file__).parent
-        for path in sorted(root.rglob("*.py")):
-            digest.update(f"{package.__name__}/{path.relative_to(root).as_posix()}\n".encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 #: The packages whose modules :func:`modules_digest` follows (the shipped recipes are installed
 #: as ``fmmloopy.transforms`` from a folder of their own).
 _PROJECT_PACKAGES = ("fmmloopy.transforms", "fmmloopy")

@@ -33,8 +33,8 @@ from fmmloopy.execution.cache_files import (
     cache_dir,
     entry_lock,
     key_string,
+    modules_digest,
     remove_stale_temporaries,
-    sources_digest,
     write_atomically,
     write_or_warn,
 )
@@ -82,9 +82,15 @@ def kernel_fingerprint(kernel: GreenKernel) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+#: The modules that compute the stored operators (the KIFMM matrices, the periodic lattices'):
+#: with every module of the package they import, what an entry is keyed by.
+OPERATOR_MAKERS = ("fmmloopy.maths.precompute", "fmmloopy.maths.periodic")
+
+
 def maths_sources_digest() -> str:
-    """sha256 of every module of :mod:`fmmloopy.maths`, the code the operators are made by."""
-    return sources_digest("fmmloopy.maths")
+    """sha256 of the modules that compute the operators and of every module they import
+    (:data:`OPERATOR_MAKERS`; an edit of the templates or the driver keeps the stored sets)."""
+    return modules_digest(*OPERATOR_MAKERS)
 
 
 def operator_key(kernel: GreenKernel, order: int, rcond: float,
