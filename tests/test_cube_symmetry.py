@@ -67,9 +67,9 @@ def test_operators_from_the_symmetries_equal_those_computed_one_by_one(kernel, o
     path), to the rounding the fits amplify: their pseudo-inverses scale the float64 rounding
     by up to 1 / rcond, and the two ways round differently (3.5e-12 of the largest entry
     measured at order 4), far below the orders' truncation errors."""
-    derived = precompute.compute_operators(kernel, order)
+    derived = precompute.compute_operators(kernel, order, dense_m2l=True)
     monkeypatch.setattr(precompute, "is_cube_invariant", lambda evaluate: False)
-    direct = precompute.compute_operators(kernel, order)
+    direct = precompute.compute_operators(kernel, order, dense_m2l=True)
     # Each matrix through the potential it gives on its check surface (the M2L's rows are
     # check potentials already): where a square fit drops singular values (order 9) the
     # dropped directions are any of a cluster of equal ones, so the densities may differ

@@ -120,7 +120,7 @@ def direct(targets, sources, charges) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def ops6():
-    return compute_operators(KERNEL, 6)
+    return compute_operators(KERNEL, 6, dense_m2l=True)
 
 
 # -- the operators' shape and scaling ------------------------------------------------------------
@@ -199,7 +199,7 @@ def test_translations_are_least_squares_fits_on_the_fine_surface(ops6):
 
 def test_translations_stay_square_where_the_fit_truncates():
     order = 4
-    ops = compute_operators(KERNEL, order, rcond=1e-3)
+    ops = compute_operators(KERNEL, order, rcond=1e-3, dense_m2l=True)
     assert ops.dc2e_first.shape[0] < ops.n_e
     offset = np.array([3, -1, 2])
     expected = kernel_matrix(KERNEL, surface(order, DOWNWARD_CHECK_RADIUS),
@@ -360,7 +360,7 @@ def test_compressed_m2l_is_within_its_cutoff_of_the_dense_one(order):
     """Both bases are orthonormal, and each matrix differs from the dense one by at most twice
     the cutoff in the 2-norm: ``K - U U^T K V V^T = (I - U U^T) K + U U^T K (I - V V^T)``,
     each term bounded by the first singular value dropped from its stack (below the cutoff)."""
-    ops = compute_operators(KERNEL, order)
+    ops = compute_operators(KERNEL, order, dense_m2l=True)
     n_e = ops.n_e
     largest = np.linalg.norm(ops.m2l.transpose(1, 0, 2).reshape(n_e, -1), ord=2)
     cutoff = m2l_threshold(order) * largest
@@ -400,7 +400,7 @@ def test_compressed_m2l_chain_adds_a_fraction_of_the_truncation_error(order):
     the worst dense pair's error, the order's truncation error (the cutoff is that fraction of
     the order's expected error). Measured at order 6: face 9.8e-7 -> 9.96e-7, farther offsets
     4-8e-9 -> 0.6-1.1e-7; order 4: 1.9e-4 -> 1.9e-4, farther 0.8-1.4e-5 -> 0.9-2.7e-5."""
-    ops = compute_operators(KERNEL, order)
+    ops = compute_operators(KERNEL, order, dense_m2l=True)
     compressed = dataclasses.replace(ops, m2l=decompressed_m2l(ops))
     for half_width in HALF_WIDTHS:
         dense = [m2l_chain_error(ops, half_width, offset) for offset in V_OFFSETS]
@@ -465,8 +465,11 @@ def the_cache_file(directory):
 
 
 def the_dense_m2l_file(directory):
-    """The file of the dense M2L of the order-``CACHE_ORDER`` Laplace operators."""
-    (path,) = set(directory.glob("*.npz")) - {the_cache_file(directory)}
+    """The file of the dense M2L of the order-``CACHE_ORDER`` Laplace operators (there or
+    not)."""
+    key = operator_cache.operator_key(KERNEL, CACHE_ORDER, DEFAULT_RCOND)
+    path = operator_cache.cache_path(key | {"part": "dense m2l"})
+    assert path.parent == directory
     return path
 
 
@@ -492,10 +495,10 @@ def test_operators_of_other_math_sources_are_not_loaded(cache_dir, monkeypatch):
     built = []
     compute = precompute.compute_operators
     monkeypatch.setattr(precompute, "compute_operators",
-                        lambda *args: built.append(args) or compute(*args))
+                        lambda *args, **kwargs: built.append(args) or compute(*args, **kwargs))
     get_operators("laplace", CACHE_ORDER)
     assert len(built) == 1
-    assert len(list(cache_dir.glob("*.npz"))) == 4  # operators and dense M2L, twice
+    assert len(list(cache_dir.glob("*.npz"))) == 2  # the operators, twice
 
 
 def assert_same_operators(first, second):
@@ -523,18 +526,23 @@ def test_get_operators_stores_then_loads(cache_dir, monkeypatch):
         loaded = get_operators("laplace", CACHE_ORDER)
     assert loaded is not computed
     assert_same_operators(loaded, computed)
-    # No temporary files left behind: the operators and, apart, the dense M2L.
-    assert sorted(cache_dir.iterdir()) == sorted([path, the_dense_m2l_file(cache_dir)])
+    # No temporary files left behind, and no dense M2L unasked: the operators alone.
+    assert sorted(cache_dir.iterdir()) == [path]
 
 
 def test_the_dense_m2l_is_kept_apart_and_read_only_where_asked_for(cache_dir, monkeypatch):
     """An FMM's operators (and their cache file) leave out the dense M2L it does not apply;
-    asked for, it comes from its own file, bit for bit what the precomputation made."""
-    expected = precompute.compute_operators(KERNEL, CACHE_ORDER)
+    asked for, it is computed once and stored in a file of its own, from which it comes bit
+    for bit what the precomputation made."""
+    expected = precompute.compute_operators(KERNEL, CACHE_ORDER, dense_m2l=True)
     operators = get_operators("laplace", CACHE_ORDER)
     assert operators.m2l is None and set(operators.arrays()) == set(ARRAY_FIELDS)
     with np.load(the_cache_file(cache_dir)) as stored:
         assert "m2l" not in stored.files
+    assert not the_dense_m2l_file(cache_dir).exists()
+    np.testing.assert_array_equal(
+        get_operators("laplace", CACHE_ORDER, dense_m2l=True).m2l, expected.m2l)
+    assert the_dense_m2l_file(cache_dir).exists()
     precomputed.forget_operators()
     forbid_computing(monkeypatch)
     with warnings.catch_warnings():
@@ -545,27 +553,15 @@ def test_the_dense_m2l_is_kept_apart_and_read_only_where_asked_for(cache_dir, mo
     assert get_operators("laplace", CACHE_ORDER).m2l is dense.m2l  # memoised with it now
 
 
-def test_a_large_dense_m2l_is_not_stored_unasked(cache_dir, monkeypatch):
-    """Past DENSE_M2L_KEPT_BYTES (4.6 GB at order 16) only the operators an FMM applies are
-    written; the dense M2L, asked for, is computed again and is the same."""
-    monkeypatch.setattr(precomputed, "DENSE_M2L_KEPT_BYTES", 0)
-    get_operators("laplace", CACHE_ORDER)
-    assert sorted(cache_dir.iterdir()) == [the_cache_file(cache_dir)]
-    precomputed.forget_operators()
-    dense = get_operators("laplace", CACHE_ORDER, dense_m2l=True)
-    np.testing.assert_array_equal(dense.m2l, precompute.compute_operators(KERNEL,
-                                                                          CACHE_ORDER).m2l)
-
-
 def test_a_damaged_dense_m2l_file_is_rejected_and_rebuilt(cache_dir):
-    get_operators("laplace", CACHE_ORDER)
+    get_operators("laplace", CACHE_ORDER, dense_m2l=True)
     path = the_dense_m2l_file(cache_dir)
     rewrite(path, change_arrays=lambda arrays: arrays.update(m2l=arrays["m2l"][:-1]))
     precomputed.forget_operators()
     with pytest.warns(OperatorCacheWarning, match=rf"{path.name}.*shape.*rebuilding"):
         dense = get_operators("laplace", CACHE_ORDER, dense_m2l=True)
-    np.testing.assert_array_equal(dense.m2l, precompute.compute_operators(KERNEL,
-                                                                          CACHE_ORDER).m2l)
+    np.testing.assert_array_equal(dense.m2l, precompute.compute_operators(
+        KERNEL, CACHE_ORDER, dense_m2l=True).m2l)
 
 
 def rewrite(path, change_key=None, change_arrays=None):
@@ -710,9 +706,8 @@ def test_concurrent_processes_leave_one_valid_file(cache_dir):
                                 text=True, env=os.environ.copy()) for _ in range(2)]
     outputs = [writer.communicate(timeout=60) for writer in writers]
     assert [writer.returncode for writer in writers] == [0, 0], outputs
-    path, dense = the_cache_file(cache_dir), the_dense_m2l_file(cache_dir)
-    assert sorted(cache_dir.iterdir()) == sorted([path, dense])  # no temporaries or locks
+    path = the_cache_file(cache_dir)
+    assert sorted(cache_dir.iterdir()) == [path]  # no temporaries or locks
     key = operator_cache.operator_key(KERNEL, CACHE_ORDER, DEFAULT_RCOND)
     stored = operator_cache.array_checksum(operator_cache.load_arrays(path, key))
     assert {stdout.strip() for stdout, _ in outputs} == {stored}
-    operator_cache.load_arrays(dense, key | {"part": "dense m2l"})  # valid too

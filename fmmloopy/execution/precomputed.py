@@ -28,13 +28,6 @@ from fmmloopy.maths.precompute import DEFAULT_RCOND, KifmmOperators
 # In-process memo: cache key (as operator_cache builds it) -> operators.
 _MEMO: dict[str, KifmmOperators] = {}
 _LATTICE_MEMO: dict[str, np.ndarray] = {}
-#: The largest dense M2L (bytes) the operator cache stores beside the operators unasked. No FMM
-#: applies it, and it grows as ``316 n_e^2`` numbers: 58 MB at order 6 (kept), 1.3 GB at order
-#: 12 and 4.6 GB at order 16, eight times the operators an FMM of that order applies, for every
-#: set of operators (a set per level for Yukawa and Helmholtz).
-DENSE_M2L_KEPT_BYTES = 64 * 2**20
-
-
 def get_operators(kernel: str | GreenKernel = "laplace", order: int = 6,
                   rcond: float | None = None, half_width: float = 1.0, *,
                   dense_m2l: bool = False) -> KifmmOperators:
@@ -42,10 +35,9 @@ def get_operators(kernel: str | GreenKernel = "laplace", order: int = 6,
     in-process, cached on disk.
 
     ``dense_m2l``: with the dense M2L of every transfer vector (:attr:`KifmmOperators.m2l`),
-    which the FMM does not apply (it applies the compressed classes): the operator cache keeps
-    it in a file of its own, written with the operators where it is at most
-    :data:`DENSE_M2L_KEPT_BYTES` and read only where asked for (58 MB at order 6, against 10 MB
-    for all the FMM applies); a larger one is computed again where asked for."""
+    which the FMM does not apply (it applies the compressed classes): computed only where asked
+    for, and then kept by the operator cache in a file of its own (``316 n_e^2`` numbers: 58 MB
+    at order 6, against 10 MB for all the FMM applies; 1.3 GB at order 12)."""
     kernel = get_kernel(kernel).base
     rcond = DEFAULT_RCOND if rcond is None else float(rcond)
     half_width = float(half_width)
@@ -53,21 +45,15 @@ def get_operators(kernel: str | GreenKernel = "laplace", order: int = 6,
     dense_key = key | {"part": "dense m2l"}
     memo_key = cache_files.key_string(key)
 
-    def computed() -> KifmmOperators:
-        return precompute.compute_operators(kernel, order, rcond, half_width)
-
-    def build() -> dict[str, np.ndarray]:  # the dense M2L stored beside, made with the rest
-        operators = computed()
-        if operators.m2l.nbytes <= DENSE_M2L_KEPT_BYTES:
-            operator_cache.store(dense_key, {"m2l": operators.m2l})
-        return operators.arrays()
+    def computed(dense: bool = False) -> KifmmOperators:
+        return precompute.compute_operators(kernel, order, rcond, half_width, dense_m2l=dense)
 
     if memo_key not in _MEMO:
         scalars = {"kernel_name": kernel.name, "homogeneity": kernel.homogeneity,
                    "order": int(order), "n_e": Expansion(order).n_e, "rcond": rcond,
                    "half_width": half_width}
         _MEMO[memo_key] = operator_cache.load_or_build(
-            key, build=build,
+            key, build=lambda: computed().arrays(),
             # A file of another layout raises ValueError, which the cache treats like a
             # corrupt file: rebuilt.
             make=lambda arrays: KifmmOperators.from_arrays(arrays, **scalars),
@@ -75,7 +61,7 @@ def get_operators(kernel: str | GreenKernel = "laplace", order: int = 6,
     operators = _MEMO[memo_key]
     if dense_m2l and operators.m2l is None:
         operators = _MEMO[memo_key] = operator_cache.load_or_build(
-            dense_key, build=lambda: {"m2l": computed().m2l},
+            dense_key, build=lambda: {"m2l": computed(dense=True).m2l},
             make=lambda arrays: _with_dense_m2l(operators, arrays))
     return operators
 

@@ -19,7 +19,8 @@ equivalent density (radius 2.95). The matrices, all built from :func:`kernel_mat
   (:func:`fmmloopy.tree.lists.transfer_vectors`); follow it with ``dc2e``. What the compressed
   classes below approximate: the FMM does not apply it, so the operators an FMM holds and the
   operator cache's file of them leave it out (316 n_e^2 numbers, 58 MB at order 6, 85 % of
-  the rest); :func:`compute_operators` returns it, and the operator cache keeps it apart.
+  the rest); :func:`compute_operators` returns it where asked for, and the operator cache keeps
+  it apart.
 - ``m2l_<class>_compress`` (k x n_e), ``m2l_<class>_core[i]`` (k x k), ``m2l_<class>_expand``
   (n_e x k), for the 18 transfer-vector classes (a band of lengths, ``near``, ``middle`` or
   ``far``, and a direction, e.g. ``near_xp``: :data:`fmmloopy.maths.geometry.M2L_CLASSES`): the
@@ -53,13 +54,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from fmmloopy.maths.cube_symmetry import (
-    cube_symmetries,
-    is_cube_invariant,
-    orbits,
-    reflection,
-    surface_permutation,
-)
+from fmmloopy.maths.cube_symmetry import is_cube_invariant, reflection, surface_permutation
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import (
     M2L_CLASSES,
@@ -70,7 +65,8 @@ from fmmloopy.maths.geometry import (
     transfer_vectors,
 )
 from fmmloopy.maths.green import GreenKernel, get_kernel
-from fmmloopy.maths.surfaces import fine_order, surface_size
+from fmmloopy.maths.surfaces import fine_order
+from fmmloopy.maths.translations import Translations
 
 __all__ = [
     "DEFAULT_RCOND",
@@ -316,9 +312,26 @@ def m2l_factors(m2l: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     tall factor an SVD computes and this discards (an SVD of the 152 x 48032 stack of order 6:
     0.2-0.4 s each; the QR a fraction of it)."""
     n_e = m2l.shape[1]
-    side_by_side_r = np.linalg.qr(m2l.conj().transpose(0, 2, 1).reshape(-1, n_e), mode="r")
-    stacked_r = np.linalg.qr(m2l.reshape(-1, n_e), mode="r")
-    return side_by_side_r, stacked_r
+    return (r_factor(m2l.conj().transpose(0, 2, 1).reshape(-1, n_e)),
+            r_factor(m2l.reshape(-1, n_e)))
+
+
+def r_factor(stack: np.ndarray) -> np.ndarray:
+    """The triangular factor R of the Householder QR of ``stack`` (rows x n_e)."""
+    return np.linalg.qr(stack, mode="r")
+
+
+def m2l_bases(factors: tuple[np.ndarray, np.ndarray], cutoff: float
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """``(compress, expand)`` of :func:`compress_m2l` from the class's :func:`m2l_factors`."""
+    side_by_side_r, stacked_r = factors
+    n_e = stacked_r.shape[1]
+    left, left_values, _ = np.linalg.svd(side_by_side_r.conj().T)
+    _, right_values, right_h = np.linalg.svd(stacked_r)
+    singular = (left_values, right_values)
+    rank = max(1, *(int(np.count_nonzero(s > cutoff)) for s in singular))
+    rank = min(n_e, -(-rank // M2L_RANK_MULTIPLE) * M2L_RANK_MULTIPLE)
+    return np.ascontiguousarray(right_h[:rank]), np.ascontiguousarray(left[:, :rank])
 
 
 def compress_m2l(m2l: np.ndarray, cutoff: float,
@@ -335,15 +348,7 @@ def compress_m2l(m2l: np.ndarray, cutoff: float,
     ``n_e``). Both bases are orthonormal, so the core carries the scale, and level scaling
     applies to it alone. ``factors``: :func:`m2l_factors` of ``m2l``, if computed already.
     """
-    n_e = m2l.shape[1]
-    side_by_side_r, stacked_r = m2l_factors(m2l) if factors is None else factors
-    left, left_values, _ = np.linalg.svd(side_by_side_r.conj().T)
-    _, right_values, right_h = np.linalg.svd(stacked_r)
-    singular = (left_values, right_values)
-    rank = max(1, *(int(np.count_nonzero(s > cutoff)) for s in singular))
-    rank = min(n_e, -(-rank // M2L_RANK_MULTIPLE) * M2L_RANK_MULTIPLE)
-    expand = np.ascontiguousarray(left[:, :rank])
-    compress = np.ascontiguousarray(right_h[:rank])
+    compress, expand = m2l_bases(m2l_factors(m2l) if factors is None else factors, cutoff)
     core = np.ascontiguousarray(expand.conj().T @ m2l @ compress.conj().T)
     return compress, core, expand
 
@@ -378,32 +383,6 @@ def _apply_factors(factors: tuple[np.ndarray, np.ndarray], matrix: np.ndarray) -
     return second @ (first @ matrix)
 
 
-def _by_symmetry(translation, offsets: np.ndarray, lattice: np.ndarray, order: int,
-                 symmetric: bool, dtype) -> np.ndarray:
-    """``translation(offset)`` (an ``n_e x n_e`` matrix between surfaces of ``order``) for each
-    row of ``offsets`` (``lattice``: the same as integers). Where the kernel is invariant
-    under the cube's symmetries (``symmetric``), computed for one offset of each orbit and
-    permuted for the others: ``T(g r)[i, j] = T(r)[q[i], q[j]]``, ``q`` the permutation of
-    the surface by ``g^-1`` (:mod:`fmmloopy.maths.cube_symmetry`)."""
-    n_e = surface_size(order)
-    result = np.empty((len(offsets), n_e, n_e), dtype)
-    if not symmetric:
-        for index, offset in enumerate(offsets):
-            result[index] = translation(offset)
-        return result
-    representative, symmetry = orbits(lattice)
-    for index in np.unique(representative):
-        result[index] = translation(offsets[index])
-    derived = representative != np.arange(len(offsets))
-    for number in np.unique(symmetry[derived]):
-        # One gather per matrix: entry (i, j) from (q[i], q[j]), as flat indices.
-        permutation = surface_permutation(order, cube_symmetries()[number].T)
-        flat = (permutation[:, None] * n_e + permutation[None, :]).astype(np.intp)
-        for index in np.flatnonzero(derived & (symmetry == number)):
-            np.take(result[representative[index]].reshape(-1), flat, out=result[index])
-    return result
-
-
 def _reflected(compressed: dict[str, np.ndarray], mirrored: str, name: str, axis: int,
                order: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The compressed M2L of class ``name`` from that of class ``mirrored`` (``compressed``
@@ -427,8 +406,11 @@ def _reflected(compressed: dict[str, np.ndarray], mirrored: str, name: str, axis
 
 
 def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None = None,
-                      half_width: float = 1.0) -> KifmmOperators:
-    """Compute all KIFMM matrices for a box of ``half_width`` (no caching)."""
+                      half_width: float = 1.0, dense_m2l: bool = False) -> KifmmOperators:
+    """Compute the KIFMM matrices for a box of ``half_width`` (no caching); with ``dense_m2l``
+    also the dense M2L of every transfer vector, which the FMM does not apply (the
+    compressed classes come from one matrix per orbit of the cube's symmetries without it:
+    :mod:`fmmloopy.maths.translations`)."""
     kernel = get_kernel(kernel)
     rcond = DEFAULT_RCOND if rcond is None else float(rcond)
     half_width = float(half_width)
@@ -490,10 +472,10 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
 
     centres = child_centres().T
     octants = np.rint(2 * centres).astype(np.int64)
-    m2m = _by_symmetry(m2m_of, centres, octants, order, symmetric, dtype)
-    l2l = _by_symmetry(l2l_of, centres, octants, order, symmetric, dtype)
+    m2m = Translations(m2m_of, centres, octants, order, symmetric).dense()
+    l2l = Translations(l2l_of, centres, octants, order, symmetric).dense()
     vectors = transfer_vectors()
-    m2l = _by_symmetry(m2l_of, vectors.astype(np.float64), vectors, order, symmetric, dtype)
+    m2l = Translations(m2l_of, vectors.astype(np.float64), vectors, order, symmetric)
 
     # The classes' QR factors; a class that mirrors another (a kernel the symmetries leave
     # unchanged) is derived from it below.
@@ -510,9 +492,10 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
                   and np.array_equal(downward_check, upward_equivalent))
 
     def factors_of(name: str) -> tuple[np.ndarray, np.ndarray]:
+        members = transfer_class(name)
+        stacked_r = r_factor(m2l.stacked(members))
         if not transposes:
-            return m2l_factors(m2l[transfer_class(name)])
-        stacked_r = np.linalg.qr(m2l[transfer_class(name)].reshape(-1, n_e), mode="r")
+            return r_factor(m2l.stacked(members, conjugate_transpose=True)), stacked_r
         axis = "xyz".index(M2L_CLASSES[name][1][0])
         return stacked_r[:, surface_permutation(order, reflection(axis))], stacked_r
     factors = {name: factors_of(name) for name in M2L_CLASSES if mirrored(name) is None}
@@ -537,12 +520,12 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
         if twin is not None:  # the mirror image of the +axis class
             parts = _reflected(compressed, twin[0], name, twin[1], order)
         else:
-            parts = compress_m2l(m2l[transfer_class(name)], m2l_threshold(order) * largest,
-                                 factors[name])
+            compress, expand = m2l_bases(factors[name], m2l_threshold(order) * largest)
+            parts = compress, m2l.cores(transfer_class(name), expand, compress), expand
         compressed |= {f"m2l_{name}_{part}": array
                        for part, array in zip(("compress", "core", "expand"), parts, strict=True)}
     return KifmmOperators(
         kernel_name=kernel.name, homogeneity=kernel.homogeneity, order=int(order), n_e=n_e,
         rcond=rcond, uc2e_first=uc2e[0], uc2e_second=uc2e[1], dc2e_first=dc2e[0],
-        dc2e_second=dc2e[1], m2m=m2m, l2l=l2l, m2l=m2l, compressed_m2l=compressed,
-        half_width=half_width)
+        dc2e_second=dc2e[1], m2m=m2m, l2l=l2l, compressed_m2l=compressed,
+        half_width=half_width, m2l=m2l.dense() if dense_m2l else None)
