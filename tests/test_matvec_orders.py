@@ -35,15 +35,32 @@ def cpu_kernel(device, operator: str, n_target: int, n_source: int):
                              n_source_coeffs=n_source)
 
 
-def test_two_kernels_serve_every_order_and_rank(device, width):
+def expected_rows(rows: int, width: int) -> tuple[int, bool]:
+    """The vector width and alignment of the kernel for ``rows`` outputs: rows of whole
+    vectors, else of whole half vectors where half a vector is 8 doubles or more, else
+    unaligned rows of whole vectors."""
+    if rows % width == 0:
+        return width, True
+    if width // 2 >= 8 and rows % (width // 2) == 0:
+        return width // 2, True
+    return width, False
+
+
+def test_a_few_kernels_serve_every_order_and_rank(device, width):
     """One kernel for every size whose rows are whole vectors (a multiple of the width), one
-    for every other size."""
+    for those of whole half vectors (8 doubles) where the width is 16, one for every other
+    size."""
     sizes = [(surface_size(order), surface_size(order)) for order in ORDERS]
-    sizes += [(13, 98), (98, 13), (3, 26), (363, 20), (2 * width, 7), (5 * width, 300)]
+    sizes += [(13, 98), (98, 13), (3, 26), (363, 20), (2 * width, 7), (5 * width, 300), (40, 9)]
     kernels = {}
     for size in sizes:
-        kernels.setdefault(size[0] % width == 0, set()).add(id(cpu_kernel(device, "m2l", *size)))
-    assert {aligned: len(ids) for aligned, ids in kernels.items()} == {True: 1, False: 1}
+        kernel = cpu_kernel(device, "m2l", *size)
+        shape = (kernel.layout.row_multiple, kernel.layout.aligned_rows)
+        assert shape == expected_rows(size[0], width), size
+        kernels.setdefault(shape, set()).add(id(kernel))
+    assert {shape: len(ids) for shape, ids in kernels.items()} == {
+        shape: 1 for shape in {expected_rows(size[0], width) for size in sizes}}
+    assert len(kernels) == (3 if width == 16 else 2)
     names = cpu_kernel(device, "m2l", 152, 152).argument_names
     assert {"n_target_coeffs", "n_source_coeffs", "n_target_stride"} <= set(names)
 
@@ -82,12 +99,13 @@ def points():
     return np.random.default_rng(3).random((700, 3))
 
 
-@pytest.mark.parametrize("operator,order", [("m2l", 2), ("m2l", 3), ("m2l", 5), ("m2l", 7),
-                                            ("m2l", 9), ("c2e", 5), ("c2e", 2)])
+@pytest.mark.parametrize("operator,order", [("m2l", 2), ("m2l", 3), ("m2l", 5), ("m2l", 6),
+                                            ("m2l", 7), ("m2l", 9), ("c2e", 5), ("c2e", 2)])
 def test_odd_sizes_match_the_sequential_kernel(device, points, operator, order):
-    """At 1e-12 of ``sequential`` (``fmmloopy check``'s comparison), on every row; c2e with a
-    rank that is neither the surface size nor a multiple of the vector width, both factors
-    (order 2: 8 coefficients and rank 3, less than one vector)."""
+    """At 1e-12 of ``sequential`` (``fmmloopy check``'s comparison), on every row (order 6:
+    152 rows, whole vectors of 8 doubles but not of 16); c2e with a rank that is neither the
+    surface size nor a multiple of the vector width, both factors (order 2: 8 coefficients and
+    rank 3, less than one vector)."""
     n_e = surface_size(order)
     problem = tree_problem(f"cube-order-{order}", points, n_crit=20, surface_size=n_e,
                            rank=n_e - 5)

@@ -80,11 +80,24 @@ class Grouped:
 def for_sizes(layout: ListLayout, n_target_coeffs: int | None) -> ListLayout:
     """``layout`` for launches of ``n_target_coeffs`` output coefficients: a grouped layout
     whose :attr:`~Grouped.row_multiple` (above 1) divides them has aligned rows, a kernel of its
-    own that may store whole vectors; any other is the layout as it is."""
-    if (isinstance(layout, Grouped) and n_target_coeffs is not None and layout.row_multiple > 1
-            and n_target_coeffs % layout.row_multiple == 0):
-        return replace(layout, aligned_rows=True)
+    own that may store whole vectors. Where only half that multiple divides them, and the half
+    is still :data:`MIN_ALIGNED_ROWS` or more, the rows are aligned to the half (the KIFMM
+    surfaces of even orders hold a multiple of 8 points, 152 at order 6, and the compressed
+    M2L's ranks are multiples of 8: rows of 16 doubles would leave them a partial vector to
+    store lane by lane). Any other is the layout as it is."""
+    if not isinstance(layout, Grouped) or n_target_coeffs is None or layout.row_multiple <= 1:
+        return layout
+    half = layout.row_multiple // 2
+    for multiple in (layout.row_multiple, *([half] if half >= MIN_ALIGNED_ROWS else [])):
+        if n_target_coeffs % multiple == 0:
+            return replace(layout, row_multiple=multiple, aligned_rows=True)
     return layout
+
+
+#: The narrowest rows :func:`for_sizes` aligns to half a layout's multiple: 8 (the vectors of
+#: an AVX-512 register; a layout of 8 on AVX2 keeps its own multiple or none, so that the
+#: shipped kernels cover every size there).
+MIN_ALIGNED_ROWS = 8
 
 
 #: The default layout: what every recipe gets unless it asks for another.
