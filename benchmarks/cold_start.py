@@ -1,6 +1,7 @@
 """Benchmark: how long a first run waits, with every cache new (what a user meets first).
 
-Usage: ``python benchmarks/cold_start.py [--points 100000] [--orders 6 4 8 10 12] [--json]``.
+Usage: ``python benchmarks/cold_start.py [--points 100000] [--orders 6 4 8 10 12] [--json]``,
+or ``python benchmarks/cold_start.py --eps 1e-9 [--eps-points 1000000] [--dist sphere cube]``.
 
 Each measurement runs in a process of its own with a new ``FMMLOOPY_CACHE_DIR`` and
 ``XDG_CACHE_HOME`` (fmmloopy's kernel and operator caches, loopy's and PoCL's caches all empty):
@@ -12,6 +13,14 @@ Each measurement runs in a process of its own with a new ``FMMLOOPY_CACHE_DIR`` 
 - ``pocl_floor``: PoCL's own build of the programs the first order's plan uses, outside
   fmmloopy: each shipped source built and its binary asked for (PoCL then compiles every kernel
   of the program for any work-group size), one after the other.
+
+``--eps 1e-9 --eps-points 1000000`` compares instead a first ``Fmm(points, eps=...)``, set-up
+and evaluation, every cache new, with FMM3D's ``lfmm3d`` at the same ``eps`` on the same
+points and charges (``--dist sphere cube``), each in a process of its own on every core
+(``OMP_NUM_THREADS``); FMM3D precomputes nothing, so its one call is all it costs. Build FMM3D
+from source with OpenMP and ``FAST_KER=ON`` for this (the PyPI wheel of ``fmm3dpy`` runs one
+thread); its Laplace kernel includes the ``1/(4 pi)`` since version 2.1, as fmmloopy's does,
+which the printed errors (relative L2 on 200 sampled targets against direct summation) check.
 
 Name the CPU and the OpenCL driver with the numbers; they differ by machine.
 """
@@ -81,6 +90,78 @@ print(json.dumps({"programs": len(sources), "seconds": time.perf_counter() - clo
 """
 
 
+_PROBLEM = r"""
+import json, os, sys, time
+import numpy as np
+from fmmloopy.base.distributions import DISTRIBUTIONS
+dist, n, eps = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+rng = np.random.default_rng(0)
+points = DISTRIBUTIONS[dist](n, rng)
+charges = rng.uniform(-1.0, 1.0, n)
+sampled = np.random.default_rng(1).choice(n, 200, replace=False)
+"""
+
+_FMMLOOPY_EPS = _PROBLEM + r"""
+import fmmloopy
+clock = time.perf_counter()
+fmm = fmmloopy.Fmm(points, eps=eps)
+setup = time.perf_counter() - clock
+potential = fmm(charges)
+total = time.perf_counter() - clock
+print(json.dumps({"setup": setup, "total": total, "order": fmm.order,
+                  "sampled": potential[sampled].tolist()}))
+"""
+
+_FMM3D_EPS = _PROBLEM + r"""
+import fmm3dpy
+clock = time.perf_counter()
+out = fmm3dpy.lfmm3d(eps=eps, sources=np.ascontiguousarray(points.T), charges=charges, pg=1)
+total = time.perf_counter() - clock
+from importlib.metadata import version
+print(json.dumps({"total": total, "version": version("fmm3dpy"),
+                  "sampled": out.pot[sampled].tolist()}))
+"""
+
+
+def sampled_error(dist: str, n: int, sampled_potentials: list[float]) -> float:
+    """Relative L2 error of potentials at :data:`_PROBLEM`'s 200 sampled targets against
+    direct summation (1 / (4 pi r), the target itself left out)."""
+    import numpy as np
+
+    from fmmloopy.base.distributions import DISTRIBUTIONS
+    rng = np.random.default_rng(0)
+    points = DISTRIBUTIONS[dist](n, rng)
+    charges = rng.uniform(-1.0, 1.0, n)
+    sampled = np.random.default_rng(1).choice(n, 200, replace=False)
+    exact = np.empty(len(sampled))
+    for row, index in enumerate(sampled):
+        distance = np.linalg.norm(points - points[index], axis=1)
+        distance[index] = np.inf
+        exact[row] = np.sum(charges / distance) / (4 * np.pi)
+    return float(np.linalg.norm(np.asarray(sampled_potentials) - exact)
+                 / np.linalg.norm(exact))
+
+
+def eps_versus_fmm3d(dists: list[str], n: int, eps: float) -> list[dict]:
+    """One row per distribution: fmmloopy's first ``Fmm(eps=...)`` (every cache new) and
+    FMM3D's ``lfmm3d``, seconds and errors."""
+    rows = []
+    for dist in dists:
+        arguments = [dist, str(n), repr(eps)]
+        _, ours = run_fresh(["-c", _FMMLOOPY_EPS, *arguments])
+        environment = dict(os.environ, OMP_NUM_THREADS=str(os.cpu_count() or 1))
+        theirs = subprocess.run([sys.executable, "-c", _FMM3D_EPS, *arguments],
+                                capture_output=True, text=True, env=environment, cwd=ROOT,
+                                check=True).stdout
+        ours, theirs = json.loads(ours), json.loads(theirs)
+        rows.append({"dist": dist, "n": n, "eps": eps, "fmmloopy_setup": ours["setup"],
+                     "fmmloopy_total": ours["total"], "fmmloopy_order": ours["order"],
+                     "fmmloopy_error": sampled_error(dist, n, ours["sampled"]),
+                     "fmm3d_total": theirs["total"], "fmm3d_version": theirs["version"],
+                     "fmm3d_error": sampled_error(dist, n, theirs["sampled"])})
+    return rows
+
+
 def run_fresh(arguments: list[str]) -> tuple[float, str]:
     """Wall seconds and standard output of ``python arguments`` with every cache new."""
     with tempfile.TemporaryDirectory() as fmmloopy_cache, \
@@ -98,7 +179,20 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--orders", type=int, nargs="+", default=[6, 4, 8, 10, 12])
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--eps", type=float, help="compare a first Fmm(eps=...) with FMM3D")
+    parser.add_argument("--eps-points", type=int, default=1_000_000)
+    parser.add_argument("--dist", nargs="+", default=["sphere", "cube"])
     args = parser.parse_args()
+    if args.eps is not None:
+        rows = eps_versus_fmm3d(args.dist, args.eps_points, args.eps)
+        for row in rows:
+            print(json.dumps(row) if args.json else
+                  f"{row['dist']} n={row['n']} eps={row['eps']:g}: fmmloopy first Fmm (order "
+                  f"{row['fmmloopy_order']}) set-up {row['fmmloopy_setup']:.2f} s, set-up + "
+                  f"evaluation {row['fmmloopy_total']:.2f} s, error "
+                  f"{row['fmmloopy_error']:.1e}; FMM3D {row['fmm3d_version']} lfmm3d "
+                  f"{row['fmm3d_total']:.2f} s, error {row['fmm3d_error']:.1e}")
+        return
     example, _ = run_fresh([str(ROOT / "examples" / "laplace_sphere.py")])
     _, first = run_fresh(["-c", _FIRST, str(args.points), ",".join(map(str, args.orders))])
     _, floor = run_fresh(["-c", _FLOOR])
