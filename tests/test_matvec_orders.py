@@ -69,7 +69,7 @@ def test_the_coefficients_take_the_vector_path(device, width):
     # One work-item per block (no coefficients spread over work-items), accumulators and the
     # matrix entries of a chunk in vectors, one vector update per pair and source coefficient;
     # whole chunks stored under one guard, the last chunk's lanes each under its own; where
-    # the rows are whole vectors, the results stored as vectors.
+    # the rows are whole vectors, the results stored as vectors, with no guard on the rows.
     for rows, aligned in ((2 * width + 4, False), (2 * width, True)):
         kernel = cpu_kernel(device, "m2l", rows, 56)
         assert kernel.layout.aligned_rows == aligned
@@ -77,8 +77,13 @@ def test_the_coefficients_take_the_vector_path(device, width):
         assert "reqd_work_group_size(1, 1, 1)" in code and "lid(0)" not in code
         assert f"double{width} acc[" in code and f"double{width} matrix_lanes;" in code
         assert "acc[0] = acc[0] + matrix_lanes * source_vectors[" in code
-        assert f"if (iexp_tgt_outer * {width} + {width - 1} < n_target_coeffs)" in code
-        assert f"if ({width - 1} + iexp_tgt_outer * {width} < n_target_coeffs)" in code
+        # Rows of whole vectors: every chunk whole, stored without a guard on the rows.
+        assert (f"if (iexp_tgt_outer * {width} + {width - 1} < n_target_coeffs)"
+                in code) != aligned
+        assert (f"if ({width - 1} + iexp_tgt_outer * {width} < n_target_coeffs)"
+                in code) != aligned
+        assert ("n_target_coeffs)" in code.split("acc[0] = acc[0] + matrix_lanes")[-1]
+                ) != aligned
         assert (f"__global double{width} *__restrict__ target_vectors" in code) == aligned
         assert ("+ scale[0] * acc[0];" in code) == aligned  # a whole vector's store
 

@@ -252,10 +252,11 @@ def vectorize_output_coefficients(knl, width=VECTOR_WIDTH, aligned_rows=False):
                         precompute_outer_inames=frozenset(
                             {"iblock", "igroup", "ipair_tile", "iexp_tgt_outer", "iexp_src"}))
     knl = lp.privatize_temporaries_with_inames(knl, "iexp_tgt_inner", only_var_names={"acc"})
-    knl = store_whole_chunks_unguarded(knl, width)
+    knl = store_whole_chunks_unguarded(knl, width, aligned_rows)
     for within, copy, tag in (("id:init", "iexp_tgt_init", "vec"),
                               ("id:store", "iexp_tgt_store", "vec" if aligned_rows else "unr"),
-                              ("id:store_tail", "iexp_tgt_tail", "unr")):
+                              *(() if aligned_rows else (("id:store_tail", "iexp_tgt_tail",
+                                                          "unr"),))):
         knl = lp.duplicate_inames(knl, "iexp_tgt_inner", within=within, new_inames=copy)
         knl = lp.tag_inames(knl, {copy: tag})
     knl = lp.tag_inames(knl, {"iexp_tgt_inner": "vec"})
@@ -272,12 +273,14 @@ def vectorize_output_coefficients(knl, width=VECTOR_WIDTH, aligned_rows=False):
     return knl.with_kernel(entry.copy(index_dtype=lp.types.to_loopy_type(np.int64)))
 
 
-def store_whole_chunks_unguarded(knl, width):
+def store_whole_chunks_unguarded(knl, width, aligned_rows=False):
     """The grouped matvec's store (guarded per coefficient by ``iexp_tgt < n_target_coeffs``)
     as two stores: chunks of ``width`` coefficients that are whole, under one guard for the
     chunk, and the last, partial chunk, guarded per coefficient. The two cover what the one
     did; the whole chunks' lanes then share one condition, so the compiler stores them
-    without a branch per lane."""
+    without a branch per lane. With ``aligned_rows`` (every launch's rows a multiple of
+    ``width``, and the padded rows then the rows themselves) every chunk is whole: one store,
+    without the guard."""
     entry = knl.default_entrypoint
     store = entry.id_to_insn["store"]
     conditions = set()
@@ -287,6 +290,10 @@ def store_whole_chunks_unguarded(knl, width):
     rows = {condition for condition in conditions if "n_target_coeffs" in str(condition)}
     if len(rows) != 1:
         raise ValueError(f"expected one guard on n_target_coeffs in the store, found {rows}")
+    if aligned_rows:
+        return knl.with_kernel(entry.copy(instructions=[
+            insn.copy(predicates=frozenset(conditions - rows)) if insn.id == "store" else insn
+            for insn in entry.instructions]))
     last_lane = Variable("iexp_tgt_outer") * width + (width - 1)
     limit = Variable("n_target_coeffs")
     # The two write disjoint chunks: no order between them.
