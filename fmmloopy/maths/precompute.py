@@ -51,6 +51,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import NamedTuple
 
 import numpy as np
 
@@ -66,6 +67,7 @@ from fmmloopy.maths.geometry import (
 )
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.surfaces import fine_order
+from fmmloopy.maths.symmetric_stacks import symmetric_stack_svd
 from fmmloopy.maths.translations import Translations
 
 __all__ = [
@@ -321,17 +323,33 @@ def r_factor(stack: np.ndarray) -> np.ndarray:
     return np.linalg.qr(stack, mode="r")
 
 
-def m2l_bases(factors: tuple[np.ndarray, np.ndarray], cutoff: float
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """``(compress, expand)`` of :func:`compress_m2l` from the class's :func:`m2l_factors`."""
+class ClassSvd(NamedTuple):
+    """The singular values and vectors of a class's M2L matrices side by side (``left``,
+    columns, and ``left_values``) and stacked (``right_values``, and ``right_h``, rows), all
+    ``n_e`` of each, values descending."""
+
+    left: np.ndarray
+    left_values: np.ndarray
+    right_values: np.ndarray
+    right_h: np.ndarray
+
+
+def svd_of_factors(factors: tuple[np.ndarray, np.ndarray]) -> ClassSvd:
+    """The :class:`ClassSvd` of a class from its :func:`m2l_factors`."""
     side_by_side_r, stacked_r = factors
-    n_e = stacked_r.shape[1]
     left, left_values, _ = np.linalg.svd(side_by_side_r.conj().T)
     _, right_values, right_h = np.linalg.svd(stacked_r)
-    singular = (left_values, right_values)
-    rank = max(1, *(int(np.count_nonzero(s > cutoff)) for s in singular))
+    return ClassSvd(left, left_values, right_values, right_h)
+
+
+def m2l_bases(svd: ClassSvd, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(compress, expand)`` of :func:`compress_m2l` from the class's :class:`ClassSvd`."""
+    n_e = svd.right_h.shape[1]
+    rank = max(1, *(int(np.count_nonzero(values > cutoff))
+                    for values in (svd.left_values, svd.right_values)))
     rank = min(n_e, -(-rank // M2L_RANK_MULTIPLE) * M2L_RANK_MULTIPLE)
-    return np.ascontiguousarray(right_h[:rank]), np.ascontiguousarray(left[:, :rank])
+    return (np.ascontiguousarray(svd.right_h[:rank]),
+            np.ascontiguousarray(svd.left[:, :rank]))
 
 
 def compress_m2l(m2l: np.ndarray, cutoff: float,
@@ -348,7 +366,8 @@ def compress_m2l(m2l: np.ndarray, cutoff: float,
     ``n_e``). Both bases are orthonormal, so the core carries the scale, and level scaling
     applies to it alone. ``factors``: :func:`m2l_factors` of ``m2l``, if computed already.
     """
-    compress, expand = m2l_bases(m2l_factors(m2l) if factors is None else factors, cutoff)
+    compress, expand = m2l_bases(
+        svd_of_factors(m2l_factors(m2l) if factors is None else factors), cutoff)
     core = np.ascontiguousarray(expand.conj().T @ m2l @ compress.conj().T)
     return compress, core, expand
 
@@ -477,8 +496,8 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
     vectors = transfer_vectors()
     m2l = Translations(m2l_of, vectors.astype(np.float64), vectors, order, symmetric)
 
-    # The classes' QR factors; a class that mirrors another (a kernel the symmetries leave
-    # unchanged) is derived from it below.
+    # The classes' singular vectors; a class that mirrors another (a kernel the symmetries
+    # leave unchanged) is derived from it below.
     def mirrored(name: str) -> tuple[str, int] | None:
         band, direction = M2L_CLASSES[name]
         if symmetric and direction.endswith("n"):
@@ -487,28 +506,37 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
     # Where the M2L matrices are the kernel's between one surface and itself moved (the square
     # fits: downward check = upward equivalent) and the kernel is real and even (cube-invariant),
     # M(-t) = M(t)^T: a class's matrices side by side are its opposite class's stacked, which is
-    # its own stacked under a reflection, so one QR per class gives both factors.
+    # its own stacked under a reflection, so one factorisation per class gives both sides.
     transposes = (symmetric and not least_squares and np.dtype(dtype).kind == "f"
                   and np.array_equal(downward_check, upward_equivalent))
 
-    def factors_of(name: str) -> tuple[np.ndarray, np.ndarray]:
+    def svd_of(name: str) -> ClassSvd:
+        """The class's singular values and vectors: by the symmetries that map the class onto
+        itself where the kernel is cube-invariant (:mod:`fmmloopy.maths.symmetric_stacks`),
+        else from the QR factors of its stacks."""
         members = transfer_class(name)
-        stacked_r = r_factor(m2l.stacked(members))
-        if not transposes:
-            return r_factor(m2l.stacked(members, conjugate_transpose=True)), stacked_r
-        axis = "xyz".index(M2L_CLASSES[name][1][0])
-        return stacked_r[:, surface_permutation(order, reflection(axis))], stacked_r
-    factors = {name: factors_of(name) for name in M2L_CLASSES if mirrored(name) is None}
+        if not symmetric:
+            return svd_of_factors((r_factor(m2l.stacked(members, conjugate_transpose=True)),
+                                   r_factor(m2l.stacked(members))))
+        right_values, right_h = symmetric_stack_svd(m2l, members, vectors[members], order)
+        if transposes:
+            axis = "xyz".index(M2L_CLASSES[name][1][0])
+            left = right_h.T[surface_permutation(order, reflection(axis))]
+            return ClassSvd(left, right_values, right_values, right_h)
+        left_values, left_h = symmetric_stack_svd(m2l, members, vectors[members], order,
+                                                  conjugate_transpose=True)
+        return ClassSvd(left_h.conj().T, left_values, right_values, right_h)
+    svds = {name: svd_of(name) for name in M2L_CLASSES if mirrored(name) is None}
     # One cutoff for every class, relative to the largest singular value of all the M2L
     # matrices side by side: the same absolute accuracy for near and far pairs. Their Gram
-    # matrix is the sum of the classes' (``R^H R`` of the side-by-side factors; a mirrored
-    # class's is its mirror's with rows and columns permuted); squaring costs the largest
-    # singular value no accuracy.
+    # matrix is the sum of the classes' (``L S^2 L^H`` from each class's left singular
+    # vectors and values; a mirrored class's is its mirror's with rows and columns
+    # permuted); squaring costs the largest singular value no accuracy.
     gram = np.zeros((n_e, n_e), dtype)
     for name in M2L_CLASSES:
         twin = mirrored(name)
-        side = factors[name if twin is None else twin[0]][0]
-        part = side.conj().T @ side
+        svd = svds[name if twin is None else twin[0]]
+        part = (svd.left * svd.left_values ** 2) @ svd.left.conj().T
         if twin is not None:
             permutation = surface_permutation(order, reflection(twin[1]))
             part = part[np.ix_(permutation, permutation)]
@@ -520,7 +548,7 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
         if twin is not None:  # the mirror image of the +axis class
             parts = _reflected(compressed, twin[0], name, twin[1], order)
         else:
-            compress, expand = m2l_bases(factors[name], m2l_threshold(order) * largest)
+            compress, expand = m2l_bases(svds[name], m2l_threshold(order) * largest)
             parts = compress, m2l.cores(transfer_class(name), expand, compress), expand
         compressed |= {f"m2l_{name}_{part}": array
                        for part, array in zip(("compress", "core", "expand"), parts, strict=True)}
