@@ -229,7 +229,7 @@ def test_the_cpu_recipes_take_the_path_of_the_vector_width_asked_for(device, mon
     assert device_fingerprint(device)["vector_doubles_for_recipes"] == str(lanes)
     code = compiled_operator("p2p", device, recipe="cpu").device_code()
     assert ("double8 acc[" in code) == (lanes == 8), code[:2000]
-    matvec = compiled_operator("m2l", device, recipe="cpu", n_target_coeffs=56,
+    matvec = compiled_operator("m2l", device, recipe="cpu", n_target_coeffs=48,
                                n_source_coeffs=56)
     assert matvec.layout.pair_tile == (8 if lanes == 8 else 4)
     assert f"double{cpu.vector_width(device)} acc[" in matvec.device_code()
