@@ -90,15 +90,25 @@ print(json.dumps({"programs": len(sources), "seconds": time.perf_counter() - clo
 """
 
 
+def eps_problem(dist: str, n: int):
+    """``(points (n, 3), charges (n,), 200 sampled target indices)`` of the ``--eps``
+    comparison: the same in every process that imports it."""
+    import numpy as np
+
+    from fmmloopy.base.distributions import DISTRIBUTIONS
+    rng = np.random.default_rng(0)
+    points = DISTRIBUTIONS[dist](n, rng)
+    return points, rng.uniform(-1.0, 1.0, n), np.random.default_rng(1).choice(n, 200,
+                                                                               replace=False)
+
+
 _PROBLEM = r"""
-import json, os, sys, time
+import json, sys, time
 import numpy as np
-from fmmloopy.base.distributions import DISTRIBUTIONS
+sys.path.insert(0, "benchmarks")
+from cold_start import eps_problem
 dist, n, eps = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-rng = np.random.default_rng(0)
-points = DISTRIBUTIONS[dist](n, rng)
-charges = rng.uniform(-1.0, 1.0, n)
-sampled = np.random.default_rng(1).choice(n, 200, replace=False)
+points, charges, sampled = eps_problem(dist, n)
 """
 
 _FMMLOOPY_EPS = _PROBLEM + r"""
@@ -124,15 +134,11 @@ print(json.dumps({"total": total, "version": version("fmm3dpy"),
 
 
 def sampled_error(dist: str, n: int, sampled_potentials: list[float]) -> float:
-    """Relative L2 error of potentials at :data:`_PROBLEM`'s 200 sampled targets against
+    """Relative L2 error of potentials at :func:`eps_problem`'s 200 sampled targets against
     direct summation (1 / (4 pi r), the target itself left out)."""
     import numpy as np
 
-    from fmmloopy.base.distributions import DISTRIBUTIONS
-    rng = np.random.default_rng(0)
-    points = DISTRIBUTIONS[dist](n, rng)
-    charges = rng.uniform(-1.0, 1.0, n)
-    sampled = np.random.default_rng(1).choice(n, 200, replace=False)
+    points, charges, sampled = eps_problem(dist, n)
     exact = np.empty(len(sampled))
     for row, index in enumerate(sampled):
         distance = np.linalg.norm(points - points[index], axis=1)

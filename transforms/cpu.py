@@ -253,10 +253,11 @@ def vectorize_output_coefficients(knl, width=VECTOR_WIDTH, aligned_rows=False):
                             {"iblock", "igroup", "ipair_tile", "iexp_tgt_outer", "iexp_src"}))
     knl = lp.privatize_temporaries_with_inames(knl, "iexp_tgt_inner", only_var_names={"acc"})
     knl = store_whole_chunks_unguarded(knl, width, aligned_rows)
-    for within, copy, tag in (("id:init", "iexp_tgt_init", "vec"),
-                              ("id:store", "iexp_tgt_store", "vec" if aligned_rows else "unr"),
-                              *(() if aligned_rows else (("id:store_tail", "iexp_tgt_tail",
-                                                          "unr"),))):
+    copies = [("id:init", "iexp_tgt_init", "vec"),
+              ("id:store", "iexp_tgt_store", "vec" if aligned_rows else "unr")]
+    if not aligned_rows:  # the last, partial chunk: lane by lane
+        copies.append(("id:store_tail", "iexp_tgt_tail", "unr"))
+    for within, copy, tag in copies:
         knl = lp.duplicate_inames(knl, "iexp_tgt_inner", within=within, new_inames=copy)
         knl = lp.tag_inames(knl, {copy: tag})
     knl = lp.tag_inames(knl, {"iexp_tgt_inner": "vec"})

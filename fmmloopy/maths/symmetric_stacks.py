@@ -268,7 +268,7 @@ def symmetric_stack_svd(translations, members: np.ndarray, lattice: np.ndarray, 
                                                  axis=1)).tolist())
         turned, rows = _row_reduction(basis, stabilizer)
         # T(s) itself, rows in place: it commutes with its stabilizer's permutations.
-        matrix = translations.dense([members[index]])[0]
+        matrix = translations.matrix(members[index])
         product = turned.apply(matrix.conj().T if conjugate_transpose else matrix)
         if rows is not None:
             product = turned.apply_transpose(product)

@@ -46,14 +46,15 @@ class Translations:
         """The computed matrix ``T(r)`` an offset's is gathered from, and its permutation."""
         return self._computed[int(self._representative[index])], self._permutation[index]
 
+    def matrix(self, index: int) -> np.ndarray:
+        """(n_e, n_e): the matrix of offset ``index``, gathered from its representative's."""
+        matrix, permutation = self._parts(index)
+        return matrix[permutation][:, permutation]
+
     def dense(self, indices: Sequence[int] | None = None) -> np.ndarray:
         """(len(indices), n_e, n_e): the matrices of ``indices`` (default all), gathered."""
         indices = range(len(self)) if indices is None else indices
-        matrices = []
-        for index in indices:
-            matrix, permutation = self._parts(index)
-            matrices.append(matrix[permutation][:, permutation])
-        return np.stack(matrices)
+        return np.stack([self.matrix(index) for index in indices])
 
     def stacked(self, indices: Sequence[int], conjugate_transpose: bool = False) -> np.ndarray:
         """(len(indices) n_e, n_e): the matrices of ``indices`` stacked (their conjugate

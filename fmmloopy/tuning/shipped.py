@@ -22,7 +22,7 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "932128e333f97e51cb5a50d0788bfdedad972c3cb3d2e809f5218e1e29a738c1",
+    "fmmloopy.transforms.cpu": "1347ece7909ac8d119ca9a4a688b8dfce0b08609c1028caf0c840166cbf76681",
     "fmmloopy.transforms.generic":
         "d5c1dd918e9b4941de6a396615bb1593a78906cbe08dcd91d9d754ab82659d83",
     "fmmloopy.transforms.gpu": "4c2df52c8aa46195409f033873f423ba409f874db7a9647766e6365ed8860a66",
