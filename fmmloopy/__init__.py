@@ -15,8 +15,9 @@ shape ``(N, k)`` give potentials ``(M, k)`` in one call. Set-up stages report th
 
 from fmmloopy.api.direct import DirectSum, direct
 from fmmloopy.api.distributed import DistributedFmm
-from fmmloopy.api.fmm import Fields, Fmm, evaluate
+from fmmloopy.api.fmm import Fmm, evaluate
 from fmmloopy.api.operator import linear_operator
+from fmmloopy.api.units import Fields
 from fmmloopy.base.progress import show_progress
 from fmmloopy.maths.green import GreenKernel, helmholtz, user_kernel, yukawa
 from fmmloopy.tree.octree import root_box_side

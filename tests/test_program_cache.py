@@ -15,7 +15,8 @@ import pytest
 
 from fmmloopy.execution import kernel_cache, program_cache
 from fmmloopy.execution.cache_files import CACHE_ENV
-from fmmloopy.execution.kernel_cache import KERNEL_CACHE_ENV, KernelCacheWarning, cache_entries
+from fmmloopy.execution.cache_listing import cache_entries
+from fmmloopy.execution.kernel_cache import KERNEL_CACHE_ENV, KernelCacheWarning
 
 
 def _source() -> str:
@@ -149,7 +150,7 @@ def test_off_stores_nothing_and_programs_keeps_programs_only(cache, queue, monke
 
 
 def test_cache_clear_removes_programs_and_marks(cache, queue):
-    from fmmloopy.execution.kernel_cache import clear_cache
+    from fmmloopy.execution.cache_listing import clear_cache
     _built_twice(queue.context, _source())
     program_cache.built_program(queue.context, _source())
     assert sorted(path.suffix for path in cache.iterdir()) == [".bin", ".seen"]

@@ -16,7 +16,7 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cla
 
-from fmmloopy.api.fmm import checked_strengths, shaped_results, summed_in_user_units
+from fmmloopy.api.units import checked_strengths, shaped_results, summed_in_user_units
 from fmmloopy.base.devices import choose_device, context_for
 from fmmloopy.base.validation import as_float64_points, check_point_array
 from fmmloopy.execution.compiled import compiled_operator

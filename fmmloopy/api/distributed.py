@@ -35,11 +35,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyopencl as cl
 
-from fmmloopy.api.fmm import (
+from fmmloopy.api.fmm import Fmm, check_eps_covers, checked_accuracy
+from fmmloopy.api.units import (
     Fields,
-    Fmm,
-    check_eps_covers,
-    checked_accuracy,
     checked_strengths,
     overflow_message,
     to_user_units,
@@ -105,7 +103,7 @@ class DistributedFmm:
     Every rank of ``comm`` (default ``MPI.COMM_WORLD``) constructs it together, each with its
     own ``sources`` and ``targets`` (``(n, 3)``; ``targets=None`` on every rank: the targets
     are the sources) and calls it together with charges for its own sources; each gets the
-    potentials (or :class:`~fmmloopy.api.fmm.Fields`) at its own targets, in its own order.
+    potentials (or :class:`~fmmloopy.api.units.Fields`) at its own targets, in its own order.
     Options are those of :class:`~fmmloopy.api.fmm.Fmm` and must be equal on every rank;
     ``device`` (default: GPU ``i`` for the ``i``-th rank of a node where the node has one,
     else a share of the CPU device's cores) may differ. ``speed``: this rank's relative
@@ -385,7 +383,7 @@ class DistributedFmm:
     def __call__(self, charges=None, *, dipoles=None, gradient: bool = False):
         """Potentials at this rank's targets, in its order, of every rank's ``charges`` and/or
         ``dipoles`` (each rank passes those of its own sources); with ``gradient=True``, a
-        :class:`~fmmloopy.api.fmm.Fields`. Every rank calls it together."""
+        :class:`~fmmloopy.api.units.Fields`. Every rank calls it together."""
         with self._lock:
             with self.collectives.agree("checking the charges"):
                 strengths, kernel, batched = checked_strengths(self.kernel, self.nsources,

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fmmloopy.api.direct import DirectSum
 from fmmloopy.base.validation import validate_integer
 
 __all__ = ["ErrorEstimate", "estimate_error", "estimate_from_errors", "estimate_from_sample"]
@@ -87,8 +88,6 @@ def estimate_error(fmm, charges=None, *, dipoles=None, gradient: bool = False,
     ``fmm`` (an :class:`~fmmloopy.api.fmm.Fmm`) for these strengths, against a direct sum on
     ``samples`` targets drawn with ``seed`` (module docstring). ``result``: what ``fmm`` returned
     for exactly these arguments, to spare evaluating again."""
-    from fmmloopy.api.direct import DirectSum
-
     samples = validate_integer(samples, "samples", 1, None)
     if result is None:
         result = fmm(charges, dipoles=dipoles, gradient=gradient)

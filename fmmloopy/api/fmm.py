@@ -3,8 +3,8 @@
 ``Fmm(sources, targets)`` builds the tree, the lists, the precomputed KIFMM operators and the
 transformed kernels once; each call with new charges reuses all of it. Potentials are
 ``sum_{i, x_i != y} q_i / (4 pi |x_i - y|)`` at every target ``y``, in the user's order; dipole
-sources and gradients at the targets (:class:`Fields`) come from the same tree and operators
-(docs/kernels.md).
+sources and gradients at the targets (:class:`~fmmloopy.api.units.Fields`) come from the same
+tree and operators (docs/kernels.md).
 
 Every input is checked first (:mod:`fmmloopy.base.validation`), and the memory the FMM needs is
 estimated and compared with what the host and the device have before anything large is
@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
 
 import numpy as np
 import pyopencl as cl
@@ -31,14 +30,13 @@ from fmmloopy.api.periodic import (
     check_periodic_kernel,
     checked_cell,
 )
+from fmmloopy.api.units import checked_strengths, shaped_results, summed_in_user_units
 from fmmloopy.base.devices import choose_device, context_for
 from fmmloopy.base.precision import FLOAT64, Precision, get_precision
 from fmmloopy.base.progress import stage
 from fmmloopy.base.validation import (
     as_float64_points,
     check_point_array,
-    validate_charges,
-    validate_dipoles,
     validate_flag,
     validate_integer,
     validate_memory_limit,
@@ -582,8 +580,9 @@ class Fmm:
     def __call__(self, charges=None, *, dipoles=None, gradient: bool = False):
         """Potentials at the targets, in the user's order, of ``charges`` (one per source)
         and/or ``dipoles`` (``(N, 3)``: a moment vector per source, whose potential is
-        ``m . grad_source G``); with ``gradient=True``, a :class:`Fields` ``(potential,
-        gradient)`` with the gradient at the targets, ``(M, 3)``.
+        ``m . grad_source G``); with ``gradient=True``, a
+        :class:`~fmmloopy.api.units.Fields` ``(potential, gradient)`` with the gradient at the
+        targets, ``(M, 3)``.
 
         Several strength vectors at once: charges ``(N, k)`` give potentials ``(M, k)``
         (dipoles ``(N, 3, k)``, gradients ``(M, 3, k)``), column ``j`` that of column ``j``.
@@ -745,193 +744,6 @@ def check_eps_covers(fmm, kernel: GreenKernel) -> None:
             f"this FMM's order ({fmm.order}) was chosen for eps={fmm.eps:g} on "
             f"{', '.join(fmm.eps_quantities)}; this call asks for {', '.join(missing)} too: "
             f"build it with eps_for={tuple(words)!r}")
-
-
-def _ldexp(values: np.ndarray, exponents) -> np.ndarray:
-    """``values * 2**exponents``, exact; complex values part by part."""
-    if np.iscomplexobj(values):
-        return np.ldexp(values.real, exponents) + 1j * np.ldexp(values.imag, exponents)
-    return np.ldexp(values, exponents)
-
-
-class Fields(NamedTuple):
-    """What :meth:`Fmm.__call__` returns with ``gradient=True``."""
-
-    #: ``(M,)``: the potential at each target.
-    potential: np.ndarray
-    #: ``(M, 3)``: its gradient at each target.
-    gradient: np.ndarray
-
-
-def checked_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradient
-                      ) -> tuple[np.ndarray, GreenKernel, bool]:
-    """A call's ``charges`` and/or ``dipoles`` checked and stacked, ``(n_inputs, nsources)``
-    (over ``k`` strength vectors: each vector's components in turn,
-    :attr:`~fmmloopy.maths.green.GreenKernel.vectors`), ``green`` with the call's fields and
-    vectors (:meth:`Fmm.fields_kernel`), and whether the strengths came as columns of vectors
-    (``(N, k)``, ``(N, 3, k)``: the results are then shaped so too)."""
-    if charges is None and dipoles is None:
-        raise ValueError("charges must be an array of real numbers, got None (give "
-                         "charges, dipoles=... or both)")
-    gradient = validate_flag(gradient, "gradient")
-    parts, batched = [], []
-    if charges is not None:
-        values = validate_charges(charges, nsources, green.is_complex, vectors_allowed=True)
-        batched.append(values.ndim == 2)
-        vectors = values.shape[1] if values.ndim == 2 else 1
-        parts.append(values.reshape((nsources, 1, vectors)).transpose(2, 1, 0))
-    if dipoles is not None:
-        values = validate_dipoles(dipoles, nsources, green.is_complex, vectors_allowed=True)
-        batched.append(values.ndim == 3)
-        vectors = values.shape[2] if values.ndim == 3 else 1
-        parts.append(values.reshape((nsources, 3, vectors)).transpose(2, 1, 0))
-    if len(parts) == 2 and (batched[0] != batched[1] or len(parts[0]) != len(parts[1])):
-        raise ValueError(f"charges and dipoles must hold as many strength vectors: charges "
-                         f"{np.shape(charges) if batched[0] else 'one'}, dipoles "
-                         f"{np.shape(dipoles) if batched[1] else 'one'} (shapes (N, k) and "
-                         "(N, 3, k))")
-    vectors = len(parts[0])
-    kernel = green.with_fields(("potential", "gradient") if gradient else ("potential",),
-                               ("charge",) * (charges is not None)
-                               + ("dipole",) * (dipoles is not None)).with_vectors(vectors)
-    strengths = np.concatenate(parts, axis=1).reshape((kernel.n_inputs, nsources))
-    return strengths, kernel, batched[0]
-
-
-def shaped_results(outputs: np.ndarray, kernel: GreenKernel, batched: bool):
-    """A call's results from ``outputs`` ``(n_outputs, M)`` of ``kernel``: potentials ``(M,)``
-    or, with a gradient, :class:`Fields` (``(M, 3)``); for strengths given as columns
-    (``batched``), potentials ``(M, k)`` and gradients ``(M, 3, k)``."""
-    per_vector = outputs.reshape((kernel.vectors, kernel.n_outputs // kernel.vectors, -1))
-    gradient = per_vector.shape[1] > 1
-    if not batched:
-        return Fields(per_vector[0, 0], np.ascontiguousarray(per_vector[0, 1:].T)) \
-            if gradient else per_vector[0, 0]
-    potential = np.ascontiguousarray(per_vector[:, 0].T)
-    if not gradient:
-        return potential
-    return Fields(potential, np.ascontiguousarray(per_vector[:, 1:].transpose(2, 1, 0)))
-
-
-def summed_in_user_units(strengths: np.ndarray, kernel: GreenKernel, coordinate_exponent: int,
-                         evaluate, precision: Precision = FLOAT64) -> np.ndarray:
-    """``evaluate``'s outputs ``(n_outputs, M)`` for ``strengths`` ``(n_inputs, N)`` taken to
-    working units (:func:`working_strengths`), back in user units (:func:`to_user_units`, in
-    float64) and in ``precision``; OverflowError where they do not fit
-    (:func:`overflow_message`), and for float32 ValueError where results lose their digits to
-    float32's subnormals (:func:`in_precision`)."""
-    largest = np.abs(strengths).max(axis=1)
-    scaled, charge_exponents = working_strengths(strengths, kernel, largest, coordinate_exponent,
-                                                 precision.safe_exponent)
-    outputs = np.atleast_2d(evaluate(scaled))
-    if precision != FLOAT64:
-        outputs = outputs.astype(kernel.value_dtype())
-    to_user_units(outputs, kernel, charge_exponents, coordinate_exponent)
-    overflow = overflow_message(outputs, kernel, float(largest.max()))
-    if overflow:
-        raise OverflowError(overflow)
-    return outputs if precision == FLOAT64 else in_precision(outputs, kernel, precision,
-                                                             float(largest.max()))
-
-
-def in_precision(outputs: np.ndarray, kernel: GreenKernel, precision: Precision,
-                 largest: float) -> np.ndarray:
-    """float64 ``outputs`` ``(n_outputs, M)`` (user units) rounded to ``precision``:
-    OverflowError where one does not fit it, ValueError where a result that is not negligible
-    beside the largest of its row (more than the unit round-off times it) falls below the
-    smallest normal number, where it would keep fewer digits than the rest."""
-    with np.errstate(over="ignore"):
-        rounded = outputs.astype(kernel.value_dtype(precision.dtype))
-    overflow = overflow_message(rounded, kernel, largest, precision)
-    if overflow:
-        raise OverflowError(overflow)
-    magnitude = np.abs(outputs)
-    row_largest = magnitude.max(axis=1, keepdims=True)
-    lost = (magnitude < precision.smallest_normal) \
-        & (magnitude > precision.unit_roundoff * row_largest)
-    if lost.any():
-        raise ValueError(
-            f"{int(lost.any(axis=0).sum())} of {outputs.shape[1]} results are below "
-            f"{precision.name}'s smallest normal number ({precision.smallest_normal:.3g}; "
-            f"largest |result| {float(row_largest.max()):.3g}, largest |strength| "
-            f"{largest:.3g}) and would lose digits; scale the strengths up and the results "
-            "down by the same factor, or use float64")
-    return rounded
-
-
-def working_strengths(strengths: np.ndarray, kernel: GreenKernel, largest: np.ndarray,
-                      coordinate_exponent: int, safe_exponent: int = FLOAT64.safe_exponent
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """``strengths`` (``(n_inputs, N)``) in working units, and the power of two each strength
-    vector was divided by (``(vectors,)``); ``largest``: the largest magnitude of each row
-    (over every rank's); vectors whose largest lies outside ``2**±safe_exponent`` are scaled
-    (the precision's, :attr:`~fmmloopy.base.precision.Precision.safe_exponent`)."""
-    # Derivatives in the working coordinates: x = 2**k x' scales each derivative by 2**-k,
-    # so dipole moments are taken to working units here and gradients back below. Then
-    # strengths far from 1 are scaled by a power of two: the kernels see no denormals.
-    # Both are powers of two, applied at once (exact). Each vector gets its own power, so
-    # that vectors of very different sizes keep every digit.
-    input_shifts = -coordinate_exponent * kernel.input_derivatives()
-    per_vector = kernel.n_inputs // kernel.vectors
-    charge_exponents = np.array([
-        _strength_exponent(largest[rows], input_shifts[rows], safe_exponent) for rows in (
-            slice(v * per_vector, (v + 1) * per_vector) for v in range(kernel.vectors))])
-    shifts = input_shifts - np.repeat(charge_exponents, per_vector)
-    if not shifts.any():  # the common case: strengths already in working units
-        return strengths, charge_exponents
-    return _ldexp(strengths, shifts[:, None]), charge_exponents
-
-
-def to_user_units(outputs: np.ndarray, kernel: GreenKernel, charge_exponents,
-                  coordinate_exponent: int) -> None:
-    """Outputs (``(n_outputs, M)``, in place) from working to user units
-    (``charge_exponents``: per strength vector, from :func:`working_strengths`)."""
-    exponents = np.repeat(np.asarray(charge_exponents), kernel.n_outputs // kernel.vectors) + (
-        _potential_exponent(kernel, coordinate_exponent)
-        - coordinate_exponent * kernel.output_derivatives())
-    for row, exponent in zip(outputs, exponents, strict=True):
-        if exponent:
-            with np.errstate(over="ignore"):
-                row[:] = (_ldexp(row, int(exponent)) if float(exponent).is_integer()
-                          else row * np.exp2(exponent))
-
-
-def _potential_exponent(kernel: GreenKernel, coordinate_exponent: int) -> float:
-    """``log2`` of the factor that takes potentials from rescaled to user coordinates."""
-    if not coordinate_exponent:
-        return 0
-    # x = 2**k x'  =>  G(x - y) = 2**(k d) G(x' - y') for a kernel of homogeneity d.
-    value = coordinate_exponent * kernel.homogeneity
-    return round(value) if math.isclose(value, round(value)) else value
-
-
-def overflow_message(outputs: np.ndarray, kernel: GreenKernel, largest: float,
-                     precision: Precision = FLOAT64) -> str | None:
-    """What to say where ``outputs`` (``(n_outputs, M)``) hold a non-finite value (None where
-    they do not); ``largest``: the largest strength's magnitude."""
-    if np.isfinite(outputs).all():
-        return None
-    bad = int(np.count_nonzero(~np.isfinite(outputs).all(axis=0)))
-    return (f"the {'potential overflows' if kernel.n_outputs == 1 else 'outputs overflow'} "
-            f"{precision.name} at {bad} of {outputs.shape[1]} targets (largest |strength| "
-            f"{largest:.3g}); scale the strengths down and the results up by the same factor")
-
-
-def _strength_exponent(largest: np.ndarray, shifts: np.ndarray, safe_exponent: int) -> int:
-    """The power of two the strengths (rows multiplied by ``2**shifts``; ``largest``: each
-    row's largest magnitude) are divided by: 0 while the largest lies in
-    ``[2**-safe_exponent, 2**safe_exponent]``, else the one that brings it to [0.5, 1)
-    (:func:`~fmmloopy.tree.coordinates.scale_exponent`, per row in log2 so that no shift
-    overflows first)."""
-    present = largest > 0
-    if not present.any():
-        return 0
-    mantissas, exponents = np.frexp(largest[present])
-    exponents = exponents + shifts[present]  # largest of each row: mantissa * 2**exponent
-    top = int(np.argmax(exponents + mantissas))
-    if abs(exponents[top] + math.log2(mantissas[top])) <= safe_exponent:
-        return 0
-    return int(exponents[top])
 
 
 def evaluate(sources, charges, targets=None, **options) -> np.ndarray:

@@ -350,7 +350,7 @@ def _recipes(args: argparse.Namespace) -> int:
 
 def _cache(args: argparse.Namespace) -> int:
     from fmmloopy.execution.cache_files import cache_dir
-    from fmmloopy.execution.kernel_cache import cache_entries, clear_cache
+    from fmmloopy.execution.cache_listing import cache_entries, clear_cache
 
     try:
         if args.action == "clear":

@@ -58,9 +58,7 @@ import json
 import os
 import platform
 import stat
-import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +76,7 @@ from fmmloopy.execution.cache_files import (  # noqa: F401 (KernelCacheWarning, 
     write_or_warn,
 )
 from fmmloopy.execution.generated_kernel import GeneratedKernel
-from fmmloopy.execution.operator_cache import cache_file_status, kernel_fingerprint
+from fmmloopy.execution.operator_cache import kernel_fingerprint
 from fmmloopy.tuning.shipped import SHIPPED_SHA256, is_shipped
 
 #: Bump whenever :class:`~fmmloopy.execution.generated_kernel.GeneratedKernel` or the meaning of
@@ -359,24 +357,8 @@ def store(key: dict[str, Any] | None, kernel: GeneratedKernel) -> None:
                   _warned_unwritable)
 
 
-# {{{ fmmloopy cache list / clear
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """One file of the kernel or operator cache, as ``fmmloopy cache list`` shows it."""
-
-    path: Path
-    kind: str  # "kernel", "program", "operators" or "temporary"
-    size: int
-    modified: float
-    status: str  # "ok", or why it would be rejected
-
-    def line(self) -> str:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.modified))
-        return f"{self.kind:9s} {self.size:10d} B  {when}  {self.status:10s} {self.path.name}"
-
-
-def _kernel_status(path: Path) -> str:
+def kernel_file_status(path: Path) -> str:
+    """``"ok"``, or why the kernel cache's file ``path`` would be rejected."""
     try:
         entry = json.loads(path.read_bytes().decode("utf-8"))
         if not isinstance(entry, dict) or set(entry) != {"key", "kernel", "sha256"}:
@@ -390,41 +372,3 @@ def _kernel_status(path: Path) -> str:
     except Exception:
         return "corrupt"
     return "ok"
-
-
-def cache_entries() -> list[CacheEntry]:
-    """Every file of the kernel and operator caches (kernels, built programs, operator ``.npz``
-    files, leftover temporary files), in name order."""
-    from fmmloopy.execution.program_cache import program_file_status, programs_dir
-
-    entries = []
-    for folder in (cache_dir(), kernels_dir(), programs_dir()):
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.iterdir()):
-            if not path.is_file():
-                continue
-            info = path.stat()
-            if path.name.endswith(".tmp"):
-                kind, status = "temporary", "leftover"
-            elif folder == kernels_dir():
-                kind, status = "kernel", _kernel_status(path)
-            elif folder == programs_dir():
-                kind, status = "program", program_file_status(path)
-            elif path.suffix == ".npz":
-                kind, status = "operators", cache_file_status(path)
-            else:
-                continue
-            entries.append(CacheEntry(path, kind, info.st_size, info.st_mtime, status))
-    return entries
-
-
-def clear_cache() -> tuple[int, int]:
-    """Delete every file :func:`cache_entries` lists; (files, bytes) removed."""
-    files = size = 0
-    for entry in cache_entries():
-        entry.path.unlink()
-        files, size = files + 1, size + entry.size
-    return files, size
-
-# }}}
