@@ -185,6 +185,24 @@ def test_no_module_depends_on_itself_through_others():
     assert any("fmmloopy.api.fmm" in cycle for cycle in _cycles(graph))
 
 
+#: Underscored names that are public API (named tuples').
+_PUBLIC_UNDERSCORED = {"_asdict", "_replace", "_fields", "_make"}
+
+
+def test_no_module_reaches_into_another_objects_private_attributes():
+    """Only ``self`` and ``cls`` read underscored attributes (a distributed FMM's rank is
+    evaluated through ``Fmm.evaluate_in_tree_order``, not its lock and ``_evaluate``)."""
+    reached = []
+    for module, path in sorted(_module_files().items()):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                    and not node.attr.startswith("__") and node.attr not in _PUBLIC_UNDERSCORED
+                    and not (isinstance(node.value, ast.Name)
+                             and node.value.id in ("self", "cls"))):
+                reached.append(f"{module}:{node.lineno} {ast.unparse(node)}")
+    assert reached == []
+
+
 _REGISTRY_FIRST = """
 from fmmloopy.tuning import registry
 registry.ensure_loaded()

@@ -435,10 +435,9 @@ class DistributedFmm:
                     tree = self.local.tree
                     in_tree = np.concatenate([owned, ghosts])[tree.source_user_ids].T
                     in_tree = np.ascontiguousarray(in_tree)
-                    with self.local._lock:
-                        result = self.local._evaluate(
-                            in_tree[0] if kernel.n_inputs == 1 else in_tree, kernel,
-                            self._exchange_multipoles)
+                    result = self.local.evaluate_in_tree_order(
+                        in_tree[0] if kernel.n_inputs == 1 else in_tree, kernel,
+                        self._exchange_multipoles)
                     outputs = tree.targets_to_user(np.atleast_2d(result).T)
                 else:
                     self._exchange_multipoles(None)

@@ -694,6 +694,14 @@ class Fmm:
         """The plan's launches beside the KIFMM's steps: a periodic FMM's far lattice."""
         return [] if self._images is None else [self._images.lattice_launch()]
 
+    def evaluate_in_tree_order(self, strengths: np.ndarray, kernel: GreenKernel,
+                               between_passes=None) -> np.ndarray:
+        """``kernel``'s outputs in tree order for ``strengths`` in tree order (working units),
+        one evaluation at a time (:meth:`_evaluate` under the FMM's lock): what a distributed
+        FMM's rank runs, ``between_passes`` its exchange of multipoles."""
+        with self._lock:
+            return self._evaluate(strengths, kernel, between_passes)
+
     def _evaluate(self, charges: np.ndarray, kernel: GreenKernel,
                   between_passes=None) -> np.ndarray:
         """Outputs in tree order: the plan's, plus the nested rows'
