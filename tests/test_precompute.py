@@ -34,13 +34,13 @@ from fmmloopy.maths.geometry import (
 )
 from fmmloopy.maths.green import LAPLACE_3D
 from fmmloopy.maths.kifmm import STEPS
+from fmmloopy.maths.m2l_compression import M2L_SVD_FACTOR, m2l_threshold
 from fmmloopy.maths.precompute import (
     ARRAY_FIELDS,
     DEFAULT_RCOND,
     check_to_equivalent,
     compute_operators,
     kernel_matrix,
-    m2l_threshold,
 )
 from fmmloopy.maths.surfaces import (
     DOWNWARD_CHECK_RADIUS,
@@ -405,7 +405,7 @@ def test_compressed_m2l_chain_adds_a_fraction_of_the_truncation_error(order):
     for half_width in HALF_WIDTHS:
         dense = [m2l_chain_error(ops, half_width, offset) for offset in V_OFFSETS]
         errors = [m2l_chain_error(compressed, half_width, offset) for offset in V_OFFSETS]
-        budget = precompute.M2L_SVD_FACTOR * max(dense)
+        budget = M2L_SVD_FACTOR * max(dense)
         for offset, error, reference in zip(V_OFFSETS, errors, dense, strict=True):
             assert error <= reference + budget, (offset, error, reference, budget)
 

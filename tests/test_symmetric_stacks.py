@@ -10,7 +10,8 @@ from fmmloopy.maths.cube_symmetry import cube_symmetries
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import M2L_CLASSES, transfer_class, transfer_vectors
 from fmmloopy.maths.green import get_kernel
-from fmmloopy.maths.precompute import kernel_matrix, r_factor
+from fmmloopy.maths.m2l_compression import r_factor
+from fmmloopy.maths.precompute import kernel_matrix
 from fmmloopy.maths.symmetric_stacks import class_symmetries, symmetric_stack_svd
 from fmmloopy.maths.translations import Translations
 

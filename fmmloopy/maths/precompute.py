@@ -51,7 +51,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import NamedTuple
 
 import numpy as np
 
@@ -66,6 +65,13 @@ from fmmloopy.maths.geometry import (
     transfer_vectors,
 )
 from fmmloopy.maths.green import GreenKernel, get_kernel
+from fmmloopy.maths.m2l_compression import (
+    ClassSvd,
+    m2l_bases,
+    m2l_threshold,
+    r_factor,
+    svd_of_factors,
+)
 from fmmloopy.maths.surfaces import fine_order
 from fmmloopy.maths.symmetric_stacks import symmetric_stack_svd
 from fmmloopy.maths.translations import Translations
@@ -74,7 +80,6 @@ __all__ = [
     "DEFAULT_RCOND",
     "KifmmOperators",
     "check_to_equivalent",
-    "compress_m2l",
     "compute_operators",
     "full_ranks",
     "kernel_matrix",
@@ -275,101 +280,6 @@ def matrix_shapes(n_e: int, ranks: dict[str, int]) -> dict[str, tuple[int, ...]]
         shapes |= {f"m2l_{name}_compress": (k, n_e), f"m2l_{name}_core": (vectors, k, k),
                    f"m2l_{name}_expand": (n_e, k)}
     return shapes
-
-
-def expected_error(order: int) -> float:
-    """The relative L2 error the KIFMM of ``order`` reaches on ordinary point sets (Laplace,
-    float64): ``10**(-1 - 0.84 order)``, a fit to the measured errors of orders 4-10
-    (docs/fmm.md: 4.5e-5, 5.2e-7, 1.5e-8, 4.2e-10 at orders 4, 6, 8, 10)."""
-    return 10.0 ** (-1.0 - 0.84 * order)
-
-
-#: The compressed M2L keeps the singular values above this multiple of the order's expected
-#: error (relative to the largest); measured to change the FMM's error by -7 % to +24 % at orders
-#: 4-10 (docs/kifmm.md, "Compressed M2L").
-M2L_SVD_FACTOR = 0.3
-
-
-#: The compressed M2L's ranks are rounded up to a multiple of this: rows then fill whole vector
-#: registers of 2, 4 or 8 doubles, and the few singular vectors more only add accuracy (10^6
-#: cube points, order 6, cpu recipe: ranks 127/68 -> 128/72, M2L 1.15 s -> 0.97 s).
-M2L_RANK_MULTIPLE = 8
-
-
-def m2l_threshold(order: int) -> float:
-    """The relative singular-value cutoff of the compressed M2L at ``order``."""
-    return M2L_SVD_FACTOR * expected_error(order)
-
-
-def m2l_factors(m2l: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The triangular QR factors of a class's matrices side by side and stacked, what
-    :func:`compress_m2l` takes their singular values and vectors from.
-
-    Each stack's SVD comes from its triangular QR factor: ``[m2l[0]; ...] = Q R`` gives the
-    stack's singular values and right vectors as R's, and the side-by-side matrices are the
-    conjugate transpose of ``[m2l[0]^H; ...]``, whose R gives their left vectors (and
-    ``R^H R = sum_t m2l[t] m2l[t]^H``, their Gram matrix). Householder QR keeps the accuracy of
-    an SVD of the stack itself (its Gram matrix would square the singular values, and the
-    cutoff at order 10, ~2e-9, squared is below the float64 round-off) without forming the
-    tall factor an SVD computes and this discards (an SVD of the 152 x 48032 stack of order 6:
-    0.2-0.4 s each; the QR a fraction of it)."""
-    n_e = m2l.shape[1]
-    return (r_factor(m2l.conj().transpose(0, 2, 1).reshape(-1, n_e)),
-            r_factor(m2l.reshape(-1, n_e)))
-
-
-def r_factor(stack: np.ndarray) -> np.ndarray:
-    """The triangular factor R of the Householder QR of ``stack`` (rows x n_e)."""
-    return np.linalg.qr(stack, mode="r")
-
-
-class ClassSvd(NamedTuple):
-    """The singular values and vectors of a class's M2L matrices side by side (``left``,
-    columns, and ``left_values``) and stacked (``right_values``, and ``right_h``, rows), all
-    ``n_e`` of each, values descending."""
-
-    left: np.ndarray
-    left_values: np.ndarray
-    right_values: np.ndarray
-    right_h: np.ndarray
-
-
-def svd_of_factors(factors: tuple[np.ndarray, np.ndarray]) -> ClassSvd:
-    """The :class:`ClassSvd` of a class from its :func:`m2l_factors`."""
-    side_by_side_r, stacked_r = factors
-    left, left_values, _ = np.linalg.svd(side_by_side_r.conj().T)
-    _, right_values, right_h = np.linalg.svd(stacked_r)
-    return ClassSvd(left, left_values, right_values, right_h)
-
-
-def m2l_bases(svd: ClassSvd, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(compress, expand)`` of :func:`compress_m2l` from the class's :class:`ClassSvd`."""
-    n_e = svd.right_h.shape[1]
-    rank = max(1, *(int(np.count_nonzero(values > cutoff))
-                    for values in (svd.left_values, svd.right_values)))
-    rank = min(n_e, -(-rank // M2L_RANK_MULTIPLE) * M2L_RANK_MULTIPLE)
-    return (np.ascontiguousarray(svd.right_h[:rank]),
-            np.ascontiguousarray(svd.left[:, :rank]))
-
-
-def compress_m2l(m2l: np.ndarray, cutoff: float,
-                 factors: tuple[np.ndarray, np.ndarray] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(compress, core, expand)`` with ``m2l[t] ~ expand @ core[t] @ compress``.
-
-    ``expand`` (n_e x k) holds the leading left singular vectors of the matrices side by side
-    ``[m2l[0] ... m2l[T-1]]``, ``compress`` (k x n_e) the leading right singular vectors of them
-    stacked ``[m2l[0]; ...; m2l[T-1]]``, conjugate-transposed; ``core[t] = expand^H m2l[t]
-    compress^H`` (``^H``: the conjugate transpose, the transpose for real matrices).
-    ``k`` keeps the singular values of both stacks above ``cutoff`` (the larger of the two
-    counts, at least 1), rounded up to a multiple of :data:`M2L_RANK_MULTIPLE` (at most
-    ``n_e``). Both bases are orthonormal, so the core carries the scale, and level scaling
-    applies to it alone. ``factors``: :func:`m2l_factors` of ``m2l``, if computed already.
-    """
-    compress, expand = m2l_bases(
-        svd_of_factors(m2l_factors(m2l) if factors is None else factors), cutoff)
-    core = np.ascontiguousarray(expand.conj().T @ m2l @ compress.conj().T)
-    return compress, core, expand
 
 
 def kernel_matrix(kernel: GreenKernel, targets: np.ndarray, sources: np.ndarray) -> np.ndarray:
