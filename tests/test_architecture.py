@@ -203,6 +203,17 @@ def test_no_module_reaches_into_another_objects_private_attributes():
     assert reached == []
 
 
+def test_the_fmm_constructor_stays_short():
+    """``Fmm.__init__`` checks the options and hands over (under 60 lines): the set-up
+    lives in the steps it calls."""
+    module = ast.parse((ROOT / "fmmloopy" / "api" / "fmm.py").read_text())
+    (fmm,) = [node for node in module.body if isinstance(node, ast.ClassDef)
+              and node.name == "Fmm"]
+    (init,) = [node for node in fmm.body if isinstance(node, ast.FunctionDef)
+               and node.name == "__init__"]
+    assert init.end_lineno - init.lineno + 1 < 60
+
+
 _REGISTRY_FIRST = """
 from fmmloopy.tuning import registry
 registry.ensure_loaded()

@@ -24,12 +24,7 @@ import numpy as np
 import pyopencl as cl
 
 from fmmloopy.api.error_estimate import estimate_error
-from fmmloopy.api.periodic import (
-    LATTICE_STEP,
-    PeriodicImages,
-    check_periodic_kernel,
-    checked_cell,
-)
+from fmmloopy.api.periodic import LATTICE_STEP, PeriodicImages, checked_periodic_options
 from fmmloopy.api.units import checked_strengths, shaped_results, summed_in_user_units
 from fmmloopy.base.devices import choose_device, context_for
 from fmmloopy.base.precision import FLOAT64, Precision, get_precision
@@ -80,7 +75,7 @@ from fmmloopy.tree.octree import (
     sort_points,
     tree_boxes,
 )
-from fmmloopy.tree.periodic import CELL_LEVEL, cell_root, into_cell, periodic_tree, real_rows
+from fmmloopy.tree.periodic import cell_root, into_cell, periodic_tree, real_rows
 
 #: The most strength vectors one evaluation carries; a call with more runs in passes. The
 #: pairwise kernels keep one accumulator per vector and output component, and each count of
@@ -171,19 +166,8 @@ class Fmm:
         n_crit = validate_n_crit(n_crit)
         max_depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
         kernel = get_kernel(kernel).base
-        cell = checked_cell(periodic, periodic_axes)
-        if cell is not None:
-            check_periodic_kernel(kernel)
-            if eps is not None:
-                raise ValueError("eps is calibrated on free-space FMMs; give order= for a "
-                                 "periodic one (docs/fmm.md, 'Periodic boundaries': the "
-                                 "error at each order)")
-            if precision != FLOAT64:
-                raise ValueError(f"periodic boundaries are built for float64 FMMs, not "
-                                 f"{precision.name}")
-            if max_depth <= CELL_LEVEL:
-                raise ValueError(f"a periodic FMM needs max_depth > {CELL_LEVEL} (its cell is "
-                                 f"a box of level {CELL_LEVEL}), got {max_depth}")
+        cell = checked_periodic_options(periodic, periodic_axes, kernel, eps, precision,
+                                        max_depth)
         # A periodic FMM's far lattice is a launch of its own (M2M's kernel, under M2M's
         # recipe unless named).
         recipes = validate_recipes(recipes, [*OPERATORS] + ([LATTICE_STEP] if cell is not None

@@ -25,13 +25,20 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cla
 
+from fmmloopy.base.precision import FLOAT64, Precision
 from fmmloopy.driver.builder import ExtraMatvec
 from fmmloopy.execution.precomputed import get_lattice_operators
 from fmmloopy.execution.rows import add_rows, copy_rows, gather_rows
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.periodic import ALL_AXES, mean_potential_constant, offset_code
-from fmmloopy.tree.periodic import AXIS_NAMES, Periodic, cell_children, lattice_list
+from fmmloopy.tree.periodic import (
+    AXIS_NAMES,
+    CELL_LEVEL,
+    Periodic,
+    cell_children,
+    lattice_list,
+)
 
 __all__ = ["LATTICE_STEP", "NET_CHARGE", "PeriodicCell", "PeriodicImages", "checked_cell"]
 
@@ -135,6 +142,29 @@ def check_periodic_kernel(kernel: GreenKernel) -> None:
     if kernel.name != "laplace":
         raise ValueError(f"periodic boundaries are for the Laplace kernel; got "
                          f"{kernel.label!r} (its lattice sums are not built)")
+
+
+def checked_periodic_options(periodic, periodic_axes: str, kernel: GreenKernel,
+                             eps: float | None, precision: Precision,
+                             max_depth: int) -> PeriodicCell | None:
+    """The cell of ``periodic=`` (:func:`checked_cell`), with the other options of an FMM
+    checked against it: a periodic FMM sums the Laplace kernel (:func:`check_periodic_kernel`)
+    in float64 at a given order (not ``eps``), its tree deeper than the cell's level;
+    ValueError naming what is wrong. None in free space."""
+    cell = checked_cell(periodic, periodic_axes)
+    if cell is None:
+        return None
+    check_periodic_kernel(kernel)
+    if eps is not None:
+        raise ValueError("eps is calibrated on free-space FMMs; give order= for a periodic one "
+                         "(docs/fmm.md, 'Periodic boundaries': the error at each order)")
+    if precision != FLOAT64:
+        raise ValueError(f"periodic boundaries are built for float64 FMMs, not "
+                         f"{precision.name}")
+    if max_depth <= CELL_LEVEL:
+        raise ValueError(f"a periodic FMM needs max_depth > {CELL_LEVEL} (its cell is a box of "
+                         f"level {CELL_LEVEL}), got {max_depth}")
+    return cell
 
 
 class PeriodicImages:
