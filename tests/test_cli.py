@@ -130,7 +130,7 @@ def test_bench_verifies_a_recipe_that_is_not_shipped_unless_told_not_to(tmp_path
      "recipe module 'no_such_mod' cannot be imported"),
 ])
 def test_every_cli_failure_is_one_line_and_status_2(args, env, message):
-    """(issue 14, item 5: these printed 19- and 20-line tracebacks)"""
+    """(These once printed 19- and 20-line tracebacks.)"""
     done = subprocess.run([sys.executable, "-m", "fmmloopy.cli", *args], capture_output=True,
                           text=True, timeout=600, env=os.environ | env)
     assert done.returncode == 2
@@ -184,7 +184,7 @@ BAD_SELECTIONS = [
 @pytest.mark.parametrize("args,message", BAD_SELECTIONS,
                          ids=[" ".join(args) for args, _ in BAD_SELECTIONS])
 def test_check_refuses_a_bad_recipe_selection_before_printing_anything(args, message, capsys):
-    """(issue 35: check described every problem, and memcheck named its device, first)"""
+    """(The check once described every problem, and memcheck named its device, first.)"""
     assert main(list(args)) == 2
     out, err = capsys.readouterr()
     assert err.startswith(f"fmmloopy {args[0]}: error: ") and message in err, err

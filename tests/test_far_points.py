@@ -1,4 +1,4 @@
-"""Far points, outliers and crowds the tree cannot split (issue 14, items 2 and 4).
+"""Far points, outliers and crowds the tree cannot split.
 
 A far point used to make every coordinate tiny (the points were scaled to fit it, and O(1)
 distances squared underflowed: exactly 0 at the other targets), and an outlier or a crowd of

@@ -1,4 +1,4 @@
-"""The memory check comes before any copy of the points (issue 14, item 6).
+"""The memory check comes before any copy of the points.
 
 The estimate needs only the point counts, so ``Fmm`` checks shapes and dtypes, estimates and
 compares with the memory available, and only then converts the points to float64. Before, the

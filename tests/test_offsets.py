@@ -1,5 +1,5 @@
 """Points far from the origin: the FMM works relative to their bounding box, so a shift that
-keeps the points' relative precision keeps the accuracy (issue 14, item 3)."""
+keeps the points' relative precision keeps the accuracy."""
 
 import numpy as np
 import pytest

@@ -1,5 +1,5 @@
 """Threads: one Fmm called from several threads, and FMMs in several threads sharing compiled
-kernels, give what one thread gives (issue 14, item 1)."""
+kernels, give what one thread gives."""
 
 from concurrent.futures import ThreadPoolExecutor
 
