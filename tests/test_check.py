@@ -31,6 +31,7 @@ def _result_lines(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if line.startswith(("ok ", "FAIL"))]
 
 
+@pytest.mark.slow
 def test_shipped_recipes_pass_for_every_operator():
     done = run_cli("check")
     assert done.returncode == 0, done.stdout + done.stderr

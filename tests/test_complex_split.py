@@ -77,6 +77,7 @@ def test_the_cpu_recipe_computes_helmholtz_in_doubles(device):
     assert loop.count("= cos(") == 1 and loop.count("= sin(") == 1
 
 
+@pytest.mark.slow
 def test_split_pairwise_kernels_agree_with_sequential(device):
     """Every pairwise operator of Helmholtz, potential and gradient of charges and dipoles,
     under ``cpu`` against ``sequential`` (the check's tolerance, 1e-12 relative)."""

@@ -59,7 +59,9 @@ def test_radial_kernels_are_invariant_and_others_are_not():
     assert not is_cube_invariant(user_kernel("exp(-d2 * d2) / r", name="squeezed").evaluate)
 
 
-@pytest.mark.parametrize("kernel,order", [("laplace", 4), ("laplace", 9), ("yukawa:kappa=3", 4)])
+@pytest.mark.parametrize("kernel,order", [("laplace", 4),
+                                          pytest.param("laplace", 9, marks=pytest.mark.slow),
+                                          ("yukawa:kappa=3", 4)])
 def test_operators_from_the_symmetries_equal_those_computed_one_by_one(kernel, order,
                                                                        monkeypatch):
     """Every matrix the symmetries give (M2M, L2L, the 316 M2L, the compressed classes from

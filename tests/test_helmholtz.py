@@ -204,6 +204,7 @@ def test_complex_charges_with_nan_are_refused(sphere):
 
 # {{{ recipes and the check
 
+@pytest.mark.slow
 def test_the_shipped_recipes_handle_complex_values(device):
     """cpu and gpu (both run here: every recipe produces plain OpenCL) transform complex
     kernels themselves, and agree with 'sequential'."""

@@ -50,6 +50,7 @@ def _problem_names() -> list[str]:
     return [problem.name for problem in memcheck_problems()]
 
 
+@pytest.mark.slow
 def test_every_registered_recipe_passes_memcheck_on_every_operator():
     pairs = _registered_pairs()
     assert {"sequential", "generic", "cpu"} <= {recipe for _, recipe in pairs}
@@ -65,6 +66,7 @@ def test_every_registered_recipe_passes_memcheck_on_every_operator():
     assert f"{len(lines)} of {len(lines)} memchecks passed" in done.stdout
 
 
+@pytest.mark.slow
 def test_out_of_bounds_read_that_keeps_the_numbers_is_caught():
     # The normal check cannot see it: the values read past the end are never used.
     numeric = run_cli("check", "--recipes", str(WRONG_RECIPES),
@@ -86,6 +88,7 @@ def test_out_of_bounds_read_that_keeps_the_numbers_is_caught():
     assert f"0 of {len(lines)} memchecks passed" in done.stdout
 
 
+@pytest.mark.slow
 def test_missing_barrier_is_a_data_race_and_the_barrier_fixes_it():
     done = run_cli("check", "--memcheck", "--recipes", str(WRONG_RECIPES),
                    "--recipe", "staged_surface", "--recipe", "staged_surface_no_barrier")
@@ -158,7 +161,8 @@ def test_oclgrind_fatal_error_is_a_report_with_its_message():
         "Undefined external function: llvm.sqrt.f64 | When creating kernel 'p2p'")
 
 
-@pytest.mark.parametrize("kernel", ["helmholtz:k=2", "yukawa:kappa=3"])
+@pytest.mark.parametrize("kernel", [pytest.param("helmholtz:k=2", marks=pytest.mark.slow),
+                                    "yukawa:kappa=3"])
 def test_the_cpu_recipes_inline_math_passes_memcheck(kernel):
     """The cpu recipe's complex kernels (pairs of doubles, arithmetic ``sin``/``cos``) and
     Yukawa's (arithmetic ``exp``), whose ``rint``/``floor`` fall back to OpenCL's on Oclgrind,

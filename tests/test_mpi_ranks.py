@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 #: Seconds a run of the distributed tests may take (15-80 s for 2 ranks on 2 cores).
 TIMEOUT = 900
@@ -31,6 +33,7 @@ def mpiexec() -> str:
 RANK_COUNTS = (2, 3)
 
 
+@pytest.mark.slow
 def test_the_distributed_tests_pass_under_mpiexec():
     # One PoCL thread per rank; this session's throw-away operator cache, kept by every run.
     environment = dict(os.environ, POCL_MAX_PTHREAD_COUNT="1",

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLE = Path(__file__).parents[1] / "examples" / "periodic_madelung.py"
 
 
+@pytest.mark.slow
 def test_example_reports_madelung_constants_and_a_random_system():
     done = subprocess.run([sys.executable, str(EXAMPLE), "--cells", "1", "--n", "2000",
                            "--samples", "100"], capture_output=True, text=True, timeout=900)

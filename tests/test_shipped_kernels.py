@@ -47,6 +47,7 @@ def _no_loopy(*args, **kwargs):
     raise AssertionError("a kernel was generated although it is shipped")
 
 
+@pytest.mark.slow
 def test_the_shipped_kernels_are_what_the_recipes_generate(shipped_here):
     """Every entry generated again (both vector classes, both precisions, every field of the
     Laplace FMM, the set-up's kernels) equals the shipped one, key and code; a change to what

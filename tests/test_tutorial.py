@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parents[1]
 TUTORIAL = ROOT / "docs" / "recipes.md"
 
@@ -40,6 +42,7 @@ def test_block_parser_sees_languages_and_expectations():
                                          ("python", "print(1)\n", 0)]
 
 
+@pytest.mark.slow
 def test_tutorial_runs_as_written(tmp_path):
     blocks = runnable_blocks(TUTORIAL.read_text())
     # What the tutorial promises: a recipe checked, a broken one failing, a bench, a full FMM.

@@ -166,6 +166,7 @@ print(f"error {error:.3e}")
 '''
 
 
+@pytest.mark.slow
 def test_a_helper_constant_edited_between_runs_is_what_runs(tmp_path):
     """A recipe takes its width from a helper file; after the helper changes, nothing serves
     the old kernel: the check (fresh workers, no disk kernel cache) fails the new, wrong

@@ -176,6 +176,7 @@ def test_user_yukawa_matches_the_built_in_one():
     assert relative(mine.potential[:300], potential) <= POTENTIAL_BOUND
 
 
+@pytest.mark.slow
 def test_check_runs_user_kernels(device, default_recipe):
     """fmmloopy check with a kernel given as text: every operator, the default recipe."""
     user = get_kernel("exp(-kappa*r)/(4*pi*r):kappa=3")
