@@ -53,7 +53,7 @@ M2L_DIRECTIONS = ("xp", "xn", "yp", "yn", "zp", "zn")
 #: their ranges far more than those of a whole band (the sources all lie on one side of the
 #: target), so the compressed M2L keeps one basis per class: order 6 ranks 56 (near), 32-48
 #: (middle) and 32 (far) of 152, against 128/88/64 with one basis per band
-#: (:func:`fmmloopy.maths.m2l_compression.compress_m2l`, docs/kifmm.md).
+#: (:func:`fmmloopy.maths.m2l_compression.m2l_bases`, docs/kifmm.md).
 M2L_CLASSES = {f"{band}_{direction}": (band, direction)
                for band in M2L_BANDS for direction in M2L_DIRECTIONS}
 

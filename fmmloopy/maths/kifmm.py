@@ -161,7 +161,7 @@ STEPS: dict[str, KifmmStep] = _steps(
               Boxes("sources", min_level=_EXPANDED, leaves=False, per_level="up"),
               matrices=("m2m",)),
     # Downward pass: locals of the boxes with targets, then children top down.
-    # M2L, SVD-compressed per transfer-vector class (m2l_compression.compress_m2l): multipoles into
+    # M2L, SVD-compressed per transfer-vector class (m2l_compression.m2l_bases): multipoles into
     # the class's basis once per source box, the k x k cores over the class's part of the V
     # list, the sums expanded once per target box.
     *_compressed_m2l_steps(),

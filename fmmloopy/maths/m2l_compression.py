@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["ClassSvd", "compress_m2l", "m2l_bases", "m2l_threshold"]
+__all__ = ["ClassSvd", "m2l_bases", "m2l_threshold", "stacks_svd"]
 
 
 def expected_error(order: int) -> float:
@@ -39,23 +39,6 @@ def m2l_threshold(order: int) -> float:
     return M2L_SVD_FACTOR * expected_error(order)
 
 
-def m2l_factors(m2l: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The triangular QR factors of a class's matrices side by side and stacked, what
-    :func:`compress_m2l` takes their singular values and vectors from.
-
-    Each stack's SVD comes from its triangular QR factor: ``[m2l[0]; ...] = Q R`` gives the
-    stack's singular values and right vectors as R's, and the side-by-side matrices are the
-    conjugate transpose of ``[m2l[0]^H; ...]``, whose R gives their left vectors (and
-    ``R^H R = sum_t m2l[t] m2l[t]^H``, their Gram matrix). Householder QR keeps the accuracy of
-    an SVD of the stack itself (its Gram matrix would square the singular values, and the
-    cutoff at order 10, ~2e-9, squared is below the float64 round-off) without forming the
-    tall factor an SVD computes and this discards (an SVD of the 152 x 48032 stack of order 6:
-    0.2-0.4 s each; the QR a fraction of it)."""
-    n_e = m2l.shape[1]
-    return (r_factor(m2l.conj().transpose(0, 2, 1).reshape(-1, n_e)),
-            r_factor(m2l.reshape(-1, n_e)))
-
-
 def r_factor(stack: np.ndarray) -> np.ndarray:
     """The triangular factor R of the Householder QR of ``stack`` (rows x n_e)."""
     return np.linalg.qr(stack, mode="r")
@@ -72,39 +55,34 @@ class ClassSvd(NamedTuple):
     right_h: np.ndarray
 
 
-def svd_of_factors(factors: tuple[np.ndarray, np.ndarray]) -> ClassSvd:
-    """The :class:`ClassSvd` of a class from its :func:`m2l_factors`."""
-    side_by_side_r, stacked_r = factors
-    left, left_values, _ = np.linalg.svd(side_by_side_r.conj().T)
-    _, right_values, right_h = np.linalg.svd(stacked_r)
+def stacks_svd(stacked: np.ndarray, side_by_side_h: np.ndarray) -> ClassSvd:
+    """The :class:`ClassSvd` of a class from its matrices stacked, ``[m2l[0]; ...]``, and their
+    conjugate transposes stacked, ``[m2l[0]^H; ...]`` (each ``rows x n_e``), through their
+    triangular QR factors: ``[m2l[0]; ...] = Q R`` gives the stack's singular values and right
+    vectors as R's, and the side-by-side matrices are the conjugate transpose of the second
+    stack, whose R gives their left vectors. Householder QR keeps the accuracy of an SVD of the
+    stack itself (its Gram matrix would square the singular values, and the cutoff at order 10,
+    ~2e-9, squared is below the float64 round-off) without forming the tall factor an SVD
+    computes and this discards."""
+    left, left_values, _ = np.linalg.svd(r_factor(side_by_side_h).conj().T)
+    _, right_values, right_h = np.linalg.svd(r_factor(stacked))
     return ClassSvd(left, left_values, right_values, right_h)
 
 
 def m2l_bases(svd: ClassSvd, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(compress, expand)`` of :func:`compress_m2l` from the class's :class:`ClassSvd`."""
+    """``(compress, expand)`` of a class's compressed M2L, ``m2l[t] ~ expand @ core[t] @
+    compress`` with ``core[t] = expand^H m2l[t] compress^H`` (``^H``: the conjugate transpose),
+    from its :class:`ClassSvd`.
+
+    ``expand`` (n_e x k) holds the leading left singular vectors of the matrices side by side
+    ``[m2l[0] ... m2l[T-1]]``, ``compress`` (k x n_e) the leading right singular vectors of them
+    stacked ``[m2l[0]; ...; m2l[T-1]]``, conjugate-transposed. ``k`` keeps the singular values
+    of both above ``cutoff`` (the larger of the two counts, at least 1), rounded up to a
+    multiple of :data:`M2L_RANK_MULTIPLE` (at most ``n_e``). Both bases are orthonormal, so the
+    core carries the scale, and level scaling applies to it alone."""
     n_e = svd.right_h.shape[1]
     rank = max(1, *(int(np.count_nonzero(values > cutoff))
                     for values in (svd.left_values, svd.right_values)))
     rank = min(n_e, -(-rank // M2L_RANK_MULTIPLE) * M2L_RANK_MULTIPLE)
     return (np.ascontiguousarray(svd.right_h[:rank]),
             np.ascontiguousarray(svd.left[:, :rank]))
-
-
-def compress_m2l(m2l: np.ndarray, cutoff: float,
-                 factors: tuple[np.ndarray, np.ndarray] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(compress, core, expand)`` with ``m2l[t] ~ expand @ core[t] @ compress``.
-
-    ``expand`` (n_e x k) holds the leading left singular vectors of the matrices side by side
-    ``[m2l[0] ... m2l[T-1]]``, ``compress`` (k x n_e) the leading right singular vectors of them
-    stacked ``[m2l[0]; ...; m2l[T-1]]``, conjugate-transposed; ``core[t] = expand^H m2l[t]
-    compress^H`` (``^H``: the conjugate transpose, the transpose for real matrices).
-    ``k`` keeps the singular values of both stacks above ``cutoff`` (the larger of the two
-    counts, at least 1), rounded up to a multiple of :data:`M2L_RANK_MULTIPLE` (at most
-    ``n_e``). Both bases are orthonormal, so the core carries the scale, and level scaling
-    applies to it alone. ``factors``: :func:`m2l_factors` of ``m2l``, if computed already.
-    """
-    compress, expand = m2l_bases(
-        svd_of_factors(m2l_factors(m2l) if factors is None else factors), cutoff)
-    core = np.ascontiguousarray(expand.conj().T @ m2l @ compress.conj().T)
-    return compress, core, expand

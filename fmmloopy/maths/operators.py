@@ -19,7 +19,7 @@ operator     template   targets                 sources                     box 
 ``c2e``      matvec     equivalent density      check potential (a factor)  the box itself
 ============ ========== ======================= =========================== =============
 
-M2L is SVD-compressed (:func:`fmmloopy.maths.m2l_compression.compress_m2l`): ``m2l_compress`` takes
+M2L is SVD-compressed (:func:`fmmloopy.maths.m2l_compression.m2l_bases`): ``m2l_compress`` takes
 each source box's multipole to ``k`` coefficients, ``m2l`` applies the ``k x k`` core of each V
 pair's transfer vector, ``m2l_expand`` takes each target box's sum back to its ``n_e``-point
 downward check potential.

@@ -25,9 +25,9 @@ equivalent density (radius 2.95). The matrices, all built from :func:`kernel_mat
   (n_e x k), for the 18 transfer-vector classes (a band of lengths, ``near``, ``middle`` or
   ``far``, and a direction, e.g. ``near_xp``: :data:`fmmloopy.maths.geometry.M2L_CLASSES`): the
   SVD-compressed M2L, ``m2l[t] ~ expand @ core[i] @ compress`` for the class's ``i``-th vector
-  ``t`` (:func:`compress_m2l`). The FMM applies these: each source box's multipole is
-  compressed once per class, each V pair costs ``2 k^2`` flops instead of ``2 n_e^2``, and each
-  target box's sums are expanded once per class.
+  ``t`` (:func:`~fmmloopy.maths.m2l_compression.m2l_bases`). The FMM applies these: each source
+  box's multipole is compressed once per class, each V pair costs ``2 k^2`` flops instead of
+  ``2 n_e^2``, and each target box's sums are expanded once per class.
 
 Least-squares fits. ``uc2e``/``dc2e`` act on check potentials that the particle kernels (P2M,
 P2L) evaluate at the ``n_e`` check points, so they interpolate there. The translations are ours
@@ -69,8 +69,7 @@ from fmmloopy.maths.m2l_compression import (
     ClassSvd,
     m2l_bases,
     m2l_threshold,
-    r_factor,
-    svd_of_factors,
+    stacks_svd,
 )
 from fmmloopy.maths.surfaces import fine_order
 from fmmloopy.maths.symmetric_stacks import symmetric_stack_svd
@@ -116,7 +115,8 @@ class KifmmOperators:
     #: (8, n_e, n_e): parent local -> child local (octant o).
     l2l: np.ndarray
     #: Per transfer-vector class (:data:`~fmmloopy.maths.geometry.M2L_CLASSES`: a band of
-    #: lengths and a direction), the SVD-compressed ``m2l`` (:func:`compress_m2l`), by field name
+    #: lengths and a direction), the SVD-compressed ``m2l``
+    #: (:func:`~fmmloopy.maths.m2l_compression.m2l_bases`), by field name
     #: ``m2l_<class>_compress`` (k, n_e), ``m2l_<class>_core`` (vectors, k, k) and
     #: ``m2l_<class>_expand`` (n_e, k); :meth:`matrix` reads any field.
     compressed_m2l: Mapping[str, np.ndarray]
@@ -426,8 +426,8 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
         else from the QR factors of its stacks."""
         members = transfer_class(name)
         if not symmetric:
-            return svd_of_factors((r_factor(m2l.stacked(members, conjugate_transpose=True)),
-                                   r_factor(m2l.stacked(members))))
+            return stacks_svd(m2l.stacked(members),
+                              m2l.stacked(members, conjugate_transpose=True))
         right_values, right_h = symmetric_stack_svd(m2l, members, vectors[members], order)
         if transposes:
             axis = "xyz".index(M2L_CLASSES[name][1][0])
