@@ -122,7 +122,8 @@ def test_more_vectors_than_one_pass_and_than_memory_allows(monkeypatch):
     assert fmm.vectors_per_pass(charges.shape[1]) == 3
     assert_columns_equal_single_calls(fmm, fmm(charges), charges)
 
-    one, three = (with_vectors(fmm.memory_estimate, vectors, **fmm._sizes) for vectors in (1, 3))
+    one, three = (with_vectors(fmm.memory_estimate, vectors, **fmm.points_setup.sizes)
+                  for vectors in (1, 3))
     # A memory limit between what one and three vectors at once need of the host (a CPU
     # device's buffers included): one at a time.
     host_one, host_three = (host_bytes_needed(estimate, fmm.device) for estimate in (one, three))

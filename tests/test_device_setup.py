@@ -15,6 +15,7 @@ import fmmloopy
 from fmmloopy.base.distributions import plummer, sphere_surface, uniform_cube
 from fmmloopy.checking.problems import check_problems
 from fmmloopy.driver.builder import build_plan
+from fmmloopy.driver.evaluation import evaluate_plan
 from fmmloopy.execution import device_setup, kernel_cache
 from fmmloopy.execution.device_setup import DeviceVClasses, device_point_keys
 from fmmloopy.execution.kernel_arguments import box_list, box_list_arguments
@@ -125,7 +126,7 @@ def test_a_plan_with_the_device_lists_evaluates_as_the_host_one(queue):
     results = []
     for given in (None, device_v):
         plan = build_plan(tree, lists, operators, LAPLACE_3D, queue, device_v=given)
-        potential = tree.targets_to_user(plan.evaluate(tree.sources_to_tree(charges)))
+        potential = tree.targets_to_user(evaluate_plan(plan, tree.sources_to_tree(charges)))
         results.append((potential, plan.traffic("m2l"),
                         sum(launch.work for launch in plan.launches if launch.step == "m2l")))
     (host, host_traffic, host_work), (device, device_traffic, device_work) = results
@@ -181,7 +182,7 @@ def test_an_fmm_with_the_device_lists_never_makes_the_host_v_list():
     # Order 4: a few 1e-5 on uniform points (docs/fmm.md); the bound leaves room.
     assert np.linalg.norm(potential - expected) / np.linalg.norm(expected) < 5e-4
     # Asked for, it is made; its size is what the memory estimate counted from the device.
-    assert int(np.diff(fmm.lists.v_starts).sum()) == fmm._sizes["list_entries"]["v"]
+    assert int(np.diff(fmm.lists.v_starts).sum()) == fmm.points_setup.sizes["list_entries"]["v"]
     assert fmm.lists.v.made
 
 

@@ -7,12 +7,15 @@ import pytest
 
 from fmmloopy.base.distributions import plummer
 from fmmloopy.driver.buffers import evaluation_buffer_shapes
-from fmmloopy.driver.builder import build_plan, launch_order, served_boxes
+from fmmloopy.driver.builder import build_plan
+from fmmloopy.driver.evaluation import evaluate_plan
+from fmmloopy.driver.selection import launch_order, served_boxes
 from fmmloopy.execution.precomputed import get_operators
 from fmmloopy.maths.geometry import M2L_CLASSES, transfer_class
 from fmmloopy.maths.green import LAPLACE_3D
-from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL, STEPS, Boxes, buffer_pools
+from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL, Boxes
 from fmmloopy.maths.reference import direct_sum
+from fmmloopy.maths.scheme import KIFMM
 from fmmloopy.tree.lists import build_interaction_lists
 from fmmloopy.tree.octree import build_tree
 
@@ -63,7 +66,7 @@ def _listed(lists, name: str, side: str) -> frozenset[int]:
 
 def test_served_boxes_match_their_definition(problem):
     _, _, tree, lists = problem
-    for step in STEPS.values():
+    for step in KIFMM.steps.values():
         mask = served_boxes(tree, lists, step.boxes)
         assert set(np.flatnonzero(mask)) == _brute_force(tree, lists, step.boxes), step.name
 
@@ -72,7 +75,8 @@ def test_launches_respect_the_dependencies(problem):
     """Parents after children going up, children after parents going down, every expansion
     written before it is read."""
     _, _, tree, lists = problem
-    launches = [(step.name, boxes) for step, boxes in launch_order(tree, lists) if len(boxes)]
+    launches = [(step.name, boxes) for step, boxes in launch_order(KIFMM, tree, lists)
+                if len(boxes)]
     names = [name for name, _ in launches]
     assert names[:2] == ["p2m", "uc2e"] and names[-3:] == ["l2p", "m2p", "p2p"]
     m2m_levels = [int(tree.box_levels[b[0]]) for n, b in launches if n == "m2m"]
@@ -81,7 +85,7 @@ def test_launches_respect_the_dependencies(problem):
     assert l2l_levels == sorted(l2l_levels) and min(l2l_levels) == FIRST_EXPANSION_LEVEL + 1
     written = {"strengths"}
     for name in names:
-        step = STEPS[name]
+        step = KIFMM.steps[name]
         assert step.source in written, f"{name} reads {step.source} before it is written"
         written.add(step.target)
 
@@ -94,13 +98,13 @@ def test_plan_evaluates_the_sum_and_allocates_its_buffers(problem, queue):
                                       tree.nsources, tree.ntargets)
     assert {name: buffer.shape for name, buffer in plan.buffers.items()} == shapes
     charges = np.random.default_rng(3).uniform(-1, 1, len(sources))
-    potential = tree.targets_to_user(plan.evaluate(tree.sources_to_tree(charges)))
+    potential = tree.targets_to_user(evaluate_plan(plan, tree.sources_to_tree(charges)))
     expected = direct_sum(LAPLACE_3D, sources, charges, targets)
     error = np.linalg.norm(potential - expected) / np.linalg.norm(expected)
     # Order 4 reaches 4.5e-5 on the sphere with charges in [-1, 1] (docs/fmm.md); the clustered
     # Plummer points with separate targets lose up to a few times that.
     assert error < 5e-4, error
-    assert set(plan.eval_seconds) >= {step.operator for step in STEPS.values()} | {"total"}
+    assert set(plan.eval_seconds) >= {step.operator for step in KIFMM.steps.values()} | {"total"}
 
 
 def test_pooled_buffers_share_an_allocation_and_start_from_zero(problem, queue):
@@ -110,7 +114,7 @@ def test_pooled_buffers_share_an_allocation_and_start_from_zero(problem, queue):
     call, on buffers the first left full, gives the same potentials."""
     sources, _, tree, lists = problem
     plan = build_plan(tree, lists, get_operators(LAPLACE_3D, ORDER), LAPLACE_3D, queue)
-    pools = buffer_pools()
+    pools = KIFMM.buffer_pools()
     allocation = {name: buffer.base_data.int_ptr for name, buffer in plan.buffers.items()}
     for pool in set(pools.values()):
         members = [name for name in plan.buffers if pools.get(name) == pool]
@@ -132,8 +136,8 @@ def test_pooled_buffers_share_an_allocation_and_start_from_zero(problem, queue):
             if other != name and pools[other] == pools[name]:
                 assert uses[other][-1] < index or uses[other][0] > index
     charges = np.random.default_rng(4).uniform(-1, 1, len(sources))
-    first = plan.evaluate(tree.sources_to_tree(charges))
-    assert np.array_equal(plan.evaluate(tree.sources_to_tree(charges)), first)
+    first = evaluate_plan(plan, tree.sources_to_tree(charges))
+    assert np.array_equal(evaluate_plan(plan, tree.sources_to_tree(charges)), first)
 
 
 def test_shared_matrices_are_uploaded_once(problem, queue):

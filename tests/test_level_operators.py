@@ -20,9 +20,9 @@ from fmmloopy.maths.geometry import (
     transfer_vector_index,
 )
 from fmmloopy.maths.green import get_kernel
-from fmmloopy.maths.kifmm import STEPS
 from fmmloopy.maths.levels import LevelOperators
 from fmmloopy.maths.precompute import compute_operators, kernel_matrix, pad_ranks
+from fmmloopy.maths.scheme import KIFMM
 from fmmloopy.maths.surfaces import (
     DOWNWARD_EQUIVALENT_RADIUS,
     UPWARD_CHECK_RADIUS,
@@ -116,7 +116,7 @@ def density_error(kernel, centre, half_width, radius, density, targets, sources,
 @pytest.mark.parametrize(PARAMETERS, CASES)
 def test_level_sets_are_not_scaled(spec, half_width, regime):
     """A set per level: the steps of such sets take no level scale."""
-    for step in STEPS.values():
+    for step in KIFMM.steps.values():
         if step.matrices:
             sets = LevelOperators.per_level(
                 [compute_operators(get_kernel(spec), 3, half_width=half_width)], 2)
@@ -238,13 +238,13 @@ def test_per_level_stacks_offset_each_box_to_its_level(operator_sets):
     levels = LevelOperators.per_level(sets, first_level=2)
     assert {tuple(o.ranks().items()) for o in levels.sets} == {tuple(levels.ranks().items())}
     box_levels = np.array([0, 1, 2, 3, 4, 5])
-    m2m = levels.matrix_offsets(STEPS["m2m"], "m2m", box_levels)
-    l2l = levels.matrix_offsets(STEPS["l2l"], "l2l", box_levels)
+    m2m = levels.matrix_offsets(KIFMM.steps["m2m"], "m2m", box_levels)
+    l2l = levels.matrix_offsets(KIFMM.steps["l2l"], "l2l", box_levels)
     np.testing.assert_array_equal(m2m, [-1, -1, 0, 8, 16, -1])
     np.testing.assert_array_equal(l2l, [-1, -1, -1, 0, 8, 16])  # the parent's set
     stack = levels.stack("l2l")
     assert stack.shape == (24, *sets[0].l2l.shape[1:])
     np.testing.assert_array_equal(stack[8 + 3], levels.sets[1].l2l[3])
-    assert levels.matrix_offsets(STEPS["uc2e"], "uc2e_first", box_levels)[3] == 1
+    assert levels.matrix_offsets(KIFMM.steps["uc2e"], "uc2e_first", box_levels)[3] == 1
     assert LevelOperators.scaled_from(compute_operators("laplace", 3)).matrix_offsets(
-        STEPS["m2m"], "m2m", box_levels) is None
+        KIFMM.steps["m2m"], "m2m", box_levels) is None

@@ -33,7 +33,6 @@ from fmmloopy.maths.geometry import (
     transfer_vectors,
 )
 from fmmloopy.maths.green import LAPLACE_3D
-from fmmloopy.maths.kifmm import STEPS
 from fmmloopy.maths.m2l_compression import M2L_SVD_FACTOR, m2l_threshold
 from fmmloopy.maths.precompute import (
     ARRAY_FIELDS,
@@ -42,6 +41,7 @@ from fmmloopy.maths.precompute import (
     compute_operators,
     kernel_matrix,
 )
+from fmmloopy.maths.scheme import KIFMM
 from fmmloopy.maths.surfaces import (
     DOWNWARD_CHECK_RADIUS,
     DOWNWARD_EQUIVALENT_RADIUS,
@@ -90,7 +90,7 @@ def apply_factors(first: np.ndarray, second: np.ndarray, values: np.ndarray) -> 
 
 def level_scale(ops, step: str, half_width):
     """The factor of ``step``'s half-width-1 matrices at ``half_width`` (the driver's scale)."""
-    return STEPS[step].level_scales(ops.homogeneity, half_width)
+    return KIFMM.steps[step].level_scales(ops.homogeneity, half_width)
 
 
 def p2m(ops, centre, half_width, sources, charges) -> np.ndarray:

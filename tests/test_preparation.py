@@ -8,11 +8,12 @@ import fmmloopy
 from fmmloopy.base.distributions import plummer
 from fmmloopy.base.precision import FLOAT64
 from fmmloopy.driver import builder
-from fmmloopy.driver.preparation import KernelPreparation, kernel_requests
+from fmmloopy.driver.preparation import KernelPreparation
 from fmmloopy.execution.compiled import compiled_operator
 from fmmloopy.execution.precomputed import get_operators
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import get_kernel
+from fmmloopy.maths.scheme import KIFMM
 
 ORDER = 4
 
@@ -36,7 +37,7 @@ def test_the_requests_are_every_kernel_the_plan_asks_for(kernel, monkeypatch):
     green = get_kernel(kernel).base
     first = get_operators(green, ORDER) if green.homogeneity is not None else \
         fmm.operators.sets[0]
-    requests = kernel_requests(Expansion(ORDER), first.ranks(), green)
+    requests = KIFMM.kernel_requests(Expansion(ORDER).n_e, first.ranks(), green)
     assert len(requests) == len({(op, k, tuple(sorted(s.items()))) for op, k, s in requests})
     assert asked and all(request in requests for request in asked)
     # Every step has boxes on this tree: the plan asks for every request.
@@ -47,7 +48,8 @@ def test_the_thread_builds_cached_kernels_and_leaves_errors_to_the_plan(queue):
     """After join, a requested kernel the disk cache holds is built for the queue's context;
     a request that cannot be met (a recipe that does not exist) does not escape the thread."""
     green = get_kernel("laplace").base
-    requests = kernel_requests(Expansion(ORDER), get_operators(green, ORDER).ranks(), green)
+    requests = KIFMM.kernel_requests(Expansion(ORDER).n_e, get_operators(green, ORDER).ranks(),
+                                     green)
     fmmloopy.Fmm(plummer(2000, np.random.default_rng(4)), order=ORDER, n_crit=40)  # caches them
     KernelPreparation(requests, queue, None, FLOAT64).join()
     for operator, kernel, sizes in requests:

@@ -12,7 +12,7 @@ import pyopencl.array as cla
 import pytest
 
 import fmmloopy
-from fmmloopy.api import fmm as fmm_module
+from fmmloopy.api import setup as set_up_pipeline
 from fmmloopy.base.distributions import plummer, sphere_surface
 from fmmloopy.cli.main import main
 from fmmloopy.driver.memory import estimate_before_tree, estimate_memory
@@ -38,10 +38,10 @@ def _refuse_to_build(monkeypatch, tree=True):
     def never(*args, **kwargs):
         raise AssertionError("the problem should have been refused before this")
     if tree:
-        monkeypatch.setattr(fmm_module, "sort_points", never)
-        monkeypatch.setattr(fmm_module, "build_tree_from", never)
-        monkeypatch.setattr(fmm_module, "get_operators", never)
-    monkeypatch.setattr(fmm_module, "build_plan", never)
+        monkeypatch.setattr(set_up_pipeline, "sort_points", never)
+        monkeypatch.setattr(set_up_pipeline, "build_tree_from", never)
+        monkeypatch.setattr(set_up_pipeline, "get_operators", never)
+    monkeypatch.setattr(set_up_pipeline, "build_plan", never)
 
 
 @pytest.mark.parametrize("name,points,order,n_crit", [
@@ -132,7 +132,7 @@ def test_refused_after_the_tree_when_the_boxes_do_not_fit(monkeypatch, device):
     full = host_bytes_needed(fmmloopy.Fmm(points, order=ORDER, n_crit=4).memory_estimate, device)
     assert before < full
     limit = (before + full) / 2
-    monkeypatch.setattr(fmm_module, "build_plan", _fail)
+    monkeypatch.setattr(set_up_pipeline, "build_plan", _fail)
     with pytest.raises(ResourceLimitError, match="needs an estimated"):
         fmmloopy.Fmm(points, order=ORDER, n_crit=4, memory_limit=limit)
 
@@ -161,7 +161,7 @@ def test_device_allocation_failure_is_explained_with_the_estimate(monkeypatch, d
             "clCreateBuffer failed: INVALID_BUFFER_SIZE", cl.status_code.INVALID_BUFFER_SIZE,
             "clCreateBuffer"))
 
-    monkeypatch.setattr(fmm_module, "build_plan", build_plan_too_large)
+    monkeypatch.setattr(set_up_pipeline, "build_plan", build_plan_too_large)
     with pytest.raises(ResourceLimitError) as failed:
         fmmloopy.Fmm(POINTS, order=ORDER)
     assert re.search(r"allocating the device buffers of the FMM of 600 sources .* on '.*' "

@@ -26,6 +26,7 @@ the single-process one up to the order of floating-point sums (relative differen
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -35,7 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyopencl as cl
 
-from fmmloopy.api.fmm import Fmm, check_eps_covers, checked_accuracy
+from fmmloopy.api.fmm import Fmm
+from fmmloopy.api.options import check_eps_covers, checked_options
 from fmmloopy.api.units import (
     Fields,
     checked_strengths,
@@ -43,35 +45,35 @@ from fmmloopy.api.units import (
     to_user_units,
     working_strengths,
 )
-from fmmloopy.base.collective import Collectives, RankError, mpi_module
+from fmmloopy.base.collective import Collectives, RankError, mpi_module, same_on_every_rank
 from fmmloopy.base.devices import context_for, device_for_rank, share_cpu
-from fmmloopy.base.precision import FLOAT64, get_precision
+from fmmloopy.base.precision import FLOAT64
 from fmmloopy.base.validation import (
     as_float64_points,
     check_point_array,
-    validate_flag,
-    validate_integer,
-    validate_memory_limit,
-    validate_recipes,
 )
-from fmmloopy.driver.builder import RankBoxes
+from fmmloopy.driver.selection import RankBoxes
 from fmmloopy.execution.precomputed import get_operators, level_operators
 from fmmloopy.execution.roofline import measure_peaks
 from fmmloopy.execution.rows import add_rows, gather_rows
 from fmmloopy.execution.tuning_records import device_pair_flops
 from fmmloopy.maths.accuracy import order_for_eps
 from fmmloopy.maths.expansion import Expansion
-from fmmloopy.maths.green import GreenKernel, check_wave_range, get_kernel
+from fmmloopy.maths.green import GreenKernel, check_wave_range
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
-from fmmloopy.maths.operators import OPERATORS
-from fmmloopy.tree.coordinates import exponent_for, origin_of_bounds
-from fmmloopy.tree.cost import AUTO, choose_n_crit, validate_n_crit
+from fmmloopy.tree.cost import AUTO, choose_n_crit
 from fmmloopy.tree.csr import ranges_to_indices
 from fmmloopy.tree.direct_lists import direct_where_cheaper
-from fmmloopy.tree.distributed import global_bounds, skeleton_tree, sort_distributed
+from fmmloopy.tree.distributed import (
+    distributed_working_coordinates,
+    skeleton_tree,
+    sort_distributed,
+)
 from fmmloopy.tree.lists import build_interaction_lists
-from fmmloopy.tree.octree import MAX_DEPTH_LIMIT, sort_in_cube, tree_boxes, tree_of_boxes
-from fmmloopy.tree.partition import (
+from fmmloopy.tree.octree import sort_in_cube, tree_boxes, tree_of_boxes
+from fmmloopy.tree.partition import (  # noqa: F401 - MEASURE and rank_speed: public here
+    MEASURE,
+    checked_speed,
     contributors,
     essential_lists,
     essential_set,
@@ -79,13 +81,10 @@ from fmmloopy.tree.partition import (
     morton_order,
     morton_ranges,
     partition_leaves,
+    rank_speed,
 )
 
 __all__ = ["MEASURE", "DistributedFmm", "rank_speed"]
-
-#: ``speed=MEASURE``: each rank's share follows its device's measured float64 peak.
-MEASURE = "measure"
-
 
 @dataclass
 class _Route:
@@ -135,24 +134,19 @@ class DistributedFmm:
         self._lock = threading.RLock()
         clock = time.perf_counter()
         with collectives.agree("checking the inputs"):
+            options = checked_options(
+                kernel=kernel, order=order, n_crit=n_crit, recipes=recipes,
+                max_depth=max_depth, memory_limit=memory_limit, w_x_direct=w_x_direct,
+                verify_recipes=verify_recipes, dtype=dtype, eps=eps, eps_for=eps_for)
+            if options.precision != FLOAT64:
+                raise ValueError(f"DistributedFmm runs in float64 only, got dtype "
+                                 f"{options.precision.name} (float32 FMMs: fmmloopy.Fmm)")
             #: ``eps`` and the quantities it holds for, as :class:`~fmmloopy.api.fmm.Fmm`'s;
             #: with ``eps`` the order is chosen with the tree (None until then).
-            self.order, self.eps, self.eps_quantities = checked_accuracy(order, eps, eps_for)
-            n_crit = validate_n_crit(n_crit)
-            max_depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
-            self.kernel = get_kernel(kernel).base
-            recipes = validate_recipes(recipes, OPERATORS)
-            memory_limit = validate_memory_limit(memory_limit)
-            w_x_direct = validate_flag(w_x_direct, "w_x_direct")
-            verify_recipes = validate_flag(verify_recipes, "verify_recipes")
-            if get_precision(dtype) != FLOAT64:
-                raise ValueError(f"DistributedFmm runs in float64 only, got dtype "
-                                 f"{get_precision(dtype).name} (float32 FMMs: fmmloopy.Fmm)")
-            if speed is not None and speed != MEASURE and not (
-                    isinstance(speed, (int, float, np.floating)) and not isinstance(speed, bool)
-                    and np.isfinite(speed) and speed > 0):
-                raise ValueError(f"speed must be a positive number, {MEASURE!r} or None, got "
-                                 f"{speed!r}")
+            self.order, self.eps, self.eps_quantities = (options.order, options.eps,
+                                                         options.eps_quantities)
+            self.kernel, n_crit, max_depth = options.kernel, options.n_crit, options.max_depth
+            checked_speed(speed)
             sources = as_float64_points(check_point_array(sources, "sources"), "sources")
             targets = None if targets is None else as_float64_points(
                 check_point_array(targets, "targets"), "targets")
@@ -160,9 +154,9 @@ class DistributedFmm:
                 share_cpu(node_size)
             self.device = device_for_rank(device, self.node_rank)
         with collectives.agree("comparing the ranks' options"):
-            options = (self.order, self.eps, self.eps_quantities, n_crit, max_depth,
-                       self.kernel.spec, w_x_direct, targets is None, speed is None)
-            _same_on_every_rank(collectives.gather(options),
+            compared = (self.order, self.eps, self.eps_quantities, n_crit, max_depth,
+                        self.kernel.spec, options.w_x_direct, targets is None, speed is None)
+            same_on_every_rank(collectives.gather(compared),
                                 ("order", "eps", "eps_for", "n_crit", "max_depth", "kernel",
                                  "w_x_direct", "targets=None", "speed=None"))
         devices = collectives.gather((self.device.platform.name, self.device.name,
@@ -175,18 +169,17 @@ class DistributedFmm:
         self.nsources, self.ntargets = len(sources), len(sources if targets is None else targets)
         self.total_sources, self.total_targets = (int(n) for n in collectives.sum(
             np.array([self.nsources, self.ntargets], dtype=np.int64)))
-        self._options = dict(kernel=self.kernel, order=self.order, device=self.device,
-                             recipes=recipes, max_depth=max_depth, memory_limit=memory_limit,
-                             w_x_direct=w_x_direct, verify_recipes=verify_recipes)
+        #: The checked options (:class:`~fmmloopy.api.options.FmmOptions`), this rank's device.
+        self.options = options.on(self.device)
         self.n_crit = None if n_crit == AUTO else n_crit
         self.coordinate_origin, self.coordinate_exponent = np.zeros(3), 0
         self.local: Fmm | None = None
         self.eval_seconds: dict[str, float] = {}
         if not self.total_sources or not self.total_targets:
             if self.eps is not None:  # nothing to sum: the order of an empty box
-                self.order = self._options["order"] = order_for_eps(
-                    self.eps, self.kernel, 0.0, self.eps_quantities,
-                    targets_are_sources=targets is None)
+                self.order = order_for_eps(self.eps, self.kernel, 0.0, self.eps_quantities,
+                                           targets_are_sources=targets is None)
+                self.options = self.options.with_order(self.order)
             self._sources_route = self._targets_route = None
             return
         self.setup_seconds["checks"] = time.perf_counter() - clock
@@ -197,14 +190,17 @@ class DistributedFmm:
         collectives = self.collectives
         clock = time.perf_counter()
         with collectives.agree("choosing the coordinates"):
-            sources, targets = self._working_coordinates(sources, targets)
+            self.coordinate_origin, self.coordinate_exponent, sources, targets = \
+                distributed_working_coordinates(collectives, sources, targets,
+                                                self.kernel.homogeneity, self.kernel.name)
         with collectives.agree("building the tree"):
             points = sort_distributed(sources, targets, max_depth, collectives)
             if self.eps is not None:  # the order eps needs over the root box (every rank's)
-                self.order = self._options["order"] = order_for_eps(
+                self.order = order_for_eps(
                     self.eps, self.kernel, math.ldexp(2 * points.half_width,
                                                       self.coordinate_exponent),
                     self.eps_quantities, targets_are_sources=targets is None)
+                self.options = self.options.with_order(self.order)
             check_wave_range(self.kernel, 2 * points.half_width, self.order)
             first = self._node_first(
                 lambda: get_operators(self.kernel, self.order)
@@ -227,7 +223,7 @@ class DistributedFmm:
         #: The skeleton's interaction lists, and those evaluated (small W/X boxes in U).
         self.lists = lists = build_interaction_lists(skeleton)
         expansion_points = Expansion(self.order).n_e
-        if self._options["w_x_direct"]:
+        if self.options.w_x_direct:
             lists = direct_where_cheaper(skeleton, lists, expansion_points)
         self.evaluated_lists = lists
         weights = collectives.gather(speed)
@@ -277,37 +273,6 @@ class DistributedFmm:
         if error is not None:
             raise error
         return result if self.node_rank == 0 else compute()
-
-    def _working_coordinates(self, sources, targets):
-        """The points shifted and scaled as one process would (global bounds)."""
-        collectives = self.collectives
-        lo, hi = global_bounds(collectives, sources, targets)
-        self.coordinate_origin = origin_of_bounds(lo, hi)
-        if self.coordinate_origin.any():
-            sources = sources - self.coordinate_origin
-            targets = None if targets is None else targets - self.coordinate_origin
-            lo, hi = global_bounds(collectives, sources, targets)
-        with np.errstate(over="ignore"):
-            extent = float((hi - lo).max())
-        magnitudes = [np.abs(p) for p in (sources, targets) if p is not None and len(p)]
-        nonzero = [m[m > 0] for m in magnitudes]
-        smallest = min((float(m.min()) for m in nonzero if m.size), default=np.inf)
-        smallest = float(collectives.min(np.array([smallest]))[0])
-        separation = np.ldexp(smallest, -53) if np.isfinite(smallest) else np.inf
-
-        def sharper() -> float:
-            raise ValueError(
-                f"the points span {extent:.3g} and their closest coordinates are too close "
-                "for the quick separation bound (smallest nonzero |coordinate| "
-                f"{smallest:.3g}); the sharper bound sorts all points and is not available "
-                "to a distributed FMM: scale or merge the points first, or use fmmloopy.Fmm")
-
-        self.coordinate_exponent = exponent_for(extent, separation, sharper,
-                                                self.kernel.homogeneity, self.kernel.name)
-        if self.coordinate_exponent:
-            sources = np.ldexp(sources, -self.coordinate_exponent)
-            targets = None if targets is None else np.ldexp(targets, -self.coordinate_exponent)
-        return sources, targets
 
     def _send_points(self, points, order, keys, leaves, leaf_starts):
         """Send this rank's points (sorted by ``keys``: ``points[order]``) to the owners of
@@ -359,8 +324,8 @@ class DistributedFmm:
         self._local_ids = essential.local_ids()
         rank_boxes = RankBoxes(with_sources=self.skeleton.box_source_counts[boxes] > 0,
                                upward=essential.upward[boxes])
-        self.local = Fmm.for_rank(tree, essential_lists(lists, essential), self.operators,
-                                  rank_boxes, n_crit=n_crit, **self._options)
+        self.local = Fmm.for_rank(dataclasses.replace(self.options, n_crit=n_crit), tree,
+                                  essential_lists(lists, essential), self.operators, rank_boxes)
 
     def _plan_multipoles(self) -> None:
         """Which partial multipoles this rank sends and receives at each evaluation: for each
@@ -524,23 +489,3 @@ class DistributedFmm:
             **self.eval_seconds,
         }
         return self.collectives.gather(mine)
-
-
-def rank_speed(speed, devices: list[tuple], measure) -> float | None:
-    """A rank's weight in the partition: ``speed`` as given, else ``measure()`` (its device's
-    peak in GFLOP/s) where ``speed`` is ``"measure"`` or where ``devices`` (every rank's
-    ``(platform, device, compute units)``) are not all the same; None (equal shares)
-    otherwise."""
-    if speed == MEASURE or (speed is None and len(set(devices)) > 1):
-        return float(measure())
-    return speed
-
-
-def _same_on_every_rank(values: list[tuple], names: tuple[str, ...]) -> None:
-    """ValueError naming the first option whose value differs between ranks."""
-    for index, name in enumerate(names):
-        seen = {repr(value[index]) for value in values}
-        if len(seen) > 1:
-            per_rank = ", ".join(f"rank {rank}: {value[index]!r}"
-                                 for rank, value in enumerate(values))
-            raise ValueError(f"{name} must be the same on every rank, got {per_rank}")

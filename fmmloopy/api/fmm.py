@@ -13,83 +13,58 @@ allocated (:mod:`fmmloopy.execution.resources`). docs/robustness.md says what ea
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyopencl as cl
 
 from fmmloopy.api.error_estimate import estimate_error
-from fmmloopy.api.periodic import LATTICE_STEP, PeriodicImages, checked_periodic_options
+from fmmloopy.api.options import (  # noqa: F401 - the orders, importable from here too
+    DEFAULT_ORDER,
+    DEFAULT_PERIODIC_ORDER,
+    MAX_ORDER,
+    MIN_ORDER,
+    FmmOptions,
+    check_eps_covers,
+    checked_options,
+)
+from fmmloopy.api.setup import set_up_points, set_up_rank
 from fmmloopy.api.units import checked_strengths, shaped_results, summed_in_user_units
 from fmmloopy.base.devices import choose_device, context_for
-from fmmloopy.base.precision import FLOAT64, Precision, get_precision
-from fmmloopy.base.progress import stage
-from fmmloopy.base.validation import (
-    as_float64_points,
-    check_point_array,
-    validate_flag,
-    validate_integer,
-    validate_memory_limit,
-    validate_recipes,
-)
-from fmmloopy.driver.builder import RankBoxes, build_plan
-from fmmloopy.driver.memory import (
-    describe_problem,
-    estimate_before_tree,
-    estimate_memory,
-    with_vectors,
-)
+from fmmloopy.base.validation import check_point_array
+from fmmloopy.driver.evaluation import NO_HOOKS, PassHooks, evaluate_plan
+from fmmloopy.driver.memory import describe_problem, estimate_before_tree, with_vectors
 from fmmloopy.driver.plan import Plan
-from fmmloopy.driver.preparation import KernelPreparation, kernel_requests
-from fmmloopy.execution.device_setup import DeviceVClasses, device_point_keys
-from fmmloopy.execution.kernel_arguments import box_list
-from fmmloopy.execution.opencl_errors import explain_opencl_error
-from fmmloopy.execution.precomputed import get_operators, level_operators
+from fmmloopy.driver.selection import RankBoxes
 from fmmloopy.execution.resources import ResourceLimitError, check_memory
-from fmmloopy.execution.tuning_records import device_pair_flops
-from fmmloopy.maths.accuracy import eps_quantities, order_for_eps, validate_eps
+from fmmloopy.maths.accuracy import order_for_eps
 from fmmloopy.maths.expansion import Expansion
-from fmmloopy.maths.geometry import M2L_CLASSES
-from fmmloopy.maths.green import GreenKernel, check_wave_range, get_kernel
-from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
+from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.levels import LevelOperators
-from fmmloopy.maths.operators import OPERATORS
-from fmmloopy.maths.templates import particles_for
-from fmmloopy.tree.coordinates import working_coordinates
-from fmmloopy.tree.cost import AUTO, CANDIDATES, choose_n_crit, validate_n_crit
-from fmmloopy.tree.direct_lists import direct_where_cheaper
-from fmmloopy.tree.leaf_relative import refuse_unresolved_points
-from fmmloopy.tree.lists import InteractionLists, build_interaction_lists
-from fmmloopy.tree.nested import nest_heavy_rows
-from fmmloopy.tree.octree import (
-    MAX_DEPTH_LIMIT,
-    Tree,
-    build_tree_from,
-    root_box_side,
-    sort_in_cube,
-    sort_points,
-    tree_boxes,
-)
-from fmmloopy.tree.periodic import cell_root, into_cell, periodic_tree, real_rows
+from fmmloopy.tree.cost import AUTO, CANDIDATES
+from fmmloopy.tree.lists import InteractionLists
+from fmmloopy.tree.octree import Tree, root_box_side
 
 #: The most strength vectors one evaluation carries; a call with more runs in passes. The
 #: pairwise kernels keep one accumulator per vector and output component, and each count of
 #: vectors is a kernel of its own (built once, then cached on disk).
 MAX_VECTORS_PER_PASS = 16
 
-#: Orders (points per surface edge) the toolkit accepts.
-MIN_ORDER, MAX_ORDER = 2, 16
-#: The order without ``order`` or ``eps``.
-DEFAULT_ORDER = 6
-#: The order of a periodic FMM without ``order`` or ``eps``: one more than in free space, whose
-#: 1e-6 the far images' smooth field (about the potentials' own size) would spend (measured on
-#: random neutral charges, potentials' relative L2 error: 4.5e-6 at order 6, 4.5e-7 at 7).
-DEFAULT_PERIODIC_ORDER = 7
+
+class _FromPoints:
+    """An attribute of an :class:`Fmm` held by its points' set-up
+    (:class:`~fmmloopy.api.setup.PointsSetUp`, whose field of the same name documents it)."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, fmm, owner=None):
+        return self if fmm is None else getattr(fmm.points_setup, self.name)
+
+    def __set__(self, fmm, value) -> None:
+        setattr(fmm.points_setup, self.name, value)
 
 
 class Fmm:
@@ -153,108 +128,51 @@ class Fmm:
                  verify_recipes: bool = True, dtype=np.float64, eps: float | None = None,
                  eps_for: str | Iterable[str] = "charges", periodic=None,
                  periodic_axes: str = "xyz"):
-        #: ``eps``: the relative L2 error asked for, None where the order was given;
-        #: ``eps_quantities``: what it holds for (:func:`~fmmloopy.maths.accuracy.
-        #: eps_quantities`: ``"charge potential"``, ...), empty without ``eps``.
-        if periodic is not None and order is None and eps is None:
-            order = DEFAULT_PERIODIC_ORDER
-        order, self.eps, self.eps_quantities = checked_accuracy(order, eps, eps_for)
-        precision = get_precision(dtype)
-        if eps is not None and precision != FLOAT64:
-            raise ValueError(f"eps is measured for float64 FMMs; give order= for dtype "
-                             f"{precision.name} (docs/fmm.md, 'float32')")
-        n_crit = validate_n_crit(n_crit)
-        max_depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
-        kernel = get_kernel(kernel).base
-        cell = checked_periodic_options(periodic, periodic_axes, kernel, eps, precision,
-                                        max_depth)
-        # A periodic FMM's far lattice is a launch of its own (M2M's kernel, under M2M's
-        # recipe unless named).
-        recipes = validate_recipes(recipes, [*OPERATORS] + ([LATTICE_STEP] if cell is not None
-                                                             else []))
-        memory_limit = validate_memory_limit(memory_limit)
-        w_x_direct = validate_flag(w_x_direct, "w_x_direct")
-        verify_recipes = validate_flag(verify_recipes, "verify_recipes")
+        options = checked_options(
+            kernel=kernel, order=order, n_crit=n_crit, recipes=recipes, max_depth=max_depth,
+            memory_limit=memory_limit, w_x_direct=w_x_direct, verify_recipes=verify_recipes,
+            dtype=dtype, eps=eps, eps_for=eps_for, periodic=periodic,
+            periodic_axes=periodic_axes)
         # Shapes and dtypes first: the memory check comes before any copy of the points.
         sources = check_point_array(sources, "sources")
         targets = None if targets is None else check_point_array(targets, "targets")
-        if eps is not None:  # the order eps needs over these points' root box
+        if options.eps is not None:  # the order eps needs over these points' root box
             empty = not len(sources) or (targets is not None and not len(targets))
-            order = order_for_eps(eps, kernel, 0.0 if empty else root_box_side(sources, targets),
-                                  self.eps_quantities, targets_are_sources=targets is None)
-        self.nsources = len(sources)
-        self.ntargets = self.nsources if targets is None else len(targets)
-        self._targets_are_sources = targets is None
-        self._take_options(kernel=kernel, order=order, n_crit=n_crit,
-                           device=choose_device(device), recipes=recipes, max_depth=max_depth,
-                           memory_limit=memory_limit, w_x_direct=w_x_direct,
-                           verify_recipes=verify_recipes, precision=precision)
-        #: The periodic cell (:class:`~fmmloopy.api.periodic.PeriodicCell`, in user
-        #: coordinates), or None: free space.
-        self.periodic = cell
+            options = options.with_order(order_for_eps(
+                options.eps, options.kernel,
+                0.0 if empty else root_box_side(sources, targets), options.eps_quantities,
+                targets_are_sources=targets is None))
+        self._start(options.on(choose_device(device)), len(sources),
+                    len(sources) if targets is None else len(targets), targets is None)
         # "auto" may choose any candidate: the check before the tree assumes the fewest boxes
         # (it refuses only what cannot fit; the check after the tree has the real counts).
-        self.memory_estimate = estimate_before_tree(
+        estimate = estimate_before_tree(
             self.nsources, self.ntargets, targets is None, self.order,
-            CANDIDATES[-1] if n_crit == AUTO else n_crit,
-            real_bytes=precision.dtype.itemsize)
-        check_memory(self.memory_estimate, self.device, self._what, memory_limit)
-        self._set_points(sources, targets, n_crit)
+            CANDIDATES[-1] if options.n_crit == AUTO else options.n_crit,
+            real_bytes=self.dtype.itemsize)
+        what = describe_problem(self.nsources, self.ntargets, self.order, options.n_crit)
+        check_memory(estimate, self.device, what, options.memory_limit)
+        #: What the points built (:class:`~fmmloopy.api.setup.PointsSetUp`); its fields are
+        #: this FMM's attributes of the same names (:attr:`tree`, :attr:`plan`, ...).
+        self.points_setup = set_up_points(self.options, self.queue, sources, targets,
+                                          options.n_crit, estimate, what, self._nested_fmm)
 
-    def _set_points(self, sources: np.ndarray, targets: np.ndarray | None,
-                    n_crit: int | str) -> None:
-        """Working coordinates, tree, lists and plan of checked ``sources`` and ``targets``."""
-        clock = time.perf_counter()
-        sources = as_float64_points(sources, "sources")
-        targets = None if targets is None else as_float64_points(targets, "targets")
-        #: ``(sources, targets)`` in user coordinates, float64 (targets None: the sources;
-        #: the arrays given where they were float64 already): what :meth:`estimate_error`
-        #: sums directly.
-        self.user_points = (sources, targets)
-
-        #: The FMM works in coordinates relative to ``coordinate_origin``
-        #: (:func:`~fmmloopy.tree.coordinates.origin`): the centre of the points' bounding box along
-        #: the axes where it lies far from 0 (the kernels are translation invariant), so boxes
-        #: and surfaces far from the origin keep their precision; and multiplied by
-        #: ``2**-coordinate_exponent`` (0 unless they span less than 2**-100 or more than
-        #: 2**100, or a far point beside close ones needs it): the tree is in those units.
-        if self.periodic is None:
-            self.coordinate_origin, self.coordinate_exponent, sources, targets = \
-                working_coordinates(sources, targets, self.kernel.homogeneity,
-                                    self.kernel.name, self.precision)
-        else:  # the cell's centre at 0, its side in [1, 2): a power of two, exact
-            self.coordinate_origin, self.coordinate_exponent, self._working_cell = \
-                self.periodic.working()
-            sources = np.ldexp(sources - self.coordinate_origin, -self.coordinate_exponent)
-            targets = None if targets is None else np.ldexp(
-                targets - self.coordinate_origin, -self.coordinate_exponent)
-        # What the previous positions built (update): the new ones rebuild it. The points'
-        # copy and working coordinates count as the tree's set-up.
-        self.setup_seconds = {"tree": time.perf_counter() - clock}
-        self._plans, self._last_plan, self.nested_rows = {}, None, []
-
-        if self.nsources == 0 or self.ntargets == 0:
-            # Nothing to sum: no tree (it needs a point), no kernels; calls return zeros.
-            self.tree = self.lists = self.evaluated_lists = self.operators = None
-            self.plan = Plan(self.queue, [], {})
-            return
-        try:
-            self._build(sources, targets, n_crit, self._options["max_depth"],
-                        self._options["recipes"])
-        except ResourceLimitError:
-            raise
-        except MemoryError as exc:
-            raise ResourceLimitError(
-                f"{self._what} ran out of host memory ({exc}); the estimate was "
-                f"{self.memory_estimate.describe()}") from exc
-        finally:
-            # The kernel thread ends with the set-up, also a refused one (a process that
-            # exits while it builds in the OpenCL runtime aborts); the plan has built what it
-            # launches, so the thread builds nothing more.
-            preparation, self._preparation = self._preparation, None
-            if preparation is not None:
-                preparation.stop()
-                preparation.join()
+    # What the points built (:class:`~fmmloopy.api.setup.PointsSetUp`, whose fields say what
+    # each holds): replaced as a whole by update().
+    user_points = _FromPoints()
+    coordinate_origin = _FromPoints()
+    coordinate_exponent = _FromPoints()
+    setup_seconds = _FromPoints()
+    n_crit = _FromPoints()
+    n_crit_candidates = _FromPoints()
+    memory_estimate = _FromPoints()
+    tree = _FromPoints()
+    lists = _FromPoints()
+    evaluated_lists = _FromPoints()
+    operators = _FromPoints()
+    plan = _FromPoints()
+    nested_rows = _FromPoints()
+    periodic_tree = _FromPoints()
 
     def update(self, sources, targets=None) -> None:
         """Move the points: new positions of the same number of sources (and of targets, given
@@ -270,7 +188,7 @@ class Fmm:
         inf, points no working coordinates hold, a Helmholtz box beyond the order's range, a
         problem that does not fit in memory) raises the same error here, and the FMM stays as
         it was."""
-        if self._rank_boxes is not None and self.periodic is None:
+        if self.points_setup.rank_boxes is not None and self.periodic is None:
             raise TypeError("update() moves the points of a whole FMM; a rank of a "
                             "DistributedFmm is rebuilt by the DistributedFmm")
         if (targets is None) != self._targets_are_sources:
@@ -286,259 +204,65 @@ class Fmm:
                 raise ValueError(f"update() moves the FMM's {count} {name}: got {len(points)} "
                                  f"{name} (build a new Fmm for a different number of points)")
         with self._lock:
-            # The rebuild only rebinds attributes: a refusal part-way (a Helmholtz box past the
-            # order's range, memory) puts the previous ones back, so nothing mixes the new
-            # working coordinates with the old tree.
-            previous = dict(self.__dict__)
-            try:
-                self._set_points(sources, targets, self.n_crit if self.n_crit is not None
-                                 else self._options["n_crit"])
-            except BaseException:
-                self.__dict__.clear()
-                self.__dict__.update(previous)
-                raise
-
-    def _build(self, sources, targets, n_crit, max_depth, recipes) -> None:
-        # The operators before the tree: the choice of n_crit weighs the far field by the
-        # flops of the compressed M2L they hold. A homogeneous kernel's do not depend on the
-        # points: loaded (or precomputed) on a thread while the points are sorted.
-        loader = ThreadPoolExecutor(1, thread_name_prefix="fmmloopy operators")
-        try:
-            loading = loader.submit(get_operators, self.kernel, self.order) \
-                if self.kernel.homogeneity is not None else None
-            clock = time.perf_counter()
-            with stage(f"sorting {self.nsources} sources and {self.ntargets} targets"):
-                # The Morton keys on the device (the same keys: tests/test_device_setup.py).
-                points = self._sorted_points(sources, targets, max_depth)
-            self.setup_seconds["tree"] += time.perf_counter() - clock
-            check_wave_range(self.kernel, 2 * points.half_width, self.order)  # before
-            # precomputing; a kernel without homogeneity: the operators of the first level with
-            # expansions, whose half-width the root cube fixes.
-            clock = time.perf_counter()
-            with stage(f"operators of {self.kernel.label} at order {self.order} (precomputed "
-                       "or from the operator cache)"):
-                first = loading.result() if loading is not None else get_operators(
-                    self.kernel, self.order,
-                    half_width=math.ldexp(points.half_width, -FIRST_EXPANSION_LEVEL))
-            self.setup_seconds["precompute"] = time.perf_counter() - clock
-        finally:
-            loader.shutdown(wait=False)
-        # The plan's kernels from the disk kernel cache or the shipped ones, built on a thread
-        # while the host builds the tree and lists (the plan finds them ready, or waits for
-        # them). Started here, not before: with the precomputation on a thread too, three
-        # threads on two cores made the set-up slower.
-        self._preparation = KernelPreparation(
-            kernel_requests(self.expansion, first.ranks(), self.kernel), self.queue, recipes,
-            self.precision)
-
-        clock = time.perf_counter()
-        with stage("the tree" + (" (n_crit chosen by the cost model)" if n_crit == AUTO
-                                 else "")):
-            boxes = None  # the boxes of these points for n_crit, where made already
-            if n_crit == AUTO:
-                n_crit, self.n_crit_candidates = choose_n_crit(
-                    points, self.order,
-                    device_pair_flops(self.device),
-                    first.far_field_flops())
-                self.n_crit = n_crit
-                self._what = describe_problem(self.nsources, self.ntargets, self.order, n_crit)
-                # The chosen candidate's boxes, made while choosing; the FMM keeps the
-                # candidates' counts, not their boxes (at 10^7 points tens of MB).
-                boxes = next(work.boxes for work in self.n_crit_candidates
-                             if work.n_crit == n_crit)
-                self.n_crit_candidates = [dataclasses.replace(work, boxes=None)
-                                          for work in self.n_crit_candidates]
-            if self.periodic is None:
-                self.tree = build_tree_from(points, n_crit, boxes)
-                #: The tree of a periodic FMM's cell and images
-                #: (:class:`~fmmloopy.tree.periodic.Periodic`), None in free space.
-                self.periodic_tree = None
-            else:
-                cell = self._working_cell
-                self.periodic_tree = periodic_tree(
-                    points, n_crit, tree_boxes(points, n_crit, warn=True) if boxes is None
-                    else boxes, cell.side, self.expansion.n_e, device_point_keys(self.queue),
-                    cell.axes)
-                self.tree = self.periodic_tree.tree
-                self._rank_boxes = RankBoxes(
-                    with_sources=self.periodic_tree.source_counts > 0,
-                    upward=self.periodic_tree.real & (self.periodic_tree.source_counts > 0))
-                self._images = PeriodicImages(self.periodic_tree, cell, self.order)
-            if self._leaf_relative:
-                refuse_unresolved_points(self.tree, self.precision)
-        self.setup_seconds["tree"] += time.perf_counter() - clock
-        clock = time.perf_counter()
-        with stage(f"operators of the tree's {self.tree.nlevels} levels"):
-            #: The precomputed operators of every level (:class:`~fmmloopy.maths.levels.
-            #: LevelOperators`: one set scaled per level, or a set per level for a kernel
-            #: without homogeneity).
-            self.operators = level_operators(self.kernel, self.order,
-                                             self.tree.level_half_widths)
-        self.setup_seconds["precompute"] += time.perf_counter() - clock
-        clock = time.perf_counter()
-        with stage(f"interaction lists of {self.tree.nboxes} boxes"):
-            self.lists = build_interaction_lists(self.tree)
-            counted = self.tree
-            if self.periodic_tree is not None:  # the cell's rows; an image counts as its box
-                self.lists = real_rows(self.lists, self.periodic_tree.real)
-                counted = dataclasses.replace(
-                    self.tree, box_source_counts=self.periodic_tree.source_counts)
-            #: The lists the plan sums: :attr:`lists`, with small W/X boxes moved to U
-            #: (w_x_direct).
-            self.evaluated_lists = (
-                direct_where_cheaper(counted, self.lists, self.expansion.n_e,
-                                     source_leaves=self._leaf_relative)
-                if self._w_x_direct else self.lists)
-        self.setup_seconds["lists"] = time.perf_counter() - clock
-        self._plan_tree(recipes)
+            # The rebuild makes a new set-up: a refusal part-way (a Helmholtz box past the
+            # order's range, memory) leaves the previous one in place.
+            n_crit = self.n_crit if self.n_crit is not None else self.options.n_crit
+            self.points_setup = set_up_points(self.options, self.queue, sources, targets,
+                                              n_crit, self.memory_estimate,
+                                              self.points_setup.what, self._nested_fmm)
+            self._plans, self._last_plan = {}, None
 
     @classmethod
-    def for_rank(cls, tree: Tree, lists: InteractionLists, operators: LevelOperators,
-                 rank_boxes: RankBoxes, *, kernel: GreenKernel, order: int, n_crit: int,
-                 device: cl.Device, recipes, max_depth: int, memory_limit: float | None,
-                 w_x_direct: bool, verify_recipes: bool, precision: Precision = FLOAT64
-                 ) -> Fmm:
-        """The FMM of one rank of a distributed FMM (:mod:`fmmloopy.api.distributed`): its own
-        tree and lists (the rank's essential boxes, its own and its ghost points, in the
-        working coordinates) and the rank's box selection; it sums in tree order through
-        :meth:`_evaluate` (the distributed FMM moves strengths and results)."""
+    def for_rank(cls, options: FmmOptions, tree: Tree, lists: InteractionLists,
+                 operators: LevelOperators, rank_boxes: RankBoxes) -> Fmm:
+        """The FMM of one rank of a distributed FMM (:mod:`fmmloopy.api.distributed`), with
+        ``options`` (its device and ``n_crit`` chosen): its own tree and lists (the rank's
+        essential boxes, its own and its ghost points, in the working coordinates) and the
+        rank's box selection (:func:`~fmmloopy.api.setup.set_up_rank`); it sums in tree order
+        (:meth:`evaluate_in_tree_order`: the distributed FMM moves strengths and results)."""
         self = cls.__new__(cls)
-        self.nsources, self.ntargets = tree.nsources, tree.ntargets
-        self._take_options(kernel=kernel, order=order, n_crit=n_crit, device=device,
-                           recipes=recipes, max_depth=max_depth, memory_limit=memory_limit,
-                           w_x_direct=w_x_direct, verify_recipes=verify_recipes,
-                           precision=precision)
-        self.coordinate_origin, self.coordinate_exponent = np.zeros(3), 0
-        self.tree, self.lists, self.evaluated_lists, self.operators = tree, lists, lists, operators
-        self._rank_boxes = rank_boxes
-        self._plan_tree(recipes)
+        self._start(options, tree.nsources, tree.ntargets, tree.targets_are_sources)
+        self.points_setup = set_up_rank(
+            options, self.queue, tree, lists, operators, rank_boxes,
+            describe_problem(tree.nsources, tree.ntargets, options.order, options.n_crit), None,
+            self._nested_fmm)
         return self
 
-    def _take_options(self, *, kernel: GreenKernel, order: int, n_crit: int | str,
-                      device: cl.Device, recipes, max_depth: int, memory_limit: float | None,
-                      w_x_direct: bool, verify_recipes: bool, precision: Precision) -> None:
-        """The checked options as attributes, the device's queue and the empty state of a new
-        FMM (``nsources`` and ``ntargets`` set first)."""
-        self.order, self.kernel = order, kernel
+    def _start(self, options: FmmOptions, nsources: int, ntargets: int,
+               targets_are_sources: bool) -> None:
+        """The checked options (their device chosen) as attributes, the device's queue and the
+        empty state of a new FMM."""
+        #: The checked options (:class:`~fmmloopy.api.options.FmmOptions`).
+        self.options = options
+        self.nsources, self.ntargets = nsources, ntargets
+        self._targets_are_sources = targets_are_sources
+        self.order, self.kernel, self.device = options.order, options.kernel, options.device
+        #: ``eps``: the relative L2 error asked for, None where the order was given;
+        #: ``eps_quantities``: what it holds for (:func:`~fmmloopy.maths.accuracy.
+        #: eps_quantities`: ``"charge potential"``, ...), empty without ``eps``.
+        self.eps, self.eps_quantities = options.eps, options.eps_quantities
         #: The kernels' precision (:class:`~fmmloopy.base.precision.Precision`).
-        self.precision = precision
+        self.precision = options.precision
         #: The real dtype of the kernels and of the results (complex of it for a complex kernel).
-        self.dtype = precision.dtype
-        #: Whether the kernels store particles relative to their leaf's centre (float32:
-        #: :mod:`fmmloopy.tree.leaf_relative`).
-        self._leaf_relative = particles_for(precision.dtype).relative
+        self.dtype = options.precision.dtype
+        #: The periodic cell (:class:`~fmmloopy.api.periodic.PeriodicCell`, in user
+        #: coordinates), or None: free space.
+        self.periodic = options.periodic
         #: Order, ``n_e`` and surfaces of the expansions
         #: (:class:`~fmmloopy.maths.expansion.Expansion`).
-        self.expansion = Expansion(order)
-        self._w_x_direct, self._verify_recipes = w_x_direct, verify_recipes
-        self.setup_seconds: dict[str, float] = {}
+        self.expansion = Expansion(options.order)
         self._lock = threading.Lock()  # one evaluation at a time: they share the buffers
         #: Plans of other fields (gradients, dipoles) by kernel, built on first use.
         self._plans: dict[GreenKernel, Plan] = {}
         self._last_plan: Plan | None = None
-        self._rank_boxes: RankBoxes | None = None  # a distributed FMM's rank, a periodic FMM
-        self._images: PeriodicImages | None = None  # a periodic FMM's (periodic=)
-        self.periodic = self.periodic_tree = None
-        self._preparation: KernelPreparation | None = None  # the plan's kernels, on a thread
-        self.device = device
         # Profiled: an evaluation enqueues every launch without a wait and reports each
-        # step's seconds from the events (Plan.evaluate).
-        self.queue = cl.CommandQueue(context_for(device),
+        # step's seconds from the events (fmmloopy.driver.evaluation).
+        self.queue = cl.CommandQueue(context_for(options.device),
                                      properties=cl.command_queue_properties.PROFILING_ENABLE)
-        self._options = dict(kernel=kernel, order=order, n_crit=n_crit, device=device,
-                             recipes=recipes, max_depth=max_depth, memory_limit=memory_limit,
-                             w_x_direct=w_x_direct, verify_recipes=verify_recipes,
-                             dtype=precision.dtype)
-        self.nested_rows = []
-        #: The most points per leaf: the one given, or the one chosen for ``n_crit="auto"``
-        #: (None until a tree is built: no points).
-        self.n_crit = None if n_crit == AUTO else n_crit
-        #: ``n_crit="auto"``: the :class:`~fmmloopy.tree.cost.TreeWork` of each candidate tried.
-        self.n_crit_candidates = []
-        self._what = describe_problem(self.nsources, self.ntargets, order, n_crit)
-        self._memory_limit = memory_limit
-
-    def _plan_tree(self, recipes) -> None:
-        """Nested rows, the memory check with the real counts, and the plan."""
-        clock = time.perf_counter()
-        #: Direct rows the tree cannot split (a leaf at max_depth holding a cluster, an
-        #: outlier's whole point set, coincident points), each summed by an FMM of its own
-        #: (:mod:`fmmloopy.tree.nested`); the plan sums the rest.
-        with stage("nested FMMs of the leaves the tree cannot split"):
-            self.evaluated_lists, self.nested_rows = nest_heavy_rows(
-                self.tree, self.evaluated_lists, self._nested_fmm)
-        if self.nested_rows:
-            self.setup_seconds["nested"] = time.perf_counter() - clock
-            clock = time.perf_counter()
-        # "plan" from here (or from the search for heavy rows, where there are none): the
-        # launches' sizes and memory check, lists per launch, uploads.
-        tree, lists = self.tree, self.evaluated_lists
-        # The V list by class from the device (the compressed M2L's lists, left there): an
-        # FMM of one process whose V list is the tree's (a distributed rank's plan serves boxes
-        # its own tree does not show).
-        device_v = (DeviceVClasses(tree, lists, self.queue)
-                    if self._rank_boxes is None and lists.v is self.lists.v else None)
-
-        def entries(name: str) -> int:  # of a list or a V class (v_<class>)
-            if device_v is not None and name.startswith("v"):
-                counts = device_v.counts if name == "v" else device_v.entries_per_box(name[2:])
-                return int(counts.sum())
-            if name.startswith("v_"):
-                return len(box_list(tree, lists, name)[1])
-            return len(getattr(lists, f"{name}_lists"))
-
-        self._sizes = dict(
-            nsources=tree.nsources, ntargets=tree.ntargets, order=self.order,
-            nboxes=tree.nboxes, ranks=self.operators.ranks(),
-            complex_values=self.kernel.is_complex,
-            list_entries={name: entries(name)
-                          for name in [*"uvwx", *(f"v_{name}" for name in M2L_CLASSES)]})
-        self.memory_estimate = estimate_memory(
-            targets_are_sources=tree.targets_are_sources, nlevels=tree.nlevels,
-            operator_sets=len(self.operators.sets), real_bytes=self.dtype.itemsize,
-            **self._sizes)
-        check_memory(self.memory_estimate, self.device, self._what, self._memory_limit)
-
-        try:
-            with stage("the plan: lists per launch, transformed kernels (kernel cache or code "
-                       "generation), uploads"):
-                self.plan = build_plan(tree, lists, self.operators, self.kernel, self.queue,
-                                       recipes, verify=self._verify_recipes,
-                                       rank_boxes=self._rank_boxes, precision=self.precision,
-                                       device_v=device_v, extras=self._extra_launches())
-        except cl.Error as exc:  # buffers: kernels report their own errors (RecipeError)
-            explanation = explain_opencl_error(exc, self.device) or "allocation failed"
-            raise ResourceLimitError(
-                f"allocating the device buffers of {self._what} on {self.device.name!r} "
-                f"failed: {explanation} (OpenCL: {exc}); the estimate was "
-                f"{self.memory_estimate.describe()}") from exc
-        # "plan": lists cut per launch and laid out as recipes ask, uploads, buffers;
-        # "kernels": transformed kernels (disk kernel cache or code generation), OpenCL builds.
-        self.setup_seconds["plan"] = (time.perf_counter() - clock - self.plan.kernel_seconds
-                                      - self.plan.verify_seconds)
-        with stage(f"OpenCL builds of the plan's kernels on {self.device.name!r}"):
-            self.plan.build()
-        self.setup_seconds["kernels"] = self.plan.kernel_seconds
-        if self.plan.verified_recipes:
-            # Recipes that are not shipped, compared with 'sequential' on this tree.
-            self.setup_seconds["verify"] = self.plan.verify_seconds
-
-    def _sorted_points(self, sources: np.ndarray, targets: np.ndarray | None, max_depth: int):
-        """The points keyed and sorted (:func:`~fmmloopy.tree.octree.sort_points`); a periodic
-        FMM's wrapped into its cell, in the root cube of the cell and its images."""
-        keys_of = device_point_keys(self.queue)
-        if self.periodic is None:
-            return sort_points(sources, targets, max_depth, keys_of=keys_of)
-        cell = self._working_cell
-        sources = into_cell(sources, cell.lower, cell.side, max_depth, cell.axes)
-        targets = sources if targets is None else into_cell(targets, cell.lower, cell.side,
-                                                            max_depth, cell.axes)
-        return sort_in_cube(sources, targets, *cell_root(cell.lower, cell.side), max_depth,
-                            keys_of)
 
     def _nested_fmm(self, sources: np.ndarray, targets: np.ndarray | None) -> Fmm:
         """An FMM with this one's options over points in this one's coordinates."""
-        return Fmm(sources, targets, **self._options)
+        return Fmm(sources, targets, **self.options.keywords())
 
     @property
     def verified_recipes(self) -> frozenset[str]:
@@ -646,9 +370,11 @@ class Fmm:
         chunk = min(vectors, MAX_VECTORS_PER_PASS)
         while chunk > 1:
             estimate = with_vectors(self.memory_estimate, chunk,
-                                    real_bytes=self.dtype.itemsize, **self._sizes)
+                                    real_bytes=self.dtype.itemsize,
+                                    **self.points_setup.sizes)
             try:
-                check_memory(estimate, self.device, self._what, self._memory_limit)
+                check_memory(estimate, self.device, self.points_setup.what,
+                             self.options.memory_limit)
                 break
             except ResourceLimitError:
                 chunk //= 2
@@ -664,78 +390,38 @@ class Fmm:
             self._plans = {known: plan for known, plan in self._plans.items()
                            if known.vectors == 1}
         if kernel not in self._plans:
-            with stage(f"the plan of {kernel.label} (kernels, lists, buffers)"):
-                plan = build_plan(self.tree, self.evaluated_lists, self.operators, kernel,
-                                  self.queue, self._options["recipes"],
-                                  verify=self._verify_recipes, share_buffers=self.plan,
-                                  rank_boxes=self._rank_boxes, precision=self.precision,
-                                  extras=self._extra_launches())
-                plan.build()
-            self._plans[kernel] = plan
+            self._plans[kernel] = self.points_setup.plan_for(kernel, self.options, self.queue)
         return self._plans[kernel]
-
-    def _extra_launches(self) -> list:
-        """The plan's launches beside the KIFMM's steps: a periodic FMM's far lattice."""
-        return [] if self._images is None else [self._images.lattice_launch()]
 
     def evaluate_in_tree_order(self, strengths: np.ndarray, kernel: GreenKernel,
                                between_passes=None) -> np.ndarray:
         """``kernel``'s outputs in tree order for ``strengths`` in tree order (working units),
-        one evaluation at a time (:meth:`_evaluate` under the FMM's lock): what a distributed
-        FMM's rank runs, ``between_passes`` its exchange of multipoles."""
+        one evaluation at a time (under the FMM's lock): what a distributed FMM's rank runs,
+        ``between_passes`` its exchange of multipoles
+        (:attr:`~fmmloopy.driver.evaluation.PassHooks.between`)."""
         with self._lock:
-            return self._evaluate(strengths, kernel, between_passes)
+            return self._evaluate(strengths, kernel, PassHooks(between=between_passes))
 
     def _evaluate(self, charges: np.ndarray, kernel: GreenKernel,
-                  between_passes=None) -> np.ndarray:
-        """Outputs in tree order: the plan's, plus the nested rows'
-        (``between_passes``: :meth:`~fmmloopy.driver.plan.Plan.evaluate`'s)."""
+                  hooks: PassHooks = NO_HOOKS) -> np.ndarray:
+        """Outputs in tree order: the plan's passes (a periodic FMM's hooks on them), plus the
+        nested rows'."""
         self._last_plan = self.plan_for(kernel)
-        images = self._images
+        images = self.points_setup.images
         if images is not None:
             strengths = np.reshape(charges, (kernel.n_inputs, -1))
             images.check_strengths(strengths, kernel)
-            between_passes = lambda plan: images.between_passes(  # noqa: E731
-                plan, strengths, kernel)
-        potential = self._last_plan.evaluate(charges, between_passes)
-        if images is not None:
-            images.finish(self._last_plan, np.atleast_2d(potential), strengths, kernel)
+            hooks = PassHooks(
+                between=lambda plan: images.between_passes(plan, strengths, kernel),
+                after=lambda plan, potential: images.finish(
+                    plan, np.atleast_2d(potential), strengths, kernel))
+        potential = evaluate_plan(self._last_plan, charges, hooks)
         if self.nested_rows:
             clock = time.perf_counter()
             for row in self.nested_rows:
                 row.add_to(potential, charges, kernel)
             self._nested_seconds = time.perf_counter() - clock
         return potential
-
-
-def checked_accuracy(order, eps, eps_for) -> tuple[int | None, float | None, tuple[str, ...]]:
-    """``(order, eps, eps_quantities)`` of a constructor's ``order``, ``eps`` and ``eps_for``:
-    the order checked (:data:`DEFAULT_ORDER` without either), or None where ``eps`` chooses it
-    (with the points); ValueError where both are given or either is bad."""
-    if eps is not None and order is not None:
-        raise ValueError(f"give order or eps, not both (order={order!r}, eps={eps!r})")
-    if eps is not None:
-        return None, validate_eps(eps), eps_quantities(eps_for)
-    return (validate_integer(DEFAULT_ORDER if order is None else order, "order", MIN_ORDER,
-                             MAX_ORDER), None, ())
-
-
-def check_eps_covers(fmm, kernel: GreenKernel) -> None:
-    """ValueError where a call (``kernel``: its fields) asks ``fmm`` (an :class:`Fmm` or a
-    :class:`~fmmloopy.api.distributed.DistributedFmm`) for a quantity its order was not chosen
-    for (``eps_for``)."""
-    if fmm.eps is None:
-        return
-    asked = {f"{kind} {field}" for kind in kernel.inputs for field in kernel.outputs}
-    missing = sorted(asked - set(fmm.eps_quantities))
-    if missing:
-        both = [quantity.split() for quantity in asked | set(fmm.eps_quantities)]
-        words = sorted({kind + "s" for kind, _ in both}
-                       | {field for _, field in both if field != "potential"})
-        raise ValueError(
-            f"this FMM's order ({fmm.order}) was chosen for eps={fmm.eps:g} on "
-            f"{', '.join(fmm.eps_quantities)}; this call asks for {', '.join(missing)} too: "
-            f"build it with eps_for={tuple(words)!r}")
 
 
 def evaluate(sources, charges, targets=None, **options) -> np.ndarray:

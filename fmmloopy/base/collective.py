@@ -146,3 +146,13 @@ class Collectives:
 
 def _displacements(counts: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+
+
+def same_on_every_rank(values: list[tuple], names: tuple[str, ...]) -> None:
+    """ValueError naming the first option whose value differs between ranks."""
+    for index, name in enumerate(names):
+        seen = {repr(value[index]) for value in values}
+        if len(seen) > 1:
+            per_rank = ", ".join(f"rank {rank}: {value[index]!r}"
+                                 for rank, value in enumerate(values))
+            raise ValueError(f"{name} must be the same on every rank, got {per_rank}")

@@ -45,8 +45,8 @@ from fmmloopy.execution.compiled import (
 )
 from fmmloopy.execution.kernel_cache import KERNEL_CACHE_ENV, STORE_ONLY
 from fmmloopy.maths.green import LAPLACE_3D, GreenKernel, get_kernel
-from fmmloopy.maths.kifmm import operator_kernels
 from fmmloopy.maths.operators import OPERATORS, get_operator
+from fmmloopy.maths.scheme import KIFMM
 from fmmloopy.tuning.recipe import REFERENCE
 from fmmloopy.tuning.registry import ensure_loaded, recipe_names_for, registered
 
@@ -255,8 +255,9 @@ def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],
                            green: GreenKernel, precision: Precision = FLOAT64,
                            fail_fast: bool = False) -> list[CheckResult]:
     """One (operator, recipe) pair on every problem, for every kernel an FMM may build the
-    operator for (:func:`~fmmloopy.maths.kifmm.operator_kernels`: the potential of charges and,
-    at the user's points, gradients and dipoles); runs in the check's worker process.
+    operator for (:meth:`~fmmloopy.maths.scheme.KifmmScheme.operator_kernels`: the potential
+    of charges and, at the user's points, gradients and dipoles); runs in the check's worker
+    process.
 
     loopy prints a whole kernel to standard output when it rejects one: that goes to
     :func:`loopy_log_path`, not to the screen.
@@ -267,7 +268,7 @@ def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],
     with loopy_output_to_log():
         return until_first_failure(
             (check_pair(operator, recipe, problem, device, variant, precision)
-             for variant in operator_kernels(operator, green) for problem in problems),
+             for variant in KIFMM.operator_kernels(operator, green) for problem in problems),
             fail_fast)
 
 

@@ -47,8 +47,8 @@ from fmmloopy.checking.problems import CheckProblem, memcheck_problems
 from fmmloopy.checking.verification import run_once
 from fmmloopy.execution.compiled import compiled_operator
 from fmmloopy.maths.green import LAPLACE_3D, GreenKernel, get_kernel
-from fmmloopy.maths.kifmm import operator_kernels
 from fmmloopy.maths.operators import get_operator
+from fmmloopy.maths.scheme import KIFMM
 from fmmloopy.tuning.recipe import REFERENCE
 from fmmloopy.tuning.registry import ensure_loaded
 
@@ -254,13 +254,14 @@ def _memcheck_in_this_process(operator: str, recipe: str, simulator: tuple[str, 
                               seed: int, green: GreenKernel, fail_fast: bool = False
                               ) -> list[CheckResult]:
     """One (operator, recipe) pair on every tiny problem, for every kernel an FMM may build
-    the operator for (:func:`~fmmloopy.maths.kifmm.operator_kernels`); runs in the memcheck
-    worker. ``fail_fast``: as :func:`~fmmloopy.checking.check.run_checks`."""
+    the operator for (:meth:`~fmmloopy.maths.scheme.KifmmScheme.operator_kernels`); runs in
+    the memcheck worker. ``fail_fast``: as :func:`~fmmloopy.checking.check.run_checks`."""
     ensure_loaded(recipe_sources)
     simulator, device = device_from_key(simulator), device_from_key(device)
     return until_first_failure(
         ([memcheck_pair(operator, recipe, problem, simulator, device, variant)]
-         for variant in operator_kernels(operator, green) for problem in memcheck_problems(seed)),
+         for variant in KIFMM.operator_kernels(operator, green)
+         for problem in memcheck_problems(seed)),
         fail_fast)
 
 

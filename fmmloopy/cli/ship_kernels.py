@@ -20,11 +20,11 @@ import pyopencl as cl
 
 from fmmloopy.base.devices import VECTOR_DOUBLES_ENV, choose_device
 from fmmloopy.base.environment import set_environment
-from fmmloopy.driver.preparation import kernel_requests
 from fmmloopy.execution import compiled, device_setup, kernel_cache, shipped_kernels
 from fmmloopy.execution.cache_files import key_string
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import get_kernel
+from fmmloopy.maths.scheme import KIFMM
 
 #: The doubles per vector of the CPU classes shipped: AVX2 and AVX-512.
 VECTOR_CLASSES = (4, 8)
@@ -69,7 +69,8 @@ def generate_entries(device: cl.Device) -> list[dict[str, Any]]:
                 for dtype in map(np.dtype, DTYPES):
                     for outputs, inputs in FIELDS:
                         green = laplace.with_fields(outputs, inputs)
-                        for operator, kernel, sizes in kernel_requests(expansion, None, green):
+                        requests = KIFMM.kernel_requests(expansion.n_e, None, green)
+                        for operator, kernel, sizes in requests:
                             for size in _variants(sizes):
                                 made = compiled.compiled_operator(
                                     operator, device, recipe="cpu", kernel=kernel, dtype=dtype,

@@ -43,7 +43,8 @@ from fmmloopy.api.fmm import Fmm
 from fmmloopy.base.devices import choose_device
 from fmmloopy.base.distributions import DISTRIBUTIONS
 from fmmloopy.base.validation import validate_integer
-from fmmloopy.driver.builder import build_plan, recipe_for
+from fmmloopy.driver.builder import build_plan
+from fmmloopy.driver.selection import recipe_for
 from fmmloopy.execution.tuning_records import (
     drop_record,
     entry_name,

@@ -10,13 +10,13 @@ import math
 
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel
-from fmmloopy.maths.kifmm import STEPS, buffer_pools, buffer_widths
 from fmmloopy.maths.precompute import matrix_shapes
+from fmmloopy.maths.scheme import KIFMM, KifmmScheme
 
 
 def evaluation_buffer_shapes(expansion: Expansion, ranks: dict[str, int], nboxes: int,
                              nsources: int, ntargets: int, green: GreenKernel | None = None,
-                             ) -> dict[str, tuple[int, ...]]:
+                             scheme: KifmmScheme = KIFMM) -> dict[str, tuple[int, ...]]:
     """Name -> shape (``green.value_dtype()``: float64, complex128 for a complex kernel) of
     every per-evaluation buffer: charges, potentials (``(n,
     points)`` for ``green``'s ``n`` input or output components where there are several: dipoles,
@@ -25,38 +25,26 @@ def evaluation_buffer_shapes(expansion: Expansion, ranks: dict[str, int], nboxes
     expansion and every buffer between factors, as wide as the
     matrices that write them (``ranks`` as
     :meth:`~fmmloopy.maths.precompute.KifmmOperators.ranks` gives them,
-    :func:`fmmloopy.maths.kifmm.buffer_widths`)."""
+    :meth:`~fmmloopy.maths.scheme.KifmmScheme.buffer_widths`)."""
     n_in, n_out = (1, 1) if green is None else (green.n_inputs, green.n_outputs)
     shapes: dict[str, tuple[int, ...]] = {
         "strengths": (n_in, nsources) if n_in > 1 else (nsources,),
         "potential": (n_out, ntargets) if n_out > 1 else (ntargets,)}
-    widths = buffer_widths(expansion.n_e, matrix_shapes(expansion.n_e, ranks))
+    widths = scheme.buffer_widths(expansion.n_e, matrix_shapes(expansion.n_e, ranks))
     # Several strength vectors: a box's expansions of each vector in turn (row b * k + v).
     rows = nboxes * (1 if green is None else green.vectors)
     shapes |= {name: (rows, width) for name, width in widths.items()}
     return shapes
 
 
-def allocations(shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+def allocations(shapes: dict[str, tuple[int, ...]], scheme: KifmmScheme = KIFMM
+                ) -> dict[str, int]:
     """Allocation -> its values, for the buffers ``shapes`` (:func:`evaluation_buffer_shapes`):
     a buffer alone is its own allocation; buffers that share one
-    (:func:`~fmmloopy.maths.kifmm.buffer_pools`) get the largest of them."""
-    pools = buffer_pools()
+    (:meth:`~fmmloopy.maths.scheme.KifmmScheme.buffer_pools`) get the largest of them."""
+    pools = scheme.buffer_pools()
     sizes: dict[str, int] = {}
     for name, shape in shapes.items():
         allocation = pools.get(name, name)
         sizes[allocation] = max(sizes.get(allocation, 0), math.prod(shape))
     return sizes
-
-
-def step_matrix_shapes(expansion: Expansion, ranks: dict[str, int]
-                       ) -> dict[str, dict[str, tuple[int, ...]]]:
-    """Step name -> the shapes of the matrices its launches take (uploaded once per plan)."""
-    shapes = matrix_shapes(expansion.n_e, ranks)
-    return {name: {field: shapes[field] for field in step.matrices}
-            for name, step in STEPS.items() if step.matrices}
-
-
-def surface_uploads() -> int:
-    """Surfaces the plan uploads: one ``(3, n_e)`` array per pairwise step with a surface."""
-    return sum(len(step.surfaces) for step in STEPS.values())

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +29,7 @@ from fmmloopy.base.precision import FLOAT64, Precision
 from fmmloopy.checking.verification import compare, random_operands
 from fmmloopy.driver.buffers import allocations, evaluation_buffer_shapes
 from fmmloopy.driver.plan import Launch, Plan, zero_buffer
+from fmmloopy.driver.selection import RankBoxes, device_class, launch_order, recipe_for
 from fmmloopy.execution.compiled import CompiledOperator, compiled_operator
 from fmmloopy.execution.device_setup import DeviceVClasses
 from fmmloopy.execution.kernel_arguments import (
@@ -40,7 +41,7 @@ from fmmloopy.execution.kernel_arguments import (
 )
 from fmmloopy.execution.uploads import upload
 from fmmloopy.maths.green import GreenKernel
-from fmmloopy.maths.kifmm import STEPS, Boxes, KifmmStep, buffer_pools, step_kernel
+from fmmloopy.maths.kifmm import KifmmStep, step_kernel
 from fmmloopy.maths.layouts import FOLDED_VECTORS, TARGET_STRIDE, Grouped, matrix_arguments
 from fmmloopy.maths.levels import LevelOperators
 from fmmloopy.maths.operators import (
@@ -51,6 +52,7 @@ from fmmloopy.maths.operators import (
     operator_sizes,
 )
 from fmmloopy.maths.precompute import KifmmOperators
+from fmmloopy.maths.scheme import KIFMM, KifmmScheme, Pass
 from fmmloopy.tree.lists import InteractionLists
 from fmmloopy.tree.octree import Tree
 from fmmloopy.tuning.recipe import REFERENCE, RecipeError
@@ -77,30 +79,6 @@ class ExtraMatvec:
     target: str = "check_down"
 
 
-class UnverifiedRecipeWarning(UserWarning):
-    """Recipes that are not shipped run without first-use verification (verify_recipes=False)."""
-
-
-class DeclinedRecipeWarning(UserWarning):
-    """A recipe asked for by name declines the kernel's complex values; another runs."""
-
-
-@dataclass(frozen=True)
-class RankBoxes:
-    """A distributed FMM's rank: which boxes its plan serves beyond what its tree shows
-    (docs/scale-out.md). ``with_sources``: (nboxes,) bool, the boxes with sources on any rank
-    (the rank's tree holds only its own and its ghost points); ``upward``: the boxes whose
-    (partial) multipoles the rank forms, the only ones its upward steps serve."""
-
-    with_sources: np.ndarray
-    upward: np.ndarray
-
-
-def _device_class(name: str, device_v: DeviceVClasses | None) -> str | None:
-    """The V class of list ``name`` where ``device_v`` holds it (``v_<class>``), else None."""
-    return name[2:] if device_v is not None and name.startswith("v_") else None
-
-
 def _check_matrix_indices(operator: str, indices: np.ndarray, nmatrices: int) -> None:
     """ValueError where a launch's matrix indices leave its ``nmatrices`` matrices."""
     if len(indices) and not 0 <= indices.min() <= indices.max() < nmatrices:
@@ -108,55 +86,12 @@ def _check_matrix_indices(operator: str, indices: np.ndarray, nmatrices: int) ->
                          "launch")
 
 
-def served_boxes(tree: Tree, lists: InteractionLists, boxes: Boxes,
-                 rank_boxes: RankBoxes | None = None, upward: bool = False,
-                 device_v: DeviceVClasses | None = None) -> np.ndarray:
-    """(nboxes,) bool: the boxes of ``tree`` a step's selection ``boxes`` asks for (a step of
-    the ``upward`` pass of a distributed FMM's rank: only its ``rank_boxes.upward``); the V
-    classes' rows from ``device_v`` where given (the same boxes, counted on the device)."""
-    if boxes.side == "targets":
-        present = tree.box_target_counts > 0
-    else:
-        present = tree.box_source_counts > 0 if rank_boxes is None else rank_boxes.with_sources
-    mask = present & (tree.box_levels >= boxes.min_level)
-    if upward and rank_boxes is not None:
-        mask &= rank_boxes.upward
-    if boxes.leaves is not None:
-        mask &= tree.box_is_leaf == boxes.leaves
-    if boxes.listed is not None:
-        name = _device_class(boxes.listed, device_v)
-        mask &= (device_v.entries_per_box(name) if name else
-                 np.diff(box_list(tree, lists, boxes.listed)[0])) > 0
-    if boxes.source_in is not None:
-        name = _device_class(boxes.source_in, device_v)
-        if name:
-            mask &= device_v.source_boxes(name)
-        else:
-            listed = np.zeros(tree.nboxes, dtype=bool)
-            listed[box_list(tree, lists, boxes.source_in)[1]] = True
-            mask &= listed
-    return mask
+class UnverifiedRecipeWarning(UserWarning):
+    """Recipes that are not shipped run without first-use verification (verify_recipes=False)."""
 
 
-def launch_order(tree: Tree, lists: InteractionLists, rank_boxes: RankBoxes | None = None,
-                 device_v: DeviceVClasses | None = None
-                 ) -> Iterator[tuple[KifmmStep, np.ndarray]]:
-    """``(step, target boxes)`` of every launch: the steps in their order, a step with
-    ``per_level`` once per level (finest first going up, coarsest first going down)."""
-    for step in STEPS.values():
-        mask = served_boxes(tree, lists, step.boxes, rank_boxes, step.upward, device_v)
-        if step.boxes.per_level is None:
-            yield step, np.flatnonzero(mask)
-            continue
-        levels = range(tree.nlevels)
-        for level in reversed(levels) if step.boxes.per_level == "up" else levels:
-            yield step, np.flatnonzero(mask & (tree.box_levels == level))
-
-
-def recipe_for(recipes: str | Mapping[str, str] | None, operator: str) -> str | None:
-    """The recipe ``recipes`` (a name for all operators, or one per operator) names for
-    ``operator``; None: the device's default."""
-    return recipes.get(operator) if isinstance(recipes, Mapping) else recipes
+class DeclinedRecipeWarning(UserWarning):
+    """A recipe asked for by name declines the kernel's complex values; another runs."""
 
 
 class _PlanBuilder:
@@ -237,8 +172,9 @@ class _PlanBuilder:
                           DeclinedRecipeWarning, stacklevel=4)
         return kernel
 
-    def step(self, step: KifmmStep, target_boxes: np.ndarray) -> None:
-        """The launches of ``step`` over ``target_boxes`` (none when there are no boxes)."""
+    def step(self, step: KifmmStep, target_boxes: np.ndarray, evaluation_pass: Pass) -> None:
+        """The launches of ``step`` (of ``evaluation_pass``) over ``target_boxes`` (none when
+        there are no boxes)."""
         if len(target_boxes) == 0:
             return
         key = (step.name, int(target_boxes[0]), len(target_boxes))
@@ -248,7 +184,7 @@ class _PlanBuilder:
             self.add(step.operator, target_boxes, {"strengths": step.source,
                                                    "result": step.target},
                      operator_sizes(step.operator, self.expansion.n_e), surfaces,
-                     green=green, key=(*key, 0, green), upward=step.upward)
+                     green=green, key=(*key, 0, green), evaluation_pass=evaluation_pass)
             return
         scales = self.operators.level_scales(step, self.tree.level_half_widths)
         for index, (field, source, target) in enumerate(step.chain()):
@@ -261,13 +197,14 @@ class _PlanBuilder:
                      list_name=step.box_list,
                      matrix_offsets=self.operators.matrix_offsets(step, field,
                                                                   self.tree.box_levels),
-                     key=(*key, index, self.green.vectors), upward=step.upward)
+                     key=(*key, index, self.green.vectors),
+                     evaluation_pass=evaluation_pass)
 
     def add(self, operator: str, target_boxes: np.ndarray, buffers: dict[str, str],
             sizes: dict[str, int], extra: dict, list_name: str | None = None,
             green: GreenKernel | None = None, matrix_offsets: np.ndarray | None = None,
-            key: tuple = (), upward: bool = False, rows: BoxList | None = None,
-            step: str | None = None) -> None:
+            key: tuple = (), evaluation_pass: Pass = Pass.DOWNWARD,
+            rows: BoxList | None = None, step: str | None = None) -> None:
         """A launch of ``operator`` (a pairwise one summing ``green``, default the potential of
         charges) over ``target_boxes`` with ``extra`` arguments (surfaces; matrices, uploaded
         once for all the launches that apply them), walking box list ``list_name`` (default:
@@ -287,7 +224,7 @@ class _PlanBuilder:
                                                                           matrix_offsets)
         if on_device:
             self._defer_device_grouped(operator, kernel, on_device, target_boxes, buffers, sizes,
-                                       extra, key, upward)
+                                       extra, key, evaluation_pass)
             return
         starts, entries, matrix_indices = rows if rows is not None else box_list(
             self.tree, self.lists, list_name or spec.box_list)
@@ -326,7 +263,7 @@ class _PlanBuilder:
             spec.traffic(cut, sizes, *counts, itemsize=self.precision.dtype.itemsize,
                          green=green),
             work * green.flops_per_pair() if spec.template == PAIRWISE else float(work), key,
-            upward))
+            evaluation_pass))
 
     def _launch_arguments(self, kernel: CompiledOperator, host: dict,
                           matrices: np.ndarray | None) -> dict:
@@ -348,7 +285,7 @@ class _PlanBuilder:
         launch over one class's V entries (one strength vector, one matrix set for all levels)
         by a kernel of the grouped layout whose first use is not compared with the reference
         on the host lists."""
-        name = _device_class(list_name or "", self.device_v)
+        name = device_class(list_name or "", self.device_v)
         if (name is None or matrix_offsets is not None or self.green.vectors != 1
                 or not isinstance(kernel.layout, Grouped)
                 or needs_verification(kernel.recipe) or kernel.operator in self.check_operators):
@@ -380,7 +317,7 @@ class _PlanBuilder:
     def _device_grouped(self, operator: str, kernel: CompiledOperator, name: str,
                         target_boxes: np.ndarray, buffers: dict[str, str],
                         sizes: dict[str, int], extra: dict, key: tuple,
-                        upward: bool) -> Launch:
+                        evaluation_pass: Pass) -> Launch:
         """The launch over V class ``name`` of :meth:`_defer_device_grouped`."""
         units = self.queue.device.max_compute_units
         grouped = self.device_v.grouped(name, target_boxes,
@@ -400,7 +337,7 @@ class _PlanBuilder:
             return matvec_traffic(sizes, matrices_read, int(np.count_nonzero(marks.get())),
                                   len(target_boxes), itemsize)
         return Launch(operator, kernel, arguments, buffers, work, traffic, float(work), key,
-                      upward)
+                      evaluation_pass)
 
     def extra(self, extra: ExtraMatvec) -> None:
         """The launch of ``extra``, appended (:func:`build_plan` moves it into place)."""
@@ -459,7 +396,7 @@ def build_plan(tree: Tree, lists: InteractionLists,
                share_buffers: Plan | None = None, rank_boxes: RankBoxes | None = None,
                precision: Precision = FLOAT64, device_v: DeviceVClasses | None = None,
                check_operators: Iterable[str] = (),
-               extras: Iterable[ExtraMatvec] = ()) -> Plan:
+               extras: Iterable[ExtraMatvec] = (), scheme: KifmmScheme = KIFMM) -> Plan:
     """Every launch of the FMM on ``tree``, in dependency order, with its buffers: the
     potentials (and ``green``'s other outputs) of ``green``'s inputs
     (:func:`~fmmloopy.maths.kifmm.step_kernel`).
@@ -490,7 +427,7 @@ def build_plan(tree: Tree, lists: InteractionLists,
     a mismatch raises RecipeError.
 
     ``extras``: matvec launches beside the steps (:class:`ExtraMatvec`), run first in the
-    downward pass, after whatever ``between_passes`` a call of :meth:`Plan.evaluate` gives.
+    downward pass, after the hook between the passes (:mod:`fmmloopy.driver.evaluation`).
     """
     if isinstance(operators, KifmmOperators):
         operators = LevelOperators.scaled_from(operators)
@@ -500,13 +437,13 @@ def build_plan(tree: Tree, lists: InteractionLists,
     # pages (most of the plan's memory: 0.32 GB at 10^6 cube points, order 6) while the host
     # cuts the lists below, instead of after (0.26 s for the 0.76 GB before the pools).
     shapes = evaluation_buffer_shapes(operators.expansion, operators.ranks(), tree.nboxes,
-                                      tree.nsources, tree.ntargets, green)
+                                      tree.nsources, tree.ntargets, green, scheme)
     shared = {} if share_buffers is None else share_buffers.buffers
     first_touch = cl.CommandQueue(queue.context, queue.device)
     buffers = {name: shared[name] for name, shape in shapes.items()
                if name in shared and shared[name].shape == shape}
     dtype = green.value_dtype(precision.dtype)
-    sizes, pools = allocations(shapes), buffer_pools()
+    sizes, pools = allocations(shapes, scheme), scheme.buffer_pools()
     storage: dict[str, cla.Array] = {}
     for name, shape in shapes.items():
         if name in buffers:
@@ -518,12 +455,12 @@ def build_plan(tree: Tree, lists: InteractionLists,
         buffers[name] = cla.Array(queue, shape, dtype, data=storage[allocation].base_data)
     build = _PlanBuilder(tree, lists, operators, green, queue, recipes, verify, reuse,
                          precision, device_v, check_operators)
-    launches = list(launch_order(tree, lists, rank_boxes, device_v))
+    launches = list(launch_order(scheme, tree, lists, rank_boxes, device_v))
     if device_v is not None:
         build.v_class_targets = {step.box_list[2:]: target_boxes for step, target_boxes in launches
                                  if (step.box_list or "").startswith("v_")}
     for step, target_boxes in launches:
-        build.step(step, target_boxes)
+        build.step(step, target_boxes, scheme.pass_of(step))
     build.finish()
     made = len(build.launches)
     for extra in extras:
@@ -532,7 +469,7 @@ def build_plan(tree: Tree, lists: InteractionLists,
     extra_launches = build.launches[made:]
     del build.launches[made:]
     downward = next((index for index, launch in enumerate(build.launches)
-                     if not launch.upward), len(build.launches))
+                     if launch.evaluation_pass != Pass.UPWARD), len(build.launches))
     build.launches[downward:downward] = extra_launches
     first_touch.finish()
     if build.unverified:

@@ -16,17 +16,12 @@ import math
 
 import numpy as np
 
-from fmmloopy.driver.buffers import (
-    allocations,
-    evaluation_buffer_shapes,
-    step_matrix_shapes,
-    surface_uploads,
-)
+from fmmloopy.driver.buffers import allocations, evaluation_buffer_shapes
 from fmmloopy.execution.resources import MemoryEstimate
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import NTRANSFER_VECTORS
-from fmmloopy.maths.kifmm import STEPS
 from fmmloopy.maths.precompute import full_ranks, matrix_shapes
+from fmmloopy.maths.scheme import KIFMM, KifmmScheme
 
 _F64, _I32 = 8, 4
 
@@ -60,7 +55,7 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
                     nboxes: int, nlevels: int = 1, list_entries: dict[str, int] | None = None,
                     ranks: dict[str, int] | None = None,
                     operator_sets: int = 1, complex_values: bool = False,
-                    real_bytes: int = _F64) -> MemoryEstimate:
+                    real_bytes: int = _F64, scheme: KifmmScheme = KIFMM) -> MemoryEstimate:
     """Bytes the FMM of these sizes keeps on the host and on the device (module docstring).
 
     ``list_entries`` holds the U, V, W, X entry counts (``{"u": ..., ...}``; zeros if unknown)
@@ -86,11 +81,11 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
                                     for shape in matrix_shapes(n_e, ranks).values())
     launched = {name: operator_sets * sum(_bytes(_rows_padded(shape), value)
                                           for shape in fields.values())
-                for name, fields in step_matrix_shapes(expansion, ranks).items()}
+                for name, fields in scheme.step_matrix_shapes(n_e, ranks).items()}
     # Matrices go to the device only for steps that launch (M2L: a V list of its class), and
     # M2L's are transposed on the host.
-    m2l_steps = [name for name, step in STEPS.items() if step.operator == "m2l"]
-    running = {name for name in launched if _runs(STEPS[name], entries)}
+    m2l_steps = [name for name, step in scheme.steps.items() if step.operator == "m2l"]
+    running = {name for name in launched if _runs(scheme.steps[name], entries)}
     used_steps = [name for name in m2l_steps if name in running]
     m2l_used = sum(launched[name] for name in used_steps)
     host = {
@@ -112,19 +107,20 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
     name, largest = max(temporaries.items(), key=lambda item: item[1])
     host[f"set-up temporaries ({name})"] = largest
 
-    buffers = evaluation_buffer_shapes(expansion, ranks, nboxes, nsources, ntargets)
+    buffers = evaluation_buffer_shapes(expansion, ranks, nboxes, nsources, ntargets,
+                                       scheme=scheme)
     # One launch per matrix of a step (per level for M2M and L2L), one per pairwise step.
-    launches = sum(max(1, len(step.matrices)) for step in STEPS.values())
+    launches = sum(max(1, len(step.matrices)) for step in scheme.steps.values())
     device = {
         # Coordinates of the sources and targets, charges and potentials.
         "particles": on_device * (3 * _F64 * (nsources + ntargets)
                                   + _bytes(buffers["strengths"], value)
                                   + _bytes(buffers["potential"], value)),
         "expansions": on_device * value * sum(
-            values for name, values in allocations(buffers).items()
+            values for name, values in allocations(buffers, scheme).items()
             if name not in ("strengths", "potential")),
         "matrices": on_device * (sum(launched[name] for name in running)
-                                 + surface_uploads() * 3 * n_e * _F64),
+                                 + scheme.surface_uploads() * 3 * n_e * _F64),
         # Cut lists: a box index per entry, and a matrix index (or pair target) for V; per
         # launch its target boxes and row starts and level scales.
         "lists": _I32 * (all_entries + entries["v"]) + DEVICE_LIST_BYTES_PER_BOX * nboxes
@@ -167,7 +163,7 @@ def _compressed_m2l_list_bytes_per_box() -> int:
     """Device bytes per box of the compressed M2L's cut lists: its compress and expand launches
     over the boxes' own rows, its launches over the classes of the V list beyond the one V
     launch that :data:`DEVICE_LIST_BYTES_PER_BOX` counts."""
-    m2l_steps = [step for step in STEPS.values() if step.operator.startswith("m2l")]
+    m2l_steps = [step for step in KIFMM.steps.values() if step.operator.startswith("m2l")]
     own_rows = sum(1 for step in m2l_steps if step.operator != "m2l")
     v_classes = sum(1 for step in m2l_steps if step.operator == "m2l")
     return own_rows * SELF_LAUNCH_BYTES_PER_BOX + v_classes * V_CLASS_LAUNCH_BYTES_PER_BOX

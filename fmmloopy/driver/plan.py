@@ -1,8 +1,9 @@
 """A plan: every kernel launch of one FMM evaluation, in order, with the buffers they share.
 
 :func:`fmmloopy.driver.builder.build_plan` makes one per tree (lists cut to the boxes each launch
-serves, device arrays uploaded, kernels compiled); :meth:`Plan.evaluate` then only uploads the
-charges and runs the launches.
+serves, device arrays uploaded, kernels compiled); an evaluation
+(:func:`fmmloopy.driver.evaluation.evaluate_plan`) then only uploads the charges and runs the
+launches, pass by pass.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pyopencl.array as cla
 
 from fmmloopy.execution.compiled import CompiledOperator
 from fmmloopy.maths.layouts import empty_launch_arguments
+from fmmloopy.maths.scheme import Pass
 
 
 def zero_buffer(queue: cl.CommandQueue, array: cla.Array) -> None:
@@ -49,8 +51,12 @@ class Launch:
     #: (first and count), the factor of its chain and, for a pairwise step, the kernel it sums
     #: (for a matvec step, the strength vectors folded into its boxes).
     key: tuple = ()
-    #: Whether it belongs to the upward pass (a distributed FMM exchanges multipoles after).
-    upward: bool = False
+    #: The pass it belongs to (a distributed FMM exchanges multipoles after the upward one).
+    evaluation_pass: Pass = Pass.DOWNWARD
+
+    @property
+    def upward(self) -> bool:
+        return self.evaluation_pass == Pass.UPWARD
 
 
 @dataclass
@@ -77,16 +83,15 @@ class Plan:
     #: id of a launch -> (the queue, the launch, its bound enqueue): :meth:`_run`.
     _bound: dict[int, tuple] = field(default_factory=dict, repr=False)
 
-    def evaluate(self, strengths: np.ndarray,
-                 between_passes: Callable[[Plan], dict[str, float]] | None = None
-                 ) -> np.ndarray:
-        """Potentials at the targets (tree order) for ``strengths`` (tree order).
+    @property
+    def profiled(self) -> bool:
+        """Whether the queue profiles: launches are then enqueued without a wait and timed
+        from their events (:mod:`fmmloopy.driver.evaluation`)."""
+        return bool(self.queue.properties & cl.command_queue_properties.PROFILING_ENABLE)
 
-        ``between_passes(plan)``, where given, runs once the upward pass is done and before
-        anything reads a multipole (a distributed FMM completes its multipoles there); it
-        returns seconds to report by name."""
-        seconds: dict[str, float] = {}
-        start = time.perf_counter()
+    def load(self, strengths: np.ndarray) -> None:
+        """Upload ``strengths`` (tree order) and zero every other buffer but those zeroed just
+        before their first launch (:attr:`zero_before`); wait for both."""
         buffer = self.buffers["strengths"]
         buffer.set(np.asarray(strengths, dtype=buffer.dtype), queue=self.queue)
         zeroed_later = {name for names in self.zero_before.values() for name in names}
@@ -94,35 +99,12 @@ class Plan:
             if name != "strengths" and name not in zeroed_later:
                 zero_buffer(self.queue, buffer)
         self.queue.finish()
-        seconds["setup_buffers"] = time.perf_counter() - start
-        pending = between_passes
-        # A queue with profiling: every launch enqueued without a wait, each step's seconds
-        # from its launches' events (the device's time); otherwise each launch waited for and
-        # timed on the host.
-        profiled = bool(self.queue.properties & cl.command_queue_properties.PROFILING_ENABLE)
-        events = []
-        for index, launch in enumerate(self.launches):
-            if pending is not None and not launch.upward:
-                seconds |= pending(self)
-                pending = None
-            clock = time.perf_counter()
-            self._start_from_zero(index)
-            event = self._run(launch)
-            if profiled:
-                events.append((launch.step, event))
-                continue
-            self.queue.finish()
-            seconds[launch.step] = seconds.get(launch.step, 0.0) + time.perf_counter() - clock
-        if pending is not None:
-            seconds |= pending(self)
-        potential = self.buffers["potential"].get(queue=self.queue)
-        for step, event in events:  # all complete: the read waited for them
-            seconds[step] = seconds.get(step, 0.0) + 1e-9 * (
-                event.get_profiling_info(cl.profiling_info.END)
-                - event.get_profiling_info(cl.profiling_info.START))
-        seconds["total"] = time.perf_counter() - start
-        self.eval_seconds = seconds
-        return potential
+
+    def enqueue(self, index: int) -> cl.Event:
+        """Enqueue launch ``index`` (its buffers zeroed first where it is their first user);
+        its event."""
+        self._start_from_zero(index)
+        return self._run(self.launches[index])
 
     def run_step(self, step: str) -> float:
         """Run only the launches of ``step`` (on the current buffers); their seconds."""

@@ -17,45 +17,12 @@ from collections.abc import Mapping
 import pyopencl as cl
 
 from fmmloopy.base.precision import Precision
-from fmmloopy.driver.builder import recipe_for
+from fmmloopy.driver.selection import recipe_for
 from fmmloopy.execution.compiled import compiled_operator
 from fmmloopy.execution.device_setup import prepare_setup_kernels
-from fmmloopy.maths.expansion import Expansion
-from fmmloopy.maths.green import GreenKernel
-from fmmloopy.maths.kifmm import STEPS, step_kernel
-from fmmloopy.maths.operators import PAIRWISE, get_operator, operator_sizes
-from fmmloopy.maths.precompute import full_ranks, matrix_shapes
+from fmmloopy.maths.scheme import KernelRequest
 
-__all__ = ["KernelPreparation", "kernel_requests"]
-
-#: (operator, kernel it sums, sizes) of one transformed kernel.
-KernelRequest = tuple[str, GreenKernel, dict[str, int]]
-
-
-def kernel_requests(expansion: Expansion, ranks: dict[str, int] | None, green: GreenKernel
-                    ) -> list[KernelRequest]:
-    """Every kernel a plan of operators with ``ranks`` asks for, summing ``green``, whatever
-    boxes its tree holds (a tree without boxes for a step asks for fewer), each once. The
-    sizes are launch arguments, so ``ranks`` only fills them in: None (before the operators
-    are computed) asks for the same kernels."""
-    if ranks is None:
-        ranks = full_ranks(expansion.n_e)
-    shapes = matrix_shapes(expansion.n_e, ranks)
-    requests: list[KernelRequest] = []
-    for step in STEPS.values():
-        if get_operator(step.operator).template == PAIRWISE:
-            asked = [(step.operator, step_kernel(step, green),
-                      operator_sizes(step.operator, expansion.n_e))]
-        else:
-            asked = [(step.operator, green.base,
-                      {"n_target_coeffs": shapes[field][-2],
-                       "n_source_coeffs": shapes[field][-1]})
-                     for field, _, _ in step.chain()]
-        for request in asked:
-            if request not in requests:
-                requests.append(request)
-    return requests
-
+__all__ = ["KernelPreparation"]
 
 #: Operators whose lists are often empty or all summed directly (W and X: small boxes): not
 #: prepared, but built when a plan launches them. PoCL builds one program at a time, so their

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fmmloopy.maths.geometry import M2L_CLASSES
-from fmmloopy.maths.green import SOURCE_FIELDS, TARGET_FIELDS, GreenKernel
+from fmmloopy.maths.green import GreenKernel
 
 #: Expansions exist from this level down: V and X lists are empty above it (the boxes of levels
 #: 0 and 1 are all adjacent to each other).
@@ -39,9 +39,11 @@ FIRST_EXPANSION_LEVEL = 2
 
 #: Per-point buffers: the charges (one per source) and the potential (one per target); with
 #: dipoles or a gradient, ``(components, points)`` (the user's fields, :func:`step_kernel`).
-POINT_BUFFERS = ("strengths", "potential")
-#: The expansions the upward pass writes.
-UPWARD_EXPANSIONS = ("check_up", "multipole")
+STRENGTHS, POTENTIAL = "strengths", "potential"
+POINT_BUFFERS = (STRENGTHS, POTENTIAL)
+#: The expansions, per box: the upward check potential and equivalent density (multipole),
+#: the downward check potential and equivalent density (local).
+CHECK_UP, MULTIPOLE, CHECK_DOWN, LOCAL = "check_up", "multipole", "check_down", "local"
 
 
 @dataclass(frozen=True)
@@ -95,12 +97,6 @@ class KifmmStep:
     #: holds the translations from its box to the box's children).
     operators_level: int = 0
 
-    @property
-    def upward(self) -> bool:
-        """Whether the step belongs to the upward pass (it writes the multipoles or their check
-        potentials): a distributed FMM exchanges multipoles after the last such step."""
-        return self.target in UPWARD_EXPANSIONS
-
     def level_scales(self, homogeneity: float | None, half_widths: np.ndarray) -> np.ndarray:
         """Factors multiplying the half-width-1 matrices for boxes of ``half_widths`` (one per
         level); ValueError for a kernel without homogeneity (its operators depend on the
@@ -123,62 +119,62 @@ class KifmmStep:
         return [(field, names[i], names[i + 1]) for i, field in enumerate(self.matrices)]
 
 
-def _steps(*steps: KifmmStep) -> dict[str, KifmmStep]:
-    return {step.name: step for step in steps}
-
-
-def _compressed_m2l_steps() -> list[KifmmStep]:
+def _compressed_m2l_steps() -> tuple[KifmmStep, ...]:
     """Compress, M2L over the class's V entries, expand: for each transfer-vector class, only
     the boxes that class's V entries use (a box on a surface has few V entries in the
     direction of its normal, say)."""
     steps = []
     for name in M2L_CLASSES:
-        compressed, summed, entries = f"multipole_{name}", f"check_down_{name}", f"v_{name}"
+        compressed, summed, entries = f"{MULTIPOLE}_{name}", f"{CHECK_DOWN}_{name}", f"v_{name}"
         steps += [
-            KifmmStep(f"m2l_{name}_compress", "m2l_compress", "multipole", compressed,
+            KifmmStep(f"m2l_{name}_compress", "m2l_compress", MULTIPOLE, compressed,
                       Boxes("sources", min_level=FIRST_EXPANSION_LEVEL, source_in=entries),
                       matrices=(f"m2l_{name}_compress",)),
             KifmmStep(f"m2l_{name}", "m2l", compressed, summed, Boxes("targets", listed=entries),
                       matrices=(f"m2l_{name}_core",), level_exponent=1, box_list=entries),
-            KifmmStep(f"m2l_{name}_expand", "m2l_expand", summed, "check_down",
+            KifmmStep(f"m2l_{name}_expand", "m2l_expand", summed, CHECK_DOWN,
                       Boxes("targets", listed=entries), matrices=(f"m2l_{name}_expand",)),
         ]
-    return steps
+    return tuple(steps)
 
 
 _EXPANDED = FIRST_EXPANSION_LEVEL
 
-#: Every step of the method, by name, in the order of one evaluation.
-STEPS: dict[str, KifmmStep] = _steps(
-    # Upward pass: multipoles of the boxes with sources, leaves first, then parents bottom up.
-    KifmmStep("p2m", "p2m", "strengths", "check_up",
+#: The upward pass: multipoles of the boxes with sources, leaves first, then parents bottom up.
+UPWARD_STEPS = (
+    KifmmStep("p2m", "p2m", STRENGTHS, CHECK_UP,
               Boxes("sources", min_level=_EXPANDED, leaves=True),
               surfaces=(("target_surface", "upward_check"),)),
-    KifmmStep("uc2e", "c2e", "check_up", "multipole",
+    KifmmStep("uc2e", "c2e", CHECK_UP, MULTIPOLE,
               Boxes("sources", min_level=_EXPANDED, leaves=True),
               matrices=("uc2e_first", "uc2e_second"), level_exponent=-1),
-    KifmmStep("m2m", "m2m", "multipole", "multipole",
+    KifmmStep("m2m", "m2m", MULTIPOLE, MULTIPOLE,
               Boxes("sources", min_level=_EXPANDED, leaves=False, per_level="up"),
               matrices=("m2m",)),
-    # Downward pass: locals of the boxes with targets, then children top down.
-    # M2L, SVD-compressed per transfer-vector class (m2l_compression.m2l_bases): multipoles into
-    # the class's basis once per source box, the k x k cores over the class's part of the V
-    # list, the sums expanded once per target box.
+)
+#: The downward pass: locals of the boxes with targets, then children top down. M2L,
+#: SVD-compressed per transfer-vector class (m2l_compression.m2l_bases): multipoles into the
+#: class's basis once per source box, the k x k cores over the class's part of the V list,
+#: the sums expanded once per target box.
+DOWNWARD_STEPS = (
     *_compressed_m2l_steps(),
-    KifmmStep("p2l", "p2l", "strengths", "check_down", Boxes("targets", listed="x"),
+    KifmmStep("p2l", "p2l", STRENGTHS, CHECK_DOWN, Boxes("targets", listed="x"),
               surfaces=(("target_surface", "downward_check"),)),
-    KifmmStep("dc2e", "c2e", "check_down", "local", Boxes("targets", min_level=_EXPANDED),
+    KifmmStep("dc2e", "c2e", CHECK_DOWN, LOCAL, Boxes("targets", min_level=_EXPANDED),
               matrices=("dc2e_first", "dc2e_second"), level_exponent=-1),
-    KifmmStep("l2l", "l2l", "local", "local",
+    KifmmStep("l2l", "l2l", LOCAL, LOCAL,
               Boxes("targets", min_level=_EXPANDED + 1, per_level="down"), matrices=("l2l",),
               operators_level=-1),
-    # Leaves: potentials at the targets.
-    KifmmStep("l2p", "l2p", "local", "potential",
+)
+#: The leaves: potentials at the targets, from the locals, the W list's multipoles and the
+#: near field.
+LEAF_STEPS = (
+    KifmmStep("l2p", "l2p", LOCAL, POTENTIAL,
               Boxes("targets", min_level=_EXPANDED, leaves=True),
               surfaces=(("source_surface", "downward_equivalent"),)),
-    KifmmStep("m2p", "m2p", "multipole", "potential", Boxes("targets", leaves=True, listed="w"),
+    KifmmStep("m2p", "m2p", MULTIPOLE, POTENTIAL, Boxes("targets", leaves=True, listed="w"),
               surfaces=(("source_surface", "upward_equivalent"),)),
-    KifmmStep("p2p", "p2p", "strengths", "potential", Boxes("targets", leaves=True)),
+    KifmmStep("p2p", "p2p", STRENGTHS, POTENTIAL, Boxes("targets", leaves=True)),
 )
 
 
@@ -189,68 +185,10 @@ def step_kernel(step: KifmmStep, green: GreenKernel) -> GreenKernel:
     the potentials of equivalent charges, whatever the user's fields (the far field does not
     change)."""
     return green.with_fields(
-        green.outputs if step.target == "potential" else ("potential",),
-        green.inputs if step.source == "strengths" else ("charge",))
+        green.outputs if step.target == POTENTIAL else ("potential",),
+        green.inputs if step.source == STRENGTHS else ("charge",))
 
 
 #: Strength vectors of the batched kernel ``fmmloopy check`` runs every operator for (odd, so
 #: that no vector width divides the components).
 CHECKED_VECTORS = 3
-
-
-def operator_kernels(operator: str, green: GreenKernel) -> list[GreenKernel]:
-    """The kernels an FMM may build ``operator`` for: the potential of charges, the same for
-    :data:`CHECKED_VECTORS` strength vectors at once and, for the steps at the user's points,
-    the one with every output and input field (what ``fmmloopy check`` runs: fewer fields
-    or vectors take the same template code with fewer components)."""
-    full = green.with_fields(tuple(TARGET_FIELDS), tuple(SOURCE_FIELDS))
-    kernels = [green.base, green.base.with_vectors(CHECKED_VECTORS)]
-    for step in STEPS.values():
-        kernel = step_kernel(step, full)
-        if step.operator == operator and kernel not in kernels:
-            kernels.append(kernel)
-    return kernels
-
-
-def get_step(name: str) -> KifmmStep:
-    """The step called ``name``, with a clear error for an unknown one."""
-    try:
-        return STEPS[name]
-    except KeyError:
-        raise ValueError(f"unknown KIFMM step {name!r}; steps: {list(STEPS)}") from None
-
-
-def buffer_pools() -> dict[str, str]:
-    """Buffer -> the allocation it shares with others that never hold values at the same time:
-    the compressed M2L's per-class buffers. A class's compress, M2L and expand steps run one
-    after another and the next class's start from zero (each buffer is zeroed before the first
-    launch that uses it: one may read rows no launch wrote), so every class's compressed
-    multipoles can live in one allocation (``m2l_compressed``) and its summed check potentials
-    in another (``m2l_summed``): 10^6 cube points at order 6, 0.76 GB of buffers -> 0.32 GB."""
-    pools = {}
-    for name in M2L_CLASSES:
-        pools[f"multipole_{name}"] = "m2l_compressed"
-        pools[f"check_down_{name}"] = "m2l_summed"
-    return pools
-
-
-def buffer_widths(n_e: int, matrix_shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
-    """Values per box of every per-box buffer (expansions and the buffers between factors):
-    the rows of the matrix that writes it, ``n_e`` for those written by a pairwise step.
-    ValueError where two steps disagree (a step reading a buffer of another width)."""
-    widths: dict[str, int] = {}
-
-    def settle(name: str, width: int, step: str) -> None:
-        if name in POINT_BUFFERS:
-            return
-        if widths.setdefault(name, width) != width:
-            raise ValueError(f"step {step!r} takes buffer {name!r} as {width} values per box, "
-                             f"another step as {widths[name]}")
-    for step in STEPS.values():
-        if not step.matrices:
-            settle(step.source, n_e, step.name)
-            settle(step.target, n_e, step.name)
-        for field, source, target in step.chain():
-            settle(target, matrix_shapes[field][-2], step.name)
-            settle(source, matrix_shapes[field][-1], step.name)
-    return widths

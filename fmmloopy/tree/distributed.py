@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 
 from fmmloopy.base.collective import Collectives
-from fmmloopy.tree.coordinates import bounds
+from fmmloopy.tree.coordinates import bounds, exponent_for, origin_of_bounds
 from fmmloopy.tree.octree import SortedPoints, Tree, cube_around, sort_in_cube, tree_of_boxes
 from fmmloopy.tree.refinement import Refinement
 
@@ -103,3 +103,37 @@ def skeleton_tree(points: SortedPoints, n_crit: int, keys: np.ndarray, levels: n
         box_source_counts=source_counts.astype(index),
         box_target_starts=target_starts.astype(index),
         box_target_counts=target_counts.astype(index))
+
+
+def distributed_working_coordinates(collectives: Collectives, sources: np.ndarray,
+                                    targets: np.ndarray | None, homogeneity: float | None,
+                                    kernel_name: str):
+    """``(origin, exponent, sources, targets)``: the working coordinates of this rank's points
+    (:func:`~fmmloopy.tree.coordinates.working_coordinates`) as one process would choose them
+    for every rank's points (the global bounds; collective)."""
+    lo, hi = global_bounds(collectives, sources, targets)
+    origin = origin_of_bounds(lo, hi)
+    if origin.any():
+        sources = sources - origin
+        targets = None if targets is None else targets - origin
+        lo, hi = global_bounds(collectives, sources, targets)
+    with np.errstate(over="ignore"):
+        extent = float((hi - lo).max())
+    magnitudes = [np.abs(p) for p in (sources, targets) if p is not None and len(p)]
+    nonzero = [m[m > 0] for m in magnitudes]
+    smallest = min((float(m.min()) for m in nonzero if m.size), default=np.inf)
+    smallest = float(collectives.min(np.array([smallest]))[0])
+    separation = np.ldexp(smallest, -53) if np.isfinite(smallest) else np.inf
+
+    def sharper() -> float:
+        raise ValueError(
+            f"the points span {extent:.3g} and their closest coordinates are too close "
+            "for the quick separation bound (smallest nonzero |coordinate| "
+            f"{smallest:.3g}); the sharper bound sorts all points and is not available "
+            "to a distributed FMM: scale or merge the points first, or use fmmloopy.Fmm")
+
+    exponent = exponent_for(extent, separation, sharper, homogeneity, kernel_name)
+    if exponent:
+        sources = np.ldexp(sources, -exponent)
+        targets = None if targets is None else np.ldexp(targets, -exponent)
+    return origin, exponent, sources, targets

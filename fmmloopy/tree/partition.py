@@ -221,3 +221,27 @@ def essential_lists(lists: InteractionLists, essential: EssentialSet) -> Interac
     arrays["v"] = VList.of(*(arrays.pop(f"v_{name}") for name in ("starts", "lists",
                                                                    "transfer")))
     return InteractionLists(**arrays)
+
+
+#: ``speed=MEASURE``: each rank's share follows its device's measured float64 peak.
+MEASURE = "measure"
+
+
+def checked_speed(speed) -> None:
+    """ValueError unless ``speed`` (a distributed FMM's option) is a positive number,
+    :data:`MEASURE` or None."""
+    if speed is not None and speed != MEASURE and not (
+            isinstance(speed, (int, float, np.floating)) and not isinstance(speed, bool)
+            and np.isfinite(speed) and speed > 0):
+        raise ValueError(f"speed must be a positive number, {MEASURE!r} or None, got "
+                         f"{speed!r}")
+
+
+def rank_speed(speed, devices: list[tuple], measure) -> float | None:
+    """A rank's weight in the partition: ``speed`` as given, else ``measure()`` (its device's
+    peak in GFLOP/s) where ``speed`` is ``"measure"`` or where ``devices`` (every rank's
+    ``(platform, device, compute units)``) are not all the same; None (equal shares)
+    otherwise."""
+    if speed == MEASURE or (speed is None and len(set(devices)) > 1):
+        return float(measure())
+    return speed

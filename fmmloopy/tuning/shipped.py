@@ -32,9 +32,17 @@ SHIPPED_SHA256 = {
         "372c40570371f8c4b5e9e233dc173bdd2ecf1cf3c79d2a569b6f82ac776a5942",
     "fmmloopy.tuning.inline_math":
         "38985fbe57cf2d02ce65a920e84dc7fab68bdb7b84f8c398ec31ef2767bd7970",
+    "fmmloopy.tuning.kernel_options":
+        "571f26616b75084039f1ed6f685727d3ee999b2041c48bbfba4661fafa70de70",
+    "fmmloopy.tuning.loop_padding":
+        "606a37f20c2cdce57df0ca0ba957f3bf7bddb77c8c7f51180b16e79452ac1d2f",
+    "fmmloopy.tuning.newton_rsqrt":
+        "82fb31dc426955395bcfe5534b7e4c05ec4ad17450c50ee256f50d003da3c467",
+    "fmmloopy.tuning.shared_calls":
+        "4fc377ac7adbeea022568cc14e613cd5121eed70372b180296f619c5762ab17e",
     "fmmloopy.tuning.target_lanes":
         "5f324baf157f9e6b48399bcc0b2a4273717336d5f7f8f4739fc07114aea5fd08",
-    "fmmloopy.tuning.tools": "c8ff576849faa48e24b45b50570452e768627fb152bc9dde0e6731a7f62a2933",
+    "fmmloopy.tuning.tools": "46625d96321302b9dce8058263ab9e013327d7d50654f7b22e6dd4e79d7866f1",
 }
 
 
