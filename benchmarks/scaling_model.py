@@ -58,12 +58,13 @@ from fmmloopy.execution.precomputed import get_operators
 from fmmloopy.maths.geometry import M2L_CLASSES, NTRANSFER_VECTORS, transfer_class
 from fmmloopy.maths.green import get_kernel
 from fmmloopy.maths.surfaces import surface_size
-from fmmloopy.tree.cost import PAIR_FLOPS, choose_n_crit
+from fmmloopy.tree.cost import choose_n_crit
 from fmmloopy.tree.csr import list_rows, select_rows
 from fmmloopy.tree.direct_lists import direct_where_cheaper
 from fmmloopy.tree.lists import InteractionLists, build_interaction_lists
 from fmmloopy.tree.octree import Tree, build_tree_from, sort_points
 from fmmloopy.tree.partition import contributors, essential_set, leaf_costs, partition_leaves
+from fmmloopy.tuning.device_facts import declared_facts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Strong scaling stops where the ranks would own fewer leaves than this on average.
@@ -233,13 +234,13 @@ def build_problem(distribution: str, n: int, n_crit: int | str, far: FarField,
     log(f"{distribution}: tree of {n:,} points")
     points = sort_points(DISTRIBUTIONS[distribution](n, np.random.default_rng(seed)))
     if n_crit == "auto":
-        n_crit, _ = choose_n_crit(points, far.order, PAIR_FLOPS["cpu"], far.flops)
+        n_crit, _ = choose_n_crit(points, far.order, declared_facts("cpu").pair_flops, far.flops)
     tree = build_tree_from(points, n_crit)
     del points
     clock = time.perf_counter()
     lists = direct_where_cheaper(tree, build_interaction_lists(tree), far.n_e)
     lists_seconds = time.perf_counter() - clock
-    costs = leaf_costs(tree, lists, far.n_e, PAIR_FLOPS["cpu"], far.flops)
+    costs = leaf_costs(tree, lists, far.n_e, declared_facts("cpu").pair_flops, far.flops)
     work = box_work(tree, lists, far, RATES[distribution])
     problem = Problem(distribution, n, int(n_crit), tree, lists, work, costs, lists_seconds,
                       skeleton_bytes(tree, lists))

@@ -38,7 +38,6 @@ from fmmloopy.maths.precompute import (
     ARRAY_FIELDS,
     DEFAULT_RCOND,
     check_to_equivalent,
-    compute_operators,
     kernel_matrix,
 )
 from fmmloopy.maths.scheme import KIFMM
@@ -51,6 +50,7 @@ from fmmloopy.maths.surfaces import (
     surface,
     surface_size,
 )
+from fmmloopy.tuning.device_facts import M2L_RANK_MULTIPLE
 
 KERNEL = LAPLACE_3D
 NPARTICLES = 200
@@ -66,6 +66,12 @@ P2M_TOLERANCES = {2: 1e-1, 3: 1e-3, 4: 5e-4, 5: 1.5e-5, 6: 3e-6, 7: 2e-7, 8: 5e-
 CHAIN_TOLERANCE_ORDER_6 = 5e-6  # P2M -> M2L -> DC2E -> L2P: 9.8e-7 (face offset)
 M2M_TOLERANCE_ORDER_6 = 8e-7  # vs parent P2M 1.7e-7, vs direct 1.1e-7
 L2L_TOLERANCE_ORDER_6 = 5e-8  # vs parent local 3.2e-9, vs direct 1.0e-8
+
+
+def compute_operators(kernel, order, **options):
+    """The operators as the FMM computes them: its compressed M2L's ranks rounded up to the
+    device classes' vector multiple (:data:`~fmmloopy.tuning.device_facts.M2L_RANK_MULTIPLE`)."""
+    return precompute.compute_operators(kernel, order, rank_multiple=M2L_RANK_MULTIPLE, **options)
 
 
 def relative_error(approximate: np.ndarray, exact: np.ndarray) -> float:
@@ -534,7 +540,7 @@ def test_the_dense_m2l_is_kept_apart_and_read_only_where_asked_for(cache_dir, mo
     """An FMM's operators (and their cache file) leave out the dense M2L it does not apply;
     asked for, it is computed once and stored in a file of its own, from which it comes bit
     for bit what the precomputation made."""
-    expected = precompute.compute_operators(KERNEL, CACHE_ORDER, dense_m2l=True)
+    expected = compute_operators(KERNEL, CACHE_ORDER, dense_m2l=True)
     operators = get_operators("laplace", CACHE_ORDER)
     assert operators.m2l is None and set(operators.arrays()) == set(ARRAY_FIELDS)
     with np.load(the_cache_file(cache_dir)) as stored:
@@ -560,7 +566,7 @@ def test_a_damaged_dense_m2l_file_is_rejected_and_rebuilt(cache_dir):
     precomputed.forget_operators()
     with pytest.warns(OperatorCacheWarning, match=rf"{path.name}.*shape.*rebuilding"):
         dense = get_operators("laplace", CACHE_ORDER, dense_m2l=True)
-    np.testing.assert_array_equal(dense.m2l, precompute.compute_operators(
+    np.testing.assert_array_equal(dense.m2l, compute_operators(
         KERNEL, CACHE_ORDER, dense_m2l=True).m2l)
 
 

@@ -205,8 +205,9 @@ def test_the_n_crit_model_takes_the_pair_cost_a_record_measured(device, own_cach
     choice of choose_n_crit with that cost), without, as the device kind's constant."""
     import fmmloopy
     from fmmloopy.execution.precomputed import get_operators
-    from fmmloopy.tree.cost import PAIR_FLOPS, choose_n_crit
+    from fmmloopy.tree.cost import choose_n_crit
     from fmmloopy.tree.octree import sort_points
+    from fmmloopy.tuning.device_facts import declared_facts
 
     points = np.random.default_rng(5).random((30000, 3))
     far = get_operators("laplace", 4).far_field_flops()
@@ -215,8 +216,9 @@ def test_the_n_crit_model_takes_the_pair_cost_a_record_measured(device, own_cach
     def expected(cost):
         return choose_n_crit(sorted_points, 4, cost, far)[0]
 
-    assert tuning_records.device_pair_flops(device) == PAIR_FLOPS["cpu"]
-    assert fmmloopy.Fmm(points, order=4, device=device).n_crit == expected(PAIR_FLOPS["cpu"])
+    declared = declared_facts("cpu").pair_flops
+    assert tuning_records.device_pair_flops(device) == declared
+    assert fmmloopy.Fmm(points, order=4, device=device).n_crit == expected(declared)
     for cost in (0.5, 300.0):
         _record(device, {}, {"pair_flops": cost, "p2p_pairs_per_second": 1e9,
                              "matvec_flops_per_second": cost * 1e9})

@@ -54,7 +54,7 @@ from fmmloopy.execution.tuning_records import (
     trying,
 )
 from fmmloopy.maths.operators import OPERATORS
-from fmmloopy.tree.cost import pair_flops
+from fmmloopy.tuning.device_facts import declared_facts
 from fmmloopy.tuning.recipe import Recipe
 from fmmloopy.tuning.registry import select_recipe
 
@@ -225,12 +225,13 @@ def run_tune(*, n: int = 100_000, order: int = 6, distribution: str = "sphere",
                      for step, seconds in fmm.eval_seconds.items()}
         total = sum(seconds for step, seconds in steps.items() if step in OPERATORS)
         rates = rates_of(fmm.last_plan, steps)
+        declared = declared_facts("gpu" if device.type & cl.device_type.GPU else "cpu")
         if rates is not None:
             log(f"tune: P2P {rates['p2p_pairs_per_second']:.3g} pairs/s, matvec steps "
                 f"{rates['matvec_flops_per_second']:.3g} flop/s: a pair costs "
                 f"{rates['pair_flops']:.3g} matvec flops here (the n_crit cost model's "
                 "constant for this kind of device: "
-                f"{pair_flops('gpu' if device.type & cl.device_type.GPU else 'cpu'):g})")
+                f"{declared.pair_flops:g})")
 
         def plan(check: Iterable[str] = ()):
             return build_plan(fmm.tree, fmm.evaluated_lists, fmm.operators, fmm.kernel,

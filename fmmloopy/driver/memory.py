@@ -22,6 +22,7 @@ from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import NTRANSFER_VECTORS
 from fmmloopy.maths.precompute import full_ranks, matrix_shapes
 from fmmloopy.maths.scheme import KIFMM, KifmmScheme
+from fmmloopy.tuning.device_facts import MATVEC_ROW_PADDING
 
 _F64, _I32 = 8, 4
 
@@ -138,18 +139,15 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
                           largest_buffer=max(largest_buffers.items(), key=lambda item: item[1]))
 
 
-#: The most output coefficients a layout pads each matrix row to a multiple of
-#: (:attr:`fmmloopy.maths.layouts.Grouped.row_multiple`: the cpu recipe's 16-double vectors).
-ROW_PADDING = 16
-
-
 def _rows_padded(shape: tuple[int, ...]) -> tuple[int, ...]:
     """A matrix (stack) shape ``(..., n_out, n_in)`` with ``n_out`` padded as a grouped layout
-    may pad it on the device (:data:`ROW_PADDING`)."""
+    may pad it on the device (:data:`~fmmloopy.tuning.device_facts.MATVEC_ROW_PADDING`: the
+    most output coefficients a layout pads each matrix row to a multiple of,
+    :attr:`fmmloopy.maths.layouts.Grouped.row_multiple`)."""
     if len(shape) < 2:
         return shape
     *outer, n_out, n_in = shape
-    return (*outer, -(-n_out // ROW_PADDING) * ROW_PADDING, n_in)
+    return (*outer, -(-n_out // MATVEC_ROW_PADDING) * MATVEC_ROW_PADDING, n_in)
 
 
 def _runs(step, entries: dict[str, int]) -> bool:

@@ -40,6 +40,7 @@ from fmmloopy.execution.cache_files import (
 )
 from fmmloopy.maths.expansion import SURFACE_RADII
 from fmmloopy.maths.green import GreenKernel
+from fmmloopy.tuning.device_facts import M2L_RANK_MULTIPLE
 
 __all__ = [
     "FORMAT_VERSION",
@@ -108,6 +109,7 @@ def operator_key(kernel: GreenKernel, order: int, rcond: float,
         "dtype": kernel.value_dtype().name,
         "rcond": float(rcond),
         "half_width": float(half_width).hex(),
+        "rank_multiple": M2L_RANK_MULTIPLE,
     }
 
 

@@ -24,6 +24,7 @@ from fmmloopy.maths.periodic import (
     lattice_operators,
 )
 from fmmloopy.maths.precompute import DEFAULT_RCOND, KifmmOperators
+from fmmloopy.tuning.device_facts import M2L_RANK_MULTIPLE
 
 # In-process memo: cache key (as operator_cache builds it) -> operators.
 _MEMO: dict[str, KifmmOperators] = {}
@@ -46,7 +47,8 @@ def get_operators(kernel: str | GreenKernel = "laplace", order: int = 6,
     memo_key = cache_files.key_string(key)
 
     def computed(dense: bool = False) -> KifmmOperators:
-        return precompute.compute_operators(kernel, order, rcond, half_width, dense_m2l=dense)
+        return precompute.compute_operators(kernel, order, rcond, half_width, dense_m2l=dense,
+                                            rank_multiple=M2L_RANK_MULTIPLE)
 
     if memo_key not in _MEMO:
         scalars = {"kernel_name": kernel.name, "homogeneity": kernel.homogeneity,

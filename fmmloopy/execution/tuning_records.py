@@ -36,7 +36,7 @@ import pyopencl as cl
 from fmmloopy.base.devices import vector_doubles
 from fmmloopy.execution.cache_files import cache_dir, write_atomically
 from fmmloopy.execution.kernel_cache import device_fingerprint, read_trusted, trusted_directory
-from fmmloopy.tree.cost import pair_flops
+from fmmloopy.tuning.device_facts import declared_facts
 from fmmloopy.tuning.recipe import Recipe
 from fmmloopy.tuning.shipped import file_digest
 
@@ -175,11 +175,11 @@ def measured_rates(device: cl.Device) -> dict[str, float] | None:
 def device_pair_flops(device: cl.Device) -> float:
     """What a P2P pair costs in matvec flops on ``device``, as the ``n_crit`` cost model takes
     it: measured by ``fmmloopy tune`` where the device has a record, else the constant of its
-    kind (:data:`~fmmloopy.tree.cost.PAIR_FLOPS`)."""
+    kind (:func:`~fmmloopy.tuning.device_facts.declared_facts`)."""
     rates = measured_rates(device)
     if rates is not None:
         return rates["pair_flops"]
-    return pair_flops("gpu" if device.type & cl.device_type.GPU else "cpu")
+    return declared_facts("gpu" if device.type & cl.device_type.GPU else "cpu").pair_flops
 
 
 def tuned_settings(recipe: Recipe, operator: str, device: cl.Device) -> dict[str, Any]:

@@ -28,12 +28,6 @@ def expected_error(order: int) -> float:
 M2L_SVD_FACTOR = 0.3
 
 
-#: The compressed M2L's ranks are rounded up to a multiple of this: rows then fill whole vector
-#: registers of 2, 4 or 8 doubles, and the few singular vectors more only add accuracy (10^6
-#: cube points, order 6, cpu recipe: ranks 127/68 -> 128/72, M2L 1.15 s -> 0.97 s).
-M2L_RANK_MULTIPLE = 8
-
-
 def m2l_threshold(order: int) -> float:
     """The relative singular-value cutoff of the compressed M2L at ``order``."""
     return M2L_SVD_FACTOR * expected_error(order)
@@ -69,7 +63,8 @@ def stacks_svd(stacked: np.ndarray, side_by_side_h: np.ndarray) -> ClassSvd:
     return ClassSvd(left, left_values, right_values, right_h)
 
 
-def m2l_bases(svd: ClassSvd, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+def m2l_bases(svd: ClassSvd, cutoff: float, rank_multiple: int = 1
+              ) -> tuple[np.ndarray, np.ndarray]:
     """``(compress, expand)`` of a class's compressed M2L, ``m2l[t] ~ expand @ core[t] @
     compress`` with ``core[t] = expand^H m2l[t] compress^H`` (``^H``: the conjugate transpose),
     from its :class:`ClassSvd`.
@@ -78,11 +73,12 @@ def m2l_bases(svd: ClassSvd, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
     ``[m2l[0] ... m2l[T-1]]``, ``compress`` (k x n_e) the leading right singular vectors of them
     stacked ``[m2l[0]; ...; m2l[T-1]]``, conjugate-transposed. ``k`` keeps the singular values
     of both above ``cutoff`` (the larger of the two counts, at least 1), rounded up to a
-    multiple of :data:`M2L_RANK_MULTIPLE` (at most ``n_e``). Both bases are orthonormal, so the
+    multiple of ``rank_multiple`` (at most ``n_e``: a device fact, rows of whole vectors,
+    :data:`fmmloopy.tuning.device_facts.M2L_RANK_MULTIPLE`). Both bases are orthonormal, so the
     core carries the scale, and level scaling applies to it alone."""
     n_e = svd.right_h.shape[1]
     rank = max(1, *(int(np.count_nonzero(values > cutoff))
                     for values in (svd.left_values, svd.right_values)))
-    rank = min(n_e, -(-rank // M2L_RANK_MULTIPLE) * M2L_RANK_MULTIPLE)
+    rank = min(n_e, -(-rank // rank_multiple) * rank_multiple)
     return (np.ascontiguousarray(svd.right_h[:rank]),
             np.ascontiguousarray(svd.left[:, :rank]))

@@ -335,11 +335,14 @@ def _reflected(compressed: dict[str, np.ndarray], mirrored: str, name: str, axis
 
 
 def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None = None,
-                      half_width: float = 1.0, dense_m2l: bool = False) -> KifmmOperators:
+                      half_width: float = 1.0, dense_m2l: bool = False,
+                      rank_multiple: int = 1) -> KifmmOperators:
     """Compute the KIFMM matrices for a box of ``half_width`` (no caching); with ``dense_m2l``
     also the dense M2L of every transfer vector, which the FMM does not apply (the
     compressed classes come from one matrix per orbit of the cube's symmetries without it:
-    :mod:`fmmloopy.maths.translations`)."""
+    :mod:`fmmloopy.maths.translations`). ``rank_multiple``: the compressed M2L's ranks
+    rounded up to a multiple of it (:func:`~fmmloopy.maths.m2l_compression.m2l_bases`; the
+    FMM's, a device fact: :data:`fmmloopy.tuning.device_facts.M2L_RANK_MULTIPLE`)."""
     kernel = get_kernel(kernel)
     rcond = DEFAULT_RCOND if rcond is None else float(rcond)
     half_width = float(half_width)
@@ -458,7 +461,8 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
         if twin is not None:  # the mirror image of the +axis class
             parts = _reflected(compressed, twin[0], name, twin[1], order)
         else:
-            compress, expand = m2l_bases(svds[name], m2l_threshold(order) * largest)
+            compress, expand = m2l_bases(svds[name], m2l_threshold(order) * largest,
+                                         rank_multiple)
             parts = compress, m2l.cores(transfer_class(name), expand, compress), expand
         compressed |= {f"m2l_{name}_{part}": array
                        for part, array in zip(("compress", "core", "expand"), parts, strict=True)}

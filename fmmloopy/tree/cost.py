@@ -12,7 +12,8 @@ the points (:func:`fmmloopy.tree.octree.tree_boxes`, without lists), their work 
 The model, in units of matvec flops:
 ``P2P pairs x pair_flops + V entries x entry flops + boxes x box flops``, where ``pair_flops``
 is what one P2P pair costs in matvec flops on the device (the ratio of the measured matvec flop
-rate to the measured P2P pair rate, :data:`PAIR_FLOPS`), and the far field's flops per V entry
+rate to the measured P2P pair rate: a fact of the device class the caller passes,
+:class:`fmmloopy.tuning.device_facts.DeviceFacts`), and the far field's flops per V entry
 and per box come from the operators that will run
 (:meth:`fmmloopy.maths.precompute.KifmmOperators.far_field_flops`: a compressed M2L core per
 entry; two check-to-equivalent maps, M2M, L2L and the M2L compressions per box). Without them,
@@ -45,7 +46,7 @@ from fmmloopy.tree.octree import SortedPoints
 from fmmloopy.tree.refinement import balance
 
 __all__ = [
-    "AUTO", "CANDIDATES", "PAIR_FLOPS", "CellCounts", "TreeWork", "choose_n_crit", "pair_flops",
+    "AUTO", "CANDIDATES", "CellCounts", "TreeWork", "choose_n_crit",
     "tree_work", "validate_n_crit",
 ]
 
@@ -55,19 +56,6 @@ __all__ = [
 CANDIDATES = tuple(int(round(32 * 2 ** (k / 2))) for k in range(13))
 #: ``n_crit`` value asking for the choice by cost.
 AUTO = "auto"
-#: Cost of one P2P pair in matvec flops on a CPU device: the measured M2L flop rate over the
-#: measured P2P pair rate of the shipped ``cpu`` recipes (docs/performance.md): on a 2-core
-#: AVX-512 EPYC, 10^6 cube points, order 6, about 218 GFLOP/s over 7.3·10^9 pairs/s. Values from
-#: 25 to 35 choose the same ``n_crit`` for 10^5-4·10^6 sphere and cube points there (before the
-#: P2P targets went to vector lanes, the ratio was 45).
-#: On a GPU, measured on an NVIDIA H100 (NVIDIA's OpenCL, shipped ``gpu`` recipes, 10^6 sphere
-#: points, order 6, ``fmmloopy bench``): the M2L's 5.4·10^11 flop/s over P2P's 2.2·10^11
-#: pairs/s, 2.5; there 10^6 sphere points evaluate in 0.058 s at n_crit 512 and 0.074 s at the
-#: 128 that the CPU's ratio chose, uniform-cube points in 0.061-0.068 s at 512 against 0.134 s
-#: at 64 (docs/performance.md, "On a GPU").
-PAIR_FLOPS = {"cpu": 30.0, "gpu": 2.5}
-#: Where a device type has no measurement, the CPU value.
-DEFAULT_PAIR_FLOPS = PAIR_FLOPS["cpu"]
 #: Boxes (and leaves) whose lists are counted, at most; more are sampled and scaled up.
 SAMPLE = 1024
 #: Candidate trees counted at once, on threads of their own (at most two: a third is more
@@ -84,11 +72,6 @@ def validate_n_crit(value) -> int | str:
             raise ValueError(f"n_crit must be an integer >= 1 or {AUTO!r}, got {value!r}")
         return value
     return validate_integer(value, "n_crit", 1)
-
-
-def pair_flops(device_kind: str) -> float:
-    """:data:`PAIR_FLOPS` for a device kind (``"cpu"``, ``"gpu"``)."""
-    return PAIR_FLOPS.get(device_kind, DEFAULT_PAIR_FLOPS)
 
 
 @dataclass(frozen=True)
