@@ -4,6 +4,7 @@ that installs one top-level package, ``fmmloopy``, with the recipes inside it.""
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -298,3 +299,35 @@ def test_every_module_is_in_the_architecture_table():
                if not path.endswith("__init__.py")
                and f"`{path.removeprefix('fmmloopy/')}`" not in text]
     assert not missing, f"docs/architecture.md, table 'Modules', lacks {missing}"
+
+
+#: The most lines a module of the package may have: one purpose each.
+MAX_MODULE_LINES = 500
+
+
+def test_no_module_is_over_the_line_limit():
+    long = {str(path.relative_to(ROOT)): lines for path in (ROOT / "fmmloopy").rglob("*.py")
+            if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+def _files_to_touch(heading: str) -> list[str]:
+    """The files of the table under ``heading`` in docs/architecture.md's "Where to add"."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    section = text.split(heading, 1)[1].split("\n\n**", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return [name for row in rows for name in re.findall(r"`([^`]+)`", row.split("|")[1])]
+
+
+@pytest.mark.parametrize("heading", ["**A kernel family with vector densities**",
+                                     "**An M2L variant**"])
+def test_where_to_add_names_real_files_and_not_the_fmm_shell(heading):
+    """The files a new kernel family or a new M2L variant touches exist (or are folders,
+    or a module beside an existing one), and the FMM's shell is not among them."""
+    files = _files_to_touch(heading)
+    assert len(files) >= 5, files
+    assert "api/fmm.py" not in files
+    for name in files:
+        path = ROOT / name if name.split("/")[0] in ("tests", "docs", "transforms") \
+            else ROOT / "fmmloopy" / name
+        assert path.exists() or "*" in name, name

@@ -370,7 +370,7 @@ class Fmm:
         chunk = min(vectors, MAX_VECTORS_PER_PASS)
         while chunk > 1:
             estimate = with_vectors(self.memory_estimate, chunk,
-                                    real_bytes=self.dtype.itemsize,
+                                    real_bytes=self.dtype.itemsize, scheme=self.options.scheme,
                                     **self.points_setup.sizes)
             try:
                 check_memory(estimate, self.device, self.points_setup.what,

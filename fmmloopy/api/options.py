@@ -26,6 +26,7 @@ from fmmloopy.base.validation import (
 from fmmloopy.maths.accuracy import eps_quantities, validate_eps
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.operators import OPERATORS
+from fmmloopy.maths.scheme import KIFMM, KifmmScheme
 from fmmloopy.tree.cost import validate_n_crit
 from fmmloopy.tree.octree import MAX_DEPTH_LIMIT
 
@@ -64,6 +65,9 @@ class FmmOptions:
     #: The periodic cell (user coordinates), None in free space.
     periodic: PeriodicCell | None = None
     device: cl.Device | None = None
+    #: The method: its steps by pass, the buffers they share, the kernels they ask for
+    #: (:class:`~fmmloopy.maths.scheme.KifmmScheme`; a variant of the FMM is another scheme).
+    scheme: KifmmScheme = KIFMM
 
     def with_order(self, order: int) -> FmmOptions:
         return dataclasses.replace(self, order=order)

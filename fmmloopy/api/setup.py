@@ -51,7 +51,6 @@ from fmmloopy.maths.geometry import M2L_CLASSES
 from fmmloopy.maths.green import check_wave_range
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
 from fmmloopy.maths.levels import LevelOperators
-from fmmloopy.maths.scheme import KIFMM
 from fmmloopy.maths.templates import particles_for
 from fmmloopy.tree.coordinates import working_coordinates
 from fmmloopy.tree.cost import AUTO, choose_n_crit
@@ -129,7 +128,8 @@ class PointsSetUp:
             plan = build_plan(self.tree, self.evaluated_lists, self.operators, green, queue,
                               options.recipes, verify=options.verify_recipes,
                               share_buffers=self.plan, rank_boxes=self.rank_boxes,
-                              precision=options.precision, extras=self.extra_launches())
+                              precision=options.precision, extras=self.extra_launches(),
+                              scheme=options.scheme)
             plan.build()
         return plan
 
@@ -167,8 +167,9 @@ def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarr
     # Started here, not before: with the precomputation on a thread too, three threads on two
     # cores made the set-up slower.
     preparation = KernelPreparation(
-        KIFMM.kernel_requests(Expansion(options.order).n_e, first.ranks(), options.kernel), queue,
-        options.recipes, options.precision)
+        options.scheme.kernel_requests(Expansion(options.order).n_e, first.ranks(),
+                                       options.kernel),
+        queue, options.recipes, options.precision)
     try:
         _tree_and_lists(setup, options, queue, points, first, n_crit)
         plan_points(setup, options, queue, nested_fmm)
@@ -339,7 +340,7 @@ def plan_points(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
     setup.memory_estimate = estimate_memory(
         targets_are_sources=tree.targets_are_sources, nlevels=tree.nlevels,
         operator_sets=len(operators.sets), real_bytes=options.precision.dtype.itemsize,
-        **setup.sizes)
+        scheme=options.scheme, **setup.sizes)
     check_memory(setup.memory_estimate, queue.device, setup.what, options.memory_limit)
 
     try:
@@ -348,7 +349,8 @@ def plan_points(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
             setup.plan = build_plan(tree, lists, operators, options.kernel, queue,
                                     options.recipes, verify=options.verify_recipes,
                                     rank_boxes=setup.rank_boxes, precision=options.precision,
-                                    device_v=device_v, extras=setup.extra_launches())
+                                    device_v=device_v, extras=setup.extra_launches(),
+                                    scheme=options.scheme)
     except cl.Error as exc:  # buffers: kernels report their own errors (RecipeError)
         explanation = explain_opencl_error(exc, queue.device) or "allocation failed"
         raise ResourceLimitError(

@@ -186,7 +186,7 @@ def describe_problem(nsources: int, ntargets: int, order: int, n_crit: int) -> s
 def with_vectors(estimate: MemoryEstimate, vectors: int, *, nsources: int, ntargets: int,
                  nboxes: int, order: int, ranks: dict[str, int] | None,
                  list_entries: dict[str, int], complex_values: bool = False,
-                 real_bytes: int = _F64) -> MemoryEstimate:
+                 real_bytes: int = _F64, scheme: KifmmScheme = KIFMM) -> MemoryEstimate:
     """``estimate`` (an FMM with its single-vector plan) plus a plan for ``vectors`` strength
     vectors at once beside it: that plan's expansions and point values (``vectors`` times the
     single plan's), its matvec lists with the vectors folded into the boxes (three indices per
@@ -199,8 +199,8 @@ def with_vectors(estimate: MemoryEstimate, vectors: int, *, nsources: int, ntarg
     expansion = Expansion(order)
     buffers = evaluation_buffer_shapes(expansion, ranks if ranks is not None
                                        else full_ranks(expansion.n_e), nboxes, nsources,
-                                       ntargets)
-    per_vector = real_bytes / _F64 * value * sum(allocations(buffers).values())
+                                       ntargets, scheme=scheme)
+    per_vector = real_bytes / _F64 * value * sum(allocations(buffers, scheme).values())
     folded_entries = list_entries.get("v", 0) + 8 * nboxes
     device = dict(estimate.device)
     device[f"plan for {vectors} vectors"] = vectors * (per_vector + 3 * _I32 * folded_entries)
