@@ -5,8 +5,8 @@ References are independent of the symbolic differentiation: the Laplace formulas
 gradient ``(m / r^3 - 3 (m . d) d / r^5) / (4 pi)``) and central finite differences.
 
 Tolerances: the FMM at order 6 reaches ~1e-7 (potential) and ~1e-7 to 1e-6 (gradient) relative
-L2 error on these point sets (docs/kernels.md); the issue's bounds at order 6 are 2e-6 for every
-potential and 1e-5 for the Laplace gradient, and those are the bounds held here.
+L2 error on these point sets (docs/kernels.md); the bounds held at order 6 are 2e-6 for every
+potential and 1e-5 for the Laplace gradient.
 """
 
 from pathlib import Path

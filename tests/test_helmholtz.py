@@ -3,7 +3,7 @@ check, driver, ``Fmm``).
 
 References: direct summation of the closed forms written here by hand (``exp(1j k r) / (4 pi
 r)`` and its gradient ``(1j k r - 1) exp(1j k r) d / (4 pi r^3)``), independent of the symbolic
-machinery. Bounds at order 6 with the root box one wavelength wide: the issue's 2e-6 for
+machinery. Bounds at order 6 with the root box one wavelength wide: 2e-6 for
 potentials of charges, 1e-5 for gradients; dipoles' potentials as for Laplace and Yukawa
 (:data:`DIPOLE_POTENTIAL_BOUND`). docs/kernels.md has the measured tables.
 """

@@ -20,7 +20,7 @@ from fmmloopy.tree.lists import InteractionLists, build_interaction_lists
 from fmmloopy.tree.octree import Tree, build_tree
 
 LISTS = ("u", "v", "w", "x")
-# The bounds for 2:1-balanced 3D trees, except W: 152 (26 colleagues all split, each
+# The bounds for 2:1-balanced 3D trees, except W: 152 (26 colleagues all split, each
 # contributing its children that do not touch B: 6*4 + 12*6 + 8*7) is reached, see
 # test_cavity_reaches_w_152, so 148 cannot hold.
 BOUNDS = {"u": 60, "v": 189, "w": 152, "x": 19}

@@ -3,7 +3,7 @@ as expressions, and the checks a kernel gets when it is made.
 
 References: direct summation of the closed forms written here by hand
 (``exp(-kappa r) / (4 pi r)`` and its gradient ``-(1 + kappa r) exp(-kappa r) d / (4 pi r^3)``),
-independent of the symbolic machinery. Bounds: the issue's, at order 6, 2e-6 for every potential
+independent of the symbolic machinery. Bounds at order 6: 2e-6 for every potential
 (measured ~1e-8 to 3e-7 on these point sets, docs/kernels.md) and 1e-5 for gradients.
 """
 
