@@ -37,18 +37,18 @@ WORK_GROUP_SIZE = 16
 
 
 #: Targets per vector of :func:`targets_in_vector_lanes` where the device's vectors hold 8
-#: doubles (twice that for float32 kernels: one 512-bit vector either way; P2P at 10^6 sphere
-#: points, order 6, float32: 1.0e10 pairs/s with 8, 1.7e10 with 16), and vectors per chunk of a
-#: box's targets (more chains pad small boxes more: P2P at 2e5 sphere points, n_crit 64,
-#: 6.5 G pairs/s with one, 5.4 with two, 4.2 with four).
+#: doubles (twice that for float32 kernels: one 512-bit vector either way, faster than 8:
+#: docs/history.md, 2026-11-24), and vectors per chunk of a box's targets (more chains pad small
+#: boxes more, and measured slower: docs/history.md, 2026-11-23, "Against exafmm-t, and the
+#: compressed M2L", item 6).
 LANE_WIDTH = 8
 LANE_CHAINS = 1
 
 def targets_in(device) -> str:
     """Where a box's targets go by default on ``device``: ``"vector_lanes"`` where its vectors
-    hold 8 doubles (:func:`has_wide_vectors`), else ``"work_items"``. (On a 2-core Zen 3 with
-    AVX2, ``double4`` lanes ran P2P at 1.6 G pairs/s at n_crit 128 against 1.5 on work-items,
-    and slower at the n_crit the cost model chose: docs/performance.md, "P2P on AVX2".)"""
+    hold 8 doubles (:func:`has_wide_vectors`), else ``"work_items"``. (On AVX2, ``double4``
+    lanes won only at larger leaves than those the cost model chooses: docs/performance.md, "P2P
+    on AVX2".)"""
     return "vector_lanes" if has_wide_vectors(device) else "work_items"
 
 
@@ -72,15 +72,14 @@ def pairwise_cpu(knl, ctx):
     """With ``targets_in`` = ``"vector_lanes"`` (the default where the device's vectors hold
     8 doubles, :func:`targets_in`): a box's targets in the lanes of vectors of ``lane_width``
     doubles (:func:`targets_in_vector_lanes`; on AVX-512, ``1/sqrt`` from the hardware's
-    estimate and two Newton steps). P2P at 2e5 sphere points, n_crit 64, on a 2-core AVX-512
-    EPYC: 2.46 -> 6.5 G pairs/s.
+    estimate and two Newton steps; the rates: docs/performance.md, "Per operator").
 
     Otherwise (``"work_items"``) :func:`vectorised_pairwise`, P2P with its targets split in
     pairs, one's ``1/sqrt`` by ``sqrt`` and a division, the other's by a Newton ``rsqrt`` from
     the bits of the double (:func:`split_targets_over_rsqrt`), so that the divider and the
-    FMA pipes work at once: 1.05-1.09x on a Zen 1 CPU (AVX2). The ``bits`` estimate holds for
-    every normal double, so any squared distance ``Fmm`` makes (its coordinates keep them
-    within 2^+-960) gets ``1/sqrt`` to a few units in the last place.
+    FMA pipes work at once (a little faster on AVX2: docs/history.md, 2026-11-23). The
+    ``bits`` estimate holds for every normal double, so any squared distance ``Fmm`` makes (its
+    coordinates keep them within 2^+-960) gets ``1/sqrt`` to a few units in the last place.
 
     Complex values (Helmholtz): :func:`vectorised_pairwise` everywhere (the lanes of
     ``double8`` vectors and the split ``rsqrt`` assume real values).
@@ -107,10 +106,10 @@ def vectorised_pairwise(knl, work_group_size=WORK_GROUP_SIZE):
     calls the entries share (``exp(1j k r)``) once per pair (:func:`hoist_shared_calls`);
     complex values as pairs of doubles, with a ``sin``/``cos`` LLVM inlines
     (:func:`split_complex_temporaries`), and for them the guard of ``r = 0`` on ``1/r`` alone
-    (:func:`guard_the_root`, one selection per pair for both parts): Helmholtz P2P at 10^5
-    sphere points on a 2-core AVX2 Zen 3, 60 -> 413-421·10^6 pairs/s (338-346 without the
-    guard). Real kernels keep their guards (the moved guard cost Laplace's P2L 20 % there and
-    left Yukawa's operators within noise)."""
+    (:func:`guard_the_root`, one selection per pair for both parts): Helmholtz's P2P before
+    and after, with and without the moved guard: docs/history.md, 2026-11-26, "Helmholtz and
+    Yukawa on the vector path". Real kernels keep their guards (the moved guard made Laplace's
+    P2L slower there and left Yukawa's operators within noise)."""
     hoisted = hoist_shared_calls(knl)
     split = split_complex_temporaries(hoisted)
     if split is not hoisted:  # complex values, now in doubles
@@ -120,8 +119,8 @@ def vectorised_pairwise(knl, work_group_size=WORK_GROUP_SIZE):
 
 def _targets_on_work_items(knl, work_group_size=WORK_GROUP_SIZE):
     """Targets over ``l.0``; ``sqrt``, ``exp``, ``sin`` and ``cos`` inline (PoCL's library
-    calls stop the vectorisation: :func:`use_inline_math`; Yukawa P2P at 10^5 sphere points on
-    a 2-core AVX2 Zen 3, 52 -> 564-572·10^6 pairs/s)."""
+    calls stop the vectorisation: :func:`use_inline_math`; Yukawa's P2P with and without them:
+    docs/performance.md, "Helmholtz on the vector path")."""
     knl = spread_over_local_axis(knl, "itgt", work_group_size)
     knl = use_inline_math(use_builtin_sqrt(knl))
     return add_build_options(knl, "-cl-fast-relaxed-math")
@@ -129,8 +128,8 @@ def _targets_on_work_items(knl, work_group_size=WORK_GROUP_SIZE):
 
 #: Matvec lists grouped by matrix (grouping made M2L fast: docs/performance.md) in this many
 #: blocks of target boxes per core: a matrix is read once per block and group, so blocks are made as
-#: large as keeping every core busy allows (M2L at 1e5 points, one core: 7.7 GFLOP/s with
-#: blocks of 64 boxes, 23 with 1024).
+#: large as keeping every core busy allows (small blocks measured several times slower:
+#: docs/history.md, 2026-11-22, "Figures that were in the code's docstrings").
 BLOCKS_PER_CORE = 2
 #: Pairs of a group computed together (register tile), one accumulator vector per pair: 4, and
 #: 8 where the device's vectors hold 8 doubles (AVX-512: 32 registers, two per 16-double
@@ -138,8 +137,8 @@ BLOCKS_PER_CORE = 2
 PAIR_TILE = 4
 WIDE_PAIR_TILE = 8
 #: Float64 lanes of one accumulator vector, and where the device's vectors hold 8 doubles
-#: (AVX-512) twice that: two registers per accumulator, measured 5-9 % faster there (M2L at 10^6
-#: points, tile 8: cube 198-201 -> 218-219 GFLOP/s, sphere 145 -> 151-155).
+#: (AVX-512) twice that: two registers per accumulator, measured faster there (docs/history.md,
+#: 2026-11-23, "Against exafmm-t, and the compressed M2L", item 5).
 VECTOR_WIDTH = 8
 WIDE_VECTOR_WIDTH = 16
 
@@ -153,9 +152,9 @@ def has_wide_vectors(device) -> bool:
 
 def pair_tile(device) -> int:
     """The default pair tile on ``device``: :data:`WIDE_PAIR_TILE` where
-    :func:`has_wide_vectors`, else :data:`PAIR_TILE`. M2L at order 6 on a 2-core AVX-512
-    EPYC, 10^6 points, 8-double accumulators: 135-138 GFLOP/s with 4 pairs, 192-207 with 8 to
-    12, 167 with 24 (cube); sphere 100 -> 148."""
+    :func:`has_wide_vectors`, else :data:`PAIR_TILE`. On AVX-512 the M2L measured alike with
+    tiles of 8 to 16 pairs and slower with 4 or 24 (docs/history.md, 2026-11-23, "Against
+    exafmm-t, and the compressed M2L", item 5)."""
     return WIDE_PAIR_TILE if has_wide_vectors(device) else PAIR_TILE
 
 
@@ -194,8 +193,8 @@ def matvec_cpu(knl, ctx):
     go :func:`vector_width` at a time to vector registers (:func:`vectorize_output_coefficients`,
     for any coefficient count). Complex values keep the pair tile and leave the coefficients
     scalar (the accumulator vectors are of doubles), with ``cdouble_fma``'s ``fma`` a
-    multiply-add instead of PoCL's library call (:data:`FMA_PREAMBLE`: Helmholtz M2L at 10^5
-    sphere points on a 2-core AVX2 Zen 3, 2.2 -> 25 GFLOP/s).
+    multiply-add instead of PoCL's library call (:data:`FMA_PREAMBLE`; Helmholtz's M2L before
+    and after: docs/history.md, 2026-11-26, "Helmholtz and Yukawa on the vector path").
     """
     knl = lp.tag_inames(knl, {"iblock": "g.0"})
     knl = unroll_pair_tile(knl)
@@ -237,9 +236,9 @@ def vectorize_output_coefficients(knl, width=VECTOR_WIDTH, aligned_rows=False):
     a multiple of ``width`` (``aligned_rows``: a kernel of its own,
     :func:`fmmloopy.maths.layouts.for_sizes`), the target rows start on whole vectors too and
     the results are stored as whole vectors (stored lane by lane, the stores of the M2L's 32-
-    and 48-row cores cost 20-27 % of its time on the cube at 10^6 points, AVX-512). Indices
-    are computed in 64 bits: with ``int`` indices the compiler sign-extends each lane's index
-    on its own and loads the lanes one by one.
+    and 48-row cores cost a good part of its time on AVX-512: docs/history.md, 2026-11-27,
+    "Cold start"). Indices are computed in 64 bits: with ``int`` indices the compiler
+    sign-extends each lane's index on its own and loads the lanes one by one.
     """
     knl = assume(knl, f"{TARGET_STRIDE} mod {width} = 0")
     knl = lp.split_iname(knl, "iexp_tgt", width)

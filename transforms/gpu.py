@@ -27,7 +27,8 @@ from fmmloopy.tuning.tools import (
 )
 
 #: Work-items per group for particle targets (a leaf holds up to ``n_crit`` = 150 by default);
-#: rounded up to the SIMD width. Not measured on a GPU yet.
+#: rounded up to the SIMD width. ``fmmloopy tune`` measures the others on a device (on an
+#: H100 it kept a larger one: docs/performance.md, "`fmmloopy tune`").
 PARTICLE_TARGETS_PER_GROUP = 64
 
 #: Work-items per group for surface targets (the surface size is a launch argument; more

@@ -10,9 +10,9 @@ __all__ = ["stable_argsort", "stable_lexsort"]
 def stable_lexsort(keys: tuple[np.ndarray, ...]) -> np.ndarray:
     """``np.lexsort(keys)`` (the last key primary, ties in input order) as one stable sort of a
     single int64 key made of them, where they are non-negative and their ranges fit in 62 bits
-    (else ``np.lexsort`` itself). The grouped M2L lists of 10^6 cube points (6·10^6 entries,
-    :func:`fmmloopy.maths.layouts.grouped_arguments`): 4.6-5.0 s with ``np.lexsort``, 1.4-2.0 s
-    so."""
+    (else ``np.lexsort`` itself): several times faster than ``np.lexsort`` on the grouped M2L
+    lists (:func:`fmmloopy.maths.layouts.grouped_arguments`; docs/history.md, 2026-11-25,
+    "Set-up earlier that day")."""
     combined, span = np.zeros(len(keys[0]), dtype=np.int64), 1
     for key in keys:
         if len(key) and key.min() < 0:
@@ -28,16 +28,16 @@ def stable_lexsort(keys: tuple[np.ndarray, ...]) -> np.ndarray:
 def stable_argsort(key: np.ndarray, span: int | None = None) -> np.ndarray:
     """``np.argsort(key, kind="stable")`` of a non-negative integer ``key`` (signed or
     unsigned) below ``span`` (its maximum + 1 unless given): numpy radix-sorts 8- and 16-bit
-    integers, so a key whose range fits is sorted as one (7·10^6 keys below 160: 0.08 s as
-    uint16, 0.63 s as int64)."""
+    integers, so a key whose range fits is sorted as one, several times faster than as int64
+    (docs/history.md, 2026-11-25, "Set-up: overlapped, narrower, pooled")."""
     if span is None:
         span = int(key.max()) + 1 if len(key) else 1
     for narrow in (np.uint8, np.uint16):
         if span <= np.iinfo(narrow).max + 1:
             return np.argsort(key.astype(narrow), kind="stable")
-    # Wider keys: numpy's default sort (vectorised where the CPU allows; 10^6 Morton keys:
-    # 0.024 s against 0.091 s stable), then equal keys put back in input order; where many
-    # keys are equal, the stable sort itself.
+    # Wider keys: numpy's default sort (vectorised where the CPU allows, faster than the stable
+    # one: docs/history.md, 2026-11-25, "Set-up: overlapped, narrower, pooled"), then equal
+    # keys put back in input order; where many keys are equal, the stable sort itself.
     order = np.argsort(key)
     ranked = key[order]
     tied = ranked[1:] == ranked[:-1]

@@ -434,8 +434,8 @@ def build_plan(tree: Tree, lists: InteractionLists,
     reuse = {} if share_buffers is None else {
         launch.key: launch for launch in share_buffers.launches if launch.key}
     # The buffers first, zeroed on a queue of their own: the runtime's threads touch their
-    # pages (most of the plan's memory: 0.32 GB at 10^6 cube points, order 6) while the host
-    # cuts the lists below, instead of after (0.26 s for the 0.76 GB before the pools).
+    # pages (most of the plan's memory) while the host cuts the lists below, instead of after
+    # (docs/history.md, 2026-11-25, "Set-up: overlapped, narrower, pooled").
     shapes = evaluation_buffer_shapes(operators.expansion, operators.ranks(), tree.nboxes,
                                       tree.nsources, tree.ntargets, green, scheme)
     shared = {} if share_buffers is None else share_buffers.buffers

@@ -44,7 +44,8 @@ DEVICE_LIST_BYTES_PER_BOX = 160
 SELF_LAUNCH_BYTES_PER_BOX = 4 * _I32
 V_CLASS_LAUNCH_BYTES_PER_BOX = 2 * _I32
 #: Share of the total added for what is not counted (allocator, runtime copies, small arrays):
-#: the estimate came out 3 % below to 35 % above the measured peak without it (docs).
+#: without it the estimate came out below the measured peak at some orders (docs/robustness.md,
+#: "Resources").
 MARGIN = 0.1
 
 

@@ -24,8 +24,9 @@ from fmmloopy.maths.scheme import Pass
 def zero_buffer(queue: cl.CommandQueue, array: cla.Array) -> None:
     """Set ``array`` to 0 with the runtime's buffer fill (``clEnqueueFillBuffer``).
 
-    ``Array.fill`` runs a generated kernel instead: on PoCL 3 it moved 0.36 GB of expansion
-    buffers in 0.32 s, the fill in 0.012 s (a sixth of a 10^6-point evaluation saved).
+    ``Array.fill`` runs a generated kernel instead, which on PoCL took a large share of a
+    10^6-point evaluation (docs/history.md, 2026-11-23, "Against exafmm-t, and the compressed
+    M2L").
     """
     if array.nbytes:
         cl.enqueue_fill_buffer(queue, array.base_data, np.zeros(1, array.dtype), array.offset,

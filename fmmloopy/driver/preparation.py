@@ -3,10 +3,10 @@
 Which transformed kernels a plan launches depends on the operators (their sizes, the matrices'
 shapes), the kernel summed, the recipes and the device, not on the tree: so an FMM can load them
 from the disk kernel cache and build their OpenCL programs on a thread of its own while it sorts
-the points and builds the tree and lists, instead of after (10^6 points in a new process: the
-0.36 s of OpenCL builds then overlap the tree). The plan asks for the same kernels and finds them
-built; a kernel the disk cache does not hold is left to the plan, which generates it (loopy runs
-on the calling thread only).
+the points and builds the tree and lists, instead of after (the OpenCL builds then overlap the
+tree: docs/history.md, 2026-11-25, "Set-up: overlapped, narrower, pooled"). The plan asks for
+the same kernels and finds them built; a kernel the disk cache does not hold is left to the
+plan, which generates it (loopy runs on the calling thread only).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ __all__ = ["KernelPreparation"]
 
 #: Operators whose lists are often empty or all summed directly (W and X: small boxes): not
 #: prepared, but built when a plan launches them. PoCL builds one program at a time, so their
-#: builds on the thread delayed the kernels every plan launches (10^5 sphere points, order 6,
-#: every cache new, 2-core Zen 5: set-up 3.27-3.41 s with them prepared, 3.11-3.20 s without).
+#: builds on the thread delayed the kernels every plan launches (a cold set-up is shorter
+#: without them: docs/history.md, 2026-11-27, "Cold start").
 NOT_PREPARED = ("m2p", "p2l")
 
 

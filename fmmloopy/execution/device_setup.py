@@ -2,15 +2,15 @@
 and the V list by transfer-vector class, built from the tree (:class:`DeviceVClasses`).
 
 Morton keys: the same keys as :func:`fmmloopy.tree.refinement.point_keys` (bit for bit,
-``tests/test_device_setup.py``), 0.03 s instead of 0.06 s at 10^6 points with the copies (1.5-2.2
-s at 10^7 on the host).
+``tests/test_device_setup.py``), faster than the host's even with the copies.
 
 The compressed M2L walks the V list one class at a time, in the grouped layout
 (:class:`~fmmloopy.maths.layouts.Grouped`). On the host that takes three passes over millions of
-entries (the V list, its cut by class, each class's grouping: 0.3 s at 10^6 uniform points);
-here the kernels of :mod:`fmmloopy.maths.setup_kernels` make them from the tree's colleagues,
-in the arrays the host makes (``tests/test_device_setup.py`` compares every array with the numpy
-path of :mod:`fmmloopy.tree.lists`, :mod:`fmmloopy.execution.kernel_arguments` and
+entries (the V list, its cut by class, each class's grouping; what each path cost:
+docs/history.md, 2026-11-25, "Set-up (third session)"); here the kernels of
+:mod:`fmmloopy.maths.setup_kernels` make them from the tree's colleagues, in the arrays the host
+makes (``tests/test_device_setup.py`` compares every array with the numpy path of
+:mod:`fmmloopy.tree.lists`, :mod:`fmmloopy.execution.kernel_arguments` and
 :mod:`fmmloopy.maths.layouts`, which stays the reference):
 
 * one launch counts the V entries of every box per class (:attr:`DeviceVClasses.counts`);

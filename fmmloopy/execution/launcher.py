@@ -55,7 +55,8 @@ class Launcher:
     def _extents(self, scalars: dict[str, int]) -> tuple[dict, tuple, tuple]:
         """The array arguments' shapes, the grid and the work-group size for the integer
         ``scalars``, evaluated once per distinct set of them (a plan's launches repeat
-        theirs at every evaluation; evaluating the expressions took 0.3-1 ms a launch)."""
+        theirs at every evaluation, and evaluating the expressions cost host time at every
+        launch: docs/history.md, 2026-11-26, "Set-up on AVX2 (fifth session)")."""
         key = tuple(sorted(scalars.items()))
         extents = self._evaluated.get(key)
         if extents is None:

@@ -1,18 +1,19 @@
 """Built OpenCL programs: each source built once per process, and kept across processes as the
 device's own binary (``<cache_dir>/programs``).
 
-PoCL compiles a kernel's OpenCL source in 0.15-0.7 s (2-core AMD EPYC with AVX2). A later
-process that builds the same source finds it in PoCL's own cache, which still costs about 30 ms
-a program (the 14 programs of a default FMM: 0.4 s); a program created from the binary PoCL
-returned for it builds in about 1 ms. So :func:`built_program` builds a source once per context
+PoCL compiles a kernel's OpenCL source in a fraction of a second. A later process that builds
+the same source finds it in PoCL's own cache, which still costs tens of milliseconds a program;
+a program created from the binary PoCL returned for it builds in about a millisecond
+(docs/performance.md, "Start-up: disk caches"; docs/history.md, 2026-11-25, "The built
+programs' cache, as first measured"). So :func:`built_program` builds a source once per context
 and keeps it for the process, and stores the binary for later processes once the source is
 built a second time.
 
 Why not at once: asking PoCL for a binary costs a compile of its own (the kernel for any
-work-group size; 0.26 s a program, 5 s for the 19 programs of a first FMM, PoCL's cache cold),
-28 ms saved for each later process that loads it. A source built once (a checked or tuned
-candidate, a one-off size) would pay and never gain: the first build from source leaves a mark
-(``<key>.seen``, empty), the second one, in another process, stores the binary.
+work-group size), far more than each later process that loads it saves (docs/history.md,
+the same section). A source built once (a checked or tuned candidate, a one-off size) would pay
+and never gain: the first build from source leaves a mark (``<key>.seen``, empty), the second
+one, in another process, stores the binary.
 
 What a binary is reused for: the exact source text, build options, device (the platform and
 the properties of :func:`~fmmloopy.execution.kernel_cache.device_fingerprint`, driver version

@@ -48,8 +48,8 @@ def fma_source(width: int, chains: int) -> str:
     """An OpenCL kernel of ``chains`` independent chains of ``double<width>`` multiply-adds,
     written out so that every chain stays in a register. They are written ``acc * a + b``, which
     ``-cl-fast-relaxed-math`` contracts to FMA instructions: PoCL 3.0 compiles OpenCL's ``fma``
-    and ``mad`` to library calls that do not vectorise (measured: 1.4 GFLOP/s scalar, against
-    23 GFLOP/s for the contracted form on the same core pair)."""
+    and ``mad`` to library calls that do not vectorise (measured an order of magnitude slower
+    than the contracted form: docs/history.md, 2026-11-22)."""
     vector = "double" if width == 1 else f"double{width}"
     lanes = " + ".join(f"t.s{lane:x}" for lane in range(width)) if width > 1 else "t"
     init = "\n".join(f"    {vector} acc{c} = ({vector})(get_global_id(0) + {c});"

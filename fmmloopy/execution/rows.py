@@ -2,7 +2,8 @@
 
 A distributed FMM sends a few rows of the multipole buffer (the boxes other ranks read) and
 adds the rows it receives (:mod:`fmmloopy.api.distributed`); downloading and uploading the
-whole buffer each evaluation cost ~10 % of a 10^6-point evaluation on a CPU device. Complex
+whole buffer each evaluation cost a noticeable share of a 10^6-point evaluation on a CPU
+device (docs/history.md, 2026-11-23, "Figures that were in the code's docstrings"). Complex
 buffers are handled as float64 pairs.
 """
 

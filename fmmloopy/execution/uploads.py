@@ -2,11 +2,11 @@
 ones by an asynchronous copy on the queue.
 
 A plan uploads hundreds of small index arrays (a launch's box lists, offsets, counts). Each
-enqueued copy costs a command, an event and a wake-up of the runtime's threads (PoCL: 65 µs on an
-idle 2-core machine, 170 µs while the set-up's kernels run beside it); a buffer created with
-``COPY_HOST_PTR`` copies in the calling thread and enqueues nothing (500 arrays of up to 55
-integers: 13-20 ms instead of 32 ms, most of it making the :class:`pyopencl.array.Array`). Large
-arrays keep the asynchronous copy, which overlaps the host's next work.
+enqueued copy costs a command, an event and a wake-up of the runtime's threads (more while the
+set-up's kernels run beside it); a buffer created with ``COPY_HOST_PTR`` copies in the calling
+thread and enqueues nothing, cheaper for small arrays, most of its cost then making the
+:class:`pyopencl.array.Array` (docs/history.md, 2026-11-26, "Set-up on AVX2 (fourth
+session)"). Large arrays keep the asynchronous copy, which overlaps the host's next work.
 """
 
 from __future__ import annotations

@@ -65,8 +65,8 @@ class Grouped:
     def block_size(self, ntarget_boxes: int, compute_units: int, vectors: int = 1) -> int:
         """Target boxes per block for a launch over ``ntarget_boxes`` (rows of ``vectors``
         strength vectors folded into the boxes: a block then covers as many boxes as one
-        vector's would, so that the source vectors its groups reread stay as few; M2L at 10^6
-        sphere points, 8 vectors: 0.42 s with 4 blocks, 0.26 s with 32)."""
+        vector's would, so that the source vectors its groups reread stay as few; docs/fmm.md,
+        "Several strength vectors", has the M2L's times with and without)."""
         if self.target_block is not None:
             return self.target_block
         nblocks = self.blocks_per_compute_unit * max(compute_units, 1) * vectors

@@ -52,8 +52,8 @@ def bounds(*point_sets: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     present = _present(point_sets)
     if not present:
         return None
-    # Column by column: numpy reduces a column of an (n, 3) array 8x faster than the array
-    # along axis 0 (10^6 points: 5 ms against 40).
+    # Column by column: numpy reduces a column of an (n, 3) array faster than the array along
+    # axis 0 (docs/history.md, 2026-11-25, "Set-up: overlapped, narrower, pooled").
     return tuple(np.array([reduce([reduce(p[:, axis]) for p in present])
                            for axis in range(3)])
                  for reduce in (np.min, np.max))

@@ -317,9 +317,10 @@ def choose_n_crit(points: SortedPoints, order: int, pair_flops: float,
     def cost(index: int) -> float:
         return tried[index].cost(order, pair_flops, far_field)
 
-    # Counted side by side (numpy releases the GIL in most of it: 10^6 sphere points, 8
-    # candidates: 0.23 s alone, 0.13 s on two threads), except where the counts are collective
-    # calls (a distributed tree): those on the calling thread, in order.
+    # Counted side by side (numpy releases the GIL in most of it, so two threads take less time
+    # than one: docs/history.md, 2026-11-25, "Set-up: overlapped, narrower, pooled"), except
+    # where the counts are collective calls (a distributed tree): those on the calling thread,
+    # in order.
     workers = _WORKERS if points.builder.thread_safe else 1
     # Candidates whose boxes are the same (a uniform distribution's trees jump a level at a
     # time: at 10^6 cube points, 1024 and 512 make one tree, so do 128, 91 and 64) have the

@@ -74,7 +74,8 @@ def refuse_unresolved_points(tree: Tree, precision: Precision) -> None:
     half_width = tree.level_half_widths[tree.box_levels[leaves]]
     unit = 2 * precision.unit_roundoff * half_width  # a float32 unit at the leaf's size
     # One leaf: the same stored part, among the points whose leaf and stored part hash alike
-    # (one sort of 64-bit hashes, not a sort of four keys: 1 s at 10^6 points).
+    # (one sort of 64-bit hashes, cheaper than a sort of four keys: docs/history.md,
+    # 2026-11-26, "Figures that were in the code's docstrings").
     candidates = _same_hash([leaves, *stored])
     _refuse_pairs(exact[:, candidates].T,
                   np.column_stack([leaves[candidates], stored[:, candidates].T]), tree, roles,

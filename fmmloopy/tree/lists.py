@@ -42,8 +42,8 @@ _INDEX = INDEX_DTYPE
 class VList:
     """The V list's ``(starts, entries, transfer-vector indices)``, made at first use: an FMM
     whose compressed M2L takes the V list by class from the device
-    (:mod:`fmmloopy.execution.device_setup`) never needs the host's (0.07-0.25 s at 10^6 cube
-    points)."""
+    (:mod:`fmmloopy.execution.device_setup`) never needs the host's (docs/history.md,
+    2026-11-25, "Set-up (third session)")."""
 
     def __init__(self, make: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]):
         self._make, self._arrays = make, None

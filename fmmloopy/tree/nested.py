@@ -34,8 +34,9 @@ __all__ = ["NESTED_ROW_FACTOR", "MergedSum", "NestedRow", "heavy_rows", "merge_c
 
 #: A row is heavy when it costs more pairs than this many times the most a row of full leaves
 #: costs (``27 n_crit**2``: the leaf and 26 neighbours with ``n_crit`` points each). A nested
-#: FMM costs a few milliseconds per call beyond its linear work; at ``n_crit`` 150 the bound is
-#: ~10**7 pairs, some 10 ms of direct summation.
+#: FMM has a fixed cost per call beyond its linear work; at ``n_crit`` 150 the bound is ~10**7
+#: pairs, a direct sum long enough to outweigh it (docs/robustness.md, "Far points, outliers
+#: and crowds").
 NESTED_ROW_FACTOR = 16
 
 

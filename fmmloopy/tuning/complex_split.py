@@ -4,7 +4,8 @@ A complex kernel (Helmholtz's ``exp(1j k r) / r``) computes in pyopencl's ``cdou
 struct whose operations are functions of ``pyopencl-complex.h``; ``exp`` of a complex value is
 a call of the library's ``exp`` and ``sincos``, and ``cdouble_fma`` calls OpenCL's ``fma``,
 which PoCL does not inline. Each call stops LLVM from vectorising the loop PoCL makes of a
-work-group (P2P at 10^5 sphere points on a 2-core AVX2 CPU: 60·10^6 pairs/s, Laplace's 1.4·10^9).
+work-group (Helmholtz's P2P then ran at a small fraction of Laplace's rate: docs/history.md,
+2026-11-26, "Helmholtz and Yukawa on the vector path").
 
 :func:`split_complex_temporaries` rewrites a kernel so that every complex scalar temporary is two
 real ones (``acc`` -> ``acc_re``, ``acc_im``) computed by real expressions: products and sums

@@ -2,10 +2,10 @@
 
 PoCL compiles OpenCL's ``exp``, ``sin``, ``cos`` and ``fma`` of a ``double`` to calls into its
 kernel library (``_Z7_cl_expd``, ...). A call in a loop keeps LLVM from vectorising the loop
-PoCL makes of a work-group: on a 2-core AVX2 Zen 3, Yukawa's P2P (``exp(-kappa r) / r``) ran at
-52·10^6 pairs/s against Laplace's 1.6·10^9. The preambles here define these functions as inline
-helpers made of multiply-adds, rounding and bit operations only, which LLVM inlines and
-vectorises; :func:`use_inline_math` adds those a kernel calls.
+PoCL makes of a work-group: Yukawa's P2P (``exp(-kappa r) / r``) ran at a small fraction of
+Laplace's rate (docs/performance.md, "Helmholtz on the vector path"). The preambles here define
+these functions as inline helpers made of multiply-adds, rounding and bit operations only, which
+LLVM inlines and vectorises; :func:`use_inline_math` adds those a kernel calls.
 """
 
 from __future__ import annotations

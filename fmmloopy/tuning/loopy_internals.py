@@ -32,26 +32,14 @@ on a tiny kernel and fails with the same message.
 
 Why not loopy's public path only. It needs the transformed kernel in every process (math-level
 kernel, recipe, race analysis), then loopy's persistent caches, keyed by a hash of the whole
-kernel. Measured with ``python benchmarks/kernel_cache_paths.py --repeats 5`` (N = 100 000 sphere
-points, order 6, n_crit 150, the 9 operator kernels; warm start, each run a fresh process; min /
-median seconds; the 2-core development machine, PoCL CPU):
-
-======================================  ===============  ===============
-path                                    kernels ready    whole set-up
-======================================  ===============  ===============
-data-only kernel cache (this module)    0.509 / 0.530    0.813 / 0.843
-``t_unit.executor``, loopy's caches     3.054 / 4.917    3.447 / 5.301
-the same, ``PYTHONHASHSEED=0``          1.501 / 1.594    1.825 / 1.929
-======================================  ===============  ===============
-
-loopy's caches missed in every new process (the second row, measured before the templates put the
-parameters of a kernel's assumptions in name order: ``lp.make_kernel`` orders them by iterating a
-set of names, so the kernel's hash followed Python's per-process string hashing); with a fixed
-seed they hit (now they do in every process), and building the transformed kernels (0.87 s)
-plus loopy's look-ups and the builds still cost 1.06 s more than the data path. The public
-path costs over 1 s more even at its best, far above the 0.1 s under which fmmloopy prefers
-loopy's public API, so the data path and these internals stay (docs/performance.md, "Kernel
-cache: public API vs internals").
+kernel. loopy's caches once missed in every new process (``lp.make_kernel`` orders the
+parameters of a kernel's assumptions by iterating a set of names, so the kernel's hash followed
+Python's per-process string hashing); the templates now put them in name order, so they hit in
+every process. Even then, building the transformed kernels plus loopy's look-ups cost more than
+the 0.1 s over the data path under which fmmloopy prefers loopy's public API (``python
+benchmarks/kernel_cache_paths.py``: docs/performance.md, "Kernel cache: public API vs
+internals"; the earlier measurement in docs/history.md), so the data path and these internals
+stay.
 """
 
 from __future__ import annotations

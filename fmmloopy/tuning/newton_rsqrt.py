@@ -132,8 +132,8 @@ def use_newton_rsqrt(knl: lp.TranslationUnit, estimate: str = "bits",
     unchanged. Call it on the kernel a recipe receives (before loopy resolves its calls).
 
     Speed, honestly: on a Zen 1 CPU (AVX2, 256-bit FMA as two 128-bit uops, 2 FMA pipes) this
-    is *slower* than ``1 / sqrt`` with :func:`use_builtin_sqrt` (P2P at 10^6 points: about 0.85x
-    with ``float``, 0.65x with ``bits``): ``vsqrtpd`` + ``vdivpd`` cost 16 cycles per 4 pairs,
+    was measured *slower* than ``1 / sqrt`` with :func:`use_builtin_sqrt`, with either estimate
+    (docs/history.md, 2026-11-23): ``vsqrtpd`` + ``vdivpd`` cost 16 cycles per 4 pairs,
     the refinement plus the rest of the pair about as many FMA-pipe cycles, and the two do not
     overlap as well as they would if the divider were idle (docs: :func:`split_targets_over_rsqrt`,
     which uses both). Where FMAs are wide and the divider is relatively slower (AVX-512), the
@@ -199,9 +199,9 @@ def split_targets_over_rsqrt(knl: lp.TranslationUnit, estimate: str = "float",
     16 cycles per 4 pairs while the FMA pipes idle half of it, and the Newton refinement needs
     the FMA pipes only; alone each is bound by its own unit, together (the targets interleaved
     in one vectorised loop over the sources, which are loaded once for both) they share the
-    work: P2P 1.05x (10^6 sphere) to 1.09x (10^6 cube) the plain ``sqrt`` recipe here, where
-    the same loop written by hand reaches 1.2-1.26x (the gap is outside the inner loop, not yet
-    found). Accuracy is that of :func:`use_newton_rsqrt`
+    work: P2P measured a little faster than the plain ``sqrt`` recipe there, and the same loop
+    written by hand faster still (the gap is outside the inner loop, not yet found;
+    docs/history.md, 2026-11-23). Accuracy is that of :func:`use_newton_rsqrt`
     (``r^2`` from 2^-126 to 2^127 with ``float``) for the second target of each pair.
 
     How: ``itgt`` is split into (``itgt``, ``itgt_pair``) with ``itgt_pair`` of length 2,

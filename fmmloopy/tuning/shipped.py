@@ -22,26 +22,26 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "1347ece7909ac8d119ca9a4a688b8dfce0b08609c1028caf0c840166cbf76681",
+    "fmmloopy.transforms.cpu": "76470b5aa5aa0739e92a51f333502fa51f64db6961d10c1d9804f6cacfa87e11",
     "fmmloopy.transforms.generic":
         "d5c1dd918e9b4941de6a396615bb1593a78906cbe08dcd91d9d754ab82659d83",
-    "fmmloopy.transforms.gpu": "4c2df52c8aa46195409f033873f423ba409f874db7a9647766e6365ed8860a66",
+    "fmmloopy.transforms.gpu": "1a8e809daa59a00cb713e82b4021903d51f6a5a2ccbd3e3e83e57c1d62889d6c",
     "fmmloopy.transforms.sequential":
         "ed0069adbb495edd7a15545d39511f0b8bef199b6c9b077ca881157e8dcdfbdb",
     "fmmloopy.tuning.complex_split":
-        "372c40570371f8c4b5e9e233dc173bdd2ecf1cf3c79d2a569b6f82ac776a5942",
+        "b7f4bb8956fa8bc63370ca262dc3656c599936af075bca45aea07b7b3f3daa64",
     "fmmloopy.tuning.inline_math":
-        "38985fbe57cf2d02ce65a920e84dc7fab68bdb7b84f8c398ec31ef2767bd7970",
+        "5b11ca3978be34f3145ade12292a96df7fc330edb8e7acdea5f0d5a6b203b8be",
     "fmmloopy.tuning.kernel_options":
         "571f26616b75084039f1ed6f685727d3ee999b2041c48bbfba4661fafa70de70",
     "fmmloopy.tuning.loop_padding":
         "606a37f20c2cdce57df0ca0ba957f3bf7bddb77c8c7f51180b16e79452ac1d2f",
     "fmmloopy.tuning.newton_rsqrt":
-        "82fb31dc426955395bcfe5534b7e4c05ec4ad17450c50ee256f50d003da3c467",
+        "9fd083dc865cd61c96711eb7401c6acb4069730c30e5f228bf3c9d98de1bdcb0",
     "fmmloopy.tuning.shared_calls":
         "4fc377ac7adbeea022568cc14e613cd5121eed70372b180296f619c5762ab17e",
     "fmmloopy.tuning.target_lanes":
-        "5f324baf157f9e6b48399bcc0b2a4273717336d5f7f8f4739fc07114aea5fd08",
+        "4a7bf52c012a7a1ee752d2f1ce4f2084c94deef5999e4a1c4f51a9888d73e2fc",
     "fmmloopy.tuning.tools": "46625d96321302b9dce8058263ab9e013327d7d50654f7b22e6dd4e79d7866f1",
 }
 

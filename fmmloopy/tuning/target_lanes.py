@@ -2,12 +2,12 @@
 
 PoCL vectorises a work-group by turning its work-items into a loop. For the pairwise template,
 whose source loops run inside each work-item, the accumulators then live in memory across the
-source loop: P2P measured 2.6-2.9·10^9 pairs/s on a 2-core AVX-512 CPU (all pairs of 65 536
-sources and 16 384 targets, hand-written OpenCL C) whichever way ``1/sqrt`` was computed. The
-same sum written with ``double8`` variables (eight targets per vector, each source broadcast)
-keeps them in registers: 5.4·10^9 pairs/s with ``1 / sqrt``, 10·10^9 with the hardware's 14-bit
-estimate refined by two Newton steps. :func:`targets_in_vector_lanes` makes that form from the
-template with loopy's ``vec`` tag; :func:`rsqrt_preamble` is the reciprocal square root.
+source loop, whichever way ``1/sqrt`` is computed. The same sum written with ``double8``
+variables (eight targets per vector, each source broadcast) keeps them in registers, several
+times faster on AVX-512, fastest with the hardware's 14-bit estimate refined by two Newton
+steps (hand-written OpenCL C: docs/performance.md, "Per operator"; docs/history.md,
+2026-11-23). :func:`targets_in_vector_lanes` makes that form from the template with loopy's
+``vec`` tag; :func:`rsqrt_preamble` is the reciprocal square root.
 """
 
 from __future__ import annotations
@@ -216,8 +216,8 @@ def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1
       instruction of its own, so loopy emits vector code for it too; the guard
       ``If(r2 > 0, p, 0)`` of a derivative of ``1/r`` moves onto its ``1/sqrt(r2)``
       (:class:`_GuardTheRoot`), so the outputs of a gradient share one selection and their
-      products a common prefix (P2P with the gradient at 3*10^5 sphere points: 4.9 G pairs/s,
-      against 7.9 for the potential alone);
+      products a common prefix (P2P with the gradient against the potential alone:
+      docs/kernels.md, "How the kernels are made");
     - the store looks at each lane's guard.
 
     Apply it to the kernel a recipe receives (any operator of the pairwise template: particles
