@@ -26,8 +26,8 @@ import pyopencl as cl
 import pyopencl.array as cla
 
 from fmmloopy.base.precision import FLOAT64, Precision
-from fmmloopy.checking.verification import compare, random_operands
 from fmmloopy.driver.buffers import allocations, evaluation_buffer_shapes
+from fmmloopy.driver.first_use import verify_launch
 from fmmloopy.driver.plan import Launch, Plan, zero_buffer
 from fmmloopy.driver.selection import RankBoxes, device_class, launch_order, recipe_for
 from fmmloopy.execution.compiled import CompiledOperator, compiled_operator
@@ -55,7 +55,6 @@ from fmmloopy.maths.precompute import KifmmOperators
 from fmmloopy.maths.scheme import KIFMM, KifmmScheme, Pass
 from fmmloopy.tree.lists import InteractionLists
 from fmmloopy.tree.octree import Tree
-from fmmloopy.tuning.recipe import REFERENCE, RecipeError
 from fmmloopy.tuning.shipped import needs_verification
 
 
@@ -251,9 +250,13 @@ class _PlanBuilder:
             arguments["max_box_targets"] = int(self.tree.box_target_counts[target_boxes].max())
         if needs_verification(kernel.recipe) or operator in self.check_operators:
             if self.verify or operator in self.check_operators:
-                self._verify(spec, kernel, sizes,
-                             cut | extra | ({} if matrices is None else {"matrices": matrices}),
-                             green, step or operator)
+                clock = time.perf_counter()
+                verify_launch(spec, kernel, sizes,
+                              cut | extra | ({} if matrices is None else {"matrices": matrices}),
+                              green, step or operator, self.tree, self.queue, self.precision,
+                              seed=len(self.launches))
+                self.verify_seconds += time.perf_counter() - clock
+                self.verified.add(kernel.recipe.name)
             else:
                 self.unverified.add(kernel.recipe.name)
         counts = (self.tree.box_target_counts, self.tree.box_source_counts)
@@ -350,43 +353,6 @@ class _PlanBuilder:
                  rows=extra.rows, step=extra.step,
                  key=(extra.step, int(extra.target_boxes[0]), len(extra.target_boxes),
                       self.green.vectors))
-
-    def _verify(self, spec, kernel: CompiledOperator, sizes: dict[str, int],
-                launch: dict, green: GreenKernel, step: str) -> None:
-        """Compare ``kernel`` with ``sequential`` on this launch (the real tree, lists and
-        sizes; random values), the reference on sampled rows; RecipeError on a mismatch.
-        A kernel of another precision than float64 is compared with the float64 host reference
-        on the same inputs rounded to it, within that precision's rounding bound
-        (:func:`~fmmloopy.checking.verification.compare`)."""
-        clock = time.perf_counter()
-        tree = self.tree
-        inputs = tree_arguments(tree, self.precision) | launch | random_operands(
-            spec, sizes, tree, np.random.default_rng(len(self.launches)), green,
-            nboxes=launch.get("nboxes", tree.nboxes))
-        if spec.template != "matvec":
-            inputs["max_box_targets"] = int(
-                tree.box_target_counts[launch["target_boxes"]].max())
-        if self.precision == FLOAT64:
-            reference = compiled_operator(spec.name, self.queue.device, recipe=REFERENCE,
-                                          kernel=green, **sizes)
-        else:
-            reference = None
-        comparison = compare(kernel, reference, spec, sizes, inputs, self.queue, green=green,
-                             precision=self.precision)
-        self.verify_seconds += time.perf_counter() - clock
-        if not comparison.ok:
-            measure = (f"max relative error {comparison.max_relative_error:.3g}"
-                       if self.precision == FLOAT64 else
-                       f"largest error {comparison.max_relative_error:.3g} times its "
-                       f"{self.precision.name} rounding bound")
-            raise RecipeError(
-                f"{kernel.label} differs from {REFERENCE!r} on this FMM's tree ({step} "
-                f"launch over {comparison.total_rows} target boxes, {comparison.compared_rows} "
-                f"compared; {measure}): "
-                f"{comparison.mismatch}. Run 'fmmloopy check' with this recipe to see it at "
-                "other sizes; verify_recipes=False (fmmloopy bench: --no-verify-recipes) skips "
-                "this comparison")
-        self.verified.add(kernel.recipe.name)
 
 
 def build_plan(tree: Tree, lists: InteractionLists,
