@@ -102,9 +102,8 @@ LONG_RUNNING = (
 )
 
 #: Tests that run after all others: the distributed tests under ``mpiexec`` build the same
-#: kernels in every rank; run first, with the suite's caches cold, each rank count took 70-90 s
-#: of CPU time, and 20-25 s once the single-process run of the same tests (tests/mpi) and the
-#: rest of the suite had filled the caches.
+#: kernels in every rank, so they run once the single-process run of the same tests
+#: (tests/mpi) and the rest of the suite have filled the caches (docs/testing.md).
 RUN_LAST = ("test_mpi_ranks.py",)
 
 
