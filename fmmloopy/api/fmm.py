@@ -404,17 +404,10 @@ class Fmm:
 
     def _evaluate(self, charges: np.ndarray, kernel: GreenKernel,
                   hooks: PassHooks = NO_HOOKS) -> np.ndarray:
-        """Outputs in tree order: the plan's passes (a periodic FMM's hooks on them), plus the
-        nested rows'."""
+        """Outputs in tree order: the plan's passes with ``hooks`` (a periodic FMM's own,
+        :meth:`~fmmloopy.api.setup.PointsSetUp.pass_hooks`), plus the nested rows'."""
         self._last_plan = self.plan_for(kernel)
-        images = self.points_setup.images
-        if images is not None:
-            strengths = np.reshape(charges, (kernel.n_inputs, -1))
-            images.check_strengths(strengths, kernel)
-            hooks = PassHooks(
-                between=lambda plan: images.between_passes(plan, strengths, kernel),
-                after=lambda plan, potential: images.finish(
-                    plan, np.atleast_2d(potential), strengths, kernel))
+        hooks = self.points_setup.pass_hooks(charges, kernel, hooks)
         potential = evaluate_plan(self._last_plan, charges, hooks)
         if self.nested_rows:
             clock = time.perf_counter()

@@ -27,6 +27,7 @@ import pyopencl.array as cla
 
 from fmmloopy.base.precision import FLOAT64, Precision
 from fmmloopy.driver.builder import ExtraMatvec
+from fmmloopy.driver.evaluation import PassHooks
 from fmmloopy.execution.precomputed import get_lattice_operators
 from fmmloopy.execution.rows import add_rows, copy_rows, gather_rows
 from fmmloopy.maths.expansion import Expansion
@@ -272,6 +273,17 @@ class PeriodicImages:
                 f"{f', vector {vector}' if len(net) > 1 else ''}); the potential of a charged "
                 f"periodic {'sheet' if shape == 'slab' else 'line'} grows without bound away "
                 "from it")
+
+    def pass_hooks(self, charges: np.ndarray, kernel: GreenKernel) -> PassHooks:
+        """What an evaluation of ``charges`` (tree order, ``kernel``'s inputs) adds to the
+        passes: :meth:`between_passes` and :meth:`finish`; ValueError for strengths a slab or
+        a wire refuses (:meth:`check_strengths`)."""
+        strengths = np.reshape(charges, (kernel.n_inputs, -1))
+        self.check_strengths(strengths, kernel)
+        return PassHooks(
+            between=lambda plan: self.between_passes(plan, strengths, kernel),
+            after=lambda plan, potential: self.finish(plan, np.atleast_2d(potential), strengths,
+                                                      kernel))
 
     def between_passes(self, plan, strengths: np.ndarray,
                        kernel: GreenKernel) -> dict[str, float]:

@@ -36,6 +36,7 @@ from fmmloopy.api.periodic import PeriodicCell, PeriodicImages
 from fmmloopy.base.progress import stage
 from fmmloopy.base.validation import as_float64_points
 from fmmloopy.driver.builder import build_plan
+from fmmloopy.driver.evaluation import PassHooks
 from fmmloopy.driver.memory import describe_problem, estimate_memory
 from fmmloopy.driver.plan import Plan
 from fmmloopy.driver.preparation import KernelPreparation
@@ -120,6 +121,12 @@ class PointsSetUp:
     def extra_launches(self) -> list:
         """The plan's launches beside the KIFMM's steps: a periodic FMM's far lattice."""
         return [] if self.images is None else [self.images.lattice_launch()]
+
+    def pass_hooks(self, charges: np.ndarray, green, hooks: PassHooks) -> PassHooks:
+        """What an evaluation of ``charges`` (tree order) summing ``green`` adds to the passes:
+        a periodic FMM's images (:meth:`~fmmloopy.api.periodic.PeriodicImages.pass_hooks`),
+        else ``hooks`` (a distributed FMM's exchange, or none)."""
+        return hooks if self.images is None else self.images.pass_hooks(charges, green)
 
     def plan_for(self, green, options: FmmOptions, queue: cl.CommandQueue) -> Plan:
         """A plan of this tree summing ``green`` (another field of the charges), sharing the
