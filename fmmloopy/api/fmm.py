@@ -21,9 +21,8 @@ import numpy as np
 import pyopencl as cl
 
 from fmmloopy.api.error_estimate import estimate_error
-from fmmloopy.api.options import (  # noqa: F401 - the orders, importable from here too
+from fmmloopy.api.options import (  # noqa: F401 - the orders' range and default, from here too
     DEFAULT_ORDER,
-    DEFAULT_PERIODIC_ORDER,
     MAX_ORDER,
     MIN_ORDER,
     FmmOptions,
