@@ -4,6 +4,7 @@ resources) are explained and name what failed. Limits are triggered cheaply: a `
 or the functions that read the host's and the device's memory replaced by small numbers."""
 
 import re
+import threading
 import warnings
 
 import numpy as np
@@ -139,6 +140,20 @@ def test_refused_after_the_tree_when_the_boxes_do_not_fit(monkeypatch, device):
 
 def _fail(*args, **kwargs):
     raise AssertionError("refused too late")
+
+
+@pytest.mark.parametrize("stage", ["sort_points", "build_interaction_lists"])
+def test_host_memory_running_out_in_any_stage_is_a_resource_limit_error(monkeypatch, stage):
+    """A MemoryError anywhere in the set-up (sorting the points, before the kernel thread
+    starts, or building the lists, with it running) comes out as ResourceLimitError with the
+    estimate, and the kernel thread is stopped."""
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("planted")
+    monkeypatch.setattr(set_up_pipeline, stage, out_of_memory)
+    with pytest.raises(ResourceLimitError, match="ran out of host memory.*planted.*estimate"):
+        fmmloopy.Fmm(plummer(2000, np.random.default_rng(5)), order=ORDER, n_crit=40)
+    assert not [thread for thread in threading.enumerate()
+                if thread.name == "fmmloopy kernel preparation"]
 
 
 def test_command_line_prints_the_refusal_in_one_line(monkeypatch, capsys):

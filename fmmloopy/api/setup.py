@@ -168,16 +168,17 @@ def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarr
     if not len(sources) or (targets is not None and not len(targets)):
         setup.plan = Plan(queue, [], {})
         return setup
-    points, first = _points_and_operators(setup, options, queue, sources, targets)
-    # The plan's kernels from the disk kernel cache or the shipped ones, built on a thread while
-    # the host builds the tree and lists (the plan finds them ready, or waits for them).
-    # Started here, not before: with the precomputation on a thread too, three threads on two
-    # cores made the set-up slower.
-    preparation = KernelPreparation(
-        options.scheme.kernel_requests(Expansion(options.order).n_e, first.ranks(),
-                                       options.kernel),
-        queue, options.recipes, options.precision)
+    preparation = None
     try:
+        points, first = _points_and_operators(setup, options, queue, sources, targets)
+        # The plan's kernels from the disk kernel cache or the shipped ones, built on a thread
+        # while the host builds the tree and lists (the plan finds them ready, or waits for
+        # them). Started here, not before: with the precomputation on a thread too, three
+        # threads on two cores made the set-up slower.
+        preparation = KernelPreparation(
+            options.scheme.kernel_requests(Expansion(options.order).n_e, first.ranks(),
+                                           options.kernel),
+            queue, options.recipes, options.precision)
         _tree_and_lists(setup, options, queue, points, first, n_crit)
         plan_points(setup, options, queue, nested_fmm)
     except ResourceLimitError:
@@ -190,8 +191,9 @@ def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarr
         # The kernel thread ends with the set-up, also a refused one (a process that exits
         # while it builds in the OpenCL runtime aborts); the plan has built what it launches,
         # so the thread builds nothing more.
-        preparation.stop()
-        preparation.join()
+        if preparation is not None:
+            preparation.stop()
+            preparation.join()
     return setup
 
 
