@@ -57,14 +57,15 @@ def evaluate_plan(plan: Plan, strengths: np.ndarray, hooks: PassHooks = NO_HOOKS
     start = time.perf_counter()
     plan.load(strengths)
     seconds = {"setup_buffers": time.perf_counter() - start}
-    events: list[tuple[str, cl.Event]] = []
+    # Profiled launches are timed by their events, read once all are done; else each alone.
+    events: list[tuple[str, cl.Event]] | None = [] if plan.profiled else None
     _run_pass(plan, Pass.UPWARD, seconds, events)
     if hooks.between is not None:
         seconds |= hooks.between(plan)
     _run_pass(plan, Pass.DOWNWARD, seconds, events)
     _run_pass(plan, Pass.LEAVES, seconds, events)
     potential = plan.buffers[POTENTIAL].get(queue=plan.queue)  # waits for every launch
-    for step, event in events:
+    for step, event in events or ():
         seconds[step] = seconds.get(step, 0.0) + 1e-9 * (
             event.get_profiling_info(cl.profiling_info.END)
             - event.get_profiling_info(cl.profiling_info.START))
@@ -76,14 +77,15 @@ def evaluate_plan(plan: Plan, strengths: np.ndarray, hooks: PassHooks = NO_HOOKS
 
 
 def _run_pass(plan: Plan, which: Pass, seconds: dict[str, float],
-              events: list[tuple[str, cl.Event]]) -> None:
-    """Enqueue the launches of pass ``which`` in order; time them (module docstring)."""
+              events: list[tuple[str, cl.Event]] | None) -> None:
+    """Enqueue the launches of pass ``which`` in order; time them: their events into
+    ``events`` (a profiling queue), else each waited for (module docstring)."""
     for index, launch in enumerate(plan.launches):
         if launch.evaluation_pass != which:
             continue
         clock = time.perf_counter()
         event = plan.enqueue(index)
-        if plan.profiled:
+        if events is not None:
             events.append((launch.step, event))
             continue
         plan.queue.finish()
