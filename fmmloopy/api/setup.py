@@ -344,6 +344,7 @@ def plan_points(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
     setup.sizes = dict(
         nsources=tree.nsources, ntargets=tree.ntargets, order=options.order,
         nboxes=tree.nboxes, ranks=operators.ranks(), complex_values=options.kernel.is_complex,
+        components=options.kernel.density_components,
         list_entries={name: entries(name)
                       for name in [*"uvwx", *(f"v_{name}" for name in M2L_CLASSES)]})
     setup.memory_estimate = estimate_memory(

@@ -11,7 +11,12 @@ from typing import NamedTuple
 import numpy as np
 
 from fmmloopy.base.precision import FLOAT64, Precision
-from fmmloopy.base.validation import validate_charges, validate_dipoles, validate_flag
+from fmmloopy.base.validation import (
+    validate_charges,
+    validate_dipoles,
+    validate_flag,
+    validate_tensor_strengths,
+)
 from fmmloopy.maths.green import GreenKernel
 
 
@@ -42,6 +47,8 @@ def checked_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradi
         raise ValueError("charges must be an array of real numbers, got None (give "
                          "charges, dipoles=... or both)")
     gradient = validate_flag(gradient, "gradient")
+    if green.is_tensor:
+        return _tensor_strengths(green, nsources, charges, dipoles, gradient)
     parts, batched = [], []
     if charges is not None:
         values = validate_charges(charges, nsources, green.is_complex, vectors_allowed=True)
@@ -66,10 +73,53 @@ def checked_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradi
     return strengths, kernel, batched[0]
 
 
+def _tensor_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradient: bool
+                      ) -> tuple[np.ndarray, GreenKernel, bool]:
+    """:func:`checked_strengths` for a tensor kernel: ``charges`` ``(N, k)`` (forces, say),
+    ``dipoles`` ``(N, k, 3)`` (force dipoles: component ``b`` along axis ``l``), each with a
+    last axis of strength vectors where there are several."""
+    k = green.base_shape[1]
+    parts, batched = [], []
+    for values, shape, name in ((charges, (k,), "charges"), (dipoles, (k, 3), "dipoles")):
+        if values is None:
+            continue
+        array, vectors_given = validate_tensor_strengths(values, nsources, shape, name,
+                                                         green.is_complex)
+        batched.append(vectors_given)
+        per_source = int(np.prod(shape))
+        parts.append(array.reshape((nsources, per_source, -1)).transpose(2, 1, 0))
+    if len(parts) == 2 and (batched[0] != batched[1] or len(parts[0]) != len(parts[1])):
+        raise ValueError(f"charges and dipoles must hold as many strength vectors: shapes "
+                         f"{np.shape(charges)} and {np.shape(dipoles)}")
+    kernel = green.with_fields(("potential", "gradient") if gradient else ("potential",),
+                               ("charge",) * (charges is not None)
+                               + ("dipole",) * (dipoles is not None)).with_vectors(len(parts[0]))
+    strengths = np.concatenate(parts, axis=1).reshape((kernel.n_inputs, nsources))
+    return strengths, kernel, batched[0]
+
+
+def _shaped_tensor_results(outputs: np.ndarray, kernel: GreenKernel, batched: bool):
+    """:func:`shaped_results` for a tensor kernel of ``m`` target components: ``(M, m)`` (a
+    gradient ``(M, m, 3)``, ``d u_a / d x_j`` at ``[:, a, j]``), with a last axis of vectors
+    where the strengths had one."""
+    m = kernel.base_shape[0]
+    per_vector = outputs.reshape((kernel.vectors, kernel.n_outputs // kernel.vectors, -1))
+    # (M, components, vectors)
+    values = np.ascontiguousarray(per_vector.transpose(2, 1, 0))
+    potential = values[:, :m] if batched else values[:, :m, 0]
+    if per_vector.shape[1] == m:
+        return np.ascontiguousarray(potential)
+    gradient = values[:, m:].reshape((values.shape[0], m, 3, kernel.vectors))
+    return Fields(np.ascontiguousarray(potential),
+                  np.ascontiguousarray(gradient if batched else gradient[..., 0]))
+
+
 def shaped_results(outputs: np.ndarray, kernel: GreenKernel, batched: bool):
     """A call's results from ``outputs`` ``(n_outputs, M)`` of ``kernel``: potentials ``(M,)``
     or, with a gradient, :class:`Fields` (``(M, 3)``); for strengths given as columns
     (``batched``), potentials ``(M, k)`` and gradients ``(M, 3, k)``."""
+    if kernel.is_tensor:
+        return _shaped_tensor_results(outputs, kernel, batched)
     per_vector = outputs.reshape((kernel.vectors, kernel.n_outputs // kernel.vectors, -1))
     gradient = per_vector.shape[1] > 1
     if not batched:

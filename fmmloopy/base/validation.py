@@ -114,6 +114,27 @@ def validate_charges(charges, nsources: int, complex_allowed: bool = False,
     return _finite_values(array, "charges", "charges", complex_allowed)
 
 
+def validate_tensor_strengths(values, nsources: int, shape: tuple[int, ...], name: str,
+                              complex_allowed: bool = False) -> tuple[np.ndarray, bool]:
+    """A tensor kernel's strengths (``name``: forces, force dipoles): float64 (complex128
+    where ``complex_allowed``) of shape ``(nsources, *shape)``, or ``(nsources, *shape, k)``
+    for ``k >= 1`` strength vectors; with whether they came as vectors, or a ValueError that
+    says what is wrong."""
+    array = _as_number_array(values, name, complex_allowed)
+    expected = (nsources, *shape)
+    batched = array.ndim == len(expected) + 1 and array.shape[:-1] == expected
+    if batched and array.shape[-1] == 0:
+        raise ValueError(f"{name} of shape {array.shape} hold no strength vector (give at "
+                         "least one)")
+    if array.shape != expected and not batched:
+        hint = ""
+        if array.shape[::-1][:len(expected)] == expected[::-1] and array.ndim == len(expected):
+            hint = f"; pass the transpose (one row per source)"
+        raise ValueError(f"{name} must have shape {expected} or {(*expected, 'k')}, one row "
+                         f"per source; got {array.shape}{hint}")
+    return _finite_values(array, name, name, complex_allowed), batched
+
+
 def _finite_values(array: np.ndarray, name: str, what: str,
                     complex_values: bool = False) -> np.ndarray:
     """``array`` as float64 (complex128 with ``complex_values``), or a ValueError naming its

@@ -16,7 +16,8 @@ from fmmloopy.maths.scheme import KIFMM, KifmmScheme
 
 def evaluation_buffer_shapes(expansion: Expansion, ranks: dict[str, int], nboxes: int,
                              nsources: int, ntargets: int, green: GreenKernel | None = None,
-                             scheme: KifmmScheme = KIFMM) -> dict[str, tuple[int, ...]]:
+                             scheme: KifmmScheme = KIFMM, components: int | None = None
+                             ) -> dict[str, tuple[int, ...]]:
     """Name -> shape (``green.value_dtype()``: float64, complex128 for a complex kernel) of
     every per-evaluation buffer: charges, potentials (``(n,
     points)`` for ``green``'s ``n`` input or output components where there are several: dipoles,
@@ -30,7 +31,10 @@ def evaluation_buffer_shapes(expansion: Expansion, ranks: dict[str, int], nboxes
     shapes: dict[str, tuple[int, ...]] = {
         "strengths": (n_in, nsources) if n_in > 1 else (nsources,),
         "potential": (n_out, ntargets) if n_out > 1 else (ntargets,)}
-    widths = scheme.buffer_widths(expansion.n_e, matrix_shapes(expansion.n_e, ranks))
+    if components is None:  # the densities per surface point: the kernel's, else one
+        components = 1 if green is None else green.density_components
+    widths = scheme.buffer_widths(expansion.n_e,
+                                  matrix_shapes(components * expansion.n_e, ranks), components)
     # Several strength vectors: a box's expansions of each vector in turn (row b * k + v).
     rows = nboxes * (1 if green is None else green.vectors)
     shapes |= {name: (rows, width) for name, width in widths.items()}

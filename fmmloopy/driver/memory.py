@@ -57,7 +57,8 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
                     nboxes: int, nlevels: int = 1, list_entries: dict[str, int] | None = None,
                     ranks: dict[str, int] | None = None,
                     operator_sets: int = 1, complex_values: bool = False,
-                    real_bytes: int = _F64, scheme: KifmmScheme = KIFMM) -> MemoryEstimate:
+                    real_bytes: int = _F64, scheme: KifmmScheme = KIFMM,
+                    components: int = 1) -> MemoryEstimate:
     """Bytes the FMM of these sizes keeps on the host and on the device (module docstring).
 
     ``list_entries`` holds the U, V, W, X entry counts (``{"u": ..., ...}``; zeros if unknown)
@@ -66,12 +67,13 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
     ``operator_sets`` how many sets of operators there are (one per level with expansions for
     a kernel without homogeneity), ``complex_values`` whether values and matrices are complex
     (twice the bytes), ``real_bytes`` the bytes of a real number on the device (8, or 4 for
-    float32 kernels; the host keeps float64).
+    float32 kernels; the host keeps float64), ``components`` the densities per surface point
+    (a tensor kernel's: its expansions and matrices are that many times wider).
     Without V entries (of a class) the M2L matrices (of the class) stay on the host (no M2L
     launch); the host keeps a transposed copy of them while the plan is built.
     """
     expansion = Expansion(order)
-    n_e = expansion.n_e
+    n_e = expansion.n_e * components
     ranks = ranks if ranks is not None else full_ranks(n_e)
     entries = {"u": 0, "v": 0, "w": 0, "x": 0} | dict(list_entries or {})
     all_entries = sum(entries[name] for name in "uvwx")
@@ -110,7 +112,7 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
     host[f"set-up temporaries ({name})"] = largest
 
     buffers = evaluation_buffer_shapes(expansion, ranks, nboxes, nsources, ntargets,
-                                       scheme=scheme)
+                                       scheme=scheme, components=components)
     # One launch per matrix of a step (per level for M2M and L2L), one per pairwise step.
     launches = sum(max(1, len(step.matrices)) for step in scheme.steps.values())
     device = {
@@ -122,7 +124,7 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
             values for name, values in allocations(buffers, scheme).items()
             if name not in ("strengths", "potential")),
         "matrices": on_device * (sum(launched[name] for name in running)
-                                 + scheme.surface_uploads() * 3 * n_e * _F64),
+                                 + scheme.surface_uploads() * 3 * expansion.n_e * _F64),
         # Cut lists: a box index per entry, and a matrix index (or pair target) for V; per
         # launch its target boxes and row starts and level scales.
         "lists": _I32 * (all_entries + entries["v"]) + DEVICE_LIST_BYTES_PER_BOX * nboxes
@@ -187,7 +189,8 @@ def describe_problem(nsources: int, ntargets: int, order: int, n_crit: int) -> s
 def with_vectors(estimate: MemoryEstimate, vectors: int, *, nsources: int, ntargets: int,
                  nboxes: int, order: int, ranks: dict[str, int] | None,
                  list_entries: dict[str, int], complex_values: bool = False,
-                 real_bytes: int = _F64, scheme: KifmmScheme = KIFMM) -> MemoryEstimate:
+                 real_bytes: int = _F64, scheme: KifmmScheme = KIFMM,
+                 components: int = 1) -> MemoryEstimate:
     """``estimate`` (an FMM with its single-vector plan) plus a plan for ``vectors`` strength
     vectors at once beside it: that plan's expansions and point values (``vectors`` times the
     single plan's), its matvec lists with the vectors folded into the boxes (three indices per
@@ -199,8 +202,9 @@ def with_vectors(estimate: MemoryEstimate, vectors: int, *, nsources: int, ntarg
     value = _F64 * (2 if complex_values else 1)
     expansion = Expansion(order)
     buffers = evaluation_buffer_shapes(expansion, ranks if ranks is not None
-                                       else full_ranks(expansion.n_e), nboxes, nsources,
-                                       ntargets, scheme=scheme)
+                                       else full_ranks(components * expansion.n_e), nboxes,
+                                       nsources, ntargets, scheme=scheme,
+                                       components=components)
     per_vector = real_bytes / _F64 * value * sum(allocations(buffers, scheme).values())
     folded_entries = list_entries.get("v", 0) + 8 * nboxes
     device = dict(estimate.device)

@@ -53,7 +53,7 @@ def get_operators(kernel: str | GreenKernel = "laplace", order: int = 6,
     if memo_key not in _MEMO:
         scalars = {"kernel_name": kernel.name, "homogeneity": kernel.homogeneity,
                    "order": int(order), "n_e": Expansion(order).n_e, "rcond": rcond,
-                   "half_width": half_width}
+                   "half_width": half_width, "components": kernel.density_components}
         _MEMO[memo_key] = operator_cache.load_or_build(
             key, build=lambda: computed().arrays(),
             # A file of another layout raises ValueError, which the cache treats like a

@@ -54,7 +54,7 @@ from fmmloopy.maths.wave_range import (
 
 __all__ = [
     "OFFSET_VARIABLES", "TARGET_FIELDS", "SOURCE_FIELDS", "GreenKernel", "is_zero_entry",
-    "check_expression", "get_variables", "LAPLACE_3D", "yukawa", "helmholtz",
+    "check_expression", "get_variables", "LAPLACE_3D", "yukawa", "helmholtz", "stokes",
     "WAVELENGTHS_PER_ORDER", "RANGE_MEASURED_TO_ORDER", "max_root_wavelengths", "wavelength",
     "check_wave_range", "user_kernel", "kernel_names", "get_kernel",
 ]
@@ -79,6 +79,18 @@ def _validate_fields(fields: tuple[str, ...], known: dict, what: str) -> tuple[s
     return tuple(name for name in known if name in fields)  # the canonical order
 
 
+def _as_entries(name: str, expression):
+    """A tensor kernel's matrix as a tuple of equally long tuples (a scalar expression
+    unchanged); ValueError for an empty or ragged one."""
+    if not isinstance(expression, tuple | list):
+        return expression
+    rows = tuple(tuple(row) if isinstance(row, tuple | list) else None for row in expression)
+    if not rows or any(row is None or len(row) != len(rows[0]) or not row for row in rows):
+        raise ValueError(f"kernel {name!r}: a tensor kernel's expression must be a non-empty "
+                         "matrix (rows of equal length) of expressions")
+    return rows
+
+
 @dataclass(frozen=True)
 class GreenKernel:
     """A translation-invariant Green's function ``G(target - source)`` and the derivatives of it
@@ -99,10 +111,18 @@ class GreenKernel:
     gradient adds three target derivatives, dipoles three source derivatives. Together they make
     a matrix of expressions (:attr:`expressions`, ``n_outputs x n_inputs``), each one symbolic
     derivative of ``expression`` (:mod:`fmmloopy.maths.derivatives`).
+
+    A tensor kernel (``expression`` a matrix, :attr:`base_shape` ``(m, k)``) maps ``k`` source
+    components to ``m`` target components; each field then holds every component: the
+    potential ``m`` values, the gradient ``3 m`` (``d_j G_a`` at ``3 a + j``), a charge ``k``,
+    a dipole ``3 k`` (component ``b`` along axis ``l`` at ``3 b + l``). Its expansions hold
+    ``k`` densities per equivalent point (:attr:`density_components`).
     """
 
     name: str
-    expression: prim.ExpressionNode
+    #: ``G`` in the offset: one expression (a scalar kernel), or a matrix of them, rows the
+    #: target components, columns the source components (a tensor kernel: Stokes' 3 x 3).
+    expression: prim.ExpressionNode | tuple[tuple[prim.ExpressionNode, ...], ...]
     homogeneity: float | None = None
     outputs: tuple[str, ...] = ("potential",)
     inputs: tuple[str, ...] = ("charge",)
@@ -126,6 +146,7 @@ class GreenKernel:
                            _validate_fields(self.outputs, TARGET_FIELDS, "outputs"))
         object.__setattr__(self, "inputs", _validate_fields(self.inputs, SOURCE_FIELDS, "inputs"))
         object.__setattr__(self, "parameters", validate_parameters(self.parameters))
+        object.__setattr__(self, "expression", _as_entries(self.name, self.expression))
         if self.wavenumber is not None and self.wavenumber not in dict(self.parameters):
             raise ValueError(f"kernel {self.name!r}: the wavenumber {self.wavenumber!r} is not "
                              f"one of its parameters {[name for name, _ in self.parameters]}")
@@ -138,11 +159,49 @@ class GreenKernel:
                 raise ValueError(f"kernel {self.name!r}: homogeneity must be a finite number "
                                  f"or None, not {self.homogeneity!r}")
             object.__setattr__(self, "homogeneity", homogeneity)
-        check_expression(self.name, self.expression, self.parameters, self.homogeneity)
+        if self.is_tensor:
+            for a, row in enumerate(self.expression):
+                for b, entry in enumerate(row):
+                    check_expression(f"{self.name}[{a}, {b}]", entry, self.parameters,
+                                     self.homogeneity)
+        else:
+            check_expression(self.name, self.expression, self.parameters, self.homogeneity)
 
     @property
-    def bound_expression(self) -> prim.ExpressionNode:
-        """``expression`` with the parameters' values in place of their names."""
+    def is_tensor(self) -> bool:
+        """Whether ``expression`` is a matrix (a tensor kernel), not one expression."""
+        return isinstance(self.expression, tuple)
+
+    @property
+    def base_shape(self) -> tuple[int, int]:
+        """``(m, k)``: the target and source components of ``G`` itself; ``(1, 1)`` for a
+        scalar kernel."""
+        if self.is_tensor:
+            return len(self.expression), len(self.expression[0])
+        return 1, 1
+
+    @property
+    def density_components(self) -> int:
+        """Values per equivalent (and check) point of the FMM's expansions: ``k`` of
+        :attr:`base_shape` (1 for a scalar kernel). The KIFMM here fits densities to check
+        values of as many components, so it needs ``m == k`` (:meth:`check_square`)."""
+        return self.base_shape[1]
+
+    def check_square(self) -> None:
+        """ValueError unless ``G`` maps as many source components as target components (the
+        expansions' check values and densities are then of one width)."""
+        m, k = self.base_shape
+        if m != k:
+            raise ValueError(f"kernel {self.name!r} maps {k} source components to {m} target "
+                             "components: the FMM's expansions need a square kernel")
+
+    @property
+    def bound_expression(self):
+        """``expression`` with the parameters' values in place of their names (a matrix of
+        them for a tensor kernel)."""
+        if self.is_tensor:
+            return tuple(tuple(bind_parameters(entry, self.parameters) for entry in row)
+                         for row in self.expression)
         return bind_parameters(self.expression, self.parameters)
 
     def with_fields(self, outputs=("potential",), inputs=("charge",)) -> GreenKernel:
@@ -171,12 +230,22 @@ class GreenKernel:
     @property
     def n_outputs(self) -> int:
         """Output components, over all :attr:`vectors`."""
-        return self.vectors * sum(len(TARGET_FIELDS[name]) for name in self.outputs)
+        return self.vectors * len(self._output_components())
 
     @property
     def n_inputs(self) -> int:
         """Input components, over all :attr:`vectors`."""
-        return self.vectors * sum(len(SOURCE_FIELDS[name]) for name in self.inputs)
+        return self.vectors * len(self._input_components())
+
+    def _output_components(self) -> list[tuple[int, tuple[int, ...]]]:
+        """``(component of G, derivative axes)`` of each output component of one vector."""
+        return [(a, axes) for name in self.outputs for a in range(self.base_shape[0])
+                for axes in TARGET_FIELDS[name]]
+
+    def _input_components(self) -> list[tuple[int, tuple[int, ...]]]:
+        """``(component of G, derivative axes)`` of each input component of one vector."""
+        return [(b, axes) for name in self.inputs for b in range(self.base_shape[1])
+                for axes in SOURCE_FIELDS[name]]
 
     @property
     def spec(self) -> str:
@@ -198,7 +267,10 @@ class GreenKernel:
     def is_complex(self) -> bool:
         """Whether the kernel has complex values (a complex constant in its expression, as in
         Helmholtz's ``exp(1j k r)``): its strengths, results and operators are then complex."""
-        return bool(np.iscomplexobj(evaluate_expression(self.bound_expression, CHECK_OFFSETS)))
+        entries = ([e for row in self.bound_expression for e in row] if self.is_tensor
+                   else [self.bound_expression])
+        return any(np.iscomplexobj(evaluate_expression(entry, CHECK_OFFSETS))
+                   for entry in entries)
 
     def value_dtype(self, dtype=np.float64) -> np.dtype:
         """The dtype of strengths, results, expansions and operators for coordinates of the
@@ -208,13 +280,11 @@ class GreenKernel:
 
     def output_derivatives(self) -> np.ndarray:
         """Per output component: how many derivatives of ``G`` it takes (0 or 1)."""
-        return np.tile([len(d) for name in self.outputs for d in TARGET_FIELDS[name]],
-                       self.vectors)
+        return np.tile([len(axes) for _, axes in self._output_components()], self.vectors)
 
     def input_derivatives(self) -> np.ndarray:
         """Per input component: how many derivatives of ``G`` it takes (0 or 1)."""
-        return np.tile([len(d) for name in self.inputs for d in SOURCE_FIELDS[name]],
-                       self.vectors)
+        return np.tile([len(axes) for _, axes in self._input_components()], self.vectors)
 
     def derivative_orders(self) -> np.ndarray:
         """``(n_outputs, n_inputs)``: how many derivatives each entry of the matrix takes (an
@@ -232,12 +302,16 @@ class GreenKernel:
             return tuple(tuple(block[o][i] if v == w else 0
                                for w in range(self.vectors) for i in range(len(block[0])))
                          for v in range(self.vectors) for o in range(len(block)))
-        if self.is_scalar:
+        if self.is_scalar and not self.is_tensor:
             return ((sized_constants(self.bound_expression),),)
-        return derivative_entries(
-            self.bound_expression,
-            [d for name in self.outputs for d in TARGET_FIELDS[name]],
-            [d for name in self.inputs for d in SOURCE_FIELDS[name]])
+        outputs, inputs = self._output_components(), self._input_components()
+        target_axes = list(dict.fromkeys(axes for _, axes in outputs))
+        source_axes = list(dict.fromkeys(axes for _, axes in inputs))
+        bound = self.bound_expression if self.is_tensor else ((self.bound_expression,),)
+        tables = {(a, b): derivative_entries(bound[a][b], target_axes, source_axes)
+                  for a in {a for a, _ in outputs} for b in {b for b, _ in inputs}}
+        return tuple(tuple(tables[a, b][target_axes.index(t)][source_axes.index(s)]
+                           for b, s in inputs) for a, t in outputs)
 
     def evaluate(self, offsets: np.ndarray) -> np.ndarray:
         """Evaluate on the host for offsets of shape ``(..., 3)`` (numpy, float64, or complex128
@@ -250,7 +324,7 @@ class GreenKernel:
             if block.ndim == offsets.ndim - 1:
                 block = block[..., None, None]
             return np.kron(np.eye(self.vectors, dtype=dtype), block)
-        if self.is_scalar:
+        if self.is_scalar and not self.is_tensor:
             return evaluate_expression(self.bound_expression, offsets).astype(dtype)
         mapper = array_mapper(offsets)  # one mapper: entries share their subexpressions
         return np.stack([np.stack([evaluate_expression(e, offsets, mapper) for e in row], axis=-1)
@@ -307,6 +381,29 @@ def helmholtz(k: float) -> GreenKernel:
                        parameters={"k": k}, wavenumber="k")
 
 
+def stokes(mu: float = 1.0) -> GreenKernel:
+    """The Stokeslet ``G(d) = (I / r + d d^T / r^3) / (8 pi mu)`` (``r = |d|``, viscosity
+    ``mu > 0``): the velocity of viscous flow at offset ``d`` from a point force, 3 force
+    components to 3 velocity components (the convention of FMM3D's ``stfmm3d`` and STKFMM).
+    Its gradient output is the velocity gradient (``d u_a / d x_j`` at ``3 a + j``), its dipole
+    input a force dipole (the Stokes doublet: force component ``b`` times the derivative in
+    the source point along ``l``, at ``3 b + l``). Homogeneous of degree -1, as Laplace's."""
+    if not (isinstance(mu, Real) and not isinstance(mu, bool) and 0 < mu < math.inf):
+        raise ValueError(f"stokes: the viscosity mu must be a finite real number > 0, not "
+                         f"{mu!r}")
+    r2 = offset_length_squared()
+    r = var("sqrt")(r2)
+    offset = [var(name) for name in OFFSET_VARIABLES]
+    scale = 1 / (8 * math.pi * var("mu"))
+
+    def entry(a: int, b: int):
+        dyadic = offset[a] * offset[b] / (r2 * r)
+        return guarded(scale * (1 / r + dyadic if a == b else dyadic))
+    return GreenKernel(name="stokes", expression=tuple(tuple(entry(a, b) for b in range(3))
+                                                       for a in range(3)),
+                       homogeneity=-1.0, parameters={"mu": mu})
+
+
 #: Python's imaginary literals (``1j``, ``2.5j``), which pymbolic's parser does not read: they
 #: are rewritten as a product with a name that :func:`user_kernel` replaces by ``1j``.
 _IMAGINARY_LITERAL = re.compile(r"(?<![\w.])(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)[jJ]\b")
@@ -344,7 +441,7 @@ def user_kernel(expression, *, name: str = "user", parameters=None,
 
 #: Built-in kernels by name: a kernel, or a function of its parameters.
 _KERNELS: dict[str, object] = {LAPLACE_3D.name: LAPLACE_3D, "yukawa": yukawa,
-                               "helmholtz": helmholtz}
+                               "helmholtz": helmholtz, "stokes": stokes}
 
 
 def kernel_names() -> list[str]:

@@ -102,6 +102,7 @@ class KifmmOperators:
     #: Degree d of the kernel's homogeneity, None if it has none (no level scaling then).
     homogeneity: float | None
     order: int
+    #: Points per surface.
     n_e: int
     rcond: float
     #: (k_u, n_e), (n_e, k_u): upward check potential -> upward equivalent density.
@@ -127,6 +128,16 @@ class KifmmOperators:
     #: the compressed M2L approximates and the FMM does not apply; None where these operators
     #: were made without it (:data:`ARRAY_FIELDS`: an FMM's, the operator cache's).
     m2l: np.ndarray | None = None
+    #: Densities per surface point (a tensor kernel's components,
+    #: :attr:`~fmmloopy.maths.green.GreenKernel.density_components`): every ``n_e`` in the
+    #: shapes above is then :attr:`n_coeffs`, the values component-major (component ``c`` of
+    #: point ``i`` at ``c n_e + i``).
+    components: int = 1
+
+    @property
+    def n_coeffs(self) -> int:
+        """Values of one expansion: ``components * n_e``."""
+        return self.components * self.n_e
 
     def __post_init__(self) -> None:
         if self.n_e != self.expansion.n_e:
@@ -144,9 +155,9 @@ class KifmmOperators:
         dtype = np.asarray(self.uc2e_first).dtype
         if dtype not in (np.float64, np.complex128):
             raise ValueError(f"operators are float64 or complex128, not {dtype}")
-        shapes = matrix_shapes(self.n_e, ranks)
+        shapes = matrix_shapes(self.n_coeffs, ranks)
         if self.m2l is not None:
-            shapes["m2l"] = (NTRANSFER_VECTORS, self.n_e, self.n_e)
+            shapes["m2l"] = (NTRANSFER_VECTORS, self.n_coeffs, self.n_coeffs)
         for name, shape in shapes.items():
             array = np.asarray(compressed[name] if name in compressed else getattr(self, name))
             if array.shape != shape or array.dtype != dtype:
@@ -244,14 +255,14 @@ def pad_ranks(operators: KifmmOperators, ranks: dict[str, int]) -> KifmmOperator
     own = operators.ranks()
     if any(ranks[name] < rank for name, rank in own.items()):
         raise ValueError(f"ranks {ranks} are below the operators' own {own}")
-    shapes = matrix_shapes(operators.n_e, ranks)
+    shapes = matrix_shapes(operators.n_coeffs, ranks)
     arrays = {}
     for name, array in operators.arrays().items():
         padded = np.zeros(shapes[name], dtype=array.dtype)
         padded[tuple(slice(0, size) for size in array.shape)] = array
         arrays[name] = padded
     scalars = {field: getattr(operators, field) for field in (
-        "kernel_name", "homogeneity", "order", "n_e", "rcond", "half_width")}
+        "kernel_name", "homogeneity", "order", "n_e", "rcond", "half_width", "components")}
     return KifmmOperators.from_arrays(arrays, **scalars)
 
 
@@ -284,9 +295,14 @@ def matrix_shapes(n_e: int, ranks: dict[str, int]) -> dict[str, tuple[int, ...]]
 
 def kernel_matrix(kernel: GreenKernel, targets: np.ndarray, sources: np.ndarray) -> np.ndarray:
     """(nt, ns) float64 (complex128 for a complex kernel): ``K(targets[:, i] - sources[:, j])``
-    for points of shape (3, n)."""
+    for points of shape (3, n); ``(m nt, k ns)`` for a tensor kernel of ``m x k`` values,
+    component-major (entry ``(a nt + i, b ns + j)`` is ``K_ab(targets[:, i] - sources[:, j])``)."""
     offsets = np.asarray(targets).T[:, None, :] - np.asarray(sources).T[None, :, :]
-    return kernel.evaluate(offsets)
+    values = kernel.evaluate(offsets)
+    if values.ndim == 2:
+        return values
+    nt, ns, m, k = values.shape
+    return values.transpose(2, 0, 3, 1).reshape(m * nt, k * ns)
 
 
 def check_to_equivalent(kernel: GreenKernel, check_points: np.ndarray,
@@ -356,8 +372,11 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
     def fit(check: np.ndarray, equivalent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return check_to_equivalent(kernel, check, equivalent, rcond, half_width)
 
+    kernel.check_square()
     expansion = Expansion(order)
     n_e = expansion.n_e
+    components = kernel.density_components
+    n_coeffs = components * n_e
     upward_equivalent = expansion.surface("upward_equivalent")
     upward_check = expansion.surface("upward_check")
     downward_equivalent = expansion.surface("downward_equivalent")
@@ -370,7 +389,7 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
 
     # The translations' check surfaces and fits: least squares on the fine surface where the
     # square fits keep every singular value, else the square ones (module docstring).
-    least_squares = all(first.shape[0] == n_e for first, _ in (uc2e, dc2e, child_dc2e))
+    least_squares = all(first.shape[0] == n_coeffs for first, _ in (uc2e, dc2e, child_dc2e))
     if least_squares:
         fine = Expansion(fine_order(order))
         translation_up_check = fine.surface("upward_check")
@@ -388,7 +407,9 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
     dtype = kernel.value_dtype()
     # A kernel the cube's symmetries leave unchanged has translations that are each other's
     # with rows and columns permuted: one octant's M2M and L2L, 16 of the 316 M2L.
-    symmetric = is_cube_invariant(lambda offsets: kernel.evaluate(half_width * offsets))
+    # (A tensor kernel's components would turn with the cube: not used.)
+    symmetric = not kernel.is_tensor and is_cube_invariant(
+        lambda offsets: kernel.evaluate(half_width * offsets))
 
     def m2m_of(centre: np.ndarray) -> np.ndarray:
         return _apply_factors(m2m_fit, matrix(translation_up_check,
@@ -445,7 +466,7 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
     # matrix is the sum of the classes' (``L S^2 L^H`` from each class's left singular
     # vectors and values; a mirrored class's is its mirror's with rows and columns
     # permuted); squaring costs the largest singular value no accuracy.
-    gram = np.zeros((n_e, n_e), dtype)
+    gram = np.zeros((n_coeffs, n_coeffs), dtype)
     for name in M2L_CLASSES:
         twin = mirrored(name)
         svd = svds[name if twin is None else twin[0]]
@@ -468,6 +489,6 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
                        for part, array in zip(("compress", "core", "expand"), parts, strict=True)}
     return KifmmOperators(
         kernel_name=kernel.name, homogeneity=kernel.homogeneity, order=int(order), n_e=n_e,
-        rcond=rcond, uc2e_first=uc2e[0], uc2e_second=uc2e[1], dc2e_first=dc2e[0],
+        rcond=rcond, components=components, uc2e_first=uc2e[0], uc2e_second=uc2e[1], dc2e_first=dc2e[0],
         dc2e_second=dc2e[1], m2m=m2m, l2l=l2l, compressed_m2l=compressed,
         half_width=half_width, m2l=m2l.dense() if dense_m2l else None)

@@ -94,11 +94,13 @@ class KifmmScheme:
         compress, M2L and expand steps run one after another."""
         return dict(self.pooled)
 
-    def buffer_widths(self, n_e: int, shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    def buffer_widths(self, n_e: int, shapes: dict[str, tuple[int, ...]],
+                      components: int = 1) -> dict[str, int]:
         """Values per box of every per-box buffer (expansions and the buffers between
-        factors): the rows of the matrix that writes it (``shapes``: the matrices'), ``n_e``
-        for those a pairwise step writes. ValueError where two steps disagree (a step reading a
-        buffer of another width)."""
+        factors): the rows of the matrix that writes it (``shapes``: the matrices'),
+        ``components * n_e`` for those a pairwise step writes (a tensor kernel's densities per
+        surface point). ValueError where two steps disagree (a step reading a buffer of another
+        width)."""
         widths: dict[str, int] = {}
 
         def settle(name: str, width: int, step: str) -> None:
@@ -109,8 +111,8 @@ class KifmmScheme:
                                  f"box, another step as {widths[name]}")
         for step in self.steps.values():
             if not step.matrices:
-                settle(step.source, n_e, step.name)
-                settle(step.target, n_e, step.name)
+                settle(step.source, components * n_e, step.name)
+                settle(step.target, components * n_e, step.name)
             for field, source, target in step.chain():
                 settle(target, shapes[field][-2], step.name)
                 settle(source, shapes[field][-1], step.name)
@@ -119,7 +121,7 @@ class KifmmScheme:
     def step_matrix_shapes(self, n_e: int, ranks: dict[str, int]
                            ) -> dict[str, dict[str, tuple[int, ...]]]:
         """Step name -> the shapes of the matrices its launches take (uploaded once per
-        plan)."""
+        plan); ``n_e``: the values of one expansion (points times components)."""
         shapes = matrix_shapes(n_e, ranks)
         return {name: {field: shapes[field] for field in step.matrices}
                 for name, step in self.steps.items() if step.matrices}
@@ -148,7 +150,8 @@ class KifmmScheme:
         whatever boxes its tree holds (a tree without boxes for a step asks for fewer), each
         once. The sizes are launch arguments, so ``ranks`` only fills them in: None (before the
         operators are computed) asks for the same kernels."""
-        shapes = matrix_shapes(n_e, full_ranks(n_e) if ranks is None else ranks)
+        n_coeffs = n_e * green.density_components
+        shapes = matrix_shapes(n_coeffs, full_ranks(n_coeffs) if ranks is None else ranks)
         requests: list[KernelRequest] = []
         for step in self.steps.values():
             if get_operator(step.operator).template == PAIRWISE:

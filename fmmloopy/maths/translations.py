@@ -35,8 +35,11 @@ class Translations:
         self._computed = {int(index): translation(offsets[index])
                           for index in np.unique(self._representative)}
         # The permutation q of each offset's matrix: rows and columns of its representative's.
-        permutations = {int(number): surface_permutation(order, cube_symmetries()[number].T)
-                        for number in np.unique(symmetry)}
+        if symmetric:
+            permutations = {int(number): surface_permutation(order, cube_symmetries()[number].T)
+                            for number in np.unique(symmetry)}
+        else:  # every matrix its own (a tensor kernel's: components times the surface's rows)
+            permutations = {0: np.arange(next(iter(self._computed.values())).shape[1])}
         self._permutation = [permutations[int(number)] for number in symmetry]
 
     def __len__(self) -> int:
