@@ -128,8 +128,8 @@ def validate_tensor_strengths(values, nsources: int, shape: tuple[int, ...], nam
                          "least one)")
     if array.shape != expected and not batched:
         hint = ""
-        if array.shape[::-1][:len(expected)] == expected[::-1] and array.ndim == len(expected):
-            hint = f"; pass the transpose (one row per source)"
+        if array.shape[::-1] == expected:
+            hint = "; pass the transpose (one row per source)"
         raise ValueError(f"{name} must have shape {expected} or {(*expected, 'k')}, one row "
                          f"per source; got {array.shape}{hint}")
     return _finite_values(array, name, name, complex_allowed), batched

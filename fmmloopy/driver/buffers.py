@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import pyopencl.array as cla
+
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.precompute import matrix_shapes
@@ -39,6 +41,35 @@ def evaluation_buffer_shapes(expansion: Expansion, ranks: dict[str, int], nboxes
     rows = nboxes * (1 if green is None else green.vectors)
     shapes |= {name: (rows, width) for name, width in widths.items()}
     return shapes
+
+
+#: What a buffer's view for the pairwise steps is called (:func:`surface_views`).
+_SURFACE_VIEW = "{}:per_point"
+
+
+def surface_view_name(name: str, green: GreenKernel) -> str:
+    """The buffer a pairwise step of ``green`` binds for expansion ``name``: the expansion
+    itself, or for a tensor kernel (densities of several components per surface point) its
+    view one row per component (:func:`surface_views`). The per-point buffers are their own."""
+    if green.density_components == 1 or name in ("strengths", "potential"):
+        return name
+    return _SURFACE_VIEW.format(name)
+
+
+def surface_views(buffers: dict[str, cla.Array], components: int) -> dict[str, cla.Array]:
+    """For a tensor kernel's ``components`` densities per surface point, each per-box buffer
+    as the pairwise template reads it: a box's expansion (row ``b k + v`` of vector ``v``,
+    ``components * n_e`` values, component-major) is ``components`` rows of ``n_e`` (rows
+    ``(b k + v) components + c``), the same memory. None for one component."""
+    if components == 1:
+        return {}
+    views = {}
+    for name, array in buffers.items():
+        if name in ("strengths", "potential") or array.shape[1] % components:
+            continue
+        views[_SURFACE_VIEW.format(name)] = array.reshape(
+            (array.shape[0] * components, array.shape[1] // components))
+    return views
 
 
 def allocations(shapes: dict[str, tuple[int, ...]], scheme: KifmmScheme = KIFMM

@@ -26,7 +26,12 @@ import pyopencl as cl
 import pyopencl.array as cla
 
 from fmmloopy.base.precision import FLOAT64, Precision
-from fmmloopy.driver.buffers import allocations, evaluation_buffer_shapes
+from fmmloopy.driver.buffers import (
+    allocations,
+    evaluation_buffer_shapes,
+    surface_view_name,
+    surface_views,
+)
 from fmmloopy.driver.first_use import verify_launch
 from fmmloopy.driver.plan import Launch, Plan, zero_buffer
 from fmmloopy.driver.selection import RankBoxes, device_class, launch_order, recipe_for
@@ -180,8 +185,9 @@ class _PlanBuilder:
         if get_operator(step.operator).template == PAIRWISE:
             surfaces = {argument: self.expansion.surface(name) for argument, name in step.surfaces}
             green = step_kernel(step, self.green)
-            self.add(step.operator, target_boxes, {"strengths": step.source,
-                                                   "result": step.target},
+            self.add(step.operator, target_boxes,
+                     {"strengths": surface_view_name(step.source, green),
+                      "result": surface_view_name(step.target, green)},
                      operator_sizes(step.operator, self.expansion.n_e), surfaces,
                      green=green, key=(*key, 0, green), evaluation_pass=evaluation_pass)
             return
@@ -419,6 +425,7 @@ def build_plan(tree: Tree, lists: InteractionLists,
             storage[allocation] = cla.empty(queue, (sizes[allocation],), dtype)
             zero_buffer(first_touch, storage[allocation])
         buffers[name] = cla.Array(queue, shape, dtype, data=storage[allocation].base_data)
+    buffers |= surface_views(buffers, green.density_components)
     build = _PlanBuilder(tree, lists, operators, green, queue, recipes, verify, reuse,
                          precision, device_v, check_operators)
     launches = list(launch_order(scheme, tree, lists, rank_boxes, device_v))

@@ -87,28 +87,18 @@ class PointCode:
     #: ``"c, "``, or nothing for one component) rather than as a number in an expression.
     leading_component: bool = True
 
-    #: A surface's values per point of one expansion (a tensor kernel's densities): its
-    #: components then fill ``density`` blocks of a row (``"{row}"``, ``"{column}"``).
-    density: int = 1
-
     def value_of(self, component: int, components: int) -> str:
         """The element of value ``component`` (of ``components`` per point)."""
-        if self.density > 1:
-            return self.value.format(row=component // self.density,
-                                     column=component % self.density)
         if not self.leading_component:
             return self.value.format(component=component)
         return self.value.format(component=f"{component}, " if components > 1 else "")
 
 
 def point_code(points: PointSet, role: str, dtype: np.dtype, components: int = 1,
-                value_dtype: np.dtype | None = None, density: int = 1) -> PointCode:
+                value_dtype: np.dtype | None = None) -> PointCode:
     """Describe ``points`` in loopy text for the role ``"target"`` or ``"source"``, with
     ``components`` values per point (particles: ``values[component, point]``; surfaces:
-    ``values[box * components + component, point]``, or with ``density`` values per point of
-    one expansion (a tensor kernel's), ``values[box * (components / density) + row,
-    column * n_surface + point]`` for ``component = row * density + column``: an expansion's
-    values component-major in one row);
+    ``values[box * components + component, point]``);
     coordinates are ``dtype``, values ``value_dtype`` (complex for a complex kernel)."""
     value_dtype = dtype if value_dtype is None else value_dtype
     short = {"target": "tgt", "source": "src"}[role]
@@ -152,15 +142,8 @@ def point_code(points: PointSet, role: str, dtype: np.dtype, components: int = 1
                 lp.ValueArg(f"nlevels, {SURFACE_SIZE}", INDEX_DTYPE))
         value = (f"{values}[{box} * {components} + {{component}}, {index}]" if components > 1
                  else f"{values}[{box}, {index}]")
-        if density > 1:
-            rows = components // density
-            row = f"{box} * {rows} + {{row}}" if rows > 1 else box
-            value = f"{values}[{row}, {{column}} * {SURFACE_SIZE} + {index}]"
-            args = (*args[:4], lp.GlobalArg(values, value_dtype,
-                                            f"nboxes{f' * {rows}' if rows > 1 else ''}, "
-                                            f"{density} * {SURFACE_SIZE}"), args[5])
         return PointCode(loads, f"0 <= {index} < {SURFACE_SIZE}", None,
                           f"box_centres[{{axis}}, {box}]", value, args,
                           relative=f"{half_width} * {role}_surface[{{axis}}, {index}]",
-                          leading_component=False, surface=True, density=density)
+                          leading_component=False, surface=True)
     raise TypeError(f"unknown point set {points!r}")

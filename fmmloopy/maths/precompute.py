@@ -489,6 +489,6 @@ def compute_operators(kernel: GreenKernel | str, order: int, rcond: float | None
                        for part, array in zip(("compress", "core", "expand"), parts, strict=True)}
     return KifmmOperators(
         kernel_name=kernel.name, homogeneity=kernel.homogeneity, order=int(order), n_e=n_e,
-        rcond=rcond, components=components, uc2e_first=uc2e[0], uc2e_second=uc2e[1], dc2e_first=dc2e[0],
-        dc2e_second=dc2e[1], m2m=m2m, l2l=l2l, compressed_m2l=compressed,
+        rcond=rcond, components=components, uc2e_first=uc2e[0], uc2e_second=uc2e[1],
+        dc2e_first=dc2e[0], dc2e_second=dc2e[1], m2m=m2m, l2l=l2l, compressed_m2l=compressed,
         half_width=half_width, m2l=m2l.dense() if dense_m2l else None)

@@ -166,9 +166,8 @@ def make_pairwise_kernel(name: str, green: GreenKernel, targets: PointSet, sourc
     dtype = np.dtype(dtype)
     n_out, n_in = green.n_outputs, green.n_inputs
     value_dtype = green.value_dtype(dtype)
-    m, k = green.base_shape
-    tgt = point_code(targets, "target", dtype, n_out, value_dtype, density=m)
-    src = point_code(sources, "source", dtype, n_in, value_dtype, density=k)
+    tgt = point_code(targets, "target", dtype, n_out, value_dtype)
+    src = point_code(sources, "source", dtype, n_in, value_dtype)
     offsets = "\n".join(
         f"<> d{axis} = {_offset(tgt, src, axis)}" " {id=offset%d}" % axis for axis in range(3))
 

@@ -1,0 +1,178 @@
+"""Stokes flow: the Stokeslet as a tensor kernel (3 force components to 3 velocity components),
+its velocity gradient and force dipoles, and the FMM's velocities.
+
+References: the closed forms written here by hand, independent of the symbolic machinery:
+the Stokeslet ``(I / r + d d^T / r^3) / (8 pi mu)``, its gradient
+``d_j G_ab = (-delta_ab d_j + delta_aj d_b + delta_bj d_a - 3 d_a d_b d_j / r^2) / (8 pi mu r^3)``,
+summed directly. Bounds: the KIFMM's Stokes error at order 6 measured 1.9e-5 to 2.6e-5 for
+velocities and 3e-5 to 4e-5 for gradients and force dipoles on uniform points
+(docs/kernels.md, "Stokes"): held at 1e-4 and 2e-4; at order 9, 1e-6.
+"""
+
+import numpy as np
+import pytest
+
+import fmmloopy
+from fmmloopy.base.distributions import plummer, sphere_surface
+from fmmloopy.maths.green import GreenKernel, get_kernel, stokes
+
+VELOCITY_BOUND, DERIVATIVE_BOUND = 1e-4, 2e-4
+
+
+def stokeslet(offsets, mu=1.0):
+    """``(..., 3, 3)``: the Stokeslet at ``offsets`` ``(..., 3)``, 0 at 0."""
+    r2 = np.einsum("...k,...k->...", offsets, offsets)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.sqrt(r2)
+        values = (np.eye(3) / r[..., None, None]
+                  + offsets[..., :, None] * offsets[..., None, :] / (r2 * r)[..., None, None])
+    return np.where(r2[..., None, None] > 0, values, 0.0) / (8 * np.pi * mu)
+
+
+def stokeslet_gradient(offsets, mu=1.0):
+    """``(..., 3, 3, 3)``: ``[..., a, b, j] = d G_ab / d d_j``, 0 at 0."""
+    r2 = np.einsum("...k,...k->...", offsets, offsets)
+    eye = np.eye(3)
+    d = offsets
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r3 = r2 * np.sqrt(r2)
+        values = (-eye[:, :, None] * d[..., None, None, :]
+                  + eye[:, None, :] * d[..., None, :, None]
+                  + eye[None, :, :] * d[..., :, None, None]
+                  - 3 * d[..., :, None, None] * d[..., None, :, None] * d[..., None, None, :]
+                  / r2[..., None, None, None]) / r3[..., None, None, None]
+    return np.where(r2[..., None, None, None] > 0, values, 0.0) / (8 * np.pi * mu)
+
+
+def velocities(sources, forces, targets, mu=1.0):
+    return np.einsum("tsab,sb->ta", stokeslet(targets[:, None] - sources[None], mu), forces)
+
+
+def relative(value, reference):
+    return np.linalg.norm(value - reference) / np.linalg.norm(reference)
+
+
+# {{{ the kernel as data
+
+def test_stokeslet_matches_its_closed_form():
+    rng = np.random.default_rng(0)
+    offsets = rng.standard_normal((200, 3)) * np.logspace(-2, 2, 200)[:, None]
+    for mu in (1.0, 2.5):
+        kernel = stokes(mu)
+        assert kernel.base_shape == (3, 3) and kernel.density_components == 3
+        np.testing.assert_allclose(kernel.evaluate(offsets), stokeslet(offsets, mu),
+                                   rtol=1e-13)
+    assert np.all(stokes().evaluate(np.zeros((1, 3))) == 0)
+    assert get_kernel("stokes:mu=2") == stokes(2.0)
+
+
+def test_velocity_gradient_and_force_dipoles_are_the_derivatives():
+    """The gradient output is d u_a / d x_j at 3 a + j; a force dipole of component b along
+    axis l (input 3 b + l) applies the derivative in the source point, -d G_ab / d d_l."""
+    rng = np.random.default_rng(1)
+    offsets = rng.standard_normal((100, 3))
+    kernel = stokes().with_fields(("potential", "gradient"), ("charge", "dipole"))
+    assert (kernel.n_outputs, kernel.n_inputs) == (12, 12)
+    values = kernel.evaluate(offsets)
+    exact = stokeslet_gradient(offsets)  # [n, a, b, j]
+    np.testing.assert_allclose(values[:, :3, :3], stokeslet(offsets), rtol=1e-13)
+    np.testing.assert_allclose(values[:, 3:, :3].reshape(100, 3, 3, 3),
+                               exact.transpose(0, 1, 3, 2), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(values[:, :3, 3:].reshape(100, 3, 3, 3), -exact,
+                               rtol=1e-12, atol=1e-15)
+
+
+def test_bad_tensor_kernels_are_refused():
+    with pytest.raises(ValueError, match="mu"):
+        stokes(0.0)
+    with pytest.raises(ValueError, match="rows of equal length"):
+        GreenKernel(name="ragged", expression=((1,), (1, 2)))
+    with pytest.raises(ValueError, match=r"stokes\[0, 0\].*d == 0"):
+        GreenKernel(name="stokes", expression=tuple(
+            tuple(stokes().expression[a][b].then for b in range(3)) for a in range(3)),
+                    parameters={"mu": 1.0})
+
+# }}}
+
+
+# {{{ the FMM against direct sums
+
+POINT_SETS = {
+    "cube": lambda rng, n: rng.uniform(-1, 1, (n, 3)),
+    "sphere": lambda rng, n: sphere_surface(n, rng),
+    "plummer": lambda rng, n: plummer(n, rng),
+}
+
+
+@pytest.mark.parametrize("name", sorted(POINT_SETS))
+def test_velocities_match_the_direct_sum(name):
+    rng = np.random.default_rng(2)
+    sources = POINT_SETS[name](rng, 6000)
+    forces = rng.standard_normal((6000, 3))
+    fmm = fmmloopy.Fmm(sources, kernel="stokes", n_crit=32)
+    assert fmm.tree.nlevels > 3  # the far field is exercised
+    result = fmm(forces)
+    assert result.shape == (6000, 3)
+    sample = rng.choice(6000, 400, replace=False)
+    assert relative(result[sample], velocities(sources, forces, sources[sample])) \
+        < VELOCITY_BOUND
+
+
+def test_separate_targets_gradients_dipoles_and_viscosity():
+    rng = np.random.default_rng(3)
+    sources = rng.uniform(-1, 1, (4000, 3))
+    targets = rng.uniform(-0.5, 1.5, (1200, 3))
+    forces, dipoles = rng.standard_normal((4000, 3)), rng.standard_normal((4000, 3, 3))
+    mu = 0.5
+    fmm = fmmloopy.Fmm(sources, targets, kernel=f"stokes:mu={mu}", n_crit=32)
+    fields = fmm(forces, gradient=True)
+    offsets = targets[:, None] - sources[None]
+    assert relative(fields.potential, velocities(sources, forces, targets, mu)) \
+        < VELOCITY_BOUND
+    gradient = np.einsum("tsabj,sb->taj", stokeslet_gradient(offsets, mu), forces)
+    assert fields.gradient.shape == (1200, 3, 3)
+    assert relative(fields.gradient, gradient) < DERIVATIVE_BOUND
+    # A force dipole D (component b along axis l) at y: -sum D_bl d G_ab / d d_l.
+    from_dipoles = -np.einsum("tsabl,sbl->ta", stokeslet_gradient(offsets, mu), dipoles)
+    assert relative(fmm(dipoles=dipoles), from_dipoles) < DERIVATIVE_BOUND
+
+
+def test_several_force_vectors_at_once_equal_one_at_a_time():
+    rng = np.random.default_rng(4)
+    sources = rng.uniform(-1, 1, (3000, 3))
+    forces = rng.standard_normal((3000, 3, 2))
+    fmm = fmmloopy.Fmm(sources, kernel="stokes", n_crit=32)
+    both = fmm(forces)
+    assert both.shape == (3000, 3, 2)
+    for column in range(2):
+        np.testing.assert_allclose(both[..., column], fmm(forces[..., column]),
+                                   rtol=1e-12, atol=1e-12 * np.abs(both).max())
+
+
+def test_mobility_matrix_as_a_linear_operator():
+    pytest.importorskip("scipy", reason="linear_operator needs SciPy (the [scipy] extra)")
+    rng = np.random.default_rng(5)
+    sources = rng.uniform(-1, 1, (500, 3))
+    forces = rng.standard_normal((500, 3))
+    fmm = fmmloopy.Fmm(sources, kernel="stokes", n_crit=16)
+    operator = fmmloopy.linear_operator(fmm)
+    assert operator.shape == (1500, 1500)
+    np.testing.assert_array_equal(operator @ forces.ravel(), fmm(forces).ravel())
+
+
+def test_forces_of_the_wrong_shape_are_refused_by_name():
+    rng = np.random.default_rng(6)
+    sources = rng.uniform(-1, 1, (200, 3))
+    fmm = fmmloopy.Fmm(sources, kernel="stokes")
+    with pytest.raises(ValueError, match=r"shape \(200, 3\).*got \(200,\)"):
+        fmm(np.ones(200))
+    with pytest.raises(ValueError, match="pass the transpose"):
+        fmm(np.ones((3, 200)))
+    with pytest.raises(ValueError, match=r"dipoles must have shape \(200, 3, 3\)"):
+        fmm(dipoles=np.ones((200, 3)))
+    bad = np.ones((200, 3))
+    bad[7, 1] = np.nan
+    with pytest.raises(ValueError, match="not finite|nan"):
+        fmm(bad)
+
+# }}}
