@@ -9,12 +9,17 @@ velocities and 3e-5 to 4e-5 for gradients and force dipoles on uniform points
 (docs/kernels.md, "Stokes"): held at 1e-4 and 2e-4; at order 9, 1e-6.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import fmmloopy
 from fmmloopy.base.distributions import plummer, sphere_surface
+from fmmloopy.checking.check import run_checks
 from fmmloopy.maths.green import GreenKernel, get_kernel, stokes
+from fmmloopy.tuning.recipe import RecipeError
+from fmmloopy.tuning.registry import ensure_loaded
 
 VELOCITY_BOUND, DERIVATIVE_BOUND = 1e-4, 2e-4
 
@@ -176,3 +181,42 @@ def test_forces_of_the_wrong_shape_are_refused_by_name():
         fmm(bad)
 
 # }}}
+
+
+def test_what_stokes_does_not_have_yet_is_refused_by_name():
+    """Periodic cells, eps and the distributed FMM are built for scalar kernels: each says so
+    at once instead of failing inside a pass."""
+    rng = np.random.default_rng(7)
+    points = rng.uniform(0, 1, (300, 3))
+    with pytest.raises(ValueError, match="periodic boundaries are for the Laplace kernel"):
+        fmmloopy.Fmm(points, kernel="stokes", periodic=1.0)
+    with pytest.raises(ValueError, match="no accuracy calibration"):
+        fmmloopy.Fmm(points, kernel="stokes", eps=1e-6)
+    with pytest.raises(ValueError, match="tensor kernel"):
+        fmmloopy.DistributedFmm(points, kernel="stokes")
+
+
+WRONG_RECIPES = Path(__file__).parent / "recipes" / "wrong_recipes.py"
+
+
+def test_wrong_recipes_on_the_tensor_kernel_fail_the_check_and_are_refused(device):
+    """The check's battery on the Stokeslet: a transform that changes the math fails every
+    pairwise operator; ``first_output_only`` (right for the potential of charges, a scalar)
+    stores one velocity component of three and fails every one too; an FMM of Stokes refuses
+    it at first use."""
+    laplace = list(run_checks(device, operators=["p2p"], recipes=["first_output_only"],
+                              recipe_sources=[str(WRONG_RECIPES)], production=None,
+                              fail_fast=True))
+    assert any(r.ok and not r.fields for r in laplace)
+    for name in ("wrong_sign", "first_output_only"):
+        results = list(run_checks(device, operators=["p2m", "l2p", "p2p"], recipes=[name],
+                                  recipe_sources=[str(WRONG_RECIPES)], production=None,
+                                  kernel="stokes", fail_fast=True))
+        assert results and not any(r.ok for r in results), name
+        assert {r.operator for r in results} == {"p2m", "l2p", "p2p"}
+
+    ensure_loaded([str(WRONG_RECIPES)])
+    rng = np.random.default_rng(8)
+    points = rng.uniform(-1, 1, (3000, 3))
+    with pytest.raises(RecipeError, match="first_output_only.*differs from 'sequential'"):
+        fmmloopy.Fmm(points, kernel="stokes", recipes={"p2p": "first_output_only"})

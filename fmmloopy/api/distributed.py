@@ -138,6 +138,10 @@ class DistributedFmm:
                 kernel=kernel, order=order, n_crit=n_crit, recipes=recipes,
                 max_depth=max_depth, memory_limit=memory_limit, w_x_direct=w_x_direct,
                 verify_recipes=verify_recipes, dtype=dtype, eps=eps, eps_for=eps_for)
+            if options.kernel.is_tensor:
+                raise ValueError(f"DistributedFmm sums scalar kernels; {options.kernel.spec!r} "
+                                 "is a tensor kernel, whose multipole exchange is not built: "
+                                 "use fmmloopy.Fmm")
             if options.precision != FLOAT64:
                 raise ValueError(f"DistributedFmm runs in float64 only, got dtype "
                                  f"{options.precision.name} (float32 FMMs: fmmloopy.Fmm)")
