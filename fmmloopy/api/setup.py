@@ -38,7 +38,7 @@ from fmmloopy.base.validation import as_float64_points
 from fmmloopy.driver.builder import build_plan
 from fmmloopy.driver.evaluation import PassHooks
 from fmmloopy.driver.memory import describe_problem, estimate_memory
-from fmmloopy.driver.plan import Plan
+from fmmloopy.driver.plan import Plan, merged_plans
 from fmmloopy.driver.preparation import KernelPreparation
 from fmmloopy.driver.selection import RankBoxes
 from fmmloopy.execution.device_setup import DeviceVClasses, device_point_keys
@@ -49,9 +49,11 @@ from fmmloopy.execution.resources import MemoryEstimate, ResourceLimitError, che
 from fmmloopy.execution.tuning_records import device_pair_flops
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import M2L_CLASSES
-from fmmloopy.maths.green import check_wave_range
+from fmmloopy.maths.green import GreenKernel, check_wave_range
+from fmmloopy.maths.harmonic import HARMONIC_POTENTIALS, harmonic_split, operator_kernel
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
 from fmmloopy.maths.levels import LevelOperators
+from fmmloopy.maths.scheme import FAR_FIELD, NEAR_FIELD
 from fmmloopy.maths.templates import particles_for
 from fmmloopy.tree.coordinates import working_coordinates
 from fmmloopy.tree.cost import AUTO, choose_n_crit
@@ -117,6 +119,10 @@ class PointsSetUp:
     #: Sizes of the plan's buffers and lists (what :func:`~fmmloopy.driver.memory.
     #: with_vectors` takes).
     sizes: dict = field(default_factory=dict)
+    #: A kernel whose far field is Laplace sums (:mod:`fmmloopy.maths.harmonic`): its own
+    #: operators per level, for the calls those sums do not cover (loaded at the first such
+    #: call; :attr:`operators` are then the Laplace ones).
+    own_operators: LevelOperators | None = None
 
     def extra_launches(self) -> list:
         """The plan's launches beside the KIFMM's steps: a periodic FMM's far lattice."""
@@ -124,21 +130,82 @@ class PointsSetUp:
 
     def pass_hooks(self, charges: np.ndarray, green, hooks: PassHooks) -> PassHooks:
         """What an evaluation of ``charges`` (tree order) summing ``green`` adds to the passes:
-        a periodic FMM's images (:meth:`~fmmloopy.api.periodic.PeriodicImages.pass_hooks`),
+        a periodic FMM's images (:meth:`~fmmloopy.api.periodic.PeriodicImages.pass_hooks`), a
+        far field of Laplace sums their charges and velocities (:func:`_harmonic_hooks`),
         else ``hooks`` (a distributed FMM's exchange, or none)."""
+        split = harmonic_split(green)
+        if split is not None and split.handles(green):
+            return _harmonic_hooks(self.tree, split, charges)
         return hooks if self.images is None else self.images.pass_hooks(charges, green)
 
     def plan_for(self, green, options: FmmOptions, queue: cl.CommandQueue) -> Plan:
         """A plan of this tree summing ``green`` (another field of the charges), sharing the
         expansions' buffers of :attr:`plan`."""
         with stage(f"the plan of {green.label} (kernels, lists, buffers)"):
-            plan = build_plan(self.tree, self.evaluated_lists, self.operators, green, queue,
-                              options.recipes, verify=options.verify_recipes,
-                              share_buffers=self.plan, rank_boxes=self.rank_boxes,
-                              precision=options.precision, extras=self.extra_launches(),
-                              scheme=options.scheme)
+            plan = _build_plans(self, options, queue, green, share_buffers=self.plan)
             plan.build()
         return plan
+
+    def operators_for(self, green: GreenKernel, options: FmmOptions) -> LevelOperators:
+        """The operators a plan of ``green`` applies: :attr:`operators`, or a kernel's own
+        where its far field is Laplace sums that do not cover ``green``'s fields."""
+        split = harmonic_split(green)
+        if split is None or split.handles(green):
+            return self.operators
+        if self.own_operators is None:
+            with stage(f"operators of {green.base.label} at order {options.order}"):
+                self.own_operators = level_operators(green, options.order,
+                                                     self.tree.level_half_widths)
+        return self.own_operators
+
+
+#: The far field's point buffers where it sums another kernel than the near field.
+_FAR_BUFFERS = {"strengths": "far_strengths", "potential": "far_potential"}
+
+
+def _build_plans(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
+                 green: GreenKernel, share_buffers: Plan | None = None,
+                 device_v: DeviceVClasses | None = None) -> Plan:
+    """The plan of ``green`` on ``setup``'s tree: the scheme's, or for a kernel whose far field
+    is Laplace sums (:mod:`fmmloopy.maths.harmonic`) the Laplace kernel's far field and
+    ``green``'s near field merged into one (:func:`~fmmloopy.driver.plan.merged_plans`)."""
+    common = dict(verify=options.verify_recipes, rank_boxes=setup.rank_boxes,
+                  precision=options.precision)
+    tree, lists = setup.tree, setup.evaluated_lists
+    split = harmonic_split(green)
+    if split is None or not split.handles(green):
+        return build_plan(tree, lists, setup.operators_for(green, options), green, queue,
+                          options.recipes, share_buffers=share_buffers, device_v=device_v,
+                          extras=setup.extra_launches(), scheme=options.scheme, **common)
+    far = build_plan(tree, lists, setup.operators, split.far_kernel(green), queue,
+                     options.recipes, share_buffers=share_buffers, device_v=device_v,
+                     extras=setup.extra_launches(), scheme=FAR_FIELD, **common)
+    near = build_plan(tree, lists, setup.operators, green, queue, options.recipes,
+                      scheme=NEAR_FIELD, **common)
+    return merged_plans(far, near, _FAR_BUFFERS)
+
+
+def _harmonic_hooks(tree: Tree, split, charges: np.ndarray) -> PassHooks:
+    """The Laplace charges of ``charges`` (forces, tree order) uploaded after the forces, and
+    the velocities of the Laplace fields added to the near field's at the end
+    (:class:`~fmmloopy.maths.harmonic.StokesletSplit`)."""
+    centre = np.asarray(tree.root_centre, dtype=np.float64)
+    targets = tree.sources_soa if tree.targets_are_sources else tree.targets_soa
+
+    def before(plan: Plan) -> None:
+        buffer = plan.buffers[_FAR_BUFFERS["strengths"]]
+        laplace = split.charges(np.asarray(charges, dtype=np.float64), tree.sources_soa, centre)
+        buffer.set(laplace.astype(buffer.dtype, copy=False), queue=plan.queue)
+
+    def after(plan: Plan, potential: np.ndarray) -> None:
+        clock = time.perf_counter()
+        fields = plan.buffers[_FAR_BUFFERS["potential"]].get(queue=plan.queue)
+        potential += split.velocities(fields.astype(np.float64, copy=False), targets,
+                                      centre).astype(potential.dtype, copy=False)
+        seconds = time.perf_counter() - clock
+        plan.eval_seconds["harmonic"] = seconds
+        plan.eval_seconds["total"] += seconds
+    return PassHooks(before=before, after=after)
 
 
 def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarray,
@@ -175,10 +242,8 @@ def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarr
         # while the host builds the tree and lists (the plan finds them ready, or waits for
         # them). Started here, not before: with the precomputation on a thread too, three
         # threads on two cores made the set-up slower.
-        preparation = KernelPreparation(
-            options.scheme.kernel_requests(Expansion(options.order).n_e, first.ranks(),
-                                           options.kernel),
-            queue, options.recipes, options.precision)
+        preparation = KernelPreparation(_kernel_requests(options, first.ranks()), queue,
+                                        options.recipes, options.precision)
         _tree_and_lists(setup, options, queue, points, first, n_crit)
         plan_points(setup, options, queue, nested_fmm)
     except ResourceLimitError:
@@ -195,6 +260,17 @@ def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarr
             preparation.stop()
             preparation.join()
     return setup
+
+
+def _kernel_requests(options: FmmOptions, ranks: dict[str, int]) -> list:
+    """The kernels the first plan asks for (:meth:`~fmmloopy.maths.scheme.KifmmScheme.
+    kernel_requests`; both sides of a far field of Laplace sums)."""
+    n_e, kernel = Expansion(options.order).n_e, options.kernel
+    split = harmonic_split(kernel)
+    if split is None:
+        return options.scheme.kernel_requests(n_e, ranks, kernel)
+    return (FAR_FIELD.kernel_requests(n_e, ranks, split.far_kernel(kernel))
+            + NEAR_FIELD.kernel_requests(n_e, ranks, kernel))
 
 
 def set_up_rank(options: FmmOptions, queue: cl.CommandQueue, tree: Tree,
@@ -230,7 +306,7 @@ def _sorted_points(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQue
 def _points_and_operators(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
                           sources: np.ndarray, targets: np.ndarray | None):
     """Stage 1's sorted points and stage 2's operators of the first level with expansions."""
-    kernel, order, seconds = options.kernel, options.order, setup.setup_seconds
+    kernel, order, seconds = operator_kernel(options.kernel), options.order, setup.setup_seconds
     # The operators before the tree: the choice of n_crit weighs the far field by the flops of
     # the compressed M2L they hold. A homogeneous kernel's do not depend on the points: loaded
     # (or precomputed) on a thread while the points are sorted.
@@ -261,7 +337,7 @@ def _tree_and_lists(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQu
                     first, n_crit: int | str) -> None:
     """The rest of stages 1 to 3 into ``setup``: the tree, the operators per level, the
     lists."""
-    kernel, order, seconds = options.kernel, options.order, setup.setup_seconds
+    kernel, order, seconds = operator_kernel(options.kernel), options.order, setup.setup_seconds
     expansion = Expansion(order)
     clock = time.perf_counter()
     with stage("the tree" + (" (n_crit chosen by the cost model)" if n_crit == AUTO else "")):
@@ -344,7 +420,8 @@ def plan_points(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
     setup.sizes = dict(
         nsources=tree.nsources, ntargets=tree.ntargets, order=options.order,
         nboxes=tree.nboxes, ranks=operators.ranks(), complex_values=options.kernel.is_complex,
-        components=options.kernel.density_components,
+        components=(options.kernel.density_components if harmonic_split(options.kernel) is None
+                    else HARMONIC_POTENTIALS),
         list_entries={name: entries(name)
                       for name in [*"uvwx", *(f"v_{name}" for name in M2L_CLASSES)]})
     setup.memory_estimate = estimate_memory(
@@ -356,11 +433,7 @@ def plan_points(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
     try:
         with stage("the plan: lists per launch, transformed kernels (kernel cache or code "
                    "generation), uploads"):
-            setup.plan = build_plan(tree, lists, operators, options.kernel, queue,
-                                    options.recipes, verify=options.verify_recipes,
-                                    rank_boxes=setup.rank_boxes, precision=options.precision,
-                                    device_v=device_v, extras=setup.extra_launches(),
-                                    scheme=options.scheme)
+            setup.plan = _build_plans(setup, options, queue, options.kernel, device_v=device_v)
     except cl.Error as exc:  # buffers: kernels report their own errors (RecipeError)
         explanation = explain_opencl_error(exc, queue.device) or "allocation failed"
         raise ResourceLimitError(

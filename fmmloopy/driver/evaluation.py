@@ -39,12 +39,14 @@ __all__ = ["NO_HOOKS", "PassHooks", "evaluate_plan"]
 
 @dataclass(frozen=True)
 class PassHooks:
-    """What a variant of the FMM adds to an evaluation: ``between(plan)`` runs once the upward
-    pass is enqueued and before anything reads a multipole, and returns seconds to report by
-    name; ``after(plan, potential)`` adds to the potentials read back (in place)."""
+    """What a variant of the FMM adds to an evaluation: ``before(plan)`` runs once the
+    strengths are loaded (uploads a variant's own inputs); ``between(plan)`` runs once the
+    upward pass is enqueued and before anything reads a multipole, and returns seconds to
+    report by name; ``after(plan, potential)`` adds to the potentials read back (in place)."""
 
     between: Callable[[Plan], dict[str, float]] | None = None
     after: Callable[[Plan, np.ndarray], None] | None = None
+    before: Callable[[Plan], None] | None = None
 
 
 NO_HOOKS = PassHooks()
@@ -56,6 +58,8 @@ def evaluate_plan(plan: Plan, strengths: np.ndarray, hooks: PassHooks = NO_HOOKS
     launch of ``plan`` (module docstring)."""
     start = time.perf_counter()
     plan.load(strengths)
+    if hooks.before is not None:
+        hooks.before(plan)
     seconds = {"setup_buffers": time.perf_counter() - start}
     # Profiled launches are timed by their events, read once all are done; else each alone.
     events: list[tuple[str, cl.Event]] | None = [] if plan.profiled else None

@@ -8,6 +8,7 @@ launches, pass by pass.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -171,3 +172,24 @@ class Plan:
             return launch.kernel.launch(self.queue, **arguments)[0]
         self._bound[id(launch)] = (self.queue, launch, enqueue)
         return enqueue()
+
+
+def merged_plans(far: Plan, near: Plan, renamed: dict[str, str]) -> Plan:
+    """One plan of ``far``'s launches (its buffers ``renamed``: a far field summed with another
+    kernel reads and writes point buffers of its own) and then ``near``'s, on ``far``'s queue:
+    evaluated pass by pass, the near field's leaves run after the far field's."""
+    def moved(launch: Launch) -> Launch:
+        return dataclasses.replace(launch, buffers={
+            argument: renamed.get(name, name) for argument, name in launch.buffers.items()})
+    buffers = {renamed.get(name, name): array for name, array in far.buffers.items()}
+    offset = len(far.launches)
+    return Plan(far.queue, [moved(launch) for launch in far.launches] + near.launches,
+                buffers | near.buffers,
+                kernel_seconds=far.kernel_seconds + near.kernel_seconds,
+                verify_seconds=far.verify_seconds + near.verify_seconds,
+                verified_recipes=far.verified_recipes | near.verified_recipes,
+                unverified_recipes=far.unverified_recipes | near.unverified_recipes,
+                zero_before={**{index: tuple(renamed.get(name, name) for name in names)
+                                for index, names in far.zero_before.items()},
+                             **{index + offset: names
+                                for index, names in near.zero_before.items()}})

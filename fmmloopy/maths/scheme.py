@@ -33,7 +33,7 @@ from fmmloopy.maths.kifmm import (
 from fmmloopy.maths.operators import PAIRWISE, get_operator, operator_sizes
 from fmmloopy.maths.precompute import full_ranks, matrix_shapes
 
-__all__ = ["KIFMM", "KernelRequest", "KifmmScheme", "Pass"]
+__all__ = ["FAR_FIELD", "KIFMM", "NEAR_FIELD", "KernelRequest", "KifmmScheme", "Pass"]
 
 #: (operator, kernel it sums, sizes) of one transformed kernel.
 KernelRequest = tuple[str, GreenKernel, dict[str, int]]
@@ -174,3 +174,12 @@ KIFMM = KifmmScheme(UPWARD_STEPS, DOWNWARD_STEPS, LEAF_STEPS,
                                  if step.operator == "m2l"
                                  for name, pool in ((step.source, "m2l_compressed"),
                                                     (step.target, "m2l_summed"))))
+
+
+#: The KIFMM without its near field (every step but P2P), and its near field alone: a kernel
+#: whose far field is another kernel's sums (the Stokeslet's Laplace potentials,
+#: :mod:`fmmloopy.maths.harmonic`) runs the one for the far kernel, the other for itself.
+FAR_FIELD = KifmmScheme(UPWARD_STEPS, DOWNWARD_STEPS,
+                        tuple(step for step in LEAF_STEPS if step.operator != "p2p"),
+                        pooled=KIFMM.pooled)
+NEAR_FIELD = KifmmScheme((), (), tuple(step for step in LEAF_STEPS if step.operator == "p2p"))
