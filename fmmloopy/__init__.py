@@ -4,9 +4,9 @@
 dipole sources, gradients as ``fmmloopy.Fields``; ``kernel=``: ``"laplace"``,
 ``"yukawa:kappa=10"``, :func:`yukawa`, ``"helmholtz:k=3"`` or :func:`helmholtz` (complex
 charges and potentials), ``"stokes"`` or :func:`stokes` (Stokes flow: forces ``(N, 3)`` in,
-velocities ``(M, 3)`` out), or a kernel of the user's own, :func:`user_kernel` or
-:class:`GreenKernel`); ``fmmloopy.evaluate`` does one evaluation; ``fmmloopy.recipe``
-registers a transform recipe (see ``docs/``); ``fmmloopy.DistributedFmm`` is the same FMM over
+velocities ``(M, 3)`` out, ``fmmloopy.Flow`` with their gradient and the pressure), or a kernel
+of the user's own, :func:`user_kernel` or :class:`GreenKernel`); ``fmmloopy.evaluate`` does one
+evaluation; ``fmmloopy.recipe`` registers a transform recipe (see ``docs/``); ``fmmloopy.DistributedFmm`` is the same FMM over
 the ranks of an MPI job (``pip install "fmmloopy[mpi]"``, docs/scale-out.md);
 ``fmmloopy.linear_operator(fmm)`` is an ``Fmm`` as a SciPy ``LinearOperator``;
 ``fmmloopy.DirectSum`` (``fmmloopy.direct``) sums every pair on the device, a reference. Charges of
@@ -18,13 +18,13 @@ from fmmloopy.api.direct import DirectSum, direct
 from fmmloopy.api.distributed import DistributedFmm
 from fmmloopy.api.fmm import Fmm, evaluate
 from fmmloopy.api.operator import linear_operator
-from fmmloopy.api.units import Fields
+from fmmloopy.api.units import Fields, Flow
 from fmmloopy.base.progress import show_progress
 from fmmloopy.maths.green import GreenKernel, helmholtz, stokes, user_kernel, yukawa
 from fmmloopy.tree.octree import root_box_side
 from fmmloopy.tuning.recipe import recipe
 
-__all__ = ["DirectSum", "DistributedFmm", "Fields", "Fmm", "GreenKernel", "direct", "evaluate",
-           "helmholtz", "linear_operator", "recipe", "root_box_side", "show_progress",
+__all__ = ["DirectSum", "DistributedFmm", "Fields", "Flow", "Fmm", "GreenKernel", "direct",
+           "evaluate", "helmholtz", "linear_operator", "recipe", "root_box_side", "show_progress",
            "stokes", "user_kernel", "yukawa"]
 __version__ = "0.1.0"

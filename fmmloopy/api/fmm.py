@@ -284,7 +284,8 @@ class Fmm:
             seconds["total"] += self._nested_seconds
         return seconds
 
-    def __call__(self, charges=None, *, dipoles=None, gradient: bool = False):
+    def __call__(self, charges=None, *, dipoles=None, gradient: bool = False,
+                 pressure: bool = False):
         """Potentials at the targets, in the user's order, of ``charges`` (one per source)
         and/or ``dipoles`` (``(N, 3)``: a moment vector per source, whose potential is
         ``m . grad_source G``); with ``gradient=True``, a
@@ -294,9 +295,14 @@ class Fmm:
         Several strength vectors at once: charges ``(N, k)`` give potentials ``(M, k)``
         (dipoles ``(N, 3, k)``, gradients ``(M, 3, k)``), column ``j`` that of column ``j``.
         One call evaluates each pair of the near field once for all ``k`` and applies each
-        far-field matrix to the ``k`` expansions together."""
+        far-field matrix to the ``k`` expansions together.
+
+        Stokes (``kernel="stokes"``): ``charges`` are forces ``(N, 3)``, ``dipoles`` force
+        dipoles ``(N, 3, 3)`` (force component ``b`` along axis ``l`` at ``[:, b, l]``), the
+        result the velocities ``(M, 3)``; with ``gradient=True`` and/or ``pressure=True`` a
+        :class:`~fmmloopy.api.units.Flow` ``(velocity, gradient, pressure)``."""
         strengths, kernel, batched = checked_strengths(self.kernel, self.nsources, charges,
-                                                       dipoles, gradient)
+                                                       dipoles, gradient, pressure)
         check_eps_covers(self, kernel)
         outputs = self.apply(strengths[0] if kernel.n_inputs == 1 else strengths, kernel)
         return shaped_results(np.atleast_2d(outputs), kernel, batched)

@@ -119,10 +119,6 @@ class PointsSetUp:
     #: Sizes of the plan's buffers and lists (what :func:`~fmmloopy.driver.memory.
     #: with_vectors` takes).
     sizes: dict = field(default_factory=dict)
-    #: A kernel whose far field is Laplace sums (:mod:`fmmloopy.maths.harmonic`): its own
-    #: operators per level, for the calls those sums do not cover (loaded at the first such
-    #: call; :attr:`operators` are then the Laplace ones).
-    own_operators: LevelOperators | None = None
 
     def extra_launches(self) -> list:
         """The plan's launches beside the KIFMM's steps: a periodic FMM's far lattice."""
@@ -134,8 +130,8 @@ class PointsSetUp:
         far field of Laplace sums their charges and velocities (:func:`_harmonic_hooks`),
         else ``hooks`` (a distributed FMM's exchange, or none)."""
         split = harmonic_split(green)
-        if split is not None and split.handles(green):
-            return _harmonic_hooks(self.tree, split, charges)
+        if split is not None:
+            return _harmonic_hooks(self.tree, split, green, charges)
         return hooks if self.images is None else self.images.pass_hooks(charges, green)
 
     def plan_for(self, green, options: FmmOptions, queue: cl.CommandQueue) -> Plan:
@@ -145,18 +141,6 @@ class PointsSetUp:
             plan = _build_plans(self, options, queue, green, share_buffers=self.plan)
             plan.build()
         return plan
-
-    def operators_for(self, green: GreenKernel, options: FmmOptions) -> LevelOperators:
-        """The operators a plan of ``green`` applies: :attr:`operators`, or a kernel's own
-        where its far field is Laplace sums that do not cover ``green``'s fields."""
-        split = harmonic_split(green)
-        if split is None or split.handles(green):
-            return self.operators
-        if self.own_operators is None:
-            with stage(f"operators of {green.base.label} at order {options.order}"):
-                self.own_operators = level_operators(green, options.order,
-                                                     self.tree.level_half_widths)
-        return self.own_operators
 
 
 #: The far field's point buffers where it sums another kernel than the near field.
@@ -173,8 +157,8 @@ def _build_plans(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue
                   precision=options.precision)
     tree, lists = setup.tree, setup.evaluated_lists
     split = harmonic_split(green)
-    if split is None or not split.handles(green):
-        return build_plan(tree, lists, setup.operators_for(green, options), green, queue,
+    if split is None:
+        return build_plan(tree, lists, setup.operators, green, queue,
                           options.recipes, share_buffers=share_buffers, device_v=device_v,
                           extras=setup.extra_launches(), scheme=options.scheme, **common)
     far = build_plan(tree, lists, setup.operators, split.far_kernel(green), queue,
@@ -185,23 +169,24 @@ def _build_plans(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue
     return merged_plans(far, near, _FAR_BUFFERS)
 
 
-def _harmonic_hooks(tree: Tree, split, charges: np.ndarray) -> PassHooks:
-    """The Laplace charges of ``charges`` (forces, tree order) uploaded after the forces, and
-    the velocities of the Laplace fields added to the near field's at the end
-    (:class:`~fmmloopy.maths.harmonic.StokesletSplit`)."""
+def _harmonic_hooks(tree: Tree, split, green: GreenKernel, charges: np.ndarray) -> PassHooks:
+    """The Laplace charges of ``charges`` (``green``'s strengths, tree order) uploaded after
+    them, and ``green``'s far fields from the Laplace fields added to the near field's at the
+    end (:class:`~fmmloopy.maths.harmonic.StokesletSplit`)."""
     centre = np.asarray(tree.root_centre, dtype=np.float64)
     targets = tree.sources_soa if tree.targets_are_sources else tree.targets_soa
 
     def before(plan: Plan) -> None:
         buffer = plan.buffers[_FAR_BUFFERS["strengths"]]
-        laplace = split.charges(np.asarray(charges, dtype=np.float64), tree.sources_soa, centre)
+        laplace = split.charges(green, np.asarray(charges, dtype=np.float64), tree.sources_soa,
+                                centre)
         buffer.set(laplace.astype(buffer.dtype, copy=False), queue=plan.queue)
 
     def after(plan: Plan, potential: np.ndarray) -> None:
         clock = time.perf_counter()
         fields = plan.buffers[_FAR_BUFFERS["potential"]].get(queue=plan.queue)
-        potential += split.velocities(fields.astype(np.float64, copy=False), targets,
-                                      centre).astype(potential.dtype, copy=False)
+        potential += split.fields(green, fields.astype(np.float64, copy=False), targets,
+                                  centre).astype(potential.dtype, copy=False)
         seconds = time.perf_counter() - clock
         plan.eval_seconds["harmonic"] = seconds
         plan.eval_seconds["total"] += seconds

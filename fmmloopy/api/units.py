@@ -36,8 +36,20 @@ class Fields(NamedTuple):
     gradient: np.ndarray
 
 
-def checked_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradient
-                      ) -> tuple[np.ndarray, GreenKernel, bool]:
+class Flow(NamedTuple):
+    """What :meth:`Fmm.__call__` returns for a tensor kernel (Stokes) asked for more than its
+    potential (the velocity): the fields not asked for are None."""
+
+    #: ``(M, 3)``: the velocity at each target (with several strength vectors ``(M, 3, k)``).
+    velocity: np.ndarray
+    #: ``(M, 3, 3)``: ``d u_a / d x_j`` at ``[:, a, j]`` (``(M, 3, 3, k)``), or None.
+    gradient: np.ndarray | None
+    #: ``(M,)``: the pressure (``(M, k)``), or None.
+    pressure: np.ndarray | None
+
+
+def checked_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradient,
+                      pressure=False) -> tuple[np.ndarray, GreenKernel, bool]:
     """A call's ``charges`` and/or ``dipoles`` checked and stacked, ``(n_inputs, nsources)``
     (over ``k`` strength vectors: each vector's components in turn,
     :attr:`~fmmloopy.maths.green.GreenKernel.vectors`), ``green`` with the call's fields and
@@ -47,8 +59,11 @@ def checked_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradi
         raise ValueError("charges must be an array of real numbers, got None (give "
                          "charges, dipoles=... or both)")
     gradient = validate_flag(gradient, "gradient")
+    if validate_flag(pressure, "pressure") and "pressure" not in green.field_names:
+        raise ValueError(f"kernel {green.spec!r} has no pressure (Stokes has: "
+                         "kernel='stokes')")
     if green.is_tensor:
-        return _tensor_strengths(green, nsources, charges, dipoles, gradient)
+        return _tensor_strengths(green, nsources, charges, dipoles, gradient, pressure)
     parts, batched = [], []
     if charges is not None:
         values = validate_charges(charges, nsources, green.is_complex, vectors_allowed=True)
@@ -73,8 +88,8 @@ def checked_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradi
     return strengths, kernel, batched[0]
 
 
-def _tensor_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradient: bool
-                      ) -> tuple[np.ndarray, GreenKernel, bool]:
+def _tensor_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradient: bool,
+                      pressure: bool) -> tuple[np.ndarray, GreenKernel, bool]:
     """:func:`checked_strengths` for a tensor kernel: ``charges`` ``(N, k)`` (forces, say),
     ``dipoles`` ``(N, k, 3)`` (force dipoles: component ``b`` along axis ``l``), each with a
     last axis of strength vectors where there are several."""
@@ -91,7 +106,8 @@ def _tensor_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradi
     if len(parts) == 2 and (batched[0] != batched[1] or len(parts[0]) != len(parts[1])):
         raise ValueError(f"charges and dipoles must hold as many strength vectors: shapes "
                          f"{np.shape(charges)} and {np.shape(dipoles)}")
-    kernel = green.with_fields(("potential", "gradient") if gradient else ("potential",),
+    kernel = green.with_fields(("potential",) + ("gradient",) * gradient
+                               + ("pressure",) * pressure,
                                ("charge",) * (charges is not None)
                                + ("dipole",) * (dipoles is not None)).with_vectors(len(parts[0]))
     strengths = np.concatenate(parts, axis=1).reshape((kernel.n_inputs, nsources))
@@ -99,19 +115,23 @@ def _tensor_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradi
 
 
 def _shaped_tensor_results(outputs: np.ndarray, kernel: GreenKernel, batched: bool):
-    """:func:`shaped_results` for a tensor kernel of ``m`` target components: ``(M, m)`` (a
-    gradient ``(M, m, 3)``, ``d u_a / d x_j`` at ``[:, a, j]``), with a last axis of vectors
-    where the strengths had one."""
+    """:func:`shaped_results` for a tensor kernel of ``m`` target components: ``(M, m)``, or
+    with a gradient (``(M, m, 3)``, ``d u_a / d x_j`` at ``[:, a, j]``) or a pressure
+    (``(M,)``) a :class:`Flow`; with a last axis of vectors where the strengths had one."""
     m = kernel.base_shape[0]
     per_vector = outputs.reshape((kernel.vectors, kernel.n_outputs // kernel.vectors, -1))
-    # (M, components, vectors)
-    values = np.ascontiguousarray(per_vector.transpose(2, 1, 0))
-    potential = values[:, :m] if batched else values[:, :m, 0]
-    if per_vector.shape[1] == m:
-        return np.ascontiguousarray(potential)
-    gradient = values[:, m:].reshape((values.shape[0], m, 3, kernel.vectors))
-    return Fields(np.ascontiguousarray(potential),
-                  np.ascontiguousarray(gradient if batched else gradient[..., 0]))
+    values = per_vector.transpose(2, 1, 0)  # (M, components, vectors)
+
+    def part(first: int, shape: tuple[int, ...]) -> np.ndarray:
+        block = values[:, first:first + int(np.prod(shape))].reshape(
+            (values.shape[0], *shape, kernel.vectors))
+        return np.ascontiguousarray(block if batched else block[..., 0])
+    velocity = part(0, (m,))
+    if kernel.outputs == ("potential",):
+        return velocity
+    gradient = part(m, (m, 3)) if "gradient" in kernel.outputs else None
+    pressure = part(per_vector.shape[1] - 1, ()) if "pressure" in kernel.outputs else None
+    return Flow(velocity, gradient, pressure)
 
 
 def shaped_results(outputs: np.ndarray, kernel: GreenKernel, batched: bool):

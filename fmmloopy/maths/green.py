@@ -60,9 +60,12 @@ __all__ = [
 ]
 
 #: What a pairwise sum can produce at its targets: per field, the derivatives of ``G`` (offset
-#: components differentiated by) of each of its components.
+#: components differentiated by) of each of its components. The Hessian (``xx, xy, xz, yy,
+#: yz, zz``) is what the Stokeslet's velocity gradient takes from Laplace sums
+#: (:mod:`fmmloopy.maths.harmonic`).
 TARGET_FIELDS: dict[str, tuple[tuple[int, ...], ...]] = {
-    "potential": ((),), "gradient": ((0,), (1,), (2,))}
+    "potential": ((),), "gradient": ((0,), (1,), (2,)),
+    "hessian": ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))}
 #: What its sources can carry: a charge multiplies ``G``; a dipole ``m`` gives
 #: ``m . grad_source G = -m . grad_d G`` (derivatives in the source point, whence the sign).
 SOURCE_FIELDS: dict[str, tuple[tuple[int, ...], ...]] = {
@@ -131,6 +134,11 @@ class GreenKernel:
     #: The parameter that is the kernel's wavenumber, for an oscillating kernel (Helmholtz's
     #: ``k``): ``Fmm`` then limits the root box in wavelengths (:func:`check_wave_range`).
     wavenumber: str | None = None
+    #: Fields of a tensor kernel's flow other than ``G`` and its derivatives, each a row of
+    #: expressions over the source components (``(("pressure", (P_0, P_1, P_2)),)`` for the
+    #: Stokeslet) with the degree it adds to the homogeneity's (``P`` is one degree below
+    #: ``G``): an output of that name is one more component per vector.
+    companions: tuple[tuple[str, tuple[prim.ExpressionNode, ...], int], ...] = ()
     #: Independent strength vectors summed at once (``k``): the kernel is then ``G ⊗ I_k``,
     #: block-diagonal, its components vector-major (component ``v * n + c`` is component ``c``
     #: of vector ``v``, ``n`` the components of one vector). A pairwise sum evaluates each
@@ -142,8 +150,11 @@ class GreenKernel:
                 or self.vectors < 1:
             raise ValueError(f"vectors must be a positive integer, not {self.vectors!r}")
         object.__setattr__(self, "vectors", int(self.vectors))
-        object.__setattr__(self, "outputs",
-                           _validate_fields(self.outputs, TARGET_FIELDS, "outputs"))
+        object.__setattr__(self, "companions", tuple(
+            (name, tuple(row), int(degree)) for name, row, degree in self.companions))
+        object.__setattr__(self, "outputs", _validate_fields(
+            self.outputs, TARGET_FIELDS | {name: ((),) for name, _, _ in self.companions},
+            "outputs"))
         object.__setattr__(self, "inputs", _validate_fields(self.inputs, SOURCE_FIELDS, "inputs"))
         object.__setattr__(self, "parameters", validate_parameters(self.parameters))
         object.__setattr__(self, "expression", _as_entries(self.name, self.expression))
@@ -166,6 +177,14 @@ class GreenKernel:
                                      self.homogeneity)
         else:
             check_expression(self.name, self.expression, self.parameters, self.homogeneity)
+        for name, row, degree in self.companions:
+            if len(row) != self.base_shape[1]:
+                raise ValueError(f"kernel {self.name!r}: its {name} has {len(row)} entries for "
+                                 f"{self.base_shape[1]} source components")
+            for b, entry in enumerate(row):
+                check_expression(f"{self.name} {name}[{b}]", entry, self.parameters,
+                                 None if self.homogeneity is None
+                                 else self.homogeneity - degree)
 
     @property
     def is_tensor(self) -> bool:
@@ -218,6 +237,12 @@ class GreenKernel:
         return self.with_vectors(1)
 
     @property
+    def field_names(self) -> tuple[str, ...]:
+        """Every output field this kernel can produce: the derivatives', then its
+        companions'."""
+        return (*TARGET_FIELDS, *(name for name, _, _ in self.companions))
+
+    @property
     def base(self) -> GreenKernel:
         """The potential of charges, one vector (what the precomputed operators are made of)."""
         return dataclasses.replace(self, outputs=("potential",), inputs=("charge",), vectors=1)
@@ -237,10 +262,26 @@ class GreenKernel:
         """Input components, over all :attr:`vectors`."""
         return self.vectors * len(self._input_components())
 
-    def _output_components(self) -> list[tuple[int, tuple[int, ...]]]:
-        """``(component of G, derivative axes)`` of each output component of one vector."""
-        return [(a, axes) for name in self.outputs for a in range(self.base_shape[0])
-                for axes in TARGET_FIELDS[name]]
+    def _output_components(self) -> list[tuple[int | str, tuple[int, ...]]]:
+        """``(component of G, derivative axes)`` of each output component of one vector; a
+        companion's is ``(its name, ())``."""
+        companions = {name for name, _, _ in self.companions}
+        components: list[tuple[int | str, tuple[int, ...]]] = []
+        for name in self.outputs:
+            if name in companions:
+                components.append((name, ()))
+            else:
+                components += [(a, axes) for a in range(self.base_shape[0])
+                               for axes in TARGET_FIELDS[name]]
+        return components
+
+    def _entry(self, a: int | str, b: int):
+        """Entry ``(a, b)`` of ``G`` (a companion's entry ``b`` where ``a`` names it),
+        parameters bound."""
+        if isinstance(a, str):
+            row = next(row for name, row, _ in self.companions if name == a)
+            return bind_parameters(row[b], self.parameters)
+        return (self.bound_expression[a][b] if self.is_tensor else self.bound_expression)
 
     def _input_components(self) -> list[tuple[int, tuple[int, ...]]]:
         """``(component of G, derivative axes)`` of each input component of one vector."""
@@ -279,8 +320,11 @@ class GreenKernel:
         return np.result_type(dtype, np.complex64) if self.is_complex else dtype
 
     def output_derivatives(self) -> np.ndarray:
-        """Per output component: how many derivatives of ``G`` it takes (0 or 1)."""
-        return np.tile([len(axes) for _, axes in self._output_components()], self.vectors)
+        """Per output component: how many derivatives of ``G`` it takes (a companion: the
+        degree it adds to the homogeneity's)."""
+        degrees = {name: degree for name, _, degree in self.companions}
+        return np.tile([degrees[a] if isinstance(a, str) else len(axes)
+                        for a, axes in self._output_components()], self.vectors)
 
     def input_derivatives(self) -> np.ndarray:
         """Per input component: how many derivatives of ``G`` it takes (0 or 1)."""
@@ -307,9 +351,9 @@ class GreenKernel:
         outputs, inputs = self._output_components(), self._input_components()
         target_axes = list(dict.fromkeys(axes for _, axes in outputs))
         source_axes = list(dict.fromkeys(axes for _, axes in inputs))
-        bound = self.bound_expression if self.is_tensor else ((self.bound_expression,),)
-        tables = {(a, b): derivative_entries(bound[a][b], target_axes, source_axes)
-                  for a in {a for a, _ in outputs} for b in {b for b, _ in inputs}}
+        tables = {(a, b): derivative_entries(self._entry(a, b), target_axes, source_axes)
+                  for a in dict.fromkeys(a for a, _ in outputs)
+                  for b in dict.fromkeys(b for b, _ in inputs)}
         return tuple(tuple(tables[a, b][target_axes.index(t)][source_axes.index(s)]
                            for b, s in inputs) for a, t in outputs)
 
@@ -387,7 +431,8 @@ def stokes(mu: float = 1.0) -> GreenKernel:
     components to 3 velocity components (the convention of FMM3D's ``stfmm3d`` and STKFMM).
     Its gradient output is the velocity gradient (``d u_a / d x_j`` at ``3 a + j``), its dipole
     input a force dipole (the Stokes doublet: force component ``b`` times the derivative in
-    the source point along ``l``, at ``3 b + l``). Homogeneous of degree -1, as Laplace's."""
+    the source point along ``l``, at ``3 b + l``), its ``pressure`` output the pressure
+    ``d . f / (4 pi r^3)`` (independent of ``mu``). Homogeneous of degree -1, as Laplace's."""
     if not (isinstance(mu, Real) and not isinstance(mu, bool) and 0 < mu < math.inf):
         raise ValueError(f"stokes: the viscosity mu must be a finite real number > 0, not "
                          f"{mu!r}")
@@ -399,9 +444,11 @@ def stokes(mu: float = 1.0) -> GreenKernel:
     def entry(a: int, b: int):
         dyadic = offset[a] * offset[b] / (r2 * r)
         return guarded(scale * (1 / r + dyadic if a == b else dyadic))
+    pressure = tuple(guarded(offset[b] / (r2 * r) * (1 / (4 * math.pi))) for b in range(3))
     return GreenKernel(name="stokes", expression=tuple(tuple(entry(a, b) for b in range(3))
                                                        for a in range(3)),
-                       homogeneity=-1.0, parameters={"mu": mu})
+                       homogeneity=-1.0, parameters={"mu": mu},
+                       companions=(("pressure", pressure, 1),))
 
 
 #: Python's imaginary literals (``1j``, ``2.5j``), which pymbolic's parser does not read: they

@@ -28,54 +28,91 @@ import numpy as np
 
 from fmmloopy.maths.green import LAPLACE_3D, GreenKernel, stokes
 
-__all__ = ["HARMONIC_FIELDS", "HARMONIC_POTENTIALS", "StokesletSplit", "harmonic_split",
-           "operator_kernel"]
+__all__ = ["HARMONIC_POTENTIALS", "StokesletSplit", "harmonic_split", "operator_kernel"]
 
 #: Laplace potentials summed per force vector: the three components' and ``psi``.
 HARMONIC_POTENTIALS = 4
-#: The Laplace fields each potential gives at the targets: the potential and its gradient.
-HARMONIC_FIELDS = ("potential", "gradient")
-_ROWS = 4  # per Laplace potential: the value and three derivatives
 
 
 @dataclass(frozen=True)
 class StokesletSplit:
-    """The Stokeslet of viscosity ``mu`` as Laplace sums (module docstring)."""
+    """The Stokeslet of viscosity ``mu`` as Laplace sums (module docstring), for every field of
+    the built-in kernel: velocities, their gradient and the pressure, of forces and force
+    dipoles.
+
+    Force dipoles ``D`` (component ``b`` displaced along ``l``) are Laplace dipoles: moment
+    ``D[k, :]`` for ``phi_k``, and for ``psi`` (the derivative of ``f_b (y - c)_b L`` in
+    ``y_l``) the charge ``trace D`` and the moment ``(y - c)_b D[b, :]``. The velocity gradient
+    is ``d_j u_i = (d_j phi_i - d_i phi_j - (x - c)_k d_i d_j phi_k + d_i d_j psi) / (2 mu)``
+    (the potentials' Hessians), the pressure ``-d_k phi_k`` (the divergence of the force
+    potentials).
+    """
 
     mu: float
 
-    def handles(self, kernel: GreenKernel) -> bool:
-        """Whether a call summing ``kernel`` (the Stokeslet with the call's fields) goes
-        through the Laplace sums: velocities of forces."""
-        return kernel.outputs == ("potential",) and kernel.inputs == ("charge",)
-
     @staticmethod
     def far_kernel(kernel: GreenKernel) -> GreenKernel:
-        """The Laplace kernel whose far field gives ``kernel``'s: potentials and gradients of
-        four charge vectors per force vector."""
-        return LAPLACE_3D.with_fields(HARMONIC_FIELDS).with_vectors(
+        """The Laplace kernel whose far field gives ``kernel``'s fields: four potentials per
+        force vector, their gradients, and their Hessians for a velocity gradient; charges,
+        and dipoles for force dipoles."""
+        outputs = ("potential", "gradient") + (("hessian",) if "gradient" in kernel.outputs
+                                               else ())
+        inputs = ("charge",) + (("dipole",) if "dipole" in kernel.inputs else ())
+        return LAPLACE_3D.with_fields(outputs, inputs).with_vectors(
             HARMONIC_POTENTIALS * kernel.vectors)
 
-    @staticmethod
-    def charges(forces: np.ndarray, sources: np.ndarray, centre: np.ndarray) -> np.ndarray:
-        """``(4 v, N)`` Laplace charges of ``forces`` ``(3 v, N)`` (``v`` force vectors, each
-        three rows) at ``sources`` ``(3, N)``: per vector ``f_0, f_1, f_2, f . (y - c)``."""
-        per_vector = forces.reshape((-1, 3, forces.shape[-1]))
-        moment = np.einsum("vkn,kn->vn", per_vector, sources - centre[:, None])
-        return np.concatenate([per_vector, moment[:, None]], axis=1).reshape(
-            (-1, forces.shape[-1]))
+    def charges(self, kernel: GreenKernel, strengths: np.ndarray, sources: np.ndarray,
+                centre: np.ndarray) -> np.ndarray:
+        """The far kernel's strengths ``(n_inputs, N)`` from ``kernel``'s ``strengths``
+        (forces and/or force dipoles of each vector in turn) at ``sources`` ``(3, N)``."""
+        count = strengths.shape[-1]
+        per_vector = strengths.reshape((kernel.vectors, -1, count))
+        relative = sources - centre[:, None]
+        forces = per_vector[:, :3] if "charge" in kernel.inputs else None
+        dipoles = (per_vector[:, -9:].reshape((kernel.vectors, 3, 3, count))
+                   if "dipole" in kernel.inputs else None)
+        charge = np.zeros((kernel.vectors, HARMONIC_POTENTIALS, count))
+        if forces is not None:
+            charge[:, :3] = forces
+            charge[:, 3] = np.einsum("vkn,kn->vn", forces, relative)
+        if dipoles is None:
+            return charge.reshape((-1, count))
+        charge[:, 3] += np.einsum("vbbn->vn", dipoles)
+        moment = np.empty((kernel.vectors, HARMONIC_POTENTIALS, 3, count))
+        moment[:, :3] = dipoles
+        moment[:, 3] = np.einsum("vbln,bn->vln", dipoles, relative)
+        return np.concatenate([charge[:, :, None], moment], axis=2).reshape((-1, count))
 
-    def velocities(self, fields: np.ndarray, targets: np.ndarray, centre: np.ndarray
-                   ) -> np.ndarray:
-        """``(3 v, M)`` velocities from the Laplace ``fields`` ``(16 v, M)`` (per vector, per
-        potential: value, then gradient) at ``targets`` ``(3, M)``."""
-        per_vector = fields.reshape((-1, HARMONIC_POTENTIALS, _ROWS, fields.shape[-1]))
-        phi = per_vector[:, :3, 0]  # (v, 3, M)
-        gradient_phi = per_vector[:, :3, 1:]  # (v, k, i, M): d_i phi_k
-        gradient_psi = per_vector[:, 3, 1:]  # (v, i, M)
+    def fields(self, kernel: GreenKernel, laplace: np.ndarray, targets: np.ndarray,
+               centre: np.ndarray) -> np.ndarray:
+        """``kernel``'s outputs ``(n_outputs, M)`` from the far kernel's ``laplace`` outputs at
+        ``targets`` ``(3, M)``."""
+        count = laplace.shape[-1]
+        rows = laplace.reshape((kernel.vectors, HARMONIC_POTENTIALS, -1, count))
+        value, gradient = rows[:, :, 0], rows[:, :, 1:4]  # (v, 4, M), (v, 4, 3, M)
         offset = targets - centre[:, None]
-        velocity = phi - np.einsum("km,vkim->vim", offset, gradient_phi) + gradient_psi
-        return (velocity / (2.0 * self.mu)).reshape((-1, fields.shape[-1]))
+        scale = 1.0 / (2.0 * self.mu)
+        out = []
+        if "potential" in kernel.outputs:
+            out.append(scale * (value[:, :3] - np.einsum("km,vkim->vim", offset, gradient[:, :3])
+                                + gradient[:, 3]))
+        if "gradient" in kernel.outputs:
+            hessian = _full_hessian(rows[:, :, 4:10])  # (v, 4, 3, 3, M)
+            velocity_gradient = (gradient[:, :3]  # d_j phi_i at [i, j]
+                                 - gradient[:, :3].transpose(0, 2, 1, 3)  # d_i phi_j
+                                 - np.einsum("km,vkijm->vijm", offset, hessian[:, :3])
+                                 + hessian[:, 3])
+            out.append(scale * velocity_gradient.reshape((kernel.vectors, 9, count)))
+        if "pressure" in kernel.outputs:
+            out.append(-np.einsum("vkkm->vm", gradient[:, :3])[:, None])
+        return np.concatenate(out, axis=1).reshape((-1, count))
+
+
+def _full_hessian(distinct: np.ndarray) -> np.ndarray:
+    """``(..., 3, 3, M)`` Hessians from their six distinct entries ``(..., 6, M)`` (``xx, xy, xz,
+    yy, yz, zz``)."""
+    index = np.array([[0, 1, 2], [1, 3, 4], [2, 4, 5]])
+    return distinct[..., index, :]
 
 
 def harmonic_split(kernel: GreenKernel) -> StokesletSplit | None:
