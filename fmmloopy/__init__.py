@@ -7,7 +7,8 @@ charges and potentials), ``"stokes"`` or :func:`stokes` (Stokes flow: forces ``(
 velocities ``(M, 3)`` out, ``fmmloopy.Flow`` with their gradient and the pressure), or a kernel
 of the user's own, :func:`user_kernel` or :class:`GreenKernel`); ``fmmloopy.evaluate`` does one
 evaluation; ``fmmloopy.recipe`` registers a transform recipe (see ``docs/``);
-``fmmloopy.DistributedFmm`` is the same FMM over the ranks of an MPI job (``pip install "fmmloopy[mpi]"``, docs/scale-out.md);
+``fmmloopy.DistributedFmm`` is the same FMM over the ranks of an MPI job
+(``pip install "fmmloopy[mpi]"``, docs/scale-out.md);
 ``fmmloopy.linear_operator(fmm)`` is an ``Fmm`` as a SciPy ``LinearOperator``;
 ``fmmloopy.DirectSum`` (``fmmloopy.direct``) sums every pair on the device, a reference. Charges of
 shape ``(N, k)`` give potentials ``(M, k)`` in one call. Set-up stages report through
