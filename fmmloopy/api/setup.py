@@ -53,7 +53,7 @@ from fmmloopy.maths.green import GreenKernel, check_wave_range
 from fmmloopy.maths.harmonic import HARMONIC_POTENTIALS, harmonic_split, operator_kernel
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
 from fmmloopy.maths.levels import LevelOperators
-from fmmloopy.maths.scheme import FAR_FIELD, NEAR_FIELD
+from fmmloopy.maths.scheme import FAR_FIELD, NEAR_FIELD, plan_kernel_requests
 from fmmloopy.maths.templates import particles_for
 from fmmloopy.tree.coordinates import working_coordinates
 from fmmloopy.tree.cost import AUTO, choose_n_crit
@@ -227,8 +227,10 @@ def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarr
         # while the host builds the tree and lists (the plan finds them ready, or waits for
         # them). Started here, not before: with the precomputation on a thread too, three
         # threads on two cores made the set-up slower.
-        preparation = KernelPreparation(_kernel_requests(options, first.ranks()), queue,
-                                        options.recipes, options.precision)
+        preparation = KernelPreparation(
+            plan_kernel_requests(options.scheme, Expansion(options.order).n_e, first.ranks(),
+                                 options.kernel),
+            queue, options.recipes, options.precision)
         _tree_and_lists(setup, options, queue, points, first, n_crit)
         plan_points(setup, options, queue, nested_fmm)
     except ResourceLimitError:
@@ -245,17 +247,6 @@ def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarr
             preparation.stop()
             preparation.join()
     return setup
-
-
-def _kernel_requests(options: FmmOptions, ranks: dict[str, int]) -> list:
-    """The kernels the first plan asks for (:meth:`~fmmloopy.maths.scheme.KifmmScheme.
-    kernel_requests`; both sides of a far field of Laplace sums)."""
-    n_e, kernel = Expansion(options.order).n_e, options.kernel
-    split = harmonic_split(kernel)
-    if split is None:
-        return options.scheme.kernel_requests(n_e, ranks, kernel)
-    return (FAR_FIELD.kernel_requests(n_e, ranks, split.far_kernel(kernel))
-            + NEAR_FIELD.kernel_requests(n_e, ranks, kernel))
 
 
 def set_up_rank(options: FmmOptions, queue: cl.CommandQueue, tree: Tree,

@@ -1,8 +1,9 @@
 """Generate the kernels fmmloopy ships (:mod:`fmmloopy.execution.shipped_kernels`) and write them.
 
 ``python -m fmmloopy.cli.ship_kernels`` generates, on this machine's OpenCL CPU device, every
-kernel a Laplace FMM asks for (the potential, and the gradient, of charges, dipoles or both)
-under the shipped ``cpu`` recipes, in float64 and float32, for each vector class
+kernel a Laplace FMM asks for (the potential, and the gradient, of charges, dipoles or both) and
+a Stokes FMM asks for its velocities (:data:`SHIPPED_KERNELS`) under the shipped ``cpu``
+recipes, in float64 and float32, for each vector class
 (:data:`VECTOR_CLASSES`, made through ``$FMMLOOPY_VECTOR_DOUBLES``: the recipes read nothing else
 of the device), and the set-up's kernels; the disk kernel cache is neither read nor written.
 Run it after a change to what generates kernels (``tests/test_shipped_kernels.py`` fails until
@@ -24,15 +25,17 @@ from fmmloopy.execution import compiled, device_setup, kernel_cache, shipped_ker
 from fmmloopy.execution.cache_files import key_string
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import get_kernel
-from fmmloopy.maths.scheme import KIFMM
+from fmmloopy.maths.scheme import KIFMM, plan_kernel_requests
 
 #: The doubles per vector of the CPU classes shipped: AVX2 and AVX-512.
 VECTOR_CLASSES = (4, 8)
 #: The precisions shipped.
 DTYPES = (np.float64, np.float32)
-#: The fields of the Laplace kernel shipped: (outputs, inputs).
-FIELDS = tuple((outputs, inputs) for outputs in (("potential",), ("potential", "gradient"))
-               for inputs in (("charge",), ("dipole",), ("charge", "dipole")))
+#: The kernels shipped with their fields: (kernel, outputs, inputs).
+SHIPPED_KERNELS = tuple(("laplace", outputs, inputs)
+                        for outputs in (("potential",), ("potential", "gradient"))
+                        for inputs in (("charge",), ("dipole",), ("charge", "dipole"))) + (
+    ("stokes", ("potential",), ("charge",)),)
 
 
 #: Output coefficients of a matvec that make rows of whole vectors in both classes (8 and 16
@@ -52,7 +55,6 @@ def _variants(sizes: dict[str, int]) -> list[dict[str, int]]:
 def generate_entries(device: cl.Device) -> list[dict[str, Any]]:
     """Every shipped entry, generated now on ``device`` (an OpenCL CPU device)."""
     expansion = Expansion(4)  # any order: the sizes are launch arguments
-    laplace = get_kernel("laplace")
     entries = {}
 
     def add(key: dict[str, Any] | None, generated) -> None:
@@ -67,9 +69,9 @@ def generate_entries(device: cl.Device) -> list[dict[str, Any]]:
         for lanes in VECTOR_CLASSES:
             with set_environment({VECTOR_DOUBLES_ENV: str(lanes)}):
                 for dtype in map(np.dtype, DTYPES):
-                    for outputs, inputs in FIELDS:
-                        green = laplace.with_fields(outputs, inputs)
-                        requests = KIFMM.kernel_requests(expansion.n_e, None, green)
+                    for name, outputs, inputs in SHIPPED_KERNELS:
+                        green = get_kernel(name).with_fields(outputs, inputs)
+                        requests = plan_kernel_requests(KIFMM, expansion.n_e, None, green)
                         for operator, kernel, sizes in requests:
                             for size in _variants(sizes):
                                 made = compiled.compiled_operator(

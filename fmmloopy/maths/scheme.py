@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
 
-from fmmloopy.maths.green import SOURCE_FIELDS, TARGET_FIELDS, GreenKernel
+from fmmloopy.maths.green import LAPLACE_3D, SOURCE_FIELDS, TARGET_FIELDS, GreenKernel
+from fmmloopy.maths.harmonic import harmonic_split
 from fmmloopy.maths.kifmm import (
     CHECKED_VECTORS,
     DOWNWARD_STEPS,
@@ -33,7 +34,12 @@ from fmmloopy.maths.kifmm import (
 from fmmloopy.maths.operators import PAIRWISE, get_operator, operator_sizes
 from fmmloopy.maths.precompute import full_ranks, matrix_shapes
 
-__all__ = ["FAR_FIELD", "KIFMM", "NEAR_FIELD", "KernelRequest", "KifmmScheme", "Pass"]
+__all__ = ["FAR_FIELD", "KIFMM", "NEAR_FIELD", "KernelRequest", "KifmmScheme", "Pass",
+           "plan_kernel_requests"]
+
+#: The output fields a call may ask of every kernel (the Hessian is the Stokeslet's Laplace
+#: sums' own, :mod:`fmmloopy.maths.harmonic`).
+USER_OUTPUTS = ("potential", "gradient")
 
 #: (operator, kernel it sums, sizes) of one transformed kernel.
 KernelRequest = tuple[str, GreenKernel, dict[str, int]]
@@ -133,10 +139,16 @@ class KifmmScheme:
     def operator_kernels(self, operator: str, green: GreenKernel) -> list[GreenKernel]:
         """The kernels an FMM may build ``operator`` for: the potential of charges, the same
         for :data:`~fmmloopy.maths.kifmm.CHECKED_VECTORS` strength vectors at once and, for
-        the steps at the user's points, the one with every output and input field (what
+        the steps at the user's points, the one with every field a call may ask for (what
         ``fmmloopy check`` runs: fewer fields or vectors take the same template code with
-        fewer components)."""
-        full = green.with_fields(tuple(TARGET_FIELDS), tuple(SOURCE_FIELDS))
+        fewer components). A kernel whose far field is Laplace sums
+        (:mod:`fmmloopy.maths.harmonic`): its own at the near field (P2P), the Laplace ones
+        of :data:`FAR_FIELD` (for every field: its far kernel's) elsewhere."""
+        full = green.with_fields(USER_OUTPUTS + green.field_names[len(TARGET_FIELDS):],
+                                 tuple(SOURCE_FIELDS))
+        split = harmonic_split(green)
+        if split is not None and operator != "p2p":
+            green, full = LAPLACE_3D, split.far_kernel(full)
         kernels = [green.base, green.base.with_vectors(CHECKED_VECTORS)]
         for step in self.steps.values():
             kernel = step_kernel(step, full)
@@ -183,3 +195,15 @@ FAR_FIELD = KifmmScheme(UPWARD_STEPS, DOWNWARD_STEPS,
                         tuple(step for step in LEAF_STEPS if step.operator != "p2p"),
                         pooled=KIFMM.pooled)
 NEAR_FIELD = KifmmScheme((), (), tuple(step for step in LEAF_STEPS if step.operator == "p2p"))
+
+
+def plan_kernel_requests(scheme: KifmmScheme, n_e: int, ranks: dict[str, int] | None,
+                         green: GreenKernel) -> list[KernelRequest]:
+    """The kernels a plan of ``green`` asks for (:meth:`KifmmScheme.kernel_requests`); for a
+    kernel whose far field is Laplace sums, those of :data:`FAR_FIELD` for its far kernel and
+    those of :data:`NEAR_FIELD` for itself."""
+    split = harmonic_split(green)
+    if split is None:
+        return scheme.kernel_requests(n_e, ranks, green)
+    return (FAR_FIELD.kernel_requests(n_e, ranks, split.far_kernel(green))
+            + NEAR_FIELD.kernel_requests(n_e, ranks, green))
