@@ -74,9 +74,10 @@ class Fmm:
     ``kernel`` is the Green's function: ``"laplace"`` (the default), a built-in one with its
     parameters (``"yukawa:kappa=10"``), an expression (``"exp(-kappa*r)/(4*pi*r):kappa=10"``)
     or a :class:`~fmmloopy.maths.green.GreenKernel` (docs/kernels.md); a kernel without
-    homogeneity has its operators precomputed per level.
+    homogeneity has its operators precomputed per level; ``"stokes"`` (``"stokes:mu=0.5"``)
+    sums Stokeslets, its far field as Laplace sums (docs/kernels.md, "Stokes").
     ``order`` is the number of points per edge of the equivalent and check surfaces
-    (``6 (order - 1)**2 + 2`` points), 2 to 16; ``n_crit`` the most points per leaf (``"auto"``,
+    (``6 (order - 1)**2 + 2`` points), 2 to 16 (default 6; Stokes 9); ``n_crit`` the most points per leaf (``"auto"``,
     the default: chosen for these points and this order by a cost model,
     :mod:`fmmloopy.tree.cost`; the choice is :attr:`n_crit`) (a leaf at
     ``max_depth`` holds more when points crowd closer than the tree resolves); ``device`` an

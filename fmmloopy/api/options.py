@@ -25,18 +25,23 @@ from fmmloopy.base.validation import (
 )
 from fmmloopy.maths.accuracy import eps_quantities, validate_eps
 from fmmloopy.maths.green import GreenKernel, get_kernel
+from fmmloopy.maths.harmonic import harmonic_split
 from fmmloopy.maths.operators import OPERATORS
 from fmmloopy.maths.scheme import KIFMM, KifmmScheme
 from fmmloopy.tree.cost import validate_n_crit
 from fmmloopy.tree.octree import MAX_DEPTH_LIMIT
 
-__all__ = ["DEFAULT_ORDER", "DEFAULT_PERIODIC_ORDER", "MAX_ORDER", "MIN_ORDER", "FmmOptions",
-           "check_eps_covers", "checked_accuracy", "checked_options"]
+__all__ = ["DEFAULT_ORDER", "DEFAULT_PERIODIC_ORDER", "DEFAULT_STOKES_ORDER", "MAX_ORDER",
+           "MIN_ORDER", "FmmOptions", "check_eps_covers", "checked_accuracy", "checked_options"]
 
 #: Orders (points per surface edge) the toolkit accepts.
 MIN_ORDER, MAX_ORDER = 2, 16
 #: The order without ``order`` or ``eps``.
 DEFAULT_ORDER = 6
+#: The order of a Stokes FMM without ``order``: the lowest at which its velocities, their
+#: gradients and the pressure all measured within 1e-6 of a direct sum (its far field is
+#: Laplace sums, whose gradients and Hessians it takes: docs/kernels.md, "Stokes").
+DEFAULT_STOKES_ORDER = 9
 #: The order of a periodic FMM without ``order`` or ``eps``: one more than in free space, whose
 #: 1e-6 the far images' smooth field (about the potentials' own size) would spend (docs/fmm.md,
 #: "Periodic boundaries": the error at each order).
@@ -95,6 +100,8 @@ def checked_options(*, kernel: str | GreenKernel = "laplace", order: int | None 
     :data:`DEFAULT_PERIODIC_ORDER`. The points and the device are the shell's."""
     if periodic is not None and order is None and eps is None:
         order = DEFAULT_PERIODIC_ORDER
+    if order is None and eps is None and harmonic_split(get_kernel(kernel)) is not None:
+        order = DEFAULT_STOKES_ORDER
     order, eps, quantities = checked_accuracy(order, eps, eps_for)
     precision = get_precision(dtype)
     if eps is not None and precision != FLOAT64:
