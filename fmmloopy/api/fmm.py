@@ -78,8 +78,8 @@ class Fmm:
     sums Stokeslets, its far field as Laplace sums (docs/kernels.md, "Stokes").
     ``order`` is the number of points per edge of the equivalent and check surfaces
     (``6 (order - 1)**2 + 2`` points), 2 to 16 (default 6; Stokes 9); ``n_crit`` the most
-    points per leaf (``"auto"``, the default: chosen for these points and this order by a cost model,
-    :mod:`fmmloopy.tree.cost`; the choice is :attr:`n_crit`) (a leaf at
+    points per leaf (``"auto"``, the default: chosen for these points and this order by a
+    cost model, :mod:`fmmloopy.tree.cost`; the choice is :attr:`n_crit`) (a leaf at
     ``max_depth`` holds more when points crowd closer than the tree resolves); ``device`` an
     OpenCL device or ``"cpu"``/``"gpu"``/a name; ``recipes`` a recipe name for every operator or
     a mapping operator -> recipe name (default: the device's own; a periodic FMM's mapping may
