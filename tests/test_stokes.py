@@ -21,6 +21,7 @@ from fmmloopy.maths.green import GreenKernel, get_kernel, stokes
 from fmmloopy.tuning.recipe import RecipeError
 from fmmloopy.tuning.registry import ensure_loaded
 
+
 def stokeslet(offsets, mu=1.0):
     """``(..., 3, 3)``: the Stokeslet at ``offsets`` ``(..., 3)``, 0 at 0."""
     r2 = np.einsum("...k,...k->...", offsets, offsets)
