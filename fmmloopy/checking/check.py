@@ -233,7 +233,8 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
     return results
 
 
-_FIELD_ABBREVIATIONS = {"potential": "pot", "gradient": "grad", "charge": "q", "dipole": "dip"}
+_FIELD_ABBREVIATIONS = {"potential": "pot", "gradient": "grad", "hessian": "hess",
+                        "pressure": "p", "charge": "q", "dipole": "dip"}
 
 
 def fields_label(green: GreenKernel) -> str:

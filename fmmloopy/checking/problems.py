@@ -27,6 +27,7 @@ from fmmloopy.execution.kernel_arguments import (
 )
 from fmmloopy.maths.geometry import NTRANSFER_VECTORS
 from fmmloopy.maths.green import GreenKernel, get_kernel
+from fmmloopy.maths.harmonic import operator_kernel
 from fmmloopy.maths.operators import MATVEC, PARTICLES, OperatorSpec, operator_sizes
 from fmmloopy.maths.periodic import CHILD_OFFSETS
 from fmmloopy.tree.direct_lists import direct_where_cheaper
@@ -234,7 +235,7 @@ def production_sizes(order: int = DEFAULT_ORDER,
     """Surfaces and ranks of an FMM of ``kernel`` at ``order``: ``surface_size``, the c2e
     ``rank`` and the compressed M2L's ``m2l_rank``, from its precomputed operators."""
     from fmmloopy.execution.precomputed import get_operators
-    operators = get_operators(get_kernel(kernel), order)
+    operators = get_operators(operator_kernel(get_kernel(kernel)), order)
     return {"surface_size": operators.n_e, "rank": operators.uc2e_first.shape[0],
             "m2l_rank": operators.m2l_rank()}
 
