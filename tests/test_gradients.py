@@ -67,6 +67,10 @@ def test_laplace_derivatives_match_the_formulas():
     np.testing.assert_allclose(values[:, 0, 1:], d / (FOUR_PI * r[:, None] ** 3), rtol=1e-13)
     # Its gradient at the target: -(Hessian of G) m.
     np.testing.assert_allclose(values[:, 1:, 1:], -hessian, rtol=1e-12, atol=1e-15)
+    # The Hessian field (the Stokeslet's Laplace sums take it): xx, xy, xz, yy, yz, zz.
+    distinct = LAPLACE_3D.with_fields(("hessian",)).evaluate(offsets)[:, :, 0]
+    rows, columns = np.triu_indices(3)
+    np.testing.assert_allclose(distinct, hessian[:, rows, columns], rtol=1e-12, atol=1e-15)
     # d == 0 contributes exactly nothing, to every entry.
     assert not kernel.evaluate(np.zeros((1, 3))).any()
 
@@ -113,7 +117,9 @@ def test_what_cannot_be_differentiated_is_named():
 
 def test_fields_are_checked():
     with pytest.raises(ValueError, match="outputs must be distinct names among"):
-        LAPLACE_3D.with_fields(("hessian",))
+        LAPLACE_3D.with_fields(("laplacian",))
+    with pytest.raises(ValueError, match="outputs must be distinct names among"):
+        LAPLACE_3D.with_fields(("pressure",))  # a companion of Stokes' only
     with pytest.raises(ValueError, match="inputs must be distinct names among"):
         LAPLACE_3D.with_fields(inputs=())
     kernel = LAPLACE_3D.with_fields(("gradient", "potential"), ("dipole", "charge"))

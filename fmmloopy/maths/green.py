@@ -5,7 +5,8 @@ their loops, so a new kernel (a gradient, Yukawa, ...) is a new expression, not 
 
 This module holds the kernel (:class:`GreenKernel`), the built-in kernels, kernels written by the
 user and the lookup by name, and is the interface to import from: the expression's pieces
-(:mod:`fmmloopy.maths.green_expression`), its evaluation on the host and checks
+(:mod:`fmmloopy.maths.green_expression`), its fields component by component
+(:mod:`fmmloopy.maths.green_fields`), its evaluation on the host and checks
 (:mod:`fmmloopy.maths.green_evaluation`) and the range in wavelengths of an oscillating kernel
 (:mod:`fmmloopy.maths.wave_range`) live beside it, their public names re-exported.
 """
@@ -35,7 +36,6 @@ from fmmloopy.maths.green_expression import (
     OFFSET_VARIABLES,
     bind_parameters,
     count_flops,
-    derivative_entries,
     get_variables,
     guarded,
     is_zero_entry,
@@ -43,6 +43,16 @@ from fmmloopy.maths.green_expression import (
     parse_parameters,
     sized_constants,
     validate_parameters,
+)
+from fmmloopy.maths.green_fields import (
+    SOURCE_FIELDS,
+    TARGET_FIELDS,
+    Component,
+    as_entries,
+    field_entries,
+    input_components,
+    output_components,
+    validate_fields,
 )
 from fmmloopy.maths.wave_range import (
     RANGE_MEASURED_TO_ORDER,
@@ -59,39 +69,8 @@ __all__ = [
     "check_wave_range", "user_kernel", "kernel_names", "get_kernel",
 ]
 
-#: What a pairwise sum can produce at its targets: per field, the derivatives of ``G`` (offset
-#: components differentiated by) of each of its components. The Hessian (``xx, xy, xz, yy,
-#: yz, zz``) is what the Stokeslet's velocity gradient takes from Laplace sums
-#: (:mod:`fmmloopy.maths.harmonic`).
-TARGET_FIELDS: dict[str, tuple[tuple[int, ...], ...]] = {
-    "potential": ((),), "gradient": ((0,), (1,), (2,)),
-    "hessian": ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))}
-#: What its sources can carry: a charge multiplies ``G``; a dipole ``m`` gives
-#: ``m . grad_source G = -m . grad_d G`` (derivatives in the source point, whence the sign).
-SOURCE_FIELDS: dict[str, tuple[tuple[int, ...], ...]] = {
-    "charge": ((),), "dipole": ((0,), (1,), (2,))}
-
 #: What a kernel's name may hold (it is part of cache file names).
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-
-
-def _validate_fields(fields: tuple[str, ...], known: dict, what: str) -> tuple[str, ...]:
-    fields = tuple(fields)
-    if not fields or len(set(fields)) != len(fields) or not set(fields) <= set(known):
-        raise ValueError(f"{what} must be distinct names among {list(known)}, not {fields!r}")
-    return tuple(name for name in known if name in fields)  # the canonical order
-
-
-def _as_entries(name: str, expression):
-    """A tensor kernel's matrix as a tuple of equally long tuples (a scalar expression
-    unchanged); ValueError for an empty or ragged one."""
-    if not isinstance(expression, tuple | list):
-        return expression
-    rows = tuple(tuple(row) if isinstance(row, tuple | list) else None for row in expression)
-    if not rows or any(row is None or len(row) != len(rows[0]) or not row for row in rows):
-        raise ValueError(f"kernel {name!r}: a tensor kernel's expression must be a non-empty "
-                         "matrix (rows of equal length) of expressions")
-    return rows
 
 
 @dataclass(frozen=True)
@@ -152,12 +131,12 @@ class GreenKernel:
         object.__setattr__(self, "vectors", int(self.vectors))
         object.__setattr__(self, "companions", tuple(
             (name, tuple(row), int(degree)) for name, row, degree in self.companions))
-        object.__setattr__(self, "outputs", _validate_fields(
+        object.__setattr__(self, "outputs", validate_fields(
             self.outputs, TARGET_FIELDS | {name: ((),) for name, _, _ in self.companions},
             "outputs"))
-        object.__setattr__(self, "inputs", _validate_fields(self.inputs, SOURCE_FIELDS, "inputs"))
+        object.__setattr__(self, "inputs", validate_fields(self.inputs, SOURCE_FIELDS, "inputs"))
         object.__setattr__(self, "parameters", validate_parameters(self.parameters))
-        object.__setattr__(self, "expression", _as_entries(self.name, self.expression))
+        object.__setattr__(self, "expression", as_entries(self.name, self.expression))
         if self.wavenumber is not None and self.wavenumber not in dict(self.parameters):
             raise ValueError(f"kernel {self.name!r}: the wavenumber {self.wavenumber!r} is not "
                              f"one of its parameters {[name for name, _ in self.parameters]}")
@@ -262,18 +241,15 @@ class GreenKernel:
         """Input components, over all :attr:`vectors`."""
         return self.vectors * len(self._input_components())
 
-    def _output_components(self) -> list[tuple[int | str, tuple[int, ...]]]:
-        """``(component of G, derivative axes)`` of each output component of one vector; a
-        companion's is ``(its name, ())``."""
-        companions = {name for name, _, _ in self.companions}
-        components: list[tuple[int | str, tuple[int, ...]]] = []
-        for name in self.outputs:
-            if name in companions:
-                components.append((name, ()))
-            else:
-                components += [(a, axes) for a in range(self.base_shape[0])
-                               for axes in TARGET_FIELDS[name]]
-        return components
+    def _output_components(self) -> list[Component]:
+        """Each output component of one vector (:func:`~fmmloopy.maths.green_fields.
+        output_components`)."""
+        return output_components(self.outputs, self.base_shape[0],
+                                 {name for name, _, _ in self.companions})
+
+    def _input_components(self) -> list[Component]:
+        """Each input component of one vector."""
+        return input_components(self.inputs, self.base_shape[1])
 
     def _entry(self, a: int | str, b: int):
         """Entry ``(a, b)`` of ``G`` (a companion's entry ``b`` where ``a`` names it),
@@ -282,11 +258,6 @@ class GreenKernel:
             row = next(row for name, row, _ in self.companions if name == a)
             return bind_parameters(row[b], self.parameters)
         return (self.bound_expression[a][b] if self.is_tensor else self.bound_expression)
-
-    def _input_components(self) -> list[tuple[int, tuple[int, ...]]]:
-        """``(component of G, derivative axes)`` of each input component of one vector."""
-        return [(b, axes) for name in self.inputs for b in range(self.base_shape[1])
-                for axes in SOURCE_FIELDS[name]]
 
     @property
     def spec(self) -> str:
@@ -348,14 +319,7 @@ class GreenKernel:
                          for v in range(self.vectors) for o in range(len(block)))
         if self.is_scalar and not self.is_tensor:
             return ((sized_constants(self.bound_expression),),)
-        outputs, inputs = self._output_components(), self._input_components()
-        target_axes = list(dict.fromkeys(axes for _, axes in outputs))
-        source_axes = list(dict.fromkeys(axes for _, axes in inputs))
-        tables = {(a, b): derivative_entries(self._entry(a, b), target_axes, source_axes)
-                  for a in dict.fromkeys(a for a, _ in outputs)
-                  for b in dict.fromkeys(b for b, _ in inputs)}
-        return tuple(tuple(tables[a, b][target_axes.index(t)][source_axes.index(s)]
-                           for b, s in inputs) for a, t in outputs)
+        return field_entries(self._entry, self._output_components(), self._input_components())
 
     def evaluate(self, offsets: np.ndarray) -> np.ndarray:
         """Evaluate on the host for offsets of shape ``(..., 3)`` (numpy, float64, or complex128
