@@ -184,7 +184,7 @@ def _harmonic_hooks(tree: Tree, split, green: GreenKernel, charges: np.ndarray) 
 
     def after(plan: Plan, potential: np.ndarray) -> None:
         clock = time.perf_counter()
-        fields = plan.buffers[_FAR_BUFFERS["potential"]].get(queue=plan.queue)
+        fields = plan.read_back(_FAR_BUFFERS["potential"])
         potential += split.fields(green, fields.astype(np.float64, copy=False), targets,
                                   centre).astype(potential.dtype, copy=False)
         seconds = time.perf_counter() - clock

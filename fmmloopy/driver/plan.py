@@ -82,6 +82,9 @@ class Plan:
     #: others (:func:`fmmloopy.maths.kifmm.buffer_pools`) start from zero at their first use
     #: instead of with the call.
     zero_before: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    #: Host arrays that buffers are read back into (:meth:`read_back`), kept between
+    #: evaluations: a new array of a 10^6-point buffer is page-faulted in at every call.
+    _host_copies: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     #: id of a launch -> (the queue, the launch, its bound enqueue): :meth:`_run`.
     _bound: dict[int, tuple] = field(default_factory=dict, repr=False)
 
@@ -101,6 +104,15 @@ class Plan:
             if name != "strengths" and name not in zeroed_later:
                 zero_buffer(self.queue, buffer)
         self.queue.finish()
+
+    def read_back(self, name: str) -> np.ndarray:
+        """Buffer ``name``'s values, read into a host array this plan keeps (overwritten by the
+        next read of the buffer: copy what must outlive it)."""
+        buffer = self.buffers[name]
+        host = self._host_copies.get(name)
+        if host is None or host.shape != buffer.shape or host.dtype != buffer.dtype:
+            host = self._host_copies[name] = np.empty(buffer.shape, buffer.dtype)
+        return buffer.get(queue=self.queue, ary=host)
 
     def enqueue(self, index: int) -> cl.Event:
         """Enqueue launch ``index`` (its buffers zeroed first where it is their first user);

@@ -86,33 +86,49 @@ class StokesletSplit:
     def fields(self, kernel: GreenKernel, laplace: np.ndarray, targets: np.ndarray,
                centre: np.ndarray) -> np.ndarray:
         """``kernel``'s outputs ``(n_outputs, M)`` from the far kernel's ``laplace`` outputs at
-        ``targets`` ``(3, M)``."""
+        ``targets`` ``(3, M)``: row by row, each a contiguous array of the targets (10^6
+        targets: tens of milliseconds)."""
         count = laplace.shape[-1]
         rows = laplace.reshape((kernel.vectors, HARMONIC_POTENTIALS, -1, count))
-        value, gradient = rows[:, :, 0], rows[:, :, 1:4]  # (v, 4, M), (v, 4, 3, M)
         offset = targets - centre[:, None]
         scale = 1.0 / (2.0 * self.mu)
-        out = []
-        if "potential" in kernel.outputs:
-            out.append(scale * (value[:, :3] - np.einsum("km,vkim->vim", offset, gradient[:, :3])
-                                + gradient[:, 3]))
-        if "gradient" in kernel.outputs:
-            hessian = _full_hessian(rows[:, :, 4:10])  # (v, 4, 3, 3, M)
-            velocity_gradient = (gradient[:, :3]  # d_j phi_i at [i, j]
-                                 - gradient[:, :3].transpose(0, 2, 1, 3)  # d_i phi_j
-                                 - np.einsum("km,vkijm->vijm", offset, hessian[:, :3])
-                                 + hessian[:, 3])
-            out.append(scale * velocity_gradient.reshape((kernel.vectors, 9, count)))
-        if "pressure" in kernel.outputs:
-            out.append(-np.einsum("vkkm->vm", gradient[:, :3])[:, None])
-        return np.concatenate(out, axis=1).reshape((-1, count))
+        out = np.empty((kernel.vectors, kernel.n_outputs // kernel.vectors, count))
+        scratch = np.empty(count)
+
+        def minus_offset_times(into: np.ndarray, potentials: np.ndarray, row: int) -> None:
+            """``into -= (x - c)_k potentials[k, row]``, summed over ``k``."""
+            for k in range(3):
+                np.multiply(offset[k], potentials[k, row], out=scratch)
+                into -= scratch
+
+        for vector, potentials in enumerate(rows):  # potentials[k, 0]: value, [k, 1 + i]: d_i
+            first = 0
+            if "potential" in kernel.outputs:
+                for i in range(3):
+                    velocity = out[vector, i]
+                    np.add(potentials[i, 0], potentials[3, 1 + i], out=velocity)
+                    minus_offset_times(velocity, potentials, 1 + i)
+                    velocity *= scale
+                first = 3
+            if "gradient" in kernel.outputs:
+                for i, j in np.ndindex(3, 3):
+                    hessian = 4 + _HESSIAN_ROW[i][j]
+                    gradient = out[vector, first + 3 * i + j]
+                    np.subtract(potentials[i, 1 + j], potentials[j, 1 + i], out=gradient)
+                    gradient += potentials[3, hessian]
+                    minus_offset_times(gradient, potentials, hessian)
+                    gradient *= scale
+                first += 9
+            if "pressure" in kernel.outputs:
+                pressure = out[vector, first]
+                np.add(potentials[0, 1], potentials[1, 2], out=pressure)
+                pressure += potentials[2, 3]
+                np.negative(pressure, out=pressure)
+        return out.reshape((-1, count))
 
 
-def _full_hessian(distinct: np.ndarray) -> np.ndarray:
-    """``(..., 3, 3, M)`` Hessians from their six distinct entries ``(..., 6, M)`` (``xx, xy, xz,
-    yy, yz, zz``)."""
-    index = np.array([[0, 1, 2], [1, 3, 4], [2, 4, 5]])
-    return distinct[..., index, :]
+#: The row of ``d_i d_j`` among the Hessian's six (``xx, xy, xz, yy, yz, zz``).
+_HESSIAN_ROW = ((0, 1, 2), (1, 3, 4), (2, 4, 5))
 
 
 def harmonic_split(kernel: GreenKernel) -> StokesletSplit | None:
