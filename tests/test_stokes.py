@@ -117,13 +117,16 @@ FLOW = stokes().with_fields(("potential", "gradient", "pressure"), ("charge",))
 def flow_errors(flow, sources, forces, targets, sample, mu=1.0):
     """Relative L2 errors of a :class:`fmmloopy.Flow` on the ``sample`` of targets: velocity
     and gradient against the closed forms, pressure ``d . f / (4 pi r^3)`` summed here."""
-    offsets = targets[sample][:, None] - sources[None]
-    velocity = np.einsum("tsab,sb->ta", stokeslet(offsets, mu), forces)
-    gradient = np.einsum("tsabj,sb->taj", stokeslet_gradient(offsets, mu), forces)
-    r2 = np.einsum("tsk,tsk->ts", offsets, offsets)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        weight = np.where(r2 > 0, 1 / (4 * np.pi * r2 ** 1.5), 0.0)
-    pressure = np.einsum("ts,tsk,sk->t", weight, offsets, forces)
+    velocity, gradient, pressure = [], [], []
+    for chunk in np.array_split(sample, max(1, len(sample) // 25)):  # arrays of < 0.2 GB
+        offsets = targets[chunk][:, None] - sources[None]
+        velocity.append(np.einsum("tsab,sb->ta", stokeslet(offsets, mu), forces))
+        gradient.append(np.einsum("tsabj,sb->taj", stokeslet_gradient(offsets, mu), forces))
+        r2 = np.einsum("tsk,tsk->ts", offsets, offsets)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            weight = np.where(r2 > 0, 1 / (4 * np.pi * r2 ** 1.5), 0.0)
+        pressure.append(np.einsum("ts,tsk,sk->t", weight, offsets, forces))
+    velocity, gradient, pressure = map(np.concatenate, (velocity, gradient, pressure))
     return (relative(flow.velocity[sample], velocity),
             relative(flow.gradient[sample], gradient),
             relative(flow.pressure[sample], pressure))
@@ -153,13 +156,14 @@ def test_separate_targets_force_dipoles_and_viscosity():
     forces, dipoles = rng.standard_normal((5000, 3)), rng.standard_normal((5000, 3, 3))
     mu = 0.5
     fmm = fmmloopy.Fmm(sources, targets, kernel=f"stokes:mu={mu}", n_crit=48)
-    sample = np.arange(1500)
+    sample = rng.choice(1500, 300, replace=False)  # the references' arrays stay < 0.5 GB
     flow = fmm(forces, gradient=True, pressure=True)
     assert max(flow_errors(flow, sources, forces, targets, sample, mu)) < DEFAULT_ORDER_BOUND
     # A force dipole D (component b along axis l) at y: -sum D_bl d G_ab / d d_l.
-    offsets = targets[:, None] - sources[None]
-    from_dipoles = -np.einsum("tsabl,sbl->ta", stokeslet_gradient(offsets, mu), dipoles)
-    assert relative(fmm(dipoles=dipoles), from_dipoles) < DEFAULT_ORDER_BOUND
+    from_dipoles = np.concatenate([-np.einsum(
+        "tsabl,sbl->ta", stokeslet_gradient(targets[chunk][:, None] - sources[None], mu),
+        dipoles) for chunk in np.array_split(sample, 12)])
+    assert relative(fmm(dipoles=dipoles)[sample], from_dipoles) < DEFAULT_ORDER_BOUND
     both = fmm(forces, dipoles=dipoles, gradient=True, pressure=True)
     np.testing.assert_allclose(both.velocity, flow.velocity + fmm(dipoles=dipoles),
                                atol=1e-12 * np.abs(both.velocity).max())
@@ -308,3 +312,25 @@ def test_the_stokes_sphere_example_meets_stokes_drag():
     for key in ("velocity_inside_error", "velocity_outside_error", "pressure_outside_error",
                 "drag_error"):
         assert report[key] < 1e-6, (key, report[key])
+
+
+def test_error_estimate_float32_and_update_of_a_stokes_fmm():
+    """What the scalar kernels have, for Stokes: ``estimate_error`` of velocities and their
+    gradient (its interval covers the error measured here), float32 kernels (about four
+    digits: the float32 bound of docs/fmm.md), ``update``."""
+    rng = np.random.default_rng(11)
+    points = rng.uniform(-1, 1, (3000, 3))
+    forces = rng.standard_normal((3000, 3))
+    fmm = fmmloopy.Fmm(points, kernel="stokes", n_crit=32)
+    estimate = fmm.estimate_error(forces, gradient=True, samples=300)
+    assert set(estimate) == {"potential", "gradient"}
+    assert 0 < estimate["potential"].relative_l2 < DEFAULT_ORDER_BOUND
+    assert estimate["potential"].low <= estimate["potential"].relative_l2 \
+        <= estimate["potential"].high
+    sample = rng.choice(3000, 300, replace=False)
+    single = fmmloopy.Fmm(points, kernel="stokes", n_crit=32, dtype=np.float32)(forces)
+    assert single.dtype == np.float32
+    assert relative(single[sample], velocities(points, forces, points[sample])) < 5e-4
+    fmm.update(1.01 * points)
+    moved = velocities(1.01 * points, forces, 1.01 * points[sample])
+    assert relative(fmm(forces)[sample], moved) < DEFAULT_ORDER_BOUND

@@ -52,11 +52,13 @@ class DirectSum:
         self._sources = np.ascontiguousarray(sources.T)
         self._targets = np.ascontiguousarray(targets.T)
 
-    def __call__(self, charges=None, *, dipoles=None, gradient: bool = False):
-        """Potentials at the targets (and with ``gradient``, :class:`Fields`), as
+    def __call__(self, charges=None, *, dipoles=None, gradient: bool = False,
+                 pressure: bool = False):
+        """Potentials at the targets (and with ``gradient``, :class:`Fields`; Stokes:
+        velocities, or a :class:`~fmmloopy.api.units.Flow`), as
         :meth:`Fmm.__call__ <fmmloopy.api.fmm.Fmm.__call__>` returns them."""
         strengths, kernel, batched = checked_strengths(self.kernel, self.nsources, charges,
-                                                       dipoles, gradient)
+                                                       dipoles, gradient, pressure)
         return shaped_results(self._sum(strengths, kernel), kernel, batched)
 
     def _sum(self, strengths: np.ndarray, kernel: GreenKernel) -> np.ndarray:

@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fmmloopy.api.direct import DirectSum
+from fmmloopy.api.units import Flow
 from fmmloopy.base.validation import validate_integer
 
 __all__ = ["ErrorEstimate", "estimate_error", "estimate_from_errors", "estimate_from_sample"]
@@ -91,8 +92,7 @@ def estimate_error(fmm, charges=None, *, dipoles=None, gradient: bool = False,
     samples = validate_integer(samples, "samples", 1, None)
     if result is None:
         result = fmm(charges, dipoles=dipoles, gradient=gradient)
-    fields = {"potential": result.potential, "gradient": result.gradient} if gradient \
-        else {"potential": result}
+    fields = _by_name(result, gradient)
     sources, targets = fmm.user_points
     if fmm.ntargets == 0 or fmm.nsources == 0:
         return {name: ErrorEstimate(0.0, 0.0, 0.0, 0) for name in fields}
@@ -101,7 +101,16 @@ def estimate_error(fmm, charges=None, *, dipoles=None, gradient: bool = False,
     direct = DirectSum(sources, (sources if targets is None else targets)[sample],
                        kernel=fmm.kernel, device=fmm.device)
     exact = direct(charges, dipoles=dipoles, gradient=gradient)
-    references = {"potential": exact.potential, "gradient": exact.gradient} if gradient \
-        else {"potential": exact}
+    references = _by_name(exact, gradient)
     return {name: estimate_from_sample(values, sample, references[name], rng)
             for name, values in fields.items()}
+
+
+def _by_name(result, gradient: bool) -> dict[str, np.ndarray]:
+    """A call's result by field: the potential (a tensor kernel's velocity) and, with
+    ``gradient``, the gradient (:class:`~fmmloopy.api.units.Fields` or
+    :class:`~fmmloopy.api.units.Flow`)."""
+    if not gradient:
+        return {"potential": result}
+    first = result.velocity if isinstance(result, Flow) else result.potential
+    return {"potential": first, "gradient": result.gradient}

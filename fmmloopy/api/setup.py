@@ -393,11 +393,12 @@ def plan_points(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
             return len(box_list(tree, lists, name)[1])
         return len(getattr(lists, f"{name}_lists"))
 
+    split = harmonic_split(options.kernel)  # its operators are Laplace's, four vectors a call
     setup.sizes = dict(
         nsources=tree.nsources, ntargets=tree.ntargets, order=options.order,
         nboxes=tree.nboxes, ranks=operators.ranks(), complex_values=options.kernel.is_complex,
-        components=(options.kernel.density_components if harmonic_split(options.kernel) is None
-                    else HARMONIC_POTENTIALS),
+        components=options.kernel.density_components if split is None else 1,
+        vectors_per_call=1 if split is None else HARMONIC_POTENTIALS,
         list_entries={name: entries(name)
                       for name in [*"uvwx", *(f"v_{name}" for name in M2L_CLASSES)]})
     setup.memory_estimate = estimate_memory(

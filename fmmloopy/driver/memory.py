@@ -58,7 +58,7 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
                     ranks: dict[str, int] | None = None,
                     operator_sets: int = 1, complex_values: bool = False,
                     real_bytes: int = _F64, scheme: KifmmScheme = KIFMM,
-                    components: int = 1) -> MemoryEstimate:
+                    components: int = 1, vectors_per_call: int = 1) -> MemoryEstimate:
     """Bytes the FMM of these sizes keeps on the host and on the device (module docstring).
 
     ``list_entries`` holds the U, V, W, X entry counts (``{"u": ..., ...}``; zeros if unknown)
@@ -68,7 +68,9 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
     a kernel without homogeneity), ``complex_values`` whether values and matrices are complex
     (twice the bytes), ``real_bytes`` the bytes of a real number on the device (8, or 4 for
     float32 kernels; the host keeps float64), ``components`` the densities per surface point
-    (a tensor kernel's: its expansions and matrices are that many times wider).
+    (a tensor kernel's: its expansions and matrices are that many times wider),
+    ``vectors_per_call`` the strength vectors every evaluation carries (a far field of Laplace
+    sums: four per force vector; the expansions and point values that many times over).
     Without V entries (of a class) the M2L matrices (of the class) stay on the host (no M2L
     launch); the host keeps a transposed copy of them while the plan is built.
     """
@@ -113,14 +115,15 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
 
     buffers = evaluation_buffer_shapes(expansion, ranks, nboxes, nsources, ntargets,
                                        scheme=scheme, components=components)
+    value_bytes = vectors_per_call * value  # bytes of a point's or a coefficient's values
     # One launch per matrix of a step (per level for M2M and L2L), one per pairwise step.
     launches = sum(max(1, len(step.matrices)) for step in scheme.steps.values())
     device = {
         # Coordinates of the sources and targets, charges and potentials.
         "particles": on_device * (3 * _F64 * (nsources + ntargets)
-                                  + _bytes(buffers["strengths"], value)
-                                  + _bytes(buffers["potential"], value)),
-        "expansions": on_device * value * sum(
+                                  + _bytes(buffers["strengths"], value_bytes)
+                                  + _bytes(buffers["potential"], value_bytes)),
+        "expansions": on_device * value_bytes * sum(
             values for name, values in allocations(buffers, scheme).items()
             if name not in ("strengths", "potential")),
         "matrices": on_device * (sum(launched[name] for name in running)
@@ -190,7 +193,7 @@ def with_vectors(estimate: MemoryEstimate, vectors: int, *, nsources: int, ntarg
                  nboxes: int, order: int, ranks: dict[str, int] | None,
                  list_entries: dict[str, int], complex_values: bool = False,
                  real_bytes: int = _F64, scheme: KifmmScheme = KIFMM,
-                 components: int = 1) -> MemoryEstimate:
+                 components: int = 1, vectors_per_call: int = 1) -> MemoryEstimate:
     """``estimate`` (an FMM with its single-vector plan) plus a plan for ``vectors`` strength
     vectors at once beside it: that plan's expansions and point values (``vectors`` times the
     single plan's), its matvec lists with the vectors folded into the boxes (three indices per
@@ -205,7 +208,8 @@ def with_vectors(estimate: MemoryEstimate, vectors: int, *, nsources: int, ntarg
                                        else full_ranks(components * expansion.n_e), nboxes,
                                        nsources, ntargets, scheme=scheme,
                                        components=components)
-    per_vector = real_bytes / _F64 * value * sum(allocations(buffers, scheme).values())
+    per_vector = (real_bytes / _F64 * value * vectors_per_call
+                  * sum(allocations(buffers, scheme).values()))
     folded_entries = list_entries.get("v", 0) + 8 * nboxes
     device = dict(estimate.device)
     device[f"plan for {vectors} vectors"] = vectors * (per_vector + 3 * _I32 * folded_entries)
