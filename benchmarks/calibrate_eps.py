@@ -72,13 +72,23 @@ def point_set(name: str, n: int, rng: np.random.Generator
     return unit_box(DISTRIBUTIONS[name](n, rng)), None
 
 
-def strengths(n: int, complex_values: bool, rng: np.random.Generator
+def strengths(n: int, complex_values: bool, rng: np.random.Generator, family: str = "laplace"
               ) -> tuple[np.ndarray, np.ndarray]:
-    """Charges ``(n,)`` and dipole moments ``(n, 3)`` uniform in [-1, 1] (parts of each)."""
+    """Charges ``(n,)`` and dipole moments ``(n, 3)`` uniform in [-1, 1] (parts of each);
+    Stokes: forces ``(n, 3)`` and force dipoles ``(n, 3, 3)``."""
     def draw(shape):
         values = rng.uniform(-1, 1, shape)
         return values + 1j * rng.uniform(-1, 1, shape) if complex_values else values
+    if family == "stokes":
+        return draw((n, 3)), draw((n, 3, 3))
     return draw(n), draw((n, 3))
+
+
+def potential_and_gradient(result) -> tuple[np.ndarray, np.ndarray]:
+    """A call's potential (Stokes: velocity) and gradient (``fmmloopy.Fields`` or ``Flow``)."""
+    if isinstance(result, fmmloopy.Flow):
+        return result.velocity, result.gradient
+    return result.potential, result.gradient
 
 
 def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
@@ -101,9 +111,10 @@ def measure(family: str, parameter: float, order: int, cases: dict,
         for kind, values in (("charge", {"charges": charges}), ("dipole", {"dipoles": dipoles})):
             result = fmm(**values, gradient=True)
             seconds += fmm.eval_seconds["total"]
-            reference = references(kernel)[kind]
-            errors[f"{kind} potential"] = relative_error(result.potential, reference.potential)
-            errors[f"{kind} gradient"] = relative_error(result.gradient, reference.gradient)
+            (potential, gradient), (exact_potential, exact_gradient) = (
+                potential_and_gradient(result), potential_and_gradient(references(kernel)[kind]))
+            errors[f"{kind} potential"] = relative_error(potential, exact_potential)
+            errors[f"{kind} gradient"] = relative_error(gradient, exact_gradient)
         row["sets"][name] = {"errors": errors, "seconds": round(seconds, 4),
                              "n_crit": fmm.n_crit, "auto_n_crit": auto_n_crit,
                              "depth": int(fmm.tree.box_levels.max())}
@@ -184,7 +195,7 @@ def main() -> None:
         cases = {}
         for name in POINT_SETS:
             sources, targets = point_set(name, args.n, rng)
-            charges, dipoles = strengths(len(sources), complex_values, rng)
+            charges, dipoles = strengths(len(sources), complex_values, rng, family)
             cases[name] = (sources, targets, charges, dipoles,
                            cached_references(sources, targets, charges, dipoles))
         for parameter in FAMILY_GRIDS[family]:

@@ -248,16 +248,41 @@ def test_forces_of_the_wrong_shape_are_refused_by_name():
 
 
 def test_what_stokes_does_not_have_yet_is_refused_by_name():
-    """Periodic cells, eps and the distributed FMM are built for scalar kernels: each says so
-    at once instead of failing inside a pass."""
+    """Periodic cells and the distributed FMM are built for scalar kernels: each says so at
+    once instead of failing inside a pass; a user's tensor kernel has no eps calibration."""
     rng = np.random.default_rng(7)
     points = rng.uniform(0, 1, (300, 3))
     with pytest.raises(ValueError, match="periodic boundaries are for the Laplace kernel"):
         fmmloopy.Fmm(points, kernel="stokes", periodic=1.0)
-    with pytest.raises(ValueError, match="no accuracy calibration"):
-        fmmloopy.Fmm(points, kernel="stokes", eps=1e-6)
     with pytest.raises(ValueError, match="tensor kernel"):
         fmmloopy.DistributedFmm(points, kernel="stokes")
+    own = GreenKernel(name="stokeslet", expression=stokes().expression, homogeneity=-1.0,
+                      parameters={"mu": 1.0})
+    with pytest.raises(ValueError, match="no accuracy calibration"):
+        fmmloopy.Fmm(points, kernel=own, eps=1e-6)
+
+
+@pytest.mark.parametrize("eps", [1e-4, 1e-5])
+def test_eps_chooses_an_order_that_meets_it_on_points_not_calibrated_on(eps):
+    """``eps`` from Stokes' calibration rows (velocities and their gradients of forces and
+    force dipoles on four point sets of 10^4 points): met on a set of its own (sources in a
+    ball, targets on a shell around them), velocities and gradients; the pressure, held to the
+    velocity's row, too."""
+    rng = np.random.default_rng(12)
+    directions = rng.standard_normal((6000, 3))
+    sources = directions / np.linalg.norm(directions, axis=1, keepdims=True) \
+        * rng.random((6000, 1)) ** (1 / 3)
+    shell = rng.standard_normal((2000, 3))
+    targets = 1.3 * shell / np.linalg.norm(shell, axis=1, keepdims=True)
+    forces = rng.standard_normal((6000, 3))
+    fmm = fmmloopy.Fmm(sources, targets, kernel="stokes:mu=2", eps=eps,
+                       eps_for=("charges", "gradient"))
+    flow = fmm(forces, gradient=True, pressure=True)
+    sample = rng.choice(2000, 300, replace=False)
+    errors = flow_errors(flow, sources, forces, targets, sample, mu=2.0)
+    assert max(errors) <= eps, (fmm.order, errors)
+    with pytest.raises(ValueError, match="dipole"):
+        fmm(dipoles=rng.standard_normal((6000, 3, 3)))  # not what its order was chosen for
 
 
 WRONG_RECIPES = Path(__file__).parent / "recipes" / "wrong_recipes.py"

@@ -34,6 +34,7 @@ from fmmloopy.maths.green import (
     GreenKernel,
     helmholtz,
     max_root_wavelengths,
+    stokes,
     wavelength,
     yukawa,
 )
@@ -53,7 +54,7 @@ EPS_FOR = ("charges", "dipoles", "potential", "gradient")
 #: Helmholtz the root box ``L`` in wavelengths (the range of order 8, the highest measured for
 #: it, ends at 8 / 3 wavelengths; wider boxes are refused under ``eps``).
 FAMILY_GRIDS = {"laplace": (0.0,), "yukawa": (1.0, 10.0, 100.0),
-                "helmholtz": (0.5, 1.0, 2.0, 2.6)}
+                "helmholtz": (0.5, 1.0, 2.0, 2.6), "stokes": (0.0,)}
 #: The factor between the table's error and ``eps``: the table holds the worst of its four point
 #: sets at :data:`REFERENCE_N` points (trees of 3-7 levels); an FMM's error grows slowly with
 #: N (the potential of charges at 10^6 points, the cost model's tree: 1.4x the table's set at
@@ -97,13 +98,16 @@ def validate_eps(eps) -> float:
 
 
 def calibrated_family(kernel: GreenKernel) -> str | None:
-    """``"laplace"``, ``"yukawa"`` or ``"helmholtz"`` where ``kernel`` is that built-in
-    Green's function (a kernel of the same name and another expression is not); else None."""
+    """``"laplace"``, ``"yukawa"``, ``"helmholtz"`` or ``"stokes"`` where ``kernel`` is that
+    built-in Green's function (a kernel of the same name and another expression is not); else
+    None. Stokes' relative errors do not depend on the viscosity (a factor of every result but
+    the pressure, which does not depend on it): one grid point."""
     base = kernel.base
     parameters = dict(base.parameters)
     try:
         builtin = {"laplace": lambda: LAPLACE_3D, "yukawa": lambda: yukawa(**parameters),
-                   "helmholtz": lambda: helmholtz(**parameters)}[base.name]()
+                   "helmholtz": lambda: helmholtz(**parameters),
+                   "stokes": lambda: stokes(**parameters)}[base.name]()
     except (KeyError, TypeError, ValueError):
         return None
     return base.name if builtin.base == base else None
@@ -126,7 +130,7 @@ def kernel_at(family: str, parameter: float, root_side: float) -> GreenKernel:
         return yukawa(parameter / root_side)
     if family == "helmholtz":
         return helmholtz(2 * math.pi * parameter / root_side)
-    return LAPLACE_3D
+    return stokes() if family == "stokes" else LAPLACE_3D
 
 
 @lru_cache(maxsize=1)
