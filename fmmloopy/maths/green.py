@@ -30,12 +30,14 @@ from fmmloopy.maths.green_evaluation import (
     CHECK_OFFSETS,
     array_mapper,
     check_expression,
+    check_isotropic,
     evaluate_expression,
 )
 from fmmloopy.maths.green_expression import (
     OFFSET_VARIABLES,
     bind_parameters,
     count_flops,
+    derivative_entries,
     get_variables,
     guarded,
     is_zero_entry,
@@ -118,6 +120,11 @@ class GreenKernel:
     #: Stokeslet) with the degree it adds to the homogeneity's (``P`` is one degree below
     #: ``G``): an output of that name is one more component per vector.
     companions: tuple[tuple[str, tuple[prim.ExpressionNode, ...], int], ...] = ()
+    #: ``(A, B)`` of a 3 x 3 kernel ``G = A(r) I + B(r) d d^T`` (the Stokeslet's), checked
+    #: against ``expression`` when the kernel is made: the pairwise template applies it to a
+    #: force as ``A f + B d (d . f)``, fewer operations a pair than the matrix
+    #: (:attr:`isotropic_parts`).
+    isotropic: tuple[prim.ExpressionNode, prim.ExpressionNode] | None = None
     #: Independent strength vectors summed at once (``k``): the kernel is then ``G ⊗ I_k``,
     #: block-diagonal, its components vector-major (component ``v * n + c`` is component ``c``
     #: of vector ``v``, ``n`` the components of one vector). A pairwise sum evaluates each
@@ -156,6 +163,8 @@ class GreenKernel:
                                      self.homogeneity)
         else:
             check_expression(self.name, self.expression, self.parameters, self.homogeneity)
+        if self.isotropic is not None:
+            check_isotropic(self.name, self.expression, tuple(self.isotropic), self.parameters)
         for name, row, degree in self.companions:
             if len(row) != self.base_shape[1]:
                 raise ValueError(f"kernel {self.name!r}: its {name} has {len(row)} entries for "
@@ -338,6 +347,17 @@ class GreenKernel:
         return np.stack([np.stack([evaluate_expression(e, offsets, mapper) for e in row], axis=-1)
                          for row in self.expressions], axis=-2).astype(dtype, copy=False)
 
+    @property
+    def isotropic_parts(self) -> tuple | None:
+        """``(A, B)`` in the form the generated code computes where a pairwise sum applies this
+        kernel as ``A f + B d (d . f)``: the potential of charges (forces) of a kernel with
+        :attr:`isotropic` parts; else None."""
+        if self.isotropic is None or self.outputs != ("potential",) \
+                or self.inputs != ("charge",):
+            return None
+        return tuple(derivative_entries(bind_parameters(part, self.parameters), [()], [()])[0][0]
+                     for part in self.isotropic)
+
     def flops_per_pair(self) -> int:
         """Floating-point operations per target-source pair of a pairwise kernel, counted from
         the expressions: each addition, multiplication, division, power and function call (a
@@ -348,6 +368,9 @@ class GreenKernel:
         Laplace potential it is 13, and 13 + 2 (k - 1) over ``k`` :attr:`vectors` (the zero
         entries between vectors are not computed)."""
         seen: set = set()
+        if self.isotropic_parts is not None:  # per vector: d . f, then A f_a + B d_a (d . f)
+            return (3 + sum(count_flops(part, seen) for part in self.isotropic_parts)
+                    + self.vectors * (5 + 3 * 5))
         entries = [e for row in self.expressions for e in row if not is_zero_entry(e)]
         return 3 + sum(count_flops(e, seen) for e in entries) + 2 * len(entries)
 
@@ -409,10 +432,11 @@ def stokes(mu: float = 1.0) -> GreenKernel:
         dyadic = offset[a] * offset[b] / (r2 * r)
         return guarded(scale * (1 / r + dyadic if a == b else dyadic))
     pressure = tuple(guarded(offset[b] / (r2 * r) * (1 / (4 * math.pi))) for b in range(3))
+    isotropic = (guarded(scale / r), guarded(scale / (r2 * r)))
     return GreenKernel(name="stokes", expression=tuple(tuple(entry(a, b) for b in range(3))
                                                        for a in range(3)),
                        homogeneity=-1.0, parameters={"mu": mu},
-                       companions=(("pressure", pressure, 1),))
+                       companions=(("pressure", pressure, 1),), isotropic=isotropic)
 
 
 #: Python's imaginary literals (``1j``, ``2.5j``), which pymbolic's parser does not read: they

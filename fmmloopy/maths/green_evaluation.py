@@ -98,3 +98,24 @@ def check_expression(name: str, expression, parameters: tuple[tuple[str, float],
             raise ValueError(f"kernel {name!r} declares homogeneity {homogeneity} but "
                              f"G(2 d) differs from 2**{homogeneity} G(d) by {error:.2g} "
                              "(relative); declare None if it has none")
+
+
+def check_isotropic(name: str, matrix, parts: tuple, parameters: tuple[tuple[str, float], ...]
+                    ) -> None:
+    """ValueError unless the 3 x 3 ``matrix`` of expressions equals ``A I + B d d^T`` for
+    ``parts = (A, B)`` (to 1e-12 of its largest value at :data:`CHECK_OFFSETS`)."""
+    if not (isinstance(matrix, tuple) and len(matrix) == 3 and len(parts) == 2
+            and all(len(row) == 3 for row in matrix)):
+        raise ValueError(f"kernel {name!r}: isotropic parts (A, B) are for a 3 x 3 kernel")
+    for part in parts:
+        check_expression(f"{name} isotropic part", part, parameters, None)
+    a, b = (evaluate_expression(bind_parameters(part, parameters), CHECK_OFFSETS)
+            for part in parts)
+    values = np.stack([np.stack([evaluate_expression(bind_parameters(entry, parameters),
+                                                     CHECK_OFFSETS) for entry in row], -1)
+                       for row in matrix], -2)
+    expected = (a[:, None, None] * np.eye(3)
+                + b[:, None, None] * CHECK_OFFSETS[:, :, None] * CHECK_OFFSETS[:, None, :])
+    if not np.abs(values - expected).max() <= 1e-12 * np.abs(values).max():
+        raise ValueError(f"kernel {name!r}: its matrix is not A I + B d d^T for the isotropic "
+                         "parts given")

@@ -136,6 +136,10 @@ def pairwise_role(name: str) -> str | None:
     return None
 
 
+#: The rule of an isotropic kernel's ``B`` (its ``A`` is the rule ``green``).
+ISOTROPIC_RULE = "green_dyadic"
+
+
 def green_rule_name(output: int, source: int) -> str:
     """The substitution rule of kernel entry (``output``, ``source``): ``green`` for the first,
     ``green_<output>_<source>`` for the others."""
@@ -171,14 +175,25 @@ def make_pairwise_kernel(name: str, green: GreenKernel, targets: PointSet, sourc
     offsets = "\n".join(
         f"<> d{axis} = {_offset(tgt, src, axis)}" " {id=offset%d}" % axis for axis in range(3))
 
+    isotropic = green.isotropic_parts
+
+    def terms(o: int) -> str:
+        """What output ``o`` adds per pair: the entries times the strengths, or for an
+        isotropic kernel ``A f_a + B d_a (d . f)`` (``GreenKernel.isotropic_parts``)."""
+        if isotropic is not None:
+            vector, a = divmod(o, 3)
+            force = [src.value_of(3 * vector + i, n_in) for i in range(3)]
+            along = " + ".join(f"d{i} * {force[i]}" for i in range(3))
+            return (f"{force[a]} * green(d0, d1, d2) "
+                    f"+ {ISOTROPIC_RULE}(d0, d1, d2) * d{a} * ({along})")
+        return " + ".join(f"{src.value_of(i, n_in)} * {green_rule_name(o, i)}(d0, d1, d2)"
+                          for i in range(n_in) if not is_zero_entry(green.expressions[o][i]))
+
     def each_output(line: str) -> str:
         return "\n".join(line.format(
             acc=pairwise_part("acc", o), init=pairwise_part("init", o),
             update=pairwise_part("update", o), store=pairwise_part("store", o),
-            value=tgt.value_of(o, n_out),
-            terms=" + ".join(f"{src.value_of(i, n_in)} * {green_rule_name(o, i)}(d0, d1, d2)"
-                             for i in range(n_in)
-                             if not is_zero_entry(green.expressions[o][i])))
+            value=tgt.value_of(o, n_out), terms=terms(o))
             for o in range(n_out))
     store = "{value} + {acc}" if accumulate else "{acc}"
     guard_open, guard_close = (f"if {tgt.guard}", "end") if tgt.guard else ("", "")
@@ -209,7 +224,9 @@ def make_pairwise_kernel(name: str, green: GreenKernel, targets: PointSet, sourc
     rules = [lp.SubstitutionRule(green_rule_name(o, i), OFFSET_VARIABLES,
                                  _constants_of(expression, value_dtype))
              for o, row in enumerate(green.expressions) for i, expression in enumerate(row)
-             if not is_zero_entry(expression)]
+             if not is_zero_entry(expression)] if isotropic is None else [
+        lp.SubstitutionRule(name, OFFSET_VARIABLES, _constants_of(part, value_dtype))
+        for name, part in zip(("green", ISOTROPIC_RULE), isotropic, strict=True)]
     domains = [
         f"{{[itgt_box, itgt]: 0 <= itgt_box < ntarget_boxes and {tgt.domain}}}",
         "{[isrc_box]: isrc_box_start <= isrc_box < isrc_box_end}",
