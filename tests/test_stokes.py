@@ -359,3 +359,19 @@ def test_error_estimate_float32_and_update_of_a_stokes_fmm():
     fmm.update(1.01 * points)
     moved = velocities(1.01 * points, forces, 1.01 * points[sample])
     assert relative(fmm(forces)[sample], moved) < DEFAULT_ORDER_BOUND
+
+
+def test_isotropic_parts_are_checked_and_count_fewer_flops():
+    """The Stokeslet's ``A I + B d d^T`` form (what the near field applies to forces) is
+    checked against its matrix; a wrong pair of parts is refused; the pair's flops fall from
+    the matrix's to the factored form's."""
+    kernel = stokes()
+    assert kernel.isotropic_parts is not None
+    assert kernel.with_fields(("potential", "gradient")).isotropic_parts is None
+    matrix_form = GreenKernel(name="stokeslet", expression=kernel.expression,
+                              homogeneity=-1.0, parameters={"mu": 1.0})
+    assert kernel.flops_per_pair() < 0.6 * matrix_form.flops_per_pair()
+    a, b = kernel.isotropic
+    with pytest.raises(ValueError, match="not A I \\+ B d d\\^T"):
+        GreenKernel(name="wrong", expression=kernel.expression, homogeneity=-1.0,
+                    parameters={"mu": 1.0}, isotropic=(b, a))
