@@ -175,6 +175,7 @@ def _harmonic_hooks(tree: Tree, split, green: GreenKernel, charges: np.ndarray) 
     end (:class:`~fmmloopy.maths.harmonic.StokesletSplit`)."""
     centre = np.asarray(tree.root_centre, dtype=np.float64)
     targets = tree.sources_soa if tree.targets_are_sources else tree.targets_soa
+    count = targets.shape[1]
 
     def before(plan: Plan) -> None:
         buffer = plan.buffers[_FAR_BUFFERS["strengths"]]
@@ -184,9 +185,14 @@ def _harmonic_hooks(tree: Tree, split, green: GreenKernel, charges: np.ndarray) 
 
     def after(plan: Plan, potential: np.ndarray) -> None:
         clock = time.perf_counter()
-        fields = plan.read_back(_FAR_BUFFERS["potential"])
-        potential += split.fields(green, fields.astype(np.float64, copy=False), targets,
-                                  centre).astype(potential.dtype, copy=False)
+        laplace = plan.read_back(_FAR_BUFFERS["potential"]).astype(np.float64, copy=False)
+        offset = plan.host_array("harmonic offsets", (3, count), np.float64)
+        np.subtract(targets, centre[:, None], out=offset)
+        fields = split.fields(green, laplace, offset,
+                              plan.host_array("harmonic fields", (green.n_outputs, count),
+                                              np.float64),
+                              plan.host_array("harmonic scratch", (count,), np.float64))
+        potential += fields.astype(potential.dtype, copy=False)
         seconds = time.perf_counter() - clock
         plan.eval_seconds["harmonic"] = seconds
         plan.eval_seconds["total"] += seconds

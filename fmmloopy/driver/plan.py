@@ -105,14 +105,20 @@ class Plan:
                 zero_buffer(self.queue, buffer)
         self.queue.finish()
 
+    def host_array(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """A host array of ``shape`` this plan keeps under ``name`` between evaluations (its
+        values are the last user's: overwrite them)."""
+        host = self._host_copies.get(name)
+        if host is None or host.shape != tuple(shape) or host.dtype != np.dtype(dtype):
+            host = self._host_copies[name] = np.empty(shape, dtype)
+        return host
+
     def read_back(self, name: str) -> np.ndarray:
         """Buffer ``name``'s values, read into a host array this plan keeps (overwritten by the
         next read of the buffer: copy what must outlive it)."""
         buffer = self.buffers[name]
-        host = self._host_copies.get(name)
-        if host is None or host.shape != buffer.shape or host.dtype != buffer.dtype:
-            host = self._host_copies[name] = np.empty(buffer.shape, buffer.dtype)
-        return buffer.get(queue=self.queue, ary=host)
+        return buffer.get(queue=self.queue,
+                          ary=self.host_array(f"buffer {name}", buffer.shape, buffer.dtype))
 
     def enqueue(self, index: int) -> cl.Event:
         """Enqueue launch ``index`` (its buffers zeroed first where it is their first user);

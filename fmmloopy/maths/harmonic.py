@@ -83,17 +83,18 @@ class StokesletSplit:
         moment[:, 3] = np.einsum("vbln,bn->vln", dipoles, relative)
         return np.concatenate([charge[:, :, None], moment], axis=2).reshape((-1, count))
 
-    def fields(self, kernel: GreenKernel, laplace: np.ndarray, targets: np.ndarray,
-               centre: np.ndarray) -> np.ndarray:
+    def fields(self, kernel: GreenKernel, laplace: np.ndarray, offset: np.ndarray,
+               out: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
         """``kernel``'s outputs ``(n_outputs, M)`` from the far kernel's ``laplace`` outputs at
-        ``targets`` ``(3, M)``: row by row, each a contiguous array of the targets (10^6
-        targets: tens of milliseconds)."""
+        targets ``offset`` ``(3, M)`` from the centre: row by row, each a contiguous array of
+        the targets (10^6 targets: tens of milliseconds), into ``out`` and with ``scratch``
+        (``(M,)``) where given (arrays kept between calls are not page-faulted in again)."""
         count = laplace.shape[-1]
         rows = laplace.reshape((kernel.vectors, HARMONIC_POTENTIALS, -1, count))
-        offset = targets - centre[:, None]
         scale = 1.0 / (2.0 * self.mu)
-        out = np.empty((kernel.vectors, kernel.n_outputs // kernel.vectors, count))
-        scratch = np.empty(count)
+        out = (np.empty((kernel.n_outputs, count)) if out is None else out).reshape(
+            (kernel.vectors, kernel.n_outputs // kernel.vectors, count))
+        scratch = np.empty(count) if scratch is None else scratch
 
         def minus_offset_times(into: np.ndarray, potentials: np.ndarray, row: int) -> None:
             """``into -= (x - c)_k potentials[k, row]``, summed over ``k``."""
