@@ -28,15 +28,14 @@ from pymbolic.mapper.substitutor import substitute
 
 from fmmloopy.maths.green_evaluation import (
     CHECK_OFFSETS,
-    array_mapper,
     check_expression,
     check_isotropic,
     evaluate_expression,
+    evaluate_kernel,
 )
 from fmmloopy.maths.green_expression import (
     OFFSET_VARIABLES,
     bind_parameters,
-    count_flops,
     derivative_entries,
     get_variables,
     guarded,
@@ -54,6 +53,7 @@ from fmmloopy.maths.green_fields import (
     field_entries,
     input_components,
     output_components,
+    pair_flops,
     validate_fields,
 )
 from fmmloopy.maths.wave_range import (
@@ -334,18 +334,7 @@ class GreenKernel:
         """Evaluate on the host for offsets of shape ``(..., 3)`` (numpy, float64, or complex128
         for a complex kernel): shape
         ``(...)`` for the potential of charges, else ``(..., n_outputs, n_inputs)``."""
-        offsets = np.asarray(offsets, dtype=np.float64)
-        dtype = self.value_dtype()  # complex even where a parameter's value made it real
-        if self.vectors > 1:
-            block = self.single.evaluate(offsets)
-            if block.ndim == offsets.ndim - 1:
-                block = block[..., None, None]
-            return np.kron(np.eye(self.vectors, dtype=dtype), block)
-        if self.is_scalar and not self.is_tensor:
-            return evaluate_expression(self.bound_expression, offsets).astype(dtype)
-        mapper = array_mapper(offsets)  # one mapper: entries share their subexpressions
-        return np.stack([np.stack([evaluate_expression(e, offsets, mapper) for e in row], axis=-1)
-                         for row in self.expressions], axis=-2).astype(dtype, copy=False)
+        return evaluate_kernel(self, offsets)
 
     @property
     def isotropic_parts(self) -> tuple | None:
@@ -367,12 +356,7 @@ class GreenKernel:
         selections are not counted. The roofline of ``fmmloopy bench`` uses it; for the
         Laplace potential it is 13, and 13 + 2 (k - 1) over ``k`` :attr:`vectors` (the zero
         entries between vectors are not computed)."""
-        seen: set = set()
-        if self.isotropic_parts is not None:  # per vector: d . f, then A f_a + B d_a (d . f)
-            return (3 + sum(count_flops(part, seen) for part in self.isotropic_parts)
-                    + self.vectors * (5 + 3 * 5))
-        entries = [e for row in self.expressions for e in row if not is_zero_entry(e)]
-        return 3 + sum(count_flops(e, seen) for e in entries) + 2 * len(entries)
+        return pair_flops(self)
 
 
 def _laplace_3d() -> GreenKernel:

@@ -119,3 +119,21 @@ def check_isotropic(name: str, matrix, parts: tuple, parameters: tuple[tuple[str
     if not np.abs(values - expected).max() <= 1e-12 * np.abs(values).max():
         raise ValueError(f"kernel {name!r}: its matrix is not A I + B d d^T for the isotropic "
                          "parts given")
+
+
+def evaluate_kernel(kernel, offsets: np.ndarray) -> np.ndarray:
+    """:meth:`GreenKernel.evaluate <fmmloopy.maths.green.GreenKernel.evaluate>`: ``kernel`` at
+    ``offsets`` ``(..., 3)``, ``(...)`` for the potential of charges, else ``(...,
+    n_outputs, n_inputs)``; several vectors block-diagonal."""
+    offsets = np.asarray(offsets, dtype=np.float64)
+    dtype = kernel.value_dtype()  # complex even where a parameter's value made it real
+    if kernel.vectors > 1:
+        block = evaluate_kernel(kernel.single, offsets)
+        if block.ndim == offsets.ndim - 1:
+            block = block[..., None, None]
+        return np.kron(np.eye(kernel.vectors, dtype=dtype), block)
+    if kernel.is_scalar and not kernel.is_tensor:
+        return evaluate_expression(kernel.bound_expression, offsets).astype(dtype)
+    mapper = array_mapper(offsets)  # one mapper: entries share their subexpressions
+    return np.stack([np.stack([evaluate_expression(e, offsets, mapper) for e in row], axis=-1)
+                     for row in kernel.expressions], axis=-2).astype(dtype, copy=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fmmloopy.maths.green_expression import derivative_entries
+from fmmloopy.maths.green_expression import count_flops, derivative_entries, is_zero_entry
 
 #: What a pairwise sum can produce at its targets: per field, the derivatives of ``G`` (offset
 #: components differentiated by) of each of its components. The Hessian (``xx, xy, xz, yy,
@@ -80,3 +80,16 @@ def field_entries(entry: Callable[[int | str, int], object], outputs: list[Compo
               for b in dict.fromkeys(b for b, _ in inputs)}
     return tuple(tuple(tables[a, b][target_axes.index(t)][source_axes.index(s)]
                        for b, s in inputs) for a, t in outputs)
+
+
+def pair_flops(kernel) -> int:
+    """:meth:`GreenKernel.flops_per_pair <fmmloopy.maths.green.GreenKernel.flops_per_pair>`:
+    the expressions' operations, each distinct subexpression once, plus 3 for the offset and 2
+    per entry; an isotropic kernel's ``A f + B d (d . f)`` form: its parts, and per vector 5
+    for ``d . f`` and 5 per output."""
+    seen: set = set()
+    if kernel.isotropic_parts is not None:
+        return (3 + sum(count_flops(part, seen) for part in kernel.isotropic_parts)
+                + kernel.vectors * (5 + 3 * 5))
+    entries = [e for row in kernel.expressions for e in row if not is_zero_entry(e)]
+    return 3 + sum(count_flops(e, seen) for e in entries) + 2 * len(entries)
