@@ -75,15 +75,25 @@ def checked_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradi
         batched.append(values.ndim == 3)
         vectors = values.shape[2] if values.ndim == 3 else 1
         parts.append(values.reshape((nsources, 3, vectors)).transpose(2, 1, 0))
+    return _stacked(green, nsources, parts, batched, (charges, dipoles), gradient, False,
+                    "shapes (N, k) and (N, 3, k)")
+
+
+def _stacked(green: GreenKernel, nsources: int, parts: list, batched: list, given: tuple,
+             gradient: bool, pressure: bool, shapes: str) -> tuple[np.ndarray, GreenKernel, bool]:
+    """The end of :func:`checked_strengths`: the parts ``(vectors, components, N)`` of the
+    ``given`` charges and dipoles (each None or an array) as one array, the kernel with the
+    call's fields and vectors, whether they came as vectors; ValueError where charges and
+    dipoles hold different numbers of vectors (``shapes``: the shapes that would)."""
+    charges, dipoles = given
     if len(parts) == 2 and (batched[0] != batched[1] or len(parts[0]) != len(parts[1])):
         raise ValueError(f"charges and dipoles must hold as many strength vectors: charges "
                          f"{np.shape(charges) if batched[0] else 'one'}, dipoles "
-                         f"{np.shape(dipoles) if batched[1] else 'one'} (shapes (N, k) and "
-                         "(N, 3, k))")
-    vectors = len(parts[0])
-    kernel = green.with_fields(("potential", "gradient") if gradient else ("potential",),
+                         f"{np.shape(dipoles) if batched[1] else 'one'} ({shapes})")
+    kernel = green.with_fields(("potential",) + ("gradient",) * gradient
+                               + ("pressure",) * pressure,
                                ("charge",) * (charges is not None)
-                               + ("dipole",) * (dipoles is not None)).with_vectors(vectors)
+                               + ("dipole",) * (dipoles is not None)).with_vectors(len(parts[0]))
     strengths = np.concatenate(parts, axis=1).reshape((kernel.n_inputs, nsources))
     return strengths, kernel, batched[0]
 
@@ -103,15 +113,8 @@ def _tensor_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradi
         batched.append(vectors_given)
         per_source = int(np.prod(shape))
         parts.append(array.reshape((nsources, per_source, -1)).transpose(2, 1, 0))
-    if len(parts) == 2 and (batched[0] != batched[1] or len(parts[0]) != len(parts[1])):
-        raise ValueError(f"charges and dipoles must hold as many strength vectors: shapes "
-                         f"{np.shape(charges)} and {np.shape(dipoles)}")
-    kernel = green.with_fields(("potential",) + ("gradient",) * gradient
-                               + ("pressure",) * pressure,
-                               ("charge",) * (charges is not None)
-                               + ("dipole",) * (dipoles is not None)).with_vectors(len(parts[0]))
-    strengths = np.concatenate(parts, axis=1).reshape((kernel.n_inputs, nsources))
-    return strengths, kernel, batched[0]
+    return _stacked(green, nsources, parts, batched, (charges, dipoles), gradient, pressure,
+                    f"shapes (N, {k}, k) and (N, {k}, 3, k)")
 
 
 def _shaped_tensor_results(outputs: np.ndarray, kernel: GreenKernel, batched: bool):
