@@ -22,6 +22,8 @@ from fmmloopy.base.validation import as_float64_points, check_point_array
 from fmmloopy.execution.compiled import compiled_operator
 from fmmloopy.maths.geometry import INDEX_DTYPE
 from fmmloopy.maths.green import GreenKernel, get_kernel
+from fmmloopy.maths.harmonic import harmonic_split
+from fmmloopy.maths.rpy import find_overlaps
 from fmmloopy.tree.coordinates import working_coordinates
 
 __all__ = ["DirectSum", "direct"]
@@ -51,6 +53,7 @@ class DirectSum:
             sources, targets, self.kernel.homogeneity, self.kernel.name)
         self._sources = np.ascontiguousarray(sources.T)
         self._targets = np.ascontiguousarray(targets.T)
+        self._overlaps = None  # the RPY tensor's (found at the first call)
 
     def __call__(self, charges=None, *, dipoles=None, gradient: bool = False,
                  pressure: bool = False):
@@ -67,7 +70,21 @@ class DirectSum:
         if not self.nsources or not self.ntargets:
             return np.zeros((kernel.n_outputs, self.ntargets), dtype)
         return summed_in_user_units(strengths, kernel, self.coordinate_exponent,
-                                    lambda scaled: self._launch(scaled, kernel))
+                                    lambda scaled: self._with_overlaps(
+                                        self._launch(scaled, kernel), scaled, kernel))
+
+    def _with_overlaps(self, outputs: np.ndarray, strengths: np.ndarray,
+                       kernel: GreenKernel) -> np.ndarray:
+        """``outputs`` of the RPY tensor with its overlapping spheres' form where they overlap
+        (:mod:`fmmloopy.maths.rpy`); other kernels' as they are."""
+        split = harmonic_split(kernel)
+        if split is None or split.radius is None:
+            return outputs
+        if self._overlaps is None:
+            self._overlaps = find_overlaps(self._targets, self._sources, split.mu, split.radius)
+        outputs = np.atleast_2d(outputs)
+        self._overlaps.add_to(outputs, strengths)
+        return outputs
 
     def _launch(self, strengths: np.ndarray, kernel: GreenKernel) -> np.ndarray:
         """The P2P launch over all pairs: ``kernel``'s outputs for working-unit ``strengths``."""

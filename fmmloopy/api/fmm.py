@@ -41,6 +41,7 @@ from fmmloopy.execution.resources import ResourceLimitError, check_memory
 from fmmloopy.maths.accuracy import order_for_eps
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel
+from fmmloopy.maths.harmonic import HARMONIC_POTENTIALS, harmonic_split
 from fmmloopy.maths.levels import LevelOperators
 from fmmloopy.tree.cost import AUTO, CANDIDATES
 from fmmloopy.tree.lists import InteractionLists
@@ -261,8 +262,12 @@ class Fmm:
                                      properties=cl.command_queue_properties.PROFILING_ENABLE)
 
     def _nested_fmm(self, sources: np.ndarray, targets: np.ndarray | None) -> Fmm:
-        """An FMM with this one's options over points in this one's coordinates."""
-        return Fmm(sources, targets, **self.options.keywords())
+        """An FMM with this one's options over points in this one's coordinates (the RPY
+        tensor's overlapping pairs are this one's to add, not the row's)."""
+        fmm = Fmm(sources, targets, **self.options.keywords())
+        if fmm.points_setup is not None:
+            fmm.points_setup.overlaps = False
+        return fmm
 
     @property
     def verified_recipes(self) -> frozenset[str]:
@@ -370,10 +375,12 @@ class Fmm:
 
     def vectors_per_pass(self, vectors: int) -> int:
         """How many of ``vectors`` strength vectors one evaluation carries: at most
-        :data:`MAX_VECTORS_PER_PASS`, halved until a plan for them fits in memory beside
-        this FMM (:func:`~fmmloopy.driver.memory.with_vectors`); ResourceLimitError where
-        not even one does."""
-        chunk = min(vectors, MAX_VECTORS_PER_PASS)
+        :data:`MAX_VECTORS_PER_PASS` far-field vectors (a kernel summed as Laplace sums has
+        :data:`~fmmloopy.maths.harmonic.HARMONIC_POTENTIALS` per vector), halved until a plan
+        for them fits in memory beside this FMM (:func:`~fmmloopy.driver.memory.
+        with_vectors`); ResourceLimitError where not even one does."""
+        per_vector = HARMONIC_POTENTIALS if harmonic_split(self.kernel) is not None else 1
+        chunk = min(vectors, max(1, MAX_VECTORS_PER_PASS // per_vector))
         while chunk > 1:
             estimate = with_vectors(self.memory_estimate, chunk,
                                     real_bytes=self.dtype.itemsize, scheme=self.options.scheme,

@@ -53,6 +53,7 @@ from fmmloopy.maths.green import GreenKernel, check_wave_range
 from fmmloopy.maths.harmonic import HARMONIC_POTENTIALS, harmonic_split, operator_kernel
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
 from fmmloopy.maths.levels import LevelOperators
+from fmmloopy.maths.rpy import Overlaps, find_overlaps
 from fmmloopy.maths.scheme import FAR_FIELD, NEAR_FIELD, plan_kernel_requests
 from fmmloopy.maths.templates import particles_for
 from fmmloopy.tree.coordinates import working_coordinates
@@ -119,6 +120,10 @@ class PointsSetUp:
     #: Sizes of the plan's buffers and lists (what :func:`~fmmloopy.driver.memory.
     #: with_vectors` takes).
     sizes: dict = field(default_factory=dict)
+    #: The RPY tensor's overlapping pairs (:class:`~fmmloopy.maths.rpy.Overlaps`, tree order),
+    #: found at the first evaluation that needs them; False where the FMM adds none (a nested
+    #: row's FMM: the outer FMM's pairs hold the row's).
+    overlaps: Overlaps | bool | None = None
 
     def extra_launches(self) -> list:
         """The plan's launches beside the KIFMM's steps: a periodic FMM's far lattice."""
@@ -131,7 +136,13 @@ class PointsSetUp:
         else ``hooks`` (a distributed FMM's exchange, or none)."""
         split = harmonic_split(green)
         if split is not None:
-            return _harmonic_hooks(self.tree, split, green, charges)
+            if split.radius is not None and self.overlaps is None:
+                targets = self.tree.sources_soa if self.tree.targets_are_sources \
+                    else self.tree.targets_soa
+                self.overlaps = find_overlaps(targets, self.tree.sources_soa, split.mu,
+                                              split.radius)
+            return _harmonic_hooks(self.tree, split, green, charges,
+                                   self.overlaps if split.radius is not None else None)
         return hooks if self.images is None else self.images.pass_hooks(charges, green)
 
     def plan_for(self, green, options: FmmOptions, queue: cl.CommandQueue) -> Plan:
@@ -169,10 +180,12 @@ def _build_plans(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue
     return merged_plans(far, near, _FAR_BUFFERS)
 
 
-def _harmonic_hooks(tree: Tree, split, green: GreenKernel, charges: np.ndarray) -> PassHooks:
+def _harmonic_hooks(tree: Tree, split, green: GreenKernel, charges: np.ndarray,
+                    overlaps: Overlaps | bool | None) -> PassHooks:
     """The Laplace charges of ``charges`` (``green``'s strengths, tree order) uploaded after
     them, and ``green``'s far fields from the Laplace fields added to the near field's at the
-    end (:class:`~fmmloopy.maths.harmonic.StokesletSplit`)."""
+    end (:class:`~fmmloopy.maths.harmonic.StokesletSplit`), with the RPY tensor's
+    ``overlaps`` (:class:`~fmmloopy.maths.rpy.Overlaps`) where there are some."""
     centre = np.asarray(tree.root_centre, dtype=np.float64)
     targets = tree.sources_soa if tree.targets_are_sources else tree.targets_soa
     count = targets.shape[1]
@@ -193,6 +206,8 @@ def _harmonic_hooks(tree: Tree, split, green: GreenKernel, charges: np.ndarray) 
                                               np.float64),
                               plan.host_array("harmonic scratch", (count,), np.float64))
         potential += fields.astype(potential.dtype, copy=False)
+        if overlaps:
+            overlaps.add_to(potential, np.asarray(charges, dtype=np.float64))
         seconds = time.perf_counter() - clock
         plan.eval_seconds["harmonic"] = seconds
         plan.eval_seconds["total"] += seconds

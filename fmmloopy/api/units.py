@@ -18,6 +18,7 @@ from fmmloopy.base.validation import (
     validate_tensor_strengths,
 )
 from fmmloopy.maths.green import GreenKernel
+from fmmloopy.maths.harmonic import check_split_fields
 
 
 def _ldexp(values: np.ndarray, exponents) -> np.ndarray:
@@ -63,7 +64,10 @@ def checked_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradi
         raise ValueError(f"kernel {green.spec!r} has no pressure (Stokes has: "
                          "kernel='stokes')")
     if green.is_tensor:
-        return _tensor_strengths(green, nsources, charges, dipoles, gradient, pressure)
+        strengths, kernel, batched = _tensor_strengths(green, nsources, charges, dipoles,
+                                                       gradient, pressure)
+        check_split_fields(kernel)
+        return strengths, kernel, batched
     parts, batched = [], []
     if charges is not None:
         values = validate_charges(charges, nsources, green.is_complex, vectors_allowed=True)

@@ -34,6 +34,7 @@ from fmmloopy.maths.green import (
     GreenKernel,
     helmholtz,
     max_root_wavelengths,
+    rpy,
     stokes,
     wavelength,
     yukawa,
@@ -101,16 +102,21 @@ def calibrated_family(kernel: GreenKernel) -> str | None:
     """``"laplace"``, ``"yukawa"``, ``"helmholtz"`` or ``"stokes"`` where ``kernel`` is that
     built-in Green's function (a kernel of the same name and another expression is not); else
     None. Stokes' relative errors do not depend on the viscosity (a factor of every result but
-    the pressure, which does not depend on it): one grid point."""
+    the pressure, which does not depend on it): one grid point. The RPY tensor takes Stokes'
+    rows: its far field is the Stokeslet's Laplace sums with dipoles on one of the four
+    (:mod:`fmmloopy.maths.harmonic`), its near field summed exactly."""
     base = kernel.base
     parameters = dict(base.parameters)
     try:
         builtin = {"laplace": lambda: LAPLACE_3D, "yukawa": lambda: yukawa(**parameters),
                    "helmholtz": lambda: helmholtz(**parameters),
-                   "stokes": lambda: stokes(**parameters)}[base.name]()
+                   "stokes": lambda: stokes(**parameters),
+                   "rpy": lambda: rpy(**parameters)}[base.name]()
     except (KeyError, TypeError, ValueError):
         return None
-    return base.name if builtin.base == base else None
+    if builtin.base != base:
+        return None
+    return "stokes" if base.name == "rpy" else base.name
 
 
 def family_parameter(family: str, kernel: GreenKernel, root_side: float) -> float:

@@ -26,6 +26,7 @@ import pymbolic.primitives as prim
 from pymbolic import var
 from pymbolic.mapper.substitutor import substitute
 
+from fmmloopy.maths.flow_kernels import rpy, stokes
 from fmmloopy.maths.green_evaluation import (
     CHECK_OFFSETS,
     check_expression,
@@ -66,7 +67,7 @@ from fmmloopy.maths.wave_range import (
 
 __all__ = [
     "OFFSET_VARIABLES", "TARGET_FIELDS", "SOURCE_FIELDS", "GreenKernel", "is_zero_entry",
-    "check_expression", "get_variables", "LAPLACE_3D", "yukawa", "helmholtz", "stokes",
+    "check_expression", "get_variables", "LAPLACE_3D", "yukawa", "helmholtz", "stokes", "rpy",
     "WAVELENGTHS_PER_ORDER", "RANGE_MEASURED_TO_ORDER", "max_root_wavelengths", "wavelength",
     "check_wave_range", "user_kernel", "kernel_names", "get_kernel",
 ]
@@ -396,33 +397,6 @@ def helmholtz(k: float) -> GreenKernel:
                        parameters={"k": k}, wavenumber="k")
 
 
-def stokes(mu: float = 1.0) -> GreenKernel:
-    """The Stokeslet ``G(d) = (I / r + d d^T / r^3) / (8 pi mu)`` (``r = |d|``, viscosity
-    ``mu > 0``): the velocity of viscous flow at offset ``d`` from a point force, 3 force
-    components to 3 velocity components (the convention of FMM3D's ``stfmm3d`` and STKFMM).
-    Its gradient output is the velocity gradient (``d u_a / d x_j`` at ``3 a + j``), its dipole
-    input a force dipole (the Stokes doublet: force component ``b`` times the derivative in
-    the source point along ``l``, at ``3 b + l``), its ``pressure`` output the pressure
-    ``d . f / (4 pi r^3)`` (independent of ``mu``). Homogeneous of degree -1, as Laplace's."""
-    if not (isinstance(mu, Real) and not isinstance(mu, bool) and 0 < mu < math.inf):
-        raise ValueError(f"stokes: the viscosity mu must be a finite real number > 0, not "
-                         f"{mu!r}")
-    r2 = offset_length_squared()
-    r = var("sqrt")(r2)
-    offset = [var(name) for name in OFFSET_VARIABLES]
-    scale = 1 / (8 * math.pi * var("mu"))
-
-    def entry(a: int, b: int):
-        dyadic = offset[a] * offset[b] / (r2 * r)
-        return guarded(scale * (1 / r + dyadic if a == b else dyadic))
-    pressure = tuple(guarded(offset[b] / (r2 * r) * (1 / (4 * math.pi))) for b in range(3))
-    isotropic = (guarded(scale / r), guarded(scale / (r2 * r)))
-    return GreenKernel(name="stokes", expression=tuple(tuple(entry(a, b) for b in range(3))
-                                                       for a in range(3)),
-                       homogeneity=-1.0, parameters={"mu": mu},
-                       companions=(("pressure", pressure, 1),), isotropic=isotropic)
-
-
 #: Python's imaginary literals (``1j``, ``2.5j``), which pymbolic's parser does not read: they
 #: are rewritten as a product with a name that :func:`user_kernel` replaces by ``1j``.
 _IMAGINARY_LITERAL = re.compile(r"(?<![\w.])(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)[jJ]\b")
@@ -460,7 +434,8 @@ def user_kernel(expression, *, name: str = "user", parameters=None,
 
 #: Built-in kernels by name: a kernel, or a function of its parameters.
 _KERNELS: dict[str, object] = {LAPLACE_3D.name: LAPLACE_3D, "yukawa": yukawa,
-                               "helmholtz": helmholtz, "stokes": stokes}
+                               "helmholtz": helmholtz, "stokes": stokes,
+                               "rpy": rpy}
 
 
 def kernel_names() -> list[str]:

@@ -16,8 +16,15 @@ and the near field's the rest. ``c`` is the tree's root centre: ``|x - c|`` stay
 root box, so the cancellation between the terms costs a few digits' fraction, not more. This is
 how FMM3D's ``stfmm3d`` sums Stokeslets (Tornberg and Greengard, 2008).
 
+The Rotne-Prager-Yamakawa tensor of spheres of radius ``a`` (:func:`~fmmloopy.maths.
+flow_kernels.rpy`) is, for separated spheres, ``G + (a^2 / 3) lap G``, and
+``lap G f = -(1 / mu) grad div phi`` away from the source: its far field is the Stokeslet's
+with ``psi`` less ``(2 a^2 / 3) div phi``, which is the potential of Laplace dipoles of moment
+``(2 a^2 / 3) f`` (the dipole input is the derivative in the source point): the same four
+potentials, ``psi`` with dipoles.
+
 :class:`StokesletSplit` holds the transforms; :func:`harmonic_split` says which kernels have
-one (the built-in Stokeslet: :func:`~fmmloopy.maths.green.stokes`).
+one (the built-in Stokeslet and RPY tensor).
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmmloopy.maths.green import LAPLACE_3D, GreenKernel, stokes
+from fmmloopy.maths.green import LAPLACE_3D, GreenKernel, rpy, stokes
 
-__all__ = ["HARMONIC_POTENTIALS", "StokesletSplit", "harmonic_split", "operator_kernel"]
+__all__ = ["HARMONIC_POTENTIALS", "StokesletSplit", "check_split_fields", "harmonic_split",
+           "operator_kernel"]
 
 #: Laplace potentials summed per force vector: the three components' and ``psi``.
 HARMONIC_POTENTIALS = 4
@@ -45,19 +53,22 @@ class StokesletSplit:
     ``y_l``) the charge ``trace D`` and the moment ``(y - c)_b D[b, :]``. The velocity gradient
     is ``d_j u_i = (d_j phi_i - d_i phi_j - (x - c)_k d_i d_j phi_k + d_i d_j psi) / (2 mu)``
     (the potentials' Hessians), the pressure ``-d_k phi_k`` (the divergence of the force
-    potentials).
+    potentials). With a ``radius``, the RPY tensor's far field (module docstring): velocities
+    of forces only.
     """
 
     mu: float
+    #: The spheres' radius of the RPY tensor; None for the Stokeslet.
+    radius: float | None = None
 
-    @staticmethod
-    def far_kernel(kernel: GreenKernel) -> GreenKernel:
+    def far_kernel(self, kernel: GreenKernel) -> GreenKernel:
         """The Laplace kernel whose far field gives ``kernel``'s fields: four potentials per
         force vector, their gradients, and their Hessians for a velocity gradient; charges,
         and dipoles for force dipoles."""
         outputs = ("potential", "gradient") + (("hessian",) if "gradient" in kernel.outputs
                                                else ())
-        inputs = ("charge",) + (("dipole",) if "dipole" in kernel.inputs else ())
+        dipoles = "dipole" in kernel.inputs or self.radius is not None
+        inputs = ("charge",) + (("dipole",) if dipoles else ())
         return LAPLACE_3D.with_fields(outputs, inputs).with_vectors(
             HARMONIC_POTENTIALS * kernel.vectors)
 
@@ -75,12 +86,16 @@ class StokesletSplit:
         if forces is not None:
             charge[:, :3] = forces
             charge[:, 3] = np.einsum("vkn,kn->vn", forces, relative)
-        if dipoles is None:
+        if self.radius is not None:  # psi's dipoles (module docstring)
+            moment = np.zeros((kernel.vectors, HARMONIC_POTENTIALS, 3, count))
+            moment[:, 3] = (2.0 * self.radius ** 2 / 3.0) * forces
+        elif dipoles is None:
             return charge.reshape((-1, count))
-        charge[:, 3] += np.einsum("vbbn->vn", dipoles)
-        moment = np.empty((kernel.vectors, HARMONIC_POTENTIALS, 3, count))
-        moment[:, :3] = dipoles
-        moment[:, 3] = np.einsum("vbln,bn->vln", dipoles, relative)
+        else:
+            charge[:, 3] += np.einsum("vbbn->vn", dipoles)
+            moment = np.empty((kernel.vectors, HARMONIC_POTENTIALS, 3, count))
+            moment[:, :3] = dipoles
+            moment[:, 3] = np.einsum("vbln,bn->vln", dipoles, relative)
         return np.concatenate([charge[:, :, None], moment], axis=2).reshape((-1, count))
 
     def fields(self, kernel: GreenKernel, laplace: np.ndarray, offset: np.ndarray,
@@ -136,12 +151,26 @@ def harmonic_split(kernel: GreenKernel) -> StokesletSplit | None:
     """The Laplace sums of ``kernel``'s far field where it has them (the built-in Stokeslet,
     whatever its fields), else None: other kernels (a user's tensor kernel, even one equal to
     the Stokeslet under another name) sum their far field with densities of their own."""
-    if kernel.name != "stokes" or not kernel.is_tensor:
+    if kernel.name not in ("stokes", "rpy") or not kernel.is_tensor:
         return None
-    mu = dict(kernel.parameters).get("mu")
-    if mu is None or kernel.base != stokes(mu):
+    parameters = dict(kernel.parameters)
+    made = {"stokes": stokes, "rpy": rpy}[kernel.name]
+    try:
+        if kernel.base != made(**parameters):
+            return None
+    except (TypeError, ValueError):
         return None
-    return StokesletSplit(mu)
+    return StokesletSplit(parameters["mu"], parameters.get("radius"))
+
+
+def check_split_fields(kernel: GreenKernel) -> None:
+    """ValueError where ``kernel``'s fields are more than its Laplace sums give: the RPY
+    tensor's velocities of forces are all it has."""
+    split = harmonic_split(kernel)
+    if split is not None and split.radius is not None and (
+            kernel.outputs != ("potential",) or kernel.inputs != ("charge",)):
+        raise ValueError(f"kernel {kernel.base.spec!r} gives the velocities of forces only "
+                         "(no gradient, dipoles or pressure; kernel='stokes' has them)")
 
 
 def operator_kernel(kernel: GreenKernel) -> GreenKernel:

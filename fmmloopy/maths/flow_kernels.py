@@ -1,0 +1,88 @@
+"""The built-in kernels of Stokes flow: the Stokeslet and the Rotne-Prager-Yamakawa tensor.
+
+Both are 3 x 3 tensor kernels of the form ``G = A(r) I + B(r) d d^T`` (``d = x - y``,
+``r = |d|``), given with those parts (:attr:`~fmmloopy.maths.green.GreenKernel.isotropic`) so
+that the pairwise template applies them as ``A f + B d (d . f)``. Their far fields are summed
+as Laplace sums (:mod:`fmmloopy.maths.harmonic`). The kernels are made here and found by name
+through :func:`~fmmloopy.maths.green.get_kernel`.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+from pymbolic import var
+
+from fmmloopy.maths.green_expression import OFFSET_VARIABLES, guarded, offset_length_squared
+
+__all__ = ["rpy", "stokes"]
+
+
+def _positive(kernel: str, name: str, value) -> None:
+    """ValueError unless ``value`` is a finite real number > 0."""
+    if not (isinstance(value, Real) and not isinstance(value, bool) and 0 < value < math.inf):
+        raise ValueError(f"{kernel}: the {name} must be a finite real number > 0, not "
+                         f"{value!r}")
+
+
+def _isotropic_kernel(name: str, isotropic, dyadic, parameters: dict, **fields):
+    """The 3 x 3 kernel ``s (isotropic I / r + dyadic d d^T / r^3)`` (``s = 1 / (8 pi mu)``,
+    each entry guarded: 0 at ``d = 0``; a factor None for 1), its matrix written out for the
+    symbolic derivatives and its parts ``(A, B)`` given for the pairwise template."""
+    from fmmloopy.maths.green import GreenKernel  # green imports this module's kernels
+
+    offset = [var(axis) for axis in OFFSET_VARIABLES]
+    r2 = offset_length_squared()
+    r = var("sqrt")(r2)
+    scale = 1 / (8 * math.pi * var("mu"))
+
+    def times(factor, value):
+        return value if factor is None else factor * value
+
+    def entry(a: int, b: int):
+        term = times(dyadic, offset[a] * offset[b] / (r2 * r))
+        return guarded(scale * (times(isotropic, 1 / r) + term if a == b else term))
+    parts = (times(isotropic, scale) / r, times(dyadic, scale) / (r2 * r))
+    return GreenKernel(name=name, expression=tuple(tuple(entry(a, b) for b in range(3))
+                                                   for a in range(3)),
+                       parameters=parameters, isotropic=tuple(guarded(part) for part in parts),
+                       **fields)
+
+
+def stokes(mu: float = 1.0):
+    """The Stokeslet ``G(d) = (I / r + d d^T / r^3) / (8 pi mu)`` (``r = |d|``, viscosity
+    ``mu > 0``): the velocity of viscous flow at offset ``d`` from a point force, 3 force
+    components to 3 velocity components (the convention of FMM3D's ``stfmm3d`` and STKFMM).
+    Its gradient output is the velocity gradient (``d u_a / d x_j`` at ``3 a + j``), its dipole
+    input a force dipole (the Stokes doublet: force component ``b`` times the derivative in
+    the source point along ``l``, at ``3 b + l``), its ``pressure`` output the pressure
+    ``d . f / (4 pi r^3)`` (independent of ``mu``). Homogeneous of degree -1, as Laplace's."""
+    _positive("stokes", "viscosity mu", mu)
+    r2 = offset_length_squared()
+    r = var("sqrt")(r2)
+    pressure = tuple(guarded(var(axis) / (r2 * r) * (1 / (4 * math.pi)))
+                     for axis in OFFSET_VARIABLES)
+    return _isotropic_kernel("stokes", None, None, {"mu": mu}, homogeneity=-1.0,
+                             companions=(("pressure", pressure, 1),))
+
+
+def rpy(mu: float = 1.0, radius: float = 1.0):
+    """The Rotne-Prager-Yamakawa tensor of spheres of one ``radius`` ``a`` in a fluid of
+    viscosity ``mu``: the mobility ``M(d)`` that gives a sphere's velocity from the force on
+    another,
+
+        r >= 2a:  (1 / (8 pi mu r)) [(1 + 2 a^2 / (3 r^2)) I + (1 - 2 a^2 / r^2) d d^T / r^2],
+        r <  2a:  (1 / (6 pi mu a)) [(1 - 9 r / (32 a)) I + (3 r / (32 a)) d d^T / r^2],
+
+    the second where the spheres overlap, ``I / (6 pi mu a)`` (a sphere's own mobility) at
+    ``r = 0``. The expression here is the first form, ``G + (a^2 / 3) lap G`` of the Stokeslet
+    ``G``, at every ``r > 0``: an FMM sums it and adds the difference of the two forms over
+    the overlapping pairs (:mod:`fmmloopy.maths.rpy`). Velocities of forces only (no
+    gradient, dipoles or pressure); not homogeneous (``a`` is a length)."""
+    _positive("rpy", "viscosity mu", mu)
+    _positive("rpy", "radius", radius)
+    r2 = offset_length_squared()
+    a2 = var("radius") * var("radius")
+    return _isotropic_kernel("rpy", 1 + 2 * a2 / (3 * r2), 1 - 2 * a2 / r2,
+                             {"mu": mu, "radius": radius})
