@@ -3,8 +3,9 @@
 Both are 3 x 3 tensor kernels of the form ``G = A(r) I + B(r) d d^T`` (``d = x - y``,
 ``r = |d|``), given with those parts (:attr:`~fmmloopy.maths.green.GreenKernel.isotropic`) so
 that the pairwise template applies them as ``A f + B d (d . f)``. Their far fields are summed
-as Laplace sums (:mod:`fmmloopy.maths.harmonic`). The kernels are made here and found by name
-through :func:`~fmmloopy.maths.green.get_kernel`.
+as Laplace sums (:mod:`fmmloopy.maths.harmonic`). Their fields (the expressions and
+parameters a :class:`~fmmloopy.maths.green.GreenKernel` is made of) are written here;
+:func:`~fmmloopy.maths.green.stokes` and :func:`~fmmloopy.maths.green.rpy` make the kernels.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pymbolic import var
 
 from fmmloopy.maths.green_expression import OFFSET_VARIABLES, guarded, offset_length_squared
 
-__all__ = ["rpy", "stokes"]
+__all__ = ["rpy_fields", "stokeslet_fields"]
 
 
 def _positive(kernel: str, name: str, value) -> None:
@@ -26,12 +27,11 @@ def _positive(kernel: str, name: str, value) -> None:
                          f"{value!r}")
 
 
-def _isotropic_kernel(name: str, isotropic, dyadic, parameters: dict, **fields):
-    """The 3 x 3 kernel ``s (isotropic I / r + dyadic d d^T / r^3)`` (``s = 1 / (8 pi mu)``,
-    each entry guarded: 0 at ``d = 0``; a factor None for 1), its matrix written out for the
-    symbolic derivatives and its parts ``(A, B)`` given for the pairwise template."""
-    from fmmloopy.maths.green import GreenKernel  # green imports this module's kernels
-
+def _isotropic_fields(name: str, isotropic, dyadic, parameters: dict, **fields) -> dict:
+    """The fields of the 3 x 3 kernel ``s (isotropic I / r + dyadic d d^T / r^3)``
+    (``s = 1 / (8 pi mu)``, each entry guarded: 0 at ``d = 0``; a factor None for 1): its
+    matrix written out for the symbolic derivatives and its parts ``(A, B)`` given for the
+    pairwise template."""
     offset = [var(axis) for axis in OFFSET_VARIABLES]
     r2 = offset_length_squared()
     r = var("sqrt")(r2)
@@ -44,13 +44,12 @@ def _isotropic_kernel(name: str, isotropic, dyadic, parameters: dict, **fields):
         term = times(dyadic, offset[a] * offset[b] / (r2 * r))
         return guarded(scale * (times(isotropic, 1 / r) + term if a == b else term))
     parts = (times(isotropic, scale) / r, times(dyadic, scale) / (r2 * r))
-    return GreenKernel(name=name, expression=tuple(tuple(entry(a, b) for b in range(3))
-                                                   for a in range(3)),
-                       parameters=parameters, isotropic=tuple(guarded(part) for part in parts),
-                       **fields)
+    return dict(name=name, expression=tuple(tuple(entry(a, b) for b in range(3))
+                                            for a in range(3)),
+                parameters=parameters, isotropic=tuple(guarded(part) for part in parts), **fields)
 
 
-def stokes(mu: float = 1.0):
+def stokeslet_fields(mu: float) -> dict:
     """The Stokeslet ``G(d) = (I / r + d d^T / r^3) / (8 pi mu)`` (``r = |d|``, viscosity
     ``mu > 0``): the velocity of viscous flow at offset ``d`` from a point force, 3 force
     components to 3 velocity components (the convention of FMM3D's ``stfmm3d`` and STKFMM).
@@ -63,11 +62,11 @@ def stokes(mu: float = 1.0):
     r = var("sqrt")(r2)
     pressure = tuple(guarded(var(axis) / (r2 * r) * (1 / (4 * math.pi)))
                      for axis in OFFSET_VARIABLES)
-    return _isotropic_kernel("stokes", None, None, {"mu": mu}, homogeneity=-1.0,
+    return _isotropic_fields("stokes", None, None, {"mu": mu}, homogeneity=-1.0,
                              companions=(("pressure", pressure, 1),))
 
 
-def rpy(mu: float = 1.0, radius: float = 1.0):
+def rpy_fields(mu: float, radius: float) -> dict:
     """The Rotne-Prager-Yamakawa tensor of spheres of one ``radius`` ``a`` in a fluid of
     viscosity ``mu``: the mobility ``M(d)`` that gives a sphere's velocity from the force on
     another,
@@ -84,5 +83,5 @@ def rpy(mu: float = 1.0, radius: float = 1.0):
     _positive("rpy", "radius", radius)
     r2 = offset_length_squared()
     a2 = var("radius") * var("radius")
-    return _isotropic_kernel("rpy", 1 + 2 * a2 / (3 * r2), 1 - 2 * a2 / r2,
+    return _isotropic_fields("rpy", 1 + 2 * a2 / (3 * r2), 1 - 2 * a2 / r2,
                              {"mu": mu, "radius": radius})

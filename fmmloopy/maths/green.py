@@ -26,7 +26,7 @@ import pymbolic.primitives as prim
 from pymbolic import var
 from pymbolic.mapper.substitutor import substitute
 
-from fmmloopy.maths.flow_kernels import rpy, stokes
+from fmmloopy.maths.flow_kernels import rpy_fields, stokeslet_fields
 from fmmloopy.maths.green_evaluation import (
     CHECK_OFFSETS,
     check_expression,
@@ -395,6 +395,18 @@ def helmholtz(k: float) -> GreenKernel:
     wave = var("exp")(1j * var("k") * r)
     return GreenKernel(name="helmholtz", expression=guarded(wave * (1 / r) * (1 / (4 * math.pi))),
                        parameters={"k": k}, wavenumber="k")
+
+
+def stokes(mu: float = 1.0) -> GreenKernel:
+    """The Stokeslet ``(I / r + d d^T / r^3) / (8 pi mu)`` of viscosity ``mu``, with its
+    pressure (:func:`~fmmloopy.maths.flow_kernels.stokeslet_fields`)."""
+    return GreenKernel(**stokeslet_fields(mu))
+
+
+def rpy(mu: float = 1.0, radius: float = 1.0) -> GreenKernel:
+    """The Rotne-Prager-Yamakawa mobility of spheres of ``radius`` in a fluid of viscosity
+    ``mu`` (:func:`~fmmloopy.maths.flow_kernels.rpy_fields`)."""
+    return GreenKernel(**rpy_fields(mu, radius))
 
 
 #: Python's imaginary literals (``1j``, ``2.5j``), which pymbolic's parser does not read: they
