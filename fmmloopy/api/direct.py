@@ -56,12 +56,12 @@ class DirectSum:
         self._overlaps = None  # the RPY tensor's (found at the first call)
 
     def __call__(self, charges=None, *, dipoles=None, gradient: bool = False,
-                 pressure: bool = False):
+                 pressure: bool = False, stresslets=None):
         """Potentials at the targets (and with ``gradient``, :class:`Fields`; Stokes:
         velocities, or a :class:`~fmmloopy.api.units.Flow`), as
         :meth:`Fmm.__call__ <fmmloopy.api.fmm.Fmm.__call__>` returns them."""
         strengths, kernel, batched = checked_strengths(self.kernel, self.nsources, charges,
-                                                       dipoles, gradient, pressure)
+                                                       dipoles, gradient, pressure, stresslets)
         return shaped_results(self._sum(strengths, kernel), kernel, batched)
 
     def _sum(self, strengths: np.ndarray, kernel: GreenKernel) -> np.ndarray:

@@ -41,7 +41,7 @@ from fmmloopy.execution.resources import ResourceLimitError, check_memory
 from fmmloopy.maths.accuracy import order_for_eps
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel
-from fmmloopy.maths.harmonic import HARMONIC_POTENTIALS, harmonic_split
+from fmmloopy.maths.harmonic import HARMONIC_POTENTIALS, harmonic_split, layered_kernel
 from fmmloopy.maths.levels import LevelOperators
 from fmmloopy.tree.cost import AUTO, CANDIDATES
 from fmmloopy.tree.lists import InteractionLists
@@ -291,7 +291,7 @@ class Fmm:
         return seconds
 
     def __call__(self, charges=None, *, dipoles=None, gradient: bool = False,
-                 pressure: bool = False):
+                 pressure: bool = False, stresslets=None):
         """Potentials at the targets, in the user's order, of ``charges`` (one per source)
         and/or ``dipoles`` (``(N, 3)``: a moment vector per source, whose potential is
         ``m . grad_source G``); with ``gradient=True``, a
@@ -306,9 +306,12 @@ class Fmm:
         Stokes (``kernel="stokes"``): ``charges`` are forces ``(N, 3)``, ``dipoles`` force
         dipoles ``(N, 3, 3)`` (force component ``b`` along axis ``l`` at ``[:, b, l]``), the
         result the velocities ``(M, 3)``; with ``gradient=True`` and/or ``pressure=True`` a
-        :class:`~fmmloopy.api.units.Flow` ``(velocity, gradient, pressure)``."""
+        :class:`~fmmloopy.api.units.Flow` ``(velocity, gradient, pressure)``;
+        ``stresslets=(q, n)`` (strengths ``(N, 3)`` or ``(N, 3, k)``, orientations ``(N, 3)``)
+        adds the stresslets' flow (a double layer: :func:`~fmmloopy.maths.green.
+        stresslet`), with or without forces."""
         strengths, kernel, batched = checked_strengths(self.kernel, self.nsources, charges,
-                                                       dipoles, gradient, pressure)
+                                                       dipoles, gradient, pressure, stresslets)
         check_eps_covers(self, kernel)
         outputs = self.apply(strengths[0] if kernel.n_inputs == 1 else strengths, kernel)
         return shaped_results(np.atleast_2d(outputs), kernel, batched)
@@ -343,8 +346,9 @@ class Fmm:
         this FMM's Green's function with the fields of ``kernel``
         (:meth:`~fmmloopy.maths.green.GreenKernel.with_fields`). What :meth:`__call__` and the
         nested FMMs run."""
-        kernel = self.kernel.with_fields(kernel.outputs, kernel.inputs).with_vectors(
-            kernel.vectors)
+        own = self.kernel if kernel.name == self.kernel.name else layered_kernel(
+            self.kernel, kernel.name != "stresslet", True)  # Stokes with stresslets
+        kernel = own.with_fields(kernel.outputs, kernel.inputs).with_vectors(kernel.vectors)
         shape = (kernel.n_outputs, self.ntargets) if kernel.n_outputs > 1 else (self.ntargets,)
         dtype = kernel.value_dtype()
         if self.tree is None:

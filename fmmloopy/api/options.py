@@ -142,7 +142,11 @@ def check_eps_covers(fmm, kernel: GreenKernel) -> None:
         return
     # Stokes' pressure is held to the velocity's row: its error measured below the velocity's
     # at every order and point set (docs/kernels.md, "Stokes flow").
-    asked = {f"{kind} {field}" for kind in kernel.inputs for field in kernel.outputs
+    kinds = set(kernel.inputs)
+    split = harmonic_split(kernel)
+    if split is not None and split.stresslets:  # a stresslet's far field is a force dipole's
+        kinds = {"dipole"} | ({"charge"} if split.forces else set())
+    asked = {f"{kind} {field}" for kind in kinds for field in kernel.outputs
              if field != "pressure"}
     missing = sorted(asked - set(fmm.eps_quantities))
     if missing:

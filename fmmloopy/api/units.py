@@ -18,7 +18,7 @@ from fmmloopy.base.validation import (
     validate_tensor_strengths,
 )
 from fmmloopy.maths.green import GreenKernel
-from fmmloopy.maths.harmonic import check_split_fields
+from fmmloopy.maths.harmonic import check_split_fields, layered_kernel
 
 
 def _ldexp(values: np.ndarray, exponents) -> np.ndarray:
@@ -50,22 +50,25 @@ class Flow(NamedTuple):
 
 
 def checked_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradient,
-                      pressure=False) -> tuple[np.ndarray, GreenKernel, bool]:
+                      pressure=False, stresslets=None) -> tuple[np.ndarray, GreenKernel, bool]:
     """A call's ``charges`` and/or ``dipoles`` checked and stacked, ``(n_inputs, nsources)``
     (over ``k`` strength vectors: each vector's components in turn,
     :attr:`~fmmloopy.maths.green.GreenKernel.vectors`), ``green`` with the call's fields and
     vectors (:meth:`Fmm.fields_kernel`), and whether the strengths came as columns of vectors
     (``(N, k)``, ``(N, 3, k)``: the results are then shaped so too)."""
-    if charges is None and dipoles is None:
+    if charges is None and dipoles is None and stresslets is None:
         raise ValueError("charges must be an array of real numbers, got None (give "
                          "charges, dipoles=... or both)")
+    if stresslets is not None and not green.is_tensor:
+        raise ValueError(f"stresslets are a Stokes flow's (kernel='stokes'), not kernel "
+                         f"{green.spec!r}'s")
     gradient = validate_flag(gradient, "gradient")
     if validate_flag(pressure, "pressure") and "pressure" not in green.field_names:
         raise ValueError(f"kernel {green.spec!r} has no pressure (Stokes has: "
                          "kernel='stokes')")
     if green.is_tensor:
         strengths, kernel, batched = _tensor_strengths(green, nsources, charges, dipoles,
-                                                       gradient, pressure)
+                                                       gradient, pressure, stresslets)
         check_split_fields(kernel)
         return strengths, kernel, batched
     parts, batched = [], []
@@ -103,10 +106,12 @@ def _stacked(green: GreenKernel, nsources: int, parts: list, batched: list, give
 
 
 def _tensor_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradient: bool,
-                      pressure: bool) -> tuple[np.ndarray, GreenKernel, bool]:
+                      pressure: bool, stresslets) -> tuple[np.ndarray, GreenKernel, bool]:
     """:func:`checked_strengths` for a tensor kernel: ``charges`` ``(N, k)`` (forces, say),
     ``dipoles`` ``(N, k, 3)`` (force dipoles: component ``b`` along axis ``l``), each with a
-    last axis of strength vectors where there are several."""
+    last axis of strength vectors where there are several; Stokes' ``stresslets``
+    (:func:`_stresslet_part`) as columns of the kernel beside the forces
+    (:func:`~fmmloopy.maths.harmonic.layered_kernel`)."""
     k = green.base_shape[1]
     parts, batched = [], []
     for values, shape, name in ((charges, (k,), "charges"), (dipoles, (k, 3), "dipoles")):
@@ -117,8 +122,40 @@ def _tensor_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradi
         batched.append(vectors_given)
         per_source = int(np.prod(shape))
         parts.append(array.reshape((nsources, per_source, -1)).transpose(2, 1, 0))
-    return _stacked(green, nsources, parts, batched, (charges, dipoles), gradient, pressure,
-                    f"shapes (N, {k}, k) and (N, {k}, 3, k)")
+    if stresslets is None:
+        return _stacked(green, nsources, parts, batched, (charges, dipoles), gradient,
+                        pressure, f"shapes (N, {k}, k) and (N, {k}, 3, k)")
+    if dipoles is not None:
+        raise ValueError("force dipoles and stresslets in one call are not summed together: "
+                         "give them in two calls and add the results")
+    part, vectors_given = _stresslet_part(stresslets, nsources)
+    if parts and (batched[0] != vectors_given or len(parts[0]) != len(part)):
+        raise ValueError(f"forces and stresslets must hold as many strength vectors: forces "
+                         f"{np.shape(charges)}, stresslet strengths "
+                         f"{np.shape(stresslets[0])} (shapes (N, 3, k) for both)")
+    layered = layered_kernel(green, charges is not None, True)
+    return _stacked(layered, nsources, [*parts, part], [*batched, vectors_given], (True, None),
+                    gradient, pressure, "")
+
+
+def _stresslet_part(stresslets, nsources: int) -> tuple[np.ndarray, bool]:
+    """Stresslets ``(q, n)``, strengths ``(N, 3)`` (or ``(N, 3, k)``) and orientations
+    ``(N, 3)`` (a double layer's density and the surface's normals), as the stress ``S = q
+    n^T`` of each vector ``(k, 9, N)`` (``S[j, l]`` at ``3 j + l``), and whether they came
+    as vectors."""
+    if not isinstance(stresslets, tuple | list) or len(stresslets) != 2:
+        raise ValueError("stresslets must be a pair (strengths (N, 3), orientations (N, 3)): a "
+                         "double layer's density and the normals")
+    strengths, vectors_given = validate_tensor_strengths(stresslets[0], nsources, (3,),
+                                                         "stresslet strengths")
+    orientations, _ = validate_tensor_strengths(stresslets[1], nsources, (3,),
+                                                "stresslet orientations")
+    if orientations.ndim != 2:
+        raise ValueError(f"stresslet orientations must have shape {(nsources, 3)} (one per "
+                         f"source, shared by every strength vector), not {orientations.shape}")
+    strengths = strengths.reshape((nsources, 3, -1))
+    stress = np.einsum("njv,nl->vjln", strengths, orientations)
+    return stress.reshape((stress.shape[0], 9, nsources)), vectors_given
 
 
 def _shaped_tensor_results(outputs: np.ndarray, kernel: GreenKernel, batched: bool):

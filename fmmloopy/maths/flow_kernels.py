@@ -17,7 +17,7 @@ from pymbolic import var
 
 from fmmloopy.maths.green_expression import OFFSET_VARIABLES, guarded, offset_length_squared
 
-__all__ = ["rpy_fields", "stokeslet_fields"]
+__all__ = ["rpy_fields", "stokeslet_fields", "stresslet_fields"]
 
 
 def _positive(kernel: str, name: str, value) -> None:
@@ -85,3 +85,35 @@ def rpy_fields(mu: float, radius: float) -> dict:
     a2 = var("radius") * var("radius")
     return _isotropic_fields("rpy", 1 + 2 * a2 / (3 * r2), 1 - 2 * a2 / r2,
                              {"mu": mu, "radius": radius})
+
+
+def stresslet_fields(mu: float, with_forces: bool = False) -> dict:
+    """The stresslet: the velocity ``u_i = T_ijk S_jk`` of a source of stress ``S`` (``S = q
+    n^T`` for a double layer of density ``q`` on a surface of normal ``n``), with
+    ``T_ijk(d) = -3 d_i d_j d_k / (4 pi r^5)`` (FMM3D's ``stfmm3d`` and STKFMM's, independent
+    of ``mu``); its pressure ``(mu / (2 pi)) (tr S / r^3 - 3 d . S d / r^5)`` (which holds the
+    viscosity). ``S`` is 9 source components (``S[j, k]`` at ``3 j + k``). ``T`` is symmetric
+    in its three indices, so only ``S``'s symmetric part moves the fluid. With
+    ``with_forces``, the Stokeslet's three force columns first (``[G | T]``, 12 source
+    components): one near field for forces and stresslets; not homogeneous then (``G`` and
+    ``T`` differ by a degree)."""
+    _positive("stresslet", "viscosity mu", mu)
+    stokeslet = stokeslet_fields(mu)
+    r2 = offset_length_squared()
+    r5 = r2 * r2 * var("sqrt")(r2)
+    offset = [var(axis) for axis in OFFSET_VARIABLES]
+    columns = [(j, k) for j in range(3) for k in range(3)]
+    stress = tuple(tuple(guarded(-3 / (4 * math.pi) * offset[i] * offset[j] * offset[k] / r5)
+                         for j, k in columns) for i in range(3))
+    pressure = tuple(guarded(var("mu") / (2 * math.pi)
+                             * ((r2 if j == k else 0) - 3 * offset[j] * offset[k]) / r5)
+                     for j, k in columns)
+    if not with_forces:
+        return dict(name="stresslet", expression=stress, homogeneity=-2.0,
+                    parameters={"mu": mu}, companions=(("pressure", pressure, 1),))
+    (_, force_pressure, _), = stokeslet["companions"]
+    return dict(name="stokes_stresslet",
+                expression=tuple(forces + layer for forces, layer
+                                 in zip(stokeslet["expression"], stress, strict=True)),
+                parameters={"mu": mu},
+                companions=(("pressure", force_pressure + pressure, 1),))

@@ -26,7 +26,7 @@ import pymbolic.primitives as prim
 from pymbolic import var
 from pymbolic.mapper.substitutor import substitute
 
-from fmmloopy.maths.flow_kernels import rpy_fields, stokeslet_fields
+from fmmloopy.maths.flow_kernels import rpy_fields, stokeslet_fields, stresslet_fields
 from fmmloopy.maths.green_evaluation import (
     CHECK_OFFSETS,
     check_expression,
@@ -68,8 +68,8 @@ from fmmloopy.maths.wave_range import (
 __all__ = [
     "OFFSET_VARIABLES", "TARGET_FIELDS", "SOURCE_FIELDS", "GreenKernel", "is_zero_entry",
     "check_expression", "get_variables", "LAPLACE_3D", "yukawa", "helmholtz", "stokes", "rpy",
-    "WAVELENGTHS_PER_ORDER", "RANGE_MEASURED_TO_ORDER", "max_root_wavelengths", "wavelength",
-    "check_wave_range", "user_kernel", "kernel_names", "get_kernel",
+    "stresslet", "WAVELENGTHS_PER_ORDER", "RANGE_MEASURED_TO_ORDER", "max_root_wavelengths",
+    "wavelength", "check_wave_range", "user_kernel", "kernel_names", "get_kernel",
 ]
 
 #: What a kernel's name may hold (it is part of cache file names).
@@ -407,6 +407,12 @@ def rpy(mu: float = 1.0, radius: float = 1.0) -> GreenKernel:
     """The Rotne-Prager-Yamakawa mobility of spheres of ``radius`` in a fluid of viscosity
     ``mu`` (:func:`~fmmloopy.maths.flow_kernels.rpy_fields`)."""
     return GreenKernel(**rpy_fields(mu, radius))
+
+
+def stresslet(mu: float = 1.0, with_forces: bool = False) -> GreenKernel:
+    """The stresslet (a double layer's kernel), with the Stokeslet's force columns first where
+    ``with_forces`` (:func:`~fmmloopy.maths.flow_kernels.stresslet_fields`)."""
+    return GreenKernel(**stresslet_fields(mu, with_forces))
 
 
 #: Python's imaginary literals (``1j``, ``2.5j``), which pymbolic's parser does not read: they

@@ -23,20 +23,28 @@ with ``psi`` less ``(2 a^2 / 3) div phi``, which is the potential of Laplace dip
 ``(2 a^2 / 3) f`` (the dipole input is the derivative in the source point): the same four
 potentials, ``psi`` with dipoles.
 
+A stresslet ``S`` (``u_i = T_ijk S_jk``, :func:`~fmmloopy.maths.green.stresslet`) is the force
+dipole ``-mu (S + S^T)`` plus the flow ``-P (tr S)`` of a point source of volume, ``P`` the
+Stokeslet's pressure row (``T_ijk`` is the stress of the Stokeslet); that source flow is
+``grad`` of the Laplace potential of ``tr S``, which ``psi`` would carry as the charge
+``2 mu tr S`` and which cancels the force dipole's ``trace`` charge: a stresslet is a force
+dipole whose ``psi`` charge is 0.
+
 :class:`StokesletSplit` holds the transforms; :func:`harmonic_split` says which kernels have
 one (the built-in Stokeslet and RPY tensor).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from fmmloopy.maths.green import LAPLACE_3D, GreenKernel, rpy, stokes
+from fmmloopy.maths.green import LAPLACE_3D, GreenKernel, rpy, stokes, stresslet
 
 __all__ = ["HARMONIC_POTENTIALS", "StokesletSplit", "check_split_fields", "harmonic_split",
-           "operator_kernel"]
+           "layered_kernel", "operator_kernel"]
 
 #: Laplace potentials summed per force vector: the three components' and ``psi``.
 HARMONIC_POTENTIALS = 4
@@ -60,42 +68,54 @@ class StokesletSplit:
     mu: float
     #: The spheres' radius of the RPY tensor; None for the Stokeslet.
     radius: float | None = None
+    #: Whether the kernel's source components hold forces (the Stokeslet's three columns) and
+    #: stresslets (nine, :func:`~fmmloopy.maths.green.stresslet`).
+    forces: bool = True
+    stresslets: bool = False
 
     def far_kernel(self, kernel: GreenKernel) -> GreenKernel:
         """The Laplace kernel whose far field gives ``kernel``'s fields: four potentials per
-        force vector, their gradients, and their Hessians for a velocity gradient; charges,
-        and dipoles for force dipoles."""
+        force vector, their gradients, and their Hessians for a velocity gradient; charges
+        where there are forces, dipoles for force dipoles, stresslets and the RPY tensor."""
         outputs = ("potential", "gradient") + (("hessian",) if "gradient" in kernel.outputs
                                                else ())
-        dipoles = "dipole" in kernel.inputs or self.radius is not None
-        inputs = ("charge",) + (("dipole",) if dipoles else ())
+        dipoles = "dipole" in kernel.inputs or self.radius is not None or self.stresslets
+        inputs = ("charge",) * self.forces + ("dipole",) * dipoles
         return LAPLACE_3D.with_fields(outputs, inputs).with_vectors(
             HARMONIC_POTENTIALS * kernel.vectors)
 
     def charges(self, kernel: GreenKernel, strengths: np.ndarray, sources: np.ndarray,
                 centre: np.ndarray) -> np.ndarray:
         """The far kernel's strengths ``(n_inputs, N)`` from ``kernel``'s ``strengths``
-        (forces and/or force dipoles of each vector in turn) at ``sources`` ``(3, N)``."""
+        (of each vector in turn: forces, stresslets ``S`` (``3 j + k``), force dipoles, those
+        ``kernel`` takes) at ``sources`` ``(3, N)``."""
         count = strengths.shape[-1]
         per_vector = strengths.reshape((kernel.vectors, -1, count))
         relative = sources - centre[:, None]
-        forces = per_vector[:, :3] if "charge" in kernel.inputs else None
-        dipoles = (per_vector[:, -9:].reshape((kernel.vectors, 3, 3, count))
-                   if "dipole" in kernel.inputs else None)
+        forces = per_vector[:, :3] if self.forces else None
         charge = np.zeros((kernel.vectors, HARMONIC_POTENTIALS, count))
         if forces is not None:
             charge[:, :3] = forces
             charge[:, 3] = np.einsum("vkn,kn->vn", forces, relative)
+        dipoles = None
+        if "dipole" in kernel.inputs:
+            dipoles = per_vector[:, -9:].reshape((kernel.vectors, 3, 3, count))
+            charge[:, 3] += np.einsum("vbbn->vn", dipoles)
+        elif self.stresslets:  # S is the force dipole -mu (S + S^T), whose trace psi's
+            stress = per_vector[:, 3 * self.forces:3 * self.forces + 9].reshape(  # charge
+                (kernel.vectors, 3, 3, count))  # 2 mu tr S cancels (module docstring)
+            dipoles = -self.mu * (stress + stress.transpose(0, 2, 1, 3))
         if self.radius is not None:  # psi's dipoles (module docstring)
             moment = np.zeros((kernel.vectors, HARMONIC_POTENTIALS, 3, count))
             moment[:, 3] = (2.0 * self.radius ** 2 / 3.0) * forces
         elif dipoles is None:
             return charge.reshape((-1, count))
         else:
-            charge[:, 3] += np.einsum("vbbn->vn", dipoles)
             moment = np.empty((kernel.vectors, HARMONIC_POTENTIALS, 3, count))
             moment[:, :3] = dipoles
             moment[:, 3] = np.einsum("vbln,bn->vln", dipoles, relative)
+        if forces is None:
+            return moment.reshape((-1, count))
         return np.concatenate([charge[:, :, None], moment], axis=2).reshape((-1, count))
 
     def fields(self, kernel: GreenKernel, laplace: np.ndarray, offset: np.ndarray,
@@ -151,16 +171,38 @@ def harmonic_split(kernel: GreenKernel) -> StokesletSplit | None:
     """The Laplace sums of ``kernel``'s far field where it has them (the built-in Stokeslet,
     whatever its fields), else None: other kernels (a user's tensor kernel, even one equal to
     the Stokeslet under another name) sum their far field with densities of their own."""
-    if kernel.name not in ("stokes", "rpy") or not kernel.is_tensor:
+    made = _FLOW_KERNELS.get(kernel.name)
+    if made is None or not kernel.is_tensor:
         return None
     parameters = dict(kernel.parameters)
-    made = {"stokes": stokes, "rpy": rpy}[kernel.name]
     try:
         if kernel.base != made(**parameters):
             return None
     except (TypeError, ValueError):
         return None
-    return StokesletSplit(parameters["mu"], parameters.get("radius"))
+    return StokesletSplit(parameters["mu"], parameters.get("radius"),
+                          forces=kernel.name != "stresslet",
+                          stresslets=kernel.name in ("stresslet", "stokes_stresslet"))
+
+
+#: The kernels summed as Laplace sums, by name: how each is made from its parameters.
+_FLOW_KERNELS = {"stokes": stokes, "rpy": rpy, "stresslet": stresslet,
+                 "stokes_stresslet": lambda mu: stresslet(mu, with_forces=True)}
+
+
+def layered_kernel(kernel: GreenKernel, forces: bool, stresslets: bool) -> GreenKernel:
+    """The Stokeslet ``kernel``'s relative that takes a call's ``forces`` and/or
+    ``stresslets`` (the Stokeslet, the stresslet, or both's columns), its fields and vectors
+    kept; ValueError for stresslets on another kernel."""
+    if not stresslets:
+        return kernel
+    split = harmonic_split(kernel)
+    if split is None or kernel.name != "stokes":
+        raise ValueError(f"stresslets are a Stokes flow's (kernel='stokes'), not kernel "
+                         f"{kernel.base.spec!r}'s")
+    made = stresslet(split.mu, with_forces=forces)
+    return dataclasses.replace(made, outputs=kernel.outputs, inputs=kernel.inputs,
+                               vectors=kernel.vectors)
 
 
 def check_split_fields(kernel: GreenKernel) -> None:

@@ -21,7 +21,7 @@ from enum import Enum
 from functools import cached_property
 
 from fmmloopy.maths.green import LAPLACE_3D, SOURCE_FIELDS, TARGET_FIELDS, GreenKernel
-from fmmloopy.maths.harmonic import harmonic_split
+from fmmloopy.maths.harmonic import harmonic_split, layered_kernel
 from fmmloopy.maths.kifmm import (
     CHECKED_VECTORS,
     DOWNWARD_STEPS,
@@ -143,13 +143,18 @@ class KifmmScheme:
         ``fmmloopy check`` runs: fewer fields or vectors take the same template code with
         fewer components). A kernel whose far field is Laplace sums
         (:mod:`fmmloopy.maths.harmonic`): its own at the near field (P2P), the Laplace ones
-        of :data:`FAR_FIELD` (for every field: its far kernel's) elsewhere."""
+        of :data:`FAR_FIELD` (for every field: its far kernel's) elsewhere; the Stokeslet's
+        P2P also those of stresslets, alone and beside forces, every field."""
         full = green.with_fields(USER_OUTPUTS + green.field_names[len(TARGET_FIELDS):],
                                  tuple(SOURCE_FIELDS))
         split = harmonic_split(green)
+        layered = []
         if split is not None and operator != "p2p":
             green, full = LAPLACE_3D, split.far_kernel(full)
-        kernels = [green.base, green.base.with_vectors(CHECKED_VECTORS)]
+        elif green.name == "stokes" and split is not None:  # the near field of stresslets
+            charges = full.with_fields(full.outputs, ("charge",))
+            layered = [layered_kernel(charges, forces, True) for forces in (False, True)]
+        kernels = [green.base, green.base.with_vectors(CHECKED_VECTORS), *layered]
         for step in self.steps.values():
             kernel = step_kernel(step, full)
             if step.operator == operator and kernel not in kernels:
