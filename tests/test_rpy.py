@@ -60,15 +60,16 @@ def relative(value, reference):
     return np.linalg.norm(value - reference) / np.linalg.norm(reference)
 
 
-def touching_cloud(rng, n, a=RADIUS):
+def touching_cloud(rng, n, a=RADIUS, coincident=True):
     """Uniform points in the unit cube with some spheres overlapping on purpose: pairs at
-    ``r`` from ``a / 10`` to ``2a``, and one pair on top of each other."""
+    ``r`` from ``a / 10`` to ``2a``, and (``coincident``) one pair on top of each other."""
     points = rng.uniform(0, 1, (n, 3))
     pairs = np.arange(0, 200, 2)
     direction = rng.standard_normal((len(pairs), 3))
     direction /= np.linalg.norm(direction, axis=1)[:, None]
     points[pairs + 1] = points[pairs] + direction * np.linspace(0.1, 1.99, len(pairs))[:, None] * a
-    points[201] = points[200]
+    if coincident:
+        points[201] = points[200]
     return points
 
 
@@ -164,12 +165,13 @@ def test_the_mobility_matrix_is_symmetric_positive_definite():
     """The RPY tensor's point: its mobility matrix stays positive definite where spheres
     overlap (the Stokeslet's does not)."""
     rng = np.random.default_rng(5)
-    points = touching_cloud(rng, 250, a=0.1)
+    points = touching_cloud(rng, 250, a=0.1, coincident=False)  # two on one: semidefinite
     fmm = fmmloopy.Fmm(points, kernel="rpy:radius=0.1", n_crit=16)
     matrix = fmmloopy.linear_operator(fmm) @ np.eye(750)  # 750 vectors: passes of 4
     # Symmetric to the FMM's accuracy, entry by entry: 1e-6 of the velocities' norm is up to
     # ~1e-5 of the largest entry (measured 1.3e-6 at these spheres of radius 0.1).
     np.testing.assert_allclose(matrix, matrix.T, rtol=0, atol=1e-5 * np.abs(matrix).max())
+    # Measured: smallest eigenvalue 0.0096 (largest 26), the FMM's asymmetry 1.4e-6 an entry.
     assert np.linalg.eigvalsh((matrix + matrix.T) / 2).min() > 0
 
 

@@ -76,7 +76,8 @@ class StokesletSplit:
     def far_kernel(self, kernel: GreenKernel) -> GreenKernel:
         """The Laplace kernel whose far field gives ``kernel``'s fields: four potentials per
         force vector, their gradients, and their Hessians for a velocity gradient; charges
-        where there are forces, dipoles for force dipoles, stresslets and the RPY tensor."""
+        but for stresslets alone (their ``psi`` charge cancels), dipoles for force dipoles,
+        stresslets and the RPY tensor."""
         outputs = ("potential", "gradient") + (("hessian",) if "gradient" in kernel.outputs
                                                else ())
         dipoles = "dipole" in kernel.inputs or self.radius is not None or self.stresslets
@@ -92,7 +93,7 @@ class StokesletSplit:
         count = strengths.shape[-1]
         per_vector = strengths.reshape((kernel.vectors, -1, count))
         relative = sources - centre[:, None]
-        forces = per_vector[:, :3] if self.forces else None
+        forces = per_vector[:, :3] if self.forces and "charge" in kernel.inputs else None
         charge = np.zeros((kernel.vectors, HARMONIC_POTENTIALS, count))
         if forces is not None:
             charge[:, :3] = forces
@@ -114,7 +115,7 @@ class StokesletSplit:
             moment = np.empty((kernel.vectors, HARMONIC_POTENTIALS, 3, count))
             moment[:, :3] = dipoles
             moment[:, 3] = np.einsum("vbln,bn->vln", dipoles, relative)
-        if forces is None:
+        if not self.forces:  # stresslets alone: no charge (far_kernel)
             return moment.reshape((-1, count))
         return np.concatenate([charge[:, :, None], moment], axis=2).reshape((-1, count))
 
