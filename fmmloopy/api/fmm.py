@@ -256,6 +256,8 @@ class Fmm:
         #: Plans of other fields (gradients, dipoles) by kernel, built on first use.
         self._plans: dict[GreenKernel, Plan] = {}
         self._last_plan: Plan | None = None
+        #: The strengths in tree order, per dtype, kept between calls (under the lock).
+        self._host_arrays: dict[np.dtype, np.ndarray] = {}
         # Profiled: an evaluation enqueues every launch without a wait and reports each
         # step's seconds from the events (fmmloopy.driver.evaluation).
         self.queue = cl.CommandQueue(context_for(options.device),
@@ -367,11 +369,17 @@ class Fmm:
                         else self.periodic_tree.source_order)
 
         def in_user_order(scaled: np.ndarray) -> np.ndarray:
-            in_tree = np.take(scaled, source_order, axis=1)
-            with self._lock:
-                in_tree_order = self._evaluate(in_tree[0] if kernel.n_inputs == 1 else in_tree,
-                                               kernel)
-            return np.take(np.atleast_2d(in_tree_order), self.tree.target_tree_ids, axis=1)
+            with self._lock:  # the tree-order strengths: an array kept between calls
+                shape = (*scaled.shape[:-1], len(source_order))
+                kept = self._host_arrays.get(scaled.dtype)
+                if kept is None or kept.shape != shape:
+                    kept = self._host_arrays[scaled.dtype] = np.empty(shape, scaled.dtype)
+                in_tree = np.take(scaled, source_order, axis=1, out=kept)
+                in_tree_order = np.atleast_2d(self._evaluate(
+                    in_tree[0] if kernel.n_inputs == 1 else in_tree, kernel))
+            if kernel.is_tensor:  # gathered into the (M, components) rows returned: one pass
+                return np.take(in_tree_order.T, self.tree.target_tree_ids, axis=0).T
+            return np.take(in_tree_order, self.tree.target_tree_ids, axis=1)
 
         outputs = summed_in_user_units(strengths, kernel, self.coordinate_exponent,
                                        in_user_order, self.precision)

@@ -192,8 +192,11 @@ def _harmonic_hooks(tree: Tree, split, green: GreenKernel, charges: np.ndarray,
 
     def before(plan: Plan) -> None:
         buffer = plan.buffers[_FAR_BUFFERS["strengths"]]
-        laplace = split.charges(green, np.asarray(charges, dtype=np.float64), tree.sources_soa,
-                                centre)
+        far_inputs, nsources = split.far_kernel(green).n_inputs, tree.sources_soa.shape[1]
+        laplace = split.charges(
+            green, np.asarray(charges, dtype=np.float64), tree.sources_soa, centre,
+            plan.host_array("harmonic charges", (far_inputs, nsources), np.float64),
+            plan.host_array("harmonic source offsets", (3, nsources), np.float64))
         buffer.set(laplace.astype(buffer.dtype, copy=False), queue=plan.queue)
 
     def after(plan: Plan, potential: np.ndarray) -> None:

@@ -100,6 +100,7 @@ def check_expression(name: str, expression, parameters: tuple[tuple[str, float],
                              "(relative); declare None if it has none")
 
 
+@lru_cache(maxsize=256)  # a kernel made again (other fields, vectors) is not checked again
 def check_isotropic(name: str, matrix, parts: tuple, parameters: tuple[tuple[str, float], ...]
                     ) -> None:
     """ValueError unless the 3 x 3 ``matrix`` of expressions equals ``A I + B d d^T`` for

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -86,38 +87,51 @@ class StokesletSplit:
             HARMONIC_POTENTIALS * kernel.vectors)
 
     def charges(self, kernel: GreenKernel, strengths: np.ndarray, sources: np.ndarray,
-                centre: np.ndarray) -> np.ndarray:
+                centre: np.ndarray, out: np.ndarray | None = None,
+                relative: np.ndarray | None = None) -> np.ndarray:
         """The far kernel's strengths ``(n_inputs, N)`` from ``kernel``'s ``strengths``
         (of each vector in turn: forces, stresslets ``S`` (``3 j + k``), force dipoles, those
-        ``kernel`` takes) at ``sources`` ``(3, N)``."""
+        ``kernel`` takes) at ``sources`` ``(3, N)``; into ``out`` and with ``relative``
+        (``(3, N)``, for ``sources - centre``) where given (arrays kept between calls)."""
         count = strengths.shape[-1]
-        per_vector = strengths.reshape((kernel.vectors, -1, count))
-        relative = sources - centre[:, None]
+        vectors = kernel.vectors
+        per_vector = strengths.reshape((vectors, -1, count))
+        if relative is None:
+            relative = np.empty_like(sources)
+        np.subtract(sources, centre[:, None], out=relative)
+        far = self.far_kernel(kernel)
+        with_charge, with_dipole = "charge" in far.inputs, "dipole" in far.inputs
+        width = int(with_charge) + 3 * int(with_dipole)
+        out = (np.empty((far.n_inputs, count)) if out is None else out).reshape(
+            (vectors, HARMONIC_POTENTIALS, width, count))
         forces = per_vector[:, :3] if self.forces and "charge" in kernel.inputs else None
-        charge = np.zeros((kernel.vectors, HARMONIC_POTENTIALS, count))
-        if forces is not None:
-            charge[:, :3] = forces
-            charge[:, 3] = np.einsum("vkn,kn->vn", forces, relative)
         dipoles = None
         if "dipole" in kernel.inputs:
-            dipoles = per_vector[:, -9:].reshape((kernel.vectors, 3, 3, count))
-            charge[:, 3] += np.einsum("vbbn->vn", dipoles)
-        elif self.stresslets:  # S is the force dipole -mu (S + S^T), whose trace psi's
-            stress = per_vector[:, 3 * self.forces:3 * self.forces + 9].reshape(  # charge
-                (kernel.vectors, 3, 3, count))  # 2 mu tr S cancels (module docstring)
+            dipoles = per_vector[:, -9:].reshape((vectors, 3, 3, count))
+        elif self.stresslets:  # S is the force dipole -mu (S + S^T), whose trace psi's charge
+            stress = per_vector[:, 3 * self.forces:3 * self.forces + 9].reshape(  # 2 mu tr S
+                (vectors, 3, 3, count))  # cancels (module docstring)
             dipoles = -self.mu * (stress + stress.transpose(0, 2, 1, 3))
-        if self.radius is not None:  # psi's dipoles (module docstring)
-            moment = np.zeros((kernel.vectors, HARMONIC_POTENTIALS, 3, count))
-            moment[:, 3] = (2.0 * self.radius ** 2 / 3.0) * forces
-        elif dipoles is None:
-            return charge.reshape((-1, count))
-        else:
-            moment = np.empty((kernel.vectors, HARMONIC_POTENTIALS, 3, count))
-            moment[:, :3] = dipoles
-            moment[:, 3] = np.einsum("vbln,bn->vln", dipoles, relative)
-        if not self.forces:  # stresslets alone: no charge (far_kernel)
-            return moment.reshape((-1, count))
-        return np.concatenate([charge[:, :, None], moment], axis=2).reshape((-1, count))
+        for vector in range(vectors):
+            if with_charge:
+                charge = out[vector, :, 0]  # (4, N): phi_k's and psi's
+                if forces is None:
+                    charge[:] = 0.0
+                else:
+                    charge[:3] = forces[vector]
+                    np.einsum("kn,kn->n", forces[vector], relative, out=charge[3])
+                if "dipole" in kernel.inputs:
+                    charge[3] += np.einsum("bbn->n", dipoles[vector])
+            if not with_dipole:
+                continue
+            moment = out[vector, :, int(with_charge):]  # (4, 3, N)
+            if self.radius is not None:  # psi's dipoles (module docstring)
+                moment[:3] = 0.0
+                np.multiply(forces[vector], 2.0 * self.radius ** 2 / 3.0, out=moment[3])
+            else:
+                moment[:3] = dipoles[vector]
+                np.einsum("bln,bn->ln", dipoles[vector], relative, out=moment[3])
+        return out.reshape((-1, count))
 
     def fields(self, kernel: GreenKernel, laplace: np.ndarray, offset: np.ndarray,
                out: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
@@ -172,18 +186,24 @@ def harmonic_split(kernel: GreenKernel) -> StokesletSplit | None:
     """The Laplace sums of ``kernel``'s far field where it has them (the built-in Stokeslet,
     whatever its fields), else None: other kernels (a user's tensor kernel, even one equal to
     the Stokeslet under another name) sum their far field with densities of their own."""
-    made = _FLOW_KERNELS.get(kernel.name)
-    if made is None or not kernel.is_tensor:
+    if kernel.name not in _FLOW_KERNELS or not kernel.is_tensor:
         return None
-    parameters = dict(kernel.parameters)
+    return _split_of(kernel.base)
+
+
+@lru_cache(maxsize=64)
+def _split_of(base: GreenKernel) -> StokesletSplit | None:
+    """:func:`harmonic_split` of a kernel's :attr:`~fmmloopy.maths.green.GreenKernel.base`,
+    once per kernel (making the built-in one to compare with takes its symbolic checks)."""
+    parameters = dict(base.parameters)
     try:
-        if kernel.base != made(**parameters):
+        if base != _FLOW_KERNELS[base.name](**parameters):
             return None
     except (TypeError, ValueError):
         return None
     return StokesletSplit(parameters["mu"], parameters.get("radius"),
-                          forces=kernel.name != "stresslet",
-                          stresslets=kernel.name in ("stresslet", "stokes_stresslet"))
+                          forces=base.name != "stresslet",
+                          stresslets=base.name in ("stresslet", "stokes_stresslet"))
 
 
 #: The kernels summed as Laplace sums, by name: how each is made from its parameters.
