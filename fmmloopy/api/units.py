@@ -202,7 +202,8 @@ def summed_in_user_units(strengths: np.ndarray, kernel: GreenKernel, coordinate_
     float64) and in ``precision``; OverflowError where they do not fit
     (:func:`overflow_message`), and for float32 ValueError where results lose their digits to
     float32's subnormals (:func:`in_precision`)."""
-    largest = np.abs(strengths).max(axis=1)
+    largest = (np.abs(strengths).max(axis=1) if np.iscomplexobj(strengths)  # no |.| array
+               else np.maximum(strengths.max(axis=1), -strengths.min(axis=1)))
     scaled, charge_exponents = working_strengths(strengths, kernel, largest, coordinate_exponent,
                                                  precision.safe_exponent)
     outputs = np.atleast_2d(evaluate(scaled))
