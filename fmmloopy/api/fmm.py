@@ -370,10 +370,10 @@ class Fmm:
 
         def in_user_order(scaled: np.ndarray) -> np.ndarray:
             with self._lock:  # the tree-order strengths: an array kept between calls
-                shape = (*scaled.shape[:-1], len(source_order))
+                tree_shape = (*scaled.shape[:-1], len(source_order))
                 kept = self._host_arrays.get(scaled.dtype)
-                if kept is None or kept.shape != shape:
-                    kept = self._host_arrays[scaled.dtype] = np.empty(shape, scaled.dtype)
+                if kept is None or kept.shape != tree_shape:
+                    kept = self._host_arrays[scaled.dtype] = np.empty(tree_shape, scaled.dtype)
                 in_tree = np.take(scaled, source_order, axis=1, out=kept)
                 in_tree_order = np.atleast_2d(self._evaluate(
                     in_tree[0] if kernel.n_inputs == 1 else in_tree, kernel))
