@@ -39,9 +39,9 @@ import pyopencl as cl
 from fmmloopy.api.fmm import Fmm
 from fmmloopy.api.options import check_eps_covers, checked_options
 from fmmloopy.api.units import (
-    Fields,
     checked_strengths,
     overflow_message,
+    shaped_results,
     to_user_units,
     working_strengths,
 )
@@ -55,11 +55,12 @@ from fmmloopy.base.validation import (
 from fmmloopy.driver.selection import RankBoxes
 from fmmloopy.execution.precomputed import get_operators, level_operators
 from fmmloopy.execution.roofline import measure_peaks
-from fmmloopy.execution.rows import add_rows, gather_rows
+from fmmloopy.execution.rows import add_rows, folded_rows, gather_rows
 from fmmloopy.execution.tuning_records import device_pair_flops
 from fmmloopy.maths.accuracy import order_for_eps
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel, check_wave_range
+from fmmloopy.maths.harmonic import HARMONIC_POTENTIALS, harmonic_split, operator_kernel
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
 from fmmloopy.tree.cost import AUTO, choose_n_crit
 from fmmloopy.tree.csr import ranges_to_indices
@@ -138,10 +139,12 @@ class DistributedFmm:
                 kernel=kernel, order=order, n_crit=n_crit, recipes=recipes,
                 max_depth=max_depth, memory_limit=memory_limit, w_x_direct=w_x_direct,
                 verify_recipes=verify_recipes, dtype=dtype, eps=eps, eps_for=eps_for)
-            if options.kernel.is_tensor:
-                raise ValueError(f"DistributedFmm sums scalar kernels; {options.kernel.spec!r} "
-                                 "is a tensor kernel, whose multipole exchange is not built: "
-                                 "use fmmloopy.Fmm")
+            split = harmonic_split(options.kernel)
+            if options.kernel.is_tensor and (split is None or split.radius is not None):
+                raise ValueError(f"DistributedFmm sums scalar kernels and Stokes flow; "
+                                 f"{options.kernel.spec!r} is a tensor kernel whose exchange "
+                                 "is not built (densities of several components, or the RPY "
+                                 "tensor's overlapping pairs across ranks): use fmmloopy.Fmm")
             if options.precision != FLOAT64:
                 raise ValueError(f"DistributedFmm runs in float64 only, got dtype "
                                  f"{options.precision.name} (float32 FMMs: fmmloopy.Fmm)")
@@ -206,10 +209,11 @@ class DistributedFmm:
                     self.eps_quantities, targets_are_sources=targets is None)
                 self.options = self.options.with_order(self.order)
             check_wave_range(self.kernel, 2 * points.half_width, self.order)
+            operators_of = operator_kernel(self.kernel)  # Stokes: Laplace's
             first = self._node_first(
-                lambda: get_operators(self.kernel, self.order)
-                if self.kernel.homogeneity is not None else get_operators(
-                    self.kernel, self.order,
+                lambda: get_operators(operators_of, self.order)
+                if operators_of.homogeneity is not None else get_operators(
+                    operators_of, self.order,
                     half_width=np.ldexp(points.half_width, -FIRST_EXPANSION_LEVEL)))
             # The model's constants from rank 0, so that every rank makes the same choices.
             flops_per_pair, far_field = collectives.gather(
@@ -317,7 +321,7 @@ class DistributedFmm:
         lists and its plan (nothing where it owns no leaf)."""
         essential = self.essential
         self.operators = self._node_first(lambda: level_operators(
-            self.kernel, self.order, self.skeleton.level_half_widths))
+            operator_kernel(self.kernel), self.order, self.skeleton.level_half_widths))
         if not essential.owned_leaves.any():
             self._local_ids = np.full(self.skeleton.nboxes, -1, dtype=np.int32)
             return
@@ -349,23 +353,25 @@ class DistributedFmm:
         self._multipoles_sent = self._local_ids[asked]
 
     # -- evaluation ------------------------------------------------------------------------
-    def __call__(self, charges=None, *, dipoles=None, gradient: bool = False):
+    def __call__(self, charges=None, *, dipoles=None, gradient: bool = False,
+                 pressure: bool = False):
         """Potentials at this rank's targets, in its order, of every rank's ``charges`` and/or
         ``dipoles`` (each rank passes those of its own sources); with ``gradient=True``, a
-        :class:`~fmmloopy.api.units.Fields`. Every rank calls it together."""
+        :class:`~fmmloopy.api.units.Fields`; Stokes: velocities, or a
+        :class:`~fmmloopy.api.units.Flow`, as :meth:`fmmloopy.Fmm.__call__`. Every rank calls
+        it together."""
         with self._lock:
             with self.collectives.agree("checking the charges"):
                 strengths, kernel, batched = checked_strengths(self.kernel, self.nsources,
-                                                               charges, dipoles, gradient)
+                                                               charges, dipoles, gradient,
+                                                               pressure)
                 check_eps_covers(self, kernel)
                 if batched:
                     raise ValueError("DistributedFmm takes one strength vector per call "
                                      "(charges (N,), dipoles (N, 3)), not columns of "
                                      "several: call it once per column")
             outputs = self.apply(strengths, kernel)
-        if kernel.n_outputs == 1:
-            return outputs[0]
-        return Fields(outputs[0], np.ascontiguousarray(outputs[1:].T))
+        return shaped_results(outputs, kernel, False)  # potentials, Fields, velocities, Flow
 
     def apply(self, strengths: np.ndarray, kernel: GreenKernel) -> np.ndarray:
         """``kernel``'s outputs ``(n_outputs, M)`` at this rank's targets for ``strengths``
@@ -398,6 +404,8 @@ class DistributedFmm:
                            dtype)
         compute_clock = time.perf_counter()
         self._exchanged = False
+        split = harmonic_split(kernel)
+        self._far_vectors = kernel.vectors * (1 if split is None else HARMONIC_POTENTIALS)
         with collectives.agree("evaluating"):
             try:
                 if self.local is not None:
@@ -445,15 +453,19 @@ class DistributedFmm:
             if failure is not None:
                 return {}
             raise RankError(f"rank {failed[0][0]} failed in its upward pass: {failed[0][1]}")
-        sent = self._multipoles_sent
+        # Several far-field vectors (Stokes' four Laplace potentials): box b's of vector v is
+        # row b * vectors + v of the multipoles, and a box's rows travel together.
+        vectors = self._far_vectors
+        sent = folded_rows(self._multipoles_sent, vectors)
         present = sent >= 0  # -1: a box this rank does not have (its part is zero)
         rows = np.zeros((len(sent), self.operators.expansion.n_e), self.kernel.value_dtype())
         if plan is not None:
             rows[present] = gather_rows(plan.queue, plan.buffers["multipole"], sent[present])
-        received, _ = self.collectives.exchange(rows, self._multipole_send_counts,
+        received, _ = self.collectives.exchange(rows, self._multipole_send_counts * vectors,
                                                 "multipoles")
         if plan is not None and len(received):
-            boxes, where = np.unique(self._multipoles_received, return_inverse=True)
+            boxes, where = np.unique(folded_rows(self._multipoles_received, vectors),
+                                     return_inverse=True)
             sums = np.zeros((len(boxes), received.shape[1]), received.dtype)
             np.add.at(sums, where, received)
             add_rows(plan.queue, plan.buffers["multipole"], boxes, sums)
@@ -461,19 +473,10 @@ class DistributedFmm:
 
     def _record_seconds(self, total: float, compute: float) -> None:
         """:attr:`eval_seconds`: the local operators' seconds, the exchanges' transfer and
-        waiting times, and the total."""
-        seconds = dict(self.local.eval_seconds) if self.local is not None else {}
-        seconds.pop("total", None)
-        traffic = self.collectives.traffic
-        communication = sum(phase["seconds"] for phase in traffic.values())
-        waiting = sum(phase["waiting"] for phase in traffic.values())
-        exchange_in_compute = traffic["multipoles"]["seconds"] + traffic["multipoles"]["waiting"]
-        seconds.pop("multipole exchange", None)
-        seconds |= {"compute": compute - exchange_in_compute, "communication": communication,
-                    "waiting": waiting,
-                    "bytes sent": sum(phase["bytes"] for phase in traffic.values()),
-                    "total": total}
-        self.eval_seconds = seconds
+        waiting times, and the total (:meth:`~fmmloopy.base.collective.Collectives.
+        evaluation_seconds`)."""
+        self.eval_seconds = self.collectives.evaluation_seconds(
+            self.local.eval_seconds if self.local is not None else {}, compute, total)
 
     def report(self) -> list[dict[str, float]]:
         """Every rank's points, work and last evaluation's seconds (compute, communication,
@@ -493,3 +496,4 @@ class DistributedFmm:
             **self.eval_seconds,
         }
         return self.collectives.gather(mine)
+

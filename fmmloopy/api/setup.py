@@ -132,8 +132,9 @@ class PointsSetUp:
     def pass_hooks(self, charges: np.ndarray, green, hooks: PassHooks) -> PassHooks:
         """What an evaluation of ``charges`` (tree order) summing ``green`` adds to the passes:
         a periodic FMM's images (:meth:`~fmmloopy.api.periodic.PeriodicImages.pass_hooks`), a
-        far field of Laplace sums their charges and velocities (:func:`_harmonic_hooks`),
-        else ``hooks`` (a distributed FMM's exchange, or none)."""
+        far field of Laplace sums their charges and velocities (:func:`_harmonic_hooks`, with
+        ``hooks``' exchange between the passes), else ``hooks`` (a distributed FMM's exchange,
+        or none)."""
         split = harmonic_split(green)
         if split is not None:
             if split.radius is not None and self.overlaps is None:
@@ -141,8 +142,9 @@ class PointsSetUp:
                     else self.tree.targets_soa
                 self.overlaps = find_overlaps(targets, self.tree.sources_soa, split.mu,
                                               split.radius)
-            return _harmonic_hooks(self.tree, split, green, charges,
-                                   self.overlaps if split.radius is not None else None)
+            harmonic = _harmonic_hooks(self.tree, split, green, charges,
+                                       self.overlaps if split.radius is not None else None)
+            return dataclasses.replace(harmonic, between=hooks.between)  # a rank's exchange
         return hooks if self.images is None else self.images.pass_hooks(charges, green)
 
     def plan_for(self, green, options: FmmOptions, queue: cl.CommandQueue) -> Plan:

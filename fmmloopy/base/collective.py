@@ -122,6 +122,20 @@ class Collectives:
         record["bytes"] += float(send_bytes.sum() - send_bytes[self.rank])
         return out, received
 
+    def evaluation_seconds(self, local_seconds: dict, compute: float, total: float) -> dict:
+        """An evaluation's seconds from the local operators' (``local_seconds``), the
+        computing time ``compute`` (the multipole exchange inside it taken out) and the
+        ``total``: compute, communication and waiting over every phase, bytes sent."""
+        seconds = {name: value for name, value in local_seconds.items()
+                   if name not in ("total", "multipole exchange")}
+        traffic = self.traffic
+        exchange_in_compute = traffic["multipoles"]["seconds"] + traffic["multipoles"]["waiting"]
+        return seconds | {
+            "compute": compute - exchange_in_compute,
+            "communication": sum(phase["seconds"] for phase in traffic.values()),
+            "waiting": sum(phase["waiting"] for phase in traffic.values()),
+            "bytes sent": sum(phase["bytes"] for phase in traffic.values()), "total": total}
+
     # -- errors ----------------------------------------------------------------------------
     @contextlib.contextmanager
     def agree(self, what: str) -> Iterator[None]:

@@ -16,7 +16,7 @@ from pyopencl.elementwise import ElementwiseKernel
 
 from fmmloopy.execution.uploads import upload
 
-__all__ = ["add_rows", "copy_rows", "gather_rows"]
+__all__ = ["add_rows", "copy_rows", "folded_rows", "gather_rows"]
 
 #: (context, kernel name) -> the elementwise kernel built for it.
 _KERNELS: dict[tuple[int, str], ElementwiseKernel] = {}
@@ -89,3 +89,12 @@ def copy_rows(queue: cl.CommandQueue, array: cla.Array, from_rows: cla.Array,
         "out[to_rows[row] * width + column] = out[from_rows[row] * width + column]")
     kernel(from_rows, to_rows, flat, np.int64(width), range=slice(from_rows.size * width),
            queue=queue)
+
+
+def folded_rows(boxes: np.ndarray, vectors: int) -> np.ndarray:
+    """The multipole rows of ``boxes`` over ``vectors`` folded strength vectors (box ``b``'s
+    of vector ``v`` at ``b * vectors + v``; -1, a box a rank does not have, stays -1)."""
+    if vectors == 1:
+        return boxes
+    rows = boxes[:, None] * vectors + np.arange(vectors)
+    return np.where(boxes[:, None] < 0, -1, rows).ravel()

@@ -119,6 +119,25 @@ def test_other_kernels_equal_the_single_process_fmm(comm, kernel):
           f"{got.dtype}, difference {difference:.3g}")
 
 
+def test_stokes_equals_the_single_process_fmm(comm):
+    """Stokes flow: four Laplace potentials per force vector, whose partial multipoles travel
+    between the ranks as four folded rows per box; velocity, gradient and pressure."""
+    rng = np.random.default_rng(9)
+    n = 3000
+    sources = DISTRIBUTIONS["plummer"](n, rng)
+    forces = rng.uniform(-1, 1, (n, 3))
+    mine = shares(comm, n, rng)
+    kernel = "stokes:mu=0.7"
+    fmm = DistributedFmm(sources[mine], comm=comm, kernel=kernel, order=4, n_crit=50)
+    got = fmm(forces[mine], gradient=True, pressure=True)
+    expected = single_process(comm, sources, kernel=kernel, order=4, n_crit=50,
+                              call=lambda f: tuple(f(forces, gradient=True, pressure=True)))
+    differences = [relative_difference(value, reference[mine], np.abs(reference).max())
+                   for value, reference in zip(got, expected, strict=True)]
+    check(comm, got.velocity.shape == (len(mine), 3) and max(differences) <= EQUAL,
+          f"velocity, gradient, pressure differ by {differences}")
+
+
 def test_far_offset_points_equal_the_single_process_fmm(comm):
     """A large offset and a tiny scale: the working coordinates come from the global bounds."""
     rng = np.random.default_rng(11)
