@@ -377,3 +377,14 @@ def test_isotropic_parts_are_checked_and_count_fewer_flops():
     with pytest.raises(ValueError, match="not A I \\+ B d d\\^T"):
         GreenKernel(name="wrong", expression=kernel.expression, homogeneity=-1.0,
                     parameters={"mu": 1.0}, isotropic=(b, a))
+
+
+def test_the_default_order_is_the_kernels_for_fmm_and_check():
+    """``Fmm`` and ``fmmloopy check`` (its production sizes) take Stokes' own default order:
+    the check then runs the surfaces a default Stokes FMM builds."""
+    from fmmloopy.api.options import DEFAULT_STOKES_ORDER, default_order
+    from fmmloopy.cli.main import _parser
+
+    assert default_order("stokes:mu=2") == default_order("rpy:radius=0.1") == DEFAULT_STOKES_ORDER
+    assert default_order("laplace") is None and default_order("yukawa:kappa=1") is None
+    assert _parser().parse_args(["check", "--kernel", "stokes"]).order is None

@@ -32,7 +32,8 @@ from fmmloopy.tree.cost import validate_n_crit
 from fmmloopy.tree.octree import MAX_DEPTH_LIMIT
 
 __all__ = ["DEFAULT_ORDER", "DEFAULT_PERIODIC_ORDER", "DEFAULT_STOKES_ORDER", "MAX_ORDER",
-           "MIN_ORDER", "FmmOptions", "check_eps_covers", "checked_accuracy", "checked_options"]
+           "MIN_ORDER", "FmmOptions", "check_eps_covers", "checked_accuracy", "checked_options",
+           "default_order"]
 
 #: Orders (points per surface edge) the toolkit accepts.
 MIN_ORDER, MAX_ORDER = 2, 16
@@ -89,6 +90,13 @@ class FmmOptions:
                     verify_recipes=self.verify_recipes, dtype=self.precision.dtype)
 
 
+def default_order(kernel) -> int | None:
+    """The order an FMM of ``kernel`` (a name or a kernel) takes when given neither an order
+    nor eps: :data:`DEFAULT_STOKES_ORDER` for Stokes flow, else None (:data:`DEFAULT_ORDER`,
+    through :func:`checked_accuracy`)."""
+    return DEFAULT_STOKES_ORDER if harmonic_split(get_kernel(kernel)) is not None else None
+
+
 def checked_options(*, kernel: str | GreenKernel = "laplace", order: int | None = None,
                     n_crit: int | str = "auto", recipes=None, max_depth: int = 20,
                     memory_limit: float | None = None, w_x_direct: bool = True,
@@ -100,8 +108,8 @@ def checked_options(*, kernel: str | GreenKernel = "laplace", order: int | None 
     :data:`DEFAULT_PERIODIC_ORDER`. The points and the device are the shell's."""
     if periodic is not None and order is None and eps is None:
         order = DEFAULT_PERIODIC_ORDER
-    if order is None and eps is None and harmonic_split(get_kernel(kernel)) is not None:
-        order = DEFAULT_STOKES_ORDER
+    if order is None and eps is None:
+        order = default_order(kernel)
     order, eps, quantities = checked_accuracy(order, eps, eps_for)
     precision = get_precision(dtype)
     if eps is not None and precision != FLOAT64:

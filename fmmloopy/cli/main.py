@@ -35,9 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--kernel", default="laplace", type=kernel_argument,
                        help="the Green's function every kernel is built for: "
                             f"{KERNEL_HELP} (default laplace)")
-    check.add_argument("--order", type=int, default=6,
+    check.add_argument("--order", type=int, default=None,
                        help="order of the production-size problems: surfaces and c2e rank "
-                            "(default 6, as fmmloopy.Fmm)")
+                            "(default: fmmloopy.Fmm's for the kernel, 6; Stokes 9)")
     check.add_argument("--n-crit", type=int, default=150,
                        help="most points per leaf of the production-size problems (default "
                             "150, as fmmloopy.Fmm)")
@@ -166,7 +166,8 @@ def _check_sizes(args: argparse.Namespace) -> None:
     from fmmloopy.api.fmm import MAX_ORDER, MIN_ORDER
     from fmmloopy.base.validation import validate_integer
 
-    validate_integer(args.order, "--order", MIN_ORDER, MAX_ORDER)
+    if args.order is not None:  # check's default: the kernel's (_check)
+        validate_integer(args.order, "--order", MIN_ORDER, MAX_ORDER)
     if getattr(args, "n_crit", "auto") != "auto":
         validate_integer(args.n_crit, "--n-crit", 1)
 
@@ -198,8 +199,13 @@ def _check(args: argparse.Namespace) -> int:
         print(f"device: {simulator.name} (memcheck: out-of-bounds accesses and data races); "
               f"reference 'sequential' on {device.name} ({', '.join(device_classes(device))})")
     else:
+        order = args.order
+        if order is None:
+            from fmmloopy.api.options import DEFAULT_ORDER, default_order
+
+            order = default_order(args.kernel) or DEFAULT_ORDER
         production = None if args.small_only else ProductionSizes(
-            order=args.order, n_crit=args.n_crit, n=n)
+            order=order, n_crit=args.n_crit, n=n)
         checks, what = run_checks(device, production=production,
                                   precision=get_precision(args.dtype), **selection), "checks"
         print(f"device: {device.name} ({', '.join(device_classes(device))}); kernel "
