@@ -34,11 +34,11 @@ from fmmloopy.maths.green import (
     GreenKernel,
     helmholtz,
     max_root_wavelengths,
-    rpy,
     stokes,
     wavelength,
     yukawa,
 )
+from fmmloopy.maths.harmonic import harmonic_split
 
 __all__ = ["CALIBRATION_FILE", "EPS_FOR", "FAMILY_GRIDS", "MARGIN", "QUANTITIES",
            "calibrated_family", "eps_quantities", "kernel_at", "order_for_eps", "row_error",
@@ -102,21 +102,20 @@ def calibrated_family(kernel: GreenKernel) -> str | None:
     """``"laplace"``, ``"yukawa"``, ``"helmholtz"`` or ``"stokes"`` where ``kernel`` is that
     built-in Green's function (a kernel of the same name and another expression is not); else
     None. Stokes' relative errors do not depend on the viscosity (a factor of every result but
-    the pressure, which does not depend on it): one grid point. The RPY tensor takes Stokes'
-    rows: its far field is the Stokeslet's Laplace sums with dipoles on one of the four
-    (:mod:`fmmloopy.maths.harmonic`), its near field summed exactly."""
+    the pressure, which does not depend on it): one grid point. Every kernel summed as the
+    Stokeslet's Laplace sums (:func:`~fmmloopy.maths.harmonic.harmonic_split`, which
+    recognises the built-in ones) takes Stokes' rows: the RPY tensor's far field is those sums
+    with dipoles on one of the four, its near field summed exactly."""
+    if harmonic_split(kernel) is not None:
+        return "stokes"
     base = kernel.base
     parameters = dict(base.parameters)
     try:
         builtin = {"laplace": lambda: LAPLACE_3D, "yukawa": lambda: yukawa(**parameters),
-                   "helmholtz": lambda: helmholtz(**parameters),
-                   "stokes": lambda: stokes(**parameters),
-                   "rpy": lambda: rpy(**parameters)}[base.name]()
+                   "helmholtz": lambda: helmholtz(**parameters)}[base.name]()
     except (KeyError, TypeError, ValueError):
         return None
-    if builtin.base != base:
-        return None
-    return "stokes" if base.name == "rpy" else base.name
+    return base.name if builtin.base == base else None
 
 
 def family_parameter(family: str, kernel: GreenKernel, root_side: float) -> float:
