@@ -167,7 +167,7 @@ def test_few_charges():
     ({"periodic": "big"}, "side L or its corners"),
     ({"periodic": [[0, 0, 0], [1, 2, 1]]}, "must be a cube"),
     ({"periodic": [[0, 0, 0]]}, r"\(lower, upper\)"),
-    ({"periodic": 1.0, "kernel": "yukawa:kappa=1"}, "Laplace kernel"),
+    ({"periodic": 1.0, "kernel": "yukawa:kappa=1"}, "Laplace and Stokes kernels"),
     ({"periodic": 1.0, "dtype": np.float32}, "float64"),
     ({"periodic": 1.0, "max_depth": 2}, "max_depth"),
     ({"periodic": 1.0, "eps": 1e-6}, "eps is calibrated on free-space"),

@@ -249,13 +249,13 @@ def test_forces_of_the_wrong_shape_are_refused_by_name():
 
 
 def test_what_stokes_does_not_have_yet_is_refused_by_name():
-    """Periodic cells are built for scalar kernels, the distributed FMM for them and Stokes
-    (not the RPY tensor): each says so at once instead of failing inside a pass; a user's
-    tensor kernel has no eps calibration."""
+    """Periodic cells are built for Laplace and the Stokeslet (not the RPY tensor), the
+    distributed FMM for scalar kernels and Stokes (not the RPY tensor): each says so at once
+    instead of failing inside a pass; a user's tensor kernel has no eps calibration."""
     rng = np.random.default_rng(7)
     points = rng.uniform(0, 1, (300, 3))
-    with pytest.raises(ValueError, match="periodic boundaries are for the Laplace kernel"):
-        fmmloopy.Fmm(points, kernel="stokes", periodic=1.0)
+    with pytest.raises(ValueError, match="periodic boundaries are for the Laplace and Stokes"):
+        fmmloopy.Fmm(points, kernel="rpy:radius=0.01", periodic=1.0)
     with pytest.raises(ValueError, match="tensor kernel whose exchange is not built"):
         fmmloopy.DistributedFmm(points, kernel="rpy:radius=0.01")
     own = GreenKernel(name="stokeslet", expression=stokes().expression, homogeneity=-1.0,

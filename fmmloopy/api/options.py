@@ -31,7 +31,8 @@ from fmmloopy.maths.scheme import KIFMM, KifmmScheme
 from fmmloopy.tree.cost import validate_n_crit
 from fmmloopy.tree.octree import MAX_DEPTH_LIMIT
 
-__all__ = ["DEFAULT_ORDER", "DEFAULT_PERIODIC_ORDER", "DEFAULT_STOKES_ORDER", "MAX_ORDER",
+__all__ = ["DEFAULT_ORDER", "DEFAULT_PERIODIC_ORDER", "DEFAULT_PERIODIC_STOKES_ORDER",
+           "DEFAULT_STOKES_ORDER", "MAX_ORDER",
            "MIN_ORDER", "FmmOptions", "check_eps_covers", "checked_accuracy", "checked_options",
            "default_order"]
 
@@ -47,6 +48,9 @@ DEFAULT_STOKES_ORDER = 9
 #: 1e-6 the far images' smooth field (about the potentials' own size) would spend (docs/fmm.md,
 #: "Periodic boundaries": the error at each order).
 DEFAULT_PERIODIC_ORDER = 7
+#: The same for Stokes flow: one more than free space's :data:`DEFAULT_STOKES_ORDER` (order 9
+#: measured 1.2e-6 against Hasimoto's sum, 10: 8e-8; docs/kernels.md, "Periodic Stokes").
+DEFAULT_PERIODIC_STOKES_ORDER = 10
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,8 @@ def checked_options(*, kernel: str | GreenKernel = "laplace", order: int | None 
     ValueError (or TypeError) naming it; the order of a periodic FMM defaults to
     :data:`DEFAULT_PERIODIC_ORDER`. The points and the device are the shell's."""
     if periodic is not None and order is None and eps is None:
-        order = DEFAULT_PERIODIC_ORDER
+        order = (DEFAULT_PERIODIC_ORDER if default_order(kernel) is None
+                 else DEFAULT_PERIODIC_STOKES_ORDER)
     if order is None and eps is None:
         order = default_order(kernel)
     order, eps, quantities = checked_accuracy(order, eps, eps_for)

@@ -25,6 +25,7 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cla
 
+from fmmloopy.api.periodic_flow import check_periodic_flow
 from fmmloopy.base.precision import FLOAT64, Precision
 from fmmloopy.driver.builder import ExtraMatvec
 from fmmloopy.driver.evaluation import PassHooks
@@ -32,6 +33,7 @@ from fmmloopy.execution.precomputed import get_lattice_operators
 from fmmloopy.execution.rows import add_rows, copy_rows, gather_rows
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel
+from fmmloopy.maths.harmonic import harmonic_split
 from fmmloopy.maths.periodic import ALL_AXES, mean_potential_constant, offset_code
 from fmmloopy.tree.periodic import (
     AXIS_NAMES,
@@ -137,11 +139,16 @@ def _periodic_axes(periodic_axes) -> tuple[int, ...]:
     return tuple(sorted(AXIS_NAMES.index(name) for name in names))
 
 
-def check_periodic_kernel(kernel: GreenKernel) -> None:
+def check_periodic_kernel(kernel: GreenKernel, axes: tuple[int, ...] = ALL_AXES) -> None:
     """ValueError for a kernel the periodic FMM does not sum: it sums the Laplace potential
-    (and its gradient) of charges and dipoles."""
+    (and its gradient) of charges and dipoles, and Stokes flow of point forces in a cell
+    periodic along every axis (:mod:`fmmloopy.api.periodic_flow`)."""
+    split = harmonic_split(kernel)
+    if split is not None and kernel.name == "stokes":
+        check_periodic_flow(split, kernel, axes)
+        return
     if kernel.name != "laplace":
-        raise ValueError(f"periodic boundaries are for the Laplace kernel; got "
+        raise ValueError(f"periodic boundaries are for the Laplace and Stokes kernels; got "
                          f"{kernel.label!r} (its lattice sums are not built)")
 
 
@@ -155,7 +162,7 @@ def checked_periodic_options(periodic, periodic_axes: str, kernel: GreenKernel,
     cell = checked_cell(periodic, periodic_axes)
     if cell is None:
         return None
-    check_periodic_kernel(kernel)
+    check_periodic_kernel(kernel, cell.axes)
     if eps is not None:
         raise ValueError("eps is calibrated on free-space FMMs; give order= for a periodic one "
                          "(docs/fmm.md, 'Periodic boundaries': the error at each order)")
@@ -223,6 +230,10 @@ class PeriodicImages:
         self._totals = self._net = None
         #: Strength vectors -> the image rows and their real rows, on the device.
         self._copies: dict[int, tuple[cla.Array, cla.Array]] = {}
+
+    def launches(self) -> list[ExtraMatvec]:
+        """The plan's launches of the far lattice: :meth:`lattice_launch`."""
+        return [self.lattice_launch()]
 
     def lattice_launch(self) -> ExtraMatvec:
         """The far images' check potentials at the cell's children, a launch of the plan

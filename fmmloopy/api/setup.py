@@ -33,6 +33,7 @@ import pyopencl as cl
 
 from fmmloopy.api.options import FmmOptions
 from fmmloopy.api.periodic import PeriodicCell, PeriodicImages
+from fmmloopy.api.periodic_flow import StokesPeriodicImages
 from fmmloopy.base.progress import stage
 from fmmloopy.base.validation import as_float64_points
 from fmmloopy.driver.builder import build_plan
@@ -127,7 +128,7 @@ class PointsSetUp:
 
     def extra_launches(self) -> list:
         """The plan's launches beside the KIFMM's steps: a periodic FMM's far lattice."""
-        return [] if self.images is None else [self.images.lattice_launch()]
+        return [] if self.images is None else self.images.launches()
 
     def pass_hooks(self, charges: np.ndarray, green, hooks: PassHooks) -> PassHooks:
         """What an evaluation of ``charges`` (tree order) summing ``green`` adds to the passes:
@@ -143,7 +144,10 @@ class PointsSetUp:
                 self.overlaps = find_overlaps(targets, self.tree.sources_soa, split.mu,
                                               split.radius)
             harmonic = _harmonic_hooks(self.tree, split, green, charges,
-                                       self.overlaps if split.radius is not None else None)
+                                       self.overlaps if split.radius is not None else None,
+                                       None if self.images is None else self.images.centre)
+            if self.images is not None:
+                return self.images.pass_hooks(harmonic, charges, green, split)
             return dataclasses.replace(harmonic, between=hooks.between)  # a rank's exchange
         return hooks if self.images is None else self.images.pass_hooks(charges, green)
 
@@ -183,12 +187,14 @@ def _build_plans(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue
 
 
 def _harmonic_hooks(tree: Tree, split, green: GreenKernel, charges: np.ndarray,
-                    overlaps: Overlaps | bool | None) -> PassHooks:
+                    overlaps: Overlaps | bool | None, centre: np.ndarray | None = None
+                    ) -> PassHooks:
     """The Laplace charges of ``charges`` (``green``'s strengths, tree order) uploaded after
     them, and ``green``'s far fields from the Laplace fields added to the near field's at the
     end (:class:`~fmmloopy.maths.harmonic.StokesletSplit`), with the RPY tensor's
-    ``overlaps`` (:class:`~fmmloopy.maths.rpy.Overlaps`) where there are some."""
-    centre = np.asarray(tree.root_centre, dtype=np.float64)
+    ``overlaps`` (:class:`~fmmloopy.maths.rpy.Overlaps`) where there are some. ``centre``:
+    ``psi``'s (default the root's; a periodic FMM's cell's)."""
+    centre = np.asarray(tree.root_centre if centre is None else centre, dtype=np.float64)
     targets = tree.sources_soa if tree.targets_are_sources else tree.targets_soa
     count = targets.shape[1]
 
@@ -367,7 +373,8 @@ def _tree_and_lists(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQu
             setup.tree = images.tree
             setup.rank_boxes = RankBoxes(with_sources=images.source_counts > 0,
                                          upward=images.real & (images.source_counts > 0))
-            setup.images = PeriodicImages(images, cell, order)
+            setup.images = (PeriodicImages if harmonic_split(options.kernel) is None
+                            else StokesPeriodicImages)(images, cell, order)
         leaf_relative = particles_for(options.precision.dtype).relative
         if leaf_relative:
             refuse_unresolved_points(setup.tree, options.precision)

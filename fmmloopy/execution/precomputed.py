@@ -23,12 +23,13 @@ from fmmloopy.maths.periodic import (
     lattice_entries,
     lattice_operators,
 )
+from fmmloopy.maths.periodic_stokes import StokesLatticeOperators, stokes_lattice_operators
 from fmmloopy.maths.precompute import DEFAULT_RCOND, KifmmOperators
 from fmmloopy.tuning.device_facts import M2L_RANK_MULTIPLE
 
 # In-process memo: cache key (as operator_cache builds it) -> operators.
 _MEMO: dict[str, KifmmOperators] = {}
-_LATTICE_MEMO: dict[str, np.ndarray] = {}
+_LATTICE_MEMO: dict[str, np.ndarray | StokesLatticeOperators] = {}
 def get_operators(kernel: str | GreenKernel = "laplace", order: int = 6,
                   rcond: float | None = None, half_width: float = 1.0, *,
                   dense_m2l: bool = False) -> KifmmOperators:
@@ -129,4 +130,18 @@ def get_lattice_operators(order: int, axes: tuple[int, ...] = ALL_AXES) -> np.nd
 
         _LATTICE_MEMO[memo_key] = operator_cache.load_or_build(
             key, build=lambda: {"lattice": lattice_operators(order, axes)}, make=make)
+    return _LATTICE_MEMO[memo_key]
+
+
+def get_stokes_lattice_operators(order: int) -> StokesLatticeOperators:
+    """The far lattice of a periodic Stokes FMM at ``order``
+    (:func:`fmmloopy.maths.periodic_stokes.stokes_lattice_operators`, read-only): memoised
+    in-process, cached on disk beside the order's Laplace operators (the Stokes FMM's)."""
+    key = operator_cache.operator_key(get_kernel("laplace"), order, DEFAULT_RCOND) | {
+        "part": "periodic Stokes lattice of the children"}
+    memo_key = cache_files.key_string(key)
+    if memo_key not in _LATTICE_MEMO:
+        _LATTICE_MEMO[memo_key] = operator_cache.load_or_build(
+            key, build=lambda: stokes_lattice_operators(order, DEFAULT_RCOND),
+            make=StokesLatticeOperators.from_arrays)
     return _LATTICE_MEMO[memo_key]

@@ -16,7 +16,7 @@ from pyopencl.elementwise import ElementwiseKernel
 
 from fmmloopy.execution.uploads import upload
 
-__all__ = ["add_rows", "copy_rows", "folded_rows", "gather_rows"]
+__all__ = ["add_rows", "add_weighted_rows", "copy_rows", "folded_rows", "gather_rows"]
 
 #: (context, kernel name) -> the elementwise kernel built for it.
 _KERNELS: dict[tuple[int, str], ElementwiseKernel] = {}
@@ -89,6 +89,32 @@ def copy_rows(queue: cl.CommandQueue, array: cla.Array, from_rows: cla.Array,
         "out[to_rows[row] * width + column] = out[from_rows[row] * width + column]")
     kernel(from_rows, to_rows, flat, np.int64(width), range=slice(from_rows.size * width),
            queue=queue)
+
+
+def add_weighted_rows(queue: cl.CommandQueue, array: cla.Array, to_rows: cla.Array,
+                      from_rows: cla.Array, weights: cla.Array) -> None:
+    """``array[to_rows[r]] += sum_k weights[r, k] array[from_rows[r, k]]`` on the device, for
+    a float64 ``array`` (``to_rows`` ``(R,)`` int64, distinct and none of them in
+    ``from_rows`` ``(R, K)`` int64; ``weights`` ``(R, K)`` float64). A periodic Stokes FMM
+    gives its image boxes' ``psi`` rows their shifts' part this way."""
+    if (array.dtype != np.float64 or from_rows.shape != weights.shape
+            or from_rows.shape[:1] != to_rows.shape):
+        raise ValueError(f"add_weighted_rows takes a float64 array and (R,) rows with (R, K) "
+                         f"rows and weights, got {array.dtype}, {to_rows.shape}, "
+                         f"{from_rows.shape}, {weights.shape}")
+    if not to_rows.size:
+        return
+    flat, width = _as_doubles(array)
+    kernel = _elementwise(
+        queue, "fmmloopy_add_weighted_rows",
+        "const long *to_rows, const long *from_rows, const double *weights, double *out, "
+        "long width, long terms",
+        "long row = i / width, column = i - row * width; double sum = 0; "
+        "for (long k = 0; k < terms; ++k) "
+        "sum += weights[row * terms + k] * out[from_rows[row * terms + k] * width + column]; "
+        "out[to_rows[row] * width + column] += sum")
+    kernel(to_rows, from_rows, weights, flat, np.int64(width), np.int64(from_rows.shape[1]),
+           range=slice(to_rows.size * width), queue=queue)
 
 
 def folded_rows(boxes: np.ndarray, vectors: int) -> np.ndarray:
