@@ -5,7 +5,8 @@ dipole sources, gradients as ``fmmloopy.Fields``; ``kernel=``: ``"laplace"``,
 ``"yukawa:kappa=10"``, :func:`yukawa`, ``"helmholtz:k=3"`` or :func:`helmholtz` (complex
 charges and potentials), ``"stokes"`` or :func:`stokes` (Stokes flow: forces ``(N, 3)`` in,
 velocities ``(M, 3)`` out, ``fmmloopy.Flow`` with their gradient and the pressure),
-``"rpy:radius=0.01"`` or :func:`rpy` (the Rotne-Prager-Yamakawa mobility of spheres), or a kernel
+``"rpy:radius=0.01"`` or :func:`rpy` (the Rotne-Prager-Yamakawa mobility of spheres),
+``"regularized_stokes:epsilon=0.01"`` or :func:`regularized_stokes` (Cortez's blobs), or a kernel
 of the user's own, :func:`user_kernel` or :class:`GreenKernel`); ``fmmloopy.evaluate`` does one
 evaluation; ``fmmloopy.recipe`` registers a transform recipe (see ``docs/``);
 ``fmmloopy.DistributedFmm`` is the same FMM over the ranks of an MPI job
@@ -22,11 +23,20 @@ from fmmloopy.api.fmm import Fmm, evaluate
 from fmmloopy.api.operator import linear_operator
 from fmmloopy.api.units import Fields, Flow
 from fmmloopy.base.progress import show_progress
-from fmmloopy.maths.green import GreenKernel, helmholtz, rpy, stokes, user_kernel, yukawa
+from fmmloopy.maths.green import (
+    GreenKernel,
+    helmholtz,
+    regularized_stokes,
+    rpy,
+    stokes,
+    user_kernel,
+    yukawa,
+)
 from fmmloopy.tree.octree import root_box_side
 from fmmloopy.tuning.recipe import recipe
 
 __all__ = ["DirectSum", "DistributedFmm", "Fields", "Flow", "Fmm", "GreenKernel", "direct",
-           "evaluate", "helmholtz", "linear_operator", "recipe", "root_box_side", "rpy",
+           "evaluate", "helmholtz", "linear_operator", "recipe", "regularized_stokes",
+           "root_box_side", "rpy",
            "show_progress", "stokes", "user_kernel", "yukawa"]
 __version__ = "0.1.0"

@@ -23,7 +23,7 @@ from fmmloopy.execution.compiled import compiled_operator
 from fmmloopy.maths.geometry import INDEX_DTYPE
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.harmonic import harmonic_split
-from fmmloopy.maths.rpy import find_overlaps
+from fmmloopy.maths.rpy import find_coincident, find_overlaps
 from fmmloopy.tree.coordinates import working_coordinates
 
 __all__ = ["DirectSum", "direct"]
@@ -75,13 +75,17 @@ class DirectSum:
 
     def _with_overlaps(self, outputs: np.ndarray, strengths: np.ndarray,
                        kernel: GreenKernel) -> np.ndarray:
-        """``outputs`` of the RPY tensor with its overlapping spheres' form where they overlap
-        (:mod:`fmmloopy.maths.rpy`); other kernels' as they are."""
+        """``outputs`` of the RPY tensor with its overlapping spheres' form where they overlap,
+        of the regularized Stokeslet with its blobs' own velocities (:mod:`fmmloopy.maths.
+        rpy`); other kernels' as they are."""
         split = harmonic_split(kernel)
-        if split is None or split.radius is None:
+        if split is None or split.psi_dipole is None:
             return outputs
         if self._overlaps is None:
-            self._overlaps = find_overlaps(self._targets, self._sources, split.mu, split.radius)
+            self._overlaps = (
+                find_overlaps(self._targets, self._sources, split.mu, split.radius)
+                if split.radius is not None
+                else find_coincident(self._targets, self._sources, split.own_velocity))
         outputs = np.atleast_2d(outputs)
         self._overlaps.add_to(outputs, strengths)
         return outputs

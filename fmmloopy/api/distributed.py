@@ -140,11 +140,12 @@ class DistributedFmm:
                 max_depth=max_depth, memory_limit=memory_limit, w_x_direct=w_x_direct,
                 verify_recipes=verify_recipes, dtype=dtype, eps=eps, eps_for=eps_for)
             split = harmonic_split(options.kernel)
-            if options.kernel.is_tensor and (split is None or split.radius is not None):
+            if options.kernel.is_tensor and (split is None or split.psi_dipole is not None):
                 raise ValueError(f"DistributedFmm sums scalar kernels and Stokes flow; "
                                  f"{options.kernel.spec!r} is a tensor kernel whose exchange "
-                                 "is not built (densities of several components, or the RPY "
-                                 "tensor's overlapping pairs across ranks): use fmmloopy.Fmm")
+                                 "is not built (densities of several components, the RPY "
+                                 "tensor's overlapping pairs or the regularized Stokeslet's "
+                                 "blobs across ranks): use fmmloopy.Fmm")
             if options.precision != FLOAT64:
                 raise ValueError(f"DistributedFmm runs in float64 only, got dtype "
                                  f"{options.precision.name} (float32 FMMs: fmmloopy.Fmm)")

@@ -31,6 +31,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyopencl as cl
 
+from fmmloopy.api.flow_setup import (
+    FAR_BUFFERS,
+    deepest_level,
+    depth_limited_by_kernel,
+    harmonic_hooks,
+    pair_corrections,
+)
 from fmmloopy.api.options import FmmOptions
 from fmmloopy.api.periodic import PeriodicCell, PeriodicImages
 from fmmloopy.api.periodic_flow import StokesPeriodicImages
@@ -51,10 +58,14 @@ from fmmloopy.execution.tuning_records import device_pair_flops
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import M2L_CLASSES
 from fmmloopy.maths.green import GreenKernel, check_wave_range
-from fmmloopy.maths.harmonic import HARMONIC_POTENTIALS, harmonic_split, operator_kernel
+from fmmloopy.maths.harmonic import (
+    HARMONIC_POTENTIALS,
+    harmonic_split,
+    operator_kernel,
+)
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
 from fmmloopy.maths.levels import LevelOperators
-from fmmloopy.maths.rpy import Overlaps, find_overlaps
+from fmmloopy.maths.rpy import Overlaps
 from fmmloopy.maths.scheme import FAR_FIELD, NEAR_FIELD, plan_kernel_requests
 from fmmloopy.maths.templates import particles_for
 from fmmloopy.tree.coordinates import working_coordinates
@@ -63,7 +74,13 @@ from fmmloopy.tree.direct_lists import direct_where_cheaper
 from fmmloopy.tree.leaf_relative import refuse_unresolved_points
 from fmmloopy.tree.lists import InteractionLists, build_interaction_lists
 from fmmloopy.tree.nested import nest_heavy_rows
-from fmmloopy.tree.octree import Tree, build_tree_from, sort_in_cube, sort_points, tree_boxes
+from fmmloopy.tree.octree import (
+    Tree,
+    build_tree_from,
+    sort_in_cube,
+    sort_points,
+    tree_boxes,
+)
 from fmmloopy.tree.periodic import Periodic, cell_root, into_cell, periodic_tree, real_rows
 
 __all__ = ["PointsSetUp", "plan_points", "set_up_points", "set_up_rank"]
@@ -121,9 +138,10 @@ class PointsSetUp:
     #: Sizes of the plan's buffers and lists (what :func:`~fmmloopy.driver.memory.
     #: with_vectors` takes).
     sizes: dict = field(default_factory=dict)
-    #: The RPY tensor's overlapping pairs (:class:`~fmmloopy.maths.rpy.Overlaps`, tree order),
-    #: found at the first evaluation that needs them; False where the FMM adds none (a nested
-    #: row's FMM: the outer FMM's pairs hold the row's).
+    #: The pairs the RPY tensor or the regularized Stokeslet corrects on the host
+    #: (:func:`~fmmloopy.api.flow_setup.pair_corrections`: overlapping spheres, blobs on
+    #: themselves; tree order), found at the first evaluation that needs them; False where the
+    #: FMM adds none (a nested row's FMM: the outer FMM's pairs hold the row's).
     overlaps: Overlaps | bool | None = None
 
     def extra_launches(self) -> list:
@@ -133,18 +151,15 @@ class PointsSetUp:
     def pass_hooks(self, charges: np.ndarray, green, hooks: PassHooks) -> PassHooks:
         """What an evaluation of ``charges`` (tree order) summing ``green`` adds to the passes:
         a periodic FMM's images (:meth:`~fmmloopy.api.periodic.PeriodicImages.pass_hooks`), a
-        far field of Laplace sums their charges and velocities (:func:`_harmonic_hooks`, with
+        far field of Laplace sums their charges and velocities (:func:`harmonic_hooks`, with
         ``hooks``' exchange between the passes), else ``hooks`` (a distributed FMM's exchange,
         or none)."""
         split = harmonic_split(green)
         if split is not None:
-            if split.radius is not None and self.overlaps is None:
-                targets = self.tree.sources_soa if self.tree.targets_are_sources \
-                    else self.tree.targets_soa
-                self.overlaps = find_overlaps(targets, self.tree.sources_soa, split.mu,
-                                              split.radius)
-            harmonic = _harmonic_hooks(self.tree, split, green, charges,
-                                       self.overlaps if split.radius is not None else None,
+            if split.psi_dipole is not None and self.overlaps is None:
+                self.overlaps = pair_corrections(self.tree, split)
+            harmonic = harmonic_hooks(self.tree, split, green, charges,
+                                       self.overlaps if split.psi_dipole is not None else None,
                                        None if self.images is None else self.images.centre)
             if self.images is not None:
                 return self.images.pass_hooks(harmonic, charges, green, split)
@@ -158,10 +173,6 @@ class PointsSetUp:
             plan = _build_plans(self, options, queue, green, share_buffers=self.plan)
             plan.build()
         return plan
-
-
-#: The far field's point buffers where it sums another kernel than the near field.
-_FAR_BUFFERS = {"strengths": "far_strengths", "potential": "far_potential"}
 
 
 def _build_plans(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
@@ -183,46 +194,7 @@ def _build_plans(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue
                      extras=setup.extra_launches(), scheme=FAR_FIELD, **common)
     near = build_plan(tree, lists, setup.operators, green, queue, options.recipes,
                       scheme=NEAR_FIELD, **common)
-    return merged_plans(far, near, _FAR_BUFFERS)
-
-
-def _harmonic_hooks(tree: Tree, split, green: GreenKernel, charges: np.ndarray,
-                    overlaps: Overlaps | bool | None, centre: np.ndarray | None = None
-                    ) -> PassHooks:
-    """The Laplace charges of ``charges`` (``green``'s strengths, tree order) uploaded after
-    them, and ``green``'s far fields from the Laplace fields added to the near field's at the
-    end (:class:`~fmmloopy.maths.harmonic.StokesletSplit`), with the RPY tensor's
-    ``overlaps`` (:class:`~fmmloopy.maths.rpy.Overlaps`) where there are some. ``centre``:
-    ``psi``'s (default the root's; a periodic FMM's cell's)."""
-    centre = np.asarray(tree.root_centre if centre is None else centre, dtype=np.float64)
-    targets = tree.sources_soa if tree.targets_are_sources else tree.targets_soa
-    count = targets.shape[1]
-
-    def before(plan: Plan) -> None:
-        buffer = plan.buffers[_FAR_BUFFERS["strengths"]]
-        far_inputs, nsources = split.far_kernel(green).n_inputs, tree.sources_soa.shape[1]
-        laplace = split.charges(
-            green, np.asarray(charges, dtype=np.float64), tree.sources_soa, centre,
-            plan.host_array("harmonic charges", (far_inputs, nsources), np.float64),
-            plan.host_array("harmonic source offsets", (3, nsources), np.float64))
-        buffer.set(laplace.astype(buffer.dtype, copy=False), queue=plan.queue)
-
-    def after(plan: Plan, potential: np.ndarray) -> None:
-        clock = time.perf_counter()
-        laplace = plan.read_back(_FAR_BUFFERS["potential"]).astype(np.float64, copy=False)
-        offset = plan.host_array("harmonic offsets", (3, count), np.float64)
-        np.subtract(targets, centre[:, None], out=offset)
-        fields = split.fields(green, laplace, offset,
-                              plan.host_array("harmonic fields", (green.n_outputs, count),
-                                              np.float64),
-                              plan.host_array("harmonic scratch", (count,), np.float64))
-        potential += fields.astype(potential.dtype, copy=False)
-        if overlaps:
-            overlaps.add_to(potential, np.asarray(charges, dtype=np.float64))
-        seconds = time.perf_counter() - clock
-        plan.eval_seconds["harmonic"] = seconds
-        plan.eval_seconds["total"] += seconds
-    return PassHooks(before=before, after=after)
+    return merged_plans(far, near, FAR_BUFFERS)
 
 
 def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarray,
@@ -302,7 +274,8 @@ def _sorted_points(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQue
     its images."""
     keys_of = device_point_keys(queue)
     if options.periodic is None:
-        return sort_points(sources, targets, options.max_depth, keys_of=keys_of)
+        return sort_points(sources, targets, deepest_level(
+            options, sources, targets, setup.coordinate_exponent), keys_of=keys_of)
     cell = setup.working_cell
     sources = into_cell(sources, cell.lower, cell.side, options.max_depth, cell.axes)
     targets = sources if targets is None else into_cell(targets, cell.lower, cell.side,
@@ -364,7 +337,8 @@ def _tree_and_lists(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQu
             setup.n_crit_candidates = [dataclasses.replace(work, boxes=None)
                                        for work in candidates]
         if options.periodic is None:
-            setup.tree = build_tree_from(points, n_crit, boxes)
+            setup.tree = build_tree_from(points, n_crit, boxes,
+                                         warn=not depth_limited_by_kernel(options))
         else:
             cell = setup.working_cell
             setup.periodic_tree = images = periodic_tree(
@@ -404,8 +378,9 @@ def plan_points(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
     clock = time.perf_counter()
     seconds = setup.setup_seconds
     with stage("nested FMMs of the leaves the tree cannot split"):
-        setup.evaluated_lists, setup.nested_rows = nest_heavy_rows(
-            setup.tree, setup.evaluated_lists, nested_fmm)
+        if not depth_limited_by_kernel(options):  # else the leaves are summed directly
+            setup.evaluated_lists, setup.nested_rows = nest_heavy_rows(
+                setup.tree, setup.evaluated_lists, nested_fmm)
     if setup.nested_rows:
         seconds["nested"] = time.perf_counter() - clock
         clock = time.perf_counter()

@@ -1,6 +1,7 @@
-"""The built-in kernels of Stokes flow: the Stokeslet and the Rotne-Prager-Yamakawa tensor.
+"""The built-in kernels of Stokes flow: the Stokeslet, the Rotne-Prager-Yamakawa tensor, the
+regularized Stokeslet and the stresslet.
 
-Both are 3 x 3 tensor kernels of the form ``G = A(r) I + B(r) d d^T`` (``d = x - y``,
+The first three are 3 x 3 tensor kernels of the form ``G = A(r) I + B(r) d d^T`` (``d = x - y``,
 ``r = |d|``), given with those parts (:attr:`~fmmloopy.maths.green.GreenKernel.isotropic`) so
 that the pairwise template applies them as ``A f + B d (d . f)``. Their far fields are summed
 as Laplace sums (:mod:`fmmloopy.maths.harmonic`). Their fields (the expressions and
@@ -17,7 +18,8 @@ from pymbolic import var
 
 from fmmloopy.maths.green_expression import OFFSET_VARIABLES, guarded, offset_length_squared
 
-__all__ = ["rpy_fields", "stokeslet_fields", "stresslet_fields"]
+__all__ = ["regularized_stokeslet_fields", "rpy_fields", "stokeslet_fields",
+           "stresslet_fields"]
 
 
 def _positive(kernel: str, name: str, value) -> None:
@@ -85,6 +87,35 @@ def rpy_fields(mu: float, radius: float) -> dict:
     a2 = var("radius") * var("radius")
     return _isotropic_fields("rpy", 1 + 2 * a2 / (3 * r2), 1 - 2 * a2 / r2,
                              {"mu": mu, "radius": radius})
+
+
+def regularized_stokeslet_fields(mu: float, epsilon: float) -> dict:
+    """Cortez's regularized Stokeslet (Cortez, Fauci and Medovikov 2005): the flow of a force
+    spread over the blob ``15 eps^4 / (8 pi (r^2 + eps^2)^(7/2))``,
+
+        G_eps(d) = ((r^2 + 2 eps^2) I + d d^T) / (8 pi mu (r^2 + eps^2)^(3/2)),
+
+    the method of regularized Stokeslets' kernel (STKFMM's ``RegVel``). Smooth everywhere,
+    ``I / (4 pi mu eps)`` at ``r = 0``: the expression is guarded to 0 there, as every kernel's
+    (a pair at one point is left out), and the FMM and the direct sum add that value for each
+    target on a source (a blob's own velocity; :func:`~fmmloopy.maths.rpy.find_coincident`).
+    Away from the blob ``G_eps = G + (eps^2 / 4) lap G + R`` with ``|R| <= (9 / 8) (eps /
+    r)^4 |G|`` (``G`` the Stokeslet): the FMM's far field is the first two terms
+    (:mod:`fmmloopy.maths.harmonic`), its tree's boxes kept wide enough for ``R``. Velocities
+    of forces only; not homogeneous (``eps`` is a length)."""
+    _positive("regularized_stokes", "viscosity mu", mu)
+    _positive("regularized_stokes", "blob size epsilon", epsilon)
+    offset = [var(axis) for axis in OFFSET_VARIABLES]
+    e2 = var("epsilon") * var("epsilon")
+    smoothed = offset_length_squared() + e2
+    scale = 1 / (8 * math.pi * var("mu") * smoothed * var("sqrt")(smoothed))
+    isotropic = scale * (offset_length_squared() + 2 * e2)
+    expression = tuple(tuple(guarded(isotropic + scale * offset[a] * offset[a] if a == b
+                                     else scale * offset[a] * offset[b]) for b in range(3))
+                       for a in range(3))
+    return dict(name="regularized_stokes", expression=expression,
+                parameters={"mu": mu, "epsilon": epsilon},
+                isotropic=(guarded(isotropic), guarded(scale)))
 
 
 def stresslet_fields(mu: float, with_forces: bool = False) -> dict:

@@ -26,7 +26,7 @@ import pymbolic.primitives as prim
 from pymbolic import var
 from pymbolic.mapper.substitutor import substitute
 
-from fmmloopy.maths.flow_kernels import rpy_fields, stokeslet_fields, stresslet_fields
+from fmmloopy.maths import flow_kernels
 from fmmloopy.maths.green_evaluation import (
     CHECK_OFFSETS,
     check_expression,
@@ -68,6 +68,7 @@ from fmmloopy.maths.wave_range import (
 __all__ = [
     "OFFSET_VARIABLES", "TARGET_FIELDS", "SOURCE_FIELDS", "GreenKernel", "is_zero_entry",
     "check_expression", "get_variables", "LAPLACE_3D", "yukawa", "helmholtz", "stokes", "rpy",
+    "regularized_stokes",
     "stresslet", "WAVELENGTHS_PER_ORDER", "RANGE_MEASURED_TO_ORDER", "max_root_wavelengths",
     "wavelength", "check_wave_range", "user_kernel", "kernel_names", "get_kernel",
 ]
@@ -400,19 +401,25 @@ def helmholtz(k: float) -> GreenKernel:
 def stokes(mu: float = 1.0) -> GreenKernel:
     """The Stokeslet ``(I / r + d d^T / r^3) / (8 pi mu)`` of viscosity ``mu``, with its
     pressure (:func:`~fmmloopy.maths.flow_kernels.stokeslet_fields`)."""
-    return GreenKernel(**stokeslet_fields(mu))
+    return GreenKernel(**flow_kernels.stokeslet_fields(mu))
 
 
 def rpy(mu: float = 1.0, radius: float = 1.0) -> GreenKernel:
     """The Rotne-Prager-Yamakawa mobility of spheres of ``radius`` in a fluid of viscosity
     ``mu`` (:func:`~fmmloopy.maths.flow_kernels.rpy_fields`)."""
-    return GreenKernel(**rpy_fields(mu, radius))
+    return GreenKernel(**flow_kernels.rpy_fields(mu, radius))
+
+
+def regularized_stokes(mu: float = 1.0, epsilon: float = 1.0) -> GreenKernel:
+    """Cortez's regularized Stokeslet of blob size ``epsilon`` in a fluid of viscosity ``mu``
+    (:func:`~fmmloopy.maths.flow_kernels.regularized_stokeslet_fields`)."""
+    return GreenKernel(**flow_kernels.regularized_stokeslet_fields(mu, epsilon))
 
 
 def stresslet(mu: float = 1.0, with_forces: bool = False) -> GreenKernel:
     """The stresslet (a double layer's kernel), with the Stokeslet's force columns first where
     ``with_forces`` (:func:`~fmmloopy.maths.flow_kernels.stresslet_fields`)."""
-    return GreenKernel(**stresslet_fields(mu, with_forces))
+    return GreenKernel(**flow_kernels.stresslet_fields(mu, with_forces))
 
 
 #: Python's imaginary literals (``1j``, ``2.5j``), which pymbolic's parser does not read: they
@@ -453,7 +460,7 @@ def user_kernel(expression, *, name: str = "user", parameters=None,
 #: Built-in kernels by name: a kernel, or a function of its parameters.
 _KERNELS: dict[str, object] = {LAPLACE_3D.name: LAPLACE_3D, "yukawa": yukawa,
                                "helmholtz": helmholtz, "stokes": stokes,
-                               "rpy": rpy}
+                               "rpy": rpy, "regularized_stokes": regularized_stokes}
 
 
 def kernel_names() -> list[str]:

@@ -23,6 +23,11 @@ with ``psi`` less ``(2 a^2 / 3) div phi``, which is the potential of Laplace dip
 ``(2 a^2 / 3) f`` (the dipole input is the derivative in the source point): the same four
 potentials, ``psi`` with dipoles.
 
+Cortez's regularized Stokeslet of blob size ``eps`` (:func:`~fmmloopy.maths.flow_kernels.
+regularized_stokeslet_fields`) is, away from its blob, ``G + (eps^2 / 4) lap G`` up to ``(9 / 8)
+(eps / r)^4`` of ``G``: the far field of the same sums with ``psi``'s dipoles ``(eps^2 / 2) f``,
+in boxes wide enough for the rest (:func:`blob_leaf_width`).
+
 A stresslet ``S`` (``u_i = T_ijk S_jk``, :func:`~fmmloopy.maths.green.stresslet`) is the force
 dipole ``-mu (S + S^T)`` plus the flow ``-P (tr S)`` of a point source of volume, ``P`` the
 Stokeslet's pressure row (``T_ijk`` is the stress of the Stokeslet); that source flow is
@@ -42,10 +47,17 @@ from functools import lru_cache
 
 import numpy as np
 
-from fmmloopy.maths.green import LAPLACE_3D, GreenKernel, rpy, stokes, stresslet
+from fmmloopy.maths.green import (
+    LAPLACE_3D,
+    GreenKernel,
+    regularized_stokes,
+    rpy,
+    stokes,
+    stresslet,
+)
 
-__all__ = ["HARMONIC_POTENTIALS", "StokesletSplit", "check_split_fields", "harmonic_split",
-           "layered_kernel", "operator_kernel"]
+__all__ = ["HARMONIC_POTENTIALS", "StokesletSplit", "blob_leaf_width", "check_split_fields",
+           "harmonic_split", "layered_kernel", "operator_kernel"]
 
 #: Laplace potentials summed per force vector: the three components' and ``psi``.
 HARMONIC_POTENTIALS = 4
@@ -69,10 +81,26 @@ class StokesletSplit:
     mu: float
     #: The spheres' radius of the RPY tensor; None for the Stokeslet.
     radius: float | None = None
+    #: The regularized Stokeslet's blob size; None for the others.
+    blob: float | None = None
     #: Whether the kernel's source components hold forces (the Stokeslet's three columns) and
     #: stresslets (nine, :func:`~fmmloopy.maths.green.stresslet`).
     forces: bool = True
     stresslets: bool = False
+
+    @property
+    def psi_dipole(self) -> float | None:
+        """The factor of ``psi``'s dipoles ``c f`` of a far field ``G + (c / 2) lap G``: the
+        RPY tensor's ``2 a^2 / 3``, the regularized Stokeslet's ``eps^2 / 2``; else None."""
+        if self.radius is not None:
+            return 2.0 * self.radius ** 2 / 3.0
+        return None if self.blob is None else 0.5 * self.blob ** 2
+
+    @property
+    def own_velocity(self) -> float | None:
+        """The regularized Stokeslet's ``G_eps(0) = I / (4 pi mu eps)`` (a blob moving itself),
+        which its kernel leaves out at ``r = 0`` as every kernel does; else None."""
+        return None if self.blob is None else 1.0 / (4.0 * np.pi * self.mu * self.blob)
 
     def far_kernel(self, kernel: GreenKernel) -> GreenKernel:
         """The Laplace kernel whose far field gives ``kernel``'s fields: four potentials per
@@ -81,7 +109,8 @@ class StokesletSplit:
         stresslets and the RPY tensor."""
         outputs = ("potential", "gradient") + (("hessian",) if "gradient" in kernel.outputs
                                                else ())
-        dipoles = "dipole" in kernel.inputs or self.radius is not None or self.stresslets
+        dipoles = ("dipole" in kernel.inputs or self.psi_dipole is not None
+                   or self.stresslets)
         inputs = ("charge",) * self.forces + ("dipole",) * dipoles
         return LAPLACE_3D.with_fields(outputs, inputs).with_vectors(
             HARMONIC_POTENTIALS * kernel.vectors)
@@ -125,9 +154,9 @@ class StokesletSplit:
             if not with_dipole:
                 continue
             moment = out[vector, :, int(with_charge):]  # (4, 3, N)
-            if self.radius is not None:  # psi's dipoles (module docstring)
+            if self.psi_dipole is not None:  # psi's dipoles (module docstring)
                 moment[:3] = 0.0
-                np.multiply(forces[vector], 2.0 * self.radius ** 2 / 3.0, out=moment[3])
+                np.multiply(forces[vector], self.psi_dipole, out=moment[3])
             else:
                 moment[:3] = dipoles[vector]
                 np.einsum("bln,bn->ln", dipoles[vector], relative, out=moment[3])
@@ -202,12 +231,13 @@ def _split_of(base: GreenKernel) -> StokesletSplit | None:
     except (TypeError, ValueError):
         return None
     return StokesletSplit(parameters["mu"], parameters.get("radius"),
-                          forces=base.name != "stresslet",
+                          blob=parameters.get("epsilon"), forces=base.name != "stresslet",
                           stresslets=base.name in ("stresslet", "stokes_stresslet"))
 
 
 #: The kernels summed as Laplace sums, by name: how each is made from its parameters.
-_FLOW_KERNELS = {"stokes": stokes, "rpy": rpy, "stresslet": stresslet,
+_FLOW_KERNELS = {"stokes": stokes, "rpy": rpy, "regularized_stokes": regularized_stokes,
+                 "stresslet": stresslet,
                  "stokes_stresslet": lambda mu: stresslet(mu, with_forces=True)}
 
 
@@ -228,12 +258,24 @@ def layered_kernel(kernel: GreenKernel, forces: bool, stresslets: bool) -> Green
 
 def check_split_fields(kernel: GreenKernel) -> None:
     """ValueError where ``kernel``'s fields are more than its Laplace sums give: the RPY
-    tensor's velocities of forces are all it has."""
+    tensor's and the regularized Stokeslet's velocities of forces are all they have."""
     split = harmonic_split(kernel)
-    if split is not None and split.radius is not None and (
+    if split is not None and split.psi_dipole is not None and (
             kernel.outputs != ("potential",) or kernel.inputs != ("charge",)):
         raise ValueError(f"kernel {kernel.base.spec!r} gives the velocities of forces only "
                          "(no gradient, dipoles or pressure; kernel='stokes' has them)")
+
+
+#: The bound of the regularized Stokeslet's far-field remainder: ``|R| <= (9 / 8) (eps /
+#: r)^4 |G|`` (:func:`~fmmloopy.maths.flow_kernels.regularized_stokeslet_fields`).
+BLOB_REMAINDER = 9.0 / 8.0
+
+
+def blob_leaf_width(epsilon: float, tolerance: float) -> float:
+    """The narrowest box an FMM of the regularized Stokeslet of blob size ``epsilon`` may
+    have, so that its far field's remainder stays within ``tolerance`` of the Stokeslet's:
+    every pair its far field sums is at least a box width apart."""
+    return epsilon * (BLOB_REMAINDER / tolerance) ** 0.25
 
 
 def operator_kernel(kernel: GreenKernel) -> GreenKernel:

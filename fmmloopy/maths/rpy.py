@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MAX_OVERLAPS_PER_TARGET", "Overlaps", "find_overlaps", "rpy_parts"]
+__all__ = ["MAX_OVERLAPS_PER_TARGET", "Overlaps", "find_coincident", "find_overlaps",
+           "rpy_parts"]
 
 #: Overlapping pairs per target above which an FMM of the RPY tensor refuses: random spheres
 #: of volume fraction ``c`` have about ``8 c`` within ``2a`` each, so this many means spheres
@@ -100,3 +101,26 @@ def find_overlaps(targets: np.ndarray, sources: np.ndarray, mu: float, radius: f
     a_far[apart], b_far[apart] = rpy_parts(distance[apart], mu, radius, overlapping=False)
     return Overlaps(target.astype(np.intp), source.astype(np.intp), offsets,
                     a_near - a_far, b_near - b_far, targets.shape[1])
+
+
+def find_coincident(targets: np.ndarray, sources: np.ndarray, own: float) -> Overlaps:
+    """The pairs of ``targets`` ``(3, M)`` and ``sources`` ``(3, N)`` at one point (a target
+    on a source: the FMM leaves such a pair out), each adding ``own f``: a kernel's value
+    ``own I`` at ``r = 0`` (the regularized Stokeslet's blob moving itself). Points are
+    grouped by their exact coordinates (``numpy.unique``)."""
+    together = np.concatenate([targets.T, sources.T]) if targets is not sources else sources.T
+    _, labels = np.unique(together, axis=0, return_inverse=True)
+    labels = labels.reshape(-1)
+    count = targets.shape[1]
+    target_labels = labels[:count]
+    source_labels = labels[count:] if targets is not sources else target_labels
+    order = np.argsort(source_labels, kind="stable")
+    sorted_labels = source_labels[order]
+    first = np.searchsorted(sorted_labels, target_labels, side="left")
+    last = np.searchsorted(sorted_labels, target_labels, side="right")
+    per_target = last - first
+    target = np.repeat(np.arange(count), per_target)
+    within = np.arange(len(target)) - np.repeat(np.cumsum(per_target) - per_target, per_target)
+    source = order[np.repeat(first, per_target) + within]
+    return Overlaps(target.astype(np.intp), source.astype(np.intp), np.zeros((3, len(target))),
+                    np.full(len(target), float(own)), np.zeros(len(target)), count)

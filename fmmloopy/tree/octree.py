@@ -280,19 +280,22 @@ def _warn_overfull(depth: int, overfull: int, n_crit: int) -> None:
 
 
 def build_tree_from(points: SortedPoints, n_crit: int,
-                    boxes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Tree:
+                    boxes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                    warn: bool = True) -> Tree:
     """The tree of :func:`build_tree` from points already sorted (:func:`sort_points`).
 
     ``boxes``: the tree's boxes as :func:`tree_boxes` gives them, where they are made already
-    (the candidate trees of :func:`fmmloopy.tree.cost.choose_n_crit`), else made here."""
+    (the candidate trees of :func:`fmmloopy.tree.cost.choose_n_crit`), else made here.
+    ``warn``: whether leaves that ``max_depth`` kept from splitting are worth a warning (not
+    where the depth is the kernel's limit)."""
     n_crit = validate_integer(n_crit, "n_crit", 1)
     if boxes is None:
-        return tree_of_boxes(points, n_crit, *tree_boxes(points, n_crit, warn=True))
+        return tree_of_boxes(points, n_crit, *tree_boxes(points, n_crit, warn=warn))
     tree = tree_of_boxes(points, n_crit, *boxes)
     # Leaves past n_crit are those max_depth kept from splitting.
     overfull = np.count_nonzero(tree.box_is_leaf & (np.maximum(
         tree.box_source_counts, tree.box_target_counts) > n_crit))
-    if overfull:
+    if overfull and warn:
         _warn_overfull(points.depth, overfull, n_crit)
     return tree
 
