@@ -3,25 +3,23 @@
 Each rank passes its own sources and targets (any split, a rank may have none) and gets back the
 potentials of its own targets in its own order. Set-up, all collective:
 
-1. the inputs are checked on every rank and any error is raised on every rank
-   (:meth:`~fmmloopy.base.collective.Collectives.agree`);
-2. the working coordinates (origin, power-of-two scale) and the root cube come from the global
-   bounding box, so they are those one process would choose;
-3. the tree's boxes are refined from counts summed over ranks
-   (:mod:`fmmloopy.tree.distributed`): every rank holds the same skeleton (boxes, global
-   counts, interaction lists), which equals the single-process tree, and ``n_crit="auto"`` is
-   chosen from it as one process would;
+1. the inputs are checked, any error raised on every rank (:meth:`~fmmloopy.base.collective.
+   Collectives.agree`);
+2. the working coordinates and the root cube come from the global bounding box;
+3. the tree's boxes are refined from counts summed over ranks (:mod:`fmmloopy.tree.
+   distributed`): every rank holds the single-process tree's skeleton (boxes, global counts,
+   interaction lists), ``n_crit="auto"`` chosen from it as one process would;
 4. the leaves in Morton order are cut into runs of equal modelled cost, weighted by each
    rank's speed (:mod:`fmmloopy.tree.partition`), and the points are sent to the ranks owning
    their leaves (an all-to-all: a bucket sort with the tree's leaves as splitters);
-5. each rank fetches its ghost particles and builds its own tree over its essential boxes, its
-   lists and its plan (:meth:`fmmloopy.Fmm.for_rank`).
+5. each rank fetches its ghost particles and builds its tree over its essential boxes, its lists
+   and its plan (:meth:`fmmloopy.Fmm.for_rank`).
 
 An evaluation sends the charges to the owners and the ghosts' charges to the ranks that need
-them, runs each rank's upward pass, sums the partial multipoles of the boxes shared by ranks
-into the ranks that read them (an all-to-all between the passes), runs the downward pass and the
-near field, and returns the potentials to the ranks that passed the targets. The result equals
-the single-process one up to the order of floating-point sums (relative differences ~1e-15).
+them, runs each rank's upward pass, sums the shared boxes' partial multipoles into the ranks
+that read them (an all-to-all between the passes), runs the downward pass and the near field,
+and returns the potentials to the ranks that passed the targets: the single-process result up
+to the order of floating-point sums (~1e-15).
 """
 
 from __future__ import annotations
@@ -60,7 +58,12 @@ from fmmloopy.execution.tuning_records import device_pair_flops
 from fmmloopy.maths.accuracy import order_for_eps
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel, check_wave_range
-from fmmloopy.maths.harmonic import HARMONIC_POTENTIALS, harmonic_split, operator_kernel
+from fmmloopy.maths.harmonic import (
+    HARMONIC_POTENTIALS,
+    harmonic_split,
+    kernel_of_call,
+    operator_kernel,
+)
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
 from fmmloopy.tree.cost import AUTO, choose_n_crit
 from fmmloopy.tree.csr import ranges_to_indices
@@ -106,14 +109,13 @@ class DistributedFmm:
     potentials (or :class:`~fmmloopy.api.units.Fields`) at its own targets, in its own order.
     Options are those of :class:`~fmmloopy.api.fmm.Fmm` and must be equal on every rank;
     ``device`` (default: GPU ``i`` for the ``i``-th rank of a node where the node has one,
-    else a share of the CPU device's cores) may differ. ``speed``: this rank's relative
-    speed (any positive number, or ``"measure"``: its device's measured float64 peak; None
-    on every rank: equal shares where every rank has the same kind of device, measured
-    peaks where they differ), which weighs its part of the work, so that a GPU rank beside
-    CPU ranks takes a larger share.
+    else a share of the CPU device's cores) may differ. ``speed``: this rank's relative speed
+    (a positive number, or ``"measure"``: its device's float64 peak; None on every rank: equal
+    shares on devices of one kind, measured peaks where they differ), which weighs its share
+    of the work (a GPU rank beside CPU ranks takes more).
 
-    Bad input on any rank raises on every rank (the same error type, naming the rank).
-    Threads: calls on one rank run one after another (each is a sequence of collectives).
+    Bad input on any rank raises on every rank (the same error type, naming the rank). Calls
+    on one rank run one after another (each is a sequence of collectives).
     """
 
     def __init__(self, sources, targets=None, *, comm=None,
@@ -142,10 +144,9 @@ class DistributedFmm:
             split = harmonic_split(options.kernel)
             if options.kernel.is_tensor and (split is None or split.psi_dipole is not None):
                 raise ValueError(f"DistributedFmm sums scalar kernels and Stokes flow; "
-                                 f"{options.kernel.spec!r} is a tensor kernel whose exchange "
-                                 "is not built (densities of several components, the RPY "
-                                 "tensor's overlapping pairs or the regularized Stokeslet's "
-                                 "blobs across ranks): use fmmloopy.Fmm")
+                                 f"{options.kernel.spec!r}'s exchange is not built (tensor "
+                                 "densities, the RPY tensor's overlaps or the regularized "
+                                 "Stokeslet's blobs across ranks): use fmmloopy.Fmm")
             if options.precision != FLOAT64:
                 raise ValueError(f"DistributedFmm runs in float64 only, got dtype "
                                  f"{options.precision.name} (float32 FMMs: fmmloopy.Fmm)")
@@ -270,8 +271,8 @@ class DistributedFmm:
                               for phase, record in collectives.traffic.items()}
 
     def _node_first(self, compute):
-        """``compute()`` (precomputed operators) on the node's first rank, then on the others,
-        which then find it in the operator cache on disk instead of computing it again."""
+        """``compute()`` (operators) on the node's first rank, then on the others (from the
+        operator cache on disk)."""
         result, error = None, None
         if self.node_rank == 0:
             try:
@@ -355,17 +356,16 @@ class DistributedFmm:
 
     # -- evaluation ------------------------------------------------------------------------
     def __call__(self, charges=None, *, dipoles=None, gradient: bool = False,
-                 pressure: bool = False):
+                 pressure: bool = False, stresslets=None):
         """Potentials at this rank's targets, in its order, of every rank's ``charges`` and/or
         ``dipoles`` (each rank passes those of its own sources); with ``gradient=True``, a
         :class:`~fmmloopy.api.units.Fields`; Stokes: velocities, or a
-        :class:`~fmmloopy.api.units.Flow`, as :meth:`fmmloopy.Fmm.__call__`. Every rank calls
-        it together."""
+        :class:`~fmmloopy.api.units.Flow`, of forces, force dipoles and ``stresslets``, as
+        :meth:`fmmloopy.Fmm.__call__`. Every rank calls it together."""
         with self._lock:
             with self.collectives.agree("checking the charges"):
-                strengths, kernel, batched = checked_strengths(self.kernel, self.nsources,
-                                                               charges, dipoles, gradient,
-                                                               pressure)
+                strengths, kernel, batched = checked_strengths(
+                    self.kernel, self.nsources, charges, dipoles, gradient, pressure, stresslets)
                 check_eps_covers(self, kernel)
                 if batched:
                     raise ValueError("DistributedFmm takes one strength vector per call "
@@ -377,7 +377,7 @@ class DistributedFmm:
     def apply(self, strengths: np.ndarray, kernel: GreenKernel) -> np.ndarray:
         """``kernel``'s outputs ``(n_outputs, M)`` at this rank's targets for ``strengths``
         ``(n_inputs, N)`` of its sources (checked), as :meth:`fmmloopy.Fmm.apply`."""
-        kernel = self.kernel.with_fields(kernel.outputs, kernel.inputs)
+        kernel = kernel_of_call(self.kernel, kernel)
         dtype = kernel.value_dtype()
         strengths = np.asarray(strengths, dtype=dtype).reshape(kernel.n_inputs, self.nsources)
         if self._sources_route is None:

@@ -41,7 +41,7 @@ from fmmloopy.execution.resources import ResourceLimitError, check_memory
 from fmmloopy.maths.accuracy import order_for_eps
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel
-from fmmloopy.maths.harmonic import HARMONIC_POTENTIALS, harmonic_split, layered_kernel
+from fmmloopy.maths.harmonic import HARMONIC_POTENTIALS, harmonic_split, kernel_of_call
 from fmmloopy.maths.levels import LevelOperators
 from fmmloopy.tree.cost import AUTO, CANDIDATES
 from fmmloopy.tree.lists import InteractionLists
@@ -348,9 +348,7 @@ class Fmm:
         this FMM's Green's function with the fields of ``kernel``
         (:meth:`~fmmloopy.maths.green.GreenKernel.with_fields`). What :meth:`__call__` and the
         nested FMMs run."""
-        own = self.kernel if kernel.name == self.kernel.name else layered_kernel(
-            self.kernel, kernel.name != "stresslet", True)  # Stokes with stresslets
-        kernel = own.with_fields(kernel.outputs, kernel.inputs).with_vectors(kernel.vectors)
+        kernel = kernel_of_call(self.kernel, kernel)  # Stokes with stresslets: theirs
         shape = (kernel.n_outputs, self.ntargets) if kernel.n_outputs > 1 else (self.ntargets,)
         dtype = kernel.value_dtype()
         if self.tree is None:

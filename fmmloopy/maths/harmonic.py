@@ -57,7 +57,7 @@ from fmmloopy.maths.green import (
 )
 
 __all__ = ["HARMONIC_POTENTIALS", "StokesletSplit", "blob_leaf_width", "check_split_fields",
-           "harmonic_split", "layered_kernel", "operator_kernel"]
+           "harmonic_split", "kernel_of_call", "layered_kernel", "operator_kernel"]
 
 #: Laplace potentials summed per force vector: the three components' and ``psi``.
 HARMONIC_POTENTIALS = 4
@@ -254,6 +254,14 @@ def layered_kernel(kernel: GreenKernel, forces: bool, stresslets: bool) -> Green
     made = stresslet(split.mu, with_forces=forces)
     return dataclasses.replace(made, outputs=kernel.outputs, inputs=kernel.inputs,
                                vectors=kernel.vectors)
+
+
+def kernel_of_call(kernel: GreenKernel, asked: GreenKernel) -> GreenKernel:
+    """An FMM of ``kernel``'s kernel for a call that ``asked`` (its fields and vectors; a
+    Stokes call with stresslets names the stresslet kernel: :func:`layered_kernel`)."""
+    own = kernel if asked.name == kernel.name else layered_kernel(
+        kernel, asked.name != "stresslet", True)
+    return own.with_fields(asked.outputs, asked.inputs).with_vectors(asked.vectors)
 
 
 def check_split_fields(kernel: GreenKernel) -> None:

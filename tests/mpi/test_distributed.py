@@ -138,6 +138,25 @@ def test_stokes_equals_the_single_process_fmm(comm):
           f"velocity, gradient, pressure differ by {differences}")
 
 
+def test_stresslets_equal_the_single_process_fmm(comm):
+    """Stresslets (a double layer) beside forces: force dipoles without psi charges in the far
+    field, the [G | T] kernel in the near field, across ranks as in one process."""
+    rng = np.random.default_rng(10)
+    n = 3000
+    sources = DISTRIBUTIONS["sphere"](n, rng)
+    forces, strengths = rng.uniform(-1, 1, (2, n, 3))
+    mine = shares(comm, n, rng)
+    fmm = DistributedFmm(sources[mine], comm=comm, kernel="stokes", order=4, n_crit=50)
+    got = fmm(forces[mine], stresslets=(strengths[mine], sources[mine]), pressure=True)
+    expected = single_process(comm, sources, kernel="stokes", order=4, n_crit=50,
+                              call=lambda f: tuple(f(forces, stresslets=(strengths, sources),
+                                                     pressure=True)))
+    differences = [relative_difference(value, reference[mine], np.abs(reference).max())
+                   for value, reference in zip(got, expected, strict=True)
+                   if value is not None]
+    check(comm, max(differences) <= EQUAL, f"velocity, pressure differ by {differences}")
+
+
 def test_far_offset_points_equal_the_single_process_fmm(comm):
     """A large offset and a tiny scale: the working coordinates come from the global bounds."""
     rng = np.random.default_rng(11)
