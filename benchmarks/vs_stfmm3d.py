@@ -17,7 +17,9 @@ same points: tree, lists, plan), its evaluation (median of ``--repeats`` after a
 and the one-shot (the two together); FMM3D its time per call at each ``--eps`` (its tree
 included: it has no split). The Laplace potential of the forces' first component on the same
 points at the Laplace default order is timed too: the Stokes evaluation's cost in Laplace
-evaluations. Errors are relative L2 against a direct sum on ``--check-targets`` sampled
+evaluations; and at each ``--eps`` both kernels at the order ``eps`` chooses for each (the
+comparison of FMM3D's ``stfmm3d`` and ``lfmm3d`` at one eps).
+Errors are relative L2 against a direct sum on ``--check-targets`` sampled
 points.
 """
 
@@ -81,6 +83,17 @@ def run(dist: str, n: int, orders: list[int], eps_values: list[float], repeats: 
                      "one_shot": setup + seconds, "laplace_eval": laplace_seconds,
                      "error": error(velocity[sample], reference)})
         del fmm
+    for eps in eps_values:  # Stokes against Laplace, each at the order eps chooses for itself
+        seconds = {}
+        for name, options in (("laplace", {}), ("stokes", {"kernel": "stokes"})):
+            fmm = fmmloopy.Fmm(points, eps=eps, **options)
+            strengths = forces if name == "stokes" else forces[:, 0]
+            seconds[name] = (fmm.order, median_call(lambda fmm=fmm, s=strengths: fmm(s),
+                                                    repeats))
+            del fmm
+        rows.append({"dist": dist, "n": n, "code": "stokes/laplace", "eps": eps,
+                     "laplace_order": seconds["laplace"][0], "laplace": seconds["laplace"][1],
+                     "stokes_order": seconds["stokes"][0], "stokes": seconds["stokes"][1]})
     import fmm3dpy
     for eps in eps_values:
         sources, strengths = np.asfortranarray(points.T), np.asfortranarray(forces.T)
@@ -117,7 +130,12 @@ def main() -> None:
         print(json.dumps(rows, indent=1))
         return
     for row in rows:
-        if row["code"] == "fmmloopy":
+        if row["code"] == "stokes/laplace":
+            print(f"{row['dist']:6s} N={row['n']:<8d} at eps {row['eps']:g}: Stokes (order "
+                  f"{row['stokes_order']}) {row['stokes']:.3f} s, Laplace (order "
+                  f"{row['laplace_order']}) {row['laplace']:.3f} s: "
+                  f"{row['stokes'] / row['laplace']:.2f}x")
+        elif row["code"] == "fmmloopy":
             print(f"{row['dist']:6s} N={row['n']:<8d} fmmloopy order {row['order']} "
                   f"(n_crit {row['n_crit']}): set-up {row['setup']:.3f} s, evaluation "
                   f"{row['eval']:.3f} s, one-shot {row['one_shot']:.3f} s, error "

@@ -197,3 +197,20 @@ def test_estimate_error_does_not_compare_with_free_space():
     fmm = Fmm(np.random.default_rng(8).uniform(0, 1, (20, 3)), periodic=1.0)
     with pytest.raises(ValueError, match="Ewald"):
         fmm.estimate_error(np.ones(20))
+
+
+def test_a_cell_whose_wrap_keeps_too_few_digits_is_refused():
+    """``periodic=1e-300`` for points in the unit cube would wrap them into the cell keeping
+    none of their digits (potentials of 1e300 once): refused, naming the digits. Points a
+    million sides away keep enough (their offsets' rounding ~1e-10 of the side): the
+    potentials of the points wrapped by hand, to the rounding of their shift."""
+    rng = np.random.default_rng(12)
+    points = rng.random((500, 3))
+    charges = rng.uniform(-1, 1, 500)
+    with pytest.raises(ValueError, match="digits"):
+        Fmm(points, periodic=1e-300)
+    with pytest.raises(ValueError, match="targets lie up to"):
+        Fmm(points, targets=points + 2.0 ** 60, periodic=1.0)
+    near = Fmm(points, periodic=1.0, order=6)(charges)
+    far = Fmm(points + 2.0 ** 20, periodic=1.0, order=6)(charges)
+    assert np.abs(far - near).max() <= 1e-7 * np.abs(near).max()

@@ -34,6 +34,7 @@ from fmmloopy.execution.rows import add_rows, copy_rows, gather_rows
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.harmonic import harmonic_split
+from fmmloopy.maths.m2l_compression import expected_error
 from fmmloopy.maths.periodic import ALL_AXES, mean_potential_constant, offset_code
 from fmmloopy.tree.periodic import (
     AXIS_NAMES,
@@ -43,7 +44,8 @@ from fmmloopy.tree.periodic import (
     lattice_list,
 )
 
-__all__ = ["LATTICE_STEP", "NET_CHARGE", "PeriodicCell", "PeriodicImages", "checked_cell"]
+__all__ = ["LATTICE_STEP", "NET_CHARGE", "PeriodicCell", "PeriodicImages",
+           "check_wrap_precision", "checked_cell"]
 
 #: The far lattice's launch: the name its time is reported under and ``recipes`` may give.
 LATTICE_STEP = "lattice"
@@ -111,6 +113,35 @@ def checked_cell(periodic, periodic_axes: str = "xyz") -> PeriodicCell | None:
         raise ValueError(f"the periodic cell must be a cube (sides {sides.tolist()}); "
                          "orthorhombic cells are not supported yet")
     return PeriodicCell(np.array(lower, dtype=np.float64), float(sides[0]), axes)
+
+
+#: The most a periodic FMM lets the wrapping of its points into the cell cost: their offsets'
+#: rounding, relative to the side, at most this fraction of the order's expected error.
+WRAP_SHARE = 0.1
+
+
+def check_wrap_precision(points: np.ndarray, cell: PeriodicCell, order: int,
+                         what: str = "points") -> None:
+    """ValueError where wrapping ``points`` ``(n, 3)`` (user coordinates) into ``cell`` keeps
+    too few of their digits for ``order``: a point ``D`` from the cell along a periodic axis
+    has its offset rounded by about ``D 2^-53``, which relative to the side ``L`` must stay
+    within :data:`WRAP_SHARE` of the order's expected error
+    (:func:`~fmmloopy.maths.m2l_compression.expected_error`). A side far below the points'
+    spread (``periodic=1e-300`` for points in ``[0, 1)^3``) or points many thousands of
+    millions of cells away fail it; points a million cells away do not."""
+    if not len(points):
+        return
+    axes = list(cell.axes)
+    reach = float(np.abs(points[:, axes] - (cell.lower + 0.5 * cell.side)[axes]).max())
+    lost = reach / cell.side * 2.0 ** -53
+    allowed = WRAP_SHARE * expected_error(order)
+    if not lost <= allowed:
+        raise ValueError(
+            f"the {what} lie up to {reach:.3g} from the periodic cell of side {cell.side:.3g} "
+            f"({reach / cell.side:.3g} sides): wrapped into it, their offsets keep only "
+            f"{max(0.0, -np.log10(lost)):.1f} of their digits relative to the side, and "
+            f"the FMM at order {order} needs {-np.log10(allowed):.1f}; give the cell its "
+            "real size (periodic=L is the side) or wrap the points into it first")
 
 
 def _periodic_axes(periodic_axes) -> tuple[int, ...]:

@@ -39,7 +39,7 @@ from fmmloopy.api.flow_setup import (
     pair_corrections,
 )
 from fmmloopy.api.options import FmmOptions
-from fmmloopy.api.periodic import PeriodicCell, PeriodicImages
+from fmmloopy.api.periodic import PeriodicCell, PeriodicImages, check_wrap_precision
 from fmmloopy.api.periodic_flow import StokesPeriodicImages
 from fmmloopy.base.progress import stage
 from fmmloopy.base.validation import as_float64_points
@@ -214,6 +214,9 @@ def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarr
             sources, targets, options.kernel.homogeneity, options.kernel.name,
             options.precision)
     else:  # the cell's centre at 0, its side in [1, 2): a power of two, exact
+        for points, name in ((sources, "sources"), (targets, "targets")):
+            if points is not None:
+                check_wrap_precision(points, options.periodic, options.order, name)
         origin, exponent, cell = options.periodic.working()
         sources = np.ldexp(sources - origin, -exponent)
         targets = None if targets is None else np.ldexp(targets - origin, -exponent)
