@@ -20,6 +20,12 @@ the gradient of each strength kind against :class:`fmmloopy.DirectSum`. An order
 the family's parameter once every quantity is below :data:`STOP_BELOW`, or at
 ``--max-order`` (default :data:`MAX_CALIBRATED_ORDER`).
 
+The periodic family (``periodic laplace``: a Laplace FMM of the cell ``[0, 1)^3`` periodic
+along every axis) has point sets of its own, against :func:`fmmloopy.maths.ewald.ewald_sum`
+(tin-foil, a net charge's background): ``cell`` (uniform), ``clustered`` (a Plummer sphere of
+scale 0.1 about the cell's centre, wrapped; a deep tree) and ``apart`` (sources uniform,
+targets uniform and apart from them).
+
 It writes the JSON table that :mod:`fmmloopy.maths.accuracy` reads (``--out``; the shipped one
 is ``fmmloopy/maths/eps_calibration.json``): each row the family, parameter, order, the largest
 error of each quantity over the point sets, and each point set's errors and evaluation seconds.
@@ -42,15 +48,19 @@ from fmmloopy.maths.accuracy import (
     CALIBRATION_FILE,
     FAMILY_GRIDS,
     MAX_CALIBRATED_ORDER,
+    PERIODIC_FAMILY,
     QUANTITIES,
     STOP_BELOW,
     kernel_at,
     row_error,
 )
+from fmmloopy.maths.ewald import ewald_sum
 from fmmloopy.maths.green import max_root_wavelengths
 from fmmloopy.tree.octree import root_box_side
 
 POINT_SETS = ("sphere", "cube", "plummer", "shell")
+#: The periodic family's point sets (in the cell [0, 1)^3), and whose targets are the sources.
+PERIODIC_SETS = {"cell": True, "clustered": True, "apart": False}
 #: The largest leaf the calibration's trees take (``--n-crit-cap``): three to seven levels on
 #: 10^4 points, so that every row measures a far field like that of a large problem.
 N_CRIT_CAP = 64
@@ -70,6 +80,25 @@ def point_set(name: str, n: int, rng: np.random.Generator
         targets = 0.5 + 0.5 * DISTRIBUTIONS["sphere"](n, rng)
         return sources, targets
     return unit_box(DISTRIBUTIONS[name](n, rng)), None
+
+
+def periodic_set(name: str, n: int, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(sources, targets)`` of a periodic point set in the cell [0, 1)^3 (targets None: the
+    sources)."""
+    if name == "clustered":
+        return np.mod(0.5 + 0.1 * DISTRIBUTIONS["plummer"](n, rng), 1.0), None
+    sources = rng.random((n, 3))
+    return sources, (rng.random((n, 3)) if name == "apart" else None)
+
+
+def ewald_references(sources, targets, charges, dipoles):
+    """The Ewald sums of a periodic point set (as :func:`cached_references` gives them)."""
+    sums = {kind: fmmloopy.Fields(*ewald_sum(sources, targets=targets, gradient=True,
+                                              **{name: values}))
+            for kind, name, values in (("charge", "charges", charges),
+                                       ("dipole", "dipoles", dipoles))}
+    return lambda kernel: sums
 
 
 def strengths(n: int, complex_values: bool, rng: np.random.Generator, family: str = "laplace"
@@ -103,10 +132,12 @@ def measure(family: str, parameter: float, order: int, cases: dict,
     for name, (sources, targets, charges, dipoles, references) in cases.items():
         side = root_box_side(sources, targets)
         kernel = kernel_at(family, parameter, side)
-        fmm = fmmloopy.Fmm(sources, targets, kernel=kernel, order=order)
+        cell = {"periodic": 1.0} if family == PERIODIC_FAMILY else {}
+        fmm = fmmloopy.Fmm(sources, targets, kernel=kernel, order=order, **cell)
         auto_n_crit = fmm.n_crit
         if auto_n_crit > n_crit_cap:
-            fmm = fmmloopy.Fmm(sources, targets, kernel=kernel, order=order, n_crit=n_crit_cap)
+            fmm = fmmloopy.Fmm(sources, targets, kernel=kernel, order=order, n_crit=n_crit_cap,
+                               **cell)
         errors, seconds = {}, 0.0
         for kind, values in (("charge", {"charges": charges}), ("dipole", {"dipoles": dipoles})):
             result = fmm(**values, gradient=True)
@@ -117,7 +148,8 @@ def measure(family: str, parameter: float, order: int, cases: dict,
             errors[f"{kind} gradient"] = relative_error(gradient, exact_gradient)
         row["sets"][name] = {"errors": errors, "seconds": round(seconds, 4),
                              "n_crit": fmm.n_crit, "auto_n_crit": auto_n_crit,
-                             "depth": int(fmm.tree.box_levels.max())}
+                             "depth": int(fmm.tree.box_levels.max()),
+                             "targets_are_sources": targets is None}
     for quantity in QUANTITIES:
         row[quantity] = max(case["errors"][quantity] for case in row["sets"].values())
     row["device"] = fmm.device.name.strip()  # the OpenCL device that measured the row
@@ -193,11 +225,13 @@ def main() -> None:
         rng = np.random.default_rng([args.seed, list(FAMILY_GRIDS).index(family)])
         complex_values = family == "helmholtz"
         cases = {}
-        for name in POINT_SETS:
-            sources, targets = point_set(name, args.n, rng)
+        periodic = family == PERIODIC_FAMILY
+        for name in PERIODIC_SETS if periodic else POINT_SETS:
+            sources, targets = (periodic_set if periodic else point_set)(name, args.n, rng)
             charges, dipoles = strengths(len(sources), complex_values, rng, family)
             cases[name] = (sources, targets, charges, dipoles,
-                           cached_references(sources, targets, charges, dipoles))
+                           (ewald_references if periodic else cached_references)(
+                               sources, targets, charges, dipoles))
         for parameter in FAMILY_GRIDS[family]:
             if args.parameter and not any(math.isclose(parameter, value)
                                           for value in args.parameter):

@@ -32,7 +32,7 @@ from fmmloopy.driver.evaluation import PassHooks
 from fmmloopy.execution.precomputed import get_lattice_operators
 from fmmloopy.execution.rows import add_rows, copy_rows, gather_rows
 from fmmloopy.maths.expansion import Expansion
-from fmmloopy.maths.green import GreenKernel
+from fmmloopy.maths.green import LAPLACE_3D, GreenKernel
 from fmmloopy.maths.harmonic import harmonic_split
 from fmmloopy.maths.m2l_compression import expected_error
 from fmmloopy.maths.periodic import ALL_AXES, mean_potential_constant, offset_code
@@ -187,16 +187,19 @@ def checked_periodic_options(periodic, periodic_axes: str, kernel: GreenKernel,
                              eps: float | None, precision: Precision,
                              max_depth: int) -> PeriodicCell | None:
     """The cell of ``periodic=`` (:func:`checked_cell`), with the other options of an FMM
-    checked against it: a periodic FMM sums the Laplace kernel (:func:`check_periodic_kernel`)
-    in float64 at a given order (not ``eps``), its tree deeper than the cell's level;
+    checked against it: a periodic FMM sums the Laplace kernel or Stokes flow
+    (:func:`check_periodic_kernel`) in float64, ``eps`` only for Laplace in a cell periodic
+    along every axis, its tree deeper than the cell's level;
     ValueError naming what is wrong. None in free space."""
     cell = checked_cell(periodic, periodic_axes)
     if cell is None:
         return None
     check_periodic_kernel(kernel, cell.axes)
-    if eps is not None:
-        raise ValueError("eps is calibrated on free-space FMMs; give order= for a periodic one "
-                         "(docs/fmm.md, 'Periodic boundaries': the error at each order)")
+    if eps is not None and (kernel.base != LAPLACE_3D or cell.axes != ALL_AXES):
+        raise ValueError("eps of a periodic FMM is calibrated for Laplace in a cell periodic "
+                         "along every axis (against the Ewald sum); give order= for a slab, a "
+                         "wire or Stokes flow (docs/fmm.md, 'Periodic boundaries': the error "
+                         "at each order)")
     if precision != FLOAT64:
         raise ValueError(f"periodic boundaries are built for float64 FMMs, not "
                          f"{precision.name}")

@@ -40,7 +40,8 @@ from fmmloopy.maths.green import (
 )
 from fmmloopy.maths.harmonic import harmonic_split
 
-__all__ = ["CALIBRATION_FILE", "EPS_FOR", "FAMILY_GRIDS", "MARGIN", "QUANTITIES",
+__all__ = ["CALIBRATION_FILE", "EPS_FOR", "FAMILY_GRIDS", "MARGIN", "PERIODIC_FAMILY",
+           "QUANTITIES",
            "calibrated_family", "eps_quantities", "kernel_at", "order_for_eps", "row_error",
            "validate_eps"]
 
@@ -51,11 +52,13 @@ QUANTITIES = ("charge potential", "charge gradient", "dipole potential", "dipole
 #: What ``eps_for`` takes: strengths (``"charges"``, ``"dipoles"``) and fields (``"potential"``,
 #: always included, and ``"gradient"``).
 EPS_FOR = ("charges", "dipoles", "potential", "gradient")
+#: The family of a Laplace FMM periodic along every axis, measured against the Ewald sum.
+PERIODIC_FAMILY = "periodic laplace"
 #: The grid of each family's dimensionless parameter: Laplace none; Yukawa ``kappa L``;
 #: Helmholtz the root box ``L`` in wavelengths (the range of order 8, the highest measured for
 #: it, ends at 8 / 3 wavelengths; wider boxes are refused under ``eps``).
 FAMILY_GRIDS = {"laplace": (0.0,), "yukawa": (1.0, 10.0, 100.0),
-                "helmholtz": (0.5, 1.0, 2.0, 2.6), "stokes": (0.0,)}
+                "helmholtz": (0.5, 1.0, 2.0, 2.6), "stokes": (0.0,), PERIODIC_FAMILY: (0.0,)}
 #: The factor between the table's error and ``eps``: the table holds the worst of its four point
 #: sets at :data:`REFERENCE_N` points (trees of 3-7 levels); an FMM's error grows slowly with
 #: N (the potential of charges at 10^6 points, the cost model's tree: 1.4x the table's set at
@@ -98,14 +101,17 @@ def validate_eps(eps) -> float:
     return float(eps)
 
 
-def calibrated_family(kernel: GreenKernel) -> str | None:
+def calibrated_family(kernel: GreenKernel, periodic: bool = False) -> str | None:
     """``"laplace"``, ``"yukawa"``, ``"helmholtz"`` or ``"stokes"`` where ``kernel`` is that
-    built-in Green's function (a kernel of the same name and another expression is not); else
+    built-in Green's function (a kernel of the same name and another expression is not); with
+    ``periodic`` (a cell periodic along every axis) :data:`PERIODIC_FAMILY` for Laplace; else
     None. Stokes' relative errors do not depend on the viscosity (a factor of every result but
     the pressure, which does not depend on it): one grid point. Every kernel summed as the
     Stokeslet's Laplace sums (:func:`~fmmloopy.maths.harmonic.harmonic_split`, which
     recognises the built-in ones) takes Stokes' rows: the RPY tensor's far field is those sums
     with dipoles on one of the four, its near field summed exactly."""
+    if periodic:
+        return PERIODIC_FAMILY if kernel.base == LAPLACE_3D else None
     if harmonic_split(kernel) is not None:
         return "stokes"
     base = kernel.base
@@ -174,25 +180,30 @@ SELF_TARGET_SETS = ("sphere", "cube", "plummer")
 
 def row_error(row: dict, quantity: str, targets_are_sources: bool) -> float:
     """The error a row holds for ``quantity``: the worst of every point set, or of the sets
-    whose targets are the sources."""
+    whose targets are the sources (:data:`SELF_TARGET_SETS`, or those a set marks with
+    ``"targets_are_sources"``)."""
     if targets_are_sources and "sets" in row:
-        return max(row["sets"][name]["errors"][quantity] for name in SELF_TARGET_SETS)
+        return max(case["errors"][quantity] for name, case in row["sets"].items()
+                   if case.get("targets_are_sources", name in SELF_TARGET_SETS))
     return row[quantity]
 
 
 def order_for_eps(eps: float, kernel: GreenKernel, root_side: float,
                   quantities: Iterable[str] = ("charge potential",),
-                  targets_are_sources: bool = False) -> int:
+                  targets_are_sources: bool = False, periodic: bool = False) -> int:
     """The lowest order whose measured error of every one of ``quantities`` is at most
     ``eps / MARGIN`` for ``kernel`` over a root box of side ``root_side`` (rows of fewer than
     :data:`REFERENCE_N` points: a larger margin; module docstring); ``targets_are_sources``:
-    the point sets of :data:`SELF_TARGET_SETS` only. ValueError naming the reason where no
-    order does or the kernel has no calibration."""
+    the point sets whose targets are their sources only; ``periodic``: an FMM periodic along
+    every axis (its rows measured against the Ewald sum). ValueError naming the reason where
+    no order does or the kernel has no calibration."""
     validate_eps(eps)
-    family = calibrated_family(kernel)
+    family = calibrated_family(kernel, periodic)
     if family is None:
-        raise ValueError(f"eps: kernel {kernel.spec} has no accuracy calibration (the built-in "
-                         "laplace, yukawa and helmholtz have); give order= instead")
+        raise ValueError(f"eps: kernel {kernel.spec} has no accuracy calibration "
+                         + ("in a periodic cell (Laplace's has)" if periodic else
+                            "(the built-in laplace, yukawa, helmholtz and stokes have)")
+                         + "; give order= instead")
     quantities = tuple(quantities)
     parameter = family_parameter(family, kernel, root_side)
     measured = [{row["order"]: max(row_error(row, q, targets_are_sources) for q in quantities)
@@ -216,7 +227,7 @@ def order_for_eps(eps: float, kernel: GreenKernel, root_side: float,
         return enough[0]
     best = min(errors.values()) if errors else math.nan
     where = f" at {parameter:.3g} {'wavelengths' if family == 'helmholtz' else 'kappa L'}" \
-        if family != "laplace" else ""
+        if family in ("yukawa", "helmholtz") else ""
     raise ValueError(
         f"eps={eps:g} for {', '.join(quantities)} of {kernel.spec}{where}: the most accurate "
         f"order measured reaches {best:.2g} (times the margin {MARGIN:g}; fmmloopy's accuracy "
