@@ -10,13 +10,14 @@ and estimates the relative L2 error over **all** targets, ``||u_fmm - u|| / ||u|
   gradient's norm is carried by the few targets beside a very close source, where the near
   field, summed exactly, leaves the error small.)
 
-The 95 % interval comes from resampling the sampled targets (a percentile bootstrap of the
-numerator); with every target sampled the estimate is the error itself and the interval that
-value.
+The 95 % interval comes from resampling the sampled targets (a bias-corrected and accelerated
+bootstrap of the numerator, for its skew); with every target sampled the estimate is the error
+itself and the interval that value.
 """
 
 from __future__ import annotations
 
+from statistics import NormalDist
 from typing import NamedTuple
 
 import numpy as np
@@ -78,8 +79,33 @@ def estimate_from_errors(squared_errors: np.ndarray, norm_squared: float, total:
     if count == total:
         return ErrorEstimate(estimate, estimate, estimate, total)
     draws = rng.integers(0, count, (RESAMPLES, count))
-    low, high = relative(total * np.percentile(squared_errors[draws].mean(axis=1), [2.5, 97.5]))
+    means = squared_errors[draws].mean(axis=1)
+    low, high = relative(total * np.percentile(means, _bca_levels(squared_errors, means)))
     return ErrorEstimate(estimate, float(low), float(high), count)
+
+
+def _bca_levels(values: np.ndarray, means: np.ndarray) -> list[float]:
+    """The percentiles (of the resampled ``means``) of the 95 % bias-corrected and
+    accelerated interval of ``values``' mean (Efron 1987): squared errors are skewed (a few
+    targets carry most of the error), where the plain percentile interval sits low: its
+    upper end missed the error over all targets in 4 of 56 cases of five held-out sets at eps
+    1e-3 to 1e-9, each time below it."""
+    normal = NormalDist()
+    mean = float(values.mean())
+    below = float(np.mean(means < mean))
+    if not 0.0 < below < 1.0:  # every resample on one side (identical values): no correction
+        return [2.5, 97.5]
+    bias = normal.inv_cdf(below)
+    count = len(values)
+    jackknife = (values.sum() - values) / (count - 1)
+    spread = jackknife.mean() - jackknife
+    denominator = 6.0 * float((spread ** 2).sum()) ** 1.5
+    acceleration = float((spread ** 3).sum()) / denominator if denominator > 0 else 0.0
+    levels = []
+    for tail in (0.025, 0.975):
+        z = bias + normal.inv_cdf(tail)
+        levels.append(100.0 * normal.cdf(bias + z / (1.0 - acceleration * z)))
+    return levels
 
 
 def estimate_error(fmm, charges=None, *, dipoles=None, gradient: bool = False,
