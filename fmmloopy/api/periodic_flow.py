@@ -5,7 +5,7 @@ tree of the cell and its images (:mod:`fmmloopy.tree.periodic`).
 Between the passes (:meth:`StokesPeriodicImages.between_passes`): the image boxes get their real
 box's multipoles, ``psi``'s with the shift's part (an image shifted by ``s`` carries ``psi``'s
 charge ``f . (y + s - c)``: its ``psi`` density is the real one plus ``s_k`` times ``phi_k``'s,
-added on the device); then the far images' flow through the cell's multipole
+added on the device); then the far images' flow through the cell's children's multipoles
 (:mod:`fmmloopy.maths.periodic_stokes`, on the host: a few matrix products at the cell) into the
 cell's children's check potentials. After the passes (:meth:`StokesPeriodicImages.finish`):
 the body force's flow, the velocity's and the pressure's constants. The convention is
@@ -59,7 +59,6 @@ class StokesPeriodicImages:
         self.originals = periodic.real_box[self.images]
         #: Each image box's shift from its real box, (images, 3).
         self.shifts = tree.box_centres[self.images] - tree.box_centres[self.originals]
-        self.cell_box = periodic.cell_box
         children, positions = cell_children(periodic)
         octants = (positions * np.array([4, 2, 1])).sum(axis=1)
         with_targets = tree.box_target_counts[children] > 0
@@ -87,9 +86,7 @@ class StokesPeriodicImages:
         self.local = centre[:, None] + half_width * expansion.surface("downward_equivalent")
         self.check_offsets = half_width * expansion.surface("downward_check")
         real = tree.source_user_ids < tree.nsources - len(periodic.ghost_sources)
-        #: The cell's own sources (not the ghosts), (ns,) in tree order, and their offsets
-        #: from the cell's centre, (3, ns).
-        self.real_sources = real
+        #: The cell's own sources' offsets from its centre (0 for the ghosts), (3, ns).
         self.source_offsets = np.where(real, tree.sources_soa - centre[:, None], 0.0)
         #: The targets less the cell's centre, (3, nt).
         self.target_offsets = tree.targets_soa - centre[:, None]

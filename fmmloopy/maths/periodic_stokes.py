@@ -7,14 +7,15 @@ c)``, and the lattice sum of ``psi`` alone diverges (only the velocity's sum con
 Hasimoto's convention, :mod:`fmmloopy.maths.hasimoto`). So the far images go through the
 velocity:
 
-* the cell's multipole (equivalent densities ``sigma_k`` of ``phi_k`` and ``tau`` of ``psi`` on
-  its upward equivalent surface ``e``) is a Stokes flow of its own: Stokeslets of force
-  ``sigma`` at ``e`` and point sources of volume ``m = tau - (e - c) . sigma`` (``psi``'s part
-  that the forces do not carry: ``grad L m``), whose net ``sum m`` is 0;
+* each of the cell's children's multipoles (equivalent densities ``sigma_k`` of ``phi_k`` and
+  ``tau`` of ``psi`` on its upward equivalent surface ``e``) is a Stokes flow of its own:
+  Stokeslets of force ``sigma`` at ``e`` and point sources of volume ``m = tau - (e - c) .
+  sigma`` (``psi``'s part that the forces do not carry: ``grad L m``), whose net ``sum m``
+  is 0;
 * :func:`stokes_lattice_operators` gives their far images' velocity (and pressure) at the
   cell's downward check points: the Hasimoto sum less the near images ``|n|_inf <= 1``
-  (:func:`~fmmloopy.maths.hasimoto.stokes_lattice_remainder`), the nearest far image two
-  cells away (as an ordinary M2L's boxes are);
+  (:func:`~fmmloopy.maths.hasimoto.stokes_lattice_remainder`), for the child of octant 0 (the
+  others by reflection);
 * that velocity, less the flow of the net force's balancing body force (a particular solution
   that no Stokeslets hold, :func:`background_flow`), is fitted by Stokeslets ``sigma_L`` on
   the cell's downward equivalent surface ``e'`` (the Stokes kernel's check-to-equivalent
@@ -22,7 +23,7 @@ velocity:
   ``sigma_L . (e' - c)`` of ``psi``, whose potentials at the children's downward check points
   (:attr:`StokesLatticeOperators.children`) join the children's check potentials.
 
-Three numbers the fitted flow does not fix (derived in docs/fmm.md, "Periodic Stokes"): the
+Three numbers the fitted flow does not fix (derived in docs/kernels.md, "Periodic Stokes"): the
 velocity's constant, ``sum m (e - c_0) / V`` (the equivalent Stokes flow and the forces' differ
 by a flow of compact support whose integral is ``-sum m e``, and Hasimoto's sum of such a flow
 is its images less its mean); the pressure's constant from the fit (a velocity fixes its
