@@ -30,7 +30,7 @@ from fmmloopy.base.precision import FLOAT64, Precision
 from fmmloopy.driver.builder import ExtraMatvec
 from fmmloopy.driver.evaluation import PassHooks
 from fmmloopy.execution.precomputed import get_lattice_operators
-from fmmloopy.execution.rows import add_rows, copy_rows, gather_rows
+from fmmloopy.execution.rows import add_rows, copy_rows, folded_rows, gather_rows
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import LAPLACE_3D, GreenKernel
 from fmmloopy.maths.harmonic import harmonic_split
@@ -362,7 +362,7 @@ class PeriodicImages:
             # :meth:`finish` adds it at the targets. (A slab or a wire has none: neutral.)
             checks -= (self._net[None, :, None] * self.check_moment[:, None, :]
                        / (6.0 * self.volume))
-        rows = (self.children[self.targets, None] * vectors + np.arange(vectors)).reshape(-1)
+        rows = folded_rows(self.children[self.targets], vectors)
         add_rows(queue, plan.buffers["check_down"], rows,
                  checks[self.targets].reshape(len(rows), -1))
         return {"periodic": time.perf_counter() - clock}
@@ -371,10 +371,9 @@ class PeriodicImages:
         """The real rows and the image rows of the multipole buffer for ``vectors`` strength
         vectors, uploaded once."""
         if vectors not in self._copies:
-            per_vector = np.arange(vectors)
             self._copies[vectors] = tuple(
-                cla.to_device(queue, (boxes[:, None] * vectors + per_vector).reshape(-1)
-                              .astype(np.int64)) for boxes in (self.originals, self.images))
+                cla.to_device(queue, folded_rows(boxes, vectors).astype(np.int64))
+                for boxes in (self.originals, self.images))
         return self._copies[vectors]
 
     def finish(self, plan, outputs: np.ndarray, strengths: np.ndarray,
@@ -395,7 +394,7 @@ class PeriodicImages:
         clock = time.perf_counter()
         charges, dipoles = self.strengths_of(strengths, kernel)
         vectors = len(charges)
-        child_rows = (self.children[:, None] * vectors + np.arange(vectors)).reshape(-1)
+        child_rows = folded_rows(self.children, vectors)
         densities = np.real(gather_rows(plan.queue, plan.buffers["multipole"], child_rows)
                             ).reshape(len(self.children), vectors, -1)
         densities[~self.sources] = 0.0

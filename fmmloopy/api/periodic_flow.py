@@ -23,7 +23,13 @@ import pyopencl.array as cla
 
 from fmmloopy.driver.evaluation import PassHooks
 from fmmloopy.execution.precomputed import get_stokes_lattice_operators
-from fmmloopy.execution.rows import add_rows, add_weighted_rows, copy_rows, gather_rows
+from fmmloopy.execution.rows import (
+    add_rows,
+    add_weighted_rows,
+    copy_rows,
+    folded_rows,
+    gather_rows,
+)
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.harmonic import HARMONIC_POTENTIALS, StokesletSplit
@@ -74,10 +80,9 @@ class StokesPeriodicImages:
         self.operators = get_stokes_lattice_operators(order)
         self.half_width = half_width = 0.5 * cell.side
         self.volume = cell.volume
+        #: The cell's centre, also the Laplace sums' ``psi`` centre (the setup's harmonic
+        #: hooks take it from here: :mod:`fmmloopy.maths.harmonic`).
         self.centre = centre = cell.lower + half_width
-        #: The centre of the Laplace sums' ``psi`` (:mod:`fmmloopy.maths.harmonic`): the
-        #: cell's (the setup's harmonic hooks take it from :attr:`centre`).
-        self.split_centre = centre
         expansion = Expansion(order)
         #: The source children's upward equivalent points, (children, 3, n), the cell's
         #: downward equivalent points, (3, n), and its downward check points less its centre.
@@ -120,8 +125,7 @@ class StokesPeriodicImages:
         ``psi`` row its three ``phi`` rows and their shifts."""
         if vectors not in self._copies:
             width = HARMONIC_POTENTIALS * vectors
-            per_box = np.arange(width)
-            real, image = ((boxes[:, None] * width + per_box).reshape(-1).astype(np.int64)
+            real, image = (folded_rows(boxes, width).astype(np.int64)
                            for boxes in (self.originals, self.images))
             psi = (self.images[:, None] * width + HARMONIC_POTENTIALS * np.arange(vectors)
                    + HARMONIC_POTENTIALS - 1)  # (images, vectors)
@@ -146,7 +150,7 @@ class StokesPeriodicImages:
             real, image, psi, phi, weights = self._rows(queue, vectors)
             copy_rows(queue, multipole, real, image)
             add_weighted_rows(queue, multipole, psi, phi, weights)
-        rows = (self.source_children[:, None] * width + np.arange(width)).reshape(-1)
+        rows = folded_rows(self.source_children, width)
         densities = np.real(gather_rows(queue, multipole, rows)).reshape(
             len(rows) // width, vectors, 4, -1)
         child_totals = np.stack([forces[:, :, first:first + count].sum(axis=2)
@@ -159,7 +163,7 @@ class StokesPeriodicImages:
                                               moments[vector])
             checks.append(local)
             added.append(constants)
-        rows = (self.children[:, None] * width + np.arange(width)).reshape(-1)
+        rows = folded_rows(self.children, width)
         values = np.stack(checks, axis=1)  # (children, vectors, 4, n)
         add_rows(queue, plan.buffers["check_down"], rows,
                  values.reshape(len(rows), -1))
@@ -185,7 +189,7 @@ class StokesPeriodicImages:
             sigma = density[:3] + ((totals[child] - density[:3].sum(axis=1)) / n)[:, None]
             equivalent = self.equivalent[child]
             volume_sources = density[3] - np.einsum(
-                "kn,kn->n", equivalent - self.split_centre[:, None], sigma)
+                "kn,kn->n", equivalent - self.centre[:, None], sigma)
             volume_sources -= volume_sources.mean()  # the forces' is 0
             far_velocity, far_pressure = operators.far_flow(octant, sigma, volume_sources / h)
             velocity += far_velocity / h
@@ -199,7 +203,7 @@ class StokesPeriodicImages:
         fit_constant = np.mean(pressure - operators.fit_pressure @ fitted / h ** 2)
         fitted = fitted.reshape(3, n)
         charges = np.concatenate([fitted, np.einsum("kn,kn->n", self.local
-                                                    - self.split_centre[:, None],
+                                                    - self.centre[:, None],
                                                     fitted)[None]])  # (4, n)
         local = np.einsum("ocn,pn->opc", operators.children[self.octants], charges) / h
         pressure_constant = fit_constant + (moment - density_moment) / (3 * self.volume)
