@@ -51,7 +51,7 @@ from fmmloopy.base.validation import (
     check_point_array,
 )
 from fmmloopy.driver.selection import RankBoxes
-from fmmloopy.execution.precomputed import get_operators, level_operators
+from fmmloopy.execution.precomputed import get_operators, level_operators, level_set
 from fmmloopy.execution.roofline import measure_peaks
 from fmmloopy.execution.rows import add_rows, folded_rows, gather_rows
 from fmmloopy.execution.tuning_records import device_pair_flops
@@ -214,9 +214,9 @@ class DistributedFmm:
             operators_of = operator_kernel(self.kernel)  # Stokes: Laplace's
             first = self._node_first(
                 lambda: get_operators(operators_of, self.order)
-                if operators_of.homogeneity is not None else get_operators(
+                if operators_of.homogeneity is not None else level_set(
                     operators_of, self.order,
-                    half_width=np.ldexp(points.half_width, -FIRST_EXPANSION_LEVEL)))
+                    np.ldexp(points.half_width, -FIRST_EXPANSION_LEVEL)))
             # The model's constants from rank 0, so that every rank makes the same choices.
             flops_per_pair, far_field = collectives.gather(
                 (device_pair_flops(self.device), tuple(first.far_field_flops())))[0]

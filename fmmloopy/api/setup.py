@@ -52,7 +52,7 @@ from fmmloopy.driver.selection import RankBoxes
 from fmmloopy.execution.device_setup import DeviceVClasses, device_point_keys
 from fmmloopy.execution.kernel_arguments import box_list
 from fmmloopy.execution.opencl_errors import explain_opencl_error
-from fmmloopy.execution.precomputed import get_operators, level_operators
+from fmmloopy.execution.precomputed import get_operators, level_operators, level_set
 from fmmloopy.execution.resources import MemoryEstimate, ResourceLimitError, check_memory
 from fmmloopy.execution.tuning_records import device_pair_flops
 from fmmloopy.maths.expansion import Expansion
@@ -309,8 +309,8 @@ def _points_and_operators(setup: PointsSetUp, options: FmmOptions, queue: cl.Com
         clock = time.perf_counter()
         with stage(f"operators of {kernel.label} at order {order} (precomputed or from the "
                    "operator cache)"):
-            first = loading.result() if loading is not None else get_operators(
-                kernel, order, half_width=math.ldexp(points.half_width, -FIRST_EXPANSION_LEVEL))
+            first = loading.result() if loading is not None else level_set(
+                kernel, order, math.ldexp(points.half_width, -FIRST_EXPANSION_LEVEL))
         seconds["precompute"] = time.perf_counter() - clock
     finally:
         loader.shutdown(wait=False)

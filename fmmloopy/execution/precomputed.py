@@ -16,6 +16,7 @@ from fmmloopy.maths import precompute
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
+from fmmloopy.maths.length_scale import UNIT_BOX_HOMOGENEITY, unit_box_kernel
 from fmmloopy.maths.levels import LevelOperators
 from fmmloopy.maths.periodic import (
     ALL_AXES,
@@ -77,11 +78,23 @@ def _with_dense_m2l(operators: KifmmOperators, arrays: dict[str, np.ndarray]) ->
     return dataclasses.replace(operators, m2l=arrays["m2l"])
 
 
+def level_set(kernel: str | GreenKernel, order: int, half_width: float) -> KifmmOperators:
+    """The set of operators of a kernel without homogeneity for the boxes of ``half_width``:
+    for Yukawa and Helmholtz the set of half-width 1 at the dimensionless parameter (keyed, and
+    shared, by it; :mod:`fmmloopy.maths.length_scale`), else the box's own."""
+    kernel = get_kernel(kernel)
+    unit = unit_box_kernel(kernel, half_width)
+    if unit is not None:
+        return get_operators(unit, order)
+    return get_operators(kernel, order, half_width=half_width)
+
+
 def level_operators(kernel: str | GreenKernel, order: int,
                     level_half_widths) -> LevelOperators:
     """The operators an FMM of ``kernel`` applies on a tree whose levels have
     ``level_half_widths``: one set scaled per level for a homogeneous kernel, else a set per
-    level from :data:`~fmmloopy.maths.kifmm.FIRST_EXPANSION_LEVEL` (at least that one)."""
+    level from :data:`~fmmloopy.maths.kifmm.FIRST_EXPANSION_LEVEL` (at least that one;
+    :func:`level_set`)."""
     kernel = get_kernel(kernel)
     if kernel.homogeneity is not None:
         return LevelOperators.scaled_from(get_operators(kernel, order))
@@ -90,9 +103,11 @@ def level_operators(kernel: str | GreenKernel, order: int,
         raise ValueError("a tree has at least one level")
     last = max(len(widths), FIRST_EXPANSION_LEVEL + 1)
     root = float(widths[0])
-    sets = [get_operators(kernel, order, half_width=math.ldexp(root, -level))
+    sets = [level_set(kernel, order, math.ldexp(root, -level))
             for level in range(FIRST_EXPANSION_LEVEL, last)]
-    return LevelOperators.per_level(sets, FIRST_EXPANSION_LEVEL)
+    unit = unit_box_kernel(kernel, root) is not None
+    return LevelOperators.per_level(sets, FIRST_EXPANSION_LEVEL,
+                                    UNIT_BOX_HOMOGENEITY if unit else None)
 
 
 def forget_operators() -> None:

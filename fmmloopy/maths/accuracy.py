@@ -39,6 +39,7 @@ from fmmloopy.maths.green import (
     yukawa,
 )
 from fmmloopy.maths.harmonic import harmonic_split
+from fmmloopy.maths.length_scale import builtin_name
 
 __all__ = ["CALIBRATION_FILE", "EPS_FOR", "FAMILY_GRIDS", "MARGIN", "PERIODIC_FAMILY",
            "QUANTITIES",
@@ -114,14 +115,7 @@ def calibrated_family(kernel: GreenKernel, periodic: bool = False) -> str | None
         return PERIODIC_FAMILY if kernel.base == LAPLACE_3D else None
     if harmonic_split(kernel) is not None:
         return "stokes"
-    base = kernel.base
-    parameters = dict(base.parameters)
-    try:
-        builtin = {"laplace": lambda: LAPLACE_3D, "yukawa": lambda: yukawa(**parameters),
-                   "helmholtz": lambda: helmholtz(**parameters)}[base.name]()
-    except (KeyError, TypeError, ValueError):
-        return None
-    return base.name if builtin.base == base else None
+    return builtin_name(kernel)
 
 
 def family_parameter(family: str, kernel: GreenKernel, root_side: float) -> float:

@@ -2,8 +2,10 @@
 
 A homogeneous kernel (``G(s d) = s**k G(d)``) has one set of matrices, for half-width 1, scaled
 by a power of each level's half-width (:meth:`~fmmloopy.maths.kifmm.KifmmStep.level_scales`). A
-kernel without homogeneity (Yukawa, Helmholtz) has a set per level, each computed for its
-level's half-width; the sets are padded to common ranks
+kernel without homogeneity has a set per level, each computed for its level's half-width or,
+for Yukawa and Helmholtz, for half-width 1 at the level's dimensionless parameter
+(:mod:`fmmloopy.maths.length_scale`) and then scaled like a homogeneous kernel's; the sets are
+padded to common ranks
 (:func:`~fmmloopy.maths.precompute.pad_ranks`) and stacked, and a step's matrix index is offset
 by the set of its target box's level. Either way the matvec templates run unchanged: a stack of
 matrices, an index per list entry and a scale per level.
@@ -23,11 +25,14 @@ from fmmloopy.maths.precompute import KifmmOperators, pad_ranks
 @dataclass(frozen=True, eq=False)
 class LevelOperators:
     """The operator sets of an FMM: ``sets[i]`` for the boxes of level ``first_level + i``, or
-    a single set scaled from level to level (``scaled``)."""
+    a single set scaled from level to level (``scaled``). ``unit_homogeneity``: the sets per
+    level are each for half-width 1 (a dimensionless kernel's) and scale by the half-widths'
+    power of that degree."""
 
     sets: tuple[KifmmOperators, ...]
     first_level: int = 0
     scaled: bool = False
+    unit_homogeneity: float | None = None
     #: Field -> :meth:`stack` (built on first use).
     _stacks: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
 
@@ -36,6 +41,8 @@ class LevelOperators:
             raise ValueError("an FMM needs at least one set of operators")
         if self.scaled and (len(self.sets) != 1 or self.sets[0].homogeneity is None):
             raise ValueError("only one set of a homogeneous kernel scales from level to level")
+        if self.scaled and self.unit_homogeneity is not None:
+            raise ValueError("a scaled set is one set, not unit sets per level")
         ranks = self.sets[0].ranks()
         if any(operators.ranks() != ranks for operators in self.sets):
             raise ValueError("the sets of several levels must have the same ranks (pad them)")
@@ -46,12 +53,15 @@ class LevelOperators:
         return cls((operators,), scaled=True)
 
     @classmethod
-    def per_level(cls, sets, first_level: int) -> LevelOperators:
-        """A set per level from ``first_level``, padded to the largest ranks of all."""
+    def per_level(cls, sets, first_level: int, unit_homogeneity: float | None = None
+                  ) -> LevelOperators:
+        """A set per level from ``first_level``, padded to the largest ranks of all (each for
+        half-width 1, scaled by ``unit_homogeneity``, where that is given)."""
         sets = list(sets)
         ranks = {name: max(operators.ranks()[name] for operators in sets)
                  for name in sets[0].ranks()}
-        return cls(tuple(pad_ranks(operators, ranks) for operators in sets), first_level)
+        return cls(tuple(pad_ranks(operators, ranks) for operators in sets), first_level,
+                   unit_homogeneity=unit_homogeneity)
 
     # The facts every set shares.
     @property
@@ -103,9 +113,12 @@ class LevelOperators:
         return self._stacks[name]
 
     def level_scales(self, step: KifmmStep, half_widths: np.ndarray) -> np.ndarray:
-        """The factor of ``step``'s first matrix at each level (ones for sets per level)."""
+        """The factor of ``step``'s first matrix at each level (ones for sets per level of
+        their own half-widths)."""
         if self.scaled:
             return step.level_scales(self.homogeneity, half_widths)
+        if self.unit_homogeneity is not None:
+            return step.level_scales(self.unit_homogeneity, half_widths)
         return np.ones(len(half_widths))
 
     def matrix_offsets(self, step: KifmmStep, name: str, box_levels: np.ndarray
