@@ -34,6 +34,7 @@ error of each quantity over the point sets, and each point set's errors and eval
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import platform
@@ -44,6 +45,7 @@ import numpy as np
 
 import fmmloopy
 from fmmloopy.base.distributions import DISTRIBUTIONS
+from fmmloopy.execution.precomputed import forget_operators
 from fmmloopy.maths.accuracy import (
     CALIBRATION_FILE,
     FAMILY_GRIDS,
@@ -64,6 +66,9 @@ PERIODIC_SETS = {"cell": True, "clustered": True, "apart": False}
 #: The largest leaf the calibration's trees take (``--n-crit-cap``): three to seven levels on
 #: 10^4 points, so that every row measures a far field like that of a large problem.
 N_CRIT_CAP = 64
+#: Bytes an FMM may take (None: what the machine has free; ``--memory-limit``). Orders 13-14 of
+#: Helmholtz estimate 5-15 GB with their precomputation's temporaries.
+MEMORY_LIMIT = None
 
 
 def unit_box(points: np.ndarray) -> np.ndarray:
@@ -133,9 +138,12 @@ def measure(family: str, parameter: float, order: int, cases: dict,
         side = root_box_side(sources, targets)
         kernel = kernel_at(family, parameter, side)
         cell = {"periodic": 1.0} if family == PERIODIC_FAMILY else {}
+        cell["memory_limit"] = MEMORY_LIMIT
         fmm = fmmloopy.Fmm(sources, targets, kernel=kernel, order=order, **cell)
         auto_n_crit = fmm.n_crit
         if auto_n_crit > n_crit_cap:
+            del fmm  # its buffers freed before the next is built (orders 13-14: GBs)
+            gc.collect()
             fmm = fmmloopy.Fmm(sources, targets, kernel=kernel, order=order, n_crit=n_crit_cap,
                                **cell)
         errors, seconds = {}, 0.0
@@ -199,14 +207,19 @@ def main() -> None:
     parser.add_argument("--n-crit-cap", type=int, default=N_CRIT_CAP,
                         help="the most points per leaf of the trees measured")
     parser.add_argument("--out", type=Path, default=CALIBRATION_FILE)
+    parser.add_argument("--memory-limit", type=float, default=None,
+                        help="bytes each FMM may take (default: the free memory it finds)")
     parser.add_argument("--keep-others", action="store_true",
                         help="keep the rows of the families not calibrated now from --out")
     parser.add_argument("--from-order", type=int, default=3,
-                        help="measure from this order on, keeping the family's rows below it "
-                             "from --out (extends a table to higher orders)")
+                        help="keep the family's rows below this order from --out and measure "
+                             "the orders after each grid point's kept rows (extends a table to "
+                             "higher orders; a grid point without rows is measured from 3)")
     parser.add_argument("--markdown", action="store_true",
                         help="print the table in --out as markdown and stop")
     args = parser.parse_args()
+    global MEMORY_LIMIT
+    MEMORY_LIMIT = args.memory_limit
     if args.markdown:
         print(markdown(json.loads(args.out.read_text())))
         return
@@ -216,7 +229,9 @@ def main() -> None:
     if (args.keep_others or args.from_order > 3) and args.out.exists():
         rows = [row for row in json.loads(args.out.read_text())["rows"]
                 if (args.keep_others and row["family"] not in families)
-                or (row["family"] in families and row["order"] < args.from_order)]
+                or (row["family"] in families and (row["order"] < args.from_order or (
+                    args.parameter and not any(math.isclose(row["parameter"], value)
+                                               for value in args.parameter))))]
     table = {"format": 1, "written_by": "benchmarks/calibrate_eps.py", "seed": args.seed,
              "n_crit_cap": args.n_crit_cap,
              "point_sets": list(POINT_SETS),
@@ -236,7 +251,10 @@ def main() -> None:
             if args.parameter and not any(math.isclose(parameter, value)
                                           for value in args.parameter):
                 continue
-            first = args.from_order
+            # After the kept rows of this grid point (all orders for a new one).
+            kept = [row["order"] for row in rows
+                    if row["family"] == family and row["parameter"] == parameter]
+            first = max(kept) + 1 if kept else 3
             if family == "helmholtz":  # the FMM's range: order / 3 wavelengths
                 first = max(first, math.ceil(3 * parameter - 1e-9))
             if any(row["family"] == family and row["parameter"] == parameter
@@ -247,6 +265,8 @@ def main() -> None:
                     continue
                 clock = time.perf_counter()
                 row = measure(family, parameter, order, cases, args.n_crit_cap) | {"n": args.n}
+                forget_operators()  # the disk cache keeps them; high orders' sets are GBs
+                gc.collect()
                 rows.append(row)
                 worst = max(row[q] for q in QUANTITIES)
                 print(f"{family:9s} {parameter:6g} order {order:2d}: "

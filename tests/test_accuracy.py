@@ -38,9 +38,9 @@ def table_rows(family, parameter, errors_by_order):
 def written_table(tmp_path, monkeypatch):
     """A table of round numbers in place of the shipped one."""
     rows = table_rows("laplace", 0.0, {3: 1e-3, 4: 1e-4, 5: 1e-5, 6: 1e-6})
-    for parameter, scale in zip(FAMILY_GRIDS["yukawa"], (1, 10, 100), strict=True):
-        rows += table_rows("yukawa", parameter, {3: scale * 1e-3, 4: scale * 1e-4,
-                                                 5: scale * 1e-5, 6: scale * 1e-6})
+    for parameter in FAMILY_GRIDS["yukawa"]:  # kappa L times Laplace's
+        rows += table_rows("yukawa", parameter, {3: parameter * 1e-3, 4: parameter * 1e-4,
+                                                 5: parameter * 1e-5, 6: parameter * 1e-6})
     for parameter in FAMILY_GRIDS["helmholtz"]:
         rows += table_rows("helmholtz", parameter, {order: 10.0 ** -order
                                                     for order in range(3, 12)})
@@ -103,7 +103,7 @@ def test_targets_that_are_the_sources_take_the_sets_with_a_near_field(tmp_path, 
 
 
 def test_a_scaled_kernel_takes_the_worse_of_its_neighbours(written_table):
-    # Yukawa's rows at kappa L = 1, 10, 100 are 1x, 10x, 100x Laplace's.
+    # Yukawa's rows at each kappa L are kappa L times Laplace's.
     at = {value: yukawa(value / 2.0) for value in (0.5, 1.0, 5.0, 10.0, 500.0)}  # L = 2
     assert order_for_eps(1e-3, at[1.0], 2.0) == 4   # on the grid: its own row
     assert order_for_eps(1e-3, at[0.5], 2.0) == 4   # below it: max(Laplace, kappa L = 1)
@@ -161,14 +161,19 @@ def test_the_shipped_table_serves_the_rule():
     for kernel in (yukawa(1.0), yukawa(10.0), yukawa(200.0)):
         assert order_for_eps(1e-6, kernel, 1.0, targets_are_sources=True) <= 8
     # Laplace's rows run to the FMM's largest order, and serve gradients and dipoles to 1e-9
-    # where the targets are the sources; Yukawa's (to order 10) serve charges to 1e-6 with
-    # targets of their own at kappa L = 10.
+    # where the targets are the sources; Yukawa's and Helmholtz's (to order 14) serve charges
+    # to 1e-9 where the targets are the sources up to kappa L = 10 and 2 wavelengths, and to
+    # 1e-6 with targets of their own at kappa L = 30 (kappa 10 around a unit sphere, targets on
+    # the sphere of radius 1.5) and 3 wavelengths.
     assert accuracy.MAX_CALIBRATED_ORDER == MAX_ORDER
     assert max(row["order"] for row in rows if row["family"] == "laplace") == MAX_ORDER
     for eps_for in (("charges", "gradient"), "dipoles"):
         assert order_for_eps(1e-9, LAPLACE_3D, 1.0, eps_quantities(eps_for),
                              targets_are_sources=True) <= MAX_ORDER
-    assert order_for_eps(1e-6, yukawa(10.0), 1.0) <= 10
+    for kernel, side in ((yukawa(10.0), 1.0), (helmholtz(4 * math.pi), 1.0)):
+        assert order_for_eps(1e-9, kernel, side, targets_are_sources=True) <= 14
+    for kernel, side in ((yukawa(10.0), 3.0), (helmholtz(2 * math.pi), 3.0)):
+        assert order_for_eps(1e-6, kernel, side) <= 14
     assert all(isinstance(row.get("device", ""), str) for row in rows)
 
 

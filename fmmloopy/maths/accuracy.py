@@ -56,10 +56,11 @@ EPS_FOR = ("charges", "dipoles", "potential", "gradient")
 #: The family of a Laplace FMM periodic along every axis, measured against the Ewald sum.
 PERIODIC_FAMILY = "periodic laplace"
 #: The grid of each family's dimensionless parameter: Laplace none; Yukawa ``kappa L``;
-#: Helmholtz the root box ``L`` in wavelengths (the range of order 8, the highest measured for
-#: it, ends at 8 / 3 wavelengths; wider boxes are refused under ``eps``).
-FAMILY_GRIDS = {"laplace": (0.0,), "yukawa": (1.0, 10.0, 100.0),
-                "helmholtz": (0.5, 1.0, 2.0, 2.6), "stokes": (0.0,), PERIODIC_FAMILY: (0.0,)}
+#: Helmholtz the root box ``L`` in wavelengths (the range of order 13, the highest measured for
+#: it, ends at 13 / 3 wavelengths; wider boxes are refused under ``eps``); beyond the last
+#: grid point a box takes that point's rows.
+FAMILY_GRIDS = {"laplace": (0.0,), "yukawa": (1.0, 10.0, 30.0, 100.0),
+                "helmholtz": (0.5, 1.0, 2.0, 2.6, 3.0), "stokes": (0.0,), PERIODIC_FAMILY: (0.0,)}
 #: The factor between the table's error and ``eps``: the table holds the worst of its four point
 #: sets at :data:`REFERENCE_N` points (trees of 3-7 levels); an FMM's error grows slowly with
 #: N (the potential of charges at 10^6 points, the cost model's tree: 1.4x the table's set at
@@ -74,8 +75,8 @@ REFERENCE_N = 10_000
 #: is ``MARGIN`` times the last row's error), or at :data:`MAX_CALIBRATED_ORDER`.
 STOP_BELOW = 1e-10
 #: The highest order the calibration measures by default: the largest the FMM takes. The
-#: shipped table has Laplace to it, Yukawa to order 10 and Helmholtz to order 8 (their
-#: operators are computed per level of each set's tree: 14 sets of operators a row).
+#: shipped table has Laplace to it, Yukawa to order 14 and Helmholtz to 13 (their operators are
+#: computed per level, keyed by ``kappa h``: the four sets of a row share them).
 MAX_CALIBRATED_ORDER = 16
 
 
