@@ -66,9 +66,6 @@ PERIODIC_SETS = {"cell": True, "clustered": True, "apart": False}
 #: The largest leaf the calibration's trees take (``--n-crit-cap``): three to seven levels on
 #: 10^4 points, so that every row measures a far field like that of a large problem.
 N_CRIT_CAP = 64
-#: Bytes an FMM may take (None: what the machine has free; ``--memory-limit``). Orders 13-14 of
-#: Helmholtz estimate 5-15 GB with their precomputation's temporaries.
-MEMORY_LIMIT = None
 
 
 def unit_box(points: np.ndarray) -> np.ndarray:
@@ -130,7 +127,7 @@ def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
 
 
 def measure(family: str, parameter: float, order: int, cases: dict,
-            n_crit_cap: int = N_CRIT_CAP) -> dict:
+            n_crit_cap: int = N_CRIT_CAP, memory_limit: float | None = None) -> dict:
     """Errors of every quantity on every point set at ``order`` (and the seconds), on trees
     whose leaves hold at most ``n_crit_cap`` points."""
     row = {"family": family, "parameter": parameter, "order": order, "sets": {}}
@@ -138,7 +135,7 @@ def measure(family: str, parameter: float, order: int, cases: dict,
         side = root_box_side(sources, targets)
         kernel = kernel_at(family, parameter, side)
         cell = {"periodic": 1.0} if family == PERIODIC_FAMILY else {}
-        cell["memory_limit"] = MEMORY_LIMIT
+        cell["memory_limit"] = memory_limit
         fmm = fmmloopy.Fmm(sources, targets, kernel=kernel, order=order, **cell)
         auto_n_crit = fmm.n_crit
         if auto_n_crit > n_crit_cap:
@@ -208,7 +205,9 @@ def main() -> None:
                         help="the most points per leaf of the trees measured")
     parser.add_argument("--out", type=Path, default=CALIBRATION_FILE)
     parser.add_argument("--memory-limit", type=float, default=None,
-                        help="bytes each FMM may take (default: the free memory it finds)")
+                        help="bytes each FMM may take (default: the free memory it finds; "
+                             "orders 13-14 of Helmholtz estimate 5-15 GB with their "
+                             "precomputation's temporaries)")
     parser.add_argument("--keep-others", action="store_true",
                         help="keep the rows of the families not calibrated now from --out")
     parser.add_argument("--from-order", type=int, default=3,
@@ -218,8 +217,6 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true",
                         help="print the table in --out as markdown and stop")
     args = parser.parse_args()
-    global MEMORY_LIMIT
-    MEMORY_LIMIT = args.memory_limit
     if args.markdown:
         print(markdown(json.loads(args.out.read_text())))
         return
@@ -264,7 +261,8 @@ def main() -> None:
                 if family == "helmholtz" and parameter > max_root_wavelengths(order):
                     continue
                 clock = time.perf_counter()
-                row = measure(family, parameter, order, cases, args.n_crit_cap) | {"n": args.n}
+                row = measure(family, parameter, order, cases, args.n_crit_cap,
+                              args.memory_limit) | {"n": args.n}
                 forget_operators()  # the disk cache keeps them; high orders' sets are GBs
                 gc.collect()
                 rows.append(row)
