@@ -161,6 +161,25 @@ def test_fmm_dipoles_match_the_direct_sum(sphere):
     assert relative(result.gradient[sample], expected[1:].T) <= GRADIENT_BOUND
 
 
+def test_the_matvecs_run_real_kernels_on_the_buffers_read_as_reals(sphere):
+    """A complex kernel's matvec launches are the real matvecs of the matrices' 2 x 2 blocks
+    over the buffers' real views (fmmloopy.maths.complex_blocks); a second evaluation, after
+    the pooled buffers were zeroed through their views, gives the same potentials."""
+    fmm, _, _, charges, _, _ = sphere
+    matvecs = [launch for launch in fmm.plan.launches if "target_vectors" in launch.buffers]
+    assert matvecs and all(launch.buffers["target_vectors"].endswith(":real")
+                           and "double" in launch.kernel.device_code()
+                           and "cdouble" not in launch.kernel.device_code()
+                           for launch in matvecs)
+    views = {name for launch in matvecs for name in launch.buffers.values()}
+    for name in views:
+        real, base = fmm.plan.buffers[name], fmm.plan.buffers[name.split(":")[0]]
+        assert real.dtype == np.float64 and base.dtype == np.complex128
+        assert real.shape == (base.shape[0], 2 * base.shape[1])
+        assert real.base_data.int_ptr == base.base_data.int_ptr
+    np.testing.assert_array_equal(fmm(charges), fmm(charges))
+
+
 def test_real_charges_are_taken_as_complex(sphere):
     fmm, _, _, charges, _, _ = sphere
     np.testing.assert_array_equal(fmm(charges.real), fmm(charges.real + 0j))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pyopencl.array as cla
 
 from fmmloopy.maths.expansion import Expansion
@@ -70,6 +71,38 @@ def surface_views(buffers: dict[str, cla.Array], components: int) -> dict[str, c
         views[_SURFACE_VIEW.format(name)] = array.reshape(
             (array.shape[0] * components, array.shape[1] // components))
     return views
+
+
+#: What a complex buffer's view as real numbers is called (:func:`real_views`).
+_REAL_VIEW = "{}:real"
+
+
+def real_view_name(name: str) -> str:
+    """The buffer a matvec launch of a complex kernel binds for buffer ``name``: its real
+    view (:func:`real_views`)."""
+    return _REAL_VIEW.format(name)
+
+
+def real_views(buffers: dict[str, cla.Array]) -> dict[str, cla.Array]:
+    """Each complex per-box buffer (rows of a box's expansion or factor values) as real numbers:
+    a row of ``w`` complex values is ``2 w`` real ones, real and imaginary parts alternating,
+    the same memory (what the real matvec kernels read and write for a complex kernel:
+    :mod:`fmmloopy.maths.complex_blocks`)."""
+    views = {}
+    for name, array in buffers.items():
+        if (name in ("strengths", "potential") or ":" in name or array.ndim != 2
+                or array.dtype.kind != "c"):
+            continue
+        views[real_view_name(name)] = cla.Array(
+            array.queue, (array.shape[0], 2 * array.shape[1]),
+            np.empty(0, array.dtype).real.dtype, data=array.base_data, offset=array.offset)
+    return views
+
+
+def base_buffer(name: str) -> str:
+    """The buffer whose memory buffer ``name`` is (itself, or the buffer a view of
+    :func:`surface_views` or :func:`real_views` reads)."""
+    return name.split(":", 1)[0]
 
 
 def allocations(shapes: dict[str, tuple[int, ...]], scheme: KifmmScheme = KIFMM

@@ -28,7 +28,10 @@ import pyopencl.array as cla
 from fmmloopy.base.precision import FLOAT64, Precision
 from fmmloopy.driver.buffers import (
     allocations,
+    base_buffer,
     evaluation_buffer_shapes,
+    real_view_name,
+    real_views,
     surface_view_name,
     surface_views,
 )
@@ -45,7 +48,8 @@ from fmmloopy.execution.kernel_arguments import (
     tree_arguments,
 )
 from fmmloopy.execution.uploads import upload
-from fmmloopy.maths.green import GreenKernel
+from fmmloopy.maths.complex_blocks import real_blocks
+from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.kifmm import KifmmStep, step_kernel
 from fmmloopy.maths.layouts import FOLDED_VECTORS, TARGET_STRIDE, Grouped, matrix_arguments
 from fmmloopy.maths.levels import LevelOperators
@@ -90,6 +94,12 @@ def _check_matrix_indices(operator: str, indices: np.ndarray, nmatrices: int) ->
                          "launch")
 
 
+#: The kernel a matvec launch of real values is built for, whatever the FMM's kernel: every
+#: kernel's matvecs are one template, which depends on the kernel only through its values'
+#: type, and a complex kernel's run as real ones (:meth:`_PlanBuilder.add`).
+REAL_MATVEC_KERNEL = get_kernel("laplace")
+
+
 class UnverifiedRecipeWarning(UserWarning):
     """Recipes that are not shipped run without first-use verification (verify_recipes=False)."""
 
@@ -129,6 +139,8 @@ class _PlanBuilder:
         #: (id of a matrix stack, layout) -> (the stack, kept alive so that the id stays its;
         #: its uploaded arguments).
         self._uploaded: dict[tuple, tuple[np.ndarray, dict[str, cla.Array]]] = {}
+        #: id of a complex matrix stack -> (the stack, kept alive; its real blocks).
+        self._real_blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.shared = {name: self._device(value)
                        for name, value in tree_arguments(tree, precision).items()}
         #: The folded boxes' levels (several strength vectors), uploaded by the first launch.
@@ -223,6 +235,9 @@ class _PlanBuilder:
             return
         spec = get_operator(operator)
         green = self.green.base if green is None else green
+        if spec.template == MATVEC and green.is_complex:
+            buffers, sizes, extra = self._as_real(buffers, sizes, extra)
+            green = REAL_MATVEC_KERNEL
         kernel = self._kernel(operator, green, step, **sizes)
         extra = sizes | extra  # the kernels take their sizes at launch
         on_device = None if rows is not None else self._grouped_on_device(list_name, kernel,
@@ -273,6 +288,18 @@ class _PlanBuilder:
                          green=green),
             work * green.flops_per_pair() if spec.template == PAIRWISE else float(work), key,
             evaluation_pass))
+
+    def _as_real(self, buffers: dict[str, str], sizes: dict[str, int], extra: dict
+                 ) -> tuple[dict[str, str], dict[str, int], dict]:
+        """A complex kernel's matvec launch as the real one of twice the size: the real views
+        of its buffers, twice the coefficients, the matrices' real blocks (made once per
+        stack; :mod:`fmmloopy.maths.complex_blocks`)."""
+        matrices = extra["matrices"]
+        if id(matrices) not in self._real_blocks:
+            self._real_blocks[id(matrices)] = (matrices, real_blocks(matrices))
+        return ({argument: real_view_name(name) for argument, name in buffers.items()},
+                {name: 2 * value for name, value in sizes.items()},
+                extra | {"matrices": self._real_blocks[id(matrices)][1]})
 
     def _launch_arguments(self, kernel: CompiledOperator, host: dict,
                           matrices: np.ndarray | None) -> dict:
@@ -337,8 +364,7 @@ class _PlanBuilder:
         arguments = self._launch_arguments(kernel, grouped | extra, matrices)
         work = get_operator(operator).work({"source_box_lists": grouped["pair_sources"]}, sizes,
                                            self.tree.box_target_counts,
-                                           self.tree.box_source_counts,
-                                           complex_values=self.green.is_complex)
+                                           self.tree.box_source_counts)  # real (add)
         matrices_read = len(np.unique(grouped["group_matrices"]))
         marks, itemsize = grouped["source_marks"], self.precision.dtype.itemsize
 
@@ -426,6 +452,7 @@ def build_plan(tree: Tree, lists: InteractionLists,
             zero_buffer(first_touch, storage[allocation])
         buffers[name] = cla.Array(queue, shape, dtype, data=storage[allocation].base_data)
     buffers |= surface_views(buffers, green.density_components)
+    buffers |= real_views(buffers)
     build = _PlanBuilder(tree, lists, operators, green, queue, recipes, verify, reuse,
                          precision, device_v, check_operators)
     launches = list(launch_order(scheme, tree, lists, rank_boxes, device_v))
@@ -463,8 +490,9 @@ def first_uses(launches: list[Launch], names: set[str]) -> dict[int, tuple[str, 
     used: set[str] = set()
     first: dict[int, tuple[str, ...]] = {}
     for index, launch in enumerate(launches):
-        new = tuple(dict.fromkeys(name for name in launch.buffers.values()
-                                  if name in names and name not in used))
+        new = tuple(dict.fromkeys(base_buffer(name) for name in launch.buffers.values()
+                                  if base_buffer(name) in names
+                                  and base_buffer(name) not in used))
         if new:
             first[index] = new
             used.update(new)

@@ -18,6 +18,7 @@ import numpy as np
 
 from fmmloopy.driver.buffers import allocations, evaluation_buffer_shapes
 from fmmloopy.execution.resources import MemoryEstimate
+from fmmloopy.maths.complex_blocks import real_block_shape
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import NTRANSFER_VECTORS
 from fmmloopy.maths.precompute import full_ranks, matrix_shapes
@@ -85,8 +86,11 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
     on_device = real_bytes / _F64  # device values and matrices: the kernels' precision
     operators = operator_sets * sum(_bytes(shape, value)
                                     for shape in matrix_shapes(n_e, ranks).values())
-    launched = {name: operator_sets * sum(_bytes(_rows_padded(shape), value)
-                                          for shape in fields.values())
+    # On the device a complex kernel's matrices are their real blocks (twice the rows and
+    # columns of real numbers: fmmloopy.maths.complex_blocks), their rows padded as real rows.
+    launched = {name: operator_sets * sum(
+                    _bytes(_rows_padded(real_block_shape(shape)), _F64) if complex_values
+                    else _bytes(_rows_padded(shape), value) for shape in fields.values())
                 for name, fields in scheme.step_matrix_shapes(n_e, ranks).items()}
     # Matrices go to the device only for steps that launch (M2L: a V list of its class), and
     # M2L's are transposed on the host.
@@ -108,7 +112,9 @@ def estimate_memory(*, nsources: int, ntargets: int, targets_are_sources: bool, 
         "precomputation (dense M2L)": _bytes((NTRANSFER_VECTORS, n_e, n_e), value),
         "tree build": TREE_BUILD_BYTES_PER_POINT * (nsources + separate_targets),
         "list build": LIST_BUILD_BYTES_PER_BOX * nboxes,
-        "plan build": m2l_used + GROUPING_BYTES_PER_PAIR * entries["v"],
+        # (A complex kernel's: the real blocks of every stack launched, made on the host.)
+        "plan build": m2l_used + GROUPING_BYTES_PER_PAIR * entries["v"]
+                      + (sum(launched[name] for name in running) if complex_values else 0),
     }
     name, largest = max(temporaries.items(), key=lambda item: item[1])
     host[f"set-up temporaries ({name})"] = largest

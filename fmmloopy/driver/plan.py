@@ -17,6 +17,7 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cla
 
+from fmmloopy.driver.buffers import base_buffer
 from fmmloopy.execution.compiled import CompiledOperator
 from fmmloopy.maths.layouts import empty_launch_arguments
 from fmmloopy.maths.scheme import Pass
@@ -100,8 +101,8 @@ class Plan:
         buffer = self.buffers["strengths"]
         buffer.set(np.asarray(strengths, dtype=buffer.dtype), queue=self.queue)
         zeroed_later = {name for names in self.zero_before.values() for name in names}
-        for name, buffer in self.buffers.items():
-            if name != "strengths" and name not in zeroed_later:
+        for name, buffer in self.buffers.items():  # views (names with a colon) by their base
+            if name != "strengths" and name not in zeroed_later and base_buffer(name) == name:
                 zero_buffer(self.queue, buffer)
         self.queue.finish()
 
