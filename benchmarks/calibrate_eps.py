@@ -3,12 +3,16 @@
 Usage: ``python benchmarks/calibrate_eps.py [--n 10000] [--out FILE]``. For every built-in
 kernel family at a grid of its dimensionless parameter (Laplace; Yukawa at ``kappa L``, Helmholtz
 at ``L`` in wavelengths, ``L`` the side of the FMM's root box) and every order from 3 up, it
-runs ``fmmloopy.Fmm`` on four point sets, each scaled to the unit box:
+runs ``fmmloopy.Fmm`` on five point sets, each scaled to the unit box:
 
 - ``sphere``: points on a sphere's surface (sources = targets);
 - ``cube``: uniform in a cube (sources = targets);
 - ``plummer``: a Plummer sphere (sources = targets; a deep, uneven tree);
-- ``shell``: sources uniform in the central half-cube, targets on the enclosing sphere,
+- ``shell``: sources uniform in the central half-cube, targets on the enclosing sphere;
+- ``lattice``: the points of a regular cubic lattice filling the cube, its faces included
+  (sources = targets; no two points closer than the spacing, so the near field carries less of
+  the field's norm than in a random set and the relative error is larger: a grid held out of
+  the first table missed ``eps`` 1e-3 by up to 1.9x, docs/kernels.md),
 
 with charges and dipole moments uniform in [-1, 1] (real and imaginary parts for Helmholtz),
 on a tree whose leaves hold at most ``--n-crit-cap`` points (the cost model's ``n_crit`` where it
@@ -60,7 +64,7 @@ from fmmloopy.maths.ewald import ewald_sum
 from fmmloopy.maths.green import max_root_wavelengths
 from fmmloopy.tree.octree import root_box_side
 
-POINT_SETS = ("sphere", "cube", "plummer", "shell")
+POINT_SETS = ("sphere", "cube", "plummer", "shell", "lattice")
 #: The periodic family's point sets (in the cell [0, 1)^3), and whose targets are the sources.
 PERIODIC_SETS = {"cell": True, "clustered": True, "apart": False}
 #: The largest leaf the calibration's trees take (``--n-crit-cap``): three to seven levels on
@@ -77,6 +81,9 @@ def unit_box(points: np.ndarray) -> np.ndarray:
 def point_set(name: str, n: int, rng: np.random.Generator
               ) -> tuple[np.ndarray, np.ndarray | None]:
     """``(sources, targets)`` of a calibration point set (targets None: the sources)."""
+    if name == "lattice":  # about n points: the nearest cube of a whole number
+        axis = np.linspace(0.0, 1.0, max(round(n ** (1 / 3)), 2))
+        return np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3), None
     if name == "shell":
         sources = 0.25 + 0.5 * rng.random((n, 3))
         targets = 0.5 + 0.5 * DISTRIBUTIONS["sphere"](n, rng)
@@ -187,6 +194,51 @@ def markdown(table: dict) -> str:
     return "\n".join(lines)
 
 
+def family_cases(family: str, n: int, seed: int) -> dict:
+    """Point set -> ``(sources, targets, charges, dipoles, references)`` of ``family``'s
+    calibration, drawn in the order of :data:`POINT_SETS` from one generator per family (a set
+    added at the end leaves the others' draws as they were)."""
+    rng = np.random.default_rng([seed, list(FAMILY_GRIDS).index(family)])
+    periodic = family == PERIODIC_FAMILY
+    cases = {}
+    for name in PERIODIC_SETS if periodic else POINT_SETS:
+        sources, targets = (periodic_set if periodic else point_set)(name, n, rng)
+        charges, dipoles = strengths(len(sources), family == "helmholtz", rng, family)
+        cases[name] = (sources, targets, charges, dipoles,
+                       (ewald_references if periodic else cached_references)(
+                           sources, targets, charges, dipoles))
+    return cases
+
+
+def add_sets(args, families: list[str]) -> None:
+    """``--sets``: measure those point sets at the orders of the rows of ``--out`` for
+    ``families`` (and ``--parameter``, ``--from-order``, ``--max-order``), into those rows."""
+    table = json.loads(args.out.read_text())
+    for family in families:
+        cases = {name: case for name, case in family_cases(family, args.n, args.seed).items()
+                 if name in args.sets}
+        for row in table["rows"]:
+            if (row["family"] != family or not args.from_order <= row["order"] <= args.max_order
+                    or (args.parameter and not any(math.isclose(row["parameter"], value)
+                                                   for value in args.parameter))):
+                continue
+            clock = time.perf_counter()
+            new = measure(family, row["parameter"], row["order"], cases, args.n_crit_cap,
+                          args.memory_limit)
+            forget_operators()
+            gc.collect()
+            row["sets"] |= new["sets"]
+            for quantity in QUANTITIES:
+                row[quantity] = max(case["errors"][quantity] for case in row["sets"].values())
+            print(f"{family:9s} {row['parameter']:6g} order {row['order']:2d}: "
+                  + "  ".join(f"{q} {new[q]:.2e}" for q in QUANTITIES)
+                  + f"  ({time.perf_counter() - clock:.0f} s)", flush=True)
+            table["point_sets"] = sorted(set(table.get("point_sets", ())) | set(args.sets),
+                                         key=(POINT_SETS + tuple(PERIODIC_SETS)).index)
+            args.out.write_text(json.dumps(table, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -214,6 +266,11 @@ def main() -> None:
                         help="keep the family's rows below this order from --out and measure "
                              "the orders after each grid point's kept rows (extends a table to "
                              "higher orders; a grid point without rows is measured from 3)")
+    parser.add_argument("--sets", nargs="+", choices=POINT_SETS + tuple(PERIODIC_SETS),
+                        help="measure only these point sets, at the orders of the rows --out "
+                             "holds for each family and grid point calibrated now, into those "
+                             "rows (each row's errors are the largest over the sets it holds); "
+                             "the sets are drawn as in a whole run")
     parser.add_argument("--markdown", action="store_true",
                         help="print the table in --out as markdown and stop")
     args = parser.parse_args()
@@ -222,6 +279,9 @@ def main() -> None:
         return
 
     families = args.family or list(FAMILY_GRIDS)
+    if args.sets:
+        add_sets(args, families)
+        return
     rows = []
     if (args.keep_others or args.from_order > 3) and args.out.exists():
         rows = [row for row in json.loads(args.out.read_text())["rows"]
@@ -234,16 +294,7 @@ def main() -> None:
              "point_sets": list(POINT_SETS),
              "machine": platform.processor() or platform.machine(), "rows": rows}
     for family in families:
-        rng = np.random.default_rng([args.seed, list(FAMILY_GRIDS).index(family)])
-        complex_values = family == "helmholtz"
-        cases = {}
-        periodic = family == PERIODIC_FAMILY
-        for name in PERIODIC_SETS if periodic else POINT_SETS:
-            sources, targets = (periodic_set if periodic else point_set)(name, args.n, rng)
-            charges, dipoles = strengths(len(sources), complex_values, rng, family)
-            cases[name] = (sources, targets, charges, dipoles,
-                           (ewald_references if periodic else cached_references)(
-                               sources, targets, charges, dipoles))
+        cases = family_cases(family, args.n, args.seed)
         for parameter in FAMILY_GRIDS[family]:
             if args.parameter and not any(math.isclose(parameter, value)
                                           for value in args.parameter):

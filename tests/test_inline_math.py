@@ -10,7 +10,12 @@ import pytest
 from fmmloopy.checking.check import run_checks
 from fmmloopy.execution.compiled import compiled_operator
 from fmmloopy.maths.green import yukawa
-from fmmloopy.tuning.inline_math import EXP_RANGE, exp_preamble, trig_preamble
+from fmmloopy.tuning.inline_math import (
+    EXP_RANGE,
+    exp_preamble,
+    lane_trig_preamble,
+    trig_preamble,
+)
 
 OPTIONS = [[], ["-cl-fast-relaxed-math"]]
 
@@ -51,6 +56,30 @@ def test_sin_and_cos_are_within_a_few_units_of_the_last_place(device, options):
     assert np.abs(cos - np.cos(x)).max() <= bound
     tiny = np.abs(x) < 1e-8
     assert np.array_equal(sin[tiny], x[tiny]) and np.all(cos[tiny] == 1.0)
+
+
+@pytest.mark.parametrize("width", [4, 8])
+@pytest.mark.parametrize("options", OPTIONS)
+def test_the_vector_lanes_sin_and_cos_are_within_a_few_units_too(device, options, width):
+    """The helpers of explicit vector lanes (``double<width>`` and ``double``, the quadrant
+    from a vector conversion instead of ``rint``): the same arguments and bound as the scalar
+    helpers', both overloads."""
+    rng = np.random.default_rng(8)
+    x = np.concatenate([rng.uniform(-8, 8, 20000), rng.uniform(0, 200, 20000),
+                        rng.uniform(-1.6e6, 1.6e6, 20000), rng.uniform(-1e9, 1e9, 20000),
+                        np.arange(-400, 400) * np.pi / 4,
+                        np.arange(-400, 400) * np.pi / 2 + 1e-9, [0.0, -0.0, 1e-300, 1e-20]])
+    x = np.concatenate([x, np.zeros(-len(x) % width)])
+    vector = (f"int j = i * {width}; if (j < {len(x)}) {{ double{width} v = vload{width}(0, x + j);"
+              f" vstore{width}(sin(v), 0, y0 + j); vstore{width}(cos(v), 0, y1 + j); }}"
+              " y2[i] = sin(x[i]); y3[i] = cos(x[i]);")
+    sin, cos, scalar_sin, scalar_cos = _on_device(device, lane_trig_preamble(width)[1], vector,
+                                                  x, 4, options)
+    bound = 4 * np.spacing(1.0)
+    for values in (sin, scalar_sin):
+        assert np.abs(values - np.sin(x)).max() <= bound
+    for values in (cos, scalar_cos):
+        assert np.abs(values - np.cos(x)).max() <= bound
 
 
 @pytest.mark.parametrize("options", OPTIONS)

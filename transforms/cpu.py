@@ -17,7 +17,7 @@ from fmmloopy.base.devices import vector_doubles
 from fmmloopy.maths.layouts import TARGET_STRIDE, Grouped
 from fmmloopy.maths.templates import assume
 from fmmloopy.tuning.complex_split import split_complex_temporaries
-from fmmloopy.tuning.inline_math import FMA_PREAMBLE, use_inline_math
+from fmmloopy.tuning.inline_math import FMA_PREAMBLE, lane_trig_preamble, use_inline_math
 from fmmloopy.tuning.recipe import Parameter, recipe
 from fmmloopy.tuning.target_lanes import guard_the_root, targets_in_vector_lanes
 from fmmloopy.tuning.tools import (
@@ -81,15 +81,23 @@ def pairwise_cpu(knl, ctx):
     ``bits`` estimate holds for every normal double, so any squared distance ``Fmm`` makes (its
     coordinates keep them within 2^+-960) gets ``1/sqrt`` to a few units in the last place.
 
-    Complex values (Helmholtz): :func:`vectorised_pairwise` everywhere (the lanes of
-    ``double8`` vectors and the split ``rsqrt`` assume real values).
+    Complex values (Helmholtz) in float64 take the vector lanes too, split into pairs of
+    doubles first (:func:`split_complex_temporaries`; the lanes compute a call the entries
+    share once), with ``sin`` and ``cos`` of vectors in arithmetic
+    (:func:`lane_trig_preamble`; P2P's rate with and without: docs/history.md, 2026-11-28,
+    "Helmholtz in vector lanes"); in float32, and on the work-item path,
+    :func:`vectorised_pairwise` (the split ``rsqrt`` assumes real values).
     """
     group = ctx.settings.get("work_group_size", WORK_GROUP_SIZE)
-    if ctx.complex_values:
+    lanes = ctx.settings.get("targets_in", targets_in(ctx.device)) == "vector_lanes"
+    single = np.dtype(ctx.parameters.get("dtype", np.float64)) == np.float32
+    if ctx.complex_values and (single or not lanes):
         return vectorised_pairwise(knl, group)
-    if ctx.settings.get("targets_in", targets_in(ctx.device)) == "vector_lanes":
-        single = np.dtype(ctx.parameters.get("dtype", np.float64)) == np.float32
+    if lanes:
         width = ctx.settings.get("lane_width", LANE_WIDTH)
+        if ctx.complex_values:
+            knl = split_complex_temporaries(knl, inline_trig=False)
+            knl = add_preamble(knl, *lane_trig_preamble(width))
         knl = targets_in_vector_lanes(knl, 2 * width if single else width,
                                       ctx.settings.get("lane_chains", LANE_CHAINS))
         knl = silence_warnings(knl, "v1_scheduler_fallback")

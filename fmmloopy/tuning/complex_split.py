@@ -176,13 +176,16 @@ def _names(expr) -> set:
 # }}}
 
 
-def split_complex_temporaries(knl: lp.TranslationUnit) -> lp.TranslationUnit:
+def split_complex_temporaries(knl: lp.TranslationUnit, inline_trig: bool = True
+                              ) -> lp.TranslationUnit:
     """Every complex scalar temporary of ``knl`` as two real ones, computed by real expressions
     (module docstring); reads of complex arrays by their parts; writes to complex arrays made
     complex again from the parts. Substitution rules are expanded first. A kernel without
     complex temporaries, or with an expression the splitter cannot write in real parts (a
     division by a complex value, a complex function other than ``exp``), is returned
-    unchanged. Adds :data:`FMA_PREAMBLE` and :func:`trig_preamble` where it splits."""
+    unchanged. Adds :data:`FMA_PREAMBLE` and (``inline_trig``) :func:`trig_preamble` where it
+    splits; without it, ``sin`` and ``cos`` are OpenCL's (what calls of vectors need:
+    :func:`~fmmloopy.tuning.target_lanes.targets_in_vector_lanes`)."""
     entry = knl.default_entrypoint
     if entry.state >= lp.KernelState.CALLS_RESOLVED:
         raise ValueError("split_complex_temporaries needs a kernel whose calls are not resolved "
@@ -228,7 +231,7 @@ def split_complex_temporaries(knl: lp.TranslationUnit) -> lp.TranslationUnit:
     knl = knl.with_kernel(entry.copy(instructions=instructions,
                                      temporary_variables=temporaries))
     knl = add_preamble(knl, *FMA_PREAMBLE)
-    return add_preamble(knl, *trig_preamble())
+    return add_preamble(knl, *trig_preamble()) if inline_trig else knl
 
 
 def _split_instructions(entry, splitter: ComplexSplitter, split_names: dict):

@@ -97,6 +97,50 @@ def trig_preamble() -> tuple[str, str]:
     return f"002_{_PREFIX}", text
 
 
+def lane_trig_preamble(width: int) -> tuple[str, str]:
+    """A preamble (key, text) defining ``sin(x)`` and ``cos(x)`` for ``double`` and
+    ``double<width>`` (the calls of explicit vector lanes,
+    :func:`~fmmloopy.tuning.target_lanes.targets_in_vector_lanes`; PoCL's library functions of
+    vectors measured at half the rate of the work-item path's inline scalar helpers, Helmholtz's
+    P2P on AVX-512). The reduction and polynomials of :func:`trig_preamble`, with the quadrant
+    ``n`` rounded half away from zero and taken as an integer (``__builtin_convertvector``,
+    which compiles to the vector conversion instructions: OpenCL's ``rint`` and ``floor`` of a
+    vector are library calls), so the same accuracy; the quadrant is chosen by vector
+    selects."""
+    pi_half = _PI_HALF_PARTS
+
+    def helper(name: str, type_name: str, integer: str, body: str) -> str:
+        if type_name == "double":
+            rounded = ("  long k = (long) (y + (y >= 0.0 ? 0.5 : -0.5));\n"
+                       "  double n = (double) k;\n")
+        else:
+            rounded = (f"  {integer} k = __builtin_convertvector(y + (y >= 0.0 ? "
+                       f"({type_name}) (0.5) : ({type_name}) (-0.5)), {integer});\n"
+                       f"  {type_name} n = __builtin_convertvector(k, {type_name});\n")
+        return (f"inline __attribute__((overloadable, always_inline)) {type_name} "
+                f"{_PREFIX}_lane_{name}({type_name} x)\n{{\n"
+                f"  {type_name} y = x * 0x1.45f306dc9c883p-1;\n" + rounded
+                + f"  {type_name} r = x - n * {pi_half[0]};\n"
+                f"  r = r - n * {pi_half[1]};\n"
+                f"  {type_name} t = r * r, t2 = t * t, t4 = t2 * t2;\n"
+                f"  {type_name} s = r + r * t * "
+                f"{_estrin(_SIN_COEFFICIENTS, ('t', 't2', 't4'))};\n"
+                f"  {type_name} c = 1.0 - 0.5 * t + t2 * "
+                f"{_estrin(_COS_COEFFICIENTS, ('t', 't2', 't4'))};\n"
+                f"  {integer} q = k & 3;\n" + body + "}\n")
+    sine = "  return (q & 2) != 0 ? -((q & 1) != 0 ? c : s) : ((q & 1) != 0 ? c : s);\n"
+    cosine = ("  return ((q == 1) | (q == 2)) != 0 ? -((q & 1) != 0 ? s : c) "
+              ": ((q & 1) != 0 ? s : c);\n")
+    helpers = "".join(helper(name, type_name, integer, body)
+                      for type_name, integer in (("double", "long"),
+                                                 (f"double{width}", f"long{width}"))
+                      for name, body in (("sin", sine), ("cos", cosine)))
+    text = (helpers + "#ifdef sin\n#undef sin\n#endif\n#ifdef cos\n#undef cos\n#endif\n"
+            f"#define sin(x) {_PREFIX}_lane_sin(x)\n"
+            f"#define cos(x) {_PREFIX}_lane_cos(x)")
+    return f"002_{_PREFIX}_lane{width}", text
+
+
 #: OpenCL's ``fma`` is a library call on PoCL (``cdouble_fma`` of ``pyopencl-complex.h`` uses
 #: it); as a multiply-add the compiler contracts it under ``-cl-fast-relaxed-math``.
 FMA_PREAMBLE = ("000_fmmloopy_fma",

@@ -22,16 +22,16 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "76470b5aa5aa0739e92a51f333502fa51f64db6961d10c1d9804f6cacfa87e11",
+    "fmmloopy.transforms.cpu": "25128136876236329d4126b294894ab0aa67d861551fd2ec0d83f6b05a45e7a9",
     "fmmloopy.transforms.generic":
         "d5c1dd918e9b4941de6a396615bb1593a78906cbe08dcd91d9d754ab82659d83",
     "fmmloopy.transforms.gpu": "1a8e809daa59a00cb713e82b4021903d51f6a5a2ccbd3e3e83e57c1d62889d6c",
     "fmmloopy.transforms.sequential":
         "ed0069adbb495edd7a15545d39511f0b8bef199b6c9b077ca881157e8dcdfbdb",
     "fmmloopy.tuning.complex_split":
-        "b7f4bb8956fa8bc63370ca262dc3656c599936af075bca45aea07b7b3f3daa64",
+        "4b2e7774807d1231a4f494f16afcf6ffb0d62a71c469fc743bad1e8b4177ce0b",
     "fmmloopy.tuning.inline_math":
-        "5b11ca3978be34f3145ade12292a96df7fc330edb8e7acdea5f0d5a6b203b8be",
+        "74bdfcf7471eeec1ab7d1b7324fe93cbd8b8d099d05cf70f29b14335c47e9204",
     "fmmloopy.tuning.kernel_options":
         "571f26616b75084039f1ed6f685727d3ee999b2041c48bbfba4661fafa70de70",
     "fmmloopy.tuning.loop_padding":
@@ -41,7 +41,7 @@ SHIPPED_SHA256 = {
     "fmmloopy.tuning.shared_calls":
         "4fc377ac7adbeea022568cc14e613cd5121eed70372b180296f619c5762ab17e",
     "fmmloopy.tuning.target_lanes":
-        "4a7bf52c012a7a1ee752d2f1ce4f2084c94deef5999e4a1c4f51a9888d73e2fc",
+        "481ec0ea5ee6d1cc48474b850bcd4544ef0abda3eb63b420edb3b20d31e1872b",
     "fmmloopy.tuning.tools": "46625d96321302b9dce8058263ab9e013327d7d50654f7b22e6dd4e79d7866f1",
 }
 

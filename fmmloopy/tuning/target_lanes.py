@@ -176,6 +176,16 @@ def guard_the_root(knl: lp.TranslationUnit) -> lp.TranslationUnit:
                        for name, rule in entry.substitutions.items()}))
 
 
+def _role(name: str) -> str | None:
+    """:func:`~fmmloopy.maths.templates.pairwise_role` of a part, or of the real or imaginary
+    half of one (``acc_re``, ``update_im``: :func:`~fmmloopy.tuning.complex_split.
+    split_complex_temporaries`)."""
+    for half in ("_re", "_im"):
+        if name.endswith(half):
+            return pairwise_role(name[:-len(half)])
+    return pairwise_role(name)
+
+
 def _is_bounds(insn) -> bool:
     return any(getattr(tag, "value", None) == "bounds" for tag in insn.tags)
 
@@ -243,7 +253,7 @@ def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1
     source_names = frozenset(SOURCE_LOOPS) | frozenset(
         name for insn in entry.instructions if insn.within_inames & SOURCE_LOOPS
         and insn not in offsets for name in insn.assignee_var_names())
-    accumulators = {name for name in entry.temporary_variables if pairwise_role(name) == "acc"}
+    accumulators = {name for name in entry.temporary_variables if _role(name) == "acc"}
     per_lane = _PerLane({*accumulators, *(insn.assignee_var_names()[0] for insn in offsets)},
                         index)
     vectors = set(per_lane.names)
@@ -258,7 +268,7 @@ def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1
         other_guards = insn.predicates - lane_guards
         # The chunk runs where its first lane is active (the guards fall along the lanes).
         chunk_guards = other_guards | {substitute(p, first_lane) for p in lane_guards}
-        role = pairwise_role(insn.id)
+        role = _role(insn.id)
         if role == "store":
             instructions.append(insn.copy(expression=per_lane(insn.expression)))
             continue
@@ -320,7 +330,7 @@ def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1
     # Loops of their own for the fetches (outside the source loops), init and store; only
     # init's lanes are a vector (the fetches and the store read or write lane by lane).
     def parts(role: str) -> str:
-        return " or ".join(f"id:{i}" for i in sorted(ids) if pairwise_role(i) == role)
+        return " or ".join(f"id:{i}" for i in sorted(ids) if _role(i) == role)
     for suffix, within, lane_tag in (("init", parts("init"), "vec"),
                                      ("store", parts("store"), "unr"),
                                      ("fetch", " or ".join(f"id:{i}" for i in fetches), "unr")):
