@@ -30,6 +30,7 @@ from fmmloopy.maths.green import (
 )
 from fmmloopy.maths.precompute import compute_operators
 from fmmloopy.maths.reference import direct_sum
+from fmmloopy.maths.scheme import KIFMM, plan_kernel_requests
 from fmmloopy.tuning.recipe import RecipeError
 from fmmloopy.tuning.registry import ensure_loaded, select_recipe
 
@@ -178,6 +179,12 @@ def test_the_matvecs_run_real_kernels_on_the_buffers_read_as_reals(sphere):
         assert real.shape == (base.shape[0], 2 * base.shape[1])
         assert real.base_data.int_ptr == base.base_data.int_ptr
     np.testing.assert_array_equal(fmm(charges), fmm(charges))
+    # The kernels prepared ahead of the plan (on a thread, during the set-up) are these too.
+    requests = plan_kernel_requests(KIFMM, fmm.operators.expansion.n_e, None, fmm.kernel)
+    matvec_requests = [(kernel, sizes) for _, kernel, sizes in requests
+                       if "n_target_coeffs" in sizes]
+    assert matvec_requests and all(not kernel.is_complex and sizes["n_source_coeffs"] % 2 == 0
+                                   for kernel, sizes in matvec_requests)
 
 
 def test_real_charges_are_taken_as_complex(sphere):

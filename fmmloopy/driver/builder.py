@@ -48,8 +48,8 @@ from fmmloopy.execution.kernel_arguments import (
     tree_arguments,
 )
 from fmmloopy.execution.uploads import upload
-from fmmloopy.maths.complex_blocks import real_blocks
-from fmmloopy.maths.green import GreenKernel, get_kernel
+from fmmloopy.maths.complex_blocks import matvec_request, real_blocks
+from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.kifmm import KifmmStep, step_kernel
 from fmmloopy.maths.layouts import FOLDED_VECTORS, TARGET_STRIDE, Grouped, matrix_arguments
 from fmmloopy.maths.levels import LevelOperators
@@ -92,12 +92,6 @@ def _check_matrix_indices(operator: str, indices: np.ndarray, nmatrices: int) ->
     if len(indices) and not 0 <= indices.min() <= indices.max() < nmatrices:
         raise ValueError(f"{operator}: matrix indices outside the {nmatrices} matrices of this "
                          "launch")
-
-
-#: The kernel a matvec launch of real values is built for, whatever the FMM's kernel: every
-#: kernel's matvecs are one template, which depends on the kernel only through its values'
-#: type, and a complex kernel's run as real ones (:meth:`_PlanBuilder.add`).
-REAL_MATVEC_KERNEL = get_kernel("laplace")
 
 
 class UnverifiedRecipeWarning(UserWarning):
@@ -236,8 +230,8 @@ class _PlanBuilder:
         spec = get_operator(operator)
         green = self.green.base if green is None else green
         if spec.template == MATVEC and green.is_complex:
-            buffers, sizes, extra = self._as_real(buffers, sizes, extra)
-            green = REAL_MATVEC_KERNEL
+            buffers, extra = self._as_real(buffers, extra)
+            green, sizes = matvec_request(green, sizes)
         kernel = self._kernel(operator, green, step, **sizes)
         extra = sizes | extra  # the kernels take their sizes at launch
         on_device = None if rows is not None else self._grouped_on_device(list_name, kernel,
@@ -289,16 +283,14 @@ class _PlanBuilder:
             work * green.flops_per_pair() if spec.template == PAIRWISE else float(work), key,
             evaluation_pass))
 
-    def _as_real(self, buffers: dict[str, str], sizes: dict[str, int], extra: dict
-                 ) -> tuple[dict[str, str], dict[str, int], dict]:
-        """A complex kernel's matvec launch as the real one of twice the size: the real views
-        of its buffers, twice the coefficients, the matrices' real blocks (made once per
-        stack; :mod:`fmmloopy.maths.complex_blocks`)."""
+    def _as_real(self, buffers: dict[str, str], extra: dict) -> tuple[dict[str, str], dict]:
+        """A complex kernel's matvec launch as the real one of twice the size
+        (:func:`~fmmloopy.maths.complex_blocks.matvec_request` gives its kernel and sizes):
+        the real views of its buffers, the matrices' real blocks (made once per stack)."""
         matrices = extra["matrices"]
         if id(matrices) not in self._real_blocks:
             self._real_blocks[id(matrices)] = (matrices, real_blocks(matrices))
         return ({argument: real_view_name(name) for argument, name in buffers.items()},
-                {name: 2 * value for name, value in sizes.items()},
                 extra | {"matrices": self._real_blocks[id(matrices)][1]})
 
     def _launch_arguments(self, kernel: CompiledOperator, host: dict,

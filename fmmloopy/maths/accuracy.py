@@ -6,10 +6,11 @@ the FMM is built for (the potential and/or gradient of charges and/or dipoles). 
 come from ``eps_calibration.json`` beside this module, written by
 ``benchmarks/calibrate_eps.py``: for each built-in kernel family at a grid of its
 dimensionless parameter (:data:`FAMILY_GRIDS`) and each order, the largest error over
-four point sets (sphere, uniform cube, Plummer, targets on a shell outside the sources) at every
-target against a direct sum (an FMM whose targets are its sources: the worst of the three sets
-whose targets are theirs), each on a tree of three or more levels (leaves of at most 64 points:
-the far field's error, as in a large problem, not the near field's exactness). A kernel that
+five point sets (sphere, uniform cube, Plummer, targets on a shell outside the sources, a cubic
+lattice) at every target against a direct sum (an FMM whose targets are its sources: the worst
+of the four sets whose targets are theirs), each on a tree of three or more levels (leaves of
+at most 64 points: the far field's error, as in a large problem, not the near field's
+exactness). A kernel that
 is not scale-invariant is placed on the grid by its parameter over the root box (Yukawa
 ``kappa L``, Helmholtz ``L`` in wavelengths); between two grid points the larger of their
 errors is taken, and below the first one Laplace's too.
@@ -76,7 +77,7 @@ REFERENCE_N = 10_000
 STOP_BELOW = 1e-10
 #: The highest order the calibration measures by default: the largest the FMM takes. The
 #: shipped table has Laplace to it, Yukawa to order 14 and Helmholtz to 13 (their operators are
-#: computed per level, keyed by ``kappa h``: the four sets of a row share them).
+#: computed per level, keyed by ``kappa h``: the sets of a row share them).
 MAX_CALIBRATED_ORDER = 16
 
 
@@ -170,7 +171,7 @@ def _rows_near(family: str, parameter: float) -> list[list[dict]]:
 #: The table's point sets whose targets are their sources: an FMM without targets of its own
 #: takes the worst of these (the ``shell`` set, targets apart from the sources, has no near
 #: field to carry the norm and is by far the worst for gradients and dipoles).
-SELF_TARGET_SETS = ("sphere", "cube", "plummer")
+SELF_TARGET_SETS = ("sphere", "cube", "plummer", "lattice")
 
 
 def row_error(row: dict, quantity: str, targets_are_sources: bool) -> float:

@@ -15,6 +15,23 @@ from __future__ import annotations
 
 import numpy as np
 
+from fmmloopy.maths.green import GreenKernel, get_kernel
+
+#: The kernel a matvec launch of real values is built for, whatever the FMM's kernel: every
+#: kernel's matvecs are one template, which depends on the kernel only through its values'
+#: type (:func:`matvec_request`).
+REAL_MATVEC_KERNEL = get_kernel("laplace")
+
+
+def matvec_request(green: GreenKernel, sizes: dict[str, int]
+                   ) -> tuple[GreenKernel, dict[str, int]]:
+    """The kernel and sizes a matvec launch of ``green`` at ``sizes`` runs: its own for real
+    values; for complex ones :data:`REAL_MATVEC_KERNEL` at twice the coefficients (the
+    matrices' real blocks over the vectors read as reals: module docstring)."""
+    if not green.is_complex:
+        return green, sizes
+    return REAL_MATVEC_KERNEL, {name: 2 * value for name, value in sizes.items()}
+
 
 def real_block_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     """The shape of :func:`real_blocks` of complex matrices of ``shape`` (``(..., n_out,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
 
+from fmmloopy.maths.complex_blocks import matvec_request
 from fmmloopy.maths.green import LAPLACE_3D, SOURCE_FIELDS, TARGET_FIELDS, GreenKernel
 from fmmloopy.maths.harmonic import harmonic_split, layered_kernel
 from fmmloopy.maths.kifmm import (
@@ -175,9 +176,9 @@ class KifmmScheme:
                 asked = [(step.operator, step_kernel(step, green),
                           operator_sizes(step.operator, n_e))]
             else:
-                asked = [(step.operator, green.base,
-                          {"n_target_coeffs": shapes[field][-2],
-                           "n_source_coeffs": shapes[field][-1]})
+                asked = [(step.operator, *matvec_request(
+                              green.base, {"n_target_coeffs": shapes[field][-2],
+                                           "n_source_coeffs": shapes[field][-1]}))
                          for field, _, _ in step.chain()]
             for request in asked:
                 if request not in requests:
