@@ -185,7 +185,8 @@ def test_eps_holds_stresslets_to_the_force_dipoles_rows():
     with pytest.raises(ValueError, match="dipole potential"):
         fmmloopy.Fmm(sources, kernel="stokes", eps=1e-5)(stresslets=(strengths, normals))
     fmm = fmmloopy.Fmm(sources, kernel="stokes", eps=1e-5, eps_for=("dipoles",), n_crit=48)
-    assert fmm.order < 9
+    assert fmm.order <= 9  # the dipoles' rows: order 9 is the first whose lattice error (9.3e-7),
+    # times the margin, is within 1e-5 (order 8: 4.8e-6)
     sample = rng.choice(n, 200, replace=False)
     velocity, _, _ = flow(sources[sample], sources, 0 * strengths, strengths, normals)
     assert relative(fmm(stresslets=(strengths, normals))[sample], velocity) < 1e-5
