@@ -88,9 +88,10 @@ def point_set(name: str, n: int, rng: np.random.Generator
     if name == "lattice":  # about n points: the nearest cube of a whole number
         axis = np.linspace(0.0, 1.0, max(round(n ** (1 / 3)), 2))
         return np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3), None
-    if name == "apart":
-        sources = 0.5 + DISTRIBUTIONS["sphere"](n, rng) / 3
-        return sources, 0.5 + 0.5 * DISTRIBUTIONS["sphere"](n, rng)
+    if name == "apart":  # the two scaled together to the unit box
+        sources = DISTRIBUTIONS["sphere"](n, rng) / 1.5
+        both = unit_box(np.concatenate([sources, DISTRIBUTIONS["sphere"](n, rng)]))
+        return both[:n], both[n:]
     if name == "shell":
         sources = 0.25 + 0.5 * rng.random((n, 3))
         targets = 0.5 + 0.5 * DISTRIBUTIONS["sphere"](n, rng)
