@@ -259,3 +259,17 @@ def test_the_estimate_brackets_the_error_at_every_target(distribution, gradient)
         assert true / 1.5 <= estimate.relative_l2 <= 1.5 * true, (field, estimate, true)
         assert estimate.low <= true * 1.1 and true <= estimate.high * 1.1, (field, estimate)
         assert "95 % interval" in str(estimate)
+
+
+def test_a_parameter_on_the_grid_but_for_rounding_takes_that_grid_points_rows():
+    """``kappa = 30 / L`` over a root box of side ``L`` comes back as ``kappa L`` a rounding
+    above 30: it takes the rows of 30 alone (with those of 100 beside them, as a parameter
+    between the two would, ``eps`` = 1e-6 with targets of their own is refused: 100's
+    ``apart`` set ends at 5.3e-7)."""
+    side = 3.2000032
+    kappa = 30 / side
+    assert kappa * side > 30
+    on_grid = order_for_eps(1e-6, yukawa(30.0), 1.0, ("charge potential",))
+    assert order_for_eps(1e-6, yukawa(kappa), side, ("charge potential",)) == on_grid
+    with pytest.raises(ValueError, match="most accurate order measured"):
+        order_for_eps(1e-6, yukawa(30.5), 1.0, ("charge potential",))

@@ -151,9 +151,12 @@ def _table() -> dict:
 
 def _rows_near(family: str, parameter: float) -> list[list[dict]]:
     """The table's rows (by grid point) that bound ``parameter``: the grid points on both
-    sides of it (one where it lies on the grid or beyond its end), and Laplace's below the
-    first."""
+    sides of it (one where it lies on the grid, to a relative 1e-9: a parameter made from a
+    grid point and the root box, ``kappa = 30 / L`` say, comes back with its rounding; or
+    beyond its end), and Laplace's below the first."""
     grid = FAMILY_GRIDS[family]
+    parameter = next((value for value in grid if math.isclose(value, parameter, rel_tol=1e-9)),
+                     parameter)
     below = [value for value in grid if value <= parameter]
     above = [value for value in grid if value >= parameter]
     points = {below[-1] if below else None, above[0] if above else grid[-1]}
