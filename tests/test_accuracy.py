@@ -109,7 +109,9 @@ def test_a_scaled_kernel_takes_the_worse_of_its_neighbours(written_table):
     assert order_for_eps(1e-3, at[0.5], 2.0) == 4   # below it: max(Laplace, kappa L = 1)
     assert order_for_eps(1e-3, at[5.0], 2.0) == 5   # between 1 and 10: the 10 row
     assert order_for_eps(1e-3, at[10.0], 2.0) == 5
-    assert order_for_eps(1e-3, at[500.0], 2.0) == 6  # beyond the grid: its last row
+    # Beyond the grid: its last row (where the targets are the sources: with targets of their
+    # own, beyond kappa L = 30 is refused).
+    assert order_for_eps(1e-3, at[500.0], 2.0, targets_are_sources=True) == 6
 
 
 def test_helmholtz_keeps_to_its_range(written_table):
@@ -264,12 +266,21 @@ def test_the_estimate_brackets_the_error_at_every_target(distribution, gradient)
 def test_a_parameter_on_the_grid_but_for_rounding_takes_that_grid_points_rows():
     """``kappa = 30 / L`` over a root box of side ``L`` comes back as ``kappa L`` a rounding
     above 30: it takes the rows of 30 alone (with those of 100 beside them, as a parameter
-    between the two would, ``eps`` = 1e-6 with targets of their own is refused: 100's
-    ``apart`` set ends at 5.3e-7)."""
+    between the two would, the order would be 100's), and is not beyond the limit of targets
+    apart (:data:`~fmmloopy.maths.accuracy.YUKAWA_APART_LIMIT`)."""
     side = 3.2000032
     kappa = 30 / side
     assert kappa * side > 30
     on_grid = order_for_eps(1e-6, yukawa(30.0), 1.0, ("charge potential",))
     assert order_for_eps(1e-6, yukawa(kappa), side, ("charge potential",)) == on_grid
-    with pytest.raises(ValueError, match="most accurate order measured"):
-        order_for_eps(1e-6, yukawa(30.5), 1.0, ("charge potential",))
+
+
+def test_yukawa_with_targets_apart_beyond_the_limit_is_refused_by_name():
+    """Beyond ``kappa L`` = 30 with targets of their own ``eps`` refuses (the held-out misses
+    there: accuracy.YUKAWA_APART_LIMIT); the same box with targets that are the sources is
+    served."""
+    assert accuracy.YUKAWA_APART_LIMIT == 30.0
+    with pytest.raises(ValueError, match="targets of their own.*estimate_error"):
+        order_for_eps(1e-3, yukawa(30.5), 1.0, ("charge potential",))
+    assert order_for_eps(1e-3, yukawa(30.5), 1.0, ("charge potential",),
+                         targets_are_sources=True) >= 3

@@ -43,7 +43,7 @@ from fmmloopy.maths.harmonic import harmonic_split
 from fmmloopy.maths.length_scale import builtin_name
 
 __all__ = ["CALIBRATION_FILE", "EPS_FOR", "FAMILY_GRIDS", "MARGIN", "PERIODIC_FAMILY",
-           "QUANTITIES",
+           "QUANTITIES", "YUKAWA_APART_LIMIT",
            "calibrated_family", "eps_quantities", "kernel_at", "order_for_eps", "row_error",
            "validate_eps"]
 
@@ -79,6 +79,12 @@ STOP_BELOW = 1e-10
 #: shipped table has Laplace to it, Yukawa to order 14 and Helmholtz to 13 (their operators are
 #: computed per level, keyed by ``kappa h``: the sets of a row share them).
 MAX_CALIBRATED_ORDER = 16
+#: The largest ``kappa L`` at which ``eps`` serves a Yukawa FMM whose targets are not its
+#: sources. Beyond it, targets many ``1 / kappa`` from every source see a field exponentially
+#: smaller than the sources' own, and the expansions' error relative to it is not bounded by
+#: the table: on held-out sets at ``kappa L`` 100 (targets on a cube's surface 0.6 beyond a ball
+#: of sources) the order chosen for 1e-3 missed it by up to 3.2x (docs/kernels.md).
+YUKAWA_APART_LIMIT = 30.0
 
 
 def eps_quantities(eps_for: str | Iterable[str]) -> tuple[str, ...]:
@@ -212,6 +218,14 @@ def order_for_eps(eps: float, kernel: GreenKernel, root_side: float,
     # An order counts where every bounding grid point measured it; its error is the largest.
     orders = set.intersection(*(set(by_order) for by_order in measured)) if measured else set()
     errors = {order: max(by_order[order] for by_order in measured) for order in orders}
+    if family == "yukawa" and not targets_are_sources and parameter > YUKAWA_APART_LIMIT * (
+            1 + 1e-9):
+        raise ValueError(
+            f"eps={eps:g} for {kernel.spec} with targets of their own: the root box is "
+            f"{parameter:.3g} / kappa wide, beyond the {YUKAWA_APART_LIMIT:g} up to which "
+            "fmmloopy's accuracy table bounds the error where targets lie apart from the "
+            "sources (the field there decays as exp(-kappa r); docs/kernels.md, 'Accuracy by "
+            "eps'); give order= and check the error with Fmm.estimate_error")
     if family == "helmholtz":  # its range: order / 3 wavelengths
         errors = {order: error for order, error in errors.items()
                   if parameter <= max_root_wavelengths(order)}
