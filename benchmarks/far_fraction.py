@@ -2,7 +2,7 @@
 
 Usage: ``python benchmarks/far_fraction.py [--orders 4 6 8] [--n 10000]``. For the Laplace rows of
 the eps calibration table (``fmmloopy/maths/eps_calibration.json``, written by
-``benchmarks/calibrate_eps.py``) it rebuilds the table's four point sets (same seed, same draws)
+``benchmarks/calibrate_eps.py``) it rebuilds the table's point sets (same seed, same draws)
 and, on the tree of the FMM each row measured (that order, ``n_crit="auto"``), computes
 
     rho^2 = sum_t sum_(s far from t) |K(t, s)|^2 / sum_t sum_s |K(t, s)|^2

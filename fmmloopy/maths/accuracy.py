@@ -6,9 +6,9 @@ the FMM is built for (the potential and/or gradient of charges and/or dipoles). 
 come from ``eps_calibration.json`` beside this module, written by
 ``benchmarks/calibrate_eps.py``: for each built-in kernel family at a grid of its
 dimensionless parameter (:data:`FAMILY_GRIDS`) and each order, the largest error over
-five point sets (sphere, uniform cube, Plummer, targets on a shell outside the sources, a cubic
-lattice) at every target against a direct sum (an FMM whose targets are its sources: the worst
-of the four sets whose targets are theirs), each on a tree of three or more levels (leaves of
+six point sets (sphere, uniform cube, Plummer, a cubic lattice; targets on a shell outside the
+sources, targets on a sphere around sources on a sphere) at every target against a direct sum
+(an FMM whose targets are its sources: the worst of the four sets whose targets are theirs), each on a tree of three or more levels (leaves of
 at most 64 points: the far field's error, as in a large problem, not the near field's
 exactness). A kernel that
 is not scale-invariant is placed on the grid by its parameter over the root box (Yukawa
