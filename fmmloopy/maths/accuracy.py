@@ -8,10 +8,10 @@ come from ``eps_calibration.json`` beside this module, written by
 dimensionless parameter (:data:`FAMILY_GRIDS`) and each order, the largest error over
 six point sets (sphere, uniform cube, Plummer, a cubic lattice; targets on a shell outside the
 sources, targets on a sphere around sources on a sphere) at every target against a direct sum
-(an FMM whose targets are its sources: the worst of the four sets whose targets are theirs), each on a tree of three or more levels (leaves of
-at most 64 points: the far field's error, as in a large problem, not the near field's
-exactness). A kernel that
-is not scale-invariant is placed on the grid by its parameter over the root box (Yukawa
+(an FMM whose targets are its sources: the worst of the four sets whose targets are theirs),
+each on a tree of three or more levels (leaves of at most 64 points: the far field's error, as
+in a large problem, not the near field's exactness). A kernel that is not scale-invariant is
+placed on the grid by its parameter over the root box (Yukawa
 ``kappa L``, Helmholtz ``L`` in wavelengths); between two grid points the larger of their
 errors is taken, and below the first one Laplace's too.
 
