@@ -170,10 +170,15 @@ def measure(family: str, parameter: float, order: int, cases: dict,
                              "n_crit": fmm.n_crit, "auto_n_crit": auto_n_crit,
                              "depth": int(fmm.tree.box_levels.max()),
                              "targets_are_sources": targets is None}
-    for quantity in QUANTITIES:
-        row[quantity] = max(case["errors"][quantity] for case in row["sets"].values())
+    set_row_maxima(row)
     row["device"] = fmm.device.name.strip()  # the OpenCL device that measured the row
     return row
+
+
+def set_row_maxima(row: dict) -> None:
+    """Each quantity's error in ``row``: the largest over the point sets it holds."""
+    for quantity in QUANTITIES:
+        row[quantity] = max(case["errors"][quantity] for case in row["sets"].values())
 
 
 def cached_references(sources, targets, charges, dipoles):
@@ -236,8 +241,7 @@ def add_sets(args, families: list[str]) -> None:
             forget_operators()
             gc.collect()
             row["sets"] |= new["sets"]
-            for quantity in QUANTITIES:
-                row[quantity] = max(case["errors"][quantity] for case in row["sets"].values())
+            set_row_maxima(row)
             print(f"{family:9s} {row['parameter']:6g} order {row['order']:2d}: "
                   + "  ".join(f"{q} {new[q]:.2e}" for q in QUANTITIES)
                   + f"  ({time.perf_counter() - clock:.0f} s)", flush=True)

@@ -57,6 +57,19 @@ _ROUNDING = ("#if defined(__SPIR__) || defined(__SPIR32__) || defined(__SPIR64__
              "#endif\n")
 
 
+def _reduced_polynomials(type_name: str) -> str:
+    """The lines both ``sin``/``cos`` helpers share, given ``n`` (the quadrant's count): ``r =
+    x - n pi / 2`` in two parts, then ``s`` and ``c``, the polynomials of ``sin r`` and ``cos
+    r``, in variables of ``type_name``."""
+    pi_half = _PI_HALF_PARTS
+    return (f"  {type_name} r = x - n * {pi_half[0]};\n"
+            f"  r = r - n * {pi_half[1]};\n"
+            f"  {type_name} t = r * r, t2 = t * t, t4 = t2 * t2;\n"
+            f"  {type_name} s = r + r * t * {_estrin(_SIN_COEFFICIENTS, ('t', 't2', 't4'))};\n"
+            f"  {type_name} c = 1.0 - 0.5 * t + t2 * "
+            f"{_estrin(_COS_COEFFICIENTS, ('t', 't2', 't4'))};\n")
+
+
 def trig_preamble() -> tuple[str, str]:
     """A preamble (key, text) defining ``sin(x)`` and ``cos(x)`` for ``double`` as inline
     helpers: ``n = rint(x 2 / pi)``, ``r = x - n pi / 2`` in two parts, the polynomials of
@@ -72,15 +85,9 @@ def trig_preamble() -> tuple[str, str]:
     Written so that a compiler allowed to reassociate (``-cl-fast-relaxed-math``) cannot merge
     the reduction's steps: each part is subtracted from a value the previous step rounded.
     """
-    pi_half = _PI_HALF_PARTS
     reduction = (
-        "  double n = FMMLOOPY_RINT(x * 0x1.45f306dc9c883p-1);\n"
-        f"  double r = x - n * {pi_half[0]};\n"
-        f"  r = r - n * {pi_half[1]};\n"
-        "  double t = r * r, t2 = t * t, t4 = t2 * t2;\n"
-        f"  double s = r + r * t * {_estrin(_SIN_COEFFICIENTS, ('t', 't2', 't4'))};\n"
-        f"  double c = 1.0 - 0.5 * t + t2 * {_estrin(_COS_COEFFICIENTS, ('t', 't2', 't4'))};\n"
-        "  double q = n - 4.0 * FMMLOOPY_FLOOR(n * 0.25);\n"
+        "  double n = FMMLOOPY_RINT(x * 0x1.45f306dc9c883p-1);\n" + _reduced_polynomials("double")
+        + "  double q = n - 4.0 * FMMLOOPY_FLOOR(n * 0.25);\n"
         "  int odd = q == 1.0 || q == 3.0;\n")
     sine = ("  double v = odd ? c : s;\n"
             "  return q >= 2.0 ? -v : v;\n")
@@ -107,8 +114,6 @@ def lane_trig_preamble(width: int) -> tuple[str, str]:
     which compiles to the vector conversion instructions: OpenCL's ``rint`` and ``floor`` of a
     vector are library calls), so the same accuracy; the quadrant is chosen by vector
     selects."""
-    pi_half = _PI_HALF_PARTS
-
     def helper(name: str, type_name: str, integer: str, body: str) -> str:
         if type_name == "double":
             rounded = ("  long k = (long) (y + (y >= 0.0 ? 0.5 : -0.5));\n"
@@ -120,14 +125,7 @@ def lane_trig_preamble(width: int) -> tuple[str, str]:
         return (f"inline __attribute__((overloadable, always_inline)) {type_name} "
                 f"{_PREFIX}_lane_{name}({type_name} x)\n{{\n"
                 f"  {type_name} y = x * 0x1.45f306dc9c883p-1;\n" + rounded
-                + f"  {type_name} r = x - n * {pi_half[0]};\n"
-                f"  r = r - n * {pi_half[1]};\n"
-                f"  {type_name} t = r * r, t2 = t * t, t4 = t2 * t2;\n"
-                f"  {type_name} s = r + r * t * "
-                f"{_estrin(_SIN_COEFFICIENTS, ('t', 't2', 't4'))};\n"
-                f"  {type_name} c = 1.0 - 0.5 * t + t2 * "
-                f"{_estrin(_COS_COEFFICIENTS, ('t', 't2', 't4'))};\n"
-                f"  {integer} q = k & 3;\n" + body + "}\n")
+                + _reduced_polynomials(type_name) + f"  {integer} q = k & 3;\n" + body + "}\n")
     sine = "  return (q & 2) != 0 ? -((q & 1) != 0 ? c : s) : ((q & 1) != 0 ? c : s);\n"
     cosine = ("  return ((q == 1) | (q == 2)) != 0 ? -((q & 1) != 0 ? s : c) "
               ": ((q & 1) != 0 ? s : c);\n")

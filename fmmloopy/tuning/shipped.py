@@ -31,7 +31,7 @@ SHIPPED_SHA256 = {
     "fmmloopy.tuning.complex_split":
         "4b2e7774807d1231a4f494f16afcf6ffb0d62a71c469fc743bad1e8b4177ce0b",
     "fmmloopy.tuning.inline_math":
-        "74bdfcf7471eeec1ab7d1b7324fe93cbd8b8d099d05cf70f29b14335c47e9204",
+        "fbb5f5662e90d8656ab826eddf5d11c48b71719696f7a451a6b5c78c79407e01",
     "fmmloopy.tuning.kernel_options":
         "571f26616b75084039f1ed6f685727d3ee999b2041c48bbfba4661fafa70de70",
     "fmmloopy.tuning.loop_padding":
