@@ -52,7 +52,7 @@ def test_a_slabs_remainder_is_its_sum_less_the_near_images():
     offsets = rng.uniform(-2.4, 2.4, (300, 3))
     offsets[0] = 0.0
     reach = np.sqrt(-np.log(1e-15)) * 1.1
-    green, _, coincident = _slab_green(offsets, 2.0, reach / 1.5, 1.5, reach)
+    green, _, coincident, _ = _slab_green(offsets, 2.0, reach / 1.5, 1.5, reach)
     expected = (green - 2 * (reach / 1.5) / np.sqrt(np.pi) * coincident) / (4 * np.pi)
     for first, second in itertools.product((-2.0, 0.0, 2.0), repeat=2):
         distance = np.linalg.norm(offsets - [first, second, 0.0], axis=1)

@@ -65,8 +65,6 @@ def test_bad_input_is_refused():
         slab_ewald_sum([[0, 0, 0]], [1.0, -1.0])
     with pytest.raises(ValueError, match="1 dipoles for 2 sources"):
         slab_ewald_sum([[0, 0, 0], [0.5, 0.5, 0.1]], None, dipoles=[[1.0, 0, 0]])
-    with pytest.raises(ValueError, match="gradient of dipoles"):
-        slab_ewald_sum([[0, 0, 0]], None, dipoles=[[1.0, 0, 0]], gradient=True)
 
 
 def test_gradients_and_dipoles():
@@ -96,3 +94,32 @@ def test_gradients_and_dipoles():
     assert np.abs(extrapolated - of_dipoles).max() < 1e-10 * np.abs(of_dipoles).max()
     both = slab_ewald_sum(points, charges, targets, dipoles=dipoles)
     np.testing.assert_allclose(both, potential + of_dipoles, rtol=0, atol=1e-14)
+
+
+def test_the_gradient_of_dipoles():
+    """On sources and off them, against the 3-D Ewald sum with a gap of vacuum (height 7, as
+    above; the Yeh-Berkowitz correction's gradient is ``M_z / V`` along z, ``M_z`` the dipoles'
+    total z moment; measured 2.5e-15 of the largest) and against central differences of the
+    potential off the sources (step 1e-5: measured 2.5e-9); the charges' part unchanged."""
+    rng = np.random.default_rng(4)
+    points, charges = _slab(rng, 30)
+    dipoles = rng.uniform(-1, 1, (30, 3))
+    targets = np.concatenate([points[:8], rng.random((6, 3)) - [0, 0, 0.25]])
+    potential, gradient = slab_ewald_sum(points, charges, targets, dipoles=dipoles,
+                                         gradient=True)
+    of_charges = slab_ewald_sum(points, charges, targets, gradient=True)
+    of_dipoles = gradient - of_charges[1]
+    height = 7.0
+    _, expected = ewald_sum(points, None, targets, [1.0, 1.0, height], dipoles=dipoles,
+                            gradient=True, tolerance=1e-14)
+    expected[:, 2] += dipoles[:, 2].sum() / height
+    assert np.abs(of_dipoles - expected).max() < 1e-12 * np.abs(of_dipoles).max()
+    step = 1e-5
+    off = targets[8:]
+    differences = np.stack([
+        (slab_ewald_sum(points, None, off + step * unit, dipoles=dipoles)
+         - slab_ewald_sum(points, None, off - step * unit, dipoles=dipoles)) / (2 * step)
+        for unit in np.eye(3)], axis=1)
+    assert np.abs(differences - of_dipoles[8:]).max() < 1e-7 * np.abs(of_dipoles).max()
+    np.testing.assert_allclose(potential, of_charges[0] + slab_ewald_sum(
+        points, None, targets, dipoles=dipoles), rtol=0, atol=1e-14)

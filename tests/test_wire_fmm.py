@@ -1,5 +1,6 @@
 """Wires: FMMs periodic along one axis and free along the other two (``Fmm(..., periodic=...,
-periodic_axes="z")``) against the plain sum over the images, summed out far and extrapolated:
+periodic_axes="z")``) against the plain sum over the images, summed out far and extrapolated
+(:func:`fmmloopy.maths.wire_sum.wire_image_sum`):
 potentials, gradients and dipoles, points outside the cell along the axis, the axis along x as
 well as z; bad input."""
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from fmmloopy import Fmm
+from fmmloopy.maths.wire_sum import wire_image_sum
 
 #: Relative L2 errors at the default order (7) on 150 random neutral charges in a shifted cell
 #: of side 2.5: the bounds are the periodic FMM's promise at its default order (docs/fmm.md),
@@ -17,42 +19,6 @@ POTENTIAL_BOUND, GRADIENT_BOUND = 1e-6, 2e-6
 DIPOLE_BOUNDS = POTENTIAL_BOUND, GRADIENT_BOUND
 
 LOWER, SIDE = np.array([0.3, -1.0, 0.5]), 2.5
-
-
-def wire_sum(points, charges, dipoles, side, axis, images):
-    """The potential and gradient at ``points`` of charges and dipoles there and of their
-    images ``n side`` along ``axis``, ``|n| <= images``, the outermost pair at half weight (the
-    trapezoidal rule: the neglected tail then falls as even powers of ``1 / images``); a
-    point's own ``n = 0`` term left out."""
-    free = [other for other in range(3) if other != axis]
-    offsets = points[:, None, :] - points[None, :, :]
-    potential = np.zeros(len(points))
-    gradient = np.zeros((len(points), 3))
-    for n in range(-images, images + 1):
-        shifted = offsets.copy()
-        shifted[:, :, axis] -= n * side
-        distance = np.sqrt(shifted[:, :, axis] ** 2 + (shifted[:, :, free] ** 2).sum(axis=2))
-        inverse = np.divide(1.0, distance, out=np.zeros_like(distance), where=distance > 0)
-        weight = 0.5 if abs(n) == images else 1.0
-        # G = 1 / (4 pi d): grad G = -r / (4 pi d^3); a dipole p's potential is -p . grad G,
-        # its gradient -grad (p . grad G) = (p - 3 (p . r) r / d^2) / (4 pi d^3).
-        cube = inverse ** 3
-        along = np.einsum("tsa,sa->ts", shifted, dipoles)
-        potential += weight * (inverse @ charges + (cube * along).sum(axis=1))
-        gradient -= weight * np.einsum("ts,tsa->ta", cube * charges, shifted)
-        gradient += weight * (np.einsum("ts,sa->ta", cube, dipoles)
-                              - 3 * np.einsum("ts,tsa->ta", cube * inverse ** 2 * along, shifted))
-    return potential / (4 * np.pi), gradient / (4 * np.pi)
-
-
-def reference(points, charges, dipoles, side, axis):
-    """:func:`wire_sum` out to 400 and 800 images, extrapolated in ``1 / images^2``: the tail
-    left falls as ``images^-4`` (measured on the charges below: the sum to 400 differs from
-    the extrapolation by 2.4e-6 of it, the extrapolation from the 200 and 400 sums by
-    2.3e-10, so this one's error is about a sixteenth of that)."""
-    near = wire_sum(points, charges, dipoles, side, axis, 400)
-    far = wire_sum(points, charges, dipoles, side, axis, 800)
-    return tuple((4 * b - a) / 3 for a, b in zip(near, far, strict=True))
 
 
 def _relative(value, expected):
@@ -72,8 +38,9 @@ def wire():
     charges = rng.uniform(-1, 1, count)
     charges -= charges.mean()
     dipoles = rng.uniform(-1, 1, (count, 3))
-    return (points, charges, dipoles, reference(points, charges, 0 * dipoles, SIDE, 2),
-            reference(points, charges, dipoles, SIDE, 2))
+    return (points, charges, dipoles,
+            wire_image_sum(points, charges, side=SIDE, axis=2, gradient=True),
+            wire_image_sum(points, charges, side=SIDE, axis=2, dipoles=dipoles, gradient=True))
 
 
 def test_potentials_gradients_and_dipoles_match_the_sum_over_images(wire):

@@ -142,7 +142,8 @@ class Fmm:
             options = options.with_order(order_for_eps(
                 options.eps, options.kernel,
                 0.0 if empty else root_box_side(sources, targets), options.eps_quantities,
-                targets_are_sources=targets is None, periodic=options.periodic is not None))
+                targets_are_sources=targets is None,
+                periodic_axes=len(options.periodic.axes) if options.periodic else 0))
         self._start(options.on(choose_device(device)), len(sources),
                     len(sources) if targets is None else len(targets), targets is None)
         # "auto" may choose any candidate: the check before the tree assumes the fewest boxes

@@ -188,18 +188,17 @@ def checked_periodic_options(periodic, periodic_axes: str, kernel: GreenKernel,
                              max_depth: int) -> PeriodicCell | None:
     """The cell of ``periodic=`` (:func:`checked_cell`), with the other options of an FMM
     checked against it: a periodic FMM sums the Laplace kernel or Stokes flow
-    (:func:`check_periodic_kernel`) in float64, ``eps`` only for Laplace in a cell periodic
-    along every axis, its tree deeper than the cell's level;
+    (:func:`check_periodic_kernel`) in float64, ``eps`` only for Laplace (a cell, a slab or a
+    wire), its tree deeper than the cell's level;
     ValueError naming what is wrong. None in free space."""
     cell = checked_cell(periodic, periodic_axes)
     if cell is None:
         return None
     check_periodic_kernel(kernel, cell.axes)
-    if eps is not None and (kernel.base != LAPLACE_3D or cell.axes != ALL_AXES):
-        raise ValueError("eps of a periodic FMM is calibrated for Laplace in a cell periodic "
-                         "along every axis (against the Ewald sum); give order= for a slab, a "
-                         "wire or Stokes flow (docs/fmm.md, 'Periodic boundaries': the error "
-                         "at each order)")
+    if eps is not None and kernel.base != LAPLACE_3D:
+        raise ValueError("eps of a periodic FMM is calibrated for Laplace (a cell, a slab or a "
+                         "wire, against their Ewald sums); give order= for Stokes flow "
+                         "(docs/fmm.md, 'Periodic boundaries': the error at each order)")
     if precision != FLOAT64:
         raise ValueError(f"periodic boundaries are built for float64 FMMs, not "
                          f"{precision.name}")

@@ -42,8 +42,8 @@ from fmmloopy.maths.green import (
 from fmmloopy.maths.harmonic import harmonic_split
 from fmmloopy.maths.length_scale import builtin_name
 
-__all__ = ["CALIBRATION_FILE", "EPS_FOR", "FAMILY_GRIDS", "MARGIN", "PERIODIC_FAMILY",
-           "QUANTITIES", "YUKAWA_APART_LIMIT",
+__all__ = ["CALIBRATION_FILE", "EPS_FOR", "FAMILY_GRIDS", "MARGIN", "PERIODIC_FAMILIES",
+           "PERIODIC_FAMILY", "QUANTITIES", "SLAB_FAMILY", "WIRE_FAMILY", "YUKAWA_APART_LIMIT",
            "calibrated_family", "eps_quantities", "kernel_at", "order_for_eps", "row_error",
            "validate_eps"]
 
@@ -56,12 +56,18 @@ QUANTITIES = ("charge potential", "charge gradient", "dipole potential", "dipole
 EPS_FOR = ("charges", "dipoles", "potential", "gradient")
 #: The family of a Laplace FMM periodic along every axis, measured against the Ewald sum.
 PERIODIC_FAMILY = "periodic laplace"
+#: The families of a Laplace slab (two periodic axes), measured against the slab's Ewald sum,
+#: and of a wire (one), measured against the sum over its images.
+SLAB_FAMILY, WIRE_FAMILY = "slab laplace", "wire laplace"
+#: The family of a Laplace FMM by its number of periodic axes.
+PERIODIC_FAMILIES = {3: PERIODIC_FAMILY, 2: SLAB_FAMILY, 1: WIRE_FAMILY}
 #: The grid of each family's dimensionless parameter: Laplace none; Yukawa ``kappa L``;
 #: Helmholtz the root box ``L`` in wavelengths (the range of order 13, the highest measured for
 #: it, ends at 13 / 3 wavelengths; wider boxes are refused under ``eps``); beyond the last
 #: grid point a box takes that point's rows.
 FAMILY_GRIDS = {"laplace": (0.0,), "yukawa": (1.0, 10.0, 30.0, 100.0),
-                "helmholtz": (0.5, 1.0, 2.0, 2.6, 3.0), "stokes": (0.0,), PERIODIC_FAMILY: (0.0,)}
+                "helmholtz": (0.5, 1.0, 2.0, 2.6, 3.0), "stokes": (0.0,), PERIODIC_FAMILY: (0.0,),
+                SLAB_FAMILY: (0.0,), WIRE_FAMILY: (0.0,)}
 #: The factor between the table's error and ``eps``: the table holds the worst of its four point
 #: sets at :data:`REFERENCE_N` points (trees of 3-7 levels); an FMM's error grows slowly with
 #: N (the potential of charges at 10^6 points, the cost model's tree: 1.4x the table's set at
@@ -110,17 +116,20 @@ def validate_eps(eps) -> float:
     return float(eps)
 
 
-def calibrated_family(kernel: GreenKernel, periodic: bool = False) -> str | None:
+def calibrated_family(kernel: GreenKernel, periodic_axes: int = 0) -> str | None:
     """``"laplace"``, ``"yukawa"``, ``"helmholtz"`` or ``"stokes"`` where ``kernel`` is that
-    built-in Green's function (a kernel of the same name and another expression is not); with
-    ``periodic`` (a cell periodic along every axis) :data:`PERIODIC_FAMILY` for Laplace; else
-    None. Stokes' relative errors do not depend on the viscosity (a factor of every result but
-    the pressure, which does not depend on it): one grid point. Every kernel summed as the
+    built-in Green's function (a kernel of the same name and another expression is not); in a
+    cell periodic along ``periodic_axes`` axes (3, 2: a slab, 1: a wire) Laplace's family of
+    :data:`PERIODIC_FAMILIES`; else None. Stokes' relative errors do not depend on the
+    viscosity (a factor of every result but the pressure, which does not depend on it): one
+    grid point. Every kernel summed as the
     Stokeslet's Laplace sums (:func:`~fmmloopy.maths.harmonic.harmonic_split`, which
     recognises the built-in ones) takes Stokes' rows: the RPY tensor's far field is those sums
     with dipoles on one of the four, its near field summed exactly."""
-    if periodic:
-        return PERIODIC_FAMILY if kernel.base == LAPLACE_3D else None
+    if isinstance(periodic_axes, bool) or periodic_axes not in (0, *PERIODIC_FAMILIES):
+        raise ValueError(f"periodic_axes is a number of axes, 0 to 3, not {periodic_axes!r}")
+    if periodic_axes:
+        return PERIODIC_FAMILIES[periodic_axes] if kernel.base == LAPLACE_3D else None
     if harmonic_split(kernel) is not None:
         return "stokes"
     return builtin_name(kernel)
@@ -195,18 +204,19 @@ def row_error(row: dict, quantity: str, targets_are_sources: bool) -> float:
 
 def order_for_eps(eps: float, kernel: GreenKernel, root_side: float,
                   quantities: Iterable[str] = ("charge potential",),
-                  targets_are_sources: bool = False, periodic: bool = False) -> int:
+                  targets_are_sources: bool = False, periodic_axes: int = 0) -> int:
     """The lowest order whose measured error of every one of ``quantities`` is at most
     ``eps / MARGIN`` for ``kernel`` over a root box of side ``root_side`` (rows of fewer than
     :data:`REFERENCE_N` points: a larger margin; module docstring); ``targets_are_sources``:
-    the point sets whose targets are their sources only; ``periodic``: an FMM periodic along
-    every axis (its rows measured against the Ewald sum). ValueError naming the reason where
+    the point sets whose targets are their sources only; ``periodic_axes``: the periodic axes
+    of a periodic FMM (3, a slab's 2 or a wire's 1: rows measured against the Ewald sum, the
+    slab's Ewald sum, the sum over the wire's images). ValueError naming the reason where
     no order does or the kernel has no calibration."""
     validate_eps(eps)
-    family = calibrated_family(kernel, periodic)
+    family = calibrated_family(kernel, periodic_axes)
     if family is None:
         raise ValueError(f"eps: kernel {kernel.spec} has no accuracy calibration "
-                         + ("in a periodic cell (Laplace's has)" if periodic else
+                         + ("in a periodic cell (Laplace's has)" if periodic_axes else
                             "(the built-in laplace, yukawa, helmholtz and stokes have)")
                          + "; give order= instead")
     quantities = tuple(quantities)

@@ -52,12 +52,13 @@ def slab_ewald_sum(sources, charges, targets=None, side: float = 1.0, *, dipoles
     """The potential at ``targets`` (``(M, 3)``; default the sources) of neutral ``charges``
     ``(N,)`` (or None) and ``dipoles`` ``(N, 3)`` (or None) at ``sources`` ``(N, 3)``,
     periodic in x and y with period ``side`` and free in z, as the module docstring defines
-    it; with ``gradient``, ``(potential, gradient (M, 3))`` (of charges only). ``alpha``: the
+    it; with ``gradient``, ``(potential, gradient (M, 3))``. ``alpha``: the
     splitting parameter (default balanced for ``tolerance`` with a real-space cutoff of
     ``0.75 side``).
 
     A dipole ``p`` at ``x_j`` is the limit of charges ``+-q`` at ``x_j +- p / (2 q)``: its
-    potential is ``-p . grad G_2(x - x_j)``."""
+    potential is ``-p . grad G_2(x - x_j)``, its gradient ``-H p`` (``H`` the Hessian of
+    ``G_2``)."""
     sources = np.asarray(sources, dtype=np.float64).reshape(-1, 3)
     charges = (np.zeros(len(sources)) if charges is None
                else np.asarray(charges, dtype=np.float64).reshape(-1))
@@ -67,8 +68,6 @@ def slab_ewald_sum(sources, charges, targets=None, side: float = 1.0, *, dipoles
         dipoles = np.asarray(dipoles, dtype=np.float64).reshape(-1, 3)
         if len(dipoles) != len(sources):
             raise ValueError(f"{len(dipoles)} dipoles for {len(sources)} sources")
-        if gradient:
-            raise ValueError("the slab sum's gradient of dipoles is not built")
     side = float(side)
     if not (math.isfinite(side) and side > 0):
         raise ValueError(f"the slab's period must be positive and finite, got {side}")
@@ -89,27 +88,39 @@ def slab_ewald_sum(sources, charges, targets=None, side: float = 1.0, *, dipoles
         # The nearest copy in the plane (the sum is periodic there): the images visited below
         # then reach the cutoff whichever copies the points were given in.
         offsets[:, :2] -= side * np.round(offsets[:, :2] / side)
-        green, green_gradient, coincident = _slab_green(offsets, side, alpha, cutoff, reach)
+        with_hessian = gradient and dipoles is not None
+        green, green_gradient, coincident, hessian = _slab_green(
+            offsets, side, alpha, cutoff, reach, with_hessian)
         green -= 2 * alpha / math.sqrt(math.pi) * coincident
         green_gradient = green_gradient.reshape(len(block), len(sources), 3)
-        potential[start:start + per_block] = green.reshape(len(block), -1) @ charges
+        rows = slice(start, start + per_block)
+        potential[rows] = green.reshape(len(block), -1) @ charges
+        field[rows] = np.einsum("tsa,s->ta", green_gradient, charges)
         if dipoles is not None:
-            potential[start:start + per_block] -= np.einsum("tsa,sa->t", green_gradient,
-                                                             dipoles)
-        field[start:start + per_block] = np.einsum("tsa,s->ta", green_gradient, charges)
+            potential[rows] -= np.einsum("tsa,sa->t", green_gradient, dipoles)
+        if with_hessian:
+            # The smooth part of a source's own n = 0 term, erf(alpha r) / r, is in the waves;
+            # its Hessian at r = 0, -4 alpha^3 / (3 sqrt(pi)) I, is taken out on a source.
+            hessian[:, [0, 1, 2], [0, 1, 2]] += (4 * alpha ** 3 / (3 * math.sqrt(math.pi))
+                                                 * coincident)[:, None]
+            field[rows] -= np.einsum("tsab,sb->ta",
+                                     hessian.reshape(len(block), len(sources), 3, 3), dipoles)
     potential /= 4 * np.pi
     return (potential, field / (4 * np.pi)) if gradient else potential
 
 
-def _slab_green(offsets: np.ndarray, side: float, alpha: float, cutoff: float,
-                reach: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _slab_green(offsets: np.ndarray, side: float, alpha: float, cutoff: float, reach: float,
+                with_hessian: bool = False
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """``4 pi G_2`` of each offset (the module docstring's sum, the ``n = 0`` term left out at
-    offset 0), its gradient ``(P, 3)`` and whether the offset is 0."""
+    offset 0), its gradient ``(P, 3)``, whether the offset is 0, and with ``with_hessian`` its
+    Hessian ``(P, 3, 3)`` (else None)."""
     special = optional_module("scipy.special", "scipy", "fmmloopy.maths.slab_ewald")
     area = side * side
     total = np.zeros(len(offsets))
     gradient = np.zeros((len(offsets), 3))
     coincident = np.zeros(len(offsets))
+    hessian = np.zeros((len(offsets), 3, 3)) if with_hessian else None
     images = int(math.ceil(cutoff / side)) + 1
     for first, second in itertools.product(range(-images, images + 1), repeat=2):
         shifted = offsets - np.array([first * side, second * side, 0.0])
@@ -121,6 +132,14 @@ def _slab_green(offsets: np.ndarray, side: float, alpha: float, cutoff: float,
         # d/dr erfc(alpha r) / r = -(erfc(alpha r) / r + 2 alpha / sqrt(pi) e^(-alpha^2 r^2)) / r
         slope = -(screened + 2 * alpha / math.sqrt(math.pi) * np.exp(-(alpha * r) ** 2)) / r
         gradient += np.where(inside, slope / r, 0.0)[:, None] * shifted
+        if with_hessian:
+            # f'' = -2 f' / r + 2 alpha^2 (2 alpha / sqrt(pi)) e^(-alpha^2 r^2); the Hessian
+            # is (f'' - f' / r) d d^T / r^2 + f' / r I.
+            curvature = (-2 * slope / r + 4 * alpha ** 3 / math.sqrt(math.pi)
+                         * np.exp(-(alpha * r) ** 2))
+            radial = np.where(inside, (curvature - slope / r) / (r * r), 0.0)
+            hessian += radial[:, None, None] * shifted[:, :, None] * shifted[:, None, :]
+            hessian[:, [0, 1, 2], [0, 1, 2]] += np.where(inside, slope / r, 0.0)[:, None]
         if first == second == 0:
             coincident = (distance == 0).astype(np.float64)
     z = offsets[:, 2]
@@ -142,7 +161,19 @@ def _slab_green(offsets: np.ndarray, side: float, alpha: float, cutoff: float,
         total += weight * np.cos(phase) * (above + below)
         gradient[:, :2] -= (weight * np.sin(phase) * (above + below))[:, None] * wave
         gradient[:, 2] += weight * k * np.cos(phase) * (above - below)
+        if with_hessian:
+            # d/dz (above - below) = k (above + below) - 4 alpha / sqrt(pi) e^(-u^2 - alpha^2
+            # z^2).
+            even, odd = weight * np.cos(phase) * (above + below), weight * np.sin(phase) * (
+                above - below)
+            hessian[:, :2, :2] -= even[:, None, None] * np.outer(wave, wave)
+            hessian[:, :2, 2] -= (k * odd)[:, None] * wave
+            hessian[:, 2, :2] = hessian[:, :2, 2]
+            hessian[:, 2, 2] += k * (k * even - weight * np.cos(phase) * 4 * alpha
+                                     / math.sqrt(math.pi) * decay)
     total -= (2 * math.sqrt(math.pi) / area) * (np.exp(-gaussian_z) / alpha
                                                  + math.sqrt(math.pi) * z * special.erf(alpha * z))
     gradient[:, 2] -= (2 * math.pi / area) * special.erf(alpha * z)
-    return total, gradient, coincident
+    if with_hessian:
+        hessian[:, 2, 2] -= 4 * alpha * math.sqrt(math.pi) / area * np.exp(-gaussian_z)
+    return total, gradient, coincident, hessian
