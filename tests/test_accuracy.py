@@ -133,6 +133,28 @@ def test_kernels_without_a_calibration_are_refused(written_table):
             order_for_eps(1e-3, kernel, 1.0)
 
 
+def test_each_periodic_lattice_takes_its_own_rows():
+    """A cell periodic along 3, 2 (a slab) or 1 (a wire) axes takes the rows measured against
+    its own sum; a periodic kernel without rows (Stokes) and a flag for the axes' count are
+    refused."""
+    assert [accuracy.calibrated_family(LAPLACE_3D, axes) for axes in (0, 1, 2, 3)] == [
+        "laplace", accuracy.WIRE_FAMILY, accuracy.SLAB_FAMILY, accuracy.PERIODIC_FAMILY]
+    assert accuracy.calibrated_family(get_kernel("stokes"), 2) is None
+    for bad in (True, 4, -1):
+        with pytest.raises(ValueError, match="number of axes"):
+            accuracy.calibrated_family(LAPLACE_3D, bad)
+    with pytest.raises(ValueError, match="in a periodic cell"):
+        order_for_eps(1e-3, get_kernel("stokes"), 1.0, periodic_axes=1)
+    # Each family's own rows: the orders differ where the rows do.
+    rows = accuracy._table()["rows"]
+    for axes, family in accuracy.PERIODIC_FAMILIES.items():
+        mine = sorted((row for row in rows if row["family"] == family),
+                      key=lambda row: row["order"])
+        chosen = order_for_eps(1e-6, LAPLACE_3D, 1.0, periodic_axes=axes)
+        assert chosen == next(row["order"] for row in mine
+                              if MARGIN * row["charge potential"] <= 1e-6)
+
+
 def test_the_shipped_table_serves_the_rule():
     """Every grid point of every family has rows from order 3 (Helmholtz: from its range) on,
     every quantity measured, errors falling with the order."""

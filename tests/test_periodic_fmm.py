@@ -170,7 +170,7 @@ def test_few_charges():
     ({"periodic": 1.0, "kernel": "yukawa:kappa=1"}, "Laplace and Stokes kernels"),
     ({"periodic": 1.0, "dtype": np.float32}, "float64"),
     ({"periodic": 1.0, "max_depth": 2}, "max_depth"),
-    ({"periodic": 1.0, "periodic_axes": "xy", "eps": 1e-6}, "eps of a periodic FMM is calibrated"),
+    ({"periodic": 1.0, "kernel": "stokes", "eps": 1e-6}, "eps of a periodic FMM is calibrated"),
     ({"recipes": {"lattice": "cpu"}}, "unknown operator"),  # free space has no lattice
 ])
 def test_bad_cells_and_options_are_refused(options, message):
