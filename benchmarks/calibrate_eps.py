@@ -74,7 +74,8 @@ from fmmloopy.tree.octree import root_box_side
 
 POINT_SETS = ("sphere", "cube", "plummer", "shell", "lattice", "apart")
 #: The periodic family's point sets (in the cell [0, 1)^3), and whose targets are the sources.
-PERIODIC_SETS = {"cell": True, "clustered": True, "apart": False}
+PERIODIC_SETS = {"cell": True, "clustered": True, "apart": False, "lattice": True,
+                 "halves": False}
 #: The periodic axes of each periodic family (as ``Fmm(periodic_axes=...)`` names them).
 PERIODIC_AXES = {PERIODIC_FAMILY: "xyz", SLAB_FAMILY: "xy", WIRE_FAMILY: "z"}
 #: The targets at which a slab's or a wire's reference is summed (a random sample of each
@@ -118,6 +119,14 @@ def periodic_set(name: str, n: int, rng: np.random.Generator
     sources)."""
     if name == "clustered":
         return np.mod(0.5 + 0.1 * DISTRIBUTIONS["plummer"](n, rng), 1.0), None
+    if name == "lattice":  # the nearest cube of a whole number, no two points one image apart
+        axis = (np.arange(max(round(n ** (1 / 3)), 2)) + 0.5) / max(round(n ** (1 / 3)), 2)
+        return np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3), None
+    if name == "halves":  # sources below z = 1/2, targets above
+        sources, targets = rng.random((n, 3)), rng.random((n, 3))
+        sources[:, 2] *= 0.5
+        targets[:, 2] = 0.5 + 0.5 * targets[:, 2]
+        return sources, targets
     sources = rng.random((n, 3))
     return sources, (rng.random((n, 3)) if name == "apart" else None)
 
@@ -237,13 +246,14 @@ def markdown(table: dict) -> str:
     return "\n".join(lines)
 
 
-def family_cases(family: str, n: int, seed: int) -> dict:
+def family_cases(family: str, n: int, seed: int, names=None) -> dict:
     """Point set -> ``(sources, targets, charges, dipoles, references, sample)`` of
     ``family``'s calibration, drawn in the order of :data:`POINT_SETS` from one generator per
     family (a set added at the end leaves the others' draws as they were); ``sample``: the
     targets the references are summed at (None: every one). A slab's and a wire's charges are
     made neutral (their sums need it) and their references summed at
-    :data:`SAMPLED_TARGETS` of the targets."""
+    :data:`SAMPLED_TARGETS` of the targets. ``names``: the sets returned (every set is drawn,
+    so that each one's draws are those of a whole run)."""
     rng = np.random.default_rng([seed, list(FAMILY_GRIDS).index(family)])
     periodic = family in PERIODIC_AXES
     cases = {}
@@ -256,6 +266,9 @@ def family_cases(family: str, n: int, seed: int) -> dict:
             every = sources if targets is None else targets
             sample = np.sort(rng.choice(len(every), min(SAMPLED_TARGETS, len(every)),
                                         replace=False))
+        if names is not None and name not in names:
+            continue
+        if sample is not None:
             clock = time.perf_counter()
             references = lattice_references(family, sources, every[sample], charges, dipoles)
             print(f"{family} {name}: references at {len(sample)} targets in "
@@ -272,8 +285,7 @@ def add_sets(args, families: list[str]) -> None:
     ``families`` (and ``--parameter``, ``--from-order``, ``--max-order``), into those rows."""
     table = json.loads(args.out.read_text())
     for family in families:
-        cases = {name: case for name, case in family_cases(family, args.n, args.seed).items()
-                 if name in args.sets}
+        cases = family_cases(family, args.n, args.seed, args.sets)
         for row in table["rows"]:
             if (row["family"] != family or not args.from_order <= row["order"] <= args.max_order
                     or (args.parameter and not any(math.isclose(row["parameter"], value)

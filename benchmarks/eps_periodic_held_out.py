@@ -8,10 +8,12 @@ Usage::
 
 The calibration (``benchmarks/calibrate_eps.py``, the families ``periodic laplace``, ``slab
 laplace`` and ``wire laplace``) measured uniform points, a wrapped Plummer cluster and targets
-apart, in the cell ``[0, 1)^3``. Held out here, in a shifted cell of side 2.5: ``layer`` (a
-thin Gaussian layer, width 0.05 of the side, across z), ``clusters`` (eight Gaussian clusters of
-width 0.03, wrapped), ``grid`` (a cubic grid jittered by a tenth of its spacing: no close pairs)
-and ``halves`` (sources in the lower half along z, targets in the upper). Strengths, all
+apart, a cubic lattice, sources and targets in the two halves along z, in the cell ``[0, 1)^3``
+(the last two added after they missed ``eps`` as held-out sets: docs/fmm.md). Held out here,
+in a shifted cell of side 2.5: ``layer`` (a thin Gaussian layer, width 0.05 of the side, across
+z), ``clusters`` (eight Gaussian clusters of width 0.03, wrapped), ``bcc`` (a body-centred cubic
+lattice, jittered by a fiftieth of its spacing: no close pairs) and ``ball`` (sources in a ball
+of radius 0.3 about the centre, targets uniform outside the radius 0.4). Strengths, all
 neutral (a slab's and a wire's sums need it): charges random in [-1, 1] less their mean,
 graded charges (random signs, magnitudes over six decades, the last one making the sum 0),
 dipoles random in [-1, 1]^3, and charges with dipoles. For each quantity (as in
@@ -30,11 +32,12 @@ import time
 import numpy as np
 
 import fmmloopy
+from fmmloopy.base.distributions import sphere_surface
 from fmmloopy.maths.ewald import ewald_sum
 from fmmloopy.maths.slab_ewald import slab_ewald_sum
 from fmmloopy.maths.wire_sum import wire_image_sum
 
-SETS = ("layer", "clusters", "grid", "halves")
+SETS = ("layer", "clusters", "bcc", "ball")
 LATTICES = {"cell": "xyz", "slab": "xy", "wire": "z"}
 LOWER, SIDE = np.array([-0.4, 1.3, 0.2]), 2.5
 
@@ -57,16 +60,16 @@ def unit_points(name: str, n: int, rng: np.random.Generator):
         centres = rng.random((8, 3))
         return np.mod(centres[rng.integers(0, 8, n)] + 0.03 * rng.standard_normal((n, 3)),
                       1.0), None
-    if name == "grid":
-        m = max(round(n ** (1 / 3)), 2)
-        axis = (np.arange(m) + 0.5) / m
-        grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
-        return grid + rng.uniform(-0.05, 0.05, grid.shape) / m, None
-    if name == "halves":
-        lower, upper = rng.random((n, 3)), rng.random((n, 3))
-        lower[:, 2] *= 0.5
-        upper[:, 2] = 0.5 + 0.5 * upper[:, 2]
-        return lower, upper
+    if name == "bcc":  # a body-centred cubic lattice of about n points, jittered
+        m = max(round((n / 2) ** (1 / 3)), 2)
+        corner = np.stack(np.meshgrid(*[np.arange(m) / m] * 3, indexing="ij"), -1).reshape(-1, 3)
+        grid = np.concatenate([corner, corner + 0.5 / m]) + 0.1
+        return np.mod(grid + rng.uniform(-0.02, 0.02, grid.shape) / m, 1.0), None
+    if name == "ball":  # sources in a ball about the centre, targets outside a wider one
+        sources = 0.5 + 0.3 * sphere_surface(n, rng) * rng.random((n, 1)) ** (1 / 3)
+        targets = rng.random((4 * n, 3))
+        targets = targets[np.linalg.norm(targets - 0.5, axis=1) > 0.4][:n]
+        return sources, targets
     raise ValueError(f"unknown set {name!r}")
 
 
@@ -88,7 +91,7 @@ def reference(lattice: str, sources, at, values: dict):
         return ewald_sum(sources - LOWER, targets=at - LOWER, cell=SIDE, gradient=True, **values)
     if lattice == "slab":
         return slab_ewald_sum(sources - LOWER, targets=at - LOWER, side=SIDE, gradient=True,
-                              alpha=2.4 / SIDE, **values)
+                              **values)
     return wire_image_sum(sources, targets=at, side=SIDE, axis=2, gradient=True, **values)
 
 

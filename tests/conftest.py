@@ -237,3 +237,22 @@ def relative_l2(value, reference) -> float:
     scale = np.abs(reference).max()
     return float(np.linalg.norm((value - reference) / scale)
                  / np.linalg.norm(reference / scale))
+
+
+def assert_periodic_eps_met(points, cell, axes, eps, rng, reference, sampled=150):
+    """A periodic FMM of ``points`` in ``cell`` ``(lower, upper)`` periodic along ``axes`` built
+    with ``eps`` for charges, dipoles and gradients meets it (relative L2 over ``sampled``
+    random targets) for neutral random charges and for random dipoles, against ``reference``
+    (``reference(targets, charges=..., dipoles=...)`` -> ``(potential, gradient)``)."""
+    count = len(points)
+    charges = rng.uniform(-1, 1, count)
+    charges -= charges.mean()
+    dipoles = rng.uniform(-1, 1, (count, 3))
+    sample = rng.choice(count, sampled, replace=False)
+    from fmmloopy import Fmm
+    fmm = Fmm(points, periodic=cell, periodic_axes=axes, eps=eps,
+              eps_for=("charges", "dipoles", "gradient"))
+    for given in ({"charges": charges}, {"charges": None, "dipoles": dipoles}):
+        got = fmm(**given, gradient=True)
+        for value, expected in zip(got, reference(points[sample], **given), strict=True):
+            assert relative_l2(value[sample], expected) <= eps, (given.keys(), fmm.order)

@@ -9,6 +9,8 @@ import pytest
 
 from fmmloopy import Fmm
 from fmmloopy.maths.ewald import ewald_sum
+from fmmloopy.maths.slab_ewald import slab_ewald_sum
+from fmmloopy.maths.wire_sum import wire_image_sum
 from fmmloopy.tuning.recipe import RecipeError
 from fmmloopy.tuning.registry import load_recipes
 
@@ -193,10 +195,48 @@ def test_dipoles_match_the_ewald_sum(charges_in_a_cell, periodic_fmm, with_charg
     assert _relative(fields.gradient, gradient) < DIPOLE_BOUNDS[1]
 
 
-def test_estimate_error_does_not_compare_with_free_space():
-    fmm = Fmm(np.random.default_rng(8).uniform(0, 1, (20, 3)), periodic=1.0)
-    with pytest.raises(ValueError, match="Ewald"):
-        fmm.estimate_error(np.ones(20))
+@pytest.mark.parametrize("axes", ["xyz", "xz", "y"], ids=["cell", "slab", "wire"])
+def test_estimate_error_compares_with_the_lattice_sum(axes):
+    """``estimate_error`` of a periodic FMM: with every target sampled it is the error against
+    the lattice's own sum (the Ewald sum, the slab's with its free axis y, the wire's images
+    along y), computed here apart; on a sample its interval covers that error (measured at
+    order 4, seed 0, 60 of 300 targets: inside in all three)."""
+    rng = np.random.default_rng(40)
+    lower, side = np.array([0.2, -0.5, 1.0]), 1.5
+    points = lower + side * rng.random((300, 3))
+    charges = rng.uniform(-1, 1, 300)
+    charges -= charges.mean()
+    dipoles = rng.uniform(-1, 1, (300, 3))
+    fmm = Fmm(points, periodic=(lower, lower + side), periodic_axes=axes, order=4)
+    result = fmm(charges, dipoles=dipoles, gradient=True)
+    if axes == "xyz":
+        reference = ewald_sum(points - lower, charges, cell=side, dipoles=dipoles,
+                              gradient=True)
+    elif axes == "xz":  # the slab's sum is periodic in its x and y: y goes last
+        turn = [0, 2, 1]
+        potential, gradient = slab_ewald_sum((points - lower)[:, turn], charges, side=side,
+                                             dipoles=dipoles[:, turn], gradient=True)
+        reference = potential, gradient[:, turn]
+    else:
+        reference = wire_image_sum(points, charges, side=side, axis=1, dipoles=dipoles,
+                                   gradient=True)
+    errors = [_relative(value, exact) for value, exact in zip(result, reference, strict=True)]
+    assert 1e-7 < min(errors)  # order 4: an error to estimate
+    every = fmm.estimate_error(charges, dipoles=dipoles, gradient=True, samples=300,
+                               result=result)
+    sampled = fmm.estimate_error(charges, dipoles=dipoles, gradient=True, samples=60)
+    for name, error in zip(("potential", "gradient"), errors, strict=True):
+        assert every[name].relative_l2 == pytest.approx(error, rel=1e-9)
+        assert every[name].samples == 300 and sampled[name].samples == 60
+        assert sampled[name].low <= error <= sampled[name].high
+
+
+def test_estimate_error_of_what_it_cannot_sum_is_refused():
+    points = np.random.default_rng(8).uniform(0, 1, (20, 3))
+    with pytest.raises(ValueError, match="one strength vector"):
+        Fmm(points, periodic=1.0).estimate_error(np.ones((20, 2)))
+    with pytest.raises(ValueError, match="hasimoto_sum"):
+        Fmm(points, kernel="stokes", periodic=1.0).estimate_error(np.ones((20, 3)))
 
 
 def test_a_cell_whose_wrap_keeps_too_few_digits_is_refused():

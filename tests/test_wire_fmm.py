@@ -6,6 +6,7 @@ well as z; bad input."""
 
 import numpy as np
 import pytest
+from conftest import assert_periodic_eps_met
 
 from fmmloopy import Fmm
 from fmmloopy.maths.wire_sum import wire_image_sum
@@ -82,19 +83,9 @@ def test_eps_is_met_against_the_sum_over_images(eps):
     Gaussian tube off the cell's centre, along the axis x) for charges' and dipoles'
     potentials and gradients: the relative L2 error over 200 sampled targets."""
     rng = np.random.default_rng(32)
-    count = 1500
     points = LOWER + SIDE * np.column_stack([
-        rng.random(count),
-        np.clip([0.35, 0.6] + 0.1 * rng.standard_normal((count, 2)), 0.0, 1.0)])
-    charges = rng.uniform(-1, 1, count)
-    charges -= charges.mean()
-    dipoles = rng.uniform(-1, 1, (count, 3))
-    sample = rng.choice(count, 200, replace=False)
-    fmm = Fmm(points, periodic=(LOWER, LOWER + SIDE), periodic_axes="x", eps=eps,
-              eps_for=("charges", "dipoles", "gradient"))
-    for given in ({"charges": charges}, {"charges": None, "dipoles": dipoles}):
-        got = fmm(**given, gradient=True)
-        want = wire_image_sum(points, targets=points[sample], side=SIDE, axis=0,
-                              gradient=True, **given)
-        for value, reference in zip(got, want, strict=True):
-            assert _relative(value[sample], reference) <= eps
+        rng.random(1500), np.clip([0.35, 0.6] + 0.1 * rng.standard_normal((1500, 2)), 0, 1)])
+    assert_periodic_eps_met(
+        points, (LOWER, LOWER + SIDE), "x", eps, rng,
+        lambda at, **given: wire_image_sum(points, targets=at, side=SIDE, axis=0,
+                                           gradient=True, **given), sampled=200)

@@ -25,7 +25,8 @@ of height ``L_z`` with vacuum between the slab's copies and the Yeh-Berkowitz co
 ``M_z z / V`` (``M_z = sum q_j z_j``), which approaches it as the gap grows (measured: 1e-13 of
 the largest potential at ``L_z = 5 L``, 4e-15 at ``7 L``, up to a constant that falls as
 ``1 / L_z``), and to itself at other ``alpha``. The cost is that of every (target, source) pair
-times several hundred waves: a reference for tests of up to a few hundred points, not a solver.
+times about 130 images and waves (charges' potentials and gradients at 50 targets of 10^4
+sources: 4.8 s on a 2-core Zen 5): a reference for sampled targets, not a solver.
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ def slab_ewald_sum(sources, charges, targets=None, side: float = 1.0, *, dipoles
     ``(N,)`` (or None) and ``dipoles`` ``(N, 3)`` (or None) at ``sources`` ``(N, 3)``,
     periodic in x and y with period ``side`` and free in z, as the module docstring defines
     it; with ``gradient``, ``(potential, gradient (M, 3))``. ``alpha``: the
-    splitting parameter (default balanced for ``tolerance`` with a real-space cutoff of
-    ``0.75 side``).
+    splitting parameter (default: a real-space cutoff of ``2.5 side`` at ``tolerance``; both
+    halves cost per pair, the waves more than the images, and this cutoff's 81 images and about
+    50 waves took an eighth of the time of a cutoff of ``0.75 side``'s 25 and 700 for the same
+    sums, 2e-15 apart).
 
     A dipole ``p`` at ``x_j`` is the limit of charges ``+-q`` at ``x_j +- p / (2 q)``: its
     potential is ``-p . grad G_2(x - x_j)``, its gradient ``-H p`` (``H`` the Hessian of
@@ -76,7 +79,7 @@ def slab_ewald_sum(sources, charges, targets=None, side: float = 1.0, *, dipoles
                          "the potential of a charged periodic sheet grows without bound in z")
     targets = sources if targets is None else np.asarray(targets, dtype=np.float64).reshape(-1, 3)
     reach = math.sqrt(-math.log(tolerance)) * _CUTOFF_FACTOR
-    cutoff = 0.75 * side
+    cutoff = 2.5 * side
     alpha = reach / cutoff if alpha is None else float(alpha)
     cutoff = reach / alpha
     potential = np.zeros(len(targets))
