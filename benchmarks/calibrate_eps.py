@@ -28,11 +28,17 @@ the gradient of each strength kind against :class:`fmmloopy.DirectSum`. An order
 the family's parameter once every quantity is below :data:`STOP_BELOW`, or at
 ``--max-order`` (default :data:`MAX_CALIBRATED_ORDER`).
 
-The periodic family (``periodic laplace``: a Laplace FMM of the cell ``[0, 1)^3`` periodic
-along every axis) has point sets of its own, against :func:`fmmloopy.maths.ewald.ewald_sum`
-(tin-foil, a net charge's background): ``cell`` (uniform), ``clustered`` (a Plummer sphere of
-scale 0.1 about the cell's centre, wrapped; a deep tree) and ``apart`` (sources uniform,
-targets uniform and apart from them).
+The periodic families (``periodic laplace``: a Laplace FMM of the cell ``[0, 1)^3`` periodic
+along every axis; ``slab laplace``: along x and y; ``wire laplace``: along z) have point sets of
+their own, against :func:`fmmloopy.maths.ewald.ewald_sum` (tin-foil, a net charge's
+background), :func:`fmmloopy.maths.slab_ewald.slab_ewald_sum` and
+:func:`fmmloopy.maths.wire_sum.wire_image_sum` (the last two at :data:`SAMPLED_TARGETS` sampled
+targets, the charges made neutral): ``cell`` (uniform), ``clustered`` (a Plummer sphere of
+scale 0.1 about the cell's centre, wrapped; a deep tree), ``apart`` (sources uniform, targets
+uniform and apart from them), ``lattice`` (a cubic grid, targets the sources) and ``halves``
+(sources below z = 1/2, targets above); the last two were added after a held-out jittered
+grid and targets in the upper half missed ``eps`` by up to 2.6x (``benchmarks/
+eps_periodic_held_out.py``; docs/fmm.md).
 
 It writes the JSON table that :mod:`fmmloopy.maths.accuracy` reads (``--out``; the shipped one
 is ``fmmloopy/maths/eps_calibration.json``): each row the family, parameter, order, the largest
@@ -82,9 +88,6 @@ PERIODIC_AXES = {PERIODIC_FAMILY: "xyz", SLAB_FAMILY: "xy", WIRE_FAMILY: "z"}
 #: set's; their sums cost every pair times hundreds of waves or images): the relative L2 error
 #: over them estimates that over every target.
 SAMPLED_TARGETS = 400
-#: The slab sum's splitting for 10^4 sources (its real-space cutoff 2.5 periods): few waves,
-#: about 8x faster than its default for the same 1e-13 (measured: 2.4e-15 apart).
-SLAB_ALPHA = 2.4
 #: The largest leaf the calibration's trees take (``--n-crit-cap``): three to seven levels on
 #: 10^4 points, so that every row measures a far field like that of a large problem.
 N_CRIT_CAP = 64
@@ -145,8 +148,7 @@ def lattice_references(family, sources, at, charges, dipoles):
     :func:`cached_references` gives them), charges and dipoles apart."""
     def summed(**strengths):
         if family == SLAB_FAMILY:
-            return slab_ewald_sum(sources, targets=at, gradient=True, alpha=SLAB_ALPHA,
-                                  **strengths)
+            return slab_ewald_sum(sources, targets=at, gradient=True, **strengths)
         return wire_image_sum(sources, targets=at, gradient=True, **strengths)
     sums = {"charge": fmmloopy.Fields(*summed(charges=charges)),
             "dipole": fmmloopy.Fields(*summed(charges=None, dipoles=dipoles))}
@@ -359,7 +361,7 @@ def main() -> None:
                                                for value in args.parameter))))]
     table = {"format": 1, "written_by": "benchmarks/calibrate_eps.py", "seed": args.seed,
              "n_crit_cap": args.n_crit_cap,
-             "point_sets": list(POINT_SETS),
+             "point_sets": list(dict.fromkeys(POINT_SETS + tuple(PERIODIC_SETS))),
              "machine": platform.processor() or platform.machine(), "rows": rows}
     for family in families:
         cases = family_cases(family, args.n, args.seed)

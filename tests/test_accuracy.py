@@ -145,6 +145,11 @@ def test_each_periodic_lattice_takes_its_own_rows():
             accuracy.calibrated_family(LAPLACE_3D, bad)
     with pytest.raises(ValueError, match="in a periodic cell"):
         order_for_eps(1e-3, get_kernel("stokes"), 1.0, periodic_axes=1)
+    # The cell's rows end above 1e-9 / MARGIN for dipoles' gradients (the lattice: 3.5e-10 at
+    # order 16): refused, where the slab's and the wire's reach it at order 16.
+    with pytest.raises(ValueError, match="most accurate order measured reaches"):
+        order_for_eps(1e-9, LAPLACE_3D, 1.0, ("dipole gradient",), periodic_axes=3)
+    assert order_for_eps(1e-9, LAPLACE_3D, 1.0, ("dipole gradient",), periodic_axes=2) == 16
     # Each family's own rows: the orders differ where the rows do.
     rows = accuracy._table()["rows"]
     for axes, family in accuracy.PERIODIC_FAMILIES.items():

@@ -5,7 +5,7 @@ along x as well as z, separate targets and ``update``; bad input."""
 
 import numpy as np
 import pytest
-from conftest import assert_periodic_eps_met
+from conftest import PERIODIC_EPS_CASES, assert_periodic_eps_met
 
 from fmmloopy import Fmm
 from fmmloopy.maths.slab_ewald import slab_ewald_sum
@@ -144,13 +144,13 @@ def test_a_neutral_slab_to_rounding_is_summed():
         < POTENTIAL_BOUND
 
 
-@pytest.mark.parametrize("eps", [1e-3, 1e-6, 1e-9])
-def test_eps_is_met_against_the_slab_sum(eps):
+@pytest.mark.parametrize(("eps", "eps_for"), PERIODIC_EPS_CASES)
+def test_eps_is_met_against_the_slab_sum(eps, eps_for):
     """``eps`` of a slab: the order from the rows measured against the slab's Ewald sum (on
-    other point sets: uniform, clustered, targets apart), met on a held-out set (a thin
-    Gaussian layer in a shifted cell, wrapped in the plane) for charges' and dipoles'
-    potentials and gradients: the relative L2 error over 150 sampled targets (the sum's cost
-    is every pair times its waves)."""
+    other point sets: uniform, clustered, targets apart, a lattice, targets in the other half),
+    met on a held-out set (a thin Gaussian layer in a shifted cell, wrapped in the plane) for
+    the quantities asked for: the relative L2 error over 150 sampled targets (the sum's cost is
+    every pair times its waves)."""
     rng = np.random.default_rng(31)
     points = LOWER + SIDE * np.column_stack([
         np.mod(0.3 + 0.2 * rng.standard_normal((1500, 2)), 1.0),
@@ -158,4 +158,4 @@ def test_eps_is_met_against_the_slab_sum(eps):
     assert_periodic_eps_met(
         points, (LOWER, LOWER + SIDE), "xy", eps, rng,
         lambda at, **given: slab_ewald_sum(points - LOWER, targets=at - LOWER, side=SIDE,
-                                           gradient=True, **given))
+                                           gradient=True, **given), eps_for=eps_for)

@@ -38,8 +38,9 @@ __all__ = ["DIRECT_SAMPLES", "PERIODIC_SAMPLES", "ErrorEstimate", "estimate_erro
 #: Bootstrap resamples of the interval.
 RESAMPLES = 1000
 #: Targets sampled unless told: against a direct sum on the device, and against a periodic
-#: lattice's sum in numpy (10^4 sources: about 0.3 s a target for a slab, 0.06 for a wire,
-#: 0.01 for a cell, on a 2-core Zen 5; docs/fmm.md).
+#: lattice's sum in numpy (charges and dipoles with the gradient, 10^4 sources: about 0.2 s a
+#: target for a slab, 0.03 for a wire or a cell, on a 2-core Zen 5; in proportion to the
+#: sources; docs/fmm.md).
 DIRECT_SAMPLES, PERIODIC_SAMPLES = 1000, 100
 
 
