@@ -17,7 +17,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from numbers import Real
 
 import numpy as np
@@ -286,14 +286,13 @@ class GreenKernel:
             label += f" ({'+'.join(self.outputs)} of {'+'.join(self.inputs)})"
         return label if self.vectors == 1 else f"{label} x {self.vectors} vectors"
 
-    @cached_property
+    @property
     def is_complex(self) -> bool:
         """Whether the kernel has complex values (a complex constant in its expression, as in
-        Helmholtz's ``exp(1j k r)``): its strengths, results and operators are then complex."""
-        entries = ([e for row in self.bound_expression for e in row] if self.is_tensor
-                   else [self.bound_expression])
-        return any(np.iscomplexobj(evaluate_expression(entry, CHECK_OFFSETS))
-                   for entry in entries)
+        Helmholtz's ``exp(1j k r)``): its strengths, results and operators are then complex.
+        Known once per expression and parameters (every field and vector count of a kernel is
+        another instance; a plan asks it of each of its steps)."""
+        return _has_complex_values(self.expression, self.parameters)
 
     def value_dtype(self, dtype=np.float64) -> np.dtype:
         """The dtype of strengths, results, expansions and operators for coordinates of the
@@ -359,6 +358,16 @@ class GreenKernel:
         Laplace potential it is 13, and 13 + 2 (k - 1) over ``k`` :attr:`vectors` (the zero
         entries between vectors are not computed)."""
         return pair_flops(self)
+
+
+@lru_cache(maxsize=256)
+def _has_complex_values(expression, parameters) -> bool:
+    """Whether ``expression`` (a tensor kernel's: a matrix of them) with ``parameters`` bound
+    takes complex values at sample offsets (:attr:`GreenKernel.is_complex`)."""
+    entries = ([entry for row in expression for entry in row]
+               if isinstance(expression, tuple) else [expression])
+    return any(np.iscomplexobj(evaluate_expression(bind_parameters(entry, parameters),
+                                                   CHECK_OFFSETS)) for entry in entries)
 
 
 def _laplace_3d() -> GreenKernel:
