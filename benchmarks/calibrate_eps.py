@@ -58,6 +58,8 @@ from pathlib import Path
 import numpy as np
 
 import fmmloopy
+from fmmloopy.api.lattice_reference import lattice_sum
+from fmmloopy.api.periodic import checked_cell
 from fmmloopy.base.distributions import DISTRIBUTIONS
 from fmmloopy.execution.precomputed import forget_operators
 from fmmloopy.maths.accuracy import (
@@ -72,10 +74,7 @@ from fmmloopy.maths.accuracy import (
     kernel_at,
     row_error,
 )
-from fmmloopy.maths.ewald import ewald_sum
 from fmmloopy.maths.green import max_root_wavelengths
-from fmmloopy.maths.slab_ewald import slab_ewald_sum
-from fmmloopy.maths.wire_sum import wire_image_sum
 from fmmloopy.tree.octree import root_box_side
 
 POINT_SETS = ("sphere", "cube", "plummer", "shell", "lattice", "apart")
@@ -123,7 +122,8 @@ def periodic_set(name: str, n: int, rng: np.random.Generator
     if name == "clustered":
         return np.mod(0.5 + 0.1 * DISTRIBUTIONS["plummer"](n, rng), 1.0), None
     if name == "lattice":  # the nearest cube of a whole number, no two points one image apart
-        axis = (np.arange(max(round(n ** (1 / 3)), 2)) + 0.5) / max(round(n ** (1 / 3)), 2)
+        m = max(round(n ** (1 / 3)), 2)
+        axis = (np.arange(m) + 0.5) / m
         return np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3), None
     if name == "halves":  # sources below z = 1/2, targets above
         sources, targets = rng.random((n, 3)), rng.random((n, 3))
@@ -134,24 +134,12 @@ def periodic_set(name: str, n: int, rng: np.random.Generator
     return sources, (rng.random((n, 3)) if name == "apart" else None)
 
 
-def ewald_references(sources, targets, charges, dipoles):
-    """The Ewald sums of a periodic point set (as :func:`cached_references` gives them)."""
-    sums = {kind: fmmloopy.Fields(*ewald_sum(sources, targets=targets, gradient=True,
-                                              **{name: values}))
-            for kind, name, values in (("charge", "charges", charges),
-                                       ("dipole", "dipoles", dipoles))}
-    return lambda kernel: sums
-
-
 def lattice_references(family, sources, at, charges, dipoles):
-    """The slab's Ewald sums or the wire's image sums at the targets ``at`` (as
-    :func:`cached_references` gives them), charges and dipoles apart."""
-    def summed(**strengths):
-        if family == SLAB_FAMILY:
-            return slab_ewald_sum(sources, targets=at, gradient=True, **strengths)
-        return wire_image_sum(sources, targets=at, gradient=True, **strengths)
-    sums = {"charge": fmmloopy.Fields(*summed(charges=charges)),
-            "dipole": fmmloopy.Fields(*summed(charges=None, dipoles=dipoles))}
+    """The sums of the family's lattice (the Ewald sum, the slab's, the wire's images) at the
+    points ``at`` (as :func:`cached_references` gives them), charges and dipoles apart."""
+    cell = checked_cell(1.0, PERIODIC_AXES[family])  # [0, 1)^3
+    sums = {"charge": lattice_sum(cell, sources, at, charges, None, True),
+            "dipole": lattice_sum(cell, sources, at, None, dipoles, True)}
     return lambda kernel: sums
 
 
@@ -270,14 +258,15 @@ def family_cases(family: str, n: int, seed: int, names=None) -> dict:
                                         replace=False))
         if names is not None and name not in names:
             continue
-        if sample is not None:
+        if periodic:
             clock = time.perf_counter()
-            references = lattice_references(family, sources, every[sample], charges, dipoles)
-            print(f"{family} {name}: references at {len(sample)} targets in "
+            every = sources if targets is None else targets
+            at = every if sample is None else every[sample]
+            references = lattice_references(family, sources, at, charges, dipoles)
+            print(f"{family} {name}: references at {len(at)} targets in "
                   f"{time.perf_counter() - clock:.0f} s", flush=True)
         else:
-            references = (ewald_references if periodic else cached_references)(
-                sources, targets, charges, dipoles)
+            references = cached_references(sources, targets, charges, dipoles)
         cases[name] = (sources, targets, charges, dipoles, references, sample)
     return cases
 

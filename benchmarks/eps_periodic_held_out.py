@@ -32,10 +32,9 @@ import time
 import numpy as np
 
 import fmmloopy
+from fmmloopy.api.lattice_reference import lattice_sum
+from fmmloopy.api.periodic import checked_cell
 from fmmloopy.base.distributions import sphere_surface
-from fmmloopy.maths.ewald import ewald_sum
-from fmmloopy.maths.slab_ewald import slab_ewald_sum
-from fmmloopy.maths.wire_sum import wire_image_sum
 
 SETS = ("layer", "clusters", "bcc", "ball")
 LATTICES = {"cell": "xyz", "slab": "xy", "wire": "z"}
@@ -87,12 +86,8 @@ def strengths(n: int, rng: np.random.Generator) -> dict[str, dict]:
 
 def reference(lattice: str, sources, at, values: dict):
     """``(potential, gradient)`` of ``values`` at the points ``at`` by the lattice's own sum."""
-    if lattice == "cell":
-        return ewald_sum(sources - LOWER, targets=at - LOWER, cell=SIDE, gradient=True, **values)
-    if lattice == "slab":
-        return slab_ewald_sum(sources - LOWER, targets=at - LOWER, side=SIDE, gradient=True,
-                              **values)
-    return wire_image_sum(sources, targets=at, side=SIDE, axis=2, gradient=True, **values)
+    cell = checked_cell((LOWER, LOWER + SIDE), LATTICES[lattice])
+    return lattice_sum(cell, sources, at, values.get("charges"), values.get("dipoles"), True)
 
 
 def relative_error(value, expected) -> float:

@@ -144,7 +144,7 @@ def estimate_error(fmm, charges=None, *, dipoles=None, gradient: bool = False,
     sample = np.sort(rng.choice(fmm.ntargets, size=min(samples, fmm.ntargets), replace=False))
     at = (sources if targets is None else targets)[sample]
     if periodic:
-        exact = lattice_sum(fmm, at, charges, dipoles, gradient)
+        exact = lattice_sum(fmm.periodic, sources, at, charges, dipoles, gradient)
     else:
         exact = DirectSum(sources, at, kernel=fmm.kernel, device=fmm.device)(
             charges, dipoles=dipoles, gradient=gradient)

@@ -36,12 +36,13 @@ def check_lattice_reference(fmm, charges, dipoles) -> None:
                          "(N,), dipoles (N, 3)); estimate each column apart")
 
 
-def lattice_sum(fmm, at: np.ndarray, charges, dipoles, gradient: bool):
-    """The potential (with ``gradient``: :class:`~fmmloopy.api.units.Fields`) at the user points
-    ``at`` ``(m, 3)`` of ``charges`` and ``dipoles`` at ``fmm``'s sources, summed over the
-    images of ``fmm``'s periodic cell by its lattice's reference (module docstring)."""
-    cell = fmm.periodic
-    sources = fmm.user_points[0]
+def lattice_sum(cell, sources: np.ndarray, at: np.ndarray, charges, dipoles,
+                gradient: bool):
+    """The potential (with ``gradient``: :class:`~fmmloopy.api.units.Fields`) at the points
+    ``at`` ``(m, 3)`` of ``charges`` and ``dipoles`` at ``sources``, summed over the images of
+    ``cell`` (its ``lower`` corner, ``side`` and periodic ``axes``, as
+    :class:`~fmmloopy.api.periodic.PeriodicCell` holds them) by its lattice's reference (module
+    docstring)."""
     charges = None if charges is None else np.asarray(charges, dtype=np.float64)
     dipoles = None if dipoles is None else np.asarray(dipoles, dtype=np.float64)
     if len(cell.axes) == 3:
