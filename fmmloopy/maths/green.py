@@ -17,7 +17,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cached_property
 from numbers import Real
 
 import numpy as np
@@ -28,11 +28,10 @@ from pymbolic.mapper.substitutor import substitute
 
 from fmmloopy.maths import flow_kernels
 from fmmloopy.maths.green_evaluation import (
-    CHECK_OFFSETS,
     check_expression,
     check_isotropic,
-    evaluate_expression,
     evaluate_kernel,
+    has_complex_values,
 )
 from fmmloopy.maths.green_expression import (
     OFFSET_VARIABLES,
@@ -286,13 +285,13 @@ class GreenKernel:
             label += f" ({'+'.join(self.outputs)} of {'+'.join(self.inputs)})"
         return label if self.vectors == 1 else f"{label} x {self.vectors} vectors"
 
-    @property
+    @cached_property
     def is_complex(self) -> bool:
         """Whether the kernel has complex values (a complex constant in its expression, as in
         Helmholtz's ``exp(1j k r)``): its strengths, results and operators are then complex.
-        Known once per expression and parameters (every field and vector count of a kernel is
-        another instance; a plan asks it of each of its steps)."""
-        return _has_complex_values(self.expression, self.parameters)
+        Evaluated once per expression and parameters (every field and vector count of a kernel
+        is another instance; a plan asks it of each of its steps)."""
+        return has_complex_values(self.expression, self.parameters)
 
     def value_dtype(self, dtype=np.float64) -> np.dtype:
         """The dtype of strengths, results, expansions and operators for coordinates of the
@@ -358,16 +357,6 @@ class GreenKernel:
         Laplace potential it is 13, and 13 + 2 (k - 1) over ``k`` :attr:`vectors` (the zero
         entries between vectors are not computed)."""
         return pair_flops(self)
-
-
-@lru_cache(maxsize=256)
-def _has_complex_values(expression, parameters) -> bool:
-    """Whether ``expression`` (a tensor kernel's: a matrix of them) with ``parameters`` bound
-    takes complex values at sample offsets (:attr:`GreenKernel.is_complex`)."""
-    entries = ([entry for row in expression for entry in row]
-               if isinstance(expression, tuple) else [expression])
-    return any(np.iscomplexobj(evaluate_expression(bind_parameters(entry, parameters),
-                                                   CHECK_OFFSETS)) for entry in entries)
 
 
 def _laplace_3d() -> GreenKernel:

@@ -58,6 +58,17 @@ CHECK_OFFSETS = (np.random.default_rng(20261123).standard_normal((64, 3))
 
 
 @lru_cache(maxsize=256)
+def has_complex_values(expression, parameters) -> bool:
+    """Whether ``expression`` (a tensor kernel's: a tuple of rows of them) with ``parameters``
+    (``(name, value)`` pairs) bound takes complex values at :data:`CHECK_OFFSETS`: a kernel's
+    ``is_complex``, known once per expression and parameters."""
+    entries = ([entry for row in expression for entry in row]
+               if isinstance(expression, tuple) else [expression])
+    return any(np.iscomplexobj(evaluate_expression(bind_parameters(entry, parameters),
+                                                   CHECK_OFFSETS)) for entry in entries)
+
+
+@lru_cache(maxsize=256)
 def check_expression(name: str, expression, parameters: tuple[tuple[str, float], ...],
                      homogeneity: float | None) -> None:
     """ValueError, naming the problem, unless ``expression`` is a usable Green's function: only
