@@ -133,13 +133,13 @@ def _slab_green(offsets: np.ndarray, side: float, alpha: float, cutoff: float, r
         screened = special.erfc(alpha * r) / r
         total += np.where(inside, screened, 0.0)
         # d/dr erfc(alpha r) / r = -(erfc(alpha r) / r + 2 alpha / sqrt(pi) e^(-alpha^2 r^2)) / r
-        slope = -(screened + 2 * alpha / math.sqrt(math.pi) * np.exp(-(alpha * r) ** 2)) / r
+        gaussian = np.exp(-(alpha * r) ** 2)
+        slope = -(screened + 2 * alpha / math.sqrt(math.pi) * gaussian) / r
         gradient += np.where(inside, slope / r, 0.0)[:, None] * shifted
         if with_hessian:
             # f'' = -2 f' / r + 2 alpha^2 (2 alpha / sqrt(pi)) e^(-alpha^2 r^2); the Hessian
             # is (f'' - f' / r) d d^T / r^2 + f' / r I.
-            curvature = (-2 * slope / r + 4 * alpha ** 3 / math.sqrt(math.pi)
-                         * np.exp(-(alpha * r) ** 2))
+            curvature = -2 * slope / r + 4 * alpha ** 3 / math.sqrt(math.pi) * gaussian
             radial = np.where(inside, (curvature - slope / r) / (r * r), 0.0)
             hessian += radial[:, None, None] * shifted[:, :, None] * shifted[:, None, :]
             hessian[:, [0, 1, 2], [0, 1, 2]] += np.where(inside, slope / r, 0.0)[:, None]
@@ -160,23 +160,23 @@ def _slab_green(offsets: np.ndarray, side: float, alpha: float, cutoff: float, r
         decay = np.exp(-u * u - gaussian_z)
         above, below = special.erfcx(u + alpha * z) * decay, special.erfcx(u - alpha * z) * decay
         phase = offsets[:, :2] @ wave
+        cosine, sine = np.cos(phase), np.sin(phase)
         weight = math.pi / (area * k)
-        total += weight * np.cos(phase) * (above + below)
-        gradient[:, :2] -= (weight * np.sin(phase) * (above + below))[:, None] * wave
-        gradient[:, 2] += weight * k * np.cos(phase) * (above - below)
+        total += weight * cosine * (above + below)
+        gradient[:, :2] -= (weight * sine * (above + below))[:, None] * wave
+        gradient[:, 2] += weight * k * cosine * (above - below)
         if with_hessian:
             # d/dz (above - below) = k (above + below) - 4 alpha / sqrt(pi) e^(-u^2 - alpha^2
             # z^2).
-            even, odd = weight * np.cos(phase) * (above + below), weight * np.sin(phase) * (
-                above - below)
+            even, odd = weight * cosine * (above + below), weight * sine * (above - below)
             hessian[:, :2, :2] -= even[:, None, None] * np.outer(wave, wave)
             hessian[:, :2, 2] -= (k * odd)[:, None] * wave
-            hessian[:, 2, :2] = hessian[:, :2, 2]
-            hessian[:, 2, 2] += k * (k * even - weight * np.cos(phase) * 4 * alpha
+            hessian[:, 2, 2] += k * (k * even - weight * cosine * 4 * alpha
                                      / math.sqrt(math.pi) * decay)
     total -= (2 * math.sqrt(math.pi) / area) * (np.exp(-gaussian_z) / alpha
                                                  + math.sqrt(math.pi) * z * special.erf(alpha * z))
     gradient[:, 2] -= (2 * math.pi / area) * special.erf(alpha * z)
     if with_hessian:
+        hessian[:, 2, :2] = hessian[:, :2, 2]  # the waves added to one side of the diagonal
         hessian[:, 2, 2] -= 4 * alpha * math.sqrt(math.pi) / area * np.exp(-gaussian_z)
     return total, gradient, coincident, hessian
