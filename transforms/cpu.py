@@ -23,6 +23,7 @@ from fmmloopy.tuning.target_lanes import guard_the_root, targets_in_vector_lanes
 from fmmloopy.tuning.tools import (
     add_build_options,
     add_preamble,
+    factor_constants_out_of_sums,
     hoist_shared_calls,
     is_single_precision,
     parallelize_box_loop,
@@ -72,7 +73,11 @@ def pairwise_cpu(knl, ctx):
     """With ``targets_in`` = ``"vector_lanes"`` (the default where the device's vectors hold
     8 doubles, :func:`targets_in`): a box's targets in the lanes of vectors of ``lane_width``
     doubles (:func:`targets_in_vector_lanes`; on AVX-512, ``1/sqrt`` from the hardware's
-    estimate and two Newton steps; the rates: docs/performance.md, "Per operator").
+    estimate and one fourth-order step; the rates: docs/performance.md, "Per operator").
+
+    On every path the kernel's constant factor leaves its sums over sources first
+    (:func:`factor_constants_out_of_sums`: ``1/(4 pi)`` applied once per target where it is
+    stored, not once per pair).
 
     Otherwise (``"work_items"``) :func:`vectorised_pairwise`, P2P with its targets split in
     pairs, one's ``1/sqrt`` by ``sqrt`` and a division, the other's by a Newton ``rsqrt`` from
@@ -90,6 +95,7 @@ def pairwise_cpu(knl, ctx):
     """
     group = ctx.settings.get("work_group_size", WORK_GROUP_SIZE)
     lanes = ctx.settings.get("targets_in", targets_in(ctx.device)) == "vector_lanes"
+    knl = factor_constants_out_of_sums(knl)
     single = np.dtype(ctx.parameters.get("dtype", np.float64)) == np.float32
     if ctx.complex_values and (single or not lanes):
         return vectorised_pairwise(knl, group)

@@ -22,7 +22,7 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "25128136876236329d4126b294894ab0aa67d861551fd2ec0d83f6b05a45e7a9",
+    "fmmloopy.transforms.cpu": "4a1ac5674d1b9dafe01d7feee0ffe6630ecff914033f64783612dd9e1aca0232",
     "fmmloopy.transforms.generic":
         "d5c1dd918e9b4941de6a396615bb1593a78906cbe08dcd91d9d754ab82659d83",
     "fmmloopy.transforms.gpu": "1a8e809daa59a00cb713e82b4021903d51f6a5a2ccbd3e3e83e57c1d62889d6c",
@@ -30,6 +30,8 @@ SHIPPED_SHA256 = {
         "ed0069adbb495edd7a15545d39511f0b8bef199b6c9b077ca881157e8dcdfbdb",
     "fmmloopy.tuning.complex_split":
         "4b2e7774807d1231a4f494f16afcf6ffb0d62a71c469fc743bad1e8b4177ce0b",
+    "fmmloopy.tuning.constant_factors":
+        "125f74498afbc52215568774353fc71348c07c3f0c517eed150af2da8950991d",
     "fmmloopy.tuning.inline_math":
         "fbb5f5662e90d8656ab826eddf5d11c48b71719696f7a451a6b5c78c79407e01",
     "fmmloopy.tuning.kernel_options":
@@ -41,8 +43,8 @@ SHIPPED_SHA256 = {
     "fmmloopy.tuning.shared_calls":
         "4fc377ac7adbeea022568cc14e613cd5121eed70372b180296f619c5762ab17e",
     "fmmloopy.tuning.target_lanes":
-        "481ec0ea5ee6d1cc48474b850bcd4544ef0abda3eb63b420edb3b20d31e1872b",
-    "fmmloopy.tuning.tools": "46625d96321302b9dce8058263ab9e013327d7d50654f7b22e6dd4e79d7866f1",
+        "ed6decd57fa35b61cdc2b098146d7083aef06c363519dc9297e2e6f36b47120e",
+    "fmmloopy.tuning.tools": "4f310d4665308794a4f0a7957208a1426aefbeab5dd51b8fbe1d22ede8b1622a",
 }
 
 

@@ -38,10 +38,14 @@ def rsqrt_preamble(width: int, single: bool = False) -> tuple[str, str]:
 
     Where the OpenCL compiler targets AVX-512 (``__AVX512F__``: PoCL on such a CPU) and
     ``width`` is 8, the vector form starts from ``vrsqrt14pd`` (relative error below 2^-14)
-    and takes two Newton steps (the error squares at each: below 2^-53 before rounding, a few
-    units in the last place after it, for every normal positive double); elsewhere it is
+    and takes one fourth-order step: with ``e = 1 - x y^2`` (below 2^-13), ``y (1 + e/2 +
+    3e^2/8 + 5e^3/16)``, the series of ``(1 - e)^(-1/2)`` to its cubic term; the first term
+    left out, ``35 e^4 / 128``, is below 2^-53, so the result is within a few units in the last
+    place after rounding, for every normal positive double, as after the two Newton steps it
+    replaces, in six multiply-adds instead of seven (P2P's rate before and after:
+    docs/history.md, 2026-11-28, "One multiplication fewer per pair"); elsewhere it is
     ``1 / sqrt(x)``. ``x == 0`` gives inf or NaN, which the templates' ``If(r2 > 0, ...)``
-    selects away. The steps are written as multiply-adds that ``-cl-fast-relaxed-math`` lets
+    selects away. The step is written as multiply-adds that ``-cl-fast-relaxed-math`` lets
     the compiler contract.
     """
     def function(type_name: str, body: str) -> str:
@@ -58,10 +62,8 @@ def rsqrt_preamble(width: int, single: bool = False) -> tuple[str, str]:
     if width == 8:
         newton = ("  double8 y = __builtin_ia32_rsqrt14pd512_mask(x, (double8) (0.0), "
                   "(unsigned char) 0xff);\n"
-                  "  double8 h = 0.5 * x;\n"
-                  "  y = y + y * (0.5 - h * y * y);\n"
-                  "  y = y + y * (0.5 - h * y * y);\n"
-                  "  return y;\n")
+                  "  double8 e = 1.0 - x * y * y;\n"
+                  "  return y + (y * e) * (0.5 + e * (0.375 + e * 0.3125));\n")
         vector = f"#if defined(__AVX512F__)\n{function('double8', newton)}#else\n{vector}#endif\n"
     text = (function("double", divide) + vector
             + f"#ifdef rsqrt\n#undef rsqrt\n#endif\n#define rsqrt(x) {RSQRT_HELPER}(x)\n")

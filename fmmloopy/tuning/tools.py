@@ -7,8 +7,9 @@ transforms that map a kernel's loops onto work-items and work-groups; the others
 and are re-exported: preambles, build options and silenced warnings
 (:mod:`fmmloopy.tuning.kernel_options`), loops padded behind guards
 (:mod:`fmmloopy.tuning.loop_padding`), reciprocal square roots by Newton steps
-(:mod:`fmmloopy.tuning.newton_rsqrt`) and calls shared by a pairwise kernel's entries
-(:mod:`fmmloopy.tuning.shared_calls`).
+(:mod:`fmmloopy.tuning.newton_rsqrt`), calls shared by a pairwise kernel's entries
+(:mod:`fmmloopy.tuning.shared_calls`) and constant factors taken out of its sums
+(:mod:`fmmloopy.tuning.constant_factors`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pyopencl as cl
 from loopy.isl_helpers import static_min_of_pw_aff
 from loopy.symbolic import IdentityMapper, aff_to_expr, get_dependencies
 
+from fmmloopy.tuning.constant_factors import factor_constants_out_of_sums
 from fmmloopy.tuning.kernel_options import (
     BUILTIN_SQRT_PREAMBLE,
     BUILTIN_SQRTF_PREAMBLE,
@@ -46,7 +48,7 @@ __all__ = [
     "use_builtin_sqrt",
     "NEWTON_RSQRT_REFINEMENT", "NEWTON_RSQRT_ESTIMATES", "NEWTON_RSQRT_HELPER",
     "newton_rsqrt_preamble", "ReciprocalSqrt", "use_newton_rsqrt", "split_targets_over_rsqrt",
-    "HOISTED_FUNCTIONS", "hoist_shared_calls",
+    "HOISTED_FUNCTIONS", "hoist_shared_calls", "factor_constants_out_of_sums",
     "add_build_options", "spread_over_local_axis", "parallelize_box_loop",
     "DEFAULT_SIMD_WIDTH", "simd_width", "local_work_size", "pad_loop", "unguard",
     "spread_over_work_group", "stage_in_local_memory", "silence_warnings",
