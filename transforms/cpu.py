@@ -26,6 +26,7 @@ from fmmloopy.tuning.tools import (
     factor_constants_out_of_sums,
     hoist_shared_calls,
     is_single_precision,
+    newton_steps_for,
     parallelize_box_loop,
     silence_warnings,
     split_targets_over_rsqrt,
@@ -75,9 +76,11 @@ def pairwise_cpu(knl, ctx):
     doubles (:func:`targets_in_vector_lanes`; on AVX-512, ``1/sqrt`` from the hardware's
     estimate and one fourth-order step; the rates: docs/performance.md, "Per operator").
 
-    On every path the kernel's constant factor leaves its sums over sources first
-    (:func:`factor_constants_out_of_sums`: ``1/(4 pi)`` applied once per target where it is
-    stored, not once per pair).
+    On every path but the split ``rsqrt`` (whose rules it would expand) the kernel's constant
+    factor leaves its sums over sources (:func:`factor_constants_out_of_sums`: ``1/(4 pi)``
+    applied once per target where it is stored, not once per pair). ``rsqrt_error`` (a
+    parameter of the kernel asked for, :mod:`fmmloopy.maths.pair_precision`): the relative
+    error each ``1/sqrt`` may carry, which takes refinement steps off where it allows.
 
     Otherwise (``"work_items"``) :func:`vectorised_pairwise`, P2P with its targets split in
     pairs, one's ``1/sqrt`` by ``sqrt`` and a division, the other's by a Newton ``rsqrt`` from
@@ -95,24 +98,29 @@ def pairwise_cpu(knl, ctx):
     """
     group = ctx.settings.get("work_group_size", WORK_GROUP_SIZE)
     lanes = ctx.settings.get("targets_in", targets_in(ctx.device)) == "vector_lanes"
-    knl = factor_constants_out_of_sums(knl)
     single = np.dtype(ctx.parameters.get("dtype", np.float64)) == np.float32
     if ctx.complex_values and (single or not lanes):
         return vectorised_pairwise(knl, group)
     if lanes:
         width = ctx.settings.get("lane_width", LANE_WIDTH)
+        knl = factor_constants_out_of_sums(knl)
         if ctx.complex_values:
             knl = split_complex_temporaries(knl, inline_trig=False)
             knl = add_preamble(knl, *lane_trig_preamble(width))
         knl = targets_in_vector_lanes(knl, 2 * width if single else width,
-                                      ctx.settings.get("lane_chains", LANE_CHAINS))
+                                      ctx.settings.get("lane_chains", LANE_CHAINS),
+                                      ctx.parameters.get("rsqrt_error"))
         knl = silence_warnings(knl, "v1_scheduler_fallback")
         return add_build_options(knl, "-cl-fast-relaxed-math")
     if ctx.operator != "p2p" or is_single_precision(knl):
         # float32: the split rsqrt's helpers are double's; float's 1/sqrt vectorises as it is.
         return vectorised_pairwise(knl, group)
-    knl = split_targets_over_rsqrt(parallelize_box_loop(knl), "bits")
-    return _targets_on_work_items(knl, group)
+    steps = newton_steps_for("bits", ctx.parameters.get("rsqrt_error"))
+    boxes = parallelize_box_loop(knl)
+    split = split_targets_over_rsqrt(boxes, "bits", steps)
+    if split is boxes:  # a P2P of several fields, which the split leaves: its constants out
+        split = factor_constants_out_of_sums(boxes)
+    return _targets_on_work_items(split, group)
 
 
 def vectorised_pairwise(knl, work_group_size=WORK_GROUP_SIZE):
@@ -124,7 +132,7 @@ def vectorised_pairwise(knl, work_group_size=WORK_GROUP_SIZE):
     and after, with and without the moved guard: docs/history.md, 2026-11-26, "Helmholtz and
     Yukawa on the vector path". Real kernels keep their guards (the moved guard made Laplace's
     P2L slower there and left Yukawa's operators within noise)."""
-    hoisted = hoist_shared_calls(knl)
+    hoisted = factor_constants_out_of_sums(hoist_shared_calls(knl))
     split = split_complex_temporaries(hoisted)
     if split is not hoisted:  # complex values, now in doubles
         split = guard_the_root(split)

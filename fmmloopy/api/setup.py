@@ -182,7 +182,7 @@ def _build_plans(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue
     is Laplace sums (:mod:`fmmloopy.maths.harmonic`) the Laplace kernel's far field and
     ``green``'s near field merged into one (:func:`~fmmloopy.driver.plan.merged_plans`)."""
     common = dict(verify=options.verify_recipes, rank_boxes=setup.rank_boxes,
-                  precision=options.precision)
+                  precision=options.precision, eps=options.eps)
     tree, lists = setup.tree, setup.evaluated_lists
     split = harmonic_split(green)
     if split is None:

@@ -25,6 +25,7 @@ import pyopencl.array as cla
 from fmmloopy.base.precision import FLOAT64, Precision
 from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.operators import MATVEC, PARTICLES, OperatorSpec
+from fmmloopy.maths.pair_precision import rsqrt_power
 from fmmloopy.tree.csr import ranges_to_indices, select_rows
 
 #: Normwise relative difference allowed between a recipe and the reference, in float64. Both sum
@@ -228,7 +229,7 @@ class Comparison:
 def compare(candidate, reference, spec: OperatorSpec, sizes: dict[str, int], inputs: dict,
             queue: cl.CommandQueue, *, green: GreenKernel | None = None,
             rows: np.ndarray | None = None, warm_up: bool = False,
-            precision: Precision = FLOAT64) -> Comparison:
+            precision: Precision = FLOAT64, rsqrt_error: float | None = None) -> Comparison:
     """Run ``candidate`` on the whole launch ``inputs`` and ``reference`` on sampled ``rows``
     (default :func:`sample_rows`); compare the sampled rows, and the rows of boxes the launch
     does not target with their initial values.
@@ -240,12 +241,18 @@ def compare(candidate, reference, spec: OperatorSpec, sizes: dict[str, int], inp
     inputs rounded to it; the reference is the float64 host reference on the same rounded
     inputs, and each compared entry must lie within its rounding bound
     (:func:`rounding_bounds`; ``reference`` is not used).
+
+    ``rsqrt_error``: ``candidate`` computes each ``1/sqrt`` within that relative error
+    (:mod:`fmmloopy.maths.pair_precision`); compared as below float64, each entry allowed its
+    rounding bound plus ``rsqrt_power(green) * rsqrt_error`` times the sum of its terms'
+    magnitudes (``reference`` is not used).
     """
     facts = RowFacts.of(spec, sizes, inputs)
     rows = sample_rows(facts) if rows is None else rows
-    if precision != FLOAT64:
+    if precision != FLOAT64 or rsqrt_error is not None:
+        term_error = 0.0 if rsqrt_error is None else rsqrt_power(green) * rsqrt_error
         return _compare_rounded(candidate, spec, sizes, inputs, queue, green, facts, rows,
-                                warm_up, precision)
+                                warm_up, precision, term_error)
     actual, candidate_seconds = run_once(candidate, queue, inputs, warm_up=warm_up)
     cut = sampled_inputs(inputs, rows)
     if reference is None:
@@ -318,8 +325,10 @@ def rounding_bounds(precision: Precision, terms: np.ndarray, coordinates: np.nda
 
 def _compare_rounded(candidate, spec: OperatorSpec, sizes: dict[str, int], inputs: dict,
                      queue: cl.CommandQueue, green: GreenKernel | None, facts: RowFacts,
-                     rows: np.ndarray, warm_up: bool, precision: Precision) -> Comparison:
-    """:func:`compare` below float64: every compared entry within its rounding bound."""
+                     rows: np.ndarray, warm_up: bool, precision: Precision,
+                     term_error: float = 0.0) -> Comparison:
+    """:func:`compare` below float64: every compared entry within its rounding bound, plus
+    ``term_error`` times the sum of its terms' magnitudes."""
     actual, candidate_seconds = run_once(candidate, queue, rounded_inputs(inputs, precision),
                                          warm_up=warm_up)
     wide = rounded_inputs(inputs, precision, wide=True)
@@ -337,8 +346,10 @@ def _compare_rounded(candidate, spec: OperatorSpec, sizes: dict[str, int], input
             counts = np.concatenate([np.full(len(indices), facts.sources[row])
                                      for indices, row in zip(sampled, rows, strict=True)])
             sampled = np.concatenate(sampled)
-            bound = rounding_bounds(precision, np.ravel(part_terms)[sampled],
-                                    np.ravel(part_coordinates)[sampled], counts)
+            terms_sampled = np.ravel(part_terms)[sampled]
+            bound = (rounding_bounds(precision, terms_sampled,
+                                     np.ravel(part_coordinates)[sampled], counts)
+                     + term_error * terms_sampled)
             error, where = _compare_output(spec, name, part_inputs, facts, rows, got, want,
                                            label, bound)
             worst = max(worst, error)

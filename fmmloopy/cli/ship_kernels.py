@@ -3,7 +3,8 @@
 ``python -m fmmloopy.cli.ship_kernels`` generates, on this machine's OpenCL CPU device, every
 kernel a Laplace FMM asks for (the potential, and the gradient, of charges, dipoles or both) and
 a Stokes FMM asks for its velocities (:data:`SHIPPED_KERNELS`) under the shipped ``cpu``
-recipes, in float64 and float32, for each vector class
+recipes, in float64 and float32 (float64's pairwise kernels also with the coarser ``1/sqrt``
+an FMM under ``eps`` asks for, :mod:`fmmloopy.maths.pair_precision`), for each vector class
 (:data:`VECTOR_CLASSES`, made through ``$FMMLOOPY_VECTOR_DOUBLES``: the recipes read nothing else
 of the device), and the set-up's kernels; the disk kernel cache is neither read nor written.
 Run it after a change to what generates kernels (``tests/test_shipped_kernels.py`` fails until
@@ -25,6 +26,8 @@ from fmmloopy.execution import compiled, device_setup, kernel_cache, shipped_ker
 from fmmloopy.execution.cache_files import key_string
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import get_kernel
+from fmmloopy.maths.operators import get_operator
+from fmmloopy.maths.pair_precision import RSQRT_ERROR, launch_rsqrt_error
 from fmmloopy.maths.scheme import KIFMM, plan_kernel_requests
 
 #: The doubles per vector of the CPU classes shipped: AVX2 and AVX-512.
@@ -52,6 +55,17 @@ def _variants(sizes: dict[str, int]) -> list[dict[str, int]]:
     return [sizes | {"n_target_coeffs": rows} for rows in MATVEC_ROWS]
 
 
+def _precisions(operator: str, kernel, dtype: np.dtype, variants: list[dict[str, int]]):
+    """``(sizes, rsqrt_error)`` of each kernel a request may select: float64's own ``1/sqrt``
+    and, for the launches an FMM under ``eps`` refines less
+    (:func:`~fmmloopy.maths.pair_precision.launch_rsqrt_error`), :data:`~fmmloopy.maths.
+    pair_precision.RSQRT_ERROR`'s."""
+    coarser = (dtype == np.float64
+               and launch_rsqrt_error(get_operator(operator), kernel, 1.0) is not None)
+    return [(size, error) for size in variants
+            for error in ((None, RSQRT_ERROR) if coarser else (None,))]
+
+
 def generate_entries(device: cl.Device) -> list[dict[str, Any]]:
     """Every shipped entry, generated now on ``device`` (an OpenCL CPU device)."""
     expansion = Expansion(4)  # any order: the sizes are launch arguments
@@ -73,10 +87,12 @@ def generate_entries(device: cl.Device) -> list[dict[str, Any]]:
                         green = get_kernel(name).with_fields(outputs, inputs)
                         requests = plan_kernel_requests(KIFMM, expansion.n_e, None, green)
                         for operator, kernel, sizes in requests:
-                            for size in _variants(sizes):
+                            for size, rsqrt_error in _precisions(operator, kernel, dtype,
+                                                                 _variants(sizes)):
                                 made = compiled.compiled_operator(
                                     operator, device, recipe="cpu", kernel=kernel, dtype=dtype,
-                                    settings={}, **size)  # the defaults, not a tuning record
+                                    settings={}, rsqrt_error=rsqrt_error,
+                                    **size)  # the defaults, not a tuning record
                                 add(made.disk_key, made.generated)
         context = cl.Context([device])
         for name in device_setup.SETUP_KERNELS:

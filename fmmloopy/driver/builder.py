@@ -60,6 +60,7 @@ from fmmloopy.maths.operators import (
     matvec_traffic,
     operator_sizes,
 )
+from fmmloopy.maths.pair_precision import launch_rsqrt_error
 from fmmloopy.maths.precompute import KifmmOperators
 from fmmloopy.maths.scheme import KIFMM, KifmmScheme, Pass
 from fmmloopy.tree.lists import InteractionLists
@@ -110,8 +111,8 @@ class _PlanBuilder:
                  recipes: str | Mapping[str, str] | None, verify: bool = True,
                  reuse: Mapping[tuple, Launch] | None = None,
                  precision: Precision = FLOAT64, device_v: DeviceVClasses | None = None,
-                 check_operators: Iterable[str] = ()):
-        self.tree, self.lists, self.operators = tree, lists, operators
+                 check_operators: Iterable[str] = (), eps: float | None = None):
+        self.tree, self.lists, self.operators, self.eps = tree, lists, operators, eps
         #: The V classes built on the device, where the plan has them, and the target boxes of
         #: each class's M2L launch, for the first launch to have all made at once.
         self.device_v = device_v
@@ -168,13 +169,13 @@ class _PlanBuilder:
         return self._folded_levels
 
     def _kernel(self, operator: str, green: GreenKernel, step: str | None = None,
-                **sizes: int) -> CompiledOperator:
+                rsqrt_error: float | None = None, **sizes: int) -> CompiledOperator:
         recipe = recipe_for(self.recipes, operator)
         if step is not None and isinstance(self.recipes, Mapping) and step in self.recipes:
             recipe = self.recipes[step]
         clock = time.perf_counter()
         kernel = compiled_operator(operator, self.queue.device, recipe=recipe, kernel=green,
-                                   dtype=self.precision.dtype, **sizes)
+                                   dtype=self.precision.dtype, rsqrt_error=rsqrt_error, **sizes)
         self.kernel_seconds += time.perf_counter() - clock
         if recipe is not None and kernel.recipe.name != recipe:
             warnings.warn(f"recipe {recipe!r} declines the complex values of {green.spec}: "
@@ -232,7 +233,8 @@ class _PlanBuilder:
         if spec.template == MATVEC and green.is_complex:
             buffers, extra = self._as_real(buffers, extra)
             green, sizes = matvec_request(green, sizes)
-        kernel = self._kernel(operator, green, step, **sizes)
+        rsqrt_error = launch_rsqrt_error(spec, green, self.eps)
+        kernel = self._kernel(operator, green, step, rsqrt_error, **sizes)
         extra = sizes | extra  # the kernels take their sizes at launch
         on_device = None if rows is not None else self._grouped_on_device(list_name, kernel,
                                                                           matrix_offsets)
@@ -269,7 +271,7 @@ class _PlanBuilder:
                 verify_launch(spec, kernel, sizes,
                               cut | extra | ({} if matrices is None else {"matrices": matrices}),
                               green, step or operator, self.tree, self.queue, self.precision,
-                              seed=len(self.launches))
+                              seed=len(self.launches), rsqrt_error=rsqrt_error)
                 self.verify_seconds += time.perf_counter() - clock
                 self.verified.add(kernel.recipe.name)
             else:
@@ -386,7 +388,8 @@ def build_plan(tree: Tree, lists: InteractionLists,
                share_buffers: Plan | None = None, rank_boxes: RankBoxes | None = None,
                precision: Precision = FLOAT64, device_v: DeviceVClasses | None = None,
                check_operators: Iterable[str] = (),
-               extras: Iterable[ExtraMatvec] = (), scheme: KifmmScheme = KIFMM) -> Plan:
+               extras: Iterable[ExtraMatvec] = (), scheme: KifmmScheme = KIFMM,
+               eps: float | None = None) -> Plan:
     """Every launch of the FMM on ``tree``, in dependency order, with its buffers: the
     potentials (and ``green``'s other outputs) of ``green``'s inputs
     (:func:`~fmmloopy.maths.kifmm.step_kernel`).
@@ -405,7 +408,9 @@ def build_plan(tree: Tree, lists: InteractionLists,
     ``rank_boxes``: the plan of one rank of a distributed FMM (:class:`RankBoxes`).
 
     ``precision``: the kernels' (:mod:`fmmloopy.base.precision`); coordinates, surfaces,
-    matrices and level scales are rounded to it when uploaded, and the buffers hold it.
+    matrices and level scales are rounded to it when uploaded, and the buffers hold it. ``eps``:
+    the error asked for, which lets pairwise kernels refine ``1/sqrt`` less (:func:`~fmmloopy.
+    maths.pair_precision.launch_rsqrt_error`).
 
     ``device_v``: the V list by class as the device built it from ``tree``
     (:class:`~fmmloopy.execution.device_setup.DeviceVClasses`, the same lists as ``lists``
@@ -446,7 +451,7 @@ def build_plan(tree: Tree, lists: InteractionLists,
     buffers |= surface_views(buffers, green.density_components)
     buffers |= real_views(buffers)
     build = _PlanBuilder(tree, lists, operators, green, queue, recipes, verify, reuse,
-                         precision, device_v, check_operators)
+                         precision, device_v, check_operators, eps)
     launches = list(launch_order(scheme, tree, lists, rank_boxes, device_v))
     if device_v is not None:
         build.v_class_targets = {step.box_list[2:]: target_boxes for step, target_boxes in launches

@@ -38,6 +38,7 @@ from fmmloopy.execution.tuning_records import tuned_settings
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.layouts import TARGET_MAJOR, for_sizes, layout_arguments
 from fmmloopy.maths.operators import get_operator, math_kernel
+from fmmloopy.maths.pair_precision import checked_rsqrt_error
 from fmmloopy.tuning.races import preprocess_and_analyse, silence_benign_races
 from fmmloopy.tuning.recipe import Recipe, RecipeContext, RecipeError, where_in_recipe
 from fmmloopy.tuning.registry import select_recipe
@@ -347,7 +348,8 @@ def _check_argument_types(where: str, knl: lp.TranslationUnit,
 def compiled_operator(operator: str, device: cl.Device, *, recipe: str | Recipe | None = None,
                       kernel: str | GreenKernel = "laplace", dtype=np.float64,
                       only_cached: bool = False, settings: Mapping[str, Any] | None = None,
-                      **sizes: int) -> CompiledOperator | None:
+                      rsqrt_error: float | None = None, **sizes: int
+                      ) -> CompiledOperator | None:
     """The cached, transformed ``operator`` for ``device`` (recipe by name, or the default).
 
     A recipe that declines a complex kernel's values gives way to the default chain's
@@ -357,7 +359,9 @@ def compiled_operator(operator: str, device: cl.Device, *, recipe: str | Recipe 
     (:func:`~fmmloopy.execution.tuning_records.tuned_settings`), the recipe's declared
     defaults for the rest; each set of values is a kernel of its own. ``only_cached``: None
     instead of transforming a kernel that neither this process nor the disk kernel cache holds
-    (what a thread may ask for without running loopy)."""
+    (what a thread may ask for without running loopy). ``rsqrt_error``: the relative error
+    each ``1/sqrt`` of a pairwise kernel may carry (:mod:`fmmloopy.maths.pair_precision`;
+    None: float64's own), a kernel of its own."""
     spec = get_operator(operator)
     rows = sizes.get("n_target_coeffs")
     sizes = spec.kernel_sizes(sizes)  # the others are launch arguments
@@ -367,36 +371,38 @@ def compiled_operator(operator: str, device: cl.Device, *, recipe: str | Recipe 
     elif not recipe.handles(green.is_complex):  # it declines complex values: the default's
         recipe = select_recipe(operator, spec.template, device, None, green.is_complex)
     dtype = np.dtype(dtype)
+    rsqrt_error = checked_rsqrt_error(rsqrt_error, spec, green, dtype)
     settings = recipe.settings_for(device, tuned_settings(recipe, operator, device)
                                    if settings is None else settings)
     # The recipe's layout, with whole-vector rows where the coefficient count allows (a kernel
     # of its own: layouts.for_sizes).
     layout = for_sizes(recipe.layout_for(device, settings), rows)
     key = (operator, recipe, device.int_ptr, vector_doubles(device), green, dtype,
-           tuple(sorted(sizes.items())), tuple(settings.items()), layout)
+           tuple(sorted(sizes.items())), tuple(settings.items()), layout, rsqrt_error)
     with _CACHE_LOCK:
         if key not in _CACHE:
             disk_key = kernel_cache.kernel_key(operator, recipe, device, green, dtype, sizes,
-                                               settings, layout)
+                                               settings, layout, rsqrt_error)
             generated = kernel_cache.load(disk_key) or shipped_kernels.load(disk_key, device)
             if generated is None and only_cached:
                 return None
             _CACHE[key] = _compiled(operator, recipe, device, green, dtype, sizes, spec,
-                                    disk_key, generated, settings, layout)
+                                    disk_key, generated, settings, layout, rsqrt_error)
         return _CACHE[key]
 
 
 def _compiled(operator: str, recipe: Recipe, device: cl.Device, green: GreenKernel, dtype,
               sizes: dict[str, int], spec, disk_key: dict[str, Any],
               generated: GeneratedKernel | None, settings: dict[str, Any],
-              layout) -> CompiledOperator:
+              layout, rsqrt_error: float | None = None) -> CompiledOperator:
     """The :class:`CompiledOperator` of :func:`compiled_operator`'s choices (transformed now
     unless ``generated`` holds its code)."""
     def transform() -> tuple[lp.TranslationUnit, Transformed]:
         knl = math_kernel(operator, kernel=green, dtype=dtype, layout=layout, **sizes)
         ctx = RecipeContext(operator=operator, template=spec.template, device=device,
                             parameters=dict(sizes, dtype=dtype, layout=layout,
-                                            value_dtype=green.value_dtype(dtype)),
+                                            value_dtype=green.value_dtype(dtype),
+                                            rsqrt_error=rsqrt_error),
                             settings=dict(settings))
         return knl, _apply_recipe(recipe, knl, ctx)
 

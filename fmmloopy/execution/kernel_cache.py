@@ -185,16 +185,19 @@ def _versions() -> dict[str, str]:
 
 def kernel_key(operator: str, recipe: Any, device: cl.Device, green: Any, dtype: Any,
                sizes: dict[str, int], settings: dict[str, Any] | None = None,
-               layout: Any = None) -> dict[str, Any] | None:
+               layout: Any = None, rsqrt_error: float | None = None,
+               ) -> dict[str, Any] | None:
     """The key of one generated kernel (JSON-serialisable), or None when it is not stored: the
     recipe is not one of the shipped ones, unmodified. ``settings``: the values of the
     recipe's parameters (default: its defaults on ``device``); ``layout``: the list layout the
-    kernel walks (default: the recipe's for these settings)."""
+    kernel walks (default: the recipe's for these settings); ``rsqrt_error``: the error its
+    ``1/sqrt`` may carry (:mod:`fmmloopy.maths.pair_precision`; in the key only when given)."""
     if not is_shipped(recipe):
         return None
     settings = recipe.settings_for(device, settings)
     layout = recipe.layout_for(device, settings) if layout is None else layout
-    return {
+    pair_precision = {} if rsqrt_error is None else {"rsqrt_error": repr(float(rsqrt_error))}
+    return pair_precision | {
         "format_version": FORMAT_VERSION,
         "operator": operator,
         "sizes": {name: int(value) for name, value in sorted(sizes.items())},

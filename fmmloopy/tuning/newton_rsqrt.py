@@ -38,6 +38,28 @@ NEWTON_RSQRT_ESTIMATES = {
              "      __builtin_fminf(__builtin_fmaxf((float) x, 0x1p-126f), 0x1p127f)));",
 }
 
+#: The most relative error of each first estimate (before any step).
+NEWTON_RSQRT_ESTIMATE_ERRORS = {"bits": 3.4e-2, "float": 2e-7}
+
+
+def newton_steps_for(estimate: str, rsqrt_error: float | None) -> int | None:
+    """The fewest steps of the default order (:data:`NEWTON_RSQRT_REFINEMENT`) that bring
+    ``estimate`` within ``rsqrt_error`` (the relative error each ``1/sqrt`` may carry,
+    :mod:`fmmloopy.maths.pair_precision`), or None (the default steps: float64's own) without
+    one or where the default steps are no more. An order-2 step turns an error ``e`` into
+    ``3 e^2 / 2``, an order-3 step into ``5 e^3 / 2`` (``e = 1 - x y^2`` is about twice the
+    estimate's error), each plus a few roundings (``1e-16``)."""
+    default_steps, order = NEWTON_RSQRT_REFINEMENT[estimate]
+    if rsqrt_error is None:
+        return None
+    error = NEWTON_RSQRT_ESTIMATE_ERRORS[estimate]
+    for steps in range(1, default_steps):
+        error = (1.5 * error ** 2 if order == 2 else 2.5 * error ** 3) + 1e-16
+        if error <= rsqrt_error:
+            return steps
+    return None
+
+
 #: The refinement steps of :func:`newton_rsqrt_preamble`, by order (``h = x / 2``), written as
 #: multiply-adds that ``-cl-fast-relaxed-math`` lets the compiler contract to FMAs (PoCL does).
 #: Not ``__builtin_fma``: the Oclgrind simulator of ``fmmloopy check --memcheck`` cannot run

@@ -22,7 +22,7 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "4a1ac5674d1b9dafe01d7feee0ffe6630ecff914033f64783612dd9e1aca0232",
+    "fmmloopy.transforms.cpu": "a61ef92ffb3c30908ebdab16281cc3613afb3a8b499efe9844c08c330d37423f",
     "fmmloopy.transforms.generic":
         "d5c1dd918e9b4941de6a396615bb1593a78906cbe08dcd91d9d754ab82659d83",
     "fmmloopy.transforms.gpu": "1a8e809daa59a00cb713e82b4021903d51f6a5a2ccbd3e3e83e57c1d62889d6c",
@@ -39,12 +39,12 @@ SHIPPED_SHA256 = {
     "fmmloopy.tuning.loop_padding":
         "606a37f20c2cdce57df0ca0ba957f3bf7bddb77c8c7f51180b16e79452ac1d2f",
     "fmmloopy.tuning.newton_rsqrt":
-        "9fd083dc865cd61c96711eb7401c6acb4069730c30e5f228bf3c9d98de1bdcb0",
+        "b8857b56b67822b2a4916228799c538367ad9fcabf8321edb633cbff13dd3792",
     "fmmloopy.tuning.shared_calls":
         "4fc377ac7adbeea022568cc14e613cd5121eed70372b180296f619c5762ab17e",
     "fmmloopy.tuning.target_lanes":
-        "ed6decd57fa35b61cdc2b098146d7083aef06c363519dc9297e2e6f36b47120e",
-    "fmmloopy.tuning.tools": "4f310d4665308794a4f0a7957208a1426aefbeab5dd51b8fbe1d22ede8b1622a",
+        "5a6f9f9954a28a68863902f07e9a9bfaedac7d341a2b5c9c7e687042dd4c019b",
+    "fmmloopy.tuning.tools": "e3cc92eb865a46befea6ce75c479e2542cc6e7163ab6e64cc03d55414914e624",
 }
 
 

@@ -31,7 +31,13 @@ SOURCE_LOOPS = frozenset({"isrc_box", "isrc"})
 RSQRT_HELPER = "fmmloopy_vrsqrt"
 
 
-def rsqrt_preamble(width: int, single: bool = False) -> tuple[str, str]:
+#: The most relative error of ``vrsqrt14pd`` refined by one Newton step: ``3 e^2 / 8`` for
+#: ``e = 1 - x y^2`` below ``2^-13 (1 + 2^-15)``, 5.6e-9, and its roundings.
+ONE_STEP_RSQRT_ERROR = 6e-9
+
+
+def rsqrt_preamble(width: int, single: bool = False, rsqrt_error: float | None = None,
+                   ) -> tuple[str, str]:
     """A preamble (key, text) that defines ``rsqrt`` for ``double`` and ``double<width>``
     (``single``: for ``float`` and ``float<width>``, as ``1 / sqrt(x)``, which the compiler
     turns into its single-precision estimate and a Newton step under relaxed math).
@@ -44,7 +50,10 @@ def rsqrt_preamble(width: int, single: bool = False) -> tuple[str, str]:
     place after rounding, for every normal positive double, as after the two Newton steps it
     replaces, in six multiply-adds instead of seven (P2P's rate before and after:
     docs/history.md, 2026-11-28, "One multiplication fewer per pair"); elsewhere it is
-    ``1 / sqrt(x)``. ``x == 0`` gives inf or NaN, which the templates' ``If(r2 > 0, ...)``
+    ``1 / sqrt(x)``. Where ``rsqrt_error`` (the relative error each ``1/sqrt`` may carry,
+    :mod:`fmmloopy.maths.pair_precision`) allows :data:`ONE_STEP_RSQRT_ERROR`, the AVX-512 form
+    takes one Newton step instead (four multiply-adds). ``x == 0`` gives inf or NaN, which the
+    templates' ``If(r2 > 0, ...)``
     selects away. The step is written as multiply-adds that ``-cl-fast-relaxed-math`` lets
     the compiler contract.
     """
@@ -59,15 +68,17 @@ def rsqrt_preamble(width: int, single: bool = False) -> tuple[str, str]:
         return f"002_{RSQRT_HELPER}_float{width}", text
     divide = "  return 1.0 / sqrt(x);\n"
     vector = function(f"double{width}", divide)
+    one_step = rsqrt_error is not None and rsqrt_error >= ONE_STEP_RSQRT_ERROR
     if width == 8:
+        step = "0.5" if one_step else "(0.5 + e * (0.375 + e * 0.3125))"
         newton = ("  double8 y = __builtin_ia32_rsqrt14pd512_mask(x, (double8) (0.0), "
                   "(unsigned char) 0xff);\n"
                   "  double8 e = 1.0 - x * y * y;\n"
-                  "  return y + (y * e) * (0.5 + e * (0.375 + e * 0.3125));\n")
+                  f"  return y + (y * e) * {step};\n")
         vector = f"#if defined(__AVX512F__)\n{function('double8', newton)}#else\n{vector}#endif\n"
     text = (function("double", divide) + vector
             + f"#ifdef rsqrt\n#undef rsqrt\n#endif\n#define rsqrt(x) {RSQRT_HELPER}(x)\n")
-    return f"002_{RSQRT_HELPER}_{width}", text
+    return f"002_{RSQRT_HELPER}_{width}" + ("_one_step" if one_step and width == 8 else ""), text
 
 
 class _PerLane(IdentityMapper):
@@ -214,7 +225,7 @@ def _terms(expression, target_loops: frozenset, source_names: frozenset) -> list
 
 
 def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1,
-                            ) -> lp.TranslationUnit:
+                            rsqrt_error: float | None = None) -> lp.TranslationUnit:
     """The pairwise template with ``width`` targets per vector, ``chains`` vectors at a time.
 
     One work-item per target box (``itgt_box`` -> ``g.0``, work-groups of one) walks the box's
@@ -235,6 +246,7 @@ def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1
     Apply it to the kernel a recipe receives (any operator of the pairwise template: particles
     or surfaces on either side, any number of outputs and inputs: a call the updates of
     several outputs make, ``rsqrt`` of the same squared distance say, is computed once).
+    ``rsqrt_error``: the relative error each ``1/sqrt`` may carry (:func:`rsqrt_preamble`).
     """
     entry = knl.default_entrypoint
     ids = {insn.id for insn in entry.instructions}
@@ -345,4 +357,4 @@ def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1
     knl = lp.prioritize_loops(knl, f"isrc_box,isrc,{CHAIN},{LANE}")
     single = entry.arg_dict["targets" if "targets" in entry.arg_dict
                             else "target_surface"].dtype.numpy_dtype == np.float32
-    return add_preamble(knl, *rsqrt_preamble(width, single))
+    return add_preamble(knl, *rsqrt_preamble(width, single, rsqrt_error))

@@ -38,6 +38,7 @@ from fmmloopy.tuning.newton_rsqrt import (
     NEWTON_RSQRT_REFINEMENT,
     ReciprocalSqrt,
     newton_rsqrt_preamble,
+    newton_steps_for,
     split_targets_over_rsqrt,
     use_newton_rsqrt,
 )
@@ -47,7 +48,8 @@ __all__ = [
     "BUILTIN_SQRT_PREAMBLE", "BUILTIN_SQRTF_PREAMBLE", "add_preamble", "is_single_precision",
     "use_builtin_sqrt",
     "NEWTON_RSQRT_REFINEMENT", "NEWTON_RSQRT_ESTIMATES", "NEWTON_RSQRT_HELPER",
-    "newton_rsqrt_preamble", "ReciprocalSqrt", "use_newton_rsqrt", "split_targets_over_rsqrt",
+    "newton_rsqrt_preamble", "newton_steps_for", "ReciprocalSqrt", "use_newton_rsqrt",
+    "split_targets_over_rsqrt",
     "HOISTED_FUNCTIONS", "hoist_shared_calls", "factor_constants_out_of_sums",
     "add_build_options", "spread_over_local_axis", "parallelize_box_loop",
     "DEFAULT_SIMD_WIDTH", "simd_width", "local_work_size", "pad_loop", "unguard",
