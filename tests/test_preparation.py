@@ -44,6 +44,30 @@ def test_the_requests_are_every_kernel_the_plan_asks_for(kernel, monkeypatch):
     assert all(request in asked for request in requests)
 
 
+def test_under_eps_the_requests_carry_the_coarser_root_the_plan_asks_for(monkeypatch):
+    """``Fmm(eps=1e-6)`` asks for P2P and L2P with ``rsqrt_error`` (docs/kernels.md, "The
+    pairwise kernels under eps"): the requests made before the tree ask for the same ones, so
+    the thread prepares the kernels the plan launches."""
+    asked = []
+    real = builder.compiled_operator
+
+    def recording(operator, device, *, kernel, **options):
+        sizes = {name: value for name, value in options.items() if name not in ("recipe",
+                                                                                  "dtype")}
+        asked.append((operator, kernel, sizes))
+        return real(operator, device, kernel=kernel, **options)
+
+    monkeypatch.setattr(builder, "compiled_operator", recording)
+    points = plummer(3000, np.random.default_rng(4))
+    fmm = fmmloopy.Fmm(points, eps=1e-6, n_crit=40)
+    green = get_kernel("laplace").base
+    requests = KIFMM.kernel_requests(Expansion(fmm.order).n_e,
+                                     get_operators(green, fmm.order).ranks(), green, eps=1e-6)
+    coarse = {operator for operator, _, sizes in requests if "rsqrt_error" in sizes}
+    assert coarse == {"p2p", "l2p", "m2p"}
+    assert asked and all(request in requests for request in asked)
+
+
 def test_the_thread_builds_cached_kernels_and_leaves_errors_to_the_plan(queue):
     """After join, a requested kernel the disk cache holds is built for the queue's context;
     a request that cannot be met (a recipe that does not exist) does not escape the thread."""

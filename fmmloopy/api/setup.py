@@ -236,7 +236,7 @@ def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarr
         # threads on two cores made the set-up slower.
         preparation = KernelPreparation(
             plan_kernel_requests(options.scheme, Expansion(options.order).n_e, first.ranks(),
-                                 options.kernel),
+                                 options.kernel, options.eps),
             queue, options.recipes, options.precision)
         _tree_and_lists(setup, options, queue, points, first, n_crit)
         plan_points(setup, options, queue, nested_fmm)

@@ -175,7 +175,9 @@ class _PlanBuilder:
             recipe = self.recipes[step]
         clock = time.perf_counter()
         kernel = compiled_operator(operator, self.queue.device, recipe=recipe, kernel=green,
-                                   dtype=self.precision.dtype, rsqrt_error=rsqrt_error, **sizes)
+                                   dtype=self.precision.dtype, **sizes, **(
+                                       {} if rsqrt_error is None else
+                                       {"rsqrt_error": rsqrt_error}))
         self.kernel_seconds += time.perf_counter() - clock
         if recipe is not None and kernel.recipe.name != recipe:
             warnings.warn(f"recipe {recipe!r} declines the complex values of {green.spec}: "

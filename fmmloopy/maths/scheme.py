@@ -33,6 +33,7 @@ from fmmloopy.maths.kifmm import (
     step_kernel,
 )
 from fmmloopy.maths.operators import PAIRWISE, get_operator, operator_sizes
+from fmmloopy.maths.pair_precision import launch_rsqrt_error
 from fmmloopy.maths.precompute import full_ranks, matrix_shapes
 
 __all__ = ["FAR_FIELD", "KIFMM", "NEAR_FIELD", "KernelRequest", "KifmmScheme", "Pass",
@@ -162,19 +163,23 @@ class KifmmScheme:
                 kernels.append(kernel)
         return kernels
 
-    def kernel_requests(self, n_e: int, ranks: dict[str, int] | None, green: GreenKernel
-                        ) -> list[KernelRequest]:
+    def kernel_requests(self, n_e: int, ranks: dict[str, int] | None, green: GreenKernel,
+                        eps: float | None = None) -> list[KernelRequest]:
         """Every kernel a plan of operators with ``ranks`` asks for, summing ``green``,
         whatever boxes its tree holds (a tree without boxes for a step asks for fewer), each
         once. The sizes are launch arguments, so ``ranks`` only fills them in: None (before the
-        operators are computed) asks for the same kernels."""
+        operators are computed) asks for the same kernels. Under ``eps``, the pairwise
+        kernels' ``rsqrt_error`` joins their sizes where it applies
+        (:func:`~fmmloopy.maths.pair_precision.launch_rsqrt_error`)."""
         n_coeffs = n_e * green.density_components
         shapes = matrix_shapes(n_coeffs, full_ranks(n_coeffs) if ranks is None else ranks)
         requests: list[KernelRequest] = []
         for step in self.steps.values():
             if get_operator(step.operator).template == PAIRWISE:
-                asked = [(step.operator, step_kernel(step, green),
-                          operator_sizes(step.operator, n_e))]
+                kernel = step_kernel(step, green)
+                rsqrt_error = launch_rsqrt_error(get_operator(step.operator), kernel, eps)
+                asked = [(step.operator, kernel, operator_sizes(step.operator, n_e) | (
+                    {} if rsqrt_error is None else {"rsqrt_error": rsqrt_error}))]
             else:
                 asked = [(step.operator, *matvec_request(
                               green.base, {"n_target_coeffs": shapes[field][-2],
@@ -204,12 +209,12 @@ NEAR_FIELD = KifmmScheme((), (), tuple(step for step in LEAF_STEPS if step.opera
 
 
 def plan_kernel_requests(scheme: KifmmScheme, n_e: int, ranks: dict[str, int] | None,
-                         green: GreenKernel) -> list[KernelRequest]:
-    """The kernels a plan of ``green`` asks for (:meth:`KifmmScheme.kernel_requests`); for a
-    kernel whose far field is Laplace sums, those of :data:`FAR_FIELD` for its far kernel and
-    those of :data:`NEAR_FIELD` for itself."""
+                         green: GreenKernel, eps: float | None = None) -> list[KernelRequest]:
+    """The kernels a plan of ``green`` asks for (:meth:`KifmmScheme.kernel_requests`, under
+    ``eps``); for a kernel whose far field is Laplace sums, those of :data:`FAR_FIELD` for its
+    far kernel and those of :data:`NEAR_FIELD` for itself."""
     split = harmonic_split(green)
     if split is None:
-        return scheme.kernel_requests(n_e, ranks, green)
-    return (FAR_FIELD.kernel_requests(n_e, ranks, split.far_kernel(green))
-            + NEAR_FIELD.kernel_requests(n_e, ranks, green))
+        return scheme.kernel_requests(n_e, ranks, green, eps)
+    return (FAR_FIELD.kernel_requests(n_e, ranks, split.far_kernel(green), eps)
+            + NEAR_FIELD.kernel_requests(n_e, ranks, green, eps))
