@@ -215,6 +215,21 @@ def check_labels(operator: str) -> list[str]:
             + ([f"{operator}[{fields}]"] if fields else []))
 
 
+#: The pairwise operators an FMM under ``eps`` may launch with a coarser ``1/sqrt``
+#: (fmmloopy.maths.pair_precision), which the check also runs under every recipe but
+#: ``sequential``, for each of their kernels, labelled with it.
+COARSE_ROOT_OPERATORS = {"p2p", "l2p", "m2p"}
+COARSE_ROOT = "1/sqrt~1e-08"
+
+
+def coarse_root_labels(operator: str) -> list[str]:
+    """The labels of ``operator``'s lines for its kernels with the coarser ``1/sqrt``."""
+    if operator not in COARSE_ROOT_OPERATORS:
+        return []
+    return [f"{label[:-1]},{COARSE_ROOT}]" if label.endswith("]") else f"{label}[{COARSE_ROOT}]"
+            for label in check_labels(operator)]
+
+
 def operator_of(label: str) -> str:
     """The operator of a check line's label (``p2p[pot+grad<q+dip]`` -> ``p2p``)."""
     return label.partition("[")[0]

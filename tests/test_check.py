@@ -6,7 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CHECKED_FIELDS, check_labels, operator_of
+from conftest import (
+    CHECKED_FIELDS,
+    COARSE_ROOT_OPERATORS,
+    check_labels,
+    coarse_root_labels,
+    operator_of,
+)
 
 from fmmloopy.checking.check import (
     NOT_RUN_AFTER_FAILURE,
@@ -38,7 +44,8 @@ def test_shipped_recipes_pass_for_every_operator():
     lines = _result_lines(done.stdout)
     assert all(line.startswith("ok ") for line in lines)
     assert {line.split()[1] for line in lines} == {
-        label for operator in OPERATORS for label in check_labels(operator)}
+        label for operator in OPERATORS
+        for label in check_labels(operator) + coarse_root_labels(operator)}
     assert {line.split()[2] for line in lines} == {"sequential", "generic", "cpu", "gpu"}
     # 11 operators (the eight, c2e, and the compressed M2L's m2l_compress and m2l_expand) x 4
     # recipes x 5 small problems (the fifth a periodic cell, M2M on the far lattice's list),
@@ -46,16 +53,20 @@ def test_shipped_recipes_pass_for_every_operator():
     # n_e (the three small problems of 26-point surfaces and rank 20; the other two take the
     # production sizes),
     # all of it twice (one and three strength vectors), plus the 5 pairwise operators again
-    # with gradients and dipoles; then the production-size problems: every operator at order 6
-    # (152-point surfaces, leaves of up to n_crit = 150).
+    # with gradients and dipoles, plus P2P, L2P and M2P's three kernels each with the coarser
+    # 1/sqrt under the three recipes but sequential; then the production-size problems: every
+    # operator at order 6 (152-point surfaces, leaves of up to n_crit = 150).
     small = [line for line in lines if not line.split()[3].endswith("-150")]
-    assert len(small) == 2 * (11 * 4 * 5 + 3 * 4) + len(CHECKED_FIELDS) * 4 * 5
+    assert len(small) == (2 * (11 * 4 * 5 + 3 * 4) + len(CHECKED_FIELDS) * 4 * 5
+                          + len(COARSE_ROOT_OPERATORS) * 3 * 3 * 5)
     assert {line.split()[3] for line in small} == {"uniform-cube", "sphere", "plummer",
                                                   "tgt!=src", "periodic"}
     production = [line for line in lines if line.split()[3].endswith("-150")]
     assert {(line.split()[1], line.split()[2]) for line in production} == {
         (label, recipe) for operator in OPERATORS for label in check_labels(operator)
-        for recipe in ("sequential", "generic", "cpu", "gpu")}
+        for recipe in ("sequential", "generic", "cpu", "gpu")} | {
+        (label, recipe) for operator in OPERATORS for label in coarse_root_labels(operator)
+        for recipe in ("generic", "cpu", "gpu")}
     assert f"{len(lines)} of {len(lines)} checks passed" in done.stdout
     # The sizes covered are printed, and what was not looked for is said.
     assert "plummer-150: 18000 sources" in done.stdout
@@ -153,7 +164,8 @@ def test_crashing_kernel_is_reported_and_checking_goes_on():
     lines = _result_lines(done.stdout)
     assert any("writes_out_of_bounds" in line and "crashed" in line for line in lines)
     cpu_lines = [line for line in lines if " cpu " in line]
-    assert len(cpu_lines) == 5 * len(check_labels("p2p"))  # the 5 small problems
+    # the 5 small problems, each kernel also with the coarser 1/sqrt
+    assert len(cpu_lines) == 5 * len(check_labels("p2p") + coarse_root_labels("p2p"))
     assert all(line.startswith("ok ") for line in cpu_lines)
 
 

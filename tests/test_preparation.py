@@ -18,10 +18,8 @@ from fmmloopy.maths.scheme import KIFMM
 ORDER = 4
 
 
-@pytest.mark.parametrize("kernel", ["laplace", "yukawa:kappa=2"])
-def test_the_requests_are_every_kernel_the_plan_asks_for(kernel, monkeypatch):
-    """An FMM's plan asks for kernels (operator, kernel summed, sizes) all among the requests
-    made before its tree, and the requests name each once."""
+def _record_plan_kernels(monkeypatch) -> list:
+    """The (operator, kernel, sizes) of each kernel a plan asks for from now on."""
     asked = []
     real = builder.compiled_operator
 
@@ -32,6 +30,14 @@ def test_the_requests_are_every_kernel_the_plan_asks_for(kernel, monkeypatch):
         return real(operator, device, kernel=kernel, **options)
 
     monkeypatch.setattr(builder, "compiled_operator", recording)
+    return asked
+
+
+@pytest.mark.parametrize("kernel", ["laplace", "yukawa:kappa=2"])
+def test_the_requests_are_every_kernel_the_plan_asks_for(kernel, monkeypatch):
+    """An FMM's plan asks for kernels (operator, kernel summed, sizes) all among the requests
+    made before its tree, and the requests name each once."""
+    asked = _record_plan_kernels(monkeypatch)
     points = plummer(3000, np.random.default_rng(3))
     fmm = fmmloopy.Fmm(points, kernel=kernel, order=ORDER, n_crit=40)
     green = get_kernel(kernel).base
@@ -48,16 +54,7 @@ def test_under_eps_the_requests_carry_the_coarser_root_the_plan_asks_for(monkeyp
     """``Fmm(eps=1e-6)`` asks for P2P and L2P with ``rsqrt_error`` (docs/kernels.md, "The
     pairwise kernels under eps"): the requests made before the tree ask for the same ones, so
     the thread prepares the kernels the plan launches."""
-    asked = []
-    real = builder.compiled_operator
-
-    def recording(operator, device, *, kernel, **options):
-        sizes = {name: value for name, value in options.items() if name not in ("recipe",
-                                                                                  "dtype")}
-        asked.append((operator, kernel, sizes))
-        return real(operator, device, kernel=kernel, **options)
-
-    monkeypatch.setattr(builder, "compiled_operator", recording)
+    asked = _record_plan_kernels(monkeypatch)
     points = plummer(3000, np.random.default_rng(4))
     fmm = fmmloopy.Fmm(points, eps=1e-6, n_crit=40)
     green = get_kernel("laplace").base

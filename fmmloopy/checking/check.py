@@ -46,6 +46,7 @@ from fmmloopy.execution.compiled import (
 from fmmloopy.execution.kernel_cache import KERNEL_CACHE_ENV, STORE_ONLY
 from fmmloopy.maths.green import LAPLACE_3D, GreenKernel, get_kernel
 from fmmloopy.maths.operators import OPERATORS, get_operator
+from fmmloopy.maths.pair_precision import RSQRT_ERROR, launch_rsqrt_error
 from fmmloopy.maths.scheme import KIFMM
 from fmmloopy.tuning.recipe import REFERENCE
 from fmmloopy.tuning.registry import ensure_loaded, recipe_names_for, registered
@@ -172,7 +173,8 @@ def _size_label(operator: str, problem: CheckProblem, sizes: dict[str, int]) -> 
 def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Device,
                green: str | GreenKernel = "laplace",
                precision: Precision = FLOAT64,
-               settings: Mapping[str, object] | None = None) -> list[CheckResult]:
+               settings: Mapping[str, object] | None = None,
+               rsqrt_error: float | None = None) -> list[CheckResult]:
     """Compare ``operator`` under ``recipe`` with the sequential recipe on ``problem``, at each
     of the problem's sizes for it (:meth:`CheckProblem.sizes`), both built for the Green's
     function ``green``.
@@ -187,13 +189,18 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
 
     ``settings``: values of ``recipe``'s parameters for the candidate (its defaults on the
     device for the rest), as ``fmmloopy tune`` tries them.
+
+    ``rsqrt_error``: the candidate is the kernel whose ``1/sqrt`` may carry that relative error
+    (:mod:`fmmloopy.maths.pair_precision`), compared with the numpy reference within its rounding
+    bound plus that error's share of each entry's terms.
     """
     green = get_kernel(green)
-    reduced = precision != FLOAT64
+    reduced = precision != FLOAT64 or rsqrt_error is not None
     queue = cl.CommandQueue(context_for(device))
     spec = get_operator(operator)
     results = []
-    fields = fields_label(green)
+    fields = ",".join(part for part in (fields_label(green), "" if rsqrt_error is None
+                                        else f"1/sqrt~{rsqrt_error:g}") if part)
     for sizes in problem.sizes(operator):
         label = _size_label(operator, problem, sizes)
         try:
@@ -201,7 +208,8 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
             if not inputs["ntarget_boxes"]:
                 continue  # this problem has no entry in the operator's list
             candidate = compiled_operator(operator, device, recipe=recipe, kernel=green,
-                                          dtype=precision.dtype, settings=settings, **sizes)
+                                          dtype=precision.dtype, settings=settings,
+                                          rsqrt_error=rsqrt_error, **sizes)
             if recipe == REFERENCE or reduced:
                 reference = None  # numpy; the sequential kernel, which branches on no size,
                 if problem.production:  # runs the sampled rows only
@@ -212,14 +220,17 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
             rows = None if problem.production else np.arange(inputs["ntarget_boxes"])
             comparison = compare(candidate, reference, spec, sizes, inputs, queue,
                                  green=green, rows=rows,
-                                 warm_up=not problem.production, precision=precision)
+                                 warm_up=not problem.production, precision=precision,
+                                 rsqrt_error=rsqrt_error)
         except Exception as exc:  # a recipe that breaks the build or the run is a failed check
             results.append(CheckResult(operator, recipe, label, float("inf"), 0.0, 0.0, False,
                                        f"{type(exc).__name__}: {exc}", fields=fields))
             continue
         against = "the numpy reference" if recipe == REFERENCE or reduced \
             else repr(REFERENCE)
-        beyond = f"its {precision.name} rounding bound" if reduced else f"{RELATIVE_TOLERANCE:g}"
+        beyond = (f"its {precision.name} rounding bound"
+                  + ("" if rsqrt_error is None else f" and 1/sqrt to {rsqrt_error:g}")
+                  if reduced else f"{RELATIVE_TOLERANCE:g}")
         message = "" if comparison.ok else (
             f"differs from {against} beyond {beyond}: {comparison.mismatch}")
         if candidate.recipe.name != recipe:  # it declined the kernel's complex values
@@ -268,9 +279,23 @@ def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],
     problems = _problems(seed, production, green)
     with loopy_output_to_log():
         return until_first_failure(
-            (check_pair(operator, recipe, problem, device, variant, precision)
-             for variant in KIFMM.operator_kernels(operator, green) for problem in problems),
+            (check_pair(operator, recipe, problem, device, variant, precision,
+                        rsqrt_error=error)
+             for variant in KIFMM.operator_kernels(operator, green)
+             for error in _root_errors(operator, recipe, variant, precision)
+             for problem in problems),
             fail_fast)
+
+
+def _root_errors(operator: str, recipe: str, green: GreenKernel,
+                 precision: Precision) -> tuple[float | None, ...]:
+    """The ``rsqrt_error`` of each kernel an FMM may build ``operator`` for under ``recipe``:
+    float64's own and, where an FMM under ``eps`` launches it with a coarser ``1/sqrt``
+    (:func:`~fmmloopy.maths.pair_precision.launch_rsqrt_error`), :data:`~fmmloopy.maths.
+    pair_precision.RSQRT_ERROR` (not under the sequential recipe, the reference)."""
+    coarser = (precision == FLOAT64 and recipe != REFERENCE
+               and launch_rsqrt_error(get_operator(operator), green, 1.0) is not None)
+    return (None, RSQRT_ERROR) if coarser else (None,)
 
 
 #: The note on the failure that stopped a pair under ``fail_fast``.
