@@ -180,7 +180,8 @@ def test_the_check_passes_the_newton_rsqrt_on_every_pairwise_operator(tmp_path, 
     assert {(r.operator, r.recipe) for r in results} == {
         (operator, name) for operator in PAIRWISE for name in ("newton_bits", "newton_float")}
     assert all(r.ok for r in results), [r.message for r in results if not r.ok]
-    assert max(r.max_relative_error for r in results) < 1e-14
+    # (the kernels with the coarser 1/sqrt report a fraction of their bound: ok above)
+    assert max(r.max_relative_error for r in results if not r.root) < 1e-14
 
 
 @pytest.mark.parametrize("steps", [1, 3])  # relative errors about 2e-3 and 3e-11

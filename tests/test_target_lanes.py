@@ -101,7 +101,8 @@ def test_the_check_passes_every_pairwise_operator_at_every_shape(tmp_path, devic
     # Normwise: the same sums of up to ~800 terms (U lists of up to 39 leaves of up to 24
     # sources) in another order, with fast relaxed math: measured up to 1.1e-14 (the periodic
     # problem, whose lists hold image sources), far below the check's own 1e-12.
-    assert max(r.max_relative_error for r in results) < 5e-14
+    # (the kernels with the coarser 1/sqrt report a fraction of their bound: ok above)
+    assert max(r.max_relative_error for r in results if not r.root) < 5e-14
 
 
 def test_a_kernel_of_another_template_is_refused():

@@ -115,11 +115,16 @@ class CheckResult:
     #: A remark on the outcome, kept on the result's line however long the message (the
     #: ``--fail-fast`` note on the failure that stopped a pair).
     note: str = ""
+    #: The relative error the kernel's ``1/sqrt`` may carry where it is not float64's
+    #: (``1/sqrt~1e-08``, :mod:`fmmloopy.maths.pair_precision`), else empty.
+    root: str = ""
 
     @property
     def label(self) -> str:
-        """The operator, with its fields: ``p2p[pot+grad<q+dip]``."""
-        return f"{self.operator}[{self.fields}]" if self.fields else self.operator
+        """The operator, with its fields and root where not the plain ones:
+        ``p2p[pot+grad<q+dip]``, ``p2p[x3,1/sqrt~1e-08]``."""
+        parts = ",".join(part for part in (self.fields, self.root) if part)
+        return f"{self.operator}[{parts}]" if parts else self.operator
 
     def line(self) -> str:
         status = "ok  " if self.ok else "FAIL"
@@ -199,8 +204,8 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
     queue = cl.CommandQueue(context_for(device))
     spec = get_operator(operator)
     results = []
-    fields = ",".join(part for part in (fields_label(green), "" if rsqrt_error is None
-                                        else f"1/sqrt~{rsqrt_error:g}") if part)
+    fields = fields_label(green)
+    root = "" if rsqrt_error is None else f"1/sqrt~{rsqrt_error:g}"
     for sizes in problem.sizes(operator):
         label = _size_label(operator, problem, sizes)
         try:
@@ -224,7 +229,8 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
                                  rsqrt_error=rsqrt_error)
         except Exception as exc:  # a recipe that breaks the build or the run is a failed check
             results.append(CheckResult(operator, recipe, label, float("inf"), 0.0, 0.0, False,
-                                       f"{type(exc).__name__}: {exc}", fields=fields))
+                                       f"{type(exc).__name__}: {exc}", fields=fields,
+                                       root=root))
             continue
         against = "the numpy reference" if recipe == REFERENCE or reduced \
             else repr(REFERENCE)
@@ -240,7 +246,7 @@ def check_pair(operator: str, recipe: str, problem: CheckProblem, device: cl.Dev
             operator, recipe, label, comparison.max_relative_error,
             comparison.reference_seconds, comparison.candidate_seconds, comparison.ok, message,
             comparison.compared_rows, comparison.total_rows, fields,
-            f"{precision.name} of bound" if reduced else "max rel err"))
+            f"{precision.name} of bound" if reduced else "max rel err", root=root))
     return results
 
 
