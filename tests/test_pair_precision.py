@@ -23,6 +23,7 @@ from fmmloopy.maths.pair_precision import (
     launch_rsqrt_error,
     rsqrt_error_for_eps,
     rsqrt_power,
+    served_rsqrt_errors,
 )
 from fmmloopy.tuning.recipe import REFERENCE
 
@@ -61,6 +62,12 @@ def test_eps_asks_for_the_coarser_root_only_where_its_share_reaches_it():
                                ("m2p", RSQRT_ERROR), ("p2m", None), ("p2l", None),
                                ("m2l", None)):
         assert launch_rsqrt_error(get_operator(operator), charges, 1e-3) == expected, operator
+    # what is shipped and checked: both roots where some eps launches the coarser one
+    p2p, p2m = get_operator("p2p"), get_operator("p2m")
+    assert served_rsqrt_errors(p2p, charges, np.float64) == (None, RSQRT_ERROR)
+    assert served_rsqrt_errors(p2m, charges, np.float64) == (None,)
+    assert served_rsqrt_errors(p2p, charges, np.float32) == (None,)
+    assert served_rsqrt_errors(p2p, get_kernel("yukawa:kappa=1"), np.float64) == (None,)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -46,7 +46,7 @@ from fmmloopy.execution.compiled import (
 from fmmloopy.execution.kernel_cache import KERNEL_CACHE_ENV, STORE_ONLY
 from fmmloopy.maths.green import LAPLACE_3D, GreenKernel, get_kernel
 from fmmloopy.maths.operators import OPERATORS, get_operator
-from fmmloopy.maths.pair_precision import RSQRT_ERROR, launch_rsqrt_error
+from fmmloopy.maths.pair_precision import served_rsqrt_errors
 from fmmloopy.maths.scheme import KIFMM
 from fmmloopy.tuning.recipe import REFERENCE
 from fmmloopy.tuning.registry import ensure_loaded, recipe_names_for, registered
@@ -295,13 +295,12 @@ def _check_in_this_process(operator: str, recipe: str, device: tuple[str, str],
 
 def _root_errors(operator: str, recipe: str, green: GreenKernel,
                  precision: Precision) -> tuple[float | None, ...]:
-    """The ``rsqrt_error`` of each kernel an FMM may build ``operator`` for under ``recipe``:
-    float64's own and, where an FMM under ``eps`` launches it with a coarser ``1/sqrt``
-    (:func:`~fmmloopy.maths.pair_precision.launch_rsqrt_error`), :data:`~fmmloopy.maths.
-    pair_precision.RSQRT_ERROR` (not under the sequential recipe, the reference)."""
-    coarser = (precision == FLOAT64 and recipe != REFERENCE
-               and launch_rsqrt_error(get_operator(operator), green, 1.0) is not None)
-    return (None, RSQRT_ERROR) if coarser else (None,)
+    """The ``rsqrt_error`` of each kernel an FMM may build ``operator`` for
+    (:func:`~fmmloopy.maths.pair_precision.served_rsqrt_errors`), but float64's own alone under
+    the sequential recipe (the reference)."""
+    if recipe == REFERENCE:
+        return (None,)
+    return served_rsqrt_errors(get_operator(operator), green, precision.dtype)
 
 
 #: The note on the failure that stopped a pair under ``fail_fast``.

@@ -27,7 +27,7 @@ from fmmloopy.execution.cache_files import key_string
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import get_kernel
 from fmmloopy.maths.operators import get_operator
-from fmmloopy.maths.pair_precision import RSQRT_ERROR, launch_rsqrt_error
+from fmmloopy.maths.pair_precision import served_rsqrt_errors
 from fmmloopy.maths.scheme import KIFMM, plan_kernel_requests
 
 #: The doubles per vector of the CPU classes shipped: AVX2 and AVX-512.
@@ -57,13 +57,10 @@ def _variants(sizes: dict[str, int]) -> list[dict[str, int]]:
 
 def _precisions(operator: str, kernel, dtype: np.dtype, variants: list[dict[str, int]]):
     """``(sizes, rsqrt_error)`` of each kernel a request may select: float64's own ``1/sqrt``
-    and, for the launches an FMM under ``eps`` refines less
-    (:func:`~fmmloopy.maths.pair_precision.launch_rsqrt_error`), :data:`~fmmloopy.maths.
-    pair_precision.RSQRT_ERROR`'s."""
-    coarser = (dtype == np.float64
-               and launch_rsqrt_error(get_operator(operator), kernel, 1.0) is not None)
+    and the coarser one an FMM under ``eps`` may launch
+    (:func:`~fmmloopy.maths.pair_precision.served_rsqrt_errors`)."""
     return [(size, error) for size in variants
-            for error in ((None, RSQRT_ERROR) if coarser else (None,))]
+            for error in served_rsqrt_errors(get_operator(operator), kernel, dtype)]
 
 
 def generate_entries(device: cl.Device) -> list[dict[str, Any]]:

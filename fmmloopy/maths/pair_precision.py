@@ -16,6 +16,7 @@ of ``1/sqrt`` moves the exponent by ``kappa r`` times as much, which no fixed al
 
 from __future__ import annotations
 
+import numpy as np
 import pymbolic.primitives as prim
 
 from fmmloopy.maths.operators import PAIRWISE, PARTICLES
@@ -122,7 +123,7 @@ def checked_rsqrt_error(rsqrt_error, spec, kernel, dtype) -> float | None:
         raise ValueError(f"rsqrt_error needs a kernel rational in 1/sqrt(r2) and the offsets; "
                          f"{kernel.spec} is not (an error of 1/sqrt would move its other "
                          "functions' arguments by an amount no fixed allowance bounds)")
-    if str(dtype) != "float64":
+    if np.dtype(dtype) != np.float64:
         raise ValueError(f"rsqrt_error applies to float64 kernels, not {dtype}")
     return value
 
@@ -136,3 +137,13 @@ def launch_rsqrt_error(spec, kernel, eps: float | None) -> float | None:
     if spec.template != PAIRWISE or spec.targets != PARTICLES:
         return None
     return rsqrt_error_for_eps(kernel, eps)
+
+
+def served_rsqrt_errors(spec, kernel, dtype) -> tuple[float | None, ...]:
+    """The ``rsqrt_error`` of each kernel of operator ``spec`` summing ``kernel`` in ``dtype``
+    that an FMM may launch: float64's own (None) and, where some ``eps`` gives a launch of it
+    :data:`RSQRT_ERROR` (:func:`launch_rsqrt_error` at the largest ``eps``, 1), that too: what
+    is shipped and what the check runs."""
+    coarser = (np.dtype(dtype) == np.float64
+               and launch_rsqrt_error(spec, kernel, 1.0) is not None)
+    return (None, RSQRT_ERROR) if coarser else (None,)
