@@ -1,14 +1,27 @@
 """``n_crit="auto"``: the boxes of every candidate tree from one sort, the work counted without
 lists against the real tree and lists, and the choice against trying every candidate."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 import fmmloopy
 from fmmloopy.base.distributions import DISTRIBUTIONS
 from fmmloopy.maths.geometry import M2L_CLASSES, interior_v_entries
-from fmmloopy.tree.cost import CANDIDATES, CellCounts, choose_n_crit, tree_work
-from fmmloopy.tree.octree import build_tree_from, sort_points, tree_boxes
+from fmmloopy.tree.cost import (
+    CANDIDATES,
+    REBALANCE_GAIN,
+    ROOT_SCALES,
+    CellCounts,
+    TreeWork,
+    choose_n_crit,
+    choose_tree,
+    leaf_dimension,
+    predicted_root_scale,
+    tree_work,
+)
+from fmmloopy.tree.octree import build_tree_from, in_wider_cube, sort_points, tree_boxes
 from fmmloopy.tree.refinement import refine
 
 DISTRIBUTION_NAMES = ["sphere", "cube", "plummer"]
@@ -187,6 +200,108 @@ def test_fmm_chooses_n_crit_and_stays_accurate():
         direct = np.where(distance > 0, charges / (4 * np.pi * distance), 0).sum(axis=1)
     error = np.linalg.norm(fmm(charges)[sample] - direct) / np.linalg.norm(direct)
     assert error < 1e-6  # order 6: errors ~1e-7 (docs/kifmm.md)
+
+
+def test_a_wider_root_cube_where_the_bounding_cubes_best_tree_is_unbalanced():
+    """2*10^5 cube points at order 8, a pair at 20 matvec flops: the bounding cube's best tree
+    has leaves of about 24 points, its far field dearer than its near field; choose_tree counts
+    the wider cube the model predicts, and its choice is the cheapest tree of every root cube
+    and every candidate, each counted alone (within the sweep's few per cent)."""
+    from fmmloopy.execution.precomputed import get_operators
+
+    order, pair_flops = 8, 20.0
+    far = get_operators("laplace", order).far_field_flops()
+    points = sort_points(_points("cube", 200000, seed=1))
+    choice = choose_tree(points, order, pair_flops, far, lambda s: in_wider_cube(points, s))
+    every = {(scale, n_crit): tree_work(in_wider_cube(points, scale), n_crit, order).cost(
+        order, pair_flops, far) for scale in ROOT_SCALES for n_crit in CANDIDATES}
+    bounding = min(cost for (scale, _), cost in every.items() if scale == 1)
+    cost = choice.work.cost(order, pair_flops, far)
+    assert choice.root_scale > 1 and cost < bounding / 1.05
+    assert cost <= 1.02 * min(every.values())
+    assert choice.points.half_width == pytest.approx(choice.root_scale * points.half_width)
+    np.testing.assert_array_equal(choice.points.centre, points.centre)
+    assert {work.root_scale for work in choice.candidates} == {1.0, choice.root_scale}
+    # The chosen boxes are those of the wider cube's tree, built anew.
+    for got, expected in zip(choice.work.boxes, tree_boxes(choice.points, choice.n_crit),
+                             strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("distribution, order", [("cube", 4), ("cube", 12), ("sphere", 8)])
+def test_the_bounding_cube_stays_where_its_tree_is_balanced(distribution, order):
+    """10^5 points whose bounding cube's best tree is within REBALANCE_GAIN of balanced: no
+    other cube is sorted or counted."""
+    from fmmloopy.execution.precomputed import get_operators
+
+    far = get_operators("laplace", order).far_field_flops()
+    points = sort_points(_points(distribution, 100000, seed=1))
+
+    def refused(scale):
+        raise AssertionError(f"a root cube {scale} times as wide was sorted")
+
+    choice = choose_tree(points, order, 20.0, far, refused)
+    assert choice.root_scale == 1.0 and choice.points is points
+    assert choice.n_crit == choose_n_crit(points, order, 20.0, far)[0]
+    assert {work.root_scale for work in choice.candidates} == {1.0}
+
+
+def test_the_predicted_cube_balances_the_near_field_against_the_far_field():
+    """predicted_root_scale by its rule: leaves x times the volume hold x^(d/3) times the
+    points, the near field scales by that and the far field by its inverse."""
+    def work(near, far):  # far: V entries at one flop each, no boxes
+        return TreeWork(64, 1, far, near)
+
+    predict = lambda near, far, dimension=3.0: predicted_root_scale(  # noqa: E731
+        work(near, far), dimension, 4, 1.0, (1.0, 0.0))
+    assert predict(100.0, 100.0) is None  # balanced
+    assert predict(100.0, 100.0 * REBALANCE_GAIN ** 2 * 0.9) is None  # within the margin
+    # near = 4 far: half the volume (one level deeper in the cube 2^(2/3) as wide) balances.
+    assert predict(400.0, 100.0) == ROOT_SCALES[2]
+    # far = 4 near: twice the volume (the same level of the cube 2^(1/3) as wide).
+    assert predict(100.0, 400.0) == ROOT_SCALES[1]
+    # near = 16 far: a quarter of the volume (one level deeper, 2^(1/3)).
+    assert predict(1600.0, 100.0) == ROOT_SCALES[1]
+    # On a surface (d = 2) leaves of a quarter of the volume hold 0.4 times the points: for
+    # near = 6.25 far that balances best.
+    assert predict(625.0, 100.0, 2.0) == ROOT_SCALES[1]
+    assert predict(625.0, 100.0, 3.0) == ROOT_SCALES[2]
+
+
+@pytest.mark.parametrize("distribution, dimension", [("cube", 3.0), ("sphere", 2.0)])
+def test_the_leaf_dimension_is_how_the_points_fill_space(distribution, dimension):
+    points = sort_points(_points(distribution, 100000))
+    work = tree_work(points, 128, 6)
+    assert leaf_dimension(points, work) == pytest.approx(dimension, abs=0.15)
+
+
+def test_an_fmm_in_a_wider_root_cube_sums_as_the_bounding_cubes(monkeypatch):
+    """The set-up's tree in a cube 2^(2/3) times as wide (the choice forced): the root cube is
+    that wide about the same centre, and the potentials agree with the bounding cube's FMM
+    and the direct sum to the order's accuracy."""
+    import fmmloopy.api.setup as setup
+    from fmmloopy.tree.cost import TreeChoice
+
+    def wider(points, order, pair_flops, far_field, in_cube):
+        assert in_cube is not None  # a homogeneous kernel in free space may widen
+        scaled = in_cube(ROOT_SCALES[2])
+        n_crit, tried = choose_n_crit(scaled, order, pair_flops, far_field)
+        return TreeChoice(scaled, ROOT_SCALES[2], n_crit,
+                          [dataclasses.replace(work, root_scale=ROOT_SCALES[2]) for work in tried])
+
+    rng = np.random.default_rng(11)
+    points, charges = _points("sphere", 4000, seed=11), rng.uniform(-1, 1, 4000)
+    plain = fmmloopy.Fmm(points, order=6)
+    monkeypatch.setattr(setup, "choose_tree", wider)
+    widened = fmmloopy.Fmm(points, order=6)
+    assert widened.tree.root_half_width == pytest.approx(
+        ROOT_SCALES[2] * plain.tree.root_half_width)
+    np.testing.assert_allclose(widened.tree.root_centre, plain.tree.root_centre)
+    direct = fmmloopy.direct(points, charges)
+    scale = np.linalg.norm(direct)
+    for fmm in (plain, widened):
+        assert np.linalg.norm(fmm(charges) - direct) / scale < 1e-6  # order 6: ~1e-7
+    assert np.linalg.norm(widened(charges) - plain(charges)) / scale < 1e-6
 
 
 @pytest.mark.parametrize("bad", ["Auto", "", 0, -3, 2.5, True, None])

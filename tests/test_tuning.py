@@ -202,29 +202,36 @@ def test_check_operators_compare_shipped_recipes_too(device):
 
 def test_the_n_crit_model_takes_the_pair_cost_a_record_measured(device, own_cache):
     """With a record, Fmm's n_crit="auto" weighs a P2P pair as the record says (the
-    choice of choose_n_crit with that cost), without, as the device kind's constant."""
+    choice of choose_tree with that cost: n_crit and root cube), without, as the device
+    kind's constant."""
     import fmmloopy
     from fmmloopy.execution.precomputed import get_operators
-    from fmmloopy.tree.cost import choose_n_crit
-    from fmmloopy.tree.octree import sort_points
-    from fmmloopy.tuning.device_facts import declared_facts
+    from fmmloopy.tree.cost import choose_tree
+    from fmmloopy.tree.octree import in_wider_cube, sort_points
 
     points = np.random.default_rng(5).random((30000, 3))
     far = get_operators("laplace", 4).far_field_flops()
     sorted_points = sort_points(points)
 
     def expected(cost):
-        return choose_n_crit(sorted_points, 4, cost, far)[0]
+        choice = choose_tree(sorted_points, 4, cost, far,
+                             lambda scale: in_wider_cube(sorted_points, scale))
+        return choice.n_crit, pytest.approx(choice.root_scale)
 
-    declared = declared_facts("cpu").pair_flops
+    def chosen():
+        fmm = fmmloopy.Fmm(points, order=4, device=device)
+        return fmm.n_crit, np.ldexp(fmm.tree.root_half_width,
+                                    fmm.coordinate_exponent) / sorted_points.half_width
+
+    declared = tuning_records.declared_device_facts(device).pair_flops
     assert tuning_records.device_pair_flops(device) == declared
-    assert fmmloopy.Fmm(points, order=4, device=device).n_crit == expected(declared)
+    assert chosen() == expected(declared)
     for cost in (0.5, 300.0):
         _record(device, {}, {"pair_flops": cost, "p2p_pairs_per_second": 1e9,
                              "matvec_flops_per_second": cost * 1e9})
         assert tuning_records.device_pair_flops(device) == cost
-        assert fmmloopy.Fmm(points, order=4, device=device).n_crit == expected(cost)
-    assert expected(0.5) > expected(300.0)  # cheaper pairs choose larger leaves
+        assert chosen() == expected(cost)
+    assert expected(0.5)[0] > expected(300.0)[0]  # cheaper pairs choose larger leaves
 
 
 def test_the_rates_only_probe_measures_under_the_values_in_force_and_keeps_them(device,

@@ -8,7 +8,7 @@ potentials of its own targets in its own order. Set-up, all collective:
 2. the working coordinates and the root cube come from the global bounding box;
 3. the tree's boxes are refined from counts summed over ranks (:mod:`fmmloopy.tree.
    distributed`): every rank holds the single-process tree's skeleton (boxes, global counts,
-   interaction lists), ``n_crit="auto"`` chosen from it as one process would;
+   interaction lists), ``n_crit="auto"`` (and a wider root cube) chosen as one process would;
 4. the leaves in Morton order are cut into runs of equal modelled cost, weighted by each
    rank's speed (:mod:`fmmloopy.tree.partition`), and the points are sent to the ranks owning
    their leaves (an all-to-all: a bucket sort with the tree's leaves as splitters);
@@ -30,12 +30,17 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pyopencl as cl
 
 from fmmloopy.api.fmm import Fmm
-from fmmloopy.api.options import check_eps_covers, checked_options
+from fmmloopy.api.options import (
+    check_distributed_options,
+    check_eps_covers,
+    checked_options,
+)
 from fmmloopy.api.units import (
     checked_strengths,
     overflow_message,
@@ -45,7 +50,6 @@ from fmmloopy.api.units import (
 )
 from fmmloopy.base.collective import Collectives, RankError, mpi_module, same_on_every_rank
 from fmmloopy.base.devices import context_for, device_for_rank, share_cpu
-from fmmloopy.base.precision import FLOAT64
 from fmmloopy.base.validation import (
     as_float64_points,
     check_point_array,
@@ -65,10 +69,11 @@ from fmmloopy.maths.harmonic import (
     operator_kernel,
 )
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
-from fmmloopy.tree.cost import AUTO, choose_n_crit
+from fmmloopy.tree.cost import AUTO, choose_tree
 from fmmloopy.tree.csr import ranges_to_indices
 from fmmloopy.tree.direct_lists import direct_where_cheaper
 from fmmloopy.tree.distributed import (
+    distributed_in_wider_cube,
     distributed_working_coordinates,
     skeleton_tree,
     sort_distributed,
@@ -141,15 +146,7 @@ class DistributedFmm:
                 kernel=kernel, order=order, n_crit=n_crit, recipes=recipes,
                 max_depth=max_depth, memory_limit=memory_limit, w_x_direct=w_x_direct,
                 verify_recipes=verify_recipes, dtype=dtype, eps=eps, eps_for=eps_for)
-            split = harmonic_split(options.kernel)
-            if options.kernel.is_tensor and (split is None or split.psi_dipole is not None):
-                raise ValueError(f"DistributedFmm sums scalar kernels and Stokes flow; "
-                                 f"{options.kernel.spec!r}'s exchange is not built (tensor "
-                                 "densities, the RPY tensor's overlaps or the regularized "
-                                 "Stokeslet's blobs across ranks): use fmmloopy.Fmm")
-            if options.precision != FLOAT64:
-                raise ValueError(f"DistributedFmm runs in float64 only, got dtype "
-                                 f"{options.precision.name} (float32 FMMs: fmmloopy.Fmm)")
+            check_distributed_options(options)
             #: ``eps`` and the quantities it holds for, as :class:`~fmmloopy.api.fmm.Fmm`'s;
             #: with ``eps`` the order is chosen with the tree (None until then).
             self.order, self.eps, self.eps_quantities = (options.order, options.eps,
@@ -220,8 +217,11 @@ class DistributedFmm:
             # The model's constants from rank 0, so that every rank makes the same choices.
             flops_per_pair, far_field = collectives.gather(
                 (device_pair_flops(self.device), tuple(first.far_field_flops())))[0]
-            if n_crit == AUTO:
-                n_crit, _ = choose_n_crit(points, self.order, flops_per_pair, far_field)
+            if n_crit == AUTO:  # the root cube and n_crit one process would choose
+                wider = partial(distributed_in_wider_cube, points, collectives=collectives)
+                choice = choose_tree(points, self.order, flops_per_pair, far_field,
+                                     None if operators_of.homogeneity is None else wider)
+                points, n_crit = choice.points, choice.n_crit
                 self.n_crit = n_crit
             keys, levels, leaf = tree_boxes(points, n_crit, warn=self.rank == 0)
             #: The tree's boxes with every rank's counts (the same on every rank, and the

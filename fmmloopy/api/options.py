@@ -32,8 +32,8 @@ from fmmloopy.tree.cost import validate_n_crit
 from fmmloopy.tree.octree import MAX_DEPTH_LIMIT
 
 __all__ = ["DEFAULT_ORDER", "DEFAULT_PERIODIC_ORDER", "DEFAULT_PERIODIC_STOKES_ORDER",
-           "DEFAULT_STOKES_ORDER", "MAX_ORDER",
-           "MIN_ORDER", "FmmOptions", "check_eps_covers", "checked_accuracy", "checked_options",
+           "DEFAULT_STOKES_ORDER", "MAX_ORDER", "MIN_ORDER", "FmmOptions",
+           "check_distributed_options", "check_eps_covers", "checked_accuracy", "checked_options",
            "default_order"]
 
 #: Orders (points per surface edge) the toolkit accepts.
@@ -145,6 +145,20 @@ def checked_accuracy(order, eps, eps_for) -> tuple[int | None, float | None, tup
         return None, validate_eps(eps), eps_quantities(eps_for)
     return (validate_integer(DEFAULT_ORDER if order is None else order, "order", MIN_ORDER,
                              MAX_ORDER), None, ())
+
+
+def check_distributed_options(options: FmmOptions) -> None:
+    """What :class:`~fmmloopy.api.distributed.DistributedFmm` refuses of checked options, by
+    name: tensor kernels other than Stokes flow, and precisions other than float64."""
+    split = harmonic_split(options.kernel)
+    if options.kernel.is_tensor and (split is None or split.psi_dipole is not None):
+        raise ValueError(f"DistributedFmm sums scalar kernels and Stokes flow; "
+                         f"{options.kernel.spec!r}'s exchange is not built (tensor densities, "
+                         "the RPY tensor's overlaps or the regularized Stokeslet's blobs "
+                         "across ranks): use fmmloopy.Fmm")
+    if options.precision != FLOAT64:
+        raise ValueError(f"DistributedFmm runs in float64 only, got dtype "
+                         f"{options.precision.name} (float32 FMMs: fmmloopy.Fmm)")
 
 
 def check_eps_covers(fmm, kernel: GreenKernel) -> None:

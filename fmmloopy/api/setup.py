@@ -69,7 +69,7 @@ from fmmloopy.maths.rpy import Overlaps
 from fmmloopy.maths.scheme import FAR_FIELD, NEAR_FIELD, plan_kernel_requests
 from fmmloopy.maths.templates import particles_for
 from fmmloopy.tree.coordinates import working_coordinates
-from fmmloopy.tree.cost import AUTO, choose_n_crit
+from fmmloopy.tree.cost import AUTO, choose_tree
 from fmmloopy.tree.direct_lists import direct_where_cheaper
 from fmmloopy.tree.leaf_relative import refuse_unresolved_points
 from fmmloopy.tree.lists import InteractionLists, build_interaction_lists
@@ -77,6 +77,7 @@ from fmmloopy.tree.nested import nest_heavy_rows
 from fmmloopy.tree.octree import (
     Tree,
     build_tree_from,
+    in_wider_cube,
     sort_in_cube,
     sort_points,
     tree_boxes,
@@ -327,8 +328,14 @@ def _tree_and_lists(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQu
     with stage("the tree" + (" (n_crit chosen by the cost model)" if n_crit == AUTO else "")):
         boxes = None  # the boxes of these points for n_crit, where made already
         if n_crit == AUTO:
-            n_crit, candidates = choose_n_crit(points, order, device_pair_flops(queue.device),
-                                               first.far_field_flops())
+            # Wider root cubes only where the boxes' size changes no operator and the root is
+            # free (a periodic FMM's is its cell's).
+            keys_of = device_point_keys(queue)
+            wider = (None if options.periodic is not None or kernel.homogeneity is None
+                     else lambda scale: in_wider_cube(points, scale, keys_of))
+            choice = choose_tree(points, order, device_pair_flops(queue.device),
+                                 first.far_field_flops(), wider)
+            points, n_crit, candidates = choice.points, choice.n_crit, choice.candidates
             setup.n_crit = n_crit
             user_sources, user_targets = setup.user_points
             setup.what = describe_problem(
@@ -336,7 +343,7 @@ def _tree_and_lists(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQu
                 order, n_crit)
             # The chosen candidate's boxes, made while choosing; the FMM keeps the candidates'
             # counts, not their boxes (at 10^7 points tens of MB).
-            boxes = next(work.boxes for work in candidates if work.n_crit == n_crit)
+            boxes = choice.work.boxes
             setup.n_crit_candidates = [dataclasses.replace(work, boxes=None)
                                        for work in candidates]
         if options.periodic is None:

@@ -37,7 +37,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import pyopencl as cl
 
 from fmmloopy.api.fmm import Fmm
 from fmmloopy.base.devices import choose_device
@@ -46,6 +45,7 @@ from fmmloopy.base.validation import validate_integer
 from fmmloopy.driver.builder import build_plan
 from fmmloopy.driver.selection import recipe_for
 from fmmloopy.execution.tuning_records import (
+    declared_device_facts,
     drop_record,
     entry_name,
     read_record,
@@ -54,7 +54,6 @@ from fmmloopy.execution.tuning_records import (
     trying,
 )
 from fmmloopy.maths.operators import OPERATORS
-from fmmloopy.tuning.device_facts import declared_facts
 from fmmloopy.tuning.recipe import Recipe
 from fmmloopy.tuning.registry import select_recipe
 
@@ -225,7 +224,7 @@ def run_tune(*, n: int = 100_000, order: int = 6, distribution: str = "sphere",
                      for step, seconds in fmm.eval_seconds.items()}
         total = sum(seconds for step, seconds in steps.items() if step in OPERATORS)
         rates = rates_of(fmm.last_plan, steps)
-        declared = declared_facts("gpu" if device.type & cl.device_type.GPU else "cpu")
+        declared = declared_device_facts(device)
         if rates is not None:
             log(f"tune: P2P {rates['p2p_pairs_per_second']:.3g} pairs/s, matvec steps "
                 f"{rates['matvec_flops_per_second']:.3g} flop/s: a pair costs "

@@ -36,11 +36,12 @@ import pyopencl as cl
 from fmmloopy.base.devices import vector_doubles
 from fmmloopy.execution.cache_files import cache_dir, write_atomically
 from fmmloopy.execution.kernel_cache import device_fingerprint, read_trusted, trusted_directory
-from fmmloopy.tuning.device_facts import declared_facts
+from fmmloopy.tuning.device_facts import DeviceFacts, declared_facts, device_kind
 from fmmloopy.tuning.recipe import Recipe
 from fmmloopy.tuning.shipped import file_digest
 
-__all__ = ["TuningRecordWarning", "describe_record", "device_pair_flops", "drop_record",
+__all__ = ["TuningRecordWarning", "declared_device_facts", "describe_record", "device_pair_flops",
+           "drop_record",
            "entry_name", "forget_records", "measured_rates", "read_record", "record_path",
            "recipe_digest", "store_record", "trying", "tuned_settings"]
 
@@ -175,11 +176,18 @@ def measured_rates(device: cl.Device) -> dict[str, float] | None:
 def device_pair_flops(device: cl.Device) -> float:
     """What a P2P pair costs in matvec flops on ``device``, as the ``n_crit`` cost model takes
     it: measured by ``fmmloopy tune`` where the device has a record, else the constant of its
-    kind (:func:`~fmmloopy.tuning.device_facts.declared_facts`)."""
+    kind (:func:`declared_device_facts`)."""
     rates = measured_rates(device)
     if rates is not None:
         return rates["pair_flops"]
-    return declared_facts("gpu" if device.type & cl.device_type.GPU else "cpu").pair_flops
+    return declared_device_facts(device).pair_flops
+
+
+def declared_device_facts(device: cl.Device) -> DeviceFacts:
+    """The declared facts of ``device``'s kind (:func:`~fmmloopy.tuning.device_facts.
+    device_kind`: GPU, or a CPU by the vector width its recipes fill)."""
+    return declared_facts(device_kind(bool(device.type & cl.device_type.GPU),
+                                      vector_doubles(device)))
 
 
 def tuned_settings(recipe: Recipe, operator: str, device: cl.Device) -> dict[str, Any]:

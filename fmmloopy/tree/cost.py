@@ -8,6 +8,9 @@ when ``n_crit`` crosses a box's count, a factor 8 in boxes (the *depth jump*). S
 ``n_crit`` is chosen per problem: the trees of a range of candidates are built from one sort of
 the points (:func:`fmmloopy.tree.octree.tree_boxes`, without lists), their work is counted
 (:func:`tree_work`), and the candidate of least modelled time wins (:func:`choose_n_crit`).
+The depth jump itself is softened by the root cube: where the bounding cube's best tree is
+unbalanced, a cube ``2^(1/3)`` or ``2^(2/3)`` times as wide is tried too (:func:`choose_tree`),
+which puts leaf volumes a factor 2 apart instead of 8.
 
 The model, in units of matvec flops:
 ``P2P pairs x pair_flops + V entries x entry flops + boxes x box flops``, where ``pair_flops``
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -46,7 +50,8 @@ from fmmloopy.tree.octree import SortedPoints
 from fmmloopy.tree.refinement import balance
 
 __all__ = [
-    "AUTO", "CANDIDATES", "CellCounts", "TreeWork", "choose_n_crit",
+    "AUTO", "CANDIDATES", "REBALANCE_GAIN", "ROOT_SCALES", "CellCounts", "TreeChoice",
+    "TreeWork", "choose_n_crit", "choose_tree", "leaf_dimension", "predicted_root_scale",
     "tree_work", "validate_n_crit",
 ]
 
@@ -87,6 +92,8 @@ class TreeWork:
     #: is built from them).
     boxes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(
         default=None, repr=False, compare=False)
+    #: The root cube's side over the side of the points' bounding cube (:data:`ROOT_SCALES`).
+    root_scale: float = 1.0
 
     def cost(self, order: int, pair_flops: float,
              far_field: tuple[float, float] | None = None) -> float:
@@ -297,7 +304,8 @@ class _SameBoxes:
 
 
 def choose_n_crit(points: SortedPoints, order: int, pair_flops: float,
-                  far_field: tuple[float, float] | None = None) -> tuple[int, list]:
+                  far_field: tuple[float, float] | None = None,
+                  bound: float = np.inf) -> tuple[int, list]:
     """The candidate ``n_crit`` of least modelled cost for ``order``, and the :class:`TreeWork`
     of every candidate tried (ties: the smaller ``n_crit``); ``far_field`` as for
     :meth:`TreeWork.cost`.
@@ -305,8 +313,9 @@ def choose_n_crit(points: SortedPoints, order: int, pair_flops: float,
     Every other candidate of :data:`CANDIDATES` (a factor 2 apart) is tried from the largest
     down (those beyond the number of points make the same one-box tree and are not tried); the
     far-field part of the cost (V entries and boxes) only grows as ``n_crit`` falls, so the
-    sweep stops once it alone exceeds the best cost so far. Then the candidates beside the best
-    (a factor sqrt(2) away) are tried too.
+    sweep stops once it alone exceeds the best cost so far, or ``bound`` (the cost of a tree
+    found already, in another root cube). Then the candidates beside the best (a factor
+    sqrt(2) away) are tried too.
     """
     largest = max(points.builder.point_counts())
     top = next((k for k, n_crit in enumerate(CANDIDATES) if n_crit >= largest),
@@ -346,7 +355,7 @@ def choose_n_crit(points: SortedPoints, order: int, pair_flops: float,
 
         # The sweep, a few candidates at a time: a candidate counted beyond the one where
         # the sweep stops is dropped, so what is tried is the sequential sweep's.
-        best, sweep = np.inf, list(range(top, -1, -2))
+        best, sweep = bound, list(range(top, -1, -2))
         while sweep:
             batch, sweep = next_batch(sweep)
             for index, work in zip(batch, count(batch), strict=True):
@@ -361,3 +370,91 @@ def choose_n_crit(points: SortedPoints, order: int, pair_flops: float,
         tried.update(zip(beside, count(beside), strict=True))
     chosen = min(tried, key=lambda index: (cost(index), index))
     return CANDIDATES[chosen], [tried[index] for index in sorted(tried)]
+
+
+#: Root cubes ``n_crit="auto"`` may choose, as multiples of the side of the points' bounding
+#: cube (about its centre). A leaf's volume is the root's over a power of 8, so in the bounding
+#: cube alone a near-uniform distribution's leaves jump by 8 in volume (the depth jump: 30 or
+#: 244 points per leaf at 10^6 cube points, nothing between); the three cubes make leaf
+#: volumes a factor 2 apart. The operators of a homogeneous kernel do not depend on the boxes'
+#: size, so a larger cube costs no precomputation.
+ROOT_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
+#: Another root cube is counted only where the model predicts its tree this much cheaper than
+#: the bounding cube's best (:func:`predicted_root_scale`): its counts cost about as much as
+#: the bounding cube's (0.1 s at 10^6 points), which a smaller gain would not repay in one
+#: evaluation.
+REBALANCE_GAIN = 1.1
+
+
+@dataclass(frozen=True)
+class TreeChoice:
+    """What :func:`choose_tree` chose: the points sorted in the chosen root cube, its scale
+    (:data:`ROOT_SCALES`), ``n_crit``, and the :class:`TreeWork` of every candidate tried in
+    every root cube tried."""
+
+    points: SortedPoints
+    root_scale: float
+    n_crit: int
+    candidates: list[TreeWork]
+
+    @property
+    def work(self) -> TreeWork:
+        """The chosen tree's :class:`TreeWork` (with its boxes)."""
+        return next(work for work in self.candidates
+                    if work.n_crit == self.n_crit and work.root_scale == self.root_scale)
+
+
+def leaf_dimension(points: SortedPoints, work: TreeWork) -> float:
+    """How the points fill space at the tree's leaves: log2 of the number of non-empty cells
+    one level below the level holding most leaves over the number at it (3 for points filling
+    a volume, 2 on a surface), within [1, 3]."""
+    _keys, levels, leaf = work.boxes
+    level = int(np.bincount(levels[leaf]).argmax())
+    if level >= points.depth:
+        return 3.0
+    coarse, fine = len(points.builder.cells(level)), len(points.builder.cells(level + 1))
+    return float(np.clip(np.log2(fine / coarse), 1.0, 3.0))
+
+
+def predicted_root_scale(work: TreeWork, dimension: float, order: int, pair_flops: float,
+                         far_field: tuple[float, float] | None) -> float | None:
+    """The root cube of :data:`ROOT_SCALES` whose tree the model predicts cheapest from the
+    bounding cube's best tree ``work``, None where none is :data:`REBALANCE_GAIN` cheaper.
+
+    A cube ``2^(k/3)`` times as wide makes leaves ``2^k`` times the volume at the same level,
+    or ``2^(k-3)`` one level deeper; a leaf ``x`` times the volume holds ``x^(d/3)`` times the
+    points (``d``: :func:`leaf_dimension`), which scales the near field's pairs by that factor
+    and the far field's boxes and V entries by its inverse."""
+    near = work.p2p_pairs * pair_flops
+    far = work.far_field_cost(order, far_field)
+    least, chosen = near + far, None
+    for power, scale in enumerate(ROOT_SCALES[1:], start=1):
+        for volume in (2.0 ** power, 2.0 ** (power - 3)):
+            points = volume ** (dimension / 3)
+            predicted = near * points + far / points
+            if predicted * REBALANCE_GAIN < near + far and predicted < least:
+                least, chosen = predicted, scale
+    return chosen
+
+
+def choose_tree(points: SortedPoints, order: int, pair_flops: float,
+                far_field: tuple[float, float] | None,
+                in_cube: Callable[[float], SortedPoints] | None = None) -> TreeChoice:
+    """The root cube and ``n_crit`` of least modelled cost: :func:`choose_n_crit` for
+    ``points`` (sorted in their bounding cube); then, where ``in_cube`` is given (``scale ->``
+    the same points sorted in the cube ``scale`` times as wide) and
+    :func:`predicted_root_scale` names a wider cube, :func:`choose_n_crit` there too, its
+    sweep stopped by the first one's cost, and the cheaper of the two."""
+    n_crit, tried = choose_n_crit(points, order, pair_flops, far_field)
+    best = TreeChoice(points, ROOT_SCALES[0], n_crit, tried)
+    scale = None if in_cube is None else predicted_root_scale(
+        best.work, leaf_dimension(points, best.work), order, pair_flops, far_field)
+    if scale is None:
+        return best
+    least = best.work.cost(order, pair_flops, far_field)
+    scaled = in_cube(scale)
+    n_crit, wider = choose_n_crit(scaled, order, pair_flops, far_field, bound=least)
+    wider = [dataclasses.replace(work, root_scale=scale) for work in wider]
+    choice = TreeChoice(scaled, scale, n_crit, tried + wider)
+    return choice if choice.work.cost(order, pair_flops, far_field) < least else \
+        dataclasses.replace(best, candidates=tried + wider)

@@ -16,10 +16,18 @@ import numpy as np
 
 from fmmloopy.base.collective import Collectives
 from fmmloopy.tree.coordinates import bounds, exponent_for, origin_of_bounds
-from fmmloopy.tree.octree import SortedPoints, Tree, cube_around, sort_in_cube, tree_of_boxes
+from fmmloopy.tree.octree import (
+    SortedPoints,
+    Tree,
+    cube_around,
+    in_wider_cube,
+    sort_in_cube,
+    tree_of_boxes,
+)
 from fmmloopy.tree.refinement import Refinement
 
-__all__ = ["DistributedRefinement", "global_bounds", "skeleton_tree", "sort_distributed"]
+__all__ = ["DistributedRefinement", "distributed_in_wider_cube", "global_bounds", "skeleton_tree",
+           "sort_distributed"]
 
 
 class DistributedRefinement(Refinement):
@@ -80,6 +88,14 @@ def sort_distributed(sources: np.ndarray, targets: np.ndarray | None, depth: int
     points = sort_in_cube(sources, targets, centre, half_width, depth)
     return dataclasses.replace(points, builder=DistributedRefinement(points.builder,
                                                                     collectives))
+
+
+def distributed_in_wider_cube(points: SortedPoints, scale: float,
+                              collectives: Collectives) -> SortedPoints:
+    """:func:`~fmmloopy.tree.octree.in_wider_cube` of a rank's points, with the counts of every
+    rank's (a root cube :func:`~fmmloopy.tree.cost.choose_tree` tries; every rank calls it)."""
+    wider = in_wider_cube(points, scale)
+    return dataclasses.replace(wider, builder=DistributedRefinement(wider.builder, collectives))
 
 
 def skeleton_tree(points: SortedPoints, n_crit: int, keys: np.ndarray, levels: np.ndarray,

@@ -251,6 +251,14 @@ def sort_in_cube(src: np.ndarray, tgt: np.ndarray | None, centre: np.ndarray,
                         Refinement(skeys, tkeys, all_keys, depth))
 
 
+def in_wider_cube(points: SortedPoints, scale: float, keys_of: KeysOf = point_keys
+                  ) -> SortedPoints:
+    """``points`` keyed and sorted again in the cube about their root cube's centre ``scale``
+    (>= 1) times as wide (a root cube :func:`fmmloopy.tree.cost.choose_tree` may choose)."""
+    return sort_in_cube(points.sources, points.targets, points.centre,
+                        points.half_width * scale, points.depth, keys_of)
+
+
 def build_tree(sources: np.ndarray, targets: np.ndarray | None = None, n_crit: int = 32,
                max_depth: int = 20) -> Tree:
     """Build the 2:1-balanced adaptive octree of ``sources`` ``(ns, 3)`` and ``targets``.

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DECLARED", "M2L_RANK_MULTIPLE", "MATVEC_ROW_PADDING", "DeviceFacts", "declared_facts"]
+__all__ = ["DECLARED", "M2L_RANK_MULTIPLE", "MATVEC_ROW_PADDING", "DeviceFacts", "declared_facts",
+           "device_kind"]
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,11 @@ class DeviceFacts:
     row_padding: int
 
 
-#: The declared facts by device kind (``"cpu"``, ``"gpu"``).
+#: The declared facts by device kind: ``"cpu"`` (vectors of 8 doubles, AVX-512), ``"cpu4"``
+#: (narrower vectors: AVX2's 4 doubles), ``"gpu"``.
 DECLARED = {
-    "cpu": DeviceFacts(pair_flops=30.0, vector_doubles=8, row_padding=16),
+    "cpu": DeviceFacts(pair_flops=20.0, vector_doubles=8, row_padding=16),
+    "cpu4": DeviceFacts(pair_flops=30.0, vector_doubles=4, row_padding=16),
     "gpu": DeviceFacts(pair_flops=2.5, vector_doubles=1, row_padding=16),
 }
 
@@ -40,6 +43,14 @@ DECLARED = {
 def declared_facts(kind: str) -> DeviceFacts:
     """The facts of device kind ``kind``; a kind without them gets the CPU's."""
     return DECLARED.get(kind, DECLARED["cpu"])
+
+
+def device_kind(is_gpu: bool, vector_doubles: int) -> str:
+    """The :data:`DECLARED` kind of a device: ``"gpu"``, else by the float64 lanes its recipes
+    fill (``"cpu4"`` below 8)."""
+    if is_gpu:
+        return "gpu"
+    return "cpu" if vector_doubles >= DECLARED["cpu"].vector_doubles else "cpu4"
 
 
 #: The compressed M2L's ranks are rounded up to a multiple of this, the widest vector of any
