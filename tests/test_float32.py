@@ -25,6 +25,14 @@ from fmmloopy.tuning.registry import load_recipes
 
 #: The most relative L2 error float32 arithmetic may add to an FMM's (module docstring).
 FLOAT32_FLOOR = 1e-5
+#: The same for a gradient. Its sum is its nearest terms' (here the sum of the terms' magnitudes
+#: is 1.0 times the sum's, against 22 for the potential), and a term's error is its offset's
+#: rounding over the distance, doubled (1/r^2): the rounding of points stored relative to their
+#: leaf's centre is about 2^-24 of the leaf's size, so a close pair in a large leaf sets the
+#: floor, which moves with the tree. Measured on this test's points at order 6, over 14 trees
+#: (the three root cubes n_crit="auto" may choose, n_crit 64 to 256): 5.0e-6 to 2.4e-5, 2.7 to
+#: 6.4 times the potential's float32 error (1.1e-6 to 7.3e-6).
+GRADIENT_FLOAT32_FLOOR = 4e-5
 
 POINTS = sphere_surface(6000, np.random.default_rng(3))
 CHARGES = np.random.default_rng(4).uniform(-1.0, 1.0, len(POINTS))
@@ -81,7 +89,7 @@ def test_float32_gradients_and_several_vectors(expected):
     assert _relative_error(fields.potential[SAMPLE, 0], reference[0]) \
         <= 1e-6 + FLOAT32_FLOOR
     assert _relative_error(fields.gradient[SAMPLE, :, 0], reference[1:].T) \
-        <= 1e-5 + FLOAT32_FLOOR
+        <= 1e-5 + GRADIENT_FLOAT32_FLOOR
     assert _relative_error(fields.potential[SAMPLE, 1], -2 * reference[0]) \
         <= 1e-6 + FLOAT32_FLOOR
 
