@@ -192,7 +192,12 @@ def test_fmm_chooses_n_crit_and_stays_accurate():
     assert fmm.n_crit in [work.n_crit for work in fmm.n_crit_candidates]
     given = fmmloopy.Fmm(points, n_crit=fmm.n_crit)
     assert given.n_crit == fmm.n_crit and given.n_crit_candidates == []
-    np.testing.assert_array_equal(fmm(charges), given(charges))
+    # A given n_crit keeps the bounding cube; "auto" may have widened it.
+    assert given.root_scale == 1.0 and fmm.root_scale in ROOT_SCALES
+    assert fmm.tree.root_half_width == pytest.approx(
+        fmm.root_scale * given.tree.root_half_width)
+    if fmm.root_scale == 1.0:  # the same tree: the same sums
+        np.testing.assert_array_equal(fmm(charges), given(charges))
     sample = rng.choice(5000, 100, replace=False)
     offsets = points[sample, None, :] - points[None, :, :]
     distance = np.sqrt((offsets ** 2).sum(axis=-1))
@@ -294,6 +299,7 @@ def test_an_fmm_in_a_wider_root_cube_sums_as_the_bounding_cubes(monkeypatch):
     plain = fmmloopy.Fmm(points, order=6)
     monkeypatch.setattr(setup, "choose_tree", wider)
     widened = fmmloopy.Fmm(points, order=6)
+    assert widened.root_scale == ROOT_SCALES[2] and plain.root_scale == 1.0
     assert widened.tree.root_half_width == pytest.approx(
         ROOT_SCALES[2] * plain.tree.root_half_width)
     np.testing.assert_allclose(widened.tree.root_centre, plain.tree.root_centre)

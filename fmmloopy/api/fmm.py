@@ -167,6 +167,7 @@ class Fmm:
     setup_seconds = _FromPoints()
     n_crit = _FromPoints()
     n_crit_candidates = _FromPoints()
+    root_scale = _FromPoints()
     memory_estimate = _FromPoints()
     tree = _FromPoints()
     lists = _FromPoints()

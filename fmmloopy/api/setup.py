@@ -123,6 +123,9 @@ class PointsSetUp:
     plan: Plan | None = None
     #: ``n_crit="auto"``: the :class:`~fmmloopy.tree.cost.TreeWork` of each candidate tried.
     n_crit_candidates: list = field(default_factory=list)
+    #: The root cube's side over the side of the points' bounding cube: 1, or a wider cube
+    #: ``n_crit="auto"`` chose (:data:`~fmmloopy.tree.cost.ROOT_SCALES`).
+    root_scale: float = 1.0
     #: Direct rows the tree cannot split (a leaf at max_depth holding a cluster, an outlier's
     #: whole point set, coincident points), each summed by an FMM of its own
     #: (:mod:`fmmloopy.tree.nested`).
@@ -336,7 +339,7 @@ def _tree_and_lists(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQu
             choice = choose_tree(points, order, device_pair_flops(queue.device),
                                  first.far_field_flops(), wider)
             points, n_crit, candidates = choice.points, choice.n_crit, choice.candidates
-            setup.n_crit = n_crit
+            setup.n_crit, setup.root_scale = n_crit, choice.root_scale
             user_sources, user_targets = setup.user_points
             setup.what = describe_problem(
                 len(user_sources), len(user_sources if user_targets is None else user_targets),

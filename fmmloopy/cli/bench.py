@@ -135,6 +135,7 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int | str = "auto",
     flops_per_pair = {step: round(plan.flops(step) / max(plan.work(step), 1))
                       for step in steps if OPERATORS[step].template == PAIRWISE}
     info = {"n": n, "order": order, "n_crit": fmm.n_crit, "n_crit_chosen": n_crit == AUTO,
+            "root_scale": fmm.root_scale,
             "distribution": distribution,
             "kernel": fmm.fields_kernel(dipoles=dipoles, gradient=gradient).label,
             "device": fmm.device.name, "peak_gflops": peaks.flops / 1e9,
@@ -150,6 +151,8 @@ def run_bench(*, n: int = 100_000, order: int = 6, n_crit: int | str = "auto",
 def format_table(rows: list[BenchRow], info: dict) -> str:
     """A readable table of :func:`run_bench`'s result."""
     chosen = " (chosen by cost)" if info.get("n_crit_chosen") else ""
+    if info.get("root_scale", 1.0) != 1.0:
+        chosen += f" in a root cube {info['root_scale']:.3g} times the points' bounding cube"
     lines = [f"{info['kernel']}: "
              f"{info['n']} points ({info['distribution']}), order {info['order']}, n_crit "
              f"{info['n_crit']}{chosen}, device {info['device']}, median of {info['repeats']}; "
