@@ -234,6 +234,22 @@ def test_the_n_crit_model_takes_the_pair_cost_a_record_measured(device, own_cach
     assert expected(0.5)[0] > expected(300.0)[0]  # cheaper pairs choose larger leaves
 
 
+def test_pairs_calling_exp_or_sin_weigh_more_than_laplaces(device, own_cache):
+    """The model's pair cost by kernel: the device's for rational pairs (Laplace, its
+    gradient, Stokes), TRANSCENDENTAL_PAIR_FACTOR times it for Yukawa and Helmholtz."""
+    from fmmloopy.maths.green import get_kernel
+    from fmmloopy.tuning.device_facts import TRANSCENDENTAL_PAIR_FACTOR
+
+    base = tuning_records.device_pair_flops(device)
+    for spec in ("laplace", "stokes"):
+        assert tuning_records.kernel_pair_flops(device, get_kernel(spec)) == base
+    assert tuning_records.kernel_pair_flops(
+        device, get_kernel("laplace").with_fields(("potential", "gradient"))) == base
+    for spec in ("yukawa:kappa=10", "helmholtz:k=3"):
+        assert tuning_records.kernel_pair_flops(device, get_kernel(spec)) == \
+            TRANSCENDENTAL_PAIR_FACTOR * base
+
+
 def test_the_rates_only_probe_measures_under_the_values_in_force_and_keeps_them(device,
                                                                                 own_cache):
     """``fmmloopy tune --rates-only``: nothing searched; the rates measured are stored and

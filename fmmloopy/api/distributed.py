@@ -58,7 +58,7 @@ from fmmloopy.driver.selection import RankBoxes
 from fmmloopy.execution.precomputed import get_operators, level_operators, level_set
 from fmmloopy.execution.roofline import measure_peaks
 from fmmloopy.execution.rows import add_rows, folded_rows, gather_rows
-from fmmloopy.execution.tuning_records import device_pair_flops
+from fmmloopy.execution.tuning_records import kernel_pair_flops
 from fmmloopy.maths.accuracy import order_for_eps
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel, check_wave_range
@@ -216,7 +216,7 @@ class DistributedFmm:
                     np.ldexp(points.half_width, -FIRST_EXPANSION_LEVEL)))
             # The model's constants from rank 0, so that every rank makes the same choices.
             flops_per_pair, far_field = collectives.gather(
-                (device_pair_flops(self.device), tuple(first.far_field_flops())))[0]
+                (kernel_pair_flops(self.device, self.kernel), tuple(first.far_field_flops())))[0]
             if n_crit == AUTO:  # the root cube and n_crit one process would choose
                 wider = partial(distributed_in_wider_cube, points, collectives=collectives)
                 choice = choose_tree(points, self.order, flops_per_pair, far_field,

@@ -54,7 +54,7 @@ from fmmloopy.execution.kernel_arguments import box_list
 from fmmloopy.execution.opencl_errors import explain_opencl_error
 from fmmloopy.execution.precomputed import get_operators, level_operators, level_set
 from fmmloopy.execution.resources import MemoryEstimate, ResourceLimitError, check_memory
-from fmmloopy.execution.tuning_records import device_pair_flops
+from fmmloopy.execution.tuning_records import kernel_pair_flops
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import M2L_CLASSES
 from fmmloopy.maths.green import GreenKernel, check_wave_range
@@ -336,7 +336,7 @@ def _tree_and_lists(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQu
             keys_of = device_point_keys(queue)
             wider = (None if options.periodic is not None or kernel.homogeneity is None
                      else lambda scale: in_wider_cube(points, scale, keys_of))
-            choice = choose_tree(points, order, device_pair_flops(queue.device),
+            choice = choose_tree(points, order, kernel_pair_flops(queue.device, options.kernel),
                                  first.far_field_flops(), wider)
             points, n_crit, candidates = choice.points, choice.n_crit, choice.candidates
             setup.n_crit, setup.root_scale = n_crit, choice.root_scale

@@ -36,12 +36,18 @@ import pyopencl as cl
 from fmmloopy.base.devices import vector_doubles
 from fmmloopy.execution.cache_files import cache_dir, write_atomically
 from fmmloopy.execution.kernel_cache import device_fingerprint, read_trusted, trusted_directory
-from fmmloopy.tuning.device_facts import DeviceFacts, declared_facts, device_kind
+from fmmloopy.maths.pair_precision import rsqrt_power
+from fmmloopy.tuning.device_facts import (
+    TRANSCENDENTAL_PAIR_FACTOR,
+    DeviceFacts,
+    declared_facts,
+    device_kind,
+)
 from fmmloopy.tuning.recipe import Recipe
 from fmmloopy.tuning.shipped import file_digest
 
 __all__ = ["TuningRecordWarning", "declared_device_facts", "describe_record", "device_pair_flops",
-           "drop_record",
+           "drop_record", "kernel_pair_flops",
            "entry_name", "forget_records", "measured_rates", "read_record", "record_path",
            "recipe_digest", "store_record", "trying", "tuned_settings"]
 
@@ -181,6 +187,15 @@ def device_pair_flops(device: cl.Device) -> float:
     if rates is not None:
         return rates["pair_flops"]
     return declared_device_facts(device).pair_flops
+
+
+def kernel_pair_flops(device: cl.Device, kernel) -> float:
+    """:func:`device_pair_flops` for the pairs of ``kernel``: times
+    :data:`~fmmloopy.tuning.device_facts.TRANSCENDENTAL_PAIR_FACTOR` where they call ``exp``,
+    ``sin`` or ``cos`` or are complex (:func:`~fmmloopy.maths.pair_precision.rsqrt_power` has
+    no bound for them)."""
+    factor = 1.0 if rsqrt_power(kernel) is not None else TRANSCENDENTAL_PAIR_FACTOR
+    return device_pair_flops(device) * factor
 
 
 def declared_device_facts(device: cl.Device) -> DeviceFacts:

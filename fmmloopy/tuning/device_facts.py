@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DECLARED", "M2L_RANK_MULTIPLE", "MATVEC_ROW_PADDING", "DeviceFacts", "declared_facts",
-           "device_kind"]
+__all__ = ["DECLARED", "M2L_RANK_MULTIPLE", "MATVEC_ROW_PADDING", "TRANSCENDENTAL_PAIR_FACTOR",
+           "DeviceFacts", "declared_facts", "device_kind"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,14 @@ DECLARED = {
     "cpu4": DeviceFacts(pair_flops=30.0, vector_doubles=4, row_padding=16),
     "gpu": DeviceFacts(pair_flops=2.5, vector_doubles=1, row_padding=16),
 }
+
+
+#: What a pair of a kernel calling ``exp``, ``sin`` or ``cos`` (Yukawa, Helmholtz) costs over
+#: the device's pair cost, measured on Laplace's rational pair. The model has no measured rate
+#: per kernel; with the AVX-512 constant alone (20) Yukawa ``kappa`` 10 on 10^6 sphere points at
+#: eps 1e-6 chose leaves of 362 points and evaluated in 2.385 s, against 1.593 s at 30 (128
+#: points); Helmholtz at one wavelength 1.975 against 1.945 s (docs/performance.md).
+TRANSCENDENTAL_PAIR_FACTOR = 1.5
 
 
 def declared_facts(kind: str) -> DeviceFacts:
