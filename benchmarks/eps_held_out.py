@@ -39,7 +39,8 @@ import numpy as np
 
 import fmmloopy
 from fmmloopy.base.distributions import sphere_surface
-from fmmloopy.maths.accuracy import kernel_at
+from fmmloopy.maths.accuracy import eps_quantities, kernel_at, order_for_far_share
+from fmmloopy.tree.far_share import far_share
 from fmmloopy.tree.octree import root_box_side
 
 SETS = ("ellipsoid", "clusters", "bcc", "cylinder", "box", "between")
@@ -116,11 +117,25 @@ def run_set(spec: str, set_name: str, args) -> list[dict]:
     kinds = strengths(sources, rng)
     family, parameter, kernel = family_kernel(spec, sources, targets)
     chosen, served = {}, {}
+    shares = {}
+
+    def share_at(order: int):  # the far shares of the FMM of that order, its own tree
+        if order not in shares:
+            fmm = fmmloopy.Fmm(sources, targets, kernel=kernel, order=order)
+            share = far_share(fmm.tree, fmm.evaluated_lists)
+            shares[order] = share.random, share.coherent
+        return shares[order]
     for quantity, (_, _, eps_for) in QUANTITIES.items():
         for eps in args.eps:
             try:
-                served[quantity, eps] = fmmloopy.Fmm(sources, targets, kernel=kernel, eps=eps,
-                                                     eps_for=eps_for)
+                if args.rule == "far-share":
+                    order = order_for_far_share(eps, eps_quantities(eps_for), share_at,
+                                                targets is None)
+                    served[quantity, eps] = fmmloopy.Fmm(sources, targets, kernel=kernel,
+                                                         order=order)
+                else:
+                    served[quantity, eps] = fmmloopy.Fmm(sources, targets, kernel=kernel,
+                                                         eps=eps, eps_for=eps_for)
                 chosen[quantity, eps] = served[quantity, eps].order
             except ValueError as refused:
                 chosen[quantity, eps] = str(refused)
@@ -183,6 +198,10 @@ def main() -> None:
     parser.add_argument("--eps", type=float, nargs="+", default=[1e-3, 1e-6, 1e-9])
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--rule", choices=("served", "far-share"), default="served",
+                        help="served: the order Fmm(eps=...) chooses; far-share: the order "
+                             "fmmloopy.maths.accuracy.order_for_far_share chooses from each "
+                             "order's own tree (Laplace)")
     args = parser.parse_args()
     print("| family | set | quantity | eps | order chosen | its worst error, as served | the "
           "same order with float64's 1/sqrt | within eps | least order meeting eps (of the "

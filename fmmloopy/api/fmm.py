@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pyopencl as cl
 
+from fmmloopy.api.eps_order import first_order
 from fmmloopy.api.error_estimate import estimate_error
 from fmmloopy.api.options import (  # noqa: F401 - the orders' range and default, from here too
     DEFAULT_ORDER,
@@ -38,7 +39,6 @@ from fmmloopy.driver.memory import describe_problem, estimate_before_tree, with_
 from fmmloopy.driver.plan import Plan
 from fmmloopy.driver.selection import RankBoxes
 from fmmloopy.execution.resources import ResourceLimitError, check_memory
-from fmmloopy.maths.accuracy import order_for_eps
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.green import GreenKernel
 from fmmloopy.maths.harmonic import HARMONIC_POTENTIALS, harmonic_split, kernel_of_call
@@ -137,13 +137,12 @@ class Fmm:
         # Shapes and dtypes first: the memory check comes before any copy of the points.
         sources = check_point_array(sources, "sources")
         targets = None if targets is None else check_point_array(targets, "targets")
-        if options.eps is not None:  # the order eps needs over these points' root box
+        search = None  # the order eps needs: over these points' root box, then their tree
+        if options.eps is not None:
             empty = not len(sources) or (targets is not None and not len(targets))
-            options = options.with_order(order_for_eps(
-                options.eps, options.kernel,
-                0.0 if empty else root_box_side(sources, targets), options.eps_quantities,
-                targets_are_sources=targets is None,
-                periodic_axes=len(options.periodic.axes) if options.periodic else 0))
+            order, search = first_order(options, 0.0 if empty else root_box_side(
+                sources, targets), targets_are_sources=targets is None)
+            options = options.with_order(order)
         self._start(options.on(choose_device(device)), len(sources),
                     len(sources) if targets is None else len(targets), targets is None)
         # "auto" may choose any candidate: the check before the tree assumes the fewest boxes
@@ -157,7 +156,14 @@ class Fmm:
         #: What the points built (:class:`~fmmloopy.api.setup.PointsSetUp`); its fields are
         #: this FMM's attributes of the same names (:attr:`tree`, :attr:`plan`, ...).
         self.points_setup = set_up_points(self.options, self.queue, sources, targets,
-                                          options.n_crit, estimate, what, self._nested_fmm)
+                                          options.n_crit, estimate, what, self._nested_fmm,
+                                          search, self._settle_order)
+
+    def _settle_order(self, options: FmmOptions) -> None:
+        """The options of the order ``eps`` settled on over the points' tree
+        (:mod:`fmmloopy.api.eps_order`)."""
+        self.options, self.order = options, options.order
+        self.expansion = Expansion(options.order)
 
     # What the points built (:class:`~fmmloopy.api.setup.PointsSetUp`, whose fields say what
     # each holds): replaced as a whole by update().

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyopencl as cl
 
+from fmmloopy.api.eps_order import OrderSearch
 from fmmloopy.api.flow_setup import (
     FAR_BUFFERS,
     deepest_level,
@@ -203,11 +204,15 @@ def _build_plans(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue
 
 def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarray,
                   targets: np.ndarray | None, n_crit: int | str, memory_estimate: MemoryEstimate,
-                  what: str, nested_fmm: NestedFmm) -> PointsSetUp:
+                  what: str, nested_fmm: NestedFmm, order_search: OrderSearch | None = None,
+                  on_order: Callable[[FmmOptions], None] | None = None) -> PointsSetUp:
     """Working coordinates, tree, lists and plan of checked ``sources`` and ``targets`` (None:
     the sources), under ``options`` (its order set); ``memory_estimate`` and ``what``: the
     check before the tree and the problem's description. No points on either side: no tree
-    (it needs a point), no kernels: calls give zeros."""
+    (it needs a point), no kernels: calls give zeros. ``order_search``
+    (:mod:`fmmloopy.api.eps_order`): the order is settled on the points' own tree, starting
+    from ``options``'; ``on_order`` is told the options of the order settled on before the
+    plan is made (its nested FMMs take that order)."""
     clock = time.perf_counter()
     sources = as_float64_points(sources, "sources")
     targets = None if targets is None else as_float64_points(targets, "targets")
@@ -243,6 +248,19 @@ def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarr
                                  options.kernel, options.eps),
             queue, options.recipes, options.precision)
         _tree_and_lists(setup, options, queue, points, first, n_crit)
+        if order_search is not None:
+            settled = _settle_order(setup, options, queue, points, n_crit, order_search)
+            if settled.order != options.order:  # the kernels of the order settled on
+                preparation.stop()
+                preparation.join()
+                preparation = KernelPreparation(
+                    plan_kernel_requests(settled.scheme, Expansion(settled.order).n_e,
+                                         setup.operators.ranks(), settled.kernel,
+                                         settled.eps),
+                    queue, settled.recipes, settled.precision)
+                options = settled
+            if on_order is not None:
+                on_order(options)
         plan_points(setup, options, queue, nested_fmm)
     except ResourceLimitError:
         raise
@@ -258,6 +276,28 @@ def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarr
             preparation.stop()
             preparation.join()
     return setup
+
+
+def _settle_order(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue, points,
+                  n_crit: int | str, search: OrderSearch) -> FmmOptions:
+    """``options`` at the order ``search`` settles on, ``setup``'s tree and lists built for
+    it (a tree per order tried; the time counts as the tree's)."""
+    clock = time.perf_counter()
+    with stage("the order eps needs on these points (the far field's share of each tree)"):
+        order = search.next_order(options.order, setup.tree, setup.evaluated_lists)
+    setup.setup_seconds["tree"] += time.perf_counter() - clock
+    while order is not None:
+        options = options.with_order(order)
+        first = get_operators(operator_kernel(options.kernel), order)
+        _tree_and_lists(setup, options, queue, points, first, n_crit)
+        clock = time.perf_counter()
+        order = search.next_order(order, setup.tree, setup.evaluated_lists)
+        setup.setup_seconds["tree"] += time.perf_counter() - clock
+    user_sources, user_targets = setup.user_points
+    setup.what = describe_problem(
+        len(user_sources), len(user_sources if user_targets is None else user_targets),
+        options.order, setup.n_crit if setup.n_crit is not None else n_crit)
+    return options
 
 
 def set_up_rank(options: FmmOptions, queue: cl.CommandQueue, tree: Tree,

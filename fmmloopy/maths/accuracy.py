@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 
@@ -43,8 +43,9 @@ from fmmloopy.maths.harmonic import harmonic_split
 from fmmloopy.maths.length_scale import builtin_name
 
 __all__ = ["CALIBRATION_FILE", "EPS_FOR", "FAMILY_GRIDS", "MARGIN", "PERIODIC_FAMILIES",
-           "PERIODIC_FAMILY", "QUANTITIES", "SLAB_FAMILY", "WIRE_FAMILY", "YUKAWA_APART_LIMIT",
-           "calibrated_family", "eps_quantities", "kernel_at", "order_for_eps", "row_error",
+           "PERIODIC_FAMILY", "QUANTITIES", "QUANTITY_POWERS", "SLAB_FAMILY", "WIRE_FAMILY",
+           "YUKAWA_APART_LIMIT", "calibrated_family", "eps_quantities", "far_share_error",
+           "far_share_orders", "kernel_at", "order_for_eps", "order_for_far_share", "row_error",
            "validate_eps"]
 
 #: The measured table (``benchmarks/calibrate_eps.py`` writes it).
@@ -254,5 +255,74 @@ def order_for_eps(eps: float, kernel: GreenKernel, root_side: float,
     raise ValueError(
         f"eps={eps:g} for {', '.join(quantities)} of {kernel.spec}{where}: the most accurate "
         f"order measured reaches {best:.2g} (times the margin {MARGIN:g}; fmmloopy's accuracy "
+        "table, docs/kernels.md); ask for a larger eps, or give order= (up to 16) and check the "
+        "error with Fmm.estimate_error")
+
+
+#: The power of ``1 / r`` in ``|K|`` of each quantity of a Laplace FMM (what
+#: :mod:`fmmloopy.tree.far_share` measures the far field's share of).
+QUANTITY_POWERS = {"charge potential": 1, "charge gradient": 2, "dipole potential": 2,
+                   "dipole gradient": 3}
+
+
+def _far_pair_error(row: dict, quantity: str, coherent: bool, targets_are_sources: bool
+                    ) -> float:
+    """The largest error over the row's point sets (those whose targets are their sources if
+    ``targets_are_sources``) of ``quantity`` over the set's far share, for random or coherent
+    strengths; a set without far field says nothing."""
+    index = QUANTITY_POWERS[quantity] - 1
+    largest = 0.0
+    for name, case in row["sets"].items():
+        if targets_are_sources and not case.get("targets_are_sources",
+                                                name in SELF_TARGET_SETS):
+            continue
+        share = case["far_share"]["coherent" if coherent else "random"][index]
+        error = (case["coherent_errors"] if coherent else case["errors"])[quantity]
+        if share > 0:
+            largest = max(largest, error / share)
+    return largest
+
+
+def far_share_orders() -> list[int]:
+    """The orders whose Laplace rows hold far shares (:data:`far_share_error`), ascending."""
+    return sorted(row["order"] for row in _table()["rows"]
+                  if row["family"] == "laplace" and row.get("sets") and all(
+                      "far_share" in case for case in row["sets"].values()))
+
+
+def far_share_error(order: int, quantities: Iterable[str], random: tuple[float, ...],
+                    coherent: tuple[float, ...], targets_are_sources: bool) -> float:
+    """The error a Laplace FMM of ``order`` is predicted to reach, the worst of
+    ``quantities`` and of strengths random or of one sign: the table's largest error per
+    unit far share (``benchmarks/calibrate_far_share.py``) times the FMM's own far share
+    (``random``, ``coherent``: :class:`fmmloopy.tree.far_share.FarShare`'s, by power)."""
+    row = next(row for row in _table()["rows"]
+               if row["family"] == "laplace" and row["order"] == order)
+    scale = math.sqrt(max(1.0, REFERENCE_N / row.get("n", REFERENCE_N)))
+    return scale * max(
+        _far_pair_error(row, quantity, coherent_kind, targets_are_sources)
+        * (coherent if coherent_kind else random)[QUANTITY_POWERS[quantity] - 1]
+        for quantity in quantities for coherent_kind in (False, True))
+
+
+def order_for_far_share(eps: float, quantities: Iterable[str],
+                        share_at: Callable[[int], tuple[tuple[float, ...], tuple[float, ...]]],
+                        targets_are_sources: bool, orders: Iterable[int] | None = None) -> int:
+    """The lowest of ``orders`` (every order :func:`far_share_orders` holds if None) whose
+    :func:`far_share_error` times :data:`MARGIN` is at most ``eps``; ``share_at(order)``:
+    ``(random, coherent)`` far shares of the FMM that order would run (its own tree).
+    ValueError where none is."""
+    validate_eps(eps)
+    quantities = tuple(quantities)
+    orders = far_share_orders() if orders is None else sorted(orders)
+    best = math.inf
+    for order in orders:
+        error = far_share_error(order, quantities, *share_at(order), targets_are_sources)
+        if MARGIN * error <= eps:
+            return order
+        best = min(best, error)
+    raise ValueError(
+        f"eps={eps:g} for {', '.join(quantities)} of laplace: the most accurate order measured "
+        f"reaches {best:.2g} on these points (times the margin {MARGIN:g}; fmmloopy's accuracy "
         "table, docs/kernels.md); ask for a larger eps, or give order= (up to 16) and check the "
         "error with Fmm.estimate_error")

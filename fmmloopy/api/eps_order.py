@@ -1,0 +1,109 @@
+"""The order ``eps`` chooses from the points' own tree (a Laplace FMM in free space).
+
+The accuracy table's errors are the worst of its point sets; a point set whose near field
+carries most of the field's norm (a surface, the closest pairs of a random set) meets ``eps``
+orders below that. For the built-in Laplace kernel in free space, :class:`OrderSearch` settles
+the order on the tree the FMM will run: the far field's share of the kernel weights on that
+tree (:func:`fmmloopy.tree.far_share.far_share`) times the table's largest error per unit
+share (:func:`fmmloopy.maths.accuracy.far_share_error`) is the error predicted for the worst
+strengths, random or of one sign. A lower order makes a tree of smaller leaves (a larger
+share), so each order tried is checked on its own tree: the search starts at the order the
+root box alone asks for, moves to the lowest untried order that the share of the nearest
+higher order tried predicts enough (a higher order's tree has larger leaves, so that share is
+the hopeful one), and stops at the lowest order that met ``eps`` on its own tree (after
+:data:`MOST_TREES` trees, the lowest met so far).
+"""
+
+from __future__ import annotations
+
+import math
+
+from fmmloopy.api.options import FmmOptions
+from fmmloopy.maths.accuracy import (
+    MARGIN,
+    calibrated_family,
+    far_share_error,
+    far_share_orders,
+    order_for_eps,
+)
+from fmmloopy.tree.far_share import FarShare, far_share
+from fmmloopy.tree.lists import InteractionLists
+from fmmloopy.tree.octree import Tree
+
+__all__ = ["MOST_TREES", "OrderSearch", "first_order"]
+
+#: Trees an order search builds at most (the first included); then the lowest order that met
+#: ``eps`` on its own tree, or the one the last tree's share predicts.
+MOST_TREES = 3
+
+
+def first_order(options: FmmOptions, root_side: float, targets_are_sources: bool
+                ) -> tuple[int, OrderSearch | None]:
+    """The order to build the first tree for, and the search that settles it on the points
+    (None where the order is the root box's: not the built-in Laplace kernel, a periodic FMM,
+    or no table rows with far shares). ValueError where ``eps`` cannot be met."""
+    periodic_axes = len(options.periodic.axes) if options.periodic else 0
+    applies = (periodic_axes == 0 and calibrated_family(options.kernel) == "laplace"
+               and bool(far_share_orders()))
+    try:
+        order = order_for_eps(options.eps, options.kernel, root_side, options.eps_quantities,
+                              targets_are_sources=targets_are_sources,
+                              periodic_axes=periodic_axes)
+    except ValueError:
+        if not applies:
+            raise
+        order = far_share_orders()[-1]  # the tree's share may serve it: start at the top
+    return order, (OrderSearch(options.eps, options.eps_quantities, targets_are_sources)
+                   if applies else None)
+
+
+class OrderSearch:
+    """The search of the module docstring: :meth:`next_order` after each tree."""
+
+    def __init__(self, eps: float, quantities: tuple[str, ...], targets_are_sources: bool):
+        self.eps, self.quantities = eps, quantities
+        self.targets_are_sources = targets_are_sources
+        self.orders = far_share_orders()
+        #: order -> the far share of its own tree, and the error predicted there
+        self.shares: dict[int, FarShare] = {}
+        self.predicted: dict[int, float] = {}
+
+    def _error(self, order: int, share) -> float:
+        return far_share_error(order, self.quantities, share.random, share.coherent,
+                               self.targets_are_sources)
+
+    def next_order(self, order: int, tree: Tree, lists: InteractionLists) -> int | None:
+        """The next order to build a tree for, given the tree and evaluated lists of
+        ``order``; None where ``order`` is settled (its tree is the one to keep).
+        ValueError where no order meets ``eps`` on these points."""
+        share = far_share(tree, lists)
+        self.shares[order] = share
+        self.predicted[order] = self._error(order, share)
+        met = [tried for tried, error in self.predicted.items() if MARGIN * error <= self.eps]
+        missed = [tried for tried, error in self.predicted.items() if MARGIN * error > self.eps]
+        floor = max(missed, default=-1)  # an order below one that missed misses too
+        lowest_met = min(met, default=math.inf)
+
+        def hopeful(candidate: int) -> bool:
+            """Whether ``candidate`` may meet eps: with the share of the nearest order above
+            it that was tried (a higher order's tree has larger leaves: less far field), or
+            this tree's where none was."""
+            above = [tried for tried in self.shares if tried > candidate]
+            nearest = self.shares[min(above)] if above else share
+            return MARGIN * self._error(candidate, nearest) <= self.eps
+
+        untried = [candidate for candidate in self.orders
+                   if floor < candidate < lowest_met and candidate not in self.predicted]
+        guess = next((candidate for candidate in untried if hopeful(candidate)), None)
+        if guess is None and not met:
+            best = min(self._error(candidate, share) for candidate in self.orders)
+            raise ValueError(
+                f"eps={self.eps:g} for {', '.join(self.quantities)} of laplace: the most "
+                f"accurate order measured reaches {best:.2g} on these points (times the margin "
+                f"{MARGIN:g}; fmmloopy's accuracy table, docs/kernels.md); ask for a larger "
+                "eps, or give order= (up to 16) and check the error with Fmm.estimate_error")
+        if guess is None or (met and len(self.predicted) >= MOST_TREES):
+            target = lowest_met
+        else:
+            target = guess
+        return None if target == order else target
