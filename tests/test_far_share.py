@@ -51,6 +51,7 @@ def every_pair(monkeypatch):
     """The estimate over every target and source, with no floor on the near distances."""
     monkeypatch.setattr(far_share_module, "SAMPLED_TARGETS", 10 ** 9)
     monkeypatch.setattr(far_share_module, "SAMPLED_SOURCES", 10 ** 9)
+    monkeypatch.setattr(far_share_module, "NEAR_PAIRS", 10 ** 12)
     monkeypatch.setattr(far_share_module, "CLOSEST_FRACTION", 0.0)
 
 
@@ -149,19 +150,21 @@ class FakeShares:
         return FarShare((self.shares[tree],) * 3, (self.shares[tree],) * 3)
 
 
-@pytest.mark.parametrize("shares, eps, start, tried, settled", [
+@pytest.mark.parametrize("shares, eps, start, cap, tried, settled", [
     # Order 5's tree predicts order 3 enough, whose own tree says no, then 4 yes.
-    ({3: 1.0, 4: 0.5, 5: 0.01}, MARGIN * 5.1e-5, 5, [5, 3, 4], 4),
+    ({3: 1.0, 4: 0.5, 5: 0.01}, MARGIN * 5.1e-5, 5, 5, [5, 3, 4], 4),
     # The first order is settled at once where no lower one would do.
-    ({3: 1.0, 4: 1.0, 5: 1.0}, MARGIN * 1e-5, 5, [5], 5),
-    # A first order that misses on its tree moves up.
-    ({3: 1.0, 4: 1.0, 5: 1.0, 6: 1.0}, MARGIN * 1e-6, 4, [4, 6], 6),
+    ({3: 1.0, 4: 1.0, 5: 1.0}, MARGIN * 1e-5, 5, 5, [5], 5),
+    # The root box's order is kept where its tree's share predicts a miss, never exceeded.
+    ({3: 1.0, 4: 1.0, 5: 1.0, 6: 1.0}, MARGIN * 1e-6, 4, 4, [4], 4),
+    # Without it (the root box refused eps), a first order that misses moves up.
+    ({3: 1.0, 4: 1.0, 5: 1.0, 6: 1.0}, MARGIN * 1e-6, 4, None, [4, 6], 6),
 ])
 def test_the_search_tries_each_order_on_its_own_tree(written_table, monkeypatch, shares, eps,
-                                                      start, tried, settled):
+                                                      start, cap, tried, settled):
     fake = FakeShares(shares)
     monkeypatch.setattr(eps_order, "far_share", fake)
-    search = eps_order.OrderSearch(eps, ("charge potential",), True)
+    search = eps_order.OrderSearch(eps, ("charge potential",), True, cap)
     order = start
     while (following := search.next_order(order, order, None)) is not None:
         order = following

@@ -35,8 +35,11 @@ __all__ = ["POWERS", "SAMPLED_SOURCES", "SAMPLED_TARGETS", "FarShare", "far_shar
 #: The powers of ``1 / r`` in ``|K|``: the charges' potential, the charges' gradient and the
 #: dipoles' potential, the dipoles' gradient.
 POWERS = (1, 2, 3)
-#: Targets whose sums are computed (all where there are fewer).
+#: Targets whose sums are computed, at most (all where there are fewer) ...
 SAMPLED_TARGETS = 128
+#: ... and at least, where their near fields hold more than :data:`NEAR_PAIRS` pairs in all.
+FEWEST_TARGETS = 32
+NEAR_PAIRS = 1 << 20
 #: Sources the far sums are taken over, scaled up (all where there are fewer).
 SAMPLED_SOURCES = 2048
 #: The distance, as a fraction of the spacing of the target's leaf (its side over the square
@@ -66,10 +69,18 @@ def far_share(tree: Tree, lists: InteractionLists, seed: int = 0) -> FarShare:
     Coincident points (distance 0) are no pair. A tree of one leaf has no far field: 0."""
     rng = np.random.default_rng(seed)
     sources, targets = tree.sources, tree.targets
-    chosen_targets = _sample(len(targets), SAMPLED_TARGETS, rng)
+    leaves = tree.leaves_in_point_order("target")
+    # Fewer targets where their near fields are large (about NEAR_PAIRS pairs in all): a
+    # target with many near pairs averages over many.
+    row_starts = lists.u_starts[:-1]
+    near_sources = (np.add.reduceat(
+        np.append(tree.box_source_counts[lists.u_lists], 0).astype(np.int64), row_starts)
+        * (lists.u_starts[1:] > row_starts))[leaves]
+    mean_near = float(tree.box_target_counts[leaves] @ near_sources) / max(len(targets), 1)
+    sampled = int(np.clip(NEAR_PAIRS / max(mean_near, 1.0), FEWEST_TARGETS, SAMPLED_TARGETS))
+    chosen_targets = _sample(len(targets), sampled, rng)
     chosen_sources = _sample(len(sources), SAMPLED_SOURCES, rng)
     at = targets[chosen_targets]
-    leaves = tree.leaves_in_point_order("target")
     leaf_of = leaves[np.searchsorted(tree.box_target_starts[leaves], chosen_targets,
                                      side="right") - 1]
     # A pair closer than a fraction of its leaf's spacing counts as at that distance: the
@@ -91,7 +102,7 @@ def far_share(tree: Tree, lists: InteractionLists, seed: int = 0) -> FarShare:
     sampled_position = np.full(len(sources), -1, dtype=np.int64)
     sampled_position[chosen_sources] = np.arange(len(chosen_sources))
     inverse = _inverse_distances(at[:, None, :] - sources[chosen_sources][None, :, :])
-    pairs_per_row = np.bincount(box_rows, source_counts, minlength=len(at))
+    pairs_per_row = np.bincount(box_rows, source_counts, minlength=len(at)).astype(np.int64)
     first = 0
     while first < len(at):  # rows whose pairs fit in a block (at least one row)
         last = max(first + 1, int(np.searchsorted(
@@ -101,10 +112,14 @@ def far_share(tree: Tree, lists: InteractionLists, seed: int = 0) -> FarShare:
         pair_rows = np.repeat(box_rows[in_rows], source_counts[in_rows])
         pair_inverse = np.minimum(_inverse_distances(at[pair_rows] - sources[pair_sources]),
                                   ceiling[pair_rows])
+        # Each row's pairs are contiguous: sums over segments.
+        rows_with_pairs = np.flatnonzero(pairs_per_row[first:last]) + first
+        starts = np.cumsum(pairs_per_row[rows_with_pairs]) - pairs_per_row[rows_with_pairs]
         power = np.ones_like(pair_inverse)
         for column in range(near.shape[1]):
             power *= pair_inverse
-            near[:, column] += np.bincount(pair_rows, power, minlength=len(at))
+            if len(power):
+                near[rows_with_pairs, column] += np.add.reduceat(power, starts)
         hit = sampled_position[pair_sources]
         inverse[pair_rows[hit >= 0], hit[hit >= 0]] = 0.0  # near: not in the far sums
         first = last
