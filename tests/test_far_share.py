@@ -220,3 +220,16 @@ def test_an_fmm_on_a_surface_settles_below_the_root_box_and_meets_eps(eps_for):
     assert same.tree.nboxes == fmm.tree.nboxes
     reference = same(charges)
     assert np.linalg.norm(fmm(charges) - reference) <= eps / 10 * np.linalg.norm(reference)
+
+
+def test_update_keeps_the_order_settled_on_the_first_points():
+    rng = np.random.default_rng(9)
+    points = sphere_surface(3000, rng)
+    fmm = fmmloopy.Fmm(points, eps=1e-6)
+    order = fmm.order
+    moved = points * 1.01 + 0.001 * rng.standard_normal(points.shape)
+    fmm.update(moved)
+    assert fmm.order == fmm.options.order == order
+    charges = rng.uniform(-1, 1, len(points))
+    exact = fmmloopy.DirectSum(moved)(charges)
+    assert np.linalg.norm(fmm(charges) - exact) <= 1e-6 * np.linalg.norm(exact)

@@ -99,8 +99,6 @@ def far_share(tree: Tree, lists: InteractionLists, seed: int = 0) -> FarShare:
     source_counts = tree.box_source_counts[boxes].astype(np.int64)
     source_starts = tree.box_source_starts[boxes].astype(np.int64)
     near = np.zeros((len(at), 2 * max(POWERS)))
-    sampled_position = np.full(len(sources), -1, dtype=np.int64)
-    sampled_position[chosen_sources] = np.arange(len(chosen_sources))
     inverse = _inverse_distances(at[:, None, :] - sources[chosen_sources][None, :, :])
     pairs_per_row = np.bincount(box_rows, source_counts, minlength=len(at)).astype(np.int64)
     first = 0
@@ -120,8 +118,11 @@ def far_share(tree: Tree, lists: InteractionLists, seed: int = 0) -> FarShare:
             power *= pair_inverse
             if len(power):
                 near[rows_with_pairs, column] += np.add.reduceat(power, starts)
-        hit = sampled_position[pair_sources]
-        inverse[pair_rows[hit >= 0], hit[hit >= 0]] = 0.0  # near: not in the far sums
+        # The sampled sources among the near pairs: not in the far sums.
+        position = np.minimum(np.searchsorted(chosen_sources, pair_sources),
+                              len(chosen_sources) - 1)
+        hit = chosen_sources[position] == pair_sources
+        inverse[pair_rows[hit], position[hit]] = 0.0
         first = last
     far = np.zeros_like(near)
     power = np.ones_like(inverse)
