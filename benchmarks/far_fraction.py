@@ -3,7 +3,8 @@
 Usage: ``python benchmarks/far_fraction.py [--orders 4 6 8] [--n 10000]``. For the Laplace rows of
 the eps calibration table (``fmmloopy/maths/eps_calibration.json``, written by
 ``benchmarks/calibrate_eps.py``) it rebuilds the table's point sets (same seed, same draws)
-and, on the tree of the FMM each row measured (that order, ``n_crit="auto"``), computes
+and, on the tree of the FMM each row measured (that order, the ``n_crit`` the row's set
+records), computes
 
     rho^2 = sum_t sum_(s far from t) |K(t, s)|^2 / sum_t sum_s |K(t, s)|^2
 
@@ -79,7 +80,8 @@ def main() -> None:
     for order in args.orders:
         measured = {}
         for name, (sources, targets) in cases.items():
-            fmm = fmmloopy.Fmm(sources, targets, order=order)
+            fmm = fmmloopy.Fmm(sources, targets, order=order,
+                               n_crit=rows[order]["sets"][name]["n_crit"])
             measured[name] = far_fraction(fmm)
         for quantity in POWERS:
             cells = []

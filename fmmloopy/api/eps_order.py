@@ -20,8 +20,11 @@ which the margin already covers there): the points' own share only lowers it.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 
 from fmmloopy.api.options import FmmOptions
+from fmmloopy.base.progress import stage
 from fmmloopy.maths.accuracy import (
     MARGIN,
     calibrated_family,
@@ -33,11 +36,15 @@ from fmmloopy.tree.far_share import FarShare, far_share
 from fmmloopy.tree.lists import InteractionLists
 from fmmloopy.tree.octree import Tree
 
-__all__ = ["MOST_TREES", "OrderSearch", "first_order"]
+__all__ = ["MOST_TREES", "TREE_FIELDS", "OrderSearch", "first_order", "settle_order"]
 
 #: Trees an order search builds at most (the first included); then the lowest order that met
 #: ``eps`` on its own tree, or the one the last tree's share predicts.
 MOST_TREES = 3
+#: What a set-up's tree stage sets in its :class:`~fmmloopy.api.setup.PointsSetUp`: kept per
+#: order tried, so that an order settled on after another is not built again.
+TREE_FIELDS = ("n_crit", "root_scale", "what", "n_crit_candidates", "tree", "periodic_tree",
+               "rank_boxes", "images", "operators", "lists", "evaluated_lists")
 
 
 def first_order(options: FmmOptions, root_side: float, targets_are_sources: bool
@@ -117,3 +124,27 @@ class OrderSearch:
         else:
             target = guess
         return None if target == order else target
+
+
+def settle_order(setup, options: FmmOptions, search: OrderSearch,
+                 build: Callable[[FmmOptions], None]) -> FmmOptions:
+    """``options`` at the order ``search`` settles on; ``setup`` (a
+    :class:`~fmmloopy.api.setup.PointsSetUp` whose tree and lists are those of
+    ``options.order``) left with that order's tree and lists, ``build(options)`` making them
+    for another order (a tree per order tried; the searches' time counts as the tree's)."""
+    built = {options.order: {name: getattr(setup, name) for name in TREE_FIELDS}}
+    order = options.order
+    while order is not None:
+        if order not in built:
+            build(options.with_order(order))
+            built[order] = {name: getattr(setup, name) for name in TREE_FIELDS}
+        elif order != options.order:  # an order tried before: the search settled on it
+            for name, value in built[order].items():
+                setattr(setup, name, value)
+            return options.with_order(order)
+        options = options.with_order(order)
+        clock = time.perf_counter()
+        with stage("the order eps needs on these points (the far field's share of the tree)"):
+            order = search.next_order(order, setup.tree, setup.evaluated_lists)
+        setup.setup_seconds["tree"] += time.perf_counter() - clock
+    return options

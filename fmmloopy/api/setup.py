@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyopencl as cl
 
-from fmmloopy.api.eps_order import OrderSearch
+from fmmloopy.api.eps_order import OrderSearch, settle_order
 from fmmloopy.api.flow_setup import (
     FAR_BUFFERS,
     deepest_level,
@@ -249,7 +249,13 @@ def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarr
             queue, options.recipes, options.precision)
         _tree_and_lists(setup, options, queue, points, first, n_crit)
         if order_search is not None:
-            settled = _settle_order(setup, options, queue, points, n_crit, order_search)
+            settled = settle_order(setup, options, order_search, lambda at: _tree_and_lists(
+                setup, at, queue, points, get_operators(operator_kernel(at.kernel), at.order),
+                n_crit))
+            user_sources, user_targets = setup.user_points
+            setup.what = describe_problem(
+                len(user_sources), len(user_sources if user_targets is None else user_targets),
+                settled.order, setup.n_crit if setup.n_crit is not None else n_crit)
             if settled.order != options.order:  # the kernels of the order settled on
                 preparation.stop()
                 preparation.join()
@@ -276,43 +282,6 @@ def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarr
             preparation.stop()
             preparation.join()
     return setup
-
-
-def _settle_order(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue, points,
-                  n_crit: int | str, search: OrderSearch) -> FmmOptions:
-    """``options`` at the order ``search`` settles on, ``setup``'s tree and lists built for
-    it (a tree per order tried; the time counts as the tree's)."""
-    built = {options.order: _tree_fields(setup)}  # order -> what its tree set in setup
-    order = options.order
-    while order is not None:
-        if order not in built:
-            first = get_operators(operator_kernel(options.kernel), order)
-            _tree_and_lists(setup, options.with_order(order), queue, points, first, n_crit)
-            built[order] = _tree_fields(setup)
-        elif order != options.order:  # an order tried before: the search settled on it
-            for name, value in built[order].items():
-                setattr(setup, name, value)
-            options = options.with_order(order)
-            break
-        options = options.with_order(order)
-        clock = time.perf_counter()
-        with stage("the order eps needs on these points (the far field's share of the tree)"):
-            order = search.next_order(order, setup.tree, setup.evaluated_lists)
-        setup.setup_seconds["tree"] += time.perf_counter() - clock
-    user_sources, user_targets = setup.user_points
-    setup.what = describe_problem(
-        len(user_sources), len(user_sources if user_targets is None else user_targets),
-        options.order, setup.n_crit if setup.n_crit is not None else n_crit)
-    return options
-
-
-#: What :func:`_tree_and_lists` sets in a :class:`PointsSetUp`.
-_TREE_FIELDS = ("n_crit", "root_scale", "what", "n_crit_candidates", "tree", "periodic_tree",
-                "rank_boxes", "images", "operators", "lists", "evaluated_lists")
-
-
-def _tree_fields(setup: PointsSetUp) -> dict:
-    return {name: getattr(setup, name) for name in _TREE_FIELDS}
 
 
 def set_up_rank(options: FmmOptions, queue: cl.CommandQueue, tree: Tree,
