@@ -30,6 +30,7 @@ from fmmloopy.maths.accuracy import (
     calibrated_family,
     far_share_error,
     far_share_orders,
+    far_share_refusal,
     order_for_eps,
 )
 from fmmloopy.tree.far_share import FarShare, far_share
@@ -113,12 +114,8 @@ class OrderSearch:
                    if floor < candidate < lowest_met and candidate not in self.predicted]
         guess = next((candidate for candidate in untried if hopeful(candidate)), None)
         if guess is None and not met:
-            best = min(self._error(candidate, share) for candidate in self.orders)
-            raise ValueError(
-                f"eps={self.eps:g} for {', '.join(self.quantities)} of laplace: the most "
-                f"accurate order measured reaches {best:.2g} on these points (times the margin "
-                f"{MARGIN:g}; fmmloopy's accuracy table, docs/kernels.md); ask for a larger "
-                "eps, or give order= (up to 16) and check the error with Fmm.estimate_error")
+            raise far_share_refusal(self.eps, self.quantities, min(
+                self._error(candidate, share) for candidate in self.orders))
         if guess is None or (met and len(self.predicted) >= MOST_TREES):
             target = lowest_met
         else:

@@ -45,8 +45,8 @@ from fmmloopy.maths.length_scale import builtin_name
 __all__ = ["CALIBRATION_FILE", "EPS_FOR", "FAMILY_GRIDS", "MARGIN", "PERIODIC_FAMILIES",
            "PERIODIC_FAMILY", "QUANTITIES", "QUANTITY_POWERS", "SLAB_FAMILY", "WIRE_FAMILY",
            "YUKAWA_APART_LIMIT", "calibrated_family", "eps_quantities", "far_share_error",
-           "far_share_orders", "kernel_at", "order_for_eps", "order_for_far_share", "row_error",
-           "validate_eps"]
+           "far_share_orders", "far_share_refusal", "kernel_at", "order_for_eps",
+           "order_for_far_share", "row_error", "validate_eps"]
 
 #: The measured table (``benchmarks/calibrate_eps.py`` writes it).
 CALIBRATION_FILE = Path(__file__).with_name("eps_calibration.json")
@@ -321,7 +321,13 @@ def order_for_far_share(eps: float, quantities: Iterable[str],
         if MARGIN * error <= eps:
             return order
         best = min(best, error)
-    raise ValueError(
+    raise far_share_refusal(eps, quantities, best)
+
+
+def far_share_refusal(eps: float, quantities: Iterable[str], best: float) -> ValueError:
+    """The error that refuses ``eps`` for a Laplace FMM whose most accurate order is
+    predicted to reach ``best`` on its points."""
+    return ValueError(
         f"eps={eps:g} for {', '.join(quantities)} of laplace: the most accurate order measured "
         f"reaches {best:.2g} on these points (times the margin {MARGIN:g}; fmmloopy's accuracy "
         "table, docs/kernels.md); ask for a larger eps, or give order= (up to 16) and check the "
