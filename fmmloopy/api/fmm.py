@@ -98,6 +98,11 @@ class Fmm:
     bytes moved and twice the vector lanes, for about 4 to 6 correct digits; the points are
     rounded to float32 once, the precomputed operators are rounded from float64, and results
     come back as float32; docs/fmm.md);
+    ``eps`` (instead of ``order``): the relative L2 error asked for, of the quantities
+    ``eps_for`` names (``"charges"``, ``"dipoles"``, ``"gradient"``); the order is the lowest
+    the measured accuracy table says meets it over the root box, and for the built-in Laplace
+    kernel in free space the lowest at or below that which meets it on the tree these points
+    make (:mod:`fmmloopy.api.eps_order`; docs/kernels.md, "Accuracy by eps");
     ``periodic``: the side ``L`` of a periodic cell ``[0, L)^3``, or its corners ``(lower,
     upper)`` (a cube): the potentials (and gradients) of the charges (and dipoles) and of all
     their images under the lattice ``n L``, in the Ewald sum's convention (tin-foil boundary; a
