@@ -140,7 +140,15 @@ def test_the_rule_multiplies_the_largest_error_per_share_by_the_points_share(wri
 
 
 class FakeShares:
-    """``far_share`` by the order of the tree handed to it (the test's trees carry it)."""
+    """``far_share`` by the order of the tree handed to it (the test's trees are orders, their
+    lists None: no heavy rows to take out)."""
+
+    @staticmethod
+    def install(monkeypatch, shares):
+        fake = FakeShares(shares)
+        monkeypatch.setattr(eps_order, "far_share", fake)
+        monkeypatch.setattr(eps_order, "without_heavy_rows", lambda tree, lists: lists)
+        return fake
 
     def __init__(self, shares):
         self.shares, self.asked = shares, []
@@ -162,8 +170,7 @@ class FakeShares:
 ])
 def test_the_search_tries_each_order_on_its_own_tree(written_table, monkeypatch, shares, eps,
                                                       start, cap, tried, settled):
-    fake = FakeShares(shares)
-    monkeypatch.setattr(eps_order, "far_share", fake)
+    fake = FakeShares.install(monkeypatch, shares)
     search = eps_order.OrderSearch(eps, ("charge potential",), True, cap)
     order = start
     while (following := search.next_order(order, order, None)) is not None:
@@ -175,13 +182,13 @@ def test_the_search_builds_a_few_trees_at_most_and_refuses_what_no_order_meets(
         written_table, monkeypatch):
     # Every lower order's tree misses by a little; the search keeps the lowest that met.
     shares = {3: 1.0, 4: 1.0, 5: 0.1, 6: 0.0}
-    monkeypatch.setattr(eps_order, "far_share", FakeShares(shares))
+    FakeShares.install(monkeypatch, shares)
     search = eps_order.OrderSearch(MARGIN * 1.1e-6, ("charge potential",), True)
     order, built = 6, 1
     while (following := search.next_order(order, order, None)) is not None:
         order, built = following, built + 1
     assert order == 6 and built <= eps_order.MOST_TREES + 1
-    monkeypatch.setattr(eps_order, "far_share", FakeShares({6: 1.0}))
+    FakeShares.install(monkeypatch, {6: 1.0})
     with pytest.raises(ValueError, match="on these points"):
         eps_order.OrderSearch(1e-9, ("charge potential",), True).next_order(6, 6, None)
 
@@ -232,4 +239,18 @@ def test_update_keeps_the_order_settled_on_the_first_points():
     assert fmm.order == fmm.options.order == order
     charges = rng.uniform(-1, 1, len(points))
     exact = fmmloopy.DirectSum(moved)(charges)
+    assert np.linalg.norm(fmm(charges) - exact) <= 1e-6 * np.linalg.norm(exact)
+
+
+def test_rows_summed_by_nested_fmms_count_as_far():
+    """Two small clusters 10^6 of their size apart: the tree's deepest leaves hold them and
+    their direct rows are summed by nested FMMs of the same order, whose error the share must
+    see (counted as near, the search took order 4 for 1e-9 on such points and got 8.6e-5)."""
+    rng = np.random.default_rng(10)
+    points = np.concatenate([rng.random((3000, 3)) * 1e-3, 1e3 + rng.random((3000, 3)) * 1e-3])
+    charges = rng.uniform(-1, 1, len(points))
+    exact = fmmloopy.DirectSum(points)(charges)
+    with pytest.warns(RuntimeWarning, match="max_depth"):
+        fmm = fmmloopy.Fmm(points, eps=1e-6)
+    assert fmm.nested_rows
     assert np.linalg.norm(fmm(charges) - exact) <= 1e-6 * np.linalg.norm(exact)

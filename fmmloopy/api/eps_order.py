@@ -35,6 +35,7 @@ from fmmloopy.maths.accuracy import (
 )
 from fmmloopy.tree.far_share import FarShare, far_share
 from fmmloopy.tree.lists import InteractionLists
+from fmmloopy.tree.nested import without_heavy_rows
 from fmmloopy.tree.octree import Tree
 
 __all__ = ["MOST_TREES", "TREE_FIELDS", "OrderSearch", "first_order", "settle_order"]
@@ -93,7 +94,8 @@ class OrderSearch:
         """The next order to build a tree for, given the tree and evaluated lists of
         ``order``; None where ``order`` is settled (its tree is the one to keep).
         ValueError where no order meets ``eps`` on these points."""
-        share = far_share(tree, lists)
+        # The heavy rows' pairs are summed by nested FMMs of this order: far, not near.
+        share = far_share(tree, without_heavy_rows(tree, lists))
         self.shares[order] = share
         self.predicted[order] = self._error(order, share)
         met = [tried for tried, error in self.predicted.items()

@@ -30,7 +30,7 @@ from fmmloopy.tree.lists import InteractionLists
 from fmmloopy.tree.octree import Tree
 
 __all__ = ["NESTED_ROW_FACTOR", "MergedSum", "NestedRow", "heavy_rows", "merge_coincident",
-           "nest_heavy_rows"]
+           "nest_heavy_rows", "without_heavy_rows"]
 
 #: A row is heavy when it costs more pairs than this many times the most a row of full leaves
 #: costs (``27 n_crit**2``: the leaf and 26 neighbours with ``n_crit`` points each). A nested
@@ -118,6 +118,13 @@ def heavy_rows(tree: Tree, lists: InteractionLists) -> np.ndarray:
     limit = NESTED_ROW_FACTOR * 27 * tree.n_crit ** 2
     deepest = tree.box_is_leaf & (tree.box_levels == tree.max_depth)
     return np.flatnonzero(deepest & (pairs > limit))
+
+
+def without_heavy_rows(tree: Tree, lists: InteractionLists) -> InteractionLists:
+    """``lists`` without the :func:`heavy_rows`: the pairs summed directly where those rows
+    nest (their pairs are a nested FMM's, approximated like the far field's)."""
+    heavy = heavy_rows(tree, lists)
+    return _without_rows(lists, heavy, tree.nboxes) if len(heavy) else lists
 
 
 def _without_rows(lists: InteractionLists, leaves: np.ndarray, nboxes: int
