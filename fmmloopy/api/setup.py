@@ -252,10 +252,6 @@ def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarr
             settled = settle_order(setup, options, order_search, lambda at: _tree_and_lists(
                 setup, at, queue, points, get_operators(operator_kernel(at.kernel), at.order),
                 n_crit))
-            user_sources, user_targets = setup.user_points
-            setup.what = describe_problem(
-                len(user_sources), len(user_sources if user_targets is None else user_targets),
-                settled.order, setup.n_crit if setup.n_crit is not None else n_crit)
             if settled.order != options.order:  # the kernels of the order settled on
                 preparation.stop()
                 preparation.join()
@@ -364,15 +360,16 @@ def _tree_and_lists(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQu
                                  first.far_field_flops(), wider)
             points, n_crit, candidates = choice.points, choice.n_crit, choice.candidates
             setup.n_crit, setup.root_scale = n_crit, choice.root_scale
-            user_sources, user_targets = setup.user_points
-            setup.what = describe_problem(
-                len(user_sources), len(user_sources if user_targets is None else user_targets),
-                order, n_crit)
             # The chosen candidate's boxes, made while choosing; the FMM keeps the candidates'
             # counts, not their boxes (at 10^7 points tens of MB).
             boxes = choice.work.boxes
             setup.n_crit_candidates = [dataclasses.replace(work, boxes=None)
                                        for work in candidates]
+        # The problem as described from here on: the order and n_crit this tree is built for.
+        user_sources, user_targets = setup.user_points
+        setup.what = describe_problem(
+            len(user_sources), len(user_sources if user_targets is None else user_targets),
+            order, n_crit)
         if options.periodic is None:
             setup.tree = build_tree_from(points, n_crit, boxes,
                                          warn=not depth_limited_by_kernel(options))
