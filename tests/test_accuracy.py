@@ -189,16 +189,19 @@ def test_the_shipped_table_serves_the_rule():
     assert order_for_eps(1e-9, LAPLACE_3D, 1.0) <= accuracy.MAX_CALIBRATED_ORDER
     for kernel in (yukawa(1.0), yukawa(10.0), yukawa(200.0)):
         assert order_for_eps(1e-6, kernel, 1.0, targets_are_sources=True) <= 8
-    # Laplace's rows run to the FMM's largest order, and serve gradients and dipoles to 1e-9
-    # where the targets are the sources; Yukawa's and Helmholtz's (to order 14) serve charges
-    # to 1e-9 where the targets are the sources up to kappa L = 10 and 2 wavelengths, and to
-    # 1e-6 with targets of their own at kappa L = 30 (kappa 10 around a unit sphere, targets on
-    # the sphere of radius 1.5) and 3 wavelengths.
+    # Laplace's and Yukawa's rows run to the FMM's largest order, and serve gradients and
+    # dipoles to 1e-9 where the targets are the sources (Yukawa up to kappa L = 10);
+    # Yukawa's and Helmholtz's (to order 13) serve charges to 1e-9 where the targets are the
+    # sources up to kappa L = 10 and 2 wavelengths, and to 1e-6 with targets of their own at
+    # kappa L = 30 (kappa 10 around a unit sphere, targets on the sphere of radius 1.5) and 3
+    # wavelengths.
     assert accuracy.MAX_CALIBRATED_ORDER == MAX_ORDER
-    assert max(row["order"] for row in rows if row["family"] == "laplace") == MAX_ORDER
-    for eps_for in (("charges", "gradient"), "dipoles"):
-        assert order_for_eps(1e-9, LAPLACE_3D, 1.0, eps_quantities(eps_for),
-                             targets_are_sources=True) <= MAX_ORDER
+    for family in ("laplace", "yukawa"):
+        assert max(row["order"] for row in rows if row["family"] == family) == MAX_ORDER
+    for kernel in (LAPLACE_3D, yukawa(1.0), yukawa(10.0)):
+        for eps_for in (("charges", "gradient"), "dipoles", ("dipoles", "gradient")):
+            assert order_for_eps(1e-9, kernel, 1.0, eps_quantities(eps_for),
+                                 targets_are_sources=True) <= MAX_ORDER
     for kernel, side in ((yukawa(10.0), 1.0), (helmholtz(4 * math.pi), 1.0)):
         assert order_for_eps(1e-9, kernel, side, targets_are_sources=True) <= 14
     for kernel, side in ((yukawa(10.0), 3.0), (helmholtz(2 * math.pi), 3.0)):

@@ -20,12 +20,14 @@ from fmmloopy.driver.memory import estimate_before_tree, estimate_memory
 from fmmloopy.execution import resources
 from fmmloopy.execution.compiled import compiled_operator
 from fmmloopy.execution.opencl_errors import explain_opencl_error
+from fmmloopy.execution.precomputed import level_set
 from fmmloopy.execution.resources import (
     ResourceLimitError,
     allocated_device_bytes,
     host_bytes_needed,
     uses_host_memory,
 )
+from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
 from fmmloopy.tuning.recipe import RecipeError
 
 ORDER = 4
@@ -140,6 +142,35 @@ def test_refused_after_the_tree_when_the_boxes_do_not_fit(monkeypatch, device):
 
 def _fail(*args, **kwargs):
     raise AssertionError("refused too late")
+
+
+def test_the_sets_per_level_of_a_kernel_without_homogeneity_are_checked_before_computing(
+        monkeypatch, device):
+    """Yukawa (and Helmholtz, complex) have a set of operators per level of the tree: the check
+    before the tree counts one set (it does not know the levels), the one before the sets are
+    computed counts every level's, complex values twice (a Helmholtz FMM of order 14 on 10^4
+    points, three sets, was killed for memory where the check counted one real set)."""
+    points = plummer(3000, np.random.default_rng(83))
+    built = fmmloopy.Fmm(points, kernel="yukawa:kappa=2", order=ORDER, n_crit=16)
+    sets = len(built.operators.sets)
+    assert sets >= 3
+    # Before they are computed the ranks are the first level's set's (the widest boxes').
+    first = level_set(built.options.kernel, ORDER,
+                      built.tree.level_half_widths[FIRST_EXPANSION_LEVEL])
+    before = host_bytes_needed(estimate_before_tree(3000, 3000, True, ORDER, 16), device)
+    every_level = host_bytes_needed(estimate_memory(
+        nsources=3000, ntargets=3000, targets_are_sources=True, order=ORDER,
+        nboxes=built.tree.nboxes, nlevels=built.tree.nlevels, operator_sets=sets,
+        ranks=first.ranks()), device)
+    assert before < every_level
+    monkeypatch.setattr(set_up_pipeline, "level_operators", _fail)
+    with pytest.raises(ResourceLimitError, match=r"needs an estimated .*operators"):
+        fmmloopy.Fmm(points, kernel="yukawa:kappa=2", order=ORDER, n_crit=16,
+                     memory_limit=(before + every_level) / 2)
+    # Complex values count twice before the tree: Helmholtz's one set against Yukawa's.
+    real, complex_ = (host_bytes_needed(estimate_before_tree(
+        3000, 3000, True, ORDER, 16, complex_values=values), device) for values in (False, True))
+    assert complex_ > 1.5 * real
 
 
 @pytest.mark.parametrize("stage", ["sort_points", "build_interaction_lists"])

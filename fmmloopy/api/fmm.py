@@ -155,7 +155,9 @@ class Fmm:
         estimate = estimate_before_tree(
             self.nsources, self.ntargets, targets is None, self.order,
             CANDIDATES[-1] if options.n_crit == AUTO else options.n_crit,
-            real_bytes=self.dtype.itemsize)
+            real_bytes=self.dtype.itemsize, complex_values=options.kernel.is_complex,
+            components=(options.kernel.density_components
+                        if harmonic_split(options.kernel) is None else 1))
         what = describe_problem(self.nsources, self.ntargets, self.order, options.n_crit)
         check_memory(estimate, self.device, what, options.memory_limit)
         #: What the points built (:class:`~fmmloopy.api.setup.PointsSetUp`); its fields are

@@ -180,13 +180,16 @@ def _compressed_m2l_list_bytes_per_box() -> int:
 
 
 def estimate_before_tree(nsources: int, ntargets: int, targets_are_sources: bool, order: int,
-                         n_crit: int, real_bytes: int = _F64) -> MemoryEstimate:
+                         n_crit: int, real_bytes: int = _F64, complex_values: bool = False,
+                         components: int = 1) -> MemoryEstimate:
     """A lower bound known before the tree exists: every leaf full, no list entries (so no M2L
-    matrices on the device); the precomputed operators are counted in full."""
+    matrices on the device); the precomputed operators are counted in full, one set of them
+    (a kernel without homogeneity has one per level: counted once the tree has its levels)."""
     nboxes = max(1, math.ceil(max(nsources, ntargets) / n_crit))
     return estimate_memory(nsources=nsources, ntargets=ntargets,
                            targets_are_sources=targets_are_sources, order=order, nboxes=nboxes,
-                           real_bytes=real_bytes)
+                           real_bytes=real_bytes, complex_values=complex_values,
+                           components=components)
 
 
 def describe_problem(nsources: int, ntargets: int, order: int, n_crit: int) -> str:

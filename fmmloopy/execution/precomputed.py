@@ -101,13 +101,20 @@ def level_operators(kernel: str | GreenKernel, order: int,
     widths = list(level_half_widths)
     if not widths:
         raise ValueError("a tree has at least one level")
-    last = max(len(widths), FIRST_EXPANSION_LEVEL + 1)
     root = float(widths[0])
     sets = [level_set(kernel, order, math.ldexp(root, -level))
-            for level in range(FIRST_EXPANSION_LEVEL, last)]
+            for level in range(FIRST_EXPANSION_LEVEL,
+                               FIRST_EXPANSION_LEVEL + level_set_count(len(widths)))]
     unit = unit_box_kernel(kernel, root) is not None
     return LevelOperators.per_level(sets, FIRST_EXPANSION_LEVEL,
                                     UNIT_BOX_HOMOGENEITY if unit else None)
+
+
+def level_set_count(nlevels: int) -> int:
+    """How many sets :func:`level_operators` makes for a kernel without homogeneity on a tree
+    of ``nlevels`` levels: one per level from
+    :data:`~fmmloopy.maths.kifmm.FIRST_EXPANSION_LEVEL`, at least one."""
+    return max(nlevels, FIRST_EXPANSION_LEVEL + 1) - FIRST_EXPANSION_LEVEL
 
 
 def forget_operators() -> None:

@@ -83,8 +83,9 @@ REFERENCE_N = 10_000
 #: is ``MARGIN`` times the last row's error), or at :data:`MAX_CALIBRATED_ORDER`.
 STOP_BELOW = 1e-10
 #: The highest order the calibration measures by default: the largest the FMM takes. The
-#: shipped table has Laplace to it, Yukawa to order 14 and Helmholtz to 13 (their operators are
-#: computed per level, keyed by ``kappa h``: the sets of a row share them).
+#: shipped table has Laplace and Yukawa to it, Helmholtz to 13 (their operators are computed
+#: per level, keyed by ``kappa h``: the sets of a row share them; Helmholtz's three complex sets
+#: of order 14 need more than a 24 GB machine has).
 MAX_CALIBRATED_ORDER = 16
 #: The largest ``kappa L`` at which ``eps`` serves a Yukawa FMM whose targets are not its
 #: sources. Beyond it, targets many ``1 / kappa`` from every source see a field exponentially

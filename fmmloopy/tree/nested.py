@@ -111,12 +111,14 @@ def _row_sources(tree: Tree, lists: InteractionLists, leaf: int) -> np.ndarray:
 
 def heavy_rows(tree: Tree, lists: InteractionLists) -> np.ndarray:
     """Leaves at ``max_depth`` whose direct row costs more than ``NESTED_ROW_FACTOR`` full rows."""
+    deepest = tree.box_is_leaf & (tree.box_levels == tree.max_depth)
+    if not deepest.any():  # most trees: no row to count (a pass over the U list saved)
+        return np.flatnonzero(deepest)
     rows = list_rows(lists.u_starts)
     row_sources = np.bincount(rows, weights=tree.box_source_counts[lists.u_lists],
                               minlength=tree.nboxes)
     pairs = tree.box_target_counts * row_sources
     limit = NESTED_ROW_FACTOR * 27 * tree.n_crit ** 2
-    deepest = tree.box_is_leaf & (tree.box_levels == tree.max_depth)
     return np.flatnonzero(deepest & (pairs > limit))
 
 
