@@ -16,6 +16,7 @@ downward pass: a periodic FMM's far lattice), made and verified as every launch 
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Iterable, Mapping
@@ -59,6 +60,7 @@ from fmmloopy.maths.operators import (
     get_operator,
     matvec_traffic,
     operator_sizes,
+    traffic_rows,
 )
 from fmmloopy.maths.pair_precision import launch_rsqrt_error
 from fmmloopy.maths.precompute import KifmmOperators
@@ -282,8 +284,8 @@ class _PlanBuilder:
         work = spec.work(cut, sizes, *counts, complex_values=green.is_complex)
         self.launches.append(Launch(
             step or operator, kernel, arguments, buffers, work,
-            spec.traffic(cut, sizes, *counts, itemsize=self.precision.dtype.itemsize,
-                         green=green),
+            functools.partial(spec.traffic, traffic_rows(cut), sizes, *counts,  # when asked
+                              itemsize=self.precision.dtype.itemsize, green=green),
             work * green.flops_per_pair() if spec.template == PAIRWISE else float(work), key,
             evaluation_pass))
 

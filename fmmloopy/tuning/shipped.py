@@ -83,7 +83,14 @@ def is_shipped(recipe) -> bool:
     if (not path or module_name not in SHIPPED_SHA256
             or not module_name.startswith(SHIPPED_PACKAGE + ".")):
         return False
-    return Path(path).resolve() == module_file(module_name) and shipped_files_intact()
+    return _imported_from_its_file(module_name, path) and shipped_files_intact()
+
+
+@functools.cache
+def _imported_from_its_file(module_name: str, path: str) -> bool:
+    """Whether module ``module_name``, imported from ``path``, came from the file it is found
+    at (resolved once per module and path: a plan asks for every launch)."""
+    return Path(path).resolve() == module_file(module_name)
 
 
 def needs_verification(recipe) -> bool:
