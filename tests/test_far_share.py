@@ -18,7 +18,7 @@ from fmmloopy.maths.green import LAPLACE_3D
 from fmmloopy.tree import far_share as far_share_module
 from fmmloopy.tree.far_share import POWERS, FarShare, far_share
 from fmmloopy.tree.lists import build_interaction_lists
-from fmmloopy.tree.octree import build_tree
+from fmmloopy.tree.octree import build_tree, root_box_side
 
 
 def brute_force_share(tree, lists):
@@ -227,6 +227,36 @@ def test_an_fmm_on_a_surface_settles_below_the_root_box_and_meets_eps(eps_for):
     assert same.tree.nboxes == fmm.tree.nboxes
     reference = same(charges)
     assert np.linalg.norm(fmm(charges) - reference) <= eps / 10 * np.linalg.norm(reference)
+
+
+def test_a_yukawa_fmm_settles_as_laplace_times_the_tables_ratio_and_meets_eps():
+    """Yukawa with its targets its sources, kappa L = 10: the order from its own tree's far
+    share (Laplace's prediction times the table's ratio of Yukawa's errors to Laplace's),
+    below the root box's; random and one-signed charges with their gradient against the
+    direct sum. With targets of their own, or beyond kappa L = 10, the root box's order."""
+    rng = np.random.default_rng(10)
+    points = sphere_surface(6000, rng)
+    eps, quantities = 1e-4, accuracy.eps_quantities(("charges", "gradient"))
+    side = root_box_side(points, None)
+    kernel = accuracy.kernel_at("yukawa", 10.0, side)
+    root_order = accuracy.order_for_eps(eps, kernel, side, quantities, True)
+    fmm = fmmloopy.Fmm(points, kernel=kernel, eps=eps, eps_for=("charges", "gradient"))
+    assert fmm.order < root_order
+    direct = fmmloopy.DirectSum(points, kernel=kernel)
+    for charges in (rng.uniform(-1, 1, len(points)), rng.random(len(points))):
+        result, reference = fmm(charges, gradient=True), direct(charges, gradient=True)
+        for field in ("potential", "gradient"):
+            value, exact = getattr(result, field), getattr(reference, field)
+            error = np.linalg.norm(value - exact) / np.linalg.norm(exact)
+            assert error <= eps, (field, fmm.order, error)
+    # Targets of their own (a sphere inside, the same root box): the root box's order.
+    targets = 0.5 * points
+    apart = fmmloopy.Fmm(points, targets, kernel=kernel, eps=eps)
+    assert apart.order == accuracy.order_for_eps(
+        eps, kernel, root_box_side(points, targets), ("charge potential",), False)
+    wider = accuracy.kernel_at("yukawa", 30.0, side)
+    assert fmmloopy.Fmm(points, kernel=wider, eps=eps).order == accuracy.order_for_eps(
+        eps, wider, side, ("charge potential",), True)
 
 
 def test_update_keeps_the_order_settled_on_the_first_points():

@@ -1,4 +1,4 @@
-"""The order ``eps`` chooses from the points' own tree (a Laplace FMM in free space).
+"""The order ``eps`` chooses from the points' own tree (Laplace and Yukawa in free space).
 
 The accuracy table's errors are the worst of its point sets; a point set whose near field
 carries most of the field's norm (a surface, the closest pairs of a random set) meets ``eps``
@@ -15,6 +15,11 @@ the hopeful one), and stops at the lowest order that met ``eps`` on its own tree
 (that rule met ``eps`` on every point set measured, at 10^4 and 10^6 points; the far share
 also grows with the points' number, by 1.24x on a uniform cube from 10^4 to 10^6 points,
 which the margin already covers there): the points' own share only lowers it.
+
+A Yukawa FMM whose targets are its sources, ``kappa L`` up to
+:data:`~fmmloopy.maths.accuracy.YUKAWA_SHARE_LIMIT`, takes the same search, its error
+predicted as Laplace's on its tree times the table's ratio of Yukawa's errors to Laplace's
+(:func:`~fmmloopy.maths.accuracy.laplace_ratio`).
 """
 
 from __future__ import annotations
@@ -27,10 +32,13 @@ from fmmloopy.api.options import FmmOptions
 from fmmloopy.base.progress import stage
 from fmmloopy.maths.accuracy import (
     MARGIN,
+    YUKAWA_SHARE_LIMIT,
     calibrated_family,
+    family_parameter,
     far_share_error,
     far_share_orders,
     far_share_refusal,
+    laplace_ratio,
     order_for_eps,
 )
 from fmmloopy.tree.far_share import FarShare, far_share
@@ -52,10 +60,17 @@ TREE_FIELDS = ("n_crit", "root_scale", "what", "n_crit_candidates", "tree", "per
 def first_order(options: FmmOptions, root_side: float, targets_are_sources: bool
                 ) -> tuple[int, OrderSearch | None]:
     """The order to build the first tree for, and the search that settles it on the points
-    (None where the order is the root box's: not the built-in Laplace kernel, a periodic FMM,
-    or no table rows with far shares). ValueError where ``eps`` cannot be met."""
+    (None where the order is the root box's: neither the built-in Laplace kernel nor Yukawa
+    with its targets its sources up to ``YUKAWA_SHARE_LIMIT``, a periodic FMM, or no table rows
+    with far shares). ValueError where ``eps`` cannot be met."""
     periodic_axes = len(options.periodic.axes) if options.periodic else 0
-    applies = (periodic_axes == 0 and calibrated_family(options.kernel) == "laplace"
+    family = calibrated_family(options.kernel, periodic_axes)
+    parameter = family_parameter(family, options.kernel, root_side) if family else 0.0
+    # Yukawa as Laplace, its errors over Laplace's from the table (laplace_ratio), where the
+    # targets are the sources and kappa L is within YUKAWA_SHARE_LIMIT.
+    yukawa = (family == "yukawa" and targets_are_sources
+              and parameter <= YUKAWA_SHARE_LIMIT * (1 + 1e-9))
+    applies = (periodic_axes == 0 and (family == "laplace" or yukawa)
                and bool(far_share_orders()))
     cap = None
     try:
@@ -64,20 +79,23 @@ def first_order(options: FmmOptions, root_side: float, targets_are_sources: bool
                                     targets_are_sources=targets_are_sources,
                                     periodic_axes=periodic_axes)
     except ValueError:
-        if not applies:
+        if not applies or family != "laplace":
             raise
         order = far_share_orders()[-1]  # the tree's share may serve it: start at the top
-    return order, (OrderSearch(options.eps, options.eps_quantities, targets_are_sources, cap)
-                   if applies else None)
+    return order, (OrderSearch(options.eps, options.eps_quantities, targets_are_sources, cap,
+                               family, parameter) if applies else None)
 
 
 class OrderSearch:
     """The search of the module docstring: :meth:`next_order` after each tree."""
 
     def __init__(self, eps: float, quantities: tuple[str, ...], targets_are_sources: bool,
-                 cap: int | None = None):
+                 cap: int | None = None, family: str = "laplace", parameter: float = 0.0):
         self.eps, self.quantities = eps, quantities
         self.targets_are_sources = targets_are_sources
+        #: The kernel's family and parameter: another than Laplace's is predicted as Laplace's
+        #: times the table's ratio of its errors to Laplace's (:func:`laplace_ratio`).
+        self.family, self.parameter = family, parameter
         #: The root box's order (None where it refused): it met eps on every point set
         #: measured, so the search keeps to it or below and counts it as met.
         self.cap = cap
@@ -87,8 +105,13 @@ class OrderSearch:
         self.predicted: dict[int, float] = {}
 
     def _error(self, order: int, share) -> float:
-        return far_share_error(order, self.quantities, share.random, share.coherent,
-                               self.targets_are_sources)
+        if self.family == "laplace":
+            return far_share_error(order, self.quantities, share.random, share.coherent,
+                                   self.targets_are_sources)
+        return max(far_share_error(order, (quantity,), share.random, share.coherent,
+                                   self.targets_are_sources)
+                   * laplace_ratio(order, quantity, self.family, self.parameter,
+                                   self.targets_are_sources) for quantity in self.quantities)
 
     def next_order(self, order: int, tree: Tree, lists: InteractionLists) -> int | None:
         """The next order to build a tree for, given the tree and evaluated lists of

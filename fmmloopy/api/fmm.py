@@ -101,8 +101,9 @@ class Fmm:
     ``eps`` (instead of ``order``): the relative L2 error asked for, of the quantities
     ``eps_for`` names (``"charges"``, ``"dipoles"``, ``"gradient"``); the order is the lowest
     the measured accuracy table says meets it over the root box, and for the built-in Laplace
-    kernel in free space the lowest at or below that which meets it on the tree these points
-    make (:mod:`fmmloopy.api.eps_order`; docs/kernels.md, "Accuracy by eps");
+    kernel in free space (Yukawa too, its targets its sources, ``kappa L`` up to 10) the lowest
+    at or below that which meets it on the tree these points make
+    (:mod:`fmmloopy.api.eps_order`; docs/kernels.md, "Accuracy by eps");
     ``periodic``: the side ``L`` of a periodic cell ``[0, L)^3``, or its corners ``(lower,
     upper)`` (a cube): the potentials (and gradients) of the charges (and dipoles) and of all
     their images under the lattice ``n L``, in the Ewald sum's convention (tin-foil boundary; a

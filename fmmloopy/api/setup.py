@@ -64,11 +64,7 @@ from fmmloopy.execution.tuning_records import kernel_pair_flops
 from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import M2L_CLASSES
 from fmmloopy.maths.green import GreenKernel, check_wave_range
-from fmmloopy.maths.harmonic import (
-    HARMONIC_POTENTIALS,
-    harmonic_split,
-    operator_kernel,
-)
+from fmmloopy.maths.harmonic import HARMONIC_POTENTIALS, harmonic_split, operator_kernel
 from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
 from fmmloopy.maths.levels import LevelOperators
 from fmmloopy.maths.rpy import Overlaps
@@ -255,8 +251,7 @@ def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarr
         _tree_and_lists(setup, options, queue, points, first, n_crit)
         if order_search is not None:
             settled = settle_order(setup, options, order_search, lambda at: _tree_and_lists(
-                setup, at, queue, points, get_operators(operator_kernel(at.kernel), at.order),
-                n_crit))
+                setup, at, queue, points, _first_operators(at, points.half_width), n_crit))
             if settled.order != options.order:  # the kernels of the order settled on
                 preparation.stop()
                 preparation.join()
@@ -338,12 +333,21 @@ def _points_and_operators(setup: PointsSetUp, options: FmmOptions, queue: cl.Com
         clock = time.perf_counter()
         with stage(f"operators of {kernel.label} at order {order} (precomputed or from the "
                    "operator cache)"):
-            first = loading.result() if loading is not None else level_set(
-                kernel, order, math.ldexp(points.half_width, -FIRST_EXPANSION_LEVEL))
+            first = loading.result() if loading is not None else _first_operators(
+                options, points.half_width)
         seconds["precompute"] = time.perf_counter() - clock
     finally:
         loader.shutdown(wait=False)
     return points, first
+
+
+def _first_operators(options: FmmOptions, half_width: float):
+    """The operators of the first level with expansions of a root cube of ``half_width``: a
+    homogeneous kernel's one set, else the set of that level's boxes."""
+    kernel = operator_kernel(options.kernel)
+    if kernel.homogeneity is not None:
+        return get_operators(kernel, options.order)
+    return level_set(kernel, options.order, math.ldexp(half_width, -FIRST_EXPANSION_LEVEL))
 
 
 def _tree_and_lists(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue, points,
