@@ -14,6 +14,7 @@ import pytest
 
 import fmmloopy
 from fmmloopy.api import setup as set_up_pipeline
+from fmmloopy.api import tree_operators
 from fmmloopy.base.distributions import plummer, sphere_surface
 from fmmloopy.cli.main import main
 from fmmloopy.driver.memory import estimate_before_tree, estimate_memory
@@ -163,7 +164,7 @@ def test_the_sets_per_level_of_a_kernel_without_homogeneity_are_checked_before_c
         nboxes=built.tree.nboxes, nlevels=built.tree.nlevels, operator_sets=sets,
         ranks=first.ranks()), device)
     assert before < every_level
-    monkeypatch.setattr(set_up_pipeline, "level_operators", _fail)
+    monkeypatch.setattr(tree_operators, "level_operators", _fail)
     with pytest.raises(ResourceLimitError, match=r"needs an estimated .*operators"):
         fmmloopy.Fmm(points, kernel="yukawa:kappa=2", order=ORDER, n_crit=16,
                      memory_limit=(before + every_level) / 2)

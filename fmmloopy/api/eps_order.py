@@ -54,7 +54,7 @@ MOST_TREES = 3
 #: What a set-up's tree stage sets in its :class:`~fmmloopy.api.setup.PointsSetUp`: kept per
 #: order tried, so that an order settled on after another is not built again.
 TREE_FIELDS = ("n_crit", "root_scale", "what", "n_crit_candidates", "tree", "periodic_tree",
-               "rank_boxes", "images", "operators", "lists", "evaluated_lists")
+               "rank_boxes", "images", "lists", "evaluated_lists")
 
 
 def first_order(options: FmmOptions, root_side: float, targets_are_sources: bool

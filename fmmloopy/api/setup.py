@@ -22,7 +22,6 @@ The stages, timed in :attr:`PointsSetUp.setup_seconds`:
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +41,7 @@ from fmmloopy.api.flow_setup import (
 from fmmloopy.api.options import FmmOptions
 from fmmloopy.api.periodic import PeriodicCell, PeriodicImages, check_wrap_precision
 from fmmloopy.api.periodic_flow import StokesPeriodicImages
+from fmmloopy.api.tree_operators import first_operators, tree_operators
 from fmmloopy.base.progress import stage
 from fmmloopy.base.validation import as_float64_points
 from fmmloopy.driver.builder import build_plan
@@ -55,9 +55,6 @@ from fmmloopy.execution.kernel_arguments import box_list
 from fmmloopy.execution.opencl_errors import explain_opencl_error
 from fmmloopy.execution.precomputed import (
     get_operators,
-    level_operators,
-    level_set,
-    level_set_count,
 )
 from fmmloopy.execution.resources import MemoryEstimate, ResourceLimitError, check_memory
 from fmmloopy.execution.tuning_records import kernel_pair_flops
@@ -65,7 +62,6 @@ from fmmloopy.maths.expansion import Expansion
 from fmmloopy.maths.geometry import M2L_CLASSES
 from fmmloopy.maths.green import GreenKernel, check_wave_range
 from fmmloopy.maths.harmonic import HARMONIC_POTENTIALS, harmonic_split, operator_kernel
-from fmmloopy.maths.kifmm import FIRST_EXPANSION_LEVEL
 from fmmloopy.maths.levels import LevelOperators
 from fmmloopy.maths.rpy import Overlaps
 from fmmloopy.maths.scheme import FAR_FIELD, NEAR_FIELD, plan_kernel_requests
@@ -251,10 +247,12 @@ def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarr
         _tree_and_lists(setup, options, queue, points, first, n_crit)
         if order_search is not None:
             settled = settle_order(setup, options, order_search, lambda at: _tree_and_lists(
-                setup, at, queue, points, _first_operators(at, points.half_width), n_crit))
-            if settled.order != options.order:  # the kernels of the order settled on
+                setup, at, queue, points, first_operators(at, points.half_width), n_crit))
+            if settled.order != options.order:  # its operators and kernels
                 preparation.stop()
                 preparation.join()
+                first = first_operators(settled, points.half_width)
+                tree_operators(setup, settled, queue, first)
                 preparation = KernelPreparation(
                     plan_kernel_requests(settled.scheme, Expansion(settled.order).n_e,
                                          setup.operators.ranks(), settled.kernel,
@@ -263,6 +261,8 @@ def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarr
                 options = settled
             if on_order is not None:
                 on_order(options)
+        if setup.operators is None:
+            tree_operators(setup, options, queue, first)
         plan_points(setup, options, queue, nested_fmm)
     except ResourceLimitError:
         raise
@@ -333,21 +333,12 @@ def _points_and_operators(setup: PointsSetUp, options: FmmOptions, queue: cl.Com
         clock = time.perf_counter()
         with stage(f"operators of {kernel.label} at order {order} (precomputed or from the "
                    "operator cache)"):
-            first = loading.result() if loading is not None else _first_operators(
+            first = loading.result() if loading is not None else first_operators(
                 options, points.half_width)
         seconds["precompute"] = time.perf_counter() - clock
     finally:
         loader.shutdown(wait=False)
     return points, first
-
-
-def _first_operators(options: FmmOptions, half_width: float):
-    """The operators of the first level with expansions of a root cube of ``half_width``: a
-    homogeneous kernel's one set, else the set of that level's boxes."""
-    kernel = operator_kernel(options.kernel)
-    if kernel.homogeneity is not None:
-        return get_operators(kernel, options.order)
-    return level_set(kernel, options.order, math.ldexp(half_width, -FIRST_EXPANSION_LEVEL))
 
 
 def _tree_and_lists(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue, points,
@@ -396,12 +387,6 @@ def _tree_and_lists(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQu
         if leaf_relative:
             refuse_unresolved_points(setup.tree, options.precision)
     seconds["tree"] += time.perf_counter() - clock
-    if kernel.homogeneity is None:  # a set per level: their memory checked before computing
-        _check_level_sets(setup, options, queue, first.ranks())
-    clock = time.perf_counter()
-    with stage(f"operators of the tree's {setup.tree.nlevels} levels"):
-        setup.operators = level_operators(kernel, order, setup.tree.level_half_widths)
-    seconds["precompute"] += time.perf_counter() - clock
     clock = time.perf_counter()
     with stage(f"interaction lists of {setup.tree.nboxes} boxes"):
         setup.lists = build_interaction_lists(setup.tree)
@@ -415,23 +400,6 @@ def _tree_and_lists(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQu
                                  source_leaves=leaf_relative)
             if options.w_x_direct else setup.lists)
     seconds["lists"] = time.perf_counter() - clock
-
-
-def _check_level_sets(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
-                      ranks: dict[str, int]) -> None:
-    """ResourceLimitError where the operators of a kernel without homogeneity, a set per level
-    of the tree (complex for Helmholtz), cannot fit: before they are computed (a Helmholtz
-    FMM of order 14 on 10^4 points, three sets, ran out of 24 GB). ``ranks``: those of the
-    first level's set, the widest boxes' (the largest of Helmholtz's sets; Yukawa's deeper,
-    Laplace-like sets may have larger M2L ranks, which the check before the plan counts)."""
-    tree = setup.tree
-    estimate = estimate_memory(
-        nsources=tree.nsources, ntargets=tree.ntargets, order=options.order,
-        targets_are_sources=tree.targets_are_sources, nboxes=tree.nboxes,
-        nlevels=tree.nlevels, operator_sets=level_set_count(tree.nlevels), ranks=ranks,
-        complex_values=options.kernel.is_complex, real_bytes=options.precision.dtype.itemsize,
-        scheme=options.scheme, components=options.kernel.density_components)
-    check_memory(estimate, queue.device, setup.what, options.memory_limit)
 
 
 def plan_points(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
