@@ -11,8 +11,10 @@ The stages, timed in :attr:`PointsSetUp.setup_seconds`:
 
 1. ``tree``: the points in working coordinates, sorted by Morton key (on the device), the tree
    (``n_crit="auto"``: chosen by the cost model, :mod:`fmmloopy.tree.cost`);
-2. ``precompute``: the KIFMM operators (a homogeneous kernel's loaded on a thread while the
-   points are sorted), then scaled to the tree's levels;
+2. ``precompute``: the KIFMM operators of the first level with expansions (a homogeneous
+   kernel's one set, loaded on a thread while the points are sorted), then, once the tree and
+   lists are built and ``eps``' order settled (:mod:`fmmloopy.api.eps_order`), every level's
+   (:mod:`fmmloopy.api.tree_operators`);
 3. ``lists``: the interaction lists, small W and X boxes moved to U (``w_x_direct``);
 4. ``plan`` and ``kernels``: lists cut per launch, uploads, buffers; the transformed kernels
    (loaded and built on a thread since stage 2, :class:`~fmmloopy.driver.preparation.
@@ -53,9 +55,7 @@ from fmmloopy.driver.selection import RankBoxes
 from fmmloopy.execution.device_setup import DeviceVClasses, device_point_keys
 from fmmloopy.execution.kernel_arguments import box_list
 from fmmloopy.execution.opencl_errors import explain_opencl_error
-from fmmloopy.execution.precomputed import (
-    get_operators,
-)
+from fmmloopy.execution.precomputed import get_operators
 from fmmloopy.execution.resources import MemoryEstimate, ResourceLimitError, check_memory
 from fmmloopy.execution.tuning_records import kernel_pair_flops
 from fmmloopy.maths.expansion import Expansion
