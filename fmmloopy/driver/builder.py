@@ -37,7 +37,7 @@ from fmmloopy.driver.buffers import (
     surface_views,
 )
 from fmmloopy.driver.first_use import verify_launch
-from fmmloopy.driver.plan import Launch, Plan, zero_buffer
+from fmmloopy.driver.plan import Launch, Plan, traffic_rows, zero_buffer
 from fmmloopy.driver.selection import RankBoxes, device_class, launch_order, recipe_for
 from fmmloopy.execution.compiled import CompiledOperator, compiled_operator
 from fmmloopy.execution.device_setup import DeviceVClasses
@@ -60,7 +60,6 @@ from fmmloopy.maths.operators import (
     get_operator,
     matvec_traffic,
     operator_sizes,
-    traffic_rows,
 )
 from fmmloopy.maths.pair_precision import launch_rsqrt_error
 from fmmloopy.maths.precompute import KifmmOperators

@@ -62,6 +62,14 @@ class Launch:
         return self.evaluation_pass == Pass.UPWARD
 
 
+def traffic_rows(rows: dict) -> dict:
+    """The arrays of a launch's list arguments ``rows`` that
+    :meth:`~fmmloopy.maths.operators.OperatorSpec.traffic` reads: what a plan keeps to count a
+    launch's traffic when the roofline asks for it (``fmmloopy bench``), not in every set-up."""
+    return {name: rows[name] for name in ("target_boxes", "source_box_lists", "matrix_indices")
+            if name in rows}
+
+
 @dataclass
 class Plan:
     """Every launch of one FMM evaluation, in order, with the buffers they share."""

@@ -187,14 +187,6 @@ class OperatorSpec:
         return {"target_vectors": (terms, np.zeros_like(terms))}
 
 
-def traffic_rows(rows: dict) -> dict:
-    """The arrays of a launch's list arguments ``rows`` that :meth:`OperatorSpec.traffic`
-    reads: what a plan keeps to count a launch's traffic when the roofline asks for it (``fmmloopy
-    bench``), not in every set-up."""
-    return {name: rows[name] for name in ("target_boxes", "source_box_lists", "matrix_indices")
-            if name in rows}
-
-
 def matvec_traffic(sizes: dict[str, int], matrices: int, source_boxes: int, target_boxes: int,
                    itemsize: int = 8) -> int:
     """:meth:`OperatorSpec.traffic` of a matvec launch from its counts: ``matrices`` distinct
