@@ -137,6 +137,8 @@ def test_the_rule_multiplies_the_largest_error_per_share_by_the_points_share(wri
     assert order_for_far_share(MARGIN * 4.9e-5, quantities, share_of.get, True) == 5
     with pytest.raises(ValueError, match="most accurate order measured reaches"):
         order_for_far_share(1e-9, quantities, share_of.get, True)
+    # A family without rows of an order predicts nothing there (no Yukawa rows here).
+    assert accuracy.laplace_ratio(4, "charge potential", "yukawa", 10.0, True) == np.inf
 
 
 class FakeShares:

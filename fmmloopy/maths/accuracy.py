@@ -321,13 +321,16 @@ def laplace_ratio(order: int, quantity: str, family: str, parameter: float,
     as :func:`order_for_eps` takes them; those whose targets are their sources where the
     FMM's are): what turns Laplace's predicted error on a tree (:func:`far_share_error`) into
     the family's. Its far field's weights decay faster than Laplace's, so Laplace's far share
-    of a tree overstates its own (the ratio is measured with that in it)."""
+    of a tree overstates its own (the ratio is measured with that in it). Infinite where a
+    grid point has no row of ``order``: nothing is predicted there."""
     rows = _table()["rows"]
     laplace = next(row for row in rows if row["family"] == "laplace" and row["order"] == order)
     reference = row_error(laplace, quantity, targets_are_sources)
     ratio = 0.0
     for grid_point in _rows_near(family, parameter):
-        row = next(row for row in grid_point if row["order"] == order)
+        row = next((row for row in grid_point if row["order"] == order), None)
+        if row is None:
+            return math.inf
         ratio = max(ratio, row_error(row, quantity, targets_are_sources) / reference)
     return ratio
 
