@@ -11,6 +11,7 @@ import pytest
 
 import fmmloopy
 from fmmloopy.api import eps_order
+from fmmloopy.api.options import checked_options
 from fmmloopy.base.distributions import sphere_surface
 from fmmloopy.maths import accuracy
 from fmmloopy.maths.accuracy import MARGIN, QUANTITIES, far_share_error, order_for_far_share
@@ -232,10 +233,11 @@ def test_an_fmm_on_a_surface_settles_below_the_root_box_and_meets_eps(eps_for):
 
 
 def test_a_yukawa_fmm_settles_as_laplace_times_the_tables_ratio_and_meets_eps():
-    """Yukawa with its targets its sources, kappa L = 10: the order from its own tree's far
+    """A Yukawa FMM at kappa L = 10: the order from its own tree's far
     share (Laplace's prediction times the table's ratio of Yukawa's errors to Laplace's),
     below the root box's; random and one-signed charges with their gradient against the
-    direct sum. With targets of their own, or beyond kappa L = 10, the root box's order."""
+    direct sum, with the targets the sources and apart. Beyond kappa L = 10, the root box's
+    order."""
     rng = np.random.default_rng(10)
     points = sphere_surface(6000, rng)
     eps, quantities = 1e-4, accuracy.eps_quantities(("charges", "gradient"))
@@ -244,6 +246,39 @@ def test_a_yukawa_fmm_settles_as_laplace_times_the_tables_ratio_and_meets_eps():
     root_order = accuracy.order_for_eps(eps, kernel, side, quantities, True)
     fmm = fmmloopy.Fmm(points, kernel=kernel, eps=eps, eps_for=("charges", "gradient"))
     assert fmm.order < root_order
+    # Targets of their own (a sphere inside, the same root box): the same search, with the
+    # ratio over every set (those with targets apart too), at most the root box's order.
+    targets = 0.5 * points
+    apart = fmmloopy.Fmm(points, targets, kernel=kernel, eps=eps,
+                         eps_for=("charges", "gradient"))
+    assert apart.order <= accuracy.order_for_eps(
+        eps, kernel, root_box_side(points, targets), quantities, False)
+    for case, reference_targets in ((fmm, None), (apart, targets)):
+        direct = fmmloopy.DirectSum(points, reference_targets, kernel=kernel)
+        for charges in (rng.uniform(-1, 1, len(points)), rng.random(len(points))):
+            result, reference = case(charges, gradient=True), direct(charges, gradient=True)
+            for field in ("potential", "gradient"):
+                value, exact = getattr(result, field), getattr(reference, field)
+                error = np.linalg.norm(value - exact) / np.linalg.norm(exact)
+                assert error <= eps, (field, case.order, error)
+    wider = accuracy.kernel_at("yukawa", 30.0, side)
+    assert fmmloopy.Fmm(points, kernel=wider, eps=eps).order == accuracy.order_for_eps(
+        eps, wider, side, ("charge potential",), True)
+
+
+def test_a_helmholtz_fmm_settles_below_the_root_box_and_meets_eps():
+    """Helmholtz, one wavelength, on a sphere's surface: the order from its own tree's far
+    share (Laplace's prediction times the table's Helmholtz/Laplace ratio), below the root
+    box's; random and one-signed charges with their gradient against the direct sum."""
+    rng = np.random.default_rng(12)
+    points = sphere_surface(5000, rng)
+    eps, eps_for = 1e-6, ("charges", "gradient")
+    side = root_box_side(points, None)
+    kernel = accuracy.kernel_at("helmholtz", 1.0, side)
+    root_order = accuracy.order_for_eps(eps, kernel, side, accuracy.eps_quantities(eps_for),
+                                        True)
+    fmm = fmmloopy.Fmm(points, kernel=kernel, eps=eps, eps_for=eps_for)
+    assert fmm.order < root_order
     direct = fmmloopy.DirectSum(points, kernel=kernel)
     for charges in (rng.uniform(-1, 1, len(points)), rng.random(len(points))):
         result, reference = fmm(charges, gradient=True), direct(charges, gradient=True)
@@ -251,14 +286,28 @@ def test_a_yukawa_fmm_settles_as_laplace_times_the_tables_ratio_and_meets_eps():
             value, exact = getattr(result, field), getattr(reference, field)
             error = np.linalg.norm(value - exact) / np.linalg.norm(exact)
             assert error <= eps, (field, fmm.order, error)
-    # Targets of their own (a sphere inside, the same root box): the root box's order.
-    targets = 0.5 * points
-    apart = fmmloopy.Fmm(points, targets, kernel=kernel, eps=eps)
-    assert apart.order == accuracy.order_for_eps(
-        eps, kernel, root_box_side(points, targets), ("charge potential",), False)
-    wider = accuracy.kernel_at("yukawa", 30.0, side)
-    assert fmmloopy.Fmm(points, kernel=wider, eps=eps).order == accuracy.order_for_eps(
-        eps, wider, side, ("charge potential",), True)
+
+
+def test_a_search_starts_at_the_highest_order_its_family_predicts():
+    """Where the root box refuses ``eps``, the search starts at the highest order with a
+    prediction: Laplace's and Yukawa's last rows (16), Helmholtz's 13 (its table ends
+    there); a Helmholtz box wider than any order's range predicts nothing and keeps the root
+    box's refusal."""
+    quantities = accuracy.eps_quantities(("dipoles", "gradient"))
+    assert eps_order._highest_predicted("laplace", 0.0, quantities, True) == 16
+    assert eps_order._highest_predicted("yukawa", 10.0, quantities, False) == 16
+    assert eps_order._highest_predicted("helmholtz", 2.0, quantities, True) == 13
+    # Helmholtz's range: order / 3 wavelengths (3 wavelengths: orders 9 and up).
+    assert accuracy.laplace_ratio(8, "charge potential", "helmholtz", 3.0, True) == np.inf
+    assert np.isfinite(accuracy.laplace_ratio(9, "charge potential", "helmholtz", 3.0, True))
+    assert eps_order._highest_predicted("helmholtz", 5.0, quantities, True) is None
+    options = checked_options(kernel=accuracy.kernel_at("helmholtz", 5.0, 1.0), eps=1e-3)
+    with pytest.raises(ValueError, match="wavelengths wide, beyond the range"):
+        eps_order.first_order(options, 1.0, True)
+    options = checked_options(kernel=accuracy.kernel_at("helmholtz", 2.0, 1.0), eps=1e-9,
+                              eps_for=("dipoles", "gradient"))
+    order, search = eps_order.first_order(options, 1.0, True)
+    assert (order, search.cap, search.family) == (13, None, "helmholtz")
 
 
 def test_update_keeps_the_order_settled_on_the_first_points():

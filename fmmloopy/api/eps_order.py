@@ -16,10 +16,12 @@ the hopeful one), and stops at the lowest order that met ``eps`` on its own tree
 also grows with the points' number, by 1.24x on a uniform cube from 10^4 to 10^6 points,
 which the margin already covers there): the points' own share only lowers it.
 
-A Yukawa FMM whose targets are its sources, ``kappa L`` up to
-:data:`~fmmloopy.maths.accuracy.YUKAWA_SHARE_LIMIT`, takes the same search, its error
-predicted as Laplace's on its tree times the table's ratio of Yukawa's errors to Laplace's
-(:func:`~fmmloopy.maths.accuracy.laplace_ratio`).
+A Yukawa FMM, ``kappa L`` up to :data:`~fmmloopy.maths.accuracy.YUKAWA_SHARE_LIMIT`, and a
+Helmholtz FMM take the same search, the error predicted as Laplace's on the tree times the
+table's ratio of the kernel's errors to Laplace's at that order
+(:func:`~fmmloopy.maths.accuracy.laplace_ratio`: over the sets whose targets are their
+sources where the FMM's are, else over every set; for Helmholtz only the orders whose range
+covers the root box).
 """
 
 from __future__ import annotations
@@ -60,17 +62,17 @@ TREE_FIELDS = ("n_crit", "root_scale", "what", "n_crit_candidates", "tree", "per
 def first_order(options: FmmOptions, root_side: float, targets_are_sources: bool
                 ) -> tuple[int, OrderSearch | None]:
     """The order to build the first tree for, and the search that settles it on the points
-    (None where the order is the root box's: neither the built-in Laplace kernel nor Yukawa
-    with its targets its sources up to ``YUKAWA_SHARE_LIMIT``, a periodic FMM, or no table rows
-    with far shares). ValueError where ``eps`` cannot be met."""
+    (None where the order is the root box's: neither the built-in Laplace kernel, Yukawa
+    up to ``YUKAWA_SHARE_LIMIT`` nor Helmholtz, a periodic FMM, or no table rows with far
+    shares). ValueError where ``eps`` cannot be met."""
     periodic_axes = len(options.periodic.axes) if options.periodic else 0
     family = calibrated_family(options.kernel, periodic_axes)
     parameter = family_parameter(family, options.kernel, root_side) if family else 0.0
-    # Yukawa as Laplace, its errors over Laplace's from the table (laplace_ratio), where the
-    # targets are the sources and kappa L is within YUKAWA_SHARE_LIMIT.
-    yukawa = (family == "yukawa" and targets_are_sources
-              and parameter <= YUKAWA_SHARE_LIMIT * (1 + 1e-9))
-    applies = (periodic_axes == 0 and (family == "laplace" or yukawa)
+    # Yukawa (kappa L within YUKAWA_SHARE_LIMIT) and Helmholtz as Laplace, their errors over
+    # Laplace's from the table (laplace_ratio).
+    ratio_known = family == "helmholtz" or (
+        family == "yukawa" and parameter <= YUKAWA_SHARE_LIMIT * (1 + 1e-9))
+    applies = (periodic_axes == 0 and (family == "laplace" or ratio_known)
                and bool(far_share_orders()))
     cap = None
     try:
@@ -79,11 +81,25 @@ def first_order(options: FmmOptions, root_side: float, targets_are_sources: bool
                                     targets_are_sources=targets_are_sources,
                                     periodic_axes=periodic_axes)
     except ValueError:
-        if not applies or family != "laplace":
+        if not applies:
             raise
-        order = far_share_orders()[-1]  # the tree's share may serve it: start at the top
+        # The tree's share may serve it: start at the highest order with a prediction.
+        order = _highest_predicted(family, parameter, options.eps_quantities,
+                                   targets_are_sources)
+        if order is None:
+            raise
     return order, (OrderSearch(options.eps, options.eps_quantities, targets_are_sources, cap,
                                family, parameter) if applies else None)
+
+
+def _highest_predicted(family: str, parameter: float, quantities: tuple[str, ...],
+                       targets_are_sources: bool) -> int | None:
+    """The highest order with far shares whose error ``family`` can predict for every one of
+    ``quantities`` (Laplace's every such order; another family's, where its table rows at
+    ``parameter`` have it: :func:`laplace_ratio` finite), None where none."""
+    return max((order for order in far_share_orders() if family == "laplace" or all(
+        math.isfinite(laplace_ratio(order, quantity, family, parameter, targets_are_sources))
+        for quantity in quantities)), default=None)
 
 
 class OrderSearch:
@@ -140,7 +156,7 @@ class OrderSearch:
         guess = next((candidate for candidate in untried if hopeful(candidate)), None)
         if guess is None and not met:
             raise far_share_refusal(self.eps, self.quantities, min(
-                self._error(candidate, share) for candidate in self.orders))
+                self._error(candidate, share) for candidate in self.orders), self.family)
         if guess is None or (met and len(self.predicted) >= MOST_TREES):
             target = lowest_met
         else:
