@@ -236,8 +236,8 @@ def test_a_yukawa_fmm_settles_as_laplace_times_the_tables_ratio_and_meets_eps():
     """A Yukawa FMM at kappa L = 10: the order from its own tree's far
     share (Laplace's prediction times the table's ratio of Yukawa's errors to Laplace's),
     below the root box's; random and one-signed charges with their gradient against the
-    direct sum, with the targets the sources and apart. Beyond kappa L = 10, the root box's
-    order."""
+    direct sum, with the targets the sources and apart. Beyond kappa L = 10, targets apart
+    keep the root box's order."""
     rng = np.random.default_rng(10)
     points = sphere_surface(6000, rng)
     eps, quantities = 1e-4, accuracy.eps_quantities(("charges", "gradient"))
@@ -261,9 +261,17 @@ def test_a_yukawa_fmm_settles_as_laplace_times_the_tables_ratio_and_meets_eps():
                 value, exact = getattr(result, field), getattr(reference, field)
                 error = np.linalg.norm(value - exact) / np.linalg.norm(exact)
                 assert error <= eps, (field, case.order, error)
+    # kappa L = 30: targets that are the sources still search (the table's ratio at 30);
+    # targets apart keep the root box's order beyond YUKAWA_SHARE_LIMIT.
     wider = accuracy.kernel_at("yukawa", 30.0, side)
-    assert fmmloopy.Fmm(points, kernel=wider, eps=eps).order == accuracy.order_for_eps(
-        eps, wider, side, ("charge potential",), True)
+    searched = fmmloopy.Fmm(points, kernel=wider, eps=eps)
+    assert searched.order <= accuracy.order_for_eps(eps, wider, side, ("charge potential",),
+                                                    True)
+    charges = rng.uniform(-1, 1, len(points))
+    exact = fmmloopy.DirectSum(points, kernel=wider)(charges)
+    assert np.linalg.norm(searched(charges) - exact) <= eps * np.linalg.norm(exact)
+    assert fmmloopy.Fmm(points, targets, kernel=wider, eps=eps).order == accuracy.order_for_eps(
+        eps, wider, root_box_side(points, targets), ("charge potential",), False)
 
 
 def test_a_helmholtz_fmm_settles_below_the_root_box_and_meets_eps():

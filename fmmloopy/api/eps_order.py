@@ -1,4 +1,4 @@
-"""The order ``eps`` chooses from the points' own tree (Laplace and Yukawa in free space).
+"""The order ``eps`` chooses from the points' own tree (Laplace, Yukawa, Helmholtz in free space).
 
 The accuracy table's errors are the worst of its point sets; a point set whose near field
 carries most of the field's norm (a surface, the closest pairs of a random set) meets ``eps``
@@ -16,12 +16,12 @@ the hopeful one), and stops at the lowest order that met ``eps`` on its own tree
 also grows with the points' number, by 1.24x on a uniform cube from 10^4 to 10^6 points,
 which the margin already covers there): the points' own share only lowers it.
 
-A Yukawa FMM, ``kappa L`` up to :data:`~fmmloopy.maths.accuracy.YUKAWA_SHARE_LIMIT`, and a
-Helmholtz FMM take the same search, the error predicted as Laplace's on the tree times the
-table's ratio of the kernel's errors to Laplace's at that order
-(:func:`~fmmloopy.maths.accuracy.laplace_ratio`: over the sets whose targets are their
-sources where the FMM's are, else over every set; for Helmholtz only the orders whose range
-covers the root box).
+A Yukawa FMM (whose targets are its sources, or ``kappa L`` up to
+:data:`~fmmloopy.maths.accuracy.YUKAWA_SHARE_LIMIT`) and a Helmholtz FMM take the same
+search, the error predicted as Laplace's on the tree times the table's ratio of the kernel's
+errors to Laplace's at that order (:func:`~fmmloopy.maths.accuracy.laplace_ratio`: over the
+sets whose targets are their sources where the FMM's are, else over every set; for Helmholtz
+only the orders whose range covers the root box).
 """
 
 from __future__ import annotations
@@ -63,15 +63,15 @@ def first_order(options: FmmOptions, root_side: float, targets_are_sources: bool
                 ) -> tuple[int, OrderSearch | None]:
     """The order to build the first tree for, and the search that settles it on the points
     (None where the order is the root box's: neither the built-in Laplace kernel, Yukawa
-    up to ``YUKAWA_SHARE_LIMIT`` nor Helmholtz, a periodic FMM, or no table rows with far
-    shares). ValueError where ``eps`` cannot be met."""
+    (with targets apart: up to ``YUKAWA_SHARE_LIMIT``) nor Helmholtz, a periodic FMM, or no
+    table rows with far shares). ValueError where ``eps`` cannot be met."""
     periodic_axes = len(options.periodic.axes) if options.periodic else 0
     family = calibrated_family(options.kernel, periodic_axes)
     parameter = family_parameter(family, options.kernel, root_side) if family else 0.0
-    # Yukawa (kappa L within YUKAWA_SHARE_LIMIT) and Helmholtz as Laplace, their errors over
-    # Laplace's from the table (laplace_ratio).
-    ratio_known = family == "helmholtz" or (
-        family == "yukawa" and parameter <= YUKAWA_SHARE_LIMIT * (1 + 1e-9))
+    # Yukawa (with targets apart: kappa L within YUKAWA_SHARE_LIMIT) and Helmholtz as
+    # Laplace, their errors over Laplace's from the table (laplace_ratio).
+    ratio_known = family == "helmholtz" or (family == "yukawa" and (
+        targets_are_sources or parameter <= YUKAWA_SHARE_LIMIT * (1 + 1e-9)))
     applies = (periodic_axes == 0 and (family == "laplace" or ratio_known)
                and bool(far_share_orders()))
     cap = None

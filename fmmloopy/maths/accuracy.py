@@ -307,12 +307,14 @@ def far_share_error(order: int, quantities: Iterable[str], random: tuple[float, 
         for quantity in quantities for coherent_kind in (False, True))
 
 
-#: The largest ``kappa L`` at which a Yukawa FMM takes the order from its own tree's far
-#: share, as Laplace's (:func:`laplace_ratio`). The table's Yukawa errors there are 0.3-1.3
-#: times Laplace's at the same order where the targets are the sources and up to 5.2 times
-#: with targets apart (the ratio is part of the prediction); at ``kappa L`` 30 up to 2.4
-#: times with targets the sources, and the held-out sets were measured up to 10. (Helmholtz
-#: takes the search over its table's whole range: its errors are 0.05-1.16 times Laplace's.)
+#: The largest ``kappa L`` at which a Yukawa FMM whose targets are not its sources takes the
+#: order from its own tree's far share, as Laplace's (:func:`laplace_ratio`); one whose
+#: targets are its sources takes it at every ``kappa L``. The table's Yukawa errors are
+#: 0.02-2.4 times Laplace's at the same order where the targets are the sources (every grid
+#: point), and up to 5.2 times with targets apart at ``kappa L`` 10, 42 at 30 (where the
+#: table's single parameter runs out: docs/kernels.md); the ratio is part of the prediction.
+#: (Helmholtz takes the search over its table's whole range: its errors are 0.05-1.16 times
+#: Laplace's.)
 YUKAWA_SHARE_LIMIT = 10.0
 
 
