@@ -116,8 +116,10 @@ def run_set(spec: str, set_name: str, args) -> list[dict]:
     sources, targets = point_set(set_name, args.n, rng)
     kinds = strengths(sources, rng)
     family, parameter, kernel = family_kernel(spec, sources, targets)
-    chosen, served = {}, {}
+    chosen, served_errors = {}, {}
     shares = {}
+    direct = fmmloopy.DirectSum(sources, targets, kernel=kernel)
+    references = {kind: direct(**values, gradient=True) for kind, values in kinds.items()}
 
     def share_at(order: int):  # the far shares of the FMM of that order, its own tree
         if order not in shares:
@@ -125,40 +127,36 @@ def run_set(spec: str, set_name: str, args) -> list[dict]:
             share = far_share(fmm.tree, fmm.evaluated_lists)
             shares[order] = share.random, share.coherent
         return shares[order]
-    for quantity, (_, _, eps_for) in QUANTITIES.items():
+    for quantity, (kind_names, gradient, eps_for) in QUANTITIES.items():
         for eps in args.eps:
             try:
                 if args.rule == "far-share":
                     order = order_for_far_share(eps, eps_quantities(eps_for), share_at,
                                                 targets is None)
-                    served[quantity, eps] = fmmloopy.Fmm(sources, targets, kernel=kernel,
-                                                         order=order)
+                    fmm = fmmloopy.Fmm(sources, targets, kernel=kernel, order=order)
                 else:
-                    served[quantity, eps] = fmmloopy.Fmm(sources, targets, kernel=kernel,
-                                                         eps=eps, eps_for=eps_for)
-                chosen[quantity, eps] = served[quantity, eps].order
+                    fmm = fmmloopy.Fmm(sources, targets, kernel=kernel, eps=eps,
+                                       eps_for=eps_for)
             except ValueError as refused:
                 chosen[quantity, eps] = str(refused)
+                continue
+            chosen[quantity, eps] = fmm.order
+            # The FMM as served: the chosen order and the pairwise kernels eps lets refine
+            # 1/sqrt less (docs/kernels.md, "The pairwise kernels under eps"); measured now
+            # and let go, so that one process does not hold every cell's FMM at once.
+            worst = 0.0
+            for kind in kind_names:
+                result, reference = fmm(**kinds[kind], gradient=gradient), references[kind]
+                worst = max(worst, relative_error(result.potential if gradient else result,
+                                                  reference.potential))
+                if gradient:
+                    worst = max(worst, relative_error(result.gradient, reference.gradient))
+            served_errors[quantity, eps] = worst
+            del fmm
     # The chosen orders and the two below each: enough to tell whether one more than one below
     # would have met eps.
     orders = sorted({max(3, order - below) for order in chosen.values()
                      if isinstance(order, int) for below in range(3)})
-    direct = fmmloopy.DirectSum(sources, targets, kernel=kernel)
-    references = {kind: direct(**values, gradient=True) for kind, values in kinds.items()}
-    # The FMMs as served: the chosen order and the pairwise kernels eps lets refine 1/sqrt
-    # less (docs/kernels.md, "The pairwise kernels under eps").
-    served_errors = {}
-    for (quantity, eps), fmm in served.items():
-        kind_names, gradient, _ = QUANTITIES[quantity]
-        worst = 0.0
-        for kind in kind_names:
-            result, reference = fmm(**kinds[kind], gradient=gradient), references[kind]
-            worst = max(worst, relative_error(result.potential if gradient else result,
-                                              reference.potential))
-            if gradient:
-                worst = max(worst, relative_error(result.gradient, reference.gradient))
-        served_errors[quantity, eps] = worst
-    served.clear()
     # (kind, order) -> (potential error, gradient error)
     errors = {}
     for order in orders:

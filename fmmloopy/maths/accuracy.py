@@ -329,7 +329,7 @@ def laplace_ratio(order: int, quantity: str, family: str, parameter: float,
     have Laplace's magnitude. Infinite where a grid point has no row of ``order``, or where
     a Helmholtz box of ``parameter`` wavelengths is beyond the order's range: nothing is
     predicted there."""
-    if family == "helmholtz" and parameter > max_root_wavelengths(order) * (1 + 1e-9):
+    if family == "helmholtz" and parameter > max_root_wavelengths(order):  # as Fmm checks
         return math.inf
     rows = _table()["rows"]
     laplace = next(row for row in rows if row["family"] == "laplace" and row["order"] == order)
