@@ -48,10 +48,14 @@ error of each quantity over the point sets, and each point set's errors and eval
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import math
+import os
 import platform
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,6 +65,7 @@ import fmmloopy
 from fmmloopy.api.lattice_reference import lattice_sum
 from fmmloopy.api.periodic import checked_cell
 from fmmloopy.base.distributions import DISTRIBUTIONS
+from fmmloopy.execution.cache_files import CACHE_ENV, cache_dir
 from fmmloopy.execution.precomputed import forget_operators
 from fmmloopy.maths.accuracy import (
     CALIBRATION_FILE,
@@ -166,42 +171,80 @@ def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
     return float(np.linalg.norm(value - reference) / np.linalg.norm(reference))
 
 
+@contextlib.contextmanager
+def scratch_operators(enabled: bool):
+    """With ``enabled``, the operators computed inside go to a scratch cache directory that is
+    removed after (the user's cache lends it its kernels and programs): a Helmholtz set of
+    order 14 is 0.73 GB on disk, and one row's sets per level (a few per point set, each
+    point set's own ``k h``) would be tens of GB, never read again."""
+    if not enabled:
+        yield
+        return
+    real, previous = cache_dir(), os.environ.get(CACHE_ENV)
+    scratch = Path(tempfile.mkdtemp(prefix="fmmloopy-operators-"))
+    for name in ("kernels", "programs"):
+        (real / name).mkdir(parents=True, exist_ok=True)
+        (scratch / name).symlink_to(real / name, target_is_directory=True)
+    os.environ[CACHE_ENV] = str(scratch)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(CACHE_ENV, None)
+        else:
+            os.environ[CACHE_ENV] = previous
+        forget_operators()
+        gc.collect()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def measure(family: str, parameter: float, order: int, cases: dict,
-            n_crit_cap: int = N_CRIT_CAP, memory_limit: float | None = None) -> dict:
+            n_crit_cap: int = N_CRIT_CAP, memory_limit: float | None = None,
+            scratch: bool = False) -> dict:
     """Errors of every quantity on every point set at ``order`` (and the seconds), on trees
-    whose leaves hold at most ``n_crit_cap`` points."""
+    whose leaves hold at most ``n_crit_cap`` points; ``scratch``: each point set's operators
+    in a scratch cache, let go after it (:func:`scratch_operators`)."""
     row = {"family": family, "parameter": parameter, "order": order, "sets": {}}
-    for name, (sources, targets, charges, dipoles, references, sample) in cases.items():
-        side = root_box_side(sources, targets)
-        kernel = kernel_at(family, parameter, side)
-        cell = ({"periodic": 1.0, "periodic_axes": PERIODIC_AXES[family]}
-                if family in PERIODIC_AXES else {})
-        cell["memory_limit"] = memory_limit
-        fmm = fmmloopy.Fmm(sources, targets, kernel=kernel, order=order, **cell)
-        auto_n_crit = fmm.n_crit
-        if auto_n_crit > n_crit_cap:
-            del fmm  # its buffers freed before the next is built (orders 13-14: GBs)
-            gc.collect()
-            fmm = fmmloopy.Fmm(sources, targets, kernel=kernel, order=order, n_crit=n_crit_cap,
-                               **cell)
-        errors, seconds = {}, 0.0
-        for kind, values in (("charge", {"charges": charges}), ("dipole", {"dipoles": dipoles})):
-            result = fmm(**values, gradient=True)
-            seconds += fmm.eval_seconds["total"]
-            (potential, gradient), (exact_potential, exact_gradient) = (
-                potential_and_gradient(result), potential_and_gradient(references(kernel)[kind]))
-            if sample is not None:
-                potential, gradient = potential[sample], gradient[sample]
-            errors[f"{kind} potential"] = relative_error(potential, exact_potential)
-            errors[f"{kind} gradient"] = relative_error(gradient, exact_gradient)
-        row["sets"][name] = {"errors": errors, "seconds": round(seconds, 4),
-                             "n_crit": fmm.n_crit, "auto_n_crit": auto_n_crit,
-                             "depth": int(fmm.tree.box_levels.max()),
-                             "targets_are_sources": targets is None} | (
-            {} if sample is None else {"sampled_targets": len(sample)})
+    for name, case in cases.items():
+        with scratch_operators(scratch):
+            row["sets"][name], row["device"] = _measure_set(family, parameter, order, case,
+                                                            n_crit_cap, memory_limit)
     set_row_maxima(row)
-    row["device"] = fmm.device.name.strip()  # the OpenCL device that measured the row
     return row
+
+
+def _measure_set(family: str, parameter: float, order: int, case: tuple, n_crit_cap: int,
+                 memory_limit: float | None) -> tuple[dict, str]:
+    """One point set's entry of :func:`measure`'s row, and the device that measured it."""
+    sources, targets, charges, dipoles, references, sample = case
+    side = root_box_side(sources, targets)
+    kernel = kernel_at(family, parameter, side)
+    cell = ({"periodic": 1.0, "periodic_axes": PERIODIC_AXES[family]}
+            if family in PERIODIC_AXES else {})
+    cell["memory_limit"] = memory_limit
+    fmm = fmmloopy.Fmm(sources, targets, kernel=kernel, order=order, **cell)
+    auto_n_crit = fmm.n_crit
+    if auto_n_crit > n_crit_cap:
+        del fmm  # its buffers and operators freed before the next is built (orders 13-14:
+        forget_operators()  # GBs; the disk cache keeps the operators)
+        gc.collect()
+        fmm = fmmloopy.Fmm(sources, targets, kernel=kernel, order=order, n_crit=n_crit_cap,
+                           **cell)
+    errors, seconds = {}, 0.0
+    for kind, values in (("charge", {"charges": charges}), ("dipole", {"dipoles": dipoles})):
+        result = fmm(**values, gradient=True)
+        seconds += fmm.eval_seconds["total"]
+        (potential, gradient), (exact_potential, exact_gradient) = (
+            potential_and_gradient(result), potential_and_gradient(references(kernel)[kind]))
+        if sample is not None:
+            potential, gradient = potential[sample], gradient[sample]
+        errors[f"{kind} potential"] = relative_error(potential, exact_potential)
+        errors[f"{kind} gradient"] = relative_error(gradient, exact_gradient)
+    entry = {"errors": errors, "seconds": round(seconds, 4), "n_crit": fmm.n_crit,
+             "auto_n_crit": auto_n_crit, "depth": int(fmm.tree.box_levels.max()),
+             "targets_are_sources": targets is None} | (
+        {} if sample is None else {"sampled_targets": len(sample)})
+    return entry, fmm.device.name.strip()  # the OpenCL device that measured the row
 
 
 def set_row_maxima(row: dict) -> None:
@@ -284,7 +327,7 @@ def add_sets(args, families: list[str]) -> None:
                 continue
             clock = time.perf_counter()
             new = measure(family, row["parameter"], row["order"], cases, args.n_crit_cap,
-                          args.memory_limit)
+                          args.memory_limit, args.scratch_operators)
             forget_operators()
             gc.collect()
             row["sets"] |= new["sets"]
@@ -330,6 +373,9 @@ def main() -> None:
                              "holds for each family and grid point calibrated now, into those "
                              "rows (each row's errors are the largest over the sets it holds); "
                              "the sets are drawn as in a whole run")
+    parser.add_argument("--scratch-operators", action="store_true",
+                        help="compute each point set's operators into a scratch cache removed "
+                             "after it (Helmholtz's order-14 sets are 0.73 GB each on disk)")
     parser.add_argument("--markdown", action="store_true",
                         help="print the table in --out as markdown and stop")
     args = parser.parse_args()
@@ -372,7 +418,7 @@ def main() -> None:
                     continue
                 clock = time.perf_counter()
                 row = measure(family, parameter, order, cases, args.n_crit_cap,
-                              args.memory_limit) | {"n": args.n}
+                              args.memory_limit, args.scratch_operators) | {"n": args.n}
                 forget_operators()  # the disk cache keeps them; high orders' sets are GBs
                 gc.collect()
                 rows.append(row)
