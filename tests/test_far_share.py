@@ -232,6 +232,18 @@ def test_an_fmm_on_a_surface_settles_below_the_root_box_and_meets_eps(eps_for):
     assert np.linalg.norm(fmm(charges) - reference) <= eps / 10 * np.linalg.norm(reference)
 
 
+def assert_charges_and_gradient_within(fmm, direct, eps: float, rng) -> None:
+    """``fmm``'s potential and gradient of random and of one-signed charges within ``eps``
+    of ``direct``'s, relative L2 over every target."""
+    count = len(fmm.tree.sources)
+    for charges in (rng.uniform(-1, 1, count), rng.random(count)):
+        result, reference = fmm(charges, gradient=True), direct(charges, gradient=True)
+        for field in ("potential", "gradient"):
+            value, exact = getattr(result, field), getattr(reference, field)
+            error = np.linalg.norm(value - exact) / np.linalg.norm(exact)
+            assert error <= eps, (field, fmm.order, error)
+
+
 def test_a_yukawa_fmm_settles_as_laplace_times_the_tables_ratio_and_meets_eps():
     """A Yukawa FMM at kappa L = 10: the order from its own tree's far
     share (Laplace's prediction times the table's ratio of Yukawa's errors to Laplace's),
@@ -254,13 +266,8 @@ def test_a_yukawa_fmm_settles_as_laplace_times_the_tables_ratio_and_meets_eps():
     assert apart.order <= accuracy.order_for_eps(
         eps, kernel, root_box_side(points, targets), quantities, False)
     for case, reference_targets in ((fmm, None), (apart, targets)):
-        direct = fmmloopy.DirectSum(points, reference_targets, kernel=kernel)
-        for charges in (rng.uniform(-1, 1, len(points)), rng.random(len(points))):
-            result, reference = case(charges, gradient=True), direct(charges, gradient=True)
-            for field in ("potential", "gradient"):
-                value, exact = getattr(result, field), getattr(reference, field)
-                error = np.linalg.norm(value - exact) / np.linalg.norm(exact)
-                assert error <= eps, (field, case.order, error)
+        assert_charges_and_gradient_within(case, fmmloopy.DirectSum(
+            points, reference_targets, kernel=kernel), eps, rng)
     # kappa L = 30: targets that are the sources still search (the table's ratio at 30);
     # targets apart keep the root box's order beyond YUKAWA_SHARE_LIMIT.
     wider = accuracy.kernel_at("yukawa", 30.0, side)
@@ -287,13 +294,8 @@ def test_a_helmholtz_fmm_settles_below_the_root_box_and_meets_eps():
                                         True)
     fmm = fmmloopy.Fmm(points, kernel=kernel, eps=eps, eps_for=eps_for)
     assert fmm.order < root_order
-    direct = fmmloopy.DirectSum(points, kernel=kernel)
-    for charges in (rng.uniform(-1, 1, len(points)), rng.random(len(points))):
-        result, reference = fmm(charges, gradient=True), direct(charges, gradient=True)
-        for field in ("potential", "gradient"):
-            value, exact = getattr(result, field), getattr(reference, field)
-            error = np.linalg.norm(value - exact) / np.linalg.norm(exact)
-            assert error <= eps, (field, fmm.order, error)
+    assert_charges_and_gradient_within(fmm, fmmloopy.DirectSum(points, kernel=kernel), eps,
+                                       rng)
 
 
 def test_a_search_starts_at_the_highest_order_its_family_predicts():
