@@ -17,11 +17,14 @@ shape ``(N, k)`` give potentials ``(M, k)`` in one call. Set-up stages report th
 :mod:`logging` (logger ``fmmloopy``); ``fmmloopy.show_progress()`` prints the slow ones.
 """
 
+# What the CPU recipes compile, probed on each device in a child process before it is used.
+import fmmloopy.tuning.probe_programs  # noqa: F401
 from fmmloopy.api.direct import DirectSum, direct
 from fmmloopy.api.distributed import DistributedFmm
 from fmmloopy.api.fmm import Fmm, evaluate
 from fmmloopy.api.operator import linear_operator
 from fmmloopy.api.units import Fields, Flow
+from fmmloopy.base.opencl_runtimes import prepare_opencl
 from fmmloopy.base.progress import show_progress
 from fmmloopy.maths.green import (
     GreenKernel,
@@ -40,3 +43,7 @@ __all__ = ["DirectSum", "DistributedFmm", "Fields", "Flow", "Fmm", "GreenKernel"
            "root_box_side", "rpy",
            "show_progress", "stokes", "user_kernel", "yukawa"]
 __version__ = "0.1.0"
+
+# Importing lists no OpenCL platform; before one is: the CPU runtimes pip installed, and PoCL's
+# cache kept where a build that died can be dropped (fmmloopy.base.opencl_runtimes).
+prepare_opencl()

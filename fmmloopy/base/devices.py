@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import reprlib
+import warnings
 
 import numpy as np
 import pyopencl as cl
+
+from fmmloopy.base.compiler_probe import cpu_flags, probe_verdict, registered_programs
 
 #: Environment variable naming the device: ``cpu``, ``gpu`` or a substring of the device name.
 DEVICE_ENV = "FMMLOOPY_DEVICE"
@@ -19,7 +21,9 @@ _VENDORS = (("nvidia", "nvidia"), ("advanced micro devices", "amd"), ("amd", "am
 def device_classes(device: cl.Device) -> list[str]:
     """Classes of ``device`` from the most specific to ``any``, e.g. ``["cpu-pocl", "cpu", "any"]``.
 
-    The first part is the device type (``cpu``, ``gpu`` or ``accelerator``); refinements name the
+    The first part is the device type (``cpu``, ``gpu`` or ``accelerator``). A CPU is refined by
+    its OpenCL runtime, whose compiler is what recipes tune for: ``cpu-pocl`` (PoCL),
+    ``cpu-intel`` (Intel's CPU runtime), whatever the processor's maker; other devices by the
     platform (``pocl``) and the vendor (``nvidia``, ``amd``, ``intel``, ``apple``).
     """
     if device.type & cl.device_type.GPU:
@@ -29,8 +33,13 @@ def device_classes(device: cl.Device) -> list[str]:
     else:
         kind = "accelerator"
     refinements = []
-    if "portable computing language" in device.platform.name.lower():
+    platform = device.platform.name.lower()
+    if "portable computing language" in platform:
         refinements.append("pocl")
+    if kind == "cpu":
+        if platform.startswith("intel(r) opencl") or "intel(r) cpu runtime" in platform:
+            refinements.append("intel")
+        return [f"{kind}-{r}" for r in refinements] + [kind, "any"]
     vendor = device.vendor.lower()
     for needle, short in _VENDORS:
         if needle in vendor:
@@ -38,8 +47,6 @@ def device_classes(device: cl.Device) -> list[str]:
             break
     return [f"{kind}-{r}" for r in refinements] + [kind, "any"]
 
-
-_LOG = logging.getLogger(__name__)
 
 #: Environment variable: the float64 lanes of a vector as recipes are to see the device (a power
 #: of two), in place of its ``preferred_vector_width_double``. It lets one machine run the code
@@ -49,14 +56,102 @@ VECTOR_DOUBLES_ENV = "FMMLOOPY_VECTOR_DOUBLES"
 _LARGEST_VECTOR_DOUBLES = 64
 
 
+#: LLVM's names of x86 CPUs by the float64 lanes of their widest vectors: AVX-512 (8), AVX and
+#: AVX2 (4). A name not listed (``generic``, ``x86-64``, SSE-only CPUs) counts as 2.
+_LLVM_CPU_DOUBLES = {
+    8: ("skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake-client",
+        "icelake-server", "tigerlake", "rocketlake", "sapphirerapids", "emeraldrapids",
+        "graniterapids", "graniterapids-d", "diamondrapids", "knl", "knm", "znver4", "znver5",
+        "x86-64-v4"),
+    4: ("sandybridge", "ivybridge", "haswell", "broadwell", "skylake", "alderlake",
+        "raptorlake", "meteorlake", "arrowlake", "arrowlake-s", "lunarlake", "pantherlake",
+        "gracemont", "sierraforest", "grandridge", "clearwaterforest", "znver1", "znver2",
+        "znver3", "bdver1", "bdver2", "bdver3", "bdver4", "btver2", "x86-64-v3"),
+}
+_GENERIC_X86_DOUBLES = 2
+
+
+def compiler_target(device) -> str | None:
+    """The CPU a PoCL CPU device's compiler targets, from its device version (``... HSTR:
+    pthread-x86_64-unknown-linux-gnu-znver3`` -> ``znver3``); None for other devices."""
+    _, marker, host = str(getattr(device, "version", "")).partition("HSTR:")
+    triple = host.split()[0] if marker and host.split() else ""
+    for system in ("-gnu-", "-linux-", "-elf-"):
+        if system in triple:
+            return triple.rsplit(system, 1)[1] or None
+    return None
+
+
+def target_doubles(device) -> int | None:
+    """float64 lanes of the widest vectors ``device``'s compiler targets: from the CPU a PoCL
+    device compiles for (:func:`compiler_target`; PoCL 3.0 on a Zen 4 reports 8 preferred
+    doubles but targets ``znver3``, 4), None where the device does not say."""
+    target = compiler_target(device)
+    if target is None:
+        return None
+    return next((lanes for lanes, names in _LLVM_CPU_DOUBLES.items() if target in names),
+                _GENERIC_X86_DOUBLES)
+
+
+def host_doubles() -> int:
+    """float64 lanes of this CPU's widest vectors, from its instruction-set flags
+    (``/proc/cpuinfo``): 8 with AVX-512, 4 with AVX, else 2; 4 where the flags are unknown."""
+    flags = set(cpu_flags())
+    if not flags:
+        return 4
+    return 8 if "avx512f" in flags else 4 if "avx" in flags else 2
+
+
+def _claimed_doubles(device) -> int:
+    own = int(getattr(device, "preferred_vector_width_double", 0) or 0)
+    target = target_doubles(device)
+    return own if target is None else max(1, min(own, target))
+
+
+def _width_verdict(device) -> tuple[int, list[str]]:
+    """(the widest float64 lanes up to :func:`_claimed_doubles` whose probe programs all build
+    and run on ``device``, 0 if none; the failures seen on the way, one line each)."""
+    verdict = probe_verdict(device)
+    programs = registered_programs()
+    lanes = _claimed_doubles(device)
+    failures = []
+    while True:
+        failed = [f"{name}: {verdict[name]}" for name, program in sorted(programs.items())
+                  if program.needed_at(max(lanes, 1)) and verdict.get(name)]
+        if not failed:
+            return max(lanes, 1), failures
+        failures.append(f"{max(lanes, 1)} doubles per vector: {failed[0]}")
+        if lanes <= 1:
+            return 0, failures
+        lanes //= 2
+
+
+_ANNOUNCED: set[tuple[str, str]] = set()
+
+
 def vector_doubles(device) -> int:
     """float64 lanes per vector that recipes are to assume on ``device``: its
-    ``preferred_vector_width_double`` (PoCL: 8 on AVX-512, 4 on AVX2), unless
-    ``$FMMLOOPY_VECTOR_DOUBLES`` says otherwise (:data:`VECTOR_DOUBLES_ENV`); a value there that
-    is not a power of two from 1 to 64 (or ``native``) is a ValueError naming it."""
+    ``preferred_vector_width_double`` (PoCL: 8 on AVX-512, 4 on AVX2), no more than the vectors
+    of the CPU its compiler targets (:func:`target_doubles`), and no more than its compiler
+    builds: the widest whose probe programs build and run in a child process
+    (:mod:`fmmloopy.base.compiler_probe`); a narrower width than the device's own is said once,
+    in one line (a warning). ``$FMMLOOPY_VECTOR_DOUBLES`` sets it instead
+    (:data:`VECTOR_DOUBLES_ENV`; a value that is not a power of two from 1 to 64, or
+    ``native``, is a ValueError naming it)."""
     text = os.environ.get(VECTOR_DOUBLES_ENV, "").strip().lower()
     if text in ("", "native"):
-        return int(getattr(device, "preferred_vector_width_double", 0) or 0)
+        if not hasattr(device, "platform"):  # a stand-in with no runtime behind it
+            return int(getattr(device, "preferred_vector_width_double", 0) or 0)
+        lanes, failures = _width_verdict(device)
+        own = int(getattr(device, "preferred_vector_width_double", 0) or 0)
+        if 0 < lanes < own and device_key(device) not in _ANNOUNCED:
+            _ANNOUNCED.add(device_key(device))
+            reason = failures[0] if failures else (
+                f"its compiler targets {compiler_target(device)}")
+            warnings.warn(f"fmmloopy: {device.name!r} ({device.platform.name}) reports "
+                          f"{own} doubles per vector; recipes use {lanes} ({reason})",
+                          DeviceFallbackWarning, stacklevel=2)
+        return lanes if lanes else 1
     try:
         lanes = int(text)
     except ValueError:
@@ -67,42 +162,41 @@ def vector_doubles(device) -> int:
     return lanes
 
 
+class DeviceFallbackWarning(UserWarning):
+    """fmmloopy uses less of a device than it reports (narrower vectors), or passes it over,
+    because its compiler cannot build what the recipes need there."""
+
+
 def describe_vector_width(device) -> str:
     """One line: the float64 vector width recipes assume on ``device`` and where it comes from."""
     own = int(getattr(device, "preferred_vector_width_double", 0) or 0)
     lanes = vector_doubles(device)
+    if os.environ.get(VECTOR_DOUBLES_ENV, "").strip().lower() not in ("", "native"):
+        return (f"vectors: {lanes} doubles (${VECTOR_DOUBLES_ENV}; the device's own: {own}): "
+                "recipes take the paths of that width")
     if lanes == own:
-        return f"vectors: {lanes} doubles (the device's preferred width)"
-    return (f"vectors: {lanes} doubles (${VECTOR_DOUBLES_ENV}; the device's own: {own}): "
-            "recipes take the paths of that width")
+        return f"vectors: {lanes} doubles (the device's preferred width, probed)"
+    _, failures = _width_verdict(device)
+    target = compiler_target(device)
+    why = failures[0] if failures else f"its compiler targets {target}"
+    return f"vectors: {lanes} doubles (the device reports {own}; {why})"
 
 #: What a device that cannot compile needs, said in every message about one.
 COMPILER_FIX = ("PoCL 3.0 from PyPI (LLVM 14) cannot compile for CPUs newer than LLVM 14 knows "
-                "(e.g. AMD Zen 5: 'unknown target CPU'); install a newer PoCL beside it, e.g. "
-                "'apt-get install pocl-opencl-icd' on Debian/Ubuntu, and fmmloopy picks the "
-                "device that works")
-
-_PROBE_SOURCE = ("__kernel void fmmloopy_probe(__global double *x)"
-                 "{ x[get_global_id(0)] = sqrt(x[get_global_id(0)]) + 1.0; }")
-_COMPILER_PROBLEMS: dict[tuple[str, str], str | None] = {}
+                "(e.g. AMD Zen 5: 'unknown target CPU'); Intel's CPU OpenCL runtime, a "
+                "dependency of fmmloopy on Linux x86-64 ('pip install intel-opencl-rt "
+                "intel-cmplr-lib-rt'), or a newer PoCL ('apt-get install pocl-opencl-icd' on "
+                "Debian/Ubuntu) gives fmmloopy a device that works")
 
 
 def compiler_problem(device: cl.Device) -> str | None:
-    """None if ``device``'s OpenCL compiler builds a small float64 kernel, else why not.
-
-    An installed OpenCL driver may list a device whose compiler fails on every program (PoCL
-    3.0 from PyPI on a CPU its LLVM does not know). Probed once per device and process.
-    """
-    key = (device.platform.name, device.name)
-    if key not in _COMPILER_PROBLEMS:
-        try:
-            cl.Program(context_for(device), _PROBE_SOURCE).build()
-            _COMPILER_PROBLEMS[key] = None
-        except cl.Error as exc:
-            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-            errors = [line for line in lines if "error" in line.lower() and "clBuild" not in line]
-            _COMPILER_PROBLEMS[key] = (errors or lines or [type(exc).__name__])[0]
-    return _COMPILER_PROBLEMS[key]
+    """None if ``device``'s OpenCL compiler builds and runs what the recipes need at some
+    vector width, else why not (the first failure of the probe programs, observed in a child
+    process: :mod:`fmmloopy.base.compiler_probe`). An installed OpenCL driver may list a device
+    whose compiler fails on every program (PoCL 3.0 from PyPI on a CPU its LLVM does not know),
+    or aborts the process (PoCL 3.0 on a Zen 4, 8-wide ``sqrt``)."""
+    lanes, failures = _width_verdict(device)
+    return None if lanes else failures[-1]
 
 
 def usable(device: cl.Device) -> cl.Device:
@@ -121,6 +215,21 @@ def _platforms_devices() -> list[cl.Device]:
             continue  # a simulator: only ever used on request (check --memcheck)
         devices.extend(platform.get_devices())
     return devices
+
+
+def expected_speed_rank(device) -> int:
+    """Where ``device`` comes in the default choice, lowest first: a GPU; a CPU runtime whose
+    compiler targets this CPU's widest vectors (PoCL with an LLVM that knows the CPU, or a runtime
+    that does not name its target); Intel's CPU runtime (it dispatches to this CPU's
+    instruction set, but its code ran 1.3-2.4x slower than PoCL's on the same AVX-512 CPUs:
+    docs/performance.md, "CPU runtimes"); a PoCL that targets narrower vectors than this CPU
+    has (PoCL 3.0 on a Zen 4 or newer)."""
+    if device.type & cl.device_type.GPU:
+        return 0
+    if "cpu-intel" in device_classes(device):
+        return 2
+    target = target_doubles(device)
+    return 1 if target is None or target >= host_doubles() else 3
 
 
 def _checked_spec(spec) -> str | None:
@@ -143,6 +252,7 @@ def choose_device(spec: str | cl.Device | None = None) -> cl.Device:
     devices on machines whose OpenCL platforms differ or are listed in another order. A device
     whose compiler cannot build a kernel (:func:`compiler_problem`) is passed over for one that
     can; where none can, the RuntimeError names each device, the compiler's error and the fix.
+    Among devices that match, the fastest expected comes first (:func:`expected_speed_rank`).
     """
     if isinstance(spec, cl.Device):
         return usable(spec)
@@ -155,18 +265,22 @@ def choose_device(spec: str | cl.Device | None = None) -> cl.Device:
         raise RuntimeError("no OpenCL device with float64 support found; "
                            "install 'pyopencl[pocl]' for a CPU device")
     if spec is None:
-        candidates = sorted(devices, key=lambda d: 0 if d.type & cl.device_type.GPU else 1)
+        candidates = sorted(devices, key=expected_speed_rank)
     else:
         wanted = spec.lower()
-        candidates = [d for d in devices
-                      if wanted in device_classes(d) or wanted in d.name.lower()]
+        candidates = sorted((d for d in devices
+                             if wanted in device_classes(d) or wanted in d.name.lower()),
+                            key=expected_speed_rank)
     broken = []
     for device in candidates:
         problem = compiler_problem(device)
         if problem is None:
+            if broken:
+                warnings.warn(f"fmmloopy: passing over {'; '.join(broken)}; using "
+                              f"{device.name!r} ({device.platform.name})",
+                              DeviceFallbackWarning, stacklevel=2)
             return device
         broken.append(f"{device.name!r} ({device.platform.name}): {problem}")
-        _LOG.info("skipping OpenCL device %r: its compiler fails: %s", device.name, problem)
     if broken:
         raise RuntimeError(f"no usable OpenCL device{'' if spec is None else f' matches {spec!r}'}"
                            f": {'; '.join(broken)}. {COMPILER_FIX}")

@@ -19,7 +19,6 @@ import importlib
 import json
 import os
 import re
-import socket
 import tempfile
 import threading
 import time
@@ -28,14 +27,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from fmmloopy.base.cache_location import CACHE_ENV, cache_dir  # noqa: F401 (re-exported)
+from fmmloopy.base.cache_location import host_name as _host
+from fmmloopy.base.cache_location import process_exists as _process_exists
+
 try:
     import fcntl
 except ImportError:  # not POSIX: threads are still serialised, processes are not
     fcntl = None
-
-
-#: Environment variable overriding the cache directory.
-CACHE_ENV = "FMMLOOPY_CACHE_DIR"
 
 
 class KernelCacheWarning(UserWarning):
@@ -50,17 +49,6 @@ def warn_once(message: str) -> None:
     if message not in _warned_messages:
         _warned_messages.add(message)
         warnings.warn(f"fmmloopy kernel cache: {message}", KernelCacheWarning, stacklevel=3)
-
-
-def cache_dir() -> Path:
-    """The per-user cache directory (not created here): ``$FMMLOOPY_CACHE_DIR`` if set, else
-    ``$XDG_CACHE_HOME/fmmloopy``, else ``~/.cache/fmmloopy``."""
-    explicit = os.environ.get(CACHE_ENV)
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "fmmloopy"
 
 
 def key_string(key: dict[str, Any]) -> str:
@@ -147,23 +135,6 @@ def modules_digest(*modules: str, alone: tuple[str, ...] = ()) -> str:
         digest.update(f"{name}\n".encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
-
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
-
-
-def _process_exists(pid: int) -> bool:
-    """False only if this host certainly has no process ``pid`` (POSIX ``kill(pid, 0)``)."""
-    if os.name != "posix" or pid <= 0:  # on Windows os.kill would terminate the process
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (OSError, OverflowError):  # PermissionError: it exists, as another user's
-        return True
-    return True
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:
