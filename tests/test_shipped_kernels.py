@@ -16,8 +16,9 @@ from fmmloopy.base.distributions import plummer
 from fmmloopy.cli import ship_kernels
 from fmmloopy.execution import compiled, device_setup, kernel_cache, shipped_kernels
 from fmmloopy.execution.cache_files import key_string
-from fmmloopy.maths.green import LAPLACE_3D
+from fmmloopy.maths.green import LAPLACE_3D, get_kernel
 from fmmloopy.maths.reference import direct_sum
+from fmmloopy.maths.scheme import KIFMM, plan_kernel_requests
 
 POINTS = plummer(2000, np.random.default_rng(41))
 CHARGES = np.random.default_rng(42).uniform(-1.0, 1.0, len(POINTS))
@@ -115,7 +116,8 @@ def test_an_entry_for_other_generators_or_devices_is_not_used(shipped_here, empt
         # version of loopy: no entry.
         assert shipped_kernels.load(key | {"generators": "0" * 64}, shipped_here) is None
         assert shipped_kernels.load(key | {"versions": {"loopy": "0"}}, shipped_here) is None
-        patch.setenv(VECTOR_DOUBLES_ENV, "16")
+        other = {"4": "8", "8": "4"}[entry["key"]["device"]["vector_doubles_for_recipes"]]
+        patch.setenv(VECTOR_DOUBLES_ENV, other)
         assert shipped_kernels.load(key, shipped_here) is None
         patch.setenv(kernel_cache.KERNEL_CACHE_ENV, "off")
         patch.setenv(VECTOR_DOUBLES_ENV, entry["key"]["device"]["vector_doubles_for_recipes"])
@@ -124,3 +126,28 @@ def test_an_entry_for_other_generators_or_devices_is_not_used(shipped_here, empt
     assert shipped_kernels.device_class("cpu", gpu) is None
     assert shipped_kernels.device_class("gpu", shipped_here) is None
     assert shipped_kernels.device_class("setup", gpu) == {"class": "any"}
+
+
+@pytest.mark.parametrize("lanes,shipped", [("1", "4"), ("2", "4"), ("16", "8")])
+def test_a_width_between_the_classes_generates_its_classs_code(shipped_here, empty_cache, lanes,
+                                                                shipped):
+    """The cpu recipes read of the device only whether its vectors hold 8 doubles (Intel's
+    runtime says 1, a future CPU may say 16): the code generated at ``lanes`` is the code of the
+    class it is served from."""
+    assert shipped_kernels.vector_class(int(lanes)) == int(shipped)
+    green = get_kernel("laplace").with_fields(("potential", "gradient"), ("charge",))
+    code = {}
+    for width in (lanes, shipped):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(VECTOR_DOUBLES_ENV, width)
+            patch.setenv(kernel_cache.KERNEL_CACHE_ENV, "off")
+            compiled.forget_compiled()
+            for operator, kernel, sizes in plan_kernel_requests(KIFMM, 56, None, green):
+                if operator in ("p2p", "m2l"):
+                    made = compiled.compiled_operator(operator, shipped_here, recipe="cpu",
+                                                      kernel=kernel, dtype=np.float64,
+                                                      settings={}, **sizes)
+                    code[width, operator] = made.generated.device_code
+    compiled.forget_compiled()
+    for operator in ("p2p", "m2l"):
+        assert code[lanes, operator] == code[shipped, operator]

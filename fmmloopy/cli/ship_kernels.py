@@ -31,7 +31,7 @@ from fmmloopy.maths.pair_precision import served_rsqrt_errors
 from fmmloopy.maths.scheme import KIFMM, plan_kernel_requests
 
 #: The doubles per vector of the CPU classes shipped: AVX2 and AVX-512.
-VECTOR_CLASSES = (4, 8)
+VECTOR_CLASSES = shipped_kernels.VECTOR_CLASSES
 #: The precisions shipped.
 DTYPES = (np.float64, np.float32)
 #: The kernels shipped with their fields: (kernel, outputs, inputs).

@@ -50,14 +50,29 @@ SHIPPED_PATH = Path(__file__).with_name("shipped_kernels.json.xz")
 GENERATORS = ("loopy", "pymbolic", "islpy")
 
 
+#: The doubles per vector of the CPU classes shipped: the ``cpu`` recipes take one path below 8
+#: (AVX2's 4; 1 on Intel's runtime, which vectorises across work-items) and another from 8
+#: (AVX-512), and read nothing else of the device (``tests/test_shipped_kernels.py`` generates
+#: a kernel at 1 and 16 and finds the code of 4 and 8).
+VECTOR_CLASSES = (4, 8)
+
+
+def vector_class(lanes: int) -> int:
+    """The shipped class of a device whose recipes assume ``lanes`` doubles per vector: the
+    widest of :data:`VECTOR_CLASSES` not above it, or the narrowest."""
+    return max((c for c in VECTOR_CLASSES if c <= lanes), default=min(VECTOR_CLASSES))
+
+
 def device_class(recipe_name: str, device: cl.Device) -> dict[str, str] | None:
-    """What the kernels of recipe ``recipe_name`` depend on of ``device``: the doubles per
-    vector for the ``cpu`` recipes on a CPU, nothing for the set-up's kernels (``setup``);
-    None where no kernel is shipped (other recipes, other devices)."""
+    """What the kernels of recipe ``recipe_name`` depend on of ``device``: the class of its
+    doubles per vector (:func:`vector_class`) for the ``cpu`` recipes on a CPU, nothing for the
+    set-up's kernels (``setup``); None where no kernel is shipped (other recipes, other
+    devices)."""
     if recipe_name == "setup":
         return {"class": "any"}
     if recipe_name == "cpu" and device.type & cl.device_type.CPU:
-        return {"class": "cpu", "vector_doubles_for_recipes": str(vector_doubles(device))}
+        return {"class": "cpu",
+                "vector_doubles_for_recipes": str(vector_class(vector_doubles(device)))}
     return None
 
 
