@@ -151,6 +151,7 @@ def test_a_device_whose_compiler_aborts_on_everything_is_passed_over(tmp_path):
 
 def test_the_verdict_is_kept_on_disk_and_keyed_by_the_programs(device, tmp_path, monkeypatch):
     monkeypatch.setenv("FMMLOOPY_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(compiler_probe._INHERITED_ENV, raising=False)
     monkeypatch.setattr(compiler_probe, "_VERDICTS", {})
     verdict = compiler_probe.probe_verdict(device)
     assert set(verdict) == set(registered_programs())
@@ -162,6 +163,11 @@ def test_the_verdict_is_kept_on_disk_and_keyed_by_the_programs(device, tmp_path,
     monkeypatch.setattr(compiler_probe, "_run_child", no_child)
     monkeypatch.setattr(compiler_probe, "_VERDICTS", {})
     assert compiler_probe.probe_verdict(device) == verdict  # read back, no child
+    # A process started from this one reads this one's verdicts (its own cache folder empty).
+    monkeypatch.setenv("FMMLOOPY_CACHE_DIR", str(tmp_path / "child"))
+    monkeypatch.setattr(compiler_probe, "_VERDICTS", {})
+    assert os.environ[compiler_probe._INHERITED_ENV] == str(tmp_path / "compiler-probes")
+    assert compiler_probe.probe_verdict(device) == verdict
 
 
 @pytest.mark.parametrize("version,target,lanes", [

@@ -13,7 +13,7 @@ import loopy as lp
 import numpy as np
 from pymbolic.primitives import Comparison, LogicalAnd, Variable
 
-from fmmloopy.base.devices import vector_doubles
+from fmmloopy.base.devices import device_classes, vector_doubles
 from fmmloopy.maths.layouts import TARGET_STRIDE, Grouped
 from fmmloopy.maths.templates import assume
 from fmmloopy.tuning.complex_split import split_complex_temporaries
@@ -32,6 +32,7 @@ from fmmloopy.tuning.tools import (
     split_targets_over_rsqrt,
     spread_over_local_axis,
     use_builtin_sqrt,
+    use_newton_rsqrt,
 )
 
 #: Work-items per group. 16 float64 lanes = two AVX-512 vectors; 16-128 measured alike on P2P.
@@ -54,6 +55,20 @@ def targets_in(device) -> str:
     return "vector_lanes" if has_wide_vectors(device) else "work_items"
 
 
+#: Steps of the fourth order that refine the bits estimate of ``1/sqrt`` (relative error
+#: 3.4e-2) to float64's own: 4.4e-6 after one, rounding after two.
+BITS_NEWTON_STEPS = 2
+
+
+def reciprocal_sqrt(device) -> str:
+    """How the work-item path computes ``1/sqrt`` by default on ``device``: ``"bits_newton"``
+    on Intel's CPU runtime (``cpu-intel``), whose divider and square root are slow next to its
+    wide FMAs (all-pairs P2P on an AVX-512 Xeon: 1.3-1.4 G pairs/s by ``1 / sqrt``, 4.0 G by
+    the bits estimate and two fourth-order steps; PoCL 3.0 on the same CPU 1.5 and 2.4 G:
+    docs/performance.md, "CPU runtimes"), else ``"sqrt_divide"``."""
+    return "bits_newton" if "cpu-intel" in device_classes(device) else "sqrt_divide"
+
+
 #: The pairwise recipe's speed choices, the constants and functions above their defaults.
 PAIRWISE_PARAMETERS = {
     "targets_in": Parameter(("work_items", "vector_lanes"), targets_in,
@@ -66,6 +81,11 @@ PAIRWISE_PARAMETERS = {
                             "(twice as many float32)"),
     "lane_chains": Parameter((1, 2, 4), LANE_CHAINS,
                              "vectors per chunk of a box's targets in vector lanes"),
+    "reciprocal_sqrt": Parameter(("sqrt_divide", "bits_newton"), reciprocal_sqrt,
+                                 "1/sqrt where targets go to work-items (real float64 "
+                                 "kernels): sqrt and a division (P2P: half its targets by the "
+                                 "bits estimate and Newton steps), or every pair by the bits "
+                                 "estimate and two fourth-order steps"),
 }
 
 
@@ -112,8 +132,15 @@ def pairwise_cpu(knl, ctx):
                                       ctx.parameters.get("rsqrt_error"))
         knl = silence_warnings(knl, "v1_scheduler_fallback")
         return add_build_options(knl, "-cl-fast-relaxed-math")
-    if ctx.operator != "p2p" or is_single_precision(knl):
-        # float32: the split rsqrt's helpers are double's; float's 1/sqrt vectorises as it is.
+    if is_single_precision(knl):
+        # float32: the Newton helpers are double's; float's 1/sqrt vectorises as it is.
+        return vectorised_pairwise(knl, group)
+    if ctx.settings.get("reciprocal_sqrt", reciprocal_sqrt(ctx.device)) == "bits_newton":
+        steps = newton_steps_for("bits", ctx.parameters.get("rsqrt_error"), order=4)
+        knl = use_newton_rsqrt(knl, "bits", steps or BITS_NEWTON_STEPS, order=4)
+        knl = factor_constants_out_of_sums(hoist_shared_calls(knl))
+        return _targets_on_work_items(parallelize_box_loop(knl), group)
+    if ctx.operator != "p2p":
         return vectorised_pairwise(knl, group)
     steps = newton_steps_for("bits", ctx.parameters.get("rsqrt_error"))
     boxes = parallelize_box_loop(knl)

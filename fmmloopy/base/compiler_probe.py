@@ -14,7 +14,8 @@ The verdict, one entry per program (None where it built and ran, else why not), 
 process and on disk under fmmloopy's cache (``compiler-probes/``), keyed by everything it depends
 on: the platform, device and driver versions, this CPU (model and instruction-set flags), the
 programs' sources, and the environment variables that change what a runtime compiles
-(:data:`COMPILE_ENVIRONMENT`). ``$FMMLOOPY_PROBE_ABORT`` names a program on which the child
+(:data:`COMPILE_ENVIRONMENT`); a process also reads the verdicts of the process that started
+it. ``$FMMLOOPY_PROBE_ABORT`` names a program on which the child
 aborts as a crashing compiler would (a testing aid, :func:`planted_abort`; part of the key).
 """
 
@@ -153,6 +154,12 @@ def planted_abort(device) -> str | None:
     return name
 
 
+#: The verdicts folder of the process that started this one (inherited): read where this
+#: process's own has no verdict (a test or a worker with a cache folder of its own probes
+#: nothing its parent probed).
+_INHERITED_ENV = "FMMLOOPY_PROBE_VERDICTS_FROM"
+
+
 def _verdicts_dir() -> Path:
     return cache_dir() / "compiler-probes"
 
@@ -229,13 +236,12 @@ def probe_verdict(device) -> dict[str, str | None]:
         if key in _VERDICTS:
             return _VERDICTS[key]
         path = _verdicts_dir() / f"{key}.json"
+        inherited = os.environ.get(_INHERITED_ENV)
         verdict = None
-        try:
-            stored = json.loads(path.read_text())
-            if stored.get("key") == key and set(stored["verdict"]) == set(programs):
-                verdict = stored["verdict"]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+        for candidate in [path] + ([Path(inherited) / path.name] if inherited else []):
+            verdict = _stored(candidate, key, programs)
+            if verdict is not None:
+                break
         if verdict is None:
             verdict = _probe(device, programs)
             try:
@@ -247,4 +253,15 @@ def probe_verdict(device) -> dict[str, str | None]:
             except OSError:
                 pass  # kept for this process only
         _VERDICTS[key] = verdict
+        os.environ.setdefault(_INHERITED_ENV, str(_verdicts_dir()))
         return verdict
+
+
+def _stored(path: Path, key: str, programs: dict[str, ProbeProgram]) -> dict | None:
+    try:
+        stored = json.loads(path.read_text())
+        if stored.get("key") == key and set(stored["verdict"]) == set(programs):
+            return stored["verdict"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None

@@ -181,6 +181,31 @@ def describe_vector_width(device) -> str:
     why = failures[0] if failures else f"its compiler targets {target}"
     return f"vectors: {lanes} doubles (the device reports {own}; {why})"
 
+def describe_probe(device) -> str:
+    """Lines: what the compiler probe saw on ``device``, one program a line."""
+    verdict = probe_verdict(device)
+    lines = [f"compiler probe ({device.platform.name}, {device.version}; in a child process):"]
+    for name, program in sorted(registered_programs().items()):
+        used = (f"{program.min_doubles}-{program.max_doubles}" if program.max_doubles < 64
+                else f"{program.min_doubles}+")
+        lines.append(f"  {name:28s} (vectors of {used} doubles): "
+                     + ("builds and runs" if verdict.get(name) is None else verdict[name]))
+    return "\n".join(lines)
+
+
+def describe_devices() -> str:
+    """Lines: every OpenCL device with float64 that fmmloopy may choose, in the order of the
+    default choice (:func:`expected_speed_rank`), each usable or why not."""
+    lines = ["devices, in the order the default choice tries them:"]
+    for device in sorted((d for d in _platforms_devices() if d.double_fp_config),
+                         key=expected_speed_rank):
+        problem = compiler_problem(device)
+        state = f"{vector_doubles(device)} doubles per vector" if problem is None else problem
+        lines.append(f"  {device.name} ({device.platform.name}; {device_classes(device)[0]}): "
+                     f"{state}")
+    return "\n".join(lines)
+
+
 #: What a device that cannot compile needs, said in every message about one.
 COMPILER_FIX = ("PoCL 3.0 from PyPI (LLVM 14) cannot compile for CPUs newer than LLVM 14 knows "
                 "(e.g. AMD Zen 5: 'unknown target CPU'); Intel's CPU OpenCL runtime, a "

@@ -59,6 +59,9 @@ _POCL_FOLDER = "pocl"
 #: Markers of the processes using the PoCL cache, in a folder of it.
 _MARKERS = ".fmmloopy-users"
 
+#: The vendors folder fmmloopy set ``$OCL_ICD_VENDORS`` to (a process it starts inherits both).
+_OURS_ENV = "FMMLOOPY_OCL_ICD_VENDORS"
+
 _prepared = False
 
 
@@ -128,10 +131,11 @@ def _register_pip_runtimes() -> None:
     if library is None:
         return
     setting = os.environ.get(ICD_VENDORS_ENV)
-    root = cache_dir() / _VENDORS_FOLDER
-    if setting and Path(setting).resolve().parent == root.resolve():
-        return  # ours already (a child process inherits it)
-    os.environ[ICD_VENDORS_ENV] = str(vendors_folder(setting, [library], root))
+    if setting and setting == os.environ.get(_OURS_ENV):
+        return  # set by the fmmloopy process that started this one
+    folder = str(vendors_folder(setting, [library]))
+    os.environ[ICD_VENDORS_ENV] = folder
+    os.environ[_OURS_ENV] = folder
 
 
 def _marker_name() -> str:

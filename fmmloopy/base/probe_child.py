@@ -38,7 +38,7 @@ def _run(request: dict) -> None:
             buffer = cl.Buffer(context, cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR,
                                hostbuf=values.copy())
             built = cl.Program(context, program["source"]).build(
-                options=program["options"])
+                options=program["options"], cache_dir=False)
             kernel = getattr(built, program["kernel"])
             kernel(queue, (program["global_size"],), (program["local_size"],), buffer)
             queue.finish()

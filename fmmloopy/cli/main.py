@@ -316,7 +316,13 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _recipes(args: argparse.Namespace) -> int:
-    from fmmloopy.base.devices import choose_device, describe_vector_width, device_classes
+    from fmmloopy.base.devices import (
+        choose_device,
+        describe_devices,
+        describe_probe,
+        describe_vector_width,
+        device_classes,
+    )
     from fmmloopy.execution.tuning_records import (
         describe_record,
         device_pair_flops,
@@ -329,6 +335,8 @@ def _recipes(args: argparse.Namespace) -> int:
     device = choose_device(args.device)
     print(f"device: {device.name}; classes, most specific first: {device_classes(device)}")
     print(describe_vector_width(device))
+    print(describe_probe(device))
+    print(describe_devices())
     for name, spec in OPERATORS.items():
         chosen = select_recipe(name, spec.template, device)
         print(f"{name} ({spec.template}): {spec.summary}; default here: {chosen.name!r}")

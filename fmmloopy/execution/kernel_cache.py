@@ -64,6 +64,7 @@ from typing import Any
 
 import pyopencl as cl
 
+from fmmloopy.base.compiler_probe import COMPILE_ENVIRONMENT
 from fmmloopy.base.devices import vector_doubles
 from fmmloopy.execution.cache_files import (  # noqa: F401 (KernelCacheWarning, warn_once)
     CACHE_ENV,
@@ -146,6 +147,11 @@ def device_fingerprint(device: cl.Device) -> dict[str, str]:
     # What the recipes take the vectors to be (an override of the device's own, to run another
     # class's paths, changes the kernels they make).
     fingerprint["vector_doubles_for_recipes"] = str(vector_doubles(device))
+    # What the runtime is told to compile for (Intel's target instruction set: one machine
+    # builds what AVX2 or SSE4.2 machines will; a binary of one target never serves another).
+    for name in COMPILE_ENVIRONMENT:
+        if os.environ.get(name) is not None:
+            fingerprint[f"environment {name}"] = os.environ[name]
     return fingerprint
 
 

@@ -96,7 +96,9 @@ def built_program(context: cl.Context, source: str, options: Sequence[str] = ())
         return program
     program, rejected = _load(context, key, options) if single else (None, False)
     if program is None:
-        program = cl.Program(context, source).build(options=list(options))
+        # Not PyOpenCL's own binary cache: its key leaves out what the runtime is told to
+        # target ($CL_CONFIG_CPU_TARGET_ARCH), and this module keeps the binaries itself.
+        program = cl.Program(context, source).build(options=list(options), cache_dir=False)
         ORIGINS["source"] += 1
         if single:
             _store(key, program, reused=rejected)

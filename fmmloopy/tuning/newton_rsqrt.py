@@ -42,19 +42,22 @@ NEWTON_RSQRT_ESTIMATES = {
 NEWTON_RSQRT_ESTIMATE_ERRORS = {"bits": 3.4e-2, "float": 2e-7}
 
 
-def newton_steps_for(estimate: str, rsqrt_error: float | None) -> int | None:
-    """The fewest steps of the default order (:data:`NEWTON_RSQRT_REFINEMENT`) that bring
-    ``estimate`` within ``rsqrt_error`` (the relative error each ``1/sqrt`` may carry,
+def newton_steps_for(estimate: str, rsqrt_error: float | None, order: int | None = None,
+                     ) -> int | None:
+    """The fewest steps of ``order`` (default: the estimate's, :data:`NEWTON_RSQRT_REFINEMENT`)
+    that bring ``estimate`` within ``rsqrt_error`` (the relative error each ``1/sqrt`` may carry,
     :mod:`fmmloopy.maths.pair_precision`), or None (the default steps: float64's own) without
     one or where the default steps are no more. An order-2 step turns an error ``e`` into
-    ``3 e^2 / 2``, an order-3 step into ``5 e^3 / 2`` (``e = 1 - x y^2`` is about twice the
-    estimate's error), each plus a few roundings (``1e-16``)."""
-    default_steps, order = NEWTON_RSQRT_REFINEMENT[estimate]
+    ``3 e^2 / 2``, an order-3 step into ``5 e^3 / 2``, an order-4 step into ``35 e^4 / 8``
+    (``e = 1 - x y^2`` is about twice the estimate's error), each plus a few roundings
+    (``1e-16``)."""
+    default_steps, default_order = NEWTON_RSQRT_REFINEMENT[estimate]
+    order = default_order if order is None else order
     if rsqrt_error is None:
         return None
     error = NEWTON_RSQRT_ESTIMATE_ERRORS[estimate]
     for steps in range(1, default_steps):
-        error = (1.5 * error ** 2 if order == 2 else 2.5 * error ** 3) + 1e-16
+        error = _STEP_ERROR[order](error) + 1e-16
         if error <= rsqrt_error:
             return steps
     return None
@@ -69,7 +72,13 @@ def newton_steps_for(estimate: str, rsqrt_error: float | None) -> int | None:
 _NEWTON_RSQRT_STEP = {
     2: "  r = 0.5 - h * y * y;\n  y = y + y * r;\n",
     3: "  r = 1.0 - x * y * y;\n  y = y + y * r * (0.5 + 0.375 * r);\n",
+    4: "  r = 1.0 - x * y * y;\n  y = y + y * r * (0.5 + r * (0.375 + r * 0.3125));\n",
 }
+#: What a step of each order leaves of an estimate's relative error ``error``: the first term of
+#: the series of ``(1 - e)^(-1/2)`` it drops, with ``e = 1 - x y^2`` about twice the error
+#: (``3 e^2 / 8``, ``5 e^3 / 16``, ``35 e^4 / 128``).
+_STEP_ERROR = {2: lambda error: 1.5 * error ** 2, 3: lambda error: 2.5 * error ** 3,
+               4: lambda error: 4.375 * error ** 4}
 
 #: Name of the preamble's helper, and of the key under which :func:`use_newton_rsqrt` adds it.
 NEWTON_RSQRT_HELPER = "fmmloopy_rsqrt_newton"

@@ -22,7 +22,7 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "a61ef92ffb3c30908ebdab16281cc3613afb3a8b499efe9844c08c330d37423f",
+    "fmmloopy.transforms.cpu": "17335c55f2470e9715080239ef3c55f29da41a60c6bb25ba201ff487c76ccde4",
     "fmmloopy.transforms.generic":
         "d5c1dd918e9b4941de6a396615bb1593a78906cbe08dcd91d9d754ab82659d83",
     "fmmloopy.transforms.gpu": "1a8e809daa59a00cb713e82b4021903d51f6a5a2ccbd3e3e83e57c1d62889d6c",
@@ -39,7 +39,7 @@ SHIPPED_SHA256 = {
     "fmmloopy.tuning.loop_padding":
         "606a37f20c2cdce57df0ca0ba957f3bf7bddb77c8c7f51180b16e79452ac1d2f",
     "fmmloopy.tuning.newton_rsqrt":
-        "b8857b56b67822b2a4916228799c538367ad9fcabf8321edb633cbff13dd3792",
+        "d78c54e0f7c1b9d74cccc1684d98604f374903e48a548e3e3bf832b4d3a1ab55",
     "fmmloopy.tuning.shared_calls":
         "4fc377ac7adbeea022568cc14e613cd5121eed70372b180296f619c5762ab17e",
     "fmmloopy.tuning.target_lanes":
