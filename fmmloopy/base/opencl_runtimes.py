@@ -198,8 +198,9 @@ def _keep_pocl_cache() -> None:
 
 
 def prepare_opencl() -> None:
-    """Register the CPU runtimes pip installed and keep PoCL's cache where fmmloopy can check
-    it (module docstring); once per process, before any OpenCL platform is listed (it has no
+    """Register the CPU runtimes pip installed, keep PoCL's cache where fmmloopy can check
+    it (module docstring) and leave PyOpenCL's warning about a compiler's report of a build
+    that succeeded unshown; once per process, before any OpenCL platform is listed (it has no
     effect on a loader that has listed them already)."""
     global _prepared
     if _prepared:
@@ -207,3 +208,8 @@ def prepare_opencl() -> None:
     _prepared = True
     _register_pip_runtimes()
     _keep_pocl_cache()
+    # Intel's compiler reports every build ("Compilation started ... Kernel was 8-way
+    # vectorized"); PyOpenCL turns any such report into a warning. A failed build still raises;
+    # PYOPENCL_COMPILER_OUTPUT=1 prints the reports instead.
+    warnings.filterwarnings("ignore", message="Non-empty compiler output encountered",
+                            category=UserWarning)
