@@ -63,11 +63,10 @@ def main() -> int:
     if devices is None:
         listing = subprocess.run(
             [sys.executable, "-c", "import fmmloopy, pyopencl as cl\n"
-             "from fmmloopy.base.devices import _platforms_devices, expected_speed_rank, "
-             "compiler_problem\n"
-             "for d in sorted(_platforms_devices(), key=expected_speed_rank):\n"
-             "    if d.type & cl.device_type.CPU and d.double_fp_config and "
-             "compiler_problem(d) is None: print(d.platform.version + '|' + d.name)"],
+             "from fmmloopy.base.devices import compiler_problem, listed_devices\n"
+             "for d in listed_devices():\n"
+             "    if d.type & cl.device_type.CPU and compiler_problem(d) is None:\n"
+             "        print(d.platform.version + '|' + d.name)"],
             capture_output=True, text=True, check=True)
         devices = [json.dumps(line.split("|", 1)) for line in listing.stdout.splitlines()]
     else:

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pyopencl as cl
 import pytest
 
 from fmmloopy.base.devices import VECTOR_DOUBLES_ENV
@@ -39,7 +40,11 @@ def test_the_shipped_recipes_declare_their_constants_as_defaults(monkeypatch):
     from fmmloopy.transforms import cpu, gpu
 
     monkeypatch.delenv(VECTOR_DOUBLES_ENV, raising=False)
-    avx512, avx2 = (SimpleNamespace(preferred_vector_width_double=w) for w in (8, 4))
+    pocl = SimpleNamespace(name="Portable Computing Language")
+    avx512, avx2 = (SimpleNamespace(preferred_vector_width_double=w, type=cl.device_type.CPU,
+                                    platform=pocl, vendor="x") for w in (8, 4))
+    intel = SimpleNamespace(preferred_vector_width_double=1, type=cl.device_type.CPU,
+                            platform=SimpleNamespace(name="Intel(R) OpenCL"), vendor="Intel")
     matvec = _shipped("cpu", "matvec")
     assert matvec.settings_for(avx512) == {"pair_tile": cpu.WIDE_PAIR_TILE,
                                            "vector_width": cpu.WIDE_VECTOR_WIDTH,
@@ -47,10 +52,13 @@ def test_the_shipped_recipes_declare_their_constants_as_defaults(monkeypatch):
     assert matvec.settings_for(avx2) == {"pair_tile": cpu.PAIR_TILE,
                                          "vector_width": cpu.VECTOR_WIDTH,
                                          "blocks_per_core": cpu.BLOCKS_PER_CORE}
-    for device, path in ((avx2, "work_items"), (avx512, "vector_lanes")):
+    for device, path, rsqrt in ((avx2, "work_items", "sqrt_divide"),
+                                (avx512, "vector_lanes", "sqrt_divide"),
+                                (intel, "work_items", "bits_newton")):
         assert _shipped("cpu", "pairwise").settings_for(device) == {
             "targets_in": path, "work_group_size": cpu.WORK_GROUP_SIZE,
-            "lane_width": cpu.LANE_WIDTH, "lane_chains": cpu.LANE_CHAINS}
+            "lane_width": cpu.LANE_WIDTH, "lane_chains": cpu.LANE_CHAINS,
+            "reciprocal_sqrt": rsqrt}
     assert _shipped("gpu", "pairwise").settings_for(avx2) == {
         "particle_targets_per_group": gpu.PARTICLE_TARGETS_PER_GROUP,
         "surface_targets_per_group": gpu.SURFACE_TARGETS_PER_GROUP,

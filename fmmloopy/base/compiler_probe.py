@@ -145,11 +145,11 @@ def _key(device, programs: dict[str, ProbeProgram]) -> str:
 
 def planted_abort(device) -> str | None:
     """The probe program on which the child aborts on ``device``: ``$FMMLOOPY_PROBE_ABORT``,
-    ``name`` (every device) or ``name@text`` (devices whose name or platform contains
-    ``text``); None where nothing is planted."""
+    ``name`` (every device) or ``name@text`` (the devices whose name, or whose platform's name,
+    is ``text``); None where nothing is planted."""
     planted = os.environ.get(PROBE_ABORT_ENV, "").strip()
     name, _, where = planted.partition("@")
-    if not name or (where and where not in device.name and where not in device.platform.name):
+    if not name or (where and where not in (device.name, device.platform.name)):
         return None
     return name
 

@@ -140,7 +140,7 @@ def vector_doubles(device) -> int:
     ``native``, is a ValueError naming it)."""
     text = os.environ.get(VECTOR_DOUBLES_ENV, "").strip().lower()
     if text in ("", "native"):
-        if not hasattr(device, "platform"):  # a stand-in with no runtime behind it
+        if not isinstance(device, cl.Device):  # a stand-in with no runtime behind it
             return int(getattr(device, "preferred_vector_width_double", 0) or 0)
         lanes, failures = _width_verdict(device)
         own = int(getattr(device, "preferred_vector_width_double", 0) or 0)
@@ -193,12 +193,25 @@ def describe_probe(device) -> str:
     return "\n".join(lines)
 
 
+def listed_devices() -> list[cl.Device]:
+    """Every OpenCL device with float64 that fmmloopy may choose (no simulator), in the order
+    the default choice tries them (:func:`expected_speed_rank`)."""
+    return sorted((d for d in _platforms_devices() if d.double_fp_config),
+                  key=expected_speed_rank)
+
+
+def device_spec(device: cl.Device) -> str:
+    """A ``device=`` text that chooses ``device`` among the listed ones: its class where that is
+    Intel's CPU runtime (whose device name PoCL's contains), else its name."""
+    classes = device_classes(device)
+    return "cpu-intel" if "cpu-intel" in classes else device.name
+
+
 def describe_devices() -> str:
     """Lines: every OpenCL device with float64 that fmmloopy may choose, in the order of the
     default choice (:func:`expected_speed_rank`), each usable or why not."""
     lines = ["devices, in the order the default choice tries them:"]
-    for device in sorted((d for d in _platforms_devices() if d.double_fp_config),
-                         key=expected_speed_rank):
+    for device in listed_devices():
         problem = compiler_problem(device)
         state = f"{vector_doubles(device)} doubles per vector" if problem is None else problem
         lines.append(f"  {device.name} ({device.platform.name}; {device_classes(device)[0]}): "
