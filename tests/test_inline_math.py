@@ -17,7 +17,15 @@ from fmmloopy.tuning.inline_math import (
     trig_preamble,
 )
 
-OPTIONS = [[], ["-cl-fast-relaxed-math"]]
+#: Without options, and with the options the cpu recipes build with on the device (relaxed math
+#: on PoCL; none on Intel's CPU runtime, under whose relaxed math the reduction's two parts
+#: merge: errors of 4e-8, transforms/cpu.py's math_options).
+OPTIONS = ["none", "the recipes'"]
+
+
+def _options(device, which: str) -> list[str]:
+    from fmmloopy.transforms.cpu import math_options
+    return [] if which == "none" else list(math_options(device))
 
 
 def _on_device(device, preamble: str, body: str, x: np.ndarray, outputs: int, options):
@@ -28,7 +36,8 @@ def _on_device(device, preamble: str, body: str, x: np.ndarray, outputs: int, op
         + f") {{ int i = get_global_id(0); {body} }}")
     context = cl.Context([device])
     queue = cl.CommandQueue(context)
-    kernel = cl.Kernel(cl.Program(context, source).build(options=options), "f")
+    kernel = cl.Kernel(cl.Program(context, source).build(options=_options(device, options)),
+                       "f")
     x_dev = cla.to_device(queue, x)
     ys = [cla.empty_like(x_dev) for _ in names]
     kernel(queue, x.shape, None, x_dev.data, *(y.data for y in ys))

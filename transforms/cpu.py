@@ -55,6 +55,20 @@ def targets_in(device) -> str:
     return "vector_lanes" if has_wide_vectors(device) else "work_items"
 
 
+#: What the recipes let the compiler do with floating point on PoCL: reassociate and contract
+#: (its work-group loops vectorise only so; ``fmmloopy check`` holds the results to 1e-12).
+RELAXED_MATH = ("-cl-fast-relaxed-math",)
+
+
+def math_options(device) -> tuple[str, ...]:
+    """The recipes' build options on ``device``: :data:`RELAXED_MATH`, but none on Intel's CPU
+    runtime, which vectorises across work-items without it and under it computes ``rsqrt`` of a
+    double to 14 bits, merges the two parts of the inline ``sin``/``cos``'s reduction (errors of
+    4e-8) and takes ``1/sqrt`` of a float from its estimate (docs/performance.md, "CPU
+    runtimes")."""
+    return () if "cpu-intel" in device_classes(device) else RELAXED_MATH
+
+
 #: Steps of the fourth order that refine the bits estimate of ``1/sqrt`` (relative error
 #: 3.4e-2) to float64's own: 4.4e-6 after one, rounding after two.
 BITS_NEWTON_STEPS = 2
@@ -119,8 +133,9 @@ def pairwise_cpu(knl, ctx):
     group = ctx.settings.get("work_group_size", WORK_GROUP_SIZE)
     lanes = ctx.settings.get("targets_in", targets_in(ctx.device)) == "vector_lanes"
     single = np.dtype(ctx.parameters.get("dtype", np.float64)) == np.float32
+    options = math_options(ctx.device)
     if ctx.complex_values and (single or not lanes):
-        return vectorised_pairwise(knl, group)
+        return vectorised_pairwise(knl, group, options)
     if lanes:
         width = ctx.settings.get("lane_width", LANE_WIDTH)
         knl = factor_constants_out_of_sums(knl)
@@ -131,26 +146,26 @@ def pairwise_cpu(knl, ctx):
                                       ctx.settings.get("lane_chains", LANE_CHAINS),
                                       ctx.parameters.get("rsqrt_error"))
         knl = silence_warnings(knl, "v1_scheduler_fallback")
-        return add_build_options(knl, "-cl-fast-relaxed-math")
+        return add_build_options(knl, *options)
     if is_single_precision(knl):
         # float32: the Newton helpers are double's; float's 1/sqrt vectorises as it is.
-        return vectorised_pairwise(knl, group)
+        return vectorised_pairwise(knl, group, options)
     if ctx.settings.get("reciprocal_sqrt", reciprocal_sqrt(ctx.device)) == "bits_newton":
         steps = newton_steps_for("bits", ctx.parameters.get("rsqrt_error"), order=4)
         knl = use_newton_rsqrt(knl, "bits", steps or BITS_NEWTON_STEPS, order=4)
         knl = factor_constants_out_of_sums(hoist_shared_calls(knl))
-        return _targets_on_work_items(parallelize_box_loop(knl), group)
+        return _targets_on_work_items(parallelize_box_loop(knl), group, options)
     if ctx.operator != "p2p":
-        return vectorised_pairwise(knl, group)
+        return vectorised_pairwise(knl, group, options)
     steps = newton_steps_for("bits", ctx.parameters.get("rsqrt_error"))
     boxes = parallelize_box_loop(knl)
     split = split_targets_over_rsqrt(boxes, "bits", steps)
     if split is boxes:  # a P2P of several fields, which the split leaves: its constants out
         split = factor_constants_out_of_sums(boxes)
-    return _targets_on_work_items(split, group)
+    return _targets_on_work_items(split, group, options)
 
 
-def vectorised_pairwise(knl, work_group_size=WORK_GROUP_SIZE):
+def vectorised_pairwise(knl, work_group_size=WORK_GROUP_SIZE, options=RELAXED_MATH):
     """Targets of a box across work-items; builtin sqrt and relaxed math so the loop vectorises;
     calls the entries share (``exp(1j k r)``) once per pair (:func:`hoist_shared_calls`);
     complex values as pairs of doubles, with a ``sin``/``cos`` LLVM inlines
@@ -163,16 +178,16 @@ def vectorised_pairwise(knl, work_group_size=WORK_GROUP_SIZE):
     split = split_complex_temporaries(hoisted)
     if split is not hoisted:  # complex values, now in doubles
         split = guard_the_root(split)
-    return _targets_on_work_items(parallelize_box_loop(split), work_group_size)
+    return _targets_on_work_items(parallelize_box_loop(split), work_group_size, options)
 
 
-def _targets_on_work_items(knl, work_group_size=WORK_GROUP_SIZE):
+def _targets_on_work_items(knl, work_group_size=WORK_GROUP_SIZE, options=RELAXED_MATH):
     """Targets over ``l.0``; ``sqrt``, ``exp``, ``sin`` and ``cos`` inline (PoCL's library
     calls stop the vectorisation: :func:`use_inline_math`; Yukawa's P2P with and without them:
     docs/performance.md, "Helmholtz on the vector path")."""
     knl = spread_over_local_axis(knl, "itgt", work_group_size)
     knl = use_inline_math(use_builtin_sqrt(knl))
-    return add_build_options(knl, "-cl-fast-relaxed-math")
+    return add_build_options(knl, *options)
 
 
 #: Matvec lists grouped by matrix (grouping made M2L fast: docs/performance.md) in this many
@@ -255,7 +270,7 @@ def matvec_cpu(knl, ctx):
         knl = vectorize_output_coefficients(knl, layout.row_multiple, layout.aligned_rows)
         knl = lp.prioritize_loops(knl, "iexp_tgt_outer,iexp_src,ipair")
     knl = silence_warnings(knl, "v1_scheduler_fallback", "vectorize_failed")
-    return add_build_options(knl, "-cl-fast-relaxed-math")
+    return add_build_options(knl, *math_options(ctx.device))
 
 
 def unroll_pair_tile(knl):

@@ -290,7 +290,9 @@ def choose_device(spec: str | cl.Device | None = None) -> cl.Device:
     devices on machines whose OpenCL platforms differ or are listed in another order. A device
     whose compiler cannot build a kernel (:func:`compiler_problem`) is passed over for one that
     can; where none can, the RuntimeError names each device, the compiler's error and the fix.
-    Among devices that match, the fastest expected comes first (:func:`expected_speed_rank`).
+    Among devices that match, one whose whole name it is comes first (Intel's CPU runtime names
+    its device ``Intel(R) Xeon(R) ...``, PoCL ``pthread-Intel(R) Xeon(R) ...``), then the
+    fastest expected (:func:`expected_speed_rank`).
     """
     if isinstance(spec, cl.Device):
         return usable(spec)
@@ -308,7 +310,7 @@ def choose_device(spec: str | cl.Device | None = None) -> cl.Device:
         wanted = spec.lower()
         candidates = sorted((d for d in devices
                              if wanted in device_classes(d) or wanted in d.name.lower()),
-                            key=expected_speed_rank)
+                            key=lambda d: (d.name.lower() != wanted, expected_speed_rank(d)))
     broken = []
     for device in candidates:
         problem = compiler_problem(device)

@@ -22,7 +22,7 @@ SHIPPED_PACKAGE = "fmmloopy.transforms"
 
 SHIPPED_SHA256 = {
     "fmmloopy.transforms": "a29ebfcbda8b229e7836878cfd8e4824854c8db211e01441339c6e3d901c325a",
-    "fmmloopy.transforms.cpu": "17335c55f2470e9715080239ef3c55f29da41a60c6bb25ba201ff487c76ccde4",
+    "fmmloopy.transforms.cpu": "6dd9f9183158026787f4e82336a18d7581d9a1e465854f761bec2f5c5cd1d36f",
     "fmmloopy.transforms.generic":
         "d5c1dd918e9b4941de6a396615bb1593a78906cbe08dcd91d9d754ab82659d83",
     "fmmloopy.transforms.gpu": "1a8e809daa59a00cb713e82b4021903d51f6a5a2ccbd3e3e83e57c1d62889d6c",
