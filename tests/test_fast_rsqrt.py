@@ -163,17 +163,21 @@ def _write(tmp_path, body: str):
 
 def test_the_check_passes_the_newton_rsqrt_on_every_pairwise_operator(tmp_path, device):
     path = _write(tmp_path, """
-        from fmmloopy.transforms.cpu import vectorised_pairwise
+        from fmmloopy.transforms.cpu import math_options, vectorised_pairwise
         from fmmloopy.tuning.recipe import recipe
         from fmmloopy.tuning.tools import use_newton_rsqrt
 
+        # The cpu recipes' build options on the device (Intel's relaxed math makes the float
+        # estimate 14 bits: 1.1e-14 after its one step, docs/performance.md, "CPU runtimes").
         @recipe("pairwise", device="any", name="newton_bits")
         def newton_bits(knl, ctx):
-            return use_newton_rsqrt(vectorised_pairwise(knl), "bits")
+            return use_newton_rsqrt(vectorised_pairwise(knl, 16, math_options(ctx.device)),
+                                    "bits")
 
         @recipe("pairwise", device="any", name="newton_float")
         def newton_float(knl, ctx):
-            return use_newton_rsqrt(vectorised_pairwise(knl), "float")
+            return use_newton_rsqrt(vectorised_pairwise(knl, 16, math_options(ctx.device)),
+                                    "float")
         """)
     results = list(run_checks(device, operators=PAIRWISE, recipes=["newton_bits", "newton_float"],
                               recipe_sources=[path], production=None))

@@ -91,12 +91,22 @@ def _pairs(queue, offsets, rsqrt_error):
     return p2p(queue, **arrays)["result"].get(), p2p.device_code()
 
 
+def _two_fourth_order_steps(device) -> bool:
+    """Whether the cpu recipe's P2P on ``device`` takes every ``1/sqrt`` from the bits and two
+    fourth-order steps (its default on Intel's CPU runtime)."""
+    from fmmloopy.transforms import cpu
+    return (cpu.targets_in(device) == "work_items"
+            and cpu.reciprocal_sqrt(device) == "bits_newton")
+
+
 def test_every_pair_of_the_coarser_kernel_is_within_its_bound(queue):
     offsets = offsets_over_30_decades(np.random.default_rng(5))
     r2 = (offsets ** 2).sum(axis=1)
     coarse, coarse_code = _pairs(queue, offsets, RSQRT_ERROR)
     fine, fine_code = _pairs(queue, offsets, None)
-    assert coarse_code != fine_code  # a kernel of its own, fewer refinement steps
+    # A kernel of its own, fewer refinement steps; but on the path of two fourth-order steps
+    # (Intel's CPU runtime) one step leaves 6e-6, above the bound: the same kernel.
+    assert coarse_code != fine_code or _two_fourth_order_steps(queue.device)
     assert np.all(np.isfinite(coarse)) and np.all(coarse[r2 == 0] == 0.0)
     exact = 1 / (4 * np.pi * np.sqrt(r2[r2 > 0]))
     assert np.max(np.abs(coarse[r2 > 0] - exact) / exact) <= RSQRT_ERROR
@@ -113,7 +123,12 @@ def test_the_check_holds_the_coarser_kernel_to_its_bound_and_no_tighter(device):
                    rsqrt_error=RSQRT_ERROR)
     assert held.ok, held.mismatch
     # Its 1/sqrt is coarser than float64's (measured: about 1e-9 with one Newton step, 3e-11
-    # with three from the bits): the float64 check, and a bound of 1e-14, refuse it.
+    # with three from the bits): the float64 check, and a bound of 1e-14, refuse it. (Not on
+    # the path of two fourth-order steps, where it is float64's own kernel.)
+    if _two_fourth_order_steps(device):
+        fine = compiled_operator("p2p", device, recipe="cpu")
+        assert coarse.generated.device_code == fine.generated.device_code
+        return
     reference = compiled_operator("p2p", device, recipe=REFERENCE)
     assert not compare(coarse, reference, spec, {}, inputs, queue).ok
     assert not compare(coarse, None, spec, {}, inputs, queue, green=LAPLACE_3D,
