@@ -37,7 +37,7 @@ from typing import Any
 
 import pyopencl as cl
 
-from fmmloopy.base.devices import vector_doubles
+from fmmloopy.base.devices import device_classes, vector_doubles
 from fmmloopy.execution.cache_files import key_string, write_atomically
 from fmmloopy.execution.generated_kernel import GeneratedKernel
 from fmmloopy.execution.kernel_cache import KernelCacheWarning, enabled
@@ -67,10 +67,12 @@ def device_class(recipe_name: str, device: cl.Device) -> dict[str, str] | None:
     """What the kernels of recipe ``recipe_name`` depend on of ``device``: the class of its
     doubles per vector (:func:`vector_class`) for the ``cpu`` recipes on a CPU, nothing for the
     set-up's kernels (``setup``); None where no kernel is shipped (other recipes, other
-    devices)."""
+    devices, and the ``cpu`` recipes on Intel's CPU runtime, which build there with other
+    options and another ``1/sqrt``: generated on first use)."""
     if recipe_name == "setup":
         return {"class": "any"}
-    if recipe_name == "cpu" and device.type & cl.device_type.CPU:
+    if (recipe_name == "cpu" and device.type & cl.device_type.CPU
+            and "cpu-intel" not in device_classes(device)):
         return {"class": "cpu",
                 "vector_doubles_for_recipes": str(vector_class(vector_doubles(device)))}
     return None
