@@ -67,13 +67,13 @@ def device_class(recipe_name: str, device: cl.Device) -> dict[str, str] | None:
     """What the kernels of recipe ``recipe_name`` depend on of ``device``: the class of its
     doubles per vector (:func:`vector_class`) for the ``cpu`` recipes on a CPU, nothing for the
     set-up's kernels (``setup``); None where no kernel is shipped (other recipes, other
-    devices, and the ``cpu`` recipes on Intel's CPU runtime, which build there with other
-    options and another ``1/sqrt``: generated on first use)."""
+    devices). Intel's CPU runtime is a class of its own (``cpu-intel``): the recipes build
+    there with other options and another ``1/sqrt``."""
     if recipe_name == "setup":
         return {"class": "any"}
-    if (recipe_name == "cpu" and device.type & cl.device_type.CPU
-            and "cpu-intel" not in device_classes(device)):
-        return {"class": "cpu",
+    if recipe_name == "cpu" and device.type & cl.device_type.CPU:
+        runtime = "cpu-intel" if "cpu-intel" in device_classes(device) else "cpu"
+        return {"class": runtime,
                 "vector_doubles_for_recipes": str(vector_class(vector_doubles(device)))}
     return None
 
