@@ -95,14 +95,17 @@ def _run(cache, spec, abort=None):
 
 
 def test_a_compiler_that_aborts_falls_back_in_one_line_and_the_next_run_is_clean(device,
-                                                                                   tmp_path):
+                                                                                   tmp_path,
+                                                                                   monkeypatch):
     """The planted abort: the probe's child dies building the program of the device's own
     vector path (as PoCL 3.0's LLVM does on a Zen 4 on the wide path's ``sqrt``). On a device
     taking the wide path fmmloopy takes the narrow one on the same device, says so in one line,
     and the FMM is right; on one taking the narrow path the device is passed over, and asked
     for alone, the error names what happened (the passing over to another device, in one line:
     the fake devices of tests/test_devices.py). The next run, nothing planted, is clean: the
-    device's own width, no warning, the same accuracy (nothing poisoned on disk)."""
+    device's own width, no warning, the same accuracy (nothing poisoned on disk). The runs
+    leave ``$FMMLOOPY_VECTOR_DOUBLES`` unset, so the width compared is the probed one."""
+    monkeypatch.delenv(VECTOR_DOUBLES_ENV, raising=False)
     wide = max(program.min_doubles for program in registered_programs().values())
     own = devices.vector_doubles(device)
     path = [name for name, program in registered_programs().items()
