@@ -23,7 +23,7 @@ from fmmloopy.api.direct import DirectSum, direct
 from fmmloopy.api.distributed import DistributedFmm
 from fmmloopy.api.fmm import Fmm, evaluate
 from fmmloopy.api.operator import linear_operator
-from fmmloopy.api.units import Fields, Flow
+from fmmloopy.api.units import Fields, Flow, HessianFields
 from fmmloopy.base.opencl_runtimes import prepare_opencl
 from fmmloopy.base.progress import show_progress
 from fmmloopy.maths.green import (
@@ -38,7 +38,8 @@ from fmmloopy.maths.green import (
 from fmmloopy.tree.octree import root_box_side
 from fmmloopy.tuning.recipe import recipe
 
-__all__ = ["DirectSum", "DistributedFmm", "Fields", "Flow", "Fmm", "GreenKernel", "direct",
+__all__ = ["DirectSum", "DistributedFmm", "Fields", "Flow", "Fmm", "GreenKernel", "HessianFields",
+           "direct",
            "evaluate", "helmholtz", "linear_operator", "recipe", "regularized_stokes",
            "root_box_side", "rpy",
            "show_progress", "stokes", "user_kernel", "yukawa"]

@@ -198,10 +198,11 @@ def isolated_registry():
 
 #: The kernels ``fmmloopy check`` runs each pairwise operator with besides the potential of
 #: charges, as its result lines label them: the steps at the user's points take every field
-#: (P2P: potential and gradient of charges and dipoles; P2M/P2L: the potential of charges and
-#: dipoles; M2P/L2P: the potential and gradient of the equivalent charges).
-CHECKED_FIELDS = {"p2p": "pot+grad<q+dip", "p2m": "pot<q+dip", "p2l": "pot<q+dip",
-                  "m2p": "pot+grad<q", "l2p": "pot+grad<q"}
+#: (P2P: potential, gradient and Hessian of charges and dipoles; P2M/P2L: the potential of
+#: charges and dipoles; M2P/L2P: the potential, gradient and Hessian of the equivalent
+#: charges).
+CHECKED_FIELDS = {"p2p": "pot+grad+hess<q+dip", "p2m": "pot<q+dip", "p2l": "pot<q+dip",
+                  "m2p": "pot+grad+hess<q", "l2p": "pot+grad+hess<q"}
 
 
 #: Every operator is also checked for this many strength vectors at once (label ``x3``).

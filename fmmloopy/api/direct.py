@@ -24,6 +24,7 @@ from fmmloopy.maths.geometry import INDEX_DTYPE
 from fmmloopy.maths.green import GreenKernel, get_kernel
 from fmmloopy.maths.harmonic import harmonic_split
 from fmmloopy.maths.rpy import find_coincident, find_overlaps
+from fmmloopy.tree.close_pairs import close_pairs
 from fmmloopy.tree.coordinates import working_coordinates
 
 __all__ = ["DirectSum", "direct"]
@@ -36,14 +37,18 @@ TARGETS_PER_BOX = 64
 class DirectSum:
     """``sum_{i, x_i != y} G(y - x_i) q_i`` at every target ``y`` by direct summation on an
     OpenCL device (module docstring); called like :class:`~fmmloopy.api.fmm.Fmm` (charges,
-    ``dipoles=``, ``gradient=``, strength vectors ``(N, k)``)."""
+    ``dipoles=``, ``gradient=``, ``hessian=``, strength vectors ``(N, k)``).
+    ``exclude_within``: pairs closer than that are left out too (FMM3D's ``thresh``), their
+    terms subtracted on the host (what remains carries their rounding: float64's times their
+    size over the sum's)."""
 
     def __init__(self, sources, targets=None, *, kernel: str | GreenKernel = "laplace",
-                 device=None):
+                 device=None, exclude_within: float = 0.0):
         self.kernel = get_kernel(kernel).base
         sources = as_float64_points(check_point_array(sources, "sources"), "sources")
         targets = sources if targets is None else as_float64_points(
             check_point_array(targets, "targets"), "targets")
+        self._excluded = _excluded_pairs(targets, sources, exclude_within)
         self.nsources, self.ntargets = len(sources), len(targets)
         self.device = choose_device(device)
         self.queue = cl.CommandQueue(context_for(self.device))
@@ -56,12 +61,14 @@ class DirectSum:
         self._overlaps = None  # the RPY tensor's (found at the first call)
 
     def __call__(self, charges=None, *, dipoles=None, gradient: bool = False,
-                 pressure: bool = False, stresslets=None):
-        """Potentials at the targets (and with ``gradient``, :class:`Fields`; Stokes:
+                 pressure: bool = False, stresslets=None, hessian: bool = False):
+        """Potentials at the targets (and with ``gradient``, :class:`Fields`, with ``hessian``
+        :class:`~fmmloopy.api.units.HessianFields`; Stokes:
         velocities, or a :class:`~fmmloopy.api.units.Flow`), as
         :meth:`Fmm.__call__ <fmmloopy.api.fmm.Fmm.__call__>` returns them."""
         strengths, kernel, batched = checked_strengths(self.kernel, self.nsources, charges,
-                                                       dipoles, gradient, pressure, stresslets)
+                                                       dipoles, gradient, pressure, stresslets,
+                                                       hessian)
         return shaped_results(self._sum(strengths, kernel), kernel, batched)
 
     def _sum(self, strengths: np.ndarray, kernel: GreenKernel) -> np.ndarray:
@@ -69,9 +76,26 @@ class DirectSum:
         dtype = kernel.value_dtype()
         if not self.nsources or not self.ntargets:
             return np.zeros((kernel.n_outputs, self.ntargets), dtype)
-        return summed_in_user_units(strengths, kernel, self.coordinate_exponent,
-                                    lambda scaled: self._with_overlaps(
-                                        self._launch(scaled, kernel), scaled, kernel))
+        outputs = summed_in_user_units(strengths, kernel, self.coordinate_exponent,
+                                       lambda scaled: self._with_overlaps(
+                                           self._launch(scaled, kernel), scaled, kernel))
+        return self._without_excluded(outputs, strengths, kernel)
+
+    def _without_excluded(self, outputs: np.ndarray, strengths: np.ndarray,
+                          kernel: GreenKernel) -> np.ndarray:
+        """``outputs`` ``(n_outputs, M)`` less the terms of the pairs ``exclude_within``
+        leaves out."""
+        target, source, offsets = self._excluded
+        if not len(target):
+            return outputs
+        entries = kernel.evaluate(offsets)  # (P,) or (P, n_outputs, n_inputs)
+        if entries.ndim == 1:
+            terms = (entries * strengths[0, source])[None]
+        else:
+            terms = np.einsum("poi,ip->op", entries, strengths[:, source])
+        outputs = outputs.astype(np.result_type(outputs, terms), copy=False)
+        np.subtract.at(outputs, (slice(None), target), terms)
+        return outputs
 
     def _with_overlaps(self, outputs: np.ndarray, strengths: np.ndarray,
                        kernel: GreenKernel) -> np.ndarray:
@@ -122,6 +146,16 @@ class DirectSum:
             if isinstance(value, np.ndarray) else value
             for name, value in arguments.items() if name in operator.argument_names}
         return operator(self.queue, **device_arguments)["result"].get(queue=self.queue)
+
+
+def _excluded_pairs(targets: np.ndarray, sources: np.ndarray, distance
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(target, source, offset ``(P, 3)``) of the pairs closer than ``distance`` (apart)."""
+    if isinstance(distance, bool) or not isinstance(distance, int | float | np.floating) \
+            or not 0 <= distance < np.inf:
+        raise ValueError(f"exclude_within must be a distance >= 0, not {distance!r}")
+    target, source = close_pairs(targets, sources, float(distance))
+    return target, source, targets[target] - sources[source]
 
 
 def direct(sources, charges, targets=None, **options) -> np.ndarray:

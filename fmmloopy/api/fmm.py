@@ -309,12 +309,15 @@ class Fmm:
         return seconds
 
     def __call__(self, charges=None, *, dipoles=None, gradient: bool = False,
-                 pressure: bool = False, stresslets=None):
+                 pressure: bool = False, stresslets=None, hessian: bool = False):
         """Potentials at the targets, in the user's order, of ``charges`` (one per source)
         and/or ``dipoles`` (``(N, 3)``: a moment vector per source, whose potential is
         ``m . grad_source G``); with ``gradient=True``, a
         :class:`~fmmloopy.api.units.Fields` ``(potential, gradient)`` with the gradient at the
-        targets, ``(M, 3)``.
+        targets, ``(M, 3)``; with ``hessian=True`` (a scalar kernel), a
+        :class:`~fmmloopy.api.units.HessianFields` ``(potential, gradient, hessian)``, the
+        Hessian ``(M, 3, 3)`` (``d^2 u / d x_i d x_j`` at ``[:, i, j]``; the gradient None
+        unless ``gradient=True``).
 
         Several strength vectors at once: charges ``(N, k)`` give potentials ``(M, k)``
         (dipoles ``(N, 3, k)``, gradients ``(M, 3, k)``), column ``j`` that of column ``j``.
@@ -329,7 +332,8 @@ class Fmm:
         adds the stresslets' flow (a double layer: :func:`~fmmloopy.maths.green.
         stresslet`), with or without forces."""
         strengths, kernel, batched = checked_strengths(self.kernel, self.nsources, charges,
-                                                       dipoles, gradient, pressure, stresslets)
+                                                       dipoles, gradient, pressure, stresslets,
+                                                       hessian)
         check_eps_covers(self, kernel)
         outputs = self.apply(strengths[0] if kernel.n_inputs == 1 else strengths, kernel)
         return shaped_results(np.atleast_2d(outputs), kernel, batched)

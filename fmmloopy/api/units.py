@@ -37,6 +37,23 @@ class Fields(NamedTuple):
     gradient: np.ndarray
 
 
+class HessianFields(NamedTuple):
+    """What :meth:`Fmm.__call__` returns with ``hessian=True`` (a scalar kernel)."""
+
+    #: ``(M,)``: the potential at each target (``(M, k)`` for several strength vectors).
+    potential: np.ndarray
+    #: ``(M, 3)`` (``(M, 3, k)``): its gradient, or None where ``gradient`` was not asked for.
+    gradient: np.ndarray | None
+    #: ``(M, 3, 3)`` (``(M, 3, 3, k)``): its Hessian, ``d^2 u / d x_i d x_j`` at
+    #: ``[:, i, j]``, the full symmetric matrix.
+    hessian: np.ndarray
+
+
+#: Where each entry of the full 3 x 3 Hessian is among the six computed (``xx, xy, xz, yy,
+#: yz, zz``, :data:`fmmloopy.maths.green.TARGET_FIELDS`).
+HESSIAN_ENTRIES = np.array([[0, 1, 2], [1, 3, 4], [2, 4, 5]])
+
+
 class Flow(NamedTuple):
     """What :meth:`Fmm.__call__` returns for a tensor kernel (Stokes) asked for more than its
     potential (the velocity): the fields not asked for are None."""
@@ -50,12 +67,14 @@ class Flow(NamedTuple):
 
 
 def checked_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradient,
-                      pressure=False, stresslets=None) -> tuple[np.ndarray, GreenKernel, bool]:
+                      pressure=False, stresslets=None, hessian=False
+                      ) -> tuple[np.ndarray, GreenKernel, bool]:
     """A call's ``charges`` and/or ``dipoles`` checked and stacked, ``(n_inputs, nsources)``
     (over ``k`` strength vectors: each vector's components in turn,
     :attr:`~fmmloopy.maths.green.GreenKernel.vectors`), ``green`` with the call's fields and
     vectors (:meth:`Fmm.fields_kernel`), and whether the strengths came as columns of vectors
-    (``(N, k)``, ``(N, 3, k)``: the results are then shaped so too)."""
+    (``(N, k)``, ``(N, 3, k)``: the results are then shaped so too). ``hessian``: the
+    Hessian too, a scalar kernel's."""
     if charges is None and dipoles is None and stresslets is None:
         raise ValueError("charges must be an array of real numbers, got None (give "
                          "charges, dipoles=... or both)")
@@ -66,6 +85,10 @@ def checked_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradi
     if validate_flag(pressure, "pressure") and "pressure" not in green.field_names:
         raise ValueError(f"kernel {green.spec!r} has no pressure (Stokes has: "
                          "kernel='stokes')")
+    hessian = validate_flag(hessian, "hessian")
+    if hessian and green.is_tensor:
+        raise ValueError(f"hessian=True is a scalar kernel's (Laplace, Yukawa, Helmholtz, a "
+                         f"user's); kernel {green.spec!r} gives gradient=True")
     if green.is_tensor:
         strengths, kernel, batched = _tensor_strengths(green, nsources, charges, dipoles,
                                                        gradient, pressure, stresslets)
@@ -83,11 +106,12 @@ def checked_strengths(green: GreenKernel, nsources: int, charges, dipoles, gradi
         vectors = values.shape[2] if values.ndim == 3 else 1
         parts.append(values.reshape((nsources, 3, vectors)).transpose(2, 1, 0))
     return _stacked(green, nsources, parts, batched, (charges, dipoles), gradient, False,
-                    "shapes (N, k) and (N, 3, k)")
+                    "shapes (N, k) and (N, 3, k)", hessian)
 
 
 def _stacked(green: GreenKernel, nsources: int, parts: list, batched: list, given: tuple,
-             gradient: bool, pressure: bool, shapes: str) -> tuple[np.ndarray, GreenKernel, bool]:
+             gradient: bool, pressure: bool, shapes: str, hessian: bool = False
+             ) -> tuple[np.ndarray, GreenKernel, bool]:
     """The end of :func:`checked_strengths`: the parts ``(vectors, components, N)`` of the
     ``given`` charges and dipoles (each None or an array) as one array, the kernel with the
     call's fields and vectors, whether they came as vectors; ValueError where charges and
@@ -98,7 +122,7 @@ def _stacked(green: GreenKernel, nsources: int, parts: list, batched: list, give
                          f"{np.shape(charges) if batched[0] else 'one'}, dipoles "
                          f"{np.shape(dipoles) if batched[1] else 'one'} ({shapes})")
     kernel = green.with_fields(("potential",) + ("gradient",) * gradient
-                               + ("pressure",) * pressure,
+                               + ("hessian",) * hessian + ("pressure",) * pressure,
                                ("charge",) * (charges is not None)
                                + ("dipole",) * (dipoles is not None)).with_vectors(len(parts[0]))
     strengths = np.concatenate(parts, axis=1).reshape((kernel.n_inputs, nsources))
@@ -180,11 +204,14 @@ def _shaped_tensor_results(outputs: np.ndarray, kernel: GreenKernel, batched: bo
 
 def shaped_results(outputs: np.ndarray, kernel: GreenKernel, batched: bool):
     """A call's results from ``outputs`` ``(n_outputs, M)`` of ``kernel``: potentials ``(M,)``
-    or, with a gradient, :class:`Fields` (``(M, 3)``); for strengths given as columns
-    (``batched``), potentials ``(M, k)`` and gradients ``(M, 3, k)``."""
+    or, with a gradient, :class:`Fields` (``(M, 3)``), with a Hessian :class:`HessianFields`;
+    for strengths given as columns (``batched``), potentials ``(M, k)`` and gradients
+    ``(M, 3, k)``."""
     if kernel.is_tensor:
         return _shaped_tensor_results(outputs, kernel, batched)
     per_vector = outputs.reshape((kernel.vectors, kernel.n_outputs // kernel.vectors, -1))
+    if "hessian" in kernel.outputs:
+        return _with_hessian(per_vector, "gradient" in kernel.outputs, batched)
     gradient = per_vector.shape[1] > 1
     if not batched:
         return Fields(per_vector[0, 0], np.ascontiguousarray(per_vector[0, 1:].T)) \
@@ -193,6 +220,22 @@ def shaped_results(outputs: np.ndarray, kernel: GreenKernel, batched: bool):
     if not gradient:
         return potential
     return Fields(potential, np.ascontiguousarray(per_vector[:, 1:].transpose(2, 1, 0)))
+
+
+def _with_hessian(per_vector: np.ndarray, gradient: bool, batched: bool) -> HessianFields:
+    """:func:`shaped_results` of a scalar kernel's potential, gradient (where asked for) and
+    Hessian, ``per_vector`` ``(k, 1 [+ 3] + 6, M)``."""
+    values = per_vector.transpose(2, 1, 0)  # (M, components, vectors)
+    potential = values[:, 0]
+    derivatives = values[:, 1:4] if gradient else None
+    six = values[:, 4:] if gradient else values[:, 1:]
+    hessian = six[:, HESSIAN_ENTRIES]  # (M, 3, 3, vectors)
+    if not batched:
+        potential, hessian = potential[:, 0], hessian[..., 0]
+        derivatives = None if derivatives is None else derivatives[..., 0]
+    return HessianFields(np.ascontiguousarray(potential),
+                         None if derivatives is None else np.ascontiguousarray(derivatives),
+                         np.ascontiguousarray(hessian))
 
 
 def summed_in_user_units(strengths: np.ndarray, kernel: GreenKernel, coordinate_exponent: int,

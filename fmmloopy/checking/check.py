@@ -122,7 +122,7 @@ class CheckResult:
     @property
     def label(self) -> str:
         """The operator, with its fields and root where not the plain ones:
-        ``p2p[pot+grad<q+dip]``, ``p2p[x3,1/sqrt~1e-08]``."""
+        ``p2p[pot+grad+hess<q+dip]``, ``p2p[x3,1/sqrt~1e-08]``."""
         parts = ",".join(part for part in (self.fields, self.root) if part)
         return f"{self.operator}[{parts}]" if parts else self.operator
 

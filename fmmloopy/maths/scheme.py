@@ -39,9 +39,11 @@ from fmmloopy.maths.precompute import full_ranks, matrix_shapes
 __all__ = ["FAR_FIELD", "KIFMM", "NEAR_FIELD", "KernelRequest", "KifmmScheme", "Pass",
            "plan_kernel_requests"]
 
-#: The output fields a call may ask of every kernel (the Hessian is the Stokeslet's Laplace
-#: sums' own, :mod:`fmmloopy.maths.harmonic`).
+#: The output fields a call may ask of every kernel; the Hessian of a scalar kernel's only
+#: (:data:`SCALAR_OUTPUTS`; a tensor kernel's Hessian is the Stokeslet's Laplace sums' own,
+#: :mod:`fmmloopy.maths.harmonic`).
 USER_OUTPUTS = ("potential", "gradient")
+SCALAR_OUTPUTS = USER_OUTPUTS + ("hessian",)
 
 #: (operator, kernel it sums, sizes) of one transformed kernel.
 KernelRequest = tuple[str, GreenKernel, dict[str, int]]
@@ -147,8 +149,8 @@ class KifmmScheme:
         (:mod:`fmmloopy.maths.harmonic`): its own at the near field (P2P), the Laplace ones
         of :data:`FAR_FIELD` (for every field: its far kernel's) elsewhere; the Stokeslet's
         P2P also those of stresslets, alone and beside forces, every field."""
-        full = green.with_fields(USER_OUTPUTS + green.field_names[len(TARGET_FIELDS):],
-                                 tuple(SOURCE_FIELDS))
+        full = green.with_fields((USER_OUTPUTS if green.is_tensor else SCALAR_OUTPUTS)
+                                 + green.field_names[len(TARGET_FIELDS):], tuple(SOURCE_FIELDS))
         split = harmonic_split(green)
         layered = []
         if split is not None and operator != "p2p":
