@@ -24,8 +24,9 @@ is smaller): the cost model's leaves grow with the order, and at high orders on 
 left the tree one or two levels deep, with little far field to measure (every pair direct at
 order 12 on ``shell``), while the same order at 10^6 points has a deep tree whose error is the
 far field's. It measures the relative L2 error, over **every** target, of the potential and
-the gradient of each strength kind against :class:`fmmloopy.DirectSum`. An order's row stops
-the family's parameter once every quantity is below :data:`STOP_BELOW`, or at
+the gradient of each strength kind against :class:`fmmloopy.DirectSum` (and of the scalar
+kernels, :data:`HESSIAN_FAMILIES`, the Hessian: ``--hessians`` adds it to a table's rows).
+An order's row stops the family's parameter once every quantity is below :data:`STOP_BELOW`, or at
 ``--max-order`` (default :data:`MAX_CALIBRATED_ORDER`).
 
 The periodic families (``periodic laplace``: a Laplace FMM of the cell ``[0, 1)^3`` periodic
@@ -70,6 +71,8 @@ from fmmloopy.execution.precomputed import forget_operators
 from fmmloopy.maths.accuracy import (
     CALIBRATION_FILE,
     FAMILY_GRIDS,
+    HESSIAN_FAMILIES,
+    HESSIAN_QUANTITIES,
     MAX_CALIBRATED_ORDER,
     PERIODIC_FAMILY,
     QUANTITIES,
@@ -161,7 +164,8 @@ def strengths(n: int, complex_values: bool, rng: np.random.Generator, family: st
 
 
 def potential_and_gradient(result) -> tuple[np.ndarray, np.ndarray]:
-    """A call's potential (Stokes: velocity) and gradient (``fmmloopy.Fields`` or ``Flow``)."""
+    """A call's potential (Stokes: velocity) and gradient (``fmmloopy.Fields``,
+    ``HessianFields`` or ``Flow``)."""
     if isinstance(result, fmmloopy.Flow):
         return result.velocity, result.gradient
     return result.potential, result.gradient
@@ -231,15 +235,20 @@ def _measure_set(family: str, parameter: float, order: int, case: tuple, n_crit_
         fmm = fmmloopy.Fmm(sources, targets, kernel=kernel, order=order, n_crit=n_crit_cap,
                            **cell)
     errors, seconds = {}, 0.0
+    hessian = family in HESSIAN_FAMILIES
     for kind, values in (("charge", {"charges": charges}), ("dipole", {"dipoles": dipoles})):
-        result = fmm(**values, gradient=True)
+        result = fmm(**values, gradient=True, **({"hessian": True} if hessian else {}))
         seconds += fmm.eval_seconds["total"]
+        exact = references(kernel)[kind]
         (potential, gradient), (exact_potential, exact_gradient) = (
-            potential_and_gradient(result), potential_and_gradient(references(kernel)[kind]))
+            potential_and_gradient(result), potential_and_gradient(exact))
         if sample is not None:
             potential, gradient = potential[sample], gradient[sample]
         errors[f"{kind} potential"] = relative_error(potential, exact_potential)
         errors[f"{kind} gradient"] = relative_error(gradient, exact_gradient)
+        if hessian:
+            errors[f"{kind} hessian"] = relative_error(
+                result.hessian if sample is None else result.hessian[sample], exact.hessian)
     entry = {"errors": errors, "seconds": round(seconds, 4), "n_crit": fmm.n_crit,
              "auto_n_crit": auto_n_crit, "depth": int(fmm.tree.box_levels.max()),
              "targets_are_sources": targets is None} | (
@@ -248,9 +257,11 @@ def _measure_set(family: str, parameter: float, order: int, case: tuple, n_crit_
 
 
 def set_row_maxima(row: dict) -> None:
-    """Each quantity's error in ``row``: the largest over the point sets it holds."""
-    for quantity in QUANTITIES:
-        row[quantity] = max(case["errors"][quantity] for case in row["sets"].values())
+    """Each quantity's error in ``row`` (the Hessians' where every set measured them): the
+    largest over the point sets it holds."""
+    for quantity in QUANTITIES + HESSIAN_QUANTITIES:
+        if all(quantity in case["errors"] for case in row["sets"].values()):
+            row[quantity] = max(case["errors"][quantity] for case in row["sets"].values())
 
 
 def cached_references(sources, targets, charges, dipoles):
@@ -260,8 +271,9 @@ def cached_references(sources, targets, charges, dipoles):
     def references(kernel):
         if kernel.spec not in memo:
             direct = fmmloopy.DirectSum(sources, targets, kernel=kernel)
-            memo[kernel.spec] = {"charge": direct(charges, gradient=True),
-                                 "dipole": direct(dipoles=dipoles, gradient=True)}
+            fields = {"gradient": True} | ({} if kernel.is_tensor else {"hessian": True})
+            memo[kernel.spec] = {"charge": direct(charges, **fields),
+                                 "dipole": direct(dipoles=dipoles, **fields)}
         return memo[kernel.spec]
     return references
 
@@ -314,6 +326,37 @@ def family_cases(family: str, n: int, seed: int, names=None) -> dict:
     return cases
 
 
+def add_hessians(args, families: list[str]) -> None:
+    """``--hessians``: measure the Hessians' errors (:data:`HESSIAN_QUANTITIES`) of the rows of
+    ``--out`` for ``families`` (and ``--parameter``, ``--from-order``, ``--max-order``) on
+    their point sets, into those rows; the rest of each row as it was."""
+    table = json.loads(args.out.read_text())
+    for family in families:
+        if family not in HESSIAN_FAMILIES:
+            continue
+        cases = None
+        for row in table["rows"]:
+            if (row["family"] != family or not args.from_order <= row["order"] <= args.max_order
+                    or (args.parameter and not any(math.isclose(row["parameter"], value)
+                                                   for value in args.parameter))):
+                continue
+            cases = cases or family_cases(family, args.n, args.seed, list(row["sets"]))
+            clock = time.perf_counter()
+            new = measure(family, row["parameter"], row["order"], cases, args.n_crit_cap,
+                          args.memory_limit, args.scratch_operators)
+            forget_operators()
+            gc.collect()
+            for name, case in new["sets"].items():
+                row["sets"][name]["errors"] |= {quantity: case["errors"][quantity]
+                                                for quantity in HESSIAN_QUANTITIES}
+            set_row_maxima(row)
+            print(f"{family:9s} {row['parameter']:6g} order {row['order']:2d}: "
+                  + "  ".join(f"{q} {row[q]:.2e}" for q in HESSIAN_QUANTITIES)
+                  + f"  ({time.perf_counter() - clock:.0f} s)", flush=True)
+            args.out.write_text(json.dumps(table, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
 def add_sets(args, families: list[str]) -> None:
     """``--sets``: measure those point sets at the orders of the rows of ``--out`` for
     ``families`` (and ``--parameter``, ``--from-order``, ``--max-order``), into those rows."""
@@ -352,6 +395,9 @@ def main() -> None:
                         help="calibrate only this grid point of the family (repeatable; "
                              "default: all; the point sets are the same, so separate runs' "
                              "rows join into one table)")
+    parser.add_argument("--hessians", action="store_true",
+                        help="add the Hessians' errors to the rows of --out of the families "
+                             "(laplace, yukawa, helmholtz) and stop")
     parser.add_argument("--max-order", type=int, default=MAX_CALIBRATED_ORDER,
                         help="the highest order measured (the operators' precomputation grows "
                              "fast with it: 2 minutes at order 11 for Laplace)")
@@ -386,6 +432,9 @@ def main() -> None:
     families = args.family or list(FAMILY_GRIDS)
     if args.sets:
         add_sets(args, families)
+        return
+    if args.hessians:
+        add_hessians(args, families)
         return
     rows = []
     if (args.keep_others or args.from_order > 3) and args.out.exists():

@@ -57,7 +57,8 @@ def test_eps_for_names_the_quantities():
     assert eps_quantities(("charges", "gradient")) == ("charge potential", "charge gradient")
     assert eps_quantities(["dipoles", "charges", "gradient"]) == QUANTITIES
     assert eps_quantities("gradient") == ("charge potential", "charge gradient")
-    for bad in ("charge", (), ["charges", "hessian"]):
+    assert eps_quantities(("dipoles", "hessian")) == ("dipole potential", "dipole hessian")
+    for bad in ("charge", (), ["charges", "hessians"]):
         with pytest.raises(ValueError, match="eps_for takes"):
             eps_quantities(bad)
 

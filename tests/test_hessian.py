@@ -146,12 +146,55 @@ def test_several_vectors_and_float32_hessians():
     assert error < 1e-3, error
 
 
+@pytest.mark.parametrize("eps", [1e-3, 1e-6])
+def test_eps_for_hessians_meets_eps(eps):
+    """``eps_for=(..., "hessian")`` takes the order from the table's Hessian rows: the
+    Hessians of charges and dipoles (and the potentials) within ``eps`` of the direct sum,
+    on points the table did not measure (a Plummer-like cluster and targets of their own)."""
+    rng = np.random.default_rng(8)
+    sources = rng.standard_normal((3000, 3)) * rng.random((3000, 1)) ** 2
+    targets = rng.uniform(-1.5, 1.5, (300, 3))
+    charges, dipoles = rng.uniform(-1, 1, 3000), rng.uniform(-1, 1, (3000, 3))
+    for where in (None, targets):
+        fmm = Fmm(sources, where, eps=eps, eps_for=("charges", "dipoles", "hessian"))
+        direct = DirectSum(sources, where)
+        for given in ({"charges": charges}, {"dipoles": dipoles}):
+            got, exact = fmm(**given, hessian=True), direct(**given, hessian=True)
+            for name in ("potential", "hessian"):
+                value, reference = getattr(got, name), getattr(exact, name)
+                error = np.linalg.norm(value - reference) / np.linalg.norm(reference)
+                assert error < eps, (eps, fmm.order, name, error)
+
+
+def test_a_periodic_hessian_is_its_gradient_s_derivative():
+    """A periodic cell's Hessian (the lattice's far field included) against central
+    differences of the periodic FMM's own gradient (checked against the Ewald sum elsewhere):
+    the gradient's error over the step and the step's h^2 term: 4e-6 measured at order 10,
+    h = 1e-4; 1e-4 asserted. Its trace, the Laplacian, is 0 away from the charges."""
+    rng = np.random.default_rng(0)
+    points = rng.random((800, 3))
+    charges = rng.uniform(-1, 1, 800)
+    charges -= charges.mean()
+    targets, h = rng.random((20, 3)), 1e-4
+    hessian = Fmm(points, targets, periodic=1.0, order=10)(charges, hessian=True).hessian
+    differences = np.zeros_like(hessian)
+    for axis in range(3):
+        step = h * np.eye(3)[axis]
+        plus, minus = (Fmm(points, targets + sign * step, periodic=1.0, order=10)(
+            charges, gradient=True).gradient for sign in (1, -1))
+        differences[:, axis, :] = (plus - minus) / (2 * h)
+    assert np.linalg.norm(hessian - differences) / np.linalg.norm(differences) < 1e-4
+    assert np.abs(np.trace(hessian, axis1=1, axis2=2)).max() < 1e-9 * np.abs(hessian).max()
+
+
 def test_hessians_refused_where_they_are_not_defined_or_calibrated():
     points = np.random.default_rng(0).random((200, 3))
     with pytest.raises(ValueError, match="scalar kernel"):
         Fmm(points, kernel="stokes", order=4)(np.ones((200, 3)), hessian=True)
-    with pytest.raises(ValueError, match="not Hessians: build it with order="):
+    with pytest.raises(ValueError, match=r"build it with eps_for=\('charges', 'hessian'\)"):
         Fmm(points, eps=1e-4)(np.ones(200), hessian=True)
+    with pytest.raises(ValueError, match="no rows of charge hessian .*periodic laplace"):
+        Fmm(points, periodic=1.0, eps=1e-4, eps_for=("charges", "hessian"))
     with pytest.raises(ValueError, match="hessian must be True or False"):
         DirectSum(points)(np.ones(200), hessian=1)
     assert fmmloopy.HessianFields is HessianFields

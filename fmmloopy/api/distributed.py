@@ -358,16 +358,14 @@ class DistributedFmm:
     def __call__(self, charges=None, *, dipoles=None, gradient: bool = False,
                  pressure: bool = False, stresslets=None, hessian: bool = False):
         """Potentials at this rank's targets, in its order, of every rank's ``charges`` and/or
-        ``dipoles`` (each rank passes those of its own sources); with ``gradient=True``, a
-        :class:`~fmmloopy.api.units.Fields`, with ``hessian=True`` a
-        :class:`~fmmloopy.api.units.HessianFields`; Stokes: velocities, or a
-        :class:`~fmmloopy.api.units.Flow`, of forces, force dipoles and ``stresslets``, as
-        :meth:`fmmloopy.Fmm.__call__`. Every rank calls it together."""
+        ``dipoles`` (each rank passes those of its own sources); with ``gradient``/``hessian``
+        :class:`~fmmloopy.api.units.Fields`/``HessianFields``; Stokes: velocities, or a
+        ``Flow``, of forces, force dipoles and ``stresslets``, as :meth:`fmmloopy.Fmm.__call__`.
+        Every rank calls it together."""
         with self._lock:
             with self.collectives.agree("checking the charges"):
-                strengths, kernel, batched = checked_strengths(
-                    self.kernel, self.nsources, charges, dipoles, gradient, pressure, stresslets,
-                    hessian)
+                strengths, kernel, batched = checked_strengths(self.kernel, self.nsources, charges,
+                    dipoles, gradient, pressure, stresslets, hessian)
                 check_eps_covers(self, kernel)
                 if batched:
                     raise ValueError("DistributedFmm takes one strength vector per call "

@@ -72,8 +72,11 @@ def first_order(options: FmmOptions, root_side: float, targets_are_sources: bool
     # Laplace, their errors over Laplace's from the table (laplace_ratio).
     ratio_known = family == "helmholtz" or (family == "yukawa" and (
         targets_are_sources or parameter <= YUKAWA_SHARE_LIMIT * (1 + 1e-9)))
+    # The far shares' model has the potentials' and gradients' powers of 1 / r: a Hessian's
+    # order is the root box's (the table's rows over every tree measured).
+    hessian = any(quantity.endswith("hessian") for quantity in options.eps_quantities)
     applies = (periodic_axes == 0 and (family == "laplace" or ratio_known)
-               and bool(far_share_orders()))
+               and bool(far_share_orders()) and not hessian)
     cap = None
     try:
         order = cap = order_for_eps(options.eps, options.kernel, root_side,

@@ -167,10 +167,6 @@ def check_eps_covers(fmm, kernel: GreenKernel) -> None:
     for a quantity its order was not chosen for (``eps_for``)."""
     if fmm.eps is None:
         return
-    if "hessian" in kernel.outputs:
-        raise ValueError(f"this FMM's order ({fmm.order}) was chosen for eps={fmm.eps:g}, "
-                         "whose table measures potentials and gradients, not Hessians: build "
-                         "it with order= for Hessians")
     # Stokes' pressure is held to the velocity's row: its error measured below the velocity's
     # at every order and point set (docs/kernels.md, "Stokes flow").
     kinds = set(kernel.inputs)

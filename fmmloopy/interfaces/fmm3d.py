@@ -127,7 +127,7 @@ def _fmm_call(kernel: _Kernel, eps, sources, charges, dipvec, targets, pg, pgt, 
     given = _strengths(kernel, charges, dipvec, nd, len(source_points))
     level = max(pg, pgt)
     words = [name for name in ("charges", "dipoles") if name in given] + (
-        ["gradient"] if level >= 2 else [])
+        ["gradient"] if level >= 2 else []) + (["hessian"] if level >= 3 else [])
     if pg and pgt:  # one FMM: its targets the sources then the targets
         evaluation = np.concatenate([source_points, target_points])
     else:

@@ -2,7 +2,7 @@
 
 ``Fmm(..., eps=...)`` chooses the lowest order whose measured relative L2 error, times
 :data:`MARGIN` (more for rows measured on fewer points), is at most ``eps`` for every quantity
-the FMM is built for (the potential and/or gradient of charges and/or dipoles). The errors
+the FMM is built for (the potential, gradient and/or Hessian of charges and/or dipoles). The errors
 come from ``eps_calibration.json`` beside this module, written by
 ``benchmarks/calibrate_eps.py``: for each built-in kernel family at a grid of its
 dimensionless parameter (:data:`FAMILY_GRIDS`) and each order, the largest error over
@@ -43,7 +43,8 @@ from fmmloopy.maths.harmonic import harmonic_split
 from fmmloopy.maths.length_scale import builtin_name
 
 __all__ = ["CALIBRATION_FILE", "EPS_FOR", "FAMILY_GRIDS", "MARGIN", "PERIODIC_FAMILIES",
-           "PERIODIC_FAMILY", "QUANTITIES", "QUANTITY_POWERS", "SLAB_FAMILY", "WIRE_FAMILY",
+           "HESSIAN_FAMILIES", "HESSIAN_QUANTITIES", "PERIODIC_FAMILY", "QUANTITIES",
+           "QUANTITY_POWERS", "SLAB_FAMILY", "WIRE_FAMILY",
            "YUKAWA_APART_LIMIT", "YUKAWA_SHARE_LIMIT", "calibrated_family", "eps_quantities",
            "far_share_error", "far_share_orders", "far_share_refusal", "family_parameter",
            "kernel_at", "laplace_ratio", "order_for_eps", "order_for_far_share", "row_error",
@@ -53,9 +54,13 @@ __all__ = ["CALIBRATION_FILE", "EPS_FOR", "FAMILY_GRIDS", "MARGIN", "PERIODIC_FA
 CALIBRATION_FILE = Path(__file__).with_name("eps_calibration.json")
 #: The quantities measured: (strength kind, field).
 QUANTITIES = ("charge potential", "charge gradient", "dipole potential", "dipole gradient")
+#: The Hessians' quantities, measured for the scalar kernels' families (:data:`HESSIAN_FAMILIES`)
+#: where the table's rows hold them.
+HESSIAN_QUANTITIES = ("charge hessian", "dipole hessian")
+HESSIAN_FAMILIES = ("laplace", "yukawa", "helmholtz")
 #: What ``eps_for`` takes: strengths (``"charges"``, ``"dipoles"``) and fields (``"potential"``,
-#: always included, and ``"gradient"``).
-EPS_FOR = ("charges", "dipoles", "potential", "gradient")
+#: always included, ``"gradient"`` and ``"hessian"``).
+EPS_FOR = ("charges", "dipoles", "potential", "gradient", "hessian")
 #: The family of a Laplace FMM periodic along every axis, measured against the Ewald sum.
 PERIODIC_FAMILY = "periodic laplace"
 #: The families of a Laplace slab (two periodic axes), measured against the slab's Ewald sum,
@@ -106,7 +111,7 @@ def eps_quantities(eps_for: str | Iterable[str]) -> tuple[str, ...]:
         raise ValueError(f"eps_for takes one or more of {', '.join(EPS_FOR)}, not "
                          f"{eps_for!r}")
     kinds = [kind for kind in ("charges", "dipoles") if kind in words] or ["charges"]
-    fields = ["potential"] + ["gradient"] * ("gradient" in words)  # a call gives both
+    fields = ["potential"] + [field for field in ("gradient", "hessian") if field in words]
     return tuple(f"{kind[:-1]} {field}" for kind in kinds for field in fields)
 
 
@@ -224,10 +229,20 @@ def order_for_eps(eps: float, kernel: GreenKernel, root_side: float,
                          + "; give order= instead")
     quantities = tuple(quantities)
     parameter = family_parameter(family, kernel, root_side)
+    # Rows measure the Hessians up to an order of their own (docs/kernels.md): an order
+    # counts where its row measured every quantity asked for.
+    near = [[row for row in rows if all(q in row for q in quantities)]
+            for rows in _rows_near(family, parameter)]
+    unmeasured = sorted({q for q in quantities for rows in _rows_near(family, parameter)
+                         if not any(q in row for row in rows)})
+    if unmeasured:
+        raise ValueError(f"eps: fmmloopy's accuracy table has no rows of {', '.join(unmeasured)} "
+                         f"for {kernel.spec} ({family}; docs/kernels.md, 'Accuracy by eps'); "
+                         "give order= instead and check the error with a direct sum")
     measured = [{row["order"]: max(row_error(row, q, targets_are_sources) for q in quantities)
                  * math.sqrt(max(1.0, REFERENCE_N / row.get("n", REFERENCE_N)))
                  for row in rows}
-                for rows in _rows_near(family, parameter)]
+                for rows in near]
     # An order counts where every bounding grid point measured it; its error is the largest.
     orders = set.intersection(*(set(by_order) for by_order in measured)) if measured else set()
     errors = {order: max(by_order[order] for by_order in measured) for order in orders}
