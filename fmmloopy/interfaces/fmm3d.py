@@ -9,7 +9,8 @@ the gradient, 3 and the Hessian (six entries ``xx, yy, zz, xy, xz, yz``), ``nd``
 fmmloopy's several strength vectors (one call for all). ``eps`` is fmmloopy's ``eps``: the order
 is the lowest whose measured error meets it (:class:`fmmloopy.Fmm`). The direct sums
 (``l3ddir``, ``h3ddir``) are :class:`fmmloopy.DirectSum`, leaving out pairs closer than
-``thresh``. Bad input raises ValueError naming the argument (FMM3D asserts).
+``thresh``. Stokes (``stfmm3d``, ``st3ddir``): :mod:`fmmloopy.interfaces.fmm3d_stokes`. Bad
+input raises ValueError naming the argument (FMM3D asserts).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from fmmloopy.interfaces.fmm3d_arrays import (
     points,
     to_fmm3d,
 )
+from fmmloopy.interfaces.fmm3d_stokes import st3ddir, stfmm3d
 from fmmloopy.maths.green import LAPLACE_3D, GreenKernel, helmholtz, yukawa
 
-__all__ = ["Output", "comperr", "h3ddir", "hfmm3d", "l3ddir", "lfmm3d"]
+__all__ = ["Output", "comperr", "h3ddir", "hfmm3d", "l3ddir", "lfmm3d", "st3ddir", "stfmm3d"]
 
 #: The fields of each evaluation flag's value, FMM3D's names at the sources.
 _NAMES = ("pot", "grad", "hess")
