@@ -89,20 +89,21 @@ def test_equals_the_single_process_fmm(comm, distribution, n, separate_targets, 
           f"shape {got.shape}, difference {difference:.3g}")
 
 
-def test_dipoles_and_gradients_equal_the_single_process_fmm(comm):
+def test_dipoles_gradients_and_hessians_equal_the_single_process_fmm(comm):
     rng = np.random.default_rng(3)
     n = 4000
     sources = DISTRIBUTIONS["cube"](n, rng)
     charges, dipoles = rng.uniform(-1, 1, n), rng.uniform(-1, 1, (n, 3))
     mine = shares(comm, n, rng)
     fmm = DistributedFmm(sources[mine], comm=comm, order=4, n_crit=50)
-    got = fmm(charges[mine], dipoles=dipoles[mine], gradient=True)
-    potential, gradient = single_process(
+    got = fmm(charges[mine], dipoles=dipoles[mine], gradient=True, hessian=True)
+    expected = single_process(
         comm, sources, order=4, n_crit=50,
-        call=lambda f: tuple(f(charges, dipoles=dipoles, gradient=True)))
-    differences = (relative_difference(got.potential, potential[mine], np.abs(potential).max()),
-                   relative_difference(got.gradient, gradient[mine], np.abs(gradient).max()))
-    check(comm, max(differences) <= EQUAL, f"potential, gradient differ by {differences}")
+        call=lambda f: tuple(f(charges, dipoles=dipoles, gradient=True, hessian=True)))
+    differences = [relative_difference(value, reference[mine], np.abs(reference).max())
+                   for value, reference in zip(got, expected, strict=True)]
+    check(comm, max(differences) <= EQUAL,
+          f"potential, gradient, Hessian differ by {differences}")
 
 
 @pytest.mark.parametrize("kernel", ["yukawa:kappa=3", "helmholtz:k=2"])
