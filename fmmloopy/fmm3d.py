@@ -4,6 +4,8 @@
 from fmmloopy.interfaces.fmm3d import (
     Output,
     comperr,
+    em3ddir,
+    emfmm3d,
     h3ddir,
     hfmm3d,
     l3ddir,
@@ -12,4 +14,5 @@ from fmmloopy.interfaces.fmm3d import (
     stfmm3d,
 )
 
-__all__ = ["Output", "comperr", "h3ddir", "hfmm3d", "l3ddir", "lfmm3d", "st3ddir", "stfmm3d"]
+__all__ = ["Output", "comperr", "em3ddir", "emfmm3d", "h3ddir", "hfmm3d", "l3ddir", "lfmm3d",
+           "st3ddir", "stfmm3d"]

@@ -9,7 +9,8 @@ the gradient, 3 and the Hessian (six entries ``xx, yy, zz, xy, xz, yz``), ``nd``
 fmmloopy's several strength vectors (one call for all). ``eps`` is fmmloopy's ``eps``: the order
 is the lowest whose measured error meets it (:class:`fmmloopy.Fmm`). The direct sums
 (``l3ddir``, ``h3ddir``) are :class:`fmmloopy.DirectSum`, leaving out pairs closer than
-``thresh``. Stokes (``stfmm3d``, ``st3ddir``): :mod:`fmmloopy.interfaces.fmm3d_stokes`. Bad
+``thresh``. Stokes (``stfmm3d``, ``st3ddir``): :mod:`fmmloopy.interfaces.fmm3d_stokes`; Maxwell
+(``emfmm3d``, ``em3ddir``): :mod:`fmmloopy.interfaces.fmm3d_maxwell`. Bad
 input raises ValueError naming the argument (FMM3D asserts).
 """
 
@@ -30,10 +31,12 @@ from fmmloopy.interfaces.fmm3d_arrays import (
     points,
     to_fmm3d,
 )
+from fmmloopy.interfaces.fmm3d_maxwell import maxwell_call
 from fmmloopy.interfaces.fmm3d_stokes import st3ddir, stfmm3d
 from fmmloopy.maths.green import LAPLACE_3D, GreenKernel, helmholtz, yukawa
 
-__all__ = ["Output", "comperr", "h3ddir", "hfmm3d", "l3ddir", "lfmm3d", "st3ddir", "stfmm3d"]
+__all__ = ["Output", "comperr", "em3ddir", "emfmm3d", "h3ddir", "hfmm3d", "l3ddir", "lfmm3d",
+           "st3ddir", "stfmm3d"]
 
 #: The fields of each evaluation flag's value, FMM3D's names at the sources.
 _NAMES = ("pot", "grad", "hess")
@@ -82,6 +85,11 @@ def _strengths(kernel: _Kernel, charges, dipvec, nd: int, n: int) -> dict:
         given["charges"] = densities(charges, "charges", nd, n, None, kernel.complex_densities)
     if dipvec is not None:
         given["dipoles"] = densities(dipvec, "dipvec", nd, n, 3, kernel.complex_densities)
+    return _mapped(kernel, given)
+
+
+def _mapped(kernel: _Kernel, given: dict) -> dict:
+    """Densities (last axis: the vectors) as ``kernel`` sums them (:class:`_Kernel`)."""
     if kernel.conjugate:
         given = {name: values.conj() for name, values in given.items()}
     if kernel.split:
@@ -104,7 +112,11 @@ def _sum(kernel: _Kernel, sources: np.ndarray, evaluation_points: np.ndarray | N
     """The fields up to ``level`` at ``evaluation_points`` (None: the sources) of ``given``,
     by ``summation(sources, points)`` (an FMM or a direct sum), in fmmloopy's layout; the
     mappings of :class:`_Kernel` undone."""
-    summed = summation(sources, evaluation_points)
+    return _evaluated(kernel, summation(sources, evaluation_points), given, level)
+
+
+def _evaluated(kernel: _Kernel, summed, given: dict, level: int) -> list[np.ndarray]:
+    """:func:`_sum` by ``summed`` (an ``Fmm`` or a ``DirectSum``)."""
     fields = _fields(summed(given.get("charges"), dipoles=given.get("dipoles"),
                             gradient=level >= 2, hessian=level >= 3), level)
     if kernel.split:
@@ -156,6 +168,13 @@ def _eps(eps) -> float:
     return float(eps)
 
 
+def _thresh(thresh) -> float:
+    if isinstance(thresh, bool) or not isinstance(thresh, int | float | np.floating) \
+            or not 0 <= thresh < np.inf:
+        raise ValueError(f"thresh must be a number >= 0, not {thresh!r}")
+    return float(thresh)
+
+
 def _direct_call(kernel: _Kernel, sources, charges, dipvec, targets, pgt, nd,
                  thresh) -> Output:
     """l3ddir and h3ddir: the direct sum at the targets, pairs closer than ``thresh`` left
@@ -163,9 +182,7 @@ def _direct_call(kernel: _Kernel, sources, charges, dipvec, targets, pgt, nd,
     out = Output()
     pgt = flag(pgt, "pgt", 3)
     source_points, target_points = points(sources, "sources"), points(targets, "targets")
-    if isinstance(thresh, bool) or not isinstance(thresh, int | float | np.floating) \
-            or not 0 <= thresh < np.inf:
-        raise ValueError(f"thresh must be a number >= 0, not {thresh!r}")
+    thresh = _thresh(thresh)
     if not pgt:
         warnings.warn("nothing to compute: set pgt to 1, 2 or 3", stacklevel=3)
         return out
@@ -177,6 +194,34 @@ def _direct_call(kernel: _Kernel, sources, charges, dipvec, targets, pgt, nd,
     for name, field in zip(_NAMES[:pgt], fields, strict=False):
         setattr(out, f"{name}targ", to_fmm3d(field, nd))
     return out
+
+
+def emfmm3d(*, eps, zk, sources, h_current=None, e_current=None, e_charge=None, targets=None,
+            ifE=0, ifcurlE=0, ifdivE=0, nd=1):
+    """Maxwell's ``E = curl S[h_current] + S[e_current] + grad S[e_charge]`` (``S`` the
+    Helmholtz single layer of ``zk``) and, by the flags, ``E``, ``curlE``, ``divE`` at
+    ``targets``: FMM3D's ``emfmm3d`` as vector Helmholtz sums
+    (:mod:`fmmloopy.interfaces.fmm3d_maxwell`)."""
+    def summation(kernel, points_in, points_out, level):
+        words = ["charges"] + ["gradient"] * (level >= 2) + ["hessian"] * (level >= 3)
+        summed = Fmm(points_in, points_out, kernel=kernel.green, eps=_eps(eps), eps_for=words)
+        return lambda charges, asked: _evaluated(kernel, summed, _mapped(
+            kernel, {"charges": charges}), asked)
+    return maxwell_call(_helmholtz_kernel(zk), zk, sources, targets, h_current, e_current,
+                        e_charge, (ifE, ifcurlE, ifdivE), nd, summation)
+
+
+def em3ddir(*, eps=None, zk, sources, h_current=None, e_current=None, e_charge=None,
+            targets=None, ifE=0, ifcurlE=0, ifdivE=0, nd=1, thresh=1e-16):
+    """The direct sum of :func:`emfmm3d`, pairs closer than ``thresh`` left out: FMM3D's
+    ``em3ddir`` (``eps`` taken and unused, as there)."""
+    def summation(kernel, points_in, points_out, level):
+        summed = DirectSum(points_in, points_out, kernel=kernel.green,
+                           exclude_within=_thresh(thresh))
+        return lambda charges, asked: _evaluated(kernel, summed, _mapped(
+            kernel, {"charges": charges}), asked)
+    return maxwell_call(_helmholtz_kernel(zk), zk, sources, targets, h_current, e_current,
+                        e_charge, (ifE, ifcurlE, ifdivE), nd, summation)
 
 
 def lfmm3d(*, eps, sources, charges=None, dipvec=None, targets=None, pg=0, pgt=0, nd=1):
