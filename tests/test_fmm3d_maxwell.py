@@ -58,7 +58,7 @@ def test_em3ddir_is_fmm3d_s_definition(zk):
 
 
 def test_emfmm3d_matches_em3ddir_within_eps():
-    """The FMM at eps 1e-6 (Helmholtz of zk 1.1 over a unit box: 0.2 wavelengths), every flag;
+    """The FMM at eps 1e-5 (Helmholtz of zk 1.1 over a unit box: 0.2 wavelengths), every flag;
     ``curl E`` of a magnetic current takes the Hessians (their table rows)."""
     rng = np.random.default_rng(5)
     sources, targets = rng.random((3, 3000)), rng.random((3, 300))
@@ -66,11 +66,11 @@ def test_emfmm3d_matches_em3ddir_within_eps():
     given = {"h_current": h[0], "e_current": e[0], "e_charge": q[0]}
     exact = fmm.em3ddir(zk=1.1, sources=sources, targets=targets, ifE=1, ifcurlE=1, ifdivE=1,
                         **given)
-    out = fmm.emfmm3d(eps=1e-6, zk=1.1, sources=sources, targets=targets, ifE=1, ifcurlE=1,
+    out = fmm.emfmm3d(eps=1e-5, zk=1.1, sources=sources, targets=targets, ifE=1, ifcurlE=1,
                       ifdivE=1, **given)
     for name in ("E", "curlE", "divE"):
         value, reference = getattr(out, name), getattr(exact, name)
-        assert np.linalg.norm(value - reference) / np.linalg.norm(reference) < 1e-6, name
+        assert np.linalg.norm(value - reference) / np.linalg.norm(reference) < 1e-5, name
 
 
 def test_maxwell_bad_input_names_the_argument():
