@@ -27,8 +27,11 @@ from fmmloopy.interfaces.fmm3d_arrays import (
     Output,
     comperr,
     densities,
+    densities_count,
+    eps_value,
     flag,
     points,
+    thresh_value,
     to_fmm3d,
 )
 from fmmloopy.interfaces.fmm3d_maxwell import maxwell_call
@@ -76,8 +79,7 @@ def _helmholtz_kernel(zk) -> _Kernel:
 def _strengths(kernel: _Kernel, charges, dipvec, nd: int, n: int) -> dict:
     """The call's densities as fmmloopy's arguments (``charges`` ``(n, k)``, ``dipoles``
     ``(n, 3, k)``), at least one given."""
-    if not isinstance(nd, int | np.integer) or isinstance(nd, bool) or nd < 1:
-        raise ValueError(f"nd must be a positive integer, not {nd!r}")
+    nd = densities_count(nd)
     if charges is None and dipvec is None:
         raise ValueError("give charges, dipvec or both")
     given = {}
@@ -107,16 +109,9 @@ def _fields(result, level: int) -> list[np.ndarray]:
     return [result.potential, result.gradient, result.hessian]
 
 
-def _sum(kernel: _Kernel, sources: np.ndarray, evaluation_points: np.ndarray | None,
-         given: dict, level: int, summation) -> list[np.ndarray]:
-    """The fields up to ``level`` at ``evaluation_points`` (None: the sources) of ``given``,
-    by ``summation(sources, points)`` (an FMM or a direct sum), in fmmloopy's layout; the
-    mappings of :class:`_Kernel` undone."""
-    return _evaluated(kernel, summation(sources, evaluation_points), given, level)
-
-
 def _evaluated(kernel: _Kernel, summed, given: dict, level: int) -> list[np.ndarray]:
-    """:func:`_sum` by ``summed`` (an ``Fmm`` or a ``DirectSum``)."""
+    """The fields up to ``level`` of ``given`` by ``summed`` (an ``Fmm`` or a ``DirectSum``),
+    in fmmloopy's layout; the mappings of :class:`_Kernel` undone."""
     fields = _fields(summed(given.get("charges"), dipoles=given.get("dipoles"),
                             gradient=level >= 2, hessian=level >= 3), level)
     if kernel.split:
@@ -147,9 +142,9 @@ def _fmm_call(kernel: _Kernel, eps, sources, charges, dipvec, targets, pg, pgt, 
     else:
         evaluation = target_points if pgt else None
 
-    def summation(points_in, points_out):
-        return Fmm(points_in, points_out, kernel=kernel.green, eps=_eps(eps), eps_for=words)
-    fields = _sum(kernel, source_points, evaluation, given, level, summation)
+    summed = Fmm(source_points, evaluation, kernel=kernel.green, eps=eps_value(eps),
+                 eps_for=words)
+    fields = _evaluated(kernel, summed, given, level)
     ns = len(source_points)
     for names, level_here, rows in (
             (_NAMES, pg, slice(0, ns)),
@@ -160,21 +155,6 @@ def _fmm_call(kernel: _Kernel, eps, sources, charges, dipvec, targets, pg, pgt, 
     return out
 
 
-def _eps(eps) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, int | float | np.floating | np.integer) \
-            or not 0 < eps < 1:
-        raise ValueError(f"eps must be a number between 0 and 1 (the precision requested), "
-                         f"not {eps!r}")
-    return float(eps)
-
-
-def _thresh(thresh) -> float:
-    if isinstance(thresh, bool) or not isinstance(thresh, int | float | np.floating) \
-            or not 0 <= thresh < np.inf:
-        raise ValueError(f"thresh must be a number >= 0, not {thresh!r}")
-    return float(thresh)
-
-
 def _direct_call(kernel: _Kernel, sources, charges, dipvec, targets, pgt, nd,
                  thresh) -> Output:
     """l3ddir and h3ddir: the direct sum at the targets, pairs closer than ``thresh`` left
@@ -182,15 +162,15 @@ def _direct_call(kernel: _Kernel, sources, charges, dipvec, targets, pgt, nd,
     out = Output()
     pgt = flag(pgt, "pgt", 3)
     source_points, target_points = points(sources, "sources"), points(targets, "targets")
-    thresh = _thresh(thresh)
+    thresh = thresh_value(thresh)
     if not pgt:
         warnings.warn("nothing to compute: set pgt to 1, 2 or 3", stacklevel=3)
         return out
     given = _strengths(kernel, charges, dipvec, nd, len(source_points))
 
-    def summation(points_in, points_out):
-        return DirectSum(points_in, points_out, kernel=kernel.green, exclude_within=thresh)
-    fields = _sum(kernel, source_points, target_points, given, pgt, summation)
+    summed = DirectSum(source_points, target_points, kernel=kernel.green,
+                       exclude_within=thresh)
+    fields = _evaluated(kernel, summed, given, pgt)
     for name, field in zip(_NAMES[:pgt], fields, strict=False):
         setattr(out, f"{name}targ", to_fmm3d(field, nd))
     return out
@@ -204,7 +184,7 @@ def emfmm3d(*, eps, zk, sources, h_current=None, e_current=None, e_charge=None, 
     (:mod:`fmmloopy.interfaces.fmm3d_maxwell`)."""
     def summation(kernel, points_in, points_out, level):
         words = ["charges"] + ["gradient"] * (level >= 2) + ["hessian"] * (level >= 3)
-        summed = Fmm(points_in, points_out, kernel=kernel.green, eps=_eps(eps), eps_for=words)
+        summed = Fmm(points_in, points_out, kernel=kernel.green, eps=eps_value(eps), eps_for=words)
         return lambda charges, asked: _evaluated(kernel, summed, _mapped(
             kernel, {"charges": charges}), asked)
     return maxwell_call(_helmholtz_kernel(zk), zk, sources, targets, h_current, e_current,
@@ -217,7 +197,7 @@ def em3ddir(*, eps=None, zk, sources, h_current=None, e_current=None, e_charge=N
     ``em3ddir`` (``eps`` taken and unused, as there)."""
     def summation(kernel, points_in, points_out, level):
         summed = DirectSum(points_in, points_out, kernel=kernel.green,
-                           exclude_within=_thresh(thresh))
+                           exclude_within=thresh_value(thresh))
         return lambda charges, asked: _evaluated(kernel, summed, _mapped(
             kernel, {"charges": charges}), asked)
     return maxwell_call(_helmholtz_kernel(zk), zk, sources, targets, h_current, e_current,

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FMM3D_HESSIAN_ORDER", "Output", "comperr", "densities", "flag", "points",
-           "to_fmm3d"]
+__all__ = ["FMM3D_HESSIAN_ORDER", "Output", "comperr", "densities", "densities_count",
+           "eps_value", "flag", "points", "thresh_value", "to_fmm3d"]
 
 #: FMM3D's Hessian entries in its order (``xx, yy, zz, xy, xz, yz``) as (row, column).
 FMM3D_HESSIAN_ORDER = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
@@ -41,6 +41,30 @@ def flag(value, name: str, largest: int) -> int:
             or not 0 <= value <= largest:
         raise ValueError(f"{name} must be an integer from 0 to {largest}, not {value!r}")
     return int(value)
+
+
+def densities_count(nd) -> int:
+    """``nd`` as a positive int, else a ValueError naming it."""
+    if not isinstance(nd, int | np.integer) or isinstance(nd, bool) or nd < 1:
+        raise ValueError(f"nd must be a positive integer, not {nd!r}")
+    return int(nd)
+
+
+def eps_value(eps) -> float:
+    """``eps`` as a float in (0, 1), else a ValueError naming it."""
+    if isinstance(eps, bool) or not isinstance(eps, int | float | np.floating | np.integer) \
+            or not 0 < eps < 1:
+        raise ValueError(f"eps must be a number between 0 and 1 (the precision requested), "
+                         f"not {eps!r}")
+    return float(eps)
+
+
+def thresh_value(thresh) -> float:
+    """A direct sum's ``thresh`` as a float >= 0, else a ValueError naming it."""
+    if isinstance(thresh, bool) or not isinstance(thresh, int | float | np.floating) \
+            or not 0 <= thresh < np.inf:
+        raise ValueError(f"thresh must be a number >= 0, not {thresh!r}")
+    return float(thresh)
 
 
 def points(values, name: str) -> np.ndarray:

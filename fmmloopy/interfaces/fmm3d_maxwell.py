@@ -21,7 +21,13 @@ import warnings
 
 import numpy as np
 
-from fmmloopy.interfaces.fmm3d_arrays import Output, densities, flag, points
+from fmmloopy.interfaces.fmm3d_arrays import (
+    Output,
+    densities,
+    densities_count,
+    flag,
+    points,
+)
 
 __all__ = ["maxwell_call"]
 
@@ -46,8 +52,7 @@ def maxwell_call(kernel, zk, sources, targets, h_current, e_current, e_charge, f
     out = Output()
     wanted = [flag(value, name, 1) for value, name in zip(flags, ("ifE", "ifcurlE", "ifdivE"),
                                                            strict=True)]
-    if not isinstance(nd, int | np.integer) or isinstance(nd, bool) or nd < 1:
-        raise ValueError(f"nd must be a positive integer, not {nd!r}")
+    nd = densities_count(nd)
     source_points = points(sources, "sources")
     if targets is None:
         raise ValueError("the Maxwell sums are at targets: give targets (3, nt)")

@@ -17,15 +17,17 @@ import numpy as np
 
 from fmmloopy.api.direct import DirectSum
 from fmmloopy.api.fmm import Fmm
-from fmmloopy.interfaces.fmm3d_arrays import Output, densities, flag, points
+from fmmloopy.interfaces.fmm3d_arrays import (
+    Output,
+    densities,
+    densities_count,
+    eps_value,
+    flag,
+    points,
+    thresh_value,
+)
 
 __all__ = ["st3ddir", "stfmm3d"]
-
-
-def _nd(nd) -> int:
-    if not isinstance(nd, int | np.integer) or isinstance(nd, bool) or nd < 1:
-        raise ValueError(f"nd must be a positive integer, not {nd!r}")
-    return int(nd)
 
 
 def _pairs(given: dict, nd: int, n: int) -> dict:
@@ -118,7 +120,7 @@ def stfmm3d(*, eps, sources, stoklet=None, strslet=None, strsvec=None, rotlet=No
     ``pre``, 3 and the velocity gradient ``grad``: FMM3D's ``stfmm3d`` (module docstring)."""
     out = Output()
     pg, pgt = flag(ifppreg, "ifppreg", 3), flag(ifppregtarg, "ifppregtarg", 3)
-    nd = _nd(nd)
+    nd = densities_count(nd)
     source_points = points(sources, "sources")
     target_points = None if targets is None else points(targets, "targets")
     if pgt and target_points is None:
@@ -137,10 +139,7 @@ def stfmm3d(*, eps, sources, stoklet=None, strslet=None, strsvec=None, rotlet=No
              + ["gradient"] * (level >= 3))
     evaluation = (np.concatenate([source_points, target_points]) if pg and pgt
                   else target_points if pgt else None)
-    if not isinstance(eps, int | float | np.floating) or isinstance(eps, bool) \
-            or not 0 < eps < 1:
-        raise ValueError(f"eps must be a number between 0 and 1, not {eps!r}")
-    fmm = Fmm(source_points, evaluation, kernel="stokes", eps=float(eps), eps_for=words)
+    fmm = Fmm(source_points, evaluation, kernel="stokes", eps=eps_value(eps), eps_for=words)
     fields = _summed(fmm, calls, level, nd)
     ns = len(source_points)
     if pg:
@@ -159,14 +158,12 @@ def st3ddir(*, eps=None, sources, stoklet=None, strslet=None, strsvec=None, rotl
     there)."""
     out = Output()
     pgt = flag(ifppregtarg, "ifppregtarg", 3)
-    nd = _nd(nd)
+    nd = densities_count(nd)
     source_points = points(sources, "sources")
     if targets is None:
         raise ValueError("st3ddir sums at targets: give targets (3, nt)")
     target_points = points(targets, "targets")
-    if isinstance(thresh, bool) or not isinstance(thresh, int | float | np.floating) \
-            or not 0 <= thresh < np.inf:
-        raise ValueError(f"thresh must be a number >= 0, not {thresh!r}")
+    thresh = thresh_value(thresh)
     if not pgt:
         warnings.warn("nothing to compute: set ifppregtarg to 1, 2 or 3", stacklevel=2)
         return out
@@ -174,6 +171,6 @@ def st3ddir(*, eps=None, sources, stoklet=None, strslet=None, strsvec=None, rotl
                      "rotlet": rotlet, "rotvec": rotvec, "doublet": doublet,
                      "doubvec": doubvec}, nd, len(source_points))
     direct = DirectSum(source_points, target_points, kernel="stokes",
-                       exclude_within=float(thresh))
+                       exclude_within=thresh)
     _assign(out, _to_fmm3d(_summed(direct, _calls(arrays), pgt, nd), nd), "targ")
     return out
