@@ -13,9 +13,12 @@ Both run in this process on every core (``OMP_NUM_THREADS`` set before FMM3D loa
 
 Each call is FMM3D's one-shot (tree and evaluation in one call), and so is ``fmmloopy.fmm3d``'s:
 a new ``Fmm`` of the points (warm caches: kernels and operators on disk from a first call) and
-one evaluation, with the interface's transposes and scalings. Beside it, the same ``Fmm`` call
-made directly (points ``(n, 3)``, the same ``eps``, densities, fields): the interface's
-overhead. The calls: ``lfmm3d`` with charges and ``pg`` 2 (potential and gradient) or 3 (and the
+one evaluation, with the interface's transposes and scalings. The interface's overhead is its
+time outside ``Fmm`` (the construction and the calls, timed inside the interface's own calls) over
+its time inside; beside it, the same ``Fmm`` call made directly (points ``(n, 3)``, the same
+``eps``, densities, fields), timed apart (noisier: another set-up).
+
+The calls: ``lfmm3d`` with charges and ``pg`` 2 (potential and gradient) or 3 (and the
 Hessian), ``stfmm3d`` with Stokeslets and ``ifppreg`` 3 (velocity, pressure, velocity
 gradient), ``hfmm3d`` of complex charges with ``pg`` 1 at a root box ``--wavelengths`` (1) wide.
 Times are medians of ``--repeats`` calls after a warm-up; errors are the largest relative L2
@@ -29,6 +32,9 @@ import argparse
 import json
 import math
 import os
+import statistics
+import time
+from functools import partial
 
 import numpy as np
 
@@ -40,10 +46,44 @@ from vs_stfmm3d import median_call  # noqa: E402  (a warm-up call, then the medi
 
 import fmmloopy  # noqa: E402
 import fmmloopy.fmm3d as ours  # noqa: E402
+import fmmloopy.interfaces.fmm3d as interface_module  # noqa: E402
+import fmmloopy.interfaces.fmm3d_stokes as stokes_module  # noqa: E402
 from fmmloopy.base.distributions import sphere_surface  # noqa: E402
 from fmmloopy.tree.octree import root_box_side  # noqa: E402
 
 FIELDS = ("pot", "grad", "hess", "pre")
+
+
+class TimedFmm(fmmloopy.Fmm):
+    """``Fmm`` that adds the seconds of its construction and calls to :attr:`inside`."""
+
+    inside = 0.0
+
+    def __init__(self, *args, **kwargs):
+        clock = time.perf_counter()
+        super().__init__(*args, **kwargs)
+        TimedFmm.inside += time.perf_counter() - clock
+
+    def __call__(self, *args, **kwargs):
+        clock = time.perf_counter()
+        result = super().__call__(*args, **kwargs)
+        TimedFmm.inside += time.perf_counter() - clock
+        return result
+
+
+def interface_overhead(call, repeats: int) -> tuple[float, float]:
+    """The median seconds of ``call`` (after a warm-up) and the median share of them spent
+    outside ``Fmm``, over the seconds inside."""
+    call()
+    totals, shares = [], []
+    for _ in range(repeats):
+        TimedFmm.inside = 0.0
+        clock = time.perf_counter()
+        call()
+        total = time.perf_counter() - clock
+        totals.append(total)
+        shares.append(total / TimedFmm.inside - 1)
+    return statistics.median(totals), statistics.median(shares)
 
 
 def problem(dist: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,6 +144,21 @@ def error(out, reference, sample: np.ndarray) -> float:
     return worst
 
 
+def measure(row: dict, function: str, arguments: dict, direct_fmm, reference, sample,
+            args) -> None:
+    """``row``'s errors and times of ``function`` called with ``arguments`` by fmmloopy (through
+    the interface and ``direct_fmm`` apart) and by FMM3D."""
+    ours_call = getattr(ours, function)
+    row["fmmloopy_error"] = error(ours_call(**arguments), reference, sample)
+    row["interface_s"], row["overhead"] = interface_overhead(lambda: ours_call(**arguments),
+                                                             args.repeats)
+    row["fmm_s"] = median_call(direct_fmm, args.repeats)
+    theirs_call = getattr(fmm3dpy, function)
+    row["fmm3d_error"] = error(theirs_call(**arguments), reference, sample)
+    row["fmm3d_s"] = median_call(lambda: theirs_call(**arguments), args.fmm3d_repeats)
+    row["speedup"] = row["fmm3d_s"] / row["interface_s"]
+
+
 def run(dist: str, n: int, args) -> list[dict]:
     sources, rng = problem(dist, n, args.seed)
     sample = np.random.default_rng(args.seed + 1).choice(n, min(args.check_targets, n),
@@ -117,22 +172,10 @@ def run(dist: str, n: int, args) -> list[dict]:
         for eps in args.eps:
             row = {"points": dist, "n": n, "call": name, "eps": eps}
             try:
-                out = getattr(ours, function)(eps=eps, **arguments)
+                measure(row, function, {"eps": eps, **arguments}, partial(direct_fmm, eps),
+                        reference, sample, args)
             except ValueError as refused:
                 row["refused"] = str(refused)
-                rows.append(row)
-                print_row(row)
-                continue
-            row["fmmloopy_error"] = error(out, reference, sample)
-            row["interface_s"] = median_call(
-                lambda: getattr(ours, function)(eps=eps, **arguments), args.repeats)
-            row["fmm_s"] = median_call(lambda: direct_fmm(eps), args.repeats)
-            theirs = getattr(fmm3dpy, function)(eps=eps, **arguments)
-            row["fmm3d_error"] = error(theirs, reference, sample)
-            row["fmm3d_s"] = median_call(
-                lambda: getattr(fmm3dpy, function)(eps=eps, **arguments), args.fmm3d_repeats)
-            row["overhead"] = row["interface_s"] / row["fmm_s"] - 1
-            row["speedup"] = row["fmm3d_s"] / row["interface_s"]
             rows.append(row)
             print_row(row)
     return rows
@@ -144,7 +187,7 @@ def print_row(row: dict) -> None:
         print(f"{head}  fmmloopy refused: {row['refused']}", flush=True)
         return
     print(f"{head}  fmmloopy.fmm3d {row['interface_s']:7.3f} s (err {row['fmmloopy_error']:.1e})"
-          f"  Fmm {row['fmm_s']:7.3f} s  overhead {100 * row['overhead']:+5.1f} %"
+          f"  overhead {100 * row['overhead']:+5.1f} %  Fmm apart {row['fmm_s']:7.3f} s"
           f"  FMM3D {row['fmm3d_s']:7.3f} s (err {row['fmm3d_error']:.1e})"
           f"  speed-up {row['speedup']:5.2f}", flush=True)
 
@@ -164,6 +207,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the rows as JSON at the end")
     args = parser.parse_args()
+    interface_module.Fmm = stokes_module.Fmm = TimedFmm  # the interface's calls timed inside
     print(f"fmm3dpy from {fmm3dpy.__file__}; {CORES} cores; fmmloopy on "
           f"{fmmloopy.Fmm.__module__}", flush=True)
     rows = [row for dist in args.dist for n in args.n for row in run(dist, int(n), args)]
