@@ -108,3 +108,17 @@ def test_the_check_passes_every_pairwise_operator_at_every_shape(tmp_path, devic
 def test_a_kernel_of_another_template_is_refused():
     with pytest.raises(ValueError, match="not of the pairwise template"):
         targets_in_vector_lanes(math_kernel("m2l", n_target_coeffs=8, n_source_coeffs=8), 8)
+
+
+def test_a_match_of_thousands_of_instructions_is_flat():
+    """A kernel of many strength vectors with gradients and Hessians has hundreds of updates;
+    the transformations match them with one flat ``Or`` (``"id:a or id:b or ..."`` nests one
+    level per id: Helmholtz with 16 vectors and Hessians exceeded Python's recursion limit)."""
+    from types import SimpleNamespace
+
+    from fmmloopy.tuning.matching import any_of_ids
+    ids = [f"update_{k}" for k in range(5000)]
+    match = any_of_ids(ids)
+    assert all(match(None, SimpleNamespace(id=name)) for name in (ids[0], ids[-1], ids[2500]))
+    assert not match(None, SimpleNamespace(id="store"))
+    assert not any_of_ids([])(None, SimpleNamespace(id="update_0"))

@@ -8,12 +8,14 @@ Recipes import them from :mod:`fmmloopy.tuning.tools`.
 from __future__ import annotations
 
 import loopy as lp
+import loopy.match as lp_match
 import pymbolic.primitives as prim
 from loopy.symbolic import IdentityMapper
 from pymbolic.mapper.substitutor import substitute
 
 from fmmloopy.tuning.kernel_options import add_preamble
 from fmmloopy.tuning.loop_padding import pad_loop
+from fmmloopy.tuning.matching import any_of_ids
 
 #: Refinement :func:`use_newton_rsqrt` applies by default to each kind of first estimate, as
 #: ``(steps, order)``: enough for float64 (relative error ~1e-16) over the range the estimate
@@ -283,7 +285,7 @@ def split_targets_over_rsqrt(knl: lp.TranslationUnit, estimate: str = "float",
         knl = lp.duplicate_inames(knl, pair, within=f"id:{insn_id}",
                                   new_inames=f"{pair}_{insn_id}",
                                   tags={f"{pair}_{insn_id}": "unr"})
-    others = " or ".join(f"id:{i}" for i in sorted(inside))
-    knl = lp.remove_inames_from_insn(knl, frozenset([pair]), f"iname:{pair} and not ({others})")
+    outside = lp_match.And((lp_match.Iname(pair), lp_match.Not(any_of_ids(inside))))
+    knl = lp.remove_inames_from_insn(knl, frozenset([pair]), outside)
     knl = lp.tag_inames(knl, {pair: "unr"})
     return lp.prioritize_loops(knl, f"isrc_box,isrc,{pair}")

@@ -20,6 +20,7 @@ from loopy.symbolic import IdentityMapper, get_dependencies
 from pymbolic.mapper.substitutor import substitute
 
 from fmmloopy.maths.templates import pairwise_role
+from fmmloopy.tuning.matching import any_of_ids
 from fmmloopy.tuning.tools import ReciprocalSqrt, add_preamble, pad_loop, parallelize_box_loop
 
 #: Loops made from the target loop ``itgt``: chunks of a box's targets (sequential), vectors of
@@ -343,11 +344,11 @@ def targets_in_vector_lanes(knl: lp.TranslationUnit, width: int, chains: int = 1
     tags = {CHAIN: "unr", LANE: "vec"}
     # Loops of their own for the fetches (outside the source loops), init and store; only
     # init's lanes are a vector (the fetches and the store read or write lane by lane).
-    def parts(role: str) -> str:
-        return " or ".join(f"id:{i}" for i in sorted(ids) if _role(i) == role)
+    def parts(role: str):
+        return any_of_ids(i for i in ids if _role(i) == role)
     for suffix, within, lane_tag in (("init", parts("init"), "vec"),
                                      ("store", parts("store"), "unr"),
-                                     ("fetch", " or ".join(f"id:{i}" for i in fetches), "unr")):
+                                     ("fetch", any_of_ids(fetches), "unr")):
         for iname in (CHAIN, LANE):
             knl = lp.duplicate_inames(knl, iname, within=within, new_inames=f"{iname}_{suffix}")
             tags[f"{iname}_{suffix}"] = lane_tag if iname == LANE else "unr"

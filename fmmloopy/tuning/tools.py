@@ -32,6 +32,7 @@ from fmmloopy.tuning.kernel_options import (
     use_builtin_sqrt,
 )
 from fmmloopy.tuning.loop_padding import pad_loop, unguard
+from fmmloopy.tuning.matching import any_of_ids
 from fmmloopy.tuning.newton_rsqrt import (
     NEWTON_RSQRT_ESTIMATES,
     NEWTON_RSQRT_HELPER,
@@ -176,7 +177,7 @@ def stage_in_local_memory(knl: lp.TranslationUnit, loop: str, arrays, *, width: 
     knl = knl.with_kernel(entry.copy(instructions=instructions + staging,
                                      temporary_variables=temporaries))
     stage = f"{loop}_stage"
-    knl = lp.duplicate_inames(knl, loop, within=" or ".join(f"id:{i}" for i in stage_ids),
+    knl = lp.duplicate_inames(knl, loop, within=any_of_ids(stage_ids),
                               new_inames=stage)
     if length > width:
         knl = lp.split_iname(knl, stage, width, inner_iname=f"{stage}_inner",
