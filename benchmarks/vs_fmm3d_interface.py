@@ -16,7 +16,9 @@ a new ``Fmm`` of the points (warm caches: kernels and operators on disk from a f
 one evaluation, with the interface's transposes and scalings. The interface's overhead is its
 time outside ``Fmm`` (the construction and the calls, timed inside the interface's own calls) over
 its time inside; beside it, the same ``Fmm`` call made directly (points ``(n, 3)``, the same
-``eps``, densities, fields), timed apart (noisier: another set-up).
+``eps``, densities, fields), timed apart (noisier: another set-up). "again" is the same call
+once more with the interface's last set-up kept (``keep_last_fmm``, the default: a script that
+calls again with the same points, an iterative solver's products), its time and overhead.
 
 The calls: ``lfmm3d`` with charges and ``pg`` 2 (potential and gradient) or 3 (and the
 Hessian), ``stfmm3d`` with Stokeslets and ``ifppreg`` 3 (velocity, pressure, velocity
@@ -46,8 +48,7 @@ from vs_stfmm3d import median_call  # noqa: E402  (a warm-up call, then the medi
 
 import fmmloopy  # noqa: E402
 import fmmloopy.fmm3d as ours  # noqa: E402
-import fmmloopy.interfaces.fmm3d as interface_module  # noqa: E402
-import fmmloopy.interfaces.fmm3d_stokes as stokes_module  # noqa: E402
+import fmmloopy.interfaces.fmm3d_reuse as reuse_module  # noqa: E402
 from fmmloopy.base.distributions import sphere_surface  # noqa: E402
 from fmmloopy.tree.octree import root_box_side  # noqa: E402
 
@@ -149,14 +150,20 @@ def measure(row: dict, function: str, arguments: dict, direct_fmm, reference, sa
     """``row``'s errors and times of ``function`` called with ``arguments`` by fmmloopy (through
     the interface and ``direct_fmm`` apart) and by FMM3D."""
     ours_call = getattr(ours, function)
+    ours.keep_last_fmm(False)  # one-shot calls: each builds its own FMM, as FMM3D's do
     row["fmmloopy_error"] = error(ours_call(**arguments), reference, sample)
     row["interface_s"], row["overhead"] = interface_overhead(lambda: ours_call(**arguments),
                                                              args.repeats)
+    ours.keep_last_fmm(True)  # a call again with the same points: the set-up kept
+    row["again_s"], row["again_overhead"] = interface_overhead(lambda: ours_call(**arguments),
+                                                               args.repeats)
+    ours.keep_last_fmm(False)
     row["fmm_s"] = median_call(direct_fmm, args.repeats)
     theirs_call = getattr(fmm3dpy, function)
     row["fmm3d_error"] = error(theirs_call(**arguments), reference, sample)
     row["fmm3d_s"] = median_call(lambda: theirs_call(**arguments), args.fmm3d_repeats)
     row["speedup"] = row["fmm3d_s"] / row["interface_s"]
+    row["speedup_again"] = row["fmm3d_s"] / row["again_s"]
 
 
 def run(dist: str, n: int, args) -> list[dict]:
@@ -189,7 +196,9 @@ def print_row(row: dict) -> None:
     print(f"{head}  fmmloopy.fmm3d {row['interface_s']:7.3f} s (err {row['fmmloopy_error']:.1e})"
           f"  overhead {100 * row['overhead']:+5.1f} %  Fmm apart {row['fmm_s']:7.3f} s"
           f"  FMM3D {row['fmm3d_s']:7.3f} s (err {row['fmm3d_error']:.1e})"
-          f"  speed-up {row['speedup']:5.2f}", flush=True)
+          f"  speed-up {row['speedup']:5.2f}; again {row['again_s']:7.3f} s (overhead "
+          f"{100 * row['again_overhead']:+5.1f} %, speed-up {row['speedup_again']:5.2f})",
+          flush=True)
 
 
 def main() -> None:
@@ -207,7 +216,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the rows as JSON at the end")
     args = parser.parse_args()
-    interface_module.Fmm = stokes_module.Fmm = TimedFmm  # the interface's calls timed inside
+    reuse_module.Fmm = TimedFmm  # the interface's FMMs timed inside
     print(f"fmm3dpy from {fmm3dpy.__file__}; {CORES} cores; fmmloopy on "
           f"{fmmloopy.Fmm.__module__}", flush=True)
     rows = [row for dist in args.dist for n in args.n for row in run(dist, int(n), args)]

@@ -8,11 +8,12 @@ from fmmloopy.interfaces.fmm3d import (
     emfmm3d,
     h3ddir,
     hfmm3d,
+    keep_last_fmm,
     l3ddir,
     lfmm3d,
     st3ddir,
     stfmm3d,
 )
 
-__all__ = ["Output", "comperr", "em3ddir", "emfmm3d", "h3ddir", "hfmm3d", "l3ddir", "lfmm3d",
-           "st3ddir", "stfmm3d"]
+__all__ = ["Output", "comperr", "em3ddir", "emfmm3d", "h3ddir", "hfmm3d", "keep_last_fmm",
+           "l3ddir", "lfmm3d", "st3ddir", "stfmm3d"]

@@ -174,3 +174,41 @@ def test_bad_input_names_the_argument():
     with pytest.warns(UserWarning, match="nothing to compute"):
         out = fmm.lfmm3d(eps=1e-6, sources=sources, charges=charges)
     assert out.pot is None and out.ier == 0
+
+
+def test_a_call_with_the_same_points_reuses_the_last_set_up(monkeypatch):
+    """The interface keeps its last FMM: a call with equal points, kernel, eps and fields
+    evaluates on it (new densities, exact results); other eps, other fields, or points changed
+    in place build a new one; ``keep_last_fmm(False)`` keeps none."""
+    import fmmloopy.interfaces.fmm3d_reuse as reuse
+    built = []
+
+    class Counted(reuse.Fmm):
+        def __init__(self, *args, **kwargs):
+            built.append(kwargs["eps_for"])
+            super().__init__(*args, **kwargs)
+    monkeypatch.setattr(reuse, "Fmm", Counted)
+    rng = np.random.default_rng(11)
+    sources, _, charges, _ = _problem(rng, 600, 1, False)
+    fmm.keep_last_fmm(False)  # nothing kept from other tests
+    fmm.keep_last_fmm(True)
+    try:
+        fmm.lfmm3d(eps=EPS, sources=sources, charges=charges, pg=2)
+        other = rng.uniform(-1, 1, 600)
+        second = fmm.lfmm3d(eps=EPS, sources=sources.copy(), charges=other, pg=2)
+        assert len(built) == 1
+        exact = reference(0.0, sources, sources, other, None, 1)
+        assert error(second.pot, exact[0]) < EPS and error(second.grad, exact[1]) < EPS
+        fmm.lfmm3d(eps=1e-4, sources=sources, charges=other, pg=2)
+        fmm.lfmm3d(eps=1e-4, sources=sources, charges=other, pg=1)
+        assert len(built) == 3
+        sources[0, 0] += 0.01  # in place: new points
+        moved = fmm.lfmm3d(eps=1e-4, sources=sources, charges=other, pg=1)
+        assert len(built) == 4
+        assert error(moved.pot, reference(0.0, sources, sources, other, None, 1)[0]) < 1e-4
+        fmm.keep_last_fmm(False)
+        for _ in range(2):
+            fmm.lfmm3d(eps=1e-4, sources=sources, charges=other, pg=1)
+        assert len(built) == 6
+    finally:
+        fmm.keep_last_fmm(True)

@@ -7,7 +7,9 @@ The functions take FMM3D's keyword arguments, shapes, conventions and flags and 
 source point), the term of a point at itself left out, ``pg``/``pgt`` 1 for the potential, 2 and
 the gradient, 3 and the Hessian (six entries ``xx, yy, zz, xy, xz, yz``), ``nd`` densities as
 fmmloopy's several strength vectors (one call for all). ``eps`` is fmmloopy's ``eps``: the order
-is the lowest whose measured error meets it (:class:`fmmloopy.Fmm`). The direct sums
+is the lowest whose measured error meets it (:class:`fmmloopy.Fmm`). A call with the same
+points, kernel, ``eps`` and fields as the last one reuses its set-up
+(:mod:`fmmloopy.interfaces.fmm3d_reuse`, :func:`keep_last_fmm`). The direct sums
 (``l3ddir``, ``h3ddir``) are :class:`fmmloopy.DirectSum`, leaving out pairs closer than
 ``thresh``. Stokes (``stfmm3d``, ``st3ddir``): :mod:`fmmloopy.interfaces.fmm3d_stokes`; Maxwell
 (``emfmm3d``, ``em3ddir``): :mod:`fmmloopy.interfaces.fmm3d_maxwell`. Bad
@@ -22,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from fmmloopy.api.direct import DirectSum
-from fmmloopy.api.fmm import Fmm
 from fmmloopy.interfaces.fmm3d_arrays import (
     Output,
     comperr,
@@ -35,11 +36,12 @@ from fmmloopy.interfaces.fmm3d_arrays import (
     to_fmm3d,
 )
 from fmmloopy.interfaces.fmm3d_maxwell import maxwell_call
+from fmmloopy.interfaces.fmm3d_reuse import fmm_for, keep_last_fmm
 from fmmloopy.interfaces.fmm3d_stokes import st3ddir, stfmm3d
 from fmmloopy.maths.green import LAPLACE_3D, GreenKernel, helmholtz, yukawa
 
-__all__ = ["Output", "comperr", "em3ddir", "emfmm3d", "h3ddir", "hfmm3d", "l3ddir", "lfmm3d",
-           "st3ddir", "stfmm3d"]
+__all__ = ["Output", "comperr", "em3ddir", "emfmm3d", "h3ddir", "hfmm3d", "keep_last_fmm",
+           "l3ddir", "lfmm3d", "st3ddir", "stfmm3d"]
 
 #: The fields of each evaluation flag's value, FMM3D's names at the sources.
 _NAMES = ("pot", "grad", "hess")
@@ -142,8 +144,8 @@ def _fmm_call(kernel: _Kernel, eps, sources, charges, dipvec, targets, pg, pgt, 
     else:
         evaluation = target_points if pgt else None
 
-    summed = Fmm(source_points, evaluation, kernel=kernel.green, eps=eps_value(eps),
-                 eps_for=words)
+    summed = fmm_for(source_points, evaluation, kernel=kernel.green, eps=eps_value(eps),
+                     eps_for=words)
     fields = _evaluated(kernel, summed, given, level)
     ns = len(source_points)
     for names, level_here, rows in (
@@ -184,7 +186,8 @@ def emfmm3d(*, eps, zk, sources, h_current=None, e_current=None, e_charge=None, 
     (:mod:`fmmloopy.interfaces.fmm3d_maxwell`)."""
     def summation(kernel, points_in, points_out, level):
         words = ["charges"] + ["gradient"] * (level >= 2) + ["hessian"] * (level >= 3)
-        summed = Fmm(points_in, points_out, kernel=kernel.green, eps=eps_value(eps), eps_for=words)
+        summed = fmm_for(points_in, points_out, kernel=kernel.green, eps=eps_value(eps),
+                         eps_for=words)
         return lambda charges, asked: _evaluated(kernel, summed, _mapped(
             kernel, {"charges": charges}), asked)
     return maxwell_call(_helmholtz_kernel(zk), zk, sources, targets, h_current, e_current,

@@ -16,7 +16,6 @@ import warnings
 import numpy as np
 
 from fmmloopy.api.direct import DirectSum
-from fmmloopy.api.fmm import Fmm
 from fmmloopy.interfaces.fmm3d_arrays import (
     Output,
     densities,
@@ -26,6 +25,7 @@ from fmmloopy.interfaces.fmm3d_arrays import (
     points,
     thresh_value,
 )
+from fmmloopy.interfaces.fmm3d_reuse import fmm_for
 
 __all__ = ["st3ddir", "stfmm3d"]
 
@@ -139,7 +139,8 @@ def stfmm3d(*, eps, sources, stoklet=None, strslet=None, strsvec=None, rotlet=No
              + ["gradient"] * (level >= 3))
     evaluation = (np.concatenate([source_points, target_points]) if pg and pgt
                   else target_points if pgt else None)
-    fmm = Fmm(source_points, evaluation, kernel="stokes", eps=eps_value(eps), eps_for=words)
+    fmm = fmm_for(source_points, evaluation, kernel="stokes", eps=eps_value(eps),
+                  eps_for=words)
     fields = _summed(fmm, calls, level, nd)
     ns = len(source_points)
     if pg:

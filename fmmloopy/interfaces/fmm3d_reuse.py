@@ -1,0 +1,60 @@
+"""The set-up of the last call kept for the next one with the same points.
+
+FMM3D's calls are one-shot: each builds its tree and evaluates. A script that calls again with
+the same points (the matrix-vector products of an iterative solver, one density after another)
+would pay fmmloopy's set-up (tree, lists, plan) every time; instead the interface keeps the
+:class:`~fmmloopy.api.fmm.Fmm` of its last call and evaluates the next call on it when that call
+has the same sources, targets, kernel, ``eps`` and fields asked for. The points are compared by
+value (an array changed in place is a new set of points). :func:`keep_last_fmm` turns this off
+(and frees the FMM kept, whose buffers hold about what its evaluation needs).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from fmmloopy.api.fmm import Fmm
+
+__all__ = ["fmm_for", "keep_last_fmm"]
+
+_lock = threading.Lock()
+#: (key, sources, evaluation points, Fmm) of the last call, or None.
+_last: tuple | None = None
+_keeping = True
+
+
+def keep_last_fmm(keep: bool = True) -> None:
+    """Whether calls keep their FMM for the next call with the same points (default True);
+    ``False`` also drops the FMM kept."""
+    global _keeping, _last
+    with _lock:
+        _keeping = bool(keep)
+        if not _keeping:
+            _last = None
+
+
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.shape == b.shape and np.array_equal(a, b)
+
+
+def fmm_for(sources: np.ndarray, evaluation: np.ndarray | None, **options) -> Fmm:
+    """``Fmm(sources, evaluation, **options)``, or the last call's where it was built from
+    equal arguments. ``sources`` and ``evaluation`` are the interface's own arrays (kept, not
+    copied: no caller holds them)."""
+    global _last
+    key = tuple(sorted((name, tuple(value) if isinstance(value, list) else value)
+                       for name, value in options.items()))
+    with _lock:
+        last = _last
+    if last is not None and last[0] == key and _same(last[1], sources) \
+            and _same(last[2], evaluation):
+        return last[3]
+    fmm = Fmm(sources, evaluation, **options)
+    with _lock:
+        if _keeping:
+            _last = (key, sources, evaluation, fmm)
+    return fmm
