@@ -38,13 +38,14 @@ SHIPPED_SHA256 = {
         "571f26616b75084039f1ed6f685727d3ee999b2041c48bbfba4661fafa70de70",
     "fmmloopy.tuning.loop_padding":
         "606a37f20c2cdce57df0ca0ba957f3bf7bddb77c8c7f51180b16e79452ac1d2f",
+    "fmmloopy.tuning.matching": "551437ef533d5033e757e301ea69eb6fd7149603a26aff8e69a67796ab7c65b4",
     "fmmloopy.tuning.newton_rsqrt":
-        "d78c54e0f7c1b9d74cccc1684d98604f374903e48a548e3e3bf832b4d3a1ab55",
+        "5a899b2331c3d2c2f1fca1e8f79f61b702fd27a6cad8830ef125394b4694ad76",
     "fmmloopy.tuning.shared_calls":
         "4fc377ac7adbeea022568cc14e613cd5121eed70372b180296f619c5762ab17e",
     "fmmloopy.tuning.target_lanes":
-        "5a6f9f9954a28a68863902f07e9a9bfaedac7d341a2b5c9c7e687042dd4c019b",
-    "fmmloopy.tuning.tools": "e3cc92eb865a46befea6ce75c479e2542cc6e7163ab6e64cc03d55414914e624",
+        "71b733cd8df3bc6a948f3757c21c5f0fab73e722fcee595295a3ca68cc7ef2e7",
+    "fmmloopy.tuning.tools": "40aa678b38964824cec5dc9a123fd6941e6311ce4ca7da184f2fc0940fbbcdb9",
 }
 
 
