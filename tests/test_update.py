@@ -1,11 +1,14 @@
-"""``Fmm.update``: points that move. After an update a call gives what a new ``Fmm`` with the
-same options and the same ``n_crit`` gives for the new positions (the same kernels on the same
-tree and data: bitwise), and both agree with the direct sum within the order's accuracy."""
+"""``Fmm.update``: points that move. Points that still fit the tree's boxes keep them (and the
+lists, operators and plan): the call then agrees with the direct sum within the order's
+accuracy, and moving the points back gives the first result bit for bit (nothing of the moved
+positions stays behind). Points that do not fit rebuild the set-up, and say why."""
 
 import numpy as np
 import pytest
 
 import fmmloopy
+from fmmloopy.api.fmm import KEPT_BOXES
+from fmmloopy.api.moving import LEAF_GROWTH, MOVING_MARGIN
 from fmmloopy.base.distributions import DISTRIBUTIONS
 from fmmloopy.maths.green import get_kernel
 from fmmloopy.maths.reference import direct_sum
@@ -19,29 +22,98 @@ def relative_l2(value, reference) -> float:
     return float(np.linalg.norm(value - reference) / np.linalg.norm(reference))
 
 
-def test_moved_points_give_what_a_new_fmm_gives():
+def _inward(points, rng, shrink=0.995, noise=1e-4):
+    """The points drawn a little towards their centre, with a little noise: inside the root
+    cube they were in."""
+    centre = 0.5 * (points.min(axis=0) + points.max(axis=0))
+    return centre + shrink * (points - centre) + noise * rng.standard_normal(points.shape)
+
+
+def test_small_moves_keep_the_boxes_and_moving_back_gives_the_first_result():
     rng = np.random.default_rng(31)
-    points = DISTRIBUTIONS["plummer"](3000, rng)
+    points = rng.uniform(-1, 1, (3000, 3))
+    charges = rng.uniform(-1, 1, (len(points), 2))  # two strength vectors
+    fmm = fmmloopy.Fmm(points, order=4, n_crit=40)
+    first, first_gradient = fmm(charges), fmm(charges[:, 0], gradient=True).gradient
+    boxes = fmm.tree.box_keys
+    fmm.update(points.copy())
+    assert fmm.last_update == KEPT_BOXES
+    assert np.array_equal(fmm(charges), first)
+    moved = _inward(points, rng)
+    fmm.update(moved)
+    assert fmm.last_update == KEPT_BOXES and fmm.tree.box_keys is boxes
+    assert set(fmm.setup_seconds) == {"tree", "plan"}
+    # Both plans (two vectors; the gradient of one) evaluate the moved points.
+    for got, expected in (
+            (fmm(charges), fmmloopy.DirectSum(moved)(charges)),
+            (fmm(charges[:, 0], gradient=True).gradient,
+             fmmloopy.DirectSum(moved)(charges[:, 0], gradient=True).gradient)):
+        assert relative_l2(got, expected) < ORDER_4_ERROR
+    fresh = fmmloopy.Fmm(moved, order=4, n_crit=40)(charges)
+    assert relative_l2(fmm(charges), fresh) < ORDER_4_ERROR
+    fmm.update(points)
+    assert fmm.last_update == KEPT_BOXES
+    assert np.array_equal(fmm(charges), first)
+    assert np.array_equal(fmm(charges[:, 0], gradient=True).gradient, first_gradient)
+
+
+def test_moves_the_boxes_do_not_hold_rebuild_with_room_to_move():
+    rng = np.random.default_rng(32)
+    points = DISTRIBUTIONS["sphere"](3000, rng)
     charges = rng.uniform(-1, 1, len(points))
-    fmm = fmmloopy.Fmm(points, order=4)
-    first = fmm(charges)
-    chosen = fmm.n_crit
-    # A drift; a large move (the box and origin change); a stretch along two axes (another
-    # tree: other boxes than those the first positions' n_crit choice made).
-    moves = (lambda p: p + 0.01 * rng.standard_normal(p.shape), lambda p: p + 1e5,
-             lambda p: (p - 1e5) * [1.0, 3.0, 0.2])
-    for move in moves:
-        points = move(points)
-        fmm.update(points)
-        moved = fmm(charges)
-        fresh = fmmloopy.Fmm(points, order=4, n_crit=chosen)
-        assert fmm.n_crit == chosen
-        assert np.array_equal(fmm.tree.box_keys, fresh.tree.box_keys)
-        assert np.array_equal(moved, fresh(charges))
-        assert not np.array_equal(moved, first)
-        expected = direct_sum(get_kernel("laplace"), points, charges, points)
-        assert relative_l2(moved, expected) < ORDER_4_ERROR
-    assert {"tree", "lists", "plan"} <= set(fmm.setup_seconds)
+    centre_point = points.copy()
+    centre_point[5] = 0.0  # into the sphere's empty inside
+    crowded = points.copy()
+    crowd = (LEAF_GROWTH + 1) * 40  # in one leaf: past its bound
+    crowded[:crowd] = points[0] + 1e-5 * rng.standard_normal((crowd, 3))
+    for moved, why in ((centre_point, "a source moved into a cell where the tree has no leaf"),
+                       (1.01 * points, "a point left the root cube"),
+                       (crowded, "a leaf holds")):
+        fmm = fmmloopy.Fmm(points, order=4, n_crit=40)
+        fmm.update(moved)
+        assert fmm.last_update.startswith("rebuilt: " + why), fmm.last_update
+        assert fmm.n_crit == 40
+        expected = direct_sum(get_kernel("laplace"), moved, charges, moved)
+        assert relative_l2(fmm(charges), expected) < ORDER_4_ERROR
+        # The rebuilt root cube has room: MOVING_MARGIN of the extent past the points.
+        extent = np.ptp(moved, axis=0).max()
+        assert fmm.tree.root_half_width >= 0.5 * extent * (1 + 2 * MOVING_MARGIN)
+
+
+def test_targets_of_their_own_move_and_a_box_gaining_its_first_target_rebuilds():
+    rng = np.random.default_rng(34)
+    sources = rng.uniform(-1, 1, (2500, 3))
+    targets = rng.uniform(-0.2, 0.2, (400, 3))
+    charges = rng.uniform(-1, 1, len(sources))
+    fmm = fmmloopy.Fmm(sources, targets, order=4, n_crit=40)
+    moved_sources, moved_targets = _inward(sources, rng), _inward(targets, rng, 1.0)
+    fmm.update(moved_sources, moved_targets)
+    assert fmm.last_update == KEPT_BOXES
+    expected = direct_sum(get_kernel("laplace"), moved_sources, charges, moved_targets)
+    assert relative_l2(fmm(charges), expected) < ORDER_4_ERROR
+    far_target = moved_targets.copy()
+    far_target[0] = moved_sources[np.argmax(moved_sources[:, 0])]  # a corner of sources only
+    fmm.update(moved_sources, far_target)
+    assert fmm.last_update == "rebuilt: a box that held no targets gained one"
+    expected = direct_sum(get_kernel("laplace"), moved_sources, charges, far_target)
+    assert relative_l2(fmm(charges), expected) < ORDER_4_ERROR
+
+
+def test_moving_spheres_of_the_rpy_mobility_find_their_new_overlaps():
+    """The RPY tensor's overlapping pairs are found again after a kept-box update."""
+    rng = np.random.default_rng(35)
+    points = rng.uniform(0, 1, (1500, 3))
+    forces = rng.standard_normal((len(points), 3))
+    kernel = "rpy:radius=0.01"
+    fmm = fmmloopy.Fmm(points, kernel=kernel, order=6, n_crit=40)
+    fmm(forces)
+    moved = points.copy()
+    moved[1] = moved[0] + [0.005, 0.0, 0.0]  # overlapping the sphere of point 0
+    moved = _inward(moved, rng, noise=0.0)
+    fmm.update(moved)
+    assert fmm.last_update == KEPT_BOXES
+    expected = fmmloopy.DirectSum(moved, kernel=kernel)(forces)
+    assert relative_l2(fmm(forces), expected) < 1e-4
 
 
 def test_separate_targets_gradients_and_a_kernel_with_operators_per_level():
@@ -100,3 +172,26 @@ def test_no_points_stay_no_points():
     fmm = fmmloopy.Fmm(np.zeros((0, 3)), order=4)
     fmm.update(np.zeros((0, 3)))
     assert fmm(np.zeros(0)).shape == (0,)
+
+
+def test_float32_moves_keep_the_boxes_and_points_it_cannot_tell_apart_are_refused():
+    """float32 kernels store points relative to their leaves: the kept boxes' leaves are used
+    for the moved points, and two distinct points float32 cannot tell apart there are refused
+    by name with the FMM left as it was."""
+    rng = np.random.default_rng(36)
+    points = rng.uniform(-1, 1, (2000, 3))
+    charges = rng.uniform(-1, 1, len(points))
+    fmm = fmmloopy.Fmm(points, order=4, n_crit=40, dtype=np.float32)
+    before = fmm(charges)
+    moved = _inward(points, rng)
+    fmm.update(moved)
+    assert fmm.last_update == KEPT_BOXES
+    expected = direct_sum(get_kernel("laplace"), moved, charges, moved)
+    assert relative_l2(fmm(charges), expected) < ORDER_4_ERROR  # float32's 1e-7 is far below
+    fmm.update(points)
+    assert np.array_equal(fmm(charges), before)
+    merged = points.copy()
+    merged[1] = merged[0] + 1e-12
+    with pytest.raises(ValueError, match="float32"):
+        fmm.update(merged)
+    assert np.array_equal(fmm(charges), before)

@@ -22,6 +22,7 @@ import pyopencl as cl
 
 from fmmloopy.api.eps_order import first_order
 from fmmloopy.api.error_estimate import estimate_error
+from fmmloopy.api.moving import kept_boxes, rebuild_margin, refresh_plans
 from fmmloopy.api.options import (  # noqa: F401 - the orders' range and default, from here too
     DEFAULT_ORDER,
     MAX_ORDER,
@@ -46,6 +47,9 @@ from fmmloopy.maths.levels import LevelOperators
 from fmmloopy.tree.cost import AUTO, CANDIDATES
 from fmmloopy.tree.lists import InteractionLists
 from fmmloopy.tree.octree import Tree, root_box_side
+
+#: :attr:`Fmm.last_update` after an update that kept the tree's boxes.
+KEPT_BOXES = "kept the boxes"
 
 #: The most strength vectors one evaluation carries; a call with more runs in passes. The
 #: pairwise kernels keep one accumulator per vector and output component, and each count of
@@ -195,16 +199,25 @@ class Fmm:
         """Move the points: new positions of the same number of sources (and of targets, given
         here exactly when they were given to the constructor), in the same order as before.
 
-        Kept: the options, :attr:`n_crit` (for ``n_crit="auto"`` the one chosen for the first
-        positions; build a new ``Fmm`` to choose again), the device and its queue, the
-        precomputed operators and the transformed, built kernels (this process holds them).
-        Rebuilt: the working coordinates, the tree, the interaction lists and the plan (lists
-        per launch, uploads, device buffers); :attr:`setup_seconds` holds this rebuild's
-        stages. A call after ``update`` gives what a new ``Fmm`` with these options and this
-        ``n_crit`` gives for the new positions. What the constructor would refuse (shapes, NaN or
-        inf, points no working coordinates hold, a Helmholtz box beyond the order's range, a
-        problem that does not fit in memory) raises the same error here, and the FMM stays as
-        it was."""
+        Where the moved points still fit the tree's boxes (every point in a leaf, no leaf past
+        twice ``n_crit``, no box gaining a kind of point it held none of:
+        :mod:`fmmloopy.api.moving`), the boxes are kept with everything that follows from them
+        (interaction lists, operators, the plan's lists, buffers and kernels): the points are
+        sorted into the leaves they now occupy and written into the plan. A call then gives
+        what an FMM of these options on the kept boxes gives: the order's error against a
+        direct sum, like any ``Fmm`` (the boxes differ from those a new ``Fmm`` would build,
+        so the two agree to within that error, not bit for bit). Otherwise the set-up is
+        rebuilt as a new ``Fmm`` would build it, for a kernel with homogeneity in a root cube
+        with room to move (:data:`~fmmloopy.api.moving.MOVING_MARGIN` of the points' extent
+        past them on every side). :attr:`last_update` says which, and why.
+
+        Kept in either case: the options, :attr:`n_crit` (for ``n_crit="auto"`` the one chosen
+        for the first positions; build a new ``Fmm`` to choose again), the order, the device
+        and its queue, the precomputed operators and the built kernels.
+        :attr:`setup_seconds` holds this update's stages. What the constructor would refuse
+        (shapes, NaN or inf, points no working coordinates hold, a Helmholtz box beyond the
+        order's range, a problem that does not fit in memory) raises the same error here,
+        and the FMM stays as it was."""
         if self.points_setup.rank_boxes is not None and self.periodic is None:
             raise TypeError("update() moves the points of a whole FMM; a rank of a "
                             "DistributedFmm is rebuilt by the DistributedFmm")
@@ -221,13 +234,22 @@ class Fmm:
                 raise ValueError(f"update() moves the FMM's {count} {name}: got {len(points)} "
                                  f"{name} (build a new Fmm for a different number of points)")
         with self._lock:
-            # The rebuild makes a new set-up: a refusal part-way (a Helmholtz box past the
-            # order's range, memory) leaves the previous one in place.
+            # Both ways make a new set-up: a refusal part-way (a Helmholtz box past the order's
+            # range, memory) leaves the previous one in place.
+            kept = kept_boxes(self.points_setup, self.options, self.queue, sources, targets)
+            if not isinstance(kept, str):
+                plans = [kept.plan, *(plan for plan in self._plans.values()
+                                      if plan is not kept.plan)]
+                refresh_plans(kept, plans, self.options)
+                self.points_setup, self.last_update = kept, KEPT_BOXES
+                return
             n_crit = self.n_crit if self.n_crit is not None else self.options.n_crit
             self.points_setup = set_up_points(self.options, self.queue, sources, targets,
                                               n_crit, self.memory_estimate,
-                                              self.points_setup.what, self._nested_fmm)
+                                              self.points_setup.what, self._nested_fmm,
+                                              root_margin=rebuild_margin(self.options))
             self._plans, self._last_plan = {}, None
+            self.last_update = f"rebuilt: {kept}"
 
     @classmethod
     def for_rank(cls, options: FmmOptions, tree: Tree, lists: InteractionLists,
@@ -274,6 +296,9 @@ class Fmm:
         self._last_plan: Plan | None = None
         #: The strengths in tree order, per dtype, kept between calls (under the lock).
         self._host_arrays: dict[np.dtype, np.ndarray] = {}
+        #: What the last :meth:`update` did: :data:`KEPT_BOXES`, or ``"rebuilt: <why the
+        #: boxes could not be kept>"``; None before any update.
+        self.last_update: str | None = None
         # Profiled: an evaluation enqueues every launch without a wait and reports each
         # step's seconds from the events (fmmloopy.driver.evaluation).
         self.queue = cl.CommandQueue(context_for(options.device),

@@ -202,14 +202,17 @@ def _build_plans(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue
 def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarray,
                   targets: np.ndarray | None, n_crit: int | str, memory_estimate: MemoryEstimate,
                   what: str, nested_fmm: NestedFmm, order_search: OrderSearch | None = None,
-                  on_order: Callable[[FmmOptions], None] | None = None) -> PointsSetUp:
+                  on_order: Callable[[FmmOptions], None] | None = None,
+                  root_margin: float | None = None) -> PointsSetUp:
     """Working coordinates, tree, lists and plan of checked ``sources`` and ``targets`` (None:
     the sources), under ``options`` (its order set); ``memory_estimate`` and ``what``: the
     check before the tree and the problem's description. No points on either side: no tree
     (it needs a point), no kernels: calls give zeros. ``order_search``
     (:mod:`fmmloopy.api.eps_order`): the order is settled on the points' own tree, starting
     from ``options``'; ``on_order`` is told the options of the order settled on before the
-    plan is made (its nested FMMs take that order)."""
+    plan is made (its nested FMMs take that order). ``root_margin``: the root cube extends
+    past the points by that fraction of their extent on every side (free space; an update's
+    rebuild, :mod:`fmmloopy.api.moving`)."""
     clock = time.perf_counter()
     sources = as_float64_points(sources, "sources")
     targets = None if targets is None else as_float64_points(targets, "targets")
@@ -235,7 +238,8 @@ def set_up_points(options: FmmOptions, queue: cl.CommandQueue, sources: np.ndarr
         return setup
     preparation = None
     try:
-        points, first = _points_and_operators(setup, options, queue, sources, targets)
+        points, first = _points_and_operators(setup, options, queue, sources, targets,
+                                              root_margin or 0.0)
         # The plan's kernels from the disk kernel cache or the shipped ones, built on a thread
         # while the host builds the tree and lists (the plan finds them ready, or waits for
         # them). Started here, not before: with the precomputation on a thread too, three
@@ -295,14 +299,15 @@ def set_up_rank(options: FmmOptions, queue: cl.CommandQueue, tree: Tree,
 
 
 def _sorted_points(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
-                   sources: np.ndarray, targets: np.ndarray | None):
+                   sources: np.ndarray, targets: np.ndarray | None, margin: float):
     """The points keyed and sorted (:func:`~fmmloopy.tree.octree.sort_points`; the Morton keys
     on the device); a periodic FMM's wrapped into its cell, in the root cube of the cell and
     its images."""
     keys_of = device_point_keys(queue)
     if options.periodic is None:
         return sort_points(sources, targets, deepest_level(
-            options, sources, targets, setup.coordinate_exponent), keys_of=keys_of)
+            options, sources, targets, setup.coordinate_exponent), keys_of=keys_of,
+            margin=margin)
     cell = setup.working_cell
     sources = into_cell(sources, cell.lower, cell.side, options.max_depth, cell.axes)
     targets = sources if targets is None else into_cell(targets, cell.lower, cell.side,
@@ -312,7 +317,7 @@ def _sorted_points(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQue
 
 
 def _points_and_operators(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
-                          sources: np.ndarray, targets: np.ndarray | None):
+                          sources: np.ndarray, targets: np.ndarray | None, margin: float):
     """Stage 1's sorted points and stage 2's operators of the first level with expansions."""
     kernel, order, seconds = operator_kernel(options.kernel), options.order, setup.setup_seconds
     # The operators before the tree: the choice of n_crit weighs the far field by the flops of
@@ -325,7 +330,7 @@ def _points_and_operators(setup: PointsSetUp, options: FmmOptions, queue: cl.Com
         clock = time.perf_counter()
         with stage(f"sorting {len(sources)} sources and "
                    f"{len(sources if targets is None else targets)} targets"):
-            points = _sorted_points(setup, options, queue, sources, targets)
+            points = _sorted_points(setup, options, queue, sources, targets, margin)
         seconds["tree"] += time.perf_counter() - clock
         check_wave_range(kernel, 2 * points.half_width, order)  # before precomputing; a
         # kernel without homogeneity: the operators of the first level with expansions, whose

@@ -266,7 +266,8 @@ class _PlanBuilder:
         arguments = self._launch_arguments(kernel, host, matrices)
         if folded_levels:
             arguments["box_levels"] = self._folded_box_levels(cut["box_levels"])
-        if "max_box_targets" in kernel.argument_names:
+        loops_to_largest = "max_box_targets" in kernel.argument_names
+        if loops_to_largest:
             arguments["max_box_targets"] = int(self.tree.box_target_counts[target_boxes].max())
         if needs_verification(kernel.recipe) or operator in self.check_operators:
             if self.verify or operator in self.check_operators:
@@ -286,7 +287,7 @@ class _PlanBuilder:
             functools.partial(spec.traffic, traffic_rows(cut), sizes, *counts,  # when asked
                               itemsize=self.precision.dtype.itemsize, green=green),
             work * green.flops_per_pair() if spec.template == PAIRWISE else float(work), key,
-            evaluation_pass))
+            evaluation_pass, target_boxes if loops_to_largest else None))
 
     def _as_real(self, buffers: dict[str, str], extra: dict) -> tuple[dict[str, str], dict]:
         """A complex kernel's matvec launch as the real one of twice the size

@@ -56,10 +56,18 @@ class Launch:
     key: tuple = ()
     #: The pass it belongs to (a distributed FMM exchanges multipoles after the upward one).
     evaluation_pass: Pass = Pass.DOWNWARD
+    #: Its target boxes, where its kernel loops over their points up to ``max_box_targets``
+    #: (the largest box's count: what :meth:`Plan.refresh_points` sets again).
+    target_boxes: np.ndarray | None = None
 
     @property
     def upward(self) -> bool:
         return self.evaluation_pass == Pass.UPWARD
+
+
+#: The launch arguments a tree's points determine; the others follow from its boxes and lists.
+POINT_ARGUMENTS = ("sources", "targets", "box_source_starts", "box_source_counts",
+                   "box_target_starts", "box_target_counts")
 
 
 def traffic_rows(rows: dict) -> dict:
@@ -128,6 +136,28 @@ class Plan:
         buffer = self.buffers[name]
         return buffer.get(queue=self.queue,
                           ary=self.host_array(f"buffer {name}", buffer.shape, buffer.dtype))
+
+    def refresh_points(self, arguments: dict[str, np.ndarray], box_target_counts: np.ndarray,
+                       written: set[int] | None = None) -> None:
+        """The points moved within the same boxes (:func:`fmmloopy.tree.rebin.rebinned_tree`):
+        write their new :data:`POINT_ARGUMENTS` (``arguments``, as
+        :func:`~fmmloopy.execution.kernel_arguments.tree_arguments` gives them) into the
+        device arrays the launches hold, and set each launch's ``max_box_targets`` from
+        ``box_target_counts``. Lists, matrices and kernels stay; :attr:`Launch.work` keeps the
+        first tree's counts. ``written``: ids of device arrays written already (by another plan
+        sharing launches), added to."""
+        written = set() if written is None else written
+        for launch in self.launches:
+            for name in POINT_ARGUMENTS:
+                array = launch.arguments.get(name)
+                if isinstance(array, cla.Array) and id(array) not in written:
+                    array.set(np.ascontiguousarray(arguments[name], dtype=array.dtype),
+                              queue=self.queue, async_=True)
+                    written.add(id(array))
+            if launch.target_boxes is not None and "max_box_targets" in launch.arguments:
+                launch.arguments["max_box_targets"] = int(
+                    box_target_counts[launch.target_boxes].max())
+        self._bound.clear()  # bound with the old max_box_targets
 
     def enqueue(self, index: int) -> cl.Event:
         """Enqueue launch ``index`` (its buffers zeroed first where it is their first user);

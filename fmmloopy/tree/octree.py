@@ -31,7 +31,7 @@ from fmmloopy.tree.refinement import Refinement, balance, point_keys, refine
 
 __all__ = [
     "MAX_DEPTH_LIMIT", "SortedPoints", "Tree", "build_tree", "build_tree_from", "cube_around",
-    "sort_in_cube", "sort_points", "tree_boxes", "tree_of_boxes",
+    "gathered_by_coordinate", "sort_in_cube", "sort_points", "tree_boxes", "tree_of_boxes",
 ]
 
 #: Deepest level a tree may have: 3 bits per level plus a placeholder bit fit in a uint64.
@@ -192,19 +192,22 @@ class SortedPoints:
         return self.centre - self.half_width
 
 
-def root_cube(sources: np.ndarray, targets: np.ndarray | None = None
+def root_cube(sources: np.ndarray, targets: np.ndarray | None = None, margin: float = 0.0
               ) -> tuple[np.ndarray, float]:
     """``(centre, half_width)`` of the tree's root cube: the points' bounding cube, padded a
-    little so that no point lies on its upper faces."""
-    return cube_around(*bounds(sources, targets))
+    little so that no point lies on its upper faces (and by ``margin`` times the extent on
+    every side: room for points that move)."""
+    return cube_around(*bounds(sources, targets), margin)
 
 
-def cube_around(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, float]:
+def cube_around(lo: np.ndarray, hi: np.ndarray, margin: float = 0.0
+                ) -> tuple[np.ndarray, float]:
     """:func:`root_cube` from the corners ``lo``, ``hi`` of the points' bounding box."""
     with np.errstate(over="ignore"):
         centre = 0.5 * lo + 0.5 * hi
         extent = float((hi - lo).max())
-    half_width = 0.5 * extent * (1.0 + _PAD) if extent > 0 else 0.5 * max(1.0, abs(centre).max())
+    half_width = (0.5 * extent * (1.0 + _PAD + 2.0 * margin) if extent > 0
+                  else 0.5 * max(1.0, abs(centre).max()))
     if not np.isfinite(half_width) or not np.all(np.isfinite(centre)):
         raise ValueError("the points' extent overflows float64")
     return centre, float(half_width)
@@ -219,17 +222,18 @@ def root_box_side(sources, targets=None) -> float:
 
 
 def sort_points(sources: np.ndarray, targets: np.ndarray | None = None,
-                max_depth: int = 20, keys_of: KeysOf = point_keys) -> SortedPoints:
-    """Validate the points, choose the root cube and sort the points by Morton key
-    (``keys_of``: what computes them, :func:`~fmmloopy.tree.refinement.point_keys` or the same
-    on a device)."""
+                max_depth: int = 20, keys_of: KeysOf = point_keys, margin: float = 0.0
+                ) -> SortedPoints:
+    """Validate the points, choose the root cube (``margin``: :func:`root_cube`) and sort the
+    points by Morton key (``keys_of``: what computes them,
+    :func:`~fmmloopy.tree.refinement.point_keys` or the same on a device)."""
     src = validate_points(sources, "sources")
     tgt = None if targets is None else validate_points(targets, "targets")
     if not len(src) or (tgt is not None and not len(tgt)):
         raise ValueError(f"{'targets' if len(src) else 'sources'} must hold at least one point")
     depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
 
-    return sort_in_cube(src, tgt, *root_cube(src, tgt), depth, keys_of)
+    return sort_in_cube(src, tgt, *root_cube(src, tgt, margin), depth, keys_of)
 
 
 def sort_in_cube(src: np.ndarray, tgt: np.ndarray | None, centre: np.ndarray,
@@ -308,7 +312,7 @@ def build_tree_from(points: SortedPoints, n_crit: int,
     return tree
 
 
-def _gathered_by_coordinate(points: np.ndarray, order: np.ndarray) -> np.ndarray:
+def gathered_by_coordinate(points: np.ndarray, order: np.ndarray) -> np.ndarray:
     """``points[order]`` with one row per coordinate (the kernels' layout), gathered coordinate
     by coordinate, faster than gathering the rows and then copying their transpose
     (docs/history.md, 2026-11-26, "Set-up and moving points on a 2-core AVX2 CPU")."""
@@ -356,14 +360,14 @@ def tree_of_boxes(points: SortedPoints, n_crit: int, keys: np.ndarray, levels: n
 
     source_user_ids = sorder.astype(_INDEX)
     source_tree_ids = inverse(source_user_ids)
-    sources_soa = _gathered_by_coordinate(src, sorder)
+    sources_soa = gathered_by_coordinate(src, sorder)
     if tgt is None:
         target_user_ids, target_tree_ids, targets_soa = (
             source_user_ids, source_tree_ids, sources_soa)
     else:
         target_user_ids = torder.astype(_INDEX)
         target_tree_ids = inverse(target_user_ids)
-        targets_soa = _gathered_by_coordinate(tgt, torder)
+        targets_soa = gathered_by_coordinate(tgt, torder)
 
     return Tree(
         root_centre=centre,

@@ -1,0 +1,106 @@
+"""What :meth:`fmmloopy.Fmm.update` keeps when the points move a little.
+
+The boxes of the tree, the interaction lists, the operators, the plan's lists, matrices,
+buffers and kernels all follow from the boxes, not from where the points lie in them. An update
+keeps them when the moved points still fit the boxes (:func:`fmmloopy.tree.rebin.rebinned_tree`:
+every point in a leaf of the root cube, no box gaining a kind of point it held none of, no leaf
+past :data:`LEAF_GROWTH` times ``n_crit``): the points are sorted into the kept leaves, and
+the plan's point arrays (coordinates, the boxes' point ranges) are written into the device
+buffers its launches already hold (:meth:`~fmmloopy.driver.plan.Plan.refresh_points`). The
+points keep the FMM's working coordinates (origin and power-of-two scale) where the scale
+still holds them.
+
+Otherwise the update builds a new set-up, for a kernel with homogeneity in a root cube wider than
+the points by :data:`MOVING_MARGIN` of their extent on every side, so that the next steps' points
+stay in it. A periodic FMM's tree (the cell and its images) and one with nested FMMs in its
+leaves are always rebuilt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pyopencl as cl
+
+from fmmloopy.api.options import FmmOptions
+from fmmloopy.api.setup import PointsSetUp
+from fmmloopy.base.validation import as_float64_points
+from fmmloopy.execution.device_setup import device_point_keys
+from fmmloopy.execution.kernel_arguments import tree_arguments
+from fmmloopy.maths.templates import particles_for
+from fmmloopy.tree.coordinates import working_exponent
+from fmmloopy.tree.leaf_relative import refuse_unresolved_points
+from fmmloopy.tree.rebin import rebinned_tree
+
+__all__ = ["LEAF_GROWTH", "MOVING_MARGIN", "kept_boxes", "rebuild_margin", "refresh_plans"]
+
+#: A leaf may hold up to this many times ``n_crit`` sources or targets after updates before the
+#: tree is rebuilt: its direct sums cost at most this factor squared more per pair of leaves.
+LEAF_GROWTH = 2
+#: The root cube of a tree an update rebuilds extends past the points' bounding cube by this
+#: fraction of their extent on every side (1/16: 12.5 % wider in all; points that move 1e-2
+#: of the extent per step stay in it for several steps).
+MOVING_MARGIN = 1 / 16
+
+
+def rebuild_margin(options: FmmOptions) -> float | None:
+    """The root cube's margin of a tree an update rebuilds: :data:`MOVING_MARGIN` for a kernel
+    whose operators do not depend on the boxes' size (a homogeneous one: a wider cube changes
+    no operator and no range), else None (the points' own cube)."""
+    return MOVING_MARGIN if options.kernel.homogeneity is not None else None
+
+
+def _in_working_coordinates(points: np.ndarray | None, origin: np.ndarray,
+                            exponent: int) -> np.ndarray | None:
+    if points is None:
+        return None
+    if origin.any():
+        points = points - origin
+    return np.ldexp(points, -exponent) if exponent else points
+
+
+def kept_boxes(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
+               sources: np.ndarray, targets: np.ndarray | None) -> PointsSetUp | str:
+    """The set-up of ``setup``'s FMM for its points moved to ``sources`` and ``targets``
+    (checked user arrays) with its boxes kept, its plan's point arrays not yet written
+    (:func:`refresh_plans`); or a sentence saying why the boxes cannot be kept. ValueError
+    where the points are refused (float32 points the kernels cannot tell apart)."""
+    if setup.tree is None:
+        return "the FMM has no tree"
+    if setup.periodic_tree is not None:
+        return "a periodic FMM's tree is rebuilt"
+    if setup.rank_boxes is not None:
+        return "a rank's tree is rebuilt by its distributed FMM"
+    if setup.nested_rows:
+        return "leaves of the tree are summed by nested FMMs"
+    clock = time.perf_counter()
+    sources = as_float64_points(sources, "sources")
+    targets = None if targets is None else as_float64_points(targets, "targets")
+    user_points = (sources, targets)
+    origin, exponent = setup.coordinate_origin, setup.coordinate_exponent
+    working = [_in_working_coordinates(points, origin, exponent) for points in user_points]
+    if working_exponent(*working, options.kernel.homogeneity, options.kernel.name,
+                        options.precision):
+        return "the points need another scale"
+    tree = rebinned_tree(setup.tree, *working, LEAF_GROWTH * setup.tree.n_crit,
+                         device_point_keys(queue))
+    if isinstance(tree, str):
+        return tree
+    if particles_for(options.precision.dtype).relative:
+        refuse_unresolved_points(tree, options.precision)
+    return dataclasses.replace(setup, user_points=user_points, tree=tree, overlaps=None,
+                               setup_seconds={"tree": time.perf_counter() - clock})
+
+
+def refresh_plans(setup: PointsSetUp, plans, options: FmmOptions) -> None:
+    """Write ``setup``'s moved points into ``plans`` (its plan and the plans of other fields,
+    built on the same boxes) and time it as the set-up's ``plan`` stage."""
+    clock = time.perf_counter()
+    arguments = tree_arguments(setup.tree, options.precision)
+    written: set[int] = set()
+    for plan in plans:
+        plan.refresh_points(arguments, setup.tree.box_target_counts, written)
+    plans[0].queue.finish()
+    setup.setup_seconds["plan"] = time.perf_counter() - clock

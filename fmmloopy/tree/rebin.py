@@ -1,0 +1,101 @@
+"""Moved points in the boxes of a tree built before: the tree an update keeps.
+
+Points that move a little stay in the leaves they were in, or move to neighbouring ones. The
+boxes (keys, levels, centres, parents, children), and with them the interaction lists and every
+precomputed list an FMM plan cuts from them, hold as long as
+
+- every point lies in the root cube and in a leaf of the tree (a point in a cell where the
+  tree has no box needs new boxes),
+- no box gains sources or targets of a kind it held none of (the plan's steps run over the
+  boxes that held each kind),
+- no leaf holds more than ``bound`` sources or targets (past it the leaves' direct sums grow
+  and a new tree is cheaper; a leaf the tree could not split, at its deepest level, may keep
+  what it held).
+
+:func:`rebinned_tree` sorts the points into the kept boxes: their Morton keys are computed in the
+order of the old tree, where they are nearly sorted already (a stable sort of nearly sorted keys
+costs about one pass), and the boxes' point ranges found by binary search, as
+:func:`~fmmloopy.tree.octree.tree_of_boxes` finds them. Where a condition fails it says which.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from fmmloopy.base.sorting import stable_argsort
+from fmmloopy.maths.geometry import INDEX_DTYPE
+from fmmloopy.tree.coordinates import bounds
+from fmmloopy.tree.octree import KeysOf, Tree, gathered_by_coordinate
+from fmmloopy.tree.refinement import Refinement, point_keys
+
+__all__ = ["rebinned_tree"]
+
+
+def _sorted_keys(points: np.ndarray, tree_order: np.ndarray, tree: Tree,
+                 keys_of: KeysOf) -> tuple[np.ndarray, np.ndarray]:
+    """The Morton keys of ``points`` (user order) at the tree's depth, sorted, and the user
+    indices in that order, sorting from the old tree order ``tree_order``."""
+    lo = tree.root_centre - tree.root_half_width
+    keys = keys_of(points, lo, tree.root_half_width, tree.max_depth)[tree_order]
+    order = stable_argsort(keys)
+    return keys[order], tree_order[order].astype(INDEX_DTYPE)
+
+
+def _inverse(permutation: np.ndarray) -> np.ndarray:
+    inverse = np.empty_like(permutation)
+    inverse[permutation] = np.arange(len(permutation), dtype=permutation.dtype)
+    return inverse
+
+
+def rebinned_tree(tree: Tree, sources: np.ndarray, targets: np.ndarray | None, bound: int,
+                  keys_of: KeysOf = point_keys) -> Tree | str:
+    """``tree`` with its boxes kept and ``sources`` and ``targets`` (``(n, 3)``, user order, as
+    many as the tree holds, in its coordinates; targets None where they are the sources) sorted
+    into them; or, where the boxes do not hold the points (module docstring), a sentence saying
+    why."""
+    lo = tree.root_centre - tree.root_half_width
+    hi = tree.root_centre + tree.root_half_width
+    low, high = bounds(sources, targets)
+    if (low < lo).any() or (high >= hi).any():
+        return "a point left the root cube"
+    skeys, source_user_ids = _sorted_keys(sources, tree.source_user_ids, tree, keys_of)
+    if targets is None:
+        tkeys, target_user_ids = skeys, source_user_ids
+    else:
+        tkeys, target_user_ids = _sorted_keys(targets, tree.target_user_ids, tree, keys_of)
+    # The boxes' ranges of sorted keys (all_keys is only read while boxes are refined).
+    builder = Refinement(skeys, tkeys, None, tree.max_depth)
+    klo, khi = builder.key_range(tree.box_keys, tree.box_levels)
+    starts, counts = [], []
+    for keys in (skeys, tkeys) if targets is not None else (skeys,):
+        start = np.searchsorted(keys, klo)
+        starts.append(start.astype(INDEX_DTYPE))
+        counts.append((np.searchsorted(keys, khi) - start).astype(INDEX_DTYPE))
+    if targets is None:
+        starts, counts = starts * 2, counts * 2
+    leaves = tree.box_is_leaf
+    for kind, count, old, total in (("source", counts[0], tree.box_source_counts, len(skeys)),
+                                    ("target", counts[1], tree.box_target_counts, len(tkeys))):
+        if int(count[leaves].sum()) != total:
+            return f"a {kind} moved into a cell where the tree has no leaf"
+        if ((count > 0) & (old == 0)).any():
+            return f"a box that held no {kind}s gained one"
+        fullest = int(count[leaves].max()) if total else 0
+        allowed = max(bound, int(old[leaves].max()) if total else 0)  # max_depth's own
+        if fullest > allowed:
+            return f"a leaf holds {fullest} {kind}s, more than {allowed}"
+    source_tree_ids = _inverse(source_user_ids)
+    sources_soa = gathered_by_coordinate(sources, source_user_ids)
+    if targets is None:
+        target_tree_ids, targets_soa = source_tree_ids, sources_soa
+    else:
+        target_tree_ids = _inverse(target_user_ids)
+        targets_soa = gathered_by_coordinate(targets, target_user_ids)
+    return dataclasses.replace(
+        tree, box_source_starts=starts[0], box_source_counts=counts[0],
+        box_target_starts=starts[1], box_target_counts=counts[1], sources_soa=sources_soa,
+        targets_soa=targets_soa, source_user_ids=source_user_ids,
+        source_tree_ids=source_tree_ids, target_user_ids=target_user_ids,
+        target_tree_ids=target_tree_ids)
