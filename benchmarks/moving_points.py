@@ -1,18 +1,22 @@
-"""Benchmark: points that move. Per step, a new ``Fmm`` with the defaults and one evaluation, a
-new ``Fmm`` given the ``n_crit`` and one evaluation, and ``Fmm.update`` and one evaluation,
-interleaved in one process.
+"""Benchmark: points that move. Per step, ``Fmm.update`` and one evaluation against a new
+``Fmm`` of the same points with the same ``n_crit`` and one evaluation, interleaved in one
+process.
 
-Usage: ``python benchmarks/moving_points.py [--n 1000000] [--distribution sphere|cube|plummer]
-[--steps 3] [--order 6]``. Each step moves every point by a small random displacement (a time
-step); both ways see the same positions. Prints the seconds of each step's set-up (and its
-stages) and evaluation, the best of the steps, and the ratios of the totals. The last two use
-the ``n_crit`` the first ``Fmm`` chose (``update`` keeps it), so they build the same trees; the
-defaults choose it again at every step (``n_crit="auto"``).
+Usage: ``python benchmarks/moving_points.py [--n 1000000] [--distribution sphere cube]
+[--step 1e-3 1e-2] [--steps 20] [--order 6] [--check-targets 200]``. Each step moves every point
+by a random displacement of ``--step`` times the points' extent (each component normal with
+that standard deviation over sqrt(3)), the same positions for both ways. Prints per step the
+seconds of the update (and what it did: ``Fmm.last_update``) and of the new ``Fmm``, each with
+its evaluation, and the relative L2 error of the update's potentials against a direct sum on
+``--check-targets`` sampled points; at the end the medians, their ratios and how many steps
+rebuilt. The first ``Fmm`` chooses ``n_crit`` (``auto``); the new ones and the updates use it.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import statistics
 import time
 
 import numpy as np
@@ -21,59 +25,71 @@ import fmmloopy
 from fmmloopy.base.distributions import DISTRIBUTIONS
 
 
-def stages(fmm: fmmloopy.Fmm) -> str:
-    return " ".join(f"{name} {seconds:.2f}" for name, seconds in fmm.setup_seconds.items())
+def timed(call, *args, **kwargs) -> tuple[float, object]:
+    clock = time.perf_counter()
+    result = call(*args, **kwargs)
+    return time.perf_counter() - clock, result
+
+
+def run(n: int, distribution: str, step: float, steps: int, order: int, check_targets: int,
+        seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    points = DISTRIBUTIONS[distribution](n, rng)
+    charges = rng.uniform(-1, 1, n)
+    extent = float(np.ptp(points, axis=0).max())
+    moving = fmmloopy.Fmm(points, order=order)  # also warms kernels and operators
+    moving(charges)
+    n_crit = moving.n_crit
+    print(f"{n} points, {distribution}, step {step:g} of the extent, order {order}, n_crit "
+          f"{n_crit} (chosen by the first Fmm)", flush=True)
+    times = collections.defaultdict(list)
+    what, errors = collections.Counter(), []
+    sample = rng.choice(n, min(check_targets, n), replace=False)
+    for index in range(steps):
+        points = points + step * extent / np.sqrt(3) * rng.standard_normal(points.shape)
+        new_s, fresh = timed(fmmloopy.Fmm, points, order=order, n_crit=n_crit)
+        new_eval_s, _ = timed(fresh, charges)
+        del fresh
+        update_s, _ = timed(moving.update, points)
+        eval_s, got = timed(moving, charges)
+        exact = fmmloopy.DirectSum(points, points[sample])(charges)
+        errors.append(float(np.linalg.norm(got[sample] - exact) / np.linalg.norm(exact)))
+        kind = "kept" if moving.last_update == fmmloopy.api.fmm.KEPT_BOXES else "rebuilt"
+        what[moving.last_update] += 1
+        for name, seconds in (("update", update_s), ("update_eval", update_s + eval_s),
+                              ("new", new_s), ("new_eval", new_s + new_eval_s)):
+            times[name].append(seconds)
+        print(f"step {index:2d}: update {update_s:.3f} s ({kind}) + eval {eval_s:.3f} s; new Fmm "
+              f"{new_s:.3f} s + eval {new_eval_s:.3f} s; error {errors[-1]:.2e}"
+              + ("" if kind == "kept" else f" [{moving.last_update}]"), flush=True)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    rebuilt = sum(count for name, count in what.items()
+                  if name != fmmloopy.api.fmm.KEPT_BOXES)
+    print(f"median: update {median['update']:.3f} s, new Fmm {median['new']:.3f} s (ratio "
+          f"{median['new'] / median['update']:.2f}); update + eval {median['update_eval']:.3f} s,"
+          f" new Fmm + eval {median['new_eval']:.3f} s (ratio "
+          f"{median['new_eval'] / median['update_eval']:.2f}); rebuilt {rebuilt} of {steps} "
+          f"steps; largest error {max(errors):.2e}", flush=True)
+    for name, count in what.most_common():
+        print(f"    {count:3d} x {name}")
+    return median
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1_000_000)
-    parser.add_argument("--distribution", choices=sorted(DISTRIBUTIONS), default="sphere")
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--n", type=float, default=1e6)
+    parser.add_argument("--distribution", nargs="+", choices=sorted(DISTRIBUTIONS),
+                        default=["sphere", "cube"])
+    parser.add_argument("--step", type=float, nargs="+", default=[1e-3, 1e-2])
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--order", type=int, default=6)
+    parser.add_argument("--check-targets", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
-    points = DISTRIBUTIONS[args.distribution](args.n, rng)
-    charges = rng.uniform(-1, 1, args.n)
-    moving = fmmloopy.Fmm(points, order=args.order)  # warms kernels and operators for both
-    moving(charges)
-    n_crit = moving.n_crit
-    print(f"{args.n} points, {args.distribution}, order {args.order}, n_crit {n_crit} "
-          f"(chosen by the first Fmm)")
-    best = {"defaults": np.inf, "new": np.inf, "update": np.inf}
-    for step in range(args.steps):
-        points = points + 1e-3 * rng.standard_normal(points.shape)
-        start = time.perf_counter()
-        fresh = fmmloopy.Fmm(points, order=args.order)
-        built = time.perf_counter()
-        fresh(charges)
-        defaults = (built - start, time.perf_counter() - built)
-        print(f"step {step}: new Fmm (defaults) {defaults[0]:.2f} s + eval {defaults[1]:.2f} s "
-              f"({stages(fresh)})")
-        best["defaults"] = min(best["defaults"], sum(defaults))
-        del fresh
-        start = time.perf_counter()
-        fresh = fmmloopy.Fmm(points, order=args.order, n_crit=n_crit)
-        built = time.perf_counter()
-        expected = fresh(charges)
-        new = (built - start, time.perf_counter() - built)
-        fresh_stages = stages(fresh)
-        del fresh
-        start = time.perf_counter()
-        moving.update(points)
-        built = time.perf_counter()
-        got = moving(charges)
-        updated = (built - start, time.perf_counter() - built)
-        same = np.array_equal(got, expected)
-        print(f"        new Fmm (n_crit given) {new[0]:.2f} s + eval {new[1]:.2f} s "
-              f"({fresh_stages});\n        update {updated[0]:.2f} s + eval "
-              f"{updated[1]:.2f} s ({stages(moving)}); "
-              f"same results: {same}", flush=True)
-        best["new"] = min(best["new"], sum(new))
-        best["update"] = min(best["update"], sum(updated))
-    print(f"best step: new Fmm (defaults) + eval {best['defaults']:.2f} s, new Fmm (n_crit "
-          f"given) + eval {best['new']:.2f} s, update + eval {best['update']:.2f} s; ratios "
-          f"{best['defaults'] / best['update']:.2f} and {best['new'] / best['update']:.2f}")
+    for distribution in args.distribution:
+        for step in args.step:
+            run(int(args.n), distribution, step, args.steps, args.order, args.check_targets,
+                args.seed)
 
 
 if __name__ == "__main__":
