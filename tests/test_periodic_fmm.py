@@ -115,6 +115,7 @@ def test_targets_of_their_own_and_update(charges_in_a_cell):
     assert _relative(fmm(charges), expected) < POTENTIAL_BOUND
     moved = lower + rng.uniform(0, side, points.shape)
     fmm.update(moved, targets)
+    assert fmm.last_update == "rebuilt: the FMM is periodic (its tree holds the cell's images)"
     expected = ewald_sum(moved - lower, charges, targets - lower, cell=side)
     assert _relative(fmm(charges), expected) < POTENTIAL_BOUND
 

@@ -70,9 +70,9 @@ def kept_boxes(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
     if setup.tree is None:
         return "the FMM has no tree"
     if setup.periodic_tree is not None:
-        return "a periodic FMM's tree is rebuilt"
+        return "the FMM is periodic (its tree holds the cell's images)"
     if setup.rank_boxes is not None:
-        return "a rank's tree is rebuilt by its distributed FMM"
+        return "the FMM is a rank of a distributed FMM"
     if setup.nested_rows:
         return "leaves of the tree are summed by nested FMMs"
     clock = time.perf_counter()
