@@ -212,3 +212,28 @@ def test_a_call_with_the_same_points_reuses_the_last_set_up(monkeypatch):
         assert len(built) == 6
     finally:
         fmm.keep_last_fmm(True)
+
+
+@pytest.mark.parametrize("call", ["lfmm3d", "hfmm3d"])
+def test_sources_and_targets_together_hold_each_output_to_eps(call):
+    """FMM3D holds the outputs at the sources and at the targets to eps each: sparse targets
+    beside a dense cluster of sources took an order the points' tree found enough for the two
+    together (32 times eps 1e-3 on the targets alone, before)."""
+    rng = np.random.default_rng(12)
+    radius = rng.random(1600) ** 3 * 0.5
+    direction = rng.standard_normal((3, 1600))
+    sources = 0.5 + radius * direction / np.linalg.norm(direction, axis=0)
+    targets = rng.random((3, 200))
+    charges = rng.uniform(-1, 1, 1600) + 1j * rng.uniform(-1, 1, 1600)
+    given = {"zk": 1.1} if call == "hfmm3d" else {}
+    if call == "lfmm3d":
+        charges = charges.real
+    eps = 1e-3
+    out = getattr(fmm, call)(eps=eps, sources=sources, targets=targets, charges=charges, pg=2,
+                             pgt=2, **given)
+    direct = getattr(fmm, call[0] + "3ddir")
+    at_sources = direct(sources=sources, targets=sources, charges=charges, pgt=2, **given)
+    at_targets = direct(sources=sources, targets=targets, charges=charges, pgt=2, **given)
+    for value, exact in ((out.pot, at_sources.pottarg), (out.grad, at_sources.gradtarg),
+                         (out.pottarg, at_targets.pottarg), (out.gradtarg, at_targets.gradtarg)):
+        assert error(value, exact) < eps

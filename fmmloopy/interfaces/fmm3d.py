@@ -145,7 +145,7 @@ def _fmm_call(kernel: _Kernel, eps, sources, charges, dipvec, targets, pg, pgt, 
         evaluation = target_points if pgt else None
 
     summed = fmm_for(source_points, evaluation, kernel=kernel.green, eps=eps_value(eps),
-                     eps_for=words)
+                     eps_for=words, both_groups=bool(pg and pgt))
     fields = _evaluated(kernel, summed, given, level)
     ns = len(source_points)
     for names, level_here, rows in (

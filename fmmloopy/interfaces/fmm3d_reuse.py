@@ -16,6 +16,9 @@ import threading
 import numpy as np
 
 from fmmloopy.api.fmm import Fmm
+from fmmloopy.maths.accuracy import eps_quantities, order_for_eps
+from fmmloopy.maths.green import get_kernel
+from fmmloopy.tree.octree import root_box_side
 
 __all__ = ["fmm_for", "keep_last_fmm"]
 
@@ -41,13 +44,31 @@ def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     return a.shape == b.shape and np.array_equal(a, b)
 
 
-def fmm_for(sources: np.ndarray, evaluation: np.ndarray | None, **options) -> Fmm:
-    """``Fmm(sources, evaluation, **options)``, or the last call's where it was built from
-    equal arguments. ``sources`` and ``evaluation`` are the interface's own arrays (kept, not
-    copied: no caller holds them)."""
+def fmm_for(sources: np.ndarray, evaluation: np.ndarray | None, *, kernel, eps: float,
+            eps_for, both_groups: bool = False) -> Fmm:
+    """``Fmm(sources, evaluation, kernel=kernel, eps=eps, eps_for=eps_for)``, or the last
+    call's where it was built from equal arguments. ``sources`` and ``evaluation`` are the
+    interface's own arrays (kept, not copied: no caller holds them).
+
+    ``both_groups``: the evaluation points are the sources followed by targets of their own,
+    and FMM3D holds each group's outputs to ``eps`` on their own. The FMM then takes the order
+    of its root box over every point set of the accuracy table (:func:`~fmmloopy.maths.
+    accuracy.order_for_eps`, sets with targets apart included), not the one ``eps`` would
+    settle on from the points' tree: that one holds the relative error over both groups
+    together, and sparse targets beside a dense cluster of sources missed ``eps`` 1e-3 by up
+    to 32 times on their own (``benchmarks/fmm3d_compare.py``)."""
+    options = {"kernel": kernel, "eps": eps, "eps_for": tuple(eps_for)}
+    if both_groups:
+        order = order_for_eps(eps, get_kernel(kernel), root_box_side(sources, evaluation),
+                              eps_quantities(options.pop("eps_for")), targets_are_sources=False)
+        del options["eps"]
+        options["order"] = order
+    return _kept_or_new(sources, evaluation, options)
+
+
+def _kept_or_new(sources: np.ndarray, evaluation: np.ndarray | None, options: dict) -> Fmm:
     global _last
-    key = tuple(sorted((name, tuple(value) if isinstance(value, list) else value)
-                       for name, value in options.items()))
+    key = tuple(sorted(options.items()))
     with _lock:
         last = _last
     if last is not None and last[0] == key and _same(last[1], sources) \

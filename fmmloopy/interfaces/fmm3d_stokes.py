@@ -140,7 +140,7 @@ def stfmm3d(*, eps, sources, stoklet=None, strslet=None, strsvec=None, rotlet=No
     evaluation = (np.concatenate([source_points, target_points]) if pg and pgt
                   else target_points if pgt else None)
     fmm = fmm_for(source_points, evaluation, kernel="stokes", eps=eps_value(eps),
-                  eps_for=words)
+                  eps_for=words, both_groups=bool(pg and pgt))
     fields = _summed(fmm, calls, level, nd)
     ns = len(source_points)
     if pg:
