@@ -8,10 +8,11 @@ import pytest
 
 import fmmloopy
 from fmmloopy.api.fmm import KEPT_BOXES
-from fmmloopy.api.moving import LEAF_GROWTH, MOVING_MARGIN
+from fmmloopy.api.moving import LEAF_GROWTH, MOVING_MARGIN, KeptBoxesAttempts
 from fmmloopy.base.distributions import DISTRIBUTIONS
 from fmmloopy.maths.green import get_kernel
 from fmmloopy.maths.reference import direct_sum
+from fmmloopy.tree.rebin import LEFT_THE_ROOT_CUBE
 
 #: Relative L2 error of order 4 against the direct sum: measured 1.6e-4 to 1.8e-4 on these sets
 #: (docs/fmm.md's table gives about 1e-4 for order 4); 1e-3 leaves room for other draws.
@@ -195,3 +196,34 @@ def test_float32_moves_keep_the_boxes_and_points_it_cannot_tell_apart_are_refuse
     with pytest.raises(ValueError, match="float32"):
         fmm.update(merged)
     assert np.array_equal(fmm(charges), before)
+
+
+def test_updates_whose_points_do_not_fit_skip_the_attempt_for_a_while():
+    """After ``k`` failed attempts in a row the next ``2^k - 1`` updates (at most 15) rebuild
+    without trying; a point outside the root cube (found before any sort) does not count; a
+    success starts over."""
+    attempts = KeptBoxesAttempts()
+    tried = [index for index in range(40)
+             if not attempts.attempt(lambda: "a source moved into a cell where the tree has no "
+                                     "leaf").endswith(")")]
+    assert tried == [0, 2, 6, 14, 30]
+    attempts = KeptBoxesAttempts()
+    assert all(attempts.attempt(lambda: LEFT_THE_ROOT_CUBE) == LEFT_THE_ROOT_CUBE
+               for _ in range(5))
+    attempts.attempt(lambda: "a leaf holds 99 sources, more than 80")
+    assert attempts.attempt(lambda: "never asked").startswith("a leaf holds 99")
+    kept = object()
+    assert attempts.attempt(lambda: kept) is kept and attempts.failures == 0
+
+    rng = np.random.default_rng(37)
+    points = DISTRIBUTIONS["sphere"](2000, rng)
+    charges = rng.uniform(-1, 1, len(points))
+    fmm = fmmloopy.Fmm(points, order=4, n_crit=40)
+    inside = points.copy()
+    inside[3] = [0.1, 0.0, 0.0]
+    fmm.update(inside)
+    assert fmm.last_update == "rebuilt: a source moved into a cell where the tree has no leaf"
+    fmm.update(points)
+    assert fmm.last_update.endswith("(kept boxes are tried again at the next update)")
+    expected = direct_sum(get_kernel("laplace"), points, charges, points)
+    assert relative_l2(fmm(charges), expected) < ORDER_4_ERROR

@@ -22,7 +22,7 @@ import pyopencl as cl
 
 from fmmloopy.api.eps_order import first_order
 from fmmloopy.api.error_estimate import estimate_error
-from fmmloopy.api.moving import kept_boxes, rebuild_margin, refresh_plans
+from fmmloopy.api.moving import KeptBoxesAttempts, kept_boxes, rebuild_margin, refresh_plans
 from fmmloopy.api.options import (  # noqa: F401 - the orders' range and default, from here too
     DEFAULT_ORDER,
     MAX_ORDER,
@@ -209,7 +209,11 @@ class Fmm:
         so the two agree to within that error, not bit for bit). Otherwise the set-up is
         rebuilt as a new ``Fmm`` would build it, for a kernel with homogeneity in a root cube
         with room to move (:data:`~fmmloopy.api.moving.MOVING_MARGIN` of the points' extent
-        past them on every side). :attr:`last_update` says which, and why.
+        past them on every side). :attr:`last_update` says which, and why. After updates
+        whose points the boxes could not hold (other than by leaving the root cube, which is
+        found at once), the next ones rebuild without trying for a while
+        (:class:`~fmmloopy.api.moving.KeptBoxesAttempts`), so that points that never fit
+        (a surface moving off itself) do not pay for the attempt every step.
 
         Kept in either case: the options, :attr:`n_crit` (for ``n_crit="auto"`` the one chosen
         for the first positions; build a new ``Fmm`` to choose again), the order, the device
@@ -236,7 +240,9 @@ class Fmm:
         with self._lock:
             # Both ways make a new set-up: a refusal part-way (a Helmholtz box past the order's
             # range, memory) leaves the previous one in place.
-            kept = kept_boxes(self.points_setup, self.options, self.queue, sources, targets)
+            kept = self._moving.attempt(
+                lambda: kept_boxes(self.points_setup, self.options, self.queue, sources,
+                                   targets))
             if not isinstance(kept, str):
                 plans = [kept.plan, *(plan for plan in self._plans.values()
                                       if plan is not kept.plan)]
@@ -299,6 +305,7 @@ class Fmm:
         #: What the last :meth:`update` did: :data:`KEPT_BOXES`, or ``"rebuilt: <why the
         #: boxes could not be kept>"``; None before any update.
         self.last_update: str | None = None
+        self._moving = KeptBoxesAttempts()
         # Profiled: an evaluation enqueues every launch without a wait and reports each
         # step's seconds from the events (fmmloopy.driver.evaluation).
         self.queue = cl.CommandQueue(context_for(options.device),

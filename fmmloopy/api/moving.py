@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pyopencl as cl
@@ -32,9 +33,10 @@ from fmmloopy.execution.kernel_arguments import tree_arguments
 from fmmloopy.maths.templates import particles_for
 from fmmloopy.tree.coordinates import working_exponent
 from fmmloopy.tree.leaf_relative import refuse_unresolved_points
-from fmmloopy.tree.rebin import rebinned_tree
+from fmmloopy.tree.rebin import LEFT_THE_ROOT_CUBE, rebinned_tree
 
-__all__ = ["LEAF_GROWTH", "MOVING_MARGIN", "kept_boxes", "rebuild_margin", "refresh_plans"]
+__all__ = ["LEAF_GROWTH", "MOST_SKIPPED", "MOVING_MARGIN", "KeptBoxesAttempts", "kept_boxes",
+           "rebuild_margin", "refresh_plans"]
 
 #: A leaf may hold up to this many times ``n_crit`` sources or targets after updates before the
 #: tree is rebuilt: its direct sums cost at most this factor squared more per pair of leaves.
@@ -43,6 +45,39 @@ LEAF_GROWTH = 2
 #: fraction of their extent on every side (1/16: 12.5 % wider in all; points that move 1e-2
 #: of the extent per step stay in it for several steps).
 MOVING_MARGIN = 1 / 16
+
+
+#: After updates whose points the boxes could not hold, at most this many updates in a row
+#: rebuild without trying to keep the boxes.
+MOST_SKIPPED = 15
+
+
+class KeptBoxesAttempts:
+    """When an FMM's updates try to keep the boxes. Finding that the moved points do not fit
+    costs most of what keeping them costs (the points' keys, a sort, the boxes' ranges: at
+    10^6 points on a sphere moving off itself, 0.1-0.2 s on top of the rebuild at every step).
+    After ``k`` updates in a row whose points did not fit, the next ``min(2^k - 1,``
+    :data:`MOST_SKIPPED` ``)`` rebuild without trying; one that fits starts over. A point
+    outside the root cube is found before the sort and does not count."""
+
+    def __init__(self) -> None:
+        self.failures, self.skip, self.reason = 0, 0, ""
+
+    def attempt(self, keep: Callable[[], PointsSetUp | str]) -> PointsSetUp | str:
+        """``keep()`` (the kept set-up, or why not), or the reason of the last failure where
+        this update skips the attempt."""
+        if self.skip:
+            self.skip -= 1
+            after = ("at the next update" if not self.skip else
+                     f"after {self.skip} more update{'s' * (self.skip > 1)}")
+            return f"{self.reason} at an update before (kept boxes are tried again {after})"
+        kept = keep()
+        if not isinstance(kept, str):
+            self.failures = 0
+        elif kept != LEFT_THE_ROOT_CUBE:
+            self.failures += 1
+            self.skip, self.reason = min(2 ** self.failures - 1, MOST_SKIPPED), kept
+        return kept
 
 
 def rebuild_margin(options: FmmOptions) -> float | None:

@@ -30,7 +30,10 @@ from fmmloopy.tree.coordinates import bounds
 from fmmloopy.tree.octree import KeysOf, Tree, gathered_by_coordinate
 from fmmloopy.tree.refinement import Refinement, point_keys
 
-__all__ = ["rebinned_tree"]
+__all__ = ["LEFT_THE_ROOT_CUBE", "rebinned_tree"]
+
+#: Why the boxes cannot hold points outside the root cube (found before any sort).
+LEFT_THE_ROOT_CUBE = "a point left the root cube"
 
 
 def _sorted_keys(points: np.ndarray, tree_order: np.ndarray, tree: Tree,
@@ -59,7 +62,7 @@ def rebinned_tree(tree: Tree, sources: np.ndarray, targets: np.ndarray | None, b
     hi = tree.root_centre + tree.root_half_width
     low, high = bounds(sources, targets)
     if (low < lo).any() or (high >= hi).any():
-        return "a point left the root cube"
+        return LEFT_THE_ROOT_CUBE
     skeys, source_user_ids = _sorted_keys(sources, tree.source_user_ids, tree, keys_of)
     if targets is None:
         tkeys, target_user_ids = skeys, source_user_ids
