@@ -55,7 +55,9 @@ def run(n: int, distribution: str, step: float, steps: int, order: int, check_ta
         exact = fmmloopy.DirectSum(points, points[sample])(charges)
         errors.append(float(np.linalg.norm(got[sample] - exact) / np.linalg.norm(exact)))
         kind = "kept" if moving.last_update == fmmloopy.api.fmm.KEPT_BOXES else "rebuilt"
-        what[moving.last_update] += 1
+        what[moving.last_update if "at an update before" not in moving.last_update
+             else "rebuilt without trying (the boxes did not hold the points of a recent "
+                  "update)"] += 1
         for name, seconds in (("update", update_s), ("update_eval", update_s + eval_s),
                               ("new", new_s), ("new_eval", new_s + new_eval_s)):
             times[name].append(seconds)
