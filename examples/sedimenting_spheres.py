@@ -5,8 +5,8 @@ kernel="rpy")``, a few time steps, against direct sums and the settling of a vis
 tensor has a form for that), each pulled down by the same force ``F`` through fluid of
 viscosity ``mu``. Their velocities are the mobility times the forces,
 ``v_i = sum_j M(x_i - x_j) F`` (with each sphere's own ``F / (6 pi mu a)``); a step moves
-them by ``v dt`` (forward Euler) and ``Fmm.update`` re-sorts the tree for the new positions,
-keeping the kernels and operators.
+them by ``v dt`` (forward Euler) and ``Fmm.update`` sorts the new positions into the tree's
+boxes where they fit (else rebuilds the tree), keeping the kernels and operators.
 
 Checks: at every step the velocities against a direct sum of the RPY tensor over all pairs
 (``fmmloopy.DirectSum``); and the cloud as a whole. Many small spheres in a ball settle like a

@@ -4,8 +4,9 @@
 
 N equal masses (total mass 1, gravitational constant 1) start from a Plummer sphere at rest and
 fall inwards; kick-drift-kick leapfrog moves them. Every step needs the accelerations at the new
-positions: ``fmm.update(positions)`` rebuilds the tree, lists and plan for the moved points and
-keeps the rest (operators, kernels, n_crit), then one call gives potentials and gradients.
+positions: ``fmm.update(positions)`` sorts the moved points into the tree's boxes where they
+still fit them (else rebuilds the tree, lists and plan) and keeps the rest (operators, kernels,
+n_crit), then one call gives potentials and gradients.
 
 fmmloopy's Laplace kernel is ``1 / (4 pi r)``, so with ``phi`` the FMM's potential of the masses,
 the gravitational potential is ``-4 pi phi``, the acceleration ``4 pi grad phi`` and the
