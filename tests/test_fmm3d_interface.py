@@ -206,10 +206,19 @@ def test_a_call_with_the_same_points_reuses_the_last_set_up(monkeypatch):
         moved = fmm.lfmm3d(eps=1e-4, sources=sources, charges=other, pg=1)
         assert len(built) == 4
         assert error(moved.pot, reference(0.0, sources, sources, other, None, 1)[0]) < 1e-4
+        # (3, n) in Fortran order: its transpose is the interface's (n, 3) without a copy, a
+        # view of this array; changed in place it is new points all the same.
+        columns = np.asfortranarray(sources + 0.001)
+        fmm.lfmm3d(eps=1e-4, sources=columns, charges=other, pg=1)
+        assert len(built) == 5
+        columns[1, 3] += 0.01
+        shifted = fmm.lfmm3d(eps=1e-4, sources=columns, charges=other, pg=1)
+        assert len(built) == 6
+        assert error(shifted.pot, reference(0.0, columns, columns, other, None, 1)[0]) < 1e-4
         fmm.keep_last_fmm(False)
         for _ in range(2):
             fmm.lfmm3d(eps=1e-4, sources=sources, charges=other, pg=1)
-        assert len(built) == 6
+        assert len(built) == 8
     finally:
         fmm.keep_last_fmm(True)
 

@@ -38,6 +38,12 @@ def keep_last_fmm(keep: bool = True) -> None:
             _last = None
 
 
+def _own(points: np.ndarray | None) -> np.ndarray | None:
+    """``points`` where the array owns its data, else a copy: a view may be of a caller's
+    array, which may change in place."""
+    return points if points is None or points.flags.owndata else points.copy()
+
+
 def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     if a is None or b is None:
         return a is b
@@ -47,8 +53,8 @@ def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
 def fmm_for(sources: np.ndarray, evaluation: np.ndarray | None, *, kernel, eps: float,
             eps_for, both_groups: bool = False) -> Fmm:
     """``Fmm(sources, evaluation, kernel=kernel, eps=eps, eps_for=eps_for)``, or the last
-    call's where it was built from equal arguments. ``sources`` and ``evaluation`` are the
-    interface's own arrays (kept, not copied: no caller holds them).
+    call's where it was built from equal arguments (the points kept are copied where they are
+    views, which may be of a caller's array).
 
     ``both_groups``: the evaluation points are the sources followed by targets of their own,
     and FMM3D holds each group's outputs to ``eps`` on their own. The FMM then takes the order
@@ -77,5 +83,5 @@ def _kept_or_new(sources: np.ndarray, evaluation: np.ndarray | None, options: di
     fmm = Fmm(sources, evaluation, **options)
     with _lock:
         if _keeping:
-            _last = (key, sources, evaluation, fmm)
+            _last = (key, _own(sources), _own(evaluation), fmm)
     return fmm
