@@ -14,20 +14,18 @@ precomputed list an FMM plan cuts from them, hold as long as
 
 :func:`rebinned_tree` sorts the points into the kept boxes: their Morton keys are computed in the
 order of the old tree, where they are nearly sorted already (a stable sort of nearly sorted keys
-costs about one pass), and the boxes' point ranges found by binary search, as
-:func:`~fmmloopy.tree.octree.tree_of_boxes` finds them. Where a condition fails it says which.
+costs about one pass), and :func:`~fmmloopy.tree.octree.tree_of_boxes` makes the tree of the kept
+boxes over them (their point ranges by binary search). Where a condition fails it says which.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 
 from fmmloopy.base.sorting import stable_argsort
 from fmmloopy.maths.geometry import INDEX_DTYPE
 from fmmloopy.tree.coordinates import bounds
-from fmmloopy.tree.octree import KeysOf, Tree, gathered_by_coordinate
+from fmmloopy.tree.octree import KeysOf, SortedPoints, Tree, tree_of_boxes
 from fmmloopy.tree.refinement import Refinement, point_keys
 
 __all__ = ["LEFT_THE_ROOT_CUBE", "rebinned_tree"]
@@ -46,12 +44,6 @@ def _sorted_keys(points: np.ndarray, tree_order: np.ndarray, tree: Tree,
     return keys[order], tree_order[order].astype(INDEX_DTYPE)
 
 
-def _inverse(permutation: np.ndarray) -> np.ndarray:
-    inverse = np.empty_like(permutation)
-    inverse[permutation] = np.arange(len(permutation), dtype=permutation.dtype)
-    return inverse
-
-
 def rebinned_tree(tree: Tree, sources: np.ndarray, targets: np.ndarray | None, bound: int,
                   keys_of: KeysOf = point_keys) -> Tree | str:
     """``tree`` with its boxes kept and ``sources`` and ``targets`` (``(n, 3)``, user order, as
@@ -68,19 +60,15 @@ def rebinned_tree(tree: Tree, sources: np.ndarray, targets: np.ndarray | None, b
         tkeys, target_user_ids = skeys, source_user_ids
     else:
         tkeys, target_user_ids = _sorted_keys(targets, tree.target_user_ids, tree, keys_of)
-    # The boxes' ranges of sorted keys (all_keys is only read while boxes are refined).
-    builder = Refinement(skeys, tkeys, None, tree.max_depth)
-    klo, khi = builder.key_range(tree.box_keys, tree.box_levels)
-    starts, counts = [], []
-    for keys in (skeys, tkeys) if targets is not None else (skeys,):
-        start = np.searchsorted(keys, klo)
-        starts.append(start.astype(INDEX_DTYPE))
-        counts.append((np.searchsorted(keys, khi) - start).astype(INDEX_DTYPE))
-    if targets is None:
-        starts, counts = starts * 2, counts * 2
+    # The kept boxes over the sorted points (all_keys is only read while boxes are refined).
+    points = SortedPoints(sources, targets, tree.root_centre, tree.root_half_width,
+                          tree.max_depth, source_user_ids, target_user_ids,
+                          Refinement(skeys, tkeys, None, tree.max_depth))
+    moved = tree_of_boxes(points, tree.n_crit, tree.box_keys, tree.box_levels, tree.box_is_leaf)
     leaves = tree.box_is_leaf
-    for kind, count, old, total in (("source", counts[0], tree.box_source_counts, len(skeys)),
-                                    ("target", counts[1], tree.box_target_counts, len(tkeys))):
+    for kind, count, old, total in (
+            ("source", moved.box_source_counts, tree.box_source_counts, len(skeys)),
+            ("target", moved.box_target_counts, tree.box_target_counts, len(tkeys))):
         if int(count[leaves].sum()) != total:
             return f"a {kind} moved into a cell where the tree has no leaf"
         if ((count > 0) & (old == 0)).any():
@@ -89,16 +77,4 @@ def rebinned_tree(tree: Tree, sources: np.ndarray, targets: np.ndarray | None, b
         allowed = max(bound, int(old[leaves].max()) if total else 0)  # max_depth's own
         if fullest > allowed:
             return f"a leaf holds {fullest} {kind}s, more than {allowed}"
-    source_tree_ids = _inverse(source_user_ids)
-    sources_soa = gathered_by_coordinate(sources, source_user_ids)
-    if targets is None:
-        target_tree_ids, targets_soa = source_tree_ids, sources_soa
-    else:
-        target_tree_ids = _inverse(target_user_ids)
-        targets_soa = gathered_by_coordinate(targets, target_user_ids)
-    return dataclasses.replace(
-        tree, box_source_starts=starts[0], box_source_counts=counts[0],
-        box_target_starts=starts[1], box_target_counts=counts[1], sources_soa=sources_soa,
-        targets_soa=targets_soa, source_user_ids=source_user_ids,
-        source_tree_ids=source_tree_ids, target_user_ids=target_user_ids,
-        target_tree_ids=target_tree_ids)
+    return moved
