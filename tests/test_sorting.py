@@ -40,3 +40,20 @@ def test_stable_argsort_puts_equal_wide_keys_in_input_order(dtype, distinct):
     values = rng.integers(0, 2 ** 60, distinct)
     key = values[rng.integers(0, distinct, 4000)].astype(dtype)
     assert np.array_equal(stable_argsort(key), np.argsort(key, kind="stable"))
+
+
+@pytest.mark.parametrize("bits", [20, 40, 60, 63])
+def test_stable_argsort_of_keys_packed_with_their_index(bits):
+    """Keys as wide as Morton keys at depth 20 and 21 (60 and 63 bits), their high bits
+    packed with the index: where key and index do not fit one word together, keys equal in
+    the kept high bits but not in the low ones (a cluster's points in one fine cell) are
+    still ordered by key, equal keys by index."""
+    rng = np.random.default_rng(bits)
+    for count in (2, 5000):
+        base = rng.integers(0, 2 ** (bits - 1), count // 50 + 1, dtype=np.uint64)
+        low = rng.integers(0, 2 ** 12, count, dtype=np.uint64)  # differ in the low bits
+        key = (base[rng.integers(0, len(base), count)] << np.uint64(1)) ^ low
+        key[: count // 3] = key[0]  # equal keys
+        assert np.array_equal(stable_argsort(key), np.argsort(key, kind="stable"))
+        spread = rng.integers(0, 2 ** bits, count, dtype=np.uint64)
+        assert np.array_equal(stable_argsort(spread), np.argsort(spread, kind="stable"))

@@ -188,11 +188,10 @@ class CellCounts:
             if level == points.depth or count.max() <= smallest:
                 break
             # The next level's non-empty cells, where their parent holds more than smallest.
-            cells = builder.cells(level + 1)
-            parent = _existing(keys[-1], cells >> _U64(3))
-            keep = (parent >= 0) & (count[np.maximum(parent, 0)] > smallest)
-            keys.append(cells[keep])
-            parent_counts.append(count[parent[keep]])
+            split = count > smallest
+            cells, _levels = builder.children(keys[-1][split], cell_levels[split])
+            keys.append(cells)
+            parent_counts.append(count[np.searchsorted(keys[-2], cells >> _U64(3))])
         return cls(keys, sources, targets, parent_counts)
 
     def boxes(self, n_crit: int) -> tuple[np.ndarray, ...]:
