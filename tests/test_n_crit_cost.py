@@ -49,15 +49,22 @@ def test_cell_counts_give_the_boxes_of_the_refinement_for_every_n_crit(distribut
 
 @pytest.mark.parametrize("distribution", DISTRIBUTION_NAMES)
 def test_the_chosen_tree_is_built_from_the_candidates_boxes_as_from_scratch(distribution):
-    """Every candidate's balanced boxes are tree_boxes' for its n_crit, and the tree built from
-    them holds the same arrays as one refined and balanced anew (distinct targets too)."""
+    """Every candidate's boxes are tree_boxes' for its n_crit (balanced, the chosen one among
+    them) or refine's (counted before the balance), and the tree built from the chosen one's
+    holds the same arrays as one refined and balanced anew (distinct targets too)."""
     sources = _points(distribution, 20000)
     for targets in (None, 0.5 * sources[:3000]):
         points = sort_points(sources, targets)
         chosen, candidates = choose_n_crit(points, 6, 30.0)
-        assert chosen in [work.n_crit for work in candidates]
+        assert chosen in [work.n_crit for work in candidates if work.balanced]
         for work in candidates:
-            for got, expected in zip(work.boxes, tree_boxes(points, work.n_crit), strict=True):
+            if work.balanced:
+                expected_boxes = tree_boxes(points, work.n_crit)
+            else:
+                keys, levels, leaf, _ = refine(points.builder, work.n_crit, points.depth)
+                order = np.argsort(keys)
+                expected_boxes = keys[order], levels[order], leaf[order]
+            for got, expected in zip(work.boxes, expected_boxes, strict=True):
                 np.testing.assert_array_equal(got, expected)
         work = next(work for work in candidates if work.n_crit == chosen)
         reused, anew = build_tree_from(points, chosen, work.boxes), build_tree_from(points, chosen)
@@ -69,18 +76,21 @@ def test_the_chosen_tree_is_built_from_the_candidates_boxes_as_from_scratch(dist
 @pytest.mark.parametrize("distribution", DISTRIBUTION_NAMES)
 def test_candidates_of_the_same_boxes_are_counted_once_with_their_own_counts(distribution,
                                                                             monkeypatch):
-    """A uniform cube's candidates share trees (a level at a time): each tree is counted once,
-    and every candidate's work is what counting it alone gives."""
+    """A uniform cube's candidates share trees (a level at a time): each tree is counted once
+    in the sweep (before its balance; the finalists once more, balanced), and every
+    candidate's work is what counting it alone gives."""
     from fmmloopy.tree import cost
     points = sort_points(_points(distribution, 60000))
-    counted = []
-    monkeypatch.setattr(cost, "tree_work", lambda *args, **kwargs: counted.append(args[1])
-                        or tree_work(*args, **kwargs))
+    counted, balanced = [], []
+    monkeypatch.setattr(cost, "tree_work", lambda *args, **kwargs: (
+        balanced if kwargs.get("balanced", True) else counted).append(args[1])
+        or tree_work(*args, **kwargs))
     _, candidates = choose_n_crit(points, 4, 30.0)
+    assert 1 <= len(balanced) <= 2 and set(balanced) <= {work.n_crit for work in candidates}
     cells = CellCounts.of(points, CANDIDATES[0])
     boxes = {}
     for work in candidates:
-        alone = tree_work(points, work.n_crit, 4, cells)
+        alone = tree_work(points, work.n_crit, 4, cells, balanced=work.balanced)
         assert (work.n_crit, work.nboxes, work.v_entries, work.p2p_pairs) == (
             alone.n_crit, alone.nboxes, alone.v_entries, alone.p2p_pairs)
         for got, expected in zip(work.boxes, alone.boxes, strict=True):
@@ -149,7 +159,7 @@ def test_the_choice_is_as_cheap_as_trying_every_candidate(distribution, order):
     every = {n_crit: tree_work(points, n_crit, order).cost(order, 45.0) for n_crit in CANDIDATES}
     assert chosen in [work.n_crit for work in tried]
     assert every[chosen] <= 1.05 * min(every.values())
-    assert every[chosen] == min(work.cost(order, 45.0) for work in tried)
+    assert every[chosen] == min(work.cost(order, 45.0) for work in tried if work.balanced)
 
 
 def test_a_higher_order_or_dearer_pairs_never_choose_smaller_leaves():

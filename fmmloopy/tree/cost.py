@@ -87,13 +87,16 @@ class TreeWork:
     nboxes: int
     v_entries: float
     p2p_pairs: float  # estimated
-    #: The tree's boxes, 2:1 balanced: (placeholder keys, levels, is_leaf) as
+    #: The tree's boxes, 2:1 balanced (:attr:`balanced`): (placeholder keys, levels, is_leaf) as
     #: :func:`~fmmloopy.tree.octree.tree_boxes` makes them (the tree of the chosen candidate
     #: is built from them).
     boxes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(
         default=None, repr=False, compare=False)
     #: The root cube's side over the side of the points' bounding cube (:data:`ROOT_SCALES`).
     root_scale: float = 1.0
+    #: Whether the counts and boxes are of the 2:1 balanced tree (else of the refined tree
+    #: before its balance: what the sweep of :func:`choose_n_crit` ranks candidates by).
+    balanced: bool = True
 
     def cost(self, order: int, pair_flops: float,
              far_field: tuple[float, float] | None = None) -> float:
@@ -178,19 +181,22 @@ class CellCounts:
     def of(cls, points: SortedPoints, smallest: int) -> CellCounts:
         builder = points.builder
         keys, parent_counts = [np.ones(1, dtype=_U64)], [np.array([np.inf])]
-        sources, targets = [], []
+        root = np.zeros(1, dtype=np.int64)
+        sources = [builder.source_counts(keys[0], root)]
+        targets = [sources[0] if builder.targets_are_sources else
+                   builder.target_counts(keys[0], root)]
         for level in range(points.depth + 1):
-            cell_levels = np.full(len(keys[-1]), level)
-            sources.append(builder.source_counts(keys[-1], cell_levels))
-            targets.append(sources[-1] if builder.targets_are_sources else
-                           builder.target_counts(keys[-1], cell_levels))
             count = np.maximum(sources[-1], targets[-1])
             if level == points.depth or count.max() <= smallest:
                 break
-            # The next level's non-empty cells, where their parent holds more than smallest.
+            # The next level's non-empty cells, where their parent holds more than smallest,
+            # with their counts.
             split = count > smallest
-            cells, _levels = builder.children(keys[-1][split], cell_levels[split])
+            cells, _levels, in_sources, in_targets = builder.counted_children(
+                keys[-1][split], np.full(int(split.sum()), level))
             keys.append(cells)
+            sources.append(in_sources)
+            targets.append(in_targets)
             parent_counts.append(count[np.searchsorted(keys[-2], cells >> _U64(3))])
         return cls(keys, sources, targets, parent_counts)
 
@@ -214,13 +220,14 @@ class CellCounts:
 
 
 def tree_work(points: SortedPoints, n_crit: int, order: int, cells: CellCounts | None = None,
-              seed: int = 0) -> TreeWork:
+              seed: int = 0, balanced: bool = True) -> TreeWork:
     """Boxes, V entries and estimated near-field pairs (order ``order``) of the 2:1 balanced
-    tree of ``points`` for ``n_crit``, and its boxes; ``cells`` from :meth:`CellCounts.of`
-    with ``smallest <= n_crit``."""
+    tree of ``points`` for ``n_crit`` (``balanced=False``: of the tree before its balance,
+    which costs most of the count at 10^7 points), and its boxes; ``cells`` from
+    :meth:`CellCounts.of` with ``smallest <= n_crit``."""
     cells = CellCounts.of(points, n_crit) if cells is None else cells
     keys, levels, leaf, sources, targets = cells.boxes(n_crit)
-    if len(keys) > 1:
+    if len(keys) > 1 and balanced:
         # The 2:1 balance splits leaves beside much finer boxes: few on a sphere or a cube, up
         # to as many again in a cluster's outskirts; the new boxes' counts from the points.
         counted = keys
@@ -255,7 +262,8 @@ def tree_work(points: SortedPoints, n_crit: int, order: int, cells: CellCounts |
     leaves = leaves[chosen]
     near = _near_sources(keys, levels, leaf, sources, leaves, surface_size(order))
     pairs = float(targets[leaves].astype(np.float64) @ near) * scale
-    return TreeWork(int(n_crit), nboxes, v_entries, pairs, (keys, levels, leaf))
+    return TreeWork(int(n_crit), nboxes, v_entries, pairs, (keys, levels, leaf),
+                    balanced=balanced)
 
 
 class _SameBoxes:
@@ -314,7 +322,8 @@ def choose_n_crit(points: SortedPoints, order: int, pair_flops: float,
     far-field part of the cost (V entries and boxes) only grows as ``n_crit`` falls, so the
     sweep stops once it alone exceeds the best cost so far, or ``bound`` (the cost of a tree
     found already, in another root cube). Then the candidates beside the best (a factor
-    sqrt(2) away) are tried too.
+    sqrt(2) away) are tried too. The sweep counts each tree before its 2:1 balance; the two
+    cheapest are counted balanced and the cheaper chosen (its boxes are the tree's).
     """
     largest = max(points.builder.point_counts())
     top = next((k for k, n_crit in enumerate(CANDIDATES) if n_crit >= largest),
@@ -343,7 +352,7 @@ def choose_n_crit(points: SortedPoints, order: int, pair_flops: float,
             return [same_boxes.counted(CANDIDATES[index]) for index in indices]
 
         def tree_work_of(n_crit: int) -> TreeWork:
-            return tree_work(points, n_crit, order, cells)
+            return tree_work(points, n_crit, order, cells, balanced=False)
 
         def next_batch(sweep: list[int]) -> tuple[list[int], list[int]]:
             """The next candidates of ``sweep``, up to ``workers`` of them to be counted."""
@@ -367,7 +376,17 @@ def choose_n_crit(points: SortedPoints, order: int, pair_flops: float,
         beside = [index for index in (coarse - 1, coarse + 1)
                   if 0 <= index <= top and index not in tried]
         tried.update(zip(beside, count(beside), strict=True))
-    chosen = min(tried, key=lambda index: (cost(index), index))
+        # Ranked before their balance (which adds few boxes on a sphere or in a cube, up to a
+        # quarter in a cluster's outskirts, and costs most of a count): the two cheapest of
+        # different trees are counted balanced, and the cheaper chosen.
+        ranked = sorted(tried, key=lambda index: (cost(index), index))
+        finalists = ranked[:1] + [index for index in ranked[1:]
+                                  if tried[index].boxes[0] is not tried[ranked[0]].boxes[0]][:1]
+        recount = [CANDIDATES[index] for index in finalists]
+        balanced = (pool.map if workers > 1 else map)(
+            lambda n_crit: tree_work(points, n_crit, order, cells), recount)
+        tried.update(zip(finalists, balanced, strict=True))
+    chosen = min(finalists, key=lambda index: (cost(index), index))
     return CANDIDATES[chosen], [tried[index] for index in sorted(tried)]
 
 

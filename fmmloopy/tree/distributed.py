@@ -54,6 +54,13 @@ class DistributedRefinement(Refinement):
         keys, child_levels = super().children(pkeys, levels)
         return self.collectives.union(keys, child_levels.astype(np.int64))
 
+    def counted_children(self, pkeys: np.ndarray, levels: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        keys, child_levels = self.children(pkeys, levels)
+        sources = self.source_counts(keys, child_levels)
+        return keys, child_levels, sources, (sources if self.targets_are_sources else
+                                             self.target_counts(keys, child_levels))
+
     def cells(self, level: int) -> np.ndarray:
         return self.collectives.union(super().cells(level))[0]
 

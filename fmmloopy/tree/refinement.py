@@ -74,23 +74,46 @@ class Refinement:
         cells = cells[np.concatenate([[True], cells[1:] != cells[:-1]])] if len(cells) else cells
         return cells | placeholder(np.full(1, level))
 
-    def children(self, pkeys: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Non-empty children (placeholder keys, levels) of disjoint boxes, sorted per box.
-
-        Each box's key range is cut into its eight children's by binary searches of the sorted
-        keys (nine per box, in increasing order), not by reading every point of the box: the
-        cost grows with the boxes, not with the points under them (at 10^7 points most of a
-        top-down refinement's time was the points read again at every level)."""
+    def _cut(self, pkeys: np.ndarray, levels: np.ndarray, sorted_keys: list[np.ndarray]):
+        """Disjoint boxes sorted by key range (their keys and levels) and each one's eight
+        children's point counts in each of ``sorted_keys``: the boxes' key ranges cut into
+        their children's by binary searches (nine per box, in increasing order), not by
+        reading every point of the box, so the cost grows with the boxes, not with the points
+        under them (at 10^7 points most of a top-down refinement's time was the points read
+        again at every level)."""
         lo, hi = self.key_range(pkeys, levels)
         order = np.argsort(lo, kind="stable")
-        pkeys, levels, lo = pkeys[order], levels[order], lo[order]
+        lo = lo[order]
         eighth = (hi[order] - lo) >> _U64(3)
-        cuts = lo[:, None] + eighth[:, None] * np.arange(9, dtype=_U64)
-        counts = np.diff(np.searchsorted(self.all_keys, cuts.ravel()).reshape(-1, 9), axis=1)
-        box, octant = np.nonzero(counts)
+        cuts = (lo[:, None] + eighth[:, None] * np.arange(9, dtype=_U64)).ravel()
+        counts = [np.diff(np.searchsorted(keys, cuts).reshape(-1, 9), axis=1)
+                  for keys in sorted_keys]
+        return pkeys[order], levels[order], counts
+
+    @staticmethod
+    def _child_keys(pkeys: np.ndarray, levels: np.ndarray, box: np.ndarray,
+                    octant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         child_levels = levels[box] + 1
         morton = ((pkeys[box] ^ placeholder(levels[box])) << _U64(3)) | octant.astype(_U64)
         return morton | placeholder(child_levels), child_levels
+
+    def children(self, pkeys: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Non-empty children (placeholder keys, levels) of disjoint boxes, sorted per box
+        (the boxes in key order)."""
+        pkeys, levels, (counts,) = self._cut(pkeys, levels, [self.all_keys])
+        return self._child_keys(pkeys, levels, *np.nonzero(counts))
+
+    def counted_children(self, pkeys: np.ndarray, levels: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`children` and their source and target counts (int64)."""
+        same = self.targets_are_sources
+        pkeys, levels, counts = self._cut(pkeys, levels, [self.src_keys] if same
+                                          else [self.src_keys, self.tgt_keys])
+        sources, targets = counts[0], counts[-1]
+        box, octant = np.nonzero(sources + targets if not same else sources)
+        keys, child_levels = self._child_keys(pkeys, levels, box, octant)
+        return (keys, child_levels, sources[box, octant].astype(np.int64),
+                targets[box, octant].astype(np.int64))
 
 
 def refine(builder: Refinement, n_crit: int, max_depth: int
