@@ -322,8 +322,9 @@ def choose_n_crit(points: SortedPoints, order: int, pair_flops: float,
     far-field part of the cost (V entries and boxes) only grows as ``n_crit`` falls, so the
     sweep stops once it alone exceeds the best cost so far, or ``bound`` (the cost of a tree
     found already, in another root cube). Then the candidates beside the best (a factor
-    sqrt(2) away) are tried too. The sweep counts each tree before its 2:1 balance; the two
-    cheapest are counted balanced and the cheaper chosen (its boxes are the tree's).
+    sqrt(2) away) are tried too. The sweep counts each tree before its 2:1 balance; the cheapest
+    is counted balanced, and the next cheapest where its count before the balance is below
+    that, and the cheaper chosen (its boxes are the tree's).
     """
     largest = max(points.builder.point_counts())
     top = next((k for k, n_crit in enumerate(CANDIDATES) if n_crit >= largest),
@@ -376,16 +377,18 @@ def choose_n_crit(points: SortedPoints, order: int, pair_flops: float,
         beside = [index for index in (coarse - 1, coarse + 1)
                   if 0 <= index <= top and index not in tried]
         tried.update(zip(beside, count(beside), strict=True))
-        # Ranked before their balance (which adds few boxes on a sphere or in a cube, up to a
-        # quarter in a cluster's outskirts, and costs most of a count): the two cheapest of
-        # different trees are counted balanced, and the cheaper chosen.
-        ranked = sorted(tried, key=lambda index: (cost(index), index))
-        finalists = ranked[:1] + [index for index in ranked[1:]
-                                  if tried[index].boxes[0] is not tried[ranked[0]].boxes[0]][:1]
-        recount = [CANDIDATES[index] for index in finalists]
-        balanced = (pool.map if workers > 1 else map)(
-            lambda n_crit: tree_work(points, n_crit, order, cells), recount)
-        tried.update(zip(finalists, balanced, strict=True))
+    # Ranked before their balance (which adds few boxes on a sphere or in a cube, up to a
+    # quarter in a cluster's outskirts, and costs most of a count). The balance only adds
+    # boxes, so it only raises a tree's cost: the cheapest is counted balanced, then the next
+    # cheapest of another tree where it costs less unbalanced than that, and the cheaper chosen.
+    ranked = sorted(tried, key=lambda index: (cost(index), index))
+    finalists = ranked[:1]
+    runner_up = next((index for index in ranked[1:]
+                      if tried[index].boxes[0] is not tried[ranked[0]].boxes[0]), None)
+    tried[ranked[0]] = tree_work(points, CANDIDATES[ranked[0]], order, cells)
+    if runner_up is not None and cost(runner_up) < cost(ranked[0]):
+        finalists.append(runner_up)
+        tried[runner_up] = tree_work(points, CANDIDATES[runner_up], order, cells)
     chosen = min(finalists, key=lambda index: (cost(index), index))
     return CANDIDATES[chosen], [tried[index] for index in sorted(tried)]
 
