@@ -305,9 +305,10 @@ def _sorted_points(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQue
     its images."""
     keys_of = device_point_keys(queue)
     if options.periodic is None:
+        # n_crit="auto" may choose a wider root cube: the orders made for the cube chosen.
         return sort_points(sources, targets, deepest_level(
             options, sources, targets, setup.coordinate_exponent), keys_of=keys_of,
-            margin=margin)
+            margin=margin, ordered=setup.n_crit is not None)
     cell = setup.working_cell
     sources = into_cell(sources, cell.lower, cell.side, options.max_depth, cell.axes)
     targets = sources if targets is None else into_cell(targets, cell.lower, cell.side,

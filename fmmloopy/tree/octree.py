@@ -16,9 +16,10 @@ Everything is vectorised; the only Python loops run over levels (at most ``max_d
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -183,13 +184,33 @@ class SortedPoints:
     centre: np.ndarray
     half_width: float
     depth: int  # max_depth: the keys' level
-    source_order: np.ndarray
-    target_order: np.ndarray
+    source_order: np.ndarray | None  # None: left to :meth:`ordered`
+    target_order: np.ndarray | None
     builder: Refinement  # the sorted keys
+    #: Where the orders are left to :meth:`ordered`: the source and target keys (None: the
+    #: sources') in the points' own order.
+    unsorted_keys: tuple[np.ndarray, np.ndarray | None] | None = None
 
     @property
     def root_lo(self) -> np.ndarray:
         return self.centre - self.half_width
+
+    def ordered(self) -> SortedPoints:
+        """These points with the orders that sort them, made here (once) where
+        :func:`sort_in_cube` sorted only the keys' values: a root cube the choice of ``n_crit``
+        tries and does not take needs no orders (numpy sorts values several times faster
+        than it finds the order that sorts them)."""
+        if self.source_order is not None:
+            return self
+        if self._ordered is None:
+            skeys, tkeys = self.unsorted_keys
+            sorder = stable_argsort(skeys)
+            torder = sorder if tkeys is None else stable_argsort(tkeys)
+            object.__setattr__(self, "_ordered", dataclasses.replace(
+                self, source_order=sorder, target_order=torder, unsorted_keys=None))
+        return self._ordered
+
+    _ordered: SortedPoints | None = field(default=None, init=False, repr=False)
 
 
 def root_cube(sources: np.ndarray, targets: np.ndarray | None = None, margin: float = 0.0
@@ -222,26 +243,36 @@ def root_box_side(sources, targets=None) -> float:
 
 
 def sort_points(sources: np.ndarray, targets: np.ndarray | None = None,
-                max_depth: int = 20, keys_of: KeysOf = point_keys, margin: float = 0.0
-                ) -> SortedPoints:
+                max_depth: int = 20, keys_of: KeysOf = point_keys, margin: float = 0.0,
+                ordered: bool = True) -> SortedPoints:
     """Validate the points, choose the root cube (``margin``: :func:`root_cube`) and sort the
     points by Morton key (``keys_of``: what computes them,
-    :func:`~fmmloopy.tree.refinement.point_keys` or the same on a device)."""
+    :func:`~fmmloopy.tree.refinement.point_keys` or the same on a device; ``ordered``:
+    :func:`sort_in_cube`)."""
     src = validate_points(sources, "sources")
     tgt = None if targets is None else validate_points(targets, "targets")
     if not len(src) or (tgt is not None and not len(tgt)):
         raise ValueError(f"{'targets' if len(src) else 'sources'} must hold at least one point")
     depth = validate_integer(max_depth, "max_depth", 0, MAX_DEPTH_LIMIT)
 
-    return sort_in_cube(src, tgt, *root_cube(src, tgt, margin), depth, keys_of)
+    return sort_in_cube(src, tgt, *root_cube(src, tgt, margin), depth, keys_of, ordered)
 
 
 def sort_in_cube(src: np.ndarray, tgt: np.ndarray | None, centre: np.ndarray,
-                 half_width: float, depth: int, keys_of: KeysOf = point_keys) -> SortedPoints:
+                 half_width: float, depth: int, keys_of: KeysOf = point_keys,
+                 ordered: bool = True) -> SortedPoints:
     """Points (checked; none is fine) keyed at level ``depth`` of the cube ``(centre,
-    half_width)`` and sorted by key (:func:`sort_points` with the cube given)."""
+    half_width)`` and sorted by key (:func:`sort_points` with the cube given). ``ordered``
+    False: only the keys' values sorted, the orders left to :meth:`SortedPoints.ordered`."""
     root_lo = centre - half_width
     skeys = keys_of(src, root_lo, half_width, depth)
+    if not ordered:
+        tkeys = None if tgt is None else keys_of(tgt, root_lo, half_width, depth)
+        ssorted = np.sort(skeys)
+        tsorted = ssorted if tkeys is None else np.sort(tkeys)
+        all_keys = ssorted if tkeys is None else np.sort(np.concatenate([ssorted, tsorted]))
+        return SortedPoints(src, tgt, centre, float(half_width), depth, None, None,
+                            Refinement(ssorted, tsorted, all_keys, depth), (skeys, tkeys))
     sorder = stable_argsort(skeys)
     skeys = skeys[sorder]
     if tgt is None:
@@ -258,9 +289,11 @@ def sort_in_cube(src: np.ndarray, tgt: np.ndarray | None, centre: np.ndarray,
 def in_wider_cube(points: SortedPoints, scale: float, keys_of: KeysOf = point_keys
                   ) -> SortedPoints:
     """``points`` keyed and sorted again in the cube about their root cube's centre ``scale``
-    (>= 1) times as wide (a root cube :func:`fmmloopy.tree.cost.choose_tree` may choose)."""
+    (>= 1) times as wide (a root cube :func:`fmmloopy.tree.cost.choose_tree` may choose),
+    their orders made or left to :meth:`SortedPoints.ordered` as ``points``' were."""
     return sort_in_cube(points.sources, points.targets, points.centre,
-                        points.half_width * scale, points.depth, keys_of)
+                        points.half_width * scale, points.depth, keys_of,
+                        points.unsorted_keys is None)
 
 
 def build_tree(sources: np.ndarray, targets: np.ndarray | None = None, n_crit: int = 32,
@@ -327,6 +360,7 @@ def tree_of_boxes(points: SortedPoints, n_crit: int, keys: np.ndarray, levels: n
     """The :class:`Tree` of the boxes ``(keys, levels, leaf)`` (:func:`tree_boxes`) over
     ``points``: any points in the root cube, which need not be those the boxes were made for
     (a rank's share of a distributed tree)."""
+    points = points.ordered()
     src, tgt, depth, builder = points.sources, points.targets, points.depth, points.builder
     centre, half_width, root_lo = points.centre, points.half_width, points.root_lo
     sorder, torder = points.source_order, points.target_order
