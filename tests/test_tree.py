@@ -280,3 +280,14 @@ def test_max_depth_zero_and_limit() -> None:
 def test_validation(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         build_tree(**kwargs)
+
+
+def test_points_gathered_in_tree_order_on_threads_are_the_rows_gathered():
+    """Past THREADED_GATHER points the gather runs in pieces on threads: the same array as
+    gathering the rows and transposing them, bit for bit."""
+    from fmmloopy.tree.octree import THREADED_GATHER, gathered_by_coordinate
+    rng = np.random.default_rng(3)
+    for count in (THREADED_GATHER - 1, THREADED_GATHER + 7):
+        points = rng.random((count, 3))
+        order = rng.permutation(count)
+        np.testing.assert_array_equal(gathered_by_coordinate(points, order), points[order].T)
