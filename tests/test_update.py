@@ -8,11 +8,11 @@ import pytest
 
 import fmmloopy
 from fmmloopy.api.fmm import KEPT_BOXES
-from fmmloopy.api.moving import LEAF_GROWTH, MOVING_MARGIN, KeptBoxesAttempts
+from fmmloopy.api.moving import LEAF_GROWTH, LOOSENESS, MOVING_MARGIN, KeptBoxesAttempts
 from fmmloopy.base.distributions import DISTRIBUTIONS
 from fmmloopy.maths.green import get_kernel
 from fmmloopy.maths.reference import direct_sum
-from fmmloopy.tree.rebin import LEFT_THE_ROOT_CUBE
+from fmmloopy.tree.rebin import LEFT_THE_ROOT_CUBE, rebinned_tree
 
 #: Relative L2 error of order 4 against the direct sum: measured 1.6e-4 to 1.8e-4 on these sets
 #: (docs/fmm.md's table gives about 1e-4 for order 4); 1e-3 leaves room for other draws.
@@ -225,5 +225,79 @@ def test_updates_whose_points_do_not_fit_skip_the_attempt_for_a_while():
     assert fmm.last_update == "rebuilt: a source moved into a cell where the tree has no leaf"
     fmm.update(points)
     assert fmm.last_update.endswith("(kept boxes are tried again at the next update)")
+    expected = direct_sum(get_kernel("laplace"), points, charges, points)
+    assert relative_l2(fmm(charges), expected) < ORDER_4_ERROR
+
+
+def _leaf_of_source(tree, user_index: int) -> int:
+    """The leaf of ``tree`` whose source range holds the source ``user_index``."""
+    position = tree.source_tree_ids[user_index]
+    leaves = np.flatnonzero(tree.box_is_leaf)
+    inside = (tree.box_source_starts[leaves] <= position) & (
+        position < tree.box_source_starts[leaves] + tree.box_source_counts[leaves])
+    return int(leaves[inside][0])
+
+
+def _stepped_off(fmm, points, beyond):
+    """``points`` with one of them moved off the sphere, out of its leaf by ``beyond`` times
+    the leaf's width along one axis, into a cell where the tree has no leaf; and its index."""
+    setup = fmm.points_setup
+    tree, origin, exponent = setup.tree, setup.coordinate_origin, setup.coordinate_exponent
+    for index in range(len(points)):
+        leaf = _leaf_of_source(tree, index)
+        centre, half = tree.box_centres[leaf], tree.box_half_widths[leaf]
+        axis = int(np.argmax(np.abs(points[index])))  # the sphere's outward normal's largest
+        working = np.ldexp(points[index] - origin, -exponent)
+        working[axis] = centre[axis] + np.sign(points[index, axis]) * (1 + 2 * beyond) * half
+        if np.abs(working - tree.root_centre).max() >= 0.99 * tree.root_half_width:
+            continue  # out of the root cube: another reason to rebuild
+        moved = points.copy()
+        moved[index] = np.ldexp(working, exponent) + origin
+        in_working = np.ldexp(moved - origin, -exponent)
+        if isinstance(rebinned_tree(tree, in_working, None, 10 ** 9), str):  # no leaf there
+            return moved, index
+    raise AssertionError("no point of the sphere steps off into a cell without a leaf")
+
+
+def test_a_point_stepping_off_its_leaf_into_a_cell_without_one_stays_in_it():
+    """A point that moves into a cell where the tree has no leaf stays in its leaf while it
+    lies within LOOSENESS of the leaf's width of it (the FMM then sums it within the order's
+    accuracy); farther, the tree is rebuilt."""
+    rng = np.random.default_rng(38)
+    points = DISTRIBUTIONS["sphere"](3000, rng)
+    charges = rng.uniform(-1, 1, len(points))
+    fmm = fmmloopy.Fmm(points, order=4, n_crit=40)
+    near, index = _stepped_off(fmm, points, 0.75 * LOOSENESS)
+    leaf = _leaf_of_source(fmm.tree, index)
+    fmm.update(near)
+    assert fmm.last_update == KEPT_BOXES
+    assert _leaf_of_source(fmm.tree, index) == leaf
+    expected = direct_sum(get_kernel("laplace"), near, charges, near)
+    assert relative_l2(fmm(charges), expected) < ORDER_4_ERROR
+    fmm = fmmloopy.Fmm(points, order=4, n_crit=40)
+    far, _ = _stepped_off(fmm, points, 1.5 * LOOSENESS)
+    fmm.update(far)
+    assert fmm.last_update == "rebuilt: a source moved into a cell where the tree has no leaf"
+
+
+def test_points_may_come_back_to_a_leaf_they_left():
+    """A leaf all of whose points left at one update may gain points again at the next: the
+    plan still serves it (it held them when the plan was made)."""
+    rng = np.random.default_rng(39)
+    points = rng.uniform(-1, 1, (3000, 3))
+    charges = rng.uniform(-1, 1, len(points))
+    fmm = fmmloopy.Fmm(points, order=4, n_crit=40)
+    tree = fmm.tree
+    leaves = np.flatnonzero(tree.box_is_leaf & (tree.box_source_counts > 0))
+    leaf = leaves[np.argmin(tree.box_source_counts[leaves])]
+    members = tree.source_user_ids[tree.box_source_starts[leaf]:
+                                   tree.box_source_starts[leaf] + tree.box_source_counts[leaf]]
+    others = np.setdiff1d(np.arange(len(points)), members)
+    emptied = points.copy()  # the leaf's points onto other points, in other leaves
+    emptied[members] = points[rng.choice(others, len(members), replace=False)] + 1e-9
+    fmm.update(emptied)
+    assert fmm.last_update == KEPT_BOXES and fmm.tree.box_source_counts[leaf] == 0
+    fmm.update(points)
+    assert fmm.last_update == KEPT_BOXES and fmm.tree.box_source_counts[leaf] > 0
     expected = direct_sum(get_kernel("laplace"), points, charges, points)
     assert relative_l2(fmm(charges), expected) < ORDER_4_ERROR

@@ -47,6 +47,10 @@ LEAF_GROWTH = 2
 MOVING_MARGIN = 1 / 16
 
 
+#: A point that moved into a cell where the tree has no leaf stays in its leaf while it lies
+#: within this fraction of the leaf's width of it.
+LOOSENESS = 1 / 8
+
 #: After updates whose points the boxes could not hold, at most this many updates in a row
 #: rebuild without trying to keep the boxes.
 MOST_SKIPPED = 15
@@ -119,14 +123,17 @@ def kept_boxes(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
     if working_exponent(*working, options.kernel.homogeneity, options.kernel.name,
                         options.precision):
         return "the points need another scale"
+    holders = setup.planned_holders or (setup.tree.box_source_counts > 0,
+                                        setup.tree.box_target_counts > 0)
     tree = rebinned_tree(setup.tree, *working, LEAF_GROWTH * setup.tree.n_crit,
-                         device_point_keys(queue))
+                         device_point_keys(queue), LOOSENESS, holders)
     if isinstance(tree, str):
         return tree
     if particles_for(options.precision.dtype).relative:
         refuse_unresolved_points(tree, options.precision)
     return dataclasses.replace(setup, user_points=user_points, tree=tree, overlaps=None,
-                               setup_seconds={"tree": time.perf_counter() - clock})
+                               setup_seconds={"tree": time.perf_counter() - clock},
+                               planned_holders=holders)
 
 
 def refresh_plans(setup: PointsSetUp, plans, options: FmmOptions) -> None:

@@ -145,6 +145,10 @@ class PointsSetUp:
     #: themselves; tree order), found at the first evaluation that needs them; False where the
     #: FMM adds none (a nested row's FMM: the outer FMM's pairs hold the row's).
     overlaps: Overlaps | bool | None = None
+    #: Where updates kept the boxes (:mod:`fmmloopy.api.moving`): the boxes that held sources
+    #: and targets when the plan was made (its steps serve those; a box the points left since
+    #: may gain some again). None: those of :attr:`tree`.
+    planned_holders: tuple[np.ndarray, np.ndarray] | None = None
 
     def extra_launches(self) -> list:
         """The plan's launches beside the KIFMM's steps: a periodic FMM's far lattice."""

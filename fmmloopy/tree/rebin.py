@@ -34,18 +34,49 @@ __all__ = ["LEFT_THE_ROOT_CUBE", "rebinned_tree"]
 LEFT_THE_ROOT_CUBE = "a point left the root cube"
 
 
-def _sorted_keys(points: np.ndarray, tree_order: np.ndarray, tree: Tree,
-                 keys_of: KeysOf) -> tuple[np.ndarray, np.ndarray]:
+def _loosely_kept(keys: np.ndarray, points: np.ndarray, tree_order: np.ndarray, tree: Tree,
+                  role: str, looseness: float) -> np.ndarray:
+    """``keys`` (old tree order) with the key of each point in a cell where the tree has no
+    leaf replaced by its old leaf's first key, where the point lies within ``looseness``
+    times that leaf's width of it (every axis): it stays in that leaf."""
+    leaves = np.flatnonzero(tree.box_is_leaf)
+    first, end = Refinement(keys, keys, None, tree.max_depth).key_range(
+        tree.box_keys[leaves], tree.box_levels[leaves].astype(np.int64))
+    by_range = np.argsort(first)
+    leaves, first, end = leaves[by_range], first[by_range], end[by_range]
+    at = np.searchsorted(first, keys, side="right") - 1
+    outside = np.flatnonzero((at < 0) | (keys >= end[np.maximum(at, 0)]))
+    if not len(outside):
+        return keys
+    counts = getattr(tree, f"box_{role}_counts")
+    old_leaf = np.repeat(tree.leaves_in_point_order(role),
+                         counts[tree.leaves_in_point_order(role)])[outside]
+    offset = np.abs(points[tree_order[outside]] - tree.box_centres[old_leaf])
+    reach = (0.5 + looseness) * 2.0 * tree.box_half_widths[old_leaf]
+    near = (offset <= reach[:, None]).all(axis=1)
+    first_of_box = np.zeros(tree.nboxes, dtype=keys.dtype)
+    first_of_box[leaves] = first
+    keys = keys.copy()
+    keys[outside[near]] = first_of_box[old_leaf[near]]
+    return keys
+
+
+def _sorted_keys(points: np.ndarray, tree_order: np.ndarray, tree: Tree, keys_of: KeysOf,
+                 role: str, looseness: float) -> tuple[np.ndarray, np.ndarray]:
     """The Morton keys of ``points`` (user order) at the tree's depth, sorted, and the user
-    indices in that order, sorting from the old tree order ``tree_order``."""
+    indices in that order, sorting from the old tree order ``tree_order`` (``looseness``:
+    :func:`_loosely_kept`)."""
     lo = tree.root_centre - tree.root_half_width
     keys = keys_of(points, lo, tree.root_half_width, tree.max_depth)[tree_order]
+    if looseness:
+        keys = _loosely_kept(keys, points, tree_order, tree, role, looseness)
     order = stable_argsort(keys)
     return keys[order], tree_order[order].astype(INDEX_DTYPE)
 
 
 def rebinned_tree(tree: Tree, sources: np.ndarray, targets: np.ndarray | None, bound: int,
-                  keys_of: KeysOf = point_keys) -> Tree | str:
+                  keys_of: KeysOf = point_keys, looseness: float = 0.0,
+                  holders: tuple[np.ndarray, np.ndarray] | None = None) -> Tree | str:
     """``tree`` with its boxes kept and ``sources`` and ``targets`` (``(n, 3)``, user order, as
     many as the tree holds, in its coordinates; targets None where they are the sources) sorted
     into them; or, where the boxes do not hold the points (module docstring), a sentence saying
@@ -55,23 +86,29 @@ def rebinned_tree(tree: Tree, sources: np.ndarray, targets: np.ndarray | None, b
     low, high = bounds(sources, targets)
     if (low < lo).any() or (high >= hi).any():
         return LEFT_THE_ROOT_CUBE
-    skeys, source_user_ids = _sorted_keys(sources, tree.source_user_ids, tree, keys_of)
+    skeys, source_user_ids = _sorted_keys(sources, tree.source_user_ids, tree, keys_of,
+                                          "source", looseness)
     if targets is None:
         tkeys, target_user_ids = skeys, source_user_ids
     else:
-        tkeys, target_user_ids = _sorted_keys(targets, tree.target_user_ids, tree, keys_of)
+        tkeys, target_user_ids = _sorted_keys(targets, tree.target_user_ids, tree, keys_of,
+                                              "target", looseness)
     # The kept boxes over the sorted points (all_keys is only read while boxes are refined).
     points = SortedPoints(sources, targets, tree.root_centre, tree.root_half_width,
                           tree.max_depth, source_user_ids, target_user_ids,
                           Refinement(skeys, tkeys, None, tree.max_depth))
     moved = tree_of_boxes(points, tree.n_crit, tree.box_keys, tree.box_levels, tree.box_is_leaf)
     leaves = tree.box_is_leaf
-    for kind, count, old, total in (
-            ("source", moved.box_source_counts, tree.box_source_counts, len(skeys)),
-            ("target", moved.box_target_counts, tree.box_target_counts, len(tkeys))):
+    held_sources, held_targets = holders or (tree.box_source_counts > 0,
+                                             tree.box_target_counts > 0)
+    for kind, count, old, held, total in (
+            ("source", moved.box_source_counts, tree.box_source_counts, held_sources,
+             len(skeys)),
+            ("target", moved.box_target_counts, tree.box_target_counts, held_targets,
+             len(tkeys))):
         if int(count[leaves].sum()) != total:
             return f"a {kind} moved into a cell where the tree has no leaf"
-        if ((count > 0) & (old == 0)).any():
+        if ((count > 0) & ~held).any():
             return f"a box that held no {kind}s gained one"
         fullest = int(count[leaves].max()) if total else 0
         allowed = max(bound, int(old[leaves].max()) if total else 0)  # max_depth's own
