@@ -8,7 +8,10 @@ past :data:`LEAF_GROWTH` times ``n_crit``): the points are sorted into the kept 
 the plan's point arrays (coordinates, the boxes' point ranges) are written into the device
 buffers its launches already hold (:meth:`~fmmloopy.driver.plan.Plan.refresh_points`). The
 points keep the FMM's working coordinates (origin and power-of-two scale) where the scale
-still holds them.
+still holds them; where the points' mean drifted by more than :data:`DRIFT` of the smallest
+leaf's width, the origin of those coordinates moves with it, and the boxes with the cloud. A
+point that stepped into a cell where the tree has no leaf stays in its leaf while it lies within
+:data:`LOOSENESS` of the leaf's width of it.
 
 Otherwise the update builds a new set-up, for a kernel with homogeneity in a root cube wider than
 the points by :data:`MOVING_MARGIN` of their extent on every side, so that the next steps' points
@@ -31,12 +34,12 @@ from fmmloopy.base.validation import as_float64_points
 from fmmloopy.execution.device_setup import device_point_keys
 from fmmloopy.execution.kernel_arguments import tree_arguments
 from fmmloopy.maths.templates import particles_for
-from fmmloopy.tree.coordinates import working_exponent
+from fmmloopy.tree.coordinates import bounds, working_exponent
 from fmmloopy.tree.leaf_relative import refuse_unresolved_points
 from fmmloopy.tree.rebin import LEFT_THE_ROOT_CUBE, rebinned_tree
 
-__all__ = ["LEAF_GROWTH", "MOST_SKIPPED", "MOVING_MARGIN", "KeptBoxesAttempts", "kept_boxes",
-           "rebuild_margin", "refresh_plans"]
+__all__ = ["DRIFT", "LEAF_GROWTH", "LOOSENESS", "MOST_SKIPPED", "MOVING_MARGIN",
+           "KeptBoxesAttempts", "kept_boxes", "rebuild_margin", "refresh_plans"]
 
 #: A leaf may hold up to this many times ``n_crit`` sources or targets after updates before the
 #: tree is rebuilt: its direct sums cost at most this factor squared more per pair of leaves.
@@ -50,6 +53,12 @@ MOVING_MARGIN = 1 / 16
 #: A point that moved into a cell where the tree has no leaf stays in its leaf while it lies
 #: within this fraction of the leaf's width of it.
 LOOSENESS = 1 / 8
+
+#: Points whose mean moved more than this fraction of the smallest leaf's width (a cloud that
+#: drifts: sedimenting, falling, flowing) take the tree's boxes with them: the working
+#: coordinates' origin moves by the mean's displacement, so the points stay in the root cube
+#: and in their leaves (the kernels depend on differences of positions only).
+DRIFT = 1 / 16
 
 #: After updates whose points the boxes could not hold, at most this many updates in a row
 #: rebuild without trying to keep the boxes.
@@ -100,6 +109,23 @@ def _in_working_coordinates(points: np.ndarray | None, origin: np.ndarray,
     return np.ldexp(points, -exponent) if exponent else points
 
 
+def _drift(tree, sources: np.ndarray) -> np.ndarray | None:
+    """How far the sources' mean moved (working coordinates) from the tree's, where that is
+    more than :data:`DRIFT` of the smallest leaf's width along an axis, else None. (The
+    origin follows it unless the points then leave the root cube and would not without.)"""
+    if not len(sources):
+        return None
+    drift = sources.mean(axis=0) - tree.sources_soa.mean(axis=1)
+    smallest = 2.0 * tree.box_half_widths[tree.box_is_leaf].min()
+    return drift if np.abs(drift).max() > DRIFT * smallest else None
+
+
+def _in_root_cube(tree, sources: np.ndarray, targets: np.ndarray | None) -> bool:
+    low, high = bounds(sources, targets)
+    lo, hi = tree.root_centre - tree.root_half_width, tree.root_centre + tree.root_half_width
+    return bool((low >= lo).all() and (high < hi).all())
+
+
 def kept_boxes(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
                sources: np.ndarray, targets: np.ndarray | None) -> PointsSetUp | str:
     """The set-up of ``setup``'s FMM for its points moved to ``sources`` and ``targets``
@@ -120,6 +146,13 @@ def kept_boxes(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
     user_points = (sources, targets)
     origin, exponent = setup.coordinate_origin, setup.coordinate_exponent
     working = [_in_working_coordinates(points, origin, exponent) for points in user_points]
+    drift = _drift(setup.tree, working[0])
+    if drift is not None:  # the boxes follow the points (the kernels see only differences)
+        followed = origin + np.ldexp(drift, exponent)
+        following = [_in_working_coordinates(points, followed, exponent)
+                     for points in user_points]
+        if _in_root_cube(setup.tree, *following) or not _in_root_cube(setup.tree, *working):
+            origin, working = followed, following
     if working_exponent(*working, options.kernel.homogeneity, options.kernel.name,
                         options.precision):
         return "the points need another scale"
@@ -133,7 +166,7 @@ def kept_boxes(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
         refuse_unresolved_points(tree, options.precision)
     return dataclasses.replace(setup, user_points=user_points, tree=tree, overlaps=None,
                                setup_seconds={"tree": time.perf_counter() - clock},
-                               planned_holders=holders)
+                               planned_holders=holders, coordinate_origin=origin)
 
 
 def refresh_plans(setup: PointsSetUp, plans, options: FmmOptions) -> None:
