@@ -173,6 +173,7 @@ class DistributedFmm:
                 cl.CommandQueue(context_for(self.device))).flops / 1e9)
         speed = self.speed
         self.nsources, self.ntargets = len(sources), len(sources if targets is None else targets)
+        self._targets_are_sources = targets is None
         self.total_sources, self.total_targets = (int(n) for n in collectives.sum(
             np.array([self.nsources, self.ntargets], dtype=np.int64)))
         #: The checked options (:class:`~fmmloopy.api.options.FmmOptions`), this rank's device.
@@ -192,7 +193,8 @@ class DistributedFmm:
         self._build(sources, targets, n_crit, max_depth, speed)
 
     # -- set-up ----------------------------------------------------------------------------
-    def _build(self, sources, targets, n_crit, max_depth, speed) -> None:
+    def _build(self, sources, targets, n_crit, max_depth, speed,
+               keep_order: bool = False) -> None:
         collectives = self.collectives
         clock = time.perf_counter()
         with collectives.agree("choosing the coordinates"):
@@ -201,7 +203,8 @@ class DistributedFmm:
                                                 self.kernel.homogeneity, self.kernel.name)
         with collectives.agree("building the tree"):
             points = sort_distributed(sources, targets, max_depth, collectives)
-            if self.eps is not None:  # the order eps needs over the root box (every rank's)
+            if self.eps is not None and not keep_order:  # the order eps needs over the
+                # root box (every rank's)
                 self.order = order_for_eps(
                     self.eps, self.kernel, math.ldexp(2 * points.half_width,
                                                       self.coordinate_exponent),
@@ -353,6 +356,45 @@ class DistributedFmm:
             boxes[by_rank].astype(np.int64), np.bincount(ranks, minlength=self.size),
             "multipole requests")
         self._multipoles_sent = self._local_ids[asked]
+
+    def update(self, sources, targets=None) -> None:
+        """Move every rank's points: each rank passes its own sources (and targets where the
+        FMM has targets of its own), as many as it passed before, in its own order; every rank
+        calls it together. The set-up is built again for the new positions (the tree, the
+        ranks' shares, each rank's tree, lists and plan): a distributed FMM does not keep its
+        boxes, since points that move change which rank owns them. Kept: the options,
+        :attr:`n_crit` (for ``n_crit="auto"`` the one chosen first), the order, the devices
+        and their speeds, and the operators and kernels built (in the process's caches).
+        What the constructor refuses on any rank raises on every rank, and the FMM stays as
+        it was."""
+        with self._lock:
+            clock = time.perf_counter()
+            with self.collectives.agree("checking the moved points"):
+                if (targets is None) != self._targets_are_sources:
+                    raise ValueError(
+                        "update() takes targets exactly when the FMM was built with them: "
+                        + ("this one has none (its targets are its sources)"
+                           if self._targets_are_sources else "this one has targets of its own"))
+                sources = as_float64_points(check_point_array(sources, "sources"), "sources")
+                targets = None if targets is None else as_float64_points(
+                    check_point_array(targets, "targets"), "targets")
+                for name, points, count in (("sources", sources, self.nsources),
+                                            ("targets", targets, self.ntargets)):
+                    if points is not None and len(points) != count:
+                        raise ValueError(
+                            f"update() moves this rank's {count} {name}: got {len(points)} "
+                            f"{name} (build a new DistributedFmm for other shares)")
+            if not self.total_sources or not self.total_targets:
+                return
+            before = dict(self.__dict__)
+            try:
+                self.setup_seconds = {"checks": time.perf_counter() - clock}
+                self._build(sources, targets, self.n_crit, self.options.max_depth, self.speed,
+                            keep_order=True)
+            except BaseException:
+                self.__dict__.clear()
+                self.__dict__.update(before)
+                raise
 
     # -- evaluation ------------------------------------------------------------------------
     def __call__(self, charges=None, *, dipoles=None, gradient: bool = False,

@@ -13,7 +13,7 @@ leaf's width, the origin of those coordinates moves with it, and the boxes with 
 point that stepped into a cell where the tree has no leaf stays in its leaf while it lies within
 :data:`LOOSENESS` of the leaf's width of it.
 
-Otherwise the update builds a new set-up, for a kernel with homogeneity in a root cube wider than
+Otherwise the update builds a new set-up, for operators with homogeneity in a root cube wider than
 the points by :data:`MOVING_MARGIN` of their extent on every side, so that the next steps' points
 stay in it. A periodic FMM's tree (the cell and its images) and one with nested FMMs in its
 leaves are always rebuilt.
@@ -33,6 +33,7 @@ from fmmloopy.api.setup import PointsSetUp
 from fmmloopy.base.validation import as_float64_points
 from fmmloopy.execution.device_setup import device_point_keys
 from fmmloopy.execution.kernel_arguments import tree_arguments
+from fmmloopy.maths.harmonic import operator_kernel
 from fmmloopy.maths.templates import particles_for
 from fmmloopy.tree.coordinates import bounds, working_exponent
 from fmmloopy.tree.leaf_relative import refuse_unresolved_points
@@ -95,9 +96,10 @@ class KeptBoxesAttempts:
 
 def rebuild_margin(options: FmmOptions) -> float | None:
     """The root cube's margin of a tree an update rebuilds: :data:`MOVING_MARGIN` for a kernel
-    whose operators do not depend on the boxes' size (a homogeneous one: a wider cube changes
-    no operator and no range), else None (the points' own cube)."""
-    return MOVING_MARGIN if options.kernel.homogeneity is not None else None
+    whose operators do not depend on the boxes' size (homogeneous ones: Laplace's, and the
+    Laplace sums of Stokes flow and the RPY tensor; a wider cube changes no operator and no
+    range), else None (the points' own cube)."""
+    return MOVING_MARGIN if operator_kernel(options.kernel).homogeneity is not None else None
 
 
 def _in_working_coordinates(points: np.ndarray | None, origin: np.ndarray,

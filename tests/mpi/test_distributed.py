@@ -360,3 +360,45 @@ def test_eps_chooses_the_single_process_order(comm):
           f"order {fmm.order} against {order}, difference {difference:.3g}")
     with pytest.raises(ValueError, match="eps_for"):
         fmm(charges[mine], gradient=True)
+
+
+@pytest.mark.parametrize("separate_targets", [False, True])
+def test_update_moves_every_ranks_points_and_equals_the_single_process_fmm(comm,
+                                                                           separate_targets):
+    """After update(), the single-process FMM of the moved points with the n_crit the first
+    set-up chose (the bound of the module docstring); bad points on one rank (NaN, another
+    count) raise on every rank and the FMM goes on with the points it had."""
+    rng = np.random.default_rng(11)
+    sources = DISTRIBUTIONS["sphere"](5000, rng)
+    charges = rng.uniform(-1, 1, len(sources))
+    targets = rng.uniform(-1.1, 1.1, (1500, 3)) if separate_targets else None
+    mine = shares(comm, len(sources), rng)
+    my_targets = mine if targets is None else shares(comm, len(targets), rng)
+    fmm = DistributedFmm(sources[mine], None if targets is None else targets[my_targets],
+                         comm=comm, order=4)
+    before = fmm(charges[mine])
+    moved = sources + 0.02 * rng.standard_normal(sources.shape)
+    moved_targets = None if targets is None else 0.9 * targets
+    fmm.update(moved[mine], None if targets is None else moved_targets[my_targets])
+    got = fmm(charges[mine])
+    check(comm, not len(got) or not np.array_equal(got, before), "the update changed nothing")
+    expected = single_process(comm, moved, moved_targets, order=4, n_crit=fmm.n_crit,
+                              call=lambda f: f(charges))
+    scale = np.abs(expected).max()
+    check(comm, relative_difference(got, expected[my_targets], scale) < EQUAL,
+          f"moved: {relative_difference(got, expected[my_targets], scale):.1e}")
+    last = comm.Get_size() - 1
+    for bad in ("nan", "count"):
+        bad_sources = moved[mine].copy()
+        if comm.Get_rank() == last:
+            bad_sources = bad_sources[:-1] if bad == "count" else bad_sources
+            if bad == "nan" and len(bad_sources):
+                bad_sources[0, 2] = np.nan
+            elif bad == "nan":
+                bad_sources = np.full((0, 2), np.nan)  # a rank without sources: bad shape
+        with pytest.raises(ValueError) as info:
+            fmm.update(bad_sources, None if targets is None else moved_targets[my_targets])
+        check(comm, f"rank {last}" in str(info.value) or comm.Get_rank() == last,
+              str(info.value))
+        again = fmm(charges[mine])
+        check(comm, np.array_equal(again, got), f"after the refused update ({bad})")
