@@ -200,6 +200,16 @@ def plot(report: dict, path: str, first: np.ndarray, last: np.ndarray) -> None:
     shape.legend(fontsize=8, markerscale=10)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
+    with open(str(path).rsplit(".", 1)[0] + ".csv", "w", encoding="utf-8") as table:
+        table.write("step,radii_fallen,spheres,mean_velocity_over_drop,error\n")
+        for steps, drop, spheres in (
+                (report["steps"], report["drop_velocity"], report["spheres"]),
+                (report["small_steps"], report["small_drop_velocity"],
+                 report["small_copy"]["spheres"])):
+            for step in steps:
+                table.write(f"{step['step']},{step['step'] * report['step_fraction']:.4f},"
+                            f"{spheres},{-step['mean_velocity'][2] / drop:.6f},"
+                            f"{step.get('error', '')}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not time a new Fmm at every step")
     parser.add_argument("--tolerance", type=float, default=1e-6)
     parser.add_argument("--drop-tolerance", type=float, default=0.05)
-    parser.add_argument("--plot", default=None, help="write the velocity plot here (PNG)")
+    parser.add_argument("--plot", default=None,
+                        help="write the plot here (PNG; its numbers beside it, .csv)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if min(args.n, args.small, args.check_every, args.check_targets) < 1 or args.steps < 0:

@@ -196,8 +196,8 @@ def test_the_sedimenting_spheres_example_settles_as_a_drop():
     """``examples/sedimenting_spheres.py`` as a user runs it (fewer spheres and steps): every
     checked step's velocities within 1e-6 of the direct sums (measured 2e-9), the small copy's
     FMM within 1e-6 of its direct sums at every step, the updates keep the boxes as the cloud
-    falls (the boxes follow its mean; a rebuild gives its root cube room), and the cloud's first mean velocity within 5 % of the
-    drop's (measured 0.1 % at 2e4 spheres)."""
+    falls (the boxes follow its mean; a rebuild gives its root cube room), and the cloud's
+    first mean velocity within 5 % of the drop's (measured 0.1 % at 2e4 spheres)."""
     example = Path(__file__).parents[1] / "examples" / "sedimenting_spheres.py"
     done = subprocess.run([sys.executable, str(example), "--n", "20000", "--steps", "6",
                            "--small", "1500", "--check-every", "3", "--json"],

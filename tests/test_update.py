@@ -303,6 +303,16 @@ def test_points_may_come_back_to_a_leaf_they_left():
     assert fmm.last_update == KEPT_BOXES and fmm.tree.box_source_counts[leaf] > 0
     expected = direct_sum(get_kernel("laplace"), points, charges, points)
     assert relative_l2(fmm(charges), expected) < ORDER_4_ERROR
+    # A plan made while the leaf is empty (gradients) does not serve it: refilling it then
+    # rebuilds, and every field is summed right.
+    fmm.update(emptied)
+    fmm(charges, gradient=True)
+    fmm.update(points)
+    assert fmm.last_update == "rebuilt: a box that held no sources gained one"
+    direct = fmmloopy.DirectSum(points)(charges, gradient=True)
+    got = fmm(charges, gradient=True)
+    assert relative_l2(got.potential, direct.potential) < ORDER_4_ERROR
+    assert relative_l2(got.gradient, direct.gradient) < ORDER_4_ERROR
 
 
 def test_a_cloud_that_drifts_takes_the_boxes_with_it():

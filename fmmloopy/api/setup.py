@@ -146,8 +146,8 @@ class PointsSetUp:
     #: FMM adds none (a nested row's FMM: the outer FMM's pairs hold the row's).
     overlaps: Overlaps | bool | None = None
     #: Where updates kept the boxes (:mod:`fmmloopy.api.moving`): the boxes that held sources
-    #: and targets when the plan was made (its steps serve those; a box the points left since
-    #: may gain some again). None: those of :attr:`tree`.
+    #: and targets when each plan was made (every plan's steps serve those; a box the points
+    #: left since may gain some again). None: those of :attr:`tree`.
     planned_holders: tuple[np.ndarray, np.ndarray] | None = None
 
     def extra_launches(self) -> list:
@@ -178,6 +178,10 @@ class PointsSetUp:
         with stage(f"the plan of {green.label} (kernels, lists, buffers)"):
             plan = _build_plans(self, options, queue, green, share_buffers=self.plan)
             plan.build()
+        if self.planned_holders is not None:  # boxes an update emptied: not in this plan
+            self.planned_holders = (
+                self.planned_holders[0] & (self.tree.box_source_counts > 0),
+                self.planned_holders[1] & (self.tree.box_target_counts > 0))
         return plan
 
 

@@ -5,9 +5,10 @@ boxes (keys, levels, centres, parents, children), and with them the interaction 
 precomputed list an FMM plan cuts from them, hold as long as
 
 - every point lies in the root cube and in a leaf of the tree (a point in a cell where the
-  tree has no box needs new boxes),
+  tree has no box needs new boxes; one close enough to the leaf it was in may stay in that
+  leaf, its ``looseness``),
 - no box gains sources or targets of a kind it held none of (the plan's steps run over the
-  boxes that held each kind),
+  boxes that held each kind when it was made: ``holders``),
 - no leaf holds more than ``bound`` sources or targets (past it the leaves' direct sums grow
   and a new tree is cheaper; a leaf the tree could not split, at its deepest level, may keep
   what it held).
@@ -28,7 +29,7 @@ from fmmloopy.tree.coordinates import bounds
 from fmmloopy.tree.octree import KeysOf, SortedPoints, Tree, tree_of_boxes
 from fmmloopy.tree.refinement import Refinement, point_keys
 
-__all__ = ["LEFT_THE_ROOT_CUBE", "rebinned_tree"]
+__all__ = ["LEFT_THE_ROOT_CUBE", "NO_LEAF", "rebinned_tree"]
 
 #: Why the boxes cannot hold points outside the root cube (found before any sort).
 LEFT_THE_ROOT_CUBE = "a point left the root cube"
@@ -48,9 +49,8 @@ def _loosely_kept(keys: np.ndarray, points: np.ndarray, tree_order: np.ndarray, 
     outside = np.flatnonzero((at < 0) | (keys >= end[np.maximum(at, 0)]))
     if not len(outside):
         return keys
-    counts = getattr(tree, f"box_{role}_counts")
-    old_leaf = np.repeat(tree.leaves_in_point_order(role),
-                         counts[tree.leaves_in_point_order(role)])[outside]
+    in_order = tree.leaves_in_point_order(role)  # each point's old leaf, in the old order
+    old_leaf = np.repeat(in_order, getattr(tree, f"box_{role}_counts")[in_order])[outside]
     offset = np.abs(points[tree_order[outside]] - tree.box_centres[old_leaf])
     reach = (0.5 + looseness) * 2.0 * tree.box_half_widths[old_leaf]
     near = (offset <= reach[:, None]).all(axis=1)
@@ -80,7 +80,23 @@ def rebinned_tree(tree: Tree, sources: np.ndarray, targets: np.ndarray | None, b
     """``tree`` with its boxes kept and ``sources`` and ``targets`` (``(n, 3)``, user order, as
     many as the tree holds, in its coordinates; targets None where they are the sources) sorted
     into them; or, where the boxes do not hold the points (module docstring), a sentence saying
-    why."""
+    why. ``looseness``: a point in a cell where the tree has no leaf stays in its leaf while
+    within that fraction of the leaf's width of it (looked for only where such a point is
+    found: the search costs a binary search per point). ``holders``: the boxes that may hold
+    sources and targets (default: those that do)."""
+    rebinned = _rebinned(tree, sources, targets, bound, keys_of, 0.0, holders)
+    if looseness and isinstance(rebinned, str) and rebinned.endswith(NO_LEAF):
+        return _rebinned(tree, sources, targets, bound, keys_of, looseness, holders)
+    return rebinned
+
+
+#: The end of the reason given where a point lies in a cell without a leaf.
+NO_LEAF = "moved into a cell where the tree has no leaf"
+
+
+def _rebinned(tree: Tree, sources: np.ndarray, targets: np.ndarray | None, bound: int,
+              keys_of: KeysOf, looseness: float,
+              holders: tuple[np.ndarray, np.ndarray] | None) -> Tree | str:
     lo = tree.root_centre - tree.root_half_width
     hi = tree.root_centre + tree.root_half_width
     low, high = bounds(sources, targets)
@@ -107,7 +123,7 @@ def rebinned_tree(tree: Tree, sources: np.ndarray, targets: np.ndarray | None, b
             ("target", moved.box_target_counts, tree.box_target_counts, held_targets,
              len(tkeys))):
         if int(count[leaves].sum()) != total:
-            return f"a {kind} moved into a cell where the tree has no leaf"
+            return f"a {kind} {NO_LEAF}"
         if ((count > 0) & ~held).any():
             return f"a box that held no {kind}s gained one"
         fullest = int(count[leaves].max()) if total else 0
