@@ -36,6 +36,8 @@ import numpy as np
 import pyopencl as cl
 
 from fmmloopy.api.fmm import Fmm
+from fmmloopy.api.moving import checked_moves
+from fmmloopy.api.multipole_exchange import MultipoleExchange
 from fmmloopy.api.options import (
     check_distributed_options,
     check_eps_covers,
@@ -48,7 +50,7 @@ from fmmloopy.api.units import (
     to_user_units,
     working_strengths,
 )
-from fmmloopy.base.collective import Collectives, RankError, mpi_module, same_on_every_rank
+from fmmloopy.base.collective import Collectives, mpi_module, same_on_every_rank
 from fmmloopy.base.devices import context_for, device_for_rank, share_cpu
 from fmmloopy.base.validation import (
     as_float64_points,
@@ -57,7 +59,6 @@ from fmmloopy.base.validation import (
 from fmmloopy.driver.selection import RankBoxes
 from fmmloopy.execution.precomputed import get_operators, level_operators, level_set
 from fmmloopy.execution.roofline import measure_peaks
-from fmmloopy.execution.rows import add_rows, folded_rows, gather_rows
 from fmmloopy.execution.tuning_records import kernel_pair_flops
 from fmmloopy.maths.accuracy import order_for_eps
 from fmmloopy.maths.expansion import Expansion
@@ -83,7 +84,6 @@ from fmmloopy.tree.octree import sort_in_cube, tree_boxes, tree_of_boxes
 from fmmloopy.tree.partition import (  # noqa: F401 - MEASURE and rank_speed: public here
     MEASURE,
     checked_speed,
-    contributors,
     essential_lists,
     essential_set,
     leaf_costs,
@@ -268,7 +268,8 @@ class DistributedFmm:
             self._build_local(points, owned_sources, ghosts, owned_targets, n_crit, keys,
                               levels, leaf, lists)
             self.setup_seconds["local"] = time.perf_counter() - clock
-        self._plan_multipoles()
+        self._multipoles = MultipoleExchange(collectives, self.skeleton, self.owners,
+                                             self.essential, self._local_ids)
         #: The set-up's traffic per phase (bytes sent, seconds, waiting), this rank's.
         self.setup_traffic = {phase: dict(record)
                               for phase, record in collectives.traffic.items()}
@@ -340,23 +341,6 @@ class DistributedFmm:
         self.local = Fmm.for_rank(dataclasses.replace(self.options, n_crit=n_crit), tree,
                                   essential_lists(lists, essential), self.operators, rank_boxes)
 
-    def _plan_multipoles(self) -> None:
-        """Which partial multipoles this rank sends and receives at each evaluation: for each
-        box it reads, the parts of the ranks owning leaves with sources under it."""
-        first, last = contributors(self.skeleton, self.owners)
-        wanted = np.flatnonzero(self.essential.multipoles)
-        spans = np.maximum(last[wanted] - first[wanted] + 1, 0)
-        ranks = ranges_to_indices(first[wanted].astype(np.int64), spans)
-        boxes = np.repeat(wanted, spans)
-        remote = ranks != self.rank
-        ranks, boxes = ranks[remote], boxes[remote]
-        by_rank = np.argsort(ranks, kind="stable")
-        self._multipoles_received = self._local_ids[boxes[by_rank]]
-        asked, self._multipole_send_counts = self.collectives.exchange(
-            boxes[by_rank].astype(np.int64), np.bincount(ranks, minlength=self.size),
-            "multipole requests")
-        self._multipoles_sent = self._local_ids[asked]
-
     def update(self, sources, targets=None) -> None:
         """Move every rank's points: each rank passes its own sources (and targets where the
         FMM has targets of its own), as many as it passed before, in its own order; every rank
@@ -370,20 +354,11 @@ class DistributedFmm:
         with self._lock:
             clock = time.perf_counter()
             with self.collectives.agree("checking the moved points"):
-                if (targets is None) != self._targets_are_sources:
-                    raise ValueError(
-                        "update() takes targets exactly when the FMM was built with them: "
-                        + ("this one has none (its targets are its sources)"
-                           if self._targets_are_sources else "this one has targets of its own"))
-                sources = as_float64_points(check_point_array(sources, "sources"), "sources")
-                targets = None if targets is None else as_float64_points(
-                    check_point_array(targets, "targets"), "targets")
-                for name, points, count in (("sources", sources, self.nsources),
-                                            ("targets", targets, self.ntargets)):
-                    if points is not None and len(points) != count:
-                        raise ValueError(
-                            f"update() moves this rank's {count} {name}: got {len(points)} "
-                            f"{name} (build a new DistributedFmm for other shares)")
+                sources, targets = checked_moves(
+                    sources, targets, (self.nsources, self.ntargets), self._targets_are_sources,
+                    "this rank's", "build a new DistributedFmm for other shares")
+                sources = as_float64_points(sources, "sources")
+                targets = None if targets is None else as_float64_points(targets, "targets")
             if not self.total_sources or not self.total_targets:
                 return
             before = dict(self.__dict__)
@@ -483,36 +458,10 @@ class DistributedFmm:
         return result
 
     def _exchange_multipoles(self, plan, failure: Exception | None = None) -> dict[str, float]:
-        """Between the passes: send this rank's partial multipoles of the boxes others read
-        and add theirs into the boxes this rank reads. First the ranks learn whether one of
-        them failed in its upward pass (``failure``): then none exchanges, every rank raises."""
-        clock = time.perf_counter()
+        """:meth:`MultipoleExchange.exchange` between the passes (``failure``: this rank's)."""
         self._exchanged = True
-        failures = self.collectives.gather(None if failure is None else repr(failure))
-        # A synchronisation: its time is the wait for the slowest rank's upward pass.
-        self.collectives.traffic["multipoles"]["waiting"] += time.perf_counter() - clock
-        failed = [(rank, text) for rank, text in enumerate(failures) if text]
-        if failed:
-            if failure is not None:
-                return {}
-            raise RankError(f"rank {failed[0][0]} failed in its upward pass: {failed[0][1]}")
-        # Several far-field vectors (Stokes' four Laplace potentials): box b's of vector v is
-        # row b * vectors + v of the multipoles, and a box's rows travel together.
-        vectors = self._far_vectors
-        sent = folded_rows(self._multipoles_sent, vectors)
-        present = sent >= 0  # -1: a box this rank does not have (its part is zero)
-        rows = np.zeros((len(sent), self.operators.expansion.n_e), self.kernel.value_dtype())
-        if plan is not None:
-            rows[present] = gather_rows(plan.queue, plan.buffers["multipole"], sent[present])
-        received, _ = self.collectives.exchange(rows, self._multipole_send_counts * vectors,
-                                                "multipoles")
-        if plan is not None and len(received):
-            boxes, where = np.unique(folded_rows(self._multipoles_received, vectors),
-                                     return_inverse=True)
-            sums = np.zeros((len(boxes), received.shape[1]), received.dtype)
-            np.add.at(sums, where, received)
-            add_rows(plan.queue, plan.buffers["multipole"], boxes, sums)
-        return {"multipole exchange": time.perf_counter() - clock}
+        return self._multipoles.exchange(plan, self._far_vectors, self.operators.expansion.n_e,
+                                         self.kernel.value_dtype(), failure)
 
     def _record_seconds(self, total: float, compute: float) -> None:
         """:attr:`eval_seconds`: the local operators' seconds, the exchanges' transfer and
@@ -532,7 +481,8 @@ class DistributedFmm:
             else len(self._sources_route.received_to_owned),
             "ghost sources": int(self._ghost_receive_counts.sum())
             if hasattr(self, "_ghost_receive_counts") else 0,
-            "remote multipoles": len(getattr(self, "_multipoles_received", ())),
+            "remote multipoles": len(self._multipoles.received)
+            if hasattr(self, "_multipoles") else 0,
             "owned leaves": 0 if essential is None else int(essential.owned_leaves.sum()),
             "setup bytes sent": sum(record["bytes"]
                                     for record in getattr(self, "setup_traffic", {}).values()),

@@ -22,7 +22,13 @@ import pyopencl as cl
 
 from fmmloopy.api.eps_order import first_order
 from fmmloopy.api.error_estimate import estimate_error
-from fmmloopy.api.moving import KeptBoxesAttempts, kept_boxes, rebuild_margin, refresh_plans
+from fmmloopy.api.moving import (
+    KeptBoxesAttempts,
+    checked_moves,
+    kept_boxes,
+    rebuild_margin,
+    refresh_plans,
+)
 from fmmloopy.api.options import (  # noqa: F401 - the orders' range and default, from here too
     DEFAULT_ORDER,
     MAX_ORDER,
@@ -225,18 +231,9 @@ class Fmm:
         if self.points_setup.rank_boxes is not None and self.periodic is None:
             raise TypeError("update() moves the points of a whole FMM; a rank of a "
                             "DistributedFmm is rebuilt by the DistributedFmm")
-        if (targets is None) != self._targets_are_sources:
-            raise ValueError(
-                "update() takes targets exactly when the FMM was built with them: this one "
-                + ("has none (its targets are its sources); pass sources only"
-                   if self._targets_are_sources else "has targets of its own; pass both"))
-        sources = check_point_array(sources, "sources")
-        targets = None if targets is None else check_point_array(targets, "targets")
-        for name, points, count in (("sources", sources, self.nsources),
-                                    ("targets", targets, self.ntargets)):
-            if points is not None and len(points) != count:
-                raise ValueError(f"update() moves the FMM's {count} {name}: got {len(points)} "
-                                 f"{name} (build a new Fmm for a different number of points)")
+        sources, targets = checked_moves(
+            sources, targets, (self.nsources, self.ntargets), self._targets_are_sources,
+            "the FMM's", "build a new Fmm for a different number of points")
         with self._lock:
             # Both ways make a new set-up: a refusal part-way (a Helmholtz box past the order's
             # range, memory) leaves the previous one in place.

@@ -30,7 +30,7 @@ import pyopencl as cl
 
 from fmmloopy.api.options import FmmOptions
 from fmmloopy.api.setup import PointsSetUp
-from fmmloopy.base.validation import as_float64_points
+from fmmloopy.base.validation import as_float64_points, check_point_array
 from fmmloopy.execution.device_setup import device_point_keys
 from fmmloopy.execution.kernel_arguments import tree_arguments
 from fmmloopy.maths.harmonic import operator_kernel
@@ -40,7 +40,8 @@ from fmmloopy.tree.leaf_relative import refuse_unresolved_points
 from fmmloopy.tree.rebin import LEFT_THE_ROOT_CUBE, rebinned_tree
 
 __all__ = ["DRIFT", "LEAF_GROWTH", "LOOSENESS", "MOST_SKIPPED", "MOVING_MARGIN",
-           "KeptBoxesAttempts", "kept_boxes", "rebuild_margin", "refresh_plans"]
+           "KeptBoxesAttempts", "checked_moves", "kept_boxes", "rebuild_margin",
+           "refresh_plans"]
 
 #: A leaf may hold up to this many times ``n_crit`` sources or targets after updates before the
 #: tree is rebuilt: its direct sums cost at most this factor squared more per pair of leaves.
@@ -92,6 +93,26 @@ class KeptBoxesAttempts:
             self.failures += 1
             self.skip, self.reason = min(2 ** self.failures - 1, MOST_SKIPPED), kept
         return kept
+
+
+def checked_moves(sources, targets, counts: tuple[int, int], targets_are_sources: bool,
+                  whose: str, remedy: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The points an update takes, checked (``check_point_array``): targets exactly where the
+    FMM was built with them, as many of each as ``counts`` (``whose``: ``"the FMM's"``, ...;
+    ``remedy``: what to build instead); ValueError naming what is wrong."""
+    if (targets is None) != targets_are_sources:
+        raise ValueError(
+            "update() takes targets exactly when the FMM was built with them: this one "
+            + ("has none (its targets are its sources); pass sources only"
+               if targets_are_sources else "has targets of its own; pass both"))
+    sources = check_point_array(sources, "sources")
+    targets = None if targets is None else check_point_array(targets, "targets")
+    for name, points, count in (("sources", sources, counts[0]),
+                                ("targets", targets, counts[1])):
+        if points is not None and len(points) != count:
+            raise ValueError(f"update() moves {whose} {count} {name}: got {len(points)} "
+                             f"{name} ({remedy})")
+    return sources, targets
 
 
 def rebuild_margin(options: FmmOptions) -> float | None:
