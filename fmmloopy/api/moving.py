@@ -35,9 +35,9 @@ from fmmloopy.execution.device_setup import device_point_keys
 from fmmloopy.execution.kernel_arguments import tree_arguments
 from fmmloopy.maths.harmonic import operator_kernel
 from fmmloopy.maths.templates import particles_for
-from fmmloopy.tree.coordinates import bounds, working_exponent
+from fmmloopy.tree.coordinates import working_exponent
 from fmmloopy.tree.leaf_relative import refuse_unresolved_points
-from fmmloopy.tree.rebin import LEFT_THE_ROOT_CUBE, rebinned_tree
+from fmmloopy.tree.rebin import LEFT_THE_ROOT_CUBE, in_root_cube, rebinned_tree
 
 __all__ = ["DRIFT", "LEAF_GROWTH", "LOOSENESS", "MOST_SKIPPED", "MOVING_MARGIN",
            "KeptBoxesAttempts", "checked_moves", "kept_boxes", "rebuild_margin",
@@ -145,12 +145,6 @@ def _drift(tree, sources: np.ndarray) -> np.ndarray | None:
     return drift if np.abs(drift).max() > DRIFT * smallest else None
 
 
-def _in_root_cube(tree, sources: np.ndarray, targets: np.ndarray | None) -> bool:
-    low, high = bounds(sources, targets)
-    lo, hi = tree.root_centre - tree.root_half_width, tree.root_centre + tree.root_half_width
-    return bool((low >= lo).all() and (high < hi).all())
-
-
 def kept_boxes(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
                sources: np.ndarray, targets: np.ndarray | None) -> PointsSetUp | str:
     """The set-up of ``setup``'s FMM for its points moved to ``sources`` and ``targets``
@@ -176,7 +170,7 @@ def kept_boxes(setup: PointsSetUp, options: FmmOptions, queue: cl.CommandQueue,
         followed = origin + np.ldexp(drift, exponent)
         following = [_in_working_coordinates(points, followed, exponent)
                      for points in user_points]
-        if _in_root_cube(setup.tree, *following) or not _in_root_cube(setup.tree, *working):
+        if in_root_cube(setup.tree, *following) or not in_root_cube(setup.tree, *working):
             origin, working = followed, following
     if working_exponent(*working, options.kernel.homogeneity, options.kernel.name,
                         options.precision):

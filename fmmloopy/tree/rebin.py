@@ -29,7 +29,7 @@ from fmmloopy.tree.coordinates import bounds
 from fmmloopy.tree.octree import KeysOf, SortedPoints, Tree, tree_of_boxes
 from fmmloopy.tree.refinement import Refinement, point_keys
 
-__all__ = ["LEFT_THE_ROOT_CUBE", "NO_LEAF", "rebinned_tree"]
+__all__ = ["LEFT_THE_ROOT_CUBE", "NO_LEAF", "in_root_cube", "rebinned_tree"]
 
 #: Why the boxes cannot hold points outside the root cube (found before any sort).
 LEFT_THE_ROOT_CUBE = "a point left the root cube"
@@ -61,17 +61,18 @@ def _loosely_kept(keys: np.ndarray, points: np.ndarray, tree_order: np.ndarray, 
     return keys
 
 
-def _sorted_keys(points: np.ndarray, tree_order: np.ndarray, tree: Tree, keys_of: KeysOf,
-                 role: str, looseness: float) -> tuple[np.ndarray, np.ndarray]:
-    """The Morton keys of ``points`` (user order) at the tree's depth, sorted, and the user
-    indices in that order, sorting from the old tree order ``tree_order`` (``looseness``:
-    :func:`_loosely_kept`)."""
-    lo = tree.root_centre - tree.root_half_width
-    keys = keys_of(points, lo, tree.root_half_width, tree.max_depth)[tree_order]
-    if looseness:
-        keys = _loosely_kept(keys, points, tree_order, tree, role, looseness)
+def _sorted(keys: np.ndarray, tree_order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``keys`` (in the old tree order ``tree_order``) sorted, and the user indices in that
+    order."""
     order = stable_argsort(keys)
     return keys[order], tree_order[order].astype(INDEX_DTYPE)
+
+
+def in_root_cube(tree: Tree, sources: np.ndarray, targets: np.ndarray | None) -> bool:
+    """Whether every point lies in ``tree``'s root cube (its upper faces excluded)."""
+    low, high = bounds(sources, targets)
+    lo, hi = tree.root_centre - tree.root_half_width, tree.root_centre + tree.root_half_width
+    return bool((low >= lo).all() and (high < hi).all())
 
 
 def rebinned_tree(tree: Tree, sources: np.ndarray, targets: np.ndarray | None, bound: int,
@@ -82,11 +83,21 @@ def rebinned_tree(tree: Tree, sources: np.ndarray, targets: np.ndarray | None, b
     into them; or, where the boxes do not hold the points (module docstring), a sentence saying
     why. ``looseness``: a point in a cell where the tree has no leaf stays in its leaf while
     within that fraction of the leaf's width of it (looked for only where such a point is
-    found: the search costs a binary search per point). ``holders``: the boxes that may hold
-    sources and targets (default: those that do)."""
-    rebinned = _rebinned(tree, sources, targets, bound, keys_of, 0.0, holders)
+    found: the search costs a binary search per point; the keys are computed once). ``holders``:
+    the boxes that may hold sources and targets (default: those that do)."""
+    if not in_root_cube(tree, sources, targets):
+        return LEFT_THE_ROOT_CUBE
+    lo = tree.root_centre - tree.root_half_width
+    roles = [(sources, tree.source_user_ids, "source")]
+    if targets is not None:
+        roles.append((targets, tree.target_user_ids, "target"))
+    keys = [keys_of(points, lo, tree.root_half_width, tree.max_depth)[tree_order]
+            for points, tree_order, _ in roles]
+    rebinned = _rebinned(tree, sources, targets, keys, bound, holders)
     if looseness and isinstance(rebinned, str) and rebinned.endswith(NO_LEAF):
-        return _rebinned(tree, sources, targets, bound, keys_of, looseness, holders)
+        keys = [_loosely_kept(role_keys, points, tree_order, tree, role, looseness)
+                for role_keys, (points, tree_order, role) in zip(keys, roles, strict=True)]
+        return _rebinned(tree, sources, targets, keys, bound, holders)
     return rebinned
 
 
@@ -94,21 +105,16 @@ def rebinned_tree(tree: Tree, sources: np.ndarray, targets: np.ndarray | None, b
 NO_LEAF = "moved into a cell where the tree has no leaf"
 
 
-def _rebinned(tree: Tree, sources: np.ndarray, targets: np.ndarray | None, bound: int,
-              keys_of: KeysOf, looseness: float,
+def _rebinned(tree: Tree, sources: np.ndarray, targets: np.ndarray | None,
+              keys: list[np.ndarray], bound: int,
               holders: tuple[np.ndarray, np.ndarray] | None) -> Tree | str:
-    lo = tree.root_centre - tree.root_half_width
-    hi = tree.root_centre + tree.root_half_width
-    low, high = bounds(sources, targets)
-    if (low < lo).any() or (high >= hi).any():
-        return LEFT_THE_ROOT_CUBE
-    skeys, source_user_ids = _sorted_keys(sources, tree.source_user_ids, tree, keys_of,
-                                          "source", looseness)
+    """:func:`rebinned_tree` from the points' keys in the old tree order (sources', and
+    targets' where they have their own)."""
+    skeys, source_user_ids = _sorted(keys[0], tree.source_user_ids)
     if targets is None:
         tkeys, target_user_ids = skeys, source_user_ids
     else:
-        tkeys, target_user_ids = _sorted_keys(targets, tree.target_user_ids, tree, keys_of,
-                                              "target", looseness)
+        tkeys, target_user_ids = _sorted(keys[1], tree.target_user_ids)
     # The kept boxes over the sorted points (all_keys is only read while boxes are refined).
     points = SortedPoints(sources, targets, tree.root_centre, tree.root_half_width,
                           tree.max_depth, source_user_ids, target_user_ids,
